@@ -1,0 +1,87 @@
+"""Configuration from environment variables.
+
+No variable set gives the embedded default: SQLite files under ``TICKETLINE_DATA_DIR`` and
+the ledger itself as the event log. ``DATABASE_URL`` and ``KAFKA_BOOTSTRAP_SERVERS`` switch
+to the scaled mode. Every business figure from DOMAIN.md is a setting with its default here.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SlaSettings(BaseSettings):
+    """Service-level targets (hours)."""
+
+    model_config = SettingsConfigDict(env_prefix="TICKETLINE_SLA_", extra="ignore")
+
+    response_hours_normal: float = 24.0
+    response_hours_urgent: float = 2.0
+    response_hours_critical: float = 0.5
+    resolution_hours_simple: float = 4.0
+    resolution_hours_general: float = 24.0
+    resolution_hours_complex: float = 72.0
+
+    def response_hours(self, urgency: str) -> float:
+        return float(getattr(self, f"response_hours_{urgency}"))
+
+    def resolution_hours(self, complexity: str) -> float:
+        return float(getattr(self, f"resolution_hours_{complexity}"))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TICKETLINE_", extra="ignore")
+
+    data_dir: Path = Path("data")
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "TICKETLINE_DATABASE_URL")
+    )
+    kafka_bootstrap_servers: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "TICKETLINE_KAFKA_BOOTSTRAP_SERVERS"),
+    )
+    # Apache Kafka supports the idempotent producer; the in-memory test broker does not.
+    kafka_enable_idempotence: bool = True
+    kafka_topic_prefix: str = "ticketline"
+    kafka_consumer_group_prefix: str = "ticketline"
+
+    host: str = "127.0.0.1"
+    intake_port: int = 8001
+    dispatch_port: int = 8002
+    parts_port: int = 8003
+    feedback_port: int = 8004
+
+    relay_batch_size: int = 500
+    relay_poll_seconds: float = 0.2
+    relay_lease_seconds: float = 10.0
+    projector_batch_size: int = 500
+    projector_poll_seconds: float = 0.2
+
+    # Business figures (DOMAIN.md defaults).
+    default_warranty_months: int = 12
+    ticket_number_prefix: str = "TL"
+
+    sla: SlaSettings = Field(default_factory=SlaSettings)
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'ticketline.db').as_posix()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    @property
+    def uses_kafka(self) -> bool:
+        return bool(self.kafka_bootstrap_servers)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Domain state shared by several services (pure code, no I/O)."""

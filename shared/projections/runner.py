@@ -1,0 +1,274 @@
+"""The projection runner: feeds events from a source into projections, exactly-once in
+effect (idempotent apply + checkpoint in the same transaction as the writes).
+
+Two sources of "events in order":
+- ``LedgerSource``: the ledger's global order (embedded default, and replays). Its
+  checkpoint is the global position, stored in the projection's transaction.
+- ``KafkaSource``: a consumer group per projection; offsets are committed only after
+  the projection's transaction committed. Per-stream versions (stored with the writes)
+  absorb duplicates, and a gap (a later version arriving first) is filled from the ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from shared.clock import Clock, SystemClock
+from shared.db import Database
+from shared.events.envelope import EventEnvelope
+from shared.events.registry import topic_for
+from shared.ledger.store import EventStore
+from shared.ledger.tables import projection_checkpoints, projection_stream_versions
+from shared.projections.base import Projection
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Batch:
+    events: list[EventEnvelope]
+    # Global position to store as checkpoint (ledger source); None for Kafka.
+    position: int | None = None
+    ack: Callable[[], Awaitable[None]] | None = None
+
+
+class EventSource(Protocol):
+    def batches(self, projection: Projection) -> AsyncIterator[Batch]: ...
+
+
+async def read_checkpoint(conn: AsyncConnection, name: str) -> int:
+    value = (
+        await conn.execute(
+            select(projection_checkpoints.c.position).where(
+                projection_checkpoints.c.projection == name
+            )
+        )
+    ).scalar()
+    return int(value or 0)
+
+
+class LedgerSource:
+    """Reads the ledger after the projection's checkpoint. Stops when caught up unless
+    ``follow`` is set, in which case it polls."""
+
+    def __init__(
+        self,
+        db: Database,
+        store: EventStore,
+        *,
+        batch_size: int = 500,
+        follow: bool = False,
+        poll_seconds: float = 0.2,
+        stop: asyncio.Event | None = None,
+    ) -> None:
+        self.db = db
+        self.store = store
+        self.batch_size = batch_size
+        self.follow = follow
+        self.poll_seconds = poll_seconds
+        self.stop = stop or asyncio.Event()
+
+    async def batches(self, projection: Projection) -> AsyncIterator[Batch]:
+        async with self.db.reading() as conn:
+            position = await read_checkpoint(conn, projection.name)
+        while not self.stop.is_set():
+            async with self.db.reading() as conn:
+                events = await self.store.read_all(
+                    conn,
+                    after_position=position,
+                    limit=self.batch_size,
+                    stream_types=projection.stream_types,
+                )
+                if not events:
+                    # Move the checkpoint past events of other stream types too.
+                    head = await self.store.last_position(conn)
+            if events:
+                position = events[-1].position
+                yield Batch(events=events, position=position)
+                continue
+            if head > position:
+                position = head
+                yield Batch(events=[], position=position)
+            if not self.follow:
+                return
+            try:
+                await asyncio.wait_for(self.stop.wait(), self.poll_seconds)
+            except TimeoutError:
+                pass
+
+
+class KafkaSource:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        *,
+        topic_prefix: str,
+        group_prefix: str,
+        batch_size: int = 500,
+        poll_ms: int = 500,
+        idle_stop_after_ms: int | None = None,
+        stop: asyncio.Event | None = None,
+        group_id: str | None = None,
+    ) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.topic_prefix = topic_prefix
+        self.group_prefix = group_prefix
+        self.batch_size = batch_size
+        self.poll_ms = poll_ms
+        self.idle_stop_after_ms = idle_stop_after_ms
+        self.stop = stop or asyncio.Event()
+        self.group_id = group_id
+
+    async def batches(self, projection: Projection) -> AsyncIterator[Batch]:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        topics = sorted({topic_for(t, self.topic_prefix) for t in projection.stream_types})
+        consumer = AIOKafkaConsumer(
+            *topics,
+            bootstrap_servers=self.bootstrap_servers,
+            group_id=self.group_id or f"{self.group_prefix}.{projection.name}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=self.batch_size,
+        )
+        await consumer.start()
+        idle_ms = 0
+        try:
+            while not self.stop.is_set():
+                records = await consumer.getmany(timeout_ms=self.poll_ms)
+                if not records:
+                    idle_ms += self.poll_ms
+                    if self.idle_stop_after_ms is not None and idle_ms >= self.idle_stop_after_ms:
+                        return
+                    continue
+                idle_ms = 0
+                events: list[EventEnvelope] = []
+                offsets: dict[TopicPartition, int] = {}
+                for tp, messages in records.items():
+                    for m in messages:
+                        events.append(EventEnvelope.model_validate_json(m.value))
+                    offsets[tp] = messages[-1].offset + 1
+
+                async def ack(offsets: dict[TopicPartition, int] = offsets) -> None:
+                    await consumer.commit(offsets)
+
+                yield Batch(events=events, ack=ack)
+        finally:
+            await consumer.stop()
+
+
+@dataclass
+class RunStats:
+    batches: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    gap_filled: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class ProjectionRunner:
+    def __init__(self, db: Database, store: EventStore, clock: Clock | None = None) -> None:
+        self.db = db
+        self.store = store
+        self.clock = clock or SystemClock()
+
+    async def run(self, projection: Projection, source: EventSource) -> RunStats:
+        stats = RunStats()
+        async for batch in source.batches(projection):
+            async with self.db.transaction() as conn:
+                for event in batch.events:
+                    await self._apply(conn, projection, event, stats)
+                if batch.position is not None:
+                    await self._save_checkpoint(conn, projection.name, batch.position)
+            if batch.ack is not None:
+                await batch.ack()
+            stats.batches += 1
+        return stats
+
+    async def catch_up(self, projection: Projection, batch_size: int = 1000) -> RunStats:
+        """Apply everything the ledger holds beyond the checkpoint, then return."""
+        return await self.run(projection, LedgerSource(self.db, self.store, batch_size=batch_size))
+
+    async def reset(self, projection: Projection) -> None:
+        """Forget everything the projection wrote, so it can be rebuilt from zero."""
+        async with self.db.transaction() as conn:
+            for table in reversed(projection.tables):
+                await conn.execute(delete(table))
+            await conn.execute(
+                delete(projection_checkpoints).where(
+                    projection_checkpoints.c.projection == projection.name
+                )
+            )
+            await conn.execute(
+                delete(projection_stream_versions).where(
+                    projection_stream_versions.c.projection == projection.name
+                )
+            )
+
+    async def rebuild(self, projection: Projection, source: EventSource | None = None) -> RunStats:
+        await self.reset(projection)
+        if source is None:
+            return await self.catch_up(projection)
+        return await self.run(projection, source)
+
+    async def _apply(
+        self, conn: AsyncConnection, projection: Projection, event: EventEnvelope, stats: RunStats
+    ) -> None:
+        if event.stream_type not in projection.stream_types:
+            return
+        key = (projection_stream_versions.c.projection == projection.name) & (
+            projection_stream_versions.c.stream_id == event.stream_id
+        )
+        last = (await conn.execute(select(projection_stream_versions.c.version).where(key))).scalar()
+        last_version = int(last or 0)
+        if event.stream_version <= last_version:
+            stats.duplicates += 1
+            return
+        todo = [event]
+        if event.stream_version > last_version + 1:
+            missing = await self.store.read_stream(
+                conn,
+                event.stream_id,
+                from_version=last_version + 1,
+                to_version=event.stream_version - 1,
+            )
+            stats.gap_filled += len(missing)
+            todo = [*missing, event]
+        for e in todo:
+            await projection.handle(conn, e)
+            stats.applied += 1
+        if last is None:
+            await conn.execute(
+                insert(projection_stream_versions).values(
+                    projection=projection.name, stream_id=event.stream_id, version=event.stream_version
+                )
+            )
+        else:
+            await conn.execute(
+                update(projection_stream_versions).where(key).values(version=event.stream_version)
+            )
+
+    async def _save_checkpoint(self, conn: AsyncConnection, name: str, position: int) -> None:
+        now = self.clock.now()
+        result = await conn.execute(
+            update(projection_checkpoints)
+            .where(projection_checkpoints.c.projection == name)
+            .values(position=position, updated_at=now)
+        )
+        if result.rowcount == 0:
+            await conn.execute(
+                insert(projection_checkpoints).values(projection=name, position=position, updated_at=now)
+            )
+
+
+def default_projections() -> Sequence[Projection]:
+    from shared.projections.ticket_state import TicketStateProjection
+
+    return (TicketStateProjection(),)

@@ -1,0 +1,175 @@
+"""Ticket-state projection: one row per ticket with status, key times, assignee, deadlines."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from sqlalchemy import Column, Index, Integer, String, Table, insert, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from shared.db import UtcDateTime, metadata
+from shared.domain.ticket import TicketStatus
+from shared.events.envelope import EventEnvelope
+from shared.events.registry import typed_payload
+from shared.events.tickets import (
+    ContactDetailsCorrected,
+    FollowUpRecorded,
+    TicketClosed,
+    TicketDiagnosed,
+    TicketDispatched,
+    TicketReceived,
+    TicketReopened,
+    TicketRepaired,
+    TicketVisited,
+)
+
+ticket_state = Table(
+    "ticket_state",
+    metadata,
+    Column("ticket_id", String(36), primary_key=True),
+    Column("ticket_number", String(32), nullable=False, unique=True),
+    Column("status", String(20), nullable=False),
+    Column("region", String(32), nullable=False),
+    Column("urgency", String(10), nullable=False),
+    Column("channel", String(10), nullable=False),
+    Column("warranty_status", String(20), nullable=False),
+    Column("customer_name", String(200), nullable=False),
+    Column("customer_phone", String(32), nullable=False),
+    Column("address_line", String(200), nullable=False),
+    Column("product_model", String(200), nullable=False),
+    Column("product_line", String(200), nullable=True),
+    Column("serial_number", String(200), nullable=True),
+    Column("category", String(20), nullable=True),
+    Column("complexity", String(10), nullable=True),
+    Column("resolution_path", String(20), nullable=True),
+    Column("service_point_id", String(200), nullable=True),
+    Column("technician_id", String(200), nullable=True),
+    Column("appointment_start", UtcDateTime, nullable=True),
+    Column("appointment_end", UtcDateTime, nullable=True),
+    Column("repair_outcome", String(20), nullable=True),
+    Column("satisfaction_score", Integer, nullable=True),
+    Column("possible_duplicate_of", String(36), nullable=True),
+    Column("reopen_count", Integer, nullable=False, default=0),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("responded_at", UtcDateTime, nullable=True),
+    Column("diagnosed_at", UtcDateTime, nullable=True),
+    Column("dispatched_at", UtcDateTime, nullable=True),
+    Column("visited_at", UtcDateTime, nullable=True),
+    Column("repaired_at", UtcDateTime, nullable=True),
+    Column("followed_up_at", UtcDateTime, nullable=True),
+    Column("closed_at", UtcDateTime, nullable=True),
+    Column("response_due_at", UtcDateTime, nullable=False),
+    Column("resolution_due_at", UtcDateTime, nullable=True),
+    Column("version", Integer, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Index("ix_ticket_state_created_at_ticket_id", "created_at", "ticket_id"),
+    Index("ix_ticket_state_region_status", "region", "status"),
+    Index("ix_ticket_state_customer_phone", "customer_phone"),
+    Index("ix_ticket_state_serial_number", "serial_number"),
+)
+
+
+class TicketStateProjection:
+    name: ClassVar[str] = "ticket_state"
+    tables: ClassVar[tuple[Table, ...]] = (ticket_state,)
+    stream_types: ClassVar[tuple[str, ...]] = ("ticket",)
+
+    async def handle(self, conn: AsyncConnection, event: EventEnvelope) -> None:
+        payload = typed_payload(event)
+        at = event.occurred_at
+        common = {"version": event.stream_version, "updated_at": event.recorded_at}
+        values: dict[str, Any]
+        match payload:
+            case TicketReceived():
+                await conn.execute(
+                    insert(ticket_state).values(
+                        ticket_id=event.stream_id,
+                        ticket_number=payload.ticket_number,
+                        status=TicketStatus.received.value,
+                        region=payload.address.region,
+                        urgency=payload.urgency.value,
+                        channel=payload.channel.value,
+                        warranty_status=payload.warranty_status.value,
+                        customer_name=payload.customer.name,
+                        customer_phone=payload.customer.phone,
+                        address_line=payload.address.line,
+                        product_model=payload.product.model,
+                        product_line=payload.product.product_line,
+                        serial_number=payload.product.serial_number,
+                        possible_duplicate_of=payload.possible_duplicate_of,
+                        reopen_count=0,
+                        created_at=at,
+                        response_due_at=payload.response_due_at,
+                        **common,
+                    )
+                )
+                return
+            case ContactDetailsCorrected():
+                values = {}
+                if payload.customer:
+                    values |= {
+                        "customer_name": payload.customer.name,
+                        "customer_phone": payload.customer.phone,
+                    }
+                if payload.address:
+                    values |= {"address_line": payload.address.line, "region": payload.address.region}
+            case TicketDiagnosed():
+                values = {
+                    "status": TicketStatus.diagnosed.value,
+                    "category": payload.category.value,
+                    "complexity": payload.complexity.value,
+                    "resolution_path": payload.resolution_path.value,
+                    "diagnosed_at": at,
+                    "resolution_due_at": payload.resolution_due_at,
+                }
+                # First contact with the customer is the diagnosis call.
+                row = await self._row(conn, event.stream_id)
+                if row is not None and row.responded_at is None:
+                    values["responded_at"] = at
+            case TicketDispatched():
+                values = {
+                    "status": TicketStatus.dispatched.value,
+                    "service_point_id": payload.service_point_id,
+                    "technician_id": payload.technician_id,
+                    "appointment_start": payload.appointment_start,
+                    "appointment_end": payload.appointment_end,
+                    "dispatched_at": at,
+                }
+            case TicketVisited():
+                values = {"status": TicketStatus.visited.value, "visited_at": payload.arrived_at}
+            case TicketRepaired():
+                values = {
+                    "status": TicketStatus.repaired.value,
+                    "repair_outcome": payload.outcome.value,
+                    "repaired_at": at,
+                }
+            case FollowUpRecorded():
+                values = {
+                    "status": TicketStatus.followed_up.value,
+                    "satisfaction_score": payload.satisfaction_score,
+                    "followed_up_at": at,
+                }
+            case TicketReopened():
+                row = await self._row(conn, event.stream_id)
+                values = {
+                    "status": TicketStatus.reopened.value,
+                    "reopen_count": (row.reopen_count if row else 0) + 1,
+                    "closed_at": None,
+                }
+            case TicketClosed():
+                values = {"status": TicketStatus.closed.value, "closed_at": at}
+            case _:
+                values = {}
+        await conn.execute(
+            update(ticket_state)
+            .where(ticket_state.c.ticket_id == event.stream_id)
+            .values(**values, **common)
+        )
+
+    @staticmethod
+    async def _row(conn: AsyncConnection, ticket_id: str) -> Any:
+        from sqlalchemy import select
+
+        return (
+            await conn.execute(select(ticket_state).where(ticket_state.c.ticket_id == ticket_id))
+        ).first()

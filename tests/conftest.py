@@ -1,0 +1,96 @@
+"""Real components for the tests: SQLite files, a throwaway PostgreSQL cluster and the
+Kafka-protocol test broker, all on this machine's loopback."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from shared.clock import ManualClock
+from shared.db import Database
+from shared.ledger.store import EventStore
+from shared.migrations import upgrade
+from tests.support.broker import TestBroker
+from tests.support.postgres import PostgresCluster
+
+BACKENDS = ["sqlite", "postgres"]
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PostgresCluster]:
+    cluster = PostgresCluster()
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    upgrade(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_cluster: PostgresCluster) -> str:
+    pg_cluster.psql("CREATE DATABASE tl_template")
+    upgrade(pg_cluster.url("tl_template"))
+    return "tl_template"
+
+
+async def fresh_database_url(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> str:
+    """A migrated, empty database of the given backend, copied from a template."""
+    if backend == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        path = tmp_path / f"ticketline-{uuid.uuid4().hex[:8]}.db"
+        shutil.copyfile(template, path)
+        return f"sqlite+aiosqlite:///{path}"
+    cluster: PostgresCluster = request.getfixturevalue("pg_cluster")
+    template_name = request.getfixturevalue("pg_template")
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    engine = create_async_engine(cluster.url(), isolation_level="AUTOCOMMIT")
+    async with engine.connect() as conn:
+        await conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template_name}"'))
+    await engine.dispose()
+    return cluster.url(name)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def database_url(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> str:
+    return await fresh_database_url(request, backend, tmp_path)
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    database = Database(database_url)
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def store(clock: ManualClock) -> EventStore:
+    return EventStore(clock=clock)
+
+
+@pytest.fixture
+def broker() -> Iterator[TestBroker]:
+    b = TestBroker()
+    b.start()
+    yield b
+    b.stop()

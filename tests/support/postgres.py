@@ -1,0 +1,96 @@
+"""A throwaway PostgreSQL cluster on a free loopback port, from Debian's package."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from tests.support.ports import free_port
+
+
+def _pg_bindir() -> Path | None:
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), reverse=True)
+    return Path(candidates[0]).parent if candidates else None
+
+
+def ensure_postgres_installed() -> Path:
+    bindir = _pg_bindir()
+    if bindir is None:
+        if os.geteuid() != 0:
+            raise RuntimeError("PostgreSQL is not installed; run: sudo apt-get install -y postgresql")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update"], check=True, env=env, capture_output=True)
+        subprocess.run(
+            ["apt-get", "install", "-y", "--no-install-recommends", "postgresql"],
+            check=True,
+            env=env,
+            capture_output=True,
+        )
+        bindir = _pg_bindir()
+        if bindir is None:
+            raise RuntimeError("apt-get installed postgresql but no initdb was found")
+    return bindir
+
+
+class PostgresCluster:
+    def __init__(self) -> None:
+        self.bindir = ensure_postgres_installed()
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="ticketline-pg-"))
+        self.datadir = self.dir / "data"
+        self._as_root = os.geteuid() == 0
+
+    def _run(self, args: list[str]) -> subprocess.CompletedProcess[bytes]:
+        if self._as_root:
+            # PostgreSQL refuses to run as root; Debian's package creates a postgres user.
+            args = ["runuser", "-u", "postgres", "--", *args]
+        return subprocess.run(args, check=True, capture_output=True)
+
+    def start(self) -> None:
+        if self._as_root:
+            shutil.chown(self.dir, "postgres", "postgres")
+        self._run(
+            [str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", "postgres",
+             "--auth=trust", "--encoding=UTF8", "--no-sync"]
+        )
+        opts = (
+            f"-c listen_addresses=127.0.0.1 -c port={self.port} -c fsync=off "
+            f"-c synchronous_commit=off -c full_page_writes=off -c max_connections=300 "
+            f"-c unix_socket_directories={self.dir}"
+        )
+        self._run(
+            [str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-o", opts, "-w",
+             "-l", str(self.dir / "log"), "start"]
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            probe = subprocess.run(
+                [str(self.bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
+                capture_output=True,
+            )
+            if probe.returncode == 0:
+                return
+            time.sleep(0.2)
+        raise RuntimeError("PostgreSQL did not become ready")
+
+    def stop(self) -> None:
+        try:
+            self._run([str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate", "stop"])
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def psql(self, sql: str, database: str = "postgres") -> None:
+        subprocess.run(
+            [str(self.bindir / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
+             "-d", database, "-v", "ON_ERROR_STOP=1", "-q", "-c", sql],
+            check=True,
+            capture_output=True,
+        )
