@@ -42,7 +42,9 @@ class Settings(BaseSettings):
     )
     kafka_bootstrap_servers: str | None = Field(
         default=None,
-        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "TICKETLINE_KAFKA_BOOTSTRAP_SERVERS"),
+        validation_alias=AliasChoices(
+            "KAFKA_BOOTSTRAP_SERVERS", "TICKETLINE_KAFKA_BOOTSTRAP_SERVERS"
+        ),
     )
     # Apache Kafka supports the idempotent producer; the in-memory test broker does not.
     kafka_enable_idempotence: bool = True
@@ -63,9 +65,17 @@ class Settings(BaseSettings):
 
     # Business figures (DOMAIN.md defaults).
     default_warranty_months: int = 12
+    # JSON object, e.g. TICKETLINE_WARRANTY_MONTHS_BY_MODEL='{"WM-700": 24}'.
+    warranty_months_by_model: dict[str, int] = Field(default_factory=dict)
+    # Intake lists: default and largest page.
+    page_size_default: int = 50
+    page_size_max: int = 200
     ticket_number_prefix: str = "TL"
 
     sla: SlaSettings = Field(default_factory=SlaSettings)
+
+    def warranty_months(self, model: str) -> int:
+        return self.warranty_months_by_model.get(model, self.default_warranty_months)
 
     @property
     def resolved_database_url(self) -> str:

@@ -14,7 +14,9 @@ from shared.ledger.tables import leases
 
 
 class Lease:
-    def __init__(self, db: Database, name: str, owner: str, ttl_seconds: float, clock: Clock) -> None:
+    def __init__(
+        self, db: Database, name: str, owner: str, ttl_seconds: float, clock: Clock
+    ) -> None:
         self.db = db
         self.name = name
         self.owner = owner
@@ -36,13 +38,13 @@ class Lease:
                 )
                 if result.rowcount == 1:
                     return True
-                exists = await conn.execute(
-                    leases.select().where(leases.c.name == self.name)
-                )
+                exists = await conn.execute(leases.select().where(leases.c.name == self.name))
                 if exists.first() is not None:
                     return False
                 await conn.execute(
-                    insert(leases).values(name=self.name, owner=self.owner, expires_at=now + self.ttl)
+                    insert(leases).values(
+                        name=self.name, owner=self.owner, expires_at=now + self.ttl
+                    )
                 )
                 return True
         except IntegrityError:

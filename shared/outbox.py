@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -103,7 +104,9 @@ class KafkaPublisher:
                 await producer.send(m.topic, value=m.value, key=m.key.encode(), headers=m.headers)
             )
         results = await asyncio.gather(*futures, return_exceptions=True)
-        outcome: list[BaseException | None] = [r if isinstance(r, BaseException) else None for r in results]
+        outcome: list[BaseException | None] = [
+            r if isinstance(r, BaseException) else None for r in results
+        ]
         if any(outcome):
             # Start afresh next time: the producer may hold a broken connection.
             await self.close()
@@ -136,7 +139,9 @@ class OutboxRelay:
         self.publisher = publisher
         self.batch_size = batch_size
         self.clock = clock or SystemClock()
-        self.lease = Lease(db, self.LEASE_NAME, owner or relay_owner_id(), lease_seconds, self.clock)
+        self.lease = Lease(
+            db, self.LEASE_NAME, owner or relay_owner_id(), lease_seconds, self.clock
+        )
 
     async def pending(self, conn: AsyncConnection, limit: int) -> list[OutboxMessage]:
         rows = (
@@ -173,7 +178,9 @@ class OutboxRelay:
         await self.mark_published(published)
         if failed_streams:
             first_error = next(e for e in results if e is not None)
-            raise RelayError(f"{len(messages) - len(published)} rows not published") from first_error
+            raise RelayError(
+                f"{len(messages) - len(published)} rows not published"
+            ) from first_error
         return len(published)
 
     async def mark_published(self, outbox_ids: Sequence[int]) -> None:
@@ -185,7 +192,9 @@ class OutboxRelay:
                 update(outbox).where(outbox.c.id.in_(list(outbox_ids))).values(published_at=now)
             )
 
-    async def run(self, stop: asyncio.Event, poll_seconds: float = 0.2, backoff_max: float = 5.0) -> None:
+    async def run(
+        self, stop: asyncio.Event, poll_seconds: float = 0.2, backoff_max: float = 5.0
+    ) -> None:
         backoff = poll_seconds
         while not stop.is_set():
             try:
@@ -196,10 +205,8 @@ class OutboxRelay:
                 count = 0
                 backoff = min(backoff * 2, backoff_max)
             if count == 0:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), backoff)
-                except TimeoutError:
-                    pass
         await self.publisher.close()
 
 
@@ -211,13 +218,17 @@ async def outbox_backlog(conn: AsyncConnection) -> tuple[int, object]:
     """(unpublished rows, created_at of the oldest unpublished)."""
     row = (
         await conn.execute(
-            select(func.count(), func.min(outbox.c.created_at)).where(outbox.c.published_at.is_(None))
+            select(func.count(), func.min(outbox.c.created_at)).where(
+                outbox.c.published_at.is_(None)
+            )
         )
     ).one()
     return int(row[0]), row[1]
 
 
-def relay_from_settings(db: Database, settings: Settings, clock: Clock | None = None) -> OutboxRelay:
+def relay_from_settings(
+    db: Database, settings: Settings, clock: Clock | None = None
+) -> OutboxRelay:
     if not settings.kafka_bootstrap_servers:
         raise RuntimeError("the relay needs KAFKA_BOOTSTRAP_SERVERS")
     publisher = KafkaPublisher(

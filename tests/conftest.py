@@ -8,14 +8,17 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from shared.clock import ManualClock
+from shared.config import Settings
 from shared.db import Database
 from shared.ledger.store import EventStore
 from shared.migrations import upgrade
+from shared.platform import Platform
 from tests.support.broker import TestBroker
 from tests.support.postgres import PostgresCluster
 
@@ -94,3 +97,19 @@ def broker() -> Iterator[TestBroker]:
     b.start()
     yield b
     b.stop()
+
+
+@pytest.fixture
+async def platform(database_url: str, clock: ManualClock) -> AsyncIterator[Platform]:
+    p = Platform.from_settings(Settings(database_url=database_url), clock=clock)
+    yield p
+    await p.close()
+
+
+@pytest.fixture
+async def intake(platform: Platform) -> AsyncIterator[httpx.AsyncClient]:
+    from services.intake.app import create_app
+
+    transport = httpx.ASGITransport(app=create_app(platform))
+    async with httpx.AsyncClient(transport=transport, base_url="http://intake.test") as client:
+        yield client

@@ -21,7 +21,9 @@ from tests.support.factories import context, diagnosed, new_ticket_id, received
 async def test_append_and_read_stream(db: Database, store: EventStore) -> None:
     tid = new_ticket_id()
     async with db.transaction() as conn:
-        written = await store.append_to_stream(conn, tid, NO_STREAM, [received()], context(), region="east")
+        written = await store.append_to_stream(
+            conn, tid, NO_STREAM, [received()], context(), region="east"
+        )
         written += await store.append_to_stream(conn, tid, 1, [diagnosed()], context())
     async with db.reading() as conn:
         stream = await store.read_stream(conn, tid)
@@ -105,23 +107,41 @@ async def test_verify_passes_on_untouched_ledger(db: Database, store: EventStore
 async def test_tampered_ledger_is_detected(db: Database, store: EventStore, tamper: str) -> None:
     ids = await _ledger_with_two_tickets(db, store)
     async with db.transaction() as conn:
-        first = (await conn.execute(select(events).where(events.c.stream_id == ids[0], events.c.stream_version == 1))).one()
+        first = (
+            await conn.execute(
+                select(events).where(events.c.stream_id == ids[0], events.c.stream_version == 1)
+            )
+        ).one()
         if tamper == "change":
             body = json.loads(first.payload)
             body["customer"]["phone"] = "13900000000"
-            await conn.execute(update(events).where(events.c.position == first.position).values(payload=json.dumps(body)))
+            await conn.execute(
+                update(events)
+                .where(events.c.position == first.position)
+                .values(payload=json.dumps(body))
+            )
         elif tamper == "delete":
             await conn.execute(delete(outbox).where(outbox.c.position == first.position + 1))
             await conn.execute(delete(events).where(events.c.position == first.position + 1))
         else:  # swap the two versions of the first stream
-            await conn.execute(update(events).where(events.c.position == first.position).values(stream_version=99))
-            await conn.execute(update(events).where(events.c.position == first.position + 1).values(stream_version=1))
-            await conn.execute(update(events).where(events.c.position == first.position).values(stream_version=2))
+            await conn.execute(
+                update(events).where(events.c.position == first.position).values(stream_version=99)
+            )
+            await conn.execute(
+                update(events)
+                .where(events.c.position == first.position + 1)
+                .values(stream_version=1)
+            )
+            await conn.execute(
+                update(events).where(events.c.position == first.position).values(stream_version=2)
+            )
     async with db.reading() as conn:
         report = await verify_ledger(conn, store)
     assert not report.ok
     broken = report.broken[0]
-    expected_kind = {"change": "hash", "delete": "global_sequence", "reorder": "stream_version"}[tamper]
+    expected_kind = {"change": "hash", "delete": "global_sequence", "reorder": "stream_version"}[
+        tamper
+    ]
     assert broken.kind == expected_kind
     if tamper == "delete":
         # The first link found broken is the event right after the hole.

@@ -81,7 +81,9 @@ class TicketState:
         return self.diagnosis.resolution_path if self.diagnosis else None
 
 
-def evolve(state: TicketState, payload: EventPayload, *, occurred_at: datetime | None = None) -> TicketState:
+def evolve(
+    state: TicketState, payload: EventPayload, *, occurred_at: datetime | None = None
+) -> TicketState:
     """The state after one more event; unknown event types leave the status as is."""
     s = replace(state, version=state.version + 1, history=(*state.history, payload.event_type))
     match payload:
@@ -131,4 +133,21 @@ def fold(ticket_id: str, envelopes: list[EventEnvelope]) -> TicketState:
     state = TicketState(ticket_id=ticket_id)
     for e in envelopes:
         state = evolve(state, typed_payload(e), occurred_at=e.occurred_at)
+    return state
+
+
+def require_ticket(state: TicketState) -> TicketState:
+    if not state.exists:
+        from shared.domain.errors import NotFound
+
+        raise NotFound("ticket_not_found", f"no ticket {state.ticket_id}")
+    return state
+
+
+def require_open(state: TicketState) -> TicketState:
+    require_ticket(state)
+    if state.status is TicketStatus.closed:
+        from shared.domain.errors import RuleViolation
+
+        raise RuleViolation("ticket_closed", "the ticket is closed")
     return state

@@ -70,7 +70,9 @@ def upcast(event_type: str, schema_version: int, payload: dict[str, Any]) -> dic
 def typed_payload(envelope: EventEnvelope) -> EventPayload:
     """The envelope's payload as its current-version pydantic model."""
     cls = payload_class(envelope.event_type)
-    return cls.model_validate(upcast(envelope.event_type, envelope.schema_version, envelope.payload))
+    return cls.model_validate(
+        upcast(envelope.event_type, envelope.schema_version, envelope.payload)
+    )
 
 
 def topic_for(stream_type: str, prefix: str) -> str:

@@ -211,7 +211,9 @@ class EventStore:
         return [row_to_envelope(r) for r in (await conn.execute(query)).all()]
 
     async def last_position(self, conn: AsyncConnection) -> int:
-        return int((await conn.execute(select(func.coalesce(func.max(events.c.position), 0)))).scalar_one())
+        return int(
+            (await conn.execute(select(func.coalesce(func.max(events.c.position), 0)))).scalar_one()
+        )
 
 
 def _envelope_row(e: EventEnvelope) -> dict[str, Any]:

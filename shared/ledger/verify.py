@@ -53,16 +53,16 @@ async def verify_ledger(
                     ("global_sequence", f"position {e.position} follows {last_position}")
                 )
             if e.stream_version != version + 1:
-                problems.append(
-                    ("stream_version", f"version {e.stream_version} follows {version}")
-                )
+                problems.append(("stream_version", f"version {e.stream_version} follows {version}"))
             if e.prev_hash != prev:
                 problems.append(("chain", "prev_hash does not match the previous event's hash"))
             if e.computed_hash() != e.hash:
                 problems.append(("hash", "content does not match its hash"))
             for kind, detail in problems:
                 report.broken.append(
-                    BrokenLink(kind, e.stream_id, e.stream_version, str(e.event_id), e.position, detail)
+                    BrokenLink(
+                        kind, e.stream_id, e.stream_version, str(e.event_id), e.position, detail
+                    )
                 )
             if problems and stop_at_first:
                 report.streams_checked = len(heads)

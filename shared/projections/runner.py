@@ -12,6 +12,7 @@ Two sources of "events in order":
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -98,10 +99,8 @@ class LedgerSource:
                 yield Batch(events=[], position=position)
             if not self.follow:
                 return
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), self.poll_seconds)
-            except TimeoutError:
-                pass
 
 
 class KafkaSource:
@@ -192,6 +191,15 @@ class ProjectionRunner:
             stats.batches += 1
         return stats
 
+    async def apply(
+        self, conn: AsyncConnection, projection: Projection, events: Sequence[EventEnvelope]
+    ) -> RunStats:
+        """Apply events inside the caller's transaction (inline projection)."""
+        stats = RunStats()
+        for event in events:
+            await self._apply(conn, projection, event, stats)
+        return stats
+
     async def catch_up(self, projection: Projection, batch_size: int = 1000) -> RunStats:
         """Apply everything the ledger holds beyond the checkpoint, then return."""
         return await self.run(projection, LedgerSource(self.db, self.store, batch_size=batch_size))
@@ -226,7 +234,9 @@ class ProjectionRunner:
         key = (projection_stream_versions.c.projection == projection.name) & (
             projection_stream_versions.c.stream_id == event.stream_id
         )
-        last = (await conn.execute(select(projection_stream_versions.c.version).where(key))).scalar()
+        last = (
+            await conn.execute(select(projection_stream_versions.c.version).where(key))
+        ).scalar()
         last_version = int(last or 0)
         if event.stream_version <= last_version:
             stats.duplicates += 1
@@ -247,7 +257,9 @@ class ProjectionRunner:
         if last is None:
             await conn.execute(
                 insert(projection_stream_versions).values(
-                    projection=projection.name, stream_id=event.stream_id, version=event.stream_version
+                    projection=projection.name,
+                    stream_id=event.stream_id,
+                    version=event.stream_version,
                 )
             )
         else:
@@ -264,7 +276,9 @@ class ProjectionRunner:
         )
         if result.rowcount == 0:
             await conn.execute(
-                insert(projection_checkpoints).values(projection=name, position=position, updated_at=now)
+                insert(projection_checkpoints).values(
+                    projection=name, position=position, updated_at=now
+                )
             )
 
 

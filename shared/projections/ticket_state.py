@@ -112,7 +112,10 @@ class TicketStateProjection:
                         "customer_phone": payload.customer.phone,
                     }
                 if payload.address:
-                    values |= {"address_line": payload.address.line, "region": payload.address.region}
+                    values |= {
+                        "address_line": payload.address.line,
+                        "region": payload.address.region,
+                    }
             case TicketDiagnosed():
                 values = {
                     "status": TicketStatus.diagnosed.value,

@@ -28,7 +28,9 @@ def received(number: int = 1, region: str = "east", **overrides: Any) -> TicketR
         "ticket_number": f"TL-20261102-{number:06d}",
         "customer": Customer(name="Li Wei", phone="13812345678"),
         "address": Address(line="1 Garden Road", city="Hangzhou", region=region),
-        "product": Product(model="WM-700", serial_number=f"SN{number:05d}", purchase_date=date(2026, 3, 1)),
+        "product": Product(
+            model="WM-700", serial_number=f"SN{number:05d}", purchase_date=date(2026, 3, 1)
+        ),
         "warranty_status": "in_warranty",
         "problem": Problem(symptom="drum does not spin", frequency="always", environment="kitchen"),
         "urgency": "normal",

@@ -22,7 +22,9 @@ def ensure_postgres_installed() -> Path:
     bindir = _pg_bindir()
     if bindir is None:
         if os.geteuid() != 0:
-            raise RuntimeError("PostgreSQL is not installed; run: sudo apt-get install -y postgresql")
+            raise RuntimeError(
+                "PostgreSQL is not installed; run: sudo apt-get install -y postgresql"
+            )
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         subprocess.run(["apt-get", "update"], check=True, env=env, capture_output=True)
         subprocess.run(
@@ -55,8 +57,16 @@ class PostgresCluster:
         if self._as_root:
             shutil.chown(self.dir, "postgres", "postgres")
         self._run(
-            [str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", "postgres",
-             "--auth=trust", "--encoding=UTF8", "--no-sync"]
+            [
+                str(self.bindir / "initdb"),
+                "-D",
+                str(self.datadir),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-sync",
+            ]
         )
         opts = (
             f"-c listen_addresses=127.0.0.1 -c port={self.port} -c fsync=off "
@@ -64,8 +74,17 @@ class PostgresCluster:
             f"-c unix_socket_directories={self.dir}"
         )
         self._run(
-            [str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-o", opts, "-w",
-             "-l", str(self.dir / "log"), "start"]
+            [
+                str(self.bindir / "pg_ctl"),
+                "-D",
+                str(self.datadir),
+                "-o",
+                opts,
+                "-w",
+                "-l",
+                str(self.dir / "log"),
+                "start",
+            ]
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -80,7 +99,9 @@ class PostgresCluster:
 
     def stop(self) -> None:
         try:
-            self._run([str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate", "stop"])
+            self._run(
+                [str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate", "stop"]
+            )
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -89,8 +110,22 @@ class PostgresCluster:
 
     def psql(self, sql: str, database: str = "postgres") -> None:
         subprocess.run(
-            [str(self.bindir / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
-             "-d", database, "-v", "ON_ERROR_STOP=1", "-q", "-c", sql],
+            [
+                str(self.bindir / "psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-d",
+                database,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-q",
+                "-c",
+                sql,
+            ],
             check=True,
             capture_output=True,
         )

@@ -41,7 +41,9 @@ def upgrade() -> None:
         sa.Column("hash", sa.String(64), nullable=False),
         sa.PrimaryKeyConstraint("position", name="pk_events"),
         sa.UniqueConstraint("event_id", name="uq_events_event_id"),
-        sa.UniqueConstraint("stream_id", "stream_version", name="uq_events_stream_id_stream_version"),
+        sa.UniqueConstraint(
+            "stream_id", "stream_version", name="uq_events_stream_id_stream_version"
+        ),
     )
     op.create_index("ix_events_stream_type_position", "events", ["stream_type", "position"])
     op.create_index("ix_events_region_position", "events", ["region", "position"])

@@ -1,0 +1,1 @@
+"""The four Ticketline services, each an independent FastAPI app."""

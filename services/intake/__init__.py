@@ -1,0 +1,1 @@
+"""Intake: the call center's HTTP API (ticket received, diagnosed, corrected, read)."""

@@ -1,0 +1,22 @@
+"""The intake service's FastAPI application."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from services.intake.routes import router
+from shared.http.app import create_service_app
+from shared.platform import Platform
+
+
+def create_app(platform: Platform | None = None) -> FastAPI:
+    return create_service_app(
+        service="intake",
+        title="Ticketline intake",
+        description="The call center's API: open tickets (one intake, followed to the end), "
+        "record the diagnosis, correct contact details, find and read tickets and their "
+        "audit trail. Errors are RFC 9457 problem details.",
+        routers=[router],
+        platform=platform,
+        openapi_tags=[{"name": "tickets", "description": "Ticket intake and diagnosis"}],
+    )

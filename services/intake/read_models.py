@@ -1,0 +1,97 @@
+"""Intake's reads: the ticket-state projection, filtered and paginated by keyset."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from shared.domain.errors import InvalidCommand
+from shared.domain.ticket import OPEN_STATUSES
+from shared.projections.ticket_state import ticket_state
+
+
+@dataclass(frozen=True)
+class TicketFilters:
+    status: str | None = None
+    region: str | None = None
+    urgency: str | None = None
+    phone: str | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+
+
+def encode_cursor(created_at: datetime, ticket_id: str) -> str:
+    raw = f"{created_at.isoformat()}|{ticket_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, ticket_id = raw.split("|", 1)
+        return datetime.fromisoformat(created), ticket_id
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidCommand("cursor", "not a cursor this service issued") from None
+
+
+async def get_ticket_row(conn: AsyncConnection, ticket_id: str) -> Any:
+    query = select(ticket_state).where(ticket_state.c.ticket_id == ticket_id)
+    return (await conn.execute(query)).first()
+
+
+async def list_ticket_rows(
+    conn: AsyncConnection, filters: TicketFilters, *, cursor: str | None, limit: int
+) -> tuple[list[Any], str | None]:
+    """Newest first. The cursor is the last row's (created_at, ticket_id), so tickets
+    created while a client pages never shift the pages it has not read yet."""
+    t = ticket_state.c
+    query = select(ticket_state).order_by(t.created_at.desc(), t.ticket_id.desc()).limit(limit + 1)
+    conditions = []
+    if filters.status:
+        conditions.append(t.status == filters.status)
+    if filters.region:
+        conditions.append(t.region == filters.region)
+    if filters.urgency:
+        conditions.append(t.urgency == filters.urgency)
+    if filters.phone:
+        conditions.append(t.customer_phone == filters.phone)
+    if filters.created_from:
+        conditions.append(t.created_at >= filters.created_from)
+    if filters.created_to:
+        conditions.append(t.created_at < filters.created_to)
+    if cursor:
+        created, ticket_id = decode_cursor(cursor)
+        conditions.append(
+            or_(t.created_at < created, and_(t.created_at == created, t.ticket_id < ticket_id))
+        )
+    if conditions:
+        query = query.where(and_(*conditions))
+    rows = list((await conn.execute(query)).all())
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1].created_at, rows[-1].ticket_id)
+    return rows, next_cursor
+
+
+async def find_open_duplicate(
+    conn: AsyncConnection, phone: str, serial_number: str | None, model: str
+) -> str | None:
+    """An open ticket for the same phone and serial (or model when no serial is given)."""
+    t = ticket_state.c
+    same_product = t.serial_number == serial_number if serial_number else t.product_model == model
+    query = (
+        select(t.ticket_id)
+        .where(
+            t.customer_phone == phone, same_product, t.status.in_([s.value for s in OPEN_STATUSES])
+        )
+        .order_by(t.created_at)
+        .limit(1)
+    )
+    return (await conn.execute(query)).scalar()

@@ -1,0 +1,300 @@
+"""Intake's HTTP routes: thin — parse, call a command handler or a read model, shape."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.intake import domain
+from services.intake.commands import IntakeCommands
+from services.intake.read_models import TicketFilters, get_ticket_row, list_ticket_rows
+from services.intake.schemas import (
+    CorrectContactRequest,
+    Deadlines,
+    DiagnoseTicketRequest,
+    HistoryEvent,
+    ReceiveTicketRequest,
+    TicketAccepted,
+    TicketHistory,
+    TicketPage,
+    TicketView,
+)
+from shared.commands import TicketCommandResult
+from shared.domain.errors import NotFound
+from shared.domain.ticket import TicketState, TicketStatus
+from shared.events.envelope import GENESIS_HASH, Actor
+from shared.http.app import get_platform
+from shared.http.context import command_context, current_actor, mask_phone, may_see_personal_data
+from shared.http.headers import etag, expected_version, idempotency_key
+from shared.http.idempotency import CommandResponse, run_idempotent
+from shared.http.problems import PROBLEM_RESPONSES
+from shared.platform import Platform
+
+SERVICE = "intake"
+router = APIRouter(tags=["tickets"], responses=PROBLEM_RESPONSES)
+
+
+def accepted(result: TicketCommandResult) -> TicketAccepted:
+    return accepted_from_state(result.after, [str(e.event_id) for e in result.events])
+
+
+def accepted_from_state(state: TicketState, event_ids: list[str]) -> TicketAccepted:
+    assert state.received is not None
+    return TicketAccepted(
+        ticket_id=state.ticket_id,
+        ticket_number=state.received.ticket_number,
+        status=state.status.value,
+        version=state.version,
+        sla=Deadlines(
+            response_due_at=state.received.response_due_at,
+            resolution_due_at=state.diagnosis.resolution_due_at if state.diagnosis else None,
+        ),
+        possible_duplicate_of=state.received.possible_duplicate_of,
+        events=event_ids,
+    )
+
+
+def to_response(response: CommandResponse) -> JSONResponse:
+    headers = {"ETag": etag(response.body["version"])}
+    if response.location:
+        headers["Location"] = response.location
+    if response.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(response.body, status_code=response.status_code, headers=headers)
+
+
+def ticket_view(row: Any, actor: Actor) -> TicketView:
+    data = dict(row._mapping)
+    if not may_see_personal_data(actor):
+        data["customer_phone"] = mask_phone(data["customer_phone"])
+    data["sla"] = Deadlines(
+        response_due_at=data.pop("response_due_at"), resolution_due_at=data.pop("resolution_due_at")
+    )
+    return TicketView(**data)
+
+
+@router.post(
+    "/tickets",
+    status_code=201,
+    response_model=TicketAccepted,
+    summary="Record a customer request (event TicketReceived)",
+    description="Returns the ticket number, the SLA deadlines that now apply and, when an "
+    "open ticket exists for the same phone and serial (or model), `possible_duplicate_of`. "
+    "Send an `Idempotency-Key` so that a retried request never opens a second ticket.",
+)
+async def receive_ticket(
+    body: ReceiveTicketRequest,
+    request: Request,
+    actor: Actor = Depends(current_actor),
+    key: str | None = Depends(idempotency_key),
+    platform: Platform = Depends(get_platform),
+) -> JSONResponse:
+    context = command_context(request, actor, SERVICE)
+    command = domain.ReceiveTicket(
+        **{name: getattr(body, name) for name in type(body).model_fields}
+    )
+
+    async def run(conn: AsyncConnection) -> CommandResponse:
+        result = await IntakeCommands(platform).receive(conn, command, context)
+        view = accepted(result)
+        return CommandResponse(201, view.model_dump(mode="json"), f"/tickets/{view.ticket_id}")
+
+    response = await run_idempotent(
+        platform.db,
+        scope=f"{SERVICE}:receive",
+        key=key,
+        request_body=body.model_dump(mode="json"),
+        command=run,
+        now=platform.clock.now(),
+    )
+    return to_response(response)
+
+
+@router.post(
+    "/tickets/{ticket_id}/diagnosis",
+    response_model=TicketAccepted,
+    summary="Record the remote diagnosis (event TicketDiagnosed)",
+    description="Complexity sets the resolution deadline. With `resolution_path` "
+    "`remote_guidance` and a `remote_outcome`, the ticket is repaired on the call "
+    "(TicketRepaired follows) and skips dispatch.",
+)
+async def diagnose_ticket(
+    ticket_id: UUID,
+    body: DiagnoseTicketRequest,
+    request: Request,
+    actor: Actor = Depends(current_actor),
+    key: str | None = Depends(idempotency_key),
+    version: int | None = Depends(expected_version),
+    platform: Platform = Depends(get_platform),
+) -> JSONResponse:
+    context = command_context(request, actor, SERVICE)
+    command = domain.DiagnoseTicket(
+        category=body.category,
+        complexity=body.complexity,
+        resolution_path=body.resolution_path,
+        expected_parts=tuple(body.expected_parts),
+        notes=body.notes,
+        remote_outcome=body.remote_outcome,
+    )
+
+    async def run(conn: AsyncConnection) -> CommandResponse:
+        result = await IntakeCommands(platform).diagnose(
+            conn, str(ticket_id), command, context, version
+        )
+        return CommandResponse(200, accepted(result).model_dump(mode="json"))
+
+    return to_response(
+        await run_idempotent(
+            platform.db,
+            scope=f"{SERVICE}:diagnose:{ticket_id}",
+            key=key,
+            request_body=body.model_dump(mode="json"),
+            command=run,
+            now=platform.clock.now(),
+        )
+    )
+
+
+@router.patch(
+    "/tickets/{ticket_id}/contact",
+    response_model=TicketAccepted,
+    summary="Correct the customer's contact details (event ContactDetailsCorrected)",
+    description="A correction is a new event; the original details stay in the history.",
+)
+async def correct_contact(
+    ticket_id: UUID,
+    body: CorrectContactRequest,
+    request: Request,
+    actor: Actor = Depends(current_actor),
+    key: str | None = Depends(idempotency_key),
+    version: int | None = Depends(expected_version),
+    platform: Platform = Depends(get_platform),
+) -> JSONResponse:
+    context = command_context(request, actor, SERVICE)
+    command = domain.CorrectContactDetails(
+        reason=body.reason, customer=body.customer, address=body.address
+    )
+
+    async def run(conn: AsyncConnection) -> CommandResponse:
+        result = await IntakeCommands(platform).correct_contact(
+            conn, str(ticket_id), command, context, version
+        )
+        return CommandResponse(200, accepted(result).model_dump(mode="json"))
+
+    return to_response(
+        await run_idempotent(
+            platform.db,
+            scope=f"{SERVICE}:contact:{ticket_id}",
+            key=key,
+            request_body=body.model_dump(mode="json"),
+            command=run,
+            now=platform.clock.now(),
+        )
+    )
+
+
+@router.get("/tickets/{ticket_id}", response_model=TicketView, summary="One ticket's current state")
+async def get_ticket(
+    ticket_id: UUID,
+    response: Response,
+    actor: Actor = Depends(current_actor),
+    platform: Platform = Depends(get_platform),
+) -> TicketView:
+    async with platform.db.reading() as conn:
+        row = await get_ticket_row(conn, str(ticket_id))
+    if row is None:
+        raise NotFound("ticket_not_found", f"no ticket {ticket_id}")
+    response.headers["ETag"] = etag(row.version)
+    return ticket_view(row, actor)
+
+
+@router.get(
+    "/tickets",
+    response_model=TicketPage,
+    summary="Find tickets (newest first, cursor-paginated)",
+)
+async def list_tickets(
+    status: TicketStatus | None = None,
+    region: str | None = Query(default=None, max_length=32),
+    urgency: Literal["normal", "urgent", "critical"] | None = None,
+    phone: str | None = Query(default=None, max_length=32, description="Full number, digits only."),
+    created_from: datetime | None = Query(default=None, description="Inclusive (ISO 8601)."),
+    created_to: datetime | None = Query(default=None, description="Exclusive (ISO 8601)."),
+    cursor: str | None = Query(default=None, max_length=200),
+    limit: int = Query(default=50, ge=1, le=200),
+    actor: Actor = Depends(current_actor),
+    platform: Platform = Depends(get_platform),
+) -> TicketPage:
+    for name, value in (("created_from", created_from), ("created_to", created_to)):
+        if value is not None and value.tzinfo is None:
+            from shared.domain.errors import InvalidCommand
+
+            raise InvalidCommand(name, "give a timezone, e.g. 2026-11-20T10:00:00Z")
+    filters = TicketFilters(
+        status=status.value if status else None,
+        region=region.lower() if region else None,
+        urgency=urgency,
+        phone="".join(ch for ch in phone if ch.isdigit() or ch == "+") if phone else None,
+        created_from=created_from,
+        created_to=created_to,
+    )
+    async with platform.db.reading() as conn:
+        rows, next_cursor = await list_ticket_rows(conn, filters, cursor=cursor, limit=limit)
+    return TicketPage(items=[ticket_view(r, actor) for r in rows], next_cursor=next_cursor)
+
+
+@router.get(
+    "/tickets/{ticket_id}/history",
+    response_model=TicketHistory,
+    summary="The ticket's events in order, with hash-chain status (its audit trail)",
+)
+async def ticket_history(
+    ticket_id: UUID,
+    actor: Actor = Depends(current_actor),
+    platform: Platform = Depends(get_platform),
+) -> TicketHistory:
+    async with platform.db.reading() as conn:
+        events = await platform.store.read_stream(conn, str(ticket_id))
+    if not events:
+        raise NotFound("ticket_not_found", f"no ticket {ticket_id}")
+    show_personal = may_see_personal_data(actor)
+    items: list[HistoryEvent] = []
+    chain_valid = True
+    previous = GENESIS_HASH
+    for e in events:
+        hash_ok = e.computed_hash() == e.hash and e.prev_hash == previous
+        chain_valid = chain_valid and hash_ok
+        previous = e.hash
+        payload = e.payload if show_personal else _mask_payload(e.payload)
+        items.append(
+            HistoryEvent(
+                position=e.position,
+                stream_version=e.stream_version,
+                event_id=str(e.event_id),
+                event_type=e.event_type,
+                schema_version=e.schema_version,
+                occurred_at=e.occurred_at,
+                recorded_at=e.recorded_at,
+                actor=e.actor.model_dump(),
+                service=e.service,
+                correlation_id=str(e.correlation_id),
+                causation_id=str(e.causation_id) if e.causation_id else None,
+                payload=payload,
+                prev_hash=e.prev_hash,
+                hash=e.hash,
+                hash_ok=hash_ok,
+            )
+        )
+    return TicketHistory(ticket_id=str(ticket_id), chain_valid=chain_valid, events=items)
+
+
+def _mask_payload(payload: dict[str, Any]) -> dict[str, Any]:
+    customer = payload.get("customer")
+    if isinstance(customer, dict) and "phone" in customer:
+        return {**payload, "customer": {**customer, "phone": mask_phone(customer["phone"])}}
+    return payload

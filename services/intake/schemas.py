@@ -1,0 +1,209 @@
+"""Intake's HTTP bodies (pydantic at the boundary; unknown fields are rejected)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.events.tickets import (
+    Address,
+    Channel,
+    Complexity,
+    Customer,
+    FaultCategory,
+    LongText,
+    Problem,
+    Product,
+    RepairOutcome,
+    ResolutionPath,
+    ShortText,
+    Urgency,
+    WarrantyStatus,
+)
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+RECEIVE_EXAMPLE: dict[str, Any] = {
+    "customer": {"name": "Li Wei", "phone": "13812345678"},
+    "address": {
+        "line": "1 Garden Road",
+        "city": "Hangzhou",
+        "postcode": "310000",
+        "region": "east",
+    },
+    "product": {
+        "model": "WM-700",
+        "product_line": "washing_machines",
+        "serial_number": "SN-0001",
+        "purchase_date": "2026-03-01",
+    },
+    "problem": {
+        "symptom": "Drum does not spin; error E21 on the display",
+        "frequency": "every wash since Monday",
+        "environment": "kitchen, ground floor",
+    },
+    "urgency": "normal",
+    "channel": "phone",
+}
+
+
+class ReceiveTicketRequest(Body):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [RECEIVE_EXAMPLE]})
+
+    customer: Customer
+    address: Address
+    product: Product
+    problem: Problem
+    urgency: Urgency = Urgency.normal
+    channel: Channel
+    warranty_status: WarrantyStatus | None = Field(
+        default=None,
+        description="Derived from the purchase date and the model's warranty months when "
+        "omitted; when given it must agree (an extended warranty is taken as stated).",
+    )
+
+
+class DiagnoseTicketRequest(Body):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "category": "quality_defect",
+                    "complexity": "general",
+                    "resolution_path": "on_site",
+                    "expected_parts": ["MOTOR-WM700"],
+                    "notes": "Motor hums but does not turn; likely motor or drive board.",
+                },
+                {
+                    "category": "misuse",
+                    "complexity": "simple",
+                    "resolution_path": "remote_guidance",
+                    "notes": "Child lock was on; customer guided to release it.",
+                    "remote_outcome": "fixed",
+                },
+            ]
+        },
+    )
+
+    category: FaultCategory
+    complexity: Complexity
+    resolution_path: ResolutionPath
+    expected_parts: list[ShortText] = Field(default_factory=list, max_length=50)
+    notes: LongText | None = None
+    remote_outcome: RepairOutcome | None = Field(
+        default=None,
+        description="Only with remote guidance: the problem was solved on the call, so the "
+        "ticket goes straight to repaired without a visit.",
+    )
+
+
+class CorrectContactRequest(Body):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "customer": {"name": "Li Wei", "phone": "13987654321"},
+                    "reason": "customer gave a new mobile number",
+                }
+            ]
+        },
+    )
+
+    customer: Customer | None = None
+    address: Address | None = None
+    reason: ShortText
+
+
+class Deadlines(BaseModel):
+    response_due_at: datetime
+    resolution_due_at: datetime | None
+
+
+class TicketView(BaseModel):
+    ticket_id: str
+    ticket_number: str
+    status: str
+    version: int
+    region: str
+    urgency: str
+    channel: str
+    warranty_status: str
+    customer_name: str
+    customer_phone: str = Field(description="Masked (138****5678) unless the role may see it.")
+    address_line: str
+    product_model: str
+    product_line: str | None
+    serial_number: str | None
+    category: str | None
+    complexity: str | None
+    resolution_path: str | None
+    service_point_id: str | None
+    technician_id: str | None
+    appointment_start: datetime | None
+    appointment_end: datetime | None
+    repair_outcome: str | None
+    satisfaction_score: int | None
+    possible_duplicate_of: str | None
+    reopen_count: int
+    created_at: datetime
+    responded_at: datetime | None
+    diagnosed_at: datetime | None
+    dispatched_at: datetime | None
+    visited_at: datetime | None
+    repaired_at: datetime | None
+    followed_up_at: datetime | None
+    closed_at: datetime | None
+    sla: Deadlines
+    updated_at: datetime
+
+
+class TicketPage(BaseModel):
+    items: list[TicketView]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null at the end."
+    )
+
+
+class TicketAccepted(BaseModel):
+    """What a command returns: the ticket's identity, version and deadlines now."""
+
+    ticket_id: str
+    ticket_number: str
+    status: str
+    version: int
+    sla: Deadlines
+    possible_duplicate_of: str | None = None
+    events: list[str] = Field(description="Ids of the events this command recorded.")
+
+
+class HistoryEvent(BaseModel):
+    position: int
+    stream_version: int
+    event_id: str
+    event_type: str
+    schema_version: int
+    occurred_at: datetime
+    recorded_at: datetime
+    actor: dict[str, str]
+    service: str
+    correlation_id: str
+    causation_id: str | None
+    payload: dict[str, Any]
+    prev_hash: str
+    hash: str
+    hash_ok: bool
+
+
+class TicketHistory(BaseModel):
+    ticket_id: str
+    chain_valid: bool = Field(
+        description="Every hash matches its event and links to the one before."
+    )
+    events: list[HistoryEvent]

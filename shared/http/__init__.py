@@ -1,0 +1,1 @@
+"""HTTP conventions shared by every service: problem details, idempotency, context."""

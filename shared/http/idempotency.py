@@ -1,0 +1,110 @@
+"""Idempotent command endpoints: the same ``Idempotency-Key`` returns the first result.
+
+The key's record is written in the command's own transaction. Two concurrent requests
+with one key both run; the second fails on the key's primary key and rolls back all it
+wrote, then returns the first's stored response. So a key yields exactly one outcome.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from shared.db import Database
+from shared.events.envelope import canonical_json
+from shared.http.problems import ProblemError
+from shared.ledger.tables import idempotency_keys
+
+
+@dataclass(frozen=True)
+class CommandResponse:
+    status_code: int
+    body: dict[str, Any]
+    location: str | None = None
+    replayed: bool = False
+
+
+def request_fingerprint(body: Any) -> str:
+    return hashlib.sha256(canonical_json(body).encode()).hexdigest()
+
+
+async def _stored(conn: AsyncConnection, scope: str, key: str) -> Any:
+    return (
+        await conn.execute(
+            select(idempotency_keys).where(
+                idempotency_keys.c.scope == scope, idempotency_keys.c.key == key
+            )
+        )
+    ).first()
+
+
+def _replay(row: Any, fingerprint: str) -> CommandResponse:
+    if row.request_hash != fingerprint:
+        raise ProblemError(
+            422,
+            "idempotency-key-reused",
+            "Idempotency-Key reused with a different request",
+            "This Idempotency-Key was first used with a different body; use a new key.",
+            errors=[{"field": "Idempotency-Key", "message": "reused with a different body"}],
+        )
+    return CommandResponse(
+        row.status_code, json.loads(row.response_body), row.resource_location, replayed=True
+    )
+
+
+async def run_idempotent(
+    db: Database,
+    *,
+    scope: str,
+    key: str | None,
+    request_body: Any,
+    command: Callable[[AsyncConnection], Awaitable[CommandResponse]],
+    now: Any,
+) -> CommandResponse:
+    """Run ``command`` in one transaction, recording its response under ``key``."""
+    if key is None:
+        async with db.transaction() as conn:
+            return await command(conn)
+    if not 1 <= len(key) <= 200:
+        raise ProblemError(
+            422,
+            "validation-error",
+            "The request is not valid",
+            "Idempotency-Key must be 1 to 200 characters",
+            errors=[{"field": "Idempotency-Key", "message": "1 to 200 characters"}],
+        )
+    fingerprint = request_fingerprint(request_body)
+    for _attempt in range(3):
+        try:
+            async with db.transaction() as conn:
+                row = await _stored(conn, scope, key)
+                if row is not None:
+                    return _replay(row, fingerprint)
+                response = await command(conn)
+                await conn.execute(
+                    insert(idempotency_keys).values(
+                        scope=scope,
+                        key=key,
+                        request_hash=fingerprint,
+                        status_code=response.status_code,
+                        response_body=canonical_json(response.body),
+                        resource_location=response.location,
+                        created_at=now,
+                    )
+                )
+                return response
+        except IntegrityError:
+            # A concurrent request with the same key committed first: all this one wrote
+            # is rolled back; answer with the stored outcome.
+            async with db.reading() as conn:
+                row = await _stored(conn, scope, key)
+            if row is not None:
+                return _replay(row, fingerprint)
+    raise ProblemError(409, "idempotency-conflict", "Could not settle the Idempotency-Key; retry")

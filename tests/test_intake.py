@@ -1,0 +1,263 @@
+"""Intake over HTTP (httpx → the real ASGI app) on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from typing import Any
+
+import httpx
+import pytest
+
+from services.intake.schemas import RECEIVE_EXAMPLE
+
+DISPATCHER = {"X-Actor": "disp-1", "X-Actor-Role": "dispatcher"}
+
+
+def body(**changes: Any) -> dict[str, Any]:
+    data = copy.deepcopy(RECEIVE_EXAMPLE)
+    for dotted, value in changes.items():
+        target = data
+        *path, last = dotted.split("__")
+        for part in path:
+            target = target[part]
+        if value is ...:
+            target.pop(last, None)
+        else:
+            target[last] = value
+    return data
+
+
+async def open_ticket(client: httpx.AsyncClient, **changes: Any) -> dict[str, Any]:
+    response = await client.post("/tickets", json=body(**changes))
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def test_receive_returns_number_deadlines_and_location(intake: httpx.AsyncClient) -> None:
+    response = await intake.post("/tickets", json=body(urgency="urgent"))
+    assert response.status_code == 201, response.text
+    data = response.json()
+    assert data["ticket_number"] == "TL-20261102-000001"
+    assert response.headers["location"] == f"/tickets/{data['ticket_id']}"
+    assert response.headers["etag"] == '"1"'
+    # Clock is 2026-11-02T09:00Z; urgent → 2 h to first response.
+    assert data["sla"] == {"response_due_at": "2026-11-02T11:00:00Z", "resolution_due_at": None}
+    assert data["status"] == "received" and data["version"] == 1
+
+    second = await open_ticket(intake, product__serial_number="SN-0002")
+    assert second["ticket_number"] == "TL-20261102-000002"
+
+    got = (await intake.get(f"/tickets/{data['ticket_id']}")).json()
+    assert got["customer_phone"] == "138****5678"  # masked for a call-center agent
+    assert got["warranty_status"] == "in_warranty"  # derived: bought 2026-03-01, 12 months
+    full = (await intake.get(f"/tickets/{data['ticket_id']}", headers=DISPATCHER)).json()
+    assert full["customer_phone"] == "13812345678"
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"customer__phone": "12ab"}, "customer.phone"),
+        ({"urgency": "whenever"}, "urgency"),
+        ({"channel": ...}, "channel"),
+        ({"address__region": ...}, "address.region"),
+        ({"product__purchase_date": "2026-13-01"}, "product.purchase_date"),
+        ({"product__purchase_date": "2027-01-01"}, "product.purchase_date"),
+        ({"warranty_status": "out_of_warranty"}, "warranty_status"),
+        ({"surprise": 1}, "surprise"),
+        ({"problem__symptom": ""}, "problem.symptom"),
+    ],
+)
+async def test_bad_input_is_422_naming_the_field(
+    intake: httpx.AsyncClient, changes: dict[str, Any], field: str
+) -> None:
+    response = await intake.post("/tickets", json=body(**changes))
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    assert response.headers["content-type"] == "application/problem+json"
+    assert field in [e["field"] for e in problem["errors"]], problem
+    # Nothing was written.
+    assert (await intake.get("/tickets")).json()["items"] == []
+
+
+async def test_old_purchase_is_out_of_warranty_and_extended_is_taken_as_stated(
+    intake: httpx.AsyncClient,
+) -> None:
+    old = await open_ticket(intake, product__purchase_date="2024-01-01")
+    assert (await intake.get(f"/tickets/{old['ticket_id']}")).json()["warranty_status"] == (
+        "out_of_warranty"
+    )
+    extended = await open_ticket(
+        intake,
+        product__purchase_date="2024-01-01",
+        warranty_status="extended",
+        product__serial_number="SN-X",
+    )
+    got = (await intake.get(f"/tickets/{extended['ticket_id']}")).json()
+    assert got["warranty_status"] == "extended"
+
+
+async def test_unknown_ticket_is_404_and_bad_id_is_422(intake: httpx.AsyncClient) -> None:
+    missing = "00000000-0000-4000-8000-000000000000"
+    for response in (
+        await intake.get(f"/tickets/{missing}"),
+        await intake.get(f"/tickets/{missing}/history"),
+        await intake.post(
+            f"/tickets/{missing}/diagnosis",
+            json={"category": "wear", "complexity": "simple", "resolution_path": "on_site"},
+        ),
+    ):
+        assert response.status_code == 404, response.text
+        assert response.json()["type"].endswith("not-found")
+    assert (await intake.get("/tickets/not-a-uuid")).status_code == 422
+
+
+async def test_idempotent_retry_returns_the_same_ticket(intake: httpx.AsyncClient) -> None:
+    headers = {"Idempotency-Key": "call-42"}
+    first = await intake.post("/tickets", json=body(), headers=headers)
+    again = await intake.post("/tickets", json=body(), headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert first.json() == again.json()
+    assert again.headers["idempotent-replayed"] == "true"
+    other = await intake.post("/tickets", json=body(urgency="critical"), headers=headers)
+    assert other.status_code == 422
+    assert other.json()["errors"][0]["field"] == "Idempotency-Key"
+    assert len((await intake.get("/tickets")).json()["items"]) == 1
+
+
+async def test_ten_parallel_identical_posts_open_one_ticket(intake: httpx.AsyncClient) -> None:
+    headers = {"Idempotency-Key": "storm-1"}
+    responses = await asyncio.gather(
+        *(intake.post("/tickets", json=body(), headers=headers) for _ in range(10))
+    )
+    assert {r.status_code for r in responses} == {201}
+    assert len({r.json()["ticket_id"] for r in responses}) == 1
+    assert len((await intake.get("/tickets")).json()["items"]) == 1
+
+
+async def test_possible_duplicate_is_reported_not_merged(intake: httpx.AsyncClient) -> None:
+    first = await open_ticket(intake)
+    second = await open_ticket(intake, customer__phone="138-1234-5678")
+    assert second["possible_duplicate_of"] == first["ticket_id"]
+    assert second["ticket_id"] != first["ticket_id"]
+    other_product = await open_ticket(intake, product__serial_number="SN-9999")
+    assert other_product["possible_duplicate_of"] is None
+
+
+async def test_diagnosis_sets_resolution_deadline_and_rules(intake: httpx.AsyncClient) -> None:
+    ticket = await open_ticket(intake)
+    tid = ticket["ticket_id"]
+    diagnosis = {
+        "category": "quality_defect",
+        "complexity": "complex",
+        "resolution_path": "on_site",
+        "expected_parts": ["MOTOR-1"],
+    }
+    stale = await intake.post(
+        f"/tickets/{tid}/diagnosis", json=diagnosis, headers={"If-Match": '"0"'}
+    )
+    assert stale.status_code == 409 and stale.json()["rule"] == "expected_version"
+    response = await intake.post(
+        f"/tickets/{tid}/diagnosis", json=diagnosis, headers={"If-Match": '"1"'}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["sla"]["resolution_due_at"] == "2026-11-05T09:00:00Z"  # +72 h
+    state = (await intake.get(f"/tickets/{tid}")).json()
+    assert state["status"] == "diagnosed" and state["responded_at"] is not None
+    bad = await intake.post(
+        f"/tickets/{tid}/diagnosis", json={**diagnosis, "remote_outcome": "fixed"}
+    )
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "remote_outcome"
+
+
+async def test_remote_guidance_goes_straight_to_repaired(intake: httpx.AsyncClient) -> None:
+    tid = (await open_ticket(intake))["ticket_id"]
+    response = await intake.post(
+        f"/tickets/{tid}/diagnosis",
+        json={
+            "category": "misuse",
+            "complexity": "simple",
+            "resolution_path": "remote_guidance",
+            "remote_outcome": "fixed",
+        },
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "repaired" and len(response.json()["events"]) == 2
+    again = await intake.post(
+        f"/tickets/{tid}/diagnosis",
+        json={"category": "misuse", "complexity": "simple", "resolution_path": "remote_guidance"},
+    )
+    assert again.status_code == 409 and again.json()["rule"] == "diagnosis_after_dispatch"
+
+
+async def test_corrections_are_new_events_in_the_history(intake: httpx.AsyncClient) -> None:
+    tid = (await open_ticket(intake))["ticket_id"]
+    correction = {"customer": {"name": "Li Wei", "phone": "13987654321"}, "reason": "new mobile"}
+    response = await intake.patch(f"/tickets/{tid}/contact", json=correction)
+    assert response.status_code == 200, response.text
+    same = await intake.patch(f"/tickets/{tid}/contact", json=correction)
+    assert same.status_code == 409 and same.json()["rule"] == "nothing_to_correct"
+    history = (await intake.get(f"/tickets/{tid}/history", headers=DISPATCHER)).json()
+    assert history["chain_valid"] is True
+    assert [e["event_type"] for e in history["events"]] == [
+        "TicketReceived",
+        "ContactDetailsCorrected",
+    ]
+    assert history["events"][0]["payload"]["customer"]["phone"] == "13812345678"
+    assert history["events"][1]["payload"]["customer"]["phone"] == "13987654321"
+    assert history["events"][1]["prev_hash"] == history["events"][0]["hash"]
+    masked = (await intake.get(f"/tickets/{tid}/history")).json()
+    assert masked["events"][1]["payload"]["customer"]["phone"] == "139****4321"
+    current = (await intake.get(f"/tickets/{tid}", headers=DISPATCHER)).json()
+    assert current["customer_phone"] == "13987654321" and current["version"] == 2
+    by_phone = (await intake.get("/tickets", params={"phone": "13987654321"})).json()["items"]
+    assert [t["ticket_id"] for t in by_phone] == [tid]
+
+
+async def test_pagination_is_stable_under_inserts(intake: httpx.AsyncClient, clock) -> None:
+    ids = []
+    for n in range(7):
+        clock.advance(minutes=1)
+        ids.append((await open_ticket(intake, product__serial_number=f"S{n}"))["ticket_id"])
+    page1 = (await intake.get("/tickets", params={"limit": 3})).json()
+    assert [t["ticket_id"] for t in page1["items"]] == ids[::-1][:3]
+    clock.advance(minutes=1)
+    await open_ticket(intake, product__serial_number="late")  # arrives between pages
+    page2 = (
+        await intake.get("/tickets", params={"limit": 3, "cursor": page1["next_cursor"]})
+    ).json()
+    page3 = (
+        await intake.get("/tickets", params={"limit": 3, "cursor": page2["next_cursor"]})
+    ).json()
+    seen = [t["ticket_id"] for p in (page1, page2, page3) for t in p["items"]]
+    assert seen == ids[::-1] and page3["next_cursor"] is None
+    assert (await intake.get("/tickets", params={"cursor": "garbage!"})).status_code == 422
+
+
+async def test_filters(intake: httpx.AsyncClient, clock) -> None:
+    a = await open_ticket(intake, urgency="critical")
+    clock.advance(hours=2)
+    await open_ticket(intake, address__region="west", product__serial_number="W1")
+
+    async def ids(**params: str) -> list[str]:
+        response = await intake.get("/tickets", params=params)
+        assert response.status_code == 200, response.text
+        return [t["ticket_id"] for t in response.json()["items"]]
+
+    assert await ids(urgency="critical") == [a["ticket_id"]]
+    assert len(await ids(region="west")) == 1
+    assert await ids(created_to="2026-11-02T10:00:00Z") == [a["ticket_id"]]
+    assert len(await ids(status="received")) == 2
+    assert (await intake.get("/tickets", params={"status": "lost"})).status_code == 422
+
+
+async def test_openapi_documents_every_endpoint_with_examples(intake: httpx.AsyncClient) -> None:
+    spec = (await intake.get("/openapi.json")).json()
+    assert {"/tickets", "/tickets/{ticket_id}/diagnosis", "/tickets/{ticket_id}/history"} <= set(
+        spec["paths"]
+    )
+    schemas = spec["components"]["schemas"]
+    assert schemas["ReceiveTicketRequest"]["examples"]
+    assert "ProblemDetails" in schemas
+    assert (await intake.get("/docs")).status_code == 200

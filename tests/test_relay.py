@@ -1,0 +1,184 @@
+"""Outbox relay and Kafka projection source against the real Kafka-protocol test broker."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import func, select
+
+from shared.db import Database
+from shared.kafka import ensure_topics, event_topics
+from shared.ledger.store import NO_STREAM, EventStore
+from shared.ledger.tables import outbox
+from shared.outbox import KafkaPublisher, OutboxRelay, RelayError
+from shared.projections.runner import KafkaSource, ProjectionRunner
+from shared.projections.ticket_state import TicketStateProjection, ticket_state
+from tests.support.broker import TestBroker
+from tests.support.factories import context, diagnosed, new_ticket_id, received
+from tests.support.kafka import assert_per_stream_order, consume_all
+
+pytestmark = pytest.mark.kafka
+TOPIC = "ticketline.tickets"
+
+
+def make_relay(db: Database, broker: TestBroker, owner: str = "relay-a") -> OutboxRelay:
+    publisher = KafkaPublisher(
+        broker.bootstrap_servers, enable_idempotence=False, request_timeout_ms=3000
+    )
+    return OutboxRelay(db, publisher, batch_size=7, owner=owner)
+
+
+async def write_tickets(db: Database, store: EventStore, count: int) -> list[str]:
+    ids = []
+    for n in range(count):
+        tid = new_ticket_id()
+        ids.append(tid)
+        async with db.transaction() as conn:
+            await store.append_to_stream(
+                conn, tid, NO_STREAM, [received(n)], context(), region="east"
+            )
+    for tid in ids:  # interleave streams so batches mix tickets
+        async with db.transaction() as conn:
+            await store.append_to_stream(conn, tid, 1, [diagnosed()], context(), region="east")
+    return ids
+
+
+async def drain(relay: OutboxRelay) -> int:
+    total = 0
+    while count := await relay.publish_once():
+        total += count
+    return total
+
+
+async def unpublished(db: Database) -> int:
+    async with db.reading() as conn:
+        query = select(func.count()).where(outbox.c.published_at.is_(None))
+        return int((await conn.execute(query)).scalar_one())
+
+
+async def test_relay_publishes_everything_in_per_ticket_order(
+    db: Database, store: EventStore, broker: TestBroker
+) -> None:
+    await ensure_topics(broker.bootstrap_servers, event_topics("ticketline"), partitions=3)
+    ids = await write_tickets(db, store, 10)
+    relay = make_relay(db, broker)
+    try:
+        assert await drain(relay) == 20
+    finally:
+        await relay.publisher.close()
+    assert await unpublished(db) == 0
+    messages = await consume_all(broker.bootstrap_servers, TOPIC)
+    assert len(messages) == 20
+    assert {m["_key"] for m in messages} == set(ids)
+    assert all(m["_key"] == m["stream_id"] for m in messages)
+    assert {m["_headers"]["region"] for m in messages} == {"east"}
+    assert_per_stream_order(messages)
+
+
+async def test_only_one_relay_publishes_at_a_time(
+    db: Database, store: EventStore, broker: TestBroker
+) -> None:
+    await write_tickets(db, store, 6)  # 12 rows: more than one batch of 7
+    leader, standby = make_relay(db, broker, "relay-a"), make_relay(db, broker, "relay-b")
+    try:
+        assert await leader.publish_once() > 0
+        assert await standby.publish_once() == 0  # the lease is held
+        await leader.lease.release()
+        assert await standby.publish_once() > 0  # takes over once released
+    finally:
+        await leader.publisher.close()
+        await standby.publisher.close()
+
+
+async def test_relay_killed_between_publish_and_mark_loses_nothing(
+    db: Database, store: EventStore, broker: TestBroker
+) -> None:
+    ids = await write_tickets(db, store, 4)
+
+    class CrashingRelay(OutboxRelay):
+        async def mark_published(self, outbox_ids):  # type: ignore[no-untyped-def]
+            raise KeyboardInterrupt("killed after the broker acknowledged")
+
+    crashing = CrashingRelay(
+        db, KafkaPublisher(broker.bootstrap_servers, enable_idempotence=False), batch_size=5
+    )
+    with pytest.raises(KeyboardInterrupt):
+        await crashing.publish_once()
+    await crashing.publisher.close()
+    assert await unpublished(db) == 8  # nothing was marked
+
+    # A new relay (after the dead one's lease expired) publishes everything again.
+    await crashing.lease.release()
+    relay = make_relay(db, broker, "relay-b")
+    try:
+        assert await drain(relay) == 8
+    finally:
+        await relay.publisher.close()
+    messages = await consume_all(broker.bootstrap_servers, TOPIC)
+    assert len(messages) == 8 + 5  # the first batch arrived twice
+
+    # A projection fed from Kafka absorbs the duplicates.
+    runner = ProjectionRunner(db, store)
+    source = KafkaSource(
+        broker.bootstrap_servers,
+        topic_prefix="ticketline",
+        group_prefix="test",
+        idle_stop_after_ms=1500,
+    )
+    stats = await runner.run(TicketStateProjection(), source)
+    assert stats.applied == 8
+    assert stats.duplicates == 5
+    async with db.reading() as conn:
+        rows = (await conn.execute(select(ticket_state.c.ticket_id, ticket_state.c.status))).all()
+    assert sorted(rows) == sorted((tid, "diagnosed") for tid in ids)
+
+
+async def test_broker_down_outbox_buffers_then_everything_arrives(
+    db: Database, store: EventStore
+) -> None:
+    broker = TestBroker()  # not started: the broker is down
+    relay = make_relay(db, broker)
+    ids = await write_tickets(db, store, 5)
+    with pytest.raises((RelayError, OSError, Exception)):
+        await asyncio.wait_for(relay.publish_once(), 30)
+    assert await unpublished(db) == 10  # everything waits in the outbox
+    more = await write_tickets(db, store, 2)  # writes keep working while it is down
+
+    broker.start()
+    try:
+        assert await drain(relay) == 14
+        messages = await consume_all(broker.bootstrap_servers, TOPIC)
+    finally:
+        await relay.publisher.close()
+        broker.stop()
+    assert {m["stream_id"] for m in messages} == set(ids + more)
+    assert len(messages) == 14
+    assert_per_stream_order(messages)
+
+
+async def test_kafka_projection_equals_ledger_projection(
+    db: Database, store: EventStore, broker: TestBroker
+) -> None:
+    await write_tickets(db, store, 6)
+    relay = make_relay(db, broker)
+    try:
+        await drain(relay)
+    finally:
+        await relay.publisher.close()
+    runner = ProjectionRunner(db, store)
+    projection = TicketStateProjection()
+    await runner.catch_up(projection)
+    async with db.reading() as conn:
+        from_ledger = (await conn.execute(select(ticket_state).order_by("ticket_id"))).all()
+    await runner.reset(projection)
+    source = KafkaSource(
+        broker.bootstrap_servers,
+        topic_prefix="ticketline",
+        group_prefix="t2",
+        idle_stop_after_ms=1500,
+    )
+    await runner.run(projection, source)
+    async with db.reading() as conn:
+        from_kafka = (await conn.execute(select(ticket_state).order_by("ticket_id"))).all()
+    assert from_kafka == from_ledger and len(from_kafka) == 6
