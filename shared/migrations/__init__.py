@@ -66,10 +66,6 @@ def upgrade(database_url: str, revision: str = "heads") -> None:
         raise errors[0]
 
 
-def head_revisions(database_url: str) -> set[str]:
-    return set(ScriptDirectory.from_config(alembic_config(database_url)).get_heads())
-
-
 async def current_revisions(database_url: str) -> set[str]:
     engine = create_async_engine(database_url)
     try:
@@ -82,4 +78,8 @@ async def current_revisions(database_url: str) -> set[str]:
 
 
 async def schema_is_current(database_url: str) -> bool:
-    return await current_revisions(database_url) == head_revisions(database_url)
+    """True when ``upgrade heads`` would do nothing. Branch heads that another branch
+    depends on are not stored in alembic_version, so the plan is asked, not the heads."""
+    current = await current_revisions(database_url)
+    script = ScriptDirectory.from_config(alembic_config(database_url))
+    return not script._upgrade_revs("heads", tuple(current))

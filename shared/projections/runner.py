@@ -280,9 +280,3 @@ class ProjectionRunner:
                     projection=name, position=position, updated_at=now
                 )
             )
-
-
-def default_projections() -> Sequence[Projection]:
-    from shared.projections.ticket_state import TicketStateProjection
-
-    return (TicketStateProjection(),)

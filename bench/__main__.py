@@ -1,0 +1,1 @@
+print("benchmarks arrive with the backbone benchmark commit")

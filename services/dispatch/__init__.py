@@ -1,0 +1,1 @@
+"""Dispatch: service network, technician assignment, on-site visit, repair, SLA clocks."""

@@ -1,0 +1,18 @@
+"""The dispatch service's FastAPI application."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from shared.http.app import create_service_app
+from shared.platform import Platform
+
+
+def create_app(platform: Platform | None = None) -> FastAPI:
+    return create_service_app(
+        service="dispatch",
+        title="Ticketline dispatch",
+        description="(routes arrive with the dispatch issue)",
+        routers=[],
+        platform=platform,
+    )

@@ -1,0 +1,1 @@
+"""Feedback: return visit, satisfaction, reopen and close; compliance views."""

@@ -1,0 +1,1 @@
+"""Parts: spare-part stock, requisitions, old-part returns, replenishment."""

@@ -1,0 +1,166 @@
+"""``ticketline``: the operational commands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+
+from shared.config import Settings
+from shared.registry import SERVICES, all_projections
+
+
+def _cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    from shared.migrations import upgrade
+
+    upgrade(settings.resolved_database_url)
+    print(f"schema is current ({settings.resolved_database_url})")
+    return 0
+
+
+def _cmd_run(settings: Settings, _args: argparse.Namespace) -> int:
+    from shared.runtime import run_embedded
+
+    asyncio.run(run_embedded(settings, print_fn=lambda line: print(line, flush=True)))
+    return 0
+
+
+def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    from shared.runtime import serve_one
+
+    asyncio.run(serve_one(settings, args.service, args.port))
+    return 0
+
+
+def _cmd_relay(settings: Settings, _args: argparse.Namespace) -> int:
+    from shared.runtime import run_job
+
+    if not settings.uses_kafka:
+        print("the relay publishes to Kafka: set KAFKA_BOOTSTRAP_SERVERS", file=sys.stderr)
+        return 2
+    asyncio.run(run_job(settings, "relay", (), "ledger"))
+    return 0
+
+
+def _cmd_jobs(settings: Settings, _args: argparse.Namespace) -> int:
+    from shared.runtime import run_job
+
+    asyncio.run(run_job(settings, "jobs", (), "ledger"))
+    return 0
+
+
+def _cmd_project(settings: Settings, args: argparse.Namespace) -> int:
+    from shared.runtime import run_job
+
+    source = args.source or ("kafka" if settings.uses_kafka else "ledger")
+    asyncio.run(run_job(settings, "project", args.projections, source))
+    return 0
+
+
+async def _replay(settings: Settings, names: Sequence[str]) -> int:
+    from shared.platform import Platform
+
+    platform = Platform.from_settings(settings)
+    projections = all_projections()
+    try:
+        for name in names or list(projections):
+            started = time.perf_counter()
+            stats = await platform.runner.rebuild(projections[name])
+            seconds = time.perf_counter() - started
+            rate = stats.applied / seconds if seconds else 0.0
+            print(
+                json.dumps(
+                    {
+                        "projection": name,
+                        "events": stats.applied,
+                        "seconds": round(seconds, 3),
+                        "events_per_second": round(rate, 1),
+                    }
+                )
+            )
+    finally:
+        await platform.close()
+    return 0
+
+
+def _cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
+    return asyncio.run(_replay(settings, args.projections))
+
+
+async def _verify(settings: Settings) -> int:
+    from shared.ledger.verify import verify_ledger
+    from shared.platform import Platform
+
+    platform = Platform.from_settings(settings)
+    try:
+        async with platform.db.reading() as conn:
+            report = await verify_ledger(conn, platform.store)
+    finally:
+        await platform.close()
+    summary = {
+        "ok": report.ok,
+        "events_checked": report.events_checked,
+        "streams_checked": report.streams_checked,
+        "broken": [link.__dict__ for link in report.broken],
+    }
+    print(json.dumps(summary, indent=2))
+    return 0 if report.ok else 1
+
+
+def _cmd_verify(settings: Settings, _args: argparse.Namespace) -> int:
+    return asyncio.run(_verify(settings))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ticketline",
+        description="Ticketline operations. Configuration comes from environment variables "
+        "(see README); with none set, everything runs on SQLite under ./data.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("migrate", help="create or upgrade the schema (safe to run twice)")
+    sub.add_parser("run", help="everything in one process on the embedded default")
+    serve = sub.add_parser("serve", help="one service in its own process")
+    serve.add_argument("service", choices=SERVICES)
+    serve.add_argument("--port", type=int, default=None)
+    sub.add_parser("relay", help="publish the outbox to Kafka (several may run; one publishes)")
+    sub.add_parser("jobs", help="periodic jobs: SLA clocks, overdue returns (safe to run twice)")
+    project = sub.add_parser("project", help="keep projections up to date")
+    project.add_argument("projections", nargs="*", help="names (default: all)")
+    project.add_argument("--source", choices=("ledger", "kafka"), default=None)
+    replay = sub.add_parser("replay", help="rebuild projections from the first event")
+    replay.add_argument("projections", nargs="*", help="names (default: all)")
+    sub.add_parser("verify", help="check every stream's hash chain and the global sequence")
+    return parser
+
+
+COMMANDS = {
+    "migrate": _cmd_migrate,
+    "run": _cmd_run,
+    "serve": _cmd_serve,
+    "relay": _cmd_relay,
+    "jobs": _cmd_jobs,
+    "project": _cmd_project,
+    "replay": _cmd_replay,
+    "verify": _cmd_verify,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    args = build_parser().parse_args(argv)
+    known = all_projections()
+    for name in getattr(args, "projections", []) or []:
+        if name not in known:
+            print(f"unknown projection {name!r}; known: {', '.join(known)}", file=sys.stderr)
+            return 2
+    return COMMANDS[args.command](Settings(), args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,185 @@
+"""Long-running jobs: services, relay, projectors — alone or all together (embedded)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator, Sequence
+
+import uvicorn
+
+from shared.config import Settings
+from shared.kafka import ensure_topics, event_topics
+from shared.leases import Lease
+from shared.outbox import relay_from_settings, relay_owner_id
+from shared.platform import Platform
+from shared.projections.base import Projection
+from shared.projections.runner import KafkaSource, LedgerSource
+from shared.registry import SERVICES, all_jobs, all_projections, app_factory, service_port
+
+log = logging.getLogger("ticketline")
+
+
+class _Server(uvicorn.Server):
+    """Several servers share one loop; signals are handled once, by the runner."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _install_stop_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+
+def make_server(platform: Platform, service: str, host: str, port: int) -> _Server:
+    app = app_factory(service)(platform)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    return _Server(config)
+
+
+async def run_projector(
+    platform: Platform,
+    projections: Sequence[Projection],
+    stop: asyncio.Event,
+    *,
+    source: str = "ledger",
+) -> None:
+    """Keep the projections up to date until ``stop`` is set. On the ledger source a lease
+    per projection keeps a second projector process from applying the same batch."""
+    settings = platform.settings
+
+    async def one(projection: Projection) -> None:
+        if source == "kafka":
+            assert settings.kafka_bootstrap_servers
+            kafka = KafkaSource(
+                settings.kafka_bootstrap_servers,
+                topic_prefix=settings.kafka_topic_prefix,
+                group_prefix=settings.kafka_consumer_group_prefix,
+                batch_size=settings.projector_batch_size,
+                stop=stop,
+            )
+            await platform.runner.run(projection, kafka)
+            return
+        lease = Lease(
+            platform.db,
+            f"projector:{projection.name}",
+            relay_owner_id(),
+            settings.relay_lease_seconds,
+            platform.clock,
+        )
+        while not stop.is_set():
+            if await lease.acquire():
+                ledger = LedgerSource(
+                    platform.db, platform.store, batch_size=settings.projector_batch_size
+                )
+                await platform.runner.run(projection, ledger)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), settings.projector_poll_seconds)
+
+    async def guarded(projection: Projection) -> None:
+        while not stop.is_set():
+            try:
+                await one(projection)
+                return
+            except Exception:
+                log.exception("projector %s failed; restarting in 1 s", projection.name)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+
+    await asyncio.gather(*(guarded(p) for p in projections))
+
+
+async def run_relay(platform: Platform, stop: asyncio.Event) -> None:
+    settings = platform.settings
+    assert settings.kafka_bootstrap_servers
+    with contextlib.suppress(Exception):  # the broker may come later; the relay retries
+        await ensure_topics(
+            settings.kafka_bootstrap_servers, event_topics(settings.kafka_topic_prefix)
+        )
+    relay = relay_from_settings(platform.db, settings, platform.clock)
+    await relay.run(stop, poll_seconds=settings.relay_poll_seconds)
+
+
+async def run_embedded(settings: Settings, *, print_fn=print) -> None:  # type: ignore[no-untyped-def]
+    """All four services, the projector and (with Kafka configured) the relay, in one
+    process — the embedded default behind ``make run``."""
+    from shared.migrations import upgrade
+
+    upgrade(settings.resolved_database_url)
+    platform = Platform.from_settings(settings)
+    stop = asyncio.Event()
+    _install_stop_signals(stop)
+    servers = [
+        (name, make_server(platform, name, settings.host, service_port(settings, name)))
+        for name in SERVICES
+    ]
+    tasks = [asyncio.create_task(server.serve(), name=name) for name, server in servers]
+    while not all(server.started for _, server in servers):
+        if any(t.done() for t in tasks):
+            stop.set()
+            break
+        await asyncio.sleep(0.05)
+    if not stop.is_set():
+        print_fn(f"Ticketline (embedded) — database {settings.resolved_database_url}")
+        for name, _ in servers:
+            base = f"http://{settings.host}:{service_port(settings, name)}"
+            print_fn(f"  {name:<9} {base}   (API docs: {base}/docs)")
+        projections = all_projections()
+        print_fn(f"  projector ledger source, projections: {', '.join(projections)}")
+        if settings.uses_kafka:
+            print_fn(f"  relay     outbox → Kafka at {settings.kafka_bootstrap_servers}")
+            tasks.append(asyncio.create_task(run_relay(platform, stop)))
+        else:
+            print_fn("  relay     off (no KAFKA_BOOTSTRAP_SERVERS: the ledger is the log)")
+        tasks.append(asyncio.create_task(run_projector(platform, list(projections.values()), stop)))
+        jobs = all_jobs()
+        for name, job in jobs.items():
+            tasks.append(asyncio.create_task(job(platform, stop), name=name))
+        if jobs:
+            print_fn(f"  jobs      {', '.join(jobs)}")
+        print_fn("Press Ctrl+C to stop.")
+        await stop.wait()
+    for _, server in servers:
+        server.should_exit = True
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await platform.close()
+
+
+async def serve_one(settings: Settings, service: str, port: int | None) -> None:
+    """One service in its own process (scaled mode); the schema must already be current."""
+    from shared.migrations import schema_is_current
+
+    if not await schema_is_current(settings.resolved_database_url):
+        raise SystemExit("The database schema is not current: run `ticketline migrate` first.")
+    platform = Platform.from_settings(settings)
+    stop = asyncio.Event()
+    _install_stop_signals(stop)
+    server = make_server(platform, service, settings.host, port or service_port(settings, service))
+    task = asyncio.create_task(server.serve())
+    await asyncio.wait([task, asyncio.create_task(stop.wait())], return_when="FIRST_COMPLETED")
+    server.should_exit = True
+    await task
+    await platform.close()
+
+
+async def run_job(settings: Settings, job: str, names: Sequence[str], source: str) -> None:
+    platform = Platform.from_settings(settings)
+    stop = asyncio.Event()
+    _install_stop_signals(stop)
+    try:
+        if job == "relay":
+            await run_relay(platform, stop)
+        elif job == "jobs":
+            await asyncio.gather(*(run(platform, stop) for run in all_jobs().values()))
+        else:
+            projections = all_projections()
+            chosen = [projections[n] for n in names] if names else list(projections.values())
+            await run_projector(platform, chosen, stop, source=source)
+    finally:
+        await platform.close()
