@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.clock import Clock, SystemClock
@@ -182,8 +182,7 @@ class ProjectionRunner:
         stats = RunStats()
         async for batch in source.batches(projection):
             async with self.db.transaction() as conn:
-                for event in batch.events:
-                    await self._apply(conn, projection, event, stats)
+                await self._apply_all(conn, projection, batch.events, stats)
                 if batch.position is not None:
                     await self._save_checkpoint(conn, projection.name, batch.position)
             if batch.ack is not None:
@@ -196,8 +195,7 @@ class ProjectionRunner:
     ) -> RunStats:
         """Apply events inside the caller's transaction (inline projection)."""
         stats = RunStats()
-        for event in events:
-            await self._apply(conn, projection, event, stats)
+        await self._apply_all(conn, projection, events, stats)
         return stats
 
     async def catch_up(self, projection: Projection, batch_size: int = 1000) -> RunStats:
@@ -226,46 +224,76 @@ class ProjectionRunner:
             return await self.catch_up(projection)
         return await self.run(projection, source)
 
-    async def _apply(
-        self, conn: AsyncConnection, projection: Projection, event: EventEnvelope, stats: RunStats
+    async def _apply_all(
+        self,
+        conn: AsyncConnection,
+        projection: Projection,
+        events: Sequence[EventEnvelope],
+        stats: RunStats,
     ) -> None:
-        if event.stream_type not in projection.stream_types:
+        """Apply a batch: skip what the projection already has (duplicates), fill gaps from
+        the ledger, and record each stream's last applied version — read and written once
+        per batch, not per event."""
+        relevant = [e for e in events if e.stream_type in projection.stream_types]
+        if not relevant:
             return
-        key = (projection_stream_versions.c.projection == projection.name) & (
-            projection_stream_versions.c.stream_id == event.stream_id
-        )
-        last = (
-            await conn.execute(select(projection_stream_versions.c.version).where(key))
-        ).scalar()
-        last_version = int(last or 0)
-        if event.stream_version <= last_version:
-            stats.duplicates += 1
-            return
-        todo = [event]
-        if event.stream_version > last_version + 1:
-            missing = await self.store.read_stream(
-                conn,
-                event.stream_id,
-                from_version=last_version + 1,
-                to_version=event.stream_version - 1,
-            )
-            stats.gap_filled += len(missing)
-            todo = [*missing, event]
-        for e in todo:
-            await projection.handle(conn, e)
-            stats.applied += 1
-        if last is None:
+        known = await self._stream_versions(conn, projection.name, {e.stream_id for e in relevant})
+        versions = dict(known)
+        for event in relevant:
+            last = versions.get(event.stream_id, 0)
+            if event.stream_version <= last:
+                stats.duplicates += 1
+                continue
+            todo = [event]
+            if event.stream_version > last + 1:
+                missing = await self.store.read_stream(
+                    conn,
+                    event.stream_id,
+                    from_version=last + 1,
+                    to_version=event.stream_version - 1,
+                )
+                stats.gap_filled += len(missing)
+                todo = [*missing, event]
+            for e in todo:
+                await projection.handle(conn, e)
+                stats.applied += 1
+            versions[event.stream_id] = event.stream_version
+        psv = projection_stream_versions
+        changed = [
+            {"p": projection.name, "s": sid, "v": v}
+            for sid, v in versions.items()
+            if sid in known and known[sid] != v
+        ]
+        if changed:
             await conn.execute(
-                insert(projection_stream_versions).values(
-                    projection=projection.name,
-                    stream_id=event.stream_id,
-                    version=event.stream_version,
+                update(psv)
+                .where(psv.c.projection == bindparam("p"), psv.c.stream_id == bindparam("s"))
+                .values(version=bindparam("v")),
+                changed,
+            )
+        new = [
+            {"projection": projection.name, "stream_id": sid, "version": v}
+            for sid, v in versions.items()
+            if sid not in known
+        ]
+        if new:
+            await conn.execute(insert(psv), new)
+
+    @staticmethod
+    async def _stream_versions(
+        conn: AsyncConnection, name: str, stream_ids: set[str]
+    ) -> dict[str, int]:
+        psv = projection_stream_versions
+        found: dict[str, int] = {}
+        ids = sorted(stream_ids)
+        for start in range(0, len(ids), 500):  # keep IN lists within driver limits
+            rows = await conn.execute(
+                select(psv.c.stream_id, psv.c.version).where(
+                    psv.c.projection == name, psv.c.stream_id.in_(ids[start : start + 500])
                 )
             )
-        else:
-            await conn.execute(
-                update(projection_stream_versions).where(key).values(version=event.stream_version)
-            )
+            found.update({r.stream_id: r.version for r in rows})
+        return found
 
     async def _save_checkpoint(self, conn: AsyncConnection, name: str, position: int) -> None:
         now = self.clock.now()

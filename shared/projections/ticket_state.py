@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from sqlalchemy import Column, Index, Integer, String, Table, insert, update
+from sqlalchemy import Column, Index, Integer, String, Table, func, insert, literal, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.db import UtcDateTime, metadata
@@ -125,10 +125,10 @@ class TicketStateProjection:
                     "diagnosed_at": at,
                     "resolution_due_at": payload.resolution_due_at,
                 }
-                # First contact with the customer is the diagnosis call.
-                row = await self._row(conn, event.stream_id)
-                if row is not None and row.responded_at is None:
-                    values["responded_at"] = at
+                # First contact with the customer is the (first) diagnosis call.
+                values["responded_at"] = func.coalesce(
+                    ticket_state.c.responded_at, literal(at, UtcDateTime)
+                )
             case TicketDispatched():
                 values = {
                     "status": TicketStatus.dispatched.value,
@@ -153,10 +153,9 @@ class TicketStateProjection:
                     "followed_up_at": at,
                 }
             case TicketReopened():
-                row = await self._row(conn, event.stream_id)
                 values = {
                     "status": TicketStatus.reopened.value,
-                    "reopen_count": (row.reopen_count if row else 0) + 1,
+                    "reopen_count": ticket_state.c.reopen_count + 1,
                     "closed_at": None,
                 }
             case TicketClosed():
@@ -168,11 +167,3 @@ class TicketStateProjection:
             .where(ticket_state.c.ticket_id == event.stream_id)
             .values(**values, **common)
         )
-
-    @staticmethod
-    async def _row(conn: AsyncConnection, ticket_id: str) -> Any:
-        from sqlalchemy import select
-
-        return (
-            await conn.execute(select(ticket_state).where(ticket_state.c.ticket_id == ticket_id))
-        ).first()
