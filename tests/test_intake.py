@@ -261,3 +261,20 @@ async def test_openapi_documents_every_endpoint_with_examples(intake: httpx.Asyn
     assert schemas["ReceiveTicketRequest"]["examples"]
     assert "ProblemDetails" in schemas
     assert (await intake.get("/docs")).status_code == 200
+
+
+async def test_as_of_returns_the_historical_state(intake: httpx.AsyncClient, clock) -> None:
+    tid = (await open_ticket(intake))["ticket_id"]  # 09:00
+    clock.advance(hours=1)  # 10:00
+    diagnosis = {"category": "wear", "complexity": "simple", "resolution_path": "on_site"}
+    assert (await intake.post(f"/tickets/{tid}/diagnosis", json=diagnosis)).status_code == 200
+    before = await intake.get(f"/tickets/{tid}", params={"as_of": "2026-11-02T09:30:00Z"})
+    assert before.status_code == 200, before.text
+    assert before.json()["status"] == "received" and before.headers["etag"] == '"1"'
+    now = (await intake.get(f"/tickets/{tid}")).json()
+    at_now = (await intake.get(f"/tickets/{tid}", params={"as_of": "2026-11-02T10:00:00Z"})).json()
+    assert at_now == now  # the fold and the projection agree
+    too_early = await intake.get(f"/tickets/{tid}", params={"as_of": "2026-11-02T08:00:00Z"})
+    assert too_early.status_code == 404
+    naive = await intake.get(f"/tickets/{tid}", params={"as_of": "2026-11-02T10:00:00"})
+    assert naive.status_code == 422 and naive.json()["errors"][0]["field"] == "as_of"

@@ -13,7 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.domain.errors import InvalidCommand
 from shared.domain.ticket import OPEN_STATUSES
-from shared.projections.ticket_state import ticket_state
+from shared.ledger.store import EventStore
+from shared.projections.ticket_state import apply_changes, ticket_state
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,16 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         return datetime.fromisoformat(created), ticket_id
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise InvalidCommand("cursor", "not a cursor this service issued") from None
+
+
+async def ticket_row_as_of(
+    conn: AsyncConnection, store: EventStore, ticket_id: str, as_of: datetime
+) -> dict[str, Any] | None:
+    """The ticket-state row as it stood at ``as_of`` (events recorded until then)."""
+    row: dict[str, Any] | None = None
+    for event in await store.read_stream(conn, ticket_id, recorded_until=as_of):
+        row = apply_changes(row, event)
+    return row
 
 
 async def get_ticket_row(conn: AsyncConnection, ticket_id: str) -> Any:

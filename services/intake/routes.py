@@ -12,7 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.intake import domain
 from services.intake.commands import IntakeCommands
-from services.intake.read_models import TicketFilters, get_ticket_row, list_ticket_rows
+from services.intake.read_models import (
+    TicketFilters,
+    get_ticket_row,
+    list_ticket_rows,
+    ticket_row_as_of,
+)
 from services.intake.schemas import (
     CorrectContactRequest,
     Deadlines,
@@ -25,7 +30,7 @@ from services.intake.schemas import (
     TicketView,
 )
 from shared.commands import TicketCommandResult
-from shared.domain.errors import NotFound
+from shared.domain.errors import InvalidCommand, NotFound
 from shared.domain.ticket import TicketState, TicketStatus
 from shared.events.envelope import GENESIS_HASH, Actor
 from shared.http.app import get_platform
@@ -59,6 +64,11 @@ def accepted_from_state(state: TicketState, event_ids: list[str]) -> TicketAccep
     )
 
 
+def require_aware(name: str, value: datetime | None) -> None:
+    if value is not None and value.tzinfo is None:
+        raise InvalidCommand(name, "give a timezone, e.g. 2026-11-20T10:00:00Z")
+
+
 def to_response(response: CommandResponse) -> JSONResponse:
     headers = {"ETag": etag(response.body["version"])}
     if response.location:
@@ -69,7 +79,7 @@ def to_response(response: CommandResponse) -> JSONResponse:
 
 
 def ticket_view(row: Any, actor: Actor) -> TicketView:
-    data = dict(row._mapping)
+    data = dict(row) if isinstance(row, dict) else dict(row._mapping)
     if not may_see_personal_data(actor):
         data["customer_phone"] = mask_phone(data["customer_phone"])
     data["sla"] = Deadlines(
@@ -198,18 +208,31 @@ async def correct_contact(
     )
 
 
-@router.get("/tickets/{ticket_id}", response_model=TicketView, summary="One ticket's current state")
+@router.get(
+    "/tickets/{ticket_id}",
+    response_model=TicketView,
+    summary="One ticket's current state, or its state at a past time (`as_of`)",
+)
 async def get_ticket(
     ticket_id: UUID,
     response: Response,
+    as_of: datetime | None = Query(
+        default=None,
+        description="ISO 8601 with timezone: the state as recorded at that time, rebuilt "
+        "from the ticket's events (e.g. 2026-11-20T10:00:00Z).",
+    ),
     actor: Actor = Depends(current_actor),
     platform: Platform = Depends(get_platform),
 ) -> TicketView:
     async with platform.db.reading() as conn:
-        row = await get_ticket_row(conn, str(ticket_id))
+        if as_of is None:
+            row = await get_ticket_row(conn, str(ticket_id))
+        else:
+            require_aware("as_of", as_of)
+            row = await ticket_row_as_of(conn, platform.store, str(ticket_id), as_of)
     if row is None:
         raise NotFound("ticket_not_found", f"no ticket {ticket_id}")
-    response.headers["ETag"] = etag(row.version)
+    response.headers["ETag"] = etag(row["version"] if isinstance(row, dict) else row.version)
     return ticket_view(row, actor)
 
 
@@ -231,10 +254,7 @@ async def list_tickets(
     platform: Platform = Depends(get_platform),
 ) -> TicketPage:
     for name, value in (("created_from", created_from), ("created_to", created_to)):
-        if value is not None and value.tzinfo is None:
-            from shared.domain.errors import InvalidCommand
-
-            raise InvalidCommand(name, "give a timezone, e.g. 2026-11-20T10:00:00Z")
+        require_aware(name, value)
     filters = TicketFilters(
         status=status.value if status else None,
         region=region.lower() if region else None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from sqlalchemy import Column, Index, Integer, String, Table, func, insert, literal, update
@@ -69,101 +70,159 @@ ticket_state = Table(
 )
 
 
+@dataclass(frozen=True)
+class KeepFirst:
+    """Set the column only if it has no value yet."""
+
+    value: Any
+
+
+@dataclass(frozen=True)
+class Increment:
+    by: int = 1
+
+
+def ticket_state_changes(event: EventEnvelope) -> tuple[bool, dict[str, Any]]:
+    """What one event does to its ticket's row: (is the row new, column values). Pure, so
+    the projection and as-of reads (folding a stream up to a time) share one definition."""
+    payload = typed_payload(event)
+    at = event.occurred_at
+    common = {"version": event.stream_version, "updated_at": event.recorded_at}
+    values: dict[str, Any]
+    match payload:
+        case TicketReceived():
+            return True, {
+                "ticket_id": event.stream_id,
+                "ticket_number": payload.ticket_number,
+                "status": TicketStatus.received.value,
+                "region": payload.address.region,
+                "urgency": payload.urgency.value,
+                "channel": payload.channel.value,
+                "warranty_status": payload.warranty_status.value,
+                "customer_name": payload.customer.name,
+                "customer_phone": payload.customer.phone,
+                "address_line": payload.address.line,
+                "product_model": payload.product.model,
+                "product_line": payload.product.product_line,
+                "serial_number": payload.product.serial_number,
+                "category": None,
+                "complexity": None,
+                "resolution_path": None,
+                "service_point_id": None,
+                "technician_id": None,
+                "appointment_start": None,
+                "appointment_end": None,
+                "repair_outcome": None,
+                "satisfaction_score": None,
+                "possible_duplicate_of": payload.possible_duplicate_of,
+                "reopen_count": 0,
+                "created_at": at,
+                "responded_at": None,
+                "diagnosed_at": None,
+                "dispatched_at": None,
+                "visited_at": None,
+                "repaired_at": None,
+                "followed_up_at": None,
+                "closed_at": None,
+                "response_due_at": payload.response_due_at,
+                "resolution_due_at": None,
+                **common,
+            }
+        case ContactDetailsCorrected():
+            values = {}
+            if payload.customer:
+                values |= {
+                    "customer_name": payload.customer.name,
+                    "customer_phone": payload.customer.phone,
+                }
+            if payload.address:
+                values |= {"address_line": payload.address.line, "region": payload.address.region}
+        case TicketDiagnosed():
+            values = {
+                "status": TicketStatus.diagnosed.value,
+                "category": payload.category.value,
+                "complexity": payload.complexity.value,
+                "resolution_path": payload.resolution_path.value,
+                "diagnosed_at": at,
+                "resolution_due_at": payload.resolution_due_at,
+                # First contact with the customer is the (first) diagnosis call.
+                "responded_at": KeepFirst(at),
+            }
+        case TicketDispatched():
+            values = {
+                "status": TicketStatus.dispatched.value,
+                "service_point_id": payload.service_point_id,
+                "technician_id": payload.technician_id,
+                "appointment_start": payload.appointment_start,
+                "appointment_end": payload.appointment_end,
+                "dispatched_at": at,
+            }
+        case TicketVisited():
+            values = {"status": TicketStatus.visited.value, "visited_at": payload.arrived_at}
+        case TicketRepaired():
+            values = {
+                "status": TicketStatus.repaired.value,
+                "repair_outcome": payload.outcome.value,
+                "repaired_at": at,
+            }
+        case FollowUpRecorded():
+            values = {
+                "status": TicketStatus.followed_up.value,
+                "satisfaction_score": payload.satisfaction_score,
+                "followed_up_at": at,
+            }
+        case TicketReopened():
+            values = {
+                "status": TicketStatus.reopened.value,
+                "reopen_count": Increment(),
+                "closed_at": None,
+            }
+        case TicketClosed():
+            values = {"status": TicketStatus.closed.value, "closed_at": at}
+        case _:
+            values = {}
+    return False, {**values, **common}
+
+
+def apply_changes(row: dict[str, Any] | None, event: EventEnvelope) -> dict[str, Any] | None:
+    """The row after one more event, computed in memory (as-of reads)."""
+    is_new, values = ticket_state_changes(event)
+    if is_new:
+        return dict(values)
+    if row is None:
+        return None
+    out = dict(row)
+    for column, value in values.items():
+        if isinstance(value, KeepFirst):
+            out[column] = out[column] if out[column] is not None else value.value
+        elif isinstance(value, Increment):
+            out[column] = out[column] + value.by
+        else:
+            out[column] = value
+    return out
+
+
+def _as_sql(column: str, value: Any) -> Any:
+    c = ticket_state.c[column]
+    if isinstance(value, KeepFirst):
+        return func.coalesce(c, literal(value.value, c.type))
+    if isinstance(value, Increment):
+        return c + value.by
+    return value
+
+
 class TicketStateProjection:
     name: ClassVar[str] = "ticket_state"
     tables: ClassVar[tuple[Table, ...]] = (ticket_state,)
     stream_types: ClassVar[tuple[str, ...]] = ("ticket",)
 
     async def handle(self, conn: AsyncConnection, event: EventEnvelope) -> None:
-        payload = typed_payload(event)
-        at = event.occurred_at
-        common = {"version": event.stream_version, "updated_at": event.recorded_at}
-        values: dict[str, Any]
-        match payload:
-            case TicketReceived():
-                await conn.execute(
-                    insert(ticket_state).values(
-                        ticket_id=event.stream_id,
-                        ticket_number=payload.ticket_number,
-                        status=TicketStatus.received.value,
-                        region=payload.address.region,
-                        urgency=payload.urgency.value,
-                        channel=payload.channel.value,
-                        warranty_status=payload.warranty_status.value,
-                        customer_name=payload.customer.name,
-                        customer_phone=payload.customer.phone,
-                        address_line=payload.address.line,
-                        product_model=payload.product.model,
-                        product_line=payload.product.product_line,
-                        serial_number=payload.product.serial_number,
-                        possible_duplicate_of=payload.possible_duplicate_of,
-                        reopen_count=0,
-                        created_at=at,
-                        response_due_at=payload.response_due_at,
-                        **common,
-                    )
-                )
-                return
-            case ContactDetailsCorrected():
-                values = {}
-                if payload.customer:
-                    values |= {
-                        "customer_name": payload.customer.name,
-                        "customer_phone": payload.customer.phone,
-                    }
-                if payload.address:
-                    values |= {
-                        "address_line": payload.address.line,
-                        "region": payload.address.region,
-                    }
-            case TicketDiagnosed():
-                values = {
-                    "status": TicketStatus.diagnosed.value,
-                    "category": payload.category.value,
-                    "complexity": payload.complexity.value,
-                    "resolution_path": payload.resolution_path.value,
-                    "diagnosed_at": at,
-                    "resolution_due_at": payload.resolution_due_at,
-                }
-                # First contact with the customer is the (first) diagnosis call.
-                values["responded_at"] = func.coalesce(
-                    ticket_state.c.responded_at, literal(at, UtcDateTime)
-                )
-            case TicketDispatched():
-                values = {
-                    "status": TicketStatus.dispatched.value,
-                    "service_point_id": payload.service_point_id,
-                    "technician_id": payload.technician_id,
-                    "appointment_start": payload.appointment_start,
-                    "appointment_end": payload.appointment_end,
-                    "dispatched_at": at,
-                }
-            case TicketVisited():
-                values = {"status": TicketStatus.visited.value, "visited_at": payload.arrived_at}
-            case TicketRepaired():
-                values = {
-                    "status": TicketStatus.repaired.value,
-                    "repair_outcome": payload.outcome.value,
-                    "repaired_at": at,
-                }
-            case FollowUpRecorded():
-                values = {
-                    "status": TicketStatus.followed_up.value,
-                    "satisfaction_score": payload.satisfaction_score,
-                    "followed_up_at": at,
-                }
-            case TicketReopened():
-                values = {
-                    "status": TicketStatus.reopened.value,
-                    "reopen_count": ticket_state.c.reopen_count + 1,
-                    "closed_at": None,
-                }
-            case TicketClosed():
-                values = {"status": TicketStatus.closed.value, "closed_at": at}
-            case _:
-                values = {}
+        is_new, values = ticket_state_changes(event)
+        if is_new:
+            await conn.execute(insert(ticket_state).values(**values))
+            return
         await conn.execute(
             update(ticket_state)
             .where(ticket_state.c.ticket_id == event.stream_id)
-            .values(**values, **common)
+            .values({column: _as_sql(column, v) for column, v in values.items()})
         )
