@@ -115,6 +115,52 @@ def _cmd_verify(settings: Settings, _args: argparse.Namespace) -> int:
     return asyncio.run(_verify(settings))
 
 
+def _cmd_subscribe(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from shared.kafka import event_topics
+    from shared.subscribe import subscribe_http, subscribe_kafka
+
+    def emit(envelope: dict) -> None:
+        print(json.dumps(envelope, ensure_ascii=False, sort_keys=True), flush=True)
+
+    types = [t for t in (args.types or "").split(",") if t]
+    region = args.region.lower() if args.region else None
+    source = args.source or ("kafka" if settings.uses_kafka and not args.url else "http")
+    try:
+        if source == "kafka":
+            assert settings.kafka_bootstrap_servers
+            asyncio.run(
+                subscribe_kafka(
+                    settings.kafka_bootstrap_servers,
+                    event_topics(settings.kafka_topic_prefix),
+                    group_id=args.group
+                    or f"{settings.kafka_consumer_group_prefix}.subscriber.{region or 'all'}",
+                    region=region,
+                    types=types,
+                    from_beginning=args.from_beginning,
+                    emit=emit,
+                    max_events=args.max_events,
+                )
+            )
+        else:
+            url = args.url or f"http://{settings.host}:{settings.intake_port}"
+            asyncio.run(
+                subscribe_http(
+                    url,
+                    region=region,
+                    types=types,
+                    from_beginning=args.from_beginning,
+                    position_file=Path(args.position_file) if args.position_file else None,
+                    emit=emit,
+                    max_events=args.max_events,
+                )
+            )
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ticketline",
@@ -135,6 +181,17 @@ def build_parser() -> argparse.ArgumentParser:
     replay = sub.add_parser("replay", help="rebuild projections from the first event")
     replay.add_argument("projections", nargs="*", help="names (default: all)")
     sub.add_parser("verify", help="check every stream's hash chain and the global sequence")
+    subscribe = sub.add_parser("subscribe", help="follow events as JSON lines (regional centers)")
+    subscribe.add_argument("--region", default=None)
+    subscribe.add_argument("--types", default=None, help="comma-separated event types")
+    subscribe.add_argument("--from-beginning", action="store_true")
+    subscribe.add_argument(
+        "--position-file", default=None, help="HTTP: where the last position is kept (resume)"
+    )
+    subscribe.add_argument("--url", default=None, help="a service's base URL (HTTP/SSE source)")
+    subscribe.add_argument("--source", choices=("http", "kafka"), default=None)
+    subscribe.add_argument("--group", default=None, help="Kafka consumer group")
+    subscribe.add_argument("--max-events", type=int, default=None, help="stop after N events")
     return parser
 
 
@@ -147,6 +204,7 @@ COMMANDS = {
     "project": _cmd_project,
     "replay": _cmd_replay,
     "verify": _cmd_verify,
+    "subscribe": _cmd_subscribe,
 }
 
 

@@ -1,0 +1,120 @@
+"""Server-Sent Events: the event streams for regional centers that cannot reach Kafka.
+
+``GET /streams/events?region=east&types=TicketReceived,TicketRepaired`` streams events in
+global order. Each SSE message's ``id`` is the event's global position: a client that
+reconnects with ``Last-Event-ID`` resumes right after it, with no gap and no duplicate
+(positions are gap-free and become visible in order). The server reads at most
+``batch`` events ahead per client and only reads more as the client consumes them, so a
+slow client holds a bounded backlog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import StreamingResponse
+from sqlalchemy import select
+
+from shared.domain.errors import InvalidCommand
+from shared.events.envelope import EventEnvelope, canonical_json
+from shared.events.registry import all_payload_classes
+from shared.http.app import get_platform
+from shared.ledger.store import row_to_envelope
+from shared.ledger.tables import events
+from shared.platform import Platform
+
+router = APIRouter(tags=["streams"])
+
+HEARTBEAT_SECONDS = 15.0
+
+
+def format_sse(event: EventEnvelope) -> str:
+    data = canonical_json(event.to_json_dict())
+    return f"id: {event.position}\nevent: {event.event_type}\ndata: {data}\n\n"
+
+
+async def read_after(
+    platform: Platform, position: int, region: str | None, types: list[str], limit: int
+) -> list[EventEnvelope]:
+    query = (
+        select(events).where(events.c.position > position).order_by(events.c.position).limit(limit)
+    )
+    if region:
+        query = query.where(events.c.region == region)
+    if types:
+        query = query.where(events.c.event_type.in_(types))
+    async with platform.db.reading() as conn:
+        return [row_to_envelope(r) for r in (await conn.execute(query)).all()]
+
+
+def parse_types(types: str | None) -> list[str]:
+    if not types:
+        return []
+    chosen = [t.strip() for t in types.split(",") if t.strip()]
+    known = all_payload_classes()
+    unknown = [t for t in chosen if t not in known]
+    if unknown:
+        raise InvalidCommand("types", f"unknown event types: {', '.join(unknown)}")
+    return chosen
+
+
+@router.get(
+    "/streams/events",
+    summary="Follow events live (Server-Sent Events), resumable with Last-Event-ID",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "An endless SSE stream"}},
+)
+async def stream_events(
+    request: Request,
+    region: str | None = Query(
+        default=None, max_length=32, description="Only this region's events."
+    ),
+    types: str | None = Query(default=None, description="Comma-separated event types."),
+    from_position: int | None = Query(
+        default=None,
+        ge=0,
+        description="Start after this global position (0 = from the beginning). Without it "
+        "and without Last-Event-ID the stream starts with events recorded from now on.",
+    ),
+    batch: int = Query(default=100, ge=1, le=1000, description="Events read ahead per client."),
+    last_event_id: str | None = Header(default=None, alias="Last-Event-ID"),
+    platform: Platform = Depends(get_platform),
+) -> StreamingResponse:
+    chosen = parse_types(types)
+    if last_event_id is not None:
+        if not last_event_id.strip().isdigit():
+            raise InvalidCommand("Last-Event-ID", "must be a global position")
+        position = int(last_event_id)
+    elif from_position is not None:
+        position = from_position
+    else:
+        async with platform.db.reading() as conn:
+            position = await platform.store.last_position(conn)
+    region_filter = region.lower() if region else None
+    poll = platform.settings.projector_poll_seconds
+
+    async def generate() -> AsyncIterator[str]:
+        nonlocal position
+        yield f"retry: 2000\n: streaming after position {position}\n\n"
+        quiet_since = time.monotonic()
+        while not await request.is_disconnected():
+            found = await read_after(platform, position, region_filter, chosen, batch)
+            for event in found:
+                yield format_sse(event)
+                position = event.position
+            if found:
+                quiet_since = time.monotonic()
+                continue
+            if time.monotonic() - quiet_since >= HEARTBEAT_SECONDS:
+                yield ": heartbeat\n\n"
+                quiet_since = time.monotonic()
+            await asyncio.sleep(poll)
+
+    return StreamingResponse(
+        generate(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,140 @@
+"""Regional subscriptions over SSE against a real uvicorn server, and the subscriber CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+import httpx
+
+from services.intake.app import create_app
+from shared.ledger.store import NO_STREAM
+from shared.platform import Platform
+from shared.subscribe import subscribe_http
+from tests.support.factories import context, diagnosed, new_ticket_id, received
+from tests.support.servers import serve_app
+
+
+async def open_tickets(platform: Platform, regions: list[str], start: int = 0) -> list[str]:
+    ids = []
+    for n, region in enumerate(regions, start=start):
+        tid = new_ticket_id()
+        ids.append(tid)
+        async with platform.db.transaction() as conn:
+            await platform.store.append_to_stream(
+                conn, tid, NO_STREAM, [received(n, region=region)], context(), region=region
+            )
+            await platform.store.append_to_stream(
+                conn, tid, 1, [diagnosed()], context(), region=region
+            )
+    return ids
+
+
+async def collect(url: str, **kwargs) -> list[dict]:  # type: ignore[no-untyped-def]
+    out: list[dict] = []
+    await asyncio.wait_for(subscribe_http(url, emit=out.append, **kwargs), 20)
+    return out
+
+
+async def test_resume_across_server_restart_has_no_gap_or_duplicate(
+    platform: Platform, tmp_path
+) -> None:
+    east = await open_tickets(platform, ["east", "west", "east", "east"])
+    position_file = tmp_path / "east.position"
+    options = {
+        "region": "east",
+        "types": [],
+        "from_beginning": True,
+        "position_file": position_file,
+    }
+    async with serve_app(create_app(platform)) as url:
+        first = await collect(url, max_events=4, **options)
+    # While the server is down, more happens.
+    later = await open_tickets(platform, ["west", "east"], start=10)
+    async with serve_app(create_app(platform)) as url:
+        rest = await collect(url, max_events=4, **options)
+    seen = first + rest
+    positions = [e["position"] for e in seen]
+    assert positions == sorted(set(positions))  # no duplicate, in order
+    assert {e["region"] for e in seen} == {"east"}
+    expected = [tid for tid in east if tid != east[1]] + [later[1]]
+    assert sorted({e["stream_id"] for e in seen}) == sorted(expected)
+    assert len(seen) == 8  # 4 east tickets × (received, diagnosed): nothing missing
+    async with platform.db.reading() as conn:
+        everything = await platform.store.read_all(conn)
+    assert positions == [e.position for e in everything if e.region == "east"]
+
+
+async def test_filter_by_type_and_start_from_now(platform: Platform) -> None:
+    await open_tickets(platform, ["east", "east"])
+    async with serve_app(create_app(platform)) as url:
+        diagnosed_only = await collect(
+            url,
+            region=None,
+            types=["TicketDiagnosed"],
+            from_beginning=True,
+            position_file=None,
+            max_events=2,
+        )
+        assert [e["event_type"] for e in diagnosed_only] == ["TicketDiagnosed"] * 2
+
+        async def newcomer() -> list[dict]:
+            return await collect(
+                url,
+                region="north",
+                types=[],
+                from_beginning=False,
+                position_file=None,
+                max_events=2,
+            )
+
+        task = asyncio.create_task(newcomer())
+        await asyncio.sleep(0.5)  # the subscriber starts "from now"
+        await open_tickets(platform, ["north"], start=50)
+        live = await task
+    assert [e["event_type"] for e in live] == ["TicketReceived", "TicketDiagnosed"]
+
+
+async def test_bad_stream_requests_are_422(platform: Platform) -> None:
+    transport = httpx.ASGITransport(app=create_app(platform))
+    async with httpx.AsyncClient(transport=transport, base_url="http://intake.test") as client:
+        bad_type = await client.get("/streams/events", params={"types": "TicketVanished"})
+        assert bad_type.status_code == 422 and bad_type.json()["errors"][0]["field"] == "types"
+        bad_id = await client.get("/streams/events", headers={"Last-Event-ID": "abc"})
+        assert bad_id.status_code == 422
+
+
+async def test_subscriber_cli_prints_json_lines_and_resumes(platform: Platform, tmp_path) -> None:
+    await open_tickets(platform, ["east", "west", "east"])
+    position_file = tmp_path / "pos"
+
+    async def run_cli(url: str, count: int) -> list[dict]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "shared.cli",
+            "subscribe",
+            "--url",
+            url,
+            "--region",
+            "east",
+            "--from-beginning",
+            "--position-file",
+            str(position_file),
+            "--max-events",
+            str(count),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode == 0
+        return [json.loads(line) for line in out.decode().splitlines()]
+
+    async with serve_app(create_app(platform)) as url:
+        first = await run_cli(url, 3)
+        second = await run_cli(url, 1)
+    assert [e["position"] for e in first + second] == sorted(
+        {e["position"] for e in first + second}
+    )
+    assert len(first + second) == 4 and {e["region"] for e in first + second} == {"east"}
+    assert int(position_file.read_text()) == second[-1]["position"]
