@@ -7,7 +7,6 @@ import asyncio
 import json
 import logging
 import sys
-import time
 from collections.abc import Sequence
 
 from shared.config import Settings
@@ -61,34 +60,52 @@ def _cmd_project(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _replay(settings: Settings, names: Sequence[str]) -> int:
-    from shared.platform import Platform
-
-    platform = Platform.from_settings(settings)
-    projections = all_projections()
-    try:
-        for name in names or list(projections):
-            started = time.perf_counter()
-            stats = await platform.runner.rebuild(projections[name])
-            seconds = time.perf_counter() - started
-            rate = stats.applied / seconds if seconds else 0.0
-            print(
-                json.dumps(
-                    {
-                        "projection": name,
-                        "events": stats.applied,
-                        "seconds": round(seconds, 3),
-                        "events_per_second": round(rate, 1),
-                    }
-                )
-            )
-    finally:
-        await platform.close()
-    return 0
-
-
 def _cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
-    return asyncio.run(_replay(settings, args.projections))
+    from datetime import datetime
+    from pathlib import Path
+
+    from shared.replay import replay
+
+    until = datetime.fromisoformat(args.until) if args.until else None
+    if until is not None and until.tzinfo is None:
+        print("--until needs a timezone, e.g. 2026-11-20T10:00:00Z", file=sys.stderr)
+        return 2
+    projections = all_projections()
+    chosen = (
+        [projections[n] for n in args.projections]
+        if args.projections
+        else list(projections.values())
+    )
+    source = args.source or "ledger"
+    results = asyncio.run(
+        replay(
+            settings,
+            chosen,
+            source=source,
+            until=until,
+            into=Path(args.into) if args.into else None,
+            show_progress=not args.quiet,
+        )
+    )
+    for result in results:
+        print(json.dumps(result.as_dict()))
+    total_events = sum(r.events for r in results)
+    total_seconds = sum(r.seconds for r in results)
+    print(
+        json.dumps(
+            {
+                "summary": "replay",
+                "source": source,
+                "until": args.until,
+                "projections": len(results),
+                "events": total_events,
+                "seconds": round(total_seconds, 3),
+                "events_per_second": round(total_events / total_seconds, 1) if total_seconds else 0,
+                "identical_to_live": None if until else all(not r.differences for r in results),
+            }
+        )
+    )
+    return 0 if until or all(not r.differences for r in results) else 1
 
 
 async def _verify(settings: Settings) -> int:
@@ -161,6 +178,73 @@ def _cmd_subscribe(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _export(settings: Settings, args: argparse.Namespace) -> tuple[bytes, dict]:
+    from datetime import datetime
+
+    from shared.audit import render, select_events, signing_key, summarise
+    from shared.platform import Platform
+
+    recorded_from = datetime.fromisoformat(args.from_) if args.from_ else None
+    recorded_to = datetime.fromisoformat(args.to) if args.to else None
+    platform = Platform.from_settings(settings)
+    try:
+        async with platform.db.reading() as conn:
+            envelopes = await select_events(
+                conn,
+                ticket_id=args.ticket,
+                region=args.region,
+                recorded_from=recorded_from,
+                recorded_to=recorded_to,
+            )
+    finally:
+        await platform.close()
+    scope = {
+        "ticket_id": args.ticket,
+        "region": args.region,
+        "recorded_from": recorded_from.isoformat() if recorded_from else None,
+        "recorded_to": recorded_to.isoformat() if recorded_to else None,
+    }
+    data = render(envelopes, args.format)
+    return data, summarise(data, envelopes, args.format, scope, signing_key(settings))
+
+
+def _cmd_export(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    data, summary = asyncio.run(_export(settings, args))
+    out = Path(args.out)
+    out.write_bytes(data)
+    Path(f"{out}.summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary))
+    return 0
+
+
+async def _verify_export(settings: Settings, data: bytes, summary: dict) -> int:
+    from shared.audit import signing_key, verify_export
+    from shared.platform import Platform
+
+    platform = Platform.from_settings(settings)
+    try:
+        async with platform.db.reading() as conn:
+            check = await verify_export(data, summary, signing_key(settings), conn, platform.store)
+    finally:
+        await platform.close()
+    print(
+        json.dumps(
+            {"ok": check.ok, "events": summary.get("events"), "problems": check.problems}, indent=2
+        )
+    )
+    return 0 if check.ok else 1
+
+
+def _cmd_verify_export(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    data = Path(args.file).read_bytes()
+    summary = json.loads(Path(args.summary or f"{args.file}.summary.json").read_text())
+    return asyncio.run(_verify_export(settings, data, summary))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ticketline",
@@ -178,9 +262,32 @@ def build_parser() -> argparse.ArgumentParser:
     project = sub.add_parser("project", help="keep projections up to date")
     project.add_argument("projections", nargs="*", help="names (default: all)")
     project.add_argument("--source", choices=("ledger", "kafka"), default=None)
-    replay = sub.add_parser("replay", help="rebuild projections from the first event")
+    replay = sub.add_parser(
+        "replay",
+        help="rebuild projections from the first event in a scratch database and compare with live",
+    )
     replay.add_argument("projections", nargs="*", help="names (default: all)")
+    replay.add_argument("--source", choices=("ledger", "kafka"), default=None)
+    replay.add_argument(
+        "--until", default=None, help="state as of this time (ISO 8601); no comparison"
+    )
+    replay.add_argument(
+        "--into", default=None, help="keep the rebuilt SQLite database at this path"
+    )
+    replay.add_argument("--quiet", action="store_true", help="no progress bar")
     sub.add_parser("verify", help="check every stream's hash chain and the global sequence")
+    export = sub.add_parser("export", help="audit export: events with hashes + signed summary")
+    export.add_argument("--ticket", default=None, help="one ticket's events")
+    export.add_argument("--region", default=None)
+    export.add_argument("--from", dest="from_", default=None, help="recorded from (ISO 8601)")
+    export.add_argument("--to", default=None, help="recorded before (ISO 8601)")
+    export.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    export.add_argument("--out", required=True, help="file to write; FILE.summary.json beside it")
+    verify_export = sub.add_parser(
+        "verify-export", help="check an export against its summary and the ledger"
+    )
+    verify_export.add_argument("file")
+    verify_export.add_argument("--summary", default=None, help="default: FILE.summary.json")
     subscribe = sub.add_parser("subscribe", help="follow events as JSON lines (regional centers)")
     subscribe.add_argument("--region", default=None)
     subscribe.add_argument("--types", default=None, help="comma-separated event types")
@@ -205,6 +312,8 @@ COMMANDS = {
     "replay": _cmd_replay,
     "verify": _cmd_verify,
     "subscribe": _cmd_subscribe,
+    "export": _cmd_export,
+    "verify-export": _cmd_verify_export,
 }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     relay_lease_seconds: float = 10.0
     projector_batch_size: int = 500
     projector_poll_seconds: float = 0.2
+
+    # HMAC key for audit export summaries; embedded default: generated into the data dir.
+    audit_signing_key: SecretStr | None = None
 
     # Business figures (DOMAIN.md defaults).
     default_warranty_months: int = 12

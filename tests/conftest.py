@@ -100,8 +100,11 @@ def broker() -> Iterator[TestBroker]:
 
 
 @pytest.fixture
-async def platform(database_url: str, clock: ManualClock) -> AsyncIterator[Platform]:
-    p = Platform.from_settings(Settings(database_url=database_url), clock=clock)
+async def platform(
+    database_url: str, clock: ManualClock, tmp_path: Path
+) -> AsyncIterator[Platform]:
+    settings = Settings(database_url=database_url, data_dir=tmp_path / "data")
+    p = Platform.from_settings(settings, clock=clock)
     yield p
     await p.close()
 

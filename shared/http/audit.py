@@ -1,0 +1,66 @@
+"""Audit export over HTTP: events with their hashes and a signed summary."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import Response
+
+from shared.audit import render, select_events, signing_key, summarise
+from shared.domain.errors import InvalidCommand
+from shared.events.envelope import canonical_json
+from shared.http.app import get_platform
+from shared.platform import Platform
+
+router = APIRouter(tags=["audit"])
+
+
+@router.get(
+    "/audit/export",
+    summary="A ticket's or a period's events as JSON lines or CSV, with a signed summary",
+    description="The body is the export; the `X-Export-Summary` header holds the summary "
+    "(event count, positions, SHA-256 of the body, HMAC signature). Keep both: "
+    "`ticketline verify-export` checks them later against each other and the ledger.",
+    response_class=Response,
+    responses={200: {"content": {"application/x-ndjson": {}, "text/csv": {}}}},
+)
+async def export_events(
+    ticket_id: UUID | None = None,
+    region: str | None = Query(default=None, max_length=32),
+    recorded_from: datetime | None = Query(default=None, description="Inclusive, ISO 8601."),
+    recorded_to: datetime | None = Query(default=None, description="Exclusive, ISO 8601."),
+    format: Literal["jsonl", "csv"] = "jsonl",
+    platform: Platform = Depends(get_platform),
+) -> Response:
+    for name, value in (("recorded_from", recorded_from), ("recorded_to", recorded_to)):
+        if value is not None and value.tzinfo is None:
+            raise InvalidCommand(name, "give a timezone, e.g. 2026-11-20T10:00:00Z")
+    scope = {
+        "ticket_id": str(ticket_id) if ticket_id else None,
+        "region": region,
+        "recorded_from": recorded_from.isoformat() if recorded_from else None,
+        "recorded_to": recorded_to.isoformat() if recorded_to else None,
+    }
+    async with platform.db.reading() as conn:
+        envelopes = await select_events(
+            conn,
+            ticket_id=scope["ticket_id"],
+            region=region,
+            recorded_from=recorded_from,
+            recorded_to=recorded_to,
+        )
+    data = render(envelopes, format)
+    summary = summarise(data, envelopes, format, scope, signing_key(platform.settings))
+    media = "application/x-ndjson" if format == "jsonl" else "text/csv"
+    return Response(
+        data,
+        media_type=media,
+        headers={
+            "X-Export-Summary": canonical_json(summary),
+            "Content-Disposition": f'attachment; filename="ticketline-export.{format}"',
+            "Cache-Control": "no-store",
+        },
+    )

@@ -1,0 +1,160 @@
+"""Auditor tools: replay equals live, as-of replay, verify CLI, export round trip."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+
+import httpx
+import pytest
+from sqlalchemy import select, update
+
+from services.intake.app import create_app
+from shared.audit import parse, render, select_events, signing_key, summarise, verify_export
+from shared.config import Settings
+from shared.db import Database
+from shared.events.tickets import TicketClosed
+from shared.ledger.store import NO_STREAM
+from shared.ledger.tables import events
+from shared.platform import Platform
+from shared.projections.ticket_state import TicketStateProjection, ticket_state
+from shared.replay import replay
+from tests.support.factories import context, diagnosed, new_ticket_id, received
+
+
+async def seed(platform: Platform, clock, tickets: int = 4) -> list[str]:  # type: ignore[no-untyped-def]
+    ids = []
+    for n in range(tickets):
+        tid = new_ticket_id()
+        ids.append(tid)
+        region = "east" if n % 2 == 0 else "west"
+        async with platform.db.transaction() as conn:
+            written = await platform.store.append_to_stream(
+                conn, tid, NO_STREAM, [received(n, region=region)], context(), region=region
+            )
+            await platform.project_inline(conn, written)
+        clock.advance(hours=1)
+        async with platform.db.transaction() as conn:
+            written = await platform.store.append_to_stream(
+                conn, tid, 1, [diagnosed()], context(), region=region
+            )
+            await platform.project_inline(conn, written)
+    return ids
+
+
+async def test_replay_equals_live_and_reports_differences(platform: Platform, clock) -> None:
+    ids = await seed(platform, clock)
+    projection = TicketStateProjection()
+    (result,) = await replay(platform.settings, [projection])
+    assert result.events == 8 and result.differences == []
+    # A live read table that drifted from the events is reported.
+    async with platform.db.transaction() as conn:
+        await conn.execute(
+            update(ticket_state).where(ticket_state.c.ticket_id == ids[0]).values(status="closed")
+        )
+    (result,) = await replay(platform.settings, [projection])
+    assert result.differences and "ticket_state" in result.differences[0]
+
+
+async def test_replay_until_rebuilds_the_past(platform: Platform, clock, tmp_path) -> None:
+    ids = await seed(platform, clock, tickets=2)  # starts 09:00, +1 h per ticket
+    cutoff = clock.now()
+    clock.advance(hours=1)
+    async with platform.db.transaction() as conn:
+        await platform.store.append_to_stream(
+            conn, ids[0], 2, [TicketClosed()], context(), region="east"
+        )
+    into = tmp_path / "asof.db"
+    (result,) = await replay(platform.settings, [TicketStateProjection()], until=cutoff, into=into)
+    assert result.events == 4
+    past = Database(f"sqlite+aiosqlite:///{into}")
+    try:
+        async with past.reading() as conn:
+            statuses = dict(
+                (await conn.execute(select(ticket_state.c.ticket_id, ticket_state.c.status))).all()
+            )
+    finally:
+        await past.dispose()
+    assert statuses == {ids[0]: "diagnosed", ids[1]: "diagnosed"}
+
+
+async def run_cli(database_url: str, *args: str) -> tuple[int, str]:
+    env = {**os.environ, "DATABASE_URL": database_url}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "shared.cli",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    return process.returncode or 0, out.decode() + err.decode()
+
+
+async def test_verify_cli_exit_codes(platform: Platform, clock, database_url: str) -> None:
+    await seed(platform, clock, tickets=2)
+    code, out = await run_cli(database_url, "verify")
+    assert code == 0 and json.loads(out[out.index("{") :])["ok"] is True
+    async with platform.db.transaction() as conn:
+        await conn.execute(update(events).where(events.c.position == 2).values(region="north"))
+    code, out = await run_cli(database_url, "verify")
+    report = json.loads(out[out.index("{") :])
+    assert (
+        code == 1 and report["broken"][0]["kind"] == "hash" and report["broken"][0]["position"] == 2
+    )
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+async def test_export_round_trips_and_detects_tampering(
+    platform: Platform, clock, fmt: str
+) -> None:
+    ids = await seed(platform, clock, tickets=3)
+    key = signing_key(platform.settings)
+    async with platform.db.reading() as conn:
+        envelopes = await select_events(conn, ticket_id=ids[1])
+        data = render(envelopes, fmt)
+        summary = summarise(data, envelopes, fmt, {"ticket_id": ids[1]}, key)
+        assert parse(data, fmt) == envelopes
+        assert (await verify_export(data, summary, key, conn, platform.store)).ok
+        tampered = data.replace(b"drum does not spin", b"drum spins fine")
+        check = await verify_export(tampered, summary, key, conn, platform.store)
+        assert not check.ok and any("sha256" in p for p in check.problems)
+        forged = {**summary, "events": 99}
+        check = await verify_export(data, forged, key, conn, platform.store)
+        assert any("signature" in p for p in check.problems)
+        # A file whose summary was re-made by someone without the key still fails.
+        resigned = summarise(tampered, envelopes, fmt, {"ticket_id": ids[1]}, b"another key")
+        check = await verify_export(tampered, resigned, key, conn, platform.store)
+        assert not check.ok
+
+
+async def test_export_over_http_and_cli_verify(
+    platform: Platform, clock, database_url: str, tmp_path
+) -> None:
+    await seed(platform, clock, tickets=4)
+    transport = httpx.ASGITransport(app=create_app(platform))
+    async with httpx.AsyncClient(transport=transport, base_url="http://intake.test") as client:
+        response = await client.get("/audit/export", params={"region": "east", "format": "csv"})
+    assert response.status_code == 200, response.text
+    summary = json.loads(response.headers["x-export-summary"])
+    assert summary["events"] == 4 and summary["format"] == "csv"
+    export = tmp_path / "east.csv"
+    export.write_bytes(response.content)
+    (tmp_path / "east.csv.summary.json").write_text(json.dumps(summary))
+    # The CLI checks it with the same key (the data dir the platform generated it in).
+    os.environ["TICKETLINE_DATA_DIR"] = str(platform.settings.data_dir)
+    try:
+        code, out = await run_cli(database_url, "verify-export", str(export))
+    finally:
+        del os.environ["TICKETLINE_DATA_DIR"]
+    assert code == 0, out
+
+
+def test_signing_key_is_generated_once(tmp_path) -> None:
+    settings = Settings(data_dir=tmp_path)
+    assert signing_key(settings) == signing_key(settings)
+    assert (tmp_path / "audit-signing.key").stat().st_mode & 0o077 == 0
