@@ -245,6 +245,18 @@ def _cmd_verify_export(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(_verify_export(settings, data, summary))
 
 
+def _cmd_contract(_settings: Settings, args: argparse.Namespace) -> int:
+    from shared.contract import contract_problems, write_contract
+
+    if args.write:
+        for path in write_contract(force=args.force):
+            print(f"wrote {path}")
+    problems = contract_problems()
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    return 1 if problems else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ticketline",
@@ -288,6 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify_export.add_argument("file")
     verify_export.add_argument("--summary", default=None, help="default: FILE.summary.json")
+    contract = sub.add_parser(
+        "contract", help="check (or --write) the event JSON Schemas and AsyncAPI"
+    )
+    contract.add_argument("--write", action="store_true", help="write new schema versions")
+    contract.add_argument("--force", action="store_true", help="also overwrite frozen versions")
     subscribe = sub.add_parser("subscribe", help="follow events as JSON lines (regional centers)")
     subscribe.add_argument("--region", default=None)
     subscribe.add_argument("--types", default=None, help="comma-separated event types")
@@ -313,6 +330,7 @@ COMMANDS = {
     "verify": _cmd_verify,
     "subscribe": _cmd_subscribe,
     "export": _cmd_export,
+    "contract": _cmd_contract,
     "verify-export": _cmd_verify_export,
 }
 
