@@ -158,3 +158,23 @@ def test_signing_key_is_generated_once(tmp_path) -> None:
     settings = Settings(data_dir=tmp_path)
     assert signing_key(settings) == signing_key(settings)
     assert (tmp_path / "audit-signing.key").stat().st_mode & 0o077 == 0
+
+
+@pytest.mark.kafka
+async def test_replay_from_kafka_equals_live(platform: Platform, clock, broker) -> None:
+    from shared.outbox import KafkaPublisher, OutboxRelay
+
+    await seed(platform, clock, tickets=3)
+    relay = OutboxRelay(
+        platform.db, KafkaPublisher(broker.bootstrap_servers, enable_idempotence=False)
+    )
+    try:
+        while await relay.publish_once():
+            pass
+    finally:
+        await relay.publisher.close()
+    settings = platform.settings.model_copy(
+        update={"kafka_bootstrap_servers": broker.bootstrap_servers}
+    )
+    (result,) = await replay(settings, [TicketStateProjection()], source="kafka")
+    assert result.events == 6 and result.differences == []
