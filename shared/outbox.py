@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import socket
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -119,7 +120,8 @@ class KafkaPublisher:
 
 
 def relay_owner_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{id(object()):x}"
+    """Unique per holder, readable in the leases table: host, process, random suffix."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 class OutboxRelay:
