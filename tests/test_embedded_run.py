@@ -1,0 +1,64 @@
+"""`ticketline run` (what `make run` starts) as a real process on loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+
+from services.intake.schemas import RECEIVE_EXAMPLE
+from tests.support.ports import free_port, wait_for_port
+
+
+def test_run_starts_every_service_and_stops_cleanly(tmp_path) -> None:
+    ports = {name: free_port() for name in ("intake", "dispatch", "parts", "feedback")}
+    env = {
+        **os.environ,
+        "TICKETLINE_DATA_DIR": str(tmp_path / "data"),
+        **{f"TICKETLINE_{name.upper()}_PORT": str(port) for name, port in ports.items()},
+    }
+    env.pop("DATABASE_URL", None)
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "shared.cli", "run"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        lines: list[str] = []
+        deadline = time.monotonic() + 60
+        assert process.stdout is not None
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "Press Ctrl+C" in line:
+                break
+        output = "".join(lines)
+        for name, port in ports.items():
+            assert f"{name}" in output and f"http://127.0.0.1:{port}" in output, output
+            wait_for_port(port, 10)
+            assert httpx.get(f"http://127.0.0.1:{port}/health/ready").json() == {"status": "ready"}
+        intake = f"http://127.0.0.1:{ports['intake']}"
+        created = httpx.post(
+            f"{intake}/tickets", json=RECEIVE_EXAMPLE, headers={"Idempotency-Key": "e2e"}
+        )
+        assert created.status_code == 201, created.text
+        ticket = httpx.get(f"{intake}/tickets/{created.json()['ticket_id']}").json()
+        assert ticket["status"] == "received"
+        assert (tmp_path / "data" / "ticketline.db").exists()
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+    assert process.returncode == 0
