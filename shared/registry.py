@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from importlib import import_module
+from importlib.util import find_spec
 from typing import Any
 
 from fastapi import FastAPI
@@ -14,14 +15,30 @@ from shared.projections.base import Projection
 
 SERVICES: tuple[str, ...] = ("intake", "dispatch", "parts", "feedback")
 
-# Modules exposing PROJECTIONS: tuple[Projection, ...]; each service adds its own here.
-PROJECTION_MODULES: tuple[str, ...] = ("shared.projections.catalog",)
 
+def _service_modules(leaf: str) -> tuple[str, ...]:
+    """``services.<name>.<leaf>`` for every service that has such a module."""
+    return tuple(
+        f"services.{name}.{leaf}" for name in SERVICES if find_spec(f"services.{name}.{leaf}")
+    )
+
+
+# Modules exposing ``PROJECTIONS: tuple[Projection, ...]``: read models, rebuilt by replay.
+PROJECTION_MODULES: tuple[str, ...] = (
+    "shared.projections.catalog",
+    *_service_modules("projections"),
+)
+
+# Modules exposing ``def reactors(platform: Platform) -> list[Projection]``: handlers that
+# react to events by appending events (process managers). They run like projections (same
+# runner, checkpoint and per-stream dedupe in the transaction of what they append), but a
+# replay never runs them: their output is already in the ledger.
+REACTOR_MODULES: tuple[str, ...] = _service_modules("reactors")
 
 # Modules exposing ``async def run_job(platform: Platform, stop: asyncio.Event) -> None``:
 # periodic work (SLA clocks, overdue checks) that `ticketline run` and `ticketline jobs`
 # keep running. Each must be safe to run in several processes (use a Lease).
-JOB_MODULES: tuple[str, ...] = ()
+JOB_MODULES: tuple[str, ...] = _service_modules("jobs")
 
 
 def app_factory(service: str) -> Callable[[Platform | None], FastAPI]:
@@ -36,6 +53,14 @@ def service_port(settings: Settings, service: str) -> int:
 
 def all_jobs() -> dict[str, Callable[..., Any]]:
     return {module: import_module(module).run_job for module in JOB_MODULES}
+
+
+def all_reactors(platform: Platform) -> dict[str, Projection]:
+    found: dict[str, Projection] = {}
+    for module in REACTOR_MODULES:
+        for reactor in import_module(module).reactors(platform):
+            found[reactor.name] = reactor
+    return found
 
 
 def all_projections() -> dict[str, Projection]:

@@ -17,7 +17,14 @@ from shared.outbox import relay_from_settings, relay_owner_id
 from shared.platform import Platform
 from shared.projections.base import Projection
 from shared.projections.runner import KafkaSource, LedgerSource
-from shared.registry import SERVICES, all_jobs, all_projections, app_factory, service_port
+from shared.registry import (
+    SERVICES,
+    all_jobs,
+    all_projections,
+    all_reactors,
+    app_factory,
+    service_port,
+)
 
 log = logging.getLogger("ticketline")
 
@@ -130,7 +137,7 @@ async def run_embedded(settings: Settings, *, print_fn=print) -> None:  # type: 
         for name, _ in servers:
             base = f"http://{settings.host}:{service_port(settings, name)}"
             print_fn(f"  {name:<9} {base}   (API docs: {base}/docs)")
-        projections = all_projections()
+        projections = {**all_projections(), **all_reactors(platform)}
         print_fn(f"  projector ledger source, projections: {', '.join(projections)}")
         if settings.uses_kafka:
             print_fn(f"  relay     outbox → Kafka at {settings.kafka_bootstrap_servers}")
@@ -178,7 +185,7 @@ async def run_job(settings: Settings, job: str, names: Sequence[str], source: st
         elif job == "jobs":
             await asyncio.gather(*(run(platform, stop) for run in all_jobs().values()))
         else:
-            projections = all_projections()
+            projections = {**all_projections(), **all_reactors(platform)}
             chosen = [projections[n] for n in names] if names else list(projections.values())
             await run_projector(platform, chosen, stop, source=source)
     finally:

@@ -20,6 +20,7 @@ from shared.ledger.store import EventStore
 from shared.migrations import upgrade
 from shared.platform import Platform
 from tests.support.broker import TestBroker
+from tests.support.clients import service_client
 from tests.support.postgres import PostgresCluster
 
 BACKENDS = ["sqlite", "postgres"]
@@ -111,8 +112,23 @@ async def platform(
 
 @pytest.fixture
 async def intake(platform: Platform) -> AsyncIterator[httpx.AsyncClient]:
-    from services.intake.app import create_app
+    async with service_client("intake", platform) as client:
+        yield client
 
-    transport = httpx.ASGITransport(app=create_app(platform))
-    async with httpx.AsyncClient(transport=transport, base_url="http://intake.test") as client:
+
+@pytest.fixture
+async def dispatch(platform: Platform) -> AsyncIterator[httpx.AsyncClient]:
+    async with service_client("dispatch", platform) as client:
+        yield client
+
+
+@pytest.fixture
+async def parts(platform: Platform) -> AsyncIterator[httpx.AsyncClient]:
+    async with service_client("parts", platform) as client:
+        yield client
+
+
+@pytest.fixture
+async def feedback(platform: Platform) -> AsyncIterator[httpx.AsyncClient]:
+    async with service_client("feedback", platform) as client:
         yield client

@@ -21,6 +21,10 @@ TOPIC_FAMILY_BY_STREAM_TYPE: dict[str, str] = {
     "network": "network",
     "stock": "parts",
     "part": "parts",
+    "location": "parts",
+    "requisition": "parts",
+    "quality": "quality",
+    "scorecard": "quality",
 }
 
 
@@ -80,5 +84,13 @@ def topic_for(stream_type: str, prefix: str) -> str:
 
 
 def _load_all() -> None:
-    # Importing the modules registers their payload classes.
-    import shared.events.tickets  # noqa: F401
+    # Importing the modules registers their payload classes: every module of the
+    # shared.events package is an event family (tickets, network, parts, quality, …).
+    import importlib
+    import pkgutil
+
+    import shared.events as package
+
+    for module in pkgutil.iter_modules(package.__path__):
+        if module.name not in {"envelope", "registry"}:
+            importlib.import_module(f"shared.events.{module.name}")

@@ -201,3 +201,79 @@ class TicketReopened(EventPayload, event_type="TicketReopened", stream_type=_TIC
 
 class TicketClosed(EventPayload, event_type="TicketClosed", stream_type=_TICKET):
     reason: ShortText = "satisfied"
+
+
+# Events other services add to a ticket's stream. They are defined here, with the
+# lifecycle, because the compliance view and the scorecards read them across services.
+
+
+class SlaDeadline(StrEnum):
+    response = "response"
+    resolution = "resolution"
+
+
+class SlaBreached(EventPayload, event_type="SlaBreached", stream_type=_TICKET):
+    """Recorded once per deadline by the dispatch service's SLA clock."""
+
+    deadline: SlaDeadline
+    due_at: AwareDatetime
+    detected_at: AwareDatetime
+    overdue_minutes: int = Field(ge=0)
+
+
+class EscalationCause(StrEnum):
+    sla_breach = "sla_breach"
+    reopened = "reopened"
+    complaint = "complaint"
+
+
+class TicketEscalated(EventPayload, event_type="TicketEscalated", stream_type=_TICKET):
+    level: Annotated[str, StringConstraints(pattern=r"^(regional_center|headquarters)$")]
+    cause: EscalationCause
+    region: RegionCode
+    reason: LongText
+
+
+class RepeatRepairFlagged(EventPayload, event_type="RepeatRepairFlagged", stream_type=_TICKET):
+    """The same serial came back within the repeat window of an earlier repair."""
+
+    earlier_ticket_id: ShortText
+    earlier_repaired_at: AwareDatetime
+    serial_number: ShortText
+    window_days: int = Field(ge=1)
+
+
+class ComplaintFiled(EventPayload, event_type="ComplaintFiled", stream_type=_TICKET):
+    complaint: LongText
+    channel: Channel
+    public: bool = Field(default=False, description="Public complaint or media exposure.")
+
+
+class PartGrade(StrEnum):
+    resellable = "resellable"
+    demo = "demo"
+    scrap = "scrap"
+
+
+class OldPartReturned(EventPayload, event_type="OldPartReturned", stream_type=_TICKET):
+    """A part replaced under warranty came back (recorded by the parts service)."""
+
+    part_number: ShortText
+    old_serial: ShortText | None = None
+    quantity: int = Field(default=1, ge=1, le=100)
+    location_id: ShortText
+    service_point_id: ShortText | None = None
+    due_at: AwareDatetime
+    late: bool = False
+    grade: PartGrade | None = None
+
+
+class OldPartReturnOverdue(EventPayload, event_type="OldPartReturnOverdue", stream_type=_TICKET):
+    """Recorded once per expected return when its due date passes (parts service)."""
+
+    part_number: ShortText
+    old_serial: ShortText | None = None
+    quantity: int = Field(default=1, ge=1, le=100)
+    service_point_id: ShortText | None = None
+    due_at: AwareDatetime
+    detected_at: AwareDatetime
