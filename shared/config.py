@@ -33,6 +33,30 @@ class SlaSettings(BaseSettings):
         return float(getattr(self, f"resolution_hours_{complexity}"))
 
 
+class DispatchSettings(BaseSettings):
+    """Service network, assignment, SLA clocks, repeat repairs (dispatch service)."""
+
+    model_config = SettingsConfigDict(env_prefix="TICKETLINE_DISPATCH_", extra="ignore")
+
+
+class PartsSettings(BaseSettings):
+    """Spare parts: stock, requisitions, old-part returns, replenishment (parts service)."""
+
+    model_config = SettingsConfigDict(env_prefix="TICKETLINE_PARTS_", extra="ignore")
+
+
+class FeedbackSettings(BaseSettings):
+    """Follow-ups, satisfaction, compliance, scorecards, quality alerts (feedback service)."""
+
+    model_config = SettingsConfigDict(env_prefix="TICKETLINE_FEEDBACK_", extra="ignore")
+
+
+class AuthSettings(BaseSettings):
+    """Authentication and access control."""
+
+    model_config = SettingsConfigDict(env_prefix="TICKETLINE_AUTH_", extra="ignore")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TICKETLINE_", extra="ignore")
 
@@ -76,6 +100,14 @@ class Settings(BaseSettings):
     ticket_number_prefix: str = "TL"
 
     sla: SlaSettings = Field(default_factory=SlaSettings)
+
+    dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
+
+    parts: PartsSettings = Field(default_factory=PartsSettings)
+
+    feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
+
+    auth: AuthSettings = Field(default_factory=AuthSettings)
 
     def warranty_months(self, model: str) -> int:
         return self.warranty_months_by_model.get(model, self.default_warranty_months)
