@@ -177,8 +177,17 @@ async def test_nearest_location_holding_the_part(
     assert sources == ["RC-EAST", "HQ", "HQ"]
     refused = await clerk.post("/requisitions", json=body)
     assert refused.status_code == 409 and refused.json()["rule"] == "out_of_stock"
-    # A quantity only headquarters could have covered as a whole is refused too.
     assert (await stock_of(admin, "HQ", MOTOR))["available"] == 0
+    # Regional centers read their own region only.
+    async with service_client("parts", platform, role="regional_center", region="east") as east:
+        mine = await ok(await east.get("/requisitions"))
+        assert len(mine) == 3
+        assert [s["location_id"] for s in await ok(await east.get("/stock"))] == ["RC-EAST"]
+    async with service_client("parts", platform, role="regional_center", region="west") as west:
+        assert await ok(await west.get("/requisitions")) == []
+        rid = mine[0]["requisition_id"]
+        assert (await west.get(f"/requisitions/{rid}")).status_code == 404
+        assert (await west.get("/replenishment", params={"location": "RC-EAST"})).status_code == 404
 
 
 async def test_cancel_releases_and_unused_parts_come_back(

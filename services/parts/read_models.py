@@ -109,6 +109,7 @@ class RequisitionFilters:
     location_id: str | None = None  # requesting or source
     status: str | None = None
     technician_id: str | None = None
+    region: str | None = None  # of the requesting location
 
 
 async def list_requisitions(
@@ -128,6 +129,10 @@ async def list_requisitions(
         conditions.append(r.status == filters.status)
     if filters.technician_id:
         conditions.append(r.technician_id == filters.technician_id)
+    if filters.region:
+        loc = parts_locations.c
+        requesting = select(loc.location_id).where(loc.region == filters.region)
+        conditions.append(r.requesting_location_id.in_(requesting))
     if conditions:
         query = query.where(and_(*conditions))
     return list((await conn.execute(query)).all())

@@ -530,8 +530,12 @@ async def get_requisition(
 ) -> JSONResponse:
     async with platform.db.reading() as conn:
         row = await read_models.get_requisition(conn, str(requisition_id))
+        location = await read_models.get_location(conn, row.requesting_location_id) if row else None
     if row is None or (principal.role == "technician" and row.technician_id != principal.subject):
         raise NotFound("requisition_not_found", f"no requisition {requisition_id}")
+    require_region(
+        principal, location.region if location else None, "requisition", row.requisition_id
+    )
     view = RequisitionView(**row._mapping)
     return JSONResponse(view.model_dump(mode="json"), headers={"ETag": etag(view.version)})
 
@@ -552,6 +556,7 @@ async def list_requisitions(
         location_id=location,
         status=status,
         technician_id=principal.subject if principal.role == "technician" else None,
+        region=principal.region,
     )
     async with platform.db.reading() as conn:
         rows = await read_models.list_requisitions(conn, filters, limit)
