@@ -335,8 +335,8 @@ def decide_consumption(
     *,
     return_days: float,
 ) -> dict[str, list[EventPayload]]:
-    """Events per stream id for one TicketRepaired: consume what was issued for the
-    ticket first, then the service point's shelf; what neither covers is recorded as
+    """Events per stream id for one TicketRepaired: consume what was issued (or is still
+    reserved) for the ticket first, then the service point's shelf; what neither covers is recorded as
     unmatched (stock never goes negative). Warranty parts get an expected return."""
     out: dict[str, list[EventPayload]] = {}
     levels = dict(levels)
@@ -348,35 +348,51 @@ def decide_consumption(
     for line in ctx.repair.parts_used:
         part = line.part_number.strip().upper()
         remaining = line.quantity
-        for rid, req in sorted(reqs.items(), key=lambda kv: kv[0]):
+        for rid in sorted(reqs):
+            req = reqs[rid]
             if remaining == 0:
                 break
-            if req.raised is None or req.raised.part_number != part or req.outstanding <= 0:
+            if req.raised is None or req.raised.part_number != part:
+                continue
+            source = req.source_location_id
+            assert source is not None
+            ref = {"requisition_id": rid, "ticket_id": ctx.ticket_id}
+            if req.status == "reserved":
+                # Fitted before the clerk recorded the hand-over: the repair proves it.
+                technician = ctx.repair.technician_id or req.technician_id or "unrecorded"
+                quantity = req.raised.quantity
+                handed = RequisitionIssued(technician_id=technician, quantity=quantity)
+                emit(requisition_stream(rid), handed)
+                stock_issued = StockIssued(
+                    location_id=source,
+                    part_number=part,
+                    quantity=quantity,
+                    technician_id=technician,
+                    **ref,
+                )
+                emit(stock_stream(source, part), stock_issued)
+                req = evolve_requisition(req, handed)
+                if (source, part) in levels:
+                    levels[(source, part)] = evolve_stock(levels[(source, part)], stock_issued)
+            if req.outstanding <= 0:
+                reqs[rid] = req
                 continue
             take = min(req.outstanding, remaining)
             remaining -= take
-            source = req.source_location_id
-            assert source is not None
-            emit(
-                requisition_stream(rid),
-                RequisitionConsumed(quantity=take, trigger_event_id=ctx.trigger_event_id),
-            )
+            used = RequisitionConsumed(quantity=take, trigger_event_id=ctx.trigger_event_id)
+            emit(requisition_stream(rid), used)
             consumed = StockConsumed(
                 location_id=source,
                 part_number=part,
                 quantity=take,
-                requisition_id=rid,
-                ticket_id=ctx.ticket_id,
                 from_issued=True,
                 trigger_event_id=ctx.trigger_event_id,
+                **ref,
             )
             emit(stock_stream(source, part), consumed)
-            reqs[rid] = evolve_requisition(
-                req, RequisitionConsumed(quantity=take, trigger_event_id=ctx.trigger_event_id)
-            )
-            key = (source, part)
-            if key in levels:
-                levels[key] = evolve_stock(levels[key], consumed)
+            reqs[rid] = evolve_requisition(req, used)
+            if (source, part) in levels:
+                levels[(source, part)] = evolve_stock(levels[(source, part)], consumed)
         if remaining and ctx.service_point_id:
             key = (ctx.service_point_id, part)
             level = levels.get(key)

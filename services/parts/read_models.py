@@ -142,7 +142,7 @@ async def open_requisitions_for_ticket(conn: AsyncConnection, ticket_id: str) ->
     r = parts_requisitions.c
     query = (
         select(r.requisition_id)
-        .where(r.ticket_id == ticket_id, r.status == "issued")
+        .where(r.ticket_id == ticket_id, r.status.in_(("reserved", "issued")))
         .order_by(r.requisition_id)
     )
     return list((await conn.execute(query)).scalars())
