@@ -44,6 +44,23 @@ class PartsSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="TICKETLINE_PARTS_", extra="ignore")
 
+    # Old parts replaced under warranty must be back within this many days of the repair.
+    old_part_return_days: float = 15.0
+    # Replenishment: months_of_cover × average monthly usage × seasonal coefficient − stock.
+    months_of_cover: float = 3.0
+    # Average over this many full calendar months before the current one.
+    usage_months: int = 3
+    # Per calendar month (1-12), e.g. TICKETLINE_PARTS_SEASONAL_COEFFICIENTS='{"7": 1.4}';
+    # a month not listed uses default_seasonal_coefficient.
+    seasonal_coefficients: dict[int, float] = Field(default_factory=dict)
+    default_seasonal_coefficient: float = 1.0
+    # How often the overdue-return check runs, and its lease.
+    overdue_check_seconds: float = 60.0
+    overdue_lease_seconds: float = 120.0
+
+    def seasonal_coefficient(self, month: int) -> float:
+        return self.seasonal_coefficients.get(month, self.default_seasonal_coefficient)
+
 
 class FeedbackSettings(BaseSettings):
     """Follow-ups, satisfaction, compliance, scorecards, quality alerts (feedback service)."""

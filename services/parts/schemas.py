@@ -1,0 +1,245 @@
+"""Parts HTTP bodies (pydantic at the boundary; unknown fields are rejected)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.events.parts import LocationId, LocationLevel, PartNumber, Quantity, RequisitionKind
+from shared.events.tickets import LongText, PartGrade, RegionCode, ShortText
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _examples(*examples: dict[str, object]) -> ConfigDict:
+    return ConfigDict(extra="forbid", json_schema_extra={"examples": list(examples)})
+
+
+class PartRequest(Body):
+    model_config = _examples(
+        {
+            "name": "Drum motor WM-700",
+            "fits_models": ["WM-700", "WM-710"],
+            "unit_cost": 86.5,
+            "return_required": True,
+        }
+    )
+
+    name: ShortText
+    fits_models: list[ShortText] = Field(
+        default_factory=list, max_length=200, description="Empty: fits any model."
+    )
+    unit_cost: float = Field(ge=0, le=10_000_000)
+    return_required: bool = Field(
+        default=True, description="The old part must come back when replaced under warranty."
+    )
+
+
+class PartView(BaseModel):
+    part_number: str
+    name: str
+    fits_models: list[str]
+    unit_cost: float
+    return_required: bool
+    version: int
+    updated_at: datetime
+
+
+class LocationRequest(Body):
+    model_config = _examples(
+        {"name": "Hangzhou West service point", "level": "service_point", "parent_id": "RC-EAST"}
+    )
+
+    name: ShortText
+    level: LocationLevel
+    parent_id: LocationId | None = Field(
+        default=None,
+        description="Regional center → headquarters; service point → its regional center.",
+    )
+    region: RegionCode | None = Field(default=None, description="Defaults to the parent's.")
+
+
+class LocationView(BaseModel):
+    location_id: str
+    name: str
+    level: str
+    parent_id: str | None
+    region: str | None
+    registered_at: datetime
+
+
+class StockReceiptRequest(Body):
+    model_config = _examples(
+        {
+            "location_id": "SP-HZ-01",
+            "part_number": "MOTOR-WM700",
+            "quantity": 4,
+            "reference": "DN-7781",
+        }
+    )
+
+    location_id: LocationId | None = Field(
+        default=None, description="Defaults to the parts clerk's location."
+    )
+    part_number: PartNumber
+    quantity: Quantity
+    reference: ShortText | None = None
+
+
+class StockAdjustmentRequest(Body):
+    model_config = _examples(
+        {"location_id": "SP-HZ-01", "part_number": "MOTOR-WM700", "delta": -1, "reason": "count"}
+    )
+
+    location_id: LocationId
+    part_number: PartNumber
+    delta: int = Field(ge=-100_000, le=100_000)
+    reason: ShortText
+
+
+class StockView(BaseModel):
+    location_id: str
+    part_number: str
+    on_hand: int = Field(description="Physically at the location, reserved units included.")
+    reserved: int
+    available: int = Field(description="on_hand − reserved")
+    issued: int = Field(description="Handed to technicians, not yet used or returned.")
+    version: int = Field(description="The stock stream's version.")
+
+
+class RequisitionRequest(Body):
+    model_config = _examples(
+        {
+            "ticket_id": "7d0f0c39-8a43-4f53-9d5e-3f1c2b1f9a10",
+            "part_number": "MOTOR-WM700",
+            "quantity": 1,
+            "kind": "emergency",
+        }
+    )
+
+    ticket_id: ShortText
+    part_number: PartNumber
+    quantity: Quantity = 1
+    kind: RequisitionKind = RequisitionKind.planned
+    location_id: LocationId | None = Field(
+        default=None,
+        description="The requesting location; defaults to the clerk's location or, for a "
+        "technician, the ticket's service point.",
+    )
+    technician_id: ShortText | None = Field(
+        default=None, description="Defaults to the ticket's technician."
+    )
+    notes: LongText | None = None
+
+
+class IssueRequest(Body):
+    technician_id: ShortText | None = Field(
+        default=None, description="Defaults to the requisition's (the ticket's) technician."
+    )
+
+
+class CancelRequest(Body):
+    reason: ShortText
+
+
+class ReturnUnusedRequest(Body):
+    quantity: Quantity | None = Field(default=None, description="Default: all outstanding.")
+    reason: ShortText | None = None
+
+
+class RequisitionView(BaseModel):
+    requisition_id: str
+    ticket_id: str
+    kind: str
+    part_number: str
+    quantity: int
+    requesting_location_id: str
+    source_location_id: str | None
+    technician_id: str | None
+    status: str = Field(description="reserved | issued | consumed | returned | cancelled")
+    issued_quantity: int
+    consumed_quantity: int
+    returned_quantity: int
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+
+class OldPartReturnRequest(Body):
+    model_config = _examples(
+        {
+            "ticket_id": "7d0f0c39-8a43-4f53-9d5e-3f1c2b1f9a10",
+            "part_number": "MOTOR-WM700",
+            "old_serial": "M-OLD-1",
+            "grade": "scrap",
+        }
+    )
+
+    ticket_id: ShortText
+    part_number: PartNumber
+    old_serial: ShortText | None = None
+    quantity: Quantity = 1
+    grade: PartGrade | None = None
+    location_id: LocationId | None = Field(
+        default=None, description="Where it was handed in; defaults to the clerk's location."
+    )
+
+
+class ReturnView(BaseModel):
+    return_id: str
+    ticket_id: str
+    part_number: str
+    old_serial: str | None
+    quantity: int
+    returned_quantity: int
+    service_point_id: str | None
+    region: str | None
+    due_at: datetime
+    status: str = Field(description="expected | overdue | returned")
+    returned_at: datetime | None
+    returned_location_id: str | None
+    late: bool
+    grade: str | None
+    overdue_detected_at: datetime | None
+    expected_at: datetime
+
+
+class ReturnSummary(BaseModel):
+    service_point_id: str | None
+    expected: int = Field(description="Parts expected back.")
+    returned: int
+    returned_late: int
+    outstanding: int
+    overdue: int = Field(description="Outstanding and past their due date.")
+    return_rate: float | None = Field(description="returned / expected")
+
+
+class ReturnSummaryPage(BaseModel):
+    items: list[ReturnSummary]
+
+
+class ReplenishmentLine(BaseModel):
+    part_number: str
+    months_of_cover: float
+    usage_months: list[str] = Field(description="The full months averaged, oldest first.")
+    usage_by_month: dict[str, int]
+    average_monthly_usage: float
+    seasonal_month: int = Field(description="The calendar month planned for (now's month).")
+    seasonal_coefficient: float
+    on_hand: int
+    reserved: int
+    current_stock: int = Field(description="Available: on hand − reserved.")
+    raw_quantity: float = Field(
+        description="months_of_cover × average × coefficient − current_stock"
+    )
+    suggested_quantity: int = Field(description="Rounded up, never below 0.")
+
+
+class ReplenishmentPlan(BaseModel):
+    location_id: str
+    computed_at: datetime
+    formula: str
+    items: list[ReplenishmentLine]
