@@ -78,7 +78,7 @@ class NetworkMember:
 def check_timezone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise InvalidCommand("timezone", f"unknown timezone {name!r}") from None
 
 
