@@ -345,6 +345,11 @@ async def test_lifecycle_order_is_enforced(
             json={"arrived_at": "2026-11-02T10:00:00Z", "findings": "motor burnt"},
         )
         assert response.status_code == 422 and problem_rule(response) == "arrived_at"  # future
+        response = await tech_a.post(
+            f"/tickets/{ticket}/visit",
+            json={"arrived_at": "2026-11-01T10:00:00+08:00", "findings": "motor burnt"},
+        )
+        assert response.status_code == 422 and problem_rule(response) == "arrived_at"  # early
         response = await tech_a.post(f"/tickets/{ticket}/visit", json={"findings": "motor burnt"})
         assert response.status_code == 200 and response.json()["status"] == "visited"
         response = await tech_a.post(f"/tickets/{ticket}/repair", json={"outcome": "replaced"})
@@ -473,3 +478,30 @@ async def test_idempotent_retry_and_stale_if_match(
     assert types.count("TicketDispatched") == 1
     response = await dispatch.post("/service-points", json=POINTS[0])
     assert response.status_code == 403  # dispatchers do not manage the network
+
+
+@pytest.mark.usefixtures("network")
+async def test_roles(platform: Platform, intake: httpx.AsyncClient) -> None:
+    ticket = await open_ticket(intake)
+    async with (
+        service_client("dispatch", platform, role="auditor") as auditor,
+        service_client("dispatch", platform, role="technician", subject="t-a") as tech_a,
+        service_client("dispatch", platform, role="call_center_agent") as agent,
+        service_client("dispatch", platform, role="regional_center", region="west") as rc_west,
+    ):
+        for client in (auditor, tech_a, agent):
+            response = await client.post(f"/tickets/{ticket}/dispatch", json={})
+            assert response.status_code == 403, response.text
+        assert (
+            await auditor.post(f"/tickets/{ticket}/visit", json={"findings": "x"})
+        ).status_code == 403
+        assert (await agent.get("/technicians")).status_code == 403
+        assert (await auditor.get("/technicians/t-a/assignments")).status_code == 200
+        assert (await auditor.get("/dispatch-queue")).json()["items"][0]["ticket_id"] == ticket
+        assert (await rc_west.get("/dispatch-queue")).json()["items"] == []
+        assert (await rc_west.get("/technicians/t-a/assignments")).status_code == 404
+        assert (await rc_west.get(f"/tickets/{ticket}/dispatches")).status_code == 404
+        assert (await tech_a.get("/technicians/t-a")).status_code == 200
+        assert (await tech_a.get("/technicians/t-b")).status_code == 404
+        response = await auditor.get("/tickets/00000000-0000-0000-0000-000000000000/dispatches")
+        assert response.status_code == 404

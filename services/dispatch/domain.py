@@ -502,6 +502,8 @@ def decide_visit(
     assert state.dispatch is not None
     if arrived_at > now:
         raise InvalidCommand("arrived_at", "the arrival is in the future")
+    if state.received_at is not None and arrived_at < state.received_at:
+        raise InvalidCommand("arrived_at", "the arrival is before the ticket was received")
     return [
         TicketVisited(
             technician_id=state.dispatch.technician_id, arrived_at=arrived_at, findings=findings
