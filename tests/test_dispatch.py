@@ -449,8 +449,9 @@ async def test_work_list_is_ordered_by_deadline_and_flags_reopened(
         True,
     )
     assert first["escalation_cause"] == "reopened"
+    await open_ticket(intake, path="remote_guidance", product__serial_number="S9")
     queue = (await dispatch.get("/dispatch-queue")).json()["items"]
-    assert [q["ticket_id"] for q in queue] == [simple]
+    assert [q["ticket_id"] for q in queue] == [simple]  # not the remote-guidance ticket
     again = await dispatch_ok(dispatch, simple, reason="reopened: noise persists")
     assert again["redispatch"] is True
 

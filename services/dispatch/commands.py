@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.dispatch import domain, read_models
 from services.dispatch.projections import NETWORK, TICKET_FLAGS
 from shared.commands import TicketCommandResult, execute_ticket_command, load_ticket
+from shared.domain.errors import InvalidCommand, RuleViolation
 from shared.domain.ticket import TicketState
 from shared.events.envelope import CommandContext, EventEnvelope, EventPayload
 from shared.events.network import ServicePointDescription, TechnicianDescription
@@ -191,7 +192,7 @@ class DispatchCommands:
             if command.service_point_id is not None:
                 ranked = [c for c in ranked if c.service_point.id == command.service_point_id]
                 if not ranked:
-                    raise domain.RuleViolation(
+                    raise RuleViolation(
                         "no_technician_available",
                         f"no technician at {command.service_point_id} fits this ticket",
                     )
@@ -211,7 +212,7 @@ class DispatchCommands:
             and command.service_point_id is not None
             and command.service_point_id != technician.service_point_id
         ):
-            raise domain.InvalidCommand(
+            raise InvalidCommand(
                 "service_point_id",
                 f"{technician.id} works at {technician.service_point_id}",
             )

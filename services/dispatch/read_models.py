@@ -206,7 +206,11 @@ async def dispatch_queue(conn: AsyncConnection, region: str | None, limit: int) 
     t = ticket_state.c
     query = (
         _work_list_query()
-        .where(t.status.in_(AWAITING_DISPATCH_STATUSES))
+        .where(
+            t.status.in_(AWAITING_DISPATCH_STATUSES),
+            # Remote guidance is solved by phone unless the ticket comes back reopened.
+            or_(t.status == TicketStatus.reopened.value, t.resolution_path != "remote_guidance"),
+        )
         .order_by("deadline", t.ticket_id)
         .limit(limit)
     )
