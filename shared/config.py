@@ -38,6 +38,19 @@ class DispatchSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="TICKETLINE_DISPATCH_", extra="ignore")
 
+    # SLA clock (the hours themselves are the `sla` settings): how often it scans, how
+    # long its lease lives (one scheduler at a time), how many tickets one pass handles.
+    sla_poll_seconds: float = 30.0
+    sla_lease_seconds: float = 120.0
+    sla_batch_size: int = 200
+    # A ticket for a serial repaired (fixed/replaced) this many days before is a repeat.
+    repeat_repair_window_days: int = 30
+    # Suggested appointments: window length, and how far ahead to look for working hours.
+    appointment_window_hours: float = 2.0
+    suggestion_horizon_days: int = 7
+    # Timezone of technicians registered without one.
+    default_timezone: str = "UTC"
+
 
 class PartsSettings(BaseSettings):
     """Spare parts: stock, requisitions, old-part returns, replenishment (parts service)."""

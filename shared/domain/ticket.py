@@ -16,6 +16,7 @@ from shared.events.tickets import (
     ContactDetailsCorrected,
     FollowUpRecorded,
     ResolutionPath,
+    SlaBreached,
     TicketClosed,
     TicketDiagnosed,
     TicketDispatched,
@@ -66,6 +67,8 @@ class TicketState:
     received_at: datetime | None = None
     reopen_count: int = 0
     dispatch_count: int = 0
+    # Deadlines (SlaDeadline values) already recorded as breached: each is breached once.
+    breached: frozenset[str] = frozenset()
     history: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -126,6 +129,8 @@ def evolve(
             )
         case TicketClosed():
             return replace(s, status=TicketStatus.closed)
+        case SlaBreached():
+            return replace(s, breached=state.breached | {payload.deadline.value})
     return s
 
 

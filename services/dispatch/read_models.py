@@ -1,0 +1,274 @@
+"""Dispatch's reads: the network tables, ticket_state (loads, work lists) and flags."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.dispatch.domain import EarlierRepair, NetworkMember, ServicePointInfo, TechnicianInfo
+from services.dispatch.tables import service_points, technicians, ticket_flags
+from shared.domain.ticket import TicketStatus
+from shared.events.network import NetworkLevel, Shift, TechnicianDeactivated, TechnicianReactivated
+from shared.events.registry import typed_payload
+from shared.events.tickets import RepairOutcome, TicketRepaired
+from shared.ledger.store import EventStore
+from shared.projections.ticket_state import ticket_state
+
+# A ticket is on its technician's list from dispatch until the repair; a reopened ticket
+# stays on it (flagged) until it is dispatched again.
+OPEN_ASSIGNMENT_STATUSES = (
+    TicketStatus.dispatched.value,
+    TicketStatus.visited.value,
+    TicketStatus.reopened.value,
+)
+AWAITING_DISPATCH_STATUSES = (TicketStatus.diagnosed.value, TicketStatus.reopened.value)
+
+
+async def load_member(conn: AsyncConnection, store: EventStore, member_id: str) -> NetworkMember:
+    events = await store.read_stream(conn, member_id)
+    if not events:
+        return NetworkMember(stream_type=None, version=0)
+    active = True
+    for e in events:
+        payload = typed_payload(e)
+        if isinstance(payload, TechnicianDeactivated):
+            active = False
+        elif isinstance(payload, TechnicianReactivated):
+            active = True
+    return NetworkMember(stream_type=events[0].stream_type, version=len(events), active=active)
+
+
+def point_info(row: Any) -> ServicePointInfo:
+    return ServicePointInfo(
+        id=row.id,
+        name=row.name,
+        level=NetworkLevel(row.level),
+        region=row.region,
+        parent_id=row.parent_id,
+        postcodes=tuple(row.postcodes),
+        active=row.active,
+    )
+
+
+def technician_info(row: Any) -> TechnicianInfo:
+    return TechnicianInfo(
+        id=row.id,
+        name=row.name,
+        service_point_id=row.service_point_id,
+        skills=frozenset(row.skills),
+        working_hours=tuple(Shift.model_validate(s) for s in row.working_hours),
+        timezone=row.timezone,
+        active=row.active,
+    )
+
+
+async def get_service_point_row(conn: AsyncConnection, point_id: str) -> Any:
+    query = select(service_points).where(service_points.c.id == point_id)
+    return (await conn.execute(query)).first()
+
+
+async def get_service_point(conn: AsyncConnection, point_id: str | None) -> ServicePointInfo | None:
+    if point_id is None:
+        return None
+    row = await get_service_point_row(conn, point_id)
+    return point_info(row) if row else None
+
+
+async def list_service_point_rows(
+    conn: AsyncConnection, *, region: str | None, level: str | None
+) -> list[Any]:
+    sp = service_points.c
+    query = select(service_points).order_by(sp.id)
+    if region:
+        query = query.where(sp.region == region)
+    if level:
+        query = query.where(sp.level == level)
+    return list((await conn.execute(query)).all())
+
+
+async def get_technician_row(conn: AsyncConnection, technician_id: str) -> Any:
+    query = (
+        select(technicians, service_points.c.region)
+        .select_from(
+            technicians.outerjoin(
+                service_points, service_points.c.id == technicians.c.service_point_id
+            )
+        )
+        .where(technicians.c.id == technician_id)
+    )
+    return (await conn.execute(query)).first()
+
+
+async def list_technician_rows(
+    conn: AsyncConnection,
+    *,
+    region: str | None,
+    service_point_id: str | None,
+    skill: str | None,
+    active: bool | None,
+) -> list[Any]:
+    t = technicians.c
+    query = (
+        select(technicians, service_points.c.region)
+        .select_from(
+            technicians.outerjoin(service_points, service_points.c.id == t.service_point_id)
+        )
+        .order_by(t.id)
+    )
+    if region:
+        query = query.where(service_points.c.region == region)
+    if service_point_id:
+        query = query.where(t.service_point_id == service_point_id)
+    if active is not None:
+        query = query.where(t.active == active)
+    rows = list((await conn.execute(query)).all())
+    if skill:  # skills are a JSON list: filtered here, the same on both databases
+        rows = [r for r in rows if skill.lower() in r.skills]
+    return rows
+
+
+async def network_in_region(
+    conn: AsyncConnection, region: str
+) -> tuple[list[ServicePointInfo], list[TechnicianInfo]]:
+    points = [point_info(r) for r in await list_service_point_rows(conn, region=region, level=None)]
+    ids = [p.id for p in points]
+    if not ids:
+        return points, []
+    query = (
+        select(technicians)
+        .where(technicians.c.service_point_id.in_(ids))
+        .order_by(technicians.c.id)
+    )
+    return points, [technician_info(r) for r in (await conn.execute(query)).all()]
+
+
+async def open_loads(
+    conn: AsyncConnection, technician_ids: Sequence[str], *, except_ticket: str | None = None
+) -> dict[str, int]:
+    """Open assignments per technician (the ticket being dispatched not counted)."""
+    if not technician_ids:
+        return {}
+    t = ticket_state.c
+    query = (
+        select(t.technician_id, func.count())
+        .where(t.technician_id.in_(list(technician_ids)), t.status.in_(OPEN_ASSIGNMENT_STATUSES))
+        .group_by(t.technician_id)
+    )
+    if except_ticket:
+        query = query.where(t.ticket_id != except_ticket)
+    return {r[0]: int(r[1]) for r in (await conn.execute(query)).all()}
+
+
+def _work_list_query() -> Any:
+    t = ticket_state.c
+    deadline = func.coalesce(t.resolution_due_at, t.response_due_at).label("deadline")
+    return select(
+        t.ticket_id,
+        t.ticket_number,
+        t.status,
+        t.region,
+        t.urgency,
+        t.product_model,
+        t.product_line,
+        t.address_line,
+        t.service_point_id,
+        t.technician_id,
+        t.appointment_start,
+        t.appointment_end,
+        t.resolution_path,
+        t.reopen_count,
+        t.response_due_at,
+        t.resolution_due_at,
+        deadline,
+        func.coalesce(ticket_flags.c.escalated, False).label("escalated"),
+        ticket_flags.c.escalation_cause,
+        ticket_flags.c.response_breached_at,
+        ticket_flags.c.resolution_breached_at,
+        ticket_flags.c.repeat_of_ticket_id,
+    ).select_from(ticket_state.outerjoin(ticket_flags, ticket_flags.c.ticket_id == t.ticket_id))
+
+
+async def technician_assignments(conn: AsyncConnection, technician_id: str) -> list[Any]:
+    t = ticket_state.c
+    query = (
+        _work_list_query()
+        .where(t.technician_id == technician_id, t.status.in_(OPEN_ASSIGNMENT_STATUSES))
+        .order_by("deadline", t.ticket_id)
+    )
+    return list((await conn.execute(query)).all())
+
+
+async def dispatch_queue(conn: AsyncConnection, region: str | None, limit: int) -> list[Any]:
+    t = ticket_state.c
+    query = (
+        _work_list_query()
+        .where(
+            t.status.in_(AWAITING_DISPATCH_STATUSES),
+            # Remote guidance is solved by phone unless the ticket comes back reopened.
+            or_(t.status == TicketStatus.reopened.value, t.resolution_path != "remote_guidance"),
+        )
+        .order_by("deadline", t.ticket_id)
+        .limit(limit)
+    )
+    if region:
+        query = query.where(t.region == region)
+    return list((await conn.execute(query)).all())
+
+
+async def sla_candidates(
+    conn: AsyncConnection, now: datetime, *, after: str, limit: int
+) -> list[str]:
+    """Tickets with a passed deadline not yet flagged as breached (the ticket's stream
+    decides; the flags only keep the scan from re-reading settled tickets)."""
+    t, f = ticket_state.c, ticket_flags.c
+    unresolved = [
+        s.value
+        for s in (
+            TicketStatus.received,
+            TicketStatus.diagnosed,
+            TicketStatus.dispatched,
+            TicketStatus.visited,
+            TicketStatus.reopened,
+        )
+    ]
+    response = and_(
+        t.responded_at.is_(None),
+        t.response_due_at < now,
+        t.status != TicketStatus.closed.value,
+        f.response_breached_at.is_(None),
+    )
+    resolution = and_(
+        t.resolution_due_at < now,
+        t.status.in_(unresolved),
+        f.resolution_breached_at.is_(None),
+    )
+    query = (
+        select(t.ticket_id)
+        .select_from(ticket_state.outerjoin(ticket_flags, f.ticket_id == t.ticket_id))
+        .where(or_(response, resolution), t.ticket_id > after)
+        .order_by(t.ticket_id)
+        .limit(limit)
+    )
+    return list((await conn.execute(query)).scalars())
+
+
+async def earlier_repairs(
+    conn: AsyncConnection, store: EventStore, serial: str, *, ticket_id: str, before_position: int
+) -> list[EarlierRepair]:
+    """Repairs of other tickets with this serial, recorded before ``before_position`` (so
+    the answer does not depend on when the question is asked)."""
+    t = ticket_state.c
+    query = select(t.ticket_id).where(t.serial_number == serial, t.ticket_id != ticket_id)
+    found: list[EarlierRepair] = []
+    for other in (await conn.execute(query)).scalars():
+        for e in await store.read_stream(conn, other):
+            if e.position >= before_position or e.event_type != TicketRepaired.event_type:
+                continue
+            payload = typed_payload(e)
+            assert isinstance(payload, TicketRepaired)
+            found.append(EarlierRepair(other, e.occurred_at, RepairOutcome(payload.outcome)))
+    return found

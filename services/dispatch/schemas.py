@@ -1,0 +1,300 @@
+"""Dispatch's HTTP bodies (pydantic at the boundary; unknown fields are rejected)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from shared.events.network import (
+    NetworkId,
+    ServicePointDescription,
+    Shift,
+    TechnicianDescription,
+    TimezoneName,
+)
+from shared.events.tickets import CostBearer, LongText, RepairOutcome, ShortText, UsedPart
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+SERVICE_POINT_EXAMPLE: dict[str, Any] = {
+    "id": "sp-hz-01",
+    "name": "Hangzhou West outlet",
+    "level": "service_point",
+    "kind": "own_outlet",
+    "parent_id": "rc-east",
+    "region": "east",
+    "postcodes": ["3100", "3110"],
+    "address": "88 Wensan Road, Hangzhou",
+}
+
+TECHNICIAN_EXAMPLE: dict[str, Any] = {
+    "id": "tech-zhang",
+    "name": "Zhang Min",
+    "service_point_id": "sp-hz-01",
+    "skills": ["washing_machines", "dryers"],
+    "working_hours": [
+        {"weekday": day, "start": "08:30", "end": "17:30"}
+        for day in ("mon", "tue", "wed", "thu", "fri")
+    ],
+    "timezone": "Asia/Shanghai",
+}
+
+
+class ServicePointCreate(ServicePointDescription):
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", json_schema_extra={"examples": [SERVICE_POINT_EXAMPLE]}
+    )
+
+    id: NetworkId = Field(description="Chosen by the admin; unique across the network.")
+
+    def description(self) -> ServicePointDescription:
+        return ServicePointDescription(**self.model_dump(exclude={"id"}))
+
+
+class ServicePointReplace(ServicePointDescription):
+    """The member's full new description (PUT); ``level`` cannot change."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    reason: ShortText | None = None
+
+    def description(self) -> ServicePointDescription:
+        return ServicePointDescription(**self.model_dump(exclude={"reason"}))
+
+
+class TechnicianFields(TechnicianDescription):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    timezone: TimezoneName | None = Field(  # type: ignore[assignment]
+        default=None,
+        description="IANA name of the working hours' timezone; default: the "
+        "`TICKETLINE_DISPATCH_DEFAULT_TIMEZONE` setting.",
+    )
+
+    def description(self, default_timezone: str) -> TechnicianDescription:
+        data = self.model_dump(exclude={"id", "reason"})
+        data["timezone"] = self.timezone or default_timezone
+        return TechnicianDescription(**data)
+
+
+class TechnicianCreate(TechnicianFields):
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", json_schema_extra={"examples": [TECHNICIAN_EXAMPLE]}
+    )
+
+    id: NetworkId = Field(description="The technician's login subject.")
+
+
+class TechnicianReplace(TechnicianFields):
+    reason: ShortText | None = None
+
+
+class ActivationRequest(Body):
+    reason: LongText
+
+
+class NetworkAccepted(BaseModel):
+    id: str
+    version: int
+    events: list[str]
+
+
+class ServicePointView(BaseModel):
+    id: str
+    name: str
+    level: str
+    kind: str | None
+    parent_id: str | None
+    region: str | None
+    postcodes: list[str]
+    address: str | None
+    active: bool
+    version: int
+    registered_at: datetime
+    updated_at: datetime
+
+
+class ServicePointPage(BaseModel):
+    items: list[ServicePointView]
+
+
+class TechnicianView(BaseModel):
+    id: str
+    name: str
+    service_point_id: str
+    region: str | None
+    skills: list[str]
+    working_hours: list[Shift]
+    timezone: str
+    active: bool
+    version: int
+    registered_at: datetime
+    updated_at: datetime
+
+
+class TechnicianPage(BaseModel):
+    items: list[TechnicianView]
+
+
+class DispatchRequest(Body):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {},
+                {
+                    "technician_id": "tech-zhang",
+                    "appointment_start": "2026-11-03T01:00:00Z",
+                    "appointment_end": "2026-11-03T03:00:00Z",
+                    "reason": "customer asked for the technician who installed the unit",
+                },
+            ]
+        },
+    )
+
+    technician_id: NetworkId | None = Field(
+        default=None, description="Name the technician; omit to let the service choose."
+    )
+    service_point_id: NetworkId | None = Field(
+        default=None, description="Restrict the choice to this service point."
+    )
+    appointment_start: AwareDatetime | None = None
+    appointment_end: AwareDatetime | None = Field(
+        default=None,
+        description="Give both ends or neither: without a window the appointment is the "
+        "technician's next working hours.",
+    )
+    reason: LongText | None = Field(
+        default=None, description="Required when the ticket was dispatched before."
+    )
+
+    @model_validator(mode="after")
+    def _both_ends(self) -> DispatchRequest:
+        if (self.appointment_start is None) != (self.appointment_end is None):
+            raise ValueError("give appointment_start and appointment_end together")
+        return self
+
+
+class CandidateView(BaseModel):
+    technician_id: str
+    service_point_id: str
+    open_assignments: int
+    appointment_start: datetime
+    appointment_end: datetime
+
+
+class DispatchAccepted(BaseModel):
+    ticket_id: str
+    status: str
+    version: int
+    region: str
+    service_point_id: str
+    technician_id: str
+    appointment_start: datetime
+    appointment_end: datetime
+    reason: str
+    redispatch: bool
+    candidates: list[CandidateView] = Field(
+        description="The ranked candidates when the service chose (empty when named)."
+    )
+    events: list[str]
+
+
+class CandidatesView(BaseModel):
+    ticket_id: str
+    reason: str
+    candidates: list[CandidateView]
+
+
+class VisitRequest(Body):
+    arrived_at: AwareDatetime | None = Field(default=None, description="Default: now.")
+    findings: LongText
+
+
+class RepairRequest(Body):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "outcome": "replaced",
+                    "parts_used": [
+                        {
+                            "part_number": "MOTOR-WM700",
+                            "new_serial": "M-88812",
+                            "old_serial": "M-10233",
+                            "under_warranty": True,
+                        }
+                    ],
+                    "labour_minutes": 75,
+                    "notes": "Motor replaced; test wash OK.",
+                }
+            ]
+        },
+    )
+
+    outcome: RepairOutcome
+    parts_used: list[UsedPart] = Field(default_factory=list, max_length=50)
+    labour_minutes: int = Field(default=0, ge=0, le=10_000)
+    cost_borne_by: CostBearer | None = Field(
+        default=None, description="Default: warranty unless the ticket is out of warranty."
+    )
+    cost_amount: float = Field(default=0, ge=0)
+    notes: LongText | None = None
+
+
+class TicketAccepted(BaseModel):
+    ticket_id: str
+    status: str
+    version: int
+    events: list[str]
+
+
+class AssignmentItem(BaseModel):
+    ticket_id: str
+    ticket_number: str
+    status: str
+    region: str
+    urgency: str
+    product_model: str
+    product_line: str | None
+    address_line: str
+    service_point_id: str | None
+    technician_id: str | None
+    appointment_start: datetime | None
+    appointment_end: datetime | None
+    resolution_path: str | None
+    deadline: datetime = Field(description="Resolution deadline, else the response deadline.")
+    response_due_at: datetime
+    resolution_due_at: datetime | None
+    reopened: bool
+    escalated: bool
+    escalation_cause: str | None
+    sla_breached: list[str]
+    repeat_of_ticket_id: str | None
+
+
+class AssignmentList(BaseModel):
+    items: list[AssignmentItem]
+
+
+class DispatchHistoryEntry(BaseModel):
+    stream_version: int
+    occurred_at: datetime
+    actor: dict[str, str]
+    service_point_id: str
+    technician_id: str
+    appointment_start: datetime
+    appointment_end: datetime
+    reason: str
+    redispatch: bool
+
+
+class DispatchHistory(BaseModel):
+    ticket_id: str
+    items: list[DispatchHistoryEntry]

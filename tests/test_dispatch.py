@@ -1,0 +1,508 @@
+"""Dispatch over HTTP on SQLite and PostgreSQL: the network, assignment, visit, repair."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from shared.commands import execute_ticket_command
+from shared.events.envelope import Actor, CommandContext
+from shared.events.tickets import TicketClosed, TicketReopened
+from shared.platform import Platform
+from tests.support.clients import service_client
+from tests.support.dispatch_network import (
+    POINTS,
+    build_network,
+    hours,
+    open_ticket,
+    problem_rule,
+)
+
+
+@pytest.fixture
+async def admin(platform: Platform) -> AsyncIterator[httpx.AsyncClient]:
+    async with service_client("dispatch", platform, role="admin") as client:
+        yield client
+
+
+@pytest.fixture
+async def network(admin: httpx.AsyncClient) -> None:
+    await build_network(admin)
+
+
+async def dispatch_ok(client: httpx.AsyncClient, ticket_id: str, **body: object) -> dict:
+    response = await client.post(f"/tickets/{ticket_id}/dispatch", json=body)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def record(platform: Platform, ticket_id: str, payload: object) -> None:
+    """An event another service records (feedback's reopen and close)."""
+    context = CommandContext(
+        actor=Actor(subject="cr-1", role="customer_relations"), service="feedback"
+    )
+    async with platform.db.transaction() as conn:
+        await execute_ticket_command(platform, conn, ticket_id, context, lambda s: [payload])
+
+
+# --- the network -------------------------------------------------------------------------
+
+
+async def test_network_is_managed_by_admin_and_read_by_region(
+    platform: Platform, admin: httpx.AsyncClient, dispatch: httpx.AsyncClient
+) -> None:
+    await build_network(admin)
+    points = (await admin.get("/service-points")).json()["items"]
+    assert {p["id"] for p in points} == {p["id"] for p in POINTS}
+    got = await dispatch.get("/service-points/sp-east-2")
+    assert got.status_code == 200 and got.headers["etag"] == '"1"'
+    assert got.json()["postcodes"] == ["3100"] and got.json()["kind"] == "dealer"
+    tech = (await dispatch.get("/technicians/t-b")).json()
+    assert tech["skills"] == ["washing_machines"] and tech["region"] == "east"
+    assert tech["timezone"] == "UTC" and len(tech["working_hours"]) == 5
+
+    # A dispatcher may read, not manage; one bound to a region sees only it.
+    assert (
+        await dispatch.post("/service-points", json={**POINTS[0], "id": "x"})
+    ).status_code == 403
+    async with service_client("dispatch", platform, region="west") as west:
+        assert {p["id"] for p in (await west.get("/service-points")).json()["items"]} == {
+            "rc-west",
+            "sp-west-1",
+        }
+        assert (await west.get("/service-points/sp-east-1")).status_code == 404
+        assert [t["id"] for t in (await west.get("/technicians")).json()["items"]] == ["t-w"]
+
+    # Structure rules.
+    bad = {
+        "id": "sp-x",
+        "name": "X",
+        "level": "service_point",
+        "parent_id": "rc-east",
+        "region": "east",
+    }
+    response = await admin.post("/service-points", json=bad)
+    assert response.status_code == 422 and problem_rule(response) == "kind"
+    response = await admin.post("/service-points", json={**bad, "kind": "dealer", "region": "west"})
+    assert response.status_code == 409 and problem_rule(response) == "parent_region"
+    response = await admin.post("/service-points", json=POINTS[3])
+    assert response.status_code == 409 and problem_rule(response) == "already_registered"
+    response = await admin.post(
+        "/technicians", json={"id": "t-z", "name": "Z", "service_point_id": "sp-nowhere"}
+    )
+    assert response.status_code == 422 and problem_rule(response) == "service_point_id"
+    response = await admin.post(
+        "/technicians",
+        json={"id": "t-z", "name": "Z", "service_point_id": "sp-east-1", "timezone": "Mars/Base"},
+    )
+    assert response.status_code == 422 and problem_rule(response) == "timezone"
+    response = await admin.post(
+        "/technicians",
+        json={
+            "id": "t-z",
+            "name": "Z",
+            "service_point_id": "sp-east-1",
+            "working_hours": [{"weekday": "mon", "start": "18:00", "end": "08:00"}],
+        },
+    )
+    assert response.status_code == 422
+
+    # Updates are full replacements, guarded by If-Match; deactivation is its own event.
+    update = {
+        "name": "East dealer",
+        "level": "service_point",
+        "kind": "dealer",
+        "parent_id": "rc-east",
+        "region": "east",
+        "postcodes": ["3100", "3101"],
+        "reason": "took over 3101",
+    }
+    response = await admin.put(
+        "/service-points/sp-east-2", json=update, headers={"If-Match": '"7"'}
+    )
+    assert response.status_code == 409 and problem_rule(response) == "expected_version"
+    response = await admin.put(
+        "/service-points/sp-east-2", json=update, headers={"If-Match": '"1"'}
+    )
+    assert response.status_code == 200 and response.json()["version"] == 2
+    assert (await dispatch.get("/service-points/sp-east-2")).json()["postcodes"] == ["3100", "3101"]
+    response = await admin.post("/technicians/t-c/deactivation", json={"reason": "on leave"})
+    assert response.status_code == 200
+    again = await admin.post("/technicians/t-c/deactivation", json={"reason": "on leave"})
+    assert again.status_code == 409 and problem_rule(again) == "already_inactive"
+    assert (await dispatch.get("/technicians/t-c")).json()["active"] is False
+    assert (
+        await admin.post("/technicians/t-c/activation", json={"reason": "back"})
+    ).status_code == 200
+
+    # Network history is on its own streams.
+    async with platform.db.reading() as conn:
+        stream = await platform.store.read_stream(conn, "t-c")
+    assert [(e.stream_type, e.event_type) for e in stream] == [
+        ("technician", "TechnicianRegistered"),
+        ("technician", "TechnicianDeactivated"),
+        ("technician", "TechnicianReactivated"),
+    ]
+    assert stream[1].actor.role == "admin"
+
+
+# --- assignment --------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("network")
+async def test_suggestion_by_region_skill_and_load(
+    intake: httpx.AsyncClient, dispatch: httpx.AsyncClient
+) -> None:
+    first = await open_ticket(intake)  # east, postcode 310000, washing_machines
+    chosen = await dispatch_ok(dispatch, first)
+    # t-a and t-b both cover it (whole region / postcode prefix 3100) with the skill and
+    # no load; t-c lacks the skill, t-w is in the west. Ties go by the earliest slot, id.
+    assert (chosen["technician_id"], chosen["service_point_id"]) == ("t-a", "sp-east-1")
+    assert [c["technician_id"] for c in chosen["candidates"]] == ["t-a", "t-b"]
+    assert "skill washing_machines" in chosen["reason"]
+    assert "0 open assignment(s), the fewest among 2" in chosen["reason"]
+    assert chosen["appointment_start"] == "2026-11-02T09:00:00Z"
+    assert chosen["appointment_end"] == "2026-11-02T11:00:00Z"
+    assert chosen["redispatch"] is False and chosen["status"] == "dispatched"
+
+    second = await dispatch_ok(dispatch, await open_ticket(intake, product__serial_number="S2"))
+    assert second["technician_id"] == "t-b"  # t-a now has one open assignment
+
+    # Postcode 200000 is outside sp-east-2's prefixes: only t-a covers it, loaded or not.
+    third = await open_ticket(intake, address__postcode="200000", product__serial_number="S3")
+    assert (await dispatch_ok(dispatch, third))["technician_id"] == "t-a"
+    fridge = await open_ticket(intake, product__product_line="fridges", product__serial_number="S4")
+    assert (await dispatch_ok(dispatch, fridge))["technician_id"] == "t-c"
+    west = await open_ticket(intake, address__region="west", product__serial_number="S5")
+    assert (await dispatch_ok(dispatch, west))["technician_id"] == "t-w"
+
+    oven = await open_ticket(intake, product__product_line="ovens", product__serial_number="S6")
+    preview = await dispatch.get(f"/tickets/{oven}/candidates")
+    assert preview.status_code == 409 and problem_rule(preview) == "no_technician_available"
+    response = await dispatch.post(f"/tickets/{oven}/dispatch", json={})
+    assert response.status_code == 409 and problem_rule(response) == "no_technician_available"
+    assert "0 skilled in ovens" in response.json()["detail"]
+
+
+async def test_suggestion_respects_working_hours(
+    intake: httpx.AsyncClient, dispatch: httpx.AsyncClient, admin: httpx.AsyncClient
+) -> None:
+    weekend = {
+        "id": "t-weekend",
+        "name": "Wk",
+        "service_point_id": "sp-east-1",
+        "skills": ["washing_machines"],
+        "timezone": "Asia/Shanghai",
+        "working_hours": hours(("sat", "sun"), "09:00", "17:00"),
+    }
+    weekday = {
+        "id": "t-weekday",
+        "name": "Wd",
+        "service_point_id": "sp-east-1",
+        "skills": ["washing_machines"],
+        "working_hours": hours(),
+    }
+    await build_network(admin, [weekend, weekday])
+    ticket = await open_ticket(intake)
+
+    # Saturday 7 Nov 10:00-12:00 Shanghai = 02:00-04:00 UTC: only the weekend technician.
+    saturday = {
+        "appointment_start": "2026-11-07T02:00:00Z",
+        "appointment_end": "2026-11-07T04:00:00Z",
+    }
+    preview = await dispatch.get(f"/tickets/{ticket}/candidates")
+    assert [c["technician_id"] for c in preview.json()["candidates"]] == [
+        "t-weekday",
+        "t-weekend",
+    ]  # both idle; Monday 09:00 UTC comes first
+    chosen = await dispatch_ok(dispatch, ticket, **saturday)
+    assert chosen["technician_id"] == "t-weekend"
+    assert "Sat 09:00-17:00 Asia/Shanghai" in chosen["reason"]
+
+    # Monday 20:00-21:00 UTC: nobody works then.
+    other = await open_ticket(intake, product__serial_number="S2")
+    response = await dispatch.post(
+        f"/tickets/{other}/dispatch",
+        json={
+            "appointment_start": "2026-11-02T20:00:00Z",
+            "appointment_end": "2026-11-02T21:00:00Z",
+        },
+    )
+    assert response.status_code == 409 and problem_rule(response) == "no_technician_available"
+
+    # Without a window the weekday technician is next (and less loaded).
+    assert (await dispatch_ok(dispatch, other))["technician_id"] == "t-weekday"
+
+    # Bad windows are 422s naming the field.
+    third = await open_ticket(intake, product__serial_number="S3")
+    response = await dispatch.post(
+        f"/tickets/{third}/dispatch",
+        json={
+            "appointment_start": "2026-11-03T10:00:00Z",
+            "appointment_end": "2026-11-03T09:00:00Z",
+        },
+    )
+    assert response.status_code == 422 and problem_rule(response) == "appointment_end"
+    response = await dispatch.post(
+        f"/tickets/{third}/dispatch", json={"appointment_start": "2026-11-03T10:00:00Z"}
+    )
+    assert response.status_code == 422
+
+
+@pytest.mark.usefixtures("network")
+async def test_named_assignment(
+    intake: httpx.AsyncClient, dispatch: httpx.AsyncClient, admin: httpx.AsyncClient
+) -> None:
+    ticket = await open_ticket(intake)
+    for technician, status, rule in (
+        ("t-w", 409, "region_mismatch"),
+        ("t-nobody", 422, "technician_id"),
+    ):
+        response = await dispatch.post(
+            f"/tickets/{ticket}/dispatch", json={"technician_id": technician}
+        )
+        assert response.status_code == status and problem_rule(response) == rule
+    response = await dispatch.post(
+        f"/tickets/{ticket}/dispatch",
+        json={"technician_id": "t-a", "service_point_id": "sp-east-2"},
+    )
+    assert response.status_code == 422 and problem_rule(response) == "service_point_id"
+    await admin.post("/technicians/t-b/deactivation", json={"reason": "sick"})
+    response = await dispatch.post(f"/tickets/{ticket}/dispatch", json={"technician_id": "t-b"})
+    assert response.status_code == 409 and problem_rule(response) == "technician_inactive"
+
+    # The dispatcher may override the skill; the reason says so.
+    named = await dispatch_ok(dispatch, ticket, technician_id="t-c", reason="customer asked for C")
+    assert named["technician_id"] == "t-c" and named["candidates"] == []
+    assert named["reason"].startswith("dispatcher's note: customer asked for C")
+    assert "named by the dispatcher" in named["reason"]
+    assert "override: no washing_machines skill" in named["reason"]
+
+
+@pytest.mark.usefixtures("network")
+async def test_redispatch_keeps_history_and_reason(
+    platform: Platform, intake: httpx.AsyncClient, dispatch: httpx.AsyncClient
+) -> None:
+    ticket = await open_ticket(intake)
+    await dispatch_ok(dispatch, ticket)
+    response = await dispatch.post(f"/tickets/{ticket}/dispatch", json={"technician_id": "t-b"})
+    assert response.status_code == 422 and problem_rule(response) == "reason"
+    again = await dispatch_ok(dispatch, ticket, technician_id="t-b", reason="t-a called in sick")
+    assert again["redispatch"] is True and again["reason"].startswith(
+        "re-dispatch: t-a called in sick"
+    )
+
+    history = (await dispatch.get(f"/tickets/{ticket}/dispatches")).json()["items"]
+    assert [(h["technician_id"], h["redispatch"]) for h in history] == [
+        ("t-a", False),
+        ("t-b", True),
+    ]
+    assert "suggested" in history[0]["reason"] and history[0]["actor"]["role"] == "dispatcher"
+    assert (await dispatch.get("/technicians/t-a/assignments")).json()["items"] == []
+    assert [
+        i["ticket_id"] for i in (await dispatch.get("/technicians/t-b/assignments")).json()["items"]
+    ] == [ticket]
+
+    # A dispatcher of another region does not see the ticket.
+    async with service_client("dispatch", platform, region="west") as west:
+        response = await west.post(
+            f"/tickets/{ticket}/dispatch", json={"technician_id": "t-w", "reason": "x"}
+        )
+        assert response.status_code == 404
+
+
+# --- visit and repair --------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("network")
+async def test_lifecycle_order_is_enforced(
+    platform: Platform, intake: httpx.AsyncClient, dispatch: httpx.AsyncClient
+) -> None:
+    undiagnosed = await open_ticket(intake, path=None)
+    response = await dispatch.post(f"/tickets/{undiagnosed}/dispatch", json={})
+    assert response.status_code == 409 and problem_rule(response) == "not_diagnosed"
+
+    ticket = await open_ticket(intake, product__serial_number="S2")
+    repair = {"outcome": "fixed", "labour_minutes": 40}
+    async with (
+        service_client("dispatch", platform, role="technician", subject="t-a") as tech_a,
+        service_client("dispatch", platform, role="technician", subject="t-b") as tech_b,
+    ):
+        response = await dispatch.post(f"/tickets/{ticket}/repair", json=repair)
+        assert response.status_code == 409 and problem_rule(response) == "not_dispatched"
+        response = await dispatch.post(f"/tickets/{ticket}/visit", json={"findings": "x"})
+        assert response.status_code == 409 and problem_rule(response) == "not_dispatched"
+        await dispatch_ok(dispatch, ticket, technician_id="t-a")
+        response = await tech_a.post(f"/tickets/{ticket}/repair", json=repair)
+        assert response.status_code == 409 and problem_rule(response) == "visit_required"
+        # Only the assigned technician checks in.
+        response = await tech_b.post(f"/tickets/{ticket}/visit", json={"findings": "x"})
+        assert response.status_code == 404
+        response = await tech_a.post(
+            f"/tickets/{ticket}/visit",
+            json={"arrived_at": "2026-11-02T10:00:00Z", "findings": "motor burnt"},
+        )
+        assert response.status_code == 422 and problem_rule(response) == "arrived_at"  # future
+        response = await tech_a.post(
+            f"/tickets/{ticket}/visit",
+            json={"arrived_at": "2026-11-01T10:00:00+08:00", "findings": "motor burnt"},
+        )
+        assert response.status_code == 422 and problem_rule(response) == "arrived_at"  # early
+        response = await tech_a.post(f"/tickets/{ticket}/visit", json={"findings": "motor burnt"})
+        assert response.status_code == 200 and response.json()["status"] == "visited"
+        response = await tech_a.post(f"/tickets/{ticket}/repair", json={"outcome": "replaced"})
+        assert response.status_code == 422 and problem_rule(response) == "parts_used"
+        response = await tech_a.post(
+            f"/tickets/{ticket}/repair",
+            json={
+                "outcome": "replaced",
+                "labour_minutes": 75,
+                "parts_used": [
+                    {
+                        "part_number": "MOTOR-1",
+                        "new_serial": "N1",
+                        "old_serial": "O1",
+                        "under_warranty": True,
+                    }
+                ],
+            },
+        )
+        assert response.status_code == 200 and response.json()["status"] == "repaired"
+        response = await tech_a.post(f"/tickets/{ticket}/visit", json={"findings": "again"})
+        assert response.status_code == 409 and problem_rule(response) == "already_repaired"
+        response = await tech_a.post(f"/tickets/{ticket}/repair", json=repair)
+        assert response.status_code == 409 and problem_rule(response) == "already_repaired"
+
+    async with platform.db.reading() as conn:
+        events = await platform.store.read_stream(conn, ticket)
+    repaired = events[-1]
+    assert repaired.event_type == "TicketRepaired" and repaired.actor.subject == "t-a"
+    assert repaired.payload["technician_id"] == "t-a"
+    assert repaired.payload["cost_borne_by"] == "warranty"  # in warranty by default
+    assert repaired.payload["parts_used"][0]["old_serial"] == "O1"
+
+    # No visit on a closed ticket.
+    await record(platform, ticket, TicketClosed())
+    response = await dispatch.post(f"/tickets/{ticket}/visit", json={"findings": "x"})
+    assert response.status_code == 409 and problem_rule(response) == "ticket_closed"
+    response = await dispatch.post(
+        f"/tickets/{ticket}/dispatch", json={"reason": "x", "technician_id": "t-a"}
+    )
+    assert response.status_code == 409 and problem_rule(response) == "ticket_closed"
+
+
+@pytest.mark.usefixtures("network")
+async def test_remote_guidance_is_repaired_without_a_visit(
+    platform: Platform, intake: httpx.AsyncClient, dispatch: httpx.AsyncClient
+) -> None:
+    ticket = await open_ticket(intake, path="remote_guidance", warranty_status="extended")
+    response = await dispatch.post(
+        f"/tickets/{ticket}/repair",
+        json={"outcome": "fixed", "notes": "reset the control board by phone"},
+    )
+    assert response.status_code == 200, response.text
+    async with platform.db.reading() as conn:
+        last = (await platform.store.read_stream(conn, ticket))[-1]
+    assert last.payload["technician_id"] is None and last.payload["cost_borne_by"] == "warranty"
+
+
+@pytest.mark.usefixtures("network")
+async def test_work_list_is_ordered_by_deadline_and_flags_reopened(
+    platform: Platform, intake: httpx.AsyncClient, dispatch: httpx.AsyncClient
+) -> None:
+    tickets = {}
+    for n, complexity in enumerate(("complex", "simple", "general")):
+        tickets[complexity] = await open_ticket(
+            intake, complexity=complexity, product__serial_number=f"S{n}"
+        )
+        await dispatch_ok(dispatch, tickets[complexity], technician_id="t-a")
+    async with (
+        service_client("dispatch", platform, role="technician", subject="t-a") as tech_a,
+        service_client("dispatch", platform, role="technician", subject="t-b") as tech_b,
+    ):
+        items = (await tech_a.get("/technicians/t-a/assignments")).json()["items"]
+        assert [i["ticket_id"] for i in items] == [
+            tickets["simple"],
+            tickets["general"],
+            tickets["complex"],
+        ]
+        assert items[0]["deadline"] == "2026-11-02T13:00:00Z"  # received 09:00 + 4 h
+        assert (await tech_b.get("/technicians/t-a/assignments")).status_code == 404
+
+        # Feedback reopens the repaired simple ticket with an escalation: still on t-a's
+        # list, flagged, and in the dispatcher's queue to be dispatched again.
+        simple = tickets["simple"]
+        await tech_a.post(f"/tickets/{simple}/visit", json={"findings": "loose belt"})
+        await tech_a.post(f"/tickets/{simple}/repair", json={"outcome": "fixed"})
+        await record(platform, simple, TicketReopened(reason="still noisy", source="follow_up"))
+        from services.dispatch.projections import TICKET_FLAGS
+
+        await platform.runner.catch_up(TICKET_FLAGS)
+        items = (await tech_a.get("/technicians/t-a/assignments")).json()["items"]
+    first = items[0]
+    assert (first["ticket_id"], first["status"], first["reopened"], first["escalated"]) == (
+        simple,
+        "reopened",
+        True,
+        True,
+    )
+    assert first["escalation_cause"] == "reopened"
+    await open_ticket(intake, path="remote_guidance", product__serial_number="S9")
+    queue = (await dispatch.get("/dispatch-queue")).json()["items"]
+    assert [q["ticket_id"] for q in queue] == [simple]  # not the remote-guidance ticket
+    again = await dispatch_ok(dispatch, simple, reason="reopened: noise persists")
+    assert again["redispatch"] is True
+
+
+@pytest.mark.usefixtures("network")
+async def test_idempotent_retry_and_stale_if_match(
+    platform: Platform, intake: httpx.AsyncClient, dispatch: httpx.AsyncClient
+) -> None:
+    ticket = await open_ticket(intake)  # version 2 after the diagnosis
+    stale = await dispatch.post(f"/tickets/{ticket}/dispatch", json={}, headers={"If-Match": '"1"'})
+    assert stale.status_code == 409 and problem_rule(stale) == "expected_version"
+
+    key = {"Idempotency-Key": "dispatch-0001", "If-Match": '"2"'}
+    first = await dispatch.post(f"/tickets/{ticket}/dispatch", json={}, headers=key)
+    retry = await dispatch.post(f"/tickets/{ticket}/dispatch", json={}, headers=key)
+    assert first.status_code == retry.status_code == 200
+    assert retry.json() == first.json() and retry.headers["idempotent-replayed"] == "true"
+    assert first.headers["etag"] == '"3"'
+    other = await dispatch.post(
+        f"/tickets/{ticket}/dispatch", json={"technician_id": "t-b"}, headers=key
+    )
+    assert other.status_code == 422
+    async with platform.db.reading() as conn:
+        types = [e.event_type for e in await platform.store.read_stream(conn, ticket)]
+    assert types.count("TicketDispatched") == 1
+    response = await dispatch.post("/service-points", json=POINTS[0])
+    assert response.status_code == 403  # dispatchers do not manage the network
+
+
+@pytest.mark.usefixtures("network")
+async def test_roles(platform: Platform, intake: httpx.AsyncClient) -> None:
+    ticket = await open_ticket(intake)
+    async with (
+        service_client("dispatch", platform, role="auditor") as auditor,
+        service_client("dispatch", platform, role="technician", subject="t-a") as tech_a,
+        service_client("dispatch", platform, role="call_center_agent") as agent,
+        service_client("dispatch", platform, role="regional_center", region="west") as rc_west,
+    ):
+        for client in (auditor, tech_a, agent):
+            response = await client.post(f"/tickets/{ticket}/dispatch", json={})
+            assert response.status_code == 403, response.text
+        assert (
+            await auditor.post(f"/tickets/{ticket}/visit", json={"findings": "x"})
+        ).status_code == 403
+        assert (await agent.get("/technicians")).status_code == 403
+        assert (await auditor.get("/technicians/t-a/assignments")).status_code == 200
+        assert (await auditor.get("/dispatch-queue")).json()["items"][0]["ticket_id"] == ticket
+        assert (await rc_west.get("/dispatch-queue")).json()["items"] == []
+        assert (await rc_west.get("/technicians/t-a/assignments")).status_code == 404
+        assert (await rc_west.get(f"/tickets/{ticket}/dispatches")).status_code == 404
+        assert (await tech_a.get("/technicians/t-a")).status_code == 200
+        assert (await tech_a.get("/technicians/t-b")).status_code == 404
+        response = await auditor.get("/tickets/00000000-0000-0000-0000-000000000000/dispatches")
+        assert response.status_code == 404

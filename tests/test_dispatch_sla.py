@@ -1,0 +1,259 @@
+"""Dispatch's background work on SQLite and PostgreSQL: the SLA clock (exactly once across
+restarts and races), repeat repairs, its projections, and its events on the broker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from services.dispatch.jobs import check_sla, run_job
+from services.dispatch.projections import NETWORK, TICKET_FLAGS
+from services.dispatch.reactors import RepeatRepairReactor
+from services.dispatch.tables import service_points, technicians, ticket_flags
+from shared.clock import ManualClock
+from shared.config import Settings
+from shared.kafka import ensure_topics, event_topics
+from shared.outbox import KafkaPublisher, OutboxRelay
+from shared.platform import Platform
+from tests.support.broker import TestBroker
+from tests.support.clients import service_client
+from tests.support.dispatch_network import build_network, open_ticket
+from tests.support.kafka import consume_all
+
+
+@pytest.fixture
+async def admin(platform: Platform) -> AsyncIterator[httpx.AsyncClient]:
+    async with service_client("dispatch", platform, role="admin") as client:
+        yield client
+
+
+async def stream_types(platform: Platform, ticket_id: str) -> list[str]:
+    async with platform.db.reading() as conn:
+        return [e.event_type for e in await platform.store.read_stream(conn, ticket_id)]
+
+
+async def events_of(platform: Platform, ticket_id: str, event_type: str) -> list[dict]:
+    async with platform.db.reading() as conn:
+        return [
+            e.payload
+            for e in await platform.store.read_stream(conn, ticket_id)
+            if e.event_type == event_type
+        ]
+
+
+def second_platform(database_url: str, clock: ManualClock, tmp_path: Path) -> Platform:
+    """Another process's view of the same database (a restarted or a second scheduler)."""
+    settings = Settings(database_url=database_url, data_dir=tmp_path / "other")
+    return Platform.from_settings(settings, clock=clock)
+
+
+async def test_sla_breach_is_recorded_once_across_restart_and_race(
+    platform: Platform,
+    intake: httpx.AsyncClient,
+    clock: ManualClock,
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    urgent = await open_ticket(intake, path=None, urgency="urgent")  # respond within 2 h
+    normal = await open_ticket(intake, path=None, product__serial_number="S2")  # 24 h
+    assert await check_sla(platform) == 0
+
+    clock.advance(hours=2, minutes=45)
+    assert await check_sla(platform) == 1
+    breach = (await events_of(platform, urgent, "SlaBreached"))[0]
+    assert breach["deadline"] == "response" and breach["overdue_minutes"] == 45
+    assert breach["due_at"] == "2026-11-02T11:00:00Z"
+    escalation = (await events_of(platform, urgent, "TicketEscalated"))[0]
+    assert (escalation["level"], escalation["cause"], escalation["region"]) == (
+        "regional_center",
+        "sla_breach",
+        "east",
+    )
+    assert "SlaBreached" not in await stream_types(platform, normal)
+
+    # Same scheduler again, then a "restarted" one (new platform, same database).
+    assert await check_sla(platform) == 0
+    clock.advance(minutes=30)
+    restarted = second_platform(database_url, clock, tmp_path)
+    try:
+        assert await check_sla(restarted) == 0
+    finally:
+        await restarted.close()
+    assert (await stream_types(platform, urgent)).count("SlaBreached") == 1
+
+    # The diagnosis answers the normal ticket; its resolution clock (simple: 4 h after
+    # receipt) still runs. Two schedulers racing record the breach once.
+    response = await intake.post(
+        f"/tickets/{normal}/diagnosis",
+        json={"category": "wear", "complexity": "simple", "resolution_path": "on_site"},
+    )
+    assert response.status_code == 200
+    clock.advance(hours=2)  # 5 h 15 min after receipt
+    other = second_platform(database_url, clock, tmp_path)
+    try:
+        counts = await asyncio.gather(check_sla(platform), check_sla(other))
+    finally:
+        await other.close()
+    assert sum(counts) == 1
+    assert [b["deadline"] for b in await events_of(platform, normal, "SlaBreached")] == [
+        "resolution"
+    ]
+    assert (await stream_types(platform, normal)).count("TicketEscalated") == 1
+    async with platform.db.reading() as conn:
+        flags = (await conn.execute(select(ticket_flags).order_by(ticket_flags.c.ticket_id))).all()
+    assert {(f.ticket_id, f.escalation_cause) for f in flags} == {
+        (urgent, "sla_breach"),
+        (normal, "sla_breach"),
+    }
+    # The urgent ticket's resolution has no deadline yet (not diagnosed): nothing more.
+    assert await check_sla(platform) == 0
+
+
+async def test_sla_job_runs_under_a_lease_until_stopped(
+    platform: Platform, intake: httpx.AsyncClient, clock: ManualClock
+) -> None:
+    ticket = await open_ticket(intake, path=None, urgency="critical")  # 30 min
+    clock.advance(hours=1)
+    platform.settings.dispatch.sla_poll_seconds = 0.05
+    stop = asyncio.Event()
+    job = asyncio.create_task(run_job(platform, stop))
+    try:
+        for _ in range(200):  # waits for the task, not for (manual) time
+            if "SlaBreached" in await stream_types(platform, ticket):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await asyncio.wait_for(job, 10)
+    assert (await stream_types(platform, ticket)).count("SlaBreached") == 1
+
+
+async def test_repeat_repair_is_flagged_and_linked(
+    platform: Platform,
+    intake: httpx.AsyncClient,
+    dispatch: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
+    clock: ManualClock,
+) -> None:
+    await build_network(admin)
+    earlier = await open_ticket(intake, product__serial_number="SN-R1")
+    await dispatch.post(f"/tickets/{earlier}/dispatch", json={"technician_id": "t-a"})
+    await dispatch.post(f"/tickets/{earlier}/visit", json={"findings": "pump blocked"})
+    response = await dispatch.post(f"/tickets/{earlier}/repair", json={"outcome": "fixed"})
+    assert response.status_code == 200
+    repaired_at = clock.now()
+
+    clock.advance(days=12)
+    repeat = await open_ticket(intake, product__serial_number="SN-R1")
+    other_serial = await open_ticket(intake, product__serial_number="SN-R2")
+    reactor = RepeatRepairReactor(platform)
+    await platform.runner.catch_up(reactor)
+    flagged = await events_of(platform, repeat, "RepeatRepairFlagged")
+    assert flagged == [
+        {
+            "earlier_ticket_id": earlier,
+            "earlier_repaired_at": "2026-11-02T09:00:00Z",
+            "serial_number": "SN-R1",
+            "window_days": 30,
+        }
+    ]
+    assert await events_of(platform, other_serial, "RepeatRepairFlagged") == []
+    assert await events_of(platform, earlier, "RepeatRepairFlagged") == []
+
+    # Delivered again (a rebuilt checkpoint): nothing more.
+    await platform.runner.reset(reactor)
+    await platform.runner.catch_up(reactor)
+    assert (await stream_types(platform, repeat)).count("RepeatRepairFlagged") == 1
+
+    # The work list shows the link once the ticket is dispatched.
+    await dispatch.post(f"/tickets/{repeat}/dispatch", json={"technician_id": "t-b"})
+    items = (await dispatch.get("/technicians/t-b/assignments")).json()["items"]
+    assert items[0]["repeat_of_ticket_id"] == earlier
+
+    # Outside the window (30 days after the repair): not a repeat.
+    clock.set(repaired_at)
+    clock.advance(days=31)
+    late = await open_ticket(intake, product__serial_number="SN-R1")
+    await platform.runner.catch_up(reactor)
+    assert await events_of(platform, late, "RepeatRepairFlagged") == []
+
+
+async def test_projections_rebuild_equals_incremental(
+    platform: Platform, intake: httpx.AsyncClient, admin: httpx.AsyncClient, clock: ManualClock
+) -> None:
+    await build_network(admin)
+    await admin.post("/technicians/t-c/deactivation", json={"reason": "left"})
+    ticket = await open_ticket(intake, path=None, urgency="critical")
+    clock.advance(hours=1)
+    await check_sla(platform)
+    for projection in (NETWORK, TICKET_FLAGS):
+        await platform.runner.catch_up(projection)
+
+    async def dump() -> list:
+        async with platform.db.reading() as conn:
+            return [
+                list((await conn.execute(select(t).order_by(t.primary_key.columns[0]))).all())
+                for t in (service_points, technicians, ticket_flags)
+            ]
+
+    incremental = await dump()
+    for projection in (NETWORK, TICKET_FLAGS):
+        await platform.runner.rebuild(projection)
+    assert await dump() == incremental
+    assert len(incremental[0]) == 6 and len(incremental[1]) == 4
+    assert incremental[2][0].ticket_id == ticket
+
+
+@pytest.mark.kafka
+async def test_dispatch_events_reach_the_broker(
+    platform: Platform,
+    intake: httpx.AsyncClient,
+    dispatch: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
+    clock: ManualClock,
+    broker: TestBroker,
+) -> None:
+    await ensure_topics(broker.bootstrap_servers, event_topics("ticketline"), partitions=2)
+    await build_network(admin)
+    ticket = await open_ticket(intake, complexity="simple")
+    await dispatch.post(f"/tickets/{ticket}/dispatch", json={})
+    await dispatch.post(f"/tickets/{ticket}/visit", json={"findings": "door seal torn"})
+    clock.advance(hours=5)
+    assert await check_sla(platform) == 1
+    await dispatch.post(f"/tickets/{ticket}/repair", json={"outcome": "fixed"})
+
+    relay = OutboxRelay(
+        platform.db,
+        KafkaPublisher(broker.bootstrap_servers, enable_idempotence=False),
+        batch_size=50,
+        owner="relay-dispatch",
+    )
+    try:
+        while await relay.publish_once():
+            pass
+    finally:
+        await relay.publisher.close()
+    network = await consume_all(broker.bootstrap_servers, "ticketline.network")
+    assert {(m["stream_type"], m["event_type"]) for m in network} == {
+        ("service_point", "ServicePointRegistered"),
+        ("technician", "TechnicianRegistered"),
+    }
+    assert len(network) == 10
+    tickets = await consume_all(broker.bootstrap_servers, "ticketline.tickets")
+    mine = [m["event_type"] for m in tickets if m["stream_id"] == ticket]
+    assert mine == [
+        "TicketReceived",
+        "TicketDiagnosed",
+        "TicketDispatched",
+        "TicketVisited",
+        "SlaBreached",
+        "TicketEscalated",
+        "TicketRepaired",
+    ]
+    dispatched = next(m for m in tickets if m["event_type"] == "TicketDispatched")
+    assert dispatched["service"] == "dispatch" and dispatched["payload"]["technician_id"] == "t-a"
