@@ -131,7 +131,7 @@ def compute(events: list[EventEnvelope]) -> TicketCompliance | None:
     eid = {id(p): str(e.event_id) for e, p in typed}
 
     region = received.address.region
-    status = "new"
+    status = "received"
     violations: list[str] = []
     notes: list[str] = []
     diagnosis: tuple[str, TicketDiagnosed] | None = None
@@ -185,7 +185,7 @@ def compute(events: list[EventEnvelope]) -> TicketCompliance | None:
         if kind in ALLOWED_AFTER:
             if status not in ALLOWED_AFTER[kind] or (
                 isinstance(payload, TicketRepaired)
-                and status == "diagnosed"
+                and status in ("diagnosed", "dispatched")
                 and (diagnosis is None or diagnosis[1].resolution_path is ResolutionPath.on_site)
             ):
                 violations.append(event_id)
