@@ -199,3 +199,17 @@ async def test_complaints(
         "/tickets/00000000-0000-4000-8000-000000000000/complaints", json=complaint
     )
     assert missing.status_code == 404
+
+
+async def test_openapi_documents_the_endpoints(feedback: httpx.AsyncClient) -> None:
+    paths = (await feedback.get("/openapi.json")).json()["paths"]
+    for path in (
+        "/tickets/{ticket_id}/follow-ups",
+        "/tickets/{ticket_id}/complaints",
+        "/compliance/tickets",
+        "/compliance/summary",
+        "/scorecards",
+        "/scorecards/items",
+        "/quality/weekly",
+    ):
+        assert path in paths

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from services.feedback.jobs import raise_quality_alerts
+from services.feedback.jobs import quality_lease, raise_quality_alerts, run_once
 from services.feedback.projections import PROJECTIONS
 from shared.clock import ManualClock
 from shared.config import FeedbackSettings
@@ -86,7 +86,7 @@ async def test_scorecard_deductions_are_traced_to_events(
                 "service_point_id": "sp-1",
                 "region": "east",
                 "item": "poor_service",
-                "occurred_on": "2026-11-03",
+                "occurred_on": "2026-11-02",
                 "evidence": "Mystery shopper report MS-118",
                 "ticket_ids": [a],
             },
@@ -98,13 +98,23 @@ async def test_scorecard_deductions_are_traced_to_events(
             "service_point_id": "sp-2",
             "region": "east",
             "item": "positive_media_coverage",
-            "occurred_on": "2026-11-04",
+            "occurred_on": "2026-11-02",
             "evidence": "City paper praised the repair",
         },
     )
     assert media.status_code == 201, media.text
     async with service_client("feedback", platform, role="call_center_agent") as agent:
         assert (await agent.post("/scorecards/items", json={})).status_code == 403
+    future = await auditor.post(
+        "/scorecards/items",
+        json={
+            "service_point_id": "sp-2",
+            "item": "poor_service",
+            "occurred_on": "2026-12-01",
+            "evidence": "not yet",
+        },
+    )
+    assert future.status_code == 422 and future.json()["errors"][0]["field"] == "occurred_on"
     await project(platform)
 
     response = await auditor.get("/scorecards", params={"month": "2026-11"})
@@ -183,7 +193,9 @@ async def test_quality_alert_once_per_model_category_day(
     tickets.append(await life.through_repair())
     other = await life.open(model="DW-100")
     await life.through_repair(other)
-    (alert,) = await raise_quality_alerts(platform, day)
+    # The job's pass (today and yesterday), in the process holding the lease.
+    (alert,) = await run_once(platform, quality_lease(platform, "projector-a"))
+    assert await quality_lease(platform, "projector-b").acquire() is False
     assert alert.event_type == "QualityAlertRaised"
     assert alert.payload | {"ticket_ids": sorted(alert.payload["ticket_ids"])} == {
         "product_model": "WM-700",
@@ -198,6 +210,7 @@ async def test_quality_alert_once_per_model_category_day(
     # A fourth repair the same day does not raise a second alert either.
     await life.through_repair()
     assert await raise_quality_alerts(platform, day) == []
+    assert await run_once(platform, quality_lease(platform, "projector-a")) == []
     # Repairs on the next day count for that day.
     clock.advance(days=1)
     assert await raise_quality_alerts(platform, day + timedelta(days=1)) == []

@@ -96,23 +96,36 @@ async def raise_quality_alerts(platform: Platform, day: date) -> list[EventEnvel
     return raised
 
 
-async def run_job(platform: Platform, stop: asyncio.Event) -> None:
-    """Every interval, for yesterday (late records) and today (a threshold crossed now)."""
-    settings = platform.settings.feedback
-    lease = Lease(
+def quality_lease(platform: Platform, owner: str | None = None) -> Lease:
+    return Lease(
         platform.db,
         "feedback:quality-alerts",
-        relay_owner_id(),
-        settings.quality_job_lease_seconds,
+        owner or relay_owner_id(),
+        platform.settings.feedback.quality_job_lease_seconds,
         platform.clock,
     )
+
+
+async def run_once(platform: Platform, lease: Lease) -> list[EventEnvelope]:
+    """One pass, if this process holds the lease: yesterday (late records) and today (a
+    threshold crossed now), by the platform clock's day (UTC)."""
+    if not await lease.acquire():
+        return []
+    today = platform.clock.now().date()
+    raised: list[EventEnvelope] = []
+    for day in (today - timedelta(days=1), today):
+        raised += await raise_quality_alerts(platform, day)
+    return raised
+
+
+async def run_job(platform: Platform, stop: asyncio.Event) -> None:
+    lease = quality_lease(platform)
     while not stop.is_set():
         try:
-            if await lease.acquire():
-                today = platform.clock.now().date()
-                for day in (today - timedelta(days=1), today):
-                    await raise_quality_alerts(platform, day)
+            await run_once(platform, lease)
         except Exception:
             log.exception("quality alert pass failed; retrying")
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), settings.quality_job_interval_seconds)
+            await asyncio.wait_for(
+                stop.wait(), platform.settings.feedback.quality_job_interval_seconds
+            )

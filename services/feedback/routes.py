@@ -367,6 +367,8 @@ async def record_scorecard_item(
     key: str | None = Depends(idempotency_key),
     platform: Platform = Depends(get_platform),
 ) -> JSONResponse:
+    if body.occurred_on > platform.clock.now().date():
+        raise InvalidCommand("occurred_on", "the date is in the future")
     context = command_context(request, principal.actor, SERVICE)
     item = ScorecardItemRecorded(**body.model_dump())
 
