@@ -80,6 +80,37 @@ class FeedbackSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="TICKETLINE_FEEDBACK_", extra="ignore")
 
+    # Follow-up decision: a score below this (or an unsolved problem) reopens the ticket.
+    dissatisfied_below: int = Field(default=60, ge=0, le=100)
+    # Satisfaction bands (DOMAIN.md): >= very_satisfied_from, >= satisfied_from, >= neutral_from.
+    band_very_satisfied_from: int = 90
+    band_satisfied_from: int = 80
+    band_neutral_from: int = 60
+    # NPS: would-recommend >= promoter_from is a promoter, <= detractor_up_to a detractor.
+    nps_promoter_from: int = 9
+    nps_detractor_up_to: int = 6
+    # Scorecards: base score and points per item (deductions negative).
+    scorecard_base: float = 100.0
+    points_late_visit_dissatisfied: float = -20.0
+    points_repeat_repair: float = -20.0
+    points_poor_service: float = -20.0
+    points_public_complaint: float = -10.0
+    points_falsified_records: float = -15.0
+    points_late_parts_return: float = -15.0
+    points_positive_media: float = 5.0
+    # Staff KPI weights (percent; each set should sum to 100).
+    technician_weight_first_time_fix: float = 40.0
+    technician_weight_timeliness: float = 20.0
+    technician_weight_parts_usage: float = 15.0
+    technician_weight_customer_rating: float = 25.0
+    agent_weight_response_time: float = 30.0
+    agent_weight_record_accuracy: float = 20.0
+    agent_weight_satisfaction: float = 50.0
+    # Quality alerts: repairs per product model and fault category in one UTC day.
+    quality_alert_threshold: int = Field(default=5, ge=1)
+    quality_job_interval_seconds: float = 60.0
+    quality_job_lease_seconds: float = 120.0
+
 
 class AuthSettings(BaseSettings):
     """Authentication and access control."""

@@ -1,17 +1,29 @@
-"""Ticket steps beyond intake, written straight to the ticket stream with the existing
-payloads (the dispatch service's HTTP API is built elsewhere; tests must not need it)."""
+"""Drive tickets through their lifecycle in tests: intake over HTTP, and the dispatch,
+visit, repair, SLA and parts events written directly with ``execute_ticket_command`` and
+the shared payloads (as the services that own them would record them)."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
+import httpx
+
+from services.intake.schemas import RECEIVE_EXAMPLE
+from shared.clock import ManualClock
 from shared.commands import TicketCommandResult, execute_ticket_command
 from shared.domain.ticket import TicketState
-from shared.events.envelope import Actor, CommandContext, EventPayload
+from shared.events.envelope import Actor, CommandContext, EventEnvelope, EventPayload
 from shared.events.tickets import (
     CostBearer,
+    OldPartReturned,
+    OldPartReturnOverdue,
     RepairOutcome,
+    RepeatRepairFlagged,
+    SlaBreached,
+    SlaDeadline,
     TicketDispatched,
     TicketRepaired,
     TicketVisited,
@@ -28,7 +40,8 @@ async def append_ticket_events(
     role: str = "dispatcher",
     service: str = "dispatch",
 ) -> TicketCommandResult:
-    context = CommandContext(actor=Actor(subject=f"{role}-1", role=role), service=service)
+    subject = "system" if role == "system" else f"{role}-1"
+    context = CommandContext(actor=Actor(subject=subject, role=role), service=service)
 
     def decide(_state: TicketState) -> list[EventPayload]:
         return list(payloads)
@@ -100,4 +113,182 @@ async def repair_ticket(
             )
         ],
         role="technician",
+    )
+
+
+class Lifecycle:
+    """One object per test: ``await life.open()``, ``await life.dispatch(tid)``, …"""
+
+    def __init__(self, platform: Platform, intake: httpx.AsyncClient, clock: ManualClock) -> None:
+        self.platform = platform
+        self.intake = intake
+        self.clock = clock
+        self._serial = 0
+
+    async def open(
+        self,
+        *,
+        region: str = "east",
+        urgency: str = "normal",
+        model: str = "WM-700",
+        serial: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> str:
+        self._serial += 1
+        body: dict[str, Any] = copy.deepcopy(RECEIVE_EXAMPLE)
+        body["address"]["region"] = region
+        body["urgency"] = urgency
+        body["product"]["model"] = model
+        body["product"]["serial_number"] = serial or f"SN-{id(self) % 10000}-{self._serial:04d}"
+        response = await self.intake.post("/tickets", json=body, headers=headers or {})
+        assert response.status_code == 201, response.text
+        return str(response.json()["ticket_id"])
+
+    async def diagnose(
+        self,
+        ticket_id: str,
+        *,
+        complexity: str = "general",
+        path: str = "on_site",
+        category: str = "quality_defect",
+        expected_parts: Sequence[str] = ("MOTOR-WM700",),
+        remote_outcome: str | None = None,
+    ) -> None:
+        body: dict[str, Any] = {
+            "category": category,
+            "complexity": complexity,
+            "resolution_path": path,
+            "expected_parts": list(expected_parts),
+        }
+        if remote_outcome:
+            body["remote_outcome"] = remote_outcome
+        response = await self.intake.post(f"/tickets/{ticket_id}/diagnosis", json=body)
+        assert response.status_code in (200, 201), response.text
+
+    async def write(
+        self, ticket_id: str, *payloads: EventPayload, service: str = "dispatch"
+    ) -> list[EventEnvelope]:
+        """Append events as another service would (no rules checked: tests decide)."""
+        result = await append_ticket_events(
+            self.platform, ticket_id, payloads, role="system", service=service
+        )
+        return result.events
+
+    async def dispatch(
+        self,
+        ticket_id: str,
+        *,
+        service_point: str = "sp-1",
+        technician: str = "tech-1",
+        window_hours: float = 4,
+        redispatch: bool = False,
+        region: str = "east",
+    ) -> EventEnvelope:
+        now = self.clock.now()
+        payload = TicketDispatched(
+            region=region,
+            service_point_id=service_point,
+            technician_id=technician,
+            appointment_start=now,
+            appointment_end=now + timedelta(hours=window_hours),
+            reason="re-dispatched after reopen" if redispatch else "nearest technician",
+            redispatch=redispatch,
+        )
+        return (await self.write(ticket_id, payload))[0]
+
+    async def visit(
+        self, ticket_id: str, *, technician: str = "tech-1", arrived_at: datetime | None = None
+    ) -> EventEnvelope:
+        payload = TicketVisited(
+            technician_id=technician,
+            arrived_at=arrived_at or self.clock.now(),
+            findings="motor bearing worn",
+        )
+        return (await self.write(ticket_id, payload))[0]
+
+    async def repair(
+        self,
+        ticket_id: str,
+        *,
+        outcome: str = "fixed",
+        technician: str = "tech-1",
+        parts: Sequence[UsedPart] = (),
+    ) -> EventEnvelope:
+        payload = TicketRepaired(
+            outcome=RepairOutcome(outcome),
+            parts_used=list(parts),
+            labour_minutes=45,
+            cost_borne_by=CostBearer.warranty,
+            technician_id=technician,
+        )
+        return (await self.write(ticket_id, payload))[0]
+
+    async def breach(self, ticket_id: str, deadline: str, due_at: datetime) -> EventEnvelope:
+        now = self.clock.now()
+        payload = SlaBreached(
+            deadline=SlaDeadline(deadline),
+            due_at=due_at,
+            detected_at=now,
+            overdue_minutes=max(0, int((now - due_at).total_seconds() // 60)),
+        )
+        return (await self.write(ticket_id, payload))[0]
+
+    async def part_returned(
+        self, ticket_id: str, part_number: str, *, late: bool = False, service_point: str = "sp-1"
+    ) -> EventEnvelope:
+        payload = OldPartReturned(
+            part_number=part_number,
+            location_id="loc-east",
+            service_point_id=service_point,
+            due_at=self.clock.now() + timedelta(days=-1 if late else 7),
+            late=late,
+        )
+        return (await self.write(ticket_id, payload, service="parts"))[0]
+
+    async def part_overdue(
+        self, ticket_id: str, part_number: str, *, service_point: str = "sp-1"
+    ) -> EventEnvelope:
+        now = self.clock.now()
+        payload = OldPartReturnOverdue(
+            part_number=part_number,
+            service_point_id=service_point,
+            due_at=now - timedelta(hours=1),
+            detected_at=now,
+        )
+        return (await self.write(ticket_id, payload, service="parts"))[0]
+
+    async def flag_repeat(self, ticket_id: str, earlier_ticket_id: str) -> EventEnvelope:
+        payload = RepeatRepairFlagged(
+            earlier_ticket_id=earlier_ticket_id,
+            earlier_repaired_at=self.clock.now() - timedelta(days=3),
+            serial_number="SN-REPEAT",
+            window_days=30,
+        )
+        return (await self.write(ticket_id, payload))[0]
+
+    async def through_repair(
+        self,
+        ticket_id: str | None = None,
+        *,
+        service_point: str = "sp-1",
+        technician: str = "tech-1",
+        parts: Sequence[UsedPart] = (),
+        region: str = "east",
+    ) -> str:
+        """received → diagnosed → dispatched → visited → repaired, an hour apart."""
+        tid = ticket_id or await self.open(region=region)
+        self.clock.advance(hours=1)
+        await self.diagnose(tid)
+        self.clock.advance(hours=1)
+        await self.dispatch(tid, service_point=service_point, technician=technician, region=region)
+        self.clock.advance(hours=1)
+        await self.visit(tid, technician=technician)
+        self.clock.advance(hours=1)
+        await self.repair(tid, technician=technician, parts=parts)
+        return tid
+
+
+def warranty_part(part_number: str = "MOTOR-WM700") -> UsedPart:
+    return UsedPart(
+        part_number=part_number, new_serial="NEW-1", old_serial="OLD-1", under_warranty=True
     )

@@ -1,0 +1,205 @@
+"""Feedback's HTTP bodies (pydantic at the boundary; unknown fields are rejected)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.events.quality import ScorecardItemKind
+from shared.events.tickets import Channel, FollowUpChannel, LongText, RegionCode, ShortText
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FollowUpRequest(Body):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "satisfaction_score": 92,
+                    "would_recommend": 9,
+                    "problem_solved": True,
+                    "comment": "Technician was on time and explained the fix.",
+                    "channel": "call",
+                },
+                {
+                    "satisfaction_score": 40,
+                    "would_recommend": 3,
+                    "problem_solved": False,
+                    "comment": "Drum still does not spin.",
+                    "channel": "call",
+                },
+            ]
+        },
+    )
+
+    satisfaction_score: int = Field(ge=0, le=100, description="0–100.")
+    would_recommend: int = Field(ge=0, le=10, description="0–10 (NPS question).")
+    problem_solved: bool
+    comment: LongText | None = None
+    channel: FollowUpChannel
+
+
+class ComplaintRequest(Body):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "complaint": "The machine broke again two days after the repair.",
+                    "channel": "phone",
+                    "public": False,
+                }
+            ]
+        },
+    )
+
+    complaint: LongText
+    channel: Channel
+    public: bool = Field(default=False, description="Public complaint or media exposure.")
+
+
+class ScorecardItemRequest(Body):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "service_point_id": "sp-hz-01",
+                    "region": "east",
+                    "item": "poor_service",
+                    "occurred_on": "2026-11-12",
+                    "evidence": "Mystery-shopper report MS-2026-118: technician was rude.",
+                    "ticket_ids": [],
+                }
+            ]
+        },
+    )
+
+    service_point_id: ShortText
+    region: RegionCode | None = None
+    item: ScorecardItemKind
+    occurred_on: date
+    evidence: LongText = Field(description="What shows it: a report, an article, a record.")
+    ticket_ids: list[ShortText] = Field(default_factory=list, max_length=100)
+
+
+class FeedbackAccepted(BaseModel):
+    """What a ticket command returns."""
+
+    ticket_id: str
+    status: str
+    version: int
+    outcome: str = Field(description="closed, reopened or recorded.")
+    events: list[str] = Field(description="Ids of the events this command recorded.")
+
+
+class ScorecardItemAccepted(BaseModel):
+    event_id: str
+    service_point_id: str
+    item: str
+    month: str
+
+
+class ChecklistItem(BaseModel):
+    status: str = Field(description="true, false or pending.")
+    evidence: list[str] = Field(description="Ids of the events that decide the item.")
+    note: str
+
+
+class ComplianceTicket(BaseModel):
+    ticket_id: str
+    ticket_number: str
+    region: str
+    month: str
+    received_at: datetime
+    product_model: str
+    fault_category: str | None
+    service_point_id: str | None
+    technician_id: str | None
+    agent_id: str | None
+    status: str
+    compliant: str
+    checklist: dict[str, ChecklistItem]
+    version: int
+
+
+class ComplianceTicketPage(BaseModel):
+    items: list[ComplianceTicket]
+    next_cursor: str | None
+
+
+class SummaryGroup(BaseModel):
+    key: str | None
+    tickets: int
+    compliant: int
+    non_compliant: int
+    pending: int
+    compliance_rate: float | None
+    items: dict[str, dict[str, int]]
+    response_sla_rate: float | None
+    resolution_sla_rate: float | None
+    sla_attainment: float | None
+    first_time_fix_rate: float | None
+    follow_ups: int
+    satisfaction_average: float | None
+    bands: dict[str, int]
+    promoters: int
+    passives: int
+    detractors: int
+    nps: float | None
+    complaints: int
+    complaint_rate: float | None
+
+
+class ComplianceSummary(BaseModel):
+    group_by: str
+    month: str | None
+    groups: list[SummaryGroup]
+    total: SummaryGroup
+
+
+class ScorecardEntry(BaseModel):
+    kind: str
+    points: float
+    at: str
+    ticket_id: str | None
+    event_ids: list[str]
+    detail: str
+
+
+class ServicePointScorecard(BaseModel):
+    service_point_id: str
+    score: float
+    items: list[ScorecardEntry]
+
+
+class StaffKpi(BaseModel):
+    subject: str
+    role: str
+    tickets: int
+    measures: dict[str, float | None]
+    weights: dict[str, float]
+    score: float | None
+
+
+class Scorecards(BaseModel):
+    month: str
+    base: float
+    service_points: list[ServicePointScorecard]
+    technicians: list[StaffKpi]
+    agents: list[StaffKpi]
+
+
+class QualityWeekly(BaseModel):
+    week: str
+    from_day: str
+    to_day: str
+    threshold: int
+    alerts: list[dict[str, Any]]
+    counts: list[dict[str, Any]]

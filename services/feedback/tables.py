@@ -1,0 +1,105 @@
+"""The feedback service's read tables (projections; schema by its Alembic branch).
+
+JSON columns are canonical JSON text, so a rebuilt row is byte-identical to a live one.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, Index, Integer, String, Table, Text
+
+from shared.db import UtcDateTime, metadata
+
+ITEM_COLUMN = String(8)  # "true" | "false" | "pending"
+
+# One row per ticket: the closed-loop checklist with its evidence and the facts the
+# aggregates, KPIs and scorecards are computed from.
+compliance_tickets = Table(
+    "feedback_compliance_tickets",
+    metadata,
+    Column("ticket_id", String(36), primary_key=True),
+    Column("ticket_number", String(32), nullable=False),
+    Column("region", String(32), nullable=False),
+    Column("month", String(7), nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+    Column("product_model", String(200), nullable=False),
+    Column("fault_category", String(20), nullable=True),
+    Column("agent_id", String(200), nullable=True),
+    Column("service_point_id", String(200), nullable=True),
+    Column("technician_id", String(200), nullable=True),
+    Column("status", String(20), nullable=False),
+    Column("compliant", ITEM_COLUMN, nullable=False),
+    Column("responded_within_sla", ITEM_COLUMN, nullable=False),
+    Column("resolved_within_sla", ITEM_COLUMN, nullable=False),
+    Column("visited_before_repair", ITEM_COLUMN, nullable=False),
+    Column("follow_up_done", ITEM_COLUMN, nullable=False),
+    Column("satisfied", ITEM_COLUMN, nullable=False),
+    Column("parts_returned", ITEM_COLUMN, nullable=False),
+    Column("steps_in_order", ITEM_COLUMN, nullable=False),
+    Column("first_time_fix", ITEM_COLUMN, nullable=False),
+    Column("checklist", Text, nullable=False),
+    Column("facts", Text, nullable=False),
+    Column("version", Integer, nullable=False),
+    Index("ix_feedback_compliance_tickets_month_region", "month", "region"),
+    Index("ix_feedback_compliance_tickets_ticket_number", "ticket_number"),
+)
+
+# Scorecard items that come from ticket events (one row per item, per ticket).
+scorecard_deductions = Table(
+    "feedback_scorecard_deductions",
+    metadata,
+    Column("ticket_id", String(36), primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("kind", String(32), nullable=False),
+    Column("month", String(7), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("service_point_id", String(200), nullable=True),
+    Column("region", String(32), nullable=False),
+    Column("earlier_ticket_id", String(200), nullable=True),
+    Column("event_ids", Text, nullable=False),
+    Index("ix_feedback_scorecard_deductions_month", "month"),
+)
+
+# One row per repair event: the daily counts per product model and fault category.
+repairs = Table(
+    "feedback_repairs",
+    metadata,
+    Column("event_id", String(36), primary_key=True),
+    Column("ticket_id", String(36), nullable=False),
+    Column("day", String(10), nullable=False),
+    Column("product_model", String(200), nullable=False),
+    Column("fault_category", String(20), nullable=False),
+    Index("ix_feedback_repairs_day", "day"),
+    Index("ix_feedback_repairs_ticket_id", "ticket_id"),
+)
+
+# Manual scorecard items (admin/auditor), from the ``scorecard`` streams.
+scorecard_items = Table(
+    "feedback_scorecard_items",
+    metadata,
+    Column("event_id", String(36), primary_key=True),
+    Column("service_point_id", String(200), nullable=False),
+    Column("region", String(32), nullable=True),
+    Column("item", String(32), nullable=False),
+    Column("month", String(7), nullable=False),
+    Column("occurred_on", String(10), nullable=False),
+    Column("evidence", Text, nullable=False),
+    Column("ticket_ids", Text, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("recorded_at", UtcDateTime, nullable=False),
+    Index("ix_feedback_scorecard_items_month", "month"),
+)
+
+# Quality alerts, from the ``quality`` streams.
+quality_alerts = Table(
+    "feedback_quality_alerts",
+    metadata,
+    Column("event_id", String(36), primary_key=True),
+    Column("day", String(10), nullable=False),
+    Column("product_model", String(200), nullable=False),
+    Column("fault_category", String(20), nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("threshold", Integer, nullable=False),
+    Column("ticket_ids", Text, nullable=False),
+    Column("raised_at", UtcDateTime, nullable=False),
+    Index("ix_feedback_quality_alerts_day", "day"),
+)

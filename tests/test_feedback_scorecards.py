@@ -1,0 +1,231 @@
+"""Scorecards (each deduction traced to its events), staff KPIs on hand-computed data, and
+quality alerts (once per model, category and day) with the weekly report."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from services.feedback.jobs import quality_lease, raise_quality_alerts, run_once
+from services.feedback.projections import PROJECTIONS
+from shared.clock import ManualClock
+from shared.config import FeedbackSettings
+from shared.platform import Platform
+from tests.support.clients import service_client
+from tests.support.lifecycle import Lifecycle, warranty_part
+
+
+@pytest.fixture
+def life(platform: Platform, intake: httpx.AsyncClient, clock: ManualClock) -> Lifecycle:
+    return Lifecycle(platform, intake, clock)
+
+
+@pytest.fixture
+async def auditor(platform: Platform) -> Any:
+    async with service_client("feedback", platform, role="auditor") as client:
+        yield client
+
+
+async def project(platform: Platform) -> None:
+    for projection in PROJECTIONS:
+        await platform.runner.catch_up(projection)
+
+
+async def follow_up(feedback: httpx.AsyncClient, tid: str, score: int) -> None:
+    body = {"satisfaction_score": score, "would_recommend": 8, "problem_solved": True}
+    response = await feedback.post(f"/tickets/{tid}/follow-ups", json=body | {"channel": "call"})
+    assert response.status_code == 201, response.text
+
+
+async def event_ids(intake: httpx.AsyncClient, tid: str, *types: str) -> list[str]:
+    events = (await intake.get(f"/tickets/{tid}/history")).json()["events"]
+    return [e["event_id"] for e in events if e["event_type"] in types]
+
+
+async def test_scorecard_deductions_are_traced_to_events(
+    life: Lifecycle,
+    feedback: httpx.AsyncClient,
+    intake: httpx.AsyncClient,
+    auditor: httpx.AsyncClient,
+    platform: Platform,
+    clock: ManualClock,
+) -> None:
+    # A: the technician arrives an hour after the window and the customer is dissatisfied.
+    a = await life.open()
+    await life.diagnose(a)
+    await life.dispatch(a, window_hours=4)
+    clock.advance(hours=5)
+    await life.visit(a)
+    await life.repair(a)
+    await follow_up(feedback, a, 40)
+    # B: the replaced in-warranty motor is overdue, then comes back late (one deduction).
+    b = await life.through_repair(parts=[warranty_part()])
+    overdue = await life.part_overdue(b, "MOTOR-WM700")
+    await life.part_returned(b, "MOTOR-WM700", late=True)
+    # C: closed, then a public complaint.
+    c = await life.through_repair()
+    await follow_up(feedback, c, 95)
+    complaint = await feedback.post(
+        f"/tickets/{c}/complaints",
+        json={"complaint": "posted on social media", "channel": "web", "public": True},
+    )
+    assert complaint.status_code == 201
+    # D: the same product is back: a repeat repair counts against C's service point.
+    d = await life.open()
+    await life.diagnose(d)
+    await life.dispatch(d, service_point="sp-2", technician="tech-2")
+    flag = await life.flag_repeat(d, c)
+    # Manual items, entered with their evidence.
+    async with service_client("feedback", platform, role="admin") as admin:
+        poor = await admin.post(
+            "/scorecards/items",
+            json={
+                "service_point_id": "sp-1",
+                "region": "east",
+                "item": "poor_service",
+                "occurred_on": "2026-11-02",
+                "evidence": "Mystery shopper report MS-118",
+                "ticket_ids": [a],
+            },
+        )
+        assert poor.status_code == 201, poor.text
+    media = await auditor.post(
+        "/scorecards/items",
+        json={
+            "service_point_id": "sp-2",
+            "region": "east",
+            "item": "positive_media_coverage",
+            "occurred_on": "2026-11-02",
+            "evidence": "City paper praised the repair",
+        },
+    )
+    assert media.status_code == 201, media.text
+    async with service_client("feedback", platform, role="call_center_agent") as agent:
+        assert (await agent.post("/scorecards/items", json={})).status_code == 403
+    future = await auditor.post(
+        "/scorecards/items",
+        json={
+            "service_point_id": "sp-2",
+            "item": "poor_service",
+            "occurred_on": "2026-12-01",
+            "evidence": "not yet",
+        },
+    )
+    assert future.status_code == 422 and future.json()["errors"][0]["field"] == "occurred_on"
+    await project(platform)
+
+    response = await auditor.get("/scorecards", params={"month": "2026-11"})
+    assert response.status_code == 200, response.text
+    data = response.json()
+    points = {p["service_point_id"]: p for p in data["service_points"]}
+    sp1 = {item["kind"]: item for item in points["sp-1"]["items"]}
+    assert sorted(sp1) == [
+        "late_parts_return",
+        "late_visit_dissatisfied",
+        "poor_service",
+        "public_complaint",
+        "repeat_repair",
+    ]
+    assert points["sp-1"]["score"] == 100 - 20 - 15 - 20 - 10 - 20
+    assert points["sp-2"]["score"] == 105
+    assert sp1["late_visit_dissatisfied"]["event_ids"] == await event_ids(
+        intake, a, "TicketDispatched", "TicketVisited", "FollowUpRecorded"
+    )
+    assert sp1["late_parts_return"]["event_ids"] == [str(overdue.event_id)]
+    assert sp1["public_complaint"]["event_ids"] == [complaint.json()["events"][0]]
+    assert sp1["repeat_repair"]["event_ids"] == [str(flag.event_id)]
+    assert sp1["repeat_repair"]["ticket_id"] == d
+    assert sp1["poor_service"]["event_ids"] == [poor.json()["event_id"]]
+    assert points["sp-2"]["items"][0]["event_ids"] == [media.json()["event_id"]]
+
+    # Staff KPIs (weights 40/20/15/25 and 30/20/50).
+    tech1 = next(t for t in data["technicians"] if t["subject"] == "tech-1")
+    assert tech1["measures"] == {
+        "first_time_fix": 0.0,  # A and C were reopened; B awaits its follow-up
+        "timeliness": 66.67,  # A's visit was late, B's and C's on time
+        "parts_usage": 100.0,  # B used the expected motor; A and C used no parts
+        "customer_rating": 67.5,  # follow-ups 40 and 95
+    }
+    assert tech1["score"] == round((40 * 0 + 20 * 66.67 + 15 * 100 + 25 * 67.5) / 100, 2)
+    tech2 = next(t for t in data["technicians"] if t["subject"] == "tech-2")
+    assert tech2["score"] is None  # no repair, visit or follow-up yet
+    (agent_kpi,) = data["agents"]
+    assert agent_kpi["measures"] == {
+        "response_time": 100.0,
+        "record_accuracy": 100.0,
+        "satisfaction": 67.5,
+    }
+    assert agent_kpi["score"] == 83.75
+
+    # Weights and points are settings.
+    platform.settings.feedback = FeedbackSettings(points_poor_service=-5)
+    again = (await auditor.get("/scorecards", params={"month": "2026-11"})).json()
+    assert (
+        next(p for p in again["service_points"] if p["service_point_id"] == "sp-1")["score"]
+        == 100 - 20 - 15 - 5 - 10 - 20
+    )
+    only = (
+        await auditor.get("/scorecards", params={"month": "2026-11", "service_point": "sp-2"})
+    ).json()
+    assert [p["service_point_id"] for p in only["service_points"]] == ["sp-2"]
+    assert only["agents"] == []
+    empty = (await auditor.get("/scorecards", params={"month": "2026-10"})).json()
+    assert empty["service_points"] == [] and empty["technicians"] == []
+    async with service_client("feedback", platform, role="regional_center", region="west") as rc:
+        assert (await rc.get("/scorecards", params={"month": "2026-11"})).json()[
+            "service_points"
+        ] == []
+
+
+async def test_quality_alert_once_per_model_category_day(
+    life: Lifecycle,
+    auditor: httpx.AsyncClient,
+    platform: Platform,
+    clock: ManualClock,
+) -> None:
+    platform.settings.feedback = FeedbackSettings(quality_alert_threshold=3)
+    day = clock.now().date()
+    tickets = [await life.through_repair() for _ in range(2)]
+    assert await raise_quality_alerts(platform, day) == []  # 2 < 3
+    tickets.append(await life.through_repair())
+    other = await life.open(model="DW-100")
+    await life.through_repair(other)
+    # The job's pass (today and yesterday), in the process holding the lease.
+    (alert,) = await run_once(platform, quality_lease(platform, "projector-a"))
+    assert await quality_lease(platform, "projector-b").acquire() is False
+    assert alert.event_type == "QualityAlertRaised"
+    assert alert.payload | {"ticket_ids": sorted(alert.payload["ticket_ids"])} == {
+        "product_model": "WM-700",
+        "fault_category": "quality_defect",
+        "day": day.isoformat(),
+        "count": 3,
+        "threshold": 3,
+        "ticket_ids": sorted(tickets),
+    }
+    # Never the same fact twice: a second pass (or another process) records nothing.
+    assert await raise_quality_alerts(platform, day) == []
+    # A fourth repair the same day does not raise a second alert either.
+    await life.through_repair()
+    assert await raise_quality_alerts(platform, day) == []
+    assert await run_once(platform, quality_lease(platform, "projector-a")) == []
+    # Repairs on the next day count for that day.
+    clock.advance(days=1)
+    assert await raise_quality_alerts(platform, day + timedelta(days=1)) == []
+
+    await project(platform)
+    report = await auditor.get("/quality/weekly", params={"week": "2026-W45"})
+    assert report.status_code == 200, report.text
+    data = report.json()
+    assert (data["from_day"], data["to_day"], data["threshold"]) == ("2026-11-02", "2026-11-08", 3)
+    assert [a["event_id"] for a in data["alerts"]] == [str(alert.event_id)]
+    counts = {(c["product_model"], c["fault_category"]): c["repairs"] for c in data["counts"]}
+    assert counts == {("WM-700", "quality_defect"): 4, ("DW-100", "quality_defect"): 1}
+    assert (await auditor.get("/quality/weekly", params={"week": "2026-W46"})).json()[
+        "alerts"
+    ] == []
+    for bad in ("2026-47", "2026-W54", "2025-W53"):
+        response = await auditor.get("/quality/weekly", params={"week": bad})
+        assert response.status_code == 422, (bad, response.text)
