@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"
     ready_broker_cache_seconds: float = 5.0
+    # False keeps services in rotation while Kafka is down (writes buffer in the outbox).
+    ready_requires_broker: bool = True
     ready_broker_timeout_seconds: float = 2.0
     # Relay, projector and jobs processes have no API: with this set they serve their
     # own Prometheus metrics on it (services serve /metrics on their API port).

@@ -135,7 +135,7 @@ async def broker_problem(settings: Settings) -> str | None:
     """None when the Kafka cluster answers a metadata request, else why not. Cached for
     ``ready_broker_cache_seconds`` so frequent probes cost one request per period."""
     servers = settings.kafka_bootstrap_servers
-    if not servers:
+    if not servers or not settings.ready_requires_broker:
         return None
     checked = _broker_checks.get(servers)
     if checked and time.monotonic() - checked[0] < settings.ready_broker_cache_seconds:
