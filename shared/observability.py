@@ -46,6 +46,12 @@ PROJECTION_APPLIED = Counter(
     "Events this process applied to a projection (duplicates excluded).",
     ["projection"],
 )
+PROJECTION_DUPLICATES = Counter(
+    "ticketline_projection_events_skipped",
+    "Events this process received again and skipped (already applied): redeliveries after "
+    "a relay or projector restart, or events a service already applied inline.",
+    ["projection"],
+)
 
 # Key in the connection's info dict: events appended in the open transaction.
 _APPENDED_KEY = "ticketline.appended"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import os
 import signal
 import subprocess
@@ -264,9 +265,16 @@ async def test_scaled_topology_survives_losing_a_relay_and_a_projector(
 
         for name, port in ports.items():
             topology.start(name, "serve", name, "--port", str(port))
+        metrics_ports: dict[str, int] = {}
         for n in (1, 2):
-            topology.start(f"relay-{n}", "relay")
-            topology.start(f"projector-{n}", "project", "--source", "kafka")
+            for name, args in ((f"relay-{n}", ["relay"]), (f"projector-{n}", ["project"])):
+                metrics_ports[name] = free_port()
+                topology.start(
+                    name,
+                    *args,
+                    *(["--source", "kafka"] if name.startswith("projector") else []),
+                    TICKETLINE_METRICS_PORT=str(metrics_ports[name]),
+                )
 
         base = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
         for name in SERVICES:
@@ -393,6 +401,27 @@ async def test_scaled_topology_survives_losing_a_relay_and_a_projector(
         for lifecycle, ticket in tickets:
             view = (await clients["intake"].get(f"/tickets/{ticket.ticket_id}")).json()
             assert view["status"] == lifecycle.final_status
+
+        # The survivors took over: the standby relay published, the other projector
+        # received every ticket event (applied, or skipped as already applied inline).
+        survivor = next(n for n in ("relay-1", "relay-2") if n != leader)
+        async with httpx.AsyncClient() as http:
+            relay_text = (await http.get(f"http://127.0.0.1:{metrics_ports[survivor]}/")).text
+            projector_text = (
+                await http.get(f"http://127.0.0.1:{metrics_ports['projector-2']}/")
+            ).text
+        assert metric_values(relay_text)[("ticketline_relay_published_total", ())] > 0
+        seen = metric_values(projector_text)
+        label = (("projection", "ticket_state"),)
+        assert (
+            seen[("ticketline_projection_events_applied_total", label)]
+            + seen[("ticketline_projection_events_skipped_total", label)]
+            > 0
+        )
+        # Structured logs: one JSON object per line, with the process and correlation ids.
+        lines = [json.loads(line) for line in (logs / "intake.log").read_text().splitlines()]
+        assert lines and all(line["service"] == "intake" for line in lines)
+        assert any(line.get("correlation_id") and line.get("route") for line in lines)
     finally:
         for client in clients.values():
             await client.aclose()

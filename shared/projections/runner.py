@@ -27,7 +27,7 @@ from shared.events.envelope import EventEnvelope
 from shared.events.registry import topic_for
 from shared.ledger.store import EventStore
 from shared.ledger.tables import projection_checkpoints, projection_stream_versions
-from shared.observability import PROJECTION_APPLIED
+from shared.observability import PROJECTION_APPLIED, PROJECTION_DUPLICATES
 from shared.projections.base import Projection
 
 log = logging.getLogger(__name__)
@@ -182,7 +182,7 @@ class ProjectionRunner:
     async def run(self, projection: Projection, source: EventSource) -> RunStats:
         stats = RunStats()
         async for batch in source.batches(projection):
-            applied_before = stats.applied
+            applied_before, duplicates_before = stats.applied, stats.duplicates
             async with self.db.transaction() as conn:
                 await self._apply_all(conn, projection, batch.events, stats)
                 if batch.position is not None:
@@ -195,6 +195,7 @@ class ProjectionRunner:
                         conn, projection.name, max(e.position for e in batch.events)
                     )
             PROJECTION_APPLIED.labels(projection.name).inc(stats.applied - applied_before)
+            PROJECTION_DUPLICATES.labels(projection.name).inc(stats.duplicates - duplicates_before)
             if batch.ack is not None:
                 await batch.ack()
             stats.batches += 1
