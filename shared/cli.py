@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import sys
 from collections.abc import Sequence
 
 from shared.config import Settings
+from shared.observability import configure_logging
 from shared.registry import SERVICES, all_projections
 
 
@@ -335,16 +335,23 @@ COMMANDS = {
 }
 
 
+def process_name(args: argparse.Namespace) -> str:
+    """The ``service`` field of every log line this process writes."""
+    if args.command == "serve":
+        return str(args.service)
+    return {"run": "embedded", "project": "projector"}.get(args.command, args.command)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
     args = build_parser().parse_args(argv)
+    settings = Settings()
+    configure_logging(settings, process_name(args))
     known = all_projections()
     for name in getattr(args, "projections", []) or []:
         if name not in known:
             print(f"unknown projection {name!r}; known: {', '.join(known)}", file=sys.stderr)
             return 2
-    return COMMANDS[args.command](Settings(), args)
+    return COMMANDS[args.command](settings, args)
 
 
 if __name__ == "__main__":

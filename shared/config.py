@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -147,6 +148,21 @@ class Settings(BaseSettings):
     relay_lease_seconds: float = 10.0
     projector_batch_size: int = 500
     projector_poll_seconds: float = 0.2
+
+    # Operations: one JSON object per log line (``text`` for reading locally), and how
+    # long /health/ready keeps a broker check (it must stay cheap under frequent probes).
+    log_format: Literal["json", "text"] = "json"
+    log_level: str = "INFO"
+    ready_broker_cache_seconds: float = 5.0
+    # False keeps services in rotation while Kafka is down (writes buffer in the outbox).
+    ready_requires_broker: bool = True
+    ready_broker_timeout_seconds: float = 2.0
+    # Relay, projector and jobs processes have no API: with this set they serve their
+    # own Prometheus metrics on it (services serve /metrics on their API port).
+    metrics_port: int | None = None
+    # Topics the relay creates when missing (deploy/ creates them explicitly).
+    kafka_topic_partitions: int = 6
+    kafka_topic_replication: int = 1
 
     # HMAC key for audit export summaries; embedded default: generated into the data dir.
     audit_signing_key: SecretStr | None = None

@@ -12,6 +12,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.types import TypeDecorator
 
+from shared.observability import count_appended, take_appended
+
 metadata = MetaData(
     naming_convention={
         "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -93,7 +95,10 @@ class Database:
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         """A write transaction: committed on success, rolled back on any error."""
         async with self.write_engine.begin() as conn:
+            take_appended(conn.info)  # nothing left over from a failed transaction
             yield conn
+            appended = take_appended(conn.info)
+        count_appended(appended)  # after the commit: rolled-back events never count
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[AsyncConnection]:

@@ -30,6 +30,7 @@ from shared.events.envelope import EventEnvelope, canonical_json
 from shared.leases import Lease
 from shared.ledger.store import row_to_envelope
 from shared.ledger.tables import events, outbox
+from shared.observability import RELAY_PUBLISHED
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +179,7 @@ class OutboxRelay:
             else:
                 failed_streams.add(message.key)
         await self.mark_published(published)
+        RELAY_PUBLISHED.inc(len(published))
         if failed_streams:
             first_error = next(e for e in results if e is not None)
             raise RelayError(

@@ -46,7 +46,11 @@ def _install_stop_signals(stop: asyncio.Event) -> None:
 
 def make_server(platform: Platform, service: str, host: str, port: int) -> _Server:
     app = app_factory(service)(platform)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    # log_config=None: uvicorn's loggers go through the root handler (JSON logs); the
+    # access log is written by the observability middleware, with correlation ids.
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", access_log=False, log_config=None
+    )
     return _Server(config)
 
 
@@ -107,7 +111,10 @@ async def run_relay(platform: Platform, stop: asyncio.Event) -> None:
     assert settings.kafka_bootstrap_servers
     with contextlib.suppress(Exception):  # the broker may come later; the relay retries
         await ensure_topics(
-            settings.kafka_bootstrap_servers, event_topics(settings.kafka_topic_prefix)
+            settings.kafka_bootstrap_servers,
+            event_topics(settings.kafka_topic_prefix),
+            partitions=settings.kafka_topic_partitions,
+            replication=settings.kafka_topic_replication,
         )
     relay = relay_from_settings(platform.db, settings, platform.clock)
     await relay.run(stop, poll_seconds=settings.relay_poll_seconds)
@@ -167,8 +174,10 @@ async def serve_one(settings: Settings, service: str, port: int | None) -> None:
     platform = Platform.from_settings(settings)
     stop = asyncio.Event()
     _install_stop_signals(stop)
-    server = make_server(platform, service, settings.host, port or service_port(settings, service))
+    port = port or service_port(settings, service)
+    server = make_server(platform, service, settings.host, port)
     task = asyncio.create_task(server.serve())
+    log.info("serving %s on %s:%d", service, settings.host, port)
     await asyncio.wait([task, asyncio.create_task(stop.wait())], return_when="FIRST_COMPLETED")
     server.should_exit = True
     await task
@@ -179,6 +188,11 @@ async def run_job(settings: Settings, job: str, names: Sequence[str], source: st
     platform = Platform.from_settings(settings)
     stop = asyncio.Event()
     _install_stop_signals(stop)
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port, addr=settings.host)
+    log.info("%s started", job)
     try:
         if job == "relay":
             await run_relay(platform, stop)

@@ -9,8 +9,10 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
+from shared.http.metrics import install_observability
 from shared.http.problems import install_problem_handlers
 from shared.migrations import schema_is_current
+from shared.observability import broker_problem
 from shared.platform import Platform
 
 
@@ -72,6 +74,7 @@ def create_service_app(
             response.headers["X-Correlation-ID"] = cid
         return response
 
+    install_observability(app, service)  # outermost: latency and correlation cover all
     return app
 
 
@@ -82,7 +85,9 @@ def health_router() -> APIRouter:
     async def live() -> dict[str, str]:
         return {"status": "live"}
 
-    @router.get("/health/ready", summary="Database reachable and schema current")
+    @router.get(
+        "/health/ready", summary="Database reachable, schema current, broker reachable (scaled)"
+    )
     async def ready(request: Request) -> JSONResponse:
         platform = get_platform(request)
         try:
@@ -95,6 +100,8 @@ def health_router() -> APIRouter:
             return JSONResponse(
                 {"status": "not_ready", "detail": "schema outdated"}, status_code=503
             )
+        if problem := await broker_problem(platform.settings):
+            return JSONResponse({"status": "not_ready", "detail": problem}, status_code=503)
         return JSONResponse({"status": "ready"})
 
     return router

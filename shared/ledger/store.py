@@ -24,6 +24,7 @@ from shared.events.envelope import (
 )
 from shared.events.registry import topic_for
 from shared.ledger.tables import event_sequence, events, outbox
+from shared.observability import note_appended
 
 ANY_VERSION: None = None
 NO_STREAM = 0
@@ -157,6 +158,7 @@ class EventStore:
             await conn.execute(insert(events), [_envelope_row(e) for e in envelopes])
         except IntegrityError as exc:
             raise ConcurrencyError(stream_id, version, None) from exc
+        note_appended(conn.info, ((e.service, e.event_type) for e in envelopes))
         topic = topic_for(stream_type, self.topic_prefix)
         await conn.execute(
             insert(outbox),

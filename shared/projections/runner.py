@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, case, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.clock import Clock, SystemClock
@@ -27,6 +27,7 @@ from shared.events.envelope import EventEnvelope
 from shared.events.registry import topic_for
 from shared.ledger.store import EventStore
 from shared.ledger.tables import projection_checkpoints, projection_stream_versions
+from shared.observability import PROJECTION_APPLIED, PROJECTION_DUPLICATES
 from shared.projections.base import Projection
 
 log = logging.getLogger(__name__)
@@ -181,10 +182,20 @@ class ProjectionRunner:
     async def run(self, projection: Projection, source: EventSource) -> RunStats:
         stats = RunStats()
         async for batch in source.batches(projection):
+            applied_before, duplicates_before = stats.applied, stats.duplicates
             async with self.db.transaction() as conn:
                 await self._apply_all(conn, projection, batch.events, stats)
                 if batch.position is not None:
                     await self._save_checkpoint(conn, projection.name, batch.position)
+                elif batch.events:
+                    # Kafka: the highest global position applied, for the lag metric only
+                    # (dedupe is per stream version); instances share partitions, so it
+                    # never moves back.
+                    await self._raise_checkpoint(
+                        conn, projection.name, max(e.position for e in batch.events)
+                    )
+            PROJECTION_APPLIED.labels(projection.name).inc(stats.applied - applied_before)
+            PROJECTION_DUPLICATES.labels(projection.name).inc(stats.duplicates - duplicates_before)
             if batch.ack is not None:
                 await batch.ack()
             stats.batches += 1
@@ -294,6 +305,30 @@ class ProjectionRunner:
             )
             found.update({r.stream_id: r.version for r in rows})
         return found
+
+    async def _raise_checkpoint(self, conn: AsyncConnection, name: str, position: int) -> None:
+        """Upsert keeping the larger position: concurrent instances neither fail on the
+        first insert nor move the checkpoint back."""
+        if conn.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as upsert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as upsert
+        pc = projection_checkpoints
+        statement = upsert(pc).values(
+            projection=name, position=position, updated_at=self.clock.now()
+        )
+        await conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=[pc.c.projection],
+                set_={
+                    "position": case(
+                        (statement.excluded.position > pc.c.position, statement.excluded.position),
+                        else_=pc.c.position,
+                    ),
+                    "updated_at": statement.excluded.updated_at,
+                },
+            )
+        )
 
     async def _save_checkpoint(self, conn: AsyncConnection, name: str, position: int) -> None:
         now = self.clock.now()

@@ -1,0 +1,221 @@
+"""``/metrics`` (Prometheus text format), request latency and correlation ids for a service.
+
+Process-local counters and histograms come from ``shared.observability``; the outbox
+backlog and the projections' lag are read from the database at scrape time, so any
+instance reports the platform-wide figures.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.ledger.tables import events, projection_checkpoints
+from shared.observability import HTTP_LATENCY, correlation_var
+from shared.outbox import outbox_backlog
+from shared.platform import Platform
+from shared.projections.base import Projection
+
+access_log = logging.getLogger("ticketline.http")
+QUIET_PATHS = ("/health/", "/metrics")
+
+
+def install_observability(app: FastAPI, service: str) -> None:
+    app.add_middleware(ObservabilityMiddleware, service=service)
+    app.include_router(metrics_router())
+
+
+class ObservabilityMiddleware:
+    """Pure ASGI (streams pass through untouched): a correlation id for every request —
+    the caller's ``X-Correlation-ID`` when it is a UUID, else a new one, put back into
+    the request so the events it records carry the same id — one access-log line, and
+    the latency histogram labelled with the route template."""
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        cid = _valid_correlation_id(scope)
+        if cid is None:
+            cid = str(uuid4())
+            headers = [(k, v) for k, v in scope["headers"] if k != b"x-correlation-id"]
+            scope["headers"] = [*headers, (b"x-correlation-id", cid.encode())]
+        token = correlation_var.set(cid)
+        status = 500
+        started = time.perf_counter()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                names = {k.lower() for k, _ in message.get("headers", [])}
+                if b"x-correlation-id" not in names:
+                    message["headers"] = [
+                        *message.get("headers", []),
+                        (b"x-correlation-id", cid.encode()),
+                    ]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = _route_template(scope)
+            method = scope["method"]
+            HTTP_LATENCY.labels(self.service, method, route, str(status)).observe(elapsed)
+            quiet = scope["path"].startswith(QUIET_PATHS)
+            access_log.log(
+                logging.DEBUG if quiet else logging.INFO,
+                "%s %s %s",
+                method,
+                route,
+                status,
+                extra={
+                    "method": method,
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 2),
+                },
+            )
+            correlation_var.reset(token)
+
+
+def _valid_correlation_id(scope: Scope) -> str | None:
+    for key, value in scope["headers"]:
+        if key == b"x-correlation-id":
+            try:
+                return str(UUID(value.decode("latin-1")))
+            except ValueError:
+                return None
+    return None
+
+
+def _route_template(scope: Scope) -> str:
+    """The matched route's path template; one label for everything unmatched, so that
+    probing random URLs cannot create unbounded series."""
+    route = scope.get("route")
+    if route is not None and hasattr(route, "path"):
+        return str(route.path)
+    app = scope.get("app")
+    for candidate in getattr(getattr(app, "router", None), "routes", []):
+        match, _ = candidate.matches(scope)
+        if match == Match.FULL and hasattr(candidate, "path"):
+            return str(candidate.path)
+    return "unmatched"
+
+
+def metrics_router() -> APIRouter:
+    router = APIRouter(tags=["health"])
+
+    @router.get(
+        "/metrics",
+        summary="Prometheus metrics",
+        description="Request latency, events appended (this process), outbox backlog and "
+        "age of the oldest unpublished event, projection lag per projection (database).",
+        response_class=Response,
+    )
+    async def metrics(request: Request) -> Response:
+        platform: Platform = request.app.state.platform
+        families = await database_metrics(platform)
+        snapshot = CollectorRegistry(auto_describe=False)
+        snapshot.register(_Snapshot(families))
+        body = generate_latest(REGISTRY) + generate_latest(snapshot)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+class _Snapshot:
+    """A collector yielding families computed for this scrape."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self.families
+
+
+def known_projections(platform: Platform) -> dict[str, Projection]:
+    from shared.registry import all_projections, all_reactors
+
+    return {**all_projections(), **all_reactors(platform)}
+
+
+async def database_metrics(platform: Platform) -> list[Metric]:
+    backlog = GaugeMetricFamily(
+        "ticketline_outbox_backlog", "Outbox rows not yet published to Kafka."
+    )
+    oldest = GaugeMetricFamily(
+        "ticketline_outbox_oldest_unpublished_age_seconds",
+        "Age of the oldest unpublished outbox row (0 when the outbox is drained).",
+    )
+    lag = GaugeMetricFamily(
+        "ticketline_projection_lag",
+        "Ledger head (events of the projection's stream types) minus the projection's "
+        "checkpoint, in global positions.",
+        labels=["projection"],
+    )
+    checkpoint = GaugeMetricFamily(
+        "ticketline_projection_checkpoint",
+        "Highest global position the projection has applied.",
+        labels=["projection"],
+    )
+    head = GaugeMetricFamily("ticketline_ledger_head", "Highest global position in the ledger.")
+    async with platform.db.reading() as conn:
+        count, oldest_at = await outbox_backlog(conn)
+        backlog.add_metric([], count)
+        oldest.add_metric([], _age_seconds(platform.clock.now(), oldest_at))
+        head.add_metric([], await platform.store.last_position(conn))
+        for name, projection in sorted(known_projections(platform).items()):
+            done, behind = await projection_lag(conn, name, projection.stream_types)
+            checkpoint.add_metric([name], done)
+            lag.add_metric([name], behind)
+    return [backlog, oldest, head, checkpoint, lag]
+
+
+async def projection_lag(
+    conn: AsyncConnection, name: str, stream_types: Iterable[str]
+) -> tuple[int, int]:
+    """(checkpoint, lag). The head counts only events the projection reads, so events of
+    other stream types never show as lag."""
+    relevant_head = (
+        await conn.execute(
+            select(func.coalesce(func.max(events.c.position), 0)).where(
+                events.c.stream_type.in_(list(stream_types))
+            )
+        )
+    ).scalar_one()
+    done = (
+        await conn.execute(
+            select(projection_checkpoints.c.position).where(
+                projection_checkpoints.c.projection == name
+            )
+        )
+    ).scalar()
+    done = int(done or 0)
+    return done, max(0, int(relevant_head) - done)
+
+
+def _age_seconds(now: datetime, since: Any) -> float:
+    if since is None:
+        return 0.0
+    if isinstance(since, datetime):
+        return max(0.0, (now - since).total_seconds())
+    return 0.0

@@ -1,0 +1,170 @@
+"""Operations: /metrics, correlation ids, JSON logs and /health/ready with a broker."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
+
+from services.intake.schemas import RECEIVE_EXAMPLE
+from shared.clock import ManualClock
+from shared.config import Settings
+from shared.db import Database
+from shared.ledger.store import NO_STREAM, EventStore
+from shared.observability import JsonFormatter, correlation_var
+from shared.outbox import KafkaPublisher, OutboxRelay
+from shared.platform import Platform
+from shared.projections.runner import KafkaSource, ProjectionRunner, read_checkpoint
+from shared.projections.ticket_state import TicketStateProjection
+from tests.support.broker import TestBroker
+from tests.support.clients import service_client
+from tests.support.factories import context, received
+from tests.support.ports import free_port
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def appended(event_type: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "ticketline_events_appended_total", {"service": "intake", "event_type": event_type}
+    )
+    return value or 0.0
+
+
+async def test_metrics_report_latency_events_backlog_and_lag(
+    intake: httpx.AsyncClient, platform: Platform, clock: ManualClock
+) -> None:
+    before = appended("TicketReceived")
+    created = await intake.post("/tickets", json=RECEIVE_EXAMPLE)
+    assert created.status_code == 201
+    await intake.get(f"/tickets/{created.json()['ticket_id']}")
+    assert appended("TicketReceived") == before + 1
+
+    clock.advance(hours=1)
+    response = await intake.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    found = samples(response.text)
+    # Route templates, never raw paths (ticket ids would explode the series).
+    routes = {dict(k[1]).get("route") for k in found if k[0].startswith("ticketline_http")}
+    assert {"/tickets", "/tickets/{ticket_id}"} <= routes
+    assert not any(r and created.json()["ticket_id"] in r for r in routes)
+    assert found[("ticketline_outbox_backlog", ())] == 1
+    assert found[("ticketline_outbox_oldest_unpublished_age_seconds", ())] == 3600
+    # ticket_state is applied inline; the asynchronous projector has not run yet.
+    assert found[("ticketline_projection_lag", (("projection", "ticket_state"),))] == 1
+
+    await platform.runner.catch_up(TicketStateProjection())
+    found = samples((await intake.get("/metrics")).text)
+    assert found[("ticketline_projection_lag", (("projection", "ticket_state"),))] == 0
+
+
+async def test_rolled_back_append_is_not_counted(db: Database, store: EventStore) -> None:
+    before = REGISTRY.get_sample_value(
+        "ticketline_events_appended_total", {"service": "intake", "event_type": "TicketReceived"}
+    )
+    with pytest.raises(RuntimeError):
+        async with db.transaction() as conn:
+            await store.append_to_stream(conn, "t-rollback", NO_STREAM, [received()], context())
+            raise RuntimeError("the command failed after appending")
+    after = REGISTRY.get_sample_value(
+        "ticketline_events_appended_total", {"service": "intake", "event_type": "TicketReceived"}
+    )
+    assert after == before
+
+
+async def test_correlation_id_reaches_the_events_and_the_response(
+    intake: httpx.AsyncClient,
+) -> None:
+    created = await intake.post("/tickets", json=RECEIVE_EXAMPLE)
+    cid = created.headers["x-correlation-id"]  # generated: none was sent
+    history = (await intake.get(f"/tickets/{created.json()['ticket_id']}/history")).json()
+    assert history["events"][0]["correlation_id"] == cid
+
+    given = "6f1c2a9e-0d4b-4c1e-9a53-2f7e8b1d0c44"
+    again = await intake.post(
+        "/tickets",
+        json={**RECEIVE_EXAMPLE, "product": {**RECEIVE_EXAMPLE["product"], "serial_number": "X"}},
+        headers={"X-Correlation-ID": given},
+    )
+    assert again.headers["x-correlation-id"] == given
+    history = (await intake.get(f"/tickets/{again.json()['ticket_id']}/history")).json()
+    assert history["events"][0]["correlation_id"] == given
+
+
+def test_json_log_lines_carry_service_and_correlation_id() -> None:
+    formatter = JsonFormatter("intake")
+    record = logging.LogRecord(
+        "ticketline.http", logging.INFO, __file__, 1, "GET %s", ("/x",), None
+    )
+    record.route = "/x"
+    token = correlation_var.set("abc")
+    try:
+        line = json.loads(formatter.format(record))
+    finally:
+        correlation_var.reset(token)
+    assert line["message"] == "GET /x"
+    assert line["service"] == "intake" and line["correlation_id"] == "abc"
+    assert line["level"] == "INFO" and line["logger"] == "ticketline.http"
+    assert line["route"] == "/x" and line["time"].endswith("+00:00")
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_ready_needs_the_broker_in_scaled_mode(
+    database_url: str, broker: TestBroker, tmp_path: Path
+) -> None:
+    down = Settings(
+        database_url=database_url,
+        kafka_bootstrap_servers=f"127.0.0.1:{free_port()}",
+        ready_broker_timeout_seconds=1.0,
+    )
+    up = Settings(database_url=database_url, kafka_bootstrap_servers=broker.bootstrap_servers)
+    answers = []
+    for settings in (down, up):
+        platform = Platform.from_settings(settings)
+        try:
+            async with service_client("intake", platform) as client:
+                answers.append(await client.get("/health/ready"))
+        finally:
+            await platform.close()
+    assert answers[0].status_code == 503
+    assert "broker unreachable" in answers[0].json()["detail"]
+    assert answers[1].status_code == 200, answers[1].text
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_kafka_projector_records_the_highest_position_applied(
+    db: Database, store: EventStore, broker: TestBroker
+) -> None:
+    for n in range(3):
+        async with db.transaction() as conn:
+            await store.append_to_stream(conn, f"t-{n}", NO_STREAM, [received(n)], context())
+    relay = OutboxRelay(db, KafkaPublisher(broker.bootstrap_servers, enable_idempotence=False))
+    try:
+        while await relay.publish_once():
+            pass
+    finally:
+        await relay.publisher.close()
+    runner = ProjectionRunner(db, store)
+    source = KafkaSource(
+        broker.bootstrap_servers,
+        topic_prefix="ticketline",
+        group_prefix="cp",
+        idle_stop_after_ms=1000,
+    )
+    await runner.run(TicketStateProjection(), source)
+    async with db.reading() as conn:
+        assert await read_checkpoint(conn, "ticket_state") == 3

@@ -1,0 +1,463 @@
+"""The scaled topology as real OS processes on loopback: PostgreSQL, the Kafka-protocol test
+broker, `ticketline migrate`, the four services (`ticketline serve`), two relays and two
+projectors (`ticketline project --source kafka`). A ticket lifecycle is driven over HTTP;
+one relay (the one holding the lease) and one projector are SIGKILLed mid-run; at the end
+every event is on Kafka, every projection applied each stream exactly to its head, and
+every service's /metrics reports an empty outbox and zero projection lag.
+
+The lifecycles are lists of steps: add dispatch, visit, repair and follow-up steps as
+those endpoints arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import func, select
+
+from services.intake.schemas import RECEIVE_EXAMPLE
+from shared.db import Database
+from shared.kafka import event_topics
+from shared.ledger.tables import events, leases, projection_stream_versions
+from shared.outbox import OutboxRelay
+from shared.projections.ticket_state import ticket_state
+from shared.registry import SERVICES, all_projections
+from tests.support.auth import DEFAULT_ROLE_BY_SERVICE, headers_for
+from tests.support.broker import TestBroker
+from tests.support.kafka import consume_all
+from tests.support.ports import free_port
+from tests.support.postgres import PostgresCluster
+
+pytestmark = pytest.mark.kafka
+
+DEADLINE_SECONDS = 60  # every wait below is bounded by this
+
+
+# --- the lifecycle, as steps ------------------------------------------------------------
+
+
+@dataclass
+class Ticket:
+    index: int
+    ticket_id: str = ""
+    version: int = 0
+
+
+@dataclass
+class Platform:
+    """HTTP clients on the running services, one per service, in its default role."""
+
+    clients: dict[str, httpx.AsyncClient]
+
+    async def call(self, service: str, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        response = await self.clients[service].request(method, path, **kwargs)
+        assert response.status_code < 300, f"{method} {path}: {response.text}"
+        return response.json()  # type: ignore[no-any-return]
+
+
+Step = Callable[[Platform, Ticket], Awaitable[None]]
+
+
+async def receive(p: Platform, t: Ticket) -> None:
+    body = copy.deepcopy(RECEIVE_EXAMPLE)
+    body["product"]["serial_number"] = f"SN-E2E-{t.index:04d}"
+    body["customer"]["phone"] = f"139{t.index:08d}"
+    body["address"]["region"] = ("east", "west", "north")[t.index % 3]
+    data = await p.call(
+        "intake", "POST", "/tickets", json=body, headers={"Idempotency-Key": f"e2e-{t.index}"}
+    )
+    t.ticket_id, t.version = data["ticket_id"], data["version"]
+
+
+async def correct_contact(p: Platform, t: Ticket) -> None:
+    data = await p.call(
+        "intake",
+        "PATCH",
+        f"/tickets/{t.ticket_id}/contact",
+        json={"customer": {"name": "Li Wei", "phone": f"137{t.index:08d}"}, "reason": "new"},
+        headers={"If-Match": f'"{t.version}"'},
+    )
+    t.version = data["version"]
+
+
+async def diagnose_remote_fixed(p: Platform, t: Ticket) -> None:
+    data = await p.call(
+        "intake",
+        "POST",
+        f"/tickets/{t.ticket_id}/diagnosis",
+        json={
+            "category": "misuse",
+            "complexity": "simple",
+            "resolution_path": "remote_guidance",
+            "remote_outcome": "fixed",
+        },
+    )
+    assert data["status"] == "repaired"
+    t.version = data["version"]
+
+
+async def diagnose_on_site(p: Platform, t: Ticket) -> None:
+    data = await p.call(
+        "intake",
+        "POST",
+        f"/tickets/{t.ticket_id}/diagnosis",
+        json={
+            "category": "quality_defect",
+            "complexity": "general",
+            "resolution_path": "on_site",
+            "expected_parts": ["MOTOR-WM700"],
+        },
+    )
+    t.version = data["version"]
+
+
+@dataclass
+class Lifecycle:
+    name: str
+    steps: list[Step]
+    final_status: str
+
+
+LIFECYCLES = [
+    Lifecycle("remote guidance", [receive, diagnose_remote_fixed], "repaired"),
+    # Lead: append dispatch, visit, repair, follow-up here (final status "closed").
+    Lifecycle("on site", [receive, correct_contact, diagnose_on_site], "diagnosed"),
+]
+
+
+async def drive(p: Platform, tickets: list[tuple[Lifecycle, Ticket]]) -> None:
+    """All tickets advance step by step, concurrently, so processes see interleaved load."""
+
+    async def one(lifecycle: Lifecycle, ticket: Ticket) -> None:
+        for step in lifecycle.steps:
+            await step(p, ticket)
+
+    await asyncio.gather(*(one(lc, t) for lc, t in tickets))
+
+
+# --- processes --------------------------------------------------------------------------
+
+
+@dataclass
+class Topology:
+    env: dict[str, str]
+    logs: Path
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    killed: set[str] = field(default_factory=set)
+
+    def start(self, name: str, *args: str, **extra_env: str) -> subprocess.Popen[bytes]:
+        log = (self.logs / f"{name}.log").open("wb")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "shared.cli", *args],
+            env={**self.env, **extra_env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.processes[name] = process
+        return process
+
+    def run(
+        self, *args: str, timeout: float = DEADLINE_SECONDS
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "shared.cli", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def kill(self, name: str) -> None:
+        self.killed.add(name)
+        self.processes[name].send_signal(signal.SIGKILL)
+        self.processes[name].wait(10)
+
+    def stop_all(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+
+    def log_tail(self) -> str:
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-1500:]}"
+            for p in sorted(self.logs.glob("*.log"))
+        )
+
+
+async def wait_until(what: str, check: Callable[[], Awaitable[bool]], topology: Topology) -> None:
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while time.monotonic() < deadline:
+        for name, process in topology.processes.items():
+            if name not in topology.killed and process.poll() is not None:
+                raise AssertionError(f"{name} exited early\n{topology.log_tail()}")
+        if await check():
+            return
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}\n{topology.log_tail()}")
+
+
+def metric_values(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+# --- the test ---------------------------------------------------------------------------
+
+
+async def test_scaled_topology_survives_losing_a_relay_and_a_projector(
+    pg_cluster: PostgresCluster, broker: TestBroker, tmp_path: Path
+) -> None:
+    database = f"scaled_{uuid.uuid4().hex[:10]}"
+    pg_cluster.psql(f'CREATE DATABASE "{database}"')
+    url = pg_cluster.url(database)
+    ports = {name: free_port() for name in SERVICES}
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+        "TICKETLINE_KAFKA_ENABLE_IDEMPOTENCE": "false",  # the test broker lacks it
+        "TICKETLINE_DATA_DIR": str(tmp_path / "data"),
+        "TICKETLINE_KAFKA_TOPIC_PARTITIONS": "4",
+        "TICKETLINE_RELAY_LEASE_SECONDS": "2",  # a standby takes over quickly
+        "TICKETLINE_RELAY_POLL_SECONDS": "0.1",
+        "TICKETLINE_RELAY_BATCH_SIZE": "5",  # many batches: the kill lands mid-stream
+        "TICKETLINE_PROJECTOR_BATCH_SIZE": "5",
+        "TICKETLINE_LOG_FORMAT": "json",
+    }
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    topology = Topology(env, logs)
+    db = Database(url)
+    clients: dict[str, httpx.AsyncClient] = {}
+    try:
+        # Services refuse an outdated schema; migrate is safe to run twice.
+        refused = topology.run("serve", "intake", "--port", str(ports["intake"]))
+        assert refused.returncode != 0
+        assert "run `ticketline migrate` first" in refused.stderr + refused.stdout
+        for _ in range(2):
+            migrated = topology.run("migrate")
+            assert migrated.returncode == 0, migrated.stderr
+
+        for name, port in ports.items():
+            topology.start(name, "serve", name, "--port", str(port))
+        metrics_ports: dict[str, int] = {}
+        for n in (1, 2):
+            for name, args in ((f"relay-{n}", ["relay"]), (f"projector-{n}", ["project"])):
+                metrics_ports[name] = free_port()
+                topology.start(
+                    name,
+                    *args,
+                    *(["--source", "kafka"] if name.startswith("projector") else []),
+                    TICKETLINE_METRICS_PORT=str(metrics_ports[name]),
+                )
+
+        base = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+        for name in SERVICES:
+            clients[name] = httpx.AsyncClient(
+                base_url=base[name],
+                headers=headers_for(DEFAULT_ROLE_BY_SERVICE[name]),
+                timeout=15,
+            )
+        platform = Platform(clients)
+
+        async def all_ready() -> bool:
+            try:
+                answers = [await c.get("/health/ready") for c in clients.values()]
+            except httpx.TransportError:
+                return False
+            return all(a.status_code == 200 for a in answers)
+
+        await wait_until("every service ready", all_ready, topology)
+        for client in clients.values():
+            assert (await client.get("/health/live")).status_code == 200
+
+        tickets: list[tuple[Lifecycle, Ticket]] = []
+
+        def new_tickets(count: int) -> list[tuple[Lifecycle, Ticket]]:
+            batch = [
+                (LIFECYCLES[(len(tickets) + i) % len(LIFECYCLES)], Ticket(len(tickets) + i))
+                for i in range(count)
+            ]
+            tickets.extend(batch)
+            return batch
+
+        await drive(platform, new_tickets(8))
+
+        # Kill the relay that holds the lease (the one publishing) and one projector.
+        async def leader_known() -> bool:
+            async with db.reading() as conn:
+                owner = (
+                    await conn.execute(
+                        select(leases.c.owner).where(leases.c.name == OutboxRelay.LEASE_NAME)
+                    )
+                ).scalar()
+            return owner is not None
+
+        await wait_until("a relay leader", leader_known, topology)
+        async with db.reading() as conn:
+            owner = (
+                await conn.execute(
+                    select(leases.c.owner).where(leases.c.name == OutboxRelay.LEASE_NAME)
+                )
+            ).scalar_one()
+        leader_pid = int(owner.rsplit(":", 2)[1])  # host:pid:suffix
+        leader = next(n for n, p in topology.processes.items() if p.pid == leader_pid)
+        assert leader.startswith("relay-")
+        second_batch = asyncio.create_task(drive(platform, new_tickets(8)))
+        await asyncio.sleep(0.3)  # mid-run: writes are flowing
+        topology.kill(leader)
+        topology.kill("projector-1")
+        await second_batch
+        await drive(platform, new_tickets(6))  # keep writing after the loss
+
+        # Every event reaches Kafka, the read models and the metrics settle at zero.
+        projections = all_projections()
+
+        async def settled() -> bool:
+            for client in clients.values():
+                found = metric_values((await client.get("/metrics")).text)
+                if found[("ticketline_outbox_backlog", ())] != 0:
+                    return False
+                for name in projections:
+                    if found[("ticketline_projection_lag", (("projection", name),))] != 0:
+                        return False
+            return True
+
+        await wait_until("backlog 0 and lag 0 on every service", settled, topology)
+        found = metric_values((await clients["intake"].get("/metrics")).text)
+        assert found[("ticketline_outbox_oldest_unpublished_age_seconds", ())] == 0
+
+        async with db.reading() as conn:
+            heads = {
+                r.stream_id: (r.stream_type, r.head)
+                for r in await conn.execute(
+                    select(
+                        events.c.stream_id,
+                        events.c.stream_type,
+                        func.max(events.c.stream_version).label("head"),
+                    ).group_by(events.c.stream_id, events.c.stream_type)
+                )
+            }
+            ledger = {
+                (r.stream_id, r.stream_version)
+                for r in await conn.execute(select(events.c.stream_id, events.c.stream_version))
+            }
+            states = {
+                r.ticket_id: (r.version, r.status)
+                for r in await conn.execute(
+                    select(ticket_state.c.ticket_id, ticket_state.c.version, ticket_state.c.status)
+                )
+            }
+            applied = {
+                (r.projection, r.stream_id): r.version
+                for r in await conn.execute(select(projection_stream_versions))
+            }
+        assert len(tickets) == 22 and len(heads) == len(tickets)
+        # ticket_state equals the ledger: one row per ticket at the stream's head version.
+        assert states == {
+            t.ticket_id: (heads[t.ticket_id][1], lc.final_status) for lc, t in tickets
+        }
+        # Every projection applied every stream of its types exactly up to the head.
+        for name, projection in projections.items():
+            expected = {
+                sid: head for sid, (kind, head) in heads.items() if kind in projection.stream_types
+            }
+            got = {sid: v for (p, sid), v in applied.items() if p == name}
+            assert got == expected, name
+        # Every ledger event is on Kafka (a relay killed mid-batch may have sent some twice).
+        on_kafka: set[tuple[str, int]] = set()
+        for topic in event_topics("ticketline"):
+            messages = await consume_all(broker.bootstrap_servers, topic, idle_ms=1000)
+            on_kafka |= {(m["stream_id"], m["stream_version"]) for m in messages}
+        assert on_kafka == ledger
+
+        # Each projection's consumer group commits the end of every partition: some
+        # instance processed (and committed after its transaction) every message — also
+        # on the partitions the killed projector held, once the group rebalanced.
+        async def groups_at_end() -> bool:
+            return await consumer_groups_at_end(broker.bootstrap_servers, projections)
+
+        await wait_until("every consumer group at the end", groups_at_end, topology)
+        for lifecycle, ticket in tickets:
+            view = (await clients["intake"].get(f"/tickets/{ticket.ticket_id}")).json()
+            assert view["status"] == lifecycle.final_status
+
+        # The survivors took over: the standby relay published, the other projector
+        # received every ticket event (applied, or skipped as already applied inline).
+        survivor = next(n for n in ("relay-1", "relay-2") if n != leader)
+        async with httpx.AsyncClient() as http:
+            relay_text = (await http.get(f"http://127.0.0.1:{metrics_ports[survivor]}/")).text
+            projector_text = (
+                await http.get(f"http://127.0.0.1:{metrics_ports['projector-2']}/")
+            ).text
+        assert metric_values(relay_text)[("ticketline_relay_published_total", ())] > 0
+        seen = metric_values(projector_text)
+        label = (("projection", "ticket_state"),)
+        assert (
+            seen[("ticketline_projection_events_applied_total", label)]
+            + seen[("ticketline_projection_events_skipped_total", label)]
+            > 0
+        )
+        # Structured logs: one JSON object per line, with the process and correlation ids.
+        lines = [json.loads(line) for line in (logs / "intake.log").read_text().splitlines()]
+        assert lines and all(line["service"] == "intake" for line in lines)
+        assert any(line.get("correlation_id") and line.get("route") for line in lines)
+    finally:
+        for client in clients.values():
+            await client.aclose()
+        topology.stop_all()
+        await db.dispose()
+
+
+async def consumer_groups_at_end(bootstrap_servers: str, projections: dict[str, Any]) -> bool:
+    from shared.events.registry import topic_for
+
+    for name, projection in projections.items():
+        topics = sorted({topic_for(t, "ticketline") for t in projection.stream_types})
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap_servers,
+            group_id=f"ticketline.{name}",
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        try:
+            await consumer.topics()  # load the metadata
+            partitions = [
+                TopicPartition(topic, p)
+                for topic in topics
+                for p in sorted(consumer.partitions_for_topic(topic) or [])
+            ]
+            assert partitions, name
+            ends = await consumer.end_offsets(partitions)
+            for tp in partitions:
+                # ">=": the test broker may report the end one short of the next offset.
+                if (await consumer.committed(tp) or 0) < ends[tp]:
+                    return False
+        finally:
+            await consumer.stop()
+    return True
