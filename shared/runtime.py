@@ -150,6 +150,10 @@ async def run_embedded(settings: Settings, *, print_fn=print) -> None:  # type: 
             tasks.append(asyncio.create_task(job(platform, stop), name=name))
         if jobs:
             print_fn(f"  jobs      {', '.join(jobs)}")
+        print_fn(
+            "  auth      get a token: ticketline token --role call_center_agent --subject you"
+            "  (send it as `Authorization: Bearer <token>`; see docs/access-control.md)"
+        )
         print_fn("Press Ctrl+C to stop.")
         await stop.wait()
     for _, server in servers:

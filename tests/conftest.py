@@ -19,6 +19,7 @@ from shared.db import Database
 from shared.ledger.store import EventStore
 from shared.migrations import upgrade
 from shared.platform import Platform
+from tests.support.auth import TEST_AUTH
 from tests.support.broker import TestBroker
 from tests.support.clients import service_client
 from tests.support.postgres import PostgresCluster
@@ -104,7 +105,7 @@ def broker() -> Iterator[TestBroker]:
 async def platform(
     database_url: str, clock: ManualClock, tmp_path: Path
 ) -> AsyncIterator[Platform]:
-    settings = Settings(database_url=database_url, data_dir=tmp_path / "data")
+    settings = Settings(database_url=database_url, data_dir=tmp_path / "data", auth=TEST_AUTH)
     p = Platform.from_settings(settings, clock=clock)
     yield p
     await p.close()
