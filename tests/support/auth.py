@@ -7,7 +7,7 @@ from shared.auth.tokens import REGION_ROLES, issue_token
 from shared.config import AuthSettings, Settings
 
 # The HS256 secret the test platform's Settings carry (tests/conftest.py `platform`).
-TEST_JWT_SECRET = "test-secret-for-ticketline-tests-only-0123456789"
+TEST_JWT_SECRET = "test-secret-for-ticketline-tests-only-" + "0123456789abcdef" * 2
 TEST_AUTH = AuthSettings(jwt_secret=TEST_JWT_SECRET)
 
 # The role each service's client acts in unless a test says otherwise.
