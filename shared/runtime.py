@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 
 import uvicorn
 
+from shared.auth.personal_data import install_log_filter
 from shared.config import Settings
 from shared.kafka import ensure_topics, event_topics
 from shared.leases import Lease
@@ -47,6 +48,7 @@ def _install_stop_signals(stop: asyncio.Event) -> None:
 def make_server(platform: Platform, service: str, host: str, port: int) -> _Server:
     app = app_factory(service)(platform)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+    install_log_filter()  # uvicorn has just configured its own handlers
     return _Server(config)
 
 

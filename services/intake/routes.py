@@ -38,7 +38,7 @@ from shared.http.app import get_platform
 from shared.http.context import Principal, allow, command_context, require_region
 from shared.http.headers import etag, expected_version, idempotency_key
 from shared.http.idempotency import CommandResponse, run_idempotent
-from shared.http.problems import PROBLEM_RESPONSES
+from shared.http.problems import PROBLEM_RESPONSES, ProblemDetails
 from shared.http.security import rate_limited
 from shared.platform import Platform
 
@@ -121,6 +121,7 @@ def ticket_view(row: Any, principal: Principal) -> TicketView:
     "/tickets",
     status_code=201,
     response_model=TicketAccepted,
+    responses={429: {"model": ProblemDetails, "description": "Rate limited (Retry-After)"}},
     summary="Record a customer request (event TicketReceived)",
     description="Returns the ticket number, the SLA deadlines that now apply and, when an "
     "open ticket exists for the same phone and serial (or model), `possible_duplicate_of`. "

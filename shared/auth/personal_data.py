@@ -84,9 +84,13 @@ class PersonalDataFilter(logging.Filter):
         return True
 
 
-def install_log_filter(logger: logging.Logger | None = None) -> None:
-    """Attach the filter to every handler of ``logger`` (root by default), once."""
-    target = logger or logging.getLogger()
-    for handler in target.handlers:
-        if not any(isinstance(f, PersonalDataFilter) for f in handler.filters):
-            handler.addFilter(PersonalDataFilter())
+def install_log_filter() -> None:
+    """Attach the filter to every handler configured so far (root and loggers with their
+    own, like uvicorn's), once. Call again after something configures new handlers."""
+    loggers = [logging.getLogger()] + [
+        lg for lg in logging.root.manager.loggerDict.values() if isinstance(lg, logging.Logger)
+    ]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if not any(isinstance(f, PersonalDataFilter) for f in handler.filters):
+                handler.addFilter(PersonalDataFilter())

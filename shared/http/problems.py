@@ -163,7 +163,9 @@ def install_problem_handlers(app: FastAPI) -> None:
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ProblemDetails, "description": description}
     for status, description in {
-        404: "Unknown resource",
+        401: "No valid credentials (`WWW-Authenticate: Bearer`)",
+        403: "Role or scope not allowed; the body names what is missing",
+        404: "Unknown resource (or outside the caller's region)",
         409: "Lifecycle rule violated, version conflict, or idempotency key reused",
         422: "Invalid input; `errors` names each offending field",
     }.items()
