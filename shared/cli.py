@@ -363,8 +363,10 @@ def build_parser() -> argparse.ArgumentParser:
     token = sub.add_parser("token", help="issue a bearer token for local use")
     token.add_argument("--role", required=True, choices=sorted(TOKEN_ROLES))
     token.add_argument("--subject", required=True, help="who (user id; a technician's id)")
-    token.add_argument("--region", default=None, help="dispatcher / regional center: required")
-    token.add_argument("--location", default=None, help="parts clerk: the stock location")
+    token.add_argument(
+        "--region", default=None, help="the one region (required for regional_center)"
+    )
+    token.add_argument("--location", default=None, help="parts clerk: its stock location")
     token.add_argument(
         "--scope", action="append", default=None, help="limit to a scope (repeatable)"
     )

@@ -319,3 +319,16 @@ async def test_personal_data_is_masked_for_roles_that_do_not_need_it(
             assert view["customer_phone"] != phone and line not in view["address_line"], role
             assert payload["customer"]["phone"] != phone, role
             assert payload["address"]["line"] == "***", role
+
+
+async def test_idempotency_keys_are_per_caller(platform: Platform) -> None:
+    """Another caller reusing a key gets its own outcome, never the first caller's answer."""
+    body = in_region("east")
+    async with service_client("intake", platform, subject="agent-a") as a:
+        first = await a.post("/tickets", json=body, headers={"Idempotency-Key": "k-1"})
+        replay = await a.post("/tickets", json=body, headers={"Idempotency-Key": "k-1"})
+    async with service_client("intake", platform, subject="agent-b") as b:
+        other = await b.post("/tickets", json=body, headers={"Idempotency-Key": "k-1"})
+    assert replay.json()["ticket_id"] == first.json()["ticket_id"]
+    assert other.status_code == 201 and "idempotent-replayed" not in other.headers
+    assert other.json()["ticket_id"] != first.json()["ticket_id"]

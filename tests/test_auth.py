@@ -93,7 +93,9 @@ async def test_bad_tokens_are_401(platform: Platform) -> None:
         "no exp": bearer(raw_token(hs, good_claims(exp=None), secret)),
         "unknown role": bearer(raw_token(hs, good_claims(role="root"), secret)),
         "system role": bearer(raw_token(hs, good_claims(role="system"), secret)),
-        "dispatcher without region": bearer(raw_token(hs, good_claims(role="dispatcher"), secret)),
+        "regional center without region": bearer(
+            raw_token(hs, good_claims(role="regional_center"), secret)
+        ),
         "unknown API key": {"X-API-Key": "tlk_guess"},
     }
     async with raw_client(platform) as client:
@@ -172,8 +174,8 @@ def test_token_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> N
     token = capsys.readouterr().out.strip()
     claims = Authenticator(Settings(data_dir=tmp_path)).verify_token(token)
     assert (claims.subject, claims.role, claims.region) == ("rc", "regional_center", "west")
-    # A dispatcher token needs its region.
-    assert cli_main(["token", "--role", "dispatcher", "--subject", "d"]) == 2
+    # A regional center's token needs its region.
+    assert cli_main(["token", "--role", "regional_center", "--subject", "r"]) == 2
     assert cli_main(["api-key", "--name", "acme"]) == 0
     out = capsys.readouterr().out
     assert "TICKETLINE_AUTH_API_KEYS" in out

@@ -146,7 +146,7 @@ async def receive_ticket(
 
     response = await run_idempotent(
         platform.db,
-        scope=f"{SERVICE}:receive",
+        scope=principal.idempotency_scope(f"{SERVICE}:receive"),
         key=key,
         request_body=body.model_dump(mode="json"),
         command=run,
@@ -192,7 +192,7 @@ async def diagnose_ticket(
     return to_response(
         await run_idempotent(
             platform.db,
-            scope=f"{SERVICE}:diagnose:{ticket_id}",
+            scope=principal.idempotency_scope(f"{SERVICE}:diagnose:{ticket_id}"),
             key=key,
             request_body=body.model_dump(mode="json"),
             command=run,
@@ -231,7 +231,7 @@ async def correct_contact(
     return to_response(
         await run_idempotent(
             platform.db,
-            scope=f"{SERVICE}:contact:{ticket_id}",
+            scope=principal.idempotency_scope(f"{SERVICE}:contact:{ticket_id}"),
             key=key,
             request_body=body.model_dump(mode="json"),
             command=run,

@@ -10,6 +10,7 @@ here, never from a request body.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from uuid import UUID, uuid4
@@ -67,6 +68,11 @@ class Principal:
         if self.role == "technician" and assignee != self.subject:
             return False
         return self.sees_region(region)
+
+    def idempotency_scope(self, scope: str) -> str:
+        """``scope`` narrowed to this caller: another caller reusing an Idempotency-Key
+        must never be handed the first caller's stored response."""
+        return f"{scope}:{hashlib.sha256(self.subject.encode()).hexdigest()[:16]}"
 
     def has_scope(self, scope: str) -> bool:
         return "*" in self.scopes or scope in self.scopes

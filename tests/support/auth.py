@@ -17,9 +17,9 @@ DEFAULT_ROLE_BY_SERVICE = {
     "parts": "parts_clerk",
     "feedback": "customer_relations",
 }
-# Region / location for roles whose tokens must carry one when a test gives none.
+# A regional center's token must name its region; this one when a test gives none. Other
+# roles without region / location act for headquarters (every region / location).
 DEFAULT_REGION = "east"
-DEFAULT_LOCATION = "hq"
 
 
 def token_for(
@@ -34,8 +34,6 @@ def token_for(
 ) -> str:
     if role in REGION_ROLES and not region:
         region = DEFAULT_REGION
-    if role == "parts_clerk" and not location:
-        location = DEFAULT_LOCATION
     return issue_token(
         settings or Settings(auth=TEST_AUTH),
         role=role,
