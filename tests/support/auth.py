@@ -8,7 +8,14 @@ from shared.config import AuthSettings, Settings
 
 # The HS256 secret the test platform's Settings carry (tests/conftest.py `platform`).
 TEST_JWT_SECRET = "test-secret-for-ticketline-tests-only-" + "0123456789abcdef" * 2
-TEST_AUTH = AuthSettings(jwt_secret=TEST_JWT_SECRET)
+# Tests open many tickets as one caller: the intake rate limit is tested on its own.
+TEST_INTAKE_BURST = 1_000_000
+TEST_AUTH = AuthSettings(jwt_secret=TEST_JWT_SECRET, intake_burst=TEST_INTAKE_BURST)
+# For Settings a test builds itself (tests/conftest.py puts these in the environment).
+TEST_AUTH_ENV = {
+    "TICKETLINE_AUTH_JWT_SECRET": TEST_JWT_SECRET,
+    "TICKETLINE_AUTH_INTAKE_BURST": str(TEST_INTAKE_BURST),
+}
 
 # The role each service's client acts in unless a test says otherwise.
 DEFAULT_ROLE_BY_SERVICE = {
