@@ -153,8 +153,8 @@ async def run_embedded(settings: Settings, *, print_fn=print) -> None:  # type: 
         if jobs:
             print_fn(f"  jobs      {', '.join(jobs)}")
         print_fn(
-            "  auth      get a token: ticketline token --role call_center_agent --subject you"
-            "  (send it as `Authorization: Bearer <token>`; see docs/access-control.md)"
+            "  auth      get a token: .venv/bin/ticketline token --role call_center_agent "
+            "--subject you   (send `Authorization: Bearer <token>`; docs/access-control.md)"
         )
         print_fn("Press Ctrl+C to stop.")
         await stop.wait()
