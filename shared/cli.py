@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
 
+from shared.auth.personal_data import install_log_filter
+from shared.auth.tokens import TOKEN_ROLES
 from shared.config import Settings
 from shared.observability import configure_logging
 from shared.registry import SERVICES, all_projections
@@ -136,11 +139,13 @@ def _cmd_subscribe(settings: Settings, args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from shared.kafka import event_topics
-    from shared.subscribe import subscribe_http, subscribe_kafka
+    from shared.subscribe import AccessRefused, subscribe_http, subscribe_kafka
 
     def emit(envelope: dict) -> None:
         print(json.dumps(envelope, ensure_ascii=False, sort_keys=True), flush=True)
 
+    token = args.token or os.environ.get("TICKETLINE_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else None
     types = [t for t in (args.types or "").split(",") if t]
     region = args.region.lower() if args.region else None
     source = args.source or ("kafka" if settings.uses_kafka and not args.url else "http")
@@ -171,10 +176,14 @@ def _cmd_subscribe(settings: Settings, args: argparse.Namespace) -> int:
                     position_file=Path(args.position_file) if args.position_file else None,
                     emit=emit,
                     max_events=args.max_events,
+                    headers=headers,
                 )
             )
     except KeyboardInterrupt:
         pass
+    except AccessRefused as exc:
+        print(f"subscribe: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -257,6 +266,38 @@ def _cmd_contract(_settings: Settings, args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _cmd_token(settings: Settings, args: argparse.Namespace) -> int:
+    from shared.auth.tokens import issue_token, parse_duration
+
+    try:
+        token = issue_token(
+            settings,
+            role=args.role,
+            subject=args.subject,
+            region=args.region,
+            location=args.location,
+            scopes=args.scope or None,
+            ttl_seconds=parse_duration(args.ttl or settings.auth.token_ttl_default),
+        )
+    except ValueError as exc:
+        print(f"token: {exc}", file=sys.stderr)
+        return 2
+    print(token)
+    return 0
+
+
+def _cmd_api_key(_settings: Settings, args: argparse.Namespace) -> int:
+    from shared.auth.tokens import api_key_entry, new_api_key
+
+    key = new_api_key()
+    print(f"key (give it to the call-center software; it is not stored): {key}")
+    print(
+        f"TICKETLINE_AUTH_API_KEYS entry (merge into the JSON object): "
+        f"{api_key_entry(args.name, key, args.region)}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ticketline",
@@ -316,6 +357,23 @@ def build_parser() -> argparse.ArgumentParser:
     subscribe.add_argument("--source", choices=("http", "kafka"), default=None)
     subscribe.add_argument("--group", default=None, help="Kafka consumer group")
     subscribe.add_argument("--max-events", type=int, default=None, help="stop after N events")
+    subscribe.add_argument(
+        "--token", default=None, help="HTTP: bearer token (default: $TICKETLINE_TOKEN)"
+    )
+    token = sub.add_parser("token", help="issue a bearer token for local use")
+    token.add_argument("--role", required=True, choices=sorted(TOKEN_ROLES))
+    token.add_argument("--subject", required=True, help="who (user id; a technician's id)")
+    token.add_argument(
+        "--region", default=None, help="the one region (required for regional_center)"
+    )
+    token.add_argument("--location", default=None, help="parts clerk: its stock location")
+    token.add_argument(
+        "--scope", action="append", default=None, help="limit to a scope (repeatable)"
+    )
+    token.add_argument("--ttl", default=None, help="lifetime, e.g. 15m, 8h (default 8h)")
+    api_key = sub.add_parser("api-key", help="make a machine API key for call-center software")
+    api_key.add_argument("--name", required=True, help="which software / company it is for")
+    api_key.add_argument("--region", default=None, help="limit its reads to one region")
     return parser
 
 
@@ -332,6 +390,8 @@ COMMANDS = {
     "export": _cmd_export,
     "contract": _cmd_contract,
     "verify-export": _cmd_verify_export,
+    "token": _cmd_token,
+    "api-key": _cmd_api_key,
 }
 
 
@@ -346,6 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings()
     configure_logging(settings, process_name(args))
+    install_log_filter()
     known = all_projections()
     for name in getattr(args, "projections", []) or []:
         if name not in known:

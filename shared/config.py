@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -113,10 +113,44 @@ class FeedbackSettings(BaseSettings):
     quality_job_lease_seconds: float = 120.0
 
 
+class ApiKeyEntry(BaseModel):
+    """A machine API key (call-center software), stored by the SHA-256 of the key."""
+
+    name: str
+    role: str = "call_center_agent"
+    region: str | None = None
+
+
 class AuthSettings(BaseSettings):
-    """Authentication and access control."""
+    """Authentication and access control (docs/access-control.md)."""
 
     model_config = SettingsConfigDict(env_prefix="TICKETLINE_AUTH_", extra="ignore")
+
+    # HS256 (embedded default): the shared secret; unset → generated into the data dir.
+    jwt_secret: SecretStr | None = None
+    # RS256 (scaled mode): any of these switches verification to RS256 only.
+    public_key_file: Path | None = None
+    jwks_file: Path | None = None
+    jwks_url: str | None = None
+    jwks_cache_seconds: int = 300
+    # RS256: the private key `ticketline token` signs with (tokens usually come from an IdP).
+    private_key_file: Path | None = None
+    issuer: str = "ticketline"
+    audience: str = "ticketline"
+    leeway_seconds: int = 30
+    token_ttl_default: str = "8h"
+    # JSON: {"<sha256 hex of the key>": {"name": "acme-callcenter", "region": null}}.
+    api_keys: dict[str, ApiKeyEntry] = Field(default_factory=dict)
+    # Browser origins allowed to call the APIs; empty = CORS off.
+    cors_allow_origins: list[str] = Field(default_factory=list)
+    max_body_bytes: int = 1_048_576
+    # Ticket intake per API key / subject: a token bucket (each replica limits on its own).
+    intake_rate_per_minute: float = 120.0
+    intake_burst: int = 60
+
+    @property
+    def uses_rs256(self) -> bool:
+        return bool(self.public_key_file or self.jwks_file or self.jwks_url)
 
 
 class Settings(BaseSettings):

@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 
 import uvicorn
 
+from shared.auth.personal_data import install_log_filter
 from shared.config import Settings
 from shared.kafka import ensure_topics, event_topics
 from shared.leases import Lease
@@ -51,6 +52,7 @@ def make_server(platform: Platform, service: str, host: str, port: int) -> _Serv
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", access_log=False, log_config=None
     )
+    install_log_filter()  # on whatever handlers exist now
     return _Server(config)
 
 
@@ -157,6 +159,10 @@ async def run_embedded(settings: Settings, *, print_fn=print) -> None:  # type: 
             tasks.append(asyncio.create_task(job(platform, stop), name=name))
         if jobs:
             print_fn(f"  jobs      {', '.join(jobs)}")
+        print_fn(
+            "  auth      get a token: .venv/bin/ticketline token --role call_center_agent "
+            "--subject you   (send `Authorization: Bearer <token>`; docs/access-control.md)"
+        )
         print_fn("Press Ctrl+C to stop.")
         await stop.wait()
     for _, server in servers:
@@ -171,6 +177,13 @@ async def serve_one(settings: Settings, service: str, port: int | None) -> None:
 
     if not await schema_is_current(settings.resolved_database_url):
         raise SystemExit("The database schema is not current: run `ticketline migrate` first.")
+    if not (settings.auth.jwt_secret or settings.auth.uses_rs256):
+        # A secret generated per host would make each replica refuse the others' tokens.
+        raise SystemExit(
+            "Configure token verification for separate processes: TICKETLINE_AUTH_JWKS_URL "
+            "(or _JWKS_FILE / _PUBLIC_KEY_FILE) for RS256, or one TICKETLINE_AUTH_JWT_SECRET "
+            "shared by every replica (docs/access-control.md)."
+        )
     platform = Platform.from_settings(settings)
     stop = asyncio.Event()
     _install_stop_signals(stop)

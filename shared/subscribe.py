@@ -17,6 +17,10 @@ from typing import Any
 import httpx
 
 
+class AccessRefused(Exception):
+    """401/403/404 from the stream: retrying cannot help."""
+
+
 def load_position(path: Path | None) -> int | None:
     if path is None or not path.exists():
         return None
@@ -89,7 +93,14 @@ async def subscribe_http(
                     backoff = 0.5
                     if max_events is not None and emitted >= max_events:
                         return emitted
-            except (httpx.TransportError, httpx.HTTPStatusError):
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code in (401, 403, 404):
+                    raise AccessRefused(
+                        f"{exc.response.status_code} from {exc.request.url}"
+                    ) from None
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+            except httpx.TransportError:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
     return emitted

@@ -3,6 +3,7 @@ Kafka-protocol test broker, all on this machine's loopback."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -19,11 +20,16 @@ from shared.db import Database
 from shared.ledger.store import EventStore
 from shared.migrations import upgrade
 from shared.platform import Platform
+from tests.support.auth import TEST_AUTH, TEST_AUTH_ENV
 from tests.support.broker import TestBroker
 from tests.support.clients import service_client
 from tests.support.postgres import PostgresCluster
 
 BACKENDS = ["sqlite", "postgres"]
+
+# Any Settings a test builds (and any CLI it starts) verifies the tokens headers_for mints.
+for _name, _value in TEST_AUTH_ENV.items():
+    os.environ.setdefault(_name, _value)
 
 
 @pytest.fixture(scope="session")
@@ -104,7 +110,7 @@ def broker() -> Iterator[TestBroker]:
 async def platform(
     database_url: str, clock: ManualClock, tmp_path: Path
 ) -> AsyncIterator[Platform]:
-    settings = Settings(database_url=database_url, data_dir=tmp_path / "data")
+    settings = Settings(database_url=database_url, data_dir=tmp_path / "data", auth=TEST_AUTH)
     p = Platform.from_settings(settings, clock=clock)
     yield p
     await p.close()

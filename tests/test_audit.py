@@ -21,6 +21,7 @@ from shared.ledger.tables import events
 from shared.platform import Platform
 from shared.projections.ticket_state import TicketStateProjection, ticket_state
 from shared.replay import replay
+from tests.support.auth import headers_for
 from tests.support.factories import context, diagnosed, new_ticket_id, received
 
 
@@ -137,7 +138,9 @@ async def test_export_over_http_and_cli_verify(
 ) -> None:
     await seed(platform, clock, tickets=4)
     transport = httpx.ASGITransport(app=create_app(platform))
-    async with httpx.AsyncClient(transport=transport, base_url="http://intake.test") as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://intake.test", headers=headers_for("auditor")
+    ) as client:
         response = await client.get("/audit/export", params={"region": "east", "format": "csv"})
     assert response.status_code == 200, response.text
     summary = json.loads(response.headers["x-export-summary"])

@@ -23,6 +23,7 @@ def test_run_starts_every_service_and_stops_cleanly(tmp_path) -> None:
     }
     env.pop("DATABASE_URL", None)
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    env.pop("TICKETLINE_AUTH_JWT_SECRET", None)
     process = subprocess.Popen(
         [sys.executable, "-m", "shared.cli", "run"],
         env=env,
@@ -46,12 +47,35 @@ def test_run_starts_every_service_and_stops_cleanly(tmp_path) -> None:
             assert f"{name}" in output and f"http://127.0.0.1:{port}" in output, output
             wait_for_port(port, 10)
             assert httpx.get(f"http://127.0.0.1:{port}/health/ready").json() == {"status": "ready"}
+        assert "ticketline token" in output
         intake = f"http://127.0.0.1:{ports['intake']}"
+        anonymous = httpx.post(f"{intake}/tickets", json=RECEIVE_EXAMPLE)
+        assert anonymous.status_code == 401
+        # A token from the CLI, signed with the secret generated into the same data dir.
+        token = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "shared.cli",
+                "token",
+                "--role",
+                "call_center_agent",
+                "--subject",
+                "agent-7",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        auth = {"Authorization": f"Bearer {token}"}
         created = httpx.post(
-            f"{intake}/tickets", json=RECEIVE_EXAMPLE, headers={"Idempotency-Key": "e2e"}
+            f"{intake}/tickets",
+            json=RECEIVE_EXAMPLE,
+            headers={**auth, "Idempotency-Key": "e2e"},
         )
         assert created.status_code == 201, created.text
-        ticket = httpx.get(f"{intake}/tickets/{created.json()['ticket_id']}").json()
+        ticket = httpx.get(f"{intake}/tickets/{created.json()['ticket_id']}", headers=auth).json()
         assert ticket["status"] == "received"
         assert (tmp_path / "data" / "ticketline.db").exists()
     finally:

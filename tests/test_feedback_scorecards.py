@@ -92,28 +92,30 @@ async def test_scorecard_deductions_are_traced_to_events(
             },
         )
         assert poor.status_code == 201, poor.text
-    media = await auditor.post(
-        "/scorecards/items",
-        json={
-            "service_point_id": "sp-2",
-            "region": "east",
-            "item": "positive_media_coverage",
-            "occurred_on": "2026-11-02",
-            "evidence": "City paper praised the repair",
-        },
-    )
-    assert media.status_code == 201, media.text
-    async with service_client("feedback", platform, role="call_center_agent") as agent:
-        assert (await agent.post("/scorecards/items", json={})).status_code == 403
-    future = await auditor.post(
-        "/scorecards/items",
-        json={
-            "service_point_id": "sp-2",
-            "item": "poor_service",
-            "occurred_on": "2026-12-01",
-            "evidence": "not yet",
-        },
-    )
+        media = await admin.post(
+            "/scorecards/items",
+            json={
+                "service_point_id": "sp-2",
+                "region": "east",
+                "item": "positive_media_coverage",
+                "occurred_on": "2026-11-02",
+                "evidence": "City paper praised the repair",
+            },
+        )
+        assert media.status_code == 201, media.text
+        # Auditors read everything and write nothing.
+        for role in ("call_center_agent", "auditor"):
+            async with service_client("feedback", platform, role=role) as other:
+                assert (await other.post("/scorecards/items", json={})).status_code == 403
+        future = await admin.post(
+            "/scorecards/items",
+            json={
+                "service_point_id": "sp-2",
+                "item": "poor_service",
+                "occurred_on": "2026-12-01",
+                "evidence": "not yet",
+            },
+        )
     assert future.status_code == 422 and future.json()["errors"][0]["field"] == "occurred_on"
     await project(platform)
 

@@ -10,8 +10,9 @@ import httpx
 import pytest
 
 from services.intake.schemas import RECEIVE_EXAMPLE
+from tests.support.auth import headers_for
 
-DISPATCHER = {"X-Actor": "disp-1", "X-Actor-Role": "dispatcher"}
+DISPATCHER = headers_for("dispatcher", subject="disp-1", region="east")
 
 
 def body(**changes: Any) -> dict[str, Any]:

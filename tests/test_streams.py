@@ -12,6 +12,7 @@ from services.intake.app import create_app
 from shared.ledger.store import NO_STREAM
 from shared.platform import Platform
 from shared.subscribe import subscribe_http
+from tests.support.auth import headers_for, token_for
 from tests.support.factories import context, diagnosed, new_ticket_id, received
 from tests.support.servers import serve_app
 
@@ -31,8 +32,12 @@ async def open_tickets(platform: Platform, regions: list[str], start: int = 0) -
     return ids
 
 
+AUDITOR = headers_for("auditor")
+
+
 async def collect(url: str, **kwargs) -> list[dict]:  # type: ignore[no-untyped-def]
     out: list[dict] = []
+    kwargs.setdefault("headers", AUDITOR)
     await asyncio.wait_for(subscribe_http(url, emit=out.append, **kwargs), 20)
     return out
 
@@ -98,7 +103,9 @@ async def test_filter_by_type_and_start_from_now(platform: Platform) -> None:
 
 async def test_bad_stream_requests_are_422(platform: Platform) -> None:
     transport = httpx.ASGITransport(app=create_app(platform))
-    async with httpx.AsyncClient(transport=transport, base_url="http://intake.test") as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://intake.test", headers=AUDITOR
+    ) as client:
         bad_type = await client.get("/streams/events", params={"types": "TicketVanished"})
         assert bad_type.status_code == 422 and bad_type.json()["errors"][0]["field"] == "types"
         bad_id = await client.get("/streams/events", headers={"Last-Event-ID": "abc"})
@@ -124,6 +131,8 @@ async def test_subscriber_cli_prints_json_lines_and_resumes(platform: Platform, 
             str(position_file),
             "--max-events",
             str(count),
+            "--token",
+            token_for("regional_center", region="east"),
             stdout=asyncio.subprocess.PIPE,
         )
         out, _ = await asyncio.wait_for(process.communicate(), 60)

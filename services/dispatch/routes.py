@@ -85,12 +85,17 @@ def reach_of(principal: Principal) -> Reach:
 
 
 async def idempotent(
-    platform: Platform, scope: str, key: str | None, body: Any, command: Any
+    platform: Platform,
+    principal: Principal,
+    scope: str,
+    key: str | None,
+    body: Any,
+    command: Any,
 ) -> JSONResponse:
     return to_response(
         await run_idempotent(
             platform.db,
-            scope=f"{SERVICE}:{scope}",
+            scope=principal.idempotency_scope(f"{SERVICE}:{scope}"),
             key=key,
             request_body=body.model_dump(mode="json"),
             command=command,
@@ -126,7 +131,7 @@ async def register_service_point(
         )
         return CommandResponse(201, network_accepted(result), f"/service-points/{body.id}")
 
-    return await idempotent(platform, "register_service_point", key, body, run)
+    return await idempotent(platform, principal, "register_service_point", key, body, run)
 
 
 @network_router.put(
@@ -151,7 +156,7 @@ async def update_service_point(
         )
         return CommandResponse(200, network_accepted(result))
 
-    return await idempotent(platform, f"update_service_point:{point_id}", key, body, run)
+    return await idempotent(platform, principal, f"update_service_point:{point_id}", key, body, run)
 
 
 @network_router.get(
@@ -216,7 +221,7 @@ async def register_technician(
         )
         return CommandResponse(201, network_accepted(result), f"/technicians/{body.id}")
 
-    return await idempotent(platform, "register_technician", key, body, run)
+    return await idempotent(platform, principal, "register_technician", key, body, run)
 
 
 @network_router.put(
@@ -242,7 +247,9 @@ async def update_technician(
         )
         return CommandResponse(200, network_accepted(result))
 
-    return await idempotent(platform, f"update_technician:{technician_id}", key, body, run)
+    return await idempotent(
+        platform, principal, f"update_technician:{technician_id}", key, body, run
+    )
 
 
 async def _set_active(
@@ -264,7 +271,7 @@ async def _set_active(
         return CommandResponse(200, network_accepted(result))
 
     scope = f"{'activate' if active else 'deactivate'}_technician:{technician_id}"
-    return await idempotent(platform, scope, key, body, run)
+    return await idempotent(platform, principal, scope, key, body, run)
 
 
 @network_router.post(
@@ -491,7 +498,7 @@ async def dispatch_ticket(
         )
         return CommandResponse(200, view.model_dump(mode="json"))
 
-    return await idempotent(platform, f"dispatch:{ticket_id}", key, body, run)
+    return await idempotent(platform, principal, f"dispatch:{ticket_id}", key, body, run)
 
 
 @tickets_router.get(
@@ -554,7 +561,7 @@ async def visit_ticket(
         )
         return CommandResponse(200, ticket_accepted(result))
 
-    return await idempotent(platform, f"visit:{ticket_id}", key, body, run)
+    return await idempotent(platform, principal, f"visit:{ticket_id}", key, body, run)
 
 
 @tickets_router.post(
@@ -590,4 +597,4 @@ async def repair_ticket(
         )
         return CommandResponse(200, ticket_accepted(result))
 
-    return await idempotent(platform, f"repair:{ticket_id}", key, body, run)
+    return await idempotent(platform, principal, f"repair:{ticket_id}", key, body, run)

@@ -122,7 +122,7 @@ async def record_follow_up(
     return to_response(
         await run_idempotent(
             platform.db,
-            scope=f"{SERVICE}:follow-up:{ticket_id}",
+            scope=principal.idempotency_scope(f"{SERVICE}:follow-up:{ticket_id}"),
             key=key,
             request_body=body.model_dump(mode="json"),
             command=run,
@@ -169,7 +169,7 @@ async def file_complaint(
     return to_response(
         await run_idempotent(
             platform.db,
-            scope=f"{SERVICE}:complaint:{ticket_id}",
+            scope=principal.idempotency_scope(f"{SERVICE}:complaint:{ticket_id}"),
             key=key,
             request_body=body.model_dump(mode="json"),
             command=run,
@@ -363,7 +363,7 @@ async def get_scorecards(
 async def record_scorecard_item(
     body: ScorecardItemRequest,
     request: Request,
-    principal: Principal = Depends(allow("admin", "auditor")),
+    principal: Principal = Depends(allow("admin")),
     key: str | None = Depends(idempotency_key),
     platform: Platform = Depends(get_platform),
 ) -> JSONResponse:
@@ -387,7 +387,7 @@ async def record_scorecard_item(
     return to_response(
         await run_idempotent(
             platform.db,
-            scope=f"{SERVICE}:scorecard-item",
+            scope=principal.idempotency_scope(f"{SERVICE}:scorecard-item"),
             key=key,
             request_body=body.model_dump(mode="json"),
             command=run,

@@ -72,7 +72,7 @@ repairs = Table(
     Index("ix_feedback_repairs_ticket_id", "ticket_id"),
 )
 
-# Manual scorecard items (admin/auditor), from the ``scorecard`` streams.
+# Manual scorecard items (entered by admin), from the ``scorecard`` streams.
 scorecard_items = Table(
     "feedback_scorecard_items",
     metadata,

@@ -21,6 +21,8 @@ from shared.projections.ticket_state import apply_changes, ticket_state
 class TicketFilters:
     status: str | None = None
     region: str | None = None
+    # A technician's list: only the tickets assigned to them.
+    technician_id: str | None = None
     urgency: str | None = None
     phone: str | None = None
     created_from: datetime | None = None
@@ -68,6 +70,8 @@ async def list_ticket_rows(
         conditions.append(t.status == filters.status)
     if filters.region:
         conditions.append(t.region == filters.region)
+    if filters.technician_id:
+        conditions.append(t.technician_id == filters.technician_id)
     if filters.urgency:
         conditions.append(t.urgency == filters.urgency)
     if filters.phone:

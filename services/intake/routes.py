@@ -29,19 +29,36 @@ from services.intake.schemas import (
     TicketPage,
     TicketView,
 )
+from shared.auth.personal_data import mask_address_line, mask_payload, mask_phone
 from shared.commands import TicketCommandResult
 from shared.domain.errors import InvalidCommand, NotFound
 from shared.domain.ticket import TicketState, TicketStatus
-from shared.events.envelope import GENESIS_HASH, Actor
+from shared.events.envelope import GENESIS_HASH
 from shared.http.app import get_platform
-from shared.http.context import command_context, current_actor, mask_phone, may_see_personal_data
+from shared.http.context import Principal, allow, command_context, require_region
 from shared.http.headers import etag, expected_version, idempotency_key
 from shared.http.idempotency import CommandResponse, run_idempotent
-from shared.http.problems import PROBLEM_RESPONSES
+from shared.http.problems import PROBLEM_RESPONSES, ProblemDetails
+from shared.http.security import rate_limited
 from shared.platform import Platform
 
 SERVICE = "intake"
 router = APIRouter(tags=["tickets"], responses=PROBLEM_RESPONSES)
+
+# Who may call what (docs/access-control.md); region and assignment scoping apply on top.
+may_receive = rate_limited("intake", "call_center_agent", scope="tickets:write")
+may_diagnose = allow("call_center_agent", "dispatcher", scope="tickets:write")
+may_correct = allow("call_center_agent", "dispatcher", "customer_relations", scope="tickets:write")
+may_read = allow(
+    "call_center_agent",
+    "dispatcher",
+    "technician",
+    "customer_relations",
+    "regional_center",
+    "auditor",
+    "admin",
+    scope="tickets:read",
+)
 
 
 def accepted(result: TicketCommandResult) -> TicketAccepted:
@@ -78,10 +95,22 @@ def to_response(response: CommandResponse) -> JSONResponse:
     return JSONResponse(response.body, status_code=response.status_code, headers=headers)
 
 
-def ticket_view(row: Any, actor: Actor) -> TicketView:
+async def visible_ticket(platform: Platform, principal: Principal, ticket_id: UUID) -> Any:
+    """The ticket's current row, or 404 when it does not exist for this caller (another
+    region, or a technician's ticket assigned to someone else)."""
+    async with platform.db.reading() as conn:
+        row = await get_ticket_row(conn, str(ticket_id))
+    if row is None:
+        raise NotFound("ticket_not_found", f"no ticket {ticket_id}")
+    require_region(principal, row.region, "ticket", str(ticket_id), assignee=row.technician_id)
+    return row
+
+
+def ticket_view(row: Any, principal: Principal) -> TicketView:
     data = dict(row) if isinstance(row, dict) else dict(row._mapping)
-    if not may_see_personal_data(actor):
+    if not principal.sees_personal_data:
         data["customer_phone"] = mask_phone(data["customer_phone"])
+        data["address_line"] = mask_address_line(data["address_line"])
     data["sla"] = Deadlines(
         response_due_at=data.pop("response_due_at"), resolution_due_at=data.pop("resolution_due_at")
     )
@@ -92,6 +121,7 @@ def ticket_view(row: Any, actor: Actor) -> TicketView:
     "/tickets",
     status_code=201,
     response_model=TicketAccepted,
+    responses={429: {"model": ProblemDetails, "description": "Rate limited (Retry-After)"}},
     summary="Record a customer request (event TicketReceived)",
     description="Returns the ticket number, the SLA deadlines that now apply and, when an "
     "open ticket exists for the same phone and serial (or model), `possible_duplicate_of`. "
@@ -100,11 +130,11 @@ def ticket_view(row: Any, actor: Actor) -> TicketView:
 async def receive_ticket(
     body: ReceiveTicketRequest,
     request: Request,
-    actor: Actor = Depends(current_actor),
+    principal: Principal = Depends(may_receive),
     key: str | None = Depends(idempotency_key),
     platform: Platform = Depends(get_platform),
 ) -> JSONResponse:
-    context = command_context(request, actor, SERVICE)
+    context = command_context(request, principal.actor, SERVICE)
     command = domain.ReceiveTicket(
         **{name: getattr(body, name) for name in type(body).model_fields}
     )
@@ -116,7 +146,7 @@ async def receive_ticket(
 
     response = await run_idempotent(
         platform.db,
-        scope=f"{SERVICE}:receive",
+        scope=principal.idempotency_scope(f"{SERVICE}:receive"),
         key=key,
         request_body=body.model_dump(mode="json"),
         command=run,
@@ -137,12 +167,13 @@ async def diagnose_ticket(
     ticket_id: UUID,
     body: DiagnoseTicketRequest,
     request: Request,
-    actor: Actor = Depends(current_actor),
+    principal: Principal = Depends(may_diagnose),
     key: str | None = Depends(idempotency_key),
     version: int | None = Depends(expected_version),
     platform: Platform = Depends(get_platform),
 ) -> JSONResponse:
-    context = command_context(request, actor, SERVICE)
+    await visible_ticket(platform, principal, ticket_id)
+    context = command_context(request, principal.actor, SERVICE)
     command = domain.DiagnoseTicket(
         category=body.category,
         complexity=body.complexity,
@@ -161,7 +192,7 @@ async def diagnose_ticket(
     return to_response(
         await run_idempotent(
             platform.db,
-            scope=f"{SERVICE}:diagnose:{ticket_id}",
+            scope=principal.idempotency_scope(f"{SERVICE}:diagnose:{ticket_id}"),
             key=key,
             request_body=body.model_dump(mode="json"),
             command=run,
@@ -180,12 +211,13 @@ async def correct_contact(
     ticket_id: UUID,
     body: CorrectContactRequest,
     request: Request,
-    actor: Actor = Depends(current_actor),
+    principal: Principal = Depends(may_correct),
     key: str | None = Depends(idempotency_key),
     version: int | None = Depends(expected_version),
     platform: Platform = Depends(get_platform),
 ) -> JSONResponse:
-    context = command_context(request, actor, SERVICE)
+    await visible_ticket(platform, principal, ticket_id)
+    context = command_context(request, principal.actor, SERVICE)
     command = domain.CorrectContactDetails(
         reason=body.reason, customer=body.customer, address=body.address
     )
@@ -199,7 +231,7 @@ async def correct_contact(
     return to_response(
         await run_idempotent(
             platform.db,
-            scope=f"{SERVICE}:contact:{ticket_id}",
+            scope=principal.idempotency_scope(f"{SERVICE}:contact:{ticket_id}"),
             key=key,
             request_body=body.model_dump(mode="json"),
             command=run,
@@ -221,19 +253,18 @@ async def get_ticket(
         description="ISO 8601 with timezone: the state as recorded at that time, rebuilt "
         "from the ticket's events (e.g. 2026-11-20T10:00:00Z).",
     ),
-    actor: Actor = Depends(current_actor),
+    principal: Principal = Depends(may_read),
     platform: Platform = Depends(get_platform),
 ) -> TicketView:
-    async with platform.db.reading() as conn:
-        if as_of is None:
-            row = await get_ticket_row(conn, str(ticket_id))
-        else:
-            require_aware("as_of", as_of)
+    require_aware("as_of", as_of)
+    row = await visible_ticket(platform, principal, ticket_id)
+    if as_of is not None:
+        async with platform.db.reading() as conn:
             row = await ticket_row_as_of(conn, platform.store, str(ticket_id), as_of)
     if row is None:
         raise NotFound("ticket_not_found", f"no ticket {ticket_id}")
     response.headers["ETag"] = etag(row["version"] if isinstance(row, dict) else row.version)
-    return ticket_view(row, actor)
+    return ticket_view(row, principal)
 
 
 @router.get(
@@ -250,14 +281,19 @@ async def list_tickets(
     created_to: datetime | None = Query(default=None, description="Exclusive (ISO 8601)."),
     cursor: str | None = Query(default=None, max_length=200),
     limit: int = Query(default=50, ge=1, le=200),
-    actor: Actor = Depends(current_actor),
+    principal: Principal = Depends(may_read),
     platform: Platform = Depends(get_platform),
 ) -> TicketPage:
     for name, value in (("created_from", created_from), ("created_to", created_to)):
         require_aware(name, value)
+    wanted = region.lower() if region else None
+    if principal.region and wanted and wanted != principal.region:
+        # Another region's tickets do not exist for a regional caller.
+        return TicketPage(items=[], next_cursor=None)
     filters = TicketFilters(
         status=status.value if status else None,
-        region=region.lower() if region else None,
+        region=principal.region or wanted,
+        technician_id=principal.subject if principal.role == "technician" else None,
         urgency=urgency,
         phone="".join(ch for ch in phone if ch.isdigit() or ch == "+") if phone else None,
         created_from=created_from,
@@ -265,7 +301,7 @@ async def list_tickets(
     )
     async with platform.db.reading() as conn:
         rows, next_cursor = await list_ticket_rows(conn, filters, cursor=cursor, limit=limit)
-    return TicketPage(items=[ticket_view(r, actor) for r in rows], next_cursor=next_cursor)
+    return TicketPage(items=[ticket_view(r, principal) for r in rows], next_cursor=next_cursor)
 
 
 @router.get(
@@ -275,14 +311,15 @@ async def list_tickets(
 )
 async def ticket_history(
     ticket_id: UUID,
-    actor: Actor = Depends(current_actor),
+    principal: Principal = Depends(may_read),
     platform: Platform = Depends(get_platform),
 ) -> TicketHistory:
+    await visible_ticket(platform, principal, ticket_id)
     async with platform.db.reading() as conn:
         events = await platform.store.read_stream(conn, str(ticket_id))
     if not events:
         raise NotFound("ticket_not_found", f"no ticket {ticket_id}")
-    show_personal = may_see_personal_data(actor)
+    show_personal = principal.sees_personal_data
     items: list[HistoryEvent] = []
     chain_valid = True
     previous = GENESIS_HASH
@@ -290,7 +327,7 @@ async def ticket_history(
         hash_ok = e.computed_hash() == e.hash and e.prev_hash == previous
         chain_valid = chain_valid and hash_ok
         previous = e.hash
-        payload = e.payload if show_personal else _mask_payload(e.payload)
+        payload = e.payload if show_personal else mask_payload(e.payload)
         items.append(
             HistoryEvent(
                 position=e.position,
@@ -311,10 +348,3 @@ async def ticket_history(
             )
         )
     return TicketHistory(ticket_id=str(ticket_id), chain_valid=chain_valid, events=items)
-
-
-def _mask_payload(payload: dict[str, Any]) -> dict[str, Any]:
-    customer = payload.get("customer")
-    if isinstance(customer, dict) and "phone" in customer:
-        return {**payload, "customer": {**customer, "phone": mask_phone(customer["phone"])}}
-    return payload

@@ -152,7 +152,7 @@ async def put_part(
 
     return await run_command(
         platform,
-        scope=f"{SERVICE}:part:{number}",
+        scope=principal.idempotency_scope(f"{SERVICE}:part:{number}"),
         key=key,
         body=body.model_dump(mode="json"),
         command=run,
@@ -214,7 +214,7 @@ async def register_location(
 
     return await run_command(
         platform,
-        scope=f"{SERVICE}:location:{location_id}",
+        scope=principal.idempotency_scope(f"{SERVICE}:location:{location_id}"),
         key=key,
         body=body.model_dump(mode="json"),
         command=run,
@@ -271,7 +271,7 @@ async def receive_stock(
 
     return await run_command(
         platform,
-        scope=f"{SERVICE}:receipt:{location}",
+        scope=principal.idempotency_scope(f"{SERVICE}:receipt:{location}"),
         key=key,
         body=body.model_dump(mode="json"),
         command=run,
@@ -302,7 +302,7 @@ async def adjust_stock(
 
     return await run_command(
         platform,
-        scope=f"{SERVICE}:adjust:{body.location_id}",
+        scope=principal.idempotency_scope(f"{SERVICE}:adjust:{body.location_id}"),
         key=key,
         body=body.model_dump(mode="json"),
         command=run,
@@ -396,7 +396,7 @@ async def raise_requisition(
 
     return await run_command(
         platform,
-        scope=f"{SERVICE}:requisition",
+        scope=principal.idempotency_scope(f"{SERVICE}:requisition"),
         key=key,
         body=body.model_dump(mode="json"),
         command=run,
@@ -435,7 +435,7 @@ async def _requisition_command(
 
     return await run_command(
         platform,
-        scope=f"{SERVICE}:{scope}:{rid}",
+        scope=principal.idempotency_scope(f"{SERVICE}:{scope}:{rid}"),
         key=key,
         body=body,
         command=run,
@@ -603,7 +603,7 @@ async def record_return(
 
     return await run_command(
         platform,
-        scope=f"{SERVICE}:old-part-return",
+        scope=principal.idempotency_scope(f"{SERVICE}:old-part-return"),
         key=key,
         body=body.model_dump(mode="json"),
         command=run,

@@ -9,8 +9,10 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
+from shared.config import Settings
 from shared.http.metrics import install_observability
 from shared.http.problems import install_problem_handlers
+from shared.http.security import install_security
 from shared.migrations import schema_is_current
 from shared.observability import broker_problem
 from shared.platform import Platform
@@ -63,6 +65,7 @@ def create_service_app(
     if platform is not None:
         app.state.platform = platform
     install_problem_handlers(app)
+    install_security(app, (platform.settings if platform else Settings()).auth)
     for router in routers:
         app.include_router(router)
     app.include_router(health_router())

@@ -10,12 +10,16 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
 from shared.audit import render, select_events, signing_key, summarise
-from shared.domain.errors import InvalidCommand
+from shared.domain.errors import InvalidCommand, NotFound
 from shared.events.envelope import canonical_json
 from shared.http.app import get_platform
+from shared.http.context import Principal, allow
 from shared.platform import Platform
 
 router = APIRouter(tags=["audit"])
+
+# Exports are evidence: unmasked (they must verify against the ledger), hence few roles.
+may_export = allow("auditor", "regional_center", "admin", scope="audit:export")
 
 
 @router.get(
@@ -33,8 +37,13 @@ async def export_events(
     recorded_from: datetime | None = Query(default=None, description="Inclusive, ISO 8601."),
     recorded_to: datetime | None = Query(default=None, description="Exclusive, ISO 8601."),
     format: Literal["jsonl", "csv"] = "jsonl",
+    principal: Principal = Depends(may_export),
     platform: Platform = Depends(get_platform),
 ) -> Response:
+    wanted = region.lower() if region else None
+    if principal.region and wanted and wanted != principal.region:
+        raise NotFound("region_not_found", f"no region {wanted} for this caller")
+    region = principal.region or wanted
     for name, value in (("recorded_from", recorded_from), ("recorded_to", recorded_to)):
         if value is not None and value.tzinfo is None:
             raise InvalidCommand(name, "give a timezone, e.g. 2026-11-20T10:00:00Z")
@@ -52,6 +61,9 @@ async def export_events(
             recorded_from=recorded_from,
             recorded_to=recorded_to,
         )
+    if ticket_id and not envelopes:
+        # Unknown, or (for a regional caller) another region's: the same answer.
+        raise NotFound("ticket_not_found", f"no ticket {ticket_id}")
     data = render(envelopes, format)
     summary = summarise(data, envelopes, format, scope, signing_key(platform.settings))
     media = "application/x-ndjson" if format == "jsonl" else "text/csv"

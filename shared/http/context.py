@@ -1,23 +1,30 @@
 """Who is calling and on whose behalf: the principal, its actor and the correlation.
 
-The principal comes from the ``X-Actor`` / ``X-Actor-Role`` / ``X-Actor-Region`` /
-``X-Actor-Location`` headers for now; access control (authenticated tokens) replaces
-exactly this module's ``current_principal``. Routes depend on ``allow(*roles)`` (who may
-call) and check ``Principal.sees_region`` (what they may see), so that the policy has one
-place.
+``current_principal`` authenticates the request (``Authorization: Bearer <JWT>``, or a
+machine key as ``X-API-Key`` / ``Authorization: ApiKey <key>``; see shared/auth/tokens.py)
+and answers 401 without valid credentials. Routes depend on ``allow(*roles)`` (who may
+call, 403 otherwise) and check ``Principal.sees_region`` / ``require_region`` (what they may
+see, 404 outside it), so that the policy has one place. The event actor always comes from
+here, never from a request body.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from uuid import UUID, uuid4
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, HTTPBearer
 
+from shared.auth.personal_data import mask_phone
+from shared.auth.tokens import Authenticator, InvalidCredentials
 from shared.domain.errors import NotFound
 from shared.events.envelope import Actor, CommandContext
 from shared.http.problems import ProblemError
+
+__all__ = ["mask_phone"]
 
 ROLES = frozenset(
     {
@@ -46,6 +53,7 @@ class Principal:
     region: str | None = None
     # Parts clerk: the stock location they work at.
     location: str | None = None
+    # What the credentials were limited to ("*" = everything the role may do).
     scopes: frozenset[str] = field(default_factory=frozenset)
 
     @property
@@ -55,37 +63,93 @@ class Principal:
     def sees_region(self, region: str | None) -> bool:
         return self.region is None or region == self.region
 
+    def sees(self, region: str | None, assignee: str | None = None) -> bool:
+        """Region scoping plus a technician's reach: only tickets assigned to them."""
+        if self.role == "technician" and assignee != self.subject:
+            return False
+        return self.sees_region(region)
+
+    def idempotency_scope(self, scope: str) -> str:
+        """``scope`` narrowed to this caller: another caller reusing an Idempotency-Key
+        must never be handed the first caller's stored response."""
+        return f"{scope}:{hashlib.sha256(self.subject.encode()).hexdigest()[:16]}"
+
+    def has_scope(self, scope: str) -> bool:
+        return "*" in self.scopes or scope in self.scopes
+
     @property
     def sees_personal_data(self) -> bool:
         return self.role in PERSONAL_DATA_ROLES
 
 
-def current_principal(
-    x_actor: str = Header(
-        default="anonymous", max_length=200, description="Acting user (until tokens)."
-    ),
-    x_actor_role: str = Header(default="call_center_agent", description="Role the user acts in."),
-    x_actor_region: str | None = Header(default=None, max_length=32),
-    x_actor_location: str | None = Header(default=None, max_length=200),
-) -> Principal:
-    if x_actor_role not in ROLES:
-        raise ProblemError(
-            422,
-            "validation-error",
-            "The request is not valid",
-            f"X-Actor-Role: unknown role {x_actor_role!r}",
-            errors=[{"field": "X-Actor-Role", "message": "unknown role"}],
-        )
-    return Principal(
-        subject=x_actor,
-        role=x_actor_role,
-        region=x_actor_region.lower() if x_actor_region else None,
-        location=x_actor_location,
+# Declared for the OpenAPI document (the lock in /docs); the parsing is below.
+_bearer = HTTPBearer(auto_error=False, description="A JWT: `ticketline token --role ...`.")
+_api_key = APIKeyHeader(
+    name="X-API-Key", auto_error=False, description="Machine key of call-center software."
+)
+
+
+def _unauthorized(detail: str, error: str | None = None) -> ProblemError:
+    challenge = 'Bearer realm="ticketline"'
+    if error:
+        challenge += f', error="{error}"'
+    return ProblemError(
+        401,
+        "unauthorized",
+        "Authentication required",
+        detail,
+        headers={"WWW-Authenticate": challenge},
     )
 
 
-def allow(*roles: str) -> Callable[..., Principal]:
-    """A dependency admitting only these roles (403 naming them otherwise)."""
+def authenticator(request: Request) -> Authenticator:
+    """One per app (keys and JWKS loaded once), built from the platform's settings."""
+    state = request.app.state
+    found: Authenticator | None = getattr(state, "authenticator", None)
+    if found is None:
+        found = state.authenticator = Authenticator(state.platform.settings)
+    return found
+
+
+def current_principal(
+    request: Request,
+    _b: object = Depends(_bearer),
+    _k: object = Depends(_api_key),
+) -> Principal:
+    cached: Principal | None = getattr(request.state, "principal", None)
+    if cached is not None:
+        return cached
+    auth = authenticator(request)
+    header = request.headers.get("authorization", "").strip()
+    scheme, _, credentials = header.partition(" ")
+    api_key = request.headers.get("x-api-key")
+    try:
+        if scheme.lower() == "bearer" and credentials.strip():
+            claims = auth.verify_token(credentials.strip())
+        elif scheme.lower() == "apikey" and credentials.strip():
+            claims = auth.verify_api_key(credentials.strip())
+        elif api_key:
+            claims = auth.verify_api_key(api_key.strip())
+        elif header:
+            raise InvalidCredentials("use `Authorization: Bearer <token>` or `X-API-Key`")
+        else:
+            raise _unauthorized("no credentials: send `Authorization: Bearer <token>`")
+    except InvalidCredentials as exc:
+        raise _unauthorized(str(exc), "invalid_token") from None
+    principal = Principal(
+        subject=claims.subject,
+        role=claims.role,
+        region=claims.region,
+        location=claims.location,
+        scopes=claims.scopes,
+    )
+    request.state.principal = principal
+    return principal
+
+
+def allow(*roles: str, scope: str | None = None) -> Callable[..., Principal]:
+    """A dependency admitting only these roles, and (given ``scope``) only credentials that
+    carry that scope; 403 naming what is missing otherwise."""
     unknown = set(roles) - ROLES
     if unknown:
         raise ValueError(f"unknown roles: {sorted(unknown)}")
@@ -100,14 +164,36 @@ def allow(*roles: str) -> Callable[..., Principal]:
                 f"allowed: {', '.join(sorted(roles))}",
                 required_roles=sorted(roles),
             )
+        if scope is not None and not principal.has_scope(scope):
+            raise ProblemError(
+                403,
+                "forbidden",
+                "Your credentials lack a scope",
+                f"this endpoint needs the scope {scope!r}",
+                required_scope=scope,
+            )
         return principal
 
     return dependency
 
 
-def require_region(principal: Principal, region: str | None, what: str, ident: str) -> None:
-    """Outside the caller's region a resource does not exist for it (404, not 403)."""
-    if not principal.sees_region(region):
+_UNCHECKED = object()
+
+
+def require_region(
+    principal: Principal,
+    region: str | None,
+    what: str,
+    ident: str,
+    *,
+    assignee: str | None | object = _UNCHECKED,
+) -> None:
+    """Outside the caller's region a resource does not exist for it (404, not 403). Given
+    ``assignee`` (the technician a ticket is assigned to), a technician sees only their own."""
+    visible = principal.sees_region(region)
+    if assignee is not _UNCHECKED and principal.role == "technician":
+        visible = visible and assignee == principal.subject
+    if not visible:
         raise NotFound(f"{what}_not_found", f"no {what} {ident}")
 
 
@@ -129,11 +215,3 @@ def command_context(request: Request, actor: Actor, service: str) -> CommandCont
 
 def may_see_personal_data(actor: Actor) -> bool:
     return actor.role in PERSONAL_DATA_ROLES
-
-
-def mask_phone(phone: str) -> str:
-    """``13812345678`` → ``138****5678``: first three and last four digits kept."""
-    digits = "".join(ch for ch in phone if ch.isdigit())
-    if len(digits) <= 7:
-        return "*" * len(digits)
-    return f"{digits[:3]}{'*' * (len(digits) - 7)}{digits[-4:]}"

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from shared.domain.errors import DomainError, InvalidCommand
@@ -23,7 +23,10 @@ class FieldError(BaseModel):
 
 
 class ProblemDetails(BaseModel):
-    """Every 4xx/5xx body. ``rule`` names a broken lifecycle rule; ``errors`` the fields."""
+    """Every 4xx/5xx body. ``rule`` names a broken lifecycle rule; ``errors`` the fields.
+    Extension members (e.g. ``required_roles``, ``required_scope``) may follow."""
+
+    model_config = ConfigDict(extra="allow")
 
     type: str = Field(examples=[PROBLEM_BASE + "rule-violation"])
     title: str
@@ -160,7 +163,9 @@ def install_problem_handlers(app: FastAPI) -> None:
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ProblemDetails, "description": description}
     for status, description in {
-        404: "Unknown resource",
+        401: "No valid credentials (`WWW-Authenticate: Bearer`)",
+        403: "Role or scope not allowed; the body names what is missing",
+        404: "Unknown resource (or outside the caller's region)",
         409: "Lifecycle rule violated, version conflict, or idempotency key reused",
         422: "Invalid input; `errors` names each offending field",
     }.items()

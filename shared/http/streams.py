@@ -18,10 +18,12 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
-from shared.domain.errors import InvalidCommand
+from shared.auth.personal_data import mask_payload
+from shared.domain.errors import InvalidCommand, NotFound
 from shared.events.envelope import EventEnvelope, canonical_json
 from shared.events.registry import all_payload_classes
 from shared.http.app import get_platform
+from shared.http.context import Principal, allow
 from shared.ledger.store import row_to_envelope
 from shared.ledger.tables import events
 from shared.platform import Platform
@@ -30,9 +32,16 @@ router = APIRouter(tags=["streams"])
 
 HEARTBEAT_SECONDS = 15.0
 
+may_subscribe = allow("regional_center", "dispatcher", "auditor", "admin", scope="events:read")
 
-def format_sse(event: EventEnvelope) -> str:
-    data = canonical_json(event.to_json_dict())
+
+def format_sse(event: EventEnvelope, *, masked: bool = False) -> str:
+    document = event.to_json_dict()
+    if masked:
+        # Roles without access to personal data get it masked; such an event no longer
+        # matches its hash (auditors verify with /audit/export, which is unmasked).
+        document["payload"] = mask_payload(document["payload"])
+    data = canonical_json(document)
     return f"id: {event.position}\nevent: {event.event_type}\ndata: {data}\n\n"
 
 
@@ -81,9 +90,16 @@ async def stream_events(
     ),
     batch: int = Query(default=100, ge=1, le=1000, description="Events read ahead per client."),
     last_event_id: str | None = Header(default=None, alias="Last-Event-ID"),
+    principal: Principal = Depends(may_subscribe),
     platform: Platform = Depends(get_platform),
 ) -> StreamingResponse:
     chosen = parse_types(types)
+    wanted = region.lower() if region else None
+    if principal.region and wanted and wanted != principal.region:
+        raise NotFound("region_not_found", f"no region {wanted} for this caller")
+    # A regional caller's stream is its region, whatever it asks for.
+    region_filter = principal.region or wanted
+    masked = not principal.sees_personal_data
     if last_event_id is not None:
         if not last_event_id.strip().isdigit():
             raise InvalidCommand("Last-Event-ID", "must be a global position")
@@ -93,7 +109,6 @@ async def stream_events(
     else:
         async with platform.db.reading() as conn:
             position = await platform.store.last_position(conn)
-    region_filter = region.lower() if region else None
     poll = platform.settings.projector_poll_seconds
 
     async def generate() -> AsyncIterator[str]:
@@ -103,7 +118,7 @@ async def stream_events(
         while not await request.is_disconnected():
             found = await read_after(platform, position, region_filter, chosen, batch)
             for event in found:
-                yield format_sse(event)
+                yield format_sse(event, masked=masked)
                 position = event.position
             if found:
                 quiet_since = time.monotonic()

@@ -1,0 +1,200 @@
+"""HTTP hardening every service shares: security headers, CORS (off unless origins are
+configured), a request body size limit and a token-bucket rate limit."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.config import AuthSettings
+from shared.http.context import Principal, allow
+from shared.http.problems import PROBLEM_BASE, ProblemError
+
+SECURITY_HEADERS = {
+    b"x-content-type-options": b"nosniff",
+    b"x-frame-options": b"DENY",
+    b"content-security-policy": b"frame-ancestors 'none'",
+    b"referrer-policy": b"no-referrer",
+}
+# Swagger UI and the OpenAPI document may be cached; API answers never (personal data).
+CACHEABLE_PATHS = ("/docs", "/redoc", "/openapi.json")
+
+
+class SecurityHeadersMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        cacheable = scope["path"].startswith(CACHEABLE_PATHS)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                for name, value in SECURITY_HEADERS.items():
+                    if name not in present:
+                        headers.append((name, value))
+                if not cacheable and b"cache-control" not in present:
+                    headers.append((b"cache-control", b"no-store"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class BodyLimitMiddleware:
+    """413 for a body above ``max_bytes``: by Content-Length up front, else while reading."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._reject(scope, send)
+            return
+        if declared is not None or scope["method"] in {"GET", "HEAD", "OPTIONS", "DELETE"}:
+            # Content-Length is what servers read up to; a GET carries no body we read.
+            await self.app(scope, receive, send)
+            return
+        # Chunked body: read it here (bounded), then hand it on.
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_bytes:
+                await self._reject(scope, send)
+                return
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _reject(self, scope: Scope, send: Send) -> None:
+        body = json.dumps(
+            {
+                "type": PROBLEM_BASE + "payload-too-large",
+                "title": "Request body too large",
+                "status": 413,
+                "detail": f"the limit is {self.max_bytes} bytes",
+                "instance": scope["path"],
+            }
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/problem+json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def install_security(app: FastAPI, auth: AuthSettings) -> None:
+    # Starlette runs the last added middleware first: the size limit sees requests first.
+    if auth.cors_allow_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=auth.cors_allow_origins,
+            allow_methods=["GET", "POST", "PATCH", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "If-Match"],
+            expose_headers=["ETag", "Location", "X-Export-Summary", "Retry-After"],
+        )
+    app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=auth.max_body_bytes)
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+class TokenBucketLimiter:
+    """Per-key token buckets held in this process: each replica limits on its own, so the
+    effective limit across N replicas is up to N times the setting."""
+
+    def __init__(self, per_minute: float, burst: int, now: Callable[[], float] = time.monotonic):
+        self.rate = per_minute / 60.0
+        self.burst = float(burst)
+        self.now = now
+        self._buckets: dict[str, _Bucket] = {}
+        self._lock = threading.Lock()
+
+    def take(self, key: str) -> float:
+        """0 when admitted, else the seconds until a request would be."""
+        with self._lock:
+            now = self.now()
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                bucket = self._buckets[key] = _Bucket(self.burst, now)
+            bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.updated) * self.rate)
+            bucket.updated = now
+            if bucket.tokens >= 1.0:
+                bucket.tokens -= 1.0
+                return 0.0
+            if self.rate <= 0:
+                return 60.0
+            return (1.0 - bucket.tokens) / self.rate
+
+
+def rate_limited(name: str, *roles: str, scope: str | None = None) -> Callable[..., Principal]:
+    """``allow(*roles, scope=...)`` plus the ``name`` rate limit per subject (429 problem
+    with Retry-After when its bucket is empty)."""
+    admitted = allow(*roles, scope=scope)
+
+    def dependency(request: Request, principal: Principal = Depends(admitted)) -> Principal:
+        state = request.app.state
+        limiters: dict[str, TokenBucketLimiter] | None = getattr(state, "limiters", None)
+        if limiters is None:
+            limiters = state.limiters = {}
+        limiter = limiters.get(name)
+        if limiter is None:
+            auth = state.platform.settings.auth
+            limiter = limiters[name] = TokenBucketLimiter(
+                getattr(auth, f"{name}_rate_per_minute"), getattr(auth, f"{name}_burst")
+            )
+        wait = limiter.take(principal.subject)
+        if wait > 0:
+            retry_after = max(1, math.ceil(wait))
+            raise ProblemError(
+                429,
+                "rate-limited",
+                "Too many requests",
+                f"{name} is limited per caller; retry in {retry_after} s",
+                headers={"Retry-After": str(retry_after)},
+                retry_after=retry_after,
+            )
+        return principal
+
+    return dependency

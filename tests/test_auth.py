@@ -1,0 +1,348 @@
+"""Authentication and HTTP hardening: tokens (forged, expired, wrong algorithm, none),
+RS256 with a JWKS file, API keys, scopes, rate limiting, headers, CORS, body limits,
+personal data kept out of logs."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from services.intake.schemas import RECEIVE_EXAMPLE
+from shared.auth.personal_data import PersonalDataFilter, mask_payload, redact
+from shared.auth.tokens import Authenticator, api_key_hash, hs256_secret, issue_token
+from shared.cli import main as cli_main
+from shared.config import ApiKeyEntry, AuthSettings, Settings
+from shared.platform import Platform
+from shared.registry import app_factory
+from tests.support.auth import TEST_JWT_SECRET, token_for
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def raw_token(header: dict[str, Any], claims: dict[str, Any], key: bytes | None) -> str:
+    """A JWT assembled by hand (PyJWT refuses to make some of the bad ones we need)."""
+    signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}"
+    signature = hmac.new(key, signing_input.encode(), hashlib.sha256).digest() if key else b""
+    return f"{signing_input}.{b64(signature)}"
+
+
+def good_claims(**changes: Any) -> dict[str, Any]:
+    now = int(time.time())
+    claims = {
+        "sub": "agent-1",
+        "role": "call_center_agent",
+        "iss": "ticketline",
+        "aud": "ticketline",
+        "iat": now,
+        "exp": now + 600,
+    }
+    claims.update(changes)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+@asynccontextmanager
+async def raw_client(platform: Platform, **headers: str) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app_factory("intake")(platform))
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://intake.test", headers=headers
+    ) as client:
+        yield client
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_bad_tokens_are_401(platform: Platform) -> None:
+    secret = TEST_JWT_SECRET.encode()
+    hs = {"alg": "HS256", "typ": "JWT"}
+    cases = {
+        "no credentials": {},
+        "garbage": bearer("not-a-jwt"),
+        "unknown scheme": {"Authorization": "Basic YWxpY2U6cHc="},
+        "forged (other key)": bearer(raw_token(hs, good_claims(), b"someone else's key")),
+        "tampered claims": bearer(
+            token_for("call_center_agent").rsplit(".", 2)[0]
+            + "."
+            + b64(json.dumps(good_claims(role="admin")).encode())
+            + "."
+            + token_for("call_center_agent").rsplit(".", 1)[1]
+        ),
+        "expired": bearer(raw_token(hs, good_claims(exp=int(time.time()) - 3600), secret)),
+        "alg none": bearer(raw_token({"alg": "none", "typ": "JWT"}, good_claims(), None)),
+        "alg HS512": bearer(jwt.encode(good_claims(), secret, algorithm="HS512")),
+        "wrong audience": bearer(raw_token(hs, good_claims(aud="elsewhere"), secret)),
+        "wrong issuer": bearer(raw_token(hs, good_claims(iss="evil"), secret)),
+        "no exp": bearer(raw_token(hs, good_claims(exp=None), secret)),
+        "unknown role": bearer(raw_token(hs, good_claims(role="root"), secret)),
+        "system role": bearer(raw_token(hs, good_claims(role="system"), secret)),
+        "regional center without region": bearer(
+            raw_token(hs, good_claims(role="regional_center"), secret)
+        ),
+        "unknown API key": {"X-API-Key": "tlk_guess"},
+    }
+    async with raw_client(platform) as client:
+        for name, headers in cases.items():
+            response = await client.get("/tickets", headers=headers)
+            assert response.status_code == 401, name
+            assert response.headers["www-authenticate"].startswith("Bearer"), name
+            assert response.json()["type"].endswith("/unauthorized"), name
+        ok = await client.get("/tickets", headers=bearer(raw_token(hs, good_claims(), secret)))
+        assert ok.status_code == 200
+
+
+def rsa_pair() -> tuple[str, str, rsa.RSAPrivateKey]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    return private, public, key
+
+
+def test_rs256_with_a_jwks_file_refuses_hs256_and_key_confusion(tmp_path: Path) -> None:
+    private, public, key = rsa_pair()
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [{**jwk, "kid": "k1", "use": "sig", "alg": "RS256"}]}))
+    (tmp_path / "private.pem").write_text(private)
+    settings = Settings(
+        data_dir=tmp_path,
+        auth=AuthSettings(jwks_file=jwks, private_key_file=tmp_path / "private.pem"),
+    )
+    verifier = Authenticator(settings)
+    assert verifier.algorithm == "RS256"
+    # From an identity provider (with kid) and from `ticketline token` (without).
+    idp = jwt.encode(good_claims(sub="alice"), private, algorithm="RS256", headers={"kid": "k1"})
+    assert verifier.verify_token(idp).subject == "alice"
+    local = issue_token(settings, role="auditor", subject="aud-1")
+    assert verifier.verify_token(local).role == "auditor"
+    from shared.auth.tokens import InvalidCredentials
+
+    for bad in (
+        jwt.encode(good_claims(), "a shared secret of at least 32 bytes", algorithm="HS256"),
+        # The classic confusion: HMAC-signed with the public key as the secret.
+        raw_token({"alg": "HS256", "typ": "JWT"}, good_claims(), public.encode()),
+        jwt.encode(good_claims(), rsa_pair()[0], algorithm="RS256", headers={"kid": "k1"}),
+        jwt.encode(good_claims(), private, algorithm="RS256", headers={"kid": "other"}),
+    ):
+        with pytest.raises(InvalidCredentials):
+            verifier.verify_token(bad)
+    # A public key file works the same way.
+    (tmp_path / "public.pem").write_text(public)
+    by_file = Authenticator(Settings(auth=AuthSettings(public_key_file=tmp_path / "public.pem")))
+    assert by_file.verify_token(idp).subject == "alice"
+
+
+def test_embedded_secret_is_generated_once_and_private(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, auth=AuthSettings(jwt_secret=None))
+    assert hs256_secret(settings) == hs256_secret(settings)
+    assert (tmp_path / "auth-jwt.key").stat().st_mode & 0o077 == 0
+    token = issue_token(settings, role="dispatcher", subject="d", region="East")
+    claims = Authenticator(settings).verify_token(token)
+    assert (claims.role, claims.region) == ("dispatcher", "east")
+
+
+def test_token_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.setenv("TICKETLINE_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("TICKETLINE_AUTH_JWT_SECRET", raising=False)
+    code = cli_main(["token", "--role", "regional_center", "--region", "west", "--subject", "rc"])
+    assert code == 0
+    token = capsys.readouterr().out.strip()
+    claims = Authenticator(Settings(data_dir=tmp_path)).verify_token(token)
+    assert (claims.subject, claims.role, claims.region) == ("rc", "regional_center", "west")
+    # A regional center's token needs its region.
+    assert cli_main(["token", "--role", "regional_center", "--subject", "r"]) == 2
+    assert cli_main(["api-key", "--name", "acme"]) == 0
+    out = capsys.readouterr().out
+    assert "TICKETLINE_AUTH_API_KEYS" in out
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_api_keys_act_as_call_center_software(
+    database_url: str, clock, tmp_path: Path
+) -> None:
+    key = "tlk_acme-secret"
+    auth = AuthSettings(
+        jwt_secret=TEST_JWT_SECRET,
+        api_keys={api_key_hash(key): ApiKeyEntry(name="acme-cc")},
+    )
+    settings = Settings(database_url=database_url, data_dir=tmp_path, auth=auth)
+    platform = Platform.from_settings(settings, clock=clock)
+    try:
+        async with raw_client(platform) as client:
+            created = await client.post(
+                "/tickets", json=RECEIVE_EXAMPLE, headers={"X-API-Key": key}
+            )
+            assert created.status_code == 201, created.text
+            tid = created.json()["ticket_id"]
+            again = await client.get(f"/tickets/{tid}", headers={"Authorization": f"ApiKey {key}"})
+            assert again.status_code == 200
+            assert (await client.get("/tickets", headers={"X-API-Key": "wrong"})).status_code == 401
+            # A key is a call-center agent: no audit export.
+            export = await client.get("/audit/export", headers={"X-API-Key": key})
+            assert export.status_code == 403
+        async with platform.db.reading() as conn:
+            events = await platform.store.read_stream(conn, tid)
+        assert events[0].actor.subject == "apikey:acme-cc"
+        assert events[0].actor.role == "call_center_agent"
+    finally:
+        await platform.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_scope_limited_token_gets_403_naming_the_scope(platform: Platform) -> None:
+    read_only = token_for("call_center_agent", scopes=["tickets:read"])
+    async with raw_client(platform, **bearer(read_only)) as client:
+        assert (await client.get("/tickets")).status_code == 200
+        denied = await client.post("/tickets", json=RECEIVE_EXAMPLE)
+    assert denied.status_code == 403
+    assert denied.json()["required_scope"] == "tickets:write"
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_intake_is_rate_limited_per_caller(database_url: str, clock, tmp_path) -> None:
+    auth = AuthSettings(jwt_secret=TEST_JWT_SECRET, intake_burst=2, intake_rate_per_minute=1)
+    settings = Settings(database_url=database_url, data_dir=tmp_path, auth=auth)
+    platform = Platform.from_settings(settings, clock=clock)
+    try:
+        async with raw_client(platform) as client:
+            first = bearer(token_for("call_center_agent", subject="a"))
+            for n in range(2):
+                body = {**RECEIVE_EXAMPLE, "product": {**RECEIVE_EXAMPLE["product"]}}
+                body["product"]["serial_number"] = f"RL-{n}"
+                assert (await client.post("/tickets", json=body, headers=first)).status_code == 201
+            limited = await client.post("/tickets", json=RECEIVE_EXAMPLE, headers=first)
+            assert limited.status_code == 429
+            assert int(limited.headers["retry-after"]) >= 1
+            assert limited.json()["type"].endswith("/rate-limited")
+            # Reads are not limited, and another caller has its own bucket.
+            assert (await client.get("/tickets", headers=first)).status_code == 200
+            other = bearer(token_for("call_center_agent", subject="b"))
+            assert (
+                await client.post("/tickets", json=RECEIVE_EXAMPLE, headers=other)
+            ).status_code == 201
+    finally:
+        await platform.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_security_headers_cors_off_and_body_limit(platform: Platform) -> None:
+    async with raw_client(platform, **bearer(token_for("call_center_agent"))) as client:
+        response = await client.get("/tickets", headers={"Origin": "https://evil.example"})
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["x-frame-options"] == "DENY"
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+        assert response.headers["referrer-policy"] == "no-referrer"
+        assert response.headers["cache-control"] == "no-store"
+        assert "access-control-allow-origin" not in response.headers
+        preflight = await client.options(
+            "/tickets",
+            headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+        )
+        assert "access-control-allow-origin" not in preflight.headers
+        # Security headers on errors too (here: 401 without the client's token).
+        anonymous = await client.get("/tickets", headers={"Authorization": ""})
+        assert anonymous.status_code == 401 and anonymous.headers["x-frame-options"] == "DENY"
+        big = json.dumps({**RECEIVE_EXAMPLE, "pad": "x" * 1_100_000}).encode()
+        too_big = await client.post(
+            "/tickets", content=big, headers={"Content-Type": "application/json"}
+        )
+        assert too_big.status_code == 413 and too_big.json()["status"] == 413
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for _ in range(20):
+                yield b"x" * 100_000
+
+        chunked = await client.post(
+            "/tickets", content=chunks(), headers={"Content-Type": "application/json"}
+        )
+        assert chunked.status_code == 413
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_cors_allow_list_turns_it_on(database_url: str, clock, tmp_path) -> None:
+    auth = AuthSettings(jwt_secret=TEST_JWT_SECRET, cors_allow_origins=["https://ops.example"])
+    platform = Platform.from_settings(
+        Settings(database_url=database_url, data_dir=tmp_path, auth=auth), clock=clock
+    )
+    try:
+        async with raw_client(platform) as client:
+            ok = await client.options(
+                "/tickets",
+                headers={"Origin": "https://ops.example", "Access-Control-Request-Method": "GET"},
+            )
+            assert ok.headers["access-control-allow-origin"] == "https://ops.example"
+            other = await client.options(
+                "/tickets",
+                headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
+            )
+            assert "access-control-allow-origin" not in other.headers
+    finally:
+        await platform.close()
+
+
+def test_personal_data_never_reaches_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    logger = logging.getLogger("ticketline.test")
+    caplog.handler.addFilter(PersonalDataFilter())
+    with caplog.at_level(logging.INFO):
+        logger.info(
+            "calling customer %s about ticket %s", "+86 138-1234-5678", "TL-20261102-000001"
+        )
+        logger.info("body %s", json.dumps(RECEIVE_EXAMPLE))
+        logger.info("update address_line=1_Garden_Road phone=13812345678")
+    text = caplog.text
+    assert "1234" not in text.replace("TL-20261102-000001", "")
+    assert RECEIVE_EXAMPLE["address"]["line"] not in text
+    assert RECEIVE_EXAMPLE["customer"]["phone"] not in text
+    assert "TL-20261102-000001" in text  # ticket numbers and ids stay readable
+    assert redact("ticket 3f2a1b4c-1234-4567-8901-123456789012") == (
+        "ticket 3f2a1b4c-1234-4567-8901-123456789012"
+    )
+
+
+def test_mask_payload_masks_nested_phone_and_street() -> None:
+    masked = mask_payload(
+        {
+            "customer": {"name": "Li Wei", "phone": "13812345678"},
+            "address": {"line": "1 Garden Road", "postcode": "310000", "region": "east"},
+        }
+    )
+    assert masked["customer"]["phone"] == "138****5678"
+    assert masked["address"] == {"line": "***", "postcode": "***", "region": "east"}
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_separate_service_processes_need_a_shared_verification_key(
+    database_url: str, tmp_path: Path
+) -> None:
+    from shared.runtime import serve_one
+
+    settings = Settings(
+        database_url=database_url, data_dir=tmp_path, auth=AuthSettings(jwt_secret=None)
+    )
+    with pytest.raises(SystemExit, match="TICKETLINE_AUTH_JWKS_URL"):
+        await serve_one(settings, "intake", None)
