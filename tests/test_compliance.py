@@ -326,3 +326,36 @@ async def test_rebuild_equals_incremental(
     # The auditor's replay (a scratch database from the ledger copy) agrees too.
     for result in await replay(platform.settings, list(PROJECTIONS)):
         assert result.differences == [], result.differences
+
+
+async def test_as_of_shows_the_checklist_as_it_stood_then(
+    life: Lifecycle,
+    feedback: httpx.AsyncClient,
+    auditor: httpx.AsyncClient,
+    platform: Platform,
+    clock: ManualClock,
+) -> None:
+    tid = await life.through_repair()
+    after_repair = clock.now()
+    clock.advance(hours=2)
+    await close(feedback, tid)
+    now = await checklist(platform, auditor, tid)
+    assert (now["status"], now["compliant"]) == ("closed", "true")
+
+    then = await auditor.get(
+        f"/compliance/tickets/{tid}", params={"as_of": after_repair.isoformat()}
+    )
+    assert then.status_code == 200, then.text
+    assert then.json()["status"] == "repaired"
+    assert status(then.json())["follow_up_done"] == "pending"
+    # As of now, the same computation over every event equals the projection's row.
+    current = await auditor.get(
+        f"/compliance/tickets/{tid}", params={"as_of": clock.now().isoformat()}
+    )
+    assert current.json() == now
+    before = await auditor.get(
+        f"/compliance/tickets/{tid}", params={"as_of": "2020-01-01T00:00:00Z"}
+    )
+    assert before.status_code == 404
+    naive = await auditor.get(f"/compliance/tickets/{tid}", params={"as_of": "2026-11-02T10:00:00"})
+    assert naive.status_code == 422 and naive.json()["errors"][0]["field"].endswith("as_of")

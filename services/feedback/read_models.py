@@ -11,13 +11,15 @@ import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.feedback.compliance import FALSE, ITEMS, PENDING, TRUE
+from services.feedback.compliance import FALSE, ITEMS, PENDING, TRUE, compute
+from services.feedback.projections import compliance_values
 from services.feedback.tables import (
     compliance_tickets,
     quality_alerts,
@@ -26,6 +28,7 @@ from services.feedback.tables import (
     scorecard_items,
 )
 from shared.config import FeedbackSettings
+from shared.ledger.store import EventStore
 
 GROUPS = ("region", "service_point", "technician", "month")
 GROUP_COLUMN = {
@@ -89,7 +92,18 @@ async def compliance_row(conn: AsyncConnection, ticket_id: str) -> Any:
     return (await conn.execute(query)).first()
 
 
+async def compliance_row_as_of(
+    conn: AsyncConnection, store: EventStore, ticket_id: str, as_of: datetime
+) -> dict[str, Any] | None:
+    """The ticket's compliance row as it stood at ``as_of``: the same pure computation the
+    projection runs, over the events recorded until then."""
+    result = compute(await store.read_stream(conn, ticket_id, recorded_until=as_of))
+    return compliance_values(result) if result is not None else None
+
+
 def ticket_view(row: Any) -> dict[str, Any]:
+    if isinstance(row, dict):
+        row = SimpleNamespace(**row)
     return {
         "ticket_id": row.ticket_id,
         "ticket_number": row.ticket_number,

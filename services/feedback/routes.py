@@ -10,6 +10,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import AwareDatetime
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.feedback import domain, read_models
@@ -280,15 +281,26 @@ async def compliance_tickets(
 )
 async def compliance_ticket(
     ticket_id: UUID,
+    as_of: AwareDatetime | None = Query(
+        default=None,
+        description="ISO 8601 with timezone: the checklist as it stood then, computed from "
+        "the events recorded until that time (e.g. 2026-11-20T10:00:00Z).",
+    ),
     principal: Principal = Depends(allow(*READERS, "customer_relations")),
     platform: Platform = Depends(get_platform),
 ) -> ComplianceTicket:
     async with platform.db.reading() as conn:
-        rows = await read_models.compliance_row(conn, str(ticket_id))
-    if rows is None:
+        if as_of is None:
+            row = await read_models.compliance_row(conn, str(ticket_id))
+        else:
+            row = await read_models.compliance_row_as_of(
+                conn, platform.store, str(ticket_id), as_of
+            )
+    if row is None:
         raise NotFound("ticket_not_found", f"no ticket {ticket_id}")
-    require_region(principal, rows.region, "ticket", str(ticket_id))
-    return ComplianceTicket(**read_models.ticket_view(rows))
+    view = read_models.ticket_view(row)
+    require_region(principal, view["region"], "ticket", str(ticket_id))
+    return ComplianceTicket(**view)
 
 
 @router.get(
