@@ -124,6 +124,8 @@ def test_compose_ticketline_containers_agree_with_the_code(compose: dict[str, An
         )
         if name in SERVICES:
             assert args.command == "serve" and args.service == name
+            # Replicas must share a token key, or `serve` refuses to start.
+            assert "TICKETLINE_AUTH_JWT_SECRET" in service["environment"], name
             port = port_of(args)
             assert service["ports"] == [f"{port}:{port}"]
             probe = " ".join(service["healthcheck"]["test"])
@@ -188,6 +190,7 @@ def test_k8s_settings_are_settings(manifests: list[dict[str, Any]]) -> None:
     for keys in (config["data"], secret["stringData"]):
         assert not set(keys) - SETTINGS_ENV, set(keys) - SETTINGS_ENV
     assert "DATABASE_URL" in secret["stringData"]  # credentials stay in the Secret
+    assert "TICKETLINE_AUTH_JWT_SECRET" in secret["stringData"]  # `serve` needs a shared key
     assert "KAFKA_BOOTSTRAP_SERVERS" in config["data"]
     for doc in manifests:
         if doc["kind"] not in ("Deployment", "Job"):
