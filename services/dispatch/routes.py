@@ -42,7 +42,7 @@ from shared.events.tickets import TicketDispatched
 from shared.http.app import get_platform
 from shared.http.context import Principal, allow, command_context, require_region
 from shared.http.headers import etag, expected_version, idempotency_key
-from shared.http.idempotency import CommandResponse, run_idempotent
+from shared.http.idempotency import CommandResponse, idempotent_command
 from shared.http.problems import PROBLEM_RESPONSES
 from shared.platform import Platform
 
@@ -52,15 +52,6 @@ tickets_router = APIRouter(tags=["dispatch"], responses=PROBLEM_RESPONSES)
 
 NETWORK_READERS = ("admin", "dispatcher", "regional_center", "auditor")
 TICKET_READERS = ("admin", "dispatcher", "regional_center", "auditor")
-
-
-def to_response(response: CommandResponse) -> JSONResponse:
-    headers = {"ETag": etag(response.body["version"])}
-    if response.location:
-        headers["Location"] = response.location
-    if response.replayed:
-        headers["Idempotent-Replayed"] = "true"
-    return JSONResponse(response.body, status_code=response.status_code, headers=headers)
 
 
 def network_accepted(result: NetworkResult) -> dict[str, Any]:
@@ -82,26 +73,6 @@ def reach_of(principal: Principal) -> Reach:
     if principal.role == "technician":
         return Reach(technician=principal.subject)
     return Reach(region=principal.region)
-
-
-async def idempotent(
-    platform: Platform,
-    principal: Principal,
-    scope: str,
-    key: str | None,
-    body: Any,
-    command: Any,
-) -> JSONResponse:
-    return to_response(
-        await run_idempotent(
-            platform.db,
-            scope=principal.idempotency_scope(f"{SERVICE}:{scope}"),
-            key=key,
-            request_body=body.model_dump(mode="json"),
-            command=command,
-            now=platform.clock.now(),
-        )
-    )
 
 
 # --- the service network ---------------------------------------------------------------
@@ -131,7 +102,14 @@ async def register_service_point(
         )
         return CommandResponse(201, network_accepted(result), f"/service-points/{body.id}")
 
-    return await idempotent(platform, principal, "register_service_point", key, body, run)
+    return await idempotent_command(
+        platform,
+        principal,
+        scope=f"{SERVICE}:register_service_point",
+        key=key,
+        body=body,
+        command=run,
+    )
 
 
 @network_router.put(
@@ -156,7 +134,14 @@ async def update_service_point(
         )
         return CommandResponse(200, network_accepted(result))
 
-    return await idempotent(platform, principal, f"update_service_point:{point_id}", key, body, run)
+    return await idempotent_command(
+        platform,
+        principal,
+        scope=f"{SERVICE}:update_service_point:{point_id}",
+        key=key,
+        body=body,
+        command=run,
+    )
 
 
 @network_router.get(
@@ -221,7 +206,9 @@ async def register_technician(
         )
         return CommandResponse(201, network_accepted(result), f"/technicians/{body.id}")
 
-    return await idempotent(platform, principal, "register_technician", key, body, run)
+    return await idempotent_command(
+        platform, principal, scope=f"{SERVICE}:register_technician", key=key, body=body, command=run
+    )
 
 
 @network_router.put(
@@ -247,8 +234,13 @@ async def update_technician(
         )
         return CommandResponse(200, network_accepted(result))
 
-    return await idempotent(
-        platform, principal, f"update_technician:{technician_id}", key, body, run
+    return await idempotent_command(
+        platform,
+        principal,
+        scope=f"{SERVICE}:update_technician:{technician_id}",
+        key=key,
+        body=body,
+        command=run,
     )
 
 
@@ -270,8 +262,10 @@ async def _set_active(
         )
         return CommandResponse(200, network_accepted(result))
 
-    scope = f"{'activate' if active else 'deactivate'}_technician:{technician_id}"
-    return await idempotent(platform, principal, scope, key, body, run)
+    scope = f"{SERVICE}:{'activate' if active else 'deactivate'}_technician:{technician_id}"
+    return await idempotent_command(
+        platform, principal, scope=scope, key=key, body=body, command=run
+    )
 
 
 @network_router.post(
@@ -498,7 +492,14 @@ async def dispatch_ticket(
         )
         return CommandResponse(200, view.model_dump(mode="json"))
 
-    return await idempotent(platform, principal, f"dispatch:{ticket_id}", key, body, run)
+    return await idempotent_command(
+        platform,
+        principal,
+        scope=f"{SERVICE}:dispatch:{ticket_id}",
+        key=key,
+        body=body,
+        command=run,
+    )
 
 
 @tickets_router.get(
@@ -561,7 +562,9 @@ async def visit_ticket(
         )
         return CommandResponse(200, ticket_accepted(result))
 
-    return await idempotent(platform, principal, f"visit:{ticket_id}", key, body, run)
+    return await idempotent_command(
+        platform, principal, scope=f"{SERVICE}:visit:{ticket_id}", key=key, body=body, command=run
+    )
 
 
 @tickets_router.post(
@@ -597,4 +600,6 @@ async def repair_ticket(
         )
         return CommandResponse(200, ticket_accepted(result))
 
-    return await idempotent(platform, principal, f"repair:{ticket_id}", key, body, run)
+    return await idempotent_command(
+        platform, principal, scope=f"{SERVICE}:repair:{ticket_id}", key=key, body=body, command=run
+    )
