@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.dispatch import domain, read_models
@@ -36,6 +38,7 @@ from services.dispatch.schemas import (
 )
 from shared.commands import TicketCommandResult, load_ticket
 from shared.domain.errors import NotFound
+from shared.events.envelope import CommandContext
 from shared.events.network import NetworkId, NetworkLevel
 from shared.events.registry import typed_payload
 from shared.events.tickets import TicketDispatched
@@ -77,6 +80,32 @@ def reach_of(principal: Principal) -> Reach:
 
 # --- the service network ---------------------------------------------------------------
 
+NetworkAct = Callable[[DispatchCommands, AsyncConnection, CommandContext], Awaitable[NetworkResult]]
+
+
+async def network_command(
+    platform: Platform,
+    principal: Principal,
+    request: Request,
+    *,
+    scope: str,
+    key: str | None,
+    body: BaseModel,
+    act: NetworkAct,
+    status_code: int = 200,
+    location: str | None = None,
+) -> JSONResponse:
+    """A change to a network member, answered with its new version and events."""
+    context = command_context(request, principal.actor, SERVICE)
+
+    async def run(conn: AsyncConnection) -> CommandResponse:
+        result = await act(DispatchCommands(platform), conn, context)
+        return CommandResponse(status_code, network_accepted(result), location)
+
+    return await idempotent_command(
+        platform, principal, scope=f"{SERVICE}:{scope}", key=key, body=body, command=run
+    )
+
 
 @network_router.post(
     "/service-points",
@@ -94,22 +123,13 @@ async def register_service_point(
     key: str | None = Depends(idempotency_key),
     platform: Platform = Depends(get_platform),
 ) -> JSONResponse:
-    context = command_context(request, principal.actor, SERVICE)
-
-    async def run(conn: AsyncConnection) -> CommandResponse:
-        result = await DispatchCommands(platform).register_service_point(
+    return await network_command(
+        platform, principal, request, scope="register_service_point", key=key, body=body,
+        act=lambda c, conn, context: c.register_service_point(
             conn, body.id, body.description(), context
-        )
-        return CommandResponse(201, network_accepted(result), f"/service-points/{body.id}")
-
-    return await idempotent_command(
-        platform,
-        principal,
-        scope=f"{SERVICE}:register_service_point",
-        key=key,
-        body=body,
-        command=run,
-    )
+        ),
+        status_code=201, location=f"/service-points/{body.id}",
+    )  # fmt: skip
 
 
 @network_router.put(
@@ -126,22 +146,12 @@ async def update_service_point(
     version: int | None = Depends(expected_version),
     platform: Platform = Depends(get_platform),
 ) -> JSONResponse:
-    context = command_context(request, principal.actor, SERVICE)
-
-    async def run(conn: AsyncConnection) -> CommandResponse:
-        result = await DispatchCommands(platform).update_service_point(
+    return await network_command(
+        platform, principal, request, scope=f"update_service_point:{point_id}", key=key, body=body,
+        act=lambda c, conn, context: c.update_service_point(
             conn, point_id, body.description(), body.reason, context, version
-        )
-        return CommandResponse(200, network_accepted(result))
-
-    return await idempotent_command(
-        platform,
-        principal,
-        scope=f"{SERVICE}:update_service_point:{point_id}",
-        key=key,
-        body=body,
-        command=run,
-    )
+        ),
+    )  # fmt: skip
 
 
 @network_router.get(
@@ -197,18 +207,12 @@ async def register_technician(
     key: str | None = Depends(idempotency_key),
     platform: Platform = Depends(get_platform),
 ) -> JSONResponse:
-    context = command_context(request, principal.actor, SERVICE)
     description = body.description(platform.settings.dispatch.default_timezone)
-
-    async def run(conn: AsyncConnection) -> CommandResponse:
-        result = await DispatchCommands(platform).register_technician(
-            conn, body.id, description, context
-        )
-        return CommandResponse(201, network_accepted(result), f"/technicians/{body.id}")
-
-    return await idempotent_command(
-        platform, principal, scope=f"{SERVICE}:register_technician", key=key, body=body, command=run
-    )
+    return await network_command(
+        platform, principal, request, scope="register_technician", key=key, body=body,
+        act=lambda c, conn, context: c.register_technician(conn, body.id, description, context),
+        status_code=201, location=f"/technicians/{body.id}",
+    )  # fmt: skip
 
 
 @network_router.put(
@@ -225,23 +229,14 @@ async def update_technician(
     version: int | None = Depends(expected_version),
     platform: Platform = Depends(get_platform),
 ) -> JSONResponse:
-    context = command_context(request, principal.actor, SERVICE)
     description = body.description(platform.settings.dispatch.default_timezone)
-
-    async def run(conn: AsyncConnection) -> CommandResponse:
-        result = await DispatchCommands(platform).update_technician(
-            conn, technician_id, description, body.reason, context, version
-        )
-        return CommandResponse(200, network_accepted(result))
-
-    return await idempotent_command(
-        platform,
-        principal,
-        scope=f"{SERVICE}:update_technician:{technician_id}",
-        key=key,
+    return await network_command(
+        platform, principal, request, scope=f"update_technician:{technician_id}", key=key,
         body=body,
-        command=run,
-    )
+        act=lambda c, conn, context: c.update_technician(
+            conn, technician_id, description, body.reason, context, version
+        ),
+    )  # fmt: skip
 
 
 async def _set_active(
@@ -254,18 +249,14 @@ async def _set_active(
     version: int | None,
     platform: Platform,
 ) -> JSONResponse:
-    context = command_context(request, principal.actor, SERVICE)
-
-    async def run(conn: AsyncConnection) -> CommandResponse:
-        result = await DispatchCommands(platform).set_technician_active(
+    return await network_command(
+        platform, principal, request,
+        scope=f"{'activate' if active else 'deactivate'}_technician:{technician_id}",
+        key=key, body=body,
+        act=lambda c, conn, context: c.set_technician_active(
             conn, technician_id, active, body.reason, context, version
-        )
-        return CommandResponse(200, network_accepted(result))
-
-    scope = f"{SERVICE}:{'activate' if active else 'deactivate'}_technician:{technician_id}"
-    return await idempotent_command(
-        platform, principal, scope=scope, key=key, body=body, command=run
-    )
+        ),
+    )  # fmt: skip
 
 
 @network_router.post(
