@@ -23,6 +23,7 @@ from shared.platform import Platform
 from tests.support.auth import TEST_AUTH, TEST_AUTH_ENV
 from tests.support.broker import TestBroker
 from tests.support.clients import service_client
+from tests.support.lifecycle import Lifecycle
 from tests.support.postgres import PostgresCluster
 
 BACKENDS = ["sqlite", "postgres"]
@@ -137,4 +138,16 @@ async def parts(platform: Platform) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 async def feedback(platform: Platform) -> AsyncIterator[httpx.AsyncClient]:
     async with service_client("feedback", platform) as client:
+        yield client
+
+
+@pytest.fixture
+def life(platform: Platform, intake: httpx.AsyncClient, clock: ManualClock) -> Lifecycle:
+    return Lifecycle(platform, intake, clock)
+
+
+@pytest.fixture
+async def auditor(platform: Platform) -> AsyncIterator[httpx.AsyncClient]:
+    """The feedback service, called by an auditor."""
+    async with service_client("feedback", platform, role="auditor") as client:
         yield client

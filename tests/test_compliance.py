@@ -17,27 +17,11 @@ from shared.db import Database
 from shared.platform import Platform
 from shared.replay import replay, table_rows
 from tests.support.clients import service_client
-from tests.support.lifecycle import Lifecycle, warranty_part
-
-
-@pytest.fixture
-def life(platform: Platform, intake: httpx.AsyncClient, clock: ManualClock) -> Lifecycle:
-    return Lifecycle(platform, intake, clock)
-
-
-@pytest.fixture
-async def auditor(platform: Platform) -> Any:
-    async with service_client("feedback", platform, role="auditor") as client:
-        yield client
-
-
-async def project(platform: Platform) -> None:
-    for projection in PROJECTIONS:
-        await platform.runner.catch_up(projection)
+from tests.support.lifecycle import Lifecycle, project_feedback, warranty_part
 
 
 async def checklist(platform: Platform, auditor: httpx.AsyncClient, tid: str) -> dict[str, Any]:
-    await project(platform)
+    await project_feedback(platform)
     response = await auditor.get(f"/compliance/tickets/{tid}")
     assert response.status_code == 200, response.text
     return response.json()
@@ -231,7 +215,7 @@ async def test_summary_on_hand_computed_data(
         await close(feedback, tid, score=score, would_recommend=recommend)
         tids.append(tid)
     await feedback.post(f"/tickets/{tids[0]}/complaints", json={"complaint": "x", "channel": "web"})
-    await project(platform)
+    await project_feedback(platform)
     response = await auditor.get("/compliance/summary", params={"month": "2026-11"})
     assert response.status_code == 200, response.text
     data = response.json()
@@ -297,7 +281,7 @@ async def test_rebuild_equals_incremental(
     admin_headers = {"role": "admin"}
     first = await life.through_repair(parts=[warranty_part()])
     await close(feedback, first)
-    await project(platform)  # incremental: part of the history now, the rest later
+    await project_feedback(platform)  # incremental: part of the history now, the rest later
     second = await life.through_repair()
     await close(feedback, second, score=20)
     await life.part_overdue(first, "MOTOR-WM700")
@@ -314,7 +298,7 @@ async def test_rebuild_equals_incremental(
         )
         assert response.status_code == 201, response.text
     assert await raise_quality_alerts(platform, clock.now().date())
-    await project(platform)
+    await project_feedback(platform)
     async with platform.db.reading() as conn:
         incremental = {p.name: await table_rows(conn, p) for p in PROJECTIONS}
     for projection in PROJECTIONS:

@@ -14,11 +14,6 @@ from tests.support.clients import service_client
 from tests.support.lifecycle import Lifecycle
 
 
-@pytest.fixture
-def life(platform: Platform, intake: httpx.AsyncClient, clock: ManualClock) -> Lifecycle:
-    return Lifecycle(platform, intake, clock)
-
-
 def follow_up(score: int = 92, recommend: int = 9, solved: bool = True) -> dict[str, Any]:
     return {
         "satisfaction_score": score,

@@ -4,34 +4,15 @@ quality alerts (once per model, category and day) with the weekly report."""
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 import httpx
-import pytest
 
 from services.feedback.jobs import quality_lease, raise_quality_alerts, run_once
-from services.feedback.projections import PROJECTIONS
 from shared.clock import ManualClock
 from shared.config import FeedbackSettings
 from shared.platform import Platform
 from tests.support.clients import service_client
-from tests.support.lifecycle import Lifecycle, warranty_part
-
-
-@pytest.fixture
-def life(platform: Platform, intake: httpx.AsyncClient, clock: ManualClock) -> Lifecycle:
-    return Lifecycle(platform, intake, clock)
-
-
-@pytest.fixture
-async def auditor(platform: Platform) -> Any:
-    async with service_client("feedback", platform, role="auditor") as client:
-        yield client
-
-
-async def project(platform: Platform) -> None:
-    for projection in PROJECTIONS:
-        await platform.runner.catch_up(projection)
+from tests.support.lifecycle import Lifecycle, project_feedback, warranty_part
 
 
 async def follow_up(feedback: httpx.AsyncClient, tid: str, score: int) -> None:
@@ -117,7 +98,7 @@ async def test_scorecard_deductions_are_traced_to_events(
             },
         )
     assert future.status_code == 422 and future.json()["errors"][0]["field"] == "occurred_on"
-    await project(platform)
+    await project_feedback(platform)
 
     response = await auditor.get("/scorecards", params={"month": "2026-11"})
     assert response.status_code == 200, response.text
@@ -217,7 +198,7 @@ async def test_quality_alert_once_per_model_category_day(
     clock.advance(days=1)
     assert await raise_quality_alerts(platform, day + timedelta(days=1)) == []
 
-    await project(platform)
+    await project_feedback(platform)
     report = await auditor.get("/quality/weekly", params={"week": "2026-W45"})
     assert report.status_code == 200, report.text
     data = report.json()

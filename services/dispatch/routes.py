@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.dispatch import domain, read_models
@@ -36,13 +38,14 @@ from services.dispatch.schemas import (
 )
 from shared.commands import TicketCommandResult, load_ticket
 from shared.domain.errors import NotFound
+from shared.events.envelope import CommandContext
 from shared.events.network import NetworkId, NetworkLevel
 from shared.events.registry import typed_payload
 from shared.events.tickets import TicketDispatched
 from shared.http.app import get_platform
 from shared.http.context import Principal, allow, command_context, require_region
 from shared.http.headers import etag, expected_version, idempotency_key
-from shared.http.idempotency import CommandResponse, run_idempotent
+from shared.http.idempotency import CommandResponse, idempotent_command
 from shared.http.problems import PROBLEM_RESPONSES
 from shared.platform import Platform
 
@@ -52,15 +55,6 @@ tickets_router = APIRouter(tags=["dispatch"], responses=PROBLEM_RESPONSES)
 
 NETWORK_READERS = ("admin", "dispatcher", "regional_center", "auditor")
 TICKET_READERS = ("admin", "dispatcher", "regional_center", "auditor")
-
-
-def to_response(response: CommandResponse) -> JSONResponse:
-    headers = {"ETag": etag(response.body["version"])}
-    if response.location:
-        headers["Location"] = response.location
-    if response.replayed:
-        headers["Idempotent-Replayed"] = "true"
-    return JSONResponse(response.body, status_code=response.status_code, headers=headers)
 
 
 def network_accepted(result: NetworkResult) -> dict[str, Any]:
@@ -84,27 +78,33 @@ def reach_of(principal: Principal) -> Reach:
     return Reach(region=principal.region)
 
 
-async def idempotent(
+# --- the service network ---------------------------------------------------------------
+
+NetworkAct = Callable[[DispatchCommands, AsyncConnection, CommandContext], Awaitable[NetworkResult]]
+
+
+async def network_command(
     platform: Platform,
     principal: Principal,
+    request: Request,
+    *,
     scope: str,
     key: str | None,
-    body: Any,
-    command: Any,
+    body: BaseModel,
+    act: NetworkAct,
+    status_code: int = 200,
+    location: str | None = None,
 ) -> JSONResponse:
-    return to_response(
-        await run_idempotent(
-            platform.db,
-            scope=principal.idempotency_scope(f"{SERVICE}:{scope}"),
-            key=key,
-            request_body=body.model_dump(mode="json"),
-            command=command,
-            now=platform.clock.now(),
-        )
+    """A change to a network member, answered with its new version and events."""
+    context = command_context(request, principal.actor, SERVICE)
+
+    async def run(conn: AsyncConnection) -> CommandResponse:
+        result = await act(DispatchCommands(platform), conn, context)
+        return CommandResponse(status_code, network_accepted(result), location)
+
+    return await idempotent_command(
+        platform, principal, scope=f"{SERVICE}:{scope}", key=key, body=body, command=run
     )
-
-
-# --- the service network ---------------------------------------------------------------
 
 
 @network_router.post(
@@ -123,15 +123,13 @@ async def register_service_point(
     key: str | None = Depends(idempotency_key),
     platform: Platform = Depends(get_platform),
 ) -> JSONResponse:
-    context = command_context(request, principal.actor, SERVICE)
-
-    async def run(conn: AsyncConnection) -> CommandResponse:
-        result = await DispatchCommands(platform).register_service_point(
+    return await network_command(
+        platform, principal, request, scope="register_service_point", key=key, body=body,
+        act=lambda c, conn, context: c.register_service_point(
             conn, body.id, body.description(), context
-        )
-        return CommandResponse(201, network_accepted(result), f"/service-points/{body.id}")
-
-    return await idempotent(platform, principal, "register_service_point", key, body, run)
+        ),
+        status_code=201, location=f"/service-points/{body.id}",
+    )  # fmt: skip
 
 
 @network_router.put(
@@ -148,15 +146,12 @@ async def update_service_point(
     version: int | None = Depends(expected_version),
     platform: Platform = Depends(get_platform),
 ) -> JSONResponse:
-    context = command_context(request, principal.actor, SERVICE)
-
-    async def run(conn: AsyncConnection) -> CommandResponse:
-        result = await DispatchCommands(platform).update_service_point(
+    return await network_command(
+        platform, principal, request, scope=f"update_service_point:{point_id}", key=key, body=body,
+        act=lambda c, conn, context: c.update_service_point(
             conn, point_id, body.description(), body.reason, context, version
-        )
-        return CommandResponse(200, network_accepted(result))
-
-    return await idempotent(platform, principal, f"update_service_point:{point_id}", key, body, run)
+        ),
+    )  # fmt: skip
 
 
 @network_router.get(
@@ -212,16 +207,12 @@ async def register_technician(
     key: str | None = Depends(idempotency_key),
     platform: Platform = Depends(get_platform),
 ) -> JSONResponse:
-    context = command_context(request, principal.actor, SERVICE)
     description = body.description(platform.settings.dispatch.default_timezone)
-
-    async def run(conn: AsyncConnection) -> CommandResponse:
-        result = await DispatchCommands(platform).register_technician(
-            conn, body.id, description, context
-        )
-        return CommandResponse(201, network_accepted(result), f"/technicians/{body.id}")
-
-    return await idempotent(platform, principal, "register_technician", key, body, run)
+    return await network_command(
+        platform, principal, request, scope="register_technician", key=key, body=body,
+        act=lambda c, conn, context: c.register_technician(conn, body.id, description, context),
+        status_code=201, location=f"/technicians/{body.id}",
+    )  # fmt: skip
 
 
 @network_router.put(
@@ -238,18 +229,14 @@ async def update_technician(
     version: int | None = Depends(expected_version),
     platform: Platform = Depends(get_platform),
 ) -> JSONResponse:
-    context = command_context(request, principal.actor, SERVICE)
     description = body.description(platform.settings.dispatch.default_timezone)
-
-    async def run(conn: AsyncConnection) -> CommandResponse:
-        result = await DispatchCommands(platform).update_technician(
+    return await network_command(
+        platform, principal, request, scope=f"update_technician:{technician_id}", key=key,
+        body=body,
+        act=lambda c, conn, context: c.update_technician(
             conn, technician_id, description, body.reason, context, version
-        )
-        return CommandResponse(200, network_accepted(result))
-
-    return await idempotent(
-        platform, principal, f"update_technician:{technician_id}", key, body, run
-    )
+        ),
+    )  # fmt: skip
 
 
 async def _set_active(
@@ -262,16 +249,14 @@ async def _set_active(
     version: int | None,
     platform: Platform,
 ) -> JSONResponse:
-    context = command_context(request, principal.actor, SERVICE)
-
-    async def run(conn: AsyncConnection) -> CommandResponse:
-        result = await DispatchCommands(platform).set_technician_active(
+    return await network_command(
+        platform, principal, request,
+        scope=f"{'activate' if active else 'deactivate'}_technician:{technician_id}",
+        key=key, body=body,
+        act=lambda c, conn, context: c.set_technician_active(
             conn, technician_id, active, body.reason, context, version
-        )
-        return CommandResponse(200, network_accepted(result))
-
-    scope = f"{'activate' if active else 'deactivate'}_technician:{technician_id}"
-    return await idempotent(platform, principal, scope, key, body, run)
+        ),
+    )  # fmt: skip
 
 
 @network_router.post(
@@ -498,7 +483,14 @@ async def dispatch_ticket(
         )
         return CommandResponse(200, view.model_dump(mode="json"))
 
-    return await idempotent(platform, principal, f"dispatch:{ticket_id}", key, body, run)
+    return await idempotent_command(
+        platform,
+        principal,
+        scope=f"{SERVICE}:dispatch:{ticket_id}",
+        key=key,
+        body=body,
+        command=run,
+    )
 
 
 @tickets_router.get(
@@ -561,7 +553,9 @@ async def visit_ticket(
         )
         return CommandResponse(200, ticket_accepted(result))
 
-    return await idempotent(platform, principal, f"visit:{ticket_id}", key, body, run)
+    return await idempotent_command(
+        platform, principal, scope=f"{SERVICE}:visit:{ticket_id}", key=key, body=body, command=run
+    )
 
 
 @tickets_router.post(
@@ -597,4 +591,6 @@ async def repair_ticket(
         )
         return CommandResponse(200, ticket_accepted(result))
 
-    return await idempotent(platform, principal, f"repair:{ticket_id}", key, body, run)
+    return await idempotent_command(
+        platform, principal, scope=f"{SERVICE}:repair:{ticket_id}", key=key, body=body, command=run
+    )

@@ -33,8 +33,8 @@ from shared.domain.ticket import TicketState
 from shared.events.quality import ScorecardItemRecorded
 from shared.http.app import get_platform
 from shared.http.context import Principal, allow, command_context, require_region
-from shared.http.headers import etag, expected_version, idempotency_key
-from shared.http.idempotency import CommandResponse, run_idempotent
+from shared.http.headers import expected_version, idempotency_key
+from shared.http.idempotency import CommandResponse, idempotent_command
 from shared.http.problems import PROBLEM_RESPONSES
 from shared.platform import Platform
 
@@ -44,13 +44,6 @@ router = APIRouter(responses=PROBLEM_RESPONSES)
 READERS = ("auditor", "admin", "regional_center", "dispatcher")
 MONTH_PATTERN = r"^\d{4}-(0[1-9]|1[0-2])$"
 WEEK_PATTERN = r"^\d{4}-W(0[1-9]|[1-4][0-9]|5[0-3])$"
-
-
-def to_response(response: CommandResponse) -> JSONResponse:
-    headers = {"ETag": etag(response.body["version"])} if "version" in response.body else {}
-    if response.replayed:
-        headers["Idempotent-Replayed"] = "true"
-    return JSONResponse(response.body, status_code=response.status_code, headers=headers)
 
 
 def accepted(result: TicketCommandResult) -> dict[str, Any]:
@@ -120,15 +113,13 @@ async def record_follow_up(
         )
         return CommandResponse(201, accepted(result))
 
-    return to_response(
-        await run_idempotent(
-            platform.db,
-            scope=principal.idempotency_scope(f"{SERVICE}:follow-up:{ticket_id}"),
-            key=key,
-            request_body=body.model_dump(mode="json"),
-            command=run,
-            now=platform.clock.now(),
-        )
+    return await idempotent_command(
+        platform,
+        principal,
+        scope=f"{SERVICE}:follow-up:{ticket_id}",
+        key=key,
+        body=body,
+        command=run,
     )
 
 
@@ -167,15 +158,13 @@ async def file_complaint(
         )
         return CommandResponse(201, accepted(result))
 
-    return to_response(
-        await run_idempotent(
-            platform.db,
-            scope=principal.idempotency_scope(f"{SERVICE}:complaint:{ticket_id}"),
-            key=key,
-            request_body=body.model_dump(mode="json"),
-            command=run,
-            now=platform.clock.now(),
-        )
+    return await idempotent_command(
+        platform,
+        principal,
+        scope=f"{SERVICE}:complaint:{ticket_id}",
+        key=key,
+        body=body,
+        command=run,
     )
 
 
@@ -396,15 +385,8 @@ async def record_scorecard_item(
             ).model_dump(mode="json"),
         )
 
-    return to_response(
-        await run_idempotent(
-            platform.db,
-            scope=principal.idempotency_scope(f"{SERVICE}:scorecard-item"),
-            key=key,
-            request_body=body.model_dump(mode="json"),
-            command=run,
-            now=platform.clock.now(),
-        )
+    return await idempotent_command(
+        platform, principal, scope=f"{SERVICE}:scorecard-item", key=key, body=body, command=run
     )
 
 

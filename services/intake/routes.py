@@ -37,7 +37,7 @@ from shared.events.envelope import GENESIS_HASH
 from shared.http.app import get_platform
 from shared.http.context import Principal, allow, command_context, require_region
 from shared.http.headers import etag, expected_version, idempotency_key
-from shared.http.idempotency import CommandResponse, run_idempotent
+from shared.http.idempotency import CommandResponse, idempotent_command
 from shared.http.problems import PROBLEM_RESPONSES, ProblemDetails
 from shared.http.security import rate_limited
 from shared.platform import Platform
@@ -84,15 +84,6 @@ def accepted_from_state(state: TicketState, event_ids: list[str]) -> TicketAccep
 def require_aware(name: str, value: datetime | None) -> None:
     if value is not None and value.tzinfo is None:
         raise InvalidCommand(name, "give a timezone, e.g. 2026-11-20T10:00:00Z")
-
-
-def to_response(response: CommandResponse) -> JSONResponse:
-    headers = {"ETag": etag(response.body["version"])}
-    if response.location:
-        headers["Location"] = response.location
-    if response.replayed:
-        headers["Idempotent-Replayed"] = "true"
-    return JSONResponse(response.body, status_code=response.status_code, headers=headers)
 
 
 async def visible_ticket(platform: Platform, principal: Principal, ticket_id: UUID) -> Any:
@@ -144,15 +135,9 @@ async def receive_ticket(
         view = accepted(result)
         return CommandResponse(201, view.model_dump(mode="json"), f"/tickets/{view.ticket_id}")
 
-    response = await run_idempotent(
-        platform.db,
-        scope=principal.idempotency_scope(f"{SERVICE}:receive"),
-        key=key,
-        request_body=body.model_dump(mode="json"),
-        command=run,
-        now=platform.clock.now(),
+    return await idempotent_command(
+        platform, principal, scope=f"{SERVICE}:receive", key=key, body=body, command=run
     )
-    return to_response(response)
 
 
 @router.post(
@@ -189,15 +174,13 @@ async def diagnose_ticket(
         )
         return CommandResponse(200, accepted(result).model_dump(mode="json"))
 
-    return to_response(
-        await run_idempotent(
-            platform.db,
-            scope=principal.idempotency_scope(f"{SERVICE}:diagnose:{ticket_id}"),
-            key=key,
-            request_body=body.model_dump(mode="json"),
-            command=run,
-            now=platform.clock.now(),
-        )
+    return await idempotent_command(
+        platform,
+        principal,
+        scope=f"{SERVICE}:diagnose:{ticket_id}",
+        key=key,
+        body=body,
+        command=run,
     )
 
 
@@ -228,15 +211,8 @@ async def correct_contact(
         )
         return CommandResponse(200, accepted(result).model_dump(mode="json"))
 
-    return to_response(
-        await run_idempotent(
-            platform.db,
-            scope=principal.idempotency_scope(f"{SERVICE}:contact:{ticket_id}"),
-            key=key,
-            request_body=body.model_dump(mode="json"),
-            command=run,
-            now=platform.clock.now(),
-        )
+    return await idempotent_command(
+        platform, principal, scope=f"{SERVICE}:contact:{ticket_id}", key=key, body=body, command=run
     )
 
 

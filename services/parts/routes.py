@@ -9,6 +9,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.parts import domain, read_models
@@ -43,7 +44,7 @@ from shared.domain.ticket import TicketStatus
 from shared.http.app import get_platform
 from shared.http.context import Principal, allow, command_context, require_region
 from shared.http.headers import etag, expected_version, idempotency_key
-from shared.http.idempotency import CommandResponse, run_idempotent
+from shared.http.idempotency import Command, CommandResponse, idempotent_command
 from shared.http.problems import PROBLEM_RESPONSES, ProblemError
 from shared.ledger.store import ConcurrencyError
 from shared.platform import Platform
@@ -58,39 +59,23 @@ LOCATION_ID = Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,23}$", description="e.
 ATTEMPTS = 3
 
 
-def to_response(response: CommandResponse) -> JSONResponse:
-    headers: dict[str, str] = {}
-    if "version" in response.body:
-        headers["ETag"] = etag(response.body["version"])
-    if response.location:
-        headers["Location"] = response.location
-    if response.replayed:
-        headers["Idempotent-Replayed"] = "true"
-    return JSONResponse(response.body, status_code=response.status_code, headers=headers)
-
-
 async def run_command(
     platform: Platform,
+    principal: Principal,
     *,
     scope: str,
     key: str | None,
-    body: Any,
-    command: Callable[[AsyncConnection], Awaitable[CommandResponse]],
+    body: BaseModel,
+    command: Command,
     retry: bool = True,
 ) -> JSONResponse:
     """One transaction (idempotent with a key). A conflict on a stream the command did not
     pin with If-Match is retried: the decision is taken again on the new state."""
     for attempt in range(ATTEMPTS):
         try:
-            response = await run_idempotent(
-                platform.db,
-                scope=scope,
-                key=key,
-                request_body=body,
-                command=command,
-                now=platform.clock.now(),
+            return await idempotent_command(
+                platform, principal, scope=scope, key=key, body=body, command=command
             )
-            return to_response(response)
         except ConcurrencyError:
             if not retry or attempt == ATTEMPTS - 1:
                 raise
@@ -152,9 +137,10 @@ async def put_part(
 
     return await run_command(
         platform,
-        scope=principal.idempotency_scope(f"{SERVICE}:part:{number}"),
+        principal,
+        scope=f"{SERVICE}:part:{number}",
         key=key,
-        body=body.model_dump(mode="json"),
+        body=body,
         command=run,
         retry=version is None,
     )
@@ -214,9 +200,10 @@ async def register_location(
 
     return await run_command(
         platform,
-        scope=principal.idempotency_scope(f"{SERVICE}:location:{location_id}"),
+        principal,
+        scope=f"{SERVICE}:location:{location_id}",
         key=key,
-        body=body.model_dump(mode="json"),
+        body=body,
         command=run,
     )
 
@@ -271,9 +258,10 @@ async def receive_stock(
 
     return await run_command(
         platform,
-        scope=principal.idempotency_scope(f"{SERVICE}:receipt:{location}"),
+        principal,
+        scope=f"{SERVICE}:receipt:{location}",
         key=key,
-        body=body.model_dump(mode="json"),
+        body=body,
         command=run,
     )
 
@@ -302,9 +290,10 @@ async def adjust_stock(
 
     return await run_command(
         platform,
-        scope=principal.idempotency_scope(f"{SERVICE}:adjust:{body.location_id}"),
+        principal,
+        scope=f"{SERVICE}:adjust:{body.location_id}",
         key=key,
-        body=body.model_dump(mode="json"),
+        body=body,
         command=run,
         retry=version is None,
     )
@@ -396,9 +385,10 @@ async def raise_requisition(
 
     return await run_command(
         platform,
-        scope=principal.idempotency_scope(f"{SERVICE}:requisition"),
+        principal,
+        scope=f"{SERVICE}:requisition",
         key=key,
-        body=body.model_dump(mode="json"),
+        body=body,
         command=run,
     )
 
@@ -412,7 +402,7 @@ async def _requisition_command(
     *,
     scope: str,
     key: str | None,
-    body: Any,
+    body: BaseModel,
     technician_may: bool,
 ) -> JSONResponse:
     rid = str(requisition_id)
@@ -435,7 +425,8 @@ async def _requisition_command(
 
     return await run_command(
         platform,
-        scope=principal.idempotency_scope(f"{SERVICE}:{scope}:{rid}"),
+        principal,
+        scope=f"{SERVICE}:{scope}:{rid}",
         key=key,
         body=body,
         command=run,
@@ -466,7 +457,7 @@ async def issue_requisition(
 
     return await _requisition_command(
         platform, principal, requisition_id, version, act,
-        scope="issue", key=key, body=body.model_dump(mode="json"), technician_may=False,
+        scope="issue", key=key, body=body, technician_may=False,
     )  # fmt: skip
 
 
@@ -492,7 +483,7 @@ async def cancel_requisition(
 
     return await _requisition_command(
         platform, principal, requisition_id, version, act,
-        scope="cancel", key=key, body=body.model_dump(mode="json"), technician_may=True,
+        scope="cancel", key=key, body=body, technician_may=True,
     )  # fmt: skip
 
 
@@ -518,7 +509,7 @@ async def return_unused(
 
     return await _requisition_command(
         platform, principal, requisition_id, version, act,
-        scope="return", key=key, body=body.model_dump(mode="json"), technician_may=True,
+        scope="return", key=key, body=body, technician_may=True,
     )  # fmt: skip
 
 
@@ -603,9 +594,10 @@ async def record_return(
 
     return await run_command(
         platform,
-        scope=principal.idempotency_scope(f"{SERVICE}:old-part-return"),
+        principal,
+        scope=f"{SERVICE}:old-part-return",
         key=key,
-        body=body.model_dump(mode="json"),
+        body=body,
         command=run,
     )
 

@@ -19,26 +19,15 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPBearer
 
 from shared.auth.personal_data import mask_phone
-from shared.auth.tokens import Authenticator, InvalidCredentials
+from shared.auth.tokens import TOKEN_ROLES, Authenticator, InvalidCredentials
 from shared.domain.errors import NotFound
 from shared.events.envelope import Actor, CommandContext
 from shared.http.problems import ProblemError
 
 __all__ = ["mask_phone"]
 
-ROLES = frozenset(
-    {
-        "call_center_agent",
-        "dispatcher",
-        "technician",
-        "parts_clerk",
-        "customer_relations",
-        "regional_center",
-        "auditor",
-        "admin",
-        "system",
-    }
-)
+# Every role a route may name: the callers' roles and the platform's own actor.
+ROLES = TOKEN_ROLES | {"system"}
 # Roles that see a customer's phone and address in full; everyone else sees them masked.
 PERSONAL_DATA_ROLES = frozenset({"dispatcher", "technician", "customer_relations", "admin"})
 

@@ -11,16 +11,23 @@ import hashlib
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.db import Database
 from shared.events.envelope import canonical_json
+from shared.http.headers import etag
 from shared.http.problems import ProblemError
 from shared.ledger.tables import idempotency_keys
+
+if TYPE_CHECKING:
+    from shared.http.context import Principal
+    from shared.platform import Platform
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,9 @@ class CommandResponse:
     body: dict[str, Any]
     location: str | None = None
     replayed: bool = False
+
+
+Command = Callable[[AsyncConnection], Awaitable[CommandResponse]]
 
 
 def request_fingerprint(body: Any) -> str:
@@ -65,7 +75,7 @@ async def run_idempotent(
     scope: str,
     key: str | None,
     request_body: Any,
-    command: Callable[[AsyncConnection], Awaitable[CommandResponse]],
+    command: Command,
     now: Any,
 ) -> CommandResponse:
     """Run ``command`` in one transaction, recording its response under ``key``."""
@@ -108,3 +118,39 @@ async def run_idempotent(
             if row is not None:
                 return _replay(row, fingerprint)
     raise ProblemError(409, "idempotency-conflict", "Could not settle the Idempotency-Key; retry")
+
+
+def to_response(response: CommandResponse) -> JSONResponse:
+    """The command's JSON answer: ``ETag`` when the body has a version, ``Location`` when
+    given, ``Idempotent-Replayed`` when it is the stored answer to an earlier request."""
+    headers: dict[str, str] = {}
+    if "version" in response.body:
+        headers["ETag"] = etag(response.body["version"])
+    if response.location:
+        headers["Location"] = response.location
+    if response.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(response.body, status_code=response.status_code, headers=headers)
+
+
+async def idempotent_command(
+    platform: Platform,
+    principal: Principal,
+    *,
+    scope: str,
+    key: str | None,
+    body: BaseModel,
+    command: Command,
+) -> JSONResponse:
+    """A command route's usual end: run ``command`` idempotently under ``scope`` narrowed
+    to the caller, keyed by the request ``body``, and answer with :func:`to_response`."""
+    return to_response(
+        await run_idempotent(
+            platform.db,
+            scope=principal.idempotency_scope(scope),
+            key=key,
+            request_body=body.model_dump(mode="json"),
+            command=command,
+            now=platform.clock.now(),
+        )
+    )

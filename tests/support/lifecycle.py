@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from services.feedback.projections import PROJECTIONS as FEEDBACK_PROJECTIONS
 from services.intake.schemas import RECEIVE_EXAMPLE
 from shared.clock import ManualClock
 from shared.commands import TicketCommandResult, execute_ticket_command
@@ -114,6 +115,12 @@ async def repair_ticket(
         ],
         role="technician",
     )
+
+
+async def project_feedback(platform: Platform) -> None:
+    """Bring feedback's read models (compliance, scorecards, quality) up to date."""
+    for projection in FEEDBACK_PROJECTIONS:
+        await platform.runner.catch_up(projection)
 
 
 class Lifecycle:
