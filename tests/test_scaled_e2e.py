@@ -5,8 +5,12 @@ one relay (the one holding the lease) and one projector are SIGKILLed mid-run; a
 every event is on Kafka, every projection applied each stream exactly to its head, and
 every service's /metrics reports an empty outbox and zero projection lag.
 
-The lifecycles are lists of steps: add dispatch, visit, repair and follow-up steps as
-those endpoints arrive.
+The lifecycles are lists of steps. Besides intake-only ones, tickets in the east run the
+whole loop across the four services, each step in the role that owns it: dispatch
+(suggested technician) → requisition and issue of the part → visit → repair under
+warranty → old part returned (once the parts reactor, which runs in the projector
+processes, expects it) → follow-up that closes the ticket, or reopens it and the
+dispatcher sends the technician again.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +37,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
 from services.intake.schemas import RECEIVE_EXAMPLE
-from shared.db import Database
+from shared.config import Settings
 from shared.kafka import event_topics
 from shared.ledger.tables import events, leases, projection_stream_versions
 from shared.outbox import OutboxRelay
+from shared.platform import Platform as SharedPlatform
 from shared.projections.ticket_state import ticket_state
-from shared.registry import SERVICES, all_projections
+from shared.registry import SERVICES, all_projections, all_reactors
 from tests.support.auth import DEFAULT_ROLE_BY_SERVICE, headers_for
 from tests.support.broker import TestBroker
+from tests.support.dispatch_network import POINTS, hours
 from tests.support.kafka import consume_all
 from tests.support.ports import free_port
 from tests.support.postgres import PostgresCluster
@@ -65,20 +72,120 @@ class Platform:
 
     clients: dict[str, httpx.AsyncClient]
 
-    async def call(self, service: str, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        response = await self.clients[service].request(method, path, **kwargs)
+    async def call(
+        self,
+        service: str,
+        method: str,
+        path: str,
+        *,
+        as_: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """A request in the service's default role, or as ``as_`` (the caller's headers).
+        An optimistic-concurrency loser without If-Match (several tickets race for one
+        stock stream; the services retry a few times themselves) is tried again."""
+        headers = {**(as_ or {}), **(headers or {})}
+        for attempt in range(5):
+            response = await self.clients[service].request(method, path, headers=headers, **kwargs)
+            conflict = (
+                response.status_code == 409
+                and "If-Match" not in headers
+                and response.json().get("rule") == "expected_version"
+            )
+            if not conflict or attempt == 4:
+                break
+            await asyncio.sleep(0.1 * (attempt + 1))
         assert response.status_code < 300, f"{method} {path}: {response.text}"
-        return response.json()  # type: ignore[no-any-return]
+        return response.json()
+
+    async def poll(
+        self, what: str, fetch: Callable[[], Awaitable[Any]], done: Callable[[Any], bool]
+    ) -> Any:
+        """Bounded wait for something the projector processes do (reactors, read models)."""
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        while True:
+            found = await fetch()
+            if done(found):
+                return found
+            assert time.monotonic() < deadline, f"timed out waiting for {what}: {found}"
+            await asyncio.sleep(0.2)
+
+
+# Who does what (tokens as tests/support/auth.py mints them; the processes share the key).
+TECHNICIAN_ID = "t-a"
+SERVICE_POINT = "sp-east-1"
+PART = "MOTOR-WM700"
+
+
+def admin() -> dict[str, str]:
+    return headers_for("admin")
+
+
+def technician() -> dict[str, str]:
+    return headers_for("technician", subject=TECHNICIAN_ID)
+
+
+def clerk() -> dict[str, str]:
+    return headers_for("parts_clerk", location=SERVICE_POINT)
+
+
+def auditor() -> dict[str, str]:
+    return headers_for("auditor")
+
+
+async def register_network_and_stock(p: Platform, stock: int) -> None:
+    """Admin registers the service network on dispatch and the same locations and the part
+    on parts; the clerk at the service point receives the stock the repairs will use."""
+    for point in POINTS:
+        await p.call("dispatch", "POST", "/service-points", json=point, as_=admin())
+    await p.call(
+        "dispatch",
+        "POST",
+        "/technicians",
+        json={
+            "id": TECHNICIAN_ID,
+            "name": "A",
+            "service_point_id": SERVICE_POINT,
+            "skills": ["washing_machines"],
+            "working_hours": hours(
+                ("mon", "tue", "wed", "thu", "fri", "sat", "sun"), "00:00", "23:59"
+            ),
+        },
+        as_=admin(),
+    )
+    for location_id, body in {
+        "hq": {"name": "HQ", "level": "headquarters"},
+        "rc-east": {"name": "East RC", "level": "regional_center", "parent_id": "hq"},
+        SERVICE_POINT: {"name": "East outlet", "level": "service_point", "parent_id": "rc-east"},
+    }.items():
+        if body["level"] != "headquarters":
+            body = {**body, "region": "east"}
+        await p.call("parts", "PUT", f"/locations/{location_id}", json=body, as_=admin())
+    await p.call(
+        "parts",
+        "PUT",
+        f"/parts/{PART}",
+        json={"name": "Drum motor", "fits_models": ["WM-700"], "unit_cost": 86.5},
+        as_=admin(),
+    )
+    await p.call(
+        "parts",
+        "POST",
+        "/stock/receipts",
+        json={"part_number": PART, "quantity": stock},
+        as_=clerk(),
+    )
 
 
 Step = Callable[[Platform, Ticket], Awaitable[None]]
 
 
-async def receive(p: Platform, t: Ticket) -> None:
-    body = copy.deepcopy(RECEIVE_EXAMPLE)
-    body["product"]["serial_number"] = f"SN-E2E-{t.index:04d}"
+async def receive(p: Platform, t: Ticket, region: str | None = None) -> None:
+    body = copy.deepcopy(RECEIVE_EXAMPLE)  # product line washing_machines, model WM-700
+    body["product"]["serial_number"] = f"SN-E2E-{t.index:04d}"  # unique: no repeat repairs
     body["customer"]["phone"] = f"139{t.index:08d}"
-    body["address"]["region"] = ("east", "west", "north")[t.index % 3]
+    body["address"]["region"] = region or ("east", "west", "north")[t.index % 3]
     data = await p.call(
         "intake", "POST", "/tickets", json=body, headers={"Idempotency-Key": f"e2e-{t.index}"}
     )
@@ -127,17 +234,137 @@ async def diagnose_on_site(p: Platform, t: Ticket) -> None:
     t.version = data["version"]
 
 
+async def dispatch(p: Platform, t: Ticket) -> None:
+    """The dispatcher lets the service suggest: the only skilled technician in the east."""
+    data = await p.call("dispatch", "POST", f"/tickets/{t.ticket_id}/dispatch", json={})
+    assert (data["technician_id"], data["service_point_id"]) == (TECHNICIAN_ID, SERVICE_POINT)
+
+
+async def redispatch(p: Platform, t: Ticket) -> None:
+    data = await p.call(
+        "dispatch",
+        "POST",
+        f"/tickets/{t.ticket_id}/dispatch",
+        json={"reason": "customer not satisfied: send the technician again"},
+    )
+    assert data["technician_id"] == TECHNICIAN_ID
+    assert data["redispatch"] is True
+
+
+async def requisition_and_issue(p: Platform, t: Ticket) -> None:
+    """The technician asks for the part; the clerk at the service point hands it over."""
+    requisition = await p.call(
+        "parts",
+        "POST",
+        "/requisitions",
+        json={"ticket_id": t.ticket_id, "part_number": PART},
+        as_=technician(),
+    )
+    assert requisition["source_location_id"] == SERVICE_POINT
+    issued = await p.call(
+        "parts",
+        "POST",
+        f"/requisitions/{requisition['requisition_id']}/issue",
+        json={},
+        as_=clerk(),
+    )
+    assert issued["status"] == "issued"
+
+
+async def visit(p: Platform, t: Ticket) -> None:
+    await p.call(
+        "dispatch",
+        "POST",
+        f"/tickets/{t.ticket_id}/visit",
+        json={"findings": "motor burnt out"},
+        as_=technician(),
+    )
+
+
+async def repair(p: Platform, t: Ticket) -> None:
+    await p.call(
+        "dispatch",
+        "POST",
+        f"/tickets/{t.ticket_id}/repair",
+        json={
+            "outcome": "replaced",
+            "parts_used": [
+                {
+                    "part_number": PART,
+                    "new_serial": f"M-NEW-{t.index}",
+                    "old_serial": f"M-OLD-{t.index}",
+                    "under_warranty": True,
+                }
+            ],
+            "labour_minutes": 50,
+        },
+        as_=technician(),
+    )
+
+
+async def return_old_part(p: Platform, t: Ticket) -> None:
+    """Only once the parts reactor (in a projector process) consumed the repair."""
+    await p.poll(
+        f"the expected return of {t.ticket_id}",
+        lambda: p.call("parts", "GET", "/returns", params={"ticket_id": t.ticket_id}, as_=clerk()),
+        lambda rows: any(r["status"] == "expected" for r in rows),
+    )
+    returned = await p.call(
+        "parts",
+        "POST",
+        "/returns",
+        json={"ticket_id": t.ticket_id, "part_number": PART, "old_serial": f"M-OLD-{t.index}"},
+        as_=clerk(),
+    )
+    assert (returned["status"], returned["late"]) == ("returned", False)
+
+
+async def follow_up(p: Platform, t: Ticket, *, satisfied: bool) -> None:
+    data = await p.call(
+        "feedback",
+        "POST",
+        f"/tickets/{t.ticket_id}/follow-ups",
+        json={
+            "satisfaction_score": 96 if satisfied else 30,
+            "would_recommend": 10 if satisfied else 2,
+            "problem_solved": satisfied,
+            "channel": "call",
+        },
+    )
+    assert data["status"] == ("closed" if satisfied else "reopened"), data
+
+
+ON_SITE_REPAIR: list[Step] = [
+    partial(receive, region="east"),
+    diagnose_on_site,
+    dispatch,
+    requisition_and_issue,
+    visit,
+    repair,
+    return_old_part,
+]
+
+
 @dataclass
 class Lifecycle:
     name: str
     steps: list[Step]
     final_status: str
+    closed_loop: bool = False  # the compliance view must show it compliant
 
 
 LIFECYCLES = [
     Lifecycle("remote guidance", [receive, diagnose_remote_fixed], "repaired"),
-    # Lead: append dispatch, visit, repair, follow-up here (final status "closed").
     Lifecycle("on site", [receive, correct_contact, diagnose_on_site], "diagnosed"),
+    Lifecycle(
+        "closed loop",
+        [*ON_SITE_REPAIR, partial(follow_up, satisfied=True)],
+        "closed",
+        closed_loop=True,
+    ),
+    Lifecycle(
+        "reopened", [*ON_SITE_REPAIR, partial(follow_up, satisfied=False), redispatch], "dispatched"
+    ),
 ]
 
 
@@ -252,7 +479,9 @@ async def test_scaled_topology_survives_losing_a_relay_and_a_projector(
     logs = tmp_path / "logs"
     logs.mkdir()
     topology = Topology(env, logs)
-    db = Database(url)
+    # For the database and the reactors' names (reactors are built on a platform).
+    shared = SharedPlatform.from_settings(Settings(database_url=url))
+    db = shared.db
     clients: dict[str, httpx.AsyncClient] = {}
     try:
         # Services refuse an outdated schema; migrate is safe to run twice.
@@ -295,6 +524,7 @@ async def test_scaled_topology_survives_losing_a_relay_and_a_projector(
         await wait_until("every service ready", all_ready, topology)
         for client in clients.values():
             assert (await client.get("/health/live")).status_code == 200
+        await register_network_and_stock(platform, stock=30)
 
         tickets: list[tuple[Lifecycle, Ticket]] = []
 
@@ -335,8 +565,12 @@ async def test_scaled_topology_survives_losing_a_relay_and_a_projector(
         await second_batch
         await drive(platform, new_tickets(6))  # keep writing after the loss
 
-        # Every event reaches Kafka, the read models and the metrics settle at zero.
-        projections = all_projections()
+        # Every event reaches Kafka, the read models and the metrics settle at zero. The
+        # reactors (parts_repair_reactor, dispatch_repeat_repair) run in the projector
+        # processes like projections: the same lag, per-stream versions and consumer group.
+        reactors = all_reactors(shared)
+        assert {"parts_repair_reactor", "dispatch_repeat_repair"} <= set(reactors)
+        projections = {**all_projections(), **reactors}
 
         async def settled() -> bool:
             for client in clients.values():
@@ -377,7 +611,10 @@ async def test_scaled_topology_survives_losing_a_relay_and_a_projector(
                 (r.projection, r.stream_id): r.version
                 for r in await conn.execute(select(projection_stream_versions))
             }
-        assert len(tickets) == 22 and len(heads) == len(tickets)
+        assert len(tickets) == 22
+        assert {sid for sid, (kind, _) in heads.items() if kind == "ticket"} == {
+            t.ticket_id for _, t in tickets
+        }
         # ticket_state equals the ledger: one row per ticket at the stream's head version.
         assert states == {
             t.ticket_id: (heads[t.ticket_id][1], lc.final_status) for lc, t in tickets
@@ -407,6 +644,33 @@ async def test_scaled_topology_survives_losing_a_relay_and_a_projector(
             view = (await clients["intake"].get(f"/tickets/{ticket.ticket_id}")).json()
             assert view["status"] == lifecycle.final_status
 
+        # The closed loop, as the auditor sees it (the compliance view the projectors built):
+        # closed tickets compliant, reopened ones not satisfied.
+        looped = [(lc, t) for lc, t in tickets if lc.final_status in ("closed", "dispatched")]
+        assert {lc.final_status for lc, _ in looped} == {"closed", "dispatched"}
+        for lifecycle, ticket in looped:
+            view = await platform.poll(
+                f"the compliance view of {ticket.ticket_id}",
+                lambda t=ticket: platform.call(
+                    "feedback", "GET", f"/compliance/tickets/{t.ticket_id}", as_=auditor()
+                ),
+                lambda v, lc=lifecycle: (
+                    v["checklist"]["follow_up_done"]["status"] == "true"
+                    and (v["compliant"] == "true" or not lc.closed_loop)
+                ),
+            )
+            assert (view["service_point_id"], view["technician_id"]) == (
+                SERVICE_POINT,
+                TECHNICIAN_ID,
+            )
+            assert view["checklist"]["parts_returned"]["status"] == "true"
+            if lifecycle.closed_loop:
+                failing = {k: v for k, v in view["checklist"].items() if v["status"] != "true"}
+                assert failing == {}
+            else:
+                assert view["checklist"]["satisfied"]["status"] == "false"
+                assert view["compliant"] == "false"
+
         # The survivors took over: the standby relay published, the other projector
         # received every ticket event (applied, or skipped as already applied inline).
         survivor = next(n for n in ("relay-1", "relay-2") if n != leader)
@@ -431,7 +695,7 @@ async def test_scaled_topology_survives_losing_a_relay_and_a_projector(
         for client in clients.values():
             await client.aclose()
         topology.stop_all()
-        await db.dispose()
+        await shared.close()
 
 
 async def consumer_groups_at_end(bootstrap_servers: str, projections: dict[str, Any]) -> bool:

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from sqlalchemy import bindparam, case, delete, insert, select, update
+from sqlalchemy import bindparam, case, delete, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.clock import Clock, SystemClock
@@ -248,6 +248,7 @@ class ProjectionRunner:
         relevant = [e for e in events if e.stream_type in projection.stream_types]
         if not relevant:
             return
+        await self._lock_streams(conn, projection.name, {e.stream_id for e in relevant})
         known = await self._stream_versions(conn, projection.name, {e.stream_id for e in relevant})
         versions = dict(known)
         for event in relevant:
@@ -289,6 +290,26 @@ class ProjectionRunner:
         ]
         if new:
             await conn.execute(insert(psv), new)
+
+    @staticmethod
+    async def _lock_streams(conn: AsyncConnection, name: str, stream_ids: set[str]) -> None:
+        """Serialise appliers of the same projection and stream until commit. A command
+        applying a projection inline (e.g. the follow-up's compliance row) and a projector
+        applying the same stream's earlier events would otherwise both see no version yet
+        and both insert (a unique violation, a 500 for the command). The later one now
+        waits and then reads the committed version, so it skips what is already applied.
+        Locks are taken in one order (by key hash), so appliers never wait on each other in
+        a cycle. SQLite has a single writer: nothing to do."""
+        if conn.dialect.name != "postgresql":
+            return
+        keys = [f"projection:{name}:{sid}" for sid in sorted(stream_ids)]
+        await conn.execute(
+            text(
+                "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended(k, 0) "
+                "AS h FROM unnest(CAST(:keys AS text[])) AS k ORDER BY h) AS ordered"
+            ),
+            {"keys": keys},
+        )
 
     @staticmethod
     async def _stream_versions(
