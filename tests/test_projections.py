@@ -114,3 +114,41 @@ async def test_gap_is_filled_from_the_ledger(db: Database, store: EventStore) ->
     assert stats.gap_filled == 2 and stats.duplicates == 2
     (row,) = await dump(db)
     assert row.status == "dispatched" and row.version == 3
+
+
+class StaleReactor:
+    """Appends a closing event to each ticket it sees; its first attempt decides on a stale
+    version, as a reactor does when a command appended to the same stream meanwhile."""
+
+    name = "stale_reactor"
+    tables = ()
+    stream_types = ("ticket",)
+
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+        self.attempts = 0
+
+    async def handle(self, conn, event) -> None:  # type: ignore[no-untyped-def]
+        if event.event_type != "TicketReceived":
+            return
+        self.attempts += 1
+        head = (await self.store.stream_head(conn, event.stream_id))[0]
+        expected = head - 1 if self.attempts == 1 else head
+        await self.store.append_to_stream(
+            conn, event.stream_id, expected, [TicketClosed(reason="test")], context()
+        )
+
+
+async def test_a_lost_race_retries_the_batch_without_failing(
+    db: Database, store: EventStore
+) -> None:
+    (tid,) = await seed(db, store, 1)
+    reactor = StaleReactor(store)
+    stats = await ProjectionRunner(db, store).catch_up(reactor)
+    assert reactor.attempts == 2  # the first attempt's writes were rolled back
+    # Counted once: the three seeded events, then (next batch) the reactor's own event.
+    assert stats.applied == 4
+    async with db.reading() as conn:
+        types = [e.event_type for e in await store.read_stream(conn, tid)]
+        assert types.count("TicketClosed") == 1
+        assert await read_checkpoint(conn, reactor.name) == await store.last_position(conn)

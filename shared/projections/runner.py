@@ -25,7 +25,7 @@ from shared.clock import Clock, SystemClock
 from shared.db import Database
 from shared.events.envelope import EventEnvelope
 from shared.events.registry import topic_for
-from shared.ledger.store import EventStore
+from shared.ledger.store import ConcurrencyError, EventStore
 from shared.ledger.tables import projection_checkpoints, projection_stream_versions
 from shared.observability import PROJECTION_APPLIED, PROJECTION_DUPLICATES
 from shared.projections.base import Projection
@@ -182,24 +182,44 @@ class ProjectionRunner:
     async def run(self, projection: Projection, source: EventSource) -> RunStats:
         stats = RunStats()
         async for batch in source.batches(projection):
-            applied_before, duplicates_before = stats.applied, stats.duplicates
-            async with self.db.transaction() as conn:
-                await self._apply_all(conn, projection, batch.events, stats)
-                if batch.position is not None:
-                    await self._save_checkpoint(conn, projection.name, batch.position)
-                elif batch.events:
-                    # Kafka: the highest global position applied, for the lag metric only
-                    # (dedupe is per stream version); instances share partitions, so it
-                    # never moves back.
-                    await self._raise_checkpoint(
-                        conn, projection.name, max(e.position for e in batch.events)
-                    )
-            PROJECTION_APPLIED.labels(projection.name).inc(stats.applied - applied_before)
-            PROJECTION_DUPLICATES.labels(projection.name).inc(stats.duplicates - duplicates_before)
+            batch_stats = await self._commit_batch(projection, batch)
+            stats.applied += batch_stats.applied
+            stats.duplicates += batch_stats.duplicates
+            stats.gap_filled += batch_stats.gap_filled
+            PROJECTION_APPLIED.labels(projection.name).inc(batch_stats.applied)
+            PROJECTION_DUPLICATES.labels(projection.name).inc(batch_stats.duplicates)
             if batch.ack is not None:
                 await batch.ack()
             stats.batches += 1
         return stats
+
+    async def _commit_batch(
+        self, projection: Projection, batch: Batch, attempts: int = 5
+    ) -> RunStats:
+        """Apply one batch in one transaction. A reactor whose append lost a race to a
+        command on the same stream (ConcurrencyError) retries the batch against the new
+        state here, instead of failing the projector and making its consumer group
+        rebalance."""
+        for attempt in range(1, attempts + 1):
+            stats = RunStats()
+            try:
+                async with self.db.transaction() as conn:
+                    await self._apply_all(conn, projection, batch.events, stats)
+                    if batch.position is not None:
+                        await self._save_checkpoint(conn, projection.name, batch.position)
+                    elif batch.events:
+                        # Kafka: the highest global position applied, for the lag metric
+                        # only (dedupe is per stream version); instances share partitions,
+                        # so it never moves back.
+                        await self._raise_checkpoint(
+                            conn, projection.name, max(e.position for e in batch.events)
+                        )
+                return stats
+            except ConcurrencyError:
+                if attempt == attempts:
+                    raise
+                await asyncio.sleep(0.05 * attempt)
+        raise AssertionError("unreachable")
 
     async def apply(
         self, conn: AsyncConnection, projection: Projection, events: Sequence[EventEnvelope]
