@@ -12,7 +12,7 @@ from services.dispatch.domain import EarlierRepair, ServicePointInfo, Technician
 from shared.domain.errors import RuleViolation
 from shared.domain.ticket import TicketState, evolve
 from shared.events.network import NetworkLevel, Shift, Weekday
-from shared.events.tickets import RepairOutcome, SlaBreached
+from shared.events.tickets import RepairOutcome, SlaBreached, TicketRepaired
 from tests.support.factories import diagnosed, received
 
 MONDAY_9 = datetime(2026, 11, 2, 9, tzinfo=UTC)
@@ -138,3 +138,35 @@ def test_repeat_repair_window_uses_event_times() -> None:
     assert domain.decide_repeat_repair(state, [outside, declined], window_days=30) == []
     flagged = evolve(state, flag, occurred_at=MONDAY_9)
     assert domain.decide_repeat_repair(flagged, [inside], window_days=30) == []
+
+
+def test_a_deadline_met_late_while_no_scheduler_ran_is_still_recorded_once() -> None:
+    due = MONDAY_9 + timedelta(hours=2)
+    answered_late = evolve(
+        state_after(received(response_due_at=due)),
+        diagnosed(resolution_due_at=MONDAY_9 + timedelta(hours=4)),
+        occurred_at=due + timedelta(minutes=50),
+    )
+    repaired_late = evolve(
+        answered_late,
+        TicketRepaired(outcome="fixed", cost_borne_by="warranty"),
+        occurred_at=MONDAY_9 + timedelta(hours=6),
+    )
+    # The scheduler comes back a day later: both breaches, with their real overdue time,
+    # and no escalation (nothing is waiting any more).
+    events = domain.decide_sla(repaired_late, now=MONDAY_9 + timedelta(days=1))
+    assert [(e.deadline.value, e.overdue_minutes) for e in events] == [  # type: ignore[attr-defined]
+        ("response", 50),
+        ("resolution", 120),
+    ]
+    settled = repaired_late
+    for event in events:
+        settled = evolve(settled, event, occurred_at=MONDAY_9 + timedelta(days=1))
+    assert domain.decide_sla(settled, now=MONDAY_9 + timedelta(days=2)) == []
+    # Met in time: nothing to record.
+    on_time = evolve(
+        state_after(received(response_due_at=due)),
+        diagnosed(resolution_due_at=MONDAY_9 + timedelta(hours=4)),
+        occurred_at=MONDAY_9 + timedelta(hours=1),
+    )
+    assert domain.decide_sla(on_time, now=MONDAY_9 + timedelta(hours=3)) == []

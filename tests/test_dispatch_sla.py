@@ -114,6 +114,24 @@ async def test_sla_breach_is_recorded_once_across_restart_and_race(
     assert await check_sla(platform) == 0
 
 
+async def test_a_deadline_met_late_while_the_scheduler_was_down_is_recorded(
+    platform: Platform, intake: httpx.AsyncClient, clock: ManualClock
+) -> None:
+    ticket = await open_ticket(intake, path=None, urgency="urgent")  # respond within 2 h
+    clock.advance(hours=3)  # no scheduler ran meanwhile
+    diagnosis = {"category": "misuse", "complexity": "simple", "resolution_path": "on_site"}
+    response = await intake.post(f"/tickets/{ticket}/diagnosis", json=diagnosis)
+    assert response.status_code == 200, response.text
+    clock.advance(minutes=5)
+    assert await check_sla(platform) == 1
+    (breach,) = await events_of(platform, ticket, "SlaBreached")
+    assert (breach["deadline"], breach["overdue_minutes"]) == ("response", 60)
+    # Answered already: recorded for the record, not escalated.
+    assert "TicketEscalated" not in await stream_types(platform, ticket)
+    await platform.runner.catch_up(TICKET_FLAGS)
+    assert await check_sla(platform) == 0
+
+
 async def test_sla_job_runs_under_a_lease_until_stopped(
     platform: Platform, intake: httpx.AsyncClient, clock: ManualClock
 ) -> None:

@@ -557,50 +557,39 @@ def decide_repair(state: TicketState, command: RecordRepair) -> list[EventPayloa
 # SLA clock and repeat repairs
 
 
-UNRESOLVED = frozenset(
-    {
-        TicketStatus.received,
-        TicketStatus.diagnosed,
-        TicketStatus.dispatched,
-        TicketStatus.visited,
-        TicketStatus.reopened,
-    }
-)
-
-
 def decide_sla(state: TicketState, *, now: datetime) -> list[EventPayload]:
     """Breaches of the response and resolution deadlines not yet recorded on the ticket's
-    stream, each followed by an escalation to the regional center. Looking at the stream
-    (not at a table) is what makes a second scheduler, or a restart, record nothing twice."""
-    if not state.exists or state.status is TicketStatus.closed:
+    stream. Looking at the stream (not at a table) is what makes a second scheduler, or a
+    restart, record nothing twice. A deadline still open is escalated to the regional
+    center; one met late while no scheduler ran (down, or between passes) is recorded with
+    the real overdue time and needs no escalation any more."""
+    if not state.exists:
         return []
     assert state.received is not None and state.region is not None
-    due: list[tuple[SlaDeadline, datetime]] = []
-    if state.diagnosis is None and SlaDeadline.response.value not in state.breached:
-        due.append((SlaDeadline.response, state.received.response_due_at))
-    if (
-        state.diagnosis is not None
-        and state.status in UNRESOLVED
-        and SlaDeadline.resolution.value not in state.breached
-    ):
-        due.append((SlaDeadline.resolution, state.diagnosis.resolution_due_at))
+    checks = [(SlaDeadline.response, state.received.response_due_at, state.responded_at)]
+    if state.diagnosis is not None:
+        checks.append(
+            (SlaDeadline.resolution, state.diagnosis.resolution_due_at, state.resolved_at)
+        )
     events: list[EventPayload] = []
-    for deadline, due_at in due:
-        if due_at >= now:
+    for deadline, due_at, met_at in checks:
+        end = met_at or now
+        if deadline.value in state.breached or end <= due_at or due_at >= now:
             continue
-        overdue = int((now - due_at).total_seconds() // 60)
+        overdue = int((end - due_at).total_seconds() // 60)
         events.append(
             SlaBreached(deadline=deadline, due_at=due_at, detected_at=now, overdue_minutes=overdue)
         )
-        events.append(
-            TicketEscalated(
-                level="regional_center",
-                cause="sla_breach",
-                region=state.region,
-                reason=f"{deadline.value} deadline {due_at:%Y-%m-%d %H:%M} UTC passed by "
-                f"{overdue} min",
+        if met_at is None:
+            events.append(
+                TicketEscalated(
+                    level="regional_center",
+                    cause="sla_breach",
+                    region=state.region,
+                    reason=f"{deadline.value} deadline {due_at:%Y-%m-%d %H:%M} UTC passed by "
+                    f"{overdue} min",
+                )
             )
-        )
     return events
 
 

@@ -235,15 +235,15 @@ async def sla_candidates(
             TicketStatus.reopened,
         )
     ]
+    # Open past its deadline, or met after it (while no scheduler ran).
     response = and_(
-        t.responded_at.is_(None),
         t.response_due_at < now,
-        t.status != TicketStatus.closed.value,
+        or_(t.responded_at.is_(None), t.responded_at > t.response_due_at),
         f.response_breached_at.is_(None),
     )
     resolution = and_(
         t.resolution_due_at < now,
-        t.status.in_(unresolved),
+        or_(t.status.in_(unresolved), t.repaired_at > t.resolution_due_at),
         f.resolution_breached_at.is_(None),
     )
     query = (

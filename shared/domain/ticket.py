@@ -69,6 +69,10 @@ class TicketState:
     dispatch_count: int = 0
     # Deadlines (SlaDeadline values) already recorded as breached: each is breached once.
     breached: frozenset[str] = frozenset()
+    # When the response deadline was met (the first diagnosis) and the current resolution
+    # (the latest repair; a reopen clears it): a deadline met late is still a breach.
+    responded_at: datetime | None = None
+    resolved_at: datetime | None = None
     history: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -108,7 +112,12 @@ def evolve(
             )
             return replace(s, received=received, region=received.address.region)
         case TicketDiagnosed():
-            return replace(s, status=TicketStatus.diagnosed, diagnosis=payload)
+            return replace(
+                s,
+                status=TicketStatus.diagnosed,
+                diagnosis=payload,
+                responded_at=state.responded_at or occurred_at,
+            )
         case TicketDispatched():
             return replace(
                 s,
@@ -120,12 +129,16 @@ def evolve(
         case TicketVisited():
             return replace(s, status=TicketStatus.visited, visit=payload)
         case TicketRepaired():
-            return replace(s, status=TicketStatus.repaired, repair=payload)
+            return replace(s, status=TicketStatus.repaired, repair=payload, resolved_at=occurred_at)
         case FollowUpRecorded():
             return replace(s, status=TicketStatus.followed_up, follow_up=payload)
         case TicketReopened():
             return replace(
-                s, status=TicketStatus.reopened, reopen_count=state.reopen_count + 1, repair=None
+                s,
+                status=TicketStatus.reopened,
+                reopen_count=state.reopen_count + 1,
+                repair=None,
+                resolved_at=None,
             )
         case TicketClosed():
             return replace(s, status=TicketStatus.closed)
