@@ -58,39 +58,39 @@ async def dispatch_ticket(
     service_point_id: str,
     technician_id: str = "tech-1",
     region: str = "east",
+    starts_in: timedelta = timedelta(hours=2),
+    window: timedelta = timedelta(hours=2),
+    reason: str = "nearest service point with a free technician",
+    redispatch: bool = False,
+    role: str = "dispatcher",
 ) -> TicketCommandResult:
-    now = platform.clock.now()
-    return await append_ticket_events(
-        platform,
-        ticket_id,
-        [
-            TicketDispatched(
-                region=region,
-                service_point_id=service_point_id,
-                technician_id=technician_id,
-                appointment_start=now + timedelta(hours=2),
-                appointment_end=now + timedelta(hours=4),
-                reason="nearest service point with a free technician",
-            )
-        ],
+    start = platform.clock.now() + starts_in
+    payload = TicketDispatched(
+        region=region,
+        service_point_id=service_point_id,
+        technician_id=technician_id,
+        appointment_start=start,
+        appointment_end=start + window,
+        reason=reason,
+        redispatch=redispatch,
     )
+    return await append_ticket_events(platform, ticket_id, [payload], role=role)
 
 
 async def visit_ticket(
-    platform: Platform, ticket_id: str, *, technician_id: str = "tech-1"
+    platform: Platform,
+    ticket_id: str,
+    *,
+    technician_id: str = "tech-1",
+    arrived_at: datetime | None = None,
+    role: str = "technician",
 ) -> TicketCommandResult:
-    return await append_ticket_events(
-        platform,
-        ticket_id,
-        [
-            TicketVisited(
-                technician_id=technician_id,
-                arrived_at=platform.clock.now(),
-                findings="motor bearings worn",
-            )
-        ],
-        role="technician",
+    payload = TicketVisited(
+        technician_id=technician_id,
+        arrived_at=arrived_at or platform.clock.now(),
+        findings="motor bearings worn",
     )
+    return await append_ticket_events(platform, ticket_id, [payload], role=role)
 
 
 async def repair_ticket(
@@ -98,23 +98,19 @@ async def repair_ticket(
     ticket_id: str,
     parts_used: Sequence[UsedPart] = (),
     *,
+    outcome: RepairOutcome | None = None,
     cost_borne_by: CostBearer = CostBearer.warranty,
     technician_id: str = "tech-1",
+    role: str = "technician",
 ) -> TicketCommandResult:
-    return await append_ticket_events(
-        platform,
-        ticket_id,
-        [
-            TicketRepaired(
-                outcome=RepairOutcome.replaced if parts_used else RepairOutcome.fixed,
-                parts_used=list(parts_used),
-                labour_minutes=45,
-                cost_borne_by=cost_borne_by,
-                technician_id=technician_id,
-            )
-        ],
-        role="technician",
+    payload = TicketRepaired(
+        outcome=outcome or (RepairOutcome.replaced if parts_used else RepairOutcome.fixed),
+        parts_used=list(parts_used),
+        labour_minutes=45,
+        cost_borne_by=cost_borne_by,
+        technician_id=technician_id,
     )
+    return await append_ticket_events(platform, ticket_id, [payload], role=role)
 
 
 async def project_feedback(platform: Platform) -> None:
@@ -191,27 +187,27 @@ class Lifecycle:
         redispatch: bool = False,
         region: str = "east",
     ) -> EventEnvelope:
-        now = self.clock.now()
-        payload = TicketDispatched(
-            region=region,
+        result = await dispatch_ticket(
+            self.platform,
+            ticket_id,
             service_point_id=service_point,
             technician_id=technician,
-            appointment_start=now,
-            appointment_end=now + timedelta(hours=window_hours),
+            region=region,
+            starts_in=timedelta(0),
+            window=timedelta(hours=window_hours),
             reason="re-dispatched after reopen" if redispatch else "nearest technician",
             redispatch=redispatch,
+            role="system",
         )
-        return (await self.write(ticket_id, payload))[0]
+        return result.events[0]
 
     async def visit(
         self, ticket_id: str, *, technician: str = "tech-1", arrived_at: datetime | None = None
     ) -> EventEnvelope:
-        payload = TicketVisited(
-            technician_id=technician,
-            arrived_at=arrived_at or self.clock.now(),
-            findings="motor bearing worn",
+        result = await visit_ticket(
+            self.platform, ticket_id, technician_id=technician, arrived_at=arrived_at, role="system"
         )
-        return (await self.write(ticket_id, payload))[0]
+        return result.events[0]
 
     async def repair(
         self,
@@ -221,14 +217,15 @@ class Lifecycle:
         technician: str = "tech-1",
         parts: Sequence[UsedPart] = (),
     ) -> EventEnvelope:
-        payload = TicketRepaired(
+        result = await repair_ticket(
+            self.platform,
+            ticket_id,
+            parts,
             outcome=RepairOutcome(outcome),
-            parts_used=list(parts),
-            labour_minutes=45,
-            cost_borne_by=CostBearer.warranty,
             technician_id=technician,
+            role="system",
         )
-        return (await self.write(ticket_id, payload))[0]
+        return result.events[0]
 
     async def breach(self, ticket_id: str, deadline: str, due_at: datetime) -> EventEnvelope:
         now = self.clock.now()
