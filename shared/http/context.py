@@ -186,10 +186,6 @@ def require_region(
         raise NotFound(f"{what}_not_found", f"no {what} {ident}")
 
 
-def current_actor(principal: Principal = Depends(current_principal)) -> Actor:
-    return principal.actor
-
-
 def correlation_id(request: Request) -> UUID:
     raw = request.headers.get("x-correlation-id")
     try:
@@ -200,7 +196,3 @@ def correlation_id(request: Request) -> UUID:
 
 def command_context(request: Request, actor: Actor, service: str) -> CommandContext:
     return CommandContext(actor=actor, service=service, correlation_id=correlation_id(request))
-
-
-def may_see_personal_data(actor: Actor) -> bool:
-    return actor.role in PERSONAL_DATA_ROLES
