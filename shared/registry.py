@@ -69,3 +69,8 @@ def all_projections() -> dict[str, Projection]:
         for projection in import_module(module).PROJECTIONS:
             found[projection.name] = projection
     return found
+
+
+def all_handlers(platform: Platform) -> dict[str, Projection]:
+    """Everything a projector keeps up to date: the projections and the reactors."""
+    return {**all_projections(), **all_reactors(platform)}

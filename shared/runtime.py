@@ -20,9 +20,8 @@ from shared.projections.base import Projection
 from shared.projections.runner import KafkaSource, LedgerSource
 from shared.registry import (
     SERVICES,
+    all_handlers,
     all_jobs,
-    all_projections,
-    all_reactors,
     app_factory,
     service_port,
 )
@@ -146,7 +145,7 @@ async def run_embedded(settings: Settings, *, print_fn=print) -> None:  # type: 
         for name, _ in servers:
             base = f"http://{settings.host}:{service_port(settings, name)}"
             print_fn(f"  {name:<9} {base}   (API docs: {base}/docs)")
-        projections = {**all_projections(), **all_reactors(platform)}
+        projections = all_handlers(platform)
         print_fn(f"  projector ledger source, projections: {', '.join(projections)}")
         if settings.uses_kafka:
             print_fn(f"  relay     outbox → Kafka at {settings.kafka_bootstrap_servers}")
@@ -212,7 +211,7 @@ async def run_job(settings: Settings, job: str, names: Sequence[str], source: st
         elif job == "jobs":
             await asyncio.gather(*(run(platform, stop) for run in all_jobs().values()))
         else:
-            projections = {**all_projections(), **all_reactors(platform)}
+            projections = all_handlers(platform)
             chosen = [projections[n] for n in names] if names else list(projections.values())
             await run_projector(platform, chosen, stop, source=source)
     finally:

@@ -11,7 +11,7 @@ import httpx
 
 from shared.ledger.verify import verify_ledger
 from shared.platform import Platform
-from shared.registry import all_projections, all_reactors
+from shared.registry import all_handlers
 from tests.support.clients import service_client
 from tests.support.dispatch_network import build_network, hours, open_ticket
 
@@ -28,7 +28,7 @@ PART = "MOTOR-WM700"
 async def run_projector(platform: Platform) -> None:
     """What the projector process does: every projection and reactor catches up."""
     for _ in range(2):  # reactors' events feed the projections on the second pass
-        for handler in [*all_projections().values(), *all_reactors(platform).values()]:
+        for handler in all_handlers(platform).values():
             await platform.runner.catch_up(handler)
 
 

@@ -153,9 +153,9 @@ class _Snapshot:
 
 
 def known_projections(platform: Platform) -> dict[str, Projection]:
-    from shared.registry import all_projections, all_reactors
+    from shared.registry import all_handlers
 
-    return {**all_projections(), **all_reactors(platform)}
+    return all_handlers(platform)
 
 
 async def database_metrics(platform: Platform) -> list[Metric]:
