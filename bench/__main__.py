@@ -18,14 +18,14 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 
-from shared.config import Settings
-from shared.events.envelope import Actor, CommandContext
-from shared.events.tickets import TicketReceived
-from shared.ledger.store import NO_STREAM
-from shared.migrations import upgrade
-from shared.outbox import KafkaPublisher, OutboxRelay
-from shared.platform import Platform
-from shared.projections.ticket_state import TicketStateProjection
+from shared.app.config import Settings
+from shared.app.platform import Platform
+from shared.eventstore.ledger import NO_STREAM
+from shared.eventstore.migrations import upgrade
+from shared.eventstore.outbox import KafkaPublisher, OutboxRelay
+from shared.kernel.events.envelope import Actor, CommandContext
+from shared.kernel.events.tickets import TicketReceived
+from shared.readmodels.ticket_state import TicketStateProjection
 from tests.support.broker import TestBroker
 from tests.support.factories import diagnosed, received
 from tests.support.postgres import PostgresCluster

@@ -14,12 +14,12 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from shared.clock import ManualClock
-from shared.config import Settings
-from shared.db import Database
-from shared.ledger.store import EventStore
-from shared.migrations import upgrade
-from shared.platform import Platform
+from shared.app.config import Settings
+from shared.app.platform import Platform
+from shared.eventstore.db import Database
+from shared.eventstore.ledger import EventStore
+from shared.eventstore.migrations import upgrade
+from shared.kernel.clock import ManualClock
 from tests.support.auth import TEST_AUTH, TEST_AUTH_ENV
 from tests.support.broker import TestBroker
 from tests.support.clients import service_client

@@ -16,11 +16,11 @@ import pytest
 from fastapi.routing import APIRoute
 
 from services.intake.schemas import RECEIVE_EXAMPLE
-from shared.commands import execute_ticket_command
-from shared.events.tickets import TicketDispatched
-from shared.platform import Platform
-from shared.registry import SERVICES, app_factory
-from shared.subscribe import AccessRefused, subscribe_http
+from shared.app.commands import execute_ticket_command
+from shared.app.platform import Platform
+from shared.app.registry import SERVICES, app_factory
+from shared.app.subscribe import AccessRefused, subscribe_http
+from shared.kernel.events.tickets import TicketDispatched
 from tests.support.auth import headers_for
 from tests.support.clients import service_client
 from tests.support.factories import context

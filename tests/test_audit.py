@@ -12,15 +12,15 @@ import pytest
 from sqlalchemy import select, update
 
 from services.intake.app import create_app
-from shared.audit import parse, render, select_events, signing_key, summarise, verify_export
-from shared.config import Settings
-from shared.db import Database
-from shared.events.tickets import TicketClosed
-from shared.ledger.store import NO_STREAM
-from shared.ledger.tables import events
-from shared.platform import Platform
-from shared.projections.ticket_state import TicketStateProjection, ticket_state
-from shared.replay import replay
+from shared.app.audit import parse, render, select_events, signing_key, summarise, verify_export
+from shared.app.config import Settings
+from shared.app.platform import Platform
+from shared.app.replay import replay
+from shared.eventstore.db import Database
+from shared.eventstore.ledger import NO_STREAM
+from shared.eventstore.tables import events
+from shared.kernel.events.tickets import TicketClosed
+from shared.readmodels.ticket_state import TicketStateProjection, ticket_state
 from tests.support.auth import headers_for
 from tests.support.factories import context, diagnosed, new_ticket_id, received
 
@@ -86,7 +86,7 @@ async def run_cli(database_url: str, *args: str) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "shared.cli",
+        "shared.app.cli",
         *args,
         env=env,
         stdout=asyncio.subprocess.PIPE,
@@ -165,7 +165,7 @@ def test_signing_key_is_generated_once(tmp_path) -> None:
 
 @pytest.mark.kafka
 async def test_replay_from_kafka_equals_live(platform: Platform, clock, broker) -> None:
-    from shared.outbox import KafkaPublisher, OutboxRelay
+    from shared.eventstore.outbox import KafkaPublisher, OutboxRelay
 
     await seed(platform, clock, tickets=3)
     relay = OutboxRelay(

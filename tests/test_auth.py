@@ -22,12 +22,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from services.intake.schemas import RECEIVE_EXAMPLE
-from shared.auth.personal_data import PersonalDataFilter, mask_payload, redact
-from shared.auth.tokens import Authenticator, api_key_hash, hs256_secret, issue_token
-from shared.cli import main as cli_main
-from shared.config import ApiKeyEntry, AuthSettings, Settings
-from shared.platform import Platform
-from shared.registry import app_factory
+from shared.app.cli import main as cli_main
+from shared.app.config import ApiKeyEntry, AuthSettings, Settings
+from shared.app.platform import Platform
+from shared.app.registry import app_factory
+from shared.http.auth.personal_data import PersonalDataFilter, mask_payload, redact
+from shared.http.auth.tokens import Authenticator, api_key_hash, hs256_secret, issue_token
 from tests.support.auth import TEST_JWT_SECRET, token_for
 
 
@@ -140,7 +140,7 @@ def test_rs256_with_a_jwks_file_refuses_hs256_and_key_confusion(tmp_path: Path) 
     assert verifier.verify_token(idp).subject == "alice"
     local = issue_token(settings, role="auditor", subject="aud-1")
     assert verifier.verify_token(local).role == "auditor"
-    from shared.auth.tokens import InvalidCredentials
+    from shared.http.auth.tokens import InvalidCredentials
 
     for bad in (
         jwt.encode(good_claims(), "a shared secret of at least 32 bytes", algorithm="HS256"),
@@ -339,7 +339,7 @@ def test_mask_payload_masks_nested_phone_and_street() -> None:
 async def test_separate_service_processes_need_a_shared_verification_key(
     database_url: str, tmp_path: Path
 ) -> None:
-    from shared.runtime import serve_one
+    from shared.app.runtime import serve_one
 
     settings = Settings(
         database_url=database_url, data_dir=tmp_path, auth=AuthSettings(jwt_secret=None)

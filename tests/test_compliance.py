@@ -12,10 +12,10 @@ import httpx
 import pytest
 
 from services.feedback.projections import PROJECTIONS
-from shared.clock import ManualClock
-from shared.db import Database
-from shared.platform import Platform
-from shared.replay import replay, table_rows
+from shared.app.platform import Platform
+from shared.app.replay import replay, table_rows
+from shared.eventstore.db import Database
+from shared.kernel.clock import ManualClock
 from tests.support.clients import service_client
 from tests.support.lifecycle import Lifecycle, project_feedback, warranty_part
 
@@ -138,7 +138,7 @@ async def test_on_site_repair_without_visit(
 async def test_closed_without_follow_up(
     life: Lifecycle, auditor: httpx.AsyncClient, platform: Platform
 ) -> None:
-    from shared.events.tickets import TicketClosed
+    from shared.kernel.events.tickets import TicketClosed
 
     tid = await life.through_repair()
     closed = (await life.write(tid, TicketClosed(reason="closed by hand")))[0]
@@ -275,7 +275,7 @@ async def test_rebuild_equals_incremental(
     db: Database,
 ) -> None:
     from services.feedback.jobs import raise_quality_alerts
-    from shared.config import FeedbackSettings
+    from shared.app.config import FeedbackSettings
 
     platform.settings.feedback = FeedbackSettings(quality_alert_threshold=2)
     admin_headers = {"role": "admin"}

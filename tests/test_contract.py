@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from shared.contract import CONTRACT_DIR, asyncapi, contract_problems, write_contract
-from shared.events.registry import all_payload_classes
+from shared.app.contract import CONTRACT_DIR, asyncapi, contract_problems, write_contract
+from shared.kernel.events.registry import all_payload_classes
 
 
 def test_committed_contract_matches_the_models() -> None:

@@ -14,10 +14,10 @@ import yaml
 from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
-from shared.cli import build_parser
-from shared.config import Settings
-from shared.kafka import event_topics
-from shared.registry import SERVICES
+from shared.app.cli import build_parser
+from shared.app.config import Settings
+from shared.app.registry import SERVICES
+from shared.eventstore.kafka import event_topics
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 IMAGE = "ticketline:0.1.0"

@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from shared.commands import execute_ticket_command
-from shared.events.envelope import Actor, CommandContext
-from shared.events.tickets import TicketClosed, TicketReopened
-from shared.platform import Platform
+from shared.app.commands import execute_ticket_command
+from shared.app.platform import Platform
+from shared.kernel.events.envelope import Actor, CommandContext
+from shared.kernel.events.tickets import TicketClosed, TicketReopened
 from tests.support.clients import service_client
 from tests.support.dispatch_network import (
     POINTS,

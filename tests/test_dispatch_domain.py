@@ -9,10 +9,10 @@ import pytest
 
 from services.dispatch import domain
 from services.dispatch.domain import EarlierRepair, ServicePointInfo, TechnicianInfo, TicketFacts
-from shared.domain.errors import RuleViolation
-from shared.domain.ticket import TicketState, evolve
-from shared.events.network import NetworkLevel, Shift, Weekday
-from shared.events.tickets import RepairOutcome, SlaBreached, TicketRepaired
+from shared.kernel.errors import RuleViolation
+from shared.kernel.events.network import NetworkLevel, Shift, Weekday
+from shared.kernel.events.tickets import RepairOutcome, SlaBreached, TicketRepaired
+from shared.kernel.ticket import TicketState, evolve
 from tests.support.factories import diagnosed, received
 
 MONDAY_9 = datetime(2026, 11, 2, 9, tzinfo=UTC)

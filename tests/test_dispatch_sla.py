@@ -15,11 +15,11 @@ from services.dispatch.jobs import check_sla, run_job
 from services.dispatch.projections import NETWORK, TICKET_FLAGS
 from services.dispatch.reactors import RepeatRepairReactor
 from services.dispatch.tables import service_points, technicians, ticket_flags
-from shared.clock import ManualClock
-from shared.config import Settings
-from shared.kafka import ensure_topics, event_topics
-from shared.outbox import KafkaPublisher, OutboxRelay
-from shared.platform import Platform
+from shared.app.config import Settings
+from shared.app.platform import Platform
+from shared.eventstore.kafka import ensure_topics, event_topics
+from shared.eventstore.outbox import KafkaPublisher, OutboxRelay
+from shared.kernel.clock import ManualClock
 from tests.support.broker import TestBroker
 from tests.support.clients import service_client
 from tests.support.dispatch_network import build_network, open_ticket

@@ -25,7 +25,7 @@ def test_run_starts_every_service_and_stops_cleanly(tmp_path) -> None:
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
     env.pop("TICKETLINE_AUTH_JWT_SECRET", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "run"],
+        [sys.executable, "-m", "shared.app.cli", "run"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -56,7 +56,7 @@ def test_run_starts_every_service_and_stops_cleanly(tmp_path) -> None:
             [
                 sys.executable,
                 "-m",
-                "shared.cli",
+                "shared.app.cli",
                 "token",
                 "--role",
                 "call_center_agent",

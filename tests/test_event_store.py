@@ -8,13 +8,13 @@ import json
 import pytest
 from sqlalchemy import delete, select, update
 
-from shared.db import Database
-from shared.events import typed_payload
-from shared.events.envelope import GENESIS_HASH
-from shared.events.tickets import TicketReceived
-from shared.ledger.store import NO_STREAM, ConcurrencyError, EventStore
-from shared.ledger.tables import events, outbox
-from shared.ledger.verify import verify_ledger
+from shared.eventstore.db import Database
+from shared.eventstore.ledger import NO_STREAM, ConcurrencyError, EventStore
+from shared.eventstore.tables import events, outbox
+from shared.eventstore.verify import verify_ledger
+from shared.kernel.events import typed_payload
+from shared.kernel.events.envelope import GENESIS_HASH
+from shared.kernel.events.tickets import TicketReceived
 from tests.support.factories import context, diagnosed, new_ticket_id, received
 
 

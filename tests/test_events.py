@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from shared.events import registry
-from shared.events.envelope import EventPayload
-from shared.events.tickets import TicketClosed
+from shared.kernel.events import registry
+from shared.kernel.events.envelope import EventPayload
+from shared.kernel.events.tickets import TicketClosed
 from tests.support.factories import received
 
 

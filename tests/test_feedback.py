@@ -7,9 +7,9 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.clock import ManualClock
-from shared.config import FeedbackSettings
-from shared.platform import Platform
+from shared.app.config import FeedbackSettings
+from shared.app.platform import Platform
+from shared.kernel.clock import ManualClock
 from tests.support.clients import service_client
 from tests.support.lifecycle import Lifecycle
 

@@ -8,9 +8,9 @@ from datetime import timedelta
 import httpx
 
 from services.feedback.jobs import quality_lease, raise_quality_alerts, run_once
-from shared.clock import ManualClock
-from shared.config import FeedbackSettings
-from shared.platform import Platform
+from shared.app.config import FeedbackSettings
+from shared.app.platform import Platform
+from shared.kernel.clock import ManualClock
 from tests.support.clients import service_client
 from tests.support.lifecycle import Lifecycle, project_feedback, warranty_part
 

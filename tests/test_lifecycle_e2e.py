@@ -9,9 +9,9 @@ from contextlib import AsyncExitStack
 
 import httpx
 
-from shared.ledger.verify import verify_ledger
-from shared.platform import Platform
-from shared.registry import all_handlers
+from shared.app.platform import Platform
+from shared.app.registry import all_handlers
+from shared.eventstore.verify import verify_ledger
 from tests.support.clients import service_client
 from tests.support.dispatch_network import build_network, hours, open_ticket
 

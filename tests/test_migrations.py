@@ -6,9 +6,9 @@ from __future__ import annotations
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from shared.db import Database, metadata
-from shared.migrations import schema_is_current, upgrade
-from shared.registry import SERVICES, app_factory
+from shared.app.registry import SERVICES, app_factory
+from shared.eventstore.db import Database, metadata
+from shared.eventstore.migrations import schema_is_current, upgrade
 
 
 async def test_migrations_match_table_definitions(database_url: str) -> None:

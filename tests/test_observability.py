@@ -12,15 +12,15 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.intake.schemas import RECEIVE_EXAMPLE
-from shared.clock import ManualClock
-from shared.config import Settings
-from shared.db import Database
-from shared.ledger.store import NO_STREAM, EventStore
-from shared.observability import JsonFormatter, correlation_var
-from shared.outbox import KafkaPublisher, OutboxRelay
-from shared.platform import Platform
-from shared.projections.runner import KafkaSource, ProjectionRunner, read_checkpoint
-from shared.projections.ticket_state import TicketStateProjection
+from shared.app.config import Settings
+from shared.app.observability import JsonFormatter, correlation_var
+from shared.app.platform import Platform
+from shared.eventstore.db import Database
+from shared.eventstore.ledger import NO_STREAM, EventStore
+from shared.eventstore.outbox import KafkaPublisher, OutboxRelay
+from shared.eventstore.runner import KafkaSource, ProjectionRunner, read_checkpoint
+from shared.kernel.clock import ManualClock
+from shared.readmodels.ticket_state import TicketStateProjection
 from tests.support.broker import TestBroker
 from tests.support.clients import service_client
 from tests.support.factories import context, received

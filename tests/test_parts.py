@@ -19,13 +19,13 @@ from services.parts.jobs import check_overdue_returns
 from services.parts.projections import PROJECTIONS
 from services.parts.reactors import RepairReactor
 from services.parts.tables import parts_stock
-from shared.clock import ManualClock
-from shared.db import Database
-from shared.events.envelope import Actor, CommandContext, EventEnvelope
-from shared.events.parts import StockConsumed
-from shared.events.tickets import CostBearer, UsedPart
-from shared.ledger.store import PendingEvent
-from shared.platform import Platform
+from shared.app.platform import Platform
+from shared.eventstore.db import Database
+from shared.eventstore.ledger import PendingEvent
+from shared.kernel.clock import ManualClock
+from shared.kernel.events.envelope import Actor, CommandContext, EventEnvelope
+from shared.kernel.events.parts import StockConsumed
+from shared.kernel.events.tickets import CostBearer, UsedPart
 from tests.support.clients import service_client
 from tests.support.lifecycle import dispatch_ticket, repair_ticket
 from tests.test_intake import open_ticket

@@ -6,11 +6,11 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select
 
-from shared.db import Database
-from shared.events.tickets import TicketClosed, TicketDispatched
-from shared.ledger.store import NO_STREAM, EventStore
-from shared.projections.runner import Batch, ProjectionRunner, read_checkpoint
-from shared.projections.ticket_state import TicketStateProjection, ticket_state
+from shared.eventstore.db import Database
+from shared.eventstore.ledger import NO_STREAM, EventStore
+from shared.eventstore.runner import Batch, ProjectionRunner, read_checkpoint
+from shared.kernel.events.tickets import TicketClosed, TicketDispatched
+from shared.readmodels.ticket_state import TicketStateProjection, ticket_state
 from tests.support.factories import context, diagnosed, new_ticket_id, received
 
 

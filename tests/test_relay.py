@@ -7,13 +7,13 @@ import asyncio
 import pytest
 from sqlalchemy import func, select
 
-from shared.db import Database
-from shared.kafka import ensure_topics, event_topics
-from shared.ledger.store import NO_STREAM, EventStore
-from shared.ledger.tables import outbox
-from shared.outbox import KafkaPublisher, OutboxRelay, RelayError
-from shared.projections.runner import KafkaSource, ProjectionRunner
-from shared.projections.ticket_state import TicketStateProjection, ticket_state
+from shared.eventstore.db import Database
+from shared.eventstore.kafka import ensure_topics, event_topics
+from shared.eventstore.ledger import NO_STREAM, EventStore
+from shared.eventstore.outbox import KafkaPublisher, OutboxRelay, RelayError
+from shared.eventstore.runner import KafkaSource, ProjectionRunner
+from shared.eventstore.tables import outbox
+from shared.readmodels.ticket_state import TicketStateProjection, ticket_state
 from tests.support.broker import TestBroker
 from tests.support.factories import context, diagnosed, new_ticket_id, received
 from tests.support.kafka import assert_per_stream_order, consume_all

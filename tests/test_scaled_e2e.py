@@ -37,13 +37,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
 from services.intake.schemas import RECEIVE_EXAMPLE
-from shared.config import Settings
-from shared.kafka import event_topics
-from shared.ledger.tables import events, leases, projection_stream_versions
-from shared.outbox import OutboxRelay
-from shared.platform import Platform as SharedPlatform
-from shared.projections.ticket_state import ticket_state
-from shared.registry import SERVICES, all_projections, all_reactors
+from shared.app.config import Settings
+from shared.app.platform import Platform as SharedPlatform
+from shared.app.registry import SERVICES, all_projections, all_reactors
+from shared.eventstore.kafka import event_topics
+from shared.eventstore.outbox import OutboxRelay
+from shared.eventstore.tables import events, leases, projection_stream_versions
+from shared.readmodels.ticket_state import ticket_state
 from tests.support.auth import DEFAULT_ROLE_BY_SERVICE, headers_for
 from tests.support.broker import TestBroker
 from tests.support.dispatch_network import POINTS, hours
@@ -391,7 +391,7 @@ class Topology:
     def start(self, name: str, *args: str, **extra_env: str) -> subprocess.Popen[bytes]:
         log = (self.logs / f"{name}.log").open("wb")
         process = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", *args],
+            [sys.executable, "-m", "shared.app.cli", *args],
             env={**self.env, **extra_env},
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -403,7 +403,7 @@ class Topology:
         self, *args: str, timeout: float = DEADLINE_SECONDS
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "shared.cli", *args],
+            [sys.executable, "-m", "shared.app.cli", *args],
             env=self.env,
             capture_output=True,
             text=True,
@@ -699,7 +699,7 @@ async def test_scaled_topology_survives_losing_a_relay_and_a_projector(
 
 
 async def consumer_groups_at_end(bootstrap_servers: str, projections: dict[str, Any]) -> bool:
-    from shared.events.registry import topic_for
+    from shared.kernel.events.registry import topic_for
 
     for name, projection in projections.items():
         topics = sorted({topic_for(t, "ticketline") for t in projection.stream_types})

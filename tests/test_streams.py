@@ -9,9 +9,9 @@ import sys
 import httpx
 
 from services.intake.app import create_app
-from shared.ledger.store import NO_STREAM
-from shared.platform import Platform
-from shared.subscribe import subscribe_http
+from shared.app.platform import Platform
+from shared.app.subscribe import subscribe_http
+from shared.eventstore.ledger import NO_STREAM
 from tests.support.auth import headers_for, token_for
 from tests.support.factories import context, diagnosed, new_ticket_id, received
 from tests.support.servers import serve_app
@@ -120,7 +120,7 @@ async def test_subscriber_cli_prints_json_lines_and_resumes(platform: Platform, 
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "shared.cli",
+            "shared.app.cli",
             "subscribe",
             "--url",
             url,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from services.dispatch.routes import network_router, tickets_router
+from shared.app.platform import Platform
 from shared.http.app import create_service_app
-from shared.platform import Platform
 
 
 def create_app(platform: Platform | None = None) -> FastAPI:

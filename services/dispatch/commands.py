@@ -10,13 +10,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.dispatch import domain, read_models
 from services.dispatch.projections import NETWORK, TICKET_FLAGS
-from shared.commands import TicketCommandResult, execute_ticket_command, load_ticket
-from shared.domain.errors import InvalidCommand, RuleViolation
-from shared.domain.ticket import TicketState
-from shared.events.envelope import CommandContext, EventEnvelope, EventPayload
-from shared.events.network import ServicePointDescription, TechnicianDescription
-from shared.ledger.store import ConcurrencyError
-from shared.platform import Platform
+from shared.app.commands import TicketCommandResult, execute_ticket_command, load_ticket
+from shared.app.platform import Platform
+from shared.eventstore.ledger import ConcurrencyError
+from shared.kernel.errors import InvalidCommand, RuleViolation
+from shared.kernel.events.envelope import CommandContext, EventEnvelope, EventPayload
+from shared.kernel.events.network import ServicePointDescription, TechnicianDescription
+from shared.kernel.ticket import TicketState
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from shared.domain.errors import InvalidCommand, NotFound, RuleViolation
-from shared.domain.ticket import TicketState, TicketStatus, require_open
-from shared.events.envelope import EventPayload
-from shared.events.network import (
+from shared.kernel.errors import InvalidCommand, NotFound, RuleViolation
+from shared.kernel.events.envelope import EventPayload
+from shared.kernel.events.network import (
     WEEKDAYS,
     NetworkLevel,
     ServicePointDescription,
@@ -25,7 +24,7 @@ from shared.events.network import (
     TechnicianUpdated,
     normalise_postcode,
 )
-from shared.events.tickets import (
+from shared.kernel.events.tickets import (
     CostBearer,
     RepairOutcome,
     RepeatRepairFlagged,
@@ -39,6 +38,7 @@ from shared.events.tickets import (
     UsedPart,
     WarrantyStatus,
 )
+from shared.kernel.ticket import TicketState, TicketStatus, require_open
 
 # ---------------------------------------------------------------------------------------
 # The service network

@@ -16,11 +16,11 @@ import logging
 
 from services.dispatch.commands import DispatchCommands
 from services.dispatch.read_models import sla_candidates
-from shared.events.envelope import SYSTEM_ACTOR, CommandContext
-from shared.leases import Lease
-from shared.ledger.store import ConcurrencyError
-from shared.outbox import relay_owner_id
-from shared.platform import Platform
+from shared.app.platform import Platform
+from shared.eventstore.leases import Lease
+from shared.eventstore.ledger import ConcurrencyError
+from shared.eventstore.outbox import relay_owner_id
+from shared.kernel.events.envelope import SYSTEM_ACTOR, CommandContext
 
 log = logging.getLogger(__name__)
 LEASE_NAME = "dispatch:sla_clock"

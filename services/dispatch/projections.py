@@ -14,8 +14,8 @@ from sqlalchemy import Table, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.dispatch.tables import service_points, technicians, ticket_flags
-from shared.events.envelope import EventEnvelope
-from shared.events.network import (
+from shared.kernel.events.envelope import EventEnvelope
+from shared.kernel.events.network import (
     ServicePointRegistered,
     ServicePointUpdated,
     TechnicianDeactivated,
@@ -23,8 +23,8 @@ from shared.events.network import (
     TechnicianRegistered,
     TechnicianUpdated,
 )
-from shared.events.registry import typed_payload
-from shared.events.tickets import (
+from shared.kernel.events.registry import typed_payload
+from shared.kernel.events.tickets import (
     RepeatRepairFlagged,
     SlaBreached,
     SlaDeadline,

@@ -18,12 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.dispatch import domain
 from services.dispatch.projections import TICKET_FLAGS
 from services.dispatch.read_models import earlier_repairs
-from shared.commands import execute_ticket_command, load_ticket
-from shared.domain.ticket import TicketState
-from shared.events.envelope import SYSTEM_ACTOR, CommandContext, EventEnvelope, EventPayload
-from shared.events.tickets import TicketReceived
-from shared.platform import Platform
-from shared.projections.base import Projection
+from shared.app.commands import execute_ticket_command, load_ticket
+from shared.app.platform import Platform
+from shared.eventstore.projection import Projection
+from shared.kernel.events.envelope import SYSTEM_ACTOR, CommandContext, EventEnvelope, EventPayload
+from shared.kernel.events.tickets import TicketReceived
+from shared.kernel.ticket import TicketState
 
 
 class RepeatRepairReactor:

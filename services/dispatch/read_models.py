@@ -11,12 +11,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.dispatch.domain import EarlierRepair, NetworkMember, ServicePointInfo, TechnicianInfo
 from services.dispatch.tables import service_points, technicians, ticket_flags
-from shared.domain.ticket import TicketStatus
-from shared.events.network import NetworkLevel, Shift, TechnicianDeactivated, TechnicianReactivated
-from shared.events.registry import typed_payload
-from shared.events.tickets import RepairOutcome, TicketRepaired
-from shared.ledger.store import EventStore
-from shared.projections.ticket_state import ticket_state
+from shared.eventstore.ledger import EventStore
+from shared.kernel.events.network import (
+    NetworkLevel,
+    Shift,
+    TechnicianDeactivated,
+    TechnicianReactivated,
+)
+from shared.kernel.events.registry import typed_payload
+from shared.kernel.events.tickets import RepairOutcome, TicketRepaired
+from shared.kernel.ticket import TicketStatus
+from shared.readmodels.ticket_state import ticket_state
 
 # A ticket is on its technician's list from dispatch until the repair; a reopened ticket
 # stays on it (flagged) until it is dispatched again.

@@ -36,18 +36,18 @@ from services.dispatch.schemas import (
     TicketAccepted,
     VisitRequest,
 )
-from shared.commands import TicketCommandResult, load_ticket
-from shared.domain.errors import NotFound
-from shared.events.envelope import CommandContext
-from shared.events.network import NetworkId, NetworkLevel
-from shared.events.registry import typed_payload
-from shared.events.tickets import TicketDispatched
+from shared.app.commands import TicketCommandResult, load_ticket
+from shared.app.platform import Platform
 from shared.http.app import get_platform
 from shared.http.context import Principal, allow, command_context, require_region
 from shared.http.headers import etag, expected_version, idempotency_key
 from shared.http.idempotency import CommandResponse, idempotent_command
 from shared.http.problems import PROBLEM_RESPONSES
-from shared.platform import Platform
+from shared.kernel.errors import NotFound
+from shared.kernel.events.envelope import CommandContext
+from shared.kernel.events.network import NetworkId, NetworkLevel
+from shared.kernel.events.registry import typed_payload
+from shared.kernel.events.tickets import TicketDispatched
 
 SERVICE = "dispatch"
 network_router = APIRouter(tags=["network"], responses=PROBLEM_RESPONSES)

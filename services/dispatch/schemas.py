@@ -7,14 +7,14 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from shared.events.network import (
+from shared.kernel.events.network import (
     NetworkId,
     ServicePointDescription,
     Shift,
     TechnicianDescription,
     TimezoneName,
 )
-from shared.events.tickets import CostBearer, LongText, RepairOutcome, ShortText, UsedPart
+from shared.kernel.events.tickets import CostBearer, LongText, RepairOutcome, ShortText, UsedPart
 
 
 class Body(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import JSON, Boolean, Column, Index, Integer, String, Table
 
-from shared.db import UtcDateTime, metadata
+from shared.eventstore.db import UtcDateTime, metadata
 
 # The service network as it stands (projection `dispatch_network`, also applied inline).
 service_points = Table(

@@ -13,11 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.feedback import domain
 from services.feedback.projections import COMPLIANCE, SCORECARD_ITEMS
-from shared.commands import TicketCommandResult, execute_ticket_command
-from shared.domain.ticket import TicketState
-from shared.events.envelope import CommandContext, EventEnvelope, EventPayload
-from shared.events.quality import ScorecardItemRecorded
-from shared.platform import Platform
+from shared.app.commands import TicketCommandResult, execute_ticket_command
+from shared.app.platform import Platform
+from shared.kernel.events.envelope import CommandContext, EventEnvelope, EventPayload
+from shared.kernel.events.quality import ScorecardItemRecorded
+from shared.kernel.ticket import TicketState
 
 SCORECARD_STREAM_PREFIX = "scorecard-"
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from shared.events.envelope import EventEnvelope, EventPayload
-from shared.events.registry import typed_payload
-from shared.events.tickets import (
+from shared.kernel.events.envelope import EventEnvelope, EventPayload
+from shared.kernel.events.registry import typed_payload
+from shared.kernel.events.tickets import (
     ComplaintFiled,
     ContactDetailsCorrected,
     FollowUpRecorded,

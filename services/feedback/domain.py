@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.domain.errors import RuleViolation
-from shared.domain.ticket import TicketState, TicketStatus, require_open, require_ticket
-from shared.events.envelope import EventPayload
-from shared.events.tickets import (
+from shared.kernel.errors import RuleViolation
+from shared.kernel.events.envelope import EventPayload
+from shared.kernel.events.tickets import (
     Channel,
     ComplaintFiled,
     EscalationCause,
@@ -17,6 +16,7 @@ from shared.events.tickets import (
     TicketEscalated,
     TicketReopened,
 )
+from shared.kernel.ticket import TicketState, TicketStatus, require_open, require_ticket
 
 ESCALATION_LEVEL = "regional_center"
 

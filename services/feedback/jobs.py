@@ -19,15 +19,15 @@ from datetime import UTC, date, datetime, time, timedelta
 from sqlalchemy import select
 
 from services.feedback.projections import QUALITY_ALERTS
-from shared.events.envelope import SYSTEM_ACTOR, CommandContext, EventEnvelope
-from shared.events.quality import QualityAlertRaised
-from shared.events.tickets import FaultCategory
-from shared.leases import Lease
-from shared.ledger.store import NO_STREAM, ConcurrencyError
-from shared.ledger.tables import events
-from shared.outbox import relay_owner_id
-from shared.platform import Platform
-from shared.projections.ticket_state import ticket_state
+from shared.app.platform import Platform
+from shared.eventstore.leases import Lease
+from shared.eventstore.ledger import NO_STREAM, ConcurrencyError
+from shared.eventstore.outbox import relay_owner_id
+from shared.eventstore.tables import events
+from shared.kernel.events.envelope import SYSTEM_ACTOR, CommandContext, EventEnvelope
+from shared.kernel.events.quality import QualityAlertRaised
+from shared.kernel.events.tickets import FaultCategory
+from shared.readmodels.ticket_state import ticket_state
 
 log = logging.getLogger(__name__)
 

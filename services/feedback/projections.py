@@ -21,10 +21,10 @@ from services.feedback.tables import (
     scorecard_deductions,
     scorecard_items,
 )
-from shared.events.envelope import EventEnvelope, canonical_json
-from shared.events.quality import QualityAlertRaised, ScorecardItemRecorded
-from shared.events.registry import typed_payload
-from shared.ledger.store import EventStore
+from shared.eventstore.ledger import EventStore
+from shared.kernel.events.envelope import EventEnvelope, canonical_json
+from shared.kernel.events.quality import QualityAlertRaised, ScorecardItemRecorded
+from shared.kernel.events.registry import typed_payload
 
 
 def compliance_values(c: TicketCompliance) -> dict[str, Any]:

@@ -27,8 +27,8 @@ from services.feedback.tables import (
     scorecard_deductions,
     scorecard_items,
 )
-from shared.config import FeedbackSettings
-from shared.ledger.store import EventStore
+from shared.app.config import FeedbackSettings
+from shared.eventstore.ledger import EventStore
 
 GROUPS = ("region", "service_point", "technician", "month")
 GROUP_COLUMN = {

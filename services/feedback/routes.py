@@ -27,16 +27,16 @@ from services.feedback.schemas import (
     ScorecardItemRequest,
     Scorecards,
 )
-from shared.commands import TicketCommandResult
-from shared.domain.errors import InvalidCommand, NotFound
-from shared.domain.ticket import TicketState
-from shared.events.quality import ScorecardItemRecorded
+from shared.app.commands import TicketCommandResult
+from shared.app.platform import Platform
 from shared.http.app import get_platform
 from shared.http.context import Principal, allow, command_context, require_region
 from shared.http.headers import expected_version, idempotency_key
 from shared.http.idempotency import CommandResponse, idempotent_command
 from shared.http.problems import PROBLEM_RESPONSES
-from shared.platform import Platform
+from shared.kernel.errors import InvalidCommand, NotFound
+from shared.kernel.events.quality import ScorecardItemRecorded
+from shared.kernel.ticket import TicketState
 
 SERVICE = "feedback"
 router = APIRouter(responses=PROBLEM_RESPONSES)

@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.events.quality import ScorecardItemKind
-from shared.events.tickets import Channel, FollowUpChannel, LongText, RegionCode, ShortText
+from shared.kernel.events.quality import ScorecardItemKind
+from shared.kernel.events.tickets import Channel, FollowUpChannel, LongText, RegionCode, ShortText
 
 
 class Body(BaseModel):

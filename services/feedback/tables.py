@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from sqlalchemy import Column, Index, Integer, String, Table, Text
 
-from shared.db import UtcDateTime, metadata
+from shared.eventstore.db import UtcDateTime, metadata
 
 ITEM_COLUMN = String(8)  # "true" | "false" | "pending"
 

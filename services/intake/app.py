@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from services.intake.routes import router
+from shared.app.platform import Platform
 from shared.http.app import create_service_app
 from shared.http.audit import router as audit_router
 from shared.http.streams import router as streams_router
-from shared.platform import Platform
 
 
 def create_app(platform: Platform | None = None) -> FastAPI:

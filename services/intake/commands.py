@@ -11,10 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.intake import domain
 from services.intake.read_models import find_open_duplicate
 from services.intake.tables import ticket_number_counters
-from shared.commands import TicketCommandResult, execute_ticket_command
-from shared.domain.ticket import TicketState
-from shared.events.envelope import CommandContext
-from shared.platform import Platform
+from shared.app.commands import TicketCommandResult, execute_ticket_command
+from shared.app.platform import Platform
+from shared.kernel.events.envelope import CommandContext
+from shared.kernel.ticket import TicketState
 
 
 async def next_ticket_number(conn: AsyncConnection, now: datetime, prefix: str) -> str:

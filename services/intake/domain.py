@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from shared.config import SlaSettings
-from shared.domain.errors import InvalidCommand, RuleViolation
-from shared.domain.ticket import TicketState, TicketStatus, require_open, require_ticket
-from shared.events.envelope import EventPayload
-from shared.events.tickets import (
+from shared.app.config import SlaSettings
+from shared.kernel.errors import InvalidCommand, RuleViolation
+from shared.kernel.events.envelope import EventPayload
+from shared.kernel.events.tickets import (
     Address,
     Channel,
     Complexity,
@@ -27,6 +26,7 @@ from shared.events.tickets import (
     Urgency,
     WarrantyStatus,
 )
+from shared.kernel.ticket import TicketState, TicketStatus, require_open, require_ticket
 
 
 @dataclass(frozen=True)

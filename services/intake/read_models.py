@@ -11,10 +11,10 @@ from typing import Any
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.domain.errors import InvalidCommand
-from shared.domain.ticket import OPEN_STATUSES
-from shared.ledger.store import EventStore
-from shared.projections.ticket_state import apply_changes, ticket_state
+from shared.eventstore.ledger import EventStore
+from shared.kernel.errors import InvalidCommand
+from shared.kernel.ticket import OPEN_STATUSES
+from shared.readmodels.ticket_state import apply_changes, ticket_state
 
 
 @dataclass(frozen=True)

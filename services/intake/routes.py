@@ -29,18 +29,18 @@ from services.intake.schemas import (
     TicketPage,
     TicketView,
 )
-from shared.auth.personal_data import mask_address_line, mask_payload, mask_phone
-from shared.commands import TicketCommandResult
-from shared.domain.errors import InvalidCommand, NotFound
-from shared.domain.ticket import TicketState, TicketStatus
-from shared.events.envelope import GENESIS_HASH
+from shared.app.commands import TicketCommandResult
+from shared.app.platform import Platform
 from shared.http.app import get_platform
+from shared.http.auth.personal_data import mask_address_line, mask_payload, mask_phone
 from shared.http.context import Principal, allow, command_context, require_region
 from shared.http.headers import etag, expected_version, idempotency_key
 from shared.http.idempotency import CommandResponse, idempotent_command
 from shared.http.problems import PROBLEM_RESPONSES, ProblemDetails
 from shared.http.security import rate_limited
-from shared.platform import Platform
+from shared.kernel.errors import InvalidCommand, NotFound
+from shared.kernel.events.envelope import GENESIS_HASH
+from shared.kernel.ticket import TicketState, TicketStatus
 
 SERVICE = "intake"
 router = APIRouter(tags=["tickets"], responses=PROBLEM_RESPONSES)

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.events.tickets import (
+from shared.kernel.events.tickets import (
     Address,
     Channel,
     Complexity,

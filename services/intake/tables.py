@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Column, Integer, String, Table
 
-from shared.db import metadata
+from shared.eventstore.db import metadata
 
 # Per-day counter behind human-readable ticket numbers (TL-20261122-000123).
 ticket_number_counters = Table(

@@ -13,14 +13,19 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.parts import domain, read_models
 from services.parts.projections import match_pending_return, project_inline
-from shared.commands import TicketCommandResult, execute_ticket_command
-from shared.domain.errors import InvalidCommand, NotFound, RuleViolation
-from shared.domain.ticket import TicketState, TicketStatus
-from shared.events.envelope import CommandContext, EventEnvelope, EventPayload
-from shared.events.parts import LocationLevel, LocationRegistered, PartCatalogued, PartUpdated
-from shared.events.tickets import OldPartReturned, PartGrade
-from shared.ledger.store import ConcurrencyError, PendingEvent
-from shared.platform import Platform
+from shared.app.commands import TicketCommandResult, execute_ticket_command
+from shared.app.platform import Platform
+from shared.eventstore.ledger import ConcurrencyError, PendingEvent
+from shared.kernel.errors import InvalidCommand, NotFound, RuleViolation
+from shared.kernel.events.envelope import CommandContext, EventEnvelope, EventPayload
+from shared.kernel.events.parts import (
+    LocationLevel,
+    LocationRegistered,
+    PartCatalogued,
+    PartUpdated,
+)
+from shared.kernel.events.tickets import OldPartReturned, PartGrade
+from shared.kernel.ticket import TicketState, TicketStatus
 
 # Which level may hang under which: the three-level service network.
 PARENT_LEVELS = {

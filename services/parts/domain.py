@@ -8,9 +8,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from shared.domain.errors import InvalidCommand, RuleViolation
-from shared.events.envelope import EventEnvelope, EventPayload
-from shared.events.parts import (
+from shared.kernel.errors import InvalidCommand, RuleViolation
+from shared.kernel.events.envelope import EventEnvelope, EventPayload
+from shared.kernel.events.parts import (
     OldPartReturnExpected,
     PartUsageUnmatched,
     RequisitionCancelled,
@@ -28,8 +28,8 @@ from shared.events.parts import (
     StockReserved,
     StockReturned,
 )
-from shared.events.registry import typed_payload
-from shared.events.tickets import CostBearer, TicketRepaired
+from shared.kernel.events.registry import typed_payload
+from shared.kernel.events.tickets import CostBearer, TicketRepaired
 
 
 def part_stream(part_number: str) -> str:

@@ -16,12 +16,12 @@ from sqlalchemy import update
 from services.parts.projections import RETURNS
 from services.parts.read_models import due_returns
 from services.parts.tables import parts_returns
-from shared.commands import execute_ticket_command
-from shared.domain.ticket import TicketState
-from shared.events.envelope import SYSTEM_ACTOR, CommandContext, EventPayload
-from shared.events.tickets import OldPartReturnOverdue
-from shared.leases import Lease
-from shared.platform import Platform
+from shared.app.commands import execute_ticket_command
+from shared.app.platform import Platform
+from shared.eventstore.leases import Lease
+from shared.kernel.events.envelope import SYSTEM_ACTOR, CommandContext, EventPayload
+from shared.kernel.events.tickets import OldPartReturnOverdue
+from shared.kernel.ticket import TicketState
 
 log = logging.getLogger(__name__)
 SERVICE = "parts"

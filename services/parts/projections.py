@@ -23,8 +23,9 @@ from services.parts.tables import (
     parts_returns,
     parts_stock,
 )
-from shared.events.envelope import EventEnvelope
-from shared.events.parts import (
+from shared.app.platform import Platform
+from shared.kernel.events.envelope import EventEnvelope
+from shared.kernel.events.parts import (
     LocationRegistered,
     OldPartReturnExpected,
     PartCatalogued,
@@ -43,9 +44,8 @@ from shared.events.parts import (
     StockReserved,
     StockReturned,
 )
-from shared.events.registry import typed_payload
-from shared.events.tickets import OldPartReturned, OldPartReturnOverdue
-from shared.platform import Platform
+from shared.kernel.events.registry import typed_payload
+from shared.kernel.events.tickets import OldPartReturned, OldPartReturnOverdue
 
 
 class CatalogueProjection:

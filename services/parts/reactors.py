@@ -11,13 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.parts import domain, read_models
 from services.parts.commands import PartsCommands
 from services.parts.tables import parts_reactor_triggers
-from shared.domain.ticket import fold
-from shared.events.envelope import SYSTEM_ACTOR, CommandContext, EventEnvelope
-from shared.events.registry import typed_payload
-from shared.events.tickets import TicketRepaired
-from shared.ledger.store import PendingEvent
-from shared.platform import Platform
-from shared.projections.base import Projection
+from shared.app.platform import Platform
+from shared.eventstore.ledger import PendingEvent
+from shared.eventstore.projection import Projection
+from shared.kernel.events.envelope import SYSTEM_ACTOR, CommandContext, EventEnvelope
+from shared.kernel.events.registry import typed_payload
+from shared.kernel.events.tickets import TicketRepaired
+from shared.kernel.ticket import fold
 
 SERVICE = "parts"
 

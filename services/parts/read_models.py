@@ -17,7 +17,7 @@ from services.parts.tables import (
     parts_returns,
     parts_stock,
 )
-from shared.projections.ticket_state import ticket_state
+from shared.readmodels.ticket_state import ticket_state
 
 
 def part_dict(row: Any) -> dict[str, Any]:

@@ -39,15 +39,15 @@ from services.parts.schemas import (
     StockReceiptRequest,
     StockView,
 )
-from shared.domain.errors import InvalidCommand, NotFound, RuleViolation
-from shared.domain.ticket import TicketStatus
+from shared.app.platform import Platform
+from shared.eventstore.ledger import ConcurrencyError
 from shared.http.app import get_platform
 from shared.http.context import Principal, allow, command_context, require_region
 from shared.http.headers import etag, expected_version, idempotency_key
 from shared.http.idempotency import Command, CommandResponse, idempotent_command
 from shared.http.problems import PROBLEM_RESPONSES, ProblemError
-from shared.ledger.store import ConcurrencyError
-from shared.platform import Platform
+from shared.kernel.errors import InvalidCommand, NotFound, RuleViolation
+from shared.kernel.ticket import TicketStatus
 
 SERVICE = "parts"
 router = APIRouter(responses=PROBLEM_RESPONSES)

@@ -6,8 +6,14 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.events.parts import LocationId, LocationLevel, PartNumber, Quantity, RequisitionKind
-from shared.events.tickets import LongText, PartGrade, RegionCode, ShortText
+from shared.kernel.events.parts import (
+    LocationId,
+    LocationLevel,
+    PartNumber,
+    Quantity,
+    RequisitionKind,
+)
+from shared.kernel.events.tickets import LongText, PartGrade, RegionCode, ShortText
 
 
 class Body(BaseModel):

@@ -18,7 +18,7 @@ from sqlalchemy import (
     Text,
 )
 
-from shared.db import UtcDateTime, metadata
+from shared.eventstore.db import UtcDateTime, metadata
 
 parts_catalogue = Table(
     "parts_catalogue",

@@ -9,13 +9,13 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from shared.config import Settings
+from shared.app.config import Settings
+from shared.app.observability import broker_problem
+from shared.app.platform import Platform
+from shared.eventstore.migrations import schema_is_current
 from shared.http.metrics import install_observability
 from shared.http.problems import install_problem_handlers
 from shared.http.security import install_security
-from shared.migrations import schema_is_current
-from shared.observability import broker_problem
-from shared.platform import Platform
 
 
 class OutdatedSchema(RuntimeError):

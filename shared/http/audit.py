@@ -9,12 +9,12 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
-from shared.audit import render, select_events, signing_key, summarise
-from shared.domain.errors import InvalidCommand, NotFound
-from shared.events.envelope import canonical_json
+from shared.app.audit import render, select_events, signing_key, summarise
+from shared.app.platform import Platform
 from shared.http.app import get_platform
 from shared.http.context import Principal, allow
-from shared.platform import Platform
+from shared.kernel.errors import InvalidCommand, NotFound
+from shared.kernel.events.envelope import canonical_json
 
 router = APIRouter(tags=["audit"])
 

@@ -1,7 +1,7 @@
 """Who is calling and on whose behalf: the principal, its actor and the correlation.
 
 ``current_principal`` authenticates the request (``Authorization: Bearer <JWT>``, or a
-machine key as ``X-API-Key`` / ``Authorization: ApiKey <key>``; see shared/auth/tokens.py)
+machine key as ``X-API-Key`` / ``Authorization: ApiKey <key>``; see shared/http/auth/tokens.py)
 and answers 401 without valid credentials. Routes depend on ``allow(*roles)`` (who may
 call, 403 otherwise) and check ``Principal.sees_region`` / ``require_region`` (what they may
 see, 404 outside it), so that the policy has one place. The event actor always comes from
@@ -18,11 +18,11 @@ from uuid import UUID, uuid4
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPBearer
 
-from shared.auth.personal_data import mask_phone
-from shared.auth.tokens import TOKEN_ROLES, Authenticator, InvalidCredentials
-from shared.domain.errors import NotFound
-from shared.events.envelope import Actor, CommandContext
+from shared.http.auth.personal_data import mask_phone
+from shared.http.auth.tokens import TOKEN_ROLES, Authenticator, InvalidCredentials
 from shared.http.problems import ProblemError
+from shared.kernel.errors import NotFound
+from shared.kernel.events.envelope import Actor, CommandContext
 
 __all__ = ["mask_phone"]
 

@@ -19,15 +19,15 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.db import Database
-from shared.events.envelope import canonical_json
+from shared.eventstore.db import Database
+from shared.eventstore.tables import idempotency_keys
 from shared.http.headers import etag
 from shared.http.problems import ProblemError
-from shared.ledger.tables import idempotency_keys
+from shared.kernel.events.envelope import canonical_json
 
 if TYPE_CHECKING:
+    from shared.app.platform import Platform
     from shared.http.context import Principal
-    from shared.platform import Platform
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """``/metrics`` (Prometheus text format), request latency and correlation ids for a service.
 
-Process-local counters and histograms come from ``shared.observability``; the outbox
+Process-local counters and histograms come from ``shared.app.observability``; the outbox
 backlog and the projections' lag are read from the database at scrape time, so any
 instance reports the platform-wide figures.
 """
@@ -23,11 +23,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.ledger.tables import events, projection_checkpoints
-from shared.observability import HTTP_LATENCY, correlation_var
-from shared.outbox import outbox_backlog
-from shared.platform import Platform
-from shared.projections.base import Projection
+from shared.app.observability import HTTP_LATENCY, correlation_var
+from shared.app.platform import Platform
+from shared.eventstore.outbox import outbox_backlog
+from shared.eventstore.projection import Projection
+from shared.eventstore.tables import events, projection_checkpoints
 
 access_log = logging.getLogger("ticketline.http")
 QUIET_PATHS = ("/health/", "/metrics")
@@ -153,7 +153,7 @@ class _Snapshot:
 
 
 def known_projections(platform: Platform) -> dict[str, Projection]:
-    from shared.registry import all_handlers
+    from shared.app.registry import all_handlers
 
     return all_handlers(platform)
 

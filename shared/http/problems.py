@@ -10,8 +10,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
-from shared.domain.errors import DomainError, InvalidCommand
-from shared.ledger.store import ConcurrencyError
+from shared.eventstore.ledger import ConcurrencyError
+from shared.kernel.errors import DomainError, InvalidCommand
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://ticketline.dev/problems/"

@@ -14,7 +14,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.config import AuthSettings
+from shared.app.config import AuthSettings
 from shared.http.context import Principal, allow
 from shared.http.problems import PROBLEM_BASE, ProblemError
 

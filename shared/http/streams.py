@@ -18,15 +18,15 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
-from shared.auth.personal_data import mask_payload
-from shared.domain.errors import InvalidCommand, NotFound
-from shared.events.envelope import EventEnvelope, canonical_json
-from shared.events.registry import all_payload_classes
+from shared.app.platform import Platform
+from shared.eventstore.ledger import row_to_envelope
+from shared.eventstore.tables import events
 from shared.http.app import get_platform
+from shared.http.auth.personal_data import mask_payload
 from shared.http.context import Principal, allow
-from shared.ledger.store import row_to_envelope
-from shared.ledger.tables import events
-from shared.platform import Platform
+from shared.kernel.errors import InvalidCommand, NotFound
+from shared.kernel.events.envelope import EventEnvelope, canonical_json
+from shared.kernel.events.registry import all_payload_classes
 
 router = APIRouter(tags=["streams"])
 

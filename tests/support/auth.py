@@ -3,8 +3,8 @@ verified by the services exactly as in production."""
 
 from __future__ import annotations
 
-from shared.auth.tokens import REGION_ROLES, issue_token
-from shared.config import AuthSettings, Settings
+from shared.app.config import AuthSettings, Settings
+from shared.http.auth.tokens import REGION_ROLES, issue_token
 
 # The HS256 secret the test platform's Settings carry (tests/conftest.py `platform`).
 TEST_JWT_SECRET = "test-secret-for-ticketline-tests-only-" + "0123456789abcdef" * 2

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 import httpx
 
-from shared.platform import Platform
+from shared.app.platform import Platform
 from tests.support.auth import DEFAULT_ROLE_BY_SERVICE, headers_for
 
 
@@ -17,7 +17,7 @@ async def service_client(
 ) -> AsyncIterator[httpx.AsyncClient]:
     """An httpx client on the service's real ASGI app, acting in the service's default role
     (``credentials`` override: role, subject, region, location)."""
-    from shared.registry import app_factory
+    from shared.app.registry import app_factory
 
     role = credentials.pop("role", DEFAULT_ROLE_BY_SERVICE[service])
     transport = httpx.ASGITransport(app=app_factory(service)(platform))

@@ -6,8 +6,8 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from shared.events.envelope import Actor, CommandContext
-from shared.events.tickets import (
+from shared.kernel.events.envelope import Actor, CommandContext
+from shared.kernel.events.tickets import (
     Address,
     Customer,
     Problem,

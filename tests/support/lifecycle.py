@@ -13,11 +13,11 @@ import httpx
 
 from services.feedback.projections import PROJECTIONS as FEEDBACK_PROJECTIONS
 from services.intake.schemas import RECEIVE_EXAMPLE
-from shared.clock import ManualClock
-from shared.commands import TicketCommandResult, execute_ticket_command
-from shared.domain.ticket import TicketState
-from shared.events.envelope import Actor, CommandContext, EventEnvelope, EventPayload
-from shared.events.tickets import (
+from shared.app.commands import TicketCommandResult, execute_ticket_command
+from shared.app.platform import Platform
+from shared.kernel.clock import ManualClock
+from shared.kernel.events.envelope import Actor, CommandContext, EventEnvelope, EventPayload
+from shared.kernel.events.tickets import (
     CostBearer,
     OldPartReturned,
     OldPartReturnOverdue,
@@ -30,7 +30,7 @@ from shared.events.tickets import (
     TicketVisited,
     UsedPart,
 )
-from shared.platform import Platform
+from shared.kernel.ticket import TicketState
 
 
 async def append_ticket_events(

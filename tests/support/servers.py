@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import uvicorn
 from fastapi import FastAPI
 
-from shared.runtime import _Server
+from shared.app.runtime import _Server
 from tests.support.ports import free_port
 
 

@@ -8,7 +8,7 @@ Create Date: 2026-11-25
 import sqlalchemy as sa
 from alembic import op
 
-from shared.db import UtcDateTime
+from shared.eventstore.db import UtcDateTime
 
 revision = "0201_dispatch"
 down_revision = None

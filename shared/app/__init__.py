@@ -1,0 +1,1 @@
+"""Configuration, platform, command execution, registry, runtime and CLI."""

@@ -1,0 +1,227 @@
+"""Audit exports: a ticket's or a period's events as JSON lines or CSV, with their hashes,
+and a signed summary (SHA-256 of the export, HMAC-signed) that a later check verifies.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import io
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from shared.app.config import Settings
+from shared.eventstore.ledger import EventStore, row_to_envelope
+from shared.eventstore.tables import events
+from shared.kernel.events.envelope import Actor, EventEnvelope, canonical_json, format_timestamp
+
+ExportFormat = Literal["jsonl", "csv"]
+CSV_COLUMNS = [
+    "position",
+    "event_id",
+    "stream_type",
+    "stream_id",
+    "stream_version",
+    "event_type",
+    "schema_version",
+    "occurred_at",
+    "recorded_at",
+    "actor_subject",
+    "actor_role",
+    "service",
+    "correlation_id",
+    "causation_id",
+    "region",
+    "payload",
+    "prev_hash",
+    "hash",
+]
+
+
+def signing_key(settings: Settings) -> bytes:
+    """The configured key, or (embedded default) one generated once into the data dir."""
+    if settings.audit_signing_key:
+        return settings.audit_signing_key.get_secret_value().encode()
+    path = Path(settings.data_dir) / "audit-signing.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text().strip().encode()
+
+
+async def select_events(
+    conn: AsyncConnection,
+    *,
+    ticket_id: str | None = None,
+    region: str | None = None,
+    recorded_from: datetime | None = None,
+    recorded_to: datetime | None = None,
+) -> list[EventEnvelope]:
+    query = select(events).order_by(events.c.position)
+    if ticket_id:
+        query = query.where(events.c.stream_id == ticket_id)
+    if region:
+        query = query.where(events.c.region == region)
+    if recorded_from:
+        query = query.where(events.c.recorded_at >= recorded_from)
+    if recorded_to:
+        query = query.where(events.c.recorded_at < recorded_to)
+    return [row_to_envelope(r) for r in (await conn.execute(query)).all()]
+
+
+def _csv_row(e: EventEnvelope) -> list[Any]:
+    return [
+        e.position,
+        str(e.event_id),
+        e.stream_type,
+        e.stream_id,
+        e.stream_version,
+        e.event_type,
+        e.schema_version,
+        format_timestamp(e.occurred_at),
+        format_timestamp(e.recorded_at),
+        e.actor.subject,
+        e.actor.role,
+        e.service,
+        str(e.correlation_id),
+        str(e.causation_id) if e.causation_id else "",
+        e.region or "",
+        canonical_json(e.payload),
+        e.prev_hash,
+        e.hash,
+    ]
+
+
+def render(envelopes: list[EventEnvelope], fmt: ExportFormat) -> bytes:
+    if fmt == "jsonl":
+        return "".join(canonical_json(e.to_json_dict()) + "\n" for e in envelopes).encode()
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for e in envelopes:
+        writer.writerow(_csv_row(e))
+    return buffer.getvalue().encode()
+
+
+def parse(data: bytes, fmt: ExportFormat) -> list[EventEnvelope]:
+    text = data.decode()
+    if fmt == "jsonl":
+        return [EventEnvelope.model_validate_json(line) for line in text.splitlines() if line]
+    out = []
+    for row in csv.DictReader(io.StringIO(text)):
+        out.append(
+            EventEnvelope(
+                event_id=row["event_id"],
+                position=int(row["position"]),
+                stream_type=row["stream_type"],
+                stream_id=row["stream_id"],
+                stream_version=int(row["stream_version"]),
+                event_type=row["event_type"],
+                schema_version=int(row["schema_version"]),
+                occurred_at=row["occurred_at"],
+                recorded_at=row["recorded_at"],
+                actor=Actor(subject=row["actor_subject"], role=row["actor_role"]),
+                service=row["service"],
+                correlation_id=row["correlation_id"],
+                causation_id=row["causation_id"] or None,
+                region=row["region"] or None,
+                payload=json.loads(row["payload"]),
+                prev_hash=row["prev_hash"],
+                hash=row["hash"],
+            )
+        )
+    return out
+
+
+def _sign(key: bytes, content: dict[str, Any]) -> str:
+    return hmac.new(key, canonical_json(content).encode(), hashlib.sha256).hexdigest()
+
+
+def summarise(
+    data: bytes,
+    envelopes: list[EventEnvelope],
+    fmt: ExportFormat,
+    scope: dict[str, Any],
+    key: bytes,
+) -> dict[str, Any]:
+    content = {
+        "format": fmt,
+        "scope": scope,
+        "events": len(envelopes),
+        "first_position": envelopes[0].position if envelopes else None,
+        "last_position": envelopes[-1].position if envelopes else None,
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+    return {**content, "signature": _sign(key, content)}
+
+
+@dataclass
+class ExportCheck:
+    problems: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+async def verify_export(
+    data: bytes,
+    summary: dict[str, Any],
+    key: bytes,
+    conn: AsyncConnection | None = None,
+    store: EventStore | None = None,
+) -> ExportCheck:
+    """The summary is authentic, the file is the one it describes, every event's hash
+    matches its content, and (given the ledger) every event is in the ledger unchanged."""
+    problems: list[str] = []
+    content = {k: v for k, v in summary.items() if k != "signature"}
+    if not hmac.compare_digest(_sign(key, content), str(summary.get("signature", ""))):
+        problems.append(
+            "summary signature does not match: the summary was altered or signed with another key"
+        )
+    if hashlib.sha256(data).hexdigest() != summary.get("sha256"):
+        problems.append("export file does not match the summary's sha256")
+    try:
+        envelopes = parse(data, summary.get("format", "jsonl"))
+    except Exception as exc:  # any parse failure is a finding, not a crash
+        return ExportCheck([*problems, f"export cannot be read: {exc}"])
+    if len(envelopes) != summary.get("events"):
+        problems.append(
+            f"{len(envelopes)} events in the file, {summary.get('events')} in the summary"
+        )
+    for e in envelopes:
+        if e.computed_hash() != e.hash:
+            problems.append(
+                f"event {e.event_id} (position {e.position}): content does not match its hash"
+            )
+    if conn is not None and store is not None:
+        positions = [e.position for e in envelopes]
+        ledger = (
+            {
+                row.position: row.hash
+                for row in (
+                    await conn.execute(
+                        select(events.c.position, events.c.hash).where(
+                            events.c.position.in_(positions)
+                        )
+                    )
+                ).all()
+            }
+            if positions
+            else {}
+        )
+        for e in envelopes:
+            if ledger.get(e.position) != e.hash:
+                problems.append(
+                    f"event {e.event_id} (position {e.position}) differs from the ledger"
+                )
+    return ExportCheck(problems)

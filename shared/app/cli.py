@@ -1,0 +1,419 @@
+"""``ticketline``: the operational commands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from shared.app.config import Settings
+from shared.app.observability import configure_logging
+from shared.app.registry import SERVICES, all_projections
+from shared.http.auth.personal_data import install_log_filter
+from shared.http.auth.tokens import TOKEN_ROLES
+
+
+def _cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    from shared.eventstore.migrations import upgrade
+
+    upgrade(settings.resolved_database_url)
+    print(f"schema is current ({settings.resolved_database_url})")
+    return 0
+
+
+def _cmd_run(settings: Settings, _args: argparse.Namespace) -> int:
+    from shared.app.runtime import run_embedded
+
+    asyncio.run(run_embedded(settings, print_fn=lambda line: print(line, flush=True)))
+    return 0
+
+
+def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    from shared.app.runtime import serve_one
+
+    asyncio.run(serve_one(settings, args.service, args.port))
+    return 0
+
+
+def _cmd_relay(settings: Settings, _args: argparse.Namespace) -> int:
+    from shared.app.runtime import run_job
+
+    if not settings.uses_kafka:
+        print("the relay publishes to Kafka: set KAFKA_BOOTSTRAP_SERVERS", file=sys.stderr)
+        return 2
+    asyncio.run(run_job(settings, "relay", (), "ledger"))
+    return 0
+
+
+def _cmd_jobs(settings: Settings, _args: argparse.Namespace) -> int:
+    from shared.app.runtime import run_job
+
+    asyncio.run(run_job(settings, "jobs", (), "ledger"))
+    return 0
+
+
+def _cmd_project(settings: Settings, args: argparse.Namespace) -> int:
+    from shared.app.runtime import run_job
+
+    source = args.source or ("kafka" if settings.uses_kafka else "ledger")
+    asyncio.run(run_job(settings, "project", args.projections, source))
+    return 0
+
+
+def _cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
+    from datetime import datetime
+    from pathlib import Path
+
+    from shared.app.replay import replay
+
+    until = datetime.fromisoformat(args.until) if args.until else None
+    if until is not None and until.tzinfo is None:
+        print("--until needs a timezone, e.g. 2026-11-20T10:00:00Z", file=sys.stderr)
+        return 2
+    projections = all_projections()
+    chosen = (
+        [projections[n] for n in args.projections]
+        if args.projections
+        else list(projections.values())
+    )
+    source = args.source or "ledger"
+    results = asyncio.run(
+        replay(
+            settings,
+            chosen,
+            source=source,
+            until=until,
+            into=Path(args.into) if args.into else None,
+            show_progress=not args.quiet,
+        )
+    )
+    for result in results:
+        print(json.dumps(result.as_dict()))
+    total_events = sum(r.events for r in results)
+    total_seconds = sum(r.seconds for r in results)
+    print(
+        json.dumps(
+            {
+                "summary": "replay",
+                "source": source,
+                "until": args.until,
+                "projections": len(results),
+                "events": total_events,
+                "seconds": round(total_seconds, 3),
+                "events_per_second": round(total_events / total_seconds, 1) if total_seconds else 0,
+                "identical_to_live": None if until else all(not r.differences for r in results),
+            }
+        )
+    )
+    return 0 if until or all(not r.differences for r in results) else 1
+
+
+async def _verify(settings: Settings) -> int:
+    from shared.app.platform import Platform
+    from shared.eventstore.verify import verify_ledger
+
+    platform = Platform.from_settings(settings)
+    try:
+        async with platform.db.reading() as conn:
+            report = await verify_ledger(conn, platform.store)
+    finally:
+        await platform.close()
+    summary = {
+        "ok": report.ok,
+        "events_checked": report.events_checked,
+        "streams_checked": report.streams_checked,
+        "broken": [link.__dict__ for link in report.broken],
+    }
+    print(json.dumps(summary, indent=2))
+    return 0 if report.ok else 1
+
+
+def _cmd_verify(settings: Settings, _args: argparse.Namespace) -> int:
+    return asyncio.run(_verify(settings))
+
+
+def _cmd_subscribe(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from shared.app.subscribe import AccessRefused, subscribe_http, subscribe_kafka
+    from shared.eventstore.kafka import event_topics
+
+    def emit(envelope: dict) -> None:
+        print(json.dumps(envelope, ensure_ascii=False, sort_keys=True), flush=True)
+
+    token = args.token or os.environ.get("TICKETLINE_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    types = [t for t in (args.types or "").split(",") if t]
+    region = args.region.lower() if args.region else None
+    source = args.source or ("kafka" if settings.uses_kafka and not args.url else "http")
+    try:
+        if source == "kafka":
+            assert settings.kafka_bootstrap_servers
+            asyncio.run(
+                subscribe_kafka(
+                    settings.kafka_bootstrap_servers,
+                    event_topics(settings.kafka_topic_prefix),
+                    group_id=args.group
+                    or f"{settings.kafka_consumer_group_prefix}.subscriber.{region or 'all'}",
+                    region=region,
+                    types=types,
+                    from_beginning=args.from_beginning,
+                    emit=emit,
+                    max_events=args.max_events,
+                )
+            )
+        else:
+            url = args.url or f"http://{settings.host}:{settings.intake_port}"
+            asyncio.run(
+                subscribe_http(
+                    url,
+                    region=region,
+                    types=types,
+                    from_beginning=args.from_beginning,
+                    position_file=Path(args.position_file) if args.position_file else None,
+                    emit=emit,
+                    max_events=args.max_events,
+                    headers=headers,
+                )
+            )
+    except KeyboardInterrupt:
+        pass
+    except AccessRefused as exc:
+        print(f"subscribe: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+async def _export(settings: Settings, args: argparse.Namespace) -> tuple[bytes, dict]:
+    from datetime import datetime
+
+    from shared.app.audit import render, select_events, signing_key, summarise
+    from shared.app.platform import Platform
+
+    recorded_from = datetime.fromisoformat(args.from_) if args.from_ else None
+    recorded_to = datetime.fromisoformat(args.to) if args.to else None
+    platform = Platform.from_settings(settings)
+    try:
+        async with platform.db.reading() as conn:
+            envelopes = await select_events(
+                conn,
+                ticket_id=args.ticket,
+                region=args.region,
+                recorded_from=recorded_from,
+                recorded_to=recorded_to,
+            )
+    finally:
+        await platform.close()
+    scope = {
+        "ticket_id": args.ticket,
+        "region": args.region,
+        "recorded_from": recorded_from.isoformat() if recorded_from else None,
+        "recorded_to": recorded_to.isoformat() if recorded_to else None,
+    }
+    data = render(envelopes, args.format)
+    return data, summarise(data, envelopes, args.format, scope, signing_key(settings))
+
+
+def _cmd_export(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    data, summary = asyncio.run(_export(settings, args))
+    out = Path(args.out)
+    out.write_bytes(data)
+    Path(f"{out}.summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary))
+    return 0
+
+
+async def _verify_export(settings: Settings, data: bytes, summary: dict) -> int:
+    from shared.app.audit import signing_key, verify_export
+    from shared.app.platform import Platform
+
+    platform = Platform.from_settings(settings)
+    try:
+        async with platform.db.reading() as conn:
+            check = await verify_export(data, summary, signing_key(settings), conn, platform.store)
+    finally:
+        await platform.close()
+    print(
+        json.dumps(
+            {"ok": check.ok, "events": summary.get("events"), "problems": check.problems}, indent=2
+        )
+    )
+    return 0 if check.ok else 1
+
+
+def _cmd_verify_export(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    data = Path(args.file).read_bytes()
+    summary = json.loads(Path(args.summary or f"{args.file}.summary.json").read_text())
+    return asyncio.run(_verify_export(settings, data, summary))
+
+
+def _cmd_contract(_settings: Settings, args: argparse.Namespace) -> int:
+    from shared.app.contract import contract_problems, write_contract
+
+    if args.write:
+        for path in write_contract(force=args.force):
+            print(f"wrote {path}")
+    problems = contract_problems()
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    return 1 if problems else 0
+
+
+def _cmd_token(settings: Settings, args: argparse.Namespace) -> int:
+    from shared.http.auth.tokens import issue_token, parse_duration
+
+    try:
+        token = issue_token(
+            settings,
+            role=args.role,
+            subject=args.subject,
+            region=args.region,
+            location=args.location,
+            scopes=args.scope or None,
+            ttl_seconds=parse_duration(args.ttl or settings.auth.token_ttl_default),
+        )
+    except ValueError as exc:
+        print(f"token: {exc}", file=sys.stderr)
+        return 2
+    print(token)
+    return 0
+
+
+def _cmd_api_key(_settings: Settings, args: argparse.Namespace) -> int:
+    from shared.http.auth.tokens import api_key_entry, new_api_key
+
+    key = new_api_key()
+    print(f"key (give it to the call-center software; it is not stored): {key}")
+    print(
+        f"TICKETLINE_AUTH_API_KEYS entry (merge into the JSON object): "
+        f"{api_key_entry(args.name, key, args.region)}"
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ticketline",
+        description="Ticketline operations. Configuration comes from environment variables "
+        "(see README); with none set, everything runs on SQLite under ./data.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("migrate", help="create or upgrade the schema (safe to run twice)")
+    sub.add_parser("run", help="everything in one process on the embedded default")
+    serve = sub.add_parser("serve", help="one service in its own process")
+    serve.add_argument("service", choices=SERVICES)
+    serve.add_argument("--port", type=int, default=None)
+    sub.add_parser("relay", help="publish the outbox to Kafka (several may run; one publishes)")
+    sub.add_parser("jobs", help="periodic jobs: SLA clocks, overdue returns (safe to run twice)")
+    project = sub.add_parser("project", help="keep projections up to date")
+    project.add_argument("projections", nargs="*", help="names (default: all)")
+    project.add_argument("--source", choices=("ledger", "kafka"), default=None)
+    replay = sub.add_parser(
+        "replay",
+        help="rebuild projections from the first event in a scratch database and compare with live",
+    )
+    replay.add_argument("projections", nargs="*", help="names (default: all)")
+    replay.add_argument("--source", choices=("ledger", "kafka"), default=None)
+    replay.add_argument(
+        "--until", default=None, help="state as of this time (ISO 8601); no comparison"
+    )
+    replay.add_argument(
+        "--into", default=None, help="keep the rebuilt SQLite database at this path"
+    )
+    replay.add_argument("--quiet", action="store_true", help="no progress bar")
+    sub.add_parser("verify", help="check every stream's hash chain and the global sequence")
+    export = sub.add_parser("export", help="audit export: events with hashes + signed summary")
+    export.add_argument("--ticket", default=None, help="one ticket's events")
+    export.add_argument("--region", default=None)
+    export.add_argument("--from", dest="from_", default=None, help="recorded from (ISO 8601)")
+    export.add_argument("--to", default=None, help="recorded before (ISO 8601)")
+    export.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    export.add_argument("--out", required=True, help="file to write; FILE.summary.json beside it")
+    verify_export = sub.add_parser(
+        "verify-export", help="check an export against its summary and the ledger"
+    )
+    verify_export.add_argument("file")
+    verify_export.add_argument("--summary", default=None, help="default: FILE.summary.json")
+    contract = sub.add_parser(
+        "contract", help="check (or --write) the event JSON Schemas and AsyncAPI"
+    )
+    contract.add_argument("--write", action="store_true", help="write new schema versions")
+    contract.add_argument("--force", action="store_true", help="also overwrite frozen versions")
+    subscribe = sub.add_parser("subscribe", help="follow events as JSON lines (regional centers)")
+    subscribe.add_argument("--region", default=None)
+    subscribe.add_argument("--types", default=None, help="comma-separated event types")
+    subscribe.add_argument("--from-beginning", action="store_true")
+    subscribe.add_argument(
+        "--position-file", default=None, help="HTTP: where the last position is kept (resume)"
+    )
+    subscribe.add_argument("--url", default=None, help="a service's base URL (HTTP/SSE source)")
+    subscribe.add_argument("--source", choices=("http", "kafka"), default=None)
+    subscribe.add_argument("--group", default=None, help="Kafka consumer group")
+    subscribe.add_argument("--max-events", type=int, default=None, help="stop after N events")
+    subscribe.add_argument(
+        "--token", default=None, help="HTTP: bearer token (default: $TICKETLINE_TOKEN)"
+    )
+    token = sub.add_parser("token", help="issue a bearer token for local use")
+    token.add_argument("--role", required=True, choices=sorted(TOKEN_ROLES))
+    token.add_argument("--subject", required=True, help="who (user id; a technician's id)")
+    token.add_argument(
+        "--region", default=None, help="the one region (required for regional_center)"
+    )
+    token.add_argument("--location", default=None, help="parts clerk: its stock location")
+    token.add_argument(
+        "--scope", action="append", default=None, help="limit to a scope (repeatable)"
+    )
+    token.add_argument("--ttl", default=None, help="lifetime, e.g. 15m, 8h (default 8h)")
+    api_key = sub.add_parser("api-key", help="make a machine API key for call-center software")
+    api_key.add_argument("--name", required=True, help="which software / company it is for")
+    api_key.add_argument("--region", default=None, help="limit its reads to one region")
+    return parser
+
+
+COMMANDS = {
+    "migrate": _cmd_migrate,
+    "run": _cmd_run,
+    "serve": _cmd_serve,
+    "relay": _cmd_relay,
+    "jobs": _cmd_jobs,
+    "project": _cmd_project,
+    "replay": _cmd_replay,
+    "verify": _cmd_verify,
+    "subscribe": _cmd_subscribe,
+    "export": _cmd_export,
+    "contract": _cmd_contract,
+    "verify-export": _cmd_verify_export,
+    "token": _cmd_token,
+    "api-key": _cmd_api_key,
+}
+
+
+def process_name(args: argparse.Namespace) -> str:
+    """The ``service`` field of every log line this process writes."""
+    if args.command == "serve":
+        return str(args.service)
+    return {"run": "embedded", "project": "projector"}.get(args.command, args.command)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings()
+    configure_logging(settings, process_name(args))
+    install_log_filter()
+    known = all_projections()
+    for name in getattr(args, "projections", []) or []:
+        if name not in known:
+            print(f"unknown projection {name!r}; known: {', '.join(known)}", file=sys.stderr)
+            return 2
+    return COMMANDS[args.command](settings, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,159 @@
+"""The published event contract: a JSON Schema per event type and schema version, and an
+AsyncAPI document for the Kafka topics, generated from the pydantic models.
+
+A committed schema file is frozen: changing a payload model means bumping its
+``schema_version`` (with an upcaster from the old version in ``shared/kernel/events/registry.py``)
+and writing the new file; the old file stays for consumers of older events.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from shared.kernel.events.envelope import EventEnvelope
+from shared.kernel.events.registry import TOPIC_FAMILY_BY_STREAM_TYPE, all_payload_classes
+
+CONTRACT_DIR = Path(__file__).resolve().parents[2] / "docs" / "contract"
+EVENTS_DIR = CONTRACT_DIR / "events"
+
+
+def schema_filename(event_type: str, version: int) -> str:
+    return f"{event_type}.v{version}.schema.json"
+
+
+def render_json(document: dict[str, Any]) -> str:
+    return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def event_schemas() -> dict[str, dict[str, Any]]:
+    """File name → JSON Schema of the current version of every event type."""
+    out = {}
+    for event_type, cls in all_payload_classes().items():
+        schema = cls.model_json_schema()
+        schema["$id"] = (
+            f"https://ticketline.dev/contract/events/{schema_filename(event_type, cls.schema_version)}"
+        )
+        schema["x-event-type"] = event_type
+        schema["x-schema-version"] = cls.schema_version
+        schema["x-stream-type"] = cls.stream_type
+        out[schema_filename(event_type, cls.schema_version)] = schema
+    envelope = EventEnvelope.model_json_schema()
+    envelope["$id"] = "https://ticketline.dev/contract/events/envelope.schema.json"
+    out["envelope.schema.json"] = envelope
+    return out
+
+
+def asyncapi(prefix: str = "ticketline") -> dict[str, Any]:
+    classes = all_payload_classes()
+    families: dict[str, list[str]] = {}
+    for event_type, cls in classes.items():
+        family = TOPIC_FAMILY_BY_STREAM_TYPE.get(cls.stream_type, cls.stream_type)
+        families.setdefault(family, []).append(event_type)
+    messages = {
+        event_type: {
+            "name": event_type,
+            "title": event_type,
+            "summary": (cls.__doc__ or event_type).strip().splitlines()[0],
+            "contentType": "application/json",
+            "headers": {
+                "type": "object",
+                "properties": {
+                    "event_type": {"type": "string", "const": event_type},
+                    "schema_version": {"type": "string"},
+                    "event_id": {"type": "string", "format": "uuid"},
+                    "region": {"type": "string", "description": "Ticket's region; empty if none."},
+                    "stream_type": {"type": "string", "const": cls.stream_type},
+                },
+            },
+            "payload": {
+                "allOf": [
+                    {"$ref": "events/envelope.schema.json"},
+                    {
+                        "properties": {
+                            "payload": {
+                                "$ref": f"events/{schema_filename(event_type, cls.schema_version)}"
+                            }
+                        }
+                    },
+                ]
+            },
+            "bindings": {
+                "kafka": {"key": {"type": "string", "description": "The stream id (ticket id)."}}
+            },
+        }
+        for event_type, cls in classes.items()
+    }
+    channels = {
+        family: {
+            "address": f"{prefix}.{family}",
+            "description": "Keyed by stream id: all events of one stream (one ticket) go to one "
+            "partition, in stream-version order. Across streams there is no order. Delivery "
+            "is at least once: deduplicate by (stream_id, stream_version) or event_id.",
+            "messages": {t: {"$ref": f"#/components/messages/{t}"} for t in sorted(types)},
+            "bindings": {
+                "kafka": {
+                    "partitions": 6,
+                    "topicConfiguration": {"retention.ms": -1, "cleanup.policy": ["delete"]},
+                }
+            },
+        }
+        for family, types in sorted(families.items())
+    }
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "Ticketline events",
+            "version": "1.0.0",
+            "description": "Every fact recorded by Ticketline, published from the ledger's "
+            "outbox. Regional centers subscribe with a consumer group and may filter on the "
+            "`region` header without decoding the body.",
+        },
+        "defaultContentType": "application/json",
+        "channels": channels,
+        "operations": {
+            f"receive_{family}": {"action": "receive", "channel": {"$ref": f"#/channels/{family}"}}
+            for family in sorted(families)
+        },
+        "components": {"messages": messages},
+    }
+
+
+def write_contract(directory: Path = CONTRACT_DIR, *, force: bool = False) -> list[str]:
+    """Write missing schema files (never overwrite a frozen one unless ``force``) and the
+    AsyncAPI document; returns the files written."""
+    written = []
+    (directory / "events").mkdir(parents=True, exist_ok=True)
+    for name, schema in event_schemas().items():
+        path = directory / "events" / name
+        text = render_json(schema)
+        frozen = name != "envelope.schema.json"
+        if path.exists() and frozen and not force:
+            continue
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+            written.append(str(path))
+    path = directory / "asyncapi.json"
+    text = render_json(asyncapi())
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+        written.append(str(path))
+    return written
+
+
+def contract_problems(directory: Path = CONTRACT_DIR) -> list[str]:
+    problems = []
+    for name, schema in event_schemas().items():
+        path = directory / "events" / name
+        if not path.exists():
+            problems.append(f"{name} is not committed: run `ticketline contract --write`")
+        elif path.read_text() != render_json(schema):
+            problems.append(
+                f"{name} differs from its model: a published schema version is frozen — bump "
+                "the payload's schema_version (add an upcaster) and run `ticketline contract --write`"
+            )
+    path = directory / "asyncapi.json"
+    if not path.exists() or path.read_text() != render_json(asyncapi()):
+        problems.append("asyncapi.json is out of date: run `ticketline contract --write`")
+    return problems

@@ -1,0 +1,201 @@
+"""Auditor replay: rebuild projections from the first event in a scratch database, then
+compare them with the live read tables (or, with ``until``, keep the state as of a time).
+
+The live tables are never touched. The scratch database is a SQLite file migrated like
+any other, holding a copy of the ledger up to ``until`` (the source of gap fills).
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from shared.app.config import Settings
+from shared.app.platform import Platform
+from shared.eventstore.db import Database
+from shared.eventstore.migrations import upgrade
+from shared.eventstore.projection import Projection
+from shared.eventstore.runner import Batch, EventSource, KafkaSource, LedgerSource
+from shared.eventstore.tables import event_sequence, events
+
+
+@dataclass
+class ReplayResult:
+    projection: str
+    events: int
+    seconds: float
+    differences: list[str] = field(default_factory=list)
+
+    @property
+    def events_per_second(self) -> float:
+        return self.events / self.seconds if self.seconds else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "projection": self.projection,
+            "events": self.events,
+            "seconds": round(self.seconds, 3),
+            "events_per_second": round(self.events_per_second, 1),
+            "identical_to_live": not self.differences,
+            "differences": self.differences[:20],
+        }
+
+
+class ProgressSource:
+    """Wraps a source and reports progress after every batch."""
+
+    def __init__(self, inner: EventSource, total: int, report: Callable[[int, int], None]) -> None:
+        self.inner = inner
+        self.total = total
+        self.report = report
+
+    async def batches(self, projection: Projection) -> AsyncIterator[Batch]:
+        done = 0
+        async for batch in self.inner.batches(projection):
+            done += len(batch.events)
+            yield batch
+            self.report(min(done, self.total), self.total)
+
+
+def progress_bar(name: str) -> Callable[[int, int], None]:
+    def report(done: int, total: int) -> None:
+        width = 30
+        filled = width * done // total if total else width
+        sys.stderr.write(f"\r{name:<20} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+        sys.stderr.flush()
+        if done >= total:
+            sys.stderr.write("\n")
+
+    return report
+
+
+async def copy_ledger(
+    source: Database, target: Database, until: datetime | None, batch: int = 2000
+) -> int:
+    position = 0
+    copied = 0
+    while True:
+        query = (
+            select(events)
+            .where(events.c.position > position)
+            .order_by(events.c.position)
+            .limit(batch)
+        )
+        if until is not None:
+            query = query.where(events.c.recorded_at <= until)
+        async with source.reading() as conn:
+            rows = [dict(r._mapping) for r in (await conn.execute(query)).all()]
+        if not rows:
+            break
+        async with target.transaction() as conn:
+            await conn.execute(insert(events), rows)
+        position = rows[-1]["position"]
+        copied += len(rows)
+    async with target.transaction() as conn:
+        await conn.execute(update(event_sequence).values(last_position=position))
+    return copied
+
+
+async def table_rows(
+    conn: AsyncConnection, projection: Projection
+) -> dict[str, list[tuple[Any, ...]]]:
+    out = {}
+    for table in projection.tables:
+        keys = list(table.primary_key.columns) or list(table.columns)
+        rows = (await conn.execute(select(table).order_by(*keys))).all()
+        out[table.name] = [tuple(r) for r in rows]
+    return out
+
+
+def diff_tables(
+    live: dict[str, list[tuple[Any, ...]]], rebuilt: dict[str, list[tuple[Any, ...]]]
+) -> list[str]:
+    differences = []
+    for name in live:
+        a, b = live[name], rebuilt[name]
+        if a == b:
+            continue
+        only_live = set(a) - set(b)
+        only_rebuilt = set(b) - set(a)
+        differences.append(
+            f"{name}: {len(a)} live rows, {len(b)} rebuilt; {len(only_live)} only live, "
+            f"{len(only_rebuilt)} only rebuilt"
+        )
+        for row in sorted(only_live, key=repr)[:3]:
+            differences.append(f"  live only: {row!r}")
+        for row in sorted(only_rebuilt, key=repr)[:3]:
+            differences.append(f"  rebuilt only: {row!r}")
+    return differences
+
+
+async def replay(
+    settings: Settings,
+    projections: Sequence[Projection],
+    *,
+    source: str = "ledger",
+    until: datetime | None = None,
+    into: Path | None = None,
+    show_progress: bool = False,
+) -> list[ReplayResult]:
+    live = Platform.from_settings(settings)
+    with tempfile.TemporaryDirectory(prefix="ticketline-replay-") as tmp:
+        path = into or Path(tmp) / "replay.db"
+        path.unlink(missing_ok=True)
+        url = f"sqlite+aiosqlite:///{path}"
+        upgrade(url)
+        scratch = Platform.from_settings(Settings(database_url=url, data_dir=settings.data_dir))
+        results = []
+        try:
+            await copy_ledger(live.db, scratch.db, until)
+            for projection in projections:
+                inner: EventSource
+                if source == "kafka":
+                    if until is not None:
+                        raise ValueError("--until replays from the ledger only")
+                    assert settings.kafka_bootstrap_servers
+                    inner = KafkaSource(
+                        settings.kafka_bootstrap_servers,
+                        topic_prefix=settings.kafka_topic_prefix,
+                        group_prefix=settings.kafka_consumer_group_prefix,
+                        group_id=f"{settings.kafka_consumer_group_prefix}.replay.{uuid.uuid4().hex[:8]}",
+                        idle_stop_after_ms=3000,
+                    )
+                else:
+                    inner = LedgerSource(scratch.db, scratch.store, batch_size=2000)
+                async with scratch.db.reading() as conn:
+                    relevant = (
+                        await conn.execute(
+                            select(func.count()).where(
+                                events.c.stream_type.in_(list(projection.stream_types))
+                            )
+                        )
+                    ).scalar_one()
+                chosen: EventSource = (
+                    ProgressSource(inner, relevant, progress_bar(projection.name))
+                    if show_progress
+                    else inner
+                )
+                started = time.perf_counter()
+                stats = await scratch.runner.rebuild(projection, chosen)
+                result = ReplayResult(projection.name, stats.applied, time.perf_counter() - started)
+                if until is None:
+                    async with live.db.reading() as conn:
+                        live_rows = await table_rows(conn, projection)
+                    async with scratch.db.reading() as conn:
+                        rebuilt_rows = await table_rows(conn, projection)
+                    result.differences = diff_tables(live_rows, rebuilt_rows)
+                results.append(result)
+        finally:
+            await scratch.close()
+            await live.close()
+    return results

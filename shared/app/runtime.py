@@ -1,0 +1,237 @@
+"""Long-running jobs: services, relay, projectors — alone or all together (embedded)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator, Sequence
+
+import uvicorn
+
+from shared.app.config import Settings
+from shared.app.platform import Platform
+from shared.app.registry import (
+    SERVICES,
+    all_handlers,
+    all_jobs,
+    app_factory,
+    service_port,
+)
+from shared.eventstore.db import Database
+from shared.eventstore.kafka import ensure_topics, event_topics
+from shared.eventstore.leases import Lease
+from shared.eventstore.outbox import KafkaPublisher, OutboxRelay, relay_owner_id
+from shared.eventstore.projection import Projection
+from shared.eventstore.runner import KafkaSource, LedgerSource
+from shared.http.auth.personal_data import install_log_filter
+from shared.kernel.clock import Clock
+
+log = logging.getLogger("ticketline")
+
+
+def relay_from_settings(
+    db: Database, settings: Settings, clock: Clock | None = None
+) -> OutboxRelay:
+    if not settings.kafka_bootstrap_servers:
+        raise RuntimeError("the relay needs KAFKA_BOOTSTRAP_SERVERS")
+    publisher = KafkaPublisher(
+        settings.kafka_bootstrap_servers, enable_idempotence=settings.kafka_enable_idempotence
+    )
+    return OutboxRelay(
+        db,
+        publisher,
+        batch_size=settings.relay_batch_size,
+        lease_seconds=settings.relay_lease_seconds,
+        clock=clock,
+    )
+
+
+class _Server(uvicorn.Server):
+    """Several servers share one loop; signals are handled once, by the runner."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _install_stop_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+
+def make_server(platform: Platform, service: str, host: str, port: int) -> _Server:
+    app = app_factory(service)(platform)
+    # log_config=None: uvicorn's loggers go through the root handler (JSON logs); the
+    # access log is written by the observability middleware, with correlation ids.
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", access_log=False, log_config=None
+    )
+    install_log_filter()  # on whatever handlers exist now
+    return _Server(config)
+
+
+async def run_projector(
+    platform: Platform,
+    projections: Sequence[Projection],
+    stop: asyncio.Event,
+    *,
+    source: str = "ledger",
+) -> None:
+    """Keep the projections up to date until ``stop`` is set. On the ledger source a lease
+    per projection keeps a second projector process from applying the same batch."""
+    settings = platform.settings
+
+    async def one(projection: Projection) -> None:
+        if source == "kafka":
+            assert settings.kafka_bootstrap_servers
+            kafka = KafkaSource(
+                settings.kafka_bootstrap_servers,
+                topic_prefix=settings.kafka_topic_prefix,
+                group_prefix=settings.kafka_consumer_group_prefix,
+                batch_size=settings.projector_batch_size,
+                stop=stop,
+            )
+            await platform.runner.run(projection, kafka)
+            return
+        lease = Lease(
+            platform.db,
+            f"projector:{projection.name}",
+            relay_owner_id(),
+            settings.relay_lease_seconds,
+            platform.clock,
+        )
+        while not stop.is_set():
+            if await lease.acquire():
+                ledger = LedgerSource(
+                    platform.db, platform.store, batch_size=settings.projector_batch_size
+                )
+                await platform.runner.run(projection, ledger)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), settings.projector_poll_seconds)
+
+    async def guarded(projection: Projection) -> None:
+        while not stop.is_set():
+            try:
+                await one(projection)
+                return
+            except Exception:
+                log.exception("projector %s failed; restarting in 1 s", projection.name)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+
+    await asyncio.gather(*(guarded(p) for p in projections))
+
+
+async def run_relay(platform: Platform, stop: asyncio.Event) -> None:
+    settings = platform.settings
+    assert settings.kafka_bootstrap_servers
+    with contextlib.suppress(Exception):  # the broker may come later; the relay retries
+        await ensure_topics(
+            settings.kafka_bootstrap_servers,
+            event_topics(settings.kafka_topic_prefix),
+            partitions=settings.kafka_topic_partitions,
+            replication=settings.kafka_topic_replication,
+        )
+    relay = relay_from_settings(platform.db, settings, platform.clock)
+    await relay.run(stop, poll_seconds=settings.relay_poll_seconds)
+
+
+async def run_embedded(settings: Settings, *, print_fn=print) -> None:  # type: ignore[no-untyped-def]
+    """All four services, the projector and (with Kafka configured) the relay, in one
+    process — the embedded default behind ``make run``."""
+    from shared.eventstore.migrations import upgrade
+
+    upgrade(settings.resolved_database_url)
+    platform = Platform.from_settings(settings)
+    stop = asyncio.Event()
+    _install_stop_signals(stop)
+    servers = [
+        (name, make_server(platform, name, settings.host, service_port(settings, name)))
+        for name in SERVICES
+    ]
+    tasks = [asyncio.create_task(server.serve(), name=name) for name, server in servers]
+    while not all(server.started for _, server in servers):
+        if any(t.done() for t in tasks):
+            stop.set()
+            break
+        await asyncio.sleep(0.05)
+    if not stop.is_set():
+        print_fn(f"Ticketline (embedded) — database {settings.resolved_database_url}")
+        for name, _ in servers:
+            base = f"http://{settings.host}:{service_port(settings, name)}"
+            print_fn(f"  {name:<9} {base}   (API docs: {base}/docs)")
+        projections = all_handlers(platform)
+        print_fn(f"  projector ledger source, projections: {', '.join(projections)}")
+        if settings.uses_kafka:
+            print_fn(f"  relay     outbox → Kafka at {settings.kafka_bootstrap_servers}")
+            tasks.append(asyncio.create_task(run_relay(platform, stop)))
+        else:
+            print_fn("  relay     off (no KAFKA_BOOTSTRAP_SERVERS: the ledger is the log)")
+        tasks.append(asyncio.create_task(run_projector(platform, list(projections.values()), stop)))
+        jobs = all_jobs()
+        for name, job in jobs.items():
+            tasks.append(asyncio.create_task(job(platform, stop), name=name))
+        if jobs:
+            print_fn(f"  jobs      {', '.join(jobs)}")
+        print_fn(
+            "  auth      get a token: .venv/bin/ticketline token --role call_center_agent "
+            "--subject you   (send `Authorization: Bearer <token>`; docs/access-control.md)"
+        )
+        print_fn("Press Ctrl+C to stop.")
+        await stop.wait()
+    for _, server in servers:
+        server.should_exit = True
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await platform.close()
+
+
+async def serve_one(settings: Settings, service: str, port: int | None) -> None:
+    """One service in its own process (scaled mode); the schema must already be current."""
+    from shared.eventstore.migrations import schema_is_current
+
+    if not await schema_is_current(settings.resolved_database_url):
+        raise SystemExit("The database schema is not current: run `ticketline migrate` first.")
+    if not (settings.auth.jwt_secret or settings.auth.uses_rs256):
+        # A secret generated per host would make each replica refuse the others' tokens.
+        raise SystemExit(
+            "Configure token verification for separate processes: TICKETLINE_AUTH_JWKS_URL "
+            "(or _JWKS_FILE / _PUBLIC_KEY_FILE) for RS256, or one TICKETLINE_AUTH_JWT_SECRET "
+            "shared by every replica (docs/access-control.md)."
+        )
+    platform = Platform.from_settings(settings)
+    stop = asyncio.Event()
+    _install_stop_signals(stop)
+    port = port or service_port(settings, service)
+    server = make_server(platform, service, settings.host, port)
+    task = asyncio.create_task(server.serve())
+    log.info("serving %s on %s:%d", service, settings.host, port)
+    await asyncio.wait([task, asyncio.create_task(stop.wait())], return_when="FIRST_COMPLETED")
+    server.should_exit = True
+    await task
+    await platform.close()
+
+
+async def run_job(settings: Settings, job: str, names: Sequence[str], source: str) -> None:
+    platform = Platform.from_settings(settings)
+    stop = asyncio.Event()
+    _install_stop_signals(stop)
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port, addr=settings.host)
+    log.info("%s started", job)
+    try:
+        if job == "relay":
+            await run_relay(platform, stop)
+        elif job == "jobs":
+            await asyncio.gather(*(run(platform, stop) for run in all_jobs().values()))
+        else:
+            projections = all_handlers(platform)
+            chosen = [projections[n] for n in names] if names else list(projections.values())
+            await run_projector(platform, chosen, stop, source=source)
+    finally:
+        await platform.close()

@@ -1,1 +1,0 @@
-"""Domain state shared by several services (pure code, no I/O)."""

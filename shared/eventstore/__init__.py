@@ -1,0 +1,1 @@
+"""Persistence: database, ledger, outbox, leases, projection runner, migrations."""

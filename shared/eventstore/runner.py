@@ -1,0 +1,386 @@
+"""The projection runner: feeds events from a source into projections, exactly-once in
+effect (idempotent apply + checkpoint in the same transaction as the writes).
+
+Two sources of "events in order":
+- ``LedgerSource``: the ledger's global order (embedded default, and replays). Its
+  checkpoint is the global position, stored in the projection's transaction.
+- ``KafkaSource``: a consumer group per projection; offsets are committed only after
+  the projection's transaction committed. Per-stream versions (stored with the writes)
+  absorb duplicates, and a gap (a later version arriving first) is filled from the ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from sqlalchemy import bindparam, case, delete, insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from shared.eventstore.db import Database
+from shared.eventstore.ledger import ConcurrencyError, EventStore
+from shared.eventstore.metrics import PROJECTION_APPLIED, PROJECTION_DUPLICATES
+from shared.eventstore.projection import Projection
+from shared.eventstore.tables import projection_checkpoints, projection_stream_versions
+from shared.kernel.clock import Clock, SystemClock
+from shared.kernel.events.envelope import EventEnvelope
+from shared.kernel.events.registry import topic_for
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Batch:
+    events: list[EventEnvelope]
+    # Global position to store as checkpoint (ledger source); None for Kafka.
+    position: int | None = None
+    ack: Callable[[], Awaitable[None]] | None = None
+
+
+class EventSource(Protocol):
+    def batches(self, projection: Projection) -> AsyncIterator[Batch]: ...
+
+
+async def read_checkpoint(conn: AsyncConnection, name: str) -> int:
+    value = (
+        await conn.execute(
+            select(projection_checkpoints.c.position).where(
+                projection_checkpoints.c.projection == name
+            )
+        )
+    ).scalar()
+    return int(value or 0)
+
+
+class LedgerSource:
+    """Reads the ledger after the projection's checkpoint. Stops when caught up unless
+    ``follow`` is set, in which case it polls."""
+
+    def __init__(
+        self,
+        db: Database,
+        store: EventStore,
+        *,
+        batch_size: int = 500,
+        follow: bool = False,
+        poll_seconds: float = 0.2,
+        stop: asyncio.Event | None = None,
+    ) -> None:
+        self.db = db
+        self.store = store
+        self.batch_size = batch_size
+        self.follow = follow
+        self.poll_seconds = poll_seconds
+        self.stop = stop or asyncio.Event()
+
+    async def batches(self, projection: Projection) -> AsyncIterator[Batch]:
+        async with self.db.reading() as conn:
+            position = await read_checkpoint(conn, projection.name)
+        while not self.stop.is_set():
+            async with self.db.reading() as conn:
+                events = await self.store.read_all(
+                    conn,
+                    after_position=position,
+                    limit=self.batch_size,
+                    stream_types=projection.stream_types,
+                )
+                if not events:
+                    # Move the checkpoint past events of other stream types too.
+                    head = await self.store.last_position(conn)
+            if events:
+                position = events[-1].position
+                yield Batch(events=events, position=position)
+                continue
+            if head > position:
+                position = head
+                yield Batch(events=[], position=position)
+            if not self.follow:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), self.poll_seconds)
+
+
+class KafkaSource:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        *,
+        topic_prefix: str,
+        group_prefix: str,
+        batch_size: int = 500,
+        poll_ms: int = 500,
+        idle_stop_after_ms: int | None = None,
+        stop: asyncio.Event | None = None,
+        group_id: str | None = None,
+    ) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.topic_prefix = topic_prefix
+        self.group_prefix = group_prefix
+        self.batch_size = batch_size
+        self.poll_ms = poll_ms
+        self.idle_stop_after_ms = idle_stop_after_ms
+        self.stop = stop or asyncio.Event()
+        self.group_id = group_id
+
+    async def batches(self, projection: Projection) -> AsyncIterator[Batch]:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        topics = sorted({topic_for(t, self.topic_prefix) for t in projection.stream_types})
+        consumer = AIOKafkaConsumer(
+            *topics,
+            bootstrap_servers=self.bootstrap_servers,
+            group_id=self.group_id or f"{self.group_prefix}.{projection.name}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=self.batch_size,
+        )
+        await consumer.start()
+        idle_ms = 0
+        try:
+            while not self.stop.is_set():
+                records = await consumer.getmany(timeout_ms=self.poll_ms)
+                if not records:
+                    idle_ms += self.poll_ms
+                    if self.idle_stop_after_ms is not None and idle_ms >= self.idle_stop_after_ms:
+                        return
+                    continue
+                idle_ms = 0
+                events: list[EventEnvelope] = []
+                offsets: dict[TopicPartition, int] = {}
+                for tp, messages in records.items():
+                    for m in messages:
+                        events.append(EventEnvelope.model_validate_json(m.value))
+                    offsets[tp] = messages[-1].offset + 1
+
+                async def ack(offsets: dict[TopicPartition, int] = offsets) -> None:
+                    await consumer.commit(offsets)
+
+                yield Batch(events=events, ack=ack)
+        finally:
+            await consumer.stop()
+
+
+@dataclass
+class RunStats:
+    batches: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    gap_filled: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class ProjectionRunner:
+    def __init__(self, db: Database, store: EventStore, clock: Clock | None = None) -> None:
+        self.db = db
+        self.store = store
+        self.clock = clock or SystemClock()
+
+    async def run(self, projection: Projection, source: EventSource) -> RunStats:
+        stats = RunStats()
+        async for batch in source.batches(projection):
+            batch_stats = await self._commit_batch(projection, batch)
+            stats.applied += batch_stats.applied
+            stats.duplicates += batch_stats.duplicates
+            stats.gap_filled += batch_stats.gap_filled
+            PROJECTION_APPLIED.labels(projection.name).inc(batch_stats.applied)
+            PROJECTION_DUPLICATES.labels(projection.name).inc(batch_stats.duplicates)
+            if batch.ack is not None:
+                await batch.ack()
+            stats.batches += 1
+        return stats
+
+    async def _commit_batch(
+        self, projection: Projection, batch: Batch, attempts: int = 5
+    ) -> RunStats:
+        """Apply one batch in one transaction. A reactor whose append lost a race to a
+        command on the same stream (ConcurrencyError) retries the batch against the new
+        state here, instead of failing the projector and making its consumer group
+        rebalance."""
+        for attempt in range(1, attempts + 1):
+            stats = RunStats()
+            try:
+                async with self.db.transaction() as conn:
+                    await self._apply_all(conn, projection, batch.events, stats)
+                    if batch.position is not None:
+                        await self._save_checkpoint(conn, projection.name, batch.position)
+                    elif batch.events:
+                        # Kafka: the highest global position applied, for the lag metric
+                        # only (dedupe is per stream version); instances share partitions,
+                        # so it never moves back.
+                        await self._raise_checkpoint(
+                            conn, projection.name, max(e.position for e in batch.events)
+                        )
+                return stats
+            except ConcurrencyError:
+                if attempt == attempts:
+                    raise
+                await asyncio.sleep(0.05 * attempt)
+        raise AssertionError("unreachable")
+
+    async def apply(
+        self, conn: AsyncConnection, projection: Projection, events: Sequence[EventEnvelope]
+    ) -> RunStats:
+        """Apply events inside the caller's transaction (inline projection)."""
+        stats = RunStats()
+        await self._apply_all(conn, projection, events, stats)
+        return stats
+
+    async def catch_up(self, projection: Projection, batch_size: int = 1000) -> RunStats:
+        """Apply everything the ledger holds beyond the checkpoint, then return."""
+        return await self.run(projection, LedgerSource(self.db, self.store, batch_size=batch_size))
+
+    async def reset(self, projection: Projection) -> None:
+        """Forget everything the projection wrote, so it can be rebuilt from zero."""
+        async with self.db.transaction() as conn:
+            for table in reversed(projection.tables):
+                await conn.execute(delete(table))
+            await conn.execute(
+                delete(projection_checkpoints).where(
+                    projection_checkpoints.c.projection == projection.name
+                )
+            )
+            await conn.execute(
+                delete(projection_stream_versions).where(
+                    projection_stream_versions.c.projection == projection.name
+                )
+            )
+
+    async def rebuild(self, projection: Projection, source: EventSource | None = None) -> RunStats:
+        await self.reset(projection)
+        if source is None:
+            return await self.catch_up(projection)
+        return await self.run(projection, source)
+
+    async def _apply_all(
+        self,
+        conn: AsyncConnection,
+        projection: Projection,
+        events: Sequence[EventEnvelope],
+        stats: RunStats,
+    ) -> None:
+        """Apply a batch: skip what the projection already has (duplicates), fill gaps from
+        the ledger, and record each stream's last applied version — read and written once
+        per batch, not per event."""
+        relevant = [e for e in events if e.stream_type in projection.stream_types]
+        if not relevant:
+            return
+        await self._lock_streams(conn, projection.name, {e.stream_id for e in relevant})
+        known = await self._stream_versions(conn, projection.name, {e.stream_id for e in relevant})
+        versions = dict(known)
+        for event in relevant:
+            last = versions.get(event.stream_id, 0)
+            if event.stream_version <= last:
+                stats.duplicates += 1
+                continue
+            todo = [event]
+            if event.stream_version > last + 1:
+                missing = await self.store.read_stream(
+                    conn,
+                    event.stream_id,
+                    from_version=last + 1,
+                    to_version=event.stream_version - 1,
+                )
+                stats.gap_filled += len(missing)
+                todo = [*missing, event]
+            for e in todo:
+                await projection.handle(conn, e)
+                stats.applied += 1
+            versions[event.stream_id] = event.stream_version
+        psv = projection_stream_versions
+        changed = [
+            {"p": projection.name, "s": sid, "v": v}
+            for sid, v in versions.items()
+            if sid in known and known[sid] != v
+        ]
+        if changed:
+            await conn.execute(
+                update(psv)
+                .where(psv.c.projection == bindparam("p"), psv.c.stream_id == bindparam("s"))
+                .values(version=bindparam("v")),
+                changed,
+            )
+        new = [
+            {"projection": projection.name, "stream_id": sid, "version": v}
+            for sid, v in versions.items()
+            if sid not in known
+        ]
+        if new:
+            await conn.execute(insert(psv), new)
+
+    @staticmethod
+    async def _lock_streams(conn: AsyncConnection, name: str, stream_ids: set[str]) -> None:
+        """Serialise appliers of the same projection and stream until commit. A command
+        applying a projection inline (e.g. the follow-up's compliance row) and a projector
+        applying the same stream's earlier events would otherwise both see no version yet
+        and both insert (a unique violation, a 500 for the command). The later one now
+        waits and then reads the committed version, so it skips what is already applied.
+        Locks are taken in one order (by key hash), so appliers never wait on each other in
+        a cycle. SQLite has a single writer: nothing to do."""
+        if conn.dialect.name != "postgresql":
+            return
+        keys = [f"projection:{name}:{sid}" for sid in sorted(stream_ids)]
+        await conn.execute(
+            text(
+                "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended(k, 0) "
+                "AS h FROM unnest(CAST(:keys AS text[])) AS k ORDER BY h) AS ordered"
+            ),
+            {"keys": keys},
+        )
+
+    @staticmethod
+    async def _stream_versions(
+        conn: AsyncConnection, name: str, stream_ids: set[str]
+    ) -> dict[str, int]:
+        psv = projection_stream_versions
+        found: dict[str, int] = {}
+        ids = sorted(stream_ids)
+        for start in range(0, len(ids), 500):  # keep IN lists within driver limits
+            rows = await conn.execute(
+                select(psv.c.stream_id, psv.c.version).where(
+                    psv.c.projection == name, psv.c.stream_id.in_(ids[start : start + 500])
+                )
+            )
+            found.update({r.stream_id: r.version for r in rows})
+        return found
+
+    async def _raise_checkpoint(self, conn: AsyncConnection, name: str, position: int) -> None:
+        """Upsert keeping the larger position: concurrent instances neither fail on the
+        first insert nor move the checkpoint back."""
+        if conn.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as upsert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as upsert
+        pc = projection_checkpoints
+        statement = upsert(pc).values(
+            projection=name, position=position, updated_at=self.clock.now()
+        )
+        await conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=[pc.c.projection],
+                set_={
+                    "position": case(
+                        (statement.excluded.position > pc.c.position, statement.excluded.position),
+                        else_=pc.c.position,
+                    ),
+                    "updated_at": statement.excluded.updated_at,
+                },
+            )
+        )
+
+    async def _save_checkpoint(self, conn: AsyncConnection, name: str, position: int) -> None:
+        now = self.clock.now()
+        result = await conn.execute(
+            update(projection_checkpoints)
+            .where(projection_checkpoints.c.projection == name)
+            .values(position=position, updated_at=now)
+        )
+        if result.rowcount == 0:
+            await conn.execute(
+                insert(projection_checkpoints).values(
+                    projection=name, position=position, updated_at=now
+                )
+            )

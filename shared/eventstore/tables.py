@@ -1,0 +1,110 @@
+"""Tables of the ledger, the outbox and the runners' bookkeeping.
+
+The schema itself is created by Alembic (``shared/eventstore/migrations``); these definitions are
+what the code queries with and must stay in step with the migrations (a test checks).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from shared.eventstore.db import UtcDateTime, metadata
+
+# SQLite only auto-increments INTEGER PRIMARY KEY.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+events = Table(
+    "events",
+    metadata,
+    # Assigned from event_sequence inside the appending transaction: gap-free and in
+    # commit order, so readers may safely resume from "position > checkpoint".
+    Column("position", BigInteger, primary_key=True, autoincrement=False),
+    Column("event_id", String(36), nullable=False, unique=True),
+    Column("stream_type", String(32), nullable=False),
+    Column("stream_id", String(64), nullable=False),
+    Column("stream_version", Integer, nullable=False),
+    Column("event_type", String(64), nullable=False),
+    Column("schema_version", Integer, nullable=False),
+    Column("occurred_at", UtcDateTime, nullable=False),
+    Column("recorded_at", UtcDateTime, nullable=False),
+    Column("actor_subject", String(200), nullable=False),
+    Column("actor_role", String(50), nullable=False),
+    Column("service", String(50), nullable=False),
+    Column("correlation_id", String(36), nullable=False),
+    Column("causation_id", String(36), nullable=True),
+    Column("region", String(32), nullable=True),
+    # Canonical JSON text, never JSONB: the stored bytes are what the hash covers.
+    Column("payload", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    UniqueConstraint("stream_id", "stream_version"),
+    Index("ix_events_stream_type_position", "stream_type", "position"),
+    Index("ix_events_region_position", "region", "position"),
+)
+
+event_sequence = Table(
+    "event_sequence",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("last_position", BigInteger, nullable=False),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("position", BigInteger, ForeignKey("events.position"), nullable=False, unique=True),
+    Column("topic", String(100), nullable=False),
+    Column("message_key", String(64), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("published_at", UtcDateTime, nullable=True),
+    Index("ix_outbox_published_at_id", "published_at", "id"),
+)
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("owner", String(100), nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+)
+
+projection_checkpoints = Table(
+    "projection_checkpoints",
+    metadata,
+    Column("projection", String(100), primary_key=True),
+    Column("position", BigInteger, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# Last stream version each projection applied, per stream: makes every projection
+# idempotent under duplicate delivery and lets a consumer detect gaps.
+projection_stream_versions = Table(
+    "projection_stream_versions",
+    metadata,
+    Column("projection", String(100), primary_key=True),
+    Column("stream_id", String(64), primary_key=True),
+    Column("version", Integer, nullable=False),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("scope", String(100), primary_key=True),
+    Column("key", String(200), primary_key=True),
+    Column("request_hash", String(64), nullable=False),
+    Column("status_code", Integer, nullable=False),
+    Column("response_body", Text, nullable=False),
+    Column("resource_location", String(300), nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+)

@@ -1,0 +1,1 @@
+"""Pure domain code shared by every service: events, ticket state, lifecycle, errors."""

@@ -1,0 +1,129 @@
+"""The immutable event envelope and its hash chain."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+from uuid import UUID, uuid4
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+GENESIS_HASH = "0" * 64
+
+
+class Actor(BaseModel):
+    """Who did it: the authenticated subject and the role they acted in."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    subject: str = Field(min_length=1, max_length=200)
+    role: str = Field(min_length=1, max_length=50)
+
+
+SYSTEM_ACTOR = Actor(subject="system", role="system")
+
+
+class EventPayload(BaseModel):
+    """Base of every typed payload. Subclasses register themselves by event type.
+
+    ``class TicketReceived(EventPayload, event_type="TicketReceived", stream_type="ticket")``
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event_type: ClassVar[str]
+    schema_version: ClassVar[int]
+    stream_type: ClassVar[str]
+
+    def __init_subclass__(
+        cls,
+        *,
+        event_type: str | None = None,
+        schema_version: int = 1,
+        stream_type: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        if event_type is None:
+            return  # an intermediate base class
+        if stream_type is None:
+            raise TypeError(f"{cls.__name__}: stream_type is required")
+        cls.event_type = event_type
+        cls.schema_version = schema_version
+        cls.stream_type = stream_type
+        from shared.kernel.events.registry import register_payload
+
+        register_payload(cls)
+
+
+class CommandContext(BaseModel):
+    """Per-command metadata copied onto every event the command emits."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    actor: Actor
+    service: str
+    correlation_id: UUID = Field(default_factory=uuid4)
+    causation_id: UUID | None = None
+
+
+class EventEnvelope(BaseModel):
+    """A recorded event. ``hash`` covers every other field, including ``prev_hash``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event_id: UUID
+    position: int = Field(ge=1, description="Global position in the ledger (gap-free).")
+    stream_type: str
+    stream_id: str
+    stream_version: int = Field(ge=1)
+    event_type: str
+    schema_version: int = Field(ge=1)
+    occurred_at: AwareDatetime
+    recorded_at: AwareDatetime
+    actor: Actor
+    service: str
+    correlation_id: UUID
+    causation_id: UUID | None
+    region: str | None
+    payload: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+    def computed_hash(self) -> str:
+        return compute_hash(self.model_dump(mode="python", exclude={"hash"}))
+
+    @property
+    def ticket_id(self) -> str | None:
+        return self.stream_id if self.stream_type == "ticket" else None
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return json.loads(canonical_json(self.model_dump(mode="python")))
+
+
+def format_timestamp(value: datetime) -> str:
+    """One fixed text form for hashing: UTC, microseconds, ``Z``."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return format_timestamp(value)
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def canonical_json(value: Any) -> str:
+    """Deterministic JSON: sorted keys, no spaces, UTF-8 kept."""
+    return json.dumps(
+        value, default=_default, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+
+
+def compute_hash(content: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(content).encode("utf-8")).hexdigest()

@@ -1,0 +1,96 @@
+"""Payload registry and upcasting: the one place that knows every event type and version."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shared.kernel.events.envelope import EventEnvelope, EventPayload
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+
+_PAYLOADS: dict[str, type[EventPayload]] = {}
+_UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+
+# One Kafka topic per event family; the key is always the stream id.
+TOPIC_FAMILY_BY_STREAM_TYPE: dict[str, str] = {
+    "ticket": "tickets",
+    "service_point": "network",
+    "technician": "network",
+    "network": "network",
+    "stock": "parts",
+    "part": "parts",
+    "location": "parts",
+    "requisition": "parts",
+    "quality": "quality",
+    "scorecard": "quality",
+}
+
+
+class UnknownEventType(LookupError):
+    pass
+
+
+def register_payload(cls: type[EventPayload]) -> None:
+    existing = _PAYLOADS.get(cls.event_type)
+    if existing is not None and existing.__qualname__ != cls.__qualname__:
+        raise TypeError(f"event type {cls.event_type!r} registered twice")
+    _PAYLOADS[cls.event_type] = cls
+
+
+def upcaster(event_type: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
+    """Register a function turning a ``from_version`` payload into ``from_version + 1``."""
+
+    def decorate(fn: Upcaster) -> Upcaster:
+        _UPCASTERS[(event_type, from_version)] = fn
+        return fn
+
+    return decorate
+
+
+def payload_class(event_type: str) -> type[EventPayload]:
+    _load_all()
+    try:
+        return _PAYLOADS[event_type]
+    except KeyError:
+        raise UnknownEventType(event_type) from None
+
+
+def all_payload_classes() -> dict[str, type[EventPayload]]:
+    _load_all()
+    return dict(sorted(_PAYLOADS.items()))
+
+
+def upcast(event_type: str, schema_version: int, payload: dict[str, Any]) -> dict[str, Any]:
+    current = payload_class(event_type).schema_version
+    version = schema_version
+    while version < current:
+        payload = _UPCASTERS[(event_type, version)](payload)
+        version += 1
+    return payload
+
+
+def typed_payload(envelope: EventEnvelope) -> EventPayload:
+    """The envelope's payload as its current-version pydantic model."""
+    cls = payload_class(envelope.event_type)
+    return cls.model_validate(
+        upcast(envelope.event_type, envelope.schema_version, envelope.payload)
+    )
+
+
+def topic_for(stream_type: str, prefix: str) -> str:
+    return f"{prefix}.{TOPIC_FAMILY_BY_STREAM_TYPE.get(stream_type, stream_type)}"
+
+
+def _load_all() -> None:
+    # Importing the modules registers their payload classes: every module of the
+    # shared.kernel.events package is an event family (tickets, network, parts, quality, …).
+    import importlib
+    import pkgutil
+
+    import shared.kernel.events as package
+
+    for module in pkgutil.iter_modules(package.__path__):
+        if module.name not in {"envelope", "registry"}:
+            importlib.import_module(f"shared.kernel.events.{module.name}")

@@ -1,0 +1,279 @@
+"""Ticket lifecycle events (DOMAIN.md, "The ticket lifecycle").
+
+The stream id of every event here is the ticket id. Deadlines are computed when the
+event is decided and stored in it, so a replay never depends on today's configuration.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+
+from shared.kernel.events.envelope import EventPayload
+
+ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+LongText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000)]
+Phone = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, pattern=r"^\+?[0-9][0-9 \-]{5,19}[0-9]$"),
+    # Stored without separators so that lookups and duplicate checks compare digits.
+    AfterValidator(lambda v: v.replace(" ", "").replace("-", "")),
+]
+RegionCode = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, to_lower=True, pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$"),
+]
+
+
+class Urgency(StrEnum):
+    normal = "normal"
+    urgent = "urgent"
+    critical = "critical"
+
+
+class Channel(StrEnum):
+    phone = "phone"
+    web = "web"
+    app = "app"
+    messaging = "messaging"
+    store = "store"
+
+
+class WarrantyStatus(StrEnum):
+    in_warranty = "in_warranty"
+    out_of_warranty = "out_of_warranty"
+    extended = "extended"
+
+
+class FaultCategory(StrEnum):
+    quality_defect = "quality_defect"
+    installation = "installation"
+    misuse = "misuse"
+    wear = "wear"
+    other = "other"
+
+
+class Complexity(StrEnum):
+    simple = "simple"
+    general = "general"
+    complex = "complex"
+
+
+class ResolutionPath(StrEnum):
+    remote_guidance = "remote_guidance"
+    on_site = "on_site"
+    replacement = "replacement"
+
+
+class RepairOutcome(StrEnum):
+    fixed = "fixed"
+    replaced = "replaced"
+    not_fixable = "not_fixable"
+    customer_declined = "customer_declined"
+
+
+class CostBearer(StrEnum):
+    warranty = "warranty"
+    customer = "customer"
+
+
+class FollowUpChannel(StrEnum):
+    call = "call"
+    message = "message"
+
+
+class Part(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Customer(Part):
+    name: ShortText
+    phone: Phone
+
+
+class Address(Part):
+    line: ShortText
+    city: ShortText | None = None
+    postcode: Annotated[str, StringConstraints(strip_whitespace=True, max_length=20)] | None = None
+    region: RegionCode
+
+
+class Product(Part):
+    model: ShortText
+    product_line: ShortText | None = None
+    serial_number: ShortText | None = None
+    purchase_date: date
+
+
+class Problem(Part):
+    symptom: LongText
+    frequency: ShortText
+    environment: ShortText
+
+
+class UsedPart(Part):
+    part_number: ShortText
+    quantity: int = Field(default=1, ge=1, le=100)
+    new_serial: ShortText | None = None
+    old_serial: ShortText | None = None
+    under_warranty: bool = False
+
+
+_TICKET = "ticket"
+
+
+class TicketReceived(EventPayload, event_type="TicketReceived", stream_type=_TICKET):
+    ticket_number: str
+    customer: Customer
+    address: Address
+    product: Product
+    warranty_status: WarrantyStatus
+    problem: Problem
+    urgency: Urgency
+    channel: Channel
+    response_due_at: AwareDatetime
+    possible_duplicate_of: str | None = None
+
+
+class ContactDetailsCorrected(
+    EventPayload, event_type="ContactDetailsCorrected", stream_type=_TICKET
+):
+    customer: Customer | None = None
+    address: Address | None = None
+    reason: ShortText
+
+
+class TicketDiagnosed(EventPayload, event_type="TicketDiagnosed", stream_type=_TICKET):
+    category: FaultCategory
+    complexity: Complexity
+    resolution_path: ResolutionPath
+    expected_parts: list[ShortText] = Field(default_factory=list)
+    notes: LongText | None = None
+    resolution_due_at: AwareDatetime
+
+
+class TicketDispatched(EventPayload, event_type="TicketDispatched", stream_type=_TICKET):
+    region: RegionCode
+    service_point_id: ShortText
+    technician_id: ShortText
+    appointment_start: AwareDatetime
+    appointment_end: AwareDatetime
+    reason: LongText
+    redispatch: bool = False
+
+
+class TicketVisited(EventPayload, event_type="TicketVisited", stream_type=_TICKET):
+    """The technician's on-site check-in."""
+
+    technician_id: ShortText
+    arrived_at: AwareDatetime
+    findings: LongText
+
+
+class TicketRepaired(EventPayload, event_type="TicketRepaired", stream_type=_TICKET):
+    outcome: RepairOutcome
+    parts_used: list[UsedPart] = Field(default_factory=list)
+    labour_minutes: int = Field(default=0, ge=0, le=10_000)
+    cost_borne_by: CostBearer
+    cost_amount: float = Field(default=0, ge=0)
+    notes: LongText | None = None
+    technician_id: ShortText | None = None
+
+
+class FollowUpRecorded(EventPayload, event_type="FollowUpRecorded", stream_type=_TICKET):
+    """The return visit: customer relations calls the customer back."""
+
+    satisfaction_score: int = Field(ge=0, le=100)
+    would_recommend: int = Field(ge=0, le=10)
+    problem_solved: bool
+    comment: LongText | None = None
+    channel: FollowUpChannel
+
+
+class TicketReopened(EventPayload, event_type="TicketReopened", stream_type=_TICKET):
+    reason: LongText
+    source: Annotated[str, StringConstraints(pattern=r"^(follow_up|complaint)$")]
+    escalated: bool = True
+
+
+class TicketClosed(EventPayload, event_type="TicketClosed", stream_type=_TICKET):
+    reason: ShortText = "satisfied"
+
+
+# Events other services add to a ticket's stream. They are defined here, with the
+# lifecycle, because the compliance view and the scorecards read them across services.
+
+
+class SlaDeadline(StrEnum):
+    response = "response"
+    resolution = "resolution"
+
+
+class SlaBreached(EventPayload, event_type="SlaBreached", stream_type=_TICKET):
+    """Recorded once per deadline by the dispatch service's SLA clock."""
+
+    deadline: SlaDeadline
+    due_at: AwareDatetime
+    detected_at: AwareDatetime
+    overdue_minutes: int = Field(ge=0)
+
+
+class EscalationCause(StrEnum):
+    sla_breach = "sla_breach"
+    reopened = "reopened"
+    complaint = "complaint"
+
+
+class TicketEscalated(EventPayload, event_type="TicketEscalated", stream_type=_TICKET):
+    level: Annotated[str, StringConstraints(pattern=r"^(regional_center|headquarters)$")]
+    cause: EscalationCause
+    region: RegionCode
+    reason: LongText
+
+
+class RepeatRepairFlagged(EventPayload, event_type="RepeatRepairFlagged", stream_type=_TICKET):
+    """The same serial came back within the repeat window of an earlier repair."""
+
+    earlier_ticket_id: ShortText
+    earlier_repaired_at: AwareDatetime
+    serial_number: ShortText
+    window_days: int = Field(ge=1)
+
+
+class ComplaintFiled(EventPayload, event_type="ComplaintFiled", stream_type=_TICKET):
+    complaint: LongText
+    channel: Channel
+    public: bool = Field(default=False, description="Public complaint or media exposure.")
+
+
+class PartGrade(StrEnum):
+    resellable = "resellable"
+    demo = "demo"
+    scrap = "scrap"
+
+
+class OldPartReturned(EventPayload, event_type="OldPartReturned", stream_type=_TICKET):
+    """A part replaced under warranty came back (recorded by the parts service)."""
+
+    part_number: ShortText
+    old_serial: ShortText | None = None
+    quantity: int = Field(default=1, ge=1, le=100)
+    location_id: ShortText
+    service_point_id: ShortText | None = None
+    due_at: AwareDatetime
+    late: bool = False
+    grade: PartGrade | None = None
+
+
+class OldPartReturnOverdue(EventPayload, event_type="OldPartReturnOverdue", stream_type=_TICKET):
+    """Recorded once per expected return when its due date passes (parts service)."""
+
+    part_number: ShortText
+    old_serial: ShortText | None = None
+    quantity: int = Field(default=1, ge=1, le=100)
+    service_point_id: ShortText | None = None
+    due_at: AwareDatetime
+    detected_at: AwareDatetime

@@ -1,0 +1,171 @@
+"""The ticket aggregate's state, folded from its events (pure, no I/O).
+
+Every service that decides about a ticket loads its stream and folds it with ``evolve``;
+the decisions themselves live in each service's ``domain`` module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+
+from shared.kernel.events.envelope import EventEnvelope, EventPayload
+from shared.kernel.events.registry import typed_payload
+from shared.kernel.events.tickets import (
+    ContactDetailsCorrected,
+    FollowUpRecorded,
+    ResolutionPath,
+    SlaBreached,
+    TicketClosed,
+    TicketDiagnosed,
+    TicketDispatched,
+    TicketReceived,
+    TicketReopened,
+    TicketRepaired,
+    TicketVisited,
+)
+
+
+class TicketStatus(StrEnum):
+    new = "new"  # no events yet
+    received = "received"
+    diagnosed = "diagnosed"
+    dispatched = "dispatched"
+    visited = "visited"
+    repaired = "repaired"
+    followed_up = "followed_up"
+    reopened = "reopened"
+    closed = "closed"
+
+
+OPEN_STATUSES = frozenset(
+    {
+        TicketStatus.received,
+        TicketStatus.diagnosed,
+        TicketStatus.dispatched,
+        TicketStatus.visited,
+        TicketStatus.repaired,
+        TicketStatus.followed_up,
+        TicketStatus.reopened,
+    }
+)
+
+
+@dataclass(frozen=True)
+class TicketState:
+    ticket_id: str
+    version: int = 0
+    status: TicketStatus = TicketStatus.new
+    received: TicketReceived | None = None
+    diagnosis: TicketDiagnosed | None = None
+    dispatch: TicketDispatched | None = None
+    visit: TicketVisited | None = None
+    repair: TicketRepaired | None = None
+    follow_up: FollowUpRecorded | None = None
+    region: str | None = None
+    received_at: datetime | None = None
+    reopen_count: int = 0
+    dispatch_count: int = 0
+    # Deadlines (SlaDeadline values) already recorded as breached: each is breached once.
+    breached: frozenset[str] = frozenset()
+    # When the response deadline was met (the first diagnosis) and the current resolution
+    # (the latest repair; a reopen clears it): a deadline met late is still a breach.
+    responded_at: datetime | None = None
+    resolved_at: datetime | None = None
+    history: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def exists(self) -> bool:
+        return self.status is not TicketStatus.new
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_STATUSES
+
+    @property
+    def resolution_path(self) -> ResolutionPath | None:
+        return self.diagnosis.resolution_path if self.diagnosis else None
+
+
+def evolve(
+    state: TicketState, payload: EventPayload, *, occurred_at: datetime | None = None
+) -> TicketState:
+    """The state after one more event; unknown event types leave the status as is."""
+    s = replace(state, version=state.version + 1, history=(*state.history, payload.event_type))
+    match payload:
+        case TicketReceived():
+            return replace(
+                s,
+                status=TicketStatus.received,
+                received=payload,
+                region=payload.address.region,
+                received_at=occurred_at,
+            )
+        case ContactDetailsCorrected():
+            assert state.received is not None
+            received = state.received.model_copy(
+                update={
+                    "customer": payload.customer or state.received.customer,
+                    "address": payload.address or state.received.address,
+                }
+            )
+            return replace(s, received=received, region=received.address.region)
+        case TicketDiagnosed():
+            return replace(
+                s,
+                status=TicketStatus.diagnosed,
+                diagnosis=payload,
+                responded_at=state.responded_at or occurred_at,
+            )
+        case TicketDispatched():
+            return replace(
+                s,
+                status=TicketStatus.dispatched,
+                dispatch=payload,
+                visit=None,
+                dispatch_count=state.dispatch_count + 1,
+            )
+        case TicketVisited():
+            return replace(s, status=TicketStatus.visited, visit=payload)
+        case TicketRepaired():
+            return replace(s, status=TicketStatus.repaired, repair=payload, resolved_at=occurred_at)
+        case FollowUpRecorded():
+            return replace(s, status=TicketStatus.followed_up, follow_up=payload)
+        case TicketReopened():
+            return replace(
+                s,
+                status=TicketStatus.reopened,
+                reopen_count=state.reopen_count + 1,
+                repair=None,
+                resolved_at=None,
+            )
+        case TicketClosed():
+            return replace(s, status=TicketStatus.closed)
+        case SlaBreached():
+            return replace(s, breached=state.breached | {payload.deadline.value})
+    return s
+
+
+def fold(ticket_id: str, envelopes: list[EventEnvelope]) -> TicketState:
+    state = TicketState(ticket_id=ticket_id)
+    for e in envelopes:
+        state = evolve(state, typed_payload(e), occurred_at=e.occurred_at)
+    return state
+
+
+def require_ticket(state: TicketState) -> TicketState:
+    if not state.exists:
+        from shared.kernel.errors import NotFound
+
+        raise NotFound("ticket_not_found", f"no ticket {state.ticket_id}")
+    return state
+
+
+def require_open(state: TicketState) -> TicketState:
+    require_ticket(state)
+    if state.status is TicketStatus.closed:
+        from shared.kernel.errors import RuleViolation
+
+        raise RuleViolation("ticket_closed", "the ticket is closed")
+    return state
