@@ -345,8 +345,7 @@ async def test_actor_on_events_is_the_token_subject_and_role(platform: Platform)
     ) as disp:
         diagnosis = {"category": "wear", "complexity": "simple", "resolution_path": "on_site"}
         assert (await disp.post(f"/tickets/{tid}/diagnosis", json=diagnosis)).status_code == 200
-    async with platform.db.reading() as conn:
-        events = await platform.store.read_stream(conn, tid)
+    events = await platform.db.read(lambda c: platform.store.read_stream(c, tid))
     assert [(e.actor.subject, e.actor.role) for e in events] == [
         ("agent-42", "call_center_agent"),
         ("disp-5", "dispatcher"),

@@ -22,7 +22,8 @@ from shared.eventstore.tables import events
 from shared.kernel.events.tickets import TicketClosed
 from shared.readmodels.ticket_state import TicketStateProjection, ticket_state
 from tests.support.auth import headers_for
-from tests.support.factories import context, diagnosed, new_ticket_id, received
+from tests.support.factories import diagnosed, new_ticket_id, received
+from tests.support.ledger import append
 
 
 async def seed(platform: Platform, clock, tickets: int = 4) -> list[str]:  # type: ignore[no-untyped-def]
@@ -31,17 +32,9 @@ async def seed(platform: Platform, clock, tickets: int = 4) -> list[str]:  # typ
         tid = new_ticket_id()
         ids.append(tid)
         region = "east" if n % 2 == 0 else "west"
-        async with platform.db.transaction() as conn:
-            written = await platform.store.append_to_stream(
-                conn, tid, NO_STREAM, [received(n, region=region)], context(), region=region
-            )
-            await platform.project_inline(conn, written)
+        await append(platform, tid, NO_STREAM, [received(n, region=region)], region=region)
         clock.advance(hours=1)
-        async with platform.db.transaction() as conn:
-            written = await platform.store.append_to_stream(
-                conn, tid, 1, [diagnosed()], context(), region=region
-            )
-            await platform.project_inline(conn, written)
+        await append(platform, tid, 1, [diagnosed()], region=region)
     return ids
 
 
@@ -51,10 +44,8 @@ async def test_replay_equals_live_and_reports_differences(platform: Platform, cl
     (result,) = await replay(platform.settings, [projection])
     assert result.events == 8 and result.differences == []
     # A live read table that drifted from the events is reported.
-    async with platform.db.transaction() as conn:
-        await conn.execute(
-            update(ticket_state).where(ticket_state.c.ticket_id == ids[0]).values(status="closed")
-        )
+    drift = update(ticket_state).where(ticket_state.c.ticket_id == ids[0]).values(status="closed")
+    await platform.db.write(lambda c: c.execute(drift))
     (result,) = await replay(platform.settings, [projection])
     assert result.differences and "ticket_state" in result.differences[0]
 
@@ -63,10 +54,7 @@ async def test_replay_until_rebuilds_the_past(platform: Platform, clock, tmp_pat
     ids = await seed(platform, clock, tickets=2)  # starts 09:00, +1 h per ticket
     cutoff = clock.now()
     clock.advance(hours=1)
-    async with platform.db.transaction() as conn:
-        await platform.store.append_to_stream(
-            conn, ids[0], 2, [TicketClosed()], context(), region="east"
-        )
+    await append(platform, ids[0], 2, [TicketClosed()], region="east", inline=False)
     into = tmp_path / "asof.db"
     (result,) = await replay(platform.settings, [TicketStateProjection()], until=cutoff, into=into)
     assert result.events == 4
@@ -100,8 +88,8 @@ async def test_verify_cli_exit_codes(platform: Platform, clock, database_url: st
     await seed(platform, clock, tickets=2)
     code, out = await run_cli(database_url, "verify")
     assert code == 0 and json.loads(out[out.index("{") :])["ok"] is True
-    async with platform.db.transaction() as conn:
-        await conn.execute(update(events).where(events.c.position == 2).values(region="north"))
+    tamper = update(events).where(events.c.position == 2).values(region="north")
+    await platform.db.write(lambda c: c.execute(tamper))
     code, out = await run_cli(database_url, "verify")
     report = json.loads(out[out.index("{") :])
     assert (
@@ -115,22 +103,25 @@ async def test_export_round_trips_and_detects_tampering(
 ) -> None:
     ids = await seed(platform, clock, tickets=3)
     key = signing_key(platform.settings)
-    async with platform.db.reading() as conn:
-        envelopes = await select_events(conn, ticket_id=ids[1])
-        data = render(envelopes, fmt)
-        summary = summarise(data, envelopes, fmt, {"ticket_id": ids[1]}, key)
-        assert parse(data, fmt) == envelopes
-        assert (await verify_export(data, summary, key, conn, platform.store)).ok
-        tampered = data.replace(b"drum does not spin", b"drum spins fine")
-        check = await verify_export(tampered, summary, key, conn, platform.store)
-        assert not check.ok and any("sha256" in p for p in check.problems)
-        forged = {**summary, "events": 99}
-        check = await verify_export(data, forged, key, conn, platform.store)
-        assert any("signature" in p for p in check.problems)
-        # A file whose summary was re-made by someone without the key still fails.
-        resigned = summarise(tampered, envelopes, fmt, {"ticket_id": ids[1]}, b"another key")
-        check = await verify_export(tampered, resigned, key, conn, platform.store)
-        assert not check.ok
+    envelopes = await platform.db.read(lambda c: select_events(c, ticket_id=ids[1]))
+    data = render(envelopes, fmt)
+    summary = summarise(data, envelopes, fmt, {"ticket_id": ids[1]}, key)
+    assert parse(data, fmt) == envelopes
+
+    async def check(data: bytes, summary: dict):  # type: ignore[no-untyped-def]
+        return await platform.db.read(
+            lambda c: verify_export(data, summary, key, c, platform.store)
+        )
+
+    assert (await check(data, summary)).ok
+    tampered = data.replace(b"drum does not spin", b"drum spins fine")
+    found = await check(tampered, summary)
+    assert not found.ok and any("sha256" in p for p in found.problems)
+    found = await check(data, {**summary, "events": 99})
+    assert any("signature" in p for p in found.problems)
+    # A file whose summary was re-made by someone without the key still fails.
+    resigned = summarise(tampered, envelopes, fmt, {"ticket_id": ids[1]}, b"another key")
+    assert not (await check(tampered, resigned)).ok
 
 
 async def test_export_over_http_and_cli_verify(

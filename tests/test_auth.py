@@ -205,8 +205,7 @@ async def test_api_keys_act_as_call_center_software(
             # A key is a call-center agent: no audit export.
             export = await client.get("/audit/export", headers={"X-API-Key": key})
             assert export.status_code == 403
-        async with platform.db.reading() as conn:
-            events = await platform.store.read_stream(conn, tid)
+        events = await platform.db.read(lambda c: platform.store.read_stream(c, tid))
         assert events[0].actor.subject == "apikey:acme-cc"
         assert events[0].actor.role == "call_center_agent"
     finally:

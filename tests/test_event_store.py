@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from typing import Any
 
 import pytest
-from sqlalchemy import delete, select, update
+from sqlalchemy import Connection, delete, select, update
 
 from shared.eventstore.db import Database
-from shared.eventstore.ledger import NO_STREAM, ConcurrencyError, EventStore
+from shared.eventstore.ledger import (
+    NO_STREAM,
+    ConcurrencyError,
+    EventStore,
+    StreamAppend,
+    StreamHead,
+)
 from shared.eventstore.tables import events, outbox
 from shared.eventstore.verify import verify_ledger
 from shared.kernel.events import typed_payload
@@ -20,14 +28,16 @@ from tests.support.factories import context, diagnosed, new_ticket_id, received
 
 async def test_append_and_read_stream(db: Database, store: EventStore) -> None:
     tid = new_ticket_id()
-    async with db.transaction() as conn:
-        written = await store.append_to_stream(
+
+    def append(conn: Connection) -> list:
+        written = store.append_to_stream(
             conn, tid, NO_STREAM, [received()], context(), region="east"
         )
-        written += await store.append_to_stream(conn, tid, 1, [diagnosed()], context())
-    async with db.reading() as conn:
-        stream = await store.read_stream(conn, tid)
-        rows = (await conn.execute(select(outbox).order_by(outbox.c.id))).all()
+        return written + store.append_to_stream(conn, tid, 1, [diagnosed()], context())
+
+    written = await db.write(append)
+    stream = await db.read(lambda c: store.read_stream(c, tid))
+    rows = await db.read(lambda c: c.execute(select(outbox).order_by(outbox.c.id)).all())
     assert [e.event_type for e in stream] == ["TicketReceived", "TicketDiagnosed"]
     assert [e.stream_version for e in stream] == [1, 2]
     assert stream == written
@@ -44,99 +54,95 @@ async def test_append_and_read_stream(db: Database, store: EventStore) -> None:
 
 async def test_wrong_expected_version_is_a_conflict(db: Database, store: EventStore) -> None:
     tid = new_ticket_id()
-    async with db.transaction() as conn:
-        await store.append_to_stream(conn, tid, NO_STREAM, [received()], context())
+    await db.write(lambda c: store.append_to_stream(c, tid, NO_STREAM, [received()], context()))
     with pytest.raises(ConcurrencyError) as err:
-        async with db.transaction() as conn:
-            await store.append_to_stream(conn, tid, NO_STREAM, [received()], context())
+        await db.write(lambda c: store.append_to_stream(c, tid, NO_STREAM, [received()], context()))
     assert err.value.actual == 1
     # Nothing half-written: the failed append left neither an event nor an outbox row.
-    async with db.reading() as conn:
-        assert len(await store.read_stream(conn, tid)) == 1
-        assert len((await conn.execute(select(outbox))).all()) == 1
+    assert len(await db.read(lambda c: store.read_stream(c, tid))) == 1
+    assert len(await db.read(lambda c: c.execute(select(outbox)).all())) == 1
 
 
 async def test_concurrent_appends_exactly_one_wins(db: Database, store: EventStore) -> None:
     tid = new_ticket_id()
-    async with db.transaction() as conn:
-        await store.append_to_stream(conn, tid, NO_STREAM, [received()], context())
+    await db.write(lambda c: store.append_to_stream(c, tid, NO_STREAM, [received()], context()))
+
+    def append_and_hold(conn: Connection) -> None:
+        store.append(conn, [StreamAppend(tid, [diagnosed()], head)], context())
+        time.sleep(0.05)  # hold the transaction open while the others try
+
+    head = (await db.read(lambda c: store.read_stream(c, tid)))[-1]
+    head = StreamHead(head.stream_version, head.hash)
 
     async def attempt() -> str:
         try:
-            async with db.transaction() as conn:
-                await store.append_to_stream(conn, tid, 1, [diagnosed()], context())
-                await asyncio.sleep(0.05)  # hold the transaction open while the others try
+            await db.write(append_and_hold)
             return "won"
         except ConcurrencyError:
             return "conflict"
 
     outcomes = await asyncio.gather(*(attempt() for _ in range(5)))
     assert sorted(outcomes) == ["conflict"] * 4 + ["won"]
-    async with db.reading() as conn:
-        assert [e.stream_version for e in await store.read_stream(conn, tid)] == [1, 2]
+    versions = [e.stream_version for e in await db.read(lambda c: store.read_stream(c, tid))]
+    assert versions == [1, 2]
 
 
 async def test_positions_are_gap_free_across_streams(db: Database, store: EventStore) -> None:
     async def append(n: int) -> None:
-        async with db.transaction() as conn:
-            await store.append_to_stream(conn, new_ticket_id(), NO_STREAM, [received(n)], context())
+        tid = new_ticket_id()
+        await db.write(
+            lambda c: store.append_to_stream(c, tid, NO_STREAM, [received(n)], context())
+        )
 
     await asyncio.gather(*(append(n) for n in range(20)))
-    async with db.reading() as conn:
-        all_events = await store.read_all(conn)
+    all_events = await db.read(lambda c: store.read_all(c))
     assert [e.position for e in all_events] == list(range(1, 21))
 
 
 async def _ledger_with_two_tickets(db: Database, store: EventStore) -> list[str]:
     ids = [new_ticket_id(), new_ticket_id()]
     for n, tid in enumerate(ids):
-        async with db.transaction() as conn:
-            await store.append_to_stream(conn, tid, NO_STREAM, [received(n)], context())
-            await store.append_to_stream(conn, tid, 1, [diagnosed()], context())
+
+        def both(conn: Connection, tid: str = tid, n: int = n) -> None:
+            store.append_to_stream(conn, tid, NO_STREAM, [received(n)], context())
+            store.append_to_stream(conn, tid, 1, [diagnosed()], context())
+
+        await db.write(both)
     return ids
 
 
 async def test_verify_passes_on_untouched_ledger(db: Database, store: EventStore) -> None:
     await _ledger_with_two_tickets(db, store)
-    async with db.reading() as conn:
-        report = await verify_ledger(conn, store)
+    report = await db.read(lambda c: verify_ledger(c, store))
     assert report.ok and report.events_checked == 4 and report.streams_checked == 2
 
 
 @pytest.mark.parametrize("tamper", ["change", "delete", "reorder"])
 async def test_tampered_ledger_is_detected(db: Database, store: EventStore, tamper: str) -> None:
     ids = await _ledger_with_two_tickets(db, store)
-    async with db.transaction() as conn:
-        first = (
-            await conn.execute(
-                select(events).where(events.c.stream_id == ids[0], events.c.stream_version == 1)
-            )
+
+    def damage(conn: Connection) -> Any:
+        first = conn.execute(
+            select(events).where(events.c.stream_id == ids[0], events.c.stream_version == 1)
         ).one()
+        at = events.c.position
         if tamper == "change":
             body = json.loads(first.payload)
             body["customer"]["phone"] = "13900000000"
-            await conn.execute(
-                update(events)
-                .where(events.c.position == first.position)
-                .values(payload=json.dumps(body))
+            conn.execute(
+                update(events).where(at == first.position).values(payload=json.dumps(body))
             )
         elif tamper == "delete":
-            await conn.execute(delete(outbox).where(outbox.c.position == first.position + 1))
-            await conn.execute(delete(events).where(events.c.position == first.position + 1))
+            conn.execute(delete(outbox).where(outbox.c.position == first.position + 1))
+            conn.execute(delete(events).where(at == first.position + 1))
         else:  # swap the two versions of the first stream
-            await conn.execute(
-                update(events).where(events.c.position == first.position).values(stream_version=99)
-            )
-            await conn.execute(
-                update(events)
-                .where(events.c.position == first.position + 1)
-                .values(stream_version=1)
-            )
-            await conn.execute(
-                update(events).where(events.c.position == first.position).values(stream_version=2)
-            )
-    async with db.reading() as conn:
-        report = await verify_ledger(conn, store)
+            conn.execute(update(events).where(at == first.position).values(stream_version=99))
+            conn.execute(update(events).where(at == first.position + 1).values(stream_version=1))
+            conn.execute(update(events).where(at == first.position).values(stream_version=2))
+        return first
+
+    first = await db.write(damage)
+    report = await db.read(lambda c: verify_ledger(c, store))
     assert not report.ok
     broken = report.broken[0]
     expected_kind = {"change": "hash", "delete": "global_sequence", "reorder": "stream_version"}[
@@ -149,3 +155,100 @@ async def test_tampered_ledger_is_detected(db: Database, store: EventStore, tamp
         assert f"follows {first.position}" in broken.detail
     else:
         assert (broken.stream_id, broken.position) == (ids[0], first.position)
+
+
+async def test_a_deleted_newest_event_is_detected(db: Database, store: EventStore) -> None:
+    """The position counter remembers the head: removing the last event (and its outbox
+    row) leaves every hash intact but the ledger shorter than the counter says."""
+    await _ledger_with_two_tickets(db, store)
+
+    def drop_tail(conn: Connection) -> None:
+        conn.execute(delete(outbox).where(outbox.c.position == 4))
+        conn.execute(delete(events).where(events.c.position == 4))
+
+    await db.write(drop_tail)
+    report = await db.read(lambda c: verify_ledger(c, store))
+    assert not report.ok
+    assert [b.kind for b in report.broken] == ["ledger_tail"]
+    assert "counter is at 4" in report.broken[0].detail
+
+
+def test_spliced_hash_equals_the_envelope_hash(store: EventStore) -> None:
+    """The append hashes the canonical envelope with the payload spliced in; verification
+    hashes the whole envelope: both must agree to the byte, for any content."""
+    from datetime import UTC, datetime
+    from uuid import uuid4
+
+    from shared.eventstore.ledger import envelope_hash
+    from shared.kernel.events.envelope import Actor, EventEnvelope, canonical_json, format_timestamp
+
+    for region, causation, text in (("east", None, "plain"), (None, uuid4(), '中文 \u2028 "q"')):
+        envelope = EventEnvelope(
+            event_id=uuid4(),
+            position=7,
+            stream_type="ticket",
+            stream_id="t-1",
+            stream_version=3,
+            event_type="TicketClosed",
+            schema_version=1,
+            occurred_at=datetime(2026, 11, 1, 8, 30, 1, 5, tzinfo=UTC),
+            recorded_at=datetime(2026, 11, 1, 8, 30, 2, tzinfo=UTC),
+            actor=Actor(subject="agent-1", role="call_center_agent"),
+            service="intake",
+            correlation_id=uuid4(),
+            causation_id=causation,
+            region=region,
+            payload={"reason": text, "n": 1.5, "nested": {"b": [1, None], "a": True}},
+            prev_hash="ab" * 32,
+            hash="",
+        )
+        d = envelope.model_dump(mode="python", exclude={"hash"})
+        head = {
+            "actor": {"role": d["actor"]["role"], "subject": d["actor"]["subject"]},
+            "causation_id": str(causation) if causation else None,
+            "correlation_id": str(d["correlation_id"]),
+            "event_id": str(d["event_id"]),
+            "event_type": d["event_type"],
+            "occurred_at": format_timestamp(d["occurred_at"]),
+        }
+        tail = {
+            "position": 7,
+            "prev_hash": d["prev_hash"],
+            "recorded_at": format_timestamp(d["recorded_at"]),
+            "region": region,
+            "schema_version": 1,
+            "service": "intake",
+            "stream_id": "t-1",
+            "stream_type": "ticket",
+            "stream_version": 3,
+        }
+        spliced = envelope_hash(head, canonical_json(d["payload"]), tail)
+        assert spliced == envelope.computed_hash()
+
+
+async def test_units_of_work_queued_together_commit_independently(
+    db: Database, store: EventStore
+) -> None:
+    """Writes that queue up together (SQLite commits them as one group) succeed or fail
+    alone: the failing one leaves nothing behind, not even a position."""
+    ids = [new_ticket_id() for _ in range(10)]
+
+    def good(tid: str) -> Any:
+        return lambda c: store.append_to_stream(c, tid, NO_STREAM, [received()], context())
+
+    def bad(conn: Connection) -> None:
+        store.append_to_stream(conn, new_ticket_id(), NO_STREAM, [received()], context())
+        raise RuntimeError("the command failed after appending")
+
+    results = await asyncio.gather(
+        *(db.write(good(t)) for t in ids[:5]),
+        db.write(bad),
+        *(db.write(good(t)) for t in ids[5:]),
+        return_exceptions=True,
+    )
+    assert isinstance(results[5], RuntimeError)
+    assert not any(isinstance(r, BaseException) for r in results[:5] + results[6:])
+    everything = await db.read(lambda c: store.read_all(c))
+    assert sorted(e.stream_id for e in everything) == sorted(ids)
+    assert [e.position for e in everything] == list(range(1, 11))
+    assert (await db.read(lambda c: verify_ledger(c, store))).ok

@@ -141,6 +141,5 @@ async def test_a_ticket_closes_the_loop_across_all_services(
         assert view["compliant"] == "true"
         assert (view["service_point_id"], view["technician_id"]) == ("sp-east-1", "t-a")
 
-    async with platform.db.reading() as conn:
-        report = await verify_ledger(conn, platform.store)
+    report = await platform.db.read(lambda c: verify_ledger(c, platform.store))
     assert report.ok

@@ -7,7 +7,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from shared.app.registry import SERVICES, app_factory
-from shared.eventstore.db import Database, metadata
+from shared.eventstore.db import Database, ensure_sqlite_dir, metadata
 from shared.eventstore.migrations import schema_is_current, upgrade
 
 
@@ -37,7 +37,7 @@ async def test_migrations_match_table_definitions(database_url: str) -> None:
 
 async def test_fresh_database_is_not_current(tmp_path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path}/empty.db"
-    Database._ensure_sqlite_dir(url)
+    ensure_sqlite_dir(url)
     assert not await schema_is_current(url)
     upgrade(url)
     assert await schema_is_current(url)

@@ -10,6 +10,7 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import Connection
 
 from services.intake.schemas import RECEIVE_EXAMPLE
 from shared.app.config import Settings
@@ -74,10 +75,13 @@ async def test_rolled_back_append_is_not_counted(db: Database, store: EventStore
     before = REGISTRY.get_sample_value(
         "ticketline_events_appended_total", {"service": "intake", "event_type": "TicketReceived"}
     )
+
+    def fails(conn: Connection) -> None:
+        store.append_to_stream(conn, "t-rollback", NO_STREAM, [received()], context())
+        raise RuntimeError("the command failed after appending")
+
     with pytest.raises(RuntimeError):
-        async with db.transaction() as conn:
-            await store.append_to_stream(conn, "t-rollback", NO_STREAM, [received()], context())
-            raise RuntimeError("the command failed after appending")
+        await db.write(fails)
     after = REGISTRY.get_sample_value(
         "ticketline_events_appended_total", {"service": "intake", "event_type": "TicketReceived"}
     )
@@ -150,8 +154,9 @@ async def test_kafka_projector_records_the_highest_position_applied(
     db: Database, store: EventStore, broker: TestBroker
 ) -> None:
     for n in range(3):
-        async with db.transaction() as conn:
-            await store.append_to_stream(conn, f"t-{n}", NO_STREAM, [received(n)], context())
+        await db.write(
+            lambda c, n=n: store.append_to_stream(c, f"t-{n}", NO_STREAM, [received(n)], context())
+        )
     relay = OutboxRelay(db, KafkaPublisher(broker.bootstrap_servers, enable_idempotence=False))
     try:
         while await relay.publish_once():
@@ -166,5 +171,4 @@ async def test_kafka_projector_records_the_highest_position_applied(
         idle_stop_after_ms=1000,
     )
     await runner.run(TicketStateProjection(), source)
-    async with db.reading() as conn:
-        assert await read_checkpoint(conn, "ticket_state") == 3
+    assert await db.read(lambda c: read_checkpoint(c, "ticket_state")) == 3

@@ -30,17 +30,22 @@ async def seed(db: Database, store: EventStore, tickets: int = 5) -> list[str]:
     for n in range(tickets):
         tid = new_ticket_id()
         ids.append(tid)
-        async with db.transaction() as conn:
-            await store.append_to_stream(conn, tid, NO_STREAM, [received(n)], context())
-        async with db.transaction() as conn:
-            await store.append_to_stream(conn, tid, 1, [diagnosed(), dispatched()], context())
+        await db.write(
+            lambda c, tid=tid, n=n: store.append_to_stream(
+                c, tid, NO_STREAM, [received(n)], context()
+            )
+        )
+        await db.write(
+            lambda c, tid=tid: store.append_to_stream(
+                c, tid, 1, [diagnosed(), dispatched()], context()
+            )
+        )
     return ids
 
 
 async def dump(db: Database) -> list:
-    async with db.reading() as conn:
-        query = select(ticket_state).order_by(ticket_state.c.ticket_id)
-        return list((await conn.execute(query)).all())
+    query = select(ticket_state).order_by(ticket_state.c.ticket_id)
+    return await db.read(lambda c: list(c.execute(query).all()))
 
 
 async def test_catch_up_builds_ticket_state_and_checkpoints(
@@ -51,11 +56,9 @@ async def test_catch_up_builds_ticket_state_and_checkpoints(
     projection = TicketStateProjection()
     stats = await runner.catch_up(projection)
     assert stats.applied == 9
-    async with db.reading() as conn:
-        row = (
-            await conn.execute(select(ticket_state).where(ticket_state.c.ticket_id == ids[0]))
-        ).one()
-        assert await read_checkpoint(conn, projection.name) == 9
+    query = select(ticket_state).where(ticket_state.c.ticket_id == ids[0])
+    row = await db.read(lambda c: c.execute(query).one())
+    assert await db.read(lambda c: read_checkpoint(c, projection.name)) == 9
     assert (row.status, row.technician_id, row.version) == ("dispatched", "tech-1", 3)
     assert row.responded_at is not None and row.resolution_due_at is not None
     # Nothing new: a second run applies nothing.
@@ -68,8 +71,7 @@ async def test_rebuild_equals_incremental(db: Database, store: EventStore) -> No
     projection = TicketStateProjection()
     await runner.catch_up(projection, batch_size=2)
     # More events after the first run, applied incrementally.
-    async with db.transaction() as conn:
-        await store.append_to_stream(conn, ids[1], 3, [TicketClosed()], context())
+    await db.write(lambda c: store.append_to_stream(c, ids[1], 3, [TicketClosed()], context()))
     await runner.catch_up(projection, batch_size=2)
     incremental = await dump(db)
     await runner.rebuild(projection)
@@ -83,8 +85,7 @@ async def test_duplicate_delivery_changes_nothing(db: Database, store: EventStor
     projection = TicketStateProjection()
     await runner.catch_up(projection)
     before = await dump(db)
-    async with db.reading() as conn:
-        everything = await store.read_all(conn)
+    everything = await db.read(lambda c: store.read_all(c))
 
     async def redeliver(projection):  # type: ignore[no-untyped-def]
         yield Batch(events=everything + everything)
@@ -101,8 +102,7 @@ async def test_gap_is_filled_from_the_ledger(db: Database, store: EventStore) ->
     """A later version delivered first (as after a relay retry) pulls the missing ones."""
     await seed(db, store, 1)
     runner = ProjectionRunner(db, store)
-    async with db.reading() as conn:
-        everything = await store.read_all(conn)
+    everything = await db.read(lambda c: store.read_all(c))
 
     async def out_of_order(projection):  # type: ignore[no-untyped-def]
         yield Batch(events=[everything[2], everything[0], everything[1]])
@@ -128,15 +128,16 @@ class StaleReactor:
         self.store = store
         self.attempts = 0
 
-    async def handle(self, conn, event) -> None:  # type: ignore[no-untyped-def]
-        if event.event_type != "TicketReceived":
-            return
-        self.attempts += 1
-        head = (await self.store.stream_head(conn, event.stream_id))[0]
-        expected = head - 1 if self.attempts == 1 else head
-        await self.store.append_to_stream(
-            conn, event.stream_id, expected, [TicketClosed(reason="test")], context()
-        )
+    def apply(self, conn, events) -> None:  # type: ignore[no-untyped-def]
+        for event in events:
+            if event.event_type != "TicketReceived":
+                continue
+            self.attempts += 1
+            head = self.store.stream_head(conn, event.stream_id).version
+            expected = head - 1 if self.attempts == 1 else head
+            self.store.append_to_stream(
+                conn, event.stream_id, expected, [TicketClosed(reason="test")], context()
+            )
 
 
 async def test_a_lost_race_retries_the_batch_without_failing(
@@ -148,7 +149,7 @@ async def test_a_lost_race_retries_the_batch_without_failing(
     assert reactor.attempts == 2  # the first attempt's writes were rolled back
     # Counted once: the three seeded events, then (next batch) the reactor's own event.
     assert stats.applied == 4
-    async with db.reading() as conn:
-        types = [e.event_type for e in await store.read_stream(conn, tid)]
-        assert types.count("TicketClosed") == 1
-        assert await read_checkpoint(conn, reactor.name) == await store.last_position(conn)
+    types = [e.event_type for e in await db.read(lambda c: store.read_stream(c, tid))]
+    assert types.count("TicketClosed") == 1
+    checkpoint = await db.read(lambda c: read_checkpoint(c, reactor.name))
+    assert checkpoint == await db.read(store.last_position)

@@ -34,13 +34,17 @@ async def write_tickets(db: Database, store: EventStore, count: int) -> list[str
     for n in range(count):
         tid = new_ticket_id()
         ids.append(tid)
-        async with db.transaction() as conn:
-            await store.append_to_stream(
-                conn, tid, NO_STREAM, [received(n)], context(), region="east"
+        await db.write(
+            lambda c, tid=tid, n=n: store.append_to_stream(
+                c, tid, NO_STREAM, [received(n)], context(), region="east"
             )
+        )
     for tid in ids:  # interleave streams so batches mix tickets
-        async with db.transaction() as conn:
-            await store.append_to_stream(conn, tid, 1, [diagnosed()], context(), region="east")
+        await db.write(
+            lambda c, tid=tid: store.append_to_stream(
+                c, tid, 1, [diagnosed()], context(), region="east"
+            )
+        )
     return ids
 
 
@@ -52,9 +56,8 @@ async def drain(relay: OutboxRelay) -> int:
 
 
 async def unpublished(db: Database) -> int:
-    async with db.reading() as conn:
-        query = select(func.count()).where(outbox.c.published_at.is_(None))
-        return int((await conn.execute(query)).scalar_one())
+    query = select(func.count()).where(outbox.c.published_at.is_(None))
+    return int(await db.read(lambda c: c.execute(query).scalar_one()))
 
 
 async def test_relay_publishes_everything_in_per_ticket_order(
@@ -129,8 +132,8 @@ async def test_relay_killed_between_publish_and_mark_loses_nothing(
     stats = await runner.run(TicketStateProjection(), source)
     assert stats.applied == 8
     assert stats.duplicates == 5
-    async with db.reading() as conn:
-        rows = (await conn.execute(select(ticket_state.c.ticket_id, ticket_state.c.status))).all()
+    query = select(ticket_state.c.ticket_id, ticket_state.c.status)
+    rows = await db.read(lambda c: c.execute(query).all())
     assert sorted(rows) == sorted((tid, "diagnosed") for tid in ids)
 
 
@@ -169,8 +172,8 @@ async def test_kafka_projection_equals_ledger_projection(
     runner = ProjectionRunner(db, store)
     projection = TicketStateProjection()
     await runner.catch_up(projection)
-    async with db.reading() as conn:
-        from_ledger = (await conn.execute(select(ticket_state).order_by("ticket_id"))).all()
+    everything = select(ticket_state).order_by("ticket_id")
+    from_ledger = await db.read(lambda c: c.execute(everything).all())
     await runner.reset(projection)
     source = KafkaSource(
         broker.bootstrap_servers,
@@ -179,6 +182,5 @@ async def test_kafka_projection_equals_ledger_projection(
         idle_stop_after_ms=1500,
     )
     await runner.run(projection, source)
-    async with db.reading() as conn:
-        from_kafka = (await conn.execute(select(ticket_state).order_by("ticket_id"))).all()
+    from_kafka = await db.read(lambda c: c.execute(everything).all())
     assert from_kafka == from_ledger and len(from_kafka) == 6

@@ -34,7 +34,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 
 from services.intake.schemas import RECEIVE_EXAMPLE
 from shared.app.config import Settings
@@ -539,22 +539,13 @@ async def test_scaled_topology_survives_losing_a_relay_and_a_projector(
         await drive(platform, new_tickets(8))
 
         # Kill the relay that holds the lease (the one publishing) and one projector.
+        lease_owner = select(leases.c.owner).where(leases.c.name == OutboxRelay.LEASE_NAME)
+
         async def leader_known() -> bool:
-            async with db.reading() as conn:
-                owner = (
-                    await conn.execute(
-                        select(leases.c.owner).where(leases.c.name == OutboxRelay.LEASE_NAME)
-                    )
-                ).scalar()
-            return owner is not None
+            return await db.read(lambda c: c.execute(lease_owner).scalar()) is not None
 
         await wait_until("a relay leader", leader_known, topology)
-        async with db.reading() as conn:
-            owner = (
-                await conn.execute(
-                    select(leases.c.owner).where(leases.c.name == OutboxRelay.LEASE_NAME)
-                )
-            ).scalar_one()
+        owner = await db.read(lambda c: c.execute(lease_owner).scalar_one())
         leader_pid = int(owner.rsplit(":", 2)[1])  # host:pid:suffix
         leader = next(n for n, p in topology.processes.items() if p.pid == leader_pid)
         assert leader.startswith("relay-")
@@ -586,10 +577,10 @@ async def test_scaled_topology_survives_losing_a_relay_and_a_projector(
         found = metric_values((await clients["intake"].get("/metrics")).text)
         assert found[("ticketline_outbox_oldest_unpublished_age_seconds", ())] == 0
 
-        async with db.reading() as conn:
+        def ledger_and_read_models(conn: Connection) -> tuple:  # type: ignore[type-arg]
             heads = {
                 r.stream_id: (r.stream_type, r.head)
-                for r in await conn.execute(
+                for r in conn.execute(
                     select(
                         events.c.stream_id,
                         events.c.stream_type,
@@ -599,18 +590,21 @@ async def test_scaled_topology_survives_losing_a_relay_and_a_projector(
             }
             ledger = {
                 (r.stream_id, r.stream_version)
-                for r in await conn.execute(select(events.c.stream_id, events.c.stream_version))
+                for r in conn.execute(select(events.c.stream_id, events.c.stream_version))
             }
             states = {
                 r.ticket_id: (r.version, r.status)
-                for r in await conn.execute(
+                for r in conn.execute(
                     select(ticket_state.c.ticket_id, ticket_state.c.version, ticket_state.c.status)
                 )
             }
             applied = {
                 (r.projection, r.stream_id): r.version
-                for r in await conn.execute(select(projection_stream_versions))
+                for r in conn.execute(select(projection_stream_versions))
             }
+            return heads, ledger, states, applied
+
+        heads, ledger, states, applied = await db.read(ledger_and_read_models)
         assert len(tickets) == 22
         assert {sid for sid, (kind, _) in heads.items() if kind == "ticket"} == {
             t.ticket_id for _, t in tickets

@@ -13,7 +13,8 @@ from shared.app.platform import Platform
 from shared.app.subscribe import subscribe_http
 from shared.eventstore.ledger import NO_STREAM
 from tests.support.auth import headers_for, token_for
-from tests.support.factories import context, diagnosed, new_ticket_id, received
+from tests.support.factories import diagnosed, new_ticket_id, received
+from tests.support.ledger import append
 from tests.support.servers import serve_app
 
 
@@ -22,13 +23,8 @@ async def open_tickets(platform: Platform, regions: list[str], start: int = 0) -
     for n, region in enumerate(regions, start=start):
         tid = new_ticket_id()
         ids.append(tid)
-        async with platform.db.transaction() as conn:
-            await platform.store.append_to_stream(
-                conn, tid, NO_STREAM, [received(n, region=region)], context(), region=region
-            )
-            await platform.store.append_to_stream(
-                conn, tid, 1, [diagnosed()], context(), region=region
-            )
+        await append(platform, tid, NO_STREAM, [received(n, region=region)], region=region)
+        await append(platform, tid, 1, [diagnosed()], region=region)
     return ids
 
 
@@ -66,8 +62,7 @@ async def test_resume_across_server_restart_has_no_gap_or_duplicate(
     expected = [tid for tid in east if tid != east[1]] + [later[1]]
     assert sorted({e["stream_id"] for e in seen}) == sorted(expected)
     assert len(seen) == 8  # 4 east tickets × (received, diagnosed): nothing missing
-    async with platform.db.reading() as conn:
-        everything = await platform.store.read_all(conn)
+    everything = await platform.db.read(lambda c: platform.store.read_all(c))
     assert positions == [e.position for e in everything if e.region == "east"]
 
 

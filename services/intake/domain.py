@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from shared.app.config import SlaSettings
 from shared.kernel.errors import InvalidCommand, RuleViolation
-from shared.kernel.events.envelope import EventPayload
+from shared.kernel.events.envelope import EventPayload, PendingEvent
 from shared.kernel.events.tickets import (
     Address,
     Channel,
@@ -26,11 +25,14 @@ from shared.kernel.events.tickets import (
     Urgency,
     WarrantyStatus,
 )
-from shared.kernel.ticket import TicketState, TicketStatus, require_open, require_ticket
+from shared.kernel.lifecycle import may_follow
+from shared.kernel.ticket import TicketState, require_open, require_ticket
 
 
 @dataclass(frozen=True)
-class ReceiveTicket:
+class NewTicket:
+    """What the caller tells about a customer's request."""
+
     customer: Customer
     address: Address
     product: Product
@@ -41,13 +43,36 @@ class ReceiveTicket:
 
 
 @dataclass(frozen=True)
-class DiagnoseTicket:
+class ReceiveTicket:
+    """The request with the facts the handler gathered: the ticket's number, the moment
+    of receipt (every deadline counts from it), the configured figures, and an open ticket
+    for the same product if there is one."""
+
+    request: NewTicket
+    ticket_number: str
+    received_at: datetime
+    response_hours: float
+    warranty_months: int
+    possible_duplicate_of: str | None = None
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """What the agent found on the call."""
+
     category: FaultCategory
     complexity: Complexity
     resolution_path: ResolutionPath
     expected_parts: tuple[str, ...] = ()
     notes: str | None = None
     remote_outcome: RepairOutcome | None = None
+
+
+@dataclass(frozen=True)
+class DiagnoseTicket:
+    diagnosis: Diagnosis
+    # The configured resolution target for the diagnosis's complexity.
+    resolution_hours: float
 
 
 @dataclass(frozen=True)
@@ -75,81 +100,66 @@ def derive_warranty(purchase_date: date, today: date, warranty_months: int) -> W
     return WarrantyStatus.out_of_warranty
 
 
-def decide_receive(
-    state: TicketState,
-    command: ReceiveTicket,
-    *,
-    ticket_number: str,
-    now: datetime,
-    sla: SlaSettings,
-    warranty_months: int,
-    possible_duplicate_of: str | None,
-) -> list[EventPayload]:
+def decide_receive(command: ReceiveTicket, state: TicketState) -> list[PendingEvent]:
     if state.exists:
         raise RuleViolation("ticket_already_received", "this ticket was already received")
-    if command.product.purchase_date > now.date():
+    r = command.request
+    today = command.received_at.date()
+    if r.product.purchase_date > today:
         raise InvalidCommand("product.purchase_date", "the purchase date is in the future")
-    derived = derive_warranty(command.product.purchase_date, now.date(), warranty_months)
-    given = command.warranty_status
+    derived = derive_warranty(r.product.purchase_date, today, command.warranty_months)
+    given = r.warranty_status
     # An extended warranty is a contract we cannot derive; the other two must agree.
     if given is not None and given is not WarrantyStatus.extended and given is not derived:
         raise InvalidCommand(
             "warranty_status",
             f"{given.value} disagrees with the purchase date "
-            f"({warranty_months}-month warranty gives {derived.value})",
+            f"({command.warranty_months}-month warranty gives {derived.value})",
         )
-    return [
-        TicketReceived(
-            ticket_number=ticket_number,
-            customer=command.customer,
-            address=command.address,
-            product=command.product,
-            warranty_status=given or derived,
-            problem=command.problem,
-            urgency=command.urgency,
-            channel=command.channel,
-            response_due_at=now + timedelta(hours=sla.response_hours(command.urgency.value)),
-            possible_duplicate_of=possible_duplicate_of,
-        )
-    ]
+    received = TicketReceived(
+        ticket_number=command.ticket_number,
+        customer=r.customer,
+        address=r.address,
+        product=r.product,
+        warranty_status=given or derived,
+        problem=r.problem,
+        urgency=r.urgency,
+        channel=r.channel,
+        response_due_at=command.received_at + timedelta(hours=command.response_hours),
+        possible_duplicate_of=command.possible_duplicate_of,
+    )
+    # The event occurred at the receipt the deadline is counted from: the same instant.
+    return [PendingEvent(received, occurred_at=command.received_at)]
 
 
-DIAGNOSABLE = frozenset({TicketStatus.received, TicketStatus.diagnosed, TicketStatus.reopened})
-
-
-def decide_diagnose(
-    state: TicketState, command: DiagnoseTicket, *, now: datetime, sla: SlaSettings
-) -> list[EventPayload]:
+def decide_diagnose(command: DiagnoseTicket, state: TicketState) -> list[EventPayload]:
+    d = command.diagnosis
     require_open(state)
-    if state.status not in DIAGNOSABLE:
+    if not may_follow(state.status, "TicketDiagnosed"):
         raise RuleViolation(
             "diagnosis_after_dispatch",
             f"a ticket in status {state.status.value} can no longer be diagnosed",
         )
-    if (
-        command.remote_outcome is not None
-        and command.resolution_path is not ResolutionPath.remote_guidance
-    ):
+    if d.remote_outcome is not None and d.resolution_path is not ResolutionPath.remote_guidance:
         raise InvalidCommand(
             "remote_outcome", "an outcome can be recorded here only for remote guidance"
         )
     assert state.received is not None and state.received_at is not None
     events: list[EventPayload] = [
         TicketDiagnosed(
-            category=command.category,
-            complexity=command.complexity,
-            resolution_path=command.resolution_path,
-            expected_parts=list(command.expected_parts),
-            notes=command.notes,
-            resolution_due_at=state.received_at
-            + timedelta(hours=sla.resolution_hours(command.complexity.value)),
+            category=d.category,
+            complexity=d.complexity,
+            resolution_path=d.resolution_path,
+            expected_parts=list(d.expected_parts),
+            notes=d.notes,
+            resolution_due_at=state.received_at + timedelta(hours=command.resolution_hours),
         )
     ]
-    if command.remote_outcome is not None:
+    if d.remote_outcome is not None:
         in_warranty = state.received.warranty_status is not WarrantyStatus.out_of_warranty
         events.append(
             TicketRepaired(
-                outcome=command.remote_outcome,
+                outcome=d.remote_outcome,
                 cost_borne_by=CostBearer.warranty if in_warranty else CostBearer.customer,
                 notes="resolved by remote guidance",
             )
@@ -158,7 +168,7 @@ def decide_diagnose(
 
 
 def decide_correct_contact(
-    state: TicketState, command: CorrectContactDetails
+    command: CorrectContactDetails, state: TicketState
 ) -> list[EventPayload]:
     require_ticket(state)
     require_open(state)

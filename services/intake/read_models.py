@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, and_, or_, select
 
 from shared.eventstore.ledger import EventStore
 from shared.kernel.errors import InvalidCommand
@@ -43,23 +42,23 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise InvalidCommand("cursor", "not a cursor this service issued") from None
 
 
-async def ticket_row_as_of(
-    conn: AsyncConnection, store: EventStore, ticket_id: str, as_of: datetime
+def ticket_row_as_of(
+    conn: Connection, store: EventStore, ticket_id: str, as_of: datetime
 ) -> dict[str, Any] | None:
     """The ticket-state row as it stood at ``as_of`` (events recorded until then)."""
     row: dict[str, Any] | None = None
-    for event in await store.read_stream(conn, ticket_id, recorded_until=as_of):
+    for event in store.read_stream(conn, ticket_id, recorded_until=as_of):
         row = apply_changes(row, event)
     return row
 
 
-async def get_ticket_row(conn: AsyncConnection, ticket_id: str) -> Any:
+def get_ticket_row(conn: Connection, ticket_id: str) -> Any:
     query = select(ticket_state).where(ticket_state.c.ticket_id == ticket_id)
-    return (await conn.execute(query)).first()
+    return conn.execute(query).first()
 
 
-async def list_ticket_rows(
-    conn: AsyncConnection, filters: TicketFilters, *, cursor: str | None, limit: int
+def list_ticket_rows(
+    conn: Connection, filters: TicketFilters, *, cursor: str | None, limit: int
 ) -> tuple[list[Any], str | None]:
     """Newest first. The cursor is the last row's (created_at, ticket_id), so tickets
     created while a client pages never shift the pages it has not read yet."""
@@ -87,7 +86,7 @@ async def list_ticket_rows(
         )
     if conditions:
         query = query.where(and_(*conditions))
-    rows = list((await conn.execute(query)).all())
+    rows = list(conn.execute(query).all())
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
@@ -95,8 +94,8 @@ async def list_ticket_rows(
     return rows, next_cursor
 
 
-async def find_open_duplicate(
-    conn: AsyncConnection, phone: str, serial_number: str | None, model: str
+def find_open_duplicate(
+    conn: Connection, phone: str, serial_number: str | None, model: str
 ) -> str | None:
     """An open ticket for the same phone and serial (or model when no serial is given)."""
     t = ticket_state.c
@@ -109,4 +108,4 @@ async def find_open_duplicate(
         .order_by(t.created_at)
         .limit(1)
     )
-    return (await conn.execute(query)).scalar()
+    return conn.execute(query).scalar()

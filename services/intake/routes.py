@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.intake import domain
-from services.intake.commands import IntakeCommands
+from services.intake import commands
 from services.intake.read_models import (
     TicketFilters,
     get_ticket_row,
@@ -29,26 +27,41 @@ from services.intake.schemas import (
     TicketPage,
     TicketView,
 )
-from shared.app.commands import TicketCommandResult
+from shared.app.executor import Outcome
 from shared.app.platform import Platform
 from shared.http.app import get_platform
 from shared.http.auth.personal_data import mask_address_line, mask_payload, mask_phone
-from shared.http.context import Principal, allow, command_context, require_region
-from shared.http.headers import etag, expected_version, idempotency_key
-from shared.http.idempotency import CommandResponse, idempotent_command
+from shared.http.commands import CommandCall, command_call
+from shared.http.context import Principal, allow
+from shared.http.headers import etag
+from shared.http.idempotency import CommandResponse
 from shared.http.problems import PROBLEM_RESPONSES, ProblemDetails
-from shared.http.security import rate_limited
 from shared.kernel.errors import InvalidCommand, NotFound
 from shared.kernel.events.envelope import GENESIS_HASH
+from shared.kernel.reach import Scope
 from shared.kernel.ticket import TicketState, TicketStatus
 
 SERVICE = "intake"
 router = APIRouter(tags=["tickets"], responses=PROBLEM_RESPONSES)
 
-# Who may call what (docs/access-control.md); region and assignment scoping apply on top.
-may_receive = rate_limited("intake", "call_center_agent", scope="tickets:write")
-may_diagnose = allow("call_center_agent", "dispatcher", scope="tickets:write")
-may_correct = allow("call_center_agent", "dispatcher", "customer_relations", scope="tickets:write")
+# Who may call what (docs/access-control.md); the reach rule (region, assignment) applies
+# on top, on the state each command decides on.
+Receive = Annotated[
+    CommandCall,
+    Depends(command_call(SERVICE, "call_center_agent", scope="tickets:write", rate_limit="intake")),
+]
+Diagnose = Annotated[
+    CommandCall,
+    Depends(command_call(SERVICE, "call_center_agent", "dispatcher", scope="tickets:write")),
+]
+Correct = Annotated[
+    CommandCall,
+    Depends(
+        command_call(
+            SERVICE, "call_center_agent", "dispatcher", "customer_relations", scope="tickets:write"
+        )
+    ),
+]
 may_read = allow(
     "call_center_agent",
     "dispatcher",
@@ -61,13 +74,10 @@ may_read = allow(
 )
 
 
-def accepted(result: TicketCommandResult) -> TicketAccepted:
-    return accepted_from_state(result.after, [str(e.event_id) for e in result.events])
-
-
-def accepted_from_state(state: TicketState, event_ids: list[str]) -> TicketAccepted:
+def accepted(result: Outcome[TicketState], status_code: int = 200) -> CommandResponse:
+    state = result.after
     assert state.received is not None
-    return TicketAccepted(
+    view = TicketAccepted(
         ticket_id=state.ticket_id,
         ticket_number=state.received.ticket_number,
         status=state.status.value,
@@ -77,8 +87,10 @@ def accepted_from_state(state: TicketState, event_ids: list[str]) -> TicketAccep
             resolution_due_at=state.diagnosis.resolution_due_at if state.diagnosis else None,
         ),
         possible_duplicate_of=state.received.possible_duplicate_of,
-        events=event_ids,
+        events=[str(e.event_id) for e in result.events],
     )
+    location = f"/tickets/{view.ticket_id}" if status_code == 201 else None
+    return CommandResponse(status_code, view.model_dump(mode="json"), location)
 
 
 def require_aware(name: str, value: datetime | None) -> None:
@@ -87,13 +99,11 @@ def require_aware(name: str, value: datetime | None) -> None:
 
 
 async def visible_ticket(platform: Platform, principal: Principal, ticket_id: UUID) -> Any:
-    """The ticket's current row, or 404 when it does not exist for this caller (another
-    region, or a technician's ticket assigned to someone else)."""
-    async with platform.db.reading() as conn:
-        row = await get_ticket_row(conn, str(ticket_id))
-    if row is None:
+    """The ticket's current row, or 404 when it does not exist for this caller (outside
+    its reach: another region, or a technician's ticket assigned to someone else)."""
+    row = await platform.db.read(lambda c: get_ticket_row(c, str(ticket_id)))
+    if row is None or not principal.reach.allows(Scope(row.region, row.technician_id)):
         raise NotFound("ticket_not_found", f"no ticket {ticket_id}")
-    require_region(principal, row.region, "ticket", str(ticket_id), assignee=row.technician_id)
     return row
 
 
@@ -118,25 +128,10 @@ def ticket_view(row: Any, principal: Principal) -> TicketView:
     "open ticket exists for the same phone and serial (or model), `possible_duplicate_of`. "
     "Send an `Idempotency-Key` so that a retried request never opens a second ticket.",
 )
-async def receive_ticket(
-    body: ReceiveTicketRequest,
-    request: Request,
-    principal: Principal = Depends(may_receive),
-    key: str | None = Depends(idempotency_key),
-    platform: Platform = Depends(get_platform),
-) -> JSONResponse:
-    context = command_context(request, principal.actor, SERVICE)
-    command = domain.ReceiveTicket(
-        **{name: getattr(body, name) for name in type(body).model_fields}
-    )
-
-    async def run(conn: AsyncConnection) -> CommandResponse:
-        result = await IntakeCommands(platform).receive(conn, command, context)
-        view = accepted(result)
-        return CommandResponse(201, view.model_dump(mode="json"), f"/tickets/{view.ticket_id}")
-
-    return await idempotent_command(
-        platform, principal, scope=f"{SERVICE}:receive", key=key, body=body, command=run
+async def receive_ticket(body: ReceiveTicketRequest, call: Receive) -> JSONResponse:
+    request = body.command()
+    return await call.run(
+        "receive", body, lambda c: accepted(commands.receive(c, call.handling, request), 201)
     )
 
 
@@ -149,38 +144,13 @@ async def receive_ticket(
     "(TicketRepaired follows) and skips dispatch.",
 )
 async def diagnose_ticket(
-    ticket_id: UUID,
-    body: DiagnoseTicketRequest,
-    request: Request,
-    principal: Principal = Depends(may_diagnose),
-    key: str | None = Depends(idempotency_key),
-    version: int | None = Depends(expected_version),
-    platform: Platform = Depends(get_platform),
+    ticket_id: UUID, body: DiagnoseTicketRequest, call: Diagnose
 ) -> JSONResponse:
-    await visible_ticket(platform, principal, ticket_id)
-    context = command_context(request, principal.actor, SERVICE)
-    command = domain.DiagnoseTicket(
-        category=body.category,
-        complexity=body.complexity,
-        resolution_path=body.resolution_path,
-        expected_parts=tuple(body.expected_parts),
-        notes=body.notes,
-        remote_outcome=body.remote_outcome,
-    )
-
-    async def run(conn: AsyncConnection) -> CommandResponse:
-        result = await IntakeCommands(platform).diagnose(
-            conn, str(ticket_id), command, context, version
-        )
-        return CommandResponse(200, accepted(result).model_dump(mode="json"))
-
-    return await idempotent_command(
-        platform,
-        principal,
-        scope=f"{SERVICE}:diagnose:{ticket_id}",
-        key=key,
-        body=body,
-        command=run,
+    diagnosis = body.command()
+    return await call.run(
+        f"diagnose:{ticket_id}",
+        body,
+        lambda c: accepted(commands.diagnose(c, call.handling, str(ticket_id), diagnosis)),
     )
 
 
@@ -191,28 +161,13 @@ async def diagnose_ticket(
     description="A correction is a new event; the original details stay in the history.",
 )
 async def correct_contact(
-    ticket_id: UUID,
-    body: CorrectContactRequest,
-    request: Request,
-    principal: Principal = Depends(may_correct),
-    key: str | None = Depends(idempotency_key),
-    version: int | None = Depends(expected_version),
-    platform: Platform = Depends(get_platform),
+    ticket_id: UUID, body: CorrectContactRequest, call: Correct
 ) -> JSONResponse:
-    await visible_ticket(platform, principal, ticket_id)
-    context = command_context(request, principal.actor, SERVICE)
-    command = domain.CorrectContactDetails(
-        reason=body.reason, customer=body.customer, address=body.address
-    )
-
-    async def run(conn: AsyncConnection) -> CommandResponse:
-        result = await IntakeCommands(platform).correct_contact(
-            conn, str(ticket_id), command, context, version
-        )
-        return CommandResponse(200, accepted(result).model_dump(mode="json"))
-
-    return await idempotent_command(
-        platform, principal, scope=f"{SERVICE}:contact:{ticket_id}", key=key, body=body, command=run
+    correction = body.command()
+    return await call.run(
+        f"contact:{ticket_id}",
+        body,
+        lambda c: accepted(commands.correct_contact(c, call.handling, str(ticket_id), correction)),
     )
 
 
@@ -235,8 +190,9 @@ async def get_ticket(
     require_aware("as_of", as_of)
     row = await visible_ticket(platform, principal, ticket_id)
     if as_of is not None:
-        async with platform.db.reading() as conn:
-            row = await ticket_row_as_of(conn, platform.store, str(ticket_id), as_of)
+        row = await platform.db.read(
+            lambda c: ticket_row_as_of(c, platform.store, str(ticket_id), as_of)
+        )
     if row is None:
         raise NotFound("ticket_not_found", f"no ticket {ticket_id}")
     response.headers["ETag"] = etag(row["version"] if isinstance(row, dict) else row.version)
@@ -275,8 +231,9 @@ async def list_tickets(
         created_from=created_from,
         created_to=created_to,
     )
-    async with platform.db.reading() as conn:
-        rows, next_cursor = await list_ticket_rows(conn, filters, cursor=cursor, limit=limit)
+    rows, next_cursor = await platform.db.read(
+        lambda c: list_ticket_rows(c, filters, cursor=cursor, limit=limit)
+    )
     return TicketPage(items=[ticket_view(r, principal) for r in rows], next_cursor=next_cursor)
 
 
@@ -291,8 +248,7 @@ async def ticket_history(
     platform: Platform = Depends(get_platform),
 ) -> TicketHistory:
     await visible_ticket(platform, principal, ticket_id)
-    async with platform.db.reading() as conn:
-        events = await platform.store.read_stream(conn, str(ticket_id))
+    events = await platform.db.read(lambda c: platform.store.read_stream(c, str(ticket_id)))
     if not events:
         raise NotFound("ticket_not_found", f"no ticket {ticket_id}")
     show_personal = principal.sees_personal_data

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.intake import domain
 from shared.kernel.events.tickets import (
     Address,
     Channel,
@@ -67,6 +68,9 @@ class ReceiveTicketRequest(Body):
         "omitted; when given it must agree (an extended warranty is taken as stated).",
     )
 
+    def command(self) -> domain.NewTicket:
+        return domain.NewTicket(**{name: getattr(self, name) for name in type(self).model_fields})
+
 
 class DiagnoseTicketRequest(Body):
     model_config = ConfigDict(
@@ -102,6 +106,16 @@ class DiagnoseTicketRequest(Body):
         "ticket goes straight to repaired without a visit.",
     )
 
+    def command(self) -> domain.Diagnosis:
+        return domain.Diagnosis(
+            category=self.category,
+            complexity=self.complexity,
+            resolution_path=self.resolution_path,
+            expected_parts=tuple(self.expected_parts),
+            notes=self.notes,
+            remote_outcome=self.remote_outcome,
+        )
+
 
 class CorrectContactRequest(Body):
     model_config = ConfigDict(
@@ -119,6 +133,9 @@ class CorrectContactRequest(Body):
     customer: Customer | None = None
     address: Address | None = None
     reason: ShortText
+
+    def command(self) -> domain.CorrectContactDetails:
+        return domain.CorrectContactDetails(self.reason, self.customer, self.address)
 
 
 class Deadlines(BaseModel):

@@ -15,8 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, select
 
 from shared.app.config import Settings
 from shared.eventstore.ledger import EventStore, row_to_envelope
@@ -58,8 +57,8 @@ def signing_key(settings: Settings) -> bytes:
     return path.read_text().strip().encode()
 
 
-async def select_events(
-    conn: AsyncConnection,
+def select_events(
+    conn: Connection,
     *,
     ticket_id: str | None = None,
     region: str | None = None,
@@ -75,7 +74,7 @@ async def select_events(
         query = query.where(events.c.recorded_at >= recorded_from)
     if recorded_to:
         query = query.where(events.c.recorded_at < recorded_to)
-    return [row_to_envelope(r) for r in (await conn.execute(query)).all()]
+    return [row_to_envelope(r) for r in conn.execute(query).all()]
 
 
 def _csv_row(e: EventEnvelope) -> list[Any]:
@@ -173,11 +172,11 @@ class ExportCheck:
         return not self.problems
 
 
-async def verify_export(
+def verify_export(
     data: bytes,
     summary: dict[str, Any],
     key: bytes,
-    conn: AsyncConnection | None = None,
+    conn: Connection | None = None,
     store: EventStore | None = None,
 ) -> ExportCheck:
     """The summary is authentic, the file is the one it describes, every event's hash
@@ -208,12 +207,8 @@ async def verify_export(
         ledger = (
             {
                 row.position: row.hash
-                for row in (
-                    await conn.execute(
-                        select(events.c.position, events.c.hash).where(
-                            events.c.position.in_(positions)
-                        )
-                    )
+                for row in conn.execute(
+                    select(events.c.position, events.c.hash).where(events.c.position.in_(positions))
                 ).all()
             }
             if positions

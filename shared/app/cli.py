@@ -117,8 +117,7 @@ async def _verify(settings: Settings) -> int:
 
     platform = Platform.from_settings(settings)
     try:
-        async with platform.db.reading() as conn:
-            report = await verify_ledger(conn, platform.store)
+        report = await platform.db.read(lambda c: verify_ledger(c, platform.store))
     finally:
         await platform.close()
     summary = {
@@ -197,14 +196,15 @@ async def _export(settings: Settings, args: argparse.Namespace) -> tuple[bytes, 
     recorded_to = datetime.fromisoformat(args.to) if args.to else None
     platform = Platform.from_settings(settings)
     try:
-        async with platform.db.reading() as conn:
-            envelopes = await select_events(
-                conn,
+        envelopes = await platform.db.read(
+            lambda c: select_events(
+                c,
                 ticket_id=args.ticket,
                 region=args.region,
                 recorded_from=recorded_from,
                 recorded_to=recorded_to,
             )
+        )
     finally:
         await platform.close()
     scope = {
@@ -234,8 +234,10 @@ async def _verify_export(settings: Settings, data: bytes, summary: dict) -> int:
 
     platform = Platform.from_settings(settings)
     try:
-        async with platform.db.reading() as conn:
-            check = await verify_export(data, summary, signing_key(settings), conn, platform.store)
+        key = signing_key(settings)
+        check = await platform.db.read(
+            lambda c: verify_export(data, summary, key, c, platform.store)
+        )
     finally:
         await platform.close()
     print(

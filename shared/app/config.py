@@ -170,6 +170,11 @@ class Settings(BaseSettings):
     kafka_enable_idempotence: bool = True
     kafka_topic_prefix: str = "ticketline"
     kafka_consumer_group_prefix: str = "ticketline"
+    # SQLite durability: NORMAL (the default) survives a crashed process but may lose the
+    # last commits on power loss; FULL syncs every commit (group commit shares the cost).
+    sqlite_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    # Reader threads (each with its own connection) for SQLite reads.
+    sqlite_read_threads: int = Field(default=4, ge=1, le=64)
 
     host: str = "127.0.0.1"
     intake_port: int = 8001

@@ -1,13 +1,14 @@
-"""Everything a service process needs, built once from the settings."""
+"""Everything a service process needs, built once from the settings (composition root)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection
 
 from shared.app.config import Settings, get_settings
+from shared.app.executor import Executor
 from shared.eventstore.db import Database
 from shared.eventstore.ledger import EventStore
 from shared.eventstore.projection import Projection
@@ -15,6 +16,12 @@ from shared.eventstore.runner import ProjectionRunner
 from shared.kernel.clock import Clock, SystemClock
 from shared.kernel.events.envelope import EventEnvelope
 from shared.readmodels.ticket_state import TicketStateProjection
+
+# Read models every service keeps in the command's transaction, by stream type: a
+# service reads its own writes at once. The same projections still run asynchronously
+# (rebuilds, Kafka consumers): the per-stream version bookkeeping makes the second
+# application a no-op.
+SHARED_INLINE: Mapping[str, tuple[Projection, ...]] = {"ticket": (TicketStateProjection(),)}
 
 
 @dataclass
@@ -24,12 +31,10 @@ class Platform:
     store: EventStore
     clock: Clock
     runner: ProjectionRunner
-    # Updated in the appending transaction, so a service reads its own writes at once.
-    # The same projections still run asynchronously (rebuilds, Kafka consumers): the
-    # per-stream version bookkeeping makes the second application a no-op.
     inline_projections: Sequence[Projection] = field(
-        default_factory=lambda: (TicketStateProjection(),)
+        default_factory=lambda: SHARED_INLINE["ticket"]
     )
+    _executors: dict[str, Executor] = field(default_factory=dict)
 
     @classmethod
     def from_settings(
@@ -37,13 +42,34 @@ class Platform:
     ) -> Platform:
         settings = settings or get_settings()
         clock = clock or SystemClock()
-        db = Database(settings.resolved_database_url)
+        db = Database(
+            settings.resolved_database_url,
+            sqlite_synchronous=settings.sqlite_synchronous,
+            read_threads=settings.sqlite_read_threads,
+        )
         store = EventStore(clock=clock, topic_prefix=settings.kafka_topic_prefix)
         return cls(settings, db, store, clock, ProjectionRunner(db, store, clock))
 
-    async def project_inline(self, conn: AsyncConnection, events: Sequence[EventEnvelope]) -> None:
+    def executor(self, service: str) -> Executor:
+        """The command executor of one service: the shared inline read models plus the
+        ones the service declares (``INLINE`` in its projections module)."""
+        found = self._executors.get(service)
+        if found is None:
+            from shared.app.registry import inline_projections
+
+            inline = {k: list(v) for k, v in SHARED_INLINE.items()}
+            for stream_type, projections in inline_projections(service).items():
+                inline.setdefault(stream_type, []).extend(projections)
+            found = self._executors[service] = Executor(
+                self.store, self.runner, self.clock, {k: tuple(v) for k, v in inline.items()}
+            )
+        return found
+
+    def project_inline(self, conn: Connection, events: Sequence[EventEnvelope]) -> None:
+        """Apply the shared inline read models to ``events`` (tests and tools that append
+        without a service's executor)."""
         for projection in self.inline_projections:
-            await self.runner.apply(conn, projection, events)
+            self.runner.apply(conn, projection, events)
 
     async def close(self) -> None:
         await self.db.dispose()

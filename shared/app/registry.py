@@ -1,73 +1,61 @@
-"""What the platform is made of: the services and the asynchronous projections."""
+"""What the platform is made of: the services (each declared in its ``service.py``) and
+the read models every service shares. Adding a service: its folder, and its name here."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable
 from importlib import import_module
-from importlib.util import find_spec
-from typing import Any
 
 from fastapi import FastAPI
 
 from shared.app.config import Settings
 from shared.app.platform import Platform
+from shared.app.service import ServiceModule
 from shared.eventstore.projection import Projection
+from shared.readmodels.catalog import PROJECTIONS as SHARED_PROJECTIONS
 
 SERVICES: tuple[str, ...] = ("intake", "dispatch", "parts", "feedback")
 
 
-def _service_modules(leaf: str) -> tuple[str, ...]:
-    """``services.<name>.<leaf>`` for every service that has such a module."""
-    return tuple(
-        f"services.{name}.{leaf}" for name in SERVICES if find_spec(f"services.{name}.{leaf}")
-    )
+def service(name: str) -> ServiceModule:
+    """The declaration of one service (``SERVICE`` in ``services/<name>/service.py``)."""
+    if name not in SERVICES:
+        raise KeyError(f"unknown service {name!r}; choose from {', '.join(SERVICES)}")
+    declared: ServiceModule = import_module(f"services.{name}.service").SERVICE
+    return declared
 
 
-# Modules exposing ``PROJECTIONS: tuple[Projection, ...]``: read models, rebuilt by replay.
-PROJECTION_MODULES: tuple[str, ...] = (
-    "shared.readmodels.catalog",
-    *_service_modules("projections"),
-)
-
-# Modules exposing ``def reactors(platform: Platform) -> list[Projection]``: handlers that
-# react to events by appending events (process managers). They run like projections (same
-# runner, checkpoint and per-stream dedupe in the transaction of what they append), but a
-# replay never runs them: their output is already in the ledger.
-REACTOR_MODULES: tuple[str, ...] = _service_modules("reactors")
-
-# Modules exposing ``async def run_job(platform: Platform, stop: asyncio.Event) -> None``:
-# periodic work (SLA clocks, overdue checks) that `ticketline run` and `ticketline jobs`
-# keep running. Each must be safe to run in several processes (use a Lease).
-JOB_MODULES: tuple[str, ...] = _service_modules("jobs")
-
-
-def app_factory(service: str) -> Callable[[Platform | None], FastAPI]:
-    if service not in SERVICES:
-        raise KeyError(f"unknown service {service!r}; choose from {', '.join(SERVICES)}")
-    return import_module(f"services.{service}.app").create_app  # type: ignore[no-any-return]
+def app_factory(name: str) -> Callable[[Platform | None], FastAPI]:
+    return service(name).create_app
 
 
 def service_port(settings: Settings, service: str) -> int:
     return int(getattr(settings, f"{service}_port"))
 
 
-def all_jobs() -> dict[str, Callable[..., Any]]:
-    return {module: import_module(module).run_job for module in JOB_MODULES}
+def all_jobs() -> dict[str, Callable[[Platform, asyncio.Event], Awaitable[None]]]:
+    return {f"services.{name}.jobs": job for name in SERVICES if (job := service(name).jobs)}
 
 
 def all_reactors(platform: Platform) -> dict[str, Projection]:
     found: dict[str, Projection] = {}
-    for module in REACTOR_MODULES:
-        for reactor in import_module(module).reactors(platform):
-            found[reactor.name] = reactor
+    for name in SERVICES:
+        if reactors := service(name).reactors:
+            found.update((r.name, r) for r in reactors(platform))
     return found
 
 
+def inline_projections(name: str) -> dict[str, tuple[Projection, ...]]:
+    """The read models service ``name`` keeps in its commands' transactions."""
+    return {k: tuple(v) for k, v in service(name).inline.items()}
+
+
 def all_projections() -> dict[str, Projection]:
-    found: dict[str, Projection] = {}
-    for module in PROJECTION_MODULES:
-        for projection in import_module(module).PROJECTIONS:
-            found[projection.name] = projection
+    """Every read model (rebuilt by replay): the shared ones, then each service's."""
+    found: dict[str, Projection] = {p.name: p for p in SHARED_PROJECTIONS}
+    for name in SERVICES:
+        found.update((p.name, p) for p in service(name).projections)
     return found
 
 

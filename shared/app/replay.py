@@ -15,10 +15,9 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-from sqlalchemy import func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, func, insert, select, update
 
 from shared.app.config import Settings
 from shared.app.platform import Platform
@@ -67,21 +66,39 @@ class ProgressSource:
             self.report(min(done, self.total), self.total)
 
 
-def progress_bar(name: str) -> Callable[[int, int], None]:
+def progress_bar(name: str, stream: TextIO | None = None) -> Callable[[int, int], None]:
+    """Progress with rate and ETA: a bar redrawn in place on a terminal, otherwise a plain
+    line at most every few seconds (logs and CI stay readable)."""
+    out = stream or sys.stderr
+    interactive = out.isatty()
+    started = time.perf_counter()
+    last_line = 0.0
+
     def report(done: int, total: int) -> None:
-        width = 30
-        filled = width * done // total if total else width
-        sys.stderr.write(f"\r{name:<20} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
-        sys.stderr.flush()
-        if done >= total:
-            sys.stderr.write("\n")
+        nonlocal last_line
+        elapsed = time.perf_counter() - started
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = (total - done) / rate if rate > 0 else 0.0
+        figures = f"{done}/{total} events, {rate:,.0f} events/s, ETA {eta:,.0f} s"
+        finished = done >= total
+        if interactive:
+            width = 30
+            filled = width * done // total if total else width
+            out.write(f"\r{name:<20} [{'#' * filled}{'.' * (width - filled)}] {figures}")
+            if finished:
+                out.write("\n")
+        elif finished or elapsed - last_line >= 5.0:
+            last_line = elapsed
+            out.write(f"{name}: {figures}\n")
+        out.flush()
 
     return report
 
 
 async def copy_ledger(
-    source: Database, target: Database, until: datetime | None, batch: int = 2000
+    source: Database, target: Database, until: datetime | None, batch: int = 5000
 ) -> int:
+    """Copy the ledger (up to ``until``) page by page: flat memory whatever its size."""
     position = 0
     copied = 0
     while True:
@@ -93,26 +110,21 @@ async def copy_ledger(
         )
         if until is not None:
             query = query.where(events.c.recorded_at <= until)
-        async with source.reading() as conn:
-            rows = [dict(r._mapping) for r in (await conn.execute(query)).all()]
+        rows = await source.read(lambda c, q=query: [dict(r._mapping) for r in c.execute(q)])
         if not rows:
             break
-        async with target.transaction() as conn:
-            await conn.execute(insert(events), rows)
+        await target.write(lambda c, rows=rows: c.execute(insert(events), rows))
         position = rows[-1]["position"]
         copied += len(rows)
-    async with target.transaction() as conn:
-        await conn.execute(update(event_sequence).values(last_position=position))
+    await target.write(lambda c: c.execute(update(event_sequence).values(last_position=position)))
     return copied
 
 
-async def table_rows(
-    conn: AsyncConnection, projection: Projection
-) -> dict[str, list[tuple[Any, ...]]]:
+def table_rows(conn: Connection, projection: Projection) -> dict[str, list[tuple[Any, ...]]]:
     out = {}
     for table in projection.tables:
         keys = list(table.primary_key.columns) or list(table.columns)
-        rows = (await conn.execute(select(table).order_by(*keys))).all()
+        rows = conn.execute(select(table).order_by(*keys)).all()
         out[table.name] = [tuple(r) for r in rows]
     return out
 
@@ -171,15 +183,11 @@ async def replay(
                         idle_stop_after_ms=3000,
                     )
                 else:
-                    inner = LedgerSource(scratch.db, scratch.store, batch_size=2000)
-                async with scratch.db.reading() as conn:
-                    relevant = (
-                        await conn.execute(
-                            select(func.count()).where(
-                                events.c.stream_type.in_(list(projection.stream_types))
-                            )
-                        )
-                    ).scalar_one()
+                    inner = LedgerSource(scratch.db, scratch.store, batch_size=5000)
+                count = select(func.count()).where(
+                    events.c.stream_type.in_(list(projection.stream_types))
+                )
+                relevant = await scratch.db.read(lambda c, q=count: c.execute(q).scalar_one())
                 chosen: EventSource = (
                     ProgressSource(inner, relevant, progress_bar(projection.name))
                     if show_progress
@@ -189,10 +197,8 @@ async def replay(
                 stats = await scratch.runner.rebuild(projection, chosen)
                 result = ReplayResult(projection.name, stats.applied, time.perf_counter() - started)
                 if until is None:
-                    async with live.db.reading() as conn:
-                        live_rows = await table_rows(conn, projection)
-                    async with scratch.db.reading() as conn:
-                        rebuilt_rows = await table_rows(conn, projection)
+                    live_rows = await live.db.read(lambda c, p=projection: table_rows(c, p))
+                    rebuilt_rows = await scratch.db.read(lambda c, p=projection: table_rows(c, p))
                     result.differences = diff_tables(live_rows, rebuilt_rows)
                 results.append(result)
         finally:

@@ -1,18 +1,46 @@
-"""Database engines and sessions, the same code on SQLite and PostgreSQL."""
+"""The database: one transaction = one call, the same code on SQLite and PostgreSQL.
+
+Work on the database is a plain function of a SQLAlchemy ``Connection`` — a *unit of
+work*. ``await db.write(work)`` runs it in one write transaction and ``await db.read(work)``
+in one read-only snapshot, so a command (idempotency check, load, decide, append, inline
+read models, idempotency record) costs one hop to the database, not one per statement:
+
+- SQLite: every write of the process goes to one writer thread that owns one connection
+  (a single writer per database is what SQLite allows anyway). Units of work that queue up
+  while a transaction runs are committed together (group commit), each inside its own
+  savepoint, so one failing never takes the others with it. Reads run on a small pool of
+  reader threads, each with its own connection (WAL: readers never block the writer).
+- PostgreSQL: the unit of work runs on an asyncpg connection through SQLAlchemy's
+  greenlet bridge (``AsyncConnection.run_sync``). Concurrent commits share WAL flushes in
+  the server (its own group commit). Reads use autocommit connections (no BEGIN/COMMIT
+  round trips). A connection found dead before the work committed is replaced and the
+  work retried once; an outage is :class:`DatabaseUnavailable` (HTTP 503).
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import queue
+import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
-from sqlalchemy import DateTime, MetaData, event
+from sqlalchemy import Connection, DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
 
 from shared.eventstore.metrics import count_appended, take_appended
+
+T = TypeVar("T")
+Work = Callable[[Connection], T]
 
 metadata = MetaData(
     naming_convention={
@@ -23,6 +51,12 @@ metadata = MetaData(
         "pk": "pk_%(table_name)s",
     }
 )
+
+SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be reached or went away mid-transaction (HTTP 503: retry)."""
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -45,10 +79,317 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _sqlite_listeners(engine: AsyncEngine, begin_statement: str) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def sqlite_path(url: str) -> str:
+    return url.split(":///", 1)[1] if ":///" in url else ""
+
+
+def ensure_sqlite_dir(url: str) -> None:
+    path = sqlite_path(url)
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _sqlite_engine(path: str, begin_statement: str, synchronous: str) -> Engine:
+    engine = create_engine(
+        f"sqlite:///{path}", poolclass=NullPool, connect_args={"check_same_thread": False}
+    )
+
+    @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         # Take over transaction control from the driver so BEGIN IMMEDIATE can be issued.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql(begin_statement)
+
+    return engine
+
+
+@dataclass
+class _Job:
+    work: Callable[[Connection], Any]
+    future: asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop
+
+
+def _deliver(job: _Job, result: Any, error: BaseException | None) -> None:
+    def settle() -> None:
+        if job.future.cancelled():
+            return
+        if error is not None:
+            job.future.set_exception(error)
+        else:
+            job.future.set_result(result)
+
+    job.loop.call_soon_threadsafe(settle)
+
+
+class _SqliteWriter:
+    """The process's one SQLite writer: a thread owning a connection, fed by a queue.
+
+    Takes the write lock up front (BEGIN IMMEDIATE), which avoids lock-upgrade deadlocks
+    with other processes sharing the file. Jobs that arrive while a transaction runs are
+    committed with the next group, each in a savepoint."""
+
+    def __init__(self, engine: Engine, max_group: int = 64) -> None:
+        self.engine = engine
+        self.max_group = max_group
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="sqlite-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, work: Callable[[Connection], T]) -> asyncio.Future[T]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Job(work, future, loop))
+        return future
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+    def _next_group(self, first: _Job) -> tuple[list[_Job], bool]:
+        group, stop = [first], False
+        while len(group) < self.max_group:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:
+                stop = True
+                break
+            group.append(job)
+        return group, stop
+
+    def _run(self) -> None:
+        conn = self.engine.connect()
+        try:
+            while True:
+                job = self._queue.get()
+                if job is None:
+                    return
+                group, stop = self._next_group(job)
+                if len(group) == 1:
+                    self._run_one(conn, job)
+                else:
+                    self._run_group(conn, group)
+                if stop:
+                    return
+        finally:
+            conn.close()
+
+    @staticmethod
+    def _run_one(conn: Connection, job: _Job) -> None:
+        take_appended(conn.info)
+        try:
+            with conn.begin():
+                result = job.work(conn)
+        except BaseException as exc:
+            take_appended(conn.info)
+            _deliver(job, None, exc)
+            return
+        count_appended(take_appended(conn.info))
+        _deliver(job, result, None)
+
+    @staticmethod
+    def _run_group(conn: Connection, group: list[_Job]) -> None:
+        outcomes: list[tuple[Any, BaseException | None, list[tuple[str, str]]]] = []
+        take_appended(conn.info)
+        try:
+            with conn.begin():
+                for job in group:
+                    try:
+                        with conn.begin_nested():
+                            result = job.work(conn)
+                        outcomes.append((result, None, take_appended(conn.info)))
+                    except Exception as exc:
+                        take_appended(conn.info)
+                        outcomes.append((None, exc, []))
+        except BaseException as exc:  # the commit failed: nothing of the group is durable
+            for job in group:
+                _deliver(job, None, exc)
+            return
+        for job, (result, error, appended) in zip(group, outcomes, strict=True):
+            count_appended(appended)
+            _deliver(job, result, error)
+
+
+class _SqliteReaders:
+    """Reader threads, each with its own connection, reading a snapshot per unit of work."""
+
+    def __init__(self, engine: Engine, threads: int) -> None:
+        self.engine = engine
+        self._local = threading.local()
+        self._connections: list[Connection] = []
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sqlite-reader")
+
+    def _connection(self) -> Connection:
+        conn: Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self.engine.connect()
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    def _read(self, work: Callable[[Connection], T]) -> T:
+        conn = self._connection()
+        with conn.begin():
+            return work(conn)
+
+    async def read(self, work: Callable[[Connection], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._read, work)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        with self._lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+
+
+def _is_disconnect(exc: BaseException) -> bool:
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+def _unavailable(exc: BaseException) -> DatabaseUnavailable:
+    return DatabaseUnavailable(f"the database is unavailable: {type(exc).__name__}")
+
+
+class Database:
+    """Owns the connections. ``write``/``read`` take a unit of work (see the module doc)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        echo: bool = False,
+        sqlite_synchronous: str = "NORMAL",
+        read_threads: int = 4,
+    ) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        self.echo = echo
+        self._async_write: AsyncEngine | None = None
+        self._async_read: AsyncEngine | None = None
+        if self.is_sqlite:
+            if sqlite_synchronous.upper() not in SQLITE_SYNCHRONOUS:
+                raise ValueError(f"synchronous must be one of {', '.join(SQLITE_SYNCHRONOUS)}")
+            ensure_sqlite_dir(url)
+            path = sqlite_path(url)
+            self._writer = _SqliteWriter(
+                _sqlite_engine(path, "BEGIN IMMEDIATE", sqlite_synchronous)
+            )
+            self._readers = _SqliteReaders(
+                _sqlite_engine(path, "BEGIN", sqlite_synchronous), read_threads
+            )
+        else:
+            self._pg_write = create_async_engine(url, echo=echo, pool_size=10, max_overflow=20)
+            self._pg_read = create_async_engine(
+                url,
+                echo=echo,
+                pool_size=10,
+                max_overflow=20,
+                isolation_level="AUTOCOMMIT",
+                pool_reset_on_return=None,  # autocommit: no transaction is ever left open
+            )
+
+    @property
+    def dialect(self) -> str:
+        return "sqlite" if self.is_sqlite else "postgresql"
+
+    async def write(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` in one write transaction: committed when it returns, rolled back
+        (and the exception raised) when it raises."""
+        if self.is_sqlite:
+            return await self._writer.submit(work)
+        return await self._pg_run(self._pg_write, work, transactional=True)
+
+    async def read(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` on a read-only connection (a snapshot on SQLite)."""
+        if self.is_sqlite:
+            return await self._readers.read(work)
+        return await self._pg_run(self._pg_read, work, transactional=False)
+
+    async def _pg_run(
+        self, engine: AsyncEngine, work: Callable[[Connection], T], *, transactional: bool
+    ) -> T:
+        for attempt in (1, 2):
+            committing = False
+            try:
+                async with engine.connect() as conn:
+                    take_appended(conn.info)
+                    result = await conn.run_sync(work)
+                    committing = True
+                    if transactional:
+                        await conn.commit()
+                    appended = take_appended(conn.info)
+                count_appended(appended)
+                return result
+            except (DBAPIError, OSError) as exc:
+                # A pooled connection that died is replaced and the work, which never
+                # committed, runs once more; an outage or an unknown commit outcome is 503.
+                if not committing and attempt == 1 and _is_disconnect(exc):
+                    continue
+                if _is_disconnect(exc) or isinstance(exc, (OperationalError, OSError)):
+                    raise _unavailable(exc) from exc
+                raise
+        raise AssertionError("unreachable")
+
+    # --- the asynchronous connection API, for code not yet moved to units of work ------
+
+    def _async_engines(self) -> tuple[AsyncEngine, AsyncEngine]:
+        if self.is_sqlite:
+            if self._async_write is None:
+                url = "sqlite+aiosqlite:///" + sqlite_path(self.url)
+                self._async_write = create_async_engine(url, echo=self.echo)
+                _legacy_sqlite_listeners(self._async_write, "BEGIN IMMEDIATE")
+                self._async_read = create_async_engine(url, echo=self.echo)
+                _legacy_sqlite_listeners(self._async_read, "BEGIN")
+            assert self._async_read is not None
+            return self._async_write, self._async_read
+        return self._pg_write, self._pg_write
+
+    @property
+    def write_engine(self) -> AsyncEngine:
+        return self._async_engines()[0]
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction: committed on success, rolled back on any error."""
+        async with self._async_engines()[0].begin() as conn:
+            take_appended(conn.info)  # nothing left over from a failed transaction
+            yield conn
+            appended = take_appended(conn.info)
+        count_appended(appended)  # after the commit: rolled-back events never count
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncConnection]:
+        async with self._async_engines()[1].connect() as conn, conn.begin():
+            yield conn
+
+    async def dispose(self) -> None:
+        if self.is_sqlite:
+            await asyncio.to_thread(self._writer.close)
+            await asyncio.to_thread(self._readers.close)
+        else:
+            await self._pg_write.dispose()
+            await self._pg_read.dispose()
+        for engine in (self._async_write, self._async_read):
+            if engine is not None:
+                await engine.dispose()
+
+
+def _legacy_sqlite_listeners(engine: AsyncEngine, begin_statement: str) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
@@ -60,52 +401,3 @@ def _sqlite_listeners(engine: AsyncEngine, begin_statement: str) -> None:
     @event.listens_for(engine.sync_engine, "begin")
     def _begin(conn: Any) -> None:
         conn.exec_driver_sql(begin_statement)
-
-
-class Database:
-    """Owns the engines. Writers on SQLite take the write lock up front (BEGIN IMMEDIATE),
-    which avoids lock-upgrade deadlocks between processes sharing the file."""
-
-    def __init__(self, url: str, *, echo: bool = False) -> None:
-        self.url = url
-        self.is_sqlite = url.startswith("sqlite")
-        if self.is_sqlite:
-            self._ensure_sqlite_dir(url)
-            self.write_engine = create_async_engine(url, echo=echo)
-            _sqlite_listeners(self.write_engine, "BEGIN IMMEDIATE")
-            self.read_engine = create_async_engine(url, echo=echo)
-            _sqlite_listeners(self.read_engine, "BEGIN")
-        else:
-            self.write_engine = create_async_engine(url, echo=echo, pool_size=10, max_overflow=20)
-            self.read_engine = self.write_engine
-
-    @staticmethod
-    def _ensure_sqlite_dir(url: str) -> None:
-        from pathlib import Path
-
-        path = url.split(":///", 1)[1] if ":///" in url else ""
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-
-    @property
-    def dialect(self) -> str:
-        return self.write_engine.dialect.name
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncConnection]:
-        """A write transaction: committed on success, rolled back on any error."""
-        async with self.write_engine.begin() as conn:
-            take_appended(conn.info)  # nothing left over from a failed transaction
-            yield conn
-            appended = take_appended(conn.info)
-        count_appended(appended)  # after the commit: rolled-back events never count
-
-    @asynccontextmanager
-    async def reading(self) -> AsyncIterator[AsyncConnection]:
-        async with self.read_engine.connect() as conn, conn.begin():
-            yield conn
-
-    async def dispose(self) -> None:
-        await self.write_engine.dispose()
-        if self.read_engine is not self.write_engine:
-            await self.read_engine.dispose()

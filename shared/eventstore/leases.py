@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import delete, insert, update
+from sqlalchemy import Connection, delete, insert, update
 from sqlalchemy.exc import IntegrityError
 
 from shared.eventstore.db import Database
@@ -26,32 +26,33 @@ class Lease:
     async def acquire(self) -> bool:
         """Take or renew the lease; False while another owner holds an unexpired one."""
         now = self.clock.now()
-        try:
-            async with self.db.transaction() as conn:
-                result = await conn.execute(
-                    update(leases)
-                    .where(
-                        leases.c.name == self.name,
-                        (leases.c.owner == self.owner) | (leases.c.expires_at < now),
-                    )
-                    .values(owner=self.owner, expires_at=now + self.ttl)
+
+        def take(conn: Connection) -> bool:
+            result = conn.execute(
+                update(leases)
+                .where(
+                    leases.c.name == self.name,
+                    (leases.c.owner == self.owner) | (leases.c.expires_at < now),
                 )
-                if result.rowcount == 1:
-                    return True
-                exists = await conn.execute(leases.select().where(leases.c.name == self.name))
-                if exists.first() is not None:
-                    return False
-                await conn.execute(
-                    insert(leases).values(
-                        name=self.name, owner=self.owner, expires_at=now + self.ttl
-                    )
-                )
+                .values(owner=self.owner, expires_at=now + self.ttl)
+            )
+            if result.rowcount == 1:
                 return True
+            if conn.execute(leases.select().where(leases.c.name == self.name)).first():
+                return False
+            conn.execute(
+                insert(leases).values(name=self.name, owner=self.owner, expires_at=now + self.ttl)
+            )
+            return True
+
+        try:
+            return await self.db.write(take)
         except IntegrityError:
             return False
 
     async def release(self) -> None:
-        async with self.db.transaction() as conn:
-            await conn.execute(
+        await self.db.write(
+            lambda c: c.execute(
                 delete(leases).where(leases.c.name == self.name, leases.c.owner == self.owner)
             )
+        )

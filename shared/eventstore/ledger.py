@@ -1,20 +1,31 @@
-"""The event store: append with optimistic concurrency, read a stream, read all in order."""
+"""The event store: append with optimistic concurrency, read a stream, read all in order.
+
+Every function here is a step of a unit of work (``Database.write``/``read``): it runs on
+the caller's connection, inside the caller's transaction, so events, outbox rows and
+whatever else a command writes commit or fail together.
+
+An append is one round of statements whatever the number of events: take the positions
+(``event_sequence``, locked until commit, which keeps positions gap-free and visible in
+order), insert the events and their outbox rows. The stream head the command already
+loaded is reused, not selected again; the unique (stream, version) constraint rejects a
+writer that lost the race (``ConcurrencyError``, HTTP 409).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, TypeVar, cast
 from uuid import UUID, uuid4
 
-from sqlalchemy import Row, func, insert, select, update
+from sqlalchemy import Connection, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.eventstore.metrics import note_appended
-from shared.eventstore.tables import event_sequence, events, outbox
 from shared.kernel.clock import Clock, SystemClock
 from shared.kernel.events.envelope import (
     GENESIS_HASH,
@@ -22,12 +33,16 @@ from shared.kernel.events.envelope import (
     CommandContext,
     EventEnvelope,
     EventPayload,
+    PendingEvent,
     canonical_json,
+    format_timestamp,
 )
 from shared.kernel.events.registry import topic_for
 
 ANY_VERSION: None = None
 NO_STREAM = 0
+
+T = TypeVar("T")
 
 
 class ConcurrencyError(Exception):
@@ -42,200 +57,499 @@ class ConcurrencyError(Exception):
         )
 
 
+@dataclass(frozen=True, slots=True)
+class StreamHead:
+    """Where a stream ends: its version and the hash of its last event."""
+
+    version: int = 0
+    hash: str = GENESIS_HASH
+
+
+NEW_STREAM = StreamHead()
+
+
 @dataclass(frozen=True)
-class PendingEvent:
-    payload: EventPayload
-    occurred_at: datetime | None = None
+class StreamAppend:
+    """Events for one stream, appended after ``head`` (the head the decision read; None
+    reads it in the append, for streams whose writers need no state)."""
+
+    stream_id: str
+    events: Sequence[PendingEvent | EventPayload]
+    head: StreamHead | None
+    region: str | None = None
 
 
-def row_to_envelope(row: Row[Any]) -> EventEnvelope:
-    m = row._mapping
-    return EventEnvelope(
-        event_id=UUID(m["event_id"]),
-        position=m["position"],
-        stream_type=m["stream_type"],
-        stream_id=m["stream_id"],
-        stream_version=m["stream_version"],
-        event_type=m["event_type"],
-        schema_version=m["schema_version"],
-        occurred_at=m["occurred_at"],
-        recorded_at=m["recorded_at"],
-        actor=Actor(subject=m["actor_subject"], role=m["actor_role"]),
-        service=m["service"],
-        correlation_id=UUID(m["correlation_id"]),
-        causation_id=UUID(m["causation_id"]) if m["causation_id"] else None,
-        region=m["region"],
-        payload=json.loads(m["payload"]),
-        prev_hash=m["prev_hash"],
-        hash=m["hash"],
+# --- hashing ------------------------------------------------------------------------------
+
+# The envelope's keys in canonical (sorted) order, split around the payload so the payload
+# is serialised once and spliced in: the result is byte-identical to canonical_json of the
+# whole envelope (a test checks), which is what EventEnvelope.computed_hash covers.
+_BEFORE_PAYLOAD = (
+    "actor",
+    "causation_id",
+    "correlation_id",
+    "event_id",
+    "event_type",
+    "occurred_at",
+)
+
+
+def envelope_hash(head: dict[str, Any], payload_json: str, tail: dict[str, Any]) -> str:
+    """SHA-256 of the canonical envelope: ``head`` holds the keys sorting before
+    "payload", ``tail`` those after it, ``payload_json`` the canonical payload."""
+    text_ = (
+        canonical_json(head)[:-1] + ',"payload":' + payload_json + "," + canonical_json(tail)[1:]
+    )
+    return hashlib.sha256(text_.encode("utf-8")).hexdigest()
+
+
+# --- statements ---------------------------------------------------------------------------
+
+EVENT_COLUMNS = (
+    "position",
+    "event_id",
+    "stream_type",
+    "stream_id",
+    "stream_version",
+    "event_type",
+    "schema_version",
+    "occurred_at",
+    "recorded_at",
+    "actor_subject",
+    "actor_role",
+    "service",
+    "correlation_id",
+    "causation_id",
+    "region",
+    "payload",
+    "prev_hash",
+    "hash",
+)
+_EVENT_COLUMNS = ", ".join(EVENT_COLUMNS)
+_TAKE_POSITIONS = text(
+    "UPDATE event_sequence SET last_position = last_position + :n WHERE id = 1 "
+    "RETURNING last_position"
+)
+_HEAD = text(
+    "SELECT stream_version, hash FROM events WHERE stream_id = :stream_id "
+    "ORDER BY stream_version DESC LIMIT 1"
+)
+_INSERT_EVENT = text(
+    f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (:position, :event_id, :stream_type, "
+    ":stream_id, :stream_version, :event_type, :schema_version, :occurred_at, :recorded_at, "
+    ":actor_subject, :actor_role, :service, :correlation_id, :causation_id, :region, "
+    ":payload, :prev_hash, :hash)"
+)
+_INSERT_OUTBOX = text(
+    "INSERT INTO outbox (position, topic, message_key, created_at) "
+    "VALUES (:position, :topic, :message_key, :created_at)"
+)
+# PostgreSQL: events and their outbox rows in one statement (one round trip).
+_PG_INSERT_EVENTS_AND_OUTBOX = text(
+    f"""WITH new_events AS (
+  INSERT INTO events ({_EVENT_COLUMNS})
+  SELECT * FROM unnest(
+    CAST(:position AS bigint[]), CAST(:event_id AS varchar[]), CAST(:stream_type AS varchar[]),
+    CAST(:stream_id AS varchar[]), CAST(:stream_version AS integer[]),
+    CAST(:event_type AS varchar[]), CAST(:schema_version AS integer[]),
+    CAST(:occurred_at AS timestamptz[]), CAST(:recorded_at AS timestamptz[]),
+    CAST(:actor_subject AS varchar[]), CAST(:actor_role AS varchar[]),
+    CAST(:service AS varchar[]), CAST(:correlation_id AS varchar[]),
+    CAST(:causation_id AS varchar[]), CAST(:region AS varchar[]), CAST(:payload AS text[]),
+    CAST(:prev_hash AS varchar[]), CAST(:hash AS varchar[]))
+  RETURNING position, stream_id
+)
+INSERT INTO outbox (position, topic, message_key, created_at)
+SELECT n.position, t.topic, n.stream_id, CAST(:created_at AS timestamptz)
+FROM new_events AS n
+JOIN unnest(CAST(:position AS bigint[]), CAST(:topic AS varchar[])) AS t(position, topic)
+  ON t.position = n.position"""
+)
+_SELECT_EVENTS = f"SELECT {_EVENT_COLUMNS} FROM events"
+_READ_STREAM = text(
+    f"{_SELECT_EVENTS} WHERE stream_id = :stream_id AND stream_version >= :from_version "
+    "AND stream_version <= :to_version ORDER BY stream_version"
+)
+_READ_ALL = text(f"{_SELECT_EVENTS} WHERE position > :after ORDER BY position LIMIT :limit")
+_LAST_POSITION = text("SELECT COALESCE(MAX(position), 0) FROM events")
+_MAX_VERSION = 2**31 - 1
+
+
+def _sqlite_time(value: datetime) -> str:
+    """What SQLAlchemy's SQLite DateTime stores (UTC, no offset, microseconds)."""
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+
+
+def _parse_time(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo is UTC else value.astimezone(UTC)
+    return datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+def row_to_envelope(row: Sequence[Any]) -> EventEnvelope:
+    """An event from its stored row (columns in ``_EVENT_COLUMNS`` order). Trusted data
+    from our own ledger: built without validation, with the payload decoded once."""
+    (
+        position,
+        event_id,
+        stream_type,
+        stream_id,
+        stream_version,
+        event_type,
+        schema_version,
+        occurred_at,
+        recorded_at,
+        actor_subject,
+        actor_role,
+        service,
+        correlation_id,
+        causation_id,
+        region,
+        payload,
+        prev_hash,
+        hash_,
+    ) = row
+    return EventEnvelope.model_construct(
+        event_id=UUID(event_id),
+        position=position,
+        stream_type=stream_type,
+        stream_id=stream_id,
+        stream_version=stream_version,
+        event_type=event_type,
+        schema_version=schema_version,
+        occurred_at=_parse_time(occurred_at),
+        recorded_at=_parse_time(recorded_at),
+        actor=Actor.model_construct(subject=actor_subject, role=actor_role),
+        service=service,
+        correlation_id=UUID(correlation_id),
+        causation_id=UUID(causation_id) if causation_id else None,
+        region=region,
+        payload=json.loads(payload),
+        prev_hash=prev_hash,
+        hash=hash_,
     )
 
 
-class EventStore:
-    """Works inside the caller's transaction so events, outbox rows and whatever else the
-    command writes (idempotency record, read-model row) commit or fail together."""
+def _raw_sqlite(conn: Connection) -> Any | None:
+    """The sqlite3 connection under ``conn`` (its statement cache makes repeated statements
+    cheap), or None on other drivers."""
+    if conn.dialect.driver != "pysqlite":
+        return None
+    return conn.connection.driver_connection
 
+
+def _legacy(
+    conn: Connection | AsyncConnection, work: Callable[[Connection], T]
+) -> T | Awaitable[T]:
+    """Code not yet moved to units of work passes an AsyncConnection and awaits."""
+    if isinstance(conn, AsyncConnection):
+        return conn.run_sync(work)
+    return work(conn)
+
+
+class EventStore:
     def __init__(self, clock: Clock | None = None, topic_prefix: str = "ticketline") -> None:
         self.clock = clock or SystemClock()
         self.topic_prefix = topic_prefix
 
-    async def stream_head(self, conn: AsyncConnection, stream_id: str) -> tuple[int, str]:
-        """(current version, hash of the last event); (0, genesis) for a new stream."""
-        row = (
-            await conn.execute(
-                select(events.c.stream_version, events.c.hash)
-                .where(events.c.stream_id == stream_id)
-                .order_by(events.c.stream_version.desc())
-                .limit(1)
-            )
-        ).first()
-        return (row.stream_version, row.hash) if row else (0, GENESIS_HASH)
+    # --- writing --------------------------------------------------------------------------
 
-    async def append_to_stream(
+    def append(
+        self, conn: Connection, appends: Sequence[StreamAppend], context: CommandContext
+    ) -> list[EventEnvelope]:
+        """Append to one or more streams in the caller's transaction; all or nothing."""
+        appends = [a for a in appends if a.events]
+        if not appends:
+            return []
+        count = sum(len(a.events) for a in appends)
+        raw = _raw_sqlite(conn)
+        if raw is not None:
+            last = raw.execute(
+                "UPDATE event_sequence SET last_position = last_position + ? WHERE id = 1 "
+                "RETURNING last_position",
+                (count,),
+            ).fetchone()[0]
+        else:
+            last = conn.execute(_TAKE_POSITIONS, {"n": count}).scalar_one()
+        position = last - count + 1
+        recorded_at = self.clock.now()
+        envelopes: list[EventEnvelope] = []
+        rows: list[dict[str, Any]] = []
+        for append in appends:
+            head = append.head or self.stream_head(conn, append.stream_id)
+            built = self._build(append, head, position, recorded_at, context)
+            envelopes += [e for e, _ in built]
+            rows += [r for _, r in built]
+            position += len(built)
+        try:
+            self._insert(conn, raw, rows, recorded_at)
+        except IntegrityError as exc:
+            failed = next(iter(appends))
+            head = failed.head or StreamHead()
+            raise ConcurrencyError(failed.stream_id, head.version, None) from exc
+        note_appended(conn.info, ((e.service, e.event_type) for e in envelopes))
+        return envelopes
+
+    def _build(
         self,
-        conn: AsyncConnection,
+        append: StreamAppend,
+        head: StreamHead,
+        first_position: int,
+        recorded_at: datetime,
+        context: CommandContext,
+    ) -> list[tuple[EventEnvelope, dict[str, Any]]]:
+        pending = [e if isinstance(e, PendingEvent) else PendingEvent(e) for e in append.events]
+        stream_types = {p.payload.stream_type for p in pending}
+        if len(stream_types) != 1:
+            raise ValueError("all events of one stream must share one stream type")
+        stream_type = stream_types.pop()
+        topic = topic_for(stream_type, self.topic_prefix)
+        actor = {"role": context.actor.role, "subject": context.actor.subject}
+        correlation_id = str(context.correlation_id)
+        causation_id = str(context.causation_id) if context.causation_id else None
+        recorded_text = format_timestamp(recorded_at)
+        prev_hash = head.hash
+        out: list[tuple[EventEnvelope, dict[str, Any]]] = []
+        for offset, item in enumerate(pending):
+            payload = item.payload
+            occurred_at = item.occurred_at or recorded_at
+            event_id = str(uuid4())
+            body = payload.model_dump(mode="json")
+            payload_json = canonical_json(body)
+            position = first_position + offset
+            version = head.version + offset + 1
+            hash_ = envelope_hash(
+                {
+                    "actor": actor,
+                    "causation_id": causation_id,
+                    "correlation_id": correlation_id,
+                    "event_id": event_id,
+                    "event_type": payload.event_type,
+                    "occurred_at": format_timestamp(occurred_at),
+                },
+                payload_json,
+                {
+                    "position": position,
+                    "prev_hash": prev_hash,
+                    "recorded_at": recorded_text,
+                    "region": append.region,
+                    "schema_version": payload.schema_version,
+                    "service": context.service,
+                    "stream_id": append.stream_id,
+                    "stream_type": stream_type,
+                    "stream_version": version,
+                },
+            )
+            envelope = EventEnvelope.model_construct(
+                event_id=UUID(event_id),
+                position=position,
+                stream_type=stream_type,
+                stream_id=append.stream_id,
+                stream_version=version,
+                event_type=payload.event_type,
+                schema_version=payload.schema_version,
+                occurred_at=occurred_at,
+                recorded_at=recorded_at,
+                actor=context.actor,
+                service=context.service,
+                correlation_id=context.correlation_id,
+                causation_id=context.causation_id,
+                region=append.region,
+                payload=body,
+                prev_hash=prev_hash,
+                hash=hash_,
+            )
+            row = {
+                "position": position,
+                "event_id": event_id,
+                "stream_type": stream_type,
+                "stream_id": append.stream_id,
+                "stream_version": version,
+                "event_type": payload.event_type,
+                "schema_version": payload.schema_version,
+                "occurred_at": occurred_at,
+                "recorded_at": recorded_at,
+                "actor_subject": context.actor.subject,
+                "actor_role": context.actor.role,
+                "service": context.service,
+                "correlation_id": correlation_id,
+                "causation_id": causation_id,
+                "region": append.region,
+                "payload": payload_json,
+                "prev_hash": prev_hash,
+                "hash": hash_,
+                "topic": topic,
+            }
+            out.append((envelope, row))
+            prev_hash = hash_
+        return out
+
+    @staticmethod
+    def _insert(
+        conn: Connection, raw: Any | None, rows: list[dict[str, Any]], recorded_at: datetime
+    ) -> None:
+        if raw is not None:
+            import sqlite3
+
+            try:
+                raw.executemany(
+                    f"INSERT INTO events ({_EVENT_COLUMNS}) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    [
+                        (
+                            r["position"],
+                            r["event_id"],
+                            r["stream_type"],
+                            r["stream_id"],
+                            r["stream_version"],
+                            r["event_type"],
+                            r["schema_version"],
+                            _sqlite_time(r["occurred_at"]),
+                            _sqlite_time(r["recorded_at"]),
+                            r["actor_subject"],
+                            r["actor_role"],
+                            r["service"],
+                            r["correlation_id"],
+                            r["causation_id"],
+                            r["region"],
+                            r["payload"],
+                            r["prev_hash"],
+                            r["hash"],
+                        )
+                        for r in rows
+                    ],
+                )
+            except sqlite3.IntegrityError as exc:
+                raise IntegrityError("INSERT INTO events", None, exc) from exc
+            created = _sqlite_time(recorded_at)
+            raw.executemany(
+                "INSERT INTO outbox (position, topic, message_key, created_at) VALUES (?,?,?,?)",
+                [(r["position"], r["topic"], r["stream_id"], created) for r in rows],
+            )
+            return
+        if conn.dialect.name == "postgresql":
+            columns: dict[str, list[Any]] = {k: [r[k] for r in rows] for k in rows[0]}
+            conn.execute(_PG_INSERT_EVENTS_AND_OUTBOX, {**columns, "created_at": recorded_at})
+            return
+        # Other drivers (aiosqlite under the legacy API): SQLite's stored time format.
+        times = ("occurred_at", "recorded_at")
+        conn.execute(
+            _INSERT_EVENT,
+            [
+                {k: (_sqlite_time(v) if k in times else v) for k, v in r.items() if k != "topic"}
+                for r in rows
+            ],
+        )
+        created = _sqlite_time(recorded_at)
+        conn.execute(
+            _INSERT_OUTBOX,
+            [
+                {
+                    "position": r["position"],
+                    "topic": r["topic"],
+                    "message_key": r["stream_id"],
+                    "created_at": created,
+                }
+                for r in rows
+            ],
+        )
+
+    def append_to_stream(
+        self,
+        conn: Connection | AsyncConnection,
         stream_id: str,
         expected_version: int | None,
         new_events: Sequence[PendingEvent | EventPayload],
         context: CommandContext,
         *,
         region: str | None = None,
-    ) -> list[EventEnvelope]:
-        """Append events to one stream; ``expected_version`` None skips the check (the
-        unique (stream, version) constraint still rejects a concurrent writer)."""
-        if not new_events:
-            return []
-        pending = [e if isinstance(e, PendingEvent) else PendingEvent(e) for e in new_events]
-        stream_types = {p.payload.stream_type for p in pending}
-        if len(stream_types) != 1:
-            raise ValueError("all events appended together must share one stream type")
-        stream_type = stream_types.pop()
+    ) -> Any:
+        """One stream; ``expected_version`` None skips the check (the unique (stream,
+        version) constraint still rejects a concurrent writer)."""
 
-        # Taking the next positions locks the sequence row until commit, which orders
-        # appenders: positions are gap-free and visible in position order.
-        last_position = (
-            await conn.execute(
-                update(event_sequence)
-                .where(event_sequence.c.id == 1)
-                .values(last_position=event_sequence.c.last_position + len(pending))
-                .returning(event_sequence.c.last_position)
-            )
-        ).scalar_one()
-        first_position = last_position - len(pending) + 1
+        def work(c: Connection) -> list[EventEnvelope]:
+            head = None
+            if expected_version is not None:
+                head = self.stream_head(c, stream_id)
+                if head.version != expected_version:
+                    raise ConcurrencyError(stream_id, expected_version, head.version)
+            return self.append(c, [StreamAppend(stream_id, new_events, head, region)], context)
 
-        version, prev_hash = await self.stream_head(conn, stream_id)
-        if expected_version is not None and version != expected_version:
-            raise ConcurrencyError(stream_id, expected_version, version)
+        return _legacy(conn, work)
 
-        recorded_at = self.clock.now()
-        envelopes: list[EventEnvelope] = []
-        for offset, item in enumerate(pending):
-            payload = item.payload
-            content: dict[str, Any] = {
-                "event_id": uuid4(),
-                "position": first_position + offset,
-                "stream_type": stream_type,
-                "stream_id": stream_id,
-                "stream_version": version + offset + 1,
-                "event_type": payload.event_type,
-                "schema_version": payload.schema_version,
-                "occurred_at": item.occurred_at or recorded_at,
-                "recorded_at": recorded_at,
-                "actor": context.actor,
-                "service": context.service,
-                "correlation_id": context.correlation_id,
-                "causation_id": context.causation_id,
-                "region": region,
-                "payload": json.loads(canonical_json(payload.model_dump(mode="json"))),
-                "prev_hash": prev_hash,
-            }
-            draft = EventEnvelope(**content, hash="")
-            envelope = draft.model_copy(update={"hash": draft.computed_hash()})
-            envelopes.append(envelope)
-            prev_hash = envelope.hash
+    # --- reading --------------------------------------------------------------------------
 
-        try:
-            await conn.execute(insert(events), [_envelope_row(e) for e in envelopes])
-        except IntegrityError as exc:
-            raise ConcurrencyError(stream_id, version, None) from exc
-        note_appended(conn.info, ((e.service, e.event_type) for e in envelopes))
-        topic = topic_for(stream_type, self.topic_prefix)
-        await conn.execute(
-            insert(outbox),
-            [
-                {
-                    "position": e.position,
-                    "topic": topic,
-                    "message_key": e.stream_id,
-                    "created_at": recorded_at,
-                }
-                for e in envelopes
-            ],
-        )
-        return envelopes
+    def stream_head(self, conn: Connection | AsyncConnection, stream_id: str) -> Any:
+        def work(c: Connection) -> StreamHead:
+            row = c.execute(_HEAD, {"stream_id": stream_id}).first()
+            return StreamHead(row[0], row[1]) if row else StreamHead()
 
-    async def read_stream(
+        return _legacy(conn, work)
+
+    def read_stream(
         self,
-        conn: AsyncConnection,
+        conn: Connection | AsyncConnection,
         stream_id: str,
         *,
         from_version: int = 1,
         to_version: int | None = None,
         recorded_until: datetime | None = None,
-    ) -> list[EventEnvelope]:
-        query = (
-            select(events)
-            .where(events.c.stream_id == stream_id, events.c.stream_version >= from_version)
-            .order_by(events.c.stream_version)
-        )
-        if to_version is not None:
-            query = query.where(events.c.stream_version <= to_version)
-        if recorded_until is not None:
-            query = query.where(events.c.recorded_at <= recorded_until)
-        return [row_to_envelope(r) for r in (await conn.execute(query)).all()]
+    ) -> Any:
+        def work(c: Connection) -> list[EventEnvelope]:
+            params = {
+                "stream_id": stream_id,
+                "from_version": from_version,
+                "to_version": _MAX_VERSION if to_version is None else to_version,
+            }
+            found = [row_to_envelope(r) for r in _rows(c, _READ_STREAM, params)]
+            if recorded_until is not None:
+                found = [e for e in found if e.recorded_at <= recorded_until]
+            return found
 
-    async def read_all(
+        return _legacy(conn, work)
+
+    def read_all(
         self,
-        conn: AsyncConnection,
+        conn: Connection | AsyncConnection,
         *,
         after_position: int = 0,
         limit: int = 1000,
         stream_types: Sequence[str] | None = None,
-    ) -> list[EventEnvelope]:
-        query = (
-            select(events)
-            .where(events.c.position > after_position)
-            .order_by(events.c.position)
-            .limit(limit)
-        )
-        if stream_types:
-            query = query.where(events.c.stream_type.in_(list(stream_types)))
-        return [row_to_envelope(r) for r in (await conn.execute(query)).all()]
+    ) -> Any:
+        """Events after ``after_position`` in global order. With ``stream_types``, only
+        those (the page still ends at ``limit`` rows read, so a caller resumes after the
+        last position it was given or, when given nothing, at ``last_position``)."""
 
-    async def last_position(self, conn: AsyncConnection) -> int:
-        return int(
-            (await conn.execute(select(func.coalesce(func.max(events.c.position), 0)))).scalar_one()
-        )
+        def work(c: Connection) -> list[EventEnvelope]:
+            rows = _rows(c, _READ_ALL, {"after": after_position, "limit": limit})
+            wanted = set(stream_types) if stream_types else None
+            return [row_to_envelope(r) for r in rows if wanted is None or r[2] in wanted]
+
+        return _legacy(conn, work)
+
+    def last_position(self, conn: Connection | AsyncConnection) -> Any:
+        return _legacy(conn, lambda c: int(c.execute(_LAST_POSITION).scalar_one()))
 
 
-def _envelope_row(e: EventEnvelope) -> dict[str, Any]:
-    return {
-        "position": e.position,
-        "event_id": str(e.event_id),
-        "stream_type": e.stream_type,
-        "stream_id": e.stream_id,
-        "stream_version": e.stream_version,
-        "event_type": e.event_type,
-        "schema_version": e.schema_version,
-        "occurred_at": e.occurred_at,
-        "recorded_at": e.recorded_at,
-        "actor_subject": e.actor.subject,
-        "actor_role": e.actor.role,
-        "service": e.service,
-        "correlation_id": str(e.correlation_id),
-        "causation_id": str(e.causation_id) if e.causation_id else None,
-        "region": e.region,
-        "payload": canonical_json(e.payload),
-        "prev_hash": e.prev_hash,
-        "hash": e.hash,
-    }
+def _rows(conn: Connection, statement: Any, params: dict[str, Any]) -> Iterable[Sequence[Any]]:
+    raw = _raw_sqlite(conn)
+    if raw is not None:
+        sql, ordered = _qmark(statement, params)
+        return cast(Iterable[Sequence[Any]], raw.execute(sql, ordered).fetchall())
+    return conn.execute(statement, params).all()
+
+
+_QMARK: dict[int, tuple[str, tuple[str, ...]]] = {}
+
+
+def _qmark(statement: Any, params: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
+    """A text() statement as sqlite3 SQL with positional parameters (memoised)."""
+    found = _QMARK.get(id(statement))
+    if found is None:
+        import re
+
+        names = tuple(re.findall(r"(?<!:):(\w+)", statement.text))
+        sql = re.sub(r"(?<!:):(\w+)", "?", statement.text)
+        found = _QMARK[id(statement)] = (sql, names)
+    sql, names = found
+    return sql, tuple(params[n] for n in names)

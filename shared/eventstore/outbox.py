@@ -20,18 +20,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, func, select, text, update
 
 from shared.eventstore.db import Database
 from shared.eventstore.leases import Lease
-from shared.eventstore.ledger import row_to_envelope
+from shared.eventstore.ledger import EVENT_COLUMNS, row_to_envelope
 from shared.eventstore.metrics import RELAY_PUBLISHED
-from shared.eventstore.tables import events, outbox
+from shared.eventstore.tables import outbox
 from shared.kernel.clock import Clock, SystemClock
 from shared.kernel.events.envelope import EventEnvelope, canonical_json
 
 log = logging.getLogger(__name__)
+
+# Unpublished rows in outbox order, with their events (columns as row_to_envelope reads).
+_PENDING = text(
+    "SELECT o.id, o.topic, o.message_key, "
+    + ", ".join(f"e.{c}" for c in EVENT_COLUMNS)
+    + " FROM outbox AS o JOIN events AS e ON e.position = o.position"
+    " WHERE o.published_at IS NULL ORDER BY o.id LIMIT :limit"
+)
 
 
 @dataclass(frozen=True)
@@ -145,26 +152,16 @@ class OutboxRelay:
             db, self.LEASE_NAME, owner or relay_owner_id(), lease_seconds, self.clock
         )
 
-    async def pending(self, conn: AsyncConnection, limit: int) -> list[OutboxMessage]:
-        rows = (
-            await conn.execute(
-                select(outbox.c.id.label("outbox_id"), outbox.c.topic, outbox.c.message_key, events)
-                .join(events, events.c.position == outbox.c.position)
-                .where(outbox.c.published_at.is_(None))
-                .order_by(outbox.c.id)
-                .limit(limit)
-            )
-        ).all()
-        return [
-            OutboxMessage(r.outbox_id, r.topic, r.message_key, row_to_envelope(r)) for r in rows
-        ]
+    @staticmethod
+    def pending(conn: Connection, limit: int) -> list[OutboxMessage]:
+        rows = conn.execute(_PENDING, {"limit": limit}).all()
+        return [OutboxMessage(r[0], r[1], r[2], row_to_envelope(r[3:])) for r in rows]
 
     async def publish_once(self) -> int:
         """One batch: returns how many rows were published (0 when idle or not leader)."""
         if not await self.lease.acquire():
             return 0
-        async with self.db.reading() as conn:
-            messages = await self.pending(conn, self.batch_size)
+        messages = await self.db.read(lambda c: self.pending(c, self.batch_size))
         if not messages:
             return 0
         results = await self.publisher.publish(messages)
@@ -190,10 +187,10 @@ class OutboxRelay:
         if not outbox_ids:
             return
         now = self.clock.now()
-        async with self.db.transaction() as conn:
-            await conn.execute(
-                update(outbox).where(outbox.c.id.in_(list(outbox_ids))).values(published_at=now)
-            )
+        ids = list(outbox_ids)
+        await self.db.write(
+            lambda c: c.execute(update(outbox).where(outbox.c.id.in_(ids)).values(published_at=now))
+        )
 
     async def run(
         self, stop: asyncio.Event, poll_seconds: float = 0.2, backoff_max: float = 5.0
@@ -217,13 +214,9 @@ class RelayError(RuntimeError):
     pass
 
 
-async def outbox_backlog(conn: AsyncConnection) -> tuple[int, object]:
+def outbox_backlog(conn: Connection) -> tuple[int, object]:
     """(unpublished rows, created_at of the oldest unpublished)."""
-    row = (
-        await conn.execute(
-            select(func.count(), func.min(outbox.c.created_at)).where(
-                outbox.c.published_at.is_(None)
-            )
-        )
+    row = conn.execute(
+        select(func.count(), func.min(outbox.c.created_at)).where(outbox.c.published_at.is_(None))
     ).one()
     return int(row[0]), row[1]

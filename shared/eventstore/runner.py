@@ -7,6 +7,10 @@ Two sources of "events in order":
 - ``KafkaSource``: a consumer group per projection; offsets are committed only after
   the projection's transaction committed. Per-stream versions (stored with the writes)
   absorb duplicates, and a gap (a later version arriving first) is filled from the ledger.
+
+A batch is one unit of work: one read of the streams' applied versions, the projection's
+own few statements, one write of the versions and the checkpoint. Between batches the
+writer is free for commands (on SQLite the process has one writer; see db.py).
 """
 
 from __future__ import annotations
@@ -16,9 +20,9 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
-from sqlalchemy import bindparam, case, delete, insert, select, text, update
+from sqlalchemy import Connection, bindparam, case, delete, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.eventstore.db import Database
@@ -45,20 +49,23 @@ class EventSource(Protocol):
     def batches(self, projection: Projection) -> AsyncIterator[Batch]: ...
 
 
-async def read_checkpoint(conn: AsyncConnection, name: str) -> int:
-    value = (
-        await conn.execute(
+def read_checkpoint(conn: Connection | AsyncConnection, name: str) -> Any:
+    def work(c: Connection) -> int:
+        value = c.execute(
             select(projection_checkpoints.c.position).where(
                 projection_checkpoints.c.projection == name
             )
-        )
-    ).scalar()
-    return int(value or 0)
+        ).scalar()
+        return int(value or 0)
+
+    if isinstance(conn, AsyncConnection):
+        return conn.run_sync(work)
+    return work(conn)
 
 
 class LedgerSource:
-    """Reads the ledger after the projection's checkpoint. Stops when caught up unless
-    ``follow`` is set, in which case it polls."""
+    """Reads the ledger after the projection's checkpoint, in pages of ``batch_size``
+    events. Stops when caught up unless ``follow`` is set, in which case it polls."""
 
     def __init__(
         self,
@@ -78,26 +85,19 @@ class LedgerSource:
         self.stop = stop or asyncio.Event()
 
     async def batches(self, projection: Projection) -> AsyncIterator[Batch]:
-        async with self.db.reading() as conn:
-            position = await read_checkpoint(conn, projection.name)
+        position = await self.db.read(lambda c: read_checkpoint(c, projection.name))
+        wanted = set(projection.stream_types)
         while not self.stop.is_set():
-            async with self.db.reading() as conn:
-                events = await self.store.read_all(
-                    conn,
-                    after_position=position,
-                    limit=self.batch_size,
-                    stream_types=projection.stream_types,
+            page = await self.db.read(
+                lambda c, after=position: self.store.read_all(
+                    c, after_position=after, limit=self.batch_size
                 )
-                if not events:
-                    # Move the checkpoint past events of other stream types too.
-                    head = await self.store.last_position(conn)
-            if events:
-                position = events[-1].position
-                yield Batch(events=events, position=position)
+            )
+            if page:
+                # A page of other stream types still moves the checkpoint on.
+                position = page[-1].position
+                yield Batch([e for e in page if e.stream_type in wanted], position)
                 continue
-            if head > position:
-                position = head
-                yield Batch(events=[], position=position)
             if not self.follow:
                 return
             with contextlib.suppress(TimeoutError):
@@ -200,34 +200,44 @@ class ProjectionRunner:
         command on the same stream (ConcurrencyError) retries the batch against the new
         state here, instead of failing the projector and making its consumer group
         rebalance."""
-        for attempt in range(1, attempts + 1):
+
+        def work(conn: Connection) -> RunStats:
             stats = RunStats()
+            self._apply_all(conn, projection, batch.events, stats)
+            if batch.position is not None:
+                self._save_checkpoint(conn, projection.name, batch.position)
+            elif batch.events:
+                # Kafka: the highest global position applied, for the lag metric only
+                # (dedupe is per stream version); instances share partitions, so it never
+                # moves back.
+                self._raise_checkpoint(conn, projection.name, max(e.position for e in batch.events))
+            return stats
+
+        for attempt in range(1, attempts + 1):
             try:
-                async with self.db.transaction() as conn:
-                    await self._apply_all(conn, projection, batch.events, stats)
-                    if batch.position is not None:
-                        await self._save_checkpoint(conn, projection.name, batch.position)
-                    elif batch.events:
-                        # Kafka: the highest global position applied, for the lag metric
-                        # only (dedupe is per stream version); instances share partitions,
-                        # so it never moves back.
-                        await self._raise_checkpoint(
-                            conn, projection.name, max(e.position for e in batch.events)
-                        )
-                return stats
+                return await self.db.write(work)
             except ConcurrencyError:
                 if attempt == attempts:
                     raise
                 await asyncio.sleep(0.05 * attempt)
         raise AssertionError("unreachable")
 
-    async def apply(
-        self, conn: AsyncConnection, projection: Projection, events: Sequence[EventEnvelope]
-    ) -> RunStats:
+    def apply(
+        self,
+        conn: Connection | AsyncConnection,
+        projection: Projection,
+        events: Sequence[EventEnvelope],
+    ) -> Any:
         """Apply events inside the caller's transaction (inline projection)."""
-        stats = RunStats()
-        await self._apply_all(conn, projection, events, stats)
-        return stats
+
+        def work(c: Connection) -> RunStats:
+            stats = RunStats()
+            self._apply_all(c, projection, events, stats)
+            return stats
+
+        if isinstance(conn, AsyncConnection):
+            return conn.run_sync(work)
+        return work(conn)
 
     async def catch_up(self, projection: Projection, batch_size: int = 1000) -> RunStats:
         """Apply everything the ledger holds beyond the checkpoint, then return."""
@@ -235,95 +245,109 @@ class ProjectionRunner:
 
     async def reset(self, projection: Projection) -> None:
         """Forget everything the projection wrote, so it can be rebuilt from zero."""
-        async with self.db.transaction() as conn:
+
+        def work(conn: Connection) -> None:
             for table in reversed(projection.tables):
-                await conn.execute(delete(table))
-            await conn.execute(
+                conn.execute(delete(table))
+            conn.execute(
                 delete(projection_checkpoints).where(
                     projection_checkpoints.c.projection == projection.name
                 )
             )
-            await conn.execute(
+            conn.execute(
                 delete(projection_stream_versions).where(
                     projection_stream_versions.c.projection == projection.name
                 )
             )
 
-    async def rebuild(self, projection: Projection, source: EventSource | None = None) -> RunStats:
+        await self.db.write(work)
+
+    async def rebuild(
+        self, projection: Projection, source: EventSource | None = None, batch_size: int = 5000
+    ) -> RunStats:
         await self.reset(projection)
         if source is None:
-            return await self.catch_up(projection)
+            return await self.catch_up(projection, batch_size=batch_size)
         return await self.run(projection, source)
 
-    async def _apply_all(
+    def _apply_all(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         projection: Projection,
         events: Sequence[EventEnvelope],
         stats: RunStats,
     ) -> None:
         """Apply a batch: skip what the projection already has (duplicates), fill gaps from
-        the ledger, and record each stream's last applied version — read and written once
-        per batch, not per event."""
-        relevant = [e for e in events if e.stream_type in projection.stream_types]
+        the ledger, record each stream's last applied version — read and written once per
+        batch, not per event."""
+        wanted = projection.stream_types
+        relevant = [e for e in events if e.stream_type in wanted]
         if not relevant:
             return
-        await self._lock_streams(conn, projection.name, {e.stream_id for e in relevant})
-        known = await self._stream_versions(conn, projection.name, {e.stream_id for e in relevant})
+        stream_ids = {e.stream_id for e in relevant}
+        self._lock_streams(conn, projection.name, stream_ids)
+        known = self._stream_versions(conn, projection.name, stream_ids)
         versions = dict(known)
+        todo: list[EventEnvelope] = []
         for event in relevant:
             last = versions.get(event.stream_id, 0)
             if event.stream_version <= last:
                 stats.duplicates += 1
                 continue
-            todo = [event]
             if event.stream_version > last + 1:
-                missing = await self.store.read_stream(
+                missing = self.store.read_stream(
                     conn,
                     event.stream_id,
                     from_version=last + 1,
                     to_version=event.stream_version - 1,
                 )
                 stats.gap_filled += len(missing)
-                todo = [*missing, event]
-            for e in todo:
-                await projection.handle(conn, e)
-                stats.applied += 1
+                todo += missing
+            todo.append(event)
             versions[event.stream_id] = event.stream_version
+        if todo:
+            projection.apply(conn, todo)
+            stats.applied += len(todo)
+        self._store_versions(conn, projection.name, known, versions)
+
+    @staticmethod
+    def _store_versions(
+        conn: Connection, name: str, known: dict[str, int], versions: dict[str, int]
+    ) -> None:
         psv = projection_stream_versions
         changed = [
-            {"p": projection.name, "s": sid, "v": v}
+            {"p": name, "s": sid, "v": v}
             for sid, v in versions.items()
             if sid in known and known[sid] != v
         ]
         if changed:
-            await conn.execute(
+            conn.execute(
                 update(psv)
                 .where(psv.c.projection == bindparam("p"), psv.c.stream_id == bindparam("s"))
                 .values(version=bindparam("v")),
                 changed,
             )
         new = [
-            {"projection": projection.name, "stream_id": sid, "version": v}
+            {"projection": name, "stream_id": sid, "version": v}
             for sid, v in versions.items()
             if sid not in known
         ]
         if new:
-            await conn.execute(insert(psv), new)
+            conn.execute(insert(psv), new)
 
     @staticmethod
-    async def _lock_streams(conn: AsyncConnection, name: str, stream_ids: set[str]) -> None:
+    def _lock_streams(conn: Connection, name: str, stream_ids: set[str]) -> None:
         """Serialise appliers of the same projection and stream until commit. A command
-        applying a projection inline (e.g. the follow-up's compliance row) and a projector
-        applying the same stream's earlier events would otherwise both see no version yet
-        and both insert (a unique violation, a 500 for the command). The later one now
-        waits and then reads the committed version, so it skips what is already applied.
-        Locks are taken in one order (by key hash), so appliers never wait on each other in
-        a cycle. SQLite has a single writer: nothing to do."""
+        applying a projection inline and a projector applying the same stream's earlier
+        events would otherwise both see no version yet and both insert (a unique
+        violation, a 500 for the command). The later one now waits and then reads the
+        committed version, so it skips what is already applied. Locks are taken in one
+        order (by key hash), so appliers never wait on each other in a cycle. SQLite has a
+        single writer: nothing to do."""
         if conn.dialect.name != "postgresql":
             return
         keys = [f"projection:{name}:{sid}" for sid in sorted(stream_ids)]
-        await conn.execute(
+        conn.execute(
             text(
                 "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended(k, 0) "
                 "AS h FROM unnest(CAST(:keys AS text[])) AS k ORDER BY h) AS ordered"
@@ -332,14 +356,12 @@ class ProjectionRunner:
         )
 
     @staticmethod
-    async def _stream_versions(
-        conn: AsyncConnection, name: str, stream_ids: set[str]
-    ) -> dict[str, int]:
+    def _stream_versions(conn: Connection, name: str, stream_ids: set[str]) -> dict[str, int]:
         psv = projection_stream_versions
         found: dict[str, int] = {}
         ids = sorted(stream_ids)
         for start in range(0, len(ids), 500):  # keep IN lists within driver limits
-            rows = await conn.execute(
+            rows = conn.execute(
                 select(psv.c.stream_id, psv.c.version).where(
                     psv.c.projection == name, psv.c.stream_id.in_(ids[start : start + 500])
                 )
@@ -347,7 +369,7 @@ class ProjectionRunner:
             found.update({r.stream_id: r.version for r in rows})
         return found
 
-    async def _raise_checkpoint(self, conn: AsyncConnection, name: str, position: int) -> None:
+    def _raise_checkpoint(self, conn: Connection, name: str, position: int) -> None:
         """Upsert keeping the larger position: concurrent instances neither fail on the
         first insert nor move the checkpoint back."""
         if conn.dialect.name == "postgresql":
@@ -358,7 +380,7 @@ class ProjectionRunner:
         statement = upsert(pc).values(
             projection=name, position=position, updated_at=self.clock.now()
         )
-        await conn.execute(
+        conn.execute(
             statement.on_conflict_do_update(
                 index_elements=[pc.c.projection],
                 set_={
@@ -371,15 +393,15 @@ class ProjectionRunner:
             )
         )
 
-    async def _save_checkpoint(self, conn: AsyncConnection, name: str, position: int) -> None:
+    def _save_checkpoint(self, conn: Connection, name: str, position: int) -> None:
         now = self.clock.now()
-        result = await conn.execute(
+        result = conn.execute(
             update(projection_checkpoints)
             .where(projection_checkpoints.c.projection == name)
             .values(position=position, updated_at=now)
         )
         if result.rowcount == 0:
-            await conn.execute(
+            conn.execute(
                 insert(projection_checkpoints).values(
                     projection=name, position=position, updated_at=now
                 )

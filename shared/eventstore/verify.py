@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, select
 
 from shared.eventstore.ledger import EventStore
+from shared.eventstore.tables import event_sequence
 from shared.kernel.events.envelope import GENESIS_HASH
 
 
 @dataclass(frozen=True)
 class BrokenLink:
-    kind: str  # "hash", "chain", "stream_version", "global_sequence"
+    kind: str  # "hash", "chain", "stream_version", "global_sequence", "ledger_tail"
     stream_id: str
     stream_version: int
     event_id: str
@@ -31,17 +32,18 @@ class VerificationReport:
         return not self.broken
 
 
-async def verify_ledger(
-    conn: AsyncConnection, store: EventStore, *, batch_size: int = 5000, stop_at_first: bool = True
+def verify_ledger(
+    conn: Connection, store: EventStore, *, batch_size: int = 5000, stop_at_first: bool = True
 ) -> VerificationReport:
     """Walk every event in global order, checking that positions are contiguous, each
     stream's versions follow one another, each event's prev_hash is its predecessor's
-    hash, and each hash matches the event's content."""
+    hash, and each hash matches the event's content; then that the ledger ends where the
+    position counter says it does (a deleted newest event leaves the counter ahead)."""
     report = VerificationReport()
     heads: dict[str, tuple[int, str]] = {}
     last_position = 0
     while True:
-        batch = await store.read_all(conn, after_position=last_position, limit=batch_size)
+        batch = store.read_all(conn, after_position=last_position, limit=batch_size)
         if not batch:
             break
         for e in batch:
@@ -70,4 +72,17 @@ async def verify_ledger(
             heads[e.stream_id] = (e.stream_version, e.hash)
             last_position = e.position
     report.streams_checked = len(heads)
+    counter = conn.execute(select(event_sequence.c.last_position)).scalar() or 0
+    if counter != last_position:
+        report.broken.append(
+            BrokenLink(
+                "ledger_tail",
+                "",
+                0,
+                "",
+                last_position,
+                f"the position counter is at {counter} but the last event is at {last_position}"
+                + (" (events at the end were removed)" if counter > last_position else ""),
+            )
+        )
     return report

@@ -7,12 +7,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
 
 from shared.app.config import Settings
 from shared.app.observability import broker_problem
 from shared.app.platform import Platform
-from shared.eventstore.migrations import schema_is_current
+from shared.eventstore.migrations import schema_is_current, schema_is_current_on
 from shared.http.metrics import install_observability
 from shared.http.problems import install_problem_handlers
 from shared.http.security import install_security
@@ -94,9 +93,7 @@ def health_router() -> APIRouter:
     async def ready(request: Request) -> JSONResponse:
         platform = get_platform(request)
         try:
-            async with platform.db.reading() as conn:
-                await conn.execute(text("SELECT 1"))
-            current = await schema_is_current(platform.db.url)
+            current = await platform.db.read(schema_is_current_on)
         except Exception as exc:  # any failure means not ready
             return JSONResponse({"status": "not_ready", "detail": str(exc)}, status_code=503)
         if not current:

@@ -53,14 +53,15 @@ async def export_events(
         "recorded_from": recorded_from.isoformat() if recorded_from else None,
         "recorded_to": recorded_to.isoformat() if recorded_to else None,
     }
-    async with platform.db.reading() as conn:
-        envelopes = await select_events(
-            conn,
+    envelopes = await platform.db.read(
+        lambda c: select_events(
+            c,
             ticket_id=scope["ticket_id"],
             region=region,
             recorded_from=recorded_from,
             recorded_to=recorded_to,
         )
+    )
     if ticket_id and not envelopes:
         # Unknown, or (for a regional caller) another region's: the same answer.
         raise NotFound("ticket_not_found", f"no ticket {ticket_id}")

@@ -23,6 +23,7 @@ from shared.http.auth.tokens import TOKEN_ROLES, Authenticator, InvalidCredentia
 from shared.http.problems import ProblemError
 from shared.kernel.errors import NotFound
 from shared.kernel.events.envelope import Actor, CommandContext
+from shared.kernel.reach import Reach
 
 __all__ = ["mask_phone"]
 
@@ -48,6 +49,13 @@ class Principal:
     @property
     def actor(self) -> Actor:
         return Actor(subject=self.subject, role=self.role)
+
+    @property
+    def reach(self) -> Reach:
+        """How far this caller sees (shared/kernel/reach.py)."""
+        if self.role == "technician":
+            return Reach(region=self.region, technician=self.subject)
+        return Reach(region=self.region)
 
     def sees_region(self, region: str | None) -> bool:
         return self.region is None or region == self.region

@@ -8,16 +8,17 @@ wrote, then returns the first's stored response. So a key yields exactly one out
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy import insert, select
+from sqlalchemy import Connection, insert, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.eventstore.db import Database
 from shared.eventstore.tables import idempotency_keys
@@ -38,19 +39,17 @@ class CommandResponse:
     replayed: bool = False
 
 
-Command = Callable[[AsyncConnection], Awaitable[CommandResponse]]
+Command = Callable[[Connection], CommandResponse]
 
 
 def request_fingerprint(body: Any) -> str:
     return hashlib.sha256(canonical_json(body).encode()).hexdigest()
 
 
-async def _stored(conn: AsyncConnection, scope: str, key: str) -> Any:
-    return (
-        await conn.execute(
-            select(idempotency_keys).where(
-                idempotency_keys.c.scope == scope, idempotency_keys.c.key == key
-            )
+def _stored(conn: Connection, scope: str, key: str) -> Any:
+    return conn.execute(
+        select(idempotency_keys).where(
+            idempotency_keys.c.scope == scope, idempotency_keys.c.key == key
         )
     ).first()
 
@@ -69,6 +68,29 @@ def _replay(row: Any, fingerprint: str) -> CommandResponse:
     )
 
 
+def _once(
+    conn: Connection, scope: str, key: str, fingerprint: str, command: Command, now: datetime
+) -> CommandResponse:
+    """The unit of work of an idempotent command: the stored answer, or the command's
+    answer stored with it."""
+    row = _stored(conn, scope, key)
+    if row is not None:
+        return _replay(row, fingerprint)
+    response = command(conn)
+    conn.execute(
+        insert(idempotency_keys).values(
+            scope=scope,
+            key=key,
+            request_hash=fingerprint,
+            status_code=response.status_code,
+            response_body=canonical_json(response.body),
+            resource_location=response.location,
+            created_at=now,
+        )
+    )
+    return response
+
+
 async def run_idempotent(
     db: Database,
     *,
@@ -76,12 +98,15 @@ async def run_idempotent(
     key: str | None,
     request_body: Any,
     command: Command,
-    now: Any,
+    now: datetime,
 ) -> CommandResponse:
-    """Run ``command`` in one transaction, recording its response under ``key``."""
+    """Run ``command`` in one unit of work, recording its response under ``key``."""
+    if inspect.iscoroutinefunction(command):
+        return await _run_legacy(
+            db, scope=scope, key=key, request_body=request_body, command=command, now=now
+        )
     if key is None:
-        async with db.transaction() as conn:
-            return await command(conn)
+        return await db.write(command)
     if not 1 <= len(key) <= 200:
         raise ProblemError(
             422,
@@ -93,28 +118,47 @@ async def run_idempotent(
     fingerprint = request_fingerprint(request_body)
     for _attempt in range(3):
         try:
-            async with db.transaction() as conn:
-                row = await _stored(conn, scope, key)
-                if row is not None:
-                    return _replay(row, fingerprint)
-                response = await command(conn)
-                await conn.execute(
-                    insert(idempotency_keys).values(
-                        scope=scope,
-                        key=key,
-                        request_hash=fingerprint,
-                        status_code=response.status_code,
-                        response_body=canonical_json(response.body),
-                        resource_location=response.location,
-                        created_at=now,
-                    )
-                )
-                return response
+            return await db.write(lambda c: _once(c, scope, key, fingerprint, command, now))
         except IntegrityError:
             # A concurrent request with the same key committed first: all this one wrote
             # is rolled back; answer with the stored outcome.
-            async with db.reading() as conn:
-                row = await _stored(conn, scope, key)
+            row = await db.read(lambda c: _stored(c, scope, key))
+            if row is not None:
+                return _replay(row, fingerprint)
+    raise ProblemError(409, "idempotency-conflict", "Could not settle the Idempotency-Key; retry")
+
+
+async def _run_legacy(
+    db: Database, *, scope: str, key: str | None, request_body: Any, command: Any, now: datetime
+) -> CommandResponse:
+    """Commands still written against an AsyncConnection (being moved to units of work)."""
+    if key is None:
+        async with db.transaction() as conn:
+            return await command(conn)  # type: ignore[no-any-return]
+    fingerprint = request_fingerprint(request_body)
+    for _attempt in range(3):
+        try:
+            async with db.transaction() as conn:
+                row = await conn.run_sync(lambda c: _stored(c, scope, key))
+                if row is not None:
+                    return _replay(row, fingerprint)
+                response = await command(conn)
+                await conn.run_sync(
+                    lambda c, response=response: c.execute(
+                        insert(idempotency_keys).values(
+                            scope=scope,
+                            key=key,
+                            request_hash=fingerprint,
+                            status_code=response.status_code,
+                            response_body=canonical_json(response.body),
+                            resource_location=response.location,
+                            created_at=now,
+                        )
+                    )
+                )
+                return response  # type: ignore[no-any-return]
+        except IntegrityError:
+            row = await db.read(lambda c: _stored(c, scope, key))
             if row is not None:
                 return _replay(row, fingerprint)
     raise ProblemError(409, "idempotency-conflict", "Could not settle the Idempotency-Key; retry")

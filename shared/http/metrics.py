@@ -18,8 +18,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, func, select
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -178,36 +177,32 @@ async def database_metrics(platform: Platform) -> list[Metric]:
         labels=["projection"],
     )
     head = GaugeMetricFamily("ticketline_ledger_head", "Highest global position in the ledger.")
-    async with platform.db.reading() as conn:
-        count, oldest_at = await outbox_backlog(conn)
-        backlog.add_metric([], count)
-        oldest.add_metric([], _age_seconds(platform.clock.now(), oldest_at))
-        head.add_metric([], await platform.store.last_position(conn))
-        for name, projection in sorted(known_projections(platform).items()):
-            done, behind = await projection_lag(conn, name, projection.stream_types)
-            checkpoint.add_metric([name], done)
-            lag.add_metric([name], behind)
+    projections = sorted(known_projections(platform).items())
+
+    def read(conn: Connection) -> tuple[tuple[int, object], int, list[tuple[str, int, int]]]:
+        lags = [(name, *projection_lag(conn, name, p.stream_types)) for name, p in projections]
+        return outbox_backlog(conn), platform.store.last_position(conn), lags
+
+    (count, oldest_at), last, lags = await platform.db.read(read)
+    backlog.add_metric([], count)
+    oldest.add_metric([], _age_seconds(platform.clock.now(), oldest_at))
+    head.add_metric([], last)
+    for name, done, behind in lags:
+        checkpoint.add_metric([name], done)
+        lag.add_metric([name], behind)
     return [backlog, oldest, head, checkpoint, lag]
 
 
-async def projection_lag(
-    conn: AsyncConnection, name: str, stream_types: Iterable[str]
-) -> tuple[int, int]:
+def projection_lag(conn: Connection, name: str, stream_types: Iterable[str]) -> tuple[int, int]:
     """(checkpoint, lag). The head counts only events the projection reads, so events of
     other stream types never show as lag."""
-    relevant_head = (
-        await conn.execute(
-            select(func.coalesce(func.max(events.c.position), 0)).where(
-                events.c.stream_type.in_(list(stream_types))
-            )
+    relevant_head = conn.execute(
+        select(func.coalesce(func.max(events.c.position), 0)).where(
+            events.c.stream_type.in_(list(stream_types))
         )
     ).scalar_one()
-    done = (
-        await conn.execute(
-            select(projection_checkpoints.c.position).where(
-                projection_checkpoints.c.projection == name
-            )
-        )
+    done = conn.execute(
+        select(projection_checkpoints.c.position).where(projection_checkpoints.c.projection == name)
     ).scalar()
     done = int(done or 0)
     return done, max(0, int(relevant_head) - done)

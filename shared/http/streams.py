@@ -55,8 +55,7 @@ async def read_after(
         query = query.where(events.c.region == region)
     if types:
         query = query.where(events.c.event_type.in_(types))
-    async with platform.db.reading() as conn:
-        return [row_to_envelope(r) for r in (await conn.execute(query)).all()]
+    return await platform.db.read(lambda c: [row_to_envelope(r) for r in c.execute(query).all()])
 
 
 def parse_types(types: str | None) -> list[str]:
@@ -107,8 +106,7 @@ async def stream_events(
     elif from_position is not None:
         position = from_position
     else:
-        async with platform.db.reading() as conn:
-            position = await platform.store.last_position(conn)
+        position = await platform.db.read(platform.store.last_position)
     poll = platform.settings.projector_poll_seconds
 
     async def generate() -> AsyncIterator[str]:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from enum import StrEnum
 
+from shared.kernel.decider import Decider
 from shared.kernel.events.envelope import EventEnvelope, EventPayload
 from shared.kernel.events.registry import typed_payload
 from shared.kernel.events.tickets import (
@@ -17,7 +17,6 @@ from shared.kernel.events.tickets import (
     FollowUpRecorded,
     ResolutionPath,
     SlaBreached,
-    TicketClosed,
     TicketDiagnosed,
     TicketDispatched,
     TicketReceived,
@@ -25,31 +24,8 @@ from shared.kernel.events.tickets import (
     TicketRepaired,
     TicketVisited,
 )
-
-
-class TicketStatus(StrEnum):
-    new = "new"  # no events yet
-    received = "received"
-    diagnosed = "diagnosed"
-    dispatched = "dispatched"
-    visited = "visited"
-    repaired = "repaired"
-    followed_up = "followed_up"
-    reopened = "reopened"
-    closed = "closed"
-
-
-OPEN_STATUSES = frozenset(
-    {
-        TicketStatus.received,
-        TicketStatus.diagnosed,
-        TicketStatus.dispatched,
-        TicketStatus.visited,
-        TicketStatus.repaired,
-        TicketStatus.followed_up,
-        TicketStatus.reopened,
-    }
-)
+from shared.kernel.lifecycle import OPEN_STATUSES, TicketStatus, status_after
+from shared.kernel.reach import Scope
 
 
 @dataclass(frozen=True)
@@ -89,18 +65,20 @@ class TicketState:
 
 
 def evolve(
-    state: TicketState, payload: EventPayload, *, occurred_at: datetime | None = None
+    state: TicketState, payload: EventPayload, occurred_at: datetime | None = None
 ) -> TicketState:
-    """The state after one more event; unknown event types leave the status as is."""
-    s = replace(state, version=state.version + 1, history=(*state.history, payload.event_type))
+    """The state after one more event. The status moves as the lifecycle table says;
+    events outside the table leave it as it is."""
+    s = replace(
+        state,
+        version=state.version + 1,
+        status=status_after(state.status, payload.event_type),
+        history=(*state.history, payload.event_type),
+    )
     match payload:
         case TicketReceived():
             return replace(
-                s,
-                status=TicketStatus.received,
-                received=payload,
-                region=payload.address.region,
-                received_at=occurred_at,
+                s, received=payload, region=payload.address.region, received_at=occurred_at
             )
         case ContactDetailsCorrected():
             assert state.received is not None
@@ -112,36 +90,17 @@ def evolve(
             )
             return replace(s, received=received, region=received.address.region)
         case TicketDiagnosed():
-            return replace(
-                s,
-                status=TicketStatus.diagnosed,
-                diagnosis=payload,
-                responded_at=state.responded_at or occurred_at,
-            )
+            return replace(s, diagnosis=payload, responded_at=state.responded_at or occurred_at)
         case TicketDispatched():
-            return replace(
-                s,
-                status=TicketStatus.dispatched,
-                dispatch=payload,
-                visit=None,
-                dispatch_count=state.dispatch_count + 1,
-            )
+            return replace(s, dispatch=payload, visit=None, dispatch_count=state.dispatch_count + 1)
         case TicketVisited():
-            return replace(s, status=TicketStatus.visited, visit=payload)
+            return replace(s, visit=payload)
         case TicketRepaired():
-            return replace(s, status=TicketStatus.repaired, repair=payload, resolved_at=occurred_at)
+            return replace(s, repair=payload, resolved_at=occurred_at)
         case FollowUpRecorded():
-            return replace(s, status=TicketStatus.followed_up, follow_up=payload)
+            return replace(s, follow_up=payload)
         case TicketReopened():
-            return replace(
-                s,
-                status=TicketStatus.reopened,
-                reopen_count=state.reopen_count + 1,
-                repair=None,
-                resolved_at=None,
-            )
-        case TicketClosed():
-            return replace(s, status=TicketStatus.closed)
+            return replace(s, reopen_count=state.reopen_count + 1, repair=None, resolved_at=None)
         case SlaBreached():
             return replace(s, breached=state.breached | {payload.deadline.value})
     return s
@@ -169,3 +128,19 @@ def require_open(state: TicketState) -> TicketState:
 
         raise RuleViolation("ticket_closed", "the ticket is closed")
     return state
+
+
+def ticket_scope(state: TicketState) -> Scope:
+    """A ticket sits in its region and, once dispatched, with its technician."""
+    return Scope(
+        region=state.region, assignee=state.dispatch.technician_id if state.dispatch else None
+    )
+
+
+TICKETS: Decider[TicketState] = Decider(
+    stream_type="ticket",
+    initial_state=TicketState,
+    evolve=evolve,
+    scope=ticket_scope,
+    exists=lambda state: state.exists,
+)

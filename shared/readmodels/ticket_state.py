@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import Column, Index, Integer, String, Table, func, insert, literal, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Column, Index, Integer, String, Table
 
 from shared.eventstore.db import UtcDateTime, metadata
+from shared.eventstore.projection import Row, RowProjection
 from shared.kernel.events.envelope import EventEnvelope
-from shared.kernel.events.registry import typed_payload
-from shared.kernel.events.tickets import (
-    ContactDetailsCorrected,
-    FollowUpRecorded,
-    TicketClosed,
-    TicketDiagnosed,
-    TicketDispatched,
-    TicketReceived,
-    TicketReopened,
-    TicketRepaired,
-    TicketVisited,
-)
-from shared.kernel.ticket import TicketStatus
+from shared.kernel.events.registry import payload_dict
+from shared.kernel.lifecycle import TicketStatus, status_after
 
 ticket_state = Table(
     "ticket_state",
@@ -70,159 +59,122 @@ ticket_state = Table(
 )
 
 
-@dataclass(frozen=True)
-class KeepFirst:
-    """Set the column only if it has no value yet."""
-
-    value: Any
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value is not None else None
 
 
-@dataclass(frozen=True)
-class Increment:
-    by: int = 1
+def _received_row(event: EventEnvelope, p: dict[str, Any]) -> Row:
+    customer, address, product = p["customer"], p["address"], p["product"]
+    return {
+        "ticket_id": event.stream_id,
+        "ticket_number": p["ticket_number"],
+        "region": address["region"],
+        "urgency": p["urgency"],
+        "channel": p["channel"],
+        "warranty_status": p["warranty_status"],
+        "customer_name": customer["name"],
+        "customer_phone": customer["phone"],
+        "address_line": address["line"],
+        "product_model": product["model"],
+        "product_line": product.get("product_line"),
+        "serial_number": product.get("serial_number"),
+        "category": None,
+        "complexity": None,
+        "resolution_path": None,
+        "service_point_id": None,
+        "technician_id": None,
+        "appointment_start": None,
+        "appointment_end": None,
+        "repair_outcome": None,
+        "satisfaction_score": None,
+        "possible_duplicate_of": p.get("possible_duplicate_of"),
+        "reopen_count": 0,
+        "created_at": event.occurred_at,
+        "responded_at": None,
+        "diagnosed_at": None,
+        "dispatched_at": None,
+        "visited_at": None,
+        "repaired_at": None,
+        "followed_up_at": None,
+        "closed_at": None,
+        "response_due_at": _time(p["response_due_at"]),
+        "resolution_due_at": None,
+    }
 
 
-def ticket_state_changes(event: EventEnvelope) -> tuple[bool, dict[str, Any]]:
-    """What one event does to its ticket's row: (is the row new, column values). Pure, so
-    the projection and as-of reads (folding a stream up to a time) share one definition."""
-    payload = typed_payload(event)
+def _changes(row: Row, event: EventEnvelope, p: dict[str, Any]) -> Row:
+    """The columns one event sets on an existing row besides its status (which the
+    lifecycle table moves); the payload as stored (JSON types)."""
     at = event.occurred_at
-    common = {"version": event.stream_version, "updated_at": event.recorded_at}
-    values: dict[str, Any]
-    match payload:
-        case TicketReceived():
-            return True, {
-                "ticket_id": event.stream_id,
-                "ticket_number": payload.ticket_number,
-                "status": TicketStatus.received.value,
-                "region": payload.address.region,
-                "urgency": payload.urgency.value,
-                "channel": payload.channel.value,
-                "warranty_status": payload.warranty_status.value,
-                "customer_name": payload.customer.name,
-                "customer_phone": payload.customer.phone,
-                "address_line": payload.address.line,
-                "product_model": payload.product.model,
-                "product_line": payload.product.product_line,
-                "serial_number": payload.product.serial_number,
-                "category": None,
-                "complexity": None,
-                "resolution_path": None,
-                "service_point_id": None,
-                "technician_id": None,
-                "appointment_start": None,
-                "appointment_end": None,
-                "repair_outcome": None,
-                "satisfaction_score": None,
-                "possible_duplicate_of": payload.possible_duplicate_of,
-                "reopen_count": 0,
-                "created_at": at,
-                "responded_at": None,
-                "diagnosed_at": None,
-                "dispatched_at": None,
-                "visited_at": None,
-                "repaired_at": None,
-                "followed_up_at": None,
-                "closed_at": None,
-                "response_due_at": payload.response_due_at,
-                "resolution_due_at": None,
-                **common,
-            }
-        case ContactDetailsCorrected():
-            values = {}
-            if payload.customer:
-                values |= {
-                    "customer_name": payload.customer.name,
-                    "customer_phone": payload.customer.phone,
-                }
-            if payload.address:
-                values |= {"address_line": payload.address.line, "region": payload.address.region}
-        case TicketDiagnosed():
-            values = {
-                "status": TicketStatus.diagnosed.value,
-                "category": payload.category.value,
-                "complexity": payload.complexity.value,
-                "resolution_path": payload.resolution_path.value,
+    match event.event_type:
+        case "ContactDetailsCorrected":
+            values: Row = {}
+            if customer := p.get("customer"):
+                values |= {"customer_name": customer["name"], "customer_phone": customer["phone"]}
+            if address := p.get("address"):
+                values |= {"address_line": address["line"], "region": address["region"]}
+            return values
+        case "TicketDiagnosed":
+            return {
+                "category": p["category"],
+                "complexity": p["complexity"],
+                "resolution_path": p["resolution_path"],
                 "diagnosed_at": at,
-                "resolution_due_at": payload.resolution_due_at,
+                "resolution_due_at": _time(p["resolution_due_at"]),
                 # First contact with the customer is the (first) diagnosis call.
-                "responded_at": KeepFirst(at),
+                "responded_at": row["responded_at"] or at,
             }
-        case TicketDispatched():
-            values = {
-                "status": TicketStatus.dispatched.value,
-                "service_point_id": payload.service_point_id,
-                "technician_id": payload.technician_id,
-                "appointment_start": payload.appointment_start,
-                "appointment_end": payload.appointment_end,
+        case "TicketDispatched":
+            return {
+                "service_point_id": p["service_point_id"],
+                "technician_id": p["technician_id"],
+                "appointment_start": _time(p["appointment_start"]),
+                "appointment_end": _time(p["appointment_end"]),
                 "dispatched_at": at,
             }
-        case TicketVisited():
-            values = {"status": TicketStatus.visited.value, "visited_at": payload.arrived_at}
-        case TicketRepaired():
-            values = {
-                "status": TicketStatus.repaired.value,
-                "repair_outcome": payload.outcome.value,
+        case "TicketVisited":
+            return {"visited_at": _time(p["arrived_at"])}
+        case "TicketRepaired":
+            return {
+                "repair_outcome": p["outcome"],
                 "repaired_at": at,
             }
-        case FollowUpRecorded():
-            values = {
-                "status": TicketStatus.followed_up.value,
-                "satisfaction_score": payload.satisfaction_score,
+        case "FollowUpRecorded":
+            return {
+                "satisfaction_score": p["satisfaction_score"],
                 "followed_up_at": at,
             }
-        case TicketReopened():
-            values = {
-                "status": TicketStatus.reopened.value,
-                "reopen_count": Increment(),
+        case "TicketReopened":
+            return {
+                "reopen_count": row["reopen_count"] + 1,
                 "closed_at": None,
             }
-        case TicketClosed():
-            values = {"status": TicketStatus.closed.value, "closed_at": at}
-        case _:
-            values = {}
-    return False, {**values, **common}
+        case "TicketClosed":
+            return {"closed_at": at}
+    return {}
 
 
-def apply_changes(row: dict[str, Any] | None, event: EventEnvelope) -> dict[str, Any] | None:
-    """The row after one more event, computed in memory (as-of reads)."""
-    is_new, values = ticket_state_changes(event)
-    if is_new:
-        return dict(values)
+def apply_changes(row: Row | None, event: EventEnvelope) -> Row | None:
+    """The ticket's row after one more event: the one definition shared by the projection
+    and as-of reads (folding a stream up to a time)."""
+    p = payload_dict(event)
+    stamp = {"version": event.stream_version, "updated_at": event.recorded_at}
+    if event.event_type == "TicketReceived":
+        return {**_received_row(event, p), "status": TicketStatus.received.value, **stamp}
     if row is None:
         return None
-    out = dict(row)
-    for column, value in values.items():
-        if isinstance(value, KeepFirst):
-            out[column] = out[column] if out[column] is not None else value.value
-        elif isinstance(value, Increment):
-            out[column] = out[column] + value.by
-        else:
-            out[column] = value
-    return out
+    status = status_after(TicketStatus(row["status"]), event.event_type)
+    return {**row, **_changes(row, event, p), "status": status.value, **stamp}
 
 
-def _as_sql(column: str, value: Any) -> Any:
-    c = ticket_state.c[column]
-    if isinstance(value, KeepFirst):
-        return func.coalesce(c, literal(value.value, c.type))
-    if isinstance(value, Increment):
-        return c + value.by
-    return value
-
-
-class TicketStateProjection:
+class TicketStateProjection(RowProjection):
     name: ClassVar[str] = "ticket_state"
     tables: ClassVar[tuple[Table, ...]] = (ticket_state,)
     stream_types: ClassVar[tuple[str, ...]] = ("ticket",)
+    table: ClassVar[Table] = ticket_state
 
-    async def handle(self, conn: AsyncConnection, event: EventEnvelope) -> None:
-        is_new, values = ticket_state_changes(event)
-        if is_new:
-            await conn.execute(insert(ticket_state).values(**values))
-            return
-        await conn.execute(
-            update(ticket_state)
-            .where(ticket_state.c.ticket_id == event.stream_id)
-            .values({column: _as_sql(column, v) for column, v in values.items()})
-        )
+    def key(self, event: EventEnvelope) -> tuple[str]:
+        return (event.stream_id,)
+
+    def fold(self, row: Row | None, event: EventEnvelope) -> Row | None:
+        return apply_changes(row, event)

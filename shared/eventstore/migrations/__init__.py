@@ -15,6 +15,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 HERE = Path(__file__).resolve().parent
@@ -43,9 +44,9 @@ def upgrade(database_url: str, revision: str = "heads") -> None:
     Alembic's env runs its own event loop, so from inside a running loop the upgrade
     runs in a helper thread."""
     if database_url.startswith("sqlite"):
-        from shared.eventstore.db import Database
+        from shared.eventstore.db import ensure_sqlite_dir
 
-        Database._ensure_sqlite_dir(database_url)
+        ensure_sqlite_dir(database_url)
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -80,6 +81,26 @@ async def current_revisions(database_url: str) -> set[str]:
 async def schema_is_current(database_url: str) -> bool:
     """True when ``upgrade heads`` would do nothing. Branch heads that another branch
     depends on are not stored in alembic_version, so the plan is asked, not the heads."""
-    current = await current_revisions(database_url)
-    script = ScriptDirectory.from_config(alembic_config(database_url))
+    return _plan_is_empty(database_url, await current_revisions(database_url))
+
+
+def schema_is_current_on(conn: Connection) -> bool:
+    """``schema_is_current`` on an open connection (a unit of work: no engine of its own)."""
+    current = set(MigrationContext.configure(conn).get_current_heads())
+    return _plan_is_empty(str(conn.engine.url), current)
+
+
+def _plan_is_empty(database_url: str, current: set[str]) -> bool:
+    script = _scripts(database_url)
     return not script._upgrade_revs("heads", tuple(current))
+
+
+_SCRIPTS: dict[str, ScriptDirectory] = {}
+
+
+def _scripts(database_url: str) -> ScriptDirectory:
+    # The revision files do not change while a process runs: read them once.
+    found = _SCRIPTS.get("")
+    if found is None:
+        found = _SCRIPTS[""] = ScriptDirectory.from_config(alembic_config(database_url))
+    return found

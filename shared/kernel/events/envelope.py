@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 from uuid import UUID, uuid4
@@ -56,6 +57,15 @@ class EventPayload(BaseModel):
         from shared.kernel.events.registry import register_payload
 
         register_payload(cls)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEvent:
+    """A decided event before it is recorded; ``occurred_at`` defaults to the recording
+    time (set it when the fact happened earlier, e.g. a return handed in yesterday)."""
+
+    payload: EventPayload
+    occurred_at: datetime | None = None
 
 
 class CommandContext(BaseModel):

@@ -71,21 +71,35 @@ def upcast(event_type: str, schema_version: int, payload: dict[str, Any]) -> dic
     return payload
 
 
+def payload_dict(envelope: EventEnvelope) -> dict[str, Any]:
+    """The envelope's payload as stored (JSON types), upcast to the current version. No
+    validation: what the ledger holds was validated when it was appended."""
+    current = payload_class(envelope.event_type).schema_version
+    if envelope.schema_version == current:
+        return envelope.payload
+    return upcast(envelope.event_type, envelope.schema_version, envelope.payload)
+
+
 def typed_payload(envelope: EventEnvelope) -> EventPayload:
     """The envelope's payload as its current-version pydantic model."""
     cls = payload_class(envelope.event_type)
-    return cls.model_validate(
-        upcast(envelope.event_type, envelope.schema_version, envelope.payload)
-    )
+    return cls.model_validate(payload_dict(envelope))
 
 
 def topic_for(stream_type: str, prefix: str) -> str:
     return f"{prefix}.{TOPIC_FAMILY_BY_STREAM_TYPE.get(stream_type, stream_type)}"
 
 
+_loaded = False
+
+
 def _load_all() -> None:
     # Importing the modules registers their payload classes: every module of the
     # shared.kernel.events package is an event family (tickets, network, parts, quality, …).
+    # Once per process: this sits on every decode.
+    global _loaded
+    if _loaded:
+        return
     import importlib
     import pkgutil
 
@@ -94,3 +108,4 @@ def _load_all() -> None:
     for module in pkgutil.iter_modules(package.__path__):
         if module.name not in {"envelope", "registry"}:
             importlib.import_module(f"shared.kernel.events.{module.name}")
+    _loaded = True

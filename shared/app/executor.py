@@ -1,0 +1,166 @@
+"""The one way a command runs: load → decide (pure) → append → inline read models.
+
+Every command of every service goes through ``Executor.execute`` (one stream) or
+``Executor.commit`` (a decision spanning streams, e.g. a requisition reserving stock),
+inside the caller's unit of work (``Database.write``), where the HTTP layer also keeps the
+idempotency record. So a command is one transaction and one hop to the database.
+
+The read models a service keeps inline (so its callers read their own writes) are
+declared once per service and stream type, and applied here to whatever was appended.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+from sqlalchemy import Connection
+
+from shared.eventstore.ledger import ConcurrencyError, EventStore, StreamAppend, StreamHead
+from shared.eventstore.projection import Projection
+from shared.eventstore.runner import ProjectionRunner
+from shared.kernel.clock import Clock
+from shared.kernel.decider import Decide, Decider
+from shared.kernel.errors import NotFound
+from shared.kernel.events.envelope import CommandContext, EventEnvelope
+from shared.kernel.reach import EVERYWHERE, Reach
+
+if TYPE_CHECKING:
+    from shared.app.config import Settings
+
+S = TypeVar("S")
+C = TypeVar("C")
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """Who runs a command and under which conditions: the actor and correlation
+    (``context``), how far the caller sees (``reach``) and, from ``If-Match``, the stream
+    version the caller last read (``expected_version``)."""
+
+    context: CommandContext
+    reach: Reach = EVERYWHERE
+    expected_version: int | None = None
+
+
+@dataclass(frozen=True)
+class Handling:
+    """What a command handler works with, whoever called it (a route, a reactor, a job):
+    the service's executor, the invocation, and the settings to gather facts from."""
+
+    executor: Executor
+    invocation: Invocation
+    settings: Settings
+
+    def now(self) -> datetime:
+        return self.executor.clock.now()
+
+    def execute(
+        self,
+        conn: Connection,
+        decider: Decider[S],
+        stream_id: str,
+        command: C,
+        decide: Decide[C, S],
+        *,
+        loaded: Loaded[S] | None = None,
+    ) -> Outcome[S]:
+        return self.executor.execute(
+            conn, self.invocation, decider, stream_id, command, decide, loaded=loaded
+        )
+
+    def visible(self, conn: Connection, decider: Decider[S], stream_id: str) -> Loaded[S]:
+        return self.executor.visible(conn, decider, stream_id, self.invocation.reach)
+
+
+@dataclass(frozen=True)
+class Loaded(Generic[S]):
+    stream_id: str
+    state: S
+    head: StreamHead
+
+
+@dataclass(frozen=True)
+class Outcome(Generic[S]):
+    before: S
+    after: S
+    events: list[EventEnvelope]
+
+    @property
+    def version(self) -> int:
+        return getattr(self.after, "version", 0)
+
+
+class Executor:
+    def __init__(
+        self,
+        store: EventStore,
+        runner: ProjectionRunner,
+        clock: Clock,
+        inline: Mapping[str, Sequence[Projection]],
+    ) -> None:
+        self.store = store
+        self.runner = runner
+        self.clock = clock
+        self.inline = inline
+
+    def load(self, conn: Connection, decider: Decider[S], stream_id: str) -> Loaded[S]:
+        events = self.store.read_stream(conn, stream_id)
+        head = StreamHead(events[-1].stream_version, events[-1].hash) if events else StreamHead()
+        return Loaded(stream_id, decider.fold(stream_id, events), head)
+
+    def visible(
+        self, conn: Connection, decider: Decider[S], stream_id: str, reach: Reach
+    ) -> Loaded[S]:
+        """The stream's state, or NotFound outside the caller's reach."""
+        loaded = self.load(conn, decider, stream_id)
+        self.require_reach(decider, loaded, reach)
+        return loaded
+
+    @staticmethod
+    def require_reach(decider: Decider[S], loaded: Loaded[S], reach: Reach) -> None:
+        if decider.exists(loaded.state) and not reach.allows(decider.scope(loaded.state)):
+            raise NotFound(
+                f"{decider.stream_type}_not_found", f"no {decider.stream_type} {loaded.stream_id}"
+            )
+
+    def execute(
+        self,
+        conn: Connection,
+        invocation: Invocation,
+        decider: Decider[S],
+        stream_id: str,
+        command: C,
+        decide: Decide[C, S],
+        *,
+        loaded: Loaded[S] | None = None,
+    ) -> Outcome[S]:
+        """Run one command against one stream (``loaded``: its state, if the caller has
+        already loaded it in this unit of work to gather facts)."""
+        loaded = loaded or self.load(conn, decider, stream_id)
+        self.require_reach(decider, loaded, invocation.reach)
+        expected = invocation.expected_version
+        if expected is not None and expected != loaded.head.version:
+            raise ConcurrencyError(stream_id, expected, loaded.head.version)
+        decided, after = decider.run(loaded.state, command, decide, self.clock.now())
+        region = decider.scope(after).region
+        written = self.commit(
+            conn, invocation.context, [StreamAppend(stream_id, decided, loaded.head, region)]
+        )
+        return Outcome(loaded.state, after, written)
+
+    def commit(
+        self, conn: Connection, context: CommandContext, appends: Sequence[StreamAppend]
+    ) -> list[EventEnvelope]:
+        """Append what a decision produced (one or several streams) and apply the inline
+        read models to it, in the caller's transaction."""
+        written = self.store.append(conn, appends, context)
+        by_type: dict[str, list[EventEnvelope]] = {}
+        for event in written:
+            by_type.setdefault(event.stream_type, []).append(event)
+        for stream_type, events in by_type.items():
+            for projection in self.inline.get(stream_type, ()):
+                self.runner.apply(conn, projection, events)
+        return written

@@ -1,0 +1,21 @@
+"""Spare-part rules more than one service asks: what a part number is, and which replaced
+parts must come back (DOMAIN.md: "100 % of parts replaced under warranty must be
+returned"). The parts service decides expected returns with ``return_expected``; the
+compliance checklist reads those decisions and matches returns by ``normalise_part_number``,
+so both always agree."""
+
+from __future__ import annotations
+
+from shared.kernel.events.tickets import CostBearer, UsedPart
+
+
+def normalise_part_number(value: str) -> str:
+    """Part numbers compare case-insensitively, without surrounding spaces."""
+    return value.strip().upper()
+
+
+def return_expected(line: UsedPart, cost_borne_by: CostBearer, catalogue_requires: bool) -> bool:
+    """Whether the old part of a used-part line must be returned: the technician marked it
+    replaced under warranty, or the warranty bore the repair's cost and the catalogue says
+    the part comes back."""
+    return line.under_warranty or (cost_borne_by is CostBearer.warranty and catalogue_requires)

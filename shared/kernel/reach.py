@@ -1,0 +1,40 @@
+"""How far a caller sees, and where a resource sits: one rule for every service.
+
+Outside its reach a resource does not exist for the caller (404, never 403): a regional
+caller sees its region, a technician the tickets assigned to them, a parts clerk its
+location's stock. Commands check it on the state their decision reads; lists filter by it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Where a resource sits. None: not tied to any (visible to every caller's reach)."""
+
+    region: str | None = None
+    # The technician a ticket is assigned to (None: not yet dispatched).
+    assignee: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reach:
+    """How far a caller sees. ``region`` None: every region; ``technician`` set: only what
+    is assigned to that technician."""
+
+    region: str | None = None
+    technician: str | None = None
+
+    def allows(self, scope: Scope) -> bool:
+        if self.technician is not None and scope.assignee != self.technician:
+            return False
+        return self.region is None or scope.region is None or scope.region == self.region
+
+    def allows_region(self, region: str | None) -> bool:
+        return self.region is None or region is None or region == self.region
+
+
+EVERYWHERE = Reach()
+NOWHERE_IN_PARTICULAR = Scope()
