@@ -16,14 +16,13 @@ import pytest
 from fastapi.routing import APIRoute
 
 from services.intake.schemas import RECEIVE_EXAMPLE
-from shared.app.commands import execute_ticket_command
 from shared.app.platform import Platform
 from shared.app.registry import SERVICES, app_factory
 from shared.app.subscribe import AccessRefused, subscribe_http
 from shared.kernel.events.tickets import TicketDispatched
 from tests.support.auth import headers_for
 from tests.support.clients import service_client
-from tests.support.factories import context
+from tests.support.lifecycle import append_ticket_events
 from tests.support.servers import serve_app
 
 ROLES = (
@@ -304,23 +303,20 @@ async def test_technician_sees_only_own_assignments(platform: Platform) -> None:
     mine = await open_in(platform, "east")
     other = await open_in(platform, "east")
     now = datetime(2026, 11, 20, 9, tzinfo=UTC)
-    async with platform.db.transaction() as conn:
-        await execute_ticket_command(
-            platform,
-            conn,
-            mine,
-            context("dispatch"),
-            lambda _state: [
-                TicketDispatched(
-                    region="east",
-                    service_point_id="sp-1",
-                    technician_id="tech-9",
-                    appointment_start=now,
-                    appointment_end=now + timedelta(hours=2),
-                    reason="nearest",
-                )
-            ],
-        )
+    await append_ticket_events(
+        platform,
+        mine,
+        [
+            TicketDispatched(
+                region="east",
+                service_point_id="sp-1",
+                technician_id="tech-9",
+                appointment_start=now,
+                appointment_end=now + timedelta(hours=2),
+                reason="nearest",
+            )
+        ],
+    )
     async with service_client("intake", platform, role="technician", subject="tech-9") as tech:
         assert (await tech.get(f"/tickets/{mine}")).status_code == 200
         assert (await tech.get(f"/tickets/{other}")).status_code == 404

@@ -1,5 +1,5 @@
 """Drive tickets through their lifecycle in tests: intake over HTTP, and the dispatch,
-visit, repair, SLA and parts events written directly with ``execute_ticket_command`` and
+visit, repair, SLA and parts events written directly through a service's executor with
 the shared payloads (as the services that own them would record them)."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import httpx
 
 from services.feedback.projections import PROJECTIONS as FEEDBACK_PROJECTIONS
 from services.intake.schemas import RECEIVE_EXAMPLE
-from shared.app.commands import TicketCommandResult, execute_ticket_command
+from shared.app.executor import Handling, Invocation
+from shared.app.executor import Outcome as TicketCommandResult
 from shared.app.platform import Platform
 from shared.kernel.clock import ManualClock
 from shared.kernel.events.envelope import Actor, CommandContext, EventEnvelope, EventPayload
@@ -30,7 +31,7 @@ from shared.kernel.events.tickets import (
     TicketVisited,
     UsedPart,
 )
-from shared.kernel.ticket import TicketState
+from shared.kernel.ticket import TICKETS, TicketState
 
 
 async def append_ticket_events(
@@ -41,14 +42,16 @@ async def append_ticket_events(
     role: str = "dispatcher",
     service: str = "dispatch",
 ) -> TicketCommandResult:
+    """Record ``payloads`` on the ticket through ``service``'s executor (its inline read
+    models included), as that service's command would."""
     subject = "system" if role == "system" else f"{role}-1"
     context = CommandContext(actor=Actor(subject=subject, role=role), service=service)
+    handling = Handling(platform.executor(service), Invocation(context), platform.settings)
 
-    def decide(_state: TicketState) -> list[EventPayload]:
+    def decide(_command: None, _state: TicketState) -> list[EventPayload]:
         return list(payloads)
 
-    async with platform.db.transaction() as conn:
-        return await execute_ticket_command(platform, conn, ticket_id, context, decide)
+    return await platform.db.write(lambda c: handling.execute(c, TICKETS, ticket_id, None, decide))
 
 
 async def dispatch_ticket(
