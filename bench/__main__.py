@@ -52,7 +52,7 @@ from bench.processes import ServerProcess, start_bare_endpoint, start_ticketline
 from bench.report import Report, Section
 from shared.app.config import Settings
 from shared.app.platform import Platform
-from shared.eventstore.ledger import NO_STREAM
+from shared.eventstore.ledger import StreamAppend, StreamHead
 from shared.eventstore.migrations import upgrade
 from shared.eventstore.outbox import KafkaPublisher, OutboxRelay
 from shared.kernel.events.envelope import Actor, CommandContext
@@ -108,14 +108,17 @@ async def ticketline_append_one_stream(platform: Platform, count: int) -> Result
     """``count`` events on one stream, one event per transaction."""
     stream = str(uuid.uuid4())
     latencies: list[float] = []
+    head = StreamHead()
     started = time.perf_counter()
     for version in range(count):
         t0 = time.perf_counter()
-        async with platform.db.transaction() as conn:
-            event = new_ticket() if version == 0 else diagnosed()
-            await platform.store.append_to_stream(
-                conn, stream, NO_STREAM if version == 0 else version, [event], CONTEXT
-            )
+        event = new_ticket() if version == 0 else diagnosed()
+        # As a command does: the head it loaded is the expected one (no re-read).
+        append = StreamAppend(stream, [event], head)
+        (written,) = await platform.db.write(
+            lambda c, a=append: platform.store.append(c, [a], CONTEXT)
+        )
+        head = StreamHead(written.stream_version, written.hash)
         latencies.append(time.perf_counter() - t0)
     return Result(count, time.perf_counter() - started, latencies)
 
@@ -129,10 +132,8 @@ async def ticketline_append_many_streams(
     async def writer(n: int) -> None:
         for _ in range(n):
             t0 = time.perf_counter()
-            async with platform.db.transaction() as conn:
-                await platform.store.append_to_stream(
-                    conn, str(uuid.uuid4()), NO_STREAM, [new_ticket()], CONTEXT, region="east"
-                )
+            append = StreamAppend(str(uuid.uuid4()), [new_ticket()], StreamHead(), "east")
+            await platform.db.write(lambda c, a=append: platform.store.append(c, [a], CONTEXT))
             latencies.append(time.perf_counter() - t0)
 
     per = count // writers
@@ -160,16 +161,18 @@ async def ticketline_relay(platform: Platform, broker: TestBroker) -> Result:
 
 async def seed_bulk(platform: Platform, count: int, per_stream: int = 10) -> None:
     """Fast seeding for the replay figure: ten events a ticket, one transaction a ticket."""
-    for _ in range(count // per_stream):
-        async with platform.db.transaction() as conn:
-            await platform.store.append_to_stream(
-                conn,
+    tickets = count // per_stream
+    for start in range(0, tickets, 50):  # 50 tickets a transaction: seeding, not a figure
+        appends = [
+            StreamAppend(
                 str(uuid.uuid4()),
-                NO_STREAM,
                 [new_ticket()] + [diagnosed()] * (per_stream - 1),
-                CONTEXT,
-                region="east",
+                StreamHead(),
+                "east",
             )
+            for _ in range(min(50, tickets - start))
+        ]
+        await platform.db.write(lambda c, a=appends: platform.store.append(c, a, CONTEXT))
 
 
 async def ticketline_replay(platform: Platform) -> Result:

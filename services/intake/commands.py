@@ -3,7 +3,6 @@ service's executor — inside the caller's unit of work (one transaction)."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 
 from sqlalchemy import Connection
@@ -13,6 +12,7 @@ from services.intake import domain
 from services.intake.read_models import find_open_duplicate
 from services.intake.tables import ticket_number_counters
 from shared.app.executor import Handling, Outcome
+from shared.kernel.ids import uuid7
 from shared.kernel.ticket import TICKETS, TicketState
 
 
@@ -41,7 +41,7 @@ def receive(conn: Connection, h: Handling, request: domain.NewTicket) -> Outcome
             conn, request.customer.phone, request.product.serial_number, request.product.model
         ),
     )
-    return h.execute(conn, TICKETS, str(uuid.uuid4()), command, domain.decide_receive)
+    return h.execute(conn, TICKETS, str(uuid7()), command, domain.decide_receive)
 
 
 def diagnose(

@@ -89,14 +89,15 @@ def ensure_sqlite_dir(url: str) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
-def _sqlite_engine(path: str, begin_statement: str, synchronous: str) -> Engine:
+def _sqlite_engine(path: str, synchronous: str) -> Engine:
     engine = create_engine(
         f"sqlite:///{path}", poolclass=NullPool, connect_args={"check_same_thread": False}
     )
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
-        # Take over transaction control from the driver so BEGIN IMMEDIATE can be issued.
+        # Transactions are ours: BEGIN (IMMEDIATE for the writer) and COMMIT are issued on
+        # the driver connection, one statement each, around every unit of work.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
@@ -105,11 +106,21 @@ def _sqlite_engine(path: str, begin_statement: str, synchronous: str) -> Engine:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
-    @event.listens_for(engine, "begin")
-    def _begin(conn: Connection) -> None:
-        conn.exec_driver_sql(begin_statement)
-
     return engine
+
+
+def _open(engine: Engine) -> tuple[Connection, Any]:
+    """A connection whose transactions SQLAlchemy leaves alone (AUTOCOMMIT: it never
+    sends BEGIN/COMMIT itself), and the sqlite3 connection under it."""
+    conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    return conn, conn.connection.driver_connection
+
+
+def _finish(conn: Connection, raw: Any, commit: bool) -> None:
+    if raw.in_transaction:
+        raw.execute("COMMIT" if commit else "ROLLBACK")
+    if conn.in_transaction():
+        conn.rollback()  # SQLAlchemy's own bookkeeping only: nothing reaches the driver
 
 
 @dataclass
@@ -169,7 +180,7 @@ class _SqliteWriter:
         return group, stop
 
     def _run(self) -> None:
-        conn = self.engine.connect()
+        conn, raw = _open(self.engine)
         try:
             while True:
                 job = self._queue.get()
@@ -177,21 +188,23 @@ class _SqliteWriter:
                     return
                 group, stop = self._next_group(job)
                 if len(group) == 1:
-                    self._run_one(conn, job)
+                    self._run_one(conn, raw, job)
                 else:
-                    self._run_group(conn, group)
+                    self._run_group(conn, raw, group)
                 if stop:
                     return
         finally:
             conn.close()
 
     @staticmethod
-    def _run_one(conn: Connection, job: _Job) -> None:
+    def _run_one(conn: Connection, raw: Any, job: _Job) -> None:
         take_appended(conn.info)
         try:
-            with conn.begin():
-                result = job.work(conn)
+            raw.execute("BEGIN IMMEDIATE")
+            result = job.work(conn)
+            _finish(conn, raw, commit=True)
         except BaseException as exc:
+            _finish(conn, raw, commit=False)
             take_appended(conn.info)
             _deliver(job, None, exc)
             return
@@ -199,20 +212,26 @@ class _SqliteWriter:
         _deliver(job, result, None)
 
     @staticmethod
-    def _run_group(conn: Connection, group: list[_Job]) -> None:
+    def _run_group(conn: Connection, raw: Any, group: list[_Job]) -> None:
         outcomes: list[tuple[Any, BaseException | None, list[tuple[str, str]]]] = []
         take_appended(conn.info)
         try:
-            with conn.begin():
-                for job in group:
-                    try:
-                        with conn.begin_nested():
-                            result = job.work(conn)
-                        outcomes.append((result, None, take_appended(conn.info)))
-                    except Exception as exc:
-                        take_appended(conn.info)
-                        outcomes.append((None, exc, []))
+            raw.execute("BEGIN IMMEDIATE")
+            for job in group:
+                raw.execute("SAVEPOINT unit")
+                try:
+                    result = job.work(conn)
+                except Exception as exc:
+                    raw.execute("ROLLBACK TO unit")
+                    raw.execute("RELEASE unit")
+                    take_appended(conn.info)
+                    outcomes.append((None, exc, []))
+                    continue
+                raw.execute("RELEASE unit")
+                outcomes.append((result, None, take_appended(conn.info)))
+            _finish(conn, raw, commit=True)
         except BaseException as exc:  # the commit failed: nothing of the group is durable
+            _finish(conn, raw, commit=False)
             for job in group:
                 _deliver(job, None, exc)
             return
@@ -231,18 +250,21 @@ class _SqliteReaders:
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sqlite-reader")
 
-    def _connection(self) -> Connection:
-        conn: Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = self.engine.connect()
+    def _connection(self) -> tuple[Connection, Any]:
+        found: tuple[Connection, Any] | None = getattr(self._local, "conn", None)
+        if found is None:
+            found = self._local.conn = _open(self.engine)
             with self._lock:
-                self._connections.append(conn)
-        return conn
+                self._connections.append(found[0])
+        return found
 
     def _read(self, work: Callable[[Connection], T]) -> T:
-        conn = self._connection()
-        with conn.begin():
+        conn, raw = self._connection()
+        raw.execute("BEGIN")  # one snapshot for the whole unit of work
+        try:
             return work(conn)
+        finally:
+            _finish(conn, raw, commit=True)
 
     async def read(self, work: Callable[[Connection], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, self._read, work)
@@ -284,12 +306,9 @@ class Database:
                 raise ValueError(f"synchronous must be one of {', '.join(SQLITE_SYNCHRONOUS)}")
             ensure_sqlite_dir(url)
             path = sqlite_path(url)
-            self._writer = _SqliteWriter(
-                _sqlite_engine(path, "BEGIN IMMEDIATE", sqlite_synchronous)
-            )
-            self._readers = _SqliteReaders(
-                _sqlite_engine(path, "BEGIN", sqlite_synchronous), read_threads
-            )
+            engine = _sqlite_engine(path, sqlite_synchronous)
+            self._writer = _SqliteWriter(engine)
+            self._readers = _SqliteReaders(engine, read_threads)
         else:
             self._pg_write = create_async_engine(url, echo=echo, pool_size=10, max_overflow=20)
             self._pg_read = create_async_engine(

@@ -14,13 +14,12 @@ writer that lost the race (``ConcurrencyError``, HTTP 409).
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
-from uuid import UUID, uuid4
 
+import orjson
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -37,7 +36,7 @@ from shared.kernel.events.envelope import (
     canonical_json,
     format_timestamp,
 )
-from shared.kernel.events.registry import topic_for
+from shared.kernel.ids import uuid7
 
 ANY_VERSION: None = None
 NO_STREAM = 0
@@ -140,10 +139,7 @@ _INSERT_EVENT = text(
     ":actor_subject, :actor_role, :service, :correlation_id, :causation_id, :region, "
     ":payload, :prev_hash, :hash)"
 )
-_INSERT_OUTBOX = text(
-    "INSERT INTO outbox (position, topic, message_key, created_at) "
-    "VALUES (:position, :topic, :message_key, :created_at)"
-)
+_INSERT_OUTBOX = text("INSERT INTO outbox (position) VALUES (:position)")
 # PostgreSQL: events and their outbox rows in one statement (one round trip).
 _PG_INSERT_EVENTS_AND_OUTBOX = text(
     f"""WITH new_events AS (
@@ -157,13 +153,9 @@ _PG_INSERT_EVENTS_AND_OUTBOX = text(
     CAST(:service AS varchar[]), CAST(:correlation_id AS varchar[]),
     CAST(:causation_id AS varchar[]), CAST(:region AS varchar[]), CAST(:payload AS text[]),
     CAST(:prev_hash AS varchar[]), CAST(:hash AS varchar[]))
-  RETURNING position, stream_id
+  RETURNING position
 )
-INSERT INTO outbox (position, topic, message_key, created_at)
-SELECT n.position, t.topic, n.stream_id, CAST(:created_at AS timestamptz)
-FROM new_events AS n
-JOIN unnest(CAST(:position AS bigint[]), CAST(:topic AS varchar[])) AS t(position, topic)
-  ON t.position = n.position"""
+INSERT INTO outbox (position) SELECT position FROM new_events"""
 )
 _SELECT_EVENTS = f"SELECT {_EVENT_COLUMNS} FROM events"
 _READ_STREAM = text(
@@ -184,6 +176,19 @@ def _parse_time(value: Any) -> datetime:
     if isinstance(value, datetime):
         return value if value.tzinfo is UTC else value.astimezone(UTC)
     return datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+_ACTORS: dict[tuple[str, str], Actor] = {}
+
+
+def _actor(subject: str, role: str) -> Actor:
+    """Actors repeat (a few agents write most events): one immutable instance each."""
+    found = _ACTORS.get((subject, role))
+    if found is None:
+        if len(_ACTORS) > 10_000:
+            _ACTORS.clear()
+        found = _ACTORS[(subject, role)] = Actor.model_construct(subject=subject, role=role)
+    return found
 
 
 def row_to_envelope(row: Sequence[Any]) -> EventEnvelope:
@@ -209,24 +214,26 @@ def row_to_envelope(row: Sequence[Any]) -> EventEnvelope:
         prev_hash,
         hash_,
     ) = row
-    return EventEnvelope.model_construct(
-        event_id=UUID(event_id),
-        position=position,
-        stream_type=stream_type,
-        stream_id=stream_id,
-        stream_version=stream_version,
-        event_type=event_type,
-        schema_version=schema_version,
-        occurred_at=_parse_time(occurred_at),
-        recorded_at=_parse_time(recorded_at),
-        actor=Actor.model_construct(subject=actor_subject, role=actor_role),
-        service=service,
-        correlation_id=UUID(correlation_id),
-        causation_id=UUID(causation_id) if causation_id else None,
-        region=region,
-        payload=json.loads(payload),
-        prev_hash=prev_hash,
-        hash=hash_,
+    return EventEnvelope.trusted(
+        {
+            "event_id": event_id,
+            "position": position,
+            "stream_type": stream_type,
+            "stream_id": stream_id,
+            "stream_version": stream_version,
+            "event_type": event_type,
+            "schema_version": schema_version,
+            "occurred_at": _parse_time(occurred_at),
+            "recorded_at": _parse_time(recorded_at),
+            "actor": _actor(actor_subject, actor_role),
+            "service": service,
+            "correlation_id": correlation_id,
+            "causation_id": causation_id,
+            "region": region,
+            "payload": orjson.loads(payload),
+            "prev_hash": prev_hash,
+            "hash": hash_,
+        }
     )
 
 
@@ -303,7 +310,6 @@ class EventStore:
         if len(stream_types) != 1:
             raise ValueError("all events of one stream must share one stream type")
         stream_type = stream_types.pop()
-        topic = topic_for(stream_type, self.topic_prefix)
         actor = {"role": context.actor.role, "subject": context.actor.subject}
         correlation_id = str(context.correlation_id)
         causation_id = str(context.causation_id) if context.causation_id else None
@@ -313,7 +319,7 @@ class EventStore:
         for offset, item in enumerate(pending):
             payload = item.payload
             occurred_at = item.occurred_at or recorded_at
-            event_id = str(uuid4())
+            event_id = str(uuid7())
             body = payload.model_dump(mode="json")
             payload_json = canonical_json(body)
             position = first_position + offset
@@ -340,24 +346,26 @@ class EventStore:
                     "stream_version": version,
                 },
             )
-            envelope = EventEnvelope.model_construct(
-                event_id=UUID(event_id),
-                position=position,
-                stream_type=stream_type,
-                stream_id=append.stream_id,
-                stream_version=version,
-                event_type=payload.event_type,
-                schema_version=payload.schema_version,
-                occurred_at=occurred_at,
-                recorded_at=recorded_at,
-                actor=context.actor,
-                service=context.service,
-                correlation_id=context.correlation_id,
-                causation_id=context.causation_id,
-                region=append.region,
-                payload=body,
-                prev_hash=prev_hash,
-                hash=hash_,
+            envelope = EventEnvelope.trusted(
+                {
+                    "event_id": event_id,
+                    "position": position,
+                    "stream_type": stream_type,
+                    "stream_id": append.stream_id,
+                    "stream_version": version,
+                    "event_type": payload.event_type,
+                    "schema_version": payload.schema_version,
+                    "occurred_at": occurred_at,
+                    "recorded_at": recorded_at,
+                    "actor": context.actor,
+                    "service": context.service,
+                    "correlation_id": correlation_id,
+                    "causation_id": causation_id,
+                    "region": append.region,
+                    "payload": body,
+                    "prev_hash": prev_hash,
+                    "hash": hash_,
+                }
             )
             row = {
                 "position": position,
@@ -378,7 +386,6 @@ class EventStore:
                 "payload": payload_json,
                 "prev_hash": prev_hash,
                 "hash": hash_,
-                "topic": topic,
             }
             out.append((envelope, row))
             prev_hash = hash_
@@ -421,38 +428,21 @@ class EventStore:
                 )
             except sqlite3.IntegrityError as exc:
                 raise IntegrityError("INSERT INTO events", None, exc) from exc
-            created = _sqlite_time(recorded_at)
             raw.executemany(
-                "INSERT INTO outbox (position, topic, message_key, created_at) VALUES (?,?,?,?)",
-                [(r["position"], r["topic"], r["stream_id"], created) for r in rows],
+                "INSERT INTO outbox (position) VALUES (?)", [(r["position"],) for r in rows]
             )
             return
         if conn.dialect.name == "postgresql":
-            columns: dict[str, list[Any]] = {k: [r[k] for r in rows] for k in rows[0]}
-            conn.execute(_PG_INSERT_EVENTS_AND_OUTBOX, {**columns, "created_at": recorded_at})
+            columns = {k: [r[k] for r in rows] for k in EVENT_COLUMNS}
+            conn.execute(_PG_INSERT_EVENTS_AND_OUTBOX, columns)
             return
         # Other drivers (aiosqlite under the legacy API): SQLite's stored time format.
         times = ("occurred_at", "recorded_at")
         conn.execute(
             _INSERT_EVENT,
-            [
-                {k: (_sqlite_time(v) if k in times else v) for k, v in r.items() if k != "topic"}
-                for r in rows
-            ],
+            [{k: (_sqlite_time(v) if k in times else v) for k, v in r.items()} for r in rows],
         )
-        created = _sqlite_time(recorded_at)
-        conn.execute(
-            _INSERT_OUTBOX,
-            [
-                {
-                    "position": r["position"],
-                    "topic": r["topic"],
-                    "message_key": r["stream_id"],
-                    "created_at": created,
-                }
-                for r in rows
-            ],
-        )
+        conn.execute(_INSERT_OUTBOX, [{"position": r["position"]} for r in rows])
 
     def append_to_stream(
         self,
