@@ -4,8 +4,10 @@ service's executor — inside the caller's unit of work (one transaction)."""
 from __future__ import annotations
 
 from datetime import datetime
+from functools import cache
+from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, bindparam
 from sqlalchemy.dialects import postgresql, sqlite
 
 from services.intake import domain
@@ -16,16 +18,20 @@ from shared.kernel.ids import uuid7
 from shared.kernel.ticket import TICKETS, TicketState
 
 
+@cache
+def _take_number(dialect: str) -> Any:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    counters = ticket_number_counters
+    statement = insert(counters).values(day=bindparam("day"), last_number=1)
+    return statement.on_conflict_do_update(
+        index_elements=[counters.c.day], set_={"last_number": counters.c.last_number + 1}
+    ).returning(counters.c.last_number)
+
+
 def next_ticket_number(conn: Connection, now: datetime, prefix: str) -> str:
     """``TL-YYYYMMDD-NNNNNN``: unique, and sorts by day (UTC) then arrival."""
     day = now.strftime("%Y%m%d")
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    statement = insert(ticket_number_counters).values(day=day, last_number=1)
-    statement = statement.on_conflict_do_update(
-        index_elements=[ticket_number_counters.c.day],
-        set_={"last_number": ticket_number_counters.c.last_number + 1},
-    ).returning(ticket_number_counters.c.last_number)
-    number = conn.execute(statement).scalar_one()
+    number = conn.execute(_take_number(conn.dialect.name), {"day": day}).scalar_one()
     return f"{prefix}-{day}-{number:06d}"
 
 
