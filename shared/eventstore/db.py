@@ -20,6 +20,7 @@ read models, idempotency record) costs one hop to the database, not one per stat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -277,6 +278,83 @@ class _SqliteReaders:
             self._connections.clear()
 
 
+try:  # the driver's own errors, raised by statements issued on it directly
+    import asyncpg
+
+    _CONNECTION_LOST: tuple[type[BaseException], ...] = (
+        asyncpg.exceptions.ConnectionDoesNotExistError,
+        asyncpg.exceptions.InterfaceError,
+        asyncpg.exceptions.CannotConnectNowError,
+        asyncpg.exceptions.AdminShutdownError,
+    )
+    _DRIVER_ERRORS: tuple[type[BaseException], ...] = _CONNECTION_LOST
+except ImportError:  # pragma: no cover - asyncpg is a dependency
+    _CONNECTION_LOST = _DRIVER_ERRORS = ()
+
+
+class _PgWriter:
+    """Group commit on PostgreSQL: units of work that queue up while a transaction runs
+    commit together in the next one — one lock on the position counter and one commit for
+    the lot, so concurrent appenders scale. If any of a group fails, the group is rolled
+    back and each runs alone, so one failure never takes the others with it (units of work
+    have no effect outside the database and can run again)."""
+
+    def __init__(
+        self, run_group: Callable[[list[Callable[[Connection], Any]]], Any], max_group: int = 32
+    ) -> None:
+        self.run_group = run_group
+        self.max_group = max_group
+        self._queue: asyncio.Queue[tuple[Callable[[Connection], Any], asyncio.Future[Any]]]
+        self._task: asyncio.Task[None] | None = None
+
+    async def submit(self, work: Callable[[Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
+            self._queue = asyncio.Queue()
+            self._task = loop.create_task(self._drain(), name="postgres-writer")
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put_nowait((work, future))
+        return await future
+
+    async def _drain(self) -> None:
+        while True:
+            group = [await self._queue.get()]
+            while len(group) < self.max_group and not self._queue.empty():
+                group.append(self._queue.get_nowait())
+            group = [(w, f) for w, f in group if not f.cancelled()]
+            if len(group) > 1:
+                try:
+                    results = await self.run_group([w for w, _ in group])
+                except Exception:
+                    pass  # someone in the group failed: run each alone, below
+                else:
+                    for (_, future), result in zip(group, results, strict=True):
+                        _settle(future, result, None)
+                    continue
+            for work, future in group:
+                try:
+                    (result,) = await self.run_group([work])
+                except Exception as exc:
+                    _settle(future, None, exc)
+                else:
+                    _settle(future, result, None)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RuntimeError):
+                await self._task
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
 def _is_disconnect(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
@@ -310,7 +388,18 @@ class Database:
             self._writer = _SqliteWriter(engine)
             self._readers = _SqliteReaders(engine, read_threads)
         else:
-            self._pg_write = create_async_engine(url, echo=echo, pool_size=10, max_overflow=20)
+            # Autocommit for SQLAlchemy: the transaction is ours (begun and ended around the
+            # unit of work on the driver), so statements issued on the driver directly (the
+            # append) and through SQLAlchemy share it.
+            self._pg_write = create_async_engine(
+                url,
+                echo=echo,
+                pool_size=10,
+                max_overflow=20,
+                isolation_level="AUTOCOMMIT",
+                pool_reset_on_return=None,
+            )
+            self._pg_writer = _PgWriter(self._pg_group)
             self._pg_read = create_async_engine(
                 url,
                 echo=echo,
@@ -329,13 +418,19 @@ class Database:
         (and the exception raised) when it raises."""
         if self.is_sqlite:
             return await self._writer.submit(work)
-        return await self._pg_run(self._pg_write, work, transactional=True)
+        return await self._pg_writer.submit(work)
 
     async def read(self, work: Callable[[Connection], T]) -> T:
         """Run ``work`` on a read-only connection (a snapshot on SQLite)."""
         if self.is_sqlite:
             return await self._readers.read(work)
         return await self._pg_run(self._pg_read, work, transactional=False)
+
+    async def _pg_group(self, works: list[Callable[[Connection], Any]]) -> list[Any]:
+        """Several units of work in one transaction, in order (group commit)."""
+        return await self._pg_run(
+            self._pg_write, lambda c: [work(c) for work in works], transactional=True
+        )
 
     async def _pg_run(
         self, engine: AsyncEngine, work: Callable[[Connection], T], *, transactional: bool
@@ -345,19 +440,29 @@ class Database:
             try:
                 async with engine.connect() as conn:
                     take_appended(conn.info)
-                    result = await conn.run_sync(work)
+                    if not transactional:
+                        return await conn.run_sync(work)
+                    raw = (await conn.get_raw_connection()).driver_connection
+                    assert raw is not None
+                    transaction = raw.transaction()
+                    await transaction.start()
+                    try:
+                        result = await conn.run_sync(work)
+                    except BaseException:
+                        await transaction.rollback()
+                        raise
                     committing = True
-                    if transactional:
-                        await conn.commit()
+                    await transaction.commit()
                     appended = take_appended(conn.info)
                 count_appended(appended)
                 return result
-            except (DBAPIError, OSError) as exc:
+            except (DBAPIError, OSError, *_DRIVER_ERRORS) as exc:
                 # A pooled connection that died is replaced and the work, which never
                 # committed, runs once more; an outage or an unknown commit outcome is 503.
-                if not committing and attempt == 1 and _is_disconnect(exc):
+                lost = _is_disconnect(exc) or isinstance(exc, _CONNECTION_LOST)
+                if not committing and attempt == 1 and lost:
                     continue
-                if _is_disconnect(exc) or isinstance(exc, (OperationalError, OSError)):
+                if lost or isinstance(exc, (OperationalError, OSError)):
                     raise _unavailable(exc) from exc
                 raise
         raise AssertionError("unreachable")
@@ -374,7 +479,9 @@ class Database:
                 _legacy_sqlite_listeners(self._async_read, "BEGIN")
             assert self._async_read is not None
             return self._async_write, self._async_read
-        return self._pg_write, self._pg_write
+        if self._async_write is None:
+            self._async_write = create_async_engine(self.url, echo=self.echo, pool_size=5)
+        return self._async_write, self._async_write
 
     @property
     def write_engine(self) -> AsyncEngine:
@@ -399,11 +506,12 @@ class Database:
             await asyncio.to_thread(self._writer.close)
             await asyncio.to_thread(self._readers.close)
         else:
+            await self._pg_writer.close()
             await self._pg_write.dispose()
             await self._pg_read.dispose()
-        for engine in (self._async_write, self._async_read):
-            if engine is not None:
-                await engine.dispose()
+        for engine in {self._async_write, self._async_read} - {None}:
+            assert engine is not None
+            await engine.dispose()
 
 
 def _legacy_sqlite_listeners(engine: AsyncEngine, begin_statement: str) -> None:

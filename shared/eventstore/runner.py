@@ -303,7 +303,7 @@ class ProjectionRunner:
         if not relevant:
             return
         stream_ids = {e.stream_id for e in relevant}
-        self._lock_streams(conn, projection.name, stream_ids)
+        self.lock_streams(conn, projection.name, stream_ids)
         known = self._stream_versions(conn, projection.name, stream_ids)
         versions = dict(known)
         todo: list[EventEnvelope] = []
@@ -340,7 +340,7 @@ class ProjectionRunner:
         upsert_rows(conn, projection_stream_versions, rows)
 
     @staticmethod
-    def _lock_streams(conn: Connection, name: str, stream_ids: set[str]) -> None:
+    def lock_streams(conn: Connection, name: str, stream_ids: set[str]) -> None:
         """Serialise appliers of the same projection and stream until commit. A command
         applying a projection inline and a projector applying the same stream's earlier
         events would otherwise both see no version yet and both insert (a unique
