@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
 from services.dispatch.jobs import check_sla, run_job
 from services.dispatch.projections import NETWORK, TICKET_FLAGS
@@ -33,17 +33,13 @@ async def admin(platform: Platform) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def stream_types(platform: Platform, ticket_id: str) -> list[str]:
-    async with platform.db.reading() as conn:
-        return [e.event_type for e in await platform.store.read_stream(conn, ticket_id)]
+    events = await platform.db.read(lambda c: platform.store.read_stream(c, ticket_id))
+    return [e.event_type for e in events]
 
 
 async def events_of(platform: Platform, ticket_id: str, event_type: str) -> list[dict]:
-    async with platform.db.reading() as conn:
-        return [
-            e.payload
-            for e in await platform.store.read_stream(conn, ticket_id)
-            if e.event_type == event_type
-        ]
+    events = await platform.db.read(lambda c: platform.store.read_stream(c, ticket_id))
+    return [e.payload for e in events if e.event_type == event_type]
 
 
 def second_platform(database_url: str, clock: ManualClock, tmp_path: Path) -> Platform:
@@ -104,8 +100,8 @@ async def test_sla_breach_is_recorded_once_across_restart_and_race(
         "resolution"
     ]
     assert (await stream_types(platform, normal)).count("TicketEscalated") == 1
-    async with platform.db.reading() as conn:
-        flags = (await conn.execute(select(ticket_flags).order_by(ticket_flags.c.ticket_id))).all()
+    query = select(ticket_flags).order_by(ticket_flags.c.ticket_id)
+    flags = await platform.db.read(lambda c: c.execute(query).all())
     assert {(f.ticket_id, f.escalation_cause) for f in flags} == {
         (urgent, "sla_breach"),
         (normal, "sla_breach"),
@@ -212,12 +208,14 @@ async def test_projections_rebuild_equals_incremental(
     for projection in (NETWORK, TICKET_FLAGS):
         await platform.runner.catch_up(projection)
 
+    def rows(conn: Connection) -> list:
+        return [
+            list(conn.execute(select(t).order_by(t.primary_key.columns[0])).all())
+            for t in (service_points, technicians, ticket_flags)
+        ]
+
     async def dump() -> list:
-        async with platform.db.reading() as conn:
-            return [
-                list((await conn.execute(select(t).order_by(t.primary_key.columns[0]))).all())
-                for t in (service_points, technicians, ticket_flags)
-            ]
+        return await platform.db.read(rows)
 
     incremental = await dump()
     for projection in (NETWORK, TICKET_FLAGS):
