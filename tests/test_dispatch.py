@@ -502,3 +502,35 @@ async def test_roles(platform: Platform, intake: httpx.AsyncClient) -> None:
         assert (await tech_a.get("/technicians/t-b")).status_code == 404
         response = await auditor.get("/tickets/00000000-0000-0000-0000-000000000000/dispatches")
         assert response.status_code == 404
+
+
+@pytest.mark.usefixtures("network")
+async def test_work_lists_mask_the_street_address_for_roles_that_see_it_masked(
+    platform: Platform, intake: httpx.AsyncClient, dispatch: httpx.AsyncClient
+) -> None:
+    """docs/personal-data.md: dispatcher, technician and admin see the street address in
+    full; regional center and auditor see it masked — in the work lists too."""
+    assigned = await open_ticket(intake)
+    await dispatch_ok(dispatch, assigned, technician_id="t-a")
+    await open_ticket(intake, product__serial_number="S2")  # waits in the queue
+    full, masked = "1 Garden Road", "***"
+    async with (
+        service_client("dispatch", platform, role="admin") as admin,
+        service_client("dispatch", platform, role="technician", subject="t-a") as tech_a,
+        service_client("dispatch", platform, role="auditor") as auditor,
+        service_client("dispatch", platform, role="regional_center", region="east") as rc,
+    ):
+        for client, expected in ((dispatch, full), (admin, full), (auditor, masked), (rc, masked)):
+            queue = (await client.get("/dispatch-queue")).json()["items"]
+            assert [q["address_line"] for q in queue] == [expected]
+        for client, expected in (
+            (dispatch, full),
+            (admin, full),
+            (tech_a, full),
+            (auditor, masked),
+            (rc, masked),
+        ):
+            items = (await client.get("/technicians/t-a/assignments")).json()["items"]
+            assert [(i["ticket_id"], i["address_line"]) for i in items] == [(assigned, expected)]
+    # What is masked is the view: the ticket's city and region still route the work.
+    assert items[0]["region"] == "east"
