@@ -22,7 +22,7 @@ from shared.eventstore.outbox import KafkaPublisher, OutboxRelay
 from shared.kernel.clock import ManualClock
 from tests.support.broker import TestBroker
 from tests.support.clients import service_client
-from tests.support.dispatch_network import build_network, open_ticket
+from tests.support.dispatch_network import POINTS, build_network, open_ticket
 from tests.support.kafka import consume_all
 
 
@@ -202,6 +202,13 @@ async def test_projections_rebuild_equals_incremental(
 ) -> None:
     await build_network(admin)
     await admin.post("/technicians/t-c/deactivation", json={"reason": "left"})
+    narrower = {**POINTS[4], "postcodes": ["3100", "3101"], "reason": "took over 3101"}
+    del narrower["id"]
+    response = await admin.put("/service-points/sp-east-2", json=narrower)
+    assert response.status_code == 200, response.text
+    retrained = {"name": "A", "service_point_id": "sp-east-2", "skills": ["dryers"]}
+    response = await admin.put("/technicians/t-a", json=retrained)
+    assert response.status_code == 200, response.text
     ticket = await open_ticket(intake, path=None, urgency="critical")
     clock.advance(hours=1)
     await check_sla(platform)
@@ -223,6 +230,11 @@ async def test_projections_rebuild_equals_incremental(
     assert await dump() == incremental
     assert len(incremental[0]) == 6 and len(incremental[1]) == 4
     assert incremental[2][0].ticket_id == ticket
+    point = next(r for r in incremental[0] if r.id == "sp-east-2")
+    assert (point.postcodes, point.version) == (["3100", "3101"], 2)
+    by_id = {r.id: r for r in incremental[1]}
+    assert (by_id["t-a"].skills, by_id["t-a"].service_point_id) == (["dryers"], "sp-east-2")
+    assert (by_id["t-c"].active, by_id["t-c"].version) == (False, 2)
 
 
 @pytest.mark.kafka
