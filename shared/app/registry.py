@@ -13,7 +13,12 @@ from shared.app.config import Settings
 from shared.app.platform import Platform
 from shared.eventstore.projection import Projection
 
+# The APIs: each owns events, read models, jobs and an OpenAPI document.
 SERVICES: tuple[str, ...] = ("intake", "dispatch", "parts", "feedback")
+# The read-only operations console (HTML for people, no API of its own).
+CONSOLE = "console"
+# Every HTTP process: what `ticketline run` starts and `ticketline serve` accepts.
+SERVERS: tuple[str, ...] = (*SERVICES, CONSOLE)
 
 
 def _service_modules(leaf: str) -> tuple[str, ...]:
@@ -42,8 +47,8 @@ JOB_MODULES: tuple[str, ...] = _service_modules("jobs")
 
 
 def app_factory(service: str) -> Callable[[Platform | None], FastAPI]:
-    if service not in SERVICES:
-        raise KeyError(f"unknown service {service!r}; choose from {', '.join(SERVICES)}")
+    if service not in SERVERS:
+        raise KeyError(f"unknown service {service!r}; choose from {', '.join(SERVERS)}")
     return import_module(f"services.{service}.app").create_app  # type: ignore[no-any-return]
 
 
