@@ -54,7 +54,7 @@ async def test_docs_assets_answer_from_the_package(docs_client: httpx.AsyncClien
     for name, kind in (
         ("swagger-ui-bundle.js", "javascript"),
         ("swagger-ui.css", "text/css"),
-        ("redoc.standalone.js", "javascript"),
+        ("redoc.offline.js", "javascript"),
         ("favicon.png", "image/png"),
     ):
         response = await docs_client.get(f"/docs/assets/{name}")
@@ -64,6 +64,9 @@ async def test_docs_assets_answer_from_the_package(docs_client: httpx.AsyncClien
         # Static assets may be cached (the API's answers never are).
         assert response.headers.get("cache-control") != "no-store"
     assert (await docs_client.get("/docs/assets/nothing.js")).status_code == 404
+    # No hard-coded CDN address left in what the pages load.
+    redoc = (await docs_client.get("/docs/assets/redoc.offline.js")).text
+    assert "cdn.redoc.ly" not in redoc
     assert (await docs_client.get("/docs/oauth2-redirect")).status_code == 200
 
 

@@ -91,6 +91,12 @@ async def test_bad_tokens_and_roles(platform: Platform) -> None:
             headers={"Origin": "https://evil.example"},
         )
         assert cross_site.status_code == 403 and "set-cookie" not in cross_site.headers
+        from_elsewhere = await client.post(
+            "/sign-in",
+            data={"token": token_for("auditor")},
+            headers={"Sec-Fetch-Site": "cross-site"},
+        )
+        assert from_elsewhere.status_code == 403 and "set-cookie" not in from_elsewhere.headers
     for role in ("call_center_agent", "technician", "customer_relations", "parts_clerk"):
         async with console_client(platform, role=None) as client:
             refused = await client.post("/sign-in", data={"token": token_for(role)})

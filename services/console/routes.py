@@ -177,10 +177,15 @@ async def sign_in_form(request: Request) -> HTMLResponse:
 
 
 def same_origin(request: Request) -> bool:
-    """Form posts must come from a page of this console (no cross-site sign-in)."""
+    """Form posts must come from a page of this console (no cross-site sign-in). Browsers
+    say where a request comes from in Sec-Fetch-Site; the pages send no referrer, so a
+    browser's Origin may be "null" and only a real origin is compared."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site in ("same-origin", "none")
     origin = request.headers.get("origin")
     if origin is None or origin == "null":
-        return origin is None
+        return True  # not a browser (no Sec-Fetch-Site): nothing to forge
     return urlsplit(origin).netloc == request.headers.get("host", "")
 
 

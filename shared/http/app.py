@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from fastapi.openapi.docs import (
     get_swagger_ui_html,
     get_swagger_ui_oauth2_redirect_html,
 )
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 
@@ -141,6 +142,17 @@ def docs_assets_dir() -> Path:
     return Path(str(files("fastapi_offline") / "static"))
 
 
+# ReDoc's sidebar shows the Redocly logo from Redocly's CDN (hard-coded, no option turns it
+# off). Offline there is no such host: an empty source makes ReDoc drop the image.
+REDOC_EXTERNAL_LOGO = b"https://cdn.redoc.ly/redoc/logo-mini.svg"
+
+
+@lru_cache(maxsize=1)
+def offline_redoc_script() -> bytes:
+    script = (docs_assets_dir() / "redoc.standalone.js").read_bytes()
+    return script.replace(REDOC_EXTERNAL_LOGO, b"")
+
+
 def install_offline_docs(app: FastAPI) -> None:
     """``/docs`` (Swagger UI) and ``/redoc`` served with local assets only: no request of
     either page leaves the service. Plain routes (not API routes): no credentials, not in
@@ -173,7 +185,7 @@ def install_offline_docs(app: FastAPI) -> None:
         return get_redoc_html(
             openapi_url=f"{base}{openapi_url}",
             title=f"{app.title} — API reference",
-            redoc_js_url=f"{base}{DOCS_ASSETS_URL}/redoc.standalone.js",
+            redoc_js_url=f"{base}{DOCS_ASSETS_URL}/redoc.offline.js",
             redoc_favicon_url=f"{base}{DOCS_ASSETS_URL}/favicon.png",
             with_google_fonts=False,
         )
@@ -181,4 +193,9 @@ def install_offline_docs(app: FastAPI) -> None:
     app.add_route("/docs", swagger_ui, include_in_schema=False)
     app.add_route(oauth2_redirect, swagger_redirect, include_in_schema=False)
     app.add_route("/redoc", redoc, include_in_schema=False)
+
+    async def redoc_script(_request: Request) -> Response:
+        return Response(offline_redoc_script(), media_type="text/javascript")
+
+    app.add_route(f"{DOCS_ASSETS_URL}/redoc.offline.js", redoc_script, include_in_schema=False)
     app.mount(DOCS_ASSETS_URL, StaticFiles(directory=docs_assets_dir()), name="docs-assets")
