@@ -115,16 +115,22 @@ def fmt_time(value: datetime | None) -> str:
 
 
 def fmt_left(delta: timedelta, locale: str) -> str:
+    """``2h 15m`` / ``1d 4h`` / ``35m``; negative: overdue."""
     seconds = int(delta.total_seconds())
     minutes = abs(seconds) // 60
     days, rest = divmod(minutes, 1440)
     hours, mins = divmod(rest, 60)
     if locale == "zh":
-        parts = [f"{days}天" if days else "", f"{hours}小时" if hours else "", f"{mins}分"]
-        text = "".join(p for p in parts if p) if (days or hours) else f"{mins}分钟"
+        units = ("天", "小时", "分钟")
+        text = (
+            f"{days}{units[0]}{hours}{units[1]}"
+            if days
+            else f"{hours}{units[1]}{mins}{units[2]}"
+            if hours
+            else f"{mins}{units[2]}"
+        )
         return f"超时 {text}" if seconds < 0 else text
-    parts = [f"{days}d" if days else "", f"{hours}h" if hours else "", f"{mins}m"]
-    text = " ".join(p for p in parts if p)
+    text = f"{days}d {hours}h" if days else f"{hours}h {mins}m" if hours else f"{mins}m"
     return f"{text} overdue" if seconds < 0 else text
 
 
