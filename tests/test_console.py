@@ -22,7 +22,7 @@ from shared.app.registry import app_factory
 from tests.support.auth import token_for
 from tests.support.lifecycle import Lifecycle, project_feedback
 
-pytestmark = pytest.mark.parametrize("backend", ["sqlite"])
+SQLITE = pytest.mark.parametrize("backend", ["sqlite"])
 
 PAGES = ("/board", "/sla", "/compliance", "/quality", "/live", "/audit")
 
@@ -45,6 +45,7 @@ async def open_tickets(life: Lifecycle, region: str, count: int, **kw: Any) -> l
     return [await life.open(region=region, **kw) for _ in range(count)]
 
 
+@SQLITE
 async def test_sign_in_sets_a_strict_http_only_cookie(platform: Platform) -> None:
     async with console_client(platform, role=None) as client:
         anonymous = await client.get("/board")
@@ -70,6 +71,7 @@ async def test_sign_in_sets_a_strict_http_only_cookie(platform: Platform) -> Non
         assert (await client.get("/board")).status_code == 401
 
 
+@SQLITE
 async def test_bad_tokens_and_roles(platform: Platform) -> None:
     async with console_client(platform, role=None) as client:
         wrong = await client.post("/sign-in", data={"token": "not-a-token"})
@@ -110,6 +112,7 @@ async def test_bad_tokens_and_roles(platform: Platform) -> None:
         assert (await client.post("/sign-in", data={"token": limited})).status_code == 403
 
 
+@SQLITE
 async def test_every_page_renders_for_every_console_role(platform: Platform, life: Lifecycle):
     east = await life.through_repair(region="east")
     await life.open(region="west", urgency="critical")
@@ -132,6 +135,7 @@ async def test_every_page_renders_for_every_console_role(platform: Platform, lif
             assert (await client.get("/nowhere")).status_code == 404
 
 
+@SQLITE
 async def test_regional_center_sees_only_its_region(platform: Platform, life: Lifecycle) -> None:
     east = await open_tickets(life, "east", 2)
     west = await open_tickets(life, "west", 2)
@@ -166,6 +170,7 @@ async def test_regional_center_sees_only_its_region(platform: Platform, life: Li
         assert all(numbers[t] not in west_only for t in east)
 
 
+@SQLITE
 async def test_ticket_page_timeline_checklist_and_masking(
     platform: Platform, life: Lifecycle
 ) -> None:
@@ -187,6 +192,7 @@ async def test_ticket_page_timeline_checklist_and_masking(
     assert "13812345678" in full
 
 
+@SQLITE
 async def test_board_pages_with_a_keyset_cursor(
     platform: Platform, life: Lifecycle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -212,6 +218,7 @@ async def test_board_pages_with_a_keyset_cursor(
     assert seen == opened  # nearest deadline first, each once
 
 
+@SQLITE
 async def test_console_verification_of_the_callers_scope(
     platform: Platform, life: Lifecycle
 ) -> None:
@@ -234,6 +241,7 @@ async def test_console_verification_of_the_callers_scope(
             assert 'class="verify ok"' in status, status
 
 
+@SQLITE
 async def test_every_console_query_uses_an_index(platform: Platform, life: Lifecycle) -> None:
     """Every statement the pages run, explained on SQLite: big tables are only ever
     searched through an index (SEARCH), never scanned, and never sorted in memory."""
@@ -296,3 +304,21 @@ async def test_every_console_query_uses_an_index(platform: Platform, life: Lifec
                     problems.append(f"{detail}\n  in {statement}")
     assert statements
     assert not problems, "\n".join(problems)
+
+
+def test_templates_and_assets_are_package_data() -> None:
+    """`pip install .` (the Dockerfile) must ship every template and asset."""
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["services.console"]
+    base = root / "services" / "console"
+    for folder in ("templates", "static"):
+        for path in (base / folder).rglob("*"):
+            if path.is_file() and "__pycache__" not in path.parts:
+                relative = path.relative_to(base).as_posix()
+                assert any(fnmatch.fnmatch(relative, g) for g in globs), relative
