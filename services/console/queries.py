@@ -12,7 +12,6 @@ ones the console needs beyond today's migrations (created by that test on its da
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -635,7 +634,3 @@ def verify_batch(conn: Connection, progress: VerifyProgress, batch: int = 2000) 
         progress.heads[event.stream_id] = (event.stream_version, event.hash)
         progress.last_position = event.position
     return bool(rows)
-
-
-def decode_json(text: str) -> Any:
-    return json.loads(text)

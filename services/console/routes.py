@@ -315,8 +315,7 @@ async def board(
     view = await board_view(
         platform, principal, locale, region, service_point, urgency, status, after
     )
-    async with platform.db.reading() as conn:
-        head = await conn.run_sync(queries.ledger_head)
+    head = await queries.read(platform, queries.ledger_head)
     query = urlencode({k: v for k, v in request.query_params.items() if k not in ("after",) and v})
     return render(
         request,
