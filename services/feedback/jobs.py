@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 from datetime import date, timedelta
+from functools import partial
 
 from services.feedback import commands, domain, read_models
 from shared.app.executor import Handling, Invocation
@@ -48,9 +49,8 @@ async def raise_quality_alerts(platform: Platform, day: date) -> list[EventEnvel
         if not domain.alert_due(command):
             continue  # no need for a write
         try:
-            outcome = await platform.db.write(
-                lambda c, command=command: commands.raise_quality_alert(c, h, command)
-            )
+            work = partial(commands.raise_quality_alert, h=h, command=command)
+            outcome = await platform.db.write(work)
         except ConcurrencyError:
             continue  # another process recorded it first
         raised += outcome.events

@@ -114,6 +114,18 @@ def compliance_row_as_of(
     return compliance_values(facts) if facts is not None else None
 
 
+def compliance_view(
+    conn: Connection, store: EventStore, ticket_id: str, as_of: datetime | None = None
+) -> dict[str, Any] | None:
+    """One ticket's checklist: its row now, or as it stood at ``as_of``."""
+    row = (
+        compliance_row(conn, ticket_id)
+        if as_of is None
+        else compliance_row_as_of(conn, store, ticket_id, as_of)
+    )
+    return ticket_view(row) if row is not None else None
+
+
 def ticket_view(row: ComplianceRow | dict[str, Any]) -> dict[str, Any]:
     r: Any = SimpleNamespace(**row) if isinstance(row, dict) else row
     return {

@@ -231,13 +231,9 @@ async def compliance_ticket(
     platform: Platform = Depends(get_platform),
 ) -> ComplianceTicket:
     tid = str(ticket_id)
-    if as_of is None:
-        row = await platform.db.read(lambda c: read_models.compliance_row(c, tid))
-    else:
-        row = await platform.db.read(
-            lambda c: read_models.compliance_row_as_of(c, platform.store, tid, as_of)
-        )
-    view = read_models.ticket_view(row) if row is not None else None
+    view = await platform.db.read(
+        lambda c: read_models.compliance_view(c, platform.store, tid, as_of)
+    )
     # Outside the caller's reach the ticket does not exist for it.
     if view is None or not principal.reach.allows(Scope(view["region"], view["technician_id"])):
         raise NotFound("ticket_not_found", f"no ticket {ticket_id}")
