@@ -342,43 +342,43 @@ def fold(
         for e in paperwork
         if isinstance(e.payload, OldPartReturnExpected)
     )
-    return replace(facts, expected_returns=expected)
+    return amend(facts, expected_returns=expected)
 
 
 def evolve(f: Facts, event: Recorded) -> Facts:
     """The facts after one more event of the ticket stream."""
     kind = event.payload.event_type
-    f = replace(
-        _lateness(f, event),
+    f = amend(
+        f,
         version=event.version,
         status=status_after(f.status, kind),
         steps=(*f.steps, Seen(event.event_id, kind, event.at, f.status, f.path)),
+        late_for_response=f.late_for_response or _late_for_response(f, event),
+        late_for_resolution=f.late_for_resolution or _late_for_resolution(f, event),
     )
     return _record(_verdict(f, event), event)
 
 
-def _lateness(f: Facts, event: Recorded) -> Facts:
-    """Before this event changes anything: is it the first past a deadline whose step is
-    still missing?"""
-    at, payload = event.at, event.payload
-    late_response = f.late_for_response
-    if (
-        f.first_response is None
-        and late_response is None
-        and at > f.response_due_at
-        and not isinstance(payload, TicketDiagnosed)
-    ):
-        late_response = event.event_id
-    late_resolution = f.late_for_resolution
-    if (
-        not f.repairs
-        and late_resolution is None
-        and f.diagnosis is not None
-        and at > f.diagnosis.resolution_due_at
-        and not isinstance(payload, TicketRepaired)
-    ):
-        late_resolution = event.event_id
-    return replace(f, late_for_response=late_response, late_for_resolution=late_resolution)
+def _late_for_response(f: Facts, event: Recorded) -> str | None:
+    """The event, if it is the first past the response deadline with no response yet."""
+    if f.first_response is not None or isinstance(event.payload, TicketDiagnosed):
+        return None
+    return event.event_id if event.at > f.response_due_at else None
+
+
+def _late_for_resolution(f: Facts, event: Recorded) -> str | None:
+    """The event, if it is the first past the resolution deadline in force, unrepaired."""
+    if f.repairs or f.diagnosis is None or isinstance(event.payload, TicketRepaired):
+        return None
+    return event.event_id if event.at > f.diagnosis.resolution_due_at else None
+
+
+def amend(f: Facts, **changes: Any) -> Facts:
+    """``dataclasses.replace`` for the facts, without running ``__init__`` again: the
+    fold copies the record a few times per event, and it has many fields."""
+    copy = object.__new__(Facts)
+    vars(copy).update(vars(f), **changes)
+    return copy
 
 
 def _verdict(f: Facts, event: Recorded) -> Facts:
@@ -388,7 +388,7 @@ def _verdict(f: Facts, event: Recorded) -> Facts:
     satisfactory = isinstance(event.payload, TicketClosed)
     follow_up = replace(f.follow_ups[-1], satisfactory=satisfactory)
     note = "satisfied and solved" if satisfactory else "dissatisfied or unsolved: reopened"
-    f = replace(
+    f = amend(
         f,
         follow_ups=(*f.follow_ups[:-1], follow_up),
         words=(*f.words, Word(satisfactory, (follow_up.event_id, event.event_id), note)),
@@ -414,7 +414,7 @@ def _late_visit(f: Facts, follow_up: FollowUp) -> Facts:
         f.region,
         tuple(i for i in ids if i),
     )
-    return replace(f, charges=(*f.charges, charge))
+    return amend(f, charges=(*f.charges, charge))
 
 
 def _record(f: Facts, event: Recorded) -> Facts:
@@ -422,12 +422,12 @@ def _record(f: Facts, event: Recorded) -> Facts:
     match p:
         case ContactDetailsCorrected():
             region = p.address.region if p.address is not None else f.region
-            return replace(f, corrections=(*f.corrections, eid), region=region)
+            return amend(f, corrections=(*f.corrections, eid), region=region)
         case TicketDiagnosed():
             return _diagnosed(f, eid, at, p)
         case TicketDispatched():
             dispatch = Dispatch(eid, p.service_point_id, p.technician_id, p.appointment_end)
-            return replace(f, dispatch=dispatch, visit_since_dispatch=None)
+            return amend(f, dispatch=dispatch, visit_since_dispatch=None)
         case TicketVisited():
             return _visited(f, eid, p)
         case TicketRepaired():
@@ -437,19 +437,19 @@ def _record(f: Facts, event: Recorded) -> Facts:
         case TicketReopened():
             return _reopened(f, eid, p)
         case TicketClosed():
-            return replace(f, closed=eid)
+            return amend(f, closed=eid)
         case ComplaintFiled():
             return _complained(f, eid, at, p)
         case SlaBreached():
             if f.breach(p.deadline.value) is not None:
                 return f
-            return replace(f, breaches=(*f.breaches, (p.deadline.value, eid)))
+            return amend(f, breaches=(*f.breaches, (p.deadline.value, eid)))
         case RepeatRepairFlagged():
             flag = RepeatFlag(eid, at, p.earlier_ticket_id)
-            return replace(f, repeat_flags=(*f.repeat_flags, flag))
+            return amend(f, repeat_flags=(*f.repeat_flags, flag))
         case OldPartReturned():
             part = normalise_part_number(p.part_number)
-            f = replace(f, returns=(*f.returns, PartEvent(eid, part, p.quantity)))
+            f = amend(f, returns=(*f.returns, PartEvent(eid, part, p.quantity)))
             return _late_part(f, part, eid, at, p.service_point_id) if p.late else f
         case OldPartReturnOverdue():
             part = normalise_part_number(p.part_number)
@@ -465,7 +465,7 @@ def _diagnosed(f: Facts, eid: str, at: datetime, p: TicketDiagnosed) -> Facts:
         p.resolution_due_at,
         frozenset(normalise_part_number(n) for n in p.expected_parts),
     )
-    return replace(f, diagnosis=diagnosis, first_response=f.first_response or Stamp(eid, at))
+    return amend(f, diagnosis=diagnosis, first_response=f.first_response or Stamp(eid, at))
 
 
 def _visited(f: Facts, eid: str, p: TicketVisited) -> Facts:
@@ -477,7 +477,7 @@ def _visited(f: Facts, eid: str, p: TicketVisited) -> Facts:
         d.service_point_id if d else None,
         on_time=d is None or p.arrived_at <= d.appointment_end,
     )
-    return replace(f, visits=(*f.visits, visit), visit_since_dispatch=eid)
+    return amend(f, visits=(*f.visits, visit), visit_since_dispatch=eid)
 
 
 def _repaired(f: Facts, eid: str, at: datetime, p: TicketRepaired) -> Facts:
@@ -496,7 +496,7 @@ def _repaired(f: Facts, eid: str, at: datetime, p: TicketRepaired) -> Facts:
         diagnosis_id=d.event_id if d else None,
         resolution_due_at=d.resolution_due_at if d else None,
     )
-    return replace(f, repairs=(*f.repairs, repair), awaiting_follow_up=eid)
+    return amend(f, repairs=(*f.repairs, repair), awaiting_follow_up=eid)
 
 
 def _followed_up(f: Facts, eid: str, at: datetime, p: FollowUpRecorded) -> Facts:
@@ -508,34 +508,34 @@ def _followed_up(f: Facts, eid: str, at: datetime, p: FollowUpRecorded) -> Facts
         p.problem_solved,
         repair_event_id=f.awaiting_follow_up,
     )
-    return replace(
+    return amend(
         f, follow_ups=(*f.follow_ups, follow_up), verdict_due=True, awaiting_follow_up=None
     )
 
 
 def _reopened(f: Facts, eid: str, p: TicketReopened) -> Facts:
-    f = replace(f, reopens=(*f.reopens, eid), closed=None)
+    f = amend(f, reopens=(*f.reopens, eid), closed=None)
     if p.source != "complaint":
         return f
     complaint = tuple(c.event_id for c in f.complaints[-1:])
     word = Word(False, (*complaint, eid), "complaint reopened it")
-    return replace(f, words=(*f.words, word))
+    return amend(f, words=(*f.words, word))
 
 
 def _complained(f: Facts, eid: str, at: datetime, p: ComplaintFiled) -> Facts:
-    f = replace(f, complaints=(*f.complaints, Complaint(eid, at, p.public)))
+    f = amend(f, complaints=(*f.complaints, Complaint(eid, at, p.public)))
     if not p.public:
         return f
     charge = Deduction("public_complaint", at, f.service_point_id, f.region, (eid,))
-    return replace(f, charges=(*f.charges, charge))
+    return amend(f, charges=(*f.charges, charge))
 
 
 def _late_part(f: Facts, part: str, eid: str, at: datetime, service_point_id: str | None) -> Facts:
     """One deduction per late part, however many events (overdue, then a late return)."""
     charged = any(p.part_number == part for p in f.late_parts)
-    f = replace(f, late_parts=(*f.late_parts, PartEvent(eid, part)))
+    f = amend(f, late_parts=(*f.late_parts, PartEvent(eid, part)))
     if charged:
         return f
     point = service_point_id or f.service_point_id
     charge = Deduction("late_parts_return", at, point, f.region, (eid,))
-    return replace(f, charges=(*f.charges, charge))
+    return amend(f, charges=(*f.charges, charge))
