@@ -14,7 +14,7 @@ from shared.app.executor import Handling, Invocation, Loaded, Outcome
 from shared.app.platform import Platform
 from shared.kernel.errors import NotFound
 from shared.kernel.events.envelope import SYSTEM_ACTOR, CommandContext, EventEnvelope
-from shared.kernel.events.network import ServicePointDescription, TechnicianDescription
+from shared.kernel.events.network import ServicePointDescription, TechnicianDescription, Weekday
 from shared.kernel.events.registry import payload_dict
 from shared.kernel.events.sla import CalendarDescription, SlaPolicyDescription
 from shared.kernel.sla import calendar_stream, policy_from, policy_stream
@@ -207,14 +207,19 @@ def define_calendar(
 
 
 def import_calendar(
-    conn: Connection, h: Handling, calendar_id: str, text: str, replace: bool
+    conn: Connection,
+    h: Handling,
+    calendar_id: str,
+    text: str,
+    replace: bool,
+    hours_of: Weekday = Weekday.mon,
 ) -> tuple[Terms, ics.Imported]:
     """Holidays and adjusted working days from an iCalendar file: a new version."""
     loaded = h.visible(conn, sla_domain.CALENDARS, calendar_stream(calendar_id))
     current = loaded.state.description
     if current is None:
         raise NotFound("calendar_not_found", f"no calendar {calendar_id}")
-    imported = ics.parse(text)
+    imported = ics.parse(text, hours_of)
     description = ics.merged(
         CalendarDescription.model_validate(current.model_dump(exclude={"reason"})),
         imported,

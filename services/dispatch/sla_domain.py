@@ -31,7 +31,6 @@ from shared.kernel.events.sla import (
     SlaPolicyDescription,
     SlaResumed,
 )
-from shared.kernel.events.tickets import Complexity, Urgency
 from shared.kernel.lifecycle import may_follow
 from shared.kernel.sla import (
     RESOLUTION,
@@ -39,6 +38,7 @@ from shared.kernel.sla import (
     SlaPin,
     SlaPolicy,
     SlaTerms,
+    check_policy,
     policy_from,
     running,
     sla_clock,
@@ -113,21 +113,6 @@ class DefinePolicy:
     reason: str | None = None
 
 
-def _check_targets(d: SlaPolicyDescription) -> None:
-    for name, given, wanted in (
-        ("response", d.response, list(Urgency)),
-        ("resolution", d.resolution, list(Complexity)),
-    ):
-        missing = [k.value for k in wanted if k not in given]
-        if missing:
-            raise InvalidCommand(name, f"give a target for every key: missing {missing}")
-    percents = [s.percent for s in d.ladder]
-    if len(set(percents)) != len(percents):
-        raise InvalidCommand("ladder", "two steps of the ladder at the same percentage")
-    if d.pause_for_parts and "waiting_for_parts" not in d.pause_reasons:
-        raise InvalidCommand("pause_reasons", "pause_for_parts needs the reason waiting_for_parts")
-
-
 def _check_reachable(policy: SlaPolicy, calendars: Mapping[str, Calendar], d: DefinePolicy) -> None:
     """Every target reachable on every calendar the policy names (and 24×7) within the
     horizon, counted from now."""
@@ -147,7 +132,7 @@ def decide_define_policy(command: DefinePolicy, state: TermsStream) -> list[Even
     """A new version: a target for every urgency and complexity, calendars that exist,
     a ladder without duplicates, reachable targets."""
     d = command.description
-    _check_targets(d)
+    check_policy(d)
     policy = policy_from(terms_id(state.stream_id), state.version + 1, d)
     missing = sorted(policy.calendar_ids() - set(command.calendars))
     if missing:
@@ -175,12 +160,26 @@ def _since(pause: SlaPause) -> str:
     return f"{pause.reason} since {pause.since.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
 
 
+def _auto_pause_applies(command: PauseSla, state: TicketState) -> bool:
+    """An automatic pause (for parts) only where the policy asks for it and a manual
+    one could be made: never an error."""
+    policy = command.terms.policy
+    return (
+        policy.pause_for_parts
+        and command.reason in policy.pause_reasons
+        and state.is_open
+        and not state.sla_paused
+        and may_follow(state.status, SlaPaused.event_type)
+        and running(state)
+    )
+
+
 def decide_pause(command: PauseSla, state: TicketState) -> list[EventPayload]:
     automatic = command.requisition_id is not None
+    if automatic and not _auto_pause_applies(command, state):
+        return []
     require_open(state)
     if state.sla_paused:
-        if automatic:
-            return []
         raise RuleViolation(
             "already_paused", f"the SLA clock is paused: {_since(state.sla_pauses[-1])}"
         )
@@ -188,8 +187,6 @@ def decide_pause(command: PauseSla, state: TicketState) -> list[EventPayload]:
     if command.reason not in reasons:
         raise InvalidCommand("reason", f"not a pause reason; one of {', '.join(reasons)}")
     if not may_follow(state.status, SlaPaused.event_type) or not running(state):
-        if automatic:
-            return []
         raise RuleViolation(
             "no_clock_running", "the response and the resolution are met: no SLA clock runs"
         )
@@ -209,14 +206,13 @@ class ResumeSla:
 
 def decide_resume(command: ResumeSla, state: TicketState) -> list[EventPayload]:
     """The clocks run again; the event says the deadlines they now have."""
-    automatic = command.requisition_id is not None
+    if command.requisition_id is not None and (
+        not state.sla_paused or state.sla_pauses[-1].requisition_id != command.requisition_id
+    ):
+        return []  # an automatic resume ends only the pause its requisition began
     require_ticket(state)
     if not state.sla_paused:
-        if automatic:
-            return []
         raise RuleViolation("not_paused", "the SLA clock is running")
-    if automatic and state.sla_pauses[-1].requisition_id != command.requisition_id:
-        return []
     after = evolve(state, SlaResumed(), command.now)
     clock = sla_clock(after, command.terms, command.now)
     due = {d.deadline: d.due_at for d in clock.deadlines if d.open}

@@ -30,13 +30,14 @@ from shared.kernel.calendar import (
     add_business,
     business_between,
 )
+from shared.kernel.errors import InvalidCommand
 from shared.kernel.events.sla import (
     DEFAULT_PAUSE_REASONS,
     SlaPolicyApplied,
     SlaPolicyDescription,
     SlaTarget,
 )
-from shared.kernel.events.tickets import SlaDeadline
+from shared.kernel.events.tickets import Complexity, SlaDeadline, Urgency
 from shared.kernel.ticket import SlaPause, TicketState
 
 LOCAL = "local"
@@ -123,6 +124,23 @@ def policy_from(policy_id: str, version: int, d: SlaPolicyDescription) -> SlaPol
         pause_reasons=tuple(d.pause_reasons),
         pause_for_parts=d.pause_for_parts,
     )
+
+
+def check_policy(d: SlaPolicyDescription) -> None:
+    """A target for every urgency and complexity, one ladder step per percentage, and
+    the pause for parts with its reason."""
+    for name, given, wanted in (
+        ("response", d.response, [u.value for u in Urgency]),
+        ("resolution", d.resolution, [c.value for c in Complexity]),
+    ):
+        missing = [k for k in wanted if k not in {str(g) for g in given}]
+        if missing:
+            raise InvalidCommand(name, f"give a target for every key: missing {missing}")
+    percents = [s.percent for s in d.ladder]
+    if len(set(percents)) != len(percents):
+        raise InvalidCommand("ladder", "two steps of the ladder at the same percentage")
+    if d.pause_for_parts and "waiting_for_parts" not in d.pause_reasons:
+        raise InvalidCommand("pause_reasons", "pause_for_parts needs the reason waiting_for_parts")
 
 
 def _pct(step: Step) -> float:
