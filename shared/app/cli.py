@@ -268,6 +268,12 @@ def _cmd_contract(_settings: Settings, args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _cmd_sla(settings: Settings, args: argparse.Namespace) -> int:
+    from shared.app.sla_cli import run
+
+    return run(settings, args)
+
+
 def _cmd_token(settings: Settings, args: argparse.Namespace) -> int:
     from shared.http.auth.tokens import issue_token, parse_duration
 
@@ -362,6 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     subscribe.add_argument(
         "--token", default=None, help="HTTP: bearer token (default: $TICKETLINE_TOKEN)"
     )
+    from shared.app.sla_cli import add_arguments as add_sla_arguments
+
+    add_sla_arguments(sub.add_parser("sla", help="SLA clock: what-if replay of a policy"))
     token = sub.add_parser("token", help="issue a bearer token for local use")
     token.add_argument("--role", required=True, choices=sorted(TOKEN_ROLES))
     token.add_argument("--subject", required=True, help="who (user id; a technician's id)")
@@ -394,6 +403,7 @@ COMMANDS = {
     "verify-export": _cmd_verify_export,
     "token": _cmd_token,
     "api-key": _cmd_api_key,
+    "sla": _cmd_sla,
 }
 
 
