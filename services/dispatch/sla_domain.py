@@ -161,11 +161,13 @@ def _since(pause: SlaPause) -> str:
 
 
 def _auto_pause_applies(command: PauseSla, state: TicketState) -> bool:
-    """An automatic pause (for parts) only where the policy asks for it and a manual
-    one could be made: never an error."""
+    """An automatic pause (for parts) only where the policy asks for it, a manual one
+    could be made, and the requisition has not paused the ticket before (a redelivered
+    event): never an error."""
     policy = command.terms.policy
     return (
         policy.pause_for_parts
+        and all(p.requisition_id != command.requisition_id for p in state.sla_pauses)
         and command.reason in policy.pause_reasons
         and state.is_open
         and not state.sla_paused

@@ -323,11 +323,12 @@ Interval = tuple[datetime, datetime | None]
 
 
 def _pauses(pauses: Sequence[SlaPause], at: datetime) -> list[Interval]:
-    """The pauses begun by ``at``; one not ended by then is open (None)."""
+    """The pauses begun by ``at`` (one begun at ``at`` included: the state has it); one
+    not ended by then is open (None)."""
     return [
         (p.since, p.until if p.until is not None and p.until <= at else None)
         for p in pauses
-        if p.since < at
+        if p.since <= at
     ]
 
 
@@ -434,7 +435,7 @@ def deadline_clock(
     late = due_at is not None and not capped and due_at < end
     if met_at is not None:
         status = "met_late" if late else "met"
-    elif state.sla_paused and (state.sla_pauses[-1].since < at):
+    elif state.sla_paused and state.sla_pauses[-1].since <= at:
         status = "breached" if late else "paused"
     else:
         status = "breached" if late else "running"
@@ -460,7 +461,7 @@ def segments(state: TicketState, at: datetime) -> tuple[Segment, ...]:
     out: list[Segment] = []
     cursor = state.received_at
     for p in state.sla_pauses:
-        if p.since >= at:
+        if p.since > at:
             break
         if p.since > cursor:
             out.append(Segment("running", cursor, p.since))
@@ -485,7 +486,7 @@ def sla_clock(state: TicketState, terms: SlaTerms, at: datetime) -> SlaClock:
         if (c := deadline_clock(state, terms, deadline, at)) is not None
     )
     pause = state.sla_pauses[-1] if state.sla_paused else None
-    paused = pause is not None and pause.since < at
+    paused = pause is not None and pause.since <= at
     return SlaClock(
         at=at,
         policy_id=terms.policy.id,
