@@ -3,7 +3,7 @@ resuming a ticket's clock, its timeline (``?as_of=``), and the what-if report.""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -258,7 +258,7 @@ async def reevaluate(ticket_id: UUID, body: ReevaluateRequest, call: Reevaluate)
     )
 
 
-def _minutes(value: Any) -> float:
+def _minutes(value: timedelta) -> float:
     return round(value.total_seconds() / 60, 2)
 
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from shared.app.config import Settings
 from shared.app.observability import configure_logging
 from shared.app.registry import SERVERS, all_projections
+from shared.app.sla_cli import add_arguments as add_sla_arguments
 from shared.http.auth.personal_data import install_log_filter
 from shared.http.auth.tokens import TOKEN_ROLES
 
@@ -368,8 +369,6 @@ def build_parser() -> argparse.ArgumentParser:
     subscribe.add_argument(
         "--token", default=None, help="HTTP: bearer token (default: $TICKETLINE_TOKEN)"
     )
-    from shared.app.sla_cli import add_arguments as add_sla_arguments
-
     add_sla_arguments(sub.add_parser("sla", help="SLA clock: what-if replay of a policy"))
     token = sub.add_parser("token", help="issue a bearer token for local use")
     token.add_argument("--role", required=True, choices=sorted(TOKEN_ROLES))

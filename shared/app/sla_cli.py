@@ -53,7 +53,7 @@ def load_terms(path: Path) -> tuple[SlaPolicyDescription, dict[str, CalendarDesc
     if path.suffix.lower() == ".json":
         data = json.loads(text)
     else:
-        import yaml
+        import yaml  # type: ignore[import-untyped]
 
         data = yaml.safe_load(text)
     if not isinstance(data, dict):
