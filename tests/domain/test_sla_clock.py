@@ -248,6 +248,12 @@ def test_a_pause_moves_the_deadline_by_exactly_the_paused_business_time() -> Non
     assert response.due_at == add_business(NINE_TO_SIX, local(2026, 11, 23, 12, 30), 10 * H)
     assert response.due_at == local(2026, 11, 24, 13, 30)
     assert (response.paused, response.elapsed) == (10 * H, timedelta(minutes=150))
+    # The ladder moved too (docs/sla.md, worked example): 75 %, 100 %, 150 %.
+    assert [t.at for t in response.thresholds] == [
+        local(2026, 11, 24, 12, 30),
+        local(2026, 11, 24, 13, 30),
+        local(2026, 11, 24, 15, 30),
+    ]
     # The timeline: running, paused (with its reason), running again.
     segments = sla_clock(state, TERMS, local(2026, 11, 24, 12)).segments
     assert [(s.state, s.start, s.end, s.reason) for s in segments] == [
