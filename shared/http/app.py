@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
@@ -14,8 +14,10 @@ from shared.app.observability import broker_problem
 from shared.app.platform import Platform
 from shared.eventstore.migrations import schema_is_current
 from shared.http.metrics import install_observability
+from shared.http.openapi import install_openapi
 from shared.http.problems import install_problem_handlers
 from shared.http.security import install_security
+from shared.http.validation import valid_text_input
 
 
 class OutdatedSchema(RuntimeError):
@@ -60,6 +62,8 @@ def create_service_app(
         lifespan=lifespan,
         openapi_tags=openapi_tags,
         separate_input_output_schemas=False,
+        # Before any route's own work: every text input is text a database can store.
+        dependencies=[Depends(valid_text_input)],
     )
     app.state.service = service
     if platform is not None:
@@ -78,6 +82,7 @@ def create_service_app(
         return response
 
     install_observability(app, service)  # outermost: latency and correlation cover all
+    install_openapi(app)
     return app
 
 
@@ -89,7 +94,9 @@ def health_router() -> APIRouter:
         return {"status": "live"}
 
     @router.get(
-        "/health/ready", summary="Database reachable, schema current, broker reachable (scaled)"
+        "/health/ready",
+        summary="Database reachable, schema current, broker reachable (scaled)",
+        responses={503: {"description": 'Not ready: `{"status": "not_ready", "detail": …}`'}},
     )
     async def ready(request: Request) -> JSONResponse:
         platform = get_platform(request)

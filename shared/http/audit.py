@@ -13,6 +13,7 @@ from shared.app.audit import render, select_events, signing_key, summarise
 from shared.app.platform import Platform
 from shared.http.app import get_platform
 from shared.http.context import Principal, allow
+from shared.http.problems import problem_doc
 from shared.kernel.errors import InvalidCommand, NotFound
 from shared.kernel.events.envelope import canonical_json
 
@@ -29,7 +30,10 @@ may_export = allow("auditor", "regional_center", "admin", scope="audit:export")
     "(event count, positions, SHA-256 of the body, HMAC signature). Keep both: "
     "`ticketline verify-export` checks them later against each other and the ledger.",
     response_class=Response,
-    responses={200: {"content": {"application/x-ndjson": {}, "text/csv": {}}}},
+    responses={
+        200: {"content": {"application/x-ndjson": {}, "text/csv": {}}},
+        404: problem_doc("Another region than the caller's, or an unknown ticket"),
+    },
 )
 async def export_events(
     ticket_id: UUID | None = None,
