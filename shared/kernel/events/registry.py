@@ -83,9 +83,16 @@ def topic_for(stream_type: str, prefix: str) -> str:
     return f"{prefix}.{TOPIC_FAMILY_BY_STREAM_TYPE.get(stream_type, stream_type)}"
 
 
+_LOADED: list[bool] = []
+
+
 def _load_all() -> None:
     # Importing the modules registers their payload classes: every module of the
     # shared.kernel.events package is an event family (tickets, network, parts, quality, …).
+    # Once per process: scanning the package on every lookup cost a directory listing per
+    # event read.
+    if _LOADED:
+        return
     import importlib
     import pkgutil
 
@@ -94,3 +101,4 @@ def _load_all() -> None:
     for module in pkgutil.iter_modules(package.__path__):
         if module.name not in {"envelope", "registry"}:
             importlib.import_module(f"shared.kernel.events.{module.name}")
+    _LOADED.append(True)
