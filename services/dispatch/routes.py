@@ -39,9 +39,11 @@ from services.dispatch.schemas import (
 from shared.app.commands import TicketCommandResult, load_ticket
 from shared.app.platform import Platform
 from shared.http.app import get_platform
+from shared.http.auth.personal_data import mask_address_line
 from shared.http.context import Principal, allow, command_context, require_region
 from shared.http.headers import etag, expected_version, idempotency_key
 from shared.http.idempotency import CommandResponse, idempotent_command
+from shared.http.params import NetworkIdFilter, ProductLineFilter, RegionFilter
 from shared.http.problems import PROBLEM_RESPONSES
 from shared.kernel.errors import NotFound
 from shared.kernel.events.envelope import CommandContext
@@ -158,18 +160,18 @@ async def update_service_point(
     "/service-points", response_model=ServicePointPage, summary="The network's members"
 )
 async def list_service_points(
-    region: str | None = Query(default=None, max_length=32),
+    region: RegionFilter | None = None,
     level: NetworkLevel | None = None,
     principal: Principal = Depends(allow(*NETWORK_READERS)),
     platform: Platform = Depends(get_platform),
 ) -> ServicePointPage:
     if principal.region is not None:
-        if region is not None and region.lower() != principal.region:
+        if region is not None and region != principal.region:
             return ServicePointPage(items=[])
         region = principal.region
     async with platform.db.reading() as conn:
         rows = await read_models.list_service_point_rows(
-            conn, region=region.lower() if region else None, level=level.value if level else None
+            conn, region=region, level=level.value if level else None
         )
     return ServicePointPage(items=[ServicePointView(**dict(r._mapping)) for r in rows])
 
@@ -297,21 +299,21 @@ async def activate_technician(
 
 @network_router.get("/technicians", response_model=TechnicianPage, summary="Technicians")
 async def list_technicians(
-    region: str | None = Query(default=None, max_length=32),
-    service_point_id: str | None = Query(default=None, max_length=100),
-    skill: str | None = Query(default=None, max_length=200, description="A product line."),
+    region: RegionFilter | None = None,
+    service_point_id: NetworkIdFilter | None = None,
+    skill: ProductLineFilter | None = Query(default=None, description="A product line."),
     active: bool | None = None,
     principal: Principal = Depends(allow(*NETWORK_READERS)),
     platform: Platform = Depends(get_platform),
 ) -> TechnicianPage:
     if principal.region is not None:
-        if region is not None and region.lower() != principal.region:
+        if region is not None and region != principal.region:
             return TechnicianPage(items=[])
         region = principal.region
     async with platform.db.reading() as conn:
         rows = await read_models.list_technician_rows(
             conn,
-            region=region.lower() if region else None,
+            region=region,
             service_point_id=service_point_id,
             skill=skill,
             active=active,
@@ -342,8 +344,10 @@ async def _visible_technician(platform: Platform, principal: Principal, technici
     return row
 
 
-def assignment_item(row: Any) -> AssignmentItem:
+def assignment_item(row: Any, principal: Principal) -> AssignmentItem:
     data = dict(row._mapping)
+    if not principal.sees_personal_data:
+        data["address_line"] = mask_address_line(data["address_line"])
     breached = [
         name for name in ("response", "resolution") if data.pop(f"{name}_breached_at") is not None
     ]
@@ -370,7 +374,7 @@ async def technician_assignments(
     await _visible_technician(platform, principal, technician_id)
     async with platform.db.reading() as conn:
         rows = await read_models.technician_assignments(conn, technician_id)
-    return AssignmentList(items=[assignment_item(r) for r in rows])
+    return AssignmentList(items=[assignment_item(r, principal) for r in rows])
 
 
 # --- tickets -----------------------------------------------------------------------------
@@ -382,18 +386,18 @@ async def technician_assignments(
     summary="Tickets waiting for a dispatch (diagnosed or reopened), the nearest deadline first",
 )
 async def dispatch_queue(
-    region: str | None = Query(default=None, max_length=32),
+    region: RegionFilter | None = None,
     limit: int = Query(default=100, ge=1, le=500),
     principal: Principal = Depends(allow(*TICKET_READERS)),
     platform: Platform = Depends(get_platform),
 ) -> AssignmentList:
     if principal.region is not None:
-        if region is not None and region.lower() != principal.region:
+        if region is not None and region != principal.region:
             return AssignmentList(items=[])
         region = principal.region
     async with platform.db.reading() as conn:
-        rows = await read_models.dispatch_queue(conn, region.lower() if region else None, limit)
-    return AssignmentList(items=[assignment_item(r) for r in rows])
+        rows = await read_models.dispatch_queue(conn, region, limit)
+    return AssignmentList(items=[assignment_item(r, principal) for r in rows])
 
 
 def candidate_views(

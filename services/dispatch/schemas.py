@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from shared.http.params import UtcTime
 from shared.kernel.events.network import (
     NetworkId,
     ServicePointDescription,
@@ -163,8 +164,8 @@ class DispatchRequest(Body):
     service_point_id: NetworkId | None = Field(
         default=None, description="Restrict the choice to this service point."
     )
-    appointment_start: AwareDatetime | None = None
-    appointment_end: AwareDatetime | None = Field(
+    appointment_start: UtcTime | None = None
+    appointment_end: UtcTime | None = Field(
         default=None,
         description="Give both ends or neither: without a window the appointment is the "
         "technician's next working hours.",
@@ -212,7 +213,7 @@ class CandidatesView(BaseModel):
 
 
 class VisitRequest(Body):
-    arrived_at: AwareDatetime | None = Field(default=None, description="Default: now.")
+    arrived_at: UtcTime | None = Field(default=None, description="Default: now.")
     findings: LongText
 
 

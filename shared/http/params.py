@@ -14,7 +14,10 @@ a filter silently dropped:
   filter a region code, …), so a malformed filter is rejected instead of matching all.
 
 Use the ``Annotated`` types below as query, path or body field types; headers are parsed
-by the dependencies in ``shared/http/headers.py`` with the functions here.
+by the dependencies in ``shared/http/headers.py`` with the functions here. Declare a
+required parameter as ``week: Annotated[IsoWeek, Query(...)]``, an optional one as
+``week: IsoWeek | None = Query(...)`` or ``= None``: FastAPI drops the type's checks from
+``week: IsoWeek = Query(...)`` (the hostile-input table in tests/test_fuzz.py notices).
 """
 
 from __future__ import annotations
@@ -26,9 +29,10 @@ from uuid import UUID
 
 from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, StringConstraints
 
+from shared.kernel.errors import InvalidCommand
 from shared.kernel.events.network import NetworkId, ProductLine
 from shared.kernel.events.parts import LocationId, PartNumber
-from shared.kernel.events.tickets import Phone, RegionCode
+from shared.kernel.events.tickets import Phone
 from shared.kernel.text import check_text
 
 # PostgreSQL BIGINT (events.position, event_sequence.last_position).
@@ -132,7 +136,12 @@ CalendarDate = Annotated[date, AfterValidator(_calendar_date)]
 
 # --- filters: the shape of what they filter ---------------------------------------------
 
-RegionFilter = Annotated[RegionCode, Field(description="A region code, e.g. `east`.")]
+RegionFilter = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$"),
+    AfterValidator(str.lower),
+    Field(description="A region code, e.g. `east` (case-insensitive)."),
+]
 PhoneFilter = Annotated[
     Phone, Field(description="A full phone number (digits, optional leading +, spaces or -).")
 ]
@@ -146,3 +155,19 @@ TextFilter = Annotated[str, StringConstraints(strip_whitespace=True, min_length=
 def ticket_id_text(value: UUID | None) -> str | None:
     """A ticket id filter as stored (ticket ids are UUIDs in their canonical form)."""
     return str(value) if value is not None else None
+
+
+# A ticket number as a cursor (``TL-20261122-000123``).
+TicketNumber = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9_]{1,10}-[0-9]{8}-[0-9]{1,12}$", max_length=32)
+]
+
+
+def check_time(name: str, value: datetime) -> datetime:
+    """``value`` (e.g. decoded from a cursor) as a UTC time in range, or 422 naming ``name``."""
+    if value.tzinfo is None:
+        raise InvalidCommand(name, "not a cursor this service issued")
+    try:
+        return _utc(value)
+    except ValueError as exc:
+        raise InvalidCommand(name, str(exc)) from None
