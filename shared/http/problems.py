@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -104,6 +105,16 @@ class ProblemError(Exception):
         super().__init__(detail or title)
 
 
+class ProblemResponse(JSONResponse):
+    """A problem's JSON: text that cannot be encoded (a lone surrogate echoed in a field
+    name) is written as its JSON escape instead of failing the answer."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(
+            content, ensure_ascii=False, allow_nan=False, separators=(",", ":")
+        ).encode("utf-8", "backslashreplace")
+
+
 def problem_response(
     request: Request,
     status: int,
@@ -121,7 +132,7 @@ def problem_response(
         instance=str(request.url.path),
         **extensions,
     )
-    return JSONResponse(
+    return ProblemResponse(
         body.model_dump(exclude_none=True),
         status_code=status,
         media_type=PROBLEM_MEDIA_TYPE,
