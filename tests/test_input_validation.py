@@ -312,6 +312,22 @@ async def test_the_phone_filter_finds_only_that_phone(platform: Platform) -> Non
         assert_problem(await dispatcher.get("/tickets", params={"phone": ""}), 422, "phone")
 
 
+@SQLITE
+async def test_an_empty_filter_is_malformed_not_no_filter(platform: Platform) -> None:
+    admin = headers_for("admin")
+    for service, path, name, value in (
+        ("intake", "/tickets", "phone", ""),
+        ("intake", "/tickets", "region", ""),
+        ("intake", "/streams/events", "types", ""),
+        ("intake", "/streams/events", "types", " , "),
+        ("dispatch", "/technicians", "skill", " "),
+        ("parts", "/stock", "part_number", ""),
+    ):
+        app = app_factory(service)(platform)
+        answer = await asgi.call(app, "GET", path, headers=admin, params={name: value})
+        assert_problem(answer, 422, name)
+
+
 # --- class 11: text a database cannot store, anywhere in a request -----------------------
 
 BAD_TEXT = ["Li\x00Wei", "Li\ud800Wei"]

@@ -65,9 +65,13 @@ async def read_after(
 
 
 def parse_types(types: str | None) -> list[str]:
-    if not types:
+    """The event types asked for; none asked (no parameter) = every type. A parameter that
+    names no type (``types=`` or ``types=,``) is a malformed filter, not "every type"."""
+    if types is None:
         return []
     chosen = [t.strip() for t in types.split(",") if t.strip()]
+    if not chosen:
+        raise InvalidCommand("types", "name at least one event type, e.g. TicketReceived")
     known = all_payload_classes()
     unknown = [t for t in chosen if t not in known]
     if unknown:
