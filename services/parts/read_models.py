@@ -154,6 +154,7 @@ class ReturnFilters:
     status: str | None = None
     ticket_id: str | None = None
     region: str | None = None
+    technician_id: str | None = None  # a technician's reach: tickets assigned to them
 
 
 def _return_conditions(filters: ReturnFilters) -> list[Any]:
@@ -167,6 +168,11 @@ def _return_conditions(filters: ReturnFilters) -> list[Any]:
         conditions.append(t.ticket_id == filters.ticket_id)
     if filters.region:
         conditions.append(t.region == filters.region)
+    if filters.technician_id:
+        assigned = select(ticket_state.c.ticket_id).where(
+            ticket_state.c.technician_id == filters.technician_id
+        )
+        conditions.append(t.ticket_id.in_(assigned))
     return conditions
 
 

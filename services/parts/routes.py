@@ -45,7 +45,14 @@ from shared.http.app import get_platform
 from shared.http.context import Principal, allow, command_context, require_region
 from shared.http.headers import etag, expected_version, idempotency_key
 from shared.http.idempotency import Command, CommandResponse, idempotent_command
-from shared.http.problems import PROBLEM_RESPONSES, ProblemError
+from shared.http.params import (
+    LocationFilter,
+    NetworkIdFilter,
+    PartNumberFilter,
+    TextFilter,
+    ticket_id_text,
+)
+from shared.http.problems import PROBLEM_RESPONSES, ProblemError, problem_doc
 from shared.kernel.errors import InvalidCommand, NotFound, RuleViolation
 from shared.kernel.ticket import TicketStatus
 
@@ -95,6 +102,11 @@ def clerk_location(principal: Principal, given: str | None) -> str | None:
     if given is not None and given != principal.location:
         raise forbidden(f"a parts clerk of {principal.location} may not act for {given}")
     return principal.location
+
+
+def technician_of(principal: Principal) -> str | None:
+    """A technician reaches only the tickets assigned to them (docs/access-control.md)."""
+    return principal.subject if principal.role == "technician" else None
 
 
 def require_given(value: str | None, field: str) -> str:
@@ -148,7 +160,7 @@ async def put_part(
 
 @router.get("/parts", response_model=list[PartView], tags=["catalogue"], summary="The catalogue")
 async def list_parts(
-    model: str | None = Query(default=None, max_length=200, description="Parts fitting it."),
+    model: TextFilter | None = Query(default=None, description="Parts fitting it."),
     principal: Principal = Depends(allow(*READERS)),
     platform: Platform = Depends(get_platform),
 ) -> list[PartView]:
@@ -301,14 +313,14 @@ async def adjust_stock(
 
 @router.get("/stock", response_model=list[StockView], tags=["stock"], summary="Stock levels")
 async def list_stock(
-    location: str | None = Query(default=None, max_length=24),
-    part_number: str | None = Query(default=None, max_length=32),
+    location: LocationFilter | None = None,
+    part_number: PartNumberFilter | None = None,
     principal: Principal = Depends(allow(*READERS)),
     platform: Platform = Depends(get_platform),
 ) -> list[StockView]:
     filters = StockFilters(
         location_id=location,
-        part_number=part_number.upper() if part_number else None,
+        part_number=part_number,
         region=principal.region,
     )
     async with platform.db.reading() as conn:
@@ -342,6 +354,7 @@ def requisition_response(row: Any, status_code: int = 200) -> CommandResponse:
     status_code=201,
     response_model=RequisitionView,
     tags=["requisitions"],
+    responses={404: problem_doc("Unknown ticket, or outside the caller's reach")},
     summary="Request parts for a ticket: reserve them at the nearest location holding them",
     description="Events RequisitionRaised, RequisitionReserved and StockReserved. The "
     "nearest location is the requesting service point, then its regional center, then "
@@ -533,8 +546,8 @@ async def get_requisition(
 
 @router.get("/requisitions", response_model=list[RequisitionView], tags=["requisitions"])
 async def list_requisitions(
-    ticket_id: str | None = Query(default=None, max_length=200),
-    location: str | None = Query(default=None, max_length=24),
+    ticket_id: UUID | None = None,
+    location: LocationFilter | None = None,
     status: str | None = Query(
         default=None, pattern=r"^(reserved|issued|consumed|returned|cancelled)$"
     ),
@@ -543,10 +556,10 @@ async def list_requisitions(
     platform: Platform = Depends(get_platform),
 ) -> list[RequisitionView]:
     filters = RequisitionFilters(
-        ticket_id=ticket_id,
+        ticket_id=ticket_id_text(ticket_id),
         location_id=location,
         status=status,
-        technician_id=principal.subject if principal.role == "technician" else None,
+        technician_id=technician_of(principal),
         region=principal.region,
     )
     async with platform.db.reading() as conn:
@@ -562,6 +575,7 @@ async def list_requisitions(
     status_code=201,
     response_model=ReturnView,
     tags=["returns"],
+    responses={404: problem_doc("Unknown ticket")},
     summary="An old part came back (event OldPartReturned on the ticket)",
     description="Settles the ticket's expected return of that part (the same old serial "
     "first); `late` when after its due date. Allowed after the ticket was closed. 409 "
@@ -609,14 +623,16 @@ async def record_return(
     summary="Expected old-part returns and their state (earliest due first)",
 )
 async def list_returns(
-    service_point: str | None = Query(default=None, max_length=200),
+    service_point: NetworkIdFilter | None = None,
     status: str | None = Query(default=None, pattern=r"^(expected|overdue|returned)$"),
-    ticket_id: str | None = Query(default=None, max_length=200),
+    ticket_id: UUID | None = None,
     limit: int = Query(default=200, ge=1, le=1000),
     principal: Principal = Depends(allow(*READERS)),
     platform: Platform = Depends(get_platform),
 ) -> list[ReturnView]:
-    filters = ReturnFilters(service_point, status, ticket_id, principal.region)
+    filters = ReturnFilters(
+        service_point, status, ticket_id_text(ticket_id), principal.region, technician_of(principal)
+    )
     async with platform.db.reading() as conn:
         rows = await read_models.list_returns(conn, filters, limit)
     return [ReturnView(**r._mapping) for r in rows]
@@ -629,11 +645,15 @@ async def list_returns(
     summary="Return compliance per service point: expected vs returned, late, overdue",
 )
 async def returns_summary(
-    service_point: str | None = Query(default=None, max_length=200),
+    service_point: NetworkIdFilter | None = None,
     principal: Principal = Depends(allow(*READERS)),
     platform: Platform = Depends(get_platform),
 ) -> ReturnSummaryPage:
-    filters = ReturnFilters(service_point_id=service_point, region=principal.region)
+    filters = ReturnFilters(
+        service_point_id=service_point,
+        region=principal.region,
+        technician_id=technician_of(principal),
+    )
     async with platform.db.reading() as conn:
         rows = await read_models.returns_summary(conn, filters)
     items = [
@@ -660,13 +680,14 @@ FORMULA = "months_of_cover × average_monthly_usage × seasonal_coefficient − 
     "/replenishment",
     response_model=ReplenishmentPlan,
     tags=["replenishment"],
+    responses={404: problem_doc("Unknown location, or outside the caller's region")},
     summary="Suggested orders for a location, with the inputs that produced them",
     description=f"Per part: `{FORMULA}` (rounded up, never below 0). The average covers "
     "the last `usage_months` full calendar months of consumption (StockConsumed) at the "
     "location; the seasonal coefficient is the current calendar month's.",
 )
 async def replenishment(
-    location: str = Query(max_length=24),
+    location: LocationFilter,
     principal: Principal = Depends(allow(*READERS)),
     platform: Platform = Depends(get_platform),
 ) -> ReplenishmentPlan:
