@@ -11,19 +11,24 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
-from services.parts.commands import PartsCommands
-from services.parts.domain import stock_stream
+from services.parts.domain import STOCK_LEVELS, StockLevel, stock_stream
 from services.parts.jobs import check_overdue_returns
 from services.parts.projections import PROJECTIONS
 from services.parts.reactors import RepairReactor
 from services.parts.tables import parts_stock
+from shared.app.executor import Handling, Invocation
 from shared.app.platform import Platform
 from shared.eventstore.db import Database
-from shared.eventstore.ledger import PendingEvent
 from shared.kernel.clock import ManualClock
-from shared.kernel.events.envelope import Actor, CommandContext, EventEnvelope
+from shared.kernel.events.envelope import (
+    SYSTEM_ACTOR,
+    CommandContext,
+    EventEnvelope,
+    EventPayload,
+    PendingEvent,
+)
 from shared.kernel.events.parts import StockConsumed
 from shared.kernel.events.tickets import CostBearer, UsedPart
 from tests.support.clients import service_client
@@ -255,8 +260,9 @@ async def test_repair_without_requisition_uses_the_shelf_and_records_the_rest(
     await run_reactor(platform)
     assert (await stock_of(clerk, "SP-HZ-01", MOTOR))["on_hand"] == 0
     assert (await stock_of(clerk, "SP-HZ-01", BELT))["on_hand"] == 0
-    async with platform.db.reading() as conn:
-        paperwork = await platform.store.read_stream(conn, f"tparts:{ticket_id}")
+    paperwork = await platform.db.read(
+        lambda c: platform.store.read_stream(c, f"tparts:{ticket_id}")
+    )
     assert [(e.event_type, e.payload["part_number"], e.payload["quantity"]) for e in paperwork] == [
         ("PartUsageUnmatched", MOTOR, 1),
         # The catalogue says the motor comes back when the warranty bore the repair.
@@ -278,16 +284,15 @@ async def test_repaired_event_delivered_twice_changes_stock_once(
     reactor = RepairReactor(platform)
     # Through the runner (per-stream version bookkeeping) ...
     for _ in range(2):
-        async with platform.db.transaction() as conn:
-            await platform.runner.apply(conn, reactor, [repaired])
+        await platform.db.write(lambda c: platform.runner.apply(c, reactor, [repaired]))
     # ... and straight into the reactor, as a redelivery under another bookkeeping would.
     for _ in range(2):
-        async with platform.db.transaction() as conn:
-            await reactor.handle(conn, repaired)
+        await platform.db.write(lambda c: reactor.apply(c, [repaired]))
     await run_reactor(platform)
     assert (await stock_of(clerk, "SP-HZ-01", MOTOR))["on_hand"] == 3
-    async with platform.db.reading() as conn:
-        movements = await platform.store.read_stream(conn, stock_stream("SP-HZ-01", MOTOR))
+    movements = await platform.db.read(
+        lambda c: platform.store.read_stream(c, stock_stream("SP-HZ-01", MOTOR))
+    )
     assert [e.event_type for e in movements] == ["StockReceived", "StockConsumed"]
     assert len(await ok(await clerk.get("/returns"))) == 1
 
@@ -337,22 +342,23 @@ async def consume_at(
     platform: Platform, clock: ManualClock, location: str, part: str, day: str, quantity: int
 ) -> None:
     """Record a shelf consumption at the given day (as the repair reactor would)."""
-    commands = PartsCommands(platform)
-    context = CommandContext(actor=Actor(subject="system", role="system"), service="parts")
+    context = CommandContext(actor=SYSTEM_ACTOR, service="parts")
+    handling = Handling(platform.executor("parts"), Invocation(context), platform.settings)
     when = datetime.fromisoformat(day).replace(tzinfo=UTC)
-    async with platform.db.transaction() as conn:
-        level = await commands.load_stock(conn, location, part)
-        payload = StockConsumed(
-            location_id=location,
-            part_number=part,
-            quantity=quantity,
-            from_issued=False,
-            trigger_event_id=f"test-{day}-{quantity}",
-        )
-        await commands.append(
-            conn, stock_stream(location, part), level.version,
-            [PendingEvent(payload, occurred_at=when)], context,
-        )  # fmt: skip
+    payload = StockConsumed(
+        location_id=location,
+        part_number=part,
+        quantity=quantity,
+        from_issued=False,
+        trigger_event_id=f"test-{day}-{quantity}",
+    )
+
+    def decide(_command: None, _level: StockLevel) -> list[EventPayload | PendingEvent]:
+        return [PendingEvent(payload, occurred_at=when)]
+
+    await platform.db.write(
+        lambda c: handling.execute(c, STOCK_LEVELS, stock_stream(location, part), None, decide)
+    )
 
 
 async def test_replenishment_matches_hand_computed_figures(
@@ -416,8 +422,7 @@ async def test_concurrent_requisitions_for_the_last_unit(
     )
     codes = sorted(r.status_code for r in responses)
     assert codes == [201] + [409] * 9, [r.text for r in responses]
-    async with platform.db.reading() as conn:
-        row = (await conn.execute(select(parts_stock))).one()
+    row = await platform.db.read(lambda c: c.execute(select(parts_stock)).one())
     assert (row.on_hand, row.reserved) == (1, 1)
     reserved = await ok(await clerk.get("/requisitions", params={"status": "reserved"}))
     assert len(reserved) == 1
@@ -432,11 +437,9 @@ async def test_stock_table_refuses_negative_stock(db: Database) -> None:
     values = {"location_id": "X", "part_number": "P", "issued": 0, "version": 1,
               "updated_at": datetime(2026, 11, 2, tzinfo=UTC)}  # fmt: skip
     for on_hand, reserved in [(-1, 0), (1, 2)]:
+        statement = insert(parts_stock).values(on_hand=on_hand, reserved=reserved, **values)
         with pytest.raises(IntegrityError):
-            async with db.transaction() as conn:
-                await conn.execute(
-                    insert(parts_stock).values(on_hand=on_hand, reserved=reserved, **values)
-                )
+            await db.write(lambda c, statement=statement: c.execute(statement))
 
 
 async def test_invalid_requests_are_4xx_and_write_nothing(
@@ -474,7 +477,11 @@ async def test_invalid_requests_are_4xx_and_write_nothing(
     assert (await problem(await clerk.post("/requisitions", json=wrong), 409))[
         "rule"
     ] == "part_does_not_fit"
-    await problem(await clerk.post("/requisitions", json={**req, "location_id": "SP-NB-01"}), 403)
+    # Another location does not exist for a parts clerk (the reach rule: 404, not 403).
+    elsewhere = await problem(
+        await clerk.post("/requisitions", json={**req, "location_id": "SP-NB-01"}), 404
+    )
+    assert elsewhere["detail"] == "no location SP-NB-01"
     async with service_client("parts", platform, role="dispatcher", region="east") as dispatcher:
         await problem(await dispatcher.post("/requisitions", json=req), 403)
         await problem(
@@ -488,7 +495,7 @@ async def test_invalid_requests_are_4xx_and_write_nothing(
         await clerk.post(
             "/stock/receipts", json={"location_id": "HQ", "part_number": MOTOR, "quantity": 1}
         ),
-        403,
+        404,
     )
     bad_parent = {"name": "x", "level": "service_point", "parent_id": "SP-HZ-01"}
     assert "parent_id" in fields(
@@ -540,12 +547,14 @@ async def test_idempotency_key_yields_one_requisition(
 
 
 async def dump(db: Database) -> dict[str, list[Any]]:
-    async with db.reading() as conn:
+    def work(conn: Connection) -> dict[str, list[Any]]:
         return {
-            table.name: sorted(tuple(r) for r in (await conn.execute(select(table))).all())
+            table.name: sorted(tuple(r) for r in conn.execute(select(table)).all())
             for projection in PROJECTIONS
             for table in projection.tables
         }
+
+    return await db.read(work)
 
 
 async def test_rebuild_equals_incremental(
@@ -579,8 +588,9 @@ async def test_stock_events_carry_the_location_region(
 ) -> None:
     await build_network(admin)
     await receive(clerk, "SP-HZ-01", MOTOR, 1)
-    async with platform.db.reading() as conn:
-        (event,) = await platform.store.read_stream(conn, stock_stream("SP-HZ-01", MOTOR))
+    (event,) = await platform.db.read(
+        lambda c: platform.store.read_stream(c, stock_stream("SP-HZ-01", MOTOR))
+    )
     assert isinstance(event, EventEnvelope)
     assert event.stream_type == "stock" and event.region == "east"
     assert len(event.stream_id) <= 64
