@@ -620,3 +620,86 @@ async def test_repair_before_the_hand_over_was_recorded_consumes_the_reservation
     back = await ok(await clerk.post(f"/requisitions/{req['requisition_id']}/return", json={}))
     assert back["status"] == "consumed" and back["returned_quantity"] == 1
     assert (await stock_of(admin, "RC-EAST", BELT))["available"] == 1
+
+
+async def test_a_technician_lists_only_the_returns_of_its_own_tickets(
+    platform: Platform, intake: httpx.AsyncClient, admin: httpx.AsyncClient
+) -> None:
+    await build_network(admin)
+    mine = await dispatched_ticket(intake, platform)
+    theirs = await ticket_for(intake, platform, "tech-9", "SN-9")
+    for ticket_id in (mine, theirs):
+        await repair_ticket(platform, ticket_id, [UsedPart(part_number=MOTOR, under_warranty=True)])
+    await run_reactor(platform)
+    assert len(await ok(await admin.get("/returns"))) == 2
+    async with service_client("parts", platform, role="technician", subject="tech-1") as tech:
+        assert [r["ticket_id"] for r in await ok(await tech.get("/returns"))] == [mine]
+        assert await ok(await tech.get("/returns", params={"ticket_id": theirs})) == []
+        (summary,) = (await ok(await tech.get("/returns/summary")))["items"]
+        assert summary["expected"] == 1
+
+
+async def ticket_for(
+    intake: httpx.AsyncClient, platform: Platform, technician: str, serial: str
+) -> str:
+    ticket = await open_ticket(intake, product__serial_number=serial)
+    await dispatch_ticket(
+        platform, ticket["ticket_id"], service_point_id="SP-HZ-01", technician_id=technician
+    )
+    return str(ticket["ticket_id"])
+
+
+async def test_a_parts_clerk_sees_and_acts_for_its_own_location_only(
+    platform: Platform, intake: httpx.AsyncClient, admin: httpx.AsyncClient,
+    clerk: httpx.AsyncClient,
+) -> None:  # fmt: skip
+    await build_network(admin)
+    await receive(clerk, "SP-HZ-01", MOTOR, 2)
+    ticket_id = await dispatched_ticket(intake, platform)
+    body = {"ticket_id": ticket_id, "part_number": MOTOR}
+    rid = (await ok(await clerk.post("/requisitions", json=body), 201))["requisition_id"]
+    async with service_client("parts", platform, location="SP-NB-01") as ningbo:
+        # Another location's requisition and stock do not exist for this clerk.
+        assert (await ningbo.get(f"/requisitions/{rid}")).status_code == 404
+        assert (await ningbo.post(f"/requisitions/{rid}/issue", json={})).status_code == 404
+        assert await ok(await ningbo.get("/requisitions")) == []
+        assert await ok(await ningbo.get("/stock")) == []
+        replenish = await ningbo.get("/replenishment", params={"location": "SP-HZ-01"})
+        assert replenish.status_code == 404
+        assert (
+            await ningbo.get("/replenishment", params={"location": "SP-NB-01"})
+        ).status_code == 200
+    # Without a location a clerk acts for every location (the central parts department).
+    async with service_client("parts", platform) as central:
+        await ok(await central.post(f"/requisitions/{rid}/issue", json={}))
+        await receive(central, "HQ", MOTOR, 1)
+        sources = {s["location_id"] for s in await ok(await central.get("/stock"))}
+        assert sources == {"HQ", "SP-HZ-01"}
+
+
+async def test_location_ids_compare_case_insensitively(
+    platform: Platform, intake: httpx.AsyncClient, admin: httpx.AsyncClient
+) -> None:
+    """Dispatch names the service point `sp-hz-01`, parts registered it as `SP-HZ-01`:
+    one place, kept under its registered spelling."""
+    await build_network(admin)
+    again = await admin.put(
+        "/locations/sp-hz-01", json={"name": "x", "level": "service_point", "parent_id": "rc-east"}
+    )
+    assert again.status_code == 409 and again.json()["rule"] == "location_already_registered"
+    async with service_client("parts", platform, location="sp-hz-01") as clerk:
+        level = await receive(clerk, "Sp-Hz-01", MOTOR, 2)
+        assert level["location_id"] == "SP-HZ-01" and level["on_hand"] == 2
+        ticket_id = await dispatched_ticket(intake, platform, sp="sp-hz-01")
+        # Consumed from the shelf the dispatch named; part numbers compare normalised.
+        used = UsedPart(part_number="motor-wm700", old_serial="OLD-1", under_warranty=True)
+        await repair_ticket(platform, ticket_id, [used])
+        await run_reactor(platform)
+        assert (await stock_of(clerk, "sp-hz-01", MOTOR))["on_hand"] == 1
+        (expected,) = await ok(await clerk.get("/returns", params={"service_point": "sp-HZ-01"}))
+        assert (expected["service_point_id"], expected["part_number"]) == ("SP-HZ-01", MOTOR)
+        back = {"ticket_id": ticket_id, "part_number": "motor-wm700", "location_id": "sp-hz-01"}
+        settled = await ok(await clerk.post("/returns", json=back), 201)
+        assert settled["status"] == "returned" and settled["returned_location_id"] == "SP-HZ-01"
+        plan = await ok(await clerk.get("/replenishment", params={"location": "sp-hz-01"}))
+        assert plan["location_id"] == "SP-HZ-01"
