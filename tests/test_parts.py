@@ -61,10 +61,18 @@ async def build_network(admin: httpx.AsyncClient) -> None:
     need not."""
     for location_id, body in [
         ("HQ", {"name": "Headquarters", "level": "headquarters", "region": "hq"}),
-        ("RC-EAST", {"name": "East center", "level": "regional_center", "parent_id": "HQ", "region": "east"}),
+        (
+            "RC-EAST",
+            {
+                "name": "East center",
+                "level": "regional_center",
+                "parent_id": "HQ",
+                "region": "east",
+            },
+        ),
         ("SP-HZ-01", {"name": "Hangzhou West", "level": "service_point", "parent_id": "RC-EAST"}),
         ("SP-NB-01", {"name": "Ningbo", "level": "service_point", "parent_id": "RC-EAST"}),
-    ]:  # fmt: skip
+    ]:
         await ok(await admin.put(f"/locations/{location_id}", json=body), 201)
     await ok(
         await admin.put(
@@ -109,9 +117,11 @@ async def ticket_events(intake: httpx.AsyncClient, ticket_id: str) -> list[str]:
 
 
 async def test_request_receive_use_and_return_parts_for_a_ticket(
-    platform: Platform, intake: httpx.AsyncClient, admin: httpx.AsyncClient,
+    platform: Platform,
+    intake: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
     clerk: httpx.AsyncClient,
-) -> None:  # fmt: skip
+) -> None:
     await build_network(admin)
     assert (await receive(clerk, "SP-HZ-01", MOTOR, 3))["on_hand"] == 3
     ticket_id = await dispatched_ticket(intake, platform)
@@ -149,27 +159,41 @@ async def test_request_receive_use_and_return_parts_for_a_ticket(
     back = await ok(
         await clerk.post(
             "/returns",
-            json={"ticket_id": ticket_id, "part_number": MOTOR, "old_serial": "M-OLD-1", "grade": "scrap"},
+            json={
+                "ticket_id": ticket_id,
+                "part_number": MOTOR,
+                "old_serial": "M-OLD-1",
+                "grade": "scrap",
+            },
         ),
         201,
-    )  # fmt: skip
+    )
     assert back["status"] == "returned" and back["late"] is False and back["grade"] == "scrap"
     assert back["returned_location_id"] == "SP-HZ-01"
     assert (await ticket_events(intake, ticket_id))[-1] == "OldPartReturned"
     summary = await ok(await clerk.get("/returns/summary"))
     assert summary["items"] == [
-        {"service_point_id": "SP-HZ-01", "expected": 1, "returned": 1, "returned_late": 0,
-         "outstanding": 0, "overdue": 0, "return_rate": 1.0}
-    ]  # fmt: skip
+        {
+            "service_point_id": "SP-HZ-01",
+            "expected": 1,
+            "returned": 1,
+            "returned_late": 0,
+            "outstanding": 0,
+            "overdue": 0,
+            "return_rate": 1.0,
+        }
+    ]
     # Nothing more is expected from this ticket.
     again = await clerk.post("/returns", json={"ticket_id": ticket_id, "part_number": MOTOR})
     assert again.status_code == 409 and again.json()["rule"] == "no_return_expected"
 
 
 async def test_nearest_location_holding_the_part(
-    platform: Platform, intake: httpx.AsyncClient, admin: httpx.AsyncClient,
+    platform: Platform,
+    intake: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
     clerk: httpx.AsyncClient,
-) -> None:  # fmt: skip
+) -> None:
     await build_network(admin)
     await receive(admin, "RC-EAST", MOTOR, 1)
     await receive(admin, "HQ", MOTOR, 2)
@@ -196,17 +220,21 @@ async def test_nearest_location_holding_the_part(
 
 
 async def test_cancel_releases_and_unused_parts_come_back(
-    platform: Platform, intake: httpx.AsyncClient, admin: httpx.AsyncClient,
+    platform: Platform,
+    intake: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
     clerk: httpx.AsyncClient,
-) -> None:  # fmt: skip
+) -> None:
     await build_network(admin)
     await receive(clerk, "SP-HZ-01", MOTOR, 2)
     ticket_id = await dispatched_ticket(intake, platform)
     body = {"ticket_id": ticket_id, "part_number": MOTOR, "quantity": 2}
     req = await ok(await clerk.post("/requisitions", json=body), 201)
     cancelled = await ok(
-        await clerk.post(f"/requisitions/{req['requisition_id']}/cancel", json={"reason": "wrong part"})
-    )  # fmt: skip
+        await clerk.post(
+            f"/requisitions/{req['requisition_id']}/cancel", json={"reason": "wrong part"}
+        )
+    )
     assert cancelled["status"] == "cancelled"
     assert (await stock_of(clerk, "SP-HZ-01", MOTOR))["available"] == 2
     issue_cancelled = await clerk.post(f"/requisitions/{req['requisition_id']}/issue", json={})
@@ -244,9 +272,11 @@ async def test_cancel_releases_and_unused_parts_come_back(
 
 
 async def test_repair_without_requisition_uses_the_shelf_and_records_the_rest(
-    platform: Platform, intake: httpx.AsyncClient, admin: httpx.AsyncClient,
+    platform: Platform,
+    intake: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
     clerk: httpx.AsyncClient,
-) -> None:  # fmt: skip
+) -> None:
     await build_network(admin)
     await receive(clerk, "SP-HZ-01", MOTOR, 1)
     await receive(clerk, "SP-HZ-01", BELT, 1)
@@ -271,9 +301,11 @@ async def test_repair_without_requisition_uses_the_shelf_and_records_the_rest(
 
 
 async def test_repaired_event_delivered_twice_changes_stock_once(
-    platform: Platform, intake: httpx.AsyncClient, admin: httpx.AsyncClient,
+    platform: Platform,
+    intake: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
     clerk: httpx.AsyncClient,
-) -> None:  # fmt: skip
+) -> None:
     await build_network(admin)
     await receive(clerk, "SP-HZ-01", MOTOR, 5)
     ticket_id = await dispatched_ticket(intake, platform)
@@ -298,9 +330,12 @@ async def test_repaired_event_delivered_twice_changes_stock_once(
 
 
 async def test_overdue_returns_are_recorded_exactly_once(
-    platform: Platform, clock: ManualClock, intake: httpx.AsyncClient,
-    admin: httpx.AsyncClient, clerk: httpx.AsyncClient,
-) -> None:  # fmt: skip
+    platform: Platform,
+    clock: ManualClock,
+    intake: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
+    clerk: httpx.AsyncClient,
+) -> None:
     platform.settings.parts.old_part_return_days = 10
     await build_network(admin)
     ticket_id = await dispatched_ticket(intake, platform)
@@ -368,14 +403,21 @@ async def test_replenishment_matches_hand_computed_figures(
     await receive(clerk, "SP-HZ-01", MOTOR, 30)
     await receive(clerk, "SP-HZ-01", BELT, 30)
     # Motor: 4 + 5 + 3 in Aug–Oct (avg 4); the current month and July are outside.
-    for day, quantity in [("2026-07-20", 9), ("2026-08-03", 4), ("2026-09-15", 5),
-                          ("2026-10-31", 3), ("2026-11-01", 7)]:  # fmt: skip
+    for day, quantity in [
+        ("2026-07-20", 9),
+        ("2026-08-03", 4),
+        ("2026-09-15", 5),
+        ("2026-10-31", 3),
+        ("2026-11-01", 7),
+    ]:
         await consume_at(platform, clock, "SP-HZ-01", MOTOR, day, quantity)
     # Belt: 10 in one month (avg 10/3).
     await consume_at(platform, clock, "SP-HZ-01", BELT, "2026-09-02", 10)
     # Stock now: motor 30 − 28 = 2, one reserved → current stock 1; belt 20.
-    await admin.post("/stock/adjustments", json={
-        "location_id": "SP-HZ-01", "part_number": BELT, "delta": -13, "reason": "count"})  # fmt: skip
+    await admin.post(
+        "/stock/adjustments",
+        json={"location_id": "SP-HZ-01", "part_number": BELT, "delta": -13, "reason": "count"},
+    )
     platform.settings.parts.seasonal_coefficients = {11: 1.5}
 
     plan = await ok(await clerk.get("/replenishment", params={"location": "SP-HZ-01"}))
@@ -408,9 +450,11 @@ async def test_replenishment_matches_hand_computed_figures(
 
 @pytest.mark.parametrize("backend", ["postgres"])
 async def test_concurrent_requisitions_for_the_last_unit(
-    platform: Platform, intake: httpx.AsyncClient, admin: httpx.AsyncClient,
+    platform: Platform,
+    intake: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
     clerk: httpx.AsyncClient,
-) -> None:  # fmt: skip
+) -> None:
     await build_network(admin)
     await receive(clerk, "SP-HZ-01", MOTOR, 1)
     ticket_ids = [await dispatched_ticket(intake, platform, serial=f"SN-{i}") for i in range(10)]
@@ -434,8 +478,13 @@ async def test_stock_table_refuses_negative_stock(db: Database) -> None:
     from sqlalchemy import insert
     from sqlalchemy.exc import IntegrityError
 
-    values = {"location_id": "X", "part_number": "P", "issued": 0, "version": 1,
-              "updated_at": datetime(2026, 11, 2, tzinfo=UTC)}  # fmt: skip
+    values = {
+        "location_id": "X",
+        "part_number": "P",
+        "issued": 0,
+        "version": 1,
+        "updated_at": datetime(2026, 11, 2, tzinfo=UTC),
+    }
     for on_hand, reserved in [(-1, 0), (1, 2)]:
         statement = insert(parts_stock).values(on_hand=on_hand, reserved=reserved, **values)
         with pytest.raises(IntegrityError):
@@ -443,9 +492,11 @@ async def test_stock_table_refuses_negative_stock(db: Database) -> None:
 
 
 async def test_invalid_requests_are_4xx_and_write_nothing(
-    platform: Platform, intake: httpx.AsyncClient, admin: httpx.AsyncClient,
+    platform: Platform,
+    intake: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
     clerk: httpx.AsyncClient,
-) -> None:  # fmt: skip
+) -> None:
     await build_network(admin)
     await receive(clerk, "SP-HZ-01", MOTOR, 1)
     ticket_id = await dispatched_ticket(intake, platform)
@@ -531,9 +582,11 @@ async def test_invalid_requests_are_4xx_and_write_nothing(
 
 
 async def test_idempotency_key_yields_one_requisition(
-    platform: Platform, intake: httpx.AsyncClient, admin: httpx.AsyncClient,
+    platform: Platform,
+    intake: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
     clerk: httpx.AsyncClient,
-) -> None:  # fmt: skip
+) -> None:
     await build_network(admin)
     await receive(clerk, "SP-HZ-01", MOTOR, 2)
     ticket_id = await dispatched_ticket(intake, platform)
@@ -558,16 +611,22 @@ async def dump(db: Database) -> dict[str, list[Any]]:
 
 
 async def test_rebuild_equals_incremental(
-    platform: Platform, clock: ManualClock, intake: httpx.AsyncClient,
-    admin: httpx.AsyncClient, clerk: httpx.AsyncClient,
-) -> None:  # fmt: skip
+    platform: Platform,
+    clock: ManualClock,
+    intake: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
+    clerk: httpx.AsyncClient,
+) -> None:
     await build_network(admin)
     await ok(await admin.put(f"/parts/{BELT}", json={"name": "Belt v2", "unit_cost": 10}))
     await receive(clerk, "SP-HZ-01", MOTOR, 3)
     first = await dispatched_ticket(intake, platform)
     second = await dispatched_ticket(intake, platform, serial="SN-2")
     for ticket_id in (first, second):
-        req = await ok(await clerk.post("/requisitions", json={"ticket_id": ticket_id, "part_number": MOTOR}), 201)  # fmt: skip
+        req = await ok(
+            await clerk.post("/requisitions", json={"ticket_id": ticket_id, "part_number": MOTOR}),
+            201,
+        )
         await ok(await clerk.post(f"/requisitions/{req['requisition_id']}/issue", json={}))
         await repair_ticket(platform, ticket_id, [UsedPart(part_number=MOTOR, under_warranty=True)])
     await run_reactor(platform)
@@ -597,9 +656,11 @@ async def test_stock_events_carry_the_location_region(
 
 
 async def test_repair_before_the_hand_over_was_recorded_consumes_the_reservation(
-    platform: Platform, intake: httpx.AsyncClient, admin: httpx.AsyncClient,
+    platform: Platform,
+    intake: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
     clerk: httpx.AsyncClient,
-) -> None:  # fmt: skip
+) -> None:
     await build_network(admin)
     await receive(admin, "RC-EAST", BELT, 2)
     ticket_id = await dispatched_ticket(intake, platform)
@@ -650,9 +711,11 @@ async def ticket_for(
 
 
 async def test_a_parts_clerk_sees_and_acts_for_its_own_location_only(
-    platform: Platform, intake: httpx.AsyncClient, admin: httpx.AsyncClient,
+    platform: Platform,
+    intake: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
     clerk: httpx.AsyncClient,
-) -> None:  # fmt: skip
+) -> None:
     await build_network(admin)
     await receive(clerk, "SP-HZ-01", MOTOR, 2)
     ticket_id = await dispatched_ticket(intake, platform)
