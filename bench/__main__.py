@@ -1,10 +1,27 @@
-"""Backbone benchmarks — figures, not pass/fail.
+"""Ticketline's figures, each beside the physical limit measured in the same run.
 
-    make bench                  # full run (100k events for the replay figure)
-    python -m bench --events 20000
+    make bench                  # full run (about 8 minutes on 2 cores)
+    make bench-quick            # python -m bench --quick: small counts, under 2 minutes
+    python -m bench --json bench.json --sections sqlite,http
 
-Prints appends/s to the ledger on SQLite and PostgreSQL (one stream, many streams), relay
-throughput to the Kafka-protocol test broker, and projection replay rate.
+The machine is shared and noisy, so absolute numbers drift from run to run; the ratio of
+a Ticketline figure to the limit measured beside it (same minute, same disk, same load)
+drifts much less. Sections:
+
+- ``sqlite`` — ledger appends (one stream; 8 writers) beside bare ``sqlite3`` inserts, one
+  row per transaction through one writer thread (bench/limits.py), measured half before
+  and half after; relay to the Kafka-protocol test broker; projection replay beside a
+  raw read + ``orjson.loads`` of the same ``events`` table.
+- ``http`` — ``POST /tickets`` on ``ticketline run`` beside a bare FastAPI endpoint doing
+  one aiosqlite INSERT per request (bench/bare_app.py), both separate processes driven by
+  bench/loadgen.py in alternating rounds (the idle one is stopped with SIGSTOP).
+- ``postgres`` — the same as ``sqlite`` on a throwaway cluster (tests/support/postgres.py:
+  fsync and synchronous_commit off), beside bare asyncpg inserts on that cluster.
+- ``list`` — ``GET /tickets`` p50 per filter at N rows beside 10k rows (bench/list_latency.py).
+
+To plug in a new Ticketline figure, write a coroutine returning a ``bench.measure.Result``
+(``timed()`` or your own latencies) and put it beside its limit with
+``Section.compare(figure, ticketline_result, limit_result, unit=…, metric=…)``.
 """
 
 from __future__ import annotations
@@ -12,15 +29,30 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import os
+import sys
 import tempfile
 import time
+import traceback
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
 
+from bench.limits import (
+    asyncpg_insert_per_transaction,
+    postgres_server_version,
+    raw_read_and_decode,
+    split,
+    sqlite_insert_per_transaction,
+)
+from bench.list_latency import SMALL_ROWS, measure_list_latency
+from bench.loadgen import json_post, run_load
+from bench.measure import Result, combine
+from bench.processes import ServerProcess, start_bare_endpoint, start_ticketline_run
+from bench.report import Report, Section
 from shared.app.config import Settings
 from shared.app.platform import Platform
-from shared.eventstore.ledger import NO_STREAM
+from shared.eventstore.ledger import StreamAppend, StreamHead
 from shared.eventstore.migrations import upgrade
 from shared.eventstore.outbox import KafkaPublisher, OutboxRelay
 from shared.kernel.events.envelope import Actor, CommandContext
@@ -31,130 +63,499 @@ from tests.support.factories import diagnosed, received
 from tests.support.postgres import PostgresCluster
 
 CONTEXT = CommandContext(actor=Actor(subject="bench", role="system"), service="bench")
+SECTIONS = ("sqlite", "http", "postgres", "list")
+PROFILES: dict[str, dict[str, Any]] = {
+    "full": {
+        "appends": 2000,
+        "limit_inserts": 20_000,
+        "events": 100_000,
+        "requests": 3000,
+        "bare_requests": 20_000,
+        "http_seconds": 90.0,
+        "rounds": 3,
+        "list_rows": 1_000_000,
+        "list_repeats": 40,
+    },
+    "quick": {
+        "appends": 300,
+        "limit_inserts": 5000,
+        "events": 5000,
+        "requests": 300,
+        "bare_requests": 3000,
+        "http_seconds": 20.0,
+        "rounds": 2,
+        "list_rows": 100_000,
+        "list_repeats": 15,
+    },
+}
 _numbers = itertools.count(1)
+_started = time.perf_counter()
+
+
+def progress(message: str) -> None:
+    print(f"[{time.perf_counter() - _started:6.1f} s] {message}", file=sys.stderr, flush=True)
 
 
 def new_ticket() -> TicketReceived:
     return received(next(_numbers))
 
 
-def report(label: str, count: int, seconds: float, unit: str = "events") -> None:
-    rate = count / seconds if seconds else float("inf")
-    print(
-        f"  {label:<46} {count:>8} {unit} in {seconds:7.2f} s = {rate:10.0f} {unit}/s", flush=True
-    )
+# --- Ticketline's figures: each returns a Result (with per-transaction latencies where
+# --- there are transactions), so the report can set it beside its limit.
 
 
-async def timed(fn: Callable[[], Awaitable[int]]) -> tuple[int, float]:
-    started = time.perf_counter()
-    count = await fn()
-    return count, time.perf_counter() - started
-
-
-async def append_single_stream(platform: Platform, count: int) -> int:
+async def ticketline_append_one_stream(platform: Platform, count: int) -> Result:
+    """``count`` events on one stream, one event per transaction."""
     stream = str(uuid.uuid4())
-    async with platform.db.transaction() as conn:
-        await platform.store.append_to_stream(conn, stream, NO_STREAM, [new_ticket()], CONTEXT)
-    for version in range(1, count):
-        async with platform.db.transaction() as conn:
-            await platform.store.append_to_stream(conn, stream, version, [diagnosed()], CONTEXT)
-    return count
+    latencies: list[float] = []
+    head = StreamHead()
+    started = time.perf_counter()
+    for version in range(count):
+        t0 = time.perf_counter()
+        event = new_ticket() if version == 0 else diagnosed()
+        # As a command does: the head it loaded is the expected one (no re-read).
+        append = StreamAppend(stream, [event], head)
+        (written,) = await platform.db.write(
+            lambda c, a=append: platform.store.append(c, [a], CONTEXT)
+        )
+        head = StreamHead(written.stream_version, written.hash)
+        latencies.append(time.perf_counter() - t0)
+    return Result(count, time.perf_counter() - started, latencies)
 
 
-async def append_many_streams(platform: Platform, count: int, writers: int = 8) -> int:
+async def ticketline_append_many_streams(
+    platform: Platform, count: int, writers: int = 8
+) -> Result:
     """``writers`` concurrent tasks, each opening new tickets: one event per transaction."""
+    latencies: list[float] = []
 
     async def writer(n: int) -> None:
         for _ in range(n):
-            async with platform.db.transaction() as conn:
-                await platform.store.append_to_stream(
-                    conn, str(uuid.uuid4()), NO_STREAM, [new_ticket()], CONTEXT, region="east"
-                )
+            t0 = time.perf_counter()
+            append = StreamAppend(str(uuid.uuid4()), [new_ticket()], StreamHead(), "east")
+            await platform.db.write(lambda c, a=append: platform.store.append(c, [a], CONTEXT))
+            latencies.append(time.perf_counter() - t0)
 
     per = count // writers
+    started = time.perf_counter()
     await asyncio.gather(*(writer(per) for _ in range(writers)))
-    return per * writers
+    return Result(per * writers, time.perf_counter() - started, latencies)
+
+
+async def ticketline_relay(platform: Platform, broker: TestBroker) -> Result:
+    """Drain the outbox to the Kafka-protocol test broker (acks=all), batches of 1000."""
+    relay = OutboxRelay(
+        platform.db,
+        KafkaPublisher(broker.bootstrap_servers, enable_idempotence=False),
+        batch_size=1000,
+    )
+    try:
+        started = time.perf_counter()
+        total = 0
+        while n := await relay.publish_once():
+            total += n
+        return Result(total, time.perf_counter() - started)
+    finally:
+        await relay.publisher.close()
 
 
 async def seed_bulk(platform: Platform, count: int, per_stream: int = 10) -> None:
     """Fast seeding for the replay figure: ten events a ticket, one transaction a ticket."""
-    for _ in range(count // per_stream):
-        async with platform.db.transaction() as conn:
-            await platform.store.append_to_stream(
-                conn,
+    tickets = count // per_stream
+    for start in range(0, tickets, 50):  # 50 tickets a transaction: seeding, not a figure
+        appends = [
+            StreamAppend(
                 str(uuid.uuid4()),
-                NO_STREAM,
                 [new_ticket()] + [diagnosed()] * (per_stream - 1),
-                CONTEXT,
-                region="east",
+                StreamHead(),
+                "east",
             )
+            for _ in range(min(50, tickets - start))
+        ]
+        await platform.db.write(lambda c, a=appends: platform.store.append(c, a, CONTEXT))
 
 
-async def bench_backend(
-    name: str, url: str, appends: int, replay_events: int, broker: TestBroker | None
+async def ticketline_replay(platform: Platform) -> Result:
+    """Rebuild ``ticket_state`` from the first event of the ledger."""
+    started = time.perf_counter()
+    applied = (await platform.runner.rebuild(TicketStateProjection())).applied
+    return Result(applied, time.perf_counter() - started)
+
+
+async def ticketline_post_tickets(
+    server: ServerProcess, *, requests: int, seconds: float, concurrency: int, warmup: bool
+) -> Result:
+    """``POST /tickets`` on ``ticketline run`` (README's body, unique Idempotency-Key)."""
+    make = json_post(
+        "/tickets", server.host, server.port, headers={"Authorization": f"Bearer {server.token}"}
+    )
+    return await run_load(
+        server.host,
+        server.port,
+        make,
+        requests=requests,
+        seconds=seconds,
+        concurrency=concurrency,
+        warmup_requests=None if warmup else 0,
+        server_cpu=server.cpu_seconds,
+    )
+
+
+async def bare_post_tickets(
+    server: ServerProcess,
+    token: str,
+    *,
+    requests: int,
+    seconds: float,
+    concurrency: int,
+    warmup: bool,
+) -> Result:
+    """The same requests (same headers, same bodies) on the bare endpoint."""
+    make = json_post(
+        "/tickets", server.host, server.port, headers={"Authorization": f"Bearer {token}"}
+    )
+    return await run_load(
+        server.host,
+        server.port,
+        make,
+        requests=requests,
+        seconds=seconds,
+        concurrency=concurrency,
+        warmup_requests=None if warmup else 0,
+        server_cpu=server.cpu_seconds,
+    )
+
+
+# --- Sections
+
+
+async def around(
+    limit: Callable[[int], Awaitable[Result]],
+    total: int,
+    figure: Callable[[], Awaitable[Result]],
+) -> tuple[Result, Result]:
+    """The limit in two halves, before and after the Ticketline figure: (figure, limit)."""
+    first, second = split(total)
+    before = await limit(first)
+    result = await figure()
+    after = await limit(second)
+    return result, combine([before, after])
+
+
+async def bench_ledger(
+    name: str,
+    section: Section,
+    platform: Platform,
+    url: str,
+    args: argparse.Namespace,
+    broker: TestBroker | None,
+    one_limit: Callable[[int], Awaitable[Result]],
+    many_limit: Callable[[int], Awaitable[Result]],
+    limit_note: str,
 ) -> None:
+    progress(f"{name}: append, one stream")
+    tl, limit = await around(
+        one_limit, args.limit_inserts, lambda: ticketline_append_one_stream(platform, args.appends)
+    )
+    section.compare(
+        "append, one stream (1 event/transaction)",
+        tl,
+        limit,
+        unit="events/s",
+        note=f"limit: {limit_note}, one caller",
+    )
+    section.compare("  latency per transaction", tl, limit, metric="p50")
+    section.compare("  latency per transaction", tl, limit, metric="p99")
+
+    progress(f"{name}: append, 8 writers")
+    tl, limit = await around(
+        many_limit,
+        args.limit_inserts,
+        lambda: ticketline_append_many_streams(platform, args.appends),
+    )
+    section.compare(
+        "append, many streams (8 writers)",
+        tl,
+        limit,
+        unit="events/s",
+        note=f"limit: {limit_note}, 8 concurrent callers",
+    )
+    section.compare("  latency per transaction", tl, limit, metric="p99")
+
+    if broker is not None:
+        progress(f"{name}: relay")
+        relay = await ticketline_relay(platform, broker)
+        section.compare(
+            "relay outbox → broker (acks=all)",
+            relay,
+            None,
+            unit="events/s",
+            note="no limit measured (Kafka-protocol test broker)",
+        )
+
+    progress(f"{name}: seeding {args.events} events for the replay")
+    await seed_bulk(platform, args.events)
+    progress(f"{name}: replay")
+    raw_before = await raw_read_and_decode(url)
+    replay = await ticketline_replay(platform)
+    raw_after = await raw_read_and_decode(url)
+    section.compare(
+        "projection replay (ticket_state, from ledger)",
+        replay,
+        combine([raw_before, raw_after]),
+        unit="events/s",
+        note=f"limit: raw read of the same events table, pages of 5,000, orjson.loads "
+        f"each payload ({raw_before.count:,} events, read before and after)",
+    )
+
+
+async def bench_sqlite(report: Report, tmp: Path, args: argparse.Namespace, broker: Any) -> None:
+    section = report.section("SQLite (embedded; WAL, synchronous=NORMAL)")
+    directory = tmp / "sqlite"
+    directory.mkdir()
+    url = f"sqlite+aiosqlite:///{directory}/bench.db"
+    limit_db = directory / "limit.db"
     upgrade(url)
     platform = Platform.from_settings(Settings(database_url=url))
-    print(f"{name}:", flush=True)
     try:
-        report(
-            "append, one stream (1 event/transaction)",
-            *await timed(lambda: append_single_stream(platform, appends)),
+        await bench_ledger(
+            "SQLite",
+            section,
+            platform,
+            url,
+            args,
+            broker,
+            lambda n: sqlite_insert_per_transaction(limit_db, n),
+            lambda n: sqlite_insert_per_transaction(limit_db, n, concurrency=8),
+            "sqlite3 INSERT per BEGIN IMMEDIATE…COMMIT via one writer thread",
         )
-        report(
-            "append, many streams (8 writers)",
-            *await timed(lambda: append_many_streams(platform, appends)),
-        )
-        if broker is not None:
-            relay = OutboxRelay(
-                platform.db,
-                KafkaPublisher(broker.bootstrap_servers, enable_idempotence=False),
-                batch_size=1000,
-            )
-
-            async def drain() -> int:
-                total = 0
-                while n := await relay.publish_once():
-                    total += n
-                return total
-
-            report("relay outbox → broker (acks=all)", *await timed(drain))
-            await relay.publisher.close()
-        await seed_bulk(platform, replay_events)
-        projection = TicketStateProjection()
-
-        async def replay() -> int:
-            return (await platform.runner.rebuild(projection)).applied
-
-        report("projection replay (ticket_state, from ledger)", *await timed(replay))
     finally:
         await platform.close()
+    progress("SQLite: more limits (direct, synchronous=FULL)")
+    for synchronous, hop in (("NORMAL", False), ("FULL", True), ("FULL", False)):
+        limit = await sqlite_insert_per_transaction(
+            limit_db, args.limit_inserts, synchronous=synchronous, via_thread_hop=hop
+        )
+        way = "one thread hop each" if hop else "direct, no hop"
+        section.limit_only(
+            f"limit: insert/transaction, {synchronous}, {way}", limit, unit="events/s"
+        )
 
 
-async def main(args: argparse.Namespace) -> None:
-    print(f"cores: {os.cpu_count()}  (appends={args.appends}, replay≈{args.events} events)")
-    broker = TestBroker()
-    broker.start()
+async def bench_postgres(report: Report, args: argparse.Namespace, broker: Any) -> None:
+    section = report.section("PostgreSQL (throwaway cluster: fsync=off, synchronous_commit=off)")
+    progress("PostgreSQL: starting a cluster")
+    cluster = PostgresCluster()
+    cluster.start()
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            await bench_backend(
-                "SQLite", f"sqlite+aiosqlite:///{tmp}/bench.db", args.appends, args.events, broker
-            )
-        cluster = PostgresCluster()
-        cluster.start()
+        cluster.psql("CREATE DATABASE bench")
+        url = cluster.url("bench")
+        report.machine.postgresql = await postgres_server_version(url)
+        upgrade(url)
+        platform = Platform.from_settings(Settings(database_url=url))
         try:
-            cluster.psql("CREATE DATABASE bench")
-            await bench_backend(
-                "PostgreSQL", cluster.url("bench"), args.appends, args.events, broker
+            await bench_ledger(
+                "PostgreSQL",
+                section,
+                platform,
+                url,
+                args,
+                broker,
+                lambda n: asyncpg_insert_per_transaction(url, n),
+                lambda n: asyncpg_insert_per_transaction(url, n, concurrency=8),
+                "asyncpg prepared INSERT per conn.transaction()",
             )
         finally:
-            cluster.stop()
+            await platform.close()
     finally:
-        broker.stop()
+        cluster.stop()
+
+
+async def bench_http(report: Report, tmp: Path, args: argparse.Namespace) -> None:
+    section = report.section(
+        f"HTTP POST /tickets: ticketline run vs bare endpoint ({args.concurrency} keep-alive "
+        "callers; SQLite; intake rate limit lifted)",
+        reference_header="bare endpoint",
+    )
+    directory = tmp / "http"
+    directory.mkdir()
+    progress("HTTP: starting ticketline run and the bare endpoint")
+    with (
+        start_ticketline_run(directory / "ticketline") as tl,
+        start_bare_endpoint(directory / "bare.db") as bare,
+    ):
+        assert tl.token is not None
+        rounds = max(1, args.rounds)
+        per_requests = {
+            "ticketline": split(args.requests, rounds),
+            "bare": split(args.bare_requests, rounds),
+        }
+        results: dict[str, list[Result]] = {"ticketline": [], "bare": []}
+        for r in range(rounds):
+            order = ("bare", "ticketline") if r % 2 == 0 else ("ticketline", "bare")
+            for name in order:
+                running, idle = (tl, bare) if name == "ticketline" else (bare, tl)
+                idle.pause()
+                running.resume()
+                progress(f"HTTP: round {r + 1}/{rounds}, {name}")
+                kwargs: dict[str, Any] = {
+                    "requests": per_requests[name][r],
+                    "seconds": args.http_seconds / rounds,
+                    "concurrency": args.concurrency,
+                    "warmup": r == 0,
+                }
+                if name == "ticketline":
+                    results[name].append(await ticketline_post_tickets(tl, **kwargs))
+                else:
+                    results[name].append(await bare_post_tickets(bare, tl.token, **kwargs))
+        tl.resume()
+        bare.resume()
+    ticketline, limit = combine(results["ticketline"]), combine(results["bare"])
+
+    def errors(result: Result) -> str:
+        statuses = result.detail.get("statuses", {})
+        return f"{result.errors} errors, statuses {statuses}"
+
+    section.compare(
+        "POST /tickets throughput",
+        ticketline,
+        limit,
+        unit="req/s",
+        note=f"ticketline: {errors(ticketline)}; bare: {errors(limit)}",
+    )
+    section.compare("  latency", ticketline, limit, metric="p50")
+    section.compare("  latency", ticketline, limit, metric="p95")
+    section.compare("  latency", ticketline, limit, metric="p99")
+
+    def cpu_ms(result: Result, key: str) -> float | None:
+        cpu = result.detail.get(key)
+        return cpu / result.count * 1000 if cpu is not None and result.count else None
+
+    section.add(
+        "  server CPU per request",
+        cpu_ms(ticketline, "server_cpu_seconds"),
+        cpu_ms(limit, "server_cpu_seconds"),
+        unit="ms",
+        note="user+system CPU of the server process during the measured rounds",
+    )
+    section.add(
+        "  client CPU per request",
+        cpu_ms(ticketline, "client_cpu_seconds"),
+        cpu_ms(limit, "client_cpu_seconds"),
+        unit="ms",
+        note="the load generator's own CPU (it shares the cores)",
+    )
+
+
+async def bench_list(report: Report, tmp: Path, args: argparse.Namespace) -> None:
+    progress(f"list latency: seeding {SMALL_ROWS:,} and {args.list_rows:,} tickets")
+    result = await measure_list_latency(tmp / "list", args.list_rows, repeats=args.list_repeats)
+    section = report.section(
+        f"GET /tickets p50 by table size (in process, ASGI; ticket_state seeded in "
+        f"{result.seed_seconds:.0f} s)",
+        value_header=f"@ {result.large_rows:,}",
+        reference_header=f"@ {result.small_rows:,}",
+    )
+    for label, large in result.large.items():
+        small = result.small[label]
+        rows_small, rows_large = result.page_sizes[label]
+        failures = small.errors + large.errors
+        note = f"rows returned {rows_small}/{rows_large}"
+        if failures:
+            note += f"; {failures} non-200"
+        section.compare(
+            f"?{label}" if label[0] != "(" else label, large, small, metric="p50", note=note
+        )
+
+
+async def run_section(report: Report, name: str, fn: Callable[[], Awaitable[None]]) -> None:
+    try:
+        await fn()
+    except Exception as exc:
+        traceback.print_exc()
+        report.section(name).failed(name, f"{type(exc).__name__}: {exc}")
+
+
+async def main(args: argparse.Namespace) -> Report:
+    report = Report(
+        settings={
+            "profile": "quick" if args.quick else "full",
+            **{k: getattr(args, k) for k in PROFILES["full"]},
+            "concurrency": args.concurrency,
+            "sections": ",".join(args.sections),
+        }
+    )
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="ticketline-bench-") as name:
+        tmp = Path(name)
+        broker = None
+        if "sqlite" in args.sections or "postgres" in args.sections:
+            progress("starting the Kafka-protocol test broker")
+            broker = TestBroker()
+            broker.start()
+        try:
+            if "sqlite" in args.sections:
+                await run_section(report, "SQLite", lambda: bench_sqlite(report, tmp, args, broker))
+            if "http" in args.sections:
+                await run_section(report, "HTTP", lambda: bench_http(report, tmp, args))
+            if "postgres" in args.sections:
+                await run_section(
+                    report, "PostgreSQL", lambda: bench_postgres(report, args, broker)
+                )
+            if "list" in args.sections:
+                await run_section(report, "GET /tickets", lambda: bench_list(report, tmp, args))
+        finally:
+            if broker is not None:
+                broker.stop()
+    report.machine.finish(time.perf_counter() - started)
+    return report
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small counts: under 2 minutes")
+    parser.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    parser.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f"comma-separated, from {','.join(SECTIONS)} (default: all)",
+    )
+    parser.add_argument("--concurrency", type=int, default=8, help="HTTP callers")
+    helps = {
+        "appends": "Ticketline appends per append figure",
+        "limit_inserts": "limit transactions per limit figure (half before, half after)",
+        "events": "events seeded for the replay figure",
+        "requests": "POST /tickets requests to ticketline run (split over the rounds)",
+        "bare_requests": "requests to the bare endpoint (split over the rounds)",
+        "http_seconds": "time bound per server for the HTTP figure (split over the rounds)",
+        "rounds": "alternating HTTP rounds",
+        "list_rows": "tickets in the large ticket_state",
+        "list_repeats": "requests per filter and size",
+    }
+    for key, text in helps.items():
+        kind = type(PROFILES["full"][key])
+        parser.add_argument(
+            f"--{key.replace('_', '-')}",
+            type=kind,
+            default=None,
+            help=f"{text} (full {PROFILES['full'][key]}, quick {PROFILES['quick'][key]})",
+        )
+    args = parser.parse_args(argv)
+    profile = PROFILES["quick" if args.quick else "full"]
+    for key, value in profile.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = set(args.sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
+    return args
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("--appends", type=int, default=2000)
-    parser.add_argument("--events", type=int, default=100_000)
-    asyncio.run(main(parser.parse_args()))
+    arguments = parse_args()
+    result = asyncio.run(main(arguments))
+    print(result.render(), flush=True)
+    if arguments.json:
+        result.write_json(arguments.json)
+        print(f"JSON: {arguments.json}")

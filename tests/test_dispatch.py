@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from shared.app.commands import execute_ticket_command
+from services.dispatch.projections import TICKET_FLAGS
 from shared.app.platform import Platform
-from shared.kernel.events.envelope import Actor, CommandContext
+from shared.kernel.events.envelope import EventEnvelope, EventPayload
 from shared.kernel.events.tickets import TicketClosed, TicketReopened
 from tests.support.clients import service_client
 from tests.support.dispatch_network import (
@@ -19,6 +19,7 @@ from tests.support.dispatch_network import (
     open_ticket,
     problem_rule,
 )
+from tests.support.lifecycle import append_ticket_events
 
 
 @pytest.fixture
@@ -38,13 +39,15 @@ async def dispatch_ok(client: httpx.AsyncClient, ticket_id: str, **body: object)
     return response.json()
 
 
-async def record(platform: Platform, ticket_id: str, payload: object) -> None:
+async def record(platform: Platform, ticket_id: str, payload: EventPayload) -> None:
     """An event another service records (feedback's reopen and close)."""
-    context = CommandContext(
-        actor=Actor(subject="cr-1", role="customer_relations"), service="feedback"
+    await append_ticket_events(
+        platform, ticket_id, [payload], role="customer_relations", service="feedback"
     )
-    async with platform.db.transaction() as conn:
-        await execute_ticket_command(platform, conn, ticket_id, context, lambda s: [payload])
+
+
+async def stream(platform: Platform, stream_id: str) -> list[EventEnvelope]:
+    return await platform.db.read(lambda c: platform.store.read_stream(c, stream_id))
 
 
 # --- the network -------------------------------------------------------------------------
@@ -138,14 +141,13 @@ async def test_network_is_managed_by_admin_and_read_by_region(
     ).status_code == 200
 
     # Network history is on its own streams.
-    async with platform.db.reading() as conn:
-        stream = await platform.store.read_stream(conn, "t-c")
-    assert [(e.stream_type, e.event_type) for e in stream] == [
+    member = await stream(platform, "t-c")
+    assert [(e.stream_type, e.event_type) for e in member] == [
         ("technician", "TechnicianRegistered"),
         ("technician", "TechnicianDeactivated"),
         ("technician", "TechnicianReactivated"),
     ]
-    assert stream[1].actor.role == "admin"
+    assert member[1].actor.role == "admin"
 
 
 # --- assignment --------------------------------------------------------------------------
@@ -375,9 +377,7 @@ async def test_lifecycle_order_is_enforced(
         response = await tech_a.post(f"/tickets/{ticket}/repair", json=repair)
         assert response.status_code == 409 and problem_rule(response) == "already_repaired"
 
-    async with platform.db.reading() as conn:
-        events = await platform.store.read_stream(conn, ticket)
-    repaired = events[-1]
+    repaired = (await stream(platform, ticket))[-1]
     assert repaired.event_type == "TicketRepaired" and repaired.actor.subject == "t-a"
     assert repaired.payload["technician_id"] == "t-a"
     assert repaired.payload["cost_borne_by"] == "warranty"  # in warranty by default
@@ -403,8 +403,7 @@ async def test_remote_guidance_is_repaired_without_a_visit(
         json={"outcome": "fixed", "notes": "reset the control board by phone"},
     )
     assert response.status_code == 200, response.text
-    async with platform.db.reading() as conn:
-        last = (await platform.store.read_stream(conn, ticket))[-1]
+    last = (await stream(platform, ticket))[-1]
     assert last.payload["technician_id"] is None and last.payload["cost_borne_by"] == "warranty"
 
 
@@ -437,8 +436,6 @@ async def test_work_list_is_ordered_by_deadline_and_flags_reopened(
         await tech_a.post(f"/tickets/{simple}/visit", json={"findings": "loose belt"})
         await tech_a.post(f"/tickets/{simple}/repair", json={"outcome": "fixed"})
         await record(platform, simple, TicketReopened(reason="still noisy", source="follow_up"))
-        from services.dispatch.projections import TICKET_FLAGS
-
         await platform.runner.catch_up(TICKET_FLAGS)
         items = (await tech_a.get("/technicians/t-a/assignments")).json()["items"]
     first = items[0]
@@ -474,8 +471,7 @@ async def test_idempotent_retry_and_stale_if_match(
         f"/tickets/{ticket}/dispatch", json={"technician_id": "t-b"}, headers=key
     )
     assert other.status_code == 422
-    async with platform.db.reading() as conn:
-        types = [e.event_type for e in await platform.store.read_stream(conn, ticket)]
+    types = [e.event_type for e in await stream(platform, ticket)]
     assert types.count("TicketDispatched") == 1
     response = await dispatch.post("/service-points", json=POINTS[0])
     assert response.status_code == 403  # dispatchers do not manage the network
@@ -506,3 +502,35 @@ async def test_roles(platform: Platform, intake: httpx.AsyncClient) -> None:
         assert (await tech_a.get("/technicians/t-b")).status_code == 404
         response = await auditor.get("/tickets/00000000-0000-0000-0000-000000000000/dispatches")
         assert response.status_code == 404
+
+
+@pytest.mark.usefixtures("network")
+async def test_work_lists_mask_the_street_address_for_roles_that_see_it_masked(
+    platform: Platform, intake: httpx.AsyncClient, dispatch: httpx.AsyncClient
+) -> None:
+    """docs/personal-data.md: dispatcher, technician and admin see the street address in
+    full; regional center and auditor see it masked — in the work lists too."""
+    assigned = await open_ticket(intake)
+    await dispatch_ok(dispatch, assigned, technician_id="t-a")
+    await open_ticket(intake, product__serial_number="S2")  # waits in the queue
+    full, masked = "1 Garden Road", "***"
+    async with (
+        service_client("dispatch", platform, role="admin") as admin,
+        service_client("dispatch", platform, role="technician", subject="t-a") as tech_a,
+        service_client("dispatch", platform, role="auditor") as auditor,
+        service_client("dispatch", platform, role="regional_center", region="east") as rc,
+    ):
+        for client, expected in ((dispatch, full), (admin, full), (auditor, masked), (rc, masked)):
+            queue = (await client.get("/dispatch-queue")).json()["items"]
+            assert [q["address_line"] for q in queue] == [expected]
+        for client, expected in (
+            (dispatch, full),
+            (admin, full),
+            (tech_a, full),
+            (auditor, masked),
+            (rc, masked),
+        ):
+            items = (await client.get("/technicians/t-a/assignments")).json()["items"]
+            assert [(i["ticket_id"], i["address_line"]) for i in items] == [(assigned, expected)]
+    # What is masked is the view: the ticket's city and region still route the work.
+    assert items[0]["region"] == "east"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
 from services.dispatch.jobs import check_sla, run_job
 from services.dispatch.projections import NETWORK, TICKET_FLAGS
@@ -22,7 +22,7 @@ from shared.eventstore.outbox import KafkaPublisher, OutboxRelay
 from shared.kernel.clock import ManualClock
 from tests.support.broker import TestBroker
 from tests.support.clients import service_client
-from tests.support.dispatch_network import build_network, open_ticket
+from tests.support.dispatch_network import POINTS, build_network, open_ticket
 from tests.support.kafka import consume_all
 
 
@@ -33,17 +33,13 @@ async def admin(platform: Platform) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def stream_types(platform: Platform, ticket_id: str) -> list[str]:
-    async with platform.db.reading() as conn:
-        return [e.event_type for e in await platform.store.read_stream(conn, ticket_id)]
+    events = await platform.db.read(lambda c: platform.store.read_stream(c, ticket_id))
+    return [e.event_type for e in events]
 
 
 async def events_of(platform: Platform, ticket_id: str, event_type: str) -> list[dict]:
-    async with platform.db.reading() as conn:
-        return [
-            e.payload
-            for e in await platform.store.read_stream(conn, ticket_id)
-            if e.event_type == event_type
-        ]
+    events = await platform.db.read(lambda c: platform.store.read_stream(c, ticket_id))
+    return [e.payload for e in events if e.event_type == event_type]
 
 
 def second_platform(database_url: str, clock: ManualClock, tmp_path: Path) -> Platform:
@@ -104,8 +100,8 @@ async def test_sla_breach_is_recorded_once_across_restart_and_race(
         "resolution"
     ]
     assert (await stream_types(platform, normal)).count("TicketEscalated") == 1
-    async with platform.db.reading() as conn:
-        flags = (await conn.execute(select(ticket_flags).order_by(ticket_flags.c.ticket_id))).all()
+    query = select(ticket_flags).order_by(ticket_flags.c.ticket_id)
+    flags = await platform.db.read(lambda c: c.execute(query).all())
     assert {(f.ticket_id, f.escalation_cause) for f in flags} == {
         (urgent, "sla_breach"),
         (normal, "sla_breach"),
@@ -206,18 +202,27 @@ async def test_projections_rebuild_equals_incremental(
 ) -> None:
     await build_network(admin)
     await admin.post("/technicians/t-c/deactivation", json={"reason": "left"})
+    narrower = {**POINTS[4], "postcodes": ["3100", "3101"], "reason": "took over 3101"}
+    del narrower["id"]
+    response = await admin.put("/service-points/sp-east-2", json=narrower)
+    assert response.status_code == 200, response.text
+    retrained = {"name": "A", "service_point_id": "sp-east-2", "skills": ["dryers"]}
+    response = await admin.put("/technicians/t-a", json=retrained)
+    assert response.status_code == 200, response.text
     ticket = await open_ticket(intake, path=None, urgency="critical")
     clock.advance(hours=1)
     await check_sla(platform)
     for projection in (NETWORK, TICKET_FLAGS):
         await platform.runner.catch_up(projection)
 
+    def rows(conn: Connection) -> list:
+        return [
+            list(conn.execute(select(t).order_by(t.primary_key.columns[0])).all())
+            for t in (service_points, technicians, ticket_flags)
+        ]
+
     async def dump() -> list:
-        async with platform.db.reading() as conn:
-            return [
-                list((await conn.execute(select(t).order_by(t.primary_key.columns[0]))).all())
-                for t in (service_points, technicians, ticket_flags)
-            ]
+        return await platform.db.read(rows)
 
     incremental = await dump()
     for projection in (NETWORK, TICKET_FLAGS):
@@ -225,6 +230,11 @@ async def test_projections_rebuild_equals_incremental(
     assert await dump() == incremental
     assert len(incremental[0]) == 6 and len(incremental[1]) == 4
     assert incremental[2][0].ticket_id == ticket
+    point = next(r for r in incremental[0] if r.id == "sp-east-2")
+    assert (point.postcodes, point.version) == (["3100", "3101"], 2)
+    by_id = {r.id: r for r in incremental[1]}
+    assert (by_id["t-a"].skills, by_id["t-a"].service_point_id) == (["dryers"], "sp-east-2")
+    assert (by_id["t-c"].active, by_id["t-c"].version) == (False, 2)
 
 
 @pytest.mark.kafka

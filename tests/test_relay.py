@@ -56,7 +56,7 @@ async def drain(relay: OutboxRelay) -> int:
 
 
 async def unpublished(db: Database) -> int:
-    query = select(func.count()).where(outbox.c.published_at.is_(None))
+    query = select(func.count()).select_from(outbox)
     return int(await db.read(lambda c: c.execute(query).scalar_one()))
 
 
@@ -100,7 +100,7 @@ async def test_relay_killed_between_publish_and_mark_loses_nothing(
     ids = await write_tickets(db, store, 4)
 
     class CrashingRelay(OutboxRelay):
-        async def mark_published(self, outbox_ids):  # type: ignore[no-untyped-def]
+        async def mark_published(self, positions):  # type: ignore[no-untyped-def]
             raise KeyboardInterrupt("killed after the broker acknowledged")
 
     crashing = CrashingRelay(

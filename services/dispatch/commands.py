@@ -1,310 +1,172 @@
-"""Dispatch command handlers: load → decide (pure) → append, one transaction each."""
+"""Dispatch's command handlers: gather the facts a decision needs (the network as the read
+models hold it, the time, the settings' figures), then run it through the service's
+executor — inside the caller's unit of work (one transaction)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection
 
 from services.dispatch import domain, read_models
-from services.dispatch.projections import NETWORK, TICKET_FLAGS
-from shared.app.commands import TicketCommandResult, execute_ticket_command, load_ticket
+from shared.app.executor import Handling, Invocation, Outcome
 from shared.app.platform import Platform
-from shared.eventstore.ledger import ConcurrencyError
-from shared.kernel.errors import InvalidCommand, RuleViolation
-from shared.kernel.events.envelope import CommandContext, EventEnvelope, EventPayload
+from shared.kernel.events.envelope import SYSTEM_ACTOR, CommandContext, EventEnvelope
 from shared.kernel.events.network import ServicePointDescription, TechnicianDescription
-from shared.kernel.ticket import TicketState
+from shared.kernel.events.registry import payload_dict
+from shared.kernel.ticket import TICKETS, TicketState
+
+SERVICE = "dispatch"
+Member = Outcome[domain.NetworkMember]
+
+
+def system_handling(platform: Platform, cause: EventEnvelope | None = None) -> Handling:
+    """How the service's own work (reactor, SLA clock) runs commands: as the system,
+    caused by ``cause`` (in its correlation) when an event caused it."""
+    context = CommandContext(actor=SYSTEM_ACTOR, service=SERVICE)
+    if cause is not None:
+        context = CommandContext(
+            actor=SYSTEM_ACTOR,
+            service=SERVICE,
+            correlation_id=cause.correlation_id,
+            causation_id=cause.event_id,
+        )
+    return Handling(platform.executor(SERVICE), Invocation(context), platform.settings)
+
+
+# -- the network -------------------------------------------------------------------------
+
+
+def register_service_point(
+    conn: Connection, h: Handling, point_id: str, description: ServicePointDescription
+) -> Member:
+    parent = read_models.get_service_point(conn, description.parent_id)
+    command = domain.RegisterServicePoint(description, parent)
+    return h.execute(
+        conn, domain.SERVICE_POINTS, point_id, command, domain.decide_register_service_point
+    )
+
+
+def update_service_point(
+    conn: Connection,
+    h: Handling,
+    point_id: str,
+    description: ServicePointDescription,
+    reason: str | None,
+) -> Member:
+    parent = read_models.get_service_point(conn, description.parent_id)
+    command = domain.UpdateServicePoint(description, parent, reason)
+    return h.execute(
+        conn, domain.SERVICE_POINTS, point_id, command, domain.decide_update_service_point
+    )
+
+
+def register_technician(
+    conn: Connection, h: Handling, technician_id: str, description: TechnicianDescription
+) -> Member:
+    point = read_models.get_service_point(conn, description.service_point_id)
+    command = domain.RegisterTechnician(description, point)
+    decider = domain.technicians_in(point.region if point else None)
+    return h.execute(conn, decider, technician_id, command, domain.decide_register_technician)
+
+
+def update_technician(
+    conn: Connection,
+    h: Handling,
+    technician_id: str,
+    description: TechnicianDescription,
+    reason: str | None,
+) -> Member:
+    point = read_models.get_service_point(conn, description.service_point_id)
+    command = domain.UpdateTechnician(description, point, reason)
+    decider = domain.technicians_in(point.region if point else None)
+    return h.execute(conn, decider, technician_id, command, domain.decide_update_technician)
+
+
+def set_technician_active(
+    conn: Connection, h: Handling, technician_id: str, command: domain.SetTechnicianActive
+) -> Member:
+    decider = domain.technicians_in(read_models.technician_region(conn, technician_id))
+    return h.execute(conn, decider, technician_id, command, domain.decide_set_technician_active)
+
+
+# -- tickets -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class NetworkResult:
-    member_id: str
-    version: int
-    events: list[EventEnvelope]
+class Dispatched:
+    outcome: Outcome[TicketState]
+    # The ranked candidates when the service chose (empty when the dispatcher named one).
+    candidates: tuple[domain.Candidate, ...]
 
 
-@dataclass(frozen=True)
-class DispatchTicket:
-    technician_id: str | None = None
-    service_point_id: str | None = None
-    window: tuple[datetime, datetime] | None = None
-    reason: str | None = None
+def _dispatch_command(
+    conn: Connection, h: Handling, state: TicketState, request: domain.DispatchRequest
+) -> domain.DispatchTicket:
+    settings = h.settings.dispatch
+    network = read_models.dispatch_network(
+        conn, state.region, request.technician_id, except_ticket=state.ticket_id
+    )
+    return domain.DispatchTicket(
+        request,
+        network,
+        now=h.now(),
+        window_length=timedelta(hours=settings.appointment_window_hours),
+        horizon_days=settings.suggestion_horizon_days,
+    )
 
 
-@dataclass(frozen=True)
-class Reach:
-    """Where the caller may act: a dispatcher's region, a technician's own assignments."""
+def dispatch(
+    conn: Connection, h: Handling, ticket_id: str, request: domain.DispatchRequest
+) -> Dispatched:
+    loaded = h.visible(conn, TICKETS, ticket_id)
+    command = _dispatch_command(conn, h, loaded.state, request)
+    outcome = h.execute(conn, TICKETS, ticket_id, command, domain.decide_dispatch, loaded=loaded)
+    # The decision is pure: asked again on the same state, it names the same candidates.
+    return Dispatched(outcome, domain.assign(command, outcome.before).candidates)
 
-    region: str | None = None
-    technician: str | None = None
+
+def candidates(conn: Connection, h: Handling, ticket_id: str) -> domain.Assignment:
+    """Whom the service would send now, and why (records nothing)."""
+    loaded = h.visible(conn, TICKETS, ticket_id)
+    command = _dispatch_command(conn, h, loaded.state, domain.DispatchRequest())
+    return domain.assign(command, loaded.state)
 
 
-class DispatchCommands:
-    def __init__(self, platform: Platform) -> None:
-        self.platform = platform
-        self.settings = platform.settings.dispatch
+def visit(
+    conn: Connection, h: Handling, ticket_id: str, visit: domain.Visit
+) -> Outcome[TicketState]:
+    command = domain.RecordVisit(visit, now=h.now())
+    return h.execute(conn, TICKETS, ticket_id, command, domain.decide_visit)
 
-    # -- the network ---------------------------------------------------------------------
 
-    async def _append_member(
-        self,
-        conn: AsyncConnection,
-        member_id: str,
-        context: CommandContext,
-        expected_version: int | None,
-        decide: Callable[[domain.NetworkMember], Sequence[EventPayload]],
-        region: str | None,
-    ) -> NetworkResult:
-        member = await read_models.load_member(conn, self.platform.store, member_id)
-        if expected_version is not None and expected_version != member.version:
-            raise ConcurrencyError(member_id, expected_version, member.version)
-        written = await self.platform.store.append_to_stream(
-            conn, member_id, member.version, decide(member), context, region=region
-        )
-        await self.platform.runner.apply(conn, NETWORK, written)
-        return NetworkResult(member_id, member.version + len(written), written)
+def repair(
+    conn: Connection, h: Handling, ticket_id: str, command: domain.RecordRepair
+) -> Outcome[TicketState]:
+    return h.execute(conn, TICKETS, ticket_id, command, domain.decide_repair)
 
-    async def register_service_point(
-        self,
-        conn: AsyncConnection,
-        point_id: str,
-        description: ServicePointDescription,
-        context: CommandContext,
-    ) -> NetworkResult:
-        parent = await read_models.get_service_point(conn, description.parent_id)
-        return await self._append_member(
-            conn,
-            point_id,
-            context,
-            None,
-            lambda m: domain.decide_register_service_point(m, point_id, description, parent),
-            description.region,
-        )
 
-    async def update_service_point(
-        self,
-        conn: AsyncConnection,
-        point_id: str,
-        description: ServicePointDescription,
-        reason: str | None,
-        context: CommandContext,
-        expected_version: int | None,
-    ) -> NetworkResult:
-        parent = await read_models.get_service_point(conn, description.parent_id)
-        current = await read_models.get_service_point(conn, point_id)
+# -- SLA clock and repeat repairs --------------------------------------------------------
 
-        def decide(member: domain.NetworkMember) -> list[EventPayload]:
-            return domain.decide_update_service_point(
-                member, point_id, description, parent, current, reason
-            )
 
-        return await self._append_member(
-            conn, point_id, context, expected_version, decide, description.region
-        )
+def record_sla_breaches(
+    conn: Connection, h: Handling, ticket_id: str, now: datetime
+) -> Outcome[TicketState]:
+    return h.execute(conn, TICKETS, ticket_id, domain.CheckSla(now), domain.decide_sla)
 
-    async def register_technician(
-        self,
-        conn: AsyncConnection,
-        technician_id: str,
-        description: TechnicianDescription,
-        context: CommandContext,
-    ) -> NetworkResult:
-        point = await read_models.get_service_point(conn, description.service_point_id)
-        return await self._append_member(
-            conn,
-            technician_id,
-            context,
-            None,
-            lambda m: domain.decide_register_technician(m, technician_id, description, point),
-            point.region if point else None,
-        )
 
-    async def update_technician(
-        self,
-        conn: AsyncConnection,
-        technician_id: str,
-        description: TechnicianDescription,
-        reason: str | None,
-        context: CommandContext,
-        expected_version: int | None,
-    ) -> NetworkResult:
-        point = await read_models.get_service_point(conn, description.service_point_id)
-        return await self._append_member(
-            conn,
-            technician_id,
-            context,
-            expected_version,
-            lambda m: domain.decide_update_technician(m, technician_id, description, point, reason),
-            point.region if point else None,
-        )
-
-    async def set_technician_active(
-        self,
-        conn: AsyncConnection,
-        technician_id: str,
-        active: bool,
-        reason: str,
-        context: CommandContext,
-        expected_version: int | None,
-    ) -> NetworkResult:
-        row = await read_models.get_technician_row(conn, technician_id)
-        return await self._append_member(
-            conn,
-            technician_id,
-            context,
-            expected_version,
-            lambda m: domain.decide_set_technician_active(m, technician_id, active, reason),
-            row.region if row else None,
-        )
-
-    # -- tickets -------------------------------------------------------------------------
-
-    async def candidates(
-        self, conn: AsyncConnection, state: TicketState, window: tuple[datetime, datetime] | None
-    ) -> list[domain.Candidate]:
-        facts = domain.ticket_facts(state)
-        points, techs = await read_models.network_in_region(conn, facts.region)
-        loads = await read_models.open_loads(
-            conn, [t.id for t in techs], except_ticket=state.ticket_id
-        )
-        return domain.suggest(
-            facts,
-            points,
-            techs,
-            loads,
-            now=self.platform.clock.now(),
-            window=window,
-            window_length=timedelta(hours=self.settings.appointment_window_hours),
-            horizon_days=self.settings.suggestion_horizon_days,
-        )
-
-    async def choose(
-        self, conn: AsyncConnection, state: TicketState, command: DispatchTicket
-    ) -> domain.Assignment:
-        now = self.platform.clock.now()
-        domain.check_window(command.window, now)
-        facts = domain.ticket_facts(state)
-        if command.technician_id is None:
-            ranked = await self.candidates(conn, state, command.window)
-            if command.service_point_id is not None:
-                ranked = [c for c in ranked if c.service_point.id == command.service_point_id]
-                if not ranked:
-                    raise RuleViolation(
-                        "no_technician_available",
-                        f"no technician at {command.service_point_id} fits this ticket",
-                    )
-            best = ranked[0]
-            return domain.Assignment(
-                best.service_point.id,
-                best.technician.id,
-                best.appointment_start,
-                best.appointment_end,
-                domain.suggestion_reason(facts, ranked),
-                tuple(ranked),
-            )
-        row = await read_models.get_technician_row(conn, command.technician_id)
-        technician = read_models.technician_info(row) if row else None
-        if (
-            technician is not None
-            and command.service_point_id is not None
-            and command.service_point_id != technician.service_point_id
-        ):
-            raise InvalidCommand(
-                "service_point_id",
-                f"{technician.id} works at {technician.service_point_id}",
-            )
-        point = await read_models.get_service_point(
-            conn, technician.service_point_id if technician else None
-        )
-        loads = await read_models.open_loads(
-            conn, [command.technician_id], except_ticket=state.ticket_id
-        )
-        return domain.choose_named(
-            facts,
-            technician,
-            command.technician_id,
-            point,
-            now=now,
-            window=command.window,
-            window_length=timedelta(hours=self.settings.appointment_window_hours),
-            horizon_days=self.settings.suggestion_horizon_days,
-            loads=loads,
-        )
-
-    async def dispatch(
-        self,
-        conn: AsyncConnection,
-        ticket_id: str,
-        command: DispatchTicket,
-        context: CommandContext,
-        expected_version: int | None,
-        reach: Reach,
-    ) -> tuple[TicketCommandResult, domain.Assignment]:
-        state = await load_ticket(self.platform, conn, ticket_id)
-        domain.require_reach(state, reach.region, None)
-        domain.check_dispatchable(state)
-        assignment = await self.choose(conn, state, command)
-
-        def decide(s: TicketState) -> list[EventPayload]:
-            domain.require_reach(s, reach.region, None)
-            return domain.decide_dispatch(s, assignment, command.reason)
-
-        result = await execute_ticket_command(
-            self.platform, conn, ticket_id, context, decide, expected_version=expected_version
-        )
-        return result, assignment
-
-    async def visit(
-        self,
-        conn: AsyncConnection,
-        ticket_id: str,
-        arrived_at: datetime | None,
-        findings: str,
-        context: CommandContext,
-        expected_version: int | None,
-        reach: Reach,
-    ) -> TicketCommandResult:
-        now = self.platform.clock.now()
-
-        def decide(s: TicketState) -> list[EventPayload]:
-            domain.require_reach(s, reach.region, reach.technician)
-            return domain.decide_visit(s, arrived_at=arrived_at or now, findings=findings, now=now)
-
-        return await execute_ticket_command(
-            self.platform, conn, ticket_id, context, decide, expected_version=expected_version
-        )
-
-    async def repair(
-        self,
-        conn: AsyncConnection,
-        ticket_id: str,
-        command: domain.RecordRepair,
-        context: CommandContext,
-        expected_version: int | None,
-        reach: Reach,
-    ) -> TicketCommandResult:
-        def decide(s: TicketState) -> list[EventPayload]:
-            domain.require_reach(s, reach.region, reach.technician)
-            return domain.decide_repair(s, command)
-
-        return await execute_ticket_command(
-            self.platform, conn, ticket_id, context, decide, expected_version=expected_version
-        )
-
-    # -- SLA clock and repeat repairs ------------------------------------------------------
-
-    async def record_sla_breaches(
-        self, conn: AsyncConnection, ticket_id: str, now: datetime, context: CommandContext
-    ) -> int:
-        result = await execute_ticket_command(
-            self.platform,
-            conn,
-            ticket_id,
-            context,
-            lambda s: domain.decide_sla(s, now=now),
-        )
-        await self.platform.runner.apply(conn, TICKET_FLAGS, result.events)
-        return sum(1 for e in result.events if e.event_type == "SlaBreached")
+def flag_repeat_repair(conn: Connection, h: Handling, received: EventEnvelope) -> None:
+    """On a ticket's receipt: the earlier repairs of its serial (recorded before it)."""
+    serial = payload_dict(received)["product"].get("serial_number")
+    earlier = read_models.earlier_repairs(
+        conn,
+        h.executor.store,
+        serial,
+        ticket_id=received.stream_id,
+        before_position=received.position,
+    )
+    command = domain.FlagRepeatRepair(
+        tuple(earlier), window_days=h.settings.dispatch.repeat_repair_window_days
+    )
+    h.execute(conn, TICKETS, received.stream_id, command, domain.decide_repeat_repair)

@@ -1,13 +1,18 @@
-"""Dispatch decisions: pure functions of (state, command, facts) → events. No I/O, no clock
-reads (``now`` is passed in)."""
+"""Dispatch decisions: pure functions ``decide(command, state) -> events``.
+
+Commands carry every fact a decision needs beyond its stream: the time, the settings'
+figures as plain values, the part of the service network the read models hold. No I/O,
+no clock reads. Ticket guards read the lifecycle table (``may_follow``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from shared.kernel.decider import Decider
 from shared.kernel.errors import InvalidCommand, NotFound, RuleViolation
 from shared.kernel.events.envelope import EventPayload
 from shared.kernel.events.network import (
@@ -26,6 +31,7 @@ from shared.kernel.events.network import (
 )
 from shared.kernel.events.tickets import (
     CostBearer,
+    EscalationCause,
     RepairOutcome,
     RepeatRepairFlagged,
     ResolutionPath,
@@ -38,10 +44,12 @@ from shared.kernel.events.tickets import (
     UsedPart,
     WarrantyStatus,
 )
-from shared.kernel.ticket import TicketState, TicketStatus, require_open
+from shared.kernel.lifecycle import TicketStatus, may_follow
+from shared.kernel.reach import Scope
+from shared.kernel.ticket import TicketState, require_open
 
 # ---------------------------------------------------------------------------------------
-# The service network
+# The service network: what the read models say about its members
 
 
 @dataclass(frozen=True)
@@ -66,13 +74,95 @@ class TechnicianInfo:
     active: bool = True
 
 
+# ---------------------------------------------------------------------------------------
+# Network member streams (stream types service_point and technician; id = member id)
+
+
 @dataclass(frozen=True)
 class NetworkMember:
     """What the stream of a network id holds: nothing yet, or a member of some type."""
 
-    stream_type: str | None
-    version: int
+    member_id: str
+    stream_type: str | None = None
+    version: int = 0
+    # A service point's level and region (a technician's region is its point's).
+    level: NetworkLevel | None = None
+    region: str | None = None
     active: bool = True
+
+
+def evolve_member(state: NetworkMember, payload: EventPayload, _at: datetime) -> NetworkMember:
+    s = replace(state, version=state.version + 1, stream_type=payload.stream_type)
+    match payload:
+        case ServicePointRegistered() | ServicePointUpdated():
+            return replace(s, level=payload.level, region=payload.region, active=payload.active)
+        case TechnicianDeactivated():
+            return replace(s, active=False)
+        case TechnicianReactivated():
+            return replace(s, active=True)
+    return s
+
+
+def _registered(state: NetworkMember) -> bool:
+    return state.stream_type is not None
+
+
+SERVICE_POINTS: Decider[NetworkMember] = Decider(
+    stream_type="service_point",
+    initial_state=NetworkMember,
+    evolve=evolve_member,
+    scope=lambda state: Scope(region=state.region),
+    exists=_registered,
+)
+
+
+def technicians_in(region: str | None) -> Decider[NetworkMember]:
+    """The technicians' decider, placed in ``region``: a technician sits in the region of
+    its service point, a fact of the network (the point's stream), not of its own events."""
+    return Decider(
+        stream_type="technician",
+        initial_state=NetworkMember,
+        evolve=evolve_member,
+        scope=lambda _state: Scope(region=region),
+        exists=_registered,
+    )
+
+
+TECHNICIANS = technicians_in(None)
+
+
+@dataclass(frozen=True)
+class RegisterServicePoint:
+    description: ServicePointDescription
+    # The parent the description names, as the network holds it (None: none, or unknown).
+    parent: ServicePointInfo | None = None
+
+
+@dataclass(frozen=True)
+class UpdateServicePoint:
+    description: ServicePointDescription
+    parent: ServicePointInfo | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class RegisterTechnician:
+    description: TechnicianDescription
+    # The service point the description names, as the network holds it.
+    service_point: ServicePointInfo | None = None
+
+
+@dataclass(frozen=True)
+class UpdateTechnician:
+    description: TechnicianDescription
+    service_point: ServicePointInfo | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class SetTechnicianActive:
+    active: bool
+    reason: str
 
 
 def check_timezone(name: str) -> ZoneInfo:
@@ -82,25 +172,16 @@ def check_timezone(name: str) -> ZoneInfo:
         raise InvalidCommand("timezone", f"unknown timezone {name!r}") from None
 
 
-def _check_service_point(
+def _check_headquarters(d: ServicePointDescription) -> None:
+    if d.parent_id is not None:
+        raise InvalidCommand("parent_id", "headquarters has no parent")
+    if d.kind is not None:
+        raise InvalidCommand("kind", "only service points are own outlets or dealers")
+
+
+def _check_parent(
     point_id: str, d: ServicePointDescription, parent: ServicePointInfo | None
 ) -> None:
-    if d.level is NetworkLevel.headquarters:
-        if d.parent_id is not None:
-            raise InvalidCommand("parent_id", "headquarters has no parent")
-        if d.kind is not None:
-            raise InvalidCommand("kind", "only service points are own outlets or dealers")
-        return
-    if d.region is None:
-        raise InvalidCommand("region", f"a {d.level.value} serves one region")
-    if d.level is NetworkLevel.service_point and d.kind is None:
-        raise InvalidCommand("kind", "a service point is an own_outlet or a dealer")
-    if d.level is NetworkLevel.regional_center and d.kind is not None:
-        raise InvalidCommand("kind", "only service points are own outlets or dealers")
-    if d.parent_id is None:
-        if d.level is NetworkLevel.service_point:
-            raise InvalidCommand("parent_id", "a service point belongs to a regional center")
-        return
     if d.parent_id == point_id:
         raise InvalidCommand("parent_id", "a member cannot be its own parent")
     if parent is None:
@@ -120,32 +201,42 @@ def _check_service_point(
         )
 
 
+def _check_service_point(
+    point_id: str, d: ServicePointDescription, parent: ServicePointInfo | None
+) -> None:
+    if d.level is NetworkLevel.headquarters:
+        return _check_headquarters(d)
+    if d.region is None:
+        raise InvalidCommand("region", f"a {d.level.value} serves one region")
+    if d.level is NetworkLevel.service_point and d.kind is None:
+        raise InvalidCommand("kind", "a service point is an own_outlet or a dealer")
+    if d.level is NetworkLevel.regional_center and d.kind is not None:
+        raise InvalidCommand("kind", "only service points are own outlets or dealers")
+    if d.parent_id is not None:
+        _check_parent(point_id, d, parent)
+    elif d.level is NetworkLevel.service_point:
+        raise InvalidCommand("parent_id", "a service point belongs to a regional center")
+
+
 def decide_register_service_point(
-    member: NetworkMember,
-    point_id: str,
-    d: ServicePointDescription,
-    parent: ServicePointInfo | None,
+    command: RegisterServicePoint, state: NetworkMember
 ) -> list[EventPayload]:
-    if member.stream_type is not None:
-        raise RuleViolation("already_registered", f"{point_id} is already registered")
-    _check_service_point(point_id, d, parent)
-    return [ServicePointRegistered(**d.model_dump())]
+    if state.stream_type is not None:
+        raise RuleViolation("already_registered", f"{state.member_id} is already registered")
+    _check_service_point(state.member_id, command.description, command.parent)
+    return [ServicePointRegistered(**command.description.model_dump())]
 
 
 def decide_update_service_point(
-    member: NetworkMember,
-    point_id: str,
-    d: ServicePointDescription,
-    parent: ServicePointInfo | None,
-    current: ServicePointInfo | None,
-    reason: str | None,
+    command: UpdateServicePoint, state: NetworkMember
 ) -> list[EventPayload]:
-    if member.stream_type != "service_point":
-        raise NotFound("service_point_not_found", f"no service point {point_id}")
-    if current is not None and d.level is not current.level:
+    d = command.description
+    if state.stream_type != SERVICE_POINTS.stream_type:
+        raise NotFound("service_point_not_found", f"no service point {state.member_id}")
+    if state.level is not None and d.level is not state.level:
         raise RuleViolation("level_fixed", "a member's level cannot change; register a new one")
-    _check_service_point(point_id, d, parent)
-    return [ServicePointUpdated(**d.model_dump(), reason=reason)]
+    _check_service_point(state.member_id, d, command.parent)
+    return [ServicePointUpdated(**d.model_dump(), reason=command.reason)]
 
 
 def _check_technician(d: TechnicianDescription, point: ServicePointInfo | None) -> None:
@@ -157,46 +248,37 @@ def _check_technician(d: TechnicianDescription, point: ServicePointInfo | None) 
 
 
 def decide_register_technician(
-    member: NetworkMember,
-    technician_id: str,
-    d: TechnicianDescription,
-    point: ServicePointInfo | None,
+    command: RegisterTechnician, state: NetworkMember
 ) -> list[EventPayload]:
-    if member.stream_type is not None:
-        raise RuleViolation("already_registered", f"{technician_id} is already registered")
-    _check_technician(d, point)
-    return [TechnicianRegistered(**d.model_dump())]
+    if state.stream_type is not None:
+        raise RuleViolation("already_registered", f"{state.member_id} is already registered")
+    _check_technician(command.description, command.service_point)
+    return [TechnicianRegistered(**command.description.model_dump())]
 
 
-def _require_technician(member: NetworkMember, technician_id: str) -> None:
-    if member.stream_type != "technician":
-        raise NotFound("technician_not_found", f"no technician {technician_id}")
+def _require_technician(state: NetworkMember) -> None:
+    if state.stream_type != TECHNICIANS.stream_type:
+        raise NotFound("technician_not_found", f"no technician {state.member_id}")
 
 
-def decide_update_technician(
-    member: NetworkMember,
-    technician_id: str,
-    d: TechnicianDescription,
-    point: ServicePointInfo | None,
-    reason: str | None,
-) -> list[EventPayload]:
-    _require_technician(member, technician_id)
-    _check_technician(d, point)
-    return [TechnicianUpdated(**d.model_dump(), reason=reason)]
+def decide_update_technician(command: UpdateTechnician, state: NetworkMember) -> list[EventPayload]:
+    _require_technician(state)
+    _check_technician(command.description, command.service_point)
+    return [TechnicianUpdated(**command.description.model_dump(), reason=command.reason)]
 
 
 def decide_set_technician_active(
-    member: NetworkMember, technician_id: str, active: bool, reason: str
+    command: SetTechnicianActive, state: NetworkMember
 ) -> list[EventPayload]:
-    _require_technician(member, technician_id)
-    if member.active is active:
-        rule = "already_active" if active else "already_inactive"
-        raise RuleViolation(
-            rule, f"{technician_id} is already {'active' if active else 'inactive'}"
+    _require_technician(state)
+    if state.active is command.active:
+        rule, word = (
+            ("already_active", "active") if command.active else ("already_inactive", "inactive")
         )
-    if active:
-        return [TechnicianReactivated(reason=reason)]
-    return [TechnicianDeactivated(reason=reason)]
+        raise RuleViolation(rule, f"{state.member_id} is already {word}")
+    if command.active:
+        return [TechnicianReactivated(reason=command.reason)]
+    return [TechnicianDeactivated(reason=command.reason)]
 
 
 # ---------------------------------------------------------------------------------------
@@ -226,7 +308,47 @@ class Assignment:
     appointment_start: datetime
     appointment_end: datetime
     reason: str
-    candidates: tuple[Candidate, ...] = field(default_factory=tuple)
+    # The ranked candidates when the service chose (empty when the dispatcher named one).
+    candidates: tuple[Candidate, ...] = ()
+
+
+@dataclass(frozen=True)
+class DispatchRequest:
+    """What the dispatcher asks: a named technician or the service's choice (optionally
+    at one service point), an appointment window or the technician's next working hours,
+    and a reason (required when the ticket was dispatched before)."""
+
+    technician_id: str | None = None
+    service_point_id: str | None = None
+    window: tuple[datetime, datetime] | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Network:
+    """The part of the service network a dispatch looks at, as the read models hold it:
+    the points and technicians of the ticket's region (or the named technician and its
+    point), and each technician's open assignments (the ticket itself not counted)."""
+
+    points: tuple[ServicePointInfo, ...] = ()
+    technicians: tuple[TechnicianInfo, ...] = ()
+    loads: Mapping[str, int] = field(default_factory=dict)
+
+    def point(self, point_id: str) -> ServicePointInfo | None:
+        return next((p for p in self.points if p.id == point_id), None)
+
+    def technician(self, technician_id: str) -> TechnicianInfo | None:
+        return next((t for t in self.technicians if t.id == technician_id), None)
+
+
+@dataclass(frozen=True)
+class DispatchTicket:
+    request: DispatchRequest
+    network: Network
+    now: datetime
+    # Settings: a suggested appointment's length, and how far ahead to look for hours.
+    window_length: timedelta
+    horizon_days: int
 
 
 def ticket_facts(state: TicketState) -> TicketFacts:
@@ -306,11 +428,25 @@ def _hours_text(technician: TechnicianInfo, start: datetime) -> str:
     return technician.timezone
 
 
+def _nobody_fits(
+    facts: TicketFacts, steps: Mapping[str, int], window: object, horizon_days: int
+) -> RuleViolation:
+    where = f"region {facts.region}" + (f" postcode {facts.postcode}" if facts.postcode else "")
+    skill = facts.product_line or "any product line"
+    return RuleViolation(
+        "no_technician_available",
+        f"{steps['points']} active service point(s) cover {where}; "
+        f"{steps['active']} active technician(s) there; {steps['skilled']} skilled in "
+        f"{skill}; {steps['working']} working "
+        + ("during the requested window" if window else f"in the next {horizon_days} days"),
+    )
+
+
 def suggest(
     facts: TicketFacts,
     points: Sequence[ServicePointInfo],
     technicians: Sequence[TechnicianInfo],
-    loads: dict[str, int],
+    loads: Mapping[str, int],
     *,
     now: datetime,
     window: tuple[datetime, datetime] | None,
@@ -333,25 +469,15 @@ def suggest(
             continue
         steps["skilled"] += 1
         if window is not None:
-            if not works_during(tech, *window):
-                continue
-            slot: tuple[datetime, datetime] | None = window
+            slot = window if works_during(tech, *window) else None
         else:
             slot = next_slot(tech, now, window_length, horizon_days)
-            if slot is None:
-                continue
+        if slot is None:
+            continue
         steps["working"] += 1
         out.append(Candidate(tech, point, loads.get(tech.id, 0), slot[0], slot[1]))
     if not out:
-        where = f"region {facts.region}" + (f" postcode {facts.postcode}" if facts.postcode else "")
-        skill = facts.product_line or "any product line"
-        raise RuleViolation(
-            "no_technician_available",
-            f"{steps['points']} active service point(s) cover {where}; "
-            f"{steps['active']} active technician(s) there; {steps['skilled']} skilled in "
-            f"{skill}; {steps['working']} working "
-            + ("during the requested window" if window else f"in the next {horizon_days} days"),
-        )
+        raise _nobody_fits(facts, steps, window, horizon_days)
     return sorted(out, key=lambda c: (c.open_assignments, c.appointment_start, c.technician.id))
 
 
@@ -370,24 +496,55 @@ def suggestion_reason(facts: TicketFacts, ranked: Sequence[Candidate]) -> str:
     )
 
 
-def choose_named(
-    facts: TicketFacts,
-    technician: TechnicianInfo | None,
-    technician_id: str,
-    point: ServicePointInfo | None,
-    *,
-    now: datetime,
-    window: tuple[datetime, datetime] | None,
-    window_length: timedelta,
-    horizon_days: int,
-    loads: dict[str, int],
-) -> Assignment:
-    """The dispatcher named the technician: checked for what must hold (active, at a point
-    of the ticket's region); a missing skill or hours are recorded in the reason."""
+def choose_suggested(facts: TicketFacts, command: DispatchTicket) -> Assignment:
+    """The service chooses: the best-ranked candidate (at the requested point, if any)."""
+    request, network = command.request, command.network
+    ranked = suggest(
+        facts,
+        network.points,
+        network.technicians,
+        network.loads,
+        now=command.now,
+        window=request.window,
+        window_length=command.window_length,
+        horizon_days=command.horizon_days,
+    )
+    if request.service_point_id is not None:
+        ranked = [c for c in ranked if c.service_point.id == request.service_point_id]
+        if not ranked:
+            raise RuleViolation(
+                "no_technician_available",
+                f"no technician at {request.service_point_id} fits this ticket",
+            )
+    best = ranked[0]
+    return Assignment(
+        best.service_point.id,
+        best.technician.id,
+        best.appointment_start,
+        best.appointment_end,
+        suggestion_reason(facts, ranked),
+        tuple(ranked),
+    )
+
+
+def _named_technician(
+    command: DispatchTicket, facts: TicketFacts
+) -> tuple[TechnicianInfo, ServicePointInfo]:
+    """The technician the dispatcher named and its point, checked for what must hold:
+    it exists, works at the point asked for, is active, at an active point of the region."""
+    technician_id = command.request.technician_id
+    assert technician_id is not None
+    technician = command.network.technician(technician_id)
+    wanted_point = command.request.service_point_id
+    if technician is not None and wanted_point not in (None, technician.service_point_id):
+        raise InvalidCommand(
+            "service_point_id", f"{technician.id} works at {technician.service_point_id}"
+        )
     if technician is None:
         raise InvalidCommand("technician_id", f"no technician {technician_id}")
     if not technician.active:
         raise RuleViolation("technician_inactive", f"{technician.id} is not active")
+    point = command.network.point(technician.service_point_id)
     if point is None or not point.active:
         raise RuleViolation(
             "service_point_inactive", f"{technician.service_point_id} is not active"
@@ -398,15 +555,22 @@ def choose_named(
             f"{technician.id} works at {point.id} in {point.region}, the ticket is in "
             f"{facts.region}",
         )
+    return technician, point
+
+
+def choose_named(facts: TicketFacts, command: DispatchTicket) -> Assignment:
+    """The dispatcher named the technician: a missing skill, an uncovered postcode or
+    hours outside the shifts are allowed as an override and recorded in the reason."""
+    technician, point = _named_technician(command, facts)
+    window = command.request.window
     if window is None:
-        slot = next_slot(technician, now, window_length, horizon_days)
-        if slot is None:
+        window = next_slot(technician, command.now, command.window_length, command.horizon_days)
+        if window is None:
             raise InvalidCommand(
                 "appointment_start",
-                f"{technician.id} has no working hours in the next {horizon_days} days; "
-                "give the appointment window",
+                f"{technician.id} has no working hours in the next {command.horizon_days} "
+                "days; give the appointment window",
             )
-        window = slot
     notes = [f"named by the dispatcher: {technician.id} at {point.id}"]
     if not covers(point, facts):
         notes.append(f"{point.id} does not list postcode {facts.postcode}")
@@ -414,38 +578,15 @@ def choose_named(
         notes.append(f"override: no {facts.product_line} skill on record")
     if not works_during(technician, *window):
         notes.append("override: the appointment is outside the technician's working hours")
-    notes.append(f"{loads.get(technician.id, 0)} other open assignment(s)")
+    notes.append(f"{command.network.loads.get(technician.id, 0)} other open assignment(s)")
     return Assignment(point.id, technician.id, window[0], window[1], "; ".join(notes))
-
-
-DISPATCHABLE = frozenset(
-    {
-        TicketStatus.diagnosed,
-        TicketStatus.dispatched,
-        TicketStatus.visited,
-        TicketStatus.reopened,
-    }
-)
-
-
-def require_reach(state: TicketState, region: str | None, technician: str | None) -> None:
-    """A dispatcher acts in its region and a technician on its own assignments; outside
-    that a ticket does not exist for the caller."""
-    if not state.exists:
-        raise NotFound("ticket_not_found", f"no ticket {state.ticket_id}")
-    if region is not None and state.region != region:
-        raise NotFound("ticket_not_found", f"no ticket {state.ticket_id}")
-    if technician is not None and (
-        state.dispatch is None or state.dispatch.technician_id != technician
-    ):
-        raise NotFound("ticket_not_found", f"no ticket {state.ticket_id} assigned to you")
 
 
 def check_dispatchable(state: TicketState) -> None:
     require_open(state)
-    if state.status is TicketStatus.received:
-        raise RuleViolation("not_diagnosed", "diagnose the ticket before dispatching it")
-    if state.status not in DISPATCHABLE:
+    if not may_follow(state.status, TicketDispatched.event_type):
+        if state.diagnosis is None:
+            raise RuleViolation("not_diagnosed", "diagnose the ticket before dispatching it")
         raise RuleViolation(
             "already_repaired",
             f"a ticket in status {state.status.value} is not dispatched again unless reopened",
@@ -462,17 +603,27 @@ def check_window(window: tuple[datetime, datetime] | None, now: datetime) -> Non
         raise InvalidCommand("appointment_end", "the window is in the past")
 
 
-def decide_dispatch(
-    state: TicketState, assignment: Assignment, dispatcher_reason: str | None
-) -> list[EventPayload]:
+def assign(command: DispatchTicket, state: TicketState) -> Assignment:
+    """Who goes and when: the ticket must be dispatchable; then the named technician, or
+    the service's choice. Also answers "who would the service send" (records nothing)."""
     check_dispatchable(state)
+    check_window(command.request.window, command.now)
+    facts = ticket_facts(state)
+    if command.request.technician_id is None:
+        return choose_suggested(facts, command)
+    return choose_named(facts, command)
+
+
+def decide_dispatch(command: DispatchTicket, state: TicketState) -> list[EventPayload]:
+    assignment = assign(command, state)
     redispatch = state.dispatch_count > 0
-    if redispatch and not dispatcher_reason:
+    given = command.request.reason
+    if redispatch and not given:
         raise InvalidCommand("reason", "say why the ticket is dispatched again")
     reason = assignment.reason
-    if dispatcher_reason:
+    if given:
         label = "re-dispatch" if redispatch else "dispatcher's note"
-        reason = f"{label}: {dispatcher_reason} — {reason}"
+        reason = f"{label}: {given} — {reason}"
     assert state.region is not None
     return [
         TicketDispatched(
@@ -491,22 +642,37 @@ def decide_dispatch(
 # On site and repair
 
 
-def decide_visit(
-    state: TicketState, *, arrived_at: datetime, findings: str, now: datetime
-) -> list[EventPayload]:
+@dataclass(frozen=True)
+class Visit:
+    """The technician's check-in: when (None: now) and what they found."""
+
+    findings: str
+    arrived_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class RecordVisit:
+    visit: Visit
+    now: datetime
+
+
+def decide_visit(command: RecordVisit, state: TicketState) -> list[EventPayload]:
     require_open(state)
-    if state.status in (TicketStatus.repaired, TicketStatus.followed_up):
-        raise RuleViolation("already_repaired", "the ticket is repaired; reopen it first")
-    if state.status not in (TicketStatus.dispatched, TicketStatus.visited):
+    if not may_follow(state.status, TicketVisited.event_type):
+        if state.repair is not None:
+            raise RuleViolation("already_repaired", "the ticket is repaired; reopen it first")
         raise RuleViolation("not_dispatched", "a visit follows a dispatch")
     assert state.dispatch is not None
-    if arrived_at > now:
+    arrived_at = command.visit.arrived_at or command.now
+    if arrived_at > command.now:
         raise InvalidCommand("arrived_at", "the arrival is in the future")
     if state.received_at is not None and arrived_at < state.received_at:
         raise InvalidCommand("arrived_at", "the arrival is before the ticket was received")
     return [
         TicketVisited(
-            technician_id=state.dispatch.technician_id, arrived_at=arrived_at, findings=findings
+            technician_id=state.dispatch.technician_id,
+            arrived_at=arrived_at,
+            findings=command.visit.findings,
         )
     ]
 
@@ -521,18 +687,25 @@ class RecordRepair:
     notes: str | None = None
 
 
-def decide_repair(state: TicketState, command: RecordRepair) -> list[EventPayload]:
+def check_repairable(state: TicketState) -> None:
+    """The lifecycle allows a repair after a diagnosis (remote guidance), a dispatch or a
+    visit; on site and replacement need a visit since the current dispatch."""
     require_open(state)
-    if state.status in (TicketStatus.repaired, TicketStatus.followed_up):
-        raise RuleViolation("already_repaired", "the ticket is already repaired")
-    if state.status is TicketStatus.received:
-        raise RuleViolation("not_diagnosed", "diagnose the ticket before repairing it")
+    if not may_follow(state.status, TicketRepaired.event_type):
+        if state.repair is not None:
+            raise RuleViolation("already_repaired", "the ticket is already repaired")
+        if state.diagnosis is None:
+            raise RuleViolation("not_diagnosed", "diagnose the ticket before repairing it")
+        raise RuleViolation("not_dispatched", "dispatch the ticket before the repair")
     if state.resolution_path is not ResolutionPath.remote_guidance:
-        # On site or replacement: someone must have been there since the current dispatch.
-        if state.status in (TicketStatus.diagnosed, TicketStatus.reopened):
+        if state.status is TicketStatus.diagnosed:
             raise RuleViolation("not_dispatched", "dispatch the ticket before the repair")
         if state.status is not TicketStatus.visited:
             raise RuleViolation("visit_required", "record the on-site visit before the repair")
+
+
+def decide_repair(command: RecordRepair, state: TicketState) -> list[EventPayload]:
+    check_repairable(state)
     assert state.received is not None
     cost_by = command.cost_borne_by
     if cost_by is None:
@@ -557,15 +730,49 @@ def decide_repair(state: TicketState, command: RecordRepair) -> list[EventPayloa
 # SLA clock and repeat repairs
 
 
-def decide_sla(state: TicketState, *, now: datetime) -> list[EventPayload]:
+@dataclass(frozen=True)
+class CheckSla:
+    """A pass of the SLA clock at ``now``."""
+
+    now: datetime
+
+
+def _breach(
+    state: TicketState,
+    deadline: SlaDeadline,
+    due_at: datetime,
+    met_at: datetime | None,
+    now: datetime,
+) -> list[EventPayload]:
+    end = met_at or now
+    overdue = int((end - due_at).total_seconds() // 60)
+    events: list[EventPayload] = [
+        SlaBreached(deadline=deadline, due_at=due_at, detected_at=now, overdue_minutes=overdue)
+    ]
+    if met_at is None:
+        assert state.region is not None
+        events.append(
+            TicketEscalated(
+                level="regional_center",
+                cause=EscalationCause.sla_breach,
+                region=state.region,
+                reason=f"{deadline.value} deadline {due_at:%Y-%m-%d %H:%M} UTC passed by "
+                f"{overdue} min",
+            )
+        )
+    return events
+
+
+def decide_sla(command: CheckSla, state: TicketState) -> list[EventPayload]:
     """Breaches of the response and resolution deadlines not yet recorded on the ticket's
     stream. Looking at the stream (not at a table) is what makes a second scheduler, or a
     restart, record nothing twice. A deadline still open is escalated to the regional
     center; one met late while no scheduler ran (down, or between passes) is recorded with
     the real overdue time and needs no escalation any more."""
-    if not state.exists:
+    if not may_follow(state.status, SlaBreached.event_type):
         return []
-    assert state.received is not None and state.region is not None
+    assert state.received is not None
+    now = command.now
     checks = [(SlaDeadline.response, state.received.response_due_at, state.responded_at)]
     if state.diagnosis is not None:
         checks.append(
@@ -573,23 +780,9 @@ def decide_sla(state: TicketState, *, now: datetime) -> list[EventPayload]:
         )
     events: list[EventPayload] = []
     for deadline, due_at, met_at in checks:
-        end = met_at or now
-        if deadline.value in state.breached or end <= due_at or due_at >= now:
+        if deadline.value in state.breached or (met_at or now) <= due_at or due_at >= now:
             continue
-        overdue = int((end - due_at).total_seconds() // 60)
-        events.append(
-            SlaBreached(deadline=deadline, due_at=due_at, detected_at=now, overdue_minutes=overdue)
-        )
-        if met_at is None:
-            events.append(
-                TicketEscalated(
-                    level="regional_center",
-                    cause="sla_breach",
-                    region=state.region,
-                    reason=f"{deadline.value} deadline {due_at:%Y-%m-%d %H:%M} UTC passed by "
-                    f"{overdue} min",
-                )
-            )
+        events += _breach(state, deadline, due_at, met_at, now)
     return events
 
 
@@ -600,21 +793,28 @@ class EarlierRepair:
     outcome: RepairOutcome
 
 
-def decide_repeat_repair(
-    state: TicketState, earlier: Sequence[EarlierRepair], *, window_days: int
-) -> list[EventPayload]:
+@dataclass(frozen=True)
+class FlagRepeatRepair:
+    # Repairs of other tickets with the ticket's serial, recorded before it was received.
+    earlier: tuple[EarlierRepair, ...]
+    window_days: int
+
+
+def decide_repeat_repair(command: FlagRepeatRepair, state: TicketState) -> list[EventPayload]:
     """Flag the ticket when its serial was fixed or replaced on another ticket within the
     window before this ticket was received (event times only: deterministic)."""
-    if not state.exists or "RepeatRepairFlagged" in state.history:
+    if not may_follow(state.status, RepeatRepairFlagged.event_type):
+        return []
+    if RepeatRepairFlagged.event_type in state.history:
         return []
     assert state.received is not None and state.received_at is not None
     serial = state.received.product.serial_number
     if not serial:
         return []
-    since = state.received_at - timedelta(days=window_days)
+    since = state.received_at - timedelta(days=command.window_days)
     hits = [
         r
-        for r in earlier
+        for r in command.earlier
         if r.ticket_id != state.ticket_id
         and r.outcome in (RepairOutcome.fixed, RepairOutcome.replaced)
         and since <= r.repaired_at <= state.received_at
@@ -627,6 +827,6 @@ def decide_repeat_repair(
             earlier_ticket_id=last.ticket_id,
             earlier_repaired_at=last.repaired_at,
             serial_number=serial,
-            window_days=window_days,
+            window_days=command.window_days,
         )
     ]

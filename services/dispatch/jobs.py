@@ -13,40 +13,48 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import datetime
+from functools import partial
 
-from services.dispatch.commands import DispatchCommands
+from services.dispatch import commands
 from services.dispatch.read_models import sla_candidates
 from shared.app.platform import Platform
 from shared.eventstore.leases import Lease
 from shared.eventstore.ledger import ConcurrencyError
 from shared.eventstore.outbox import relay_owner_id
-from shared.kernel.events.envelope import SYSTEM_ACTOR, CommandContext
+from shared.kernel.events.tickets import SlaBreached
 
 log = logging.getLogger(__name__)
 LEASE_NAME = "dispatch:sla_clock"
 
 
+async def record_breaches(platform: Platform, ticket_id: str, now: datetime) -> int:
+    """One ticket, in its own transaction; how many breaches it recorded."""
+    handling = commands.system_handling(platform)
+    try:
+        outcome = await platform.db.write(
+            lambda c: commands.record_sla_breaches(c, handling, ticket_id, now)
+        )
+    except ConcurrencyError:
+        # Someone appended meanwhile (another scheduler, a technician): the next pass
+        # decides again on the new state.
+        log.info("SLA check of %s lost a race; retried next pass", ticket_id)
+        return 0
+    return sum(1 for e in outcome.events if e.event_type == SlaBreached.event_type)
+
+
 async def check_sla(platform: Platform) -> int:
     """One pass over every ticket with a passed, unrecorded deadline; returns how many
-    breaches it recorded. Each ticket is its own transaction."""
-    settings = platform.settings.dispatch
-    commands = DispatchCommands(platform)
+    breaches it recorded."""
+    limit = platform.settings.dispatch.sla_batch_size
     now = platform.clock.now()
     recorded = 0
     after = ""
     while True:
-        async with platform.db.reading() as conn:
-            batch = await sla_candidates(conn, now, after=after, limit=settings.sla_batch_size)
+        batch = await platform.db.read(partial(sla_candidates, now=now, after=after, limit=limit))
         for ticket_id in batch:
-            context = CommandContext(actor=SYSTEM_ACTOR, service="dispatch")
-            try:
-                async with platform.db.transaction() as conn:
-                    recorded += await commands.record_sla_breaches(conn, ticket_id, now, context)
-            except ConcurrencyError:
-                # Someone appended meanwhile (another scheduler, a technician): the next
-                # pass decides again on the new state.
-                log.info("SLA check of %s lost a race; retried next pass", ticket_id)
-        if len(batch) < settings.sla_batch_size:
+            recorded += await record_breaches(platform, ticket_id, now)
+        if len(batch) < limit:
             return recorded
         after = batch[-1]
 

@@ -6,21 +6,15 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, and_, func, or_, select
 
-from services.dispatch.domain import EarlierRepair, NetworkMember, ServicePointInfo, TechnicianInfo
+from services.dispatch.domain import EarlierRepair, Network, ServicePointInfo, TechnicianInfo
 from services.dispatch.tables import service_points, technicians, ticket_flags
 from shared.eventstore.ledger import EventStore
-from shared.kernel.events.network import (
-    NetworkLevel,
-    Shift,
-    TechnicianDeactivated,
-    TechnicianReactivated,
-)
+from shared.kernel.events.network import NetworkLevel, Shift
 from shared.kernel.events.registry import typed_payload
 from shared.kernel.events.tickets import RepairOutcome, TicketRepaired
-from shared.kernel.ticket import TicketStatus
+from shared.kernel.lifecycle import TicketStatus
 from shared.readmodels.ticket_state import ticket_state
 
 # A ticket is on its technician's list from dispatch until the repair; a reopened ticket
@@ -31,20 +25,6 @@ OPEN_ASSIGNMENT_STATUSES = (
     TicketStatus.reopened.value,
 )
 AWAITING_DISPATCH_STATUSES = (TicketStatus.diagnosed.value, TicketStatus.reopened.value)
-
-
-async def load_member(conn: AsyncConnection, store: EventStore, member_id: str) -> NetworkMember:
-    events = await store.read_stream(conn, member_id)
-    if not events:
-        return NetworkMember(stream_type=None, version=0)
-    active = True
-    for e in events:
-        payload = typed_payload(e)
-        if isinstance(payload, TechnicianDeactivated):
-            active = False
-        elif isinstance(payload, TechnicianReactivated):
-            active = True
-    return NetworkMember(stream_type=events[0].stream_type, version=len(events), active=active)
 
 
 def point_info(row: Any) -> ServicePointInfo:
@@ -71,20 +51,20 @@ def technician_info(row: Any) -> TechnicianInfo:
     )
 
 
-async def get_service_point_row(conn: AsyncConnection, point_id: str) -> Any:
+def get_service_point_row(conn: Connection, point_id: str) -> Any:
     query = select(service_points).where(service_points.c.id == point_id)
-    return (await conn.execute(query)).first()
+    return conn.execute(query).first()
 
 
-async def get_service_point(conn: AsyncConnection, point_id: str | None) -> ServicePointInfo | None:
+def get_service_point(conn: Connection, point_id: str | None) -> ServicePointInfo | None:
     if point_id is None:
         return None
-    row = await get_service_point_row(conn, point_id)
+    row = get_service_point_row(conn, point_id)
     return point_info(row) if row else None
 
 
-async def list_service_point_rows(
-    conn: AsyncConnection, *, region: str | None, level: str | None
+def list_service_point_rows(
+    conn: Connection, *, region: str | None, level: str | None
 ) -> list[Any]:
     sp = service_points.c
     query = select(service_points).order_by(sp.id)
@@ -92,10 +72,10 @@ async def list_service_point_rows(
         query = query.where(sp.region == region)
     if level:
         query = query.where(sp.level == level)
-    return list((await conn.execute(query)).all())
+    return list(conn.execute(query).all())
 
 
-async def get_technician_row(conn: AsyncConnection, technician_id: str) -> Any:
+def get_technician_row(conn: Connection, technician_id: str) -> Any:
     query = (
         select(technicians, service_points.c.region)
         .select_from(
@@ -105,11 +85,11 @@ async def get_technician_row(conn: AsyncConnection, technician_id: str) -> Any:
         )
         .where(technicians.c.id == technician_id)
     )
-    return (await conn.execute(query)).first()
+    return conn.execute(query).first()
 
 
-async def list_technician_rows(
-    conn: AsyncConnection,
+def list_technician_rows(
+    conn: Connection,
     *,
     region: str | None,
     service_point_id: str | None,
@@ -130,16 +110,20 @@ async def list_technician_rows(
         query = query.where(t.service_point_id == service_point_id)
     if active is not None:
         query = query.where(t.active == active)
-    rows = list((await conn.execute(query)).all())
+    rows = list(conn.execute(query).all())
     if skill:  # skills are a JSON list: filtered here, the same on both databases
         rows = [r for r in rows if skill.lower() in r.skills]
     return rows
 
 
-async def network_in_region(
-    conn: AsyncConnection, region: str
+def network_in_region(
+    conn: Connection, region: str | None
 ) -> tuple[list[ServicePointInfo], list[TechnicianInfo]]:
-    points = [point_info(r) for r in await list_service_point_rows(conn, region=region, level=None)]
+    """The service points of ``region`` and the technicians working at them (nothing for
+    a ticket without a region)."""
+    if region is None:
+        return [], []
+    points = [point_info(r) for r in list_service_point_rows(conn, region=region, level=None)]
     ids = [p.id for p in points]
     if not ids:
         return points, []
@@ -148,11 +132,43 @@ async def network_in_region(
         .where(technicians.c.service_point_id.in_(ids))
         .order_by(technicians.c.id)
     )
-    return points, [technician_info(r) for r in (await conn.execute(query)).all()]
+    return points, [technician_info(r) for r in conn.execute(query).all()]
 
 
-async def open_loads(
-    conn: AsyncConnection, technician_ids: Sequence[str], *, except_ticket: str | None = None
+def named_technician(
+    conn: Connection, technician_id: str
+) -> tuple[list[ServicePointInfo], list[TechnicianInfo]]:
+    """The technician (when registered) and the service point it works at."""
+    row = get_technician_row(conn, technician_id)
+    if row is None:
+        return [], []
+    technician = technician_info(row)
+    point = get_service_point(conn, technician.service_point_id)
+    return [point] if point else [], [technician]
+
+
+def dispatch_network(
+    conn: Connection, region: str | None, technician_id: str | None, *, except_ticket: str
+) -> Network:
+    """What a dispatch of a ticket in ``region`` looks at: the named technician, or the
+    region's points and technicians; with their open assignments (this ticket's not
+    counted)."""
+    if technician_id is not None:
+        points, techs = named_technician(conn, technician_id)
+    else:
+        points, techs = network_in_region(conn, region)
+    loads = open_loads(conn, [t.id for t in techs], except_ticket=except_ticket)
+    return Network(tuple(points), tuple(techs), loads)
+
+
+def technician_region(conn: Connection, technician_id: str) -> str | None:
+    """The region of the service point the technician works at."""
+    row = get_technician_row(conn, technician_id)
+    return row.region if row is not None else None
+
+
+def open_loads(
+    conn: Connection, technician_ids: Sequence[str], *, except_ticket: str | None = None
 ) -> dict[str, int]:
     """Open assignments per technician (the ticket being dispatched not counted)."""
     if not technician_ids:
@@ -165,7 +181,7 @@ async def open_loads(
     )
     if except_ticket:
         query = query.where(t.ticket_id != except_ticket)
-    return {r[0]: int(r[1]) for r in (await conn.execute(query)).all()}
+    return {r[0]: int(r[1]) for r in conn.execute(query).all()}
 
 
 def _work_list_query() -> Any:
@@ -197,17 +213,17 @@ def _work_list_query() -> Any:
     ).select_from(ticket_state.outerjoin(ticket_flags, ticket_flags.c.ticket_id == t.ticket_id))
 
 
-async def technician_assignments(conn: AsyncConnection, technician_id: str) -> list[Any]:
+def technician_assignments(conn: Connection, technician_id: str) -> list[Any]:
     t = ticket_state.c
     query = (
         _work_list_query()
         .where(t.technician_id == technician_id, t.status.in_(OPEN_ASSIGNMENT_STATUSES))
         .order_by("deadline", t.ticket_id)
     )
-    return list((await conn.execute(query)).all())
+    return list(conn.execute(query).all())
 
 
-async def dispatch_queue(conn: AsyncConnection, region: str | None, limit: int) -> list[Any]:
+def dispatch_queue(conn: Connection, region: str | None, limit: int) -> list[Any]:
     t = ticket_state.c
     query = (
         _work_list_query()
@@ -221,12 +237,10 @@ async def dispatch_queue(conn: AsyncConnection, region: str | None, limit: int) 
     )
     if region:
         query = query.where(t.region == region)
-    return list((await conn.execute(query)).all())
+    return list(conn.execute(query).all())
 
 
-async def sla_candidates(
-    conn: AsyncConnection, now: datetime, *, after: str, limit: int
-) -> list[str]:
+def sla_candidates(conn: Connection, now: datetime, *, after: str, limit: int) -> list[str]:
     """Tickets with a passed deadline not yet flagged as breached (the ticket's stream
     decides; the flags only keep the scan from re-reading settled tickets)."""
     t, f = ticket_state.c, ticket_flags.c
@@ -258,19 +272,26 @@ async def sla_candidates(
         .order_by(t.ticket_id)
         .limit(limit)
     )
-    return list((await conn.execute(query)).scalars())
+    return list(conn.execute(query).scalars())
 
 
-async def earlier_repairs(
-    conn: AsyncConnection, store: EventStore, serial: str, *, ticket_id: str, before_position: int
+def earlier_repairs(
+    conn: Connection,
+    store: EventStore,
+    serial: str | None,
+    *,
+    ticket_id: str,
+    before_position: int,
 ) -> list[EarlierRepair]:
     """Repairs of other tickets with this serial, recorded before ``before_position`` (so
-    the answer does not depend on when the question is asked)."""
+    the answer does not depend on when the question is asked). None without a serial."""
+    if not serial:
+        return []
     t = ticket_state.c
     query = select(t.ticket_id).where(t.serial_number == serial, t.ticket_id != ticket_id)
     found: list[EarlierRepair] = []
-    for other in (await conn.execute(query)).scalars():
-        for e in await store.read_stream(conn, other):
+    for other in list(conn.execute(query).scalars()):
+        for e in store.read_stream(conn, other):
             if e.position >= before_position or e.event_type != TicketRepaired.event_type:
                 continue
             payload = typed_payload(e)

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.dispatch import domain, read_models
-from services.dispatch.commands import DispatchCommands, DispatchTicket, NetworkResult, Reach
+from services.dispatch import commands, domain, read_models
 from services.dispatch.schemas import (
     ActivationRequest,
     AssignmentItem,
@@ -36,75 +32,70 @@ from services.dispatch.schemas import (
     TicketAccepted,
     VisitRequest,
 )
-from shared.app.commands import TicketCommandResult, load_ticket
+from shared.app.executor import Handling, Invocation, Outcome
 from shared.app.platform import Platform
 from shared.http.app import get_platform
-from shared.http.context import Principal, allow, command_context, require_region
-from shared.http.headers import etag, expected_version, idempotency_key
-from shared.http.idempotency import CommandResponse, idempotent_command
+from shared.http.auth.personal_data import mask_address_line
+from shared.http.commands import CommandCall, command_call
+from shared.http.context import Principal, allow
+from shared.http.headers import etag
+from shared.http.idempotency import CommandResponse
 from shared.http.problems import PROBLEM_RESPONSES
 from shared.kernel.errors import NotFound
 from shared.kernel.events.envelope import CommandContext
 from shared.kernel.events.network import NetworkId, NetworkLevel
 from shared.kernel.events.registry import typed_payload
 from shared.kernel.events.tickets import TicketDispatched
+from shared.kernel.reach import Scope
+from shared.kernel.ticket import TICKETS, TicketState
 
 SERVICE = "dispatch"
 network_router = APIRouter(tags=["network"], responses=PROBLEM_RESPONSES)
 tickets_router = APIRouter(tags=["dispatch"], responses=PROBLEM_RESPONSES)
 
-NETWORK_READERS = ("admin", "dispatcher", "regional_center", "auditor")
-TICKET_READERS = ("admin", "dispatcher", "regional_center", "auditor")
+# Who may call what (docs/access-control.md); the reach rule (region, assignment) applies
+# on top, on the state each command decides on.
+Manage = Annotated[CommandCall, Depends(command_call(SERVICE, "admin"))]
+Assign = Annotated[CommandCall, Depends(command_call(SERVICE, "dispatcher", "admin"))]
+FieldWork = Annotated[
+    CommandCall, Depends(command_call(SERVICE, "technician", "dispatcher", "admin"))
+]
+READERS = ("admin", "dispatcher", "regional_center", "auditor")
+may_read = allow(*READERS)
+may_read_own = allow(*READERS, "technician")
 
 
-def network_accepted(result: NetworkResult) -> dict[str, Any]:
-    return NetworkAccepted(
-        id=result.member_id, version=result.version, events=[str(e.event_id) for e in result.events]
-    ).model_dump(mode="json")
+def network_accepted(
+    result: Outcome[domain.NetworkMember], location: str | None = None
+) -> CommandResponse:
+    member = result.after
+    view = NetworkAccepted(
+        id=member.member_id, version=member.version, events=[str(e.event_id) for e in result.events]
+    )
+    return CommandResponse(201 if location else 200, view.model_dump(mode="json"), location)
 
 
-def ticket_accepted(result: TicketCommandResult) -> dict[str, Any]:
-    return TicketAccepted(
+def ticket_accepted(result: Outcome[TicketState]) -> CommandResponse:
+    view = TicketAccepted(
         ticket_id=result.after.ticket_id,
         status=result.after.status.value,
         version=result.after.version,
         events=[str(e.event_id) for e in result.events],
-    ).model_dump(mode="json")
+    )
+    return CommandResponse(200, view.model_dump(mode="json"))
 
 
-def reach_of(principal: Principal) -> Reach:
-    if principal.role == "technician":
-        return Reach(technician=principal.subject)
-    return Reach(region=principal.region)
+def outside_reach(principal: Principal, region: str | None) -> bool:
+    """A list asked for a region outside the caller's reach: nothing there exists for it."""
+    return region is not None and not principal.reach.allows_region(region.lower())
+
+
+def list_region(principal: Principal, region: str | None) -> str | None:
+    """The region a list is filtered to (in SQL): the caller's own when it has one."""
+    return principal.reach.region or (region.lower() if region else None)
 
 
 # --- the service network ---------------------------------------------------------------
-
-NetworkAct = Callable[[DispatchCommands, AsyncConnection, CommandContext], Awaitable[NetworkResult]]
-
-
-async def network_command(
-    platform: Platform,
-    principal: Principal,
-    request: Request,
-    *,
-    scope: str,
-    key: str | None,
-    body: BaseModel,
-    act: NetworkAct,
-    status_code: int = 200,
-    location: str | None = None,
-) -> JSONResponse:
-    """A change to a network member, answered with its new version and events."""
-    context = command_context(request, principal.actor, SERVICE)
-
-    async def run(conn: AsyncConnection) -> CommandResponse:
-        result = await act(DispatchCommands(platform), conn, context)
-        return CommandResponse(status_code, network_accepted(result), location)
-
-    return await idempotent_command(
-        platform, principal, scope=f"{SERVICE}:{scope}", key=key, body=body, command=run
-    )
 
 
 @network_router.post(
@@ -116,20 +107,15 @@ async def network_command(
     "their region and cover the region, or only the postcode prefixes they list. "
     "Event ServicePointRegistered on the member's own stream.",
 )
-async def register_service_point(
-    body: ServicePointCreate,
-    request: Request,
-    principal: Principal = Depends(allow("admin")),
-    key: str | None = Depends(idempotency_key),
-    platform: Platform = Depends(get_platform),
-) -> JSONResponse:
-    return await network_command(
-        platform, principal, request, scope="register_service_point", key=key, body=body,
-        act=lambda c, conn, context: c.register_service_point(
-            conn, body.id, body.description(), context
+async def register_service_point(body: ServicePointCreate, call: Manage) -> JSONResponse:
+    point_id, description, where = body.id, body.description(), f"/service-points/{body.id}"
+    return await call.run(
+        "register_service_point",
+        body,
+        lambda c: network_accepted(
+            commands.register_service_point(c, call.handling, point_id, description), where
         ),
-        status_code=201, location=f"/service-points/{body.id}",
-    )  # fmt: skip
+    )
 
 
 @network_router.put(
@@ -138,20 +124,16 @@ async def register_service_point(
     summary="Replace a network member's description (event ServicePointUpdated)",
 )
 async def update_service_point(
-    point_id: NetworkId,
-    body: ServicePointReplace,
-    request: Request,
-    principal: Principal = Depends(allow("admin")),
-    key: str | None = Depends(idempotency_key),
-    version: int | None = Depends(expected_version),
-    platform: Platform = Depends(get_platform),
+    point_id: NetworkId, body: ServicePointReplace, call: Manage
 ) -> JSONResponse:
-    return await network_command(
-        platform, principal, request, scope=f"update_service_point:{point_id}", key=key, body=body,
-        act=lambda c, conn, context: c.update_service_point(
-            conn, point_id, body.description(), body.reason, context, version
+    description = body.description()
+    return await call.run(
+        f"update_service_point:{point_id}",
+        body,
+        lambda c: network_accepted(
+            commands.update_service_point(c, call.handling, point_id, description, body.reason)
         ),
-    )  # fmt: skip
+    )
 
 
 @network_router.get(
@@ -160,17 +142,17 @@ async def update_service_point(
 async def list_service_points(
     region: str | None = Query(default=None, max_length=32),
     level: NetworkLevel | None = None,
-    principal: Principal = Depends(allow(*NETWORK_READERS)),
+    principal: Principal = Depends(may_read),
     platform: Platform = Depends(get_platform),
 ) -> ServicePointPage:
-    if principal.region is not None:
-        if region is not None and region.lower() != principal.region:
-            return ServicePointPage(items=[])
-        region = principal.region
-    async with platform.db.reading() as conn:
-        rows = await read_models.list_service_point_rows(
-            conn, region=region.lower() if region else None, level=level.value if level else None
+    if outside_reach(principal, region):
+        return ServicePointPage(items=[])
+    where = list_region(principal, region)
+    rows = await platform.db.read(
+        lambda c: read_models.list_service_point_rows(
+            c, region=where, level=level.value if level else None
         )
+    )
     return ServicePointPage(items=[ServicePointView(**dict(r._mapping)) for r in rows])
 
 
@@ -180,14 +162,12 @@ async def list_service_points(
 async def get_service_point(
     point_id: NetworkId,
     response: Response,
-    principal: Principal = Depends(allow(*NETWORK_READERS)),
+    principal: Principal = Depends(may_read),
     platform: Platform = Depends(get_platform),
 ) -> ServicePointView:
-    async with platform.db.reading() as conn:
-        row = await read_models.get_service_point_row(conn, point_id)
-    if row is None:
+    row = await platform.db.read(lambda c: read_models.get_service_point_row(c, point_id))
+    if row is None or not principal.reach.allows(Scope(region=row.region)):
         raise NotFound("service_point_not_found", f"no service point {point_id}")
-    require_region(principal, row.region, "service_point", point_id)
     response.headers["ETag"] = etag(row.version)
     return ServicePointView(**dict(row._mapping))
 
@@ -200,19 +180,16 @@ async def get_service_point(
     description="Skills are product lines; working hours are shifts per weekday in the "
     "technician's timezone. The id is the technician's login subject.",
 )
-async def register_technician(
-    body: TechnicianCreate,
-    request: Request,
-    principal: Principal = Depends(allow("admin")),
-    key: str | None = Depends(idempotency_key),
-    platform: Platform = Depends(get_platform),
-) -> JSONResponse:
-    description = body.description(platform.settings.dispatch.default_timezone)
-    return await network_command(
-        platform, principal, request, scope="register_technician", key=key, body=body,
-        act=lambda c, conn, context: c.register_technician(conn, body.id, description, context),
-        status_code=201, location=f"/technicians/{body.id}",
-    )  # fmt: skip
+async def register_technician(body: TechnicianCreate, call: Manage) -> JSONResponse:
+    description = body.description(call.handling.settings.dispatch.default_timezone)
+    technician_id, where = body.id, f"/technicians/{body.id}"
+    return await call.run(
+        "register_technician",
+        body,
+        lambda c: network_accepted(
+            commands.register_technician(c, call.handling, technician_id, description), where
+        ),
+    )
 
 
 @network_router.put(
@@ -221,42 +198,29 @@ async def register_technician(
     summary="Replace a technician's description (event TechnicianUpdated)",
 )
 async def update_technician(
-    technician_id: NetworkId,
-    body: TechnicianReplace,
-    request: Request,
-    principal: Principal = Depends(allow("admin")),
-    key: str | None = Depends(idempotency_key),
-    version: int | None = Depends(expected_version),
-    platform: Platform = Depends(get_platform),
+    technician_id: NetworkId, body: TechnicianReplace, call: Manage
 ) -> JSONResponse:
-    description = body.description(platform.settings.dispatch.default_timezone)
-    return await network_command(
-        platform, principal, request, scope=f"update_technician:{technician_id}", key=key,
-        body=body,
-        act=lambda c, conn, context: c.update_technician(
-            conn, technician_id, description, body.reason, context, version
+    description = body.description(call.handling.settings.dispatch.default_timezone)
+    return await call.run(
+        f"update_technician:{technician_id}",
+        body,
+        lambda c: network_accepted(
+            commands.update_technician(c, call.handling, technician_id, description, body.reason)
         ),
-    )  # fmt: skip
+    )
 
 
 async def _set_active(
-    technician_id: str,
-    active: bool,
-    body: ActivationRequest,
-    request: Request,
-    principal: Principal,
-    key: str | None,
-    version: int | None,
-    platform: Platform,
+    technician_id: str, active: bool, body: ActivationRequest, call: CommandCall
 ) -> JSONResponse:
-    return await network_command(
-        platform, principal, request,
-        scope=f"{'activate' if active else 'deactivate'}_technician:{technician_id}",
-        key=key, body=body,
-        act=lambda c, conn, context: c.set_technician_active(
-            conn, technician_id, active, body.reason, context, version
+    command = body.command(active)
+    return await call.run(
+        f"{'activate' if active else 'deactivate'}_technician:{technician_id}",
+        body,
+        lambda c: network_accepted(
+            commands.set_technician_active(c, call.handling, technician_id, command)
         ),
-    )  # fmt: skip
+    )
 
 
 @network_router.post(
@@ -267,15 +231,9 @@ async def _set_active(
     "assignments stay until they are re-dispatched.",
 )
 async def deactivate_technician(
-    technician_id: NetworkId,
-    body: ActivationRequest,
-    request: Request,
-    principal: Principal = Depends(allow("admin")),
-    key: str | None = Depends(idempotency_key),
-    version: int | None = Depends(expected_version),
-    platform: Platform = Depends(get_platform),
+    technician_id: NetworkId, body: ActivationRequest, call: Manage
 ) -> JSONResponse:
-    return await _set_active(technician_id, False, body, request, principal, key, version, platform)
+    return await _set_active(technician_id, False, body, call)
 
 
 @network_router.post(
@@ -284,15 +242,9 @@ async def deactivate_technician(
     summary="Put a technician back on duty (event TechnicianReactivated)",
 )
 async def activate_technician(
-    technician_id: NetworkId,
-    body: ActivationRequest,
-    request: Request,
-    principal: Principal = Depends(allow("admin")),
-    key: str | None = Depends(idempotency_key),
-    version: int | None = Depends(expected_version),
-    platform: Platform = Depends(get_platform),
+    technician_id: NetworkId, body: ActivationRequest, call: Manage
 ) -> JSONResponse:
-    return await _set_active(technician_id, True, body, request, principal, key, version, platform)
+    return await _set_active(technician_id, True, body, call)
 
 
 @network_router.get("/technicians", response_model=TechnicianPage, summary="Technicians")
@@ -301,22 +253,27 @@ async def list_technicians(
     service_point_id: str | None = Query(default=None, max_length=100),
     skill: str | None = Query(default=None, max_length=200, description="A product line."),
     active: bool | None = None,
-    principal: Principal = Depends(allow(*NETWORK_READERS)),
+    principal: Principal = Depends(may_read),
     platform: Platform = Depends(get_platform),
 ) -> TechnicianPage:
-    if principal.region is not None:
-        if region is not None and region.lower() != principal.region:
-            return TechnicianPage(items=[])
-        region = principal.region
-    async with platform.db.reading() as conn:
-        rows = await read_models.list_technician_rows(
-            conn,
-            region=region.lower() if region else None,
-            service_point_id=service_point_id,
-            skill=skill,
-            active=active,
+    if outside_reach(principal, region):
+        return TechnicianPage(items=[])
+    where = list_region(principal, region)
+    rows = await platform.db.read(
+        lambda c: read_models.list_technician_rows(
+            c, region=where, service_point_id=service_point_id, skill=skill, active=active
         )
+    )
     return TechnicianPage(items=[TechnicianView(**dict(r._mapping)) for r in rows])
+
+
+async def visible_technician(platform: Platform, principal: Principal, technician_id: str) -> Any:
+    """The technician's row, or 404 outside the caller's reach (another region; for a
+    technician, anyone but itself)."""
+    row = await platform.db.read(lambda c: read_models.get_technician_row(c, technician_id))
+    if row is None or not principal.reach.allows(Scope(row.region, assignee=row.id)):
+        raise NotFound("technician_not_found", f"no technician {technician_id}")
+    return row
 
 
 @network_router.get(
@@ -325,33 +282,24 @@ async def list_technicians(
 async def get_technician(
     technician_id: NetworkId,
     response: Response,
-    principal: Principal = Depends(allow(*NETWORK_READERS, "technician")),
+    principal: Principal = Depends(may_read_own),
     platform: Platform = Depends(get_platform),
 ) -> TechnicianView:
-    row = await _visible_technician(platform, principal, technician_id)
+    row = await visible_technician(platform, principal, technician_id)
     response.headers["ETag"] = etag(row.version)
     return TechnicianView(**dict(row._mapping))
 
 
-async def _visible_technician(platform: Platform, principal: Principal, technician_id: str) -> Any:
-    async with platform.db.reading() as conn:
-        row = await read_models.get_technician_row(conn, technician_id)
-    if row is None or (principal.role == "technician" and principal.subject != technician_id):
-        raise NotFound("technician_not_found", f"no technician {technician_id}")
-    require_region(principal, row.region, "technician", technician_id)
-    return row
-
-
-def assignment_item(row: Any) -> AssignmentItem:
+def assignment_item(row: Any, principal: Principal) -> AssignmentItem:
+    """One line of a work list; the street address masked for roles that see it masked
+    (docs/personal-data.md)."""
     data = dict(row._mapping)
     breached = [
         name for name in ("response", "resolution") if data.pop(f"{name}_breached_at") is not None
     ]
-    return AssignmentItem(
-        **data,
-        reopened=data["reopen_count"] > 0,
-        sla_breached=breached,
-    )
+    if not principal.sees_personal_data:
+        data["address_line"] = mask_address_line(data["address_line"])
+    return AssignmentItem(**data, reopened=data["reopen_count"] > 0, sla_breached=breached)
 
 
 @network_router.get(
@@ -360,17 +308,17 @@ def assignment_item(row: Any) -> AssignmentItem:
     summary="A technician's work list: open assignments, the nearest deadline first",
     description="Dispatched and visited tickets, and reopened tickets still assigned to the "
     "technician (flagged `reopened`, with `escalated` when the reopening escalated). The "
-    "deadline is the resolution deadline, else the response deadline.",
+    "deadline is the resolution deadline, else the response deadline. The street address "
+    "is masked for roles without access to personal data.",
 )
 async def technician_assignments(
     technician_id: NetworkId,
-    principal: Principal = Depends(allow(*NETWORK_READERS, "technician")),
+    principal: Principal = Depends(may_read_own),
     platform: Platform = Depends(get_platform),
 ) -> AssignmentList:
-    await _visible_technician(platform, principal, technician_id)
-    async with platform.db.reading() as conn:
-        rows = await read_models.technician_assignments(conn, technician_id)
-    return AssignmentList(items=[assignment_item(r) for r in rows])
+    await visible_technician(platform, principal, technician_id)
+    rows = await platform.db.read(lambda c: read_models.technician_assignments(c, technician_id))
+    return AssignmentList(items=[assignment_item(r, principal) for r in rows])
 
 
 # --- tickets -----------------------------------------------------------------------------
@@ -380,25 +328,22 @@ async def technician_assignments(
     "/dispatch-queue",
     response_model=AssignmentList,
     summary="Tickets waiting for a dispatch (diagnosed or reopened), the nearest deadline first",
+    description="The street address is masked for roles without access to personal data.",
 )
 async def dispatch_queue(
     region: str | None = Query(default=None, max_length=32),
     limit: int = Query(default=100, ge=1, le=500),
-    principal: Principal = Depends(allow(*TICKET_READERS)),
+    principal: Principal = Depends(may_read),
     platform: Platform = Depends(get_platform),
 ) -> AssignmentList:
-    if principal.region is not None:
-        if region is not None and region.lower() != principal.region:
-            return AssignmentList(items=[])
-        region = principal.region
-    async with platform.db.reading() as conn:
-        rows = await read_models.dispatch_queue(conn, region.lower() if region else None, limit)
-    return AssignmentList(items=[assignment_item(r) for r in rows])
+    if outside_reach(principal, region):
+        return AssignmentList(items=[])
+    where = list_region(principal, region)
+    rows = await platform.db.read(lambda c: read_models.dispatch_queue(c, where, limit))
+    return AssignmentList(items=[assignment_item(r, principal) for r in rows])
 
 
-def candidate_views(
-    candidates: tuple[domain.Candidate, ...] | list[domain.Candidate],
-) -> list[CandidateView]:
+def candidate_views(candidates: tuple[domain.Candidate, ...]) -> list[CandidateView]:
     return [
         CandidateView(
             technician_id=c.technician.id,
@@ -421,17 +366,37 @@ async def ticket_candidates(
     principal: Principal = Depends(allow("dispatcher", "admin")),
     platform: Platform = Depends(get_platform),
 ) -> CandidatesView:
-    commands = DispatchCommands(platform)
-    async with platform.db.reading() as conn:
-        state = await load_ticket(platform, conn, str(ticket_id))
-        domain.require_reach(state, principal.region, None)
-        domain.check_dispatchable(state)
-        ranked = await commands.candidates(conn, state, None)
+    context = CommandContext(actor=principal.actor, service=SERVICE)
+    handling = Handling(
+        platform.executor(SERVICE), Invocation(context, principal.reach), platform.settings
+    )
+    chosen = await platform.db.read(lambda c: commands.candidates(c, handling, str(ticket_id)))
     return CandidatesView(
         ticket_id=str(ticket_id),
-        reason=domain.suggestion_reason(domain.ticket_facts(state), ranked),
-        candidates=candidate_views(ranked),
+        reason=chosen.reason,
+        candidates=candidate_views(chosen.candidates),
     )
+
+
+def dispatch_accepted(result: commands.Dispatched) -> CommandResponse:
+    after = result.outcome.after
+    event = after.dispatch
+    assert event is not None
+    view = DispatchAccepted(
+        ticket_id=after.ticket_id,
+        status=after.status.value,
+        version=after.version,
+        region=event.region,
+        service_point_id=event.service_point_id,
+        technician_id=event.technician_id,
+        appointment_start=event.appointment_start,
+        appointment_end=event.appointment_end,
+        reason=event.reason,
+        redispatch=event.redispatch,
+        candidates=candidate_views(result.candidates),
+        events=[str(e.event_id) for e in result.outcome.events],
+    )
+    return CommandResponse(200, view.model_dump(mode="json"))
 
 
 @tickets_router.post(
@@ -444,52 +409,12 @@ async def ticket_candidates(
     "reason. Dispatching again (re-dispatch, also after a reopening) needs a `reason` and "
     "keeps the earlier assignments in the history.",
 )
-async def dispatch_ticket(
-    ticket_id: UUID,
-    body: DispatchRequest,
-    request: Request,
-    principal: Principal = Depends(allow("dispatcher", "admin")),
-    key: str | None = Depends(idempotency_key),
-    version: int | None = Depends(expected_version),
-    platform: Platform = Depends(get_platform),
-) -> JSONResponse:
-    context = command_context(request, principal.actor, SERVICE)
-    window = (
-        (body.appointment_start, body.appointment_end)
-        if body.appointment_start and body.appointment_end
-        else None
-    )
-    command = DispatchTicket(body.technician_id, body.service_point_id, window, body.reason)
-
-    async def run(conn: AsyncConnection) -> CommandResponse:
-        result, assignment = await DispatchCommands(platform).dispatch(
-            conn, str(ticket_id), command, context, version, reach_of(principal)
-        )
-        event = result.after.dispatch
-        assert event is not None
-        view = DispatchAccepted(
-            ticket_id=str(ticket_id),
-            status=result.after.status.value,
-            version=result.after.version,
-            region=event.region,
-            service_point_id=event.service_point_id,
-            technician_id=event.technician_id,
-            appointment_start=event.appointment_start,
-            appointment_end=event.appointment_end,
-            reason=event.reason,
-            redispatch=event.redispatch,
-            candidates=candidate_views(assignment.candidates),
-            events=[str(e.event_id) for e in result.events],
-        )
-        return CommandResponse(200, view.model_dump(mode="json"))
-
-    return await idempotent_command(
-        platform,
-        principal,
-        scope=f"{SERVICE}:dispatch:{ticket_id}",
-        key=key,
-        body=body,
-        command=run,
+async def dispatch_ticket(ticket_id: UUID, body: DispatchRequest, call: Assign) -> JSONResponse:
+    request = body.command()
+    return await call.run(
+        f"dispatch:{ticket_id}",
+        body,
+        lambda c: dispatch_accepted(commands.dispatch(c, call.handling, str(ticket_id), request)),
     )
 
 
@@ -500,18 +425,17 @@ async def dispatch_ticket(
 )
 async def dispatch_history(
     ticket_id: UUID,
-    principal: Principal = Depends(allow(*TICKET_READERS)),
+    principal: Principal = Depends(may_read),
     platform: Platform = Depends(get_platform),
 ) -> DispatchHistory:
-    async with platform.db.reading() as conn:
-        events = await platform.store.read_stream(conn, str(ticket_id))
-    if not events:
+    events = await platform.db.read(lambda c: platform.store.read_stream(c, str(ticket_id)))
+    state = TICKETS.fold(str(ticket_id), events)
+    if not state.exists or not principal.reach.allows(TICKETS.scope(state)):
         raise NotFound("ticket_not_found", f"no ticket {ticket_id}")
-    require_region(principal, events[-1].region, "ticket", str(ticket_id))
     items = []
     for e in events:
-        payload = typed_payload(e)
-        if isinstance(payload, TicketDispatched):
+        if e.event_type == TicketDispatched.event_type:
+            payload = typed_payload(e)
             items.append(
                 DispatchHistoryEntry(
                     stream_version=e.stream_version,
@@ -530,31 +454,12 @@ async def dispatch_history(
     description="Only on a dispatched ticket, by its technician (or the dispatcher on "
     "their behalf); never on a closed ticket.",
 )
-async def visit_ticket(
-    ticket_id: UUID,
-    body: VisitRequest,
-    request: Request,
-    principal: Principal = Depends(allow("technician", "dispatcher", "admin")),
-    key: str | None = Depends(idempotency_key),
-    version: int | None = Depends(expected_version),
-    platform: Platform = Depends(get_platform),
-) -> JSONResponse:
-    context = command_context(request, principal.actor, SERVICE)
-
-    async def run(conn: AsyncConnection) -> CommandResponse:
-        result = await DispatchCommands(platform).visit(
-            conn,
-            str(ticket_id),
-            body.arrived_at,
-            body.findings,
-            context,
-            version,
-            reach_of(principal),
-        )
-        return CommandResponse(200, ticket_accepted(result))
-
-    return await idempotent_command(
-        platform, principal, scope=f"{SERVICE}:visit:{ticket_id}", key=key, body=body, command=run
+async def visit_ticket(ticket_id: UUID, body: VisitRequest, call: FieldWork) -> JSONResponse:
+    visit = body.command()
+    return await call.run(
+        f"visit:{ticket_id}",
+        body,
+        lambda c: ticket_accepted(commands.visit(c, call.handling, str(ticket_id), visit)),
     )
 
 
@@ -566,31 +471,10 @@ async def visit_ticket(
     "remote-guidance tickets may be repaired without one. The technician is taken from the "
     "current dispatch. Cost defaults to the warranty unless the ticket is out of warranty.",
 )
-async def repair_ticket(
-    ticket_id: UUID,
-    body: RepairRequest,
-    request: Request,
-    principal: Principal = Depends(allow("technician", "dispatcher", "admin")),
-    key: str | None = Depends(idempotency_key),
-    version: int | None = Depends(expected_version),
-    platform: Platform = Depends(get_platform),
-) -> JSONResponse:
-    context = command_context(request, principal.actor, SERVICE)
-    command = domain.RecordRepair(
-        outcome=body.outcome,
-        parts_used=tuple(body.parts_used),
-        labour_minutes=body.labour_minutes,
-        cost_borne_by=body.cost_borne_by,
-        cost_amount=body.cost_amount,
-        notes=body.notes,
-    )
-
-    async def run(conn: AsyncConnection) -> CommandResponse:
-        result = await DispatchCommands(platform).repair(
-            conn, str(ticket_id), command, context, version, reach_of(principal)
-        )
-        return CommandResponse(200, ticket_accepted(result))
-
-    return await idempotent_command(
-        platform, principal, scope=f"{SERVICE}:repair:{ticket_id}", key=key, body=body, command=run
+async def repair_ticket(ticket_id: UUID, body: RepairRequest, call: FieldWork) -> JSONResponse:
+    repair = body.command()
+    return await call.run(
+        f"repair:{ticket_id}",
+        body,
+        lambda c: ticket_accepted(commands.repair(c, call.handling, str(ticket_id), repair)),
     )

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from services.dispatch import domain
 from shared.kernel.events.network import (
     NetworkId,
     ServicePointDescription,
@@ -97,6 +98,9 @@ class TechnicianReplace(TechnicianFields):
 class ActivationRequest(Body):
     reason: LongText
 
+    def command(self, active: bool) -> domain.SetTechnicianActive:
+        return domain.SetTechnicianActive(active, self.reason)
+
 
 class NetworkAccepted(BaseModel):
     id: str
@@ -179,6 +183,14 @@ class DispatchRequest(Body):
             raise ValueError("give appointment_start and appointment_end together")
         return self
 
+    def command(self) -> domain.DispatchRequest:
+        window = None
+        if self.appointment_start is not None and self.appointment_end is not None:
+            window = (self.appointment_start, self.appointment_end)
+        return domain.DispatchRequest(
+            self.technician_id, self.service_point_id, window, self.reason
+        )
+
 
 class CandidateView(BaseModel):
     technician_id: str
@@ -215,6 +227,9 @@ class VisitRequest(Body):
     arrived_at: AwareDatetime | None = Field(default=None, description="Default: now.")
     findings: LongText
 
+    def command(self) -> domain.Visit:
+        return domain.Visit(findings=self.findings, arrived_at=self.arrived_at)
+
 
 class RepairRequest(Body):
     model_config = ConfigDict(
@@ -246,6 +261,16 @@ class RepairRequest(Body):
     )
     cost_amount: float = Field(default=0, ge=0)
     notes: LongText | None = None
+
+    def command(self) -> domain.RecordRepair:
+        return domain.RecordRepair(
+            outcome=self.outcome,
+            parts_used=tuple(self.parts_used),
+            labour_minutes=self.labour_minutes,
+            cost_borne_by=self.cost_borne_by,
+            cost_amount=self.cost_amount,
+            notes=self.notes,
+        )
 
 
 class TicketAccepted(BaseModel):

@@ -3,29 +3,35 @@ service's executor — inside the caller's unit of work (one transaction)."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
+from functools import cache
+from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, bindparam
 from sqlalchemy.dialects import postgresql, sqlite
 
 from services.intake import domain
 from services.intake.read_models import find_open_duplicate
 from services.intake.tables import ticket_number_counters
 from shared.app.executor import Handling, Outcome
+from shared.kernel.ids import uuid7
 from shared.kernel.ticket import TICKETS, TicketState
+
+
+@cache
+def _take_number(dialect: str) -> Any:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    counters = ticket_number_counters
+    statement = insert(counters).values(day=bindparam("day"), last_number=1)
+    return statement.on_conflict_do_update(
+        index_elements=[counters.c.day], set_={"last_number": counters.c.last_number + 1}
+    ).returning(counters.c.last_number)
 
 
 def next_ticket_number(conn: Connection, now: datetime, prefix: str) -> str:
     """``TL-YYYYMMDD-NNNNNN``: unique, and sorts by day (UTC) then arrival."""
     day = now.strftime("%Y%m%d")
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    statement = insert(ticket_number_counters).values(day=day, last_number=1)
-    statement = statement.on_conflict_do_update(
-        index_elements=[ticket_number_counters.c.day],
-        set_={"last_number": ticket_number_counters.c.last_number + 1},
-    ).returning(ticket_number_counters.c.last_number)
-    number = conn.execute(statement).scalar_one()
+    number = conn.execute(_take_number(conn.dialect.name), {"day": day}).scalar_one()
     return f"{prefix}-{day}-{number:06d}"
 
 
@@ -41,7 +47,7 @@ def receive(conn: Connection, h: Handling, request: domain.NewTicket) -> Outcome
             conn, request.customer.phone, request.product.serial_number, request.product.model
         ),
     )
-    return h.execute(conn, TICKETS, str(uuid.uuid4()), command, domain.decide_receive)
+    return h.execute(conn, TICKETS, str(uuid7()), command, domain.decide_receive)
 
 
 def diagnose(

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, or_, select
+from sqlalchemy import Connection, and_, bindparam, or_, select
 
 from shared.eventstore.ledger import EventStore
 from shared.kernel.errors import InvalidCommand
@@ -94,18 +94,29 @@ def list_ticket_rows(
     return rows, next_cursor
 
 
-def find_open_duplicate(
-    conn: Connection, phone: str, serial_number: str | None, model: str
-) -> str | None:
-    """An open ticket for the same phone and serial (or model when no serial is given)."""
+def _open_duplicate(same: Any) -> Any:
     t = ticket_state.c
-    same_product = t.serial_number == serial_number if serial_number else t.product_model == model
-    query = (
+    return (
         select(t.ticket_id)
         .where(
-            t.customer_phone == phone, same_product, t.status.in_([s.value for s in OPEN_STATUSES])
+            t.customer_phone == bindparam("phone"),
+            same,
+            t.status.in_([s.value for s in OPEN_STATUSES]),
         )
         .order_by(t.created_at)
         .limit(1)
     )
-    return conn.execute(query).scalar()
+
+
+# Built once: every new ticket asks one of these.
+_SAME_SERIAL = _open_duplicate(ticket_state.c.serial_number == bindparam("serial"))
+_SAME_MODEL = _open_duplicate(ticket_state.c.product_model == bindparam("model"))
+
+
+def find_open_duplicate(
+    conn: Connection, phone: str, serial_number: str | None, model: str
+) -> str | None:
+    """An open ticket for the same phone and serial (or model when no serial is given)."""
+    if serial_number:
+        return conn.execute(_SAME_SERIAL, {"phone": phone, "serial": serial_number}).scalar()
+    return conn.execute(_SAME_MODEL, {"phone": phone, "model": model}).scalar()

@@ -24,7 +24,7 @@ from shared.eventstore.runner import ProjectionRunner
 from shared.kernel.clock import Clock
 from shared.kernel.decider import Decide, Decider
 from shared.kernel.errors import NotFound
-from shared.kernel.events.envelope import CommandContext, EventEnvelope
+from shared.kernel.events.envelope import CommandContext, EventEnvelope, PendingEvent
 from shared.kernel.reach import EVERYWHERE, Reach
 
 if TYPE_CHECKING:
@@ -155,7 +155,18 @@ class Executor:
         self, conn: Connection, context: CommandContext, appends: Sequence[StreamAppend]
     ) -> list[EventEnvelope]:
         """Append what a decision produced (one or several streams) and apply the inline
-        read models to it, in the caller's transaction."""
+        read models to it, in the caller's transaction. The inline read models' stream
+        locks are taken before the append, in the order projectors take them (stream
+        locks, then the position counter), so the two never wait on each other in a
+        cycle."""
+        inline = [
+            (projection, stream_ids)
+            for stream_type, projections in self.inline.items()
+            if (stream_ids := {a.stream_id for a in appends if _stream_type(a) == stream_type})
+            for projection in projections
+        ]
+        for projection, stream_ids in inline:
+            self.runner.lock_streams(conn, projection.name, stream_ids)
         written = self.store.append(conn, appends, context)
         by_type: dict[str, list[EventEnvelope]] = {}
         for event in written:
@@ -164,3 +175,11 @@ class Executor:
             for projection in self.inline.get(stream_type, ()):
                 self.runner.apply(conn, projection, events)
         return written
+
+
+def _stream_type(append: StreamAppend) -> str | None:
+    first = next(iter(append.events), None)
+    if first is None:
+        return None
+    payload = first.payload if isinstance(first, PendingEvent) else first
+    return payload.stream_type

@@ -45,6 +45,7 @@ def relay_from_settings(
         batch_size=settings.relay_batch_size,
         lease_seconds=settings.relay_lease_seconds,
         clock=clock,
+        topic_prefix=settings.kafka_topic_prefix,
     )
 
 

@@ -20,6 +20,7 @@ read models, idempotency record) costs one hop to the database, not one per stat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -89,14 +90,15 @@ def ensure_sqlite_dir(url: str) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
-def _sqlite_engine(path: str, begin_statement: str, synchronous: str) -> Engine:
+def _sqlite_engine(path: str, synchronous: str) -> Engine:
     engine = create_engine(
         f"sqlite:///{path}", poolclass=NullPool, connect_args={"check_same_thread": False}
     )
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
-        # Take over transaction control from the driver so BEGIN IMMEDIATE can be issued.
+        # Transactions are ours: BEGIN (IMMEDIATE for the writer) and COMMIT are issued on
+        # the driver connection, one statement each, around every unit of work.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
@@ -105,11 +107,21 @@ def _sqlite_engine(path: str, begin_statement: str, synchronous: str) -> Engine:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
-    @event.listens_for(engine, "begin")
-    def _begin(conn: Connection) -> None:
-        conn.exec_driver_sql(begin_statement)
-
     return engine
+
+
+def _open(engine: Engine) -> tuple[Connection, Any]:
+    """A connection whose transactions SQLAlchemy leaves alone (AUTOCOMMIT: it never
+    sends BEGIN/COMMIT itself), and the sqlite3 connection under it."""
+    conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    return conn, conn.connection.driver_connection
+
+
+def _finish(conn: Connection, raw: Any, commit: bool) -> None:
+    if raw.in_transaction:
+        raw.execute("COMMIT" if commit else "ROLLBACK")
+    if conn.in_transaction():
+        conn.rollback()  # SQLAlchemy's own bookkeeping only: nothing reaches the driver
 
 
 @dataclass
@@ -169,7 +181,7 @@ class _SqliteWriter:
         return group, stop
 
     def _run(self) -> None:
-        conn = self.engine.connect()
+        conn, raw = _open(self.engine)
         try:
             while True:
                 job = self._queue.get()
@@ -177,21 +189,23 @@ class _SqliteWriter:
                     return
                 group, stop = self._next_group(job)
                 if len(group) == 1:
-                    self._run_one(conn, job)
+                    self._run_one(conn, raw, job)
                 else:
-                    self._run_group(conn, group)
+                    self._run_group(conn, raw, group)
                 if stop:
                     return
         finally:
             conn.close()
 
     @staticmethod
-    def _run_one(conn: Connection, job: _Job) -> None:
+    def _run_one(conn: Connection, raw: Any, job: _Job) -> None:
         take_appended(conn.info)
         try:
-            with conn.begin():
-                result = job.work(conn)
+            raw.execute("BEGIN IMMEDIATE")
+            result = job.work(conn)
+            _finish(conn, raw, commit=True)
         except BaseException as exc:
+            _finish(conn, raw, commit=False)
             take_appended(conn.info)
             _deliver(job, None, exc)
             return
@@ -199,20 +213,26 @@ class _SqliteWriter:
         _deliver(job, result, None)
 
     @staticmethod
-    def _run_group(conn: Connection, group: list[_Job]) -> None:
+    def _run_group(conn: Connection, raw: Any, group: list[_Job]) -> None:
         outcomes: list[tuple[Any, BaseException | None, list[tuple[str, str]]]] = []
         take_appended(conn.info)
         try:
-            with conn.begin():
-                for job in group:
-                    try:
-                        with conn.begin_nested():
-                            result = job.work(conn)
-                        outcomes.append((result, None, take_appended(conn.info)))
-                    except Exception as exc:
-                        take_appended(conn.info)
-                        outcomes.append((None, exc, []))
+            raw.execute("BEGIN IMMEDIATE")
+            for job in group:
+                raw.execute("SAVEPOINT unit")
+                try:
+                    result = job.work(conn)
+                except Exception as exc:
+                    raw.execute("ROLLBACK TO unit")
+                    raw.execute("RELEASE unit")
+                    take_appended(conn.info)
+                    outcomes.append((None, exc, []))
+                    continue
+                raw.execute("RELEASE unit")
+                outcomes.append((result, None, take_appended(conn.info)))
+            _finish(conn, raw, commit=True)
         except BaseException as exc:  # the commit failed: nothing of the group is durable
+            _finish(conn, raw, commit=False)
             for job in group:
                 _deliver(job, None, exc)
             return
@@ -231,18 +251,21 @@ class _SqliteReaders:
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sqlite-reader")
 
-    def _connection(self) -> Connection:
-        conn: Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = self.engine.connect()
+    def _connection(self) -> tuple[Connection, Any]:
+        found: tuple[Connection, Any] | None = getattr(self._local, "conn", None)
+        if found is None:
+            found = self._local.conn = _open(self.engine)
             with self._lock:
-                self._connections.append(conn)
-        return conn
+                self._connections.append(found[0])
+        return found
 
     def _read(self, work: Callable[[Connection], T]) -> T:
-        conn = self._connection()
-        with conn.begin():
+        conn, raw = self._connection()
+        raw.execute("BEGIN")  # one snapshot for the whole unit of work
+        try:
             return work(conn)
+        finally:
+            _finish(conn, raw, commit=True)
 
     async def read(self, work: Callable[[Connection], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, self._read, work)
@@ -253,6 +276,83 @@ class _SqliteReaders:
             for conn in self._connections:
                 conn.close()
             self._connections.clear()
+
+
+try:  # the driver's own errors, raised by statements issued on it directly
+    import asyncpg
+
+    _CONNECTION_LOST: tuple[type[BaseException], ...] = (
+        asyncpg.exceptions.ConnectionDoesNotExistError,
+        asyncpg.exceptions.InterfaceError,
+        asyncpg.exceptions.CannotConnectNowError,
+        asyncpg.exceptions.AdminShutdownError,
+    )
+    _DRIVER_ERRORS: tuple[type[BaseException], ...] = _CONNECTION_LOST
+except ImportError:  # pragma: no cover - asyncpg is a dependency
+    _CONNECTION_LOST = _DRIVER_ERRORS = ()
+
+
+class _PgWriter:
+    """Group commit on PostgreSQL: units of work that queue up while a transaction runs
+    commit together in the next one — one lock on the position counter and one commit for
+    the lot, so concurrent appenders scale. If any of a group fails, the group is rolled
+    back and each runs alone, so one failure never takes the others with it (units of work
+    have no effect outside the database and can run again)."""
+
+    def __init__(
+        self, run_group: Callable[[list[Callable[[Connection], Any]]], Any], max_group: int = 32
+    ) -> None:
+        self.run_group = run_group
+        self.max_group = max_group
+        self._queue: asyncio.Queue[tuple[Callable[[Connection], Any], asyncio.Future[Any]]]
+        self._task: asyncio.Task[None] | None = None
+
+    async def submit(self, work: Callable[[Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
+            self._queue = asyncio.Queue()
+            self._task = loop.create_task(self._drain(), name="postgres-writer")
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put_nowait((work, future))
+        return await future
+
+    async def _drain(self) -> None:
+        while True:
+            group = [await self._queue.get()]
+            while len(group) < self.max_group and not self._queue.empty():
+                group.append(self._queue.get_nowait())
+            group = [(w, f) for w, f in group if not f.cancelled()]
+            if len(group) > 1:
+                try:
+                    results = await self.run_group([w for w, _ in group])
+                except Exception:
+                    pass  # someone in the group failed: run each alone, below
+                else:
+                    for (_, future), result in zip(group, results, strict=True):
+                        _settle(future, result, None)
+                    continue
+            for work, future in group:
+                try:
+                    (result,) = await self.run_group([work])
+                except Exception as exc:
+                    _settle(future, None, exc)
+                else:
+                    _settle(future, result, None)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RuntimeError):
+                await self._task
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 def _is_disconnect(exc: BaseException) -> bool:
@@ -284,14 +384,22 @@ class Database:
                 raise ValueError(f"synchronous must be one of {', '.join(SQLITE_SYNCHRONOUS)}")
             ensure_sqlite_dir(url)
             path = sqlite_path(url)
-            self._writer = _SqliteWriter(
-                _sqlite_engine(path, "BEGIN IMMEDIATE", sqlite_synchronous)
-            )
-            self._readers = _SqliteReaders(
-                _sqlite_engine(path, "BEGIN", sqlite_synchronous), read_threads
-            )
+            engine = _sqlite_engine(path, sqlite_synchronous)
+            self._writer = _SqliteWriter(engine)
+            self._readers = _SqliteReaders(engine, read_threads)
         else:
-            self._pg_write = create_async_engine(url, echo=echo, pool_size=10, max_overflow=20)
+            # Autocommit for SQLAlchemy: the transaction is ours (begun and ended around the
+            # unit of work on the driver), so statements issued on the driver directly (the
+            # append) and through SQLAlchemy share it.
+            self._pg_write = create_async_engine(
+                url,
+                echo=echo,
+                pool_size=10,
+                max_overflow=20,
+                isolation_level="AUTOCOMMIT",
+                pool_reset_on_return=None,
+            )
+            self._pg_writer = _PgWriter(self._pg_group)
             self._pg_read = create_async_engine(
                 url,
                 echo=echo,
@@ -310,13 +418,19 @@ class Database:
         (and the exception raised) when it raises."""
         if self.is_sqlite:
             return await self._writer.submit(work)
-        return await self._pg_run(self._pg_write, work, transactional=True)
+        return await self._pg_writer.submit(work)
 
     async def read(self, work: Callable[[Connection], T]) -> T:
         """Run ``work`` on a read-only connection (a snapshot on SQLite)."""
         if self.is_sqlite:
             return await self._readers.read(work)
         return await self._pg_run(self._pg_read, work, transactional=False)
+
+    async def _pg_group(self, works: list[Callable[[Connection], Any]]) -> list[Any]:
+        """Several units of work in one transaction, in order (group commit)."""
+        return await self._pg_run(
+            self._pg_write, lambda c: [work(c) for work in works], transactional=True
+        )
 
     async def _pg_run(
         self, engine: AsyncEngine, work: Callable[[Connection], T], *, transactional: bool
@@ -326,19 +440,29 @@ class Database:
             try:
                 async with engine.connect() as conn:
                     take_appended(conn.info)
-                    result = await conn.run_sync(work)
+                    if not transactional:
+                        return await conn.run_sync(work)
+                    raw = (await conn.get_raw_connection()).driver_connection
+                    assert raw is not None
+                    transaction = raw.transaction()
+                    await transaction.start()
+                    try:
+                        result = await conn.run_sync(work)
+                    except BaseException:
+                        await transaction.rollback()
+                        raise
                     committing = True
-                    if transactional:
-                        await conn.commit()
+                    await transaction.commit()
                     appended = take_appended(conn.info)
                 count_appended(appended)
                 return result
-            except (DBAPIError, OSError) as exc:
+            except (DBAPIError, OSError, *_DRIVER_ERRORS) as exc:
                 # A pooled connection that died is replaced and the work, which never
                 # committed, runs once more; an outage or an unknown commit outcome is 503.
-                if not committing and attempt == 1 and _is_disconnect(exc):
+                lost = _is_disconnect(exc) or isinstance(exc, _CONNECTION_LOST)
+                if not committing and attempt == 1 and lost:
                     continue
-                if _is_disconnect(exc) or isinstance(exc, (OperationalError, OSError)):
+                if lost or isinstance(exc, (OperationalError, OSError)):
                     raise _unavailable(exc) from exc
                 raise
         raise AssertionError("unreachable")
@@ -355,7 +479,9 @@ class Database:
                 _legacy_sqlite_listeners(self._async_read, "BEGIN")
             assert self._async_read is not None
             return self._async_write, self._async_read
-        return self._pg_write, self._pg_write
+        if self._async_write is None:
+            self._async_write = create_async_engine(self.url, echo=self.echo, pool_size=5)
+        return self._async_write, self._async_write
 
     @property
     def write_engine(self) -> AsyncEngine:
@@ -380,11 +506,12 @@ class Database:
             await asyncio.to_thread(self._writer.close)
             await asyncio.to_thread(self._readers.close)
         else:
+            await self._pg_writer.close()
             await self._pg_write.dispose()
             await self._pg_read.dispose()
-        for engine in (self._async_write, self._async_read):
-            if engine is not None:
-                await engine.dispose()
+        for engine in {self._async_write, self._async_read} - {None}:
+            assert engine is not None
+            await engine.dispose()
 
 
 def _legacy_sqlite_listeners(engine: AsyncEngine, begin_statement: str) -> None:

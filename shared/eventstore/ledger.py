@@ -14,16 +14,16 @@ writer that lost the race (``ConcurrencyError``, HTTP 409).
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
-from uuid import UUID, uuid4
 
+import orjson
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.util import await_only
 
 from shared.eventstore.metrics import note_appended
 from shared.kernel.clock import Clock, SystemClock
@@ -37,7 +37,7 @@ from shared.kernel.events.envelope import (
     canonical_json,
     format_timestamp,
 )
-from shared.kernel.events.registry import topic_for
+from shared.kernel.ids import uuid7
 
 ANY_VERSION: None = None
 NO_STREAM = 0
@@ -94,13 +94,28 @@ _BEFORE_PAYLOAD = (
 )
 
 
-def envelope_hash(head: dict[str, Any], payload_json: str, tail: dict[str, Any]) -> str:
-    """SHA-256 of the canonical envelope: ``head`` holds the keys sorting before
-    "payload", ``tail`` those after it, ``payload_json`` the canonical payload."""
-    text_ = (
-        canonical_json(head)[:-1] + ',"payload":' + payload_json + "," + canonical_json(tail)[1:]
-    )
-    return hashlib.sha256(text_.encode("utf-8")).hexdigest()
+@dataclass(frozen=True, slots=True)
+class HashText:
+    """The canonical envelope text around the two values an append learns last: the
+    global position and the previous hash. ``before`` ends with ``"position":``; the
+    envelope is ``before + position + ',"prev_hash":"' + prev_hash + '",' + after``."""
+
+    before: str
+    after: str
+
+    @classmethod
+    def of(cls, head: dict[str, Any], payload_json: str, rest: dict[str, Any]) -> HashText:
+        """``head``: the keys sorting before "payload"; ``rest``: those after
+        "prev_hash" (``recorded_at`` … ``stream_version``)."""
+        before = canonical_json(head)[:-1] + ',"payload":' + payload_json + ',"position":'
+        return cls(before, canonical_json(rest)[1:])
+
+    def between(self, prev_hash: str) -> str:
+        return ',"prev_hash":"' + prev_hash + '",' + self.after
+
+    def hash(self, position: int, prev_hash: str) -> str:
+        text_ = self.before + str(position) + self.between(prev_hash)
+        return hashlib.sha256(text_.encode("utf-8")).hexdigest()
 
 
 # --- statements ---------------------------------------------------------------------------
@@ -140,31 +155,38 @@ _INSERT_EVENT = text(
     ":actor_subject, :actor_role, :service, :correlation_id, :causation_id, :region, "
     ":payload, :prev_hash, :hash)"
 )
-_INSERT_OUTBOX = text(
-    "INSERT INTO outbox (position, topic, message_key, created_at) "
-    "VALUES (:position, :topic, :message_key, :created_at)"
+_INSERT_OUTBOX = text("INSERT INTO outbox (position) VALUES (:position)")
+# PostgreSQL, on the driver directly (asyncpg prepares each once per connection): the
+# positions, then events and their outbox rows in one statement — two round trips.
+_PG_TAKE_POSITIONS = (
+    "UPDATE event_sequence SET last_position = last_position + $1 WHERE id = 1 "
+    "RETURNING last_position"
 )
-# PostgreSQL: events and their outbox rows in one statement (one round trip).
-_PG_INSERT_EVENTS_AND_OUTBOX = text(
-    f"""WITH new_events AS (
+_PG_INSERT_EVENTS_AND_OUTBOX = f"""WITH new_events AS (
   INSERT INTO events ({_EVENT_COLUMNS})
   SELECT * FROM unnest(
-    CAST(:position AS bigint[]), CAST(:event_id AS varchar[]), CAST(:stream_type AS varchar[]),
-    CAST(:stream_id AS varchar[]), CAST(:stream_version AS integer[]),
-    CAST(:event_type AS varchar[]), CAST(:schema_version AS integer[]),
-    CAST(:occurred_at AS timestamptz[]), CAST(:recorded_at AS timestamptz[]),
-    CAST(:actor_subject AS varchar[]), CAST(:actor_role AS varchar[]),
-    CAST(:service AS varchar[]), CAST(:correlation_id AS varchar[]),
-    CAST(:causation_id AS varchar[]), CAST(:region AS varchar[]), CAST(:payload AS text[]),
-    CAST(:prev_hash AS varchar[]), CAST(:hash AS varchar[]))
-  RETURNING position, stream_id
+    $1::bigint[], $2::varchar[], $3::varchar[], $4::varchar[], $5::integer[], $6::varchar[],
+    $7::integer[], $8::timestamptz[], $9::timestamptz[], $10::varchar[], $11::varchar[],
+    $12::varchar[], $13::varchar[], $14::varchar[], $15::varchar[], $16::text[],
+    $17::varchar[], $18::varchar[])
+  RETURNING position
 )
-INSERT INTO outbox (position, topic, message_key, created_at)
-SELECT n.position, t.topic, n.stream_id, CAST(:created_at AS timestamptz)
-FROM new_events AS n
-JOIN unnest(CAST(:position AS bigint[]), CAST(:topic AS varchar[])) AS t(position, topic)
-  ON t.position = n.position"""
+INSERT INTO outbox (position) SELECT position FROM new_events"""
+# One event (the usual command): position, hash, event and outbox row in one statement.
+_PG_APPEND_ONE = f"""WITH taken AS (
+  UPDATE event_sequence SET last_position = last_position + 1 WHERE id = 1
+  RETURNING last_position AS position
+), new_event AS (
+  INSERT INTO events ({_EVENT_COLUMNS})
+  SELECT taken.position, $1, $2, $3, $4::integer, $5, $6::integer, $7::timestamptz,
+    $8::timestamptz, $9, $10, $11, $12, $13, $14, $15, $16,
+    encode(sha256(convert_to($17::text || taken.position::text || $18::text, 'UTF8')), 'hex')
+  FROM taken
+  RETURNING position, hash
+), queued AS (
+  INSERT INTO outbox (position) SELECT position FROM new_event
 )
+SELECT position, hash FROM new_event"""
 _SELECT_EVENTS = f"SELECT {_EVENT_COLUMNS} FROM events"
 _READ_STREAM = text(
     f"{_SELECT_EVENTS} WHERE stream_id = :stream_id AND stream_version >= :from_version "
@@ -184,6 +206,19 @@ def _parse_time(value: Any) -> datetime:
     if isinstance(value, datetime):
         return value if value.tzinfo is UTC else value.astimezone(UTC)
     return datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+_ACTORS: dict[tuple[str, str], Actor] = {}
+
+
+def _actor(subject: str, role: str) -> Actor:
+    """Actors repeat (a few agents write most events): one immutable instance each."""
+    found = _ACTORS.get((subject, role))
+    if found is None:
+        if len(_ACTORS) > 10_000:
+            _ACTORS.clear()
+        found = _ACTORS[(subject, role)] = Actor.model_construct(subject=subject, role=role)
+    return found
 
 
 def row_to_envelope(row: Sequence[Any]) -> EventEnvelope:
@@ -209,24 +244,26 @@ def row_to_envelope(row: Sequence[Any]) -> EventEnvelope:
         prev_hash,
         hash_,
     ) = row
-    return EventEnvelope.model_construct(
-        event_id=UUID(event_id),
-        position=position,
-        stream_type=stream_type,
-        stream_id=stream_id,
-        stream_version=stream_version,
-        event_type=event_type,
-        schema_version=schema_version,
-        occurred_at=_parse_time(occurred_at),
-        recorded_at=_parse_time(recorded_at),
-        actor=Actor.model_construct(subject=actor_subject, role=actor_role),
-        service=service,
-        correlation_id=UUID(correlation_id),
-        causation_id=UUID(causation_id) if causation_id else None,
-        region=region,
-        payload=json.loads(payload),
-        prev_hash=prev_hash,
-        hash=hash_,
+    return EventEnvelope.trusted(
+        {
+            "event_id": event_id,
+            "position": position,
+            "stream_type": stream_type,
+            "stream_id": stream_id,
+            "stream_version": stream_version,
+            "event_type": event_type,
+            "schema_version": schema_version,
+            "occurred_at": _parse_time(occurred_at),
+            "recorded_at": _parse_time(recorded_at),
+            "actor": _actor(actor_subject, actor_role),
+            "service": service,
+            "correlation_id": correlation_id,
+            "causation_id": causation_id,
+            "region": region,
+            "payload": orjson.loads(payload),
+            "prev_hash": prev_hash,
+            "hash": hash_,
+        }
     )
 
 
@@ -238,6 +275,17 @@ def _raw_sqlite(conn: Connection) -> Any | None:
     return conn.connection.driver_connection
 
 
+def _raw_asyncpg(conn: Connection) -> Any | None:
+    """The asyncpg connection under ``conn`` (inside a unit of work, so in our
+    transaction), or None on other drivers."""
+    if conn.dialect.driver != "asyncpg":
+        return None
+    adapted = conn.connection.dbapi_connection
+    if not getattr(adapted, "autocommit", False):
+        return None  # a transaction SQLAlchemy manages (the legacy API): go through it
+    return conn.connection.driver_connection
+
+
 def _legacy(
     conn: Connection | AsyncConnection, work: Callable[[Connection], T]
 ) -> T | Awaitable[T]:
@@ -245,6 +293,137 @@ def _legacy(
     if isinstance(conn, AsyncConnection):
         return conn.run_sync(work)
     return work(conn)
+
+
+@dataclass(slots=True)
+class _Draft:
+    """An event being appended, before it has a position (and so a hash)."""
+
+    row: dict[str, Any]  # the events row, but for position, prev_hash and hash
+    body: dict[str, Any]  # the payload as stored (JSON types)
+    text: HashText
+    context: CommandContext
+
+
+def _drafts(
+    append: StreamAppend, head: StreamHead, recorded_at: datetime, context: CommandContext
+) -> list[_Draft]:
+    pending = [e if isinstance(e, PendingEvent) else PendingEvent(e) for e in append.events]
+    stream_types = {p.payload.stream_type for p in pending}
+    if len(stream_types) != 1:
+        raise ValueError("all events of one stream must share one stream type")
+    stream_type = stream_types.pop()
+    actor = {"role": context.actor.role, "subject": context.actor.subject}
+    correlation_id = str(context.correlation_id)
+    causation_id = str(context.causation_id) if context.causation_id else None
+    recorded_text = format_timestamp(recorded_at)
+    out: list[_Draft] = []
+    for offset, item in enumerate(pending):
+        payload = item.payload
+        occurred_at = item.occurred_at or recorded_at
+        event_id = str(uuid7())
+        body = payload.model_dump(mode="json")
+        payload_json = canonical_json(body)
+        version = head.version + offset + 1
+        text_ = HashText.of(
+            {
+                "actor": actor,
+                "causation_id": causation_id,
+                "correlation_id": correlation_id,
+                "event_id": event_id,
+                "event_type": payload.event_type,
+                "occurred_at": format_timestamp(occurred_at),
+            },
+            payload_json,
+            {
+                "recorded_at": recorded_text,
+                "region": append.region,
+                "schema_version": payload.schema_version,
+                "service": context.service,
+                "stream_id": append.stream_id,
+                "stream_type": stream_type,
+                "stream_version": version,
+            },
+        )
+        row = {
+            "event_id": event_id,
+            "stream_type": stream_type,
+            "stream_id": append.stream_id,
+            "stream_version": version,
+            "event_type": payload.event_type,
+            "schema_version": payload.schema_version,
+            "occurred_at": occurred_at,
+            "recorded_at": recorded_at,
+            "actor_subject": context.actor.subject,
+            "actor_role": context.actor.role,
+            "service": context.service,
+            "correlation_id": correlation_id,
+            "causation_id": causation_id,
+            "region": append.region,
+            "payload": payload_json,
+            # The first event links to the stream's head; the others to the one before.
+            "prev_hash": head.hash if offset == 0 else None,
+        }
+        out.append(_Draft(row, body, text_, context))
+    return out
+
+
+def _chain(drafts: list[_Draft], first_position: int) -> list[dict[str, Any]]:
+    """Positions and hashes, in order: each event's hash covers its predecessor's."""
+    rows: list[dict[str, Any]] = []
+    for offset, draft in enumerate(drafts):
+        row = dict(draft.row)
+        row["position"] = first_position + offset
+        if row["prev_hash"] is None:
+            row["prev_hash"] = rows[-1]["hash"]
+        row["hash"] = draft.text.hash(row["position"], row["prev_hash"])
+        rows.append(row)
+    return rows
+
+
+def _pg_append_one(pg: Any, draft: _Draft) -> dict[str, Any]:
+    """One event on PostgreSQL in one statement: the server takes the position and
+    hashes the same canonical text the other paths hash (sha256 of UTF-8)."""
+    import asyncpg
+
+    row = draft.row
+    try:
+        position, hash_ = await_only(
+            pg.fetchrow(
+                _PG_APPEND_ONE,
+                *(row[c] for c in EVENT_COLUMNS[1:-2]),
+                row["prev_hash"],
+                draft.text.before,
+                draft.text.between(row["prev_hash"]),
+            )
+        )
+    except asyncpg.UniqueViolationError as exc:
+        raise IntegrityError("INSERT INTO events", None, exc) from exc
+    return {**row, "position": position, "hash": hash_}
+
+
+def _envelope(row: dict[str, Any], draft: _Draft) -> EventEnvelope:
+    return EventEnvelope.trusted(
+        {
+            "event_id": row["event_id"],
+            "position": row["position"],
+            "stream_type": row["stream_type"],
+            "stream_id": row["stream_id"],
+            "stream_version": row["stream_version"],
+            "event_type": row["event_type"],
+            "schema_version": row["schema_version"],
+            "occurred_at": row["occurred_at"],
+            "recorded_at": row["recorded_at"],
+            "actor": draft.context.actor,
+            "service": row["service"],
+            "correlation_id": row["correlation_id"],
+            "causation_id": row["causation_id"],
+            "region": row["region"],
+            "payload": draft.body,
+            "prev_hash": row["prev_hash"],
+            "hash": row["hash"],
+        }
+    )
 
 
 class EventStore:
@@ -261,198 +440,78 @@ class EventStore:
         appends = [a for a in appends if a.events]
         if not appends:
             return []
-        count = sum(len(a.events) for a in appends)
-        raw = _raw_sqlite(conn)
-        if raw is not None:
-            last = raw.execute(
-                "UPDATE event_sequence SET last_position = last_position + ? WHERE id = 1 "
-                "RETURNING last_position",
-                (count,),
-            ).fetchone()[0]
-        else:
-            last = conn.execute(_TAKE_POSITIONS, {"n": count}).scalar_one()
-        position = last - count + 1
         recorded_at = self.clock.now()
-        envelopes: list[EventEnvelope] = []
-        rows: list[dict[str, Any]] = []
+        drafts: list[_Draft] = []
         for append in appends:
             head = append.head or self.stream_head(conn, append.stream_id)
-            built = self._build(append, head, position, recorded_at, context)
-            envelopes += [e for e, _ in built]
-            rows += [r for _, r in built]
-            position += len(built)
+            drafts += _drafts(append, head, recorded_at, context)
+        pg = _raw_asyncpg(conn)
         try:
-            self._insert(conn, raw, rows, recorded_at)
+            if pg is not None and len(drafts) == 1:
+                rows = [_pg_append_one(pg, drafts[0])]
+            else:
+                first = self._take_positions(conn, pg, len(drafts))
+                rows = _chain(drafts, first)
+                self._insert(conn, pg, rows)
         except IntegrityError as exc:
-            failed = next(iter(appends))
-            head = failed.head or StreamHead()
-            raise ConcurrencyError(failed.stream_id, head.version, None) from exc
+            failed = appends[0]
+            raise ConcurrencyError(
+                failed.stream_id, (failed.head or StreamHead()).version, None
+            ) from exc
+        envelopes = [_envelope(row, draft) for row, draft in zip(rows, drafts, strict=True)]
         note_appended(conn.info, ((e.service, e.event_type) for e in envelopes))
         return envelopes
 
-    def _build(
-        self,
-        append: StreamAppend,
-        head: StreamHead,
-        first_position: int,
-        recorded_at: datetime,
-        context: CommandContext,
-    ) -> list[tuple[EventEnvelope, dict[str, Any]]]:
-        pending = [e if isinstance(e, PendingEvent) else PendingEvent(e) for e in append.events]
-        stream_types = {p.payload.stream_type for p in pending}
-        if len(stream_types) != 1:
-            raise ValueError("all events of one stream must share one stream type")
-        stream_type = stream_types.pop()
-        topic = topic_for(stream_type, self.topic_prefix)
-        actor = {"role": context.actor.role, "subject": context.actor.subject}
-        correlation_id = str(context.correlation_id)
-        causation_id = str(context.causation_id) if context.causation_id else None
-        recorded_text = format_timestamp(recorded_at)
-        prev_hash = head.hash
-        out: list[tuple[EventEnvelope, dict[str, Any]]] = []
-        for offset, item in enumerate(pending):
-            payload = item.payload
-            occurred_at = item.occurred_at or recorded_at
-            event_id = str(uuid4())
-            body = payload.model_dump(mode="json")
-            payload_json = canonical_json(body)
-            position = first_position + offset
-            version = head.version + offset + 1
-            hash_ = envelope_hash(
-                {
-                    "actor": actor,
-                    "causation_id": causation_id,
-                    "correlation_id": correlation_id,
-                    "event_id": event_id,
-                    "event_type": payload.event_type,
-                    "occurred_at": format_timestamp(occurred_at),
-                },
-                payload_json,
-                {
-                    "position": position,
-                    "prev_hash": prev_hash,
-                    "recorded_at": recorded_text,
-                    "region": append.region,
-                    "schema_version": payload.schema_version,
-                    "service": context.service,
-                    "stream_id": append.stream_id,
-                    "stream_type": stream_type,
-                    "stream_version": version,
-                },
-            )
-            envelope = EventEnvelope.model_construct(
-                event_id=UUID(event_id),
-                position=position,
-                stream_type=stream_type,
-                stream_id=append.stream_id,
-                stream_version=version,
-                event_type=payload.event_type,
-                schema_version=payload.schema_version,
-                occurred_at=occurred_at,
-                recorded_at=recorded_at,
-                actor=context.actor,
-                service=context.service,
-                correlation_id=context.correlation_id,
-                causation_id=context.causation_id,
-                region=append.region,
-                payload=body,
-                prev_hash=prev_hash,
-                hash=hash_,
-            )
-            row = {
-                "position": position,
-                "event_id": event_id,
-                "stream_type": stream_type,
-                "stream_id": append.stream_id,
-                "stream_version": version,
-                "event_type": payload.event_type,
-                "schema_version": payload.schema_version,
-                "occurred_at": occurred_at,
-                "recorded_at": recorded_at,
-                "actor_subject": context.actor.subject,
-                "actor_role": context.actor.role,
-                "service": context.service,
-                "correlation_id": correlation_id,
-                "causation_id": causation_id,
-                "region": append.region,
-                "payload": payload_json,
-                "prev_hash": prev_hash,
-                "hash": hash_,
-                "topic": topic,
-            }
-            out.append((envelope, row))
-            prev_hash = hash_
-        return out
+    @staticmethod
+    def _take_positions(conn: Connection, pg: Any | None, count: int) -> int:
+        """The first of ``count`` new positions. The counter row stays locked until commit,
+        which orders appenders: positions are gap-free and visible in order."""
+        raw = _raw_sqlite(conn)
+        if raw is not None:
+            sql = "UPDATE event_sequence SET last_position = last_position + ? WHERE id = 1 RETURNING last_position"
+            last = raw.execute(sql, (count,)).fetchone()[0]
+        elif pg is not None:
+            last = await_only(pg.fetchval(_PG_TAKE_POSITIONS, count))
+        else:
+            last = conn.execute(_TAKE_POSITIONS, {"n": count}).scalar_one()
+        return int(last) - count + 1
 
     @staticmethod
-    def _insert(
-        conn: Connection, raw: Any | None, rows: list[dict[str, Any]], recorded_at: datetime
-    ) -> None:
+    def _insert(conn: Connection, pg: Any | None, rows: list[dict[str, Any]]) -> None:
+        raw = _raw_sqlite(conn)
         if raw is not None:
             import sqlite3
 
+            times = ("occurred_at", "recorded_at")
+            values = [
+                tuple(_sqlite_time(r[c]) if c in times else r[c] for c in EVENT_COLUMNS)
+                for r in rows
+            ]
+            marks = ",".join("?" * len(EVENT_COLUMNS))
             try:
-                raw.executemany(
-                    f"INSERT INTO events ({_EVENT_COLUMNS}) "
-                    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    [
-                        (
-                            r["position"],
-                            r["event_id"],
-                            r["stream_type"],
-                            r["stream_id"],
-                            r["stream_version"],
-                            r["event_type"],
-                            r["schema_version"],
-                            _sqlite_time(r["occurred_at"]),
-                            _sqlite_time(r["recorded_at"]),
-                            r["actor_subject"],
-                            r["actor_role"],
-                            r["service"],
-                            r["correlation_id"],
-                            r["causation_id"],
-                            r["region"],
-                            r["payload"],
-                            r["prev_hash"],
-                            r["hash"],
-                        )
-                        for r in rows
-                    ],
-                )
+                raw.executemany(f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES ({marks})", values)
             except sqlite3.IntegrityError as exc:
                 raise IntegrityError("INSERT INTO events", None, exc) from exc
-            created = _sqlite_time(recorded_at)
             raw.executemany(
-                "INSERT INTO outbox (position, topic, message_key, created_at) VALUES (?,?,?,?)",
-                [(r["position"], r["topic"], r["stream_id"], created) for r in rows],
+                "INSERT INTO outbox (position) VALUES (?)", [(r["position"],) for r in rows]
             )
             return
-        if conn.dialect.name == "postgresql":
-            columns: dict[str, list[Any]] = {k: [r[k] for r in rows] for k in rows[0]}
-            conn.execute(_PG_INSERT_EVENTS_AND_OUTBOX, {**columns, "created_at": recorded_at})
+        if pg is not None:
+            import asyncpg
+
+            columns = [[r[k] for r in rows] for k in EVENT_COLUMNS]
+            try:
+                await_only(pg.execute(_PG_INSERT_EVENTS_AND_OUTBOX, *columns))
+            except asyncpg.UniqueViolationError as exc:
+                raise IntegrityError("INSERT INTO events", None, exc) from exc
             return
         # Other drivers (aiosqlite under the legacy API): SQLite's stored time format.
         times = ("occurred_at", "recorded_at")
         conn.execute(
             _INSERT_EVENT,
-            [
-                {k: (_sqlite_time(v) if k in times else v) for k, v in r.items() if k != "topic"}
-                for r in rows
-            ],
+            [{k: (_sqlite_time(v) if k in times else v) for k, v in r.items()} for r in rows],
         )
-        created = _sqlite_time(recorded_at)
-        conn.execute(
-            _INSERT_OUTBOX,
-            [
-                {
-                    "position": r["position"],
-                    "topic": r["topic"],
-                    "message_key": r["stream_id"],
-                    "created_at": created,
-                }
-                for r in rows
-            ],
-        )
+        conn.execute(_INSERT_OUTBOX, [{"position": r["position"]} for r in rows])
 
     def append_to_stream(
         self,

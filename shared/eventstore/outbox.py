@@ -1,10 +1,11 @@
 """The outbox relay: publishes committed outbox rows to Kafka, in outbox order.
 
-- A row is marked published only after the broker acknowledged it (acks=all).
-- A crash between publishing and marking re-publishes those rows: consumers absorb
+- The outbox holds the positions of events not yet published, written in the events'
+  own transaction; a row is deleted only after the broker acknowledged it (acks=all).
+- A crash between publishing and deleting re-publishes those events: consumers absorb
   duplicates by (stream id, stream version).
-- Rows are selected as "not yet published", never as "after the last id", so a row that
-  commits late is not skipped.
+- Rows are selected as "still pending", never as "after the last published", so an event
+  that commits late is not skipped.
 - Several relays may run; a lease in the database lets one publish at a time.
 """
 
@@ -20,33 +21,40 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from sqlalchemy import Connection, func, select, text, update
+from sqlalchemy import Connection, delete, func, select, text
 
 from shared.eventstore.db import Database
 from shared.eventstore.leases import Lease
 from shared.eventstore.ledger import EVENT_COLUMNS, row_to_envelope
 from shared.eventstore.metrics import RELAY_PUBLISHED
-from shared.eventstore.tables import outbox
+from shared.eventstore.tables import events, outbox
 from shared.kernel.clock import Clock, SystemClock
 from shared.kernel.events.envelope import EventEnvelope, canonical_json
+from shared.kernel.events.registry import topic_for
 
 log = logging.getLogger(__name__)
 
-# Unpublished rows in outbox order, with their events (columns as row_to_envelope reads).
+# Unpublished events in ledger order (columns as row_to_envelope reads them).
 _PENDING = text(
-    "SELECT o.id, o.topic, o.message_key, "
+    "SELECT "
     + ", ".join(f"e.{c}" for c in EVENT_COLUMNS)
     + " FROM outbox AS o JOIN events AS e ON e.position = o.position"
-    " WHERE o.published_at IS NULL ORDER BY o.id LIMIT :limit"
+    " ORDER BY o.position LIMIT :limit"
 )
 
 
 @dataclass(frozen=True)
 class OutboxMessage:
-    outbox_id: int
     topic: str
-    key: str
     envelope: EventEnvelope
+
+    @property
+    def position(self) -> int:
+        return self.envelope.position
+
+    @property
+    def key(self) -> str:
+        return self.envelope.stream_id
 
     @property
     def value(self) -> bytes:
@@ -143,19 +151,21 @@ class OutboxRelay:
         lease_seconds: float = 10.0,
         clock: Clock | None = None,
         owner: str | None = None,
+        topic_prefix: str = "ticketline",
     ) -> None:
         self.db = db
         self.publisher = publisher
         self.batch_size = batch_size
+        self.topic_prefix = topic_prefix
         self.clock = clock or SystemClock()
         self.lease = Lease(
             db, self.LEASE_NAME, owner or relay_owner_id(), lease_seconds, self.clock
         )
 
-    @staticmethod
-    def pending(conn: Connection, limit: int) -> list[OutboxMessage]:
+    def pending(self, conn: Connection, limit: int) -> list[OutboxMessage]:
         rows = conn.execute(_PENDING, {"limit": limit}).all()
-        return [OutboxMessage(r[0], r[1], r[2], row_to_envelope(r[3:])) for r in rows]
+        envelopes = [row_to_envelope(r) for r in rows]
+        return [OutboxMessage(topic_for(e.stream_type, self.topic_prefix), e) for e in envelopes]
 
     async def publish_once(self) -> int:
         """One batch: returns how many rows were published (0 when idle or not leader)."""
@@ -171,7 +181,7 @@ class OutboxRelay:
             # After a failure in a stream, leave its later rows unmarked too, so the
             # retry re-sends them after the failed one.
             if error is None and message.key not in failed_streams:
-                published.append(message.outbox_id)
+                published.append(message.position)
             else:
                 failed_streams.add(message.key)
         await self.mark_published(published)
@@ -183,14 +193,12 @@ class OutboxRelay:
             ) from first_error
         return len(published)
 
-    async def mark_published(self, outbox_ids: Sequence[int]) -> None:
-        if not outbox_ids:
+    async def mark_published(self, positions: Sequence[int]) -> None:
+        """Acknowledged by the broker: no longer pending (one statement a batch)."""
+        if not positions:
             return
-        now = self.clock.now()
-        ids = list(outbox_ids)
-        await self.db.write(
-            lambda c: c.execute(update(outbox).where(outbox.c.id.in_(ids)).values(published_at=now))
-        )
+        done = list(positions)
+        await self.db.write(lambda c: c.execute(delete(outbox).where(outbox.c.position.in_(done))))
 
     async def run(
         self, stop: asyncio.Event, poll_seconds: float = 0.2, backoff_max: float = 5.0
@@ -215,8 +223,12 @@ class RelayError(RuntimeError):
 
 
 def outbox_backlog(conn: Connection) -> tuple[int, object]:
-    """(unpublished rows, created_at of the oldest unpublished)."""
-    row = conn.execute(
-        select(func.count(), func.min(outbox.c.created_at)).where(outbox.c.published_at.is_(None))
-    ).one()
-    return int(row[0]), row[1]
+    """(unpublished events, when the oldest of them was recorded)."""
+    count = conn.execute(select(func.count()).select_from(outbox)).scalar_one()
+    oldest = conn.execute(
+        select(events.c.recorded_at)
+        .join(outbox, outbox.c.position == events.c.position)
+        .order_by(outbox.c.position)
+        .limit(1)
+    ).scalar()
+    return int(count), oldest

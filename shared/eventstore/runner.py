@@ -22,13 +22,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, bindparam, case, delete, insert, select, text, update
+from sqlalchemy import Connection, case, delete, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.eventstore.db import Database
 from shared.eventstore.ledger import ConcurrencyError, EventStore
 from shared.eventstore.metrics import PROJECTION_APPLIED, PROJECTION_DUPLICATES
-from shared.eventstore.projection import Projection
+from shared.eventstore.projection import Projection, driver_sqlite, upsert_rows
 from shared.eventstore.tables import projection_checkpoints, projection_stream_versions
 from shared.kernel.clock import Clock, SystemClock
 from shared.kernel.events.envelope import EventEnvelope
@@ -84,24 +84,42 @@ class LedgerSource:
         self.poll_seconds = poll_seconds
         self.stop = stop or asyncio.Event()
 
+    def _page(self, after: int) -> asyncio.Future[list[EventEnvelope]]:
+        return asyncio.ensure_future(
+            self.db.read(
+                lambda c: self.store.read_all(c, after_position=after, limit=self.batch_size)
+            )
+        )
+
     async def batches(self, projection: Projection) -> AsyncIterator[Batch]:
+        """The next page is read while the caller applies this one."""
         position = await self.db.read(lambda c: read_checkpoint(c, projection.name))
         wanted = set(projection.stream_types)
-        while not self.stop.is_set():
-            page = await self.db.read(
-                lambda c, after=position: self.store.read_all(
-                    c, after_position=after, limit=self.batch_size
-                )
-            )
-            if page:
-                # A page of other stream types still moves the checkpoint on.
-                position = page[-1].position
-                yield Batch([e for e in page if e.stream_type in wanted], position)
-                continue
-            if not self.follow:
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stop.wait(), self.poll_seconds)
+        pending = self._page(position)
+        fresh_read_needed = False
+        try:
+            while not self.stop.is_set():
+                page = await pending
+                if not page and not self.follow and fresh_read_needed:
+                    # Read ahead before the last batch committed: what that batch appended
+                    # (a reactor's events) belongs to this run too.
+                    fresh_read_needed = False
+                    pending = self._page(position)
+                    continue
+                if page:
+                    fresh_read_needed = True
+                    # A page of other stream types still moves the checkpoint on.
+                    position = page[-1].position
+                    pending = self._page(position)
+                    yield Batch([e for e in page if e.stream_type in wanted], position)
+                    continue
+                if not self.follow:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), self.poll_seconds)
+                pending = self._page(position)
+        finally:
+            pending.cancel()
 
 
 class KafkaSource:
@@ -285,7 +303,7 @@ class ProjectionRunner:
         if not relevant:
             return
         stream_ids = {e.stream_id for e in relevant}
-        self._lock_streams(conn, projection.name, stream_ids)
+        self.lock_streams(conn, projection.name, stream_ids)
         known = self._stream_versions(conn, projection.name, stream_ids)
         versions = dict(known)
         todo: list[EventEnvelope] = []
@@ -314,29 +332,15 @@ class ProjectionRunner:
     def _store_versions(
         conn: Connection, name: str, known: dict[str, int], versions: dict[str, int]
     ) -> None:
-        psv = projection_stream_versions
-        changed = [
-            {"p": name, "s": sid, "v": v}
-            for sid, v in versions.items()
-            if sid in known and known[sid] != v
-        ]
-        if changed:
-            conn.execute(
-                update(psv)
-                .where(psv.c.projection == bindparam("p"), psv.c.stream_id == bindparam("s"))
-                .values(version=bindparam("v")),
-                changed,
-            )
-        new = [
+        rows = [
             {"projection": name, "stream_id": sid, "version": v}
             for sid, v in versions.items()
-            if sid not in known
+            if known.get(sid) != v
         ]
-        if new:
-            conn.execute(insert(psv), new)
+        upsert_rows(conn, projection_stream_versions, rows)
 
     @staticmethod
-    def _lock_streams(conn: Connection, name: str, stream_ids: set[str]) -> None:
+    def lock_streams(conn: Connection, name: str, stream_ids: set[str]) -> None:
         """Serialise appliers of the same projection and stream until commit. A command
         applying a projection inline and a projector applying the same stream's earlier
         events would otherwise both see no version yet and both insert (a unique
@@ -360,13 +364,23 @@ class ProjectionRunner:
         psv = projection_stream_versions
         found: dict[str, int] = {}
         ids = sorted(stream_ids)
+        raw = driver_sqlite(conn)
         for start in range(0, len(ids), 500):  # keep IN lists within driver limits
-            rows = conn.execute(
+            chunk = ids[start : start + 500]
+            if raw is not None:
+                rows = raw.execute(
+                    "SELECT stream_id, version FROM projection_stream_versions "
+                    f"WHERE projection = ? AND stream_id IN ({', '.join('?' * len(chunk))})",
+                    [name, *chunk],
+                )
+                found.update(rows)
+                continue
+            result = conn.execute(
                 select(psv.c.stream_id, psv.c.version).where(
-                    psv.c.projection == name, psv.c.stream_id.in_(ids[start : start + 500])
+                    psv.c.projection == name, psv.c.stream_id.in_(chunk)
                 )
             )
-            found.update({r.stream_id: r.version for r in rows})
+            found.update({r.stream_id: r.version for r in result})
         return found
 
     def _raise_checkpoint(self, conn: Connection, name: str, position: int) -> None:

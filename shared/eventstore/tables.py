@@ -9,7 +9,6 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Column,
-    ForeignKey,
     Index,
     Integer,
     String,
@@ -27,8 +26,9 @@ events = Table(
     "events",
     metadata,
     # Assigned from event_sequence inside the appending transaction: gap-free and in
-    # commit order, so readers may safely resume from "position > checkpoint".
-    Column("position", BigInteger, primary_key=True, autoincrement=False),
+    # commit order, so readers may safely resume from "position > checkpoint". On SQLite
+    # it is the table's rowid.
+    Column("position", BigId, primary_key=True, autoincrement=False),
     Column("event_id", String(36), nullable=False, unique=True),
     Column("stream_type", String(32), nullable=False),
     Column("stream_id", String(64), nullable=False),
@@ -48,7 +48,6 @@ events = Table(
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
     UniqueConstraint("stream_id", "stream_version"),
-    Index("ix_events_stream_type_position", "stream_type", "position"),
     Index("ix_events_region_position", "region", "position"),
 )
 
@@ -59,16 +58,12 @@ event_sequence = Table(
     Column("last_position", BigInteger, nullable=False),
 )
 
+# Events not yet published to Kafka, by position (topic and key come from the event):
+# written with the events, deleted once the broker acknowledged them.
 outbox = Table(
     "outbox",
     metadata,
-    Column("id", BigId, primary_key=True, autoincrement=True),
-    Column("position", BigInteger, ForeignKey("events.position"), nullable=False, unique=True),
-    Column("topic", String(100), nullable=False),
-    Column("message_key", String(64), nullable=False),
-    Column("created_at", UtcDateTime, nullable=False),
-    Column("published_at", UtcDateTime, nullable=True),
-    Index("ix_outbox_published_at_id", "published_at", "id"),
+    Column("position", BigId, primary_key=True, autoincrement=False),
 )
 
 leases = Table(

@@ -21,7 +21,7 @@ class OutdatedSchema(RuntimeError):
     pass
 
 
-def get_platform(request: Request) -> Platform:
+async def get_platform(request: Request) -> Platform:
     return request.app.state.platform  # type: ignore[no-any-return]
 
 
@@ -69,13 +69,6 @@ def create_service_app(
         app.include_router(router)
     app.include_router(health_router())
 
-    @app.middleware("http")
-    async def _correlation(request: Request, call_next):  # type: ignore[no-untyped-def]
-        response = await call_next(request)
-        if cid := request.headers.get("x-correlation-id"):
-            response.headers["X-Correlation-ID"] = cid
-        return response
-
     install_observability(app, service)  # outermost: latency and correlation cover all
     return app
 
@@ -91,7 +84,7 @@ def health_router() -> APIRouter:
         "/health/ready", summary="Database reachable, schema current, broker reachable (scaled)"
     )
     async def ready(request: Request) -> JSONResponse:
-        platform = get_platform(request)
+        platform: Platform = request.app.state.platform
         try:
             current = await platform.db.read(schema_is_current_on)
         except Exception as exc:  # any failure means not ready

@@ -67,7 +67,7 @@ def command_call(
         rate_limited(rate_limit, *roles, scope=scope) if rate_limit else allow(*roles, scope=scope)
     )
 
-    def dependency(
+    async def dependency(
         request: Request,
         principal: Principal = Depends(gate),
         key: str | None = Depends(idempotency_key),

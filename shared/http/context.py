@@ -11,7 +11,7 @@ here, never from a request body.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from uuid import UUID, uuid4
 
@@ -110,7 +110,7 @@ def authenticator(request: Request) -> Authenticator:
     return found
 
 
-def current_principal(
+async def current_principal(
     request: Request,
     _b: object = Depends(_bearer),
     _k: object = Depends(_api_key),
@@ -146,14 +146,14 @@ def current_principal(
     return principal
 
 
-def allow(*roles: str, scope: str | None = None) -> Callable[..., Principal]:
+def allow(*roles: str, scope: str | None = None) -> Callable[..., Awaitable[Principal]]:
     """A dependency admitting only these roles, and (given ``scope``) only credentials that
     carry that scope; 403 naming what is missing otherwise."""
     unknown = set(roles) - ROLES
     if unknown:
         raise ValueError(f"unknown roles: {sorted(unknown)}")
 
-    def dependency(principal: Principal = Depends(current_principal)) -> Principal:
+    async def dependency(principal: Principal = Depends(current_principal)) -> Principal:
         if principal.role not in roles:
             raise ProblemError(
                 403,

@@ -7,7 +7,7 @@ from fastapi import Header
 from shared.http.problems import ProblemError
 
 
-def expected_version(
+async def expected_version(
     if_match: str | None = Header(
         default=None,
         description='The stream version you last read (the ETag, e.g. `"3"`); a stale '
@@ -28,7 +28,7 @@ def expected_version(
     return int(raw)
 
 
-def idempotency_key(
+async def idempotency_key(
     idempotency_key: str | None = Header(
         default=None,
         description="Retry-safe key: the same key returns the first result, never a second one.",

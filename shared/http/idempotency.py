@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from shared.eventstore.db import Database
@@ -46,12 +46,15 @@ def request_fingerprint(body: Any) -> str:
     return hashlib.sha256(canonical_json(body).encode()).hexdigest()
 
 
+# Built once: every command runs these two (SQLAlchemy then reuses the compiled form).
+_STORED = select(idempotency_keys).where(
+    idempotency_keys.c.scope == bindparam("scope"), idempotency_keys.c.key == bindparam("key")
+)
+_RECORD = insert(idempotency_keys)
+
+
 def _stored(conn: Connection, scope: str, key: str) -> Any:
-    return conn.execute(
-        select(idempotency_keys).where(
-            idempotency_keys.c.scope == scope, idempotency_keys.c.key == key
-        )
-    ).first()
+    return conn.execute(_STORED, {"scope": scope, "key": key}).first()
 
 
 def _replay(row: Any, fingerprint: str) -> CommandResponse:
@@ -78,15 +81,16 @@ def _once(
         return _replay(row, fingerprint)
     response = command(conn)
     conn.execute(
-        insert(idempotency_keys).values(
-            scope=scope,
-            key=key,
-            request_hash=fingerprint,
-            status_code=response.status_code,
-            response_body=canonical_json(response.body),
-            resource_location=response.location,
-            created_at=now,
-        )
+        _RECORD,
+        {
+            "scope": scope,
+            "key": key,
+            "request_hash": fingerprint,
+            "status_code": response.status_code,
+            "response_body": canonical_json(response.body),
+            "resource_location": response.location,
+            "created_at": now,
+        },
     )
     return response
 

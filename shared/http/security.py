@@ -7,7 +7,7 @@ import json
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from fastapi import Depends, FastAPI, Request
@@ -168,12 +168,14 @@ class TokenBucketLimiter:
             return (1.0 - bucket.tokens) / self.rate
 
 
-def rate_limited(name: str, *roles: str, scope: str | None = None) -> Callable[..., Principal]:
+def rate_limited(
+    name: str, *roles: str, scope: str | None = None
+) -> Callable[..., Awaitable[Principal]]:
     """``allow(*roles, scope=...)`` plus the ``name`` rate limit per subject (429 problem
     with Retry-After when its bucket is empty)."""
     admitted = allow(*roles, scope=scope)
 
-    def dependency(request: Request, principal: Principal = Depends(admitted)) -> Principal:
+    async def dependency(request: Request, principal: Principal = Depends(admitted)) -> Principal:
         state = request.app.state
         limiters: dict[str, TokenBucketLimiter] | None = getattr(state, "limiters", None)
         if limiters is None:

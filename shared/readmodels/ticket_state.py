@@ -156,15 +156,20 @@ def _changes(row: Row, event: EventEnvelope, p: dict[str, Any]) -> Row:
 
 def apply_changes(row: Row | None, event: EventEnvelope) -> Row | None:
     """The ticket's row after one more event: the one definition shared by the projection
-    and as-of reads (folding a stream up to a time)."""
+    and as-of reads (folding a stream up to a time). Updates ``row`` in place (its owner
+    folds a stream or a batch)."""
     p = payload_dict(event)
-    stamp = {"version": event.stream_version, "updated_at": event.recorded_at}
     if event.event_type == "TicketReceived":
-        return {**_received_row(event, p), "status": TicketStatus.received.value, **stamp}
-    if row is None:
+        row = _received_row(event, p)
+        row["status"] = TicketStatus.received.value
+    elif row is None:
         return None
-    status = status_after(TicketStatus(row["status"]), event.event_type)
-    return {**row, **_changes(row, event, p), "status": status.value, **stamp}
+    else:
+        row.update(_changes(row, event, p))
+        row["status"] = status_after(TicketStatus(row["status"]), event.event_type).value
+    row["version"] = event.stream_version
+    row["updated_at"] = event.recorded_at
+    return row
 
 
 class TicketStateProjection(RowProjection):

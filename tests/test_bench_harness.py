@@ -1,0 +1,75 @@
+"""The bench harness keeps working: the load generator against the bare endpoint process,
+a tiny limit, and the report. No timing is asserted — only that things are counted."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from bench.limits import sqlite_insert_per_transaction
+from bench.loadgen import json_post, run_load
+from bench.measure import Result, combine, percentile
+from bench.processes import start_bare_endpoint
+from bench.report import Report
+
+
+async def test_load_generator_counts_answers_of_the_bare_endpoint(tmp_path) -> None:
+    db = tmp_path / "bare.db"
+    with start_bare_endpoint(db) as bare:
+        make = json_post(
+            "/tickets", bare.host, bare.port, headers={"Authorization": "Bearer not-checked"}
+        )
+        result = await run_load(
+            bare.host,
+            bare.port,
+            make,
+            requests=50,
+            seconds=10,
+            concurrency=4,
+            warmup_requests=6,
+            server_cpu=bare.cpu_seconds,
+        )
+        missing = await run_load(
+            bare.host,
+            bare.port,
+            json_post("/nowhere", bare.host, bare.port),
+            requests=5,
+            seconds=10,
+            concurrency=2,
+            warmup_requests=0,
+        )
+    assert (result.count, result.errors) == (50, 0)
+    assert result.detail["statuses"] == {"201": 50}
+    assert result.detail["server_cpu_seconds"] >= 0
+    assert result.p50 is not None and result.p50 <= result.p95 <= result.p99  # type: ignore[operator]
+    assert (missing.count, missing.errors, missing.detail["statuses"]) == (0, 5, {"404": 5})
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT idempotency_key, body FROM requests").fetchall()
+    assert len(rows) == 56  # warm-up included, one row per request
+    assert len({key for key, _ in rows}) == 56
+    assert json.loads(rows[0][1])["customer"]["name"] == "Li Wei"
+
+    limit = await sqlite_insert_per_transaction(tmp_path / "limit.db", 20, max_seconds=5)
+    assert limit.count == 20 and len(limit.latencies) == 20
+
+    report = Report(settings={"smoke": True})
+    section = report.section("HTTP", reference_header="bare endpoint")
+    row = section.compare("POST /tickets", combine([result, result]), result, unit="req/s")
+    section.compare("  latency", result, result, metric="p99")
+    report.section("SQLite").limit_only("limit: insert/transaction", limit, unit="events/s")
+    report.machine.finish(1.0)
+    text = report.render()
+    assert row.ratio is not None and abs(row.ratio - 1.0) < 1e-9
+    assert "POST /tickets" in text and "bare endpoint" in text and "machine: " in text
+    out = tmp_path / "report.json"
+    report.write_json(out)
+    dumped = json.loads(out.read_text())
+    assert dumped["sections"][0]["rows"][0]["value_result"]["count"] == 100
+    assert dumped["machine"]["load_end"] is not None
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    values = [float(i) for i in range(1, 101)]
+    assert [percentile(values, q) for q in (50, 95, 99, 100)] == [50.0, 95.0, 99.0, 100.0]
+    assert percentile([], 50) is None
+    assert Result(0, 0.0).rate == 0.0
