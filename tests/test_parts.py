@@ -22,6 +22,7 @@ from shared.app.executor import Handling, Invocation
 from shared.app.platform import Platform
 from shared.eventstore.db import Database
 from shared.kernel.clock import ManualClock
+from shared.kernel.errors import RuleViolation
 from shared.kernel.events.envelope import (
     SYSTEM_ACTOR,
     CommandContext,
@@ -489,6 +490,36 @@ async def test_stock_table_refuses_negative_stock(db: Database) -> None:
         statement = insert(parts_stock).values(on_hand=on_hand, reserved=reserved, **values)
         with pytest.raises(IntegrityError):
             await db.write(lambda c, statement=statement: c.execute(statement))
+
+
+async def test_a_movement_past_the_decision_is_refused_by_the_stock_table(
+    platform: Platform, admin: httpx.AsyncClient, clerk: httpx.AsyncClient
+) -> None:
+    """A decision that skipped the rules (here: none at all) still cannot drive stock
+    negative: the inline stock read model's CHECKs refuse it, with the rule named, and
+    nothing of the command is recorded."""
+    await build_network(admin)
+    await receive(clerk, "SP-HZ-01", MOTOR, 1)
+    context = CommandContext(actor=SYSTEM_ACTOR, service="parts")
+    handling = Handling(platform.executor("parts"), Invocation(context), platform.settings)
+    shelf = StockConsumed(
+        location_id="SP-HZ-01",
+        part_number=MOTOR,
+        quantity=2,
+        from_issued=False,
+        trigger_event_id="test",
+    )
+
+    def decide(_command: None, _level: StockLevel) -> list[EventPayload | PendingEvent]:
+        return [shelf]
+
+    stream = stock_stream("SP-HZ-01", MOTOR)
+    with pytest.raises(RuleViolation) as refused:
+        await platform.db.write(lambda c: handling.execute(c, STOCK_LEVELS, stream, None, decide))
+    assert refused.value.rule == "stock_cannot_go_negative"
+    events = await platform.db.read(lambda c: platform.store.read_stream(c, stream))
+    assert [e.event_type for e in events] == ["StockReceived"]
+    assert (await stock_of(clerk, "SP-HZ-01", MOTOR))["on_hand"] == 1
 
 
 async def test_invalid_requests_are_4xx_and_write_nothing(

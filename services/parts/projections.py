@@ -10,6 +10,7 @@ application a no-op.
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Hashable, Sequence
 from typing import ClassVar
 
@@ -183,7 +184,7 @@ class StockProjection:
     def apply(self, conn: Connection, events: Sequence[EventEnvelope]) -> None:
         try:
             _StockRows().apply(conn, events)
-        except IntegrityError as exc:
+        except (IntegrityError, sqlite3.IntegrityError) as exc:  # SQLAlchemy's, or the driver's
             raise RuleViolation(
                 "stock_cannot_go_negative", "this movement would take stock below zero"
             ) from exc
