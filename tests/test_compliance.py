@@ -16,7 +16,13 @@ from shared.app.platform import Platform
 from shared.app.replay import replay, table_rows
 from shared.eventstore.db import Database
 from shared.kernel.clock import ManualClock
+from shared.kernel.events.envelope import Actor, CommandContext, EventEnvelope
+from shared.kernel.events.parts import OldPartReturnExpected
+from shared.kernel.events.registry import typed_payload
+from shared.kernel.events.tickets import TicketRepaired, UsedPart
+from shared.kernel.parts import normalise_part_number, return_expected, ticket_parts_stream
 from tests.support.clients import service_client
+from tests.support.ledger import append
 from tests.support.lifecycle import Lifecycle, project_feedback, warranty_part
 
 
@@ -29,6 +35,38 @@ async def checklist(platform: Platform, auditor: httpx.AsyncClient, tid: str) ->
 
 def status(row: dict[str, Any]) -> dict[str, str]:
     return {name: item["status"] for name, item in row["checklist"].items()}
+
+
+async def parts_decide(
+    platform: Platform, tid: str, return_required: frozenset[str] = frozenset()
+) -> list[EventEnvelope]:
+    """The parts service's decision on the ticket's repairs, as its reactor records it:
+    an ``OldPartReturnExpected`` on the ticket's paperwork stream for every used part
+    ``return_expected`` says must come back (``return_required``: the catalogue's parts
+    that must)."""
+    tickets = await platform.db.read(lambda c: platform.store.read_stream(c, tid))
+    decided: list[OldPartReturnExpected] = []
+    for event in tickets:
+        repair = typed_payload(event)
+        if not isinstance(repair, TicketRepaired):
+            continue
+        for line in repair.parts_used:
+            part = normalise_part_number(line.part_number)
+            if return_expected(line, repair.cost_borne_by, part in return_required):
+                decided.append(
+                    OldPartReturnExpected(
+                        ticket_id=tid,
+                        part_number=part,
+                        old_serial=line.old_serial,
+                        quantity=line.quantity,
+                        service_point_id="sp-1",
+                        region="east",
+                        due_at=event.occurred_at + timedelta(days=7),
+                        trigger_event_id=str(event.event_id),
+                    )
+                )
+    parts = CommandContext(actor=Actor(subject="system", role="system"), service="parts")
+    return await append(platform, ticket_parts_stream(tid), None, decided, ctx=parts)
 
 
 async def ids_of(intake: httpx.AsyncClient, tid: str, event_type: str) -> list[str]:
@@ -55,6 +93,7 @@ async def test_compliant_lifecycle_every_item_true_with_evidence(
     platform: Platform,
 ) -> None:
     tid = await life.through_repair(parts=[warranty_part()])
+    await parts_decide(platform, tid)
     row = await checklist(platform, auditor, tid)
     assert status(row)["parts_returned"] == "pending"  # not yet due, nothing says late
     assert status(row)["follow_up_done"] == "pending" and row["compliant"] == "pending", [
@@ -189,6 +228,45 @@ async def test_parts_not_returned_in_time(
     assert row["checklist"]["parts_returned"]["evidence"] == [str(event.event_id)]
 
 
+async def test_parts_returned_asks_the_parts_service(
+    life: Lifecycle,
+    feedback: httpx.AsyncClient,
+    auditor: httpx.AsyncClient,
+    platform: Platform,
+    clock: ManualClock,
+) -> None:
+    """A warranty-borne repair of a part the catalogue wants back, though the technician
+    did not mark it under warranty: the parts service expects it back, so the checklist
+    waits for it; a return recorded in lower case closes the loop."""
+    pump = UsedPart(part_number="pump-wm7", old_serial="P-OLD", under_warranty=False)
+    tid = await life.through_repair(parts=[pump])
+    (expected,) = await parts_decide(platform, tid, return_required=frozenset({"PUMP-WM7"}))
+    await close(feedback, tid)
+    row = await checklist(platform, auditor, tid)
+    assert row["checklist"]["parts_returned"] == {
+        "status": "pending",
+        "evidence": [str(expected.event_id)],
+        "note": "awaiting return of PUMP-WM7",
+    }
+    assert row["compliant"] == "pending"  # not compliant while the old part is out
+    clock.advance(hours=2)
+    returned = await life.part_returned(tid, "pump-wm7")
+    row = await checklist(platform, auditor, tid)
+    assert row["checklist"]["parts_returned"]["status"] == "true"
+    assert row["checklist"]["parts_returned"]["evidence"] == [str(returned.event_id)]
+    assert row["compliant"] == "true", row
+    # The auditor's as-of view reads both streams the same way.
+    as_of = await auditor.get(
+        f"/compliance/tickets/{tid}", params={"as_of": clock.now().isoformat()}
+    )
+    assert as_of.json() == row
+    before = await auditor.get(
+        f"/compliance/tickets/{tid}",
+        params={"as_of": (clock.now() - timedelta(hours=1)).isoformat()},
+    )
+    assert before.json()["checklist"]["parts_returned"]["status"] == "pending"
+
+
 async def test_steps_out_of_order(
     life: Lifecycle, auditor: httpx.AsyncClient, platform: Platform
 ) -> None:
@@ -284,6 +362,7 @@ async def test_rebuild_equals_incremental(
     await project_feedback(platform)  # incremental: part of the history now, the rest later
     second = await life.through_repair()
     await close(feedback, second, score=20)
+    await parts_decide(platform, first)  # the parts paperwork feeds the same rows
     await life.part_overdue(first, "MOTOR-WM700")
     await life.flag_repeat(second, first)
     async with service_client("feedback", platform, **admin_headers) as admin:
@@ -299,12 +378,10 @@ async def test_rebuild_equals_incremental(
         assert response.status_code == 201, response.text
     assert await raise_quality_alerts(platform, clock.now().date())
     await project_feedback(platform)
-    async with platform.db.reading() as conn:
-        incremental = {p.name: await table_rows(conn, p) for p in PROJECTIONS}
+    incremental = await platform.db.read(lambda c: {p.name: table_rows(c, p) for p in PROJECTIONS})
     for projection in PROJECTIONS:
         await platform.runner.rebuild(projection)
-    async with platform.db.reading() as conn:
-        rebuilt = {p.name: await table_rows(conn, p) for p in PROJECTIONS}
+    rebuilt = await platform.db.read(lambda c: {p.name: table_rows(c, p) for p in PROJECTIONS})
     assert rebuilt == incremental
     assert all(rows for tables in rebuilt.values() for rows in tables.values())
     # The auditor's replay (a scratch database from the ledger copy) agrees too.

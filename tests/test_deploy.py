@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings
 
 from shared.app.cli import build_parser
 from shared.app.config import Settings
-from shared.app.registry import SERVICES
+from shared.app.registry import SERVERS
 from shared.eventstore.kafka import event_topics
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
@@ -89,15 +89,15 @@ def ticketline_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def test_compose_has_every_part(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    required = {"postgres", "kafka", "kafka-topics", "migrate", *SERVICES, *WORKERS}
+    required = {"postgres", "kafka", "kafka-topics", "migrate", *SERVERS, *WORKERS}
     assert required <= set(services)
-    assert set(ticketline_services(compose)) == {"migrate", *SERVICES, *WORKERS}
+    assert set(ticketline_services(compose)) == {"migrate", *SERVERS, *WORKERS}
     assert services["postgres"]["image"].startswith("postgres:")
     kafka = services["kafka"]
     assert kafka["image"].startswith("apache/kafka:")  # the official image
     assert "controller" in kafka["environment"]["KAFKA_PROCESS_ROLES"]  # KRaft
     assert not any("ZOOKEEPER" in k for k in kafka["environment"])
-    for name in ("postgres", "kafka", *SERVICES):
+    for name in ("postgres", "kafka", *SERVERS):
         assert "healthcheck" in services[name], name
 
 
@@ -122,7 +122,7 @@ def test_compose_ticketline_containers_agree_with_the_code(compose: dict[str, An
         assert service["depends_on"]["kafka-topics"]["condition"] == (
             "service_completed_successfully"
         )
-        if name in SERVICES:
+        if name in SERVERS:
             assert args.command == "serve" and args.service == name
             # Replicas must share a token key, or `serve` refuses to start.
             assert "TICKETLINE_AUTH_JWT_SECRET" in service["environment"], name
@@ -207,7 +207,7 @@ def test_k8s_settings_are_settings(manifests: list[dict[str, Any]]) -> None:
 def test_k8s_service_deployments_probe_health(manifests: list[dict[str, Any]]) -> None:
     deployments = by_kind(manifests, "Deployment")
     services = by_kind(manifests, "Service")
-    for name in SERVICES:
+    for name in SERVERS:
         deployment = deployments[f"ticketline-{name}"]
         (container,) = containers(deployment)
         assert container["image"] == IMAGE

@@ -15,7 +15,7 @@ from tests.support.ports import free_port, wait_for_port
 
 
 def test_run_starts_every_service_and_stops_cleanly(tmp_path) -> None:
-    ports = {name: free_port() for name in ("intake", "dispatch", "parts", "feedback")}
+    ports = {name: free_port() for name in ("intake", "dispatch", "parts", "feedback", "console")}
     env = {
         **os.environ,
         "TICKETLINE_DATA_DIR": str(tmp_path / "data"),
@@ -48,6 +48,10 @@ def test_run_starts_every_service_and_stops_cleanly(tmp_path) -> None:
             wait_for_port(port, 10)
             assert httpx.get(f"http://127.0.0.1:{port}/health/ready").json() == {"status": "ready"}
         assert "ticketline token" in output
+        console = f"http://127.0.0.1:{ports['console']}"
+        assert "operations console" in output
+        sign_in = httpx.get(f"{console}/board")
+        assert sign_in.status_code == 401 and 'name="token"' in sign_in.text
         intake = f"http://127.0.0.1:{ports['intake']}"
         anonymous = httpx.post(f"{intake}/tickets", json=RECEIVE_EXAMPLE)
         assert anonymous.status_code == 401

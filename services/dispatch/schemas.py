@@ -60,7 +60,19 @@ class ServicePointCreate(ServicePointDescription):
 class ServicePointReplace(ServicePointDescription):
     """The member's full new description (PUT); ``level`` cannot change."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    **{k: v for k, v in SERVICE_POINT_EXAMPLE.items() if k != "id"},
+                    "postcodes": ["3100", "3110", "3120"],
+                    "reason": "now also covers Xihu district",
+                }
+            ]
+        },
+    )
 
     reason: ShortText | None = None
 
@@ -92,10 +104,29 @@ class TechnicianCreate(TechnicianFields):
 
 
 class TechnicianReplace(TechnicianFields):
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    **{k: v for k, v in TECHNICIAN_EXAMPLE.items() if k != "id"},
+                    "skills": ["washing_machines", "dryers", "dishwashers"],
+                    "reason": "certified for dishwashers",
+                }
+            ]
+        },
+    )
+
     reason: ShortText | None = None
 
 
 class ActivationRequest(Body):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"reason": "on leave until 2026-12-01"}]},
+    )
+
     reason: LongText
 
     def command(self, active: bool) -> domain.SetTechnicianActive:
@@ -224,6 +255,19 @@ class CandidatesView(BaseModel):
 
 
 class VisitRequest(Body):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"findings": "drum bearing worn, motor brushes burnt"},
+                {
+                    "arrived_at": "2026-11-03T01:20:00Z",
+                    "findings": "checked in late: traffic; water inlet valve blocked",
+                },
+            ]
+        },
+    )
+
     arrived_at: AwareDatetime | None = Field(default=None, description="Default: now.")
     findings: LongText
 

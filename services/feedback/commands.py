@@ -1,95 +1,44 @@
-"""Feedback command handlers: load, decide (pure), append — one transaction each.
+"""Feedback's command handlers: gather the facts a decision needs (the settings, the
+time), then run it through the service's executor — inside the caller's unit of work.
 
-The compliance row and the scorecard items are applied in the same transaction, so a
-caller reads its own writes at once; the projector's later pass is then a no-op.
+The read models the service keeps inline (the compliance row for ticket events, the
+manual scorecard items, the quality alerts) are declared once in ``service.py``; the
+executor applies them in the same transaction, so callers read their own writes.
 """
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable
-
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection
 
 from services.feedback import domain
-from services.feedback.projections import COMPLIANCE, SCORECARD_ITEMS
-from shared.app.commands import TicketCommandResult, execute_ticket_command
-from shared.app.platform import Platform
-from shared.kernel.events.envelope import CommandContext, EventEnvelope, EventPayload
-from shared.kernel.events.quality import ScorecardItemRecorded
-from shared.kernel.ticket import TicketState
-
-SCORECARD_STREAM_PREFIX = "scorecard-"
-
-# Raises when the caller may not act on this ticket (e.g. outside its region).
-Authorize = Callable[[TicketState], None]
+from shared.app.executor import Handling, Outcome
+from shared.kernel.ticket import TICKETS, TicketState
 
 
-def allow_all(state: TicketState) -> None:
-    return None
+def record_follow_up(
+    conn: Connection, h: Handling, ticket_id: str, follow_up: domain.FollowUp
+) -> Outcome[TicketState]:
+    threshold = h.settings.feedback.dissatisfied_below
+    command = domain.RecordFollowUp(follow_up, dissatisfied_below=threshold)
+    return h.execute(conn, TICKETS, ticket_id, command, domain.decide_follow_up)
 
 
-def scorecard_stream_id(service_point_id: str) -> str:
-    """One stream per service point; short and fixed-length whatever the point's id."""
-    return SCORECARD_STREAM_PREFIX + str(uuid.uuid5(uuid.NAMESPACE_URL, service_point_id))
+def file_complaint(
+    conn: Connection, h: Handling, ticket_id: str, command: domain.FileComplaint
+) -> Outcome[TicketState]:
+    return h.execute(conn, TICKETS, ticket_id, command, domain.decide_complaint)
 
 
-class FeedbackCommands:
-    def __init__(self, platform: Platform) -> None:
-        self.platform = platform
+def record_scorecard_item(
+    conn: Connection, h: Handling, item: domain.ScorecardItem
+) -> Outcome[domain.ScorecardState]:
+    command = domain.RecordScorecardItem(item, today=h.now().date())
+    stream_id = domain.scorecard_stream_id(item.service_point_id)
+    return h.execute(conn, domain.SCORECARDS, stream_id, command, domain.decide_scorecard_item)
 
-    async def record_follow_up(
-        self,
-        conn: AsyncConnection,
-        ticket_id: str,
-        command: domain.RecordFollowUp,
-        context: CommandContext,
-        expected_version: int | None,
-        *,
-        authorize: Authorize = allow_all,
-    ) -> TicketCommandResult:
-        threshold = self.platform.settings.feedback.dissatisfied_below
 
-        def decide(state: TicketState) -> list[EventPayload]:
-            authorize(state)
-            return domain.decide_follow_up(state, command, dissatisfied_below=threshold)
-
-        result = await execute_ticket_command(
-            self.platform, conn, ticket_id, context, decide, expected_version=expected_version
-        )
-        await self.platform.runner.apply(conn, COMPLIANCE, result.events)
-        return result
-
-    async def file_complaint(
-        self,
-        conn: AsyncConnection,
-        ticket_id: str,
-        command: domain.FileComplaint,
-        context: CommandContext,
-        expected_version: int | None,
-        *,
-        authorize: Authorize = allow_all,
-    ) -> TicketCommandResult:
-        def decide(state: TicketState) -> list[EventPayload]:
-            authorize(state)
-            return domain.decide_complaint(state, command)
-
-        result = await execute_ticket_command(
-            self.platform, conn, ticket_id, context, decide, expected_version=expected_version
-        )
-        await self.platform.runner.apply(conn, COMPLIANCE, result.events)
-        return result
-
-    async def record_scorecard_item(
-        self, conn: AsyncConnection, item: ScorecardItemRecorded, context: CommandContext
-    ) -> EventEnvelope:
-        written = await self.platform.store.append_to_stream(
-            conn,
-            scorecard_stream_id(item.service_point_id),
-            None,
-            [item],
-            context,
-            region=item.region,
-        )
-        await self.platform.runner.apply(conn, SCORECARD_ITEMS, written)
-        return written[0]
+def raise_quality_alert(
+    conn: Connection, h: Handling, command: domain.RaiseQualityAlert
+) -> Outcome[domain.QualityAlertState]:
+    decider = domain.QUALITY_ALERTS
+    return h.execute(conn, decider, command.stream_id, command, domain.decide_quality_alert)

@@ -1,33 +1,62 @@
-"""Feedback decisions: pure functions of (ticket state, command) → events."""
+"""Feedback decisions: pure functions ``decide(command, state) -> events``.
+
+The ticket's decisions (the follow-up that closes or reopens it, a complaint) decide on
+the ticket's state (``shared.kernel.ticket.TICKETS``). The feedback service's own streams
+have their deciders here: a service point's manual scorecard items (``scorecard``) and a
+quality alert (``quality``, one stream per product model, fault category and day, so an
+alert is recorded once).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, replace
+from datetime import date, datetime
 
-from shared.kernel.errors import RuleViolation
+from shared.kernel.decider import Decider
+from shared.kernel.errors import InvalidCommand, RuleViolation
 from shared.kernel.events.envelope import EventPayload
+from shared.kernel.events.quality import (
+    QualityAlertRaised,
+    ScorecardItemKind,
+    ScorecardItemRecorded,
+)
 from shared.kernel.events.tickets import (
     Channel,
     ComplaintFiled,
     EscalationCause,
+    FaultCategory,
     FollowUpChannel,
     FollowUpRecorded,
     TicketClosed,
     TicketEscalated,
     TicketReopened,
 )
-from shared.kernel.ticket import TicketState, TicketStatus, require_open, require_ticket
+from shared.kernel.lifecycle import TicketStatus, may_follow
+from shared.kernel.reach import Scope
+from shared.kernel.ticket import TicketState, require_open, require_ticket
 
 ESCALATION_LEVEL = "regional_center"
 
+# --- the follow-up and complaints (ticket stream) ----------------------------------------
+
 
 @dataclass(frozen=True)
-class RecordFollowUp:
+class FollowUp:
+    """What the customer said on the return visit."""
+
     satisfaction_score: int
     would_recommend: int
     problem_solved: bool
     channel: FollowUpChannel
     comment: str | None = None
+
+
+@dataclass(frozen=True)
+class RecordFollowUp:
+    follow_up: FollowUp
+    # The configured threshold: a score below it (or an unsolved problem) reopens.
+    dissatisfied_below: int
 
 
 @dataclass(frozen=True)
@@ -46,36 +75,35 @@ def is_satisfactory(score: int, problem_solved: bool, *, dissatisfied_below: int
     return problem_solved and score >= dissatisfied_below
 
 
-def decide_follow_up(
-    state: TicketState, command: RecordFollowUp, *, dissatisfied_below: int
-) -> list[EventPayload]:
+def why_unsatisfactory(follow_up: FollowUp, dissatisfied_below: int) -> str:
+    if not follow_up.problem_solved:
+        return "problem not solved"
+    return f"dissatisfied (score {follow_up.satisfaction_score} < {dissatisfied_below})"
+
+
+def decide_follow_up(command: RecordFollowUp, state: TicketState) -> list[EventPayload]:
     """Only after a repair. Satisfied and solved closes the ticket; otherwise it is
     reopened and escalated, and goes back to dispatch."""
     require_open(state)
-    if state.status is not TicketStatus.repaired:
+    if not may_follow(state.status, "FollowUpRecorded"):
         raise RuleViolation(
             "follow_up_requires_repair",
             f"a follow-up is recorded after the repair; the ticket is {state.status.value}",
         )
-    follow_up = FollowUpRecorded(
-        satisfaction_score=command.satisfaction_score,
-        would_recommend=command.would_recommend,
-        problem_solved=command.problem_solved,
-        comment=command.comment,
-        channel=command.channel,
+    f, threshold = command.follow_up, command.dissatisfied_below
+    recorded = FollowUpRecorded(
+        satisfaction_score=f.satisfaction_score,
+        would_recommend=f.would_recommend,
+        problem_solved=f.problem_solved,
+        comment=f.comment,
+        channel=f.channel,
     )
-    if is_satisfactory(
-        command.satisfaction_score, command.problem_solved, dissatisfied_below=dissatisfied_below
-    ):
-        return [follow_up, TicketClosed(reason="satisfied")]
-    why = (
-        "problem not solved"
-        if not command.problem_solved
-        else f"dissatisfied (score {command.satisfaction_score} < {dissatisfied_below})"
-    )
+    if is_satisfactory(f.satisfaction_score, f.problem_solved, dissatisfied_below=threshold):
+        return [recorded, TicketClosed(reason="satisfied")]
+    why = why_unsatisfactory(f, threshold)
     assert state.region is not None
     return [
-        follow_up,
+        recorded,
         TicketReopened(reason=f"follow-up: {why}", source="follow_up", escalated=True),
         TicketEscalated(
             level=ESCALATION_LEVEL,
@@ -86,7 +114,7 @@ def decide_follow_up(
     ]
 
 
-def decide_complaint(state: TicketState, command: FileComplaint) -> list[EventPayload]:
+def decide_complaint(command: FileComplaint, state: TicketState) -> list[EventPayload]:
     """A complaint is always recorded; against a closed ticket it reopens and escalates."""
     require_ticket(state)
     complaint = ComplaintFiled(
@@ -104,4 +132,144 @@ def decide_complaint(state: TicketState, command: FileComplaint) -> list[EventPa
             region=state.region,
             reason=clip(f"complaint against a closed ticket: {command.complaint}"),
         ),
+    ]
+
+
+# --- manual scorecard items (stream per service point) -----------------------------------
+
+SCORECARD_STREAM_PREFIX = "scorecard-"
+
+
+def scorecard_stream_id(service_point_id: str) -> str:
+    """One stream per service point; short and fixed-length whatever the point's id."""
+    return SCORECARD_STREAM_PREFIX + str(uuid.uuid5(uuid.NAMESPACE_URL, service_point_id))
+
+
+@dataclass(frozen=True)
+class ScorecardItem:
+    """A scorecard item entered by hand, with its evidence."""
+
+    service_point_id: str
+    item: ScorecardItemKind
+    occurred_on: date
+    evidence: str
+    region: str | None = None
+    ticket_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RecordScorecardItem:
+    item: ScorecardItem
+    # The day it is recorded (UTC): an item cannot have happened later.
+    today: date
+
+
+@dataclass(frozen=True)
+class ScorecardState:
+    stream_id: str
+    version: int = 0
+    # The region the latest item named (where the service point's stream sits).
+    region: str | None = None
+
+
+def evolve_scorecard(
+    state: ScorecardState, payload: EventPayload, _occurred_at: datetime
+) -> ScorecardState:
+    if isinstance(payload, ScorecardItemRecorded):
+        return replace(state, version=state.version + 1, region=payload.region)
+    return replace(state, version=state.version + 1)
+
+
+SCORECARDS: Decider[ScorecardState] = Decider(
+    stream_type="scorecard",
+    initial_state=ScorecardState,
+    evolve=evolve_scorecard,
+    scope=lambda state: Scope(region=state.region),
+    exists=lambda state: state.version > 0,
+)
+
+
+def decide_scorecard_item(
+    command: RecordScorecardItem, _state: ScorecardState
+) -> list[EventPayload]:
+    item = command.item
+    if item.occurred_on > command.today:
+        raise InvalidCommand("occurred_on", "the date is in the future")
+    return [
+        ScorecardItemRecorded(
+            service_point_id=item.service_point_id,
+            region=item.region,
+            item=item.item,
+            occurred_on=item.occurred_on,
+            evidence=item.evidence,
+            ticket_ids=list(item.ticket_ids),
+        )
+    ]
+
+
+# --- quality alerts (stream per product model, fault category and day) -------------------
+
+ALERT_NAMESPACE = uuid.UUID("6f1d2c1e-6d0b-4c3e-9a55-7a2f0c1b9e47")
+
+
+def alert_stream_id(product_model: str, category: str, day: date) -> str:
+    key = f"{product_model}\x1f{category}\x1f{day.isoformat()}"
+    return f"quality-{uuid.uuid5(ALERT_NAMESPACE, key)}"
+
+
+@dataclass(frozen=True)
+class RaiseQualityAlert:
+    """The tickets repaired on ``day`` for one product model and fault category."""
+
+    product_model: str
+    fault_category: FaultCategory
+    day: date
+    ticket_ids: tuple[str, ...]
+    # The configured number of repairs a day that raises an alert.
+    threshold: int
+
+    @property
+    def stream_id(self) -> str:
+        return alert_stream_id(self.product_model, self.fault_category.value, self.day)
+
+
+def alert_due(command: RaiseQualityAlert) -> bool:
+    return len(command.ticket_ids) >= command.threshold
+
+
+@dataclass(frozen=True)
+class QualityAlertState:
+    stream_id: str
+    raised: bool = False
+
+
+def evolve_alert(
+    state: QualityAlertState, _payload: EventPayload, _occurred_at: datetime
+) -> QualityAlertState:
+    return replace(state, raised=True)
+
+
+QUALITY_ALERTS: Decider[QualityAlertState] = Decider(
+    stream_type="quality",
+    initial_state=QualityAlertState,
+    evolve=evolve_alert,
+    exists=lambda state: state.raised,
+)
+
+
+def decide_quality_alert(
+    command: RaiseQualityAlert, state: QualityAlertState
+) -> list[EventPayload]:
+    """Once per model, category and day: a second pass (or process) records nothing."""
+    if state.raised or not alert_due(command):
+        return []
+    return [
+        QualityAlertRaised(
+            product_model=command.product_model,
+            fault_category=command.fault_category,
+            day=command.day,
+            count=len(command.ticket_ids),
+            threshold=command.threshold,
+            ticket_ids=list(command.ticket_ids),
+        )
     ]

@@ -1,19 +1,23 @@
 """The feedback service's projections: pure functions of events, rebuilt by replay.
 
-``feedback_compliance`` recomputes a ticket's whole row from the ticket's stream (up to
-the event being applied) on every event: a ticket has a few dozen events at most, and
-recomputing makes incremental and rebuilt rows identical by construction.
+``feedback_compliance`` recomputes the rows of every ticket a batch touches from the
+ticket's two streams as the ledger holds them — its own, and the parts service's
+paperwork for it (``tparts:<ticket_id>``, whose ``OldPartReturnExpected`` events say
+which old parts must come back). A ticket has a few dozen events at most; recomputing
+from both streams makes incremental and rebuilt rows identical by construction, whatever
+order the two streams' events arrive in.
 """
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import Table, delete, insert
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, Table, delete, insert, text
 
-from services.feedback.compliance import ITEMS, TicketCompliance, compute
+from services.feedback.compliance import ITEMS, checklist, compliant, first_time_fix
+from services.feedback.facts import Facts, facts_of, month_of
 from services.feedback.tables import (
     compliance_tickets,
     quality_alerts,
@@ -22,144 +26,197 @@ from services.feedback.tables import (
     scorecard_items,
 )
 from shared.eventstore.ledger import EventStore
+from shared.eventstore.projection import Row, RowProjection
 from shared.kernel.events.envelope import EventEnvelope, canonical_json
+from shared.kernel.events.parts import OldPartReturnExpected
 from shared.kernel.events.quality import QualityAlertRaised, ScorecardItemRecorded
-from shared.kernel.events.registry import typed_payload
+from shared.kernel.events.registry import payload_dict
+from shared.kernel.parts import ticket_parts_stream
+
+# --- compliance ----------------------------------------------------------------------------
 
 
-def compliance_values(c: TicketCompliance) -> dict[str, Any]:
-    checklist = {name: c.items[name].as_dict() for name in ITEMS}
-    checklist["first_time_fix"] = c.first_time_fix.as_dict()
+def compliance_values(f: Facts) -> dict[str, Any]:
+    """The ticket's row: the checklist with its evidence, and the facts the aggregates,
+    KPIs and scorecards are computed from."""
+    items = checklist(f)
+    ftf = first_time_fix(f)
+    document = {name: item.as_dict() for name, item in items.items()}
+    document["first_time_fix"] = ftf.as_dict()
     facts = {
-        "follow_ups": c.follow_ups,
-        "complaints": c.complaints,
-        "visits": c.visits,
-        "repairs": c.repairs,
-        "deductions": c.deductions,
-        "corrections": c.corrections,
+        "follow_ups": [x.as_json() for x in f.follow_ups],
+        "complaints": [x.as_json() for x in f.complaints],
+        "visits": [x.as_json() for x in f.visits],
+        "repairs": [x.as_json() for x in f.repairs],
+        "deductions": [x.as_json() for x in f.deductions],
+        "corrections": list(f.corrections),
     }
     return {
-        "ticket_id": c.ticket_id,
-        "ticket_number": c.ticket_number,
-        "region": c.region,
-        "month": c.month,
-        "received_at": c.received_at,
-        "product_model": c.product_model,
-        "fault_category": c.fault_category,
-        "agent_id": c.agent_id,
-        "service_point_id": c.service_point_id,
-        "technician_id": c.technician_id,
-        "status": c.status,
-        "compliant": c.compliant,
-        **{name: c.items[name].status for name in ITEMS},
-        "first_time_fix": c.first_time_fix.status,
-        "checklist": canonical_json(checklist),
+        "ticket_id": f.ticket_id,
+        "ticket_number": f.ticket_number,
+        "region": f.region,
+        "month": f.month,
+        "received_at": f.received_at,
+        "product_model": f.product_model,
+        "fault_category": f.diagnosis.category if f.diagnosis else None,
+        "agent_id": f.agent_id,
+        "service_point_id": f.service_point_id,
+        "technician_id": f.technician_id,
+        "status": f.status.value,
+        "compliant": compliant(items.values()),
+        **{name: items[name].status for name in ITEMS},
+        "first_time_fix": ftf.status,
+        "checklist": canonical_json(document),
         "facts": canonical_json(facts),
-        "version": c.version,
+        "version": f.version,
     }
+
+
+def deduction_rows(f: Facts) -> list[Row]:
+    return [
+        {
+            "ticket_id": f.ticket_id,
+            "seq": n,
+            "kind": d.kind,
+            "month": month_of(d.at),
+            "at": d.at,
+            "service_point_id": d.service_point_id,
+            "region": d.region,
+            "earlier_ticket_id": d.earlier_ticket_id,
+            "event_ids": canonical_json(list(d.event_ids)),
+        }
+        for n, d in enumerate(f.deductions, start=1)
+    ]
+
+
+def repair_rows(f: Facts) -> list[Row]:
+    return [
+        {
+            "event_id": r.event_id,
+            "ticket_id": f.ticket_id,
+            "day": r.at.date().isoformat(),
+            "product_model": f.product_model,
+            "fault_category": r.fault_category,
+        }
+        for r in f.repairs
+    ]
+
+
+def ticket_of(event: EventEnvelope) -> str | None:
+    """The ticket whose compliance an event changes: any event of its stream, and the
+    parts service's expectation of an old part's return."""
+    if event.stream_type == "ticket":
+        return event.stream_id
+    if event.event_type == OldPartReturnExpected.event_type:
+        return str(payload_dict(event)["ticket_id"])
+    return None
+
+
+def ticket_facts(
+    conn: Connection, store: EventStore, ticket_id: str, as_of: datetime | None = None
+) -> Facts | None:
+    """The facts of a ticket's two streams (``as_of``: the events recorded until then)."""
+    ticket = store.read_stream(conn, ticket_id, recorded_until=as_of)
+    paperwork = store.read_stream(conn, ticket_parts_stream(ticket_id), recorded_until=as_of)
+    return facts_of(ticket, paperwork)
+
+
+def lock_tickets(conn: Connection, ticket_ids: Sequence[str]) -> None:
+    """PostgreSQL: one applier of a ticket's rows at a time, until commit. A command
+    applying the ticket's events inline and a projector applying its parts paperwork
+    would otherwise each recompute without the other's uncommitted event, and the last
+    to commit would leave a row that misses one. Locks in one order (by key hash)."""
+    if conn.dialect.name != "postgresql":
+        return
+    keys = [f"{ComplianceProjection.name}:ticket:{t}" for t in ticket_ids]
+    conn.execute(
+        text(
+            "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended(k, 0) "
+            "AS h FROM unnest(CAST(:keys AS text[])) AS k ORDER BY h) AS ordered"
+        ),
+        {"keys": keys},
+    )
 
 
 class ComplianceProjection:
     name: ClassVar[str] = "feedback_compliance"
     tables: ClassVar[tuple[Table, ...]] = (compliance_tickets, scorecard_deductions, repairs)
-    stream_types: ClassVar[tuple[str, ...]] = ("ticket",)
+    stream_types: ClassVar[tuple[str, ...]] = ("ticket", "requisition")
 
     def __init__(self) -> None:
         self.store = EventStore()
 
-    async def handle(self, conn: AsyncConnection, event: EventEnvelope) -> None:
-        stream = await self.store.read_stream(
-            conn, event.stream_id, to_version=event.stream_version
-        )
-        if not stream or stream[-1].event_id != event.event_id:
-            stream = [*[e for e in stream if e.stream_version < event.stream_version], event]
-        result = compute(stream)
-        ticket_id = event.stream_id
-        for table in (compliance_tickets, scorecard_deductions, repairs):
-            await conn.execute(delete(table).where(table.c.ticket_id == ticket_id))
-        if result is None:
+    def apply(self, conn: Connection, events: Sequence[EventEnvelope]) -> None:
+        tickets = sorted({t for e in events if (t := ticket_of(e)) is not None})
+        if not tickets:
             return
-        await conn.execute(insert(compliance_tickets).values(**compliance_values(result)))
-        if result.deductions:
-            await conn.execute(
-                insert(scorecard_deductions),
-                [
-                    {
-                        "ticket_id": ticket_id,
-                        "seq": n,
-                        "kind": d["kind"],
-                        "month": d["month"],
-                        "at": datetime.fromisoformat(d["at"]),
-                        "service_point_id": d["service_point_id"],
-                        "region": d["region"],
-                        "earlier_ticket_id": d["earlier_ticket_id"],
-                        "event_ids": canonical_json(d["event_ids"]),
-                    }
-                    for n, d in enumerate(result.deductions, start=1)
-                ],
-            )
-        if result.repairs:
-            await conn.execute(
-                insert(repairs),
-                [
-                    {
-                        "event_id": r["event_id"],
-                        "ticket_id": ticket_id,
-                        "day": r["day"],
-                        "product_model": result.product_model,
-                        "fault_category": r["fault_category"],
-                    }
-                    for r in result.repairs
-                ],
-            )
+        lock_tickets(conn, tickets)
+        found = [f for t in tickets if (f := ticket_facts(conn, self.store, t)) is not None]
+        for table in self.tables:
+            for start in range(0, len(tickets), 500):
+                chunk = tickets[start : start + 500]
+                conn.execute(delete(table).where(table.c.ticket_id.in_(chunk)))
+        if found:
+            conn.execute(insert(compliance_tickets), [compliance_values(f) for f in found])
+        if deductions := [row for f in found for row in deduction_rows(f)]:
+            conn.execute(insert(scorecard_deductions), deductions)
+        if repaired := [row for f in found for row in repair_rows(f)]:
+            conn.execute(insert(repairs), repaired)
 
 
-class ScorecardItemsProjection:
+# --- copies of the feedback service's own events -------------------------------------------
+
+
+class ScorecardItemsProjection(RowProjection):
     name: ClassVar[str] = "feedback_scorecard_items"
+    table: ClassVar[Table] = scorecard_items
     tables: ClassVar[tuple[Table, ...]] = (scorecard_items,)
     stream_types: ClassVar[tuple[str, ...]] = ("scorecard",)
 
-    async def handle(self, conn: AsyncConnection, event: EventEnvelope) -> None:
-        payload = typed_payload(event)
-        if not isinstance(payload, ScorecardItemRecorded):
-            return
-        await conn.execute(
-            insert(scorecard_items).values(
-                event_id=str(event.event_id),
-                service_point_id=payload.service_point_id,
-                region=payload.region,
-                item=payload.item.value,
-                month=payload.occurred_on.strftime("%Y-%m"),
-                occurred_on=payload.occurred_on.isoformat(),
-                evidence=payload.evidence,
-                ticket_ids=canonical_json(payload.ticket_ids),
-                actor=event.actor.subject,
-                recorded_at=event.recorded_at,
-            )
-        )
+    def key(self, event: EventEnvelope) -> tuple[Hashable, ...] | None:
+        if event.event_type != ScorecardItemRecorded.event_type:
+            return None
+        return (str(event.event_id),)
+
+    def fold(self, row: Row | None, event: EventEnvelope) -> Row | None:
+        p = payload_dict(event)
+        return {
+            "event_id": str(event.event_id),
+            "service_point_id": p["service_point_id"],
+            "region": p.get("region"),
+            "item": p["item"],
+            "month": p["occurred_on"][:7],
+            "occurred_on": p["occurred_on"],
+            "evidence": p["evidence"],
+            "ticket_ids": canonical_json(p.get("ticket_ids", [])),
+            "actor": event.actor.subject,
+            "recorded_at": event.recorded_at,
+        }
 
 
-class QualityAlertsProjection:
+class QualityAlertsProjection(RowProjection):
     name: ClassVar[str] = "feedback_quality_alerts"
+    table: ClassVar[Table] = quality_alerts
     tables: ClassVar[tuple[Table, ...]] = (quality_alerts,)
     stream_types: ClassVar[tuple[str, ...]] = ("quality",)
 
-    async def handle(self, conn: AsyncConnection, event: EventEnvelope) -> None:
-        payload = typed_payload(event)
-        if not isinstance(payload, QualityAlertRaised):
-            return
-        await conn.execute(
-            insert(quality_alerts).values(
-                event_id=str(event.event_id),
-                day=payload.day.isoformat(),
-                product_model=payload.product_model,
-                fault_category=payload.fault_category.value,
-                count=payload.count,
-                threshold=payload.threshold,
-                ticket_ids=canonical_json(payload.ticket_ids),
-                raised_at=event.occurred_at,
-            )
-        )
+    def key(self, event: EventEnvelope) -> tuple[Hashable, ...] | None:
+        if event.event_type != QualityAlertRaised.event_type:
+            return None
+        return (str(event.event_id),)
+
+    def fold(self, row: Row | None, event: EventEnvelope) -> Row | None:
+        p = payload_dict(event)
+        return {
+            "event_id": str(event.event_id),
+            "day": p["day"],
+            "product_model": p["product_model"],
+            "fault_category": p["fault_category"],
+            "count": p["count"],
+            "threshold": p["threshold"],
+            "ticket_ids": canonical_json(p.get("ticket_ids", [])),
+            "raised_at": event.occurred_at,
+        }
 
 
 COMPLIANCE = ComplianceProjection()

@@ -1,4 +1,5 @@
-"""Feedback's reads: compliance rows, their aggregates, scorecards and quality reports.
+"""Feedback's reads: compliance rows, their aggregates, scorecards and quality reports —
+plain functions of a ``Connection``, run in a read unit of work.
 
 Aggregates are computed at query time from the per-ticket rows (which are projections of
 the events), so a summary is always consistent with the rows it summarises and every
@@ -9,17 +10,16 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import and_, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, Row, and_, select
 
-from services.feedback.compliance import FALSE, ITEMS, PENDING, TRUE, compute
-from services.feedback.projections import compliance_values
+from services.feedback.compliance import FALSE, ITEMS, PENDING, TRUE
+from services.feedback.projections import compliance_values, ticket_facts
 from services.feedback.tables import (
     compliance_tickets,
     quality_alerts,
@@ -29,6 +29,10 @@ from services.feedback.tables import (
 )
 from shared.app.config import FeedbackSettings
 from shared.eventstore.ledger import EventStore
+from shared.eventstore.tables import events
+from shared.kernel.events.tickets import FaultCategory
+from shared.kernel.reach import EVERYWHERE, Reach
+from shared.readmodels.ticket_state import ticket_state
 
 GROUPS = ("region", "service_point", "technician", "month")
 GROUP_COLUMN = {
@@ -37,6 +41,14 @@ GROUP_COLUMN = {
     "technician": "technician_id",
     "month": "month",
 }
+ComplianceRow = Row[Any]
+
+
+def iso(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
+
+
+# --- compliance rows -----------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -47,33 +59,34 @@ class ComplianceFilters:
     month: str | None = None
     compliant: str | None = None
     failing: str | None = None  # an item name: rows where that item is false
+    # The caller's reach: rows outside it do not exist for the caller.
+    reach: Reach = EVERYWHERE
 
 
 def _conditions(filters: ComplianceFilters) -> list[Any]:
     t = compliance_tickets.c
-    conditions: list[Any] = []
-    if filters.region:
-        conditions.append(t.region == filters.region)
-    if filters.service_point_id:
-        conditions.append(t.service_point_id == filters.service_point_id)
-    if filters.technician_id:
-        conditions.append(t.technician_id == filters.technician_id)
-    if filters.month:
-        conditions.append(t.month == filters.month)
-    if filters.compliant:
-        conditions.append(t.compliant == filters.compliant)
+    wanted: list[tuple[Any, str | None]] = [
+        (t.region, filters.region),
+        (t.region, filters.reach.region),
+        (t.service_point_id, filters.service_point_id),
+        (t.technician_id, filters.technician_id),
+        (t.technician_id, filters.reach.technician),
+        (t.month, filters.month),
+        (t.compliant, filters.compliant),
+    ]
+    conditions = [column == value for column, value in wanted if value]
     if filters.failing:
         conditions.append(t[filters.failing] == FALSE)
     return conditions
 
 
-async def list_compliance_rows(
-    conn: AsyncConnection,
+def list_compliance_rows(
+    conn: Connection,
     filters: ComplianceFilters,
     *,
     after: str | None = None,
     limit: int | None = None,
-) -> list[Any]:
+) -> list[ComplianceRow]:
     """In ticket-number order (day of receipt, then arrival); ``after`` a ticket number."""
     t = compliance_tickets.c
     conditions = _conditions(filters)
@@ -84,41 +97,52 @@ async def list_compliance_rows(
         query = query.where(and_(*conditions))
     if limit is not None:
         query = query.limit(limit)
-    return list((await conn.execute(query)).all())
+    return list(conn.execute(query).all())
 
 
-async def compliance_row(conn: AsyncConnection, ticket_id: str) -> Any:
+def compliance_row(conn: Connection, ticket_id: str) -> ComplianceRow | None:
     query = select(compliance_tickets).where(compliance_tickets.c.ticket_id == ticket_id)
-    return (await conn.execute(query)).first()
+    return conn.execute(query).first()
 
 
-async def compliance_row_as_of(
-    conn: AsyncConnection, store: EventStore, ticket_id: str, as_of: datetime
+def compliance_row_as_of(
+    conn: Connection, store: EventStore, ticket_id: str, as_of: datetime
 ) -> dict[str, Any] | None:
-    """The ticket's compliance row as it stood at ``as_of``: the same pure computation the
-    projection runs, over the events recorded until then."""
-    result = compute(await store.read_stream(conn, ticket_id, recorded_until=as_of))
-    return compliance_values(result) if result is not None else None
+    """The ticket's compliance row as it stood at ``as_of``: the same fold and rules the
+    projection runs, over the events (of both its streams) recorded until then."""
+    facts = ticket_facts(conn, store, ticket_id, as_of)
+    return compliance_values(facts) if facts is not None else None
 
 
-def ticket_view(row: Any) -> dict[str, Any]:
-    if isinstance(row, dict):
-        row = SimpleNamespace(**row)
+def compliance_view(
+    conn: Connection, store: EventStore, ticket_id: str, as_of: datetime | None = None
+) -> dict[str, Any] | None:
+    """One ticket's checklist: its row now, or as it stood at ``as_of``."""
+    row = (
+        compliance_row(conn, ticket_id)
+        if as_of is None
+        else compliance_row_as_of(conn, store, ticket_id, as_of)
+    )
+    return ticket_view(row) if row is not None else None
+
+
+def ticket_view(row: ComplianceRow | dict[str, Any]) -> dict[str, Any]:
+    r: Any = SimpleNamespace(**row) if isinstance(row, dict) else row
     return {
-        "ticket_id": row.ticket_id,
-        "ticket_number": row.ticket_number,
-        "region": row.region,
-        "month": row.month,
-        "received_at": row.received_at,
-        "product_model": row.product_model,
-        "fault_category": row.fault_category,
-        "service_point_id": row.service_point_id,
-        "technician_id": row.technician_id,
-        "agent_id": row.agent_id,
-        "status": row.status,
-        "compliant": row.compliant,
-        "checklist": json.loads(row.checklist),
-        "version": row.version,
+        "ticket_id": r.ticket_id,
+        "ticket_number": r.ticket_number,
+        "region": r.region,
+        "month": r.month,
+        "received_at": r.received_at,
+        "product_model": r.product_model,
+        "fault_category": r.fault_category,
+        "service_point_id": r.service_point_id,
+        "technician_id": r.technician_id,
+        "agent_id": r.agent_id,
+        "status": r.status,
+        "compliant": r.compliant,
+        "checklist": json.loads(r.checklist),
+        "version": r.version,
     }
 
 
@@ -136,7 +160,7 @@ TICKET_CSV_COLUMNS = (
 )
 
 
-def ticket_csv_row(row: Any) -> list[Any]:
+def ticket_csv_row(row: ComplianceRow) -> list[Any]:
     checklist = json.loads(row.checklist)
     values = [getattr(row, c) for c in TICKET_CSV_COLUMNS]
     evidence = [" ".join(checklist[name]["evidence"]) for name in (*ITEMS, "first_time_fix")]
@@ -147,11 +171,15 @@ def ticket_csv_header() -> list[str]:
     return [*TICKET_CSV_COLUMNS, *(f"{n}_evidence" for n in (*ITEMS, "first_time_fix"))]
 
 
-# --- aggregates -------------------------------------------------------------------------
+# --- aggregates ----------------------------------------------------------------------------
 
 
 def _rate(numerator: int, denominator: int) -> float | None:
     return round(100.0 * numerator / denominator, 2) if denominator else None
+
+
+def _average(values: Sequence[int]) -> float | None:
+    return round(sum(values) / len(values), 2) if values else None
 
 
 def band(score: int, s: FeedbackSettings) -> str:
@@ -164,60 +192,90 @@ def band(score: int, s: FeedbackSettings) -> str:
     return "dissatisfied"
 
 
-def summarise(key: str | None, rows: Iterable[Any], s: FeedbackSettings) -> dict[str, Any]:
-    rows = list(rows)
-    count = {status: 0 for status in (TRUE, FALSE, PENDING)}
-    items = {name: {TRUE: 0, FALSE: 0, PENDING: 0} for name in (*ITEMS, "first_time_fix")}
-    scores: list[int] = []
-    recommend: list[int] = []
-    complaints = 0
+STATUSES = (TRUE, FALSE, PENDING)
+
+
+@dataclass
+class Tally:
+    """The counts a summary is computed from."""
+
+    tickets: int = 0
+    compliance: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATUSES, 0))
+    items: dict[str, dict[str, int]] = field(
+        default_factory=lambda: {n: dict.fromkeys(STATUSES, 0) for n in (*ITEMS, "first_time_fix")}
+    )
+    scores: list[int] = field(default_factory=list)
+    recommend: list[int] = field(default_factory=list)
+    complaints: int = 0  # tickets with at least one
+
+
+def tally(rows: Iterable[ComplianceRow]) -> Tally:
+    t = Tally()
     for row in rows:
-        count[row.compliant] += 1
-        for name in items:
-            items[name][getattr(row, name)] += 1
+        t.tickets += 1
+        t.compliance[row.compliant] += 1
+        for name, counts in t.items.items():
+            counts[getattr(row, name)] += 1
         facts = json.loads(row.facts)
-        for f in facts["follow_ups"]:
-            scores.append(f["score"])
-            recommend.append(f["would_recommend"])
-        complaints += 1 if facts["complaints"] else 0
-    bands = {"very_satisfied": 0, "satisfied": 0, "neutral": 0, "dissatisfied": 0}
-    for score in scores:
+        t.scores += [f["score"] for f in facts["follow_ups"]]
+        t.recommend += [f["would_recommend"] for f in facts["follow_ups"]]
+        t.complaints += 1 if facts["complaints"] else 0
+    return t
+
+
+def satisfaction(t: Tally, s: FeedbackSettings) -> dict[str, Any]:
+    """Satisfaction, bands and NPS over every follow-up."""
+    bands = dict.fromkeys(("very_satisfied", "satisfied", "neutral", "dissatisfied"), 0)
+    for score in t.scores:
         bands[band(score, s)] += 1
-    promoters = sum(1 for r in recommend if r >= s.nps_promoter_from)
-    detractors = sum(1 for r in recommend if r <= s.nps_detractor_up_to)
-    response, resolution = items["responded_within_sla"], items["resolved_within_sla"]
-    decided = lambda c: c[TRUE] + c[FALSE]  # noqa: E731
+    promoters = sum(1 for r in t.recommend if r >= s.nps_promoter_from)
+    detractors = sum(1 for r in t.recommend if r <= s.nps_detractor_up_to)
+    nps = round(100.0 * (promoters - detractors) / len(t.recommend), 2) if t.recommend else None
     return {
-        "key": key,
-        "tickets": len(rows),
-        "compliant": count[TRUE],
-        "non_compliant": count[FALSE],
-        "pending": count[PENDING],
-        "compliance_rate": _rate(count[TRUE], count[TRUE] + count[FALSE]),
-        "items": items,
-        "response_sla_rate": _rate(response[TRUE], decided(response)),
-        "resolution_sla_rate": _rate(resolution[TRUE], decided(resolution)),
-        "sla_attainment": _rate(
-            response[TRUE] + resolution[TRUE], decided(response) + decided(resolution)
-        ),
-        "first_time_fix_rate": _rate(
-            items["first_time_fix"][TRUE], decided(items["first_time_fix"])
-        ),
-        "follow_ups": len(scores),
-        "satisfaction_average": round(sum(scores) / len(scores), 2) if scores else None,
+        "follow_ups": len(t.scores),
+        "satisfaction_average": _average(t.scores),
         "bands": bands,
         "promoters": promoters,
-        "passives": len(recommend) - promoters - detractors,
+        "passives": len(t.recommend) - promoters - detractors,
         "detractors": detractors,
-        "nps": round(100.0 * (promoters - detractors) / len(recommend), 2) if recommend else None,
-        "complaints": complaints,
-        "complaint_rate": _rate(complaints, len(rows)),
+        "nps": nps,
     }
 
 
-def summary(rows: list[Any], group_by: str, s: FeedbackSettings) -> dict[str, Any]:
+def _decided(counts: dict[str, int]) -> int:
+    return counts[TRUE] + counts[FALSE]
+
+
+def summarise(
+    key: str | None, rows: Iterable[ComplianceRow], s: FeedbackSettings
+) -> dict[str, Any]:
+    t = tally(rows)
+    count, items = t.compliance, t.items
+    response, resolution = items["responded_within_sla"], items["resolved_within_sla"]
+    deadlines_met = response[TRUE] + resolution[TRUE]
+    return {
+        "key": key,
+        "tickets": t.tickets,
+        "compliant": count[TRUE],
+        "non_compliant": count[FALSE],
+        "pending": count[PENDING],
+        "compliance_rate": _rate(count[TRUE], _decided(count)),
+        "items": items,
+        "response_sla_rate": _rate(response[TRUE], _decided(response)),
+        "resolution_sla_rate": _rate(resolution[TRUE], _decided(resolution)),
+        "sla_attainment": _rate(deadlines_met, _decided(response) + _decided(resolution)),
+        "first_time_fix_rate": _rate(
+            items["first_time_fix"][TRUE], _decided(items["first_time_fix"])
+        ),
+        **satisfaction(t, s),
+        "complaints": t.complaints,
+        "complaint_rate": _rate(t.complaints, t.tickets),
+    }
+
+
+def summary(rows: list[ComplianceRow], group_by: str, s: FeedbackSettings) -> dict[str, Any]:
     column = GROUP_COLUMN[group_by]
-    groups: dict[str | None, list[Any]] = defaultdict(list)
+    groups: dict[str | None, list[ComplianceRow]] = defaultdict(list)
     for row in rows:
         groups[getattr(row, column)].append(row)
     ordered = sorted(groups.items(), key=lambda kv: (kv[0] is None, kv[0] or ""))
@@ -259,7 +317,7 @@ def summary_csv_row(group: dict[str, Any]) -> list[Any]:
     return ["" if flat[c] is None else flat[c] for c in SUMMARY_CSV_COLUMNS]
 
 
-# --- scorecards -------------------------------------------------------------------------
+# --- scorecards ----------------------------------------------------------------------------
 
 ITEM_POINTS: dict[str, Callable[[FeedbackSettings], float]] = {
     "late_visit_dissatisfied": lambda s: s.points_late_visit_dissatisfied,
@@ -270,6 +328,7 @@ ITEM_POINTS: dict[str, Callable[[FeedbackSettings], float]] = {
     "late_parts_return": lambda s: s.points_late_parts_return,
     "positive_media_coverage": lambda s: s.points_positive_media,
 }
+Entries = dict[str, list[dict[str, Any]]]
 
 
 def _weighted(measures: dict[str, float | None], weights: dict[str, float]) -> float | None:
@@ -281,42 +340,31 @@ def _weighted(measures: dict[str, float | None], weights: dict[str, float]) -> f
     return round(sum(weights[k] * v for k, v in present.items()) / total, 2)
 
 
-async def scorecards(
-    conn: AsyncConnection,
-    month: str,
-    s: FeedbackSettings,
-    *,
-    service_point_id: str | None = None,
-    region: str | None = None,
-) -> dict[str, Any]:
-    d = scorecard_deductions.c
-    deduction_rows = list(
-        (
-            await conn.execute(
-                select(scorecard_deductions)
-                .where(d.month == month)
-                .order_by(d.at, d.ticket_id, d.seq)
-            )
-        ).all()
+def _earlier_points(conn: Connection, ticket_ids: set[str]) -> dict[str, tuple[str | None, str]]:
+    """(service point, region) of the earlier tickets repeat repairs name."""
+    if not ticket_ids:
+        return {}
+    t = compliance_tickets.c
+    query = select(t.ticket_id, t.service_point_id, t.region).where(
+        t.ticket_id.in_(sorted(ticket_ids))
     )
-    # A repeat repair counts against the point that did the earlier (failed) repair.
-    earlier_ids = {r.earlier_ticket_id for r in deduction_rows if r.earlier_ticket_id}
-    earlier_points: dict[str, tuple[str | None, str]] = {}
-    if earlier_ids:
-        t = compliance_tickets.c
-        for r in await conn.execute(
-            select(t.ticket_id, t.service_point_id, t.region).where(
-                t.ticket_id.in_(sorted(earlier_ids))
-            )
-        ):
-            earlier_points[r.ticket_id] = (r.service_point_id, r.region)
+    return {r.ticket_id: (r.service_point_id, r.region) for r in conn.execute(query)}
 
-    entries: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in deduction_rows:
+
+def deduction_entries(
+    conn: Connection, month: str, s: FeedbackSettings, entries: Entries, region: str | None
+) -> None:
+    """The month's deductions from ticket events, per service point."""
+    d = scorecard_deductions.c
+    query = select(scorecard_deductions).where(d.month == month).order_by(d.at, d.ticket_id, d.seq)
+    rows = list(conn.execute(query).all())
+    # A repeat repair counts against the point that did the earlier (failed) repair.
+    earlier = _earlier_points(conn, {r.earlier_ticket_id for r in rows if r.earlier_ticket_id})
+    for r in rows:
         point, where = r.service_point_id, r.region
         detail = r.kind.replace("_", " ")
         if r.kind == "repeat_repair":
-            point, where = earlier_points.get(r.earlier_ticket_id or "", (None, r.region))
+            point, where = earlier.get(r.earlier_ticket_id or "", (None, r.region))
             detail = f"repeat repair of ticket {r.earlier_ticket_id}"
         if point is None or (region and where != region):
             continue
@@ -324,16 +372,21 @@ async def scorecards(
             {
                 "kind": r.kind,
                 "points": ITEM_POINTS[r.kind](s),
-                "at": r.at.isoformat().replace("+00:00", "Z"),
+                "at": iso(r.at),
                 "ticket_id": r.ticket_id,
                 "event_ids": json.loads(r.event_ids),
                 "detail": detail,
             }
         )
+
+
+def manual_entries(
+    conn: Connection, month: str, s: FeedbackSettings, entries: Entries, region: str | None
+) -> None:
+    """The month's items entered by hand, per service point."""
     i = scorecard_items.c
-    for r in await conn.execute(
-        select(scorecard_items).where(i.month == month).order_by(i.occurred_on, i.event_id)
-    ):
+    query = select(scorecard_items).where(i.month == month).order_by(i.occurred_on, i.event_id)
+    for r in conn.execute(query):
         if region and r.region != region:
             continue
         entries[r.service_point_id].append(
@@ -347,10 +400,20 @@ async def scorecards(
             }
         )
 
-    rows = await list_compliance_rows(
-        conn,
-        ComplianceFilters(region=region, month=month, service_point_id=service_point_id),
-    )
+
+def scorecards(
+    conn: Connection,
+    month: str,
+    s: FeedbackSettings,
+    *,
+    service_point_id: str | None = None,
+    region: str | None = None,
+) -> dict[str, Any]:
+    entries: Entries = defaultdict(list)
+    deduction_entries(conn, month, s, entries, region)
+    manual_entries(conn, month, s, entries, region)
+    filters = ComplianceFilters(region=region, month=month, service_point_id=service_point_id)
+    rows = list_compliance_rows(conn, filters)
     points = set(entries) | {r.service_point_id for r in rows if r.service_point_id}
     if service_point_id:
         points &= {service_point_id}
@@ -371,97 +434,97 @@ async def scorecards(
     }
 
 
-def _average(values: list[int]) -> float | None:
-    return round(sum(values) / len(values), 2) if values else None
+def _kpi(
+    subject: str,
+    role: str,
+    tickets: int,
+    measures: dict[str, float | None],
+    weights: dict[str, float],
+) -> dict[str, Any]:
+    return {
+        "subject": subject,
+        "role": role,
+        "tickets": tickets,
+        "measures": measures,
+        "weights": weights,
+        "score": _weighted(measures, weights),
+    }
 
 
-def technician_kpis(rows: list[Any], s: FeedbackSettings) -> list[dict[str, Any]]:
-    """Over the month's tickets last dispatched to each technician:
-    first-time fix = % of decided tickets fixed at the first repair and visit, never reopened;
-    timeliness = % of the technician's visits that arrived by the appointment's end;
-    parts usage = % of the technician's repairs that used only parts the diagnosis expected;
-    customer rating = average follow-up satisfaction score."""
+def _by(rows: Iterable[ComplianceRow], column: str) -> list[tuple[str, list[ComplianceRow]]]:
+    grouped: dict[str, list[ComplianceRow]] = defaultdict(list)
+    for row in rows:
+        if subject := getattr(row, column):
+            grouped[subject].append(row)
+    return sorted(grouped.items())
+
+
+def technician_measures(tech: str, tickets: list[ComplianceRow]) -> dict[str, float | None]:
+    """first-time fix = % of decided tickets fixed at the first repair and visit, never
+    reopened; timeliness = % of the technician's visits that arrived by the appointment's
+    end; parts usage = % of the technician's repairs that used only parts the diagnosis
+    expected; customer rating = average follow-up satisfaction score."""
+    ftf = [r.first_time_fix for r in tickets if r.first_time_fix != PENDING]
+    visits: list[bool] = []
+    repairs_ok: list[bool] = []
+    scores: list[int] = []
+    for r in tickets:
+        facts = json.loads(r.facts)
+        visits += [v["on_time"] for v in facts["visits"] if v["technician_id"] == tech]
+        repairs_ok += [
+            x["parts_as_expected"] for x in facts["repairs"] if x["technician_id"] == tech
+        ]
+        scores += [f["score"] for f in facts["follow_ups"]]
+    return {
+        "first_time_fix": _rate(ftf.count(TRUE), len(ftf)),
+        "timeliness": _rate(visits.count(True), len(visits)),
+        "parts_usage": _rate(repairs_ok.count(True), len(repairs_ok)),
+        "customer_rating": _average(scores),
+    }
+
+
+def technician_kpis(rows: list[ComplianceRow], s: FeedbackSettings) -> list[dict[str, Any]]:
+    """Over the month's tickets last dispatched to each technician."""
     weights = {
         "first_time_fix": s.technician_weight_first_time_fix,
         "timeliness": s.technician_weight_timeliness,
         "parts_usage": s.technician_weight_parts_usage,
         "customer_rating": s.technician_weight_customer_rating,
     }
-    by_tech: dict[str, list[Any]] = defaultdict(list)
-    for row in rows:
-        if row.technician_id:
-            by_tech[row.technician_id].append(row)
-    out = []
-    for tech, tickets in sorted(by_tech.items()):
-        ftf = [r.first_time_fix for r in tickets if r.first_time_fix != PENDING]
-        visits: list[bool] = []
-        repairs_ok: list[bool] = []
-        scores: list[int] = []
-        for r in tickets:
-            facts = json.loads(r.facts)
-            visits += [v["on_time"] for v in facts["visits"] if v["technician_id"] == tech]
-            repairs_ok += [
-                x["parts_as_expected"] for x in facts["repairs"] if x["technician_id"] == tech
-            ]
-            scores += [f["score"] for f in facts["follow_ups"]]
-        measures = {
-            "first_time_fix": _rate(ftf.count(TRUE), len(ftf)),
-            "timeliness": _rate(visits.count(True), len(visits)),
-            "parts_usage": _rate(repairs_ok.count(True), len(repairs_ok)),
-            "customer_rating": _average(scores),
-        }
-        out.append(
-            {
-                "subject": tech,
-                "role": "technician",
-                "tickets": len(tickets),
-                "measures": measures,
-                "weights": weights,
-                "score": _weighted(measures, weights),
-            }
-        )
-    return out
+    return [
+        _kpi(tech, "technician", len(tickets), technician_measures(tech, tickets), weights)
+        for tech, tickets in _by(rows, "technician_id")
+    ]
 
 
-def agent_kpis(rows: list[Any], s: FeedbackSettings) -> list[dict[str, Any]]:
-    """Over the month's tickets each call-center agent received:
-    response time = % of decided tickets first responded to within the urgency SLA;
+def agent_measures(tickets: list[ComplianceRow]) -> dict[str, float | None]:
+    """response time = % of decided tickets first responded to within the urgency SLA;
     record accuracy = % of tickets whose contact details never needed a correction;
     satisfaction = average follow-up satisfaction score."""
+    responded = [r.responded_within_sla for r in tickets if r.responded_within_sla != PENDING]
+    facts = [json.loads(r.facts) for r in tickets]
+    accurate = sum(1 for f in facts if not f["corrections"])
+    return {
+        "response_time": _rate(responded.count(TRUE), len(responded)),
+        "record_accuracy": _rate(accurate, len(tickets)),
+        "satisfaction": _average([fu["score"] for f in facts for fu in f["follow_ups"]]),
+    }
+
+
+def agent_kpis(rows: list[ComplianceRow], s: FeedbackSettings) -> list[dict[str, Any]]:
+    """Over the month's tickets each call-center agent received."""
     weights = {
         "response_time": s.agent_weight_response_time,
         "record_accuracy": s.agent_weight_record_accuracy,
         "satisfaction": s.agent_weight_satisfaction,
     }
-    by_agent: dict[str, list[Any]] = defaultdict(list)
-    for row in rows:
-        if row.agent_id:
-            by_agent[row.agent_id].append(row)
-    out = []
-    for agent, tickets in sorted(by_agent.items()):
-        responded = [r.responded_within_sla for r in tickets if r.responded_within_sla != PENDING]
-        facts = [json.loads(r.facts) for r in tickets]
-        accurate = sum(1 for f in facts if not f["corrections"])
-        scores = [fu["score"] for f in facts for fu in f["follow_ups"]]
-        measures = {
-            "response_time": _rate(responded.count(TRUE), len(responded)),
-            "record_accuracy": _rate(accurate, len(tickets)),
-            "satisfaction": _average(scores),
-        }
-        out.append(
-            {
-                "subject": agent,
-                "role": "call_center_agent",
-                "tickets": len(tickets),
-                "measures": measures,
-                "weights": weights,
-                "score": _weighted(measures, weights),
-            }
-        )
-    return out
+    return [
+        _kpi(agent, "call_center_agent", len(tickets), agent_measures(tickets), weights)
+        for agent, tickets in _by(rows, "agent_id")
+    ]
 
 
-# --- quality ----------------------------------------------------------------------------
+# --- quality -------------------------------------------------------------------------------
 
 
 def iso_week_days(week: str) -> tuple[date, date]:
@@ -471,11 +534,14 @@ def iso_week_days(week: str) -> tuple[date, date]:
     return monday, monday + timedelta(days=7)
 
 
-async def quality_weekly(conn: AsyncConnection, week: str, s: FeedbackSettings) -> dict[str, Any]:
-    start, end = iso_week_days(week)
-    a, rp = quality_alerts.c, repairs.c
-    in_week_a = and_(a.day >= start.isoformat(), a.day < end.isoformat())
-    alerts = [
+def alerts_between(conn: Connection, start: date, end: date) -> list[dict[str, Any]]:
+    a = quality_alerts.c
+    query = (
+        select(quality_alerts)
+        .where(a.day >= start.isoformat(), a.day < end.isoformat())
+        .order_by(a.day, a.product_model, a.fault_category)
+    )
+    return [
         {
             "event_id": r.event_id,
             "day": r.day,
@@ -484,20 +550,20 @@ async def quality_weekly(conn: AsyncConnection, week: str, s: FeedbackSettings) 
             "count": r.count,
             "threshold": r.threshold,
             "ticket_ids": json.loads(r.ticket_ids),
-            "raised_at": r.raised_at.isoformat().replace("+00:00", "Z"),
+            "raised_at": iso(r.raised_at),
         }
-        for r in await conn.execute(
-            select(quality_alerts)
-            .where(in_week_a)
-            .order_by(a.day, a.product_model, a.fault_category)
-        )
+        for r in conn.execute(query)
     ]
+
+
+def repair_counts_between(conn: Connection, start: date, end: date) -> list[dict[str, Any]]:
+    """Repairs per product model and fault category, with their count per day."""
+    rp = repairs.c
+    query = select(rp.day, rp.product_model, rp.fault_category).where(
+        rp.day >= start.isoformat(), rp.day < end.isoformat()
+    )
     counts: dict[tuple[str, str], dict[str, Any]] = {}
-    for r in await conn.execute(
-        select(rp.day, rp.product_model, rp.fault_category, rp.ticket_id).where(
-            rp.day >= start.isoformat(), rp.day < end.isoformat()
-        )
-    ):
+    for r in conn.execute(query):
         group = counts.setdefault(
             (r.product_model, r.fault_category),
             {
@@ -509,11 +575,40 @@ async def quality_weekly(conn: AsyncConnection, week: str, s: FeedbackSettings) 
         )
         group["repairs"] += 1
         group["by_day"][r.day] = group["by_day"].get(r.day, 0) + 1
+    return sorted(counts.values(), key=lambda g: (-g["repairs"], g["product_model"]))
+
+
+def quality_weekly(conn: Connection, week: str, s: FeedbackSettings) -> dict[str, Any]:
+    start, end = iso_week_days(week)
     return {
         "week": week,
         "from_day": start.isoformat(),
         "to_day": (end - timedelta(days=1)).isoformat(),
         "threshold": s.quality_alert_threshold,
-        "alerts": alerts,
-        "counts": sorted(counts.values(), key=lambda g: (-g["repairs"], g["product_model"])),
+        "alerts": alerts_between(conn, start, end),
+        "counts": repair_counts_between(conn, start, end),
     }
+
+
+def repairs_on(conn: Connection, day: date) -> dict[tuple[str, str], list[str]]:
+    """Tickets repaired on ``day`` (UTC) per (product model, fault category): from the
+    ledger's repair events and the inline ticket-state rows, so the quality job never
+    waits on an asynchronous projection."""
+    start = datetime.combine(day, time(), tzinfo=UTC)
+    e, t = events.c, ticket_state.c
+    query = (
+        select(e.stream_id, t.product_model, t.category)
+        .select_from(events.join(ticket_state, t.ticket_id == e.stream_id))
+        .where(
+            e.event_type == "TicketRepaired",
+            e.occurred_at >= start,
+            e.occurred_at < start + timedelta(days=1),
+        )
+        .order_by(e.position)
+    )
+    groups: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for row in conn.execute(query):
+        tickets = groups[(row.product_model, row.category or FaultCategory.other.value)]
+        if row.stream_id not in tickets:
+            tickets.append(row.stream_id)
+    return groups

@@ -5,16 +5,15 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import AwareDatetime
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.feedback import domain, read_models
-from services.feedback.commands import FeedbackCommands
+from services.feedback import commands, read_models
+from services.feedback.domain import ScorecardState
 from services.feedback.schemas import (
     ComplaintRequest,
     ComplianceSummary,
@@ -27,15 +26,15 @@ from services.feedback.schemas import (
     ScorecardItemRequest,
     Scorecards,
 )
-from shared.app.commands import TicketCommandResult
+from shared.app.executor import Outcome
 from shared.app.platform import Platform
 from shared.http.app import get_platform
-from shared.http.context import Principal, allow, command_context, require_region
-from shared.http.headers import expected_version, idempotency_key
-from shared.http.idempotency import CommandResponse, idempotent_command
+from shared.http.commands import CommandCall, command_call
+from shared.http.context import Principal, allow
+from shared.http.idempotency import CommandResponse
 from shared.http.problems import PROBLEM_RESPONSES
 from shared.kernel.errors import InvalidCommand, NotFound
-from shared.kernel.events.quality import ScorecardItemRecorded
+from shared.kernel.reach import Scope
 from shared.kernel.ticket import TicketState
 
 SERVICE = "feedback"
@@ -45,8 +44,17 @@ READERS = ("auditor", "admin", "regional_center", "dispatcher")
 MONTH_PATTERN = r"^\d{4}-(0[1-9]|1[0-2])$"
 WEEK_PATTERN = r"^\d{4}-W(0[1-9]|[1-4][0-9]|5[0-3])$"
 
+# Who may call what (docs/access-control.md); the reach rule (region) applies on top, on
+# the ticket each command decides on.
+FollowUpCall = Annotated[CommandCall, Depends(command_call(SERVICE, "customer_relations", "admin"))]
+ComplaintCall = Annotated[
+    CommandCall,
+    Depends(command_call(SERVICE, "customer_relations", "call_center_agent", "admin")),
+]
+ScorecardItemCall = Annotated[CommandCall, Depends(command_call(SERVICE, "admin"))]
 
-def accepted(result: TicketCommandResult) -> dict[str, Any]:
+
+def accepted(result: Outcome[TicketState]) -> CommandResponse:
     types = [e.event_type for e in result.events]
     outcome = (
         "closed"
@@ -55,23 +63,25 @@ def accepted(result: TicketCommandResult) -> dict[str, Any]:
         if "TicketReopened" in types
         else "recorded"
     )
-    return FeedbackAccepted(
+    view = FeedbackAccepted(
         ticket_id=result.after.ticket_id,
         status=result.after.status.value,
         version=result.after.version,
         outcome=outcome,
         events=[str(e.event_id) for e in result.events],
-    ).model_dump(mode="json")
+    )
+    return CommandResponse(201, view.model_dump(mode="json"))
 
 
-def in_region(principal: Principal, ticket_id: str) -> Any:
-    """A decide wrapper: outside the caller's region the ticket does not exist for it."""
-
-    def check(state: TicketState) -> None:
-        if state.exists:
-            require_region(principal, state.region, "ticket", ticket_id)
-
-    return check
+def item_accepted(result: Outcome[ScorecardState]) -> CommandResponse:
+    (event,) = result.events
+    view = ScorecardItemAccepted(
+        event_id=str(event.event_id),
+        service_point_id=event.payload["service_point_id"],
+        item=event.payload["item"],
+        month=event.payload["occurred_on"][:7],
+    )
+    return CommandResponse(201, view.model_dump(mode="json"))
 
 
 @router.post(
@@ -85,41 +95,13 @@ def in_region(principal: Principal, ticket_id: str) -> Any:
     "(regional center): the ticket goes back to dispatch.",
 )
 async def record_follow_up(
-    ticket_id: UUID,
-    body: FollowUpRequest,
-    request: Request,
-    principal: Principal = Depends(allow("customer_relations", "admin")),
-    key: str | None = Depends(idempotency_key),
-    version: int | None = Depends(expected_version),
-    platform: Platform = Depends(get_platform),
+    ticket_id: UUID, body: FollowUpRequest, call: FollowUpCall
 ) -> JSONResponse:
-    context = command_context(request, principal.actor, SERVICE)
-    command = domain.RecordFollowUp(
-        satisfaction_score=body.satisfaction_score,
-        would_recommend=body.would_recommend,
-        problem_solved=body.problem_solved,
-        channel=body.channel,
-        comment=body.comment,
-    )
-
-    async def run(conn: AsyncConnection) -> CommandResponse:
-        result = await FeedbackCommands(platform).record_follow_up(
-            conn,
-            str(ticket_id),
-            command,
-            context,
-            version,
-            authorize=in_region(principal, str(ticket_id)),
-        )
-        return CommandResponse(201, accepted(result))
-
-    return await idempotent_command(
-        platform,
-        principal,
-        scope=f"{SERVICE}:follow-up:{ticket_id}",
-        key=key,
-        body=body,
-        command=run,
+    follow_up = body.command()
+    return await call.run(
+        f"follow-up:{ticket_id}",
+        body,
+        lambda c: accepted(commands.record_follow_up(c, call.handling, str(ticket_id), follow_up)),
     )
 
 
@@ -134,37 +116,13 @@ async def record_follow_up(
     "deduction for the service point.",
 )
 async def file_complaint(
-    ticket_id: UUID,
-    body: ComplaintRequest,
-    request: Request,
-    principal: Principal = Depends(allow("customer_relations", "call_center_agent", "admin")),
-    key: str | None = Depends(idempotency_key),
-    version: int | None = Depends(expected_version),
-    platform: Platform = Depends(get_platform),
+    ticket_id: UUID, body: ComplaintRequest, call: ComplaintCall
 ) -> JSONResponse:
-    context = command_context(request, principal.actor, SERVICE)
-    command = domain.FileComplaint(
-        complaint=body.complaint, channel=body.channel, public=body.public
-    )
-
-    async def run(conn: AsyncConnection) -> CommandResponse:
-        result = await FeedbackCommands(platform).file_complaint(
-            conn,
-            str(ticket_id),
-            command,
-            context,
-            version,
-            authorize=in_region(principal, str(ticket_id)),
-        )
-        return CommandResponse(201, accepted(result))
-
-    return await idempotent_command(
-        platform,
-        principal,
-        scope=f"{SERVICE}:complaint:{ticket_id}",
-        key=key,
-        body=body,
-        command=run,
+    complaint = body.command()
+    return await call.run(
+        f"complaint:{ticket_id}",
+        body,
+        lambda c: accepted(commands.file_complaint(c, call.handling, str(ticket_id), complaint)),
     )
 
 
@@ -186,12 +144,8 @@ def csv_response(header: list[str], rows: Iterable[list[Any]], filename: str) ->
     )
 
 
-def scoped_region(principal: Principal, region: str | None) -> tuple[str | None, bool]:
-    """(region to filter by, whether anything can match) for a region-bound caller."""
-    asked = region.lower() if region else None
-    if principal.region is None:
-        return asked, True
-    return principal.region, asked in (None, principal.region)
+def asked_region(region: str | None) -> str | None:
+    return region.lower() if region else None
 
 
 ItemStatus = Literal["true", "false", "pending"]
@@ -230,22 +184,20 @@ async def compliance_tickets(
     principal: Principal = Depends(allow(*READERS)),
     platform: Platform = Depends(get_platform),
 ) -> Any:
-    region, visible = scoped_region(principal, region)
     filters = read_models.ComplianceFilters(
-        region=region,
+        region=asked_region(region),
         service_point_id=service_point,
         technician_id=technician,
         month=month,
         compliant=compliant,
         failing=failing,
+        reach=principal.reach,
     )
     as_csv = wants_csv(request, format)
-    rows: list[Any] = []
-    if visible:
-        async with platform.db.reading() as conn:
-            rows = await read_models.list_compliance_rows(
-                conn, filters, after=None if as_csv else cursor, limit=None if as_csv else limit + 1
-            )
+    after, most = (None, None) if as_csv else (cursor, limit + 1)
+    rows = await platform.db.read(
+        lambda c: read_models.list_compliance_rows(c, filters, after=after, limit=most)
+    )
     if as_csv:
         return csv_response(
             read_models.ticket_csv_header(),
@@ -278,17 +230,13 @@ async def compliance_ticket(
     principal: Principal = Depends(allow(*READERS, "customer_relations")),
     platform: Platform = Depends(get_platform),
 ) -> ComplianceTicket:
-    async with platform.db.reading() as conn:
-        if as_of is None:
-            row = await read_models.compliance_row(conn, str(ticket_id))
-        else:
-            row = await read_models.compliance_row_as_of(
-                conn, platform.store, str(ticket_id), as_of
-            )
-    if row is None:
+    tid = str(ticket_id)
+    view = await platform.db.read(
+        lambda c: read_models.compliance_view(c, platform.store, tid, as_of)
+    )
+    # Outside the caller's reach the ticket does not exist for it.
+    if view is None or not principal.reach.allows(Scope(view["region"], view["technician_id"])):
         raise NotFound("ticket_not_found", f"no ticket {ticket_id}")
-    view = read_models.ticket_view(row)
-    require_region(principal, view["region"], "ticket", str(ticket_id))
     return ComplianceTicket(**view)
 
 
@@ -312,14 +260,13 @@ async def compliance_summary(
     principal: Principal = Depends(allow(*READERS)),
     platform: Platform = Depends(get_platform),
 ) -> Any:
-    region, visible = scoped_region(principal, region)
     filters = read_models.ComplianceFilters(
-        region=region, month=month, service_point_id=service_point
+        region=asked_region(region),
+        month=month,
+        service_point_id=service_point,
+        reach=principal.reach,
     )
-    rows: list[Any] = []
-    if visible:
-        async with platform.db.reading() as conn:
-            rows = await read_models.list_compliance_rows(conn, filters)
+    rows = await platform.db.read(lambda c: read_models.list_compliance_rows(c, filters))
     result = read_models.summary(rows, group_by, platform.settings.feedback)
     if wants_csv(request, format):
         groups = [*result["groups"], {**result["total"], "key": "TOTAL"}]
@@ -343,14 +290,12 @@ async def get_scorecards(
     principal: Principal = Depends(allow(*READERS)),
     platform: Platform = Depends(get_platform),
 ) -> Scorecards:
-    async with platform.db.reading() as conn:
-        data = await read_models.scorecards(
-            conn,
-            month,
-            platform.settings.feedback,
-            service_point_id=service_point,
-            region=principal.region,
+    settings, region = platform.settings.feedback, principal.reach.region
+    data = await platform.db.read(
+        lambda c: read_models.scorecards(
+            c, month, settings, service_point_id=service_point, region=region
         )
+    )
     return Scorecards(**data)
 
 
@@ -362,31 +307,13 @@ async def get_scorecards(
     summary="Enter a manual scorecard item (poor service, falsified records, media coverage)",
 )
 async def record_scorecard_item(
-    body: ScorecardItemRequest,
-    request: Request,
-    principal: Principal = Depends(allow("admin")),
-    key: str | None = Depends(idempotency_key),
-    platform: Platform = Depends(get_platform),
+    body: ScorecardItemRequest, call: ScorecardItemCall
 ) -> JSONResponse:
-    if body.occurred_on > platform.clock.now().date():
-        raise InvalidCommand("occurred_on", "the date is in the future")
-    context = command_context(request, principal.actor, SERVICE)
-    item = ScorecardItemRecorded(**body.model_dump())
-
-    async def run(conn: AsyncConnection) -> CommandResponse:
-        event = await FeedbackCommands(platform).record_scorecard_item(conn, item, context)
-        return CommandResponse(
-            201,
-            ScorecardItemAccepted(
-                event_id=str(event.event_id),
-                service_point_id=item.service_point_id,
-                item=item.item.value,
-                month=item.occurred_on.strftime("%Y-%m"),
-            ).model_dump(mode="json"),
-        )
-
-    return await idempotent_command(
-        platform, principal, scope=f"{SERVICE}:scorecard-item", key=key, body=body, command=run
+    item = body.command()
+    return await call.run(
+        "scorecard-item",
+        body,
+        lambda c: item_accepted(commands.record_scorecard_item(c, call.handling, item)),
     )
 
 
@@ -405,6 +332,6 @@ async def quality_weekly(
         read_models.iso_week_days(week)
     except ValueError:
         raise InvalidCommand("week", f"{week} is not a week of that year") from None
-    async with platform.db.reading() as conn:
-        data = await read_models.quality_weekly(conn, week, platform.settings.feedback)
+    settings = platform.settings.feedback
+    data = await platform.db.read(lambda c: read_models.quality_weekly(c, week, settings))
     return QualityWeekly(**data)

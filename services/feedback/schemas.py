@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.feedback import domain
 from shared.kernel.events.quality import ScorecardItemKind
 from shared.kernel.events.tickets import Channel, FollowUpChannel, LongText, RegionCode, ShortText
 
@@ -44,6 +45,15 @@ class FollowUpRequest(Body):
     comment: LongText | None = None
     channel: FollowUpChannel
 
+    def command(self) -> domain.FollowUp:
+        return domain.FollowUp(
+            satisfaction_score=self.satisfaction_score,
+            would_recommend=self.would_recommend,
+            problem_solved=self.problem_solved,
+            channel=self.channel,
+            comment=self.comment,
+        )
+
 
 class ComplaintRequest(Body):
     model_config = ConfigDict(
@@ -62,6 +72,9 @@ class ComplaintRequest(Body):
     complaint: LongText
     channel: Channel
     public: bool = Field(default=False, description="Public complaint or media exposure.")
+
+    def command(self) -> domain.FileComplaint:
+        return domain.FileComplaint(self.complaint, self.channel, self.public)
 
 
 class ScorecardItemRequest(Body):
@@ -87,6 +100,16 @@ class ScorecardItemRequest(Body):
     occurred_on: date
     evidence: LongText = Field(description="What shows it: a report, an article, a record.")
     ticket_ids: list[ShortText] = Field(default_factory=list, max_length=100)
+
+    def command(self) -> domain.ScorecardItem:
+        return domain.ScorecardItem(
+            service_point_id=self.service_point_id,
+            item=self.item,
+            occurred_on=self.occurred_on,
+            evidence=self.evidence,
+            region=self.region,
+            ticket_ids=tuple(self.ticket_ids),
+        )
 
 
 class FeedbackAccepted(BaseModel):

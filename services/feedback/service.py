@@ -2,9 +2,25 @@
 
 from services.feedback import jobs
 from services.feedback.app import create_app
-from services.feedback.projections import PROJECTIONS
+from services.feedback.projections import (
+    COMPLIANCE,
+    PROJECTIONS,
+    QUALITY_ALERTS,
+    SCORECARD_ITEMS,
+)
 from shared.app.service import ServiceModule
 
 SERVICE = ServiceModule(
-    name="feedback", create_app=create_app, projections=PROJECTIONS, jobs=jobs.run_job
+    name="feedback",
+    create_app=create_app,
+    projections=PROJECTIONS,
+    # Applied in the service's own command transactions, so its callers read their
+    # writes: the compliance row of the tickets it follows up or takes complaints on,
+    # the manual scorecard items, the quality alerts its job raises.
+    inline={
+        "ticket": (COMPLIANCE,),
+        "scorecard": (SCORECARD_ITEMS,),
+        "quality": (QUALITY_ALERTS,),
+    },
+    jobs=jobs.run_job,
 )

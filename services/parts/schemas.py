@@ -171,16 +171,26 @@ class RequisitionRequest(Body):
 
 
 class IssueRequest(Body):
+    """All fields optional: an empty object ``{}`` issues to the ticket's technician."""
+
+    model_config = _examples({}, {"technician_id": "tech-zhang"})
+
     technician_id: ShortText | None = Field(
         default=None, description="Defaults to the requisition's (the ticket's) technician."
     )
 
 
 class CancelRequest(Body):
+    model_config = _examples({"reason": "customer declined the repair"})
+
     reason: ShortText
 
 
 class ReturnUnusedRequest(Body):
+    """All fields optional: an empty object ``{}`` returns everything outstanding."""
+
+    model_config = _examples({}, {"quantity": 1, "reason": "second motor not needed"})
+
     quantity: Quantity | None = Field(default=None, description="Default: all outstanding.")
     reason: ShortText | None = None
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from shared.app.config import Settings
 from shared.app.observability import configure_logging
-from shared.app.registry import SERVICES, all_projections
+from shared.app.registry import SERVERS, all_projections
 from shared.http.auth.personal_data import install_log_filter
 from shared.http.auth.tokens import TOKEN_ROLES
 
@@ -309,8 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate", help="create or upgrade the schema (safe to run twice)")
     sub.add_parser("run", help="everything in one process on the embedded default")
-    serve = sub.add_parser("serve", help="one service in its own process")
-    serve.add_argument("service", choices=SERVICES)
+    serve = sub.add_parser("serve", help="one service (or the console) in its own process")
+    serve.add_argument("service", choices=SERVERS)
     serve.add_argument("--port", type=int, default=None)
     sub.add_parser("relay", help="publish the outbox to Kafka (several may run; one publishes)")
     sub.add_parser("jobs", help="periodic jobs: SLA clocks, overdue returns (safe to run twice)")

@@ -181,6 +181,10 @@ class Settings(BaseSettings):
     dispatch_port: int = 8002
     parts_port: int = 8003
     feedback_port: int = 8004
+    # The operations console (services/console): its port and the language of its labels
+    # until a user picks another with the switch on every page.
+    console_port: int = 8005
+    console_locale: Literal["zh", "en"] = "zh"
 
     relay_batch_size: int = 500
     relay_poll_seconds: float = 0.2

@@ -15,13 +15,18 @@ from shared.app.service import ServiceModule
 from shared.eventstore.projection import Projection
 from shared.readmodels.catalog import PROJECTIONS as SHARED_PROJECTIONS
 
+# The APIs: each owns events, read models, jobs and an OpenAPI document.
 SERVICES: tuple[str, ...] = ("intake", "dispatch", "parts", "feedback")
+# The read-only operations console (HTML for people, no API of its own).
+CONSOLE = "console"
+# Every HTTP process: what `ticketline run` starts and `ticketline serve` accepts.
+SERVERS: tuple[str, ...] = (*SERVICES, CONSOLE)
 
 
 def service(name: str) -> ServiceModule:
     """The declaration of one service (``SERVICE`` in ``services/<name>/service.py``)."""
-    if name not in SERVICES:
-        raise KeyError(f"unknown service {name!r}; choose from {', '.join(SERVICES)}")
+    if name not in SERVERS:
+        raise KeyError(f"unknown service {name!r}; choose from {', '.join(SERVERS)}")
     declared: ServiceModule = import_module(f"services.{name}.service").SERVICE
     return declared
 

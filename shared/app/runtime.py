@@ -13,7 +13,8 @@ import uvicorn
 from shared.app.config import Settings
 from shared.app.platform import Platform
 from shared.app.registry import (
-    SERVICES,
+    CONSOLE,
+    SERVERS,
     all_handlers,
     all_jobs,
     app_factory,
@@ -142,7 +143,7 @@ async def run_relay(platform: Platform, stop: asyncio.Event) -> None:
 
 
 async def run_embedded(settings: Settings, *, print_fn=print) -> None:  # type: ignore[no-untyped-def]
-    """All four services, the projector and (with Kafka configured) the relay, in one
+    """All four services, the console, the projector and (with Kafka configured) the relay, in one
     process — the embedded default behind ``make run``."""
     from shared.eventstore.migrations import upgrade
 
@@ -152,7 +153,7 @@ async def run_embedded(settings: Settings, *, print_fn=print) -> None:  # type: 
     _install_stop_signals(stop)
     servers = [
         (name, make_server(platform, name, settings.host, service_port(settings, name)))
-        for name in SERVICES
+        for name in SERVERS
     ]
     tasks = [asyncio.create_task(server.serve(), name=name) for name, server in servers]
     while not all(server.started for _, server in servers):
@@ -164,7 +165,13 @@ async def run_embedded(settings: Settings, *, print_fn=print) -> None:  # type: 
         print_fn(f"Ticketline (embedded) — database {settings.resolved_database_url}")
         for name, _ in servers:
             base = f"http://{settings.host}:{service_port(settings, name)}"
-            print_fn(f"  {name:<9} {base}   (API docs: {base}/docs)")
+            if name == CONSOLE:
+                print_fn(
+                    f"  {name:<9} {base}   (operations console: sign in with a token from "
+                    "`ticketline token --role auditor --subject you`; docs/console.md)"
+                )
+            else:
+                print_fn(f"  {name:<9} {base}   (API docs: {base}/docs)")
         projections = all_handlers(platform)
         print_fn(f"  projector ledger source, projections: {', '.join(projections)}")
         if settings.uses_kafka:

@@ -48,6 +48,7 @@ events = Table(
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
     UniqueConstraint("stream_id", "stream_version"),
+    Index("ix_events_stream_type_position", "stream_type", "position"),
     Index("ix_events_region_position", "region", "position"),
 )
 

@@ -14,6 +14,12 @@ def normalise_part_number(value: str) -> str:
     return value.strip().upper()
 
 
+def ticket_parts_stream(ticket_id: str) -> str:
+    """The parts paperwork of one ticket (expected old-part returns, unmatched usage):
+    written by the parts service, read by the compliance checklist."""
+    return f"tparts:{ticket_id}"
+
+
 def return_expected(line: UsedPart, cost_borne_by: CostBearer, catalogue_requires: bool) -> bool:
     """Whether the old part of a used-part line must be returned: the technician marked it
     replaced under warranty, or the warranty bore the repair's cost and the catalogue says

@@ -4,8 +4,6 @@
   a separate index beside it.
 - The outbox keeps only what is not yet published, keyed by the event's position; topic
   and key come from the event itself. Publishing deletes the rows (one statement a batch).
-- ``ix_events_stream_type_position`` goes: readers page the ledger by position and filter
-  stream types as they read.
 
 Revision ID: 0003_lean_ledger
 Revises: 0002_ticket_state
@@ -58,6 +56,7 @@ def _sqlite_events() -> None:
     op.execute(f"INSERT INTO events_lean ({_COLUMNS}) SELECT {_COLUMNS} FROM events")
     op.execute("DROP TABLE events")
     op.execute("ALTER TABLE events_lean RENAME TO events")
+    op.create_index("ix_events_stream_type_position", "events", ["stream_type", "position"])
     op.create_index("ix_events_region_position", "events", ["region", "position"])
 
 
@@ -78,7 +77,6 @@ def upgrade() -> None:
         _sqlite_events()
     else:
         op.execute("ALTER TABLE outbox RENAME CONSTRAINT pk_outbox_pending TO pk_outbox")
-        op.drop_index("ix_events_stream_type_position", table_name="events")
 
 
 def downgrade() -> None:

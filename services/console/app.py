@@ -1,0 +1,78 @@
+"""The operations console: server-rendered pages for headquarters and regional centers.
+
+Read-only. Signs people in with the platform's tokens; every page applies the APIs' reach
+rules. Assets (htmx, its SSE extension, Chartist, CSS) ship in ``static/``: nothing is
+fetched from outside at run time (docs/console.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
+from starlette.types import Scope
+
+from services.console.auth import COOKIE, ConsoleForbidden, SignInRequired
+from services.console.routes import render, router, sign_in_page
+from shared.app.platform import Platform
+from shared.http.app import create_service_app
+from shared.kernel.errors import NotFound
+
+HERE = Path(__file__).parent
+STATIC = HERE / "static"
+
+
+class CachedStatic(StaticFiles):
+    """Versioned-by-release assets: cacheable for an hour (pages themselves are no-store)."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        if response.status_code == 200:
+            response.headers["Cache-Control"] = "public, max-age=3600"
+        return response
+
+
+def create_app(platform: Platform | None = None) -> FastAPI:
+    app = create_service_app(
+        service="console",
+        title="Ticketline operations console",
+        description="Read-only pages for headquarters and the regional centers.",
+        routers=[router],
+        platform=platform,
+        docs=False,
+    )
+    app.mount("/static", CachedStatic(directory=STATIC), name="static")
+
+    @app.exception_handler(SignInRequired)
+    async def _sign_in(request: Request, exc: SignInRequired) -> Response:
+        if request.headers.get("hx-request"):
+            # An htmx fragment: send the whole page to the sign-in form.
+            response: Response = Response(status_code=401, headers={"HX-Redirect": "/sign-in"})
+        else:
+            response = sign_in_page(request, status_code=401, reason=exc.reason)
+        if request.cookies.get(COOKIE):
+            response.delete_cookie(COOKIE, path="/")
+        return response
+
+    @app.exception_handler(ConsoleForbidden)
+    async def _forbidden(request: Request, exc: ConsoleForbidden) -> HTMLResponse:
+        return render(request, "error.html", status_code=403, kind="forbidden", viewer=None)
+
+    @app.exception_handler(NotFound)
+    async def _not_found(request: Request, exc: NotFound) -> HTMLResponse:
+        return render(request, "error.html", status_code=404, kind="not_found", viewer=None)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> HTMLResponse:
+        return render(request, "error.html", status_code=400, kind="bad_request", viewer=None)
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> HTMLResponse:
+        kind = "not_found" if exc.status_code in (404, 405) else "forbidden"
+        return render(request, "error.html", status_code=exc.status_code, kind=kind, viewer=None)
+
+    return app

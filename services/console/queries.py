@@ -1,0 +1,634 @@
+"""Every database read of the console, in one module.
+
+The functions are synchronous and take a SQLAlchemy ``Connection``; pages call them
+through :func:`read`, the one adapter to the platform's database. Each function receives
+the caller's :class:`Scope` (or a region already forced to it) and filters in SQL: a
+regional caller's query never reads another region's rows.
+
+Indexes each query relies on are listed in :data:`INDEXES_USED` and checked with
+``EXPLAIN QUERY PLAN`` on SQLite (tests/test_console.py); :data:`INDEXES_NEEDED` are the
+ones the console needs beyond today's migrations (created by that test on its database).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, and_, case, func, or_, select, true
+from sqlalchemy.sql.elements import ColumnElement
+
+from services.dispatch.tables import service_points, ticket_flags
+from services.feedback.tables import compliance_tickets, quality_alerts, repairs
+from shared.app.platform import Platform
+from shared.eventstore.ledger import row_to_envelope
+from shared.eventstore.outbox import outbox_backlog
+from shared.eventstore.tables import events, projection_checkpoints
+from shared.kernel.events.envelope import GENESIS_HASH, EventEnvelope
+from shared.readmodels.ticket_state import ticket_state
+
+T = TypeVar("T")
+
+# Indexes the console's queries need beyond today's migrations (to be added by a
+# migration of the ticket_state read model): the board and the SLA lists walk one status
+# and region's open tickets in deadline order (keyset pages, never a sort; headquarters'
+# lists merge the regions' pages), and the counts read the index alone.
+# tests/test_console.py creates them on its database and checks every statement the pages
+# run with EXPLAIN QUERY PLAN.
+INDEXES_NEEDED: dict[str, str] = {
+    "ix_ticket_state_status_region_response_due_at": (
+        "ticket_state (status, region, response_due_at, ticket_id)"
+    ),
+    "ix_ticket_state_status_region_resolution_due_at": (
+        "ticket_state (status, region, resolution_due_at, ticket_id)"
+    ),
+    "ix_ticket_state_status_region_repaired_at": (
+        "ticket_state (status, region, repaired_at, ticket_id)"
+    ),
+}
+
+
+async def read(platform: Platform, query: Callable[[Connection], T]) -> T:
+    """Run one synchronous query function as a unit of work (a read snapshot)."""
+    return await platform.db.read(query)
+
+
+# --- scope ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What the caller may see: one region (regional center, a dispatcher with a region)
+    or every region (None); a technician only their tickets (not a console role today,
+    kept so the rule is the API's)."""
+
+    region: str | None
+    technician_id: str | None = None
+
+    def region_for(self, asked: str | None) -> tuple[str | None, bool]:
+        """(region to filter by, whether anything can match): a region-bound caller asking
+        for another region gets nothing, never the other region's rows."""
+        asked = asked.lower() if asked else None
+        if self.region is None:
+            return asked, True
+        return self.region, asked in (None, self.region)
+
+
+t = ticket_state.c
+
+# Ticket statuses on the board (open), and which deadline runs in each.
+AWAITING_RESPONSE = ("received",)
+AWAITING_RESOLUTION = ("diagnosed", "dispatched", "visited", "reopened")
+AWAITING_FOLLOW_UP = ("repaired", "followed_up")
+OPEN_STATUSES = (*AWAITING_RESPONSE, *AWAITING_RESOLUTION, *AWAITING_FOLLOW_UP)
+
+
+def _ticket_scope(scope: Scope) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if scope.region is not None:
+        conditions.append(t.region == scope.region)
+    if scope.technician_id is not None:
+        conditions.append(t.technician_id == scope.technician_id)
+    return conditions
+
+
+@dataclass(frozen=True)
+class BoardFilters:
+    region: str | None = None  # already forced to the caller's scope
+    service_point_id: str | None = None
+    urgency: str | None = None
+    technician_id: str | None = None
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        found = _ticket_scope(Scope(self.region, self.technician_id))
+        if self.service_point_id:
+            found.append(t.service_point_id == self.service_point_id)
+        if self.urgency:
+            found.append(t.urgency == self.urgency)
+        return found
+
+
+def deadline_column(status: str) -> Any:
+    """The deadline that runs while a ticket is in this status (None: no SLA clock)."""
+    if status in AWAITING_RESPONSE:
+        return t.response_due_at
+    if status in AWAITING_RESOLUTION:
+        return t.resolution_due_at
+    return t.repaired_at  # awaiting follow-up: oldest repair first
+
+
+BOARD_COLUMNS = (
+    t.ticket_id,
+    t.ticket_number,
+    t.status,
+    t.region,
+    t.urgency,
+    t.product_model,
+    t.service_point_id,
+    t.technician_id,
+    t.created_at,
+    t.diagnosed_at,
+    t.repaired_at,
+    t.response_due_at,
+    t.resolution_due_at,
+)
+
+
+# --- keyset cursors ---------------------------------------------------------------------
+
+
+def encode_cursor(value: datetime | str | None, ident: str) -> str:
+    if value is None:
+        return f"~|{ident}"
+    text = value.isoformat() if isinstance(value, datetime) else value
+    return f"{text}|{ident}"
+
+
+def decode_cursor(cursor: str | None) -> tuple[bool, datetime | str | None, str] | None:
+    """(has a value, the value, the id) or None for the first page."""
+    if not cursor or "|" not in cursor:
+        return None
+    value, _, ident = cursor.rpartition("|")
+    if value == "~":
+        return False, None, ident
+    try:
+        return True, datetime.fromisoformat(value), ident
+    except ValueError:
+        return True, value, ident
+
+
+def keyset_page(
+    conn: Connection,
+    columns: Sequence[Any],
+    conditions: Sequence[ColumnElement[bool]],
+    order: Any,
+    ident: Any,
+    after: str | None,
+    limit: int,
+    nulls: bool = True,
+) -> tuple[list[Any], str | None]:
+    """Rows ordered by (order, ident), ``limit`` at a time: rows with a value first (in
+    order), then those without one (NULL, by ident) — the same on SQLite and PostgreSQL,
+    and each part walks an index on (order, ident) without sorting. ``nulls``: whether
+    rows without a value can match at all (not for a NOT NULL column or a range on it)."""
+    position = decode_cursor(after)
+    rows: list[Any] = []
+    if position is not None and not position[0] and not nulls:
+        return [], None
+    if position is None or position[0]:
+        where = [*conditions, order.is_not(None)]
+        if position is not None:
+            _, value, last = position
+            where.append(or_(order > value, and_(order == value, ident > last)))
+        query = select(*columns).where(*where).order_by(order, ident).limit(limit + 1)
+        rows = list(conn.execute(query).all())
+    if len(rows) <= limit and nulls:
+        where = [*conditions, order.is_(None)]
+        if position is not None and not position[0]:
+            where.append(ident > position[2])
+        query = select(*columns).where(*where).order_by(ident).limit(limit + 1 - len(rows))
+        rows += list(conn.execute(query).all())
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    last = rows[-1]._mapping
+    return rows, encode_cursor(last[order.key], last[ident.key])
+
+
+def merged_keyset_page(
+    conn: Connection,
+    columns: Sequence[Any],
+    partitions: Sequence[Sequence[ColumnElement[bool]]],
+    order: Any,
+    ident: Any,
+    after: str | None,
+    limit: int,
+    nulls: bool = True,
+) -> tuple[list[Any], str | None]:
+    """:func:`keyset_page` over several partitions (statuses, regions) merged in the same
+    order: each partition is one index walk, so no query sorts."""
+    rows: list[Any] = []
+    more = False
+    for conditions in partitions:
+        found, cursor = keyset_page(
+            conn, columns, conditions, order, ident, after, limit, nulls=nulls
+        )
+        rows += found
+        more = more or cursor is not None
+
+    def key(row: Any) -> tuple[bool, Any, str]:
+        m = row._mapping
+        value = m[order.key]
+        return (value is None, value if value is not None else "", m[ident.key])
+
+    rows.sort(key=key)
+    if len(rows) > limit:
+        more = True
+    rows = rows[:limit]
+    if not more or not rows:
+        return rows, None
+    last = rows[-1]._mapping
+    return rows, encode_cursor(last[order.key], last[ident.key])
+
+
+# --- board ------------------------------------------------------------------------------
+
+
+def regions(conn: Connection, scope: Scope) -> list[str]:
+    """The regions that have tickets: one index seek per region (a skip scan of the
+    (region, status) index), not a pass over every ticket."""
+    if scope.region is not None:
+        return [scope.region]
+    found: list[str] = []
+    while True:
+        query = select(func.min(t.region))
+        if found:
+            query = query.where(t.region > found[-1])
+        region = conn.execute(query).scalar()
+        if region is None or len(found) >= 200:
+            return found
+        found.append(region)
+
+
+def service_point_choices(conn: Connection, region: str | None) -> list[tuple[str, str]]:
+    sp = service_points.c
+    query = select(sp.id, sp.name).where(sp.level == "service_point").order_by(sp.id)
+    if region is not None:
+        query = query.where(sp.region == region)
+    return [(r.id, r.name) for r in conn.execute(query)]
+
+
+def board_counts(conn: Connection, filters: BoardFilters) -> dict[str, int]:
+    query = (
+        select(t.status, func.count())
+        .where(t.status.in_(OPEN_STATUSES), *filters.conditions())
+        .group_by(t.status)
+    )
+    counts = {status: 0 for status in OPEN_STATUSES}
+    counts.update({status: int(n) for status, n in conn.execute(query)})
+    return counts
+
+
+def partitions(
+    conn: Connection, statuses: Sequence[str], region: str | None, extra: list[Any]
+) -> list[list[ColumnElement[bool]]]:
+    """One (status, region) pair per partition: the (status, region, deadline) indexes
+    give each its tickets in deadline order."""
+    chosen = [region] if region is not None else regions(conn, Scope(None))
+    return [[t.status == status, t.region == r, *extra] for status in statuses for r in chosen]
+
+
+def board_page(
+    conn: Connection, filters: BoardFilters, status: str, after: str | None, limit: int
+) -> tuple[list[Any], str | None]:
+    """One status's open tickets, nearest deadline first."""
+    extra = BoardFilters(None, filters.service_point_id, filters.urgency, filters.technician_id)
+    parts = partitions(conn, [status], filters.region, extra.conditions())
+    order = deadline_column(status)
+    return merged_keyset_page(
+        conn, BOARD_COLUMNS, parts, order, t.ticket_id, after, limit, nulls=order.nullable
+    )
+
+
+# --- one ticket -------------------------------------------------------------------------
+
+
+def ticket(conn: Connection, ticket_id: str) -> Any:
+    return conn.execute(select(ticket_state).where(t.ticket_id == ticket_id)).first()
+
+
+def ticket_events(conn: Connection, ticket_id: str) -> list[EventEnvelope]:
+    e = events.c
+    query = select(events).where(e.stream_id == ticket_id).order_by(e.stream_version)
+    return [row_to_envelope(r) for r in conn.execute(query)]
+
+
+def ticket_compliance(conn: Connection, ticket_id: str) -> Any:
+    c = compliance_tickets.c
+    return conn.execute(select(compliance_tickets).where(c.ticket_id == ticket_id)).first()
+
+
+def ticket_flag_row(conn: Connection, ticket_id: str) -> Any:
+    f = ticket_flags.c
+    return conn.execute(select(ticket_flags).where(f.ticket_id == ticket_id)).first()
+
+
+# --- SLA risk ---------------------------------------------------------------------------
+
+SLA_KINDS = {"response": AWAITING_RESPONSE, "resolution": AWAITING_RESOLUTION}
+
+
+def sla_summary(
+    conn: Connection, scope: Scope, now: datetime, soon: datetime
+) -> dict[str, dict[str, dict[str, int]]]:
+    """Per region and kind: breached (deadline passed, step still missing) and due before
+    ``soon``. Each count walks the (status, deadline) index up to ``soon``."""
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    for kind, statuses in SLA_KINDS.items():
+        due = deadline_column(statuses[0])
+        query = (
+            select(
+                t.region,
+                func.sum(case((due < now, 1), else_=0)),
+                func.count(),
+            )
+            .where(t.status.in_(statuses), due < soon, *_ticket_scope(scope))
+            .group_by(t.region)
+        )
+        for region, breached, total in conn.execute(query):
+            entry = out.setdefault(region, {}).setdefault(kind, {})
+            entry["breached"] = int(breached or 0)
+            entry["due_soon"] = int(total) - int(breached or 0)
+    return out
+
+
+def sla_page(
+    conn: Connection,
+    scope: Scope,
+    region: str | None,
+    kind: str,
+    state: str,
+    now: datetime,
+    after: str | None,
+    limit: int,
+) -> tuple[list[Any], str | None]:
+    """Breached tickets (oldest deadline first) or those still in time (nearest first)."""
+    statuses = SLA_KINDS[kind]
+    due = deadline_column(statuses[0])
+    extra = [due < now if state == "breached" else due >= now]
+    if scope.technician_id is not None:
+        extra.append(t.technician_id == scope.technician_id)
+    parts = partitions(conn, statuses, region or scope.region, extra)
+    return merged_keyset_page(
+        conn, BOARD_COLUMNS, parts, due, t.ticket_id, after, limit, nulls=False
+    )
+
+
+# --- compliance and satisfaction -------------------------------------------------------
+
+c = compliance_tickets.c
+COMPLIANCE_COLUMNS = (
+    c.ticket_id,
+    c.region,
+    c.month,
+    c.service_point_id,
+    c.technician_id,
+    c.compliant,
+    c.responded_within_sla,
+    c.resolved_within_sla,
+    c.visited_before_repair,
+    c.follow_up_done,
+    c.satisfied,
+    c.parts_returned,
+    c.steps_in_order,
+    c.first_time_fix,
+    c.facts,
+)
+
+
+def compliance_rows(
+    conn: Connection,
+    region: str | None,
+    months: Sequence[str],
+    service_point_id: str | None = None,
+) -> list[Any]:
+    """The rows the rates are computed from (feedback's ``summarise``), for some months of
+    one scope; served by the (month, region) index."""
+    conditions = [c.month.in_(list(months))]
+    if region is not None:
+        conditions.append(c.region == region)
+    if service_point_id:
+        conditions.append(c.service_point_id == service_point_id)
+    return list(conn.execute(select(*COMPLIANCE_COLUMNS).where(*conditions)).all())
+
+
+# What "the tickets behind a rate" are: the ones that pull it down.
+RATE_FILTERS: dict[str, Callable[[], ColumnElement[bool]]] = {
+    "compliance": lambda: c.compliant == "false",
+    "response_sla": lambda: c.responded_within_sla == "false",
+    "resolution_sla": lambda: c.resolved_within_sla == "false",
+    "sla": lambda: or_(c.responded_within_sla == "false", c.resolved_within_sla == "false"),
+    "first_time_fix": lambda: c.first_time_fix == "false",
+    "satisfaction": lambda: c.satisfied == "false",
+    "complaints": lambda: c.facts.not_like('%"complaints":[]%'),
+    "all": lambda: true(),
+}
+
+
+def compliance_ticket_page(
+    conn: Connection,
+    region: str | None,
+    month: str,
+    service_point_id: str | None,
+    rate: str,
+    after: str | None,
+    limit: int,
+) -> tuple[list[Any], str | None]:
+    conditions = [c.month == month, RATE_FILTERS[rate]()]
+    if region is not None:
+        conditions.append(c.region == region)
+    if service_point_id:
+        conditions.append(c.service_point_id == service_point_id)
+    query = (
+        select(
+            c.ticket_id,
+            c.ticket_number,
+            c.region,
+            c.service_point_id,
+            c.technician_id,
+            c.status,
+            c.compliant,
+            c.responded_within_sla,
+            c.resolved_within_sla,
+            c.first_time_fix,
+            c.satisfied,
+        )
+        .where(*conditions)
+        .order_by(c.ticket_number)
+        .limit(limit + 1)
+    )
+    if after:
+        query = query.where(c.ticket_number > after)
+    rows = list(conn.execute(query).all())
+    if len(rows) <= limit:
+        return rows, None
+    return rows[:limit], rows[limit - 1].ticket_number
+
+
+# --- quality ----------------------------------------------------------------------------
+
+
+def quality_alert_rows(conn: Connection, from_day: str, to_day: str) -> list[Any]:
+    a = quality_alerts.c
+    query = (
+        select(quality_alerts)
+        .where(a.day >= from_day, a.day < to_day)
+        .order_by(a.day.desc(), a.product_model, a.fault_category)
+        .limit(500)
+    )
+    return list(conn.execute(query).all())
+
+
+def repair_counts(conn: Connection, from_day: str, to_day: str) -> list[Any]:
+    """Repairs per (model, fault category, day) in [from_day, to_day)."""
+    r = repairs.c
+    query = (
+        select(r.product_model, r.fault_category, r.day, func.count().label("repairs"))
+        .where(r.day >= from_day, r.day < to_day)
+        .group_by(r.product_model, r.fault_category, r.day)
+    )
+    return list(conn.execute(query).all())
+
+
+# --- live -------------------------------------------------------------------------------
+
+e = events.c
+LIVE_COLUMNS = (
+    e.position,
+    e.stream_type,
+    e.stream_id,
+    e.stream_version,
+    e.event_type,
+    e.occurred_at,
+    e.recorded_at,
+    e.actor_subject,
+    e.actor_role,
+    e.service,
+    e.region,
+)
+
+
+def _event_scope(scope: Scope) -> list[ColumnElement[bool]]:
+    # Events without a region (network, parts, quality streams) are headquarters' view.
+    return [e.region == scope.region] if scope.region is not None else []
+
+
+def recent_events(conn: Connection, scope: Scope, limit: int) -> list[Any]:
+    query = (
+        select(*LIVE_COLUMNS).where(*_event_scope(scope)).order_by(e.position.desc()).limit(limit)
+    )
+    return list(conn.execute(query).all())
+
+
+def events_after(conn: Connection, scope: Scope, position: int, limit: int) -> list[Any]:
+    query = (
+        select(*LIVE_COLUMNS)
+        .where(e.position > position, *_event_scope(scope))
+        .order_by(e.position)
+        .limit(limit)
+    )
+    return list(conn.execute(query).all())
+
+
+def ledger_head(conn: Connection) -> int:
+    return int(conn.execute(select(func.coalesce(func.max(e.position), 0))).scalar_one())
+
+
+def ticket_numbers(conn: Connection, ticket_ids: Sequence[str]) -> dict[str, str]:
+    if not ticket_ids:
+        return {}
+    query = select(t.ticket_id, t.ticket_number).where(t.ticket_id.in_(list(ticket_ids)))
+    return {r.ticket_id: r.ticket_number for r in conn.execute(query)}
+
+
+# --- audit ------------------------------------------------------------------------------
+
+
+def checkpoints(conn: Connection, stream_types: dict[str, Sequence[str]]) -> list[dict[str, Any]]:
+    """Each projection's checkpoint and lag (the head of the stream types it reads minus
+    its checkpoint), as /metrics reports them."""
+    stored = {r.projection: r for r in conn.execute(select(projection_checkpoints))}
+    heads: dict[str, int] = {}
+    for stream_type in sorted({st for types in stream_types.values() for st in types}):
+        # One index seek per stream type on (stream_type, position).
+        query = select(func.max(e.position)).where(e.stream_type == stream_type)
+        heads[stream_type] = int(conn.execute(query).scalar() or 0)
+    out = []
+    for name, types in sorted(stream_types.items()):
+        head = max((heads[st] for st in types), default=0)
+        row = stored.get(name)
+        done = int(row.position) if row else 0
+        out.append(
+            {
+                "projection": name,
+                "checkpoint": done,
+                "lag": max(0, int(head) - done),
+                "updated_at": row.updated_at if row else None,
+            }
+        )
+    return out
+
+
+def outbox_state(conn: Connection) -> tuple[int, datetime | None]:
+    count, oldest = outbox_backlog(conn)
+    return count, oldest if isinstance(oldest, datetime) else None
+
+
+@dataclass
+class VerifyProgress:
+    """A verification walked in batches (so a page never waits for the whole ledger)."""
+
+    region: str | None
+    last_position: int = 0
+    events_checked: int = 0
+    heads: dict[str, tuple[int, str]] | None = None
+    broken: list[dict[str, Any]] | None = None
+
+    def __post_init__(self) -> None:
+        self.heads = self.heads or {}
+        self.broken = self.broken or []
+
+
+def verify_batch(conn: Connection, progress: VerifyProgress, batch: int = 2000) -> bool:
+    """Check the next ``batch`` events of the scope; False when there were none left.
+
+    Every region (headquarters): the checks of ``ticketline verify`` — contiguous global
+    positions, each stream's versions in sequence, each prev_hash the previous event's
+    hash, each hash matching the content. One region: the same per event and per stream
+    for the region's events (a stream that moved region is checked where it is visible;
+    the global sequence is headquarters' check)."""
+    assert progress.heads is not None and progress.broken is not None
+    query = (
+        select(events)
+        .where(e.position > progress.last_position, *_event_scope(Scope(progress.region)))
+        .order_by(e.position)
+        .limit(batch)
+    )
+    rows = list(conn.execute(query))
+    for row in rows:
+        event = row_to_envelope(row)
+        progress.events_checked += 1
+        problems: list[tuple[str, str]] = []
+        known = progress.heads.get(event.stream_id)
+        if progress.region is None:
+            if event.position != progress.last_position + 1:
+                problems.append(("global_sequence", f"position {event.position}"))
+            version, previous = known or (0, GENESIS_HASH)
+            if event.stream_version != version + 1:
+                problems.append(("stream_version", f"version {event.stream_version}"))
+            if event.prev_hash != previous:
+                problems.append(("chain", "prev_hash is not the previous event's hash"))
+        elif known is not None and event.stream_version == known[0] + 1:
+            if event.prev_hash != known[1]:
+                problems.append(("chain", "prev_hash is not the previous event's hash"))
+        elif known is None and event.stream_version == 1 and event.prev_hash != GENESIS_HASH:
+            problems.append(("chain", "the first event does not start the chain"))
+        if event.computed_hash() != event.hash:
+            problems.append(("hash", "content does not match its hash"))
+        for kind, detail in problems:
+            if len(progress.broken) < 50:
+                progress.broken.append(
+                    {
+                        "kind": kind,
+                        "stream_id": event.stream_id,
+                        "stream_version": event.stream_version,
+                        "event_id": str(event.event_id),
+                        "position": event.position,
+                        "detail": detail,
+                    }
+                )
+        progress.heads[event.stream_id] = (event.stream_version, event.hash)
+        progress.last_position = event.position
+    return bool(rows)

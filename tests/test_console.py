@@ -1,0 +1,324 @@
+"""The operations console over HTTP (no browser): sign-in, who may use it, what each
+caller sees, pagination, the verification, and that every query a page runs is served by
+an index (EXPLAIN QUERY PLAN on SQLite). tests/test_console_browser.py drives it in
+Chromium."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import event, text
+
+from services.console import queries, routes
+from services.console.auth import COOKIE
+from shared.app.platform import Platform
+from shared.app.registry import app_factory
+from tests.support.auth import token_for
+from tests.support.lifecycle import Lifecycle, project_feedback
+
+SQLITE = pytest.mark.parametrize("backend", ["sqlite"])
+
+PAGES = ("/board", "/sla", "/compliance", "/quality", "/live", "/audit")
+
+
+@asynccontextmanager
+async def console_client(
+    platform: Platform, role: str | None = "auditor", **claims: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A browser-like client of the console, signed in through the sign-in form."""
+    transport = httpx.ASGITransport(app=app_factory("console")(platform))
+    async with httpx.AsyncClient(transport=transport, base_url="http://console.test") as client:
+        if role is not None:
+            token = token_for(role, **claims)
+            signed = await client.post("/sign-in", data={"token": token, "next": "/board"})
+            assert signed.status_code == 303, signed.text
+        yield client
+
+
+async def open_tickets(life: Lifecycle, region: str, count: int, **kw: Any) -> list[str]:
+    return [await life.open(region=region, **kw) for _ in range(count)]
+
+
+@SQLITE
+async def test_sign_in_sets_a_strict_http_only_cookie(platform: Platform) -> None:
+    async with console_client(platform, role=None) as client:
+        anonymous = await client.get("/board")
+        assert anonymous.status_code == 401
+        assert '<form method="post" action="/sign-in">' in anonymous.text
+        assert (await client.get("/")).headers["location"] == "/board"
+        form = await client.get("/sign-in")
+        assert form.status_code == 200 and 'name="token"' in form.text
+        signed = await client.post(
+            "/sign-in", data={"token": token_for("auditor"), "next": "https://evil.example/"}
+        )
+        assert signed.status_code == 303
+        assert signed.headers["location"] == "/board"  # never off-site
+        cookie = signed.headers["set-cookie"]
+        assert cookie.startswith(f"{COOKIE}=")
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/" in cookie
+        board = await client.get("/board")
+        assert board.status_code == 200
+        assert board.headers["cache-control"] == "no-store"
+        assert "default-src 'self'" in board.headers["content-security-policy"]
+        out = await client.post("/sign-out")
+        assert out.status_code == 303
+        assert (await client.get("/board")).status_code == 401
+
+
+@SQLITE
+async def test_bad_tokens_and_roles(platform: Platform) -> None:
+    async with console_client(platform, role=None) as client:
+        wrong = await client.post("/sign-in", data={"token": "not-a-token"})
+        assert wrong.status_code == 401 and 'role="alert"' in wrong.text
+        assert "set-cookie" not in wrong.headers
+        expired = token_for("auditor", ttl_seconds=-3600)
+        assert (await client.post("/sign-in", data={"token": expired})).status_code == 401
+        # An expired cookie: the sign-in page (not an error dump), and the cookie goes.
+        client.cookies.set(COOKIE, expired)
+        page = await client.get("/board")
+        assert page.status_code == 401
+        assert 'action="/sign-in"' in page.text and "Traceback" not in page.text
+        assert f"{COOKIE}=" in page.headers.get("set-cookie", "")
+        fragment = await client.get("/board/columns", headers={"HX-Request": "true"})
+        assert fragment.status_code == 401 and fragment.headers["hx-redirect"] == "/sign-in"
+        cross_site = await client.post(
+            "/sign-in",
+            data={"token": token_for("auditor")},
+            headers={"Origin": "https://evil.example"},
+        )
+        assert cross_site.status_code == 403 and "set-cookie" not in cross_site.headers
+        from_elsewhere = await client.post(
+            "/sign-in",
+            data={"token": token_for("auditor")},
+            headers={"Sec-Fetch-Site": "cross-site"},
+        )
+        assert from_elsewhere.status_code == 403 and "set-cookie" not in from_elsewhere.headers
+    for role in ("call_center_agent", "technician", "customer_relations", "parts_clerk"):
+        async with console_client(platform, role=None) as client:
+            refused = await client.post("/sign-in", data={"token": token_for(role)})
+            assert refused.status_code == 403, role
+            assert "set-cookie" not in refused.headers
+            client.cookies.set(COOKIE, token_for(role))
+            for page in PAGES:
+                assert (await client.get(page)).status_code == 403, (role, page)
+    async with console_client(platform, role=None) as client:
+        limited = token_for("auditor", scopes=["audit:export"])
+        assert (await client.post("/sign-in", data={"token": limited})).status_code == 403
+
+
+@SQLITE
+async def test_every_page_renders_for_every_console_role(platform: Platform, life: Lifecycle):
+    east = await life.through_repair(region="east")
+    await life.open(region="west", urgency="critical")
+    await project_feedback(platform)
+    for role, region in (
+        ("auditor", None),
+        ("admin", None),
+        ("dispatcher", None),
+        ("dispatcher", "east"),
+        ("regional_center", "east"),
+    ):
+        async with console_client(platform, role, region=region) as client:
+            for page in (*PAGES, f"/tickets/{east}", "/compliance?group_by=month"):
+                response = await client.get(page)
+                assert response.status_code == 200, (role, page, response.text[:500])
+                assert "Traceback" not in response.text
+            for query in ("group_by=service_point", "month=2026-11"):
+                assert (await client.get(f"/compliance?{query}")).status_code == 200
+            assert (await client.get("/compliance?month=2026-13")).status_code == 400
+            assert (await client.get("/nowhere")).status_code == 404
+
+
+@SQLITE
+async def test_regional_center_sees_only_its_region(platform: Platform, life: Lifecycle) -> None:
+    east = await open_tickets(life, "east", 2)
+    west = await open_tickets(life, "west", 2)
+    numbers = {}
+    async with platform.db.reading() as conn:
+        for tid in east + west:
+            row = await conn.run_sync(lambda c, tid=tid: queries.ticket(c, tid))
+            numbers[tid] = row.ticket_number
+    life.clock.advance(hours=30)  # every response deadline has passed: all breached
+    await project_feedback(platform)
+    async with console_client(platform, "regional_center", region="east") as rc:
+        for page in ("/board", "/board?region=west", "/sla", "/sla?region=west&state=breached"):
+            html = (await rc.get(page)).text
+            assert all(numbers[t] not in html for t in west), page
+        board = (await rc.get("/board")).text
+        assert all(numbers[t] in board for t in east)
+        sla = (await rc.get("/sla?state=breached")).text
+        assert all(numbers[t] in sla for t in east)
+        assert ">west<" not in sla  # not even in the per-region summary
+        for tid in west:
+            page = await rc.get(f"/tickets/{tid}")
+            assert page.status_code == 404 and numbers[tid] not in page.text
+        assert (await rc.get(f"/tickets/{east[0]}")).status_code == 200
+        behind = await rc.get("/compliance/tickets?month=2026-11&rate=all&region=west")
+        assert all(numbers[t] not in behind.text for t in west)
+        mine = await rc.get("/compliance/tickets?month=2026-11&rate=all")
+        assert all(numbers[t] in mine.text for t in east)
+    async with console_client(platform, "auditor") as hq:
+        board = (await hq.get("/board")).text
+        assert all(numbers[t] in board for t in east + west)
+        west_only = (await hq.get("/board?region=west")).text
+        assert all(numbers[t] not in west_only for t in east)
+
+
+@SQLITE
+async def test_ticket_page_timeline_checklist_and_masking(
+    platform: Platform, life: Lifecycle
+) -> None:
+    tid = await life.through_repair(region="east")
+    await project_feedback(platform)
+    async with console_client(platform, "auditor") as auditor:
+        page = (await auditor.get(f"/tickets/{tid}")).text
+    for event_type in ("TicketReceived", "TicketDiagnosed", "TicketDispatched", "TicketRepaired"):
+        assert event_type in page
+    assert "agent-1" in page or "call_center_agent" in page  # the actor
+    assert page.count('class="ok"') >= 5 and "BROKEN" not in page and "校验失败" not in page
+    for item in ("responded_within_sla", "resolved_within_sla", "follow_up_done"):
+        assert f'data-item="{item}"' in page
+    # Personal data: masked for an auditor, in full for a dispatcher.
+    assert "138****5678" in page and "13812345678" not in page
+    assert "1 Garden Road" not in page
+    async with console_client(platform, "dispatcher") as dispatcher:
+        full = (await dispatcher.get(f"/tickets/{tid}")).text
+    assert "13812345678" in full
+
+
+@SQLITE
+async def test_board_pages_with_a_keyset_cursor(
+    platform: Platform, life: Lifecycle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(routes, "PAGE_SIZE", 3)
+    monkeypatch.setattr(routes, "COLUMN_SIZE", 2)
+    opened = []
+    for _ in range(7):
+        opened.append(await life.open(region="east", urgency="urgent"))
+        life.clock.advance(minutes=5)
+    seen: list[str] = []
+    async with console_client(platform, "auditor") as client:
+        overview = (await client.get("/board")).text
+        assert "status=received" in overview  # "more" link: 7 open, 2 shown
+        url = "/board?status=received"
+        pages = 0
+        while url:
+            html = (await client.get(url)).text
+            seen += re.findall(r'href="/tickets/([0-9a-f-]{36})"', html)
+            found = re.search(r'rel="next" href="([^"]+)"', html)
+            url = found.group(1).replace("&amp;", "&") if found else ""
+            pages += 1
+        assert pages == 3
+    assert seen == opened  # nearest deadline first, each once
+
+
+@SQLITE
+async def test_console_verification_of_the_callers_scope(
+    platform: Platform, life: Lifecycle
+) -> None:
+    await open_tickets(life, "east", 2)
+    await open_tickets(life, "west", 1)
+    for role, region, expected in (("auditor", None, None), ("regional_center", "east", 2)):
+        async with console_client(platform, role, region=region) as client:
+            assert "verify" in (await client.get("/audit")).text.lower()
+            started = await client.post("/audit/verification", headers={"HX-Request": "true"})
+            assert started.status_code == 200
+            for _ in range(100):
+                status = (await client.get("/audit/verification")).text
+                if 'class="verify ok"' in status or 'class="verify bad"' in status:
+                    break
+                await asyncio.sleep(0.05)
+            checked = re.search(r'data-field="events-checked">(\d+)<', status)
+            assert checked, status
+            if expected is not None:
+                assert int(checked.group(1)) == expected
+            assert 'class="verify ok"' in status, status
+
+
+@SQLITE
+async def test_every_console_query_uses_an_index(platform: Platform, life: Lifecycle) -> None:
+    """Every statement the pages run, explained on SQLite: big tables are only ever
+    searched through an index (SEARCH), never scanned, and never sorted in memory."""
+    async with platform.db.transaction() as conn:
+        for name, spec in queries.INDEXES_NEEDED.items():
+            await conn.execute(text(f"CREATE INDEX IF NOT EXISTS {name} ON {spec}"))
+    tid = await life.through_repair(region="east")
+    await life.open(region="west")
+    await project_feedback(platform)
+    statements: list[tuple[str, Any]] = []
+
+    def record(_conn, _cursor, statement, parameters, _context, _many):  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("SELECT"):
+            statements.append((statement, parameters))
+
+    engine = platform.db.read_engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        for role, region in (("auditor", None), ("regional_center", "east")):
+            async with console_client(platform, role, region=region) as client:
+                for page in (
+                    "/board",
+                    "/board?urgency=urgent",
+                    "/board?status=received&service_point=sp-1",
+                    "/board?status=received&after=2026-11-02T09:00:00%2B00:00|0",
+                    f"/tickets/{tid}",
+                    "/sla",
+                    "/sla?kind=resolution&state=at_risk",
+                    "/compliance",
+                    "/compliance?group_by=month",
+                    "/compliance/tickets?month=2026-11&rate=sla",
+                    "/quality",
+                    "/live",
+                    "/audit",
+                ):
+                    assert (await client.get(page)).status_code == 200, page
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    big = (
+        "ticket_state",
+        "events",
+        "feedback_compliance_tickets",
+        "feedback_repairs",
+        "feedback_quality_alerts",
+    )
+    problems = []
+    async with platform.db.reading() as conn:
+        for statement, parameters in statements:
+            if "sqlite_master" in statement or statement.strip() == "SELECT 1":
+                continue
+            plan = (await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)).all()
+            details = [row[-1] for row in plan]
+            for detail in details:
+                scanned = re.match(r"SCAN (\w+)( USING (COVERING )?INDEX)?", detail)
+                # An ordered index walk that stops at a LIMIT is fine; a full pass is not.
+                walk = scanned and scanned.group(2) and "LIMIT" in statement
+                if scanned and scanned.group(1) in big and not walk:
+                    problems.append(f"{detail}\n  in {statement}")
+                if "TEMP B-TREE FOR ORDER BY" in detail and "ticket_state" in statement:
+                    problems.append(f"{detail}\n  in {statement}")
+    assert statements
+    assert not problems, "\n".join(problems)
+
+
+def test_templates_and_assets_are_package_data() -> None:
+    """`pip install .` (the Dockerfile) must ship every template and asset."""
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["services.console"]
+    base = root / "services" / "console"
+    for folder in ("templates", "static"):
+        for path in (base / folder).rglob("*"):
+            if path.is_file() and "__pycache__" not in path.parts:
+                relative = path.relative_to(base).as_posix()
+                assert any(fnmatch.fnmatch(relative, g) for g in globs), relative
