@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import ClassVar
+from uuid import UUID
 
 from sqlalchemy import Connection, Table, insert, select
 
@@ -52,8 +53,8 @@ class RepairReactor:
         context = CommandContext(
             actor=SYSTEM_ACTOR,
             service=SERVICE,
-            correlation_id=event.correlation_id,
-            causation_id=event.event_id,
+            correlation_id=UUID(event.correlation_id),
+            causation_id=UUID(event.event_id),
         )
         return Handling(
             self.platform.executor(SERVICE), Invocation(context), self.platform.settings
