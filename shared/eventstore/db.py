@@ -413,6 +413,12 @@ class Database:
     def dialect(self) -> str:
         return "sqlite" if self.is_sqlite else "postgresql"
 
+    @property
+    def sqlite_engine(self) -> Engine:
+        """The engine of the SQLite connections (for instrumentation: event listeners)."""
+        assert self.is_sqlite, "SQLite only"
+        return self._readers.engine
+
     async def write(self, work: Callable[[Connection], T]) -> T:
         """Run ``work`` in one write transaction: committed when it returns, rolled back
         (and the exception raised) when it raises."""

@@ -53,8 +53,23 @@ ticket_state = Table(
     Column("version", Integer, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
     Index("ix_ticket_state_created_at_ticket_id", "created_at", "ticket_id"),
-    Index("ix_ticket_state_region_status", "region", "status"),
-    Index("ix_ticket_state_customer_phone", "customer_phone"),
+    # Every filter of the ticket list, ending in its order (migration 0004).
+    *(
+        Index(
+            f"ix_ticket_state_{'_'.join(columns)}_created_at_ticket_id",
+            *columns,
+            "created_at",
+            "ticket_id",
+        )
+        for columns in (
+            ("status",),
+            ("region",),
+            ("region", "status"),
+            ("urgency",),
+            ("technician_id",),
+            ("customer_phone",),
+        )
+    ),
     Index("ix_ticket_state_serial_number", "serial_number"),
 )
 
