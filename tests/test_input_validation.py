@@ -50,8 +50,8 @@ def assert_problem(response: httpx.Response | asgi.Answer, status: int, field: s
 
 
 async def ledger_head(platform: Platform) -> int:
-    async with platform.db.reading() as conn:
-        return int((await conn.execute(select(func.count()).select_from(events))).scalar_one())
+    count = select(func.count()).select_from(events)
+    return int(await platform.db.read(lambda c: c.execute(count).scalar_one()))
 
 
 async def open_ticket(platform: Platform) -> str:

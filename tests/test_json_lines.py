@@ -55,10 +55,10 @@ async def test_audit_export_lines_are_events_and_the_summary_verifies(
     assert len(lines) == 2
     assert [json.loads(line)["payload"]["problem"]["symptom"] for line in lines] == [SYMPTOM] * 2
     summary = json.loads(response.headers["x-export-summary"])
-    async with platform.db.reading() as conn:
-        check = await verify_export(
-            response.content, summary, signing_key(platform.settings), conn, platform.store
-        )
+    key = signing_key(platform.settings)
+    check = await platform.db.read(
+        lambda c: verify_export(response.content, summary, key, c, platform.store)
+    )
     assert check.ok, check.problems
     assert [e.payload["problem"]["symptom"] for e in parse(response.content, "jsonl")] == [
         SYMPTOM
@@ -69,8 +69,7 @@ async def test_sse_data_lines_and_the_subscriber_output_keep_one_event_per_line(
     platform: Platform,
 ) -> None:
     await open_tickets(platform)
-    async with platform.db.reading() as conn:
-        envelopes = await platform.store.read_all(conn)
+    envelopes = await platform.db.read(lambda c: platform.store.read_all(c))
     for envelope in envelopes:
         message = format_sse(envelope)
         assert no_raw_separator(message)
