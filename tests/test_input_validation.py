@@ -457,8 +457,8 @@ async def test_a_database_outage_is_503_with_retry_after(
     def unavailable(*_args: Any, **_kwargs: Any) -> Any:
         raise outage()
 
-    monkeypatch.setattr(platform.db, "reading", unavailable)
-    monkeypatch.setattr(platform.db, "transaction", unavailable)
+    monkeypatch.setattr(platform.db, "read", unavailable)
+    monkeypatch.setattr(platform.db, "write", unavailable)
     async with service_client("intake", platform, role="dispatcher") as client:
         for response in (
             await client.get("/tickets"),
@@ -496,7 +496,7 @@ async def test_an_unhandled_error_is_a_500_problem_that_says_nothing_of_it(
     def broken(*_args: Any, **_kwargs: Any) -> Any:
         raise RuntimeError("secret internals: customer 13812345678")
 
-    monkeypatch.setattr(platform.db, "reading", broken)
+    monkeypatch.setattr(platform.db, "read", broken)
     app = app_factory("intake")(platform)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import exc as sa
 from starlette.exceptions import HTTPException
 
+from shared.eventstore.db import DatabaseUnavailable
 from shared.eventstore.ledger import ConcurrencyError
 from shared.kernel.errors import DomainError, InvalidCommand
 
@@ -41,6 +42,7 @@ def _driver_outage_types() -> tuple[type[BaseException], ...]:
 # Not the request's fault, and likely gone soon: a lost or refused connection, a
 # restarting server, an exhausted pool, SQLite's lock still held after its busy timeout.
 OUTAGE_TYPES: tuple[type[BaseException], ...] = (
+    DatabaseUnavailable,  # raised by the units of work (shared/eventstore/db.py)
     sa.OperationalError,
     sa.InterfaceError,
     sa.DisconnectionError,
