@@ -138,11 +138,11 @@ def _cmd_verify(settings: Settings, _args: argparse.Namespace) -> int:
 def _cmd_subscribe(settings: Settings, args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from shared.app.subscribe import AccessRefused, subscribe_http, subscribe_kafka
+    from shared.app.subscribe import AccessRefused, json_line, subscribe_http, subscribe_kafka
     from shared.eventstore.kafka import event_topics
 
     def emit(envelope: dict) -> None:
-        print(json.dumps(envelope, ensure_ascii=False, sort_keys=True), flush=True)
+        print(json_line(envelope), flush=True)
 
     token = args.token or os.environ.get("TICKETLINE_TOKEN")
     headers = {"Authorization": f"Bearer {token}"} if token else None

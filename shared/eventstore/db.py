@@ -23,9 +23,8 @@ import asyncio
 import contextlib
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +33,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
 
@@ -377,8 +376,6 @@ class Database:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         self.echo = echo
-        self._async_write: AsyncEngine | None = None
-        self._async_read: AsyncEngine | None = None
         if self.is_sqlite:
             if sqlite_synchronous.upper() not in SQLITE_SYNCHRONOUS:
                 raise ValueError(f"synchronous must be one of {', '.join(SQLITE_SYNCHRONOUS)}")
@@ -473,40 +470,6 @@ class Database:
                 raise
         raise AssertionError("unreachable")
 
-    # --- the asynchronous connection API, for code not yet moved to units of work ------
-
-    def _async_engines(self) -> tuple[AsyncEngine, AsyncEngine]:
-        if self.is_sqlite:
-            if self._async_write is None:
-                url = "sqlite+aiosqlite:///" + sqlite_path(self.url)
-                self._async_write = create_async_engine(url, echo=self.echo)
-                _legacy_sqlite_listeners(self._async_write, "BEGIN IMMEDIATE")
-                self._async_read = create_async_engine(url, echo=self.echo)
-                _legacy_sqlite_listeners(self._async_read, "BEGIN")
-            assert self._async_read is not None
-            return self._async_write, self._async_read
-        if self._async_write is None:
-            self._async_write = create_async_engine(self.url, echo=self.echo, pool_size=5)
-        return self._async_write, self._async_write
-
-    @property
-    def write_engine(self) -> AsyncEngine:
-        return self._async_engines()[0]
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncConnection]:
-        """A write transaction: committed on success, rolled back on any error."""
-        async with self._async_engines()[0].begin() as conn:
-            take_appended(conn.info)  # nothing left over from a failed transaction
-            yield conn
-            appended = take_appended(conn.info)
-        count_appended(appended)  # after the commit: rolled-back events never count
-
-    @asynccontextmanager
-    async def reading(self) -> AsyncIterator[AsyncConnection]:
-        async with self._async_engines()[1].connect() as conn, conn.begin():
-            yield conn
-
     async def dispose(self) -> None:
         if self.is_sqlite:
             await asyncio.to_thread(self._writer.close)
@@ -515,22 +478,3 @@ class Database:
             await self._pg_writer.close()
             await self._pg_write.dispose()
             await self._pg_read.dispose()
-        for engine in {self._async_write, self._async_read} - {None}:
-            assert engine is not None
-            await engine.dispose()
-
-
-def _legacy_sqlite_listeners(engine: AsyncEngine, begin_statement: str) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
-    def _connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
-
-    @event.listens_for(engine.sync_engine, "begin")
-    def _begin(conn: Any) -> None:
-        conn.exec_driver_sql(begin_statement)

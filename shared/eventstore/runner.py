@@ -20,10 +20,9 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from sqlalchemy import Connection, case, delete, insert, select, text, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.eventstore.db import Database
 from shared.eventstore.ledger import ConcurrencyError, EventStore
@@ -49,18 +48,11 @@ class EventSource(Protocol):
     def batches(self, projection: Projection) -> AsyncIterator[Batch]: ...
 
 
-def read_checkpoint(conn: Connection | AsyncConnection, name: str) -> Any:
-    def work(c: Connection) -> int:
-        value = c.execute(
-            select(projection_checkpoints.c.position).where(
-                projection_checkpoints.c.projection == name
-            )
-        ).scalar()
-        return int(value or 0)
-
-    if isinstance(conn, AsyncConnection):
-        return conn.run_sync(work)
-    return work(conn)
+def read_checkpoint(conn: Connection, name: str) -> int:
+    value = conn.execute(
+        select(projection_checkpoints.c.position).where(projection_checkpoints.c.projection == name)
+    ).scalar()
+    return int(value or 0)
 
 
 class LedgerSource:
@@ -241,21 +233,12 @@ class ProjectionRunner:
         raise AssertionError("unreachable")
 
     def apply(
-        self,
-        conn: Connection | AsyncConnection,
-        projection: Projection,
-        events: Sequence[EventEnvelope],
-    ) -> Any:
+        self, conn: Connection, projection: Projection, events: Sequence[EventEnvelope]
+    ) -> RunStats:
         """Apply events inside the caller's transaction (inline projection)."""
-
-        def work(c: Connection) -> RunStats:
-            stats = RunStats()
-            self._apply_all(c, projection, events, stats)
-            return stats
-
-        if isinstance(conn, AsyncConnection):
-            return conn.run_sync(work)
-        return work(conn)
+        stats = RunStats()
+        self._apply_all(conn, projection, events, stats)
+        return stats
 
     async def catch_up(self, projection: Projection, batch_size: int = 1000) -> RunStats:
         """Apply everything the ledger holds beyond the checkpoint, then return."""

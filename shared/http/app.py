@@ -8,7 +8,7 @@ from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.openapi.docs import (
     get_redoc_html,
     get_swagger_ui_html,
@@ -22,8 +22,10 @@ from shared.app.observability import broker_problem
 from shared.app.platform import Platform
 from shared.eventstore.migrations import schema_is_current, schema_is_current_on
 from shared.http.metrics import install_observability
+from shared.http.openapi import install_openapi
 from shared.http.problems import install_problem_handlers
 from shared.http.security import install_security
+from shared.http.validation import valid_text_input
 
 
 class OutdatedSchema(RuntimeError):
@@ -73,6 +75,8 @@ def create_service_app(
         docs_url=None,
         redoc_url=None,
         openapi_url="/openapi.json" if docs else None,
+        # Before any route's own work: every text input is text a database can store.
+        dependencies=[Depends(valid_text_input)],
     )
     app.state.service = service
     if platform is not None:
@@ -86,6 +90,7 @@ def create_service_app(
         install_offline_docs(app)
 
     install_observability(app, service)  # outermost: latency and correlation cover all
+    install_openapi(app)
     return app
 
 
@@ -97,7 +102,9 @@ def health_router() -> APIRouter:
         return {"status": "live"}
 
     @router.get(
-        "/health/ready", summary="Database reachable, schema current, broker reachable (scaled)"
+        "/health/ready",
+        summary="Database reachable, schema current, broker reachable (scaled)",
+        responses={503: {"description": 'Not ready: `{"status": "not_ready", "detail": …}`'}},
     )
     async def ready(request: Request) -> JSONResponse:
         platform: Platform = request.app.state.platform

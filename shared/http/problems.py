@@ -2,19 +2,69 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import exc as sa
 from starlette.exceptions import HTTPException
 
+from shared.eventstore.db import DatabaseUnavailable
 from shared.eventstore.ledger import ConcurrencyError
 from shared.kernel.errors import DomainError, InvalidCommand
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://ticketline.dev/problems/"
+# Seconds a client should wait before retrying while the database is unavailable.
+RETRY_AFTER_UNAVAILABLE = 2
+
+log = logging.getLogger("ticketline.http")
+
+
+def _driver_outage_types() -> tuple[type[BaseException], ...]:
+    """Driver exceptions that mean "the database is away" (asyncpg when installed)."""
+    try:
+        from asyncpg import exceptions as pg
+    except ImportError:  # pragma: no cover - asyncpg is a dependency
+        return ()
+    return (
+        pg.PostgresConnectionError,  # connection lost, refused, rejected
+        pg.OperatorInterventionError,  # shutting down, starting up, cancelled
+        pg.InsufficientResourcesError,  # too many connections, disk full, out of memory
+        pg.InterfaceError,  # "connection is closed", "another operation is in progress"
+    )
+
+
+# Not the request's fault, and likely gone soon: a lost or refused connection, a
+# restarting server, an exhausted pool, SQLite's lock still held after its busy timeout.
+OUTAGE_TYPES: tuple[type[BaseException], ...] = (
+    DatabaseUnavailable,  # raised by the units of work (shared/eventstore/db.py)
+    sa.OperationalError,
+    sa.InterfaceError,
+    sa.DisconnectionError,
+    sa.TimeoutError,  # no pooled connection within the pool timeout
+    ConnectionError,
+    TimeoutError,
+    *_driver_outage_types(),
+)
+
+
+def is_database_outage(exc: BaseException) -> bool:
+    """The exception, or one it wraps, says the database is unavailable right now."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OUTAGE_TYPES):
+            return True
+        if isinstance(current, sa.DBAPIError) and current.connection_invalidated:
+            return True
+        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
+    return False
 
 
 class FieldError(BaseModel):
@@ -57,6 +107,16 @@ class ProblemError(Exception):
         super().__init__(detail or title)
 
 
+class ProblemResponse(JSONResponse):
+    """A problem's JSON: text that cannot be encoded (a lone surrogate echoed in a field
+    name) is written as its JSON escape instead of failing the answer."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(
+            content, ensure_ascii=False, allow_nan=False, separators=(",", ":")
+        ).encode("utf-8", "backslashreplace")
+
+
 def problem_response(
     request: Request,
     status: int,
@@ -74,11 +134,18 @@ def problem_response(
         instance=str(request.url.path),
         **extensions,
     )
-    return JSONResponse(
+    return ProblemResponse(
         body.model_dump(exclude_none=True),
         status_code=status,
         media_type=PROBLEM_MEDIA_TYPE,
         headers=headers,
+    )
+
+
+def internal_error(request: Request) -> JSONResponse:
+    """A 500 as a problem, with nothing of the cause in it (that goes to the log)."""
+    return problem_response(
+        request, 500, "internal-error", "Internal error", "the error was logged; retry later"
     )
 
 
@@ -146,6 +213,31 @@ def install_problem_handlers(app: FastAPI) -> None:
             request, exc.status, exc.slug, exc.title, exc.detail, exc.headers, **exc.extensions
         )
 
+    async def _database(request: Request, exc: Exception) -> JSONResponse:
+        if is_database_outage(exc):
+            log.warning("database unavailable: %s", type(exc).__name__)
+            return problem_response(
+                request,
+                503,
+                "service-unavailable",
+                "The database is unavailable",
+                "retry shortly",
+                headers={"Retry-After": str(RETRY_AFTER_UNAVAILABLE)},
+                retry_after=RETRY_AFTER_UNAVAILABLE,
+            )
+        log.error("unhandled database error", exc_info=exc)
+        return internal_error(request)
+
+    for outage in (sa.DBAPIError, *OUTAGE_TYPES):
+        app.add_exception_handler(outage, _database)
+
+    @app.exception_handler(Exception)
+    async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+        # Last resort (Starlette still logs the exception): never a plain-text 500.
+        if is_database_outage(exc):
+            return await _database(request, exc)
+        return internal_error(request)
+
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
@@ -160,13 +252,15 @@ def install_problem_handlers(app: FastAPI) -> None:
         )
 
 
+def problem_doc(description: str) -> dict[str, Any]:
+    """A ``responses`` entry for a problem answer a route adds to the shared ones
+    (shared/http/openapi.py documents 401/403/404/409/422/… by what each route reads)."""
+    return {"model": ProblemDetails, "description": description}
+
+
+# Router-level: the answers of every route behind credentials; the rest follow from what
+# each route reads (shared/http/openapi.py).
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ProblemDetails, "description": description}
-    for status, description in {
-        401: "No valid credentials (`WWW-Authenticate: Bearer`)",
-        403: "Role or scope not allowed; the body names what is missing",
-        404: "Unknown resource (or outside the caller's region)",
-        409: "Lifecycle rule violated, version conflict, or idempotency key reused",
-        422: "Invalid input; `errors` names each offending field",
-    }.items()
+    401: problem_doc("No valid credentials (`WWW-Authenticate: Bearer`)"),
+    403: problem_doc("Role or scope not allowed; the body names what is missing"),
 }
