@@ -17,6 +17,7 @@ from datetime import date, datetime, timedelta
 
 from pydantic import ValidationError
 
+from shared.kernel.calendar import check_day
 from shared.kernel.errors import InvalidCommand
 from shared.kernel.events.network import Weekday
 from shared.kernel.events.sla import AdjustedWorkingDay, CalendarDescription, Holiday
@@ -64,9 +65,10 @@ def parse_day(value: str, params: dict[str, str]) -> date | None:
     if params.get("VALUE") == "DATE-TIME" or "T" in value:
         return None
     try:
-        return datetime.strptime(value[:8], "%Y%m%d").date()
+        day = datetime.strptime(value[:8], "%Y%m%d").date()
     except ValueError:
-        raise InvalidCommand("ics", f"not an iCalendar date: {value!r}") from None
+        raise InvalidCommand("ics", f"not an iCalendar date: {value[:40]!r}") from None
+    return check_day("ics", day)
 
 
 def _days(props: dict[str, tuple[dict[str, str], str]]) -> list[date] | None:

@@ -37,6 +37,7 @@ from shared.http.commands import CommandCall, command_call
 from shared.http.context import Principal, allow
 from shared.http.headers import etag
 from shared.http.idempotency import CommandResponse
+from shared.http.params import StreamVersion, UtcTime
 from shared.http.problems import PROBLEM_RESPONSES
 from shared.kernel.errors import InvalidCommand, NotFound
 from shared.kernel.events.envelope import EventEnvelope
@@ -189,7 +190,7 @@ async def _terms_version(
 async def get_calendar(
     calendar_id: TermsId,
     response: Response,
-    version: int | None = Query(default=None, ge=1, description="Default: the latest."),
+    version: StreamVersion | None = Query(default=None, description="Default: the latest."),
     _principal: Principal = Depends(may_read),
     platform: Platform = Depends(get_platform),
 ) -> TermsVersion:
@@ -202,7 +203,7 @@ async def get_calendar(
 async def get_policy(
     policy_id: TermsId,
     response: Response,
-    version: int | None = Query(default=None, ge=1, description="Default: the latest."),
+    version: StreamVersion | None = Query(default=None, description="Default: the latest."),
     _principal: Principal = Depends(may_read),
     platform: Platform = Depends(get_platform),
 ) -> TermsVersion:
@@ -343,13 +344,12 @@ def timeline(
 )
 async def sla_timeline(
     ticket_id: UUID,
-    as_of: datetime | None = Query(default=None, description="ISO 8601 with a timezone."),
+    as_of: UtcTime | None = Query(default=None, description="ISO 8601 with a timezone."),
     principal: Principal = Depends(may_read_ticket),
     platform: Platform = Depends(get_platform),
 ) -> SlaTimeline:
-    if as_of is not None and as_of.tzinfo is None:
-        raise InvalidCommand("as_of", "give a timezone, e.g. 2026-11-20T10:00:00Z")
-    at = as_of or platform.clock.now()
+    now = platform.clock.now()
+    at = min(as_of, now) if as_of is not None else now  # the clock as it stood, not ahead
     sla = platform.settings.sla
 
     def work(c: Connection) -> tuple[Any, list[EventEnvelope]]:
@@ -380,7 +380,10 @@ async def sla_what_if(
     platform: Platform = Depends(get_platform),
 ) -> dict[str, Any]:
     chosen = candidate(body.policy, body.calendars)
-    at = body.at or platform.clock.now()
+    now = platform.clock.now()
+    if body.at is not None and body.at > now:
+        raise InvalidCommand("at", "the clocks are recomputed as they stood, up to now")
+    at = body.at or now
     sla = platform.settings.sla
 
     def work(c: Connection) -> dict[str, Any]:

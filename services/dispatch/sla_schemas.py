@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from shared.http.params import UtcTime
 from shared.kernel.events.network import Weekday
 from shared.kernel.events.sla import (
     CalendarDescription,
@@ -241,6 +242,6 @@ class WhatIfRequest(Body):
         default_factory=dict,
         description="Calendars to try (by id); others the policy names are the latest versions.",
     )
-    received_from: AwareDatetime
-    received_to: AwareDatetime
-    at: AwareDatetime | None = Field(default=None, description="The clocks' instant (now).")
+    received_from: UtcTime
+    received_to: UtcTime
+    at: UtcTime | None = Field(default=None, description="The clocks' instant (now).")

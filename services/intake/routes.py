@@ -214,7 +214,8 @@ async def get_ticket(
         )
     if row is None:
         raise NotFound("ticket_not_found", f"no ticket {ticket_id}")
-    at, sla = as_of or platform.clock.now(), platform.settings.sla
+    now, sla = platform.clock.now(), platform.settings.sla
+    at = min(as_of, now) if as_of is not None else now
     clock = await platform.db.read(
         lambda c: ticket_sla(c, platform.store, sla, str(ticket_id), at, as_of)
     )

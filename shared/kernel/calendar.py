@@ -179,12 +179,23 @@ def build_week(hours: list[WorkingHours]) -> Week:
     return tuple(week)
 
 
+# Days a calendar may name (holidays, adjusted working days).
+FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(2199, 12, 31)
+
+
+def check_day(field_name: str, day: date) -> date:
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise InvalidCommand(field_name, f"{day}: a day between {FIRST_DAY} and {LAST_DAY}")
+    return day
+
+
 def build_calendar(calendar_id: str, version: int, d: CalendarDescription) -> Calendar:
     zone = zone_of(d.timezone)
     week = build_week(d.hours)
-    holidays = frozenset(h.day for h in d.holidays)
+    holidays = frozenset(check_day("holidays", h.day) for h in d.holidays)
     working: dict[date, int] = {}
     for w in d.working_days:
+        check_day("working_days", w.day)
         if w.day in holidays:
             raise InvalidCommand("working_days", f"{w.day} is both a holiday and a working day")
         weekday = WEEKDAYS.index(w.hours_of)

@@ -165,6 +165,7 @@ def test_time_zones_and_the_24x7_calendar() -> None:
             "working_days",
             "which has none",
         ),
+        ({"holidays": [{"day": "9999-12-31"}]}, "holidays", "a day between"),
     ],
 )
 def test_bad_calendars_are_refused_naming_the_field(
