@@ -437,8 +437,20 @@ async def test_rebuild_gives_identical_clocks_and_what_if_writes_nothing(
     total = report["total"]
     # Today: the built-in ticket (24 h) and the west one (24×7, not mapped) are overdue,
     # the paused business-hours one still open. On the lenient policy none is overdue.
-    assert total["current"]["response"] == {"met": 0, "late": 0, "overdue": 2, "open": 1}
-    assert total["what_if"]["response"] == {"met": 0, "late": 0, "overdue": 0, "open": 3}
+    assert total["current"]["response"] == {
+        "met": 0,
+        "late": 0,
+        "overdue": 2,
+        "open": 1,
+        "capped": 0,
+    }
+    assert total["what_if"]["response"] == {
+        "met": 0,
+        "late": 0,
+        "overdue": 0,
+        "open": 3,
+        "capped": 0,
+    }
     assert total["delta"]["response_breach_rate"] == pytest.approx(-66.67)
     assert [g["key"] for g in report["regions"]] == ["east", "west"]
     east = report["regions"][0]

@@ -306,7 +306,7 @@ def timeline(
     actors = iter(pause_actors(events))
     segments = []
     for s in clock.segments:
-        who = next(actors) if s.state == "paused" else [None, None]
+        who = next(actors, [None, None]) if s.state == "paused" else [None, None]
         segments.append(
             SlaSegmentView(
                 state=s.state,

@@ -236,6 +236,7 @@ class Threshold:
     at: datetime | None
     reached: bool
     recorded: bool
+    capped: bool = False  # beyond the horizon: ``at`` is the cap, never reached
 
     @property
     def is_breach(self) -> bool:
@@ -313,8 +314,8 @@ class SlaClock:
             for t in d.thresholds
             if not t.recorded
             and t.at is not None
+            and not t.capped
             and (d.open or (t.is_breach and t.reached))
-            and not (d.capped and t.is_breach)
         ]
         return min(found) if found else None
 
@@ -429,9 +430,8 @@ def deadline_clock(
             else reach(calendar, start, target * (percent / 100), pauses, terms.horizon)
         )
         reached = when is not None and not cut and when < end
-        thresholds.append(
-            Threshold(percent, level, when, reached, _recorded(state, deadline, percent))
-        )
+        recorded = _recorded(state, deadline, percent)
+        thresholds.append(Threshold(percent, level, when, reached, recorded, cut))
     late = due_at is not None and not capped and due_at < end
     if met_at is not None:
         status = "met_late" if late else "met"

@@ -29,7 +29,7 @@ from shared.kernel.ticket import TICKETS
 from shared.readmodels.sla import TermsReader
 from shared.readmodels.ticket_state import ticket_state
 
-OUTCOMES = ("met", "late", "overdue", "open")
+OUTCOMES = ("met", "late", "overdue", "open", "capped")
 RATES = ("response_sla_rate", "resolution_sla_rate", "sla_attainment")
 BREACH_RATES = ("response_breach_rate", "resolution_breach_rate")
 
@@ -52,10 +52,13 @@ def candidate(
 
 
 def outcome(clock: DeadlineClock | None) -> str | None:
-    """met, late (met after the deadline), overdue (open past it), open; None: no
-    such deadline yet (not diagnosed)."""
+    """met, late (met after the deadline), overdue (open past it), open, capped (open,
+    its deadline beyond the horizon: unreachable on those calendars); None: no such
+    deadline yet (not diagnosed)."""
     if clock is None:
         return None
+    if clock.open and clock.capped:
+        return "capped"
     return {"met": "met", "met_late": "late", "breached": "overdue"}.get(clock.status, "open")
 
 

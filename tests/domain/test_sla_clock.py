@@ -395,3 +395,15 @@ def test_a_repair_ends_a_pause() -> None:
     resolution = clock.deadline("resolution")
     assert resolution is not None and resolution.status == "met"
     assert TicketDiagnosed  # the diagnosis above is the factory's
+
+
+def test_an_unreachable_deadline_is_capped_at_the_horizon_and_says_so() -> None:
+    closed = calendar(holidays=[{"day": date(2026, 11, 21) + timedelta(n)} for n in range(400)])
+    terms = SlaTerms(POLICY, {"sp-hz": closed})
+    state = ticket()
+    response = sla_clock(state, terms, local(2027, 6, 1)).deadline("response")
+    assert response is not None
+    assert (response.capped, response.due_at) == (True, FRIDAY + timedelta(days=366))
+    assert response.status == "running"  # a cap never breaches
+    assert not any(t.reached for t in response.thresholds)
+    assert sla_clock(state, terms, local(2027, 6, 1)).next_check_at is None
