@@ -322,6 +322,21 @@ async def test_work_lists_show_the_pause_and_the_clock_deadline(
     await ok(await dispatch.post(f"/tickets/{ticket_id}/sla/resume", json={}))
     (item,) = (await ok(await dispatch.get("/dispatch-queue")))["items"]
     assert item["sla_paused"] is False
+    # A technician pauses its own tickets only; another region's dispatcher sees none.
+    await ok(await dispatch.post(f"/tickets/{ticket_id}/dispatch", json={"technician_id": "t-a"}))
+    pause = {"reason": "customer_unavailable"}
+    async with service_client("dispatch", platform, role="technician", subject="t-b") as other:
+        response = await other.post(f"/tickets/{ticket_id}/sla/pause", json=pause)
+        assert response.status_code == 404
+        assert (await other.get(f"/tickets/{ticket_id}/sla")).status_code == 404
+    async with service_client("dispatch", platform, role="dispatcher", region="west") as west:
+        assert (await west.post(f"/tickets/{ticket_id}/sla/pause", json=pause)).status_code == 404
+    async with service_client("dispatch", platform, role="technician", subject="t-a") as mine:
+        await ok(await mine.post(f"/tickets/{ticket_id}/sla/pause", json=pause))
+        timeline = await ok(await mine.get(f"/tickets/{ticket_id}/sla"))
+        assert timeline["segments"][-1]["paused_by"] == "technician:t-a"
+    (item,) = (await ok(await dispatch.get("/technicians/t-a/assignments")))["items"]
+    assert (item["sla_paused"], item["sla_pause_reason"]) == (True, "customer_unavailable")
 
 
 async def test_a_requisition_from_elsewhere_pauses_and_the_issue_resumes(
