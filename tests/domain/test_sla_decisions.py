@@ -283,3 +283,71 @@ def test_the_icalendar_reader_takes_all_day_events_and_working_days() -> None:
     with pytest.raises(InvalidCommand):
         ics.parse("BEGIN:VEVENT\r\nEND:VEVENT")
     assert ALWAYS.always
+
+
+# --- intake: the receipt pins the terms, the deadlines are counted on them ----------------
+
+
+def test_the_receipt_pins_the_policy_and_counts_the_deadline_in_business_hours() -> None:
+    from services.intake import domain as intake
+    from shared.kernel.events.tickets import (
+        Address,
+        Channel,
+        Complexity,
+        Customer,
+        FaultCategory,
+        Problem,
+        Product,
+        ResolutionPath,
+        Urgency,
+    )
+
+    hz = build_calendar(
+        "hz",
+        1,
+        CalendarDescription(
+            name="hz",
+            timezone="Asia/Shanghai",
+            hours=[
+                {"weekday": d, "start": "09:00", "end": "18:00"}
+                for d in ("mon", "tue", "wed", "thu", "fri")
+            ],
+        ),
+    )
+    policy = policy_from(
+        "standard",
+        3,
+        SlaPolicyDescription(
+            name="p",
+            response={"normal": {"hours": 4}, "urgent": {"hours": 2}, "critical": {"hours": 0.5}},
+            region_calendars={"east": "hz"},
+        ),
+    )
+    applied = SlaPolicyApplied(policy_id="standard", policy_version=3, calendar_versions={"hz": 1})
+    pin = SlaPin(SlaTerms(policy, {"hz": hz}), applied)
+    friday = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)  # 17:30 in Hangzhou
+    request = intake.NewTicket(
+        customer=Customer(name="Li Wei", phone="13812345678"),
+        address=Address(line="1 Garden Road", region="east"),
+        product=Product(model="WM-700", purchase_date=date(2026, 3, 1)),
+        problem=Problem(symptom="drum", frequency="always", environment="home"),
+        urgency=Urgency.normal,
+        channel=Channel.phone,
+    )
+    command = intake.ReceiveTicket(request, "TL-1", friday, 24.0, 12, sla=pin)
+    received_event, pinned = intake.decide_receive(command, TicketState(ticket_id="t"))
+    assert received_event.payload.response_due_at == datetime(2026, 11, 23, 4, 30, tzinfo=UTC)  # type: ignore[attr-defined]
+    assert pinned.payload == applied and pinned.occurred_at == friday
+    # Without a policy: the built-in wall-clock hours, and nothing pinned.
+    (plain,) = intake.decide_receive(
+        intake.ReceiveTicket(request, "TL-2", friday, 24.0, 12), TicketState(ticket_id="t")
+    )
+    assert plain.payload.response_due_at == friday + 24 * H  # type: ignore[attr-defined]
+    # The diagnosis counts the resolution from the receipt on the same calendar (simple: 4 h).
+    state = evolve(TicketState(ticket_id="t"), received_event.payload, friday)
+    state = evolve(state, applied, friday)
+    diagnosis = intake.Diagnosis(FaultCategory.wear, Complexity.simple, ResolutionPath.on_site)
+    (diagnosed_event,) = intake.decide_diagnose(
+        intake.DiagnoseTicket(diagnosis, resolution_hours=4.0, terms=pin.terms), state
+    )
+    assert diagnosed_event.resolution_due_at == datetime(2026, 11, 23, 4, 30, tzinfo=UTC)  # type: ignore[attr-defined]
