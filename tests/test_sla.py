@@ -223,10 +223,12 @@ async def test_pause_and_resume_move_the_deadline_and_the_timeline_shows_each_se
     clock.set(FRIDAY_1730_SHANGHAI)
     ticket_id = (await receive(intake))["ticket_id"]
     base = f"/tickets/{ticket_id}/sla"
+    head = await ledger_head(platform)
     resume = await dispatch.post(f"{base}/resume", json={})
     assert (resume.status_code, problem_rule(resume)) == (409, "not_paused")
     wrong = await dispatch.post(f"{base}/pause", json={"reason": "lunch"})
     assert (wrong.status_code, problem_rule(wrong)) == (422, "reason")
+    assert await ledger_head(platform) == head  # refused: nothing written
 
     clock.set(datetime(2026, 11, 23, 2, tzinfo=UTC))  # Monday 10:00 local
     await ok(await dispatch.post(f"{base}/pause", json={"reason": "customer_unavailable"}))
@@ -436,6 +438,18 @@ async def test_rebuild_gives_identical_clocks_and_what_if_writes_nothing(
     await platform.runner.rebuild(SLA_CLOCKS)
     assert await rows() == incremental
     assert {r[0] for r in incremental} == {builtin, business, west}
+    # The compliance rows (on the clock) too.
+    from services.feedback.tables import compliance_tickets
+
+    await platform.runner.catch_up(COMPLIANCE)
+    query = select(compliance_tickets).order_by(compliance_tickets.c.ticket_id)
+
+    async def checklists() -> list[Any]:
+        return await platform.db.read(lambda c: [tuple(r) for r in c.execute(query).all()])
+
+    before = await checklists()
+    await platform.runner.rebuild(COMPLIANCE)
+    assert await checklists() == before and len(before) == 3
 
     # What-if: the week on a lenient 24×7 policy (72 hours to respond), the clocks now.
     head = await ledger_head(platform)
