@@ -7,7 +7,8 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 from shared.app.config import Settings
 from shared.app.observability import configure_logging
@@ -24,17 +25,27 @@ def _cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_forever(main: Coroutine[Any, Any, None]) -> None:
+    """Long-running servers on uvloop where it is installed (a C event loop)."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    uvloop.run(main)
+
+
 def _cmd_run(settings: Settings, _args: argparse.Namespace) -> int:
     from shared.app.runtime import run_embedded
 
-    asyncio.run(run_embedded(settings, print_fn=lambda line: print(line, flush=True)))
+    _serve_forever(run_embedded(settings, print_fn=lambda line: print(line, flush=True)))
     return 0
 
 
 def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from shared.app.runtime import serve_one
 
-    asyncio.run(serve_one(settings, args.service, args.port))
+    _serve_forever(serve_one(settings, args.service, args.port))
     return 0
 
 
