@@ -151,7 +151,7 @@ def _cmd_subscribe(settings: Settings, args: argparse.Namespace) -> int:
     from shared.app.subscribe import AccessRefused, json_line, subscribe_http, subscribe_kafka
     from shared.eventstore.kafka import event_topics
 
-    def emit(envelope: dict) -> None:
+    def emit(envelope: dict[str, Any]) -> None:
         print(json_line(envelope), flush=True)
 
     token = args.token or os.environ.get("TICKETLINE_TOKEN")
@@ -197,7 +197,7 @@ def _cmd_subscribe(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _export(settings: Settings, args: argparse.Namespace) -> tuple[bytes, dict]:
+async def _export(settings: Settings, args: argparse.Namespace) -> tuple[bytes, dict[str, Any]]:
     from datetime import datetime
 
     from shared.app.audit import render, select_events, signing_key, summarise
@@ -239,7 +239,7 @@ def _cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _verify_export(settings: Settings, data: bytes, summary: dict) -> int:
+async def _verify_export(settings: Settings, data: bytes, summary: dict[str, Any]) -> int:
     from shared.app.audit import signing_key, verify_export
     from shared.app.platform import Platform
 
@@ -412,7 +412,8 @@ def process_name(args: argparse.Namespace) -> str:
     """The ``service`` field of every log line this process writes."""
     if args.command == "serve":
         return str(args.service)
-    return {"run": "embedded", "project": "projector"}.get(args.command, args.command)
+    names = {"run": "embedded", "project": "projector"}
+    return str(names.get(args.command, args.command))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -369,6 +369,9 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
         future.set_result(result)
 
 
+_RETRIED_ERRORS: tuple[type[BaseException], ...] = (DBAPIError, OSError, *_DRIVER_ERRORS)
+
+
 def _is_disconnect(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
@@ -474,7 +477,7 @@ class Database:
                     appended = take_appended(conn.info)
                 count_appended(appended)
                 return result
-            except (DBAPIError, OSError, *_DRIVER_ERRORS) as exc:
+            except _RETRIED_ERRORS as exc:
                 # A pooled connection that died is replaced and the work, which never
                 # committed, runs once more; an outage or an unknown commit outcome is 503.
                 lost = _is_disconnect(exc) or isinstance(exc, _CONNECTION_LOST)

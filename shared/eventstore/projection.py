@@ -28,6 +28,7 @@ from sqlalchemy import (
     tuple_,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.elements import ColumnElement
 
 from shared.eventstore.db import UtcDateTime
 from shared.kernel.events.envelope import EventEnvelope
@@ -95,6 +96,7 @@ def delete_rows(conn: Connection, table: Table, keys: Iterable[tuple[Any, ...]])
     pk = list(table.primary_key.columns)
     for start in range(0, len(keys), 500):
         chunk = keys[start : start + 500]
+        where: ColumnElement[bool]
         if len(pk) == 1:
             where = pk[0].in_([k[0] for k in chunk])
         else:

@@ -15,6 +15,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 from sqlalchemy import Connection
 
@@ -61,11 +62,11 @@ class LedgerPump:
         while not self.stop.is_set():
             after = min(self.checkpoints.values(), default=0)
             page = await db.read(
-                lambda c, a=after: store.read_all(c, after_position=a, limit=self.batch_size)
+                partial(store.read_all, after_position=after, limit=self.batch_size)
             )
             if not page:
                 return
-            outcome = await db.write(lambda c, p=page: self._apply_page(c, p))
+            outcome = await db.write(partial(self._apply_page, page=page))
             for name, stats in outcome.moved.items():
                 self.checkpoints[name] = page[-1].position
                 PROJECTION_APPLIED.labels(name).inc(stats.applied)

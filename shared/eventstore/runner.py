@@ -369,10 +369,9 @@ class ProjectionRunner:
     def _raise_checkpoint(self, conn: Connection, name: str, position: int) -> None:
         """Upsert keeping the larger position: concurrent instances neither fail on the
         first insert nor move the checkpoint back."""
-        if conn.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as upsert
-        else:
-            from sqlalchemy.dialects.sqlite import insert as upsert
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        upsert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
         pc = projection_checkpoints
         statement = upsert(pc).values(
             projection=name, position=position, updated_at=self.clock.now()

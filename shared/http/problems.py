@@ -228,7 +228,11 @@ def install_problem_handlers(app: FastAPI) -> None:
         log.error("unhandled database error", exc_info=exc)
         return internal_error(request)
 
-    for outage in (sa.DBAPIError, *OUTAGE_TYPES):
+    outages: tuple[type[Exception], ...] = (
+        sa.DBAPIError,
+        *(t for t in OUTAGE_TYPES if issubclass(t, Exception)),
+    )
+    for outage in outages:
         app.add_exception_handler(outage, _database)
 
     @app.exception_handler(Exception)
