@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, not_, or_, select
+from sqlalchemy import Connection, and_, bindparam, func, not_, or_, select
 
 from services.dispatch.domain import EarlierRepair, Network, ServicePointInfo, TechnicianInfo
 from services.dispatch.tables import (
@@ -300,13 +300,16 @@ def sla_candidates(conn: Connection, now: datetime, *, after: str, limit: int) -
     return list(conn.execute(query).scalars())
 
 
-def sla_clock_row(conn: Connection, ticket_id: str) -> Any:
-    return conn.execute(select(sla_clocks).where(sla_clocks.c.ticket_id == ticket_id)).first()
-
-
 def list_terms(conn: Connection, kind: str) -> list[Any]:
     query = select(sla_terms).where(sla_terms.c.kind == kind).order_by(sla_terms.c.id)
     return list(conn.execute(query).all())
+
+
+# Built once: every received ticket asks it (the repeat-repair reactor).
+_SAME_SERIAL = select(ticket_state.c.ticket_id).where(
+    ticket_state.c.serial_number == bindparam("serial"),
+    ticket_state.c.ticket_id != bindparam("ticket_id"),
+)
 
 
 def earlier_repairs(
@@ -321,10 +324,9 @@ def earlier_repairs(
     the answer does not depend on when the question is asked). None without a serial."""
     if not serial:
         return []
-    t = ticket_state.c
-    query = select(t.ticket_id).where(t.serial_number == serial, t.ticket_id != ticket_id)
     found: list[EarlierRepair] = []
-    for other in list(conn.execute(query).scalars()):
+    others = conn.execute(_SAME_SERIAL, {"serial": serial, "ticket_id": ticket_id}).scalars()
+    for other in list(others):
         for e in store.read_stream(conn, other):
             if e.position >= before_position or e.event_type != TicketRepaired.event_type:
                 continue

@@ -124,24 +124,26 @@ def parse(data: bytes, fmt: ExportFormat) -> list[EventEnvelope]:
     out = []
     for row in csv.DictReader(io.StringIO(text)):
         out.append(
-            EventEnvelope(
-                event_id=row["event_id"],
-                position=int(row["position"]),
-                stream_type=row["stream_type"],
-                stream_id=row["stream_id"],
-                stream_version=int(row["stream_version"]),
-                event_type=row["event_type"],
-                schema_version=int(row["schema_version"]),
-                occurred_at=row["occurred_at"],
-                recorded_at=row["recorded_at"],
-                actor=Actor(subject=row["actor_subject"], role=row["actor_role"]),
-                service=row["service"],
-                correlation_id=row["correlation_id"],
-                causation_id=row["causation_id"] or None,
-                region=row["region"] or None,
-                payload=json.loads(row["payload"]),
-                prev_hash=row["prev_hash"],
-                hash=row["hash"],
+            EventEnvelope.model_validate(
+                dict(
+                    event_id=row["event_id"],
+                    position=int(row["position"]),
+                    stream_type=row["stream_type"],
+                    stream_id=row["stream_id"],
+                    stream_version=int(row["stream_version"]),
+                    event_type=row["event_type"],
+                    schema_version=int(row["schema_version"]),
+                    occurred_at=row["occurred_at"],
+                    recorded_at=row["recorded_at"],
+                    actor=Actor(subject=row["actor_subject"], role=row["actor_role"]),
+                    service=row["service"],
+                    correlation_id=row["correlation_id"],
+                    causation_id=row["causation_id"] or None,
+                    region=row["region"] or None,
+                    payload=json.loads(row["payload"]),
+                    prev_hash=row["prev_hash"],
+                    hash=row["hash"],
+                )
             )
         )
     return out

@@ -7,7 +7,8 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 from shared.app.config import Settings
 from shared.app.observability import configure_logging
@@ -25,17 +26,27 @@ def _cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_forever(main: Coroutine[Any, Any, None]) -> None:
+    """Long-running servers on uvloop where it is installed (a C event loop)."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    uvloop.run(main)
+
+
 def _cmd_run(settings: Settings, _args: argparse.Namespace) -> int:
     from shared.app.runtime import run_embedded
 
-    asyncio.run(run_embedded(settings, print_fn=lambda line: print(line, flush=True)))
+    _serve_forever(run_embedded(settings, print_fn=lambda line: print(line, flush=True)))
     return 0
 
 
 def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from shared.app.runtime import serve_one
 
-    asyncio.run(serve_one(settings, args.service, args.port))
+    _serve_forever(serve_one(settings, args.service, args.port))
     return 0
 
 
@@ -141,7 +152,7 @@ def _cmd_subscribe(settings: Settings, args: argparse.Namespace) -> int:
     from shared.app.subscribe import AccessRefused, json_line, subscribe_http, subscribe_kafka
     from shared.eventstore.kafka import event_topics
 
-    def emit(envelope: dict) -> None:
+    def emit(envelope: dict[str, Any]) -> None:
         print(json_line(envelope), flush=True)
 
     token = args.token or os.environ.get("TICKETLINE_TOKEN")
@@ -187,7 +198,7 @@ def _cmd_subscribe(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _export(settings: Settings, args: argparse.Namespace) -> tuple[bytes, dict]:
+async def _export(settings: Settings, args: argparse.Namespace) -> tuple[bytes, dict[str, Any]]:
     from datetime import datetime
 
     from shared.app.audit import render, select_events, signing_key, summarise
@@ -229,7 +240,7 @@ def _cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _verify_export(settings: Settings, data: bytes, summary: dict) -> int:
+async def _verify_export(settings: Settings, data: bytes, summary: dict[str, Any]) -> int:
     from shared.app.audit import signing_key, verify_export
     from shared.app.platform import Platform
 
@@ -410,7 +421,8 @@ def process_name(args: argparse.Namespace) -> str:
     """The ``service`` field of every log line this process writes."""
     if args.command == "serve":
         return str(args.service)
-    return {"run": "embedded", "project": "projector"}.get(args.command, args.command)
+    names = {"run": "embedded", "project": "projector"}
+    return str(names.get(args.command, args.command))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

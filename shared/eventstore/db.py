@@ -23,8 +23,9 @@ import asyncio
 import contextlib
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -107,6 +108,20 @@ def _sqlite_engine(path: str, synchronous: str) -> Engine:
         cursor.close()
 
     return engine
+
+
+@contextmanager
+def savepoint(conn: Connection, name: str = "part") -> Iterator[None]:
+    """Part of a unit of work that fails alone: rolled back to its start on an exception
+    (which is raised on), kept otherwise. SQLite and PostgreSQL alike."""
+    conn.exec_driver_sql(f"SAVEPOINT {name}")
+    try:
+        yield
+    except BaseException:
+        conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {name}")
+        conn.exec_driver_sql(f"RELEASE SAVEPOINT {name}")
+        raise
+    conn.exec_driver_sql(f"RELEASE SAVEPOINT {name}")
 
 
 def _open(engine: Engine) -> tuple[Connection, Any]:
@@ -354,6 +369,9 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
         future.set_result(result)
 
 
+_RETRIED_ERRORS: tuple[type[BaseException], ...] = (DBAPIError, OSError, *_DRIVER_ERRORS)
+
+
 def _is_disconnect(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
@@ -459,7 +477,7 @@ class Database:
                     appended = take_appended(conn.info)
                 count_appended(appended)
                 return result
-            except (DBAPIError, OSError, *_DRIVER_ERRORS) as exc:
+            except _RETRIED_ERRORS as exc:
                 # A pooled connection that died is replaced and the work, which never
                 # committed, runs once more; an outage or an unknown commit outcome is 503.
                 lost = _is_disconnect(exc) or isinstance(exc, _CONNECTION_LOST)

@@ -213,9 +213,9 @@ class ProjectionRunner:
 
         def work(conn: Connection) -> RunStats:
             stats = RunStats()
-            self._apply_all(conn, projection, batch.events, stats)
+            self.apply_batch(conn, projection, batch.events, stats)
             if batch.position is not None:
-                self._save_checkpoint(conn, projection.name, batch.position)
+                self.save_checkpoint(conn, projection.name, batch.position)
             elif batch.events:
                 # Kafka: the highest global position applied, for the lag metric only
                 # (dedupe is per stream version); instances share partitions, so it never
@@ -237,7 +237,7 @@ class ProjectionRunner:
     ) -> RunStats:
         """Apply events inside the caller's transaction (inline projection)."""
         stats = RunStats()
-        self._apply_all(conn, projection, events, stats)
+        self.apply_batch(conn, projection, events, stats)
         return stats
 
     async def catch_up(self, projection: Projection, batch_size: int = 1000) -> RunStats:
@@ -271,16 +271,16 @@ class ProjectionRunner:
             return await self.catch_up(projection, batch_size=batch_size)
         return await self.run(projection, source)
 
-    def _apply_all(
+    def apply_batch(
         self,
         conn: Connection,
         projection: Projection,
         events: Sequence[EventEnvelope],
         stats: RunStats,
     ) -> None:
-        """Apply a batch: skip what the projection already has (duplicates), fill gaps from
-        the ledger, record each stream's last applied version — read and written once per
-        batch, not per event."""
+        """Apply a batch inside the caller's transaction: skip what the projection already
+        has (duplicates), fill gaps from the ledger, record each stream's last applied
+        version — read and written once per batch, not per event."""
         wanted = projection.stream_types
         relevant = [e for e in events if e.stream_type in wanted]
         if not relevant:
@@ -369,10 +369,9 @@ class ProjectionRunner:
     def _raise_checkpoint(self, conn: Connection, name: str, position: int) -> None:
         """Upsert keeping the larger position: concurrent instances neither fail on the
         first insert nor move the checkpoint back."""
-        if conn.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as upsert
-        else:
-            from sqlalchemy.dialects.sqlite import insert as upsert
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        upsert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
         pc = projection_checkpoints
         statement = upsert(pc).values(
             projection=name, position=position, updated_at=self.clock.now()
@@ -390,7 +389,7 @@ class ProjectionRunner:
             )
         )
 
-    def _save_checkpoint(self, conn: Connection, name: str, position: int) -> None:
+    def save_checkpoint(self, conn: Connection, name: str, position: int) -> None:
         now = self.clock.now()
         result = conn.execute(
             update(projection_checkpoints)

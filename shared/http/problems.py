@@ -156,100 +156,120 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     return ".".join(parts)
 
 
+async def _validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        FieldError(field=_field_path(tuple(e.get("loc", ()))), message=e.get("msg", "invalid"))
+        for e in exc.errors()
+    ]
+    return problem_response(
+        request,
+        422,
+        "validation-error",
+        "The request is not valid",
+        "; ".join(f"{e.field}: {e.message}" for e in errors),
+        errors=[e.model_dump() for e in errors],
+    )
+
+
+async def _invalid(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, InvalidCommand)
+    return problem_response(
+        request,
+        422,
+        "validation-error",
+        "The request is not valid",
+        f"{exc.field}: {exc.detail}",
+        errors=[{"field": exc.field, "message": exc.detail}],
+    )
+
+
+async def _domain(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DomainError)
+    if exc.status_code == 404:
+        return problem_response(request, 404, "not-found", "Not found", exc.detail)
+    return problem_response(
+        request,
+        exc.status_code,
+        "rule-violation",
+        "Lifecycle rule violated",
+        exc.detail,
+        rule=exc.rule,
+    )
+
+
+async def _conflict(request: Request, exc: Exception) -> JSONResponse:
+    return problem_response(
+        request,
+        409,
+        "version-conflict",
+        "The resource changed since you read it",
+        str(exc),
+        rule="expected_version",
+    )
+
+
+async def _problem(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ProblemError)
+    return problem_response(
+        request, exc.status, exc.slug, exc.title, exc.detail, exc.headers, **exc.extensions
+    )
+
+
+async def _database(request: Request, exc: Exception) -> JSONResponse:
+    if is_database_outage(exc):
+        log.warning("database unavailable: %s", type(exc).__name__)
+        return problem_response(
+            request,
+            503,
+            "service-unavailable",
+            "The database is unavailable",
+            "retry shortly",
+            headers={"Retry-After": str(RETRY_AFTER_UNAVAILABLE)},
+            retry_after=RETRY_AFTER_UNAVAILABLE,
+        )
+    log.error("unhandled database error", exc_info=exc)
+    return internal_error(request)
+
+
+async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+    # Last resort (Starlette still logs the exception): never a plain-text 500.
+    if is_database_outage(exc):
+        return await _database(request, exc)
+    return internal_error(request)
+
+
+async def _http(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+    detail = exc.detail if isinstance(exc.detail, str) else None
+    return problem_response(
+        request,
+        exc.status_code,
+        slug,
+        detail or "HTTP error",
+        detail,
+        dict(exc.headers) if exc.headers else None,
+    )
+
+
+# Every error the services raise, as the problem it answers with.
+HANDLERS: tuple[tuple[type[Exception], Any], ...] = (
+    (RequestValidationError, _validation),
+    (InvalidCommand, _invalid),
+    (DomainError, _domain),
+    (ConcurrencyError, _conflict),
+    (ProblemError, _problem),
+    (sa.DBAPIError, _database),
+    *((t, _database) for t in OUTAGE_TYPES if issubclass(t, Exception)),
+    (Exception, _unhandled),
+    (HTTPException, _http),
+)
+
+
 def install_problem_handlers(app: FastAPI) -> None:
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            FieldError(field=_field_path(tuple(e.get("loc", ()))), message=e.get("msg", "invalid"))
-            for e in exc.errors()
-        ]
-        return problem_response(
-            request,
-            422,
-            "validation-error",
-            "The request is not valid",
-            "; ".join(f"{e.field}: {e.message}" for e in errors),
-            errors=[e.model_dump() for e in errors],
-        )
-
-    @app.exception_handler(InvalidCommand)
-    async def _invalid(request: Request, exc: InvalidCommand) -> JSONResponse:
-        return problem_response(
-            request,
-            422,
-            "validation-error",
-            "The request is not valid",
-            f"{exc.field}: {exc.detail}",
-            errors=[{"field": exc.field, "message": exc.detail}],
-        )
-
-    @app.exception_handler(DomainError)
-    async def _domain(request: Request, exc: DomainError) -> JSONResponse:
-        if exc.status_code == 404:
-            return problem_response(request, 404, "not-found", "Not found", exc.detail)
-        return problem_response(
-            request,
-            exc.status_code,
-            "rule-violation",
-            "Lifecycle rule violated",
-            exc.detail,
-            rule=exc.rule,
-        )
-
-    @app.exception_handler(ConcurrencyError)
-    async def _conflict(request: Request, exc: ConcurrencyError) -> JSONResponse:
-        return problem_response(
-            request,
-            409,
-            "version-conflict",
-            "The resource changed since you read it",
-            str(exc),
-            rule="expected_version",
-        )
-
-    @app.exception_handler(ProblemError)
-    async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
-        return problem_response(
-            request, exc.status, exc.slug, exc.title, exc.detail, exc.headers, **exc.extensions
-        )
-
-    async def _database(request: Request, exc: Exception) -> JSONResponse:
-        if is_database_outage(exc):
-            log.warning("database unavailable: %s", type(exc).__name__)
-            return problem_response(
-                request,
-                503,
-                "service-unavailable",
-                "The database is unavailable",
-                "retry shortly",
-                headers={"Retry-After": str(RETRY_AFTER_UNAVAILABLE)},
-                retry_after=RETRY_AFTER_UNAVAILABLE,
-            )
-        log.error("unhandled database error", exc_info=exc)
-        return internal_error(request)
-
-    for outage in (sa.DBAPIError, *OUTAGE_TYPES):
-        app.add_exception_handler(outage, _database)
-
-    @app.exception_handler(Exception)
-    async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
-        # Last resort (Starlette still logs the exception): never a plain-text 500.
-        if is_database_outage(exc):
-            return await _database(request, exc)
-        return internal_error(request)
-
-    @app.exception_handler(HTTPException)
-    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
-        slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
-        detail = exc.detail if isinstance(exc.detail, str) else None
-        return problem_response(
-            request,
-            exc.status_code,
-            slug,
-            detail or "HTTP error",
-            detail,
-            getattr(exc, "headers", None),
-        )
+    for kind, handler in HANDLERS:
+        app.add_exception_handler(kind, handler)
 
 
 def problem_doc(description: str) -> dict[str, Any]:

@@ -69,9 +69,8 @@ async def valid_text_input(request: Request) -> None:
         if isinstance(value, str):
             _check(name, value)
     for header in CHECKED_HEADERS:
-        value = request.headers.get(header)
-        if value is not None:
-            _check(header, value)
+        if (given_header := request.headers.get(header)) is not None:
+            _check(header, given_header)
     given = request.scope.get("state", {}).get(GIVEN_CORRELATION_ID)
     if given is not None:
         _check("X-Correlation-ID", given)

@@ -275,15 +275,15 @@ class Authenticator:
         digest = api_key_hash(key)
         # Compare every stored hash in constant time: no timing hint on which one is close.
         found = None
-        for stored, entry in self.auth.api_keys.items():
+        for stored, candidate in self.auth.api_keys.items():
             if hmac.compare_digest(stored.lower(), digest):
-                found = entry
+                found = candidate
         if found is None:
             raise InvalidCredentials("unknown API key")
-        entry: dict[str, Any] = {"sub": f"apikey:{found.name}", "role": found.role}
+        claims: dict[str, Any] = {"sub": f"apikey:{found.name}", "role": found.role}
         if found.region is not None:
-            entry["region"] = found.region
-        return validate_claims(entry)
+            claims["region"] = found.region
+        return validate_claims(claims)
 
 
 def api_key_entry(name: str, key: str, region: str | None = None) -> str:
