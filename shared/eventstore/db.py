@@ -372,6 +372,21 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
 _RETRIED_ERRORS: tuple[type[BaseException], ...] = (DBAPIError, OSError, *_DRIVER_ERRORS)
 
 
+# SQLSTATEs of a transaction PostgreSQL rolled back to break a cycle or a conflict.
+_RACE_STATES = frozenset({"40P01", "40001"})
+
+
+def _lost_a_race(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if getattr(current, "sqlstate", None) in _RACE_STATES:
+            return True
+        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
+    return False
+
+
 def _is_disconnect(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
@@ -448,10 +463,18 @@ class Database:
         return await self._pg_run(self._pg_read, work, transactional=False)
 
     async def _pg_group(self, works: list[Callable[[Connection], Any]]) -> list[Any]:
-        """Several units of work in one transaction, in order (group commit)."""
-        return await self._pg_run(
-            self._pg_write, lambda c: [work(c) for work in works], transactional=True
-        )
+        """Several units of work in one transaction, in order (group commit). A transaction
+        that lost a deadlock (or a serialization check) committed nothing: it runs again."""
+        for attempt in range(1, 4):
+            try:
+                return await self._pg_run(
+                    self._pg_write, lambda c: [work(c) for work in works], transactional=True
+                )
+            except Exception as exc:
+                if attempt == 3 or not _lost_a_race(exc):
+                    raise
+                await asyncio.sleep(0.01 * attempt)
+        raise AssertionError("unreachable")
 
     async def _pg_run(
         self, engine: AsyncEngine, work: Callable[[Connection], T], *, transactional: bool
