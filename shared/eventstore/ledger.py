@@ -302,60 +302,68 @@ def _drafts(
     stream_types = {p.payload.stream_type for p in pending}
     if len(stream_types) != 1:
         raise ValueError("all events of one stream must share one stream type")
-    stream_type = stream_types.pop()
-    actor = {"role": context.actor.role, "subject": context.actor.subject}
-    correlation_id = str(context.correlation_id)
-    causation_id = str(context.causation_id) if context.causation_id else None
-    recorded_text = format_timestamp(recorded_at)
-    out: list[_Draft] = []
-    for offset, item in enumerate(pending):
-        payload = item.payload
-        occurred_at = item.occurred_at or recorded_at
-        event_id = str(uuid7())
-        body = payload.model_dump(mode="json")
-        payload_json = canonical_json(body)
-        version = head.version + offset + 1
-        text_ = HashText.of(
-            {
-                "actor": actor,
-                "causation_id": causation_id,
-                "correlation_id": correlation_id,
-                "event_id": event_id,
-                "event_type": payload.event_type,
-                "occurred_at": format_timestamp(occurred_at),
-            },
-            payload_json,
-            {
-                "recorded_at": recorded_text,
-                "region": append.region,
-                "schema_version": payload.schema_version,
-                "service": context.service,
-                "stream_id": append.stream_id,
-                "stream_type": stream_type,
-                "stream_version": version,
-            },
-        )
-        row = {
+    common = {
+        "stream_type": stream_types.pop(),
+        "stream_id": append.stream_id,
+        "recorded_at": recorded_at,
+        "actor_subject": context.actor.subject,
+        "actor_role": context.actor.role,
+        "service": context.service,
+        "correlation_id": str(context.correlation_id),
+        "causation_id": str(context.causation_id) if context.causation_id else None,
+        "region": append.region,
+    }
+    # The first event links to the stream's head; the others to the one before (None:
+    # known once the one before has its hash).
+    return [
+        _draft(item, common, context, head.version + offset + 1, head.hash if offset == 0 else None)
+        for offset, item in enumerate(pending)
+    ]
+
+
+def _draft(
+    item: PendingEvent,
+    common: dict[str, Any],
+    context: CommandContext,
+    version: int,
+    prev_hash: str | None,
+) -> _Draft:
+    payload = item.payload
+    occurred_at = item.occurred_at or common["recorded_at"]
+    event_id = str(uuid7())
+    body = payload.model_dump(mode="json")
+    payload_json = canonical_json(body)
+    text_ = HashText.of(
+        {
+            "actor": {"role": common["actor_role"], "subject": common["actor_subject"]},
+            "causation_id": common["causation_id"],
+            "correlation_id": common["correlation_id"],
             "event_id": event_id,
-            "stream_type": stream_type,
-            "stream_id": append.stream_id,
-            "stream_version": version,
             "event_type": payload.event_type,
+            "occurred_at": format_timestamp(occurred_at),
+        },
+        payload_json,
+        {
+            "recorded_at": format_timestamp(common["recorded_at"]),
+            "region": common["region"],
             "schema_version": payload.schema_version,
-            "occurred_at": occurred_at,
-            "recorded_at": recorded_at,
-            "actor_subject": context.actor.subject,
-            "actor_role": context.actor.role,
-            "service": context.service,
-            "correlation_id": correlation_id,
-            "causation_id": causation_id,
-            "region": append.region,
-            "payload": payload_json,
-            # The first event links to the stream's head; the others to the one before.
-            "prev_hash": head.hash if offset == 0 else None,
-        }
-        out.append(_Draft(row, body, text_, context))
-    return out
+            "service": common["service"],
+            "stream_id": common["stream_id"],
+            "stream_type": common["stream_type"],
+            "stream_version": version,
+        },
+    )
+    row = {
+        **common,
+        "event_id": event_id,
+        "stream_version": version,
+        "event_type": payload.event_type,
+        "schema_version": payload.schema_version,
+        "occurred_at": occurred_at,
+        "payload": payload_json,
+        "prev_hash": prev_hash,
+    }
+    return _Draft(row, body, text_, context)
 
 
 def _chain(drafts: list[_Draft], first_position: int) -> list[dict[str, Any]]:
