@@ -35,6 +35,12 @@ def next_ticket_number(conn: Connection, now: datetime, prefix: str) -> str:
     return f"{prefix}-{day}-{number:06d}"
 
 
+def phone_digest(conn: Connection, h: Handling, phone: str) -> str | None:
+    """The blind index duplicates are found by (no clear number is stored anywhere)."""
+    personal = h.executor.store.personal
+    return personal.phone_digest(conn, phone) if personal is not None else None
+
+
 def receive(conn: Connection, h: Handling, request: domain.NewTicket) -> Outcome[TicketState]:
     settings, now = h.settings, h.now()
     command = domain.ReceiveTicket(
@@ -44,7 +50,10 @@ def receive(conn: Connection, h: Handling, request: domain.NewTicket) -> Outcome
         response_hours=settings.sla.response_hours(request.urgency.value),
         warranty_months=settings.warranty_months(request.product.model),
         possible_duplicate_of=find_open_duplicate(
-            conn, request.customer.phone, request.product.serial_number, request.product.model
+            conn,
+            phone_digest(conn, h, request.customer.phone),
+            request.product.serial_number,
+            request.product.model,
         ),
     )
     return h.execute(conn, TICKETS, str(uuid7()), command, domain.decide_receive)

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, or_, select
+from sqlalchemy import Connection, and_, bindparam, false, or_, select
 
 from shared.eventstore.ledger import EventStore
+from shared.eventstore.personal.tables import personal_data_phones
 from shared.kernel.errors import InvalidCommand
 from shared.kernel.ticket import OPEN_STATUSES
 from shared.readmodels.ticket_state import apply_changes, ticket_state
@@ -23,7 +24,9 @@ class TicketFilters:
     # A technician's list: only the tickets assigned to them.
     technician_id: str | None = None
     urgency: str | None = None
-    phone: str | None = None
+    # The blind index of the phone searched for (PersonalData.phone_digest); "" = none
+    # recorded: nothing matches.
+    phone_digest: str | None = None
     created_from: datetime | None = None
     created_to: datetime | None = None
 
@@ -73,8 +76,8 @@ def list_ticket_rows(
         conditions.append(t.technician_id == filters.technician_id)
     if filters.urgency:
         conditions.append(t.urgency == filters.urgency)
-    if filters.phone:
-        conditions.append(t.customer_phone == filters.phone)
+    if filters.phone_digest is not None:
+        conditions.append(with_phone(filters.phone_digest))
     if filters.created_from:
         conditions.append(t.created_at >= filters.created_from)
     if filters.created_to:
@@ -94,12 +97,20 @@ def list_ticket_rows(
     return rows, next_cursor
 
 
+def with_phone(digest: Any) -> Any:
+    """Tickets of the customers recorded with this phone (blind index, no clear number)."""
+    if digest == "":
+        return false()
+    phones = personal_data_phones.c
+    return ticket_state.c.customer_id.in_(select(phones.customer_id).where(phones.digest == digest))
+
+
 def _open_duplicate(same: Any) -> Any:
     t = ticket_state.c
     return (
         select(t.ticket_id)
         .where(
-            t.customer_phone == bindparam("phone"),
+            with_phone(bindparam("phone")),
             same,
             t.status.in_([s.value for s in OPEN_STATUSES]),
         )
@@ -114,9 +125,13 @@ _SAME_MODEL = _open_duplicate(ticket_state.c.product_model == bindparam("model")
 
 
 def find_open_duplicate(
-    conn: Connection, phone: str, serial_number: str | None, model: str
+    conn: Connection, phone_digest: str | None, serial_number: str | None, model: str
 ) -> str | None:
-    """An open ticket for the same phone and serial (or model when no serial is given)."""
+    """An open ticket for the same phone (its blind index) and serial (or model when no
+    serial is given)."""
+    if phone_digest is None:
+        return None
+    phone = phone_digest
     if serial_number:
         return conn.execute(_SAME_SERIAL, {"phone": phone, "serial": serial_number}).scalar()
     return conn.execute(_SAME_MODEL, {"phone": phone, "model": model}).scalar()

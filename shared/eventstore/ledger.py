@@ -14,10 +14,11 @@ writer that lost the race (``ConcurrencyError``, HTTP 409).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar, cast
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import orjson
 from sqlalchemy import Connection, text
@@ -37,6 +38,12 @@ from shared.kernel.events.envelope import (
     format_timestamp,
 )
 from shared.kernel.ids import uuid7
+
+if TYPE_CHECKING:
+    from shared.eventstore.personal import PersonalData
+
+# (stream id, payload, payload as JSON types) → the payload as stored (personal fields sealed).
+Seal = Callable[[str, EventPayload, dict[str, Any]], dict[str, Any]]
 
 ANY_VERSION: None = None
 NO_STREAM = 0
@@ -296,7 +303,11 @@ class _Draft:
 
 
 def _drafts(
-    append: StreamAppend, head: StreamHead, recorded_at: datetime, context: CommandContext
+    append: StreamAppend,
+    head: StreamHead,
+    recorded_at: datetime,
+    context: CommandContext,
+    seal: Seal | None = None,
 ) -> list[_Draft]:
     pending = [e if isinstance(e, PendingEvent) else PendingEvent(e) for e in append.events]
     stream_types = {p.payload.stream_type for p in pending}
@@ -313,6 +324,8 @@ def _drafts(
         occurred_at = item.occurred_at or recorded_at
         event_id = str(uuid7())
         body = payload.model_dump(mode="json")
+        if seal is not None:
+            body = seal(append.stream_id, payload, body)
         payload_json = canonical_json(body)
         version = head.version + offset + 1
         text_ = HashText.of(
@@ -417,9 +430,17 @@ def _envelope(row: dict[str, Any], draft: _Draft) -> EventEnvelope:
 
 
 class EventStore:
-    def __init__(self, clock: Clock | None = None, topic_prefix: str = "ticketline") -> None:
+    def __init__(
+        self,
+        clock: Clock | None = None,
+        topic_prefix: str = "ticketline",
+        personal: PersonalData | None = None,
+    ) -> None:
         self.clock = clock or SystemClock()
         self.topic_prefix = topic_prefix
+        # Seals personal fields on every append (the platform always sets it; a bare store
+        # in tests and the bench's "without the cipher" figures store them in clear).
+        self.personal = personal
 
     # --- writing --------------------------------------------------------------------------
 
@@ -432,9 +453,10 @@ class EventStore:
             return []
         recorded_at = self.clock.now()
         drafts: list[_Draft] = []
+        seal = partial(self.personal.seal, conn) if self.personal is not None else None
         for append in appends:
             head = append.head or self.stream_head(conn, append.stream_id)
-            drafts += _drafts(append, head, recorded_at, context)
+            drafts += _drafts(append, head, recorded_at, context, seal)
         pg = _raw_asyncpg(conn)
         try:
             if pg is not None and len(drafts) == 1:
@@ -565,6 +587,13 @@ class EventStore:
 
     def last_position(self, conn: Connection) -> int:
         return int(conn.execute(_LAST_POSITION).scalar_one())
+
+    def open(self, conn: Connection, envelopes: Sequence[EventEnvelope]) -> list[EventEnvelope]:
+        """The events with their personal fields in clear (or ``[erased]``): the explicit
+        step for those who need the values (deciders, responses to roles that see them)."""
+        if self.personal is None:
+            return list(envelopes)
+        return self.personal.open_events(conn, envelopes)
 
 
 def _rows(conn: Connection, statement: Any, params: dict[str, Any]) -> Iterable[Sequence[Any]]:
