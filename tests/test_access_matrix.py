@@ -35,6 +35,7 @@ ROLES = (
     "regional_center",
     "auditor",
     "admin",
+    "privacy_officer",
 )
 OPEN = "open"  # no credentials needed
 READERS = frozenset(
@@ -54,6 +55,8 @@ ADMIN = frozenset({"admin"})
 SUPERVISORS = frozenset({"dispatcher", "regional_center", "auditor", "admin"})
 FIELD = frozenset({"technician", "dispatcher", "admin"})
 PARTS_READERS = SUPERVISORS | {"parts_clerk", "technician"}
+# Customers' personal-data requests (docs/personal-data.md).
+PRIVACY = frozenset({"privacy_officer", "admin"})
 
 # (method, path) → the roles allowed (or OPEN). Add a row for every new route.
 POLICY: dict[tuple[str, str], frozenset[str] | str] = {
@@ -68,6 +71,11 @@ POLICY: dict[tuple[str, str], frozenset[str] | str] = {
     ("GET", "/tickets/{ticket_id}"): READERS,
     ("GET", "/tickets"): READERS,
     ("GET", "/tickets/{ticket_id}/history"): READERS,
+    ("POST", "/customers/lookup"): PRIVACY,
+    ("GET", "/customers/{customer_id}/data"): PRIVACY,
+    ("POST", "/customers/{customer_id}/erasure"): PRIVACY,
+    ("PUT", "/customers/{customer_id}/legal-hold"): PRIVACY,
+    ("GET", "/personal-data/reads"): frozenset({"privacy_officer", "auditor"}),
     # shared routers
     ("GET", "/streams/events"): frozenset({"regional_center", "dispatcher", "auditor", "admin"}),
     ("GET", "/audit/export"): frozenset({"auditor", "regional_center", "admin"}),
@@ -444,8 +452,8 @@ async def test_roles_that_see_the_phone_masked_may_not_search_by_it(
     tid = await open_in(platform, "east")
     phone = RECEIVE_EXAMPLE["customer"]["phone"]
     for role in ROLES:
-        if role == "parts_clerk":
-            continue  # reads no tickets at all (the matrix)
+        if role in ("parts_clerk", "privacy_officer"):
+            continue  # read no tickets at all (the matrix)
         async with service_client("intake", platform, role=role, region="east") as client:
             response = await client.get("/tickets", params={"phone": phone})
         if role in {"call_center_agent", "regional_center", "auditor"}:

@@ -10,11 +10,15 @@ from typing import Any
 from sqlalchemy import Connection, bindparam
 from sqlalchemy.dialects import postgresql, sqlite
 
-from services.intake import domain
+from services.intake import domain, read_models
 from services.intake.read_models import find_open_duplicate
 from services.intake.tables import ticket_number_counters
 from shared.app.executor import Handling, Outcome
+from shared.eventstore.personal import PersonalData
+from shared.kernel.errors import NotFound
+from shared.kernel.events.customers import customer_stream_id
 from shared.kernel.ids import uuid7
+from shared.kernel.lifecycle import TicketStatus
 from shared.kernel.ticket import TICKETS, TicketState
 
 
@@ -71,3 +75,55 @@ def correct_contact(
     conn: Connection, h: Handling, ticket_id: str, command: domain.CorrectContactDetails
 ) -> Outcome[TicketState]:
     return h.execute(conn, TICKETS, ticket_id, command, domain.decide_correct_contact)
+
+
+# --- customers (data subjects) ------------------------------------------------------------
+
+
+def _known_customer(conn: Connection, customer_id: str) -> None:
+    if read_models.customer_key_row(conn, customer_id) is None:
+        raise NotFound("customer_not_found", f"no customer {customer_id}")
+
+
+def erase_customer(
+    conn: Connection,
+    h: Handling,
+    customer_id: str,
+    request_id: str,
+    legal_basis: str,
+    *,
+    source: str = "request",
+) -> Outcome[domain.CustomerState]:
+    """Record ``CustomerDataErased`` and destroy the customer's data key, in one unit of
+    work; erasing again records nothing (the outcome's state holds the first erasure)."""
+    _known_customer(conn, customer_id)
+    tickets = read_models.customer_tickets(conn, customer_id)
+    command = domain.EraseCustomer(
+        request_id,
+        legal_basis,
+        tickets=tuple(t.ticket_id for t in tickets),
+        open_tickets=tuple(t.ticket_id for t in tickets if t.status != TicketStatus.closed),
+        source=source,
+    )
+    stream = customer_stream_id(customer_id)
+    outcome = h.execute(conn, domain.CUSTOMERS, stream, command, domain.decide_erase)
+    if outcome.events:
+        _personal(h).erase(conn, customer_id, h.now())
+    return outcome
+
+
+def set_legal_hold(
+    conn: Connection, h: Handling, customer_id: str, command: domain.SetLegalHold
+) -> Outcome[domain.CustomerState]:
+    _known_customer(conn, customer_id)
+    stream = customer_stream_id(customer_id)
+    outcome = h.execute(conn, domain.CUSTOMERS, stream, command, domain.decide_legal_hold)
+    if outcome.events:
+        _personal(h).set_legal_hold(conn, customer_id, command.active)
+    return outcome
+
+
+def _personal(h: Handling) -> PersonalData:
+    personal = h.executor.store.personal
+    assert personal is not None, "the platform's store holds the personal-data keys"
+    return personal

@@ -8,11 +8,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, false, or_, select
+from sqlalchemy import Connection, and_, bindparam, case, false, func, or_, select, true
 
+from shared.app.read_log import read_log
 from shared.eventstore.ledger import EventStore
-from shared.eventstore.personal.tables import personal_data_phones
+from shared.eventstore.personal.tables import personal_data_keys, personal_data_phones
 from shared.kernel.errors import InvalidCommand
+from shared.kernel.events.customers import customer_stream_id
+from shared.kernel.events.envelope import EventEnvelope
+from shared.kernel.lifecycle import TicketStatus
 from shared.kernel.ticket import OPEN_STATUSES
 from shared.readmodels.ticket_state import apply_changes, ticket_state
 
@@ -135,3 +139,71 @@ def find_open_duplicate(
     if serial_number:
         return conn.execute(_SAME_SERIAL, {"phone": phone, "serial": serial_number}).scalar()
     return conn.execute(_SAME_MODEL, {"phone": phone, "model": model}).scalar()
+
+
+# --- customers (data subjects) ------------------------------------------------------------
+
+
+def customer_key_row(conn: Connection, customer_id: str) -> Any:
+    """The customer's row in the key table (None: no such customer)."""
+    k = personal_data_keys.c
+    query = select(k.customer_id, k.created_at, k.erased_at, k.legal_hold).where(
+        k.customer_id == customer_id
+    )
+    return conn.execute(query).first()
+
+
+def customer_tickets(conn: Connection, customer_id: str) -> list[Any]:
+    t = ticket_state.c
+    query = (
+        select(ticket_state).where(t.customer_id == customer_id).order_by(t.created_at, t.ticket_id)
+    )
+    return list(conn.execute(query).all())
+
+
+def retention_candidates(
+    conn: Connection, closed_before: datetime, limit: int, customer_id: str | None = None
+) -> list[str]:
+    """Customers due for erasure by retention: every ticket closed, the last one before
+    ``closed_before``, not under legal hold, not yet erased (``customer_id``: is this one?)."""
+    k, t = personal_data_keys.c, ticket_state.c
+    still_open = func.sum(case((t.status != TicketStatus.closed.value, 1), else_=0))
+    query = (
+        select(k.customer_id)
+        .join(ticket_state, t.customer_id == k.customer_id)
+        .where(k.wrapped_key.is_not(None), k.legal_hold.is_(False))
+        .where(k.customer_id == customer_id if customer_id else true())
+        .group_by(k.customer_id)
+        .having(still_open == 0, func.max(t.closed_at) < closed_before)
+        .order_by(k.customer_id)
+        .limit(limit)
+    )
+    return list(conn.execute(query).scalars())
+
+
+@dataclass(frozen=True)
+class CustomerData:
+    """What subject access returns (personal fields opened)."""
+
+    key: Any
+    tickets: list[dict[str, Any]]
+    events: list[EventEnvelope]
+    privacy_events: list[EventEnvelope]
+    reads: list[Any]
+
+
+def customer_data(conn: Connection, store: EventStore, customer_id: str) -> CustomerData | None:
+    """Everything held about the customer, in one read: the tickets (current values), every
+    event of them and of the customer's own stream, opened; and the read log's entries."""
+    key = customer_key_row(conn, customer_id)
+    if key is None:
+        return None
+    tickets = [dict(r._mapping) for r in customer_tickets(conn, customer_id)]
+    stored = [e for t in tickets for e in store.read_stream(conn, t["ticket_id"])]
+    own = store.read_stream(conn, customer_stream_id(customer_id))
+    columns = ("customer_name", "customer_phone", "address_line")
+    opened = store.personal.open_tokens(conn, [t[c] for t in tickets for c in columns])
+    for ticket in tickets:
+        ticket.update({c: opened.get(ticket[c], ticket[c]) for c in columns})
+    reads = read_log(conn, customer_id=customer_id, limit=100_000)
+    return CustomerData(key, tickets, store.open(conn, stored), own, reads)

@@ -59,6 +59,9 @@ _ERASE_KEY = text(
     "WHERE customer_id = :customer_id"
 )
 _ERASE_PHONES = text("DELETE FROM personal_data_phones WHERE customer_id = :customer_id")
+_LEGAL_HOLD = text(
+    "UPDATE personal_data_keys SET legal_hold = :hold WHERE customer_id = :customer_id"
+)
 
 
 class _Bounded(dict[Any, Any]):
@@ -106,6 +109,18 @@ class PersonalData:
             self.ring.remember(key)
             return customer_id
         return str(conn.execute(_LOOKUP, {"lookup": lookup}).scalar_one())
+
+    def find_customer(self, conn: Connection, name: str, phone: str) -> str | None:
+        """The customer with this name and phone (digits as stored), if there is one."""
+        lookup = self.ring.digest(conn, "customer", f"{normalise_name(name)}\0{phone}")
+        if lookup is None:
+            return None
+        found = conn.execute(_LOOKUP, {"lookup": lookup}).scalar()
+        return None if found is None else str(found)
+
+    def set_legal_hold(self, conn: Connection, customer_id: str, active: bool) -> None:
+        """Kept beside the key, so the retention job's query sees it."""
+        conn.execute(_LEGAL_HOLD, {"customer_id": customer_id, "hold": active})
 
     # --- writing ------------------------------------------------------------------------------
 
