@@ -58,6 +58,12 @@ def create_service_app(
             raise OutdatedSchema(
                 "The database schema is not current: run `ticketline migrate` first."
             )
+        if owned:
+            try:  # a wrong master key refuses to start (MasterKeyMismatch)
+                await app.state.platform.check_personal_data()
+            except BaseException:
+                await app.state.platform.close()
+                raise
         try:
             yield
         finally:

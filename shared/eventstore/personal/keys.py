@@ -268,7 +268,7 @@ class KeyRing:
         rows = {}
         for start in range(0, len(missing), 500):
             chunk = missing[start : start + 500]
-            rows.update(conn.execute(_KEYS, {"ids": chunk}).tuples().all())
+            rows.update((r[0], r[1]) for r in conn.execute(_KEYS, {"ids": chunk}))
         for customer_id in missing:
             key = self._unwrap(kek, customer_id, rows, customer_id in rows)
             found[customer_id] = key
