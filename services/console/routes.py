@@ -362,6 +362,29 @@ async def board_columns(
 # --- one ticket -------------------------------------------------------------------------
 
 
+def ticket_timeline(
+    events: list[Any], opened: list[Any], disclosure: Disclosure, customer_id: str | None
+) -> tuple[list[dict[str, Any]], bool]:
+    """The ticket's events with hash-chain status (on the stored form) and payloads as the
+    viewer may see them (opened, masked by role)."""
+    timeline = []
+    previous = queries.GENESIS_HASH
+    chain_valid = True
+    for e, clear in zip(events, opened, strict=True):
+        ok = e.computed_hash() == e.hash and e.prev_hash == previous
+        chain_valid = chain_valid and ok
+        previous = e.hash
+        payload = disclosure.payload(clear, customer_id, e.stream_id)
+        timeline.append(
+            {
+                "event": e,
+                "hash_ok": ok,
+                "payload": json.dumps(payload, ensure_ascii=False, indent=1, sort_keys=True),
+            }
+        )
+    return timeline, chain_valid
+
+
 @router.get("/tickets/{ticket_id}", response_class=HTMLResponse)
 async def ticket_page(
     request: Request,
@@ -390,21 +413,7 @@ async def ticket_page(
     events, opened, personal, compliance, flags = await queries.read(platform, read)
     disclosure = Disclosure(request, principal)
     personal = disclosure.row(personal)
-    timeline = []
-    previous = queries.GENESIS_HASH
-    chain_valid = True
-    for e, clear in zip(events, opened, strict=True):
-        ok = e.computed_hash() == e.hash and e.prev_hash == previous
-        chain_valid = chain_valid and ok
-        previous = e.hash
-        payload = disclosure.payload(clear, personal["customer_id"], ticket_id)
-        timeline.append(
-            {
-                "event": e,
-                "hash_ok": ok,
-                "payload": json.dumps(payload, ensure_ascii=False, indent=1, sort_keys=True),
-            }
-        )
+    timeline, chain_valid = ticket_timeline(events, opened, disclosure, personal["customer_id"])
     disclosure.record()
     checklist = json.loads(compliance.checklist) if compliance is not None else None
     locale = locale_of(request)

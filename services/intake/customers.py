@@ -32,7 +32,7 @@ from shared.http.commands import CommandCall, command_call
 from shared.http.context import Principal, allow
 from shared.http.disclosure import Disclosure
 from shared.http.idempotency import CommandResponse
-from shared.http.params import UtcTime
+from shared.http.params import Position, TextFilter, UtcTime
 from shared.http.problems import PROBLEM_RESPONSES
 from shared.kernel.errors import NotFound
 from shared.kernel.events.envelope import EventEnvelope
@@ -200,10 +200,10 @@ async def customer_data_export(
 )
 async def reads(
     customer_id: UUID | None = None,
-    actor_subject: str | None = Query(default=None, max_length=200),
+    actor_subject: TextFilter | None = Query(default=None),
     since: UtcTime | None = Query(default=None, description="Inclusive (ISO 8601)."),
     until: UtcTime | None = Query(default=None, description="Exclusive (ISO 8601)."),
-    after: int = Query(default=0, ge=0, description="`next_after` of the previous page."),
+    after: Position | None = Query(default=None, description="`next_after` of a page."),
     limit: int = Query(default=100, ge=1, le=1000),
     _principal: Principal = Depends(may_read_log),
     platform: Platform = Depends(get_platform),
@@ -218,7 +218,7 @@ async def reads(
             actor_subject=actor_subject,
             since=since,
             until=until,
-            after_id=after,
+            after_id=after or 0,
             limit=limit,
         )
     )

@@ -14,10 +14,9 @@ writer that lost the race (``ConcurrencyError``, HTTP 409).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import orjson
@@ -41,9 +40,6 @@ from shared.kernel.ids import uuid7
 
 if TYPE_CHECKING:
     from shared.eventstore.personal import PersonalData
-
-# (stream id, payload, payload as JSON types) → the payload as stored (personal fields sealed).
-Seal = Callable[[str, EventPayload, dict[str, Any]], dict[str, Any]]
 
 ANY_VERSION: None = None
 NO_STREAM = 0
@@ -303,11 +299,7 @@ class _Draft:
 
 
 def _drafts(
-    append: StreamAppend,
-    head: StreamHead,
-    recorded_at: datetime,
-    context: CommandContext,
-    seal: Seal | None = None,
+    append: StreamAppend, head: StreamHead, recorded_at: datetime, context: CommandContext
 ) -> list[_Draft]:
     pending = [e if isinstance(e, PendingEvent) else PendingEvent(e) for e in append.events]
     stream_types = {p.payload.stream_type for p in pending}
@@ -324,8 +316,6 @@ def _drafts(
         occurred_at = item.occurred_at or recorded_at
         event_id = str(uuid7())
         body = payload.model_dump(mode="json")
-        if seal is not None:
-            body = seal(append.stream_id, payload, body)
         payload_json = canonical_json(body)
         version = head.version + offset + 1
         text_ = HashText.of(
@@ -451,12 +441,13 @@ class EventStore:
         appends = [a for a in appends if a.events]
         if not appends:
             return []
+        if self.personal is not None:  # every writer's personal fields are sealed here
+            appends = self.personal.seal(conn, appends)
         recorded_at = self.clock.now()
         drafts: list[_Draft] = []
-        seal = partial(self.personal.seal, conn) if self.personal is not None else None
         for append in appends:
             head = append.head or self.stream_head(conn, append.stream_id)
-            drafts += _drafts(append, head, recorded_at, context, seal)
+            drafts += _drafts(append, head, recorded_at, context)
         pg = _raw_asyncpg(conn)
         try:
             if pg is not None and len(drafts) == 1:

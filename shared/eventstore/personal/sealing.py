@@ -15,17 +15,19 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from cryptography.exceptions import InvalidTag
 from sqlalchemy import Connection, text
 
+from shared.eventstore.ledger import StreamAppend
 from shared.eventstore.metrics import PERSONAL_DATA_UNREADABLE, note_committed
 from shared.eventstore.personal.keys import DataKey, KeyRing, PersonalDataUnavailable
 from shared.kernel.clock import Clock, SystemClock
-from shared.kernel.events.envelope import EventEnvelope, EventPayload
+from shared.kernel.events.envelope import EventEnvelope, EventPayload, PendingEvent
 from shared.kernel.events.registry import UnknownEventType, payload_class, upcast
 from shared.kernel.ids import uuid7
 from shared.kernel.personal import (
@@ -62,6 +64,22 @@ _ERASE_PHONES = text("DELETE FROM personal_data_phones WHERE customer_id = :cust
 _LEGAL_HOLD = text(
     "UPDATE personal_data_keys SET legal_hold = :hold WHERE customer_id = :customer_id"
 )
+
+
+class StoredPayload:
+    """A payload in its stored form (personal fields sealed): what the ledger's append asks
+    of a payload — its type, version, stream type and JSON body — and nothing else."""
+
+    __slots__ = ("body", "event_type", "schema_version", "stream_type")
+
+    def __init__(self, payload: EventPayload, body: dict[str, Any]) -> None:
+        self.event_type = payload.event_type
+        self.schema_version = payload.schema_version
+        self.stream_type = payload.stream_type
+        self.body = body
+
+    def model_dump(self, *, mode: str = "json") -> dict[str, Any]:
+        return self.body
 
 
 class _Bounded(dict[Any, Any]):
@@ -124,7 +142,29 @@ class PersonalData:
 
     # --- writing ------------------------------------------------------------------------------
 
-    def seal(
+    def seal(self, conn: Connection, appends: Sequence[StreamAppend]) -> list[StreamAppend]:
+        """The appends with every payload that has personal fields replaced by its stored
+        form (called by ``EventStore.append``: every writer goes through it)."""
+        out: list[StreamAppend] = []
+        for append in appends:
+            events = [e if isinstance(e, PendingEvent) else PendingEvent(e) for e in append.events]
+            if not any(personal_fields(type(e.payload)) for e in events):
+                out.append(append)
+                continue
+            stored = [
+                PendingEvent(self._stored(conn, append.stream_id, e.payload), e.occurred_at)
+                for e in events
+            ]
+            out.append(replace(append, events=stored))
+        return out
+
+    def _stored(self, conn: Connection, stream_id: str, payload: EventPayload) -> EventPayload:
+        body = payload.model_dump(mode="json")
+        if personal_fields(type(payload)):
+            body = self.seal_body(conn, stream_id, payload, body)
+        return cast(EventPayload, StoredPayload(payload, body))
+
+    def seal_body(
         self, conn: Connection, stream_id: str, payload: EventPayload, body: dict[str, Any]
     ) -> dict[str, Any]:
         """``body`` (the payload as JSON types) with its personal fields sealed by the data
