@@ -268,7 +268,7 @@ async def bench_cipher(
         section.compare("  latency per transaction", sealed, clear, metric="p50")
     progress(f"{name}: ticket_state rebuild, sealed vs clear")
     data_dir = platform.settings.data_dir
-    sealed, clear = await replay_cost(make_url, data_dir, max(1000, args.events // 2))
+    sealed, clear = await replay_cost(make_url, data_dir, max(20_000, args.events // 2))
     section.compare(
         "ticket_state rebuild, sealed events",
         sealed,

@@ -18,7 +18,8 @@ access all read (docs/personal-data.md).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+import unicodedata
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from types import UnionType
@@ -130,13 +131,64 @@ def personal_fields(model: type[BaseModel]) -> tuple[PersonalField, ...]:
     return tuple(found)
 
 
+# A model's personal fields as a tree: key → kind (a personal field) or a subtree.
+Tree = dict[str, "Kind | Tree"]
+
+
+@cache
+def personal_tree(model: type[BaseModel]) -> Tree:
+    tree: Tree = {}
+    for f in personal_fields(model):
+        node = tree
+        for key in f.path[:-1]:
+            node = node.setdefault(key, {})  # type: ignore[assignment]
+        node[f.path[-1]] = f.kind
+    return tree
+
+
+def map_personal(
+    body: dict[str, Any], tree: Tree, fn: Callable[[Kind, str], Any]
+) -> dict[str, Any]:
+    """A copy of ``body`` with ``fn(kind, value)`` in place of each personal text value
+    (copy on write: branches without personal fields are shared). One pass, no paths."""
+    out = dict(body)
+    for key, node in tree.items():
+        value = out.get(key)
+        if isinstance(node, dict):
+            if isinstance(value, dict):
+                out[key] = map_personal(value, node, fn)
+        elif isinstance(value, str):
+            out[key] = fn(node, value)
+    return out
+
+
+def personal_values(body: dict[str, Any], tree: Tree) -> Iterator[tuple[Kind, str]]:
+    """(kind, value) of each personal text value in ``body``."""
+    for key, node in tree.items():
+        value = body.get(key)
+        if isinstance(node, dict):
+            if isinstance(value, dict):
+                yield from personal_values(value, node)
+        elif isinstance(value, str):
+            yield node, value
+
+
 def get_path(body: Mapping[str, Any], path: Path) -> Any:
     value: Any = body
     for key in path:
-        if not isinstance(value, Mapping):
+        if not isinstance(value, dict):
             return None
         value = value.get(key)
     return value
+
+
+@cache
+def identity_paths(model: type[BaseModel]) -> tuple[Path, Path] | None:
+    """Where ``model`` holds the customer's name and phone (who the customer is)."""
+    by_kind = {f.kind: f.path for f in personal_fields(model)}
+    if "name" not in by_kind or "phone" not in by_kind:
+        return None
+    return by_kind["name"], by_kind["phone"]
 
 
 def replace_paths(body: dict[str, Any], values: Mapping[Path, Any]) -> dict[str, Any]:
@@ -156,7 +208,5 @@ def replace_paths(body: dict[str, Any], values: Mapping[Path, Any]) -> dict[str,
 
 
 def normalise_name(name: str) -> str:
-    """A name as identity compares it: case and spacing ignored."""
-    import unicodedata
-
+    """A name as identity compares it: case, width and spacing ignored."""
     return " ".join(unicodedata.normalize("NFKC", name).casefold().split())

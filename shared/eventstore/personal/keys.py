@@ -18,11 +18,10 @@ import hashlib
 import hmac
 import logging
 import os
-import threading
 import time
-from collections import OrderedDict
+from base64 import urlsafe_b64decode
+from binascii import b2a_base64
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
@@ -38,6 +37,7 @@ log = logging.getLogger(__name__)
 
 _MASTER_CONTEXT = b"ticketline/personal-data/master/v1"
 _NONCE = 12
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
 class MasterKeyMismatch(RuntimeError):
@@ -93,40 +93,32 @@ class LocalMasterKey:
 KeyState = Literal["active", "erased", "unreadable"]
 
 
-@dataclass(frozen=True, slots=True)
 class DataKey:
-    customer_id: str
-    state: KeyState
-    aead: AESGCM | None = None
+    """One customer's data key (``aead``, None once erased or when unreadable)."""
 
-    @property
-    def header(self) -> str:
-        return f"pd1.{self.customer_id}."
+    __slots__ = ("aad", "aead", "customer_id", "header", "state")
+
+    def __init__(self, customer_id: str, state: KeyState, aead: AESGCM | None = None) -> None:
+        self.customer_id = customer_id
+        self.state: KeyState = state
+        self.aead = aead
+        # The token's header, also its associated data: a value sealed for one customer
+        # does not open as another's.
+        self.header = f"pd1.{customer_id}."
+        self.aad = self.header.encode()
 
     def seal(self, value: str, nonce: bytes) -> str:
         assert self.aead is not None
-        header = self.header
-        sealed = nonce + self.aead.encrypt(nonce, value.encode(), header.encode())
-        return header + _b64(sealed)
+        sealed = nonce + self.aead.encrypt(nonce, value.encode(), self.aad)
+        text = b2a_base64(sealed, newline=False).translate(_URLSAFE).rstrip(b"=")
+        return self.header + text.decode("ascii")
 
     def open(self, token: str) -> str:
         """The clear value; raises ``InvalidTag`` when the ciphertext was altered."""
         assert self.aead is not None
-        header = self.header
-        raw = _unb64(token[len(header) :])
-        return self.aead.decrypt(raw[:_NONCE], raw[_NONCE:], header.encode()).decode()
-
-
-def _b64(data: bytes) -> str:
-    import base64
-
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64(data: str) -> bytes:
-    import base64
-
-    return base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
+        data = token[len(self.header) :]
+        raw = urlsafe_b64decode(data + "=" * (-len(data) % 4))
+        return self.aead.decrypt(raw[:_NONCE], raw[_NONCE:], self.aad).decode()
 
 
 _MASTER_ROW = text("SELECT master_key_id, wrapped FROM personal_data_master WHERE id = 1")
@@ -140,34 +132,29 @@ _KEYS = select(personal_data_keys.c.customer_id, personal_data_keys.c.wrapped_ke
 
 
 class _Cache:
-    """Data keys by customer id: least recently used out first, entries expire."""
+    """Data keys by customer id; entries expire. Past ``size`` it starts afresh (keys are
+    cheap to load again). Lock-free: each dict operation is atomic, a race only reloads."""
 
     def __init__(self, seconds: float, size: int, clock: Callable[[], float]) -> None:
         self.seconds, self.size, self.clock = seconds, size, clock
-        self._entries: OrderedDict[str, tuple[DataKey, float]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[DataKey, float]] = {}
 
     def get(self, customer_id: str) -> DataKey | None:
-        with self._lock:
-            found = self._entries.get(customer_id)
-            if found is None:
-                return None
-            if self.clock() - found[1] > self.seconds:
-                del self._entries[customer_id]
-                return None
-            self._entries.move_to_end(customer_id)
-            return found[0]
+        found = self._entries.get(customer_id)
+        if found is None:
+            return None
+        if self.clock() - found[1] > self.seconds:
+            self._entries.pop(customer_id, None)
+            return None
+        return found[0]
 
     def put(self, key: DataKey) -> None:
-        with self._lock:
-            self._entries[key.customer_id] = (key, self.clock())
-            self._entries.move_to_end(key.customer_id)
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
+        if len(self._entries) >= self.size:
+            self._entries.clear()
+        self._entries[key.customer_id] = (key, self.clock())
 
     def drop(self, customer_id: str) -> None:
-        with self._lock:
-            self._entries.pop(customer_id, None)
+        self._entries.pop(customer_id, None)
 
 
 class KeyRing:
@@ -183,6 +170,8 @@ class KeyRing:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.master = master
+        self.cache_seconds = cache_seconds
+        self.clock = clock
         self._cache = _Cache(cache_seconds, cache_size, clock)
         self._kek: AESGCM | None = None
         self._index: bytes | None = None
@@ -240,13 +229,20 @@ class KeyRing:
     ) -> str | None:
         """Keyed HMAC of ``value`` (a blind index); None while the database has no keys
         (so nothing has been indexed either)."""
-        found = self._secrets(conn, create=create)
-        if found is None:
-            return None
-        message = label.encode() + b"\0" + value.encode()
-        return hmac.digest(found[1], message, "sha256").hex()[:40]
+        index = self._index
+        if index is None:
+            found = self._secrets(conn, create=create)
+            if found is None:
+                return None
+            index = found[1]
+        return hmac.digest(index, f"{label}\0{value}".encode(), "sha256").hex()[:40]
 
     # --- data keys ---------------------------------------------------------------------------
+
+    def key(self, conn: Connection, customer_id: str) -> DataKey:
+        """One customer's data key (cached, else loaded)."""
+        found = self._cache.get(customer_id)
+        return found if found is not None else self.keys(conn, [customer_id])[customer_id]
 
     def keys(self, conn: Connection, customer_ids: Iterable[str]) -> dict[str, DataKey]:
         """The data keys of these customers, missing ones loaded with one query (per 500).

@@ -13,9 +13,7 @@ erasure (crypto-shredding).
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import replace
 from datetime import datetime
 from typing import Any, cast
 
@@ -26,6 +24,7 @@ from sqlalchemy import Connection, text
 from shared.eventstore.ledger import StreamAppend
 from shared.eventstore.metrics import PERSONAL_DATA_UNREADABLE, note_committed
 from shared.eventstore.personal.keys import DataKey, KeyRing, PersonalDataUnavailable
+from shared.eventstore.personal.raw import Statement
 from shared.kernel.clock import Clock, SystemClock
 from shared.kernel.events.envelope import EventEnvelope, EventPayload, PendingEvent
 from shared.kernel.events.registry import UnknownEventType, payload_class, upcast
@@ -35,20 +34,24 @@ from shared.kernel.personal import (
     UNREADABLE,
     Path,
     PersonalField,
+    Tree,
     get_path,
+    identity_paths,
     is_sealed,
+    map_personal,
     normalise_name,
     personal_fields,
-    replace_paths,
+    personal_tree,
+    personal_values,
     sealed_customer,
 )
 
-_LOOKUP = text("SELECT customer_id FROM personal_data_keys WHERE lookup = :lookup")
-_NEW_CUSTOMER = text(
+_LOOKUP = Statement("SELECT customer_id FROM personal_data_keys WHERE lookup = :lookup")
+_NEW_CUSTOMER = Statement(
     "INSERT INTO personal_data_keys (customer_id, lookup, wrapped_key, created_at, legal_hold) "
     "VALUES (:customer_id, :lookup, :wrapped, :at, false) ON CONFLICT (lookup) DO NOTHING"
 )
-_NEW_PHONE = text(
+_NEW_PHONE = Statement(
     "INSERT INTO personal_data_phones (digest, customer_id) VALUES (:digest, :customer_id) "
     "ON CONFLICT (digest, customer_id) DO NOTHING"
 )
@@ -88,13 +91,11 @@ class _Bounded(dict[Any, Any]):
     def __init__(self, size: int) -> None:
         super().__init__()
         self.size = size
-        self.lock = threading.Lock()
 
     def put(self, key: Any, value: Any) -> None:
-        with self.lock:
-            if len(self) >= self.size:
-                self.clear()
-            self[key] = value
+        if len(self) >= self.size:
+            self.clear()
+        self[key] = value
 
 
 class PersonalData:
@@ -104,6 +105,7 @@ class PersonalData:
         self.ring = ring
         self.clock = clock or SystemClock()
         self._streams = _Bounded(200_000)  # stream id → customer id
+        self._lookups = _Bounded(200_000)  # lookup digest → (customer id, when found)
         self._phones = _Bounded(200_000)  # (phone digest, customer id) → True (committed)
 
     # --- who the customer is ------------------------------------------------------------------
@@ -114,26 +116,31 @@ class PersonalData:
         return self.ring.digest(conn, "phone", phone, create=create)
 
     def customer_for(self, conn: Connection, name: str, phone: str) -> str:
-        """The customer with this name and phone, created (with a data key) when new. Asked
-        of the database every time: an erased customer's lookup is gone at once."""
+        """The customer with this name and phone, created (with a data key) when new.
+
+        Remembered for the key cache's lifetime once the transaction commits: a customer
+        erased by another process is matched here for at most that long (the same window as
+        its key: docs/personal-data.md); the erasing process forgets it at once."""
         lookup = self.ring.digest(conn, "customer", f"{normalise_name(name)}\0{phone}", create=True)
-        found = conn.execute(_LOOKUP, {"lookup": lookup}).scalar()
-        if found is not None:
-            return str(found)
+        found = self._lookups.get(lookup)
+        if found is not None and self.ring.clock() - found[1] <= self.ring.cache_seconds:
+            return str(found[0])
         customer_id = str(uuid7())
         key, wrapped = self.ring.new_key(conn, customer_id)
-        params = {"customer_id": customer_id, "lookup": lookup, "wrapped": wrapped}
-        if conn.execute(_NEW_CUSTOMER, {**params, "at": self.clock.now()}).rowcount == 1:
+        if _NEW_CUSTOMER.execute(conn, customer_id, lookup, wrapped, self.clock.now()) == 1:
             self.ring.remember(key)
-            return customer_id
-        return str(conn.execute(_LOOKUP, {"lookup": lookup}).scalar_one())
+        else:  # a returning customer (or one created concurrently): theirs
+            customer_id = str(_LOOKUP.scalar(conn, lookup))
+        at = self.ring.clock()
+        note_committed(conn.info, lambda: self._lookups.put(lookup, (customer_id, at)))
+        return customer_id
 
     def find_customer(self, conn: Connection, name: str, phone: str) -> str | None:
         """The customer with this name and phone (digits as stored), if there is one."""
         lookup = self.ring.digest(conn, "customer", f"{normalise_name(name)}\0{phone}")
         if lookup is None:
             return None
-        found = conn.execute(_LOOKUP, {"lookup": lookup}).scalar()
+        found = _LOOKUP.scalar(conn, lookup)
         return None if found is None else str(found)
 
     def set_legal_hold(self, conn: Connection, customer_id: str, active: bool) -> None:
@@ -148,14 +155,17 @@ class PersonalData:
         out: list[StreamAppend] = []
         for append in appends:
             events = [e if isinstance(e, PendingEvent) else PendingEvent(e) for e in append.events]
-            if not any(personal_fields(type(e.payload)) for e in events):
+            for e in events:
+                if personal_fields(type(e.payload)):
+                    break
+            else:
                 out.append(append)
                 continue
             stored = [
                 PendingEvent(self._stored(conn, append.stream_id, e.payload), e.occurred_at)
                 for e in events
             ]
-            out.append(replace(append, events=stored))
+            out.append(StreamAppend(append.stream_id, stored, append.head, append.region))
         return out
 
     def _stored(self, conn: Connection, stream_id: str, payload: EventPayload) -> EventPayload:
@@ -173,24 +183,18 @@ class PersonalData:
         if not fields:
             return body
         customer_id = self._subject(conn, stream_id, type(payload), body)
-        key = self.ring.keys(conn, [customer_id])[customer_id]
+        key = self.ring.key(conn, customer_id)
         if key.state == "unreadable":
             raise PersonalDataUnavailable(
                 "personal_data_key_unreadable",
                 "this customer's data key cannot be read; restore it from a backup",
             )
-        clear = {f.path: v for f in fields if isinstance(v := get_path(body, f.path), str)}
-        nonces = os.urandom(12 * len(clear))
-        values: dict[Path, Any] = {}
-        for n, (path, value) in enumerate(clear.items()):
-            values[path] = (
-                ERASED if key.aead is None else key.seal(value, nonces[12 * n : 12 * n + 12])
-            )
+        sealed, phones = _sealed(body, fields, key)
         if payload.data_subject:
-            values[(payload.data_subject,)] = customer_id
-        if key.aead is not None:
-            self._index_phones(conn, customer_id, fields, clear)
-        return replace_paths(body, values)
+            sealed[payload.data_subject] = customer_id
+        for phone in phones:
+            self._index_phone(conn, customer_id, phone)
+        return sealed
 
     def _subject(
         self, conn: Connection, stream_id: str, cls: type[EventPayload], body: Mapping[str, Any]
@@ -217,27 +221,18 @@ class PersonalData:
         return cls, upcast(row.event_type, row.schema_version, orjson.loads(row.payload))
 
     def _identify(self, conn: Connection, cls: type[EventPayload], body: Mapping[str, Any]) -> str:
-        by_kind = {f.kind: get_path(body, f.path) for f in personal_fields(cls)}
-        name, phone = by_kind.get("name"), by_kind.get("phone")
+        paths = identity_paths(cls)
+        name, phone = (get_path(body, p) for p in paths) if paths else (None, None)
         if not isinstance(name, str) or not isinstance(phone, str) or is_sealed(phone):
             raise ValueError(f"{cls.event_type}: no clear name and phone to identify the customer")
         return self.customer_for(conn, name, phone)
 
-    def _index_phones(
-        self,
-        conn: Connection,
-        customer_id: str,
-        fields: Sequence[PersonalField],
-        clear: Mapping[Path, str],
-    ) -> None:
-        for f in fields:
-            if f.kind != "phone" or f.path not in clear:
-                continue
-            digest = self.phone_digest(conn, clear[f.path], create=True)
-            if (digest, customer_id) in self._phones:
-                continue
-            conn.execute(_NEW_PHONE, {"digest": digest, "customer_id": customer_id})
-            note_committed(conn.info, lambda d=digest: self._phones.put((d, customer_id), True))
+    def _index_phone(self, conn: Connection, customer_id: str, phone: str) -> None:
+        digest = self.phone_digest(conn, phone, create=True)
+        if (digest, customer_id) in self._phones:
+            return
+        _NEW_PHONE.execute(conn, digest, customer_id)
+        note_committed(conn.info, lambda: self._phones.put((digest, customer_id), True))
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -251,20 +246,17 @@ class PersonalData:
     def open_events(self, conn: Connection, events: Sequence[EventEnvelope]) -> list[EventEnvelope]:
         """The events with their personal fields in clear (a new envelope for each that had
         any; ``hash`` still covers the stored form)."""
-        located = [(e, _fields_of(e.event_type)) for e in events]
-        tokens = [get_path(e.payload, f.path) for e, fields in located for f in fields]
+        located = [(e, _tree_of(e.event_type)) for e in events]
+        tokens = [v for e, tree in located if tree for _, v in personal_values(e.payload, tree)]
         opened = self.open_tokens(conn, tokens) if tokens else {}
+        if not opened:
+            return list(events)
         out: list[EventEnvelope] = []
-        for event, fields in located:
-            values = {
-                f.path: opened[v]
-                for f in fields
-                if (v := get_path(event.payload, f.path)) in opened
-            }
-            if not values:
+        for event, tree in located:
+            if not tree:
                 out.append(event)
                 continue
-            payload = replace_paths(event.payload, values)
+            payload = map_personal(event.payload, tree, lambda _kind, v: opened.get(v, v))
             out.append(EventEnvelope.trusted({**event.__dict__, "payload": payload}))
         return out
 
@@ -288,16 +280,57 @@ class PersonalData:
 
     def _forget(self, customer_id: str) -> None:
         self.ring.forget(customer_id)
-        with self._phones.lock:
-            for k in [k for k in self._phones if k[1] == customer_id]:
-                del self._phones[k]
+        for k in [k for k in list(self._phones) if k[1] == customer_id]:
+            self._phones.pop(k, None)
+        for k in [k for k, v in list(self._lookups.items()) if v[0] == customer_id]:
+            self._lookups.pop(k, None)
 
 
-def _fields_of(event_type: str) -> tuple[PersonalField, ...]:
+def _sealed(
+    body: dict[str, Any], fields: Sequence[PersonalField], key: DataKey
+) -> tuple[dict[str, Any], list[str]]:
+    """``body`` with each personal text value sealed by ``key`` (``[erased]`` without one;
+    copy on write), and the clear phone numbers met (for their blind index). The hot path
+    of every append with personal data: one pass, one nonce draw."""
+    out = dict(body)
+    copies: dict[Path, dict[str, Any]] = {(): out}
+    nonces = os.urandom(12 * len(fields))
+    phones: list[str] = []
+    for n, f in enumerate(fields):
+        holder = _holder(out, copies, f.path[:-1])
+        value = holder.get(f.path[-1]) if holder is not None else None
+        if not isinstance(value, str):
+            continue
+        if key.aead is None:
+            holder[f.path[-1]] = ERASED  # type: ignore[index]
+            continue
+        holder[f.path[-1]] = key.seal(value, nonces[12 * n : 12 * n + 12])  # type: ignore[index]
+        if f.kind == "phone":
+            phones.append(value)
+    return out, phones
+
+
+def _holder(
+    out: dict[str, Any], copies: dict[Path, dict[str, Any]], path: Path
+) -> dict[str, Any] | None:
+    """The (copied) dict at ``path`` in ``out``; None when there is none."""
+    found = copies.get(path)
+    if found is not None:
+        return found
+    parent = _holder(out, copies, path[:-1])
+    child = parent.get(path[-1]) if parent is not None else None
+    if not isinstance(child, dict):
+        return None
+    assert parent is not None
+    copied = parent[path[-1]] = copies[path] = dict(child)
+    return copied
+
+
+def _tree_of(event_type: str) -> Tree:
     try:
-        return personal_fields(payload_class(event_type))
+        return personal_tree(payload_class(event_type))
     except UnknownEventType:
-        return ()
+        return {}
 
 
 def _open(keys: Mapping[str, DataKey], token: str) -> str:
