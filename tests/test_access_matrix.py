@@ -75,7 +75,7 @@ POLICY: dict[tuple[str, str], frozenset[str] | str] = {
     ("GET", "/customers/{customer_id}/data"): PRIVACY,
     ("POST", "/customers/{customer_id}/erasure"): PRIVACY,
     ("PUT", "/customers/{customer_id}/legal-hold"): PRIVACY,
-    ("GET", "/personal-data/reads"): frozenset({"privacy_officer", "auditor"}),
+    ("GET", "/personal-data/reads"): frozenset({"privacy_officer", "auditor", "admin"}),
     # shared routers
     ("GET", "/streams/events"): frozenset({"regional_center", "dispatcher", "auditor", "admin"}),
     ("GET", "/audit/export"): frozenset({"auditor", "regional_center", "admin"}),

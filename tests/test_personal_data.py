@@ -249,10 +249,14 @@ async def compliance_summary(platform: Platform) -> dict[str, Any]:
     from tests.support.lifecycle import project_feedback
 
     await project_feedback(platform)
+    figures: dict[str, Any] = {}
+    month = {"month": f"{platform.clock.now():%Y-%m}"}
     async with service_client("feedback", platform, role="auditor") as auditor:
-        response = await auditor.get("/compliance/summary")
-        assert response.status_code == 200, response.text
-        return dict(response.json())
+        for path in ("/compliance/summary", "/scorecards", "/compliance/tickets"):
+            response = await auditor.get(path, params=month if path == "/scorecards" else None)
+            assert response.status_code == 200, response.text
+            figures[path] = response.json()
+    return figures
 
 
 async def test_subject_access_returns_everything_and_the_read_log_every_unmasked_read(

@@ -48,7 +48,7 @@ Erase = Annotated[
 ]
 Hold = Erase
 may_read_customers = allow("privacy_officer", "admin", scope="customers:read")
-may_read_log = allow("privacy_officer", "auditor", scope="customers:read")
+may_read_log = allow("privacy_officer", "auditor", "admin", scope="customers:read")
 
 
 def erasure_response(outcome: Outcome[domain.CustomerState]) -> CommandResponse:

@@ -256,6 +256,11 @@ class ErasureView(BaseModel):
 
 
 class LegalHoldRequest(Body):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"active": True, "reason": "court order 2026-117"}]},
+    )
+
     active: bool = Field(description="true places the hold, false releases it.")
     reason: ShortText
 
@@ -267,6 +272,11 @@ class LegalHoldView(BaseModel):
 
 
 class CustomerLookup(Body):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"customer": {"name": "Li Wei", "phone": "13812345678"}}]},
+    )
+
     customer: Customer
 
 

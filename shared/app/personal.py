@@ -4,6 +4,7 @@ start-up check that the key is this database's (docs/personal-data.md)."""
 from __future__ import annotations
 
 import importlib
+import os
 import secrets
 import threading
 from pathlib import Path
@@ -46,11 +47,24 @@ def load_master_key(settings: Settings) -> MasterKey:
         return LocalMasterKey(_from_hex(path.read_text(), str(path)), "file")
     path = Path(settings.data_dir) / MASTER_KEY_FILE
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600, exist_ok=True)
-        if not path.read_text().strip():
-            path.write_text(secrets.token_hex(32) + "\n")
+        _create_key_file(path)
     return LocalMasterKey(_from_hex(path.read_text(), str(path)), "data-dir")
+
+
+def _create_key_file(path: Path) -> None:
+    """Write a new key atomically: processes starting together on one data directory all
+    end up with the first one's key (never a half-written file, never two keys)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(secrets.token_hex(32) + "\n")
+    try:
+        os.link(draft, path)  # fails if another process got there first: theirs stands
+    except FileExistsError:
+        pass
+    finally:
+        draft.unlink()
 
 
 class LazyMasterKey:

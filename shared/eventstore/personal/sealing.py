@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from functools import cache
 from typing import Any, cast
 
 import orjson
@@ -247,6 +248,10 @@ class PersonalData:
         """The events with their personal fields in clear (a new envelope for each that had
         any; ``hash`` still covers the stored form)."""
         located = [(e, _tree_of(e.event_type)) for e in events]
+        for event in events:  # later appends to these streams seal for their customer
+            field = _subject_field(event.event_type)
+            if field is not None and (customer_id := event.payload.get(field)):
+                self._streams.put(event.stream_id, customer_id)
         tokens = [v for e, tree in located if tree for _, v in personal_values(e.payload, tree)]
         opened = self.open_tokens(conn, tokens) if tokens else {}
         if not opened:
@@ -324,6 +329,14 @@ def _holder(
     assert parent is not None
     copied = parent[path[-1]] = copies[path] = dict(child)
     return copied
+
+
+@cache
+def _subject_field(event_type: str) -> str | None:
+    try:
+        return payload_class(event_type).data_subject
+    except UnknownEventType:
+        return None
 
 
 def _tree_of(event_type: str) -> Tree:
