@@ -247,9 +247,10 @@ class KeyRing:
     def keys(self, conn: Connection, customer_ids: Iterable[str]) -> dict[str, DataKey]:
         """The data keys of these customers, missing ones loaded with one query (per 500).
 
-        Cached at once, even from a transaction that may still roll back: a key row exists
-        only once its customer is found by ``PersonalData.customer_for``, which asks the
-        database every time, so a key cached from a rolled-back creation is never used."""
+        Cached at once, even from a transaction that may still roll back: a customer id is
+        only ever handed out by ``PersonalData.customer_for`` from the database or from a
+        memo filled once the creating transaction committed, so a key cached from a
+        rolled-back creation belongs to an id nothing will use."""
         found: dict[str, DataKey] = {}
         missing: list[str] = []
         for customer_id in set(customer_ids):
@@ -282,7 +283,7 @@ class KeyRing:
                 raise InvalidTag
             raw = bytes(wrapped)
             plain = kek.decrypt(raw[:_NONCE], raw[_NONCE:], customer_id.encode())
-        except InvalidTag:
+        except (InvalidTag, ValueError):
             PERSONAL_DATA_UNREADABLE.labels(what="key").inc()
             log.error("personal data: the data key of customer %s is unreadable", customer_id)
             return DataKey(customer_id, "unreadable")
