@@ -243,3 +243,20 @@ async def test_a_bare_store_keeps_clear_values_that_open_as_they_are(
     opened = await platform.db.read(lambda c: platform.store.open(c, [legacy, sealed]))
     assert opened[0].payload["customer"]["name"] == "Li Wei"
     assert opened[1].payload["customer"]["phone"] == "13900002222"
+
+
+def test_the_published_schemas_admit_the_sealed_form() -> None:
+    """Kafka carries the stored form: the contract says which fields are sealed and how."""
+    import re
+
+    from shared.app.contract import SEALED_DEF, event_schemas
+
+    schema = event_schemas()["TicketReceived.v2.schema.json"]
+    assert schema["x-personal-fields"] == [f.dotted for f in personal_fields(TicketReceived)]
+    phone = schema["$defs"]["Customer"]["properties"]["phone"]
+    assert phone["x-personal"] == "phone"
+    assert {"$ref": "#/$defs/SealedPersonalData"} in phone["anyOf"]
+    token = "pd1.01a2178a-879a-7135-a780-186d2cf0f0fd." + "A" * 40
+    assert re.fullmatch(SEALED_DEF["pattern"], token)
+    assert re.fullmatch(SEALED_DEF["pattern"], "[erased]")
+    assert not re.fullmatch(SEALED_DEF["pattern"], "13812345678")
