@@ -19,6 +19,10 @@ drifts much less. Sections:
   fsync and synchronous_commit off), beside bare asyncpg inserts on that cluster.
 - ``list`` — ``GET /tickets`` p50 per filter at N rows beside 10k rows (bench/list_latency.py).
 
+In ``sqlite`` and ``postgres``, the personal-data cipher's cost (bench/personal_data.py):
+a ``TicketReceived`` append and a ``ticket_state`` rebuild with the cipher beside the same
+work without it (target: at most 15 %).
+
 To plug in a new Ticketline figure, write a coroutine returning a ``bench.measure.Result``
 (``timed()`` or your own latencies) and put it beside its limit with
 ``Section.compare(figure, ticketline_result, limit_result, unit=…, metric=…)``.
@@ -48,6 +52,7 @@ from bench.limits import (
 from bench.list_latency import SMALL_ROWS, measure_list_latency
 from bench.loadgen import json_post, run_load
 from bench.measure import Result, combine
+from bench.personal_data import append_cost, cost_note, replay_cost
 from bench.processes import ServerProcess, start_bare_endpoint, start_ticketline_run
 from bench.report import Report, Section
 from shared.app.config import Settings
@@ -244,6 +249,36 @@ async def around(
     return result, combine([before, after])
 
 
+async def bench_cipher(
+    name: str,
+    section: Section,
+    platform: Platform,
+    args: argparse.Namespace,
+    make_url: Callable[[str], Awaitable[str]],
+) -> None:
+    """The personal-data cipher beside the same work without it (bench/personal_data.py)."""
+    figures = (
+        ("returning", "TicketReceived append, sealed (returning customer)"),
+        ("new", "TicketReceived append, sealed (a new customer each)"),
+        ("lifecycle", "ticket's events append, sealed (1 in 10 personal)"),
+    )
+    for kind, figure in figures:
+        progress(f"{name}: {figure} vs clear")
+        sealed, clear = await append_cost(platform, args.appends, kind=kind)
+        section.compare(figure, sealed, clear, unit="events/s", note=cost_note(sealed, clear))
+        section.compare("  latency per transaction", sealed, clear, metric="p50")
+    progress(f"{name}: ticket_state rebuild, sealed vs clear")
+    data_dir = platform.settings.data_dir
+    sealed, clear = await replay_cost(make_url, data_dir, max(20_000, args.events // 2))
+    section.compare(
+        "ticket_state rebuild, sealed events",
+        sealed,
+        clear,
+        unit="events/s",
+        note=cost_note(sealed, clear),
+    )
+
+
 async def bench_ledger(
     name: str,
     section: Section,
@@ -318,7 +353,11 @@ async def bench_sqlite(report: Report, tmp: Path, args: argparse.Namespace, brok
     url = f"sqlite+aiosqlite:///{directory}/bench.db"
     limit_db = directory / "limit.db"
     upgrade(url)
-    platform = Platform.from_settings(Settings(database_url=url))
+    platform = Platform.from_settings(Settings(database_url=url, data_dir=directory))
+
+    async def sqlite_url(name: str) -> str:
+        return f"sqlite+aiosqlite:///{directory}/{name}.db"
+
     try:
         await bench_ledger(
             "SQLite",
@@ -331,6 +370,7 @@ async def bench_sqlite(report: Report, tmp: Path, args: argparse.Namespace, brok
             lambda n: sqlite_insert_per_transaction(limit_db, n, concurrency=8),
             "sqlite3 INSERT per BEGIN IMMEDIATE…COMMIT via one writer thread",
         )
+        await bench_cipher("SQLite", section, platform, args, sqlite_url)
     finally:
         await platform.close()
     await bench_sqlite_full(report, directory, args)
@@ -386,7 +426,7 @@ async def bench_sqlite_full(report: Report, directory: Path, args: argparse.Name
         await platform.close()
 
 
-async def bench_postgres(report: Report, args: argparse.Namespace, broker: Any) -> None:
+async def bench_postgres(report: Report, tmp: Path, args: argparse.Namespace, broker: Any) -> None:
     section = report.section("PostgreSQL (throwaway cluster: fsync=off, synchronous_commit=off)")
     progress("PostgreSQL: starting a cluster")
     cluster = PostgresCluster()
@@ -396,7 +436,12 @@ async def bench_postgres(report: Report, args: argparse.Namespace, broker: Any) 
         url = cluster.url("bench")
         report.machine.postgresql = await postgres_server_version(url)
         upgrade(url)
-        platform = Platform.from_settings(Settings(database_url=url))
+        platform = Platform.from_settings(Settings(database_url=url, data_dir=tmp))
+
+        async def postgres_url(name: str) -> str:
+            cluster.psql(f"CREATE DATABASE {name}")
+            return cluster.url(name)
+
         try:
             await bench_ledger(
                 "PostgreSQL",
@@ -409,6 +454,7 @@ async def bench_postgres(report: Report, args: argparse.Namespace, broker: Any) 
                 lambda n: asyncpg_insert_per_transaction(url, n, concurrency=8),
                 "asyncpg prepared INSERT per conn.transaction()",
             )
+            await bench_cipher("PostgreSQL", section, platform, args, postgres_url)
         finally:
             await platform.close()
     finally:
@@ -582,7 +628,7 @@ async def main(args: argparse.Namespace) -> Report:
                 await run_section(report, "HTTP", lambda: bench_http(report, tmp, args))
             if "postgres" in args.sections:
                 await run_section(
-                    report, "PostgreSQL", lambda: bench_postgres(report, args, broker)
+                    report, "PostgreSQL", lambda: bench_postgres(report, tmp, args, broker)
                 )
             if "list" in args.sections:
                 await run_section(report, "GET /tickets", lambda: bench_list(report, tmp, args))

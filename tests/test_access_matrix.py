@@ -7,6 +7,7 @@ new endpoint declares who may call it.
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,6 +35,7 @@ ROLES = (
     "regional_center",
     "auditor",
     "admin",
+    "privacy_officer",
 )
 OPEN = "open"  # no credentials needed
 READERS = frozenset(
@@ -53,6 +55,8 @@ ADMIN = frozenset({"admin"})
 SUPERVISORS = frozenset({"dispatcher", "regional_center", "auditor", "admin"})
 FIELD = frozenset({"technician", "dispatcher", "admin"})
 PARTS_READERS = SUPERVISORS | {"parts_clerk", "technician"}
+# Customers' personal-data requests (docs/personal-data.md).
+PRIVACY = frozenset({"privacy_officer", "admin"})
 
 # (method, path) → the roles allowed (or OPEN). Add a row for every new route.
 POLICY: dict[tuple[str, str], frozenset[str] | str] = {
@@ -67,6 +71,11 @@ POLICY: dict[tuple[str, str], frozenset[str] | str] = {
     ("GET", "/tickets/{ticket_id}"): READERS,
     ("GET", "/tickets"): READERS,
     ("GET", "/tickets/{ticket_id}/history"): READERS,
+    ("POST", "/customers/lookup"): PRIVACY,
+    ("GET", "/customers/{customer_id}/data"): PRIVACY,
+    ("POST", "/customers/{customer_id}/erasure"): PRIVACY,
+    ("PUT", "/customers/{customer_id}/legal-hold"): PRIVACY,
+    ("GET", "/personal-data/reads"): frozenset({"privacy_officer", "auditor", "admin"}),
     # shared routers
     ("GET", "/streams/events"): frozenset({"regional_center", "dispatcher", "auditor", "admin"}),
     ("GET", "/audit/export"): frozenset({"auditor", "regional_center", "admin"}),
@@ -307,9 +316,11 @@ async def test_regional_stream_carries_only_its_region(platform: Platform) -> No
                 headers=headers_for("regional_center", region="east"),
             )
     assert [e["stream_id"] for e in seen] == [east, second_east]
-    # Personal data is masked for a regional center.
-    assert seen[0]["payload"]["customer"]["phone"] == "138****5678"
-    assert seen[0]["payload"]["address"]["line"] == "***"
+    # Events carry personal data sealed (docs/personal-data.md): never the clear values.
+    text = json.dumps(seen)
+    assert RECEIVE_EXAMPLE["customer"]["phone"] not in text
+    assert RECEIVE_EXAMPLE["address"]["line"] not in text
+    assert seen[0]["payload"]["customer"]["phone"].startswith("pd1.")
 
 
 async def test_technician_sees_only_own_assignments(platform: Platform) -> None:
@@ -454,8 +465,8 @@ async def test_roles_that_see_the_phone_masked_may_not_search_by_it(
     tid = await open_in(platform, "east")
     phone = RECEIVE_EXAMPLE["customer"]["phone"]
     for role in ROLES:
-        if role == "parts_clerk":
-            continue  # reads no tickets at all (the matrix)
+        if role in ("parts_clerk", "privacy_officer"):
+            continue  # read no tickets at all (the matrix)
         async with service_client("intake", platform, role=role, region="east") as client:
             response = await client.get("/tickets", params={"phone": phone})
         if role in {"call_center_agent", "regional_center", "auditor"}:

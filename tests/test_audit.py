@@ -112,7 +112,7 @@ async def test_export_round_trips_and_detects_tampering(
         )
 
     assert (await check(data, summary)).ok
-    tampered = data.replace(b"drum does not spin", b"drum spins fine")
+    tampered = data.replace(b"WM-700", b"WM-701")
     found = await check(tampered, summary)
     assert not found.ok and any("sha256" in p for p in found.problems)
     found = await check(data, {**summary, "events": 99})

@@ -207,6 +207,14 @@ MALFORMED_FILTERS: dict[tuple[str, str], dict[str, str]] = {
         "recorded_to": "later",
         "format": "xml",
     },
+    ("intake", "/personal-data/reads"): {
+        "customer_id": "someone",
+        "actor_subject": "",
+        "since": "last week",
+        "until": "2026-11-20T10:00:00",
+        "after": "-1",
+        "limit": "0",
+    },
     ("dispatch", "/service-points"): {"region": "e st", "level": "top"},
     ("dispatch", "/technicians"): {
         "region": "e st",

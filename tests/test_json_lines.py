@@ -23,11 +23,12 @@ from tests.support.servers import serve_app
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"])
 
 SEPARATORS = "\u2028\u2029\x85"
-SYMPTOM = "drum\u2028does not\u2029spin\x85error E21"
+# In a field stored in clear (personal fields travel sealed: docs/personal-data.md).
+TEXT = "Hang\u2028zhou\u2029West\x85Lake district"
 
 
 async def open_tickets(platform: Platform, count: int = 2) -> list[str]:
-    body = {**RECEIVE_EXAMPLE, "problem": {**RECEIVE_EXAMPLE["problem"], "symptom": SYMPTOM}}
+    body = {**RECEIVE_EXAMPLE, "address": {**RECEIVE_EXAMPLE["address"], "city": TEXT}}
     ids = []
     async with service_client("intake", platform) as agent:
         for n in range(count):
@@ -53,16 +54,14 @@ async def test_audit_export_lines_are_events_and_the_summary_verifies(
     assert no_raw_separator(text)
     lines = text.splitlines()  # the Unicode way: splits on U+2028 too
     assert len(lines) == 2
-    assert [json.loads(line)["payload"]["problem"]["symptom"] for line in lines] == [SYMPTOM] * 2
+    assert [json.loads(line)["payload"]["address"]["city"] for line in lines] == [TEXT] * 2
     summary = json.loads(response.headers["x-export-summary"])
     key = signing_key(platform.settings)
     check = await platform.db.read(
         lambda c: verify_export(response.content, summary, key, c, platform.store)
     )
     assert check.ok, check.problems
-    assert [e.payload["problem"]["symptom"] for e in parse(response.content, "jsonl")] == [
-        SYMPTOM
-    ] * 2
+    assert [e.payload["address"]["city"] for e in parse(response.content, "jsonl")] == [TEXT] * 2
 
 
 async def test_sse_data_lines_and_the_subscriber_output_keep_one_event_per_line(
@@ -110,10 +109,10 @@ async def test_sse_data_lines_and_the_subscriber_output_keep_one_event_per_line(
             stdout=asyncio.subprocess.PIPE,
         )
         out, _ = await asyncio.wait_for(process.communicate(), 60)
-    assert [e["payload"]["problem"]["symptom"] for e in seen] == [SYMPTOM] * 2
+    assert [e["payload"]["address"]["city"] for e in seen] == [TEXT] * 2
     assert process.returncode == 0
     printed = out.decode()
     assert no_raw_separator(printed)
     lines = printed.splitlines()
     assert len(lines) == 2
-    assert [json.loads(line)["payload"]["problem"]["symptom"] for line in lines] == [SYMPTOM] * 2
+    assert [json.loads(line)["payload"]["address"]["city"] for line in lines] == [TEXT] * 2

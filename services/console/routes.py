@@ -31,9 +31,9 @@ from services.feedback.compliance import ITEMS
 from services.feedback.read_models import band, summarise
 from shared.app.platform import Platform
 from shared.http.app import get_platform
-from shared.http.auth.personal_data import mask_address_line, mask_payload, mask_phone
 from shared.http.auth.tokens import InvalidCredentials
 from shared.http.context import Principal, require_region
+from shared.http.disclosure import Disclosure, open_rows
 from shared.kernel.errors import NotFound
 
 router = APIRouter(include_in_schema=False)
@@ -163,10 +163,13 @@ def card(row: Any, now: datetime, locale: str) -> Card:
     return Card(row, due, fmt_left(left, locale), risk)
 
 
-def masked(principal: Principal, phone: str | None, line: str | None) -> tuple[str, str]:
-    if principal.sees_personal_data:
-        return phone or "", line or ""
-    return mask_phone(phone or ""), mask_address_line(line) or ""
+def _personal(row: Any) -> dict[str, Any]:
+    """The ticket row's personal columns (sealed, as stored), to open."""
+    m = row._mapping
+    return {
+        k: m[k]
+        for k in ("ticket_id", "customer_id", "customer_name", "customer_phone", "address_line")
+    }
 
 
 # --- sign-in, sign-out, language --------------------------------------------------------
@@ -359,6 +362,29 @@ async def board_columns(
 # --- one ticket -------------------------------------------------------------------------
 
 
+def ticket_timeline(
+    events: list[Any], opened: list[Any], disclosure: Disclosure, customer_id: str | None
+) -> tuple[list[dict[str, Any]], bool]:
+    """The ticket's events with hash-chain status (on the stored form) and payloads as the
+    viewer may see them (opened, masked by role)."""
+    timeline = []
+    previous = queries.GENESIS_HASH
+    chain_valid = True
+    for e, clear in zip(events, opened, strict=True):
+        ok = e.computed_hash() == e.hash and e.prev_hash == previous
+        chain_valid = chain_valid and ok
+        previous = e.hash
+        payload = disclosure.payload(clear, customer_id, e.stream_id)
+        timeline.append(
+            {
+                "event": e,
+                "hash_ok": ok,
+                "payload": json.dumps(payload, ensure_ascii=False, indent=1, sort_keys=True),
+            }
+        )
+    return timeline, chain_valid
+
+
 @router.get("/tickets/{ticket_id}", response_class=HTMLResponse)
 async def ticket_page(
     request: Request,
@@ -374,32 +400,22 @@ async def ticket_page(
     # Another region's ticket (or, for a technician, another's) does not exist here.
     require_region(principal, row.region, "ticket", ticket_id, assignee=row.technician_id)
 
-    def read(conn: Any) -> tuple[Any, Any, Any]:
+    def read(conn: Any) -> tuple[Any, Any, Any, Any, Any]:
+        events = queries.ticket_events(conn, ticket_id)
         return (
-            queries.ticket_events(conn, ticket_id),
+            events,
+            platform.store.open(conn, events),
+            open_rows(conn, platform, [_personal(row)])[0],
             queries.ticket_compliance(conn, ticket_id),
             queries.ticket_flag_row(conn, ticket_id),
         )
 
-    events, compliance, flags = await queries.read(platform, read)
-    timeline = []
-    previous = queries.GENESIS_HASH
-    chain_valid = True
-    show_personal = principal.sees_personal_data
-    for e in events:
-        ok = e.computed_hash() == e.hash and e.prev_hash == previous
-        chain_valid = chain_valid and ok
-        previous = e.hash
-        payload = e.payload if show_personal else mask_payload(e.payload)
-        timeline.append(
-            {
-                "event": e,
-                "hash_ok": ok,
-                "payload": json.dumps(payload, ensure_ascii=False, indent=1, sort_keys=True),
-            }
-        )
+    events, opened, personal, compliance, flags = await queries.read(platform, read)
+    disclosure = Disclosure(request, principal)
+    personal = disclosure.row(personal)
+    timeline, chain_valid = ticket_timeline(events, opened, disclosure, personal["customer_id"])
+    disclosure.record()
     checklist = json.loads(compliance.checklist) if compliance is not None else None
-    phone, line = masked(principal, row.customer_phone, row.address_line)
     locale = locale_of(request)
     return render(
         request,
@@ -407,8 +423,9 @@ async def ticket_page(
         viewer=principal,
         ticket=row,
         card=card(row, platform.clock.now(), locale),
-        phone=phone,
-        address_line=line,
+        customer_name=personal["customer_name"],
+        phone=personal["customer_phone"],
+        address_line=personal["address_line"],
         timeline=timeline,
         chain_valid=chain_valid,
         compliance=compliance,

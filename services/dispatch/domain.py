@@ -490,11 +490,17 @@ def suggest(
     return sorted(out, key=lambda c: (c.open_assignments, c.appointment_start, c.technician.id))
 
 
+def _matching_prefix(point: ServicePointInfo, facts: TicketFacts) -> str:
+    code = normalise_postcode(facts.postcode or "")
+    return next((p for p in point.postcodes if code.startswith(normalise_postcode(p))), "")
+
+
 def suggestion_reason(facts: TicketFacts, ranked: Sequence[Candidate]) -> str:
     best = ranked[0]
     coverage = f"covers region {facts.region}"
     if facts.postcode and best.service_point.postcodes:
-        coverage += f" (postcode {facts.postcode})"
+        # The point's prefix, not the customer's postcode: a reason is stored in clear.
+        coverage += f" (postcode prefix {_matching_prefix(best.service_point, facts)})"
     skill = f"skill {facts.product_line}" if facts.product_line else "no product line to match"
     return (
         f"suggested: {best.technician.id} at {best.service_point.id} — {coverage}; {skill}; "
@@ -582,7 +588,7 @@ def choose_named(facts: TicketFacts, command: DispatchTicket) -> Assignment:
             )
     notes = [f"named by the dispatcher: {technician.id} at {point.id}"]
     if not covers(point, facts):
-        notes.append(f"{point.id} does not list postcode {facts.postcode}")
+        notes.append(f"{point.id} does not list the ticket's postcode")
     if not has_skill(technician, facts):
         notes.append(f"override: no {facts.product_line} skill on record")
     if not works_during(technician, *window):

@@ -206,6 +206,7 @@ def _work_list_query() -> Any:
         t.urgency,
         t.product_model,
         t.product_line,
+        t.customer_id,
         t.address_line,
         t.service_point_id,
         t.technician_id,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from services.dispatch import commands, domain, read_models
@@ -35,9 +35,9 @@ from services.dispatch.schemas import (
 from shared.app.executor import Handling, Invocation, Outcome
 from shared.app.platform import Platform
 from shared.http.app import get_platform
-from shared.http.auth.personal_data import mask_address_line
 from shared.http.commands import CommandCall, command_call
 from shared.http.context import Principal, allow
+from shared.http.disclosure import Disclosure, open_rows
 from shared.http.headers import etag
 from shared.http.idempotency import CommandResponse
 from shared.http.params import NetworkIdFilter, ProductLineFilter, RegionFilter
@@ -47,6 +47,7 @@ from shared.kernel.events.envelope import CommandContext
 from shared.kernel.events.network import NetworkId, NetworkLevel
 from shared.kernel.events.registry import typed_payload
 from shared.kernel.events.tickets import TicketDispatched
+from shared.kernel.personal import Kind
 from shared.kernel.reach import Scope
 from shared.kernel.ticket import TICKETS, TicketState
 
@@ -291,16 +292,25 @@ async def get_technician(
     return TechnicianView(**dict(row._mapping))
 
 
-def assignment_item(row: Any, principal: Principal) -> AssignmentItem:
-    """One line of a work list; the street address masked for roles that see it masked
-    (docs/personal-data.md)."""
-    data = dict(row._mapping)
-    if not principal.sees_personal_data:
-        data["address_line"] = mask_address_line(data["address_line"])
+# The work lists' personal column: the street, masked for roles without personal data.
+WORK_LIST_COLUMNS: dict[str, Kind] = {"address_line": "hidden"}
+
+
+def assignment_item(row: dict[str, Any], disclosure: Disclosure) -> AssignmentItem:
+    """One line of a work list (opened), as the caller may see it (docs/personal-data.md)."""
+    data = disclosure.row(row, WORK_LIST_COLUMNS)
+    data.pop("customer_id", None)
     breached = [
         name for name in ("response", "resolution") if data.pop(f"{name}_breached_at") is not None
     ]
     return AssignmentItem(**data, reopened=data["reopen_count"] > 0, sla_breached=breached)
+
+
+def work_list(request: Request, principal: Principal, rows: list[dict[str, Any]]) -> AssignmentList:
+    disclosure = Disclosure(request, principal)
+    items = [assignment_item(r, disclosure) for r in rows]
+    disclosure.record()
+    return AssignmentList(items=items)
 
 
 @network_router.get(
@@ -314,12 +324,17 @@ def assignment_item(row: Any, principal: Principal) -> AssignmentItem:
 )
 async def technician_assignments(
     technician_id: NetworkId,
+    request: Request,
     principal: Principal = Depends(may_read_own),
     platform: Platform = Depends(get_platform),
 ) -> AssignmentList:
     await visible_technician(platform, principal, technician_id)
-    rows = await platform.db.read(lambda c: read_models.technician_assignments(c, technician_id))
-    return AssignmentList(items=[assignment_item(r, principal) for r in rows])
+    rows = await platform.db.read(
+        lambda c: open_rows(
+            c, platform, read_models.technician_assignments(c, technician_id), WORK_LIST_COLUMNS
+        )
+    )
+    return work_list(request, principal, rows)
 
 
 # --- tickets -----------------------------------------------------------------------------
@@ -332,6 +347,7 @@ async def technician_assignments(
     description="The street address is masked for roles without access to personal data.",
 )
 async def dispatch_queue(
+    request: Request,
     region: RegionFilter | None = None,
     limit: int = Query(default=100, ge=1, le=500),
     principal: Principal = Depends(may_read),
@@ -340,8 +356,12 @@ async def dispatch_queue(
     if outside_reach(principal, region):
         return AssignmentList(items=[])
     where = list_region(principal, region)
-    rows = await platform.db.read(lambda c: read_models.dispatch_queue(c, where, limit))
-    return AssignmentList(items=[assignment_item(r, principal) for r in rows])
+    rows = await platform.db.read(
+        lambda c: open_rows(
+            c, platform, read_models.dispatch_queue(c, where, limit), WORK_LIST_COLUMNS
+        )
+    )
+    return work_list(request, principal, rows)
 
 
 def candidate_views(candidates: tuple[domain.Candidate, ...]) -> list[CandidateView]:

@@ -66,11 +66,6 @@ class FileComplaint:
     public: bool = False
 
 
-def clip(text: str, limit: int = 4000) -> str:
-    """Event texts have a length limit; a quoted complaint must not break it."""
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def is_satisfactory(score: int, problem_solved: bool, *, dissatisfied_below: int) -> bool:
     return problem_solved and score >= dissatisfied_below
 
@@ -125,12 +120,14 @@ def decide_complaint(command: FileComplaint, state: TicketState) -> list[EventPa
     assert state.region is not None
     return [
         complaint,
-        TicketReopened(reason=clip(f"complaint: {command.complaint}"), source="complaint"),
+        # The reasons point at the complaint instead of quoting it: the customer's words
+        # are personal data, kept once, sealed, in ComplaintFiled (docs/personal-data.md).
+        TicketReopened(reason="complaint against the closed ticket", source="complaint"),
         TicketEscalated(
             level=ESCALATION_LEVEL,
             cause=EscalationCause.complaint,
             region=state.region,
-            reason=clip(f"complaint against a closed ticket: {command.complaint}"),
+            reason="complaint against a closed ticket",
         ),
     ]
 

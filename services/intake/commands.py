@@ -10,11 +10,15 @@ from typing import Any
 from sqlalchemy import Connection, bindparam
 from sqlalchemy.dialects import postgresql, sqlite
 
-from services.intake import domain
+from services.intake import domain, read_models
 from services.intake.read_models import find_open_duplicate
 from services.intake.tables import ticket_number_counters
 from shared.app.executor import Handling, Outcome
+from shared.eventstore.personal import PersonalData
+from shared.kernel.errors import NotFound
+from shared.kernel.events.customers import customer_stream_id
 from shared.kernel.ids import uuid7
+from shared.kernel.lifecycle import TicketStatus
 from shared.kernel.ticket import TICKETS, TicketState
 from shared.readmodels.sla import TermsReader
 
@@ -41,6 +45,12 @@ def terms_reader(conn: Connection, h: Handling) -> TermsReader:
     return TermsReader(conn, h.executor.store, sla.builtin_policy(), sla.horizon)
 
 
+def phone_digest(conn: Connection, h: Handling, phone: str) -> str | None:
+    """The blind index duplicates are found by (no clear number is stored anywhere)."""
+    personal = h.executor.store.personal
+    return personal.phone_digest(conn, phone) if personal is not None else None
+
+
 def receive(conn: Connection, h: Handling, request: domain.NewTicket) -> Outcome[TicketState]:
     settings, now = h.settings, h.now()
     command = domain.ReceiveTicket(
@@ -50,7 +60,10 @@ def receive(conn: Connection, h: Handling, request: domain.NewTicket) -> Outcome
         response_hours=settings.sla.response_hours(request.urgency.value),
         warranty_months=settings.warranty_months(request.product.model),
         possible_duplicate_of=find_open_duplicate(
-            conn, request.customer.phone, request.product.serial_number, request.product.model
+            conn,
+            phone_digest(conn, h, request.customer.phone),
+            request.product.serial_number,
+            request.product.model,
         ),
         sla=terms_reader(conn, h).current(settings.sla.policy_id),
     )
@@ -71,3 +84,55 @@ def correct_contact(
     conn: Connection, h: Handling, ticket_id: str, command: domain.CorrectContactDetails
 ) -> Outcome[TicketState]:
     return h.execute(conn, TICKETS, ticket_id, command, domain.decide_correct_contact)
+
+
+# --- customers (data subjects) ------------------------------------------------------------
+
+
+def _known_customer(conn: Connection, customer_id: str) -> None:
+    if read_models.customer_key_row(conn, customer_id) is None:
+        raise NotFound("customer_not_found", f"no customer {customer_id}")
+
+
+def erase_customer(
+    conn: Connection,
+    h: Handling,
+    customer_id: str,
+    request_id: str,
+    legal_basis: str,
+    *,
+    source: str = "request",
+) -> Outcome[domain.CustomerState]:
+    """Record ``CustomerDataErased`` and destroy the customer's data key, in one unit of
+    work; erasing again records nothing (the outcome's state holds the first erasure)."""
+    _known_customer(conn, customer_id)
+    tickets = read_models.customer_tickets(conn, customer_id)
+    command = domain.EraseCustomer(
+        request_id,
+        legal_basis,
+        tickets=tuple(t.ticket_id for t in tickets),
+        open_tickets=tuple(t.ticket_id for t in tickets if t.status != TicketStatus.closed),
+        source=source,
+    )
+    stream = customer_stream_id(customer_id)
+    outcome = h.execute(conn, domain.CUSTOMERS, stream, command, domain.decide_erase)
+    if outcome.events:
+        _personal(h).erase(conn, customer_id, h.now())
+    return outcome
+
+
+def set_legal_hold(
+    conn: Connection, h: Handling, customer_id: str, command: domain.SetLegalHold
+) -> Outcome[domain.CustomerState]:
+    _known_customer(conn, customer_id)
+    stream = customer_stream_id(customer_id)
+    outcome = h.execute(conn, domain.CUSTOMERS, stream, command, domain.decide_legal_hold)
+    if outcome.events:
+        _personal(h).set_legal_hold(conn, customer_id, command.active)
+    return outcome
+
+
+def _personal(h: Handling) -> PersonalData:
+    personal = h.executor.store.personal
+    assert personal is not None, "the platform's store holds the personal-data keys"
+    return personal

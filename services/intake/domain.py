@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 
+from shared.kernel.decider import Decider
 from shared.kernel.errors import InvalidCommand, RuleViolation
+from shared.kernel.events.customers import CustomerDataErased, LegalHoldPlaced, LegalHoldReleased
 from shared.kernel.events.envelope import EventPayload, PendingEvent
 from shared.kernel.events.tickets import (
     Address,
@@ -227,3 +229,86 @@ def decide_correct_contact(
             customer=command.customer, address=command.address, reason=command.reason
         )
     ]
+
+
+# --- the customer (data subject): erasure and legal holds ---------------------------------
+
+
+@dataclass(frozen=True)
+class CustomerState:
+    customer_id: str
+    version: int = 0
+    legal_hold: bool = False
+    erased: CustomerDataErased | None = None
+    erased_at: datetime | None = None
+
+
+def evolve_customer(
+    state: CustomerState, payload: EventPayload, occurred_at: datetime | None = None
+) -> CustomerState:
+    s = replace(state, version=state.version + 1)
+    match payload:
+        case CustomerDataErased():
+            return replace(s, erased=payload, erased_at=occurred_at, legal_hold=False)
+        case LegalHoldPlaced():
+            return replace(s, legal_hold=True)
+        case LegalHoldReleased():
+            return replace(s, legal_hold=False)
+    return s
+
+
+CUSTOMERS: Decider[CustomerState] = Decider(
+    stream_type="customer",
+    initial_state=lambda stream_id: CustomerState(stream_id.removeprefix("customer-")),
+    evolve=evolve_customer,
+)
+
+
+@dataclass(frozen=True)
+class EraseCustomer:
+    """An erasure request with the facts gathered: the customer's tickets and which of
+    them are still open (their data is still needed to finish the repair)."""
+
+    request_id: str
+    legal_basis: str
+    tickets: tuple[str, ...]
+    open_tickets: tuple[str, ...] = ()
+    source: str = "request"
+
+
+@dataclass(frozen=True)
+class SetLegalHold:
+    active: bool
+    reason: str
+
+
+def decide_erase(command: EraseCustomer, state: CustomerState) -> list[EventPayload]:
+    """Once: erasing an erased customer records nothing (the first answer is replayed)."""
+    if state.erased is not None:
+        return []
+    if state.legal_hold:
+        raise RuleViolation("legal_hold", "the customer is under legal hold; release it first")
+    if command.open_tickets:
+        raise RuleViolation(
+            "customer_has_open_tickets",
+            "the customer's data is still needed for open tickets: "
+            + ", ".join(command.open_tickets),
+        )
+    return [
+        CustomerDataErased(
+            customer_id=state.customer_id,
+            request_id=command.request_id,
+            legal_basis=command.legal_basis,
+            source=command.source,
+            tickets=list(command.tickets),
+        )
+    ]
+
+
+def decide_legal_hold(command: SetLegalHold, state: CustomerState) -> list[EventPayload]:
+    if state.erased is not None:
+        raise RuleViolation("customer_erased", "the customer's data is already erased")
+    if command.active == state.legal_hold:
+        return []
+    cls = LegalHoldPlaced if command.active else LegalHoldReleased
+    return [cls(customer_id=state.customer_id, reason=command.reason)]

@@ -8,11 +8,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, or_, select
+from sqlalchemy import Connection, and_, bindparam, case, false, func, or_, select, true
 
 from shared.app.config import SlaSettings
+from shared.app.read_log import read_log
 from shared.eventstore.ledger import EventStore
+from shared.eventstore.personal.tables import personal_data_keys, personal_data_phones
 from shared.kernel.errors import InvalidCommand
+from shared.kernel.events.customers import customer_stream_id
+from shared.kernel.events.envelope import EventEnvelope
+from shared.kernel.lifecycle import TicketStatus
 from shared.kernel.sla import SlaClock
 from shared.kernel.ticket import OPEN_STATUSES
 from shared.readmodels.sla import TermsReader, ticket_clock
@@ -26,7 +31,9 @@ class TicketFilters:
     # A technician's list: only the tickets assigned to them.
     technician_id: str | None = None
     urgency: str | None = None
-    phone: str | None = None
+    # The blind index of the phone searched for (PersonalData.phone_digest); "" = none
+    # recorded: nothing matches.
+    phone_digest: str | None = None
     created_from: datetime | None = None
     created_to: datetime | None = None
 
@@ -90,8 +97,8 @@ def list_ticket_rows(
         conditions.append(t.technician_id == filters.technician_id)
     if filters.urgency:
         conditions.append(t.urgency == filters.urgency)
-    if filters.phone:
-        conditions.append(t.customer_phone == filters.phone)
+    if filters.phone_digest is not None:
+        conditions.append(with_phone(filters.phone_digest))
     if filters.created_from:
         conditions.append(t.created_at >= filters.created_from)
     if filters.created_to:
@@ -111,12 +118,20 @@ def list_ticket_rows(
     return rows, next_cursor
 
 
+def with_phone(digest: Any) -> Any:
+    """Tickets of the customers recorded with this phone (blind index, no clear number)."""
+    if digest == "":
+        return false()
+    phones = personal_data_phones.c
+    return ticket_state.c.customer_id.in_(select(phones.customer_id).where(phones.digest == digest))
+
+
 def _open_duplicate(same: Any) -> Any:
     t = ticket_state.c
     return (
         select(t.ticket_id)
         .where(
-            t.customer_phone == bindparam("phone"),
+            with_phone(bindparam("phone")),
             same,
             t.status.in_([s.value for s in OPEN_STATUSES]),
         )
@@ -131,9 +146,81 @@ _SAME_MODEL = _open_duplicate(ticket_state.c.product_model == bindparam("model")
 
 
 def find_open_duplicate(
-    conn: Connection, phone: str, serial_number: str | None, model: str
+    conn: Connection, phone_digest: str | None, serial_number: str | None, model: str
 ) -> str | None:
-    """An open ticket for the same phone and serial (or model when no serial is given)."""
+    """An open ticket for the same phone (its blind index) and serial (or model when no
+    serial is given)."""
+    if phone_digest is None:
+        return None
+    phone = phone_digest
     if serial_number:
         return conn.execute(_SAME_SERIAL, {"phone": phone, "serial": serial_number}).scalar()
     return conn.execute(_SAME_MODEL, {"phone": phone, "model": model}).scalar()
+
+
+# --- customers (data subjects) ------------------------------------------------------------
+
+
+def customer_key_row(conn: Connection, customer_id: str) -> Any:
+    """The customer's row in the key table (None: no such customer)."""
+    k = personal_data_keys.c
+    query = select(k.customer_id, k.created_at, k.erased_at, k.legal_hold).where(
+        k.customer_id == customer_id
+    )
+    return conn.execute(query).first()
+
+
+def customer_tickets(conn: Connection, customer_id: str) -> list[Any]:
+    t = ticket_state.c
+    query = (
+        select(ticket_state).where(t.customer_id == customer_id).order_by(t.created_at, t.ticket_id)
+    )
+    return list(conn.execute(query).all())
+
+
+def retention_candidates(
+    conn: Connection, closed_before: datetime, limit: int, customer_id: str | None = None
+) -> list[str]:
+    """Customers due for erasure by retention: every ticket closed, the last one before
+    ``closed_before``, not under legal hold, not yet erased (``customer_id``: is this one?)."""
+    k, t = personal_data_keys.c, ticket_state.c
+    still_open = func.sum(case((t.status != TicketStatus.closed.value, 1), else_=0))
+    query = (
+        select(k.customer_id)
+        .join(ticket_state, t.customer_id == k.customer_id)
+        .where(k.wrapped_key.is_not(None), k.legal_hold.is_(False))
+        .where(k.customer_id == customer_id if customer_id else true())
+        .group_by(k.customer_id)
+        .having(still_open == 0, func.max(t.closed_at) < closed_before)
+        .order_by(k.customer_id)
+        .limit(limit)
+    )
+    return list(conn.execute(query).scalars())
+
+
+@dataclass(frozen=True)
+class CustomerData:
+    """What subject access returns (personal fields opened)."""
+
+    key: Any
+    tickets: list[dict[str, Any]]
+    events: list[EventEnvelope]
+    privacy_events: list[EventEnvelope]
+    reads: list[Any]
+
+
+def customer_data(conn: Connection, store: EventStore, customer_id: str) -> CustomerData | None:
+    """Everything held about the customer, in one read: the tickets (current values), every
+    event of them and of the customer's own stream, opened; and the read log's entries."""
+    key = customer_key_row(conn, customer_id)
+    if key is None:
+        return None
+    tickets = [dict(r._mapping) for r in customer_tickets(conn, customer_id)]
+    stored = [e for t in tickets for e in store.read_stream(conn, t["ticket_id"])]
+    own = store.read_stream(conn, customer_stream_id(customer_id))
+    columns = ("customer_name", "customer_phone", "address_line")
+    opened = store.personal.open_tokens(conn, [t[c] for t in tickets for c in columns])
+    for ticket in tickets:
+        ticket.update({c: opened.get(ticket[c], ticket[c]) for c in columns})
+    reads = read_log(conn, customer_id=customer_id, limit=100_000)
+    return CustomerData(key, tickets, store.open(conn, stored), own, reads)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
+from sqlalchemy import Connection
 
 from services.intake import commands
 from services.intake.read_models import (
@@ -33,15 +35,15 @@ from services.intake.schemas import (
 from shared.app.executor import Outcome
 from shared.app.platform import Platform
 from shared.http.app import get_platform
-from shared.http.auth.personal_data import mask_address_line, mask_payload, mask_phone
 from shared.http.commands import CommandCall, command_call
 from shared.http.context import Principal, allow
+from shared.http.disclosure import Disclosure, open_row, open_rows
 from shared.http.headers import etag
 from shared.http.idempotency import CommandResponse
 from shared.http.params import PhoneFilter, RegionFilter, UtcTime, check_time
 from shared.http.problems import PROBLEM_RESPONSES, ProblemDetails, ProblemError
 from shared.kernel.errors import InvalidCommand, NotFound
-from shared.kernel.events.envelope import GENESIS_HASH
+from shared.kernel.events.envelope import GENESIS_HASH, EventEnvelope
 from shared.kernel.reach import Scope
 from shared.kernel.sla import SlaClock
 from shared.kernel.ticket import TicketState, TicketStatus
@@ -104,19 +106,19 @@ def require_aware(name: str, value: datetime | None) -> None:
 
 
 async def visible_ticket(platform: Platform, principal: Principal, ticket_id: UUID) -> Any:
-    """The ticket's current row, or 404 when it does not exist for this caller (outside
-    its reach: another region, or a technician's ticket assigned to someone else)."""
-    row = await platform.db.read(lambda c: get_ticket_row(c, str(ticket_id)))
-    if row is None or not principal.reach.allows(Scope(row.region, row.technician_id)):
+    """The ticket's current row (personal columns opened), or 404 when it does not exist
+    for this caller (outside its reach: another region, or a technician's ticket assigned
+    to someone else)."""
+    row = await platform.db.read(lambda c: open_row(c, platform, get_ticket_row(c, str(ticket_id))))
+    if row is None or not principal.reach.allows(Scope(row["region"], row["technician_id"])):
         raise NotFound("ticket_not_found", f"no ticket {ticket_id}")
     return row
 
 
-def ticket_view(row: Any, principal: Principal, clock: SlaClock | None = None) -> TicketView:
-    data = dict(row) if isinstance(row, dict) else dict(row._mapping)
-    if not principal.sees_personal_data:
-        data["customer_phone"] = mask_phone(data["customer_phone"])
-        data["address_line"] = mask_address_line(data["address_line"])
+def ticket_view(data: dict[str, Any], clock: SlaClock | None = None) -> TicketView:
+    """A row as the caller may see it (``Disclosure.row``), with the SLA clock's
+    deadlines when one is given."""
+    data = dict(data)
     data["sla"] = TicketDeadlines(
         response_due_at=data.pop("response_due_at"), resolution_due_at=data.pop("resolution_due_at")
     )
@@ -197,6 +199,7 @@ async def correct_contact(
 )
 async def get_ticket(
     ticket_id: UUID,
+    request: Request,
     response: Response,
     as_of: UtcTime | None = Query(
         default=None,
@@ -210,7 +213,9 @@ async def get_ticket(
     row = await visible_ticket(platform, principal, ticket_id)
     if as_of is not None:
         row = await platform.db.read(
-            lambda c: ticket_row_as_of(c, platform.store, str(ticket_id), as_of)
+            lambda c: open_row(
+                c, platform, ticket_row_as_of(c, platform.store, str(ticket_id), as_of)
+            )
         )
     if row is None:
         raise NotFound("ticket_not_found", f"no ticket {ticket_id}")
@@ -219,8 +224,11 @@ async def get_ticket(
     clock = await platform.db.read(
         lambda c: ticket_sla(c, platform.store, sla, str(ticket_id), at, as_of)
     )
-    response.headers["ETag"] = etag(row["version"] if isinstance(row, dict) else row.version)
-    return ticket_view(row, principal, clock)
+    response.headers["ETag"] = etag(row["version"])
+    disclosure = Disclosure(request, principal)
+    view = ticket_view(disclosure.row(row), clock)
+    disclosure.record()
+    return view
 
 
 def ticket_cursor(
@@ -258,6 +266,7 @@ def personal_data_filter(principal: Principal, field: str) -> None:
     summary="Find tickets (newest first, cursor-paginated)",
 )
 async def list_tickets(
+    request: Request,
     status: TicketStatus | None = None,
     region: RegionFilter | None = None,
     urgency: Literal["normal", "urgent", "critical"] | None = None,
@@ -284,14 +293,23 @@ async def list_tickets(
         region=principal.region or wanted,
         technician_id=principal.subject if principal.role == "technician" else None,
         urgency=urgency,
-        phone=phone,
         created_from=created_from,
         created_to=created_to,
     )
-    rows, next_cursor = await platform.db.read(
-        lambda c: list_ticket_rows(c, filters, cursor=cursor, limit=limit)
-    )
-    return TicketPage(items=[ticket_view(r, principal) for r in rows], next_cursor=next_cursor)
+
+    def page(c: Connection) -> tuple[list[dict[str, Any]], str | None]:
+        chosen = filters
+        if phone is not None:  # the blind index: no clear number to compare with
+            digest = platform.personal.phone_digest(c, phone) or ""
+            chosen = replace(filters, phone_digest=digest)
+        rows, next_cursor = list_ticket_rows(c, chosen, cursor=cursor, limit=limit)
+        return open_rows(c, platform, rows), next_cursor
+
+    rows, next_cursor = await platform.db.read(page)
+    disclosure = Disclosure(request, principal)
+    items = [ticket_view(disclosure.row(r)) for r in rows]
+    disclosure.record()
+    return TicketPage(items=items, next_cursor=next_cursor)
 
 
 @router.get(
@@ -301,39 +319,49 @@ async def list_tickets(
 )
 async def ticket_history(
     ticket_id: UUID,
+    request: Request,
     principal: Principal = Depends(may_read),
     platform: Platform = Depends(get_platform),
 ) -> TicketHistory:
-    await visible_ticket(platform, principal, ticket_id)
-    events = await platform.db.read(lambda c: platform.store.read_stream(c, str(ticket_id)))
+    row = await visible_ticket(platform, principal, ticket_id)
+
+    def stored_and_opened(c: Connection) -> tuple[list[EventEnvelope], list[EventEnvelope]]:
+        stored = platform.store.read_stream(c, str(ticket_id))
+        return stored, platform.store.open(c, stored)
+
+    events, opened = await platform.db.read(stored_and_opened)
     if not events:
         raise NotFound("ticket_not_found", f"no ticket {ticket_id}")
-    show_personal = principal.sees_personal_data
+    disclosure = Disclosure(request, principal)
     items: list[HistoryEvent] = []
     chain_valid = True
     previous = GENESIS_HASH
-    for e in events:
+    for e, clear in zip(events, opened, strict=True):
+        # The hash covers the stored (sealed) payload; the caller sees it opened.
         hash_ok = e.computed_hash() == e.hash and e.prev_hash == previous
         chain_valid = chain_valid and hash_ok
         previous = e.hash
-        payload = e.payload if show_personal else mask_payload(e.payload)
-        items.append(
-            HistoryEvent(
-                position=e.position,
-                stream_version=e.stream_version,
-                event_id=str(e.event_id),
-                event_type=e.event_type,
-                schema_version=e.schema_version,
-                occurred_at=e.occurred_at,
-                recorded_at=e.recorded_at,
-                actor=e.actor.model_dump(),
-                service=e.service,
-                correlation_id=str(e.correlation_id),
-                causation_id=str(e.causation_id) if e.causation_id else None,
-                payload=payload,
-                prev_hash=e.prev_hash,
-                hash=e.hash,
-                hash_ok=hash_ok,
-            )
-        )
+        payload = disclosure.payload(clear, row["customer_id"], str(ticket_id))
+        items.append(history_event(e, payload, hash_ok))
+    disclosure.record()
     return TicketHistory(ticket_id=str(ticket_id), chain_valid=chain_valid, events=items)
+
+
+def history_event(e: EventEnvelope, payload: dict[str, Any], hash_ok: bool) -> HistoryEvent:
+    return HistoryEvent(
+        position=e.position,
+        stream_version=e.stream_version,
+        event_id=str(e.event_id),
+        event_type=e.event_type,
+        schema_version=e.schema_version,
+        occurred_at=e.occurred_at,
+        recorded_at=e.recorded_at,
+        actor=e.actor.model_dump(),
+        service=e.service,
+        correlation_id=str(e.correlation_id),
+        causation_id=str(e.causation_id) if e.causation_id else None,
+        payload=payload,
+        prev_hash=e.prev_hash,
+        hash=e.hash,
+        hash_ok=hash_ok,
+    )

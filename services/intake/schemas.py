@@ -164,7 +164,12 @@ class TicketView(BaseModel):
     urgency: str
     channel: str
     warranty_status: str
-    customer_name: str
+    customer_id: str | None = Field(
+        default=None,
+        description="The customer (data subject): the id the privacy officer's subject-access "
+        "and erasure requests name. Null for tickets received before customer ids.",
+    )
+    customer_name: str = Field(description="`[erased]` once the customer's data is erased.")
     customer_phone: str = Field(description="Masked (138****5678) unless the role may see it.")
     address_line: str
     product_model: str
@@ -236,3 +241,113 @@ class TicketHistory(BaseModel):
         description="Every hash matches its event and links to the one before."
     )
     events: list[HistoryEvent]
+
+
+# --- customers (data subjects): docs/personal-data.md -------------------------------------
+
+
+class ErasureRequest(Body):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"request_id": "DSR-2026-0042", "legal_basis": "PIPL art. 47"}]
+        },
+    )
+
+    request_id: ShortText = Field(description="Your reference of the customer's request.")
+    legal_basis: ShortText = Field(description="Why the data is erased (the law's article).")
+
+
+class ErasureView(BaseModel):
+    customer_id: str
+    request_id: str
+    legal_basis: str
+    source: str = Field(description="`request` (this API) or `retention` (the retention job).")
+    erased_at: datetime
+    tickets: list[str]
+
+
+class LegalHoldRequest(Body):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"active": True, "reason": "court order 2026-117"}]},
+    )
+
+    active: bool = Field(description="true places the hold, false releases it.")
+    reason: ShortText
+
+
+class LegalHoldView(BaseModel):
+    customer_id: str
+    legal_hold: bool
+    version: int
+
+
+class CustomerLookup(Body):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"customer": {"name": "Li Wei", "phone": "13812345678"}}]},
+    )
+
+    customer: Customer
+
+
+class CustomerFound(BaseModel):
+    customer_id: str
+
+
+class ReadEntry(BaseModel):
+    id: int
+    read_at: datetime
+    customer_id: str
+    actor_subject: str
+    actor_role: str
+    service: str
+    endpoint: str
+    ticket_id: str | None
+    correlation_id: str | None
+
+
+class ReadLogPage(BaseModel):
+    items: list[ReadEntry]
+    next_after: int | None = Field(description="Pass as `after` for the next page.")
+
+
+class CustomerTicket(BaseModel):
+    ticket_id: str
+    ticket_number: str
+    status: str
+    region: str
+    product_model: str
+    serial_number: str | None
+    created_at: datetime
+    closed_at: datetime | None
+    customer_name: str
+    customer_phone: str
+    address_line: str
+
+
+class CustomerEvent(BaseModel):
+    stream_id: str
+    position: int
+    event_type: str
+    occurred_at: datetime
+    recorded_at: datetime
+    actor: dict[str, str]
+    personal: dict[str, Any] = Field(description="The event's personal fields, by path.")
+    payload: dict[str, Any]
+
+
+class SubjectAccess(BaseModel):
+    """Everything held about the customer, and who has read it."""
+
+    customer_id: str
+    status: str = Field(description="`active` or `erased`.")
+    created_at: datetime
+    erased_at: datetime | None
+    legal_hold: bool
+    tickets: list[CustomerTicket]
+    events: list[CustomerEvent] = Field(description="The events of the customer's tickets.")
+    comments: list[CustomerEvent] = Field(description="Follow-up comments and complaints.")
+    privacy_events: list[CustomerEvent] = Field(description="Erasure and legal holds.")
+    reads: list[ReadEntry] = Field(description="Who saw this customer's data unmasked.")

@@ -145,6 +145,32 @@ class FeedbackSettings(BaseSettings):
     quality_job_lease_seconds: float = 120.0
 
 
+class PrivacySettings(BaseSettings):
+    """Personal data: keys, erasure, retention, the read log (docs/personal-data.md)."""
+
+    model_config = SettingsConfigDict(env_prefix="TICKETLINE_PRIVACY_", extra="ignore")
+
+    # The master key (64 hex digits) wrapping the database's key-encryption key: a file
+    # (a mounted secret), or the value itself; unset → generated once into the data dir.
+    master_key_file: Path | None = None
+    master_key: SecretStr | None = None
+    # A KMS instead: "package.module:factory", called with the Settings, returning an
+    # object with key_id, wrap(plaintext, context) and unwrap(wrapped, context).
+    kms_factory: str | None = None
+    # How long a process keeps a customer's data key in memory: an erasure made by another
+    # process takes effect here within this time.
+    key_cache_seconds: float = Field(default=60.0, ge=0)
+    # Retention: a customer whose tickets are all closed for this long (and who is not
+    # under legal hold) is erased by the retention job. Default: 3 years.
+    retention_days: int = Field(default=1095, ge=1)
+    retention_poll_seconds: float = 3600.0
+    retention_lease_seconds: float = 600.0
+    retention_batch_size: int = Field(default=100, ge=1)
+    # The read log: written in batches off the request path.
+    read_log_flush_seconds: float = 1.0
+    read_log_batch_size: int = Field(default=500, ge=1)
+
+
 class ApiKeyEntry(BaseModel):
     """A machine API key (call-center software), stored by the SHA-256 of the key."""
 
@@ -260,6 +286,8 @@ class Settings(BaseSettings):
     feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
 
     auth: AuthSettings = Field(default_factory=AuthSettings)
+
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
 
     def warranty_months(self, model: str) -> int:
         return self.warranty_months_by_model.get(model, self.default_warranty_months)

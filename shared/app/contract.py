@@ -12,8 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from shared.kernel.events.envelope import EventEnvelope
+from shared.kernel.events.envelope import EventEnvelope, EventPayload
 from shared.kernel.events.registry import TOPIC_FAMILY_BY_STREAM_TYPE, all_payload_classes
+from shared.kernel.personal import ERASED, personal_fields
 
 CONTRACT_DIR = Path(__file__).resolve().parents[2] / "docs" / "contract"
 EVENTS_DIR = CONTRACT_DIR / "events"
@@ -27,11 +28,57 @@ def render_json(document: dict[str, Any]) -> str:
     return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
+SEALED_DEF = {
+    "type": "string",
+    "pattern": r"^(pd1\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\."
+    r"[A-Za-z0-9_-]{38,}|\[erased\])$",
+    "description": "A personal field as stored and published: `pd1.<customer id>.<AES-GCM "
+    "ciphertext, base64url>` sealed with the customer's data key, or `" + ERASED + "` "
+    "(recorded after the customer's erasure). Clear values only through the APIs, for roles "
+    "that may see them (docs/personal-data.md).",
+}
+
+
+def _node(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    """Follow a ``$ref`` (direct, or inside an optional's ``anyOf``) to its definition."""
+    refs = [node] + [n for n in node.get("anyOf", []) if "$ref" in n]
+    for candidate in refs:
+        if "$ref" in candidate:
+            return schema["$defs"][candidate["$ref"].rsplit("/", 1)[-1]]  # type: ignore[no-any-return]
+    return node
+
+
+def seal_personal_fields(schema: dict[str, Any], cls: type[EventPayload]) -> dict[str, Any]:
+    """The payload's schema as published: each personal field also admits its sealed form."""
+    fields = personal_fields(cls)
+    if not fields:
+        return schema
+    for f in fields:
+        parent = schema
+        for key in f.path[:-1]:
+            parent = _node(schema, parent["properties"][key])
+        leaf = parent["properties"][f.path[-1]]
+        if "x-personal" in leaf:
+            continue
+        sealed = {"$ref": "#/$defs/SealedPersonalData"}
+        if "anyOf" in leaf:
+            leaf["anyOf"].append(sealed)
+        else:
+            clear = {k: v for k, v in leaf.items() if k not in ("title", "description")}
+            for k in clear:
+                del leaf[k]
+            leaf["anyOf"] = [clear, sealed]
+        leaf["x-personal"] = f.kind
+    schema.setdefault("$defs", {})["SealedPersonalData"] = SEALED_DEF
+    schema["x-personal-fields"] = [f.dotted for f in fields]
+    return schema
+
+
 def event_schemas() -> dict[str, dict[str, Any]]:
     """File name → JSON Schema of the current version of every event type."""
     out = {}
     for event_type, cls in all_payload_classes().items():
-        schema = cls.model_json_schema()
+        schema = seal_personal_fields(cls.model_json_schema(), cls)
         schema["$id"] = (
             f"https://ticketline.dev/contract/events/{schema_filename(event_type, cls.schema_version)}"
         )

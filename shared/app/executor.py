@@ -109,7 +109,9 @@ class Executor:
     def load(self, conn: Connection, decider: Decider[S], stream_id: str) -> Loaded[S]:
         events = self.store.read_stream(conn, stream_id)
         head = StreamHead(events[-1].stream_version, events[-1].hash) if events else StreamHead()
-        return Loaded(stream_id, decider.fold(stream_id, events), head)
+        # Decisions see personal fields in clear (a correction compares old and new).
+        opened = self.store.open(conn, events)
+        return Loaded(stream_id, decider.fold(stream_id, opened), head)
 
     def visible(
         self, conn: Connection, decider: Decider[S], stream_id: str, reach: Reach

@@ -9,8 +9,11 @@ from sqlalchemy import Connection
 
 from shared.app.config import Settings, get_settings
 from shared.app.executor import Executor
+from shared.app.personal import check_master_key, personal_data
+from shared.app.read_log import ReadLog
 from shared.eventstore.db import Database
 from shared.eventstore.ledger import EventStore
+from shared.eventstore.personal import PersonalData
 from shared.eventstore.projection import Projection
 from shared.eventstore.runner import ProjectionRunner
 from shared.kernel.clock import Clock, SystemClock
@@ -35,6 +38,23 @@ class Platform:
         default_factory=lambda: SHARED_INLINE["ticket"]
     )
     _executors: dict[str, Executor] = field(default_factory=dict)
+    # Responses that showed personal data unmasked, written in batches (docs/personal-data.md).
+    reads: ReadLog | None = None
+
+    def __post_init__(self) -> None:
+        if self.reads is None:
+            privacy = self.settings.privacy
+            self.reads = ReadLog(
+                self.db,
+                flush_seconds=privacy.read_log_flush_seconds,
+                batch_size=privacy.read_log_batch_size,
+            )
+
+    @property
+    def personal(self) -> PersonalData:
+        """Seals personal fields on append, opens them for those who may see them."""
+        assert self.store.personal is not None, "a platform's store seals personal data"
+        return self.store.personal
 
     @classmethod
     def from_settings(
@@ -47,7 +67,11 @@ class Platform:
             sqlite_synchronous=settings.sqlite_synchronous,
             read_threads=settings.sqlite_read_threads,
         )
-        store = EventStore(clock=clock, topic_prefix=settings.kafka_topic_prefix)
+        store = EventStore(
+            clock=clock,
+            topic_prefix=settings.kafka_topic_prefix,
+            personal=personal_data(settings, clock),
+        )
         return cls(settings, db, store, clock, ProjectionRunner(db, store, clock))
 
     def executor(self, service: str) -> Executor:
@@ -71,5 +95,12 @@ class Platform:
         for projection in self.inline_projections:
             self.runner.apply(conn, projection, events)
 
+    async def check_personal_data(self) -> None:
+        """At start: the configured master key must be this database's (raises
+        ``MasterKeyMismatch`` otherwise: refuse to start)."""
+        await check_master_key(self.db, self.personal)
+
     async def close(self) -> None:
+        if self.reads is not None:
+            await self.reads.close()
         await self.db.dispose()

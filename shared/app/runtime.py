@@ -24,6 +24,7 @@ from shared.eventstore.db import Database
 from shared.eventstore.kafka import ensure_topics, event_topics
 from shared.eventstore.leases import Lease
 from shared.eventstore.outbox import KafkaPublisher, OutboxRelay, relay_owner_id
+from shared.eventstore.personal import MasterKeyMismatch
 from shared.eventstore.projection import Projection
 from shared.eventstore.pump import LedgerPump
 from shared.eventstore.runner import KafkaSource
@@ -64,6 +65,16 @@ def _install_stop_signals(stop: asyncio.Event) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+
+
+async def personal_data_ready(platform: Platform) -> None:
+    """Refuse to start (a clear message, nothing decrypted) when the configured master key
+    is not the one this database's personal-data keys are wrapped with."""
+    try:
+        await platform.check_personal_data()
+    except MasterKeyMismatch as exc:
+        await platform.close()
+        raise SystemExit(f"Refusing to start: {exc}") from None
 
 
 def make_server(platform: Platform, service: str, host: str, port: int) -> _Server:
@@ -170,6 +181,7 @@ async def run_embedded(settings: Settings, *, print_fn=print) -> None:  # type: 
 
     upgrade(settings.resolved_database_url)
     platform = Platform.from_settings(settings)
+    await personal_data_ready(platform)
     stop = asyncio.Event()
     _install_stop_signals(stop)
     servers = [
@@ -232,6 +244,7 @@ async def serve_one(settings: Settings, service: str, port: int | None) -> None:
             "shared by every replica (docs/access-control.md)."
         )
     platform = Platform.from_settings(settings)
+    await personal_data_ready(platform)
     stop = asyncio.Event()
     _install_stop_signals(stop)
     port = port or service_port(settings, service)
@@ -246,6 +259,8 @@ async def serve_one(settings: Settings, service: str, port: int | None) -> None:
 
 async def run_job(settings: Settings, job: str, names: Sequence[str], source: str) -> None:
     platform = Platform.from_settings(settings)
+    if job != "relay":  # the relay publishes the stored form: it needs no key
+        await personal_data_ready(platform)
     stop = asyncio.Event()
     _install_stop_signals(stop)
     if settings.metrics_port:

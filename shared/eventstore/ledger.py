@@ -17,7 +17,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import orjson
 from sqlalchemy import Connection, text
@@ -37,6 +37,9 @@ from shared.kernel.events.envelope import (
     format_timestamp,
 )
 from shared.kernel.ids import uuid7
+
+if TYPE_CHECKING:
+    from shared.eventstore.personal import PersonalData
 
 ANY_VERSION: None = None
 NO_STREAM = 0
@@ -425,9 +428,17 @@ def _envelope(row: dict[str, Any], draft: _Draft) -> EventEnvelope:
 
 
 class EventStore:
-    def __init__(self, clock: Clock | None = None, topic_prefix: str = "ticketline") -> None:
+    def __init__(
+        self,
+        clock: Clock | None = None,
+        topic_prefix: str = "ticketline",
+        personal: PersonalData | None = None,
+    ) -> None:
         self.clock = clock or SystemClock()
         self.topic_prefix = topic_prefix
+        # Seals personal fields on every append (the platform always sets it; a bare store
+        # in tests and the bench's "without the cipher" figures store them in clear).
+        self.personal = personal
 
     # --- writing --------------------------------------------------------------------------
 
@@ -438,6 +449,8 @@ class EventStore:
         appends = [a for a in appends if a.events]
         if not appends:
             return []
+        if self.personal is not None:  # every writer's personal fields are sealed here
+            appends = self.personal.seal(conn, appends)
         recorded_at = self.clock.now()
         drafts: list[_Draft] = []
         for append in appends:
@@ -573,6 +586,13 @@ class EventStore:
 
     def last_position(self, conn: Connection) -> int:
         return int(conn.execute(_LAST_POSITION).scalar_one())
+
+    def open(self, conn: Connection, envelopes: Sequence[EventEnvelope]) -> list[EventEnvelope]:
+        """The events with their personal fields in clear (or ``[erased]``): the explicit
+        step for those who need the values (deciders, responses to roles that see them)."""
+        if self.personal is None:
+            return list(envelopes)
+        return self.personal.open_events(conn, envelopes)
 
 
 def _rows(conn: Connection, statement: Any, params: dict[str, Any]) -> Iterable[Sequence[Any]]:

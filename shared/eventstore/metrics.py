@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
 
 from prometheus_client import Counter
@@ -28,8 +28,18 @@ PROJECTION_DUPLICATES = Counter(
     ["projection"],
 )
 
-# Key in the connection's info dict: events appended in the open transaction.
+PERSONAL_DATA_UNREADABLE = Counter(
+    "ticketline_personal_data_unreadable",
+    "Customer data keys (what=key) or sealed values (what=value) this process could not "
+    "decrypt: a corrupted key row or ciphertext. Alert on any increase "
+    "(docs/personal-data.md).",
+    ["what"],
+)
+
+# Key in the connection's info dict: what the open transaction appended — (service,
+# event_type) pairs — and callbacks to run once it commits.
 _APPENDED_KEY = "ticketline.appended"
+Committed = tuple[str, str] | Callable[[], None]
 
 
 def note_appended(info: MutableMapping[Any, Any], pairs: Iterable[tuple[str, str]]) -> None:
@@ -37,11 +47,21 @@ def note_appended(info: MutableMapping[Any, Any], pairs: Iterable[tuple[str, str
     info.setdefault(_APPENDED_KEY, []).extend(pairs)
 
 
-def take_appended(info: MutableMapping[Any, Any]) -> list[tuple[str, str]]:
+def note_committed(info: MutableMapping[Any, Any], callback: Callable[[], None]) -> None:
+    """Run ``callback`` once the running transaction commits; never if it rolls back
+    (e.g. remember a data key created in it: shared/eventstore/personal)."""
+    info.setdefault(_APPENDED_KEY, []).append(callback)
+
+
+def take_appended(info: MutableMapping[Any, Any]) -> list[Committed]:
     return info.pop(_APPENDED_KEY, None) or []
 
 
-def count_appended(pairs: Iterable[tuple[str, str]]) -> None:
+def count_appended(items: Iterable[Committed]) -> None:
     """Called once the transaction committed: a rolled-back append never counts."""
-    for service, event_type in pairs:
-        EVENTS_APPENDED.labels(service=service, event_type=event_type).inc()
+    for item in items:
+        if callable(item):
+            item()
+        else:
+            service, event_type = item
+            EVENTS_APPENDED.labels(service=service, event_type=event_type).inc()

@@ -36,6 +36,22 @@ async def get_platform(request: Request) -> Platform:
     return request.app.state.platform  # type: ignore[no-any-return]
 
 
+async def _owned_platform() -> Platform:
+    """A platform from the environment, refusing to start on an outdated schema or a
+    master key that is not this database's (MasterKeyMismatch)."""
+    owned = Platform.from_settings()
+    try:
+        if not await schema_is_current(owned.db.url):
+            raise OutdatedSchema(
+                "The database schema is not current: run `ticketline migrate` first."
+            )
+        await owned.check_personal_data()
+    except BaseException:
+        await owned.close()
+        raise
+    return owned
+
+
 def create_service_app(
     *,
     service: str,
@@ -52,12 +68,7 @@ def create_service_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = platform is None
-        app.state.platform = platform or Platform.from_settings()
-        if owned and not await schema_is_current(app.state.platform.db.url):
-            await app.state.platform.close()
-            raise OutdatedSchema(
-                "The database schema is not current: run `ticketline migrate` first."
-            )
+        app.state.platform = platform or await _owned_platform()
         try:
             yield
         finally:

@@ -1,11 +1,16 @@
-"""Ticket-state projection: one row per ticket with status, key times, assignee, deadlines."""
+"""Ticket-state projection: one row per ticket with status, key times, assignee, deadlines.
+
+The personal columns (customer_name, customer_phone, address_line) hold the values as the
+ledger stores them — sealed tokens (docs/personal-data.md) — so a rebuild gives the same
+rows before and after an erasure; responses open them for callers who may see them.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import Column, Index, Integer, String, Table
+from sqlalchemy import Column, Index, Integer, String, Table, Text
 
 from shared.eventstore.db import UtcDateTime, metadata
 from shared.eventstore.projection import Row, RowProjection
@@ -23,9 +28,11 @@ ticket_state = Table(
     Column("urgency", String(10), nullable=False),
     Column("channel", String(10), nullable=False),
     Column("warranty_status", String(20), nullable=False),
-    Column("customer_name", String(200), nullable=False),
-    Column("customer_phone", String(32), nullable=False),
-    Column("address_line", String(200), nullable=False),
+    # The customer (data subject); null only for tickets received before version 2.
+    Column("customer_id", String(36), nullable=True),
+    Column("customer_name", Text, nullable=False),
+    Column("customer_phone", Text, nullable=False),
+    Column("address_line", Text, nullable=False),
     Column("product_model", String(200), nullable=False),
     Column("product_line", String(200), nullable=True),
     Column("serial_number", String(200), nullable=True),
@@ -53,7 +60,7 @@ ticket_state = Table(
     Column("version", Integer, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
     Index("ix_ticket_state_created_at_ticket_id", "created_at", "ticket_id"),
-    # Every filter of the ticket list, ending in its order (migration 0004).
+    # Every filter of the ticket list, ending in its order (migrations 0004, 0006).
     *(
         Index(
             f"ix_ticket_state_{'_'.join(columns)}_created_at_ticket_id",
@@ -67,7 +74,8 @@ ticket_state = Table(
             ("region", "status"),
             ("urgency",),
             ("technician_id",),
-            ("customer_phone",),
+            # A customer's tickets (phone search goes through the blind index to these).
+            ("customer_id",),
         )
     ),
     Index("ix_ticket_state_serial_number", "serial_number"),
@@ -87,6 +95,7 @@ def _received_row(event: EventEnvelope, p: dict[str, Any]) -> Row:
         "urgency": p["urgency"],
         "channel": p["channel"],
         "warranty_status": p["warranty_status"],
+        "customer_id": p.get("customer_id"),
         "customer_name": customer["name"],
         "customer_phone": customer["phone"],
         "address_line": address["line"],

@@ -1,23 +1,52 @@
-"""Personal data: which fields are personal (docs/personal-data.md), masking for roles that
-do not need them, and a logging filter that keeps them out of every log line."""
+"""Personal data at the HTTP edge: which fields are personal (derived from the payload
+models' ``Personal`` declarations — shared/kernel/personal.py — the one list), masking for
+roles that do not need them, and a logging filter that keeps them out of every log line
+(docs/personal-data.md)."""
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
+from functools import cache
 from typing import Any
 
-# Dotted paths in event payloads and read models that hold personal data.
-PERSONAL_DATA_FIELDS: tuple[str, ...] = (
-    "customer.name",
-    "customer.phone",
-    "address.line",
-    "address.postcode",
-    "customer_name",
-    "customer_phone",
-    "address_line",
-)
+from shared.kernel.events.registry import all_payload_classes
+from shared.kernel.personal import MARKERS, Kind, is_sealed, personal_fields
+
 MASK = "***"
+
+# The read models' personal columns (ticket_state) and what they hold.
+READ_MODEL_COLUMNS: Mapping[str, Kind] = {
+    "customer_name": "name",
+    "customer_phone": "phone",
+    "address_line": "hidden",
+}
+
+
+@cache
+def personal_paths() -> dict[str, Kind]:
+    """Dotted path → kind of every personal field of every event payload."""
+    found: dict[str, Kind] = {}
+    for cls in all_payload_classes().values():
+        found.update((f.dotted, f.kind) for f in personal_fields(cls))
+    return found
+
+
+@cache
+def personal_data_fields() -> tuple[str, ...]:
+    """Every personal field: payload paths and read-model columns."""
+    return (*sorted(personal_paths()), *READ_MODEL_COLUMNS)
+
+
+# Dotted paths in event payloads and read models that hold personal data.
+PERSONAL_DATA_FIELDS: tuple[str, ...] = personal_data_fields()
+
+
+def shown_in_clear(kind: Kind, sees_personal_data: bool) -> bool:
+    """Names and free text go to every reader of a ticket (needed to serve the customer);
+    phone, street and postcode only to roles that phone or visit (PERSONAL_DATA_ROLES)."""
+    return sees_personal_data or kind in ("name", "text")
 
 
 def mask_phone(phone: str) -> str:
@@ -33,31 +62,58 @@ def mask_address_line(line: str | None) -> str | None:
     return None if line is None else MASK
 
 
+def mask_value(kind: Kind, value: Any) -> Any:
+    """A clear value as a role that sees it masked gets it; sealed values and the
+    ``[erased]`` / ``[unreadable]`` markers stay as they are (they show nothing)."""
+    if not isinstance(value, str) or value in MARKERS or is_sealed(value):
+        return value
+    if kind == "phone":
+        return mask_phone(value)
+    if kind == "hidden":
+        return MASK
+    return value
+
+
+@cache
+def _masked_keys() -> dict[tuple[str | None, str], Kind]:
+    """(parent key, key) → kind, for the fields masked for roles without personal data."""
+    found: dict[tuple[str | None, str], Kind] = {}
+    for path, kind in personal_paths().items():
+        if kind in ("phone", "hidden"):
+            parts = path.split(".")
+            found[(parts[-2] if len(parts) > 1 else None, parts[-1])] = kind
+    return found
+
+
 def mask_payload(payload: dict[str, Any]) -> dict[str, Any]:
     """An event payload with phone numbers and street addresses masked, at any depth."""
+    masked = _masked_keys()
 
     def walk(value: Any, key: str | None, parent: str | None) -> Any:
         if isinstance(value, dict):
             return {k: walk(v, k, key) for k, v in value.items()}
         if isinstance(value, list):
             return [walk(v, None, parent) for v in value]
-        if not isinstance(value, str):
+        if key is None:
             return value
-        if key is not None and "phone" in key:
-            return mask_phone(value)
-        if parent == "address" and key in {"line", "postcode"}:
-            return MASK
-        return value
+        kind = masked.get((parent, key))
+        if kind is None and "phone" in key:
+            kind = "phone"
+        return value if kind is None else mask_value(kind, value)
 
     return walk(payload, None, None)  # type: ignore[no-any-return]
 
 
+def _leaf_names() -> list[str]:
+    leaves = {path.rsplit(".", 1)[-1] for path in personal_paths()} | set(READ_MODEL_COLUMNS)
+    return sorted(leaves, key=lambda name: (-len(name), name))
+
+
 # A phone-like run of 7–15 digits (spaces/dashes allowed), not part of an id or a word.
 _PHONE = re.compile(r"(?<![\w-])\+?\d(?:[ -]?\d){6,14}(?![\w-])")
-_JSON_FIELD = re.compile(
-    r'("(?:phone|customer_phone|line|address_line|postcode)"\s*:\s*)"[^"]*"', re.IGNORECASE
-)
-_KV_FIELD = re.compile(r"(\b(?:phone|customer_phone|address_line|postcode)=)\S+", re.IGNORECASE)
+_NAMES = "|".join(_leaf_names())
+_JSON_FIELD = re.compile(rf'("(?:{_NAMES})"\s*:\s*)"(?:[^"\\]|\\.)*"', re.IGNORECASE)
+_KV_FIELD = re.compile(rf"(\b(?:{_NAMES})=)\S+", re.IGNORECASE)
 
 
 def redact(text: str) -> str:
@@ -67,7 +123,7 @@ def redact(text: str) -> str:
 
 
 class PersonalDataFilter(logging.Filter):
-    """Rewrites each record's message with phone numbers and address fields redacted."""
+    """Rewrites each record's message with personal fields and phone numbers redacted."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:

@@ -44,6 +44,8 @@ TOKEN_ROLES = frozenset(
         "regional_center",
         "auditor",
         "admin",
+        # Answers customers' personal-data requests: subject access, erasure, legal holds.
+        "privacy_officer",
     }
 )
 # Roles that exist only for one region: the claim is required. A dispatcher or parts clerk

@@ -37,6 +37,9 @@ class EventPayload(BaseModel):
     event_type: ClassVar[str]
     schema_version: ClassVar[int]
     stream_type: ClassVar[str]
+    # The field naming the data subject (a customer id) whose key seals the personal
+    # fields of this event and of every later event of its stream (shared/kernel/personal.py).
+    data_subject: ClassVar[str | None] = None
 
     def __init_subclass__(
         cls,

@@ -28,6 +28,7 @@ TOPIC_FAMILY_BY_STREAM_TYPE: dict[str, str] = {
     "requisition": "parts",
     "quality": "quality",
     "scorecard": "quality",
+    "customer": "customers",
 }
 
 
@@ -92,9 +93,13 @@ _CURRENT_VERSION: dict[str, int] = {}
 
 
 def typed_payload(envelope: EventEnvelope) -> EventPayload:
-    """The envelope's payload as its current-version pydantic model."""
+    """The envelope's payload as its current-version pydantic model. Personal fields may
+    hold their stored (sealed) form or a marker: decisions never need them, and those that
+    do read a stream opened by the event store (``EventStore.open``)."""
+    from shared.kernel.personal import STORED
+
     cls = payload_class(envelope.event_type)
-    return cls.model_validate(payload_dict(envelope))
+    return cls.model_validate(payload_dict(envelope), context=STORED)
 
 
 def topic_for(stream_type: str, prefix: str) -> str:

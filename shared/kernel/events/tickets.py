@@ -9,11 +9,13 @@ from __future__ import annotations
 import re
 from datetime import date
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any, ClassVar
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from shared.kernel.events.envelope import EventPayload
+from shared.kernel.events.registry import upcaster
+from shared.kernel.personal import Personal
 
 ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 LongText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000)]
@@ -101,15 +103,19 @@ class Part(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+# Personal fields (docs/personal-data.md): stored sealed with the customer's data key.
 class Customer(Part):
-    name: ShortText
-    phone: Phone
+    name: Annotated[ShortText, Personal("name")]
+    phone: Annotated[Phone, Personal("phone")]
+
+
+Postcode = Annotated[str, StringConstraints(strip_whitespace=True, max_length=20)]
 
 
 class Address(Part):
-    line: ShortText
+    line: Annotated[ShortText, Personal("hidden")]
     city: ShortText | None = None
-    postcode: Annotated[str, StringConstraints(strip_whitespace=True, max_length=20)] | None = None
+    postcode: Annotated[Postcode, Personal("hidden")] | None = None
     region: RegionCode
 
 
@@ -121,9 +127,11 @@ class Product(Part):
 
 
 class Problem(Part):
-    symptom: LongText
-    frequency: ShortText
-    environment: ShortText
+    """In the customer's words: may say who they are or where they live."""
+
+    symptom: Annotated[LongText, Personal()]
+    frequency: Annotated[ShortText, Personal()]
+    environment: Annotated[ShortText, Personal()]
 
 
 class UsedPart(Part):
@@ -137,8 +145,20 @@ class UsedPart(Part):
 _TICKET = "ticket"
 
 
-class TicketReceived(EventPayload, event_type="TicketReceived", stream_type=_TICKET):
+class TicketReceived(
+    EventPayload, event_type="TicketReceived", stream_type=_TICKET, schema_version=2
+):
+    """A customer's request, received. Version 2 names the customer (the data subject)
+    whose data key seals the personal fields of the ticket's events."""
+
+    data_subject: ClassVar[str | None] = "customer_id"
+
     ticket_number: str
+    customer_id: str | None = Field(
+        default=None,
+        description="The customer (a UUID) whose data key seals this ticket's personal "
+        "fields; assigned when the event is recorded. Null only in version 1 events.",
+    )
     customer: Customer
     address: Address
     product: Product
@@ -151,7 +171,7 @@ class TicketReceived(EventPayload, event_type="TicketReceived", stream_type=_TIC
 
 
 class ContactDetailsCorrected(
-    EventPayload, event_type="ContactDetailsCorrected", stream_type=_TICKET
+    EventPayload, event_type="ContactDetailsCorrected", stream_type=_TICKET, schema_version=2
 ):
     customer: Customer | None = None
     address: Address | None = None
@@ -195,13 +215,15 @@ class TicketRepaired(EventPayload, event_type="TicketRepaired", stream_type=_TIC
     technician_id: ShortText | None = None
 
 
-class FollowUpRecorded(EventPayload, event_type="FollowUpRecorded", stream_type=_TICKET):
+class FollowUpRecorded(
+    EventPayload, event_type="FollowUpRecorded", stream_type=_TICKET, schema_version=2
+):
     """The return visit: customer relations calls the customer back."""
 
     satisfaction_score: int = Field(ge=0, le=100)
     would_recommend: int = Field(ge=0, le=10)
     problem_solved: bool
-    comment: LongText | None = None
+    comment: Annotated[LongText, Personal()] | None = None
     channel: FollowUpChannel
 
 
@@ -255,8 +277,10 @@ class RepeatRepairFlagged(EventPayload, event_type="RepeatRepairFlagged", stream
     window_days: int = Field(ge=1)
 
 
-class ComplaintFiled(EventPayload, event_type="ComplaintFiled", stream_type=_TICKET):
-    complaint: LongText
+class ComplaintFiled(
+    EventPayload, event_type="ComplaintFiled", stream_type=_TICKET, schema_version=2
+):
+    complaint: Annotated[LongText, Personal()]
     channel: Channel
     public: bool = Field(default=False, description="Public complaint or media exposure.")
 
@@ -289,3 +313,16 @@ class OldPartReturnOverdue(EventPayload, event_type="OldPartReturnOverdue", stre
     service_point_id: ShortText | None = None
     due_at: AwareDatetime
     detected_at: AwareDatetime
+
+
+# Version 2 of the events with personal fields: the same fields, stored sealed (the
+# published schema says so); TicketReceived also names its customer.
+
+
+@upcaster("TicketReceived", 1)
+def _received_v2(payload: dict[str, Any]) -> dict[str, Any]:
+    return {**payload, "customer_id": None}
+
+
+for _event_type in ("ContactDetailsCorrected", "FollowUpRecorded", "ComplaintFiled"):
+    upcaster(_event_type, 1)(lambda payload: payload)

@@ -1,0 +1,104 @@
+"""The personal-data store of a platform: its master key from the configuration, and the
+start-up check that the key is this database's (docs/personal-data.md)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import secrets
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from shared.eventstore.personal import KeyRing, LocalMasterKey, MasterKey, PersonalData
+from shared.kernel.clock import Clock
+
+if TYPE_CHECKING:
+    from shared.app.config import Settings
+    from shared.eventstore.db import Database
+
+MASTER_KEY_FILE = "personal-data-master.key"
+
+
+def _from_hex(text: str, where: str) -> bytes:
+    try:
+        key = bytes.fromhex(text.strip())
+    except ValueError:
+        raise ValueError(f"{where}: the master key is 64 hex digits") from None
+    if len(key) != 32:
+        raise ValueError(f"{where}: the master key is 64 hex digits (256 bits)")
+    return key
+
+
+def load_master_key(settings: Settings) -> MasterKey:
+    """The configured master key: a KMS factory, the key itself, a key file (a mounted
+    secret) or — the embedded default — a key generated once into the data directory."""
+    privacy = settings.privacy
+    if privacy.kms_factory:
+        module, _, name = privacy.kms_factory.partition(":")
+        factory = getattr(importlib.import_module(module), name)
+        found: MasterKey = factory(settings)
+        return found
+    if privacy.master_key is not None:
+        key = _from_hex(privacy.master_key.get_secret_value(), "TICKETLINE_PRIVACY_MASTER_KEY")
+        return LocalMasterKey(key, "env")
+    if privacy.master_key_file is not None:
+        path = privacy.master_key_file
+        return LocalMasterKey(_from_hex(path.read_text(), str(path)), "file")
+    path = Path(settings.data_dir) / MASTER_KEY_FILE
+    if not path.exists():
+        _create_key_file(path)
+    return LocalMasterKey(_from_hex(path.read_text(), str(path)), "data-dir")
+
+
+def _create_key_file(path: Path) -> None:
+    """Write a new key atomically: processes starting together on one data directory all
+    end up with the first one's key (never a half-written file, never two keys)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(secrets.token_hex(32) + "\n")
+    try:
+        os.link(draft, path)  # fails if another process got there first: theirs stands
+    except FileExistsError:
+        pass
+    finally:
+        draft.unlink()
+
+
+class LazyMasterKey:
+    """The configured master key, read when first needed (tools that never touch personal
+    data — verify, export — need no key at all)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._key: MasterKey | None = None
+        self._lock = threading.Lock()
+
+    def _get(self) -> MasterKey:
+        with self._lock:
+            if self._key is None:
+                self._key = load_master_key(self._settings)
+            return self._key
+
+    @property
+    def key_id(self) -> str:
+        return self._get().key_id
+
+    def wrap(self, plaintext: bytes, context: bytes) -> bytes:
+        return self._get().wrap(plaintext, context)
+
+    def unwrap(self, wrapped: bytes, context: bytes) -> bytes:
+        return self._get().unwrap(wrapped, context)
+
+
+def personal_data(settings: Settings, clock: Clock) -> PersonalData:
+    ring = KeyRing(LazyMasterKey(settings), cache_seconds=settings.privacy.key_cache_seconds)
+    return PersonalData(ring, clock)
+
+
+async def check_master_key(db: Database, personal: PersonalData) -> None:
+    """At start: unwrap this database's keys with the configured master key (creating them
+    on a new database). Raises ``MasterKeyMismatch`` — the caller refuses to start."""
+    await db.write(lambda c: personal.ring.ready(c, create=True))

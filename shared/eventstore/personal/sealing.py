@@ -1,0 +1,359 @@
+"""Sealing personal fields on append, opening them for those who need clear values, and
+erasure (crypto-shredding).
+
+- ``seal`` runs inside ``EventStore.append`` — every writer (commands, reactors, jobs,
+  imports) goes through it — so the ledger, the outbox, Kafka, SSE and exports only ever
+  hold ``pd1.…`` tokens and the hash chain covers them.
+- ``open_events`` / ``open_tokens`` are the explicit decryption step: the executor's
+  loads (deciders compare old and new contact details), and responses for callers who may
+  see the values. Read models copy the tokens as stored; they never hold a clear value.
+- ``erase`` destroys a customer's data key and blind indexes in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from functools import cache
+from typing import Any, cast
+
+import orjson
+from cryptography.exceptions import InvalidTag
+from sqlalchemy import Connection, text
+
+from shared.eventstore.ledger import StreamAppend
+from shared.eventstore.metrics import PERSONAL_DATA_UNREADABLE, note_committed
+from shared.eventstore.personal.keys import DataKey, KeyRing, PersonalDataUnavailable
+from shared.eventstore.personal.raw import Statement
+from shared.kernel.clock import Clock, SystemClock
+from shared.kernel.events.envelope import EventEnvelope, EventPayload, PendingEvent
+from shared.kernel.events.registry import UnknownEventType, payload_class, upcast
+from shared.kernel.ids import uuid7
+from shared.kernel.personal import (
+    ERASED,
+    UNREADABLE,
+    Path,
+    PersonalField,
+    Tree,
+    get_path,
+    identity_paths,
+    is_sealed,
+    map_personal,
+    normalise_name,
+    personal_fields,
+    personal_tree,
+    personal_values,
+    sealed_customer,
+)
+
+_LOOKUP = Statement("SELECT customer_id FROM personal_data_keys WHERE lookup = :lookup")
+_NEW_CUSTOMER = Statement(
+    "INSERT INTO personal_data_keys (customer_id, lookup, wrapped_key, created_at, legal_hold) "
+    "VALUES (:customer_id, :lookup, :wrapped, :at, false) ON CONFLICT (lookup) DO NOTHING"
+)
+_NEW_PHONE = Statement(
+    "INSERT INTO personal_data_phones (digest, customer_id) VALUES (:digest, :customer_id) "
+    "ON CONFLICT (digest, customer_id) DO NOTHING"
+)
+_FIRST_EVENT = text(
+    "SELECT event_type, schema_version, payload FROM events "
+    "WHERE stream_id = :stream_id AND stream_version = 1"
+)
+_ERASE_KEY = text(
+    "UPDATE personal_data_keys SET wrapped_key = NULL, lookup = NULL, erased_at = :at "
+    "WHERE customer_id = :customer_id"
+)
+_ERASE_PHONES = text("DELETE FROM personal_data_phones WHERE customer_id = :customer_id")
+_LEGAL_HOLD = text(
+    "UPDATE personal_data_keys SET legal_hold = :hold WHERE customer_id = :customer_id"
+)
+
+
+class StoredPayload:
+    """A payload in its stored form (personal fields sealed): what the ledger's append asks
+    of a payload — its type, version, stream type and JSON body — and nothing else."""
+
+    __slots__ = ("body", "event_type", "schema_version", "stream_type")
+
+    def __init__(self, payload: EventPayload, body: dict[str, Any]) -> None:
+        self.event_type = payload.event_type
+        self.schema_version = payload.schema_version
+        self.stream_type = payload.stream_type
+        self.body = body
+
+    def model_dump(self, *, mode: str = "json") -> dict[str, Any]:
+        return self.body
+
+
+class _Bounded(dict[Any, Any]):
+    """A memo that starts afresh past its size (entries are cheap to find again)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def put(self, key: Any, value: Any) -> None:
+        if len(self) >= self.size:
+            self.clear()
+        self[key] = value
+
+
+class PersonalData:
+    """The personal-data store of one platform: its key ring and who the customers are."""
+
+    def __init__(self, ring: KeyRing, clock: Clock | None = None) -> None:
+        self.ring = ring
+        self.clock = clock or SystemClock()
+        self._streams = _Bounded(200_000)  # stream id → customer id
+        self._lookups = _Bounded(200_000)  # lookup digest → (customer id, when found)
+        self._phones = _Bounded(200_000)  # (phone digest, customer id) → True (committed)
+
+    # --- who the customer is ------------------------------------------------------------------
+
+    def phone_digest(self, conn: Connection, phone: str, *, create: bool = False) -> str | None:
+        """The blind index of a phone number (digits as stored); None while no customer
+        exists at all."""
+        return self.ring.digest(conn, "phone", phone, create=create)
+
+    def customer_for(self, conn: Connection, name: str, phone: str) -> str:
+        """The customer with this name and phone, created (with a data key) when new.
+
+        Remembered for the key cache's lifetime once the transaction commits: a customer
+        erased by another process is matched here for at most that long (the same window as
+        its key: docs/personal-data.md); the erasing process forgets it at once."""
+        lookup = self.ring.digest(conn, "customer", f"{normalise_name(name)}\0{phone}", create=True)
+        found = self._lookups.get(lookup)
+        if found is not None and self.ring.clock() - found[1] <= self.ring.cache_seconds:
+            return str(found[0])
+        customer_id = str(uuid7())
+        key, wrapped = self.ring.new_key(conn, customer_id)
+        if _NEW_CUSTOMER.execute(conn, customer_id, lookup, wrapped, self.clock.now()) == 1:
+            self.ring.remember(key)
+        else:  # a returning customer (or one created concurrently): theirs
+            customer_id = str(_LOOKUP.scalar(conn, lookup))
+        at = self.ring.clock()
+        note_committed(conn.info, lambda: self._lookups.put(lookup, (customer_id, at)))
+        return customer_id
+
+    def find_customer(self, conn: Connection, name: str, phone: str) -> str | None:
+        """The customer with this name and phone (digits as stored), if there is one."""
+        lookup = self.ring.digest(conn, "customer", f"{normalise_name(name)}\0{phone}")
+        if lookup is None:
+            return None
+        found = _LOOKUP.scalar(conn, lookup)
+        return None if found is None else str(found)
+
+    def set_legal_hold(self, conn: Connection, customer_id: str, active: bool) -> None:
+        """Kept beside the key, so the retention job's query sees it."""
+        conn.execute(_LEGAL_HOLD, {"customer_id": customer_id, "hold": active})
+
+    # --- writing ------------------------------------------------------------------------------
+
+    def seal(self, conn: Connection, appends: Sequence[StreamAppend]) -> list[StreamAppend]:
+        """The appends with every payload that has personal fields replaced by its stored
+        form (called by ``EventStore.append``: every writer goes through it)."""
+        out: list[StreamAppend] = []
+        for append in appends:
+            events = [e if isinstance(e, PendingEvent) else PendingEvent(e) for e in append.events]
+            for e in events:
+                if personal_fields(type(e.payload)):
+                    break
+            else:
+                out.append(append)
+                continue
+            stored = [
+                PendingEvent(self._stored(conn, append.stream_id, e.payload), e.occurred_at)
+                for e in events
+            ]
+            out.append(StreamAppend(append.stream_id, stored, append.head, append.region))
+        return out
+
+    def _stored(self, conn: Connection, stream_id: str, payload: EventPayload) -> EventPayload:
+        body = payload.model_dump(mode="json")
+        if personal_fields(type(payload)):
+            body = self.seal_body(conn, stream_id, payload, body)
+        return cast(EventPayload, StoredPayload(payload, body))
+
+    def seal_body(
+        self, conn: Connection, stream_id: str, payload: EventPayload, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """``body`` (the payload as JSON types) with its personal fields sealed by the data
+        subject's key — or ``[erased]`` once that customer is erased."""
+        fields = personal_fields(type(payload))
+        if not fields:
+            return body
+        customer_id = self._subject(conn, stream_id, type(payload), body)
+        key = self.ring.key(conn, customer_id)
+        if key.state == "unreadable":
+            raise PersonalDataUnavailable(
+                "personal_data_key_unreadable",
+                "this customer's data key cannot be read; restore it from a backup",
+            )
+        sealed, phones = _sealed(body, fields, key)
+        if payload.data_subject:
+            sealed[payload.data_subject] = customer_id
+        for phone in phones:
+            self._index_phone(conn, customer_id, phone)
+        return sealed
+
+    def _subject(
+        self, conn: Connection, stream_id: str, cls: type[EventPayload], body: Mapping[str, Any]
+    ) -> str:
+        """The customer the event is about: named by the event that opens the stream (in
+        this event, or the stream's first one)."""
+        if cls.data_subject is None:
+            found = self._streams.get(stream_id)
+            if found is not None:
+                return str(found)
+            cls, body = self._first_event(conn, stream_id)
+            assert cls.data_subject is not None
+        customer_id = body.get(cls.data_subject) or self._identify(conn, cls, body)
+        self._streams.put(stream_id, customer_id)
+        return str(customer_id)
+
+    def _first_event(
+        self, conn: Connection, stream_id: str
+    ) -> tuple[type[EventPayload], Mapping[str, Any]]:
+        row = conn.execute(_FIRST_EVENT, {"stream_id": stream_id}).first()
+        cls = payload_class(row.event_type) if row is not None else None
+        if row is None or cls is None or cls.data_subject is None:
+            raise ValueError(f"stream {stream_id}: no event names the customer its data is about")
+        return cls, upcast(row.event_type, row.schema_version, orjson.loads(row.payload))
+
+    def _identify(self, conn: Connection, cls: type[EventPayload], body: Mapping[str, Any]) -> str:
+        paths = identity_paths(cls)
+        name, phone = (get_path(body, p) for p in paths) if paths else (None, None)
+        if not isinstance(name, str) or not isinstance(phone, str) or is_sealed(phone):
+            raise ValueError(f"{cls.event_type}: no clear name and phone to identify the customer")
+        return self.customer_for(conn, name, phone)
+
+    def _index_phone(self, conn: Connection, customer_id: str, phone: str) -> None:
+        digest = self.phone_digest(conn, phone, create=True)
+        if (digest, customer_id) in self._phones:
+            return
+        _NEW_PHONE.execute(conn, digest, customer_id)
+        note_committed(conn.info, lambda: self._phones.put((digest, customer_id), True))
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def open_tokens(self, conn: Connection, values: Iterable[object]) -> dict[str, str]:
+        """Clear value (or ``[erased]`` / ``[unreadable]``) of every sealed token among
+        ``values``; keys loaded in one query."""
+        tokens = {v for v in values if isinstance(v, str) and is_sealed(v)}
+        keys = self.ring.keys(conn, {c for t in tokens if (c := sealed_customer(t))})
+        return {t: _open(keys, t) for t in tokens}
+
+    def open_events(self, conn: Connection, events: Sequence[EventEnvelope]) -> list[EventEnvelope]:
+        """The events with their personal fields in clear (a new envelope for each that had
+        any; ``hash`` still covers the stored form)."""
+        located = [(e, _tree_of(e.event_type)) for e in events]
+        for event in events:  # later appends to these streams seal for their customer
+            field = _subject_field(event.event_type)
+            if field is not None and (customer_id := event.payload.get(field)):
+                self._streams.put(event.stream_id, customer_id)
+        tokens = [v for e, tree in located if tree for _, v in personal_values(e.payload, tree)]
+        opened = self.open_tokens(conn, tokens) if tokens else {}
+        if not opened:
+            return list(events)
+        out: list[EventEnvelope] = []
+        for event, tree in located:
+            if not tree:
+                out.append(event)
+                continue
+            payload = map_personal(event.payload, tree, lambda _kind, v: opened.get(v, v))
+            out.append(EventEnvelope.trusted({**event.__dict__, "payload": payload}))
+        return out
+
+    # --- erasure ------------------------------------------------------------------------------
+
+    def erase(self, conn: Connection, customer_id: str, at: datetime) -> None:
+        """Destroy the customer's data key, lookup and phone indexes (crypto-shredding). On
+        SQLite the freed bytes are overwritten too (``secure_delete``)."""
+        secure = conn.dialect.name == "sqlite"
+        if secure:
+            conn.exec_driver_sql("PRAGMA secure_delete = ON")
+        try:
+            conn.execute(_ERASE_KEY, {"customer_id": customer_id, "at": at})
+            conn.execute(_ERASE_PHONES, {"customer_id": customer_id})
+        finally:
+            if secure:
+                conn.exec_driver_sql("PRAGMA secure_delete = OFF")
+        # Every cached trace goes once the erasure commits (other processes: within their
+        # key cache's lifetime, ``TICKETLINE_PRIVACY_KEY_CACHE_SECONDS``).
+        note_committed(conn.info, lambda: self._forget(customer_id))
+
+    def _forget(self, customer_id: str) -> None:
+        self.ring.forget(customer_id)
+        for k in [k for k in list(self._phones) if k[1] == customer_id]:
+            self._phones.pop(k, None)
+        for k in [k for k, v in list(self._lookups.items()) if v[0] == customer_id]:
+            self._lookups.pop(k, None)
+
+
+def _sealed(
+    body: dict[str, Any], fields: Sequence[PersonalField], key: DataKey
+) -> tuple[dict[str, Any], list[str]]:
+    """``body`` with each personal text value sealed by ``key`` (``[erased]`` without one;
+    copy on write), and the clear phone numbers met (for their blind index). The hot path
+    of every append with personal data: one pass, one nonce draw."""
+    out = dict(body)
+    copies: dict[Path, dict[str, Any]] = {(): out}
+    nonces = os.urandom(12 * len(fields))
+    phones: list[str] = []
+    for n, f in enumerate(fields):
+        holder = _holder(out, copies, f.path[:-1])
+        value = holder.get(f.path[-1]) if holder is not None else None
+        if not isinstance(value, str):
+            continue
+        if key.aead is None:
+            holder[f.path[-1]] = ERASED  # type: ignore[index]
+            continue
+        holder[f.path[-1]] = key.seal(value, nonces[12 * n : 12 * n + 12])  # type: ignore[index]
+        if f.kind == "phone":
+            phones.append(value)
+    return out, phones
+
+
+def _holder(
+    out: dict[str, Any], copies: dict[Path, dict[str, Any]], path: Path
+) -> dict[str, Any] | None:
+    """The (copied) dict at ``path`` in ``out``; None when there is none."""
+    found = copies.get(path)
+    if found is not None:
+        return found
+    parent = _holder(out, copies, path[:-1])
+    child = parent.get(path[-1]) if parent is not None else None
+    if not isinstance(child, dict):
+        return None
+    assert parent is not None
+    copied = parent[path[-1]] = copies[path] = dict(child)
+    return copied
+
+
+@cache
+def _subject_field(event_type: str) -> str | None:
+    try:
+        return payload_class(event_type).data_subject
+    except UnknownEventType:
+        return None
+
+
+def _tree_of(event_type: str) -> Tree:
+    try:
+        return personal_tree(payload_class(event_type))
+    except UnknownEventType:
+        return {}
+
+
+def _open(keys: Mapping[str, DataKey], token: str) -> str:
+    key = keys.get(sealed_customer(token) or "")
+    if key is None or key.state == "unreadable":
+        return UNREADABLE
+    if key.aead is None:
+        return ERASED
+    try:
+        return key.open(token)
+    except (InvalidTag, ValueError):
+        PERSONAL_DATA_UNREADABLE.labels(what="value").inc()
+        return UNREADABLE

@@ -1,0 +1,262 @@
+"""The key hierarchy (docs/personal-data.md): master key sources, a wrong master key at
+start, a corrupted data key, and sealing on every append path (imports included)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import httpx
+import pytest
+from pydantic import SecretStr, ValidationError
+from sqlalchemy import text
+
+from shared.app.config import PrivacySettings, Settings
+from shared.app.personal import MASTER_KEY_FILE, load_master_key
+from shared.app.platform import Platform
+from shared.eventstore.ledger import NEW_STREAM, EventStore, StreamAppend
+from shared.eventstore.metrics import PERSONAL_DATA_UNREADABLE
+from shared.eventstore.personal import MasterKeyMismatch
+from shared.kernel.clock import ManualClock
+from shared.kernel.events.tickets import ContactDetailsCorrected, Customer, TicketReceived
+from shared.kernel.personal import (
+    STORED,
+    UNREADABLE,
+    is_sealed,
+    personal_fields,
+    replace_paths,
+)
+from tests.support.auth import TEST_AUTH
+from tests.support.clients import service_client
+from tests.support.factories import context, received
+from tests.support.privacy import Person
+
+KEY_A = "11" * 32
+KEY_B = "22" * 32
+
+
+def settings_with(database_url: str, data_dir: Path, key: str | None = None) -> Settings:
+    privacy = PrivacySettings(master_key=SecretStr(key) if key else None)
+    return Settings(database_url=database_url, data_dir=data_dir, auth=TEST_AUTH, privacy=privacy)
+
+
+# --- declarations (pure) --------------------------------------------------------------------
+
+
+def test_personal_fields_are_declared_once_on_the_models() -> None:
+    paths = {f.dotted: f.kind for f in personal_fields(TicketReceived)}
+    assert paths == {
+        "customer.name": "name",
+        "customer.phone": "phone",
+        "address.line": "hidden",
+        "address.postcode": "hidden",
+        "problem.symptom": "text",
+        "problem.frequency": "text",
+        "problem.environment": "text",
+    }
+    assert [f.dotted for f in personal_fields(ContactDetailsCorrected)] == [
+        "customer.name",
+        "customer.phone",
+        "address.line",
+        "address.postcode",
+    ]
+
+
+def test_the_sealed_form_passes_only_as_stored() -> None:
+    token = "pd1.01a2178a-879a-7135-a780-186d2cf0f0fd." + "A" * 40
+    assert is_sealed(token) and not is_sealed("pd1.not-a-token")
+    with pytest.raises(ValidationError):  # a request body never carries it
+        Customer.model_validate({"name": "Li", "phone": token})
+    stored = Customer.model_validate({"name": "[erased]", "phone": token}, context=STORED)
+    assert stored.phone == token
+    body = {"customer": {"name": "a", "phone": "b"}, "x": 1}
+    assert replace_paths(body, {("customer", "phone"): "c"}) == {
+        "customer": {"name": "a", "phone": "c"},
+        "x": 1,
+    }
+    assert body["customer"]["phone"] == "b"  # copied, not changed
+
+
+# --- the master key ---------------------------------------------------------------------------
+
+
+def test_master_key_sources(tmp_path: Path) -> None:
+    generated = load_master_key(Settings(data_dir=tmp_path))
+    path = tmp_path / MASTER_KEY_FILE
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load_master_key(Settings(data_dir=tmp_path)).key_id == generated.key_id
+    key_file = tmp_path / "secret.key"
+    key_file.write_text(KEY_A + "\n")
+    from_file = load_master_key(
+        Settings(data_dir=tmp_path, privacy=PrivacySettings(master_key_file=key_file))
+    )
+    from_env = load_master_key(
+        Settings(data_dir=tmp_path, privacy=PrivacySettings(master_key=SecretStr(KEY_A)))
+    )
+    assert from_file.key_id.split(":")[1] == from_env.key_id.split(":")[1]
+    wrapped = from_file.wrap(b"x" * 32, b"ctx")
+    assert from_env.unwrap(wrapped, b"ctx") == b"x" * 32
+    with pytest.raises(ValueError, match="64 hex digits"):
+        load_master_key(
+            Settings(data_dir=tmp_path, privacy=PrivacySettings(master_key=SecretStr("abc")))
+        )
+
+
+async def test_a_wrong_master_key_refuses_to_start(database_url: str, tmp_path: Path) -> None:
+    first = Platform.from_settings(settings_with(database_url, tmp_path / "a", KEY_A))
+    try:
+        await first.check_personal_data()
+        async with service_client("intake", first) as intake:
+            ticket = (await intake.post("/tickets", json=Person.make().body("SN-K"))).json()
+    finally:
+        await first.close()
+    wrong = Platform.from_settings(settings_with(database_url, tmp_path / "b", KEY_B))
+    try:
+        with pytest.raises(MasterKeyMismatch, match="refusing to read or write personal data"):
+            await wrong.check_personal_data()
+        # Nothing is decrypted with the wrong key: a read that needs the keys fails.
+        with pytest.raises(MasterKeyMismatch):
+            await wrong.db.read(
+                lambda c: wrong.store.open(c, wrong.store.read_stream(c, ticket["ticket_id"]))
+            )
+    finally:
+        await wrong.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_serve_refuses_to_start_with_a_clear_message(
+    database_url: str, tmp_path: Path
+) -> None:
+    from shared.app.runtime import serve_one
+
+    first = Platform.from_settings(settings_with(database_url, tmp_path / "a", KEY_A))
+    await first.check_personal_data()
+    await first.close()
+    with pytest.raises(SystemExit, match="Refusing to start: the configured personal-data"):
+        await serve_one(settings_with(database_url, tmp_path / "b", KEY_B), "intake", None)
+
+
+# --- a corrupted data key -----------------------------------------------------------------------
+
+
+async def test_a_corrupted_data_key_shows_unreadable_and_nothing_else_breaks(
+    database_url: str, tmp_path: Path, clock: ManualClock
+) -> None:
+    settings = settings_with(database_url, tmp_path, KEY_A)
+    platform = Platform.from_settings(settings, clock=clock)
+    broken, fine = Person.make(), Person.make()
+    async with service_client("intake", platform) as intake:
+        bad = (await intake.post("/tickets", json=broken.body("SN-1"))).json()["ticket_id"]
+        good = (await intake.post("/tickets", json=fine.body("SN-2"))).json()["ticket_id"]
+    corrupt = text(
+        "UPDATE personal_data_keys SET wrapped_key = :junk WHERE customer_id = "
+        "(SELECT customer_id FROM ticket_state WHERE ticket_id = :t)"
+    )
+    await platform.db.write(lambda c: c.execute(corrupt, {"junk": os.urandom(60), "t": bad}))
+    await platform.close()
+    before = PERSONAL_DATA_UNREADABLE.labels(what="key")._value.get()
+    platform = Platform.from_settings(settings, clock=clock)  # a process without cached keys
+    try:
+        async with service_client("intake", platform, role="dispatcher") as disp:
+            view = (await disp.get(f"/tickets/{bad}")).json()
+            other = (await disp.get(f"/tickets/{good}")).json()
+            listed = await disp.get("/tickets")
+            diagnosis = {"category": "wear", "complexity": "simple", "resolution_path": "on_site"}
+            assert (
+                await disp.post(f"/tickets/{good}/diagnosis", json=diagnosis)
+            ).status_code == 200
+            assert (await disp.post(f"/tickets/{bad}/diagnosis", json=diagnosis)).status_code == 200
+            fix = {"customer": {"name": "New Name", "phone": "13900001111"}, "reason": "typo"}
+            refused = await disp.patch(f"/tickets/{bad}/contact", json=fix)
+        assert (view["customer_name"], view["customer_phone"]) == (UNREADABLE, UNREADABLE)
+        assert (other["customer_name"], other["address_line"]) == (fine.name, fine.line)
+        assert listed.status_code == 200 and len(listed.json()["items"]) == 2
+        assert refused.status_code == 503  # nothing new is recorded under an unreadable key
+        assert PERSONAL_DATA_UNREADABLE.labels(what="key")._value.get() > before
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=_intake_app(platform)), base_url="http://t"
+        ) as anonymous:
+            metrics = (await anonymous.get("/metrics")).text
+        assert 'ticketline_personal_data_unreadable_total{what="key"}' in metrics
+    finally:
+        await platform.close()
+
+
+def _intake_app(platform: Platform):  # type: ignore[no-untyped-def]
+    from shared.app.registry import app_factory
+
+    return app_factory("intake")(platform)
+
+
+# --- every append path seals ----------------------------------------------------------------------
+
+
+async def test_an_import_through_the_store_is_sealed_and_names_its_customer(
+    platform: Platform, database_url: str, tmp_path: Path, clock: ManualClock
+) -> None:
+    """A go-live import appends historical tickets with the store, without an executor
+    and without a customer id: the store seals and identifies all the same."""
+    person = Person.make()
+    historic = received(
+        7, customer=Customer(name=person.name, phone=person.phone), customer_id=None
+    )
+    append = StreamAppend("t-import-1", [historic], NEW_STREAM, "east")
+    (event,) = await platform.db.write(
+        lambda c: platform.store.append(c, [append], context("import"))
+    )
+    assert event.payload["customer_id"] and is_sealed(event.payload["customer"]["name"])
+    assert person.name not in str(event.payload) and event.computed_hash() == event.hash
+    # Another process (no cache) appends a correction: sealed with the stream's customer.
+    other = Platform.from_settings(platform.settings, clock=clock)
+    try:
+        fix = ContactDetailsCorrected(
+            customer=Customer(name=person.name, phone=person.new_phone), reason="moved"
+        )
+        (corrected,) = await other.db.write(
+            lambda c: other.store.append_to_stream(c, "t-import-1", 1, [fix], context())
+        )
+    finally:
+        await other.close()
+    token = corrected.payload["customer"]["phone"]
+    assert token.startswith(f"pd1.{event.payload['customer_id']}.")
+    opened = await platform.db.read(lambda c: platform.store.open(c, [event, corrected]))
+    assert opened[0].payload["customer"]["name"] == person.name
+    assert opened[1].payload["customer"]["phone"] == person.new_phone
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_a_bare_store_keeps_clear_values_that_open_as_they_are(
+    platform: Platform, clock: ManualClock
+) -> None:
+    """Events written before sealing existed (a bare store: tests, old databases) read as
+    they are; the next personal data on their stream is sealed for their customer."""
+    bare = EventStore(clock=clock)
+    append = StreamAppend("t-legacy", [received(8)], NEW_STREAM, "east")
+    (legacy,) = await platform.db.write(lambda c: bare.append(c, [append], context()))
+    assert legacy.payload["customer"]["name"] == "Li Wei"
+    fix = ContactDetailsCorrected(customer=Customer(name="Li Wei", phone="13900002222"), reason="x")
+    (sealed,) = await platform.db.write(
+        lambda c: platform.store.append_to_stream(c, "t-legacy", 1, [fix], context())
+    )
+    assert is_sealed(sealed.payload["customer"]["phone"])
+    opened = await platform.db.read(lambda c: platform.store.open(c, [legacy, sealed]))
+    assert opened[0].payload["customer"]["name"] == "Li Wei"
+    assert opened[1].payload["customer"]["phone"] == "13900002222"
+
+
+def test_the_published_schemas_admit_the_sealed_form() -> None:
+    """Kafka carries the stored form: the contract says which fields are sealed and how."""
+    import re
+
+    from shared.app.contract import SEALED_DEF, event_schemas
+
+    schema = event_schemas()["TicketReceived.v2.schema.json"]
+    assert schema["x-personal-fields"] == [f.dotted for f in personal_fields(TicketReceived)]
+    phone = schema["$defs"]["Customer"]["properties"]["phone"]
+    assert phone["x-personal"] == "phone"
+    assert {"$ref": "#/$defs/SealedPersonalData"} in phone["anyOf"]
+    token = "pd1.01a2178a-879a-7135-a780-186d2cf0f0fd." + "A" * 40
+    assert re.fullmatch(SEALED_DEF["pattern"], token)
+    assert re.fullmatch(SEALED_DEF["pattern"], "[erased]")
+    assert not re.fullmatch(SEALED_DEF["pattern"], "13812345678")
