@@ -10,6 +10,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Connection, insert, select
@@ -79,7 +80,7 @@ class ReadLog:
                     self._buffer[self.batch_size :],
                 )
                 try:
-                    await self.db.write(lambda c, rows=batch: _insert(c, rows))
+                    await self.db.write(partial(_insert, rows=batch))
                 except BaseException:
                     self._buffer[:0] = batch
                     if len(self._buffer) > MAX_BUFFERED:

@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
 
-from shared.eventstore.metrics import count_appended, take_appended
+from shared.eventstore.metrics import Committed, count_appended, take_appended
 
 T = TypeVar("T")
 Work = Callable[[Connection], T]
@@ -228,7 +228,7 @@ class _SqliteWriter:
 
     @staticmethod
     def _run_group(conn: Connection, raw: Any, group: list[_Job]) -> None:
-        outcomes: list[tuple[Any, BaseException | None, list[tuple[str, str]]]] = []
+        outcomes: list[tuple[Any, BaseException | None, list[Committed]]] = []
         take_appended(conn.info)
         try:
             raw.execute("BEGIN IMMEDIATE")

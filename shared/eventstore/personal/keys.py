@@ -262,7 +262,7 @@ class KeyRing:
         if not missing:
             return found
         kek = self._kek_for(conn, create=False)
-        rows = {}
+        rows: dict[str, Any] = {}
         for start in range(0, len(missing), 500):
             chunk = missing[start : start + 500]
             rows.update((r[0], r[1]) for r in conn.execute(_KEYS, {"ids": chunk}))
