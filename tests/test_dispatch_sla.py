@@ -43,8 +43,9 @@ async def events_of(platform: Platform, ticket_id: str, event_type: str) -> list
 
 
 def second_platform(database_url: str, clock: ManualClock, tmp_path: Path) -> Platform:
-    """Another process's view of the same database (a restarted or a second scheduler)."""
-    settings = Settings(database_url=database_url, data_dir=tmp_path / "other")
+    """Another process on the same database and data directory (its master key): a
+    restarted or a second scheduler."""
+    settings = Settings(database_url=database_url, data_dir=tmp_path / "data")
     return Platform.from_settings(settings, clock=clock)
 
 

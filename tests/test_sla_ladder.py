@@ -49,8 +49,9 @@ async def payloads(platform: Platform, ticket_id: str, event_type: str) -> list[
 
 
 def other_platform(database_url: str, clock: ManualClock, tmp_path: Path) -> Platform:
-    """Another process on the same database: a restarted or a second scheduler."""
-    settings = Settings(database_url=database_url, data_dir=tmp_path / "other", auth=TEST_AUTH)
+    """Another process on the same database and data directory (its master key): a
+    restarted or a second scheduler."""
+    settings = Settings(database_url=database_url, data_dir=tmp_path / "data", auth=TEST_AUTH)
     return Platform.from_settings(settings, clock=clock)
 
 
