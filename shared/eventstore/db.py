@@ -359,6 +359,25 @@ def _is_disconnect(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
+_SQLITE_TRANSIENT = ("database is locked", "disk i/o error", "unable to open database")
+
+
+def is_outage(exc: BaseException) -> bool:
+    """The database, not the work, failed: unreachable, restarting, a lost connection, a
+    locked or unreadable SQLite file. Such a failure says nothing about the events being
+    applied (a projector retries later; it never parks an event for it)."""
+    import sqlite3
+
+    if isinstance(exc, (DatabaseUnavailable, OSError, *_CONNECTION_LOST)):
+        return True
+    if _is_disconnect(exc):
+        return True
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    if isinstance(orig, sqlite3.OperationalError):
+        return any(marker in str(orig).lower() for marker in _SQLITE_TRANSIENT)
+    return isinstance(orig, (*_CONNECTION_LOST,))
+
+
 def _unavailable(exc: BaseException) -> DatabaseUnavailable:
     return DatabaseUnavailable(f"the database is unavailable: {type(exc).__name__}")
 

@@ -27,6 +27,12 @@ PROJECTION_DUPLICATES = Counter(
     "a relay or projector restart, or events a service already applied inline.",
     ["projection"],
 )
+PROJECTION_PARKED = Counter(
+    "ticketline_projection_events_parked",
+    "Events this process parked (a projection or reactor could not apply them after its "
+    "retries); the open ones are the ticketline_parked_events gauge.",
+    ["projection"],
+)
 
 # Key in the connection's info dict: events appended in the open transaction.
 _APPENDED_KEY = "ticketline.appended"
