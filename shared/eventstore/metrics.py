@@ -16,6 +16,12 @@ RELAY_PUBLISHED = Counter(
     "ticketline_relay_published",
     "Outbox rows this process published to Kafka (acknowledged and marked).",
 )
+RELAY_REQUEUED = Counter(
+    "ticketline_relay_requeued",
+    "Events this process queued again for publishing because the broker lost messages "
+    "(a truncated or rebuilt topic).",
+    ["topic"],
+)
 PROJECTION_APPLIED = Counter(
     "ticketline_projection_events_applied",
     "Events this process applied to a projection (duplicates excluded).",

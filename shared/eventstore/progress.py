@@ -99,6 +99,9 @@ class LedgerGuard:
         self.urgent = False
         self.applied = 0
         self.missing: int | None = None
+        # True while an event has been in the ledger longer than ``grace_seconds`` without
+        # coming through the broker.
+        self.overdue = False
         self._next_check = 0.0
         # (when, ledger head then): an event at or below a head seen ``grace_seconds``
         # ago has had that long to come through the broker.
@@ -135,11 +138,12 @@ class LedgerGuard:
             at = self.clock.now()
             await self.db.write(lambda c: raise_checkpoint(c, name, self.applied, at))
         if self.missing is None:
-            self.urgent = False
+            self.urgent = self.overdue = False
             self._heads.clear()
             return []
         limit = self._overdue_up_to(now, head)
-        if self.missing > limit:
+        self.overdue = self.missing <= limit
+        if not self.overdue:
             return []
         return await self.db.read(lambda c: self._ledger_page(c, projection, limit))
 

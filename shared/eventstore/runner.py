@@ -202,9 +202,12 @@ class KafkaSource:
             while not self.stop.is_set():
                 records = await consumer.getmany(timeout_ms=self.poll_ms)
                 if self.guard is not None and self.guard.due():
-                    if await log_truncated(consumer):
+                    fill = await self.guard.check(projection)
+                    # Only then: some brokers report a partition's end short of its last
+                    # offsets, which would look like a truncated log at any other time.
+                    if self.guard.overdue and await log_truncated(consumer):
                         self.guard.urgent = True
-                    if fill := await self.guard.check(projection):
+                    if fill:
                         yield Batch(events=fill)
                 if not records:
                     idle_ms += self.poll_ms
@@ -256,7 +259,7 @@ async def log_truncated(consumer: Any, seconds: float = 5.0) -> bool:
             "partitions from the beginning and filling from the ledger",
             ", ".join(f"{tp.topic}/{tp.partition}" for tp in behind),
         )
-        consumer.seek_to_beginning(*behind)
+        await consumer.seek_to_beginning(*behind)
     return bool(behind)
 
 

@@ -118,14 +118,16 @@ parked_events = Table(
     Index("ix_parked_events_status_projection", "status", "projection"),
 )
 
-# Per topic partition, the offset after the last message the relay had acknowledged: a
-# broker whose log ends below it lost messages, and the relay re-queues the history.
+# Per topic partition, the first offset of the relay's last acknowledged batch: a log that
+# no longer reaches it, or a later acknowledgement at or below it, means the broker lost
+# messages, and the relay re-queues the history. (The first, not the last: some brokers
+# report a partition's end as the start of its last record batch, plus one.)
 relay_offsets = Table(
     "relay_offsets",
     metadata,
     Column("topic", String(200), primary_key=True),
     Column("partition", Integer, primary_key=True, autoincrement=False),
-    Column("next_offset", BigInteger, nullable=False),
+    Column("acked_offset", BigInteger, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
 )
 

@@ -7,9 +7,10 @@ relay last had acknowledged per topic partition.
   event in that projection; the stream's later events wait (read from the ledger once it
   is resolved), so a stream is never applied out of order. Read with the versions, at no
   extra cost per batch.
-- ``relay_offsets``: the next offset of each partition after the relay's last
-  acknowledged message; an end offset below it means the broker lost messages (a rebuilt
-  topic, a broker that came back empty), and the relay re-queues the history.
+- ``relay_offsets``: per partition, the first offset of the relay's last acknowledged
+  batch; a log that no longer reaches it, or a later acknowledgement at or below it, means
+  the broker lost messages (a rebuilt topic, a broker that came back empty), and the
+  relay re-queues the history.
 
 Revision ID: 0005_ledger_guard
 Revises: 0004_ticket_list_indexes
@@ -59,7 +60,7 @@ def upgrade() -> None:
         "relay_offsets",
         sa.Column("topic", sa.String(200), nullable=False),
         sa.Column("partition", sa.Integer(), nullable=False),
-        sa.Column("next_offset", sa.BigInteger(), nullable=False),
+        sa.Column("acked_offset", sa.BigInteger(), nullable=False),
         sa.Column("updated_at", UtcDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("topic", "partition", name="pk_relay_offsets"),
     )
