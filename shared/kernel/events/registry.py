@@ -25,6 +25,8 @@ TOPIC_FAMILY_BY_STREAM_TYPE: dict[str, str] = {
     "requisition": "parts",
     "quality": "quality",
     "scorecard": "quality",
+    # Signed chain-head checkpoints (docs/checkpoints.md): a topic of their own.
+    "ledger": "ledger",
 }
 
 
