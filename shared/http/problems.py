@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
+from shared.eventstore.db import DatabaseUnavailable
 from shared.eventstore.ledger import ConcurrencyError
 from shared.kernel.errors import DomainError, InvalidCommand
 
@@ -157,6 +158,23 @@ def install_problem_handlers(app: FastAPI) -> None:
             detail or "HTTP error",
             detail,
             getattr(exc, "headers", None),
+        )
+
+
+def install_outage_handler(app: FastAPI) -> None:
+    """A database that is away (restarting, unreachable, a connection lost before commit)
+    is a 503 with ``Retry-After``: the work did not commit, and trying again is safe
+    (commands carry an ``Idempotency-Key``)."""
+
+    @app.exception_handler(DatabaseUnavailable)
+    async def _unavailable(request: Request, exc: DatabaseUnavailable) -> JSONResponse:
+        return problem_response(
+            request,
+            503,
+            "database-unavailable",
+            "The database is unavailable; retry shortly",
+            str(exc),
+            {"Retry-After": "2"},
         )
 
 
