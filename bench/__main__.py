@@ -63,7 +63,7 @@ from tests.support.factories import diagnosed, received
 from tests.support.postgres import PostgresCluster
 
 CONTEXT = CommandContext(actor=Actor(subject="bench", role="system"), service="bench")
-SECTIONS = ("sqlite", "http", "postgres", "list")
+SECTIONS = ("sqlite", "http", "postgres", "list", "scale")
 PROFILES: dict[str, dict[str, Any]] = {
     "full": {
         "appends": 2000,
@@ -75,6 +75,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "rounds": 3,
         "list_rows": 1_000_000,
         "list_repeats": 40,
+        "scale_events": 1_000_000,
     },
     "quick": {
         "appends": 300,
@@ -86,6 +87,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "rounds": 2,
         "list_rows": 100_000,
         "list_repeats": 15,
+        "scale_events": 100_000,
     },
 }
 _numbers = itertools.count(1)
@@ -331,6 +333,7 @@ async def bench_sqlite(report: Report, tmp: Path, args: argparse.Namespace, brok
         )
     finally:
         await platform.close()
+    await bench_sqlite_full(report, directory, args)
     progress("SQLite: more limits (direct, synchronous=FULL)")
     for synchronous, hop in (("NORMAL", False), ("FULL", True), ("FULL", False)):
         limit = await sqlite_insert_per_transaction(
@@ -340,6 +343,47 @@ async def bench_sqlite(report: Report, tmp: Path, args: argparse.Namespace, brok
         section.limit_only(
             f"limit: insert/transaction, {synchronous}, {way}", limit, unit="events/s"
         )
+
+
+async def bench_sqlite_full(report: Report, directory: Path, args: argparse.Namespace) -> None:
+    """Durable commits (TICKETLINE_SQLITE_SYNCHRONOUS=FULL): every commit reaches the disk,
+    so the append is measured against a bare insert that syncs too."""
+    section = report.section("SQLite with synchronous=FULL (every commit synced to disk)")
+    url = f"sqlite+aiosqlite:///{directory}/bench-full.db"
+    limit_db = directory / "limit-full.db"
+    upgrade(url)
+    platform = Platform.from_settings(Settings(database_url=url, sqlite_synchronous="FULL"))
+    appends = max(200, args.appends // 4)
+    try:
+        progress("SQLite FULL: append, one stream")
+        tl, limit = await around(
+            lambda n: sqlite_insert_per_transaction(limit_db, n, synchronous="FULL"),
+            max(400, args.limit_inserts // 10),
+            lambda: ticketline_append_one_stream(platform, appends),
+        )
+        section.compare(
+            "append, one stream (1 event/transaction)",
+            tl,
+            limit,
+            unit="events/s",
+            note="limit: sqlite3 INSERT per BEGIN IMMEDIATE…COMMIT, synchronous=FULL, "
+            "via one writer thread",
+        )
+        progress("SQLite FULL: append, 8 writers")
+        tl, limit = await around(
+            lambda n: sqlite_insert_per_transaction(limit_db, n, synchronous="FULL", concurrency=8),
+            max(400, args.limit_inserts // 10),
+            lambda: ticketline_append_many_streams(platform, appends),
+        )
+        section.compare(
+            "append, many streams (8 writers; group commit)",
+            tl,
+            limit,
+            unit="events/s",
+            note="limit: the same inserts from 8 concurrent callers",
+        )
+    finally:
+        await platform.close()
 
 
 async def bench_postgres(report: Report, args: argparse.Namespace, broker: Any) -> None:
@@ -468,6 +512,44 @@ async def bench_list(report: Report, tmp: Path, args: argparse.Namespace) -> Non
         )
 
 
+async def bench_scale(report: Report, tmp: Path, args: argparse.Namespace) -> None:
+    """ticket_state rebuilt from N and N/10 events (SQLite), each in its own process: the
+    rate beside the raw read-and-decode of the same table, and the peak memory of both."""
+    from bench.rebuild_scale import raw_rate, rebuild_in_subprocess
+
+    section = report.section("ticket_state rebuild at scale (SQLite, a process of its own)")
+    figures: dict[int, tuple[dict[str, Any], float]] = {}
+    for events in (args.scale_events // 10, args.scale_events):
+        url = f"sqlite+aiosqlite:///{tmp}/scale-{events}.db"
+        upgrade(url)
+        platform = Platform.from_settings(Settings(database_url=url))
+        try:
+            progress(f"scale: seeding {events:,} events")
+            await seed_bulk(platform, events)
+        finally:
+            await platform.close()
+        progress(f"scale: rebuilding {events:,} events")
+        figures[events] = (await asyncio.to_thread(rebuild_in_subprocess, url), await raw_rate(url))
+    for events, (rebuilt, raw) in figures.items():
+        rate = rebuilt["events"] / rebuilt["seconds"] if rebuilt["seconds"] else 0.0
+        section.add(
+            f"rebuild of {events:,} events",
+            rate,
+            raw,
+            unit="events/s",
+            note="limit: raw read of the same table + orjson.loads, pages of 5,000",
+        )
+    (small, _), (large, _) = figures.values()
+    section.add(
+        "peak memory (max RSS of the rebuilding process)",
+        large["max_rss_mb"],
+        small["max_rss_mb"],
+        unit="MB",
+        note=f"beside the same rebuild of a ledger ten times smaller: flat memory is a "
+        f"ratio near 1 ({large['events']:,} vs {small['events']:,} events)",
+    )
+
+
 async def run_section(report: Report, name: str, fn: Callable[[], Awaitable[None]]) -> None:
     try:
         await fn()
@@ -504,6 +586,10 @@ async def main(args: argparse.Namespace) -> Report:
                 )
             if "list" in args.sections:
                 await run_section(report, "GET /tickets", lambda: bench_list(report, tmp, args))
+            if "scale" in args.sections:
+                await run_section(
+                    report, "Rebuild at scale", lambda: bench_scale(report, tmp, args)
+                )
         finally:
             if broker is not None:
                 broker.stop()
@@ -531,6 +617,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "rounds": "alternating HTTP rounds",
         "list_rows": "tickets in the large ticket_state",
         "list_repeats": "requests per filter and size",
+        "scale_events": "events in the larger rebuild at scale (the smaller has a tenth)",
     }
     for key, text in helps.items():
         kind = type(PROFILES["full"][key])

@@ -387,3 +387,100 @@ async def test_idempotency_keys_are_per_caller(platform: Platform) -> None:
     assert replay.json()["ticket_id"] == first.json()["ticket_id"]
     assert other.status_code == 201 and "idempotent-replayed" not in other.headers
     assert other.json()["ticket_id"] != first.json()["ticket_id"]
+
+
+# --- reach and personal data in the work lists --------------------------------------------
+
+DIAGNOSIS = {"category": "wear", "complexity": "simple", "resolution_path": "on_site"}
+
+
+async def diagnosed_in(platform: Platform, region: str) -> str:
+    tid = await open_in(platform, region)
+    async with service_client("intake", platform) as agent:
+        response = await agent.post(f"/tickets/{tid}/diagnosis", json=DIAGNOSIS)
+        assert response.status_code == 200, response.text
+    return tid
+
+
+async def test_work_lists_mask_the_street_for_roles_that_see_it_masked(
+    platform: Platform,
+) -> None:
+    from tests.support.dispatch_network import build_network
+    from tests.support.lifecycle import dispatch_ticket
+
+    async with service_client("dispatch", platform, role="admin") as admin:
+        await build_network(admin)
+    await diagnosed_in(platform, "east")  # waits in the dispatch queue
+    assigned = await diagnosed_in(platform, "east")
+    await dispatch_ticket(platform, assigned, service_point_id="sp-east-1", technician_id="t-a")
+    line = RECEIVE_EXAMPLE["address"]["line"]
+    for role, subject, full in (
+        ("regional_center", None, False),
+        ("auditor", None, False),
+        ("dispatcher", None, True),
+        ("admin", None, True),
+        ("technician", "t-a", True),
+    ):
+        credentials = {"region": "east"} if role == "regional_center" else {}
+        if subject:
+            credentials["subject"] = subject
+        async with service_client("dispatch", platform, role=role, **credentials) as client:
+            lists = [(await client.get("/technicians/t-a/assignments")).json()["items"]]
+            if role != "technician":
+                lists.append((await client.get("/dispatch-queue")).json()["items"])
+        for items in lists:
+            assert items, role
+            for item in items:
+                assert (item["address_line"] == line) is full, (role, item["address_line"])
+                if not full:
+                    assert item["address_line"] == "***", role
+
+
+async def test_roles_that_see_the_phone_masked_may_not_search_by_it(
+    platform: Platform,
+) -> None:
+    tid = await open_in(platform, "east")
+    phone = RECEIVE_EXAMPLE["customer"]["phone"]
+    for role in ROLES:
+        if role == "parts_clerk":
+            continue  # reads no tickets at all (the matrix)
+        async with service_client("intake", platform, role=role, region="east") as client:
+            response = await client.get("/tickets", params={"phone": phone})
+        if role in {"call_center_agent", "regional_center", "auditor"}:
+            assert response.status_code == 403, role
+            assert response.headers["content-type"].startswith("application/problem+json")
+            assert [e["field"] for e in response.json()["errors"]] == ["phone"], role
+        else:
+            assert response.status_code == 200, (role, response.text)
+            expected = [] if role == "technician" else [tid]  # not assigned to this one
+            assert [t["ticket_id"] for t in response.json()["items"]] == expected, role
+
+
+async def test_technician_lists_only_returns_of_its_own_tickets(platform: Platform) -> None:
+    from services.parts.reactors import RepairReactor
+    from tests.support.lifecycle import dispatch_ticket, repair_ticket, warranty_part
+    from tests.test_parts import build_network
+
+    async with service_client("parts", platform, role="admin") as admin:
+        await build_network(admin)
+    tickets = {}
+    for technician in ("tech-a", "tech-b"):
+        tid = await open_in(platform, "east")
+        await dispatch_ticket(platform, tid, service_point_id="SP-HZ-01", technician_id=technician)
+        await repair_ticket(platform, tid, [warranty_part()], technician_id=technician)
+        tickets[technician] = tid
+    await platform.runner.catch_up(RepairReactor(platform))
+    async with service_client("parts", platform, role="admin") as admin:
+        everything = (await admin.get("/returns")).json()
+        assert {r["ticket_id"] for r in everything} == set(tickets.values())
+    for technician, tid in tickets.items():
+        async with service_client("parts", platform, role="technician", subject=technician) as tech:
+            mine = (await tech.get("/returns")).json()
+            assert [r["ticket_id"] for r in mine] == [tid], technician
+            other = next(t for t in tickets.values() if t != tid)
+            asked = await tech.get("/returns", params={"ticket_id": other})
+            assert asked.status_code == 200 and asked.json() == [], technician
+            summary = (await tech.get("/returns/summary")).json()["items"]
+            assert sum(s["expected"] for s in summary) == 1, technician
+    async with service_client("parts", platform, role="technician", subject="tech-c") as tech:
+        assert (await tech.get("/returns")).json() == []

@@ -60,10 +60,8 @@ async def test_replay_until_rebuilds_the_past(platform: Platform, clock, tmp_pat
     assert result.events == 4
     past = Database(f"sqlite+aiosqlite:///{into}")
     try:
-        async with past.reading() as conn:
-            statuses = dict(
-                (await conn.execute(select(ticket_state.c.ticket_id, ticket_state.c.status))).all()
-            )
+        query = select(ticket_state.c.ticket_id, ticket_state.c.status)
+        statuses = dict(await past.read(lambda c: c.execute(query).all()))
     finally:
         await past.dispose()
     assert statuses == {ids[0]: "diagnosed", ids[1]: "diagnosed"}

@@ -108,6 +108,91 @@ async def test_bad_tokens_are_401(platform: Platform) -> None:
         assert ok.status_code == 200
 
 
+# Correctly signed tokens whose claims have another shape than documented: each would
+# widen or blur access if read loosely (a list region read as "no region" = every region).
+ODD_CLAIMS: dict[str, dict[str, Any]] = {
+    "region a list": {"role": "dispatcher", "region": ["east"]},
+    "region a number": {"role": "dispatcher", "region": 7},
+    "region null": {"role": "dispatcher", "region": None},
+    "region empty": {"role": "dispatcher", "region": ""},
+    "region an object": {"role": "regional_center", "region": {"name": "east"}},
+    "region too long": {"role": "dispatcher", "region": "e" * 33},
+    "region with a NUL": {"role": "dispatcher", "region": "east\u0000"},
+    "scope a list": {"scope": ["tickets:read"]},
+    "scope empty": {"scope": ""},
+    "scope a number": {"scope": 1},
+    "scope with a control character": {"scope": "tickets:read\u0007"},
+    "sub a number": {"sub": 42},
+    "sub a list": {"sub": ["agent-1"]},
+    "sub empty": {"sub": ""},
+    "sub too long for actor_subject": {"sub": "a" * 201},
+    "sub with a NUL": {"sub": "agent\u0000"},
+    "sub with a lone surrogate": {"sub": "agent\ud800"},
+    "sub with a newline": {"sub": "agent\nadmin"},
+    "role a list": {"role": ["admin"]},
+    "role a number": {"role": 1},
+    "role an object": {"role": {"name": "admin"}},
+    "role too long for actor_role": {"role": "admin" * 11},
+    "role null": {"role": None, "__keep_null__": True},
+    "location a list": {"role": "parts_clerk", "location": ["SP-1"]},
+    "location a number": {"role": "parts_clerk", "location": 1},
+    "location too long": {"role": "parts_clerk", "location": "L" * 25},
+}
+
+
+def odd_token(changes: dict[str, Any]) -> str:
+    claims = good_claims()
+    keep_null = changes.pop("__keep_null__", False) or "region" in changes
+    claims.update(changes)
+    if not keep_null:
+        claims = {k: v for k, v in claims.items() if v is not None}
+    # json.dumps keeps \u0000 and lone surrogates as escapes, as an identity provider could.
+    return raw_token({"alg": "HS256", "typ": "JWT"}, claims, TEST_JWT_SECRET.encode())
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_signed_tokens_with_oddly_shaped_claims_are_401(platform: Platform) -> None:
+    async with raw_client(platform) as client:
+        for name, changes in ODD_CLAIMS.items():
+            response = await client.get("/tickets", headers=bearer(odd_token(dict(changes))))
+            assert response.status_code == 401, (name, response.text)
+            assert 'error="invalid_token"' in response.headers["www-authenticate"], name
+            assert response.json()["type"].endswith("/unauthorized"), name
+        # The documented shapes pass (region case-insensitive, scopes space-separated).
+        for changes in (
+            {"role": "dispatcher", "region": "East"},
+            {"scope": "tickets:read audit:export"},
+            {"role": "parts_clerk", "location": "SP-HZ-01", "sub": "clerk-1"},
+        ):
+            token = odd_token(changes)
+            response = await client.get("/tickets", headers=bearer(token))
+            assert response.status_code in (200, 403), (changes, response.text)
+
+
+def test_every_credential_goes_through_one_claims_schema(tmp_path: Path) -> None:
+    from shared.http.auth.tokens import Claims, InvalidCredentials
+
+    verifier = Authenticator(Settings(data_dir=tmp_path, auth=AuthSettings(
+        jwt_secret=TEST_JWT_SECRET,
+        api_keys={
+            api_key_hash("k-good"): ApiKeyEntry(name="acme", region="East"),
+            api_key_hash("k-long"): ApiKeyEntry(name="x" * 200),
+            api_key_hash("k-role"): ApiKeyEntry(name="acme", role="root"),
+            api_key_hash("k-region"): ApiKeyEntry(name="acme", region=""),
+        },
+    )))  # fmt: skip
+    good = verifier.verify_api_key("k-good")
+    assert isinstance(good, Claims) and (good.subject, good.region) == ("apikey:acme", "east")
+    for key in ("k-long", "k-role", "k-region"):
+        with pytest.raises(InvalidCredentials):
+            verifier.verify_api_key(key)
+    assert isinstance(verifier.verify_token(token_for("auditor")), Claims)
+    # Only tokens the services accept are issued.
+    with pytest.raises(ValueError):
+        issue_token(Settings(auth=AuthSettings(jwt_secret=TEST_JWT_SECRET)), role="auditor",
+                    subject="a" * 201)  # fmt: skip
+
+
 def rsa_pair() -> tuple[str, str, rsa.RSAPrivateKey]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     private = key.private_bytes(

@@ -139,11 +139,9 @@ async def test_every_page_renders_for_every_console_role(platform: Platform, lif
 async def test_regional_center_sees_only_its_region(platform: Platform, life: Lifecycle) -> None:
     east = await open_tickets(life, "east", 2)
     west = await open_tickets(life, "west", 2)
-    numbers = {}
-    async with platform.db.reading() as conn:
-        for tid in east + west:
-            row = await conn.run_sync(lambda c, tid=tid: queries.ticket(c, tid))
-            numbers[tid] = row.ticket_number
+    numbers = await platform.db.read(
+        lambda c: {tid: queries.ticket(c, tid).ticket_number for tid in east + west}
+    )
     life.clock.advance(hours=30)  # every response deadline has passed: all breached
     await project_feedback(platform)
     async with console_client(platform, "regional_center", region="east") as rc:

@@ -212,8 +212,9 @@ async def test_corrections_are_new_events_in_the_history(intake: httpx.AsyncClie
     assert masked["events"][1]["payload"]["customer"]["phone"] == "139****4321"
     current = (await intake.get(f"/tickets/{tid}", headers=DISPATCHER)).json()
     assert current["customer_phone"] == "13987654321" and current["version"] == 2
-    by_phone = (await intake.get("/tickets", params={"phone": "13987654321"})).json()["items"]
-    assert [t["ticket_id"] for t in by_phone] == [tid]
+    # Searching by phone is for roles that see the number (docs/personal-data.md).
+    by_phone = await intake.get("/tickets", params={"phone": "13987654321"}, headers=DISPATCHER)
+    assert [t["ticket_id"] for t in by_phone.json()["items"]] == [tid]
 
 
 async def test_pagination_is_stable_under_inserts(intake: httpx.AsyncClient, clock) -> None:
@@ -279,3 +280,33 @@ async def test_as_of_returns_the_historical_state(intake: httpx.AsyncClient, clo
     assert too_early.status_code == 404
     naive = await intake.get(f"/tickets/{tid}", params={"as_of": "2026-11-02T10:00:00"})
     assert naive.status_code == 422 and naive.json()["errors"][0]["field"] == "as_of"
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_every_deadline_counts_from_the_received_event_itself(
+    platform: Any, intake: httpx.AsyncClient
+) -> None:
+    """On a real clock (not a test's fixed one): the response deadline is exactly the
+    received event's own time plus the urgency's hours, never a second reading of the
+    clock; the resolution deadline too, from the same instant."""
+    from datetime import datetime, timedelta
+
+    from shared.kernel.clock import SystemClock
+
+    platform.clock = platform.store.clock = SystemClock()
+    platform._executors.clear()  # rebuilt on the real clock
+    ticket = await open_ticket(intake, urgency="critical")
+    tid = ticket["ticket_id"]
+    diagnosed = await intake.post(
+        f"/tickets/{tid}/diagnosis",
+        json={"category": "wear", "complexity": "simple", "resolution_path": "on_site"},
+    )
+    assert diagnosed.status_code == 200, diagnosed.text
+    history = (await intake.get(f"/tickets/{tid}/history", headers=DISPATCHER)).json()
+    received = history["events"][0]
+    at = datetime.fromisoformat(received["occurred_at"])
+    assert datetime.fromisoformat(received["payload"]["response_due_at"]) == at + timedelta(
+        hours=0.5
+    )
+    diagnosis = history["events"][1]["payload"]
+    assert datetime.fromisoformat(diagnosis["resolution_due_at"]) == at + timedelta(hours=4)

@@ -18,13 +18,12 @@ async def test_migrations_match_table_definitions(database_url: str) -> None:
     assert await schema_is_current(database_url)
     db = Database(database_url)
     try:
-        async with db.write_engine.connect() as conn:
 
-            def diff(sync_conn):  # type: ignore[no-untyped-def]
-                context = MigrationContext.configure(sync_conn, opts={"compare_type": False})
-                return compare_metadata(context, metadata)
+        def diff(conn):  # type: ignore[no-untyped-def]
+            context = MigrationContext.configure(conn, opts={"compare_type": False})
+            return compare_metadata(context, metadata)
 
-            differences = await conn.run_sync(diff)
+        differences = await db.read(diff)
     finally:
         await db.dispose()
     relevant = [

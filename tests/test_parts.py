@@ -11,19 +11,25 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
-from services.parts.commands import PartsCommands
-from services.parts.domain import stock_stream
+from services.parts.domain import STOCK_LEVELS, StockLevel, stock_stream
 from services.parts.jobs import check_overdue_returns
 from services.parts.projections import PROJECTIONS
 from services.parts.reactors import RepairReactor
 from services.parts.tables import parts_stock
+from shared.app.executor import Handling, Invocation
 from shared.app.platform import Platform
 from shared.eventstore.db import Database
-from shared.eventstore.ledger import PendingEvent
 from shared.kernel.clock import ManualClock
-from shared.kernel.events.envelope import Actor, CommandContext, EventEnvelope
+from shared.kernel.errors import RuleViolation
+from shared.kernel.events.envelope import (
+    SYSTEM_ACTOR,
+    CommandContext,
+    EventEnvelope,
+    EventPayload,
+    PendingEvent,
+)
 from shared.kernel.events.parts import StockConsumed
 from shared.kernel.events.tickets import CostBearer, UsedPart
 from tests.support.clients import service_client
@@ -56,10 +62,18 @@ async def build_network(admin: httpx.AsyncClient) -> None:
     need not."""
     for location_id, body in [
         ("HQ", {"name": "Headquarters", "level": "headquarters", "region": "hq"}),
-        ("RC-EAST", {"name": "East center", "level": "regional_center", "parent_id": "HQ", "region": "east"}),
+        (
+            "RC-EAST",
+            {
+                "name": "East center",
+                "level": "regional_center",
+                "parent_id": "HQ",
+                "region": "east",
+            },
+        ),
         ("SP-HZ-01", {"name": "Hangzhou West", "level": "service_point", "parent_id": "RC-EAST"}),
         ("SP-NB-01", {"name": "Ningbo", "level": "service_point", "parent_id": "RC-EAST"}),
-    ]:  # fmt: skip
+    ]:
         await ok(await admin.put(f"/locations/{location_id}", json=body), 201)
     await ok(
         await admin.put(
@@ -104,9 +118,11 @@ async def ticket_events(intake: httpx.AsyncClient, ticket_id: str) -> list[str]:
 
 
 async def test_request_receive_use_and_return_parts_for_a_ticket(
-    platform: Platform, intake: httpx.AsyncClient, admin: httpx.AsyncClient,
+    platform: Platform,
+    intake: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
     clerk: httpx.AsyncClient,
-) -> None:  # fmt: skip
+) -> None:
     await build_network(admin)
     assert (await receive(clerk, "SP-HZ-01", MOTOR, 3))["on_hand"] == 3
     ticket_id = await dispatched_ticket(intake, platform)
@@ -144,27 +160,41 @@ async def test_request_receive_use_and_return_parts_for_a_ticket(
     back = await ok(
         await clerk.post(
             "/returns",
-            json={"ticket_id": ticket_id, "part_number": MOTOR, "old_serial": "M-OLD-1", "grade": "scrap"},
+            json={
+                "ticket_id": ticket_id,
+                "part_number": MOTOR,
+                "old_serial": "M-OLD-1",
+                "grade": "scrap",
+            },
         ),
         201,
-    )  # fmt: skip
+    )
     assert back["status"] == "returned" and back["late"] is False and back["grade"] == "scrap"
     assert back["returned_location_id"] == "SP-HZ-01"
     assert (await ticket_events(intake, ticket_id))[-1] == "OldPartReturned"
     summary = await ok(await clerk.get("/returns/summary"))
     assert summary["items"] == [
-        {"service_point_id": "SP-HZ-01", "expected": 1, "returned": 1, "returned_late": 0,
-         "outstanding": 0, "overdue": 0, "return_rate": 1.0}
-    ]  # fmt: skip
+        {
+            "service_point_id": "SP-HZ-01",
+            "expected": 1,
+            "returned": 1,
+            "returned_late": 0,
+            "outstanding": 0,
+            "overdue": 0,
+            "return_rate": 1.0,
+        }
+    ]
     # Nothing more is expected from this ticket.
     again = await clerk.post("/returns", json={"ticket_id": ticket_id, "part_number": MOTOR})
     assert again.status_code == 409 and again.json()["rule"] == "no_return_expected"
 
 
 async def test_nearest_location_holding_the_part(
-    platform: Platform, intake: httpx.AsyncClient, admin: httpx.AsyncClient,
+    platform: Platform,
+    intake: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
     clerk: httpx.AsyncClient,
-) -> None:  # fmt: skip
+) -> None:
     await build_network(admin)
     await receive(admin, "RC-EAST", MOTOR, 1)
     await receive(admin, "HQ", MOTOR, 2)
@@ -191,17 +221,21 @@ async def test_nearest_location_holding_the_part(
 
 
 async def test_cancel_releases_and_unused_parts_come_back(
-    platform: Platform, intake: httpx.AsyncClient, admin: httpx.AsyncClient,
+    platform: Platform,
+    intake: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
     clerk: httpx.AsyncClient,
-) -> None:  # fmt: skip
+) -> None:
     await build_network(admin)
     await receive(clerk, "SP-HZ-01", MOTOR, 2)
     ticket_id = await dispatched_ticket(intake, platform)
     body = {"ticket_id": ticket_id, "part_number": MOTOR, "quantity": 2}
     req = await ok(await clerk.post("/requisitions", json=body), 201)
     cancelled = await ok(
-        await clerk.post(f"/requisitions/{req['requisition_id']}/cancel", json={"reason": "wrong part"})
-    )  # fmt: skip
+        await clerk.post(
+            f"/requisitions/{req['requisition_id']}/cancel", json={"reason": "wrong part"}
+        )
+    )
     assert cancelled["status"] == "cancelled"
     assert (await stock_of(clerk, "SP-HZ-01", MOTOR))["available"] == 2
     issue_cancelled = await clerk.post(f"/requisitions/{req['requisition_id']}/issue", json={})
@@ -239,9 +273,11 @@ async def test_cancel_releases_and_unused_parts_come_back(
 
 
 async def test_repair_without_requisition_uses_the_shelf_and_records_the_rest(
-    platform: Platform, intake: httpx.AsyncClient, admin: httpx.AsyncClient,
+    platform: Platform,
+    intake: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
     clerk: httpx.AsyncClient,
-) -> None:  # fmt: skip
+) -> None:
     await build_network(admin)
     await receive(clerk, "SP-HZ-01", MOTOR, 1)
     await receive(clerk, "SP-HZ-01", BELT, 1)
@@ -255,8 +291,9 @@ async def test_repair_without_requisition_uses_the_shelf_and_records_the_rest(
     await run_reactor(platform)
     assert (await stock_of(clerk, "SP-HZ-01", MOTOR))["on_hand"] == 0
     assert (await stock_of(clerk, "SP-HZ-01", BELT))["on_hand"] == 0
-    async with platform.db.reading() as conn:
-        paperwork = await platform.store.read_stream(conn, f"tparts:{ticket_id}")
+    paperwork = await platform.db.read(
+        lambda c: platform.store.read_stream(c, f"tparts:{ticket_id}")
+    )
     assert [(e.event_type, e.payload["part_number"], e.payload["quantity"]) for e in paperwork] == [
         ("PartUsageUnmatched", MOTOR, 1),
         # The catalogue says the motor comes back when the warranty bore the repair.
@@ -265,9 +302,11 @@ async def test_repair_without_requisition_uses_the_shelf_and_records_the_rest(
 
 
 async def test_repaired_event_delivered_twice_changes_stock_once(
-    platform: Platform, intake: httpx.AsyncClient, admin: httpx.AsyncClient,
+    platform: Platform,
+    intake: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
     clerk: httpx.AsyncClient,
-) -> None:  # fmt: skip
+) -> None:
     await build_network(admin)
     await receive(clerk, "SP-HZ-01", MOTOR, 5)
     ticket_id = await dispatched_ticket(intake, platform)
@@ -278,24 +317,26 @@ async def test_repaired_event_delivered_twice_changes_stock_once(
     reactor = RepairReactor(platform)
     # Through the runner (per-stream version bookkeeping) ...
     for _ in range(2):
-        async with platform.db.transaction() as conn:
-            await platform.runner.apply(conn, reactor, [repaired])
+        await platform.db.write(lambda c: platform.runner.apply(c, reactor, [repaired]))
     # ... and straight into the reactor, as a redelivery under another bookkeeping would.
     for _ in range(2):
-        async with platform.db.transaction() as conn:
-            await reactor.handle(conn, repaired)
+        await platform.db.write(lambda c: reactor.apply(c, [repaired]))
     await run_reactor(platform)
     assert (await stock_of(clerk, "SP-HZ-01", MOTOR))["on_hand"] == 3
-    async with platform.db.reading() as conn:
-        movements = await platform.store.read_stream(conn, stock_stream("SP-HZ-01", MOTOR))
+    movements = await platform.db.read(
+        lambda c: platform.store.read_stream(c, stock_stream("SP-HZ-01", MOTOR))
+    )
     assert [e.event_type for e in movements] == ["StockReceived", "StockConsumed"]
     assert len(await ok(await clerk.get("/returns"))) == 1
 
 
 async def test_overdue_returns_are_recorded_exactly_once(
-    platform: Platform, clock: ManualClock, intake: httpx.AsyncClient,
-    admin: httpx.AsyncClient, clerk: httpx.AsyncClient,
-) -> None:  # fmt: skip
+    platform: Platform,
+    clock: ManualClock,
+    intake: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
+    clerk: httpx.AsyncClient,
+) -> None:
     platform.settings.parts.old_part_return_days = 10
     await build_network(admin)
     ticket_id = await dispatched_ticket(intake, platform)
@@ -337,22 +378,23 @@ async def consume_at(
     platform: Platform, clock: ManualClock, location: str, part: str, day: str, quantity: int
 ) -> None:
     """Record a shelf consumption at the given day (as the repair reactor would)."""
-    commands = PartsCommands(platform)
-    context = CommandContext(actor=Actor(subject="system", role="system"), service="parts")
+    context = CommandContext(actor=SYSTEM_ACTOR, service="parts")
+    handling = Handling(platform.executor("parts"), Invocation(context), platform.settings)
     when = datetime.fromisoformat(day).replace(tzinfo=UTC)
-    async with platform.db.transaction() as conn:
-        level = await commands.load_stock(conn, location, part)
-        payload = StockConsumed(
-            location_id=location,
-            part_number=part,
-            quantity=quantity,
-            from_issued=False,
-            trigger_event_id=f"test-{day}-{quantity}",
-        )
-        await commands.append(
-            conn, stock_stream(location, part), level.version,
-            [PendingEvent(payload, occurred_at=when)], context,
-        )  # fmt: skip
+    payload = StockConsumed(
+        location_id=location,
+        part_number=part,
+        quantity=quantity,
+        from_issued=False,
+        trigger_event_id=f"test-{day}-{quantity}",
+    )
+
+    def decide(_command: None, _level: StockLevel) -> list[EventPayload | PendingEvent]:
+        return [PendingEvent(payload, occurred_at=when)]
+
+    await platform.db.write(
+        lambda c: handling.execute(c, STOCK_LEVELS, stock_stream(location, part), None, decide)
+    )
 
 
 async def test_replenishment_matches_hand_computed_figures(
@@ -362,14 +404,21 @@ async def test_replenishment_matches_hand_computed_figures(
     await receive(clerk, "SP-HZ-01", MOTOR, 30)
     await receive(clerk, "SP-HZ-01", BELT, 30)
     # Motor: 4 + 5 + 3 in Aug–Oct (avg 4); the current month and July are outside.
-    for day, quantity in [("2026-07-20", 9), ("2026-08-03", 4), ("2026-09-15", 5),
-                          ("2026-10-31", 3), ("2026-11-01", 7)]:  # fmt: skip
+    for day, quantity in [
+        ("2026-07-20", 9),
+        ("2026-08-03", 4),
+        ("2026-09-15", 5),
+        ("2026-10-31", 3),
+        ("2026-11-01", 7),
+    ]:
         await consume_at(platform, clock, "SP-HZ-01", MOTOR, day, quantity)
     # Belt: 10 in one month (avg 10/3).
     await consume_at(platform, clock, "SP-HZ-01", BELT, "2026-09-02", 10)
     # Stock now: motor 30 − 28 = 2, one reserved → current stock 1; belt 20.
-    await admin.post("/stock/adjustments", json={
-        "location_id": "SP-HZ-01", "part_number": BELT, "delta": -13, "reason": "count"})  # fmt: skip
+    await admin.post(
+        "/stock/adjustments",
+        json={"location_id": "SP-HZ-01", "part_number": BELT, "delta": -13, "reason": "count"},
+    )
     platform.settings.parts.seasonal_coefficients = {11: 1.5}
 
     plan = await ok(await clerk.get("/replenishment", params={"location": "SP-HZ-01"}))
@@ -402,9 +451,11 @@ async def test_replenishment_matches_hand_computed_figures(
 
 @pytest.mark.parametrize("backend", ["postgres"])
 async def test_concurrent_requisitions_for_the_last_unit(
-    platform: Platform, intake: httpx.AsyncClient, admin: httpx.AsyncClient,
+    platform: Platform,
+    intake: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
     clerk: httpx.AsyncClient,
-) -> None:  # fmt: skip
+) -> None:
     await build_network(admin)
     await receive(clerk, "SP-HZ-01", MOTOR, 1)
     ticket_ids = [await dispatched_ticket(intake, platform, serial=f"SN-{i}") for i in range(10)]
@@ -416,8 +467,7 @@ async def test_concurrent_requisitions_for_the_last_unit(
     )
     codes = sorted(r.status_code for r in responses)
     assert codes == [201] + [409] * 9, [r.text for r in responses]
-    async with platform.db.reading() as conn:
-        row = (await conn.execute(select(parts_stock))).one()
+    row = await platform.db.read(lambda c: c.execute(select(parts_stock)).one())
     assert (row.on_hand, row.reserved) == (1, 1)
     reserved = await ok(await clerk.get("/requisitions", params={"status": "reserved"}))
     assert len(reserved) == 1
@@ -429,20 +479,55 @@ async def test_stock_table_refuses_negative_stock(db: Database) -> None:
     from sqlalchemy import insert
     from sqlalchemy.exc import IntegrityError
 
-    values = {"location_id": "X", "part_number": "P", "issued": 0, "version": 1,
-              "updated_at": datetime(2026, 11, 2, tzinfo=UTC)}  # fmt: skip
+    values = {
+        "location_id": "X",
+        "part_number": "P",
+        "issued": 0,
+        "version": 1,
+        "updated_at": datetime(2026, 11, 2, tzinfo=UTC),
+    }
     for on_hand, reserved in [(-1, 0), (1, 2)]:
+        statement = insert(parts_stock).values(on_hand=on_hand, reserved=reserved, **values)
         with pytest.raises(IntegrityError):
-            async with db.transaction() as conn:
-                await conn.execute(
-                    insert(parts_stock).values(on_hand=on_hand, reserved=reserved, **values)
-                )
+            await db.write(lambda c, statement=statement: c.execute(statement))
+
+
+async def test_a_movement_past_the_decision_is_refused_by_the_stock_table(
+    platform: Platform, admin: httpx.AsyncClient, clerk: httpx.AsyncClient
+) -> None:
+    """A decision that skipped the rules (here: none at all) still cannot drive stock
+    negative: the inline stock read model's CHECKs refuse it, with the rule named, and
+    nothing of the command is recorded."""
+    await build_network(admin)
+    await receive(clerk, "SP-HZ-01", MOTOR, 1)
+    context = CommandContext(actor=SYSTEM_ACTOR, service="parts")
+    handling = Handling(platform.executor("parts"), Invocation(context), platform.settings)
+    shelf = StockConsumed(
+        location_id="SP-HZ-01",
+        part_number=MOTOR,
+        quantity=2,
+        from_issued=False,
+        trigger_event_id="test",
+    )
+
+    def decide(_command: None, _level: StockLevel) -> list[EventPayload | PendingEvent]:
+        return [shelf]
+
+    stream = stock_stream("SP-HZ-01", MOTOR)
+    with pytest.raises(RuleViolation) as refused:
+        await platform.db.write(lambda c: handling.execute(c, STOCK_LEVELS, stream, None, decide))
+    assert refused.value.rule == "stock_cannot_go_negative"
+    events = await platform.db.read(lambda c: platform.store.read_stream(c, stream))
+    assert [e.event_type for e in events] == ["StockReceived"]
+    assert (await stock_of(clerk, "SP-HZ-01", MOTOR))["on_hand"] == 1
 
 
 async def test_invalid_requests_are_4xx_and_write_nothing(
-    platform: Platform, intake: httpx.AsyncClient, admin: httpx.AsyncClient,
+    platform: Platform,
+    intake: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
     clerk: httpx.AsyncClient,
-) -> None:  # fmt: skip
+) -> None:
     await build_network(admin)
     await receive(clerk, "SP-HZ-01", MOTOR, 1)
     ticket_id = await dispatched_ticket(intake, platform)
@@ -474,7 +559,11 @@ async def test_invalid_requests_are_4xx_and_write_nothing(
     assert (await problem(await clerk.post("/requisitions", json=wrong), 409))[
         "rule"
     ] == "part_does_not_fit"
-    await problem(await clerk.post("/requisitions", json={**req, "location_id": "SP-NB-01"}), 403)
+    # Another location does not exist for a parts clerk (the reach rule: 404, not 403).
+    elsewhere = await problem(
+        await clerk.post("/requisitions", json={**req, "location_id": "SP-NB-01"}), 404
+    )
+    assert elsewhere["detail"] == "no location SP-NB-01"
     async with service_client("parts", platform, role="dispatcher", region="east") as dispatcher:
         await problem(await dispatcher.post("/requisitions", json=req), 403)
         await problem(
@@ -488,7 +577,7 @@ async def test_invalid_requests_are_4xx_and_write_nothing(
         await clerk.post(
             "/stock/receipts", json={"location_id": "HQ", "part_number": MOTOR, "quantity": 1}
         ),
-        403,
+        404,
     )
     bad_parent = {"name": "x", "level": "service_point", "parent_id": "SP-HZ-01"}
     assert "parent_id" in fields(
@@ -524,9 +613,11 @@ async def test_invalid_requests_are_4xx_and_write_nothing(
 
 
 async def test_idempotency_key_yields_one_requisition(
-    platform: Platform, intake: httpx.AsyncClient, admin: httpx.AsyncClient,
+    platform: Platform,
+    intake: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
     clerk: httpx.AsyncClient,
-) -> None:  # fmt: skip
+) -> None:
     await build_network(admin)
     await receive(clerk, "SP-HZ-01", MOTOR, 2)
     ticket_id = await dispatched_ticket(intake, platform)
@@ -540,25 +631,33 @@ async def test_idempotency_key_yields_one_requisition(
 
 
 async def dump(db: Database) -> dict[str, list[Any]]:
-    async with db.reading() as conn:
+    def work(conn: Connection) -> dict[str, list[Any]]:
         return {
-            table.name: sorted(tuple(r) for r in (await conn.execute(select(table))).all())
+            table.name: sorted(tuple(r) for r in conn.execute(select(table)).all())
             for projection in PROJECTIONS
             for table in projection.tables
         }
 
+    return await db.read(work)
+
 
 async def test_rebuild_equals_incremental(
-    platform: Platform, clock: ManualClock, intake: httpx.AsyncClient,
-    admin: httpx.AsyncClient, clerk: httpx.AsyncClient,
-) -> None:  # fmt: skip
+    platform: Platform,
+    clock: ManualClock,
+    intake: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
+    clerk: httpx.AsyncClient,
+) -> None:
     await build_network(admin)
     await ok(await admin.put(f"/parts/{BELT}", json={"name": "Belt v2", "unit_cost": 10}))
     await receive(clerk, "SP-HZ-01", MOTOR, 3)
     first = await dispatched_ticket(intake, platform)
     second = await dispatched_ticket(intake, platform, serial="SN-2")
     for ticket_id in (first, second):
-        req = await ok(await clerk.post("/requisitions", json={"ticket_id": ticket_id, "part_number": MOTOR}), 201)  # fmt: skip
+        req = await ok(
+            await clerk.post("/requisitions", json={"ticket_id": ticket_id, "part_number": MOTOR}),
+            201,
+        )
         await ok(await clerk.post(f"/requisitions/{req['requisition_id']}/issue", json={}))
         await repair_ticket(platform, ticket_id, [UsedPart(part_number=MOTOR, under_warranty=True)])
     await run_reactor(platform)
@@ -579,17 +678,20 @@ async def test_stock_events_carry_the_location_region(
 ) -> None:
     await build_network(admin)
     await receive(clerk, "SP-HZ-01", MOTOR, 1)
-    async with platform.db.reading() as conn:
-        (event,) = await platform.store.read_stream(conn, stock_stream("SP-HZ-01", MOTOR))
+    (event,) = await platform.db.read(
+        lambda c: platform.store.read_stream(c, stock_stream("SP-HZ-01", MOTOR))
+    )
     assert isinstance(event, EventEnvelope)
     assert event.stream_type == "stock" and event.region == "east"
     assert len(event.stream_id) <= 64
 
 
 async def test_repair_before_the_hand_over_was_recorded_consumes_the_reservation(
-    platform: Platform, intake: httpx.AsyncClient, admin: httpx.AsyncClient,
+    platform: Platform,
+    intake: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
     clerk: httpx.AsyncClient,
-) -> None:  # fmt: skip
+) -> None:
     await build_network(admin)
     await receive(admin, "RC-EAST", BELT, 2)
     ticket_id = await dispatched_ticket(intake, platform)
@@ -610,3 +712,88 @@ async def test_repair_before_the_hand_over_was_recorded_consumes_the_reservation
     back = await ok(await clerk.post(f"/requisitions/{req['requisition_id']}/return", json={}))
     assert back["status"] == "consumed" and back["returned_quantity"] == 1
     assert (await stock_of(admin, "RC-EAST", BELT))["available"] == 1
+
+
+async def test_a_technician_lists_only_the_returns_of_its_own_tickets(
+    platform: Platform, intake: httpx.AsyncClient, admin: httpx.AsyncClient
+) -> None:
+    await build_network(admin)
+    mine = await dispatched_ticket(intake, platform)
+    theirs = await ticket_for(intake, platform, "tech-9", "SN-9")
+    for ticket_id in (mine, theirs):
+        await repair_ticket(platform, ticket_id, [UsedPart(part_number=MOTOR, under_warranty=True)])
+    await run_reactor(platform)
+    assert len(await ok(await admin.get("/returns"))) == 2
+    async with service_client("parts", platform, role="technician", subject="tech-1") as tech:
+        assert [r["ticket_id"] for r in await ok(await tech.get("/returns"))] == [mine]
+        assert await ok(await tech.get("/returns", params={"ticket_id": theirs})) == []
+        (summary,) = (await ok(await tech.get("/returns/summary")))["items"]
+        assert summary["expected"] == 1
+
+
+async def ticket_for(
+    intake: httpx.AsyncClient, platform: Platform, technician: str, serial: str
+) -> str:
+    ticket = await open_ticket(intake, product__serial_number=serial)
+    await dispatch_ticket(
+        platform, ticket["ticket_id"], service_point_id="SP-HZ-01", technician_id=technician
+    )
+    return str(ticket["ticket_id"])
+
+
+async def test_a_parts_clerk_sees_and_acts_for_its_own_location_only(
+    platform: Platform,
+    intake: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
+    clerk: httpx.AsyncClient,
+) -> None:
+    await build_network(admin)
+    await receive(clerk, "SP-HZ-01", MOTOR, 2)
+    ticket_id = await dispatched_ticket(intake, platform)
+    body = {"ticket_id": ticket_id, "part_number": MOTOR}
+    rid = (await ok(await clerk.post("/requisitions", json=body), 201))["requisition_id"]
+    async with service_client("parts", platform, location="SP-NB-01") as ningbo:
+        # Another location's requisition and stock do not exist for this clerk.
+        assert (await ningbo.get(f"/requisitions/{rid}")).status_code == 404
+        assert (await ningbo.post(f"/requisitions/{rid}/issue", json={})).status_code == 404
+        assert await ok(await ningbo.get("/requisitions")) == []
+        assert await ok(await ningbo.get("/stock")) == []
+        replenish = await ningbo.get("/replenishment", params={"location": "SP-HZ-01"})
+        assert replenish.status_code == 404
+        assert (
+            await ningbo.get("/replenishment", params={"location": "SP-NB-01"})
+        ).status_code == 200
+    # Without a location a clerk acts for every location (the central parts department).
+    async with service_client("parts", platform) as central:
+        await ok(await central.post(f"/requisitions/{rid}/issue", json={}))
+        await receive(central, "HQ", MOTOR, 1)
+        sources = {s["location_id"] for s in await ok(await central.get("/stock"))}
+        assert sources == {"HQ", "SP-HZ-01"}
+
+
+async def test_location_ids_compare_case_insensitively(
+    platform: Platform, intake: httpx.AsyncClient, admin: httpx.AsyncClient
+) -> None:
+    """Dispatch names the service point `sp-hz-01`, parts registered it as `SP-HZ-01`:
+    one place, kept under its registered spelling."""
+    await build_network(admin)
+    again = await admin.put(
+        "/locations/sp-hz-01", json={"name": "x", "level": "service_point", "parent_id": "rc-east"}
+    )
+    assert again.status_code == 409 and again.json()["rule"] == "location_already_registered"
+    async with service_client("parts", platform, location="sp-hz-01") as clerk:
+        level = await receive(clerk, "Sp-Hz-01", MOTOR, 2)
+        assert level["location_id"] == "SP-HZ-01" and level["on_hand"] == 2
+        ticket_id = await dispatched_ticket(intake, platform, sp="sp-hz-01")
+        # Consumed from the shelf the dispatch named; part numbers compare normalised.
+        used = UsedPart(part_number="motor-wm700", old_serial="OLD-1", under_warranty=True)
+        await repair_ticket(platform, ticket_id, [used])
+        await run_reactor(platform)
+        assert (await stock_of(clerk, "sp-hz-01", MOTOR))["on_hand"] == 1
+        (expected,) = await ok(await clerk.get("/returns", params={"service_point": "sp-HZ-01"}))
+        assert (expected["service_point_id"], expected["part_number"]) == ("SP-HZ-01", MOTOR)
+        back = {"ticket_id": ticket_id, "part_number": "motor-wm700", "location_id": "sp-hz-01"}
+        settled = await ok(await clerk.post("/returns", json=back), 201)
+        assert settled["status"] == "returned" and settled["returned_location_id"] == "SP-HZ-01"
+        plan = await ok(await clerk.get("/replenishment", params={"location": "sp-hz-01"}))
+        assert plan["location_id"] == "SP-HZ-01"

@@ -153,3 +153,44 @@ async def test_a_lost_race_retries_the_batch_without_failing(
     assert types.count("TicketClosed") == 1
     checkpoint = await db.read(lambda c: read_checkpoint(c, reactor.name))
     assert checkpoint == await db.read(store.last_position)
+
+
+class Flaky:
+    """A projection that fails until told otherwise (a bug fixed by a redeploy)."""
+
+    name = "flaky"
+    tables = ()
+    stream_types = ("ticket",)
+
+    def __init__(self) -> None:
+        self.broken = True
+        self.seen: list[int] = []
+
+    def apply(self, conn, events) -> None:  # type: ignore[no-untyped-def]
+        if self.broken:
+            raise RuntimeError("a bug")
+        self.seen += [e.position for e in events]
+
+
+async def test_one_pump_feeds_every_projection_and_a_failing_one_alone_stays_behind(
+    db: Database, store: EventStore
+) -> None:
+    from shared.eventstore.pump import LedgerPump
+
+    ids = await seed(db, store, 3)
+    runner = ProjectionRunner(db, store)
+    flaky, state = Flaky(), TicketStateProjection()
+    pump = LedgerPump(runner, [flaky, state], batch_size=4)
+    await pump.catch_up()
+    # ticket_state moved on past the first page; the failing one rolled back alone.
+    assert await db.read(lambda c: read_checkpoint(c, "flaky")) == 0
+    assert await db.read(lambda c: read_checkpoint(c, state.name)) == 4
+    flaky.broken = False
+    for _ in range(5):
+        await pump.catch_up()
+    assert flaky.seen == list(range(1, 10))  # every event once, in order
+    assert await db.read(lambda c: read_checkpoint(c, state.name)) == 9
+    rows = await dump(db)
+    assert sorted(r.ticket_id for r in rows) == sorted(ids)
+    await runner.rebuild(state)
+    assert await dump(db) == rows

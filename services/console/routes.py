@@ -583,6 +583,44 @@ def iso_week(day: date) -> str:
     return f"{year}-W{week:02d}"
 
 
+def weekly_report(counts: list[Any], days: list[str]) -> list[dict[str, Any]]:
+    """Repairs per model and fault category and day of the week, most repairs first."""
+    table: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
+    for r in counts:
+        table[(r.product_model, r.fault_category)][r.day] = int(r.repairs)
+    return sorted(
+        (
+            {
+                "product_model": model,
+                "fault_category": category,
+                "by_day": [by_day.get(d, 0) for d in days],
+                "repairs": sum(by_day.values()),
+            }
+            for (model, category), by_day in table.items()
+        ),
+        key=lambda g: (-g["repairs"], g["product_model"]),
+    )
+
+
+def alerts_by_group(recent: list[Any]) -> list[dict[str, Any]]:
+    """Alerts per model and fault category, the most alerted first."""
+    grouped: dict[tuple[str, str], list[Any]] = defaultdict(list)
+    for a in recent:
+        grouped[(a.product_model, a.fault_category)].append(a)
+    return sorted(
+        (
+            {
+                "product_model": model,
+                "fault_category": category,
+                "alerts": len(items),
+                "last_day": max(i.day for i in items),
+            }
+            for (model, category), items in grouped.items()
+        ),
+        key=lambda g: (-g["alerts"], g["product_model"]),
+    )
+
+
 @router.get("/quality", response_class=HTMLResponse)
 async def quality(
     request: Request,
@@ -607,36 +645,8 @@ async def quality(
 
     alerts, counts, recent = await queries.read(platform, read)
     days = [(monday + timedelta(days=i)).isoformat() for i in range(7)]
-    table: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
-    for r in counts:
-        table[(r.product_model, r.fault_category)][r.day] = int(r.repairs)
-    report = sorted(
-        (
-            {
-                "product_model": model,
-                "fault_category": category,
-                "by_day": [by_day.get(d, 0) for d in days],
-                "repairs": sum(by_day.values()),
-            }
-            for (model, category), by_day in table.items()
-        ),
-        key=lambda g: (-g["repairs"], g["product_model"]),
-    )
-    grouped: dict[tuple[str, str], list[Any]] = defaultdict(list)
-    for a in recent:
-        grouped[(a.product_model, a.fault_category)].append(a)
-    by_group = sorted(
-        (
-            {
-                "product_model": model,
-                "fault_category": category,
-                "alerts": len(items),
-                "last_day": max(i.day for i in items),
-            }
-            for (model, category), items in grouped.items()
-        ),
-        key=lambda g: (-g["alerts"], g["product_model"]),
-    )
+    report = weekly_report(counts, days)
+    by_group = alerts_by_group(recent)
     previous = iso_week(monday - timedelta(days=7))
     following = iso_week(end)
     chart = {

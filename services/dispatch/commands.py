@@ -166,6 +166,8 @@ def flag_repeat_repair(conn: Connection, h: Handling, received: EventEnvelope) -
         ticket_id=received.stream_id,
         before_position=received.position,
     )
+    if not earlier:
+        return  # no earlier repair of the serial: nothing to decide (most tickets)
     command = domain.FlagRepeatRepair(
         tuple(earlier), window_days=h.settings.dispatch.repeat_repair_window_days
     )

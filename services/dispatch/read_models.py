@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, or_, select
+from sqlalchemy import Connection, and_, bindparam, func, or_, select
 
 from services.dispatch.domain import EarlierRepair, Network, ServicePointInfo, TechnicianInfo
 from services.dispatch.tables import service_points, technicians, ticket_flags
@@ -275,6 +275,13 @@ def sla_candidates(conn: Connection, now: datetime, *, after: str, limit: int) -
     return list(conn.execute(query).scalars())
 
 
+# Built once: every received ticket asks it (the repeat-repair reactor).
+_SAME_SERIAL = select(ticket_state.c.ticket_id).where(
+    ticket_state.c.serial_number == bindparam("serial"),
+    ticket_state.c.ticket_id != bindparam("ticket_id"),
+)
+
+
 def earlier_repairs(
     conn: Connection,
     store: EventStore,
@@ -287,10 +294,9 @@ def earlier_repairs(
     the answer does not depend on when the question is asked). None without a serial."""
     if not serial:
         return []
-    t = ticket_state.c
-    query = select(t.ticket_id).where(t.serial_number == serial, t.ticket_id != ticket_id)
     found: list[EarlierRepair] = []
-    for other in list(conn.execute(query).scalars()):
+    others = conn.execute(_SAME_SERIAL, {"serial": serial, "ticket_id": ticket_id}).scalars()
+    for other in list(others):
         for e in store.read_stream(conn, other):
             if e.position >= before_position or e.event_type != TicketRepaired.event_type:
                 continue

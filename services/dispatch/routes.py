@@ -40,6 +40,7 @@ from shared.http.commands import CommandCall, command_call
 from shared.http.context import Principal, allow
 from shared.http.headers import etag
 from shared.http.idempotency import CommandResponse
+from shared.http.params import NetworkIdFilter, ProductLineFilter, RegionFilter
 from shared.http.problems import PROBLEM_RESPONSES
 from shared.kernel.errors import NotFound
 from shared.kernel.events.envelope import CommandContext
@@ -140,7 +141,7 @@ async def update_service_point(
     "/service-points", response_model=ServicePointPage, summary="The network's members"
 )
 async def list_service_points(
-    region: str | None = Query(default=None, max_length=32),
+    region: RegionFilter | None = None,
     level: NetworkLevel | None = None,
     principal: Principal = Depends(may_read),
     platform: Platform = Depends(get_platform),
@@ -249,9 +250,9 @@ async def activate_technician(
 
 @network_router.get("/technicians", response_model=TechnicianPage, summary="Technicians")
 async def list_technicians(
-    region: str | None = Query(default=None, max_length=32),
-    service_point_id: str | None = Query(default=None, max_length=100),
-    skill: str | None = Query(default=None, max_length=200, description="A product line."),
+    region: RegionFilter | None = None,
+    service_point_id: NetworkIdFilter | None = None,
+    skill: ProductLineFilter | None = Query(default=None, description="A product line."),
     active: bool | None = None,
     principal: Principal = Depends(may_read),
     platform: Platform = Depends(get_platform),
@@ -294,11 +295,11 @@ def assignment_item(row: Any, principal: Principal) -> AssignmentItem:
     """One line of a work list; the street address masked for roles that see it masked
     (docs/personal-data.md)."""
     data = dict(row._mapping)
+    if not principal.sees_personal_data:
+        data["address_line"] = mask_address_line(data["address_line"])
     breached = [
         name for name in ("response", "resolution") if data.pop(f"{name}_breached_at") is not None
     ]
-    if not principal.sees_personal_data:
-        data["address_line"] = mask_address_line(data["address_line"])
     return AssignmentItem(**data, reopened=data["reopen_count"] > 0, sla_breached=breached)
 
 
@@ -331,7 +332,7 @@ async def technician_assignments(
     description="The street address is masked for roles without access to personal data.",
 )
 async def dispatch_queue(
-    region: str | None = Query(default=None, max_length=32),
+    region: RegionFilter | None = None,
     limit: int = Query(default=100, ge=1, le=500),
     principal: Principal = Depends(may_read),
     platform: Platform = Depends(get_platform),

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.dispatch import domain
+from shared.http.params import UtcTime
 from shared.kernel.events.network import (
     NetworkId,
     ServicePointDescription,
@@ -198,8 +199,8 @@ class DispatchRequest(Body):
     service_point_id: NetworkId | None = Field(
         default=None, description="Restrict the choice to this service point."
     )
-    appointment_start: AwareDatetime | None = None
-    appointment_end: AwareDatetime | None = Field(
+    appointment_start: UtcTime | None = None
+    appointment_end: UtcTime | None = Field(
         default=None,
         description="Give both ends or neither: without a window the appointment is the "
         "technician's next working hours.",
@@ -268,7 +269,7 @@ class VisitRequest(Body):
         },
     )
 
-    arrived_at: AwareDatetime | None = Field(default=None, description="Default: now.")
+    arrived_at: UtcTime | None = Field(default=None, description="Default: now.")
     findings: LongText
 
     def command(self) -> domain.Visit:

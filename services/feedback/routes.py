@@ -10,7 +10,6 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import AwareDatetime
 
 from services.feedback import commands, read_models
 from services.feedback.domain import ScorecardState
@@ -32,6 +31,14 @@ from shared.http.app import get_platform
 from shared.http.commands import CommandCall, command_call
 from shared.http.context import Principal, allow
 from shared.http.idempotency import CommandResponse
+from shared.http.params import (
+    IsoMonth,
+    IsoWeek,
+    NetworkIdFilter,
+    RegionFilter,
+    TicketNumber,
+    UtcTime,
+)
 from shared.http.problems import PROBLEM_RESPONSES
 from shared.kernel.errors import InvalidCommand, NotFound
 from shared.kernel.reach import Scope
@@ -41,8 +48,6 @@ SERVICE = "feedback"
 router = APIRouter(responses=PROBLEM_RESPONSES)
 
 READERS = ("auditor", "admin", "regional_center", "dispatcher")
-MONTH_PATTERN = r"^\d{4}-(0[1-9]|1[0-2])$"
-WEEK_PATTERN = r"^\d{4}-W(0[1-9]|[1-4][0-9]|5[0-3])$"
 
 # Who may call what (docs/access-control.md); the reach rule (region) applies on top, on
 # the ticket each command decides on.
@@ -172,13 +177,15 @@ FORMAT_DESCRIPTION = "`csv` for a CSV file (also with `Accept: text/csv`); JSON 
 )
 async def compliance_tickets(
     request: Request,
-    region: str | None = Query(default=None, max_length=32),
-    service_point: str | None = Query(default=None, max_length=200),
-    technician: str | None = Query(default=None, max_length=200),
-    month: str | None = Query(default=None, pattern=MONTH_PATTERN, description="YYYY-MM (UTC)"),
+    region: RegionFilter | None = None,
+    service_point: NetworkIdFilter | None = None,
+    technician: NetworkIdFilter | None = None,
+    month: IsoMonth | None = Query(default=None, description="YYYY-MM (UTC)"),
     compliant: ItemStatus | None = None,
     failing: ItemName | None = Query(default=None, description="Only tickets failing this item."),
-    cursor: str | None = Query(default=None, max_length=32),
+    cursor: TicketNumber | None = Query(
+        default=None, description="`next_cursor` of the previous page (a ticket number)."
+    ),
     limit: int = Query(default=50, ge=1, le=500),
     format: Literal["json", "csv"] | None = Query(default=None, description=FORMAT_DESCRIPTION),
     principal: Principal = Depends(allow(*READERS)),
@@ -222,7 +229,7 @@ async def compliance_tickets(
 )
 async def compliance_ticket(
     ticket_id: UUID,
-    as_of: AwareDatetime | None = Query(
+    as_of: UtcTime | None = Query(
         default=None,
         description="ISO 8601 with timezone: the checklist as it stood then, computed from "
         "the events recorded until that time (e.g. 2026-11-20T10:00:00Z).",
@@ -253,9 +260,9 @@ async def compliance_ticket(
 async def compliance_summary(
     request: Request,
     group_by: Literal["region", "service_point", "technician", "month"] = "region",
-    month: str | None = Query(default=None, pattern=MONTH_PATTERN, description="YYYY-MM (UTC)"),
-    region: str | None = Query(default=None, max_length=32),
-    service_point: str | None = Query(default=None, max_length=200),
+    month: IsoMonth | None = Query(default=None, description="YYYY-MM (UTC)"),
+    region: RegionFilter | None = None,
+    service_point: NetworkIdFilter | None = None,
     format: Literal["json", "csv"] | None = Query(default=None, description=FORMAT_DESCRIPTION),
     principal: Principal = Depends(allow(*READERS)),
     platform: Platform = Depends(get_platform),
@@ -285,8 +292,8 @@ async def compliance_summary(
     summary="Monthly service-point scores (deductions traced to events) and staff KPIs",
 )
 async def get_scorecards(
-    month: str = Query(pattern=MONTH_PATTERN, description="YYYY-MM (UTC)"),
-    service_point: str | None = Query(default=None, max_length=200),
+    month: Annotated[IsoMonth, Query(description="YYYY-MM (UTC)")],
+    service_point: NetworkIdFilter | None = None,
     principal: Principal = Depends(allow(*READERS)),
     platform: Platform = Depends(get_platform),
 ) -> Scorecards:
@@ -324,7 +331,7 @@ async def record_scorecard_item(
     summary="Weekly quality report: alerts raised and repairs per model and fault category",
 )
 async def quality_weekly(
-    week: str = Query(pattern=WEEK_PATTERN, description="ISO week, e.g. 2026-W47"),
+    week: Annotated[IsoWeek, Query(description="ISO week, e.g. 2026-W47")],
     principal: Principal = Depends(allow(*READERS)),
     platform: Platform = Depends(get_platform),
 ) -> QualityWeekly:

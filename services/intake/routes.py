@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from services.intake import commands
 from services.intake.read_models import (
     TicketFilters,
+    decode_cursor,
     get_ticket_row,
     list_ticket_rows,
     ticket_row_as_of,
@@ -35,7 +36,8 @@ from shared.http.commands import CommandCall, command_call
 from shared.http.context import Principal, allow
 from shared.http.headers import etag
 from shared.http.idempotency import CommandResponse
-from shared.http.problems import PROBLEM_RESPONSES, ProblemDetails
+from shared.http.params import PhoneFilter, RegionFilter, UtcTime, check_time
+from shared.http.problems import PROBLEM_RESPONSES, ProblemDetails, ProblemError
 from shared.kernel.errors import InvalidCommand, NotFound
 from shared.kernel.events.envelope import GENESIS_HASH
 from shared.kernel.reach import Scope
@@ -179,7 +181,7 @@ async def correct_contact(
 async def get_ticket(
     ticket_id: UUID,
     response: Response,
-    as_of: datetime | None = Query(
+    as_of: UtcTime | None = Query(
         default=None,
         description="ISO 8601 with timezone: the state as recorded at that time, rebuilt "
         "from the ticket's events (e.g. 2026-11-20T10:00:00Z).",
@@ -199,6 +201,35 @@ async def get_ticket(
     return ticket_view(row, principal)
 
 
+def ticket_cursor(
+    cursor: str | None = Query(
+        default=None, max_length=200, description="`next_cursor` of the previous page."
+    ),
+) -> str | None:
+    """A cursor this service issued, checked before the query runs."""
+    if cursor is not None:
+        created, ticket_id = decode_cursor(cursor)
+        check_time("cursor", created)
+        try:
+            UUID(ticket_id)
+        except ValueError:
+            raise InvalidCommand("cursor", "not a cursor this service issued") from None
+    return cursor
+
+
+def personal_data_filter(principal: Principal, field: str) -> None:
+    """A role that sees a field masked may not search by it: matching a full value would
+    confirm guesses of what the mask hides (docs/personal-data.md)."""
+    if not principal.sees_personal_data:
+        raise ProblemError(
+            403,
+            "forbidden",
+            "Your role may not filter by personal data",
+            f"role {principal.role!r} sees {field} masked and may not filter by it",
+            errors=[{"field": field, "message": "masked for this role: not a filter"}],
+        )
+
+
 @router.get(
     "/tickets",
     response_model=TicketPage,
@@ -206,19 +237,23 @@ async def get_ticket(
 )
 async def list_tickets(
     status: TicketStatus | None = None,
-    region: str | None = Query(default=None, max_length=32),
+    region: RegionFilter | None = None,
     urgency: Literal["normal", "urgent", "critical"] | None = None,
-    phone: str | None = Query(default=None, max_length=32, description="Full number, digits only."),
-    created_from: datetime | None = Query(default=None, description="Inclusive (ISO 8601)."),
-    created_to: datetime | None = Query(default=None, description="Exclusive (ISO 8601)."),
-    cursor: str | None = Query(default=None, max_length=200),
+    phone: PhoneFilter | None = Query(
+        default=None,
+        description="The full number (digits, optional leading +; spaces and dashes are "
+        "ignored). Only for roles that see phone numbers in full (403 otherwise).",
+    ),
+    created_from: UtcTime | None = Query(default=None, description="Inclusive (ISO 8601)."),
+    created_to: UtcTime | None = Query(default=None, description="Exclusive (ISO 8601)."),
     limit: int = Query(default=50, ge=1, le=200),
     principal: Principal = Depends(may_read),
     platform: Platform = Depends(get_platform),
+    cursor: str | None = Depends(ticket_cursor),
 ) -> TicketPage:
-    for name, value in (("created_from", created_from), ("created_to", created_to)):
-        require_aware(name, value)
-    wanted = region.lower() if region else None
+    if phone is not None:
+        personal_data_filter(principal, "phone")
+    wanted = region
     if principal.region and wanted and wanted != principal.region:
         # Another region's tickets do not exist for a regional caller.
         return TicketPage(items=[], next_cursor=None)
@@ -227,7 +262,7 @@ async def list_tickets(
         region=principal.region or wanted,
         technician_id=principal.subject if principal.role == "technician" else None,
         urgency=urgency,
-        phone="".join(ch for ch in phone if ch.isdigit() or ch == "+") if phone else None,
+        phone=phone,
         created_from=created_from,
         created_to=created_to,
     )

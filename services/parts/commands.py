@@ -1,375 +1,314 @@
-"""Parts command handlers: validate, load streams, decide (pure), append — one transaction
-each, with the parts read models applied inline."""
+"""Parts command handlers: gather the facts a decision needs (read models, other streams,
+settings, the time), build the command, run it through the service's executor — inside
+the caller's unit of work (one transaction). The rules are in ``domain``.
+
+Stock and requisition states are *placed* before a decision: their events do not carry
+the location's region, so the handler adds it from the locations read model (the reach
+rule and the events' envelopes read it).
+"""
 
 from __future__ import annotations
 
-import json
+import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection
 
 from services.parts import domain, read_models
-from services.parts.projections import match_pending_return, project_inline
-from shared.app.commands import TicketCommandResult, execute_ticket_command
-from shared.app.platform import Platform
-from shared.eventstore.ledger import ConcurrencyError, PendingEvent
-from shared.kernel.errors import InvalidCommand, NotFound, RuleViolation
-from shared.kernel.events.envelope import CommandContext, EventEnvelope, EventPayload
-from shared.kernel.events.parts import (
-    LocationLevel,
-    LocationRegistered,
-    PartCatalogued,
-    PartUpdated,
-)
-from shared.kernel.events.tickets import OldPartReturned, PartGrade
-from shared.kernel.ticket import TicketState, TicketStatus
+from shared.app.executor import Handling, Loaded, Outcome
+from shared.eventstore.ledger import ConcurrencyError, StreamAppend
+from shared.kernel.errors import InvalidCommand, NotFound
+from shared.kernel.events.envelope import EventEnvelope
+from shared.kernel.events.registry import typed_payload
+from shared.kernel.events.tickets import TicketRepaired
+from shared.kernel.parts import normalise_part_number
+from shared.kernel.ticket import TICKETS, TicketState
 
-# Which level may hang under which: the three-level service network.
-PARENT_LEVELS = {
-    LocationLevel.headquarters: (),
-    LocationLevel.regional_center: (LocationLevel.headquarters,),
-    LocationLevel.service_point: (LocationLevel.regional_center, LocationLevel.headquarters),
-}
+# --- plumbing -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PartSpec:
-    name: str
-    fits_models: tuple[str, ...]
-    unit_cost: float
-    return_required: bool
+def commit(
+    conn: Connection, h: Handling, decision: domain.Decision, *read: Loaded[Any]
+) -> list[EventEnvelope]:
+    """Append a decision spanning streams, each after the head the decision read."""
+    heads = {loaded.stream_id: loaded.head for loaded in read}
+    appends = [
+        StreamAppend(m.stream_id, m.events, heads.get(m.stream_id), m.region) for m in decision
+    ]
+    return h.executor.commit(conn, h.invocation.context, appends)
 
 
-class PartsCommands:
-    def __init__(self, platform: Platform) -> None:
-        self.platform = platform
+def require_version(h: Handling, loaded: Loaded[Any]) -> None:
+    """``If-Match``: the version of the stream the command addresses, as the caller read it."""
+    expected = h.invocation.expected_version
+    if expected is not None and expected != loaded.head.version:
+        raise ConcurrencyError(loaded.stream_id, expected, loaded.head.version)
 
-    # --- plumbing -----------------------------------------------------------------------
 
-    async def append(
-        self,
-        conn: AsyncConnection,
-        stream_id: str,
-        expected_version: int,
-        payloads: Sequence[EventPayload | PendingEvent],
-        context: CommandContext,
-        region: str | None = None,
-    ) -> list[EventEnvelope]:
-        written = await self.platform.store.append_to_stream(
-            conn, stream_id, expected_version, payloads, context, region=region
-        )
-        await self.project(conn, written)
-        return written
+def visible_location(conn: Connection, h: Handling, location_id: str, field: str) -> domain.Place:
+    """The location as registered; 422 when none is, 404 outside the caller's reach."""
+    place = read_models.find_place(conn, location_id)
+    if place is None:
+        raise InvalidCommand(field, f"no location {location_id!r} is registered")
+    if not domain.location_in_reach(h.invocation.reach, place):
+        raise NotFound("location_not_found", f"no location {location_id}")
+    return place
 
-    async def project(self, conn: AsyncConnection, written: Sequence[EventEnvelope]) -> None:
-        try:
-            await project_inline(self.platform, conn, written)
-        except IntegrityError as exc:
-            # The stock table's CHECKs: the second line of defence behind the stream
-            # version check. The whole transaction is rolled back.
-            raise RuleViolation(
-                "stock_cannot_go_negative", "this movement would take stock below zero"
-            ) from exc
 
-    async def load_stock(
-        self, conn: AsyncConnection, location_id: str, part_number: str
-    ) -> domain.StockLevel:
-        events = await self.platform.store.read_stream(
-            conn, domain.stock_stream(location_id, part_number)
-        )
-        return domain.fold_stock(location_id, part_number, events)
+def placed_stock(
+    conn: Connection, h: Handling, place: domain.Place, part_number: str
+) -> Loaded[domain.StockLevel]:
+    stream = domain.stock_stream(place.location_id, part_number)
+    loaded = h.executor.load(conn, domain.STOCK_LEVELS, stream)
+    return Loaded(stream, replace(loaded.state, region=place.region), loaded.head)
 
-    async def load_requisition(
-        self, conn: AsyncConnection, requisition_id: str, expected_version: int | None
-    ) -> domain.RequisitionState:
-        stream = domain.requisition_stream(requisition_id)
-        state = domain.fold_requisition(
-            requisition_id, await self.platform.store.read_stream(conn, stream)
-        )
-        if state.raised is None:
-            raise NotFound("requisition_not_found", f"no requisition {requisition_id}")
-        if expected_version is not None and expected_version != state.version:
-            raise ConcurrencyError(stream, expected_version, state.version)
-        return state
 
-    async def require_location(self, conn: AsyncConnection, location_id: str, field: str) -> Any:
-        row = await read_models.get_location(conn, location_id)
-        if row is None:
-            raise InvalidCommand(field, f"no location {location_id!r} is registered")
-        return row
+def placed_requisition(
+    conn: Connection, h: Handling, requisition_id: str
+) -> Loaded[domain.RequisitionState]:
+    stream = domain.requisition_stream(requisition_id)
+    loaded = h.executor.load(conn, domain.REQUISITIONS, stream)
+    raised = loaded.state.raised
+    place = read_models.find_place(conn, raised.requesting_location_id) if raised else None
+    state = replace(loaded.state, region=place.region if place else None)
+    return Loaded(stream, state, loaded.head)
 
-    async def require_part(self, conn: AsyncConnection, part_number: str, field: str) -> Any:
-        row = await read_models.get_part(conn, part_number)
-        if row is None:
-            raise InvalidCommand(field, f"no part {part_number!r} in the catalogue")
-        return row
 
-    # --- catalogue and locations ----------------------------------------------------------
+def _source_stock(
+    conn: Connection, h: Handling, req: domain.RequisitionState
+) -> Loaded[domain.StockLevel]:
+    raised = domain.require_requisition(req)
+    assert req.source_location_id is not None
+    return placed_stock(conn, h, _place(conn, req.source_location_id), raised.part_number)
 
-    async def put_part(
-        self,
-        conn: AsyncConnection,
-        part_number: str,
-        spec: PartSpec,
-        context: CommandContext,
-        expected_version: int | None,
-    ) -> int:
-        """Catalogue a part or update its entry; returns the stream version."""
-        stream = domain.part_stream(part_number)
-        version, _ = await self.platform.store.stream_head(conn, stream)
-        if expected_version is not None and expected_version != version:
-            raise ConcurrencyError(stream, expected_version, version)
-        fields = {
-            "part_number": part_number,
-            "name": spec.name,
-            "fits_models": sorted(set(spec.fits_models)),
-            "unit_cost": spec.unit_cost,
-            "return_required": spec.return_required,
-        }
-        if version:
-            current = read_models.part_dict(await read_models.get_part(conn, part_number))
-            if all(current[k] == v for k, v in fields.items() if k != "part_number"):
-                return version  # nothing changed: no event
-            payload: EventPayload = PartUpdated(**fields)
-        else:
-            payload = PartCatalogued(**fields)
-        written = await self.append(conn, stream, version, [payload], context)
-        return written[-1].stream_version
 
-    async def register_location(
-        self,
-        conn: AsyncConnection,
-        location_id: str,
-        name: str,
-        level: LocationLevel,
-        parent_id: str | None,
-        region: str | None,
-        context: CommandContext,
-    ) -> None:
-        if await read_models.get_location(conn, location_id) is not None:
-            raise RuleViolation(
-                "location_already_registered", f"location {location_id} is registered"
-            )
-        allowed = PARENT_LEVELS[level]
-        if parent_id is None and allowed:
-            raise InvalidCommand("parent_id", f"a {level.value} needs a parent location")
-        if parent_id is not None:
-            if not allowed:
-                raise InvalidCommand("parent_id", "headquarters has no parent")
-            parent = await self.require_location(conn, parent_id, "parent_id")
-            if parent.level not in allowed:
-                raise InvalidCommand(
-                    "parent_id",
-                    f"a {level.value} hangs under "
-                    f"{' or '.join(a.value for a in allowed)}, not {parent.level}",
-                )
-            region = region or parent.region
-        payload = LocationRegistered(
-            location_id=location_id, name=name, level=level, parent_id=parent_id, region=region
-        )
-        await self.append(conn, domain.location_stream(location_id), 0, [payload], context, region)
+# --- catalogue and locations --------------------------------------------------------------
 
-    # --- stock ----------------------------------------------------------------------------
 
-    async def receive_stock(
-        self,
-        conn: AsyncConnection,
-        location_id: str,
-        part_number: str,
-        quantity: int,
-        reference: str | None,
-        context: CommandContext,
-    ) -> domain.StockLevel:
-        location = await self.require_location(conn, location_id, "location_id")
-        await self.require_part(conn, part_number, "part_number")
-        level = await self.load_stock(conn, location_id, part_number)
-        events = domain.decide_receive_stock(level, quantity, reference)
-        return await self._move(conn, level, events, context, location.region)
+def put_part(
+    conn: Connection, h: Handling, part_number: str, spec: domain.PartSpec
+) -> Outcome[domain.PartEntry]:
+    stream = domain.part_stream(part_number)
+    return h.execute(
+        conn, domain.PART_ENTRIES, stream, domain.PutPart(spec), domain.decide_put_part
+    )
 
-    async def adjust_stock(
-        self,
-        conn: AsyncConnection,
-        location_id: str,
-        part_number: str,
-        delta: int,
-        reason: str,
-        context: CommandContext,
-        expected_version: int | None,
-    ) -> domain.StockLevel:
-        location = await self.require_location(conn, location_id, "location_id")
-        await self.require_part(conn, part_number, "part_number")
-        level = await self.load_stock(conn, location_id, part_number)
-        if expected_version is not None and expected_version != level.version:
-            raise ConcurrencyError(
-                domain.stock_stream(location_id, part_number), expected_version, level.version
-            )
-        events = domain.decide_adjust_stock(level, delta, reason)
-        return await self._move(conn, level, events, context, location.region)
 
-    async def _move(
-        self,
-        conn: AsyncConnection,
-        level: domain.StockLevel,
-        events: list[EventPayload],
-        context: CommandContext,
-        region: str | None,
-    ) -> domain.StockLevel:
-        stream = domain.stock_stream(level.location_id, level.part_number)
-        await self.append(conn, stream, level.version, events, context, region)
-        for payload in events:
-            level = domain.evolve_stock(level, payload)
-        return level
+def register_location(
+    conn: Connection, h: Handling, location_id: str, request: domain.NewLocation
+) -> Outcome[domain.LocationState]:
+    registered = read_models.find_place(conn, location_id)
+    parent = read_models.find_place(conn, request.parent_id) if request.parent_id else None
+    command = domain.RegisterLocation(
+        request, parent, registered.location_id if registered else None
+    )
+    stream = domain.location_stream(location_id)
+    return h.execute(conn, domain.LOCATIONS, stream, command, domain.decide_register_location)
 
-    # --- requisitions ---------------------------------------------------------------------
 
-    async def raise_requisition(
-        self,
-        conn: AsyncConnection,
-        requisition_id: str,
-        command: domain.RaiseRequisition,
-        ticket: Any,
-        context: CommandContext,
-    ) -> domain.RequisitionState:
-        part = await self.require_part(conn, command.part_number, "part_number")
-        fits = json.loads(part.fits_models)
-        if fits and ticket.product_model not in fits:
-            raise RuleViolation(
-                "part_does_not_fit",
-                f"{command.part_number} fits {', '.join(fits)}, not {ticket.product_model}",
-            )
-        chain = await read_models.location_chain(conn, command.requesting_location_id)
-        if not chain:
-            raise InvalidCommand(
-                "location_id", f"no location {command.requesting_location_id!r} is registered"
-            )
-        levels = [
-            await self.load_stock(conn, row.location_id, command.part_number) for row in chain
-        ]
-        source = domain.choose_source(levels, command.quantity)
-        req_events, stock_events = domain.decide_raise(requisition_id, command, source)
-        region = chain[0].region
-        source_region = next(r.region for r in chain if r.location_id == source.location_id)
-        await self.append(
-            conn, domain.requisition_stream(requisition_id), 0, req_events, context, region
-        )
-        # The stock stream's expected version is the one the decision read: a concurrent
-        # requisition that took the unit first makes this append fail (409 or retry).
-        stream = domain.stock_stream(source.location_id, command.part_number)
-        await self.append(conn, stream, source.version, stock_events, context, source_region)
-        return self._after(domain.RequisitionState(requisition_id), req_events)
+# --- stock --------------------------------------------------------------------------------
 
-    @staticmethod
-    def _after(
-        state: domain.RequisitionState, events: Sequence[EventPayload]
-    ) -> domain.RequisitionState:
-        for payload in events:
-            state = domain.evolve_requisition(state, payload)
-        return state
 
-    async def _requisition_step(
-        self,
-        conn: AsyncConnection,
-        req: domain.RequisitionState,
-        decided: tuple[list[EventPayload], list[EventPayload]],
-        level: domain.StockLevel,
-        context: CommandContext,
-    ) -> domain.RequisitionState:
-        req_events, stock_events = decided
-        source = await read_models.get_location(conn, level.location_id)
-        region = source.region if source else None
-        await self.append(
-            conn, domain.requisition_stream(req.requisition_id), req.version, req_events, context
-        )
-        stream = domain.stock_stream(level.location_id, level.part_number)
-        await self.append(conn, stream, level.version, stock_events, context, region)
-        return self._after(req, req_events)
+def receive_stock(
+    conn: Connection, h: Handling, receipt: domain.StockReceipt
+) -> Outcome[domain.StockLevel]:
+    location_id = domain.acting_location(receipt.location_id, h.invocation.reach.location)
+    place = visible_location(conn, h, location_id, "location_id")
+    catalogued = read_models.get_part(conn, receipt.part_number) is not None
+    stock = placed_stock(conn, h, place, receipt.part_number)
+    command = domain.ReceiveStock(receipt, catalogued)
+    return h.execute(
+        conn,
+        domain.STOCK_LEVELS,
+        stock.stream_id,
+        command,
+        domain.decide_receive_stock,
+        loaded=stock,
+    )
 
-    async def _source_level(
-        self, conn: AsyncConnection, req: domain.RequisitionState
-    ) -> domain.StockLevel:
-        assert req.raised is not None and req.source_location_id is not None
-        return await self.load_stock(conn, req.source_location_id, req.raised.part_number)
 
-    async def issue(
-        self,
-        conn: AsyncConnection,
-        req: domain.RequisitionState,
-        technician_id: str,
-        context: CommandContext,
-    ) -> domain.RequisitionState:
-        level = await self._source_level(conn, req)
-        decided = domain.decide_issue(req, level, technician_id)
-        return await self._requisition_step(conn, req, decided, level, context)
+def adjust_stock(
+    conn: Connection, h: Handling, count: domain.StockCount
+) -> Outcome[domain.StockLevel]:
+    place = visible_location(conn, h, count.location_id, "location_id")
+    catalogued = read_models.get_part(conn, count.part_number) is not None
+    stock = placed_stock(conn, h, place, count.part_number)
+    command = domain.AdjustStock(count, catalogued)
+    return h.execute(
+        conn,
+        domain.STOCK_LEVELS,
+        stock.stream_id,
+        command,
+        domain.decide_adjust_stock,
+        loaded=stock,
+    )
 
-    async def cancel(
-        self,
-        conn: AsyncConnection,
-        req: domain.RequisitionState,
-        reason: str,
-        context: CommandContext,
-    ) -> domain.RequisitionState:
-        level = await self._source_level(conn, req)
-        decided = domain.decide_cancel(req, level, reason)
-        return await self._requisition_step(conn, req, decided, level, context)
 
-    async def return_unused(
-        self,
-        conn: AsyncConnection,
-        req: domain.RequisitionState,
-        quantity: int | None,
-        reason: str | None,
-        context: CommandContext,
-    ) -> domain.RequisitionState:
-        level = await self._source_level(conn, req)
-        decided = domain.decide_return_unused(req, level, quantity, reason)
-        return await self._requisition_step(conn, req, decided, level, context)
+# --- requisitions -------------------------------------------------------------------------
 
-    # --- old-part returns -----------------------------------------------------------------
 
-    async def record_old_part_return(
-        self,
-        conn: AsyncConnection,
-        ticket_id: str,
-        part_number: str,
-        old_serial: str | None,
-        quantity: int,
-        grade: PartGrade | None,
-        location_id: str,
-        context: CommandContext,
-    ) -> tuple[TicketCommandResult, Any]:
-        """An old part handed in at ``location_id``: settles the matching expected return
-        (late if after its due date). Allowed after the ticket was closed."""
-        await self.require_location(conn, location_id, "location_id")
-        expected = await match_pending_return(conn, ticket_id, part_number, old_serial)
-        if expected is None:
-            raise RuleViolation(
-                "no_return_expected",
-                f"no return of {part_number} is outstanding for ticket {ticket_id}",
-            )
-        outstanding = expected.quantity - expected.returned_quantity
-        if quantity > outstanding:
-            raise InvalidCommand("quantity", f"only {outstanding} of {part_number} expected")
-        now = self.platform.clock.now()
+def _stock_chain(
+    conn: Connection, h: Handling, location_id: str | None, part_number: str
+) -> list[Loaded[domain.StockLevel]]:
+    """The part's stock at the requesting location and up the tree (nearest first)."""
+    if location_id is None:
+        return []
+    visible_location(conn, h, location_id, "location_id")
+    chain = read_models.location_chain(conn, location_id)
+    return [placed_stock(conn, h, place, part_number) for place in chain]
 
-        def decide(state: TicketState) -> list[EventPayload]:
-            if state.status is TicketStatus.new:
-                raise NotFound("ticket_not_found", f"no ticket {ticket_id}")
-            return [
-                OldPartReturned(
-                    part_number=part_number,
-                    old_serial=old_serial or expected.old_serial,
-                    quantity=quantity,
-                    location_id=location_id,
-                    service_point_id=expected.service_point_id,
-                    due_at=expected.due_at,
-                    late=now > expected.due_at,
-                    grade=grade,
-                )
-            ]
 
-        result = await execute_ticket_command(self.platform, conn, ticket_id, context, decide)
-        await self.project(conn, result.events)
-        return result, expected.return_id
+def raise_requisition(conn: Connection, h: Handling, request: domain.PartsRequest) -> str:
+    """Returns the new requisition's id."""
+    ticket = h.visible(conn, TICKETS, request.ticket_id).state
+    location_id = domain.requesting_location(request, ticket, h.invocation.reach.location)
+    chain = _stock_chain(conn, h, location_id, request.part_number)
+    part = read_models.part_spec(conn, request.part_number)
+    command = domain.RaiseRequisition(request, ticket, part, tuple(s.state for s in chain))
+    new = placed_requisition(conn, h, str(uuid.uuid4()))
+    commit(conn, h, domain.decide_raise(command, new.state), new, *chain)
+    return new.state.requisition_id
+
+
+def open_requisition(
+    conn: Connection, h: Handling, requisition_id: str
+) -> Loaded[domain.RequisitionState]:
+    """The requisition a command addresses: 404 when it does not exist for the caller,
+    409 when ``If-Match`` names another version."""
+    loaded = placed_requisition(conn, h, requisition_id)
+    h.executor.require_reach(domain.REQUISITIONS, loaded, h.invocation.reach)
+    domain.require_requisition(loaded.state)
+    require_version(h, loaded)
+    return loaded
+
+
+def issue(conn: Connection, h: Handling, requisition_id: str, technician_id: str | None) -> str:
+    req = open_requisition(conn, h, requisition_id)
+    source = _source_stock(conn, h, req.state)
+    command = domain.IssueRequisition(source.state, technician_id)
+    commit(conn, h, domain.decide_issue(command, req.state), req, source)
+    return requisition_id
+
+
+def cancel(conn: Connection, h: Handling, requisition_id: str, reason: str) -> str:
+    req = open_requisition(conn, h, requisition_id)
+    source = _source_stock(conn, h, req.state)
+    command = domain.CancelRequisition(source.state, reason)
+    commit(conn, h, domain.decide_cancel(command, req.state), req, source)
+    return requisition_id
+
+
+def return_unused(
+    conn: Connection, h: Handling, requisition_id: str, quantity: int | None, reason: str | None
+) -> str:
+    req = open_requisition(conn, h, requisition_id)
+    source = _source_stock(conn, h, req.state)
+    command = domain.ReturnUnused(source.state, quantity, reason)
+    commit(conn, h, domain.decide_return_unused(command, req.state), req, source)
+    return requisition_id
+
+
+# --- consumption on repair (the repair reactor) -------------------------------------------
+
+
+def _ticket_at(conn: Connection, h: Handling, event: EventEnvelope) -> TicketState:
+    """The ticket as it stood at the event: its dispatch names the service point."""
+    events = h.executor.store.read_stream(conn, event.stream_id, to_version=event.stream_version)
+    return TICKETS.fold(event.stream_id, events)
+
+
+def _place(conn: Connection, location_id: str) -> domain.Place:
+    """The location as registered (a stream of a location since gone: no region)."""
+    return read_models.find_place(conn, location_id) or domain.Place(location_id)
+
+
+def _consumed_stock(
+    conn: Connection,
+    h: Handling,
+    requisitions: Sequence[domain.RequisitionState],
+    shelf: domain.Place | None,
+    part_numbers: Sequence[str],
+) -> list[Loaded[domain.StockLevel]]:
+    """The stock a consumption may move: the requisitions' sources, the shelf."""
+    keys = {(r.source_location_id, r.raised.part_number) for r in requisitions if r.raised}
+    if shelf is not None:
+        keys |= {(shelf.location_id, number) for number in part_numbers}
+    return [
+        placed_stock(conn, h, _place(conn, location_id), number)
+        for location_id, number in sorted((loc, n) for loc, n in keys if loc is not None)
+    ]
+
+
+def _return_required(conn: Connection, part_numbers: Sequence[str]) -> dict[str, bool]:
+    specs = {number: read_models.part_spec(conn, number) for number in part_numbers}
+    return {number: bool(spec and spec.return_required) for number, spec in specs.items()}
+
+
+def _consumption(
+    conn: Connection, h: Handling, event: EventEnvelope, repair: TicketRepaired
+) -> tuple[domain.ConsumeOnRepair, list[Loaded[Any]]]:
+    """The facts of a consumption, and the streams it read."""
+    ticket = _ticket_at(conn, h, event)
+    dispatched_to = ticket.dispatch.service_point_id if ticket.dispatch else None
+    shelf = read_models.find_place(conn, dispatched_to) if dispatched_to else None
+    numbers = sorted({normalise_part_number(p.part_number) for p in repair.parts_used})
+    reqs = [
+        placed_requisition(conn, h, rid)
+        for rid in read_models.open_requisitions_for_ticket(conn, event.stream_id)
+    ]
+    stock = _consumed_stock(conn, h, [r.state for r in reqs], shelf, numbers)
+    command = domain.ConsumeOnRepair(
+        ticket_id=event.stream_id,
+        trigger_event_id=str(event.event_id),
+        repaired_at=event.occurred_at,
+        repair=repair,
+        region=ticket.region,
+        service_point_id=shelf.location_id if shelf else dispatched_to,
+        return_days=h.settings.parts.old_part_return_days,
+        return_required=_return_required(conn, numbers),
+        requisitions=tuple(r.state for r in reqs),
+        levels={(s.state.location_id, s.state.part_number): s.state for s in stock},
+    )
+    return command, [*reqs, *stock]
+
+
+def consume_on_repair(conn: Connection, h: Handling, event: EventEnvelope) -> None:
+    """A TicketRepaired consumes the parts issued for the ticket (or the shelf's) and
+    records the expected old-part returns."""
+    repair = typed_payload(event)
+    assert isinstance(repair, TicketRepaired)
+    if not repair.parts_used:
+        return
+    command, read = _consumption(conn, h, event, repair)
+    stream = domain.ticket_parts_stream(event.stream_id)
+    paperwork = h.executor.load(conn, domain.TICKET_PARTS, stream)
+    commit(conn, h, domain.decide_consumption(command, paperwork.state), paperwork, *read)
+
+
+# --- old-part returns ---------------------------------------------------------------------
+
+
+def record_old_part_return(conn: Connection, h: Handling, handed_in: domain.HandedIn) -> str:
+    """Returns the id of the expected return it settled."""
+    location_id = domain.acting_location(handed_in.location_id, h.invocation.reach.location)
+    place = visible_location(conn, h, location_id, "location_id")
+    pending = read_models.pending_returns(conn, handed_in.ticket_id)
+    expected = domain.choose_pending_return(pending, handed_in.part_number, handed_in.old_serial)
+    command = domain.RecordOldPartReturn(handed_in, place.location_id, expected, h.now())
+    h.execute(conn, TICKETS, handed_in.ticket_id, command, domain.decide_old_part_return)
+    assert expected is not None  # the decision refused otherwise
+    return expected.return_id
+
+
+def record_overdue(
+    conn: Connection, h: Handling, expected: domain.PendingReturn, now: datetime
+) -> bool:
+    """Record that an expected return is past due, once: False when another pass did."""
+    if not read_models.claim_overdue(conn, expected.return_id, now):
+        return False
+    command = domain.RecordOverdue(expected, detected_at=now)
+    h.execute(conn, TICKETS, expected.ticket_id, command, domain.decide_overdue)
+    return True

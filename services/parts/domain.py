@@ -1,17 +1,37 @@
-"""Parts decisions: pure functions of (stream state, command) → events. No I/O, no clock."""
+"""Parts rules: pure functions of (command, state) → events. No I/O, no clock, no settings.
+
+Each stream type has a ``Decider`` (initial state, ``evolve``, ``scope``): the catalogue
+entry (``PART_ENTRIES``), the stock location (``LOCATIONS``), the stock of one part at one
+location (``STOCK_LEVELS``), the requisition (``REQUISITIONS``) and a repaired ticket's
+parts paperwork (``TICKET_PARTS``). Commands are dataclasses carrying every fact a decision
+needs (the time, settings figures, read-model answers, the other streams' states).
+
+Decisions that touch one stream return its events. Decisions spanning streams (a
+requisition reserving stock, consumption on repair) return a ``Decision``: the events per
+stream (``Move``), which the handler commits with the stream heads it read.
+
+Identifiers (docs/parts.md): part numbers compare case-insensitively and are stored
+upper-case (``normalise_part_number``); location ids compare case-insensitively and keep
+the spelling they were registered with.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from shared.kernel.errors import InvalidCommand, RuleViolation
-from shared.kernel.events.envelope import EventEnvelope, EventPayload
+from shared.kernel.decider import Decider
+from shared.kernel.errors import InvalidCommand, NotFound, RuleViolation
+from shared.kernel.events.envelope import EventPayload, PendingEvent
 from shared.kernel.events.parts import (
+    LocationLevel,
+    LocationRegistered,
     OldPartReturnExpected,
+    PartCatalogued,
+    PartUpdated,
     PartUsageUnmatched,
     RequisitionCancelled,
     RequisitionConsumed,
@@ -28,8 +48,17 @@ from shared.kernel.events.parts import (
     StockReserved,
     StockReturned,
 )
-from shared.kernel.events.registry import typed_payload
-from shared.kernel.events.tickets import CostBearer, TicketRepaired
+from shared.kernel.events.tickets import (
+    OldPartReturned,
+    OldPartReturnOverdue,
+    PartGrade,
+    TicketRepaired,
+    UsedPart,
+)
+from shared.kernel.lifecycle import TicketStatus, may_follow
+from shared.kernel.parts import normalise_part_number, return_expected
+from shared.kernel.reach import Reach, Scope
+from shared.kernel.ticket import TicketState
 
 
 def part_stream(part_number: str) -> str:
@@ -52,7 +81,220 @@ def ticket_parts_stream(ticket_id: str) -> str:
     return f"tparts:{ticket_id}"
 
 
-# --- stock level: the fold of a stock stream --------------------------------------------
+def location_key(location_id: str) -> str:
+    """Location ids compare case-insensitively: ``SP-HZ-01`` and ``sp-hz-01`` are one
+    service point (the spelling a location was registered with is the one kept)."""
+    return location_id.strip().lower()
+
+
+def same_location(a: str | None, b: str | None) -> bool:
+    return a is not None and b is not None and location_key(a) == location_key(b)
+
+
+# --- decisions spanning streams -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Move:
+    """The events one decision appends to one stream, and the region they carry."""
+
+    stream_id: str
+    events: tuple[EventPayload | PendingEvent, ...]
+    region: str | None = None
+
+
+Decision = list[Move]
+
+
+@dataclass
+class _Moves:
+    """Collects a decision's events per stream, in the order streams are first touched."""
+
+    by_stream: dict[str, tuple[str | None, list[EventPayload | PendingEvent]]] = field(
+        default_factory=dict
+    )
+
+    def add(self, stream_id: str, region: str | None, event: EventPayload | PendingEvent) -> None:
+        self.by_stream.setdefault(stream_id, (region, []))[1].append(event)
+
+    def decision(self) -> Decision:
+        return [
+            Move(sid, tuple(events), region) for sid, (region, events) in self.by_stream.items()
+        ]
+
+
+# --- the catalogue ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PartSpec:
+    """A catalogue entry's attributes. ``fits_models`` empty: fits any model."""
+
+    name: str
+    fits_models: tuple[str, ...]
+    unit_cost: float
+    return_required: bool
+
+    def normalised(self) -> PartSpec:
+        return replace(self, fits_models=tuple(sorted(set(self.fits_models))))
+
+
+@dataclass(frozen=True)
+class PartEntry:
+    part_number: str
+    version: int = 0
+    spec: PartSpec | None = None  # None: not catalogued
+
+
+def evolve_part(entry: PartEntry, payload: EventPayload, _at: datetime | None = None) -> PartEntry:
+    entry = replace(entry, version=entry.version + 1)
+    if isinstance(payload, PartCatalogued | PartUpdated):
+        spec = PartSpec(
+            payload.name, tuple(payload.fits_models), payload.unit_cost, payload.return_required
+        )
+        return replace(entry, spec=spec.normalised())
+    return entry
+
+
+PART_ENTRIES: Decider[PartEntry] = Decider(
+    stream_type="part",
+    initial_state=lambda stream_id: PartEntry(stream_id.removeprefix("part:")),
+    evolve=evolve_part,
+    exists=lambda entry: entry.spec is not None,
+)
+
+
+@dataclass(frozen=True)
+class PutPart:
+    spec: PartSpec
+
+
+def decide_put_part(command: PutPart, state: PartEntry) -> list[EventPayload]:
+    """Catalogue the part, or update its entry; unchanged attributes record nothing."""
+    spec = command.spec.normalised()
+    if spec == state.spec:
+        return []
+    attributes = {
+        "part_number": state.part_number,
+        "name": spec.name,
+        "fits_models": list(spec.fits_models),
+        "unit_cost": spec.unit_cost,
+        "return_required": spec.return_required,
+    }
+    if state.spec is None:
+        return [PartCatalogued.model_validate(attributes)]
+    return [PartUpdated.model_validate(attributes)]
+
+
+# --- the network of stock locations -------------------------------------------------------
+
+# Which level may hang under which: the three-level service network.
+PARENT_LEVELS: dict[LocationLevel, tuple[LocationLevel, ...]] = {
+    LocationLevel.headquarters: (),
+    LocationLevel.regional_center: (LocationLevel.headquarters,),
+    LocationLevel.service_point: (LocationLevel.regional_center, LocationLevel.headquarters),
+}
+
+
+@dataclass(frozen=True)
+class Place:
+    """A registered stock location, as decisions see it."""
+
+    location_id: str
+    level: LocationLevel | None = None  # None: not (or no longer) registered
+    region: str | None = None
+    parent_id: str | None = None
+
+
+def location_in_reach(reach: Reach, place: Place) -> bool:
+    """A location is nobody's assignment: the caller's region and, for a parts clerk, its
+    location decide (the one reach rule, shared/kernel/reach.py)."""
+    return reach.allows_region(place.region) and reach.allows_location((place.location_id,))
+
+
+@dataclass(frozen=True)
+class LocationState:
+    location_id: str
+    version: int = 0
+    registered: LocationRegistered | None = None
+
+
+def evolve_location(
+    state: LocationState, payload: EventPayload, _at: datetime | None = None
+) -> LocationState:
+    state = replace(state, version=state.version + 1)
+    if isinstance(payload, LocationRegistered):
+        return replace(state, registered=payload)
+    return state
+
+
+def _location_scope(state: LocationState) -> Scope:
+    region = state.registered.region if state.registered else None
+    return Scope(region=region, locations=(state.location_id,))
+
+
+LOCATIONS: Decider[LocationState] = Decider(
+    stream_type="location",
+    initial_state=lambda stream_id: LocationState(stream_id.removeprefix("location:")),
+    evolve=evolve_location,
+    scope=_location_scope,
+    exists=lambda state: state.registered is not None,
+)
+
+
+@dataclass(frozen=True)
+class NewLocation:
+    """What the administrator registers."""
+
+    name: str
+    level: LocationLevel
+    parent_id: str | None = None
+    region: str | None = None
+
+
+@dataclass(frozen=True)
+class RegisterLocation:
+    request: NewLocation
+    # The parent as registered (None: ``parent_id`` names no registered location).
+    parent: Place | None = None
+    # A location registered under the same id in another case.
+    registered_as: str | None = None
+
+
+def decide_register_location(command: RegisterLocation, state: LocationState) -> list[EventPayload]:
+    r = command.request
+    if state.registered is not None or command.registered_as is not None:
+        existing = command.registered_as or state.location_id
+        raise RuleViolation("location_already_registered", f"location {existing} is registered")
+    allowed = PARENT_LEVELS[r.level]
+    region, parent_id = r.region, None
+    if r.parent_id is None and allowed:
+        raise InvalidCommand("parent_id", f"a {r.level.value} needs a parent location")
+    if r.parent_id is not None:
+        if not allowed:
+            raise InvalidCommand("parent_id", "headquarters has no parent")
+        parent = command.parent
+        if parent is None:
+            raise InvalidCommand("parent_id", f"no location {r.parent_id!r} is registered")
+        if parent.level not in allowed:
+            raise InvalidCommand(
+                "parent_id",
+                f"a {r.level.value} hangs under "
+                f"{' or '.join(a.value for a in allowed)}, not {parent.level}",
+            )
+        region, parent_id = r.region or parent.region, parent.location_id
+    return [
+        LocationRegistered(
+            location_id=state.location_id,
+            name=r.name,
+            level=r.level,
+            parent_id=parent_id,
+            region=region,
+        )
+    ]
+
+
+# --- stock: the fold of a stock stream ----------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -63,13 +305,17 @@ class StockLevel:
     on_hand: int = 0  # physically at the location, reserved units included
     reserved: int = 0
     issued: int = 0  # handed to technicians, not yet consumed or returned
+    # The location's region (the events do not carry it: the handler places the state).
+    region: str | None = None
 
     @property
     def available(self) -> int:
         return self.on_hand - self.reserved
 
 
-def evolve_stock(level: StockLevel, payload: EventPayload) -> StockLevel:
+def evolve_stock(
+    level: StockLevel, payload: EventPayload, _at: datetime | None = None
+) -> StockLevel:
     s = replace(level, version=level.version + 1)
     match payload:
         case StockReceived():
@@ -93,45 +339,98 @@ def evolve_stock(level: StockLevel, payload: EventPayload) -> StockLevel:
     return s
 
 
-def fold_stock(location_id: str, part_number: str, events: Sequence[EventEnvelope]) -> StockLevel:
-    level = StockLevel(location_id, part_number)
-    for event in events:
-        level = evolve_stock(level, typed_payload(event))
-    return level
+def _stock_from_stream(stream_id: str) -> StockLevel:
+    _, location_id, part_number = stream_id.split(":", 2)
+    return StockLevel(location_id, part_number)
 
 
-def decide_receive_stock(
-    level: StockLevel, quantity: int, reference: str | None
-) -> list[EventPayload]:
+STOCK_LEVELS: Decider[StockLevel] = Decider(
+    stream_type="stock",
+    initial_state=_stock_from_stream,
+    evolve=evolve_stock,
+    scope=lambda level: Scope(region=level.region, locations=(level.location_id,)),
+)
+
+
+@dataclass(frozen=True)
+class StockReceipt:
+    """Parts arrived; ``location_id`` None: the parts clerk's own location."""
+
+    part_number: str
+    quantity: int
+    location_id: str | None = None
+    reference: str | None = None
+
+
+@dataclass(frozen=True)
+class ReceiveStock:
+    receipt: StockReceipt
+    catalogued: bool
+
+
+@dataclass(frozen=True)
+class StockCount:
+    """A correction of the count at a location."""
+
+    location_id: str
+    part_number: str
+    delta: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class AdjustStock:
+    count: StockCount
+    catalogued: bool
+
+
+def acting_location(given: str | None, clerk_location: str | None) -> str:
+    """Where a stock movement happens: the location given, else the parts clerk's own."""
+    location = given or clerk_location
+    if location is None:
+        raise InvalidCommand("location_id", "location_id is required for this role")
+    return location
+
+
+def _require_catalogued(catalogued: bool, part_number: str) -> None:
+    if not catalogued:
+        raise InvalidCommand("part_number", f"no part {part_number!r} in the catalogue")
+
+
+def decide_receive_stock(command: ReceiveStock, level: StockLevel) -> list[EventPayload]:
+    r = command.receipt
+    _require_catalogued(command.catalogued, r.part_number)
     return [
         StockReceived(
             location_id=level.location_id,
             part_number=level.part_number,
-            quantity=quantity,
-            reference=reference,
+            quantity=r.quantity,
+            reference=r.reference,
         )
     ]
 
 
-def decide_adjust_stock(level: StockLevel, delta: int, reason: str) -> list[EventPayload]:
-    if delta == 0:
+def decide_adjust_stock(command: AdjustStock, level: StockLevel) -> list[EventPayload]:
+    c = command.count
+    _require_catalogued(command.catalogued, c.part_number)
+    if c.delta == 0:
         raise InvalidCommand("delta", "an adjustment must change the stock")
-    if level.on_hand + delta < level.reserved:
+    if level.on_hand + c.delta < level.reserved:
         raise RuleViolation(
             "stock_below_reserved",
-            f"on hand would be {level.on_hand + delta}, below the {level.reserved} reserved",
+            f"on hand would be {level.on_hand + c.delta}, below the {level.reserved} reserved",
         )
     return [
         StockAdjusted(
             location_id=level.location_id,
             part_number=level.part_number,
-            delta=delta,
-            reason=reason,
+            delta=c.delta,
+            reason=c.reason,
         )
     ]
 
 
-# --- requisitions -----------------------------------------------------------------------
+# --- requisitions -------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -141,10 +440,12 @@ class RequisitionState:
     raised: RequisitionRaised | None = None
     source_location_id: str | None = None
     technician_id: str | None = None
-    status: str = "new"  # reserved | issued | consumed | returned | cancelled
+    status: str = "new"  # raised | reserved | issued | consumed | returned | cancelled
     issued: int = 0
     consumed: int = 0
     returned: int = 0
+    # The requesting location's region (placed by the handler, like a stock level's).
+    region: str | None = None
 
     @property
     def outstanding(self) -> int:
@@ -152,13 +453,17 @@ class RequisitionState:
         return self.issued - self.consumed - self.returned
 
 
-def _settled_status(s: RequisitionState) -> str:
-    if s.outstanding > 0:
+def settled_status(issued: int, consumed: int, returned: int) -> str:
+    """A requisition's status once parts were issued: ``issued`` while some are out,
+    then ``consumed`` (something was used) or ``returned`` (all came back)."""
+    if issued - consumed - returned > 0:
         return "issued"
-    return "consumed" if s.consumed else "returned"
+    return "consumed" if consumed else "returned"
 
 
-def evolve_requisition(state: RequisitionState, payload: EventPayload) -> RequisitionState:
+def evolve_requisition(
+    state: RequisitionState, payload: EventPayload, _at: datetime | None = None
+) -> RequisitionState:
     s = replace(state, version=state.version + 1)
     match payload:
         case RequisitionRaised():
@@ -167,34 +472,69 @@ def evolve_requisition(state: RequisitionState, payload: EventPayload) -> Requis
             return replace(s, status="reserved", source_location_id=payload.source_location_id)
         case RequisitionIssued():
             s = replace(s, technician_id=payload.technician_id, issued=s.issued + payload.quantity)
-            return replace(s, status=_settled_status(s))
         case RequisitionConsumed():
             s = replace(s, consumed=s.consumed + payload.quantity)
-            return replace(s, status=_settled_status(s))
         case RequisitionReturned():
             s = replace(s, returned=s.returned + payload.quantity)
-            return replace(s, status=_settled_status(s))
         case RequisitionCancelled():
             return replace(s, status="cancelled")
-    return s
+        case _:
+            return s
+    return replace(s, status=settled_status(s.issued, s.consumed, s.returned))
 
 
-def fold_requisition(requisition_id: str, events: Sequence[EventEnvelope]) -> RequisitionState:
-    state = RequisitionState(requisition_id)
-    for event in events:
-        state = evolve_requisition(state, typed_payload(event))
-    return state
+def requisition_scope(state: RequisitionState) -> Scope:
+    """Where a requisition sits: its requesting location's region, with its technician,
+    at its requesting and source locations."""
+    requesting = state.raised.requesting_location_id if state.raised else None
+    locations = tuple(x for x in (requesting, state.source_location_id) if x)
+    return Scope(region=state.region, assignee=state.technician_id, locations=locations)
+
+
+REQUISITIONS: Decider[RequisitionState] = Decider(
+    stream_type="requisition",
+    initial_state=lambda stream_id: RequisitionState(stream_id.removeprefix("req:")),
+    evolve=evolve_requisition,
+    scope=requisition_scope,
+    exists=lambda state: state.raised is not None,
+)
+
+
+def require_requisition(state: RequisitionState) -> RequisitionRaised:
+    if state.raised is None:
+        raise NotFound("requisition_not_found", f"no requisition {state.requisition_id}")
+    return state.raised
+
+
+@dataclass(frozen=True)
+class PartsRequest:
+    """What the caller asks for. ``location_id`` None: the parts clerk's location, else
+    the ticket's service point; ``technician_id`` None: the ticket's technician."""
+
+    ticket_id: str
+    part_number: str
+    quantity: int = 1
+    kind: RequisitionKind = RequisitionKind.planned
+    location_id: str | None = None
+    technician_id: str | None = None
+    notes: str | None = None
+
+
+def requesting_location(
+    request: PartsRequest, ticket: TicketState, clerk_location: str | None
+) -> str | None:
+    dispatched_to = ticket.dispatch.service_point_id if ticket.dispatch else None
+    return request.location_id or clerk_location or dispatched_to
 
 
 @dataclass(frozen=True)
 class RaiseRequisition:
-    ticket_id: str
-    kind: RequisitionKind
-    part_number: str
-    quantity: int
-    requesting_location_id: str
-    technician_id: str | None = None
-    notes: str | None = None
+    request: PartsRequest
+    ticket: TicketState
+    part: PartSpec | None  # the catalogue entry (None: not catalogued)
+    # The part's stock at the requesting location, its parent, … up to headquarters
+    # (nearest first; empty: no requesting location).
+    chain: tuple[StockLevel, ...]
 
 
 def choose_source(levels: Sequence[StockLevel], quantity: int) -> StockLevel:
@@ -207,238 +547,441 @@ def choose_source(levels: Sequence[StockLevel], quantity: int) -> StockLevel:
     raise RuleViolation("out_of_stock", f"no location holds {quantity} available: {searched}")
 
 
-def decide_raise(
-    requisition_id: str, command: RaiseRequisition, source: StockLevel
-) -> tuple[list[EventPayload], list[EventPayload]]:
-    """(requisition stream events, source stock stream events)."""
-    if source.available < command.quantity:
-        raise RuleViolation("out_of_stock", f"{source.location_id} cannot cover the quantity")
-    ref = {"requisition_id": requisition_id, "ticket_id": command.ticket_id}
-    return (
-        [
-            RequisitionRaised(
-                requisition_id=requisition_id,
-                ticket_id=command.ticket_id,
-                kind=command.kind,
-                part_number=command.part_number,
-                quantity=command.quantity,
-                requesting_location_id=command.requesting_location_id,
-                technician_id=command.technician_id,
-                notes=command.notes,
+def _require_requestable(command: RaiseRequisition) -> PartSpec:
+    r, ticket = command.request, command.ticket
+    if not ticket.exists or ticket.received is None:
+        raise NotFound("ticket_not_found", f"no ticket {r.ticket_id}")
+    if ticket.status is TicketStatus.closed:
+        raise RuleViolation("ticket_closed", "parts cannot be requested for a closed ticket")
+    part = command.part
+    if part is None:
+        raise InvalidCommand("part_number", f"no part {r.part_number!r} in the catalogue")
+    model = ticket.received.product.model
+    if part.fits_models and model not in part.fits_models:
+        raise RuleViolation(
+            "part_does_not_fit", f"{r.part_number} fits {', '.join(part.fits_models)}, not {model}"
+        )
+    if not command.chain:
+        raise InvalidCommand("location_id", "location_id is required for this role")
+    return part
+
+
+def decide_raise(command: RaiseRequisition, state: RequisitionState) -> Decision:
+    """Reserve the whole quantity at the nearest location holding it."""
+    if state.raised is not None:
+        raise RuleViolation("requisition_exists", f"requisition {state.requisition_id} exists")
+    _require_requestable(command)
+    r, requesting = command.request, command.chain[0]
+    source = choose_source(command.chain, r.quantity)
+    technician = r.technician_id or (
+        command.ticket.dispatch.technician_id if command.ticket.dispatch else None
+    )
+    raised = RequisitionRaised(
+        requisition_id=state.requisition_id,
+        ticket_id=r.ticket_id,
+        kind=r.kind,
+        part_number=r.part_number,
+        quantity=r.quantity,
+        requesting_location_id=requesting.location_id,
+        technician_id=technician,
+        notes=r.notes,
+    )
+    reserved = StockReserved(
+        location_id=source.location_id,
+        part_number=r.part_number,
+        quantity=r.quantity,
+        requisition_id=state.requisition_id,
+        ticket_id=r.ticket_id,
+    )
+    return [
+        Move(
+            requisition_stream(state.requisition_id),
+            (
+                raised,
+                RequisitionReserved(source_location_id=source.location_id, quantity=r.quantity),
             ),
-            RequisitionReserved(source_location_id=source.location_id, quantity=command.quantity),
-        ],
-        [
-            StockReserved(
-                location_id=source.location_id,
-                part_number=command.part_number,
-                quantity=command.quantity,
-                **ref,
-            )
-        ],
-    )
+            requesting.region,
+        ),
+        Move(stock_stream(source.location_id, r.part_number), (reserved,), source.region),
+    ]
 
 
-def _ref(req: RequisitionState) -> dict[str, str]:
-    assert req.raised is not None
-    return {"requisition_id": req.requisition_id, "ticket_id": req.raised.ticket_id}
+def _ref(state: RequisitionState) -> dict[str, str]:
+    raised = require_requisition(state)
+    return {"requisition_id": state.requisition_id, "ticket_id": raised.ticket_id}
 
 
-def decide_issue(
-    req: RequisitionState, level: StockLevel, technician_id: str
-) -> tuple[list[EventPayload], list[EventPayload]]:
-    if req.status != "reserved":
-        raise RuleViolation("requisition_not_reserved", f"the requisition is {req.status}")
-    assert req.raised is not None
-    q = req.raised.quantity
-    if level.reserved < q or level.on_hand < q:
-        raise RuleViolation("stock_not_reserved", "the reserved stock is no longer there")
-    return (
-        [RequisitionIssued(technician_id=technician_id, quantity=q)],
-        [
-            StockIssued(
-                location_id=level.location_id,
-                part_number=level.part_number,
-                quantity=q,
-                technician_id=technician_id,
-                **_ref(req),
-            )
-        ],
-    )
-
-
-def decide_cancel(
-    req: RequisitionState, level: StockLevel, reason: str
-) -> tuple[list[EventPayload], list[EventPayload]]:
-    if req.status != "reserved":
-        raise RuleViolation(
-            "requisition_not_cancellable",
-            f"only a reserved requisition can be cancelled; this one is {req.status} "
-            "(return issued parts instead)",
-        )
-    assert req.raised is not None
-    return (
-        [RequisitionCancelled(reason=reason)],
-        [
-            StockReleased(
-                location_id=level.location_id,
-                part_number=level.part_number,
-                quantity=req.raised.quantity,
-                reason=reason,
-                **_ref(req),
-            )
-        ],
-    )
-
-
-def decide_return_unused(
-    req: RequisitionState, level: StockLevel, quantity: int | None, reason: str | None
-) -> tuple[list[EventPayload], list[EventPayload]]:
-    if req.status != "issued" or req.outstanding <= 0:
-        raise RuleViolation(
-            "nothing_to_return", f"no issued parts are outstanding (requisition {req.status})"
-        )
-    q = req.outstanding if quantity is None else quantity
-    if q > req.outstanding:
-        raise InvalidCommand("quantity", f"only {req.outstanding} issued parts are outstanding")
-    return (
-        [RequisitionReturned(quantity=q, reason=reason)],
-        [
-            StockReturned(
-                location_id=level.location_id,
-                part_number=level.part_number,
-                quantity=q,
-                **_ref(req),
-            )
-        ],
-    )
-
-
-# --- consumption on repair --------------------------------------------------------------
+def _step(
+    state: RequisitionState, source: StockLevel, step: EventPayload, movement: EventPayload
+) -> Decision:
+    return [
+        Move(requisition_stream(state.requisition_id), (step,), state.region),
+        Move(stock_stream(source.location_id, source.part_number), (movement,), source.region),
+    ]
 
 
 @dataclass(frozen=True)
-class RepairContext:
+class IssueRequisition:
+    source: StockLevel  # the reserving location's stock of the part
+    technician_id: str | None = None  # None: the requisition's technician
+
+
+def decide_issue(command: IssueRequisition, state: RequisitionState) -> Decision:
+    raised = require_requisition(state)
+    technician = command.technician_id or state.technician_id
+    if technician is None:
+        raise InvalidCommand("technician_id", "technician_id is required for this role")
+    if state.status != "reserved":
+        raise RuleViolation("requisition_not_reserved", f"the requisition is {state.status}")
+    q, level = raised.quantity, command.source
+    if level.reserved < q or level.on_hand < q:
+        raise RuleViolation("stock_not_reserved", "the reserved stock is no longer there")
+    issued = StockIssued(
+        location_id=level.location_id,
+        part_number=level.part_number,
+        quantity=q,
+        technician_id=technician,
+        **_ref(state),
+    )
+    return _step(state, level, RequisitionIssued(technician_id=technician, quantity=q), issued)
+
+
+@dataclass(frozen=True)
+class CancelRequisition:
+    source: StockLevel
+    reason: str
+
+
+def decide_cancel(command: CancelRequisition, state: RequisitionState) -> Decision:
+    raised = require_requisition(state)
+    if state.status != "reserved":
+        raise RuleViolation(
+            "requisition_not_cancellable",
+            f"only a reserved requisition can be cancelled; this one is {state.status} "
+            "(return issued parts instead)",
+        )
+    level = command.source
+    released = StockReleased(
+        location_id=level.location_id,
+        part_number=level.part_number,
+        quantity=raised.quantity,
+        reason=command.reason,
+        **_ref(state),
+    )
+    return _step(state, level, RequisitionCancelled(reason=command.reason), released)
+
+
+@dataclass(frozen=True)
+class ReturnUnused:
+    source: StockLevel
+    quantity: int | None = None  # None: all outstanding
+    reason: str | None = None
+
+
+def decide_return_unused(command: ReturnUnused, state: RequisitionState) -> Decision:
+    require_requisition(state)
+    if state.status != "issued" or state.outstanding <= 0:
+        raise RuleViolation(
+            "nothing_to_return", f"no issued parts are outstanding (requisition {state.status})"
+        )
+    q = state.outstanding if command.quantity is None else command.quantity
+    if q > state.outstanding:
+        raise InvalidCommand("quantity", f"only {state.outstanding} issued parts are outstanding")
+    level = command.source
+    back = StockReturned(
+        location_id=level.location_id, part_number=level.part_number, quantity=q, **_ref(state)
+    )
+    return _step(state, level, RequisitionReturned(quantity=q, reason=command.reason), back)
+
+
+# --- consumption on repair ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TicketParts:
+    """A repaired ticket's parts paperwork (stream ``tparts:<ticket id>``)."""
+
+    ticket_id: str
+    version: int = 0
+
+
+TICKET_PARTS: Decider[TicketParts] = Decider(
+    stream_type="requisition",
+    initial_state=lambda stream_id: TicketParts(stream_id.removeprefix("tparts:")),
+    evolve=lambda state, _payload, _at: replace(state, version=state.version + 1),
+)
+
+
+@dataclass(frozen=True)
+class ConsumeOnRepair:
+    """One TicketRepaired with what the parts service knows at that moment."""
+
     ticket_id: str
     trigger_event_id: str
     repaired_at: datetime
     repair: TicketRepaired
-    service_point_id: str | None
-    region: str | None
-    return_required: dict[str, bool]  # catalogue flag per part number used
+    region: str | None  # the ticket's
+    service_point_id: str | None  # where the ticket was dispatched (as registered, if it is)
+    return_days: float
+    return_required: Mapping[str, bool]  # catalogue flag per (normalised) part number
+    requisitions: tuple[RequisitionState, ...]  # the ticket's open requisitions
+    # Stock of the requisitions' sources and of the service point's shelf, by
+    # (location, part): a stock stream the decision moves must be here.
+    levels: Mapping[tuple[str, str], StockLevel]
 
 
-def decide_consumption(
-    ctx: RepairContext,
-    requisitions: Sequence[RequisitionState],
-    levels: dict[tuple[str, str], StockLevel],
-    *,
-    return_days: float,
-) -> dict[str, list[EventPayload]]:
-    """Events per stream id for one TicketRepaired: consume what was issued (or is still
-    reserved) for the ticket first, then the service point's shelf; what neither covers is recorded as
-    unmatched (stock never goes negative). Warranty parts get an expected return."""
-    out: dict[str, list[EventPayload]] = {}
-    levels = dict(levels)
-    reqs = {r.requisition_id: r for r in requisitions}
+@dataclass
+class _Consumption:
+    """The working state of one consumption decision: streams as they stand after the
+    events decided so far."""
 
-    def emit(stream_id: str, payload: EventPayload) -> None:
-        out.setdefault(stream_id, []).append(payload)
+    command: ConsumeOnRepair
+    requisitions: dict[str, RequisitionState]
+    levels: dict[tuple[str, str], StockLevel]
+    moves: _Moves = field(default_factory=_Moves)
 
-    for line in ctx.repair.parts_used:
-        part = line.part_number.strip().upper()
-        remaining = line.quantity
-        for rid in sorted(reqs):
-            req = reqs[rid]
-            if remaining == 0:
-                break
-            if req.raised is None or req.raised.part_number != part:
-                continue
-            source = req.source_location_id
-            assert source is not None
-            ref = {"requisition_id": rid, "ticket_id": ctx.ticket_id}
-            if req.status == "reserved":
-                # Fitted before the clerk recorded the hand-over: the repair proves it.
-                technician = ctx.repair.technician_id or req.technician_id or "unrecorded"
-                quantity = req.raised.quantity
-                handed = RequisitionIssued(technician_id=technician, quantity=quantity)
-                emit(requisition_stream(rid), handed)
-                stock_issued = StockIssued(
-                    location_id=source,
-                    part_number=part,
-                    quantity=quantity,
-                    technician_id=technician,
-                    **ref,
-                )
-                emit(stock_stream(source, part), stock_issued)
-                req = evolve_requisition(req, handed)
-                if (source, part) in levels:
-                    levels[(source, part)] = evolve_stock(levels[(source, part)], stock_issued)
-            if req.outstanding <= 0:
-                reqs[rid] = req
-                continue
-            take = min(req.outstanding, remaining)
-            remaining -= take
-            used = RequisitionConsumed(quantity=take, trigger_event_id=ctx.trigger_event_id)
-            emit(requisition_stream(rid), used)
-            consumed = StockConsumed(
-                location_id=source,
+    def at_repair(self, payload: EventPayload) -> PendingEvent:
+        return PendingEvent(payload, occurred_at=self.command.repaired_at)
+
+    def move_requisition(self, rid: str, payload: EventPayload) -> RequisitionState:
+        req = self.requisitions[rid]
+        self.moves.add(requisition_stream(rid), req.region, self.at_repair(payload))
+        self.requisitions[rid] = evolve_requisition(req, payload)
+        return self.requisitions[rid]
+
+    def move_stock(self, location_id: str, part: str, payload: EventPayload) -> None:
+        level = self.levels.get((location_id, part))
+        region = level.region if level else None
+        self.moves.add(stock_stream(location_id, part), region, self.at_repair(payload))
+        if level is not None:
+            self.levels[(location_id, part)] = evolve_stock(level, payload)
+
+    def paperwork(self, payload: EventPayload) -> None:
+        stream = ticket_parts_stream(self.command.ticket_id)
+        self.moves.add(stream, self.command.region, self.at_repair(payload))
+
+
+def _hand_over(book: _Consumption, req: RequisitionState, part: str) -> RequisitionState:
+    """A requisition still only reserved was fitted before the clerk recorded the
+    hand-over: the repair proves it."""
+    raised, source = require_requisition(req), req.source_location_id
+    assert source is not None
+    technician = book.command.repair.technician_id or req.technician_id or "unrecorded"
+    issued = StockIssued(
+        location_id=source,
+        part_number=part,
+        quantity=raised.quantity,
+        technician_id=technician,
+        **_ref(req),
+    )
+    handed = RequisitionIssued(technician_id=technician, quantity=raised.quantity)
+    req = book.move_requisition(req.requisition_id, handed)
+    book.move_stock(source, part, issued)
+    return req
+
+
+def _consume_issued(book: _Consumption, part: str, wanted: int) -> int:
+    """Consume what was issued (or is still reserved) for the ticket; returns what is
+    left of ``wanted``."""
+    remaining = wanted
+    for rid in sorted(book.requisitions):
+        req = book.requisitions[rid]
+        if remaining == 0:
+            break
+        if req.raised is None or req.raised.part_number != part:
+            continue
+        if req.status == "reserved":
+            req = _hand_over(book, req, part)
+        if req.outstanding <= 0:
+            continue
+        take = min(req.outstanding, remaining)
+        remaining -= take
+        trigger = book.command.trigger_event_id
+        book.move_requisition(rid, RequisitionConsumed(quantity=take, trigger_event_id=trigger))
+        assert req.source_location_id is not None
+        consumed = StockConsumed(
+            location_id=req.source_location_id,
+            part_number=part,
+            quantity=take,
+            from_issued=True,
+            trigger_event_id=trigger,
+            **_ref(req),
+        )
+        book.move_stock(req.source_location_id, part, consumed)
+    return remaining
+
+
+def _consume_shelf(book: _Consumption, part: str, wanted: int) -> int:
+    """Then the service point's available shelf stock; returns what is still left."""
+    c = book.command
+    level = book.levels.get((c.service_point_id, part)) if c.service_point_id else None
+    if not wanted or level is None or level.available <= 0:
+        return wanted
+    take = min(level.available, wanted)
+    consumed = StockConsumed(
+        location_id=level.location_id,
+        part_number=part,
+        quantity=take,
+        ticket_id=c.ticket_id,
+        from_issued=False,
+        trigger_event_id=c.trigger_event_id,
+    )
+    book.move_stock(level.location_id, part, consumed)
+    return wanted - take
+
+
+def _paperwork(book: _Consumption, line: UsedPart, part: str, unmatched: int) -> None:
+    """What no stock covered is recorded (stock never goes negative); an old part that
+    must come back gets an expected return."""
+    c = book.command
+    if unmatched:
+        book.paperwork(
+            PartUsageUnmatched(
+                ticket_id=c.ticket_id,
                 part_number=part,
-                quantity=take,
-                from_issued=True,
-                trigger_event_id=ctx.trigger_event_id,
-                **ref,
+                quantity=unmatched,
+                service_point_id=c.service_point_id,
+                trigger_event_id=c.trigger_event_id,
             )
-            emit(stock_stream(source, part), consumed)
-            reqs[rid] = evolve_requisition(req, used)
-            if (source, part) in levels:
-                levels[(source, part)] = evolve_stock(levels[(source, part)], consumed)
-        if remaining and ctx.service_point_id:
-            key = (ctx.service_point_id, part)
-            level = levels.get(key)
-            if level is not None and level.available > 0:
-                take = min(level.available, remaining)
-                remaining -= take
-                consumed = StockConsumed(
-                    location_id=level.location_id,
-                    part_number=part,
-                    quantity=take,
-                    ticket_id=ctx.ticket_id,
-                    from_issued=False,
-                    trigger_event_id=ctx.trigger_event_id,
-                )
-                emit(stock_stream(level.location_id, part), consumed)
-                levels[key] = evolve_stock(level, consumed)
-        if remaining:
-            emit(
-                ticket_parts_stream(ctx.ticket_id),
-                PartUsageUnmatched(
-                    ticket_id=ctx.ticket_id,
-                    part_number=part,
-                    quantity=remaining,
-                    service_point_id=ctx.service_point_id,
-                    trigger_event_id=ctx.trigger_event_id,
-                ),
+        )
+    if return_expected(line, c.repair.cost_borne_by, c.return_required.get(part, False)):
+        book.paperwork(
+            OldPartReturnExpected(
+                ticket_id=c.ticket_id,
+                part_number=part,
+                old_serial=line.old_serial,
+                quantity=line.quantity,
+                service_point_id=c.service_point_id,
+                region=c.region,
+                due_at=c.repaired_at + timedelta(days=c.return_days),
+                trigger_event_id=c.trigger_event_id,
             )
-        borne_by_warranty = ctx.repair.cost_borne_by is CostBearer.warranty
-        if line.under_warranty or (borne_by_warranty and ctx.return_required.get(part, False)):
-            emit(
-                ticket_parts_stream(ctx.ticket_id),
-                OldPartReturnExpected(
-                    ticket_id=ctx.ticket_id,
-                    part_number=part,
-                    old_serial=line.old_serial,
-                    quantity=line.quantity,
-                    service_point_id=ctx.service_point_id,
-                    region=ctx.region,
-                    due_at=ctx.repaired_at + timedelta(days=return_days),
-                    trigger_event_id=ctx.trigger_event_id,
-                ),
-            )
-    return out
+        )
 
 
-# --- replenishment ----------------------------------------------------------------------
+def decide_consumption(command: ConsumeOnRepair, state: TicketParts) -> Decision:
+    """For every used part: consume what was issued for the ticket first, then the service
+    point's shelf; what neither covers is recorded as unmatched. All dated at the repair."""
+    book = _Consumption(
+        command, {r.requisition_id: r for r in command.requisitions}, dict(command.levels)
+    )
+    for line in command.repair.parts_used:
+        part = normalise_part_number(line.part_number)
+        remaining = _consume_issued(book, part, line.quantity)
+        remaining = _consume_shelf(book, part, remaining)
+        _paperwork(book, line, part, remaining)
+    return book.moves.decision()
+
+
+# --- old-part returns ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PendingReturn:
+    """An expected old-part return not yet settled."""
+
+    return_id: str
+    ticket_id: str
+    part_number: str
+    old_serial: str | None
+    quantity: int
+    returned_quantity: int
+    due_at: datetime
+    service_point_id: str | None = None
+
+    @property
+    def outstanding(self) -> int:
+        return self.quantity - self.returned_quantity
+
+
+def choose_pending_return(
+    pending: Sequence[PendingReturn], part_number: str, old_serial: str | None
+) -> PendingReturn | None:
+    """The expected return a handed-in old part settles: of that part, the one with the same
+    old serial if one is pending, otherwise the earliest due. The return command and the
+    returns read model both ask this, so both pick the same one."""
+    part = normalise_part_number(part_number)
+    candidates = sorted(
+        (p for p in pending if normalise_part_number(p.part_number) == part),
+        key=lambda p: (p.due_at, p.return_id),
+    )
+    if old_serial is not None:
+        for candidate in candidates:
+            if candidate.old_serial == old_serial:
+                return candidate
+    return candidates[0] if candidates else None
+
+
+@dataclass(frozen=True)
+class HandedIn:
+    """An old part handed in; ``location_id`` None: at the parts clerk's location."""
+
+    ticket_id: str
+    part_number: str
+    old_serial: str | None = None
+    quantity: int = 1
+    grade: PartGrade | None = None
+    location_id: str | None = None
+
+
+@dataclass(frozen=True)
+class RecordOldPartReturn:
+    handed_in: HandedIn
+    location_id: str  # where it was handed in, as registered
+    expected: PendingReturn | None  # what it settles (``choose_pending_return``)
+    now: datetime
+
+
+def decide_old_part_return(command: RecordOldPartReturn, state: TicketState) -> list[EventPayload]:
+    """Settles the expected return (late if after its due date); also after the ticket was
+    closed."""
+    h, expected = command.handed_in, command.expected
+    if expected is None:
+        raise RuleViolation(
+            "no_return_expected",
+            f"no return of {h.part_number} is outstanding for ticket {h.ticket_id}",
+        )
+    if h.quantity > expected.outstanding:
+        raise InvalidCommand("quantity", f"only {expected.outstanding} of {h.part_number} expected")
+    if not may_follow(state.status, OldPartReturned.event_type):
+        raise NotFound("ticket_not_found", f"no ticket {h.ticket_id}")
+    return [
+        OldPartReturned(
+            part_number=h.part_number,
+            old_serial=h.old_serial or expected.old_serial,
+            quantity=h.quantity,
+            location_id=command.location_id,
+            service_point_id=expected.service_point_id,
+            due_at=expected.due_at,
+            late=command.now > expected.due_at,
+            grade=h.grade,
+        )
+    ]
+
+
+@dataclass(frozen=True)
+class RecordOverdue:
+    expected: PendingReturn
+    detected_at: datetime
+
+
+def decide_overdue(command: RecordOverdue, state: TicketState) -> list[EventPayload]:
+    e = command.expected
+    if not may_follow(state.status, OldPartReturnOverdue.event_type):
+        raise NotFound("ticket_not_found", f"no ticket {e.ticket_id}")
+    return [
+        OldPartReturnOverdue(
+            part_number=e.part_number,
+            old_serial=e.old_serial,
+            quantity=e.outstanding,
+            service_point_id=e.service_point_id,
+            due_at=e.due_at,
+            detected_at=command.detected_at,
+        )
+    ]
+
+
+# --- replenishment ------------------------------------------------------------------------
 
 
 def previous_months(now: datetime, count: int) -> list[str]:
@@ -479,3 +1022,41 @@ def suggest_order(
     return Suggestion(
         average.quantize(Decimal("0.0001")), raw.quantize(Decimal("0.0001")), suggested
     )
+
+
+@dataclass(frozen=True)
+class PlanReplenishment:
+    months: tuple[str, ...]  # the full months averaged, oldest first
+    months_of_cover: float
+    seasonal_coefficient: float
+    stock: Mapping[str, tuple[int, int]]  # part → (on hand, reserved) at the location
+    usage: Mapping[str, Mapping[str, int]]  # part → month → consumed there
+
+
+@dataclass(frozen=True)
+class PlannedOrder:
+    part_number: str
+    usage_by_month: dict[str, int]
+    on_hand: int
+    reserved: int
+    suggestion: Suggestion
+
+    @property
+    def current_stock(self) -> int:
+        return self.on_hand - self.reserved
+
+
+def plan_replenishment(command: PlanReplenishment) -> list[PlannedOrder]:
+    """Per part stocked or consumed at the location, by part number."""
+    orders = []
+    for part in sorted(set(command.stock) | set(command.usage)):
+        by_month = {m: command.usage.get(part, {}).get(m, 0) for m in command.months}
+        on_hand, reserved = command.stock.get(part, (0, 0))
+        suggestion = suggest_order(
+            list(by_month.values()),
+            months_of_cover=command.months_of_cover,
+            seasonal_coefficient=command.seasonal_coefficient,
+            current_stock=on_hand - reserved,
+        )
+        orders.append(PlannedOrder(part, by_month, on_hand, reserved, suggestion))
+    return orders

@@ -9,19 +9,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from uuid import uuid4
 
-from sqlalchemy import update
+from sqlalchemy import Connection
 
-from services.parts.projections import RETURNS
+from services.parts import commands
+from services.parts.domain import PendingReturn
 from services.parts.read_models import due_returns
-from services.parts.tables import parts_returns
-from shared.app.commands import execute_ticket_command
+from shared.app.executor import Handling, Invocation
 from shared.app.platform import Platform
 from shared.eventstore.leases import Lease
-from shared.kernel.events.envelope import SYSTEM_ACTOR, CommandContext, EventPayload
-from shared.kernel.events.tickets import OldPartReturnOverdue
-from shared.kernel.ticket import TicketState
+from shared.kernel.events.envelope import SYSTEM_ACTOR, CommandContext
 
 log = logging.getLogger(__name__)
 SERVICE = "parts"
@@ -29,50 +28,18 @@ SERVICE = "parts"
 
 async def check_overdue_returns(platform: Platform, *, limit: int = 500) -> int:
     """Record ``OldPartReturnOverdue`` once for every expected return now past due; returns
-    how many were recorded."""
+    how many were recorded. One unit of work per return: each claims its row in the
+    transaction that records the event, so a second pass, a restart or a concurrent runner
+    records nothing again."""
     now = platform.clock.now()
-    async with platform.db.reading() as conn:
-        rows = await due_returns(conn, now, limit)
-    recorded = 0
-    t = parts_returns.c
-    for row in rows:
-        async with platform.db.transaction() as conn:
-            # Claim the row in the transaction that records the event: a second pass, a
-            # restart or a concurrent runner finds it claimed and records nothing.
-            claimed = await conn.execute(
-                update(parts_returns)
-                .where(
-                    t.return_id == row.return_id,
-                    t.status == "expected",
-                    t.overdue_detected_at.is_(None),
-                )
-                .values(status="overdue", overdue_detected_at=now)
-            )
-            if claimed.rowcount != 1:
-                continue
-            payload = OldPartReturnOverdue(
-                part_number=row.part_number,
-                old_serial=row.old_serial,
-                quantity=row.quantity - row.returned_quantity,
-                service_point_id=row.service_point_id,
-                due_at=row.due_at,
-                detected_at=now,
-            )
+    due = await platform.db.read(lambda c: due_returns(c, now, limit))
+    context = CommandContext(actor=SYSTEM_ACTOR, service=SERVICE)
+    h = Handling(platform.executor(SERVICE), Invocation(context), platform.settings)
 
-            def decide(_state: TicketState, p: EventPayload = payload) -> list[EventPayload]:
-                return [p]
+    def record(expected: PendingReturn) -> Callable[[Connection], bool]:
+        return lambda conn: commands.record_overdue(conn, h, expected, now)
 
-            result = await execute_ticket_command(
-                platform,
-                conn,
-                row.ticket_id,
-                CommandContext(actor=SYSTEM_ACTOR, service=SERVICE),
-                decide,
-            )
-            # Same values as the claim; keeps the projection's stream bookkeeping current.
-            await platform.runner.apply(conn, RETURNS, result.events)
-        recorded += 1
-    return recorded
+    return sum([await platform.db.write(record(expected)) for expected in due])
 
 
 async def run_job(platform: Platform, stop: asyncio.Event) -> None:

@@ -1,20 +1,29 @@
 """Parts read models, each a deterministic function of the events (rebuilt by replay).
 
-The command handlers and the repair reactor also apply them inline, in the transaction
-that appends the events, so callers read their own writes; the runner's per-stream
-version bookkeeping makes the asynchronous second application a no-op.
+Batch folds: the rows a batch touches are loaded with one SELECT, every event is folded in
+memory, the rows are written back with one upsert. The parts service keeps them inline
+(``service.py``), in the transaction that appends the events, so callers read their own
+writes; the runner's per-stream version bookkeeping makes the asynchronous second
+application a no-op.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from typing import Any, ClassVar
+import sqlite3
+from collections.abc import Hashable, Sequence
+from typing import ClassVar
 
-from sqlalchemy import Table, and_, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, Table, select
+from sqlalchemy.exc import IntegrityError
 
+from services.parts.domain import (
+    StockLevel,
+    choose_pending_return,
+    evolve_stock,
+    settled_status,
+)
+from services.parts.read_models import PENDING, pending_return_of
 from services.parts.tables import (
     parts_catalogue,
     parts_locations,
@@ -23,7 +32,8 @@ from services.parts.tables import (
     parts_returns,
     parts_stock,
 )
-from shared.app.platform import Platform
+from shared.eventstore.projection import Projection, Row, RowProjection, upsert_rows
+from shared.kernel.errors import RuleViolation
 from shared.kernel.events.envelope import EventEnvelope
 from shared.kernel.events.parts import (
     LocationRegistered,
@@ -36,16 +46,57 @@ from shared.kernel.events.parts import (
     RequisitionRaised,
     RequisitionReserved,
     RequisitionReturned,
-    StockAdjusted,
     StockConsumed,
-    StockIssued,
-    StockReceived,
-    StockReleased,
-    StockReserved,
-    StockReturned,
+    StockMovement,
 )
 from shared.kernel.events.registry import typed_payload
 from shared.kernel.events.tickets import OldPartReturned, OldPartReturnOverdue
+from shared.kernel.parts import normalise_part_number
+
+# --- catalogue and locations --------------------------------------------------------------
+
+
+class _PartRows(RowProjection):
+    table = parts_catalogue
+
+    def key(self, event: EventEnvelope) -> tuple[Hashable, ...] | None:
+        if event.event_type not in (PartCatalogued.event_type, PartUpdated.event_type):
+            return None
+        return (event.payload["part_number"],)
+
+    def fold(self, row: Row | None, event: EventEnvelope) -> Row | None:
+        payload = typed_payload(event)
+        assert isinstance(payload, PartCatalogued | PartUpdated)
+        return {
+            "part_number": payload.part_number,
+            "name": payload.name,
+            "fits_models": json.dumps(sorted(payload.fits_models)),
+            "unit_cost": payload.unit_cost,
+            "return_required": payload.return_required,
+            "version": event.stream_version,
+            "updated_at": event.occurred_at,
+        }
+
+
+class _LocationRows(RowProjection):
+    table = parts_locations
+
+    def key(self, event: EventEnvelope) -> tuple[Hashable, ...] | None:
+        if event.event_type != LocationRegistered.event_type:
+            return None
+        return (event.payload["location_id"],)
+
+    def fold(self, row: Row | None, event: EventEnvelope) -> Row | None:
+        payload = typed_payload(event)
+        assert isinstance(payload, LocationRegistered)
+        return {
+            "location_id": payload.location_id,
+            "name": payload.name,
+            "level": payload.level.value,
+            "parent_id": payload.parent_id,
+            "region": payload.region,
+            "registered_at": event.occurred_at,
+        }
 
 
 class CatalogueProjection:
@@ -53,304 +104,264 @@ class CatalogueProjection:
     tables: ClassVar[tuple[Table, ...]] = (parts_catalogue, parts_locations)
     stream_types: ClassVar[tuple[str, ...]] = ("part", "location")
 
-    async def handle(self, conn: AsyncConnection, event: EventEnvelope) -> None:
+    def apply(self, conn: Connection, events: Sequence[EventEnvelope]) -> None:
+        _PartRows().apply(conn, events)
+        _LocationRows().apply(conn, events)
+
+
+# --- stock levels and monthly usage -------------------------------------------------------
+
+
+def _movement(event: EventEnvelope) -> tuple[str, str] | None:
+    if event.stream_type != "stock":
+        return None
+    return (event.payload["location_id"], event.payload["part_number"])
+
+
+class _StockRows(RowProjection):
+    """The fold of each stock stream: the same ``evolve_stock`` the decisions use."""
+
+    table = parts_stock
+
+    def key(self, event: EventEnvelope) -> tuple[Hashable, ...] | None:
+        return _movement(event)
+
+    def fold(self, row: Row | None, event: EventEnvelope) -> Row | None:
+        location_id, part_number = event.payload["location_id"], event.payload["part_number"]
+        level = StockLevel(location_id, part_number)
+        if row is not None:
+            level = StockLevel(
+                location_id,
+                part_number,
+                on_hand=row["on_hand"],
+                reserved=row["reserved"],
+                issued=row["issued"],
+            )
+        level = evolve_stock(level, typed_payload(event))
+        return {
+            "location_id": location_id,
+            "part_number": part_number,
+            "on_hand": level.on_hand,
+            "reserved": level.reserved,
+            "issued": level.issued,
+            "version": event.stream_version,
+            "updated_at": event.occurred_at,
+        }
+
+
+class _UsageRows(RowProjection):
+    """Consumption per location, part and calendar month (UTC) of the repair."""
+
+    table = parts_monthly_usage
+
+    def key(self, event: EventEnvelope) -> tuple[Hashable, ...] | None:
+        if event.event_type != StockConsumed.event_type:
+            return None
+        p = event.payload
+        return (p["location_id"], p["part_number"], event.occurred_at.strftime("%Y-%m"))
+
+    def fold(self, row: Row | None, event: EventEnvelope) -> Row | None:
         payload = typed_payload(event)
-        match payload:
-            case PartCatalogued() | PartUpdated():
-                values = {
-                    "name": payload.name,
-                    "fits_models": json.dumps(sorted(payload.fits_models)),
-                    "unit_cost": payload.unit_cost,
-                    "return_required": payload.return_required,
-                    "version": event.stream_version,
-                    "updated_at": event.occurred_at,
-                }
-                if isinstance(payload, PartCatalogued):
-                    await conn.execute(
-                        insert(parts_catalogue).values(part_number=payload.part_number, **values)
-                    )
-                else:
-                    await conn.execute(
-                        update(parts_catalogue)
-                        .where(parts_catalogue.c.part_number == payload.part_number)
-                        .values(**values)
-                    )
-            case LocationRegistered():
-                await conn.execute(
-                    insert(parts_locations).values(
-                        location_id=payload.location_id,
-                        name=payload.name,
-                        level=payload.level.value,
-                        parent_id=payload.parent_id,
-                        region=payload.region,
-                        registered_at=event.occurred_at,
-                    )
-                )
-
-
-def _upsert(conn: AsyncConnection) -> Any:
-    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        assert isinstance(payload, StockMovement)
+        return {
+            "location_id": payload.location_id,
+            "part_number": payload.part_number,
+            "month": event.occurred_at.strftime("%Y-%m"),
+            "quantity": (row["quantity"] if row else 0) + payload.quantity,
+        }
 
 
 class StockProjection:
-    """Stock level per (location, part) and consumption per month."""
+    """Stock level per (location, part) and consumption per month. The stock table's
+    CHECKs are the second line of defence behind the stream version check: a movement
+    that would take stock below zero fails the whole transaction with the rule
+    ``stock_cannot_go_negative`` (here, the one place that says so)."""
 
     name: ClassVar[str] = "parts_stock"
     tables: ClassVar[tuple[Table, ...]] = (parts_stock, parts_monthly_usage)
     stream_types: ClassVar[tuple[str, ...]] = ("stock",)
 
-    async def handle(self, conn: AsyncConnection, event: EventEnvelope) -> None:
-        payload = typed_payload(event)
-        on_hand = reserved = issued = 0
-        match payload:
-            case StockReceived():
-                on_hand = payload.quantity
-            case StockReserved():
-                reserved = payload.quantity
-            case StockReleased():
-                reserved = -payload.quantity
-            case StockIssued():
-                on_hand, reserved, issued = -payload.quantity, -payload.quantity, payload.quantity
-            case StockConsumed():
-                if payload.from_issued:
-                    issued = -payload.quantity
-                else:
-                    on_hand = -payload.quantity
-                month = event.occurred_at.strftime("%Y-%m")
-                u = parts_monthly_usage
-                statement = _upsert(conn)(u).values(
-                    location_id=payload.location_id,
-                    part_number=payload.part_number,
-                    month=month,
-                    quantity=payload.quantity,
-                )
-                await conn.execute(
-                    statement.on_conflict_do_update(
-                        index_elements=[u.c.location_id, u.c.part_number, u.c.month],
-                        set_={"quantity": u.c.quantity + payload.quantity},
-                    )
-                )
-            case StockReturned():
-                on_hand, issued = payload.quantity, -payload.quantity
-            case StockAdjusted():
-                on_hand = payload.delta
-            case _:
-                return
-        s = parts_stock
-        # Update first: an upsert's insert values would meet the CHECKs on their own.
-        updated = await conn.execute(
-            update(s)
-            .where(s.c.location_id == payload.location_id, s.c.part_number == payload.part_number)
-            .values(
-                on_hand=s.c.on_hand + on_hand,
-                reserved=s.c.reserved + reserved,
-                issued=s.c.issued + issued,
-                version=event.stream_version,
-                updated_at=event.occurred_at,
-            )
-        )
-        if updated.rowcount == 0:
-            # A negative result violates the table's CHECKs: the transaction fails.
-            await conn.execute(
-                insert(s).values(
-                    location_id=payload.location_id,
-                    part_number=payload.part_number,
-                    on_hand=on_hand,
-                    reserved=reserved,
-                    issued=issued,
-                    version=event.stream_version,
-                    updated_at=event.occurred_at,
-                )
-            )
+    def apply(self, conn: Connection, events: Sequence[EventEnvelope]) -> None:
+        try:
+            _StockRows().apply(conn, events)
+        except (IntegrityError, sqlite3.IntegrityError) as exc:  # SQLAlchemy's, or the driver's
+            raise RuleViolation(
+                "stock_cannot_go_negative", "this movement would take stock below zero"
+            ) from exc
+        _UsageRows().apply(conn, events)
 
 
-class RequisitionProjection:
+# --- requisitions -------------------------------------------------------------------------
+
+
+def _raised_row(payload: RequisitionRaised, event: EventEnvelope) -> Row:
+    return {
+        "requisition_id": event.stream_id.removeprefix("req:"),
+        "ticket_id": payload.ticket_id,
+        "kind": payload.kind.value,
+        "part_number": payload.part_number,
+        "quantity": payload.quantity,
+        "requesting_location_id": payload.requesting_location_id,
+        "source_location_id": None,
+        "technician_id": payload.technician_id,
+        "status": "raised",
+        "issued_quantity": 0,
+        "consumed_quantity": 0,
+        "returned_quantity": 0,
+        "created_at": event.occurred_at,
+    }
+
+
+class RequisitionProjection(RowProjection):
     name: ClassVar[str] = "parts_requisitions"
     tables: ClassVar[tuple[Table, ...]] = (parts_requisitions,)
     stream_types: ClassVar[tuple[str, ...]] = ("requisition",)
+    table = parts_requisitions
 
-    async def handle(self, conn: AsyncConnection, event: EventEnvelope) -> None:
+    def key(self, event: EventEnvelope) -> tuple[Hashable, ...] | None:
         if not event.stream_id.startswith("req:"):
-            return
+            return None  # a ticket's parts paperwork (tparts:) shares the stream type
+        return (event.stream_id.removeprefix("req:"),)
+
+    def fold(self, row: Row | None, event: EventEnvelope) -> Row | None:
         payload = typed_payload(event)
-        r = parts_requisitions
-        rid = event.stream_id.removeprefix("req:")
-        common = {"version": event.stream_version, "updated_at": event.occurred_at}
         if isinstance(payload, RequisitionRaised):
-            await conn.execute(
-                insert(r).values(
-                    requisition_id=rid,
-                    ticket_id=payload.ticket_id,
-                    kind=payload.kind.value,
-                    part_number=payload.part_number,
-                    quantity=payload.quantity,
-                    requesting_location_id=payload.requesting_location_id,
-                    source_location_id=None,
-                    technician_id=payload.technician_id,
-                    status="raised",
-                    issued_quantity=0,
-                    consumed_quantity=0,
-                    returned_quantity=0,
-                    created_at=event.occurred_at,
-                    **common,
-                )
-            )
-            return
-        row = (await conn.execute(select(r).where(r.c.requisition_id == rid))).one()
-        issued, consumed, returned = (
-            row.issued_quantity,
-            row.consumed_quantity,
-            row.returned_quantity,
-        )
-        values: dict[str, Any] = dict(common)
+            row = _raised_row(payload, event)
+        assert row is not None
+        row = {**row, "version": event.stream_version, "updated_at": event.occurred_at}
         match payload:
             case RequisitionReserved():
-                values |= {"status": "reserved", "source_location_id": payload.source_location_id}
+                row |= {"status": "reserved", "source_location_id": payload.source_location_id}
             case RequisitionIssued():
-                issued += payload.quantity
-                values |= {"technician_id": payload.technician_id}
+                row |= {"technician_id": payload.technician_id}
+                row["issued_quantity"] += payload.quantity
             case RequisitionConsumed():
-                consumed += payload.quantity
+                row["consumed_quantity"] += payload.quantity
             case RequisitionReturned():
-                returned += payload.quantity
+                row["returned_quantity"] += payload.quantity
             case RequisitionCancelled():
-                values |= {"status": "cancelled"}
+                row["status"] = "cancelled"
         if isinstance(payload, RequisitionIssued | RequisitionConsumed | RequisitionReturned):
-            outstanding = issued - consumed - returned
-            status = "issued" if outstanding > 0 else ("consumed" if consumed else "returned")
-            values |= {
-                "status": status,
-                "issued_quantity": issued,
-                "consumed_quantity": consumed,
-                "returned_quantity": returned,
-            }
-        await conn.execute(update(r).where(r.c.requisition_id == rid).values(**values))
+            row["status"] = settled_status(
+                row["issued_quantity"], row["consumed_quantity"], row["returned_quantity"]
+            )
+        return row
 
 
-PENDING = ("expected", "overdue")
+# --- old-part returns ---------------------------------------------------------------------
+
+_RETURN_EVENTS = frozenset(
+    {
+        OldPartReturnExpected.event_type,
+        OldPartReturned.event_type,
+        OldPartReturnOverdue.event_type,
+    }
+)
 
 
-async def match_pending_return(
-    conn: AsyncConnection, ticket_id: str, part_number: str, old_serial: str | None
-) -> Any:
-    """The expected return an OldPartReturned settles: the same serial if one is pending,
-    otherwise the earliest-due pending return of that part for the ticket. The return
-    command and the projection share this, so both pick the same row."""
-    t = parts_returns.c
-    query = (
-        select(parts_returns)
-        .where(t.ticket_id == ticket_id, t.part_number == part_number, t.status.in_(PENDING))
-        .order_by(t.due_at, t.return_id)
-    )
-    rows = list((await conn.execute(query)).all())
-    if old_serial is not None:
-        same = [row for row in rows if row.old_serial == old_serial]
-        if same:
-            return same[0]
-    return rows[0] if rows else None
+def _ticket_of(event: EventEnvelope) -> str:
+    if event.event_type == OldPartReturnExpected.event_type:
+        return str(event.payload["ticket_id"])
+    return event.stream_id
+
+
+def _expected_row(payload: OldPartReturnExpected, event: EventEnvelope) -> Row:
+    return {
+        "return_id": f"{event.stream_id}:{event.stream_version}",
+        "ticket_id": payload.ticket_id,
+        "part_number": payload.part_number,
+        "old_serial": payload.old_serial,
+        "quantity": payload.quantity,
+        "returned_quantity": 0,
+        "service_point_id": payload.service_point_id,
+        "region": payload.region,
+        "due_at": payload.due_at,
+        "status": "expected",
+        "returned_at": None,
+        "returned_location_id": None,
+        "late": False,
+        "grade": None,
+        "overdue_detected_at": None,
+        "expected_at": event.occurred_at,
+    }
+
+
+def _returned(rows: list[Row], payload: OldPartReturned, event: EventEnvelope) -> Row | None:
+    """The expected return the old part settles (the rule the return command used)."""
+    pending = [pending_return_of(r) for r in rows if r["status"] in PENDING]
+    chosen = choose_pending_return(pending, payload.part_number, payload.old_serial)
+    if chosen is None:
+        return None  # a return nobody expected: the ticket stream keeps it
+    row = next(r for r in rows if r["return_id"] == chosen.return_id)
+    returned = row["returned_quantity"] + payload.quantity
+    row |= {
+        "returned_quantity": returned,
+        "status": "returned" if returned >= row["quantity"] else row["status"],
+        "returned_at": event.occurred_at,
+        "returned_location_id": payload.location_id,
+        "late": row["late"] or payload.late,
+        "grade": payload.grade.value if payload.grade else row["grade"],
+    }
+    return row
+
+
+def _overdue(rows: list[Row], payload: OldPartReturnOverdue) -> Row | None:
+    part = normalise_part_number(payload.part_number)
+    for row in sorted(rows, key=lambda r: r["return_id"]):
+        if (
+            normalise_part_number(row["part_number"]) == part
+            and row["due_at"] == payload.due_at
+            and row["old_serial"] == payload.old_serial
+            and row["overdue_detected_at"] is None
+        ):
+            status = "overdue" if row["status"] == "expected" else row["status"]
+            row |= {"overdue_detected_at": payload.detected_at, "status": status}
+            return row
+    return None
 
 
 class ReturnsProjection:
-    """Expected vs returned old parts per ticket and service point."""
+    """Expected vs returned old parts per ticket and service point. A batch loads every
+    return of the tickets it touches (a handed-in part settles one of its ticket's)."""
 
     name: ClassVar[str] = "parts_returns"
     tables: ClassVar[tuple[Table, ...]] = (parts_returns,)
     stream_types: ClassVar[tuple[str, ...]] = ("requisition", "ticket")
 
-    async def handle(self, conn: AsyncConnection, event: EventEnvelope) -> None:
-        if event.event_type not in {
-            "OldPartReturnExpected",
-            "OldPartReturned",
-            "OldPartReturnOverdue",
-        }:
+    def apply(self, conn: Connection, events: Sequence[EventEnvelope]) -> None:
+        relevant = [e for e in events if e.event_type in _RETURN_EVENTS]
+        if not relevant:
             return
-        payload = typed_payload(event)
-        t = parts_returns.c
-        match payload:
-            case OldPartReturnExpected():
-                await conn.execute(
-                    insert(parts_returns).values(
-                        return_id=f"{event.stream_id}:{event.stream_version}",
-                        ticket_id=payload.ticket_id,
-                        part_number=payload.part_number,
-                        old_serial=payload.old_serial,
-                        quantity=payload.quantity,
-                        returned_quantity=0,
-                        service_point_id=payload.service_point_id,
-                        region=payload.region,
-                        due_at=payload.due_at,
-                        status="expected",
-                        returned_at=None,
-                        returned_location_id=None,
-                        late=False,
-                        grade=None,
-                        overdue_detected_at=None,
-                        expected_at=event.occurred_at,
-                    )
-                )
-            case OldPartReturned():
-                row = await match_pending_return(
-                    conn, event.stream_id, payload.part_number, payload.old_serial
-                )
-                if row is None:
-                    return  # a return nobody expected: the ticket stream keeps it
-                returned = row.returned_quantity + payload.quantity
-                await conn.execute(
-                    update(parts_returns)
-                    .where(t.return_id == row.return_id)
-                    .values(
-                        returned_quantity=returned,
-                        status="returned" if returned >= row.quantity else row.status,
-                        returned_at=event.occurred_at,
-                        returned_location_id=payload.location_id,
-                        late=row.late or payload.late,
-                        grade=payload.grade.value if payload.grade else row.grade,
-                    )
-                )
-            case OldPartReturnOverdue():
-                serial = (
-                    t.old_serial.is_(None)
-                    if payload.old_serial is None
-                    else t.old_serial == payload.old_serial
-                )
-                row = (
-                    await conn.execute(
-                        select(parts_returns)
-                        .where(
-                            and_(
-                                t.ticket_id == event.stream_id,
-                                t.part_number == payload.part_number,
-                                t.due_at == payload.due_at,
-                                serial,
-                                t.overdue_detected_at.is_(None),
-                            )
-                        )
-                        .order_by(t.return_id)
-                        .limit(1)
-                    )
-                ).first()
-                if row is None:
-                    return
-                await conn.execute(
-                    update(parts_returns)
-                    .where(t.return_id == row.return_id)
-                    .values(
-                        overdue_detected_at=payload.detected_at,
-                        status="overdue" if row.status == "expected" else row.status,
-                    )
-                )
+        by_ticket = self._load(conn, sorted({_ticket_of(e) for e in relevant}))
+        changed: dict[str, Row] = {}
+        for event in relevant:
+            rows = by_ticket.setdefault(_ticket_of(event), [])
+            payload = typed_payload(event)
+            row: Row | None = None
+            if isinstance(payload, OldPartReturnExpected):
+                row = _expected_row(payload, event)
+                rows.append(row)
+            elif isinstance(payload, OldPartReturned):
+                row = _returned(rows, payload, event)
+            elif isinstance(payload, OldPartReturnOverdue):
+                row = _overdue(rows, payload)
+            if row is not None:
+                changed[row["return_id"]] = row
+        upsert_rows(conn, parts_returns, list(changed.values()))
+
+    @staticmethod
+    def _load(conn: Connection, ticket_ids: list[str]) -> dict[str, list[Row]]:
+        found: dict[str, list[Row]] = {}
+        for start in range(0, len(ticket_ids), 500):
+            chunk = ticket_ids[start : start + 500]
+            query = select(parts_returns).where(parts_returns.c.ticket_id.in_(chunk))
+            for r in conn.execute(query).mappings():
+                found.setdefault(r["ticket_id"], []).append(dict(r))
+        return found
 
 
 CATALOGUE = CatalogueProjection()
 STOCK = StockProjection()
 REQUISITIONS = RequisitionProjection()
 RETURNS = ReturnsProjection()
-PROJECTIONS = (CATALOGUE, STOCK, REQUISITIONS, RETURNS)
-
-
-async def project_inline(
-    platform: Platform, conn: AsyncConnection, events: Sequence[EventEnvelope]
-) -> None:
-    """Apply the parts read models to events just appended, in the same transaction."""
-    for projection in PROJECTIONS:
-        await platform.runner.apply(conn, projection, events)
+PROJECTIONS: tuple[Projection, ...] = (CATALOGUE, STOCK, REQUISITIONS, RETURNS)

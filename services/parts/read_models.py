@@ -1,14 +1,21 @@
-"""Parts reads: catalogue, locations, stock, requisitions, returns, monthly usage."""
+"""Parts reads: catalogue, locations, stock, requisitions, returns, monthly usage — plain
+functions of a ``Connection``, run inside a unit of work (``platform.db.read``/``write``).
+
+Location ids compare case-insensitively (``domain.location_key``): a lookup by any spelling
+finds the location as registered.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, func, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import ColumnElement, Connection, Row, and_, case, func, select, update
 
+from services.parts.domain import PartSpec, PendingReturn, Place, location_key
 from services.parts.tables import (
     parts_catalogue,
     parts_locations,
@@ -17,53 +24,93 @@ from services.parts.tables import (
     parts_returns,
     parts_stock,
 )
+from shared.kernel.events.parts import LocationLevel
 from shared.readmodels.ticket_state import ticket_state
 
 
-def part_dict(row: Any) -> dict[str, Any]:
+def same_location(column: Any, location_id: str) -> ColumnElement[bool]:
+    """``column`` names the location ``location_id`` (in any case)."""
+    return func.lower(column) == location_key(location_id)
+
+
+# --- catalogue ----------------------------------------------------------------------------
+
+
+def part_dict(row: Row[Any]) -> dict[str, Any]:
     data = dict(row._mapping)
     data["fits_models"] = json.loads(data["fits_models"])
     return data
 
 
-async def get_part(conn: AsyncConnection, part_number: str) -> Any:
+def get_part(conn: Connection, part_number: str) -> Row[Any] | None:
     c = parts_catalogue.c
-    return (await conn.execute(select(parts_catalogue).where(c.part_number == part_number))).first()
+    return conn.execute(select(parts_catalogue).where(c.part_number == part_number)).first()
 
 
-async def list_parts(conn: AsyncConnection, model: str | None) -> list[dict[str, Any]]:
-    rows = (
-        await conn.execute(select(parts_catalogue).order_by(parts_catalogue.c.part_number))
-    ).all()
+def part_spec(conn: Connection, part_number: str) -> PartSpec | None:
+    row = get_part(conn, part_number)
+    if row is None:
+        return None
+    fits = tuple(json.loads(row.fits_models))
+    return PartSpec(row.name, fits, row.unit_cost, bool(row.return_required))
+
+
+def list_parts(conn: Connection, model: str | None) -> list[dict[str, Any]]:
+    rows = conn.execute(select(parts_catalogue).order_by(parts_catalogue.c.part_number)).all()
     parts = [part_dict(r) for r in rows]
     if model:
         parts = [p for p in parts if not p["fits_models"] or model in p["fits_models"]]
     return parts
 
 
-async def get_location(conn: AsyncConnection, location_id: str) -> Any:
+# --- locations ----------------------------------------------------------------------------
+
+
+def get_location(conn: Connection, location_id: str) -> Row[Any] | None:
+    """The location as registered; the exact spelling first should two differ in case
+    only."""
     c = parts_locations.c
-    return (await conn.execute(select(parts_locations).where(c.location_id == location_id))).first()
+    query = (
+        select(parts_locations)
+        .where(same_location(c.location_id, location_id))
+        .order_by(case((c.location_id == location_id, 0), else_=1), c.location_id)
+        .limit(1)
+    )
+    return conn.execute(query).first()
 
 
-async def list_locations(conn: AsyncConnection, region: str | None) -> list[Any]:
+def place_of(row: Row[Any]) -> Place:
+    return Place(row.location_id, LocationLevel(row.level), row.region, row.parent_id)
+
+
+def find_place(conn: Connection, location_id: str) -> Place | None:
+    row = get_location(conn, location_id)
+    return place_of(row) if row is not None else None
+
+
+def list_locations(conn: Connection, region: str | None) -> list[Row[Any]]:
     query = select(parts_locations).order_by(parts_locations.c.location_id)
     if region:
         query = query.where(parts_locations.c.region == region)
-    return list((await conn.execute(query)).all())
+    return list(conn.execute(query).all())
 
 
-async def location_chain(conn: AsyncConnection, location_id: str) -> list[Any]:
+def location_chain(conn: Connection, location_id: str) -> list[Place]:
     """The location, then its parent, and so on up to headquarters (nearest first)."""
-    chain: list[Any] = []
+    chain: list[Place] = []
     current: str | None = location_id
-    while current is not None and len(chain) < 10 and current not in {r.location_id for r in chain}:
-        row = await get_location(conn, current)
-        if row is None:
+    while current is not None and len(chain) < 10:
+        if any(location_key(p.location_id) == location_key(current) for p in chain):
             break
-        chain.append(row)
-        current = row.parent_id
+        place = find_place(conn, current)
+        if place is None:
+            break
+        chain.append(place)
+        current = place.parent_id
     return chain
+
+
+# --- stock --------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -71,9 +118,11 @@ class StockFilters:
     location_id: str | None = None
     part_number: str | None = None
     region: str | None = None
+    # A parts clerk's reach: its location only.
+    reach_location: str | None = None
 
 
-async def list_stock(conn: AsyncConnection, filters: StockFilters) -> list[Any]:
+def list_stock(conn: Connection, filters: StockFilters) -> list[Row[Any]]:
     s, loc = parts_stock.c, parts_locations.c
     query = (
         select(parts_stock, loc.region, loc.level)
@@ -81,26 +130,43 @@ async def list_stock(conn: AsyncConnection, filters: StockFilters) -> list[Any]:
         .order_by(s.location_id, s.part_number)
     )
     conditions = []
-    if filters.location_id:
-        conditions.append(s.location_id == filters.location_id)
+    for location in (filters.location_id, filters.reach_location):
+        if location:
+            conditions.append(same_location(s.location_id, location))
     if filters.part_number:
         conditions.append(s.part_number == filters.part_number)
     if filters.region:
         conditions.append(loc.region == filters.region)
     if conditions:
         query = query.where(and_(*conditions))
-    return list((await conn.execute(query)).all())
+    return list(conn.execute(query).all())
 
 
-async def get_ticket(conn: AsyncConnection, ticket_id: str) -> Any:
-    t = ticket_state.c
-    return (await conn.execute(select(ticket_state).where(t.ticket_id == ticket_id))).first()
+def usage_by_part(
+    conn: Connection, location_id: str, months: Sequence[str]
+) -> dict[str, dict[str, int]]:
+    u = parts_monthly_usage.c
+    query = select(u.part_number, u.month, u.quantity).where(
+        u.location_id == location_id, u.month.in_(list(months))
+    )
+    found: dict[str, dict[str, int]] = {}
+    for row in conn.execute(query):
+        found.setdefault(row.part_number, {})[row.month] = row.quantity
+    return found
 
 
-async def get_requisition(conn: AsyncConnection, requisition_id: str) -> Any:
-    r = parts_requisitions.c
-    query = select(parts_requisitions).where(r.requisition_id == requisition_id)
-    return (await conn.execute(query)).first()
+# --- requisitions -------------------------------------------------------------------------
+
+
+def get_requisition(conn: Connection, requisition_id: str) -> Row[Any] | None:
+    """The requisition with its requesting location's region (where it sits)."""
+    r, loc = parts_requisitions.c, parts_locations.c
+    query = (
+        select(parts_requisitions, loc.region)
+        .outerjoin(parts_locations, loc.location_id == r.requesting_location_id)
+        .where(r.requisition_id == requisition_id)
+    )
+    return conn.execute(query).first()
 
 
 @dataclass(frozen=True)
@@ -108,23 +174,29 @@ class RequisitionFilters:
     ticket_id: str | None = None
     location_id: str | None = None  # requesting or source
     status: str | None = None
+    # The caller's reach: a technician's own, a region (of the requesting location), a
+    # parts clerk's location (requesting or source).
     technician_id: str | None = None
-    region: str | None = None  # of the requesting location
+    region: str | None = None
+    reach_location: str | None = None
 
 
-async def list_requisitions(
-    conn: AsyncConnection, filters: RequisitionFilters, limit: int
-) -> list[Any]:
+def _at_either_end(location_id: str) -> ColumnElement[bool]:
+    r = parts_requisitions.c
+    return same_location(r.requesting_location_id, location_id) | same_location(
+        r.source_location_id, location_id
+    )
+
+
+def list_requisitions(conn: Connection, filters: RequisitionFilters, limit: int) -> list[Row[Any]]:
     r = parts_requisitions.c
     query = select(parts_requisitions).order_by(r.created_at.desc(), r.requisition_id).limit(limit)
     conditions = []
     if filters.ticket_id:
         conditions.append(r.ticket_id == filters.ticket_id)
-    if filters.location_id:
-        conditions.append(
-            (r.requesting_location_id == filters.location_id)
-            | (r.source_location_id == filters.location_id)
-        )
+    for location in (filters.location_id, filters.reach_location):
+        if location:
+            conditions.append(_at_either_end(location))
     if filters.status:
         conditions.append(r.status == filters.status)
     if filters.technician_id:
@@ -135,17 +207,22 @@ async def list_requisitions(
         conditions.append(r.requesting_location_id.in_(requesting))
     if conditions:
         query = query.where(and_(*conditions))
-    return list((await conn.execute(query)).all())
+    return list(conn.execute(query).all())
 
 
-async def open_requisitions_for_ticket(conn: AsyncConnection, ticket_id: str) -> list[str]:
+def open_requisitions_for_ticket(conn: Connection, ticket_id: str) -> list[str]:
     r = parts_requisitions.c
     query = (
         select(r.requisition_id)
         .where(r.ticket_id == ticket_id, r.status.in_(("reserved", "issued")))
         .order_by(r.requisition_id)
     )
-    return list((await conn.execute(query)).scalars())
+    return list(conn.execute(query).scalars())
+
+
+# --- old-part returns ---------------------------------------------------------------------
+
+PENDING = ("expected", "overdue")
 
 
 @dataclass(frozen=True)
@@ -153,32 +230,46 @@ class ReturnFilters:
     service_point_id: str | None = None
     status: str | None = None
     ticket_id: str | None = None
+    # The caller's reach: a region, a technician's assigned tickets, a parts clerk's
+    # location (the service point the part is expected back at).
     region: str | None = None
+    technician_id: str | None = None
+    reach_location: str | None = None
 
 
-def _return_conditions(filters: ReturnFilters) -> list[Any]:
+def _return_conditions(filters: ReturnFilters) -> list[ColumnElement[bool]]:
     t = parts_returns.c
     conditions = []
-    if filters.service_point_id:
-        conditions.append(t.service_point_id == filters.service_point_id)
+    for location in (filters.service_point_id, filters.reach_location):
+        if location:
+            conditions.append(same_location(t.service_point_id, location))
     if filters.status:
         conditions.append(t.status == filters.status)
     if filters.ticket_id:
         conditions.append(t.ticket_id == filters.ticket_id)
     if filters.region:
         conditions.append(t.region == filters.region)
+    if filters.technician_id:
+        ts = ticket_state.c
+        assigned = select(ts.ticket_id).where(ts.technician_id == filters.technician_id)
+        conditions.append(t.ticket_id.in_(assigned))
     return conditions
 
 
-async def list_returns(conn: AsyncConnection, filters: ReturnFilters, limit: int) -> list[Any]:
+def list_returns(conn: Connection, filters: ReturnFilters, limit: int) -> list[Row[Any]]:
     t = parts_returns.c
     query = select(parts_returns).order_by(t.due_at, t.return_id).limit(limit)
     if conditions := _return_conditions(filters):
         query = query.where(and_(*conditions))
-    return list((await conn.execute(query)).all())
+    return list(conn.execute(query).all())
 
 
-async def returns_summary(conn: AsyncConnection, filters: ReturnFilters) -> list[Any]:
+def get_return(conn: Connection, return_id: str) -> Row[Any] | None:
+    query = select(parts_returns).where(parts_returns.c.return_id == return_id)
+    return conn.execute(query).first()
+
+
+def returns_summary(conn: Connection, filters: ReturnFilters) -> list[Any]:
     """Per service point: parts expected back, returned, returned late, still out, and
     how many of those still out are overdue."""
     t = parts_returns.c
@@ -199,10 +290,32 @@ async def returns_summary(conn: AsyncConnection, filters: ReturnFilters) -> list
     )
     if conditions := _return_conditions(filters):
         query = query.where(and_(*conditions))
-    return list((await conn.execute(query)).all())
+    return list(conn.execute(query).all())
 
 
-async def due_returns(conn: AsyncConnection, now: Any, limit: int) -> list[Any]:
+def pending_return_of(row: Any) -> PendingReturn:
+    """A returns row (or its dict) as the decisions see it."""
+    r = row if isinstance(row, dict) else row._mapping
+    return PendingReturn(
+        return_id=r["return_id"],
+        ticket_id=r["ticket_id"],
+        part_number=r["part_number"],
+        old_serial=r["old_serial"],
+        quantity=r["quantity"],
+        returned_quantity=r["returned_quantity"],
+        due_at=r["due_at"],
+        service_point_id=r["service_point_id"],
+    )
+
+
+def pending_returns(conn: Connection, ticket_id: str) -> list[PendingReturn]:
+    t = parts_returns.c
+    query = select(parts_returns).where(t.ticket_id == ticket_id, t.status.in_(PENDING))
+    return [pending_return_of(r) for r in conn.execute(query)]
+
+
+def due_returns(conn: Connection, now: datetime, limit: int) -> list[PendingReturn]:
+    """Expected returns past their due date, not yet recorded overdue."""
     t = parts_returns.c
     query = (
         select(parts_returns)
@@ -210,17 +323,17 @@ async def due_returns(conn: AsyncConnection, now: Any, limit: int) -> list[Any]:
         .order_by(t.due_at, t.return_id)
         .limit(limit)
     )
-    return list((await conn.execute(query)).all())
+    return [pending_return_of(r) for r in conn.execute(query)]
 
 
-async def usage_by_part(
-    conn: AsyncConnection, location_id: str, months: list[str]
-) -> dict[str, dict[str, int]]:
-    u = parts_monthly_usage.c
-    query = select(u.part_number, u.month, u.quantity).where(
-        u.location_id == location_id, u.month.in_(months)
+def claim_overdue(conn: Connection, return_id: str, now: datetime) -> bool:
+    """Mark an expected return overdue (as the returns read model will on the event), in
+    the transaction that records the event: a second pass, a restart or a concurrent
+    runner finds it claimed. False when it was claimed (or settled) already."""
+    t = parts_returns.c
+    claimed = conn.execute(
+        update(parts_returns)
+        .where(t.return_id == return_id, t.status == "expected", t.overdue_detected_at.is_(None))
+        .values(status="overdue", overdue_detected_at=now)
     )
-    found: dict[str, dict[str, int]] = {}
-    for row in await conn.execute(query):
-        found.setdefault(row.part_number, {})[row.month] = row.quantity
-    return found
+    return claimed.rowcount == 1

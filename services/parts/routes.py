@@ -1,24 +1,23 @@
-"""Parts HTTP routes: thin — check who may act where, call a handler or a read model."""
+"""Parts HTTP routes: thin — parse, call a command handler or a read model, shape.
+
+Who may call what is the routes' dependencies (docs/access-control.md); the reach rule
+(region, a technician's own, a parts clerk's location) applies on top: outside it a
+resource does not exist (404, filtered out of lists).
+"""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable
+from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, Row
 
-from services.parts import domain, read_models
-from services.parts.commands import PartsCommands, PartSpec
-from services.parts.read_models import (
-    RequisitionFilters,
-    ReturnFilters,
-    StockFilters,
-)
+from services.parts import commands, domain, read_models
+from services.parts.read_models import RequisitionFilters, ReturnFilters, StockFilters
 from services.parts.schemas import (
     CancelRequest,
     IssueRequest,
@@ -39,71 +38,71 @@ from services.parts.schemas import (
     StockReceiptRequest,
     StockView,
 )
+from shared.app.executor import Outcome
 from shared.app.platform import Platform
 from shared.eventstore.ledger import ConcurrencyError
 from shared.http.app import get_platform
-from shared.http.context import Principal, allow, command_context, require_region
-from shared.http.headers import etag, expected_version, idempotency_key
-from shared.http.idempotency import Command, CommandResponse, idempotent_command
-from shared.http.problems import PROBLEM_RESPONSES, ProblemError
-from shared.kernel.errors import InvalidCommand, NotFound, RuleViolation
-from shared.kernel.ticket import TicketStatus
+from shared.http.commands import CommandCall, command_call
+from shared.http.context import Principal, allow
+from shared.http.headers import etag
+from shared.http.idempotency import CommandResponse
+from shared.http.params import (
+    LocationFilter,
+    NetworkIdFilter,
+    PartNumberFilter,
+    TextFilter,
+    ticket_id_text,
+)
+from shared.http.problems import PROBLEM_RESPONSES, problem_doc
+from shared.kernel.errors import NotFound
+from shared.kernel.parts import normalise_part_number
+from shared.kernel.reach import Scope
 
 SERVICE = "parts"
 router = APIRouter(responses=PROBLEM_RESPONSES)
 
 READERS = ("admin", "parts_clerk", "technician", "auditor", "dispatcher", "regional_center")
+may_read = allow(*READERS)
+Admin = Annotated[CommandCall, Depends(command_call(SERVICE, "admin"))]
+Stockist = Annotated[CommandCall, Depends(command_call(SERVICE, "admin", "parts_clerk"))]
+Requester = Annotated[
+    CommandCall, Depends(command_call(SERVICE, "admin", "parts_clerk", "technician"))
+]
 PART_NUMBER = Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$", description="e.g. MOTOR-WM700")
 LOCATION_ID = Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,23}$", description="e.g. SP-HZ-01")
 # Optimistic-concurrency losers are retried this many times against the new state.
 ATTEMPTS = 3
 
 
-async def run_command(
-    platform: Platform,
-    principal: Principal,
-    *,
+async def run(
+    call: CommandCall,
     scope: str,
-    key: str | None,
     body: BaseModel,
-    command: Command,
-    retry: bool = True,
+    work: Callable[[Connection], CommandResponse],
 ) -> JSONResponse:
-    """One transaction (idempotent with a key). A conflict on a stream the command did not
-    pin with If-Match is retried: the decision is taken again on the new state."""
-    for attempt in range(ATTEMPTS):
+    """``call.run``; when a stream the caller did not pin with If-Match moved on meanwhile,
+    the whole command runs again: the decision is taken on the new state (so the loser of
+    a race for the last unit hears ``out_of_stock``)."""
+    pinned = call.handling.invocation.expected_version is not None
+    for attempt in range(1, ATTEMPTS + 1):
         try:
-            return await idempotent_command(
-                platform, principal, scope=scope, key=key, body=body, command=command
-            )
+            return await call.run(scope, body, work)
         except ConcurrencyError:
-            if not retry or attempt == ATTEMPTS - 1:
+            if pinned or attempt == ATTEMPTS:
                 raise
     raise AssertionError("unreachable")
 
 
-def forbidden(detail: str) -> ProblemError:
-    return ProblemError(403, "forbidden", "Outside your location", detail)
-
-
-def clerk_location(principal: Principal, given: str | None) -> str | None:
-    """A parts clerk acts for their own location only."""
-    if principal.role != "parts_clerk":
-        return given
-    if principal.location is None:
-        raise forbidden("a parts clerk needs a location (X-Actor-Location)")
-    if given is not None and given != principal.location:
-        raise forbidden(f"a parts clerk of {principal.location} may not act for {given}")
-    return principal.location
-
-
-def require_given(value: str | None, field: str) -> str:
-    if value is None:
-        raise InvalidCommand(field, f"{field} is required for this role")
-    return value
-
-
 # --- catalogue ----------------------------------------------------------------------------
+
+
+def part_response(conn: Connection, outcome: Outcome[domain.PartEntry]) -> CommandResponse:
+    number = outcome.after.part_number
+    row = read_models.get_part(conn, number)
+    assert row is not None
+    view = PartView(**read_models.part_dict(row))
+    status = 200 if outcome.before.spec is not None else 201
+    return CommandResponse(status, view.model_dump(mode="json"), f"/parts/{number}")
 
 
 @router.put(
@@ -111,59 +110,38 @@ def require_given(value: str | None, field: str) -> str:
     response_model=PartView,
     tags=["catalogue"],
     summary="Catalogue a part or update its entry (events PartCatalogued / PartUpdated)",
-    description="Part numbers are stored upper-case. `If-Match` with the entry's version "
-    "guards against overwriting a concurrent change. Unchanged attributes record nothing.",
+    description="Part numbers are stored upper-case and compare case-insensitively. "
+    "`If-Match` with the entry's version guards against overwriting a concurrent change. "
+    "Unchanged attributes record nothing.",
 )
-async def put_part(
-    body: PartRequest,
-    request: Request,
-    part_number: str = PART_NUMBER,
-    principal: Principal = Depends(allow("admin")),
-    key: str | None = Depends(idempotency_key),
-    version: int | None = Depends(expected_version),
-    platform: Platform = Depends(get_platform),
-) -> JSONResponse:
-    number = part_number.upper()
-    context = command_context(request, principal.actor, SERVICE)
-    spec = PartSpec(body.name, tuple(body.fits_models), body.unit_cost, body.return_required)
-
-    async def run(conn: AsyncConnection) -> CommandResponse:
-        existed = await read_models.get_part(conn, number) is not None
-        await PartsCommands(platform).put_part(conn, number, spec, context, version)
-        view = PartView(**read_models.part_dict(await read_models.get_part(conn, number)))
-        return CommandResponse(
-            200 if existed else 201, view.model_dump(mode="json"), f"/parts/{number}"
-        )
-
-    return await run_command(
-        platform,
-        principal,
-        scope=f"{SERVICE}:part:{number}",
-        key=key,
-        body=body,
-        command=run,
-        retry=version is None,
+async def put_part(body: PartRequest, call: Admin, part_number: str = PART_NUMBER) -> JSONResponse:
+    number, spec = normalise_part_number(part_number), body.spec()
+    return await run(
+        call,
+        f"part:{number}",
+        body,
+        lambda c: part_response(c, commands.put_part(c, call.handling, number, spec)),
     )
 
 
 @router.get("/parts", response_model=list[PartView], tags=["catalogue"], summary="The catalogue")
 async def list_parts(
-    model: str | None = Query(default=None, max_length=200, description="Parts fitting it."),
-    principal: Principal = Depends(allow(*READERS)),
+    model: TextFilter | None = Query(default=None, description="Parts fitting it."),
+    principal: Principal = Depends(may_read),
     platform: Platform = Depends(get_platform),
 ) -> list[PartView]:
-    async with platform.db.reading() as conn:
-        return [PartView(**p) for p in await read_models.list_parts(conn, model)]
+    parts = await platform.db.read(lambda c: read_models.list_parts(c, model))
+    return [PartView(**p) for p in parts]
 
 
 @router.get("/parts/{part_number}", response_model=PartView, tags=["catalogue"])
 async def get_part(
     part_number: str = PART_NUMBER,
-    principal: Principal = Depends(allow(*READERS)),
+    principal: Principal = Depends(may_read),
     platform: Platform = Depends(get_platform),
 ) -> JSONResponse:
-    async with platform.db.reading() as conn:
-        row = await read_models.get_part(conn, part_number.upper())
+    number = normalise_part_number(part_number)
+    row = await platform.db.read(lambda c: read_models.get_part(c, number))
     if row is None:
         raise NotFound("part_not_found", f"no part {part_number}")
     view = PartView(**read_models.part_dict(row))
@@ -173,56 +151,49 @@ async def get_part(
 # --- locations ----------------------------------------------------------------------------
 
 
+def location_response(conn: Connection, location_id: str) -> CommandResponse:
+    row = read_models.get_location(conn, location_id)
+    assert row is not None
+    view = LocationView(**row._mapping)
+    return CommandResponse(201, view.model_dump(mode="json"), f"/locations/{view.location_id}")
+
+
 @router.put(
     "/locations/{location_id}",
     status_code=201,
     response_model=LocationView,
     tags=["locations"],
     summary="Register a stock location in the network tree (event LocationRegistered)",
+    description="Location ids compare case-insensitively (`SP-HZ-01` is `sp-hz-01`) and "
+    "keep the spelling they were registered with; use the dispatch service point's id.",
 )
 async def register_location(
-    body: LocationRequest,
-    request: Request,
-    location_id: str = LOCATION_ID,
-    principal: Principal = Depends(allow("admin")),
-    key: str | None = Depends(idempotency_key),
-    platform: Platform = Depends(get_platform),
+    body: LocationRequest, call: Admin, location_id: str = LOCATION_ID
 ) -> JSONResponse:
-    context = command_context(request, principal.actor, SERVICE)
+    request = body.command()
 
-    async def run(conn: AsyncConnection) -> CommandResponse:
-        await PartsCommands(platform).register_location(
-            conn, location_id, body.name, body.level, body.parent_id, body.region, context
-        )
-        row = await read_models.get_location(conn, location_id)
-        view = LocationView(**row._mapping)
-        return CommandResponse(201, view.model_dump(mode="json"), f"/locations/{location_id}")
+    def work(conn: Connection) -> CommandResponse:
+        commands.register_location(conn, call.handling, location_id, request)
+        return location_response(conn, location_id)
 
-    return await run_command(
-        platform,
-        principal,
-        scope=f"{SERVICE}:location:{location_id}",
-        key=key,
-        body=body,
-        command=run,
-    )
+    return await run(call, f"location:{location_id}", body, work)
 
 
 @router.get("/locations", response_model=list[LocationView], tags=["locations"])
 async def list_locations(
-    principal: Principal = Depends(allow(*READERS)),
+    principal: Principal = Depends(may_read),
     platform: Platform = Depends(get_platform),
 ) -> list[LocationView]:
-    async with platform.db.reading() as conn:
-        rows = await read_models.list_locations(conn, principal.region)
+    rows = await platform.db.read(lambda c: read_models.list_locations(c, principal.reach.region))
     return [LocationView(**r._mapping) for r in rows]
 
 
 # --- stock --------------------------------------------------------------------------------
 
 
-def stock_view(level: domain.StockLevel) -> StockView:
-    return StockView(
+def stock_response(outcome: Outcome[domain.StockLevel], status_code: int) -> CommandResponse:
+    level = outcome.after
+    view = StockView(
         location_id=level.location_id,
         part_number=level.part_number,
         on_hand=level.on_hand,
@@ -231,6 +202,7 @@ def stock_view(level: domain.StockLevel) -> StockView:
         issued=level.issued,
         version=level.version,
     )
+    return CommandResponse(status_code, view.model_dump(mode="json"))
 
 
 @router.post(
@@ -240,29 +212,14 @@ def stock_view(level: domain.StockLevel) -> StockView:
     tags=["stock"],
     summary="Parts arrived at a location (event StockReceived)",
 )
-async def receive_stock(
-    body: StockReceiptRequest,
-    request: Request,
-    principal: Principal = Depends(allow("admin", "parts_clerk")),
-    key: str | None = Depends(idempotency_key),
-    platform: Platform = Depends(get_platform),
-) -> JSONResponse:
-    location = require_given(clerk_location(principal, body.location_id), "location_id")
-    context = command_context(request, principal.actor, SERVICE)
-
-    async def run(conn: AsyncConnection) -> CommandResponse:
-        level = await PartsCommands(platform).receive_stock(
-            conn, location, body.part_number, body.quantity, body.reference, context
-        )
-        return CommandResponse(201, stock_view(level).model_dump(mode="json"))
-
-    return await run_command(
-        platform,
-        principal,
-        scope=f"{SERVICE}:receipt:{location}",
-        key=key,
-        body=body,
-        command=run,
+async def receive_stock(body: StockReceiptRequest, call: Stockist) -> JSONResponse:
+    receipt = body.command()
+    location = domain.acting_location(receipt.location_id, call.principal.reach.location)
+    return await run(
+        call,
+        f"receipt:{location}",
+        body,
+        lambda c: stock_response(commands.receive_stock(c, call.handling, receipt), 201),
     )
 
 
@@ -272,65 +229,60 @@ async def receive_stock(
     tags=["stock"],
     summary="Correct a stock count (event StockAdjusted; never below what is reserved)",
 )
-async def adjust_stock(
-    body: StockAdjustmentRequest,
-    request: Request,
-    principal: Principal = Depends(allow("admin")),
-    key: str | None = Depends(idempotency_key),
-    version: int | None = Depends(expected_version),
-    platform: Platform = Depends(get_platform),
-) -> JSONResponse:
-    context = command_context(request, principal.actor, SERVICE)
+async def adjust_stock(body: StockAdjustmentRequest, call: Admin) -> JSONResponse:
+    count = body.command()
+    return await run(
+        call,
+        f"adjust:{count.location_id}",
+        body,
+        lambda c: stock_response(commands.adjust_stock(c, call.handling, count), 200),
+    )
 
-    async def run(conn: AsyncConnection) -> CommandResponse:
-        level = await PartsCommands(platform).adjust_stock(
-            conn, body.location_id, body.part_number, body.delta, body.reason, context, version
-        )
-        return CommandResponse(200, stock_view(level).model_dump(mode="json"))
 
-    return await run_command(
-        platform,
-        principal,
-        scope=f"{SERVICE}:adjust:{body.location_id}",
-        key=key,
-        body=body,
-        command=run,
-        retry=version is None,
+def stock_view(row: Row[Any]) -> StockView:
+    return StockView(
+        location_id=row.location_id,
+        part_number=row.part_number,
+        on_hand=row.on_hand,
+        reserved=row.reserved,
+        available=row.on_hand - row.reserved,
+        issued=row.issued,
+        version=row.version,
     )
 
 
 @router.get("/stock", response_model=list[StockView], tags=["stock"], summary="Stock levels")
 async def list_stock(
-    location: str | None = Query(default=None, max_length=24),
-    part_number: str | None = Query(default=None, max_length=32),
-    principal: Principal = Depends(allow(*READERS)),
+    location: LocationFilter | None = None,
+    part_number: PartNumberFilter | None = None,
+    principal: Principal = Depends(may_read),
     platform: Platform = Depends(get_platform),
 ) -> list[StockView]:
     filters = StockFilters(
         location_id=location,
-        part_number=part_number.upper() if part_number else None,
-        region=principal.region,
+        part_number=normalise_part_number(part_number) if part_number else None,
+        region=principal.reach.region,
+        reach_location=principal.reach.location,
     )
-    async with platform.db.reading() as conn:
-        rows = await read_models.list_stock(conn, filters)
-    return [
-        StockView(
-            location_id=r.location_id,
-            part_number=r.part_number,
-            on_hand=r.on_hand,
-            reserved=r.reserved,
-            available=r.on_hand - r.reserved,
-            issued=r.issued,
-            version=r.version,
-        )
-        for r in rows
-    ]
+    rows = await platform.db.read(lambda c: read_models.list_stock(c, filters))
+    return [stock_view(r) for r in rows]
 
 
 # --- requisitions -------------------------------------------------------------------------
 
 
-def requisition_response(row: Any, status_code: int = 200) -> CommandResponse:
+def requisition_scope(row: Row[Any]) -> Scope:
+    """Where a requisition row sits (the reach rule): its requesting location's region,
+    its technician, its requesting and source locations."""
+    locations = tuple(x for x in (row.requesting_location_id, row.source_location_id) if x)
+    return Scope(region=row.region, assignee=row.technician_id, locations=locations)
+
+
+def requisition_response(
+    conn: Connection, requisition_id: str, status_code: int = 200
+) -> CommandResponse:
+    row = read_models.get_requisition(conn, requisition_id)
+    assert row is not None
     view = RequisitionView(**row._mapping)
     return CommandResponse(
         status_code, view.model_dump(mode="json"), f"/requisitions/{view.requisition_id}"
@@ -342,95 +294,22 @@ def requisition_response(row: Any, status_code: int = 200) -> CommandResponse:
     status_code=201,
     response_model=RequisitionView,
     tags=["requisitions"],
+    responses={404: problem_doc("Unknown ticket, or outside the caller's reach")},
     summary="Request parts for a ticket: reserve them at the nearest location holding them",
     description="Events RequisitionRaised, RequisitionReserved and StockReserved. The "
     "nearest location is the requesting service point, then its regional center, then "
     "headquarters. 409 `out_of_stock` when none holds the quantity; stock never goes "
     "negative, even under concurrent requisitions.",
 )
-async def raise_requisition(
-    body: RequisitionRequest,
-    request: Request,
-    principal: Principal = Depends(allow("admin", "parts_clerk", "technician")),
-    key: str | None = Depends(idempotency_key),
-    platform: Platform = Depends(get_platform),
-) -> JSONResponse:
-    context = command_context(request, principal.actor, SERVICE)
-    requisition_id = str(uuid.uuid4())
-
-    async def run(conn: AsyncConnection) -> CommandResponse:
-        ticket = await read_models.get_ticket(conn, body.ticket_id)
-        if ticket is None or (
-            principal.role == "technician" and ticket.technician_id != principal.subject
-        ):
-            raise NotFound("ticket_not_found", f"no ticket {body.ticket_id}")
-        require_region(principal, ticket.region, "ticket", body.ticket_id)
-        if ticket.status == TicketStatus.closed.value:
-            raise RuleViolation("ticket_closed", "parts cannot be requested for a closed ticket")
-        location = clerk_location(principal, body.location_id)
-        location = require_given(location or ticket.service_point_id, "location_id")
-        command = domain.RaiseRequisition(
-            ticket_id=body.ticket_id,
-            kind=body.kind,
-            part_number=body.part_number,
-            quantity=body.quantity,
-            requesting_location_id=location,
-            technician_id=body.technician_id or ticket.technician_id,
-            notes=body.notes,
-        )
-        await PartsCommands(platform).raise_requisition(
-            conn, requisition_id, command, ticket, context
-        )
-        return requisition_response(await read_models.get_requisition(conn, requisition_id), 201)
-
-    return await run_command(
-        platform,
-        principal,
-        scope=f"{SERVICE}:requisition",
-        key=key,
-        body=body,
-        command=run,
-    )
-
-
-async def _requisition_command(
-    platform: Platform,
-    principal: Principal,
-    requisition_id: UUID,
-    version: int | None,
-    act: Callable[[PartsCommands, AsyncConnection, domain.RequisitionState], Awaitable[Any]],
-    *,
-    scope: str,
-    key: str | None,
-    body: BaseModel,
-    technician_may: bool,
-) -> JSONResponse:
-    rid = str(requisition_id)
-
-    async def run(conn: AsyncConnection) -> CommandResponse:
-        commands = PartsCommands(platform)
-        req = await commands.load_requisition(conn, rid, version)
-        assert req.raised is not None
-        if principal.role == "technician" and (
-            not technician_may or req.technician_id != principal.subject
-        ):
-            raise NotFound("requisition_not_found", f"no requisition {rid}")
-        if principal.role == "parts_clerk" and principal.location not in {
-            req.raised.requesting_location_id,
-            req.source_location_id,
-        }:
-            raise forbidden(f"requisition {rid} is not for {principal.location}")
-        await act(commands, conn, req)
-        return requisition_response(await read_models.get_requisition(conn, rid))
-
-    return await run_command(
-        platform,
-        principal,
-        scope=f"{SERVICE}:{scope}:{rid}",
-        key=key,
-        body=body,
-        command=run,
-        retry=version is None,
+async def raise_requisition(body: RequisitionRequest, call: Requester) -> JSONResponse:
+    request = body.command()
+    return await run(
+        call,
+        "requisition",
+        body,
+        lambda c: requisition_response(
+            c, commands.raise_requisition(c, call.handling, request), 201
+        ),
     )
 
 
@@ -441,24 +320,17 @@ async def _requisition_command(
     summary="Hand the reserved parts to the technician (RequisitionIssued, StockIssued)",
 )
 async def issue_requisition(
-    requisition_id: UUID,
-    body: IssueRequest,
-    request: Request,
-    principal: Principal = Depends(allow("admin", "parts_clerk")),
-    key: str | None = Depends(idempotency_key),
-    version: int | None = Depends(expected_version),
-    platform: Platform = Depends(get_platform),
+    requisition_id: UUID, body: IssueRequest, call: Stockist
 ) -> JSONResponse:
-    context = command_context(request, principal.actor, SERVICE)
-
-    async def act(c: PartsCommands, conn: AsyncConnection, req: domain.RequisitionState) -> Any:
-        technician = require_given(body.technician_id or req.technician_id, "technician_id")
-        return await c.issue(conn, req, technician, context)
-
-    return await _requisition_command(
-        platform, principal, requisition_id, version, act,
-        scope="issue", key=key, body=body, technician_may=False,
-    )  # fmt: skip
+    rid = str(requisition_id)
+    return await run(
+        call,
+        f"issue:{rid}",
+        body,
+        lambda c: requisition_response(
+            c, commands.issue(c, call.handling, rid, body.technician_id)
+        ),
+    )
 
 
 @router.post(
@@ -468,23 +340,15 @@ async def issue_requisition(
     summary="Give up a reservation (RequisitionCancelled, StockReleased)",
 )
 async def cancel_requisition(
-    requisition_id: UUID,
-    body: CancelRequest,
-    request: Request,
-    principal: Principal = Depends(allow("admin", "parts_clerk", "technician")),
-    key: str | None = Depends(idempotency_key),
-    version: int | None = Depends(expected_version),
-    platform: Platform = Depends(get_platform),
+    requisition_id: UUID, body: CancelRequest, call: Requester
 ) -> JSONResponse:
-    context = command_context(request, principal.actor, SERVICE)
-
-    async def act(c: PartsCommands, conn: AsyncConnection, req: domain.RequisitionState) -> Any:
-        return await c.cancel(conn, req, body.reason, context)
-
-    return await _requisition_command(
-        platform, principal, requisition_id, version, act,
-        scope="cancel", key=key, body=body, technician_may=True,
-    )  # fmt: skip
+    rid = str(requisition_id)
+    return await run(
+        call,
+        f"cancel:{rid}",
+        body,
+        lambda c: requisition_response(c, commands.cancel(c, call.handling, rid, body.reason)),
+    )
 
 
 @router.post(
@@ -494,67 +358,63 @@ async def cancel_requisition(
     summary="Bring issued parts back unused (RequisitionReturned, StockReturned)",
 )
 async def return_unused(
-    requisition_id: UUID,
-    body: ReturnUnusedRequest,
-    request: Request,
-    principal: Principal = Depends(allow("admin", "parts_clerk", "technician")),
-    key: str | None = Depends(idempotency_key),
-    version: int | None = Depends(expected_version),
-    platform: Platform = Depends(get_platform),
+    requisition_id: UUID, body: ReturnUnusedRequest, call: Requester
 ) -> JSONResponse:
-    context = command_context(request, principal.actor, SERVICE)
-
-    async def act(c: PartsCommands, conn: AsyncConnection, req: domain.RequisitionState) -> Any:
-        return await c.return_unused(conn, req, body.quantity, body.reason, context)
-
-    return await _requisition_command(
-        platform, principal, requisition_id, version, act,
-        scope="return", key=key, body=body, technician_may=True,
-    )  # fmt: skip
+    rid = str(requisition_id)
+    return await run(
+        call,
+        f"return:{rid}",
+        body,
+        lambda c: requisition_response(
+            c, commands.return_unused(c, call.handling, rid, body.quantity, body.reason)
+        ),
+    )
 
 
 @router.get("/requisitions/{requisition_id}", response_model=RequisitionView, tags=["requisitions"])
 async def get_requisition(
     requisition_id: UUID,
-    principal: Principal = Depends(allow(*READERS)),
+    principal: Principal = Depends(may_read),
     platform: Platform = Depends(get_platform),
 ) -> JSONResponse:
-    async with platform.db.reading() as conn:
-        row = await read_models.get_requisition(conn, str(requisition_id))
-        location = await read_models.get_location(conn, row.requesting_location_id) if row else None
-    if row is None or (principal.role == "technician" and row.technician_id != principal.subject):
+    row = await platform.db.read(lambda c: read_models.get_requisition(c, str(requisition_id)))
+    if row is None or not principal.reach.allows(requisition_scope(row)):
         raise NotFound("requisition_not_found", f"no requisition {requisition_id}")
-    require_region(
-        principal, location.region if location else None, "requisition", row.requisition_id
-    )
     view = RequisitionView(**row._mapping)
     return JSONResponse(view.model_dump(mode="json"), headers={"ETag": etag(view.version)})
 
 
 @router.get("/requisitions", response_model=list[RequisitionView], tags=["requisitions"])
 async def list_requisitions(
-    ticket_id: str | None = Query(default=None, max_length=200),
-    location: str | None = Query(default=None, max_length=24),
+    ticket_id: UUID | None = None,
+    location: LocationFilter | None = None,
     status: str | None = Query(
         default=None, pattern=r"^(reserved|issued|consumed|returned|cancelled)$"
     ),
     limit: int = Query(default=50, ge=1, le=200),
-    principal: Principal = Depends(allow(*READERS)),
+    principal: Principal = Depends(may_read),
     platform: Platform = Depends(get_platform),
 ) -> list[RequisitionView]:
+    reach = principal.reach
     filters = RequisitionFilters(
-        ticket_id=ticket_id,
+        ticket_id=ticket_id_text(ticket_id),
         location_id=location,
         status=status,
-        technician_id=principal.subject if principal.role == "technician" else None,
-        region=principal.region,
+        technician_id=reach.technician,
+        region=reach.region,
+        reach_location=reach.location,
     )
-    async with platform.db.reading() as conn:
-        rows = await read_models.list_requisitions(conn, filters, limit)
+    rows = await platform.db.read(lambda c: read_models.list_requisitions(c, filters, limit))
     return [RequisitionView(**r._mapping) for r in rows]
 
 
 # --- old-part returns ---------------------------------------------------------------------
+
+
+def return_response(conn: Connection, return_id: str) -> CommandResponse:
+    row = read_models.get_return(conn, return_id)
+    assert row is not None
+    return CommandResponse(201, ReturnView(**row._mapping).model_dump(mode="json"))
 
 
 @router.post(
@@ -562,43 +422,38 @@ async def list_requisitions(
     status_code=201,
     response_model=ReturnView,
     tags=["returns"],
+    responses={404: problem_doc("Unknown ticket")},
     summary="An old part came back (event OldPartReturned on the ticket)",
     description="Settles the ticket's expected return of that part (the same old serial "
     "first); `late` when after its due date. Allowed after the ticket was closed. 409 "
     "`no_return_expected` when none is outstanding.",
 )
-async def record_return(
-    body: OldPartReturnRequest,
-    request: Request,
-    principal: Principal = Depends(allow("admin", "parts_clerk")),
-    key: str | None = Depends(idempotency_key),
-    platform: Platform = Depends(get_platform),
-) -> JSONResponse:
-    location = require_given(clerk_location(principal, body.location_id), "location_id")
-    context = command_context(request, principal.actor, SERVICE)
+async def record_return(body: OldPartReturnRequest, call: Stockist) -> JSONResponse:
+    handed_in = body.command()
+    return await run(
+        call,
+        "old-part-return",
+        body,
+        lambda c: return_response(c, commands.record_old_part_return(c, call.handling, handed_in)),
+    )
 
-    async def run(conn: AsyncConnection) -> CommandResponse:
-        _, return_id = await PartsCommands(platform).record_old_part_return(
-            conn,
-            body.ticket_id,
-            body.part_number,
-            body.old_serial,
-            body.quantity,
-            body.grade,
-            location,
-            context,
-        )
-        rows = await read_models.list_returns(conn, ReturnFilters(ticket_id=body.ticket_id), 500)
-        row = next(r for r in rows if r.return_id == return_id)
-        return CommandResponse(201, ReturnView(**row._mapping).model_dump(mode="json"))
 
-    return await run_command(
-        platform,
-        principal,
-        scope=f"{SERVICE}:old-part-return",
-        key=key,
-        body=body,
-        command=run,
+def return_filters(
+    principal: Principal,
+    service_point: str | None = None,
+    status: str | None = None,
+    ticket_id: str | None = None,
+) -> ReturnFilters:
+    """The filters asked for, within the caller's reach: its region, a technician's
+    assigned tickets, a parts clerk's location."""
+    reach = principal.reach
+    return ReturnFilters(
+        service_point_id=service_point,
+        status=status,
+        ticket_id=ticket_id,
+        region=reach.region,
+        technician_id=reach.technician,
+        reach_location=reach.location,
     )
 
 
@@ -609,17 +464,29 @@ async def record_return(
     summary="Expected old-part returns and their state (earliest due first)",
 )
 async def list_returns(
-    service_point: str | None = Query(default=None, max_length=200),
+    service_point: NetworkIdFilter | None = None,
     status: str | None = Query(default=None, pattern=r"^(expected|overdue|returned)$"),
-    ticket_id: str | None = Query(default=None, max_length=200),
+    ticket_id: UUID | None = None,
     limit: int = Query(default=200, ge=1, le=1000),
-    principal: Principal = Depends(allow(*READERS)),
+    principal: Principal = Depends(may_read),
     platform: Platform = Depends(get_platform),
 ) -> list[ReturnView]:
-    filters = ReturnFilters(service_point, status, ticket_id, principal.region)
-    async with platform.db.reading() as conn:
-        rows = await read_models.list_returns(conn, filters, limit)
+    filters = return_filters(principal, service_point, status, ticket_id_text(ticket_id))
+    rows = await platform.db.read(lambda c: read_models.list_returns(c, filters, limit))
     return [ReturnView(**r._mapping) for r in rows]
+
+
+def return_summary(row: Row[Any]) -> ReturnSummary:
+    expected, returned = int(row.expected), int(row.returned)
+    return ReturnSummary(
+        service_point_id=row.service_point_id,
+        expected=expected,
+        returned=returned,
+        returned_late=int(row.returned_late),
+        outstanding=expected - returned,
+        overdue=int(row.overdue),
+        return_rate=round(returned / expected, 4) if expected else None,
+    )
 
 
 @router.get(
@@ -629,26 +496,13 @@ async def list_returns(
     summary="Return compliance per service point: expected vs returned, late, overdue",
 )
 async def returns_summary(
-    service_point: str | None = Query(default=None, max_length=200),
-    principal: Principal = Depends(allow(*READERS)),
+    service_point: NetworkIdFilter | None = None,
+    principal: Principal = Depends(may_read),
     platform: Platform = Depends(get_platform),
 ) -> ReturnSummaryPage:
-    filters = ReturnFilters(service_point_id=service_point, region=principal.region)
-    async with platform.db.reading() as conn:
-        rows = await read_models.returns_summary(conn, filters)
-    items = [
-        ReturnSummary(
-            service_point_id=r.service_point_id,
-            expected=int(r.expected),
-            returned=int(r.returned),
-            returned_late=int(r.returned_late),
-            outstanding=int(r.expected) - int(r.returned),
-            overdue=int(r.overdue),
-            return_rate=round(int(r.returned) / int(r.expected), 4) if r.expected else None,
-        )
-        for r in rows
-    ]
-    return ReturnSummaryPage(items=items)
+    filters = return_filters(principal, service_point)
+    rows = await platform.db.read(lambda c: read_models.returns_summary(c, filters))
+    return ReturnSummaryPage(items=[return_summary(r) for r in rows])
 
 
 # --- replenishment ------------------------------------------------------------------------
@@ -656,58 +510,64 @@ async def returns_summary(
 FORMULA = "months_of_cover × average_monthly_usage × seasonal_coefficient − current_stock"
 
 
+def replenishment_line(
+    order: domain.PlannedOrder, plan: domain.PlanReplenishment, month: int
+) -> ReplenishmentLine:
+    s = order.suggestion
+    return ReplenishmentLine(
+        part_number=order.part_number,
+        months_of_cover=plan.months_of_cover,
+        usage_months=list(plan.months),
+        usage_by_month=order.usage_by_month,
+        average_monthly_usage=float(s.average_monthly_usage),
+        seasonal_month=month,
+        seasonal_coefficient=plan.seasonal_coefficient,
+        on_hand=order.on_hand,
+        reserved=order.reserved,
+        current_stock=order.current_stock,
+        raw_quantity=float(s.raw),
+        suggested_quantity=s.suggested_quantity,
+    )
+
+
 @router.get(
     "/replenishment",
     response_model=ReplenishmentPlan,
     tags=["replenishment"],
+    responses={404: problem_doc("Unknown location, or outside the caller's region")},
     summary="Suggested orders for a location, with the inputs that produced them",
     description=f"Per part: `{FORMULA}` (rounded up, never below 0). The average covers "
     "the last `usage_months` full calendar months of consumption (StockConsumed) at the "
     "location; the seasonal coefficient is the current calendar month's.",
 )
 async def replenishment(
-    location: str = Query(max_length=24),
-    principal: Principal = Depends(allow(*READERS)),
+    location: LocationFilter,
+    principal: Principal = Depends(may_read),
     platform: Platform = Depends(get_platform),
 ) -> ReplenishmentPlan:
-    settings = platform.settings.parts
-    now = platform.clock.now()
-    months = domain.previous_months(now, settings.usage_months)
-    coefficient = settings.seasonal_coefficient(now.month)
-    async with platform.db.reading() as conn:
-        row = await read_models.get_location(conn, location)
-        if row is None:
-            raise NotFound("location_not_found", f"no location {location}")
-        require_region(principal, row.region, "location", location)
-        stock = {
-            r.part_number: r for r in await read_models.list_stock(conn, StockFilters(location))
-        }
-        usage = await read_models.usage_by_part(conn, location, months)
-    items = []
-    for part in sorted(set(stock) | set(usage)):
-        by_month = {m: usage.get(part, {}).get(m, 0) for m in months}
-        s = stock.get(part)
-        on_hand, reserved = (s.on_hand, s.reserved) if s else (0, 0)
-        suggestion = domain.suggest_order(
-            list(by_month.values()),
-            months_of_cover=settings.months_of_cover,
-            seasonal_coefficient=coefficient,
-            current_stock=on_hand - reserved,
-        )
-        items.append(
-            ReplenishmentLine(
-                part_number=part,
-                months_of_cover=settings.months_of_cover,
-                usage_months=months,
-                usage_by_month=by_month,
-                average_monthly_usage=float(suggestion.average_monthly_usage),
-                seasonal_month=now.month,
-                seasonal_coefficient=coefficient,
-                on_hand=on_hand,
-                reserved=reserved,
-                current_stock=on_hand - reserved,
-                raw_quantity=float(suggestion.raw),
-                suggested_quantity=suggestion.suggested_quantity,
-            )
-        )
-    return ReplenishmentPlan(location_id=location, computed_at=now, formula=FORMULA, items=items)
+    settings, now = platform.settings.parts, platform.clock.now()
+    months = tuple(domain.previous_months(now, settings.usage_months))
+
+    def facts(
+        conn: Connection,
+    ) -> tuple[domain.Place | None, list[Row[Any]], dict[str, dict[str, int]]]:
+        place = read_models.find_place(conn, location)
+        if place is None:
+            return None, [], {}
+        stock = read_models.list_stock(conn, StockFilters(place.location_id))
+        return place, stock, read_models.usage_by_part(conn, place.location_id, months)
+
+    place, stock, usage = await platform.db.read(facts)
+    if place is None or not domain.location_in_reach(principal.reach, place):
+        raise NotFound("location_not_found", f"no location {location}")
+    plan = domain.PlanReplenishment(
+        months=months,
+        months_of_cover=settings.months_of_cover,
+        seasonal_coefficient=settings.seasonal_coefficient(now.month),
+        stock={r.part_number: (r.on_hand, r.reserved) for r in stock},
+        usage=usage,
+    )
+    items = [replenishment_line(o, plan, now.month) for o in domain.plan_replenishment(plan)]
+    return ReplenishmentPlan(
+        location_id=place.location_id, computed_at=now, formula=FORMULA, items=items
+    )

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.parts import domain
 from shared.kernel.events.parts import (
     LocationId,
     LocationLevel,
@@ -20,7 +22,7 @@ class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def _examples(*examples: dict[str, object]) -> ConfigDict:
+def _examples(*examples: dict[str, Any]) -> ConfigDict:
     return ConfigDict(extra="forbid", json_schema_extra={"examples": list(examples)})
 
 
@@ -42,6 +44,11 @@ class PartRequest(Body):
     return_required: bool = Field(
         default=True, description="The old part must come back when replaced under warranty."
     )
+
+    def spec(self) -> domain.PartSpec:
+        return domain.PartSpec(
+            self.name, tuple(self.fits_models), self.unit_cost, self.return_required
+        )
 
 
 class PartView(BaseModel):
@@ -66,6 +73,9 @@ class LocationRequest(Body):
         description="Regional center → headquarters; service point → its regional center.",
     )
     region: RegionCode | None = Field(default=None, description="Defaults to the parent's.")
+
+    def command(self) -> domain.NewLocation:
+        return domain.NewLocation(self.name, self.level, self.parent_id, self.region)
 
 
 class LocationView(BaseModel):
@@ -94,6 +104,11 @@ class StockReceiptRequest(Body):
     quantity: Quantity
     reference: ShortText | None = None
 
+    def command(self) -> domain.StockReceipt:
+        return domain.StockReceipt(
+            self.part_number, self.quantity, self.location_id, self.reference
+        )
+
 
 class StockAdjustmentRequest(Body):
     model_config = _examples(
@@ -104,6 +119,9 @@ class StockAdjustmentRequest(Body):
     part_number: PartNumber
     delta: int = Field(ge=-100_000, le=100_000)
     reason: ShortText
+
+    def command(self) -> domain.StockCount:
+        return domain.StockCount(self.location_id, self.part_number, self.delta, self.reason)
 
 
 class StockView(BaseModel):
@@ -139,6 +157,17 @@ class RequisitionRequest(Body):
         default=None, description="Defaults to the ticket's technician."
     )
     notes: LongText | None = None
+
+    def command(self) -> domain.PartsRequest:
+        return domain.PartsRequest(
+            ticket_id=self.ticket_id,
+            part_number=self.part_number,
+            quantity=self.quantity,
+            kind=self.kind,
+            location_id=self.location_id,
+            technician_id=self.technician_id,
+            notes=self.notes,
+        )
 
 
 class IssueRequest(Body):
@@ -202,6 +231,16 @@ class OldPartReturnRequest(Body):
     location_id: LocationId | None = Field(
         default=None, description="Where it was handed in; defaults to the clerk's location."
     )
+
+    def command(self) -> domain.HandedIn:
+        return domain.HandedIn(
+            ticket_id=self.ticket_id,
+            part_number=self.part_number,
+            old_serial=self.old_serial,
+            quantity=self.quantity,
+            grade=self.grade,
+            location_id=self.location_id,
+        )
 
 
 class ReturnView(BaseModel):

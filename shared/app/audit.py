@@ -21,6 +21,7 @@ from shared.app.config import Settings
 from shared.eventstore.ledger import EventStore, row_to_envelope
 from shared.eventstore.tables import events
 from shared.kernel.events.envelope import Actor, EventEnvelope, canonical_json, format_timestamp
+from shared.kernel.text import escape_line_separators
 
 ExportFormat = Literal["jsonl", "csv"]
 CSV_COLUMNS = [
@@ -94,7 +95,7 @@ def _csv_row(e: EventEnvelope) -> list[Any]:
         str(e.correlation_id),
         str(e.causation_id) if e.causation_id else "",
         e.region or "",
-        canonical_json(e.payload),
+        escape_line_separators(canonical_json(e.payload)),
         e.prev_hash,
         e.hash,
     ]
@@ -102,7 +103,11 @@ def _csv_row(e: EventEnvelope) -> list[Any]:
 
 def render(envelopes: list[EventEnvelope], fmt: ExportFormat) -> bytes:
     if fmt == "jsonl":
-        return "".join(canonical_json(e.to_json_dict()) + "\n" for e in envelopes).encode()
+        # One event per line for every reader: line separators inside JSON strings are
+        # escaped (the same value; the summary's SHA-256 covers these bytes).
+        return "".join(
+            escape_line_separators(canonical_json(e.to_json_dict())) + "\n" for e in envelopes
+        ).encode()
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
@@ -114,28 +119,31 @@ def render(envelopes: list[EventEnvelope], fmt: ExportFormat) -> bytes:
 def parse(data: bytes, fmt: ExportFormat) -> list[EventEnvelope]:
     text = data.decode()
     if fmt == "jsonl":
-        return [EventEnvelope.model_validate_json(line) for line in text.splitlines() if line]
+        # Lines end with "\n" only (older exports may hold raw U+2028 inside a line).
+        return [EventEnvelope.model_validate_json(line) for line in text.split("\n") if line]
     out = []
     for row in csv.DictReader(io.StringIO(text)):
         out.append(
-            EventEnvelope(
-                event_id=row["event_id"],
-                position=int(row["position"]),
-                stream_type=row["stream_type"],
-                stream_id=row["stream_id"],
-                stream_version=int(row["stream_version"]),
-                event_type=row["event_type"],
-                schema_version=int(row["schema_version"]),
-                occurred_at=row["occurred_at"],
-                recorded_at=row["recorded_at"],
-                actor=Actor(subject=row["actor_subject"], role=row["actor_role"]),
-                service=row["service"],
-                correlation_id=row["correlation_id"],
-                causation_id=row["causation_id"] or None,
-                region=row["region"] or None,
-                payload=json.loads(row["payload"]),
-                prev_hash=row["prev_hash"],
-                hash=row["hash"],
+            EventEnvelope.model_validate(
+                dict(
+                    event_id=row["event_id"],
+                    position=int(row["position"]),
+                    stream_type=row["stream_type"],
+                    stream_id=row["stream_id"],
+                    stream_version=int(row["stream_version"]),
+                    event_type=row["event_type"],
+                    schema_version=int(row["schema_version"]),
+                    occurred_at=row["occurred_at"],
+                    recorded_at=row["recorded_at"],
+                    actor=Actor(subject=row["actor_subject"], role=row["actor_role"]),
+                    service=row["service"],
+                    correlation_id=row["correlation_id"],
+                    causation_id=row["causation_id"] or None,
+                    region=row["region"] or None,
+                    payload=json.loads(row["payload"]),
+                    prev_hash=row["prev_hash"],
+                    hash=row["hash"],
+                )
             )
         )
     return out

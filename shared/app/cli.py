@@ -7,8 +7,8 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine, Sequence
+from typing import TYPE_CHECKING, Any
 
 from shared.app.config import Settings
 from shared.app.observability import configure_logging
@@ -28,17 +28,27 @@ def _cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_forever(main: Coroutine[Any, Any, None]) -> None:
+    """Long-running servers on uvloop where it is installed (a C event loop)."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    uvloop.run(main)
+
+
 def _cmd_run(settings: Settings, _args: argparse.Namespace) -> int:
     from shared.app.runtime import run_embedded
 
-    asyncio.run(run_embedded(settings, print_fn=lambda line: print(line, flush=True)))
+    _serve_forever(run_embedded(settings, print_fn=lambda line: print(line, flush=True)))
     return 0
 
 
 def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     from shared.app.runtime import serve_one
 
-    asyncio.run(serve_one(settings, args.service, args.port))
+    _serve_forever(serve_one(settings, args.service, args.port))
     return 0
 
 
@@ -208,11 +218,16 @@ def _cmd_checkpoint(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(_checkpoint_now(settings))
 
 
-def canonical_line(document: dict) -> str:  # type: ignore[type-arg]
-    return json.dumps(document, ensure_ascii=False, sort_keys=True)
+def canonical_line(document: dict[str, Any]) -> str:
+    """One JSON line (line separators escaped, as `ticketline subscribe` writes them)."""
+    from shared.app.subscribe import json_line
+
+    return json_line(document)
 
 
 async def _parked(settings: Settings, args: argparse.Namespace) -> int:
+    from functools import partial
+
     from shared.app.platform import Platform
     from shared.app.registry import all_handlers
     from shared.eventstore.applied import parked_list, parked_one
@@ -229,7 +244,7 @@ async def _parked(settings: Settings, args: argparse.Namespace) -> int:
         code = 0
         handlers = all_handlers(platform)
         for parked_id in args.ids:
-            found = await platform.db.read(lambda c, i=parked_id: parked_one(c, i))
+            found = await platform.db.read(partial(parked_one, parked_id=parked_id))
             if found is None or found.projection not in handlers:
                 print(f"parked: no parked event {parked_id}", file=sys.stderr)
                 code = 2
@@ -268,11 +283,11 @@ def _cmd_parked(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_subscribe(settings: Settings, args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from shared.app.subscribe import AccessRefused, subscribe_http, subscribe_kafka
+    from shared.app.subscribe import AccessRefused, json_line, subscribe_http, subscribe_kafka
     from shared.eventstore.kafka import event_topics
 
-    def emit(envelope: dict) -> None:
-        print(canonical_line(envelope), flush=True)
+    def emit(envelope: dict[str, Any]) -> None:
+        print(json_line(envelope), flush=True)
 
     token = args.token or os.environ.get("TICKETLINE_TOKEN")
     headers = {"Authorization": f"Bearer {token}"} if token else None
@@ -317,7 +332,7 @@ def _cmd_subscribe(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _export(settings: Settings, args: argparse.Namespace) -> tuple[bytes, dict]:
+async def _export(settings: Settings, args: argparse.Namespace) -> tuple[bytes, dict[str, Any]]:
     from datetime import datetime
 
     from shared.app.audit import render, select_events, signing_key, summarise
@@ -359,7 +374,7 @@ def _cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _verify_export(settings: Settings, data: bytes, summary: dict) -> int:
+async def _verify_export(settings: Settings, data: bytes, summary: dict[str, Any]) -> int:
     from shared.app.audit import signing_key, verify_export
     from shared.app.platform import Platform
 
@@ -579,7 +594,8 @@ def process_name(args: argparse.Namespace) -> str:
     """The ``service`` field of every log line this process writes."""
     if args.command == "serve":
         return str(args.service)
-    return {"run": "embedded", "project": "projector"}.get(args.command, args.command)
+    names = {"run": "embedded", "project": "projector"}
+    return str(names.get(args.command, args.command))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

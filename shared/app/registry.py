@@ -4,8 +4,9 @@ the read models every service shares. Adding a service: its folder, and its name
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from importlib import import_module
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -39,7 +40,7 @@ def service_port(settings: Settings, service: str) -> int:
     return int(getattr(settings, f"{service}_port"))
 
 
-def all_jobs() -> dict[str, Callable[[Platform, asyncio.Event], Awaitable[None]]]:
+def all_jobs() -> dict[str, Callable[[Platform, asyncio.Event], Coroutine[Any, Any, None]]]:
     """Each service's periodic jobs, and the platform's own (signed ledger checkpoints)."""
     from shared.app.checkpoints import run_job as checkpoints
 

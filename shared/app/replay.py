@@ -14,10 +14,12 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, Select, func, insert, select, update
+from sqlalchemy.sql.base import Executable
 
 from shared.app.config import Settings
 from shared.app.platform import Platform
@@ -110,14 +112,34 @@ async def copy_ledger(
         )
         if until is not None:
             query = query.where(events.c.recorded_at <= until)
-        rows = await source.read(lambda c, q=query: [dict(r._mapping) for r in c.execute(q)])
+        rows = await source.read(partial(_mappings, query))
         if not rows:
             break
-        await target.write(lambda c, rows=rows: c.execute(insert(events), rows))
+        await target.write(partial(_insert_events, rows))
         position = rows[-1]["position"]
         copied += len(rows)
-    await target.write(lambda c: c.execute(update(event_sequence).values(last_position=position)))
+    await target.write(partial(_execute, update(event_sequence).values(last_position=position)))
     return copied
+
+
+def _mappings(query: Select[Any], conn: Connection) -> list[dict[str, Any]]:
+    return [dict(r._mapping) for r in conn.execute(query)]
+
+
+def _insert_events(rows: list[dict[str, Any]], conn: Connection) -> None:
+    conn.execute(insert(events), rows)
+
+
+def _execute(statement: Executable, conn: Connection) -> None:
+    conn.execute(statement)
+
+
+def _scalar(statement: Select[Any], conn: Connection) -> int:
+    return int(conn.execute(statement).scalar_one())
+
+
+def _rows_of(projection: Projection, conn: Connection) -> dict[str, list[tuple[Any, ...]]]:
+    return table_rows(conn, projection)
 
 
 def table_rows(conn: Connection, projection: Projection) -> dict[str, list[tuple[Any, ...]]]:
@@ -187,7 +209,7 @@ async def replay(
                 count = select(func.count()).where(
                     events.c.stream_type.in_(list(projection.stream_types))
                 )
-                relevant = await scratch.db.read(lambda c, q=count: c.execute(q).scalar_one())
+                relevant = await scratch.db.read(partial(_scalar, count))
                 chosen: EventSource = (
                     ProgressSource(inner, relevant, progress_bar(projection.name))
                     if show_progress
@@ -197,8 +219,8 @@ async def replay(
                 stats = await scratch.runner.rebuild(projection, chosen)
                 result = ReplayResult(projection.name, stats.applied, time.perf_counter() - started)
                 if until is None:
-                    live_rows = await live.db.read(lambda c, p=projection: table_rows(c, p))
-                    rebuilt_rows = await scratch.db.read(lambda c, p=projection: table_rows(c, p))
+                    live_rows = await live.db.read(partial(_rows_of, projection))
+                    rebuilt_rows = await scratch.db.read(partial(_rows_of, projection))
                     result.differences = diff_tables(live_rows, rebuilt_rows)
                 results.append(result)
         finally:

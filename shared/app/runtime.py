@@ -26,7 +26,8 @@ from shared.eventstore.leases import Lease
 from shared.eventstore.outbox import KafkaPublisher, OutboxRelay, relay_owner_id
 from shared.eventstore.progress import LedgerGuard
 from shared.eventstore.projection import Projection
-from shared.eventstore.runner import KafkaSource, LedgerSource
+from shared.eventstore.pump import LedgerPump
+from shared.eventstore.runner import KafkaSource
 from shared.http.auth.personal_data import install_log_filter
 from shared.kernel.clock import Clock
 
@@ -105,38 +106,21 @@ async def run_projector(
     *,
     source: str = "ledger",
 ) -> None:
-    """Keep the projections up to date until ``stop`` is set. On the ledger source a lease
-    per projection keeps a second projector process from applying the same batch."""
+    """Keep the projections up to date until ``stop`` is set: from Kafka, a consumer group
+    per projection; from the ledger, one pump for them all (see ``pump_ledger``)."""
     settings = platform.settings
 
     async def one(projection: Projection) -> None:
-        if source == "kafka":
-            assert settings.kafka_bootstrap_servers
-            kafka = KafkaSource(
-                settings.kafka_bootstrap_servers,
-                topic_prefix=settings.kafka_topic_prefix,
-                group_prefix=settings.kafka_consumer_group_prefix,
-                batch_size=settings.projector_batch_size,
-                stop=stop,
-                guard=ledger_guard(platform),
-            )
-            await platform.runner.run(projection, kafka)
-            return
-        lease = Lease(
-            platform.db,
-            f"projector:{projection.name}",
-            relay_owner_id(),
-            settings.relay_lease_seconds,
-            platform.clock,
+        assert settings.kafka_bootstrap_servers
+        kafka = KafkaSource(
+            settings.kafka_bootstrap_servers,
+            topic_prefix=settings.kafka_topic_prefix,
+            group_prefix=settings.kafka_consumer_group_prefix,
+            batch_size=settings.projector_batch_size,
+            stop=stop,
+            guard=ledger_guard(platform),
         )
-        while not stop.is_set():
-            if await lease.acquire():
-                ledger = LedgerSource(
-                    platform.db, platform.store, batch_size=settings.projector_batch_size
-                )
-                await platform.runner.run(projection, ledger)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), settings.projector_poll_seconds)
+        await platform.runner.run(projection, kafka)
 
     async def guarded(projection: Projection) -> None:
         while not stop.is_set():
@@ -148,7 +132,44 @@ async def run_projector(
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0)
 
-    await asyncio.gather(*(guarded(p) for p in projections))
+    if source == "kafka":
+        await asyncio.gather(*(guarded(p) for p in projections))
+        return
+    await pump_ledger(platform, projections, stop)
+
+
+async def pump_ledger(
+    platform: Platform, projections: Sequence[Projection], stop: asyncio.Event
+) -> None:
+    """The ledger source: one pump for all the projections (one read and one write per
+    page), under a lease so a second projector process on the same set stands by."""
+    settings = platform.settings
+    names = ",".join(sorted(p.name for p in projections))
+    lease = Lease(
+        platform.db,
+        f"projector:{names}"[:100],
+        relay_owner_id(),
+        settings.relay_lease_seconds,
+        platform.clock,
+    )
+    pump = LedgerPump(
+        platform.runner,
+        projections,
+        batch_size=settings.projector_batch_size,
+        poll_seconds=settings.projector_poll_seconds,
+        stop=stop,
+    )
+    while not stop.is_set():
+        try:
+            if await lease.acquire():
+                await pump.catch_up()
+        except Exception:
+            log.exception("projector failed; restarting in 1 s")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+            continue
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), settings.projector_poll_seconds)
 
 
 async def run_relay(platform: Platform, stop: asyncio.Event) -> None:

@@ -7,9 +7,9 @@ one line that names it in ``shared/app/registry.py``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shared.eventstore.projection import Projection
 
@@ -33,4 +33,4 @@ class ServiceModule:
     reactors: Callable[[Platform], Sequence[Projection]] | None = None
     # Periodic work kept running by `ticketline run` / `ticketline jobs`; must be safe in
     # several processes (take a Lease).
-    jobs: Callable[[Platform, asyncio.Event], Awaitable[None]] | None = None
+    jobs: Callable[[Platform, asyncio.Event], Coroutine[Any, Any, None]] | None = None

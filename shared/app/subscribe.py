@@ -16,6 +16,15 @@ from typing import Any
 
 import httpx
 
+from shared.kernel.text import escape_line_separators
+
+
+def json_line(envelope: dict[str, Any]) -> str:
+    """The subscriber's output line for one event: JSON with no raw line separator in it
+    (U+2028, U+2029 and U+0085 escaped), so consumers that split lines the Unicode way
+    still read one event per line."""
+    return escape_line_separators(json.dumps(envelope, ensure_ascii=False, sort_keys=True))
+
 
 class AccessRefused(Exception):
     """401/403/404 from the stream: retrying cannot help."""

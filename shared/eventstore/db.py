@@ -23,9 +23,9 @@ import asyncio
 import contextlib
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
 
@@ -108,6 +108,20 @@ def _sqlite_engine(path: str, synchronous: str) -> Engine:
         cursor.close()
 
     return engine
+
+
+@contextmanager
+def savepoint(conn: Connection, name: str = "part") -> Iterator[None]:
+    """Part of a unit of work that fails alone: rolled back to its start on an exception
+    (which is raised on), kept otherwise. SQLite and PostgreSQL alike."""
+    conn.exec_driver_sql(f"SAVEPOINT {name}")
+    try:
+        yield
+    except BaseException:
+        conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {name}")
+        conn.exec_driver_sql(f"RELEASE SAVEPOINT {name}")
+        raise
+    conn.exec_driver_sql(f"RELEASE SAVEPOINT {name}")
 
 
 def _open(engine: Engine) -> tuple[Connection, Any]:
@@ -355,6 +369,9 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
         future.set_result(result)
 
 
+_RETRIED_ERRORS: tuple[type[BaseException], ...] = (DBAPIError, OSError, *_DRIVER_ERRORS)
+
+
 def _is_disconnect(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
@@ -478,8 +495,6 @@ class Database:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         self.echo = echo
-        self._async_write: AsyncEngine | None = None
-        self._async_read: AsyncEngine | None = None
         if self.is_sqlite:
             if sqlite_synchronous.upper() not in SQLITE_SYNCHRONOUS:
                 raise ValueError(f"synchronous must be one of {', '.join(SQLITE_SYNCHRONOUS)}")
@@ -529,7 +544,7 @@ class Database:
             state = {"committing": False}
             try:
                 result, appended = await _pg_once(engine, work, transactional, state)
-            except (DBAPIError, OSError, *_DRIVER_ERRORS) as exc:
+            except _RETRIED_ERRORS as exc:
                 # A pooled connection that died is replaced and the work, which never
                 # committed, runs once more; an outage or an unknown commit outcome is 503.
                 lost = _connection_lost(exc)
@@ -542,40 +557,6 @@ class Database:
             return result
         raise AssertionError("unreachable")
 
-    # --- the asynchronous connection API, for code not yet moved to units of work ------
-
-    def _async_engines(self) -> tuple[AsyncEngine, AsyncEngine]:
-        if self.is_sqlite:
-            if self._async_write is None:
-                url = "sqlite+aiosqlite:///" + sqlite_path(self.url)
-                self._async_write = create_async_engine(url, echo=self.echo)
-                _legacy_sqlite_listeners(self._async_write, "BEGIN IMMEDIATE")
-                self._async_read = create_async_engine(url, echo=self.echo)
-                _legacy_sqlite_listeners(self._async_read, "BEGIN")
-            assert self._async_read is not None
-            return self._async_write, self._async_read
-        if self._async_write is None:
-            self._async_write = create_async_engine(self.url, echo=self.echo, pool_size=5)
-        return self._async_write, self._async_write
-
-    @property
-    def write_engine(self) -> AsyncEngine:
-        return self._async_engines()[0]
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncConnection]:
-        """A write transaction: committed on success, rolled back on any error."""
-        async with self._async_engines()[0].begin() as conn:
-            take_appended(conn.info)  # nothing left over from a failed transaction
-            yield conn
-            appended = take_appended(conn.info)
-        count_appended(appended)  # after the commit: rolled-back events never count
-
-    @asynccontextmanager
-    async def reading(self) -> AsyncIterator[AsyncConnection]:
-        async with self._async_engines()[1].connect() as conn, conn.begin():
-            yield conn
-
     async def dispose(self) -> None:
         if self.is_sqlite:
             await asyncio.to_thread(self._writer.close)
@@ -584,22 +565,3 @@ class Database:
             await self._pg_writer.close()
             await self._pg_write.dispose()
             await self._pg_read.dispose()
-        for engine in {self._async_write, self._async_read} - {None}:
-            assert engine is not None
-            await engine.dispose()
-
-
-def _legacy_sqlite_listeners(engine: AsyncEngine, begin_statement: str) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
-    def _connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
-
-    @event.listens_for(engine.sync_engine, "begin")
-    def _begin(conn: Any) -> None:
-        conn.exec_driver_sql(begin_statement)

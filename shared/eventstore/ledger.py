@@ -14,7 +14,7 @@ writer that lost the race (``ConcurrencyError``, HTTP 409).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
@@ -22,7 +22,6 @@ from typing import Any, TypeVar, cast
 import orjson
 from sqlalchemy import Connection, text
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.util import await_only
 
 from shared.eventstore.metrics import note_appended
@@ -286,15 +285,6 @@ def _raw_asyncpg(conn: Connection) -> Any | None:
     return conn.connection.driver_connection
 
 
-def _legacy(
-    conn: Connection | AsyncConnection, work: Callable[[Connection], T]
-) -> T | Awaitable[T]:
-    """Code not yet moved to units of work passes an AsyncConnection and awaits."""
-    if isinstance(conn, AsyncConnection):
-        return conn.run_sync(work)
-    return work(conn)
-
-
 @dataclass(slots=True)
 class _Draft:
     """An event being appended, before it has a position (and so a hash)."""
@@ -515,79 +505,66 @@ class EventStore:
 
     def append_to_stream(
         self,
-        conn: Connection | AsyncConnection,
+        conn: Connection,
         stream_id: str,
         expected_version: int | None,
         new_events: Sequence[PendingEvent | EventPayload],
         context: CommandContext,
         *,
         region: str | None = None,
-    ) -> Any:
-        """One stream; ``expected_version`` None skips the check (the unique (stream,
-        version) constraint still rejects a concurrent writer)."""
-
-        def work(c: Connection) -> list[EventEnvelope]:
-            head = None
-            if expected_version is not None:
-                head = self.stream_head(c, stream_id)
-                if head.version != expected_version:
-                    raise ConcurrencyError(stream_id, expected_version, head.version)
-            return self.append(c, [StreamAppend(stream_id, new_events, head, region)], context)
-
-        return _legacy(conn, work)
+    ) -> list[EventEnvelope]:
+        """One stream, for callers without the stream's state (tools, tests); commands go
+        through the executor. ``expected_version`` None skips the check (the unique
+        (stream, version) constraint still rejects a concurrent writer)."""
+        head = None
+        if expected_version is not None:
+            head = self.stream_head(conn, stream_id)
+            if head.version != expected_version:
+                raise ConcurrencyError(stream_id, expected_version, head.version)
+        return self.append(conn, [StreamAppend(stream_id, new_events, head, region)], context)
 
     # --- reading --------------------------------------------------------------------------
 
-    def stream_head(self, conn: Connection | AsyncConnection, stream_id: str) -> Any:
-        def work(c: Connection) -> StreamHead:
-            row = c.execute(_HEAD, {"stream_id": stream_id}).first()
-            return StreamHead(row[0], row[1]) if row else StreamHead()
-
-        return _legacy(conn, work)
+    def stream_head(self, conn: Connection, stream_id: str) -> StreamHead:
+        row = conn.execute(_HEAD, {"stream_id": stream_id}).first()
+        return StreamHead(row[0], row[1]) if row else StreamHead()
 
     def read_stream(
         self,
-        conn: Connection | AsyncConnection,
+        conn: Connection,
         stream_id: str,
         *,
         from_version: int = 1,
         to_version: int | None = None,
         recorded_until: datetime | None = None,
-    ) -> Any:
-        def work(c: Connection) -> list[EventEnvelope]:
-            params = {
-                "stream_id": stream_id,
-                "from_version": from_version,
-                "to_version": _MAX_VERSION if to_version is None else to_version,
-            }
-            found = [row_to_envelope(r) for r in _rows(c, _READ_STREAM, params)]
-            if recorded_until is not None:
-                found = [e for e in found if e.recorded_at <= recorded_until]
-            return found
-
-        return _legacy(conn, work)
+    ) -> list[EventEnvelope]:
+        params = {
+            "stream_id": stream_id,
+            "from_version": from_version,
+            "to_version": _MAX_VERSION if to_version is None else to_version,
+        }
+        found = [row_to_envelope(r) for r in _rows(conn, _READ_STREAM, params)]
+        if recorded_until is not None:
+            found = [e for e in found if e.recorded_at <= recorded_until]
+        return found
 
     def read_all(
         self,
-        conn: Connection | AsyncConnection,
+        conn: Connection,
         *,
         after_position: int = 0,
         limit: int = 1000,
         stream_types: Sequence[str] | None = None,
-    ) -> Any:
+    ) -> list[EventEnvelope]:
         """Events after ``after_position`` in global order. With ``stream_types``, only
         those (the page still ends at ``limit`` rows read, so a caller resumes after the
         last position it was given or, when given nothing, at ``last_position``)."""
+        rows = _rows(conn, _READ_ALL, {"after": after_position, "limit": limit})
+        wanted = set(stream_types) if stream_types else None
+        return [row_to_envelope(r) for r in rows if wanted is None or r[2] in wanted]
 
-        def work(c: Connection) -> list[EventEnvelope]:
-            rows = _rows(c, _READ_ALL, {"after": after_position, "limit": limit})
-            wanted = set(stream_types) if stream_types else None
-            return [row_to_envelope(r) for r in rows if wanted is None or r[2] in wanted]
-
-        return _legacy(conn, work)
-
-    def last_position(self, conn: Connection | AsyncConnection) -> Any:
-        return _legacy(conn, lambda c: int(c.execute(_LAST_POSITION).scalar_one()))
+    def last_position(self, conn: Connection) -> int:
+        return int(conn.execute(_LAST_POSITION).scalar_one())
 
 
 def _rows(conn: Connection, statement: Any, params: dict[str, Any]) -> Iterable[Sequence[Any]]:

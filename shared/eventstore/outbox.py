@@ -26,7 +26,7 @@ import socket
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import Connection, delete, func, select, text
 
@@ -114,7 +114,7 @@ class KafkaPublisher:
         self.request_timeout_ms = request_timeout_ms
         self._producer = None
 
-    async def _get_producer(self):  # type: ignore[no-untyped-def]
+    async def _get_producer(self) -> Any:
         from aiokafka import AIOKafkaProducer
 
         if self._producer is None:

@@ -28,6 +28,7 @@ from sqlalchemy import (
     tuple_,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.elements import ColumnElement
 
 from shared.eventstore.db import UtcDateTime
 from shared.kernel.events.envelope import EventEnvelope
@@ -66,10 +67,14 @@ def upsert_rows(conn: Connection, table: Table, rows: Sequence[Row]) -> None:
         return
     raw = driver_sqlite(conn)
     if raw is not None:
-        sql, columns, convert = _sqlite_upsert(table)
-        raw.executemany(
-            sql, [tuple(f(row[c]) for c, f in zip(columns, convert, strict=True)) for row in rows]
-        )
+        sql, columns, converted = _sqlite_upsert(table)
+        values = []
+        for row in rows:
+            value = [row[c] for c in columns]
+            for at, convert in converted:
+                value[at] = convert(value[at])
+            values.append(value)
+        raw.executemany(sql, values)
         return
     key = (conn.dialect.name, table.name)
     statement = _UPSERTS.get(key)
@@ -91,6 +96,7 @@ def delete_rows(conn: Connection, table: Table, keys: Iterable[tuple[Any, ...]])
     pk = list(table.primary_key.columns)
     for start in range(0, len(keys), 500):
         chunk = keys[start : start + 500]
+        where: ColumnElement[bool]
         if len(pk) == 1:
             where = pk[0].in_([k[0] for k in chunk])
         else:
@@ -183,7 +189,7 @@ def _converters(table: Table, writing: bool) -> list[Callable[[Any], Any]]:
 
 
 @cache
-def _sqlite_upsert(table: Table) -> tuple[str, list[str], list[Callable[[Any], Any]]]:
+def _sqlite_upsert(table: Table) -> tuple[str, list[str], list[tuple[int, Callable[[Any], Any]]]]:
     columns = [c.name for c in table.columns]
     pk = [c.name for c in table.primary_key.columns]
     updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in pk)
@@ -192,7 +198,8 @@ def _sqlite_upsert(table: Table) -> tuple[str, list[str], list[Callable[[Any], A
         f"VALUES ({', '.join('?' * len(columns))}) "
         f"ON CONFLICT ({', '.join(pk)}) DO " + (f"UPDATE SET {updates}" if updates else "NOTHING")
     )
-    return sql, columns, _converters(table, writing=True)
+    converted = [(at, f) for at, f in enumerate(_converters(table, writing=True)) if f is not _same]
+    return sql, columns, converted
 
 
 @cache

@@ -26,10 +26,10 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection, delete, insert, text, update
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.eventstore import applied as _applied
 from shared.eventstore.applied import (
@@ -80,10 +80,8 @@ class EventSource(Protocol):
     def batches(self, projection: Projection) -> AsyncIterator[Batch]: ...
 
 
-def read_checkpoint(conn: Connection | AsyncConnection, name: str) -> Any:
+def read_checkpoint(conn: Connection, name: str) -> int:
     """The projection's applied position (everything of its stream types up to it)."""
-    if isinstance(conn, AsyncConnection):
-        return conn.run_sync(lambda c: _applied.read_checkpoint(c, name))
     return _applied.read_checkpoint(conn, name)
 
 
@@ -343,9 +341,9 @@ class ProjectionRunner:
 
         def work(conn: Connection) -> RunStats:
             stats = RunStats()
-            self._apply_all(conn, projection, batch.events, stats)
+            self.apply_batch(conn, projection, batch.events, stats)
             if batch.position is not None:
-                self._save_checkpoint(conn, projection.name, batch.position)
+                self.save_checkpoint(conn, projection.name, batch.position)
             return stats
 
         try:
@@ -361,20 +359,20 @@ class ProjectionRunner:
                 self.retries,
                 describe_error(exc),
             )
-        stats = await self._isolate(projection, batch.events)
+        stats = await self.isolate(projection, batch.events)
         if batch.position is not None:
             position = batch.position
-            await self.db.write(lambda c: self._save_checkpoint(c, projection.name, position))
+            await self.db.write(lambda c: self.save_checkpoint(c, projection.name, position))
         return stats
 
-    async def _isolate(self, projection: Projection, events: Sequence[EventEnvelope]) -> RunStats:
+    async def isolate(self, projection: Projection, events: Sequence[EventEnvelope]) -> RunStats:
         """Each event alone (after the ones its stream still misses), in order: one that
         keeps failing is parked, and the later events of its stream wait behind it."""
         stats = RunStats()
         wanted = projection.stream_types
         for event in (e for e in events if e.stream_type in wanted):
             missing = await self.db.read(
-                lambda c, e=event: self._missing_before(c, projection.name, e)
+                partial(self._missing_before, name=projection.name, event=event)
             )
             for one in [*missing, event]:
                 await self._apply_or_park(projection, one, stats)
@@ -398,7 +396,7 @@ class ProjectionRunner:
     ) -> None:
         def work(conn: Connection) -> RunStats:
             one = RunStats()
-            self._apply_all(conn, projection, [event], one)
+            self.apply_batch(conn, projection, [event], one)
             return one
 
         try:
@@ -430,21 +428,12 @@ class ProjectionRunner:
         )
 
     def apply(
-        self,
-        conn: Connection | AsyncConnection,
-        projection: Projection,
-        events: Sequence[EventEnvelope],
-    ) -> Any:
+        self, conn: Connection, projection: Projection, events: Sequence[EventEnvelope]
+    ) -> RunStats:
         """Apply events inside the caller's transaction (inline projection)."""
-
-        def work(c: Connection) -> RunStats:
-            stats = RunStats()
-            self._apply_all(c, projection, events, stats)
-            return stats
-
-        if isinstance(conn, AsyncConnection):
-            return conn.run_sync(work)
-        return work(conn)
+        stats = RunStats()
+        self.apply_batch(conn, projection, events, stats)
+        return stats
 
     async def catch_up(self, projection: Projection, batch_size: int = 1000) -> RunStats:
         """Apply everything the ledger holds beyond the checkpoint, then return."""
@@ -495,7 +484,7 @@ class ProjectionRunner:
                     from_version=found.stream_version,
                     to_version=found.stream_version,
                 )
-                self._apply_all(conn, projection, [event], RunStats())
+                self.apply_batch(conn, projection, [event], RunStats())
             mark_resolved(conn, parked_id, RETRIED if action == "retry" else SKIPPED, by, now)
             return found
 
@@ -513,22 +502,23 @@ class ProjectionRunner:
                     c, found.stream_id, from_version=found.stream_version + 1
                 )
             )
-            return Resolution(found, ok=True, held=await self._isolate(projection, waiting))
+            return Resolution(found, ok=True, held=await self.isolate(projection, waiting))
         await self.db.write(lambda c: note_failed_retry(c, parked_id, error))
         current = await self.db.read(lambda c: parked_one(c, parked_id))
         assert current is not None
         return Resolution(current, ok=False, error=describe_error(error))
 
-    def _apply_all(
+    def apply_batch(
         self,
         conn: Connection,
         projection: Projection,
         events: Sequence[EventEnvelope],
         stats: RunStats,
     ) -> None:
-        """Apply a batch: skip what the projection already has (duplicates) and what waits
-        behind a parked event, fill gaps from the ledger, record each stream's last applied
-        version — read and written once per batch, not per event."""
+        """Apply a batch inside the caller's transaction: skip what the projection already
+        has (duplicates) and what waits behind a parked event, fill gaps from the ledger,
+        record each stream's last applied version — read and written once per batch, not
+        per event."""
         wanted = projection.stream_types
         relevant = [e for e in events if e.stream_type in wanted]
         if not relevant:
@@ -582,7 +572,7 @@ class ProjectionRunner:
             {"keys": keys},
         )
 
-    def _save_checkpoint(self, conn: Connection, name: str, position: int) -> None:
+    def save_checkpoint(self, conn: Connection, name: str, position: int) -> None:
         now = self.clock.now()
         result = conn.execute(
             update(projection_checkpoints)

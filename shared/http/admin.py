@@ -56,7 +56,9 @@ class ParkedEvents(BaseModel):
 )
 async def list_parked(
     status: Literal["parked", "retried", "skipped", "all"] = "parked",
-    projection: str | None = Query(default=None, max_length=100),
+    projection: str | None = Query(
+        default=None, max_length=100, pattern="^[a-z][a-z0-9_]*$", description="One projection."
+    ),
     limit: int = Query(default=100, ge=1, le=1000),
     _principal: Principal = Depends(may_operate),
     platform: Platform = Depends(get_platform),

@@ -8,7 +8,7 @@ from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.openapi.docs import (
     get_redoc_html,
     get_swagger_ui_html,
@@ -28,8 +28,10 @@ from shared.http.metrics import (
     known_projections,
     projections_progress,
 )
-from shared.http.problems import install_outage_handler, install_problem_handlers
+from shared.http.openapi import install_openapi
+from shared.http.problems import install_problem_handlers
 from shared.http.security import install_security
+from shared.http.validation import valid_text_input
 
 
 class OutdatedSchema(RuntimeError):
@@ -79,12 +81,13 @@ def create_service_app(
         docs_url=None,
         redoc_url=None,
         openapi_url="/openapi.json" if docs else None,
+        # Before any route's own work: every text input is text a database can store.
+        dependencies=[Depends(valid_text_input)],
     )
     app.state.service = service
     if platform is not None:
         app.state.platform = platform
     install_problem_handlers(app)
-    install_outage_handler(app)
     install_security(app, (platform.settings if platform else Settings()).auth)
     for router in routers:
         app.include_router(router)
@@ -93,6 +96,7 @@ def create_service_app(
         install_offline_docs(app)
 
     install_observability(app, service)  # outermost: latency and correlation cover all
+    install_openapi(app)
     return app
 
 
@@ -109,6 +113,7 @@ def health_router() -> APIRouter:
         description="503 while the database (or, in the scaled mode, the broker) is away. "
         "The body also shows each projection's applied position, lag in ledger positions "
         "and parked events (detail only: a projection behind never makes a service unready).",
+        responses={503: {"description": 'Not ready: `{"status": "not_ready", "detail": …}`'}},
     )
     async def ready(request: Request) -> JSONResponse:
         platform: Platform = request.app.state.platform

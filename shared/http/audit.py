@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
@@ -13,6 +12,8 @@ from shared.app.audit import render, select_events, signing_key, summarise
 from shared.app.platform import Platform
 from shared.http.app import get_platform
 from shared.http.context import Principal, allow
+from shared.http.params import RegionFilter, UtcTime
+from shared.http.problems import problem_doc
 from shared.kernel.errors import InvalidCommand, NotFound
 from shared.kernel.events.envelope import canonical_json
 
@@ -29,18 +30,21 @@ may_export = allow("auditor", "regional_center", "admin", scope="audit:export")
     "(event count, positions, SHA-256 of the body, HMAC signature). Keep both: "
     "`ticketline verify-export` checks them later against each other and the ledger.",
     response_class=Response,
-    responses={200: {"content": {"application/x-ndjson": {}, "text/csv": {}}}},
+    responses={
+        200: {"content": {"application/x-ndjson": {}, "text/csv": {}}},
+        404: problem_doc("Another region than the caller's, or an unknown ticket"),
+    },
 )
 async def export_events(
     ticket_id: UUID | None = None,
-    region: str | None = Query(default=None, max_length=32),
-    recorded_from: datetime | None = Query(default=None, description="Inclusive, ISO 8601."),
-    recorded_to: datetime | None = Query(default=None, description="Exclusive, ISO 8601."),
+    region: RegionFilter | None = None,
+    recorded_from: UtcTime | None = Query(default=None, description="Inclusive, ISO 8601."),
+    recorded_to: UtcTime | None = Query(default=None, description="Exclusive, ISO 8601."),
     format: Literal["jsonl", "csv"] = "jsonl",
     principal: Principal = Depends(may_export),
     platform: Platform = Depends(get_platform),
 ) -> Response:
-    wanted = region.lower() if region else None
+    wanted = region
     if principal.region and wanted and wanted != principal.region:
         raise NotFound("region_not_found", f"no region {wanted} for this caller")
     region = principal.region or wanted

@@ -14,7 +14,7 @@ The unit of work given to ``run`` (a function of the connection) runs in one tra
 with the idempotency record: a retry with the same key returns the first answer.
 """
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from fastapi import Depends, Request
@@ -60,7 +60,7 @@ class CommandCall:
 
 def command_call(
     service: str, *roles: str, scope: str | None = None, rate_limit: str | None = None
-) -> Callable[..., CommandCall]:
+) -> Callable[..., Awaitable[CommandCall]]:
     """The dependency of a command route: only ``roles`` (with ``scope``) may call it;
     ``rate_limit`` names a per-caller limit (shared/http/security.py)."""
     gate = (

@@ -55,6 +55,8 @@ class Principal:
         """How far this caller sees (shared/kernel/reach.py)."""
         if self.role == "technician":
             return Reach(region=self.region, technician=self.subject)
+        if self.role == "parts_clerk":
+            return Reach(region=self.region, location=self.location)
         return Reach(region=self.region)
 
     def sees_region(self, region: str | None) -> bool:

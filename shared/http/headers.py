@@ -1,40 +1,76 @@
-"""Request headers every service reads the same way."""
+"""Request headers every service reads the same way, parsed by shared/http/params.py: a
+value outside its format is a 422 problem naming the header, before any work starts."""
 
 from __future__ import annotations
 
 from fastapi import Header
 
+from shared.http.params import MAX_POSITION, MAX_STREAM_VERSION, parse_ascii_uint
 from shared.http.problems import ProblemError
+
+IF_MATCH_PATTERN = r'^(W/)?"?[0-9]{1,10}"?$'
+IDEMPOTENCY_KEY_MAX = 200
+LAST_EVENT_ID_PATTERN = r"^[0-9]{1,19}$"
+
+
+def invalid_header(name: str, message: str) -> ProblemError:
+    return ProblemError(
+        422,
+        "validation-error",
+        "The request is not valid",
+        f"{name}: {message}",
+        errors=[{"field": name, "message": message}],
+    )
 
 
 async def expected_version(
     if_match: str | None = Header(
         default=None,
-        description='The stream version you last read (the ETag, e.g. `"3"`); a stale '
-        "version gets 409 instead of overwriting someone else's change.",
+        alias="If-Match",
+        description='The stream version you last read (the ETag, e.g. `"3"`; `W/"3"` and '
+        "`3` are accepted too): ASCII digits, at most 2147483647. A stale version gets 409 "
+        "instead of overwriting someone else's change.",
+        json_schema_extra={"pattern": IF_MATCH_PATTERN, "examples": ['"3"']},
     ),
 ) -> int | None:
     if if_match is None:
         return None
     raw = if_match.strip().removeprefix("W/").strip('"')
-    if not raw.isdigit():
-        raise ProblemError(
-            422,
-            "validation-error",
-            "The request is not valid",
-            'If-Match must be a stream version such as "3"',
-            errors=[{"field": "If-Match", "message": "not a stream version"}],
-        )
-    return int(raw)
+    try:
+        return parse_ascii_uint(raw, maximum=MAX_STREAM_VERSION)
+    except ValueError as exc:
+        raise invalid_header("If-Match", f'not a stream version such as "3": {exc}') from None
 
 
 async def idempotency_key(
     idempotency_key: str | None = Header(
         default=None,
-        description="Retry-safe key: the same key returns the first result, never a second one.",
+        alias="Idempotency-Key",
+        description="Retry-safe key (1 to 200 characters, e.g. a UUID): the same key returns "
+        "the first result, never a second one.",
+        json_schema_extra={"minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX},
     ),
 ) -> str | None:
+    if idempotency_key is not None and not 1 <= len(idempotency_key) <= IDEMPOTENCY_KEY_MAX:
+        raise invalid_header("Idempotency-Key", f"1 to {IDEMPOTENCY_KEY_MAX} characters")
     return idempotency_key
+
+
+def last_event_id(
+    last_event_id: str | None = Header(
+        default=None,
+        alias="Last-Event-ID",
+        description="Resume after this global position (the `id` of the last message "
+        "received): ASCII digits, at most 2^63-1.",
+        json_schema_extra={"pattern": LAST_EVENT_ID_PATTERN},
+    ),
+) -> int | None:
+    if last_event_id is None:
+        return None
+    try:
+        return parse_ascii_uint(last_event_id, maximum=MAX_POSITION)
+    except ValueError as exc:
+        raise invalid_header("Last-Event-ID", f"not a global position: {exc}") from None
 
 
 def etag(version: int) -> str:

@@ -8,7 +8,6 @@ wrote, then returns the first's stored response. So a key yields exactly one out
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +15,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
 from sqlalchemy import Connection, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 
@@ -27,8 +25,7 @@ from shared.http.problems import ProblemError
 from shared.kernel.events.envelope import canonical_json
 
 if TYPE_CHECKING:
-    from shared.app.platform import Platform
-    from shared.http.context import Principal
+    pass
 
 
 @dataclass(frozen=True)
@@ -105,10 +102,6 @@ async def run_idempotent(
     now: datetime,
 ) -> CommandResponse:
     """Run ``command`` in one unit of work, recording its response under ``key``."""
-    if inspect.iscoroutinefunction(command):
-        return await _run_legacy(
-            db, scope=scope, key=key, request_body=request_body, command=command, now=now
-        )
     if key is None:
         return await db.write(command)
     if not 1 <= len(key) <= 200:
@@ -132,42 +125,6 @@ async def run_idempotent(
     raise ProblemError(409, "idempotency-conflict", "Could not settle the Idempotency-Key; retry")
 
 
-async def _run_legacy(
-    db: Database, *, scope: str, key: str | None, request_body: Any, command: Any, now: datetime
-) -> CommandResponse:
-    """Commands still written against an AsyncConnection (being moved to units of work)."""
-    if key is None:
-        async with db.transaction() as conn:
-            return await command(conn)  # type: ignore[no-any-return]
-    fingerprint = request_fingerprint(request_body)
-    for _attempt in range(3):
-        try:
-            async with db.transaction() as conn:
-                row = await conn.run_sync(lambda c: _stored(c, scope, key))
-                if row is not None:
-                    return _replay(row, fingerprint)
-                response = await command(conn)
-                await conn.run_sync(
-                    lambda c, response=response: c.execute(
-                        insert(idempotency_keys).values(
-                            scope=scope,
-                            key=key,
-                            request_hash=fingerprint,
-                            status_code=response.status_code,
-                            response_body=canonical_json(response.body),
-                            resource_location=response.location,
-                            created_at=now,
-                        )
-                    )
-                )
-                return response  # type: ignore[no-any-return]
-        except IntegrityError:
-            row = await db.read(lambda c: _stored(c, scope, key))
-            if row is not None:
-                return _replay(row, fingerprint)
-    raise ProblemError(409, "idempotency-conflict", "Could not settle the Idempotency-Key; retry")
-
-
 def to_response(response: CommandResponse) -> JSONResponse:
     """The command's JSON answer: ``ETag`` when the body has a version, ``Location`` when
     given, ``Idempotent-Replayed`` when it is the stored answer to an earlier request."""
@@ -179,26 +136,3 @@ def to_response(response: CommandResponse) -> JSONResponse:
     if response.replayed:
         headers["Idempotent-Replayed"] = "true"
     return JSONResponse(response.body, status_code=response.status_code, headers=headers)
-
-
-async def idempotent_command(
-    platform: Platform,
-    principal: Principal,
-    *,
-    scope: str,
-    key: str | None,
-    body: BaseModel,
-    command: Command,
-) -> JSONResponse:
-    """A command route's usual end: run ``command`` idempotently under ``scope`` narrowed
-    to the caller, keyed by the request ``body``, and answer with :func:`to_response`."""
-    return to_response(
-        await run_idempotent(
-            platform.db,
-            scope=principal.idempotency_scope(scope),
-            key=key,
-            request_body=body.model_dump(mode="json"),
-            command=command,
-            now=platform.clock.now(),
-        )
-    )

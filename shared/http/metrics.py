@@ -29,6 +29,7 @@ from shared.eventstore.applied import parked_counts, read_checkpoint
 from shared.eventstore.outbox import outbox_backlog
 from shared.eventstore.progress import relevant_head
 from shared.eventstore.projection import Projection
+from shared.http.validation import GIVEN_CORRELATION_ID
 
 access_log = logging.getLogger("ticketline.http")
 QUIET_PATHS = ("/health/", "/metrics")
@@ -55,6 +56,10 @@ class ObservabilityMiddleware:
             return
         cid = _valid_correlation_id(scope)
         if cid is None:
+            given = _given_correlation_id(scope)
+            if given is not None:
+                # Replaced, yet the caller's value is still checked as text (validation.py).
+                scope.setdefault("state", {})[GIVEN_CORRELATION_ID] = given
             cid = str(uuid4())
             headers = [(k, v) for k, v in scope["headers"] if k != b"x-correlation-id"]
             scope["headers"] = [*headers, (b"x-correlation-id", cid.encode())]
@@ -98,14 +103,21 @@ class ObservabilityMiddleware:
             correlation_var.reset(token)
 
 
-def _valid_correlation_id(scope: Scope) -> str | None:
+def _given_correlation_id(scope: Scope) -> str | None:
     for key, value in scope["headers"]:
         if key == b"x-correlation-id":
-            try:
-                return str(UUID(value.decode("latin-1")))
-            except ValueError:
-                return None
+            return str(value.decode("latin-1"))
     return None
+
+
+def _valid_correlation_id(scope: Scope) -> str | None:
+    given = _given_correlation_id(scope)
+    if given is None:
+        return None
+    try:
+        return str(UUID(given))
+    except ValueError:
+        return None
 
 
 def _route_template(scope: Scope) -> str:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import exc as sa
 from starlette.exceptions import HTTPException
 
 from shared.eventstore.db import DatabaseUnavailable
@@ -16,6 +19,52 @@ from shared.kernel.errors import DomainError, InvalidCommand
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://ticketline.dev/problems/"
+# Seconds a client should wait before retrying while the database is unavailable.
+RETRY_AFTER_UNAVAILABLE = 2
+
+log = logging.getLogger("ticketline.http")
+
+
+def _driver_outage_types() -> tuple[type[BaseException], ...]:
+    """Driver exceptions that mean "the database is away" (asyncpg when installed)."""
+    try:
+        from asyncpg import exceptions as pg
+    except ImportError:  # pragma: no cover - asyncpg is a dependency
+        return ()
+    return (
+        pg.PostgresConnectionError,  # connection lost, refused, rejected
+        pg.OperatorInterventionError,  # shutting down, starting up, cancelled
+        pg.InsufficientResourcesError,  # too many connections, disk full, out of memory
+        pg.InterfaceError,  # "connection is closed", "another operation is in progress"
+    )
+
+
+# Not the request's fault, and likely gone soon: a lost or refused connection, a
+# restarting server, an exhausted pool, SQLite's lock still held after its busy timeout.
+OUTAGE_TYPES: tuple[type[BaseException], ...] = (
+    DatabaseUnavailable,  # raised by the units of work (shared/eventstore/db.py)
+    sa.OperationalError,
+    sa.InterfaceError,
+    sa.DisconnectionError,
+    sa.TimeoutError,  # no pooled connection within the pool timeout
+    ConnectionError,
+    TimeoutError,
+    *_driver_outage_types(),
+)
+
+
+def is_database_outage(exc: BaseException) -> bool:
+    """The exception, or one it wraps, says the database is unavailable right now."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OUTAGE_TYPES):
+            return True
+        if isinstance(current, sa.DBAPIError) and current.connection_invalidated:
+            return True
+        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
+    return False
 
 
 class FieldError(BaseModel):
@@ -58,6 +107,16 @@ class ProblemError(Exception):
         super().__init__(detail or title)
 
 
+class ProblemResponse(JSONResponse):
+    """A problem's JSON: text that cannot be encoded (a lone surrogate echoed in a field
+    name) is written as its JSON escape instead of failing the answer."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(
+            content, ensure_ascii=False, allow_nan=False, separators=(",", ":")
+        ).encode("utf-8", "backslashreplace")
+
+
 def problem_response(
     request: Request,
     status: int,
@@ -75,11 +134,18 @@ def problem_response(
         instance=str(request.url.path),
         **extensions,
     )
-    return JSONResponse(
+    return ProblemResponse(
         body.model_dump(exclude_none=True),
         status_code=status,
         media_type=PROBLEM_MEDIA_TYPE,
         headers=headers,
+    )
+
+
+def internal_error(request: Request) -> JSONResponse:
+    """A 500 as a problem, with nothing of the cause in it (that goes to the log)."""
+    return problem_response(
+        request, 500, "internal-error", "Internal error", "the error was logged; retry later"
     )
 
 
@@ -90,101 +156,131 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     return ".".join(parts)
 
 
-def install_problem_handlers(app: FastAPI) -> None:
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            FieldError(field=_field_path(tuple(e.get("loc", ()))), message=e.get("msg", "invalid"))
-            for e in exc.errors()
-        ]
-        return problem_response(
-            request,
-            422,
-            "validation-error",
-            "The request is not valid",
-            "; ".join(f"{e.field}: {e.message}" for e in errors),
-            errors=[e.model_dump() for e in errors],
-        )
-
-    @app.exception_handler(InvalidCommand)
-    async def _invalid(request: Request, exc: InvalidCommand) -> JSONResponse:
-        return problem_response(
-            request,
-            422,
-            "validation-error",
-            "The request is not valid",
-            f"{exc.field}: {exc.detail}",
-            errors=[{"field": exc.field, "message": exc.detail}],
-        )
-
-    @app.exception_handler(DomainError)
-    async def _domain(request: Request, exc: DomainError) -> JSONResponse:
-        if exc.status_code == 404:
-            return problem_response(request, 404, "not-found", "Not found", exc.detail)
-        return problem_response(
-            request,
-            exc.status_code,
-            "rule-violation",
-            "Lifecycle rule violated",
-            exc.detail,
-            rule=exc.rule,
-        )
-
-    @app.exception_handler(ConcurrencyError)
-    async def _conflict(request: Request, exc: ConcurrencyError) -> JSONResponse:
-        return problem_response(
-            request,
-            409,
-            "version-conflict",
-            "The resource changed since you read it",
-            str(exc),
-            rule="expected_version",
-        )
-
-    @app.exception_handler(ProblemError)
-    async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
-        return problem_response(
-            request, exc.status, exc.slug, exc.title, exc.detail, exc.headers, **exc.extensions
-        )
-
-    @app.exception_handler(HTTPException)
-    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
-        slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
-        detail = exc.detail if isinstance(exc.detail, str) else None
-        return problem_response(
-            request,
-            exc.status_code,
-            slug,
-            detail or "HTTP error",
-            detail,
-            getattr(exc, "headers", None),
-        )
+async def _validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        FieldError(field=_field_path(tuple(e.get("loc", ()))), message=e.get("msg", "invalid"))
+        for e in exc.errors()
+    ]
+    return problem_response(
+        request,
+        422,
+        "validation-error",
+        "The request is not valid",
+        "; ".join(f"{e.field}: {e.message}" for e in errors),
+        errors=[e.model_dump() for e in errors],
+    )
 
 
-def install_outage_handler(app: FastAPI) -> None:
-    """A database that is away (restarting, unreachable, a connection lost before commit)
-    is a 503 with ``Retry-After``: the work did not commit, and trying again is safe
-    (commands carry an ``Idempotency-Key``)."""
+async def _invalid(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, InvalidCommand)
+    return problem_response(
+        request,
+        422,
+        "validation-error",
+        "The request is not valid",
+        f"{exc.field}: {exc.detail}",
+        errors=[{"field": exc.field, "message": exc.detail}],
+    )
 
-    @app.exception_handler(DatabaseUnavailable)
-    async def _unavailable(request: Request, exc: DatabaseUnavailable) -> JSONResponse:
+
+async def _domain(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DomainError)
+    if exc.status_code == 404:
+        return problem_response(request, 404, "not-found", "Not found", exc.detail)
+    return problem_response(
+        request,
+        exc.status_code,
+        "rule-violation",
+        "Lifecycle rule violated",
+        exc.detail,
+        rule=exc.rule,
+    )
+
+
+async def _conflict(request: Request, exc: Exception) -> JSONResponse:
+    return problem_response(
+        request,
+        409,
+        "version-conflict",
+        "The resource changed since you read it",
+        str(exc),
+        rule="expected_version",
+    )
+
+
+async def _problem(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ProblemError)
+    return problem_response(
+        request, exc.status, exc.slug, exc.title, exc.detail, exc.headers, **exc.extensions
+    )
+
+
+async def _database(request: Request, exc: Exception) -> JSONResponse:
+    if is_database_outage(exc):
+        log.warning("database unavailable: %s", type(exc).__name__)
         return problem_response(
             request,
             503,
-            "database-unavailable",
-            "The database is unavailable; retry shortly",
-            str(exc),
-            {"Retry-After": "2"},
+            "service-unavailable",
+            "The database is unavailable",
+            "retry shortly",
+            headers={"Retry-After": str(RETRY_AFTER_UNAVAILABLE)},
+            retry_after=RETRY_AFTER_UNAVAILABLE,
         )
+    log.error("unhandled database error", exc_info=exc)
+    return internal_error(request)
 
 
+async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+    # Last resort (Starlette still logs the exception): never a plain-text 500.
+    if is_database_outage(exc):
+        return await _database(request, exc)
+    return internal_error(request)
+
+
+async def _http(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+    detail = exc.detail if isinstance(exc.detail, str) else None
+    return problem_response(
+        request,
+        exc.status_code,
+        slug,
+        detail or "HTTP error",
+        detail,
+        dict(exc.headers) if exc.headers else None,
+    )
+
+
+# Every error the services raise, as the problem it answers with.
+HANDLERS: tuple[tuple[type[Exception], Any], ...] = (
+    (RequestValidationError, _validation),
+    (InvalidCommand, _invalid),
+    (DomainError, _domain),
+    (ConcurrencyError, _conflict),
+    (ProblemError, _problem),
+    (sa.DBAPIError, _database),
+    *((t, _database) for t in OUTAGE_TYPES if issubclass(t, Exception)),
+    (Exception, _unhandled),
+    (HTTPException, _http),
+)
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    for kind, handler in HANDLERS:
+        app.add_exception_handler(kind, handler)
+
+
+def problem_doc(description: str) -> dict[str, Any]:
+    """A ``responses`` entry for a problem answer a route adds to the shared ones
+    (shared/http/openapi.py documents 401/403/404/409/422/… by what each route reads)."""
+    return {"model": ProblemDetails, "description": description}
+
+
+# Router-level: the answers of every route behind credentials; the rest follow from what
+# each route reads (shared/http/openapi.py).
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ProblemDetails, "description": description}
-    for status, description in {
-        401: "No valid credentials (`WWW-Authenticate: Bearer`)",
-        403: "Role or scope not allowed; the body names what is missing",
-        404: "Unknown resource (or outside the caller's region)",
-        409: "Lifecycle rule violated, version conflict, or idempotency key reused",
-        422: "Invalid input; `errors` names each offending field",
-    }.items()
+    401: problem_doc("No valid credentials (`WWW-Authenticate: Bearer`)"),
+    403: problem_doc("Role or scope not allowed; the body names what is missing"),
 }

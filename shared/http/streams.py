@@ -14,7 +14,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy import or_, select
 
@@ -24,9 +24,13 @@ from shared.eventstore.tables import events
 from shared.http.app import get_platform
 from shared.http.auth.personal_data import mask_payload
 from shared.http.context import Principal, allow
+from shared.http.headers import last_event_id
+from shared.http.params import Position, RegionFilter
+from shared.http.problems import problem_doc
 from shared.kernel.errors import InvalidCommand, NotFound
 from shared.kernel.events.envelope import EventEnvelope, canonical_json
 from shared.kernel.events.registry import all_payload_classes
+from shared.kernel.text import escape_line_separators
 
 router = APIRouter(tags=["streams"])
 
@@ -41,7 +45,8 @@ def format_sse(event: EventEnvelope, *, masked: bool = False) -> str:
         # Roles without access to personal data get it masked; such an event no longer
         # matches its hash (auditors verify with /audit/export, which is unmasked).
         document["payload"] = mask_payload(document["payload"])
-    data = canonical_json(document)
+    # One data line per event, whatever line-splitting the client does (U+2028, …).
+    data = escape_line_separators(canonical_json(document))
     return f"id: {event.position}\nevent: {event.event_type}\ndata: {data}\n\n"
 
 
@@ -60,9 +65,13 @@ async def read_after(
 
 
 def parse_types(types: str | None) -> list[str]:
-    if not types:
+    """The event types asked for; none asked (no parameter) = every type. A parameter that
+    names no type (``types=`` or ``types=,``) is a malformed filter, not "every type"."""
+    if types is None:
         return []
     chosen = [t.strip() for t in types.split(",") if t.strip()]
+    if not chosen:
+        raise InvalidCommand("types", "name at least one event type, e.g. TicketReceived")
     known = all_payload_classes()
     unknown = [t for t in chosen if t not in known]
     if unknown:
@@ -74,36 +83,36 @@ def parse_types(types: str | None) -> list[str]:
     "/streams/events",
     summary="Follow events live (Server-Sent Events), resumable with Last-Event-ID",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "An endless SSE stream"}},
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "An endless SSE stream"},
+        404: problem_doc("Another region than the caller's"),
+    },
 )
 async def stream_events(
     request: Request,
-    region: str | None = Query(
-        default=None, max_length=32, description="Only this region's events."
+    region: RegionFilter | None = Query(default=None, description="Only this region's events."),
+    types: str | None = Query(
+        default=None, max_length=4000, description="Comma-separated event types."
     ),
-    types: str | None = Query(default=None, description="Comma-separated event types."),
-    from_position: int | None = Query(
+    from_position: Position | None = Query(
         default=None,
-        ge=0,
         description="Start after this global position (0 = from the beginning). Without it "
         "and without Last-Event-ID the stream starts with events recorded from now on.",
     ),
     batch: int = Query(default=100, ge=1, le=1000, description="Events read ahead per client."),
-    last_event_id: str | None = Header(default=None, alias="Last-Event-ID"),
     principal: Principal = Depends(may_subscribe),
+    resume_after: int | None = Depends(last_event_id),
     platform: Platform = Depends(get_platform),
 ) -> StreamingResponse:
     chosen = parse_types(types)
-    wanted = region.lower() if region else None
+    wanted = region
     if principal.region and wanted and wanted != principal.region:
         raise NotFound("region_not_found", f"no region {wanted} for this caller")
     # A regional caller's stream is its region, whatever it asks for.
     region_filter = principal.region or wanted
     masked = not principal.sees_personal_data
-    if last_event_id is not None:
-        if not last_event_id.strip().isdigit():
-            raise InvalidCommand("Last-Event-ID", "must be a global position")
-        position = int(last_event_id)
+    if resume_after is not None:
+        position = resume_after
     elif from_position is not None:
         position = from_position
     else:

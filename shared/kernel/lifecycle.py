@@ -81,3 +81,7 @@ def may_follow(status: TicketStatus, event_type: str) -> bool:
 def status_after(status: TicketStatus, event_type: str) -> TicketStatus:
     step = LIFECYCLE.get(event_type)
     return step.to if step is not None and step.to is not None else status
+
+
+# Where each moving step leads, as the stored text (read models fold on plain strings).
+STATUS_AFTER_TEXT: dict[str, str] = {name: step.to.value for name, step in MOVES.items() if step.to}

@@ -17,23 +17,34 @@ class Scope:
     region: str | None = None
     # The technician a ticket is assigned to (None: not yet dispatched).
     assignee: str | None = None
+    # The stock locations it sits at (a requisition: its requesting and source locations);
+    # empty: not tied to a location.
+    locations: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class Reach:
     """How far a caller sees. ``region`` None: every region; ``technician`` set: only what
-    is assigned to that technician."""
+    is assigned to that technician; ``location`` set (a parts clerk): only what sits at
+    that stock location."""
 
     region: str | None = None
     technician: str | None = None
+    location: str | None = None
 
     def allows(self, scope: Scope) -> bool:
         if self.technician is not None and scope.assignee != self.technician:
             return False
-        return self.region is None or scope.region is None or scope.region == self.region
+        return self.allows_location(scope.locations) and self.allows_region(scope.region)
 
     def allows_region(self, region: str | None) -> bool:
         return self.region is None or region is None or region == self.region
+
+    def allows_location(self, locations: tuple[str, ...]) -> bool:
+        """Location ids compare case-insensitively (docs/parts.md)."""
+        if self.location is None or not locations:
+            return True
+        return self.location.lower() in {location.lower() for location in locations}
 
 
 EVERYWHERE = Reach()

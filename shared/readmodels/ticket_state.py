@@ -11,7 +11,7 @@ from shared.eventstore.db import UtcDateTime, metadata
 from shared.eventstore.projection import Row, RowProjection
 from shared.kernel.events.envelope import EventEnvelope
 from shared.kernel.events.registry import payload_dict
-from shared.kernel.lifecycle import TicketStatus, status_after
+from shared.kernel.lifecycle import STATUS_AFTER_TEXT, TicketStatus
 
 ticket_state = Table(
     "ticket_state",
@@ -181,7 +181,7 @@ def apply_changes(row: Row | None, event: EventEnvelope) -> Row | None:
         return None
     else:
         row.update(_changes(row, event, p))
-        row["status"] = status_after(TicketStatus(row["status"]), event.event_type).value
+        row["status"] = STATUS_AFTER_TEXT.get(event.event_type, row["status"])
     row["version"] = event.stream_version
     row["updated_at"] = event.recorded_at
     return row

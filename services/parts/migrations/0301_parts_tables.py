@@ -17,6 +17,19 @@ depends_on = "0002_ticket_state"
 
 
 def upgrade() -> None:
+    _catalogue_and_locations()
+    _stock()
+    _requisitions()
+    _returns()
+    op.create_table(
+        "parts_reactor_triggers",
+        sa.Column("event_id", sa.String(36), nullable=False),
+        sa.Column("handled_at", UtcDateTime, nullable=False),
+        sa.PrimaryKeyConstraint("event_id", name="pk_parts_reactor_triggers"),
+    )
+
+
+def _catalogue_and_locations() -> None:
     op.create_table(
         "parts_catalogue",
         sa.Column("part_number", sa.String(32), nullable=False),
@@ -38,6 +51,9 @@ def upgrade() -> None:
         sa.Column("registered_at", UtcDateTime, nullable=False),
         sa.PrimaryKeyConstraint("location_id", name="pk_parts_locations"),
     )
+
+
+def _stock() -> None:
     op.create_table(
         "parts_stock",
         sa.Column("location_id", sa.String(24), nullable=False),
@@ -64,6 +80,9 @@ def upgrade() -> None:
             "location_id", "part_number", "month", name="pk_parts_monthly_usage"
         ),
     )
+
+
+def _requisitions() -> None:
     op.create_table(
         "parts_requisitions",
         sa.Column("requisition_id", sa.String(36), nullable=False),
@@ -89,6 +108,9 @@ def upgrade() -> None:
         "parts_requisitions",
         ["requesting_location_id"],
     )
+
+
+def _returns() -> None:
     op.create_table(
         "parts_returns",
         sa.Column("return_id", sa.String(80), nullable=False),
@@ -114,12 +136,6 @@ def upgrade() -> None:
         "ix_parts_returns_service_point_id_status", "parts_returns", ["service_point_id", "status"]
     )
     op.create_index("ix_parts_returns_status_due_at", "parts_returns", ["status", "due_at"])
-    op.create_table(
-        "parts_reactor_triggers",
-        sa.Column("event_id", sa.String(36), nullable=False),
-        sa.Column("handled_at", UtcDateTime, nullable=False),
-        sa.PrimaryKeyConstraint("event_id", name="pk_parts_reactor_triggers"),
-    )
 
 
 def downgrade() -> None:

@@ -92,7 +92,8 @@ def schema_is_current_on(conn: Connection) -> bool:
 
 def _plan_is_empty(database_url: str, current: set[str]) -> bool:
     script = _scripts(database_url)
-    return not script._upgrade_revs("heads", tuple(current))
+    # Alembic's own planner (typed as taking one revision; it takes the tuple of heads).
+    return not script._upgrade_revs("heads", tuple(current))  # type: ignore[arg-type]
 
 
 _SCRIPTS: dict[str, ScriptDirectory] = {}

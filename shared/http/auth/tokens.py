@@ -15,13 +15,23 @@ import json
 import re
 import secrets
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import jwt
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from shared.app.config import AuthSettings, Settings
+from shared.kernel.text import check_text
 
 # Roles a token may carry ("system" is the platform's own actor, never a caller).
 TOKEN_ROLES = frozenset(
@@ -46,13 +56,87 @@ class InvalidCredentials(Exception):
     """Missing, malformed, expired, forged or otherwise unacceptable credentials (401)."""
 
 
-@dataclass(frozen=True)
-class Claims:
-    subject: str
-    role: str
-    region: str | None = None
-    location: str | None = None
-    scopes: frozenset[str] = field(default_factory=lambda: ALL_SCOPES)
+# Column sizes the claims end up in (events.actor_subject, actor_role, region).
+SUBJECT_MAX = 200
+ROLE_MAX = 50
+REGION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$"
+LOCATION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,23}$"
+# RFC 6749 scope-token characters, space-separated.
+SCOPE_PATTERN = r"^[\x21\x23-\x5B\x5D-\x7E]+( [\x21\x23-\x5B\x5D-\x7E]+)*$"
+
+
+def _printable_subject(value: str) -> str:
+    check_text(value)
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        raise ValueError("contains a control character")
+    return value
+
+
+Subject = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=SUBJECT_MAX),
+    AfterValidator(_printable_subject),
+]
+Role = Annotated[str, StringConstraints(min_length=1, max_length=ROLE_MAX)]
+Region = Annotated[str, StringConstraints(pattern=REGION_PATTERN, to_lower=True)]
+Location = Annotated[str, StringConstraints(pattern=LOCATION_PATTERN)]
+Scope = Annotated[str, StringConstraints(pattern=SCOPE_PATTERN, max_length=1000)]
+
+
+class Claims(BaseModel):
+    """The one claims schema every bearer token and API key is validated through.
+
+    Strict types: a claim of another type (a ``region`` that is a list or a number, a
+    ``scope`` list, a numeric ``sub``, a ``role`` object, …) or a present-but-null optional
+    claim makes the credentials invalid (401) — it never widens or narrows access by
+    accident of an identity provider's claim mapping. Lengths fit the columns the actor is
+    stored in; text is valid text (no NUL, no lone surrogate, no control characters in the
+    subject). Other claims (``iat``, ``jti``, …) are ignored; ``exp``/``iss``/``aud`` are
+    checked by the signature verification before this."""
+
+    model_config = ConfigDict(strict=True, frozen=True, extra="ignore", populate_by_name=True)
+
+    subject: Subject = Field(alias="sub")
+    role: Role
+    # Dispatcher and regional center: the one region they act in (lower case).
+    region: Region | None = None
+    # Parts clerk: the stock location they work at.
+    location: Location | None = None
+    # Space-separated scopes; absent = everything the role may do.
+    scope: Scope | None = None
+
+    @field_validator("region", "location", "scope", mode="before")
+    @classmethod
+    def _present_means_given(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("a claim that is present must not be null")
+        return value
+
+    @model_validator(mode="after")
+    def _role_and_reach(self) -> Claims:
+        if self.role not in TOKEN_ROLES:
+            raise ValueError(f"unknown role {self.role!r}")
+        if self.role in REGION_ROLES and not self.region:
+            raise ValueError(f"a {self.role} token needs a region")
+        return self
+
+    @property
+    def scopes(self) -> frozenset[str]:
+        return frozenset(self.scope.split()) if self.scope else ALL_SCOPES
+
+
+def validate_claims(data: Any) -> Claims:
+    """``data`` (a decoded token payload, or an API key's entry) as :class:`Claims`, or
+    InvalidCredentials naming the first claim that does not fit."""
+    if not isinstance(data, dict):
+        raise InvalidCredentials("the token's claims are not an object")
+    try:
+        return Claims.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise InvalidCredentials(f"claim {where!r}: {message}" if where else message) from None
 
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
@@ -86,13 +170,6 @@ def new_api_key() -> str:
     return f"tlk_{secrets.token_urlsafe(32)}"
 
 
-def check_claims(role: str, region: str | None, location: str | None) -> None:
-    if role not in TOKEN_ROLES:
-        raise InvalidCredentials(f"unknown role {role!r}")
-    if role in REGION_ROLES and not region:
-        raise InvalidCredentials(f"a {role} token needs a region")
-
-
 def issue_token(
     settings: Settings,
     *,
@@ -106,10 +183,6 @@ def issue_token(
 ) -> str:
     """A signed token (HS256, or RS256 with ``private_key_file``) for local use and tests."""
     auth = settings.auth
-    try:
-        check_claims(role, region, location)
-    except InvalidCredentials as exc:
-        raise ValueError(str(exc)) from None
     issued = int(now if now is not None else time.time())
     ttl = ttl_seconds if ttl_seconds is not None else parse_duration(auth.token_ttl_default)
     claims: dict[str, Any] = {
@@ -126,6 +199,10 @@ def issue_token(
         claims["location"] = location
     if scopes:
         claims["scope"] = " ".join(scopes)
+    try:
+        validate_claims(claims)  # only tokens the services accept
+    except InvalidCredentials as exc:
+        raise ValueError(str(exc)) from None
     if auth.uses_rs256:
         if not auth.private_key_file:
             raise ValueError("RS256 is configured: set TICKETLINE_AUTH_PRIVATE_KEY_FILE to issue")
@@ -192,34 +269,21 @@ class Authenticator:
             raise InvalidCredentials("the token has expired") from None
         except (jwt.PyJWTError, ValueError) as exc:
             raise InvalidCredentials(f"invalid token: {exc}") from None
-        role = data.get("role")
-        region = data.get("region")
-        location = data.get("location")
-        if not isinstance(role, str) or not isinstance(data["sub"], str):
-            raise InvalidCredentials("the token has no role")
-        check_claims(role, region, location)
-        scope = data.get("scope")
-        scopes = frozenset(scope.split()) if isinstance(scope, str) and scope else ALL_SCOPES
-        return Claims(
-            subject=data["sub"],
-            role=role,
-            region=region.lower() if isinstance(region, str) and region else None,
-            location=location if isinstance(location, str) else None,
-            scopes=scopes,
-        )
+        return validate_claims(data)
 
     def verify_api_key(self, key: str) -> Claims:
         digest = api_key_hash(key)
         # Compare every stored hash in constant time: no timing hint on which one is close.
         found = None
-        for stored, entry in self.auth.api_keys.items():
+        for stored, candidate in self.auth.api_keys.items():
             if hmac.compare_digest(stored.lower(), digest):
-                found = entry
+                found = candidate
         if found is None:
             raise InvalidCredentials("unknown API key")
-        region = found.region.lower() if found.region else None
-        check_claims(found.role, region, None)
-        return Claims(subject=f"apikey:{found.name}", role=found.role, region=region)
+        claims: dict[str, Any] = {"sub": f"apikey:{found.name}", "role": found.role}
+        if found.region is not None:
+            claims["region"] = found.region
+        return validate_claims(claims)
 
 
 def api_key_entry(name: str, key: str, region: str | None = None) -> str:

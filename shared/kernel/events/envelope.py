@@ -133,7 +133,8 @@ class EventEnvelope(BaseModel):
         return self.stream_id if self.stream_type == "ticket" else None
 
     def to_json_dict(self) -> dict[str, Any]:
-        return json.loads(canonical_json(self.model_dump(mode="python")))
+        document: dict[str, Any] = json.loads(canonical_json(self.model_dump(mode="python")))
+        return document
 
 
 _ENVELOPE_FIELDS = frozenset(EventEnvelope.model_fields)

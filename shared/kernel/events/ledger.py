@@ -10,14 +10,14 @@ by the operator who holds the database.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import Field
 
 from shared.kernel.events.envelope import EventPayload
 
-DIGEST_SCHEME = "sha256-buckets-256/v1"
-SIGNATURE_ALGORITHM = "ed25519"
+DIGEST_SCHEME: Final = "sha256-buckets-256/v1"
+SIGNATURE_ALGORITHM: Final = "ed25519"
 
 
 class LedgerCheckpointed(EventPayload, event_type="LedgerCheckpointed", stream_type="ledger"):

@@ -76,10 +76,18 @@ def upcast(event_type: str, schema_version: int, payload: dict[str, Any]) -> dic
 def payload_dict(envelope: EventEnvelope) -> dict[str, Any]:
     """The envelope's payload as stored (JSON types), upcast to the current version. No
     validation: what the ledger holds was validated when it was appended."""
-    current = payload_class(envelope.event_type).schema_version
+    current = _CURRENT_VERSION.get(envelope.event_type)
+    if current is None:
+        current = _CURRENT_VERSION[envelope.event_type] = payload_class(
+            envelope.event_type
+        ).schema_version
     if envelope.schema_version == current:
         return envelope.payload
     return upcast(envelope.event_type, envelope.schema_version, envelope.payload)
+
+
+# The current schema version per event type (payload classes are registered once).
+_CURRENT_VERSION: dict[str, int] = {}
 
 
 def typed_payload(envelope: EventEnvelope) -> EventPayload:

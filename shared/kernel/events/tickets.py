@@ -6,6 +6,7 @@ event is decided and stored in it, so a replay never depends on today's configur
 
 from __future__ import annotations
 
+import re
 from datetime import date
 from enum import StrEnum
 from typing import Annotated
@@ -16,11 +17,22 @@ from shared.kernel.events.envelope import EventPayload
 
 ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 LongText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000)]
+_PHONE_DIGITS = re.compile(r"\+?[0-9]{7,21}")
+
+
+def _phone_digits(value: str) -> str:
+    """Stored without separators so that lookups and duplicate checks compare digits; the
+    stored form must itself be a valid phone (events are validated again when read)."""
+    digits = value.replace(" ", "").replace("-", "")
+    if not _PHONE_DIGITS.fullmatch(digits):
+        raise ValueError("a phone number has 7 to 21 digits")
+    return digits
+
+
 Phone = Annotated[
     str,
     StringConstraints(strip_whitespace=True, pattern=r"^\+?[0-9][0-9 \-]{5,19}[0-9]$"),
-    # Stored without separators so that lookups and duplicate checks compare digits.
-    AfterValidator(lambda v: v.replace(" ", "").replace("-", "")),
+    AfterValidator(_phone_digits),
 ]
 RegionCode = Annotated[
     str,

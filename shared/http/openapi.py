@@ -1,0 +1,123 @@
+"""The OpenAPI document every service publishes: its error answers and header formats.
+
+FastAPI documents what routes declare. The conventions every route shares are added here,
+once, from what each operation has: every error answer is ``application/problem+json``
+(``ProblemDetails``) — 401/403 where credentials are needed, 422 where anything is read,
+400 and 413 where a body is, 404 for a resource named in the path, 409 for commands, 503
+when the database is away (with ``Retry-After``) — and every operation documents the
+``X-Correlation-ID`` header. Header formats (If-Match, Idempotency-Key, Last-Event-ID)
+come from their declarations in shared/http/headers.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+
+from shared.http.problems import PROBLEM_MEDIA_TYPE, ProblemDetails
+
+DESCRIPTIONS = {
+    400: "The body is not readable (malformed encoding, nesting too deep)",
+    401: "No valid credentials (`WWW-Authenticate: Bearer`)",
+    403: "Role or scope not allowed; the body names what is missing",
+    404: "Unknown resource, or one outside the caller's reach (region, assignment)",
+    409: "Lifecycle rule violated (`rule`), version conflict (`If-Match`), or idempotency "
+    "key reused",
+    413: "Request body above the size limit",
+    422: "Invalid input; `errors[].field` names each offending field, query parameter or header",
+    429: "Rate limited (`Retry-After`)",
+    500: "Internal error (logged; the body says nothing of the cause)",
+    503: "The database is unavailable; retry after `Retry-After` seconds",
+}
+RETRY_AFTER = {
+    "description": "Seconds to wait before retrying.",
+    "schema": {"type": "integer", "minimum": 1},
+}
+WWW_AUTHENTICATE = {
+    "description": 'The challenge: `Bearer realm="ticketline"` (with `error="invalid_token"` '
+    "for credentials that were sent but are not valid).",
+    "schema": {"type": "string"},
+}
+CORRELATION_HEADER = {
+    "name": "X-Correlation-ID",
+    "in": "header",
+    "required": False,
+    "description": "A UUID that ties this request to the events it records and to the log "
+    "lines; echoed in the answer. Another value is replaced by a new UUID.",
+    "schema": {"type": "string", "format": "uuid"},
+}
+COMMAND_METHODS = {"post", "put", "patch", "delete"}
+# Probes answer in their own shape (a readiness 503 is `{"status": "not_ready"}`).
+PROBES = "/health/"
+
+
+def problem_statuses(path: str, method: str, operation: dict[str, Any]) -> set[int]:
+    statuses = {int(s) for s in operation.get("responses", {}) if str(s)[:1] in {"4", "5"}}
+    has_body = "requestBody" in operation
+    reads_input = has_body or any(
+        p.get("in") != "header" or p.get("name") != CORRELATION_HEADER["name"]
+        for p in operation.get("parameters", [])
+    )
+    if operation.get("security"):
+        statuses |= {401, 403}
+    if reads_input:
+        statuses.add(422)
+    if has_body:
+        statuses |= {400, 413}
+    if "{" in path:
+        statuses.add(404)
+    if method in COMMAND_METHODS and operation.get("security"):
+        statuses.add(409)
+    statuses.add(503)
+    return statuses
+
+
+def describe_problems(document: dict[str, Any]) -> dict[str, Any]:
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    problem = ProblemDetails.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(problem.pop("$defs", {}))
+    schemas["ProblemDetails"] = problem
+    ref = {"$ref": "#/components/schemas/ProblemDetails"}
+    for path, operations in document.get("paths", {}).items():
+        for method, operation in operations.items():
+            if method not in {"get", "put", "post", "patch", "delete", "head", "options"}:
+                continue
+            if path.startswith(PROBES):
+                continue
+            parameters = operation.setdefault("parameters", [])
+            if not any(p.get("name") == CORRELATION_HEADER["name"] for p in parameters):
+                parameters.append(dict(CORRELATION_HEADER))
+            responses = operation.setdefault("responses", {})
+            for status in sorted(problem_statuses(path, method, operation)):
+                entry = responses.get(str(status), {})
+                answer: dict[str, Any] = {
+                    "description": entry.get("description")
+                    if status in {404, 429} and entry.get("description")
+                    else DESCRIPTIONS.get(status, "Error"),
+                    "content": {PROBLEM_MEDIA_TYPE: {"schema": ref}},
+                }
+                if status in {429, 503}:
+                    answer["headers"] = {"Retry-After": RETRY_AFTER}
+                if status == 401:
+                    answer["headers"] = {"WWW-Authenticate": WWW_AUTHENTICATE}
+                responses[str(status)] = answer
+            operation["responses"] = dict(sorted(responses.items()))
+    # FastAPI's own validation-error shapes are never answered (422 is a problem).
+    text = repr(document["paths"])
+    for name in ("HTTPValidationError", "ValidationError"):
+        if f"#/components/schemas/{name}'" not in text:
+            schemas.pop(name, None)
+    return document
+
+
+def install_openapi(app: FastAPI) -> None:
+    described: list[dict[str, Any]] = []
+
+    def openapi() -> dict[str, Any]:
+        document = FastAPI.openapi(app)  # cached by FastAPI until the routes change
+        if not described or described[0] is not document:
+            described[:] = [describe_problems(document)]
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]

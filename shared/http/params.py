@@ -1,0 +1,173 @@
+"""The one parsing layer for values the services read from headers, queries and paths.
+
+Every such value is parsed here, into its type and within the range its column or its
+computation can hold, so that a value outside its type is a 422 problem naming the field
+before any work starts — never a 500, nor a 200 stream that dies on the first query, nor
+a filter silently dropped:
+
+- integers are ASCII digits only (``str.isdigit`` and ``int()`` accept '٣' and other
+  scripts' digits) and bounded: global positions by PostgreSQL's BIGINT, stream versions
+  by the ``stream_version`` INTEGER column;
+- ISO weeks and months are ASCII, real calendar periods whose end is a representable date;
+- times carry a timezone and convert to UTC without leaving the calendar;
+- filters have the shape of what they filter (a phone filter is a phone number, a region
+  filter a region code, …), so a malformed filter is rejected instead of matching all.
+
+Use the ``Annotated`` types below as query, path or body field types; headers are parsed
+by the dependencies in ``shared/http/headers.py`` with the functions here. Declare a
+required parameter as ``week: Annotated[IsoWeek, Query(...)]``, an optional one as
+``week: IsoWeek | None = Query(...)`` or ``= None``: FastAPI drops the type's checks from
+``week: IsoWeek = Query(...)`` (the hostile-input table in tests/test_fuzz.py notices).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any
+from uuid import UUID
+
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, StringConstraints
+
+from shared.kernel.errors import InvalidCommand
+from shared.kernel.events.network import NetworkId, ProductLine
+from shared.kernel.events.parts import LocationId, PartNumber
+from shared.kernel.events.tickets import Phone
+from shared.kernel.text import check_text
+
+# PostgreSQL BIGINT (events.position, event_sequence.last_position).
+MAX_POSITION = 2**63 - 1
+# PostgreSQL INTEGER (events.stream_version and every read model's version column).
+MAX_STREAM_VERSION = 2**31 - 1
+
+_ASCII_UINT = re.compile(r"[0-9]{1,19}")
+
+
+def parse_ascii_uint(raw: str, *, maximum: int) -> int:
+    """``raw`` as a non-negative integer of ASCII digits up to ``maximum``, or ValueError
+    saying why not (never a 4300-digit conversion, never another script's digits)."""
+    text = raw.strip()
+    if not _ASCII_UINT.fullmatch(text):
+        raise ValueError(f"must be a whole number of ASCII digits 0-9, at most {maximum}")
+    value = int(text)
+    if value > maximum:
+        raise ValueError(f"must be at most {maximum}")
+    return value
+
+
+def _bounded_uint(maximum: int) -> BeforeValidator:
+    def parse(value: Any) -> Any:
+        if isinstance(value, str):
+            return parse_ascii_uint(value, maximum=maximum)
+        return value  # JSON numbers: the Field bounds below apply
+
+    return BeforeValidator(parse)
+
+
+# A global position in the ledger (``from_position``, ``Last-Event-ID``, cursors).
+Position = Annotated[
+    int,
+    _bounded_uint(MAX_POSITION),
+    Field(ge=0, le=MAX_POSITION, description="A global position: 0 … 2^63-1."),
+]
+# A stream version (``If-Match``).
+StreamVersion = Annotated[
+    int,
+    _bounded_uint(MAX_STREAM_VERSION),
+    Field(ge=0, le=MAX_STREAM_VERSION),
+]
+
+
+def _iso_week(value: str) -> str:
+    year, number = value.split("-W")
+    try:
+        monday = date.fromisocalendar(int(year), int(number), 1)
+        monday + timedelta(days=7)  # the report reads up to the next Monday
+    except (ValueError, OverflowError):
+        raise ValueError(f"{value} is not a week of that year") from None
+    return value
+
+
+def _iso_month(value: str) -> str:
+    if int(value[:4]) < 1:
+        raise ValueError("the year must be 0001 or later")
+    return value
+
+
+# ``2026-W47``: ASCII digits (a regex ``\d`` also matches other scripts' digits), a week
+# that exists in that year, and whose following Monday is still a date.
+IsoWeek = Annotated[
+    str,
+    StringConstraints(pattern=r"^[0-9]{4}-W(0[1-9]|[1-4][0-9]|5[0-3])$"),
+    AfterValidator(_iso_week),
+]
+# ``2026-11`` (UTC calendar month).
+IsoMonth = Annotated[
+    str,
+    StringConstraints(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$"),
+    AfterValidator(_iso_month),
+]
+
+
+def _utc(value: datetime) -> datetime:
+    try:
+        converted = value.astimezone(UTC)
+        # Every stored time is compared and shifted by deadlines of days: keep a margin.
+        converted + timedelta(days=3660)
+        converted - timedelta(days=3660)
+    except OverflowError:
+        raise ValueError("the time is outside the supported calendar range") from None
+    return converted
+
+
+# A point in time with its timezone (ISO 8601), normalised to UTC; naive times, and times
+# at the very edges of the calendar that cannot be shifted, are 422.
+UtcTime = Annotated[AwareDatetime, AfterValidator(_utc)]
+
+
+def _calendar_date(value: date) -> date:
+    if not date(1900, 1, 1) <= value <= date(9000, 12, 31):
+        raise ValueError("the date must be between 1900-01-01 and 9000-12-31")
+    return value
+
+
+# A calendar date the domain can add months and years to.
+CalendarDate = Annotated[date, AfterValidator(_calendar_date)]
+
+# --- filters: the shape of what they filter ---------------------------------------------
+
+RegionFilter = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$"),
+    AfterValidator(str.lower),
+    Field(description="A region code, e.g. `east` (case-insensitive)."),
+]
+PhoneFilter = Annotated[
+    Phone, Field(description="A full phone number (digits, optional leading +, spaces or -).")
+]
+NetworkIdFilter = Annotated[NetworkId, Field(description="A network member's id.")]
+LocationFilter = Annotated[LocationId, Field(description="A stock location id.")]
+PartNumberFilter = Annotated[PartNumber, Field(description="A part number, e.g. MOTOR-WM700.")]
+ProductLineFilter = Annotated[ProductLine, AfterValidator(check_text)]
+TextFilter = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+def ticket_id_text(value: UUID | None) -> str | None:
+    """A ticket id filter as stored (ticket ids are UUIDs in their canonical form)."""
+    return str(value) if value is not None else None
+
+
+# A ticket number as a cursor (``TL-20261122-000123``).
+TicketNumber = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9_]{1,10}-[0-9]{8}-[0-9]{1,12}$", max_length=32)
+]
+
+
+def check_time(name: str, value: datetime) -> datetime:
+    """``value`` (e.g. decoded from a cursor) as a UTC time in range, or 422 naming ``name``."""
+    if value.tzinfo is None:
+        raise InvalidCommand(name, "not a cursor this service issued")
+    try:
+        return _utc(value)
+    except ValueError as exc:
+        raise InvalidCommand(name, str(exc)) from None

@@ -1,0 +1,86 @@
+"""Input text is valid text: one check on every request, before any work.
+
+``valid_text_input`` is a global dependency of every service app (shared/http/app.py). It
+looks at everything a route can read as text — the JSON body (every key and string value,
+at any depth), query and path values, and the headers the services read — and answers 422
+naming the field when one holds a character PostgreSQL text cannot store (NUL) or a lone
+surrogate (shared/kernel/text.py). Token claims go through the same rule in the claims
+schema (shared/http/auth/tokens.py).
+
+The check is by content, not by schema, so a new field or route is covered without
+declaring anything.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import Request
+
+from shared.http.problems import ProblemError
+from shared.kernel.text import invalid_text_reason
+
+# The request headers a service reads as text (credentials: the claims schema's job).
+CHECKED_HEADERS = ("Idempotency-Key", "If-Match", "Last-Event-ID", "X-Correlation-ID")
+# Set by the observability middleware when it replaced the caller's correlation id.
+GIVEN_CORRELATION_ID = "ticketline.given_correlation_id"
+
+
+def invalid(field: str, reason: str) -> ProblemError:
+    return ProblemError(
+        422,
+        "validation-error",
+        "The request is not valid",
+        f"{field}: {reason}",
+        errors=[{"field": field, "message": reason}],
+    )
+
+
+def _check(field: str, value: str) -> None:
+    reason = invalid_text_reason(value)
+    if reason is not None:
+        raise invalid(field or "body", reason)
+
+
+def check_document(document: Any, root: str = "") -> None:
+    """Every key and string in a parsed JSON document (iteratively: depth is no risk)."""
+    pending: list[tuple[str, Any]] = [(root, document)]
+    while pending:
+        path, value = pending.pop()
+        if isinstance(value, str):
+            _check(path, value)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                child = f"{path}.{key}" if path else str(key)
+                _check(child, key)
+                pending.append((child, item))
+        elif isinstance(value, list):
+            pending.extend(
+                (f"{path}.{i}" if path else str(i), item) for i, item in enumerate(value)
+            )
+
+
+async def valid_text_input(request: Request) -> None:
+    for name, value in request.query_params.multi_items():
+        _check("query", name)
+        _check(name, value)
+    for name, value in request.path_params.items():
+        if isinstance(value, str):
+            _check(name, value)
+    for header in CHECKED_HEADERS:
+        if (given_header := request.headers.get(header)) is not None:
+            _check(header, given_header)
+    given = request.scope.get("state", {}).get(GIVEN_CORRELATION_ID)
+    if given is not None:
+        _check("X-Correlation-ID", given)
+    if request.method in {"GET", "HEAD", "OPTIONS", "DELETE"}:
+        return
+    body = await request.body()  # cached: the route's own parsing reads the same bytes
+    if not body:
+        return
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        return  # not JSON (or too deep): the route's body parsing answers
+    check_document(document)

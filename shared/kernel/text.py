@@ -1,0 +1,48 @@
+"""Text the platform accepts and text it writes line by line.
+
+*Valid text* is what both databases store as text: PostgreSQL's ``text`` cannot hold NUL
+(U+0000), and no UTF-8 encoder accepts a lone surrogate (U+D800–U+DFFF), which JSON's
+``\\ud800`` escapes can produce. Every input — request bodies, query and path values, the
+headers the services read, token claims — is checked against this one rule before any
+work starts (shared/http/validation.py, shared/http/auth/tokens.py).
+
+*JSON lines* (``ticketline subscribe``, ``/audit/export?format=jsonl``, SSE ``data:``
+lines) must stay one record per line for consumers that split lines the way Unicode
+does (Python's ``str.splitlines``, JavaScript line terminators): JSON escapes the C0
+control characters already, but leaves U+0085 (NEL), U+2028 and U+2029 raw. Escaping
+them keeps every line a valid JSON text with the same value.
+"""
+
+from __future__ import annotations
+
+import re
+
+# NUL and every UTF-16 surrogate code point (a str holds one only when it is unpaired).
+_INVALID_TEXT = re.compile("[\x00\ud800-\udfff]")
+# Line separators that JSON leaves raw but str.splitlines() and others split on.
+_LINE_SEPARATORS = re.compile("[\x85\u2028\u2029]")
+
+
+def invalid_text_reason(value: str) -> str | None:
+    """Why ``value`` cannot be stored as text, or None when it can."""
+    found = _INVALID_TEXT.search(value)
+    if found is None:
+        return None
+    char = found.group()
+    if char == "\x00":
+        return "contains a NUL character (U+0000)"
+    return f"contains an unpaired surrogate (U+{ord(char):04X})"
+
+
+def check_text(value: str) -> str:
+    """A pydantic ``AfterValidator``: the value, or ValueError naming what is wrong."""
+    reason = invalid_text_reason(value)
+    if reason is not None:
+        raise ValueError(reason)
+    return value
+
+
+def escape_line_separators(text: str) -> str:
+    """``text`` (JSON) with U+0085, U+2028 and U+2029 written as ``\\uXXXX`` escapes. Only
+    valid inside JSON strings, where those characters can only occur."""
+    return _LINE_SEPARATORS.sub(lambda m: f"\\u{ord(m.group()):04x}", text)

@@ -1,0 +1,547 @@
+"""Input outside its type is a 4xx problem naming the field, before any work starts — one
+test per class of input (shared/http/params.py, shared/http/validation.py), not per route:
+
+- header, query and path values outside their type (non-ASCII digits, thousands of
+  digits, positions beyond BIGINT, versions beyond INTEGER, weeks and times whose dates
+  leave the calendar, forged cursors);
+- malformed filters, on every list endpoint of every service;
+- text a database cannot store (NUL, lone surrogates) anywhere in a request — on both
+  databases, since PostgreSQL is where NUL broke;
+- database outages (503 with Retry-After) and unhandled errors (a 500 problem);
+- the OpenAPI documents describe the problem answers and header formats.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import exc as sa
+from sqlalchemy import func, select
+
+from services.intake.schemas import RECEIVE_EXAMPLE
+from shared.app.platform import Platform
+from shared.app.registry import SERVICES, app_factory
+from shared.eventstore.tables import events
+from tests.support import asgi
+from tests.support.auth import headers_for
+from tests.support.clients import service_client
+
+SQLITE = pytest.mark.parametrize("backend", ["sqlite"])
+PROBLEM = "application/problem+json"
+
+
+def assert_problem(response: httpx.Response | asgi.Answer, status: int, field: str) -> None:
+    if isinstance(response, asgi.Answer):
+        code, content_type, body = response.status, response.content_type, response.body
+    else:
+        code, content_type, body = (
+            response.status_code,
+            response.headers["content-type"],
+            response.content,
+        )
+    assert code == status, body
+    assert content_type.startswith(PROBLEM), content_type
+    fields = [e["field"] for e in json.loads(body).get("errors", [])]
+    assert field in fields, (field, json.loads(body))
+
+
+async def ledger_head(platform: Platform) -> int:
+    count = select(func.count()).select_from(events)
+    return int(await platform.db.read(lambda c: c.execute(count).scalar_one()))
+
+
+async def open_ticket(platform: Platform) -> str:
+    async with service_client("intake", platform) as agent:
+        response = await agent.post("/tickets", json=RECEIVE_EXAMPLE)
+        assert response.status_code == 201, response.text
+        return str(response.json()["ticket_id"])
+
+
+# --- class 1: header, query and path values outside their type --------------------------
+
+OUTSIDE_A_VERSION = [
+    '"٣"',  # Arabic-Indic digit: str.isdigit() says yes
+    "３",  # fullwidth
+    '"' + "9" * 5000 + '"',
+    f'"{2**31}"',  # beyond the stream_version INTEGER column
+    'W/"1.0"',
+    '"-1"',
+    "*",
+]
+
+
+@SQLITE
+@pytest.mark.parametrize("value", OUTSIDE_A_VERSION)
+async def test_if_match_outside_a_stream_version_is_422_before_any_work(
+    platform: Platform, value: str
+) -> None:
+    tid = await open_ticket(platform)
+    before = await ledger_head(platform)
+    fix = {"reason": "typo", "customer": {"name": "Li Wei", "phone": "13900000000"}}
+    async with service_client("intake", platform, role="dispatcher") as client:
+        response = await client.patch(
+            f"/tickets/{tid}/contact", json=fix, headers={"If-Match": value.encode()}
+        )
+        assert_problem(response, 422, "If-Match")
+        assert await ledger_head(platform) == before
+        ok = await client.patch(f"/tickets/{tid}/contact", json=fix, headers={"If-Match": '"1"'})
+        assert ok.status_code == 200, ok.text
+
+
+OUTSIDE_A_POSITION = ["٣", "１２", "9" * 5000, str(2**63), "-1", "1e3", " "]
+
+
+@SQLITE
+@pytest.mark.parametrize("value", OUTSIDE_A_POSITION)
+async def test_positions_outside_bigint_or_ascii_digits_are_422_not_a_dying_stream(
+    platform: Platform, value: str
+) -> None:
+    app = app_factory("intake")(platform)
+    auditor = headers_for("auditor")
+    resumed = await asgi.call(
+        app, "GET", "/streams/events", headers={**auditor, "Last-Event-ID": value}
+    )
+    assert_problem(resumed, 422, "Last-Event-ID")
+    started = await asgi.call(
+        app, "GET", "/streams/events", headers=auditor, params={"from_position": value}
+    )
+    assert_problem(started, 422, "from_position")
+    # The largest position is accepted: the stream starts (and is hung up on).
+    edge = await asgi.call(
+        app, "GET", "/streams/events", headers={**auditor, "Last-Event-ID": str(2**63 - 1)}
+    )
+    assert edge.status == 200 and edge.error is None, edge
+
+
+@SQLITE
+@pytest.mark.parametrize(
+    ("path", "params", "field"),
+    [
+        ("/quality/weekly", {"week": "9999-W52"}, "week"),  # its next Monday is year 10000
+        ("/quality/weekly", {"week": "0000-W01"}, "week"),
+        ("/quality/weekly", {"week": "2025-W53"}, "week"),  # 2025 has 52 weeks
+        ("/quality/weekly", {"week": "٢٠٢٦-W47"}, "week"),
+        ("/compliance/summary", {"month": "٢٠٢٦-11"}, "month"),
+        ("/scorecards", {"month": "0000-01"}, "month"),
+        ("/compliance/tickets", {"cursor": "TL-٢٠٢٦١١٢٠-000001"}, "cursor"),
+    ],
+)
+async def test_calendar_values_out_of_range_are_422(
+    platform: Platform, path: str, params: dict[str, str], field: str
+) -> None:
+    async with service_client("feedback", platform, role="auditor") as client:
+        assert_problem(await client.get(path, params=params), 422, field)
+        if field == "week":
+            assert (await client.get(path, params={"week": "2026-W53"})).status_code == 200
+
+
+@SQLITE
+@pytest.mark.parametrize(
+    "value",
+    ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+23:59", "2026-11-20T10:00:00"],
+)
+async def test_times_without_zone_or_beyond_the_calendar_are_422(
+    platform: Platform, value: str
+) -> None:
+    tid = await open_ticket(platform)
+    async with service_client("intake", platform, role="auditor") as intake:
+        assert_problem(await intake.get(f"/tickets/{tid}", params={"as_of": value}), 422, "as_of")
+        assert_problem(
+            await intake.get("/tickets", params={"created_to": value}), 422, "created_to"
+        )
+        export = await intake.get("/audit/export", params={"recorded_from": value})
+        assert_problem(export, 422, "recorded_from")
+    async with service_client("feedback", platform, role="auditor") as feedback:
+        view = await feedback.get(f"/compliance/tickets/{tid}", params={"as_of": value})
+        assert_problem(view, 422, "as_of")
+    async with service_client("dispatch", platform, role="admin") as dispatch:
+        body = {"appointment_start": value, "appointment_end": value}
+        response = await dispatch.post(f"/tickets/{tid}/dispatch", json=body)
+        assert_problem(response, 422, "appointment_start")
+
+
+@SQLITE
+async def test_a_cursor_the_service_did_not_issue_is_422(platform: Platform) -> None:
+    def forged(text: str) -> str:
+        return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+    async with service_client("intake", platform, role="auditor") as client:
+        for cursor in (
+            "not-base64-!",
+            forged("0001-01-01T00:00:00+23:59|x"),
+            forged("2026-11-20T10:00:00|00000000-0000-0000-0000-000000000000"),  # naive
+            forged("2026-11-20T10:00:00+00:00|x\x00y"),
+        ):
+            assert_problem(await client.get("/tickets", params={"cursor": cursor}), 422, "cursor")
+
+
+# --- class 2: a malformed filter is 422, on every list endpoint ---------------------------
+
+# (service, path) → a malformed value per filter; anything the route reads as a filter
+# must be here (the test below fails for a new, unlisted one).
+MALFORMED_FILTERS: dict[tuple[str, str], dict[str, str]] = {
+    ("intake", "/tickets"): {
+        "phone": "abc",
+        "region": "no such/region",
+        "status": "lost",
+        "urgency": "whenever",
+        "created_from": "yesterday",
+        "created_to": "2026-13-01T00:00:00Z",
+        "cursor": "%%%",
+        "limit": "٣",
+    },
+    ("intake", "/streams/events"): {
+        "region": "e st",
+        "types": "NoSuchEvent",
+        "from_position": "٣",
+        "batch": "0",
+    },
+    ("intake", "/audit/export"): {
+        "ticket_id": "abc",
+        "region": "e st",
+        "recorded_from": "soon",
+        "recorded_to": "later",
+        "format": "xml",
+    },
+    ("intake", "/admin/parked"): {"status": "lost", "projection": "no such/one", "limit": "0"},
+    ("dispatch", "/service-points"): {"region": "e st", "level": "top"},
+    ("dispatch", "/technicians"): {
+        "region": "e st",
+        "service_point_id": "sp 1",
+        "skill": "",
+        "active": "perhaps",
+    },
+    ("dispatch", "/dispatch-queue"): {"region": "e st", "limit": "0"},
+    ("parts", "/parts"): {"model": ""},
+    ("parts", "/stock"): {"location": "a b", "part_number": "motor wm700"},
+    ("parts", "/requisitions"): {
+        "ticket_id": "abc",
+        "location": "a b",
+        "status": "lost",
+        "limit": "0",
+    },
+    ("parts", "/returns"): {
+        "service_point": "sp 1",
+        "status": "lost",
+        "ticket_id": "abc",
+        "limit": "0",
+    },
+    ("parts", "/returns/summary"): {"service_point": "sp 1"},
+    ("parts", "/replenishment"): {"location": "a b"},
+    ("feedback", "/compliance/tickets"): {
+        "region": "e st",
+        "service_point": "sp 1",
+        "technician": "t 1",
+        "month": "2026-13",
+        "compliant": "maybe",
+        "failing": "everything",
+        "cursor": "page-2",
+        "limit": "0",
+        "format": "xml",
+    },
+    ("feedback", "/compliance/summary"): {
+        "group_by": "planet",
+        "month": "2026-1",
+        "region": "e st",
+        "service_point": "sp 1",
+        "format": "xml",
+    },
+    ("feedback", "/scorecards"): {"month": "11-2026", "service_point": "sp 1"},
+    ("feedback", "/quality/weekly"): {"week": "2026-47"},
+}
+
+
+def list_routes() -> list[tuple[str, str, list[str]]]:
+    """(service, path, query parameter names) of every GET route without path parameters."""
+    found = []
+    for service in SERVICES:
+        document = app_factory(service)(None).openapi()
+        for path, operations in document["paths"].items():
+            get = operations.get("get")
+            if get is None or "{" in path or path.startswith("/health/") or path == "/metrics":
+                continue
+            names = [p["name"] for p in get.get("parameters", []) if p["in"] == "query"]
+            found.append((service, path, names))
+    return found
+
+
+def test_every_list_filter_has_a_malformed_example() -> None:
+    missing = [
+        f"{service} {path} ?{name}"
+        for service, path, names in list_routes()
+        for name in names
+        if name not in MALFORMED_FILTERS.get((service, path), {})
+    ]
+    assert not missing, f"add a malformed value to MALFORMED_FILTERS: {missing}"
+
+
+@SQLITE
+async def test_a_malformed_filter_is_422_never_dropped(platform: Platform) -> None:
+    await open_ticket(platform)
+    wrong: list[str] = []
+    for service, path, names in list_routes():
+        app = app_factory(service)(platform)
+        for name in names:
+            value = MALFORMED_FILTERS[(service, path)][name]
+            answer = await asgi.call(
+                app, "GET", path, headers=headers_for("admin"), params={name: value}
+            )
+            fields = (
+                [e["field"] for e in json.loads(answer.body).get("errors", [])]
+                if answer.content_type.startswith(PROBLEM)
+                else []
+            )
+            if answer.status != 422 or name not in fields:
+                wrong.append(f"{service} {path}?{name}={value!r}: {answer.status} {fields}")
+    assert not wrong, "\n".join(wrong)
+
+
+@SQLITE
+async def test_the_phone_filter_finds_only_that_phone(platform: Platform) -> None:
+    mine = await open_ticket(platform)
+    other = {**RECEIVE_EXAMPLE, "customer": {"name": "Wang Fang", "phone": "13900001111"}}
+    async with service_client("intake", platform) as agent:
+        assert (await agent.post("/tickets", json=other)).status_code == 201
+    async with service_client("intake", platform, role="dispatcher") as dispatcher:
+        found = await dispatcher.get("/tickets", params={"phone": "138-1234-5678"})
+        assert [t["ticket_id"] for t in found.json()["items"]] == [mine]
+        assert_problem(await dispatcher.get("/tickets", params={"phone": "abc"}), 422, "phone")
+        assert_problem(await dispatcher.get("/tickets", params={"phone": ""}), 422, "phone")
+
+
+@SQLITE
+async def test_an_empty_filter_is_malformed_not_no_filter(platform: Platform) -> None:
+    admin = headers_for("admin")
+    for service, path, name, value in (
+        ("intake", "/tickets", "phone", ""),
+        ("intake", "/tickets", "region", ""),
+        ("intake", "/streams/events", "types", ""),
+        ("intake", "/streams/events", "types", " , "),
+        ("dispatch", "/technicians", "skill", " "),
+        ("parts", "/stock", "part_number", ""),
+    ):
+        app = app_factory(service)(platform)
+        answer = await asgi.call(app, "GET", path, headers=admin, params={name: value})
+        assert_problem(answer, 422, name)
+
+
+# --- class 11: text a database cannot store, anywhere in a request -----------------------
+
+BAD_TEXT = ["Li\x00Wei", "Li\ud800Wei"]
+
+
+@pytest.mark.parametrize("text", BAD_TEXT, ids=["nul", "lone-surrogate"])
+async def test_invalid_text_is_422_naming_the_field_before_any_work(
+    platform: Platform, text: str
+) -> None:
+    """On both databases: PostgreSQL's text cannot hold NUL (a 500 there before)."""
+    tid = await open_ticket(platform)
+    before = await ledger_head(platform)
+    app = app_factory("intake")(platform)
+    agent = headers_for("call_center_agent")
+    json_headers = {**agent, "content-type": "application/json"}
+
+    def body_with(name: str) -> bytes:
+        data = {**RECEIVE_EXAMPLE, "customer": {**RECEIVE_EXAMPLE["customer"], "name": name}}
+        return json.dumps(data).encode()  # a lone surrogate travels as the escape \ud800
+
+    answer = await asgi.call(app, "POST", "/tickets", headers=json_headers, body=body_with(text))
+    assert_problem(answer, 422, "customer.name")
+    keyed = {**json_headers, "Idempotency-Key": "k" + text}
+    if "\x00" in text:  # headers are bytes: only NUL can travel in one
+        answer = await asgi.call(app, "POST", "/tickets", headers=keyed, body=body_with("Li Wei"))
+        assert_problem(answer, 422, "Idempotency-Key")
+        answer = await asgi.call(
+            app,
+            "POST",
+            "/tickets",
+            headers={**json_headers, "X-Correlation-ID": text},
+            body=body_with("Li Wei"),
+        )
+        assert_problem(answer, 422, "X-Correlation-ID")
+        answer = await asgi.call(app, "GET", "/tickets", headers=agent, params={"region": text})
+        assert_problem(answer, 422, "region")
+        dispatch = app_factory("dispatch")(platform)
+        answer = await asgi.call(
+            dispatch, "GET", "/technicians/t%00x", headers=headers_for("admin")
+        )
+        assert_problem(answer, 422, "technician_id")
+    # A key of the JSON body is text too.
+    weird_key = json.dumps({**RECEIVE_EXAMPLE, text: 1}).encode()
+    answer = await asgi.call(app, "POST", "/tickets", headers=json_headers, body=weird_key)
+    assert answer.status == 422, answer
+    # Nothing was recorded; the ticket is readable as before.
+    assert await ledger_head(platform) == before
+    async with service_client("intake", platform) as client:
+        assert (await client.get(f"/tickets/{tid}")).status_code == 200
+
+
+async def test_a_token_subject_that_is_not_text_is_401(platform: Platform) -> None:
+    """On both databases: the subject becomes the event's actor (a 500 on PostgreSQL)."""
+    import jwt
+
+    from tests.support.auth import TEST_JWT_SECRET
+
+    before = await ledger_head(platform)
+    app = app_factory("intake")(platform)
+    for subject in ("agent\x00", "agent\ud800", "a" * 201):
+        claims = {
+            "sub": subject,
+            "role": "call_center_agent",
+            "iss": platform.settings.auth.issuer,
+            "aud": platform.settings.auth.audience,
+            "exp": 4_000_000_000,
+        }
+        token = jwt.encode(claims, TEST_JWT_SECRET, algorithm="HS256")
+        answer = await asgi.call(
+            app,
+            "POST",
+            "/tickets",
+            headers={"Authorization": f"Bearer {token}", "content-type": "application/json"},
+            body=json.dumps(RECEIVE_EXAMPLE).encode(),
+        )
+        assert answer.status == 401, (subject[:10], answer)
+        assert answer.content_type.startswith(PROBLEM)
+    assert await ledger_head(platform) == before
+
+
+# --- class 12: database outages are 503, anything else a 500 problem ---------------------
+
+
+def _locked() -> Exception:
+    import sqlite3
+
+    return sa.OperationalError(
+        "BEGIN IMMEDIATE", {}, sqlite3.OperationalError("database is locked")
+    )
+
+
+def _invalidated() -> Exception:
+    error = sa.DBAPIError("SELECT 1", {}, Exception("server closed the connection"))
+    error.connection_invalidated = True
+    return error
+
+
+def _asyncpg_gone() -> Exception:
+    from asyncpg.exceptions import ConnectionDoesNotExistError
+
+    return ConnectionDoesNotExistError("connection was closed in the middle of operation")
+
+
+def _asyncpg_busy() -> Exception:
+    from asyncpg.exceptions import InterfaceError
+
+    return sa.InterfaceError("SELECT 1", {}, InterfaceError("another operation is in progress"))
+
+
+def _pool_exhausted() -> Exception:
+    return sa.TimeoutError("QueuePool limit of size 10 overflow 20 reached")
+
+
+def _refused() -> Exception:
+    return ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")
+
+
+@SQLITE
+@pytest.mark.parametrize(
+    "outage",
+    [_locked, _invalidated, _asyncpg_gone, _asyncpg_busy, _pool_exhausted, _refused],
+    ids=["sqlite-locked", "invalidated", "asyncpg-closed", "asyncpg-busy", "pool", "refused"],
+)
+async def test_a_database_outage_is_503_with_retry_after(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch, outage: Any
+) -> None:
+    def unavailable(*_args: Any, **_kwargs: Any) -> Any:
+        raise outage()
+
+    monkeypatch.setattr(platform.db, "read", unavailable)
+    monkeypatch.setattr(platform.db, "write", unavailable)
+    async with service_client("intake", platform, role="dispatcher") as client:
+        for response in (
+            await client.get("/tickets"),
+            await client.post(
+                "/tickets/00000000-0000-4000-8000-000000000000/diagnosis",
+                json={"category": "wear", "complexity": "simple", "resolution_path": "on_site"},
+            ),
+        ):
+            assert response.status_code == 503, response.text
+            assert response.headers["content-type"].startswith(PROBLEM)
+            assert int(response.headers["retry-after"]) >= 1
+
+
+async def test_an_unreachable_database_is_503_not_a_plain_500(tmp_path: Any) -> None:
+    from shared.app.config import Settings
+    from tests.support.auth import TEST_AUTH
+    from tests.support.ports import free_port
+
+    url = f"postgresql+asyncpg://nobody@127.0.0.1:{free_port()}/nothing"
+    platform = Platform.from_settings(Settings(database_url=url, data_dir=tmp_path, auth=TEST_AUTH))
+    try:
+        async with service_client("intake", platform, role="auditor") as client:
+            response = await client.get("/tickets")
+        assert response.status_code == 503, response.text
+        assert response.headers["content-type"].startswith(PROBLEM)
+        assert "retry-after" in response.headers
+    finally:
+        await platform.close()
+
+
+@SQLITE
+async def test_an_unhandled_error_is_a_500_problem_that_says_nothing_of_it(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("secret internals: customer 13812345678")
+
+    monkeypatch.setattr(platform.db, "read", broken)
+    app = app_factory("intake")(platform)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        response = await client.get("/tickets", headers=headers_for("auditor"))
+    assert response.status_code == 500
+    assert response.headers["content-type"].startswith(PROBLEM)
+    assert "secret" not in response.text and "1381234" not in response.text
+
+
+# --- the OpenAPI documents: problem answers and header formats ---------------------------
+
+
+def test_openapi_documents_describe_problems_and_header_formats() -> None:
+    for service in SERVICES:
+        app = app_factory(service)(None)
+        document = app.openapi()
+        assert "HTTPValidationError" not in document["components"]["schemas"]
+        for path, operations in document["paths"].items():
+            for method, operation in operations.items():
+                where = f"{service} {method.upper()} {path}"
+                responses = operation["responses"]
+                for status, answer in responses.items():
+                    if status[0] in "45" and not path.startswith("/health/"):
+                        assert list(answer["content"]) == [PROBLEM], (where, status)
+                if path.startswith("/health/"):
+                    continue
+                assert "503" in responses, where
+                assert "Retry-After" in responses["503"]["headers"], where
+                if operation.get("security"):
+                    assert {"401", "403"} <= set(responses), where
+                reads = [p for p in operation["parameters"] if p["name"] != "X-Correlation-ID"]
+                if reads or "requestBody" in operation:
+                    assert "422" in responses, where
+                if "requestBody" in operation:
+                    assert {"400", "413", "409"} <= set(responses), where
+                if "{" in path:
+                    assert "404" in responses, where
+                headers = {
+                    p["name"]: p["schema"] for p in operation["parameters"] if p["in"] == "header"
+                }
+                assert headers["X-Correlation-ID"]["format"] == "uuid", where
+                if "If-Match" in headers:
+                    assert headers["If-Match"]["pattern"], where
+                if "Idempotency-Key" in headers:
+                    assert headers["Idempotency-Key"]["maxLength"] == 200, where
+                if "Last-Event-ID" in headers:
+                    assert headers["Last-Event-ID"]["pattern"], where
