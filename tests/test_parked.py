@@ -10,6 +10,7 @@ from sqlalchemy import Connection, select
 from shared.eventstore.applied import PARKED, RETRIED, SKIPPED, parked_counts, parked_list
 from shared.eventstore.db import Database
 from shared.eventstore.ledger import EventStore
+from shared.eventstore.pump import LedgerPump
 from shared.eventstore.runner import ProjectionRunner, read_checkpoint
 from shared.eventstore.tables import projection_stream_versions
 from shared.kernel.events.envelope import EventEnvelope
@@ -159,3 +160,28 @@ async def test_a_poison_event_behind_a_parked_one_is_parked_in_its_turn(
     assert picky.applied == [(tid, 1), (tid, 2)]
     (second,) = await db.read(lambda conn: parked_list(conn))
     assert (second.stream_version, second.event_type) == (3, "TicketClosed")
+
+
+async def test_the_ledger_pump_parks_what_keeps_failing_and_moves_on(
+    db: Database, store: EventStore
+) -> None:
+    """The embedded projector (one pump for every projection): the failing projection is
+    retried round after round, then parks the poison event; the others never wait."""
+    a, b = await seed(db, store, 2)
+    fussy, calm = Fussy(), Fussy()
+    calm.name = "calm"  # type: ignore[misc]
+    fussy.poison.add(b)
+    runner = ProjectionRunner(db, store, retries=3)
+    pump = LedgerPump(runner, [fussy, calm], batch_size=100)
+    for _ in range(2):
+        await pump.catch_up()
+        assert await db.read(parked_counts) == {}  # not yet: retried on the next round
+    assert sorted(calm.applied) == sorted([(a, 1), (a, 2), (b, 1), (b, 2)])
+    await pump.catch_up()  # the third round: one event at a time, the poison parked
+    (row,) = await db.read(lambda conn: parked_list(conn))
+    assert (row.projection, row.stream_id, row.stream_version) == ("fussy", b, 1)
+    head = await db.read(store.last_position)
+    for name in ("fussy", "calm"):
+        assert await db.read(lambda conn, n=name: read_checkpoint(conn, n)) == head
+    assert (a, 1) in fussy.applied and (a, 2) in fussy.applied
+    assert not any(sid == b for sid, _ in fussy.applied)
