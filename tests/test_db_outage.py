@@ -8,12 +8,15 @@ import asyncio
 import copy
 import time
 from collections import Counter
+from collections.abc import Callable
 
 import httpx
 import pytest
+from sqlalchemy import Connection, text
 
 from services.intake.schemas import RECEIVE_EXAMPLE
 from shared.app.platform import Platform
+from shared.eventstore.db import Database
 from tests.support.postgres import PostgresCluster
 
 
@@ -83,3 +86,31 @@ async def test_a_database_restart_answers_503_then_recovers(
     # Every answer once it is back is a success.
     recovered = await intake.post("/tickets", json=ticket_body(99_999))
     assert recovered.status_code == 201
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_a_deadlock_victim_runs_again(database_url: str) -> None:
+    """Two writers (two processes) taking two locks in opposite orders: the server aborts
+    one to break the deadlock; its unit of work never committed and runs again."""
+    first, second = Database(database_url), Database(database_url)
+    attempts: list[str] = []
+
+    def locking(name: str, a: int, b: int) -> Callable[[Connection], str]:
+        def work(conn: Connection) -> str:
+            attempts.append(name)
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": a})
+            conn.execute(text("SELECT pg_sleep(0.3)"))
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": b})
+            return name
+
+        return work
+
+    try:
+        done = await asyncio.gather(
+            first.write(locking("a", 1, 2)), second.write(locking("b", 2, 1))
+        )
+    finally:
+        await first.dispose()
+        await second.dispose()
+    assert done == ["a", "b"]
+    assert len(attempts) == 3  # one of them twice

@@ -405,6 +405,16 @@ def _connection_lost(exc: BaseException) -> bool:
     return False
 
 
+# A transaction the server aborted so that it can run again: deadlock detected, a
+# serialization failure. (Units of work take locks in one order, but a group commit runs
+# several in one transaction, one's append before another's stream locks.)
+_RETRY_STATES = ("40P01", "40001")
+
+
+def _aborted_to_retry(exc: BaseException) -> bool:
+    return any(str(getattr(cause, "sqlstate", "") or "") in _RETRY_STATES for cause in _causes(exc))
+
+
 _SQLITE_TRANSIENT = ("database is locked", "disk i/o error", "unable to open database")
 
 
@@ -540,13 +550,20 @@ class Database:
     async def _pg_run(
         self, engine: AsyncEngine, work: Callable[[Connection], T], *, transactional: bool
     ) -> T:
-        for attempt in (1, 2):
+        for attempt in (1, 2, 3):
             state = {"committing": False}
             try:
                 result, appended = await _pg_once(engine, work, transactional, state)
-            except _RETRIED_ERRORS as exc:
-                # A pooled connection that died is replaced and the work, which never
-                # committed, runs once more; an outage or an unknown commit outcome is 503.
+            except Exception as exc:
+                # The server aborted the transaction to break a deadlock (or a
+                # serialization failure): nothing committed, the work runs again. A pooled
+                # connection that died is replaced and the work, which never committed,
+                # runs once more; an outage or an unknown commit outcome is 503.
+                if not state["committing"] and attempt < 3 and _aborted_to_retry(exc):
+                    await asyncio.sleep(0.01 * attempt)
+                    continue
+                if not isinstance(exc, _RETRIED_ERRORS):
+                    raise
                 lost = _connection_lost(exc)
                 if not state["committing"] and attempt == 1 and lost:
                     continue
