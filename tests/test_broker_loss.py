@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from sqlalchemy import Connection, func, select
 
 from shared.app.config import Settings
@@ -19,9 +19,9 @@ from shared.app.platform import Platform
 from shared.app.replay import replay
 from shared.app.runtime import run_projector, run_relay
 from shared.eventstore.db import Database
-from shared.eventstore.kafka import ensure_topics, event_topics
+from shared.eventstore.kafka import TopicWatch, ensure_topics, event_topics
 from shared.eventstore.ledger import NO_STREAM, EventStore
-from shared.eventstore.outbox import requeue
+from shared.eventstore.outbox import KafkaPublisher, OutboxRelay, requeue
 from shared.eventstore.tables import events, outbox, projection_stream_versions
 from shared.readmodels.ticket_state import TicketStateProjection
 from tests.support.auth import TEST_AUTH
@@ -219,3 +219,39 @@ async def test_republish_queues_the_history_again(db: Database, store: EventStor
     assert await db.write(lambda c: requeue(c, "ticketline", topics={"ticketline.parts"})) == 0
     pending = await db.read(lambda c: [r[0] for r in c.execute(select(outbox.c.position))])
     assert sorted(pending) == [1, 2, 3, 4, 5, 6]
+
+
+async def test_a_rebuilt_topic_already_longer_than_before_is_noticed(
+    db: Database, store: EventStore, broker: TestBroker
+) -> None:
+    """The relay compares what the log holds at the offset it last had acknowledged, not
+    the log's length: a rebuilt topic that already holds more messages than the lost one
+    (other writers, a restore from elsewhere) is noticed all the same."""
+    topic = "ticketline.tickets"
+    watch = TopicWatch(broker.bootstrap_servers, [topic], partitions=1)
+    publisher = KafkaPublisher(broker.bootstrap_servers, enable_idempotence=False)
+    relay = OutboxRelay(db, publisher, batch_size=50, watch=watch)
+    await watch.ensure()
+    await write_tickets(db, store, 3, 0)
+    try:
+        assert await relay.publish_once() == 6
+        assert await relay.check_topics() == {}  # the log holds what was published
+        broker.restart_empty()
+        await watch.ensure()
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers)
+        await producer.start()
+        try:
+            for n in range(20):
+                await producer.send_and_wait(
+                    topic, b"{}", key=b"other", headers=[("event_id", f"other-{n}".encode())]
+                )
+        finally:
+            await producer.stop()
+        assert await relay.check_topics() == {topic: 6}
+        while await relay.publish_once():
+            pass
+    finally:
+        await publisher.close()
+    messages = await consume_all(broker.bootstrap_servers, topic, idle_ms=1000)
+    events = [m for m in messages if "stream_id" in m]
+    assert len(events) == 6

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+from typing import Any
 
 from shared.kernel.events.registry import TOPIC_FAMILY_BY_STREAM_TYPE
 
@@ -69,26 +71,65 @@ class TopicWatch:
             replication=self.replication,
         )
 
-    async def end_offsets(self) -> dict[tuple[str, int], int]:
-        """(topic, partition) → the offset after the partition's last message."""
+    async def event_ids_at(
+        self, wanted: dict[tuple[str, int], int], seconds: float = 3.0
+    ) -> dict[tuple[str, int], str | None]:
+        """(topic, partition) → the ``event_id`` header of the message at that offset, or
+        None when the partition's log does not reach it (or the partition is gone)."""
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap_servers,
             request_timeout_ms=self.request_timeout_ms,
             enable_auto_commit=False,
+            auto_offset_reset="none",
         )
         await consumer.start()
+        found: dict[tuple[str, int], str | None] = {key: None for key in wanted}
         try:
             await consumer.topics()  # load the metadata
-            partitions = [
-                TopicPartition(topic, p)
-                for topic in self.topics
-                for p in sorted(consumer.partitions_for_topic(topic) or ())
+            present = [
+                TopicPartition(t, p)
+                for (t, p) in wanted
+                if p in (consumer.partitions_for_topic(t) or ())
             ]
-            if not partitions:
-                return {}
-            ends = await consumer.end_offsets(partitions)
+            if present:
+                consumer.assign(present)
+                for tp in present:
+                    consumer.seek(tp, wanted[(tp.topic, tp.partition)])
+                await self._read_first(consumer, wanted, found, seconds)
         finally:
             await consumer.stop()
-        return {(tp.topic, tp.partition): int(offset) for tp, offset in ends.items()}
+        return found
+
+    @staticmethod
+    async def _read_first(
+        consumer: Any,
+        wanted: dict[tuple[str, int], int],
+        found: dict[tuple[str, int], str | None],
+        seconds: float,
+    ) -> None:
+        """Read each assigned partition's first message (at the offset it was sought
+        to); a partition whose log ends before it, or begins after it, is left None."""
+        from aiokafka.errors import OffsetOutOfRangeError
+
+        loop = asyncio.get_running_loop()
+        waiting = {(tp.topic, tp.partition): tp for tp in consumer.assignment()}
+        deadline = loop.time() + seconds
+        while waiting and loop.time() < deadline:
+            try:
+                batch = await consumer.getmany(*waiting.values(), timeout_ms=200)
+            except OffsetOutOfRangeError as exc:  # those logs do not reach the offset
+                for tp in exc.args[0] if exc.args and isinstance(exc.args[0], dict) else ():
+                    waiting.pop((tp.topic, tp.partition), None)
+                    consumer.pause(tp)
+                continue
+            for tp, messages in batch.items():
+                key = (tp.topic, tp.partition)
+                if key not in waiting or not messages:
+                    continue
+                first = messages[0]
+                if first.offset == wanted[key]:
+                    found[key] = dict(first.headers or []).get("event_id", b"").decode()
+                del waiting[key]  # read (another offset first: the log was rewritten)
+                consumer.pause(tp)

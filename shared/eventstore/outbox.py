@@ -8,9 +8,10 @@
   that commits late is not skipped.
 - Several relays may run; a lease in the database lets one publish at a time.
 - A broker that lost messages is noticed: the relay keeps, per topic partition, the
-  first offset of its last acknowledged batch (``relay_offsets``). A later
-  acknowledgement at or below it, or a partition whose log no longer reaches it (checked
-  every ``check_seconds``), means the log was truncated or rebuilt; the relay then re-queues
+  offset and event id of the last message it had acknowledged (``relay_offsets``). A
+  later acknowledgement at or below that offset, or another message (or none) at that
+  offset when the relay looks (every ``check_seconds``), means the log was truncated or
+  rebuilt; the relay then re-queues
   the topic's whole history into the outbox and publishes it again (consumers skip what
   they already have). ``ticketline relay republish --from-position N`` does the same by
   hand.
@@ -83,11 +84,12 @@ class OutboxMessage:
 
 @dataclass(frozen=True)
 class Acked:
-    """Where the broker put an acknowledged message."""
+    """Where the broker put an acknowledged message (and which event it is)."""
 
     topic: str
     partition: int
     offset: int
+    event_id: str = ""
 
 
 Delivery = BaseException | Acked | None  # None: acknowledged, offset unknown
@@ -142,8 +144,10 @@ class KafkaPublisher:
             )
         results = await asyncio.gather(*futures, return_exceptions=True)
         outcome: list[Delivery] = [
-            r if isinstance(r, BaseException) else Acked(r.topic, r.partition, r.offset)
-            for r in results
+            r
+            if isinstance(r, BaseException)
+            else Acked(r.topic, r.partition, r.offset, str(m.envelope.event_id))
+            for m, r in zip(messages, results, strict=True)
         ]
         if any(isinstance(r, BaseException) for r in outcome):
             # Start afresh next time: the producer may hold a broken connection.
@@ -244,22 +248,26 @@ class OutboxRelay:
         _report_requeued(requeued, "an acknowledged offset below the last one")
 
     async def check_topics(self) -> dict[str, int]:
-        """Re-create missing topics; re-queue the history of any whose log now ends below
-        what the relay had acknowledged. Returns the events re-queued per topic."""
+        """Re-create missing topics; re-queue the history of any whose partitions no
+        longer hold, at the offset the relay last had acknowledged, the message it
+        published there. Returns the events re-queued per topic."""
         if self.watch is None:
             return {}
         await self.watch.ensure()
-        ends = await self.watch.end_offsets()
+        stored = await self.db.read(acknowledged)
+        if not stored:
+            return {}
+        found = await self.watch.event_ids_at({k: offset for k, (offset, _) in stored.items()})
+        lost = {t for (t, p), (_, event_id) in stored.items() if found.get((t, p)) != event_id}
 
         def work(conn: Connection) -> dict[str, int]:
-            truncated = truncated_topics(conn, ends)
-            for topic in truncated:
+            for topic in lost:
                 # Written again by the next acknowledgements, on the new log.
                 conn.execute(delete(relay_offsets).where(relay_offsets.c.topic == topic))
-            return {t: requeue(conn, self.topic_prefix, topics={t}) for t in sorted(truncated)}
+            return {t: requeue(conn, self.topic_prefix, topics={t}) for t in sorted(lost)}
 
         requeued = await self.db.write(work)
-        _report_requeued(requeued, "its log ends below the relay's last acknowledged offset")
+        _report_requeued(requeued, "the message last acknowledged is gone from its log")
         return requeued
 
     async def _check_if_due(self) -> None:
@@ -302,40 +310,45 @@ def _report_requeued(requeued: dict[str, int], why: str) -> None:
         )
 
 
+def acknowledged(conn: Connection) -> dict[tuple[str, int], tuple[int, str]]:
+    """(topic, partition) → (offset, event id) of the last message acknowledged there."""
+    ro = relay_offsets
+    rows = conn.execute(select(ro.c.topic, ro.c.partition, ro.c.acked_offset, ro.c.event_id))
+    return {(r.topic, r.partition): (r.acked_offset, r.event_id) for r in rows}
+
+
 def record_offsets(conn: Connection, acked: Sequence[Acked], now: object) -> set[str]:
-    """Store, per partition, the first offset of these acknowledgements; returns the
-    topics where one is at or below the offset stored before (the log was truncated:
+    """Store, per partition, the last of these acknowledgements; returns the topics where
+    one is at or below the offset stored before (the log was truncated or rebuilt:
     offsets only grow in a log that keeps its messages)."""
     if not acked:
         return set()
-    first: dict[tuple[str, int], int] = {}
+    last: dict[tuple[str, int], Acked] = {}
+    lowest: dict[tuple[str, int], int] = {}
     for a in acked:
         key = (a.topic, a.partition)
-        first[key] = min(first.get(key, a.offset), a.offset)
-    ro = relay_offsets
-    stored = {
-        (r.topic, r.partition): r.acked_offset
-        for r in conn.execute(
-            select(ro.c.topic, ro.c.partition, ro.c.acked_offset).where(
-                ro.c.topic.in_(sorted({t for t, _ in first}))
-            )
-        )
+        if key not in last or a.offset > last[key].offset:
+            last[key] = a
+        lowest[key] = min(lowest.get(key, a.offset), a.offset)
+    stored = {k: v for k, v in acknowledged(conn).items() if k in last}
+    truncated = {
+        t for (t, p), low in lowest.items() if (t, p) in stored and low <= stored[(t, p)][0]
     }
-    truncated = {t for (t, p), offset in first.items() if offset <= stored.get((t, p), -1)}
+    ro = relay_offsets
+    for topic in truncated:  # its other partitions' offsets belong to the lost log
+        conn.execute(delete(ro).where(ro.c.topic == topic))
     rows = [
-        {"topic": t, "partition": p, "acked_offset": offset, "updated_at": now}
-        for (t, p), offset in first.items()
+        {
+            "topic": a.topic,
+            "partition": a.partition,
+            "acked_offset": a.offset,
+            "event_id": a.event_id,
+            "updated_at": now,
+        }
+        for a in last.values()
     ]
     upsert_rows(conn, ro, rows)
     return truncated
-
-
-def truncated_topics(conn: Connection, ends: dict[tuple[str, int], int]) -> set[str]:
-    """Topics with a partition whose log no longer reaches the relay's last acknowledged
-    batch (a partition the broker no longer has counts as empty)."""
-    ro = relay_offsets
-    rows = conn.execute(select(ro.c.topic, ro.c.partition, ro.c.acked_offset)).all()
-    return {r.topic for r in rows if ends.get((r.topic, r.partition), 0) <= r.acked_offset}
 
 
 def stream_types_of(prefix: str, topics: set[str] | None) -> list[str] | None:

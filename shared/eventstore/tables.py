@@ -118,16 +118,18 @@ parked_events = Table(
     Index("ix_parked_events_status_projection", "status", "projection"),
 )
 
-# Per topic partition, the first offset of the relay's last acknowledged batch: a log that
-# no longer reaches it, or a later acknowledgement at or below it, means the broker lost
-# messages, and the relay re-queues the history. (The first, not the last: some brokers
-# report a partition's end as the start of its last record batch, plus one.)
+# Per topic partition, the last message the relay had acknowledged (offset, event id): a
+# later acknowledgement at or below that offset, or another message (or none) at that
+# offset when the relay looks, means the broker lost messages, and the relay re-queues
+# the history. (Compared by content, not by end offsets: a rebuilt log may already be
+# longer than the old one, and some brokers report ends short.)
 relay_offsets = Table(
     "relay_offsets",
     metadata,
     Column("topic", String(200), primary_key=True),
     Column("partition", Integer, primary_key=True, autoincrement=False),
     Column("acked_offset", BigInteger, nullable=False),
+    Column("event_id", String(36), nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
 )
 

@@ -7,10 +7,10 @@ relay last had acknowledged per topic partition.
   event in that projection; the stream's later events wait (read from the ledger once it
   is resolved), so a stream is never applied out of order. Read with the versions, at no
   extra cost per batch.
-- ``relay_offsets``: per partition, the first offset of the relay's last acknowledged
-  batch; a log that no longer reaches it, or a later acknowledgement at or below it, means
-  the broker lost messages (a rebuilt topic, a broker that came back empty), and the
-  relay re-queues the history.
+- ``relay_offsets``: per partition, the offset and event id of the last message the
+  relay had acknowledged; a later acknowledgement at or below that offset, or another
+  message (or none) at that offset when the relay looks, means the broker lost messages
+  (a rebuilt topic, a broker that came back empty), and the relay re-queues the history.
 
 Revision ID: 0005_ledger_guard
 Revises: 0004_ticket_list_indexes
@@ -61,6 +61,7 @@ def upgrade() -> None:
         sa.Column("topic", sa.String(200), nullable=False),
         sa.Column("partition", sa.Integer(), nullable=False),
         sa.Column("acked_offset", sa.BigInteger(), nullable=False),
+        sa.Column("event_id", sa.String(36), nullable=False),
         sa.Column("updated_at", UtcDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("topic", "partition", name="pk_relay_offsets"),
     )
