@@ -80,6 +80,14 @@ def signing_key(settings: Settings) -> Ed25519PrivateKey:
     return _load_private(path.read_bytes())
 
 
+def verifying_key(settings: Settings) -> Ed25519PublicKey | None:
+    """The platform's own public key, if this machine has the signing key (configured, or
+    generated into the data directory); never generates one."""
+    if settings.checkpoint_signing_key or (Path(settings.data_dir) / KEY_FILE).exists():
+        return signing_key(settings).public_key()
+    return None
+
+
 def public_pem(key: Ed25519PublicKey) -> str:
     return key.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo

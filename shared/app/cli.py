@@ -178,15 +178,15 @@ async def _verify(settings: Settings, held: HeldFile | None) -> int:
 def _cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from shared.app.checkpoints import load_public, read_held, signing_key
+    from shared.app.checkpoints import load_public, read_held, verifying_key
 
     held = None
     if args.checkpoints is not None:
-        key = (
-            load_public(Path(args.public_key).read_bytes())
-            if args.public_key
-            else signing_key(settings).public_key()
-        )
+        key = load_public(Path(args.public_key).read_bytes()) if args.public_key else None
+        key = key or verifying_key(settings)
+        if key is None:
+            print("verify: no signing key here; give --public-key FILE", file=sys.stderr)
+            return 2
         held = read_held(Path(args.checkpoints), key)
     return asyncio.run(_verify(settings, held))
 
