@@ -168,21 +168,23 @@ async def test_kafka_projector_records_its_applied_position_in_ledger_terms(
     await db.write(lambda c: store.append_to_stream(c, "t-3", NO_STREAM, [received(3)], context()))
     runner = ProjectionRunner(db, store)
 
-    def source(guard: LedgerGuard) -> KafkaSource:
-        return KafkaSource(
-            broker.bootstrap_servers,
-            topic_prefix="ticketline",
-            group_prefix="cp",
-            idle_stop_after_ms=1000,
-            guard=guard,
-        )
-
     # The broker delivered positions 1-3: everything up to 3 is applied, 4 is not (the
     # highest offset the broker knows says nothing about it).
     patient = LedgerGuard(db, store, grace_seconds=3600)
-    await runner.run(TicketStateProjection(), source(patient))
+    kafka = KafkaSource(
+        broker.bootstrap_servers,
+        topic_prefix="ticketline",
+        group_prefix="cp",
+        idle_stop_after_ms=1000,
+        guard=patient,
+    )
+    await runner.run(TicketStateProjection(), kafka)
     assert await db.read(lambda c: read_checkpoint(c, "ticket_state")) == 3
     assert patient.missing == 4
     # Past the grace period the projector applies it from the ledger itself.
-    await runner.run(TicketStateProjection(), source(LedgerGuard(db, store, grace_seconds=0)))
+    impatient, projection = LedgerGuard(db, store, grace_seconds=0), TicketStateProjection()
+    fill = await impatient.check(projection)
+    assert [e.position for e in fill] == [4]
+    await db.write(lambda c: runner.apply(c, projection, fill))
+    assert await impatient.check(projection) == []
     assert await db.read(lambda c: read_checkpoint(c, "ticket_state")) == 4
