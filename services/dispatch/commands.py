@@ -9,13 +9,17 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
 
-from services.dispatch import domain, read_models
-from shared.app.executor import Handling, Invocation, Outcome
+from services.dispatch import domain, ics, read_models, sla_domain
+from shared.app.executor import Handling, Invocation, Loaded, Outcome
 from shared.app.platform import Platform
+from shared.kernel.errors import NotFound
 from shared.kernel.events.envelope import SYSTEM_ACTOR, CommandContext, EventEnvelope
-from shared.kernel.events.network import ServicePointDescription, TechnicianDescription
+from shared.kernel.events.network import ServicePointDescription, TechnicianDescription, Weekday
 from shared.kernel.events.registry import payload_dict
+from shared.kernel.events.sla import CalendarDescription, SlaPolicyDescription
+from shared.kernel.sla import calendar_stream, policy_from, policy_stream
 from shared.kernel.ticket import TICKETS, TicketState
+from shared.readmodels.sla import TermsReader
 
 SERVICE = "dispatch"
 Member = Outcome[domain.NetworkMember]
@@ -153,7 +157,10 @@ def repair(
 def record_sla_breaches(
     conn: Connection, h: Handling, ticket_id: str, now: datetime
 ) -> Outcome[TicketState]:
-    return h.execute(conn, TICKETS, ticket_id, domain.CheckSla(now), domain.decide_sla)
+    """The ladder steps the ticket's clock reached (warnings, breach, escalations)."""
+    loaded = h.executor.load(conn, TICKETS, ticket_id)
+    command = domain.CheckSla(now, terms_reader(conn, h).for_ticket(loaded.state))
+    return h.execute(conn, TICKETS, ticket_id, command, domain.decide_sla, loaded=loaded)
 
 
 def flag_repeat_repair(conn: Connection, h: Handling, received: EventEnvelope) -> None:
@@ -172,3 +179,109 @@ def flag_repeat_repair(conn: Connection, h: Handling, received: EventEnvelope) -
         tuple(earlier), window_days=h.settings.dispatch.repeat_repair_window_days
     )
     h.execute(conn, TICKETS, received.stream_id, command, domain.decide_repeat_repair)
+
+
+# -- SLA terms and pauses (docs/sla.md) --------------------------------------------------
+
+Terms = Outcome[sla_domain.TermsStream]
+
+
+def terms_reader(conn: Connection, h: Handling) -> TermsReader:
+    sla = h.settings.sla
+    return TermsReader(conn, h.executor.store, sla.builtin_policy(), sla.horizon)
+
+
+def define_calendar(
+    conn: Connection,
+    h: Handling,
+    calendar_id: str,
+    description: CalendarDescription,
+    reason: str | None,
+    *,
+    loaded: Loaded[sla_domain.TermsStream] | None = None,
+) -> Terms:
+    command = sla_domain.DefineCalendar(
+        description, today=h.now().date(), horizon=h.settings.sla.horizon, reason=reason
+    )
+    stream = calendar_stream(calendar_id)
+    decide = sla_domain.decide_define_calendar
+    return h.execute(conn, sla_domain.CALENDARS, stream, command, decide, loaded=loaded)
+
+
+def import_calendar(
+    conn: Connection,
+    h: Handling,
+    calendar_id: str,
+    text: str,
+    replace: bool,
+    hours_of: Weekday = Weekday.mon,
+) -> tuple[Terms, ics.Imported]:
+    """Holidays and adjusted working days from an iCalendar file: a new version."""
+    loaded = h.visible(conn, sla_domain.CALENDARS, calendar_stream(calendar_id))
+    current = loaded.state.description
+    if current is None:
+        raise NotFound("calendar_not_found", f"no calendar {calendar_id}")
+    imported = ics.parse(text, hours_of)
+    description = ics.merged(
+        CalendarDescription.model_validate(current.model_dump(exclude={"reason"})),
+        imported,
+        replace,
+    )
+    reason = (
+        f"imported from iCalendar: {len(imported.holidays)} holiday(s), "
+        f"{len(imported.working_days)} working day(s)"
+    )
+    outcome = define_calendar(conn, h, calendar_id, description, reason, loaded=loaded)
+    return outcome, imported
+
+
+def define_policy(
+    conn: Connection,
+    h: Handling,
+    policy_id: str,
+    description: SlaPolicyDescription,
+    reason: str | None,
+) -> Terms:
+    named = policy_from(policy_id, 0, description).calendar_ids()
+    command = sla_domain.DefinePolicy(
+        description,
+        terms_reader(conn, h).latest_calendars(named),
+        now=h.now(),
+        horizon=h.settings.sla.horizon,
+        reason=reason,
+    )
+    stream, decide = policy_stream(policy_id), sla_domain.decide_define_policy
+    return h.execute(conn, sla_domain.SLA_POLICIES, stream, command, decide)
+
+
+def pause(
+    conn: Connection,
+    h: Handling,
+    ticket_id: str,
+    reason: str,
+    note: str | None = None,
+    requisition_id: str | None = None,
+) -> Outcome[TicketState]:
+    loaded = h.visible(conn, TICKETS, ticket_id)
+    terms = terms_reader(conn, h).for_ticket(loaded.state)
+    command = sla_domain.PauseSla(reason, terms, note, requisition_id)
+    return h.execute(conn, TICKETS, ticket_id, command, sla_domain.decide_pause, loaded=loaded)
+
+
+def resume(
+    conn: Connection,
+    h: Handling,
+    ticket_id: str,
+    note: str | None = None,
+    requisition_id: str | None = None,
+) -> Outcome[TicketState]:
+    loaded = h.visible(conn, TICKETS, ticket_id)
+    terms = terms_reader(conn, h).for_ticket(loaded.state)
+    command = sla_domain.ResumeSla(terms, h.now(), note, requisition_id)
+    return h.execute(conn, TICKETS, ticket_id, command, sla_domain.decide_resume, loaded=loaded)
+
+
+def reevaluate(conn: Connection, h: Handling, ticket_id: str, reason: str) -> Outcome[TicketState]:
+    pin = terms_reader(conn, h).current(h.settings.sla.policy_id)
+    command = sla_domain.ReevaluateSla(pin, reason)
+    return h.execute(conn, TICKETS, ticket_id, command, sla_domain.decide_reevaluate)

@@ -29,6 +29,7 @@ from shared.kernel.events.network import (
     TechnicianUpdated,
     normalise_postcode,
 )
+from shared.kernel.events.sla import EscalationLevel, SlaWarning
 from shared.kernel.events.tickets import (
     CostBearer,
     EscalationCause,
@@ -46,6 +47,14 @@ from shared.kernel.events.tickets import (
 )
 from shared.kernel.lifecycle import TicketStatus, may_follow
 from shared.kernel.reach import Scope
+from shared.kernel.sla import (
+    BREACH,
+    ESCALATION_LEVELS,
+    DeadlineClock,
+    SlaTerms,
+    Threshold,
+    sla_clock,
+)
 from shared.kernel.ticket import TicketState, require_open
 
 # ---------------------------------------------------------------------------------------
@@ -732,57 +741,89 @@ def decide_repair(command: RecordRepair, state: TicketState) -> list[EventPayloa
 
 @dataclass(frozen=True)
 class CheckSla:
-    """A pass of the SLA clock at ``now``."""
+    """A pass of the SLA clock at ``now``, on the terms pinned on the ticket (default:
+    the built-in policy)."""
 
     now: datetime
+    terms: SlaTerms = field(default_factory=SlaTerms)
 
 
 def _breach(
-    state: TicketState,
-    deadline: SlaDeadline,
-    due_at: datetime,
-    met_at: datetime | None,
-    now: datetime,
+    state: TicketState, d: DeadlineClock, step: Threshold, now: datetime
 ) -> list[EventPayload]:
-    end = met_at or now
-    overdue = int((end - due_at).total_seconds() // 60)
+    assert d.due_at is not None and state.region is not None
+    overdue = int(d.overdue.total_seconds() // 60)
+    deadline = SlaDeadline(d.deadline)
     events: list[EventPayload] = [
-        SlaBreached(deadline=deadline, due_at=due_at, detected_at=now, overdue_minutes=overdue)
+        SlaBreached(deadline=deadline, due_at=d.due_at, detected_at=now, overdue_minutes=overdue)
     ]
-    if met_at is None:
-        assert state.region is not None
+    if d.open and step.level in ESCALATION_LEVELS:
         events.append(
             TicketEscalated(
-                level="regional_center",
+                level=step.level,
                 cause=EscalationCause.sla_breach,
                 region=state.region,
-                reason=f"{deadline.value} deadline {due_at:%Y-%m-%d %H:%M} UTC passed by "
-                f"{overdue} min",
+                reason=f"{deadline.value} deadline {d.due_at.astimezone(UTC):%Y-%m-%d %H:%M} "
+                f"UTC passed by {overdue} min",
+            )
+        )
+    return events
+
+
+def _warning(
+    state: TicketState, d: DeadlineClock, step: Threshold, now: datetime
+) -> list[EventPayload]:
+    assert d.due_at is not None and step.at is not None and step.level is not None
+    assert state.region is not None
+    events: list[EventPayload] = [
+        SlaWarning(
+            deadline=SlaDeadline(d.deadline),
+            percent=step.percent,
+            level=EscalationLevel(step.level),
+            region=state.region,
+            service_point_id=state.dispatch.service_point_id if state.dispatch else None,
+            due_at=d.due_at,
+            reached_at=step.at,
+            detected_at=now,
+        )
+    ]
+    if step.percent > BREACH and step.level in ESCALATION_LEVELS:
+        events.append(
+            TicketEscalated(
+                level=step.level,
+                cause=EscalationCause.sla_breach,
+                region=state.region,
+                reason=f"{d.deadline} deadline {d.due_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC: "
+                f"{step.percent:g}% of the target elapsed",
             )
         )
     return events
 
 
 def decide_sla(command: CheckSla, state: TicketState) -> list[EventPayload]:
-    """Breaches of the response and resolution deadlines not yet recorded on the ticket's
-    stream. Looking at the stream (not at a table) is what makes a second scheduler, or a
-    restart, record nothing twice. A deadline still open is escalated to the regional
-    center; one met late while no scheduler ran (down, or between passes) is recorded with
-    the real overdue time and needs no escalation any more."""
+    """The steps of the ladder the ticket's clock has reached and its stream does not
+    record yet: a warning (``SlaWarning``) per step short of the breach, the breach
+    (``SlaBreached``), and the steps beyond it — each escalated (``TicketEscalated``) to
+    its level while the deadline is still open. Looking at the stream (not at a table)
+    is what makes a second scheduler, or a restart, record nothing twice.
+
+    A paused clock records nothing. A deadline met after its steps while no scheduler
+    ran (down, or between passes) still gets its breach, with the real overdue time,
+    and nothing more: nothing waits any more."""
     if not may_follow(state.status, SlaBreached.event_type):
         return []
-    assert state.received is not None
-    now = command.now
-    checks = [(SlaDeadline.response, state.received.response_due_at, state.responded_at)]
-    if state.diagnosis is not None:
-        checks.append(
-            (SlaDeadline.resolution, state.diagnosis.resolution_due_at, state.resolved_at)
-        )
+    clock = sla_clock(state, command.terms, command.now)
+    if clock.paused:
+        return []
     events: list[EventPayload] = []
-    for deadline, due_at, met_at in checks:
-        if deadline.value in state.breached or (met_at or now) <= due_at or due_at >= now:
-            continue
-        events += _breach(state, deadline, due_at, met_at, now)
+    for d in clock.deadlines:
+        for step in d.thresholds:
+            if not step.reached or step.recorded:
+                continue
+            if step.is_breach:
+                events += _breach(state, d, step, command.now)
+            elif d.open:
+                events += _warning(state, d, step, command.now)
     return events
 
 

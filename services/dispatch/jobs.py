@@ -1,11 +1,13 @@
-"""The SLA clock: a periodic scan for passed deadlines, recorded once each as
-``SlaBreached`` + ``TicketEscalated`` on the ticket's stream.
+"""The SLA clock: a periodic scan for the steps of the ladder the tickets' clocks reached
+(docs/sla.md) — warnings (``SlaWarning``), breaches (``SlaBreached``) and escalations
+(``TicketEscalated``) — recorded once each on the ticket's stream.
 
 Exactly once comes from the ticket's own stream, not from this process: each ticket is
-decided from its folded state (``TicketState.breached``) and appended at the version it
-was read at, so a restarted scheduler finds the breach already there and a racing one
-fails on the expected version and records nothing. A lease keeps the usual case to one
-scheduler at a time.
+decided from its folded state (``TicketState.breached``, ``sla_warned``) and appended at
+the version it was read at, so a restarted scheduler finds the step already there and a
+racing one fails on the expected version and records nothing. A lease keeps the usual
+case to one scheduler at a time. The clock rows (``dispatch_sla_clocks.next_check_at``)
+only narrow the scan.
 """
 
 from __future__ import annotations
@@ -22,14 +24,19 @@ from shared.app.platform import Platform
 from shared.eventstore.leases import Lease
 from shared.eventstore.ledger import ConcurrencyError
 from shared.eventstore.outbox import relay_owner_id
+from shared.kernel.events.sla import SlaWarning
 from shared.kernel.events.tickets import SlaBreached
 
 log = logging.getLogger(__name__)
 LEASE_NAME = "dispatch:sla_clock"
 
 
+STEPS = frozenset({SlaBreached.event_type, SlaWarning.event_type})
+
+
 async def record_breaches(platform: Platform, ticket_id: str, now: datetime) -> int:
-    """One ticket, in its own transaction; how many breaches it recorded."""
+    """One ticket, in its own transaction; how many steps (breaches and warnings) it
+    recorded."""
     handling = commands.system_handling(platform)
     try:
         outcome = await platform.db.write(
@@ -40,12 +47,12 @@ async def record_breaches(platform: Platform, ticket_id: str, now: datetime) -> 
         # decides again on the new state.
         log.info("SLA check of %s lost a race; retried next pass", ticket_id)
         return 0
-    return sum(1 for e in outcome.events if e.event_type == SlaBreached.event_type)
+    return sum(1 for e in outcome.events if e.event_type in STEPS)
 
 
 async def check_sla(platform: Platform) -> int:
-    """One pass over every ticket with a passed, unrecorded deadline; returns how many
-    breaches it recorded."""
+    """One pass over every ticket with a step of the ladder due and unrecorded; returns
+    how many steps (breaches and warnings) it recorded."""
     limit = platform.settings.dispatch.sla_batch_size
     now = platform.clock.now()
     recorded = 0
@@ -70,7 +77,7 @@ async def run_job(platform: Platform, stop: asyncio.Event) -> None:
                 if await lease.acquire():
                     count = await check_sla(platform)
                     if count:
-                        log.info("SLA clock recorded %d breach(es)", count)
+                        log.info("SLA clock recorded %d step(s)", count)
             except Exception:
                 log.exception("SLA clock pass failed; retrying next interval")
             with contextlib.suppress(TimeoutError):

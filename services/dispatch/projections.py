@@ -9,12 +9,21 @@ what was just recorded; the asynchronous runs then find those events already app
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
+from datetime import datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import Connection, Table
 
-from services.dispatch.tables import service_points, technicians, ticket_flags
-from shared.eventstore.projection import Row, RowProjection
+from services.dispatch.tables import (
+    service_points,
+    sla_clocks,
+    sla_terms,
+    technicians,
+    ticket_flags,
+)
+from shared.app.config import get_settings
+from shared.eventstore.ledger import EventStore
+from shared.eventstore.projection import Row, RowProjection, upsert_rows
 from shared.kernel.events.envelope import EventEnvelope
 from shared.kernel.events.network import (
     ServicePointRegistered,
@@ -24,7 +33,7 @@ from shared.kernel.events.network import (
     TechnicianRegistered,
     TechnicianUpdated,
 )
-from shared.kernel.events.registry import typed_payload
+from shared.kernel.events.registry import payload_dict, typed_payload
 from shared.kernel.events.tickets import (
     RepeatRepairFlagged,
     SlaBreached,
@@ -32,6 +41,9 @@ from shared.kernel.events.tickets import (
     TicketEscalated,
     TicketReopened,
 )
+from shared.kernel.sla import RESOLUTION, RESPONSE, SlaClock, sla_clock
+from shared.kernel.ticket import TICKETS, TicketState
+from shared.readmodels.sla import TermsReader
 
 
 def _service_point_values(p: ServicePointRegistered | ServicePointUpdated) -> Row:
@@ -188,4 +200,95 @@ class TicketFlagsProjection(RowProjection):
 
 NETWORK = NetworkProjection()
 TICKET_FLAGS = TicketFlagsProjection()
-PROJECTIONS = (NETWORK, TICKET_FLAGS)
+
+
+# --- SLA: the clock per ticket, and the terms as they stand ------------------------------
+
+
+def clock_row(state: TicketState, clock: SlaClock, version: int, at: datetime) -> Row:
+    """A ticket's clock row: the clock at its latest event (``at``)."""
+    response, resolution = clock.deadline(RESPONSE), clock.deadline(RESOLUTION)
+    assert response is not None
+    pause = state.sla_pauses[-1] if clock.paused else None
+    warned = sorted(
+        (t.percent, t.level)
+        for d in clock.deadlines
+        for t in d.thresholds
+        if t.recorded and not t.is_breach and t.level is not None
+    )
+    return {
+        "ticket_id": state.ticket_id,
+        "policy_id": clock.policy_id,
+        "policy_version": clock.policy_version if clock.policy_id else None,
+        "paused": clock.paused,
+        "pause_reason": pause.reason if pause else None,
+        "paused_since": pause.since if pause else None,
+        "response_status": response.status,
+        "response_due_at": response.due_at if response.open else None,
+        "resolution_status": resolution.status if resolution else None,
+        "resolution_due_at": resolution.due_at if resolution and resolution.open else None,
+        "due_at": clock.due_at,
+        "next_check_at": clock.next_check_at,
+        "warning_level": warned[-1][1] if warned else None,
+        "warning_percent": warned[-1][0] if warned else None,
+        "version": version,
+        "updated_at": at,
+    }
+
+
+class SlaClocksProjection:
+    """``dispatch_sla_clocks``: each ticket's clock recomputed from its stream and the
+    terms pinned on it (immutable versions), at its latest event — incremental and
+    rebuilt rows are identical. The built-in policy's ladder is this process's setting."""
+
+    name: ClassVar[str] = "dispatch_sla_clocks"
+    tables: ClassVar[tuple[Table, ...]] = (sla_clocks,)
+    stream_types: ClassVar[tuple[str, ...]] = ("ticket",)
+
+    def __init__(self) -> None:
+        self.store = EventStore()
+
+    def apply(self, conn: Connection, events: Sequence[EventEnvelope]) -> None:
+        tickets = sorted({e.stream_id for e in events})
+        if not tickets:
+            return
+        sla = get_settings().sla
+        reader = TermsReader(conn, self.store, sla.builtin_policy(), sla.horizon)
+        rows = []
+        for ticket_id in tickets:
+            stream = self.store.read_stream(conn, ticket_id)
+            state = TICKETS.fold(ticket_id, stream)
+            if not state.exists or state.received_at is None:
+                continue
+            last = stream[-1]
+            clock = sla_clock(state, reader.for_ticket(state), last.occurred_at)
+            rows.append(clock_row(state, clock, last.stream_version, last.occurred_at))
+        upsert_rows(conn, sla_clocks, rows)
+
+
+class SlaTermsProjection(RowProjection):
+    """``dispatch_sla_terms``: each calendar's and policy's latest description."""
+
+    name: ClassVar[str] = "dispatch_sla_terms"
+    table: ClassVar[Table] = sla_terms
+    tables: ClassVar[tuple[Table, ...]] = (sla_terms,)
+    stream_types: ClassVar[tuple[str, ...]] = ("calendar", "sla_policy")
+
+    def key(self, event: EventEnvelope) -> tuple[Hashable, ...] | None:
+        return (event.stream_type, event.stream_id.split(":", 1)[1])
+
+    def fold(self, row: Row | None, event: EventEnvelope) -> Row | None:
+        description = payload_dict(event)
+        return {
+            "kind": event.stream_type,
+            "id": event.stream_id.split(":", 1)[1],
+            "name": description["name"],
+            "version": event.stream_version,
+            "description": description,
+            "updated_at": event.recorded_at,
+        }
+
+
+SLA_CLOCKS = SlaClocksProjection()
+SLA_TERMS = SlaTermsProjection()
+PROJECTIONS = (NETWORK, TICKET_FLAGS, SLA_CLOCKS, SLA_TERMS)

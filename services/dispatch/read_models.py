@@ -6,10 +6,16 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, or_, select
+from sqlalchemy import Connection, and_, bindparam, func, not_, or_, select
 
 from services.dispatch.domain import EarlierRepair, Network, ServicePointInfo, TechnicianInfo
-from services.dispatch.tables import service_points, technicians, ticket_flags
+from services.dispatch.tables import (
+    service_points,
+    sla_clocks,
+    sla_terms,
+    technicians,
+    ticket_flags,
+)
 from shared.eventstore.ledger import EventStore
 from shared.kernel.events.network import NetworkLevel, Shift
 from shared.kernel.events.registry import typed_payload
@@ -185,8 +191,13 @@ def open_loads(
 
 
 def _work_list_query() -> Any:
-    t = ticket_state.c
-    deadline = func.coalesce(t.resolution_due_at, t.response_due_at).label("deadline")
+    """Work-list rows: the ticket, its flags and its SLA clock. The deadline is the clock's
+    nearest open one (moved by pauses) once the clock row is there, else the deadline
+    recorded on the events."""
+    t, c = ticket_state.c, sla_clocks.c
+    current = and_(c.ticket_id == t.ticket_id, c.version == t.version)
+    recorded = func.coalesce(t.resolution_due_at, t.response_due_at)
+    deadline = func.coalesce(c.due_at, recorded).label("deadline")
     return select(
         t.ticket_id,
         t.ticket_number,
@@ -207,10 +218,19 @@ def _work_list_query() -> Any:
         deadline,
         func.coalesce(ticket_flags.c.escalated, False).label("escalated"),
         ticket_flags.c.escalation_cause,
+        ticket_flags.c.escalation_level,
         ticket_flags.c.response_breached_at,
         ticket_flags.c.resolution_breached_at,
         ticket_flags.c.repeat_of_ticket_id,
-    ).select_from(ticket_state.outerjoin(ticket_flags, ticket_flags.c.ticket_id == t.ticket_id))
+        func.coalesce(c.paused, False).label("sla_paused"),
+        c.pause_reason.label("sla_pause_reason"),
+        c.warning_level.label("sla_warning_level"),
+        c.warning_percent.label("sla_warning_percent"),
+    ).select_from(
+        ticket_state.outerjoin(ticket_flags, ticket_flags.c.ticket_id == t.ticket_id).outerjoin(
+            sla_clocks, current
+        )
+    )
 
 
 def technician_assignments(conn: Connection, technician_id: str) -> list[Any]:
@@ -240,39 +260,49 @@ def dispatch_queue(conn: Connection, region: str | None, limit: int) -> list[Any
     return list(conn.execute(query).all())
 
 
+SLA_OPEN_STATUSES = [
+    s.value
+    for s in (
+        TicketStatus.received,
+        TicketStatus.diagnosed,
+        TicketStatus.dispatched,
+        TicketStatus.visited,
+        TicketStatus.reopened,
+    )
+]
+
+
 def sla_candidates(conn: Connection, now: datetime, *, after: str, limit: int) -> list[str]:
-    """Tickets with a passed deadline not yet flagged as breached (the ticket's stream
-    decides; the flags only keep the scan from re-reading settled tickets)."""
-    t, f = ticket_state.c, ticket_flags.c
-    unresolved = [
-        s.value
-        for s in (
-            TicketStatus.received,
-            TicketStatus.diagnosed,
-            TicketStatus.dispatched,
-            TicketStatus.visited,
-            TicketStatus.reopened,
-        )
-    ]
-    # Open past its deadline, or met after it (while no scheduler ran).
-    response = and_(
-        t.response_due_at < now,
-        or_(t.responded_at.is_(None), t.responded_at > t.response_due_at),
-        f.response_breached_at.is_(None),
+    """Tickets the SLA job decides on (their stream decides; this only narrows the scan):
+    those whose clock row, current with the ticket, has its next step due; and those
+    without a current row yet (its projection lags) that may still have a step to record —
+    a clock running, or a deadline recorded on the events met after it."""
+    t, c = ticket_state.c, sla_clocks.c
+    f = ticket_flags.c
+    current = and_(c.ticket_id.is_not(None), c.version == t.version)
+    due = and_(current, c.next_check_at <= now)
+    met_late = or_(
+        and_(t.responded_at > t.response_due_at, f.response_breached_at.is_(None)),
+        and_(t.repaired_at > t.resolution_due_at, f.resolution_breached_at.is_(None)),
     )
-    resolution = and_(
-        t.resolution_due_at < now,
-        or_(t.status.in_(unresolved), t.repaired_at > t.resolution_due_at),
-        f.resolution_breached_at.is_(None),
-    )
+    lagging = and_(not_(current), or_(t.status.in_(SLA_OPEN_STATUSES), met_late))
     query = (
         select(t.ticket_id)
-        .select_from(ticket_state.outerjoin(ticket_flags, f.ticket_id == t.ticket_id))
-        .where(or_(response, resolution), t.ticket_id > after)
+        .select_from(
+            ticket_state.outerjoin(sla_clocks, c.ticket_id == t.ticket_id).outerjoin(
+                ticket_flags, f.ticket_id == t.ticket_id
+            )
+        )
+        .where(or_(due, lagging), t.ticket_id > after)
         .order_by(t.ticket_id)
         .limit(limit)
     )
     return list(conn.execute(query).scalars())
+
+
+def list_terms(conn: Connection, kind: str) -> list[Any]:
+    query = select(sla_terms).where(sla_terms.c.kind == kind).order_by(sla_terms.c.id)
+    return list(conn.execute(query).all())
 
 
 # Built once: every received ticket asks it (the repeat-repair reactor).

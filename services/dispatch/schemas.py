@@ -339,13 +339,23 @@ class AssignmentItem(BaseModel):
     appointment_start: datetime | None
     appointment_end: datetime | None
     resolution_path: str | None
-    deadline: datetime = Field(description="Resolution deadline, else the response deadline.")
-    response_due_at: datetime
-    resolution_due_at: datetime | None
+    deadline: datetime = Field(
+        description="The nearest open deadline on the ticket's SLA clock (moved by pauses), "
+        "else the resolution deadline recorded at diagnosis, else the response deadline."
+    )
+    response_due_at: datetime = Field(description="As recorded at receipt (no pause counted).")
+    resolution_due_at: datetime | None = Field(description="As recorded at diagnosis.")
     reopened: bool
     escalated: bool
     escalation_cause: str | None
+    escalation_level: str | None = None
     sla_breached: list[str]
+    sla_paused: bool = False
+    sla_pause_reason: str | None = None
+    sla_warning_level: str | None = Field(
+        default=None, description="The highest ladder step short of the breach recorded."
+    )
+    sla_warning_percent: float | None = None
     repeat_of_ticket_id: str | None
 
 

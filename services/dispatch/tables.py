@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Boolean, Column, Index, Integer, String, Table
+from sqlalchemy import JSON, Boolean, Column, Float, Index, Integer, String, Table
 
 from shared.eventstore.db import UtcDateTime, metadata
 
@@ -53,5 +53,42 @@ ticket_flags = Table(
     Column("response_breached_at", UtcDateTime, nullable=True),
     Column("resolution_breached_at", UtcDateTime, nullable=True),
     Column("repeat_of_ticket_id", String(100), nullable=True),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# The SLA clock of every ticket as it stood at its latest event (projection
+# `dispatch_sla_clocks`): pinned policy, pause, the deadlines moved by pauses, the
+# highest warning recorded, and when the SLA job next has something to record.
+sla_clocks = Table(
+    "dispatch_sla_clocks",
+    metadata,
+    Column("ticket_id", String(36), primary_key=True),
+    Column("policy_id", String(48), nullable=True),
+    Column("policy_version", Integer, nullable=True),
+    Column("paused", Boolean, nullable=False),
+    Column("pause_reason", String(50), nullable=True),
+    Column("paused_since", UtcDateTime, nullable=True),
+    Column("response_status", String(10), nullable=False),
+    Column("response_due_at", UtcDateTime, nullable=True),
+    Column("resolution_status", String(10), nullable=True),
+    Column("resolution_due_at", UtcDateTime, nullable=True),
+    Column("due_at", UtcDateTime, nullable=True),
+    Column("next_check_at", UtcDateTime, nullable=True),
+    Column("warning_level", String(20), nullable=True),
+    Column("warning_percent", Float, nullable=True),
+    Column("version", Integer, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Index("ix_dispatch_sla_clocks_next_check_at", "next_check_at"),
+)
+
+# The calendars and SLA policies as they stand (projection `dispatch_sla_terms`).
+sla_terms = Table(
+    "dispatch_sla_terms",
+    metadata,
+    Column("kind", String(20), primary_key=True),
+    Column("id", String(48), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("description", JSON, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
 )

@@ -38,9 +38,11 @@ def verdict(met: bool) -> str:
 
 
 def responded_within_sla(f: Facts) -> Item:
-    """The first response (the first diagnosis call) within the urgency SLA."""
+    """The first response (the first diagnosis call) within the urgency SLA, on the
+    ticket's SLA clock (business time, pauses off: docs/sla.md)."""
     if f.first_response is not None:
-        met = f.first_response.at <= f.response_due_at
+        due = f.response_due_at
+        met = due is None or f.first_response.at <= due
         note = "responded in time" if met else "responded after the deadline"
         return Item(verdict(met), (f.received_id, f.first_response.event_id), note)
     if (breach := f.breach("response")) is not None:
@@ -52,11 +54,12 @@ def responded_within_sla(f: Facts) -> Item:
 
 
 def resolved_within_sla(f: Facts) -> Item:
-    """The first repair within the resolution deadline of the diagnosis before it."""
+    """The first repair within the resolution deadline of the diagnosis before it (on the
+    ticket's SLA clock)."""
     first = f.repairs[0] if f.repairs else None
-    if first is not None and first.resolution_due_at is not None:
-        assert first.diagnosis_id is not None
-        met = first.at <= first.resolution_due_at
+    if first is not None and first.diagnosis_id is not None:
+        due = first.resolution_due_at
+        met = due is None or first.at <= due
         note = "resolved in time" if met else "resolved after the deadline"
         return Item(verdict(met), (first.diagnosis_id, first.event_id), note)
     if first is not None:

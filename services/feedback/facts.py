@@ -13,14 +13,15 @@ follow-up led to, the deductions at the moment they were earned).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from shared.kernel.events.envelope import EventEnvelope, EventPayload
 from shared.kernel.events.parts import OldPartReturnExpected
-from shared.kernel.events.registry import typed_payload
+from shared.kernel.events.registry import payload_dict, typed_payload
+from shared.kernel.events.sla import SlaPaused, SlaPolicyApplied
 from shared.kernel.events.tickets import (
     ComplaintFiled,
     ContactDetailsCorrected,
@@ -41,6 +42,8 @@ from shared.kernel.events.tickets import (
 )
 from shared.kernel.lifecycle import TicketStatus, status_after
 from shared.kernel.parts import normalise_part_number
+from shared.kernel.sla import SlaTerms, resolution_due_instants, response_due_instant
+from shared.kernel.ticket import TicketState
 
 
 def iso(value: datetime) -> str:
@@ -93,7 +96,8 @@ class Diagnosis:
     event_id: str
     category: str
     path: ResolutionPath
-    resolution_due_at: datetime
+    # When its resolution target runs out on the ticket's SLA clock (None: a pause first).
+    resolution_due_at: datetime | None
     expected_parts: frozenset[str]
 
 
@@ -134,7 +138,7 @@ class Repair:
     visit_event_id: str | None
     visits_before: int
     parts_as_expected: bool  # only parts the diagnosis expected (or none)
-    # The diagnosis in force: its path and resolution deadline.
+    # The diagnosis in force: its path and resolution deadline (on the SLA clock).
     path: ResolutionPath | None
     diagnosis_id: str | None
     resolution_due_at: datetime | None
@@ -239,7 +243,8 @@ class Facts:
     ticket_number: str
     received_id: str
     received_at: datetime
-    response_due_at: datetime
+    # When the response target runs out on the ticket's SLA clock (None: a pause first).
+    response_due_at: datetime | None
     product_model: str
     agent_id: str | None
     region: str  # as corrected
@@ -271,6 +276,9 @@ class Facts:
     returns: tuple[PartEvent, ...] = ()
     late_parts: tuple[PartEvent, ...] = ()  # late returns and overdue notices, in order
 
+    # The instants the targets run out on the SLA clock (business time, pauses off).
+    deadlines: Deadlines | None = None
+
     @property
     def month(self) -> str:
         return month_of(self.received_at)
@@ -301,18 +309,65 @@ class Facts:
         return self.charges + repeats
 
 
+# --- the deadlines on the SLA clock --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    """When a ticket's targets run out on its SLA clock (business time on its calendars,
+    pauses off): the response, and each diagnosis's resolution (by event id). None: not
+    reached — a pause came first. Without them the deadlines stored on the events apply
+    (the built-in policy with no pause: the same instants)."""
+
+    response: datetime | None
+    resolution: Mapping[str, datetime | None]
+
+
+SLA_TERMS_EVENTS = frozenset({SlaPolicyApplied.event_type, SlaPaused.event_type})
+
+
+def needs_clock(ticket: Sequence[EventEnvelope]) -> bool:
+    """Whether the clock can differ from the stored deadlines (a policy or a pause)."""
+    return any(e.event_type in SLA_TERMS_EVENTS for e in ticket)
+
+
+def deadlines_of(
+    state: TicketState, ticket: Sequence[EventEnvelope], terms: SlaTerms
+) -> Deadlines | None:
+    """The ticket's deadlines on its clock (``state`` folded from ``ticket``)."""
+    if state.received_at is None:
+        return None
+    diagnoses = [
+        (str(e.event_id), str(p["complexity"]), datetime.fromisoformat(p["resolution_due_at"]))
+        for e in ticket
+        if e.event_type == TicketDiagnosed.event_type
+        for p in (payload_dict(e),)
+    ]
+    return Deadlines(
+        response_due_instant(state, terms), resolution_due_instants(state, terms, diagnoses)
+    )
+
+
 # --- the fold ----------------------------------------------------------------------------
 
 
 def facts_of(
-    ticket: Sequence[EventEnvelope], paperwork: Sequence[EventEnvelope] = ()
+    ticket: Sequence[EventEnvelope],
+    paperwork: Sequence[EventEnvelope] = (),
+    deadlines: Deadlines | None = None,
 ) -> Facts | None:
     """The facts of a ticket stream (from version 1, in order) and its parts paperwork;
     None before the ticket was received."""
     if not ticket or ticket[0].event_type != TicketReceived.event_type:
         return None
     expected = [e for e in paperwork if e.event_type == OldPartReturnExpected.event_type]
-    return fold(ticket[0].stream_id, ticket[0].actor.subject, recorded(ticket), recorded(expected))
+    return fold(
+        ticket[0].stream_id,
+        ticket[0].actor.subject,
+        recorded(ticket),
+        recorded(expected),
+        deadlines,
+    )
 
 
 def fold(
@@ -320,6 +375,7 @@ def fold(
     agent_id: str | None,
     ticket: Sequence[Recorded],
     paperwork: Sequence[Recorded] = (),
+    deadlines: Deadlines | None = None,
 ) -> Facts | None:
     if not ticket or not isinstance(ticket[0].payload, TicketReceived):
         return None
@@ -329,7 +385,8 @@ def fold(
         ticket_number=received.ticket_number,
         received_id=first.event_id,
         received_at=first.at,
-        response_due_at=received.response_due_at,
+        response_due_at=deadlines.response if deadlines else received.response_due_at,
+        deadlines=deadlines,
         product_model=received.product.model,
         agent_id=agent_id,
         region=received.address.region,
@@ -363,14 +420,16 @@ def _late_for_response(f: Facts, event: Recorded) -> str | None:
     """The event, if it is the first past the response deadline with no response yet."""
     if f.first_response is not None or isinstance(event.payload, TicketDiagnosed):
         return None
-    return event.event_id if event.at > f.response_due_at else None
+    due = f.response_due_at
+    return event.event_id if due is not None and event.at > due else None
 
 
 def _late_for_resolution(f: Facts, event: Recorded) -> str | None:
     """The event, if it is the first past the resolution deadline in force, unrepaired."""
     if f.repairs or f.diagnosis is None or isinstance(event.payload, TicketRepaired):
         return None
-    return event.event_id if event.at > f.diagnosis.resolution_due_at else None
+    due = f.diagnosis.resolution_due_at
+    return event.event_id if due is not None and event.at > due else None
 
 
 def amend(f: Facts, **changes: Any) -> Facts:
@@ -458,11 +517,12 @@ def _record(f: Facts, event: Recorded) -> Facts:
 
 
 def _diagnosed(f: Facts, eid: str, at: datetime, p: TicketDiagnosed) -> Facts:
+    due = f.deadlines.resolution.get(eid) if f.deadlines else p.resolution_due_at
     diagnosis = Diagnosis(
         eid,
         p.category.value,
         p.resolution_path,
-        p.resolution_due_at,
+        due,
         frozenset(normalise_part_number(n) for n in p.expected_parts),
     )
     return amend(f, diagnosis=diagnosis, first_response=f.first_response or Stamp(eid, at))

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from sqlalchemy import Connection, Table, delete, insert, text
 
 from services.feedback.compliance import ITEMS, checklist, compliant, first_time_fix
-from services.feedback.facts import Facts, facts_of, month_of
+from services.feedback.facts import Facts, deadlines_of, facts_of, month_of, needs_clock
 from services.feedback.tables import (
     compliance_tickets,
     quality_alerts,
@@ -25,6 +25,7 @@ from services.feedback.tables import (
     scorecard_deductions,
     scorecard_items,
 )
+from shared.app.config import get_settings
 from shared.eventstore.ledger import EventStore
 from shared.eventstore.projection import Row, RowProjection
 from shared.kernel.events.envelope import EventEnvelope, canonical_json
@@ -32,6 +33,8 @@ from shared.kernel.events.parts import OldPartReturnExpected
 from shared.kernel.events.quality import QualityAlertRaised, ScorecardItemRecorded
 from shared.kernel.events.registry import payload_dict
 from shared.kernel.parts import ticket_parts_stream
+from shared.kernel.ticket import TICKETS
+from shared.readmodels.sla import TermsReader
 
 # --- compliance ----------------------------------------------------------------------------
 
@@ -115,10 +118,17 @@ def ticket_of(event: EventEnvelope) -> str | None:
 def ticket_facts(
     conn: Connection, store: EventStore, ticket_id: str, as_of: datetime | None = None
 ) -> Facts | None:
-    """The facts of a ticket's two streams (``as_of``: the events recorded until then)."""
+    """The facts of a ticket's two streams (``as_of``: the events recorded until then),
+    its deadlines on the SLA clock it runs on (docs/sla.md)."""
     ticket = store.read_stream(conn, ticket_id, recorded_until=as_of)
     paperwork = store.read_stream(conn, ticket_parts_stream(ticket_id), recorded_until=as_of)
-    return facts_of(ticket, paperwork)
+    deadlines = None
+    if needs_clock(ticket):  # otherwise the stored deadlines are the clock's
+        state = TICKETS.fold(ticket_id, ticket)
+        sla = get_settings().sla
+        terms = TermsReader(conn, store, sla.builtin_policy(), sla.horizon).for_ticket(state)
+        deadlines = deadlines_of(state, ticket, terms)
+    return facts_of(ticket, paperwork, deadlines)
 
 
 def lock_tickets(conn: Connection, ticket_ids: Sequence[str]) -> None:

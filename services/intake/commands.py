@@ -16,6 +16,7 @@ from services.intake.tables import ticket_number_counters
 from shared.app.executor import Handling, Outcome
 from shared.kernel.ids import uuid7
 from shared.kernel.ticket import TICKETS, TicketState
+from shared.readmodels.sla import TermsReader
 
 
 @cache
@@ -35,6 +36,11 @@ def next_ticket_number(conn: Connection, now: datetime, prefix: str) -> str:
     return f"{prefix}-{day}-{number:06d}"
 
 
+def terms_reader(conn: Connection, h: Handling) -> TermsReader:
+    sla = h.settings.sla
+    return TermsReader(conn, h.executor.store, sla.builtin_policy(), sla.horizon)
+
+
 def receive(conn: Connection, h: Handling, request: domain.NewTicket) -> Outcome[TicketState]:
     settings, now = h.settings, h.now()
     command = domain.ReceiveTicket(
@@ -46,6 +52,7 @@ def receive(conn: Connection, h: Handling, request: domain.NewTicket) -> Outcome
         possible_duplicate_of=find_open_duplicate(
             conn, request.customer.phone, request.product.serial_number, request.product.model
         ),
+        sla=terms_reader(conn, h).current(settings.sla.policy_id),
     )
     return h.execute(conn, TICKETS, str(uuid7()), command, domain.decide_receive)
 
@@ -54,8 +61,10 @@ def diagnose(
     conn: Connection, h: Handling, ticket_id: str, diagnosis: domain.Diagnosis
 ) -> Outcome[TicketState]:
     hours = h.settings.sla.resolution_hours(diagnosis.complexity.value)
-    command = domain.DiagnoseTicket(diagnosis, resolution_hours=hours)
-    return h.execute(conn, TICKETS, ticket_id, command, domain.decide_diagnose)
+    loaded = h.visible(conn, TICKETS, ticket_id)
+    terms = terms_reader(conn, h).for_ticket(loaded.state) if loaded.state.exists else None
+    command = domain.DiagnoseTicket(diagnosis, resolution_hours=hours, terms=terms)
+    return h.execute(conn, TICKETS, ticket_id, command, domain.decide_diagnose, loaded=loaded)
 
 
 def correct_contact(

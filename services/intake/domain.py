@@ -26,6 +26,15 @@ from shared.kernel.events.tickets import (
     WarrantyStatus,
 )
 from shared.kernel.lifecycle import may_follow
+from shared.kernel.sla import (
+    RESOLUTION,
+    RESPONSE,
+    Placement,
+    SlaPin,
+    SlaTerms,
+    nominal_due,
+    placement,
+)
 from shared.kernel.ticket import TicketState, require_open, require_ticket
 
 
@@ -54,6 +63,9 @@ class ReceiveTicket:
     response_hours: float
     warranty_months: int
     possible_duplicate_of: str | None = None
+    # The SLA policy in force and its calendars (None: the built-in policy, whose
+    # deadline is ``response_hours`` of wall-clock time).
+    sla: SlaPin | None = None
 
 
 @dataclass(frozen=True)
@@ -71,8 +83,10 @@ class Diagnosis:
 @dataclass(frozen=True)
 class DiagnoseTicket:
     diagnosis: Diagnosis
-    # The configured resolution target for the diagnosis's complexity.
+    # The built-in policy's resolution target for the diagnosis's complexity.
     resolution_hours: float
+    # The terms pinned on the ticket (None: the built-in policy).
+    terms: SlaTerms | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +114,18 @@ def derive_warranty(purchase_date: date, today: date, warranty_months: int) -> W
     return WarrantyStatus.out_of_warranty
 
 
+def response_deadline(command: ReceiveTicket) -> datetime:
+    """The nominal response deadline (no pause yet): the policy's target on its calendar,
+    or the built-in wall-clock hours."""
+    r, at = command.request, command.received_at
+    if command.sla is not None:
+        where = Placement(r.urgency.value, r.channel.value, r.address.region)
+        due = nominal_due(command.sla.terms, RESPONSE, r.urgency.value, where, at)
+        if due is not None:
+            return due
+    return at + timedelta(hours=command.response_hours)
+
+
 def decide_receive(command: ReceiveTicket, state: TicketState) -> list[PendingEvent]:
     if state.exists:
         raise RuleViolation("ticket_already_received", "this ticket was already received")
@@ -125,11 +151,28 @@ def decide_receive(command: ReceiveTicket, state: TicketState) -> list[PendingEv
         problem=r.problem,
         urgency=r.urgency,
         channel=r.channel,
-        response_due_at=command.received_at + timedelta(hours=command.response_hours),
+        response_due_at=response_deadline(command),
         possible_duplicate_of=command.possible_duplicate_of,
     )
     # The event occurred at the receipt the deadline is counted from: the same instant.
-    return [PendingEvent(received, occurred_at=command.received_at)]
+    events = [PendingEvent(received, occurred_at=command.received_at)]
+    if command.sla is not None:  # the ticket keeps the policy it started under
+        events.append(PendingEvent(command.sla.applied, occurred_at=command.received_at))
+    return events
+
+
+def resolution_deadline(command: DiagnoseTicket, state: TicketState) -> datetime:
+    """The nominal resolution deadline from the receipt (no pause counted), as
+    ``response_deadline``."""
+    assert state.received_at is not None
+    complexity = command.diagnosis.complexity.value
+    if command.terms is not None:
+        due = nominal_due(
+            command.terms, RESOLUTION, complexity, placement(state), state.received_at
+        )
+        if due is not None:
+            return due
+    return state.received_at + timedelta(hours=command.resolution_hours)
 
 
 def decide_diagnose(command: DiagnoseTicket, state: TicketState) -> list[EventPayload]:
@@ -152,7 +195,7 @@ def decide_diagnose(command: DiagnoseTicket, state: TicketState) -> list[EventPa
             resolution_path=d.resolution_path,
             expected_parts=list(d.expected_parts),
             notes=d.notes,
-            resolution_due_at=state.received_at + timedelta(hours=command.resolution_hours),
+            resolution_due_at=resolution_deadline(command, state),
         )
     ]
     if d.remote_outcome is not None:

@@ -10,9 +10,12 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, or_, select
 
+from shared.app.config import SlaSettings
 from shared.eventstore.ledger import EventStore
 from shared.kernel.errors import InvalidCommand
+from shared.kernel.sla import SlaClock
 from shared.kernel.ticket import OPEN_STATUSES
+from shared.readmodels.sla import TermsReader, ticket_clock
 from shared.readmodels.ticket_state import apply_changes, ticket_state
 
 
@@ -50,6 +53,20 @@ def ticket_row_as_of(
     for event in store.read_stream(conn, ticket_id, recorded_until=as_of):
         row = apply_changes(row, event)
     return row
+
+
+def ticket_sla(
+    conn: Connection,
+    store: EventStore,
+    sla: SlaSettings,
+    ticket_id: str,
+    at: datetime,
+    as_of: datetime | None = None,
+) -> SlaClock | None:
+    """The ticket's SLA clock at ``at`` (the events recorded until ``as_of``)."""
+    reader = TermsReader(conn, store, sla.builtin_policy(), sla.horizon)
+    found = ticket_clock(reader, ticket_id, at, as_of=as_of)
+    return found[1] if found is not None else None
 
 
 def get_ticket_row(conn: Connection, ticket_id: str) -> Any:

@@ -16,6 +16,7 @@ from services.intake.read_models import (
     get_ticket_row,
     list_ticket_rows,
     ticket_row_as_of,
+    ticket_sla,
 )
 from services.intake.schemas import (
     CorrectContactRequest,
@@ -24,6 +25,7 @@ from services.intake.schemas import (
     HistoryEvent,
     ReceiveTicketRequest,
     TicketAccepted,
+    TicketDeadlines,
     TicketHistory,
     TicketPage,
     TicketView,
@@ -41,6 +43,7 @@ from shared.http.problems import PROBLEM_RESPONSES, ProblemDetails, ProblemError
 from shared.kernel.errors import InvalidCommand, NotFound
 from shared.kernel.events.envelope import GENESIS_HASH
 from shared.kernel.reach import Scope
+from shared.kernel.sla import SlaClock
 from shared.kernel.ticket import TicketState, TicketStatus
 
 SERVICE = "intake"
@@ -109,15 +112,29 @@ async def visible_ticket(platform: Platform, principal: Principal, ticket_id: UU
     return row
 
 
-def ticket_view(row: Any, principal: Principal) -> TicketView:
+def ticket_view(row: Any, principal: Principal, clock: SlaClock | None = None) -> TicketView:
     data = dict(row) if isinstance(row, dict) else dict(row._mapping)
     if not principal.sees_personal_data:
         data["customer_phone"] = mask_phone(data["customer_phone"])
         data["address_line"] = mask_address_line(data["address_line"])
-    data["sla"] = Deadlines(
+    data["sla"] = TicketDeadlines(
         response_due_at=data.pop("response_due_at"), resolution_due_at=data.pop("resolution_due_at")
     )
+    if clock is not None:
+        data["sla"] = clock_deadlines(data["sla"], clock)
     return TicketView(**data)
+
+
+def clock_deadlines(recorded: TicketDeadlines, clock: SlaClock) -> TicketDeadlines:
+    """The deadlines on the ticket's SLA clock (the recorded one where it has none)."""
+    response, resolution = clock.deadline("response"), clock.deadline("resolution")
+    return TicketDeadlines(
+        response_due_at=(response.due_at if response else None) or recorded.response_due_at,
+        resolution_due_at=(resolution.due_at if resolution else None) or recorded.resolution_due_at,
+        paused=clock.paused,
+        response_status=response.status if response else None,
+        resolution_status=resolution.status if resolution else None,
+    )
 
 
 @router.post(
@@ -197,8 +214,13 @@ async def get_ticket(
         )
     if row is None:
         raise NotFound("ticket_not_found", f"no ticket {ticket_id}")
+    now, sla = platform.clock.now(), platform.settings.sla
+    at = min(as_of, now) if as_of is not None else now
+    clock = await platform.db.read(
+        lambda c: ticket_sla(c, platform.store, sla, str(ticket_id), at, as_of)
+    )
     response.headers["ETag"] = etag(row["version"] if isinstance(row, dict) else row.version)
-    return ticket_view(row, principal)
+    return ticket_view(row, principal, clock)
 
 
 def ticket_cursor(

@@ -143,6 +143,18 @@ class Deadlines(BaseModel):
     resolution_due_at: datetime | None
 
 
+class TicketDeadlines(Deadlines):
+    """The deadlines: in lists, as recorded on the events (no pause counted); for one
+    ticket, on its SLA clock (moved by pauses; the recorded one while paused). The full
+    clock: the dispatch service's `GET /tickets/{id}/sla` (docs/sla.md)."""
+
+    paused: bool | None = Field(default=None, description="One ticket: its clock is paused.")
+    response_status: str | None = Field(
+        default=None, description="One ticket: running, paused, met, met_late or breached."
+    )
+    resolution_status: str | None = None
+
+
 class TicketView(BaseModel):
     ticket_id: str
     ticket_number: str
@@ -177,7 +189,7 @@ class TicketView(BaseModel):
     repaired_at: datetime | None
     followed_up_at: datetime | None
     closed_at: datetime | None
-    sla: Deadlines
+    sla: TicketDeadlines
     updated_at: datetime
 
 

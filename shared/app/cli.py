@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from shared.app.config import Settings
 from shared.app.observability import configure_logging
 from shared.app.registry import SERVERS, all_projections
+from shared.app.sla_cli import add_arguments as add_sla_arguments
 from shared.http.auth.personal_data import install_log_filter
 from shared.http.auth.tokens import TOKEN_ROLES
 
@@ -414,6 +415,12 @@ def _cmd_contract(_settings: Settings, args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _cmd_sla(settings: Settings, args: argparse.Namespace) -> int:
+    from shared.app.sla_cli import run
+
+    return run(settings, args)
+
+
 def _cmd_token(settings: Settings, args: argparse.Namespace) -> int:
     from shared.http.auth.tokens import issue_token, parse_duration
 
@@ -551,6 +558,7 @@ def _audit_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     subscribe.add_argument(
         "--token", default=None, help="HTTP: bearer token (default: $TICKETLINE_TOKEN)"
     )
+    add_sla_arguments(sub.add_parser("sla", help="SLA clock: what-if replay of a policy"))
 
 
 def _access_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -587,6 +595,7 @@ COMMANDS = {
     "verify-export": _cmd_verify_export,
     "token": _cmd_token,
     "api-key": _cmd_api_key,
+    "sla": _cmd_sla,
 }
 
 

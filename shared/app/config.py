@@ -7,6 +7,7 @@ to the scaled mode. Every business figure from DOMAIN.md is a setting with its d
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -14,24 +15,55 @@ from typing import Literal
 from pydantic import AliasChoices, BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.kernel.events.sla import DEFAULT_PAUSE_REASONS, EscalationLevel, LadderStep
+from shared.kernel.sla import SlaPolicy, Step
+
 
 class SlaSettings(BaseSettings):
-    """Service-level targets (hours)."""
+    """Service-level targets (hours) and the SLA clock's terms (docs/sla.md)."""
 
     model_config = SettingsConfigDict(env_prefix="TICKETLINE_SLA_", extra="ignore")
 
+    # The built-in policy's targets: wall-clock hours (24×7) from the receipt, used while
+    # the policy named by ``policy_id`` has no version.
     response_hours_normal: float = 24.0
     response_hours_urgent: float = 2.0
     response_hours_critical: float = 0.5
     resolution_hours_simple: float = 4.0
     resolution_hours_general: float = 24.0
     resolution_hours_complex: float = 72.0
+    # The policy new tickets start under (`PUT /sla-policies/{id}` defines its versions).
+    policy_id: str = "standard"
+    # A deadline further than this after its clock could start is capped (and says so).
+    horizon_days: int = Field(default=366, ge=1, le=3660)
+    # The built-in policy's ladder (JSON), pause reasons and automatic pause for parts:
+    # by default the breach escalates to the regional center, as always.
+    ladder: list[LadderStep] = Field(
+        default_factory=lambda: [LadderStep(percent=100, level=EscalationLevel.regional_center)]
+    )
+    pause_reasons: list[str] = Field(default_factory=lambda: list(DEFAULT_PAUSE_REASONS))
+    pause_for_parts: bool = False
 
     def response_hours(self, urgency: str) -> float:
         return float(getattr(self, f"response_hours_{urgency}"))
 
     def resolution_hours(self, complexity: str) -> float:
         return float(getattr(self, f"resolution_hours_{complexity}"))
+
+    @property
+    def horizon(self) -> timedelta:
+        return timedelta(days=self.horizon_days)
+
+    def builtin_policy(self) -> SlaPolicy:
+        return SlaPolicy(
+            ladder=tuple(
+                sorted(
+                    (Step(s.percent, s.level.value) for s in self.ladder), key=lambda s: s.percent
+                )
+            ),
+            pause_reasons=tuple(self.pause_reasons),
+            pause_for_parts=self.pause_for_parts,
+        )
 
 
 class DispatchSettings(BaseSettings):

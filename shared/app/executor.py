@@ -165,8 +165,7 @@ class Executor:
             if (stream_ids := {a.stream_id for a in appends if _stream_type(a) == stream_type})
             for projection in projections
         ]
-        for projection, stream_ids in inline:
-            self.runner.lock_streams(conn, projection.name, stream_ids)
+        self.runner.lock_all(conn, [(p.name, sid) for p, ids in inline for sid in ids])
         written = self.store.append(conn, appends, context)
         by_type: dict[str, list[EventEnvelope]] = {}
         for event in written:

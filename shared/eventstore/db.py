@@ -372,6 +372,21 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
 _RETRIED_ERRORS: tuple[type[BaseException], ...] = (DBAPIError, OSError, *_DRIVER_ERRORS)
 
 
+# SQLSTATEs of a transaction PostgreSQL rolled back to break a cycle or a conflict.
+_RACE_STATES = frozenset({"40P01", "40001"})
+
+
+def _lost_a_race(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if getattr(current, "sqlstate", None) in _RACE_STATES:
+            return True
+        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
+    return False
+
+
 def _is_disconnect(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
@@ -403,16 +418,6 @@ def _connection_lost(exc: BaseException) -> bool:
         if state.startswith("08") or state in _AWAY_STATES:
             return True
     return False
-
-
-# A transaction the server aborted so that it can run again: deadlock detected, a
-# serialization failure. (Units of work take locks in one order, but a group commit runs
-# several in one transaction, one's append before another's stream locks.)
-_RETRY_STATES = ("40P01", "40001")
-
-
-def _aborted_to_retry(exc: BaseException) -> bool:
-    return any(str(getattr(cause, "sqlstate", "") or "") in _RETRY_STATES for cause in _causes(exc))
 
 
 _SQLITE_TRANSIENT = ("database is locked", "disk i/o error", "unable to open database")
@@ -542,28 +547,29 @@ class Database:
         return await self._pg_run(self._pg_read, work, transactional=False)
 
     async def _pg_group(self, works: list[Callable[[Connection], Any]]) -> list[Any]:
-        """Several units of work in one transaction, in order (group commit)."""
-        return await self._pg_run(
-            self._pg_write, lambda c: [work(c) for work in works], transactional=True
-        )
+        """Several units of work in one transaction, in order (group commit). A transaction
+        that lost a deadlock (or a serialization check) committed nothing: it runs again."""
+        for attempt in range(1, 4):
+            try:
+                return await self._pg_run(
+                    self._pg_write, lambda c: [work(c) for work in works], transactional=True
+                )
+            except Exception as exc:
+                if attempt == 3 or not _lost_a_race(exc):
+                    raise
+                await asyncio.sleep(0.01 * attempt)
+        raise AssertionError("unreachable")
 
     async def _pg_run(
         self, engine: AsyncEngine, work: Callable[[Connection], T], *, transactional: bool
     ) -> T:
-        for attempt in (1, 2, 3):
+        for attempt in (1, 2):
             state = {"committing": False}
             try:
                 result, appended = await _pg_once(engine, work, transactional, state)
-            except Exception as exc:
-                # The server aborted the transaction to break a deadlock (or a
-                # serialization failure): nothing committed, the work runs again. A pooled
-                # connection that died is replaced and the work, which never committed,
-                # runs once more; an outage or an unknown commit outcome is 503.
-                if not state["committing"] and attempt < 3 and _aborted_to_retry(exc):
-                    await asyncio.sleep(0.01 * attempt)
-                    continue
-                if not isinstance(exc, _RETRIED_ERRORS):
-                    raise
+            except _RETRIED_ERRORS as exc:
+                # A pooled connection that died is replaced and the work, which never
+                # committed, runs once more; an outage or an unknown commit outcome is 503.
                 lost = _connection_lost(exc)
                 if not state["committing"] and attempt == 1 and lost:
                     continue

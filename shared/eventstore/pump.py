@@ -119,6 +119,16 @@ class LedgerPump:
     def _apply_page(self, conn: Connection, page: list[EventEnvelope]) -> _Round:
         outcome = _Round()
         last = page[-1].position
+        # Every stream lock the page needs, at once and in one order (PostgreSQL).
+        self.runner.lock_all(
+            conn,
+            [
+                (p.name, e.stream_id)
+                for p in self.projections
+                for e in page
+                if e.stream_type in p.stream_types and e.position > self.checkpoints.get(p.name, 0)
+            ],
+        )
         for projection in self.projections:
             done = self.checkpoints.get(projection.name, 0)
             if done >= last:

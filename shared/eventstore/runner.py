@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol, TypeVar
@@ -554,16 +554,23 @@ class ProjectionRunner:
 
     @staticmethod
     def lock_streams(conn: Connection, name: str, stream_ids: set[str]) -> None:
+        ProjectionRunner.lock_all(conn, [(name, sid) for sid in stream_ids])
+
+    @staticmethod
+    def lock_all(conn: Connection, pairs: Iterable[tuple[str, str]]) -> None:
         """Serialise appliers of the same projection and stream until commit. A command
         applying a projection inline and a projector applying the same stream's earlier
         events would otherwise both see no version yet and both insert (a unique
         violation, a 500 for the command). The later one now waits and then reads the
         committed version, so it skips what is already applied. Locks are taken in one
         order (by key hash), so appliers never wait on each other in a cycle. SQLite has a
-        single writer: nothing to do."""
+        single writer: nothing to do. ``lock_all`` takes the locks of several projections'
+        streams in one statement: a unit of work that needs many takes them all at once."""
         if conn.dialect.name != "postgresql":
             return
-        keys = [f"projection:{name}:{sid}" for sid in sorted(stream_ids)]
+        keys = sorted({f"projection:{name}:{sid}" for name, sid in pairs})
+        if not keys:
+            return
         conn.execute(
             text(
                 "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended(k, 0) "

@@ -31,6 +31,8 @@ OPEN_STATUSES = frozenset(
     {S.received, S.diagnosed, S.dispatched, S.visited, S.repaired, S.followed_up, S.reopened}
 )
 EXISTING = OPEN_STATUSES | {S.closed}
+# Where an SLA clock may be running (not yet responded, or not resolved): docs/sla.md.
+CLOCK_STATUSES = frozenset({S.received, S.diagnosed, S.dispatched, S.visited, S.reopened})
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,12 @@ LIFECYCLE: dict[str, Step] = {
     "SlaBreached": Step(EXISTING),
     "TicketEscalated": Step(EXISTING),
     "RepeatRepairFlagged": Step(EXISTING),
+    # SLA terms and the clock (docs/sla.md): the policy is pinned at receipt or
+    # re-evaluated while open; pauses only while a clock may run; warnings like breaches.
+    "SlaPolicyApplied": Step(OPEN_STATUSES),
+    "SlaPaused": Step(CLOCK_STATUSES),
+    "SlaResumed": Step(CLOCK_STATUSES),
+    "SlaWarning": Step(EXISTING),
     "ComplaintFiled": Step(EXISTING),
     # Old parts come back after the repair, also after the ticket closed.
     "OldPartReturned": Step(EXISTING),

@@ -12,6 +12,7 @@ from datetime import datetime
 from shared.kernel.decider import Decider
 from shared.kernel.events.envelope import EventEnvelope, EventPayload
 from shared.kernel.events.registry import typed_payload
+from shared.kernel.events.sla import SlaPaused, SlaPolicyApplied, SlaResumed, SlaWarning
 from shared.kernel.events.tickets import (
     ContactDetailsCorrected,
     FollowUpRecorded,
@@ -26,6 +27,19 @@ from shared.kernel.events.tickets import (
 )
 from shared.kernel.lifecycle import OPEN_STATUSES, TicketStatus, status_after
 from shared.kernel.reach import Scope
+
+
+@dataclass(frozen=True)
+class SlaPause:
+    """A pause of the ticket's SLA clocks: until it was resumed (None: still paused)."""
+
+    reason: str
+    since: datetime
+    until: datetime | None = None
+    requisition_id: str | None = None
+    note: str | None = None
+    # "resumed", or "repaired" when the repair ended it (no clock runs after a repair).
+    ended_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +64,15 @@ class TicketState:
     responded_at: datetime | None = None
     resolved_at: datetime | None = None
     history: tuple[str, ...] = field(default_factory=tuple)
+    # The SLA terms pinned on the ticket (None: the built-in policy), its pauses, and the
+    # ladder steps short of the breach already recorded ("response:75").
+    sla_policy: SlaPolicyApplied | None = None
+    sla_pauses: tuple[SlaPause, ...] = ()
+    sla_warned: frozenset[str] = frozenset()
+
+    @property
+    def sla_paused(self) -> bool:
+        return bool(self.sla_pauses) and self.sla_pauses[-1].until is None
 
     @property
     def exists(self) -> bool:
@@ -96,6 +119,7 @@ def evolve(
         case TicketVisited():
             return replace(s, visit=payload)
         case TicketRepaired():
+            s = _end_pause(s, occurred_at, "repaired")
             return replace(s, repair=payload, resolved_at=occurred_at)
         case FollowUpRecorded():
             return replace(s, follow_up=payload)
@@ -103,7 +127,33 @@ def evolve(
             return replace(s, reopen_count=state.reopen_count + 1, repair=None, resolved_at=None)
         case SlaBreached():
             return replace(s, breached=state.breached | {payload.deadline.value})
+    return _evolve_sla(s, payload, occurred_at)
+
+
+def _evolve_sla(s: TicketState, payload: EventPayload, at: datetime | None) -> TicketState:
+    match payload:
+        case SlaPolicyApplied():
+            return replace(s, sla_policy=payload)
+        case SlaPaused():
+            assert at is not None
+            pause = SlaPause(payload.reason, at, None, payload.requisition_id, payload.note)
+            return replace(s, sla_pauses=(*s.sla_pauses, pause))
+        case SlaResumed():
+            return _end_pause(s, at, "resumed")
+        case SlaWarning():
+            return replace(s, sla_warned=s.sla_warned | {warning_key(payload)})
     return s
+
+
+def warning_key(payload: SlaWarning) -> str:
+    return f"{payload.deadline.value}:{payload.percent:g}"
+
+
+def _end_pause(s: TicketState, at: datetime | None, ended_by: str) -> TicketState:
+    if not s.sla_paused or at is None:
+        return s
+    last = replace(s.sla_pauses[-1], until=at, ended_by=ended_by)
+    return replace(s, sla_pauses=(*s.sla_pauses[:-1], last))
 
 
 def fold(ticket_id: str, envelopes: list[EventEnvelope]) -> TicketState:

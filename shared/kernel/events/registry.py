@@ -19,6 +19,9 @@ TOPIC_FAMILY_BY_STREAM_TYPE: dict[str, str] = {
     "service_point": "network",
     "technician": "network",
     "network": "network",
+    # The SLA terms (calendars, policies) travel with the network's descriptions.
+    "calendar": "network",
+    "sla_policy": "network",
     "stock": "parts",
     "part": "parts",
     "location": "parts",

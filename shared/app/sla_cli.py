@@ -1,0 +1,135 @@
+"""``ticketline sla what-if``: a period's tickets recomputed under another SLA policy,
+beside the terms they run on — read only (docs/sla.md)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from shared.app.config import Settings
+from shared.kernel.errors import DomainError
+from shared.kernel.events.sla import CalendarDescription, SlaPolicyDescription
+
+CALENDARS = TypeAdapter(dict[str, CalendarDescription])
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="sla_command", required=True)
+    what_if = sub.add_parser(
+        "what-if",
+        help="recompute the tickets received in a period under another policy; writes nothing",
+    )
+    what_if.add_argument(
+        "--policy",
+        required=True,
+        help="YAML or JSON file: a policy description (as PUT /sla-policies/{id} takes), or "
+        "{policy: …, calendars: {id: calendar description}}",
+    )
+    what_if.add_argument("--from", dest="from_", required=True, help="received from (ISO 8601)")
+    what_if.add_argument("--to", required=True, help="received before (ISO 8601)")
+    what_if.add_argument("--at", default=None, help="the clocks' instant (default: now)")
+    what_if.add_argument("--format", choices=("text", "json"), default="text")
+
+
+def instant(value: str) -> datetime:
+    """An ISO 8601 instant with a timezone; a bare date is midnight UTC."""
+    if len(value) == 10:
+        return datetime.combine(date.fromisoformat(value), datetime.min.time(), tzinfo=UTC)
+    found = datetime.fromisoformat(value)
+    if found.tzinfo is None:
+        raise ValueError(f"{value}: give a timezone, e.g. 2026-11-20T10:00:00Z")
+    return found
+
+
+def load_terms(path: Path) -> tuple[SlaPolicyDescription, dict[str, CalendarDescription]]:
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".json":
+        data = json.loads(text)
+    else:
+        import yaml  # type: ignore[import-untyped]
+
+        data = yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a mapping expected")
+    policy = data.get("policy", data)
+    return SlaPolicyDescription.model_validate(policy), CALENDARS.validate_python(
+        data.get("calendars") or {}
+    )
+
+
+async def report(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    from shared.app.platform import Platform
+    from shared.readmodels.sla import TermsReader
+    from shared.readmodels.sla_whatif import candidate, what_if
+
+    policy, calendars = load_terms(Path(args.policy))
+    chosen = candidate(policy, calendars)
+    period = (instant(args.from_), instant(args.to))
+    platform = Platform.from_settings(settings)
+    at = instant(args.at) if args.at else platform.clock.now()
+    sla = settings.sla
+    try:
+        return await platform.db.read(
+            lambda c: what_if(
+                TermsReader(c, platform.store, sla.builtin_policy(), sla.horizon),
+                chosen,
+                period,
+                at,
+            )
+        )
+    finally:
+        await platform.close()
+
+
+def _pair(group: dict[str, Any], key: str) -> str:
+    now, then, delta = group["current"][key], group["what_if"][key], group["delta"][key]
+    if now is None and then is None:
+        return "-"
+    shown = f"{now if now is not None else '-'} → {then if then is not None else '-'}"
+    return f"{shown} ({delta:+g})" if delta is not None else shown
+
+
+def render_text(result: dict[str, Any]) -> str:
+    lines = [
+        f"What-if: {result['policy']} — tickets received {result['received_from']:%Y-%m-%d %H:%M %Z}"
+        f" … {result['received_to']:%Y-%m-%d %H:%M %Z}, clocks at {result['at']:%Y-%m-%d %H:%M %Z}",
+        "rates in %: now → what-if (difference)",
+        f"{'':24} {'tickets':>7}  {'response SLA':<24} {'resolution SLA':<24} "
+        f"{'response breaches':<24} resolution breaches",
+    ]
+    rows = [("total", result["total"])]
+    rows += [(f"region {g['key']}", g) for g in result["regions"]]
+    rows += [(f"point {g['key'] or '(none)'}", g) for g in result["service_points"]]
+    for label, g in rows:
+        lines.append(
+            f"{label[:24]:24} {g['current']['tickets']:>7}  "
+            f"{_pair(g, 'response_sla_rate'):<24} {_pair(g, 'resolution_sla_rate'):<24} "
+            f"{_pair(g, 'response_breach_rate'):<24} {_pair(g, 'resolution_breach_rate')}"
+        )
+    return "\n".join(lines)
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        result = asyncio.run(report(settings, args))
+    except ValidationError as exc:  # before ValueError, its base
+        print(f"sla what-if: invalid policy file: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, KeyError, OSError) as exc:
+        print(f"sla what-if: {exc}", file=sys.stderr)
+        return 2
+    except DomainError as exc:
+        print(f"sla what-if: {exc.detail}", file=sys.stderr)
+        return 2
+    if args.format == "json":
+        print(json.dumps(result, default=str, indent=2))
+    else:
+        print(render_text(result))
+    return 0

@@ -1,0 +1,508 @@
+"""The SLA clock over HTTP on SQLite: calendars and policies (versions, .ics import, bad
+input), a ticket's deadline in business hours, pause and resume, the timeline and
+``as_of``, re-evaluation, compliance in business time, the automatic pause for parts, and
+what-if (which writes nothing). Racing schedulers: tests/test_sla_ladder.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import Connection, func, select
+
+from services.dispatch.jobs import check_sla
+from services.dispatch.projections import SLA_CLOCKS
+from services.dispatch.reactors import PartsPauseReactor
+from services.dispatch.sla_schemas import CALENDAR_EXAMPLE, ICS_EXAMPLE
+from services.feedback.projections import COMPLIANCE
+from shared.app.cli import main as cli_main
+from shared.app.platform import Platform
+from shared.eventstore.tables import events as events_table
+from shared.kernel.clock import ManualClock
+from tests.support.clients import service_client
+from tests.support.dispatch_network import build_network, open_ticket, problem_rule, ticket_body
+
+pytestmark = pytest.mark.parametrize("backend", ["sqlite"])
+
+FRIDAY_1730_SHANGHAI = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
+YEAR_START = date(2027, 1, 1)
+WORKDAYS = ("mon", "tue", "wed", "thu", "fri")
+NINE_TO_SIX = {
+    "name": "Hangzhou outlets",
+    "timezone": "Asia/Shanghai",
+    "hours": [{"weekday": d, "start": "09:00", "end": "18:00"} for d in WORKDAYS],
+}
+POLICY = {
+    "name": "Business hours",
+    "response": {"normal": {"hours": 4}, "urgent": {"hours": 2}, "critical": {"hours": 0.5}},
+    "region_calendars": {"east": "hz"},
+}
+
+
+@pytest.fixture
+async def admin(platform: Platform) -> AsyncIterator[httpx.AsyncClient]:
+    async with service_client("dispatch", platform, role="admin") as client:
+        yield client
+
+
+async def ok(response: httpx.Response, status: int = 200) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def define_terms(admin: httpx.AsyncClient, **policy: Any) -> None:
+    await ok(await admin.put("/calendars/hz", json=NINE_TO_SIX))
+    await ok(await admin.put("/sla-policies/standard", json={**POLICY, **policy}))
+
+
+async def ledger_head(platform: Platform) -> int:
+    def head(c: Connection) -> int:
+        return int(c.execute(select(func.count()).select_from(events_table)).scalar_one())
+
+    return await platform.db.read(head)
+
+
+async def receive(intake: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
+    return await ok(await intake.post("/tickets", json=ticket_body(**body)), 201)
+
+
+# --- terms ------------------------------------------------------------------------------
+
+
+async def test_calendars_and_policies_are_versioned_and_bad_input_writes_nothing(
+    platform: Platform, admin: httpx.AsyncClient, dispatch: httpx.AsyncClient
+) -> None:
+    first = await ok(await admin.put("/calendars/hz", json=CALENDAR_EXAMPLE))
+    assert (first["id"], first["version"]) == ("hz", 1)
+    before = await ledger_head(platform)
+    bad = [
+        (
+            {
+                **NINE_TO_SIX,
+                "hours": [
+                    *NINE_TO_SIX["hours"],
+                    {"weekday": "mon", "start": "17:00", "end": "20:00"},
+                ],
+            },
+            "hours",
+        ),
+        ({**NINE_TO_SIX, "timezone": "Mars/Olympus"}, "timezone"),
+        # Closed for longer than the horizon: deadlines there would be unreachable.
+        (
+            {
+                **NINE_TO_SIX,
+                "holidays": [{"day": str(YEAR_START + timedelta(n))} for n in range(370)],
+            },
+            "holidays",
+        ),
+    ]
+    for body, field in bad:
+        response = await admin.put("/calendars/hz", json=body)
+        assert (response.status_code, problem_rule(response)) == (422, field), response.text
+    # A policy naming a calendar nobody defined, or missing a target.
+    response = await admin.put(
+        "/sla-policies/standard", json={**POLICY, "region_calendars": {"east": "nope"}}
+    )
+    assert (response.status_code, problem_rule(response)) == (422, "calendars")
+    response = await admin.put(
+        "/sla-policies/standard", json={**POLICY, "response": {"normal": {"hours": 4}}}
+    )
+    assert (response.status_code, problem_rule(response)) == (422, "response")
+    response = await admin.put(
+        "/sla-policies/standard",
+        json={
+            **POLICY,
+            "response": {
+                "normal": {"hours": 8000},
+                "urgent": {"hours": 2},
+                "critical": {"hours": 1},
+            },
+        },
+    )
+    assert (response.status_code, problem_rule(response)) == (422, "response.normal")
+    assert "unreachable" in response.json()["detail"]
+    assert await ledger_head(platform) == before  # nothing written
+
+    second = await ok(await admin.put("/calendars/hz", json={**NINE_TO_SIX, "reason": "no lunch"}))
+    assert second["version"] == 2
+    same = await admin.put("/calendars/hz", json=NINE_TO_SIX)
+    assert (same.status_code, problem_rule(same)) == (409, "unchanged")
+    old = await ok(await dispatch.get("/calendars/hz", params={"version": 1}))
+    assert len(old["description"]["hours"]) == 10
+    listed = await ok(await dispatch.get("/calendars"))
+    assert [(c["id"], c["version"]) for c in listed["items"]] == [("hz", 2)]
+    await ok(await admin.put("/sla-policies/standard", json=POLICY))
+    policies = await ok(await dispatch.get("/sla-policies"))
+    assert policies["items"][0]["description"]["region_calendars"] == {"east": "hz"}
+    assert (await dispatch.get("/sla-policies/nope")).status_code == 404
+
+
+async def test_holidays_import_from_an_icalendar_file(
+    admin: httpx.AsyncClient, dispatch: httpx.AsyncClient
+) -> None:
+    assert (await admin.post("/calendars/hz/ics", json={"ics": ICS_EXAMPLE})).status_code == 404
+    await ok(await admin.put("/calendars/hz", json=NINE_TO_SIX))
+    ics = ICS_EXAMPLE.replace(
+        "END:VCALENDAR",
+        "BEGIN:VEVENT\r\nDTSTART:20271010T090000Z\r\nSUMMARY:a meeting\r\nEND:VEVENT\r\n"
+        "END:VCALENDAR",
+    )
+    imported = await ok(await admin.post("/calendars/hz/ics", json={"ics": ics}))
+    assert (imported["version"], imported["holidays_imported"]) == (2, 7)
+    assert (imported["working_days_imported"], imported["skipped"]) == (1, ["a meeting"])
+    calendar = (await ok(await dispatch.get("/calendars/hz")))["description"]
+    assert [h["day"] for h in calendar["holidays"]][:2] == ["2027-10-01", "2027-10-02"]
+    assert calendar["working_days"] == [
+        {"day": "2027-09-26", "hours_of": "mon", "name": "补班 (working day)"}
+    ]
+    response = await admin.post("/calendars/hz/ics", json={"ics": "not a calendar"})
+    assert (response.status_code, problem_rule(response)) == (422, "ics")
+
+
+# --- a ticket's clock --------------------------------------------------------------------
+
+
+async def test_friday_evening_ticket_is_due_monday_and_keeps_its_calendar_version(
+    platform: Platform,
+    admin: httpx.AsyncClient,
+    intake: httpx.AsyncClient,
+    dispatch: httpx.AsyncClient,
+    clock: ManualClock,
+) -> None:
+    await define_terms(admin)
+    clock.set(FRIDAY_1730_SHANGHAI)
+    ticket = await receive(intake)
+    # 17:30-18:00 on Friday, then 09:00-12:30 on Monday (Asia/Shanghai).
+    assert ticket["sla"]["response_due_at"] == "2026-11-23T04:30:00Z"
+    timeline = await ok(await dispatch.get(f"/tickets/{ticket['ticket_id']}/sla"))
+    assert timeline["policy"] == {
+        "policy_id": "standard",
+        "policy_version": 1,
+        "calendar_versions": {"hz": 1},
+    }
+    (response,) = timeline["deadlines"]
+    assert (response["due_at"], response["status"], response["target_minutes"]) == (
+        "2026-11-23T04:30:00Z",
+        "running",
+        240.0,
+    )
+    # Monday becomes a holiday: new tickets are due Tuesday; this one keeps its version
+    # until re-evaluated on purpose.
+    await ok(
+        await admin.put("/calendars/hz", json={**NINE_TO_SIX, "holidays": [{"day": "2026-11-23"}]})
+    )
+    later = await receive(intake)
+    assert later["sla"]["response_due_at"] == "2026-11-24T04:30:00Z"
+    view = await ok(await intake.get(f"/tickets/{ticket['ticket_id']}"))
+    assert view["sla"]["response_due_at"] == "2026-11-23T04:30:00Z"
+    path = f"/tickets/{ticket['ticket_id']}/sla/re-evaluation"
+    await ok(await dispatch.post(path, json={"reason": "Monday is a holiday after all"}))
+    again = await dispatch.post(path, json={"reason": "twice"})
+    assert (again.status_code, problem_rule(again)) == (409, "already_current")
+    view = await ok(await intake.get(f"/tickets/{ticket['ticket_id']}"))
+    assert view["sla"]["response_due_at"] == "2026-11-24T04:30:00Z"
+    assert view["sla"]["response_status"] == "running"
+
+
+async def test_pause_and_resume_move_the_deadline_and_the_timeline_shows_each_segment(
+    platform: Platform,
+    admin: httpx.AsyncClient,
+    intake: httpx.AsyncClient,
+    dispatch: httpx.AsyncClient,
+    clock: ManualClock,
+) -> None:
+    await define_terms(admin)
+    clock.set(FRIDAY_1730_SHANGHAI)
+    ticket_id = (await receive(intake))["ticket_id"]
+    base = f"/tickets/{ticket_id}/sla"
+    head = await ledger_head(platform)
+    resume = await dispatch.post(f"{base}/resume", json={})
+    assert (resume.status_code, problem_rule(resume)) == (409, "not_paused")
+    wrong = await dispatch.post(f"{base}/pause", json={"reason": "lunch"})
+    assert (wrong.status_code, problem_rule(wrong)) == (422, "reason")
+    assert await ledger_head(platform) == head  # refused: nothing written
+
+    clock.set(datetime(2026, 11, 23, 2, tzinfo=UTC))  # Monday 10:00 local
+    await ok(await dispatch.post(f"{base}/pause", json={"reason": "customer_unavailable"}))
+    twice = await dispatch.post(f"{base}/pause", json={"reason": "customer_unavailable"})
+    assert (twice.status_code, problem_rule(twice)) == (409, "already_paused")
+    clock.set(datetime(2026, 11, 24, 3, tzinfo=UTC))  # Tuesday 11:00 local
+    paused = await ok(await dispatch.get(base))
+    assert paused["paused"] and paused["deadlines"][0]["due_at"] is None
+    assert paused["deadlines"][0]["status"] == "paused"
+    await ok(await dispatch.post(f"{base}/resume", json={"note": "back home"}))
+    # Paused Monday 10:00 to Tuesday 11:00 = 10 business hours: due Tuesday 13:30 local
+    # instead of Monday 12:30.
+    events = await platform.db.read(lambda c: platform.store.read_stream(c, ticket_id))
+    assert events[-1].event_type == "SlaResumed"
+    assert events[-1].payload["response_due_at"] == "2026-11-24T05:30:00Z"
+    timeline = await ok(await dispatch.get(base))
+    (response,) = timeline["deadlines"]
+    assert (response["due_at"], response["paused_minutes"]) == ("2026-11-24T05:30:00Z", 600.0)
+    assert [
+        (s["state"], s["reason"], s["paused_by"], s["resumed_by"]) for s in timeline["segments"]
+    ] == [
+        ("running", None, None, None),
+        ("paused", "customer_unavailable", "dispatcher:dispatcher-1", "dispatcher:dispatcher-1"),
+        ("running", None, None, None),
+    ]
+    assert timeline["paused_minutes"] == 25 * 60
+    # As it stood on Monday at 11:00 local: paused, one hour so far.
+    as_of = await ok(await dispatch.get(base, params={"as_of": "2026-11-23T03:00:00Z"}))
+    assert [s["state"] for s in as_of["segments"]] == ["running", "paused"]
+    assert as_of["paused"] and as_of["segments"][-1]["end"] is None
+    assert (await dispatch.get(base, params={"as_of": "2026-11-23T03:00:00"})).status_code == 422
+
+
+async def test_a_paused_ticket_is_never_flagged_and_compliance_counts_business_time(
+    platform: Platform,
+    admin: httpx.AsyncClient,
+    intake: httpx.AsyncClient,
+    dispatch: httpx.AsyncClient,
+    feedback: httpx.AsyncClient,
+    clock: ManualClock,
+) -> None:
+    await define_terms(admin)
+    clock.set(FRIDAY_1730_SHANGHAI)
+    paused_id = (await receive(intake))["ticket_id"]
+    running_id = (await receive(intake, product__serial_number="SN-2"))["ticket_id"]
+    answered_id = (await receive(intake, product__serial_number="SN-3"))["ticket_id"]
+    pause = {"reason": "waiting_for_approval"}
+    await ok(await dispatch.post(f"/tickets/{paused_id}/sla/pause", json=pause))
+    # Answered on Monday 11:00 local: 65.5 wall-clock hours after the receipt, but 2.5
+    # business hours — within the 4-hour target on the clock.
+    clock.set(datetime(2026, 11, 23, 3, tzinfo=UTC))
+    diagnosis = {"category": "wear", "complexity": "simple", "resolution_path": "on_site"}
+    await ok(await intake.post(f"/tickets/{answered_id}/diagnosis", json=diagnosis))
+    await platform.runner.catch_up(COMPLIANCE)
+    row = await ok(await feedback.get(f"/compliance/tickets/{answered_id}"))
+    assert row["checklist"]["responded_within_sla"]["status"] == "true"
+
+    clock.set(datetime(2026, 11, 30, 9, tzinfo=UTC))  # a week later
+    # The running ticket's response and the answered one's resolution (simple: 4 h):
+    # each the warning (75 %), the breach, then 150 % — the paused ticket nothing.
+    assert await check_sla(platform) == 6
+    kinds = await stream_kinds(platform, running_id)
+    assert kinds.count("SlaWarning") == 2 and kinds.count("SlaBreached") == 1
+    assert not {"SlaWarning", "SlaBreached"} & set(await stream_kinds(platform, paused_id))
+    await platform.runner.catch_up(COMPLIANCE)
+    row = await ok(await feedback.get(f"/compliance/tickets/{paused_id}"))
+    assert row["checklist"]["responded_within_sla"]["status"] == "pending"
+
+
+async def stream_kinds(platform: Platform, ticket_id: str) -> list[str]:
+    events = await platform.db.read(lambda c: platform.store.read_stream(c, ticket_id))
+    return [e.event_type for e in events]
+
+
+async def test_work_lists_show_the_pause_and_the_clock_deadline(
+    platform: Platform,
+    admin: httpx.AsyncClient,
+    intake: httpx.AsyncClient,
+    dispatch: httpx.AsyncClient,
+    clock: ManualClock,
+) -> None:
+    await build_network(admin)
+    await define_terms(admin)
+    ticket_id = await open_ticket(intake)
+    await ok(
+        await dispatch.post(
+            f"/tickets/{ticket_id}/sla/pause",
+            json={"reason": "waiting_for_parts", "note": "motor on order"},
+        )
+    )
+    (item,) = (await ok(await dispatch.get("/dispatch-queue")))["items"]
+    assert (item["sla_paused"], item["sla_pause_reason"]) == (True, "waiting_for_parts")
+    await ok(await dispatch.post(f"/tickets/{ticket_id}/sla/resume", json={}))
+    (item,) = (await ok(await dispatch.get("/dispatch-queue")))["items"]
+    assert item["sla_paused"] is False
+    # A technician pauses its own tickets only; another region's dispatcher sees none.
+    await ok(await dispatch.post(f"/tickets/{ticket_id}/dispatch", json={"technician_id": "t-a"}))
+    pause = {"reason": "customer_unavailable"}
+    async with service_client("dispatch", platform, role="technician", subject="t-b") as other:
+        response = await other.post(f"/tickets/{ticket_id}/sla/pause", json=pause)
+        assert response.status_code == 404
+        assert (await other.get(f"/tickets/{ticket_id}/sla")).status_code == 404
+    async with service_client("dispatch", platform, role="dispatcher", region="west") as west:
+        assert (await west.post(f"/tickets/{ticket_id}/sla/pause", json=pause)).status_code == 404
+    async with service_client("dispatch", platform, role="technician", subject="t-a") as mine:
+        await ok(await mine.post(f"/tickets/{ticket_id}/sla/pause", json=pause))
+        timeline = await ok(await mine.get(f"/tickets/{ticket_id}/sla"))
+        assert timeline["segments"][-1]["paused_by"] == "technician:t-a"
+    (item,) = (await ok(await dispatch.get("/technicians/t-a/assignments")))["items"]
+    assert (item["sla_paused"], item["sla_pause_reason"]) == (True, "customer_unavailable")
+
+
+async def test_a_requisition_from_elsewhere_pauses_and_the_issue_resumes(
+    platform: Platform,
+    admin: httpx.AsyncClient,
+    intake: httpx.AsyncClient,
+    dispatch: httpx.AsyncClient,
+    clock: ManualClock,
+) -> None:
+    from shared.kernel.events.parts import (
+        RequisitionIssued,
+        RequisitionRaised,
+        RequisitionReserved,
+    )
+
+    await define_terms(admin)
+    ticket_id = await open_ticket(intake)
+    reactor = PartsPauseReactor(platform)
+
+    async def parts_event(stream: str, *payloads: Any) -> None:
+        from shared.app.executor import Handling, Invocation
+        from shared.kernel.decider import Decider
+        from shared.kernel.events.envelope import Actor, CommandContext
+
+        context = CommandContext(actor=Actor(subject="clerk", role="parts_clerk"), service="parts")
+        handling = Handling(platform.executor("parts"), Invocation(context), platform.settings)
+        decider: Decider[int] = Decider("requisition", lambda _id: 0, lambda s, _p, _a: s + 1)
+        await platform.db.write(
+            lambda c: handling.execute(c, decider, stream, None, lambda _c, _s: list(payloads))
+        )
+
+    raised = RequisitionRaised(
+        requisition_id="req-1",
+        ticket_id=ticket_id,
+        kind="emergency",
+        part_number="MOTOR-1",
+        quantity=1,
+        requesting_location_id="sp-east-1",
+    )
+    await parts_event(
+        "req:req-1", raised, RequisitionReserved(source_location_id="rc-east", quantity=1)
+    )
+    await platform.runner.catch_up(reactor)
+    timeline = await ok(await dispatch.get(f"/tickets/{ticket_id}/sla"))
+    assert timeline["paused"] and timeline["pause_reason"] == "waiting_for_parts"
+    assert timeline["segments"][-1]["requisition_id"] == "req-1"
+    clock.advance(hours=5)
+    await parts_event("req:req-1", RequisitionIssued(technician_id="t-a", quantity=1))
+    await platform.runner.catch_up(reactor)
+    await platform.runner.reset(reactor)  # delivered again: nothing more
+    await platform.runner.catch_up(reactor)
+    timeline = await ok(await dispatch.get(f"/tickets/{ticket_id}/sla"))
+    assert not timeline["paused"]
+    events = await platform.db.read(lambda c: platform.store.read_stream(c, ticket_id))
+    kinds = [e.event_type for e in events]
+    assert (kinds.count("SlaPaused"), kinds.count("SlaResumed")) == (1, 1)
+    assert events[-1].actor.role == "system"
+
+
+# --- rebuild and what-if ------------------------------------------------------------------
+
+
+async def test_rebuild_gives_identical_clocks_and_what_if_writes_nothing(
+    platform: Platform,
+    admin: httpx.AsyncClient,
+    intake: httpx.AsyncClient,
+    dispatch: httpx.AsyncClient,
+    clock: ManualClock,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Before any policy: the built-in 24×7 terms. Then the business-hours policy.
+    clock.set(FRIDAY_1730_SHANGHAI)
+    builtin = (await receive(intake))["ticket_id"]
+    await define_terms(admin)
+    business = (await receive(intake, product__serial_number="SN-2"))["ticket_id"]
+    west = (await receive(intake, address__region="west", product__serial_number="SN-3"))[
+        "ticket_id"
+    ]
+    await ok(
+        await dispatch.post(
+            f"/tickets/{business}/sla/pause", json={"reason": "customer_unavailable"}
+        )
+    )
+    clock.set(datetime(2026, 11, 23, 6, tzinfo=UTC))  # Monday 14:00 local
+    await ok(await dispatch.post(f"/tickets/{business}/sla/resume", json={}))
+    await check_sla(platform)
+    await platform.runner.catch_up(SLA_CLOCKS)
+
+    async def rows() -> list[Any]:
+        from services.dispatch.tables import sla_clocks
+
+        query = select(sla_clocks).order_by(sla_clocks.c.ticket_id)
+        return await platform.db.read(lambda c: [tuple(r) for r in c.execute(query).all()])
+
+    incremental = await rows()
+    await platform.runner.rebuild(SLA_CLOCKS)
+    assert await rows() == incremental
+    assert {r[0] for r in incremental} == {builtin, business, west}
+    # The compliance rows (on the clock) too.
+    from services.feedback.tables import compliance_tickets
+
+    await platform.runner.catch_up(COMPLIANCE)
+    query = select(compliance_tickets).order_by(compliance_tickets.c.ticket_id)
+
+    async def checklists() -> list[Any]:
+        return await platform.db.read(lambda c: [tuple(r) for r in c.execute(query).all()])
+
+    before = await checklists()
+    await platform.runner.rebuild(COMPLIANCE)
+    assert await checklists() == before and len(before) == 3
+
+    # What-if: the week on a lenient 24×7 policy (72 hours to respond), the clocks now.
+    head = await ledger_head(platform)
+    body = {
+        "policy": {
+            "name": "Lenient",
+            "response": {"normal": {"hours": 72}, "urgent": {"hours": 8}, "critical": {"hours": 1}},
+            "calendar_by_urgency": {"normal": "24x7", "urgent": "24x7", "critical": "24x7"},
+        },
+        "received_from": "2026-11-16T00:00:00Z",
+        "received_to": "2026-11-23T00:00:00Z",
+    }
+    report = await ok(await admin.post("/sla/what-if", json=body))
+    total = report["total"]
+    # Today: the built-in ticket (24 h) and the west one (24×7, not mapped) are overdue,
+    # the paused business-hours one still open. On the lenient policy none is overdue.
+    assert total["current"]["response"] == {
+        "met": 0,
+        "late": 0,
+        "overdue": 2,
+        "open": 1,
+        "capped": 0,
+    }
+    assert total["what_if"]["response"] == {
+        "met": 0,
+        "late": 0,
+        "overdue": 0,
+        "open": 3,
+        "capped": 0,
+    }
+    assert total["delta"]["response_breach_rate"] == pytest.approx(-66.67)
+    assert [g["key"] for g in report["regions"]] == ["east", "west"]
+    east = report["regions"][0]
+    assert (east["current"]["tickets"], east["current"]["response_breach_rate"]) == (2, 50.0)
+    assert east["what_if"]["response_breach_rate"] == 0.0
+    unknown = {**body["policy"], "region_calendars": {"east": "nope"}}
+    bad = await admin.post("/sla/what-if", json={**body, "policy": unknown})
+    assert (bad.status_code, problem_rule(bad)) == (422, "calendars")
+    assert await ledger_head(platform) == head
+
+    # The same from the command line, with a YAML policy file: it writes nothing either.
+    policy_file = tmp_path / "lenient.yaml"
+    policy_file.write_text(
+        "name: Lenient\nresponse: {normal: {hours: 72}, urgent: {hours: 8}, critical: {hours: 1}}\n"
+        "calendar_by_urgency: {normal: 24x7, urgent: 24x7, critical: 24x7}\n"
+    )
+    args = ["sla", "what-if", "--policy", str(policy_file), "--from", "2026-11-16"]
+    args += ["--to", "2026-11-23", "--at", "2026-11-23T06:00:00Z", "--format", "json"]
+    os.environ["DATABASE_URL"] = platform.settings.resolved_database_url
+    try:
+        assert await asyncio.to_thread(cli_main, args) == 0
+    finally:
+        del os.environ["DATABASE_URL"]
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["total"]["what_if"]["response"]["open"] == 3
+    assert await ledger_head(platform) == head
