@@ -80,6 +80,7 @@ POLICY: dict[tuple[str, str], frozenset[str] | str] = {
     ("GET", "/streams/events"): frozenset({"regional_center", "dispatcher", "auditor", "admin"}),
     ("GET", "/audit/export"): frozenset({"auditor", "regional_center", "admin"}),
     ("GET", "/metrics"): OPEN,  # Prometheus scrape; restrict at the network level
+    ("GET", "/admin/parked"): ADMIN,
     # dispatch: the network is the admin's; dispatchers assign; technicians check in/repair
     ("POST", "/service-points"): ADMIN,
     ("PUT", "/service-points/{point_id}"): ADMIN,

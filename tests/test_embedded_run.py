@@ -46,7 +46,7 @@ def test_run_starts_every_service_and_stops_cleanly(tmp_path) -> None:
         for name, port in ports.items():
             assert f"{name}" in output and f"http://127.0.0.1:{port}" in output, output
             wait_for_port(port, 10)
-            assert httpx.get(f"http://127.0.0.1:{port}/health/ready").json() == {"status": "ready"}
+            assert httpx.get(f"http://127.0.0.1:{port}/health/ready").json()["status"] == "ready"
         assert "ticketline token" in output
         console = f"http://127.0.0.1:{ports['console']}"
         assert "operations console" in output

@@ -215,6 +215,7 @@ MALFORMED_FILTERS: dict[tuple[str, str], dict[str, str]] = {
         "after": "-1",
         "limit": "0",
     },
+    ("intake", "/admin/parked"): {"status": "lost", "projection": "no such/one", "limit": "0"},
     ("dispatch", "/service-points"): {"region": "e st", "level": "top"},
     ("dispatch", "/technicians"): {
         "region": "e st",

@@ -19,6 +19,7 @@ from shared.app.platform import Platform
 from shared.eventstore.db import Database
 from shared.eventstore.ledger import NO_STREAM, EventStore
 from shared.eventstore.outbox import KafkaPublisher, OutboxRelay
+from shared.eventstore.progress import LedgerGuard
 from shared.eventstore.runner import KafkaSource, ProjectionRunner, read_checkpoint
 from shared.kernel.clock import ManualClock
 from shared.readmodels.ticket_state import TicketStateProjection
@@ -150,7 +151,7 @@ async def test_ready_needs_the_broker_in_scaled_mode(
 
 @pytest.mark.kafka
 @pytest.mark.parametrize("backend", ["postgres"])
-async def test_kafka_projector_records_the_highest_position_applied(
+async def test_kafka_projector_records_its_applied_position_in_ledger_terms(
     db: Database, store: EventStore, broker: TestBroker
 ) -> None:
     for n in range(3):
@@ -163,12 +164,27 @@ async def test_kafka_projector_records_the_highest_position_applied(
             pass
     finally:
         await relay.publisher.close()
+    # Recorded after the relay ran: in the ledger, never on the broker.
+    await db.write(lambda c: store.append_to_stream(c, "t-3", NO_STREAM, [received(3)], context()))
     runner = ProjectionRunner(db, store)
-    source = KafkaSource(
+
+    # The broker delivered positions 1-3: everything up to 3 is applied, 4 is not (the
+    # highest offset the broker knows says nothing about it).
+    patient = LedgerGuard(db, store, grace_seconds=3600)
+    kafka = KafkaSource(
         broker.bootstrap_servers,
         topic_prefix="ticketline",
         group_prefix="cp",
         idle_stop_after_ms=1000,
+        guard=patient,
     )
-    await runner.run(TicketStateProjection(), source)
+    await runner.run(TicketStateProjection(), kafka)
     assert await db.read(lambda c: read_checkpoint(c, "ticket_state")) == 3
+    assert patient.missing == 4
+    # Past the grace period the projector applies it from the ledger itself.
+    impatient, projection = LedgerGuard(db, store, grace_seconds=0), TicketStateProjection()
+    fill = await impatient.check(projection)
+    assert [e.position for e in fill] == [4]
+    await db.write(lambda c: runner.apply(c, projection, fill))
+    assert await impatient.check(projection) == []
+    assert await db.read(lambda c: read_checkpoint(c, "ticket_state")) == 4

@@ -100,7 +100,7 @@ async def test_relay_killed_between_publish_and_mark_loses_nothing(
     ids = await write_tickets(db, store, 4)
 
     class CrashingRelay(OutboxRelay):
-        async def mark_published(self, positions):  # type: ignore[no-untyped-def]
+        async def mark_published(self, positions, acked=()):  # type: ignore[no-untyped-def]
             raise KeyboardInterrupt("killed after the broker acknowledged")
 
     crashing = CrashingRelay(

@@ -1,9 +1,16 @@
 """The scaled topology as real OS processes on loopback: PostgreSQL, the Kafka-protocol test
-broker, `ticketline migrate`, the four services (`ticketline serve`), two relays and two
-projectors (`ticketline project --source kafka`). A ticket lifecycle is driven over HTTP;
-one relay (the one holding the lease) and one projector are SIGKILLed mid-run; at the end
-every event is on Kafka, every projection applied each stream exactly to its head, and
-every service's /metrics reports an empty outbox and zero projection lag.
+broker, `ticketline migrate`, the four services (`ticketline serve`), two relays, two
+projectors (`ticketline project --source kafka`) and the jobs (`ticketline jobs`, which
+signs ledger checkpoints). Ticket lifecycles are driven over HTTP while faults land, each
+under load: the relay holding the lease and one projector are SIGKILLed mid-publish, the
+broker comes back empty (no topics, logs, groups or offsets), PostgreSQL restarts during
+appends, and a service is SIGKILLed and started again. Callers retry what the faults cost
+them (503 problems, refused connections) with the same Idempotency-Key. At the end every
+acknowledged command's events are in the ledger and on Kafka, every projection applied
+each stream exactly to its head and equals a rebuild (`ticketline replay`), every
+service's /metrics reports an empty outbox and zero lag by the ledger's measure, the
+checkpoints a subscriber got from the broker verify against the ledger, and the test
+prints what it counted.
 
 The lifecycles are lists of steps. Besides intake-only ones, tickets in the east run the
 whole loop across the four services, each step in the role that owns it: dispatch
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import hashlib
 import json
 import os
 import signal
@@ -40,6 +48,7 @@ from services.intake.schemas import RECEIVE_EXAMPLE
 from shared.app.config import Settings
 from shared.app.platform import Platform as SharedPlatform
 from shared.app.registry import SERVICES, all_projections, all_reactors
+from shared.eventstore.checkpoints import last_checkpoint
 from shared.eventstore.kafka import event_topics
 from shared.eventstore.outbox import OutboxRelay
 from shared.eventstore.tables import events, leases, projection_stream_versions
@@ -71,6 +80,32 @@ class Platform:
     """HTTP clients on the running services, one per service, in its default role."""
 
     clients: dict[str, httpx.AsyncClient]
+    # What the faults cost the callers: answers retried, by kind, and commands acknowledged.
+    retried: dict[str, int] = field(default_factory=dict)
+    acknowledged: int = 0
+
+    async def _send(
+        self, service: str, method: str, path: str, headers: dict[str, str], **kwargs: Any
+    ) -> httpx.Response:
+        """The request, again (same Idempotency-Key: one outcome) while the database or
+        the service is away: a 503 problem, or no connection at all (a killed service)."""
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        while True:
+            try:
+                response = await self.clients[service].request(
+                    method, path, headers=headers, **kwargs
+                )
+            except httpx.TransportError:
+                kind = "no connection"
+            else:
+                if response.status_code != 503:
+                    return response
+                assert response.headers["content-type"].startswith("application/problem+json")
+                assert "retry-after" in response.headers
+                kind = "503"
+            self.retried[kind] = self.retried.get(kind, 0) + 1
+            assert time.monotonic() < deadline, f"{method} {path}: still {kind}"
+            await asyncio.sleep(0.25)
 
     async def call(
         self,
@@ -83,11 +118,16 @@ class Platform:
         **kwargs: Any,
     ) -> Any:
         """A request in the service's default role, or as ``as_`` (the caller's headers).
-        An optimistic-concurrency loser without If-Match (several tickets race for one
-        stock stream; the services retry a few times themselves) is tried again."""
+        Every command carries an Idempotency-Key (derived from what it asks), so a retry
+        after an outage has one outcome. An optimistic-concurrency loser without If-Match
+        (several tickets race for one stock stream; the services retry a few times
+        themselves) is tried again."""
         headers = {**(as_ or {}), **(headers or {})}
+        if method != "GET" and "Idempotency-Key" not in headers:
+            what = json.dumps([method, path, kwargs.get("json")], sort_keys=True)
+            headers["Idempotency-Key"] = hashlib.sha256(what.encode()).hexdigest()[:40]
         for attempt in range(5):
-            response = await self.clients[service].request(method, path, headers=headers, **kwargs)
+            response = await self._send(service, method, path, headers, **kwargs)
             conflict = (
                 response.status_code == 409
                 and "If-Match" not in headers
@@ -97,6 +137,8 @@ class Platform:
                 break
             await asyncio.sleep(0.1 * (attempt + 1))
         assert response.status_code < 300, f"{method} {path}: {response.text}"
+        if method != "GET":
+            self.acknowledged += 1
         return response.json()
 
     async def poll(
@@ -456,7 +498,7 @@ def metric_values(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], fl
 # --- the test ---------------------------------------------------------------------------
 
 
-async def test_scaled_topology_survives_losing_a_relay_and_a_projector(
+async def test_scaled_topology_survives_faults_under_load(
     pg_cluster: PostgresCluster, broker: TestBroker, tmp_path: Path
 ) -> None:
     database = f"scaled_{uuid.uuid4().hex[:10]}"
@@ -475,6 +517,14 @@ async def test_scaled_topology_survives_losing_a_relay_and_a_projector(
         "TICKETLINE_RELAY_BATCH_SIZE": "5",  # many batches: the kill lands mid-stream
         "TICKETLINE_PROJECTOR_BATCH_SIZE": "5",
         "TICKETLINE_LOG_FORMAT": "json",
+        # The ledger's measure: projectors check every half second and stop waiting for
+        # the broker after 3 s; the relay compares the topics with what it published.
+        "TICKETLINE_PROJECTOR_LEDGER_CHECK_SECONDS": "0.5",
+        "TICKETLINE_PROJECTOR_LEDGER_GRACE_SECONDS": "3",
+        "TICKETLINE_RELAY_TOPIC_CHECK_SECONDS": "1",
+        "TICKETLINE_CHECKPOINT_INTERVAL_SECONDS": "2",
+        # No quality alert lands in the middle of the final checks.
+        "TICKETLINE_FEEDBACK_QUALITY_JOB_INTERVAL_SECONDS": "3600",
     }
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -504,6 +554,7 @@ async def test_scaled_topology_survives_losing_a_relay_and_a_projector(
                     *(["--source", "kafka"] if name.startswith("projector") else []),
                     TICKETLINE_METRICS_PORT=str(metrics_ports[name]),
                 )
+        topology.start("jobs", "jobs")
 
         base = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
         for name in SERVICES:
@@ -524,7 +575,7 @@ async def test_scaled_topology_survives_losing_a_relay_and_a_projector(
         await wait_until("every service ready", all_ready, topology)
         for client in clients.values():
             assert (await client.get("/health/live")).status_code == 200
-        await register_network_and_stock(platform, stock=30)
+        await register_network_and_stock(platform, stock=80)
 
         tickets: list[tuple[Lifecycle, Ticket]] = []
 
@@ -555,6 +606,29 @@ async def test_scaled_topology_survives_losing_a_relay_and_a_projector(
         topology.kill("projector-1")
         await second_batch
         await drive(platform, new_tickets(6))  # keep writing after the loss
+        faults = [f"relay {leader} (the publishing one) and projector-1 killed mid-publish"]
+
+        async def under_load(fault: Callable[[], Awaitable[None]], what: str) -> None:
+            batch = asyncio.create_task(drive(platform, new_tickets(8)))
+            await asyncio.sleep(0.3)  # mid-run: writes are flowing
+            await fault()
+            await batch
+            faults.append(what)
+
+        async def broker_empty() -> None:
+            broker.restart_empty()
+
+        async def postgres_restart() -> None:
+            await asyncio.to_thread(pg_cluster.restart, mode="fast", down_seconds=1.0)
+
+        async def service_killed() -> None:
+            topology.kill("dispatch")
+            topology.start("dispatch-again", "serve", "dispatch", "--port", str(ports["dispatch"]))
+
+        await under_load(broker_empty, "broker restarted empty")
+        await under_load(postgres_restart, "PostgreSQL restarted during appends")
+        await under_load(service_killed, "dispatch killed and started again")
+        await drive(platform, new_tickets(4))  # and on after every fault
 
         # Every event reaches Kafka, the read models and the metrics settle at zero. The
         # reactors (parts_repair_reactor, dispatch_repeat_repair) run in the projector
@@ -564,6 +638,10 @@ async def test_scaled_topology_survives_losing_a_relay_and_a_projector(
         projections = {**all_projections(), **reactors}
 
         async def settled() -> bool:
+            # The checkpoint job has signed the ledger as it ends: nothing appends anymore.
+            last = await db.read(last_checkpoint)
+            if last is None or last.position != await db.read(shared.store.last_position):
+                return False
             for client in clients.values():
                 found = metric_values((await client.get("/metrics")).text)
                 if found[("ticketline_outbox_backlog", ())] != 0:
@@ -605,7 +683,7 @@ async def test_scaled_topology_survives_losing_a_relay_and_a_projector(
             return heads, ledger, states, applied
 
         heads, ledger, states, applied = await db.read(ledger_and_read_models)
-        assert len(tickets) == 22
+        assert len(tickets) == 22 + 3 * 8 + 4
         assert {sid for sid, (kind, _) in heads.items() if kind == "ticket"} == {
             t.ticket_id for _, t in tickets
         }
@@ -681,6 +759,50 @@ async def test_scaled_topology_survives_losing_a_relay_and_a_projector(
             + seen[("ticketline_projection_events_skipped_total", label)]
             > 0
         )
+        # Exactly once in effect: every read model equals a rebuild from the ledger.
+        rebuilt = topology.run("replay", "--quiet")
+        assert rebuilt.returncode == 0, rebuilt.stdout[-3000:] + rebuilt.stderr[-2000:]
+        replay_summary = json.loads(rebuilt.stdout.splitlines()[-1])
+        assert replay_summary["identical_to_live"] is True
+        # The checkpoints a regional center kept from the broker verify against the ledger.
+        kept = tmp_path / "checkpoints.jsonl"
+        held = await consume_all(broker.bootstrap_servers, "ticketline.ledger", idle_ms=1000)
+        kept.write_text(
+            "".join(
+                json.dumps({k: v for k, v in m.items() if not k.startswith("_")}) + "\n"
+                for m in held
+            )
+        )
+        checked = topology.run("verify", "--checkpoints", str(kept))
+        assert checked.returncode == 0, checked.stdout[-3000:]
+        verified = json.loads(checked.stdout)
+        assert verified["checkpoints_checked"] >= 3 and verified["checkpoint_file_problems"] == []
+        parked = metric_values((await clients["intake"].get("/metrics")).text)
+        assert all(
+            value == 0
+            for (metric, _), value in parked.items()
+            if metric == "ticketline_parked_events"
+        )
+        # What the faults cost the callers, and what the test counted.
+        assert platform.retried.get("503", 0) > 0, platform.retried  # PostgreSQL away
+        assert platform.retried.get("no connection", 0) > 0, platform.retried  # dispatch away
+        summary = {
+            "faults": faults,
+            "tickets": len(tickets),
+            "commands_acknowledged": platform.acknowledged,
+            "answers_retried": platform.retried,
+            "events_in_ledger": len(ledger),
+            "events_on_kafka": len(on_kafka),
+            "projections_at_head": {
+                name: sum(1 for (p, _) in applied if p == name) for name in sorted(projections)
+            },
+            "lag_by_the_ledger": 0,
+            "parked": 0,
+            "replay_identical_to_live": replay_summary["identical_to_live"],
+            "replayed_events": replay_summary["events"],
+            "checkpoints_verified": verified["checkpoints_checked"],
+        }
+        print("scaled faults:", json.dumps(summary, sort_keys=True))
         # Structured logs: one JSON object per line, with the process and correlation ids.
         lines = [json.loads(line) for line in (logs / "intake.log").read_text().splitlines()]
         assert lines and all(line["service"] == "intake" for line in lines)

@@ -8,7 +8,7 @@ import json
 import os
 import sys
 from collections.abc import Coroutine, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.app.config import Settings
 from shared.app.observability import configure_logging
@@ -16,6 +16,9 @@ from shared.app.registry import SERVERS, all_projections
 from shared.app.sla_cli import add_arguments as add_sla_arguments
 from shared.http.auth.personal_data import install_log_filter
 from shared.http.auth.tokens import TOKEN_ROLES
+
+if TYPE_CHECKING:
+    from shared.app.checkpoints import HeldFile
 
 
 def _cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
@@ -50,13 +53,39 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_relay(settings: Settings, _args: argparse.Namespace) -> int:
+def _cmd_relay(settings: Settings, args: argparse.Namespace) -> int:
     from shared.app.runtime import run_job
 
+    if args.action == "republish":
+        return asyncio.run(_republish(settings, args.from_position))
     if not settings.uses_kafka:
         print("the relay publishes to Kafka: set KAFKA_BOOTSTRAP_SERVERS", file=sys.stderr)
         return 2
     asyncio.run(run_job(settings, "relay", (), "ledger"))
+    return 0
+
+
+async def _republish(settings: Settings, from_position: int) -> int:
+    from shared.app.platform import Platform
+    from shared.eventstore.outbox import requeue
+
+    platform = Platform.from_settings(settings)
+    try:
+        queued = await platform.db.write(
+            lambda c: requeue(c, settings.kafka_topic_prefix, from_position=from_position)
+        )
+    finally:
+        await platform.close()
+    print(
+        json.dumps(
+            {
+                "requeued": queued,
+                "from_position": from_position,
+                "note": "the running relay publishes them in position order; consumers skip "
+                "what they already have",
+            }
+        )
+    )
     return 0
 
 
@@ -123,27 +152,133 @@ def _cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if until or all(not r.differences for r in results) else 1
 
 
-async def _verify(settings: Settings) -> int:
+async def _verify(settings: Settings, held: HeldFile | None) -> int:
     from shared.app.platform import Platform
     from shared.eventstore.verify import verify_ledger
 
     platform = Platform.from_settings(settings)
     try:
-        report = await platform.db.read(lambda c: verify_ledger(c, platform.store))
+        report = await platform.db.read(
+            lambda c: verify_ledger(c, platform.store, checkpoints=held.checkpoints if held else ())
+        )
     finally:
         await platform.close()
-    summary = {
-        "ok": report.ok,
+    summary: dict[str, object] = {
+        "ok": report.ok and not (held and held.problems),
         "events_checked": report.events_checked,
         "streams_checked": report.streams_checked,
         "broken": [link.__dict__ for link in report.broken],
     }
+    if held is not None:
+        summary["checkpoints_checked"] = report.checkpoints_checked
+        summary["checkpoint_file_problems"] = held.problems
     print(json.dumps(summary, indent=2))
-    return 0 if report.ok else 1
+    return 0 if summary["ok"] else 1
 
 
-def _cmd_verify(settings: Settings, _args: argparse.Namespace) -> int:
-    return asyncio.run(_verify(settings))
+def _cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from shared.app.checkpoints import load_public, read_held, verifying_key
+
+    held = None
+    if args.checkpoints is not None:
+        key = load_public(Path(args.public_key).read_bytes()) if args.public_key else None
+        key = key or verifying_key(settings)
+        if key is None:
+            print("verify: no signing key here; give --public-key FILE", file=sys.stderr)
+            return 2
+        held = read_held(Path(args.checkpoints), key)
+    return asyncio.run(_verify(settings, held))
+
+
+async def _checkpoint_now(settings: Settings) -> int:
+    from shared.app.checkpoints import checkpoint_once, signing_key
+    from shared.app.platform import Platform
+
+    platform = Platform.from_settings(settings)
+    try:
+        written = await checkpoint_once(platform, signing_key(settings))
+    finally:
+        await platform.close()
+    if written is None:
+        print(json.dumps({"appended": False, "reason": "nothing new since the last one"}))
+    else:
+        print(canonical_line(written.to_json_dict()))
+    return 0
+
+
+def _cmd_checkpoint(settings: Settings, args: argparse.Namespace) -> int:
+    from shared.app.checkpoints import key_id, public_pem, signing_key
+
+    if args.public_key:
+        public = signing_key(settings).public_key()
+        print(public_pem(public), end="")
+        print(f"# key_id {key_id(public)}", file=sys.stderr)
+        return 0
+    return asyncio.run(_checkpoint_now(settings))
+
+
+def canonical_line(document: dict[str, Any]) -> str:
+    """One JSON line (line separators escaped, as `ticketline subscribe` writes them)."""
+    from shared.app.subscribe import json_line
+
+    return json_line(document)
+
+
+async def _parked(settings: Settings, args: argparse.Namespace) -> int:
+    from functools import partial
+
+    from shared.app.platform import Platform
+    from shared.app.registry import all_handlers
+    from shared.eventstore.applied import parked_list, parked_one
+
+    platform = Platform.from_settings(settings)
+    try:
+        if args.action == "list":
+            rows = await platform.db.read(
+                lambda c: parked_list(c, status=None if args.all else "parked", limit=1000)
+            )
+            for row in rows:
+                print(canonical_line(row.as_dict()))
+            return 0
+        code = 0
+        handlers = all_handlers(platform)
+        for parked_id in args.ids:
+            found = await platform.db.read(partial(parked_one, parked_id=parked_id))
+            if found is None or found.projection not in handlers:
+                print(f"parked: no parked event {parked_id}", file=sys.stderr)
+                code = 2
+                continue
+            outcome = await platform.runner.resolve_parked(
+                handlers[found.projection], parked_id, args.action, args.by
+            )
+            print(
+                canonical_line(
+                    {
+                        "id": parked_id,
+                        "action": args.action,
+                        "ok": outcome.ok,
+                        "error": outcome.error,
+                        "then_applied": outcome.held.applied,
+                        "then_parked": outcome.held.parked,
+                    }
+                )
+            )
+            code = code or (0 if outcome.ok else 1)
+        return code
+    finally:
+        await platform.close()
+
+
+def _cmd_parked(settings: Settings, args: argparse.Namespace) -> int:
+    from shared.eventstore.runner import ParkedNotOpen
+
+    try:
+        return asyncio.run(_parked(settings, args))
+    except ParkedNotOpen as exc:
+        print(f"parked: event {exc} is not parked (already resolved?)", file=sys.stderr)
+        return 2
 
 
 def _cmd_subscribe(settings: Settings, args: argparse.Namespace) -> int:
@@ -325,13 +460,30 @@ def build_parser() -> argparse.ArgumentParser:
         "(see README); with none set, everything runs on SQLite under ./data.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    _process_commands(sub)
+    _audit_commands(sub)
+    _ledger_commands(sub)
+    _access_commands(sub)
+    return parser
+
+
+def _process_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     sub.add_parser("migrate", help="create or upgrade the schema (safe to run twice)")
     sub.add_parser("run", help="everything in one process on the embedded default")
     serve = sub.add_parser("serve", help="one service (or the console) in its own process")
     serve.add_argument("service", choices=SERVERS)
     serve.add_argument("--port", type=int, default=None)
-    sub.add_parser("relay", help="publish the outbox to Kafka (several may run; one publishes)")
-    sub.add_parser("jobs", help="periodic jobs: SLA clocks, overdue returns (safe to run twice)")
+    relay = sub.add_parser(
+        "relay", help="publish the outbox to Kafka (several may run; one publishes)"
+    )
+    relay.add_argument(
+        "action",
+        nargs="?",
+        choices=("republish",),
+        help="republish: queue the history again (a rebuilt or emptied topic), then exit",
+    )
+    relay.add_argument("--from-position", type=int, default=1, help="republish from here")
+    sub.add_parser("jobs", help="periodic jobs: SLA clocks, overdue returns, checkpoints")
     project = sub.add_parser("project", help="keep projections up to date")
     project.add_argument("projections", nargs="*", help="names (default: all)")
     project.add_argument("--source", choices=("ledger", "kafka"), default=None)
@@ -348,7 +500,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--into", default=None, help="keep the rebuilt SQLite database at this path"
     )
     replay.add_argument("--quiet", action="store_true", help="no progress bar")
-    sub.add_parser("verify", help="check every stream's hash chain and the global sequence")
+
+
+def _ledger_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    verify = sub.add_parser(
+        "verify", help="check every stream's hash chain and the global sequence"
+    )
+    verify.add_argument(
+        "--checkpoints",
+        default=None,
+        help="also check the history against signed checkpoints kept elsewhere (JSON lines, "
+        "e.g. `ticketline subscribe` output; other events are ignored)",
+    )
+    verify.add_argument(
+        "--public-key", default=None, help="the platform's public key (PEM) to check them with"
+    )
+    checkpoint = sub.add_parser("checkpoint", help="append a signed chain-head checkpoint now")
+    checkpoint.add_argument(
+        "--public-key", action="store_true", help="print the verifying public key (PEM) instead"
+    )
+    parked = sub.add_parser("parked", help="events a projection parked (poison events)")
+    parked.add_argument("action", choices=("list", "retry", "skip"))
+    parked.add_argument("ids", nargs="*", type=int, help="retry/skip: parked event ids")
+    parked.add_argument("--all", action="store_true", help="list: resolved ones too")
+    parked.add_argument("--by", default=os.environ.get("USER", "operator"), help="who resolves")
+
+
+def _audit_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     export = sub.add_parser("export", help="audit export: events with hashes + signed summary")
     export.add_argument("--ticket", default=None, help="one ticket's events")
     export.add_argument("--region", default=None)
@@ -381,6 +559,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--token", default=None, help="HTTP: bearer token (default: $TICKETLINE_TOKEN)"
     )
     add_sla_arguments(sub.add_parser("sla", help="SLA clock: what-if replay of a policy"))
+
+
+def _access_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     token = sub.add_parser("token", help="issue a bearer token for local use")
     token.add_argument("--role", required=True, choices=sorted(TOKEN_ROLES))
     token.add_argument("--subject", required=True, help="who (user id; a technician's id)")
@@ -395,7 +576,6 @@ def build_parser() -> argparse.ArgumentParser:
     api_key = sub.add_parser("api-key", help="make a machine API key for call-center software")
     api_key.add_argument("--name", required=True, help="which software / company it is for")
     api_key.add_argument("--region", default=None, help="limit its reads to one region")
-    return parser
 
 
 COMMANDS = {
@@ -407,6 +587,8 @@ COMMANDS = {
     "project": _cmd_project,
     "replay": _cmd_replay,
     "verify": _cmd_verify,
+    "checkpoint": _cmd_checkpoint,
+    "parked": _cmd_parked,
     "subscribe": _cmd_subscribe,
     "export": _cmd_export,
     "contract": _cmd_contract,

@@ -247,8 +247,26 @@ class Settings(BaseSettings):
     relay_batch_size: int = 500
     relay_poll_seconds: float = 0.2
     relay_lease_seconds: float = 10.0
+    # How often the publishing relay compares the topics' end offsets with what it had
+    # acknowledged (a broker that lost messages gets the history again).
+    relay_topic_check_seconds: float = 10.0
     projector_batch_size: int = 500
     projector_poll_seconds: float = 0.2
+    # Attempts of a failing batch, then of each of its events, before a projection or
+    # reactor parks the event that keeps failing (`ticketline parked`).
+    projector_retries: int = Field(default=5, ge=1, le=100)
+    # Kafka source: how often a projector measures its projections against the ledger,
+    # and how long an event may be in the ledger before the projector stops waiting for
+    # the broker and applies it from the ledger itself.
+    projector_ledger_check_seconds: float = 1.0
+    projector_ledger_grace_seconds: float = 10.0
+
+    # Chain-head checkpoints (docs/checkpoints.md): how often one is appended (by the
+    # `jobs` process holding the lease), and the Ed25519 private key signing them (PEM;
+    # embedded default: generated into the data dir).
+    checkpoint_interval_seconds: float = 300.0
+    checkpoint_lease_seconds: float = 900.0
+    checkpoint_signing_key: SecretStr | None = None
 
     # Operations: one JSON object per log line (``text`` for reading locally), and how
     # long /health/ready keeps a broker check (it must stay cheap under frequent probes).

@@ -72,7 +72,8 @@ class Platform:
             topic_prefix=settings.kafka_topic_prefix,
             personal=personal_data(settings, clock),
         )
-        return cls(settings, db, store, clock, ProjectionRunner(db, store, clock))
+        runner = ProjectionRunner(db, store, clock, retries=settings.projector_retries)
+        return cls(settings, db, store, clock, runner)
 
     def executor(self, service: str) -> Executor:
         """The command executor of one service: the shared inline read models plus the

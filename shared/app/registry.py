@@ -41,7 +41,12 @@ def service_port(settings: Settings, service: str) -> int:
 
 
 def all_jobs() -> dict[str, Callable[[Platform, asyncio.Event], Coroutine[Any, Any, None]]]:
-    return {f"services.{name}.jobs": job for name in SERVICES if (job := service(name).jobs)}
+    """Each service's periodic jobs, and the platform's own (signed ledger checkpoints)."""
+    from shared.app.checkpoints import run_job as checkpoints
+
+    found = {f"services.{name}.jobs": job for name in SERVICES if (job := service(name).jobs)}
+    found["shared.app.checkpoints"] = checkpoints
+    return found
 
 
 def all_reactors(platform: Platform) -> dict[str, Projection]:

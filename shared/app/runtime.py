@@ -21,10 +21,11 @@ from shared.app.registry import (
     service_port,
 )
 from shared.eventstore.db import Database
-from shared.eventstore.kafka import ensure_topics, event_topics
+from shared.eventstore.kafka import TopicWatch, ensure_topics, event_topics
 from shared.eventstore.leases import Lease
 from shared.eventstore.outbox import KafkaPublisher, OutboxRelay, relay_owner_id
 from shared.eventstore.personal import MasterKeyMismatch
+from shared.eventstore.progress import LedgerGuard
 from shared.eventstore.projection import Projection
 from shared.eventstore.pump import LedgerPump
 from shared.eventstore.runner import KafkaSource
@@ -42,6 +43,12 @@ def relay_from_settings(
     publisher = KafkaPublisher(
         settings.kafka_bootstrap_servers, enable_idempotence=settings.kafka_enable_idempotence
     )
+    watch = TopicWatch(
+        settings.kafka_bootstrap_servers,
+        event_topics(settings.kafka_topic_prefix),
+        partitions=settings.kafka_topic_partitions,
+        replication=settings.kafka_topic_replication,
+    )
     return OutboxRelay(
         db,
         publisher,
@@ -49,6 +56,21 @@ def relay_from_settings(
         lease_seconds=settings.relay_lease_seconds,
         clock=clock,
         topic_prefix=settings.kafka_topic_prefix,
+        watch=watch,
+        check_seconds=settings.relay_topic_check_seconds,
+    )
+
+
+def ledger_guard(platform: Platform) -> LedgerGuard:
+    """Judges a Kafka-fed projection in ledger positions (shared/eventstore/progress.py)."""
+    settings = platform.settings
+    return LedgerGuard(
+        platform.db,
+        platform.store,
+        clock=platform.clock,
+        check_seconds=settings.projector_ledger_check_seconds,
+        grace_seconds=settings.projector_ledger_grace_seconds,
+        batch_size=settings.projector_batch_size,
     )
 
 
@@ -107,6 +129,7 @@ async def run_projector(
             group_prefix=settings.kafka_consumer_group_prefix,
             batch_size=settings.projector_batch_size,
             stop=stop,
+            guard=ledger_guard(platform),
         )
         await platform.runner.run(projection, kafka)
 

@@ -144,7 +144,9 @@ async def subscribe_kafka(
             for messages in batch.values():
                 for m in messages:
                     head = {k: v.decode() for k, v in (m.headers or [])}
-                    if region and head.get("region") != region:
+                    # Signed ledger checkpoints belong to no region: every center keeps them.
+                    regional = head.get("stream_type") != "ledger"
+                    if region and regional and head.get("region") != region:
                         continue
                     if types and head.get("event_type") not in types:
                         continue

@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
@@ -391,8 +391,109 @@ def _is_disconnect(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
+# SQLSTATEs of a server that is away: connection exceptions (08…), and a server shutting
+# down, crashed or starting up (57P01-57P03).
+_AWAY_STATES = ("57P01", "57P02", "57P03")
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """The error and what it wraps (SQLAlchemy's ``orig``, the driver's ``__cause__``)."""
+    found: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in found and len(found) < 6:
+        found.append(current)
+        current = getattr(current, "orig", None) or current.__cause__
+    return found
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """The connection or the server went away (or was never reached), whatever wrapped
+    the driver's error on its way up."""
+    if _is_disconnect(exc):
+        return True
+    for cause in _causes(exc):
+        if isinstance(cause, (OSError, *_CONNECTION_LOST)):
+            return True
+        state = str(getattr(cause, "sqlstate", "") or "")
+        if state.startswith("08") or state in _AWAY_STATES:
+            return True
+    return False
+
+
+_SQLITE_TRANSIENT = ("database is locked", "disk i/o error", "unable to open database")
+
+
+def is_outage(exc: BaseException) -> bool:
+    """The database, not the work, failed: unreachable, restarting, a lost connection, a
+    locked or unreadable SQLite file. Such a failure says nothing about the events being
+    applied (a projector retries later; it never parks an event for it)."""
+    import sqlite3
+
+    if isinstance(exc, DatabaseUnavailable) or _connection_lost(exc):
+        return True
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    if isinstance(orig, sqlite3.OperationalError):
+        return any(marker in str(orig).lower() for marker in _SQLITE_TRANSIENT)
+    return False
+
+
 def _unavailable(exc: BaseException) -> DatabaseUnavailable:
     return DatabaseUnavailable(f"the database is unavailable: {type(exc).__name__}")
+
+
+async def _pg_once(
+    engine: AsyncEngine,
+    work: Callable[[Connection], T],
+    transactional: bool,
+    state: dict[str, bool],
+) -> tuple[T, list[tuple[str, str]]]:
+    """One attempt on one pooled connection. A connection that failed (lost, or left
+    mid-statement by a cancelled request) is invalidated, never handed out again."""
+    async with engine.connect() as conn:
+        try:
+            take_appended(conn.info)
+            if not transactional:
+                return await conn.run_sync(work), []
+            raw = (await conn.get_raw_connection()).driver_connection
+            assert raw is not None
+            transaction = raw.transaction()
+            await transaction.start()
+            try:
+                result = await conn.run_sync(work)
+            except BaseException:
+                await transaction.rollback()
+                raise
+            state["committing"] = True
+            await transaction.commit()
+            return result, take_appended(conn.info)
+        except BaseException as exc:
+            if not isinstance(exc, Exception) or _connection_lost(exc):
+                with contextlib.suppress(Exception):
+                    await conn.invalidate()
+            raise
+
+
+def _pg_engine(url: str, echo: bool) -> AsyncEngine:
+    """Autocommit for SQLAlchemy: the transaction is ours (begun and ended around the unit
+    of work on the driver), so statements issued on the driver directly (the append) and
+    through SQLAlchemy share it. A pooled connection whose server went away (closed socket:
+    a restart, a crash) is replaced at checkout, at no cost to a healthy one (no ping)."""
+    engine = create_async_engine(
+        url,
+        echo=echo,
+        pool_size=10,
+        max_overflow=20,
+        isolation_level="AUTOCOMMIT",
+        pool_reset_on_return=None,  # autocommit: no transaction is ever left open
+    )
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _alive(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        driver = getattr(dbapi_connection, "driver_connection", None)
+        if driver is None or driver.is_closed():
+            raise DisconnectionError("the server closed this connection")
+
+    return engine
 
 
 class Database:
@@ -418,26 +519,9 @@ class Database:
             self._writer = _SqliteWriter(engine)
             self._readers = _SqliteReaders(engine, read_threads)
         else:
-            # Autocommit for SQLAlchemy: the transaction is ours (begun and ended around the
-            # unit of work on the driver), so statements issued on the driver directly (the
-            # append) and through SQLAlchemy share it.
-            self._pg_write = create_async_engine(
-                url,
-                echo=echo,
-                pool_size=10,
-                max_overflow=20,
-                isolation_level="AUTOCOMMIT",
-                pool_reset_on_return=None,
-            )
+            self._pg_write = _pg_engine(url, echo)
             self._pg_writer = _PgWriter(self._pg_group)
-            self._pg_read = create_async_engine(
-                url,
-                echo=echo,
-                pool_size=10,
-                max_overflow=20,
-                isolation_level="AUTOCOMMIT",
-                pool_reset_on_return=None,  # autocommit: no transaction is ever left open
-            )
+            self._pg_read = _pg_engine(url, echo)
 
     @property
     def dialect(self) -> str:
@@ -480,35 +564,20 @@ class Database:
         self, engine: AsyncEngine, work: Callable[[Connection], T], *, transactional: bool
     ) -> T:
         for attempt in (1, 2):
-            committing = False
+            state = {"committing": False}
             try:
-                async with engine.connect() as conn:
-                    take_appended(conn.info)
-                    if not transactional:
-                        return await conn.run_sync(work)
-                    raw = (await conn.get_raw_connection()).driver_connection
-                    assert raw is not None
-                    transaction = raw.transaction()
-                    await transaction.start()
-                    try:
-                        result = await conn.run_sync(work)
-                    except BaseException:
-                        await transaction.rollback()
-                        raise
-                    committing = True
-                    await transaction.commit()
-                    appended = take_appended(conn.info)
-                count_appended(appended)
-                return result
+                result, appended = await _pg_once(engine, work, transactional, state)
             except _RETRIED_ERRORS as exc:
                 # A pooled connection that died is replaced and the work, which never
                 # committed, runs once more; an outage or an unknown commit outcome is 503.
-                lost = _is_disconnect(exc) or isinstance(exc, _CONNECTION_LOST)
-                if not committing and attempt == 1 and lost:
+                lost = _connection_lost(exc)
+                if not state["committing"] and attempt == 1 and lost:
                     continue
                 if lost or isinstance(exc, (OperationalError, OSError)):
                     raise _unavailable(exc) from exc
                 raise
+            count_appended(appended)
+            return result
         raise AssertionError("unreachable")
 
     async def dispose(self) -> None:

@@ -16,6 +16,12 @@ RELAY_PUBLISHED = Counter(
     "ticketline_relay_published",
     "Outbox rows this process published to Kafka (acknowledged and marked).",
 )
+RELAY_REQUEUED = Counter(
+    "ticketline_relay_requeued",
+    "Events this process queued again for publishing because the broker lost messages "
+    "(a truncated or rebuilt topic).",
+    ["topic"],
+)
 PROJECTION_APPLIED = Counter(
     "ticketline_projection_events_applied",
     "Events this process applied to a projection (duplicates excluded).",
@@ -25,6 +31,12 @@ PROJECTION_DUPLICATES = Counter(
     "ticketline_projection_events_skipped",
     "Events this process received again and skipped (already applied): redeliveries after "
     "a relay or projector restart, or events a service already applied inline.",
+    ["projection"],
+)
+PROJECTION_PARKED = Counter(
+    "ticketline_projection_events_parked",
+    "Events this process parked (a projection or reactor could not apply them after its "
+    "retries); the open ones are the ticketline_parked_events gauge.",
     ["projection"],
 )
 

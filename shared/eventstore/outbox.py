@@ -7,6 +7,14 @@
 - Rows are selected as "still pending", never as "after the last published", so an event
   that commits late is not skipped.
 - Several relays may run; a lease in the database lets one publish at a time.
+- A broker that lost messages is noticed: the relay keeps, per topic partition, the
+  offset and event id of the last message it had acknowledged (``relay_offsets``). A
+  later acknowledgement at or below that offset, or another message (or none) at that
+  offset when the relay looks (every ``check_seconds``), means the log was truncated or
+  rebuilt; the relay then re-queues
+  the topic's whole history into the outbox and publishes it again (consumers skip what
+  they already have). ``ticketline relay republish --from-position N`` does the same by
+  hand.
 """
 
 from __future__ import annotations
@@ -24,13 +32,15 @@ from typing import Any, Protocol
 from sqlalchemy import Connection, delete, func, select, text
 
 from shared.eventstore.db import Database
+from shared.eventstore.kafka import TopicWatch
 from shared.eventstore.leases import Lease
 from shared.eventstore.ledger import EVENT_COLUMNS, row_to_envelope
-from shared.eventstore.metrics import RELAY_PUBLISHED
-from shared.eventstore.tables import events, outbox
+from shared.eventstore.metrics import RELAY_PUBLISHED, RELAY_REQUEUED
+from shared.eventstore.projection import upsert_rows
+from shared.eventstore.tables import events, outbox, relay_offsets
 from shared.kernel.clock import Clock, SystemClock
 from shared.kernel.events.envelope import EventEnvelope, canonical_json
-from shared.kernel.events.registry import topic_for
+from shared.kernel.events.registry import TOPIC_FAMILY_BY_STREAM_TYPE, topic_for
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +82,21 @@ class OutboxMessage:
         ]
 
 
+@dataclass(frozen=True)
+class Acked:
+    """Where the broker put an acknowledged message (and which event it is)."""
+
+    topic: str
+    partition: int
+    offset: int
+    event_id: str = ""
+
+
+Delivery = BaseException | Acked | None  # None: acknowledged, offset unknown
+
+
 class Publisher(Protocol):
-    async def publish(self, messages: Sequence[OutboxMessage]) -> list[BaseException | None]:
+    async def publish(self, messages: Sequence[OutboxMessage]) -> list[Delivery]:
         """Send all, wait for the broker's acknowledgements; one result per message."""
         ...
 
@@ -112,7 +135,7 @@ class KafkaPublisher:
             self._producer = producer
         return self._producer
 
-    async def publish(self, messages: Sequence[OutboxMessage]) -> list[BaseException | None]:
+    async def publish(self, messages: Sequence[OutboxMessage]) -> list[Delivery]:
         producer = await self._get_producer()
         futures = []
         for m in messages:
@@ -120,10 +143,13 @@ class KafkaPublisher:
                 await producer.send(m.topic, value=m.value, key=m.key.encode(), headers=m.headers)
             )
         results = await asyncio.gather(*futures, return_exceptions=True)
-        outcome: list[BaseException | None] = [
-            r if isinstance(r, BaseException) else None for r in results
+        outcome: list[Delivery] = [
+            r
+            if isinstance(r, BaseException)
+            else Acked(r.topic, r.partition, r.offset, str(m.envelope.event_id))
+            for m, r in zip(messages, results, strict=True)
         ]
-        if any(outcome):
+        if any(isinstance(r, BaseException) for r in outcome):
             # Start afresh next time: the producer may hold a broken connection.
             await self.close()
         return outcome
@@ -152,6 +178,8 @@ class OutboxRelay:
         clock: Clock | None = None,
         owner: str | None = None,
         topic_prefix: str = "ticketline",
+        watch: TopicWatch | None = None,
+        check_seconds: float = 10.0,
     ) -> None:
         self.db = db
         self.publisher = publisher
@@ -161,6 +189,10 @@ class OutboxRelay:
         self.lease = Lease(
             db, self.LEASE_NAME, owner or relay_owner_id(), lease_seconds, self.clock
         )
+        self.watch = watch
+        self.check_seconds = check_seconds
+        self.leader = False
+        self._next_check = 0.0
 
     def pending(self, conn: Connection, limit: int) -> list[OutboxMessage]:
         rows = conn.execute(_PENDING, {"limit": limit}).all()
@@ -169,36 +201,84 @@ class OutboxRelay:
 
     async def publish_once(self) -> int:
         """One batch: returns how many rows were published (0 when idle or not leader)."""
-        if not await self.lease.acquire():
+        self.leader = await self.lease.acquire()
+        if not self.leader:
             return 0
         messages = await self.db.read(lambda c: self.pending(c, self.batch_size))
         if not messages:
             return 0
         results = await self.publisher.publish(messages)
         published: list[int] = []
+        acked: list[Acked] = []
         failed_streams: set[str] = set()
-        for message, error in zip(messages, results, strict=True):
+        for message, result in zip(messages, results, strict=True):
+            if isinstance(result, Acked):
+                acked.append(result)
             # After a failure in a stream, leave its later rows unmarked too, so the
             # retry re-sends them after the failed one.
-            if error is None and message.key not in failed_streams:
+            if not isinstance(result, BaseException) and message.key not in failed_streams:
                 published.append(message.position)
             else:
                 failed_streams.add(message.key)
-        await self.mark_published(published)
+        await self.mark_published(published, acked)
         RELAY_PUBLISHED.inc(len(published))
         if failed_streams:
-            first_error = next(e for e in results if e is not None)
+            first_error = next(e for e in results if isinstance(e, BaseException))
             raise RelayError(
                 f"{len(messages) - len(published)} rows not published"
             ) from first_error
         return len(published)
 
-    async def mark_published(self, positions: Sequence[int]) -> None:
-        """Acknowledged by the broker: no longer pending (one statement a batch)."""
-        if not positions:
+    async def mark_published(self, positions: Sequence[int], acked: Sequence[Acked] = ()) -> None:
+        """Acknowledged by the broker: no longer pending (one statement a batch). An
+        acknowledged offset below what the relay had acknowledged before means the log
+        was truncated: the topic's history is queued again."""
+        if not positions and not acked:
             return
         done = list(positions)
-        await self.db.write(lambda c: c.execute(delete(outbox).where(outbox.c.position.in_(done))))
+        now = self.clock.now()
+
+        def work(conn: Connection) -> dict[str, int]:
+            if done:
+                conn.execute(delete(outbox).where(outbox.c.position.in_(done)))
+            truncated = record_offsets(conn, acked, now)
+            return {t: requeue(conn, self.topic_prefix, topics={t}) for t in sorted(truncated)}
+
+        requeued = await self.db.write(work)
+        _report_requeued(requeued, "an acknowledged offset below the last one")
+
+    async def check_topics(self) -> dict[str, int]:
+        """Re-create missing topics; re-queue the history of any whose partitions no
+        longer hold, at the offset the relay last had acknowledged, the message it
+        published there. Returns the events re-queued per topic."""
+        if self.watch is None:
+            return {}
+        await self.watch.ensure()
+        stored = await self.db.read(acknowledged)
+        if not stored:
+            return {}
+        found = await self.watch.event_ids_at({k: offset for k, (offset, _) in stored.items()})
+        lost = {t for (t, p), (_, event_id) in stored.items() if found.get((t, p)) != event_id}
+
+        def work(conn: Connection) -> dict[str, int]:
+            for topic in lost:
+                # Written again by the next acknowledgements, on the new log.
+                conn.execute(delete(relay_offsets).where(relay_offsets.c.topic == topic))
+            return {t: requeue(conn, self.topic_prefix, topics={t}) for t in sorted(lost)}
+
+        requeued = await self.db.write(work)
+        _report_requeued(requeued, "the message last acknowledged is gone from its log")
+        return requeued
+
+    async def _check_if_due(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if self.watch is None or not self.leader or now < self._next_check:
+            return
+        self._next_check = now + self.check_seconds
+        try:
+            await self.check_topics()
+        except Exception as exc:  # the broker may be away: the next check tries again
+            log.warning("relay: topic check failed: %s", exc)
 
     async def run(
         self, stop: asyncio.Event, poll_seconds: float = 0.2, backoff_max: float = 5.0
@@ -212,10 +292,92 @@ class OutboxRelay:
                 log.warning("relay: publish failed, retrying in %.1fs: %s", backoff, exc)
                 count = 0
                 backoff = min(backoff * 2, backoff_max)
+            await self._check_if_due()
             if count == 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), backoff)
         await self.publisher.close()
+
+
+def _report_requeued(requeued: dict[str, int], why: str) -> None:
+    for topic, count in requeued.items():
+        RELAY_REQUEUED.labels(topic).inc(count)
+        log.warning(
+            "relay: topic %s lost messages (%s); re-queued its history: %d events",
+            topic,
+            why,
+            count,
+        )
+
+
+def acknowledged(conn: Connection) -> dict[tuple[str, int], tuple[int, str]]:
+    """(topic, partition) → (offset, event id) of the last message acknowledged there."""
+    ro = relay_offsets
+    rows = conn.execute(select(ro.c.topic, ro.c.partition, ro.c.acked_offset, ro.c.event_id))
+    return {(r.topic, r.partition): (r.acked_offset, r.event_id) for r in rows}
+
+
+def record_offsets(conn: Connection, acked: Sequence[Acked], now: object) -> set[str]:
+    """Store, per partition, the last of these acknowledgements; returns the topics where
+    one is at or below the offset stored before (the log was truncated or rebuilt:
+    offsets only grow in a log that keeps its messages)."""
+    if not acked:
+        return set()
+    last: dict[tuple[str, int], Acked] = {}
+    lowest: dict[tuple[str, int], int] = {}
+    for a in acked:
+        key = (a.topic, a.partition)
+        if key not in last or a.offset > last[key].offset:
+            last[key] = a
+        lowest[key] = min(lowest.get(key, a.offset), a.offset)
+    stored = {k: v for k, v in acknowledged(conn).items() if k in last}
+    truncated = {
+        t for (t, p), low in lowest.items() if (t, p) in stored and low <= stored[(t, p)][0]
+    }
+    ro = relay_offsets
+    for topic in truncated:  # its other partitions' offsets belong to the lost log
+        conn.execute(delete(ro).where(ro.c.topic == topic))
+    rows = [
+        {
+            "topic": a.topic,
+            "partition": a.partition,
+            "acked_offset": a.offset,
+            "event_id": a.event_id,
+            "updated_at": now,
+        }
+        for a in last.values()
+    ]
+    upsert_rows(conn, ro, rows)
+    return truncated
+
+
+def stream_types_of(prefix: str, topics: set[str] | None) -> list[str] | None:
+    if topics is None:
+        return None
+    return sorted(st for st in TOPIC_FAMILY_BY_STREAM_TYPE if topic_for(st, prefix) in topics)
+
+
+def requeue(
+    conn: Connection, prefix: str, *, topics: set[str] | None = None, from_position: int = 1
+) -> int:
+    """Queue the ledger's events again (those of ``topics``, or all) from a position on:
+    the relay publishes them again, in position order, before what is newer. Rows
+    already pending stay as they are. Returns the rows queued."""
+    types = stream_types_of(prefix, topics)
+    if types == []:
+        return 0
+    where = "position >= :from_position"
+    params: dict[str, object] = {"from_position": from_position}
+    if types is not None:
+        names = [f":t{i}" for i in range(len(types))]
+        where += f" AND stream_type IN ({', '.join(names)})"
+        params |= {f"t{i}": t for i, t in enumerate(types)}
+    select_sql = f"SELECT position FROM events WHERE {where}"
+    if conn.dialect.name == "postgresql":
+        sql = f"INSERT INTO outbox (position) {select_sql} ON CONFLICT DO NOTHING"
+    else:
+        sql = f"INSERT OR IGNORE INTO outbox (position) {select_sql}"
+    return int(conn.execute(text(sql), params).rowcount or 0)
 
 
 class RelayError(RuntimeError):

@@ -5,7 +5,9 @@ each would read the same pages and commit its own transaction for them; here eve
 is read once and applied to every projection still behind it, in one transaction. Each
 projection keeps its own checkpoint and applies inside its own savepoint, so one that
 fails (or whose reactor lost a race) is rolled back alone and tried again on the next
-round from its own checkpoint, while the others move on.
+round from its own checkpoint, while the others move on. One that keeps failing on the
+same page (``runner.retries`` rounds) applies that page one event at a time, parking the
+events that still fail (poison events, see ``runner.py``), and moves on.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from functools import partial
 
 from sqlalchemy import Connection
 
-from shared.eventstore.db import savepoint
+from shared.eventstore.db import is_outage, savepoint
 from shared.eventstore.metrics import PROJECTION_APPLIED, PROJECTION_DUPLICATES
 from shared.eventstore.projection import Projection, upsert_rows
 from shared.eventstore.runner import ProjectionRunner, RunStats, read_checkpoint
@@ -53,6 +55,8 @@ class LedgerPump:
         self.poll_seconds = poll_seconds
         self.stop = stop or asyncio.Event()
         self.checkpoints: dict[str, int] = {}
+        # Per projection failing on a page: (its checkpoint then, rounds failed there).
+        self.failures: dict[str, tuple[int, int]] = {}
 
     async def catch_up(self) -> None:
         """Apply everything the ledger holds beyond the checkpoints, then return."""
@@ -73,8 +77,37 @@ class LedgerPump:
                 PROJECTION_DUPLICATES.labels(name).inc(stats.duplicates)
             for name, error in outcome.failed.items():
                 log.warning("projection %s failed at %d: %s", name, page[0].position, error)
-            if outcome.failed:
+            if await self._park_poison(outcome, page) < len(outcome.failed):
                 return  # the failed ones stay behind; the next round starts from them
+
+    async def _park_poison(self, outcome: _Round, page: list[EventEnvelope]) -> int:
+        """Projections that failed on this page ``retries`` rounds running apply it one
+        event at a time (parking what keeps failing) and move on. Returns how many did."""
+        for name in outcome.moved:
+            self.failures.pop(name, None)
+        moved_on = 0
+        for name, error in outcome.failed.items():
+            at = self.checkpoints.get(name, 0)
+            since, rounds = self.failures.get(name, (at, 0))
+            if since != at:
+                rounds = 0
+            if not is_outage(error):  # an outage says nothing about the events
+                rounds += 1
+            self.failures[name] = (at, rounds)
+            if rounds < self.runner.retries:
+                continue
+            projection = next(p for p in self.projections if p.name == name)
+            wanted = projection.stream_types
+            events = [e for e in page if e.position > at and e.stream_type in wanted]
+            await self.runner.isolate(projection, events)
+            last = page[-1].position
+            await self.runner.db.write(
+                partial(self.runner.save_checkpoint, name=name, position=last)
+            )
+            self.checkpoints[name] = last
+            self.failures.pop(name, None)
+            moved_on += 1
+        return moved_on
 
     async def run(self) -> None:
         """Keep up until ``stop``: catch up, then poll."""

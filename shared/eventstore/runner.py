@@ -7,6 +7,12 @@ Two sources of "events in order":
 - ``KafkaSource``: a consumer group per projection; offsets are committed only after
   the projection's transaction committed. Per-stream versions (stored with the writes)
   absorb duplicates, and a gap (a later version arriving first) is filled from the ledger.
+  Its progress is judged in ledger positions (``progress.LedgerGuard``): what the broker
+  does not deliver in time is read from the ledger.
+
+An event that keeps failing (a poison event) is parked after ``retries`` attempts, with
+its error, and the projection moves on; the later events of its stream wait behind it
+until ``ticketline parked retry|skip`` resolves it (``applied.py``).
 
 A batch is one unit of work: one read of the streams' applied versions, the projection's
 own few statements, one write of the versions and the checkpoint. Between batches the
@@ -20,20 +26,46 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from functools import partial
+from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Connection, case, delete, insert, select, text, update
+from sqlalchemy import Connection, delete, insert, text, update
 
-from shared.eventstore.db import Database
-from shared.eventstore.ledger import ConcurrencyError, EventStore
-from shared.eventstore.metrics import PROJECTION_APPLIED, PROJECTION_DUPLICATES
-from shared.eventstore.projection import Projection, driver_sqlite, upsert_rows
-from shared.eventstore.tables import projection_checkpoints, projection_stream_versions
+from shared.eventstore import applied as _applied
+from shared.eventstore.applied import (
+    PARKED,
+    RETRIED,
+    SKIPPED,
+    ParkedEvent,
+    describe_error,
+    mark_resolved,
+    note_failed_retry,
+    park,
+    parked_one,
+    store_versions,
+    stream_versions,
+    unblock,
+)
+from shared.eventstore.db import Database, is_outage
+from shared.eventstore.ledger import EventStore
+from shared.eventstore.metrics import (
+    PROJECTION_APPLIED,
+    PROJECTION_DUPLICATES,
+    PROJECTION_PARKED,
+)
+from shared.eventstore.progress import LedgerGuard
+from shared.eventstore.projection import Projection
+from shared.eventstore.tables import (
+    parked_events,
+    projection_checkpoints,
+    projection_stream_versions,
+)
 from shared.kernel.clock import Clock, SystemClock
 from shared.kernel.events.envelope import EventEnvelope
 from shared.kernel.events.registry import topic_for
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -49,10 +81,8 @@ class EventSource(Protocol):
 
 
 def read_checkpoint(conn: Connection, name: str) -> int:
-    value = conn.execute(
-        select(projection_checkpoints.c.position).where(projection_checkpoints.c.projection == name)
-    ).scalar()
-    return int(value or 0)
+    """The projection's applied position (everything of its stream types up to it)."""
+    return _applied.read_checkpoint(conn, name)
 
 
 class LedgerSource:
@@ -115,6 +145,13 @@ class LedgerSource:
 
 
 class KafkaSource:
+    """A consumer group per projection; offsets are committed after the projection's
+    transaction. With a ``guard`` (the projector's case) the projection's progress is
+    judged in ledger positions: the guard keeps its applied position and fills from the
+    ledger what the broker does not deliver, and a consumer found past its log's end (a
+    broker that came back without its log) starts that partition again from the
+    beginning."""
+
     def __init__(
         self,
         bootstrap_servers: str,
@@ -126,6 +163,8 @@ class KafkaSource:
         idle_stop_after_ms: int | None = None,
         stop: asyncio.Event | None = None,
         group_id: str | None = None,
+        guard: LedgerGuard | None = None,
+        metadata_max_age_ms: int = 5000,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.topic_prefix = topic_prefix
@@ -135,43 +174,91 @@ class KafkaSource:
         self.idle_stop_after_ms = idle_stop_after_ms
         self.stop = stop or asyncio.Event()
         self.group_id = group_id
+        self.guard = guard
+        self.metadata_max_age_ms = metadata_max_age_ms
 
-    async def batches(self, projection: Projection) -> AsyncIterator[Batch]:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
+    def _consumer(self, projection: Projection) -> Any:
+        from aiokafka import AIOKafkaConsumer
 
         topics = sorted({topic_for(t, self.topic_prefix) for t in projection.stream_types})
-        consumer = AIOKafkaConsumer(
+        return AIOKafkaConsumer(
             *topics,
             bootstrap_servers=self.bootstrap_servers,
             group_id=self.group_id or f"{self.group_prefix}.{projection.name}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=self.batch_size,
+            # A topic re-created after a broker lost it is seen within seconds.
+            metadata_max_age_ms=self.metadata_max_age_ms,
         )
+
+    async def batches(self, projection: Projection) -> AsyncIterator[Batch]:
+        consumer = self._consumer(projection)
         await consumer.start()
         idle_ms = 0
         try:
             while not self.stop.is_set():
                 records = await consumer.getmany(timeout_ms=self.poll_ms)
+                if self.guard is not None and self.guard.due():
+                    fill = await self.guard.check(projection)
+                    # Only then: some brokers report a partition's end short of its last
+                    # offsets, which would look like a truncated log at any other time.
+                    if self.guard.overdue and await log_truncated(consumer):
+                        self.guard.urgent = True
+                    if fill:
+                        yield Batch(events=fill)
                 if not records:
                     idle_ms += self.poll_ms
                     if self.idle_stop_after_ms is not None and idle_ms >= self.idle_stop_after_ms:
+                        if self.guard is not None:
+                            await self.guard.check(projection)
                         return
                     continue
                 idle_ms = 0
-                events: list[EventEnvelope] = []
-                offsets: dict[TopicPartition, int] = {}
-                for tp, messages in records.items():
-                    for m in messages:
-                        events.append(EventEnvelope.model_validate_json(m.value))
-                    offsets[tp] = messages[-1].offset + 1
-
-                async def ack(offsets: dict[TopicPartition, int] = offsets) -> None:
-                    await consumer.commit(offsets)
-
-                yield Batch(events=events, ack=ack)
+                yield _kafka_batch(consumer, records)
         finally:
             await consumer.stop()
+
+
+def _kafka_batch(consumer: Any, records: dict[Any, list[Any]]) -> Batch:
+    events: list[EventEnvelope] = []
+    offsets: dict[Any, int] = {}
+    for tp, messages in records.items():
+        for m in messages:
+            events.append(EventEnvelope.model_validate_json(m.value))
+        offsets[tp] = messages[-1].offset + 1
+
+    async def ack() -> None:
+        await consumer.commit(offsets)
+
+    return Batch(events=events, ack=ack)
+
+
+async def log_truncated(consumer: Any, seconds: float = 5.0) -> bool:
+    """True (and those partitions start again from their beginning) when the consumer's
+    position is past the end of a partition's log: the broker lost messages, and what it
+    holds now would otherwise be skipped."""
+    try:
+        assigned = list(consumer.assignment())
+        if not assigned:
+            return False
+        ends = await asyncio.wait_for(consumer.end_offsets(assigned), seconds)
+        behind = []
+        for tp in assigned:
+            position = await asyncio.wait_for(consumer.position(tp), seconds)
+            if position > ends.get(tp, position):
+                behind.append(tp)
+    except Exception as exc:  # the broker is away: nothing to say yet
+        log.debug("log end check failed: %s", exc)
+        return False
+    if behind:
+        log.warning(
+            "consumer past the log end of %s: the broker lost messages; reading those "
+            "partitions from the beginning and filling from the ledger",
+            ", ".join(f"{tp.topic}/{tp.partition}" for tp in behind),
+        )
+        await consumer.seek_to_beginning(*behind)
+    return bool(behind)
 
 
 @dataclass
@@ -180,22 +267,54 @@ class RunStats:
     applied: int = 0
     duplicates: int = 0
     gap_filled: int = 0
+    # Events not applied: parked (poison), or waiting behind a parked event of their stream.
+    parked: int = 0
+    held: int = 0
     extra: dict[str, int] = field(default_factory=dict)
+
+    def add(self, other: RunStats) -> None:
+        self.applied += other.applied
+        self.duplicates += other.duplicates
+        self.gap_filled += other.gap_filled
+        self.parked += other.parked
+        self.held += other.held
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """The outcome of ``ticketline parked retry|skip``."""
+
+    parked: ParkedEvent
+    ok: bool
+    error: str | None = None
+    held: RunStats = field(default_factory=RunStats)
+
+
+class ParkedNotOpen(LookupError):
+    """No parked event with that id, or it was already resolved."""
 
 
 class ProjectionRunner:
-    def __init__(self, db: Database, store: EventStore, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        store: EventStore,
+        clock: Clock | None = None,
+        *,
+        retries: int = 5,
+    ) -> None:
         self.db = db
         self.store = store
         self.clock = clock or SystemClock()
+        # Attempts of a failing batch (and then of each of its events) before an event is
+        # parked. A database outage never counts: the projector stops and retries later.
+        self.retries = max(1, retries)
 
     async def run(self, projection: Projection, source: EventSource) -> RunStats:
         stats = RunStats()
         async for batch in source.batches(projection):
             batch_stats = await self._commit_batch(projection, batch)
-            stats.applied += batch_stats.applied
-            stats.duplicates += batch_stats.duplicates
-            stats.gap_filled += batch_stats.gap_filled
+            stats.add(batch_stats)
             PROJECTION_APPLIED.labels(projection.name).inc(batch_stats.applied)
             PROJECTION_DUPLICATES.labels(projection.name).inc(batch_stats.duplicates)
             if batch.ack is not None:
@@ -203,34 +322,110 @@ class ProjectionRunner:
             stats.batches += 1
         return stats
 
-    async def _commit_batch(
-        self, projection: Projection, batch: Batch, attempts: int = 5
-    ) -> RunStats:
-        """Apply one batch in one transaction. A reactor whose append lost a race to a
-        command on the same stream (ConcurrencyError) retries the batch against the new
-        state here, instead of failing the projector and making its consumer group
-        rebalance."""
+    async def _attempts(self, work: Callable[[Connection], T]) -> T:
+        """``work`` in a write transaction, tried up to ``retries`` times. A reactor whose
+        append lost a race to a command on the same stream (ConcurrencyError) runs again
+        against the new state here."""
+        for attempt in range(1, self.retries + 1):
+            try:
+                return await self.db.write(work)
+            except Exception as exc:
+                if is_outage(exc) or attempt == self.retries:
+                    raise
+                await asyncio.sleep(min(0.05 * 2**attempt, 1.0))
+        raise AssertionError("unreachable")
+
+    async def _commit_batch(self, projection: Projection, batch: Batch) -> RunStats:
+        """Apply one batch in one transaction. A batch that keeps failing is applied one
+        event at a time, and the events that still fail are parked."""
 
         def work(conn: Connection) -> RunStats:
             stats = RunStats()
             self.apply_batch(conn, projection, batch.events, stats)
             if batch.position is not None:
                 self.save_checkpoint(conn, projection.name, batch.position)
-            elif batch.events:
-                # Kafka: the highest global position applied, for the lag metric only
-                # (dedupe is per stream version); instances share partitions, so it never
-                # moves back.
-                self._raise_checkpoint(conn, projection.name, max(e.position for e in batch.events))
             return stats
 
-        for attempt in range(1, attempts + 1):
-            try:
-                return await self.db.write(work)
-            except ConcurrencyError:
-                if attempt == attempts:
-                    raise
-                await asyncio.sleep(0.05 * attempt)
-        raise AssertionError("unreachable")
+        try:
+            return await self._attempts(work)
+        except Exception as exc:
+            if is_outage(exc):
+                raise
+            log.warning(
+                "projection %s: a batch of %d events failed %d times (%s); applying its "
+                "events one at a time",
+                projection.name,
+                len(batch.events),
+                self.retries,
+                describe_error(exc),
+            )
+        stats = await self.isolate(projection, batch.events)
+        if batch.position is not None:
+            position = batch.position
+            await self.db.write(lambda c: self.save_checkpoint(c, projection.name, position))
+        return stats
+
+    async def isolate(self, projection: Projection, events: Sequence[EventEnvelope]) -> RunStats:
+        """Each event alone (after the ones its stream still misses), in order: one that
+        keeps failing is parked, and the later events of its stream wait behind it."""
+        stats = RunStats()
+        wanted = projection.stream_types
+        for event in (e for e in events if e.stream_type in wanted):
+            missing = await self.db.read(
+                partial(self._missing_before, name=projection.name, event=event)
+            )
+            for one in [*missing, event]:
+                await self._apply_or_park(projection, one, stats)
+        return stats
+
+    def _missing_before(self, conn: Connection, name: str, event: EventEnvelope) -> list[Any]:
+        applied = stream_versions(conn, name, [event.stream_id])
+        if event.stream_id in applied.parked:
+            return []
+        last = applied.versions.get(event.stream_id, 0)
+        if event.stream_version <= last + 1:
+            return []
+        return list(
+            self.store.read_stream(
+                conn, event.stream_id, from_version=last + 1, to_version=event.stream_version - 1
+            )
+        )
+
+    async def _apply_or_park(
+        self, projection: Projection, event: EventEnvelope, stats: RunStats
+    ) -> None:
+        def work(conn: Connection) -> RunStats:
+            one = RunStats()
+            self.apply_batch(conn, projection, [event], one)
+            return one
+
+        try:
+            stats.add(await self._attempts(work))
+            return
+        except Exception as exc:
+            if is_outage(exc):
+                raise
+            error = exc
+        now = self.clock.now()
+
+        def record(conn: Connection) -> None:
+            self.lock_streams(conn, projection.name, {event.stream_id})
+            park(conn, projection.name, event, error, self.retries, now)
+
+        await self.db.write(record)
+        stats.parked += 1
+        PROJECTION_PARKED.labels(projection.name).inc()
+        log.error(
+            "projection %s parked event %s (%s %s v%d, position %d) after %d attempts: %s",
+            projection.name,
+            event.event_id,
+            event.event_type,
+            event.stream_id,
+            event.stream_version,
+            event.position,
+            self.retries,
+            describe_error(error),
+        )
 
     def apply(
         self, conn: Connection, projection: Projection, events: Sequence[EventEnvelope]
@@ -250,16 +445,8 @@ class ProjectionRunner:
         def work(conn: Connection) -> None:
             for table in reversed(projection.tables):
                 conn.execute(delete(table))
-            conn.execute(
-                delete(projection_checkpoints).where(
-                    projection_checkpoints.c.projection == projection.name
-                )
-            )
-            conn.execute(
-                delete(projection_stream_versions).where(
-                    projection_stream_versions.c.projection == projection.name
-                )
-            )
+            for table in (projection_checkpoints, projection_stream_versions, parked_events):
+                conn.execute(delete(table).where(table.c.projection == projection.name))
 
         await self.db.write(work)
 
@@ -271,6 +458,56 @@ class ProjectionRunner:
             return await self.catch_up(projection, batch_size=batch_size)
         return await self.run(projection, source)
 
+    async def resolve_parked(
+        self, projection: Projection, parked_id: int, action: str, by: str
+    ) -> Resolution:
+        """``retry``: apply the parked event now (it stays parked, with the new error, if
+        it fails again); ``skip``: count it as applied without applying it. Either way
+        the events of its stream that waited behind it are then applied in order (one
+        that fails is parked in its turn)."""
+        if action not in ("retry", "skip"):
+            raise ValueError("action is retry or skip")
+        now = self.clock.now()
+
+        def work(conn: Connection) -> ParkedEvent:
+            found = parked_one(conn, parked_id)
+            if found is None or found.status != PARKED or found.projection != projection.name:
+                raise ParkedNotOpen(parked_id)
+            self.lock_streams(conn, projection.name, {found.stream_id})
+            if action == "skip":
+                unblock(conn, projection.name, found.stream_id, found.stream_version)
+            else:
+                unblock(conn, projection.name, found.stream_id)
+                (event,) = self.store.read_stream(
+                    conn,
+                    found.stream_id,
+                    from_version=found.stream_version,
+                    to_version=found.stream_version,
+                )
+                self.apply_batch(conn, projection, [event], RunStats())
+            mark_resolved(conn, parked_id, RETRIED if action == "retry" else SKIPPED, by, now)
+            return found
+
+        try:
+            found = await self.db.write(work)
+        except ParkedNotOpen:
+            raise
+        except Exception as exc:
+            if is_outage(exc):
+                raise
+            error = exc
+        else:
+            waiting = await self.db.read(
+                lambda c: self.store.read_stream(
+                    c, found.stream_id, from_version=found.stream_version + 1
+                )
+            )
+            return Resolution(found, ok=True, held=await self.isolate(projection, waiting))
+        await self.db.write(lambda c: note_failed_retry(c, parked_id, error))
+        current = await self.db.read(lambda c: parked_one(c, parked_id))
+        assert current is not None
+        return Resolution(current, ok=False, error=describe_error(error))
+
     def apply_batch(
         self,
         conn: Connection,
@@ -279,18 +516,22 @@ class ProjectionRunner:
         stats: RunStats,
     ) -> None:
         """Apply a batch inside the caller's transaction: skip what the projection already
-        has (duplicates), fill gaps from the ledger, record each stream's last applied
-        version — read and written once per batch, not per event."""
+        has (duplicates) and what waits behind a parked event, fill gaps from the ledger,
+        record each stream's last applied version — read and written once per batch, not
+        per event."""
         wanted = projection.stream_types
         relevant = [e for e in events if e.stream_type in wanted]
         if not relevant:
             return
         stream_ids = {e.stream_id for e in relevant}
         self.lock_streams(conn, projection.name, stream_ids)
-        known = self._stream_versions(conn, projection.name, stream_ids)
-        versions = dict(known)
+        applied = stream_versions(conn, projection.name, stream_ids)
+        versions = dict(applied.versions)
         todo: list[EventEnvelope] = []
         for event in relevant:
+            if event.stream_id in applied.parked:
+                stats.held += 1
+                continue
             last = versions.get(event.stream_id, 0)
             if event.stream_version <= last:
                 stats.duplicates += 1
@@ -309,18 +550,7 @@ class ProjectionRunner:
         if todo:
             projection.apply(conn, todo)
             stats.applied += len(todo)
-        self._store_versions(conn, projection.name, known, versions)
-
-    @staticmethod
-    def _store_versions(
-        conn: Connection, name: str, known: dict[str, int], versions: dict[str, int]
-    ) -> None:
-        rows = [
-            {"projection": name, "stream_id": sid, "version": v}
-            for sid, v in versions.items()
-            if known.get(sid) != v
-        ]
-        upsert_rows(conn, projection_stream_versions, rows)
+        store_versions(conn, projection.name, applied.versions, versions)
 
     @staticmethod
     def lock_streams(conn: Connection, name: str, stream_ids: set[str]) -> None:
@@ -347,53 +577,6 @@ class ProjectionRunner:
                 "AS h FROM unnest(CAST(:keys AS text[])) AS k ORDER BY h) AS ordered"
             ),
             {"keys": keys},
-        )
-
-    @staticmethod
-    def _stream_versions(conn: Connection, name: str, stream_ids: set[str]) -> dict[str, int]:
-        psv = projection_stream_versions
-        found: dict[str, int] = {}
-        ids = sorted(stream_ids)
-        raw = driver_sqlite(conn)
-        for start in range(0, len(ids), 500):  # keep IN lists within driver limits
-            chunk = ids[start : start + 500]
-            if raw is not None:
-                rows = raw.execute(
-                    "SELECT stream_id, version FROM projection_stream_versions "
-                    f"WHERE projection = ? AND stream_id IN ({', '.join('?' * len(chunk))})",
-                    [name, *chunk],
-                )
-                found.update(rows)
-                continue
-            result = conn.execute(
-                select(psv.c.stream_id, psv.c.version).where(
-                    psv.c.projection == name, psv.c.stream_id.in_(chunk)
-                )
-            )
-            found.update({r.stream_id: r.version for r in result})
-        return found
-
-    def _raise_checkpoint(self, conn: Connection, name: str, position: int) -> None:
-        """Upsert keeping the larger position: concurrent instances neither fail on the
-        first insert nor move the checkpoint back."""
-        from sqlalchemy.dialects import postgresql, sqlite
-
-        upsert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-        pc = projection_checkpoints
-        statement = upsert(pc).values(
-            projection=name, position=position, updated_at=self.clock.now()
-        )
-        conn.execute(
-            statement.on_conflict_do_update(
-                index_elements=[pc.c.projection],
-                set_={
-                    "position": case(
-                        (statement.excluded.position > pc.c.position, statement.excluded.position),
-                        else_=pc.c.position,
-                    ),
-                    "updated_at": statement.excluded.updated_at,
-                },
-            )
         )
 
     def save_checkpoint(self, conn: Connection, name: str, position: int) -> None:

@@ -91,6 +91,46 @@ projection_stream_versions = Table(
     Column("projection", String(100), primary_key=True),
     Column("stream_id", String(64), primary_key=True),
     Column("version", Integer, nullable=False),
+    # Set while the stream has a parked event in this projection (parked_events): the
+    # stream's later events wait until it is resolved, so none is applied out of order.
+    Column("parked_version", Integer, nullable=True),
+)
+
+# Events a projection or reactor could not apply after its retries (poison events):
+# status "parked" until `ticketline parked retry|skip` resolves it ("retried", "skipped").
+parked_events = Table(
+    "parked_events",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("projection", String(100), nullable=False),
+    Column("event_id", String(36), nullable=False),
+    Column("position", BigInteger, nullable=False),
+    Column("stream_id", String(64), nullable=False),
+    Column("stream_version", Integer, nullable=False),
+    Column("event_type", String(64), nullable=False),
+    Column("error", Text, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("parked_at", UtcDateTime, nullable=False),
+    Column("resolved_at", UtcDateTime, nullable=True),
+    Column("resolved_by", String(200), nullable=True),
+    UniqueConstraint("projection", "event_id"),
+    Index("ix_parked_events_status_projection", "status", "projection"),
+)
+
+# Per topic partition, the last message the relay had acknowledged (offset, event id): a
+# later acknowledgement at or below that offset, or another message (or none) at that
+# offset when the relay looks, means the broker lost messages, and the relay re-queues
+# the history. (Compared by content, not by end offsets: a rebuilt log may already be
+# longer than the old one, and some brokers report ends short.)
+relay_offsets = Table(
+    "relay_offsets",
+    metadata,
+    Column("topic", String(200), primary_key=True),
+    Column("partition", Integer, primary_key=True, autoincrement=False),
+    Column("acked_offset", BigInteger, nullable=False),
+    Column("event_id", String(36), nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
 )
 
 idempotency_keys = Table(

@@ -1,19 +1,23 @@
-"""Hash-chain and global-sequence verification of the whole ledger."""
+"""Hash-chain and global-sequence verification of the whole ledger, and (given checkpoints
+held elsewhere) of its history against them."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, select
 
+from shared.eventstore.checkpoints import HeldCheckpoint, LedgerState, StreamHeads
 from shared.eventstore.ledger import EventStore
 from shared.eventstore.tables import event_sequence
-from shared.kernel.events.envelope import GENESIS_HASH
+from shared.kernel.events.envelope import GENESIS_HASH, EventEnvelope
 
 
 @dataclass(frozen=True)
 class BrokenLink:
-    kind: str  # "hash", "chain", "stream_version", "global_sequence", "ledger_tail"
+    # "hash", "chain", "stream_version", "global_sequence", "ledger_tail", "checkpoint"
+    kind: str
     stream_id: str
     stream_version: int
     event_id: str
@@ -25,6 +29,7 @@ class BrokenLink:
 class VerificationReport:
     events_checked: int = 0
     streams_checked: int = 0
+    checkpoints_checked: int = 0
     broken: list[BrokenLink] = field(default_factory=list)
 
     @property
@@ -32,57 +37,122 @@ class VerificationReport:
         return not self.broken
 
 
+def _event_problems(e: EventEnvelope, last_position: int, version: int, prev: str) -> list[str]:
+    problems: list[tuple[str, str]] = []
+    if e.position != last_position + 1:
+        problems.append(("global_sequence", f"position {e.position} follows {last_position}"))
+    if e.stream_version != version + 1:
+        problems.append(("stream_version", f"version {e.stream_version} follows {version}"))
+    if e.prev_hash != prev:
+        problems.append(("chain", "prev_hash does not match the previous event's hash"))
+    if e.computed_hash() != e.hash:
+        problems.append(("hash", "content does not match its hash"))
+    return [f"{kind}\t{detail}" for kind, detail in problems]
+
+
+class _Walk:
+    """One pass over the ledger in global order."""
+
+    def __init__(self, checkpoints: Sequence[HeldCheckpoint]) -> None:
+        self.report = VerificationReport()
+        self.heads: dict[str, tuple[int, str]] = {}
+        self.last_position = 0
+        self.last_hash = GENESIS_HASH
+        self.due = sorted(checkpoints, key=lambda c: c.position)
+        self.by_event_position = {c.event.position: c for c in checkpoints}
+        self.digest = StreamHeads() if checkpoints else None
+        self.events: dict[int, EventEnvelope] = {}  # the ledger's checkpoint events
+        self.states: dict[int, LedgerState] = {}  # by held checkpoint event position
+
+    def step(self, e: EventEnvelope, stop_at_first: bool) -> bool:
+        """Check one event; False to stop."""
+        self.report.events_checked += 1
+        version, prev = self.heads.get(e.stream_id, (0, GENESIS_HASH))
+        problems = _event_problems(e, self.last_position, version, prev)
+        for problem in problems:
+            kind, detail = problem.split("\t", 1)
+            self.report.broken.append(
+                BrokenLink(kind, e.stream_id, e.stream_version, str(e.event_id), e.position, detail)
+            )
+        if problems and stop_at_first:
+            return False
+        self.heads[e.stream_id] = (e.stream_version, e.hash)
+        self.last_position, self.last_hash = e.position, e.hash
+        if self.digest is not None:
+            self.digest.update(e.stream_id, e.stream_version, e.hash)
+            if e.position in self.by_event_position:
+                self.events[e.position] = e
+            while self.due and self.due[0].position == e.position:
+                self.state_seen(self.due.pop(0))
+        return True
+
+    def state_seen(self, held: HeldCheckpoint) -> None:
+        """The ledger's state at the held checkpoint's position, as the walk sees it."""
+        assert self.digest is not None
+        self.states[held.event.position] = LedgerState(
+            self.last_position, self.last_hash, len(self.digest), self.digest.digest()
+        )
+
+    def finish(self, conn: Connection) -> None:
+        self.report.streams_checked = len(self.heads)
+        counter = conn.execute(select(event_sequence.c.last_position)).scalar() or 0
+        if counter != self.last_position:
+            removed = " (events at the end were removed)" if counter > self.last_position else ""
+            self.report.broken.append(
+                BrokenLink(
+                    "ledger_tail",
+                    "",
+                    0,
+                    "",
+                    self.last_position,
+                    f"the position counter is at {counter} but the last event is at "
+                    f"{self.last_position}{removed}",
+                )
+            )
+        self.check_held()
+
+    def check_held(self) -> None:
+        """Every held checkpoint against the state the walk saw at its position (none:
+        the ledger ends before it)."""
+        for held in sorted(self.by_event_position.values(), key=lambda c: c.position):
+            self.report.checkpoints_checked += 1
+            state = self.states.get(held.event.position)
+            for detail in held.problems(state, self.events.get(held.event.position)):
+                self.report.broken.append(
+                    BrokenLink(
+                        "checkpoint",
+                        held.event.stream_id,
+                        held.event.stream_version,
+                        str(held.event.event_id),
+                        held.position,
+                        detail,
+                    )
+                )
+
+
 def verify_ledger(
-    conn: Connection, store: EventStore, *, batch_size: int = 5000, stop_at_first: bool = True
+    conn: Connection,
+    store: EventStore,
+    *,
+    batch_size: int = 5000,
+    stop_at_first: bool = True,
+    checkpoints: Sequence[HeldCheckpoint] = (),
 ) -> VerificationReport:
     """Walk every event in global order, checking that positions are contiguous, each
     stream's versions follow one another, each event's prev_hash is its predecessor's
     hash, and each hash matches the event's content; then that the ledger ends where the
-    position counter says it does (a deleted newest event leaves the counter ahead)."""
-    report = VerificationReport()
-    heads: dict[str, tuple[int, str]] = {}
-    last_position = 0
+    position counter says it does (a deleted newest event leaves the counter ahead); then,
+    given checkpoints held elsewhere, that the ledger's state at each checkpoint's
+    position is the one the checkpoint states (a rewritten or truncated history is not,
+    even with every hash recomputed)."""
+    walk = _Walk(checkpoints)
     while True:
-        batch = store.read_all(conn, after_position=last_position, limit=batch_size)
+        batch = store.read_all(conn, after_position=walk.last_position, limit=batch_size)
         if not batch:
             break
         for e in batch:
-            report.events_checked += 1
-            version, prev = heads.get(e.stream_id, (0, GENESIS_HASH))
-            problems: list[tuple[str, str]] = []
-            if e.position != last_position + 1:
-                problems.append(
-                    ("global_sequence", f"position {e.position} follows {last_position}")
-                )
-            if e.stream_version != version + 1:
-                problems.append(("stream_version", f"version {e.stream_version} follows {version}"))
-            if e.prev_hash != prev:
-                problems.append(("chain", "prev_hash does not match the previous event's hash"))
-            if e.computed_hash() != e.hash:
-                problems.append(("hash", "content does not match its hash"))
-            for kind, detail in problems:
-                report.broken.append(
-                    BrokenLink(
-                        kind, e.stream_id, e.stream_version, str(e.event_id), e.position, detail
-                    )
-                )
-            if problems and stop_at_first:
-                report.streams_checked = len(heads)
-                return report
-            heads[e.stream_id] = (e.stream_version, e.hash)
-            last_position = e.position
-    report.streams_checked = len(heads)
-    counter = conn.execute(select(event_sequence.c.last_position)).scalar() or 0
-    if counter != last_position:
-        report.broken.append(
-            BrokenLink(
-                "ledger_tail",
-                "",
-                0,
-                "",
-                last_position,
-                f"the position counter is at {counter} but the last event is at {last_position}"
-                + (" (events at the end were removed)" if counter > last_position else ""),
-            )
-        )
-    return report
+            if not walk.step(e, stop_at_first):
+                walk.report.streams_checked = len(walk.heads)
+                return walk.report
+    walk.finish(conn)
+    return walk.report

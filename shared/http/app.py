@@ -16,12 +16,18 @@ from fastapi.openapi.docs import (
 )
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy import Connection
 
 from shared.app.config import Settings
 from shared.app.observability import broker_problem
 from shared.app.platform import Platform
 from shared.eventstore.migrations import schema_is_current, schema_is_current_on
-from shared.http.metrics import install_observability
+from shared.http.metrics import (
+    Progress,
+    install_observability,
+    known_projections,
+    projections_progress,
+)
 from shared.http.openapi import install_openapi
 from shared.http.problems import install_problem_handlers
 from shared.http.security import install_security
@@ -115,21 +121,43 @@ def health_router() -> APIRouter:
     @router.get(
         "/health/ready",
         summary="Database reachable, schema current, broker reachable (scaled)",
+        description="503 while the database (or, in the scaled mode, the broker) is away. "
+        "The body also shows each projection's applied position, lag in ledger positions "
+        "and parked events (detail only: a projection behind never makes a service unready).",
         responses={503: {"description": 'Not ready: `{"status": "not_ready", "detail": …}`'}},
     )
     async def ready(request: Request) -> JSONResponse:
         platform: Platform = request.app.state.platform
+        projections = sorted(known_projections(platform).items())
+
+        def check(conn: Connection) -> tuple[int, list[Progress]] | None:
+            if not schema_is_current_on(conn):
+                return None
+            return platform.store.last_position(conn), projections_progress(conn, projections)
+
         try:
-            current = await platform.db.read(schema_is_current_on)
+            found = await platform.db.read(check)
         except Exception as exc:  # any failure means not ready
-            return JSONResponse({"status": "not_ready", "detail": str(exc)}, status_code=503)
-        if not current:
+            detail = f"database unavailable: {type(exc).__name__}: {exc}"
+            return JSONResponse({"status": "not_ready", "detail": detail}, status_code=503)
+        if found is None:
             return JSONResponse(
                 {"status": "not_ready", "detail": "schema outdated"}, status_code=503
             )
         if problem := await broker_problem(platform.settings):
             return JSONResponse({"status": "not_ready", "detail": problem}, status_code=503)
-        return JSONResponse({"status": "ready"})
+        head, progress = found
+        return JSONResponse(
+            {
+                "status": "ready",
+                "ledger_head": head,
+                "parked_events": sum(p.parked for p in progress),
+                "projections": {
+                    p.name: {"applied": p.applied, "lag": p.lag, "parked": p.parked}
+                    for p in progress
+                },
+            }
+        )
 
     return router
 

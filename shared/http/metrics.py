@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
@@ -18,15 +19,16 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.app.observability import HTTP_LATENCY, correlation_var
 from shared.app.platform import Platform
+from shared.eventstore.applied import parked_counts, read_checkpoint
 from shared.eventstore.outbox import outbox_backlog
+from shared.eventstore.progress import relevant_head
 from shared.eventstore.projection import Projection
-from shared.eventstore.tables import events, projection_checkpoints
 from shared.http.validation import GIVEN_CORRELATION_ID
 
 access_log = logging.getLogger("ticketline.http")
@@ -139,7 +141,8 @@ def metrics_router() -> APIRouter:
         "/metrics",
         summary="Prometheus metrics",
         description="Request latency, events appended (this process), outbox backlog and "
-        "age of the oldest unpublished event, projection lag per projection (database).",
+        "age of the oldest unpublished event; per projection its applied position, its lag "
+        "in ledger positions and its parked events (database).",
         response_class=Response,
     )
     async def metrics(request: Request) -> Response:
@@ -169,6 +172,26 @@ def known_projections(platform: Platform) -> dict[str, Projection]:
     return all_handlers(platform)
 
 
+@dataclass(frozen=True)
+class Progress:
+    """A projection (or reactor) in ledger terms."""
+
+    name: str
+    applied: int  # everything of its stream types up to this position is applied
+    lag: int  # the newest event of its stream types minus ``applied``
+    parked: int  # events parked (poison), waiting for `ticketline parked retry|skip`
+
+
+def projections_progress(
+    conn: Connection, projections: Iterable[tuple[str, Projection]]
+) -> list[Progress]:
+    parked = parked_counts(conn)
+    return [
+        Progress(name, *projection_lag(conn, name, p.stream_types), parked.get(name, 0))
+        for name, p in projections
+    ]
+
+
 async def database_metrics(platform: Platform) -> list[Metric]:
     backlog = GaugeMetricFamily(
         "ticketline_outbox_backlog", "Outbox rows not yet published to Kafka."
@@ -179,45 +202,47 @@ async def database_metrics(platform: Platform) -> list[Metric]:
     )
     lag = GaugeMetricFamily(
         "ticketline_projection_lag",
-        "Ledger head (events of the projection's stream types) minus the projection's "
-        "checkpoint, in global positions.",
+        "Events the projection is behind, in ledger positions: the newest event of its "
+        "stream types minus its applied position (everything up to which is applied, "
+        "whatever a broker's offsets say).",
         labels=["projection"],
     )
     checkpoint = GaugeMetricFamily(
         "ticketline_projection_checkpoint",
-        "Highest global position the projection has applied.",
+        "The projection's applied position: every event of its stream types up to this "
+        "global position is applied (or parked).",
+        labels=["projection"],
+    )
+    parked = GaugeMetricFamily(
+        "ticketline_parked_events",
+        "Events a projection or reactor parked after its retries (poison events), not yet "
+        "resolved (`ticketline parked`).",
         labels=["projection"],
     )
     head = GaugeMetricFamily("ticketline_ledger_head", "Highest global position in the ledger.")
     projections = sorted(known_projections(platform).items())
 
-    def read(conn: Connection) -> tuple[tuple[int, object], int, list[tuple[str, int, int]]]:
-        lags = [(name, *projection_lag(conn, name, p.stream_types)) for name, p in projections]
-        return outbox_backlog(conn), platform.store.last_position(conn), lags
+    def read(conn: Connection) -> tuple[tuple[int, object], int, list[Progress]]:
+        progress = projections_progress(conn, projections)
+        return outbox_backlog(conn), platform.store.last_position(conn), progress
 
-    (count, oldest_at), last, lags = await platform.db.read(read)
+    (count, oldest_at), last, progress = await platform.db.read(read)
     backlog.add_metric([], count)
     oldest.add_metric([], _age_seconds(platform.clock.now(), oldest_at))
     head.add_metric([], last)
-    for name, done, behind in lags:
-        checkpoint.add_metric([name], done)
-        lag.add_metric([name], behind)
-    return [backlog, oldest, head, checkpoint, lag]
+    for one in progress:
+        checkpoint.add_metric([one.name], one.applied)
+        lag.add_metric([one.name], one.lag)
+        parked.add_metric([one.name], one.parked)
+    return [backlog, oldest, head, checkpoint, lag, parked]
 
 
 def projection_lag(conn: Connection, name: str, stream_types: Iterable[str]) -> tuple[int, int]:
-    """(checkpoint, lag). The head counts only events the projection reads, so events of
-    other stream types never show as lag."""
-    relevant_head = conn.execute(
-        select(func.coalesce(func.max(events.c.position), 0)).where(
-            events.c.stream_type.in_(list(stream_types))
-        )
-    ).scalar_one()
-    done = conn.execute(
-        select(projection_checkpoints.c.position).where(projection_checkpoints.c.projection == name)
-    ).scalar()
-    done = int(done or 0)
-    return done, max(0, int(relevant_head) - done)
+    """(applied position, lag). The head counts only events the projection reads, so
+    events of other stream types never show as lag."""
+    newest = relevant_head(conn, list(stream_types))
+    done = read_checkpoint(conn, name)
+    return done, max(0, newest - done)
 
 
 def _age_seconds(now: datetime, since: Any) -> float:

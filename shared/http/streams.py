@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from shared.app.platform import Platform
 from shared.eventstore.ledger import row_to_envelope
@@ -57,7 +57,8 @@ async def read_after(
         select(events).where(events.c.position > position).order_by(events.c.position).limit(limit)
     )
     if region:
-        query = query.where(events.c.region == region)
+        # Signed ledger checkpoints belong to no region: every center keeps them.
+        query = query.where(or_(events.c.region == region, events.c.stream_type == "ledger"))
     if types:
         query = query.where(events.c.event_type.in_(types))
     return await platform.db.read(lambda c: [row_to_envelope(r) for r in c.execute(query).all()])

@@ -40,6 +40,16 @@ class TestBroker:
         )
         wait_for_port(self.port)
 
+    def restart_empty(self) -> None:
+        """Crash the broker (SIGKILL) and start a new one on the same port. Its storage is
+        in memory, so it comes back without topics, logs, consumer groups or committed
+        offsets — what a rebuilt cluster or a lost volume looks like to its clients."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+        self.start()
+
     def stop(self) -> None:
         if self.process is not None:
             self.process.terminate()

@@ -68,6 +68,9 @@ class PostgresCluster:
                 "--no-sync",
             ]
         )
+        self._start_server()
+
+    def _start_server(self) -> None:
         opts = (
             f"-c listen_addresses=127.0.0.1 -c port={self.port} -c fsync=off "
             f"-c synchronous_commit=off -c full_page_writes=off -c max_connections=300 "
@@ -96,6 +99,14 @@ class PostgresCluster:
                 return
             time.sleep(0.2)
         raise RuntimeError("PostgreSQL did not become ready")
+
+    def restart(self, *, mode: str = "fast", down_seconds: float = 0.0) -> None:
+        """Stop the server (``fast``: clients are disconnected, as in a planned restart;
+        ``immediate``: as if it crashed), stay down ``down_seconds``, start it again on the
+        same port. Blocking: call it from a thread in async tests."""
+        self._run([str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", mode, "-w", "stop"])
+        time.sleep(down_seconds)
+        self._start_server()
 
     def stop(self) -> None:
         try:

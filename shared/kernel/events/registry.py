@@ -29,6 +29,8 @@ TOPIC_FAMILY_BY_STREAM_TYPE: dict[str, str] = {
     "quality": "quality",
     "scorecard": "quality",
     "customer": "customers",
+    # Signed chain-head checkpoints (docs/checkpoints.md): a topic of their own.
+    "ledger": "ledger",
 }
 
 

@@ -11,7 +11,7 @@ holds the sealed form of its personal columns and names the customer.
   the blind index, so the index on the phone column goes.
 
 Revision ID: 0006_personal_data_keys
-Revises: 0004_ticket_list_indexes
+Revises: 0005_ledger_guard
 Create Date: 2026-11-26
 """
 
@@ -21,7 +21,7 @@ from alembic import op
 from shared.eventstore.db import UtcDateTime
 
 revision = "0006_personal_data_keys"
-down_revision = "0004_ticket_list_indexes"
+down_revision = "0005_ledger_guard"
 branch_labels = None
 depends_on = None
 

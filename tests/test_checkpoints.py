@@ -1,0 +1,191 @@
+"""Signed chain-head checkpoints: a history rewritten or truncated after a checkpoint was
+published fails `verify --checkpoints`, even when whoever did it recomputed every hash
+and the position counter; an untouched ledger passes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import Connection, delete, update
+
+from shared.app.checkpoints import checkpoint_once, read_held, signing_key
+from shared.app.cli import main
+from shared.app.platform import Platform
+from shared.eventstore.checkpoints import CHECKPOINT_STREAM, StreamHeads, bucket_of
+from shared.eventstore.tables import event_sequence, events, outbox
+from shared.eventstore.verify import VerificationReport, verify_ledger
+from shared.kernel.events.envelope import GENESIS_HASH, EventEnvelope, canonical_json
+from tests.support.factories import diagnosed, new_ticket_id, received
+from tests.support.ledger import append
+
+
+async def ticket(platform: Platform, n: int) -> str:
+    tid = new_ticket_id()
+    await append(platform, tid, 0, [received(n)])
+    await append(platform, tid, 1, [diagnosed()])
+    return tid
+
+
+async def checkpoint(platform: Platform) -> EventEnvelope:
+    written = await checkpoint_once(platform, signing_key(platform.settings))
+    assert written is not None
+    return written
+
+
+async def history(platform: Platform, tmp_path: Path) -> tuple[list[str], Path]:
+    """Tickets, two checkpoints between them, and the JSON lines a regional center's
+    subscriber saved meanwhile (every event; the checkpoints among them)."""
+    ids = [await ticket(platform, 1), await ticket(platform, 2)]  # positions 1-4
+    first = await checkpoint(platform)  # covers 1-4, at 5
+    assert (first.position, first.payload["position"], first.payload["streams"]) == (5, 4, 2)
+    assert first.stream_id == CHECKPOINT_STREAM and first.region is None
+    ids.append(await ticket(platform, 3))  # 6-7
+    second = await checkpoint(platform)  # covers 1-7 (the first checkpoint too), at 8
+    assert (second.payload["position"], second.payload["streams"]) == (7, 4)
+    assert await checkpoint_once(platform, signing_key(platform.settings)) is None  # nothing new
+    ids.append(await ticket(platform, 4))  # 9-10
+    everything = await platform.db.read(lambda c: platform.store.read_all(c))
+    saved = tmp_path / "east-subscriber.jsonl"
+    saved.write_text("".join(canonical_json(e.to_json_dict()) + "\n" for e in everything))
+    return ids, saved
+
+
+async def verify(platform: Platform, saved: Path | None = None) -> VerificationReport:
+    held = read_held(saved, signing_key(platform.settings).public_key()) if saved else None
+    if held is not None:
+        assert held.problems == [] and len(held.checkpoints) == 2
+    return await platform.db.read(
+        lambda c: verify_ledger(
+            c, platform.store, checkpoints=held.checkpoints if held else (), stop_at_first=False
+        )
+    )
+
+
+async def test_an_untouched_ledger_passes(platform: Platform, tmp_path: Path) -> None:
+    _, saved = await history(platform, tmp_path)
+    report = await verify(platform, saved)
+    assert report.ok, report.broken
+    assert (report.events_checked, report.checkpoints_checked) == (10, 2)
+
+
+async def test_a_truncated_history_fails_even_with_the_counter_moved_back(
+    platform: Platform, tmp_path: Path
+) -> None:
+    _, saved = await history(platform, tmp_path)
+
+    def truncate(conn: Connection) -> None:
+        """Everything after the first checkpoint removed, the counter set back: the hash
+        chains and the counter agree again."""
+        conn.execute(delete(outbox).where(outbox.c.position > 5))
+        conn.execute(delete(events).where(events.c.position > 5))
+        conn.execute(update(event_sequence).values(last_position=5))
+
+    await platform.db.write(truncate)
+    assert (await verify(platform)).ok  # without checkpoints nothing shows
+    report = await verify(platform, saved)
+    assert not report.ok
+    (link,) = report.broken
+    assert link.kind == "checkpoint" and link.position == 7
+    assert "truncated" in link.detail
+
+
+def rewrite(
+    conn: Connection, platform: Platform, stream_id: str, version: int, change: Callable[..., Any]
+) -> None:
+    """Change one event and recompute its stream's chain from there on, as an operator
+    with write access to the database could."""
+    stream = platform.store.read_stream(conn, stream_id)
+    prev = stream[version - 2].hash if version > 1 else GENESIS_HASH
+    for event in stream[version - 1 :]:
+        payload = change(dict(event.payload)) if event.stream_version == version else event.payload
+        fixed = EventEnvelope.model_validate(
+            {**event.model_dump(), "payload": payload, "prev_hash": prev}
+        )
+        new_hash = fixed.computed_hash()
+        conn.execute(
+            update(events)
+            .where(events.c.position == event.position)
+            .values(payload=canonical_json(payload), prev_hash=prev, hash=new_hash)
+        )
+        prev = new_hash
+
+
+async def test_a_history_rewritten_with_recomputed_hashes_fails(
+    platform: Platform, tmp_path: Path
+) -> None:
+    ids, saved = await history(platform, tmp_path)
+
+    def cheaper_repair(payload: dict[str, Any]) -> dict[str, Any]:
+        return {**payload, "complexity": "simple"}
+
+    await platform.db.write(lambda c: rewrite(c, platform, ids[0], 2, cheaper_repair))
+    assert (await verify(platform)).ok  # every chain is consistent again
+    report = await verify(platform, saved)
+    assert not report.ok
+    assert {link.kind for link in report.broken} == {"checkpoint"}
+    assert [link.position for link in report.broken] == [4, 7]  # both checkpoints
+    assert all("rewritten" in link.detail for link in report.broken)
+
+
+async def test_a_forged_or_foreign_checkpoint_is_refused(
+    platform: Platform, tmp_path: Path
+) -> None:
+    _, saved = await history(platform, tmp_path)
+    lines = saved.read_text().splitlines()
+    forged = []
+    for line in lines:
+        document = json.loads(line)
+        if document["event_type"] == "LedgerCheckpointed":
+            document["payload"]["streams"] += 1
+            envelope = EventEnvelope.model_validate(document)
+            document["hash"] = envelope.computed_hash()  # a consistent, unsigned change
+        forged.append(canonical_json(document))
+    saved.write_text("\n".join(forged) + "\n")
+    held = read_held(saved, signing_key(platform.settings).public_key())
+    assert held.checkpoints == [] and len(held.problems) == 2
+    assert all("signature" in p for p in held.problems)
+    other = read_held(saved, Ed25519PrivateKey.generate().public_key())
+    assert other.checkpoints == []
+
+
+def test_streams_digest_is_order_free_and_moves_with_any_head() -> None:
+    a, b = StreamHeads(), StreamHeads()
+    for sid in ("t-1", "t-2", "t-3"):
+        a.update(sid, 1, "0" * 64)
+    for sid in ("t-3", "t-1", "t-2"):
+        b.update(sid, 1, "0" * 64)
+    assert a.digest() == b.digest() and len(a) == 3
+    b.update("t-2", 2, "1" * 64)
+    assert a.digest() != b.digest()
+    assert 0 <= bucket_of("t-1") < 256
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_cli_verify_with_checkpoints(
+    platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    _, saved = await history(platform, tmp_path)
+    monkeypatch.setenv("DATABASE_URL", platform.settings.resolved_database_url)
+    monkeypatch.setenv("TICKETLINE_DATA_DIR", str(platform.settings.data_dir))
+    monkeypatch.setenv("TICKETLINE_LOG_FORMAT", "text")
+    capsys.readouterr()
+    assert await asyncio.to_thread(main, ["verify", "--checkpoints", str(saved)]) == 0
+    assert json.loads(capsys.readouterr().out)["checkpoints_checked"] == 2
+    assert await asyncio.to_thread(main, ["checkpoint", "--public-key"]) == 0
+    key = tmp_path / "platform.pem"
+    key.write_text(capsys.readouterr().out)
+    await platform.db.write(lambda c: c.execute(delete(events).where(events.c.position > 7)))
+    await platform.db.write(lambda c: c.execute(update(event_sequence).values(last_position=7)))
+    code = await asyncio.to_thread(
+        main, ["verify", "--checkpoints", str(saved), "--public-key", str(key)]
+    )
+    assert code == 1
+    out = json.loads(capsys.readouterr().out)
+    assert [link["kind"] for link in out["broken"]] == ["checkpoint"]
+    assert "not in the ledger as it was published" in out["broken"][0]["detail"]

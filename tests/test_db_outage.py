@@ -1,0 +1,116 @@
+"""A database restart during requests: 503 problems with Retry-After while it is away,
+readiness false then true again, no 500 at any time, and everything answered once it is
+back (PostgreSQL: the scaled mode's database)."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import httpx
+import pytest
+from sqlalchemy import Connection, text
+
+from services.intake.schemas import RECEIVE_EXAMPLE
+from shared.app.platform import Platform
+from shared.eventstore.db import Database
+from tests.support.postgres import PostgresCluster
+
+
+def ticket_body(n: int) -> dict:  # type: ignore[type-arg]
+    body = copy.deepcopy(RECEIVE_EXAMPLE)
+    body["product"]["serial_number"] = f"SN-OUT-{n:05d}"
+    return body
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+async def test_a_database_restart_answers_503_then_recovers(
+    platform: Platform, intake: httpx.AsyncClient, pg_cluster: PostgresCluster, mode: str
+) -> None:
+    statuses: Counter[int] = Counter()
+    ready: list[tuple[float, int]] = []
+    problems: list[str] = []
+    stop = asyncio.Event()
+
+    def note(response: httpx.Response) -> None:
+        statuses[response.status_code] += 1
+        if response.status_code >= 500:
+            kind = response.headers.get("content-type", "")
+            if response.status_code != 503 or not kind.startswith("application/problem+json"):
+                problems.append(f"{response.status_code} {kind}: {response.text[:200]}")
+            elif "retry-after" not in response.headers:
+                problems.append("503 without Retry-After")
+
+    async def writer(worker: int) -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            note(
+                await intake.post(
+                    "/tickets",
+                    json=ticket_body(worker * 10_000 + n),
+                    headers={"Idempotency-Key": f"outage-{mode}-{worker}-{n}"},
+                )
+            )
+            await asyncio.sleep(0.02)
+
+    async def reader() -> None:
+        while not stop.is_set():
+            note(await intake.get("/tickets", params={"limit": 5}))
+            probe = await intake.get("/health/ready")
+            ready.append((time.monotonic(), probe.status_code))
+            await asyncio.sleep(0.05)
+
+    tasks = [asyncio.create_task(writer(w)) for w in range(4)] + [asyncio.create_task(reader())]
+    try:
+        await asyncio.sleep(1.0)
+        before = statuses[201]
+        down_at = time.monotonic()
+        await asyncio.to_thread(pg_cluster.restart, mode=mode, down_seconds=1.5)
+        up_at = time.monotonic()
+        await asyncio.sleep(2.0)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+    assert problems == [], problems[:5]
+    assert statuses[500] == 0
+    assert statuses[503] > 0, statuses  # requests during the outage were told to retry
+    assert before > 0 and statuses[201] > before, statuses  # writes resumed
+    during = [code for at, code in ready if down_at + 0.2 < at < up_at - 0.2]
+    after = [code for at, code in ready if at > up_at + 1.0]
+    assert 503 in during and set(after) == {200}, (during, after)
+    # Every answer once it is back is a success.
+    recovered = await intake.post("/tickets", json=ticket_body(99_999))
+    assert recovered.status_code == 201
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_a_deadlock_victim_runs_again(database_url: str) -> None:
+    """Two writers (two processes) taking two locks in opposite orders: the server aborts
+    one to break the deadlock; its unit of work never committed and runs again."""
+    first, second = Database(database_url), Database(database_url)
+    attempts: list[str] = []
+
+    def locking(name: str, a: int, b: int) -> Callable[[Connection], str]:
+        def work(conn: Connection) -> str:
+            attempts.append(name)
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": a})
+            conn.execute(text("SELECT pg_sleep(0.3)"))
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": b})
+            return name
+
+        return work
+
+    try:
+        done = await asyncio.gather(
+            first.write(locking("a", 1, 2)), second.write(locking("b", 2, 1))
+        )
+    finally:
+        await first.dispose()
+        await second.dispose()
+    assert done == ["a", "b"]
+    assert len(attempts) == 3  # one of them twice
