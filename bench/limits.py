@@ -24,85 +24,45 @@ import asyncio
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
+from sqlalchemy import Column, MetaData, Table
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as postgresql_dialect
+from sqlalchemy.dialects.sqlite.pysqlite import dialect as sqlite_dialect
+from sqlalchemy.engine import Dialect
+from sqlalchemy.schema import CreateTable
 
 from bench.measure import Deadline, Result
+from shared.eventstore.ledger import EVENT_COLUMNS
+from shared.eventstore.tables import events
 
 LIMIT_TABLE = "bench_limit_events"
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 
-# The columns of shared/eventstore/tables.py `events`, in order; `position` is the
-# INTEGER PRIMARY KEY. No secondary index: the limit is the row itself.
-EVENT_COLUMNS = (
-    "position",
-    "event_id",
-    "stream_type",
-    "stream_id",
-    "stream_version",
-    "event_type",
-    "schema_version",
-    "occurred_at",
-    "recorded_at",
-    "actor_subject",
-    "actor_role",
-    "service",
-    "correlation_id",
-    "causation_id",
-    "region",
-    "payload",
-    "prev_hash",
-    "hash",
-)
 
-_SQLITE_DDL = f"""
-CREATE TABLE {LIMIT_TABLE} (
-    position INTEGER PRIMARY KEY,
-    event_id VARCHAR(36) NOT NULL,
-    stream_type VARCHAR(32) NOT NULL,
-    stream_id VARCHAR(64) NOT NULL,
-    stream_version INTEGER NOT NULL,
-    event_type VARCHAR(64) NOT NULL,
-    schema_version INTEGER NOT NULL,
-    occurred_at DATETIME NOT NULL,
-    recorded_at DATETIME NOT NULL,
-    actor_subject VARCHAR(200) NOT NULL,
-    actor_role VARCHAR(50) NOT NULL,
-    service VARCHAR(50) NOT NULL,
-    correlation_id VARCHAR(36) NOT NULL,
-    causation_id VARCHAR(36),
-    region VARCHAR(32),
-    payload TEXT NOT NULL,
-    prev_hash VARCHAR(64) NOT NULL,
-    hash VARCHAR(64) NOT NULL
-)"""
-
-_PG_DDL = f"""
-CREATE TABLE {LIMIT_TABLE} (
-    position BIGINT PRIMARY KEY,
-    event_id VARCHAR(36) NOT NULL,
-    stream_type VARCHAR(32) NOT NULL,
-    stream_id VARCHAR(64) NOT NULL,
-    stream_version INTEGER NOT NULL,
-    event_type VARCHAR(64) NOT NULL,
-    schema_version INTEGER NOT NULL,
-    occurred_at TIMESTAMP WITH TIME ZONE NOT NULL,
-    recorded_at TIMESTAMP WITH TIME ZONE NOT NULL,
-    actor_subject VARCHAR(200) NOT NULL,
-    actor_role VARCHAR(50) NOT NULL,
-    service VARCHAR(50) NOT NULL,
-    correlation_id VARCHAR(36) NOT NULL,
-    causation_id VARCHAR(36),
-    region VARCHAR(32),
-    payload TEXT NOT NULL,
-    prev_hash VARCHAR(64) NOT NULL,
-    hash VARCHAR(64) NOT NULL
-)"""
+def _limit_ddl(dialect: Dialect) -> str:
+    """The ``events`` table's columns under another name (``position`` the INTEGER
+    PRIMARY KEY on SQLite). No secondary index or constraint: the limit is the row."""
+    copy = Table(
+        LIMIT_TABLE,
+        MetaData(),
+        *(
+            Column(
+                c.name,
+                c.type,
+                primary_key=c.primary_key,
+                nullable=c.nullable,
+                autoincrement=False,
+            )
+            for c in events.columns
+        ),
+    )
+    return str(CreateTable(copy).compile(dialect=dialect))
 
 
 def received_payload_template() -> str:
@@ -166,7 +126,7 @@ def _open_sqlite(path: str | Path, synchronous: str) -> sqlite3.Connection:
     conn.execute("PRAGMA busy_timeout=30000")
     conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
     conn.execute(f"DROP TABLE IF EXISTS {LIMIT_TABLE}")
-    conn.execute(_SQLITE_DDL)
+    conn.execute(_limit_ddl(sqlite_dialect()))
     return conn
 
 
@@ -207,45 +167,60 @@ async def sqlite_insert_per_transaction(
             raise
         conn.execute("COMMIT")
 
-    detail = {"synchronous": synchronous.upper(), "via_thread_hop": via_thread_hop}
+    detail: dict[str, Any] = {"synchronous": synchronous.upper(), "via_thread_hop": via_thread_hop}
     try:
-        if not via_thread_hop:
+        if via_thread_hop:
 
-            def direct() -> Result:
-                latencies: list[float] = []
-                deadline = Deadline(max_seconds)
-                started = time.perf_counter()
-                for row in rows:
-                    if deadline.expired():
-                        break
-                    t0 = time.perf_counter()
-                    transaction(row)
-                    latencies.append(time.perf_counter() - t0)
-                return Result(len(latencies), time.perf_counter() - started, latencies)
+            async def hop(row: tuple[Any, ...]) -> None:
+                await loop.run_in_executor(writer, transaction, row)
 
-            result = await loop.run_in_executor(writer, direct)
-        else:
-            source = iter(rows)
-            deadline = Deadline(max_seconds)
-            latencies: list[float] = []
-
-            async def caller() -> None:
-                for row in source:
-                    if deadline.expired():
-                        return
-                    t0 = time.perf_counter()
-                    await loop.run_in_executor(writer, transaction, row)
-                    latencies.append(time.perf_counter() - t0)
-
-            started = time.perf_counter()
-            await asyncio.gather(*(caller() for _ in range(concurrency)))
-            result = Result(len(latencies), time.perf_counter() - started, latencies)
+            result = await _timed_callers([hop] * concurrency, iter(rows), max_seconds)
             detail["concurrency"] = concurrency
+        else:
+            result = await loop.run_in_executor(writer, _timed_loop, transaction, rows, max_seconds)
         result.detail = detail
         return result
     finally:
         await loop.run_in_executor(writer, conn.close)
         writer.shutdown(wait=True)
+
+
+def _timed_loop(
+    transaction: Callable[[tuple[Any, ...]], None], rows: list[tuple[Any, ...]], max_seconds: float
+) -> Result:
+    """Transactions one after the other in this thread, until the rows or the time run out."""
+    latencies: list[float] = []
+    deadline = Deadline(max_seconds)
+    started = time.perf_counter()
+    for row in rows:
+        if deadline.expired():
+            break
+        t0 = time.perf_counter()
+        transaction(row)
+        latencies.append(time.perf_counter() - t0)
+    return Result(len(latencies), time.perf_counter() - started, latencies)
+
+
+async def _timed_callers(
+    callers: Sequence[Callable[[tuple[Any, ...]], Awaitable[Any]]],
+    source: Iterator[tuple[Any, ...]],
+    max_seconds: float,
+) -> Result:
+    """One task per caller, each awaiting one transaction at a time, sharing the rows."""
+    deadline = Deadline(max_seconds)
+    latencies: list[float] = []
+
+    async def run(transaction: Callable[[tuple[Any, ...]], Awaitable[Any]]) -> None:
+        for row in source:
+            if deadline.expired():
+                return
+            t0 = time.perf_counter()
+            await transaction(row)
+            latencies.append(time.perf_counter() - t0)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(run(c) for c in callers))
+    return Result(len(latencies), time.perf_counter() - started, latencies)
 
 
 def asyncpg_dsn(url: str) -> str:
@@ -274,33 +249,27 @@ async def asyncpg_insert_per_transaction(
     setup = await asyncpg.connect(dsn)
     try:
         await setup.execute(f"DROP TABLE IF EXISTS {LIMIT_TABLE}")
-        await setup.execute(_PG_DDL)
+        await setup.execute(_limit_ddl(postgresql_dialect()))
     finally:
         await setup.close()
     connections = [await asyncpg.connect(dsn) for _ in range(concurrency)]
     insert = _insert_sql(lambda i: f"${i}")
-    source: Iterator[tuple[Any, ...]] = iter(rows)
-    deadline = Deadline(max_seconds)
-    latencies: list[float] = []
 
-    async def caller(conn: Any) -> None:
-        statement = await conn.prepare(insert)
-        for row in source:
-            if deadline.expired():
-                return
-            t0 = time.perf_counter()
+    def caller(conn: Any, statement: Any) -> Callable[[tuple[Any, ...]], Awaitable[None]]:
+        async def transaction(row: tuple[Any, ...]) -> None:
             async with conn.transaction():
                 await statement.fetchval(*row)
-            latencies.append(time.perf_counter() - t0)
+
+        return transaction
 
     try:
-        started = time.perf_counter()
-        await asyncio.gather(*(caller(c) for c in connections))
-        seconds = time.perf_counter() - started
+        callers = [caller(c, await c.prepare(insert)) for c in connections]
+        result = await _timed_callers(callers, iter(rows), max_seconds)
     finally:
         for conn in connections:
             await conn.close()
-    return Result(len(latencies), seconds, latencies, detail={"concurrency": concurrency})
+    result.detail = {"concurrency": concurrency}
+    return result
 
 
 async def raw_read_and_decode(

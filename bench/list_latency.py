@@ -4,8 +4,9 @@ Two SQLite databases migrated with ``shared.eventstore.migrations.upgrade``: a s
 (10k tickets) and a large one (N: 1M in the full run), their ``ticket_state`` seeded
 directly with ``executemany`` — the small one is exactly the newest 10k rows of the large
 one. The route runs **in process**: httpx's ASGITransport on
-``services.intake.app.create_app(platform)`` with a call-center agent's token, so the
-figure is the route (query, masking, serialisation of a 50-row page) without HTTP and
+``services.intake.app.create_app(platform)`` with an administrator's token (a role that
+may search by phone), so the figure is the route (query, serialisation of a 50-row page,
+the read log of unmasked personal data) without HTTP and
 without a second process on the two cores. Requests alternate filter by filter between
 the small and the large database, so noise hits both sides alike; the report gives each
 filter's p50 at N beside its p50 at 10k.
@@ -13,22 +14,25 @@ filter's p50 at N beside its p50 at 10k.
 The seeded history: one ticket a minute (1,440 a day; 10k ≈ 7 days, 1M ≈ 2 years), newest
 first, status by age as a call center sees it (today's tickets open; beyond ten days
 nearly all closed), 80/15/5 % normal/urgent/critical, regions 30 % east, a phone number
-on three tickets in a row.
+(one customer) on three tickets in a row, indexed in ``personal_data_phones``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 import shutil
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy import Connection
 
 from bench.measure import Deadline, Result
 
@@ -59,6 +63,17 @@ def phone(i: int) -> str:
     return f"138{(i // 3) * 7 % 10**8:08d}"
 
 
+def customer_of(i: int) -> str:
+    """Rows sharing a phone are one customer's tickets."""
+    return str(uuid.UUID(int=(0xC057 << 96) | (i // 3)))
+
+
+def stand_in_digest(number: str) -> str:
+    """The seeded rows' phone index: the platform's keyed digest is computed for the one
+    number searched (``index_searched_phone``); the others only give the index its size."""
+    return hashlib.sha256(number.encode()).hexdigest()
+
+
 def _stamp(at: datetime) -> str:
     # How SQLAlchemy's DateTime stores a (UTC, naive) datetime in SQLite.
     return at.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
@@ -78,6 +93,16 @@ def filters() -> dict[str, dict[str, str]]:
             "created_to": ANCHOR.isoformat(),
         },
     }
+
+
+_SAME_IN_EVERY_ROW = {
+    "channel": "phone",
+    "warranty_status": "in_warranty",
+    "customer_name": "Li Wei",
+    "address_line": "1 Garden Road",
+    "product_model": "WM-700",
+    "product_line": "washing_machines",
+}
 
 
 def ticket_rows(count: int, seed: int = 7) -> Iterator[dict[str, Any]]:
@@ -104,18 +129,14 @@ def ticket_rows(count: int, seed: int = 7) -> Iterator[dict[str, Any]]:
         dispatched = reached > 2
         repaired = reached > 4
         yield {
+            **_SAME_IN_EVERY_ROW,
             "ticket_id": str(uuid.UUID(int=(0x5EED << 96) | i)),
             "ticket_number": f"TL-{created:%Y%m%d}-{i:07d}",
             "status": status,
             "region": region,
             "urgency": rng.choices(URGENCIES, URGENCY_WEIGHTS)[0],
-            "channel": "phone",
-            "warranty_status": "in_warranty",
-            "customer_name": "Li Wei",
+            "customer_id": customer_of(i),
             "customer_phone": phone(i),
-            "address_line": "1 Garden Road",
-            "product_model": "WM-700",
-            "product_line": "washing_machines",
             "serial_number": f"SN-{i:07d}",
             "category": "quality_defect" if diagnosed else None,
             "complexity": "general" if diagnosed else None,
@@ -143,6 +164,9 @@ def ticket_rows(count: int, seed: int = 7) -> Iterator[dict[str, Any]]:
         }
 
 
+_SEED_PHONE = "INSERT OR IGNORE INTO personal_data_phones (digest, customer_id) VALUES (?, ?)"
+
+
 def seed_ticket_state(
     path: str | Path, count: int, *, chunk: int = 20_000, max_seconds: float = 600.0
 ) -> int:
@@ -161,22 +185,26 @@ def seed_ticket_state(
     conn.execute("PRAGMA synchronous=OFF")  # seeding, not measuring
     deadline = Deadline(max_seconds)
     written = 0
-    batch: list[tuple[Any, ...]] = []
+    batch: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        phones = {(stand_in_digest(r["customer_phone"]), r["customer_id"]) for r in batch}
+        conn.execute("BEGIN")
+        conn.executemany(sql, [tuple(r[c] for c in columns) for r in batch])
+        conn.executemany(_SEED_PHONE, sorted(phones))
+        conn.execute("COMMIT")
+
     try:
         for row in ticket_rows(count):
-            batch.append(tuple(row[c] for c in columns))
+            batch.append(row)
             if len(batch) >= chunk:
-                conn.execute("BEGIN")
-                conn.executemany(sql, batch)
-                conn.execute("COMMIT")
+                flush()
                 written += len(batch)
                 batch.clear()
                 if deadline.expired():
                     break
         if batch:
-            conn.execute("BEGIN")
-            conn.executemany(sql, batch)
-            conn.execute("COMMIT")
+            flush()
             written += len(batch)
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
@@ -239,15 +267,13 @@ async def measure_list_latency(
 
     platforms = {
         name: Platform.from_settings(
-            Settings(database_url=f"sqlite+aiosqlite:///{path}", auth=TEST_AUTH)
+            Settings(database_url=f"sqlite+aiosqlite:///{path}", data_dir=workdir, auth=TEST_AUTH)
         )
         for name, path in paths.items()
     }
-    headers = headers_for("call_center_agent", subject="bench")
-    result = ListLatency(counts["small"], counts["large"], seed_seconds)
-    latencies: dict[tuple[str, str], list[float]] = {}
-    failures: dict[tuple[str, str], int] = {}
-    sizes: dict[tuple[str, str], int] = {}
+    for platform in platforms.values():
+        await platform.db.write(index_searched_phone(platform))
+    headers = headers_for("admin", subject="bench")  # sees and may search phones
     clients = {
         name: httpx.AsyncClient(
             transport=httpx.ASGITransport(app=create_app(platform)),
@@ -257,37 +283,73 @@ async def measure_list_latency(
         for name, platform in platforms.items()
     }
     try:
-        deadline = Deadline(max_seconds)
-        for repeat in range(repeats + 1):
-            if repeat and deadline.expired():
-                break
-            for label, params in filters().items():
-                for name, client in clients.items():
-                    t0 = time.perf_counter()
-                    response = await client.get("/tickets", params=params)
-                    elapsed = time.perf_counter() - t0
-                    key = (label, name)
-                    if response.status_code != 200:
-                        failures[key] = failures.get(key, 0) + 1
-                        continue
-                    if repeat == 0:
-                        sizes[key] = len(response.json()["items"])
-                        continue
-                    latencies.setdefault(key, []).append(elapsed)
+        samples = await _time_filters(clients, repeats, max_seconds)
     finally:
         for client in clients.values():
             await client.aclose()
         for platform in platforms.values():
             await platform.close()
+    result = ListLatency(counts["small"], counts["large"], seed_seconds)
     for label in filters():
         for name, into in (("small", result.small), ("large", result.large)):
-            samples = latencies.get((label, name), [])
-            into[label] = Result(
-                len(samples),
-                sum(samples),
-                samples,
-                errors=failures.get((label, name), 0),
-                detail={"rows_returned": sizes.get((label, name))},
-            )
-        result.page_sizes[label] = (sizes.get((label, "small"), 0), sizes.get((label, "large"), 0))
+            into[label] = samples.result((label, name))
+        result.page_sizes[label] = (
+            samples.sizes.get((label, "small"), 0),
+            samples.sizes.get((label, "large"), 0),
+        )
     return result
+
+
+def index_searched_phone(platform: Any) -> Callable[[Connection], None]:
+    """The searched number's row of the phone index under the platform's keyed digest."""
+    number = phone(PHONE_OF_ROW)
+
+    def work(conn: Connection) -> None:
+        digest = platform.store.personal.phone_digest(conn, number, create=True)
+        conn.exec_driver_sql(
+            "UPDATE personal_data_phones SET digest = ? WHERE digest = ?",
+            (digest, stand_in_digest(number)),
+        )
+
+    return work
+
+
+@dataclass
+class _Samples:
+    """Per (filter, database): request latencies, failed requests, rows in the page."""
+
+    latencies: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    failures: dict[tuple[str, str], int] = field(default_factory=dict)
+    sizes: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def result(self, key: tuple[str, str]) -> Result:
+        samples = self.latencies.get(key, [])
+        return Result(
+            len(samples),
+            sum(samples),
+            samples,
+            errors=self.failures.get(key, 0),
+            detail={"rows_returned": self.sizes.get(key)},
+        )
+
+
+async def _time_filters(clients: dict[str, Any], repeats: int, max_seconds: float) -> _Samples:
+    """Each filter against each database in turn, ``repeats`` rounds after a warm-up."""
+    samples = _Samples()
+    deadline = Deadline(max_seconds)
+    for repeat in range(repeats + 1):
+        if repeat and deadline.expired():
+            break
+        for label, params in filters().items():
+            for name, client in clients.items():
+                t0 = time.perf_counter()
+                response = await client.get("/tickets", params=params)
+                elapsed = time.perf_counter() - t0
+                key = (label, name)
+                if response.status_code != 200:
+                    samples.failures[key] = samples.failures.get(key, 0) + 1
+                elif repeat == 0:
+                    samples.sizes[key] = len(response.json()["items"])
+                else:
+                    samples.latencies.setdefault(key, []).append(elapsed)
+    return samples

@@ -10,7 +10,7 @@ order the two streams' events arrive in.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -27,7 +27,7 @@ from services.feedback.tables import (
 )
 from shared.app.config import get_settings
 from shared.eventstore.ledger import EventStore
-from shared.eventstore.projection import Row, RowProjection
+from shared.eventstore.projection import EventRowProjection, Row
 from shared.kernel.events.envelope import EventEnvelope, canonical_json
 from shared.kernel.events.parts import OldPartReturnExpected
 from shared.kernel.events.quality import QualityAlertRaised, ScorecardItemRecorded
@@ -177,19 +177,14 @@ class ComplianceProjection:
 # --- copies of the feedback service's own events -------------------------------------------
 
 
-class ScorecardItemsProjection(RowProjection):
+class ScorecardItemsProjection(EventRowProjection):
     name: ClassVar[str] = "feedback_scorecard_items"
     table: ClassVar[Table] = scorecard_items
     tables: ClassVar[tuple[Table, ...]] = (scorecard_items,)
     stream_types: ClassVar[tuple[str, ...]] = ("scorecard",)
+    event_type: ClassVar[str] = ScorecardItemRecorded.event_type
 
-    def key(self, event: EventEnvelope) -> tuple[Hashable, ...] | None:
-        if event.event_type != ScorecardItemRecorded.event_type:
-            return None
-        return (str(event.event_id),)
-
-    def fold(self, row: Row | None, event: EventEnvelope) -> Row | None:
-        p = payload_dict(event)
+    def row(self, event: EventEnvelope, p: dict[str, Any]) -> Row:
         return {
             "event_id": str(event.event_id),
             "service_point_id": p["service_point_id"],
@@ -204,19 +199,14 @@ class ScorecardItemsProjection(RowProjection):
         }
 
 
-class QualityAlertsProjection(RowProjection):
+class QualityAlertsProjection(EventRowProjection):
     name: ClassVar[str] = "feedback_quality_alerts"
     table: ClassVar[Table] = quality_alerts
     tables: ClassVar[tuple[Table, ...]] = (quality_alerts,)
     stream_types: ClassVar[tuple[str, ...]] = ("quality",)
+    event_type: ClassVar[str] = QualityAlertRaised.event_type
 
-    def key(self, event: EventEnvelope) -> tuple[Hashable, ...] | None:
-        if event.event_type != QualityAlertRaised.event_type:
-            return None
-        return (str(event.event_id),)
-
-    def fold(self, row: Row | None, event: EventEnvelope) -> Row | None:
-        p = payload_dict(event)
+    def row(self, event: EventEnvelope, p: dict[str, Any]) -> Row:
         return {
             "event_id": str(event.event_id),
             "day": p["day"],

@@ -18,32 +18,13 @@ from typing import Any, Literal
 from sqlalchemy import Connection, select
 
 from shared.app.config import Settings
-from shared.eventstore.ledger import EventStore, row_to_envelope
+from shared.eventstore.ledger import EVENT_COLUMNS, EventStore, row_to_envelope
 from shared.eventstore.tables import events
 from shared.kernel.events.envelope import Actor, EventEnvelope, canonical_json, format_timestamp
 from shared.kernel.text import escape_line_separators
 
 ExportFormat = Literal["jsonl", "csv"]
-CSV_COLUMNS = [
-    "position",
-    "event_id",
-    "stream_type",
-    "stream_id",
-    "stream_version",
-    "event_type",
-    "schema_version",
-    "occurred_at",
-    "recorded_at",
-    "actor_subject",
-    "actor_role",
-    "service",
-    "correlation_id",
-    "causation_id",
-    "region",
-    "payload",
-    "prev_hash",
-    "hash",
-]
+CSV_COLUMNS = list(EVENT_COLUMNS)
 
 
 def signing_key(settings: Settings) -> bytes:

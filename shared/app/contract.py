@@ -92,62 +92,62 @@ def event_schemas() -> dict[str, dict[str, Any]]:
     return out
 
 
+_ORDER_AND_DELIVERY = (
+    "Keyed by stream id: all events of one stream (one ticket) go to one partition, in "
+    "stream-version order. Across streams there is no order. Delivery is at least once: "
+    "deduplicate by (stream_id, stream_version) or event_id."
+)
+
+
+def _message(event_type: str, cls: type[EventPayload]) -> dict[str, Any]:
+    payload_ref = f"events/{schema_filename(event_type, cls.schema_version)}"
+    return {
+        "name": event_type,
+        "title": event_type,
+        "summary": (cls.__doc__ or event_type).strip().splitlines()[0],
+        "contentType": "application/json",
+        "headers": {
+            "type": "object",
+            "properties": {
+                "event_type": {"type": "string", "const": event_type},
+                "schema_version": {"type": "string"},
+                "event_id": {"type": "string", "format": "uuid"},
+                "region": {"type": "string", "description": "Ticket's region; empty if none."},
+                "stream_type": {"type": "string", "const": cls.stream_type},
+            },
+        },
+        "payload": {
+            "allOf": [
+                {"$ref": "events/envelope.schema.json"},
+                {"properties": {"payload": {"$ref": payload_ref}}},
+            ]
+        },
+        "bindings": {
+            "kafka": {"key": {"type": "string", "description": "The stream id (ticket id)."}}
+        },
+    }
+
+
+def _channel(address: str, event_types: list[str]) -> dict[str, Any]:
+    return {
+        "address": address,
+        "description": _ORDER_AND_DELIVERY,
+        "messages": {t: {"$ref": f"#/components/messages/{t}"} for t in sorted(event_types)},
+        "bindings": {
+            "kafka": {
+                "partitions": 6,
+                "topicConfiguration": {"retention.ms": -1, "cleanup.policy": ["delete"]},
+            }
+        },
+    }
+
+
 def asyncapi(prefix: str = "ticketline") -> dict[str, Any]:
     classes = all_payload_classes()
     families: dict[str, list[str]] = {}
     for event_type, cls in classes.items():
         family = TOPIC_FAMILY_BY_STREAM_TYPE.get(cls.stream_type, cls.stream_type)
         families.setdefault(family, []).append(event_type)
-    messages = {
-        event_type: {
-            "name": event_type,
-            "title": event_type,
-            "summary": (cls.__doc__ or event_type).strip().splitlines()[0],
-            "contentType": "application/json",
-            "headers": {
-                "type": "object",
-                "properties": {
-                    "event_type": {"type": "string", "const": event_type},
-                    "schema_version": {"type": "string"},
-                    "event_id": {"type": "string", "format": "uuid"},
-                    "region": {"type": "string", "description": "Ticket's region; empty if none."},
-                    "stream_type": {"type": "string", "const": cls.stream_type},
-                },
-            },
-            "payload": {
-                "allOf": [
-                    {"$ref": "events/envelope.schema.json"},
-                    {
-                        "properties": {
-                            "payload": {
-                                "$ref": f"events/{schema_filename(event_type, cls.schema_version)}"
-                            }
-                        }
-                    },
-                ]
-            },
-            "bindings": {
-                "kafka": {"key": {"type": "string", "description": "The stream id (ticket id)."}}
-            },
-        }
-        for event_type, cls in classes.items()
-    }
-    channels = {
-        family: {
-            "address": f"{prefix}.{family}",
-            "description": "Keyed by stream id: all events of one stream (one ticket) go to one "
-            "partition, in stream-version order. Across streams there is no order. Delivery "
-            "is at least once: deduplicate by (stream_id, stream_version) or event_id.",
-            "messages": {t: {"$ref": f"#/components/messages/{t}"} for t in sorted(types)},
-            "bindings": {
-                "kafka": {
-                    "partitions": 6,
-                    "topicConfiguration": {"retention.ms": -1, "cleanup.policy": ["delete"]},
-                }
-            },
-        }
-        for family, types in sorted(families.items())
-    }
     return {
         "asyncapi": "3.0.0",
         "info": {
@@ -158,12 +158,15 @@ def asyncapi(prefix: str = "ticketline") -> dict[str, Any]:
             "`region` header without decoding the body.",
         },
         "defaultContentType": "application/json",
-        "channels": channels,
+        "channels": {
+            family: _channel(f"{prefix}.{family}", types)
+            for family, types in sorted(families.items())
+        },
         "operations": {
             f"receive_{family}": {"action": "receive", "channel": {"$ref": f"#/channels/{family}"}}
             for family in sorted(families)
         },
-        "components": {"messages": messages},
+        "components": {"messages": {t: _message(t, cls) for t, cls in classes.items()}},
     }
 
 

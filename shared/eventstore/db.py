@@ -446,7 +446,7 @@ async def _pg_once(
     work: Callable[[Connection], T],
     transactional: bool,
     state: dict[str, bool],
-) -> tuple[T, list[tuple[str, str]]]:
+) -> tuple[T, list[Committed]]:
     """One attempt on one pooled connection. A connection that failed (lost, or left
     mid-statement by a cancelled request) is invalidated, never handed out again."""
     async with engine.connect() as conn:

@@ -32,6 +32,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from shared.eventstore.db import UtcDateTime
 from shared.kernel.events.envelope import EventEnvelope
+from shared.kernel.events.registry import payload_dict
 
 Row = dict[str, Any]
 
@@ -232,3 +233,19 @@ class RowProjection:
             changed.add(key)
         upsert_rows(conn, self.table, [r for k in changed if (r := rows[k]) is not None])
         delete_rows(conn, self.table, [k for k in changed if rows[k] is None and k in existed])
+
+
+class EventRowProjection(RowProjection):
+    """One row per event of one type, keyed by its event id: a table that copies a
+    service's own records (``row`` says which columns)."""
+
+    event_type: ClassVar[str]
+
+    def key(self, event: EventEnvelope) -> tuple[Hashable, ...] | None:
+        return (str(event.event_id),) if event.event_type == self.event_type else None
+
+    def fold(self, row: Row | None, event: EventEnvelope) -> Row | None:
+        return self.row(event, payload_dict(event))
+
+    def row(self, event: EventEnvelope, payload: dict[str, Any]) -> Row:
+        raise NotImplementedError
