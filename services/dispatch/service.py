@@ -1,6 +1,6 @@
 """The dispatch service: the service network, assignment, visit, repair, SLA clocks."""
 
-from services.dispatch import jobs, reactors
+from services.dispatch import importing, jobs, reactors
 from services.dispatch.app import create_app
 from services.dispatch.projections import NETWORK, PROJECTIONS, TICKET_FLAGS
 from shared.app.service import ServiceModule
@@ -14,4 +14,6 @@ SERVICE = ServiceModule(
     inline={"service_point": (NETWORK,), "technician": (NETWORK,), "ticket": (TICKET_FLAGS,)},
     reactors=reactors.reactors,
     jobs=jobs.run_job,
+    imports=importing.KINDS,
+    history=(importing.HISTORY,),
 )
