@@ -638,9 +638,6 @@ def decide_field_work(
         events += dispatched
     done, state = _visit_and_repair(row, state, work)
     events += done
-    if serial and state.repair is not None and work.repaired_at is not None:
-        repair = domain.EarlierRepair(row.ticket_id, work.repaired_at, state.repair.outcome)
-        facts.repairs.setdefault(serial, []).append(repair)
     last = max(
         t
         for t in (state.received_at, state.responded_at, *[t for _, t in field_work_times(work)])
@@ -648,6 +645,18 @@ def decide_field_work(
     )
     breaches, state = run_at(TICKETS, state, domain.CheckSla(last), domain.decide_sla, last)
     return events + breaches, state
+
+
+def accept_field_work(
+    row: TicketRow, state: TicketState, facts: FieldFacts, _context: KindContext
+) -> None:
+    """A row's repair is an earlier repair for the batch's later rows (repeat repairs)."""
+    work: FieldWork = row.parts[SERVICE]
+    assert state.received is not None
+    serial = state.received.product.serial_number
+    if serial and work.repair is not None and work.repaired_at is not None:
+        repair = domain.EarlierRepair(row.ticket_id, work.repaired_at, work.repair.outcome)
+        facts.repairs.setdefault(serial, []).append(repair)
 
 
 def export_field_work(view: TicketHistoryView) -> dict[str, Any]:
@@ -689,4 +698,5 @@ HISTORY = HistoryStep(
     gather_field_work,
     decide_field_work,
     export_field_work,
+    accepted=accept_field_work,
 )

@@ -8,20 +8,29 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time, timedelta
+from functools import partial
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 
-from services.feedback import domain, jobs
+from services.feedback import commands, domain, jobs
 from shared.app.config import Settings
 from shared.app.importing.fields import Column, Fields, Problem, RowFailed
 from shared.app.importing.kinds import KindContext, guarded, run_at
 from shared.app.importing.tickets import Decided, HistoryStep, TicketHistoryView, TicketRow
 from shared.app.platform import Platform
+from shared.eventstore.ledger import ConcurrencyError
+from shared.eventstore.tables import events
 from shared.kernel.events.envelope import PendingEvent
-from shared.kernel.events.tickets import FollowUpChannel, FollowUpRecorded, TicketClosed
+from shared.kernel.events.tickets import (
+    FaultCategory,
+    FollowUpChannel,
+    FollowUpRecorded,
+    TicketClosed,
+)
 from shared.kernel.ticket import TICKETS, TicketState
+from shared.readmodels.ticket_state import ticket_state
 
 SERVICE = "feedback"
 REPAIR_DAYS = "feedback.repair_days"
@@ -70,10 +79,9 @@ def gather(_conn: Connection, _rows: Sequence[TicketRow], context: KindContext) 
     return context.settings
 
 
-def decide(row: TicketRow, state: TicketState, settings: Settings, context: KindContext) -> Decided:
-    if state.resolved_at is not None and not context.validating:
-        days: set[date] = context.memory.setdefault(REPAIR_DAYS, set())
-        days.add(state.resolved_at.astimezone(UTC).date())
+def decide(
+    row: TicketRow, state: TicketState, settings: Settings, _context: KindContext
+) -> Decided:
     part: FollowUpPart = row.parts[SERVICE]
     if part.follow_up is None or part.followed_up_at is None:
         return [], state
@@ -97,11 +105,59 @@ def decide(row: TicketRow, state: TicketState, settings: Settings, context: Kind
     return closed, after
 
 
+def accept(row: TicketRow, _state: TicketState, _settings: Settings, context: KindContext) -> None:
+    """Remember the day of an imported repair, for the quality check after the import."""
+    if context.validating or not row.values.get("repaired_at"):
+        return
+    at = Fields(row.line, row.values, context.zone).timestamp("repaired_at")
+    if at is not None:
+        days: set[date] = context.memory.setdefault(REPAIR_DAYS, set())
+        days.add(at.astimezone(UTC).date())
+
+
+def repairs_by_day(
+    conn: Connection, first: date, last: date
+) -> dict[date, dict[tuple[str, str], list[str]]]:
+    """Tickets repaired per day (UTC) and (product model, fault category), ``first`` to
+    ``last``: one read of the ledger's repairs (``read_models.repairs_on`` for a range)."""
+    start = datetime.combine(first, time(), tzinfo=UTC)
+    end = datetime.combine(last, time(), tzinfo=UTC) + timedelta(days=1)
+    e, t = events.c, ticket_state.c
+    query = (
+        select(e.stream_id, e.occurred_at, t.product_model, t.category)
+        .select_from(events.join(ticket_state, t.ticket_id == e.stream_id))
+        .where(e.event_type == "TicketRepaired", e.occurred_at >= start, e.occurred_at < end)
+        .order_by(e.position)
+    )
+    days: dict[date, dict[tuple[str, str], list[str]]] = {}
+    for row in conn.execute(query):
+        key = (row.product_model, row.category or FaultCategory.other.value)
+        tickets = days.setdefault(row.occurred_at.astimezone(UTC).date(), {}).setdefault(key, [])
+        if row.stream_id not in tickets:
+            tickets.append(row.stream_id)
+    return days
+
+
 async def quality_alerts(platform: Platform, context: KindContext) -> None:
-    """The daily quality check for every day the imported history repaired something
-    (each alert is recorded once, whoever decides it first)."""
-    for day in sorted(context.memory.get(REPAIR_DAYS, ())):
-        await jobs.raise_quality_alerts(platform, day)
+    """The daily quality check (``jobs.raise_quality_alerts``) for every day the imported
+    history repaired something; each alert is recorded once, whoever decides it first."""
+    days = sorted(context.memory.get(REPAIR_DAYS, ()))
+    if not days:
+        return
+    by_day = await platform.db.read(lambda c: repairs_by_day(c, days[0], days[-1]))
+    threshold = platform.settings.feedback.quality_alert_threshold
+    h = jobs.system_handling(platform)
+    for day in days:
+        for (model, category), tickets in sorted(by_day.get(day, {}).items()):
+            command = domain.RaiseQualityAlert(
+                model, FaultCategory(category), day, tuple(tickets), threshold
+            )
+            if not domain.alert_due(command):
+                continue
+            try:
+                await platform.db.write(partial(commands.raise_quality_alert, h=h, command=command))
+            except ConcurrencyError:
+                continue  # recorded meanwhile
 
 
 def export(view: TicketHistoryView) -> dict[str, Any]:
@@ -122,4 +178,6 @@ def export(view: TicketHistoryView) -> dict[str, Any]:
     }
 
 
-HISTORY = HistoryStep(SERVICE, COLUMNS, parse, times, gather, decide, export, quality_alerts)
+HISTORY = HistoryStep(
+    SERVICE, COLUMNS, parse, times, gather, decide, export, quality_alerts, accepted=accept
+)

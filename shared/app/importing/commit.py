@@ -7,10 +7,11 @@ each event names the service whose decide function made it. Segments of one stre
 one round (rows continuing a stream) become one stream append.
 
 Every imported event carries the operator as actor and the batch id as correlation and
-causation id (``shared/kernel/imports.py``). The executors keep the services' inline read
-models but the per-ticket ones other than ``ticket_state`` (dispatch flags, compliance),
-which read whole streams per ticket: the projector catches up with those after the
-import, as after any burst of writes.
+causation id (``shared/kernel/imports.py``). The executor (``Executor.commit_in_turn``: the
+groups in turn, the inline read models applied once per batch) keeps the services'
+inline read models but the per-ticket ones other than ``ticket_state`` (dispatch flags,
+compliance), which read whole streams per ticket: the projector catches up with those
+after the import, as after any burst of writes.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from shared.app.importing.kinds import Kind, KindContext, Parsed, Segment, Verdi
 from shared.app.importing.report import Tally
 from shared.app.platform import SHARED_INLINE, Platform
 from shared.eventstore.ledger import StreamAppend, StreamHead
+from shared.eventstore.projection import Projection
 from shared.kernel.events.envelope import Actor, CommandContext, PendingEvent
 
 
@@ -34,12 +36,20 @@ class Interrupted(Exception):
     """The writing pass cannot go on (resumable after the last committed batch)."""
 
 
-def import_executor(platform: Platform, service: str) -> Executor:
-    """The service's executor without its per-ticket inline read models but the shared
-    ``ticket_state``."""
-    inline = {k: v for k, v in platform.executor(service).inline.items() if k != "ticket"}
-    inline["ticket"] = SHARED_INLINE["ticket"]
-    return Executor(platform.store, platform.runner, platform.clock, inline)
+def import_executor(platform: Platform) -> Executor:
+    """An executor keeping every service's inline read models but the per-ticket ones
+    other than the shared ``ticket_state``."""
+    from shared.app.registry import SERVICES, inline_projections
+
+    inline: dict[str, list[Projection]] = {}
+    for service in SERVICES:
+        for stream_type, projections in inline_projections(service).items():
+            if stream_type != "ticket":
+                inline.setdefault(stream_type, []).extend(projections)
+    inline["ticket"] = list(SHARED_INLINE["ticket"])
+    return Executor(
+        platform.store, platform.runner, platform.clock, {k: tuple(v) for k, v in inline.items()}
+    )
 
 
 @dataclass
@@ -74,19 +84,13 @@ class Committer:
         self.skip_invalid = skip_invalid
         self.tally = Tally()
         self.operator = operator
-        self._executors: dict[str, Executor] = {}
+        self.executor = import_executor(platform)
 
     def context(self, service: str) -> CommandContext:
         batch = UUID(self.batch_id)
         return CommandContext(
             actor=self.operator, service=service, correlation_id=batch, causation_id=batch
         )
-
-    def executor(self, service: str) -> Executor:
-        found = self._executors.get(service)
-        if found is None:
-            found = self._executors[service] = import_executor(self.platform, service)
-        return found
 
     def commit_batch(
         self,
@@ -117,16 +121,16 @@ class Committer:
         return verdicts
 
     def append(self, conn: Connection, verdicts: Sequence[Verdict]) -> None:
-        heads: dict[str, StreamHead] = {}
-        for by_service in rounds([v for v in verdicts if not v.problems]):
-            for service, streams in by_service.items():
-                appends = [
-                    StreamAppend(sid, p.events, p.head or heads.get(sid), p.region)
-                    for sid, p in streams.items()
-                ]
-                written = self.executor(service).commit(conn, self.context(service), appends)
-                for event in written:
-                    heads[event.stream_id] = StreamHead(event.stream_version, event.hash)
+        groups = [
+            (
+                self.context(service),
+                [StreamAppend(sid, p.events, p.head, p.region) for sid, p in streams.items()],
+            )
+            for by_service in rounds([v for v in verdicts if not v.problems])
+            for service, streams in by_service.items()
+        ]
+        if groups:
+            self.executor.commit_in_turn(conn, groups)
 
 
 __all__ = ["Committer", "Interrupted", "Segment", "import_executor"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -253,6 +253,47 @@ def count(tally: Tally, verdicts: Sequence[Verdict], sink: ProblemSink) -> None:
             tally.events += verdict.events
 
 
+@dataclass
+class _Batch:
+    """A batch of rows read and parsed, on its way to the database."""
+
+    rows: int
+    last_line: int
+    parsed: list[Parsed]
+    invalid: int
+
+
+def parsed_batches(
+    kind: Kind,
+    source: Source,
+    context: KindContext,
+    request: ImportRequest,
+    sink: ProblemSink,
+    start_after: int,
+    keys: KeyIndex | None,
+) -> Iterator[_Batch]:
+    for raws in batches(source, kind, request.batch_size, start_after):
+        parsed, problems, invalid = parse_batch(kind, raws, context, keys)
+        sink.add(problems)
+        yield _Batch(len(raws), raws[-1].line, parsed, invalid)
+
+
+async def pipelined(
+    batches_: Iterator[_Batch],
+    send: Callable[[_Batch], Awaitable[list[Verdict]]],
+    done: Callable[[_Batch, list[Verdict]], None],
+) -> None:
+    """Each batch sent to the database in turn; the next one is read and parsed while the
+    database works on the previous one (its thread, or the server)."""
+    previous: tuple[_Batch, asyncio.Future[list[Verdict]]] | None = None
+    for batch in batches_:
+        if previous is not None:
+            done(previous[0], await previous[1])
+        previous = (batch, asyncio.ensure_future(send(batch)))
+    if previous is not None:
+        done(previous[0], await previous[1])
+
+
 async def validate(
     platform: Platform,
     kind: Kind,
@@ -266,17 +307,23 @@ async def validate(
     """Every row checked against the database as it is; nothing written."""
     tally = Tally()
     keys = KeyIndex()
+
+    async def send(batch: _Batch) -> list[Verdict]:
+        if not batch.parsed:
+            return []
+        return await platform.db.read(lambda c: kind.decide(c, batch.parsed, context))
+
+    def done(batch: _Batch, verdicts: list[Verdict]) -> None:
+        tally.rows += batch.rows
+        tally.invalid += batch.invalid
+        count(tally, verdicts, sink)
+        if progress:
+            progress(batch.last_line, max(source.lines, batch.last_line))
+
     try:
-        for raws in batches(source, kind, request.batch_size, start_after):
-            parsed, problems, invalid = parse_batch(kind, raws, context, keys)
-            tally.rows += len(raws)
-            tally.invalid += invalid
-            sink.add(problems)
-            if parsed:
-                verdicts = await platform.db.read(lambda c, p=parsed: kind.decide(c, p, context))
-                count(tally, verdicts, sink)
-            if progress:
-                progress(raws[-1].line, max(source.lines, raws[-1].line))
+        await pipelined(
+            parsed_batches(kind, source, context, request, sink, start_after, keys), send, done
+        )
     finally:
         keys.close()
     if progress:
@@ -297,23 +344,26 @@ async def write(
     """The writing pass: one unit of work per batch (its events and the run's progress)."""
     kind, tally = committer.kind, committer.tally
     keys = KeyIndex() if request.skip_invalid else None
+
+    async def send(batch: _Batch) -> list[Verdict]:
+        def work(conn: Any) -> list[Verdict]:
+            return committer.commit_batch(
+                conn, batch.parsed, context, batch.last_line, batch.invalid
+            )
+
+        return await platform.db.write(work)
+
+    def done(batch: _Batch, verdicts: list[Verdict]) -> None:
+        tally.rows += batch.rows
+        tally.invalid += batch.invalid
+        count(tally, verdicts, sink)
+        if progress:
+            progress(batch.last_line, max(source.lines, batch.last_line))
+
     try:
-        for raws in batches(source, kind, request.batch_size, start_after):
-            parsed, problems, invalid = parse_batch(kind, raws, context, keys)
-            tally.rows += len(raws)
-            sink.add(problems)
-            line = raws[-1].line
-
-            def work(
-                conn: Any, p: list[Parsed] = parsed, n: int = invalid, last: int = line
-            ) -> list[Verdict]:
-                return committer.commit_batch(conn, p, context, last, n)
-
-            verdicts = await platform.db.write(work)
-            tally.invalid += invalid
-            count(tally, verdicts, sink)
-            if progress:
-                progress(line, max(source.lines, line))
+        await pipelined(
+            parsed_batches(kind, source, context, request, sink, start_after, keys), send, done
+        )
     finally:
         if keys is not None:
             keys.close()

@@ -83,17 +83,22 @@ class Fields:
     zone: ZoneInfo | None = None
     problems: list[Problem] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        # The values given, text stripped (most columns of a wide row are empty).
+        self._given = {
+            k: (v.strip() if isinstance(v, str) else v)
+            for k, v in self.values.items()
+            if v is not None and not (isinstance(v, str) and (not v or v.isspace()))
+        }
+
     def problem(self, column: str, text: str) -> None:
         self.problems.append(Problem(self.line, column, text))
 
     def given(self, column: str) -> bool:
-        return self._raw(column) is not None
+        return column in self._given
 
     def _raw(self, column: str) -> Any:
-        value = self.values.get(column)
-        if value is None or (isinstance(value, str) and not value.strip()):
-            return None
-        return value
+        return self._given.get(column)
 
     def _missing(self, column: str, required: bool) -> None:
         if required:
@@ -107,7 +112,6 @@ class Fields:
             value = str(value) if isinstance(value, int | float) else None
             if value is None:
                 return self.problem(column, "expected text")
-        value = value.strip()
         reason = invalid_text_reason(value)
         if reason is not None:
             return self.problem(column, reason)
@@ -122,7 +126,7 @@ class Fields:
         if value is None:
             return self._missing(column, required)
         try:
-            return parse(value.strip() if isinstance(value, str) else value)
+            return parse(value)
         except (ValueError, TypeError, ArithmeticError):
             shown = str(value)[:40]
             return self.problem(column, f"{what} expected, got {shown!r}")
@@ -158,7 +162,7 @@ class Fields:
         if value is None:
             return self._missing(column, required)
         try:
-            return enum(str(value).strip().lower())
+            return enum(str(value).lower())
         except ValueError:
             allowed = ", ".join(e.value for e in enum)
             return self.problem(column, f"one of {allowed}; got {str(value)[:40]!r}")

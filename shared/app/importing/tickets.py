@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, or_, select
@@ -68,7 +69,8 @@ class HistoryStep:
     times in lifecycle order, (column, time or None); ``gather``: the facts its decisions
     need for a batch of rows (read models, settings); ``decide``: its events for one row,
     run on the ticket's state with its own decide functions (``RowFailed`` for a refusal);
-    ``export``: its columns of an existing ticket; ``finish``: after an import."""
+    ``export``: its columns of an existing ticket; ``finish``: after an import;
+    ``accepted``: the row was decided in full (its history is in the batch)."""
 
     service: str
     columns: tuple[Column, ...]
@@ -78,12 +80,15 @@ class HistoryStep:
     decide: Callable[[TicketRow, TicketState, Any, KindContext], Decided]
     export: Callable[[TicketHistoryView], dict[str, Any]]
     finish: Callable[[Platform, KindContext], Awaitable[None]] | None = None
+    # After the whole row was decided without a problem: what later rows may build on.
+    accepted: Callable[[TicketRow, TicketState, Any, KindContext], None] | None = None
 
 
-def history_steps() -> list[HistoryStep]:
+@cache
+def history_steps() -> tuple[HistoryStep, ...]:
     from shared.app.registry import SERVICES, service
 
-    return [step for name in SERVICES for step in service(name).history]
+    return tuple(step for name in SERVICES for step in service(name).history)
 
 
 TICKET_COLUMNS = (
@@ -120,7 +125,7 @@ class TicketHistory(Kind):
     key_column = "ticket_number"
 
     @property
-    def steps(self) -> list[HistoryStep]:
+    def steps(self) -> tuple[HistoryStep, ...]:
         return history_steps()
 
     @property
@@ -172,7 +177,11 @@ class TicketHistory(Kind):
                 return Verdict(row.line, present=True)
             if row.ticket_id in known.values():
                 raise RowFailed([Problem(row.line, "ticket_id", "another ticket has this id")])
-            return Verdict(row.line, segments=tuple(history(row, steps, facts, context)))
+            segments, state = history(row, steps, facts, context)
+            for step in steps:
+                if step.accepted is not None:
+                    step.accepted(row, state, facts[step.service], context)
+            return Verdict(row.line, segments=tuple(segments))
 
         return each(batch, one)
 
@@ -189,7 +198,7 @@ class TicketHistory(Kind):
 
 def history(
     row: TicketRow, steps: Sequence[HistoryStep], facts: Mapping[str, Any], context: KindContext
-) -> list[Segment]:
+) -> tuple[list[Segment], TicketState]:
     """The row's events, step by step on the ticket's state: one segment per step."""
     state = TicketState(ticket_id=row.ticket_id)
     segments: list[Segment] = []
@@ -199,7 +208,7 @@ def history(
             head = NEW_STREAM if not segments else None
             region = TICKETS.scope(state).region
             segments.append(Segment(step.service, row.ticket_id, tuple(events), region, head))
-    return segments
+    return segments, state
 
 
 def existing_tickets(conn: Connection, rows: Sequence[TicketRow]) -> dict[str, str]:
