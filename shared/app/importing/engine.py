@@ -241,16 +241,21 @@ def parse_batch(
     return parsed, [p for line in sorted(failed) for p in failed[line]], len(failed)
 
 
-def count(tally: Tally, verdicts: Sequence[Verdict], sink: ProblemSink) -> None:
+def count(tally: Tally, batch: _Batch, verdicts: Sequence[Verdict], sink: ProblemSink) -> None:
+    """A batch's outcome in the tally, its problems in the report (in line order)."""
+    tally.rows += batch.rows
+    tally.invalid += batch.invalid
+    problems = list(batch.problems)
     for verdict in verdicts:
         if verdict.problems:
             tally.invalid += 1
-            sink.add(verdict.problems)
+            problems += verdict.problems
         elif verdict.present:
             tally.present += 1
         else:
             tally.imported += 1
             tally.events += verdict.events
+    sink.add(sorted(problems, key=lambda p: p.line))
 
 
 @dataclass
@@ -261,6 +266,7 @@ class _Batch:
     last_line: int
     parsed: list[Parsed]
     invalid: int
+    problems: list[Problem]
 
 
 def parsed_batches(
@@ -268,14 +274,12 @@ def parsed_batches(
     source: Source,
     context: KindContext,
     request: ImportRequest,
-    sink: ProblemSink,
     start_after: int,
     keys: KeyIndex | None,
 ) -> Iterator[_Batch]:
     for raws in batches(source, kind, request.batch_size, start_after):
         parsed, problems, invalid = parse_batch(kind, raws, context, keys)
-        sink.add(problems)
-        yield _Batch(len(raws), raws[-1].line, parsed, invalid)
+        yield _Batch(len(raws), raws[-1].line, parsed, invalid, problems)
 
 
 async def pipelined(
@@ -314,15 +318,13 @@ async def validate(
         return await platform.db.read(lambda c: kind.decide(c, batch.parsed, context))
 
     def done(batch: _Batch, verdicts: list[Verdict]) -> None:
-        tally.rows += batch.rows
-        tally.invalid += batch.invalid
-        count(tally, verdicts, sink)
+        count(tally, batch, verdicts, sink)
         if progress:
             progress(batch.last_line, max(source.lines, batch.last_line))
 
     try:
         await pipelined(
-            parsed_batches(kind, source, context, request, sink, start_after, keys), send, done
+            parsed_batches(kind, source, context, request, start_after, keys), send, done
         )
     finally:
         keys.close()
@@ -354,15 +356,13 @@ async def write(
         return await platform.db.write(work)
 
     def done(batch: _Batch, verdicts: list[Verdict]) -> None:
-        tally.rows += batch.rows
-        tally.invalid += batch.invalid
-        count(tally, verdicts, sink)
+        count(tally, batch, verdicts, sink)
         if progress:
             progress(batch.last_line, max(source.lines, batch.last_line))
 
     try:
         await pipelined(
-            parsed_batches(kind, source, context, request, sink, start_after, keys), send, done
+            parsed_batches(kind, source, context, request, start_after, keys), send, done
         )
     finally:
         if keys is not None:

@@ -99,9 +99,12 @@ def _encoding_of(path: Path, given: str | None) -> tuple[str, str, int]:
     """(encoding, sha256, lines), or a refusal naming the line of the first bad byte."""
     if given:
         try:
-            name = codecs.lookup(given).name
+            info = codecs.lookup(given)
         except LookupError:
             raise Refusal(f"unknown encoding {given!r}") from None
+        if not getattr(info, "_is_text_encoding", True):
+            raise Refusal(f"{given!r} is not a text encoding")
+        name = info.name
         digest, lines = _scan(path, name)
         if digest is None:
             raise Refusal(f"line {lines}: not valid {given} (give the file's --encoding)")
