@@ -3,7 +3,7 @@
 The body is the file itself (CSV with its header, or JSON Lines), streamed to a scratch
 file — never held in memory — then imported as ``ticketline import`` would: validated as
 a whole, written in batches, resumable, nothing imported twice. The answer is the summary
-and the first problems of the error report (line, field, problem); a refused file is a
+and the first lines of the error report (`report`: line, field, problem); a refused file is a
 422 problem with the same two members. Admin only.
 """
 
@@ -70,7 +70,7 @@ def _route(router: APIRouter, kind: Kind) -> None:
         "(natural key) are skipped: sending the same file again changes nothing.",
         openapi_extra=_openapi(kind),
         responses={
-            422: problem_doc("The file was refused: `summary` and `errors` say why"),
+            422: problem_doc("The file was refused: `summary` and `report` say why"),
             413: problem_doc("The file is above the import size limit"),
         },
         name=f"import_{kind.name}",
@@ -134,7 +134,7 @@ async def _import(
     )
     sink = ProblemSink(keep=SHOWN_PROBLEMS)
     summary = await run_import(platform, request, sink)
-    body = {"summary": summary.as_dict(), "errors": sink.as_dicts(), "errors_total": sink.count}
+    body = {"summary": summary.as_dict(), "report": sink.as_dicts(), "report_total": sink.count}
     if summary.status == "refused":
         raise ProblemError(
             422, "import-refused", "The file was not imported", summary.message, **body
