@@ -295,3 +295,21 @@ async def test_json_lines_and_times_without_an_offset(platform: Platform, tmp_pa
         ).scalar_one()
     )
     assert registered.replace(tzinfo=UTC) == datetime(2024, 1, 2, 1, 0, tzinfo=UTC)
+
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "import"
+
+
+@SQLITE
+async def test_the_documented_formats_and_samples(platform: Platform) -> None:
+    from shared.app.importing.catalog import all_kinds
+    from tests.support.history import ORDER
+
+    page = (DOCS / "README.md").read_text()
+    for name, kind in all_kinds().items():
+        section = page.split(f"### `{name}`", 1)[1].split("\n### ", 1)[0]
+        missing = [c.name for c in kind.columns if f"`{c.name}`" not in section]
+        assert not missing, (name, missing)
+    files = {kind: DOCS / "samples" / f"{kind}.csv" for kind in ORDER}
+    summaries = await import_all(platform, files)
+    assert summaries["tickets"].tally.imported == 3
