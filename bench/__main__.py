@@ -18,6 +18,8 @@ drifts much less. Sections:
 - ``postgres`` — the same as ``sqlite`` on a throwaway cluster (tests/support/postgres.py:
   fsync and synchronous_commit off), beside bare asyncpg inserts on that cluster.
 - ``list`` — ``GET /tickets`` p50 per filter at N rows beside 10k rows (bench/list_latency.py).
+- ``import`` — ``ticketline import`` of a generated history (100k tickets) beside a bulk
+  append of the same events, and its peak memory beside a 10k-ticket import (bench/imports.py).
 
 To plug in a new Ticketline figure, write a coroutine returning a ``bench.measure.Result``
 (``timed()`` or your own latencies) and put it beside its limit with
@@ -38,6 +40,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from bench.imports import bench_import
 from bench.limits import (
     asyncpg_insert_per_transaction,
     postgres_server_version,
@@ -63,7 +66,7 @@ from tests.support.factories import diagnosed, received
 from tests.support.postgres import PostgresCluster
 
 CONTEXT = CommandContext(actor=Actor(subject="bench", role="system"), service="bench")
-SECTIONS = ("sqlite", "http", "postgres", "list")
+SECTIONS = ("sqlite", "http", "postgres", "list", "import")
 PROFILES: dict[str, dict[str, Any]] = {
     "full": {
         "appends": 2000,
@@ -75,6 +78,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "rounds": 3,
         "list_rows": 1_000_000,
         "list_repeats": 40,
+        "import_tickets": 100_000,
+        "import_small": 10_000,
     },
     "quick": {
         "appends": 300,
@@ -86,6 +91,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "rounds": 2,
         "list_rows": 100_000,
         "list_repeats": 15,
+        "import_tickets": 5000,
+        "import_small": 1000,
     },
 }
 _numbers = itertools.count(1)
@@ -504,6 +511,10 @@ async def main(args: argparse.Namespace) -> Report:
                 )
             if "list" in args.sections:
                 await run_section(report, "GET /tickets", lambda: bench_list(report, tmp, args))
+            if "import" in args.sections:
+                await run_section(
+                    report, "Import", lambda: bench_import(report, tmp, args, progress)
+                )
         finally:
             if broker is not None:
                 broker.stop()
@@ -531,6 +542,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "rounds": "alternating HTTP rounds",
         "list_rows": "tickets in the large ticket_state",
         "list_repeats": "requests per filter and size",
+        "import_tickets": "tickets in the generated history imported",
+        "import_small": "tickets in the smaller history (peak memory reference)",
     }
     for key, text in helps.items():
         kind = type(PROFILES["full"][key])
