@@ -188,14 +188,12 @@ class Executor:
         return written
 
     def _lock_inline(self, conn: Connection, appends: Sequence[StreamAppend]) -> None:
-        inline = [
-            (projection, stream_ids)
-            for stream_type, projections in self.inline.items()
-            if (stream_ids := {a.stream_id for a in appends if _stream_type(a) == stream_type})
-            for projection in projections
-        ]
-        for projection, stream_ids in inline:
-            self.runner.lock_streams(conn, projection.name, stream_ids)
+        by_type: dict[str | None, set[str]] = {}
+        for append in appends:
+            by_type.setdefault(_stream_type(append), set()).add(append.stream_id)
+        for stream_type, projections in self.inline.items():  # in one order, as before
+            for projection in projections if stream_type in by_type else ():
+                self.runner.lock_streams(conn, projection.name, by_type[stream_type])
 
     def _apply_inline(self, conn: Connection, written: Sequence[EventEnvelope]) -> None:
         by_type: dict[str, list[EventEnvelope]] = {}

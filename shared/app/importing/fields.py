@@ -83,22 +83,18 @@ class Fields:
     zone: ZoneInfo | None = None
     problems: list[Problem] = field(default_factory=list)
 
-    def __post_init__(self) -> None:
-        # The values given, text stripped (most columns of a wide row are empty).
-        self._given = {
-            k: (v.strip() if isinstance(v, str) else v)
-            for k, v in self.values.items()
-            if v is not None and not (isinstance(v, str) and (not v or v.isspace()))
-        }
-
     def problem(self, column: str, text: str) -> None:
         self.problems.append(Problem(self.line, column, text))
 
     def given(self, column: str) -> bool:
-        return column in self._given
+        return self._raw(column) is not None
 
     def _raw(self, column: str) -> Any:
-        return self._given.get(column)
+        """The value as given (text stripped), None when missing or blank."""
+        value = self.values.get(column)
+        if type(value) is str:
+            return value.strip() or None
+        return value
 
     def _missing(self, column: str, required: bool) -> None:
         if required:
