@@ -20,8 +20,7 @@ from sqlalchemy import func, select
 from shared.app.importing import commit
 from shared.app.importing.runs import get_run
 from shared.app.platform import Platform
-from shared.eventstore.import_runs import import_runs
-from shared.eventstore.tables import events
+from shared.eventstore.tables import events, import_runs
 from shared.eventstore.verify import verify_ledger
 from shared.kernel.clock import ManualClock
 from shared.kernel.imports import import_batch_of

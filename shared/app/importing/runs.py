@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
-from shared.eventstore.import_runs import import_runs
+from shared.eventstore.tables import import_runs
 from shared.kernel.events.envelope import Actor
 from shared.kernel.ids import uuid7
 
