@@ -312,3 +312,27 @@ async def test_the_documented_formats_and_samples(platform: Platform) -> None:
     files = {kind: DOCS / "samples" / f"{kind}.csv" for kind in ORDER}
     summaries = await import_all(platform, files)
     assert summaries["tickets"].tally.imported == 3
+
+
+@SQLITE
+async def test_json_lines_tickets_with_parts_as_objects(platform: Platform, tmp_path: Path) -> None:
+    import orjson
+
+    files = write_history(tmp_path, 0)
+    files.pop("tickets")
+    await import_all(platform, files)
+    used = [
+        {"part_number": "motor-wm700", "quantity": 1, "old_serial": "O-1", "under_warranty": True}
+    ]
+    row = {k: v for k, v in good_row(1, outcome="replaced", parts_used=used).items() if v != ""}
+    path = tmp_path / "tickets.jsonl"
+    path.write_bytes(orjson.dumps(row) + b"\n")
+    summary, sink = await import_file(platform, "tickets", path)
+    assert summary.status == "imported", sink.as_dicts()
+    payload = await platform.db.read(
+        lambda c: c.execute(
+            select(events.c.payload).where(events.c.event_type == "TicketRepaired")
+        ).scalar_one()
+    )
+    # As given (part numbers compare case-insensitively, as for a live repair).
+    assert '"part_number":"motor-wm700"' in payload and '"under_warranty":true' in payload
