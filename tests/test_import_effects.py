@@ -198,6 +198,8 @@ async def test_compliance_scorecards_and_quality_include_imported_tickets(
     assert sum(c["repairs"] for c in weekly["counts"]) == sum(
         1 for s in states.values() if s.repaired_at
     )
+    # The daily quality check ran for the imported days (alerts name the historical day).
+    assert weekly["alerts"] and {a["day"] for a in weekly["alerts"]} <= {"2025-01-06", "2025-01-07"}
 
     # The parts reactor left the imported repairs alone: no consumption, no returns due.
     kinds = await platform.db.read(lambda c: set(c.execute(select(events.c.event_type)).scalars()))

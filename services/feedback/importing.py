@@ -6,6 +6,7 @@ repaired anything are decided as the daily job would have (``jobs.raise_quality_
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -16,6 +17,7 @@ from sqlalchemy import Connection, select
 
 from services.feedback import commands, domain, jobs
 from shared.app.config import Settings
+from shared.app.executor import Handling
 from shared.app.importing.fields import Column, Fields, Problem, RowFailed
 from shared.app.importing.kinds import KindContext, guarded, run_at
 from shared.app.importing.tickets import Decided, HistoryStep, TicketHistoryView, TicketRow
@@ -140,24 +142,39 @@ def repairs_by_day(
 
 async def quality_alerts(platform: Platform, context: KindContext) -> None:
     """The daily quality check (``jobs.raise_quality_alerts``) for every day the imported
-    history repaired something; each alert is recorded once, whoever decides it first."""
+    history repaired something; each alert is recorded once, whoever decides it first.
+    Decided a hundred at a time in one unit of work (one at a time after a conflict)."""
     days = sorted(context.memory.get(REPAIR_DAYS, ()))
     if not days:
         return
     by_day = await platform.db.read(lambda c: repairs_by_day(c, days[0], days[-1]))
     threshold = platform.settings.feedback.quality_alert_threshold
-    h = jobs.system_handling(platform)
-    for day in days:
-        for (model, category), tickets in sorted(by_day.get(day, {}).items()):
-            command = domain.RaiseQualityAlert(
+    due = [
+        command
+        for day in days
+        for (model, category), tickets in sorted(by_day.get(day, {}).items())
+        if domain.alert_due(
+            command := domain.RaiseQualityAlert(
                 model, FaultCategory(category), day, tuple(tickets), threshold
             )
-            if not domain.alert_due(command):
-                continue
-            try:
-                await platform.db.write(partial(commands.raise_quality_alert, h=h, command=command))
-            except ConcurrencyError:
-                continue  # recorded meanwhile
+        )
+    ]
+    h = jobs.system_handling(platform)
+    for start in range(0, len(due), 100):
+        chunk = due[start : start + 100]
+        try:
+            await platform.db.write(lambda c, chunk=chunk: _raise_all(c, h, chunk))
+        except ConcurrencyError:
+            for command in chunk:
+                with contextlib.suppress(ConcurrencyError):  # recorded meanwhile
+                    await platform.db.write(
+                        partial(commands.raise_quality_alert, h=h, command=command)
+                    )
+
+
+def _raise_all(conn: Connection, h: Handling, due: Sequence[domain.RaiseQualityAlert]) -> None:
+    for command in due:
+        commands.raise_quality_alert(conn, h, command)
 
 
 def export(view: TicketHistoryView) -> dict[str, Any]:

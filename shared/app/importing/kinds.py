@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 from zoneinfo import ZoneInfo
 
+from pydantic import ValidationError
 from sqlalchemy import Connection
 
 from shared.app.importing.fields import Column, Fields, Problem, RowFailed, problems_of
@@ -121,10 +122,10 @@ def run_at(
     return [e if e.occurred_at else PendingEvent(e.payload, at) for e in decided], after
 
 
-def guarded(line: int, field: str, work: Callable[[], Any], names: Mapping[str, str] = {}) -> Any:
+def guarded(
+    line: int, field: str, work: Callable[[], Any], names: Mapping[str, str] | None = None
+) -> Any:
     """``work()``, its domain or validation error turned into the row's problems."""
-    from pydantic import ValidationError
-
     try:
         return work()
     except (DomainError, ValidationError) as exc:
