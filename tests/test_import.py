@@ -336,3 +336,45 @@ async def test_json_lines_tickets_with_parts_as_objects(platform: Platform, tmp_
     )
     # As given (part numbers compare case-insensitively, as for a live repair).
     assert '"part_number":"motor-wm700"' in payload and '"under_warranty":true' in payload
+
+
+@SQLITE
+async def test_stock_and_usage_name_registered_records_once(
+    platform: Platform, tmp_path: Path
+) -> None:
+    files = write_history(tmp_path, 0)
+    await import_all(platform, {k: files[k] for k in ("service_points", "locations", "parts")})
+    header = ["location_id", "part_number", "quantity"]
+    rows = [
+        {"location_id": "sp-east-1", "part_number": "belt-22", "quantity": 4},
+        {"location_id": "sp-nowhere", "part_number": "BELT-22", "quantity": 1},
+        {"location_id": "sp-east-1", "part_number": "NO-SUCH-PART", "quantity": 1},
+        {"location_id": "SP-EAST-1", "part_number": "BELT-22", "quantity": 9},  # same key
+        {"location_id": "sp-east-2", "part_number": "BELT-22", "quantity": -1},
+    ]
+    summary, sink = await import_file(
+        platform, "stock", write_csv(tmp_path / "s.csv", header, rows), skip_invalid=True
+    )
+    assert summary.tally.imported == 1
+    assert [(line, field) for line, field, _ in problems(sink)] == [
+        (3, "location_id"),
+        (4, "part_number"),
+        (5, "part_number"),
+        (6, "quantity"),
+    ]
+    # The same key with another quantity: the import never overwrites.
+    again = write_csv(
+        tmp_path / "s2.csv",
+        header,
+        [{"location_id": "sp-east-1", "part_number": "BELT-22", "quantity": 5}],
+    )
+    summary, sink = await import_file(platform, "stock", again)
+    assert summary.status == "refused" and "opening_balance_recorded" in problems(sink)[0][2]
+    points = write_csv(
+        tmp_path / "p.csv",
+        ["id", "name", "level"],
+        [{"id": "hq", "name": "Another HQ", "level": "headquarters"}],
+    )
+    summary, sink = await import_file(platform, "service_points", points)
+    assert summary.status == "refused"
+    assert "already present with other values" in problems(sink)[0][2]
