@@ -7,7 +7,8 @@ beside a bulk append of the same events.
 - the limit: the same events (read back from the imported ledger, payloads built before
   the clock starts) appended with ``EventStore.append`` into the same starting database,
   500 tickets' streams per call and transaction — the bulk write the import is made of,
-  without parsing, validating, deciding or read models;
+  without parsing, validating, deciding or read models — with the same garbage-collector
+  setting as ``ticketline import`` (``bulk_gc``);
 - peak memory (max RSS) of the import process for two file sizes: flat memory means the
   larger file needs no more than the smaller one.
 """
@@ -30,6 +31,7 @@ from sqlalchemy import select
 from bench.measure import Result
 from bench.report import Report
 from shared.app.config import Settings
+from shared.app.importing.cli import bulk_gc
 from shared.app.platform import Platform
 from shared.eventstore.ledger import NEW_STREAM, StreamAppend, row_to_envelope
 from shared.eventstore.migrations import upgrade
@@ -115,9 +117,10 @@ async def bulk_append_same_events(imported: Path, base: Path) -> Result:
             appends = [
                 StreamAppend(sid, evs, NEW_STREAM, regions[sid]) for sid, evs in streams.items()
             ]
-            started = time.perf_counter()
-            await target.db.write(lambda c, a=appends: target.store.append(c, a, CONTEXT))
-            seconds += time.perf_counter() - started
+            with bulk_gc():
+                started = time.perf_counter()
+                await target.db.write(lambda c, a=appends: target.store.append(c, a, CONTEXT))
+                seconds += time.perf_counter() - started
             count += len(rows)
     finally:
         await source.close()
