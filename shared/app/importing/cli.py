@@ -66,7 +66,7 @@ def bulk_gc(young: int = 50_000) -> Iterator[None]:
     before = gc.get_threshold()
     gc.collect()
     gc.freeze()  # what is alive now (modules, the platform) is not scanned again
-    gc.set_threshold(young, 20, 20)
+    gc.set_threshold(young, *before[1:])
     try:
         yield
     finally:

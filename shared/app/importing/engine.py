@@ -131,7 +131,10 @@ async def run_import(
         summary.format, summary.encoding = source.format, source.encoding
         await _run(platform, request, kind, source, zone, summary, sink, progress)
     except Refusal as exc:
-        summary.status, summary.message = "refused", exc.message
+        # Unreadable past some rows already written (--skip-invalid): the run stops there.
+        stopped = summary.status == "interrupted"
+        summary.status = "interrupted" if stopped else "refused"
+        summary.message = exc.message
     except Interrupted as exc:
         summary.status = "interrupted"
         summary.message = f"{exc}; run the same import again to resume"
