@@ -1,6 +1,6 @@
 """Ticketline's figures, each beside the physical limit measured in the same run.
 
-    make bench                  # full run (about 8 minutes on 2 cores)
+    make bench                  # full run (about 16 minutes on 2 cores; the import is half)
     make bench-quick            # python -m bench --quick: small counts, under 2 minutes
     python -m bench --json bench.json --sections sqlite,http
 
@@ -18,6 +18,8 @@ drifts much less. Sections:
 - ``postgres`` — the same as ``sqlite`` on a throwaway cluster (tests/support/postgres.py:
   fsync and synchronous_commit off), beside bare asyncpg inserts on that cluster.
 - ``list`` — ``GET /tickets`` p50 per filter at N rows beside 10k rows (bench/list_latency.py).
+- ``import`` — ``ticketline import`` of a generated history (100k tickets) beside a bulk
+  append of the same events, and its peak memory beside a 10k-ticket import (bench/imports.py).
 
 In ``sqlite`` and ``postgres``, the personal-data cipher's cost (bench/personal_data.py):
 a ``TicketReceived`` append and a ``ticket_state`` rebuild with the cipher beside the same
@@ -42,6 +44,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from bench.imports import bench_import
 from bench.limits import (
     asyncpg_insert_per_transaction,
     postgres_server_version,
@@ -68,7 +71,7 @@ from tests.support.factories import diagnosed, received
 from tests.support.postgres import PostgresCluster
 
 CONTEXT = CommandContext(actor=Actor(subject="bench", role="system"), service="bench")
-SECTIONS = ("sqlite", "http", "postgres", "list", "scale")
+SECTIONS = ("sqlite", "http", "postgres", "list", "scale", "import")
 PROFILES: dict[str, dict[str, Any]] = {
     "full": {
         "appends": 2000,
@@ -81,6 +84,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "list_rows": 1_000_000,
         "list_repeats": 40,
         "scale_events": 1_000_000,
+        "import_tickets": 100_000,
+        "import_small": 10_000,
     },
     "quick": {
         "appends": 300,
@@ -93,6 +98,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "list_rows": 100_000,
         "list_repeats": 15,
         "scale_events": 100_000,
+        "import_tickets": 5000,
+        "import_small": 1000,
     },
 }
 _numbers = itertools.count(1)
@@ -636,6 +643,10 @@ async def main(args: argparse.Namespace) -> Report:
                 await run_section(
                     report, "Rebuild at scale", lambda: bench_scale(report, tmp, args)
                 )
+            if "import" in args.sections:
+                await run_section(
+                    report, "Import", lambda: bench_import(report, tmp, args, progress)
+                )
         finally:
             if broker is not None:
                 broker.stop()
@@ -664,6 +675,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "list_rows": "tickets in the large ticket_state",
         "list_repeats": "requests per filter and size",
         "scale_events": "events in the larger rebuild at scale (the smaller has a tenth)",
+        "import_tickets": "tickets in the generated history imported",
+        "import_small": "tickets in the smaller history (peak memory reference)",
     }
     for key, text in helps.items():
         kind = type(PROFILES["full"][key])

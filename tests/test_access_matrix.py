@@ -146,6 +146,11 @@ POLICY: dict[tuple[str, str], frozenset[str] | str] = {
     ("GET", "/scorecards"): SUPERVISORS,
     ("POST", "/scorecards/items"): ADMIN,  # auditors write nothing
     ("GET", "/quality/weekly"): SUPERVISORS,
+    # imports of the replaced system's history: each on the service owning the kind
+    **{
+        ("POST", f"/imports/{kind}"): ADMIN for kind in ("tickets", "service-points", "technicians")
+    },
+    **{("POST", f"/imports/{kind}"): ADMIN for kind in ("locations", "parts", "stock", "usage")},
 }
 
 # Requests that would not end when allowed (SSE) are probed with a query that fails

@@ -81,13 +81,14 @@ def _examples(document: dict[str, Any], operation: dict[str, Any]) -> list[Any]:
     body = operation.get("requestBody")
     if body is None:
         return []
-    content = body["content"].get("application/json", {})
     found: list[Any] = []
-    if "example" in content:
-        found.append(content["example"])
-    found += [e.get("value") for e in content.get("examples", {}).values()]
-    schema = _resolve(document, content.get("schema", {}))
-    found += schema.get("examples", [])
+    # JSON bodies, and files (an import's CSV): whatever the body's media type.
+    for content in body["content"].values():
+        if "example" in content:
+            found.append(content["example"])
+        found += [e.get("value") for e in content.get("examples", {}).values()]
+        schema = _resolve(document, content.get("schema", {}))
+        found += schema.get("examples", [])
     return found
 
 

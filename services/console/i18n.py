@@ -105,6 +105,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "true": ("通过", "yes"),
     "false": ("未通过", "no"),
     "pending": ("待定", "pending"),
+    "unknown": ("未知（导入）", "unknown (imported)"),
     "compliant": ("合规", "Compliant"),
     "responded_within_sla": ("按时响应", "Responded within SLA"),
     "resolved_within_sla": ("按时解决", "Resolved within SLA"),

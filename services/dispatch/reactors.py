@@ -8,7 +8,8 @@ Why a reactor and not at dispatch time: the flag belongs to the ticket from its 
 unaware of repairs. The decision uses event times and only repairs recorded before the
 ticket (ledger positions), so it is the same whenever it runs; the ticket's own stream
 (an existing ``RepeatRepairFlagged``) plus the runner's per-stream versions make a second
-delivery a no-op.
+delivery a no-op. An imported ticket's receipt was checked by the import, with the same
+decide function, at the moment of its receipt (``services/dispatch/importing.py``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from shared.kernel.events.parts import (
 )
 from shared.kernel.events.registry import payload_dict
 from shared.kernel.events.tickets import TicketReceived
+from shared.kernel.imports import is_imported
 
 
 class RepeatRepairReactor:
@@ -42,7 +44,7 @@ class RepeatRepairReactor:
 
     def apply(self, conn: Connection, events: Sequence[EventEnvelope]) -> None:
         for event in events:
-            if event.event_type == TicketReceived.event_type:
+            if event.event_type == TicketReceived.event_type and not is_imported(event):
                 handling = commands.system_handling(self.platform, cause=event)
                 commands.flag_repeat_repair(conn, handling, event)
 

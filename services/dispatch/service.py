@@ -1,6 +1,6 @@
 """The dispatch service: the service network, assignment, visit, repair, SLA clocks."""
 
-from services.dispatch import jobs, reactors
+from services.dispatch import importing, jobs, reactors
 from services.dispatch.app import create_app
 from services.dispatch.projections import (
     NETWORK,
@@ -27,4 +27,6 @@ SERVICE = ServiceModule(
     },
     reactors=reactors.reactors,
     jobs=jobs.run_job,
+    imports=importing.KINDS,
+    history=(importing.HISTORY,),
 )

@@ -2,7 +2,8 @@
 (``facts.py``), plus first-time fix.
 
 Every item is ``"true"``, ``"false"`` or ``"pending"`` with the ids of the events that
-decide it. "Pending" never depends on the wall clock: a deadline is missed only when an
+decide it — or, for a ticket imported from the replaced system, ``"unknown"`` where the
+old system kept no evidence (``imported_gaps``). "Pending" never depends on the wall clock: a deadline is missed only when an
 event says so (an ``SlaBreached``, an ``OldPartReturnOverdue``, or any later event that
 happened after the deadline with the step still missing). The projection, the auditor's
 as-of view and the tests all run the same fold and rules.
@@ -19,6 +20,8 @@ from shared.kernel.events.tickets import RepairOutcome, ResolutionPath
 from shared.kernel.lifecycle import MOVES, TicketStatus, may_follow
 
 TRUE, FALSE, PENDING = "true", "false", "pending"
+# An imported ticket's item the replaced system kept no evidence of ("unknown (imported)").
+UNKNOWN = "unknown"
 
 FIXED_OUTCOMES = frozenset({RepairOutcome.fixed, RepairOutcome.replaced})
 
@@ -161,7 +164,12 @@ def step_allowed(step: Seen) -> bool:
 
 
 def first_time_fix(f: Facts) -> Item:
-    """The first repair fixed it at the first visit, and the ticket closed never reopened."""
+    """The first repair fixed it at the first visit, and the ticket closed never reopened
+    (``unknown`` where an imported history ended at the repair)."""
+    return imported_gaps(f, {"first_time_fix": _first_time_fix(f)})["first_time_fix"]
+
+
+def _first_time_fix(f: Facts) -> Item:
     if not f.repairs:
         return Item(PENDING, (), "not repaired yet")
     first = f.repairs[0]
@@ -192,14 +200,50 @@ ITEMS: tuple[str, ...] = tuple(RULES)
 
 
 def checklist(f: Facts) -> dict[str, Item]:
-    return {name: rule(f) for name, rule in RULES.items()}
+    return imported_gaps(f, {name: rule(f) for name, rule in RULES.items()})
 
 
 def compliant(items: Iterable[Item]) -> str:
     statuses = {item.status for item in items}
     if FALSE in statuses:
         return FALSE
-    return TRUE if statuses == {TRUE} else PENDING
+    if PENDING in statuses:
+        return PENDING
+    return UNKNOWN if UNKNOWN in statuses else TRUE
+
+
+# Items an imported history that ends at a repair cannot settle: the replaced system kept
+# no follow-up (a live follow-up settles them later).
+AFTER_THE_REPAIR = ("follow_up_done", "satisfied", "steps_in_order", "first_time_fix")
+
+
+def imported_gaps(f: Facts, items: dict[str, Item]) -> dict[str, Item]:
+    """What the replaced system could not evidence, as ``unknown`` instead of a verdict it
+    would otherwise get by default: the old-part returns of an imported repair that used
+    parts (returns are not imported, so "nothing expected back" would be a guess), and the
+    follow-up of an imported history that ended at its repair."""
+    if not f.imported_through:
+        return items
+    imported = [r for r in f.repairs if r.version <= f.imported_through]
+    out = dict(items)
+    if (
+        "parts_returned" in out
+        and any(r.returns_possible for r in imported)
+        and not (f.expected_returns or f.returns or f.late_parts)
+    ):
+        note = "imported: the replaced system's old-part returns are not in the ledger"
+        out["parts_returned"] = Item(UNKNOWN, tuple(r.event_id for r in imported), note)
+    last = f.repairs[-1] if f.repairs else None
+    if (
+        f.status is TicketStatus.repaired
+        and last is not None
+        and last.version <= f.imported_through
+    ):
+        note = "imported: the replaced system recorded no follow-up after the repair"
+        for name in AFTER_THE_REPAIR:
+            if name in out and out[name].status == PENDING:
+                out[name] = Item(UNKNOWN, (last.event_id,), note)
+    return out
 
 
 def _grouped_by_part(events: tuple[PartEvent, ...]) -> tuple[str, ...]:

@@ -25,6 +25,7 @@ from shared.kernel.events.sla import SlaPaused, SlaPolicyApplied
 from shared.kernel.events.tickets import (
     ComplaintFiled,
     ContactDetailsCorrected,
+    CostBearer,
     FollowUpRecorded,
     OldPartReturned,
     OldPartReturnOverdue,
@@ -40,6 +41,7 @@ from shared.kernel.events.tickets import (
     TicketRepaired,
     TicketVisited,
 )
+from shared.kernel.imports import is_imported
 from shared.kernel.lifecycle import TicketStatus, status_after
 from shared.kernel.parts import normalise_part_number
 from shared.kernel.sla import SlaTerms, resolution_due_instants, response_due_instant
@@ -142,6 +144,9 @@ class Repair:
     path: ResolutionPath | None
     diagnosis_id: str | None
     resolution_due_at: datetime | None
+    version: int = 0  # in the ticket stream
+    # Parts were used that may have to come back (under warranty, or the warranty paid).
+    returns_possible: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -275,6 +280,8 @@ class Facts:
     expected_returns: tuple[PartEvent, ...] = ()  # decided by the parts service
     returns: tuple[PartEvent, ...] = ()
     late_parts: tuple[PartEvent, ...] = ()  # late returns and overdue notices, in order
+    # The stream version an import of the replaced system's history ended at (0: live).
+    imported_through: int = 0
 
     # The instants the targets run out on the SLA clock (business time, pauses off).
     deadlines: Deadlines | None = None
@@ -361,13 +368,11 @@ def facts_of(
     if not ticket or ticket[0].event_type != TicketReceived.event_type:
         return None
     expected = [e for e in paperwork if e.event_type == OldPartReturnExpected.event_type]
-    return fold(
-        ticket[0].stream_id,
-        ticket[0].actor.subject,
-        recorded(ticket),
-        recorded(expected),
-        deadlines,
-    )
+    # An imported receipt's actor is the import's operator, not a call-center agent.
+    imported = max((e.stream_version for e in ticket if is_imported(e)), default=0)
+    agent = None if imported else ticket[0].actor.subject
+    facts = fold(ticket[0].stream_id, agent, recorded(ticket), recorded(expected), deadlines)
+    return amend(facts, imported_through=imported) if facts is not None and imported else facts
 
 
 def fold(
@@ -555,6 +560,10 @@ def _repaired(f: Facts, eid: str, at: datetime, p: TicketRepaired) -> Facts:
         path=d.path if d else None,
         diagnosis_id=d.event_id if d else None,
         resolution_due_at=d.resolution_due_at if d else None,
+        version=f.version,
+        returns_possible=any(
+            u.under_warranty or p.cost_borne_by is CostBearer.warranty for u in p.parts_used
+        ),
     )
     return amend(f, repairs=(*f.repairs, repair), awaiting_follow_up=eid)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, and_, select
 
-from services.feedback.compliance import FALSE, ITEMS, PENDING, TRUE
+from services.feedback.compliance import FALSE, ITEMS, PENDING, TRUE, UNKNOWN
 from services.feedback.projections import compliance_values, ticket_facts
 from services.feedback.tables import (
     compliance_tickets,
@@ -192,7 +192,9 @@ def band(score: int, s: FeedbackSettings) -> str:
     return "dissatisfied"
 
 
-STATUSES = (TRUE, FALSE, PENDING)
+STATUSES = (TRUE, FALSE, PENDING, UNKNOWN)
+# Not decided either way: left out of every rate.
+UNDECIDED = (PENDING, UNKNOWN)
 
 
 @dataclass
@@ -259,6 +261,7 @@ def summarise(
         "compliant": count[TRUE],
         "non_compliant": count[FALSE],
         "pending": count[PENDING],
+        "unknown": count[UNKNOWN],
         "compliance_rate": _rate(count[TRUE], _decided(count)),
         "items": items,
         "response_sla_rate": _rate(response[TRUE], _decided(response)),
@@ -464,7 +467,7 @@ def technician_measures(tech: str, tickets: list[ComplianceRow]) -> dict[str, fl
     reopened; timeliness = % of the technician's visits that arrived by the appointment's
     end; parts usage = % of the technician's repairs that used only parts the diagnosis
     expected; customer rating = average follow-up satisfaction score."""
-    ftf = [r.first_time_fix for r in tickets if r.first_time_fix != PENDING]
+    ftf = [r.first_time_fix for r in tickets if r.first_time_fix not in UNDECIDED]
     visits: list[bool] = []
     repairs_ok: list[bool] = []
     scores: list[int] = []
@@ -501,7 +504,7 @@ def agent_measures(tickets: list[ComplianceRow]) -> dict[str, float | None]:
     """response time = % of decided tickets first responded to within the urgency SLA;
     record accuracy = % of tickets whose contact details never needed a correction;
     satisfaction = average follow-up satisfaction score."""
-    responded = [r.responded_within_sla for r in tickets if r.responded_within_sla != PENDING]
+    responded = [r.responded_within_sla for r in tickets if r.responded_within_sla not in UNDECIDED]
     facts = [json.loads(r.facts) for r in tickets]
     accurate = sum(1 for f in facts if not f["corrections"])
     return {

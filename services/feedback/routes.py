@@ -153,7 +153,7 @@ def asked_region(region: str | None) -> str | None:
     return region.lower() if region else None
 
 
-ItemStatus = Literal["true", "false", "pending"]
+ItemStatus = Literal["true", "false", "pending", "unknown"]
 ItemName = Literal[
     "responded_within_sla",
     "resolved_within_sla",

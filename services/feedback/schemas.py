@@ -130,7 +130,10 @@ class ScorecardItemAccepted(BaseModel):
 
 
 class ChecklistItem(BaseModel):
-    status: str = Field(description="true, false or pending.")
+    status: str = Field(
+        description="true, false or pending; unknown for an imported ticket's item the "
+        "replaced system kept no evidence of."
+    )
     evidence: list[str] = Field(description="Ids of the events that decide the item.")
     note: str
 
@@ -163,6 +166,9 @@ class SummaryGroup(BaseModel):
     compliant: int
     non_compliant: int
     pending: int
+    unknown: int = Field(
+        default=0, description="Imported tickets with items the replaced system left unknown."
+    )
     compliance_rate: float | None
     items: dict[str, dict[str, int]]
     response_sla_rate: float | None

@@ -1,6 +1,6 @@
 """The feedback service: follow-ups, complaints, compliance, scorecards, quality."""
 
-from services.feedback import jobs
+from services.feedback import importing, jobs
 from services.feedback.app import create_app
 from services.feedback.projections import (
     COMPLIANCE,
@@ -23,4 +23,5 @@ SERVICE = ServiceModule(
         "quality": (QUALITY_ALERTS,),
     },
     jobs=jobs.run_job,
+    history=(importing.HISTORY,),
 )

@@ -13,12 +13,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from services.intake import domain, read_models
 from services.intake.read_models import find_open_duplicate
 from services.intake.tables import ticket_number_counters
+from shared.app.config import Settings
 from shared.app.executor import Handling, Outcome
 from shared.eventstore.personal import PersonalData
 from shared.kernel.errors import NotFound
 from shared.kernel.events.customers import customer_stream_id
 from shared.kernel.ids import uuid7
 from shared.kernel.lifecycle import TicketStatus
+from shared.kernel.sla import SlaPin, SlaTerms
 from shared.kernel.ticket import TICKETS, TicketState
 from shared.readmodels.sla import TermsReader
 
@@ -51,14 +53,34 @@ def phone_digest(conn: Connection, h: Handling, phone: str) -> str | None:
     return personal.phone_digest(conn, phone) if personal is not None else None
 
 
+def receipt_command(
+    settings: Settings,
+    request: domain.NewTicket,
+    *,
+    ticket_number: str,
+    received_at: datetime,
+    possible_duplicate_of: str | None = None,
+    sla: SlaPin | None = None,
+) -> domain.ReceiveTicket:
+    """The receipt with the configured figures (also for imported history)."""
+    return domain.ReceiveTicket(
+        request,
+        ticket_number=ticket_number,
+        received_at=received_at,
+        response_hours=settings.sla.response_hours(request.urgency.value),
+        warranty_months=settings.warranty_months(request.product.model),
+        possible_duplicate_of=possible_duplicate_of,
+        sla=sla,
+    )
+
+
 def receive(conn: Connection, h: Handling, request: domain.NewTicket) -> Outcome[TicketState]:
     settings, now = h.settings, h.now()
-    command = domain.ReceiveTicket(
+    command = receipt_command(
+        settings,
         request,
         ticket_number=next_ticket_number(conn, now, settings.ticket_number_prefix),
         received_at=now,
-        response_hours=settings.sla.response_hours(request.urgency.value),
-        warranty_months=settings.warranty_months(request.product.model),
         possible_duplicate_of=find_open_duplicate(
             conn,
             phone_digest(conn, h, request.customer.phone),
@@ -70,13 +92,20 @@ def receive(conn: Connection, h: Handling, request: domain.NewTicket) -> Outcome
     return h.execute(conn, TICKETS, str(uuid7()), command, domain.decide_receive)
 
 
+def diagnosis_command(
+    settings: Settings, diagnosis: domain.Diagnosis, terms: SlaTerms | None = None
+) -> domain.DiagnoseTicket:
+    """The diagnosis with the built-in policy's target and the ticket's pinned terms."""
+    hours = settings.sla.resolution_hours(diagnosis.complexity.value)
+    return domain.DiagnoseTicket(diagnosis, resolution_hours=hours, terms=terms)
+
+
 def diagnose(
     conn: Connection, h: Handling, ticket_id: str, diagnosis: domain.Diagnosis
 ) -> Outcome[TicketState]:
-    hours = h.settings.sla.resolution_hours(diagnosis.complexity.value)
     loaded = h.visible(conn, TICKETS, ticket_id)
     terms = terms_reader(conn, h).for_ticket(loaded.state) if loaded.state.exists else None
-    command = domain.DiagnoseTicket(diagnosis, resolution_hours=hours, terms=terms)
+    command = diagnosis_command(h.settings, diagnosis, terms)
     return h.execute(conn, TICKETS, ticket_id, command, domain.decide_diagnose, loaded=loaded)
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from shared.kernel.decider import Decider
@@ -47,6 +47,7 @@ from shared.kernel.events.parts import (
     StockReleased,
     StockReserved,
     StockReturned,
+    UsageHistoryRecorded,
 )
 from shared.kernel.events.tickets import (
     OldPartReturned,
@@ -307,6 +308,11 @@ class StockLevel:
     issued: int = 0  # handed to technicians, not yet consumed or returned
     # The location's region (the events do not carry it: the handler places the state).
     region: str | None = None
+    # What an import of the replaced system's history recorded: the opening balance (None:
+    # none), the months of usage history; and whether any stock has moved at all.
+    opening_balance: int | None = None
+    usage_months: frozenset[str] = frozenset()
+    moved: bool = False
 
     @property
     def available(self) -> int:
@@ -316,10 +322,16 @@ class StockLevel:
 def evolve_stock(
     level: StockLevel, payload: EventPayload, _at: datetime | None = None
 ) -> StockLevel:
-    s = replace(level, version=level.version + 1)
+    s = replace(level, version=level.version + 1, moved=True)
     match payload:
+        case StockReceived() if payload.opening_balance:
+            return replace(
+                s, on_hand=s.on_hand + payload.quantity, opening_balance=payload.quantity
+            )
         case StockReceived():
             return replace(s, on_hand=s.on_hand + payload.quantity)
+        case UsageHistoryRecorded():
+            return replace(s, moved=level.moved, usage_months=level.usage_months | {payload.month})
         case StockReserved():
             return replace(s, reserved=s.reserved + payload.quantity)
         case StockReleased():
@@ -428,6 +440,82 @@ def decide_adjust_stock(command: AdjustStock, level: StockLevel) -> list[EventPa
             reason=c.reason,
         )
     ]
+
+
+# --- history carried over from the replaced system (imports) -----------------------------
+
+
+@dataclass(frozen=True)
+class RecordOpeningBalance:
+    """The stock counted at the location when Ticketline took over (``counted_at``)."""
+
+    quantity: int
+    counted_at: datetime
+    catalogued: bool
+    reference: str | None = None
+
+
+def decide_opening_balance(
+    command: RecordOpeningBalance, level: StockLevel
+) -> list[EventPayload | PendingEvent]:
+    """Once per location and part, before any other movement; nothing on hand records
+    nothing."""
+    _require_catalogued(command.catalogued, level.part_number)
+    if level.opening_balance is not None:
+        raise RuleViolation(
+            "opening_balance_recorded",
+            f"{level.part_number} at {level.location_id} has an opening balance "
+            f"({level.opening_balance})",
+        )
+    if level.moved:
+        raise RuleViolation(
+            "stock_already_moved",
+            f"{level.part_number} at {level.location_id} has stock movements; adjust it instead",
+        )
+    if command.quantity < 0:
+        raise InvalidCommand("quantity", "an opening balance is 0 or more")
+    if command.quantity == 0:
+        return []
+    received = StockReceived(
+        location_id=level.location_id,
+        part_number=level.part_number,
+        quantity=command.quantity,
+        reference=command.reference,
+        opening_balance=True,
+    )
+    return [PendingEvent(received, occurred_at=command.counted_at)]
+
+
+@dataclass(frozen=True)
+class RecordUsageHistory:
+    """Units used in one past calendar month (``YYYY-MM``) as the replaced system recorded
+    them; ``current_month``: the month of the import (history is for months before it)."""
+
+    month: str
+    quantity: int
+    current_month: str
+    catalogued: bool
+
+
+def decide_usage_history(
+    command: RecordUsageHistory, level: StockLevel
+) -> list[EventPayload | PendingEvent]:
+    _require_catalogued(command.catalogued, level.part_number)
+    if command.month >= command.current_month:
+        raise InvalidCommand("month", "usage history is for months before the current one")
+    if command.month in level.usage_months:
+        raise RuleViolation(
+            "usage_history_recorded",
+            f"{level.part_number} at {level.location_id} has usage for {command.month}",
+        )
+    usage = UsageHistoryRecorded(
+        location_id=level.location_id,
+        part_number=level.part_number,
+        month=command.month,
+        quantity=command.quantity,
+    )
+    year, month = (int(x) for x in command.month.split("-"))
+    return [PendingEvent(usage, occurred_at=datetime(year, month, 1, tzinfo=UTC))]
 
 
 # --- requisitions -------------------------------------------------------------------------

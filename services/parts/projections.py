@@ -48,6 +48,7 @@ from shared.kernel.events.parts import (
     RequisitionReturned,
     StockConsumed,
     StockMovement,
+    UsageHistoryRecorded,
 )
 from shared.kernel.events.registry import typed_payload
 from shared.kernel.events.tickets import OldPartReturned, OldPartReturnOverdue
@@ -149,24 +150,36 @@ class _StockRows(RowProjection):
         }
 
 
+def _usage_month(event: EventEnvelope) -> str | None:
+    """The month a usage event counts in: a consumption's (UTC) month, or the month an
+    imported usage history names."""
+    if event.event_type == StockConsumed.event_type:
+        return event.occurred_at.strftime("%Y-%m")
+    if event.event_type == UsageHistoryRecorded.event_type:
+        return str(event.payload["month"])
+    return None
+
+
 class _UsageRows(RowProjection):
-    """Consumption per location, part and calendar month (UTC) of the repair."""
+    """Consumption per location, part and calendar month (UTC) of the repair, plus the
+    usage history imported from the replaced system."""
 
     table = parts_monthly_usage
 
     def key(self, event: EventEnvelope) -> tuple[Hashable, ...] | None:
-        if event.event_type != StockConsumed.event_type:
+        month = _usage_month(event)
+        if month is None:
             return None
         p = event.payload
-        return (p["location_id"], p["part_number"], event.occurred_at.strftime("%Y-%m"))
+        return (p["location_id"], p["part_number"], month)
 
     def fold(self, row: Row | None, event: EventEnvelope) -> Row | None:
         payload = typed_payload(event)
-        assert isinstance(payload, StockMovement)
+        assert isinstance(payload, StockMovement | UsageHistoryRecorded)
         return {
             "location_id": payload.location_id,
             "part_number": payload.part_number,
-            "month": event.occurred_at.strftime("%Y-%m"),
+            "month": _usage_month(event),
             "quantity": (row["quantity"] if row else 0) + payload.quantity,
         }
 

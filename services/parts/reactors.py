@@ -1,5 +1,9 @@
 """The parts service reacts to repairs: a ticket's TicketRepaired consumes the parts
-issued for it (or the service point's shelf) and creates the expected old-part returns."""
+issued for it (or the service point's shelf) and creates the expected old-part returns.
+
+Repairs imported from the replaced system's history are left alone: their parts were
+used long ago (the import brings the usage history and today's stock on hand), and their
+old-part returns were the old system's business (the compliance view says ``unknown``)."""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from shared.app.platform import Platform
 from shared.eventstore.projection import Projection
 from shared.kernel.events.envelope import SYSTEM_ACTOR, CommandContext, EventEnvelope
 from shared.kernel.events.tickets import TicketRepaired
+from shared.kernel.imports import is_imported
 
 SERVICE = "parts"
 
@@ -45,7 +50,9 @@ class RepairReactor:
 
     def apply(self, conn: Connection, events: Sequence[EventEnvelope]) -> None:
         for event in events:
-            if event.event_type == TicketRepaired.event_type and first_delivery(conn, event):
+            if event.event_type != TicketRepaired.event_type or is_imported(event):
+                continue
+            if first_delivery(conn, event):
                 commands.consume_on_repair(conn, self.handling(event), event)
 
     def handling(self, event: EventEnvelope) -> Handling:

@@ -1,6 +1,6 @@
 """The parts service: catalogue, stock, requisitions, old-part returns, replenishment."""
 
-from services.parts import jobs, reactors
+from services.parts import importing, jobs, reactors
 from services.parts.app import create_app
 from services.parts.projections import CATALOGUE, PROJECTIONS, REQUISITIONS, RETURNS, STOCK
 from shared.app.service import ServiceModule
@@ -20,4 +20,5 @@ SERVICE = ServiceModule(
     },
     reactors=reactors.reactors,
     jobs=jobs.run_job,
+    imports=importing.KINDS,
 )

@@ -11,6 +11,7 @@ from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 from shared.app.config import Settings
+from shared.app.importing.cli import add_export_kind, add_import_parser
 from shared.app.observability import configure_logging
 from shared.app.registry import SERVERS, all_projections
 from shared.app.sla_cli import add_arguments as add_sla_arguments
@@ -367,6 +368,11 @@ async def _export(settings: Settings, args: argparse.Namespace) -> tuple[bytes, 
 def _cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    if args.kind:
+        from shared.app.importing.cli import cmd_export_kind
+
+        return cmd_export_kind(settings, args)
+    args.format = args.format or "jsonl"
     data, summary = asyncio.run(_export(settings, args))
     out = Path(args.out)
     out.write_bytes(data)
@@ -419,6 +425,12 @@ def _cmd_sla(settings: Settings, args: argparse.Namespace) -> int:
     from shared.app.sla_cli import run
 
     return run(settings, args)
+
+
+def _cmd_import(settings: Settings, args: argparse.Namespace) -> int:
+    from shared.app.importing.cli import cmd_import
+
+    return cmd_import(settings, args)
 
 
 def _cmd_token(settings: Settings, args: argparse.Namespace) -> int:
@@ -532,8 +544,10 @@ def _audit_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     export.add_argument("--region", default=None)
     export.add_argument("--from", dest="from_", default=None, help="recorded from (ISO 8601)")
     export.add_argument("--to", default=None, help="recorded before (ISO 8601)")
-    export.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    export.add_argument("--format", choices=("jsonl", "csv"), default=None)
     export.add_argument("--out", required=True, help="file to write; FILE.summary.json beside it")
+    add_export_kind(export)
+    add_import_parser(sub)
     verify_export = sub.add_parser(
         "verify-export", help="check an export against its summary and the ledger"
     )
@@ -591,6 +605,7 @@ COMMANDS = {
     "parked": _cmd_parked,
     "subscribe": _cmd_subscribe,
     "export": _cmd_export,
+    "import": _cmd_import,
     "contract": _cmd_contract,
     "verify-export": _cmd_verify_export,
     "token": _cmd_token,

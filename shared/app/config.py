@@ -202,6 +202,8 @@ class AuthSettings(BaseSettings):
     # Browser origins allowed to call the APIs; empty = CORS off.
     cors_allow_origins: list[str] = Field(default_factory=list)
     max_body_bytes: int = 1_048_576
+    # Import files uploaded to POST /imports/<kind> (streamed to disk, not held in memory).
+    import_max_body_bytes: int = 4 * 1024**3
     # Ticket intake per API key / subject: a token bucket (each replica limits on its own).
     intake_rate_per_minute: float = 120.0
     intake_burst: int = 60

@@ -161,6 +161,35 @@ class Executor:
         locks are taken before the append, in the order projectors take them (stream
         locks, then the position counter), so the two never wait on each other in a
         cycle."""
+        self._lock_inline(conn, appends)
+        written = self.store.append(conn, appends, context)
+        self._apply_inline(conn, written)
+        return written
+
+    def commit_in_turn(
+        self, conn: Connection, groups: Sequence[tuple[CommandContext, Sequence[StreamAppend]]]
+    ) -> list[EventEnvelope]:
+        """Appends made in turn, each group in its own context, as one decision: a batch
+        of imported history, each service's events in its name. The inline read models'
+        locks are taken once before, and they are applied once to everything after. An
+        append without a head continues after its stream's events of an earlier group."""
+        self._lock_inline(conn, [a for _, appends in groups for a in appends])
+        heads: dict[str, StreamHead] = {}
+        written: list[EventEnvelope] = []
+        for context, appends in groups:
+            ready = [
+                a
+                if a.head is not None or a.stream_id not in heads
+                else StreamAppend(a.stream_id, a.events, heads[a.stream_id], a.region)
+                for a in appends
+            ]
+            events = self.store.append(conn, ready, context)
+            heads.update((e.stream_id, StreamHead(e.stream_version, e.hash)) for e in events)
+            written += events
+        self._apply_inline(conn, written)
+        return written
+
+    def _lock_inline(self, conn: Connection, appends: Sequence[StreamAppend]) -> None:
         inline = [
             (projection, stream_ids)
             for stream_type, projections in self.inline.items()
@@ -168,14 +197,14 @@ class Executor:
             for projection in projections
         ]
         self.runner.lock_all(conn, [(p.name, sid) for p, ids in inline for sid in ids])
-        written = self.store.append(conn, appends, context)
+
+    def _apply_inline(self, conn: Connection, written: Sequence[EventEnvelope]) -> None:
         by_type: dict[str, list[EventEnvelope]] = {}
         for event in written:
             by_type.setdefault(event.stream_type, []).append(event)
         for stream_type, events in by_type.items():
             for projection in self.inline.get(stream_type, ()):
                 self.runner.apply(conn, projection, events)
-        return written
 
 
 def _stream_type(append: StreamAppend) -> str | None:

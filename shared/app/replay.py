@@ -68,7 +68,9 @@ class ProgressSource:
             self.report(min(done, self.total), self.total)
 
 
-def progress_bar(name: str, stream: TextIO | None = None) -> Callable[[int, int], None]:
+def progress_bar(
+    name: str, stream: TextIO | None = None, unit: str = "events"
+) -> Callable[[int, int], None]:
     """Progress with rate and ETA: a bar redrawn in place on a terminal, otherwise a plain
     line at most every few seconds (logs and CI stay readable)."""
     out = stream or sys.stderr
@@ -81,7 +83,7 @@ def progress_bar(name: str, stream: TextIO | None = None) -> Callable[[int, int]
         elapsed = time.perf_counter() - started
         rate = done / elapsed if elapsed > 0 else 0.0
         eta = (total - done) / rate if rate > 0 else 0.0
-        figures = f"{done}/{total} events, {rate:,.0f} events/s, ETA {eta:,.0f} s"
+        figures = f"{done}/{total} {unit}, {rate:,.0f} {unit}/s, ETA {eta:,.0f} s"
         finished = done >= total
         if interactive:
             width = 30

@@ -16,6 +16,8 @@ from shared.eventstore.projection import Projection
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from shared.app.importing.kinds import Kind
+    from shared.app.importing.tickets import HistoryStep
     from shared.app.platform import Platform
 
 
@@ -34,3 +36,8 @@ class ServiceModule:
     # Periodic work kept running by `ticketline run` / `ticketline jobs`; must be safe in
     # several processes (take a Lease).
     jobs: Callable[[Platform, asyncio.Event], Coroutine[Any, Any, None]] | None = None
+    # The kinds of records it imports from the system Ticketline replaces (`ticketline
+    # import`, `POST /imports/<kind>` on the service), and its steps of an imported
+    # ticket's history (shared/app/importing/tickets.py), in lifecycle order.
+    imports: Sequence[Kind] = ()
+    history: Sequence[HistoryStep] = ()

@@ -144,3 +144,33 @@ idempotency_keys = Table(
     Column("resource_location", String(300), nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
 )
+
+
+# The record of each import of another system's history (``ticketline import``): one row
+# per import batch — the batch id every imported event carries as correlation and
+# causation id (shared/kernel/imports.py), the file (its SHA-256: the same file resumes
+# its unfinished run), its kind, who ran it, and how far it got: the last input line
+# committed, updated in the transaction of each batch's events.
+import_runs = Table(
+    "import_runs",
+    metadata,
+    Column("batch_id", String(36), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("source", String(300), nullable=False),
+    # SHA-256 of the file's bytes: the same file resumes its unfinished run.
+    Column("fingerprint", String(64), nullable=False),
+    Column("operator", String(200), nullable=False),
+    Column("operator_role", String(50), nullable=False),
+    Column("mode", String(20), nullable=False),
+    # running (or interrupted while running) | completed | failed
+    Column("status", String(20), nullable=False),
+    Column("committed_line", Integer, nullable=False),
+    Column("rows_imported", Integer, nullable=False),
+    Column("rows_present", Integer, nullable=False),
+    Column("rows_invalid", Integer, nullable=False),
+    Column("events", Integer, nullable=False),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("finished_at", UtcDateTime, nullable=True),
+    Index("ix_import_runs_kind_fingerprint", "kind", "fingerprint"),
+)

@@ -19,6 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Connection
 
 from shared.app.config import Settings
+from shared.app.importing.kinds import Kind
 from shared.app.observability import broker_problem
 from shared.app.platform import Platform
 from shared.eventstore.migrations import schema_is_current, schema_is_current_on
@@ -102,6 +103,10 @@ def create_service_app(
     install_security(app, (platform.settings if platform else Settings()).auth)
     for router in routers:
         app.include_router(router)
+    if kinds := _imports(service):
+        from shared.http.importing import import_router
+
+        app.include_router(import_router(kinds))
     app.include_router(health_router())
     if docs:
         install_offline_docs(app)
@@ -109,6 +114,14 @@ def create_service_app(
     install_observability(app, service)  # outermost: latency and correlation cover all
     install_openapi(app)
     return app
+
+
+def _imports(service: str) -> Sequence[Kind]:
+    """The kinds the service imports (``POST /imports/<kind>``), as it declares them."""
+    from shared.app.registry import SERVERS
+    from shared.app.registry import service as declared
+
+    return declared(service).imports if service in SERVERS else ()
 
 
 def health_router() -> APIRouter:

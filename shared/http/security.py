@@ -53,18 +53,32 @@ class SecurityHeadersMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
-class BodyLimitMiddleware:
-    """413 for a body above ``max_bytes``: by Content-Length up front, else while reading."""
+class BodyTooLarge(Exception):
+    """An upload (``/imports/``) went past its limit while being read."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+
+# File uploads: streamed by their route (never buffered here), under their own limit.
+UPLOAD_PREFIX = "/imports/"
+
+
+class BodyLimitMiddleware:
+    """413 for a body above ``max_bytes``: by Content-Length up front, else while reading.
+    Uploads to ``/imports/`` have their own limit (``upload_max_bytes``) and are counted
+    as their route streams them, not read here."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, upload_max_bytes: int | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.upload_max_bytes = upload_max_bytes or max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         declared = dict(scope.get("headers", [])).get(b"content-length")
+        if scope["path"].startswith(UPLOAD_PREFIX):
+            await self._upload(scope, receive, send, declared)
+            return
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await self._reject(scope, send)
             return
@@ -97,13 +111,32 @@ class BodyLimitMiddleware:
 
         await self.app(scope, replay, send)
 
-    async def _reject(self, scope: Scope, send: Send) -> None:
+    async def _upload(
+        self, scope: Scope, receive: Receive, send: Send, declared: bytes | None
+    ) -> None:
+        limit = self.upload_max_bytes
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._reject(scope, send, limit)
+            return
+        size = 0
+
+        async def counted() -> Message:
+            nonlocal size
+            message = await receive()
+            size += len(message.get("body", b""))
+            if size > limit:
+                raise BodyTooLarge(f"the limit is {limit} bytes")
+            return message
+
+        await self.app(scope, counted, send)
+
+    async def _reject(self, scope: Scope, send: Send, limit: int | None = None) -> None:
         body = json.dumps(
             {
                 "type": PROBLEM_BASE + "payload-too-large",
                 "title": "Request body too large",
                 "status": 413,
-                "detail": f"the limit is {self.max_bytes} bytes",
+                "detail": f"the limit is {limit or self.max_bytes} bytes",
                 "instance": scope["path"],
             }
         ).encode()
@@ -131,7 +164,11 @@ def install_security(app: FastAPI, auth: AuthSettings) -> None:
             expose_headers=["ETag", "Location", "X-Export-Summary", "Retry-After"],
         )
     app.add_middleware(SecurityHeadersMiddleware)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=auth.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=auth.max_body_bytes,
+        upload_max_bytes=auth.import_max_body_bytes,
+    )
 
 
 @dataclass

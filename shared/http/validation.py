@@ -61,6 +61,12 @@ def check_document(document: Any, root: str = "") -> None:
             )
 
 
+def _json_body(request: Request) -> bool:
+    """Whether the body is read as JSON: no content type, or a JSON one (as FastAPI does)."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    return not media or media == "application/json" or media.endswith("+json")
+
+
 async def valid_text_input(request: Request) -> None:
     for name, value in request.query_params.multi_items():
         _check("query", name)
@@ -76,6 +82,8 @@ async def valid_text_input(request: Request) -> None:
         _check("X-Correlation-ID", given)
     if request.method in {"GET", "HEAD", "OPTIONS", "DELETE"}:
         return
+    if not _json_body(request):
+        return  # a file upload (streamed by its route, which checks its text itself)
     body = await request.body()  # cached: the route's own parsing reads the same bytes
     if not body:
         return

@@ -6,8 +6,10 @@ the decisions themselves live in each service's ``domain`` module.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import dataclasses
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from shared.kernel.decider import Decider
 from shared.kernel.events.envelope import EventEnvelope, EventPayload
@@ -87,6 +89,14 @@ class TicketState:
         return self.diagnosis.resolution_path if self.diagnosis else None
 
 
+def replace(state: TicketState, **changes: Any) -> TicketState:
+    """``dataclasses.replace`` without running ``__init__`` again (all the fields): a fold calls
+    it twice per event, and an import folds millions of events."""
+    copy = object.__new__(TicketState)
+    vars(copy).update(vars(state), **changes)
+    return copy
+
+
 def evolve(
     state: TicketState, payload: EventPayload, occurred_at: datetime | None = None
 ) -> TicketState:
@@ -152,7 +162,7 @@ def warning_key(payload: SlaWarning) -> str:
 def _end_pause(s: TicketState, at: datetime | None, ended_by: str) -> TicketState:
     if not s.sla_paused or at is None:
         return s
-    last = replace(s.sla_pauses[-1], until=at, ended_by=ended_by)
+    last = dataclasses.replace(s.sla_pauses[-1], until=at, ended_by=ended_by)
     return replace(s, sla_pauses=(*s.sla_pauses[:-1], last))
 
 

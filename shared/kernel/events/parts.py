@@ -16,11 +16,12 @@ Old-part returns themselves are ticket events (``OldPartReturned``,
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AwareDatetime, Field, StringConstraints
 
 from shared.kernel.events.envelope import EventPayload
+from shared.kernel.events.registry import upcaster
 from shared.kernel.events.tickets import LongText, RegionCode, ShortText
 
 # Upper-case part numbers and short location ids keep ``stock:<loc>:<part>`` ≤ 64 chars.
@@ -102,10 +103,24 @@ class StockMovement(EventPayload):
     ticket_id: ShortText | None = None
 
 
-class StockReceived(StockMovement, event_type="StockReceived", stream_type=_STOCK):
-    """Parts arrived at the location (on hand +q)."""
+class StockReceived(
+    StockMovement, event_type="StockReceived", schema_version=2, stream_type=_STOCK
+):
+    """Parts arrived at the location (on hand +q), or — ``opening_balance`` — the stock
+    counted there when Ticketline took over from the system it replaced (on hand +q, once
+    per location and part, before any other movement)."""
 
     reference: ShortText | None = Field(default=None, description="Delivery note, order…")
+    opening_balance: bool = Field(
+        default=False,
+        description="The stock on hand carried over from the replaced system (not a delivery).",
+    )
+
+
+@upcaster("StockReceived", 1)
+def _receipts_were_deliveries(payload: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 knew only deliveries."""
+    return {**payload, "opening_balance": False}
 
 
 class StockReserved(StockMovement, event_type="StockReserved", stream_type=_STOCK):
@@ -134,6 +149,20 @@ class StockConsumed(StockMovement, event_type="StockConsumed", stream_type=_STOC
 
 class StockReturned(StockMovement, event_type="StockReturned", stream_type=_STOCK):
     """An issued part came back unused (issued −q, on hand +q)."""
+
+
+Month = Annotated[str, StringConstraints(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$")]
+
+
+class UsageHistoryRecorded(EventPayload, event_type="UsageHistoryRecorded", stream_type=_STOCK):
+    """How many units of the part the location used in one past calendar month, as the
+    system Ticketline replaced recorded it (imported; no stock moves). Replenishment
+    averages it with the consumption Ticketline records itself (``StockConsumed``)."""
+
+    location_id: LocationId
+    part_number: PartNumber
+    month: Month = Field(description="Calendar month (UTC), YYYY-MM.")
+    quantity: int = Field(ge=0, le=10_000_000)
 
 
 class StockAdjusted(EventPayload, event_type="StockAdjusted", stream_type=_STOCK):

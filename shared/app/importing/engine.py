@@ -1,0 +1,375 @@
+"""The import of one file: check it, validate it, write it in batches — resumable.
+
+1. The file as a whole (``source.py``): encoding, format, header. A problem here refuses
+   the file; nothing is written.
+2. Unless ``skip_invalid``: a validating pass over every row (parse, natural keys given
+   twice, the owning service's decide functions against the database as it is). A dry
+   run stops here. Any problem refuses the file (all or nothing): nothing is written.
+3. The writing pass: batches of rows, each decided and appended in one unit of work —
+   the segments of a batch grouped into one bulk append per service and round
+   (``Committer``) — together with the run's progress (``import_runs``: the last committed
+   line). With ``skip_invalid`` this is the only pass and invalid rows are reported and
+   left out. An interrupted import resumes after its last committed line under the same
+   batch id; rows already present (their natural key) are skipped, so running the same
+   file again changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from shared.app.importing import runs
+from shared.app.importing.catalog import find_kind
+from shared.app.importing.commit import Committer, Interrupted
+from shared.app.importing.fields import Fields, Problem
+from shared.app.importing.keys import KeyIndex
+from shared.app.importing.kinds import Kind, KindContext, Parsed, Verdict
+from shared.app.importing.report import ProblemSink, Tally
+from shared.app.importing.source import RawRow, Refusal, Source, open_source, read_rows
+from shared.app.platform import Platform
+from shared.kernel.events.envelope import Actor
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class ImportRequest:
+    kind: str
+    path: Path
+    operator: Actor
+    source_name: str | None = None
+    dry_run: bool = False
+    skip_invalid: bool = False
+    encoding: str | None = None
+    format: str | None = None
+    timezone: str | None = None
+    batch_size: int = 500
+
+
+@dataclass
+class ImportSummary:
+    kind: str
+    source: str
+    mode: str
+    dry_run: bool
+    status: str = "refused"
+    format: str | None = None
+    encoding: str | None = None
+    batch_id: str | None = None
+    resumed_after_line: int = 0
+    tally: Tally = field(default_factory=Tally)
+    problems: int = 0
+    ledger_before: int = 0
+    ledger_after: int = 0
+    seconds: float = 0.0
+    message: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        t, seconds = self.tally, self.seconds or 1e-9
+        return {
+            "kind": self.kind,
+            "source": self.source,
+            "format": self.format,
+            "encoding": self.encoding,
+            "mode": self.mode,
+            "dry_run": self.dry_run,
+            "status": self.status,
+            "message": self.message,
+            "batch_id": self.batch_id,
+            "resumed_after_line": self.resumed_after_line,
+            "rows": t.rows,
+            "imported": t.imported,
+            "already_present": t.present,
+            "invalid": t.invalid,
+            "problems": self.problems,
+            "events": t.events,
+            "ledger_position": {"before": self.ledger_before, "after": self.ledger_after},
+            "seconds": round(self.seconds, 3),
+            "rows_per_second": round(t.rows / seconds, 1),
+            "events_per_second": round(t.events / seconds, 1),
+        }
+
+
+def new_summary(request: ImportRequest) -> ImportSummary:
+    mode = "skip_invalid" if request.skip_invalid else "all_or_nothing"
+    name = request.source_name or request.path.name
+    return ImportSummary(request.kind, name, mode, request.dry_run)
+
+
+async def run_import(
+    platform: Platform,
+    request: ImportRequest,
+    sink: ProblemSink,
+    progress: Callable[[str], Progress] | None = None,
+    summary: ImportSummary | None = None,
+) -> ImportSummary:
+    """Import one file; ``summary`` (filled as the import goes) stays readable when the
+    import is interrupted (KeyboardInterrupt, cancellation)."""
+    started = time.perf_counter()
+    summary = summary or new_summary(request)
+    name = summary.source
+    summary.ledger_before = await platform.db.read(platform.store.last_position)
+    try:
+        kind = find_kind(request.kind)
+        summary.kind = kind.name
+        zone = _zone(request.timezone)
+        source = await asyncio.to_thread(
+            open_source,
+            request.path,
+            kind.columns,
+            name=name,
+            format=request.format,
+            encoding=request.encoding,
+        )
+        summary.format, summary.encoding = source.format, source.encoding
+        await _run(platform, request, kind, source, zone, summary, sink, progress)
+    except Refusal as exc:
+        # Unreadable past some rows already written (--skip-invalid): the run stops there.
+        stopped = summary.status == "interrupted"
+        summary.status = "interrupted" if stopped else "refused"
+        summary.message = exc.message
+    except Interrupted as exc:
+        summary.status = "interrupted"
+        summary.message = f"{exc}; run the same import again to resume"
+    finally:
+        summary.problems = sink.count
+        summary.ledger_after = await platform.db.read(platform.store.last_position)
+        summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _zone(name: str | None) -> ZoneInfo | None:
+    if not name:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise Refusal(f"unknown time zone {name!r} (an IANA name, e.g. Asia/Shanghai)") from None
+
+
+async def _run(
+    platform: Platform,
+    request: ImportRequest,
+    kind: Kind,
+    source: Source,
+    zone: ZoneInfo | None,
+    summary: ImportSummary,
+    sink: ProblemSink,
+    progress: Callable[[str], Progress] | None,
+) -> None:
+    run = None
+    if not request.dry_run:
+        run = await platform.db.read(lambda c: runs.resumable(c, kind.name, source.sha256))
+    start_after = run.committed_line if run else 0
+    summary.resumed_after_line = start_after
+    if request.dry_run or not request.skip_invalid:
+        context = KindContext(platform.settings, platform.clock.now(), True, zone)
+        report = progress("validating") if progress else None
+        tally = await validate(platform, kind, source, context, request, sink, start_after, report)
+        summary.tally = tally
+        if request.dry_run:
+            summary.status = "valid" if not sink.count else "invalid"
+            return
+        if sink.count:
+            summary.status = "refused"
+            summary.message = f"{sink.count} problem(s) in {tally.invalid} row(s): nothing imported"
+            return
+    if run is None:
+        run = await platform.db.write(lambda c: _start(c, platform, kind, source, request))
+    summary.batch_id = run.batch_id
+    context = KindContext(platform.settings, platform.clock.now(), False, zone)
+    report = progress("importing") if progress else None
+    committer = Committer(platform, kind, request.operator, run.batch_id, request.skip_invalid)
+    summary.status = "interrupted"
+    summary.message = "stopped before the end: run the same import again to resume"
+    summary.tally = committer.tally
+    await write(platform, committer, source, context, request, sink, start_after, report)
+    await platform.db.write(lambda c: runs.finish(c, run.batch_id, platform.clock.now()))
+    await kind.finish(platform, context)
+    summary.status, summary.message = "imported", None
+
+
+def _start(
+    conn: Any, platform: Platform, kind: Kind, source: Source, request: ImportRequest
+) -> runs.Run:
+    return runs.start(
+        conn,
+        kind=kind.name,
+        source=source.name,
+        fingerprint=source.sha256,
+        operator=request.operator,
+        mode="skip_invalid" if request.skip_invalid else "all_or_nothing",
+        now=platform.clock.now(),
+    )
+
+
+def batches(source: Source, kind: Kind, size: int, start_after: int) -> Iterator[list[RawRow]]:
+    rows = (r for r in read_rows(source, kind.columns) if r.line > start_after)
+    while batch := list(islice(rows, size)):
+        yield batch
+
+
+def parse_batch(
+    kind: Kind, raws: Sequence[RawRow], context: KindContext, keys: KeyIndex | None
+) -> tuple[list[Parsed], list[Problem], int]:
+    """The batch's rows read into items; the problems of those that could not be (and of
+    natural keys given twice in the file); how many rows those were."""
+    parsed: list[Parsed] = []
+    failed: dict[int, list[Problem]] = {}
+    keyed: list[tuple[str, int]] = []
+    for raw in raws:
+        if raw.values is None:
+            failed[raw.line] = list(raw.problems)
+            continue
+        fields = Fields(raw.line, raw.values, context.zone)
+        item = kind.parse(fields, context)
+        if item is not None:
+            keyed.append((kind.key(item), raw.line))  # a row in error still claims its key
+        if fields.problems or item is None:
+            failed[raw.line] = fields.problems or [Problem(raw.line, "(row)", "not readable")]
+            continue
+        parsed.append(Parsed(raw.line, kind.key(item), item))
+    if keys is not None and keyed:
+        for line, first in keys.duplicates(keyed).items():
+            problem = Problem(line, kind.key_column, f"given twice: also on line {first}")
+            failed.setdefault(line, []).append(problem)
+        parsed = [p for p in parsed if p.line not in failed]
+    return parsed, [p for line in sorted(failed) for p in failed[line]], len(failed)
+
+
+def count(tally: Tally, batch: _Batch, verdicts: Sequence[Verdict], sink: ProblemSink) -> None:
+    """A batch's outcome in the tally, its problems in the report (in line order)."""
+    tally.rows += batch.rows
+    tally.invalid += batch.invalid
+    problems = list(batch.problems)
+    for verdict in verdicts:
+        if verdict.problems:
+            tally.invalid += 1
+            problems += verdict.problems
+        elif verdict.present:
+            tally.present += 1
+        else:
+            tally.imported += 1
+            tally.events += verdict.events
+    sink.add(sorted(problems, key=lambda p: p.line))
+
+
+@dataclass
+class _Batch:
+    """A batch of rows read and parsed, on its way to the database."""
+
+    rows: int
+    last_line: int
+    parsed: list[Parsed]
+    invalid: int
+    problems: list[Problem]
+
+
+def parsed_batches(
+    kind: Kind,
+    source: Source,
+    context: KindContext,
+    request: ImportRequest,
+    start_after: int,
+    keys: KeyIndex | None,
+) -> Iterator[_Batch]:
+    for raws in batches(source, kind, request.batch_size, start_after):
+        parsed, problems, invalid = parse_batch(kind, raws, context, keys)
+        yield _Batch(len(raws), raws[-1].line, parsed, invalid, problems)
+
+
+async def pipelined(
+    batches_: Iterator[_Batch],
+    send: Callable[[_Batch], Awaitable[list[Verdict]]],
+    done: Callable[[_Batch, list[Verdict]], None],
+) -> None:
+    """Each batch sent to the database in turn; the next one is read and parsed while the
+    database works on the previous one (its thread, or the server)."""
+    previous: tuple[_Batch, asyncio.Future[list[Verdict]]] | None = None
+    for batch in batches_:
+        if previous is not None:
+            done(previous[0], await previous[1])
+        previous = (batch, asyncio.ensure_future(send(batch)))
+    if previous is not None:
+        done(previous[0], await previous[1])
+
+
+async def validate(
+    platform: Platform,
+    kind: Kind,
+    source: Source,
+    context: KindContext,
+    request: ImportRequest,
+    sink: ProblemSink,
+    start_after: int,
+    progress: Progress | None,
+) -> Tally:
+    """Every row checked against the database as it is; nothing written."""
+    tally = Tally()
+    keys = KeyIndex()
+
+    async def send(batch: _Batch) -> list[Verdict]:
+        if not batch.parsed:
+            return []
+        return await platform.db.read(lambda c: kind.decide(c, batch.parsed, context))
+
+    def done(batch: _Batch, verdicts: list[Verdict]) -> None:
+        count(tally, batch, verdicts, sink)
+        if progress:
+            progress(batch.last_line, max(source.lines, batch.last_line))
+
+    try:
+        await pipelined(
+            parsed_batches(kind, source, context, request, start_after, keys), send, done
+        )
+    finally:
+        keys.close()
+    if progress:
+        progress(source.lines, source.lines)
+    return tally
+
+
+async def write(
+    platform: Platform,
+    committer: Committer,
+    source: Source,
+    context: KindContext,
+    request: ImportRequest,
+    sink: ProblemSink,
+    start_after: int,
+    progress: Progress | None,
+) -> Tally:
+    """The writing pass: one unit of work per batch (its events and the run's progress)."""
+    kind, tally = committer.kind, committer.tally
+    keys = KeyIndex() if request.skip_invalid else None
+
+    async def send(batch: _Batch) -> list[Verdict]:
+        def work(conn: Any) -> list[Verdict]:
+            return committer.commit_batch(
+                conn, batch.parsed, context, batch.last_line, batch.invalid
+            )
+
+        return await platform.db.write(work)
+
+    def done(batch: _Batch, verdicts: list[Verdict]) -> None:
+        count(tally, batch, verdicts, sink)
+        if progress:
+            progress(batch.last_line, max(source.lines, batch.last_line))
+
+    try:
+        await pipelined(
+            parsed_batches(kind, source, context, request, start_after, keys), send, done
+        )
+    finally:
+        if keys is not None:
+            keys.close()
+    if progress:
+        progress(source.lines, source.lines)
+    return tally

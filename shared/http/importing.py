@@ -1,0 +1,148 @@
+"""``POST /imports/<kind>``: an import file uploaded to the service that owns the kind.
+
+The body is the file itself (CSV with its header, or JSON Lines), streamed to a scratch
+file — never held in memory — then imported as ``ticketline import`` would: validated as
+a whole, written in batches, resumable, nothing imported twice. The answer is the summary
+and the first lines of the error report (`report`: line, field, problem); a refused file is a
+422 problem with the same two members. Admin only.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
+
+from shared.app.importing.engine import ImportRequest, run_import
+from shared.app.importing.kinds import Kind
+from shared.app.importing.report import ProblemSink
+from shared.app.platform import Platform
+from shared.http.app import get_platform
+from shared.http.context import Principal, allow
+from shared.http.problems import ProblemError, problem_doc
+from shared.http.security import BodyTooLarge
+
+IMPORT_PREFIX = "/imports/"
+may_import = allow("admin")
+# Problems listed in the answer (the rest are counted).
+SHOWN_PROBLEMS = 1000
+_FORMATS = {"text/csv": "csv", "application/x-ndjson": "jsonl", "application/jsonl": "jsonl"}
+
+
+def import_path(kind: Kind) -> str:
+    return IMPORT_PREFIX + kind.name.replace("_", "-")
+
+
+def import_router(kinds: Sequence[Kind]) -> APIRouter:
+    router = APIRouter(tags=["imports"])
+    for kind in kinds:
+        _route(router, kind)
+    return router
+
+
+def _openapi(kind: Kind) -> dict[str, Any]:
+    header = ",".join(c.name for c in kind.columns)
+    return {
+        "requestBody": {
+            "required": True,
+            "description": "The file: CSV with this header (UTF-8 or GB18030), or JSON Lines "
+            "(also as application/x-ndjson). Format: docs/import/.",
+            "content": {
+                "text/csv": {"schema": {"type": "string"}, "example": header + "\n"},
+                "text/plain": {"schema": {"type": "string"}, "example": header + "\n"},
+            },
+        }
+    }
+
+
+def _route(router: APIRouter, kind: Kind) -> None:
+    @router.post(
+        import_path(kind),
+        summary=f"Import: {kind.title}",
+        description=f"Columns: {', '.join(c.name + ('*' if c.required else '') for c in kind.columns)} "
+        "(* required). `dry_run` validates and writes nothing; by default a file with any "
+        "problem imports nothing, `skip_invalid` imports its valid rows. Rows already present "
+        "(natural key) are skipped: sending the same file again changes nothing.",
+        openapi_extra=_openapi(kind),
+        responses={
+            422: problem_doc("The file was refused: `summary` and `report` say why"),
+            413: problem_doc("The file is above the import size limit"),
+        },
+        name=f"import_{kind.name}",
+    )
+    async def upload(
+        request: Request,
+        dry_run: bool = Query(default=False, description="Validate only: write nothing."),
+        skip_invalid: bool = Query(default=False, description="Import the valid rows."),
+        format: Literal["csv", "jsonl"] | None = Query(
+            default=None, description="Default: by content type."
+        ),
+        encoding: str | None = Query(default=None, max_length=40, description="Default: detected."),
+        timezone: str | None = Query(
+            default=None, max_length=64, description="For times without an offset."
+        ),
+        principal: Principal = Depends(may_import),
+        platform: Platform = Depends(get_platform),
+    ) -> JSONResponse:
+        options = {
+            "dry_run": dry_run,
+            "skip_invalid": skip_invalid,
+            "encoding": encoding,
+            "timezone": timezone,
+        }
+        with tempfile.TemporaryDirectory(prefix="ticketline-upload-") as tmp:
+            path = Path(tmp) / "upload"
+            await _spool(request, path)
+            fmt = format or _FORMATS.get(
+                request.headers.get("content-type", "").split(";")[0].strip()
+            )
+            return await _import(platform, kind, principal, path, fmt, options)
+
+
+async def _spool(request: Request, path: Path) -> None:
+    """The body to a scratch file, as it arrives (flat memory whatever its size)."""
+    try:
+        with path.open("wb") as f:
+            async for chunk in request.stream():
+                f.write(chunk)
+    except BodyTooLarge as exc:
+        raise ProblemError(413, "payload-too-large", "Request body too large", str(exc)) from None
+    except ClientDisconnect:
+        raise ProblemError(400, "bad-request", "The upload was cut off") from None
+
+
+async def _import(
+    platform: Platform,
+    kind: Kind,
+    principal: Principal,
+    path: Path,
+    fmt: str | None,
+    options: dict[str, Any],
+) -> JSONResponse:
+    request = ImportRequest(
+        kind=kind.name,
+        path=path,
+        operator=principal.actor,
+        source_name=f"upload.{fmt or 'csv'}",
+        format=fmt,
+        **options,
+    )
+    sink = ProblemSink(keep=SHOWN_PROBLEMS)
+    summary = await run_import(platform, request, sink)
+    body: dict[str, Any] = {
+        "summary": summary.as_dict(),
+        "report": sink.as_dicts(),
+        "report_total": sink.count,
+    }
+    if summary.status == "refused":
+        raise ProblemError(
+            422, "import-refused", "The file was not imported", summary.message, **body
+        )
+    if summary.status == "interrupted":
+        raise ProblemError(409, "import-interrupted", "The import stopped", summary.message, **body)
+    return JSONResponse(body)

@@ -1,0 +1,79 @@
+"""``ticketline import`` and ``ticketline export --kind`` as an operator runs them."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from shared.app.cli import main
+from shared.eventstore.migrations import upgrade
+from tests.support.history import write_history
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    directory = tmp_path / "data"
+    monkeypatch.setenv("TICKETLINE_DATA_DIR", str(directory))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("TICKETLINE_DATABASE_URL", raising=False)
+    monkeypatch.setenv("TICKETLINE_OPERATOR", "ops-bob")
+    upgrade(f"sqlite+aiosqlite:///{directory}/ticketline.db")
+    return directory
+
+
+def test_import_prints_a_summary_progress_and_a_report(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = write_history(tmp_path / "files", 20)
+    assert main(["import", "service_points", str(files["service_points"])]) == 0
+    out, err = capsys.readouterr()
+    summary = json.loads(out)
+    assert summary["status"] == "imported" and summary["imported"] == 9
+    assert "service_points: validating" in err and "service_points: importing" in err
+    assert "lines/s" in err and "ETA" in err
+
+    bad = tmp_path / "technicians.csv"
+    bad.write_text(
+        "id,name,service_point_id,timezone\nt-1,One,sp-east-1,Mars/Olympus\nt-2,Two,sp-none,UTC\n"
+    )
+    assert main(["import", "technicians", str(bad), "--quiet"]) == 1
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["status"] == "refused" and summary["report"] == f"{bad}.errors.csv"
+    with open(summary["report"], newline="") as f:
+        report = list(csv.reader(f))
+    assert report[0] == ["line", "field", "problem"]
+    assert [(r[0], r[1]) for r in report[1:]] == [("2", "timezone"), ("3", "service_point_id")]
+
+    assert main(["import", "technicians", str(files["technicians"]), "--quiet", "--dry-run"]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "valid"
+
+
+def test_export_kind_writes_the_import_format(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = write_history(tmp_path / "files", 5)
+    for kind in ("service_points", "technicians"):
+        assert main(["import", kind, str(files[kind]), "--quiet"]) == 0
+    capsys.readouterr()
+    out = tmp_path / "technicians-export.csv"
+    assert main(["export", "--kind", "technicians", "--out", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "kind": "technicians",
+        "rows": 24,
+        "left_out": 0,
+        "left_out_examples": [],
+    }
+    with out.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert (
+        rows[0]["working_hours"] == "mon-sun 00:00-23:59" and rows[0]["timezone"] == "Asia/Shanghai"
+    )
+    lines = tmp_path / "points.jsonl"
+    assert (
+        main(["export", "--kind", "service-points", "--format", "jsonl", "--out", str(lines)]) == 0
+    )
+    first = json.loads(lines.read_text().splitlines()[0])
+    assert first["id"] == "hq" and first["level"] == "headquarters"

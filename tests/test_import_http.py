@@ -1,0 +1,115 @@
+"""``POST /imports/<kind>`` on the service that owns the kind: the upload streamed to disk,
+then the same import as the CLI's; the answer is the summary and the error report."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shared.app.platform import Platform
+from shared.app.registry import app_factory
+from tests.support.auth import headers_for
+from tests.support.clients import service_client
+from tests.support.history import write_history
+
+pytestmark = pytest.mark.parametrize("backend", ["sqlite"])
+
+
+async def test_admin_uploads_files_to_the_owning_service(
+    platform: Platform, tmp_path: Path
+) -> None:
+    files = write_history(tmp_path, 5)
+    async with service_client("dispatch", platform, role="admin") as dispatch:
+        csv_ = {"content-type": "text/csv"}
+        dry = await dispatch.post(
+            "/imports/service-points",
+            params={"dry_run": "true"},
+            content=files["service_points"].read_bytes(),
+            headers=csv_,
+        )
+        assert dry.status_code == 200, dry.text
+        assert dry.json()["summary"]["status"] == "valid"
+        assert dry.json()["summary"]["ledger_position"] == {"before": 0, "after": 0}
+        done = await dispatch.post(
+            "/imports/service-points", content=files["service_points"].read_bytes(), headers=csv_
+        )
+        assert done.status_code == 200, done.text
+        body = done.json()
+        assert body["summary"]["status"] == "imported" and body["summary"]["imported"] == 9
+        assert body["report"] == [] and body["report_total"] == 0
+        again = await dispatch.post(
+            "/imports/service-points", content=files["service_points"].read_bytes(), headers=csv_
+        )
+        assert again.json()["summary"]["already_present"] == 9
+        # Tickets are intake's: not here.
+        assert (
+            await dispatch.post("/imports/tickets", content=b"x", headers=csv_)
+        ).status_code == 404
+
+    async with service_client("parts", platform, role="admin") as parts:
+        lines = b'{"part_number": "motor-wm700", "name": "Motor", "unit_cost": 86.5}\n'
+        answer = await parts.post(
+            "/imports/parts", content=lines, headers={"content-type": "application/x-ndjson"}
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["summary"]["format"] == "jsonl"
+        assert answer.json()["summary"]["imported"] == 1
+
+
+async def test_a_refused_file_is_a_problem_with_the_report(platform: Platform) -> None:
+    bad = b"id,name,level\nhq,HQ,headquarters\nrc,East,regional_center\nhq,Again,headquarters\n"
+    async with service_client("dispatch", platform, role="admin") as dispatch:
+        response = await dispatch.post(
+            "/imports/service-points", content=bad, headers={"content-type": "text/csv"}
+        )
+        assert response.status_code == 422
+        assert response.headers["content-type"].startswith("application/problem+json")
+        problem = response.json()
+        assert problem["summary"]["status"] == "refused"
+        assert [(e["line"], e["field"]) for e in problem["report"]] == [(3, "region"), (4, "id")]
+        unreadable = await dispatch.post(
+            "/imports/service-points",
+            content=b"colour\nred\n",
+            headers={"content-type": "text/csv"},
+        )
+        assert unreadable.status_code == 422 and "unknown column" in unreadable.json()["detail"]
+    async with service_client("dispatch", platform, role="dispatcher") as dispatcher:
+        denied = await dispatcher.post(
+            "/imports/service-points", content=bad, headers={"content-type": "text/csv"}
+        )
+        assert denied.status_code == 403
+
+
+async def test_uploads_above_the_limit_are_refused(platform: Platform) -> None:
+    auth = replace(
+        platform,
+        settings=platform.settings.model_copy(
+            update={
+                "auth": platform.settings.auth.model_copy(update={"import_max_body_bytes": 100})
+            }
+        ),
+    )
+    app = app_factory("dispatch")(auth)
+    body = b"id,name,level\n" + b"hq,Headquarters,headquarters\n" * 10
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 32):
+            yield body[start : start + 32]
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://t", headers=headers_for("admin")
+    ) as client:
+        declared = await client.post(
+            "/imports/service-points", content=body, headers={"content-type": "text/csv"}
+        )
+        assert declared.status_code == 413
+        streamed = await client.post(
+            "/imports/service-points", content=chunks(), headers={"content-type": "text/csv"}
+        )
+        assert streamed.status_code == 413
+        assert streamed.headers["content-type"].startswith("application/problem+json")
