@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 
 from shared.app.importing import commit
 from shared.app.importing.runs import get_run
@@ -257,10 +257,14 @@ async def test_a_gb18030_file_is_detected(platform: Platform, tmp_path: Path) ->
     summary, sink = await import_file(platform, "tickets", path)
     assert summary.status == "imported", sink.as_dicts()
     assert summary.encoding == "gb18030"
-    names = await platform.db.read(
-        lambda c: list(c.execute(select(ticket_state.c.customer_name)).scalars())
-    )
-    assert names == ["李伟"]
+    personal = platform.store.personal
+    assert personal is not None
+
+    def names(c: Connection) -> list[str]:
+        stored = list(c.execute(select(ticket_state.c.customer_name)).scalars())
+        return list(personal.open_tokens(c, stored).values())  # sealed at rest
+
+    assert await platform.db.read(names) == ["李伟"]
 
 
 @SQLITE

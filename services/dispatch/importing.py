@@ -31,6 +31,7 @@ from shared.app.importing.kinds import (
     run_at,
 )
 from shared.app.importing.tickets import Decided, HistoryStep, TicketHistoryView, TicketRow
+from shared.eventstore.ledger import EventStore
 from shared.eventstore.tables import events
 from shared.kernel.events.envelope import PendingEvent
 from shared.kernel.events.network import (
@@ -223,7 +224,9 @@ class ServicePoints(Kind):
 
         return each(batch, one)
 
-    def export(self, conn: Connection, now: datetime) -> Iterator[dict[str, Any]]:
+    def export(
+        self, conn: Connection, now: datetime, store: EventStore
+    ) -> Iterator[dict[str, Any]]:
         sp = service_points.c
         order = case({"headquarters": 0, "regional_center": 1}, value=sp.level, else_=2)
         for row in conn.execute(select(service_points).order_by(order, sp.id)):
@@ -314,7 +317,9 @@ class Technicians(Kind):
     ) -> list[Verdict]:
         return each(batch, lambda parsed: _technician(conn, parsed))
 
-    def export(self, conn: Connection, now: datetime) -> Iterator[dict[str, Any]]:
+    def export(
+        self, conn: Connection, now: datetime, store: EventStore
+    ) -> Iterator[dict[str, Any]]:
         for row in conn.execute(select(technicians).order_by(technicians.c.id)):
             yield {
                 "id": row.id,

@@ -163,7 +163,9 @@ class Locations(Kind):
 
         return each(batch, one)
 
-    def export(self, conn: Connection, now: datetime) -> Iterator[dict[str, Any]]:
+    def export(
+        self, conn: Connection, now: datetime, store: EventStore
+    ) -> Iterator[dict[str, Any]]:
         c = parts_locations.c
         order = case(_LEVEL_ORDER, value=c.level, else_=2)
         for row in conn.execute(select(parts_locations).order_by(order, c.location_id)):
@@ -240,7 +242,9 @@ class Parts(Kind):
 
         return each(batch, one)
 
-    def export(self, conn: Connection, now: datetime) -> Iterator[dict[str, Any]]:
+    def export(
+        self, conn: Connection, now: datetime, store: EventStore
+    ) -> Iterator[dict[str, Any]]:
         c = parts_catalogue.c
         for row in conn.execute(select(parts_catalogue).order_by(c.part_number)):
             yield {
@@ -356,7 +360,9 @@ class Stock(Kind):
 
         return each(batch, one)
 
-    def export(self, conn: Connection, now: datetime) -> Iterator[dict[str, Any]]:
+    def export(
+        self, conn: Connection, now: datetime, store: EventStore
+    ) -> Iterator[dict[str, Any]]:
         c = parts_stock.c
         query = select(parts_stock).where(c.on_hand > 0).order_by(c.location_id, c.part_number)
         for row in conn.execute(query):
@@ -432,7 +438,9 @@ class Usage(Kind):
 
         return each(batch, one)
 
-    def export(self, conn: Connection, now: datetime) -> Iterator[dict[str, Any]]:
+    def export(
+        self, conn: Connection, now: datetime, store: EventStore
+    ) -> Iterator[dict[str, Any]]:
         """Every month before the current one (the import takes past months only)."""
         c = parts_monthly_usage.c
         current = now.strftime("%Y-%m")

@@ -145,7 +145,9 @@ async def _export(settings: Settings, args: argparse.Namespace) -> int:
     platform = Platform.from_settings(settings)
     try:
         now = platform.clock.now()
-        summary = await platform.db.read(lambda c: export_kind(c, kind, Path(args.out), fmt, now))
+        summary = await platform.db.read(
+            lambda c: export_kind(c, platform.store, kind, Path(args.out), fmt, now)
+        )
     finally:
         await platform.close()
     print(json.dumps(summary.as_dict(), ensure_ascii=False))

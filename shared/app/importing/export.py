@@ -16,7 +16,7 @@ import orjson
 from sqlalchemy import Connection, select
 
 from shared.app.importing.kinds import Kind
-from shared.eventstore.ledger import row_to_envelope
+from shared.eventstore.ledger import EventStore, row_to_envelope
 from shared.eventstore.tables import events
 from shared.kernel.events.registry import typed_payload
 from shared.kernel.events.tickets import (
@@ -103,9 +103,10 @@ def one_row(types: Sequence[str]) -> str | None:
 
 
 def export_tickets(
-    conn: Connection, steps: Sequence[Any], page: int = 500
+    conn: Connection, steps: Sequence[Any], store: EventStore, page: int = 500
 ) -> Iterator[dict[str, Any] | Unrepresentable]:
-    """Every ticket, in order of receipt, a page of streams per query."""
+    """Every ticket, in order of receipt, a page of streams per query; personal data in
+    clear (what the import reads), ``[erased]`` where a customer was erased."""
     from shared.app.importing.tickets import TicketHistoryView
 
     t = ticket_state.c
@@ -124,7 +125,7 @@ def export_tickets(
         if not tickets:
             return
         after = (tickets[-1].created_at, tickets[-1].ticket_id)
-        streams = _streams(conn, [r.ticket_id for r in tickets])
+        streams = _streams(conn, store, [r.ticket_id for r in tickets])
         for ticket in tickets:
             envelopes = streams.get(ticket.ticket_id, [])
             why = one_row([e.event_type for e in envelopes])
@@ -144,12 +145,12 @@ def export_tickets(
             yield row
 
 
-def _streams(conn: Connection, ids: Sequence[str]) -> dict[str, list[Any]]:
+def _streams(conn: Connection, store: EventStore, ids: Sequence[str]) -> dict[str, list[Any]]:
     e = events.c
     query = select(events).where(e.stream_id.in_(list(ids))).order_by(e.stream_id, e.stream_version)
     found: dict[str, list[Any]] = {}
-    for row in conn.execute(query):
-        envelope = row_to_envelope(tuple(row))
+    stored = [row_to_envelope(tuple(row)) for row in conn.execute(query)]
+    for envelope in store.open(conn, stored):
         found.setdefault(envelope.stream_id, []).append(envelope)
     return found
 
@@ -200,6 +201,8 @@ def write_rows(
     return summary
 
 
-def export_kind(conn: Connection, kind: Kind, path: Path, fmt: str, now: datetime) -> ExportSummary:
+def export_kind(
+    conn: Connection, store: EventStore, kind: Kind, path: Path, fmt: str, now: datetime
+) -> ExportSummary:
     with path.open("w", encoding="utf-8", newline="") as out:
-        return write_rows(out, kind, kind.export(conn, now), fmt)
+        return write_rows(out, kind, kind.export(conn, now, store), fmt)

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from sqlalchemy import Connection
 
 from shared.app.importing.fields import Column, Fields, Problem, RowFailed, problems_of
-from shared.eventstore.ledger import NEW_STREAM, StreamHead
+from shared.eventstore.ledger import NEW_STREAM, EventStore, StreamHead
 from shared.kernel.decider import Decide, Decider
 from shared.kernel.errors import DomainError
 from shared.kernel.events.envelope import EventPayload, PendingEvent
@@ -107,7 +107,9 @@ class Kind:
     ) -> list[Verdict]:
         raise NotImplementedError
 
-    def export(self, conn: Connection, now: datetime) -> Iterator[dict[str, Any] | Unrepresentable]:
+    def export(
+        self, conn: Connection, now: datetime, store: EventStore
+    ) -> Iterator[dict[str, Any] | Unrepresentable]:
         """Every record as a row of this kind's format (``ticketline export --kind``), or
         why one cannot be."""
         raise NotImplementedError

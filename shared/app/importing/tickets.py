@@ -26,7 +26,7 @@ from sqlalchemy import Connection, or_, select
 
 from shared.app.importing.fields import Column, Fields, Problem, RowFailed
 from shared.app.importing.kinds import Kind, KindContext, Parsed, Segment, Verdict, each
-from shared.eventstore.ledger import NEW_STREAM
+from shared.eventstore.ledger import NEW_STREAM, EventStore
 from shared.kernel.events.envelope import EventPayload, PendingEvent
 from shared.kernel.imports import imported_id
 from shared.kernel.ticket import TICKETS, TicketState
@@ -186,10 +186,12 @@ class TicketHistory(Kind):
 
         return each(batch, one)
 
-    def export(self, conn: Connection, now: datetime) -> Iterator[dict[str, Any] | Unrepresentable]:
+    def export(
+        self, conn: Connection, now: datetime, store: EventStore
+    ) -> Iterator[dict[str, Any] | Unrepresentable]:
         from shared.app.importing.export import export_tickets
 
-        return export_tickets(conn, self.steps)
+        return export_tickets(conn, self.steps, store)
 
     async def finish(self, platform: Platform, context: KindContext) -> None:
         for step in self.steps:
