@@ -207,7 +207,12 @@ def _sqlite_time(value: datetime) -> str:
 def _parse_time(value: Any) -> datetime:
     if isinstance(value, datetime):
         return value if value.tzinfo is UTC else value.astimezone(UTC)
-    return datetime.fromisoformat(value).replace(tzinfo=UTC)
+    try:
+        # Stored without an offset (UTC): parsing it with one is several times cheaper
+        # than datetime.replace(tzinfo=...), and gives the UTC singleton.
+        return datetime.fromisoformat(value + "+00:00")
+    except ValueError:
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
 _ACTORS: dict[tuple[str, str], Actor] = {}
@@ -596,24 +601,35 @@ class EventStore:
 
 
 def _rows(conn: Connection, statement: Any, params: dict[str, Any]) -> Iterable[Sequence[Any]]:
+    """The rows of a text() statement, on the bare driver where there is one: a replay
+    reads millions, and SQLAlchemy's per-row result processing would double the cost."""
     raw = _raw_sqlite(conn)
     if raw is not None:
-        sql, ordered = _qmark(statement, params)
+        sql, ordered = _positional(statement, params, "?")
         return cast(Iterable[Sequence[Any]], raw.execute(sql, ordered).fetchall())
+    pg = _raw_asyncpg(conn)
+    if pg is not None:  # asyncpg's records unpack like tuples; its statement cache prepares
+        sql, ordered = _positional(statement, params, "$")
+        return cast(Iterable[Sequence[Any]], await_only(pg.fetch(sql, *ordered)))
     return conn.execute(statement, params).all()
 
 
-_QMARK: dict[int, tuple[str, tuple[str, ...]]] = {}
+_POSITIONAL: dict[tuple[int, str], tuple[str, tuple[str, ...]]] = {}
 
 
-def _qmark(statement: Any, params: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
-    """A text() statement as sqlite3 SQL with positional parameters (memoised)."""
-    found = _QMARK.get(id(statement))
+def _positional(statement: Any, params: dict[str, Any], style: str) -> tuple[str, tuple[Any, ...]]:
+    """A text() statement with positional parameters, ``?`` (sqlite3) or ``$n``
+    (asyncpg), and its values in order (memoised)."""
+    found = _POSITIONAL.get((id(statement), style))
     if found is None:
         import re
 
-        names = tuple(re.findall(r"(?<!:):(\w+)", statement.text))
-        sql = re.sub(r"(?<!:):(\w+)", "?", statement.text)
-        found = _QMARK[id(statement)] = (sql, names)
+        pattern = r"(?<!:):(\w+)"
+        names = tuple(re.findall(pattern, statement.text))
+        numbers = iter(range(1, len(names) + 1))
+        sql = re.sub(
+            pattern, lambda _: "?" if style == "?" else f"${next(numbers)}", statement.text
+        )
+        found = _POSITIONAL[(id(statement), style)] = (sql, names)
     sql, names = found
     return sql, tuple(params[n] for n in names)

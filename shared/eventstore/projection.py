@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from datetime import UTC, datetime
 from functools import cache
+from operator import itemgetter
 from typing import Any, ClassVar, Protocol
 
 import orjson
@@ -29,6 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.util import await_only
 
 from shared.eventstore.db import UtcDateTime
 from shared.kernel.events.envelope import EventEnvelope
@@ -69,13 +71,20 @@ def upsert_rows(conn: Connection, table: Table, rows: Sequence[Row]) -> None:
     raw = driver_sqlite(conn)
     if raw is not None:
         sql, columns, converted = _sqlite_upsert(table)
+        take = itemgetter(*columns)
         values = []
         for row in rows:
-            value = [row[c] for c in columns]
+            value = list(take(row))
             for at, convert in converted:
-                value[at] = convert(value[at])
+                if value[at] is not None:  # most optional columns are empty
+                    value[at] = convert(value[at])
             values.append(value)
         raw.executemany(sql, values)
+        return
+    pg = driver_asyncpg(conn)
+    if pg is not None and (upsert := _pg_upsert(table)) is not None:
+        sql, columns = upsert
+        await_only(pg.executemany(sql, [_pg_values(row, columns) for row in rows]))
         return
     key = (conn.dialect.name, table.name)
     statement = _UPSERTS.get(key)
@@ -142,6 +151,43 @@ def driver_sqlite(conn: Connection) -> Any | None:
     return conn.connection.driver_connection
 
 
+def driver_asyncpg(conn: Connection) -> Any | None:
+    """The asyncpg connection under ``conn`` when the unit of work runs its own
+    transaction on it (see ledger._raw_asyncpg), or None."""
+    from shared.eventstore.ledger import _raw_asyncpg
+
+    return _raw_asyncpg(conn)
+
+
+@cache
+def _pg_upsert(table: Table) -> tuple[str, list[str]] | None:
+    """The upsert as asyncpg SQL, for tables whose values asyncpg takes as they are
+    (text, numbers, booleans, aware datetimes); None for others (JSON columns go through
+    SQLAlchemy's serialiser)."""
+    if any(isinstance(c.type, JSON | Date) or type(c.type) is DateTime for c in table.columns):
+        return None
+    columns = [c.name for c in table.columns]
+    pk = [c.name for c in table.primary_key.columns]
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in pk)
+    sql = (
+        f"INSERT INTO {table.name} ({', '.join(columns)}) "
+        f"VALUES ({', '.join(f'${i}' for i in range(1, len(columns) + 1))}) "
+        f"ON CONFLICT ({', '.join(pk)}) DO " + (f"UPDATE SET {updates}" if updates else "NOTHING")
+    )
+    return sql, columns
+
+
+def _pg_values(row: Row, columns: list[str]) -> list[Any]:
+    values = [row[c] for c in columns]
+    for at, value in enumerate(values):
+        if isinstance(value, datetime) and value.tzinfo is not UTC:
+            # What UtcDateTime does on the way in.
+            if value.tzinfo is None:
+                raise ValueError("naive datetime; use timezone-aware UTC datetimes")
+            values[at] = value.astimezone(UTC)
+    return values
+
+
 def _same(value: Any) -> Any:
     return value
 
@@ -149,11 +195,18 @@ def _same(value: Any) -> Any:
 def _write_time(value: datetime | None) -> str | None:
     if value is None:
         return None
+    if value.tzinfo is UTC:  # the usual case: one C call, the offset cut off
+        return value.isoformat(" ", "microseconds")[:-6]
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
 
 
 def _read_time(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
+    if value is None:
+        return None
+    try:  # stored without offset: parsed with one, cheaper than replace(tzinfo=UTC)
+        return datetime.fromisoformat(value + "+00:00")
+    except ValueError:
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
 def _write_bool(value: bool | None) -> int | None:

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import gc
 import getpass
 import json
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 from shared.app.config import Settings
 from shared.app.importing.engine import ImportRequest, new_summary, run_import
 from shared.app.importing.report import ProblemSink
+from shared.eventstore.bulk import bulk_gc
 from shared.kernel.events.envelope import Actor
 
 KIND_HELP = (
@@ -56,23 +54,6 @@ def add_export_kind(export: argparse.ArgumentParser) -> None:
         help="instead of the events (jsonl): one kind's records in its import format "
         "(csv, or --format jsonl; docs/import/)",
     )
-
-
-@contextlib.contextmanager
-def bulk_gc(young: int = 10_000) -> Iterator[None]:
-    """Fewer garbage collections while a process does bulk work: an import allocates
-    millions of short-lived objects and holds few, so the default young-generation
-    threshold (700) mostly re-scans what is already there. Not much higher: a young
-    generation of 50,000 made the import's memory grow with the file. Restored after."""
-    before = gc.get_threshold()
-    gc.collect()
-    gc.freeze()  # what is alive now (modules, the platform) is not scanned again
-    gc.set_threshold(young, *before[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*before)
-        gc.unfreeze()
 
 
 def operator(args: argparse.Namespace) -> Actor:
