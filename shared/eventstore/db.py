@@ -145,16 +145,32 @@ class _Job:
     loop: asyncio.AbstractEventLoop
 
 
-def _deliver(job: _Job, result: Any, error: BaseException | None) -> None:
-    def settle() -> None:
-        if job.future.cancelled():
-            return
-        if error is not None:
-            job.future.set_exception(error)
-        else:
-            job.future.set_result(result)
+def _settle_job(job: _Job, result: Any, error: BaseException | None) -> None:
+    if job.future.cancelled():
+        return
+    if error is not None:
+        job.future.set_exception(error)
+    else:
+        job.future.set_result(result)
 
-    job.loop.call_soon_threadsafe(settle)
+
+def _deliver(job: _Job, result: Any, error: BaseException | None) -> None:
+    job.loop.call_soon_threadsafe(_settle_job, job, result, error)
+
+
+def _deliver_all(outcomes: list[tuple[_Job, Any, BaseException | None]]) -> None:
+    """A group's outcomes in one call per event loop: one wake-up of the loop, not one
+    per unit of work."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, Any, BaseException | None]]] = {}
+    for outcome in outcomes:
+        by_loop.setdefault(outcome[0].loop, []).append(outcome)
+    for loop, settled in by_loop.items():
+        loop.call_soon_threadsafe(_settle_all, settled)
+
+
+def _settle_all(outcomes: list[tuple[_Job, Any, BaseException | None]]) -> None:
+    for job, result, error in outcomes:
+        _settle_job(job, result, error)
 
 
 class _SqliteWriter:
@@ -247,12 +263,13 @@ class _SqliteWriter:
             _finish(conn, raw, commit=True)
         except BaseException as exc:  # the commit failed: nothing of the group is durable
             _finish(conn, raw, commit=False)
-            for job in group:
-                _deliver(job, None, exc)
+            _deliver_all([(job, None, exc) for job in group])
             return
-        for job, (result, error, appended) in zip(group, outcomes, strict=True):
+        for _, _, appended in outcomes:
             count_appended(appended)
-            _deliver(job, result, error)
+        _deliver_all(
+            [(job, result, error) for job, (result, error, _) in zip(group, outcomes, strict=True)]
+        )
 
 
 class _SqliteReaders:
