@@ -171,26 +171,31 @@ async def test_a_deleted_newest_event_is_detected(db: Database, store: EventStor
 
 
 def test_spliced_hash_equals_the_envelope_hash(store: EventStore) -> None:
-    """The append hashes the canonical envelope with the payload spliced in; verification
-    hashes the whole envelope: both must agree to the byte, for any content."""
+    """The append puts the canonical envelope text together from quoted values, the
+    payload spliced in; verification hashes canonical_json of the whole envelope: both
+    must agree to the byte, for any content (None, non-ASCII, quotes, escapes)."""
     from datetime import UTC, datetime
     from uuid import uuid4
 
-    from shared.eventstore.ledger import HashText
+    from shared.eventstore.ledger import EnvelopeText
     from shared.kernel.events.envelope import Actor, EventEnvelope, canonical_json, format_timestamp
 
-    for region, causation, text in (("east", None, "plain"), (None, uuid4(), '中文 \u2028 "q"')):
+    cases = (
+        ("east", None, "plain", "agent-1", "t-1"),
+        (None, uuid4(), '中文 \u2028 "q"', 'a\\gent "1"\n\x00é', "t-\t1/ü"),
+    )
+    for region, causation, text, subject, stream_id in cases:
         envelope = EventEnvelope(
             event_id=uuid4(),
             position=7,
             stream_type="ticket",
-            stream_id="t-1",
+            stream_id=stream_id,
             stream_version=3,
             event_type="TicketClosed",
-            schema_version=1,
+            schema_version=2,
             occurred_at=datetime(2026, 11, 1, 8, 30, 1, 5, tzinfo=UTC),
             recorded_at=datetime(2026, 11, 1, 8, 30, 2, tzinfo=UTC),
-            actor=Actor(subject="agent-1", role="call_center_agent"),
+            actor=Actor(subject=subject, role="call_center_agent"),
             service="intake",
             correlation_id=uuid4(),
             causation_id=causation,
@@ -200,25 +205,26 @@ def test_spliced_hash_equals_the_envelope_hash(store: EventStore) -> None:
             hash="",
         )
         d = envelope.model_dump(mode="python", exclude={"hash"})
-        head = {
-            "actor": {"role": d["actor"]["role"], "subject": d["actor"]["subject"]},
+        common = {
+            "actor_role": d["actor"]["role"],
+            "actor_subject": d["actor"]["subject"],
             "causation_id": str(causation) if causation else None,
             "correlation_id": str(d["correlation_id"]),
-            "event_id": str(d["event_id"]),
-            "event_type": d["event_type"],
-            "occurred_at": format_timestamp(d["occurred_at"]),
-        }
-        rest = {
-            "recorded_at": format_timestamp(d["recorded_at"]),
             "region": region,
-            "schema_version": 1,
             "service": "intake",
-            "stream_id": "t-1",
+            "stream_id": stream_id,
             "stream_type": "ticket",
-            "stream_version": 3,
         }
-        text = HashText.of(head, canonical_json(d["payload"]), rest)
-        assert text.hash(7, d["prev_hash"]) == envelope.computed_hash()
+        shared = EnvelopeText.of(common, format_timestamp(d["recorded_at"]))
+        hash_text = shared.event(
+            str(d["event_id"]),
+            "TicketClosed",
+            format_timestamp(d["occurred_at"]),
+            canonical_json(d["payload"]),
+            2,
+            3,
+        )
+        assert hash_text.hash(7, d["prev_hash"]) == envelope.computed_hash()
 
 
 async def test_units_of_work_queued_together_commit_independently(

@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
 
@@ -145,16 +145,32 @@ class _Job:
     loop: asyncio.AbstractEventLoop
 
 
-def _deliver(job: _Job, result: Any, error: BaseException | None) -> None:
-    def settle() -> None:
-        if job.future.cancelled():
-            return
-        if error is not None:
-            job.future.set_exception(error)
-        else:
-            job.future.set_result(result)
+def _settle_job(job: _Job, result: Any, error: BaseException | None) -> None:
+    if job.future.cancelled():
+        return
+    if error is not None:
+        job.future.set_exception(error)
+    else:
+        job.future.set_result(result)
 
-    job.loop.call_soon_threadsafe(settle)
+
+def _deliver(job: _Job, result: Any, error: BaseException | None) -> None:
+    job.loop.call_soon_threadsafe(_settle_job, job, result, error)
+
+
+def _deliver_all(outcomes: list[tuple[_Job, Any, BaseException | None]]) -> None:
+    """A group's outcomes in one call per event loop: one wake-up of the loop, not one
+    per unit of work."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, Any, BaseException | None]]] = {}
+    for outcome in outcomes:
+        by_loop.setdefault(outcome[0].loop, []).append(outcome)
+    for loop, settled in by_loop.items():
+        loop.call_soon_threadsafe(_settle_all, settled)
+
+
+def _settle_all(outcomes: list[tuple[_Job, Any, BaseException | None]]) -> None:
+    for job, result, error in outcomes:
+        _settle_job(job, result, error)
 
 
 class _SqliteWriter:
@@ -247,12 +263,13 @@ class _SqliteWriter:
             _finish(conn, raw, commit=True)
         except BaseException as exc:  # the commit failed: nothing of the group is durable
             _finish(conn, raw, commit=False)
-            for job in group:
-                _deliver(job, None, exc)
+            _deliver_all([(job, None, exc) for job in group])
             return
-        for job, (result, error, appended) in zip(group, outcomes, strict=True):
+        for _, _, appended in outcomes:
             count_appended(appended)
-            _deliver(job, result, error)
+        _deliver_all(
+            [(job, result, error) for job, (result, error, _) in zip(group, outcomes, strict=True)]
+        )
 
 
 class _SqliteReaders:
@@ -311,19 +328,25 @@ class _PgWriter:
     commit together in the next one — one lock on the position counter and one commit for
     the lot, so concurrent appenders scale. If any of a group fails, the group is rolled
     back and each runs alone, so one failure never takes the others with it (units of work
-    have no effect outside the database and can run again)."""
+    have no effect outside the database and can run again). The writer keeps its
+    connection between transactions (``_Held``): no pool checkout and return per unit."""
 
     def __init__(
-        self, run_group: Callable[[list[Callable[[Connection], Any]]], Any], max_group: int = 32
+        self,
+        run_group: Callable[[list[Callable[[Connection], Any]], _Held], Any],
+        max_group: int = 32,
     ) -> None:
         self.run_group = run_group
         self.max_group = max_group
+        self.held = _Held()
         self._queue: asyncio.Queue[tuple[Callable[[Connection], Any], asyncio.Future[Any]]]
         self._task: asyncio.Task[None] | None = None
 
     async def submit(self, work: Callable[[Connection], T]) -> T:
         loop = asyncio.get_running_loop()
         if self._task is None or self._task.done() or self._task.get_loop() is not loop:
+            if self._task is not None and self._task.get_loop() is not loop:
+                self.held = _Held()  # the old loop's connection cannot serve this one
             self._queue = asyncio.Queue()
             self._task = loop.create_task(self._drain(), name="postgres-writer")
         future: asyncio.Future[T] = loop.create_future()
@@ -338,7 +361,7 @@ class _PgWriter:
             group = [(w, f) for w, f in group if not f.cancelled()]
             if len(group) > 1:
                 try:
-                    results = await self.run_group([w for w, _ in group])
+                    results = await self.run_group([w for w, _ in group], self.held)
                 except Exception:
                     pass  # someone in the group failed: run each alone, below
                 else:
@@ -347,7 +370,7 @@ class _PgWriter:
                     continue
             for work, future in group:
                 try:
-                    (result,) = await self.run_group([work])
+                    (result,) = await self.run_group([work], self.held)
                 except Exception as exc:
                     _settle(future, None, exc)
                 else:
@@ -358,6 +381,7 @@ class _PgWriter:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, RuntimeError):
                 await self._task
+        await self.held.release()
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
@@ -441,36 +465,82 @@ def _unavailable(exc: BaseException) -> DatabaseUnavailable:
     return DatabaseUnavailable(f"the database is unavailable: {type(exc).__name__}")
 
 
+class _Held:
+    """The PostgreSQL writer's own connection, kept from one transaction to the next
+    (checked out of the pool once); dropped when it failed or its server went away."""
+
+    def __init__(self) -> None:
+        self.conn: AsyncConnection | None = None
+        self.raw: Any = None
+
+    async def take(self, engine: AsyncEngine) -> tuple[AsyncConnection, Any]:
+        if self.conn is not None and (self.conn.invalidated or self.raw.is_closed()):
+            await self.release()
+        if self.conn is None:
+            self.conn = await engine.connect()
+            self.raw = (await self.conn.get_raw_connection()).driver_connection
+        return self.conn, self.raw
+
+    async def release(self) -> None:
+        conn, self.conn, self.raw = self.conn, None, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+
 async def _pg_once(
     engine: AsyncEngine,
     work: Callable[[Connection], T],
     transactional: bool,
     state: dict[str, bool],
+    held: _Held | None = None,
 ) -> tuple[T, list[Committed]]:
-    """One attempt on one pooled connection. A connection that failed (lost, or left
-    mid-statement by a cancelled request) is invalidated, never handed out again."""
-    async with engine.connect() as conn:
-        try:
-            take_appended(conn.info)
-            if not transactional:
-                return await conn.run_sync(work), []
+    """One attempt, on the writer's held connection or one from the pool. A connection
+    that failed (lost, or left mid-statement by a cancellation) is invalidated, never
+    used again."""
+    if held is None:
+        async with engine.connect() as conn:
             raw = (await conn.get_raw_connection()).driver_connection
-            assert raw is not None
-            transaction = raw.transaction()
-            await transaction.start()
-            try:
-                result = await conn.run_sync(work)
-            except BaseException:
-                await transaction.rollback()
-                raise
-            state["committing"] = True
-            await transaction.commit()
-            return result, take_appended(conn.info)
-        except BaseException as exc:
-            if not isinstance(exc, Exception) or _connection_lost(exc):
-                with contextlib.suppress(Exception):
-                    await conn.invalidate()
+            return await _pg_attempt(conn, raw, work, transactional, state)
+    conn, raw = await held.take(engine)
+    try:
+        return await _pg_attempt(conn, raw, work, transactional, state)
+    finally:
+        if conn.invalidated:
+            await held.release()
+
+
+async def _pg_attempt(
+    conn: AsyncConnection,
+    raw: Any,
+    work: Callable[[Connection], T],
+    transactional: bool,
+    state: dict[str, bool],
+) -> tuple[T, list[Committed]]:
+    try:
+        take_appended(conn.info)
+        if not transactional:
+            return await conn.run_sync(work), []
+        # BEGIN and COMMIT on the driver, one round trip each (SQLAlchemy is in
+        # autocommit: it sends neither).
+        await raw.execute("BEGIN")
+        try:
+            result = await conn.run_sync(work)
+        except BaseException:
+            await raw.execute("ROLLBACK")
             raise
+        state["committing"] = True
+        await raw.execute("COMMIT")
+        return result, take_appended(conn.info)
+    except BaseException as exc:
+        if not isinstance(exc, Exception) or _connection_lost(exc):
+            with contextlib.suppress(Exception):
+                await conn.invalidate()
+        raise
+    finally:
+        sync = conn.sync_connection
+        if sync is not None and sync.in_transaction() and not conn.invalidated:
+            sync.rollback()  # SQLAlchemy's own bookkeeping only (autocommit: no SQL)
 
 
 def _pg_engine(url: str, echo: bool) -> AsyncEngine:
@@ -546,13 +616,16 @@ class Database:
             return await self._readers.read(work)
         return await self._pg_run(self._pg_read, work, transactional=False)
 
-    async def _pg_group(self, works: list[Callable[[Connection], Any]]) -> list[Any]:
+    async def _pg_group(self, works: list[Callable[[Connection], Any]], held: _Held) -> list[Any]:
         """Several units of work in one transaction, in order (group commit). A transaction
         that lost a deadlock (or a serialization check) committed nothing: it runs again."""
         for attempt in range(1, 4):
             try:
                 return await self._pg_run(
-                    self._pg_write, lambda c: [work(c) for work in works], transactional=True
+                    self._pg_write,
+                    lambda c: [work(c) for work in works],
+                    transactional=True,
+                    held=held,
                 )
             except Exception as exc:
                 if attempt == 3 or not _lost_a_race(exc):
@@ -561,12 +634,17 @@ class Database:
         raise AssertionError("unreachable")
 
     async def _pg_run(
-        self, engine: AsyncEngine, work: Callable[[Connection], T], *, transactional: bool
+        self,
+        engine: AsyncEngine,
+        work: Callable[[Connection], T],
+        *,
+        transactional: bool,
+        held: _Held | None = None,
     ) -> T:
         for attempt in (1, 2):
             state = {"committing": False}
             try:
-                result, appended = await _pg_once(engine, work, transactional, state)
+                result, appended = await _pg_once(engine, work, transactional, state, held)
             except _RETRIED_ERRORS as exc:
                 # A pooled connection that died is replaced and the work, which never
                 # committed, runs once more; an outage or an unknown commit outcome is 503.

@@ -17,6 +17,8 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from json.encoder import encode_basestring
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import orjson
@@ -83,17 +85,13 @@ class StreamAppend:
 
 # --- hashing ------------------------------------------------------------------------------
 
-# The envelope's keys in canonical (sorted) order, split around the payload so the payload
-# is serialised once and spliced in: the result is byte-identical to canonical_json of the
-# whole envelope (a test checks), which is what EventEnvelope.computed_hash covers.
-_BEFORE_PAYLOAD = (
-    "actor",
-    "causation_id",
-    "correlation_id",
-    "event_id",
-    "event_type",
-    "occurred_at",
-)
+# How canonical_json writes a string (ensure_ascii=False): the envelope text is put
+# together from quoted values instead of serialising a dict per event.
+_quote = encode_basestring
+
+
+def _quote_or_null(value: str | None) -> str:
+    return "null" if value is None else _quote(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,19 +103,61 @@ class HashText:
     before: str
     after: str
 
-    @classmethod
-    def of(cls, head: dict[str, Any], payload_json: str, rest: dict[str, Any]) -> HashText:
-        """``head``: the keys sorting before "payload"; ``rest``: those after
-        "prev_hash" (``recorded_at`` … ``stream_version``)."""
-        before = canonical_json(head)[:-1] + ',"payload":' + payload_json + ',"position":'
-        return cls(before, canonical_json(rest)[1:])
-
     def between(self, prev_hash: str) -> str:
         return ',"prev_hash":"' + prev_hash + '",' + self.after
 
     def hash(self, position: int, prev_hash: str) -> str:
         text_ = self.before + str(position) + self.between(prev_hash)
         return hashlib.sha256(text_.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class EnvelopeText:
+    """The canonical (sorted-key) envelope text the events of one append share, cut where
+    each event's own values go: ``head`` ends with ``"event_id":``, ``recorded`` runs from
+    ``"recorded_at"`` to ``"schema_version":``, ``tail`` from ``,"service"`` to
+    ``"stream_version":``. Byte-identical to canonical_json of the whole envelope, which
+    is what ``EventEnvelope.computed_hash`` (and ``ticketline verify``) hashes: a test
+    checks it for awkward values."""
+
+    head: str
+    recorded: str
+    tail: str
+
+    @classmethod
+    def of(cls, common: dict[str, Any], recorded_at: str) -> EnvelopeText:
+        """``common``: the events row's shared columns (``_drafts``); ``recorded_at``
+        as ``format_timestamp`` writes it."""
+        head = (
+            f'{{"actor":{{"role":{_quote(common["actor_role"])},'
+            f'"subject":{_quote(common["actor_subject"])}}},'
+            f'"causation_id":{_quote_or_null(common["causation_id"])},'
+            f'"correlation_id":{_quote(common["correlation_id"])},"event_id":'
+        )
+        recorded = (
+            f'"recorded_at":{_quote(recorded_at)},'
+            f'"region":{_quote_or_null(common["region"])},"schema_version":'
+        )
+        tail = (
+            f',"service":{_quote(common["service"])},"stream_id":{_quote(common["stream_id"])},'
+            f'"stream_type":{_quote(common["stream_type"])},"stream_version":'
+        )
+        return cls(head, recorded, tail)
+
+    def event(
+        self,
+        event_id: str,
+        event_type: str,
+        occurred_at: str,
+        payload_json: str,
+        schema_version: int,
+        stream_version: int,
+    ) -> HashText:
+        before = (
+            f'{self.head}{_quote(event_id)},"event_type":{_quote(event_type)},'
+            f'"occurred_at":{_quote(occurred_at)},"payload":{payload_json},"position":'
+        )
+        return HashText(before, f"{self.recorded}{schema_version:d}{self.tail}{stream_version:d}}}")
 
 
 # --- statements ---------------------------------------------------------------------------
@@ -158,6 +198,15 @@ _INSERT_EVENT = text(
     ":payload, :prev_hash, :hash)"
 )
 _INSERT_OUTBOX = text("INSERT INTO outbox (position) VALUES (:position)")
+# SQLite, on the sqlite3 connection directly (its statement cache prepares each once).
+_SQLITE_TAKE_POSITIONS = (
+    "UPDATE event_sequence SET last_position = last_position + ? WHERE id = 1 "
+    "RETURNING last_position"
+)
+_SQLITE_INSERT_EVENT = (
+    f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
+)
+_SQLITE_INSERT_OUTBOX = "INSERT INTO outbox (position) VALUES (?)"
 # PostgreSQL, on the driver directly (asyncpg prepares each once per connection): the
 # positions, then events and their outbox rows in one statement — two round trips.
 _PG_TAKE_POSITIONS = (
@@ -321,10 +370,20 @@ def _drafts(
         "causation_id": str(context.causation_id) if context.causation_id else None,
         "region": append.region,
     }
+    recorded_text = format_timestamp(recorded_at)
+    shared = EnvelopeText.of(common, recorded_text)
     # The first event links to the stream's head; the others to the one before (None:
     # known once the one before has its hash).
     return [
-        _draft(item, common, context, head.version + offset + 1, head.hash if offset == 0 else None)
+        _draft(
+            item,
+            common,
+            shared,
+            recorded_text,
+            context,
+            head.version + offset + 1,
+            head.hash if offset == 0 else None,
+        )
         for offset, item in enumerate(pending)
     ]
 
@@ -332,34 +391,26 @@ def _drafts(
 def _draft(
     item: PendingEvent,
     common: dict[str, Any],
+    shared: EnvelopeText,
+    recorded_text: str,
     context: CommandContext,
     version: int,
     prev_hash: str | None,
 ) -> _Draft:
     payload = item.payload
     occurred_at = item.occurred_at or common["recorded_at"]
+    # Most events happen when recorded: one timestamp text for both.
+    occurred_text = recorded_text if item.occurred_at is None else format_timestamp(occurred_at)
     event_id = str(uuid7())
     body = payload.model_dump(mode="json")
     payload_json = canonical_json(body)
-    text_ = HashText.of(
-        {
-            "actor": {"role": common["actor_role"], "subject": common["actor_subject"]},
-            "causation_id": common["causation_id"],
-            "correlation_id": common["correlation_id"],
-            "event_id": event_id,
-            "event_type": payload.event_type,
-            "occurred_at": format_timestamp(occurred_at),
-        },
+    text_ = shared.event(
+        event_id,
+        payload.event_type,
+        occurred_text,
         payload_json,
-        {
-            "recorded_at": format_timestamp(common["recorded_at"]),
-            "region": common["region"],
-            "schema_version": payload.schema_version,
-            "service": common["service"],
-            "stream_id": common["stream_id"],
-            "stream_type": common["stream_type"],
-            "stream_version": version,
-        },
+        payload.schema_version,
+        version,
     )
     row = {
         **common,
@@ -387,6 +438,31 @@ def _chain(drafts: list[_Draft], first_position: int) -> list[dict[str, Any]]:
     return rows
 
 
+_ROW_VALUES = itemgetter(*EVENT_COLUMNS)
+_OCCURRED_AT = EVENT_COLUMNS.index("occurred_at")
+_RECORDED_AT = EVENT_COLUMNS.index("recorded_at")
+assert _RECORDED_AT == _OCCURRED_AT + 1
+
+
+def _sqlite_rows(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """The rows as sqlite3 parameters in ``EVENT_COLUMNS`` order, times as SQLite
+    stores them (each distinct time formatted once: an append shares ``recorded_at``)."""
+    texts: dict[datetime, str] = {}
+
+    def stored(value: datetime) -> str:
+        found = texts.get(value)
+        if found is None:
+            found = texts[value] = _sqlite_time(value)
+        return found
+
+    out = []
+    for r in rows:
+        values = _ROW_VALUES(r)
+        times = (stored(r["occurred_at"]), stored(r["recorded_at"]))
+        out.append(values[:_OCCURRED_AT] + times + values[_RECORDED_AT + 1 :])
+    return out
+
+
 def _pg_append_one(pg: Any, draft: _Draft) -> dict[str, Any]:
     """One event on PostgreSQL in one statement: the server takes the position and
     hashes the same canonical text the other paths hash (sha256 of UTF-8)."""
@@ -406,6 +482,67 @@ def _pg_append_one(pg: Any, draft: _Draft) -> dict[str, Any]:
     except asyncpg.UniqueViolationError as exc:
         raise IntegrityError("INSERT INTO events", None, exc) from exc
     return {**row, "position": position, "hash": hash_}
+
+
+def _write(conn: Connection, drafts: list[_Draft]) -> list[dict[str, Any]]:
+    """Positions, hashes and rows (events and their outbox rows) on the driver at hand."""
+    raw = _raw_sqlite(conn)
+    if raw is not None:
+        return _sqlite_write(raw, drafts)
+    pg = _raw_asyncpg(conn)
+    if pg is not None:
+        if len(drafts) == 1:
+            return [_pg_append_one(pg, drafts[0])]
+        return _pg_write(pg, drafts)
+    # Other drivers (aiosqlite under the legacy API): SQLite's stored time format.
+    last = conn.execute(_TAKE_POSITIONS, {"n": len(drafts)}).scalar_one()
+    rows = _chain(drafts, int(last) - len(drafts) + 1)
+    times = ("occurred_at", "recorded_at")
+    conn.execute(
+        _INSERT_EVENT,
+        [{k: (_sqlite_time(v) if k in times else v) for k, v in r.items()} for r in rows],
+    )
+    conn.execute(_INSERT_OUTBOX, [{"position": r["position"]} for r in rows])
+    return rows
+
+
+def _sqlite_write(raw: Any, drafts: list[_Draft]) -> list[dict[str, Any]]:
+    """The counter row is written first: the writer holds SQLite's write lock from then
+    until commit, so positions are gap-free and visible in order."""
+    import sqlite3
+
+    count = len(drafts)
+    last = raw.execute(_SQLITE_TAKE_POSITIONS, (count,)).fetchone()[0]
+    rows = _chain(drafts, int(last) - count + 1)
+    values = _sqlite_rows(rows)
+    try:
+        if count == 1:
+            raw.execute(_SQLITE_INSERT_EVENT, values[0])
+        else:
+            raw.executemany(_SQLITE_INSERT_EVENT, values)
+    except sqlite3.IntegrityError as exc:
+        raise IntegrityError("INSERT INTO events", None, exc) from exc
+    if count == 1:
+        raw.execute(_SQLITE_INSERT_OUTBOX, (rows[0]["position"],))
+    else:
+        raw.executemany(_SQLITE_INSERT_OUTBOX, [(r["position"],) for r in rows])
+    return rows
+
+
+def _pg_write(pg: Any, drafts: list[_Draft]) -> list[dict[str, Any]]:
+    """Several events: the positions (the counter row stays locked until commit, which
+    orders appenders), then events and outbox rows in one statement."""
+    import asyncpg
+
+    count = len(drafts)
+    last = await_only(pg.fetchval(_PG_TAKE_POSITIONS, count))
+    rows = _chain(drafts, int(last) - count + 1)
+    columns = [[r[k] for r in rows] for k in EVENT_COLUMNS]
+    try:
+        await_only(pg.execute(_PG_INSERT_EVENTS_AND_OUTBOX, *columns))
+    except asyncpg.UniqueViolationError as exc:
+        raise IntegrityError("INSERT INTO events", None, exc) from exc
+    return rows
 
 
 def _envelope(row: dict[str, Any], draft: _Draft) -> EventEnvelope:
@@ -461,73 +598,16 @@ class EventStore:
         for append in appends:
             head = append.head or self.stream_head(conn, append.stream_id)
             drafts += _drafts(append, head, recorded_at, context)
-        pg = _raw_asyncpg(conn)
         try:
-            if pg is not None and len(drafts) == 1:
-                rows = [_pg_append_one(pg, drafts[0])]
-            else:
-                first = self._take_positions(conn, pg, len(drafts))
-                rows = _chain(drafts, first)
-                self._insert(conn, pg, rows)
+            rows = _write(conn, drafts)
         except IntegrityError as exc:
             failed = appends[0]
             raise ConcurrencyError(
                 failed.stream_id, (failed.head or StreamHead()).version, None
             ) from exc
         envelopes = [_envelope(row, draft) for row, draft in zip(rows, drafts, strict=True)]
-        note_appended(conn.info, ((e.service, e.event_type) for e in envelopes))
+        note_appended(conn.info, [(e.service, e.event_type) for e in envelopes])
         return envelopes
-
-    @staticmethod
-    def _take_positions(conn: Connection, pg: Any | None, count: int) -> int:
-        """The first of ``count`` new positions. The counter row stays locked until commit,
-        which orders appenders: positions are gap-free and visible in order."""
-        raw = _raw_sqlite(conn)
-        if raw is not None:
-            sql = "UPDATE event_sequence SET last_position = last_position + ? WHERE id = 1 RETURNING last_position"
-            last = raw.execute(sql, (count,)).fetchone()[0]
-        elif pg is not None:
-            last = await_only(pg.fetchval(_PG_TAKE_POSITIONS, count))
-        else:
-            last = conn.execute(_TAKE_POSITIONS, {"n": count}).scalar_one()
-        return int(last) - count + 1
-
-    @staticmethod
-    def _insert(conn: Connection, pg: Any | None, rows: list[dict[str, Any]]) -> None:
-        raw = _raw_sqlite(conn)
-        if raw is not None:
-            import sqlite3
-
-            times = ("occurred_at", "recorded_at")
-            values = [
-                tuple(_sqlite_time(r[c]) if c in times else r[c] for c in EVENT_COLUMNS)
-                for r in rows
-            ]
-            marks = ",".join("?" * len(EVENT_COLUMNS))
-            try:
-                raw.executemany(f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES ({marks})", values)
-            except sqlite3.IntegrityError as exc:
-                raise IntegrityError("INSERT INTO events", None, exc) from exc
-            raw.executemany(
-                "INSERT INTO outbox (position) VALUES (?)", [(r["position"],) for r in rows]
-            )
-            return
-        if pg is not None:
-            import asyncpg
-
-            columns = [[r[k] for r in rows] for k in EVENT_COLUMNS]
-            try:
-                await_only(pg.execute(_PG_INSERT_EVENTS_AND_OUTBOX, *columns))
-            except asyncpg.UniqueViolationError as exc:
-                raise IntegrityError("INSERT INTO events", None, exc) from exc
-            return
-        # Other drivers (aiosqlite under the legacy API): SQLite's stored time format.
-        times = ("occurred_at", "recorded_at")
-        conn.execute(
-            _INSERT_EVENT,
-            [{k: (_sqlite_time(v) if k in times else v) for k, v in r.items()} for r in rows],
-        )
-        conn.execute(_INSERT_OUTBOX, [{"position": r["position"]} for r in rows])
 
     def append_to_stream(
         self,

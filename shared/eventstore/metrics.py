@@ -69,11 +69,20 @@ def take_appended(info: MutableMapping[Any, Any]) -> list[Committed]:
     return info.pop(_APPENDED_KEY, None) or []
 
 
+# The counter's child per (service, event_type): ``labels()`` takes a lock and builds
+# its key on every call, a measurable part of a one-event transaction.
+_APPENDED_CHILDREN: dict[tuple[str, str], Any] = {}
+
+
 def count_appended(items: Iterable[Committed]) -> None:
     """Called once the transaction committed: a rolled-back append never counts."""
     for item in items:
         if callable(item):
             item()
-        else:
+            continue
+        child = _APPENDED_CHILDREN.get(item)
+        if child is None:
             service, event_type = item
-            EVENTS_APPENDED.labels(service=service, event_type=event_type).inc()
+            child = EVENTS_APPENDED.labels(service=service, event_type=event_type)
+            _APPENDED_CHILDREN[item] = child
+        child.inc()
