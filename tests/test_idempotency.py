@@ -46,3 +46,20 @@ async def test_a_record_fingerprinted_the_old_way_still_replays(
     with pytest.raises(ProblemError) as other:
         await run({**body, "reading": 2e-7})
     assert other.value.status == 422
+
+
+async def test_a_second_record_of_one_key_is_an_integrity_error(
+    db: Database, clock: ManualClock
+) -> None:
+    """The record is written on the driver directly; its unique violation is still
+    SQLAlchemy's ``IntegrityError`` (what ``run_idempotent`` settles a race by)."""
+    from sqlalchemy.exc import IntegrityError
+
+    from shared.http.idempotency import _RECORD
+
+    def record(conn: Any) -> None:
+        _RECORD.execute(conn, "s", "k-1", "h", 201, "{}", None, clock.now())
+
+    await db.write(record)
+    with pytest.raises(IntegrityError):
+        await db.write(record)
