@@ -17,14 +17,22 @@ with the idempotency record: a retry with the same key returns the first answer.
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from fastapi import Depends, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import Connection
 
 from shared.app.executor import Handling, Invocation
 from shared.app.platform import Platform
-from shared.http.context import Principal, admit, command_context, current_principal, known_roles
+from shared.http.context import (
+    ApiKey,
+    Bearer,
+    Principal,
+    admit,
+    command_context,
+    known_roles,
+    principal_of,
+)
 from shared.http.headers import (
     check_idempotency_key,
     idempotency_key_header,
@@ -77,11 +85,12 @@ def command_call(
 
     async def dependency(
         request: Request,
-        principal: Principal = Depends(current_principal),
+        _b: Bearer,
+        _k: ApiKey,
         key: str | None = idempotency_key_header(),
         if_match: str | None = if_match_header(),
     ) -> CommandCall:
-        admit(principal, allowed, scope)
+        principal = admit(principal_of(request), allowed, scope)
         if rate_limit:
             take_rate(request, rate_limit, principal)
         key = check_idempotency_key(key)

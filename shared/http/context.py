@@ -14,6 +14,7 @@ import hashlib
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Annotated
 from uuid import UUID, uuid4
 
 from fastapi import Depends, Request
@@ -122,6 +123,18 @@ async def current_principal(
     _b: object = Depends(_bearer),
     _k: object = Depends(_api_key),
 ) -> Principal:
+    return principal_of(request)
+
+
+# For a dependency that authenticates inline (``principal_of``): the same security
+# schemes in the OpenAPI document as ``Depends(current_principal)``.
+Bearer = Annotated[object, Depends(_bearer)]
+ApiKey = Annotated[object, Depends(_api_key)]
+
+
+def principal_of(request: Request) -> Principal:
+    """The caller of ``request`` (authenticated once per request); 401 without valid
+    credentials."""
     cached: Principal | None = getattr(request.state, "principal", None)
     if cached is not None:
         return cached
