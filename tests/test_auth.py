@@ -430,3 +430,39 @@ async def test_separate_service_processes_need_a_shared_verification_key(
     )
     with pytest.raises(SystemExit, match="TICKETLINE_AUTH_JWKS_URL"):
         await serve_one(settings, "intake", None)
+
+
+def test_a_verified_token_is_reused_until_it_expires(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each caller sends one token many times: its verification is kept (one signature
+    check per token and minute), yet never past its expiry (with the leeway)."""
+    from shared.http.auth import tokens
+    from shared.http.auth.tokens import TOKEN_CACHE_SECONDS, InvalidCredentials
+
+    now = [time.time()]
+    settings = Settings(data_dir=tmp_path, auth=AuthSettings(jwt_secret=TEST_JWT_SECRET))
+    verifier = Authenticator(settings, clock=lambda: now[0])
+    decoded: list[str] = []
+    real_decode = tokens.jwt.decode
+    monkeypatch.setattr(
+        tokens.jwt,
+        "decode",
+        lambda token, *a, **k: decoded.append(token) or real_decode(token, *a, **k),
+    )
+    token = token_for("auditor", ttl_seconds=2 * int(TOKEN_CACHE_SECONDS))
+    assert verifier.verify_token(token).role == "auditor"
+    assert verifier.verify_token(token).role == "auditor"
+    assert len(decoded) == 1
+    now[0] += TOKEN_CACHE_SECONDS + 1  # the entry lapsed: verified again
+    assert verifier.verify_token(token).role == "auditor"
+    assert len(decoded) == 2
+    # Past exp + leeway the cached claims are refused at once, as PyJWT would.
+    now[0] += TOKEN_CACHE_SECONDS + settings.auth.leeway_seconds
+    with pytest.raises(InvalidCredentials, match="expired"):
+        verifier.verify_token(token)
+    # A token that failed verification is never cached.
+    forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    for _ in range(2):
+        with pytest.raises(InvalidCredentials):
+            verifier.verify_token(forged)

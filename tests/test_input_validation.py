@@ -388,6 +388,32 @@ async def test_invalid_text_is_422_naming_the_field_before_any_work(
         assert (await client.get(f"/tickets/{tid}")).status_code == 200
 
 
+def test_only_bodies_that_may_hold_invalid_text_are_walked() -> None:
+    """The raw-bytes screen before the walk: NUL and lone surrogates reach a parsed string
+    only through these bytes, raw or escaped, in UTF-8, UTF-16 or UTF-32."""
+    from shared.http.validation import may_hold_invalid_text
+
+    for text in BAD_TEXT:
+        for ascii_only in (True, False):
+            raw = json.dumps({"name": text}, ensure_ascii=ascii_only)
+            assert may_hold_invalid_text(raw.encode("utf-8", "surrogatepass"))
+        for encoding in ("utf-16", "utf-32"):
+            assert may_hold_invalid_text(json.dumps({"name": text}).encode(encoding))
+    clean = json.dumps({"name": "李伟 Łukasz Ωmega", "n": 1}, ensure_ascii=False).encode()
+    assert not may_hold_invalid_text(clean)
+
+
+async def test_a_raw_utf8_surrogate_in_the_body_is_422(platform: Platform) -> None:
+    """JSON parsing decodes with ``surrogatepass``: the bytes of a lone surrogate written
+    raw (not as an escape) are refused too."""
+    app = app_factory("intake")(platform)
+    headers = {**headers_for("call_center_agent"), "content-type": "application/json"}
+    data = {**RECEIVE_EXAMPLE, "customer": {**RECEIVE_EXAMPLE["customer"], "name": "Li\ud800"}}
+    body = json.dumps(data, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    answer = await asgi.call(app, "POST", "/tickets", headers=headers, body=body)
+    assert_problem(answer, 422, "customer.name")
+
+
 async def test_a_token_subject_that_is_not_text_is_401(platform: Platform) -> None:
     """On both databases: the subject becomes the event's actor (a 500 on PostgreSQL)."""
     import jwt

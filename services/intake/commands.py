@@ -4,11 +4,8 @@ service's executor — inside the caller's unit of work (one transaction)."""
 from __future__ import annotations
 
 from datetime import datetime
-from functools import cache
-from typing import Any
 
-from sqlalchemy import Connection, bindparam
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection
 
 from services.intake import domain, read_models
 from services.intake.read_models import find_open_duplicate
@@ -16,6 +13,7 @@ from services.intake.tables import ticket_number_counters
 from shared.app.config import Settings
 from shared.app.executor import Handling, Outcome
 from shared.eventstore.personal import PersonalData
+from shared.eventstore.personal.raw import Statement
 from shared.kernel.errors import NotFound
 from shared.kernel.events.customers import customer_stream_id
 from shared.kernel.ids import uuid7
@@ -24,21 +22,19 @@ from shared.kernel.sla import SlaPin, SlaTerms
 from shared.kernel.ticket import TICKETS, TicketState
 from shared.readmodels.sla import TermsReader
 
-
-@cache
-def _take_number(dialect: str) -> Any:
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    counters = ticket_number_counters
-    statement = insert(counters).values(day=bindparam("day"), last_number=1)
-    return statement.on_conflict_do_update(
-        index_elements=[counters.c.day], set_={"last_number": counters.c.last_number + 1}
-    ).returning(counters.c.last_number)
+# Plain SQL on the driver (both databases speak it): one per new ticket, where
+# SQLAlchemy's per-statement work cost more than the upsert.
+_TAKE_NUMBER = Statement(
+    f"INSERT INTO {ticket_number_counters.name} (day, last_number) VALUES (:day, 1) "
+    "ON CONFLICT (day) DO UPDATE SET last_number = "
+    f"{ticket_number_counters.name}.last_number + 1 RETURNING last_number"
+)
 
 
 def next_ticket_number(conn: Connection, now: datetime, prefix: str) -> str:
     """``TL-YYYYMMDD-NNNNNN``: unique, and sorts by day (UTC) then arrival."""
     day = now.strftime("%Y%m%d")
-    number = conn.execute(_take_number(conn.dialect.name), {"day": day}).scalar_one()
+    number = int(_TAKE_NUMBER.scalar(conn, day))
     return f"{prefix}-{day}-{number:06d}"
 
 

@@ -3,6 +3,8 @@ value outside its format is a 422 problem naming the header, before any work sta
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import Header
 
 from shared.http.params import MAX_POSITION, MAX_STREAM_VERSION, parse_ascii_uint
@@ -23,16 +25,31 @@ def invalid_header(name: str, message: str) -> ProblemError:
     )
 
 
-async def expected_version(
-    if_match: str | None = Header(
+def if_match_header() -> Any:
+    """The ``If-Match`` request header as a route (or dependency) parameter declares it."""
+    return Header(
         default=None,
         alias="If-Match",
         description='The stream version you last read (the ETag, e.g. `"3"`; `W/"3"` and '
         "`3` are accepted too): ASCII digits, at most 2147483647. A stale version gets 409 "
         "instead of overwriting someone else's change.",
         json_schema_extra={"pattern": IF_MATCH_PATTERN, "examples": ['"3"']},
-    ),
-) -> int | None:
+    )
+
+
+def idempotency_key_header() -> Any:
+    """The ``Idempotency-Key`` request header as a parameter declares it."""
+    return Header(
+        default=None,
+        alias="Idempotency-Key",
+        description="Retry-safe key (1 to 200 characters, e.g. a UUID): the same key returns "
+        "the first result, never a second one.",
+        json_schema_extra={"minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX},
+    )
+
+
+def parse_if_match(if_match: str | None) -> int | None:
+    """The stream version ``If-Match`` names (None without one); 422 when malformed."""
     if if_match is None:
         return None
     raw = if_match.strip().removeprefix("W/").strip('"')
@@ -42,15 +59,7 @@ async def expected_version(
         raise invalid_header("If-Match", f'not a stream version such as "3": {exc}') from None
 
 
-async def idempotency_key(
-    idempotency_key: str | None = Header(
-        default=None,
-        alias="Idempotency-Key",
-        description="Retry-safe key (1 to 200 characters, e.g. a UUID): the same key returns "
-        "the first result, never a second one.",
-        json_schema_extra={"minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX},
-    ),
-) -> str | None:
+def check_idempotency_key(idempotency_key: str | None) -> str | None:
     if idempotency_key is not None and not 1 <= len(idempotency_key) <= IDEMPOTENCY_KEY_MAX:
         raise invalid_header("Idempotency-Key", f"1 to {IDEMPOTENCY_KEY_MAX} characters")
     return idempotency_key

@@ -8,24 +8,24 @@ wrote, then returns the first's stored response. So a key yields exactly one out
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import orjson
 from fastapi.responses import JSONResponse
-from sqlalchemy import Connection, bindparam, insert, select
+from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from shared.eventstore.db import Database
+from shared.eventstore.personal.raw import Statement
 from shared.eventstore.tables import idempotency_keys
 from shared.http.headers import etag
 from shared.http.problems import ProblemError
 from shared.kernel.events.envelope import canonical_json
 
-if TYPE_CHECKING:
-    pass
+_TABLE = idempotency_keys.name
 
 
 @dataclass(frozen=True)
@@ -40,22 +40,52 @@ Command = Callable[[Connection], CommandResponse]
 
 
 def request_fingerprint(body: Any) -> str:
+    """SHA-256 of the body as JSON with sorted keys (orjson: the same bytes as
+    ``canonical_json`` for request bodies, at a third of the cost)."""
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def _legacy_fingerprint(body: Any) -> str:
+    """The fingerprint as ``canonical_json`` writes it: records stored before the orjson
+    one (where the two differ, e.g. some floats) still match their retries."""
     return hashlib.sha256(canonical_json(body).encode()).hexdigest()
 
 
-# Built once: every command runs these two (SQLAlchemy then reuses the compiled form).
-_STORED = select(idempotency_keys).where(
-    idempotency_keys.c.scope == bindparam("scope"), idempotency_keys.c.key == bindparam("key")
+class JSONBody(JSONResponse):
+    """``JSONResponse`` rendered by orjson: the same compact UTF-8 JSON, faster."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+# Every command runs these two: plain SQL on the driver (SQLAlchemy's per-statement work
+# was a tenth of a small command's cost).
+_STORED = Statement(
+    f"SELECT request_hash, status_code, response_body, resource_location FROM {_TABLE} "
+    "WHERE scope = :scope AND key = :key"
 )
-_RECORD = insert(idempotency_keys)
+_RECORD = Statement(
+    f"INSERT INTO {_TABLE} (scope, key, request_hash, status_code, response_body, "
+    "resource_location, created_at) VALUES (:scope, :key, :request_hash, :status_code, "
+    ":response_body, :resource_location, :created_at)"
+)
 
 
-def _stored(conn: Connection, scope: str, key: str) -> Any:
-    return conn.execute(_STORED, {"scope": scope, "key": key}).first()
+@dataclass(frozen=True)
+class _Record:
+    request_hash: str
+    status_code: int
+    response_body: str
+    resource_location: str | None
 
 
-def _replay(row: Any, fingerprint: str) -> CommandResponse:
-    if row.request_hash != fingerprint:
+def _stored(conn: Connection, scope: str, key: str) -> _Record | None:
+    row = _STORED.first(conn, scope, key)
+    return None if row is None else _Record(*row)
+
+
+def _replay(row: _Record, fingerprint: str, body: Any) -> CommandResponse:
+    if row.request_hash != fingerprint and row.request_hash != _legacy_fingerprint(body):
         raise ProblemError(
             422,
             "idempotency-key-reused",
@@ -64,30 +94,34 @@ def _replay(row: Any, fingerprint: str) -> CommandResponse:
             errors=[{"field": "Idempotency-Key", "message": "reused with a different body"}],
         )
     return CommandResponse(
-        row.status_code, json.loads(row.response_body), row.resource_location, replayed=True
+        row.status_code, orjson.loads(row.response_body), row.resource_location, replayed=True
     )
 
 
 def _once(
-    conn: Connection, scope: str, key: str, fingerprint: str, command: Command, now: datetime
+    conn: Connection,
+    scope: str,
+    key: str,
+    request: tuple[str, Any],
+    command: Command,
+    now: datetime,
 ) -> CommandResponse:
     """The unit of work of an idempotent command: the stored answer, or the command's
-    answer stored with it."""
+    answer stored with it. ``request``: the body's fingerprint and the body."""
+    fingerprint, body = request
     row = _stored(conn, scope, key)
     if row is not None:
-        return _replay(row, fingerprint)
+        return _replay(row, fingerprint, body)
     response = command(conn)
-    conn.execute(
-        _RECORD,
-        {
-            "scope": scope,
-            "key": key,
-            "request_hash": fingerprint,
-            "status_code": response.status_code,
-            "response_body": canonical_json(response.body),
-            "resource_location": response.location,
-            "created_at": now,
-        },
+    _RECORD.execute(
+        conn,
+        scope,
+        key,
+        fingerprint,
+        response.status_code,
+        orjson.dumps(response.body, option=orjson.OPT_SORT_KEYS).decode(),
+        response.location,
+        now,
     )
     return response
 
@@ -112,16 +146,16 @@ async def run_idempotent(
             "Idempotency-Key must be 1 to 200 characters",
             errors=[{"field": "Idempotency-Key", "message": "1 to 200 characters"}],
         )
-    fingerprint = request_fingerprint(request_body)
+    request = (request_fingerprint(request_body), request_body)
     for _attempt in range(3):
         try:
-            return await db.write(lambda c: _once(c, scope, key, fingerprint, command, now))
+            return await db.write(lambda c: _once(c, scope, key, request, command, now))
         except IntegrityError:
             # A concurrent request with the same key committed first: all this one wrote
             # is rolled back; answer with the stored outcome.
             row = await db.read(lambda c: _stored(c, scope, key))
             if row is not None:
-                return _replay(row, fingerprint)
+                return _replay(row, *request)
     raise ProblemError(409, "idempotency-conflict", "Could not settle the Idempotency-Key; retry")
 
 
@@ -135,4 +169,4 @@ def to_response(response: CommandResponse) -> JSONResponse:
         headers["Location"] = response.location
     if response.replayed:
         headers["Idempotent-Replayed"] = "true"
-    return JSONResponse(response.body, status_code=response.status_code, headers=headers)
+    return JSONBody(response.body, status_code=response.status_code, headers=headers)

@@ -7,15 +7,15 @@ import json
 import math
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.app.config import AuthSettings
-from shared.http.context import Principal, allow
+from shared.http.context import Principal
 from shared.http.problems import PROBLEM_BASE, ProblemError
 
 SECURITY_HEADERS = {
@@ -205,35 +205,27 @@ class TokenBucketLimiter:
             return (1.0 - bucket.tokens) / self.rate
 
 
-def rate_limited(
-    name: str, *roles: str, scope: str | None = None
-) -> Callable[..., Awaitable[Principal]]:
-    """``allow(*roles, scope=...)`` plus the ``name`` rate limit per subject (429 problem
-    with Retry-After when its bucket is empty)."""
-    admitted = allow(*roles, scope=scope)
-
-    async def dependency(request: Request, principal: Principal = Depends(admitted)) -> Principal:
-        state = request.app.state
-        limiters: dict[str, TokenBucketLimiter] | None = getattr(state, "limiters", None)
-        if limiters is None:
-            limiters = state.limiters = {}
-        limiter = limiters.get(name)
-        if limiter is None:
-            auth = state.platform.settings.auth
-            limiter = limiters[name] = TokenBucketLimiter(
-                getattr(auth, f"{name}_rate_per_minute"), getattr(auth, f"{name}_burst")
-            )
-        wait = limiter.take(principal.subject)
-        if wait > 0:
-            retry_after = max(1, math.ceil(wait))
-            raise ProblemError(
-                429,
-                "rate-limited",
-                "Too many requests",
-                f"{name} is limited per caller; retry in {retry_after} s",
-                headers={"Retry-After": str(retry_after)},
-                retry_after=retry_after,
-            )
-        return principal
-
-    return dependency
+def take_rate(request: Request, name: str, principal: Principal) -> None:
+    """One request of ``principal`` against the ``name`` rate limit (per subject): 429
+    problem with Retry-After when its bucket is empty."""
+    state = request.app.state
+    limiters: dict[str, TokenBucketLimiter] | None = getattr(state, "limiters", None)
+    if limiters is None:
+        limiters = state.limiters = {}
+    limiter = limiters.get(name)
+    if limiter is None:
+        auth = state.platform.settings.auth
+        limiter = limiters[name] = TokenBucketLimiter(
+            getattr(auth, f"{name}_rate_per_minute"), getattr(auth, f"{name}_burst")
+        )
+    wait = limiter.take(principal.subject)
+    if wait > 0:
+        retry_after = max(1, math.ceil(wait))
+        raise ProblemError(
+            429,
+            "rate-limited",
+            "Too many requests",
+            f"{name} is limited per caller; retry in {retry_after} s",
+            headers={"Retry-After": str(retry_after)},
+            retry_after=retry_after,
+        )

@@ -13,7 +13,6 @@ declaring anything.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import Request
@@ -85,10 +84,19 @@ async def valid_text_input(request: Request) -> None:
     if not _json_body(request):
         return  # a file upload (streamed by its route, which checks its text itself)
     body = await request.body()  # cached: the route's own parsing reads the same bytes
-    if not body:
+    if not body or not may_hold_invalid_text(body):
         return
     try:
-        document = json.loads(body)
+        # Parsed once: FastAPI parsed the route's body into this request already.
+        document = await request.json()
     except (ValueError, RecursionError):
         return  # not JSON (or too deep): the route's body parsing answers
     check_document(document)
+
+
+def may_hold_invalid_text(body: bytes) -> bool:
+    """Whether a string parsed from this JSON text can hold NUL or a lone surrogate: only
+    through a ``\\u`` escape, a NUL byte, or the UTF-8 lead byte 0xED of U+D000–U+DFFF
+    (``json.loads`` decodes with ``surrogatepass``; UTF-16/32 bodies have NUL bytes). Most
+    bodies have none of them and skip the walk."""
+    return b"\\u" in body or b"\x00" in body or b"\xed" in body

@@ -1,16 +1,20 @@
-"""The few statements on the append's path (a new customer's key, a phone's blind index,
-the lookup), run on the driver directly as the ledger's append does: SQLAlchemy's
-per-statement work would cost more than the cipher itself. Other drivers go through
-SQLAlchemy."""
+"""The few statements on a command's hot path (a new customer's key, a phone's blind index,
+the lookup; a ticket number, the duplicate check, the idempotency record), run on the
+driver directly as the ledger's append does: SQLAlchemy's per-statement work would cost
+more than the statement itself. Other drivers go through SQLAlchemy. A unique violation
+is SQLAlchemy's ``IntegrityError`` on every path, as callers expect from ``conn.execute``."""
 
 from __future__ import annotations
 
 import re
+import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, TextClause, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.util import await_only
 
 
@@ -43,25 +47,51 @@ class Statement:
         driver = conn.dialect.driver
         if driver == "pysqlite":
             raw = conn.connection.driver_connection
-            values = tuple(_sqlite_time(a) if isinstance(a, datetime) else a for a in args)
-            return int(raw.execute(self.qmark, values).rowcount)  # type: ignore[union-attr]
+            values = _sqlite_values(args)
+            cursor = self._unique(lambda: raw.execute(self.qmark, values))  # type: ignore[union-attr]
+            return int(cursor.rowcount)
         pg = _asyncpg(conn)
         if pg is not None:
-            status = await_only(pg.execute(self.dollar, *args))
+            status = self._unique(lambda: await_only(pg.execute(self.dollar, *args)))
             return int(str(status).rsplit(" ", 1)[-1])
         return int(conn.execute(self.clause, dict(zip(self.names, args, strict=True))).rowcount)
 
     def scalar(self, conn: Connection, *args: Any) -> Any:
         """The first column of the first row (None without rows)."""
+        row = self.first(conn, *args)
+        return None if row is None else row[0]
+
+    def first(self, conn: Connection, *args: Any) -> tuple[Any, ...] | None:
+        """The first row as a tuple (None without rows); times as the driver gives them."""
         driver = conn.dialect.driver
         if driver == "pysqlite":
             raw = conn.connection.driver_connection
-            row = raw.execute(self.qmark, args).fetchone()  # type: ignore[union-attr]
-            return None if row is None else row[0]
+            values = _sqlite_values(args)
+            row = self._unique(lambda: raw.execute(self.qmark, values).fetchone())  # type: ignore[union-attr]
+            return None if row is None else tuple(row)
         pg = _asyncpg(conn)
         if pg is not None:
-            return await_only(pg.fetchval(self.dollar, *args))
-        return conn.execute(self.clause, dict(zip(self.names, args, strict=True))).scalar()
+            found = self._unique(lambda: await_only(pg.fetchrow(self.dollar, *args)))
+            return None if found is None else tuple(found)
+        result = conn.execute(self.clause, dict(zip(self.names, args, strict=True))).first()
+        return None if result is None else tuple(result)
+
+    def _unique(self, run: Callable[[], Any]) -> Any:
+        """``run()``, a driver's unique violation raised as SQLAlchemy's ``IntegrityError``."""
+        try:
+            return run()
+        except sqlite3.IntegrityError as exc:
+            raise IntegrityError(self.sql, None, exc) from exc
+        except Exception as exc:
+            import asyncpg  # only here: SQLite deployments never need it
+
+            if isinstance(exc, asyncpg.UniqueViolationError):
+                raise IntegrityError(self.sql, None, exc) from exc
+            raise
+
+
+def _sqlite_values(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(_sqlite_time(a) if isinstance(a, datetime) else a for a in args)
 
 
 def _asyncpg(conn: Connection) -> Any | None:

@@ -15,6 +15,7 @@ import json
 import re
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -212,12 +213,52 @@ def issue_token(
     return jwt.encode(claims, hs256_secret(settings), algorithm="HS256")
 
 
+# How long a verified token's claims are reused without checking its signature again:
+# each caller sends the same token on every request, and verifying it (header, HMAC or
+# RSA, claims schema) is a large share of a small request. Bounded so a JWKS key that
+# was withdrawn stops being honoured about as soon as the JWKS cache would notice.
+TOKEN_CACHE_SECONDS = 60.0
+TOKEN_CACHE_SIZE = 10_000
+
+
+class _VerifiedTokens:
+    """Claims of tokens that passed verification, until the earlier of their expiry (with
+    the leeway, as PyJWT counts it) and ``seconds`` after they were verified. Past
+    ``size`` it starts afresh. Lock-free: each dict operation is atomic."""
+
+    def __init__(self, seconds: float, size: int, clock: Callable[[], float]) -> None:
+        self.seconds, self.size, self.clock = seconds, size, clock
+        # token → (claims, when it expires with the leeway, when the entry lapses)
+        self._entries: dict[str, tuple[Claims, float, float]] = {}
+
+    def get(self, token: str) -> Claims | None:
+        """The cached claims; None to verify again; InvalidCredentials once expired."""
+        found = self._entries.get(token)
+        if found is None:
+            return None
+        now = self.clock()
+        if now >= found[1]:
+            self._entries.pop(token, None)
+            raise InvalidCredentials("the token has expired")
+        if now >= found[2]:
+            self._entries.pop(token, None)
+            return None
+        return found[0]
+
+    def put(self, token: str, claims: Claims, expires_at: float) -> None:
+        if len(self._entries) >= self.size:
+            self._entries.clear()
+        self._entries[token] = (claims, expires_at, self.clock() + self.seconds)
+
+
 class Authenticator:
     """Verifies bearer tokens and API keys against one configuration."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.auth: AuthSettings = settings.auth
+        seconds = min(TOKEN_CACHE_SECONDS, float(self.auth.jwks_cache_seconds))
+        self._verified = _VerifiedTokens(seconds, TOKEN_CACHE_SIZE, clock)
         self._jwk_client: jwt.PyJWKClient | None = None
         self._jwks: jwt.PyJWKSet | None = None
         self._public_key: str | None = None
@@ -252,6 +293,16 @@ class Authenticator:
         return keys[0].key
 
     def verify_token(self, token: str) -> Claims:
+        """The token's claims: from the cache of verified tokens, else verified."""
+        cached = self._verified.get(token)
+        if cached is not None:
+            return cached
+        claims, exp = self._verify(token)
+        self._verified.put(token, claims, exp + self.auth.leeway_seconds)
+        return claims
+
+    def _verify(self, token: str) -> tuple[Claims, float]:
+        """Signature, ``exp``/``iss``/``aud`` and the claims schema; the claims and ``exp``."""
         try:
             header = jwt.get_unverified_header(token)
             if header.get("alg") != self.algorithm:
@@ -271,7 +322,7 @@ class Authenticator:
             raise InvalidCredentials("the token has expired") from None
         except (jwt.PyJWTError, ValueError) as exc:
             raise InvalidCredentials(f"invalid token: {exc}") from None
-        return validate_claims(data)
+        return validate_claims(data), float(int(data["exp"]))  # as PyJWT reads it
 
     def verify_api_key(self, key: str) -> Claims:
         digest = api_key_hash(key)
