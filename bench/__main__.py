@@ -1,6 +1,6 @@
 """Ticketline's figures, each beside the physical limit measured in the same run.
 
-    make bench                  # full run (about 16 minutes on 2 cores; the import is half)
+    make bench                  # full run (about 26 minutes on 2 cores; mostly import + console)
     make bench-quick            # python -m bench --quick: small counts, under 2 minutes
     python -m bench --json bench.json --sections sqlite,http
 
