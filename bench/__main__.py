@@ -1,6 +1,6 @@
 """Ticketline's figures, each beside the physical limit measured in the same run.
 
-    make bench                  # full run (about 16 minutes on 2 cores; the import is half)
+    make bench                  # full run (about 26 minutes on 2 cores; mostly import + console)
     make bench-quick            # python -m bench --quick: small counts, under 2 minutes
     python -m bench --json bench.json --sections sqlite,http
 
@@ -20,6 +20,9 @@ drifts much less. Sections:
 - ``list`` — ``GET /tickets`` p50 per filter at N rows beside 10k rows (bench/list_latency.py).
 - ``import`` — ``ticketline import`` of a generated history (100k tickets) beside a bulk
   append of the same events, and its peak memory beside a 10k-ticket import (bench/imports.py).
+- ``console`` — every operations console page, as headquarters and as a regional center,
+  p50 and p95 beside the 300 ms target, on a database of N imported tickets with every
+  projection caught up (bench/console_pages.py).
 
 In ``sqlite`` and ``postgres``, the personal-data cipher's cost (bench/personal_data.py):
 a ``TicketReceived`` append and a ``ticket_state`` rebuild with the cipher beside the same
@@ -44,6 +47,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from bench.console_pages import bench_console
 from bench.imports import bench_import
 from bench.limits import (
     asyncpg_insert_per_transaction,
@@ -71,7 +75,7 @@ from tests.support.factories import diagnosed, received
 from tests.support.postgres import PostgresCluster
 
 CONTEXT = CommandContext(actor=Actor(subject="bench", role="system"), service="bench")
-SECTIONS = ("sqlite", "http", "postgres", "list", "scale", "import")
+SECTIONS = ("sqlite", "http", "postgres", "list", "scale", "import", "console")
 PROFILES: dict[str, dict[str, Any]] = {
     "full": {
         "appends": 2000,
@@ -86,6 +90,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         "scale_events": 1_000_000,
         "import_tickets": 100_000,
         "import_small": 10_000,
+        "console_tickets": 100_000,
+        "console_repeats": 20,
+        "console_seconds": 300.0,
     },
     "quick": {
         "appends": 300,
@@ -100,6 +107,9 @@ PROFILES: dict[str, dict[str, Any]] = {
         "scale_events": 100_000,
         "import_tickets": 5000,
         "import_small": 1000,
+        "console_tickets": 10_000,
+        "console_repeats": 10,
+        "console_seconds": 90.0,
     },
 }
 _numbers = itertools.count(1)
@@ -647,6 +657,10 @@ async def main(args: argparse.Namespace) -> Report:
                 await run_section(
                     report, "Import", lambda: bench_import(report, tmp, args, progress)
                 )
+            if "console" in args.sections:
+                await run_section(
+                    report, "Console pages", lambda: bench_console(report, tmp, args, progress)
+                )
         finally:
             if broker is not None:
                 broker.stop()
@@ -677,6 +691,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "scale_events": "events in the larger rebuild at scale (the smaller has a tenth)",
         "import_tickets": "tickets in the generated history imported",
         "import_small": "tickets in the smaller history (peak memory reference)",
+        "console_tickets": "tickets in the generated history behind the console pages",
+        "console_repeats": "rounds of every console page per caller (after a warm-up)",
+        "console_seconds": "time bound for the console pages' rounds",
     }
     for key, text in helps.items():
         kind = type(PROFILES["full"][key])

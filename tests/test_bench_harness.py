@@ -73,3 +73,34 @@ def test_percentiles_are_nearest_rank() -> None:
     assert [percentile(values, q) for q in (50, 95, 99, 100)] == [50.0, 95.0, 99.0, 100.0]
     assert percentile([], 50) is None
     assert Result(0, 0.0).rate == 0.0
+
+
+async def test_console_pages_bench_runs_end_to_end_at_a_tiny_size(tmp_path) -> None:
+    """bench/console_pages.py: a 200-ticket history imported and caught up, every page of
+    both callers asked for once after the warm-up, and the section rendered."""
+    from bench.console_pages import (
+        ROLES,
+        TARGET_MS,
+        measure_console_pages,
+        pages,
+        report_rows,
+        seed,
+    )
+
+    seeded = await seed(tmp_path, 200)
+    assert seeded.events > 200 and seeded.ticket_ids
+    times = await measure_console_pages(seeded, repeats=1, max_seconds=60, verify_batches=1)
+    assert times.rounds == 1
+    assert len(times.pages) == sum(len(pages(seeded, region)) for _, _, region in ROLES)
+    for (who, label), result in times.pages.items():
+        statuses = result.detail["failed_statuses"]
+        # At 200 tickets some lists have no second page (status 0): nothing else fails.
+        assert set(statuses) <= {0}, (who, label, statuses)
+        if not statuses:
+            assert result.count == 1 and result.detail["kB"] > 0, (who, label)
+    assert times.verify_batch is not None and times.verify_batch.count == 1
+    report = Report()
+    report_rows(report.section("Console pages", value_header="p95"), times)
+    text = report.render()
+    assert "HQ: board" in text and "east: audit" in text and f"{TARGET_MS:.0f}" in text
+    assert "excluded from the target" in text

@@ -331,3 +331,68 @@ def test_templates_and_assets_are_package_data() -> None:
             if path.is_file() and "__pycache__" not in path.parts:
                 relative = path.relative_to(base).as_posix()
                 assert any(fnmatch.fnmatch(relative, g) for g in globs), relative
+
+
+async def test_compliance_tallies_equal_feedbacks_summarise(platform: Platform) -> None:
+    """The compliance page counts in SQL (queries.compliance_tallies, JSON functions of
+    each dialect); its figures must equal feedback's ``summarise`` over the same rows —
+    every status of every item, follow-ups (none, one, two), complaints, a ticket without
+    a service point — on SQLite and PostgreSQL."""
+    import json
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert, select
+
+    from services.feedback.read_models import STATUSES, summarise, summarise_tally
+    from services.feedback.tables import compliance_tickets as table
+
+    rows = []
+    for n in range(40):
+        follow_ups = [
+            {"score": (n * 37 + k * 11) % 101, "would_recommend": (n + k * 3) % 11}
+            for k in range(n % 3)
+        ]
+        facts = {
+            "complaints": [{"event_id": f"c{n}"}] if n % 7 == 0 else [],
+            "follow_ups": follow_ups,
+        }
+        statuses = {
+            name: STATUSES[(n + i) % len(STATUSES)] for i, name in enumerate(queries.TALLIED)
+        }
+        rows.append(
+            {
+                "ticket_id": f"00000000-0000-0000-0000-{n:012d}",
+                "ticket_number": f"TL-{n:04d}",
+                "region": ("east", "west")[n % 2],
+                "month": ("2026-10", "2026-11")[n % 3 == 0],
+                "received_at": datetime(2026, 10, 1, tzinfo=UTC),
+                "product_model": "WM-700",
+                "service_point_id": None if n % 5 == 0 else f"sp-{n % 4}",
+                "status": "closed",
+                **statuses,
+                "checklist": "{}",
+                "facts": json.dumps(facts, separators=(",", ":"), sort_keys=True),
+                "version": 1,
+            }
+        )
+    await platform.db.write(lambda conn: conn.execute(insert(table), rows))
+    stored = await platform.db.read(lambda conn: list(conn.execute(select(table))))
+    settings = platform.settings.feedback
+    months = ["2026-10", "2026-11"]
+    for group_by, column in (
+        ("region", "region"),
+        ("service_point", "service_point_id"),
+        ("month", "month"),
+    ):
+        for region in (None, "east"):
+            tallies = await platform.db.read(
+                lambda conn, g=group_by, r=region: queries.compliance_tallies(conn, r, months, g)
+            )
+            mine = [r for r in stored if region is None or r.region == region]
+            keys = {getattr(r, column) for r in mine}
+            assert set(tallies) == keys, (group_by, region)
+            for key in keys:
+                expected = summarise(key, [r for r in mine if getattr(r, column) == key], settings)
+                assert summarise_tally(key, tallies[key], settings) == expected, (group_by, key)
+            total = summarise_tally(None, routes.merged(tallies.values()), settings)
+            assert total == summarise(None, mine, settings)

@@ -17,10 +17,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, and_, case, func, or_, select, true
+from sqlalchemy import Connection, Integer, and_, case, cast, func, or_, select, true
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql.elements import ColumnElement
 
 from services.dispatch.tables import service_points, ticket_flags
+from services.feedback.compliance import ITEMS
+from services.feedback.read_models import STATUSES, Tally
 from services.feedback.tables import compliance_tickets, quality_alerts, repairs
 from shared.app.platform import Platform
 from shared.eventstore.ledger import row_to_envelope
@@ -369,39 +372,78 @@ def sla_page(
 # --- compliance and satisfaction -------------------------------------------------------
 
 c = compliance_tickets.c
-COMPLIANCE_COLUMNS = (
-    c.ticket_id,
-    c.region,
-    c.month,
-    c.service_point_id,
-    c.technician_id,
-    c.compliant,
-    c.responded_within_sla,
-    c.resolved_within_sla,
-    c.visited_before_repair,
-    c.follow_up_done,
-    c.satisfied,
-    c.parts_returned,
-    c.steps_in_order,
-    c.first_time_fix,
-    c.facts,
-)
+
+GROUP_COLUMNS = {"region": c.region, "service_point": c.service_point_id, "month": c.month}
+# The columns feedback's ``tally`` counts by status (TRUE, FALSE, PENDING, UNKNOWN).
+TALLIED = ("compliant", *ITEMS, "first_time_fix")
 
 
-def compliance_rows(
-    conn: Connection,
-    region: str | None,
-    months: Sequence[str],
-    service_point_id: str | None = None,
-) -> list[Any]:
-    """The rows the rates are computed from (feedback's ``summarise``), for some months of
-    one scope; served by the (month, region) index."""
+def _compliance_scope(
+    region: str | None, months: Sequence[str], service_point_id: str | None
+) -> list[ColumnElement[bool]]:
     conditions = [c.month.in_(list(months))]
     if region is not None:
         conditions.append(c.region == region)
     if service_point_id:
         conditions.append(c.service_point_id == service_point_id)
-    return list(conn.execute(select(*COMPLIANCE_COLUMNS).where(*conditions)).all())
+    return conditions
+
+
+def compliance_tallies(
+    conn: Connection,
+    region: str | None,
+    months: Sequence[str],
+    group_by: str,
+    service_point_id: str | None = None,
+) -> dict[str | None, Tally]:
+    """Per group (region, service point or month): the counts feedback's ``summarise``
+    computes from the rows (``tally``), counted in SQL — one pass over the months' rows
+    by the (month, region) index, and one over their follow-ups — so the page never
+    loads and decodes every row's facts. ``summarise_tally`` turns them into the same
+    figures as ``GET /compliance/summary``."""
+    key = GROUP_COLUMNS[group_by]
+    where = _compliance_scope(region, months, service_point_id)
+    statuses = [(name, status) for name in TALLIED for status in STATUSES]
+    query = (
+        select(
+            key,
+            func.count(),
+            func.sum(case((RATE_FILTERS["complaints"](), 1), else_=0)),
+            *(func.sum(case((c[name] == status, 1), else_=0)) for name, status in statuses),
+        )
+        .where(*where)
+        .group_by(key)
+    )
+    tallies: dict[str | None, Tally] = {}
+    for group, tickets, complaints, *counts in conn.execute(query):
+        found = tallies[group] = Tally(tickets=int(tickets), complaints=int(complaints or 0))
+        for (name, status), n in zip(statuses, counts, strict=True):
+            target = found.compliance if name == "compliant" else found.items[name]
+            target[status] = int(n or 0)
+    for group, score, recommend, n in conn.execute(_follow_up_counts(conn, key, where)):
+        found = tallies[group]
+        found.scores += [int(score)] * int(n)
+        found.recommend += [int(recommend)] * int(n)
+    return tallies
+
+
+def _follow_up_counts(conn: Connection, key: Any, where: Sequence[Any]) -> Any:
+    """(group, score, would_recommend, how many) over the follow-ups in the rows' facts."""
+    if conn.dialect.name == "postgresql":
+        elements = func.jsonb_array_elements(cast(c.facts, JSONB)["follow_ups"])
+        f = elements.table_valued("value").lateral("follow_up")
+        score = f.c.value.op("->>")("score").cast(Integer)
+        recommend = f.c.value.op("->>")("would_recommend").cast(Integer)
+    else:
+        f = func.json_each(c.facts, "$.follow_ups").table_valued("value").alias("follow_up")
+        score = func.json_extract(f.c.value, "$.score")
+        recommend = func.json_extract(f.c.value, "$.would_recommend")
+    return (
+        select(key, score, recommend, func.count())
+        .select_from(compliance_tickets.join(f, true()))
+        .where(*where)
+        .group_by(key, score, recommend)
+    )
 
 
 # What "the tickets behind a rate" are: the ones that pull it down.

@@ -251,7 +251,11 @@ def _decided(counts: dict[str, int]) -> int:
 def summarise(
     key: str | None, rows: Iterable[ComplianceRow], s: FeedbackSettings
 ) -> dict[str, Any]:
-    t = tally(rows)
+    return summarise_tally(key, tally(rows), s)
+
+
+def summarise_tally(key: str | None, t: Tally, s: FeedbackSettings) -> dict[str, Any]:
+    """A summary from counts already taken (the console counts in SQL)."""
     count, items = t.compliance, t.items
     response, resolution = items["responded_within_sla"], items["resolved_within_sla"]
     deadlines_met = response[TRUE] + resolution[TRUE]
