@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Connection, event, text
+from sqlalchemy import Connection, event
 
 from services.console import queries, routes
 from services.console.auth import COOKIE
@@ -244,11 +244,6 @@ async def test_every_console_query_uses_an_index(platform: Platform, life: Lifec
     """Every statement the pages run, explained on SQLite: big tables are only ever
     searched through an index (SEARCH), never scanned, and never sorted in memory."""
 
-    def create_needed(conn: Connection) -> None:
-        for name, spec in queries.INDEXES_NEEDED.items():
-            conn.execute(text(f"CREATE INDEX IF NOT EXISTS {name} ON {spec}"))
-
-    await platform.db.write(create_needed)
     tid = await life.through_repair(region="east")
     await life.open(region="west")
     await project_feedback(platform)

@@ -5,9 +5,11 @@ through :func:`read`, the one adapter to the platform's database. Each function 
 the caller's :class:`Scope` (or a region already forced to it) and filters in SQL: a
 regional caller's query never reads another region's rows.
 
-Indexes each query relies on are listed in :data:`INDEXES_USED` and checked with
-``EXPLAIN QUERY PLAN`` on SQLite (tests/test_console.py); :data:`INDEXES_NEEDED` are the
-ones the console needs beyond today's migrations (created by that test on its database).
+Every statement the pages run is checked with ``EXPLAIN QUERY PLAN`` on SQLite
+(tests/test_console.py): an index search, never a scan or a sort. The board and the SLA
+lists walk ``ticket_state``'s (status, region, deadline, ticket_id) indexes (migration
+0007): one status and region's open tickets in deadline order, keyset pages;
+headquarters' lists merge the regions' pages, and the counts read the index alone.
 """
 
 from __future__ import annotations
@@ -33,24 +35,6 @@ from shared.kernel.events.envelope import GENESIS_HASH, EventEnvelope
 from shared.readmodels.ticket_state import ticket_state
 
 T = TypeVar("T")
-
-# Indexes the console's queries need beyond today's migrations (to be added by a
-# migration of the ticket_state read model): the board and the SLA lists walk one status
-# and region's open tickets in deadline order (keyset pages, never a sort; headquarters'
-# lists merge the regions' pages), and the counts read the index alone.
-# tests/test_console.py creates them on its database and checks every statement the pages
-# run with EXPLAIN QUERY PLAN.
-INDEXES_NEEDED: dict[str, str] = {
-    "ix_ticket_state_status_region_response_due_at": (
-        "ticket_state (status, region, response_due_at, ticket_id)"
-    ),
-    "ix_ticket_state_status_region_resolution_due_at": (
-        "ticket_state (status, region, resolution_due_at, ticket_id)"
-    ),
-    "ix_ticket_state_status_region_repaired_at": (
-        "ticket_state (status, region, repaired_at, ticket_id)"
-    ),
-}
 
 
 async def read(platform: Platform, query: Callable[[Connection], T]) -> T:

@@ -79,6 +79,14 @@ ticket_state = Table(
         )
     ),
     Index("ix_ticket_state_serial_number", "serial_number"),
+    # The console's board and SLA lists: a status and region's tickets in deadline order
+    # (migration 0007).
+    *(
+        Index(
+            f"ix_ticket_state_status_region_{deadline}", "status", "region", deadline, "ticket_id"
+        )
+        for deadline in ("response_due_at", "resolution_due_at", "repaired_at")
+    ),
 )
 
 
