@@ -289,7 +289,9 @@ class OutboxRelay:
                 count = await self.publish_once()
                 backoff = poll_seconds
             except Exception as exc:  # keep relaying: the outbox holds everything
-                log.warning("relay: publish failed, retrying in %.1fs: %s", backoff, exc)
+                log.warning(
+                    "relay: publish failed, retrying in %.1fs: %s (%r)", backoff, exc, exc.__cause__
+                )
                 count = 0
                 backoff = min(backoff * 2, backoff_max)
             await self._check_if_due()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 
 async def consume_all(bootstrap_servers: str, topic: str, *, idle_ms: int = 1500) -> list[dict]:
-    """Every message on the topic, in partition order, until the topic goes quiet."""
+    """Every message on the topic, in partition order: at least up to each partition's end
+    as the broker reports it on entry (a slow group join never reads as an empty topic),
+    then on until the topic goes quiet."""
     consumer = AIOKafkaConsumer(
-        topic,
         bootstrap_servers=bootstrap_servers,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -19,9 +20,14 @@ async def consume_all(bootstrap_servers: str, topic: str, *, idle_ms: int = 1500
     await consumer.start()
     out: list[dict] = []
     try:
+        await consumer.topics()
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions) if partitions else {}
         while True:
             batch = await consumer.getmany(timeout_ms=idle_ms)
-            if not batch:
+            if not batch and all([await consumer.position(tp) >= end for tp, end in ends.items()]):
                 return out
             for messages in batch.values():
                 for m in messages:
