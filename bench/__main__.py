@@ -347,6 +347,12 @@ async def bench_ledger(
             note="no limit measured (Kafka-protocol test broker)",
         )
 
+    await bench_replay(name, section, platform, url, args)
+
+
+async def bench_replay(
+    name: str, section: Section, platform: Platform, url: str, args: argparse.Namespace
+) -> None:
     progress(f"{name}: seeding {args.events} events for the replay")
     await seed_bulk(platform, args.events)
     progress(f"{name}: replay")
@@ -478,6 +484,37 @@ async def bench_postgres(report: Report, tmp: Path, args: argparse.Namespace, br
         cluster.stop()
 
 
+async def http_rounds(tl: Any, bare: Any, args: argparse.Namespace) -> dict[str, list[Result]]:
+    """Interleaved rounds, the idle server paused: each figure beside its limit in time."""
+    assert tl.token is not None
+    rounds = max(1, args.rounds)
+    per_requests = {
+        "ticketline": split(args.requests, rounds),
+        "bare": split(args.bare_requests, rounds),
+    }
+    results: dict[str, list[Result]] = {"ticketline": [], "bare": []}
+    for r in range(rounds):
+        order = ("bare", "ticketline") if r % 2 == 0 else ("ticketline", "bare")
+        for name in order:
+            running, idle = (tl, bare) if name == "ticketline" else (bare, tl)
+            idle.pause()
+            running.resume()
+            progress(f"HTTP: round {r + 1}/{rounds}, {name}")
+            kwargs: dict[str, Any] = {
+                "requests": per_requests[name][r],
+                "seconds": args.http_seconds / rounds,
+                "concurrency": args.concurrency,
+                "warmup": r == 0,
+            }
+            if name == "ticketline":
+                results[name].append(await ticketline_post_tickets(tl, **kwargs))
+            else:
+                results[name].append(await bare_post_tickets(bare, tl.token, **kwargs))
+    tl.resume()
+    bare.resume()
+    return results
+
+
 async def bench_http(report: Report, tmp: Path, args: argparse.Namespace) -> None:
     section = report.section(
         f"HTTP POST /tickets: ticketline run vs bare endpoint ({args.concurrency} keep-alive "
@@ -491,32 +528,7 @@ async def bench_http(report: Report, tmp: Path, args: argparse.Namespace) -> Non
         start_ticketline_run(directory / "ticketline") as tl,
         start_bare_endpoint(directory / "bare.db") as bare,
     ):
-        assert tl.token is not None
-        rounds = max(1, args.rounds)
-        per_requests = {
-            "ticketline": split(args.requests, rounds),
-            "bare": split(args.bare_requests, rounds),
-        }
-        results: dict[str, list[Result]] = {"ticketline": [], "bare": []}
-        for r in range(rounds):
-            order = ("bare", "ticketline") if r % 2 == 0 else ("ticketline", "bare")
-            for name in order:
-                running, idle = (tl, bare) if name == "ticketline" else (bare, tl)
-                idle.pause()
-                running.resume()
-                progress(f"HTTP: round {r + 1}/{rounds}, {name}")
-                kwargs: dict[str, Any] = {
-                    "requests": per_requests[name][r],
-                    "seconds": args.http_seconds / rounds,
-                    "concurrency": args.concurrency,
-                    "warmup": r == 0,
-                }
-                if name == "ticketline":
-                    results[name].append(await ticketline_post_tickets(tl, **kwargs))
-                else:
-                    results[name].append(await bare_post_tickets(bare, tl.token, **kwargs))
-        tl.resume()
-        bare.resume()
+        results = await http_rounds(tl, bare, args)
     ticketline, limit = combine(results["ticketline"]), combine(results["bare"])
 
     def errors(result: Result) -> str:
