@@ -10,7 +10,6 @@ application a no-op.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Hashable, Sequence
 from typing import ClassVar
 
@@ -197,7 +196,7 @@ class StockProjection:
     def apply(self, conn: Connection, events: Sequence[EventEnvelope]) -> None:
         try:
             _StockRows().apply(conn, events)
-        except (IntegrityError, sqlite3.IntegrityError) as exc:  # SQLAlchemy's, or the driver's
+        except IntegrityError as exc:
             raise RuleViolation(
                 "stock_cannot_go_negative", "this movement would take stock below zero"
             ) from exc

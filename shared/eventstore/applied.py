@@ -22,7 +22,8 @@ from typing import Any
 from sqlalchemy import Connection, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from shared.eventstore.projection import driver_sqlite, upsert_rows
+from shared.eventstore.driver import sqlite_driver
+from shared.eventstore.projection import upsert_rows
 from shared.eventstore.tables import (
     parked_events,
     projection_checkpoints,
@@ -50,7 +51,7 @@ def stream_versions(conn: Connection, name: str, stream_ids: Iterable[str]) -> A
     versions: dict[str, int] = {}
     parked: dict[str, int] = {}
     ids = sorted(set(stream_ids))
-    raw = driver_sqlite(conn)
+    raw = sqlite_driver(conn)
     for start in range(0, len(ids), 500):  # keep IN lists within driver limits
         chunk = ids[start : start + 500]
         if raw is not None:

@@ -26,6 +26,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.util import await_only
 
+from shared.eventstore.driver import asyncpg_driver, integrity_errors, sqlite_driver
 from shared.eventstore.metrics import note_appended
 from shared.kernel.clock import Clock, SystemClock
 from shared.kernel.events.envelope import (
@@ -323,25 +324,6 @@ def row_to_envelope(row: Sequence[Any]) -> EventEnvelope:
     )
 
 
-def _raw_sqlite(conn: Connection) -> Any | None:
-    """The sqlite3 connection under ``conn`` (its statement cache makes repeated statements
-    cheap), or None on other drivers."""
-    if conn.dialect.driver != "pysqlite":
-        return None
-    return conn.connection.driver_connection
-
-
-def _raw_asyncpg(conn: Connection) -> Any | None:
-    """The asyncpg connection under ``conn`` (inside a unit of work, so in our
-    transaction), or None on other drivers."""
-    if conn.dialect.driver != "asyncpg":
-        return None
-    adapted = conn.connection.dbapi_connection
-    if not getattr(adapted, "autocommit", False):
-        return None  # a transaction SQLAlchemy manages (the legacy API): go through it
-    return conn.connection.driver_connection
-
-
 @dataclass(slots=True)
 class _Draft:
     """An event being appended, before it has a position (and so a hash)."""
@@ -466,10 +448,8 @@ def _sqlite_rows(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
 def _pg_append_one(pg: Any, draft: _Draft) -> dict[str, Any]:
     """One event on PostgreSQL in one statement: the server takes the position and
     hashes the same canonical text the other paths hash (sha256 of UTF-8)."""
-    import asyncpg
-
     row = draft.row
-    try:
+    with integrity_errors("INSERT INTO events"):
         position, hash_ = await_only(
             pg.fetchrow(
                 _PG_APPEND_ONE,
@@ -479,17 +459,15 @@ def _pg_append_one(pg: Any, draft: _Draft) -> dict[str, Any]:
                 draft.text.between(row["prev_hash"]),
             )
         )
-    except asyncpg.UniqueViolationError as exc:
-        raise IntegrityError("INSERT INTO events", None, exc) from exc
     return {**row, "position": position, "hash": hash_}
 
 
 def _write(conn: Connection, drafts: list[_Draft]) -> list[dict[str, Any]]:
     """Positions, hashes and rows (events and their outbox rows) on the driver at hand."""
-    raw = _raw_sqlite(conn)
+    raw = sqlite_driver(conn)
     if raw is not None:
         return _sqlite_write(raw, drafts)
-    pg = _raw_asyncpg(conn)
+    pg = asyncpg_driver(conn)
     if pg is not None:
         if len(drafts) == 1:
             return [_pg_append_one(pg, drafts[0])]
@@ -509,19 +487,15 @@ def _write(conn: Connection, drafts: list[_Draft]) -> list[dict[str, Any]]:
 def _sqlite_write(raw: Any, drafts: list[_Draft]) -> list[dict[str, Any]]:
     """The counter row is written first: the writer holds SQLite's write lock from then
     until commit, so positions are gap-free and visible in order."""
-    import sqlite3
-
     count = len(drafts)
     last = raw.execute(_SQLITE_TAKE_POSITIONS, (count,)).fetchone()[0]
     rows = _chain(drafts, int(last) - count + 1)
     values = _sqlite_rows(rows)
-    try:
+    with integrity_errors("INSERT INTO events"):
         if count == 1:
             raw.execute(_SQLITE_INSERT_EVENT, values[0])
         else:
             raw.executemany(_SQLITE_INSERT_EVENT, values)
-    except sqlite3.IntegrityError as exc:
-        raise IntegrityError("INSERT INTO events", None, exc) from exc
     if count == 1:
         raw.execute(_SQLITE_INSERT_OUTBOX, (rows[0]["position"],))
     else:
@@ -532,16 +506,12 @@ def _sqlite_write(raw: Any, drafts: list[_Draft]) -> list[dict[str, Any]]:
 def _pg_write(pg: Any, drafts: list[_Draft]) -> list[dict[str, Any]]:
     """Several events: the positions (the counter row stays locked until commit, which
     orders appenders), then events and outbox rows in one statement."""
-    import asyncpg
-
     count = len(drafts)
     last = await_only(pg.fetchval(_PG_TAKE_POSITIONS, count))
     rows = _chain(drafts, int(last) - count + 1)
     columns = [[r[k] for r in rows] for k in EVENT_COLUMNS]
-    try:
+    with integrity_errors("INSERT INTO events"):
         await_only(pg.execute(_PG_INSERT_EVENTS_AND_OUTBOX, *columns))
-    except asyncpg.UniqueViolationError as exc:
-        raise IntegrityError("INSERT INTO events", None, exc) from exc
     return rows
 
 
@@ -683,11 +653,11 @@ class EventStore:
 def _rows(conn: Connection, statement: Any, params: dict[str, Any]) -> Iterable[Sequence[Any]]:
     """The rows of a text() statement, on the bare driver where there is one: a replay
     reads millions, and SQLAlchemy's per-row result processing would double the cost."""
-    raw = _raw_sqlite(conn)
+    raw = sqlite_driver(conn)
     if raw is not None:
         sql, ordered = _positional(statement, params, "?")
         return cast(Iterable[Sequence[Any]], raw.execute(sql, ordered).fetchall())
-    pg = _raw_asyncpg(conn)
+    pg = asyncpg_driver(conn)
     if pg is not None:  # asyncpg's records unpack like tuples; its statement cache prepares
         sql, ordered = _positional(statement, params, "$")
         return cast(Iterable[Sequence[Any]], await_only(pg.fetch(sql, *ordered)))

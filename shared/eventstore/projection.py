@@ -33,6 +33,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.util import await_only
 
 from shared.eventstore.db import UtcDateTime
+from shared.eventstore.driver import asyncpg_driver, integrity_errors, sqlite_driver
 from shared.kernel.events.envelope import EventEnvelope
 from shared.kernel.events.registry import payload_dict
 
@@ -68,7 +69,7 @@ def upsert_rows(conn: Connection, table: Table, rows: Sequence[Row]) -> None:
     """Insert or replace whole rows by primary key: one executemany statement."""
     if not rows:
         return
-    raw = driver_sqlite(conn)
+    raw = sqlite_driver(conn)
     if raw is not None:
         sql, columns, converted = _sqlite_upsert(table)
         take = itemgetter(*columns)
@@ -79,12 +80,14 @@ def upsert_rows(conn: Connection, table: Table, rows: Sequence[Row]) -> None:
                 if value[at] is not None:  # most optional columns are empty
                     value[at] = convert(value[at])
             values.append(value)
-        raw.executemany(sql, values)
+        with integrity_errors(sql):
+            raw.executemany(sql, values)
         return
-    pg = driver_asyncpg(conn)
+    pg = asyncpg_driver(conn)
     if pg is not None and (upsert := _pg_upsert(table)) is not None:
         sql, columns = upsert
-        await_only(pg.executemany(sql, [_pg_values(row, columns) for row in rows]))
+        with integrity_errors(sql):
+            await_only(pg.executemany(sql, [_pg_values(row, columns) for row in rows]))
         return
     key = (conn.dialect.name, table.name)
     statement = _UPSERTS.get(key)
@@ -119,7 +122,7 @@ def load_rows(conn: Connection, table: Table, keys: Iterable[tuple[Any, ...]]) -
     keys = list(keys)
     pk = list(table.primary_key.columns)
     found: dict[Any, Row] = {}
-    raw = driver_sqlite(conn)
+    raw = sqlite_driver(conn)
     if raw is not None and len(pk) == 1:
         columns, readers = _sqlite_readers(table)
         for start in range(0, len(keys), 500):
@@ -142,21 +145,6 @@ def load_rows(conn: Connection, table: Table, keys: Iterable[tuple[Any, ...]]) -
 
 # --- SQLite: the driver directly, with each column's conversion done once per table.
 # SQLAlchemy's per-value type processing is most of the cost of a batch otherwise.
-
-
-def driver_sqlite(conn: Connection) -> Any | None:
-    """The sqlite3 connection under ``conn``, or None on other drivers."""
-    if conn.dialect.driver != "pysqlite":
-        return None
-    return conn.connection.driver_connection
-
-
-def driver_asyncpg(conn: Connection) -> Any | None:
-    """The asyncpg connection under ``conn`` when the unit of work runs its own
-    transaction on it (see ledger._raw_asyncpg), or None."""
-    from shared.eventstore.ledger import _raw_asyncpg
-
-    return _raw_asyncpg(conn)
 
 
 @cache

@@ -1,21 +1,20 @@
 """The few statements on a command's hot path (a new customer's key, a phone's blind index,
 the lookup; a ticket number, the duplicate check, the idempotency record), run on the
-driver directly as the ledger's append does: SQLAlchemy's per-statement work would cost
-more than the statement itself. Other drivers go through SQLAlchemy. A unique violation
-is SQLAlchemy's ``IntegrityError`` on every path, as callers expect from ``conn.execute``."""
+driver directly as the ledger's append does (shared.eventstore.driver): SQLAlchemy's
+per-statement work would cost more than the statement itself. Other drivers go through
+SQLAlchemy."""
 
 from __future__ import annotations
 
 import re
-import sqlite3
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, TextClause, text
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.util import await_only
+
+from shared.eventstore.driver import asyncpg_driver, integrity_errors, sqlite_driver
 
 
 def _sqlite_time(value: datetime) -> str:
@@ -44,15 +43,14 @@ class Statement:
 
     def execute(self, conn: Connection, *args: Any) -> int:
         """Run it; the rows it changed."""
-        driver = conn.dialect.driver
-        if driver == "pysqlite":
-            raw = conn.connection.driver_connection
-            values = _sqlite_values(args)
-            cursor = self._unique(lambda: raw.execute(self.qmark, values))  # type: ignore[union-attr]
-            return int(cursor.rowcount)
-        pg = _asyncpg(conn)
+        raw = sqlite_driver(conn)
+        if raw is not None:
+            with integrity_errors(self.sql):
+                return int(raw.execute(self.qmark, _sqlite_values(args)).rowcount)
+        pg = asyncpg_driver(conn)
         if pg is not None:
-            status = self._unique(lambda: await_only(pg.execute(self.dollar, *args)))
+            with integrity_errors(self.sql):
+                status = await_only(pg.execute(self.dollar, *args))
             return int(str(status).rsplit(" ", 1)[-1])
         return int(conn.execute(self.clause, dict(zip(self.names, args, strict=True))).rowcount)
 
@@ -63,42 +61,19 @@ class Statement:
 
     def first(self, conn: Connection, *args: Any) -> tuple[Any, ...] | None:
         """The first row as a tuple (None without rows); times as the driver gives them."""
-        driver = conn.dialect.driver
-        if driver == "pysqlite":
-            raw = conn.connection.driver_connection
-            values = _sqlite_values(args)
-            row = self._unique(lambda: raw.execute(self.qmark, values).fetchone())  # type: ignore[union-attr]
+        raw = sqlite_driver(conn)
+        if raw is not None:
+            with integrity_errors(self.sql):
+                row = raw.execute(self.qmark, _sqlite_values(args)).fetchone()
             return None if row is None else tuple(row)
-        pg = _asyncpg(conn)
+        pg = asyncpg_driver(conn)
         if pg is not None:
-            found = self._unique(lambda: await_only(pg.fetchrow(self.dollar, *args)))
+            with integrity_errors(self.sql):
+                found = await_only(pg.fetchrow(self.dollar, *args))
             return None if found is None else tuple(found)
         result = conn.execute(self.clause, dict(zip(self.names, args, strict=True))).first()
         return None if result is None else tuple(result)
 
-    def _unique(self, run: Callable[[], Any]) -> Any:
-        """``run()``, a driver's unique violation raised as SQLAlchemy's ``IntegrityError``."""
-        try:
-            return run()
-        except sqlite3.IntegrityError as exc:
-            raise IntegrityError(self.sql, None, exc) from exc
-        except Exception as exc:
-            import asyncpg  # only here: SQLite deployments never need it
-
-            if isinstance(exc, asyncpg.UniqueViolationError):
-                raise IntegrityError(self.sql, None, exc) from exc
-            raise
-
 
 def _sqlite_values(args: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(_sqlite_time(a) if isinstance(a, datetime) else a for a in args)
-
-
-def _asyncpg(conn: Connection) -> Any | None:
-    """The asyncpg connection under ``conn`` inside a unit of work (our transaction), or
-    None when SQLAlchemy manages the transaction."""
-    if conn.dialect.driver != "asyncpg":
-        return None
-    if not getattr(conn.connection.dbapi_connection, "autocommit", False):
-        return None
-    return conn.connection.driver_connection
