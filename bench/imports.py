@@ -16,9 +16,11 @@ beside a bulk append of the same events.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -31,10 +33,16 @@ from sqlalchemy import select
 from bench.measure import Result
 from bench.report import Report
 from shared.app.config import Settings
-from shared.app.importing.cli import bulk_gc
+from shared.app.personal import MASTER_KEY_FILE
 from shared.app.platform import Platform
+from shared.eventstore.bulk import bulk_gc
 from shared.eventstore.ledger import NEW_STREAM, StreamAppend, row_to_envelope
 from shared.eventstore.migrations import upgrade
+from shared.eventstore.personal.tables import (
+    personal_data_keys,
+    personal_data_master,
+    personal_data_phones,
+)
 from shared.eventstore.tables import events
 from shared.kernel.events.envelope import Actor, CommandContext, PendingEvent
 from shared.kernel.events.registry import typed_payload
@@ -80,12 +88,24 @@ def copy_database(source: Path, target: Path) -> None:
             shutil.copy(source / f"ticketline.db{suffix}", target / f"ticketline.db{suffix}")
 
 
+def copy_customer_keys(source: Path, target: Path) -> None:
+    """The imported customers' data keys (and the master key wrapping them): appending
+    their events again seals them with the same keys, without creating any."""
+    shutil.copy(source / MASTER_KEY_FILE, target / MASTER_KEY_FILE)
+    with contextlib.closing(sqlite3.connect(target / "ticketline.db")) as conn, conn:
+        conn.execute("ATTACH DATABASE ? AS imported", (str(source / "ticketline.db"),))
+        for table in (personal_data_master, personal_data_keys, personal_data_phones):
+            conn.execute(f"DELETE FROM main.{table.name}")
+            conn.execute(f"INSERT INTO main.{table.name} SELECT * FROM imported.{table.name}")
+
+
 async def bulk_append_same_events(imported: Path, base: Path) -> Result:
     """The imported tickets' events appended again into a copy of the starting database:
     500 tickets a call; only the appends are timed."""
     source = Platform.from_settings(Settings(data_dir=imported))
     target_dir = base.parent / "bulk"
     copy_database(base, target_dir)
+    copy_customer_keys(imported, target_dir)
     target = Platform.from_settings(Settings(data_dir=target_dir))
     e = events.c
     seconds, count, after = 0.0, 0, ""

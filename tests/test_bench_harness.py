@@ -104,3 +104,18 @@ async def test_console_pages_bench_runs_end_to_end_at_a_tiny_size(tmp_path) -> N
     text = report.render()
     assert "HQ: board" in text and "east: audit" in text and f"{TARGET_MS:.0f}" in text
     assert "excluded from the target" in text
+
+
+async def test_import_bench_runs_end_to_end_at_a_tiny_size(tmp_path) -> None:
+    """bench/imports.py: a tiny generated history imported (all or nothing, skip-invalid,
+    a smaller one) and appended again as the limit, with the imported customers' keys."""
+    from types import SimpleNamespace
+
+    from bench.imports import bench_import
+
+    report = Report()
+    args = SimpleNamespace(import_tickets=60, import_small=20)
+    await bench_import(report, tmp_path, args, lambda _message: None)
+    text = report.render()
+    assert "FAILED" not in text
+    assert "import tickets, all or nothing" in text and "peak memory" in text
