@@ -340,12 +340,22 @@ async def test_compliance_tallies_equal_feedbacks_summarise(platform: Platform) 
 
     from services.feedback.read_models import STATUSES, summarise, summarise_tally
     from services.feedback.tables import compliance_tickets as table
+    from services.feedback.tables import follow_ups as follow_ups_table
 
-    rows = []
+    rows, follow_up_rows = [], []
     for n in range(40):
         follow_ups = [
             {"score": (n * 37 + k * 11) % 101, "would_recommend": (n + k * 3) % 11}
             for k in range(n % 3)
+        ]
+        ticket = {
+            "ticket_id": f"00000000-0000-0000-0000-{n:012d}",
+            "region": ("east", "west")[n % 2],
+            "month": ("2026-10", "2026-11")[n % 3 == 0],
+            "service_point_id": None if n % 5 == 0 else f"sp-{n % 4}",
+        }
+        follow_up_rows += [
+            {"event_id": f"f{n}-{k}", **ticket, **x} for k, x in enumerate(follow_ups)
         ]
         facts = {
             "complaints": [{"event_id": f"c{n}"}] if n % 7 == 0 else [],
@@ -356,21 +366,24 @@ async def test_compliance_tallies_equal_feedbacks_summarise(platform: Platform) 
         }
         rows.append(
             {
-                "ticket_id": f"00000000-0000-0000-0000-{n:012d}",
+                **ticket,
                 "ticket_number": f"TL-{n:04d}",
-                "region": ("east", "west")[n % 2],
-                "month": ("2026-10", "2026-11")[n % 3 == 0],
                 "received_at": datetime(2026, 10, 1, tzinfo=UTC),
                 "product_model": "WM-700",
-                "service_point_id": None if n % 5 == 0 else f"sp-{n % 4}",
                 "status": "closed",
                 **statuses,
                 "checklist": "{}",
                 "facts": json.dumps(facts, separators=(",", ":"), sort_keys=True),
                 "version": 1,
+                "complaints": len(facts["complaints"]),
             }
         )
-    await platform.db.write(lambda conn: conn.execute(insert(table), rows))
+
+    def write(conn: Connection) -> None:
+        conn.execute(insert(table), rows)
+        conn.execute(insert(follow_ups_table), follow_up_rows)
+
+    await platform.db.write(write)
     stored = await platform.db.read(lambda conn: list(conn.execute(select(table))))
     settings = platform.settings.feedback
     months = ["2026-10", "2026-11"]

@@ -19,14 +19,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Integer, and_, case, cast, func, or_, select, true
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import Connection, Table, and_, case, func, or_, select, true
 from sqlalchemy.sql.elements import ColumnElement
 
 from services.dispatch.tables import service_points, ticket_flags
-from services.feedback.compliance import ITEMS
-from services.feedback.read_models import STATUSES, Tally
-from services.feedback.tables import compliance_tickets, quality_alerts, repairs
+from services.feedback.read_models import Tally
+from services.feedback.tables import (
+    TALLY_COLUMNS,
+    compliance_tickets,
+    follow_ups,
+    quality_alerts,
+    repairs,
+)
 from shared.app.platform import Platform
 from shared.eventstore.ledger import row_to_envelope
 from shared.eventstore.outbox import outbox_backlog
@@ -357,20 +361,27 @@ def sla_page(
 
 c = compliance_tickets.c
 
-GROUP_COLUMNS = {"region": c.region, "service_point": c.service_point_id, "month": c.month}
 # The columns feedback's ``tally`` counts by status (TRUE, FALSE, PENDING, UNKNOWN).
-TALLIED = ("compliant", *ITEMS, "first_time_fix")
+TALLIED = TALLY_COLUMNS
 
 
 def _compliance_scope(
-    region: str | None, months: Sequence[str], service_point_id: str | None
+    region: str | None,
+    months: Sequence[str],
+    service_point_id: str | None,
+    table: Table = compliance_tickets,
 ) -> list[ColumnElement[bool]]:
-    conditions = [c.month.in_(list(months))]
+    conditions = [table.c.month.in_(list(months))]
     if region is not None:
-        conditions.append(c.region == region)
+        conditions.append(table.c.region == region)
     if service_point_id:
-        conditions.append(c.service_point_id == service_point_id)
+        conditions.append(table.c.service_point_id == service_point_id)
     return conditions
+
+
+# The tally indexes' leading columns, and which of them each grouping takes.
+_SCOPE = ("month", "region", "service_point_id")
+_GROUP_AT = {"month": 0, "region": 1, "service_point": 2}
 
 
 def compliance_tallies(
@@ -381,53 +392,30 @@ def compliance_tallies(
     service_point_id: str | None = None,
 ) -> dict[str | None, Tally]:
     """Per group (region, service point or month): the counts feedback's ``summarise``
-    computes from the rows (``tally``), counted in SQL — one pass over the months' rows
-    by the (month, region) index, and one over their follow-ups — so the page never
-    loads and decodes every row's facts. ``summarise_tally`` turns them into the same
-    figures as ``GET /compliance/summary``."""
-    key = GROUP_COLUMNS[group_by]
+    computes from the rows (``tally``), counted in SQL from two indexes alone — the
+    tickets' checklist statuses and the follow-ups' scores, each grouped in index order —
+    so the page never loads a row's documents. ``summarise_tally`` turns them into the
+    same figures as ``GET /compliance/summary``."""
+    at = _GROUP_AT[group_by]
+    columns = [c[name] for name in (*_SCOPE, *TALLIED, "complaints")]
     where = _compliance_scope(region, months, service_point_id)
-    statuses = [(name, status) for name in TALLIED for status in STATUSES]
-    query = (
-        select(
-            key,
-            func.count(),
-            func.sum(case((RATE_FILTERS["complaints"](), 1), else_=0)),
-            *(func.sum(case((c[name] == status, 1), else_=0)) for name, status in statuses),
-        )
-        .where(*where)
-        .group_by(key)
-    )
     tallies: dict[str | None, Tally] = {}
-    for group, tickets, complaints, *counts in conn.execute(query):
-        found = tallies[group] = Tally(tickets=int(tickets), complaints=int(complaints or 0))
-        for (name, status), n in zip(statuses, counts, strict=True):
-            target = found.compliance if name == "compliant" else found.items[name]
-            target[status] = int(n or 0)
-    for group, score, recommend, n in conn.execute(_follow_up_counts(conn, key, where)):
-        found = tallies[group]
-        found.scores += [int(score)] * int(n)
-        found.recommend += [int(recommend)] * int(n)
+    for *values, n in conn.execute(select(*columns, func.count()).where(*where).group_by(*columns)):
+        found = tallies.setdefault(values[at], Tally())
+        found.tickets += n
+        found.complaints += n if values[-1] else 0
+        for name, status in zip(TALLIED, values[len(_SCOPE) : -1], strict=True):
+            (found.compliance if name == "compliant" else found.items[name])[status] += n
+    f = follow_ups.c
+    columns = [f[name] for name in (*_SCOPE, "score", "would_recommend")]
+    where = _compliance_scope(region, months, service_point_id, follow_ups)
+    for *values, score, recommend, n in conn.execute(
+        select(*columns, func.count()).where(*where).group_by(*columns)
+    ):
+        found = tallies[values[at]]
+        found.scores += [int(score)] * n
+        found.recommend += [int(recommend)] * n
     return tallies
-
-
-def _follow_up_counts(conn: Connection, key: Any, where: Sequence[Any]) -> Any:
-    """(group, score, would_recommend, how many) over the follow-ups in the rows' facts."""
-    if conn.dialect.name == "postgresql":
-        elements = func.jsonb_array_elements(cast(c.facts, JSONB)["follow_ups"])
-        f = elements.table_valued("value").lateral("follow_up")
-        score = f.c.value.op("->>")("score").cast(Integer)
-        recommend = f.c.value.op("->>")("would_recommend").cast(Integer)
-    else:
-        f = func.json_each(c.facts, "$.follow_ups").table_valued("value").alias("follow_up")
-        score = func.json_extract(f.c.value, "$.score")
-        recommend = func.json_extract(f.c.value, "$.would_recommend")
-    return (
-        select(key, score, recommend, func.count())
-        .select_from(compliance_tickets.join(f, true()))
-        .where(*where)
-        .group_by(key, score, recommend)
-    )
 
 
 # What "the tickets behind a rate" are: the ones that pull it down.
@@ -438,7 +426,7 @@ RATE_FILTERS: dict[str, Callable[[], ColumnElement[bool]]] = {
     "sla": lambda: or_(c.responded_within_sla == "false", c.resolved_within_sla == "false"),
     "first_time_fix": lambda: c.first_time_fix == "false",
     "satisfaction": lambda: c.satisfied == "false",
-    "complaints": lambda: c.facts.not_like('%"complaints":[]%'),
+    "complaints": lambda: c.complaints > 0,
     "all": lambda: true(),
 }
 

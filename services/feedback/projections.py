@@ -20,6 +20,7 @@ from services.feedback.compliance import ITEMS, checklist, compliant, first_time
 from services.feedback.facts import Facts, deadlines_of, facts_of, month_of, needs_clock
 from services.feedback.tables import (
     compliance_tickets,
+    follow_ups,
     quality_alerts,
     repairs,
     scorecard_deductions,
@@ -72,6 +73,7 @@ def compliance_values(f: Facts) -> dict[str, Any]:
         "checklist": canonical_json(document),
         "facts": canonical_json(facts),
         "version": f.version,
+        "complaints": len(f.complaints),
     }
 
 
@@ -102,6 +104,21 @@ def repair_rows(f: Facts) -> list[Row]:
             "fault_category": r.fault_category,
         }
         for r in f.repairs
+    ]
+
+
+def follow_up_rows(f: Facts) -> list[Row]:
+    return [
+        {
+            "event_id": x.event_id,
+            "ticket_id": f.ticket_id,
+            "month": f.month,
+            "region": f.region,
+            "service_point_id": f.service_point_id,
+            "score": x.score,
+            "would_recommend": x.would_recommend,
+        }
+        for x in f.follow_ups
     ]
 
 
@@ -150,7 +167,12 @@ def lock_tickets(conn: Connection, ticket_ids: Sequence[str]) -> None:
 
 class ComplianceProjection:
     name: ClassVar[str] = "feedback_compliance"
-    tables: ClassVar[tuple[Table, ...]] = (compliance_tickets, scorecard_deductions, repairs)
+    tables: ClassVar[tuple[Table, ...]] = (
+        compliance_tickets,
+        scorecard_deductions,
+        repairs,
+        follow_ups,
+    )
     stream_types: ClassVar[tuple[str, ...]] = ("ticket", "requisition")
 
     def __init__(self) -> None:
@@ -172,6 +194,8 @@ class ComplianceProjection:
             conn.execute(insert(scorecard_deductions), deductions)
         if repaired := [row for f in found for row in repair_rows(f)]:
             conn.execute(insert(repairs), repaired)
+        if followed := [row for f in found for row in follow_up_rows(f)]:
+            conn.execute(insert(follow_ups), followed)
 
 
 # --- copies of the feedback service's own events -------------------------------------------

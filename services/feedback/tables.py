@@ -10,6 +10,17 @@ from sqlalchemy import Column, Index, Integer, String, Table, Text
 from shared.eventstore.db import UtcDateTime, metadata
 
 ITEM_COLUMN = String(8)  # "true" | "false" | "pending"
+TALLY_COLUMNS = (
+    "compliant",
+    "responded_within_sla",
+    "resolved_within_sla",
+    "visited_before_repair",
+    "follow_up_done",
+    "satisfied",
+    "parts_returned",
+    "steps_in_order",
+    "first_time_fix",
+)
 
 # One row per ticket: the closed-loop checklist with its evidence and the facts the
 # aggregates, KPIs and scorecards are computed from.
@@ -39,7 +50,16 @@ compliance_tickets = Table(
     Column("checklist", Text, nullable=False),
     Column("facts", Text, nullable=False),
     Column("version", Integer, nullable=False),
-    Index("ix_feedback_compliance_tickets_month_region", "month", "region"),
+    Column("complaints", Integer, nullable=False, server_default="0"),
+    # Summaries count from this index alone, never reading the rows' documents.
+    Index(
+        "ix_feedback_compliance_tickets_tally",
+        "month",
+        "region",
+        "service_point_id",
+        *TALLY_COLUMNS,
+        "complaints",
+    ),
     Index("ix_feedback_compliance_tickets_ticket_number", "ticket_number"),
 )
 
@@ -70,6 +90,29 @@ repairs = Table(
     Column("fault_category", String(20), nullable=False),
     Index("ix_feedback_repairs_day", "day"),
     Index("ix_feedback_repairs_ticket_id", "ticket_id"),
+)
+
+# One row per follow-up, with its ticket's month, region and service point (rewritten with
+# the ticket's row): satisfaction bands and NPS counted from an index alone.
+follow_ups = Table(
+    "feedback_follow_ups",
+    metadata,
+    Column("event_id", String(36), primary_key=True),
+    Column("ticket_id", String(36), nullable=False),
+    Column("month", String(7), nullable=False),
+    Column("region", String(32), nullable=False),
+    Column("service_point_id", String(200), nullable=True),
+    Column("score", Integer, nullable=False),
+    Column("would_recommend", Integer, nullable=False),
+    Index("ix_feedback_follow_ups_ticket_id", "ticket_id"),
+    Index(
+        "ix_feedback_follow_ups_tally",
+        "month",
+        "region",
+        "service_point_id",
+        "score",
+        "would_recommend",
+    ),
 )
 
 # Manual scorecard items (entered by admin), from the ``scorecard`` streams.
