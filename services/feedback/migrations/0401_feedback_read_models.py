@@ -30,6 +30,12 @@ ITEMS = (
 
 
 def upgrade() -> None:
+    _create_ticket_tables()
+    _create_scorecard_and_quality_tables()
+
+
+def _create_ticket_tables() -> None:
+    """Compliance rows, scorecard deductions and repairs (one ticket's rows each)."""
     op.create_table(
         "feedback_compliance_tickets",
         sa.Column("ticket_id", sa.String(36), nullable=False),
@@ -86,6 +92,9 @@ def upgrade() -> None:
     )
     op.create_index("ix_feedback_repairs_day", "feedback_repairs", ["day"])
     op.create_index("ix_feedback_repairs_ticket_id", "feedback_repairs", ["ticket_id"])
+
+
+def _create_scorecard_and_quality_tables() -> None:
     op.create_table(
         "feedback_scorecard_items",
         sa.Column("event_id", sa.String(36), nullable=False),

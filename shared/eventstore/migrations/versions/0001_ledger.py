@@ -19,6 +19,12 @@ BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade() -> None:
+    _create_events()
+    _create_sequence_and_outbox()
+    _create_bookkeeping()
+
+
+def _create_events() -> None:
     op.create_table(
         "events",
         sa.Column("position", sa.BigInteger, primary_key=True, autoincrement=False),
@@ -48,6 +54,8 @@ def upgrade() -> None:
     op.create_index("ix_events_stream_type_position", "events", ["stream_type", "position"])
     op.create_index("ix_events_region_position", "events", ["region", "position"])
 
+
+def _create_sequence_and_outbox() -> None:
     op.create_table(
         "event_sequence",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
@@ -72,6 +80,9 @@ def upgrade() -> None:
     )
     op.create_index("ix_outbox_published_at_id", "outbox", ["published_at", "id"])
 
+
+def _create_bookkeeping() -> None:
+    """Leases, projection checkpoints and versions, idempotency records."""
     op.create_table(
         "leases",
         sa.Column("name", sa.String(100), nullable=False),
