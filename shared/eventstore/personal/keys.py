@@ -94,31 +94,35 @@ KeyState = Literal["active", "erased", "unreadable"]
 
 
 class DataKey:
-    """One customer's data key (``aead``, None once erased or when unreadable)."""
+    """One customer's data key (``secret``, None once erased or when unreadable).
 
-    __slots__ = ("aad", "aead", "customer_id", "header", "state")
+    The cache holds up to 100,000 of these: only the 32 key bytes are kept, and the
+    cipher object (about 2.4 kB of OpenSSL state each) is made per call, for about 1 µs —
+    an import of 100k new customers otherwise grew by 300 MB."""
 
-    def __init__(self, customer_id: str, state: KeyState, aead: AESGCM | None = None) -> None:
+    __slots__ = ("aad", "customer_id", "header", "secret", "state")
+
+    def __init__(self, customer_id: str, state: KeyState, secret: bytes | None = None) -> None:
         self.customer_id = customer_id
         self.state: KeyState = state
-        self.aead = aead
+        self.secret = secret
         # The token's header, also its associated data: a value sealed for one customer
         # does not open as another's.
         self.header = f"pd1.{customer_id}."
         self.aad = self.header.encode()
 
     def seal(self, value: str, nonce: bytes) -> str:
-        assert self.aead is not None
-        sealed = nonce + self.aead.encrypt(nonce, value.encode(), self.aad)
+        assert self.secret is not None
+        sealed = nonce + AESGCM(self.secret).encrypt(nonce, value.encode(), self.aad)
         text = b2a_base64(sealed, newline=False).translate(_URLSAFE).rstrip(b"=")
         return self.header + text.decode("ascii")
 
     def open(self, token: str) -> str:
         """The clear value; raises ``InvalidTag`` when the ciphertext was altered."""
-        assert self.aead is not None
+        assert self.secret is not None
         data = token[len(self.header) :]
         raw = urlsafe_b64decode(data + "=" * (-len(data) % 4))
-        return self.aead.decrypt(raw[:_NONCE], raw[_NONCE:], self.aad).decode()
+        return AESGCM(self.secret).decrypt(raw[:_NONCE], raw[_NONCE:], self.aad).decode()
 
 
 _MASTER_ROW = text("SELECT master_key_id, wrapped FROM personal_data_master WHERE id = 1")
@@ -287,7 +291,7 @@ class KeyRing:
             PERSONAL_DATA_UNREADABLE.labels(what="key").inc()
             log.error("personal data: the data key of customer %s is unreadable", customer_id)
             return DataKey(customer_id, "unreadable")
-        return DataKey(customer_id, "active", AESGCM(plain))
+        return DataKey(customer_id, "active", plain)
 
     def new_key(self, conn: Connection, customer_id: str) -> tuple[DataKey, bytes]:
         """A fresh data key for a new customer and its wrapped form (to store)."""
@@ -296,7 +300,7 @@ class KeyRing:
         plain = os.urandom(32)
         nonce = os.urandom(_NONCE)
         wrapped = nonce + kek.encrypt(nonce, plain, customer_id.encode())
-        return DataKey(customer_id, "active", AESGCM(plain)), wrapped
+        return DataKey(customer_id, "active", plain), wrapped
 
     def remember(self, key: DataKey) -> None:
         """Cache a key this unit of work created."""

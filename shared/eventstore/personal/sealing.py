@@ -306,7 +306,7 @@ def _sealed(
         value = holder.get(f.path[-1]) if holder is not None else None
         if not isinstance(value, str):
             continue
-        if key.aead is None:
+        if key.secret is None:
             holder[f.path[-1]] = ERASED  # type: ignore[index]
             continue
         holder[f.path[-1]] = key.seal(value, nonces[12 * n : 12 * n + 12])  # type: ignore[index]
@@ -350,7 +350,7 @@ def _open(keys: Mapping[str, DataKey], token: str) -> str:
     key = keys.get(sealed_customer(token) or "")
     if key is None or key.state == "unreadable":
         return UNREADABLE
-    if key.aead is None:
+    if key.secret is None:
         return ERASED
     try:
         return key.open(token)
