@@ -301,15 +301,17 @@ def _sealed(
     copies: dict[Path, dict[str, Any]] = {(): out}
     nonces = os.urandom(12 * len(fields))
     phones: list[str] = []
+    cipher = key.cipher()
     for n, f in enumerate(fields):
         holder = _holder(out, copies, f.path[:-1])
         value = holder.get(f.path[-1]) if holder is not None else None
         if not isinstance(value, str):
             continue
-        if key.secret is None:
+        if cipher is None:
             holder[f.path[-1]] = ERASED  # type: ignore[index]
             continue
-        holder[f.path[-1]] = key.seal(value, nonces[12 * n : 12 * n + 12])  # type: ignore[index]
+        nonce = nonces[12 * n : 12 * n + 12]
+        holder[f.path[-1]] = key.seal(value, nonce, cipher)  # type: ignore[index]
         if f.kind == "phone":
             phones.append(value)
     return out, phones
