@@ -7,20 +7,12 @@ from __future__ import annotations
 
 from sqlalchemy import Column, Index, Integer, String, Table, Text
 
+from services.feedback.compliance import ITEMS
 from shared.eventstore.db import UtcDateTime, metadata
 
 ITEM_COLUMN = String(8)  # "true" | "false" | "pending"
-TALLY_COLUMNS = (
-    "compliant",
-    "responded_within_sla",
-    "resolved_within_sla",
-    "visited_before_repair",
-    "follow_up_done",
-    "satisfied",
-    "parts_returned",
-    "steps_in_order",
-    "first_time_fix",
-)
+# What summaries count by status: the verdict, the checklist, first-time fix.
+TALLY_COLUMNS = ("compliant", *ITEMS, "first_time_fix")
 
 # One row per ticket: the closed-loop checklist with its evidence and the facts the
 # aggregates, KPIs and scorecards are computed from.

@@ -155,14 +155,18 @@ def _pg_upsert(table: Table) -> tuple[str, list[str]] | None:
     if any(isinstance(c.type, JSON | Date) or type(c.type) is DateTime for c in table.columns):
         return None
     columns = [c.name for c in table.columns]
+    return _upsert_sql(table, [f"${i}" for i in range(1, len(columns) + 1)]), columns
+
+
+def _upsert_sql(table: Table, placeholders: list[str]) -> str:
+    """Insert a whole row, or replace it by primary key (the driver's placeholders)."""
+    columns = [c.name for c in table.columns]
     pk = [c.name for c in table.primary_key.columns]
     updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in pk)
-    sql = (
-        f"INSERT INTO {table.name} ({', '.join(columns)}) "
-        f"VALUES ({', '.join(f'${i}' for i in range(1, len(columns) + 1))}) "
+    return (
+        f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join(placeholders)}) "
         f"ON CONFLICT ({', '.join(pk)}) DO " + (f"UPDATE SET {updates}" if updates else "NOTHING")
     )
-    return sql, columns
 
 
 def _pg_values(row: Row, columns: list[str]) -> list[Any]:
@@ -233,13 +237,7 @@ def _converters(table: Table, writing: bool) -> list[Callable[[Any], Any]]:
 @cache
 def _sqlite_upsert(table: Table) -> tuple[str, list[str], list[tuple[int, Callable[[Any], Any]]]]:
     columns = [c.name for c in table.columns]
-    pk = [c.name for c in table.primary_key.columns]
-    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in pk)
-    sql = (
-        f"INSERT INTO {table.name} ({', '.join(columns)}) "
-        f"VALUES ({', '.join('?' * len(columns))}) "
-        f"ON CONFLICT ({', '.join(pk)}) DO " + (f"UPDATE SET {updates}" if updates else "NOTHING")
-    )
+    sql = _upsert_sql(table, ["?"] * len(columns))
     converted = [(at, f) for at, f in enumerate(_converters(table, writing=True)) if f is not _same]
     return sql, columns, converted
 
