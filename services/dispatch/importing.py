@@ -12,7 +12,7 @@ from datetime import datetime, time, timedelta
 from typing import Any
 
 import orjson
-from pydantic import TypeAdapter, ValidationError
+from pydantic import TypeAdapter
 from sqlalchemy import Connection, case, select
 
 from services.dispatch import domain, read_models
@@ -61,13 +61,9 @@ _SHIFT = re.compile(r"^([a-z,\-]+)\s+(\d{1,2}:\d{2})\s*-\s*(\d{1,2}:\d{2})$")
 
 
 def network_id(f: Fields, column: str, *, required: bool = False) -> str | None:
-    value = f.text(column, required=required, max_length=100)
-    if value is None:
-        return None
-    try:
-        return _ID.validate_python(value)
-    except ValidationError:
-        return f.problem(column, "letters, digits and . _ @ - only (up to 100)")
+    return f.identifier(
+        column, _ID, max_length=100, allowed="letters, digits and . _ @ -", required=required
+    )
 
 
 def at_column(f: Fields, column: str, context: KindContext) -> datetime:

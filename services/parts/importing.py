@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import TypeAdapter
 from sqlalchemy import Connection, case, select
 
 from services.parts import domain, read_models
@@ -44,23 +44,15 @@ _LEVEL_ORDER = {"headquarters": 0, "regional_center": 1}
 
 
 def location_id(f: Fields, column: str, *, required: bool = False) -> str | None:
-    value = f.text(column, required=required, max_length=24)
-    if value is None:
-        return None
-    try:
-        return _LOCATION.validate_python(value)
-    except ValidationError:
-        return f.problem(column, "letters, digits and . _ - only (up to 24)")
+    return f.identifier(
+        column, _LOCATION, max_length=24, allowed="letters, digits and . _ -", required=required
+    )
 
 
 def part_number(f: Fields, column: str, *, required: bool = False) -> str | None:
-    value = f.text(column, required=required, max_length=32)
-    if value is None:
-        return None
-    try:
-        return _PART.validate_python(value)
-    except ValidationError:
-        return f.problem(column, "letters, digits and . _ - only (up to 32)")
+    return f.identifier(
+        column, _PART, max_length=32, allowed="letters, digits and . _ -", required=required
+    )
 
 
 def _place(

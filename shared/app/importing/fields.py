@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from shared.kernel.errors import DomainError, InvalidCommand
 from shared.kernel.text import invalid_text_reason
@@ -116,6 +116,25 @@ class Fields:
         if len(value) > max_length:
             return self.problem(column, f"longer than {max_length} characters")
         return value
+
+    def identifier(
+        self,
+        column: str,
+        adapter: TypeAdapter[str],
+        *,
+        max_length: int,
+        allowed: str,
+        required: bool = False,
+    ) -> str | None:
+        """Text the API's id type accepts (``adapter``), or the row's problem saying what
+        is ``allowed``."""
+        value = self.text(column, required=required, max_length=max_length)
+        if value is None:
+            return None
+        try:
+            return adapter.validate_python(value)
+        except ValidationError:
+            return self.problem(column, f"{allowed} only (up to {max_length})")
 
     def _parsed(
         self, column: str, required: bool, parse: Callable[[Any], T], what: str
