@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -279,10 +279,16 @@ def parsed_batches(
     request: ImportRequest,
     start_after: int,
     keys: KeyIndex | None,
-) -> Iterator[_Batch]:
-    for raws in batches(source, kind, request.batch_size, start_after):
-        parsed, problems, invalid = parse_batch(kind, raws, context, keys)
-        yield _Batch(len(raws), raws[-1].line, parsed, invalid, problems)
+) -> Generator[_Batch, None, None]:
+    """The file's batches, parsed; ``keys`` (the keys seen so far) closed when the
+    generator ends or is closed."""
+    try:
+        for raws in batches(source, kind, request.batch_size, start_after):
+            parsed, problems, invalid = parse_batch(kind, raws, context, keys)
+            yield _Batch(len(raws), raws[-1].line, parsed, invalid, problems)
+    finally:
+        if keys is not None:
+            keys.close()
 
 
 async def pipelined(
@@ -312,28 +318,14 @@ async def validate(
     progress: Progress | None,
 ) -> Tally:
     """Every row checked against the database as it is; nothing written."""
-    tally = Tally()
-    keys = KeyIndex()
 
     async def send(batch: _Batch) -> list[Verdict]:
         if not batch.parsed:
             return []
         return await platform.db.read(lambda c: kind.decide(c, batch.parsed, context))
 
-    def done(batch: _Batch, verdicts: list[Verdict]) -> None:
-        count(tally, batch, verdicts, sink)
-        if progress:
-            progress(batch.last_line, max(source.lines, batch.last_line))
-
-    try:
-        await pipelined(
-            parsed_batches(kind, source, context, request, start_after, keys), send, done
-        )
-    finally:
-        keys.close()
-    if progress:
-        progress(source.lines, source.lines)
-    return tally
+    batches = parsed_batches(kind, source, context, request, start_after, KeyIndex())
+    return await _pass(batches, send, Tally(), sink, source, progress)
 
 
 async def write(
@@ -358,18 +350,30 @@ async def write(
 
         return await platform.db.write(work)
 
+    batches = parsed_batches(kind, source, context, request, start_after, keys)
+    return await _pass(batches, send, tally, sink, source, progress)
+
+
+async def _pass(
+    batches: Generator[_Batch, None, None],
+    send: Callable[[_Batch], Awaitable[list[Verdict]]],
+    tally: Tally,
+    sink: ProblemSink,
+    source: Source,
+    progress: Progress | None,
+) -> Tally:
+    """One pass over the file: each batch sent (the next one parsed meanwhile), its
+    verdicts counted and reported."""
+
     def done(batch: _Batch, verdicts: list[Verdict]) -> None:
         count(tally, batch, verdicts, sink)
         if progress:
             progress(batch.last_line, max(source.lines, batch.last_line))
 
     try:
-        await pipelined(
-            parsed_batches(kind, source, context, request, start_after, keys), send, done
-        )
+        await pipelined(batches, send, done)
     finally:
-        if keys is not None:
-            keys.close()
+        batches.close()
     if progress:
         progress(source.lines, source.lines)
     return tally
