@@ -12,7 +12,6 @@ erasure (crypto-shredding).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from functools import cache
@@ -33,8 +32,6 @@ from shared.kernel.ids import uuid7
 from shared.kernel.personal import (
     ERASED,
     UNREADABLE,
-    Path,
-    PersonalField,
     Tree,
     get_path,
     identity_paths,
@@ -180,8 +177,8 @@ class PersonalData:
     ) -> dict[str, Any]:
         """``body`` (the payload as JSON types) with its personal fields sealed by the data
         subject's key — or ``[erased]`` once that customer is erased."""
-        fields = personal_fields(type(payload))
-        if not fields:
+        tree = personal_tree(type(payload))
+        if not tree:
             return body
         customer_id = self._subject(conn, stream_id, type(payload), body)
         key = self.ring.key(conn, customer_id)
@@ -190,7 +187,7 @@ class PersonalData:
                 "personal_data_key_unreadable",
                 "this customer's data key cannot be read; restore it from a backup",
             )
-        sealed, phones = _sealed(body, fields, key)
+        sealed, phones = _sealed(body, tree, key)
         if payload.data_subject:
             sealed[payload.data_subject] = customer_id
         for phone in phones:
@@ -291,46 +288,21 @@ class PersonalData:
             self._lookups.pop(k, None)
 
 
-def _sealed(
-    body: dict[str, Any], fields: Sequence[PersonalField], key: DataKey
-) -> tuple[dict[str, Any], list[str]]:
+def _sealed(body: dict[str, Any], tree: Tree, key: DataKey) -> tuple[dict[str, Any], list[str]]:
     """``body`` with each personal text value sealed by ``key`` (``[erased]`` without one;
     copy on write), and the clear phone numbers met (for their blind index). The hot path
-    of every append with personal data: one pass, one nonce draw."""
-    out = dict(body)
-    copies: dict[Path, dict[str, Any]] = {(): out}
-    nonces = os.urandom(12 * len(fields))
+    of every append with personal data: one walk of the payload's personal tree."""
+    seal = key.sealer()
     phones: list[str] = []
-    cipher = key.cipher()
-    for n, f in enumerate(fields):
-        holder = _holder(out, copies, f.path[:-1])
-        value = holder.get(f.path[-1]) if holder is not None else None
-        if not isinstance(value, str):
-            continue
-        if cipher is None:
-            holder[f.path[-1]] = ERASED  # type: ignore[index]
-            continue
-        nonce = nonces[12 * n : 12 * n + 12]
-        holder[f.path[-1]] = key.seal(value, nonce, cipher)  # type: ignore[index]
-        if f.kind == "phone":
+    if seal is None:
+        return map_personal(body, tree, lambda _kind, _value: ERASED), phones
+
+    def sealed(kind: str, value: str) -> str:
+        if kind == "phone":
             phones.append(value)
-    return out, phones
+        return seal(value)
 
-
-def _holder(
-    out: dict[str, Any], copies: dict[Path, dict[str, Any]], path: Path
-) -> dict[str, Any] | None:
-    """The (copied) dict at ``path`` in ``out``; None when there is none."""
-    found = copies.get(path)
-    if found is not None:
-        return found
-    parent = _holder(out, copies, path[:-1])
-    child = parent.get(path[-1]) if parent is not None else None
-    if not isinstance(child, dict):
-        return None
-    assert parent is not None
-    copied = parent[path[-1]] = copies[path] = dict(child)
-    return copied
+    return map_personal(body, tree, sealed), phones
 
 
 @cache
