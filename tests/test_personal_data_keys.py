@@ -3,6 +3,8 @@ start, a corrupted data key, and sealing on every append path (imports included)
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import stat
 from pathlib import Path
@@ -12,6 +14,7 @@ import pytest
 from pydantic import SecretStr, ValidationError
 from sqlalchemy import text
 
+from shared.app.cli import main as cli_main
 from shared.app.config import PrivacySettings, Settings
 from shared.app.personal import MASTER_KEY_FILE, load_master_key
 from shared.app.platform import Platform
@@ -135,6 +138,76 @@ async def test_serve_refuses_to_start_with_a_clear_message(
     await first.close()
     with pytest.raises(SystemExit, match="Refusing to start: the configured personal-data"):
         await serve_one(settings_with(database_url, tmp_path / "b", KEY_B), "intake", None)
+
+
+async def test_rotating_the_master_key_keeps_every_value(
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    person = Person.make()
+    first = Platform.from_settings(settings_with(database_url, tmp_path / "a", KEY_A))
+    try:
+        await first.check_personal_data()
+        async with service_client("intake", first) as intake:
+            ticket = (await intake.post("/tickets", json=person.body("SN-R1"))).json()
+    finally:
+        await first.close()
+    monkeypatch.setenv("TICKETLINE_DATABASE_URL", database_url)
+    monkeypatch.setenv("TICKETLINE_DATA_DIR", str(tmp_path / "cli"))
+    monkeypatch.setenv("TICKETLINE_PRIVACY_MASTER_KEY", KEY_A)
+    new_file = tmp_path / "new.key"
+
+    async def rotate(*extra: str) -> tuple[int, str]:
+        argv = ["rotate-master-key", "--new-key-file", str(new_file), *extra]
+        code = await asyncio.to_thread(cli_main, argv)
+        out = capsys.readouterr()
+        return code, out.out or out.err
+
+    code, out = await rotate("--generate")
+    assert code == 0 and json.loads(out)["status"] == "rotated"
+    assert stat.S_IMODE(new_file.stat().st_mode) == 0o600
+    code, out = await rotate()
+    assert code == 0 and json.loads(out)["status"] == "already"  # a rerun changes nothing
+    code, out = await rotate("--generate")
+    assert code == 2 and "exists" in out  # a key file is never overwritten
+    monkeypatch.setenv("TICKETLINE_PRIVACY_MASTER_KEY", KEY_B)
+    (tmp_path / "other.key").write_text("33" * 32)
+    argv = ["rotate-master-key", "--new-key-file", str(tmp_path / "other.key")]
+    assert await asyncio.to_thread(cli_main, argv) == 2
+    assert "is not the one" in capsys.readouterr().err
+
+    old = Platform.from_settings(settings_with(database_url, tmp_path / "b", KEY_A))
+    try:
+        with pytest.raises(MasterKeyMismatch):
+            await old.check_personal_data()
+    finally:
+        await old.close()
+    monkeypatch.delenv("TICKETLINE_PRIVACY_MASTER_KEY")
+    privacy = PrivacySettings(master_key_file=new_file)
+    rotated = Platform.from_settings(
+        Settings(
+            database_url=database_url, data_dir=tmp_path / "c", auth=TEST_AUTH, privacy=privacy
+        )
+    )
+    try:
+        await rotated.check_personal_data()
+        (event,) = await rotated.db.read(
+            lambda c: rotated.store.open(c, rotated.store.read_stream(c, ticket["ticket_id"]))
+        )
+        assert event.payload["customer"]["name"] == person.name
+        async with service_client("intake", rotated) as intake:
+            again = (await intake.post("/tickets", json=person.body("SN-R2"))).json()
+        customers = await rotated.db.read(
+            lambda c: {
+                rotated.store.read_stream(c, t["ticket_id"])[0].payload["customer_id"]
+                for t in (ticket, again)
+            }
+        )
+        assert len(customers) == 1  # the same blind-index secret: the customer is recognised
+    finally:
+        await rotated.close()
 
 
 # --- a corrupted data key -----------------------------------------------------------------------

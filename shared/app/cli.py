@@ -465,6 +465,32 @@ def _cmd_api_key(_settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_rotate_master_key(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from shared.app.personal import generate_key_file, read_key_file, rotate_master_key
+    from shared.eventstore.personal import MasterKeyMismatch
+
+    path = Path(args.new_key_file)
+    try:
+        if args.generate:
+            generate_key_file(path)
+        new = read_key_file(path)
+        status = asyncio.run(rotate_master_key(settings, new))
+    except (OSError, ValueError, MasterKeyMismatch, RuntimeError) as exc:
+        print(f"rotate-master-key: {exc}", file=sys.stderr)
+        return 2
+    summary = {"status": status, "master_key_id": new.key_id, "key_file": str(path)}
+    if status != "no_keys":
+        summary["next"] = (
+            f"configure every process with TICKETLINE_PRIVACY_MASTER_KEY_FILE={path} (or "
+            "replace the data directory's personal-data-master.key with it) before it "
+            "restarts; keep the old key as long as you keep backups made before now"
+        )
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ticketline",
@@ -590,6 +616,14 @@ def _access_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     api_key = sub.add_parser("api-key", help="make a machine API key for call-center software")
     api_key.add_argument("--name", required=True, help="which software / company it is for")
     api_key.add_argument("--region", default=None, help="limit its reads to one region")
+    rotate = sub.add_parser(
+        "rotate-master-key",
+        help="wrap the personal-data keys with a new master key (the configured one unwraps)",
+    )
+    rotate.add_argument("--new-key-file", required=True, help="the new key: 64 hex digits")
+    rotate.add_argument(
+        "--generate", action="store_true", help="first write a new random key to that file"
+    )
 
 
 COMMANDS = {
@@ -610,6 +644,7 @@ COMMANDS = {
     "verify-export": _cmd_verify_export,
     "token": _cmd_token,
     "api-key": _cmd_api_key,
+    "rotate-master-key": _cmd_rotate_master_key,
     "sla": _cmd_sla,
 }
 

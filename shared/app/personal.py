@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shared.eventstore.personal import KeyRing, LocalMasterKey, MasterKey, PersonalData
+from shared.eventstore.personal.keys import RotationResult
 from shared.kernel.clock import Clock
 
 if TYPE_CHECKING:
@@ -43,12 +44,24 @@ def load_master_key(settings: Settings) -> MasterKey:
         key = _from_hex(privacy.master_key.get_secret_value(), "TICKETLINE_PRIVACY_MASTER_KEY")
         return LocalMasterKey(key, "env")
     if privacy.master_key_file is not None:
-        path = privacy.master_key_file
-        return LocalMasterKey(_from_hex(path.read_text(), str(path)), "file")
+        return read_key_file(privacy.master_key_file)
     path = Path(settings.data_dir) / MASTER_KEY_FILE
     if not path.exists():
         _create_key_file(path)
     return LocalMasterKey(_from_hex(path.read_text(), str(path)), "data-dir")
+
+
+def read_key_file(path: Path) -> LocalMasterKey:
+    """A master key from a file of 64 hex digits (a mounted secret)."""
+    return LocalMasterKey(_from_hex(path.read_text(), str(path)), "file")
+
+
+def generate_key_file(path: Path) -> None:
+    """A new random master key in a new file (mode 0600); an existing file is refused,
+    never overwritten (it may be the only copy of a key)."""
+    if path.exists():
+        raise FileExistsError(f"{path} exists: give a new path, or drop --generate to use it")
+    _create_key_file(path)
 
 
 def _create_key_file(path: Path) -> None:
@@ -102,3 +115,16 @@ async def check_master_key(db: Database, personal: PersonalData) -> None:
     """At start: unwrap this database's keys with the configured master key (creating them
     on a new database). Raises ``MasterKeyMismatch`` — the caller refuses to start."""
     await db.write(lambda c: personal.ring.ready(c, create=True))
+
+
+async def rotate_master_key(settings: Settings, new: MasterKey) -> RotationResult:
+    """Re-wrap this database's keys with ``new`` (``KeyRing.rotate_master``). Processes
+    already running keep working (they unwrapped at start); each one started after this
+    must be configured with the new key."""
+    from shared.app.platform import Platform
+
+    platform = Platform.from_settings(settings)
+    try:
+        return await platform.db.write(lambda c: platform.personal.ring.rotate_master(c, new))
+    finally:
+        await platform.close()

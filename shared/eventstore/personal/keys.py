@@ -91,6 +91,7 @@ class LocalMasterKey:
 
 
 KeyState = Literal["active", "erased", "unreadable"]
+RotationResult = Literal["rotated", "already", "no_keys"]
 
 
 class DataKey:
@@ -138,6 +139,11 @@ _MASTER_ROW = text("SELECT master_key_id, wrapped FROM personal_data_master WHER
 _NEW_MASTER = text(
     "INSERT INTO personal_data_master (id, master_key_id, wrapped, created_at) "
     "VALUES (1, :key_id, :wrapped, :at) ON CONFLICT (id) DO NOTHING"
+)
+# Compare-and-set: a rotation replaces exactly the wrapping it unwrapped.
+_REWRAP_MASTER = text(
+    "UPDATE personal_data_master SET master_key_id = :key_id, wrapped = :wrapped "
+    "WHERE id = 1 AND wrapped = :before"
 )
 _KEYS = select(personal_data_keys.c.customer_id, personal_data_keys.c.wrapped_key).where(
     personal_data_keys.c.customer_id.in_(bindparam("ids", expanding=True))
@@ -230,6 +236,27 @@ class KeyRing:
                 "that key (TICKETLINE_PRIVACY_MASTER_KEY_FILE, or the data directory's "
                 "personal-data-master.key); refusing to read or write personal data"
             ) from exc
+
+    def rotate_master(self, conn: Connection, new: MasterKey) -> RotationResult:
+        """Wrap the key-encryption key and blind-index secret with ``new`` in place of the
+        configured master key: one row, the data keys and every sealed value unchanged.
+        ``already`` when ``new`` wraps them (a rerun); ``no_keys`` on a database that has
+        none yet. Raises ``MasterKeyMismatch`` when the configured key does not unwrap them,
+        ``RuntimeError`` when another rotation changed the row meanwhile."""
+        row = conn.execute(_MASTER_ROW).first()
+        if row is None:
+            return "no_keys"
+        before = bytes(row.wrapped)
+        try:
+            new.unwrap(before, _MASTER_CONTEXT)
+            return "already"
+        except (InvalidTag, ValueError):
+            pass
+        wrapped = new.wrap(self._unwrap_master(row), _MASTER_CONTEXT)
+        params = {"key_id": new.key_id, "wrapped": wrapped, "before": before}
+        if conn.execute(_REWRAP_MASTER, params).rowcount != 1:
+            raise RuntimeError("the master row changed during the rotation: run it again")
+        return "rotated"
 
     def _kek_for(self, conn: Connection, *, create: bool) -> AESGCM | None:
         found = self._secrets(conn, create=create)
