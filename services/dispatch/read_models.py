@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, not_, or_, select
+from sqlalchemy import Connection, and_, func, not_, or_, select
 
 from services.dispatch.domain import EarlierRepair, Network, ServicePointInfo, TechnicianInfo
 from services.dispatch.tables import (
@@ -16,6 +16,7 @@ from services.dispatch.tables import (
     technicians,
     ticket_flags,
 )
+from shared.eventstore.driver import Statement
 from shared.eventstore.ledger import EventStore
 from shared.kernel.events.network import NetworkLevel, Shift
 from shared.kernel.events.registry import typed_payload
@@ -306,10 +307,9 @@ def list_terms(conn: Connection, kind: str) -> list[Any]:
     return list(conn.execute(query).all())
 
 
-# Built once: every received ticket asks it (the repeat-repair reactor).
-_SAME_SERIAL = select(ticket_state.c.ticket_id).where(
-    ticket_state.c.serial_number == bindparam("serial"),
-    ticket_state.c.ticket_id != bindparam("ticket_id"),
+# On the driver: every received ticket asks it (the repeat-repair reactor).
+_SAME_SERIAL = Statement(
+    "SELECT ticket_id FROM ticket_state WHERE serial_number = :serial AND ticket_id != :ticket_id"
 )
 
 
@@ -326,8 +326,7 @@ def earlier_repairs(
     if not serial:
         return []
     found: list[EarlierRepair] = []
-    others = conn.execute(_SAME_SERIAL, {"serial": serial, "ticket_id": ticket_id}).scalars()
-    for other in list(others):
+    for (other,) in _SAME_SERIAL.rows(conn, serial, ticket_id):
         for e in store.read_stream(conn, other):
             if e.position >= before_position or e.event_type != TicketRepaired.event_type:
                 continue

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import Connection, Table, delete, insert, text
+from sqlalchemy import Connection, Table, text
 
 from services.feedback.compliance import ITEMS, checklist, compliant, first_time_fix
 from services.feedback.facts import Facts, deadlines_of, facts_of, month_of, needs_clock
@@ -28,7 +28,7 @@ from services.feedback.tables import (
 )
 from shared.app.config import get_settings
 from shared.eventstore.ledger import EventStore
-from shared.eventstore.projection import EventRowProjection, Row
+from shared.eventstore.projection import EventRowProjection, Row, delete_where_in, upsert_rows
 from shared.kernel.events.envelope import EventEnvelope, canonical_json
 from shared.kernel.events.parts import OldPartReturnExpected
 from shared.kernel.events.quality import QualityAlertRaised, ScorecardItemRecorded
@@ -185,17 +185,11 @@ class ComplianceProjection:
         lock_tickets(conn, tickets)
         found = [f for t in tickets if (f := ticket_facts(conn, self.store, t)) is not None]
         for table in self.tables:
-            for start in range(0, len(tickets), 500):
-                chunk = tickets[start : start + 500]
-                conn.execute(delete(table).where(table.c.ticket_id.in_(chunk)))
-        if found:
-            conn.execute(insert(compliance_tickets), [compliance_values(f) for f in found])
-        if deductions := [row for f in found for row in deduction_rows(f)]:
-            conn.execute(insert(scorecard_deductions), deductions)
-        if repaired := [row for f in found for row in repair_rows(f)]:
-            conn.execute(insert(repairs), repaired)
-        if followed := [row for f in found for row in follow_up_rows(f)]:
-            conn.execute(insert(follow_ups), followed)
+            delete_where_in(conn, table, "ticket_id", tickets)
+        upsert_rows(conn, compliance_tickets, [compliance_values(f) for f in found])
+        upsert_rows(conn, scorecard_deductions, [r for f in found for r in deduction_rows(f)])
+        upsert_rows(conn, repairs, [r for f in found for r in repair_rows(f)])
+        upsert_rows(conn, follow_ups, [r for f in found for r in follow_up_rows(f)])
 
 
 # --- copies of the feedback service's own events -------------------------------------------

@@ -12,8 +12,8 @@ from services.intake.read_models import find_open_duplicate
 from services.intake.tables import ticket_number_counters
 from shared.app.config import Settings
 from shared.app.executor import Handling, Outcome
+from shared.eventstore.driver import Statement
 from shared.eventstore.personal import PersonalData
-from shared.eventstore.personal.raw import Statement
 from shared.kernel.errors import NotFound
 from shared.kernel.events.customers import customer_stream_id
 from shared.kernel.ids import uuid7

@@ -12,8 +12,8 @@ from sqlalchemy import Connection, and_, case, false, func, or_, select, true
 
 from shared.app.config import SlaSettings
 from shared.app.read_log import read_log
+from shared.eventstore.driver import Statement
 from shared.eventstore.ledger import EventStore
-from shared.eventstore.personal.raw import Statement
 from shared.eventstore.personal.tables import personal_data_keys, personal_data_phones
 from shared.kernel.errors import InvalidCommand
 from shared.kernel.events.customers import customer_stream_id

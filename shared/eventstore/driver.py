@@ -1,18 +1,22 @@
 """The database driver under a SQLAlchemy connection, for the hot paths that skip
 SQLAlchemy's per-statement work (the ledger's append, projections' batch upserts, a
-command's few lookups). A constraint the driver reports violated is raised as
-SQLAlchemy's ``IntegrityError`` on every path, as callers expect from ``conn.execute``."""
+command's few lookups: ``Statement``). A constraint the driver reports violated is raised
+as SQLAlchemy's ``IntegrityError`` on every path, as callers expect from ``conn.execute``."""
 
 from __future__ import annotations
 
 import contextlib
+import re
 import sqlite3
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, TextClause, text
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.util import await_only
 
 
 def sqlite_driver(conn: Connection) -> Any | None:
@@ -46,3 +50,82 @@ def integrity_errors(statement: str) -> Iterator[None]:
         if asyncpg is not None and isinstance(exc, asyncpg.IntegrityConstraintViolationError):
             raise IntegrityError(statement, None, exc) from exc
         raise
+
+
+# --- statements on the driver: the few on a command's hot path (a new customer's key, a
+# phone's blind index, a ticket number, the duplicate check, the idempotency record).
+
+
+def _sqlite_time(value: datetime) -> str:
+    """What SQLAlchemy's SQLite DateTime stores (UTC, no offset, microseconds)."""
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One statement with ``:name`` parameters, given positionally in ``names`` order."""
+
+    sql: str
+    names: tuple[str, ...] = field(init=False)
+    qmark: str = field(init=False)
+    dollar: str = field(init=False)
+    clause: TextClause = field(init=False)
+
+    def __post_init__(self) -> None:
+        names = tuple(re.findall(r"(?<!:):(\w+)", self.sql))
+        counter = iter(range(1, len(names) + 1))
+        object.__setattr__(self, "names", names)
+        object.__setattr__(self, "qmark", re.sub(r"(?<!:):(\w+)", "?", self.sql))
+        dollar = re.sub(r"(?<!:):(\w+)", lambda _m: f"${next(counter)}", self.sql)
+        object.__setattr__(self, "dollar", dollar)
+        object.__setattr__(self, "clause", text(self.sql))
+
+    def execute(self, conn: Connection, *args: Any) -> int:
+        """Run it; the rows it changed."""
+        raw = sqlite_driver(conn)
+        if raw is not None:
+            with integrity_errors(self.sql):
+                return int(raw.execute(self.qmark, _sqlite_values(args)).rowcount)
+        pg = asyncpg_driver(conn)
+        if pg is not None:
+            with integrity_errors(self.sql):
+                status = await_only(pg.execute(self.dollar, *args))
+            return int(str(status).rsplit(" ", 1)[-1])
+        return int(conn.execute(self.clause, dict(zip(self.names, args, strict=True))).rowcount)
+
+    def rows(self, conn: Connection, *args: Any) -> list[tuple[Any, ...]]:
+        """Every row, as tuples; times as the driver gives them."""
+        raw = sqlite_driver(conn)
+        if raw is not None:
+            with integrity_errors(self.sql):
+                return [tuple(r) for r in raw.execute(self.qmark, _sqlite_values(args))]
+        pg = asyncpg_driver(conn)
+        if pg is not None:
+            with integrity_errors(self.sql):
+                return [tuple(r) for r in await_only(pg.fetch(self.dollar, *args))]
+        result = conn.execute(self.clause, dict(zip(self.names, args, strict=True)))
+        return [tuple(r) for r in result]
+
+    def scalar(self, conn: Connection, *args: Any) -> Any:
+        """The first column of the first row (None without rows)."""
+        row = self.first(conn, *args)
+        return None if row is None else row[0]
+
+    def first(self, conn: Connection, *args: Any) -> tuple[Any, ...] | None:
+        """The first row as a tuple (None without rows); times as the driver gives them."""
+        raw = sqlite_driver(conn)
+        if raw is not None:
+            with integrity_errors(self.sql):
+                row = raw.execute(self.qmark, _sqlite_values(args)).fetchone()
+            return None if row is None else tuple(row)
+        pg = asyncpg_driver(conn)
+        if pg is not None:
+            with integrity_errors(self.sql):
+                found = await_only(pg.fetchrow(self.dollar, *args))
+            return None if found is None else tuple(found)
+        result = conn.execute(self.clause, dict(zip(self.names, args, strict=True))).first()
+        return None if result is None else tuple(result)
+
+
+def _sqlite_values(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(_sqlite_time(a) if isinstance(a, datetime) else a for a in args)

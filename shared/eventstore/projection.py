@@ -29,7 +29,6 @@ from sqlalchemy import (
     tuple_,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.util import await_only
 
 from shared.eventstore.db import UtcDateTime
@@ -103,18 +102,35 @@ def upsert_rows(conn: Connection, table: Table, rows: Sequence[Row]) -> None:
 
 
 def delete_rows(conn: Connection, table: Table, keys: Iterable[tuple[Any, ...]]) -> None:
+    """Delete rows by primary key."""
     keys = list(keys)
     if not keys:
         return
     pk = list(table.primary_key.columns)
+    if len(pk) == 1:
+        delete_where_in(conn, table, pk[0].name, [k[0] for k in keys])
+        return
     for start in range(0, len(keys), 500):
         chunk = keys[start : start + 500]
-        where: ColumnElement[bool]
-        if len(pk) == 1:
-            where = pk[0].in_([k[0] for k in chunk])
-        else:
-            where = or_(*(and_(*(c == v for c, v in zip(pk, k, strict=True))) for k in chunk))
+        where = or_(*(and_(*(c == v for c, v in zip(pk, k, strict=True))) for k in chunk))
         conn.execute(delete(table).where(where))
+
+
+def delete_where_in(conn: Connection, table: Table, column: str, values: Sequence[Any]) -> None:
+    """Delete the rows whose ``column`` is one of ``values``: a statement per 500 values,
+    on the driver where there is one."""
+    raw = sqlite_driver(conn)
+    pg = asyncpg_driver(conn) if raw is None else None
+    for start in range(0, len(values), 500):
+        chunk = list(values[start : start + 500])
+        if raw is not None:
+            raw.execute(
+                f"DELETE FROM {table.name} WHERE {column} IN ({', '.join('?' * len(chunk))})", chunk
+            )
+        elif pg is not None:
+            await_only(pg.execute(f"DELETE FROM {table.name} WHERE {column} = ANY($1)", chunk))
+        else:
+            conn.execute(delete(table).where(table.c[column].in_(chunk)))
 
 
 def load_rows(conn: Connection, table: Table, keys: Iterable[tuple[Any, ...]]) -> dict[Any, Row]:

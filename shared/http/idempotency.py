@@ -19,7 +19,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from shared.eventstore.db import Database
-from shared.eventstore.personal.raw import Statement
+from shared.eventstore.driver import Statement
 from shared.eventstore.tables import idempotency_keys
 from shared.http.headers import etag
 from shared.http.problems import ProblemError

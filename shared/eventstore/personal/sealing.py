@@ -21,10 +21,10 @@ import orjson
 from cryptography.exceptions import InvalidTag
 from sqlalchemy import Connection, text
 
+from shared.eventstore.driver import Statement
 from shared.eventstore.ledger import StreamAppend
 from shared.eventstore.metrics import PERSONAL_DATA_UNREADABLE, note_committed
 from shared.eventstore.personal.keys import DataKey, KeyRing, PersonalDataUnavailable
-from shared.eventstore.personal.raw import Statement
 from shared.kernel.clock import Clock, SystemClock
 from shared.kernel.events.envelope import EventEnvelope, EventPayload, PendingEvent
 from shared.kernel.events.registry import UnknownEventType, payload_class, upcast
