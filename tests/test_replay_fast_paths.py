@@ -4,16 +4,17 @@ and written on the bare drivers (SQLite and PostgreSQL), the rebuild's GC settin
 from __future__ import annotations
 
 import gc
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Connection, inspect, select
 
 from shared.eventstore import ledger
 from shared.eventstore.db import Database
 from shared.eventstore.ledger import NO_STREAM, EventStore, row_to_envelope
-from shared.eventstore.projection import _read_time, _write_time, upsert_rows
-from shared.eventstore.runner import ProjectionRunner
+from shared.eventstore.projection import Projection, _read_time, _write_time, upsert_rows
+from shared.eventstore.runner import Batch, EventSource, LedgerSource, ProjectionRunner
 from shared.readmodels.ticket_state import TicketStateProjection, ticket_state
 from tests.support.factories import context, diagnosed, new_ticket_id, received
 
@@ -104,3 +105,36 @@ async def test_a_rebuild_restores_the_garbage_collector(db: Database, store: Eve
     await ProjectionRunner(db, store).rebuild(TicketStateProjection())
     assert gc.get_threshold() == before
     assert gc.get_freeze_count() == 0
+
+
+def _indexes(conn: Connection) -> list[tuple[str, tuple[str, ...], bool]]:
+    found = inspect(conn).get_indexes("ticket_state")
+    return sorted((i["name"] or "", tuple(map(str, i["column_names"])), i["unique"]) for i in found)
+
+
+class _FailingSource:
+    """Gives one batch, then fails: a rebuild interrupted midway."""
+
+    def __init__(self, inner: EventSource) -> None:
+        self.inner = inner
+
+    async def batches(self, projection: Projection) -> AsyncIterator[Batch]:
+        async for batch in self.inner.batches(projection):
+            yield batch
+            raise RuntimeError("the source broke")
+
+
+async def test_a_rebuild_builds_again_the_indexes_it_set_aside(
+    db: Database, store: EventStore
+) -> None:
+    await _seed(db, store, 3)
+    declared = await db.read(_indexes)
+    assert len(declared) > 10  # every list filter's index
+    runner = ProjectionRunner(db, store)
+    stats = await runner.rebuild(TicketStateProjection())
+    assert stats.applied == 6 and await db.read(_indexes) == declared
+    with pytest.raises(RuntimeError, match="the source broke"):
+        await runner.rebuild(
+            TicketStateProjection(), _FailingSource(LedgerSource(db, store, batch_size=2))
+        )
+    assert await db.read(_indexes) == declared

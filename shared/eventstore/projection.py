@@ -133,6 +133,24 @@ def delete_where_in(conn: Connection, table: Table, column: str, values: Sequenc
             conn.execute(delete(table).where(table.c[column].in_(chunk)))
 
 
+def drop_secondary_indexes(conn: Connection, tables: Iterable[Table]) -> None:
+    """Drop the tables' non-unique indexes (unique ones keep guarding their rule): a
+    rebuild fills the tables, then ``create_missing_indexes`` sorts each index once instead
+    of inserting into every B-tree per row."""
+    for table in tables:
+        for index in table.indexes:
+            if not index.unique:
+                conn.exec_driver_sql(f"DROP INDEX IF EXISTS {index.name}")
+
+
+def create_missing_indexes(conn: Connection, tables: Iterable[Table]) -> None:
+    """Create the tables' indexes that are missing, as the schema declares them (the
+    migrations create the same ones: tests/test_migrations.py)."""
+    for table in tables:
+        for index in table.indexes:
+            index.create(conn, checkfirst=True)
+
+
 def load_rows(conn: Connection, table: Table, keys: Iterable[tuple[Any, ...]]) -> dict[Any, Row]:
     """The rows with these primary keys, by key tuple; at most 500 keys per SELECT."""
     keys = list(keys)
