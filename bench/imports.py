@@ -2,8 +2,9 @@
 beside a bulk append of the same events.
 
 - ``ticketline import tickets`` as an operator runs it (its own process, SQLite): all or
-  nothing (a validating pass, then the writing pass) and ``--skip-invalid`` (one pass),
-  events/s from the import's own summary;
+  nothing (a validating pass spooling its decisions, then the writing pass appending
+  them) and ``--skip-invalid`` (one pass: read, decide, append), events/s from the
+  import's own summary;
 - the limit: the same events (read back from the imported ledger, payloads built before
   the clock starts) appended with ``EventStore.append`` into the same starting database,
   500 tickets' streams per call and transaction — the bulk write the import is made of,

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, func, select
 
-from shared.app.importing import commit
+from shared.app.importing import commit, engine
 from shared.app.importing.runs import get_run
 from shared.app.platform import Platform
 from shared.eventstore.tables import events, import_runs
@@ -112,6 +112,36 @@ async def test_an_interrupted_import_resumes_under_its_batch_id(
         )
     )
     assert batches == {run["batch_id"]}
+
+
+@SQLITE
+async def test_a_ticket_written_between_the_passes_stops_the_import(
+    platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writing pass appends what the validating pass decided: a stream another writer
+    created meanwhile stops it (nothing of that batch written); the rerun resumes."""
+    files = write_history(tmp_path, 0)
+    files.pop("tickets")
+    await import_all(platform, files)
+    both = ticket_file(tmp_path / "both.csv", [good_row(1), good_row(2)])
+    first = ticket_file(tmp_path / "first.csv", [good_row(1)])
+    original = engine._check
+
+    async def then_another_import(job: Any, spool: Any) -> bool:
+        valid = await original(job, spool)
+        if job.source.name == "both.csv":
+            summary, _ = await import_file(platform, "tickets", first)
+            assert summary.status == "imported"
+        return valid
+
+    monkeypatch.setattr(engine, "_check", then_another_import)
+    summary, _ = await import_file(platform, "tickets", both)
+    assert summary.status == "interrupted" and "changed meanwhile" in (summary.message or "")
+    assert await count(platform, ticket_state) == 1
+    monkeypatch.setattr(engine, "_check", original)
+    summary, _ = await import_file(platform, "tickets", both)
+    assert summary.status == "imported"
+    assert (summary.tally.present, summary.tally.imported) == (1, 1)
 
 
 @SQLITE

@@ -82,8 +82,13 @@ async def test_replenishment_averages_the_imported_usage(
     assert receipts and all('"opening_balance":true' in p for p in receipts)
 
 
+# One batch; a batch a row (all or nothing: the validating pass remembers the repairs of
+# earlier batches, not yet written, and its decisions are the ones written); one pass.
+@pytest.mark.parametrize(
+    "options", [{}, {"batch_size": 1}, {"batch_size": 1, "skip_invalid": True}]
+)
 async def test_repeat_repair_detection_sees_imported_repairs(
-    platform: Platform, clock: ManualClock, tmp_path: Path
+    platform: Platform, clock: ManualClock, tmp_path: Path, options: dict[str, Any]
 ) -> None:
     files = await network(platform, tmp_path)
     repaired = datetime(2026, 10, 20, 6, tzinfo=UTC)
@@ -123,7 +128,8 @@ async def test_repeat_repair_detection_sees_imported_repairs(
             problem_solved="",
         ),
     ]
-    summary, sink = await import_file(platform, "tickets", ticket_file(files["tickets"], rows))
+    path = ticket_file(files["tickets"], rows)
+    summary, sink = await import_file(platform, "tickets", path, **options)
     assert summary.status == "imported", sink.as_dicts()
     first, second = await platform.db.read(
         lambda c: list(

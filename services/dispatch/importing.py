@@ -385,6 +385,8 @@ KINDS: tuple[Kind, ...] = (SERVICE_POINTS, TECHNICIANS)
 # --- an imported ticket's field work ------------------------------------------------------
 
 NOT_RECORDED = "not recorded (imported)"
+# Repairs decided by a validating pass, by serial (``KindContext.remembered``).
+REPAIRS = "dispatch.repairs"
 _PART = re.compile(
     r"^(?P<part>[A-Za-z0-9][A-Za-z0-9._-]*)(?:\s*[x*]\s*(?P<qty>\d+))?(?P<rest>(?:\s+\S+)*)$"
 )
@@ -548,7 +550,10 @@ def gather_field_work(
             point = replace(found[0][0], active=True) if found[0] else None
             network[technician_id] = (replace(found[1][0], active=True), point)
     serials = {str(s).strip() for r in rows if (s := r.values.get("serial_number"))}
-    repairs = {} if context.validating else earlier_repairs(conn, serials)
+    repairs = earlier_repairs(conn, serials)
+    if context.remembered is not None:  # validating: earlier batches' repairs not written yet
+        for serial, found in context.remembered.find(REPAIRS, serials).items():
+            repairs.setdefault(serial, []).extend(found)
     return FieldFacts(context.settings, network, repairs)
 
 
@@ -653,15 +658,17 @@ def decide_field_work(
 
 
 def accept_field_work(
-    row: TicketRow, state: TicketState, facts: FieldFacts, _context: KindContext
+    row: TicketRow, state: TicketState, facts: FieldFacts, context: KindContext
 ) -> None:
-    """A row's repair is an earlier repair for the batch's later rows (repeat repairs)."""
+    """A row's repair is an earlier repair for the file's later rows (repeat repairs)."""
     work: FieldWork = row.parts[SERVICE]
     assert state.received is not None
     serial = state.received.product.serial_number
     if serial and work.repair is not None and work.repaired_at is not None:
         repair = domain.EarlierRepair(row.ticket_id, work.repaired_at, work.repair.outcome)
         facts.repairs.setdefault(serial, []).append(repair)
+        if context.remembered is not None:
+            context.remembered.add(REPAIRS, serial, repair)
 
 
 def export_field_work(view: TicketHistoryView) -> dict[str, Any]:

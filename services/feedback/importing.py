@@ -108,8 +108,9 @@ def decide(
 
 
 def accept(row: TicketRow, _state: TicketState, _settings: Settings, context: KindContext) -> None:
-    """Remember the day of an imported repair, for the quality check after the import."""
-    if context.validating or not row.values.get("repaired_at"):
+    """Remember the day of an imported repair, for the quality check after the import
+    (the validating pass's decisions are the ones written)."""
+    if not row.values.get("repaired_at"):
         return
     at = Fields(row.line, row.values, context.zone).timestamp("repaired_at")
     if at is not None:

@@ -106,9 +106,21 @@ class LazyMasterKey:
         return self._get().unwrap(wrapped, context)
 
 
-def personal_data(settings: Settings, clock: Clock) -> PersonalData:
-    ring = KeyRing(LazyMasterKey(settings), cache_seconds=settings.privacy.key_cache_seconds)
-    return PersonalData(ring, clock)
+def personal_data(
+    settings: Settings, clock: Clock, *, cached_customers: int | None = None
+) -> PersonalData:
+    """``cached_customers``: at most this many customers' data keys and memos (default:
+    the key ring's and the store's own bounds)."""
+    seconds = settings.privacy.key_cache_seconds
+    if cached_customers is None:
+        return PersonalData(KeyRing(LazyMasterKey(settings), cache_seconds=seconds), clock)
+    ring = KeyRing(LazyMasterKey(settings), cache_seconds=seconds, cache_size=cached_customers)
+    personal = PersonalData(ring, clock)
+    # PersonalData takes no size for its memos (stream → customer, lookup and phone
+    # digests): bounded here until it does.
+    for memo in (personal._streams, personal._lookups, personal._phones):
+        memo.size = cached_customers
+    return personal
 
 
 async def check_master_key(db: Database, personal: PersonalData) -> None:

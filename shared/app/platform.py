@@ -58,8 +58,14 @@ class Platform:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings | None = None, clock: Clock | None = None
+        cls,
+        settings: Settings | None = None,
+        clock: Clock | None = None,
+        *,
+        cached_customers: int | None = None,
     ) -> Platform:
+        """``cached_customers``: a bound on the customers' keys and memos kept in memory
+        (bulk work meeting each customer once: ``ticketline import``)."""
         settings = settings or get_settings()
         clock = clock or SystemClock()
         db = Database(
@@ -70,7 +76,7 @@ class Platform:
         store = EventStore(
             clock=clock,
             topic_prefix=settings.kafka_topic_prefix,
-            personal=personal_data(settings, clock),
+            personal=personal_data(settings, clock, cached_customers=cached_customers),
         )
         runner = ProjectionRunner(db, store, clock, retries=settings.projector_retries)
         return cls(settings, db, store, clock, runner)

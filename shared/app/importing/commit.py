@@ -27,7 +27,7 @@ from shared.app.importing import runs
 from shared.app.importing.kinds import Kind, KindContext, Parsed, Segment, Verdict
 from shared.app.importing.report import Tally
 from shared.app.platform import SHARED_INLINE, Platform
-from shared.eventstore.ledger import StreamAppend, StreamHead
+from shared.eventstore.ledger import ConcurrencyError, StreamAppend, StreamHead
 from shared.eventstore.projection import Projection
 from shared.kernel.events.envelope import Actor, CommandContext, PendingEvent
 
@@ -99,9 +99,14 @@ class Committer:
         context: KindContext,
         last_line: int,
         unreadable: int,
+        decided: Sequence[Verdict] | None = None,
     ) -> list[Verdict]:
-        """Decide and append one batch, and advance the run: one unit of work."""
-        verdicts = self.kind.decide(conn, batch, context) if batch else []
+        """Decide (unless ``decided`` by the validating pass) and append one batch, and
+        advance the run: one unit of work."""
+        if decided is not None:
+            verdicts = list(decided)
+        else:
+            verdicts = self.kind.decide(conn, batch, context) if batch else []
         failed = [v for v in verdicts if v.problems]
         if failed and not self.skip_invalid:
             first = failed[0].problems[0]
@@ -109,7 +114,10 @@ class Committer:
                 f"line {first.line}, {first.field}: {first.problem} (valid when checked: "
                 "was the same data changed meanwhile?)"
             )
-        self.append(conn, verdicts)
+        try:
+            self.append(conn, verdicts)
+        except ConcurrencyError as exc:  # decided on streams another writer changed since
+            raise Interrupted(f"{exc} (was the same data changed meanwhile?)") from None
         done = [v for v in verdicts if not v.problems]
         counts = runs.Counts(
             imported=sum(1 for v in done if not v.present),

@@ -3,15 +3,19 @@
 1. The file as a whole (``source.py``): encoding, format, header. A problem here refuses
    the file; nothing is written.
 2. Unless ``skip_invalid``: a validating pass over every row (parse, natural keys given
-   twice, the owning service's decide functions against the database as it is). A dry
-   run stops here. Any problem refuses the file (all or nothing): nothing is written.
-3. The writing pass: batches of rows, each decided and appended in one unit of work —
-   the segments of a batch grouped into one bulk append per service and round
-   (``Committer``) — together with the run's progress (``import_runs``: the last committed
-   line). With ``skip_invalid`` this is the only pass and invalid rows are reported and
-   left out. An interrupted import resumes after its last committed line under the same
-   batch id; rows already present (their natural key) are skipped, so running the same
-   file again changes nothing.
+   twice, the owning service's decide functions against the database as it is, and what
+   the file's earlier batches decided: ``KindContext.remembered``). Its verdicts are
+   spooled to a scratch file (``Spool``). A dry run stops here. Any problem refuses the
+   file (all or nothing): nothing is written.
+3. The writing pass: batches, each appended in one unit of work — the segments of a
+   batch grouped into one bulk append per service and round (``Committer``) — together
+   with the run's progress (``import_runs``: the last committed line). All or nothing, the
+   batches are the spooled verdicts (the file is not parsed and decided twice); a stream
+   another writer changed since stops the import (resumable). With ``skip_invalid`` this
+   is the only pass: each batch read and decided, invalid rows reported and left out. An
+   interrupted import resumes after its last committed line under the same batch id;
+   rows already present (their natural key) are skipped, so running the same file again
+   changes nothing.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from shared.app.importing.fields import Fields, Problem
 from shared.app.importing.keys import KeyIndex
 from shared.app.importing.kinds import Kind, KindContext, Parsed, Verdict
 from shared.app.importing.report import ProblemSink, Tally
+from shared.app.importing.scratch import Remembered, Spool
 from shared.app.importing.source import RawRow, Refusal, Source, open_source, read_rows
 from shared.app.platform import Platform
 from shared.kernel.events.envelope import Actor
@@ -154,6 +159,30 @@ def _zone(name: str | None) -> ZoneInfo | None:
         raise Refusal(f"unknown time zone {name!r} (an IANA name, e.g. Asia/Shanghai)") from None
 
 
+@dataclass
+class _Job:
+    """One import under way: what its passes share."""
+
+    platform: Platform
+    request: ImportRequest
+    kind: Kind
+    source: Source
+    zone: ZoneInfo | None
+    summary: ImportSummary
+    sink: ProblemSink
+    progress: Callable[[str], Progress] | None
+    start_after: int = 0
+    # What the kind keeps across batches; the validating pass's is the writing pass's.
+    memory: dict[str, Any] = field(default_factory=dict)
+
+    def context(self, validating: bool) -> KindContext:
+        now = self.platform.clock.now()
+        return KindContext(self.platform.settings, now, validating, self.zone, self.memory)
+
+    def report(self, phase: str) -> Progress | None:
+        return self.progress(phase) if self.progress else None
+
+
 async def _run(
     platform: Platform,
     request: ImportRequest,
@@ -164,35 +193,50 @@ async def _run(
     sink: ProblemSink,
     progress: Callable[[str], Progress] | None,
 ) -> None:
+    job = _Job(platform, request, kind, source, zone, summary, sink, progress)
     run = None
     if not request.dry_run:
         run = await platform.db.read(lambda c: runs.resumable(c, kind.name, source.sha256))
-    start_after = run.committed_line if run else 0
-    summary.resumed_after_line = start_after
-    if request.dry_run or not request.skip_invalid:
-        context = KindContext(platform.settings, platform.clock.now(), True, zone)
-        report = progress("validating") if progress else None
-        tally = await validate(platform, kind, source, context, request, sink, start_after, report)
-        summary.tally = tally
-        if request.dry_run:
-            summary.status = "valid" if not sink.count else "invalid"
+    job.start_after = summary.resumed_after_line = run.committed_line if run else 0
+    # All or nothing: what the validating pass decided is what the writing pass appends.
+    spool = None if request.dry_run or request.skip_invalid else Spool()
+    try:
+        if (request.dry_run or not request.skip_invalid) and not await _check(job, spool):
             return
-        if sink.count:
-            summary.status = "refused"
-            summary.message = f"{sink.count} problem(s) in {tally.invalid} row(s): nothing imported"
-            return
-    if run is None:
-        run = await platform.db.write(lambda c: _start(c, platform, kind, source, request))
+        if run is None:
+            run = await platform.db.write(lambda c: _start(c, platform, kind, source, request))
+        await _write_all(job, run, spool)
+    finally:
+        if spool is not None:
+            spool.close()
+
+
+async def _check(job: _Job, spool: Spool | None) -> bool:
+    """The validating pass: whether to go on and write."""
+    summary, sink = job.summary, job.sink
+    tally = await validate(job, job.context(True), spool)
+    summary.tally = tally
+    if job.request.dry_run:
+        summary.status = "valid" if not sink.count else "invalid"
+        return False
+    if sink.count:
+        summary.status = "refused"
+        summary.message = f"{sink.count} problem(s) in {tally.invalid} row(s): nothing imported"
+        return False
+    return True
+
+
+async def _write_all(job: _Job, run: runs.Run, spool: Spool | None) -> None:
+    platform, request, summary = job.platform, job.request, job.summary
     summary.batch_id = run.batch_id
-    context = KindContext(platform.settings, platform.clock.now(), False, zone)
-    report = progress("importing") if progress else None
-    committer = Committer(platform, kind, request.operator, run.batch_id, request.skip_invalid)
+    context = job.context(False)
+    committer = Committer(platform, job.kind, request.operator, run.batch_id, request.skip_invalid)
     summary.status = "interrupted"
     summary.message = "stopped before the end: run the same import again to resume"
     summary.tally = committer.tally
-    await write(platform, committer, source, context, request, sink, start_after, report)
+    await write(job, committer, context, spool)
     await platform.db.write(lambda c: runs.finish(c, run.batch_id, platform.clock.now()))
-    await kind.finish(platform, context)
+    await job.kind.finish(platform, context)
     summary.status, summary.message = "imported", None
 
 
@@ -263,13 +307,15 @@ def count(tally: Tally, batch: _Batch, verdicts: Sequence[Verdict], sink: Proble
 
 @dataclass
 class _Batch:
-    """A batch of rows read and parsed, on its way to the database."""
+    """A batch of rows read and parsed, on its way to the database; or, spooled by the
+    validating pass, its ``decided`` verdicts."""
 
     rows: int
     last_line: int
     parsed: list[Parsed]
     invalid: int
     problems: list[Problem]
+    decided: list[Verdict] | None = None
 
 
 def parsed_batches(
@@ -307,73 +353,85 @@ async def pipelined(
         done(previous[0], await previous[1])
 
 
-async def validate(
-    platform: Platform,
-    kind: Kind,
-    source: Source,
-    context: KindContext,
-    request: ImportRequest,
-    sink: ProblemSink,
-    start_after: int,
-    progress: Progress | None,
-) -> Tally:
-    """Every row checked against the database as it is; nothing written."""
+async def validate(job: _Job, context: KindContext, spool: Spool | None) -> Tally:
+    """Every row checked against the database as it is, its verdict spooled; nothing
+    written. What earlier batches decided is remembered in a scratch file."""
+    platform, kind = job.platform, job.kind
+    context.remembered = remembered = Remembered()
 
     async def send(batch: _Batch) -> list[Verdict]:
         if not batch.parsed:
             return []
         return await platform.db.read(lambda c: kind.decide(c, batch.parsed, context))
 
-    batches = parsed_batches(kind, source, context, request, start_after, KeyIndex())
-    return await _pass(batches, send, Tally(), sink, source, progress)
+    def keep(batch: _Batch, verdicts: list[Verdict]) -> None:
+        if spool is not None:
+            spool.put(batch.rows, batch.last_line, verdicts)
+
+    request = job.request
+    batches = parsed_batches(kind, job.source, context, request, job.start_after, KeyIndex())
+    try:
+        return await _pass(job, "validating", batches, send, Tally(), keep)
+    finally:
+        context.remembered = None
+        remembered.close()
+
+
+def spooled_batches(spool: Spool) -> Generator[_Batch, None, None]:
+    for rows, last_line, verdicts in spool.read():
+        yield _Batch(rows, last_line, [], 0, [], verdicts)
 
 
 async def write(
-    platform: Platform,
-    committer: Committer,
-    source: Source,
-    context: KindContext,
-    request: ImportRequest,
-    sink: ProblemSink,
-    start_after: int,
-    progress: Progress | None,
+    job: _Job, committer: Committer, context: KindContext, spool: Spool | None
 ) -> Tally:
-    """The writing pass: one unit of work per batch (its events and the run's progress)."""
-    kind, tally = committer.kind, committer.tally
-    keys = KeyIndex() if request.skip_invalid else None
+    """The writing pass: one unit of work per batch (its events and the run's progress):
+    the spooled verdicts of the validating pass, or (``skip_invalid``) the file's rows
+    decided a batch at a time."""
+    request = job.request
 
     async def send(batch: _Batch) -> list[Verdict]:
         def work(conn: Any) -> list[Verdict]:
             return committer.commit_batch(
-                conn, batch.parsed, context, batch.last_line, batch.invalid
+                conn, batch.parsed, context, batch.last_line, batch.invalid, batch.decided
             )
 
-        return await platform.db.write(work)
+        return await job.platform.db.write(work)
 
-    batches = parsed_batches(kind, source, context, request, start_after, keys)
-    return await _pass(batches, send, tally, sink, source, progress)
+    if spool is not None:
+        batches = spooled_batches(spool)
+    else:
+        keys = KeyIndex() if request.skip_invalid else None
+        batches = parsed_batches(
+            committer.kind, job.source, context, request, job.start_after, keys
+        )
+    return await _pass(job, "importing", batches, send, committer.tally)
 
 
 async def _pass(
+    job: _Job,
+    phase: str,
     batches: Generator[_Batch, None, None],
     send: Callable[[_Batch], Awaitable[list[Verdict]]],
     tally: Tally,
-    sink: ProblemSink,
-    source: Source,
-    progress: Progress | None,
+    keep: Callable[[_Batch, list[Verdict]], None] | None = None,
 ) -> Tally:
     """One pass over the file: each batch sent (the next one parsed meanwhile), its
-    verdicts counted and reported."""
+    verdicts counted and reported (and kept)."""
+    lines = job.source.lines
+    progress = job.report(phase)
 
     def done(batch: _Batch, verdicts: list[Verdict]) -> None:
-        count(tally, batch, verdicts, sink)
+        count(tally, batch, verdicts, job.sink)
+        if keep is not None:
+            keep(batch, verdicts)
         if progress:
-            progress(batch.last_line, max(source.lines, batch.last_line))
+            progress(batch.last_line, max(lines, batch.last_line))
 
     try:
         await pipelined(batches, send, done)
     finally:
         batches.close()
     if progress:
-        progress(source.lines, source.lines)
+        progress(lines, lines)
     return tally

@@ -29,6 +29,7 @@ from shared.kernel.events.envelope import EventPayload, PendingEvent
 if TYPE_CHECKING:
     from shared.app.config import Settings
     from shared.app.importing.export import Unrepresentable
+    from shared.app.importing.scratch import Remembered
     from shared.app.platform import Platform
 
 S = TypeVar("S")
@@ -78,13 +79,16 @@ class KindContext:
     imported happened later); ``validating``: a pass that writes nothing (a dry run, or the
     check before an all-or-nothing import), so rows of earlier batches are not in the
     database; ``memory``: what a kind keeps across the batches of one file (small kinds
-    only: the network, whose rows name earlier rows as parents)."""
+    only: the network, whose rows name earlier rows as parents); ``remembered``: the same
+    for what grows with the file, in a scratch file (a validating pass: its decisions are
+    the ones written, so later rows see what earlier batches decided)."""
 
     settings: Settings
     now: datetime
     validating: bool
     zone: ZoneInfo | None = None
     memory: dict[str, Any] = field(default_factory=dict)
+    remembered: Remembered | None = None
 
 
 class Kind:
