@@ -115,12 +115,7 @@ def personal_data(
     if cached_customers is None:
         return PersonalData(KeyRing(LazyMasterKey(settings), cache_seconds=seconds), clock)
     ring = KeyRing(LazyMasterKey(settings), cache_seconds=seconds, cache_size=cached_customers)
-    personal = PersonalData(ring, clock)
-    # PersonalData takes no size for its memos (stream → customer, lookup and phone
-    # digests): bounded here until it does.
-    for memo in (personal._streams, personal._lookups, personal._phones):
-        memo.size = cached_customers
-    return personal
+    return PersonalData(ring, clock, memo_size=cached_customers)
 
 
 async def check_master_key(db: Database, personal: PersonalData) -> None:

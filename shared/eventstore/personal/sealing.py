@@ -99,12 +99,15 @@ class _Bounded(dict[Any, Any]):
 class PersonalData:
     """The personal-data store of one platform: its key ring and who the customers are."""
 
-    def __init__(self, ring: KeyRing, clock: Clock | None = None) -> None:
+    def __init__(
+        self, ring: KeyRing, clock: Clock | None = None, *, memo_size: int = 200_000
+    ) -> None:
+        """``memo_size``: entries per memo (100–200 bytes an entry)."""
         self.ring = ring
         self.clock = clock or SystemClock()
-        self._streams = _Bounded(200_000)  # stream id → customer id
-        self._lookups = _Bounded(200_000)  # lookup digest → (customer id, when found)
-        self._phones = _Bounded(200_000)  # (phone digest, customer id) → True (committed)
+        self._streams = _Bounded(memo_size)  # stream id → customer id
+        self._lookups = _Bounded(memo_size)  # lookup digest → (customer id, when found)
+        self._phones = _Bounded(memo_size)  # (phone digest, customer id) → True (committed)
 
     # --- who the customer is ------------------------------------------------------------------
 
