@@ -12,13 +12,24 @@ import pickle
 import sqlite3
 import tempfile
 from collections.abc import Iterable, Iterator
+from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
-from shared.app.importing.kinds import Verdict
+from shared.app.importing.fields import Problem
+from shared.app.importing.kinds import Segment, Verdict
+from shared.eventstore.ledger import StreamHead
+from shared.kernel.events.envelope import DumpedPayload, EventPayload, PendingEvent
+from shared.kernel.events.registry import payload_class
 
 # A decided batch as spooled: rows read, its last line, its verdicts.
 Decided = tuple[int, int, list[Verdict]]
+# A verdict as spooled: plain tuples, each payload its event type and JSON body (pickling
+# models, or loading them back from JSON with validation, cost about as much as deciding
+# the rows again).
+_Event = tuple[str, dict[str, Any], datetime | None]
+_Segment = tuple[str, str, str | None, StreamHead | None, tuple[_Event, ...]]
+_Flat = tuple[int, bool, tuple[Problem, ...], tuple[_Segment, ...]]
 
 
 class Spool:
@@ -28,19 +39,59 @@ class Spool:
         self.batches = 0
 
     def put(self, rows: int, last_line: int, verdicts: list[Verdict]) -> None:
-        # Plain pickle: faster both ways than the payloads' JSON (which loads with validation).
-        pickle.dump((rows, last_line, verdicts), self._file, pickle.HIGHEST_PROTOCOL)
+        flat = [_flat(v) for v in verdicts]
+        pickle.dump((rows, last_line, flat), self._file, pickle.HIGHEST_PROTOCOL)
         self.batches += 1
 
     def read(self) -> Iterator[Decided]:
         """The batches in the order put, one at a time."""
         self._file.seek(0)
         for _ in range(self.batches):
-            found: Decided = pickle.load(self._file)
-            yield found
+            rows, last_line, flat = pickle.load(self._file)
+            yield rows, last_line, [_verdict(v) for v in flat]
 
     def close(self) -> None:
         self._file.close()
+
+
+def _flat(verdict: Verdict) -> _Flat:
+    segments = tuple(
+        (
+            s.service,
+            s.stream_id,
+            s.region,
+            s.head,
+            tuple(
+                (e.payload.event_type, e.payload.model_dump(mode="json"), e.occurred_at)
+                for e in s.events
+            ),
+        )
+        for s in verdict.segments
+    )
+    return verdict.line, verdict.present, verdict.problems, segments
+
+
+def _verdict(flat: _Flat) -> Verdict:
+    """The spooled verdict, its payloads ``DumpedPayload``s (what an append needs)."""
+    line, present, problems, segments = flat
+    return Verdict(
+        line,
+        tuple(
+            Segment(
+                service,
+                stream_id,
+                tuple(
+                    PendingEvent(cast(EventPayload, DumpedPayload(payload_class(t), body)), at)
+                    for t, body, at in events
+                ),
+                region,
+                head,
+            )
+            for service, stream_id, region, head, events in segments
+        ),
+        present,
+        problems,
+    )
 
 
 class Remembered:

@@ -26,7 +26,12 @@ from shared.eventstore.ledger import StreamAppend
 from shared.eventstore.metrics import PERSONAL_DATA_UNREADABLE, note_committed
 from shared.eventstore.personal.keys import DataKey, KeyRing, PersonalDataUnavailable
 from shared.kernel.clock import Clock, SystemClock
-from shared.kernel.events.envelope import EventEnvelope, EventPayload, PendingEvent
+from shared.kernel.events.envelope import (
+    EventEnvelope,
+    EventPayload,
+    PendingEvent,
+    payload_model,
+)
 from shared.kernel.events.registry import UnknownEventType, payload_class, upcast
 from shared.kernel.ids import uuid7
 from shared.kernel.personal import (
@@ -157,7 +162,7 @@ class PersonalData:
         for append in appends:
             events = [e if isinstance(e, PendingEvent) else PendingEvent(e) for e in append.events]
             for e in events:
-                if personal_fields(type(e.payload)):
+                if personal_fields(payload_model(e.payload)):
                     break
             else:
                 out.append(append)
@@ -171,7 +176,7 @@ class PersonalData:
 
     def _stored(self, conn: Connection, stream_id: str, payload: EventPayload) -> EventPayload:
         body = payload.model_dump(mode="json")
-        if personal_fields(type(payload)):
+        if personal_fields(payload_model(payload)):
             body = self.seal_body(conn, stream_id, payload, body)
         return cast(EventPayload, StoredPayload(payload, body))
 
@@ -180,10 +185,11 @@ class PersonalData:
     ) -> dict[str, Any]:
         """``body`` (the payload as JSON types) with its personal fields sealed by the data
         subject's key — or ``[erased]`` once that customer is erased."""
-        tree = personal_tree(type(payload))
+        model = payload_model(payload)
+        tree = personal_tree(model)
         if not tree:
             return body
-        customer_id = self._subject(conn, stream_id, type(payload), body)
+        customer_id = self._subject(conn, stream_id, model, body)
         key = self.ring.key(conn, customer_id)
         if key.state == "unreadable":
             raise PersonalDataUnavailable(
@@ -191,8 +197,8 @@ class PersonalData:
                 "this customer's data key cannot be read; restore it from a backup",
             )
         sealed, phones = _sealed(body, tree, key)
-        if payload.data_subject:
-            sealed[payload.data_subject] = customer_id
+        if model.data_subject:
+            sealed[model.data_subject] = customer_id
         for phone in phones:
             self._index_phone(conn, customer_id, phone)
         return sealed

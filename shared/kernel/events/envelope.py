@@ -71,6 +71,43 @@ class PendingEvent:
     occurred_at: datetime | None = None
 
 
+class DumpedPayload:
+    """A payload already dumped to JSON types, beside its model: what an append asks of a
+    payload without the model instance (an import's spooled decisions: pickling a dict is
+    several times cheaper than pickling and loading the model). Cast to ``EventPayload``
+    where one is expected; ``payload_model`` gives its model."""
+
+    __slots__ = ("body", "model")
+
+    def __init__(self, model: type[EventPayload], body: dict[str, Any]) -> None:
+        self.model = model
+        self.body = body
+
+    @property
+    def event_type(self) -> str:
+        return self.model.event_type
+
+    @property
+    def schema_version(self) -> int:
+        return self.model.schema_version
+
+    @property
+    def stream_type(self) -> str:
+        return self.model.stream_type
+
+    @property
+    def data_subject(self) -> str | None:
+        return self.model.data_subject
+
+    def model_dump(self, *, mode: str = "json") -> dict[str, Any]:
+        return self.body
+
+
+def payload_model(payload: EventPayload) -> type[EventPayload]:
+    """The model of a payload, also of a ``DumpedPayload``."""
+    return payload.model if isinstance(payload, DumpedPayload) else type(payload)
+
+
 class CommandContext(BaseModel):
     """Per-command metadata copied onto every event the command emits."""
 
