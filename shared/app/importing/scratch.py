@@ -107,13 +107,17 @@ class Remembered:
             "CREATE TABLE memory (area TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL);"
             "CREATE INDEX memory_key ON memory (area, key);"
         )
+        self._pending: list[tuple[str, str, bytes]] = []
 
     def add(self, area: str, key: str, value: Any) -> None:
-        blob = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
-        self._db.execute("INSERT INTO memory VALUES (?, ?, ?)", (area, key, blob))
+        # Written with the next find (one executemany a batch, not a statement a row).
+        self._pending.append((area, key, pickle.dumps(value, pickle.HIGHEST_PROTOCOL)))
 
     def find(self, area: str, keys: Iterable[str]) -> dict[str, list[Any]]:
         """Every value of these keys, in the order added."""
+        if self._pending:
+            self._db.executemany("INSERT INTO memory VALUES (?, ?, ?)", self._pending)
+            self._pending.clear()
         found: dict[str, list[Any]] = {}
         wanted = sorted(set(keys))
         for start in range(0, len(wanted), 500):
