@@ -55,15 +55,21 @@ class SlaSettings(BaseSettings):
         return timedelta(days=self.horizon_days)
 
     def builtin_policy(self) -> SlaPolicy:
-        return SlaPolicy(
-            ladder=tuple(
-                sorted(
-                    (Step(s.percent, s.level.value) for s in self.ladder), key=lambda s: s.percent
-                )
-            ),
-            pause_reasons=tuple(self.pause_reasons),
-            pause_for_parts=self.pause_for_parts,
-        )
+        ladder = tuple((s.percent, s.level.value) for s in self.ladder)
+        return _builtin_policy(ladder, tuple(self.pause_reasons), self.pause_for_parts)
+
+
+@lru_cache(maxsize=32)
+def _builtin_policy(
+    ladder: tuple[tuple[float, str], ...], pause_reasons: tuple[str, ...], pause_for_parts: bool
+) -> SlaPolicy:
+    """One (frozen) policy per configuration: every intake, field-work decision and SLA
+    read model asks for it."""
+    return SlaPolicy(
+        ladder=tuple(sorted((Step(p, level) for p, level in ladder), key=lambda s: s.percent)),
+        pause_reasons=pause_reasons,
+        pause_for_parts=pause_for_parts,
+    )
 
 
 class DispatchSettings(BaseSettings):
