@@ -27,6 +27,13 @@ def sqlite_driver(conn: Connection) -> Any | None:
     return conn.connection.driver_connection
 
 
+def sqlite_time(value: datetime) -> str:
+    """What SQLAlchemy's SQLite DateTime stores (UTC, no offset, microseconds)."""
+    if value.tzinfo is UTC:  # the usual case: one C call, the offset cut off
+        return value.isoformat(" ", "microseconds")[:-6]
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+
+
 def asyncpg_driver(conn: Connection) -> Any | None:
     """The asyncpg connection under ``conn`` inside a unit of work (so in our transaction),
     or None on other drivers and when SQLAlchemy manages the transaction."""
@@ -54,11 +61,6 @@ def integrity_errors(statement: str) -> Iterator[None]:
 
 # --- statements on the driver: the few on a command's hot path (a new customer's key, a
 # phone's blind index, a ticket number, the duplicate check, the idempotency record).
-
-
-def _sqlite_time(value: datetime) -> str:
-    """What SQLAlchemy's SQLite DateTime stores (UTC, no offset, microseconds)."""
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
 
 
 @dataclass(frozen=True)
@@ -128,4 +130,4 @@ class Statement:
 
 
 def _sqlite_values(args: tuple[Any, ...]) -> tuple[Any, ...]:
-    return tuple(_sqlite_time(a) if isinstance(a, datetime) else a for a in args)
+    return tuple(sqlite_time(a) if isinstance(a, datetime) else a for a in args)

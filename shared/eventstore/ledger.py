@@ -26,7 +26,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.util import await_only
 
-from shared.eventstore.driver import asyncpg_driver, integrity_errors, sqlite_driver
+from shared.eventstore.driver import asyncpg_driver, integrity_errors, sqlite_driver, sqlite_time
 from shared.eventstore.metrics import note_appended
 from shared.kernel.clock import Clock, SystemClock
 from shared.kernel.events.envelope import (
@@ -249,11 +249,6 @@ _LAST_POSITION = text("SELECT COALESCE(MAX(position), 0) FROM events")
 _MAX_VERSION = 2**31 - 1
 
 
-def _sqlite_time(value: datetime) -> str:
-    """What SQLAlchemy's SQLite DateTime stores (UTC, no offset, microseconds)."""
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
-
-
 def _parse_time(value: Any) -> datetime:
     if isinstance(value, datetime):
         return value if value.tzinfo is UTC else value.astimezone(UTC)
@@ -434,7 +429,7 @@ def _sqlite_rows(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
     def stored(value: datetime) -> str:
         found = texts.get(value)
         if found is None:
-            found = texts[value] = _sqlite_time(value)
+            found = texts[value] = sqlite_time(value)
         return found
 
     out = []
@@ -478,7 +473,7 @@ def _write(conn: Connection, drafts: list[_Draft]) -> list[dict[str, Any]]:
     times = ("occurred_at", "recorded_at")
     conn.execute(
         _INSERT_EVENT,
-        [{k: (_sqlite_time(v) if k in times else v) for k, v in r.items()} for r in rows],
+        [{k: (sqlite_time(v) if k in times else v) for k, v in r.items()} for r in rows],
     )
     conn.execute(_INSERT_OUTBOX, [{"position": r["position"]} for r in rows])
     return rows

@@ -32,7 +32,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.util import await_only
 
 from shared.eventstore.db import UtcDateTime
-from shared.eventstore.driver import asyncpg_driver, integrity_errors, sqlite_driver
+from shared.eventstore.driver import asyncpg_driver, integrity_errors, sqlite_driver, sqlite_time
 from shared.kernel.events.envelope import EventEnvelope
 from shared.kernel.events.registry import payload_dict
 
@@ -219,11 +219,7 @@ def _same(value: Any) -> Any:
 
 
 def _write_time(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is UTC:  # the usual case: one C call, the offset cut off
-        return value.isoformat(" ", "microseconds")[:-6]
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+    return None if value is None else sqlite_time(value)
 
 
 def _read_time(value: str | None) -> datetime | None:
