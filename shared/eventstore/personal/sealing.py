@@ -27,6 +27,7 @@ from shared.eventstore.metrics import PERSONAL_DATA_UNREADABLE, note_committed
 from shared.eventstore.personal.keys import DataKey, KeyRing, PersonalDataUnavailable
 from shared.kernel.clock import Clock, SystemClock
 from shared.kernel.events.envelope import (
+    DumpedPayload,
     EventEnvelope,
     EventPayload,
     PendingEvent,
@@ -70,22 +71,6 @@ _ERASE_PHONES = text("DELETE FROM personal_data_phones WHERE customer_id = :cust
 _LEGAL_HOLD = text(
     "UPDATE personal_data_keys SET legal_hold = :hold WHERE customer_id = :customer_id"
 )
-
-
-class StoredPayload:
-    """A payload in its stored form (personal fields sealed): what the ledger's append asks
-    of a payload — its type, version, stream type and JSON body — and nothing else."""
-
-    __slots__ = ("body", "event_type", "schema_version", "stream_type")
-
-    def __init__(self, payload: EventPayload, body: dict[str, Any]) -> None:
-        self.event_type = payload.event_type
-        self.schema_version = payload.schema_version
-        self.stream_type = payload.stream_type
-        self.body = body
-
-    def model_dump(self, *, mode: str = "json") -> dict[str, Any]:
-        return self.body
 
 
 class _Bounded(dict[Any, Any]):
@@ -176,9 +161,11 @@ class PersonalData:
 
     def _stored(self, conn: Connection, stream_id: str, payload: EventPayload) -> EventPayload:
         body = payload.model_dump(mode="json")
-        if personal_fields(payload_model(payload)):
+        model = payload_model(payload)
+        if personal_fields(model):
             body = self.seal_body(conn, stream_id, payload, body)
-        return cast(EventPayload, StoredPayload(payload, body))
+        # The stored form: what the ledger's append asks of a payload, nothing more.
+        return cast(EventPayload, DumpedPayload(model, body))
 
     def seal_body(
         self, conn: Connection, stream_id: str, payload: EventPayload, body: dict[str, Any]

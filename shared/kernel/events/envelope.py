@@ -73,9 +73,9 @@ class PendingEvent:
 
 class DumpedPayload:
     """A payload already dumped to JSON types, beside its model: what an append asks of a
-    payload without the model instance (an import's spooled decisions: pickling a dict is
-    several times cheaper than pickling and loading the model). Cast to ``EventPayload``
-    where one is expected; ``payload_model`` gives its model."""
+    payload without the model instance — the stored form the sealing hands the ledger, an
+    import's spooled decisions (loading models back cost about as much as deciding again).
+    Cast to ``EventPayload`` where one is expected; ``payload_model`` gives its model."""
 
     __slots__ = ("body", "model")
 
