@@ -472,6 +472,12 @@ def _asyncpg_busy() -> Exception:
     return sa.InterfaceError("SELECT 1", {}, InterfaceError("another operation is in progress"))
 
 
+def _asyncpg_mid_query() -> Exception:
+    from asyncpg.exceptions import InternalClientError
+
+    return InternalClientError("cannot switch to state 15; another operation (2) is in progress")
+
+
 def _pool_exhausted() -> Exception:
     return sa.TimeoutError("QueuePool limit of size 10 overflow 20 reached")
 
@@ -483,8 +489,24 @@ def _refused() -> Exception:
 @SQLITE
 @pytest.mark.parametrize(
     "outage",
-    [_locked, _invalidated, _asyncpg_gone, _asyncpg_busy, _pool_exhausted, _refused],
-    ids=["sqlite-locked", "invalidated", "asyncpg-closed", "asyncpg-busy", "pool", "refused"],
+    [
+        _locked,
+        _invalidated,
+        _asyncpg_gone,
+        _asyncpg_busy,
+        _asyncpg_mid_query,
+        _pool_exhausted,
+        _refused,
+    ],
+    ids=[
+        "sqlite-locked",
+        "invalidated",
+        "asyncpg-closed",
+        "asyncpg-busy",
+        "asyncpg-mid-query",
+        "pool",
+        "refused",
+    ],
 )
 async def test_a_database_outage_is_503_with_retry_after(
     platform: Platform, monkeypatch: pytest.MonkeyPatch, outage: Any

@@ -317,6 +317,9 @@ try:  # the driver's own errors, raised by statements issued on it directly
         asyncpg.exceptions.InterfaceError,
         asyncpg.exceptions.CannotConnectNowError,
         asyncpg.exceptions.AdminShutdownError,
+        # The protocol left mid-operation (a server gone during a query, seen once under
+        # load): the connection cannot serve another statement.
+        asyncpg.exceptions.InternalClientError,
     )
     _DRIVER_ERRORS: tuple[type[BaseException], ...] = _CONNECTION_LOST
 except ImportError:  # pragma: no cover - asyncpg is a dependency

@@ -36,6 +36,7 @@ def _driver_outage_types() -> tuple[type[BaseException], ...]:
         pg.OperatorInterventionError,  # shutting down, starting up, cancelled
         pg.InsufficientResourcesError,  # too many connections, disk full, out of memory
         pg.InterfaceError,  # "connection is closed", "another operation is in progress"
+        pg.InternalClientError,  # "cannot switch to state …": a connection left mid-query
     )
 
 
