@@ -79,6 +79,13 @@ class Batch:
     # Global position to store as checkpoint (ledger source); None for Kafka.
     position: int | None = None
     ack: Callable[[], Awaitable[None]] | None = None
+    # A ledger page read in the transaction that applies it: (events, position), the
+    # position None when there is nothing more to read.
+    read: Callable[[Connection], tuple[list[EventEnvelope], int | None]] | None = None
+
+    def load(self, conn: Connection) -> None:
+        if self.read is not None:
+            self.events, self.position = self.read(conn)
 
 
 class EventSource(Protocol):
@@ -92,7 +99,11 @@ def read_checkpoint(conn: Connection, name: str) -> int:
 
 class LedgerSource:
     """Reads the ledger after the projection's checkpoint, in pages of ``batch_size``
-    events. Stops when caught up unless ``follow`` is set, in which case it polls."""
+    events, each page inside the transaction that applies it: on SQLite the writer's own
+    connection, as one thread's work (read on a reader thread and applied on the writer,
+    a rebuild took ~30 % longer: bench ``sqlite``, replay). A page read that way sees what
+    the batch before it appended (a reactor's events). Stops when caught up unless
+    ``follow`` is set, in which case it polls."""
 
     def __init__(
         self,
@@ -111,42 +122,28 @@ class LedgerSource:
         self.poll_seconds = poll_seconds
         self.stop = stop or asyncio.Event()
 
-    def _page(self, after: int) -> asyncio.Future[list[EventEnvelope]]:
-        return asyncio.ensure_future(
-            self.db.read(
-                lambda c: self.store.read_all(c, after_position=after, limit=self.batch_size)
-            )
-        )
+    def _page(
+        self, conn: Connection, after: int, wanted: frozenset[str]
+    ) -> tuple[list[EventEnvelope], int | None]:
+        page = self.store.read_all(conn, after_position=after, limit=self.batch_size)
+        if not page:
+            return [], None
+        # A page of other stream types still moves the checkpoint on.
+        return [e for e in page if e.stream_type in wanted], page[-1].position
 
     async def batches(self, projection: Projection) -> AsyncIterator[Batch]:
-        """The next page is read while the caller applies this one."""
         position = await self.db.read(lambda c: read_checkpoint(c, projection.name))
-        wanted = set(projection.stream_types)
-        pending = self._page(position)
-        fresh_read_needed = False
-        try:
-            while not self.stop.is_set():
-                page = await pending
-                if not page and not self.follow and fresh_read_needed:
-                    # Read ahead before the last batch committed: what that batch appended
-                    # (a reactor's events) belongs to this run too.
-                    fresh_read_needed = False
-                    pending = self._page(position)
-                    continue
-                if page:
-                    fresh_read_needed = True
-                    # A page of other stream types still moves the checkpoint on.
-                    position = page[-1].position
-                    pending = self._page(position)
-                    yield Batch([e for e in page if e.stream_type in wanted], position)
-                    continue
-                if not self.follow:
-                    return
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stop.wait(), self.poll_seconds)
-                pending = self._page(position)
-        finally:
-            pending.cancel()
+        wanted = frozenset(projection.stream_types)
+        while not self.stop.is_set():
+            batch = Batch([], read=partial(self._page, after=position, wanted=wanted))
+            yield batch  # the runner loads and applies it
+            if batch.position is not None:
+                position = batch.position
+                continue
+            if not self.follow:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), self.poll_seconds)
 
 
 class KafkaSource:
@@ -324,7 +321,8 @@ class ProjectionRunner:
             PROJECTION_DUPLICATES.labels(projection.name).inc(batch_stats.duplicates)
             if batch.ack is not None:
                 await batch.ack()
-            stats.batches += 1
+            if batch.events or batch.position is not None:  # not the read that found none
+                stats.batches += 1
         return stats
 
     async def _attempts(self, work: Callable[[Connection], T]) -> T:
@@ -346,6 +344,7 @@ class ProjectionRunner:
 
         def work(conn: Connection) -> RunStats:
             stats = RunStats()
+            batch.load(conn)
             self.apply_batch(conn, projection, batch.events, stats)
             if batch.position is not None:
                 self.save_checkpoint(conn, projection.name, batch.position)
@@ -364,6 +363,8 @@ class ProjectionRunner:
                 self.retries,
                 describe_error(exc),
             )
+        if batch.read is not None:  # read alone: an unreadable page raises here
+            await self.db.read(batch.load)
         stats = await self.isolate(projection, batch.events)
         if batch.position is not None:
             position = batch.position
