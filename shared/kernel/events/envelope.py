@@ -188,8 +188,14 @@ _set_private = BaseModel.__dict__["__pydantic_private__"].__set__
 
 
 def format_timestamp(value: datetime) -> str:
-    """One fixed text form for hashing: UTC, microseconds, ``Z``."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """One fixed text form for hashing: UTC, microseconds, ``Z`` — what
+    ``strftime("%Y-%m-%dT%H:%M:%S.%fZ")`` writes, made by ``isoformat`` (a third of the
+    cost, on every append and every verified event) where the two agree: years from 1000."""
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    if value.year < 1000:  # strftime writes such a year unpadded
+        return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return value.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def _default(value: Any) -> Any:
