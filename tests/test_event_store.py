@@ -227,6 +227,59 @@ def test_spliced_hash_equals_the_envelope_hash(store: EventStore) -> None:
         assert hash_text.hash(7, d["prev_hash"]) == envelope.computed_hash()
 
 
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_a_write_cancelled_midway_leaves_nothing_and_the_writer_goes_on(
+    db: Database, store: EventStore
+) -> None:
+    """An idle PostgreSQL writer runs a unit in its caller's task: cancelling the caller
+    rolls the unit back (its connection is replaced), and later units are not affected."""
+    from sqlalchemy import text
+
+    lost, kept = new_ticket_id(), new_ticket_id()
+
+    def slow(conn: Connection) -> None:
+        store.append_to_stream(conn, lost, NO_STREAM, [received()], context())
+        conn.execute(text("SELECT pg_sleep(2)"))
+
+    task = asyncio.create_task(db.write(slow))
+    await asyncio.sleep(0.3)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.gather(
+        *(
+            db.write(
+                lambda c, t=t: store.append_to_stream(c, t, NO_STREAM, [received()], context())
+            )
+            for t in (kept, new_ticket_id(), new_ticket_id())
+        )
+    )
+    everything = await db.read(lambda c: store.read_all(c))
+    assert lost not in {e.stream_id for e in everything}
+    assert kept in {e.stream_id for e in everything}
+    assert [e.position for e in everything] == [1, 2, 3]
+    assert (await db.read(lambda c: verify_ledger(c, store))).ok
+
+
+def test_the_hashed_timestamp_text_is_the_strftime_form() -> None:
+    """Hashes stored since the first event used strftime; the faster form must agree."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from shared.kernel.events.envelope import format_timestamp
+
+    for value in (
+        datetime(2026, 11, 1, 8, 30, 1, 5, tzinfo=UTC),
+        datetime(2026, 1, 1, tzinfo=UTC),
+        datetime(2026, 1, 1, 7, 59, 59, 999_999, tzinfo=timezone(timedelta(hours=8))),
+        datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+        datetime(1000, 1, 1, tzinfo=UTC),
+        datetime(999, 12, 31, 23, 0, tzinfo=UTC),
+        datetime(5, 1, 1, tzinfo=UTC),
+    ):
+        expected = value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        assert format_timestamp(value) == expected, value
+
+
 async def test_units_of_work_queued_together_commit_independently(
     db: Database, store: EventStore
 ) -> None:

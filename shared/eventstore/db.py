@@ -23,13 +23,13 @@ import asyncio
 import contextlib
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection, DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.engine import Dialect
@@ -332,7 +332,11 @@ class _PgWriter:
     the lot, so concurrent appenders scale. If any of a group fails, the group is rolled
     back and each runs alone, so one failure never takes the others with it (units of work
     have no effect outside the database and can run again). The writer keeps its
-    connection between transactions (``_Held``): no pool checkout and return per unit."""
+    connection between transactions (``_Held``): no pool checkout and return per unit.
+
+    A unit submitted while the writer is idle runs at once in its caller's task (the
+    queue's hand-over costs two task switches, ~5 % of a one-event append); a caller
+    cancelled meanwhile rolls it back. Units that arrive while one runs queue up."""
 
     def __init__(
         self,
@@ -344,6 +348,9 @@ class _PgWriter:
         self.held = _Held()
         self._queue: asyncio.Queue[tuple[Callable[[Connection], Any], asyncio.Future[Any]]]
         self._task: asyncio.Task[None] | None = None
+        self._running = False  # a transaction is on the held connection
+        self._queued = 0  # units submitted to the queue, not settled yet
+        self._free = asyncio.Event()
 
     async def submit(self, work: Callable[[Connection], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -351,33 +358,62 @@ class _PgWriter:
             if self._task is not None and self._task.get_loop() is not loop:
                 self.held = _Held()  # the old loop's connection cannot serve this one
             self._queue = asyncio.Queue()
+            self._free = asyncio.Event()
+            self._running, self._queued = False, 0
             self._task = loop.create_task(self._drain(), name="postgres-writer")
+        if not self._running and not self._queued:
+            async with self._turn():
+                (result,) = await self.run_group([work], self.held)
+                return cast(T, result)
         future: asyncio.Future[T] = loop.create_future()
+        self._queued += 1
         self._queue.put_nowait((work, future))
         return await future
+
+    @contextlib.asynccontextmanager
+    async def _turn(self) -> AsyncIterator[None]:
+        """The held connection, for one transaction at a time."""
+        while self._running:
+            self._free.clear()
+            await self._free.wait()
+        self._running = True
+        try:
+            yield
+        finally:
+            self._running = False
+            self._free.set()
 
     async def _drain(self) -> None:
         while True:
             group = [await self._queue.get()]
             while len(group) < self.max_group and not self._queue.empty():
                 group.append(self._queue.get_nowait())
-            group = [(w, f) for w, f in group if not f.cancelled()]
-            if len(group) > 1:
-                try:
-                    results = await self.run_group([w for w, _ in group], self.held)
-                except Exception:
-                    pass  # someone in the group failed: run each alone, below
-                else:
-                    for (_, future), result in zip(group, results, strict=True):
-                        _settle(future, result, None)
-                    continue
-            for work, future in group:
-                try:
-                    (result,) = await self.run_group([work], self.held)
-                except Exception as exc:
-                    _settle(future, None, exc)
-                else:
+            try:
+                async with self._turn():
+                    await self._run(group)
+            finally:
+                self._queued -= len(group)
+
+    async def _run(
+        self, group: list[tuple[Callable[[Connection], Any], asyncio.Future[Any]]]
+    ) -> None:
+        group = [(w, f) for w, f in group if not f.cancelled()]
+        if len(group) > 1:
+            try:
+                results = await self.run_group([w for w, _ in group], self.held)
+            except Exception:
+                pass  # someone in the group failed: run each alone, below
+            else:
+                for (_, future), result in zip(group, results, strict=True):
                     _settle(future, result, None)
+                return
+        for work, future in group:
+            try:
+                (result,) = await self.run_group([work], self.held)
+            except Exception as exc:
+                _settle(future, None, exc)
+            else:
+                _settle(future, result, None)
 
     async def close(self) -> None:
         if self._task is not None:
@@ -529,6 +565,8 @@ async def _pg_attempt(
         await raw.execute("BEGIN")
         try:
             result = await conn.run_sync(work)
+        except asyncio.CancelledError:
+            raise  # mid-statement: no ROLLBACK on it; closed below, the server rolls back
         except BaseException:
             await raw.execute("ROLLBACK")
             raise
