@@ -51,10 +51,12 @@ from bench.console_pages import bench_console
 from bench.imports import bench_import
 from bench.limits import (
     asyncpg_insert_per_transaction,
+    asyncpg_ledger_statements_per_transaction,
     postgres_server_version,
     raw_read_and_decode,
     split,
     sqlite_insert_per_transaction,
+    sqlite_ledger_statements_per_transaction,
 )
 from bench.list_latency import SMALL_ROWS, measure_list_latency
 from bench.loadgen import json_post, run_load
@@ -306,6 +308,7 @@ async def bench_ledger(
     one_limit: Callable[[int], Awaitable[Result]],
     many_limit: Callable[[int], Awaitable[Result]],
     limit_note: str,
+    floor: Callable[[int], Awaitable[Result]],
 ) -> None:
     progress(f"{name}: append, one stream")
     tl, limit = await around(
@@ -320,6 +323,23 @@ async def bench_ledger(
     )
     section.compare("  latency per transaction", tl, limit, metric="p50")
     section.compare("  latency per transaction", tl, limit, metric="p99")
+    progress(f"{name}: the ledger's statements alone")
+    alone = await floor(args.limit_inserts)
+    section.compare(
+        "  floor: the ledger's statements alone",
+        alone,
+        limit,
+        unit="events/s",
+        note="what the schema costs: the append's own statements (position counter, event "
+        "row and its indexes, outbox row) on the bare driver, rows made in advance",
+    )
+    section.compare(
+        "  append beside that floor",
+        tl,
+        alone,
+        unit="events/s",
+        note="what the code costs: hashing, JSON, envelopes, the unit of work",
+    )
 
     progress(f"{name}: append, 8 writers")
     tl, limit = await around(
@@ -375,7 +395,9 @@ async def bench_sqlite(report: Report, tmp: Path, args: argparse.Namespace, brok
     directory.mkdir()
     url = f"sqlite+aiosqlite:///{directory}/bench.db"
     limit_db = directory / "limit.db"
+    floor_url = f"sqlite+aiosqlite:///{directory}/floor.db"
     upgrade(url)
+    upgrade(floor_url)
     platform = Platform.from_settings(Settings(database_url=url, data_dir=directory))
 
     async def sqlite_url(name: str) -> str:
@@ -392,6 +414,7 @@ async def bench_sqlite(report: Report, tmp: Path, args: argparse.Namespace, brok
             lambda n: sqlite_insert_per_transaction(limit_db, n),
             lambda n: sqlite_insert_per_transaction(limit_db, n, concurrency=8),
             "sqlite3 INSERT per BEGIN IMMEDIATE…COMMIT via one writer thread",
+            lambda n: sqlite_ledger_statements_per_transaction(floor_url, n),
         )
         await bench_cipher("SQLite", section, platform, args, sqlite_url)
     finally:
@@ -465,6 +488,8 @@ async def bench_postgres(report: Report, tmp: Path, args: argparse.Namespace, br
             cluster.psql(f"CREATE DATABASE {name}")
             return cluster.url(name)
 
+        floor_url = await postgres_url("bench_floor")
+        upgrade(floor_url)
         try:
             await bench_ledger(
                 "PostgreSQL",
@@ -476,6 +501,7 @@ async def bench_postgres(report: Report, tmp: Path, args: argparse.Namespace, br
                 lambda n: asyncpg_insert_per_transaction(url, n),
                 lambda n: asyncpg_insert_per_transaction(url, n, concurrency=8),
                 "asyncpg prepared INSERT per conn.transaction()",
+                lambda n: asyncpg_ledger_statements_per_transaction(floor_url, n),
             )
             await bench_cipher("PostgreSQL", section, platform, args, postgres_url)
         finally:

@@ -10,6 +10,11 @@ report shows: on a shared, noisy machine it moves far less than the absolute num
   dedicated writer thread (one hop per transaction) or directly in one thread.
 - :func:`asyncpg_insert_per_transaction` — bare asyncpg, the same row, one INSERT per
   ``conn.transaction()``, prepared statement.
+- :func:`sqlite_ledger_statements_per_transaction` and
+  :func:`asyncpg_ledger_statements_per_transaction` — the ledger's own statements for one
+  event (position counter, event row with its indexes, outbox row) on the bare driver, in
+  a database of Ticketline's schema: the floor under the append that no code can go below
+  with this schema, beside the one-row limit (what the schema itself costs).
 - :func:`raw_read_and_decode` — the ``events`` table of a real Ticketline database in
   pages of 5,000 by position, each payload through ``orjson.loads``.
 
@@ -183,6 +188,81 @@ async def sqlite_insert_per_transaction(
     finally:
         await loop.run_in_executor(writer, conn.close)
         writer.shutdown(wait=True)
+
+
+async def sqlite_ledger_statements_per_transaction(
+    url: str, n: int, *, max_seconds: float = 30.0
+) -> Result:
+    """Up to ``n`` transactions on the Ticketline database at ``url`` (SQLite, migrated),
+    each the ledger's statements for one event — ``BEGIN IMMEDIATE``, the counter's
+    UPDATE … RETURNING, the events INSERT, the outbox INSERT, ``COMMIT`` — through one
+    writer thread, one hop per transaction, as the platform's writer does. The rows are
+    made before the clock starts (no hashing, no JSON): what is left is the database."""
+    from shared.eventstore.ledger import (
+        _SQLITE_INSERT_EVENT,
+        _SQLITE_INSERT_OUTBOX,
+        _SQLITE_TAKE_POSITIONS,
+    )
+
+    rows = event_rows(n, sqlite=True)
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-sqlite-floor")
+    loop = asyncio.get_running_loop()
+
+    def open_() -> sqlite3.Connection:
+        conn = sqlite3.connect(sqlite_path(url), isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+    conn = await loop.run_in_executor(writer, open_)
+
+    def transaction(row: tuple[Any, ...]) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            (position,) = conn.execute(_SQLITE_TAKE_POSITIONS, (1,)).fetchone()
+            conn.execute(_SQLITE_INSERT_EVENT, (position, *row[1:]))
+            conn.execute(_SQLITE_INSERT_OUTBOX, (position,))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    async def hop(row: tuple[Any, ...]) -> None:
+        await loop.run_in_executor(writer, transaction, row)
+
+    try:
+        return await _timed_callers([hop], iter(rows), max_seconds)
+    finally:
+        await loop.run_in_executor(writer, conn.close)
+        writer.shutdown(wait=True)
+
+
+async def asyncpg_ledger_statements_per_transaction(
+    url: str, n: int, *, max_seconds: float = 30.0
+) -> Result:
+    """Up to ``n`` transactions on the Ticketline database at ``url`` (PostgreSQL,
+    migrated), each ``BEGIN``, the ledger's one-statement append of one event (counter,
+    event row with its server-side hash, outbox row; prepared), ``COMMIT``: the round trips
+    the platform's writer makes, without Python around them."""
+    import asyncpg
+
+    from shared.eventstore.ledger import _PG_APPEND_ONE
+
+    rows = event_rows(n, sqlite=False)
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    statement = await conn.prepare(_PG_APPEND_ONE)
+
+    async def transaction(row: tuple[Any, ...]) -> None:
+        await conn.execute("BEGIN")
+        # event_id … payload, prev_hash, the hashed text around the position.
+        await statement.fetchrow(*row[1:16], row[16], '{"position":', "}")
+        await conn.execute("COMMIT")
+
+    try:
+        return await _timed_callers([transaction], iter(rows), max_seconds)
+    finally:
+        await conn.close()
 
 
 def _timed_loop(
