@@ -155,39 +155,17 @@ async def sqlite_insert_per_transaction(
     on the writer thread). ``via_thread_hop=False``: the whole loop runs in one thread,
     no hop per transaction (``concurrency`` must be 1). Latencies are per transaction,
     as the caller sees them."""
-    if not via_thread_hop and concurrency != 1:
-        raise ValueError("the direct variant has one caller")
-    rows = event_rows(n, sqlite=True)
     insert = _insert_sql(lambda _: "?")
-    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-sqlite-writer")
-    loop = asyncio.get_running_loop()
-    conn = await loop.run_in_executor(writer, _open_sqlite, path, synchronous)
-
-    def transaction(row: tuple[Any, ...]) -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.execute(insert, row)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-
-    detail: dict[str, Any] = {"synchronous": synchronous.upper(), "via_thread_hop": via_thread_hop}
-    try:
-        if via_thread_hop:
-
-            async def hop(row: tuple[Any, ...]) -> None:
-                await loop.run_in_executor(writer, transaction, row)
-
-            result = await _timed_callers([hop] * concurrency, iter(rows), max_seconds)
-            detail["concurrency"] = concurrency
-        else:
-            result = await loop.run_in_executor(writer, _timed_loop, transaction, rows, max_seconds)
-        result.detail = detail
-        return result
-    finally:
-        await loop.run_in_executor(writer, conn.close)
-        writer.shutdown(wait=True)
+    result = await _sqlite_transactions(
+        lambda: _open_sqlite(path, synchronous),
+        lambda conn, row: conn.execute(insert, row),
+        event_rows(n, sqlite=True),
+        via_thread_hop=via_thread_hop,
+        concurrency=concurrency,
+        max_seconds=max_seconds,
+    )
+    result.detail["synchronous"] = synchronous.upper()
+    return result
 
 
 async def sqlite_ledger_statements_per_transaction(
@@ -204,10 +182,6 @@ async def sqlite_ledger_statements_per_transaction(
         _SQLITE_TAKE_POSITIONS,
     )
 
-    rows = event_rows(n, sqlite=True)
-    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-sqlite-floor")
-    loop = asyncio.get_running_loop()
-
     def open_() -> sqlite3.Connection:
         conn = sqlite3.connect(sqlite_path(url), isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
@@ -215,54 +189,58 @@ async def sqlite_ledger_statements_per_transaction(
         conn.execute("PRAGMA synchronous=NORMAL")
         return conn
 
+    def statements(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
+        (position,) = conn.execute(_SQLITE_TAKE_POSITIONS, (1,)).fetchone()
+        conn.execute(_SQLITE_INSERT_EVENT, (position, *row[1:]))
+        conn.execute(_SQLITE_INSERT_OUTBOX, (position,))
+
+    return await _sqlite_transactions(
+        open_, statements, event_rows(n, sqlite=True), max_seconds=max_seconds
+    )
+
+
+async def _sqlite_transactions(
+    open_: Callable[[], sqlite3.Connection],
+    statements: Callable[[sqlite3.Connection, tuple[Any, ...]], Any],
+    rows: list[tuple[Any, ...]],
+    *,
+    via_thread_hop: bool = True,
+    concurrency: int = 1,
+    max_seconds: float,
+) -> Result:
+    """``statements`` for each row in ``BEGIN IMMEDIATE … COMMIT`` on a connection of its
+    own writer thread (see ``sqlite_insert_per_transaction`` for the hop and callers)."""
+    if not via_thread_hop and concurrency != 1:
+        raise ValueError("the direct variant has one caller")
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-sqlite-writer")
+    loop = asyncio.get_running_loop()
     conn = await loop.run_in_executor(writer, open_)
 
     def transaction(row: tuple[Any, ...]) -> None:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            (position,) = conn.execute(_SQLITE_TAKE_POSITIONS, (1,)).fetchone()
-            conn.execute(_SQLITE_INSERT_EVENT, (position, *row[1:]))
-            conn.execute(_SQLITE_INSERT_OUTBOX, (position,))
+            statements(conn, row)
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
 
-    async def hop(row: tuple[Any, ...]) -> None:
-        await loop.run_in_executor(writer, transaction, row)
-
+    detail: dict[str, Any] = {"via_thread_hop": via_thread_hop}
     try:
-        return await _timed_callers([hop], iter(rows), max_seconds)
+        if via_thread_hop:
+
+            async def hop(row: tuple[Any, ...]) -> None:
+                await loop.run_in_executor(writer, transaction, row)
+
+            result = await _timed_callers([hop] * concurrency, iter(rows), max_seconds)
+            detail["concurrency"] = concurrency
+        else:
+            result = await loop.run_in_executor(writer, _timed_loop, transaction, rows, max_seconds)
+        result.detail = detail
+        return result
     finally:
         await loop.run_in_executor(writer, conn.close)
         writer.shutdown(wait=True)
-
-
-async def asyncpg_ledger_statements_per_transaction(
-    url: str, n: int, *, max_seconds: float = 30.0
-) -> Result:
-    """Up to ``n`` transactions on the Ticketline database at ``url`` (PostgreSQL,
-    migrated), each ``BEGIN``, the ledger's one-statement append of one event (counter,
-    event row with its server-side hash, outbox row; prepared), ``COMMIT``: the round trips
-    the platform's writer makes, without Python around them."""
-    import asyncpg
-
-    from shared.eventstore.ledger import _PG_APPEND_ONE
-
-    rows = event_rows(n, sqlite=False)
-    conn = await asyncpg.connect(asyncpg_dsn(url))
-    statement = await conn.prepare(_PG_APPEND_ONE)
-
-    async def transaction(row: tuple[Any, ...]) -> None:
-        await conn.execute("BEGIN")
-        # event_id … payload, prev_hash, the hashed text around the position.
-        await statement.fetchrow(*row[1:16], row[16], '{"position":', "}")
-        await conn.execute("COMMIT")
-
-    try:
-        return await _timed_callers([transaction], iter(rows), max_seconds)
-    finally:
-        await conn.close()
 
 
 def _timed_loop(
