@@ -243,6 +243,33 @@ async def _sqlite_transactions(
         writer.shutdown(wait=True)
 
 
+async def asyncpg_ledger_statements_per_transaction(
+    url: str, n: int, *, max_seconds: float = 30.0
+) -> Result:
+    """Up to ``n`` transactions on the Ticketline database at ``url`` (PostgreSQL,
+    migrated), each ``BEGIN``, the ledger's one-statement append of one event (counter,
+    event row with its server-side hash, outbox row; prepared), ``COMMIT``: the round trips
+    the platform's writer makes, without Python around them."""
+    import asyncpg
+
+    from shared.eventstore.ledger import _PG_APPEND_ONE
+
+    rows = event_rows(n, sqlite=False)
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    statement = await conn.prepare(_PG_APPEND_ONE)
+
+    async def transaction(row: tuple[Any, ...]) -> None:
+        await conn.execute("BEGIN")
+        # event_id … payload, prev_hash, the hashed text around the position.
+        await statement.fetchrow(*row[1:16], row[16], '{"position":', "}")
+        await conn.execute("COMMIT")
+
+    try:
+        return await _timed_callers([transaction], iter(rows), max_seconds)
+    finally:
+        await conn.close()
+
+
 def _timed_loop(
     transaction: Callable[[tuple[Any, ...]], None], rows: list[tuple[Any, ...]], max_seconds: float
 ) -> Result:
