@@ -16,7 +16,7 @@ from shared.eventstore.driver import Statement
 from shared.eventstore.personal import PersonalData
 from shared.kernel.errors import NotFound
 from shared.kernel.events.customers import customer_stream_id
-from shared.kernel.ids import uuid7
+from shared.kernel.ids import uuid7_text
 from shared.kernel.lifecycle import TicketStatus
 from shared.kernel.sla import SlaPin, SlaTerms
 from shared.kernel.ticket import TICKETS, TicketState
@@ -85,7 +85,7 @@ def receive(conn: Connection, h: Handling, request: domain.NewTicket) -> Outcome
         ),
         sla=terms_reader(conn, h).current(settings.sla.policy_id),
     )
-    return h.execute(conn, TICKETS, str(uuid7()), command, domain.decide_receive)
+    return h.execute(conn, TICKETS, uuid7_text(), command, domain.decide_receive)
 
 
 def diagnosis_command(

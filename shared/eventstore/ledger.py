@@ -39,7 +39,7 @@ from shared.kernel.events.envelope import (
     canonical_json,
     format_timestamp,
 )
-from shared.kernel.ids import uuid7
+from shared.kernel.ids import uuid7_text
 
 if TYPE_CHECKING:
     from shared.eventstore.personal import PersonalData
@@ -378,7 +378,7 @@ def _draft(
     occurred_at = item.occurred_at or common["recorded_at"]
     # Most events happen when recorded: one timestamp text for both.
     occurred_text = recorded_text if item.occurred_at is None else format_timestamp(occurred_at)
-    event_id = str(uuid7())
+    event_id = uuid7_text()
     body = payload.model_dump(mode="json")
     payload_json = canonical_json(body)
     text_ = shared.event(
@@ -406,7 +406,7 @@ def _chain(drafts: list[_Draft], first_position: int) -> list[dict[str, Any]]:
     """Positions and hashes, in order: each event's hash covers its predecessor's."""
     rows: list[dict[str, Any]] = []
     for offset, draft in enumerate(drafts):
-        row = dict(draft.row)
+        row = draft.row  # a draft serves one append: its row is completed in place
         row["position"] = first_position + offset
         if row["prev_hash"] is None:
             row["prev_hash"] = rows[-1]["hash"]

@@ -10,7 +10,7 @@ from sqlalchemy import Connection, insert, select, update
 
 from shared.eventstore.tables import import_runs
 from shared.kernel.events.envelope import Actor
-from shared.kernel.ids import uuid7
+from shared.kernel.ids import uuid7_text
 
 RUNNING, COMPLETED = "running", "completed"
 
@@ -52,7 +52,7 @@ def start(
     mode: str,
     now: datetime,
 ) -> Run:
-    batch_id = str(uuid7())
+    batch_id = uuid7_text()
     values: dict[str, Any] = {
         "batch_id": batch_id,
         "kind": kind,

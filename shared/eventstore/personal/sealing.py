@@ -34,7 +34,7 @@ from shared.kernel.events.envelope import (
     payload_model,
 )
 from shared.kernel.events.registry import UnknownEventType, payload_class, upcast
-from shared.kernel.ids import uuid7
+from shared.kernel.ids import uuid7_text
 from shared.kernel.personal import (
     ERASED,
     UNREADABLE,
@@ -116,7 +116,7 @@ class PersonalData:
         found = self._lookups.get(lookup)
         if found is not None and self.ring.clock() - found[1] <= self.ring.cache_seconds:
             return str(found[0])
-        customer_id = str(uuid7())
+        customer_id = uuid7_text()
         key, wrapped = self.ring.new_key(conn, customer_id)
         if _NEW_CUSTOMER.execute(conn, customer_id, lookup, wrapped, self.clock.now()) == 1:
             self.ring.remember(key)
