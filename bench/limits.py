@@ -122,7 +122,7 @@ def _insert_sql(placeholder: Callable[[int], str]) -> str:
     return f"INSERT INTO {LIMIT_TABLE} ({', '.join(EVENT_COLUMNS)}) VALUES ({values})"
 
 
-def _open_sqlite(path: str | Path, synchronous: str) -> sqlite3.Connection:
+def _wal_connection(path: str | Path, synchronous: str) -> sqlite3.Connection:
     if synchronous.upper() not in SYNCHRONOUS_MODES:
         raise ValueError(f"synchronous must be one of {SYNCHRONOUS_MODES}")
     # isolation_level=None: the driver issues no BEGIN of its own; we say BEGIN IMMEDIATE.
@@ -130,6 +130,11 @@ def _open_sqlite(path: str | Path, synchronous: str) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA busy_timeout=30000")
     conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
+    return conn
+
+
+def _open_sqlite(path: str | Path, synchronous: str) -> sqlite3.Connection:
+    conn = _wal_connection(path, synchronous)
     conn.execute(f"DROP TABLE IF EXISTS {LIMIT_TABLE}")
     conn.execute(_limit_ddl(sqlite_dialect()))
     return conn
@@ -182,20 +187,16 @@ async def sqlite_ledger_statements_per_transaction(
         _SQLITE_TAKE_POSITIONS,
     )
 
-    def open_() -> sqlite3.Connection:
-        conn = sqlite3.connect(sqlite_path(url), isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA busy_timeout=30000")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        return conn
-
     def statements(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
         (position,) = conn.execute(_SQLITE_TAKE_POSITIONS, (1,)).fetchone()
         conn.execute(_SQLITE_INSERT_EVENT, (position, *row[1:]))
         conn.execute(_SQLITE_INSERT_OUTBOX, (position,))
 
     return await _sqlite_transactions(
-        open_, statements, event_rows(n, sqlite=True), max_seconds=max_seconds
+        lambda: _wal_connection(sqlite_path(url), "NORMAL"),
+        statements,
+        event_rows(n, sqlite=True),
+        max_seconds=max_seconds,
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from shared.kernel.ids import uuid7, uuid7_text
+from shared.kernel.ids import uuid7_text
 
 
 def test_uuid7_text_is_the_text_of_a_version_7_uuid() -> None:
@@ -19,7 +19,7 @@ def test_uuid7_text_is_the_text_of_a_version_7_uuid() -> None:
 def test_uuid7_ids_sort_by_creation_time() -> None:
     first = uuid7_text()
     time.sleep(0.002)  # a later millisecond
-    middle = uuid7()
+    middle = uuid7_text()
     time.sleep(0.002)
     last = uuid7_text()
-    assert first < str(middle) < last
+    assert first < middle < last

@@ -101,7 +101,7 @@ class LedgerSource:
     """Reads the ledger after the projection's checkpoint, in pages of ``batch_size``
     events, each page inside the transaction that applies it: on SQLite the writer's own
     connection, as one thread's work (read on a reader thread and applied on the writer,
-    a rebuild took ~30 % longer: bench ``sqlite``, replay). A page read that way sees what
+    a rebuild took ~12 % longer: bench ``sqlite``, replay). A page read that way sees what
     the batch before it appended (a reactor's events). Stops when caught up unless
     ``follow`` is set, in which case it polls."""
 
