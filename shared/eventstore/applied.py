@@ -21,8 +21,9 @@ from typing import Any
 
 from sqlalchemy import Connection, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.util import await_only
 
-from shared.eventstore.driver import sqlite_driver
+from shared.eventstore.driver import asyncpg_driver, sqlite_driver
 from shared.eventstore.projection import upsert_rows
 from shared.eventstore.tables import (
     parked_events,
@@ -45,32 +46,51 @@ class Applied:
     parked: dict[str, int]
 
 
+# The wanted ids as an array joined to the table: a plan linear in rows and ids whatever
+# the table's statistics. ``stream_id IN (…500 values…)`` on a table not yet analysed (the
+# first rebuild into a new database) was planned as a scan testing every row against the
+# whole list: 115 ms a batch, half the time of that rebuild.
+_PG_STREAM_VERSIONS = (
+    "SELECT v.stream_id, v.version, v.parked_version "
+    "FROM unnest($2::text[]) AS wanted(stream_id) JOIN projection_stream_versions v "
+    "ON v.projection = $1 AND v.stream_id = wanted.stream_id"
+)
+
+
 def stream_versions(conn: Connection, name: str, stream_ids: Iterable[str]) -> Applied:
-    """One SELECT per 500 streams: versions applied and parked versions."""
-    psv = projection_stream_versions
+    """Versions applied and parked versions: one SELECT in all on PostgreSQL, one per 500
+    streams elsewhere."""
+    ids = sorted(set(stream_ids))
     versions: dict[str, int] = {}
     parked: dict[str, int] = {}
-    ids = sorted(set(stream_ids))
+    for stream_id, version, parked_version in _version_rows(conn, name, ids):
+        versions[stream_id] = version
+        if parked_version is not None:
+            parked[stream_id] = parked_version
+    return Applied(versions, parked)
+
+
+def _version_rows(conn: Connection, name: str, ids: list[str]) -> Iterable[Sequence[Any]]:
+    pg = asyncpg_driver(conn)
+    if pg is not None:
+        yield from await_only(pg.fetch(_PG_STREAM_VERSIONS, name, ids))
+        return
     raw = sqlite_driver(conn)
+    psv = projection_stream_versions
     for start in range(0, len(ids), 500):  # keep IN lists within driver limits
         chunk = ids[start : start + 500]
         if raw is not None:
-            rows: Iterable[Sequence[Any]] = raw.execute(
+            yield from raw.execute(
                 "SELECT stream_id, version, parked_version FROM projection_stream_versions "
                 f"WHERE projection = ? AND stream_id IN ({', '.join('?' * len(chunk))})",
                 [name, *chunk],
             )
         else:
-            rows = conn.execute(
+            yield from conn.execute(
                 select(psv.c.stream_id, psv.c.version, psv.c.parked_version).where(
                     psv.c.projection == name, psv.c.stream_id.in_(chunk)
                 )
             )
-        for stream_id, version, parked_version in rows:
-            versions[stream_id] = version
-            if parked_version is not None:
-                parked[stream_id] = parked_version
-    return Applied(versions, parked)
 
 
 def store_versions(
