@@ -6,9 +6,12 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select
 
+from shared.eventstore.applied import stream_versions
 from shared.eventstore.db import Database
 from shared.eventstore.ledger import NO_STREAM, EventStore
+from shared.eventstore.projection import delete_where_in, load_rows, upsert_rows
 from shared.eventstore.runner import Batch, ProjectionRunner, read_checkpoint
+from shared.eventstore.tables import projection_checkpoints, projection_stream_versions
 from shared.kernel.events.tickets import TicketClosed, TicketDispatched
 from shared.readmodels.ticket_state import TicketStateProjection, ticket_state
 from tests.support.factories import context, diagnosed, new_ticket_id, received
@@ -194,3 +197,35 @@ async def test_one_pump_feeds_every_projection_and_a_failing_one_alone_stays_beh
     assert sorted(r.ticket_id for r in rows) == sorted(ids)
     await runner.rebuild(state)
     assert await dump(db) == rows
+
+
+async def test_rows_found_and_deleted_by_key_lists_longer_than_a_statement(db: Database) -> None:
+    """Lists of keys past the 500 one SQLite statement takes (PostgreSQL joins them as one
+    array): every wanted row, and only those."""
+    ids = [f"stream-{i:04d}" for i in range(1200)]
+    rows = [
+        {"projection": "p", "stream_id": sid, "version": i, "parked_version": None}
+        for i, sid in enumerate(ids)
+    ]
+    other = [{**r, "projection": "q"} for r in rows[:10]]
+    psv = projection_stream_versions
+    await db.write(lambda c: upsert_rows(c, psv, rows + other))
+    wanted = ids[100:1150] + ["stream-missing"]
+
+    applied = await db.write(lambda c: stream_versions(c, "p", wanted))
+    assert applied.versions == {sid: i for i, sid in enumerate(ids) if 100 <= i < 1150}
+    assert applied.parked == {}
+    checkpoints = [
+        {"projection": sid, "position": i, "updated_at": datetime(2026, 11, 3, 9, tzinfo=UTC)}
+        for i, sid in enumerate(ids)
+    ]
+    pc = projection_checkpoints
+    await db.write(lambda c: upsert_rows(c, pc, checkpoints))
+    loaded = await db.read(lambda c: load_rows(c, pc, [(sid,) for sid in wanted]))
+    assert loaded == {(r["projection"],): r for r in checkpoints[100:1150]}
+
+    await db.write(lambda c: delete_where_in(c, psv, "stream_id", wanted))
+    left = await db.read(lambda c: c.execute(select(psv.c.projection, psv.c.stream_id)).all())
+    assert sorted(left) == sorted(
+        [("p", sid) for sid in ids[:100] + ids[1150:]] + [("q", sid) for sid in ids[:10]]
+    )
