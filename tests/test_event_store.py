@@ -20,6 +20,7 @@ from shared.eventstore.ledger import (
 )
 from shared.eventstore.tables import events, outbox
 from shared.eventstore.verify import verify_ledger
+from shared.kernel.clock import ManualClock
 from shared.kernel.events import typed_payload
 from shared.kernel.events.envelope import GENESIS_HASH
 from shared.kernel.events.tickets import TicketReceived
@@ -47,6 +48,27 @@ async def test_append_and_read_stream(db: Database, store: EventStore) -> None:
     assert isinstance(typed_payload(stream[0]), TicketReceived)
     # The outbox rows were written in the same transaction: both events are pending.
     assert [r.position for r in rows] == [stream[0].position, stream[1].position]
+
+
+async def test_several_streams_read_in_one_round_equal_each_read_alone(
+    db: Database, store: EventStore, clock: ManualClock
+) -> None:
+    ids = [new_ticket_id() for _ in range(520)]  # past one SQLite statement's 500
+    appends = [
+        StreamAppend(tid, [received()] + [diagnosed()] * (i % 3), StreamHead(), "east")
+        for i, tid in enumerate(ids)
+    ]
+    await db.write(lambda c: store.append(c, appends[:300], context()))
+    cutoff = clock.now()
+    clock.advance(minutes=1)
+    await db.write(lambda c: store.append(c, appends[300:], context()))
+    wanted = [*ids[::-1], "no-such-stream"]
+
+    found = await db.read(lambda c: store.read_streams(c, wanted))
+    alone = await db.read(lambda c: {t: store.read_stream(c, t) for t in ids})
+    assert found == alone
+    until = await db.read(lambda c: store.read_streams(c, wanted, recorded_until=cutoff))
+    assert until == {t: alone[t] for t in ids[:300]}
 
 
 async def test_wrong_expected_version_is_a_conflict(db: Database, store: EventStore) -> None:

@@ -255,8 +255,9 @@ class SlaClocksProjection:
         sla = get_settings().sla
         reader = TermsReader(conn, self.store, sla.builtin_policy(), sla.horizon)
         rows = []
+        streams = self.store.read_streams(conn, tickets)
         for ticket_id in tickets:
-            stream = self.store.read_stream(conn, ticket_id)
+            stream = streams.get(ticket_id, [])
             state = TICKETS.fold(ticket_id, stream)
             if not state.exists or state.received_at is None:
                 continue

@@ -23,8 +23,8 @@ from sqlalchemy import Connection, case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.util import await_only
 
-from shared.eventstore.driver import asyncpg_driver, sqlite_driver
-from shared.eventstore.projection import pg_array_of, upsert_rows
+from shared.eventstore.driver import asyncpg_driver, pg_array_of, sqlite_driver
+from shared.eventstore.projection import upsert_rows
 from shared.eventstore.tables import (
     parked_events,
     projection_checkpoints,

@@ -18,7 +18,6 @@ import orjson
 from sqlalchemy import (
     JSON,
     Boolean,
-    Column,
     Connection,
     Date,
     DateTime,
@@ -36,7 +35,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.util import await_only
 
 from shared.eventstore.db import UtcDateTime
-from shared.eventstore.driver import asyncpg_driver, integrity_errors, sqlite_driver, sqlite_time
+from shared.eventstore.driver import (
+    asyncpg_driver,
+    integrity_errors,
+    pg_array_of,
+    sqlite_driver,
+    sqlite_time,
+)
 from shared.kernel.events.envelope import EventEnvelope
 from shared.kernel.events.registry import payload_dict
 
@@ -138,21 +143,6 @@ def delete_where_in(conn: Connection, table: Table, column: str, values: Sequenc
             )
         else:
             conn.execute(delete(table).where(table.c[column].in_(chunk)))
-
-
-_PG_DIALECT = postgresql.asyncpg.dialect()  # type: ignore[no-untyped-call]
-
-
-@cache
-def pg_array_of(column: Column[Any]) -> str:
-    """The array type of a parameter holding values of ``column`` (``VARCHAR(64)[]``).
-
-    On PostgreSQL, rows are found by a list of keys by joining ``unnest`` of one such
-    array: a plan linear in rows and keys whatever the table's statistics. ``IN (…500
-    values…)`` on a table not analysed yet (a rebuild or a burst into a new database) was
-    planned as a scan testing every row against the whole list: 115 ms a batch at 7,500
-    rows, growing with the table until autovacuum's first ANALYZE."""
-    return f"{column.type.compile(dialect=_PG_DIALECT)}[]"
 
 
 @cache
