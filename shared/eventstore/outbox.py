@@ -36,7 +36,7 @@ from shared.eventstore.kafka import TopicWatch
 from shared.eventstore.leases import Lease
 from shared.eventstore.ledger import EVENT_COLUMNS, row_to_envelope
 from shared.eventstore.metrics import RELAY_PUBLISHED, RELAY_REQUEUED
-from shared.eventstore.projection import upsert_rows
+from shared.eventstore.projection import delete_where_in, upsert_rows
 from shared.eventstore.tables import events, outbox, relay_offsets
 from shared.kernel.clock import Clock, SystemClock
 from shared.kernel.events.envelope import EventEnvelope, canonical_json
@@ -239,8 +239,7 @@ class OutboxRelay:
         now = self.clock.now()
 
         def work(conn: Connection) -> dict[str, int]:
-            if done:
-                conn.execute(delete(outbox).where(outbox.c.position.in_(done)))
+            delete_where_in(conn, outbox, "position", done)
             truncated = record_offsets(conn, acked, now)
             return {t: requeue(conn, self.topic_prefix, topics={t}) for t in sorted(truncated)}
 

@@ -128,6 +128,8 @@ def delete_rows(conn: Connection, table: Table, keys: Iterable[tuple[Any, ...]])
 def delete_where_in(conn: Connection, table: Table, column: str, values: Sequence[Any]) -> None:
     """Delete the rows whose ``column`` is one of ``values``: on the driver where there is
     one, a statement per 500 values (one in all on PostgreSQL)."""
+    if not values:
+        return
     raw = sqlite_driver(conn)
     pg = asyncpg_driver(conn) if raw is None else None
     if pg is not None:
