@@ -22,7 +22,7 @@ from operator import itemgetter
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import orjson
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, bindparam, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.util import await_only
 
@@ -252,6 +252,9 @@ _READ_STREAM = text(
     "AND stream_version <= :to_version ORDER BY stream_version"
 )
 _READ_ALL = text(f"{_SELECT_EVENTS} WHERE position > :after ORDER BY position LIMIT :limit")
+_READ_STREAMS = text(
+    f"{_SELECT_EVENTS} WHERE stream_id IN :ids ORDER BY stream_id, stream_version"
+).bindparams(bindparam("ids", expanding=True))
 _LAST_POSITION = text("SELECT COALESCE(MAX(position), 0) FROM events")
 _MAX_VERSION = 2**31 - 1
 
@@ -694,9 +697,7 @@ def _stream_rows(conn: Connection, ids: list[str]) -> Iterable[Sequence[Any]]:
         if raw is not None:
             yield from raw.execute(f"{_SELECT_EVENTS} {where} {order}", chunk)
         else:
-            named = ", ".join(f":s{i}" for i in range(len(chunk)))
-            statement = text(f"{_SELECT_EVENTS} WHERE stream_id IN ({named}) {order}")
-            yield from conn.execute(statement, {f"s{i}": v for i, v in enumerate(chunk)})
+            yield from conn.execute(_READ_STREAMS, {"ids": chunk})
 
 
 _POSITIONAL: dict[tuple[int, str], tuple[str, tuple[str, ...]]] = {}
