@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -348,9 +348,8 @@ class _PgWriter:
         self.held = _Held()
         self._queue: asyncio.Queue[tuple[Callable[[Connection], Any], asyncio.Future[Any]]]
         self._task: asyncio.Task[None] | None = None
-        self._running = False  # a transaction is on the held connection
+        self._turn = asyncio.Lock()  # the held connection, for one transaction at a time
         self._queued = 0  # units submitted to the queue, not settled yet
-        self._free = asyncio.Event()
 
     async def submit(self, work: Callable[[Connection], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -358,11 +357,10 @@ class _PgWriter:
             if self._task is not None and self._task.get_loop() is not loop:
                 self.held = _Held()  # the old loop's connection cannot serve this one
             self._queue = asyncio.Queue()
-            self._free = asyncio.Event()
-            self._running, self._queued = False, 0
+            self._turn, self._queued = asyncio.Lock(), 0
             self._task = loop.create_task(self._drain(), name="postgres-writer")
-        if not self._running and not self._queued:
-            async with self._turn():
+        if not self._turn.locked() and not self._queued:
+            async with self._turn:
                 (result,) = await self.run_group([work], self.held)
                 return cast(T, result)
         future: asyncio.Future[T] = loop.create_future()
@@ -370,26 +368,13 @@ class _PgWriter:
         self._queue.put_nowait((work, future))
         return await future
 
-    @contextlib.asynccontextmanager
-    async def _turn(self) -> AsyncIterator[None]:
-        """The held connection, for one transaction at a time."""
-        while self._running:
-            self._free.clear()
-            await self._free.wait()
-        self._running = True
-        try:
-            yield
-        finally:
-            self._running = False
-            self._free.set()
-
     async def _drain(self) -> None:
         while True:
             group = [await self._queue.get()]
             while len(group) < self.max_group and not self._queue.empty():
                 group.append(self._queue.get_nowait())
             try:
-                async with self._turn():
+                async with self._turn:
                     await self._run(group)
             finally:
                 self._queued -= len(group)
