@@ -12,6 +12,7 @@ from sqlalchemy import Connection, delete, select, update
 
 from shared.eventstore.db import Database
 from shared.eventstore.ledger import (
+    FOLD_FIELDS,
     NO_STREAM,
     ConcurrencyError,
     EventStore,
@@ -69,6 +70,31 @@ async def test_several_streams_read_in_one_round_equal_each_read_alone(
     assert found == alone
     until = await db.read(lambda c: store.read_streams(c, wanted, recorded_until=cutoff))
     assert until == {t: alone[t] for t in ids[:300]}
+
+
+async def test_a_fold_read_holds_the_fold_fields_of_the_whole_read(
+    db: Database, store: EventStore
+) -> None:
+    tid = new_ticket_id()
+    await db.write(
+        lambda c: store.append(
+            c, [StreamAppend(tid, [received(), diagnosed()], StreamHead(), "east")], context()
+        )
+    )
+    whole = await db.read(lambda c: store.read_all(c))
+    declared = frozenset({"stream_id", "occurred_at", "payload"})
+    fold = await db.read(lambda c: store.read_all(c, fields=declared))
+    assert [[getattr(e, f) for f in sorted(FOLD_FIELDS)] for e in fold] == [
+        [getattr(e, f) for f in sorted(FOLD_FIELDS)] for e in whole
+    ]
+    with pytest.raises(AttributeError):
+        _ = fold[0].hash  # not read: never a made-up value
+    # Fields beyond a fold's: the whole envelopes.
+    wider = await db.read(lambda c: store.read_all(c, fields=declared | {"actor"}))
+    assert wider == whole
+    tickets = await db.read(lambda c: store.read_all(c, stream_types=["ticket"], fields=declared))
+    assert [e.position for e in tickets] == [e.position for e in whole]
+    assert await db.read(lambda c: store.read_all(c, stream_types=["part"], fields=declared)) == []
 
 
 async def test_wrong_expected_version_is_a_conflict(db: Database, store: EventStore) -> None:

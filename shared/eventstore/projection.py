@@ -12,7 +12,7 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from datetime import UTC, datetime
 from functools import cache
 from operator import itemgetter
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, cast
 
 import orjson
 from sqlalchemy import (
@@ -57,6 +57,24 @@ class Projection(Protocol):
     stream_types: ClassVar[tuple[str, ...]]
 
     def apply(self, conn: Connection, events: Sequence[EventEnvelope]) -> None: ...
+
+
+def envelope_fields(projection: Projection) -> frozenset[str] | None:
+    """The envelope fields a projection reads, if it declares them (a class attribute
+    ``envelope_fields``; None: all). A ledger page read for it alone then holds only the
+    fields of a fold (``FOLD_FIELDS``, shared/eventstore/ledger.py) when those cover them:
+    a rebuild reads half the bytes. Its other sources (commands applying it inline, Kafka,
+    gap fills) give whole envelopes, so a field used but not declared fails in a rebuild,
+    which the rebuild tests run."""
+    return cast("frozenset[str] | None", getattr(projection, "envelope_fields", None))
+
+
+def fields_of(projections: Iterable[Projection]) -> frozenset[str] | None:
+    """What one read serving all of ``projections`` must hold (None: whole envelopes)."""
+    declared = [envelope_fields(p) for p in projections]
+    if not declared or any(f is None for f in declared):
+        return None
+    return frozenset().union(*cast("list[frozenset[str]]", declared))
 
 
 class EventByEvent:

@@ -23,7 +23,7 @@ from sqlalchemy import Connection
 
 from shared.eventstore.db import is_outage, savepoint
 from shared.eventstore.metrics import PROJECTION_APPLIED, PROJECTION_DUPLICATES
-from shared.eventstore.projection import Projection, upsert_rows
+from shared.eventstore.projection import Projection, fields_of, upsert_rows
 from shared.eventstore.runner import ProjectionRunner, RunStats, read_checkpoint
 from shared.eventstore.tables import projection_checkpoints
 from shared.kernel.events.envelope import EventEnvelope
@@ -62,11 +62,12 @@ class LedgerPump:
         """Apply everything the ledger holds beyond the checkpoints, then return."""
         db, store = self.runner.db, self.runner.store
         names = [p.name for p in self.projections]
+        fields = fields_of(self.projections)
         self.checkpoints = await db.read(lambda c: {n: read_checkpoint(c, n) for n in names})
         while not self.stop.is_set():
             after = min(self.checkpoints.values(), default=0)
             page = await db.read(
-                partial(store.read_all, after_position=after, limit=self.batch_size)
+                partial(store.read_all, after_position=after, limit=self.batch_size, fields=fields)
             )
             if not page:
                 return

@@ -59,6 +59,7 @@ from shared.eventstore.projection import (
     Projection,
     create_missing_indexes,
     drop_secondary_indexes,
+    envelope_fields,
 )
 from shared.eventstore.tables import (
     parked_events,
@@ -123,9 +124,9 @@ class LedgerSource:
         self.stop = stop or asyncio.Event()
 
     def _page(
-        self, conn: Connection, after: int, wanted: frozenset[str]
+        self, conn: Connection, after: int, wanted: frozenset[str], fields: frozenset[str] | None
     ) -> tuple[list[EventEnvelope], int | None]:
-        page = self.store.read_all(conn, after_position=after, limit=self.batch_size)
+        page = self.store.read_all(conn, after_position=after, limit=self.batch_size, fields=fields)
         if not page:
             return [], None
         # A page of other stream types still moves the checkpoint on.
@@ -134,8 +135,11 @@ class LedgerSource:
     async def batches(self, projection: Projection) -> AsyncIterator[Batch]:
         position = await self.db.read(lambda c: read_checkpoint(c, projection.name))
         wanted = frozenset(projection.stream_types)
+        fields = envelope_fields(projection)
         while not self.stop.is_set():
-            batch = Batch([], read=partial(self._page, after=position, wanted=wanted))
+            batch = Batch(
+                [], read=partial(self._page, after=position, wanted=wanted, fields=fields)
+            )
             yield batch  # the runner loads and applies it
             if batch.position is not None:
                 position = batch.position

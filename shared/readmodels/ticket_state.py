@@ -209,6 +209,10 @@ class TicketStateProjection(RowProjection):
     tables: ClassVar[tuple[Table, ...]] = (ticket_state,)
     stream_types: ClassVar[tuple[str, ...]] = ("ticket",)
     table: ClassVar[Table] = ticket_state
+    envelope_fields: ClassVar[frozenset[str]] = frozenset(
+        {"stream_id", "stream_version", "event_type", "schema_version"}
+        | {"occurred_at", "recorded_at", "payload"}
+    )
 
     def key(self, event: EventEnvelope) -> tuple[str]:
         return (event.stream_id,)

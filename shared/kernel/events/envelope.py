@@ -158,14 +158,14 @@ class EventEnvelope(BaseModel):
         """An envelope from values already checked (the ledger's own rows, an append in
         progress): what ``model_construct`` does, without its per-field work — this sits
         on every event a replay reads. ``values`` must hold every field."""
-        envelope = _new(cls)
-        # BaseModel's slots set through their descriptors: half the cost of
-        # object.__setattr__ by name.
-        _set_dict(envelope, values)
-        _set_fields_set(envelope, _ENVELOPE_FIELDS)
-        _set_extra(envelope, None)
-        _set_private(envelope, None)
-        return envelope
+        return _built(cls, values, _ENVELOPE_FIELDS)
+
+    @classmethod
+    def partial(cls, values: dict[str, Any], fields: frozenset[str]) -> EventEnvelope:
+        """An envelope of some fields only (a ledger read of the fields its reader
+        declared: ``EventStore.read_all``): ``values`` holds exactly ``fields``; reading
+        any other field raises ``AttributeError``."""
+        return _built(cls, values, fields)
 
     def computed_hash(self) -> str:
         return compute_hash(self.model_dump(mode="python", exclude={"hash"}))
@@ -185,6 +185,19 @@ _set_dict = BaseModel.__dict__["__dict__"].__set__
 _set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
 _set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
 _set_private = BaseModel.__dict__["__pydantic_private__"].__set__
+
+
+def _built(
+    cls: type[EventEnvelope], values: dict[str, Any], fields: frozenset[str]
+) -> EventEnvelope:
+    envelope = _new(cls)
+    # BaseModel's slots set through their descriptors: half the cost of
+    # object.__setattr__ by name.
+    _set_dict(envelope, values)
+    _set_fields_set(envelope, fields)
+    _set_extra(envelope, None)
+    _set_private(envelope, None)
+    return envelope
 
 
 def format_timestamp(value: datetime) -> str:
