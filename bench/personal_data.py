@@ -63,13 +63,12 @@ async def append_lifecycle(platform: Platform, store: EventStore, count: int) ->
     """``count`` events, ten per ticket (a TicketReceived, then nine without personal
     data), one per transaction with the head the previous append returned."""
     latencies: list[float] = []
+    made = [_ticket(False) if n % 10 == 0 else diagnosed() for n in range(count)]
     started, cpu = time.perf_counter(), time.process_time()
     head, stream = StreamHead(), ""
-    for n in range(count):
+    for n, event in enumerate(made):
         if n % 10 == 0:
-            head, stream, event = StreamHead(), str(uuid.uuid4()), _ticket(False)
-        else:
-            event = diagnosed()
+            head, stream = StreamHead(), str(uuid.uuid4())
         append = StreamAppend(stream, [event], head, "east")
         t0 = time.perf_counter()
         (written,) = await platform.db.write(lambda c, a=append: store.append(c, [a], CONTEXT))
