@@ -359,6 +359,16 @@ async def bench_ledger(
         note=f"limit: {limit_note}, 8 concurrent callers",
     )
     section.compare("  latency per transaction", tl, limit, metric="p99")
+    # Scaling judged on the same work: new tickets (sealed intakes) from one writer. The
+    # one-stream figure above appends mostly lighter events, so it is not the reference.
+    alone = await ticketline_append_many_streams(platform, max(200, args.appends // 2), writers=1)
+    section.compare(
+        "  8 writers beside one writer (same work)",
+        tl,
+        alone,
+        unit="events/s",
+        note="new tickets from one writer: above 1 is scaling",
+    )
 
     if broker is not None:
         progress(f"{name}: relay")
