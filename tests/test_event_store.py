@@ -95,6 +95,14 @@ async def test_a_fold_read_holds_the_fold_fields_of_the_whole_read(
     tickets = await db.read(lambda c: store.read_all(c, stream_types=["ticket"], fields=declared))
     assert [e.position for e in tickets] == [e.position for e in whole]
     assert await db.read(lambda c: store.read_all(c, stream_types=["part"], fields=declared)) == []
+    # A page holding none of the wanted types still says where it ended.
+    page = await db.read(
+        lambda c: store.read_page(c, after_position=0, limit=1, stream_types=["part"])
+    )
+    assert page == ([], whole[0].position)
+    assert await db.read(
+        lambda c: store.read_page(c, after_position=whole[-1].position, limit=5)
+    ) == ([], None)
 
 
 async def test_wrong_expected_version_is_a_conflict(db: Database, store: EventStore) -> None:

@@ -14,7 +14,7 @@ writer that lost the race (``ConcurrencyError``, HTTP 409).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from json.encoder import encode_basestring
@@ -702,12 +702,31 @@ class EventStore:
         *,
         after_position: int = 0,
         limit: int = 1000,
-        stream_types: Sequence[str] | None = None,
+        stream_types: Collection[str] | None = None,
         fields: frozenset[str] | None = None,
     ) -> list[EventEnvelope]:
-        """Events after ``after_position`` in global order. With ``stream_types``, only
-        those (the page still ends at ``limit`` rows read, so a caller resumes after the
-        last position it was given or, when given nothing, at ``last_position``).
+        """Events after ``after_position`` in global order (``read_page``'s events)."""
+        found, _ = self.read_page(
+            conn,
+            after_position=after_position,
+            limit=limit,
+            stream_types=stream_types,
+            fields=fields,
+        )
+        return found
+
+    def read_page(
+        self,
+        conn: Connection,
+        *,
+        after_position: int,
+        limit: int,
+        stream_types: Collection[str] | None = None,
+        fields: frozenset[str] | None = None,
+    ) -> tuple[list[EventEnvelope], int | None]:
+        """The events among the ``limit`` rows after ``after_position`` — only those of
+        ``stream_types`` when given, the others never made into envelopes — and the
+        position of the last row read (where the next page starts; None: none left).
         ``fields``: the envelope fields the caller reads (a projection's
         ``envelope_fields``); when ``FOLD_FIELDS`` hold them all, only those are read and
         the envelopes have no others."""
@@ -716,11 +735,14 @@ class EventStore:
             (_READ_ALL_FOLD, _fold_envelopes) if fold else (_READ_ALL, _envelopes)
         )
         rows = _rows(conn, statement, {"after": after_position, "limit": limit})
+        if not rows:
+            return [], None
+        last = int(rows[-1][0])
         if stream_types:
             wanted = set(stream_types)
             # Both reads' third column is the stream type.
             rows = [r for r in rows if r[2] in wanted]
-        return envelopes(rows)
+        return envelopes(rows), last
 
     def last_position(self, conn: Connection) -> int:
         return int(conn.execute(_LAST_POSITION).scalar_one())
@@ -733,17 +755,17 @@ class EventStore:
         return self.personal.open_events(conn, envelopes)
 
 
-def _rows(conn: Connection, statement: Any, params: dict[str, Any]) -> Iterable[Sequence[Any]]:
+def _rows(conn: Connection, statement: Any, params: dict[str, Any]) -> Sequence[Sequence[Any]]:
     """The rows of a text() statement, on the bare driver where there is one: a replay
     reads millions, and SQLAlchemy's per-row result processing would double the cost."""
     raw = sqlite_driver(conn)
     if raw is not None:
         sql, ordered = _positional(statement, params, "?")
-        return cast(Iterable[Sequence[Any]], raw.execute(sql, ordered).fetchall())
+        return cast(Sequence[Sequence[Any]], raw.execute(sql, ordered).fetchall())
     pg = asyncpg_driver(conn)
     if pg is not None:  # asyncpg's records unpack like tuples; its statement cache prepares
         sql, ordered = _positional(statement, params, "$")
-        return cast(Iterable[Sequence[Any]], await_only(pg.fetch(sql, *ordered)))
+        return cast(Sequence[Sequence[Any]], await_only(pg.fetch(sql, *ordered)))
     return conn.execute(statement, params).all()
 
 

@@ -126,11 +126,10 @@ class LedgerSource:
     def _page(
         self, conn: Connection, after: int, wanted: frozenset[str], fields: frozenset[str] | None
     ) -> tuple[list[EventEnvelope], int | None]:
-        page = self.store.read_all(conn, after_position=after, limit=self.batch_size, fields=fields)
-        if not page:
-            return [], None
-        # A page of other stream types still moves the checkpoint on.
-        return [e for e in page if e.stream_type in wanted], page[-1].position
+        # A page of other stream types still moves the checkpoint on (to its last row).
+        return self.store.read_page(
+            conn, after_position=after, limit=self.batch_size, stream_types=wanted, fields=fields
+        )
 
     async def batches(self, projection: Projection) -> AsyncIterator[Batch]:
         position = await self.db.read(lambda c: read_checkpoint(c, projection.name))
