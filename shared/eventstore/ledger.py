@@ -705,7 +705,9 @@ class EventStore:
         stream_types: Collection[str] | None = None,
         fields: frozenset[str] | None = None,
     ) -> list[EventEnvelope]:
-        """Events after ``after_position`` in global order (``read_page``'s events)."""
+        """Events after ``after_position`` in global order (``read_page``'s events). With
+        ``stream_types``, a caller paging on resumes where ``read_page`` says the page ended,
+        not after the last event it was given."""
         found, _ = self.read_page(
             conn,
             after_position=after_position,
