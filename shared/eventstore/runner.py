@@ -123,22 +123,20 @@ class LedgerSource:
         self.poll_seconds = poll_seconds
         self.stop = stop or asyncio.Event()
 
-    def _page(
-        self, conn: Connection, after: int, wanted: frozenset[str], fields: frozenset[str] | None
-    ) -> tuple[list[EventEnvelope], int | None]:
-        # A page of other stream types still moves the checkpoint on (to its last row).
-        return self.store.read_page(
-            conn, after_position=after, limit=self.batch_size, stream_types=wanted, fields=fields
-        )
-
     async def batches(self, projection: Projection) -> AsyncIterator[Batch]:
         position = await self.db.read(lambda c: read_checkpoint(c, projection.name))
         wanted = frozenset(projection.stream_types)
         fields = envelope_fields(projection)
         while not self.stop.is_set():
-            batch = Batch(
-                [], read=partial(self._page, after=position, wanted=wanted, fields=fields)
+            # A page of other stream types still moves the checkpoint on (to its last row).
+            read = partial(
+                self.store.read_page,
+                after_position=position,
+                limit=self.batch_size,
+                stream_types=wanted,
+                fields=fields,
             )
+            batch = Batch([], read=read)
             yield batch  # the runner loads and applies it
             if batch.position is not None:
                 position = batch.position
