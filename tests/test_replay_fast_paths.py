@@ -4,8 +4,10 @@ and written on the bare drivers (SQLite and PostgreSQL), the rebuild's GC settin
 from __future__ import annotations
 
 import gc
+import re
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from sqlalchemy import Connection, inspect, select
@@ -15,7 +17,28 @@ from shared.eventstore.db import Database
 from shared.eventstore.ledger import NO_STREAM, EventStore, row_to_envelope
 from shared.eventstore.projection import Projection, _read_time, _write_time, upsert_rows
 from shared.eventstore.runner import Batch, EventSource, LedgerSource, ProjectionRunner
-from shared.readmodels.ticket_state import TicketStateProjection, ticket_state
+from shared.eventstore.tables import projection_checkpoints, projection_stream_versions
+from shared.kernel.events.envelope import EventEnvelope, EventPayload
+from shared.kernel.events.registry import all_payload_classes
+from shared.kernel.events.tickets import (
+    Address,
+    ContactDetailsCorrected,
+    Customer,
+    FollowUpRecorded,
+    Product,
+    TicketClosed,
+    TicketDispatched,
+    TicketReopened,
+    TicketRepaired,
+    TicketVisited,
+)
+from shared.kernel.lifecycle import STATUS_AFTER_TEXT
+from shared.readmodels.ticket_state import (
+    _MARKS,
+    TicketStateProjection,
+    _changes,
+    ticket_state,
+)
 from tests.support.factories import context, diagnosed, new_ticket_id, received
 
 TIMES = [
@@ -138,3 +161,126 @@ async def test_a_rebuild_builds_again_the_indexes_it_set_aside(
             TicketStateProjection(), _FailingSource(LedgerSource(db, store, batch_size=2))
         )
     assert await db.read(_indexes) == declared
+
+
+# --- the ticket_state rebuild folded in the database --------------------------------------
+
+
+def _lifecycles() -> list[list[EventPayload]]:
+    """Every event type the ticket's row reads, in the orders the lifecycle allows and a
+    few it does not (a stream not opened by a TicketReceived)."""
+    at = datetime(2026, 11, 4, 10, 15, 30, 123456, tzinfo=UTC)
+    dispatched = TicketDispatched(
+        region="east",
+        service_point_id="sp-1",
+        technician_id="tech-1",
+        appointment_start=at,
+        appointment_end=datetime.fromisoformat("2026-11-04T20:00:00+08:00"),
+        reason="nearest",
+    )
+    repaired = TicketRepaired(outcome="fixed", cost_borne_by="warranty")
+    follow_up = FollowUpRecorded(
+        satisfaction_score=90, would_recommend=9, problem_solved=True, channel="call"
+    )
+    closed, reopened = TicketClosed(), TicketReopened(reason="again", source="complaint")
+    visited = TicketVisited(technician_id="tech-1", arrived_at=at, findings="worn belt")
+    moved = Address(line="9 River Street", city="Ningbo", region="west")
+    return [
+        [received(1), diagnosed(), diagnosed(category="misuse"), dispatched, visited]
+        + [repaired, follow_up, closed],
+        [received(2, customer_id=None, possible_duplicate_of=new_ticket_id())]
+        + [
+            ContactDetailsCorrected(
+                customer=Customer(name="Wang Fang", phone="13900001111"), reason="typo"
+            )
+        ]
+        + [ContactDetailsCorrected(address=moved, reason="moved"), diagnosed(), dispatched]
+        + [repaired, follow_up, closed, reopened],
+        [received(3), closed, reopened, diagnosed(), closed],
+        [received(4, product=Product(model="X", purchase_date=date(2026, 1, 1)))],
+        [diagnosed(), closed],  # no TicketReceived: no row, its versions applied
+    ]
+
+
+async def _seed_lifecycles(db: Database, store: EventStore) -> None:
+    for events in _lifecycles():
+        tid = new_ticket_id()
+        for version, payload in enumerate(events):
+            await db.write(
+                lambda c, tid=tid, v=version, p=payload: store.append_to_stream(
+                    c, tid, v or NO_STREAM, [p], context()
+                )
+            )
+
+
+async def _applied_state(db: Database) -> tuple[list[Any], list[Any], list[Any]]:
+    def read(conn: Connection) -> tuple[list[Any], list[Any], list[Any]]:
+        psv, pc = projection_stream_versions, projection_checkpoints
+        return (
+            # As stored (SQLite's times are text: their form orders the lists).
+            list(conn.exec_driver_sql("SELECT * FROM ticket_state ORDER BY ticket_id")),
+            [tuple(r) for r in conn.execute(select(psv).order_by(psv.c.stream_id))],
+            [r.position for r in conn.execute(select(pc.c.position))],
+        )
+
+    return await db.read(read)
+
+
+class _DatabaseFoldOnly(TicketStateProjection):
+    def fold(self, row: Any, event: EventEnvelope) -> Any:
+        raise AssertionError("folded event by event")
+
+
+async def test_the_rebuild_folded_in_the_database_equals_the_fold_event_by_event(
+    db: Database, store: EventStore
+) -> None:
+    await _seed_lifecycles(db, store)
+    runner = ProjectionRunner(db, store)
+    await runner.catch_up(TicketStateProjection(), batch_size=3)
+    incremental = await _applied_state(db)
+    assert len(incremental[0]) == 4 and len(incremental[1]) == 5
+    stats = await runner.rebuild(_DatabaseFoldOnly())
+    assert stats.applied == sum(map(len, _lifecycles()))
+    assert await _applied_state(db) == incremental
+    assert await db.read(_indexes) != []
+
+
+async def test_a_ledger_the_database_cannot_fold_is_folded_event_by_event(
+    db: Database, store: EventStore
+) -> None:
+    await _seed_lifecycles(db, store)
+    # A second TicketReceived starts the row again: the statement leaves that to Python.
+    tid = new_ticket_id()
+    await db.write(lambda c: store.append_to_stream(c, tid, NO_STREAM, [received(8)], context()))
+    await db.write(lambda c: store.append_to_stream(c, tid, 1, [received(9)], context()))
+    runner = ProjectionRunner(db, store)
+    await runner.catch_up(TicketStateProjection(), batch_size=3)
+    incremental = await _applied_state(db)
+    counting = _CountingFolds()
+    await runner.rebuild(counting)
+    assert counting.folds == sum(map(len, _lifecycles())) + 2
+    assert await _applied_state(db) == incremental
+
+
+class _CountingFolds(TicketStateProjection):
+    folds = 0
+
+    def fold(self, row: Any, event: EventEnvelope) -> Any:
+        self.folds += 1
+        return super().fold(row, event)
+
+
+def test_every_ticket_event_that_changes_the_row_has_a_rule_in_the_database_fold() -> None:
+    """An event type the Python fold reads but the statement does not would make rebuilt
+    rows differ from live ones: a type left out of ``_MARKS`` must change nothing besides
+    the version (an empty payload shows it: a type that reads its payload fails)."""
+    marked = {name for _, which in _MARKS.values() for name in re.findall(r"'(\w+)'", which)}
+    marked |= set(STATUS_AFTER_TEXT)
+    row = {"status": "diagnosed", "responded_at": None, "reopen_count": 0}
+    fields = frozenset({"event_type", "occurred_at", "payload"})
+    for name, cls in all_payload_classes().items():
+        if cls.stream_type != "ticket" or name in marked:
+            continue
+        values = {"event_type": name, "occurred_at": TIMES[0], "payload": {}}
+        assert _changes(row, EventEnvelope.partial(values, fields), {}) == {}, name
+    assert "TicketDispatched" in marked and "ContactDetailsCorrected" in marked

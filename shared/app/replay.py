@@ -218,7 +218,9 @@ async def replay(
                     else inner
                 )
                 started = time.perf_counter()
-                stats = await scratch.runner.rebuild(projection, chosen)
+                stats = await scratch.runner.rebuild(
+                    projection, chosen, in_database=source == "ledger"
+                )
                 result = ReplayResult(projection.name, stats.applied, time.perf_counter() - started)
                 if until is None:
                     live_rows = await live.db.read(partial(_rows_of, projection))

@@ -32,6 +32,7 @@ from sqlalchemy import (
     tuple_,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.schema import CreateIndex
 from sqlalchemy.util import await_only
 
 from shared.eventstore.db import UtcDateTime
@@ -185,10 +186,12 @@ def drop_secondary_indexes(conn: Connection, tables: Iterable[Table]) -> None:
 
 def create_missing_indexes(conn: Connection, tables: Iterable[Table]) -> None:
     """Create the tables' indexes that are missing, as the schema declares them (the
-    migrations create the same ones: tests/test_migrations.py)."""
+    migrations create the same ones: tests/test_migrations.py). ``IF NOT EXISTS`` rather
+    than SQLAlchemy's check first, which looks each index up in the catalog (80 ms of a
+    PostgreSQL rebuild)."""
     for table in tables:
         for index in table.indexes:
-            index.create(conn, checkfirst=True)
+            conn.execute(CreateIndex(index, if_not_exists=True))
 
 
 def load_rows(conn: Connection, table: Table, keys: Iterable[tuple[Any, ...]]) -> dict[Any, Row]:

@@ -8,14 +8,16 @@ rows before and after an erasure; responses open them for callers who may see th
 from __future__ import annotations
 
 from datetime import datetime
+from functools import cache
 from typing import Any, ClassVar
 
-from sqlalchemy import Column, Index, Integer, String, Table, Text
+from sqlalchemy import Column, Connection, Index, Integer, String, Table, Text, text
 
 from shared.eventstore.db import UtcDateTime, metadata
-from shared.eventstore.projection import Row, RowProjection
+from shared.eventstore.driver import sqlite_driver
+from shared.eventstore.projection import Row, RowProjection, _write_time
 from shared.kernel.events.envelope import EventEnvelope
-from shared.kernel.events.registry import payload_dict
+from shared.kernel.events.registry import all_payload_classes, payload_dict
 from shared.kernel.lifecycle import STATUS_AFTER_TEXT, TicketStatus
 
 ticket_state = Table(
@@ -219,3 +221,161 @@ class TicketStateProjection(RowProjection):
 
     def fold(self, row: Row | None, event: EventEnvelope) -> Row | None:
         return apply_changes(row, event)
+
+    def fold_in_database(self, conn: Connection, head: int) -> None:
+        """A rebuild's fold of every ticket up to ``head`` as one statement (``_fold_sql``):
+        ~5x the rate of folding event by event. A ledger the statement cannot fold (an
+        event of an older schema version or an unknown type, a stream not opened by its
+        one TicketReceived) fails it with an IntegrityError, and the runner folds event by
+        event instead — with the upcasts, and parking what cannot be applied."""
+        raw = sqlite_driver(conn)
+        if raw is not None:
+            raw.create_function("ticketline_time", 1, _stored_time, deterministic=True)
+        conn.execute(text(_fold_sql(postgres=raw is None)), {"head": head})
+
+
+# --- the same fold as one statement (a rebuild from the first event) ----------------------
+# Every column of a ticket's row is what the last event setting it left there (or a count,
+# or the first diagnosis), so the row is read off a dozen of its events: one pass over the
+# ledger groups the ticket events by stream and marks those events' positions, each is
+# then found by its position. apply_changes stays the definition; the fold in SQL is held
+# equal to it on every event type by tests/test_replay_fast_paths.py.
+
+# Which event each mark points at: (aggregate, which events).
+_MARKS: dict[str, tuple[str, str]] = {
+    "r": ("max", "e.event_type = 'TicketReceived'"),
+    "dg": ("max", "e.event_type = 'TicketDiagnosed'"),
+    "d1": ("min", "e.event_type = 'TicketDiagnosed'"),
+    "dp": ("max", "e.event_type = 'TicketDispatched'"),
+    "vs": ("max", "e.event_type = 'TicketVisited'"),
+    "rp": ("max", "e.event_type = 'TicketRepaired'"),
+    "fu": ("max", "e.event_type = 'FollowUpRecorded'"),
+    "cl": ("max", "e.event_type = 'TicketClosed'"),
+    "ro": ("max", "e.event_type = 'TicketReopened'"),
+    "cd": ("max", "e.event_type = 'ContactDetailsCorrected'"),
+    "st": ("max", "e.event_type IN ({moving})"),
+    "ls": ("max", "true"),
+}
+# A correction may leave the customer or the address out: the last one that has each is
+# looked for in the (few) tickets corrected only, so the pass never carries payloads.
+_CORRECTED = {"cc": "customer", "ca": "address"}
+# The events the row reads, found by their mark; of those, the ones whose payload it reads.
+_FOUND = ("r", "dg", "d1", "dp", "vs", "rp", "fu", "cl", "st", "ls")
+_READ_PAYLOAD = ("r", "dg", "dp", "vs", "rp", "fu", "cc", "ca")
+
+
+def _stored_time(value: str | None) -> str | None:
+    return _write_time(_time(value))
+
+
+@cache
+def _fold_sql(postgres: bool) -> str:
+    """``INSERT INTO ticket_state … SELECT``: every ticket stream up to ``:head``, in one
+    statement. On SQLite payload times go through ``ticketline_time`` (the parse and the
+    stored form apply_changes uses, so the text is the same to the microsecond); on
+    PostgreSQL each event's payload is parsed once (a lateral subquery kept apart by
+    ``OFFSET 0``, or every column read would parse it again)."""
+
+    def pay(alias: str, path: str, kind: str = "") -> str:
+        if postgres:
+            value = f"({alias}.j #>> '{{{path.replace('.', ',')}}}')"
+            return f"{value}::{kind}" if kind else value
+        value = f"json_extract({alias}.payload, '$.{path}')"
+        return f"ticketline_time({value})" if kind == "timestamptz" else value
+
+    def latest(path: str, correction: str) -> str:
+        return (
+            f"CASE WHEN {correction}.position IS NOT NULL THEN {pay(correction, path)}"
+            f" ELSE {pay('r', path)} END"
+        )
+
+    moving = ", ".join(f"'{name}'" for name in STATUS_AFTER_TEXT)
+    status = " ".join(f"WHEN '{name}' THEN '{to}'" for name, to in STATUS_AFTER_TEXT.items())
+    ticket_types = {
+        name: cls.schema_version
+        for name, cls in all_payload_classes().items()
+        if cls.stream_type == "ticket"
+    }
+    current = " ".join(f"WHEN '{name}' THEN {version}" for name, version in ticket_types.items())
+    columns: dict[str, str] = {
+        # NULL (the statement fails) for a stream it cannot fold: the runner folds in Python.
+        "ticket_id": "CASE WHEN a.unfoldable = 0 AND a.receipts = 1 AND a.r = a.first"
+        " THEN a.stream_id END",
+        "ticket_number": pay("r", "ticket_number"),
+        "status": f"CASE st.event_type {status} END",
+        "region": latest("address.region", "ca"),
+        "urgency": pay("r", "urgency"),
+        "channel": pay("r", "channel"),
+        "warranty_status": pay("r", "warranty_status"),
+        "customer_id": pay("r", "customer_id"),
+        "customer_name": latest("customer.name", "cc"),
+        "customer_phone": latest("customer.phone", "cc"),
+        "address_line": latest("address.line", "ca"),
+        "product_model": pay("r", "product.model"),
+        "product_line": pay("r", "product.product_line"),
+        "serial_number": pay("r", "product.serial_number"),
+        "category": pay("dg", "category"),
+        "complexity": pay("dg", "complexity"),
+        "resolution_path": pay("dg", "resolution_path"),
+        "service_point_id": pay("dp", "service_point_id"),
+        "technician_id": pay("dp", "technician_id"),
+        "appointment_start": pay("dp", "appointment_start", "timestamptz"),
+        "appointment_end": pay("dp", "appointment_end", "timestamptz"),
+        "repair_outcome": pay("rp", "outcome"),
+        "satisfaction_score": pay("fu", "satisfaction_score", "integer"),
+        "possible_duplicate_of": pay("r", "possible_duplicate_of"),
+        "reopen_count": "a.reopens",
+        "created_at": "r.occurred_at",
+        "responded_at": "d1.occurred_at",
+        "diagnosed_at": "dg.occurred_at",
+        "dispatched_at": "dp.occurred_at",
+        "visited_at": pay("vs", "arrived_at", "timestamptz"),
+        "repaired_at": "rp.occurred_at",
+        "followed_up_at": "fu.occurred_at",
+        # Closed unless reopened since.
+        "closed_at": "CASE WHEN a.cl > coalesce(a.ro, 0) THEN cl.occurred_at END",
+        "response_due_at": pay("r", "response_due_at", "timestamptz"),
+        "resolution_due_at": pay("dg", "resolution_due_at", "timestamptz"),
+        "version": "a.version",
+        "updated_at": "ls.recorded_at",
+    }
+    assert list(columns) == [c.name for c in ticket_state.columns], "a column without a rule"
+    marks = ",\n  ".join(
+        f"{how}(e.position) FILTER (WHERE {which.format(moving=moving)}) AS {alias}"
+        for alias, (how, which) in _MARKS.items()
+    )
+
+    def event(alias: str, where: str) -> str:
+        if not postgres:
+            return f"LEFT JOIN events AS {alias} ON {alias}.position = {where}"
+        payload = ", x.payload::jsonb AS j" if alias in _READ_PAYLOAD else ""
+        return (
+            f"LEFT JOIN LATERAL (SELECT x.position, x.occurred_at, x.recorded_at, x.event_type"
+            f"{payload} FROM events AS x WHERE x.position = {where} OFFSET 0) AS {alias} ON true"
+        )
+
+    has = "x.payload::jsonb ->> '{}'" if postgres else "json_extract(x.payload, '$.{}')"
+    joins = [event(alias, f"a.{alias}") for alias in _FOUND] + [
+        event(
+            alias,
+            "CASE WHEN a.cd IS NOT NULL THEN (SELECT max(x.position) FROM events AS x"
+            " WHERE x.stream_id = a.stream_id AND x.event_type = 'ContactDetailsCorrected'"
+            f" AND x.position <= :head AND {has.format(part)} IS NOT NULL) END",
+        )
+        for alias, part in _CORRECTED.items()
+    ]
+    return (
+        f"INSERT INTO ticket_state ({', '.join(columns)})\n"
+        f"SELECT {', '.join(columns.values())}\n"
+        "FROM (SELECT e.stream_id, max(e.stream_version) AS version,\n"
+        "  count(*) FILTER (WHERE e.event_type = 'TicketReopened') AS reopens,\n"
+        "  count(*) FILTER (WHERE e.event_type = 'TicketReceived') AS receipts,\n"
+        f"  count(*) FILTER (WHERE e.schema_version <> CASE e.event_type {current} ELSE -1 END)"
+        " AS unfoldable,\n"
+        "  min(e.position) AS first,\n"
+        f"  {marks}\n"
+        "  FROM events AS e WHERE e.stream_type = 'ticket' AND e.position <= :head\n"
+        "  GROUP BY e.stream_id) AS a\n"
+        + "\n".join(joins)
+        + "\nWHERE a.r IS NOT NULL OR a.unfoldable > 0"
+    )
