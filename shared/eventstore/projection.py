@@ -51,7 +51,12 @@ Row = dict[str, Any]
 
 class Projection(Protocol):
     """Must be a deterministic function of the events (no wall clock, no random), so that a
-    rebuild from zero gives the same rows as applying the events one batch at a time."""
+    rebuild from zero gives the same rows as applying the events one batch at a time.
+
+    Optional: ``envelope_fields`` (the envelope fields it reads: lighter ledger reads) and
+    ``fold_in_database(conn, head)`` (its tables from every event up to ``head`` in SQL, for
+    a rebuild from the ledger; raises ``IntegrityError`` on what it cannot fold:
+    ``ProjectionRunner.rebuild``)."""
 
     name: ClassVar[str]
     tables: ClassVar[tuple[Table, ...]]
