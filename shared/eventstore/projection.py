@@ -54,9 +54,9 @@ class Projection(Protocol):
     rebuild from zero gives the same rows as applying the events one batch at a time.
 
     Optional: ``envelope_fields`` (the envelope fields it reads: lighter ledger reads) and
-    ``fold_in_database(conn, head)`` (its tables from every event up to ``head`` in SQL, for
-    a rebuild from the ledger; raises ``IntegrityError`` on what it cannot fold:
-    ``ProjectionRunner.rebuild``)."""
+    ``fold_in_database(conn, head)`` (its tables from every event up to ``head`` in SQL,
+    and each stream's applied version, for a rebuild from the ledger; raises
+    ``IntegrityError`` on what it cannot fold: ``ProjectionRunner.rebuild``)."""
 
     name: ClassVar[str]
     tables: ClassVar[tuple[Table, ...]]

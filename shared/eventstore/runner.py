@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Connection, delete, func, insert, literal, select, text, update
+from sqlalchemy import Connection, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from shared.eventstore import applied as _applied
@@ -489,11 +489,11 @@ class ProjectionRunner:
             await self.db.write(lambda c: create_missing_indexes(c, projection.tables))
 
     async def _fold_in_database(self, projection: Projection) -> RunStats | None:
-        """A projection that folds the whole ledger in one statement
-        (``fold_in_database(conn, head)``: ``ticket_state``) does, with its stream
-        versions and checkpoint, in one transaction. None if it cannot (its statement
-        fails on an event it cannot fold): the caller then folds event by event, which
-        upcasts and parks what it cannot apply."""
+        """A projection that folds the whole ledger in SQL (``fold_in_database(conn,
+        head)``: its tables and each stream's applied version up to ``head``;
+        ``ticket_state``) does, with the checkpoint, in one transaction. None if it cannot
+        (its statement fails on an event it cannot fold): the caller then folds event by
+        event, which upcasts and parks what it cannot apply."""
         fold = getattr(projection, "fold_in_database", None)
         if fold is None:
             return None
@@ -503,21 +503,9 @@ class ProjectionRunner:
             # Positions commit in order, so everything up to the head is there to read.
             head = conn.execute(select(func.max(events.c.position))).scalar() or 0
             fold(conn, head)
-            ours = wanted & (events.c.position <= head)
-            conn.execute(
-                insert(projection_stream_versions).from_select(
-                    ["projection", "stream_id", "version"],
-                    select(
-                        literal(projection.name),
-                        events.c.stream_id,
-                        func.max(events.c.stream_version),
-                    )
-                    .where(ours)
-                    .group_by(events.c.stream_id),
-                )
-            )
             if head:
                 self.save_checkpoint(conn, projection.name, head)
+            ours = wanted & (events.c.position <= head)
             applied = conn.execute(select(func.count()).where(ours)).scalar_one()
             return RunStats(batches=1, applied=applied)
 

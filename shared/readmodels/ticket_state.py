@@ -223,21 +223,25 @@ class TicketStateProjection(RowProjection):
         return apply_changes(row, event)
 
     def fold_in_database(self, conn: Connection, head: int) -> None:
-        """A rebuild's fold of every ticket up to ``head`` as one statement (``_fold_sql``):
-        ~5x the rate of folding event by event. A ledger the statement cannot fold (an
-        event of an older schema version or an unknown type, a stream not opened by its
-        one TicketReceived) fails it with an IntegrityError, and the runner folds event by
-        event instead — with the upcasts, and parking what cannot be applied."""
+        """A rebuild's fold of every ticket up to ``head`` as one statement (``_fold_sql``),
+        with each stream's applied version: ~5x the rate of folding event by event. A
+        ledger the statement cannot fold (an event of an older schema version or an
+        unknown type, a stream not opened by its one TicketReceived) fails it with an
+        IntegrityError, and the runner folds event by event instead — with the upcasts,
+        and parking what cannot be applied."""
+        values = {"head": head, "projection": self.name}
         raw = sqlite_driver(conn)
-        if raw is not None:
-            raw.create_function("ticketline_time", 1, _stored_time, deterministic=True)
-        else:
+        if raw is None:
             # For this transaction: its sorts of every ticket event by stream in memory, not
             # in temporary files, and no JIT compiling (planned on tables never analysed,
             # it compiles for longer than it saves): -27 % on a 1M-event rebuild.
             conn.execute(text("SET LOCAL work_mem = '256MB'"))
             conn.execute(text("SET LOCAL jit = off"))
-        conn.execute(text(_fold_sql(postgres=raw is None)), {"head": head})
+            conn.execute(text(_fold_sql(postgres=True)), values)
+            return
+        raw.create_function("ticketline_time", 1, _stored_time, deterministic=True)
+        conn.execute(text(_fold_sql(postgres=False)), values)
+        conn.execute(text(_SQLITE_VERSIONS), values)
 
 
 # --- the same fold as one statement (a rebuild from the first event) ----------------------
@@ -370,10 +374,8 @@ def _fold_sql(postgres: bool) -> str:
         )
         for alias, part in _CORRECTED.items()
     ]
-    return (
-        f"INSERT INTO ticket_state ({', '.join(columns)})\n"
-        f"SELECT {', '.join(columns.values())}\n"
-        "FROM (SELECT e.stream_id, max(e.stream_version) AS version,\n"
+    marked = (
+        "SELECT e.stream_id, max(e.stream_version) AS version,\n"
         "  count(*) FILTER (WHERE e.event_type = 'TicketReopened') AS reopens,\n"
         "  count(*) FILTER (WHERE e.event_type = 'TicketReceived') AS receipts,\n"
         f"  count(*) FILTER (WHERE e.schema_version <> CASE e.event_type {current} ELSE -1 END)"
@@ -381,7 +383,27 @@ def _fold_sql(postgres: bool) -> str:
         "  min(e.position) AS first,\n"
         f"  {marks}\n"
         "  FROM events AS e WHERE e.stream_type = 'ticket' AND e.position <= :head\n"
-        "  GROUP BY e.stream_id) AS a\n"
+        "  GROUP BY e.stream_id"
+    )
+    insert = (
+        f"INSERT INTO ticket_state ({', '.join(columns)})\n"
+        f"SELECT {', '.join(columns.values())}\n"
+        f"FROM {'a' if postgres else f'({marked}) AS a'}\n"
         + "\n".join(joins)
         + "\nWHERE a.r IS NOT NULL OR a.unfoldable > 0"
     )
+    if not postgres:
+        return insert
+    # The stream versions from the same pass (a second pass over the ledger: +12 %).
+    return (
+        f"WITH a AS MATERIALIZED ({marked}),\n"
+        f"versions AS ({_VERSIONS} SELECT :projection, a.stream_id, a.version FROM a)\n" + insert
+    )
+
+
+_VERSIONS = "INSERT INTO projection_stream_versions (projection, stream_id, version)"
+# SQLite writes no table from a WITH clause: its versions take a pass of their own.
+_SQLITE_VERSIONS = (
+    f"{_VERSIONS} SELECT :projection, stream_id, max(stream_version) FROM events"
+    " WHERE stream_type = 'ticket' AND position <= :head GROUP BY stream_id"
+)
