@@ -30,7 +30,7 @@ from functools import partial
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection, delete, func, insert, select, text, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 
 from shared.eventstore import applied as _applied
 from shared.eventstore.applied import (
@@ -511,7 +511,7 @@ class ProjectionRunner:
 
         try:
             stats = await self.db.write(work)
-        except IntegrityError as exc:
+        except (IntegrityError, DataError) as exc:  # a value a column refuses: the same
             log.info("projection %s: folding event by event: %s", projection.name, exc.orig)
             return None
         PROJECTION_APPLIED.labels(projection.name).inc(stats.applied)
