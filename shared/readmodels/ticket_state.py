@@ -282,9 +282,10 @@ def _stored_time(value: str | None) -> str | None:
 def _fold_sql(postgres: bool) -> str:
     """``INSERT INTO ticket_state … SELECT``: every ticket stream up to ``:head``, in one
     statement. On SQLite payload times go through ``ticketline_time`` (the parse and the
-    stored form apply_changes uses, so the text is the same to the microsecond); on
+    stored form apply_changes uses, so the text is the same to the microsecond). On
     PostgreSQL each event's payload is parsed once (a lateral subquery kept apart by
-    ``OFFSET 0``, or every column read would parse it again)."""
+    ``OFFSET 0``, or every column read would parse it again), and the marks, computed
+    once (``WITH … MATERIALIZED``), also give each stream's applied version."""
 
     def pay(alias: str, path: str, kind: str = "") -> str:
         if postgres:
