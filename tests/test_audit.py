@@ -50,6 +50,21 @@ async def test_replay_equals_live_and_reports_differences(platform: Platform, cl
     assert result.differences and "ticket_state" in result.differences[0]
 
 
+async def test_replay_reports_its_progress_once_done_when_it_folds_in_the_database(
+    platform: Platform, clock, capsys
+) -> None:
+    from services.feedback.projections import ComplianceProjection
+
+    await seed(platform, clock)
+    await replay(platform.settings, [TicketStateProjection()], show_progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(",")[0] for line in lines] == ["ticket_state: 8/8 events"]
+    # Folded event by event, it reports as its batches are applied, up to the same line.
+    await replay(platform.settings, [ComplianceProjection()], show_progress=True)
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.startswith("feedback_compliance: 8/8 events")
+
+
 async def test_replay_until_rebuilds_the_past(platform: Platform, clock, tmp_path) -> None:
     ids = await seed(platform, clock, tickets=2)  # starts 09:00, +1 h per ticket
     cutoff = clock.now()

@@ -59,12 +59,15 @@ class ProgressSource:
         self.inner = inner
         self.total = total
         self.report = report
+        self.read = False  # a rebuild folded in the database reads no batch
 
     async def batches(self, projection: Projection) -> AsyncIterator[Batch]:
+        self.read = True
         done = 0
         async for batch in self.inner.batches(projection):
-            done += len(batch.events)
             yield batch
+            # Counted once applied: a ledger page is read in the transaction applying it.
+            done += len(batch.events)
             self.report(min(done, self.total), self.total)
 
 
@@ -221,6 +224,8 @@ async def replay(
                 stats = await scratch.runner.rebuild(
                     projection, chosen, in_database=source == "ledger"
                 )
+                if isinstance(chosen, ProgressSource) and not chosen.read:
+                    chosen.report(relevant, relevant)  # folded in the database: done at once
                 result = ReplayResult(projection.name, stats.applied, time.perf_counter() - started)
                 if until is None:
                     live_rows = await live.db.read(partial(_rows_of, projection))
