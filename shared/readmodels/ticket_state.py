@@ -8,7 +8,7 @@ rows before and after an erasure; responses open them for callers who may see th
 from __future__ import annotations
 
 from datetime import datetime
-from functools import cache
+from functools import cache, partial
 from typing import Any, ClassVar
 
 from sqlalchemy import Column, Connection, Index, Integer, String, Table, Text, text
@@ -286,13 +286,36 @@ def _fold_sql(postgres: bool) -> str:
     PostgreSQL each event's payload is parsed once (a lateral subquery kept apart by
     ``OFFSET 0``, or every column read would parse it again), and the marks, computed
     once (``WITH … MATERIALIZED``), also give each stream's applied version."""
+    columns = _column_rules(postgres)
+    insert = (
+        f"INSERT INTO ticket_state ({', '.join(columns)})\n"
+        f"SELECT {', '.join(columns.values())}\n"
+        f"FROM {'a' if postgres else f'({_marked()}) AS a'}\n"
+        + "\n".join(_joins(postgres))
+        + "\nWHERE a.r IS NOT NULL OR a.unfoldable > 0"
+    )
+    if not postgres:
+        return insert
+    # The stream versions from the same pass (a second pass over the ledger: +12 %).
+    return (
+        f"WITH a AS MATERIALIZED ({_marked()}),\n"
+        f"versions AS ({_VERSIONS} SELECT :projection, a.stream_id, a.version FROM a)\n" + insert
+    )
 
-    def pay(alias: str, path: str, kind: str = "") -> str:
-        if postgres:
-            value = f"({alias}.j #>> '{{{path.replace('.', ',')}}}')"
-            return f"{value}::{kind}" if kind else value
-        value = f"json_extract({alias}.payload, '$.{path}')"
-        return f"ticketline_time({value})" if kind == "timestamptz" else value
+
+def _payload_value(postgres: bool, alias: str, path: str, kind: str = "") -> str:
+    """A value of the payload of the event ``alias`` (``path`` dotted), as column ``kind``."""
+    if postgres:
+        value = f"({alias}.j #>> '{{{path.replace('.', ',')}}}')"
+        return f"{value}::{kind}" if kind else value
+    value = f"json_extract({alias}.payload, '$.{path}')"
+    return f"ticketline_time({value})" if kind == "timestamptz" else value
+
+
+def _column_rules(postgres: bool) -> dict[str, str]:
+    """Each column of the row as an expression of the marks (``a``) and the events they
+    point at: what apply_changes leaves there."""
+    pay = partial(_payload_value, postgres)
 
     def latest(path: str, correction: str) -> str:
         return (
@@ -300,14 +323,7 @@ def _fold_sql(postgres: bool) -> str:
             f" ELSE {pay('r', path)} END"
         )
 
-    moving = ", ".join(f"'{name}'" for name in STATUS_AFTER_TEXT)
     status = " ".join(f"WHEN '{name}' THEN '{to}'" for name, to in STATUS_AFTER_TEXT.items())
-    ticket_types = {
-        name: cls.schema_version
-        for name, cls in all_payload_classes().items()
-        if cls.stream_type == "ticket"
-    }
-    current = " ".join(f"WHEN '{name}' THEN {version}" for name, version in ticket_types.items())
     columns: dict[str, str] = {
         # NULL (the statement fails) for a stream it cannot fold: the runner folds in Python.
         "ticket_id": "CASE WHEN a.unfoldable = 0 AND a.receipts = 1 AND a.r = a.first"
@@ -351,10 +367,38 @@ def _fold_sql(postgres: bool) -> str:
         "updated_at": "ls.recorded_at",
     }
     assert list(columns) == [c.name for c in ticket_state.columns], "a column without a rule"
+    return columns
+
+
+def _marked() -> str:
+    """The one pass over the ledger: per ticket stream, its version, counts, and the
+    positions of the events ``_MARKS`` names (no payload read)."""
+    moving = ", ".join(f"'{name}'" for name in STATUS_AFTER_TEXT)
+    current = " ".join(
+        f"WHEN '{name}' THEN {cls.schema_version}"
+        for name, cls in all_payload_classes().items()
+        if cls.stream_type == "ticket"
+    )
     marks = ",\n  ".join(
         f"{how}(e.position) FILTER (WHERE {which.format(moving=moving)}) AS {alias}"
         for alias, (how, which) in _MARKS.items()
     )
+    return (
+        "SELECT e.stream_id, max(e.stream_version) AS version,\n"
+        "  count(*) FILTER (WHERE e.event_type = 'TicketReopened') AS reopens,\n"
+        "  count(*) FILTER (WHERE e.event_type = 'TicketReceived') AS receipts,\n"
+        f"  count(*) FILTER (WHERE e.schema_version <> CASE e.event_type {current} ELSE -1 END)"
+        " AS unfoldable,\n"
+        "  min(e.position) AS first,\n"
+        f"  {marks}\n"
+        "  FROM events AS e WHERE e.stream_type = 'ticket' AND e.position <= :head\n"
+        "  GROUP BY e.stream_id"
+    )
+
+
+def _joins(postgres: bool) -> list[str]:
+    """The marked events, each found by its position; the last correction that holds the
+    customer or the address, looked for in corrected tickets only."""
 
     def event(alias: str, where: str) -> str:
         if not postgres:
@@ -366,7 +410,7 @@ def _fold_sql(postgres: bool) -> str:
         )
 
     has = "x.payload::jsonb ->> '{}'" if postgres else "json_extract(x.payload, '$.{}')"
-    joins = [event(alias, f"a.{alias}") for alias in _FOUND] + [
+    return [event(alias, f"a.{alias}") for alias in _FOUND] + [
         event(
             alias,
             "CASE WHEN a.cd IS NOT NULL THEN (SELECT max(x.position) FROM events AS x"
@@ -375,31 +419,6 @@ def _fold_sql(postgres: bool) -> str:
         )
         for alias, part in _CORRECTED.items()
     ]
-    marked = (
-        "SELECT e.stream_id, max(e.stream_version) AS version,\n"
-        "  count(*) FILTER (WHERE e.event_type = 'TicketReopened') AS reopens,\n"
-        "  count(*) FILTER (WHERE e.event_type = 'TicketReceived') AS receipts,\n"
-        f"  count(*) FILTER (WHERE e.schema_version <> CASE e.event_type {current} ELSE -1 END)"
-        " AS unfoldable,\n"
-        "  min(e.position) AS first,\n"
-        f"  {marks}\n"
-        "  FROM events AS e WHERE e.stream_type = 'ticket' AND e.position <= :head\n"
-        "  GROUP BY e.stream_id"
-    )
-    insert = (
-        f"INSERT INTO ticket_state ({', '.join(columns)})\n"
-        f"SELECT {', '.join(columns.values())}\n"
-        f"FROM {'a' if postgres else f'({marked}) AS a'}\n"
-        + "\n".join(joins)
-        + "\nWHERE a.r IS NOT NULL OR a.unfoldable > 0"
-    )
-    if not postgres:
-        return insert
-    # The stream versions from the same pass (a second pass over the ledger: +12 %).
-    return (
-        f"WITH a AS MATERIALIZED ({marked}),\n"
-        f"versions AS ({_VERSIONS} SELECT :projection, a.stream_id, a.version FROM a)\n" + insert
-    )
 
 
 _VERSIONS = "INSERT INTO projection_stream_versions (projection, stream_id, version)"
