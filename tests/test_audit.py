@@ -82,6 +82,26 @@ async def test_replay_until_rebuilds_the_past(platform: Platform, clock, tmp_pat
     assert statuses == {ids[0]: "diagnosed", ids[1]: "diagnosed"}
 
 
+async def test_replay_copies_the_ledger_row_for_row(platform: Platform, clock, tmp_path) -> None:
+    """The scratch ledger (copied as stored, on the bare drivers) is the live one: every
+    column, times included, and its hash chain verifies."""
+    from shared.eventstore.verify import verify_ledger
+
+    await seed(platform, clock, tickets=3)
+    into = tmp_path / "copy.db"
+    await replay(platform.settings, [TicketStateProjection()], into=into)
+    query = select(events).order_by(events.c.position)
+    live = await platform.db.read(lambda c: c.execute(query).all())
+    copy = Database(f"sqlite+aiosqlite:///{into}")
+    try:
+        copied = await copy.read(lambda c: c.execute(query).all())
+        report = await copy.read(lambda c: verify_ledger(c, platform.store))
+    finally:
+        await copy.dispose()
+    assert [tuple(r) for r in copied] == [tuple(r) for r in live] and len(live) == 6
+    assert report.ok
+
+
 async def run_cli(database_url: str, *args: str) -> tuple[int, str]:
     env = {**os.environ, "DATABASE_URL": database_url}
     process = await asyncio.create_subprocess_exec(

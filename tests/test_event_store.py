@@ -105,6 +105,49 @@ async def test_a_fold_read_holds_the_fold_fields_of_the_whole_read(
     ) == ([], None)
 
 
+async def test_a_sparse_page_read_finds_the_same_events_up_to_the_same_head(
+    db: Database, store: EventStore
+) -> None:
+    """``read_page(sparse=True)`` reads the wanted stream types through their index: the
+    same events as the page-by-page read, in order, and it ends where the ledger ends."""
+    from datetime import date
+
+    from shared.kernel.events.quality import QualityAlertRaised
+
+    alert = QualityAlertRaised(
+        product_model="X1", fault_category="wear", day=date(2025, 1, 15), count=3, threshold=3
+    )
+    for n in range(12):
+        appends = [StreamAppend(new_ticket_id(), [received(n)], StreamHead(), "east")]
+        if n % 5 == 4:
+            appends.append(StreamAppend(f"quality-{n}", [alert], StreamHead(), "east"))
+        await db.write(lambda c, a=appends: store.append(c, a, context()))
+    whole = await db.read(lambda c: store.read_all(c))
+    head = whole[-1].position
+
+    async def walk(types: set[str], limit: int, sparse: bool) -> list[int]:
+        seen: list[int] = []
+        after: int | None = 0
+        while after is not None:
+            read = lambda c, a=after: store.read_page(  # noqa: E731
+                c, after_position=a, limit=limit, stream_types=types, sparse=sparse
+            )
+            page, last = await db.read(read)
+            seen += [e.position for e in page]
+            assert last is None or last > after and all(e.position <= last for e in page)
+            after = last if last != head else None
+        return seen
+
+    for types in ({"quality"}, {"quality", "ticket"}, {"part"}):
+        expected = [e.position for e in whole if e.stream_type in types]
+        for limit in (1, 2, 50):
+            assert await walk(types, limit, sparse=True) == expected
+            assert await walk(types, limit, sparse=False) == expected
+    assert await db.read(
+        lambda c: store.read_page(c, after_position=head, limit=5, stream_types={"x"}, sparse=True)
+    ) == ([], None)
+
+
 async def test_wrong_expected_version_is_a_conflict(db: Database, store: EventStore) -> None:
     tid = new_ticket_id()
     await db.write(lambda c: store.append_to_stream(c, tid, NO_STREAM, [received()], context()))

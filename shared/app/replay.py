@@ -7,23 +7,25 @@ any other, holding a copy of the ledger up to ``until`` (the source of gap fills
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
-from sqlalchemy import Connection, Select, func, insert, select, update
+from sqlalchemy import Connection, Select, func, select, update
 from sqlalchemy.sql.base import Executable
 
 from shared.app.config import Settings
 from shared.app.platform import Platform
 from shared.eventstore.db import Database
+from shared.eventstore.ledger import insert_stored_rows, stored_rows
 from shared.eventstore.migrations import upgrade
 from shared.eventstore.projection import Projection
 from shared.eventstore.runner import Batch, EventSource, KafkaSource, LedgerSource
@@ -105,34 +107,22 @@ def progress_bar(
 async def copy_ledger(
     source: Database, target: Database, until: datetime | None, batch: int = 5000
 ) -> int:
-    """Copy the ledger (up to ``until``) page by page: flat memory whatever its size."""
-    position = 0
-    copied = 0
-    while True:
-        query = (
-            select(events)
-            .where(events.c.position > position)
-            .order_by(events.c.position)
-            .limit(batch)
-        )
-        if until is not None:
-            query = query.where(events.c.recorded_at <= until)
-        rows = await source.read(partial(_mappings, query))
-        if not rows:
-            break
-        await target.write(partial(_insert_events, rows))
-        position = rows[-1]["position"]
+    """Copy the ledger (up to ``until``) page by page, rows as stored: flat memory
+    whatever its size. The next page is read while the last one is written."""
+    position = copied = 0
+
+    def page(after: int) -> Awaitable[list[tuple[Any, ...]]]:
+        read = partial(stored_rows, after_position=after, limit=batch, recorded_until=until)
+        return asyncio.ensure_future(source.read(read))
+
+    reading = page(0)
+    while rows := await reading:
+        position = rows[-1][0]
+        reading = page(position)
+        await target.write(partial(insert_stored_rows, rows=rows))
         copied += len(rows)
     await target.write(partial(_execute, update(event_sequence).values(last_position=position)))
     return copied
-
-
-def _mappings(query: Select[Any], conn: Connection) -> list[dict[str, Any]]:
-    return [dict(r._mapping) for r in conn.execute(query)]
-
-
-def _insert_events(rows: list[dict[str, Any]], conn: Connection) -> None:
-    conn.execute(insert(events), rows)
 
 
 def _execute(statement: Executable, conn: Connection) -> None:

@@ -17,6 +17,7 @@ import hashlib
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from json.encoder import encode_basestring
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -343,6 +344,17 @@ _READ_ALL_FOLD = text(
     f"SELECT {', '.join(_FOLD_COLUMNS)} FROM events WHERE position > :after "
     "ORDER BY position LIMIT :limit"
 )
+
+
+@cache
+def _read_typed(types: int, fold: bool) -> Any:
+    """``read_page``'s sparse read, for ``types`` stream types (``:type0``…)."""
+    columns = ", ".join(_FOLD_COLUMNS if fold else EVENT_COLUMNS)
+    wanted = ", ".join(f":type{n}" for n in range(types))
+    return text(
+        f"SELECT {columns} FROM events WHERE stream_type IN ({wanted}) AND position > :after "
+        "AND position <= :head ORDER BY position LIMIT :limit"
+    )
 
 
 def _fold_envelopes(rows: Iterable[Sequence[Any]]) -> list[EventEnvelope]:
@@ -725,18 +737,31 @@ class EventStore:
         limit: int,
         stream_types: Collection[str] | None = None,
         fields: frozenset[str] | None = None,
+        sparse: bool = False,
     ) -> tuple[list[EventEnvelope], int | None]:
         """The events among the ``limit`` rows after ``after_position`` — only those of
         ``stream_types`` when given, the others never made into envelopes — and the
         position of the last row read (where the next page starts; None: none left).
         ``fields``: the envelope fields the caller reads (a projection's
         ``envelope_fields``); when ``FOLD_FIELDS`` hold them all, only those are read and
-        the envelopes have no others."""
+        the envelopes have no others. ``sparse`` (with ``stream_types``: few rows are of
+        those types): up to ``limit`` rows of those types only, found by their index, up to
+        the head read first — every position up to it is visible by then, since appends
+        commit in position order — and the page ends at the head when it is not full."""
         fold = fields is not None and fields <= FOLD_FIELDS
-        statement, envelopes = (
-            (_READ_ALL_FOLD, _fold_envelopes) if fold else (_READ_ALL, _envelopes)
+        envelopes = _fold_envelopes if fold else _envelopes
+        if sparse and stream_types:
+            head = self.last_position(conn)
+            if head <= after_position:
+                return [], None
+            typed = sorted(stream_types)
+            params: dict[str, Any] = {"after": after_position, "head": head, "limit": limit}
+            params.update({f"type{n}": t for n, t in enumerate(typed)})
+            found = _rows(conn, _read_typed(len(typed), fold), params)
+            return envelopes(found), int(found[-1][0]) if len(found) == limit else head
+        rows = _rows(
+            conn, _READ_ALL_FOLD if fold else _READ_ALL, {"after": after_position, "limit": limit}
         )
-        rows = _rows(conn, statement, {"after": after_position, "limit": limit})
         if not rows:
             return [], None
         last = int(rows[-1][0])
@@ -787,6 +812,45 @@ def _stream_rows(conn: Connection, ids: list[str]) -> Iterable[Sequence[Any]]:
             yield from raw.execute(f"{_SELECT_EVENTS} {where} {order}", chunk)
         else:
             yield from conn.execute(_READ_STREAMS, {"ids": chunk})
+
+
+# --- copying the ledger into a SQLite file (``ticketline replay``'s scratch database) -------
+
+_READ_UNTIL = text(
+    f"{_SELECT_EVENTS} WHERE position > :after AND recorded_at <= :until "
+    "ORDER BY position LIMIT :limit"
+)
+
+
+def stored_rows(
+    conn: Connection, *, after_position: int, limit: int, recorded_until: datetime | None = None
+) -> list[tuple[Any, ...]]:
+    """Up to ``limit`` rows after ``after_position`` (recorded until ``recorded_until``)
+    as SQLite stores them, whatever the database: ``EVENT_COLUMNS`` order, times as text.
+    Read on the bare driver and never made into envelopes: a copy of millions of events."""
+    on_sqlite = conn.dialect.name == "sqlite"
+    params: dict[str, Any] = {"after": after_position, "limit": limit}
+    statement = _READ_ALL
+    if recorded_until is not None:
+        statement = _READ_UNTIL
+        params["until"] = sqlite_time(recorded_until) if on_sqlite else recorded_until
+    rows = _rows(conn, statement, params)
+    if on_sqlite:  # stored that way already
+        return [tuple(r) for r in rows]
+    return [
+        (*r[:_OCCURRED_AT], sqlite_time(r[_OCCURRED_AT]), sqlite_time(r[_RECORDED_AT]))
+        + tuple(r[_RECORDED_AT + 1 :])
+        for r in rows
+    ]
+
+
+def insert_stored_rows(conn: Connection, rows: Sequence[Sequence[Any]]) -> None:
+    """``stored_rows`` into this SQLite database's ledger, one ``executemany``."""
+    raw = sqlite_driver(conn)
+    if raw is None:
+        raise ValueError("a copy of the ledger goes into a SQLite database")
+    with integrity_errors("INSERT INTO events"):
+        raw.executemany(_SQLITE_INSERT_EVENT, rows)
 
 
 _POSITIONAL: dict[tuple[int, str], tuple[str, tuple[str, ...]]] = {}

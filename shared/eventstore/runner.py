@@ -74,6 +74,10 @@ from shared.kernel.events.registry import topic_for
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# A projection whose stream types hold under one row in this many of a ledger page reads
+# them alone (``EventStore.read_page``'s sparse read): a row found through the index
+# costs about twice one read in order.
+SPARSE_SHARE = 8
 
 
 @dataclass
@@ -129,6 +133,7 @@ class LedgerSource:
         position = await self.db.read(lambda c: read_checkpoint(c, projection.name))
         wanted = frozenset(projection.stream_types)
         fields = envelope_fields(projection)
+        sparse = False
         while not self.stop.is_set():
             # A page of other stream types still moves the checkpoint on (to its last row).
             read = partial(
@@ -137,10 +142,14 @@ class LedgerSource:
                 limit=self.batch_size,
                 stream_types=wanted,
                 fields=fields,
+                sparse=sparse,
             )
             batch = Batch([], read=read)
             yield batch  # the runner loads and applies it
             if batch.position is not None:
+                # Positions have no gaps: the share of the rows read that were wanted.
+                # Where few are, later pages read those rows alone (through their index).
+                sparse = len(batch.events) * SPARSE_SHARE < batch.position - position
                 position = batch.position
                 continue
             if not self.follow:
