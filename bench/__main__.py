@@ -23,7 +23,9 @@ drifts much less. Sections:
   append of the same events, and its peak memory beside a 10k-ticket import (bench/imports.py).
 - ``console`` — every operations console page, as headquarters and as a regional center,
   p50 and p95 beside the 300 ms target, on a database of N imported tickets with every
-  projection caught up (bench/console_pages.py).
+  projection caught up (bench/console_pages.py); then an auditor's ``ticketline replay``
+  of every projection on that history, beside a raw read of its ledger
+  (bench/replay_all.py).
 
 In ``sqlite`` and ``postgres``, the personal-data cipher's cost (bench/personal_data.py):
 a ``TicketReceived`` append and a ``ticket_state`` rebuild with the cipher beside the same

@@ -40,6 +40,7 @@ from sqlalchemy import func, select
 
 from bench.imports import cli_import
 from bench.measure import Deadline, Result
+from bench.replay_all import bench_replay_all
 
 TARGET_MS = 300.0
 REGIONAL = "east"  # the regional center measured (the generated history has east and west)
@@ -368,4 +369,6 @@ async def bench_console(
     report_rows(section, times)
     for who, label, p95 in over_target(times):
         progress(f"console: OVER TARGET {who}: {label} p95 {p95:.0f} ms")
+    progress("console: ticketline replay of every projection on the same history")
+    await bench_replay_all(report, seeded.data_dir, seeded.tickets)
     return times

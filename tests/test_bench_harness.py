@@ -77,7 +77,8 @@ def test_percentiles_are_nearest_rank() -> None:
 
 async def test_console_pages_bench_runs_end_to_end_at_a_tiny_size(tmp_path) -> None:
     """bench/console_pages.py: a 200-ticket history imported and caught up, every page of
-    both callers asked for once after the warm-up, and the section rendered."""
+    both callers asked for once after the warm-up, and the section rendered; then the
+    auditor's replay of every projection on that history."""
     from bench.console_pages import (
         ROLES,
         TARGET_MS,
@@ -104,6 +105,12 @@ async def test_console_pages_bench_runs_end_to_end_at_a_tiny_size(tmp_path) -> N
     text = report.render()
     assert "HQ: board" in text and "east: audit" in text and f"{TARGET_MS:.0f}" in text
     assert "excluded from the target" in text
+    # bench/replay_all.py on the same history: the CLI's replay of every projection.
+    from bench.replay_all import bench_replay_all
+
+    await bench_replay_all(report, seeded.data_dir, seeded.tickets)
+    text = report.render()
+    assert "identical to live" in text and "feedback_compliance" in text, text
 
 
 async def test_import_bench_runs_end_to_end_at_a_tiny_size(tmp_path) -> None:
