@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import gc
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, date, datetime, timedelta, timezone
+from functools import partial
 from typing import Any
 
 import pytest
@@ -16,7 +17,13 @@ from shared.eventstore import ledger
 from shared.eventstore.db import Database
 from shared.eventstore.ledger import NO_STREAM, EventStore, row_to_envelope
 from shared.eventstore.projection import Projection, _read_time, _write_time, upsert_rows
-from shared.eventstore.runner import Batch, EventSource, LedgerSource, ProjectionRunner
+from shared.eventstore.runner import (
+    Batch,
+    EventSource,
+    LedgerSource,
+    ProjectionRunner,
+    StreamOrderSource,
+)
 from shared.eventstore.tables import projection_checkpoints, projection_stream_versions
 from shared.kernel.events.envelope import EventEnvelope, EventPayload
 from shared.kernel.events.registry import all_payload_classes
@@ -268,6 +275,62 @@ class _CountingFolds(TicketStateProjection):
     def fold(self, row: Any, event: EventEnvelope) -> Any:
         self.folds += 1
         return super().fold(row, event)
+
+
+async def _seed_interleaved(db: Database, store: EventStore) -> None:
+    """The lifecycles' events as a live ledger holds them: each ticket's far apart."""
+    lifecycles = [(new_ticket_id(), events) for events in _lifecycles()]
+    for version in range(max(len(events) for _, events in lifecycles)):
+        for tid, events in lifecycles:
+            if version < len(events):
+                await db.write(
+                    lambda c, t=tid, v=version, p=events[version]: store.append_to_stream(
+                        c, t, v or NO_STREAM, [p], context()
+                    )
+                )
+
+
+def _projection_state(name: str, tables: Any, conn: Connection) -> tuple[Any, ...]:
+    psv, pc = projection_stream_versions, projection_checkpoints
+    return (
+        [list(conn.exec_driver_sql(f"SELECT * FROM {t.name} ORDER BY 1, 2")) for t in tables],
+        [tuple(r) for r in conn.execute(select(psv).where(psv.c.projection == name))],
+        [r.position for r in conn.execute(select(pc.c.position).where(pc.c.projection == name))],
+    )
+
+
+@pytest.mark.parametrize("kind", ["compliance", "sla_clocks"])
+async def test_a_projection_recomputing_whole_streams_is_rebuilt_in_stream_order(
+    db: Database, store: EventStore, kind: str
+) -> None:
+    """Compliance and SLA clocks recompute each ticket from its streams read whole: their
+    rebuild reads the ledger stream by stream (each ticket recomputed once, not on every
+    page holding one of its events) and ends where the page-by-page fold does."""
+    from services.dispatch.projections import SlaClocksProjection
+    from services.feedback.projections import ComplianceProjection
+
+    base = ComplianceProjection if kind == "compliance" else SlaClocksProjection
+
+    class Recording(base):  # type: ignore[valid-type,misc]
+        given: list[EventEnvelope]
+
+        def apply(self, conn: Connection, events: Sequence[EventEnvelope]) -> None:
+            self.given += events
+            super().apply(conn, events)
+
+    await _seed_interleaved(db, store)
+    runner = ProjectionRunner(db, store)
+    await runner.catch_up(base(), batch_size=3)
+    state = partial(_projection_state, base.name, base.tables)
+    incremental = await db.read(state)
+    assert incremental[0][0] and incremental[2] == [sum(map(len, _lifecycles()))]
+    recording = Recording()
+    recording.given = []
+    assert isinstance(runner.rebuild_source(recording), StreamOrderSource)
+    stats = await runner.rebuild(recording, batch_size=4)  # pages end inside streams
+    assert await db.read(state) == incremental
+    keys = [(e.stream_id, e.stream_version) for e in recording.given]
+    assert keys == sorted(keys) and len(set(keys)) == len(keys) == stats.applied
 
 
 def test_every_ticket_event_that_changes_the_row_has_a_rule_in_the_database_fold() -> None:

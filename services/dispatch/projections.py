@@ -244,6 +244,8 @@ class SlaClocksProjection:
     name: ClassVar[str] = "dispatch_sla_clocks"
     tables: ClassVar[tuple[Table, ...]] = (sla_clocks,)
     stream_types: ClassVar[tuple[str, ...]] = ("ticket",)
+    # Each clock is recomputed from its ticket's stream, read whole: rebuilt in stream order.
+    recomputes_whole_streams: ClassVar[bool] = True
 
     def __init__(self) -> None:
         self.store = EventStore()

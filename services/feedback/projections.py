@@ -187,6 +187,8 @@ class ComplianceProjection:
         follow_ups,
     )
     stream_types: ClassVar[tuple[str, ...]] = ("ticket", "requisition")
+    # Each ticket is recomputed from its two streams, read whole: rebuilt in stream order.
+    recomputes_whole_streams: ClassVar[bool] = True
 
     def __init__(self) -> None:
         self.store = EventStore()

@@ -28,7 +28,7 @@ from shared.eventstore.db import Database
 from shared.eventstore.ledger import insert_stored_rows, stored_rows
 from shared.eventstore.migrations import upgrade
 from shared.eventstore.projection import Projection
-from shared.eventstore.runner import Batch, EventSource, KafkaSource, LedgerSource
+from shared.eventstore.runner import Batch, EventSource, KafkaSource
 from shared.eventstore.tables import event_sequence, events
 
 
@@ -200,7 +200,7 @@ async def replay(
                         idle_stop_after_ms=3000,
                     )
                 else:
-                    inner = LedgerSource(scratch.db, scratch.store, batch_size=5000)
+                    inner = scratch.runner.rebuild_source(projection)
                 count = select(func.count()).where(
                     events.c.stream_type.in_(list(projection.stream_types))
                 )

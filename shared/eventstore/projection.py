@@ -53,10 +53,13 @@ class Projection(Protocol):
     """Must be a deterministic function of the events (no wall clock, no random), so that a
     rebuild from zero gives the same rows as applying the events one batch at a time.
 
-    Optional: ``envelope_fields`` (the envelope fields it reads: lighter ledger reads) and
+    Optional: ``envelope_fields`` (the envelope fields it reads: lighter ledger reads),
     ``fold_in_database(conn, head)`` (its tables from every event up to ``head`` in SQL,
     and each stream's applied version, for a rebuild from the ledger; raises
-    ``IntegrityError`` on what it cannot fold: ``ProjectionRunner.rebuild``)."""
+    ``IntegrityError`` on what it cannot fold: ``ProjectionRunner.rebuild``) and
+    ``recomputes_whole_streams`` (True when ``apply`` recomputes each stream it is given
+    from the ledger, whole, whatever events it was given: a rebuild then reads the ledger
+    in stream order, ``StreamOrderSource``)."""
 
     name: ClassVar[str]
     tables: ClassVar[tuple[Table, ...]]
