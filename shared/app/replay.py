@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -111,16 +111,19 @@ async def copy_ledger(
     whatever its size. The next page is read while the last one is written."""
     position = copied = 0
 
-    def page(after: int) -> Awaitable[list[tuple[Any, ...]]]:
+    def page(after: int) -> asyncio.Future[list[tuple[Any, ...]]]:
         read = partial(stored_rows, after_position=after, limit=batch, recorded_until=until)
         return asyncio.ensure_future(source.read(read))
 
     reading = page(0)
-    while rows := await reading:
-        position = rows[-1][0]
-        reading = page(position)
-        await target.write(partial(insert_stored_rows, rows=rows))
-        copied += len(rows)
+    try:
+        while rows := await reading:
+            position = rows[-1][0]
+            reading = page(position)
+            await target.write(partial(insert_stored_rows, rows=rows))
+            copied += len(rows)
+    finally:
+        reading.cancel()  # a write that failed leaves a read nobody waits for
     await target.write(partial(_execute, update(event_sequence).values(last_position=position)))
     return copied
 

@@ -346,27 +346,33 @@ _READ_ALL_FOLD = text(
 )
 
 
+def _types(stream_types: Collection[str]) -> tuple[str, dict[str, Any]]:
+    """An ``IN`` list of stream types as named parameters (``:type0``…), and their values."""
+    typed = sorted(stream_types)
+    return ", ".join(f":type{n}" for n in range(len(typed))), {
+        f"type{n}": t for n, t in enumerate(typed)
+    }
+
+
 @cache
-def _read_typed(types: int, fold: bool) -> Any:
-    """``read_page``'s sparse read, for ``types`` stream types (``:type0``…)."""
+def _read_typed(in_list: str, fold: bool) -> Any:
+    """``read_page``'s sparse read, for the types of ``in_list`` (``_types``)."""
     columns = ", ".join(_FOLD_COLUMNS if fold else EVENT_COLUMNS)
-    wanted = ", ".join(f":type{n}" for n in range(types))
     return text(
-        f"SELECT {columns} FROM events WHERE stream_type IN ({wanted}) AND position > :after "
+        f"SELECT {columns} FROM events WHERE stream_type IN ({in_list}) AND position > :after "
         "AND position <= :head ORDER BY position LIMIT :limit"
     )
 
 
 @cache
-def _read_by_stream(types: int, fold: bool) -> Any:
-    """``read_in_stream_order``'s statement, for ``types`` stream types (``:type0``…).
-    The type is compared as an expression: SQLite would otherwise walk the stream type's
+def _read_by_stream(in_list: str, fold: bool) -> Any:
+    """``read_in_stream_order``'s statement, for the types of ``in_list`` (``_types``). The
+    type is compared as an expression: SQLite would otherwise walk the stream type's
     index and sort what remains of the ledger on every page."""
     columns = ", ".join(_FOLD_COLUMNS if fold else EVENT_COLUMNS)
-    wanted = ", ".join(f":type{n}" for n in range(types))
     return text(
         f"SELECT {columns} FROM events WHERE (stream_id, stream_version) > (:sid, :version) "
-        f"AND stream_type || '' IN ({wanted}) AND position <= :head "
+        f"AND stream_type || '' IN ({in_list}) AND position <= :head "
         "ORDER BY stream_id, stream_version LIMIT :limit"
     )
 
@@ -768,10 +774,9 @@ class EventStore:
             head = self.last_position(conn)
             if head <= after_position:
                 return [], None
-            typed = sorted(stream_types)
-            params: dict[str, Any] = {"after": after_position, "head": head, "limit": limit}
-            params.update({f"type{n}": t for n, t in enumerate(typed)})
-            found = _rows(conn, _read_typed(len(typed), fold), params)
+            in_list, params = _types(stream_types)
+            params.update(after=after_position, head=head, limit=limit)
+            found = _rows(conn, _read_typed(in_list, fold), params)
             return envelopes(found), int(found[-1][0]) if len(found) == limit else head
         rows = _rows(
             conn, _READ_ALL_FOLD if fold else _READ_ALL, {"after": after_position, "limit": limit}
@@ -799,10 +804,9 @@ class EventStore:
         stream and version, after the (stream id, version) ``after`` (``("", 0)``: from
         the first): every stream's events together, through the streams' unique index."""
         fold = fields is not None and fields <= FOLD_FIELDS
-        typed = sorted(stream_types)
-        params: dict[str, Any] = {"sid": after[0], "version": after[1], "head": head}
-        params.update({f"type{n}": t for n, t in enumerate(typed)}, limit=limit)
-        rows = _rows(conn, _read_by_stream(len(typed), fold), params)
+        in_list, params = _types(stream_types)
+        params.update(sid=after[0], version=after[1], head=head, limit=limit)
+        rows = _rows(conn, _read_by_stream(in_list, fold), params)
         return (_fold_envelopes if fold else _envelopes)(rows)
 
     def last_position(self, conn: Connection) -> int:
