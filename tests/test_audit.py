@@ -15,7 +15,7 @@ from services.intake.app import create_app
 from shared.app.audit import parse, render, select_events, signing_key, summarise, verify_export
 from shared.app.config import Settings
 from shared.app.platform import Platform
-from shared.app.replay import replay
+from shared.app.replay import diff_tables, replay
 from shared.eventstore.db import Database
 from shared.eventstore.ledger import NO_STREAM
 from shared.eventstore.tables import events
@@ -48,6 +48,27 @@ async def test_replay_equals_live_and_reports_differences(platform: Platform, cl
     await platform.db.write(lambda c: c.execute(drift))
     (result,) = await replay(platform.settings, [projection])
     assert result.differences and "ticket_state" in result.differences[0]
+
+
+async def test_replay_tells_another_text_of_the_same_value_from_a_difference(
+    platform: Platform, clock
+) -> None:
+    """On SQLite the tables are compared as stored first; a time kept in another text
+    (as an older version may have written it) is the same value, not a difference."""
+    ids = await seed(platform, clock)
+    if platform.db.is_sqlite:
+        older = "UPDATE ticket_state SET created_at = substr(created_at, 1, 19) WHERE ticket_id = ?"
+        await platform.db.write(lambda c: c.exec_driver_sql(older, (ids[0],)))
+    (result,) = await replay(platform.settings, [TicketStateProjection()])
+    assert result.differences == []
+
+
+def test_the_same_rows_in_another_order_are_no_difference() -> None:
+    """PostgreSQL's collation may sort text keys unlike SQLite's bytes."""
+    live = {"t": [("a-1", 1), ("A-2", 2)]}
+    assert diff_tables(live, {"t": [("A-2", 2), ("a-1", 1)]}) == []
+    found = diff_tables(live, {"t": [("A-2", 2), ("a-1", 3)]})
+    assert found[0] == "t: 2 live rows, 2 rebuilt; 1 only live, 1 only rebuilt"
 
 
 async def test_replay_reports_its_progress_once_done_when_it_folds_in_the_database(

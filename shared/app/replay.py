@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -136,17 +137,39 @@ def _scalar(statement: Select[Any], conn: Connection) -> int:
     return int(conn.execute(statement).scalar_one())
 
 
-def _rows_of(projection: Projection, conn: Connection) -> dict[str, list[tuple[Any, ...]]]:
-    return table_rows(conn, projection)
+def _rows_of(
+    projection: Projection, conn: Connection, *, stored: bool = False
+) -> dict[str, list[tuple[Any, ...]]]:
+    return table_rows(conn, projection, stored=stored)
 
 
-def table_rows(conn: Connection, projection: Projection) -> dict[str, list[tuple[Any, ...]]]:
+def table_rows(
+    conn: Connection, projection: Projection, *, stored: bool = False
+) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of the projection's tables, by primary key; ``stored``: as the database
+    holds them, on the driver (no type processing: a third of the time on SQLite)."""
     out = {}
     for table in projection.tables:
         keys = list(table.primary_key.columns) or list(table.columns)
-        rows = conn.execute(select(table).order_by(*keys)).all()
-        out[table.name] = [tuple(r) for r in rows]
+        query = select(table).order_by(*keys)
+        if stored:
+            sql = str(query.compile(dialect=conn.dialect))
+            out[table.name] = [tuple(r) for r in conn.exec_driver_sql(sql)]
+        else:
+            out[table.name] = [tuple(r) for r in conn.execute(query).all()]
     return out
+
+
+async def compare_with_live(live: Database, rebuilt: Database, projection: Projection) -> list[str]:
+    """``diff_tables`` of the live and rebuilt tables. A SQLite ledger's read models are
+    first compared as stored, which settles the usual case; where they differ, the typed
+    values tell a real difference from another text of the same value (an older form)."""
+    if live.is_sqlite:
+        stored = partial(_rows_of, projection, stored=True)
+        if await live.read(stored) == await rebuilt.read(stored):
+            return []
+    typed = partial(_rows_of, projection)
+    return diff_tables(await live.read(typed), await rebuilt.read(typed))
 
 
 def diff_tables(
@@ -155,8 +178,8 @@ def diff_tables(
     differences = []
     for name in live:
         a, b = live[name], rebuilt[name]
-        if a == b:
-            continue
+        if a == b or Counter(a) == Counter(b):  # the same rows, maybe in another order:
+            continue  # PostgreSQL's collation may sort text keys unlike SQLite's bytes
         only_live = set(a) - set(b)
         only_rebuilt = set(b) - set(a)
         differences.append(
@@ -221,9 +244,7 @@ async def replay(
                     chosen.report(relevant, relevant)  # folded in the database: done at once
                 result = ReplayResult(projection.name, stats.applied, time.perf_counter() - started)
                 if until is None:
-                    live_rows = await live.db.read(partial(_rows_of, projection))
-                    rebuilt_rows = await scratch.db.read(partial(_rows_of, projection))
-                    result.differences = diff_tables(live_rows, rebuilt_rows)
+                    result.differences = await compare_with_live(live.db, scratch.db, projection)
                 results.append(result)
         finally:
             await scratch.close()
