@@ -1,6 +1,6 @@
 """Ticketline's figures, each beside the physical limit measured in the same run.
 
-    make bench                  # full run (about 15 minutes on 2 cores; import + console are half)
+    make bench                  # full run (about 20 minutes on 2 cores; import + console are half)
     make bench-quick            # python -m bench --quick: small counts, under 2 minutes
     python -m bench --json bench.json --sections sqlite,http
 
