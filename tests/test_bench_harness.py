@@ -111,6 +111,13 @@ async def test_console_pages_bench_runs_end_to_end_at_a_tiny_size(tmp_path) -> N
     await bench_replay_all(report, seeded.data_dir, seeded.tickets)
     text = report.render()
     assert "identical to live" in text and "feedback_compliance" in text, text
+    # A live table that drifted: the replay exits 1, and the figure says so.
+    import sqlite3
+
+    with sqlite3.connect(seeded.data_dir / "ticketline.db") as live:
+        live.execute("UPDATE ticket_state SET urgency = 'drifted' WHERE rowid = 1")
+    await bench_replay_all(report, seeded.data_dir, seeded.tickets)
+    assert "DIFFERENCES from live" in report.render()
 
 
 async def test_import_bench_runs_end_to_end_at_a_tiny_size(tmp_path) -> None:
