@@ -20,7 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
-from sqlalchemy import Connection, Select, func, select, update
+from sqlalchemy import Connection, Select, Table, func, select, update
 from sqlalchemy.sql.base import Executable
 
 from shared.app.config import Settings
@@ -137,39 +137,38 @@ def _scalar(statement: Select[Any], conn: Connection) -> int:
     return int(conn.execute(statement).scalar_one())
 
 
-def _rows_of(
-    projection: Projection, conn: Connection, *, stored: bool = False
-) -> dict[str, list[tuple[Any, ...]]]:
-    return table_rows(conn, projection, stored=stored)
-
-
 def table_rows(
     conn: Connection, projection: Projection, *, stored: bool = False
 ) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of the projection's tables, by primary key; ``stored``: as the database
-    holds them, on the driver (no type processing: a third of the time on SQLite)."""
-    out = {}
-    for table in projection.tables:
-        keys = list(table.primary_key.columns) or list(table.columns)
-        query = select(table).order_by(*keys)
-        if stored:
-            sql = str(query.compile(dialect=conn.dialect))
-            out[table.name] = [tuple(r) for r in conn.exec_driver_sql(sql)]
-        else:
-            out[table.name] = [tuple(r) for r in conn.execute(query).all()]
-    return out
+    """Every row of the projection's tables (``rows_of``), by table name."""
+    return {table.name: rows_of(conn, table, stored=stored) for table in projection.tables}
+
+
+def rows_of(conn: Connection, table: Table, *, stored: bool = False) -> list[tuple[Any, ...]]:
+    """Every row of ``table``, by primary key; ``stored``: as the database holds them, on
+    the driver (no type processing: a third of the time on SQLite)."""
+    keys = list(table.primary_key.columns) or list(table.columns)
+    query = select(table).order_by(*keys)
+    if stored:
+        return [tuple(r) for r in conn.exec_driver_sql(str(query.compile(dialect=conn.dialect)))]
+    return [tuple(r) for r in conn.execute(query).all()]
 
 
 async def compare_with_live(live: Database, rebuilt: Database, projection: Projection) -> list[str]:
-    """``diff_tables`` of the live and rebuilt tables. A SQLite ledger's read models are
-    first compared as stored, which settles the usual case; where they differ, the typed
-    values tell a real difference from another text of the same value (an older form)."""
-    if live.is_sqlite:
-        stored = partial(_rows_of, projection, stored=True)
-        if await live.read(stored) == await rebuilt.read(stored):
-            return []
-    typed = partial(_rows_of, projection)
-    return diff_tables(await live.read(typed), await rebuilt.read(typed))
+    """``diff_tables`` of the live and rebuilt tables, one table at a time (the rows of one
+    table in memory). A SQLite ledger's read models are first compared as stored, which
+    settles the usual case; where they differ, the typed values tell a real difference
+    from another text of the same value (an older form)."""
+    differences: list[str] = []
+    for table in projection.tables:
+        if live.is_sqlite:
+            stored = partial(rows_of, table=table, stored=True)
+            if await live.read(stored) == await rebuilt.read(stored):
+                continue
+        typed = partial(rows_of, table=table)
+        found = {table.name: await live.read(typed)}, {table.name: await rebuilt.read(typed)}
+        differences += diff_tables(*found)
+    return differences
 
 
 def diff_tables(
