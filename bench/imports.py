@@ -53,12 +53,18 @@ CONTEXT = CommandContext(actor=Actor(subject="bench", role="admin"), service="in
 BATCH = 500
 
 
-def cli_import(data_dir: Path, kind: str, path: Path, *extra: str) -> tuple[dict[str, Any], float]:
-    """``ticketline import`` in its own process: its summary and peak RSS (MB)."""
+def cli_env(data_dir: Path) -> dict[str, str]:
+    """The environment of a ``ticketline`` command on the embedded database in ``data_dir``."""
     env = {
         k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "TICKETLINE_DATABASE_URL")
     }
     env["TICKETLINE_DATA_DIR"] = str(data_dir)
+    return env
+
+
+def cli_import(data_dir: Path, kind: str, path: Path, *extra: str) -> tuple[dict[str, Any], float]:
+    """``ticketline import`` in its own process: its summary and peak RSS (MB)."""
+    env = cli_env(data_dir)
     command = [
         sys.executable,
         "-m",

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from bench.imports import cli_env
 from bench.limits import raw_read_and_decode
 from bench.measure import Result
 
@@ -24,13 +24,11 @@ from bench.measure import Result
 def cli_replay(data_dir: Path) -> tuple[list[dict[str, Any]], float]:
     """``ticketline replay --quiet`` of every projection: its JSON lines (the projections'
     then the summary) and its wall seconds."""
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "TICKETLINE_DATABASE_URL")
-    }
-    env["TICKETLINE_DATA_DIR"] = str(data_dir)
     command = [sys.executable, "-m", "shared.app.cli", "replay", "--quiet"]
     started = time.perf_counter()
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        command, env=cli_env(data_dir), capture_output=True, text=True, check=False
+    )
     seconds = time.perf_counter() - started
     lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     # Exit 1 with a summary: the replay ran and found differences (the report says so).

@@ -137,11 +137,9 @@ def _scalar(statement: Select[Any], conn: Connection) -> int:
     return int(conn.execute(statement).scalar_one())
 
 
-def table_rows(
-    conn: Connection, projection: Projection, *, stored: bool = False
-) -> dict[str, list[tuple[Any, ...]]]:
+def table_rows(conn: Connection, projection: Projection) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of the projection's tables (``rows_of``), by table name."""
-    return {table.name: rows_of(conn, table, stored=stored) for table in projection.tables}
+    return {table.name: rows_of(conn, table) for table in projection.tables}
 
 
 def rows_of(conn: Connection, table: Table, *, stored: bool = False) -> list[tuple[Any, ...]]:
