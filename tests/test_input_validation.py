@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from typing import Any
 
 import httpx
@@ -555,15 +556,33 @@ async def test_an_unhandled_error_is_a_500_problem_that_says_nothing_of_it(
 
     monkeypatch.setattr(platform.db, "read", broken)
     app = app_factory("intake")(platform)
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    # Answered inside the app (nothing re-raised to the server, which would drop the
+    # connection), and inside the other middlewares: their headers are on the answer.
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=True)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         response = await client.get("/tickets", headers=headers_for("auditor"))
     assert response.status_code == 500
     assert response.headers["content-type"].startswith(PROBLEM)
     assert "secret" not in response.text and "1381234" not in response.text
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert uuid.UUID(response.headers["x-correlation-id"])
 
 
 # --- the OpenAPI documents: problem answers and header formats ---------------------------
+
+
+def _pydantic_only_keys(node: Any) -> list[str]:
+    """Bounds spelled as pydantic's ``ge``/``le``/``gt``/``lt`` in a schema."""
+    found: list[str] = []
+    pending = [node]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            found += [k for k in ("ge", "le", "gt", "lt") if k in item and "type" in item]
+            pending += item.values()
+        elif isinstance(item, list):
+            pending += item
+    return found
 
 
 def test_openapi_documents_describe_problems_and_header_formats() -> None:
@@ -571,6 +590,7 @@ def test_openapi_documents_describe_problems_and_header_formats() -> None:
         app = app_factory(service)(None)
         document = app.openapi()
         assert "HTTPValidationError" not in document["components"]["schemas"]
+        assert not _pydantic_only_keys(document), service  # not JSON Schema: unenforced
         for path, operations in document["paths"].items():
             for method, operation in operations.items():
                 where = f"{service} {method.upper()} {path}"

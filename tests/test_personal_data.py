@@ -271,24 +271,30 @@ async def test_subject_access_returns_everything_and_the_read_log_every_unmasked
 ) -> None:
     customer = await customer_with_history(platform, life, intake, feedback, person)
     first = customer.tickets[0]
-    reads = []  # (subject, role, endpoint) of every response showing the data unmasked
+    # (subject, role, endpoint, ticket) of every response showing the data unmasked: a
+    # response showing several of the customer's tickets is a read of each.
+    reads = []
     async with service_client("intake", platform, subject="agent-9") as agent:
         assert (await agent.get(f"/tickets/{first}")).status_code == 200
-        reads.append(("agent-9", "call_center_agent", "GET /tickets/{ticket_id}"))
+        reads.append(("agent-9", "call_center_agent", "GET /tickets/{ticket_id}", first))
     async with service_client("intake", platform, role="dispatcher", subject="d-2") as disp:
         found = await disp.get("/tickets", params={"phone": person.new_phone})
-        assert {t["ticket_id"] for t in found.json()["items"]} == set(customer.tickets)
-        reads.append(("d-2", "dispatcher", "GET /tickets"))
+        listed = [t["ticket_id"] for t in found.json()["items"]]
+        assert len(listed) == len(customer.tickets) > 1
+        assert set(listed) == set(customer.tickets)
+        reads += [("d-2", "dispatcher", "GET /tickets", t) for t in listed]
     async with service_client("intake", platform, role="admin", subject="root") as admin:
         assert (await admin.get(f"/tickets/{first}/history")).status_code == 200
-        reads.append(("root", "admin", "GET /tickets/{ticket_id}/history"))
+        reads.append(("root", "admin", "GET /tickets/{ticket_id}/history", first))
+    before_access = len(reads)
     async with service_client("intake", platform, role="privacy_officer", subject="dpo") as dpo:
         lookup = {"customer": {"name": person.name, "phone": person.phone}}
         assert (await dpo.post("/customers/lookup", json=lookup)).json() == {
             "customer_id": customer.customer_id
         }
         data = (await dpo.get(f"/customers/{customer.customer_id}/data")).json()
-        reads.append(("dpo", "privacy_officer", "GET /customers/{customer_id}/data"))
+        # About the customer, not one ticket: one read, without a ticket.
+        reads.append(("dpo", "privacy_officer", "GET /customers/{customer_id}/data", None))
     assert {t["ticket_id"] for t in data["tickets"]} == set(customer.tickets)
     personal = [e["personal"] for e in data["events"]]
     assert {"customer.name": person.name, "customer.phone": person.phone} | {
@@ -301,16 +307,20 @@ async def test_subject_access_returns_everything_and_the_read_log_every_unmasked
         person.comment,
         person.complaint,
     }
-    # The trail in the subject-access answer: the three reads made before it.
-    assert [(r["actor_subject"], r["actor_role"], r["endpoint"]) for r in data["reads"]] == reads[
-        :3
-    ]
+
+    def trail(entries: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+        return sorted(
+            (r["actor_subject"], r["actor_role"], r["endpoint"], r["ticket_id"]) for r in entries
+        )
+
+    # The trail in the subject-access answer: the reads made before it.
+    assert trail(data["reads"]) == sorted(reads[:before_access])
     async with service_client("intake", platform, role="auditor") as auditor:
         log = await auditor.get(
             "/personal-data/reads", params={"customer_id": customer.customer_id}
         )
     entries = log.json()["items"]
-    assert [(r["actor_subject"], r["actor_role"], r["endpoint"]) for r in entries] == reads
+    assert trail(entries) == sorted(reads)
     assert all(
         r["service"] == "intake" and r["customer_id"] == customer.customer_id for r in entries
     )
@@ -333,6 +343,33 @@ async def test_masked_reads_and_other_customers_are_not_logged(
         assert (await auditor.get(f"/tickets/{ticket}")).json()["customer_name"] == person.name
         entries = (await auditor.get("/personal-data/reads")).json()["items"]
     assert [e["endpoint"] for e in entries] == ["GET /tickets/{ticket_id}"]
+
+
+async def test_a_repeated_erasure_answers_with_the_first_to_the_microsecond(
+    platform: Platform,
+    life: Lifecycle,
+    intake: httpx.AsyncClient,
+    feedback: httpx.AsyncClient,
+    person: Person,
+    clock: ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    customer = await customer_with_history(platform, life, intake, feedback, person)
+    # A clock that moves on every reading, as the system clock does.
+    monkeypatch.setattr(clock, "now", lambda: clock.advance(microseconds=137))
+    body = {"request_id": "DSR-7", "legal_basis": "PIPL art. 47"}
+    path = f"/customers/{customer.customer_id}"
+    async with service_client("intake", platform, role="privacy_officer") as dpo:
+        first = await dpo.post(f"{path}/erasure", json=body)
+        again = await dpo.post(f"{path}/erasure", json=body)
+        held = await dpo.get(f"{path}/data")
+    assert first.status_code == again.status_code == 200, first.text
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()
+    erased_at = first.json()["erased_at"]
+    assert held.json()["erased_at"] == erased_at
+    (erasure,) = [e for e in held.json()["privacy_events"] if "Erased" in e["event_type"]]
+    assert erasure["occurred_at"] == erased_at
 
 
 async def test_erasure_is_refused_for_unknown_held_or_open_customers(

@@ -140,6 +140,31 @@ async def test_serve_refuses_to_start_with_a_clear_message(
         await serve_one(settings_with(database_url, tmp_path / "b", KEY_B), "intake", None)
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        ("TICKETLINE_PRIVACY_MASTER_KEY_FILE", "{tmp}/missing.key", "cannot read the master key"),
+        ("TICKETLINE_PRIVACY_MASTER_KEY", "abcd", "TICKETLINE_PRIVACY_MASTER_KEY: the master"),
+        ("TICKETLINE_PRIVACY_KMS_FACTORY", "nope.module:factory", "KMS_FACTORY: cannot load"),
+        ("TICKETLINE_PRIVACY_RETENTION_DAYS", "abc", "TICKETLINE_PRIVACY_RETENTION_DAYS: "),
+    ],
+)
+def test_an_unusable_setting_refuses_to_start_naming_it(
+    variable: str,
+    value: str,
+    said: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("TICKETLINE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv(variable, value.format(tmp=tmp_path))
+    assert cli_main(["run"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("Refusing to start: ") and said in err
+    assert "Traceback" not in err
+
+
 async def test_rotating_the_master_key_keeps_every_value(
     database_url: str,
     tmp_path: Path,
@@ -246,6 +271,8 @@ async def test_a_corrupted_data_key_shows_unreadable_and_nothing_else_breaks(
         assert (other["customer_name"], other["address_line"]) == (fine.name, fine.line)
         assert listed.status_code == 200 and len(listed.json()["items"]) == 2
         assert refused.status_code == 503  # nothing new is recorded under an unreadable key
+        assert refused.json()["type"].endswith("/service-unavailable")
+        assert refused.json()["rule"] == "personal_data_key_unreadable"
         assert PERSONAL_DATA_UNREADABLE.labels(what="key")._value.get() > before
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=_intake_app(platform)), base_url="http://t"

@@ -101,8 +101,10 @@ async def test_bad_stream_requests_are_422(platform: Platform) -> None:
     async with httpx.AsyncClient(
         transport=transport, base_url="http://intake.test", headers=AUDITOR
     ) as client:
-        bad_type = await client.get("/streams/events", params={"types": "TicketVanished"})
-        assert bad_type.status_code == 422 and bad_type.json()["errors"][0]["field"] == "types"
+        for types in ("TicketVanished", "", ",", "TicketReceived,,", "TicketReceived,"):
+            bad_type = await client.get("/streams/events", params={"types": types})
+            assert bad_type.status_code == 422, types
+            assert bad_type.json()["errors"][0]["field"] == "types"
         bad_id = await client.get("/streams/events", headers={"Last-Event-ID": "abc"})
         assert bad_id.status_code == 422
 

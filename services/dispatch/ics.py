@@ -81,8 +81,11 @@ def _days(props: dict[str, tuple[dict[str, str], str]]) -> list[date] | None:
     if "DTEND" in props:
         end = parse_day(props["DTEND"][1], props["DTEND"][0]) or end
     elif "DURATION" in props:
-        match = re.fullmatch(r"P(\d+)D", props["DURATION"][1])
-        end = start + timedelta(days=int(match.group(1))) if match else end
+        match = re.fullmatch(r"P(\d{1,9})D", props["DURATION"][1])
+        days = int(match.group(1)) if match else 1
+        if days > MAX_EVENT_DAYS:  # before the sum: a date far enough out overflows
+            raise InvalidCommand("ics", f"an event from {start} lasts {days} days")
+        end = start + timedelta(days=days)
     count = (end - start).days
     if count < 1 or count > MAX_EVENT_DAYS:
         raise InvalidCommand("ics", f"an event from {start} lasts {count} days")

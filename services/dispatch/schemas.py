@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from services.dispatch import domain
 from shared.http.params import UtcTime
@@ -202,6 +202,7 @@ class DispatchRequest(Body):
     appointment_start: UtcTime | None = None
     appointment_end: UtcTime | None = Field(
         default=None,
+        validate_default=True,  # checked against the start even when absent
         description="Give both ends or neither: without a window the appointment is the "
         "technician's next working hours.",
     )
@@ -209,11 +210,14 @@ class DispatchRequest(Body):
         default=None, description="Required when the ticket was dispatched before."
     )
 
-    @model_validator(mode="after")
-    def _both_ends(self) -> DispatchRequest:
-        if (self.appointment_start is None) != (self.appointment_end is None):
+    @field_validator("appointment_end")
+    @classmethod
+    def _both_ends(cls, end: datetime | None, info: ValidationInfo) -> datetime | None:
+        if "appointment_start" not in info.data:
+            return end  # the start was refused: that error names it
+        if (info.data["appointment_start"] is None) != (end is None):
             raise ValueError("give appointment_start and appointment_end together")
-        return self
+        return end
 
     def command(self) -> domain.DispatchRequest:
         window = None

@@ -9,6 +9,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import JSONResponse
+from pydantic import AfterValidator
 from sqlalchemy import Connection
 
 from services.dispatch import commands, read_models, sla_domain
@@ -39,16 +40,29 @@ from shared.http.headers import etag
 from shared.http.idempotency import CommandResponse
 from shared.http.params import StreamVersion, UtcTime
 from shared.http.problems import PROBLEM_RESPONSES
+from shared.kernel.calendar import ALWAYS_ID
 from shared.kernel.errors import InvalidCommand, NotFound
 from shared.kernel.events.envelope import EventEnvelope
 from shared.kernel.events.sla import TermsId
-from shared.kernel.sla import DeadlineClock, SlaClock, calendar_stream, policy_stream
+from shared.kernel.sla import LOCAL, DeadlineClock, SlaClock, calendar_stream, policy_stream
 from shared.kernel.ticket import TICKETS, TicketState
 from shared.readmodels.sla import TermsReader, ticket_clock
 from shared.readmodels.sla_whatif import candidate, what_if
 
 SERVICE = "dispatch"
 router = APIRouter(tags=["sla"], responses=PROBLEM_RESPONSES)
+
+
+def _definable(calendar_id: str) -> str:
+    if calendar_id in BUILT_IN_CHOICES:
+        raise ValueError(f"{calendar_id!r} is a built-in calendar choice, not a calendar to define")
+    return calendar_id
+
+
+# A policy naming `24x7` or `local` means the built-in choice: a calendar stored under
+# either id would never be used.
+DefinableCalendarId = Annotated[TermsId, AfterValidator(_definable)]
+BUILT_IN_CHOICES = (ALWAYS_ID, LOCAL)
 
 Manage = Annotated[CommandCall, Depends(command_call(SERVICE, "admin"))]
 Pause = Annotated[CommandCall, Depends(command_call(SERVICE, "dispatcher", "technician", "admin"))]
@@ -92,7 +106,7 @@ def ticket_accepted(result: Outcome[TicketState]) -> CommandResponse:
     "closes the calendar for longer than the horizon: 422, nothing written.",
 )
 async def define_calendar(
-    calendar_id: TermsId, body: CalendarRequest, call: Manage
+    calendar_id: DefinableCalendarId, body: CalendarRequest, call: Manage
 ) -> JSONResponse:
     description = body.description()
     return await call.run(
@@ -112,7 +126,9 @@ async def define_calendar(
     "whose summary names a working day, e.g. 补班) an adjusted working day. Timed and "
     "recurring events are skipped and listed.",
 )
-async def import_ics(calendar_id: TermsId, body: IcsImportRequest, call: Manage) -> JSONResponse:
+async def import_ics(
+    calendar_id: DefinableCalendarId, body: IcsImportRequest, call: Manage
+) -> JSONResponse:
     def work(c: Connection) -> CommandResponse:
         result, imported = commands.import_calendar(
             c, call.handling, calendar_id, body.ics, body.replace, body.hours_of
@@ -194,6 +210,11 @@ async def get_calendar(
     _principal: Principal = Depends(may_read),
     platform: Platform = Depends(get_platform),
 ) -> TermsVersion:
+    if calendar_id == ALWAYS_ID:
+        raise NotFound(
+            "calendar_not_found",
+            "24x7 is built in (every instant is business time): it has no stored versions",
+        )
     return await _terms_version(platform, "calendar", calendar_id, version, response)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from shared.http.params import UtcTime
 from shared.kernel.events.network import Weekday
@@ -93,7 +93,7 @@ class IcsImportRequest(Body):
     )
 
     ics: str = Field(min_length=1, max_length=900_000, description="The .ics file's text.")
-    replace: bool = Field(
+    replace: StrictBool = Field(
         default=False,
         description="Replace the calendar's holidays and adjusted working days instead of "
         "adding to them (a day the file names takes the file's word either way).",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from services.feedback import domain
 from shared.kernel.events.quality import ScorecardItemKind
@@ -41,7 +41,7 @@ class FollowUpRequest(Body):
 
     satisfaction_score: int = Field(ge=0, le=100, description="0–100.")
     would_recommend: int = Field(ge=0, le=10, description="0–10 (NPS question).")
-    problem_solved: bool
+    problem_solved: StrictBool
     comment: LongText | None = None
     channel: FollowUpChannel
 
@@ -71,7 +71,7 @@ class ComplaintRequest(Body):
 
     complaint: LongText
     channel: Channel
-    public: bool = Field(default=False, description="Public complaint or media exposure.")
+    public: StrictBool = Field(default=False, description="Public complaint or media exposure.")
 
     def command(self) -> domain.FileComplaint:
         return domain.FileComplaint(self.complaint, self.channel, self.public)

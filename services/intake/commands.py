@@ -141,8 +141,8 @@ def erase_customer(
     )
     stream = customer_stream_id(customer_id)
     outcome = h.execute(conn, domain.CUSTOMERS, stream, command, domain.decide_erase)
-    if outcome.events:
-        _personal(h).erase(conn, customer_id, h.now())
+    if outcome.events:  # the key's erasure time is the event's
+        _personal(h).erase(conn, customer_id, outcome.after.erased_at or h.now())
     return outcome
 
 

@@ -33,7 +33,7 @@ from shared.http.context import Principal, allow
 from shared.http.disclosure import Disclosure
 from shared.http.idempotency import CommandResponse
 from shared.http.params import Position, TextFilter, UtcTime
-from shared.http.problems import PROBLEM_RESPONSES
+from shared.http.problems import PROBLEM_RESPONSES, problem_doc
 from shared.kernel.errors import NotFound
 from shared.kernel.events.envelope import EventEnvelope
 from shared.kernel.events.registry import UnknownEventType, payload_class
@@ -115,6 +115,7 @@ async def legal_hold(customer_id: UUID, body: LegalHoldRequest, call: Hold) -> J
     summary="Find the customer a person is, by name and phone (as given at intake)",
     description="For a subject-access or erasure request made by phone or in writing. "
     "404 when no customer has that name and phone (an erased customer is not found).",
+    responses={404: problem_doc("No customer with that name and phone")},
 )
 async def find_customer(
     body: CustomerLookup,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from services.intake import domain
 from shared.kernel.events.tickets import (
@@ -273,7 +273,7 @@ class LegalHoldRequest(Body):
         json_schema_extra={"examples": [{"active": True, "reason": "court order 2026-117"}]},
     )
 
-    active: bool = Field(description="true places the hold, false releases it.")
+    active: StrictBool = Field(description="true places the hold, false releases it.")
     reason: ShortText
 
 

@@ -112,7 +112,8 @@ def part_response(conn: Connection, outcome: Outcome[domain.PartEntry]) -> Comma
     summary="Catalogue a part or update its entry (events PartCatalogued / PartUpdated)",
     description="Part numbers are stored upper-case and compare case-insensitively. "
     "`If-Match` with the entry's version guards against overwriting a concurrent change. "
-    "Unchanged attributes record nothing.",
+    "Unchanged attributes record nothing. 201 when the part is new, 200 otherwise.",
+    responses={201: {"model": PartView, "description": "Catalogued: the part is new"}},
 )
 async def put_part(body: PartRequest, call: Admin, part_number: str = PART_NUMBER) -> JSONResponse:
     number, spec = normalise_part_number(part_number), body.spec()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from services.parts import domain
 from shared.kernel.events.parts import (
@@ -41,7 +41,7 @@ class PartRequest(Body):
         default_factory=list, max_length=200, description="Empty: fits any model."
     )
     unit_cost: float = Field(ge=0, le=10_000_000)
-    return_required: bool = Field(
+    return_required: StrictBool = Field(
         default=True, description="The old part must come back when replaced under warranty."
     )
 
@@ -98,7 +98,9 @@ class StockReceiptRequest(Body):
     )
 
     location_id: LocationId | None = Field(
-        default=None, description="Defaults to the parts clerk's location."
+        default=None,
+        description="Defaults to the parts clerk's location; required (422) when the "
+        "caller has none (an admin, a clerk without a location).",
     )
     part_number: PartNumber
     quantity: Quantity
@@ -151,7 +153,8 @@ class RequisitionRequest(Body):
     location_id: LocationId | None = Field(
         default=None,
         description="The requesting location; defaults to the clerk's location or, for a "
-        "technician, the ticket's service point.",
+        "technician, the ticket's service point; required (422) when there is none (an "
+        "admin, a clerk without a location).",
     )
     technician_id: ShortText | None = Field(
         default=None, description="Defaults to the ticket's technician."
@@ -229,7 +232,9 @@ class OldPartReturnRequest(Body):
     quantity: Quantity = 1
     grade: PartGrade | None = None
     location_id: LocationId | None = Field(
-        default=None, description="Where it was handed in; defaults to the clerk's location."
+        default=None,
+        description="Where it was handed in; defaults to the clerk's location; required "
+        "(422) when the caller has none (an admin, a clerk without a location).",
     )
 
     def command(self) -> domain.HandedIn:

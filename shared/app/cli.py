@@ -10,7 +10,9 @@ import sys
 from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
-from shared.app.config import Settings
+from pydantic import ValidationError
+
+from shared.app.config import ConfigurationError, Settings, describe_invalid_settings
 from shared.app.importing.cli import add_export_kind, add_import_parser
 from shared.app.observability import configure_logging
 from shared.app.registry import SERVERS, all_projections
@@ -659,7 +661,12 @@ def process_name(args: argparse.Namespace) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        lines = "\n".join(f"  {line}" for line in describe_invalid_settings(exc))
+        print(f"Refusing to start: invalid configuration\n{lines}", file=sys.stderr)
+        return 2
     configure_logging(settings, process_name(args))
     install_log_filter()
     known = all_projections()
@@ -667,7 +674,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if name not in known:
             print(f"unknown projection {name!r}; known: {', '.join(known)}", file=sys.stderr)
             return 2
-    return COMMANDS[args.command](settings, args)
+    try:
+        return COMMANDS[args.command](settings, args)
+    except ConfigurationError as exc:
+        print(f"Refusing to start: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.kernel.events.sla import DEFAULT_PAUSE_REASONS, EscalationLevel, LadderStep
@@ -336,3 +336,29 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+class ConfigurationError(ValueError):
+    """A setting that cannot be used (an unreadable key file, a factory that does not
+    load): the process refuses to start with this message, naming the variable."""
+
+
+def describe_invalid_settings(exc: ValidationError) -> list[str]:
+    """One line per refused variable, by its environment name (values left out: one may
+    be a secret)."""
+    groups = (
+        Settings,
+        SlaSettings,
+        DispatchSettings,
+        PartsSettings,
+        FeedbackSettings,
+        PrivacySettings,
+        AuthSettings,
+    )
+    found = next((g for g in groups if g.__name__ == exc.title), None)
+    prefix = str(found.model_config.get("env_prefix", "")) if found else ""
+    lines = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else ""
+        lines.append(f"{(prefix + field).upper()}: {error['msg']}")
+    return lines

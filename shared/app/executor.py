@@ -146,15 +146,26 @@ class Executor:
         expected = invocation.expected_version
         if expected is not None and expected != loaded.head.version:
             raise ConcurrencyError(stream_id, expected, loaded.head.version)
-        decided, after = decider.run(loaded.state, command, decide, self.clock.now())
+        # One time for the decision and its record: the state answered (``after``) holds
+        # the times the ledger holds, so a replayed answer is the same answer.
+        now = self.clock.now()
+        decided, after = decider.run(loaded.state, command, decide, now)
         region = decider.scope(after).region
         written = self.commit(
-            conn, invocation.context, [StreamAppend(stream_id, decided, loaded.head, region)]
+            conn,
+            invocation.context,
+            [StreamAppend(stream_id, decided, loaded.head, region)],
+            recorded_at=now,
         )
         return Outcome(loaded.state, after, written)
 
     def commit(
-        self, conn: Connection, context: CommandContext, appends: Sequence[StreamAppend]
+        self,
+        conn: Connection,
+        context: CommandContext,
+        appends: Sequence[StreamAppend],
+        *,
+        recorded_at: datetime | None = None,
     ) -> list[EventEnvelope]:
         """Append what a decision produced (one or several streams) and apply the inline
         read models to it, in the caller's transaction. The inline read models' stream
@@ -162,7 +173,7 @@ class Executor:
         locks, then the position counter), so the two never wait on each other in a
         cycle."""
         self._lock_inline(conn, appends)
-        written = self.store.append(conn, appends, context)
+        written = self.store.append(conn, appends, context, recorded_at=recorded_at)
         self._apply_inline(conn, written)
         return written
 

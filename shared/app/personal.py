@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from shared.app.config import ConfigurationError
 from shared.eventstore.personal import KeyRing, LocalMasterKey, MasterKey, PersonalData
 from shared.eventstore.personal.keys import RotationResult
 from shared.kernel.clock import Clock
@@ -25,9 +26,9 @@ def _from_hex(text: str, where: str) -> bytes:
     try:
         key = bytes.fromhex(text.strip())
     except ValueError:
-        raise ValueError(f"{where}: the master key is 64 hex digits") from None
+        raise ConfigurationError(f"{where}: the master key is 64 hex digits") from None
     if len(key) != 32:
-        raise ValueError(f"{where}: the master key is 64 hex digits (256 bits)")
+        raise ConfigurationError(f"{where}: the master key is 64 hex digits (256 bits)")
     return key
 
 
@@ -37,7 +38,13 @@ def load_master_key(settings: Settings) -> MasterKey:
     privacy = settings.privacy
     if privacy.kms_factory:
         module, _, name = privacy.kms_factory.partition(":")
-        factory = getattr(importlib.import_module(module), name)
+        try:
+            factory = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise ConfigurationError(
+                f"TICKETLINE_PRIVACY_KMS_FACTORY: cannot load {privacy.kms_factory!r} "
+                f"(module:function): {exc}"
+            ) from None
         found: MasterKey = factory(settings)
         return found
     if privacy.master_key is not None:
@@ -53,7 +60,11 @@ def load_master_key(settings: Settings) -> MasterKey:
 
 def read_key_file(path: Path) -> LocalMasterKey:
     """A master key from a file of 64 hex digits (a mounted secret)."""
-    return LocalMasterKey(_from_hex(path.read_text(), str(path)), "file")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(f"cannot read the master key file {path}: {exc}") from None
+    return LocalMasterKey(_from_hex(text, str(path)), "file")
 
 
 def generate_key_file(path: Path) -> None:

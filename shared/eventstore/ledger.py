@@ -646,15 +646,21 @@ class EventStore:
     # --- writing --------------------------------------------------------------------------
 
     def append(
-        self, conn: Connection, appends: Sequence[StreamAppend], context: CommandContext
+        self,
+        conn: Connection,
+        appends: Sequence[StreamAppend],
+        context: CommandContext,
+        *,
+        recorded_at: datetime | None = None,
     ) -> list[EventEnvelope]:
-        """Append to one or more streams in the caller's transaction; all or nothing."""
+        """Append to one or more streams in the caller's transaction; all or nothing.
+        ``recorded_at``: the time of the decision being recorded (default: now)."""
         appends = [a for a in appends if a.events]
         if not appends:
             return []
         if self.personal is not None:  # every writer's personal fields are sealed here
             appends = self.personal.seal(conn, appends)
-        recorded_at = self.clock.now()
+        recorded_at = recorded_at or self.clock.now()
         drafts: list[_Draft] = []
         for append in appends:
             head = append.head or self.stream_head(conn, append.stream_id)

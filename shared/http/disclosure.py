@@ -69,11 +69,13 @@ class Disclosure:
     def __init__(self, request: Request, principal: Principal) -> None:
         self.request = request
         self.principal = principal
-        self.seen: dict[str, str | None] = {}
+        # (customer, ticket) pairs, in the order shown: a list of one customer's tickets
+        # is a read of each of them.
+        self.seen: dict[tuple[str, str | None], None] = {}
 
     def show(self, customer_id: str | None, ticket_id: str | None = None) -> None:
-        if customer_id and customer_id not in self.seen:
-            self.seen[customer_id] = ticket_id
+        if customer_id:
+            self.seen[(customer_id, ticket_id)] = None
 
     def row(
         self,
@@ -136,5 +138,5 @@ class Disclosure:
                 ticket_id=ticket_id,
                 correlation_id=correlation,
             )
-            for customer_id, ticket_id in self.seen.items()
+            for customer_id, ticket_id in self.seen
         )

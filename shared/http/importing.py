@@ -50,11 +50,18 @@ def _openapi(kind: Kind) -> dict[str, Any]:
     return {
         "requestBody": {
             "required": True,
-            "description": "The file: CSV with this header (UTF-8 or GB18030), or JSON Lines "
-            "(also as application/x-ndjson). Format: docs/import/.",
+            "description": "The file: CSV with this header (UTF-8 or GB18030), or JSON Lines. "
+            "The format is the `format` parameter's, else the content type's (`text/csv`; "
+            "`application/x-ndjson`, `application/jsonl`), else read from the file's first "
+            "byte. Format: docs/import/.",
             "content": {
                 "text/csv": {"schema": {"type": "string"}, "example": header + "\n"},
                 "text/plain": {"schema": {"type": "string"}, "example": header + "\n"},
+                **{
+                    media: {"schema": {"type": "string"}}
+                    for media, fmt in _FORMATS.items()
+                    if fmt == "jsonl"
+                },
             },
         }
     }

@@ -65,16 +65,18 @@ def _bounded_uint(maximum: int) -> BeforeValidator:
 
 
 # A global position in the ledger (``from_position``, ``Last-Event-ID``, cursors).
+# (The bounds come first: after the text parser they would reach the JSON Schema as
+# unknown ``ge``/``le`` keys, not ``minimum``/``maximum``.)
 Position = Annotated[
     int,
-    _bounded_uint(MAX_POSITION),
     Field(ge=0, le=MAX_POSITION, description="A global position: 0 … 2^63-1."),
+    _bounded_uint(MAX_POSITION),
 ]
 # A stream version (``If-Match``).
 StreamVersion = Annotated[
     int,
-    _bounded_uint(MAX_STREAM_VERSION),
     Field(ge=0, le=MAX_STREAM_VERSION),
+    _bounded_uint(MAX_STREAM_VERSION),
 ]
 
 
@@ -120,9 +122,20 @@ def _utc(value: datetime) -> datetime:
     return converted
 
 
-# A point in time with its timezone (ISO 8601), normalised to UTC; naive times, and times
-# at the very edges of the calendar that cannot be shifted, are 422.
-UtcTime = Annotated[AwareDatetime, AfterValidator(_utc)]
+_NUMBER = re.compile(r"\s*[-+]?[0-9]+(\.[0-9]*)?\s*")
+
+
+def _text_time(value: object) -> object:
+    # Pydantic reads a number (or a query's digits) as Unix seconds; the API documents
+    # ISO 8601 text only.
+    if isinstance(value, (int, float)) or (isinstance(value, str) and _NUMBER.fullmatch(value)):
+        raise ValueError("a date-time as ISO 8601 text with its timezone")
+    return value
+
+
+# A point in time with its timezone (ISO 8601 text), normalised to UTC; naive times,
+# numbers, and times at the very edges of the calendar that cannot be shifted, are 422.
+UtcTime = Annotated[AwareDatetime, BeforeValidator(_text_time), AfterValidator(_utc)]
 
 
 def _calendar_date(value: date) -> date:

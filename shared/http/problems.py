@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import exc as sa
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.eventstore.db import DatabaseUnavailable
 from shared.eventstore.ledger import ConcurrencyError
@@ -157,12 +158,19 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     return ".".join(parts)
 
 
+def _field_error(error: dict[str, Any]) -> FieldError:
+    loc = tuple(error.get("loc", ()))
+    if error.get("type") == "json_invalid":  # FastAPI's loc: ("body", character offset)
+        offset = loc[1] if len(loc) > 1 else None
+        reason = (error.get("ctx") or {}).get("error") or error.get("msg", "not JSON")
+        at = f" at character {offset}" if isinstance(offset, int) else ""
+        return FieldError(field="body", message=f"not valid JSON{at}: {reason}")
+    return FieldError(field=_field_path(loc), message=error.get("msg", "invalid"))
+
+
 async def _validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = [
-        FieldError(field=_field_path(tuple(e.get("loc", ()))), message=e.get("msg", "invalid"))
-        for e in exc.errors()
-    ]
+    errors = [_field_error(e) for e in exc.errors()]
     return problem_response(
         request,
         422,
@@ -189,6 +197,10 @@ async def _domain(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
     if exc.status_code == 404:
         return problem_response(request, 404, "not-found", "Not found", exc.detail)
+    if exc.status_code == 503:  # something the rule needs cannot be read now
+        return problem_response(
+            request, 503, "service-unavailable", "Unavailable", exc.detail, rule=exc.rule
+        )
     return problem_response(
         request,
         exc.status_code,
@@ -234,10 +246,41 @@ async def _database(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
-    # Last resort (Starlette still logs the exception): never a plain-text 500.
+    # Never a plain-text 500 (also Starlette's last resort, for an error in a middleware).
     if is_database_outage(exc):
         return await _database(request, exc)
     return internal_error(request)
+
+
+class UnhandledErrorMiddleware:
+    """An error no handler took answers its 500 problem here, inside the other middlewares
+    (security headers, correlation id) and on a connection that stays open. Starlette's own
+    last resort answers outside every middleware, then re-raises, and the server drops the
+    connection."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception as exc:
+            if started:  # too late for another answer
+                raise
+            if not is_database_outage(exc):
+                log.error("unhandled error on %s %s", scope["method"], scope["path"], exc_info=exc)
+            response = await _unhandled(Request(scope, receive), exc)
+            await response(scope, receive, send)
 
 
 async def _http(request: Request, exc: Exception) -> JSONResponse:
@@ -269,8 +312,10 @@ HANDLERS: tuple[tuple[type[Exception], Any], ...] = (
 
 
 def install_problem_handlers(app: FastAPI) -> None:
+    """Before any other middleware: the last resort is the innermost one."""
     for kind, handler in HANDLERS:
         app.add_exception_handler(kind, handler)
+    app.add_middleware(UnhandledErrorMiddleware)
 
 
 def problem_doc(description: str) -> dict[str, Any]:

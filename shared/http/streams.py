@@ -66,12 +66,15 @@ async def read_after(
 
 def parse_types(types: str | None) -> list[str]:
     """The event types asked for; none asked (no parameter) = every type. A parameter that
-    names no type (``types=`` or ``types=,``) is a malformed filter, not "every type"."""
+    names no type (``types=``), or has an empty item (``types=A,,B``), is a malformed
+    filter, not "every type"."""
     if types is None:
         return []
-    chosen = [t.strip() for t in types.split(",") if t.strip()]
-    if not chosen:
+    chosen = [t.strip() for t in types.split(",")]
+    if not any(chosen):
         raise InvalidCommand("types", "name at least one event type, e.g. TicketReceived")
+    if not all(chosen):
+        raise InvalidCommand("types", "an empty item: event types separated by single commas")
     known = all_payload_classes()
     unknown = [t for t in chosen if t not in known]
     if unknown:

@@ -13,6 +13,8 @@ declaring anything.
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Any
 
 from fastapi import Request
@@ -43,12 +45,16 @@ def _check(field: str, value: str) -> None:
 
 
 def check_document(document: Any, root: str = "") -> None:
-    """Every key and string in a parsed JSON document (iteratively: depth is no risk)."""
+    """Every key and string in a parsed JSON document, and every number: finite (iteratively:
+    depth is no risk)."""
     pending: list[tuple[str, Any]] = [(root, document)]
     while pending:
         path, value = pending.pop()
         if isinstance(value, str):
             _check(path, value)
+        elif isinstance(value, float) and not math.isfinite(value):
+            # json.loads reads Infinity, NaN and 1e999; no store or event can hold them.
+            raise invalid(path or "body", "must be a finite number")
         elif isinstance(value, dict):
             for key, item in value.items():
                 child = f"{path}.{key}" if path else str(key)
@@ -84,7 +90,7 @@ async def valid_text_input(request: Request) -> None:
     if not _json_body(request):
         return  # a file upload (streamed by its route, which checks its text itself)
     body = await request.body()  # cached: the route's own parsing reads the same bytes
-    if not body or not may_hold_invalid_text(body):
+    if not body or not (may_hold_invalid_text(body) or may_hold_non_finite(body)):
         return
     try:
         # Parsed once: FastAPI parsed the route's body into this request already.
@@ -100,3 +106,13 @@ def may_hold_invalid_text(body: bytes) -> bool:
     (``json.loads`` decodes with ``surrogatepass``; UTF-16/32 bodies have NUL bytes). Most
     bodies have none of them and skip the walk."""
     return b"\\u" in body or b"\x00" in body or b"\xed" in body
+
+
+# A float beyond 1.8e308 has an exponent of three digits or a mantissa of over 200 digits.
+_BIG_NUMBER = re.compile(rb"[eE][+-]?0*[1-9][0-9]{2}|[0-9]{200}")
+
+
+def may_hold_non_finite(body: bytes) -> bool:
+    """Whether ``json.loads`` can read a non-finite float from this JSON text: the
+    ``Infinity`` and ``NaN`` literals it accepts, or a number too large for a float."""
+    return b"Infinity" in body or b"NaN" in body or _BIG_NUMBER.search(body) is not None

@@ -43,6 +43,12 @@ SEALED = re.compile(
 # personal field may hold its sealed form or a marker. Request bodies never get it.
 STORED: dict[str, bool] = {"stored": True}
 
+
+def is_stored_context(context: object) -> bool:
+    """Whether a validation runs on a payload read back from the ledger (``STORED``)."""
+    return context is STORED or (isinstance(context, dict) and bool(context.get("stored")))
+
+
 # name, phone: who the customer is (identity; the phone is searchable by a blind index).
 # hidden: shown only to roles that see personal data (street, postcode).
 # text: free text that may quote the customer; shown to every reader of the ticket.

@@ -87,10 +87,12 @@ def _scan(path: Path, encoding: str) -> tuple[str, int] | tuple[None, int]:
                 decoder.decode(chunk)
             except UnicodeDecodeError as exc:
                 return None, lines + chunk[: exc.start].count(b"\n") + 1
+            except UnicodeError:  # some codecs raise the base class (UTF-16 without a BOM)
+                return None, lines + 1
             lines += chunk.count(b"\n")
         try:
             decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
+        except UnicodeError:
             return None, lines + 1
     return digest.hexdigest(), lines
 

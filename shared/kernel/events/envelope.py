@@ -222,9 +222,15 @@ def _default(value: Any) -> Any:
 
 
 def canonical_json(value: Any) -> str:
-    """Deterministic JSON: sorted keys, no spaces, UTF-8 kept."""
+    """Deterministic JSON: sorted keys, no spaces, UTF-8 kept; a non-finite float raises
+    (``Infinity`` is not JSON: no reader of the ledger could parse the event back)."""
     return json.dumps(
-        value, default=_default, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        value,
+        default=_default,
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=False,
     )
 
 

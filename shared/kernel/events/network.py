@@ -10,12 +10,22 @@ from __future__ import annotations
 import re
 from datetime import time
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any, cast
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    model_validator,
+)
 
 from shared.kernel.events.envelope import EventPayload
 from shared.kernel.events.tickets import LongText, RegionCode, ShortText
+from shared.kernel.personal import is_stored_context
 
 NetworkId = Annotated[
     str,
@@ -30,6 +40,21 @@ ProductLine = Annotated[
 TimezoneName = Annotated[
     str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9_+\-/]{1,64}$")
 ]
+
+
+def _local_time(value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> time:
+    if is_stored_context(info.context):  # as recorded: a fold never refuses history
+        return cast(time, handler(value))
+    if not isinstance(value, (str, time)):
+        raise ValueError("a local time as text, HH:MM or HH:MM:SS")
+    parsed = cast(time, handler(value))
+    if parsed.tzinfo is not None:
+        raise ValueError("a local time has no offset: its timezone is the one given beside it")
+    return parsed
+
+
+# A time of day in the timezone given beside it (a technician's, a calendar's).
+LocalTime = Annotated[time, WrapValidator(_local_time)]
 
 
 class NetworkLevel(StrEnum):
@@ -62,8 +87,8 @@ class Shift(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     weekday: Weekday
-    start: time
-    end: time
+    start: LocalTime
+    end: LocalTime
 
     @model_validator(mode="after")
     def _ordered(self) -> Shift:

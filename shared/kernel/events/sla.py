@@ -14,14 +14,14 @@ restart it; ``SlaWarning`` records a step of the ladder other than the breach
 
 from __future__ import annotations
 
-from datetime import date, time
+from datetime import date
 from enum import StrEnum
 from typing import Annotated
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from shared.kernel.events.envelope import EventPayload
-from shared.kernel.events.network import Weekday
+from shared.kernel.events.network import LocalTime, Weekday
 from shared.kernel.events.tickets import (
     Channel,
     Complexity,
@@ -60,8 +60,8 @@ class WorkingHours(Frozen):
     whole day): the part after midnight belongs to the next day."""
 
     weekday: Weekday
-    start: time
-    end: time
+    start: LocalTime
+    end: LocalTime
 
 
 class Holiday(Frozen):

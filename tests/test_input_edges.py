@@ -1,0 +1,132 @@
+"""Inputs found answering 500, or answering without naming the field, by a black-box pass
+over every operation (2026-11-27): each is now a 422 naming what is wrong, with nothing
+written. Every request goes through the real ASGI apps."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from shared.app.platform import Platform
+from tests.support.clients import service_client
+from tests.test_input_validation import assert_problem, ledger_head, open_ticket
+
+SQLITE = pytest.mark.parametrize("backend", ["sqlite"])
+JSON = {"content-type": "application/json"}
+
+
+@SQLITE
+@pytest.mark.parametrize("number", ["1e999", "-1e999", "Infinity", "NaN", "1" * 400 + ".5"])
+async def test_a_number_no_float_holds_is_422_not_a_ledger_that_cannot_be_read(
+    platform: Platform, number: str
+) -> None:
+    tid = await open_ticket(platform)
+    head = await ledger_head(platform)
+    body = f'{{"outcome": "fixed", "cost_amount": {number}}}'
+    async with service_client("dispatch", platform, role="admin") as dispatch:
+        response = await dispatch.post(f"/tickets/{tid}/repair", content=body, headers=JSON)
+    assert_problem(response, 422, "cost_amount")
+    assert await ledger_head(platform) == head
+
+
+@SQLITE
+@pytest.mark.parametrize("end", ["17:00Z", "17:00:00+08:00", 0, 1.5, 12345])
+async def test_working_hours_are_local_times_as_text(platform: Platform, end: Any) -> None:
+    shift = {"weekday": "mon", "start": "08:00", "end": end}
+    technician = {"id": "t1", "name": "R", "service_point_id": "sp-1", "working_hours": [shift]}
+    hours = [{"weekday": "mon", "start": "09:00", "end": end}]
+    calendar = {"name": "Hangzhou", "timezone": "Asia/Shanghai", "hours": hours}
+    async with service_client("dispatch", platform, role="admin") as dispatch:
+        assert_problem(
+            await dispatch.post("/technicians", json=technician), 422, "working_hours.0.end"
+        )
+        assert_problem(await dispatch.put("/calendars/hz", json=calendar), 422, "hours.0.end")
+
+
+@SQLITE
+async def test_built_in_calendar_choices_are_not_calendars_to_define(platform: Platform) -> None:
+    calendar = {
+        "name": "Always",
+        "timezone": "UTC",
+        "hours": [{"weekday": "mon", "start": "00:00", "end": "00:00"}],
+    }
+    async with service_client("dispatch", platform, role="admin") as dispatch:
+        for reserved in ("24x7", "local"):
+            response = await dispatch.put(f"/calendars/{reserved}", json=calendar)
+            assert_problem(response, 422, "calendar_id")
+        built_in = await dispatch.get("/calendars/24x7")
+        assert built_in.status_code == 404 and "built in" in built_in.json()["detail"]
+
+
+@SQLITE
+async def test_an_icalendar_duration_beyond_any_date_is_422(platform: Platform) -> None:
+    calendar = {
+        "name": "Hangzhou",
+        "timezone": "Asia/Shanghai",
+        "hours": [{"weekday": "mon", "start": "09:00", "end": "17:00"}],
+    }
+    ics = (
+        "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nDTSTART;VALUE=DATE:20271001\r\n"
+        "DURATION:P99999999D\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+    )
+    async with service_client("dispatch", platform, role="admin") as dispatch:
+        assert (await dispatch.put("/calendars/hz", json=calendar)).status_code in (200, 201)
+        assert_problem(await dispatch.post("/calendars/hz/ics", json={"ics": ics}), 422, "ics")
+
+
+@SQLITE
+@pytest.mark.parametrize("encoding", ["utf-16", "punycode"])
+async def test_an_encoding_that_cannot_read_the_file_refuses_it(
+    platform: Platform, encoding: str
+) -> None:
+    csv = b"part_number,name,unit_cost\nP-1,Motor,10\n"
+    async with service_client("parts", platform, role="admin") as parts:
+        response = await parts.post(
+            "/imports/parts",
+            params={"dry_run": "true", "encoding": encoding},
+            content=csv,
+            headers={"content-type": "text/csv"},
+        )
+    assert response.status_code == 422, response.text
+    assert response.json()["type"].endswith("import-refused")
+
+
+@SQLITE
+async def test_one_end_of_an_appointment_names_the_missing_end(platform: Platform) -> None:
+    tid = await open_ticket(platform)
+    async with service_client("dispatch", platform, role="admin") as dispatch:
+        body = {"appointment_start": "2026-11-30T09:00:00Z"}
+        assert_problem(
+            await dispatch.post(f"/tickets/{tid}/dispatch", json=body), 422, "appointment_end"
+        )
+
+
+@SQLITE
+async def test_a_date_time_is_iso_text_not_unix_seconds(platform: Platform) -> None:
+    what_if = {"policy": {"name": "p"}, "received_from": -1, "received_to": "2026-12-31T16:00:00Z"}
+    async with service_client("dispatch", platform, role="admin") as dispatch:
+        assert_problem(await dispatch.post("/sla/what-if", json=what_if), 422, "received_from")
+    async with service_client("intake", platform, role="auditor") as intake:
+        listed = await intake.get("/tickets", params={"created_from": "1700000000"})
+        assert_problem(listed, 422, "created_from")
+
+
+@SQLITE
+@pytest.mark.parametrize("body", ['{"request_id": "a", ', "{", "[1,"])
+async def test_a_body_that_is_not_json_names_the_body(platform: Platform, body: str) -> None:
+    async with service_client("intake", platform) as agent:
+        response = await agent.post("/tickets", content=body, headers=JSON)
+    assert_problem(response, 422, "body")
+    assert "not valid JSON" in response.json()["errors"][0]["message"]
+
+
+@SQLITE
+@pytest.mark.parametrize("active", ["yes", 1, "true", None])
+async def test_a_flag_is_a_json_boolean(platform: Platform, active: Any) -> None:
+    customer = str(uuid.uuid4())
+    async with service_client("intake", platform, role="privacy_officer") as dpo:
+        body = {"active": active, "reason": "court order"}
+        response = await dpo.put(f"/customers/{customer}/legal-hold", json=body)
+    assert_problem(response, 422, "active")
