@@ -797,3 +797,50 @@ async def test_location_ids_compare_case_insensitively(
         assert settled["status"] == "returned" and settled["returned_location_id"] == "SP-HZ-01"
         plan = await ok(await clerk.get("/replenishment", params={"location": "sp-hz-01"}))
         assert plan["location_id"] == "SP-HZ-01"
+
+
+async def follow_pages(
+    client: httpx.AsyncClient, path: str, params: dict[str, Any]
+) -> list[list[dict[str, Any]]]:
+    """Every page of a list, following its ``Link: <…>; rel="next"`` headers."""
+    pages: list[list[dict[str, Any]]] = []
+    url, query = path, params
+    while True:
+        answer = await client.get(url, params=query)
+        pages.append(await ok(answer))
+        link = answer.headers.get("link")
+        if link is None:
+            return pages
+        target, relation = link.split(";")
+        assert relation.strip() == 'rel="next"'
+        next_url = httpx.URL(target.strip().strip("<>"))
+        url, query = next_url.path, dict(next_url.params)
+
+
+async def test_requisitions_and_returns_are_paged_by_their_link_header(
+    platform: Platform,
+    intake: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
+    clerk: httpx.AsyncClient,
+    clock: ManualClock,
+) -> None:
+    await build_network(admin)
+    await receive(clerk, "SP-HZ-01", MOTOR, 5)
+    for n in range(5):
+        if n % 2:  # some share a time (the id orders them), some do not
+            clock.advance(minutes=1)
+        ticket_id = await dispatched_ticket(intake, platform, serial=f"SN-P{n}")
+        body = {"ticket_id": ticket_id, "part_number": MOTOR}
+        await ok(await clerk.post("/requisitions", json=body), 201)
+        used = UsedPart(part_number=MOTOR, old_serial=f"OLD-{n}", under_warranty=True)
+        await repair_ticket(platform, ticket_id, [used])
+    await run_reactor(platform)
+    for path, ident in (("/requisitions", "requisition_id"), ("/returns", "return_id")):
+        everything = await ok(await clerk.get(path))
+        assert len(everything) == 5
+        pages = await follow_pages(clerk, path, {"limit": 2})
+        assert [len(p) for p in pages] == [2, 2, 1], path
+        assert [r[ident] for p in pages for r in p] == [r[ident] for r in everything], path
+        assert "link" not in (await clerk.get(path, params={"limit": 5})).headers
+        forged = await clerk.get(path, params={"cursor": "not-a-cursor"})
+        assert forged.status_code == 422 and forged.json()["errors"][0]["field"] == "cursor"

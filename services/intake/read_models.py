@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, false, func, or_, select, true
+from sqlalchemy import Connection, and_, case, false, func, select, true
 
 from shared.app.config import SlaSettings
 from shared.app.read_log import read_log
 from shared.eventstore.driver import Statement
 from shared.eventstore.ledger import EventStore
 from shared.eventstore.personal.tables import personal_data_keys, personal_data_phones
-from shared.kernel.errors import InvalidCommand
 from shared.kernel.events.customers import customer_stream_id
 from shared.kernel.events.envelope import EventEnvelope
 from shared.kernel.lifecycle import TicketStatus
 from shared.kernel.sla import SlaClock
 from shared.kernel.ticket import OPEN_STATUSES
+from shared.readmodels.paging import after_cursor, next_page
 from shared.readmodels.sla import TermsReader, ticket_clock
 from shared.readmodels.ticket_state import apply_changes, ticket_state
 
@@ -37,20 +35,6 @@ class TicketFilters:
     phone_digest: str | None = None
     created_from: datetime | None = None
     created_to: datetime | None = None
-
-
-def encode_cursor(created_at: datetime, ticket_id: str) -> str:
-    raw = f"{created_at.isoformat()}|{ticket_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        created, ticket_id = raw.split("|", 1)
-        return datetime.fromisoformat(created), ticket_id
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidCommand("cursor", "not a cursor this service issued") from None
 
 
 def ticket_row_as_of(
@@ -105,18 +89,10 @@ def list_ticket_rows(
     if filters.created_to:
         conditions.append(t.created_at < filters.created_to)
     if cursor:
-        created, ticket_id = decode_cursor(cursor)
-        conditions.append(
-            or_(t.created_at < created, and_(t.created_at == created, t.ticket_id < ticket_id))
-        )
+        conditions.append(after_cursor(cursor, t.created_at, t.ticket_id, descending=True))
     if conditions:
         query = query.where(and_(*conditions))
-    rows = list(conn.execute(query).all())
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1].created_at, rows[-1].ticket_id)
-    return rows, next_cursor
+    return next_page(list(conn.execute(query).all()), limit, "created_at", "ticket_id")
 
 
 def with_phone(digest: Any) -> Any:

@@ -14,7 +14,6 @@ from sqlalchemy import Connection
 from services.intake import commands
 from services.intake.read_models import (
     TicketFilters,
-    decode_cursor,
     get_ticket_row,
     list_ticket_rows,
     ticket_row_as_of,
@@ -40,13 +39,14 @@ from shared.http.context import Principal, allow
 from shared.http.disclosure import Disclosure, open_row, open_rows
 from shared.http.headers import etag
 from shared.http.idempotency import CommandResponse
-from shared.http.params import PhoneFilter, RegionFilter, UtcTime, check_time
+from shared.http.params import PhoneFilter, RegionFilter, UtcTime, page_cursor
 from shared.http.problems import PROBLEM_RESPONSES, ProblemDetails, ProblemError
 from shared.kernel.errors import InvalidCommand, NotFound
 from shared.kernel.events.envelope import GENESIS_HASH, EventEnvelope
 from shared.kernel.reach import Scope
 from shared.kernel.sla import SlaClock
 from shared.kernel.ticket import TicketState, TicketStatus
+from shared.readmodels.paging import decode_cursor
 
 SERVICE = "intake"
 router = APIRouter(tags=["tickets"], responses=PROBLEM_RESPONSES)
@@ -231,17 +231,11 @@ async def get_ticket(
     return view
 
 
-def ticket_cursor(
-    cursor: str | None = Query(
-        default=None, max_length=200, description="`next_cursor` of the previous page."
-    ),
-) -> str | None:
-    """A cursor this service issued, checked before the query runs."""
+def ticket_cursor(cursor: str | None = Depends(page_cursor)) -> str | None:
+    """A cursor of the ticket list: its id part is a ticket id."""
     if cursor is not None:
-        created, ticket_id = decode_cursor(cursor)
-        check_time("cursor", created)
         try:
-            UUID(ticket_id)
+            UUID(decode_cursor(cursor)[1])
         except ValueError:
             raise InvalidCommand("cursor", "not a cursor this service issued") from None
     return cursor

@@ -25,6 +25,7 @@ from services.parts.tables import (
     parts_stock,
 )
 from shared.kernel.events.parts import LocationLevel
+from shared.readmodels.paging import after_cursor, next_page
 from shared.readmodels.ticket_state import ticket_state
 
 
@@ -188,10 +189,19 @@ def _at_either_end(location_id: str) -> ColumnElement[bool]:
     )
 
 
-def list_requisitions(conn: Connection, filters: RequisitionFilters, limit: int) -> list[Row[Any]]:
+def list_requisitions(
+    conn: Connection, filters: RequisitionFilters, limit: int, cursor: str | None = None
+) -> tuple[list[Row[Any]], str | None]:
+    """Newest first, a page and the next one's cursor."""
     r = parts_requisitions.c
-    query = select(parts_requisitions).order_by(r.created_at.desc(), r.requisition_id).limit(limit)
+    query = (
+        select(parts_requisitions)
+        .order_by(r.created_at.desc(), r.requisition_id.desc())
+        .limit(limit + 1)
+    )
     conditions = []
+    if cursor:
+        conditions.append(after_cursor(cursor, r.created_at, r.requisition_id, descending=True))
     if filters.ticket_id:
         conditions.append(r.ticket_id == filters.ticket_id)
     for location in (filters.location_id, filters.reach_location):
@@ -207,7 +217,7 @@ def list_requisitions(conn: Connection, filters: RequisitionFilters, limit: int)
         conditions.append(r.requesting_location_id.in_(requesting))
     if conditions:
         query = query.where(and_(*conditions))
-    return list(conn.execute(query).all())
+    return next_page(list(conn.execute(query).all()), limit, "created_at", "requisition_id")
 
 
 def open_requisitions_for_ticket(conn: Connection, ticket_id: str) -> list[str]:
@@ -256,12 +266,18 @@ def _return_conditions(filters: ReturnFilters) -> list[ColumnElement[bool]]:
     return conditions
 
 
-def list_returns(conn: Connection, filters: ReturnFilters, limit: int) -> list[Row[Any]]:
+def list_returns(
+    conn: Connection, filters: ReturnFilters, limit: int, cursor: str | None = None
+) -> tuple[list[Row[Any]], str | None]:
+    """Earliest due first, a page and the next one's cursor."""
     t = parts_returns.c
-    query = select(parts_returns).order_by(t.due_at, t.return_id).limit(limit)
-    if conditions := _return_conditions(filters):
+    query = select(parts_returns).order_by(t.due_at, t.return_id).limit(limit + 1)
+    conditions = _return_conditions(filters)
+    if cursor:
+        conditions.append(after_cursor(cursor, t.due_at, t.return_id, descending=False))
+    if conditions:
         query = query.where(and_(*conditions))
-    return list(conn.execute(query).all())
+    return next_page(list(conn.execute(query).all()), limit, "due_at", "return_id")
 
 
 def get_return(conn: Connection, return_id: str) -> Row[Any] | None:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import Connection, Row
@@ -44,13 +44,14 @@ from shared.eventstore.ledger import ConcurrencyError
 from shared.http.app import get_platform
 from shared.http.commands import CommandCall, command_call
 from shared.http.context import Principal, allow
-from shared.http.headers import etag
+from shared.http.headers import NEXT_PAGE_RESPONSE, etag, link_next
 from shared.http.idempotency import CommandResponse
 from shared.http.params import (
     LocationFilter,
     NetworkIdFilter,
     PartNumberFilter,
     TextFilter,
+    page_cursor,
     ticket_id_text,
 )
 from shared.http.problems import PROBLEM_RESPONSES, problem_doc
@@ -385,14 +386,24 @@ async def get_requisition(
     return JSONResponse(view.model_dump(mode="json"), headers={"ETag": etag(view.version)})
 
 
-@router.get("/requisitions", response_model=list[RequisitionView], tags=["requisitions"])
+@router.get(
+    "/requisitions",
+    response_model=list[RequisitionView],
+    tags=["requisitions"],
+    summary="Requisitions (newest first), a page at a time",
+    description='`limit` at a time; a `Link: <…>; rel="next"` header gives the next page.',
+    responses=NEXT_PAGE_RESPONSE,
+)
 async def list_requisitions(
+    request: Request,
+    response: Response,
     ticket_id: UUID | None = None,
     location: LocationFilter | None = None,
     status: str | None = Query(
         default=None, pattern=r"^(reserved|issued|consumed|returned|cancelled)$"
     ),
     limit: int = Query(default=50, ge=1, le=200),
+    cursor: str | None = Depends(page_cursor),
     principal: Principal = Depends(may_read),
     platform: Platform = Depends(get_platform),
 ) -> list[RequisitionView]:
@@ -405,7 +416,10 @@ async def list_requisitions(
         region=reach.region,
         reach_location=reach.location,
     )
-    rows = await platform.db.read(lambda c: read_models.list_requisitions(c, filters, limit))
+    rows, after = await platform.db.read(
+        lambda c: read_models.list_requisitions(c, filters, limit, cursor)
+    )
+    link_next(request, response, after)
     return [RequisitionView(**r._mapping) for r in rows]
 
 
@@ -463,17 +477,25 @@ def return_filters(
     response_model=list[ReturnView],
     tags=["returns"],
     summary="Expected old-part returns and their state (earliest due first)",
+    description='`limit` at a time; a `Link: <…>; rel="next"` header gives the next page.',
+    responses=NEXT_PAGE_RESPONSE,
 )
 async def list_returns(
+    request: Request,
+    response: Response,
     service_point: NetworkIdFilter | None = None,
     status: str | None = Query(default=None, pattern=r"^(expected|overdue|returned)$"),
     ticket_id: UUID | None = None,
     limit: int = Query(default=200, ge=1, le=1000),
+    cursor: str | None = Depends(page_cursor),
     principal: Principal = Depends(may_read),
     platform: Platform = Depends(get_platform),
 ) -> list[ReturnView]:
     filters = return_filters(principal, service_point, status, ticket_id_text(ticket_id))
-    rows = await platform.db.read(lambda c: read_models.list_returns(c, filters, limit))
+    rows, after = await platform.db.read(
+        lambda c: read_models.list_returns(c, filters, limit, cursor)
+    )
+    link_next(request, response, after)
     return [ReturnView(**r._mapping) for r in rows]
 
 

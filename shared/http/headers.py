@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import Header
+from fastapi import Header, Request, Response
 
 from shared.http.params import MAX_POSITION, MAX_STREAM_VERSION, parse_ascii_uint
 from shared.http.problems import ProblemError
@@ -84,3 +84,24 @@ def last_event_id(
 
 def etag(version: int) -> str:
     return f'"{version}"'
+
+
+# A list answered as a JSON array says where its next page is (RFC 8288).
+NEXT_PAGE_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "headers": {
+            "Link": {
+                "description": 'The next page, `<URL>; rel="next"` (its `cursor` parameter '
+                "set); absent on the last page.",
+                "schema": {"type": "string"},
+            }
+        }
+    }
+}
+
+
+def link_next(request: Request, response: Response, cursor: str | None) -> None:
+    """The ``Link`` header of a page that has a next one: this request with ``cursor``."""
+    if cursor is not None:
+        url = request.url.include_query_params(cursor=cursor)
+        response.headers["Link"] = f'<{url}>; rel="next"'

@@ -27,6 +27,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
+from fastapi import Query
 from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, StringConstraints
 
 from shared.kernel.errors import InvalidCommand
@@ -34,6 +35,7 @@ from shared.kernel.events.network import NetworkId, ProductLine
 from shared.kernel.events.parts import LocationId, PartNumber
 from shared.kernel.events.tickets import Phone
 from shared.kernel.text import check_text
+from shared.readmodels.paging import decode_cursor
 
 # PostgreSQL BIGINT (events.position, event_sequence.last_position).
 MAX_POSITION = 2**63 - 1
@@ -174,6 +176,21 @@ def ticket_id_text(value: UUID | None) -> str | None:
 TicketNumber = Annotated[
     str, StringConstraints(pattern=r"^[A-Za-z0-9_]{1,10}-[0-9]{8}-[0-9]{1,12}$", max_length=32)
 ]
+
+
+def page_cursor(
+    cursor: str | None = Query(
+        default=None,
+        max_length=200,
+        description="The next page: the cursor in the previous page's `next_cursor` (or in "
+        'its `Link: <…>; rel="next"` header).',
+    ),
+) -> str | None:
+    """A keyset cursor this service issued, checked before the query runs."""
+    if cursor is not None:
+        at, _ = decode_cursor(cursor)
+        check_time("cursor", at)
+    return cursor
 
 
 def check_time(name: str, value: datetime) -> datetime:
