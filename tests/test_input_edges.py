@@ -130,3 +130,12 @@ async def test_a_flag_is_a_json_boolean(platform: Platform, active: Any) -> None
         body = {"active": active, "reason": "court order"}
         response = await dpo.put(f"/customers/{customer}/legal-hold", json=body)
     assert_problem(response, 422, "active")
+
+
+@SQLITE
+async def test_a_method_not_allowed_names_every_method_of_the_path(platform: Platform) -> None:
+    async with service_client("intake", platform, role="admin") as intake:
+        response = await intake.delete("/tickets")
+    assert response.status_code == 405
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.headers["allow"] == "GET, POST"

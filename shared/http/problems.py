@@ -9,9 +9,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import exc as sa
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.eventstore.db import DatabaseUnavailable
@@ -287,14 +289,23 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
     detail = exc.detail if isinstance(exc.detail, str) else None
+    headers = dict(exc.headers) if exc.headers else {}
+    if exc.status_code == 405:
+        headers["Allow"] = ", ".join(_allowed_methods(request)) or headers.get("Allow", "")
     return problem_response(
-        request,
-        exc.status_code,
-        slug,
-        detail or "HTTP error",
-        detail,
-        dict(exc.headers) if exc.headers else None,
+        request, exc.status_code, slug, detail or "HTTP error", detail, headers or None
     )
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method of the routes at this path (Starlette's 405 names only the first
+    route's, so ``DELETE /tickets`` said ``Allow: POST`` though GET is there too)."""
+    methods: set[str] = set()
+    scope = {**request.scope, "method": "\0"}  # no route's method: a path match is PARTIAL
+    for route in iter_route_contexts(request.app.routes):
+        if route.methods and route.matches(scope)[0] != Match.NONE:
+            methods |= route.methods
+    return sorted(methods)
 
 
 # Every error the services raise, as the problem it answers with.
