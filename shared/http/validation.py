@@ -20,6 +20,7 @@ from typing import Any
 from fastapi import Request
 
 from shared.http.problems import ProblemError
+from shared.http.security import UPLOAD_PREFIX
 from shared.kernel.text import invalid_text_reason
 
 # The request headers a service reads as text (credentials: the claims schema's job).
@@ -87,7 +88,7 @@ async def valid_text_input(request: Request) -> None:
         _check("X-Correlation-ID", given)
     if request.method in {"GET", "HEAD", "OPTIONS", "DELETE"}:
         return
-    if not _json_body(request):
+    if not _json_body(request) or request.url.path.startswith(UPLOAD_PREFIX):
         return  # a file upload (streamed by its route, which checks its text itself)
     body = await request.body()  # cached: the route's own parsing reads the same bytes
     if not body or not (may_hold_invalid_text(body) or may_hold_non_finite(body)):
