@@ -226,3 +226,32 @@ async def test_replay_from_kafka_equals_live(platform: Platform, clock, broker) 
     )
     (result,) = await replay(settings, [TicketStateProjection()], source="kafka")
     assert result.events == 6 and result.differences == []
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_outputs_never_overwrite_the_live_database_or_an_existing_file(
+    platform: Platform, clock, tmp_path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """``replay --into`` given the live database once emptied the ledger and said it was
+    identical; ``export --out`` wrote JSON Lines over it."""
+    from shared.app.cli import main as cli_main
+    from shared.app.config import CommandRefused
+
+    await seed(platform, clock, tickets=2)
+    live = platform.settings.resolved_database_url.split(":///", 1)[1]
+    monkeypatch.setenv("TICKETLINE_DATABASE_URL", platform.settings.resolved_database_url)
+    monkeypatch.setenv("TICKETLINE_DATA_DIR", str(platform.settings.data_dir))
+    before = await platform.db.read(lambda c: c.execute(select(events)).all())
+    other = tmp_path / "notes.txt"
+    other.write_text("keep me")
+    for argv in (
+        ["replay", "--quiet", "--into", live],
+        ["replay", "--quiet", "--into", str(other)],
+        ["export", "--out", live],
+    ):
+        assert cli_main(argv) == 2, argv
+        assert "ticketline " in capsys.readouterr().err
+    assert other.read_text() == "keep me"
+    assert await platform.db.read(lambda c: c.execute(select(events)).all()) == before
+    with pytest.raises(CommandRefused):
+        await replay(platform.settings, [TicketStateProjection()], into=other)

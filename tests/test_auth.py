@@ -264,6 +264,10 @@ def test_token_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> N
     assert cli_main(["api-key", "--name", "acme"]) == 0
     out = capsys.readouterr().out
     assert "TICKETLINE_AUTH_API_KEYS" in out
+    # An entry the services would refuse is never printed.
+    assert cli_main(["api-key", "--name", "acme", "--region", "bad region!"]) == 2
+    assert cli_main(["api-key", "--name", " "]) == 2
+    assert "TICKETLINE_AUTH_API_KEYS" not in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

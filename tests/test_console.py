@@ -87,6 +87,11 @@ async def test_bad_tokens_and_roles(platform: Platform) -> None:
         assert f"{COOKIE}=" in page.headers.get("set-cookie", "")
         fragment = await client.get("/board/columns", headers={"HX-Request": "true"})
         assert fragment.status_code == 401 and fragment.headers["hx-redirect"] == "/sign-in"
+        # Expired seconds ago (inside the verification's clock leeway): the session is
+        # over, as the live stream says — /session sends the page to the sign-in form.
+        client.cookies.set(COOKIE, token_for("auditor", ttl_seconds=-5))
+        session = await client.get("/session", headers={"HX-Request": "true"})
+        assert session.status_code == 401 and session.headers["hx-redirect"] == "/sign-in"
         cross_site = await client.post(
             "/sign-in",
             data={"token": token_for("auditor")},
@@ -404,3 +409,17 @@ async def test_compliance_tallies_equal_feedbacks_summarise(platform: Platform) 
                 assert summarise_tally(key, tallies[key], settings) == expected, (group_by, key)
             total = summarise_tally(None, routes.merged(tallies.values()), settings)
             assert total == summarise(None, mine, settings)
+    # Each rate links to the tickets behind it, or not at all: never to another list (the
+    # row of tickets without a service point linked to every ticket; the six months'
+    # total to month=None).
+    async with console_client(platform) as client:
+        for group_by in ("service_point", "month"):
+            page = (await client.get(f"/compliance?month=2026-11&group_by={group_by}")).text
+            rows = page.split("<tr")[2:]
+            assert "month=None" not in page and "/compliance/tickets?" in page
+            for row in rows:
+                if '<th scope="row">—</th>' in row or (group_by == "month" and "total" in row):
+                    assert "/compliance/tickets?" not in row, (group_by, row[:200])
+                elif group_by == "service_point" and 'class="total"' not in row:
+                    links = row.count("/compliance/tickets?")
+                    assert links and row.count("service_point=") == links, row[:200]

@@ -219,6 +219,8 @@ async def test_impossible_histories_are_row_errors_and_nothing_is_written(
     summary, sink = await import_file(platform, "tickets", path)
     assert summary.status == "refused"
     assert await position(platform) == before
+    # Row 1 was valid: refused with the file, it is not reported imported.
+    assert (summary.tally.imported, summary.tally.events, summary.tally.invalid) == (0, 0, 9)
     found = {(line, field) for line, field, _ in problems(sink)}
     assert {
         (3, "repaired_at"),

@@ -144,3 +144,48 @@ async def test_subscriber_cli_prints_json_lines_and_resumes(platform: Platform, 
     )
     assert len(first + second) == 4 and {e["region"] for e in first + second} == {"east"}
     assert int(position_file.read_text()) == second[-1]["position"]
+
+
+async def test_the_subscriber_stops_on_what_retrying_cannot_fix(
+    platform: Platform, tmp_path
+) -> None:
+    """A filter the service refuses (422), a URL that is not one, a position file that holds
+    no position: the subscriber says so and stops, where it used to retry forever."""
+    import pytest
+
+    from shared.app.subscribe import AccessRefused
+
+    base = {"region": None, "from_beginning": True, "position_file": None, "max_events": 1}
+    async with serve_app(create_app(platform)) as url:
+        with pytest.raises(AccessRefused, match="422 .*unknown event types"):
+            await collect(url, **{**base, "types": ["NoSuchEvent"]})
+        garbage = tmp_path / "position"
+        garbage.write_text("xyz\n")
+        with pytest.raises(AccessRefused, match="does not hold a position"):
+            await collect(url, **{**base, "types": [], "position_file": garbage})
+    with pytest.raises(AccessRefused, match="not a service URL"):
+        await collect("notaurl", **{**base, "types": []})
+
+
+async def test_the_stream_ends_when_its_token_expires(platform: Platform, monkeypatch) -> None:
+    """A request with the token would be refused from then on: so is the open stream."""
+    monkeypatch.setattr(platform.settings.auth, "leeway_seconds", 0)
+    token = token_for("auditor", ttl_seconds=2)
+    lines: list[str] = []
+
+    async def read_all(url: str) -> None:
+        async with httpx.AsyncClient(timeout=30) as client:
+            headers = {"Authorization": f"Bearer {token}"}
+            async with client.stream("GET", f"{url}/streams/events", headers=headers) as answer:
+                assert answer.status_code == 200
+                async for line in answer.aiter_lines():
+                    lines.append(line)
+
+    async with serve_app(create_app(platform)) as url:
+        await asyncio.wait_for(read_all(url), 20)
+        async with httpx.AsyncClient() as client:
+            again = await client.get(
+                f"{url}/streams/events", headers={"Authorization": f"Bearer {token}"}
+            )
+    assert "event: expired" in lines
+    assert again.status_code == 401

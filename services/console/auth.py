@@ -70,6 +70,8 @@ def signed_in(request: Request) -> Principal:
         principal, expires = verify(request, token)
     except InvalidCredentials:
         raise SignInRequired("expired") from None
+    if time.time() >= expires:  # the verification's leeway is for clocks, not for sessions:
+        raise SignInRequired("expired")  # the live stream ends here too (session_alive)
     request.state.session_expires = expires
     request.state.principal = principal
     return require_console_role(principal)

@@ -613,7 +613,7 @@ def check_window(window: tuple[datetime, datetime] | None, now: datetime) -> Non
         return
     start, end = window
     if end <= start:
-        raise InvalidCommand("appointment_end", "the window ends after it starts")
+        raise InvalidCommand("appointment_end", "the window must end after it starts")
     if end <= now:
         raise InvalidCommand("appointment_end", "the window is in the past")
 

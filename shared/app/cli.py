@@ -6,17 +6,27 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
+import uuid
 from collections.abc import Coroutine, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from shared.app.config import ConfigurationError, Settings, describe_invalid_settings
+from shared.app.config import (
+    CommandRefused,
+    ConfigurationError,
+    Settings,
+    describe_invalid_settings,
+    refuse_platform_file,
+)
 from shared.app.importing.cli import add_export_kind, add_import_parser
 from shared.app.observability import configure_logging
 from shared.app.registry import SERVERS, all_projections
 from shared.app.sla_cli import add_arguments as add_sla_arguments
+from shared.eventstore.personal import MasterKeyMismatch
 from shared.http.auth.personal_data import install_log_filter
 from shared.http.auth.tokens import TOKEN_ROLES
 
@@ -108,15 +118,13 @@ def _cmd_project(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
-    from datetime import datetime
     from pathlib import Path
 
-    from shared.app.replay import replay
+    from shared.app.replay import refuse_existing, replay
 
-    until = datetime.fromisoformat(args.until) if args.until else None
-    if until is not None and until.tzinfo is None:
-        print("--until needs a timezone, e.g. 2026-11-20T10:00:00Z", file=sys.stderr)
-        return 2
+    if args.into:
+        refuse_existing(Path(args.into))
+    until = args.until
     projections = all_projections()
     chosen = (
         [projections[n] for n in args.projections]
@@ -143,7 +151,7 @@ def _cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
             {
                 "summary": "replay",
                 "source": source,
-                "until": args.until,
+                "until": until.isoformat() if until else None,
                 "projections": len(results),
                 "events": total_events,
                 "seconds": round(total_seconds, 3),
@@ -337,13 +345,11 @@ def _cmd_subscribe(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _export(settings: Settings, args: argparse.Namespace) -> tuple[bytes, dict[str, Any]]:
-    from datetime import datetime
 
     from shared.app.audit import render, select_events, signing_key, summarise
     from shared.app.platform import Platform
 
-    recorded_from = datetime.fromisoformat(args.from_) if args.from_ else None
-    recorded_to = datetime.fromisoformat(args.to) if args.to else None
+    recorded_from, recorded_to = args.from_, args.to
     platform = Platform.from_settings(settings)
     try:
         envelopes = await platform.db.read(
@@ -375,8 +381,11 @@ def _cmd_export(settings: Settings, args: argparse.Namespace) -> int:
 
         return cmd_export_kind(settings, args)
     args.format = args.format or "jsonl"
-    data, summary = asyncio.run(_export(settings, args))
+    if args.from_ and args.to and args.from_ >= args.to:
+        raise CommandRefused("--from must be before --to")
     out = Path(args.out)
+    refuse_platform_file(settings, out, "--out")
+    data, summary = asyncio.run(_export(settings, args))
     out.write_bytes(data)
     Path(f"{out}.summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary))
@@ -439,6 +448,9 @@ def _cmd_token(settings: Settings, args: argparse.Namespace) -> int:
     from shared.http.auth.tokens import issue_token, parse_duration
 
     try:
+        ttl = parse_duration(args.ttl or settings.auth.token_ttl_default)
+        if ttl <= 0:
+            raise ValueError("--ttl: a token that expires when issued is of no use (e.g. 15m)")
         token = issue_token(
             settings,
             role=args.role,
@@ -446,7 +458,7 @@ def _cmd_token(settings: Settings, args: argparse.Namespace) -> int:
             region=args.region,
             location=args.location,
             scopes=args.scope or None,
-            ttl_seconds=parse_duration(args.ttl or settings.auth.token_ttl_default),
+            ttl_seconds=ttl,
         )
     except ValueError as exc:
         print(f"token: {exc}", file=sys.stderr)
@@ -459,11 +471,13 @@ def _cmd_api_key(_settings: Settings, args: argparse.Namespace) -> int:
     from shared.http.auth.tokens import api_key_entry, new_api_key
 
     key = new_api_key()
+    try:
+        entry = api_key_entry(args.name, key, args.region)
+    except ValueError as exc:
+        print(f"api-key: {exc}", file=sys.stderr)
+        return 2
     print(f"key (give it to the call-center software; it is not stored): {key}")
-    print(
-        f"TICKETLINE_AUTH_API_KEYS entry (merge into the JSON object): "
-        f"{api_key_entry(args.name, key, args.region)}"
-    )
+    print(f"TICKETLINE_AUTH_API_KEYS entry (merge into the JSON object): {entry}")
     return 0
 
 
@@ -491,6 +505,33 @@ def _cmd_rotate_master_key(settings: Settings, args: argparse.Namespace) -> int:
         )
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def aware_time(value: str) -> datetime:
+    """An ISO 8601 time with its timezone (argparse type: a usage error otherwise)."""
+    try:
+        found = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not an ISO 8601 time, e.g. 2026-11-20T10:00:00Z"
+        ) from None
+    if found.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{value!r} needs a timezone, e.g. 2026-11-20T10:00:00Z")
+    return found
+
+
+def ticket_uuid(value: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a ticket id (a UUID)") from None
+
+
+def region_code(value: str) -> str:
+    code = value.strip().lower()
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,31}", code):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a region code, e.g. east")
+    return code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -534,7 +575,10 @@ def _process_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     replay.add_argument("projections", nargs="*", help="names (default: all)")
     replay.add_argument("--source", choices=("ledger", "kafka"), default=None)
     replay.add_argument(
-        "--until", default=None, help="state as of this time (ISO 8601); no comparison"
+        "--until",
+        type=aware_time,
+        default=None,
+        help="state as of this recorded time (ISO 8601 with a timezone); no comparison",
     )
     replay.add_argument(
         "--into", default=None, help="keep the rebuilt SQLite database at this path"
@@ -568,10 +612,12 @@ def _ledger_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
 
 def _audit_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     export = sub.add_parser("export", help="audit export: events with hashes + signed summary")
-    export.add_argument("--ticket", default=None, help="one ticket's events")
-    export.add_argument("--region", default=None)
-    export.add_argument("--from", dest="from_", default=None, help="recorded from (ISO 8601)")
-    export.add_argument("--to", default=None, help="recorded before (ISO 8601)")
+    export.add_argument("--ticket", type=ticket_uuid, default=None, help="one ticket's events")
+    export.add_argument("--region", type=region_code, default=None)
+    export.add_argument(
+        "--from", dest="from_", type=aware_time, default=None, help="recorded from (ISO 8601)"
+    )
+    export.add_argument("--to", type=aware_time, default=None, help="recorded before (ISO 8601)")
     export.add_argument("--format", choices=("jsonl", "csv"), default=None)
     export.add_argument("--out", required=True, help="file to write; FILE.summary.json beside it")
     add_export_kind(export)
@@ -651,6 +697,35 @@ COMMANDS = {
 }
 
 
+# Commands that work on an existing ledger: refused, naming the fix, before they touch a
+# database that is missing or not migrated (which they would otherwise create, empty).
+NEEDS_SCHEMA = frozenset(
+    {"relay", "jobs", "project", "replay", "verify", "checkpoint", "parked", "export"}
+    | {"import", "verify-export", "sla"}
+)
+
+
+def schema_problem(settings: Settings) -> str | None:
+    """Why the configured database cannot serve a command yet, or None."""
+    from concurrent.futures import ThreadPoolExecutor
+    from pathlib import Path
+
+    from shared.eventstore.migrations import schema_is_current
+
+    url = settings.resolved_database_url
+    if settings.is_sqlite:
+        path = Path(url.split(":///", 1)[1])
+        if not path.exists():
+            return (
+                f"no database at {path}: run `ticketline migrate` first "
+                "(or point TICKETLINE_DATA_DIR / DATABASE_URL at the platform's)"
+            )
+    # In a thread: the CLI may be called from code that already runs an event loop.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        current = pool.submit(asyncio.run, schema_is_current(url)).result()
+    return None if current else "the database schema is not current: run `ticketline migrate`"
+
+
 def process_name(args: argparse.Namespace) -> str:
     """The ``service`` field of every log line this process writes."""
     if args.command == "serve":
@@ -670,14 +745,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings, process_name(args))
     install_log_filter()
     known = all_projections()
-    for name in getattr(args, "projections", []) or []:
-        if name not in known:
-            print(f"unknown projection {name!r}; known: {', '.join(known)}", file=sys.stderr)
+    for name in getattr(args, "projections", []) if args.command == "replay" else []:
+        if name not in known:  # (`project` also runs the reactors: it checks its own names)
+            print(
+                f"unknown projection {name!r} (a replay rebuilds read models, not reactors); "
+                f"known: {', '.join(known)}",
+                file=sys.stderr,
+            )
             return 2
+    if getattr(args, "source", None) == "kafka" and not settings.uses_kafka:
+        print(
+            f"ticketline {args.command}: --source kafka needs KAFKA_BOOTSTRAP_SERVERS",
+            file=sys.stderr,
+        )
+        return 2
     try:
+        if args.command in NEEDS_SCHEMA and (problem := schema_problem(settings)):
+            raise CommandRefused(problem)
         return COMMANDS[args.command](settings, args)
-    except ConfigurationError as exc:
+    except (ConfigurationError, MasterKeyMismatch) as exc:
         print(f"Refusing to start: {exc}", file=sys.stderr)
+        return 2
+    except CommandRefused as exc:
+        print(f"ticketline {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.filename is None:
+            raise  # not a path the user gave: a real failure, with its traceback
+        # A path given on the command line that cannot be read or written.
+        print(f"ticketline {args.command}: {exc.strerror}: {exc.filename}", file=sys.stderr)
         return 2
 
 

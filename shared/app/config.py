@@ -338,6 +338,27 @@ def get_settings() -> Settings:
     return Settings()
 
 
+class CommandRefused(ValueError):
+    """A command that would do harm, or cannot do what it was asked: the CLI prints the
+    message and exits 2."""
+
+
+def refuse_platform_file(settings: Settings, path: Path, option: str) -> None:
+    """Refuse to write ``path`` over the live database or another file of the data
+    directory (keys, the database's WAL): an output path given by mistake."""
+    target = path.resolve()
+    own: list[Path] = []
+    if settings.is_sqlite:
+        database = Path(settings.resolved_database_url.split(":///", 1)[1]).resolve()
+        own += [database, Path(f"{database}-wal"), Path(f"{database}-shm")]
+    data_dir = Path(settings.data_dir).resolve()
+    if target in own or (target.exists() and target.parent == data_dir):
+        raise CommandRefused(
+            f"{option} {path}: that is one of the platform's own files (the database or the "
+            f"data directory {data_dir}); give another path"
+        )
+
+
 class ConfigurationError(ValueError):
     """A setting that cannot be used (an unreadable key file, a factory that does not
     load): the process refuses to start with this message, naming the variable."""

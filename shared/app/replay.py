@@ -23,7 +23,7 @@ from typing import Any, TextIO
 from sqlalchemy import Connection, Select, Table, func, select, update
 from sqlalchemy.sql.base import Executable
 
-from shared.app.config import Settings
+from shared.app.config import CommandRefused, Settings
 from shared.app.platform import Platform
 from shared.eventstore.db import Database
 from shared.eventstore.ledger import insert_stored_rows, stored_rows
@@ -39,6 +39,7 @@ class ReplayResult:
     events: int
     seconds: float
     differences: list[str] = field(default_factory=list)
+    compared: bool = True  # False for a state as of a past time: nothing to compare with
 
     @property
     def events_per_second(self) -> float:
@@ -50,8 +51,8 @@ class ReplayResult:
             "events": self.events,
             "seconds": round(self.seconds, 3),
             "events_per_second": round(self.events_per_second, 1),
-            "identical_to_live": not self.differences,
-            "differences": self.differences[:20],
+            "identical_to_live": not self.differences if self.compared else None,
+            "differences": self.differences[:20] if self.compared else None,
         }
 
 
@@ -190,6 +191,16 @@ def diff_tables(
     return differences
 
 
+def refuse_existing(into: Path) -> None:
+    """``--into`` writes a new database: never over a file (the live database given by
+    mistake was emptied)."""
+    if into.exists() or Path(f"{into}-wal").exists():
+        raise CommandRefused(
+            f"--into {into} exists: the replay writes a new database; give a path that does "
+            "not exist (remove an earlier replay's file first)"
+        )
+
+
 async def replay(
     settings: Settings,
     projections: Sequence[Projection],
@@ -199,10 +210,11 @@ async def replay(
     into: Path | None = None,
     show_progress: bool = False,
 ) -> list[ReplayResult]:
+    if into is not None:
+        refuse_existing(into)
     live = Platform.from_settings(settings)
     with tempfile.TemporaryDirectory(prefix="ticketline-replay-") as tmp:
         path = into or Path(tmp) / "replay.db"
-        path.unlink(missing_ok=True)
         url = f"sqlite+aiosqlite:///{path}"
         upgrade(url)
         scratch = Platform.from_settings(Settings(database_url=url, data_dir=settings.data_dir))
@@ -240,7 +252,8 @@ async def replay(
                 if isinstance(chosen, ProgressSource) and not chosen.read:
                     chosen.report(relevant, relevant)  # folded in the database: done at once
                 result = ReplayResult(projection.name, stats.applied, time.perf_counter() - started)
-                if until is None:
+                result.compared = until is None
+                if result.compared:
                     result.differences = await compare_with_live(live.db, scratch.db, projection)
                 results.append(result)
         finally:

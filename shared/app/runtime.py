@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 
 import uvicorn
 
-from shared.app.config import Settings
+from shared.app.config import CommandRefused, Settings
 from shared.app.platform import Platform
 from shared.app.registry import (
     CONSOLE,
@@ -298,6 +298,11 @@ async def run_job(settings: Settings, job: str, names: Sequence[str], source: st
             await asyncio.gather(*(run(platform, stop) for run in all_jobs().values()))
         else:
             projections = all_handlers(platform)
+            if unknown := [n for n in names if n not in projections]:
+                raise CommandRefused(
+                    f"unknown projection or reactor {', '.join(map(repr, unknown))}; known: "
+                    + ", ".join(projections)
+                )
             chosen = [projections[n] for n in names] if names else list(projections.values())
             await run_projector(platform, chosen, stop, source=source)
     finally:

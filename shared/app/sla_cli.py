@@ -55,7 +55,10 @@ def load_terms(path: Path) -> tuple[SlaPolicyDescription, dict[str, CalendarDesc
     else:
         import yaml  # type: ignore[import-untyped]
 
-        data = yaml.safe_load(text)
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a mapping expected")
     policy = data.get("policy", data)
@@ -116,6 +119,10 @@ def render_text(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _json_value(value: object) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
 def run(settings: Settings, args: argparse.Namespace) -> int:
     try:
         result = asyncio.run(report(settings, args))
@@ -129,7 +136,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         print(f"sla what-if: {exc.detail}", file=sys.stderr)
         return 2
     if args.format == "json":
-        print(json.dumps(result, default=str, indent=2))
+        print(json.dumps(result, default=_json_value, indent=2))
     else:
         print(render_text(result))
     return 0

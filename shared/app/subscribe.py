@@ -8,8 +8,10 @@ the consumer group's committed offsets are the position.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -27,14 +29,26 @@ def json_line(envelope: dict[str, Any]) -> str:
 
 
 class AccessRefused(Exception):
-    """401/403/404 from the stream: retrying cannot help."""
+    """A refusal retrying cannot help (401, 403, 404, a 422 naming a bad filter), or a URL
+    that is not one."""
 
 
 def load_position(path: Path | None) -> int | None:
     if path is None or not path.exists():
         return None
     text = path.read_text().strip()
-    return int(text) if text.isdigit() else None
+    if text and not (text.isascii() and text.isdigit()):
+        # Starting over from "now" would silently skip what happened since.
+        raise AccessRefused(f"{path} does not hold a position (a ledger position number)")
+    return int(text) if text else None
+
+
+def _refusal(response: httpx.Response) -> str:
+    detail = ""
+    with contextlib.suppress(ValueError, AttributeError):
+        detail = str(response.json().get("detail") or "")
+    where = f"{response.status_code} from {response.request.url}"
+    return f"{where}: {detail}" if detail else where
 
 
 def save_position(path: Path | None, position: int) -> None:
@@ -53,7 +67,9 @@ async def sse_events(
     if last_id is not None:
         headers["Last-Event-ID"] = str(last_id)
     async with client.stream("GET", url, params=params, headers=headers, timeout=None) as response:
-        response.raise_for_status()
+        if response.is_error:
+            await response.aread()  # the problem's detail, for the message
+            response.raise_for_status()
         event_id: str | None = None
         data: list[str] = []
         async for line in response.aiter_lines():
@@ -103,13 +119,22 @@ async def subscribe_http(
                     if max_events is not None and emitted >= max_events:
                         return emitted
             except httpx.HTTPStatusError as exc:
-                if exc.response.status_code in (401, 403, 404):
-                    raise AccessRefused(
-                        f"{exc.response.status_code} from {exc.request.url}"
-                    ) from None
+                code = exc.response.status_code
+                if 400 <= code < 500 and code not in (408, 429):
+                    raise AccessRefused(_refusal(exc.response)) from None
+                print(
+                    f"subscribe: {_refusal(exc.response)}; retrying in {backoff:g} s",
+                    file=sys.stderr,
+                )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
-            except httpx.TransportError:
+            except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+                raise AccessRefused(f"{base_url}: not a service URL ({exc})") from None
+            except httpx.TransportError as exc:
+                print(
+                    f"subscribe: cannot reach {base_url} ({exc!r}); retrying in {backoff:g} s",
+                    file=sys.stderr,
+                )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
     return emitted

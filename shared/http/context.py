@@ -17,6 +17,7 @@ from functools import lru_cache
 from typing import Annotated
 from uuid import UUID, uuid4
 
+import jwt
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPBearer
 
@@ -164,6 +165,20 @@ def principal_of(request: Request) -> Principal:
     )
     request.state.principal = principal
     return principal
+
+
+def credentials_expire_at(request: Request) -> float | None:
+    """When the request's bearer token stops being accepted (its ``exp`` plus the leeway,
+    as verification counts it), for answers that outlive the request — a stream; None for
+    an API key, which does not expire."""
+    scheme, _, credentials = request.headers.get("authorization", "").strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    try:  # verified already (principal_of): only its expiry is read here
+        exp = jwt.decode(credentials.strip(), options={"verify_signature": False})["exp"]
+    except (jwt.PyJWTError, KeyError):
+        return None
+    return float(exp) + authenticator(request).auth.leeway_seconds
 
 
 def admit(principal: Principal, roles: Collection[str], scope: str | None = None) -> Principal:

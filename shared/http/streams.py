@@ -23,7 +23,7 @@ from shared.eventstore.ledger import row_to_envelope
 from shared.eventstore.tables import events
 from shared.http.app import get_platform
 from shared.http.auth.personal_data import mask_payload
-from shared.http.context import Principal, allow
+from shared.http.context import Principal, allow, credentials_expire_at
 from shared.http.headers import last_event_id
 from shared.http.params import Position, RegionFilter
 from shared.http.problems import problem_doc
@@ -121,12 +121,18 @@ async def stream_events(
     else:
         position = await platform.db.read(platform.store.last_position)
     poll = platform.settings.projector_poll_seconds
+    expires_at = credentials_expire_at(request)
 
     async def generate() -> AsyncIterator[str]:
         nonlocal position
         yield f"retry: 2000\n: streaming after position {position}\n\n"
         quiet_since = time.monotonic()
         while not await request.is_disconnected():
+            if expires_at is not None and time.time() >= expires_at:
+                # The token expired: the stream ends as any request would be refused (the
+                # client reconnects with a new one, from its Last-Event-ID).
+                yield "event: expired\ndata: the token expired\n\n"
+                return
             found = await read_after(platform, position, region_filter, chosen, batch)
             for event in found:
                 yield format_sse(event, masked=masked)

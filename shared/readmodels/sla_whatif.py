@@ -131,7 +131,7 @@ def what_if(
     the candidate's; per region and per service point (the ticket's latest dispatch)."""
     start, end = received
     if end <= start:
-        raise InvalidCommand("received_to", "the period ends after it starts")
+        raise InvalidCommand("received_to", "the period must end after it starts")
     alternative = _terms(reader, chosen)
     groups: dict[tuple[str, str | None], tuple[Tally, Tally]] = {}
     total = (Tally(), Tally())

@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from shared.app.config import Settings
+from shared.app.config import Settings, refuse_platform_file
 from shared.app.importing.engine import ImportRequest, new_summary, run_import
 from shared.app.importing.report import ProblemSink
 from shared.eventstore.bulk import bulk_gc
@@ -127,6 +127,7 @@ async def _export(settings: Settings, args: argparse.Namespace) -> int:
         print(f"export: {exc.message}", file=sys.stderr)
         return 2
     fmt = "jsonl" if args.format == "jsonl" else "csv"
+    refuse_platform_file(settings, Path(args.out), "--out")
     platform = Platform.from_settings(settings)
     try:
         now = platform.clock.now()

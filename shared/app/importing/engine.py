@@ -222,6 +222,7 @@ async def _check(job: _Job, spool: Spool | None) -> bool:
     if sink.count:
         summary.status = "refused"
         summary.message = f"{sink.count} problem(s) in {tally.invalid} row(s): nothing imported"
+        tally.imported = tally.events = 0  # the valid rows were not written either
         return False
     return True
 

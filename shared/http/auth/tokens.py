@@ -31,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-from shared.app.config import AuthSettings, Settings
+from shared.app.config import ApiKeyEntry, AuthSettings, Settings
 from shared.kernel.text import check_text
 
 # Roles a token may carry ("system" is the platform's own actor, never a caller).
@@ -333,12 +333,25 @@ class Authenticator:
                 found = candidate
         if found is None:
             raise InvalidCredentials("unknown API key")
-        claims: dict[str, Any] = {"sub": f"apikey:{found.name}", "role": found.role}
-        if found.region is not None:
-            claims["region"] = found.region
-        return validate_claims(claims)
+        return validate_claims(_api_key_claims(found))
+
+
+def _api_key_claims(entry: ApiKeyEntry) -> dict[str, Any]:
+    claims: dict[str, Any] = {"sub": f"apikey:{entry.name}", "role": entry.role}
+    if entry.region is not None:
+        claims["region"] = entry.region
+    return claims
 
 
 def api_key_entry(name: str, key: str, region: str | None = None) -> str:
-    """The ``TICKETLINE_AUTH_API_KEYS`` JSON for one key (only its hash is stored)."""
-    return json.dumps({api_key_hash(key): {"name": name, "region": region}})
+    """The ``TICKETLINE_AUTH_API_KEYS`` JSON for one key (only its hash is stored); an
+    entry the services would refuse (a region or name outside the claims schema) raises
+    ValueError naming it."""
+    if not name.strip():
+        raise ValueError("--name: the software's name, e.g. acme-callcenter")
+    entry = ApiKeyEntry(name=name.strip(), region=region.lower() if region else None)
+    try:
+        validate_claims(_api_key_claims(entry))
+    except InvalidCredentials as exc:
+        raise ValueError(str(exc)) from None
+    return json.dumps({api_key_hash(key): entry.model_dump(exclude={"role"})})

@@ -93,7 +93,7 @@ class Shift(BaseModel):
     @model_validator(mode="after")
     def _ordered(self) -> Shift:
         if self.end <= self.start:
-            raise ValueError("a shift ends after it starts (split overnight shifts in two)")
+            raise ValueError("a shift must end after it starts (split overnight shifts in two)")
         return self
 
 
