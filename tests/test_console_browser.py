@@ -71,6 +71,10 @@ async def test_board_goes_live_and_every_page_renders_offline(
         page = await context.new_page()  # type: ignore[attr-defined]
         page.set_default_timeout(TIMEOUT_MS)
         await sign_in(page, console, token_for("auditor", subject="carol"))
+        # Signed in (the sign-in page itself answers 401), nothing errs in the browser's
+        # console (a missing favicon did, on every first load).
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         await page.locator("#board-columns").wait_for()
         await screenshot(page, "board")
         # The page has an SSE connection; a ticket opened over the API appears on the
@@ -102,6 +106,7 @@ async def test_board_goes_live_and_every_page_renders_offline(
             await page.goto(f"{console}{path}")
             await page.locator(ready).first.wait_for()
             await screenshot(page, name)
+        assert errors == [], errors
         # The audit verification runs and reports.
         await page.get_by_role("button", name=re.compile("立即校验|Verify now")).click()
         await page.locator(".verify.ok").wait_for()
