@@ -189,3 +189,17 @@ async def test_cli_verify_with_checkpoints(
     out = json.loads(capsys.readouterr().out)
     assert [link["kind"] for link in out["broken"]] == ["checkpoint"]
     assert "not in the ledger as it was published" in out["broken"][0]["detail"]
+    # A file without a checkpoint checks nothing: not "ok". A key without a file, or a
+    # key file that is not one: a message, not a traceback.
+    empty = tmp_path / "none.jsonl"
+    empty.write_text('{"event_type": "TicketReceived"}\n')
+    assert await asyncio.to_thread(main, ["verify", "--checkpoints", str(empty)]) == 1
+    assert "no checkpoint event" in json.dumps(json.loads(capsys.readouterr().out))
+    assert await asyncio.to_thread(main, ["verify", "--public-key", str(key)]) == 2
+    assert (
+        await asyncio.to_thread(
+            main, ["verify", "--checkpoints", str(saved), "--public-key", str(empty)]
+        )
+        == 2
+    )
+    assert "Traceback" not in capsys.readouterr().err

@@ -423,3 +423,16 @@ async def test_compliance_tallies_equal_feedbacks_summarise(platform: Platform) 
                 elif group_by == "service_point" and 'class="total"' not in row:
                     links = row.count("/compliance/tickets?")
                     assert links and row.count("service_point=") == links, row[:200]
+
+
+@SQLITE
+async def test_a_page_cursor_the_console_did_not_write_is_a_bad_request(platform: Platform) -> None:
+    async with console_client(platform) as client:
+        for path in (
+            "/board?status=received&after=garbage",
+            "/board?status=received&after=x|y",  # a deadline column: x is no time
+            "/sla?state=breached&after=garbage",
+            "/compliance/tickets?month=2026-11&after=garbage",
+        ):
+            answer = await client.get(path)
+            assert answer.status_code == 400, (path, answer.status_code)

@@ -90,3 +90,20 @@ def test_run_starts_every_service_and_stops_cleanly(tmp_path) -> None:
             process.kill()
             raise
     assert process.returncode == 0
+
+
+def test_run_on_a_taken_port_says_which_and_how_to_change_it(tmp_path, monkeypatch, capsys) -> None:
+    import socket
+
+    from shared.app.cli import main as cli_main
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        monkeypatch.setenv("TICKETLINE_DATA_DIR", str(tmp_path))
+        monkeypatch.setenv("TICKETLINE_HOST", "127.0.0.1")
+        monkeypatch.setenv("TICKETLINE_DISPATCH_PORT", str(taken.getsockname()[1]))
+        assert cli_main(["run"]) == 2
+    err = capsys.readouterr().err
+    assert "dispatch: cannot listen on 127.0.0.1:" in err and "TICKETLINE_DISPATCH_PORT" in err
+    assert "Traceback" not in err

@@ -20,7 +20,7 @@ from services.console.auth import COOKIE, ConsoleForbidden, SignInRequired
 from services.console.routes import render, router, sign_in_page
 from shared.app.platform import Platform
 from shared.http.app import create_service_app
-from shared.kernel.errors import NotFound
+from shared.kernel.errors import InvalidCommand, NotFound
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
@@ -67,7 +67,8 @@ def create_app(platform: Platform | None = None) -> FastAPI:
         return render(request, "error.html", status_code=404, kind="not_found", viewer=None)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> HTMLResponse:
+    @app.exception_handler(InvalidCommand)  # e.g. a page cursor this console did not write
+    async def _invalid(request: Request, exc: Exception) -> HTMLResponse:
         return render(request, "error.html", status_code=400, kind="bad_request", viewer=None)
 
     @app.exception_handler(HTTPException)

@@ -35,6 +35,7 @@ from shared.app.platform import Platform
 from shared.eventstore.ledger import row_to_envelope
 from shared.eventstore.outbox import outbox_backlog
 from shared.eventstore.tables import events, projection_checkpoints
+from shared.kernel.errors import InvalidCommand
 from shared.kernel.events.envelope import GENESIS_HASH, EventEnvelope
 from shared.readmodels.ticket_state import ticket_state
 
@@ -150,6 +151,20 @@ def decode_cursor(cursor: str | None) -> tuple[bool, datetime | str | None, str]
         return True, value, ident
 
 
+def cursor_position(after: str | None, order: Any) -> tuple[bool, Any, str] | None:
+    """``after`` decoded for a list ordered by ``order``; a value of another type than the
+    column's (text where a time is) is no cursor of this list."""
+    position = decode_cursor(after)
+    column_type = getattr(order.type, "impl", order.type)  # UtcDateTime decorates DateTime
+    try:
+        is_time = column_type.python_type is datetime
+    except NotImplementedError:
+        is_time = False
+    if position is not None and position[0] and is_time != isinstance(position[1], datetime):
+        raise InvalidCommand("after", "not a cursor of this list")
+    return position
+
+
 def keyset_page(
     conn: Connection,
     columns: Sequence[Any],
@@ -164,7 +179,7 @@ def keyset_page(
     order), then those without one (NULL, by ident) — the same on SQLite and PostgreSQL,
     and each part walks an index on (order, ident) without sorting. ``nulls``: whether
     rows without a value can match at all (not for a NOT NULL column or a range on it)."""
-    position = decode_cursor(after)
+    position = cursor_position(after, order)
     rows: list[Any] = []
     if position is not None and not position[0] and not nulls:
         return [], None
@@ -200,6 +215,7 @@ def merged_keyset_page(
 ) -> tuple[list[Any], str | None]:
     """:func:`keyset_page` over several partitions (statuses, regions) merged in the same
     order: each partition is one index walk, so no query sorts."""
+    cursor_position(after, order)  # refused even when no partition is walked
     rows: list[Any] = []
     more = False
     for conditions in partitions:

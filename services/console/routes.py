@@ -36,6 +36,8 @@ from shared.http.context import Principal, require_region
 from shared.http.disclosure import Disclosure, open_rows
 from shared.kernel.errors import NotFound
 
+# A page's cursor as the console writes it (queries.encode_cursor): value|id.
+CURSOR_PATTERN = r"^[^|]+\|[^|]+$"
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 
@@ -310,7 +312,7 @@ async def board(
     service_point: str | None = Query(default=None, max_length=100),
     urgency: Literal["normal", "urgent", "critical", ""] | None = None,
     status: Literal[queries.OPEN_STATUSES] | None = None,  # type: ignore[valid-type]
-    after: str | None = Query(default=None, max_length=200),
+    after: str | None = Query(default=None, pattern=CURSOR_PATTERN, max_length=200),
     principal: Principal = Depends(signed_in),
     platform: Platform = Depends(get_platform),
 ) -> HTMLResponse:
@@ -444,7 +446,7 @@ async def sla(
     region: str | None = Query(default=None, max_length=32),
     kind: Literal["response", "resolution"] = "response",
     state: Literal["breached", "at_risk"] = "breached",
-    after: str | None = Query(default=None, max_length=200),
+    after: str | None = Query(default=None, pattern=CURSOR_PATTERN, max_length=200),
     principal: Principal = Depends(signed_in),
     platform: Platform = Depends(get_platform),
 ) -> HTMLResponse:
@@ -575,7 +577,7 @@ async def compliance_tickets(
     rate: Literal[tuple(queries.RATE_FILTERS)] = "compliance",  # type: ignore[valid-type]
     region: str | None = Query(default=None, max_length=32),
     service_point: str | None = Query(default=None, max_length=100),
-    after: str | None = Query(default=None, max_length=64),
+    after: str | None = Query(default=None, pattern=CURSOR_PATTERN, max_length=64),
     principal: Principal = Depends(signed_in),
     platform: Platform = Depends(get_platform),
 ) -> HTMLResponse:

@@ -95,7 +95,10 @@ def public_pem(key: Ed25519PublicKey) -> str:
 
 
 def load_public(pem: bytes) -> Ed25519PublicKey:
-    key = serialization.load_pem_public_key(pem)
+    try:
+        key = serialization.load_pem_public_key(pem)
+    except ValueError:
+        raise ValueError("not a PEM public key") from None
     if not isinstance(key, Ed25519PublicKey):
         raise ValueError("not an Ed25519 public key")
     return key
@@ -224,4 +227,7 @@ def read_held(path: Path, key: Ed25519PublicKey) -> HeldFile:
             held.problems.append(f"line {number}: the signature is not the platform key's")
         else:
             held.checkpoints.append(HeldCheckpoint(event))
+    if not held.checkpoints and not held.problems:
+        # Nothing to check the ledger against: "ok" would claim a check that never ran.
+        held.problems.append(f"{path}: no checkpoint event (LedgerCheckpointed) in the file")
     return held

@@ -38,7 +38,7 @@ def _cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
     from shared.eventstore.migrations import upgrade
 
     upgrade(settings.resolved_database_url)
-    print(f"schema is current ({settings.resolved_database_url})")
+    print(f"schema created or upgraded, now current ({settings.resolved_database_url})")
     return 0
 
 
@@ -193,8 +193,13 @@ def _cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
     from shared.app.checkpoints import load_public, read_held, verifying_key
 
     held = None
+    if args.public_key and args.checkpoints is None:
+        raise CommandRefused("--public-key checks --checkpoints FILE: give both")
     if args.checkpoints is not None:
-        key = load_public(Path(args.public_key).read_bytes()) if args.public_key else None
+        try:
+            key = load_public(Path(args.public_key).read_bytes()) if args.public_key else None
+        except ValueError as exc:
+            raise CommandRefused(f"--public-key {args.public_key}: {exc}") from None
         key = key or verifying_key(settings)
         if key is None:
             print("verify: no signing key here; give --public-key FILE", file=sys.stderr)
@@ -379,6 +384,11 @@ def _cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     if args.kind:
         from shared.app.importing.cli import cmd_export_kind
 
+        if args.ticket or args.region or args.from_ or args.to:
+            raise CommandRefused(
+                "--ticket, --region, --from and --to select an audit export's events; "
+                "--kind exports a whole kind"
+            )
         return cmd_export_kind(settings, args)
     args.format = args.format or "jsonl"
     if args.from_ and args.to and args.from_ >= args.to:
@@ -520,6 +530,17 @@ def aware_time(value: str) -> datetime:
     return found
 
 
+def positive_int(value: str) -> int:
+    """A whole number of 1 or more (argparse type)."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: a whole number of 1 or more")
+    return number
+
+
 def ticket_uuid(value: str) -> str:
     try:
         return str(uuid.UUID(value))
@@ -563,7 +584,9 @@ def _process_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[
         choices=("republish",),
         help="republish: queue the history again (a rebuilt or emptied topic), then exit",
     )
-    relay.add_argument("--from-position", type=int, default=1, help="republish from here")
+    relay.add_argument(
+        "--from-position", type=positive_int, default=1, help="republish from here (1 or more)"
+    )
     sub.add_parser("jobs", help="periodic jobs: SLA clocks, overdue returns, checkpoints")
     project = sub.add_parser("project", help="keep projections up to date")
     project.add_argument("projections", nargs="*", help="names (default: all)")

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import Iterator, Sequence
 
 import uvicorn
@@ -197,11 +198,28 @@ async def run_relay(platform: Platform, stop: asyncio.Event) -> None:
     await relay.run(stop, poll_seconds=settings.relay_poll_seconds)
 
 
+def refuse_taken_ports(settings: Settings, names: Sequence[str]) -> None:
+    """Each server's port free on its host, or a message naming the variable to change
+    (uvicorn would exit mid-start with a traceback in the log)."""
+    for name in names:
+        port = service_port(settings, name)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((settings.host, port))
+            except OSError as exc:
+                raise CommandRefused(
+                    f"{name}: cannot listen on {settings.host}:{port} ({exc.strerror}); set "
+                    f"TICKETLINE_{name.upper()}_PORT to a free port"
+                ) from None
+
+
 async def run_embedded(settings: Settings, *, print_fn=print) -> None:  # type: ignore[no-untyped-def]
     """All four services, the console, the projector and (with Kafka configured) the relay, in one
     process — the embedded default behind ``make run``."""
     from shared.eventstore.migrations import upgrade
 
+    refuse_taken_ports(settings, SERVERS)
     upgrade(settings.resolved_database_url)
     platform = Platform.from_settings(settings)
     await personal_data_ready(platform)

@@ -26,6 +26,13 @@ KIND_HELP = (
 )
 
 
+def _batch_size(value: str) -> int:
+    number = int(value) if value.isdigit() else 0
+    if not 1 <= number <= 100_000:
+        raise argparse.ArgumentTypeError(f"{value!r}: 1 to 100000 rows")
+    return number
+
+
 def add_import_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "import",
@@ -44,7 +51,7 @@ def add_import_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--format", choices=("csv", "jsonl"), default=None, help="default: by extension")
     p.add_argument("--timezone", default=None, help="zone of times written without an offset")
     p.add_argument("--report", default=None, help="error report (default: FILE.errors.csv)")
-    p.add_argument("--batch-size", type=int, default=500, help="rows per transaction")
+    p.add_argument("--batch-size", type=_batch_size, default=500, help="rows per transaction")
     p.add_argument(
         "--operator", default=None, help="who imports (default: $TICKETLINE_OPERATOR or the login)"
     )
