@@ -38,6 +38,8 @@ from shared.kernel.errors import NotFound
 
 # A page's cursor as the console writes it (queries.encode_cursor): value|id.
 CURSOR_PATTERN = r"^[^|]+\|[^|]+$"
+# The compliance ticket list pages by ticket number.
+TICKET_NUMBER_CURSOR = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 
@@ -577,7 +579,7 @@ async def compliance_tickets(
     rate: Literal[tuple(queries.RATE_FILTERS)] = "compliance",  # type: ignore[valid-type]
     region: str | None = Query(default=None, max_length=32),
     service_point: str | None = Query(default=None, max_length=100),
-    after: str | None = Query(default=None, pattern=CURSOR_PATTERN, max_length=64),
+    after: str | None = Query(default=None, pattern=TICKET_NUMBER_CURSOR, max_length=64),
     principal: Principal = Depends(signed_in),
     platform: Platform = Depends(get_platform),
 ) -> HTMLResponse:
