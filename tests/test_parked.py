@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import pytest
 from sqlalchemy import Connection, select
 
+from shared.app.platform import Platform
 from shared.eventstore.applied import PARKED, RETRIED, SKIPPED, parked_counts, parked_list
 from shared.eventstore.db import Database
 from shared.eventstore.ledger import EventStore
@@ -185,3 +187,16 @@ async def test_the_ledger_pump_parks_what_keeps_failing_and_moves_on(
         assert await db.read(lambda conn, n=name: read_checkpoint(conn, n)) == head
     assert (a, 1) in fussy.applied and (a, 2) in fussy.applied
     assert not any(sid == b for sid, _ in fussy.applied)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_the_parked_command_says_what_its_ids_are_for(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from shared.app.cli import main as cli_main
+
+    monkeypatch.setenv("TICKETLINE_DATABASE_URL", platform.settings.resolved_database_url)
+    monkeypatch.setenv("TICKETLINE_DATA_DIR", str(platform.settings.data_dir))
+    assert cli_main(["parked", "retry"]) == 2  # used to do nothing and exit 0
+    assert cli_main(["parked", "list", "5"]) == 2  # used to ignore the id
+    assert "parked list" in capsys.readouterr().err

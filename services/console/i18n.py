@@ -33,6 +33,10 @@ LABELS: dict[str, tuple[str, str]] = {
         "Your sign-in expired or the token is invalid: sign in again.",
     ),
     "token_invalid": ("令牌无效", "The token is not valid"),
+    "sign_in_elsewhere": (
+        "只能从本控制台的登录页登录。",
+        "Sign in from this console's own sign-in page.",
+    ),
     "forbidden": ("无权访问", "Not allowed"),
     "forbidden_detail": (
         "此控制台仅供审计、区域中心、管理员和调度员使用。",

@@ -209,7 +209,7 @@ async def sign_in(request: Request) -> Response:
     target = safe_next((form.get("next") or [None])[0])
     t = translator(locale_of(request))
     if not same_origin(request):
-        return sign_in_page(request, status_code=403, error=t("token_invalid"))
+        return sign_in_page(request, status_code=403, error=t("sign_in_elsewhere"))
     try:
         principal, expires = verify(request, token)
     except InvalidCredentials as exc:

@@ -290,6 +290,12 @@ async def _parked(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_parked(settings: Settings, args: argparse.Namespace) -> int:
     from shared.eventstore.runner import ParkedNotOpen
 
+    if args.action == "list" and args.ids:
+        raise CommandRefused("list takes no ids (retry and skip do)")
+    if args.action != "list" and not args.ids:
+        raise CommandRefused(
+            f"{args.action}: give the parked event ids (see `ticketline parked list`)"
+        )
     try:
         return asyncio.run(_parked(settings, args))
     except ParkedNotOpen as exc:
