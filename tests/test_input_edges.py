@@ -139,3 +139,34 @@ async def test_a_method_not_allowed_names_every_method_of_the_path(platform: Pla
     assert response.status_code == 405
     assert response.headers["content-type"].startswith("application/problem+json")
     assert response.headers["allow"] == "GET, POST"
+
+
+@SQLITE
+async def test_a_concurrent_append_is_decided_again_unless_if_match_named_a_version(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reactor appending to the ticket between a command's read and its append made the
+    command answer 409 'expected_version' to a caller who named no version."""
+    from shared.eventstore.ledger import ConcurrencyError
+
+    tid = await open_ticket(platform)
+    real_append = platform.store.append
+    conflicts = {"left": 0}
+
+    def append(conn: Any, appends: Any, context: Any, **kw: Any) -> Any:
+        if conflicts["left"]:
+            conflicts["left"] -= 1
+            raise ConcurrencyError(tid, 1, None)  # as if another writer got in first
+        return real_append(conn, appends, context, **kw)
+
+    monkeypatch.setattr(platform.store, "append", append)
+    diagnosis = {"category": "wear", "complexity": "simple", "resolution_path": "on_site"}
+    async with service_client("intake", platform) as agent:
+        conflicts["left"] = 1
+        decided = await agent.post(f"/tickets/{tid}/diagnosis", json=diagnosis)
+        assert decided.status_code == 200, decided.text
+        conflicts["left"] = 1
+        stale = await agent.post(
+            f"/tickets/{tid}/diagnosis", json=diagnosis, headers={"If-Match": '"2"'}
+        )
+    assert stale.status_code == 409 and stale.json()["rule"] == "expected_version"

@@ -189,3 +189,39 @@ async def test_the_stream_ends_when_its_token_expires(platform: Platform, monkey
             )
     assert "event: expired" in lines
     assert again.status_code == 401
+
+
+async def test_the_kafka_subscriber_stops_after_max_events_and_resumes_there(broker) -> None:  # type: ignore[no-untyped-def]
+    """It printed every message of a batch whatever --max-events said, and committed them."""
+    from aiokafka import AIOKafkaProducer
+
+    from shared.app.subscribe import subscribe_kafka
+    from shared.eventstore.kafka import ensure_topics
+
+    topic = "maxev.tickets"
+    await ensure_topics(broker.bootstrap_servers, [topic], partitions=1)
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers)
+    await producer.start()
+    try:
+        for n in range(5):
+            body = json.dumps({"n": n}).encode()
+            await producer.send_and_wait(topic, body, key=b"t", headers=[("region", b"east")])
+    finally:
+        await producer.stop()
+
+    async def take(count: int) -> list[int]:
+        out: list[dict] = []
+        await subscribe_kafka(
+            broker.bootstrap_servers,
+            [topic],
+            group_id="maxev-center",
+            region=None,
+            types=[],
+            from_beginning=True,
+            emit=out.append,
+            max_events=count,
+        )
+        return [e["n"] for e in out]
+
+    assert await asyncio.wait_for(take(2), 30) == [0, 1]
+    assert await asyncio.wait_for(take(3), 30) == [2, 3, 4]

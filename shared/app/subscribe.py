@@ -153,6 +153,7 @@ async def subscribe_kafka(
 ) -> int:
     """Kafka consumer group; the region header lets the filter skip decoding."""
     from aiokafka import AIOKafkaConsumer
+    from aiokafka.structs import OffsetAndMetadata
 
     consumer = AIOKafkaConsumer(
         *topics,
@@ -166,8 +167,14 @@ async def subscribe_kafka(
     try:
         while max_events is None or emitted < max_events:
             batch = await consumer.getmany(timeout_ms=1000)
-            for messages in batch.values():
+            # Offsets committed are those of the messages handled: stopping at
+            # ``max_events`` inside a batch leaves the rest for the next run.
+            handled: dict[Any, OffsetAndMetadata] = {}
+            for partition, messages in batch.items():
                 for m in messages:
+                    if max_events is not None and emitted >= max_events:
+                        break
+                    handled[partition] = OffsetAndMetadata(m.offset + 1, "")
                     head = {k: v.decode() for k, v in (m.headers or [])}
                     # Signed ledger checkpoints belong to no region: every center keeps them.
                     regional = head.get("stream_type") != "ledger"
@@ -177,8 +184,8 @@ async def subscribe_kafka(
                         continue
                     emit(json.loads(m.value))
                     emitted += 1
-            if batch:
-                await consumer.commit()
+            if handled:
+                await consumer.commit(handled)
     finally:
         await consumer.stop()
     return emitted

@@ -24,6 +24,7 @@ from sqlalchemy import Connection
 
 from shared.app.executor import Handling, Invocation
 from shared.app.platform import Platform
+from shared.eventstore.ledger import ConcurrencyError
 from shared.http.context import (
     ApiKey,
     Bearer,
@@ -59,16 +60,33 @@ class CommandCall:
         command: Callable[[Connection], CommandResponse],
     ) -> JSONResponse:
         """Run ``command`` idempotently under ``scope`` (narrowed to the caller), keyed
-        by the request ``body``, and answer with its response."""
-        response = await run_idempotent(
-            self.platform.db,
-            scope=self.principal.idempotency_scope(f"{self.service}:{scope}"),
-            key=self.idempotency_key,
-            request_body=body.model_dump(mode="json") if body is not None else {},
-            command=command,
-            now=self.platform.clock.now(),
-        )
-        return to_response(response)
+        by the request ``body``, and answer with its response.
+
+        Without ``If-Match`` the caller named no version: when another writer (a reactor,
+        another replica) appended to the stream between this command's read and its
+        append, the command decides again on the stream as it now is — up to
+        ``CONFLICT_RETRIES`` times — instead of answering 409 for a version nobody gave."""
+        for attempt in range(1, CONFLICT_RETRIES + 1):
+            try:
+                response = await run_idempotent(
+                    self.platform.db,
+                    scope=self.principal.idempotency_scope(f"{self.service}:{scope}"),
+                    key=self.idempotency_key,
+                    request_body=body.model_dump(mode="json") if body is not None else {},
+                    command=command,
+                    now=self.platform.clock.now(),
+                )
+            except ConcurrencyError:
+                expected = self.handling.invocation.expected_version
+                if expected is not None or attempt == CONFLICT_RETRIES:
+                    raise
+                continue
+            return to_response(response)
+        raise AssertionError("unreachable")
+
+
+# Decisions made again when a concurrent append got in first (no If-Match given).
+CONFLICT_RETRIES = 3
 
 
 def command_call(
