@@ -188,3 +188,25 @@ async def test_kafka_projector_records_its_applied_position_in_ledger_terms(
     await db.write(lambda c: runner.apply(c, projection, fill))
     assert await impatient.check(projection) == []
     assert await db.read(lambda c: read_checkpoint(c, "ticket_state")) == 4
+
+
+def test_a_broker_away_logs_each_aiokafka_message_once_per_interval() -> None:
+    """Reconnect attempts are logged tens of times a second per consumer while the broker is
+    away; the handler lets one of each through per interval, and every other logger's."""
+    import logging
+
+    from shared.app.observability import BrokerLogThrottle
+
+    now = [0.0]
+    throttle = BrokerLogThrottle(seconds=10.0, clock=lambda: now[0])
+
+    def record(name: str, msg: str) -> logging.LogRecord:
+        return logging.LogRecord(name, logging.ERROR, __file__, 1, msg, ("111", "refused"), None)
+
+    unable = "Unable connect to node with id %s: %s"
+    passed = [throttle.filter(record("aiokafka.conn", unable)) for _ in range(50)]
+    assert passed.count(True) == 1
+    assert throttle.filter(record("aiokafka.conn", "Another message %s %s"))
+    assert all(throttle.filter(record("ticketline.http", unable)) for _ in range(3))
+    now[0] = 10.5
+    assert throttle.filter(record("aiokafka.conn", unable))  # the next interval: once again

@@ -13,6 +13,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
@@ -71,6 +72,29 @@ class _TextFormatter(logging.Formatter):
         return f"{line} [{cid}]" if cid else line
 
 
+class BrokerLogThrottle(logging.Filter):
+    """Each aiokafka message (by its template) at most once per ``seconds``. With the broker
+    away, every consumer and producer logs each reconnect attempt, tens a second: a black-
+    box run wrote 115k lines in 90 s per projector, and the process spent its loop on them."""
+
+    def __init__(self, seconds: float = 10.0, clock: Callable[[], float] = time.monotonic):
+        super().__init__()
+        self.seconds, self.clock = seconds, clock
+        self._last: dict[tuple[str, str], float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("aiokafka"):
+            return True
+        key, now = (record.name, str(record.msg)), self.clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self.seconds:
+            return False
+        if len(self._last) > 1000:  # bounded: templates are few, but never trust that
+            self._last.clear()
+        self._last[key] = now
+        return True
+
+
 def configure_logging(settings: Settings, service: str) -> None:
     """Log to stderr as JSON (default) or plain text."""
     handler = logging.StreamHandler(sys.stderr)
@@ -81,6 +105,7 @@ def configure_logging(settings: Settings, service: str) -> None:
             _TextFormatter(f"%(asctime)s %(levelname)s {service} %(name)s %(message)s")
         )
     handler._ticketline = True  # type: ignore[attr-defined]
+    handler.addFilter(BrokerLogThrottle())
     root = logging.getLogger()
     for old in list(root.handlers):  # ours from an earlier call; test harness handlers stay
         if getattr(old, "_ticketline", False):
