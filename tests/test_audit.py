@@ -248,6 +248,7 @@ async def test_outputs_never_overwrite_the_live_database_or_an_existing_file(
         ["replay", "--quiet", "--into", live],
         ["replay", "--quiet", "--into", str(other)],
         ["export", "--out", live],
+        ["export", "--out", str(platform.settings.data_dir / "personal-data-master.key")],
     ):
         assert cli_main(argv) == 2, argv
         assert "ticketline " in capsys.readouterr().err

@@ -352,7 +352,11 @@ def refuse_platform_file(settings: Settings, path: Path, option: str) -> None:
         database = Path(settings.resolved_database_url.split(":///", 1)[1]).resolve()
         own += [database, Path(f"{database}-wal"), Path(f"{database}-shm")]
     data_dir = Path(settings.data_dir).resolve()
-    if target in own or (target.exists() and target.parent == data_dir):
+    # The platform's own files there: the database (SQLite), its keys (.key, .pem).
+    platform_file = target.parent == data_dir and (
+        target.name.startswith("ticketline.db") or target.suffix in (".key", ".pem")
+    )
+    if target in own or platform_file:
         raise CommandRefused(
             f"{option} {path}: that is one of the platform's own files (the database or the "
             f"data directory {data_dir}); give another path"
