@@ -739,11 +739,12 @@ def schema_problem(settings: Settings) -> str | None:
     from concurrent.futures import ThreadPoolExecutor
     from pathlib import Path
 
+    from shared.eventstore.db import sqlite_path
     from shared.eventstore.migrations import schema_is_current
 
     url = settings.resolved_database_url
     if settings.is_sqlite:
-        path = Path(url.split(":///", 1)[1])
+        path = Path(sqlite_path(url))
         if not path.exists():
             return (
                 f"no database at {path}: run `ticketline migrate` first "

@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.eventstore.db import sqlite_path
 from shared.kernel.events.sla import DEFAULT_PAUSE_REASONS, EscalationLevel, LadderStep
 from shared.kernel.sla import SlaPolicy, Step
 
@@ -349,7 +350,7 @@ def refuse_platform_file(settings: Settings, path: Path, option: str) -> None:
     target = path.resolve()
     own: list[Path] = []
     if settings.is_sqlite:
-        database = Path(settings.resolved_database_url.split(":///", 1)[1]).resolve()
+        database = Path(sqlite_path(settings.resolved_database_url)).resolve()
         own += [database, Path(f"{database}-wal"), Path(f"{database}-shm")]
     data_dir = Path(settings.data_dir).resolve()
     # The platform's own files there: the database (SQLite), its keys (.key, .pem).
