@@ -17,8 +17,10 @@ from sqlalchemy import Connection, event
 
 from services.console import queries, routes
 from services.console.auth import COOKIE
+from services.dispatch.projections import SLA_CLOCKS
 from shared.app.platform import Platform
 from shared.app.registry import app_factory
+from shared.kernel.clock import ManualClock
 from tests.support.auth import token_for
 from tests.support.lifecycle import Lifecycle, project_feedback
 
@@ -287,6 +289,7 @@ async def test_every_console_query_uses_an_index(platform: Platform, life: Lifec
         "feedback_compliance_tickets",
         "feedback_repairs",
         "feedback_quality_alerts",
+        "dispatch_sla_clocks",
     )
     problems = []
 
@@ -436,3 +439,58 @@ async def test_a_page_cursor_the_console_did_not_write_is_a_bad_request(platform
         ):
             answer = await client.get(path)
             assert answer.status_code == 400, (path, answer.status_code)
+
+
+def _summary_row(html: str, region: str) -> list[int]:
+    """The SLA page's summary figures of a region: response breached, due soon,
+    resolution breached, due soon."""
+    row = re.search(
+        rf'<tr><th scope="row"><a href="/sla\?region={region}[^"]*">{region}</a></th>(.*?)</tr>',
+        html,
+        re.S,
+    )
+    assert row is not None, html
+    return [int(n) for n in re.findall(r"<td[^>]*>(\d+)</td>", row.group(1))]
+
+
+def _card(html: str, ticket_id: str) -> str:
+    found = re.search(
+        rf'<li class="card (card-\w+)" data-ticket="{ticket_id}">(.*?)</li>', html, re.S
+    )
+    assert found is not None, html
+    return found.group(1) + found.group(2)
+
+
+async def test_the_sla_pages_follow_the_clock_not_the_recorded_deadline(
+    platform: Platform, life: Lifecycle, dispatch: httpx.AsyncClient, clock: ManualClock
+) -> None:
+    """A paused ticket is never shown breached or at risk (its clock never breaches), and a
+    resumed one counts from its deadline moved by the pause, on the board, the SLA risk
+    page and the ticket page."""
+    paused, running = await open_tickets(life, "east", 2)  # normal: 24 h to respond
+    pause = {"reason": "customer_unavailable"}
+    assert (await dispatch.post(f"/tickets/{paused}/sla/pause", json=pause)).status_code == 200
+    clock.advance(hours=30)  # both recorded deadlines passed
+    await platform.runner.catch_up(SLA_CLOCKS)
+    async with console_client(platform) as client:
+        board = (await client.get("/board")).text
+        assert "card-paused" in _card(board, paused) and "card-breached" in _card(board, running)
+        sla = (await client.get("/sla")).text
+        assert _summary_row(sla, "east")[:2] == [1, 0]  # the running one breached, not the paused
+        assert f"/tickets/{running}" in sla and f"/tickets/{paused}" not in sla
+        at_risk = (await client.get("/sla?state=at_risk")).text
+        assert f"/tickets/{paused}" not in at_risk
+        page = (await client.get(f"/tickets/{paused}")).text
+        assert "risk-paused" in page and "risk-breached" not in page
+
+    # Resumed after 30 h: its deadline moves by the paused time, 24 h from now.
+    assert (await dispatch.post(f"/tickets/{paused}/sla/resume", json={})).status_code == 200
+    await platform.runner.catch_up(SLA_CLOCKS)
+    async with console_client(platform) as client:
+        board = (await client.get("/board")).text
+        assert "card-low" in _card(board, paused)
+        sla = (await client.get("/sla")).text
+        assert _summary_row(sla, "east")[:2] == [1, 0]
+        assert f"/tickets/{paused}" not in sla
+        at_risk = (await client.get("/sla?state=at_risk")).text
+        assert f"/tickets/{paused}" in at_risk and f"/tickets/{running}" not in at_risk

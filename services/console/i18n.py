@@ -71,6 +71,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "risk_high": ("高", "high"),
     "risk_medium": ("中", "medium"),
     "risk_low": ("低", "low"),
+    "risk_paused": ("已暂停", "paused"),
     "risk_none": ("无时限", "no clock"),
     "more": ("更多", "More"),
     "next_page": ("下一页", "Next page"),

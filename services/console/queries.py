@@ -21,8 +21,9 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Table, and_, case, func, or_, select, true
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.selectable import FromClause
 
-from services.dispatch.tables import service_points, ticket_flags
+from services.dispatch.tables import service_points, sla_clocks, ticket_flags
 from services.feedback.read_models import Tally
 from services.feedback.tables import (
     TALLY_COLUMNS,
@@ -111,6 +112,32 @@ def deadline_column(status: str) -> Any:
     return t.repaired_at  # awaiting follow-up: oldest repair first
 
 
+# The ticket's SLA clock (dispatch's ``dispatch_sla_clocks``) once it is current with the
+# ticket: whether it is paused, and the deadlines moved by pauses, a re-dispatch or a
+# re-evaluation. The lists walk the recorded deadlines' indexes; what they show and which
+# ticket is breached is the clock's (the recorded deadline until its row is there).
+k = sla_clocks.c
+TICKETS = ticket_state.outerjoin(
+    sla_clocks, and_(k.ticket_id == t.ticket_id, k.version == t.version)
+)
+CLOCK_COLUMNS = (
+    k.paused.label("sla_paused"),
+    k.response_due_at.label("clock_response_due_at"),
+    k.resolution_due_at.label("clock_resolution_due_at"),
+)
+RUNNING = k.paused.is_not(true())  # no clock row yet: running
+
+
+def running_deadline(status: str) -> Any:
+    """The deadline of this status's clock as it runs: the clock's, else the recorded one."""
+    recorded = deadline_column(status)
+    if status in AWAITING_RESPONSE:
+        return func.coalesce(k.response_due_at, recorded)
+    if status in AWAITING_RESOLUTION:
+        return func.coalesce(k.resolution_due_at, recorded)
+    return recorded
+
+
 BOARD_COLUMNS = (
     t.ticket_id,
     t.ticket_number,
@@ -125,6 +152,8 @@ BOARD_COLUMNS = (
     t.repaired_at,
     t.response_due_at,
     t.resolution_due_at,
+    t.version,
+    *CLOCK_COLUMNS,
 )
 
 
@@ -174,11 +203,13 @@ def keyset_page(
     after: str | None,
     limit: int,
     nulls: bool = True,
+    from_: FromClause | None = None,
 ) -> tuple[list[Any], str | None]:
     """Rows ordered by (order, ident), ``limit`` at a time: rows with a value first (in
     order), then those without one (NULL, by ident) — the same on SQLite and PostgreSQL,
     and each part walks an index on (order, ident) without sorting. ``nulls``: whether
-    rows without a value can match at all (not for a NOT NULL column or a range on it)."""
+    rows without a value can match at all (not for a NOT NULL column or a range on it).
+    ``from_``: the tables (a join), when the columns are not all of one."""
     position = cursor_position(after, order)
     rows: list[Any] = []
     if position is not None and not position[0] and not nulls:
@@ -189,12 +220,16 @@ def keyset_page(
             _, value, last = position
             where.append(or_(order > value, and_(order == value, ident > last)))
         query = select(*columns).where(*where).order_by(order, ident).limit(limit + 1)
+        if from_ is not None:
+            query = query.select_from(from_)
         rows = list(conn.execute(query).all())
     if len(rows) <= limit and nulls:
         where = [*conditions, order.is_(None)]
         if position is not None and not position[0]:
             where.append(ident > position[2])
         query = select(*columns).where(*where).order_by(ident).limit(limit + 1 - len(rows))
+        if from_ is not None:
+            query = query.select_from(from_)
         rows += list(conn.execute(query).all())
     if len(rows) <= limit:
         return rows, None
@@ -212,6 +247,7 @@ def merged_keyset_page(
     after: str | None,
     limit: int,
     nulls: bool = True,
+    from_: FromClause | None = None,
 ) -> tuple[list[Any], str | None]:
     """:func:`keyset_page` over several partitions (statuses, regions) merged in the same
     order: each partition is one index walk, so no query sorts."""
@@ -220,7 +256,7 @@ def merged_keyset_page(
     more = False
     for conditions in partitions:
         found, cursor = keyset_page(
-            conn, columns, conditions, order, ident, after, limit, nulls=nulls
+            conn, columns, conditions, order, ident, after, limit, nulls=nulls, from_=from_
         )
         rows += found
         more = more or cursor is not None
@@ -295,7 +331,15 @@ def board_page(
     parts = partitions(conn, [status], filters.region, extra.conditions())
     order = deadline_column(status)
     return merged_keyset_page(
-        conn, BOARD_COLUMNS, parts, order, t.ticket_id, after, limit, nulls=order.nullable
+        conn,
+        BOARD_COLUMNS,
+        parts,
+        order,
+        t.ticket_id,
+        after,
+        limit,
+        nulls=order.nullable,
+        from_=TICKETS,
     )
 
 
@@ -303,7 +347,8 @@ def board_page(
 
 
 def ticket(conn: Connection, ticket_id: str) -> Any:
-    return conn.execute(select(ticket_state).where(t.ticket_id == ticket_id)).first()
+    query = select(ticket_state, *CLOCK_COLUMNS).select_from(TICKETS)
+    return conn.execute(query.where(t.ticket_id == ticket_id)).first()
 
 
 def ticket_events(conn: Connection, ticket_id: str) -> list[EventEnvelope]:
@@ -330,18 +375,22 @@ SLA_KINDS = {"response": AWAITING_RESPONSE, "resolution": AWAITING_RESOLUTION}
 def sla_summary(
     conn: Connection, scope: Scope, now: datetime, soon: datetime
 ) -> dict[str, dict[str, dict[str, int]]]:
-    """Per region and kind: breached (deadline passed, step still missing) and due before
-    ``soon``. Each count walks the (status, deadline) index up to ``soon``."""
+    """Per region and kind: breached (the clock's deadline passed, step still missing) and
+    due before ``soon``; a paused clock is neither. Each count walks the (status, deadline)
+    index up to ``soon`` by the recorded deadline (a pause only moves a deadline later)."""
     out: dict[str, dict[str, dict[str, int]]] = {}
     for kind, statuses in SLA_KINDS.items():
         due = deadline_column(statuses[0])
+        running = running_deadline(statuses[0])
         query = (
             select(
                 t.region,
-                func.sum(case((due < now, 1), else_=0)),
+                func.sum(case((running < now, 1), else_=0)),
                 func.count(),
             )
-            .where(t.status.in_(statuses), due < soon, *_ticket_scope(scope))
+            .select_from(TICKETS)
+            .where(t.status.in_(statuses), due < soon, RUNNING, running < soon)
+            .where(*_ticket_scope(scope))
             .group_by(t.region)
         )
         for region, breached, total in conn.execute(query):
@@ -361,15 +410,22 @@ def sla_page(
     after: str | None,
     limit: int,
 ) -> tuple[list[Any], str | None]:
-    """Breached tickets (oldest deadline first) or those still in time (nearest first)."""
+    """Breached tickets (oldest deadline first) or those still in time (nearest first),
+    in the recorded deadline's order; breached and in time by the clock, paused ones in
+    neither (a resumed ticket whose recorded deadline passed is in time until its moved
+    one passes)."""
     statuses = SLA_KINDS[kind]
     due = deadline_column(statuses[0])
-    extra = [due < now if state == "breached" else due >= now]
+    running = running_deadline(statuses[0])
+    if state == "breached":
+        extra = [due < now, RUNNING, running < now]
+    else:
+        extra = [RUNNING, or_(due >= now, running >= now)]
     if scope.technician_id is not None:
         extra.append(t.technician_id == scope.technician_id)
     parts = partitions(conn, statuses, region or scope.region, extra)
     return merged_keyset_page(
-        conn, BOARD_COLUMNS, parts, due, t.ticket_id, after, limit, nulls=False
+        conn, BOARD_COLUMNS, parts, due, t.ticket_id, after, limit, nulls=False, from_=TICKETS
     )
 
 

@@ -145,21 +145,28 @@ class Card:
     row: Any
     due: datetime | None
     left: str
-    risk: str  # breached | high | medium | low | none
+    risk: str  # breached | high | medium | low | paused | none
 
 
 def card(row: Any, now: datetime, locale: str) -> Card:
+    """The deadline running in the ticket's status, as its SLA clock has it (moved by
+    pauses; none while paused), else as recorded on the events. The risk is the share of
+    the window left, the window being the recorded one (the target, without pauses)."""
     m = row._mapping
     if m["status"] in queries.AWAITING_RESPONSE:
-        due, start = m["response_due_at"], m["created_at"]
+        recorded, moved, start = m["response_due_at"], m["clock_response_due_at"], m["created_at"]
     elif m["status"] in queries.AWAITING_RESOLUTION:
-        due, start = m["resolution_due_at"], m["diagnosed_at"] or m["created_at"]
+        recorded, moved = m["resolution_due_at"], m["clock_resolution_due_at"]
+        start = m["diagnosed_at"] or m["created_at"]
     else:
         return Card(row, None, "—", "none")
+    if m["sla_paused"]:
+        return Card(row, None, "—", "paused")
+    due = moved or recorded
     if due is None:
         return Card(row, None, "—", "none")
     left = due - now
-    window = max((due - start).total_seconds(), 1.0)
+    window = max(((recorded or due) - start).total_seconds(), 1.0)
     share = left.total_seconds() / window
     risk = (
         "breached" if share < 0 else "high" if share < 0.25 else "medium" if share < 0.5 else "low"
