@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 
@@ -16,8 +17,14 @@ from sqlalchemy import Connection, text
 
 from services.intake.schemas import RECEIVE_EXAMPLE
 from shared.app.platform import Platform
-from shared.eventstore.db import Database
+from shared.eventstore.db import Database, LockOrderConflict
+from shared.eventstore.ledger import EventStore, StreamAppend, StreamHead
+from shared.eventstore.runner import ProjectionRunner
+from shared.kernel.events.envelope import Actor, CommandContext
+from tests.support.factories import received
 from tests.support.postgres import PostgresCluster
+
+CONTEXT = CommandContext(actor=Actor(subject="test", role="system"), service="test")
 
 
 def ticket_body(n: int) -> dict:  # type: ignore[type-arg]
@@ -114,3 +121,56 @@ async def test_a_deadlock_victim_runs_again(database_url: str) -> None:
         await second.dispose()
     assert done == ["a", "b"]
     assert len(attempts) == 3  # one of them twice
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_a_writer_holding_the_position_counter_gives_way_on_a_lock(
+    database_url: str, store: EventStore
+) -> None:
+    """Two processes: one takes a stream lock and then appends (the order every writer
+    keeps); the other appends first and then wants that lock (a reactor's batch moving on
+    to its next ticket, units committed together). Waiting would close a cycle: the
+    server's deadlock check after a second of every writer waiting, then an abort. The
+    second gives way at once instead and runs again with the lock taken first."""
+    first, second = Database(database_url), Database(database_url)
+    gave_way: list[list[str]] = []
+    runs: list[str] = []
+
+    def append(conn: Connection) -> None:
+        one = StreamAppend(str(uuid.uuid4()), [received(len(runs))], StreamHead(), "east")
+        store.append(conn, [one], CONTEXT)
+
+    def lock_then_append(conn: Connection) -> str:
+        runs.append("a")
+        ProjectionRunner.lock_all(conn, [("p", "ticket-x")])
+        conn.execute(text("SELECT pg_sleep(0.4)"))
+        append(conn)
+        return "a"
+
+    def append_then_lock(conn: Connection) -> str:
+        runs.append("b")
+        append(conn)
+        try:
+            ProjectionRunner.lock_all(conn, [("p", "ticket-x")])
+        except LockOrderConflict as exc:
+            gave_way.append(exc.keys)
+            raise
+        return "b"
+
+    async def later() -> str:
+        await asyncio.sleep(0.15)  # "a" holds the lock and sleeps
+        return await second.write(append_then_lock)
+
+    try:
+        done = await asyncio.gather(first.write(lock_then_append), later())
+        deadlocks = await first.read(
+            lambda c: c.execute(
+                text("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
+            ).scalar_one()
+        )
+    finally:
+        await first.dispose()
+        await second.dispose()
+    assert done == ["a", "b"]
+    assert gave_way == [["projection:p:ticket-x"]] and runs.count("b") == 2
+    assert deadlocks == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -11,7 +12,7 @@ from shared.eventstore.db import Database
 from shared.eventstore.kafka import ensure_topics, event_topics
 from shared.eventstore.ledger import NO_STREAM, EventStore
 from shared.eventstore.outbox import KafkaPublisher, OutboxRelay, RelayError
-from shared.eventstore.runner import KafkaSource, ProjectionRunner
+from shared.eventstore.runner import KafkaSource, ProjectionRunner, commit_offsets
 from shared.eventstore.tables import outbox
 from shared.readmodels.ticket_state import TicketStateProjection, ticket_state
 from tests.support.broker import TestBroker
@@ -184,3 +185,24 @@ async def test_kafka_projection_equals_ledger_projection(
     await runner.run(projection, source)
     from_kafka = await db.read(lambda c: c.execute(everything).all())
     assert from_kafka == from_ledger and len(from_kafka) == 6
+
+
+async def test_an_offset_commit_never_waits_on_a_broker_that_is_away(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The offset commit waits for as long as the broker is away (and a rebalance fails
+    it): the projector would stop with it, the ledger's fill too. It gives up after its
+    time: the batch is applied, and uncommitted offsets only bring the events again."""
+
+    class AwayBroker:
+        async def commit(self, offsets: dict[Any, int]) -> None:
+            await asyncio.Event().wait()  # never answered
+
+    class Rebalanced:
+        async def commit(self, offsets: dict[Any, int]) -> None:
+            raise RuntimeError("the group rebalanced")
+
+    for consumer in (AwayBroker(), Rebalanced()):
+        await asyncio.wait_for(commit_offsets(consumer, {("topic", 0): 42}, 0.05), 5)
+    assert "not committed (timed out)" in caplog.text
+    assert "the group rebalanced" in caplog.text

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import Connection, Table, text
+from sqlalchemy import Connection, Table
 
 from services.feedback.compliance import ITEMS, checklist, compliant, first_time_fix
 from services.feedback.facts import Facts, deadlines_of, facts_of, month_of, needs_clock
@@ -27,6 +27,7 @@ from services.feedback.tables import (
     scorecard_items,
 )
 from shared.app.config import get_settings
+from shared.eventstore.db import take_locks
 from shared.eventstore.ledger import EventStore
 from shared.eventstore.projection import EventRowProjection, Row, delete_where_in, upsert_rows
 from shared.kernel.events.envelope import EventEnvelope, canonical_json
@@ -165,17 +166,8 @@ def lock_tickets(conn: Connection, ticket_ids: Sequence[str]) -> None:
     """PostgreSQL: one applier of a ticket's rows at a time, until commit. A command
     applying the ticket's events inline and a projector applying its parts paperwork
     would otherwise each recompute without the other's uncommitted event, and the last
-    to commit would leave a row that misses one. Locks in one order (by key hash)."""
-    if conn.dialect.name != "postgresql":
-        return
-    keys = [f"{ComplianceProjection.name}:ticket:{t}" for t in ticket_ids]
-    conn.execute(
-        text(
-            "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended(k, 0) "
-            "AS h FROM unnest(CAST(:keys AS text[])) AS k ORDER BY h) AS ordered"
-        ),
-        {"keys": keys},
-    )
+    to commit would leave a row that misses one."""
+    take_locks(conn, [f"{ComplianceProjection.name}:ticket:{t}" for t in ticket_ids])
 
 
 class ComplianceProjection:

@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,14 +31,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Connection, DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy import Connection, DateTime, Engine, MetaData, create_engine, event, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
 
-from shared.eventstore.metrics import Committed, count_appended, take_appended
+from shared.eventstore.metrics import Committed, appended_here, count_appended, take_appended
 
 T = TypeVar("T")
 Work = Callable[[Connection], T]
@@ -54,6 +54,49 @@ metadata = MetaData(
 )
 
 SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+class LockOrderConflict(Exception):
+    """A transaction that holds the position counter found a lock it needs taken (see
+    :func:`take_locks`); it is rolled back and runs again with those locks taken first."""
+
+    def __init__(self, keys: list[str]) -> None:
+        super().__init__(f"{len(keys)} lock(s) taken by another transaction")
+        self.keys = keys
+
+
+_LOCK_IN_ORDER = text(
+    "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended(k, 0) "
+    "AS h FROM unnest(CAST(:keys AS text[])) AS k ORDER BY h) AS ordered"
+)
+_TRY_LOCKS = text(
+    "SELECT k FROM unnest(CAST(:keys AS text[])) AS k "
+    "WHERE NOT pg_try_advisory_xact_lock(hashtextextended(k, 0))"
+)
+
+
+def take_locks(conn: Connection, keys: Iterable[str]) -> None:
+    """PostgreSQL: transaction-scoped locks on ``keys`` (held until commit), taken in one
+    order (by key hash) so that takers never wait on each other in a cycle; SQLite has a
+    single writer, nothing to do.
+
+    Every writer takes its locks before the position counter (its append). A transaction
+    that already appended — a reactor's batch appending for one ticket and then locking
+    the next, units of work committed together — holds the counter, so waiting for a lock
+    could close a cycle with its holder waiting for the counter (a deadlock: a second of
+    every writer waiting, then an abort). It only tries them: a taken one raises
+    :class:`LockOrderConflict`, and the unit runs again with those locks taken first."""
+    if conn.dialect.name != "postgresql":
+        return
+    wanted = sorted(set(keys))
+    if not wanted:
+        return
+    if not appended_here(conn.info):
+        conn.execute(_LOCK_IN_ORDER, {"keys": wanted})
+        return
+    taken = list(conn.execute(_TRY_LOCKS, {"keys": wanted}).scalars())
+    if taken:
+        raise LockOrderConflict(taken)
 
 
 class DatabaseUnavailable(Exception):
@@ -424,12 +467,16 @@ _RETRIED_ERRORS: tuple[type[BaseException], ...] = (DBAPIError, OSError, *_DRIVE
 _RACE_STATES = frozenset({"40P01", "40001"})
 
 
-def _lost_a_race(exc: BaseException) -> bool:
+def lost_a_race(exc: BaseException) -> bool:
+    """The transaction was rolled back to break a cycle or a conflict, or gave way
+    (:class:`LockOrderConflict`): nothing was wrong with its work, which runs again."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         if getattr(current, "sqlstate", None) in _RACE_STATES:
+            return True
+        if isinstance(current, LockOrderConflict):
             return True
         current = getattr(current, "orig", None) or current.__cause__ or current.__context__
     return False
@@ -644,18 +691,23 @@ class Database:
 
     async def _pg_group(self, works: list[Callable[[Connection], Any]], held: _Held) -> list[Any]:
         """Several units of work in one transaction, in order (group commit). A transaction
-        that lost a deadlock (or a serialization check) committed nothing: it runs again."""
-        for attempt in range(1, 4):
+        that lost a deadlock (or a serialization check) committed nothing: it runs again;
+        one that gave way on a lock (:func:`take_locks`) runs again with it taken first."""
+        first: set[str] = set()
+
+        def group(conn: Connection) -> list[Any]:
+            take_locks(conn, first)
+            return [work(conn) for work in works]
+
+        for attempt in range(1, 6):
             try:
-                return await self._pg_run(
-                    self._pg_write,
-                    lambda c: [work(c) for work in works],
-                    transactional=True,
-                    held=held,
-                )
+                return await self._pg_run(self._pg_write, group, transactional=True, held=held)
             except Exception as exc:
-                if attempt == 3 or not _lost_a_race(exc):
+                if attempt == 5 or not lost_a_race(exc):
                     raise
+                if isinstance(exc, LockOrderConflict):
+                    first.update(exc.keys)
+                    continue
                 await asyncio.sleep(0.01 * attempt)
         raise AssertionError("unreachable")
 

@@ -65,6 +65,11 @@ def note_committed(info: MutableMapping[Any, Any], callback: Callable[[], None])
     info.setdefault(_APPENDED_KEY, []).append(callback)
 
 
+def appended_here(info: MutableMapping[Any, Any]) -> bool:
+    """Whether the open transaction appended events (and so holds the position counter)."""
+    return any(isinstance(item, tuple) for item in info.get(_APPENDED_KEY, ()))
+
+
 def take_appended(info: MutableMapping[Any, Any]) -> list[Committed]:
     return info.pop(_APPENDED_KEY, None) or []
 

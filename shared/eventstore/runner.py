@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Connection, delete, func, insert, select, text, update
+from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.exc import DataError, IntegrityError
 
 from shared.eventstore import applied as _applied
@@ -48,7 +48,7 @@ from shared.eventstore.applied import (
     unblock,
 )
 from shared.eventstore.bulk import bulk_gc
-from shared.eventstore.db import Database, is_outage
+from shared.eventstore.db import Database, is_outage, lost_a_race, take_locks
 from shared.eventstore.ledger import EventStore
 from shared.eventstore.metrics import (
     PROJECTION_APPLIED,
@@ -220,6 +220,7 @@ class KafkaSource:
         group_id: str | None = None,
         guard: LedgerGuard | None = None,
         metadata_max_age_ms: int = 5000,
+        commit_seconds: float = 5.0,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.topic_prefix = topic_prefix
@@ -231,6 +232,7 @@ class KafkaSource:
         self.group_id = group_id
         self.guard = guard
         self.metadata_max_age_ms = metadata_max_age_ms
+        self.commit_seconds = commit_seconds
 
     def _consumer(self, projection: Projection) -> Any:
         from aiokafka import AIOKafkaConsumer
@@ -270,12 +272,14 @@ class KafkaSource:
                         return
                     continue
                 idle_ms = 0
-                yield _kafka_batch(consumer, records)
+                yield _kafka_batch(consumer, records, self.commit_seconds)
         finally:
             await consumer.stop()
 
 
-def _kafka_batch(consumer: Any, records: dict[Any, list[Any]]) -> Batch:
+def _kafka_batch(
+    consumer: Any, records: dict[Any, list[Any]], commit_seconds: float = 5.0
+) -> Batch:
     events: list[EventEnvelope] = []
     offsets: dict[Any, int] = {}
     for tp, messages in records.items():
@@ -283,10 +287,23 @@ def _kafka_batch(consumer: Any, records: dict[Any, list[Any]]) -> Batch:
             events.append(EventEnvelope.model_validate_json(m.value))
         offsets[tp] = messages[-1].offset + 1
 
-    async def ack() -> None:
-        await consumer.commit(offsets)
+    return Batch(events=events, ack=partial(commit_offsets, consumer, offsets, commit_seconds))
 
-    return Batch(events=events, ack=ack)
+
+async def commit_offsets(consumer: Any, offsets: dict[Any, int], seconds: float) -> None:
+    """The offsets, committed within ``seconds`` or not at all. A broker away makes the
+    commit wait for as long as it is away, and the projector (and with it the ledger's
+    fill) with it; a rebalance fails it. The events are applied either way: uncommitted
+    offsets only mean they come again, and are skipped as applied."""
+    try:
+        await asyncio.wait_for(consumer.commit(offsets), seconds)
+    except Exception as exc:
+        log.warning(
+            "offsets of %d partition(s) not committed (%s); their events are applied and "
+            "will be skipped if they come again",
+            len(offsets),
+            "timed out" if isinstance(exc, TimeoutError) else describe_error(exc),
+        )
 
 
 async def log_truncated(consumer: Any, seconds: float = 5.0) -> bool:
@@ -462,7 +479,7 @@ class ProjectionRunner:
             stats.add(await self._attempts(work))
             return
         except Exception as exc:
-            if is_outage(exc):
+            if is_outage(exc) or lost_a_race(exc):  # the database's doing, not the event's
                 raise
             error = exc
         now = self.clock.now()
@@ -678,22 +695,11 @@ class ProjectionRunner:
         applying a projection inline and a projector applying the same stream's earlier
         events would otherwise both see no version yet and both insert (a unique
         violation, a 500 for the command). The later one now waits and then reads the
-        committed version, so it skips what is already applied. Locks are taken in one
-        order (by key hash), so appliers never wait on each other in a cycle. SQLite has a
-        single writer: nothing to do. ``lock_all`` takes the locks of several projections'
-        streams in one statement: a unit of work that needs many takes them all at once."""
-        if conn.dialect.name != "postgresql":
-            return
-        keys = sorted({f"projection:{name}:{sid}" for name, sid in pairs})
-        if not keys:
-            return
-        conn.execute(
-            text(
-                "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended(k, 0) "
-                "AS h FROM unnest(CAST(:keys AS text[])) AS k ORDER BY h) AS ordered"
-            ),
-            {"keys": keys},
-        )
+        committed version, so it skips what is already applied. ``lock_all`` takes the
+        locks of several projections' streams in one statement (``take_locks``: one
+        order, before the position counter): a unit of work that needs many takes them
+        all at once."""
+        take_locks(conn, [f"projection:{name}:{sid}" for name, sid in pairs])
 
     def save_checkpoint(self, conn: Connection, name: str, position: int) -> None:
         now = self.clock.now()
