@@ -22,6 +22,7 @@ from shared.kernel.events.registry import typed_payload
 from shared.kernel.events.tickets import TicketRepaired, UsedPart
 from shared.kernel.parts import normalise_part_number, return_expected, ticket_parts_stream
 from tests.support.clients import service_client
+from tests.support.dispatch_network import register_points
 from tests.support.ledger import append
 from tests.support.lifecycle import Lifecycle, project_feedback, warranty_part
 
@@ -365,6 +366,7 @@ async def test_rebuild_equals_incremental(
     await parts_decide(platform, first)  # the parts paperwork feeds the same rows
     await life.part_overdue(first, "MOTOR-WM700")
     await life.flag_repeat(second, first)
+    await register_points(platform, "sp-1")
     async with service_client("feedback", platform, **admin_headers) as admin:
         response = await admin.post(
             "/scorecards/items",

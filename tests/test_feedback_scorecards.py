@@ -3,7 +3,7 @@ quality alerts (once per model, category and day) with the weekly report."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import httpx
 
@@ -12,6 +12,7 @@ from shared.app.config import FeedbackSettings
 from shared.app.platform import Platform
 from shared.kernel.clock import ManualClock
 from tests.support.clients import service_client
+from tests.support.dispatch_network import register_points
 from tests.support.lifecycle import Lifecycle, project_feedback, warranty_part
 
 
@@ -59,8 +60,21 @@ async def test_scorecard_deductions_are_traced_to_events(
     await life.diagnose(d)
     await life.dispatch(d, service_point="sp-2", technician="tech-2")
     flag = await life.flag_repeat(d, c)
-    # Manual items, entered with their evidence.
+    # Manual items, entered with their evidence, for service points of the network.
+    await register_points(platform, "sp-1", "sp-2")
     async with service_client("feedback", platform, role="admin") as admin:
+        for point in ("sp-9", "SP-1", "rc-east"):  # unknown, not as registered, not a point
+            unknown = await admin.post(
+                "/scorecards/items",
+                json={
+                    "service_point_id": point,
+                    "item": "poor_service",
+                    "occurred_on": "2026-11-02",
+                    "evidence": "a typo",
+                },
+            )
+            assert unknown.status_code == 422, unknown.text
+            assert unknown.json()["errors"][0]["field"] == "service_point_id"
         poor = await admin.post(
             "/scorecards/items",
             json={
@@ -212,3 +226,40 @@ async def test_quality_alert_once_per_model_category_day(
     for bad in ("2026-47", "2026-W54", "2025-W53"):
         response = await auditor.get("/quality/weekly", params={"week": bad})
         assert response.status_code == 422, (bad, response.text)
+
+
+async def test_quality_alerts_count_repairs_as_the_weekly_report_does(
+    life: Lifecycle,
+    auditor: httpx.AsyncClient,
+    feedback: httpx.AsyncClient,
+    platform: Platform,
+    clock: ManualClock,
+) -> None:
+    """The alert and the report count the same thing: each repair once (a ticket repaired
+    twice counts twice), in the fault category of the diagnosis at that repair (a
+    re-diagnosis after a reopening does not move the earlier repair)."""
+    platform.settings.feedback = FeedbackSettings(quality_alert_threshold=3)
+    clock.set(datetime(2026, 11, 2, 0, 30, tzinfo=UTC))
+    day = clock.now().date()
+    first = await life.through_repair()  # quality_defect
+    unhappy = {"satisfaction_score": 30, "would_recommend": 2, "problem_solved": False}
+    response = await feedback.post(
+        f"/tickets/{first}/follow-ups", json=unhappy | {"channel": "call"}
+    )
+    assert response.status_code == 201, response.text
+    await life.diagnose(first, category="misuse")  # reopened: diagnosed again
+    await life.dispatch(first, service_point="sp-1", technician="tech-1")
+    await life.visit(first, technician="tech-1")
+    await life.repair(first, technician="tech-1")
+    second = await life.through_repair()
+    assert await raise_quality_alerts(platform, day) == []  # two quality defects so far
+    third = await life.through_repair()
+    (alert,) = await raise_quality_alerts(platform, day)
+    assert (alert.payload["fault_category"], alert.payload["count"]) == ("quality_defect", 3)
+    assert sorted(alert.payload["ticket_ids"]) == sorted([first, second, third])
+
+    await project_feedback(platform)
+    data = (await auditor.get("/quality/weekly", params={"week": "2026-W45"})).json()
+    counts = {(c["product_model"], c["fault_category"]): c["repairs"] for c in data["counts"]}
+    assert counts == {("WM-700", "quality_defect"): 3, ("WM-700", "misuse"): 1}
+    assert [a["event_id"] for a in data["alerts"]] == [str(alert.event_id)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from sqlalchemy import Connection
 
-from services.feedback import domain
+from services.feedback import domain, read_models
 from shared.app.executor import Handling, Outcome
 from shared.kernel.ticket import TICKETS, TicketState
 
@@ -32,7 +32,8 @@ def file_complaint(
 def record_scorecard_item(
     conn: Connection, h: Handling, item: domain.ScorecardItem
 ) -> Outcome[domain.ScorecardState]:
-    command = domain.RecordScorecardItem(item, today=h.now().date())
+    level = read_models.network_member_level(conn, item.service_point_id)
+    command = domain.RecordScorecardItem(item, today=h.now().date(), member_level=level)
     stream_id = domain.scorecard_stream_id(item.service_point_id)
     return h.execute(conn, domain.SCORECARDS, stream_id, command, domain.decide_scorecard_item)
 

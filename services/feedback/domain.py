@@ -159,6 +159,9 @@ class RecordScorecardItem:
     item: ScorecardItem
     # The day it is recorded (UTC): an item cannot have happened later.
     today: date
+    # The level of the network member with the item's id as the ledger has it (dispatch's
+    # service-point streams); None: no such member.
+    member_level: str | None
 
 
 @dataclass(frozen=True)
@@ -190,6 +193,13 @@ def decide_scorecard_item(
     command: RecordScorecardItem, _state: ScorecardState
 ) -> list[EventPayload]:
     item = command.item
+    if command.member_level != "service_point":
+        raise InvalidCommand(
+            "service_point_id",
+            f"no service point {item.service_point_id} in the network (ids as registered)"
+            if command.member_level is None
+            else f"{item.service_point_id} is a {command.member_level}, not a service point",
+        )
     if item.occurred_on > command.today:
         raise InvalidCommand("occurred_on", "the date is in the future")
     return [
@@ -216,12 +226,13 @@ def alert_stream_id(product_model: str, category: str, day: date) -> str:
 
 @dataclass(frozen=True)
 class RaiseQualityAlert:
-    """The tickets repaired on ``day`` for one product model and fault category."""
+    """The repairs of ``day`` for one product model and fault category."""
 
     product_model: str
     fault_category: FaultCategory
     day: date
-    ticket_ids: tuple[str, ...]
+    # The ticket of each repair, once per repair (a ticket repaired twice counts twice).
+    repairs: tuple[str, ...]
     # The configured number of repairs a day that raises an alert.
     threshold: int
 
@@ -231,7 +242,7 @@ class RaiseQualityAlert:
 
 
 def alert_due(command: RaiseQualityAlert) -> bool:
-    return len(command.ticket_ids) >= command.threshold
+    return len(command.repairs) >= command.threshold
 
 
 @dataclass(frozen=True)
@@ -265,8 +276,8 @@ def decide_quality_alert(
             product_model=command.product_model,
             fault_category=command.fault_category,
             day=command.day,
-            count=len(command.ticket_ids),
+            count=len(command.repairs),
             threshold=command.threshold,
-            ticket_ids=list(command.ticket_ids),
+            ticket_ids=list(dict.fromkeys(command.repairs)),
         )
     ]

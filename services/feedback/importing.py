@@ -9,13 +9,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime
 from functools import partial
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
-from services.feedback import commands, domain, jobs
+from services.feedback import commands, domain, jobs, read_models
 from shared.app.config import Settings
 from shared.app.executor import Handling
 from shared.app.importing.fields import Column, Fields, Problem, RowFailed
@@ -23,7 +23,6 @@ from shared.app.importing.kinds import KindContext, guarded, run_at
 from shared.app.importing.tickets import Decided, HistoryStep, TicketHistoryView, TicketRow
 from shared.app.platform import Platform
 from shared.eventstore.ledger import ConcurrencyError
-from shared.eventstore.tables import events
 from shared.kernel.events.envelope import PendingEvent
 from shared.kernel.events.tickets import (
     FaultCategory,
@@ -32,7 +31,6 @@ from shared.kernel.events.tickets import (
     TicketClosed,
 )
 from shared.kernel.ticket import TICKETS, TicketState
-from shared.readmodels.ticket_state import ticket_state
 
 SERVICE = "feedback"
 REPAIR_DAYS = "feedback.repair_days"
@@ -118,29 +116,6 @@ def accept(row: TicketRow, _state: TicketState, _settings: Settings, context: Ki
         days.add(at.astimezone(UTC).date())
 
 
-def repairs_by_day(
-    conn: Connection, first: date, last: date
-) -> dict[date, dict[tuple[str, str], list[str]]]:
-    """Tickets repaired per day (UTC) and (product model, fault category), ``first`` to
-    ``last``: one read of the ledger's repairs (``read_models.repairs_on`` for a range)."""
-    start = datetime.combine(first, time(), tzinfo=UTC)
-    end = datetime.combine(last, time(), tzinfo=UTC) + timedelta(days=1)
-    e, t = events.c, ticket_state.c
-    query = (
-        select(e.stream_id, e.occurred_at, t.product_model, t.category)
-        .select_from(events.join(ticket_state, t.ticket_id == e.stream_id))
-        .where(e.event_type == "TicketRepaired", e.occurred_at >= start, e.occurred_at < end)
-        .order_by(e.position)
-    )
-    days: dict[date, dict[tuple[str, str], list[str]]] = {}
-    for row in conn.execute(query):
-        key = (row.product_model, row.category or FaultCategory.other.value)
-        tickets = days.setdefault(row.occurred_at.astimezone(UTC).date(), {}).setdefault(key, [])
-        if row.stream_id not in tickets:
-            tickets.append(row.stream_id)
-    return days
-
-
 async def quality_alerts(platform: Platform, context: KindContext) -> None:
     """The daily quality check (``jobs.raise_quality_alerts``) for every day the imported
     history repaired something; each alert is recorded once, whoever decides it first.
@@ -148,15 +123,15 @@ async def quality_alerts(platform: Platform, context: KindContext) -> None:
     days = sorted(context.memory.get(REPAIR_DAYS, ()))
     if not days:
         return
-    by_day = await platform.db.read(lambda c: repairs_by_day(c, days[0], days[-1]))
+    by_day = await platform.db.read(lambda c: read_models.repairs_between(c, days[0], days[-1]))
     threshold = platform.settings.feedback.quality_alert_threshold
     due = [
         command
         for day in days
-        for (model, category), tickets in sorted(by_day.get(day, {}).items())
+        for (model, category), repairs in sorted(by_day.get(day, {}).items())
         if domain.alert_due(
             command := domain.RaiseQualityAlert(
-                model, FaultCategory(category), day, tuple(tickets), threshold
+                model, FaultCategory(category), day, tuple(repairs), threshold
             )
         )
     ]

@@ -42,9 +42,9 @@ async def raise_quality_alerts(platform: Platform, day: date) -> list[EventEnvel
     groups = await platform.db.read(lambda c: read_models.repairs_on(c, day))
     h = system_handling(platform)
     raised: list[EventEnvelope] = []
-    for (model, category), tickets in sorted(groups.items()):
+    for (model, category), repairs in sorted(groups.items()):
         command = domain.RaiseQualityAlert(
-            model, FaultCategory(category), day, tuple(tickets), threshold
+            model, FaultCategory(category), day, tuple(repairs), threshold
         )
         if not domain.alert_due(command):
             continue  # no need for a write

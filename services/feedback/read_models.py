@@ -16,7 +16,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, select
+import orjson
+from sqlalchemy import Connection, Row, and_, func, select
 
 from services.feedback.compliance import FALSE, ITEMS, PENDING, TRUE, UNKNOWN
 from services.feedback.projections import compliance_values, ticket_facts
@@ -30,7 +31,8 @@ from services.feedback.tables import (
 from shared.app.config import FeedbackSettings
 from shared.eventstore.ledger import EventStore
 from shared.eventstore.tables import events
-from shared.kernel.events.tickets import FaultCategory
+from shared.kernel.events.registry import upcast
+from shared.kernel.events.tickets import FaultCategory, TicketDiagnosed, TicketRepaired
 from shared.kernel.reach import EVERYWHERE, Reach
 from shared.readmodels.ticket_state import ticket_state
 
@@ -598,24 +600,77 @@ def quality_weekly(conn: Connection, week: str, s: FeedbackSettings) -> dict[str
 
 
 def repairs_on(conn: Connection, day: date) -> dict[tuple[str, str], list[str]]:
-    """Tickets repaired on ``day`` (UTC) per (product model, fault category): from the
-    ledger's repair events and the inline ticket-state rows, so the quality job never
-    waits on an asynchronous projection."""
-    start = datetime.combine(day, time(), tzinfo=UTC)
-    e, t = events.c, ticket_state.c
-    query = (
-        select(e.stream_id, t.product_model, t.category)
-        .select_from(events.join(ticket_state, t.ticket_id == e.stream_id))
+    """The repairs of ``day`` (UTC) per (product model, fault category): the ticket of each
+    repair, once per repair (``repairs_between`` for one day)."""
+    return repairs_between(conn, day, day).get(day, {})
+
+
+def repairs_between(
+    conn: Connection, first: date, last: date
+) -> dict[date, dict[tuple[str, str], list[str]]]:
+    """The repairs per day (UTC, ``first`` to ``last``) and (product model, fault
+    category), as the weekly report counts them (``feedback_repairs``): each
+    ``TicketRepaired`` once, in the fault category of the ticket's diagnosis at the time
+    of the repair (a later re-diagnosis does not move it). Read from the ledger and the
+    inline ticket-state rows, so the quality job never waits on an asynchronous
+    projection."""
+    start = datetime.combine(first, time(), tzinfo=UTC)
+    end = datetime.combine(last, time(), tzinfo=UTC) + timedelta(days=1)
+    r, d, t = events.alias("r"), events.alias("d"), ticket_state.c
+    diagnosed_before = (
+        select(func.max(d.c.position))
         .where(
-            e.event_type == "TicketRepaired",
-            e.occurred_at >= start,
-            e.occurred_at < start + timedelta(days=1),
+            d.c.stream_id == r.c.stream_id,
+            d.c.event_type == TicketDiagnosed.event_type,
+            d.c.position < r.c.position,
         )
-        .order_by(e.position)
+        .scalar_subquery()
     )
-    groups: dict[tuple[str, str], list[str]] = defaultdict(list)
+    diagnosis = events.alias("diagnosis")
+    query = (
+        select(
+            r.c.stream_id,
+            r.c.occurred_at,
+            t.product_model,
+            diagnosis.c.schema_version,
+            diagnosis.c.payload,
+        )
+        .select_from(
+            r.join(ticket_state, t.ticket_id == r.c.stream_id).outerjoin(
+                diagnosis, diagnosis.c.position == diagnosed_before
+            )
+        )
+        .where(
+            r.c.event_type == TicketRepaired.event_type,
+            r.c.occurred_at >= start,
+            r.c.occurred_at < end,
+        )
+        .order_by(r.c.position)
+    )
+    days: dict[date, dict[tuple[str, str], list[str]]] = {}
     for row in conn.execute(query):
-        tickets = groups[(row.product_model, row.category or FaultCategory.other.value)]
-        if row.stream_id not in tickets:
-            tickets.append(row.stream_id)
-    return groups
+        category = None
+        if row.payload is not None:
+            body = upcast(TicketDiagnosed.event_type, row.schema_version, orjson.loads(row.payload))
+            category = body.get("category")
+        key = (row.product_model, category or FaultCategory.other.value)
+        day = row.occurred_at.astimezone(UTC).date()
+        days.setdefault(day, {}).setdefault(key, []).append(row.stream_id)
+    return days
+
+
+def network_member_level(conn: Connection, member_id: str) -> str | None:
+    """The level (headquarters, regional_center, service_point) of the service network's
+    member with this id as its latest registration or update in the ledger has it (the
+    network is dispatch's: its service-point streams); None when there is none."""
+    e = events.c
+    query = (
+        select(e.event_type, e.schema_version, e.payload)
+        .where(e.stream_id == member_id, e.stream_type == "service_point")
+        .order_by(e.stream_version.desc())
+    )
+    for row in conn.execute(query):
+        body = upcast(row.event_type, row.schema_version, orjson.loads(row.payload))
+        if "level" in body:
+            return str(body["level"])
+    return None

@@ -312,6 +312,8 @@ async def get_scorecards(
     response_model=ScorecardItemAccepted,
     tags=["scorecards"],
     summary="Enter a manual scorecard item (poor service, falsified records, media coverage)",
+    description="For a service point of the network (its id as registered on dispatch): "
+    "422 `service_point_id` for an unknown id or another level of the network.",
 )
 async def record_scorecard_item(
     body: ScorecardItemRequest, call: ScorecardItemCall

@@ -157,7 +157,7 @@ def item(
 
 def test_a_scorecard_item_is_recorded_with_its_evidence() -> None:
     state = domain.SCORECARDS.initial_state(domain.scorecard_stream_id("sp-1"))
-    command = domain.RecordScorecardItem(item(), today=date(2026, 11, 3))
+    command = domain.RecordScorecardItem(item(), date(2026, 11, 3), "service_point")
     (event,) = domain.decide_scorecard_item(command, state)
     assert isinstance(event, ScorecardItemRecorded)
     assert (event.service_point_id, event.region, event.ticket_ids) == ("sp-1", "east", ["t-1"])
@@ -168,10 +168,21 @@ def test_a_scorecard_item_is_recorded_with_its_evidence() -> None:
 
 def test_a_scorecard_item_cannot_have_happened_in_the_future() -> None:
     state = domain.SCORECARDS.initial_state(domain.scorecard_stream_id("sp-1"))
-    command = domain.RecordScorecardItem(item(date(2026, 12, 1)), today=date(2026, 11, 30))
+    command = domain.RecordScorecardItem(
+        item(date(2026, 12, 1)), date(2026, 11, 30), "service_point"
+    )
     with pytest.raises(InvalidCommand) as err:
         domain.decide_scorecard_item(command, state)
     assert err.value.field == "occurred_on"
+
+
+def test_a_scorecard_item_is_for_a_service_point_of_the_network() -> None:
+    state = domain.SCORECARDS.initial_state(domain.scorecard_stream_id("sp-1"))
+    for level, says in ((None, "no service point sp-1"), ("regional_center", "not a service")):
+        command = domain.RecordScorecardItem(item(), date(2026, 11, 3), level)
+        with pytest.raises(InvalidCommand) as err:
+            domain.decide_scorecard_item(command, state)
+        assert err.value.field == "service_point_id" and says in str(err.value)
 
 
 def test_one_scorecard_stream_per_service_point() -> None:
@@ -183,8 +194,8 @@ def test_one_scorecard_stream_per_service_point() -> None:
 # --- quality alerts ------------------------------------------------------------------------
 
 
-def alert(tickets: int, threshold: int = 3) -> domain.RaiseQualityAlert:
-    ids = tuple(f"t-{n}" for n in range(tickets))
+def alert(repairs: int, threshold: int = 3) -> domain.RaiseQualityAlert:
+    ids = tuple(f"t-{n}" for n in range(repairs))
     return domain.RaiseQualityAlert(
         "WM-700", FaultCategory.quality_defect, date(2026, 11, 2), ids, threshold
     )
@@ -198,6 +209,16 @@ def test_an_alert_is_raised_when_the_day_reaches_the_threshold() -> None:
     assert (event.count, event.threshold, len(event.ticket_ids)) == (3, 3, 3)
     assert domain.decide_quality_alert(alert(2), state) == []
     assert not domain.alert_due(alert(2)) and domain.alert_due(alert(3))
+
+
+def test_a_ticket_repaired_twice_counts_two_repairs_and_is_named_once() -> None:
+    command = domain.RaiseQualityAlert(
+        "WM-700", FaultCategory.quality_defect, date(2026, 11, 2), ("t-1", "t-2", "t-1"), 3
+    )
+    state = domain.QUALITY_ALERTS.initial_state(command.stream_id)
+    (event,) = domain.decide_quality_alert(command, state)
+    assert isinstance(event, QualityAlertRaised)
+    assert (event.count, event.ticket_ids) == (3, ["t-1", "t-2"])
 
 
 def test_an_alert_is_raised_once_per_model_category_and_day() -> None:

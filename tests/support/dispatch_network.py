@@ -8,6 +8,8 @@ from typing import Any
 import httpx
 
 from services.intake.schemas import RECEIVE_EXAMPLE
+from shared.app.platform import Platform
+from tests.support.clients import service_client
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri")
 
@@ -139,3 +141,33 @@ async def open_ticket(
 def problem_rule(response: httpx.Response) -> str | None:
     body = response.json()
     return body.get("rule") or (body.get("errors") or [{}])[0].get("field")
+
+
+async def register_points(platform: Platform, *point_ids: str, region: str = "east") -> None:
+    """Headquarters, the region's center and these service points, registered through
+    dispatch (for tests that name service points without building the whole network)."""
+    members = [
+        {"id": "hq", "name": "Headquarters", "level": "headquarters"},
+        {
+            "id": f"rc-{region}",
+            "name": f"{region} RC",
+            "level": "regional_center",
+            "parent_id": "hq",
+            "region": region,
+        },
+        *(
+            {
+                "id": point,
+                "name": point,
+                "level": "service_point",
+                "kind": "own_outlet",
+                "parent_id": f"rc-{region}",
+                "region": region,
+            }
+            for point in point_ids
+        ),
+    ]
+    async with service_client("dispatch", platform, role="admin") as admin:
+        for member in members:
+            response = await admin.post("/service-points", json=member)
+            assert response.status_code == 201, response.text
