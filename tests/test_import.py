@@ -405,7 +405,8 @@ async def test_stock_and_usage_name_registered_records_once(
         [{"location_id": "sp-east-1", "part_number": "BELT-22", "quantity": 5}],
     )
     summary, sink = await import_file(platform, "stock", again)
-    assert summary.status == "refused" and "opening_balance_recorded" in problems(sink)[0][2]
+    assert summary.status == "refused" and problems(sink)[0][1] == "quantity"
+    assert "already present with other values" in problems(sink)[0][2]
     points = write_csv(
         tmp_path / "p.csv",
         ["id", "name", "level"],

@@ -72,6 +72,14 @@ async def test_replenishment_averages_the_imported_usage(
     )
     summary, sink = await import_file(platform, "usage", current)
     assert summary.status == "refused" and sink.first[0].field == "month"
+    # A month already recorded: skipped when equal, a problem when the quantity differs.
+    header = ["location_id", "part_number", "month", "quantity"]
+    same = write_csv(tmp_path / "same.csv", header, usage[1:2])
+    assert (await import_file(platform, "usage", same))[0].tally.present == 1
+    other = write_csv(tmp_path / "other.csv", header, [usage[1] | {"quantity": 5}])
+    summary, sink = await import_file(platform, "usage", other)
+    assert summary.status == "refused" and sink.first[0].field == "quantity"
+    assert "already present with other values" in sink.first[0].problem
     receipts = await platform.db.read(
         lambda c: list(
             c.execute(

@@ -844,3 +844,37 @@ async def test_requisitions_and_returns_are_paged_by_their_link_header(
         assert "link" not in (await clerk.get(path, params={"limit": 5})).headers
         forged = await clerk.get(path, params={"cursor": "not-a-cursor"})
         assert forged.status_code == 422 and forged.json()["errors"][0]["field"] == "cursor"
+
+
+async def test_an_old_part_settles_only_a_return_the_caller_may_see_and_that_expects_it(
+    platform: Platform,
+    intake: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
+    clerk: httpx.AsyncClient,
+) -> None:
+    """Two motors replaced under warranty (old serials O-X and O-Y): the O-Y handed in
+    twice must not settle O-X's return, whose part never came back; and a clerk of
+    another service point cannot settle this point's returns (they do not exist for it)."""
+    await build_network(admin)
+    ticket_id = await dispatched_ticket(intake, platform)
+    used = [
+        UsedPart(part_number=MOTOR, under_warranty=True, old_serial=serial)
+        for serial in ("O-X", "O-Y")
+    ]
+    await repair_ticket(platform, ticket_id, used)
+    await run_reactor(platform)
+    body = {"ticket_id": ticket_id, "part_number": MOTOR, "quantity": 1}
+    async with service_client("parts", platform, location="SP-NB-01") as ningbo:
+        refused = await ningbo.post("/returns", json=body | {"old_serial": "O-X"})
+        assert refused.status_code == 409 and refused.json()["rule"] == "no_return_expected"
+    await ok(await clerk.post("/returns", json=body | {"old_serial": "O-Y"}), 201)
+    again = await clerk.post("/returns", json=body | {"old_serial": "O-Y"})
+    assert again.status_code == 409, again.text
+    assert again.json()["rule"] == "old_serial_not_expected"
+    rows = await ok(await admin.get("/returns", params={"ticket_id": ticket_id}))
+    assert sorted((r["old_serial"], r["status"]) for r in rows) == [
+        ("O-X", "expected"),
+        ("O-Y", "returned"),
+    ]
+    # Without a serial the earliest due one is settled, as before.
+    await ok(await clerk.post("/returns", json=body), 201)

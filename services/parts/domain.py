@@ -311,7 +311,7 @@ class StockLevel:
     # What an import of the replaced system's history recorded: the opening balance (None:
     # none), the months of usage history; and whether any stock has moved at all.
     opening_balance: int | None = None
-    usage_months: frozenset[str] = frozenset()
+    usage_months: Mapping[str, int] = field(default_factory=dict)  # month → quantity
     moved: bool = False
 
     @property
@@ -331,7 +331,8 @@ def evolve_stock(
         case StockReceived():
             return replace(s, on_hand=s.on_hand + payload.quantity)
         case UsageHistoryRecorded():
-            return replace(s, moved=level.moved, usage_months=level.usage_months | {payload.month})
+            months = {**level.usage_months, payload.month: payload.quantity}
+            return replace(s, moved=level.moved, usage_months=months)
         case StockReserved():
             return replace(s, reserved=s.reserved + payload.quantity)
         case StockReleased():
@@ -1028,6 +1029,15 @@ def decide_old_part_return(command: RecordOldPartReturn, state: TicketState) -> 
         raise RuleViolation(
             "no_return_expected",
             f"no return of {h.part_number} is outstanding for ticket {h.ticket_id}",
+        )
+    if h.old_serial and expected.old_serial and h.old_serial != expected.old_serial:
+        # No outstanding return expects this serial (``choose_pending_return`` prefers the
+        # one that does): settling another would close a return whose part never came back.
+        raise RuleViolation(
+            "old_serial_not_expected",
+            f"no outstanding return of {h.part_number} for ticket {h.ticket_id} expects old "
+            f"serial {h.old_serial} (the next expected is {expected.old_serial}); give no "
+            "old_serial to settle the earliest due",
         )
     if h.quantity > expected.outstanding:
         raise InvalidCommand("quantity", f"only {expected.outstanding} of {h.part_number} expected")

@@ -330,6 +330,8 @@ class Stock(Kind):
             state, head = streams.get(stream)
             if state.opening_balance == row.quantity or (row.quantity == 0 and not state.moved):
                 return Verdict(parsed.line, present=True)
+            if state.opening_balance is not None:
+                raise conflict(parsed.line, "quantity", "the opening balance")
             command = domain.RecordOpeningBalance(
                 row.quantity, row.counted_at, catalogued, row.reference
             )
@@ -413,6 +415,8 @@ class Usage(Kind):
             stream = domain.stock_stream(place.location_id, row.part_number)
             state, head = streams.get(stream)
             if row.month in state.usage_months:
+                if state.usage_months[row.month] != row.quantity:
+                    raise conflict(parsed.line, "quantity", f"usage for {row.month}")
                 return Verdict(parsed.line, present=True)
             command = domain.RecordUsageHistory(row.month, row.quantity, current, catalogued)
             events, after = guarded(

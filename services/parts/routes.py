@@ -441,7 +441,9 @@ def return_response(conn: Connection, return_id: str) -> CommandResponse:
     summary="An old part came back (event OldPartReturned on the ticket)",
     description="Settles the ticket's expected return of that part (the same old serial "
     "first); `late` when after its due date. Allowed after the ticket was closed. 409 "
-    "`no_return_expected` when none is outstanding.",
+    "`no_return_expected` when none is outstanding (for a clerk with a location: none of "
+    "its service point); 409 `old_serial_not_expected` when `old_serial` is given and no "
+    "outstanding return expects it.",
 )
 async def record_return(body: OldPartReturnRequest, call: Stockist) -> JSONResponse:
     handed_in = body.command()

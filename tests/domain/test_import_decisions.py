@@ -71,7 +71,7 @@ def test_usage_history_is_for_past_months_once_each_and_moves_no_stock() -> None
     assert isinstance(event.payload, UsageHistoryRecorded)
     assert event.occurred_at == datetime(2025, 10, 1, tzinfo=UTC)
     after = domain.evolve_stock(stock(), event.payload)
-    assert after.usage_months == {"2025-10"} and after.on_hand == 0 and not after.moved
+    assert after.usage_months == {"2025-10": 12} and after.on_hand == 0 and not after.moved
     with pytest.raises(RuleViolation, match="usage_history_recorded"):
         domain.decide_usage_history(command, after)
     with pytest.raises(InvalidCommand, match="before the current one"):
