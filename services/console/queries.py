@@ -152,7 +152,6 @@ BOARD_COLUMNS = (
     t.repaired_at,
     t.response_due_at,
     t.resolution_due_at,
-    t.version,
     *CLOCK_COLUMNS,
 )
 
