@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -16,10 +17,15 @@ from services.dispatch.projections import NETWORK, TICKET_FLAGS
 from services.dispatch.reactors import RepeatRepairReactor
 from services.dispatch.tables import service_points, technicians, ticket_flags
 from shared.app.config import Settings
+from shared.app.executor import Handling, Invocation
 from shared.app.platform import Platform
 from shared.eventstore.kafka import ensure_topics, event_topics
+from shared.eventstore.metrics import appended_here
 from shared.eventstore.outbox import KafkaPublisher, OutboxRelay
 from shared.kernel.clock import ManualClock
+from shared.kernel.events.envelope import Actor, CommandContext, EventPayload
+from shared.kernel.events.sla import SlaPaused, SlaResumed
+from shared.kernel.ticket import TICKETS
 from tests.support.broker import TestBroker
 from tests.support.clients import service_client
 from tests.support.dispatch_network import POINTS, build_network, open_ticket
@@ -286,3 +292,37 @@ async def test_dispatch_events_reach_the_broker(
     ]
     dispatched = next(m for m in tickets if m["event_type"] == "TicketDispatched")
     assert dispatched["service"] == "dispatch" and dispatched["payload"]["technician_id"] == "t-a"
+
+
+async def test_decisions_held_back_append_together_and_later_ones_see_them(
+    platform: Platform, intake: httpx.AsyncClient
+) -> None:
+    """A reactor's batch holds its appends back to its end: appended one by one, the first
+    would take the position counter every writer waits for and keep it through the rest
+    of the batch. A decision on a stream with appends held back first makes them."""
+    a = await open_ticket(intake, product__serial_number="SN-H1")
+    b = await open_ticket(intake, product__serial_number="SN-H2")
+    executor = platform.executor("dispatch")
+    context = CommandContext(actor=Actor(subject="system", role="system"), service="dispatch")
+    handling = Handling(executor, Invocation(context), platform.settings)
+
+    def record(payload: EventPayload) -> Any:
+        return lambda _command, _state: [payload]
+
+    def work(conn: Connection) -> tuple[bool, bool]:
+        with executor.appends_held_back(conn):
+            handling.execute(
+                conn, TICKETS, a, None, record(SlaPaused(reason="customer_unavailable"))
+            )
+            handling.execute(
+                conn, TICKETS, b, None, record(SlaPaused(reason="customer_unavailable"))
+            )
+            held = not appended_here(conn.info)
+            # On a stream with an append held back: made first, so this one follows it.
+            handling.execute(conn, TICKETS, a, None, record(SlaResumed()))
+            flushed = appended_here(conn.info)
+        return held, flushed
+
+    assert await platform.db.write(work) == (True, True)
+    assert (await stream_types(platform, a))[-2:] == ["SlaPaused", "SlaResumed"]
+    assert (await stream_types(platform, b))[-1:] == ["SlaPaused"]

@@ -43,10 +43,11 @@ class RepeatRepairReactor:
         self.platform = platform
 
     def apply(self, conn: Connection, events: Sequence[EventEnvelope]) -> None:
-        for event in events:
-            if event.event_type == TicketReceived.event_type and not is_imported(event):
-                handling = commands.system_handling(self.platform, cause=event)
-                commands.flag_repeat_repair(conn, handling, event)
+        with self.platform.executor(commands.SERVICE).appends_held_back(conn):
+            for event in events:
+                if event.event_type == TicketReceived.event_type and not is_imported(event):
+                    handling = commands.system_handling(self.platform, cause=event)
+                    commands.flag_repeat_repair(conn, handling, event)
 
 
 WAITING_FOR_PARTS = "waiting_for_parts"
@@ -68,6 +69,10 @@ class PartsPauseReactor:
         self.platform = platform
 
     def apply(self, conn: Connection, events: Sequence[EventEnvelope]) -> None:
+        with self.platform.executor(commands.SERVICE).appends_held_back(conn):
+            self._react(conn, events)
+
+    def _react(self, conn: Connection, events: Sequence[EventEnvelope]) -> None:
         for event in events:
             if event.event_type not in _PARTS_EVENTS:
                 continue

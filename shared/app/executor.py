@@ -11,7 +11,8 @@ declared once per service and stream type, and applied here to whatever was appe
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Generic, TypeVar
@@ -107,6 +108,9 @@ class Executor:
         self.inline = inline
 
     def load(self, conn: Connection, decider: Decider[S], stream_id: str) -> Loaded[S]:
+        held = conn.info.get(_HELD_BACK)
+        if held is not None and stream_id in held.streams:
+            held.flush(conn)  # a decision on a stream with appends held back sees them
         events = self.store.read_stream(conn, stream_id)
         head = StreamHead(events[-1].stream_version, events[-1].hash) if events else StreamHead()
         # Decisions see personal fields in clear (a correction compares old and new).
@@ -171,30 +175,60 @@ class Executor:
         read models to it, in the caller's transaction. The inline read models' stream
         locks are taken before the append, in the order projectors take them (stream
         locks, then the position counter), so the two never wait on each other in a
-        cycle."""
+        cycle. Inside :meth:`appends_held_back` the appends wait for its end (nothing is
+        returned)."""
+        held = conn.info.get(_HELD_BACK)
+        if held is not None and held.executor is self:
+            held.add(context, appends, recorded_at)
+            return []
         self._lock_inline(conn, appends)
         written = self.store.append(conn, appends, context, recorded_at=recorded_at)
         self._apply_inline(conn, written)
         return written
 
+    @contextmanager
+    def appends_held_back(self, conn: Connection) -> Iterator[None]:
+        """Many decisions in one transaction (a reactor's batch) append together at the
+        end (:meth:`commit_in_turn`). Appended one by one, the first append would take
+        the position counter, which every writer of the ledger waits for, and keep it
+        through every later decision (seconds for a batch of a few hundred); held back,
+        the counter is held for the appends alone. A decision on a stream with appends
+        held back first makes them (``load``), so it sees them; a read model they update
+        inline is updated at the end only, so this is for decisions that read the streams
+        they decide on (the dispatch reactors), not such read models."""
+        if conn.info.get(_HELD_BACK) is not None:
+            yield
+            return
+        held = conn.info[_HELD_BACK] = _HeldBack(self)
+        try:
+            yield
+            held.flush(conn)
+        finally:
+            conn.info.pop(_HELD_BACK, None)
+
     def commit_in_turn(
-        self, conn: Connection, groups: Sequence[tuple[CommandContext, Sequence[StreamAppend]]]
+        self,
+        conn: Connection,
+        groups: Sequence[tuple[CommandContext, Sequence[StreamAppend]]],
+        recorded_at: Sequence[datetime | None] = (),
     ) -> list[EventEnvelope]:
         """Appends made in turn, each group in its own context, as one decision: a batch
         of imported history, each service's events in its name. The inline read models'
         locks are taken once before, and they are applied once to everything after. An
-        append without a head continues after its stream's events of an earlier group."""
+        append without a head continues after its stream's events of an earlier group.
+        ``recorded_at``: each group's decision time (default: now)."""
         self._lock_inline(conn, [a for _, appends in groups for a in appends])
         heads: dict[str, StreamHead] = {}
         written: list[EventEnvelope] = []
-        for context, appends in groups:
+        for n, (context, appends) in enumerate(groups):
             ready = [
                 a
                 if a.head is not None or a.stream_id not in heads
                 else StreamAppend(a.stream_id, a.events, heads[a.stream_id], a.region)
                 for a in appends
             ]
-            events = self.store.append(conn, ready, context)
+            at = recorded_at[n] if n < len(recorded_at) else None
+            events = self.store.append(conn, ready, context, recorded_at=at)
             heads.update((e.stream_id, StreamHead(e.stream_version, e.hash)) for e in events)
             written += events
         self._apply_inline(conn, written)
@@ -216,6 +250,33 @@ class Executor:
         for stream_type, events in by_type.items():
             for projection in self.inline.get(stream_type, ()):
                 self.runner.apply(conn, projection, events)
+
+
+# Key in the connection's info dict: the appends held back (``Executor.appends_held_back``).
+_HELD_BACK = "ticketline.held_back"
+
+
+class _HeldBack:
+    def __init__(self, executor: Executor) -> None:
+        self.executor = executor
+        self.groups: list[tuple[CommandContext, Sequence[StreamAppend]]] = []
+        self.times: list[datetime | None] = []
+        self.streams: set[str] = set()
+
+    def add(
+        self, context: CommandContext, appends: Sequence[StreamAppend], at: datetime | None
+    ) -> None:
+        appends = [a for a in appends if a.events]
+        if appends:
+            self.groups.append((context, appends))
+            self.times.append(at)
+            self.streams.update(a.stream_id for a in appends)
+
+    def flush(self, conn: Connection) -> None:
+        groups, times = self.groups, self.times
+        self.groups, self.times, self.streams = [], [], set()
+        if groups:
+            self.executor.commit_in_turn(conn, groups, times)
 
 
 def _stream_type(append: StreamAppend) -> str | None:
