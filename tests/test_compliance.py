@@ -154,6 +154,25 @@ async def test_resolution_sla(
     assert status(await checklist(platform, auditor, tid))["resolved_within_sla"] == "false"
 
 
+async def test_a_breach_recorded_before_the_repair_stays_a_breach(
+    life: Lifecycle, auditor: httpx.AsyncClient, platform: Platform, clock: ManualClock
+) -> None:
+    """Diagnosed simple (4 h), breached, then diagnosed again as complex (72 h from the
+    receipt): the repair within 72 h does not make the recorded breach in time."""
+    tid = await life.open()
+    await life.diagnose(tid, complexity="simple")
+    due = clock.now() + timedelta(hours=4)
+    clock.advance(hours=5)
+    breach = await life.breach(tid, "resolution", due)
+    await life.diagnose(tid, complexity="complex")
+    await life.dispatch(tid)
+    clock.advance(hours=1)
+    await life.visit(tid)
+    await life.repair(tid)
+    item = (await checklist(platform, auditor, tid))["checklist"]["resolved_within_sla"]
+    assert item["status"] == "false" and str(breach.event_id) in item["evidence"]
+
+
 async def test_on_site_repair_without_visit(
     life: Lifecycle, auditor: httpx.AsyncClient, platform: Platform, intake: httpx.AsyncClient
 ) -> None:
@@ -323,6 +342,9 @@ async def test_summary_on_hand_computed_data(
     rows = list(csv.DictReader(io.StringIO(summary_csv.text)))
     assert [r["region"] for r in rows] == ["east", "west", "TOTAL"]
     assert rows[-1]["nps"] == "40.0"
+    for row in rows:  # every ticket counted in one of the four columns, as in the JSON
+        counted = sum(int(row[k]) for k in ("compliant", "non_compliant", "pending", "unknown"))
+        assert counted == int(row["tickets"])
     tickets_csv = await auditor.get("/compliance/tickets", headers={"Accept": "text/csv"})
     ticket_rows = list(csv.DictReader(io.StringIO(tickets_csv.text)))
     assert len(ticket_rows) == 5 and "satisfied_evidence" in ticket_rows[0]

@@ -58,8 +58,12 @@ def responded_within_sla(f: Facts) -> Item:
 
 def resolved_within_sla(f: Facts) -> Item:
     """The first repair within the resolution deadline of the diagnosis before it (on the
-    ticket's SLA clock)."""
+    ticket's SLA clock). A breach recorded before it stays a breach: a later diagnosis
+    that moves the deadline (a higher complexity) does not make it in time."""
     first = f.repairs[0] if f.repairs else None
+    if first is not None and first.breached_before is not None:
+        note = "SLA breached before the repair"
+        return Item(FALSE, (first.breached_before, first.event_id), note)
     if first is not None and first.diagnosis_id is not None:
         due = first.resolution_due_at
         met = due is None or first.at <= due

@@ -147,6 +147,8 @@ class Repair:
     version: int = 0  # in the ticket stream
     # Parts were used that may have to come back (under warranty, or the warranty paid).
     returns_possible: bool = False
+    # The resolution breach recorded before this repair (its SlaBreached), if any.
+    breached_before: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -564,6 +566,7 @@ def _repaired(f: Facts, eid: str, at: datetime, p: TicketRepaired) -> Facts:
         returns_possible=any(
             u.under_warranty or p.cost_borne_by is CostBearer.warranty for u in p.parts_used
         ),
+        breached_before=f.breach("resolution"),
     )
     return amend(f, repairs=(*f.repairs, repair), awaiting_follow_up=eid)
 

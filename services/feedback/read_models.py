@@ -301,6 +301,7 @@ SUMMARY_CSV_COLUMNS = (
     "compliant",
     "non_compliant",
     "pending",
+    "unknown",
     "compliance_rate",
     "response_sla_rate",
     "resolution_sla_rate",

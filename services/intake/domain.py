@@ -189,6 +189,13 @@ def decide_diagnose(command: DiagnoseTicket, state: TicketState) -> list[EventPa
         raise InvalidCommand(
             "remote_outcome", "an outcome can be recorded here only for remote guidance"
         )
+    if d.remote_outcome is RepairOutcome.replaced:
+        # A replacement names its parts with their serials: dispatch's repair records it.
+        raise InvalidCommand(
+            "remote_outcome",
+            "a replacement names the parts used (new and old serials): record it with "
+            "dispatch's POST /tickets/{id}/repair",
+        )
     assert state.received is not None and state.received_at is not None
     events: list[EventPayload] = [
         TicketDiagnosed(

@@ -162,7 +162,8 @@ async def receive_ticket(body: ReceiveTicketRequest, call: Receive) -> JSONRespo
     summary="Record the remote diagnosis (event TicketDiagnosed)",
     description="Complexity sets the resolution deadline. With `resolution_path` "
     "`remote_guidance` and a `remote_outcome`, the ticket is repaired on the call "
-    "(TicketRepaired follows) and skips dispatch.",
+    "(TicketRepaired follows) and skips dispatch; `remote_outcome` `replaced` is 422 (a "
+    "replacement names its parts: dispatch's repair records it).",
 )
 async def diagnose_ticket(
     ticket_id: UUID, body: DiagnoseTicketRequest, call: Diagnose

@@ -103,7 +103,8 @@ class DiagnoseTicketRequest(Body):
     remote_outcome: RepairOutcome | None = Field(
         default=None,
         description="Only with remote guidance: the problem was solved on the call, so the "
-        "ticket goes straight to repaired without a visit.",
+        "ticket goes straight to repaired without a visit. Not `replaced` (a replacement "
+        "names its parts: dispatch's POST /tickets/{id}/repair records it).",
     )
 
     def command(self) -> domain.Diagnosis:

@@ -59,6 +59,7 @@ class TicketState:
     received_at: datetime | None = None
     reopen_count: int = 0
     dispatch_count: int = 0
+    dispatched_at: datetime | None = None  # the latest dispatch
     # Deadlines (SlaDeadline values) already recorded as breached: each is breached once.
     breached: frozenset[str] = frozenset()
     # When the response deadline was met (the first diagnosis) and the current resolution
@@ -125,7 +126,13 @@ def evolve(
         case TicketDiagnosed():
             return replace(s, diagnosis=payload, responded_at=state.responded_at or occurred_at)
         case TicketDispatched():
-            return replace(s, dispatch=payload, visit=None, dispatch_count=state.dispatch_count + 1)
+            return replace(
+                s,
+                dispatch=payload,
+                visit=None,
+                dispatch_count=state.dispatch_count + 1,
+                dispatched_at=occurred_at,
+            )
         case TicketVisited():
             return replace(s, visit=payload)
         case TicketRepaired():

@@ -480,6 +480,17 @@ def test_a_visit_follows_a_dispatch_by_the_dispatched_technician() -> None:
         assert rule(err) == expected
 
 
+def test_a_visit_is_not_before_the_dispatch() -> None:
+    ticket = given_ticket(washing_machine(), diagnosed(), at=MONDAY_9 - timedelta(hours=3))
+    ticket = TICKETS.evolve(ticket, dispatched("t-a"), MONDAY_9 - timedelta(hours=1))
+    early = MONDAY_9 - timedelta(hours=2)  # after the receipt, before the dispatch
+    with pytest.raises(InvalidCommand) as err:
+        domain.decide_visit(visit_at(early), ticket)
+    assert rule(err) == "arrived_at" and "before the dispatch" in str(err.value)
+    (event,) = domain.decide_visit(visit_at(MONDAY_9 - timedelta(minutes=30)), ticket)
+    assert isinstance(event, TicketVisited)
+
+
 def test_a_repair_on_site_needs_a_visit_since_the_dispatch() -> None:
     repair = RecordRepair(outcome=RepairOutcome.fixed, labour_minutes=40)
     for state, expected in (

@@ -110,6 +110,12 @@ def test_remote_guidance_with_an_outcome_repairs_on_the_call() -> None:
         diagnose(ResolutionPath.remote_guidance, RepairOutcome.fixed), given(received())
     )
     assert [type(e) for e in events] == [TicketDiagnosed, TicketRepaired]
+    # A replacement names its parts and serials: never recorded on the call.
+    with pytest.raises(InvalidCommand) as err:
+        domain.decide_diagnose(
+            diagnose(ResolutionPath.remote_guidance, RepairOutcome.replaced), given(received())
+        )
+    assert err.value.field == "remote_outcome"
 
 
 def test_diagnosis_follows_the_lifecycle() -> None:
