@@ -96,12 +96,15 @@ def test_run_on_a_taken_port_says_which_and_how_to_change_it(tmp_path, monkeypat
     import socket
 
     from shared.app.cli import main as cli_main
+    from tests.support.ports import free_ports_env
 
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         monkeypatch.setenv("TICKETLINE_DATA_DIR", str(tmp_path))
         monkeypatch.setenv("TICKETLINE_HOST", "127.0.0.1")
+        for variable, port in free_ports_env().items():
+            monkeypatch.setenv(variable, port)
         monkeypatch.setenv("TICKETLINE_DISPATCH_PORT", str(taken.getsockname()[1]))
         assert cli_main(["run"]) == 2
     err = capsys.readouterr().err

@@ -33,6 +33,7 @@ from shared.kernel.personal import (
 from tests.support.auth import TEST_AUTH
 from tests.support.clients import service_client
 from tests.support.factories import context, received
+from tests.support.ports import free_ports_env
 from tests.support.privacy import Person
 
 KEY_A = "11" * 32
@@ -158,6 +159,8 @@ def test_an_unusable_setting_refuses_to_start_naming_it(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("TICKETLINE_DATA_DIR", str(tmp_path / "data"))
+    for port_variable, port in free_ports_env().items():
+        monkeypatch.setenv(port_variable, port)
     monkeypatch.setenv(variable, value.format(tmp=tmp_path))
     assert cli_main(["run"]) == 2
     err = capsys.readouterr().err

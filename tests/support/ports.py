@@ -10,6 +10,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+PORT_VARIABLES = tuple(
+    f"TICKETLINE_{name}_PORT" for name in ("INTAKE", "DISPATCH", "PARTS", "FEEDBACK", "CONSOLE")
+)
+
+
+def free_ports_env() -> dict[str, str]:
+    """Every port ``ticketline run`` listens on, free (the defaults may be taken: another
+    ``make run`` on the machine)."""
+    return {variable: str(free_port()) for variable in PORT_VARIABLES}
+
+
 def wait_for_port(port: int, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
