@@ -17,7 +17,7 @@ from sqlalchemy import Connection, text
 
 from services.intake.schemas import RECEIVE_EXAMPLE
 from shared.app.platform import Platform
-from shared.eventstore.db import Database, LockOrderConflict
+from shared.eventstore.db import Database, LockOrderConflict, take_locks
 from shared.eventstore.ledger import EventStore, StreamAppend, StreamHead
 from shared.eventstore.runner import ProjectionRunner
 from shared.kernel.events.envelope import Actor, CommandContext
@@ -174,3 +174,44 @@ async def test_a_writer_holding_the_position_counter_gives_way_on_a_lock(
     assert done == ["a", "b"]
     assert gave_way == [["projection:p:ticket-x"]] and runs.count("b") == 2
     assert deadlocks == 0
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_units_committed_together_give_way_on_locks_another_group_took_first(
+    database_url: str,
+) -> None:
+    """Two processes each commit two units together (group commit: two projections'
+    batches), taking the same two locks in opposite orders. The second unit of a group
+    only tries its lock (its transaction holds the first unit's): one gives way and runs
+    again with that lock taken first, instead of a deadlock."""
+    first, second = Database(database_url), Database(database_url)
+    gave_way: list[str] = []
+
+    def lock(key: str, then_sleep: float = 0.0) -> Callable[[Connection], str]:
+        def work(conn: Connection) -> str:
+            try:
+                take_locks(conn, [key])
+            except LockOrderConflict:
+                gave_way.append(key)
+                raise
+            if then_sleep:
+                conn.execute(text("SELECT pg_sleep(:s)"), {"s": then_sleep})
+            return key
+
+        return work
+
+    async def group(db: Database, one: str, two: str) -> list[str]:
+        return await db._pg_group([lock(one, 0.3), lock(two)], db._pg_writer.held)
+
+    try:
+        done = await asyncio.gather(group(first, "a", "b"), group(second, "b", "a"))
+        deadlocks = await first.read(
+            lambda c: c.execute(
+                text("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
+            ).scalar_one()
+        )
+    finally:
+        await first.dispose()
+        await second.dispose()
+    assert done == [["a", "b"], ["b", "a"]]
+    assert gave_way and deadlocks == 0

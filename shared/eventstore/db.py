@@ -75,6 +75,11 @@ _TRY_LOCKS = text(
 )
 
 
+# Key in the connection's info dict: a unit of work after the first of its group runs
+# (the transaction holds what the earlier ones took).
+_LATER_UNIT = "ticketline.later_unit"
+
+
 def take_locks(conn: Connection, keys: Iterable[str]) -> None:
     """PostgreSQL: transaction-scoped locks on ``keys`` (held until commit), taken in one
     order (by key hash) so that takers never wait on each other in a cycle; SQLite has a
@@ -84,14 +89,17 @@ def take_locks(conn: Connection, keys: Iterable[str]) -> None:
     that already appended — a reactor's batch appending for one ticket and then locking
     the next, units of work committed together — holds the counter, so waiting for a lock
     could close a cycle with its holder waiting for the counter (a deadlock: a second of
-    every writer waiting, then an abort). It only tries them: a taken one raises
-    :class:`LockOrderConflict`, and the unit runs again with those locks taken first."""
+    every writer waiting, then an abort). So could a later unit of a group committed
+    together, whose transaction holds the earlier units' locks and rows (two projections'
+    batches, in another order in another process). Those only try them: a taken one
+    raises :class:`LockOrderConflict`, and the unit runs again with those locks taken
+    first."""
     if conn.dialect.name != "postgresql":
         return
     wanted = sorted(set(keys))
     if not wanted:
         return
-    if not appended_here(conn.info):
+    if not appended_here(conn.info) and not conn.info.get(_LATER_UNIT):
         conn.execute(_LOCK_IN_ORDER, {"keys": wanted})
         return
     taken = list(conn.execute(_TRY_LOCKS, {"keys": wanted}).scalars())
@@ -590,6 +598,7 @@ async def _pg_attempt(
 ) -> tuple[T, list[Committed]]:
     try:
         take_appended(conn.info)
+        conn.info.pop(_LATER_UNIT, None)
         if not transactional:
             return await conn.run_sync(work), []
         # BEGIN and COMMIT on the driver, one round trip each (SQLAlchemy is in
@@ -697,7 +706,11 @@ class Database:
 
         def group(conn: Connection) -> list[Any]:
             take_locks(conn, first)
-            return [work(conn) for work in works]
+            results = []
+            for n, work in enumerate(works):
+                conn.info[_LATER_UNIT] = n > 0  # cleared by the next attempt's start
+                results.append(work(conn))
+            return results
 
         for attempt in range(1, 6):
             try:
