@@ -256,9 +256,15 @@ def test_token_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> N
     monkeypatch.delenv("TICKETLINE_AUTH_JWT_SECRET", raising=False)
     code = cli_main(["token", "--role", "regional_center", "--region", "west", "--subject", "rc"])
     assert code == 0
-    token = capsys.readouterr().out.strip()
+    out, err = capsys.readouterr()
+    token = out.strip()
     claims = Authenticator(Settings(data_dir=tmp_path)).verify_token(token)
     assert (claims.subject, claims.role, claims.region) == ("rc", "regional_center", "west")
+    # The first token generated the key, and says so: only this data directory's services
+    # accept it. The next one signs with that key, silently.
+    assert f"generated a new signing key at {tmp_path / 'auth-jwt.key'}" in err
+    assert cli_main(["token", "--role", "auditor", "--subject", "a"]) == 0
+    assert "generated" not in capsys.readouterr().err
     # A regional center's token needs its region.
     assert cli_main(["token", "--role", "regional_center", "--subject", "r"]) == 2
     assert cli_main(["api-key", "--name", "acme"]) == 0

@@ -50,6 +50,12 @@ def test_import_prints_a_summary_progress_and_a_report(
     assert main(["import", "technicians", str(files["technicians"]), "--quiet", "--dry-run"]) == 0
     assert json.loads(capsys.readouterr().out)["status"] == "valid"
 
+    # A file that is not there is named (not the report that would sit beside it).
+    with pytest.raises(SystemExit) as exit_:
+        main(["import", "technicians", str(tmp_path / "nowhere" / "t.csv")])
+    assert exit_.value.code == 2
+    assert f"{tmp_path / 'nowhere' / 't.csv'}: no such file" in capsys.readouterr().err
+
 
 def test_export_kind_writes_the_import_format(
     data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -242,7 +242,7 @@ async def run_embedded(settings: Settings, *, print_fn=print) -> None:  # type: 
             if name == CONSOLE:
                 print_fn(
                     f"  {name:<9} {base}   (operations console: sign in with a token from "
-                    "`ticketline token --role auditor --subject you`; docs/console.md)"
+                    "`.venv/bin/ticketline token --role auditor --subject you`; docs/console.md)"
                 )
             else:
                 print_fn(f"  {name:<9} {base}   (API docs: {base}/docs)")

@@ -33,6 +33,13 @@ def _batch_size(value: str) -> int:
     return number
 
 
+def _input_file(value: str) -> str:
+    """The file to import, refused before anything else reads or writes beside it."""
+    if not Path(value).is_file():
+        raise argparse.ArgumentTypeError(f"{value}: no such file")
+    return value
+
+
 def add_import_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "import",
@@ -42,7 +49,7 @@ def add_import_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[
         "resumes. Problems go to a CSV report (line, field, problem).",
     )
     p.add_argument("kind", help=KIND_HELP)
-    p.add_argument("file", help="CSV (with a header) or JSON Lines")
+    p.add_argument("file", type=_input_file, help="CSV (with a header) or JSON Lines")
     p.add_argument("--dry-run", action="store_true", help="validate only: write nothing")
     p.add_argument(
         "--skip-invalid", action="store_true", help="import the valid rows, report the rest"

@@ -153,11 +153,16 @@ def parse_duration(text: str) -> int:
     return int(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
 
 
+def hs256_key_file(settings: Settings) -> Path:
+    """Where the embedded default keeps its generated HS256 secret."""
+    return Path(settings.data_dir) / "auth-jwt.key"
+
+
 def hs256_secret(settings: Settings) -> bytes:
     """The configured secret, or (embedded default) one generated once into the data dir."""
     if settings.auth.jwt_secret:
         return settings.auth.jwt_secret.get_secret_value().encode()
-    path = Path(settings.data_dir) / "auth-jwt.key"
+    path = hs256_key_file(settings)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(secrets.token_hex(32))
