@@ -215,3 +215,38 @@ async def test_units_committed_together_give_way_on_locks_another_group_took_fir
         await second.dispose()
     assert done == [["a", "b"], ["b", "a"]]
     assert gave_way and deadlocks == 0
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_a_unit_that_locks_twice_gives_way_on_its_second_locks(database_url: str) -> None:
+    """A projector's batch locks its streams, then its reactor the tickets it appends to:
+    two such units in two processes, in opposite orders, only try their second locks and
+    run again with them taken first — no deadlock."""
+    first, second = Database(database_url), Database(database_url)
+    gave_way: list[list[str]] = []
+
+    def locking(one: str, two: str) -> Callable[[Connection], str]:
+        def work(conn: Connection) -> str:
+            take_locks(conn, [one])
+            conn.execute(text("SELECT pg_sleep(0.3)"))
+            try:
+                take_locks(conn, [two])
+            except LockOrderConflict as exc:
+                gave_way.append(exc.keys)
+                raise
+            return one + two
+
+        return work
+
+    try:
+        done = await asyncio.gather(first.write(locking("a", "b")), second.write(locking("b", "a")))
+        deadlocks = await first.read(
+            lambda c: c.execute(
+                text("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
+            ).scalar_one()
+        )
+    finally:
+        await first.dispose()
+        await second.dispose()
+    assert done == ["ab", "ba"]
+    assert gave_way and deadlocks == 0

@@ -75,9 +75,11 @@ _TRY_LOCKS = text(
 )
 
 
-# Key in the connection's info dict: a unit of work after the first of its group runs
-# (the transaction holds what the earlier ones took).
+# Keys in the connection's info dict, cleared when a transaction starts: a unit of work
+# after the first of its group runs (the transaction holds what the earlier ones took);
+# the transaction took locks already.
 _LATER_UNIT = "ticketline.later_unit"
+_LOCKS_HELD = "ticketline.locks_held"
 
 
 def take_locks(conn: Connection, keys: Iterable[str]) -> None:
@@ -85,22 +87,25 @@ def take_locks(conn: Connection, keys: Iterable[str]) -> None:
     order (by key hash) so that takers never wait on each other in a cycle; SQLite has a
     single writer, nothing to do.
 
-    Every writer takes its locks before the position counter (its append). A transaction
-    that already appended — a reactor's batch appending for one ticket and then locking
-    the next, units of work committed together — holds the counter, so waiting for a lock
-    could close a cycle with its holder waiting for the counter (a deadlock: a second of
-    every writer waiting, then an abort). So could a later unit of a group committed
-    together, whose transaction holds the earlier units' locks and rows (two projections'
-    batches, in another order in another process). Those only try them: a taken one
-    raises :class:`LockOrderConflict`, and the unit runs again with those locks taken
-    first."""
+    A transaction takes its locks before the position counter (its append), and all at
+    once. One that holds something already could close a cycle by waiting — with a holder
+    of the lock waiting for what it holds (a deadlock: a second of waiting, then an
+    abort): one that appended holds the counter (a reactor's batch appending for one
+    ticket and then locking the next, units of work committed together); one that locked
+    before holds those locks (a projector's batch locking its streams, then its reactor
+    the tickets it appends to); a later unit of a group committed together holds what the
+    earlier units took (two projections' batches, in another order in another process).
+    Those only try: a taken lock raises :class:`LockOrderConflict`, and the unit of work
+    runs again with those locks taken first."""
     if conn.dialect.name != "postgresql":
         return
     wanted = sorted(set(keys))
     if not wanted:
         return
-    if not appended_here(conn.info) and not conn.info.get(_LATER_UNIT):
+    info = conn.info
+    if not (appended_here(info) or info.get(_LATER_UNIT) or info.get(_LOCKS_HELD)):
         conn.execute(_LOCK_IN_ORDER, {"keys": wanted})
+        info[_LOCKS_HELD] = True
         return
     taken = list(conn.execute(_TRY_LOCKS, {"keys": wanted}).scalars())
     if taken:
@@ -599,6 +604,7 @@ async def _pg_attempt(
     try:
         take_appended(conn.info)
         conn.info.pop(_LATER_UNIT, None)
+        conn.info.pop(_LOCKS_HELD, None)
         if not transactional:
             return await conn.run_sync(work), []
         # BEGIN and COMMIT on the driver, one round trip each (SQLAlchemy is in
@@ -712,12 +718,15 @@ class Database:
                 results.append(work(conn))
             return results
 
-        for attempt in range(1, 6):
+        attempts = 8  # each gave-way adds its locks to those taken first: few are needed
+        for attempt in range(1, attempts + 1):
             try:
                 return await self._pg_run(self._pg_write, group, transactional=True, held=held)
             except Exception as exc:
-                if attempt == 5 or not lost_a_race(exc):
+                if not lost_a_race(exc):
                     raise
+                if attempt == attempts:
+                    raise DatabaseUnavailable("the database is busy: try again") from exc
                 if isinstance(exc, LockOrderConflict):
                     first.update(exc.keys)
                     continue
