@@ -123,6 +123,17 @@ async def test_a_deadlock_victim_runs_again(database_url: str) -> None:
     assert len(attempts) == 3  # one of them twice
 
 
+async def deadlocks_of(db: Database) -> int:
+    """The deadlocks the server broke in this database so far."""
+    return int(
+        await db.read(
+            lambda c: c.execute(
+                text("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
+            ).scalar_one()
+        )
+    )
+
+
 @pytest.mark.parametrize("backend", ["postgres"])
 async def test_a_writer_holding_the_position_counter_gives_way_on_a_lock(
     database_url: str, store: EventStore
@@ -163,11 +174,7 @@ async def test_a_writer_holding_the_position_counter_gives_way_on_a_lock(
 
     try:
         done = await asyncio.gather(first.write(lock_then_append), later())
-        deadlocks = await first.read(
-            lambda c: c.execute(
-                text("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
-            ).scalar_one()
-        )
+        deadlocks = await deadlocks_of(first)
     finally:
         await first.dispose()
         await second.dispose()
@@ -205,11 +212,7 @@ async def test_units_committed_together_give_way_on_locks_another_group_took_fir
 
     try:
         done = await asyncio.gather(group(first, "a", "b"), group(second, "b", "a"))
-        deadlocks = await first.read(
-            lambda c: c.execute(
-                text("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
-            ).scalar_one()
-        )
+        deadlocks = await deadlocks_of(first)
     finally:
         await first.dispose()
         await second.dispose()
@@ -240,11 +243,7 @@ async def test_a_unit_that_locks_twice_gives_way_on_its_second_locks(database_ur
 
     try:
         done = await asyncio.gather(first.write(locking("a", "b")), second.write(locking("b", "a")))
-        deadlocks = await first.read(
-            lambda c: c.execute(
-                text("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
-            ).scalar_one()
-        )
+        deadlocks = await deadlocks_of(first)
     finally:
         await first.dispose()
         await second.dispose()
