@@ -2,6 +2,7 @@
 
     make bench                  # full run (about 20 minutes on 2 cores; import + console are half)
     make bench-quick            # python -m bench --quick: small counts, under 2 minutes
+                                # (every section but outage, which takes its time)
     python -m bench --json bench.json --sections sqlite,http
 
 The machine is shared and noisy, so absolute numbers drift from run to run; the ratio of
@@ -26,6 +27,12 @@ drifts much less. Sections:
   projection caught up (bench/console_pages.py); then an auditor's ``ticketline replay``
   of every projection on that history, beside a raw read of its ledger
   (bench/replay_all.py).
+- ``outage`` — the scaled topology as processes (PostgreSQL, the test broker, the four
+  services, two relays, two Kafka projectors, the jobs) under four callers whose tickets'
+  serials repeat (the repeat-repair reactor appends): the broker up, stopped, back
+  (20 / 60 / 20 s); per phase tickets, command latency p50 / p99 / max, commands over
+  1 s, errors, deadlocks, repeat-repair flags written, beside the same load with the
+  broker up (bench/outage.py). Not in ``--quick`` unless named (then 5 / 15 / 5 s).
 
 In ``sqlite`` and ``postgres``, the personal-data cipher's cost (bench/personal_data.py):
 a ``TicketReceived`` append and a ``ticket_state`` rebuild with the cipher beside the same
@@ -64,6 +71,7 @@ from bench.limits import (
 from bench.list_latency import SMALL_ROWS, measure_list_latency
 from bench.loadgen import json_post, run_load
 from bench.measure import Result, combine
+from bench.outage import bench_outage
 from bench.personal_data import append_cost, cost_note, replay_cost
 from bench.processes import ServerProcess, start_bare_endpoint, start_ticketline_run
 from bench.report import Report, Section
@@ -80,7 +88,10 @@ from tests.support.factories import diagnosed, received
 from tests.support.postgres import PostgresCluster
 
 CONTEXT = CommandContext(actor=Actor(subject="bench", role="system"), service="bench")
-SECTIONS = ("sqlite", "http", "postgres", "list", "scale", "import", "console")
+SECTIONS = ("sqlite", "http", "postgres", "list", "scale", "import", "console", "outage")
+# Sections a --quick run leaves out unless --sections names them: they last as long as the
+# phases they measure (the outage: over half a minute even at its quick size).
+NOT_QUICK = ("outage",)
 PROFILES: dict[str, dict[str, Any]] = {
     "full": {
         "appends": 2000,
@@ -98,6 +109,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "console_tickets": 100_000,
         "console_repeats": 20,
         "console_seconds": 300.0,
+        "outage_seconds": 60.0,
     },
     "quick": {
         "appends": 300,
@@ -115,6 +127,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "console_tickets": 2000,  # and its replay: the quick run stays under 2 minutes
         "console_repeats": 10,
         "console_seconds": 90.0,
+        "outage_seconds": 15.0,
     },
 }
 _numbers = itertools.count(1)
@@ -721,6 +734,10 @@ async def main(args: argparse.Namespace) -> Report:
                 await run_section(
                     report, "Console pages", lambda: bench_console(report, tmp, args, progress)
                 )
+            if "outage" in args.sections:
+                await run_section(
+                    report, "Broker outage", lambda: bench_outage(report, tmp, args, progress)
+                )
         finally:
             if broker is not None:
                 broker.stop()
@@ -734,8 +751,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     parser.add_argument(
         "--sections",
-        default=",".join(SECTIONS),
-        help=f"comma-separated, from {','.join(SECTIONS)} (default: all)",
+        default=None,
+        help=f"comma-separated, from {','.join(SECTIONS)} (default: all; with --quick all "
+        f"but {','.join(NOT_QUICK)})",
     )
     parser.add_argument("--concurrency", type=int, default=8, help="HTTP callers")
     helps = {
@@ -754,6 +772,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "console_tickets": "tickets in the generated history behind the console pages",
         "console_repeats": "rounds of every console page per caller (after a warm-up)",
         "console_seconds": "time bound for the console pages' rounds",
+        "outage_seconds": "broker stopped this long (up and back: a third of it each)",
     }
     for key, text in helps.items():
         kind = type(PROFILES["full"][key])
@@ -768,6 +787,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for key, value in profile.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if args.sections is None:
+        args.sections = ",".join(s for s in SECTIONS if not (args.quick and s in NOT_QUICK))
     args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = set(args.sections) - set(SECTIONS)
     if unknown:

@@ -1,18 +1,23 @@
-"""The servers the HTTP figures measure, each a process of its own on 127.0.0.1 free ports:
-the bare endpoint (``bench/bare_app.py``) and ``ticketline run`` (what ``make run``
-starts). Both log to a file in their directory, never to a pipe nobody reads.
+"""The servers the bench measures, each a process of its own on 127.0.0.1 free ports:
+the bare endpoint (``bench/bare_app.py``), ``ticketline run`` (what ``make run`` starts)
+and the scaled topology (a process per service, relays, Kafka projectors, jobs). Each
+logs to a file in its directory, never to a pipe nobody reads.
 
     with start_ticketline_run(tmp / "tl") as tl, start_bare_endpoint(tmp / "bare.db") as bare:
         tl.port, tl.token, bare.port, tl.cpu_seconds(), bare.pause(), bare.resume()
+    with start_scaled_topology(tmp / "scaled", database_url, broker.bootstrap_servers) as top:
+        top.ports["intake"]; with top.paused(("relay-", "projector-")): ...
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
@@ -189,3 +194,122 @@ def start_ticketline_run(
         server.stop()
         raise
     return server
+
+
+@dataclass
+class Topology:
+    """The scaled deployment as processes we started: ``ticketline serve`` per service
+    (API on ``ports``), two relays, two ``ticketline project --source kafka``, the jobs;
+    each logs to ``logs/<name>.log``."""
+
+    env: dict[str, str]
+    logs: Path
+    ports: dict[str, int]
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, name: str, *args: str, **extra_env: str) -> None:
+        command = [sys.executable, "-m", "shared.app.cli", *args]
+        self.processes[name] = _spawn(command, {**self.env, **extra_env}, self.logs / f"{name}.log")
+
+    def check_alive(self) -> None:
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                tail = (self.logs / f"{name}.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"{name} exited with {process.returncode}:\n{tail}")
+
+    @contextlib.contextmanager
+    def paused(self, prefixes: tuple[str, ...]) -> Iterator[None]:
+        """SIGSTOP the processes named so, SIGCONT them after."""
+        names = [n for n in self.processes if n.startswith(prefixes)]
+        for name in names:
+            self.processes[name].send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for name in names:
+                self.processes[name].send_signal(signal.SIGCONT)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        live = [p for p in self.processes.values() if p.poll() is None]
+        for process in live:
+            process.send_signal(signal.SIGCONT)
+            process.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + timeout
+        for process in live:
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_scaled_topology(
+    directory: Path,
+    database_url: str,
+    bootstrap_servers: str,
+    *,
+    extra_env: dict[str, str] | None = None,
+    timeout: float = 90.0,
+) -> Topology:
+    """``ticketline migrate`` on ``database_url``, then the four services, two relays, two
+    Kafka projectors and the jobs (as tests/test_scaled_e2e.py runs them), with the intake
+    rate limit lifted; returns once every service answers ``/health/ready``."""
+    env = _base_env()
+    env.pop("TICKETLINE_DATABASE_URL", None)
+    env.update(
+        {
+            "DATABASE_URL": database_url,
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers,
+            "TICKETLINE_KAFKA_ENABLE_IDEMPOTENCE": "false",  # the test broker lacks it
+            "TICKETLINE_KAFKA_TOPIC_PARTITIONS": "4",
+            "TICKETLINE_HOST": "127.0.0.1",
+            "TICKETLINE_DATA_DIR": str(directory / "data"),
+            **UNLIMITED_INTAKE,
+            **(extra_env or {}),
+        }
+    )
+    subprocess.run(
+        [sys.executable, "-m", "shared.app.cli", "migrate"],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+    topology = Topology(env, directory / "logs", {name: free_port() for name in SERVICES})
+    try:
+        for name, port in topology.ports.items():
+            topology.start(name, "serve", name, "--port", str(port))
+        for n in (1, 2):
+            topology.start(f"relay-{n}", "relay", TICKETLINE_METRICS_PORT=str(free_port()))
+            topology.start(
+                f"projector-{n}",
+                "project",
+                "--source",
+                "kafka",
+                TICKETLINE_METRICS_PORT=str(free_port()),
+            )
+        topology.start("jobs", "jobs")
+        deadline = time.monotonic() + timeout
+        for port in topology.ports.values():
+            while True:
+                topology.check_alive()
+                try:
+                    url = f"http://127.0.0.1:{port}/health/ready"
+                    if httpx.get(url, timeout=1.0).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the scaled topology not ready after {timeout} s")
+                time.sleep(0.2)
+    except BaseException:
+        topology.stop()
+        raise
+    return topology

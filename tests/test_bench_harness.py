@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import sqlite3
 
+import pytest
+
 from bench.limits import sqlite_insert_per_transaction
 from bench.loadgen import json_post, run_load
 from bench.measure import Result, combine, percentile
@@ -133,3 +135,21 @@ async def test_import_bench_runs_end_to_end_at_a_tiny_size(tmp_path) -> None:
     text = report.render()
     assert "FAILED" not in text
     assert "import tickets, all or nothing" in text and "peak memory" in text
+
+
+@pytest.mark.kafka
+async def test_outage_bench_runs_end_to_end_at_a_tiny_size(tmp_path) -> None:
+    """bench/outage.py: the scaled topology as processes, 1 / 3 / 1 s of the phases under
+    the callers, everything stopped, and the section rendered."""
+    from types import SimpleNamespace
+
+    from bench.outage import bench_outage
+
+    report = Report()
+    await bench_outage(report, tmp_path, SimpleNamespace(outage_seconds=3), lambda _m: None)
+    text = report.render()
+    assert "broker stopped: tickets opened" in text and "broker back: tickets opened" in text
+    stopped, back = (r for r in report.sections[0].rows if r.figure.endswith("tickets opened"))
+    for row in (stopped, back):
+        assert row.value_result is not None and row.value_result["count"] > 0, text
+        assert row.reference_result is not None and row.reference_result["count"] > 0, text
