@@ -31,9 +31,9 @@ from shared.kernel.events.envelope import (
     PendingEvent,
 )
 from shared.kernel.events.parts import StockConsumed
-from shared.kernel.events.tickets import CostBearer, UsedPart
+from shared.kernel.events.tickets import CostBearer, TicketReopened, UsedPart
 from tests.support.clients import service_client
-from tests.support.lifecycle import dispatch_ticket, repair_ticket
+from tests.support.lifecycle import append_ticket_events, dispatch_ticket, repair_ticket
 from tests.test_intake import open_ticket
 
 MOTOR = "MOTOR-WM700"
@@ -878,3 +878,57 @@ async def test_an_old_part_settles_only_a_return_the_caller_may_see_and_that_exp
     ]
     # Without a serial the earliest due one is settled, as before.
     await ok(await clerk.post("/returns", json=body), 201)
+    rows = await ok(await admin.get("/returns", params={"ticket_id": ticket_id}))
+    assert {r["status"] for r in rows} == {"returned"}
+
+
+async def test_a_serial_already_returned_settles_no_other_return(
+    platform: Platform,
+    intake: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
+    clerk: httpx.AsyncClient,
+) -> None:
+    """One return expects O-X, the other names no serial: O-X handed in twice must not
+    settle the second (its part never came back)."""
+    await build_network(admin)
+    ticket_id = await dispatched_ticket(intake, platform)
+    used = [
+        UsedPart(part_number=MOTOR, under_warranty=True, old_serial="O-X"),
+        UsedPart(part_number=MOTOR, under_warranty=True),
+    ]
+    await repair_ticket(platform, ticket_id, used)
+    await run_reactor(platform)
+    body = {"ticket_id": ticket_id, "part_number": MOTOR, "quantity": 1, "old_serial": "O-X"}
+    await ok(await clerk.post("/returns", json=body), 201)
+    again = await clerk.post("/returns", json=body)
+    assert again.status_code == 409 and again.json()["rule"] == "old_serial_not_expected"
+    rows = await ok(await admin.get("/returns", params={"ticket_id": ticket_id}))
+    assert sorted(r["status"] for r in rows) == ["expected", "returned"]
+
+
+async def test_a_clerk_settles_its_own_points_return_in_the_command_and_the_read_model(
+    platform: Platform,
+    intake: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
+    clock: ManualClock,
+) -> None:
+    """A ticket repaired at SP-HZ-01, reopened and repaired again at SP-NB-01: two returns
+    without serials, Hangzhou's due first. Ningbo's clerk hands one in: the command and the
+    returns read model both settle Ningbo's (the earliest due overall is Hangzhou's)."""
+    await build_network(admin)
+    ticket_id = await dispatched_ticket(intake, platform)
+    await repair_ticket(platform, ticket_id, [UsedPart(part_number=MOTOR, under_warranty=True)])
+    reopened = TicketReopened(reason="noise again", source="follow_up")
+    await append_ticket_events(platform, ticket_id, [reopened], service="feedback")
+    clock.advance(days=1)
+    await dispatch_ticket(platform, ticket_id, service_point_id="SP-NB-01", redispatch=True)
+    await repair_ticket(platform, ticket_id, [UsedPart(part_number=MOTOR, under_warranty=True)])
+    await run_reactor(platform)
+    async with service_client("parts", platform, location="SP-NB-01") as ningbo:
+        body = {"ticket_id": ticket_id, "part_number": MOTOR, "quantity": 1}
+        await ok(await ningbo.post("/returns", json=body), 201)
+    rows = await ok(await admin.get("/returns", params={"ticket_id": ticket_id}))
+    assert sorted((r["service_point_id"], r["status"]) for r in rows) == [
+        ("SP-HZ-01", "expected"),
+        ("SP-NB-01", "returned"),
+    ]

@@ -295,15 +295,14 @@ def record_old_part_return(conn: Connection, h: Handling, handed_in: domain.Hand
     """Returns the id of the expected return it settled."""
     location_id = domain.acting_location(handed_in.location_id, h.invocation.reach.location)
     place = visible_location(conn, h, location_id, "location_id")
-    reach = h.invocation.reach.location
     # A clerk's reach: the expected returns of its location's service point; others do
     # not exist for it (as in GET /returns).
-    pending = [
-        p
-        for p in read_models.pending_returns(conn, handed_in.ticket_id)
-        if reach is None or domain.same_location(p.service_point_id, reach)
-    ]
-    expected = domain.choose_pending_return(pending, handed_in.part_number, handed_in.old_serial)
+    expected = domain.choose_pending_return(
+        read_models.pending_returns(conn, handed_in.ticket_id),
+        handed_in.part_number,
+        handed_in.old_serial,
+        service_point_id=h.invocation.reach.location,
+    )
     command = domain.RecordOldPartReturn(handed_in, place.location_id, expected, h.now())
     h.execute(conn, TICKETS, handed_in.ticket_id, command, domain.decide_old_part_return)
     assert expected is not None  # the decision refused otherwise

@@ -984,14 +984,24 @@ class PendingReturn:
 
 
 def choose_pending_return(
-    pending: Sequence[PendingReturn], part_number: str, old_serial: str | None
+    pending: Sequence[PendingReturn],
+    part_number: str,
+    old_serial: str | None,
+    service_point_id: str | None = None,
 ) -> PendingReturn | None:
-    """The expected return a handed-in old part settles: of that part, the one with the same
+    """The expected return a handed-in old part settles: of that part (and, when given,
+    of that service point: a parts clerk settles its own point's), the one with the same
     old serial if one is pending, otherwise the earliest due. The return command and the
-    returns read model both ask this, so both pick the same one."""
+    returns read model both ask this (the read model with the event's service point), so
+    both pick the same one."""
     part = normalise_part_number(part_number)
     candidates = sorted(
-        (p for p in pending if normalise_part_number(p.part_number) == part),
+        (
+            p
+            for p in pending
+            if normalise_part_number(p.part_number) == part
+            and (service_point_id is None or same_location(p.service_point_id, service_point_id))
+        ),
         key=lambda p: (p.due_at, p.return_id),
     )
     if old_serial is not None:
@@ -1029,6 +1039,14 @@ def decide_old_part_return(command: RecordOldPartReturn, state: TicketState) -> 
         raise RuleViolation(
             "no_return_expected",
             f"no return of {h.part_number} is outstanding for ticket {h.ticket_id}",
+        )
+    if h.old_serial and (normalise_part_number(h.part_number), h.old_serial) in (
+        state.returned_serials
+    ):
+        raise RuleViolation(
+            "old_serial_not_expected",
+            f"old serial {h.old_serial} of {h.part_number} was already returned for ticket "
+            f"{h.ticket_id}",
         )
     if h.old_serial and expected.old_serial and h.old_serial != expected.old_serial:
         # No outstanding return expects this serial (``choose_pending_return`` prefers the

@@ -301,7 +301,9 @@ def _expected_row(payload: OldPartReturnExpected, event: EventEnvelope) -> Row:
 def _returned(rows: list[Row], payload: OldPartReturned, event: EventEnvelope) -> Row | None:
     """The expected return the old part settles (the rule the return command used)."""
     pending = [pending_return_of(r) for r in rows if r["status"] in PENDING]
-    chosen = choose_pending_return(pending, payload.part_number, payload.old_serial)
+    chosen = choose_pending_return(
+        pending, payload.part_number, payload.old_serial, payload.service_point_id
+    )
     if chosen is None:
         return None  # a return nobody expected: the ticket stream keeps it
     row = next(r for r in rows if r["return_id"] == chosen.return_id)

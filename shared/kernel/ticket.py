@@ -18,6 +18,7 @@ from shared.kernel.events.sla import SlaPaused, SlaPolicyApplied, SlaResumed, Sl
 from shared.kernel.events.tickets import (
     ContactDetailsCorrected,
     FollowUpRecorded,
+    OldPartReturned,
     ResolutionPath,
     SlaBreached,
     TicketDiagnosed,
@@ -28,6 +29,7 @@ from shared.kernel.events.tickets import (
     TicketVisited,
 )
 from shared.kernel.lifecycle import OPEN_STATUSES, TicketStatus, status_after
+from shared.kernel.parts import normalise_part_number
 from shared.kernel.reach import Scope
 
 
@@ -60,6 +62,8 @@ class TicketState:
     reopen_count: int = 0
     dispatch_count: int = 0
     dispatched_at: datetime | None = None  # the latest dispatch
+    # Old parts handed in: (part number as normalised, old serial) of those with a serial.
+    returned_serials: frozenset[tuple[str, str]] = frozenset()
     # Deadlines (SlaDeadline values) already recorded as breached: each is breached once.
     breached: frozenset[str] = frozenset()
     # When the response deadline was met (the first diagnosis) and the current resolution
@@ -144,6 +148,9 @@ def evolve(
             return replace(s, reopen_count=state.reopen_count + 1, repair=None, resolved_at=None)
         case SlaBreached():
             return replace(s, breached=state.breached | {payload.deadline.value})
+        case OldPartReturned() if payload.old_serial:
+            key = (normalise_part_number(payload.part_number), payload.old_serial)
+            return replace(s, returned_serials=state.returned_serials | {key})
     return _evolve_sla(s, payload, occurred_at)
 
 
