@@ -482,6 +482,14 @@ async def test_the_sla_pages_follow_the_clock_not_the_recorded_deadline(
         assert f"/tickets/{paused}" not in at_risk
         page = (await client.get(f"/tickets/{paused}")).text
         assert "risk-paused" in page and "risk-breached" not in page
+        # Another service's event makes the clock row older than the ticket until the
+        # projector runs: the pause (dispatch's own, kept current) still shows.
+        correction = {"customer": {"name": "Li Wei", "phone": "13987654321"}, "reason": "new"}
+        corrected = await life.intake.patch(f"/tickets/{paused}/contact", json=correction)
+        assert corrected.status_code == 200, corrected.text
+        board = (await client.get("/board")).text
+        assert "card-paused" in _card(board, paused)
+        assert _summary_row((await client.get("/sla")).text, "east")[:2] == [1, 0]
 
     # Resumed after 30 h: its deadline moves by the paused time, 24 h from now.
     assert (await dispatch.post(f"/tickets/{paused}/sla/resume", json={})).status_code == 200

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+import pytest
+from sqlalchemy import select, text
 
 from shared.eventstore.applied import stream_versions
-from shared.eventstore.db import Database
+from shared.eventstore.db import Database, take_locks
 from shared.eventstore.ledger import NO_STREAM, EventStore
 from shared.eventstore.projection import delete_where_in, load_rows, upsert_rows
 from shared.eventstore.runner import Batch, ProjectionRunner, read_checkpoint
@@ -229,3 +231,48 @@ async def test_rows_found_and_deleted_by_key_lists_longer_than_a_statement(db: D
     assert sorted(left) == sorted(
         [("p", sid) for sid in ids[:100] + ids[1150:]] + [("q", sid) for sid in ids[:10]]
     )
+
+
+class LocksMore:
+    """A projection that, like a reactor, locks more inside its batch (the tickets it
+    appends to) after the pump took the page's stream locks."""
+
+    name = "locks_more"
+    tables = ()
+    stream_types = ("ticket",)
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    def apply(self, conn, events) -> None:  # type: ignore[no-untyped-def]
+        take_locks(conn, ["contended"])
+        self.seen += [e.position for e in events]
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_the_pump_runs_a_page_again_when_a_projection_gives_way_on_a_lock(
+    db: Database, store: EventStore, database_url: str
+) -> None:
+    """Another process holds the lock a projection takes inside its batch: the projection
+    gives way (its transaction holds the page's locks), and the page runs again with that
+    lock taken first — applied, not counted as a failure of the projection."""
+    from shared.eventstore.pump import LedgerPump
+
+    await seed(db, store, 2)
+    projection = LocksMore()
+    pump = LedgerPump(ProjectionRunner(db, store), [projection], batch_size=100)
+    other = Database(database_url)
+
+    def hold(conn) -> None:  # type: ignore[no-untyped-def]
+        take_locks(conn, ["contended"])
+        conn.execute(text("SELECT pg_sleep(0.5)"))
+
+    try:
+        holding = asyncio.create_task(other.write(hold))
+        await asyncio.sleep(0.2)
+        await pump.catch_up()
+        await holding
+    finally:
+        await other.dispose()
+    assert projection.seen == list(range(1, 7)) and not pump.failures
+    assert await db.read(lambda c: read_checkpoint(c, projection.name)) == 6

@@ -112,18 +112,26 @@ def deadline_column(status: str) -> Any:
     return t.repaired_at  # awaiting follow-up: oldest repair first
 
 
-# The ticket's SLA clock (dispatch's ``dispatch_sla_clocks``) once it is current with the
-# ticket: whether it is paused, and the deadlines moved by pauses, a re-dispatch or a
-# re-evaluation. The lists walk the recorded deadlines' indexes; what they show and which
-# ticket is breached is the clock's (the recorded deadline until its row is there).
+# The ticket's SLA clock (dispatch's ``dispatch_sla_clocks``): whether it is paused, and
+# the deadlines moved by pauses, a re-dispatch or a re-evaluation. Pauses and resumptions
+# are dispatch's own events, which keep the row current in their transaction, so a row is
+# right about the pause even when another service's event made it older than the ticket;
+# its deadlines count only once it is current (a diagnosis or a reopening moves them),
+# the recorded ones until then. The lists walk the recorded deadlines' indexes; what they
+# show and which ticket is breached is the clock's.
 k = sla_clocks.c
-TICKETS = ticket_state.outerjoin(
-    sla_clocks, and_(k.ticket_id == t.ticket_id, k.version == t.version)
-)
+TICKETS = ticket_state.outerjoin(sla_clocks, k.ticket_id == t.ticket_id)
+_CURRENT = k.version == t.version
+
+
+def _clock_due(column: Any) -> Any:
+    return case((_CURRENT, column), else_=None)
+
+
 CLOCK_COLUMNS = (
     k.paused.label("sla_paused"),
-    k.response_due_at.label("clock_response_due_at"),
-    k.resolution_due_at.label("clock_resolution_due_at"),
+    _clock_due(k.response_due_at).label("clock_response_due_at"),
+    _clock_due(k.resolution_due_at).label("clock_resolution_due_at"),
 )
 RUNNING = k.paused.is_not(true())  # no clock row yet: running
 
@@ -132,9 +140,9 @@ def running_deadline(status: str) -> Any:
     """The deadline of this status's clock as it runs: the clock's, else the recorded one."""
     recorded = deadline_column(status)
     if status in AWAITING_RESPONSE:
-        return func.coalesce(k.response_due_at, recorded)
+        return func.coalesce(_clock_due(k.response_due_at), recorded)
     if status in AWAITING_RESOLUTION:
-        return func.coalesce(k.resolution_due_at, recorded)
+        return func.coalesce(_clock_due(k.resolution_due_at), recorded)
     return recorded
 
 
@@ -376,7 +384,9 @@ def sla_summary(
 ) -> dict[str, dict[str, dict[str, int]]]:
     """Per region and kind: breached (the clock's deadline passed, step still missing) and
     due before ``soon``; a paused clock is neither. Each count walks the (status, deadline)
-    index up to ``soon`` by the recorded deadline (a pause only moves a deadline later)."""
+    index up to ``soon`` by the recorded deadline: a pause moves the clock's later, so
+    nothing is missed for it; a clock deadline earlier than the recorded one counts once
+    the recorded one is in the window (docs/console.md)."""
     out: dict[str, dict[str, dict[str, int]]] = {}
     for kind, statuses in SLA_KINDS.items():
         due = deadline_column(statuses[0])

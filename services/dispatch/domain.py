@@ -683,7 +683,10 @@ def decide_visit(command: RecordVisit, state: TicketState) -> list[EventPayload]
         raise InvalidCommand("arrived_at", "the arrival is in the future")
     if state.received_at is not None and arrived_at < state.received_at:
         raise InvalidCommand("arrived_at", "the arrival is before the ticket was received")
-    if state.dispatched_at is not None and arrived_at < state.dispatched_at:
+    # To the minute: an arrival written as 10:00 follows a dispatch recorded at 10:00:37.
+    if state.dispatched_at is not None and arrived_at < state.dispatched_at.replace(
+        second=0, microsecond=0
+    ):
         raise InvalidCommand(
             "arrived_at", f"the arrival is before the dispatch ({state.dispatched_at.isoformat()})"
         )

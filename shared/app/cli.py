@@ -461,10 +461,14 @@ def _cmd_import(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_token(settings: Settings, args: argparse.Namespace) -> int:
-    from shared.http.auth.tokens import hs256_key_file, issue_token, parse_duration
+    from shared.http.auth.tokens import (
+        generates_signing_key,
+        hs256_key_file,
+        issue_token,
+        parse_duration,
+    )
 
-    key = hs256_key_file(settings)
-    generates = not (settings.auth.jwt_secret or settings.auth.private_key_file or key.exists())
+    generates = generates_signing_key(settings)
     try:
         ttl = parse_duration(args.ttl or settings.auth.token_ttl_default)
         if ttl <= 0:
@@ -483,9 +487,9 @@ def _cmd_token(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     if generates:  # services of another data directory would refuse it (401)
         print(
-            f"token: generated a new signing key at {key}: only services with this data "
-            "directory accept the token (run it where `make run` runs, or set "
-            "TICKETLINE_DATA_DIR)",
+            f"token: generated a new signing key at {hs256_key_file(settings)}: only "
+            "services with this data directory accept the token (run it where `make run` "
+            "runs, or set TICKETLINE_DATA_DIR)",
             file=sys.stderr,
         )
     print(token)

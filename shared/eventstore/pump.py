@@ -21,7 +21,7 @@ from functools import partial
 
 from sqlalchemy import Connection
 
-from shared.eventstore.db import is_outage, savepoint
+from shared.eventstore.db import is_outage, lost_a_race, savepoint
 from shared.eventstore.metrics import PROJECTION_APPLIED, PROJECTION_DUPLICATES
 from shared.eventstore.projection import Projection, fields_of, upsert_rows
 from shared.eventstore.runner import ProjectionRunner, RunStats, read_checkpoint
@@ -142,6 +142,8 @@ class LedgerPump:
                     with savepoint(conn):
                         self.runner.apply_batch(conn, projection, events, stats)
                 except Exception as exc:  # rolled back to the savepoint: this one only
+                    if lost_a_race(exc):
+                        raise  # the page runs again, with the locks it gave way on first
                     outcome.failed[projection.name] = exc
                     continue
             outcome.moved[projection.name] = stats

@@ -48,7 +48,7 @@ from shared.eventstore.applied import (
     unblock,
 )
 from shared.eventstore.bulk import bulk_gc
-from shared.eventstore.db import Database, is_outage, lost_a_race, take_locks
+from shared.eventstore.db import Database, is_outage, take_locks
 from shared.eventstore.ledger import EventStore
 from shared.eventstore.metrics import (
     PROJECTION_APPLIED,
@@ -479,7 +479,7 @@ class ProjectionRunner:
             stats.add(await self._attempts(work))
             return
         except Exception as exc:
-            if is_outage(exc) or lost_a_race(exc):  # the database's doing, not the event's
+            if is_outage(exc):  # also a unit that kept losing races (DatabaseUnavailable)
                 raise
             error = exc
         now = self.clock.now()

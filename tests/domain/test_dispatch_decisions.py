@@ -489,6 +489,10 @@ def test_a_visit_is_not_before_the_dispatch() -> None:
     assert rule(err) == "arrived_at" and "before the dispatch" in str(err.value)
     (event,) = domain.decide_visit(visit_at(MONDAY_9 - timedelta(minutes=30)), ticket)
     assert isinstance(event, TicketVisited)
+    # Arrivals are written to the minute: 08:00 follows a dispatch recorded at 08:00:37.
+    late = TICKETS.evolve(ticket, dispatched("t-a"), MONDAY_9 - timedelta(minutes=59, seconds=23))
+    (event,) = domain.decide_visit(visit_at(MONDAY_9 - timedelta(hours=1)), late)
+    assert isinstance(event, TicketVisited)
 
 
 def test_a_repair_on_site_needs_a_visit_since_the_dispatch() -> None:

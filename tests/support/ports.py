@@ -17,8 +17,15 @@ PORT_VARIABLES = tuple(
 
 def free_ports_env() -> dict[str, str]:
     """Every port ``ticketline run`` listens on, free (the defaults may be taken: another
-    ``make run`` on the machine)."""
-    return {variable: str(free_port()) for variable in PORT_VARIABLES}
+    ``make run`` on the machine) and all different (held open until all are chosen)."""
+    sockets = [socket.socket() for _ in PORT_VARIABLES]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return {v: str(s.getsockname()[1]) for v, s in zip(PORT_VARIABLES, sockets, strict=True)}
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def wait_for_port(port: int, timeout: float = 30.0) -> None:

@@ -158,6 +158,12 @@ def hs256_key_file(settings: Settings) -> Path:
     return Path(settings.data_dir) / "auth-jwt.key"
 
 
+def generates_signing_key(settings: Settings) -> bool:
+    """Whether issuing a token now generates the embedded default's HS256 secret."""
+    auth = settings.auth
+    return not (auth.uses_rs256 or auth.jwt_secret or hs256_key_file(settings).exists())
+
+
 def hs256_secret(settings: Settings) -> bytes:
     """The configured secret, or (embedded default) one generated once into the data dir."""
     if settings.auth.jwt_secret:
