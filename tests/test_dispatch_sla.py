@@ -4,6 +4,7 @@ restarts and races), repeat repairs, its projections, and its events on the brok
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -326,3 +327,47 @@ async def test_decisions_held_back_append_together_and_later_ones_see_them(
     assert await platform.db.write(work) == (True, True)
     assert (await stream_types(platform, a))[-2:] == ["SlaPaused", "SlaResumed"]
     assert (await stream_types(platform, b))[-1:] == ["SlaPaused"]
+
+
+async def test_a_failed_held_back_block_leaves_no_holder_behind(
+    platform: Platform, intake: httpx.AsyncClient
+) -> None:
+    """A reactor that fails inside its block (a projector catches it and goes on in the
+    same transaction) drops what it held back; the next block's appends are made."""
+    a = await open_ticket(intake, product__serial_number="SN-F1")
+    executor = platform.executor("dispatch")
+    context = CommandContext(actor=Actor(subject="system", role="system"), service="dispatch")
+    handling = Handling(executor, Invocation(context), platform.settings)
+    pause = SlaPaused(reason="customer_unavailable")
+
+    def work(conn: Connection) -> None:
+        with contextlib.suppress(RuntimeError), executor.appends_held_back(conn):
+            handling.execute(conn, TICKETS, a, None, lambda _c, _s: [pause])
+            raise RuntimeError("a reactor's bug")
+        with executor.appends_held_back(conn):
+            handling.execute(conn, TICKETS, a, None, lambda _c, _s: [pause])
+
+    await platform.db.write(work)
+    assert (await stream_types(platform, a)).count("SlaPaused") == 1
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_a_unit_cancelled_inside_a_held_back_block_is_cancelled(
+    platform: Platform,
+) -> None:
+    """A projector stopped mid-batch: the cancellation goes through (nothing is written,
+    the writer goes on)."""
+    from sqlalchemy import text
+
+    executor = platform.executor("dispatch")
+
+    def slow(conn: Connection) -> None:
+        with executor.appends_held_back(conn):
+            conn.execute(text("SELECT pg_sleep(2)"))
+
+    task = asyncio.create_task(platform.db.write(slow))
+    await asyncio.sleep(0.3)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await platform.db.write(lambda c: c.execute(text("SELECT 1")).scalar()) == 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Generic, TypeVar
@@ -108,7 +109,7 @@ class Executor:
         self.inline = inline
 
     def load(self, conn: Connection, decider: Decider[S], stream_id: str) -> Loaded[S]:
-        held = conn.info.get(_HELD_BACK)
+        held = _HELD_BACK.get()
         if held is not None and stream_id in held.streams:
             held.flush(conn)  # a decision on a stream with appends held back sees them
         events = self.store.read_stream(conn, stream_id)
@@ -177,7 +178,7 @@ class Executor:
         locks, then the position counter), so the two never wait on each other in a
         cycle. Inside :meth:`appends_held_back` the appends wait for its end (nothing is
         returned)."""
-        held = conn.info.get(_HELD_BACK)
+        held = _HELD_BACK.get()
         if held is not None and held.executor is self:
             held.add(context, appends, recorded_at)
             return []
@@ -196,15 +197,19 @@ class Executor:
         held back first makes them (``load``), so it sees them; a read model they update
         inline is updated at the end only, so this is for decisions that read the streams
         they decide on (the dispatch reactors), not such read models."""
-        if conn.info.get(_HELD_BACK) is not None:
+        if _HELD_BACK.get() is not None:
             yield
             return
-        held = conn.info[_HELD_BACK] = _HeldBack(self)
+        held = _HeldBack(self)
+        # A context variable, not the connection's info: it is the unit of work's (its
+        # thread, or its greenlet on PostgreSQL), and reset on the way out whatever
+        # happens (a unit cancelled mid-statement must not touch its connection then).
+        token = _HELD_BACK.set(held)
         try:
             yield
             held.flush(conn)
         finally:
-            conn.info.pop(_HELD_BACK, None)
+            _HELD_BACK.reset(token)
 
     def commit_in_turn(
         self,
@@ -252,8 +257,8 @@ class Executor:
                 self.runner.apply(conn, projection, events)
 
 
-# Key in the connection's info dict: the appends held back (``Executor.appends_held_back``).
-_HELD_BACK = "ticketline.held_back"
+# The appends held back by the running unit of work (``Executor.appends_held_back``).
+_HELD_BACK: ContextVar[_HeldBack | None] = ContextVar("ticketline_held_back", default=None)
 
 
 class _HeldBack:
