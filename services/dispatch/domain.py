@@ -681,12 +681,10 @@ def decide_visit(command: RecordVisit, state: TicketState) -> list[EventPayload]
     arrived_at = command.visit.arrived_at or command.now
     if arrived_at > command.now:
         raise InvalidCommand("arrived_at", "the arrival is in the future")
-    if state.received_at is not None and arrived_at < state.received_at:
-        raise InvalidCommand("arrived_at", "the arrival is before the ticket was received")
     # To the minute: an arrival written as 10:00 follows a dispatch recorded at 10:00:37.
-    if state.dispatched_at is not None and arrived_at < state.dispatched_at.replace(
-        second=0, microsecond=0
-    ):
+    if state.received_at is not None and arrived_at < _minute(state.received_at):
+        raise InvalidCommand("arrived_at", "the arrival is before the ticket was received")
+    if state.dispatched_at is not None and arrived_at < _minute(state.dispatched_at):
         raise InvalidCommand(
             "arrived_at", f"the arrival is before the dispatch ({state.dispatched_at.isoformat()})"
         )
@@ -697,6 +695,10 @@ def decide_visit(command: RecordVisit, state: TicketState) -> list[EventPayload]
             findings=command.visit.findings,
         )
     ]
+
+
+def _minute(at: datetime) -> datetime:
+    return at.replace(second=0, microsecond=0)
 
 
 @dataclass(frozen=True)
