@@ -57,8 +57,9 @@ SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 
 class LockOrderConflict(Exception):
-    """A transaction that holds the position counter found a lock it needs taken (see
-    :func:`take_locks`); it is rolled back and runs again with those locks taken first."""
+    """A transaction that holds something already (the position counter, locks, an
+    earlier unit's locks) found a lock it needs taken (see :func:`take_locks`); it is
+    rolled back and runs again with those locks taken first."""
 
     def __init__(self, keys: list[str]) -> None:
         super().__init__(f"{len(keys)} lock(s) taken by another transaction")
