@@ -36,7 +36,7 @@ import httpx
 
 from bench.limits import postgres_server_version
 from bench.measure import Result
-from bench.processes import Topology, start_scaled_topology
+from bench.processes import ScaledTopology, start_scaled_topology
 from bench.report import Report, Section
 from services.intake.schemas import RECEIVE_EXAMPLE
 from shared.eventstore.kafka import ensure_topics, event_topics
@@ -202,7 +202,7 @@ async def sample_idle(dsn: str, phases: list[Phase], stop: asyncio.Event) -> Non
 
 
 async def run_phases(
-    topology: Topology,
+    topology: ScaledTopology,
     broker: TestBroker,
     dsn: str,
     seconds: dict[str, float],
@@ -332,7 +332,7 @@ async def bench_outage(
     progress("outage: starting PostgreSQL, the broker and the scaled topology")
     cluster = PostgresCluster()
     broker = TestBroker()
-    topology: Topology | None = None
+    topology: ScaledTopology | None = None
     try:
         cluster.start()
         cluster.psql("CREATE DATABASE outage")

@@ -11,13 +11,11 @@ logs to a file in its directory, never to a pipe nobody reads.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
@@ -25,6 +23,7 @@ from typing import Self
 import httpx
 
 from tests.support.ports import free_port
+from tests.support.topology import Topology
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("intake", "dispatch", "parts", "feedback")
@@ -197,50 +196,17 @@ def start_ticketline_run(
 
 
 @dataclass
-class Topology:
+class ScaledTopology(Topology):
     """The scaled deployment as processes we started: ``ticketline serve`` per service
-    (API on ``ports``), two relays, two ``ticketline project --source kafka``, the jobs;
-    each logs to ``logs/<name>.log``."""
+    (API on ``ports``), two relays, two ``ticketline project --source kafka``, the jobs."""
 
-    env: dict[str, str]
-    logs: Path
-    ports: dict[str, int]
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-
-    def start(self, name: str, *args: str, **extra_env: str) -> None:
-        command = [sys.executable, "-m", "shared.app.cli", *args]
-        self.processes[name] = _spawn(command, {**self.env, **extra_env}, self.logs / f"{name}.log")
+    ports: dict[str, int] = field(default_factory=dict)
 
     def check_alive(self) -> None:
         for name, process in self.processes.items():
             if process.poll() is not None:
                 tail = (self.logs / f"{name}.log").read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"{name} exited with {process.returncode}:\n{tail}")
-
-    @contextlib.contextmanager
-    def paused(self, prefixes: tuple[str, ...]) -> Iterator[None]:
-        """SIGSTOP the processes named so, SIGCONT them after."""
-        names = [n for n in self.processes if n.startswith(prefixes)]
-        for name in names:
-            self.processes[name].send_signal(signal.SIGSTOP)
-        try:
-            yield
-        finally:
-            for name in names:
-                self.processes[name].send_signal(signal.SIGCONT)
-
-    def stop(self, timeout: float = 20.0) -> None:
-        live = [p for p in self.processes.values() if p.poll() is None]
-        for process in live:
-            process.send_signal(signal.SIGCONT)
-            process.send_signal(signal.SIGINT)
-        deadline = time.monotonic() + timeout
-        for process in live:
-            try:
-                process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
 
     def __enter__(self) -> Self:
         return self
@@ -256,7 +222,7 @@ def start_scaled_topology(
     *,
     extra_env: dict[str, str] | None = None,
     timeout: float = 90.0,
-) -> Topology:
+) -> ScaledTopology:
     """``ticketline migrate`` on ``database_url``, then the four services, two relays, two
     Kafka projectors and the jobs (as tests/test_scaled_e2e.py runs them), with the intake
     rate limit lifted; returns once every service answers ``/health/ready``."""
@@ -282,7 +248,8 @@ def start_scaled_topology(
         check=True,
         timeout=120,
     )
-    topology = Topology(env, directory / "logs", {name: free_port() for name in SERVICES})
+    ports = {name: free_port() for name in SERVICES}
+    topology = ScaledTopology(env, directory / "logs", REPO_ROOT, ports=ports)
     try:
         for name, port in topology.ports.items():
             topology.start(name, "serve", name, "--port", str(port))

@@ -23,17 +23,13 @@ dispatcher sends the technician again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import hashlib
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -60,6 +56,7 @@ from tests.support.dispatch_network import POINTS, hours
 from tests.support.kafka import consume_all
 from tests.support.ports import free_port
 from tests.support.postgres import PostgresCluster
+from tests.support.topology import Topology
 
 pytestmark = pytest.mark.kafka
 
@@ -424,70 +421,6 @@ async def drive(p: Platform, tickets: list[tuple[Lifecycle, Ticket]]) -> None:
 # --- processes --------------------------------------------------------------------------
 
 
-@dataclass
-class Topology:
-    env: dict[str, str]
-    logs: Path
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    killed: set[str] = field(default_factory=set)
-
-    def start(self, name: str, *args: str, **extra_env: str) -> subprocess.Popen[bytes]:
-        log = (self.logs / f"{name}.log").open("wb")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "shared.app.cli", *args],
-            env={**self.env, **extra_env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        self.processes[name] = process
-        return process
-
-    def run(
-        self, *args: str, timeout: float = DEADLINE_SECONDS
-    ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "shared.app.cli", *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-
-    def kill(self, name: str) -> None:
-        self.killed.add(name)
-        self.processes[name].send_signal(signal.SIGKILL)
-        self.processes[name].wait(10)
-
-    @contextlib.contextmanager
-    def paused(self, prefixes: tuple[str, ...]) -> Iterator[None]:
-        """SIGSTOP the live processes named so, SIGCONT them after."""
-        names = [n for n in self.processes if n.startswith(prefixes) and n not in self.killed]
-        for name in names:
-            self.processes[name].send_signal(signal.SIGSTOP)
-        try:
-            yield
-        finally:
-            for name in names:
-                self.processes[name].send_signal(signal.SIGCONT)
-
-    def stop_all(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes.values():
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
-
-    def log_tail(self) -> str:
-        return "\n".join(
-            f"--- {p.name}\n{p.read_text(errors='replace')[-1500:]}"
-            for p in sorted(self.logs.glob("*.log"))
-        )
-
-
 async def wait_until(what: str, check: Callable[[], Awaitable[bool]], topology: Topology) -> None:
     deadline = time.monotonic() + DEADLINE_SECONDS
     while time.monotonic() < deadline:
@@ -840,7 +773,7 @@ async def test_scaled_topology_survives_faults_under_load(
     finally:
         for client in clients.values():
             await client.aclose()
-        topology.stop_all()
+        topology.stop()
         await shared.close()
 
 
