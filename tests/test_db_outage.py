@@ -10,6 +10,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -17,6 +18,7 @@ from sqlalchemy import Connection, text
 
 from services.intake.schemas import RECEIVE_EXAMPLE
 from shared.app.platform import Platform
+from shared.eventstore.applied import raise_checkpoint, read_checkpoint
 from shared.eventstore.db import Database, LockOrderConflict, take_locks
 from shared.eventstore.ledger import EventStore, StreamAppend, StreamHead
 from shared.eventstore.runner import ProjectionRunner
@@ -249,3 +251,40 @@ async def test_a_unit_that_locks_twice_gives_way_on_its_second_locks(database_ur
         await second.dispose()
     assert done == ["ab", "ba"]
     assert gave_way and deadlocks == 0
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_checkpoint_raises_committed_together_never_wait_in_a_cycle(
+    database_url: str,
+) -> None:
+    """Two instances' guards each raise two projections' checkpoints in one group commit,
+    in opposite orders (the deadlock the outage bench met): a row another transaction
+    holds is left to it, so neither waits; each checkpoint ends raised, none moves back."""
+    first, second = Database(database_url), Database(database_url)
+    at = datetime(2026, 11, 27, tzinfo=UTC)
+    await first.write(lambda c: [raise_checkpoint(c, n, 1, at) for n in ("p1", "p2")])
+
+    def raising(name: str, position: int, then_sleep: float = 0.0) -> Callable[[Connection], None]:
+        def work(conn: Connection) -> None:
+            raise_checkpoint(conn, name, position, at)
+            if then_sleep:
+                conn.execute(text("SELECT pg_sleep(:s)"), {"s": then_sleep})
+
+        return work
+
+    async def group(db: Database, one: str, two: str, position: int, delay: float) -> None:
+        await asyncio.sleep(delay)
+        units = [raising(one, position, 0.4), raising(two, position)]
+        await db._pg_group(units, db._pg_writer.held)
+
+    try:
+        started = time.monotonic()
+        await asyncio.gather(group(first, "p1", "p2", 10, 0.0), group(second, "p2", "p1", 20, 0.1))
+        elapsed = time.monotonic() - started
+        deadlocks = await deadlocks_of(first)
+        stored = await first.read(lambda c: {n: read_checkpoint(c, n) for n in ("p1", "p2")})
+    finally:
+        await first.dispose()
+        await second.dispose()
+    assert deadlocks == 0 and elapsed < 0.9  # the server's deadlock check waits 1 s
+    assert stored == {"p1": 20, "p2": 20}

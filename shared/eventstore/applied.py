@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, case, func, select, update
+from sqlalchemy import Connection, case, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.util import await_only
 
@@ -121,10 +121,29 @@ def _dialect_insert(conn: Connection) -> Any:
     return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
 
 
+# Raise an existing checkpoint unless another transaction holds its row: that one is
+# raising it too, and this one's turn comes at its next check.
+_RAISE_UNLESS_BUSY = text(
+    "UPDATE projection_checkpoints SET position = :position, updated_at = :now "
+    "WHERE projection = (SELECT projection FROM projection_checkpoints "
+    "WHERE projection = :name FOR UPDATE SKIP LOCKED) AND position < :position"
+)
+
+
 def raise_checkpoint(conn: Connection, name: str, position: int, now: datetime) -> None:
     """Upsert keeping the larger position: concurrent instances neither fail on the
-    first insert nor move the checkpoint back."""
+    first insert nor move the checkpoint back.
+
+    On PostgreSQL an existing row that another transaction holds is left to it, without
+    waiting: each instance's guard raises its projections' checkpoints in units committed
+    together with others (group commit), in no particular order, and two processes
+    waiting on each other's rows closed a cycle (a deadlock: a second's stall, then an
+    abort and a rerun)."""
     pc = projection_checkpoints
+    exists = select(pc.c.projection).where(pc.c.projection == name)
+    if conn.dialect.name == "postgresql" and conn.execute(exists).first():
+        conn.execute(_RAISE_UNLESS_BUSY, {"name": name, "position": position, "now": now})
+        return
     statement = _dialect_insert(conn)(pc).values(projection=name, position=position, updated_at=now)
     conn.execute(
         statement.on_conflict_do_update(

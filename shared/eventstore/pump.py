@@ -147,11 +147,12 @@ class LedgerPump:
                     outcome.failed[projection.name] = exc
                     continue
             outcome.moved[projection.name] = stats
-        # Every checkpoint that moved, in one statement.
+        # Every checkpoint that moved, in one statement; rows in name order, as every
+        # other pump writes them (another process's pump never waits on these in a cycle).
         now = self.runner.clock.now()
         upsert_rows(
             conn,
             projection_checkpoints,
-            [{"projection": n, "position": last, "updated_at": now} for n in outcome.moved],
+            [{"projection": n, "position": last, "updated_at": now} for n in sorted(outcome.moved)],
         )
         return outcome
