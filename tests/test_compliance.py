@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -171,6 +171,47 @@ async def test_a_breach_recorded_before_the_repair_stays_a_breach(
     await life.repair(tid)
     item = (await checklist(platform, auditor, tid))["checklist"]["resolved_within_sla"]
     assert item["status"] == "false" and str(breach.event_id) in item["evidence"]
+    # The clock agrees: the deadline that passed stands (docs/sla.md, "One clock").
+    async with service_client("dispatch", platform, role="auditor") as dispatch:
+        sla = (await dispatch.get(f"/tickets/{tid}/sla")).json()
+    (resolution,) = [d for d in sla["deadlines"] if d["deadline"] == "resolution"]
+    assert resolution["status"] == "met_late"
+    assert datetime.fromisoformat(resolution["due_at"]) == due
+
+
+async def test_a_diagnosis_after_the_deadline_passed_does_not_move_it(
+    life: Lifecycle, auditor: httpx.AsyncClient, platform: Platform, clock: ManualClock
+) -> None:
+    """The same without a recorded breach (the SLA job had not run yet): the deadline in
+    force had passed when the second diagnosis came, so it stands — on the clock and in
+    the checklist alike. A re-diagnosis before the deadline passes does move it."""
+    tid = await life.open()
+    await life.diagnose(tid, complexity="simple")
+    due = clock.now() + timedelta(hours=4)
+    clock.advance(hours=5)
+    await life.diagnose(tid, complexity="complex")
+    moved = await life.open()
+    await life.diagnose(moved, complexity="simple")
+    clock.advance(hours=1)
+    await life.diagnose(moved, complexity="complex")
+    for ticket in (tid, moved):
+        await life.dispatch(ticket)
+        await life.visit(ticket)
+        await life.repair(ticket)
+    async with service_client("dispatch", platform, role="auditor") as dispatch:
+        clocks = {t: (await dispatch.get(f"/tickets/{t}/sla")).json() for t in (tid, moved)}
+    statuses = {
+        t: [
+            (d["status"], datetime.fromisoformat(d["due_at"]))
+            for d in c["deadlines"]
+            if d["deadline"] == "resolution"
+        ]
+        for t, c in clocks.items()
+    }
+    assert statuses[tid] == [("met_late", due)]
+    assert statuses[moved][0][0] == "met"
+    assert status(await checklist(platform, auditor, tid))["resolved_within_sla"] == "false"
+    assert status(await checklist(platform, auditor, moved))["resolved_within_sla"] == "true"
 
 
 async def test_on_site_repair_without_visit(

@@ -336,8 +336,14 @@ SLA_TERMS_EVENTS = frozenset({SlaPolicyApplied.event_type, SlaPaused.event_type}
 
 
 def needs_clock(ticket: Sequence[EventEnvelope]) -> bool:
-    """Whether the clock can differ from the stored deadlines (a policy or a pause)."""
-    return any(e.event_type in SLA_TERMS_EVENTS for e in ticket)
+    """Whether the clock can differ from the stored deadlines: a policy, a pause, or a
+    re-diagnosis (which may not move a deadline already passed: ``resolution_in_force``)."""
+    diagnosed = 0
+    for e in ticket:
+        if e.event_type in SLA_TERMS_EVENTS:
+            return True
+        diagnosed += e.event_type == TicketDiagnosed.event_type
+    return diagnosed > 1
 
 
 def deadlines_of(
@@ -347,7 +353,12 @@ def deadlines_of(
     if state.received_at is None:
         return None
     diagnoses = [
-        (str(e.event_id), str(p["complexity"]), datetime.fromisoformat(p["resolution_due_at"]))
+        (
+            str(e.event_id),
+            e.occurred_at,
+            str(p["complexity"]),
+            datetime.fromisoformat(p["resolution_due_at"]),
+        )
         for e in ticket
         if e.event_type == TicketDiagnosed.event_type
         for p in (payload_dict(e),)

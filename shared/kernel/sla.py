@@ -382,15 +382,47 @@ def _target(terms: SlaTerms, state: TicketState, deadline: str) -> tuple[timedel
     if deadline == RESPONSE:
         key = state.received.urgency.value
         stored = state.received.response_due_at
-    elif state.diagnosis is None:
+    elif not state.diagnoses:
         return None
     else:
-        key = state.diagnosis.complexity.value
-        stored = state.diagnosis.resolution_due_at
+        diagnosis = state.diagnoses[_in_force(terms, state)][1]
+        key = diagnosis.complexity.value
+        stored = diagnosis.resolution_due_at
     target = terms.policy_target(deadline, key)
     if target is not None:
         return target.amount, key
     return stored - state.received_at, key
+
+
+def _in_force(terms: SlaTerms, state: TicketState) -> int:
+    """Which of the ticket's diagnoses the resolution runs on (its index)."""
+    if len(state.diagnoses) == 1:
+        return 0
+    made = [(at, d.complexity.value, d.resolution_due_at) for at, d in state.diagnoses]
+    return resolution_in_force(state, terms, made)[-1][0]
+
+
+def resolution_in_force(
+    state: TicketState, terms: SlaTerms, diagnoses: Sequence[tuple[datetime, str, datetime]]
+) -> list[tuple[int, datetime | None]]:
+    """Per diagnosis (when made, complexity, stored deadline), in order: the diagnosis the
+    resolution runs on after it (an index) and that deadline on the ticket's clock (None:
+    an open pause comes first, or it lies beyond the horizon). A diagnosis sets the
+    target by its complexity — unless the deadline in force had already passed when it
+    was made: a passed deadline stands, and a longer target does not undo its breach."""
+    assert state.received_at is not None
+    where, pauses = placement(state), _all_pauses(state)
+    out: list[tuple[int, datetime | None]] = []
+    current, due = -1, None
+    for n, (at, complexity, stored) in enumerate(diagnoses):
+        if current < 0 or due is None or due > at:
+            target = terms.policy_target(RESOLUTION, complexity)
+            amount = target.amount if target else stored - state.received_at
+            calendar = terms.calendar_for(RESOLUTION, where, complexity)
+            when, capped = reach(calendar, state.received_at, amount, pauses, terms.horizon)
+            current, due = n, None if capped else when
+        out.append((current, due))
+    return out
 
 
 def _steps(policy: SlaPolicy) -> list[tuple[float, str | None]]:
@@ -520,17 +552,11 @@ def response_due_instant(state: TicketState, terms: SlaTerms) -> datetime | None
 
 
 def resolution_due_instants(
-    state: TicketState, terms: SlaTerms, diagnoses: Sequence[tuple[str, str, datetime]]
+    state: TicketState, terms: SlaTerms, diagnoses: Sequence[tuple[str, datetime, str, datetime]]
 ) -> dict[str, datetime | None]:
-    """For compliance: per diagnosis (event id, complexity, stored deadline), the instant
-    its resolution target runs out on the ticket's clock (as ``response_due_instant``)."""
-    assert state.received_at is not None
-    where, pauses = placement(state), _all_pauses(state)
-    out: dict[str, datetime | None] = {}
-    for event_id, complexity, stored in diagnoses:
-        target = terms.policy_target(RESOLUTION, complexity)
-        amount = target.amount if target else stored - state.received_at
-        calendar = terms.calendar_for(RESOLUTION, where, complexity)
-        when, capped = reach(calendar, state.received_at, amount, pauses, terms.horizon)
-        out[event_id] = None if capped else when
-    return out
+    """For compliance: per diagnosis (event id, when made, complexity, stored deadline),
+    the instant the resolution target in force after it runs out on the ticket's clock
+    (as ``response_due_instant``; ``resolution_in_force``)."""
+    made = [(at, complexity, stored) for _, at, complexity, stored in diagnoses]
+    in_force = resolution_in_force(state, terms, made)
+    return {d[0]: due for d, (_, due) in zip(diagnoses, in_force, strict=True)}

@@ -52,7 +52,9 @@ class TicketState:
     version: int = 0
     status: TicketStatus = TicketStatus.new
     received: TicketReceived | None = None
-    diagnosis: TicketDiagnosed | None = None
+    diagnosis: TicketDiagnosed | None = None  # the latest
+    # Every diagnosis with when it was made (the SLA clock's resolution target: sla.py).
+    diagnoses: tuple[tuple[datetime, TicketDiagnosed], ...] = ()
     dispatch: TicketDispatched | None = None
     visit: TicketVisited | None = None
     repair: TicketRepaired | None = None
@@ -128,7 +130,13 @@ def evolve(
             )
             return replace(s, received=received, region=received.address.region)
         case TicketDiagnosed():
-            return replace(s, diagnosis=payload, responded_at=state.responded_at or occurred_at)
+            assert occurred_at is not None
+            return replace(
+                s,
+                diagnosis=payload,
+                diagnoses=(*state.diagnoses, (occurred_at, payload)),
+                responded_at=state.responded_at or occurred_at,
+            )
         case TicketDispatched():
             return replace(
                 s,
