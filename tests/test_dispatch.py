@@ -77,6 +77,9 @@ async def test_network_is_managed_by_admin_and_read_by_region(
         }
         assert (await west.get("/service-points/sp-east-1")).status_code == 404
         assert [t["id"] for t in (await west.get("/technicians")).json()["items"]] == ["t-w"]
+        active = await west.get("/technicians", params={"active": "true"})
+        assert [t["id"] for t in active.json()["items"]] == ["t-w"]
+        assert (await west.get("/technicians", params={"active": "yes"})).status_code == 422
 
     # Structure rules.
     bad = {
@@ -92,6 +95,9 @@ async def test_network_is_managed_by_admin_and_read_by_region(
     assert response.status_code == 409 and problem_rule(response) == "parent_region"
     response = await admin.post("/service-points", json=POINTS[3])
     assert response.status_code == 409 and problem_rule(response) == "already_registered"
+    hq = {"id": "hq-2", "name": "HQ", "level": "headquarters", "region": "east"}
+    response = await admin.post("/service-points", json=hq)
+    assert response.status_code == 422 and problem_rule(response) == "region"
     response = await admin.post(
         "/technicians", json={"id": "t-z", "name": "Z", "service_point_id": "sp-nowhere"}
     )
@@ -251,6 +257,17 @@ async def test_suggestion_respects_working_hours(
         f"/tickets/{third}/dispatch", json={"appointment_start": "2026-11-03T10:00:00Z"}
     )
     assert response.status_code == 422
+    for start, end, field in (
+        ("2026-11-03T10:00:00Z", "2126-11-03T11:00:00Z", "appointment_end"),  # a century
+        ("2028-11-03T10:00:00Z", "2028-11-03T11:00:00Z", "appointment_start"),  # 2 years on
+    ):
+        window = {"appointment_start": start, "appointment_end": end}
+        response = await dispatch.post(f"/tickets/{third}/dispatch", json=window)
+        assert response.status_code == 422 and problem_rule(response) == field
+    response = await dispatch.post(
+        f"/tickets/{third}/dispatch", json={"service_point_id": "sp-nowhere"}
+    )
+    assert response.status_code == 422 and problem_rule(response) == "service_point_id"
 
 
 @pytest.mark.usefixtures("network")
@@ -356,6 +373,11 @@ async def test_lifecycle_order_is_enforced(
         assert response.status_code == 200 and response.json()["status"] == "visited"
         response = await tech_a.post(f"/tickets/{ticket}/repair", json={"outcome": "replaced"})
         assert response.status_code == 422 and problem_rule(response) == "parts_used"
+        for amount in (1e300, 12.345):
+            response = await tech_a.post(
+                f"/tickets/{ticket}/repair", json={"outcome": "fixed", "cost_amount": amount}
+            )
+            assert response.status_code == 422 and problem_rule(response) == "cost_amount"
         response = await tech_a.post(
             f"/tickets/{ticket}/repair",
             json={

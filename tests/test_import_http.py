@@ -32,6 +32,14 @@ async def test_admin_uploads_files_to_the_owning_service(
             headers=csv_,
         )
         assert dry.status_code == 200, dry.text
+        for spelling in ("yes", "1", "True"):  # JSON booleans only (README)
+            refused = await dispatch.post(
+                "/imports/service-points",
+                params={"dry_run": spelling},
+                content=files["service_points"].read_bytes(),
+                headers=csv_,
+            )
+            assert refused.status_code == 422, refused.text
         assert dry.json()["summary"]["status"] == "valid"
         assert dry.json()["summary"]["ledger_position"] == {"before": 0, "after": 0}
         done = await dispatch.post(

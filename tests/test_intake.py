@@ -10,7 +10,9 @@ import httpx
 import pytest
 
 from services.intake.schemas import RECEIVE_EXAMPLE
+from shared.app.platform import Platform
 from tests.support.auth import headers_for
+from tests.support.lifecycle import dispatch_ticket
 
 DISPATCHER = headers_for("dispatcher", subject="disp-1", region="east")
 
@@ -217,6 +219,32 @@ async def test_corrections_are_new_events_in_the_history(intake: httpx.AsyncClie
     assert [t["ticket_id"] for t in by_phone.json()["items"]] == [tid]
 
 
+async def test_an_address_in_another_region_moves_the_ticket_until_it_is_dispatched(
+    platform: Platform, intake: httpx.AsyncClient
+) -> None:
+    west = {"line": "9 West St", "postcode": "610000", "region": "west"}
+    moved = (await open_ticket(intake))["ticket_id"]
+    response = await intake.patch(
+        f"/tickets/{moved}/contact", json={"address": west, "reason": "wrong city taken"}
+    )
+    assert response.status_code == 200, response.text
+    assert (await intake.get(f"/tickets/{moved}")).json()["region"] == "west"
+    dispatched = (await open_ticket(intake, product__serial_number="SN-D"))["ticket_id"]
+    await dispatch_ticket(platform, dispatched, service_point_id="sp-east-1")
+    refused = await intake.patch(
+        f"/tickets/{dispatched}/contact", json={"address": west, "reason": "moved"}
+    )
+    assert refused.status_code == 409
+    assert refused.json()["rule"] == "region_change_after_dispatch"
+    assert (await intake.get(f"/tickets/{dispatched}")).json()["region"] == "east"
+    # The address within the region can still be corrected.
+    east = {"line": "2 New Rd", "postcode": "310000", "region": "east"}
+    fixed = await intake.patch(
+        f"/tickets/{dispatched}/contact", json={"address": east, "reason": "new flat"}
+    )
+    assert fixed.status_code == 200, fixed.text
+
+
 async def test_pagination_is_stable_under_inserts(intake: httpx.AsyncClient, clock) -> None:
     ids = []
     for n in range(7):
@@ -229,9 +257,14 @@ async def test_pagination_is_stable_under_inserts(intake: httpx.AsyncClient, clo
     page2 = (
         await intake.get("/tickets", params={"limit": 3, "cursor": page1["next_cursor"]})
     ).json()
-    page3 = (
-        await intake.get("/tickets", params={"limit": 3, "cursor": page2["next_cursor"]})
-    ).json()
+    page3_response = await intake.get(
+        "/tickets", params={"limit": 3, "cursor": page2["next_cursor"]}
+    )
+    page3 = page3_response.json()
+    linked = await intake.get("/tickets", params={"limit": 3})
+    cursor = linked.json()["next_cursor"]
+    assert linked.headers["Link"].endswith(f'cursor={cursor}>; rel="next"')
+    assert "Link" not in page3_response.headers
     seen = [t["ticket_id"] for p in (page1, page2, page3) for t in p["items"]]
     assert seen == ids[::-1] and page3["next_cursor"] is None
     assert (await intake.get("/tickets", params={"cursor": "garbage!"})).status_code == 422

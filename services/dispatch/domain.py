@@ -186,6 +186,8 @@ def _check_headquarters(d: ServicePointDescription) -> None:
         raise InvalidCommand("parent_id", "headquarters has no parent")
     if d.kind is not None:
         raise InvalidCommand("kind", "only service points are own outlets or dealers")
+    if d.region is not None:
+        raise InvalidCommand("region", "headquarters serves every region: it has none")
 
 
 def _check_parent(
@@ -525,6 +527,8 @@ def choose_suggested(facts: TicketFacts, command: DispatchTicket) -> Assignment:
         horizon_days=command.horizon_days,
     )
     if request.service_point_id is not None:
+        if network.point(request.service_point_id) is None:
+            raise InvalidCommand("service_point_id", f"no service point {request.service_point_id}")
         ranked = [c for c in ranked if c.service_point.id == request.service_point_id]
         if not ranked:
             raise RuleViolation(
@@ -608,6 +612,11 @@ def check_dispatchable(state: TicketState) -> None:
         )
 
 
+# An appointment is a visit's window on one day, booked at most a year ahead.
+LONGEST_WINDOW = timedelta(hours=24)
+FURTHEST_APPOINTMENT = timedelta(days=366)
+
+
 def check_window(window: tuple[datetime, datetime] | None, now: datetime) -> None:
     if window is None:
         return
@@ -616,6 +625,10 @@ def check_window(window: tuple[datetime, datetime] | None, now: datetime) -> Non
         raise InvalidCommand("appointment_end", "the window must end after it starts")
     if end <= now:
         raise InvalidCommand("appointment_end", "the window is in the past")
+    if end - start > LONGEST_WINDOW:
+        raise InvalidCommand("appointment_end", "an appointment window is at most 24 hours")
+    if start - now > FURTHEST_APPOINTMENT:
+        raise InvalidCommand("appointment_start", "an appointment is at most 366 days ahead")
 
 
 def assign(command: DispatchTicket, state: TicketState) -> Assignment:

@@ -40,7 +40,7 @@ from shared.http.context import Principal, allow
 from shared.http.disclosure import Disclosure, open_rows
 from shared.http.headers import etag
 from shared.http.idempotency import CommandResponse
-from shared.http.params import NetworkIdFilter, ProductLineFilter, RegionFilter
+from shared.http.params import NetworkIdFilter, ProductLineFilter, QueryFlag, RegionFilter
 from shared.http.problems import PROBLEM_RESPONSES
 from shared.kernel.errors import NotFound
 from shared.kernel.events.envelope import CommandContext
@@ -254,7 +254,7 @@ async def list_technicians(
     region: RegionFilter | None = None,
     service_point_id: NetworkIdFilter | None = None,
     skill: ProductLineFilter | None = Query(default=None, description="A product line."),
-    active: bool | None = None,
+    active: QueryFlag | None = None,
     principal: Principal = Depends(may_read),
     platform: Platform = Depends(get_platform),
 ) -> TechnicianPage:

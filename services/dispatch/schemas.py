@@ -308,8 +308,17 @@ class RepairRequest(Body):
     cost_borne_by: CostBearer | None = Field(
         default=None, description="Default: warranty unless the ticket is out of warranty."
     )
-    cost_amount: float = Field(default=0, ge=0)
+    cost_amount: float = Field(
+        default=0, ge=0, le=10_000_000, description="What the repair cost, in yuan (to the fen)."
+    )
     notes: LongText | None = None
+
+    @field_validator("cost_amount")
+    @classmethod
+    def _to_the_fen(cls, value: float) -> float:
+        if round(value, 2) != value:
+            raise ValueError("an amount has at most two decimals")
+        return value
 
     def command(self) -> domain.RecordRepair:
         return domain.RecordRepair(

@@ -231,6 +231,14 @@ def decide_correct_contact(
     unchanged_address = command.address in (None, state.received.address)
     if unchanged_customer and unchanged_address:
         raise RuleViolation("nothing_to_correct", "the details given are the ones on record")
+    moved = command.address is not None and command.address.region != state.region
+    if moved and state.dispatch is not None:
+        raise RuleViolation(
+            "region_change_after_dispatch",
+            f"the ticket was dispatched to {state.dispatch.service_point_id} in {state.region}: "
+            "its region no longer changes (a customer now in another region needs a new "
+            "ticket there)",
+        )
     return [
         ContactDetailsCorrected(
             customer=command.customer, address=command.address, reason=command.reason

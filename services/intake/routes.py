@@ -37,7 +37,7 @@ from shared.http.app import get_platform
 from shared.http.commands import CommandCall, command_call
 from shared.http.context import Principal, allow
 from shared.http.disclosure import Disclosure, open_row, open_rows
-from shared.http.headers import etag
+from shared.http.headers import NEXT_PAGE_RESPONSE, etag, link_next
 from shared.http.idempotency import CommandResponse
 from shared.http.params import PhoneFilter, RegionFilter, UtcTime, page_cursor
 from shared.http.problems import PROBLEM_RESPONSES, ProblemDetails, ProblemError
@@ -180,7 +180,9 @@ async def diagnose_ticket(
     "/tickets/{ticket_id}/contact",
     response_model=TicketAccepted,
     summary="Correct the customer's contact details (event ContactDetailsCorrected)",
-    description="A correction is a new event; the original details stay in the history.",
+    description="A correction is a new event; the original details stay in the history. "
+    "An address in another region moves the ticket there until it is dispatched; after "
+    "its first dispatch the region no longer changes (409 `region_change_after_dispatch`).",
 )
 async def correct_contact(
     ticket_id: UUID, body: CorrectContactRequest, call: Correct
@@ -259,9 +261,11 @@ def personal_data_filter(principal: Principal, field: str) -> None:
     "/tickets",
     response_model=TicketPage,
     summary="Find tickets (newest first, cursor-paginated)",
+    responses=NEXT_PAGE_RESPONSE,
 )
 async def list_tickets(
     request: Request,
+    response: Response,
     status: TicketStatus | None = None,
     region: RegionFilter | None = None,
     urgency: Literal["normal", "urgent", "critical"] | None = None,
@@ -304,6 +308,7 @@ async def list_tickets(
     disclosure = Disclosure(request, principal)
     items = [ticket_view(disclosure.row(r)) for r in rows]
     disclosure.record()
+    link_next(request, response, next_cursor)
     return TicketPage(items=items, next_cursor=next_cursor)
 
 

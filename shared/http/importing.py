@@ -12,7 +12,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
@@ -24,6 +24,7 @@ from shared.app.importing.report import ProblemSink
 from shared.app.platform import Platform
 from shared.http.app import get_platform
 from shared.http.context import Principal, allow
+from shared.http.params import QueryFlag
 from shared.http.problems import ProblemError, problem_doc
 from shared.http.security import BodyTooLarge
 
@@ -84,8 +85,8 @@ def _route(router: APIRouter, kind: Kind) -> None:
     )
     async def upload(
         request: Request,
-        dry_run: bool = Query(default=False, description="Validate only: write nothing."),
-        skip_invalid: bool = Query(default=False, description="Import the valid rows."),
+        dry_run: Annotated[QueryFlag, Query(description="Validate only: write nothing.")] = False,
+        skip_invalid: Annotated[QueryFlag, Query(description="Import the valid rows.")] = False,
         format: Literal["csv", "jsonl"] | None = Query(
             default=None, description="Default: by content type."
         ),

@@ -149,6 +149,17 @@ def _calendar_date(value: date) -> date:
 # A calendar date the domain can add months and years to.
 CalendarDate = Annotated[date, AfterValidator(_calendar_date)]
 
+
+def _json_boolean(value: object) -> object:
+    # Pydantic also reads yes/no, on/off, 1/0, t/f as booleans; the API takes JSON's.
+    if isinstance(value, str) and value not in ("true", "false"):
+        raise ValueError("a flag is true or false")
+    return value
+
+
+# A query flag: `true` or `false`, nothing else.
+QueryFlag = Annotated[bool, BeforeValidator(_json_boolean)]
+
 # --- filters: the shape of what they filter ---------------------------------------------
 
 RegionFilter = Annotated[
