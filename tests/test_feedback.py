@@ -121,6 +121,8 @@ async def test_follow_up_rules(life: Lifecycle, feedback: httpx.AsyncClient) -> 
     ("change", "field"),
     [
         ({"satisfaction_score": 101}, "satisfaction_score"),
+        ({"satisfaction_score": True}, "satisfaction_score"),  # numbers are JSON numbers
+        ({"would_recommend": "9"}, "would_recommend"),
         ({"would_recommend": -1}, "would_recommend"),
         ({"channel": "email"}, "channel"),
         ({"problem_solved": None}, "problem_solved"),

@@ -45,7 +45,8 @@ async def test_scorecard_deductions_are_traced_to_events(
     await follow_up(feedback, a, 40)
     # B: the replaced in-warranty motor is overdue, then comes back late (one deduction).
     b = await life.through_repair(parts=[warranty_part()])
-    overdue = await life.part_overdue(b, "MOTOR-WM700")
+    # Parts spells the location as registered there: the row is still the point's.
+    overdue = await life.part_overdue(b, "MOTOR-WM700", service_point="SP-1")
     await life.part_returned(b, "MOTOR-WM700", late=True)
     # C: closed, then a public complaint.
     c = await life.through_repair()
@@ -75,6 +76,17 @@ async def test_scorecard_deductions_are_traced_to_events(
             )
             assert unknown.status_code == 422, unknown.text
             assert unknown.json()["errors"][0]["field"] == "service_point_id"
+        elsewhere = await admin.post(
+            "/scorecards/items",
+            json={
+                "service_point_id": "sp-1",
+                "region": "west",
+                "item": "poor_service",
+                "occurred_on": "2026-11-02",
+                "evidence": "the point is in the east",
+            },
+        )
+        assert elsewhere.status_code == 422 and elsewhere.json()["errors"][0]["field"] == "region"
         poor = await admin.post(
             "/scorecards/items",
             json={
@@ -91,7 +103,6 @@ async def test_scorecard_deductions_are_traced_to_events(
             "/scorecards/items",
             json={
                 "service_point_id": "sp-2",
-                "region": "east",
                 "item": "positive_media_coverage",
                 "occurred_on": "2026-11-02",
                 "evidence": "City paper praised the repair",
@@ -175,6 +186,10 @@ async def test_scorecard_deductions_are_traced_to_events(
         assert (await rc.get("/scorecards", params={"month": "2026-11"})).json()[
             "service_points"
         ] == []
+    # The media item named no region: it has its point's, so the east center sees it.
+    async with service_client("feedback", platform, role="regional_center", region="east") as rc:
+        east = (await rc.get("/scorecards", params={"month": "2026-11"})).json()
+    assert {p["service_point_id"]: p["score"] for p in east["service_points"]}["sp-2"] == 105
 
 
 async def test_quality_alert_once_per_model_category_day(

@@ -542,9 +542,12 @@ async def test_invalid_requests_are_4xx_and_write_nothing(
         return [e["field"] for e in p.get("errors") or []]
 
     req = {"ticket_id": ticket_id, "part_number": MOTOR}
-    assert "quantity" in fields(
-        await problem(await clerk.post("/requisitions", json={**req, "quantity": 0}), 422)
-    )
+    for quantity in (0, True, "1"):  # numbers are JSON numbers
+        assert "quantity" in fields(
+            await problem(
+                await clerk.post("/requisitions", json={**req, "quantity": quantity}), 422
+            )
+        )
     assert "kind" in fields(
         await problem(await clerk.post("/requisitions", json={**req, "kind": "asap"}), 422)
     )

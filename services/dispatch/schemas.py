@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    ValidationInfo,
+    field_validator,
+)
 
 from services.dispatch import domain
 from shared.http.params import UtcTime
@@ -16,6 +24,7 @@ from shared.kernel.events.network import (
     TechnicianDescription,
     TimezoneName,
 )
+from shared.kernel.events.parts import PartNumber, Quantity
 from shared.kernel.events.tickets import CostBearer, LongText, RepairOutcome, ShortText, UsedPart
 
 
@@ -280,6 +289,12 @@ class VisitRequest(Body):
         return domain.Visit(findings=self.findings, arrived_at=self.arrived_at)
 
 
+class UsedPartRequest(UsedPart):
+    # A part number as parts knows it (an old part expected back is returned under it).
+    part_number: PartNumber  # type: ignore[assignment]
+    quantity: Quantity = 1
+
+
 class RepairRequest(Body):
     model_config = ConfigDict(
         extra="forbid",
@@ -303,12 +318,12 @@ class RepairRequest(Body):
     )
 
     outcome: RepairOutcome
-    parts_used: list[UsedPart] = Field(default_factory=list, max_length=50)
-    labour_minutes: int = Field(default=0, ge=0, le=10_000)
+    parts_used: list[UsedPartRequest] = Field(default_factory=list, max_length=50)
+    labour_minutes: StrictInt = Field(default=0, ge=0, le=10_000)
     cost_borne_by: CostBearer | None = Field(
         default=None, description="Default: warranty unless the ticket is out of warranty."
     )
-    cost_amount: float = Field(
+    cost_amount: StrictFloat = Field(
         default=0, ge=0, le=10_000_000, description="What the repair cost, in yuan (to the fen)."
     )
     notes: LongText | None = None

@@ -32,8 +32,8 @@ def file_complaint(
 def record_scorecard_item(
     conn: Connection, h: Handling, item: domain.ScorecardItem
 ) -> Outcome[domain.ScorecardState]:
-    level = read_models.network_member_level(conn, item.service_point_id)
-    command = domain.RecordScorecardItem(item, today=h.now().date(), member_level=level)
+    member = read_models.network_member(conn, item.service_point_id)
+    command = domain.RecordScorecardItem(item, today=h.now().date(), member=member)
     stream_id = domain.scorecard_stream_id(item.service_point_id)
     return h.execute(conn, domain.SCORECARDS, stream_id, command, domain.decide_scorecard_item)
 

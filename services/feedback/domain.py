@@ -159,9 +159,9 @@ class RecordScorecardItem:
     item: ScorecardItem
     # The day it is recorded (UTC): an item cannot have happened later.
     today: date
-    # The level of the network member with the item's id as the ledger has it (dispatch's
-    # service-point streams); None: no such member.
-    member_level: str | None
+    # (level, region) of the network member with the item's id as the ledger has it
+    # (dispatch's service-point streams); None: no such member.
+    member: tuple[str, str | None] | None
 
 
 @dataclass(frozen=True)
@@ -193,19 +193,22 @@ def decide_scorecard_item(
     command: RecordScorecardItem, _state: ScorecardState
 ) -> list[EventPayload]:
     item = command.item
-    if command.member_level != "service_point":
+    level, region = command.member or (None, None)
+    if level != "service_point":
         raise InvalidCommand(
             "service_point_id",
             f"no service point {item.service_point_id} in the network (ids as registered)"
-            if command.member_level is None
-            else f"{item.service_point_id} is a {command.member_level}, not a service point",
+            if level is None
+            else f"{item.service_point_id} is a {level}, not a service point",
         )
+    if item.region is not None and item.region.casefold() != (region or "").casefold():
+        raise InvalidCommand("region", f"{item.service_point_id} is in region {region}")
     if item.occurred_on > command.today:
         raise InvalidCommand("occurred_on", "the date is in the future")
     return [
         ScorecardItemRecorded(
             service_point_id=item.service_point_id,
-            region=item.region,
+            region=region,
             item=item.item,
             occurred_on=item.occurred_on,
             evidence=item.evidence,

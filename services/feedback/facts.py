@@ -620,5 +620,9 @@ def _late_part(f: Facts, part: str, eid: str, at: datetime, service_point_id: st
     if charged:
         return f
     point = service_point_id or f.service_point_id
+    if point and f.service_point_id and point.casefold() == f.service_point_id.casefold():
+        # Parts spells its locations as registered there (ids compare case-insensitively
+        # across the services): the scorecard's row is the network's spelling.
+        point = f.service_point_id
     charge = Deduction("late_parts_return", at, point, f.region, (eid,))
     return amend(f, charges=(*f.charges, charge))

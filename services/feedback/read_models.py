@@ -660,10 +660,10 @@ def repairs_between(
     return days
 
 
-def network_member_level(conn: Connection, member_id: str) -> str | None:
-    """The level (headquarters, regional_center, service_point) of the service network's
-    member with this id as its latest registration or update in the ledger has it (the
-    network is dispatch's: its service-point streams); None when there is none."""
+def network_member(conn: Connection, member_id: str) -> tuple[str, str | None] | None:
+    """(level, region) of the service network's member with this id, as its latest
+    registration or update in the ledger has it (the network is dispatch's: its
+    service-point streams); None when there is none."""
     e = events.c
     query = (
         select(e.event_type, e.schema_version, e.payload)
@@ -673,5 +673,6 @@ def network_member_level(conn: Connection, member_id: str) -> str | None:
     for row in conn.execute(query):
         body = upcast(row.event_type, row.schema_version, orjson.loads(row.payload))
         if "level" in body:
-            return str(body["level"])
+            region = body.get("region")
+            return str(body["level"]), None if region is None else str(region)
     return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from services.feedback import domain
 from shared.kernel.events.quality import ScorecardItemKind
@@ -39,8 +39,8 @@ class FollowUpRequest(Body):
         },
     )
 
-    satisfaction_score: int = Field(ge=0, le=100, description="0–100.")
-    would_recommend: int = Field(ge=0, le=10, description="0–10 (NPS question).")
+    satisfaction_score: StrictInt = Field(ge=0, le=100, description="0–100.")
+    would_recommend: StrictInt = Field(ge=0, le=10, description="0–10 (NPS question).")
     problem_solved: StrictBool
     comment: LongText | None = None
     channel: FollowUpChannel
@@ -95,7 +95,9 @@ class ScorecardItemRequest(Body):
     )
 
     service_point_id: ShortText
-    region: RegionCode | None = None
+    region: RegionCode | None = Field(
+        default=None, description="The point's region, as the network has it (422 otherwise)."
+    )
     item: ScorecardItemKind
     occurred_on: date
     evidence: LongText = Field(description="What shows it: a report, an article, a record.")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
 
 from services.parts import domain
 from shared.kernel.events.parts import (
@@ -40,7 +40,7 @@ class PartRequest(Body):
     fits_models: list[ShortText] = Field(
         default_factory=list, max_length=200, description="Empty: fits any model."
     )
-    unit_cost: float = Field(ge=0, le=10_000_000)
+    unit_cost: StrictFloat = Field(ge=0, le=10_000_000)
     return_required: StrictBool = Field(
         default=True, description="The old part must come back when replaced under warranty."
     )
@@ -119,7 +119,7 @@ class StockAdjustmentRequest(Body):
 
     location_id: LocationId
     part_number: PartNumber
-    delta: int = Field(ge=-100_000, le=100_000)
+    delta: StrictInt = Field(ge=-100_000, le=100_000)
     reason: ShortText
 
     def command(self) -> domain.StockCount:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, Field, StringConstraints
+from pydantic import AwareDatetime, Field, Strict, StringConstraints
 
 from shared.kernel.events.envelope import EventPayload
 from shared.kernel.events.registry import upcaster
@@ -35,7 +35,8 @@ LocationId = Annotated[
     str,
     StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,23}$"),
 ]
-Quantity = Annotated[int, Field(ge=1, le=100_000)]
+# A JSON number, also in requests (pydantic would read `true` or "4" as one).
+Quantity = Annotated[int, Strict(), Field(ge=1, le=100_000)]
 
 _PART = "part"
 _LOCATION = "location"

@@ -18,7 +18,7 @@ from datetime import date
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictFloat, StringConstraints
 
 from shared.kernel.events.envelope import EventPayload
 from shared.kernel.events.network import LocalTime, Weekday
@@ -103,14 +103,14 @@ class EscalationLevel(StrEnum):
 
 
 class SlaTarget(Frozen):
-    hours: float = Field(gt=0, le=8784)
+    hours: StrictFloat = Field(gt=0, le=8784)
     calendar: CalendarChoice | None = Field(
         default=None, description="Overrides the urgency's calendar for this target."
     )
 
 
 class LadderStep(Frozen):
-    percent: float = Field(gt=0, le=1000, description="Of the target, business time elapsed.")
+    percent: StrictFloat = Field(gt=0, le=1000, description="Of the target, business time elapsed.")
     level: EscalationLevel
 
 
