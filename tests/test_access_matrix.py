@@ -21,7 +21,7 @@ from shared.app.platform import Platform
 from shared.app.registry import SERVICES, app_factory
 from shared.app.subscribe import AccessRefused, subscribe_http
 from shared.kernel.events.tickets import TicketDispatched
-from tests.support.auth import headers_for
+from tests.support.auth import headers_for, token_for
 from tests.support.clients import service_client
 from tests.support.lifecycle import append_ticket_events
 from tests.support.servers import serve_app
@@ -153,6 +153,36 @@ POLICY: dict[tuple[str, str], frozenset[str] | str] = {
     **{("POST", f"/imports/{kind}"): ADMIN for kind in ("locations", "parts", "stock", "usage")},
 }
 
+
+# (method, path) → the scope a token limited by `scope` must carry (docs/access-control.md).
+def _scope(method: str, path: str) -> str | None:
+    if POLICY.get((method, path)) == OPEN:
+        return None
+    write = method != "GET"
+    if path.startswith("/imports/"):
+        return "imports:write"
+    if path.startswith(("/service-points", "/technicians")) and not path.endswith("assignments"):
+        return "network:write" if write else "network:read"
+    if path.startswith(("/calendars", "/sla-policies", "/sla/")):
+        return "sla:write" if write and path != "/sla/what-if" else "sla:read"
+    if path.startswith(("/parts", "/locations", "/stock", "/requisitions", "/returns", "/rep")):
+        return "parts:write" if write else "parts:read"
+    if path.startswith(("/compliance", "/quality")) or path == "/scorecards":
+        return "reports:read"
+    if path == "/scorecards/items":
+        return "reports:write"
+    if path.startswith("/customers"):
+        return "customers:write" if write and path != "/customers/lookup" else "customers:read"
+    return {
+        "/personal-data/reads": "customers:read",
+        "/streams/events": "events:read",
+        "/audit/export": "audit:export",
+        "/admin/parked": "admin:operations",
+    }.get(path, "tickets:write" if write else "tickets:read")
+
+
+SCOPES = {route: _scope(*route) for route in POLICY}
+
 # Requests that would not end when allowed (SSE) are probed with a query that fails
 # validation after the access check: allowed → 422, denied → 403.
 PROBE_PARAMS: dict[tuple[str, str], dict[str, str]] = {
@@ -237,6 +267,40 @@ async def test_matrix_every_route_every_role(platform: Platform) -> None:
                     failures.append(f"{service} {method} {path} as {role}: {status}, want {want}")
     assert not failures, "\n".join(failures)
     assert checked == len(every_route()) * (len(ROLES) + 1)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_a_token_limited_to_other_scopes_is_refused_on_every_route(
+    platform: Platform,
+) -> None:
+    """docs/access-control.md: a token limited to scopes without the endpoint's is 403
+    naming it — on every service, not only intake; with the scope it passes the check."""
+    failures: list[str] = []
+    apps = {service: app_factory(service)(platform) for service in SERVICES}
+    for service, method, path in every_route():
+        allowed, scope = POLICY.get((method, path)), SCOPES.get((method, path))
+        if allowed is None or allowed == OPEN:
+            continue
+        role = sorted(allowed)[0]
+        transport = httpx.ASGITransport(app=apps[service])
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            for scopes, refused in ((["nothing:else"], True), ([str(scope)], False)):
+                token = token_for(role, scopes=scopes)
+                response = await client.request(
+                    method,
+                    concrete(path),
+                    params=PROBE_PARAMS.get((method, path)),
+                    json={} if method in {"POST", "PUT", "PATCH"} else None,
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+                body = response.json() if refused else {}
+                if refused and not (
+                    response.status_code == 403 and body.get("required_scope") == scope
+                ):
+                    failures.append(f"{method} {path} {scopes}: {response.status_code} {body}")
+                if not refused and response.status_code in (401, 403):
+                    failures.append(f"{method} {path} {scopes}: {response.status_code}")
+    assert not failures, "\n".join(failures)
 
 
 async def test_docs_and_openapi_stay_open(intake: httpx.AsyncClient) -> None:

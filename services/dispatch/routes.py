@@ -57,14 +57,19 @@ tickets_router = APIRouter(tags=["dispatch"], responses=PROBLEM_RESPONSES)
 
 # Who may call what (docs/access-control.md); the reach rule (region, assignment) applies
 # on top, on the state each command decides on.
-Manage = Annotated[CommandCall, Depends(command_call(SERVICE, "admin"))]
-Assign = Annotated[CommandCall, Depends(command_call(SERVICE, "dispatcher", "admin"))]
+Manage = Annotated[CommandCall, Depends(command_call(SERVICE, "admin", scope="network:write"))]
+Assign = Annotated[
+    CommandCall, Depends(command_call(SERVICE, "dispatcher", "admin", scope="tickets:write"))
+]
 FieldWork = Annotated[
-    CommandCall, Depends(command_call(SERVICE, "technician", "dispatcher", "admin"))
+    CommandCall,
+    Depends(command_call(SERVICE, "technician", "dispatcher", "admin", scope="tickets:write")),
 ]
 READERS = ("admin", "dispatcher", "regional_center", "auditor")
-may_read = allow(*READERS)
-may_read_own = allow(*READERS, "technician")
+may_read_network = allow(*READERS, scope="network:read")
+may_read_technician = allow(*READERS, "technician", scope="network:read")
+may_read_tickets = allow(*READERS, scope="tickets:read")
+may_read_assignments = allow(*READERS, "technician", scope="tickets:read")
 
 
 def network_accepted(
@@ -144,7 +149,7 @@ async def update_service_point(
 async def list_service_points(
     region: RegionFilter | None = None,
     level: NetworkLevel | None = None,
-    principal: Principal = Depends(may_read),
+    principal: Principal = Depends(may_read_network),
     platform: Platform = Depends(get_platform),
 ) -> ServicePointPage:
     if outside_reach(principal, region):
@@ -164,7 +169,7 @@ async def list_service_points(
 async def get_service_point(
     point_id: NetworkId,
     response: Response,
-    principal: Principal = Depends(may_read),
+    principal: Principal = Depends(may_read_network),
     platform: Platform = Depends(get_platform),
 ) -> ServicePointView:
     row = await platform.db.read(lambda c: read_models.get_service_point_row(c, point_id))
@@ -255,7 +260,7 @@ async def list_technicians(
     service_point_id: NetworkIdFilter | None = None,
     skill: ProductLineFilter | None = Query(default=None, description="A product line."),
     active: QueryFlag | None = None,
-    principal: Principal = Depends(may_read),
+    principal: Principal = Depends(may_read_network),
     platform: Platform = Depends(get_platform),
 ) -> TechnicianPage:
     if outside_reach(principal, region):
@@ -284,7 +289,7 @@ async def visible_technician(platform: Platform, principal: Principal, technicia
 async def get_technician(
     technician_id: NetworkId,
     response: Response,
-    principal: Principal = Depends(may_read_own),
+    principal: Principal = Depends(may_read_technician),
     platform: Platform = Depends(get_platform),
 ) -> TechnicianView:
     row = await visible_technician(platform, principal, technician_id)
@@ -325,7 +330,7 @@ def work_list(request: Request, principal: Principal, rows: list[dict[str, Any]]
 async def technician_assignments(
     technician_id: NetworkId,
     request: Request,
-    principal: Principal = Depends(may_read_own),
+    principal: Principal = Depends(may_read_assignments),
     platform: Platform = Depends(get_platform),
 ) -> AssignmentList:
     await visible_technician(platform, principal, technician_id)
@@ -350,7 +355,7 @@ async def dispatch_queue(
     request: Request,
     region: RegionFilter | None = None,
     limit: int = Query(default=100, ge=1, le=500),
-    principal: Principal = Depends(may_read),
+    principal: Principal = Depends(may_read_tickets),
     platform: Platform = Depends(get_platform),
 ) -> AssignmentList:
     if outside_reach(principal, region):
@@ -384,7 +389,7 @@ def candidate_views(candidates: tuple[domain.Candidate, ...]) -> list[CandidateV
 )
 async def ticket_candidates(
     ticket_id: UUID,
-    principal: Principal = Depends(allow("dispatcher", "admin")),
+    principal: Principal = Depends(allow("dispatcher", "admin", scope="tickets:read")),
     platform: Platform = Depends(get_platform),
 ) -> CandidatesView:
     context = CommandContext(actor=principal.actor, service=SERVICE)
@@ -446,7 +451,7 @@ async def dispatch_ticket(ticket_id: UUID, body: DispatchRequest, call: Assign) 
 )
 async def dispatch_history(
     ticket_id: UUID,
-    principal: Principal = Depends(may_read),
+    principal: Principal = Depends(may_read_tickets),
     platform: Platform = Depends(get_platform),
 ) -> DispatchHistory:
     events = await platform.db.read(lambda c: platform.store.read_stream(c, str(ticket_id)))

@@ -64,11 +64,18 @@ def _definable(calendar_id: str) -> str:
 DefinableCalendarId = Annotated[TermsId, AfterValidator(_definable)]
 BUILT_IN_CHOICES = (ALWAYS_ID, LOCAL)
 
-Manage = Annotated[CommandCall, Depends(command_call(SERVICE, "admin"))]
-Pause = Annotated[CommandCall, Depends(command_call(SERVICE, "dispatcher", "technician", "admin"))]
-Reevaluate = Annotated[CommandCall, Depends(command_call(SERVICE, "dispatcher", "admin"))]
-may_read = allow("admin", "dispatcher", "regional_center", "auditor")
-may_read_ticket = allow("admin", "dispatcher", "regional_center", "auditor", "technician")
+Manage = Annotated[CommandCall, Depends(command_call(SERVICE, "admin", scope="sla:write"))]
+Pause = Annotated[
+    CommandCall,
+    Depends(command_call(SERVICE, "dispatcher", "technician", "admin", scope="tickets:write")),
+]
+Reevaluate = Annotated[
+    CommandCall, Depends(command_call(SERVICE, "dispatcher", "admin", scope="tickets:write"))
+]
+may_read = allow("admin", "dispatcher", "regional_center", "auditor", scope="sla:read")
+may_read_ticket = allow(
+    "admin", "dispatcher", "regional_center", "auditor", "technician", scope="tickets:read"
+)
 KINDS = {"calendar": calendar_stream, "sla_policy": policy_stream}
 
 
@@ -397,7 +404,7 @@ async def sla_timeline(
 )
 async def sla_what_if(
     body: WhatIfRequest,
-    _principal: Principal = Depends(allow("admin")),
+    _principal: Principal = Depends(allow("admin", scope="sla:read")),
     platform: Platform = Depends(get_platform),
 ) -> dict[str, Any]:
     chosen = candidate(body.policy, body.calendars)

@@ -51,12 +51,22 @@ READERS = ("auditor", "admin", "regional_center", "dispatcher")
 
 # Who may call what (docs/access-control.md); the reach rule (region) applies on top, on
 # the ticket each command decides on.
-FollowUpCall = Annotated[CommandCall, Depends(command_call(SERVICE, "customer_relations", "admin"))]
+FollowUpCall = Annotated[
+    CommandCall,
+    Depends(command_call(SERVICE, "customer_relations", "admin", scope="tickets:write")),
+]
 ComplaintCall = Annotated[
     CommandCall,
-    Depends(command_call(SERVICE, "customer_relations", "call_center_agent", "admin")),
+    Depends(
+        command_call(
+            SERVICE, "customer_relations", "call_center_agent", "admin", scope="tickets:write"
+        )
+    ),
 ]
-ScorecardItemCall = Annotated[CommandCall, Depends(command_call(SERVICE, "admin"))]
+ScorecardItemCall = Annotated[
+    CommandCall, Depends(command_call(SERVICE, "admin", scope="reports:write"))
+]
+may_read_reports = allow(*READERS, scope="reports:read")
 
 
 def accepted(result: Outcome[TicketState]) -> CommandResponse:
@@ -188,7 +198,7 @@ async def compliance_tickets(
     ),
     limit: int = Query(default=50, ge=1, le=500),
     format: Literal["json", "csv"] | None = Query(default=None, description=FORMAT_DESCRIPTION),
-    principal: Principal = Depends(allow(*READERS)),
+    principal: Principal = Depends(may_read_reports),
     platform: Platform = Depends(get_platform),
 ) -> Any:
     filters = read_models.ComplianceFilters(
@@ -234,7 +244,7 @@ async def compliance_ticket(
         description="ISO 8601 with timezone: the checklist as it stood then, computed from "
         "the events recorded until that time (e.g. 2026-11-20T10:00:00Z).",
     ),
-    principal: Principal = Depends(allow(*READERS, "customer_relations")),
+    principal: Principal = Depends(allow(*READERS, "customer_relations", scope="reports:read")),
     platform: Platform = Depends(get_platform),
 ) -> ComplianceTicket:
     tid = str(ticket_id)
@@ -264,7 +274,7 @@ async def compliance_summary(
     region: RegionFilter | None = None,
     service_point: NetworkIdFilter | None = None,
     format: Literal["json", "csv"] | None = Query(default=None, description=FORMAT_DESCRIPTION),
-    principal: Principal = Depends(allow(*READERS)),
+    principal: Principal = Depends(may_read_reports),
     platform: Platform = Depends(get_platform),
 ) -> Any:
     filters = read_models.ComplianceFilters(
@@ -294,7 +304,7 @@ async def compliance_summary(
 async def get_scorecards(
     month: Annotated[IsoMonth, Query(description="YYYY-MM (UTC)")],
     service_point: NetworkIdFilter | None = None,
-    principal: Principal = Depends(allow(*READERS)),
+    principal: Principal = Depends(may_read_reports),
     platform: Platform = Depends(get_platform),
 ) -> Scorecards:
     settings, region = platform.settings.feedback, principal.reach.region
@@ -334,7 +344,7 @@ async def record_scorecard_item(
 )
 async def quality_weekly(
     week: Annotated[IsoWeek, Query(description="ISO week, e.g. 2026-W47")],
-    principal: Principal = Depends(allow(*READERS)),
+    principal: Principal = Depends(may_read_reports),
     platform: Platform = Depends(get_platform),
 ) -> QualityWeekly:
     try:

@@ -63,11 +63,14 @@ SERVICE = "parts"
 router = APIRouter(responses=PROBLEM_RESPONSES)
 
 READERS = ("admin", "parts_clerk", "technician", "auditor", "dispatcher", "regional_center")
-may_read = allow(*READERS)
-Admin = Annotated[CommandCall, Depends(command_call(SERVICE, "admin"))]
-Stockist = Annotated[CommandCall, Depends(command_call(SERVICE, "admin", "parts_clerk"))]
+may_read = allow(*READERS, scope="parts:read")
+Admin = Annotated[CommandCall, Depends(command_call(SERVICE, "admin", scope="parts:write"))]
+Stockist = Annotated[
+    CommandCall, Depends(command_call(SERVICE, "admin", "parts_clerk", scope="parts:write"))
+]
 Requester = Annotated[
-    CommandCall, Depends(command_call(SERVICE, "admin", "parts_clerk", "technician"))
+    CommandCall,
+    Depends(command_call(SERVICE, "admin", "parts_clerk", "technician", scope="parts:write")),
 ]
 PART_NUMBER = Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$", description="e.g. MOTOR-WM700")
 LOCATION_ID = Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,23}$", description="e.g. SP-HZ-01")

@@ -29,7 +29,7 @@ from shared.http.problems import ProblemError, problem_doc
 from shared.http.security import BodyTooLarge
 
 IMPORT_PREFIX = "/imports/"
-may_import = allow("admin")
+may_import = allow("admin", scope="imports:write")
 # Problems listed in the answer (the rest are counted).
 SHOWN_PROBLEMS = 1000
 _FORMATS = {"text/csv": "csv", "application/x-ndjson": "jsonl", "application/jsonl": "jsonl"}
