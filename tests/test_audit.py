@@ -149,6 +149,16 @@ async def test_verify_cli_exit_codes(platform: Platform, clock, database_url: st
     assert (
         code == 1 and report["broken"][0]["kind"] == "hash" and report["broken"][0]["position"] == 2
     )
+    # A row edited into no event at all, and a later one tampered with: both reported, the
+    # walk goes to the end (no traceback, no stop at the first).
+    garbage = update(events).where(events.c.position == 3).values(payload="not json")
+    await platform.db.write(lambda c: c.execute(garbage))
+    code, out = await run_cli(database_url, "verify")
+    assert "Traceback" not in out
+    report = json.loads(out[out.index("{") :])
+    found = [(b["kind"], b["position"]) for b in report["broken"]]
+    assert code == 1 and found == [("hash", 2), ("unreadable", 3)]
+    assert report["events_checked"] == 4
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
@@ -197,9 +207,15 @@ async def test_export_over_http_and_cli_verify(
     os.environ["TICKETLINE_DATA_DIR"] = str(platform.settings.data_dir)
     try:
         code, out = await run_cli(database_url, "verify-export", str(export))
+        assert code == 0, out
+        # A summary that is no summary fails the check with a reason, never a traceback.
+        for bad in ("garbage", "[1,2", "[]", "{}"):
+            (tmp_path / "east.csv.summary.json").write_text(bad)
+            code, out = await run_cli(database_url, "verify-export", str(export))
+            assert code == 1 and "Traceback" not in out, out
+            assert json.loads(out[out.index("{") :])["ok"] is False
     finally:
         del os.environ["TICKETLINE_DATA_DIR"]
-    assert code == 0, out
 
 
 def test_signing_key_is_generated_once(tmp_path) -> None:

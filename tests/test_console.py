@@ -13,13 +13,14 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, event, update
 
 from services.console import queries, routes
 from services.console.auth import COOKIE
 from services.dispatch.projections import SLA_CLOCKS
 from shared.app.platform import Platform
 from shared.app.registry import app_factory
+from shared.eventstore.tables import events
 from shared.kernel.clock import ManualClock
 from tests.support.auth import token_for
 from tests.support.lifecycle import Lifecycle, project_feedback
@@ -244,6 +245,18 @@ async def test_console_verification_of_the_callers_scope(
             if expected is not None:
                 assert int(checked.group(1)) == expected
             assert 'class="verify ok"' in status, status
+    # A row edited into no event: listed as unreadable, the walk goes on to the end.
+    garbage = update(events).where(events.c.position == 1).values(payload="not json")
+    await platform.db.write(lambda c: c.execute(garbage))
+    async with console_client(platform, "auditor") as client:
+        await client.post("/audit/verification", headers={"HX-Request": "true"})
+        for _ in range(100):
+            status = (await client.get("/audit/verification")).text
+            if 'class="verify bad"' in status:
+                break
+            await asyncio.sleep(0.05)
+    assert 'class="verify bad"' in status and "unreadable" in status, status
+    assert re.search(r'data-field="events-checked">3<', status), status
 
 
 @SQLITE

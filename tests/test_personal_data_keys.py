@@ -205,6 +205,12 @@ async def test_rotating_the_master_key_keeps_every_value(
     argv = ["rotate-master-key", "--new-key-file", str(tmp_path / "other.key")]
     assert await asyncio.to_thread(cli_main, argv) == 2
     assert "is not the one" in capsys.readouterr().err
+    # An export refused for that reason leaves no file behind that looks like one.
+    out = tmp_path / "tickets.csv"
+    argv = ["export", "--kind", "tickets", "--out", str(out)]
+    assert await asyncio.to_thread(cli_main, argv) == 2
+    assert "is not the one" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / ".tickets.csv.partial").exists()
 
     old = Platform.from_settings(settings_with(database_url, tmp_path / "b", KEY_A))
     try:

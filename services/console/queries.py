@@ -36,6 +36,7 @@ from shared.app.platform import Platform
 from shared.eventstore.ledger import row_to_envelope
 from shared.eventstore.outbox import outbox_backlog
 from shared.eventstore.tables import events, projection_checkpoints
+from shared.eventstore.verify import link_problems, unreadable_detail
 from shared.kernel.errors import InvalidCommand
 from shared.kernel.events.envelope import GENESIS_HASH, EventEnvelope
 from shared.readmodels.ticket_state import ticket_state
@@ -693,37 +694,51 @@ def verify_batch(conn: Connection, progress: VerifyProgress, batch: int = 2000) 
     )
     rows = list(conn.execute(query))
     for row in rows:
-        event = row_to_envelope(row)
         progress.events_checked += 1
-        problems: list[tuple[str, str]] = []
+        try:
+            event = row_to_envelope(row)
+        except Exception as exc:  # a hand-edited row that makes no event
+            _broken(progress, "unreadable", row.stream_id, row.stream_version, row, exc)
+            progress.heads[row.stream_id] = (row.stream_version, row.hash)
+            progress.last_position = row.position
+            continue
         known = progress.heads.get(event.stream_id)
         if progress.region is None:
-            if event.position != progress.last_position + 1:
-                problems.append(("global_sequence", f"position {event.position}"))
             version, previous = known or (0, GENESIS_HASH)
-            if event.stream_version != version + 1:
-                problems.append(("stream_version", f"version {event.stream_version}"))
-            if event.prev_hash != previous:
-                problems.append(("chain", "prev_hash is not the previous event's hash"))
-        elif known is not None and event.stream_version == known[0] + 1:
-            if event.prev_hash != known[1]:
-                problems.append(("chain", "prev_hash is not the previous event's hash"))
-        elif known is None and event.stream_version == 1 and event.prev_hash != GENESIS_HASH:
-            problems.append(("chain", "the first event does not start the chain"))
-        if event.computed_hash() != event.hash:
-            problems.append(("hash", "content does not match its hash"))
+            problems = link_problems(event, progress.last_position, version, previous)
+        else:
+            problems = []
+            if known is not None and event.stream_version == known[0] + 1:
+                if event.prev_hash != known[1]:
+                    problems.append(("chain", "prev_hash is not the previous event's hash"))
+            elif known is None and event.stream_version == 1 and event.prev_hash != GENESIS_HASH:
+                problems.append(("chain", "the first event does not start the chain"))
+            if event.computed_hash() != event.hash:
+                problems.append(("hash", "content does not match its hash"))
         for kind, detail in problems:
-            if len(progress.broken) < 50:
-                progress.broken.append(
-                    {
-                        "kind": kind,
-                        "stream_id": event.stream_id,
-                        "stream_version": event.stream_version,
-                        "event_id": str(event.event_id),
-                        "position": event.position,
-                        "detail": detail,
-                    }
-                )
+            _broken(progress, kind, event.stream_id, event.stream_version, row, detail)
         progress.heads[event.stream_id] = (event.stream_version, event.hash)
         progress.last_position = event.position
     return bool(rows)
+
+
+def _broken(
+    progress: VerifyProgress,
+    kind: str,
+    stream_id: str,
+    version: int,
+    row: Any,
+    detail: str | Exception,
+) -> None:
+    assert progress.broken is not None
+    if len(progress.broken) < 50:
+        progress.broken.append(
+            {
+                "kind": kind,
+                "stream_id": stream_id,
+                "stream_version": version,
+                "event_id": str(row.event_id),
+                "position": row.position,
+                "detail": detail if isinstance(detail, str) else unreadable_detail(detail),
+            }
+        )

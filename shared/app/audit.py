@@ -161,6 +161,10 @@ class ExportCheck:
         return not self.problems
 
 
+# What every export's summary holds (``summarise``), whatever else it says.
+SUMMARY_FIELDS = ("format", "events", "sha256", "signature")
+
+
 def verify_export(
     data: bytes,
     summary: dict[str, Any],
@@ -170,6 +174,10 @@ def verify_export(
 ) -> ExportCheck:
     """The summary is authentic, the file is the one it describes, every event's hash
     matches its content, and (given the ledger) every event is in the ledger unchanged."""
+    missing = [k for k in SUMMARY_FIELDS if k not in summary]
+    if missing or summary.get("format") not in ("jsonl", "csv"):
+        what = f"lacks {', '.join(missing)}" if missing else "names no format (jsonl, csv)"
+        return ExportCheck([f"the summary is not an export's summary: it {what}"])
     problems: list[str] = []
     content = {k: v for k, v in summary.items() if k != "signature"}
     if not hmac.compare_digest(_sign(key, content), str(summary.get("signature", ""))):

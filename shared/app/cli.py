@@ -420,19 +420,25 @@ async def _verify_export(settings: Settings, data: bytes, summary: dict[str, Any
         )
     finally:
         await platform.close()
-    print(
-        json.dumps(
-            {"ok": check.ok, "events": summary.get("events"), "problems": check.problems}, indent=2
-        )
-    )
-    return 0 if check.ok else 1
+    return _export_verdict(check.problems, summary.get("events"))
+
+
+def _export_verdict(problems: list[str], events: object) -> int:
+    print(json.dumps({"ok": not problems, "events": events, "problems": problems}, indent=2))
+    return 0 if not problems else 1
 
 
 def _cmd_verify_export(settings: Settings, args: argparse.Namespace) -> int:
     from pathlib import Path
 
     data = Path(args.file).read_bytes()
-    summary = json.loads(Path(args.summary or f"{args.file}.summary.json").read_text())
+    path = Path(args.summary or f"{args.file}.summary.json")
+    try:
+        summary = json.loads(path.read_bytes())
+    except ValueError as exc:  # not JSON (or not UTF-8): a summary that fails, not a crash
+        return _export_verdict([f"the summary {path} cannot be read: {exc}"], None)
+    if not isinstance(summary, dict):
+        return _export_verdict([f"the summary {path} is not a JSON object"], None)
     return asyncio.run(_verify_export(settings, data, summary))
 
 

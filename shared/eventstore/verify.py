@@ -5,18 +5,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Connection, select
 
 from shared.eventstore.checkpoints import HeldCheckpoint, LedgerState, StreamHeads
-from shared.eventstore.ledger import EventStore
+from shared.eventstore.ledger import EventStore, row_to_envelope
 from shared.eventstore.tables import event_sequence
 from shared.kernel.events.envelope import GENESIS_HASH, EventEnvelope
 
 
 @dataclass(frozen=True)
 class BrokenLink:
-    # "hash", "chain", "stream_version", "global_sequence", "ledger_tail", "checkpoint"
+    # "hash", "chain", "stream_version", "global_sequence", "ledger_tail", "checkpoint",
+    # "unreadable" (a row that is no event: a payload that is not JSON, a time that is none)
     kind: str
     stream_id: str
     stream_version: int
@@ -37,7 +39,11 @@ class VerificationReport:
         return not self.broken
 
 
-def _event_problems(e: EventEnvelope, last_position: int, version: int, prev: str) -> list[str]:
+def link_problems(
+    e: EventEnvelope, last_position: int, version: int, prev: str
+) -> list[tuple[str, str]]:
+    """(kind, detail) of each check one event fails in a walk of the whole ledger, given
+    the position before it and its stream's head (version, hash) so far."""
     problems: list[tuple[str, str]] = []
     if e.position != last_position + 1:
         problems.append(("global_sequence", f"position {e.position} follows {last_position}"))
@@ -47,7 +53,12 @@ def _event_problems(e: EventEnvelope, last_position: int, version: int, prev: st
         problems.append(("chain", "prev_hash does not match the previous event's hash"))
     if e.computed_hash() != e.hash:
         problems.append(("hash", "content does not match its hash"))
-    return [f"{kind}\t{detail}" for kind, detail in problems]
+    return problems
+
+
+def unreadable_detail(error: Exception) -> str:
+    """What a row that makes no event (``row_to_envelope`` raised) is reported with."""
+    return f"the stored row is not an event: {type(error).__name__}: {error}"[:500]
 
 
 class _Walk:
@@ -68,9 +79,8 @@ class _Walk:
         """Check one event; False to stop."""
         self.report.events_checked += 1
         version, prev = self.heads.get(e.stream_id, (0, GENESIS_HASH))
-        problems = _event_problems(e, self.last_position, version, prev)
-        for problem in problems:
-            kind, detail = problem.split("\t", 1)
+        problems = link_problems(e, self.last_position, version, prev)
+        for kind, detail in problems:
             self.report.broken.append(
                 BrokenLink(kind, e.stream_id, e.stream_version, str(e.event_id), e.position, detail)
             )
@@ -85,6 +95,24 @@ class _Walk:
             while self.due and self.due[0].position == e.position:
                 self.state_seen(self.due.pop(0))
         return True
+
+    def unreadable(self, row: Sequence[Any], error: Exception) -> None:
+        """A row that does not make an event: reported, and the walk goes on from its
+        stored position and hash (the next event of its stream links to that hash)."""
+        self.report.events_checked += 1
+        position, event_id, stream_id, version = row[0], row[1], row[3], row[4]
+        self.report.broken.append(
+            BrokenLink(
+                "unreadable",
+                str(stream_id),
+                _int(version),
+                str(event_id),
+                position,
+                unreadable_detail(error),
+            )
+        )
+        self.heads[str(stream_id)] = (_int(version), str(row[-1]))
+        self.last_position, self.last_hash = int(position), str(row[-1])
 
     def state_seen(self, held: HeldCheckpoint) -> None:
         """The ledger's state at the held checkpoint's position, as the walk sees it."""
@@ -130,28 +158,45 @@ class _Walk:
                 )
 
 
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
 def verify_ledger(
     conn: Connection,
     store: EventStore,
     *,
     batch_size: int = 5000,
-    stop_at_first: bool = True,
+    stop_at_first: bool = False,
     checkpoints: Sequence[HeldCheckpoint] = (),
 ) -> VerificationReport:
     """Walk every event in global order, checking that positions are contiguous, each
     stream's versions follow one another, each event's prev_hash is its predecessor's
-    hash, and each hash matches the event's content; then that the ledger ends where the
-    position counter says it does (a deleted newest event leaves the counter ahead); then,
-    given checkpoints held elsewhere, that the ledger's state at each checkpoint's
-    position is the one the checkpoint states (a rewritten or truncated history is not,
-    even with every hash recomputed)."""
+    hash, and each hash matches the event's content (a row that is no event at all —
+    a payload edited into something that is not JSON — is reported as ``unreadable``);
+    then that the ledger ends where the position counter says it does (a deleted newest
+    event leaves the counter ahead); then, given checkpoints held elsewhere, that the
+    ledger's state at each checkpoint's position is the one the checkpoint states (a
+    rewritten or truncated history is not, even with every hash recomputed). Every
+    problem is reported unless ``stop_at_first``."""
     walk = _Walk(checkpoints)
     while True:
-        batch = store.read_all(conn, after_position=walk.last_position, limit=batch_size)
-        if not batch:
+        rows = store.read_rows(conn, after_position=walk.last_position, limit=batch_size)
+        if not rows:
             break
-        for e in batch:
-            if not walk.step(e, stop_at_first):
+        for row in rows:
+            try:
+                event = row_to_envelope(row)
+            except Exception as exc:  # whatever a hand-edited row makes the decoding raise
+                walk.unreadable(row, exc)
+                if stop_at_first:
+                    walk.report.streams_checked = len(walk.heads)
+                    return walk.report
+                continue
+            if not walk.step(event, stop_at_first):
                 walk.report.streams_checked = len(walk.heads)
                 return walk.report
     walk.finish(conn)

@@ -141,14 +141,19 @@ async def _export(settings: Settings, args: argparse.Namespace) -> int:
         print(f"export: {exc.message}", file=sys.stderr)
         return 2
     fmt = "jsonl" if args.format == "jsonl" else "csv"
-    refuse_platform_file(settings, Path(args.out), "--out")
+    out = Path(args.out)
+    refuse_platform_file(settings, out, "--out")
+    # Written beside, renamed when whole: a failed export leaves no file that looks like one.
+    partial = out.with_name(f".{out.name}.partial")
     platform = Platform.from_settings(settings)
     try:
         now = platform.clock.now()
         summary = await platform.db.read(
-            lambda c: export_kind(c, platform.store, kind, Path(args.out), fmt, now)
+            lambda c: export_kind(c, platform.store, kind, partial, fmt, now)
         )
+        partial.replace(out)
     finally:
+        partial.unlink(missing_ok=True)
         await platform.close()
     print(json.dumps(summary.as_dict(), ensure_ascii=False))
     return 0
