@@ -74,6 +74,19 @@ async def test_an_untouched_ledger_passes(platform: Platform, tmp_path: Path) ->
     assert (report.events_checked, report.checkpoints_checked) == (10, 2)
 
 
+async def test_regional_readers_receive_the_checkpoints(platform: Platform) -> None:
+    """The console's live stream reads events as intake's stream does: a regional caller
+    gets its region's and the ledger's checkpoints, which belong to no region."""
+    from services.console.queries import Scope, events_after
+
+    tid = new_ticket_id()
+    await append(platform, tid, 0, [received(1), diagnosed()], region="east")  # 1-2
+    written = await checkpoint(platform)
+    for region, expected in (("east", [1, 2, 3]), ("west", [3])):
+        rows = await platform.db.read(lambda c, r=region: events_after(c, Scope(r), 0, 100))
+        assert [r.position for r in rows] == expected and written.position == 3
+
+
 async def test_a_truncated_history_fails_even_with_the_counter_moved_back(
     platform: Platform, tmp_path: Path
 ) -> None:

@@ -35,7 +35,7 @@ from services.feedback.tables import (
 from shared.app.platform import Platform
 from shared.eventstore.ledger import row_to_envelope
 from shared.eventstore.outbox import outbox_backlog
-from shared.eventstore.tables import events, projection_checkpoints
+from shared.eventstore.tables import events, projection_checkpoints, seen_in_region
 from shared.eventstore.verify import link_problems, unreadable_detail
 from shared.kernel.errors import InvalidCommand
 from shared.kernel.events.envelope import GENESIS_HASH, EventEnvelope
@@ -597,8 +597,9 @@ LIVE_COLUMNS = (
 
 
 def _event_scope(scope: Scope) -> list[ColumnElement[bool]]:
-    # Events without a region (network, parts, quality streams) are headquarters' view.
-    return [e.region == scope.region] if scope.region is not None else []
+    # Events without a region (network, parts, quality streams) are headquarters' view,
+    # but for the ledger's checkpoints (as intake's GET /streams/events).
+    return [seen_in_region(scope.region)] if scope.region is not None else []
 
 
 def recent_events(conn: Connection, scope: Scope, limit: int) -> list[Any]:

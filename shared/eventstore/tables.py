@@ -15,7 +15,9 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    or_,
 )
+from sqlalchemy.sql.elements import ColumnElement
 
 from shared.eventstore.db import UtcDateTime, metadata
 
@@ -51,6 +53,13 @@ events = Table(
     Index("ix_events_stream_type_position", "stream_type", "position"),
     Index("ix_events_region_position", "region", "position"),
 )
+
+
+def seen_in_region(region: str) -> ColumnElement[bool]:
+    """The events a region's caller receives: its region's, and the signed ledger
+    checkpoints, which belong to no region — every center keeps them (docs/checkpoints.md)."""
+    return or_(events.c.region == region, events.c.stream_type == "ledger")
+
 
 event_sequence = Table(
     "event_sequence",

@@ -16,11 +16,11 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
-from sqlalchemy import or_, select
+from sqlalchemy import select
 
 from shared.app.platform import Platform
 from shared.eventstore.ledger import row_to_envelope
-from shared.eventstore.tables import events
+from shared.eventstore.tables import events, seen_in_region
 from shared.http.app import get_platform
 from shared.http.auth.personal_data import mask_payload
 from shared.http.context import Principal, allow, credentials_expire_at
@@ -57,8 +57,7 @@ async def read_after(
         select(events).where(events.c.position > position).order_by(events.c.position).limit(limit)
     )
     if region:
-        # Signed ledger checkpoints belong to no region: every center keeps them.
-        query = query.where(or_(events.c.region == region, events.c.stream_type == "ledger"))
+        query = query.where(seen_in_region(region))
     if types:
         query = query.where(events.c.event_type.in_(types))
     return await platform.db.read(lambda c: [row_to_envelope(r) for r in c.execute(query).all()])
