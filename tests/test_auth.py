@@ -137,6 +137,8 @@ ODD_CLAIMS: dict[str, dict[str, Any]] = {
     "location a list": {"role": "parts_clerk", "location": ["SP-1"]},
     "location a number": {"role": "parts_clerk", "location": 1},
     "location too long": {"role": "parts_clerk", "location": "L" * 25},
+    "exp as text": {"exp": str(int(time.time()) + 600)},
+    "iat as text": {"iat": str(int(time.time()))},
 }
 
 

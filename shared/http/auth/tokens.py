@@ -333,6 +333,10 @@ class Authenticator:
             raise InvalidCredentials("the token has expired") from None
         except (jwt.PyJWTError, ValueError) as exc:
             raise InvalidCredentials(f"invalid token: {exc}") from None
+        for name in ("exp", "nbf", "iat"):  # PyJWT also reads "1795820000" as a time
+            value = data.get(name, 0)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise InvalidCredentials(f"invalid token: the {name} claim is not a number")
         return validate_claims(data), float(int(data["exp"]))  # as PyJWT reads it
 
     def verify_api_key(self, key: str) -> Claims:
