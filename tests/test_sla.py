@@ -165,6 +165,20 @@ async def test_holidays_import_from_an_icalendar_file(
     ]
     response = await admin.post("/calendars/hz/ics", json={"ics": "not a calendar"})
     assert (response.status_code, problem_rule(response)) == (422, "ics")
+    # A day the calendar names again without a name keeps its name; an all-day start
+    # lasting hours is a timed event (skipped), not a holiday.
+    again = (
+        "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nDTSTART;VALUE=DATE:20271001\r\nEND:VEVENT\r\n"
+        "BEGIN:VEVENT\r\nDTSTART;VALUE=DATE:20271111\r\nDURATION:PT5H\r\n"
+        "SUMMARY:an afternoon off\r\nEND:VEVENT\r\nBEGIN:VEVENT\r\n"
+        "DTSTART;VALUE=DATE:20271225\r\nSUMMARY:Christmas\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+    )
+    imported = await ok(await admin.post("/calendars/hz/ics", json={"ics": again}))
+    assert imported["skipped"] == ["an afternoon off"]
+    calendar = (await ok(await dispatch.get("/calendars/hz")))["description"]
+    days = {h["day"]: h["name"] for h in calendar["holidays"]}
+    assert days["2027-10-01"] == "National Day" and "2027-11-11" not in days
+    assert days["2027-12-25"] == "Christmas"
 
 
 # --- a ticket's clock --------------------------------------------------------------------

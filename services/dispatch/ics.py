@@ -82,7 +82,9 @@ def _days(props: dict[str, tuple[dict[str, str], str]]) -> list[date] | None:
         end = parse_day(props["DTEND"][1], props["DTEND"][0]) or end
     elif "DURATION" in props:
         match = re.fullmatch(r"P(\d{1,9})D", props["DURATION"][1])
-        days = int(match.group(1)) if match else 1
+        if match is None:  # hours or minutes: a timed event, however it starts
+            return None
+        days = int(match.group(1))
         if days > MAX_EVENT_DAYS:  # before the sum: a date far enough out overflows
             raise InvalidCommand("ics", f"an event from {start} lasts {days} days")
         end = start + timedelta(days=days)
@@ -135,13 +137,23 @@ def parse(text: str, hours_of: Weekday = Weekday.mon) -> Imported:
 
 
 def merged(current: CalendarDescription, imported: Imported, replace: bool) -> CalendarDescription:
-    """The calendar with the imported days: added to (the file wins on a day it names) or
-    instead of its holidays and adjusted working days."""
+    """The calendar with the imported days: added to (the file wins on a day it names,
+    keeping the day's name when the file gives none) or instead of its holidays and
+    adjusted working days."""
     named = {h.day for h in imported.holidays} | {w.day for w in imported.working_days}
+    known = {h.day: h.name for h in current.holidays if h.name}
+    known.update((w.day, w.name) for w in current.working_days if w.name)
     holidays = {} if replace else {h.day: h for h in current.holidays if h.day not in named}
     working = {} if replace else {w.day: w for w in current.working_days if w.day not in named}
-    holidays.update((h.day, h) for h in imported.holidays)
-    working.update((w.day, w) for w in imported.working_days)
+    keep = {} if replace else known
+    holidays.update(
+        (h.day, h if h.name or h.day not in keep else Holiday(day=h.day, name=keep[h.day]))
+        for h in imported.holidays
+    )
+    working.update(
+        (w.day, w if w.name or w.day not in keep else w.model_copy(update={"name": keep[w.day]}))
+        for w in imported.working_days
+    )
     data = current.model_dump()
     data["holidays"] = [h.model_dump() for _, h in sorted(holidays.items())]
     data["working_days"] = [w.model_dump() for _, w in sorted(working.items())]
