@@ -22,7 +22,7 @@ from shared.kernel.calendar import (
 )
 from shared.kernel.decider import Decider
 from shared.kernel.errors import InvalidCommand, RuleViolation
-from shared.kernel.events.envelope import EventPayload
+from shared.kernel.events.envelope import EventPayload, PendingEvent
 from shared.kernel.events.sla import (
     CalendarDefined,
     CalendarDescription,
@@ -206,8 +206,9 @@ class ResumeSla:
     requisition_id: str | None = None
 
 
-def decide_resume(command: ResumeSla, state: TicketState) -> list[EventPayload]:
-    """The clocks run again; the event says the deadlines they now have."""
+def decide_resume(command: ResumeSla, state: TicketState) -> list[PendingEvent]:
+    """The clocks run again; the event says the deadlines they now have (the pause ends
+    at the instant they were computed for: the event occurs then)."""
     if command.requisition_id is not None and (
         not state.sla_paused or state.sla_pauses[-1].requisition_id != command.requisition_id
     ):
@@ -218,14 +219,13 @@ def decide_resume(command: ResumeSla, state: TicketState) -> list[EventPayload]:
     after = evolve(state, SlaResumed(), command.now)
     clock = sla_clock(after, command.terms, command.now)
     due = {d.deadline: d.due_at for d in clock.deadlines if d.open}
-    return [
-        SlaResumed(
-            note=command.note,
-            requisition_id=command.requisition_id,
-            response_due_at=due.get(RESPONSE),
-            resolution_due_at=due.get(RESOLUTION),
-        )
-    ]
+    resumed = SlaResumed(
+        note=command.note,
+        requisition_id=command.requisition_id,
+        response_due_at=due.get(RESPONSE),
+        resolution_due_at=due.get(RESOLUTION),
+    )
+    return [PendingEvent(resumed, occurred_at=command.now)]
 
 
 @dataclass(frozen=True)

@@ -154,7 +154,10 @@ def pause(
 
 
 def resume(state: TicketState, at: datetime, **kw: Any) -> list[EventPayload]:
-    return decide_resume(ResumeSla(TERMS, at, **kw), state)
+    """The resume's payloads (it occurs at ``at``: when its deadlines were computed)."""
+    decided = decide_resume(ResumeSla(TERMS, at, **kw), state)
+    assert all(e.occurred_at == at for e in decided)
+    return [e.payload for e in decided]
 
 
 def test_pause_needs_a_listed_reason_a_running_clock_and_happens_once() -> None:
@@ -199,7 +202,7 @@ def test_the_automatic_pause_for_parts_never_fails_and_resumes_only_its_own() ->
     assert auto_pause(after) == []  # already paused
     assert decide_resume(ResumeSla(parts, T0 + 2 * H, requisition_id="r2"), after) == []
     (resumed,) = decide_resume(ResumeSla(parts, T0 + 2 * H, requisition_id="r1"), after)
-    again = apply(after, [resumed], T0 + 2 * H)
+    again = apply(after, [resumed.payload], T0 + 2 * H)
     assert auto_pause(again) == []  # the same requisition delivered twice
     closed = apply(state, [TicketClosed()], T0)
     assert auto_pause(closed) == []
@@ -351,3 +354,26 @@ def test_the_receipt_pins_the_policy_and_counts_the_deadline_in_business_hours()
         intake.DiagnoseTicket(diagnosis, resolution_hours=4.0, terms=pin.terms), state
     )
     assert diagnosed_event.resolution_due_at == datetime(2026, 11, 23, 4, 30, tzinfo=UTC)  # type: ignore[attr-defined]
+
+
+def test_a_resume_occurs_when_its_deadlines_were_computed() -> None:
+    """SlaResumed carries the deadlines as of the decision; the pause it ends ends then too
+    (the recording comes microseconds later on a real clock): the event and the clock
+    agree to the microsecond."""
+    from services.dispatch.sla_domain import ResumeSla, decide_resume
+    from shared.kernel.events.envelope import PendingEvent
+    from shared.kernel.events.sla import SlaPaused
+    from shared.kernel.sla import SlaTerms, sla_clock
+    from shared.kernel.ticket import TicketState, evolve
+    from tests.support.factories import received
+
+    start = datetime(2026, 11, 23, 2, 0, 0, 123456, tzinfo=UTC)
+    state = evolve(TicketState("t-1"), received(1), start)
+    state = evolve(state, SlaPaused(reason="customer_unavailable"), start + timedelta(minutes=5))
+    now = start + timedelta(minutes=9, microseconds=789)
+    (resumed,) = decide_resume(ResumeSla(SlaTerms(), now), state)
+    assert isinstance(resumed, PendingEvent) and resumed.occurred_at == now
+    after = evolve(state, resumed.payload, resumed.occurred_at)
+    recorded_later = now + timedelta(microseconds=11)
+    (response,) = sla_clock(after, SlaTerms(), recorded_later).deadlines
+    assert response.due_at == resumed.payload.response_due_at
