@@ -157,7 +157,7 @@ def item(
 
 def test_a_scorecard_item_is_recorded_with_its_evidence() -> None:
     state = domain.SCORECARDS.initial_state(domain.scorecard_stream_id("sp-1"))
-    command = domain.RecordScorecardItem(item(), date(2026, 11, 3), "service_point")
+    command = domain.RecordScorecardItem(item(), date(2026, 11, 3), ("service_point", "east"))
     (event,) = domain.decide_scorecard_item(command, state)
     assert isinstance(event, ScorecardItemRecorded)
     assert (event.service_point_id, event.region, event.ticket_ids) == ("sp-1", "east", ["t-1"])
@@ -169,7 +169,7 @@ def test_a_scorecard_item_is_recorded_with_its_evidence() -> None:
 def test_a_scorecard_item_cannot_have_happened_in_the_future() -> None:
     state = domain.SCORECARDS.initial_state(domain.scorecard_stream_id("sp-1"))
     command = domain.RecordScorecardItem(
-        item(date(2026, 12, 1)), date(2026, 11, 30), "service_point"
+        item(date(2026, 12, 1)), date(2026, 11, 30), ("service_point", "east")
     )
     with pytest.raises(InvalidCommand) as err:
         domain.decide_scorecard_item(command, state)
@@ -178,11 +178,28 @@ def test_a_scorecard_item_cannot_have_happened_in_the_future() -> None:
 
 def test_a_scorecard_item_is_for_a_service_point_of_the_network() -> None:
     state = domain.SCORECARDS.initial_state(domain.scorecard_stream_id("sp-1"))
-    for level, says in ((None, "no service point sp-1"), ("regional_center", "not a service")):
-        command = domain.RecordScorecardItem(item(), date(2026, 11, 3), level)
+    for member, says in (
+        (None, "no service point sp-1"),
+        (("regional_center", "east"), "not a service"),
+    ):
+        command = domain.RecordScorecardItem(item(), date(2026, 11, 3), member)
         with pytest.raises(InvalidCommand) as err:
             domain.decide_scorecard_item(command, state)
         assert err.value.field == "service_point_id" and says in str(err.value)
+
+
+def test_a_scorecard_item_has_its_service_points_region() -> None:
+    state = domain.SCORECARDS.initial_state(domain.scorecard_stream_id("sp-1"))
+    member = ("service_point", "east")
+    (event,) = domain.decide_scorecard_item(
+        domain.RecordScorecardItem(item(region=None), date(2026, 11, 3), member), state
+    )
+    assert isinstance(event, ScorecardItemRecorded) and event.region == "east"
+    with pytest.raises(InvalidCommand) as err:
+        domain.decide_scorecard_item(
+            domain.RecordScorecardItem(item(region="west"), date(2026, 11, 3), member), state
+        )
+    assert err.value.field == "region"
 
 
 def test_one_scorecard_stream_per_service_point() -> None:
