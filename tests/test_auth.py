@@ -429,6 +429,10 @@ def test_mask_payload_masks_nested_phone_and_street() -> None:
     )
     assert masked["customer"]["phone"] == "138****5678"
     assert masked["address"] == {"line": "***", "postcode": "***", "region": "east"}
+    # Another number than 8613977778888: the mask keeps the plus apart.
+    assert mask_payload({"customer": {"phone": "+8613977778888"}})["customer"]["phone"] == (
+        "+861******8888"
+    )
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

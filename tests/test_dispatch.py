@@ -117,6 +117,24 @@ async def test_network_is_managed_by_admin_and_read_by_region(
         },
     )
     assert response.status_code == 422
+    for shifts in (
+        [
+            {"weekday": "mon", "start": "08:00", "end": "12:00"},
+            {"weekday": "mon", "start": "11:00", "end": "13:00"},
+        ],
+        [{"weekday": "tue", "start": "08:00:00.5", "end": "12:00"}],
+    ):
+        response = await admin.post(
+            "/technicians",
+            json={
+                "id": "t-z",
+                "name": "Z",
+                "service_point_id": "sp-east-1",
+                "working_hours": shifts,
+            },
+        )
+        assert response.status_code == 422, response.text
+        assert problem_rule(response).startswith("working_hours")  # type: ignore[union-attr]
 
     # Updates are full replacements, guarded by If-Match; deactivation is its own event.
     update = {

@@ -250,8 +250,21 @@ def decide_update_service_point(
     return [ServicePointUpdated(**d.model_dump(), reason=command.reason)]
 
 
+def _check_shifts(shifts: Sequence[Shift]) -> None:
+    """A technician's shifts on one weekday do not overlap (they may touch)."""
+    ordered = sorted(shifts, key=lambda s: (WEEKDAYS.index(s.weekday), s.start))
+    for a, b in zip(ordered, ordered[1:], strict=False):
+        if a.weekday == b.weekday and b.start < a.end:
+            raise InvalidCommand(
+                "working_hours",
+                f"overlapping working hours: {a.weekday.value} {a.start:%H:%M}-{a.end:%H:%M} "
+                f"and {b.weekday.value} {b.start:%H:%M}-{b.end:%H:%M}",
+            )
+
+
 def _check_technician(d: TechnicianDescription, point: ServicePointInfo | None) -> None:
     check_timezone(d.timezone)
+    _check_shifts(d.working_hours)
     if point is None:
         raise InvalidCommand("service_point_id", f"no service point {d.service_point_id}")
     if not point.active:

@@ -74,6 +74,12 @@ Position = Annotated[
     Field(ge=0, le=MAX_POSITION, description="A global position: 0 … 2^63-1."),
     _bounded_uint(MAX_POSITION),
 ]
+# An entry of a log paged by id (the read log's ``next_after``).
+EntryId = Annotated[
+    int,
+    Field(ge=0, le=MAX_POSITION, description="The `next_after` of the previous page."),
+    _bounded_uint(MAX_POSITION),
+]
 # A stream version (``If-Match``).
 StreamVersion = Annotated[
     int,

@@ -50,11 +50,13 @@ def shown_in_clear(kind: Kind, sees_personal_data: bool) -> bool:
 
 
 def mask_phone(phone: str) -> str:
-    """``13812345678`` → ``138****5678``: first three and last four digits kept."""
+    """``13812345678`` → ``138****5678``: first three and last four digits kept (and a
+    leading ``+``: ``+8613812345678`` is another number than ``8613812345678``)."""
+    plus = "+" if phone.lstrip().startswith("+") else ""
     digits = "".join(ch for ch in phone if ch.isdigit())
     if len(digits) <= 7:
-        return "*" * len(digits)
-    return f"{digits[:3]}{'*' * (len(digits) - 7)}{digits[-4:]}"
+        return plus + "*" * len(digits)
+    return f"{plus}{digits[:3]}{'*' * (len(digits) - 7)}{digits[-4:]}"
 
 
 def mask_address_line(line: str | None) -> str | None:
