@@ -932,3 +932,48 @@ async def test_a_clerk_settles_its_own_points_return_in_the_command_and_the_read
         ("SP-HZ-01", "expected"),
         ("SP-NB-01", "returned"),
     ]
+
+
+async def test_acting_for_a_location_out_of_reach_is_a_documented_404_location_not_found(
+    platform: Platform, intake: httpx.AsyncClient, admin: httpx.AsyncClient
+) -> None:
+    """Every parts operation that can answer it lists the 404, and its body names
+    `location_not_found` (docs/parts.md, "Who may do what")."""
+    await build_network(admin)
+    ticket_id = await dispatched_ticket(intake, platform)
+    receipt = {"location_id": "SP-HZ-01", "part_number": MOTOR, "quantity": 1}
+    adjustment = {"location_id": "SP-HZ-01", "part_number": MOTOR, "delta": 1, "reason": "count"}
+
+    def location_not_found(response: httpx.Response) -> None:
+        assert response.status_code == 404, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["rule"] == "location_not_found"
+
+    async with service_client("parts", platform, location="sp-hz-02") as elsewhere:
+        location_not_found(await elsewhere.post("/stock/receipts", json=receipt))
+        requisition = {"ticket_id": ticket_id, "part_number": MOTOR, "location_id": "SP-HZ-01"}
+        location_not_found(await elsewhere.post("/requisitions", json=requisition))
+        handed_in = {"ticket_id": ticket_id, "part_number": MOTOR, "location_id": "SP-HZ-01"}
+        location_not_found(await elsewhere.post("/returns", json=handed_in))
+        location_not_found(await elsewhere.get("/replenishment", params={"location": "SP-HZ-01"}))
+    async with service_client("parts", platform, role="admin", region="west") as west:
+        location_not_found(await west.post("/stock/adjustments", json=adjustment))
+    # Other 404s name what was not found too.
+    unknown = await admin.get("/requisitions/3b0c3a4e-8c51-4c0e-9a57-4d0b7e3c9a11")
+    assert unknown.status_code == 404 and unknown.json()["rule"] == "requisition_not_found"
+    assert (await admin.get("/stock")).json() == []  # nothing was received or adjusted
+
+    paths = (await ok(await admin.get("/openapi.json")))["paths"]
+    for path, method in [
+        ("/stock/receipts", "post"),
+        ("/stock/adjustments", "post"),
+        ("/requisitions", "post"),
+        ("/returns", "post"),
+        ("/replenishment", "get"),
+        ("/requisitions/{requisition_id}/issue", "post"),
+        ("/requisitions/{requisition_id}/cancel", "post"),
+        ("/requisitions/{requisition_id}/return", "post"),
+    ]:
+        answers = paths[path][method]["responses"]
+        assert "404" in answers, f"{method.upper()} {path} does not document its 404"
+        assert "problem+json" in next(iter(answers["404"]["content"]))

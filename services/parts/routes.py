@@ -71,6 +71,11 @@ Requester = Annotated[
 ]
 PART_NUMBER = Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$", description="e.g. MOTOR-WM700")
 LOCATION_ID = Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,23}$", description="e.g. SP-HZ-01")
+# The 404 of a location outside the caller's reach (docs/parts.md, "Who may do what").
+ELSEWHERE = (
+    "`location_not_found`: the location is outside the caller's reach (a parts clerk acting "
+    "for another location, a regional caller outside its region)"
+)
 # Optimistic-concurrency losers are retried this many times against the new state.
 ATTEMPTS = 3
 
@@ -212,7 +217,12 @@ def stock_response(outcome: Outcome[domain.StockLevel], status_code: int) -> Com
     status_code=201,
     response_model=StockView,
     tags=["stock"],
+    responses={404: problem_doc(ELSEWHERE)},
     summary="Parts arrived at a location (event StockReceived)",
+    description="`location_id` defaults to the parts clerk's location; a location that is "
+    "not registered is 422 `location_id`; acting for a location outside the caller's reach "
+    "(a parts clerk for another location, a regional caller outside its region) is 404 "
+    "`location_not_found`.",
 )
 async def receive_stock(body: StockReceiptRequest, call: Stockist) -> JSONResponse:
     receipt = body.command()
@@ -229,6 +239,7 @@ async def receive_stock(body: StockReceiptRequest, call: Stockist) -> JSONRespon
     "/stock/adjustments",
     response_model=StockView,
     tags=["stock"],
+    responses={404: problem_doc(ELSEWHERE)},
     summary="Correct a stock count (event StockAdjusted; never below what is reserved)",
 )
 async def adjust_stock(body: StockAdjustmentRequest, call: Admin) -> JSONResponse:
@@ -296,7 +307,12 @@ def requisition_response(
     status_code=201,
     response_model=RequisitionView,
     tags=["requisitions"],
-    responses={404: problem_doc("Unknown ticket, or outside the caller's reach")},
+    responses={
+        404: problem_doc(
+            "Unknown ticket, or one outside the caller's reach (`ticket_not_found`); a "
+            "requesting location outside it (`location_not_found`)"
+        )
+    },
     summary="Request parts for a ticket: reserve them at the nearest location holding them",
     description="Events RequisitionRaised, RequisitionReserved and StockReserved. The "
     "nearest location is the requesting service point, then its regional center, then "
@@ -437,7 +453,12 @@ def return_response(conn: Connection, return_id: str) -> CommandResponse:
     status_code=201,
     response_model=ReturnView,
     tags=["returns"],
-    responses={404: problem_doc("Unknown ticket")},
+    responses={
+        404: problem_doc(
+            "Unknown ticket (`ticket_not_found`), or a location outside the caller's reach "
+            "(`location_not_found`)"
+        )
+    },
     summary="An old part came back (event OldPartReturned on the ticket)",
     description="Settles the ticket's expected return of that part (the same old serial "
     "first); `late` when after its due date. Allowed after the ticket was closed. 409 "
@@ -559,7 +580,11 @@ def replenishment_line(
     "/replenishment",
     response_model=ReplenishmentPlan,
     tags=["replenishment"],
-    responses={404: problem_doc("Unknown location, or outside the caller's region")},
+    responses={
+        404: problem_doc(
+            "`location_not_found`: an unknown location, or one outside the caller's reach"
+        )
+    },
     summary="Suggested orders for a location, with the inputs that produced them",
     description=f"Per part: `{FORMULA}` (rounded up, never below 0). The average covers "
     "the last `usage_months` full calendar months of consumption (StockConsumed) at the "
