@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -33,6 +34,8 @@ from shared.kernel.events.envelope import (
 from shared.kernel.events.parts import StockConsumed
 from shared.kernel.events.tickets import CostBearer, TicketReopened, UsedPart
 from tests.support.clients import service_client
+from tests.support.history import write_csv
+from tests.support.importing import import_file, problems
 from tests.support.lifecycle import append_ticket_events, dispatch_ticket, repair_ticket
 from tests.test_intake import open_ticket
 
@@ -580,8 +583,12 @@ async def test_invalid_requests_are_4xx_and_write_nothing(
         404,
     )
     bad_parent = {"name": "x", "level": "service_point", "parent_id": "SP-HZ-01"}
+    assert (await problem(await admin.put("/locations/SP-X", json=bad_parent), 409))[
+        "rule"
+    ] == "parent_level"
+    no_parent = {"name": "x", "level": "service_point", "parent_id": "SP-NOWHERE"}
     assert "parent_id" in fields(
-        await problem(await admin.put("/locations/SP-X", json=bad_parent), 422)
+        await problem(await admin.put("/locations/SP-X", json=no_parent), 422)
     )
     assert (
         await problem(
@@ -977,3 +984,65 @@ async def test_acting_for_a_location_out_of_reach_is_a_documented_404_location_n
         answers = paths[path][method]["responses"]
         assert "404" in answers, f"{method.upper()} {path} does not document its 404"
         assert "problem+json" in next(iter(answers["404"]["content"]))
+
+
+async def test_the_location_tree_has_three_levels_and_a_point_is_in_its_centers_region(
+    platform: Platform, admin: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """A service point hangs under a regional center and is in its region; a regional center
+    under headquarters — over HTTP and in the locations import alike (one rule)."""
+    await build_network(admin)
+    west = {"name": "West", "level": "regional_center", "parent_id": "HQ", "region": "west"}
+    await ok(await admin.put("/locations/RC-WEST", json=west), 201)
+
+    async def refused(location_id: str, body: dict[str, Any], status: int) -> dict[str, Any]:
+        response = await admin.put(f"/locations/{location_id}", json={"name": "x", **body})
+        assert response.status_code == status, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        return response.json()  # type: ignore[no-any-return]
+
+    under_hq = {"level": "service_point", "parent_id": "HQ"}
+    assert (await refused("SP-X-1", under_hq, 409))["rule"] == "parent_level"
+    under_point = {"level": "regional_center", "parent_id": "SP-HZ-01", "region": "east"}
+    assert (await refused("RC-X", under_point, 409))["rule"] == "parent_level"
+    elsewhere = {"level": "service_point", "parent_id": "RC-EAST", "region": "west"}
+    problem = await refused("SP-X-2", elsewhere, 409)
+    assert problem["rule"] == "parent_region" and problem["detail"].startswith("region")
+    orphan = await refused("SP-X-3", {"level": "service_point"}, 422)
+    assert [e["field"] for e in orphan["errors"]] == ["parent_id"]
+    assert {r["location_id"] for r in await ok(await admin.get("/locations"))} == {
+        "HQ",
+        "RC-EAST",
+        "RC-WEST",
+        "SP-HZ-01",
+        "SP-NB-01",
+    }
+    # Its own region, given or not, is the parent's.
+    same = {"name": "x", "level": "service_point", "parent_id": "rc-west", "region": "west"}
+    registered = await ok(await admin.put("/locations/SP-W-1", json=same), 201)
+    assert (registered["parent_id"], registered["region"]) == ("RC-WEST", "west")
+
+    header = ["location_id", "name", "level", "parent_id", "region"]
+    rows = [
+        {"location_id": "sp-i-1", "name": "a", "level": "service_point", "parent_id": "HQ"},
+        {"location_id": "sp-i-2", "name": "b", "level": "service_point", "parent_id": "RC-EAST"}
+        | {"region": "west"},
+        {"location_id": "rc-i", "name": "c", "level": "regional_center", "parent_id": "RC-EAST"},
+        {"location_id": "sp-i-3", "name": "d", "level": "service_point", "parent_id": "rc-west"},
+    ]
+    path = write_csv(tmp_path / "locations.csv", header, rows)
+    summary, sink = await import_file(platform, "locations", path, skip_invalid=True)
+    assert summary.tally.imported == 1
+    found = problems(sink)
+    assert [(line, field) for line, field, _ in found] == [
+        (2, "parent_id"),
+        (3, "region"),
+        (4, "parent_id"),
+    ]
+    assert [text.split(":")[0] for _, _, text in found] == [
+        "parent_level",
+        "parent_region",
+        "parent_level",
+    ]
+    (imported,) = [r for r in await ok(await admin.get("/locations")) if r["name"] == "d"]
+    assert (imported["location_id"], imported["region"]) == ("sp-i-3", "west")

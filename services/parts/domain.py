@@ -189,11 +189,11 @@ def decide_put_part(command: PutPart, state: PartEntry) -> list[EventPayload]:
 
 # --- the network of stock locations -------------------------------------------------------
 
-# Which level may hang under which: the three-level service network.
-PARENT_LEVELS: dict[LocationLevel, tuple[LocationLevel, ...]] = {
-    LocationLevel.headquarters: (),
-    LocationLevel.regional_center: (LocationLevel.headquarters,),
-    LocationLevel.service_point: (LocationLevel.regional_center, LocationLevel.headquarters),
+# The level of each level's parent in the three-level service network (None: the root).
+PARENT_LEVEL: dict[LocationLevel, LocationLevel | None] = {
+    LocationLevel.headquarters: None,
+    LocationLevel.regional_center: LocationLevel.headquarters,
+    LocationLevel.service_point: LocationLevel.regional_center,
 }
 
 
@@ -262,28 +262,48 @@ class RegisterLocation:
     registered_as: str | None = None
 
 
+def place_in_tree(request: NewLocation, parent: Place | None) -> tuple[str | None, str | None]:
+    """Where a new location hangs: its parent (as registered) and its region. The one rule
+    of the tree, for ``PUT /locations/{id}`` and the locations import alike (as dispatch's
+    network has it): a regional center's parent is headquarters, a service point's its
+    regional center, whose region it is in; headquarters has no parent. A region given
+    for a service point must be its parent's; a regional center's defaults to its parent's.
+    """
+    expected = PARENT_LEVEL[request.level]
+    if request.parent_id is None:
+        if expected is None:
+            return None, request.region
+        raise InvalidCommand(
+            "parent_id", f"a {request.level.value}'s parent is a {expected.value}: give parent_id"
+        )
+    if expected is None:
+        raise InvalidCommand("parent_id", "headquarters has no parent")
+    if parent is None:
+        raise InvalidCommand("parent_id", f"no location {request.parent_id!r} is registered")
+    if parent.level is not expected:
+        level = parent.level.value if parent.level else "unregistered location"
+        raise RuleViolation(
+            "parent_level",
+            f"parent_id: a {request.level.value}'s parent is a {expected.value}; "
+            f"{parent.location_id} is a {level}",
+        )
+    if request.level is LocationLevel.service_point:
+        if request.region is not None and request.region.lower() != (parent.region or "").lower():
+            raise RuleViolation(
+                "parent_region",
+                f"region: a service point is in its regional center's region; "
+                f"{parent.location_id} serves {parent.region}, not {request.region}",
+            )
+        return parent.location_id, parent.region
+    return parent.location_id, request.region or parent.region
+
+
 def decide_register_location(command: RegisterLocation, state: LocationState) -> list[EventPayload]:
     r = command.request
     if state.registered is not None or command.registered_as is not None:
         existing = command.registered_as or state.location_id
         raise RuleViolation("location_already_registered", f"location {existing} is registered")
-    allowed = PARENT_LEVELS[r.level]
-    region, parent_id = r.region, None
-    if r.parent_id is None and allowed:
-        raise InvalidCommand("parent_id", f"a {r.level.value} needs a parent location")
-    if r.parent_id is not None:
-        if not allowed:
-            raise InvalidCommand("parent_id", "headquarters has no parent")
-        parent = command.parent
-        if parent is None:
-            raise InvalidCommand("parent_id", f"no location {r.parent_id!r} is registered")
-        if parent.level not in allowed:
-            raise InvalidCommand(
-                "parent_id",
-                f"a {r.level.value} hangs under "
-                f"{' or '.join(a.value for a in allowed)}, not {parent.level}",
-            )
-        region, parent_id = r.region or parent.region, parent.location_id
+    parent_id, region = place_in_tree(r, command.parent)
     return [
         LocationRegistered(
             location_id=state.location_id,

@@ -70,9 +70,14 @@ class LocationRequest(Body):
     level: LocationLevel
     parent_id: LocationId | None = Field(
         default=None,
-        description="Regional center → headquarters; service point → its regional center.",
+        description="Regional center → headquarters; service point → its regional center; "
+        "headquarters: none. Another level is 409 `parent_level`; an unregistered one 422.",
     )
-    region: RegionCode | None = Field(default=None, description="Defaults to the parent's.")
+    region: RegionCode | None = Field(
+        default=None,
+        description="A service point's is its regional center's (another is 409 "
+        "`parent_region`); a regional center's defaults to its parent's.",
+    )
 
     def command(self) -> domain.NewLocation:
         return domain.NewLocation(self.name, self.level, self.parent_id, self.region)

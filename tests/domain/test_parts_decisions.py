@@ -156,9 +156,9 @@ def test_a_service_point_hangs_under_a_center_and_inherits_its_region() -> None:
     ("level", "parent", "parent_id"),
     [
         (LocationLevel.regional_center, None, None),  # needs a parent
+        (LocationLevel.service_point, None, None),  # needs a parent
         (LocationLevel.headquarters, HQ, None),  # has none
         (LocationLevel.service_point, None, "NOPE"),  # not registered
-        (LocationLevel.regional_center, RC, None),  # a center under a center
     ],
 )
 def test_the_tree_has_three_levels(
@@ -167,6 +167,46 @@ def test_the_tree_has_three_levels(
     with pytest.raises(InvalidCommand) as err:
         register("X", level, parent, parent_id=parent_id)
     assert err.value.field == "parent_id"
+
+
+SP = domain.Place("SP-HZ-01", LocationLevel.service_point, "east", "RC-EAST")
+
+
+@pytest.mark.parametrize(
+    ("level", "parent"),
+    [
+        (LocationLevel.service_point, HQ),  # a point under headquarters
+        (LocationLevel.service_point, SP),  # a point under a point
+        (LocationLevel.regional_center, RC),  # a center under a center
+        (LocationLevel.regional_center, SP),  # a center under a point
+    ],
+)
+def test_each_level_hangs_under_the_level_above_it(
+    level: LocationLevel, parent: domain.Place
+) -> None:
+    """As dispatch's network: 409 ``parent_level``."""
+    with pytest.raises(RuleViolation) as err:
+        register("X", level, parent)
+    assert err.value.rule == "parent_level" and err.value.detail.startswith("parent_id")
+
+
+def test_a_service_point_is_in_its_regional_centers_region() -> None:
+    state = domain.LOCATIONS.initial_state(domain.location_stream("SP-X"))
+
+    def point(region: str | None) -> list[EventPayload]:
+        request = domain.NewLocation("x", LocationLevel.service_point, "RC-EAST", region)
+        return domain.decide_register_location(domain.RegisterLocation(request, RC), state)
+
+    with pytest.raises(RuleViolation) as err:
+        point("west")
+    assert err.value.rule == "parent_region" and err.value.detail.startswith("region")
+    for same in ("east", "EAST", None):
+        (event,) = point(same)
+        assert isinstance(event, LocationRegistered) and event.region == "east"
+    # A regional center names its region (headquarters serves every one).
+    request = domain.NewLocation("x", LocationLevel.regional_center, "HQ", "west")
+    (center,) = domain.decide_register_location(domain.RegisterLocation(request, HQ), state)
+    assert isinstance(center, LocationRegistered) and center.region == "west"
 
 
 def test_a_location_is_registered_once_whatever_the_case() -> None:
