@@ -5,15 +5,18 @@ returns and their overdue detection, replenishment, and the read models' rebuild
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import Connection, select
 
+from services.parts import commands
 from services.parts.domain import STOCK_LEVELS, StockLevel, stock_stream
 from services.parts.jobs import check_overdue_returns
 from services.parts.projections import PROJECTIONS
@@ -1046,3 +1049,45 @@ async def test_the_location_tree_has_three_levels_and_a_point_is_in_its_centers_
     ]
     (imported,) = [r for r in await ok(await admin.get("/locations")) if r["name"] == "d"]
     assert (imported["location_id"], imported["region"]) == ("sp-i-3", "west")
+
+
+async def test_a_repair_consumes_what_was_issued_then_the_oldest_reservation(
+    platform: Platform,
+    intake: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
+    clerk: httpx.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Not by the random requisition id: the ids here sort opposite to the right order
+    (the newer reservation's first, the issued one's last)."""
+    await build_network(admin)
+    await receive(clerk, "SP-HZ-01", BELT, 3)
+    ticket_id = await dispatched_ticket(intake, platform)
+    older, issued, newer = (
+        "eeeeeeee-0000-4000-8000-000000000000",
+        "ffffffff-0000-4000-8000-000000000000",
+        "00000000-0000-4000-8000-000000000000",
+    )
+    ids = iter([uuid.UUID(older), uuid.UUID(issued), uuid.UUID(newer)])
+    monkeypatch.setattr(commands, "uuid", SimpleNamespace(uuid4=lambda: next(ids)))
+    body = {"ticket_id": ticket_id, "part_number": BELT}
+    for rid in (older, issued, newer):
+        assert (await ok(await clerk.post("/requisitions", json=body), 201))[
+            "requisition_id"
+        ] == rid
+        if rid == issued:
+            await ok(await clerk.post(f"/requisitions/{rid}/issue", json={}))
+
+    await repair_ticket(platform, ticket_id, [UsedPart(part_number=BELT, quantity=2)])
+    await run_reactor(platform)
+    status = {
+        r["requisition_id"]: (r["status"], r["issued_quantity"], r["consumed_quantity"])
+        for r in await ok(await clerk.get("/requisitions", params={"ticket_id": ticket_id}))
+    }
+    assert status == {
+        issued: ("consumed", 1, 1),  # in the technician's hands: used first
+        older: ("consumed", 1, 1),  # then the oldest reservation, handed over by the repair
+        newer: ("reserved", 0, 0),
+    }
+    level = await stock_of(clerk, "SP-HZ-01", BELT)
+    assert (level["on_hand"], level["reserved"], level["issued"]) == (1, 1, 0)

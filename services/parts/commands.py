@@ -77,6 +77,17 @@ def placed_requisition(
     return Loaded(stream, state, loaded.head)
 
 
+def ordered_requisition(
+    conn: Connection, h: Handling, requisition_id: str
+) -> Loaded[domain.RequisitionState]:
+    """``placed_requisition`` with the ledger position it was raised at (the order of a
+    ticket's requisitions: ``domain.consumption_order``)."""
+    loaded = placed_requisition(conn, h, requisition_id)
+    first = h.executor.store.read_stream(conn, loaded.stream_id, to_version=1)
+    position = first[0].position if first else None
+    return Loaded(loaded.stream_id, replace(loaded.state, raised_position=position), loaded.head)
+
+
 def _source_stock(
     conn: Connection, h: Handling, req: domain.RequisitionState
 ) -> Loaded[domain.StockLevel]:
@@ -256,7 +267,7 @@ def _consumption(
     shelf = read_models.find_place(conn, dispatched_to) if dispatched_to else None
     numbers = sorted({normalise_part_number(p.part_number) for p in repair.parts_used})
     reqs = [
-        placed_requisition(conn, h, rid)
+        ordered_requisition(conn, h, rid)
         for rid in read_models.open_requisitions_for_ticket(conn, event.stream_id)
     ]
     stock = _consumed_stock(conn, h, [r.state for r in reqs], shelf, numbers)

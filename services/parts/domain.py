@@ -18,7 +18,7 @@ the spelling they were registered with.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -555,11 +555,33 @@ class RequisitionState:
     returned: int = 0
     # The requesting location's region (placed by the handler, like a stock level's).
     region: str | None = None
+    # The ledger position of its RequisitionRaised (placed by the handler where the order
+    # of a ticket's requisitions matters: ``consumption_order``). None: not placed.
+    raised_position: int | None = None
 
     @property
     def outstanding(self) -> int:
         """Issued to the technician and neither consumed nor brought back."""
         return self.issued - self.consumed - self.returned
+
+
+def consumption_order(requisitions: Iterable[RequisitionState]) -> list[RequisitionState]:
+    """The order a repair consumes a ticket's open requisitions in: those issued (the
+    parts are in the technician's hands) before those still only reserved; within each,
+    the oldest first — in the order they were raised (the ledger position of their
+    RequisitionRaised; the id decides only between requisitions whose position is not
+    known). Settled and cancelled requisitions are not consumed."""
+
+    def key(req: RequisitionState) -> tuple[int, int, int, str]:
+        unplaced = req.raised_position is None
+        return (
+            0 if req.status == "issued" else 1,
+            int(unplaced),
+            req.raised_position or 0,
+            req.requisition_id,
+        )
+
+    return sorted((r for r in requisitions if r.status in ("issued", "reserved")), key=key)
 
 
 def settled_status(issued: int, consumed: int, returned: int) -> str:
@@ -890,11 +912,11 @@ def _hand_over(book: _Consumption, req: RequisitionState, part: str) -> Requisit
 
 
 def _consume_issued(book: _Consumption, part: str, wanted: int) -> int:
-    """Consume what was issued (or is still reserved) for the ticket; returns what is
-    left of ``wanted``."""
+    """Consume what was issued (or is still reserved) for the ticket, in
+    ``consumption_order``; returns what is left of ``wanted``."""
     remaining = wanted
-    for rid in sorted(book.requisitions):
-        req = book.requisitions[rid]
+    for req in consumption_order(book.requisitions.values()):
+        rid = req.requisition_id
         if remaining == 0:
             break
         if req.raised is None or req.raised.part_number != part:

@@ -475,6 +475,41 @@ def test_a_reservation_fitted_before_the_hand_over_is_issued_then_consumed() -> 
     assert f"tparts:{TICKET}" not in out  # paid by the customer: nothing comes back
 
 
+def numbered(
+    rid: str, position: int, *payloads: EventPayload, quantity: int = 1
+) -> domain.RequisitionState:
+    """A requisition ``rid`` raised at ledger position ``position``."""
+    state = domain.REQUISITIONS.initial_state(domain.requisition_stream(rid))
+    first, reserved = raised(quantity)
+    assert isinstance(first, RequisitionRaised)
+    for p in (first.model_copy(update={"requisition_id": rid}), reserved, *payloads):
+        state = domain.REQUISITIONS.evolve(state, p, NOW)
+    return replace(state, region="east", raised_position=position)
+
+
+def test_a_repair_consumes_the_issued_requisitions_then_the_reserved_oldest_first() -> None:
+    """The ids sort opposite to the order (they are random UUIDs): the order is issued
+    before reserved, then the order they were raised in."""
+    handed = RequisitionIssued(technician_id="tech-1", quantity=1)
+    old_reserved = numbered("d", 10)
+    new_issued = numbered("a", 30, handed)
+    old_issued = numbered("b", 20, handed)
+    new_reserved = numbered("c", 40)
+    cancelled = numbered("0", 5, RequisitionCancelled(reason="x"))
+    reqs = (new_reserved, old_reserved, new_issued, old_issued, cancelled)
+    order = domain.consumption_order(reqs)
+    assert [r.requisition_id for r in order] == ["b", "a", "d", "c"]
+
+    levels = (stock("SP-HZ-01", on_hand=4, reserved=2, issued=2),)
+    out = consume(repair(UsedPart(part_number=MOTOR)), reqs, levels)
+    assert set(out) == {"req:b", f"stock:SP-HZ-01:{MOTOR}", f"tparts:{TICKET}"}
+    assert out["req:b"] == [RequisitionConsumed(quantity=1, trigger_event_id="ev-1")]
+    # Three used: both issued, then the older reservation is handed over and consumed.
+    out = consume(repair(UsedPart(part_number=MOTOR, quantity=3)), reqs, levels)
+    assert [s for s in out if s.startswith("req:")] == ["req:b", "req:a", "req:d"]
+    assert [type(e) for e in out["req:d"]] == [RequisitionIssued, RequisitionConsumed]
+
+
 def test_the_shelf_covers_what_no_requisition_did_and_the_rest_is_recorded() -> None:
     out = consume(
         repair(UsedPart(part_number=MOTOR, quantity=3)),
