@@ -1091,3 +1091,50 @@ async def test_a_repair_consumes_what_was_issued_then_the_oldest_reservation(
     }
     level = await stock_of(clerk, "SP-HZ-01", BELT)
     assert (level["on_hand"], level["reserved"], level["issued"]) == (1, 1, 0)
+
+
+async def test_requisitions_are_for_the_tickets_current_technician(
+    platform: Platform,
+    intake: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
+    clerk: httpx.AsyncClient,
+) -> None:
+    """A technician asks for itself only (403 naming technician_id); a technician_id given
+    by anyone else must be the ticket's technician (422: parts know no other); the issue
+    goes to the ticket's technician as it is now, after a re-dispatch."""
+    await build_network(admin)
+    await receive(clerk, "SP-HZ-01", BELT, 2)
+    ticket_id = await ticket_for(intake, platform, "t-a", "SN-A")
+    body = {"ticket_id": ticket_id, "part_number": BELT}
+
+    def refused(response: httpx.Response, status: int) -> None:
+        assert response.status_code == status, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert [e["field"] for e in response.json()["errors"]] == ["technician_id"]
+
+    async with service_client("parts", platform, role="technician", subject="t-a") as tech_a:
+        refused(await tech_a.post("/requisitions", json={**body, "technician_id": "t-zzz"}), 403)
+        mine = await ok(await tech_a.post("/requisitions", json=body), 201)
+        assert mine["technician_id"] == "t-a"
+        await ok(await tech_a.get(f"/requisitions/{mine['requisition_id']}"))
+        await ok(
+            await tech_a.post(
+                f"/requisitions/{mine['requisition_id']}/cancel", json={"reason": "x"}
+            )
+        )
+    refused(await admin.post("/requisitions", json={**body, "technician_id": "ghost"}), 422)
+    refused(await clerk.post("/requisitions", json={**body, "technician_id": "t-b"}), 422)
+    assert (await stock_of(clerk, "SP-HZ-01", BELT))["reserved"] == 0  # nothing left locked
+
+    req = await ok(await clerk.post("/requisitions", json=body), 201)
+    rid = req["requisition_id"]
+    assert req["technician_id"] == "t-a"
+    refused(await clerk.post(f"/requisitions/{rid}/issue", json={"technician_id": "ghost"}), 422)
+    await dispatch_ticket(
+        platform, ticket_id, service_point_id="SP-HZ-01", technician_id="t-b", redispatch=True
+    )
+    refused(await clerk.post(f"/requisitions/{rid}/issue", json={"technician_id": "t-a"}), 422)
+    issued = await ok(await clerk.post(f"/requisitions/{rid}/issue", json={}))
+    assert (issued["status"], issued["technician_id"]) == ("issued", "t-b")
+    async with service_client("parts", platform, role="technician", subject="t-b") as tech_b:
+        assert (await ok(await tech_b.get(f"/requisitions/{rid}")))["technician_id"] == "t-b"

@@ -178,7 +178,9 @@ def raise_requisition(conn: Connection, h: Handling, request: domain.PartsReques
     location_id = domain.requesting_location(request, ticket, h.invocation.reach.location)
     chain = _stock_chain(conn, h, location_id, request.part_number)
     part = read_models.part_spec(conn, request.part_number)
-    command = domain.RaiseRequisition(request, ticket, part, tuple(s.state for s in chain))
+    command = domain.RaiseRequisition(
+        request, ticket, part, tuple(s.state for s in chain), h.invocation.reach.technician
+    )
     new = placed_requisition(conn, h, str(uuid.uuid4()))
     commit(conn, h, domain.decide_raise(command, new.state), new, *chain)
     return new.state.requisition_id
@@ -197,9 +199,13 @@ def open_requisition(
 
 
 def issue(conn: Connection, h: Handling, requisition_id: str, technician_id: str | None) -> str:
+    """Hands the parts to the ticket's current technician (as its stream says now: a
+    re-dispatch since the requisition was raised moves them to the new one)."""
     req = open_requisition(conn, h, requisition_id)
     source = _source_stock(conn, h, req.state)
-    command = domain.IssueRequisition(source.state, technician_id)
+    raised = domain.require_requisition(req.state)
+    ticket = h.executor.load(conn, TICKETS, raised.ticket_id).state
+    command = domain.IssueRequisition(source.state, technician_id, domain.ticket_technician(ticket))
     commit(conn, h, domain.decide_issue(command, req.state), req, source)
     return requisition_id
 

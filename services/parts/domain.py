@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from shared.kernel.decider import Decider
-from shared.kernel.errors import InvalidCommand, NotFound, RuleViolation
+from shared.kernel.errors import Forbidden, InvalidCommand, NotFound, RuleViolation
 from shared.kernel.events.envelope import EventPayload, PendingEvent
 from shared.kernel.events.parts import (
     LocationLevel,
@@ -637,6 +637,30 @@ def require_requisition(state: RequisitionState) -> RequisitionRaised:
     return state.raised
 
 
+def ticket_technician(ticket: TicketState) -> str | None:
+    """The ticket's current technician: its latest dispatch's (None: not dispatched)."""
+    return ticket.dispatch.technician_id if ticket.dispatch else None
+
+
+def checked_technician(given: str | None, current: str | None, ticket_id: str) -> str | None:
+    """Whom a requisition's parts go to: the ticket's current technician. The parts
+    service keeps no register of technicians (dispatch does), so a ``technician_id`` given
+    is checked against the one it knows, the ticket's latest dispatch: another one, or
+    any one while the ticket has none, is refused naming ``technician_id``."""
+    if given is None or given == current:
+        return current
+    if current is None:
+        raise InvalidCommand(
+            "technician_id",
+            f"ticket {ticket_id} is not dispatched to a technician; leave technician_id out",
+        )
+    raise InvalidCommand(
+        "technician_id",
+        f"ticket {ticket_id} is dispatched to {current}, not {given}: parts go to the "
+        "ticket's technician",
+    )
+
+
 @dataclass(frozen=True)
 class PartsRequest:
     """What the caller asks for. ``location_id`` None: the parts clerk's location, else
@@ -666,6 +690,8 @@ class RaiseRequisition:
     # The part's stock at the requesting location, its parent, … up to headquarters
     # (nearest first; empty: no requesting location).
     chain: tuple[StockLevel, ...]
+    # The caller when it is a technician (its id): it raises requisitions for itself only.
+    caller_technician: str | None = None
 
 
 def choose_source(levels: Sequence[StockLevel], quantity: int) -> StockLevel:
@@ -697,16 +723,27 @@ def _require_requestable(command: RaiseRequisition) -> PartSpec:
     return part
 
 
+def requisition_technician(command: RaiseRequisition) -> str | None:
+    """The requisition's technician: the ticket's current one (``checked_technician``). A
+    technician caller raises requisitions for itself: naming another is 403."""
+    r, caller = command.request, command.caller_technician
+    if caller is not None and r.technician_id is not None and r.technician_id != caller:
+        raise Forbidden(
+            "technician_id",
+            f"a technician raises requisitions for itself ({caller}), not for {r.technician_id}",
+        )
+    current = ticket_technician(command.ticket)
+    return checked_technician(r.technician_id or caller, current, r.ticket_id)
+
+
 def decide_raise(command: RaiseRequisition, state: RequisitionState) -> Decision:
     """Reserve the whole quantity at the nearest location holding it."""
     if state.raised is not None:
         raise RuleViolation("requisition_exists", f"requisition {state.requisition_id} exists")
     _require_requestable(command)
+    technician = requisition_technician(command)
     r, requesting = command.request, command.chain[0]
     source = choose_source(command.chain, r.quantity)
-    technician = r.technician_id or (
-        command.ticket.dispatch.technician_id if command.ticket.dispatch else None
-    )
     raised = RequisitionRaised(
         requisition_id=state.requisition_id,
         ticket_id=r.ticket_id,
@@ -754,16 +791,24 @@ def _step(
 @dataclass(frozen=True)
 class IssueRequisition:
     source: StockLevel  # the reserving location's stock of the part
-    technician_id: str | None = None  # None: the requisition's technician
+    technician_id: str | None = None  # None: the ticket's current technician
+    # The ticket's current technician (``ticket_technician``; after a re-dispatch, the new
+    # one): the parts go to them.
+    ticket_technician: str | None = None
 
 
 def decide_issue(command: IssueRequisition, state: RequisitionState) -> Decision:
     raised = require_requisition(state)
-    technician = command.technician_id or state.technician_id
-    if technician is None:
-        raise InvalidCommand("technician_id", "technician_id is required for this role")
     if state.status != "reserved":
         raise RuleViolation("requisition_not_reserved", f"the requisition is {state.status}")
+    technician = checked_technician(
+        command.technician_id, command.ticket_technician, raised.ticket_id
+    )
+    if technician is None:
+        raise InvalidCommand(
+            "technician_id",
+            f"ticket {raised.ticket_id} is not dispatched to a technician to hand the parts to",
+        )
     q, level = raised.quantity, command.source
     if level.reserved < q or level.on_hand < q:
         raise RuleViolation("stock_not_reserved", "the reserved stock is no longer there")

@@ -321,7 +321,9 @@ def requisition_response(
     description="Events RequisitionRaised, RequisitionReserved and StockReserved. The "
     "nearest location is the requesting service point, then its regional center, then "
     "headquarters. 409 `out_of_stock` when none holds the quantity; stock never goes "
-    "negative, even under concurrent requisitions.",
+    "negative, even under concurrent requisitions. The requisition is for the ticket's "
+    "current technician: a `technician_id` naming another is 422 (403 when a technician "
+    "names another technician than itself).",
 )
 async def raise_requisition(body: RequisitionRequest, call: Requester) -> JSONResponse:
     request = body.command()
@@ -340,6 +342,8 @@ async def raise_requisition(body: RequisitionRequest, call: Requester) -> JSONRe
     response_model=RequisitionView,
     tags=["requisitions"],
     summary="Hand the reserved parts to the technician (RequisitionIssued, StockIssued)",
+    description="To the ticket's current technician (after a re-dispatch, the new one); a "
+    "`technician_id` naming another is 422. 409 `requisition_not_reserved` unless reserved.",
 )
 async def issue_requisition(
     requisition_id: UUID, body: IssueRequest, call: Stockist

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.eventstore.db import DatabaseUnavailable
 from shared.eventstore.ledger import ConcurrencyError
-from shared.kernel.errors import DomainError, InvalidCommand
+from shared.kernel.errors import DomainError, Forbidden, InvalidCommand
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://ticketline.dev/problems/"
@@ -200,6 +200,18 @@ async def _invalid(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _forbidden(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Forbidden)
+    return problem_response(
+        request,
+        403,
+        "forbidden",
+        "Your role may not do this",
+        f"{exc.field}: {exc.detail}",
+        errors=[{"field": exc.field, "message": exc.detail}],
+    )
+
+
 async def _domain(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
     if exc.status_code == 404:  # ``rule`` says what was not found (location_not_found)
@@ -317,6 +329,7 @@ def _allowed_methods(request: Request) -> list[str]:
 HANDLERS: tuple[tuple[type[Exception], Any], ...] = (
     (RequestValidationError, _validation),
     (InvalidCommand, _invalid),
+    (Forbidden, _forbidden),
     (DomainError, _domain),
     (ConcurrencyError, _conflict),
     (ProblemError, _problem),

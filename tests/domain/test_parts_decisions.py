@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from services.parts import domain
-from shared.kernel.errors import InvalidCommand, NotFound, RuleViolation
+from shared.kernel.errors import Forbidden, InvalidCommand, NotFound, RuleViolation
 from shared.kernel.events.envelope import EventPayload, PendingEvent
 from shared.kernel.events.parts import (
     LocationLevel,
@@ -337,6 +337,55 @@ def test_parts_are_requested_for_an_open_ticket_the_part_fits(
     assert what in (getattr(err.value, "field", None), getattr(err.value, "rule", None))
 
 
+def test_a_requisition_is_for_the_tickets_current_technician() -> None:
+    """Parts keep no register of technicians: the one they know is the ticket's latest
+    dispatch, and a technician asks for itself only."""
+    (req, _) = ask(chain=CHAIN, technician_id="tech-1")
+    first = payloads(req.events)[0]
+    assert isinstance(first, RequisitionRaised) and first.technician_id == "tech-1"
+    with pytest.raises(InvalidCommand) as invalid:
+        ask(chain=CHAIN, technician_id="t-zzz")
+    assert invalid.value.field == "technician_id" and "tech-1" in invalid.value.detail
+    undispatched = ticket(received(), diagnosed())
+    with pytest.raises(InvalidCommand) as invalid:
+        ask(undispatched, CHAIN, technician_id="tech-1")
+    assert invalid.value.field == "technician_id"
+    (nobody, _) = ask(undispatched, CHAIN)  # none given, none known: none recorded
+    first = payloads(nobody.events)[0]
+    assert isinstance(first, RequisitionRaised) and first.technician_id is None
+
+    def by_technician(caller: str, **request: Any) -> domain.Decision:
+        wanted = domain.PartsRequest(TICKET, MOTOR, **request)
+        command = domain.RaiseRequisition(wanted, at_work(), SPEC, CHAIN, caller)
+        return domain.decide_raise(command, domain.RequisitionState(RID))
+
+    with pytest.raises(Forbidden) as forbidden:
+        by_technician("tech-1", technician_id="t-zzz")
+    assert forbidden.value.field == "technician_id"
+    for given in (None, "tech-1"):
+        first = payloads(by_technician("tech-1", technician_id=given)[0].events)[0]
+        assert isinstance(first, RequisitionRaised) and first.technician_id == "tech-1"
+
+
+def test_parts_are_issued_to_the_tickets_technician_as_it_is_now() -> None:
+    """Raised for tech-1; the ticket was re-dispatched to tech-2 since."""
+    state, level = requisition(*raised()), stock("SP-HZ-01", on_hand=1, reserved=1)
+
+    def issue(given: str | None, current: str | None) -> domain.Decision:
+        return domain.decide_issue(domain.IssueRequisition(level, given, current), state)
+
+    for given in (None, "tech-2"):
+        req, movement = issue(given, "tech-2")
+        (handed,) = payloads(req.events)
+        (out,) = payloads(movement.events)
+        assert isinstance(handed, RequisitionIssued) and isinstance(out, StockIssued)
+        assert handed.technician_id == out.technician_id == "tech-2"
+    for given, current in (("ghost", "tech-2"), ("tech-1", "tech-2"), (None, None)):
+        with pytest.raises(InvalidCommand) as invalid:
+            issue(given, current)
+        assert invalid.value.field == "technician_id"
+
+
 def test_the_requesting_location_defaults_to_the_clerks_then_the_service_point() -> None:
     wanted = domain.PartsRequest(TICKET, MOTOR)
     assert domain.requesting_location(wanted, at_work(), "RC-EAST") == "RC-EAST"
@@ -349,14 +398,16 @@ def test_the_requesting_location_defaults_to_the_clerks_then_the_service_point()
 
 def test_reserved_parts_are_issued_to_the_technician() -> None:
     state = requisition(*raised())
-    command = domain.IssueRequisition(stock("SP-HZ-01", on_hand=1, reserved=1))
+    command = domain.IssueRequisition(
+        stock("SP-HZ-01", on_hand=1, reserved=1), ticket_technician="tech-1"
+    )
     req, level = domain.decide_issue(command, state)
     (handed,) = payloads(req.events)
     (movement,) = payloads(level.events)
     assert isinstance(handed, RequisitionIssued) and handed.technician_id == "tech-1"
     assert isinstance(movement, StockIssued) and movement.requisition_id == RID
     assert domain.REQUISITIONS.evolve(state, handed, NOW).status == "issued"
-    gone = domain.IssueRequisition(stock("SP-HZ-01", on_hand=0, reserved=0))
+    gone = domain.IssueRequisition(stock("SP-HZ-01", on_hand=0, reserved=0), None, "tech-1")
     with pytest.raises(RuleViolation) as err:
         domain.decide_issue(gone, state)
     assert err.value.rule == "stock_not_reserved"
