@@ -5,14 +5,18 @@ returns and their overdue detection, replenishment, and the read models' rebuild
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import Connection, select
 
+from services.parts import commands
 from services.parts.domain import STOCK_LEVELS, StockLevel, stock_stream
 from services.parts.jobs import check_overdue_returns
 from services.parts.projections import PROJECTIONS
@@ -33,6 +37,8 @@ from shared.kernel.events.envelope import (
 from shared.kernel.events.parts import StockConsumed
 from shared.kernel.events.tickets import CostBearer, TicketReopened, UsedPart
 from tests.support.clients import service_client
+from tests.support.history import write_csv
+from tests.support.importing import import_file, problems
 from tests.support.lifecycle import append_ticket_events, dispatch_ticket, repair_ticket
 from tests.test_intake import open_ticket
 
@@ -583,8 +589,12 @@ async def test_invalid_requests_are_4xx_and_write_nothing(
         404,
     )
     bad_parent = {"name": "x", "level": "service_point", "parent_id": "SP-HZ-01"}
+    assert (await problem(await admin.put("/locations/SP-X", json=bad_parent), 409))[
+        "rule"
+    ] == "parent_level"
+    no_parent = {"name": "x", "level": "service_point", "parent_id": "SP-NOWHERE"}
     assert "parent_id" in fields(
-        await problem(await admin.put("/locations/SP-X", json=bad_parent), 422)
+        await problem(await admin.put("/locations/SP-X", json=no_parent), 422)
     )
     assert (
         await problem(
@@ -935,3 +945,199 @@ async def test_a_clerk_settles_its_own_points_return_in_the_command_and_the_read
         ("SP-HZ-01", "expected"),
         ("SP-NB-01", "returned"),
     ]
+
+
+async def test_acting_for_a_location_out_of_reach_is_a_documented_404_location_not_found(
+    platform: Platform, intake: httpx.AsyncClient, admin: httpx.AsyncClient
+) -> None:
+    """Every parts operation that can answer it lists the 404, and its body names
+    `location_not_found` (docs/parts.md, "Who may do what")."""
+    await build_network(admin)
+    ticket_id = await dispatched_ticket(intake, platform)
+    receipt = {"location_id": "SP-HZ-01", "part_number": MOTOR, "quantity": 1}
+    adjustment = {"location_id": "SP-HZ-01", "part_number": MOTOR, "delta": 1, "reason": "count"}
+
+    def location_not_found(response: httpx.Response) -> None:
+        assert response.status_code == 404, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["rule"] == "location_not_found"
+
+    async with service_client("parts", platform, location="sp-hz-02") as elsewhere:
+        location_not_found(await elsewhere.post("/stock/receipts", json=receipt))
+        requisition = {"ticket_id": ticket_id, "part_number": MOTOR, "location_id": "SP-HZ-01"}
+        location_not_found(await elsewhere.post("/requisitions", json=requisition))
+        handed_in = {"ticket_id": ticket_id, "part_number": MOTOR, "location_id": "SP-HZ-01"}
+        location_not_found(await elsewhere.post("/returns", json=handed_in))
+        location_not_found(await elsewhere.get("/replenishment", params={"location": "SP-HZ-01"}))
+    async with service_client("parts", platform, role="admin", region="west") as west:
+        location_not_found(await west.post("/stock/adjustments", json=adjustment))
+    # Other 404s name what was not found too.
+    unknown = await admin.get("/requisitions/3b0c3a4e-8c51-4c0e-9a57-4d0b7e3c9a11")
+    assert unknown.status_code == 404 and unknown.json()["rule"] == "requisition_not_found"
+    assert (await admin.get("/stock")).json() == []  # nothing was received or adjusted
+
+    paths = (await ok(await admin.get("/openapi.json")))["paths"]
+    for path, method in [
+        ("/stock/receipts", "post"),
+        ("/stock/adjustments", "post"),
+        ("/requisitions", "post"),
+        ("/returns", "post"),
+        ("/replenishment", "get"),
+        ("/requisitions/{requisition_id}/issue", "post"),
+        ("/requisitions/{requisition_id}/cancel", "post"),
+        ("/requisitions/{requisition_id}/return", "post"),
+    ]:
+        answers = paths[path][method]["responses"]
+        assert "404" in answers, f"{method.upper()} {path} does not document its 404"
+        assert "problem+json" in next(iter(answers["404"]["content"]))
+
+
+async def test_the_location_tree_has_three_levels_and_a_point_is_in_its_centers_region(
+    platform: Platform, admin: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """A service point hangs under a regional center and is in its region; a regional center
+    under headquarters — over HTTP and in the locations import alike (one rule)."""
+    await build_network(admin)
+    west = {"name": "West", "level": "regional_center", "parent_id": "HQ", "region": "west"}
+    await ok(await admin.put("/locations/RC-WEST", json=west), 201)
+
+    async def refused(location_id: str, body: dict[str, Any], status: int) -> dict[str, Any]:
+        response = await admin.put(f"/locations/{location_id}", json={"name": "x", **body})
+        assert response.status_code == status, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        return response.json()  # type: ignore[no-any-return]
+
+    under_hq = {"level": "service_point", "parent_id": "HQ"}
+    assert (await refused("SP-X-1", under_hq, 409))["rule"] == "parent_level"
+    under_point = {"level": "regional_center", "parent_id": "SP-HZ-01", "region": "east"}
+    assert (await refused("RC-X", under_point, 409))["rule"] == "parent_level"
+    elsewhere = {"level": "service_point", "parent_id": "RC-EAST", "region": "west"}
+    problem = await refused("SP-X-2", elsewhere, 409)
+    assert problem["rule"] == "parent_region" and problem["detail"].startswith("region")
+    orphan = await refused("SP-X-3", {"level": "service_point"}, 422)
+    assert [e["field"] for e in orphan["errors"]] == ["parent_id"]
+    assert {r["location_id"] for r in await ok(await admin.get("/locations"))} == {
+        "HQ",
+        "RC-EAST",
+        "RC-WEST",
+        "SP-HZ-01",
+        "SP-NB-01",
+    }
+    # Its own region, given or not, is the parent's.
+    same = {"name": "x", "level": "service_point", "parent_id": "rc-west", "region": "west"}
+    registered = await ok(await admin.put("/locations/SP-W-1", json=same), 201)
+    assert (registered["parent_id"], registered["region"]) == ("RC-WEST", "west")
+
+    header = ["location_id", "name", "level", "parent_id", "region"]
+    rows = [
+        {"location_id": "sp-i-1", "name": "a", "level": "service_point", "parent_id": "HQ"},
+        {"location_id": "sp-i-2", "name": "b", "level": "service_point", "parent_id": "RC-EAST"}
+        | {"region": "west"},
+        {"location_id": "rc-i", "name": "c", "level": "regional_center", "parent_id": "RC-EAST"},
+        {"location_id": "sp-i-3", "name": "d", "level": "service_point", "parent_id": "rc-west"},
+    ]
+    path = write_csv(tmp_path / "locations.csv", header, rows)
+    summary, sink = await import_file(platform, "locations", path, skip_invalid=True)
+    assert summary.tally.imported == 1
+    found = problems(sink)
+    assert [(line, field) for line, field, _ in found] == [
+        (2, "parent_id"),
+        (3, "region"),
+        (4, "parent_id"),
+    ]
+    assert [text.split(":")[0] for _, _, text in found] == [
+        "parent_level",
+        "parent_region",
+        "parent_level",
+    ]
+    (imported,) = [r for r in await ok(await admin.get("/locations")) if r["name"] == "d"]
+    assert (imported["location_id"], imported["region"]) == ("sp-i-3", "west")
+
+
+async def test_a_repair_consumes_what_was_issued_then_the_oldest_reservation(
+    platform: Platform,
+    intake: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
+    clerk: httpx.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Not by the random requisition id: the ids here sort opposite to the right order
+    (the newer reservation's first, the issued one's last)."""
+    await build_network(admin)
+    await receive(clerk, "SP-HZ-01", BELT, 3)
+    ticket_id = await dispatched_ticket(intake, platform)
+    older, issued, newer = (
+        "eeeeeeee-0000-4000-8000-000000000000",
+        "ffffffff-0000-4000-8000-000000000000",
+        "00000000-0000-4000-8000-000000000000",
+    )
+    ids = iter([uuid.UUID(older), uuid.UUID(issued), uuid.UUID(newer)])
+    monkeypatch.setattr(commands, "uuid", SimpleNamespace(uuid4=lambda: next(ids)))
+    body = {"ticket_id": ticket_id, "part_number": BELT}
+    for rid in (older, issued, newer):
+        assert (await ok(await clerk.post("/requisitions", json=body), 201))[
+            "requisition_id"
+        ] == rid
+        if rid == issued:
+            await ok(await clerk.post(f"/requisitions/{rid}/issue", json={}))
+
+    await repair_ticket(platform, ticket_id, [UsedPart(part_number=BELT, quantity=2)])
+    await run_reactor(platform)
+    status = {
+        r["requisition_id"]: (r["status"], r["issued_quantity"], r["consumed_quantity"])
+        for r in await ok(await clerk.get("/requisitions", params={"ticket_id": ticket_id}))
+    }
+    assert status == {
+        issued: ("consumed", 1, 1),  # in the technician's hands: used first
+        older: ("consumed", 1, 1),  # then the oldest reservation, handed over by the repair
+        newer: ("reserved", 0, 0),
+    }
+    level = await stock_of(clerk, "SP-HZ-01", BELT)
+    assert (level["on_hand"], level["reserved"], level["issued"]) == (1, 1, 0)
+
+
+async def test_requisitions_are_for_the_tickets_current_technician(
+    platform: Platform,
+    intake: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
+    clerk: httpx.AsyncClient,
+) -> None:
+    """A technician asks for itself only (403 naming technician_id); a technician_id given
+    by anyone else must be the ticket's technician (422: parts know no other); the issue
+    goes to the ticket's technician as it is now, after a re-dispatch."""
+    await build_network(admin)
+    await receive(clerk, "SP-HZ-01", BELT, 2)
+    ticket_id = await ticket_for(intake, platform, "t-a", "SN-A")
+    body = {"ticket_id": ticket_id, "part_number": BELT}
+
+    def refused(response: httpx.Response, status: int) -> None:
+        assert response.status_code == status, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert [e["field"] for e in response.json()["errors"]] == ["technician_id"]
+
+    async with service_client("parts", platform, role="technician", subject="t-a") as tech_a:
+        refused(await tech_a.post("/requisitions", json={**body, "technician_id": "t-zzz"}), 403)
+        mine = await ok(await tech_a.post("/requisitions", json=body), 201)
+        assert mine["technician_id"] == "t-a"
+        await ok(await tech_a.get(f"/requisitions/{mine['requisition_id']}"))
+        await ok(
+            await tech_a.post(
+                f"/requisitions/{mine['requisition_id']}/cancel", json={"reason": "x"}
+            )
+        )
+    refused(await admin.post("/requisitions", json={**body, "technician_id": "ghost"}), 422)
+    refused(await clerk.post("/requisitions", json={**body, "technician_id": "t-b"}), 422)
+    assert (await stock_of(clerk, "SP-HZ-01", BELT))["reserved"] == 0  # nothing left locked
+
+    req = await ok(await clerk.post("/requisitions", json=body), 201)
+    rid = req["requisition_id"]
+    assert req["technician_id"] == "t-a"
+    refused(await clerk.post(f"/requisitions/{rid}/issue", json={"technician_id": "ghost"}), 422)
+    await dispatch_ticket(
+        platform, ticket_id, service_point_id="SP-HZ-01", technician_id="t-b", redispatch=True
+    )
+    refused(await clerk.post(f"/requisitions/{rid}/issue", json={"technician_id": "t-a"}), 422)
+    issued = await ok(await clerk.post(f"/requisitions/{rid}/issue", json={}))
+    assert (issued["status"], issued["technician_id"]) == ("issued", "t-b")
+    async with service_client("parts", platform, role="technician", subject="t-b") as tech_b:
+        assert (await ok(await tech_b.get(f"/requisitions/{rid}")))["technician_id"] == "t-b"

@@ -77,6 +77,17 @@ def placed_requisition(
     return Loaded(stream, state, loaded.head)
 
 
+def ordered_requisition(
+    conn: Connection, h: Handling, requisition_id: str
+) -> Loaded[domain.RequisitionState]:
+    """``placed_requisition`` with the ledger position it was raised at (the order of a
+    ticket's requisitions: ``domain.consumption_order``)."""
+    loaded = placed_requisition(conn, h, requisition_id)
+    first = h.executor.store.read_stream(conn, loaded.stream_id, to_version=1)
+    position = first[0].position if first else None
+    return Loaded(loaded.stream_id, replace(loaded.state, raised_position=position), loaded.head)
+
+
 def _source_stock(
     conn: Connection, h: Handling, req: domain.RequisitionState
 ) -> Loaded[domain.StockLevel]:
@@ -167,7 +178,9 @@ def raise_requisition(conn: Connection, h: Handling, request: domain.PartsReques
     location_id = domain.requesting_location(request, ticket, h.invocation.reach.location)
     chain = _stock_chain(conn, h, location_id, request.part_number)
     part = read_models.part_spec(conn, request.part_number)
-    command = domain.RaiseRequisition(request, ticket, part, tuple(s.state for s in chain))
+    command = domain.RaiseRequisition(
+        request, ticket, part, tuple(s.state for s in chain), h.invocation.reach.technician
+    )
     new = placed_requisition(conn, h, str(uuid.uuid4()))
     commit(conn, h, domain.decide_raise(command, new.state), new, *chain)
     return new.state.requisition_id
@@ -186,9 +199,13 @@ def open_requisition(
 
 
 def issue(conn: Connection, h: Handling, requisition_id: str, technician_id: str | None) -> str:
+    """Hands the parts to the ticket's current technician (as its stream says now: a
+    re-dispatch since the requisition was raised moves them to the new one)."""
     req = open_requisition(conn, h, requisition_id)
     source = _source_stock(conn, h, req.state)
-    command = domain.IssueRequisition(source.state, technician_id)
+    raised = domain.require_requisition(req.state)
+    ticket = h.executor.load(conn, TICKETS, raised.ticket_id).state
+    command = domain.IssueRequisition(source.state, technician_id, domain.ticket_technician(ticket))
     commit(conn, h, domain.decide_issue(command, req.state), req, source)
     return requisition_id
 
@@ -256,7 +273,7 @@ def _consumption(
     shelf = read_models.find_place(conn, dispatched_to) if dispatched_to else None
     numbers = sorted({normalise_part_number(p.part_number) for p in repair.parts_used})
     reqs = [
-        placed_requisition(conn, h, rid)
+        ordered_requisition(conn, h, rid)
         for rid in read_models.open_requisitions_for_ticket(conn, event.stream_id)
     ]
     stock = _consumed_stock(conn, h, [r.state for r in reqs], shelf, numbers)

@@ -18,13 +18,13 @@ the spelling they were registered with.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from shared.kernel.decider import Decider
-from shared.kernel.errors import InvalidCommand, NotFound, RuleViolation
+from shared.kernel.errors import Forbidden, InvalidCommand, NotFound, RuleViolation
 from shared.kernel.events.envelope import EventPayload, PendingEvent
 from shared.kernel.events.parts import (
     LocationLevel,
@@ -189,11 +189,11 @@ def decide_put_part(command: PutPart, state: PartEntry) -> list[EventPayload]:
 
 # --- the network of stock locations -------------------------------------------------------
 
-# Which level may hang under which: the three-level service network.
-PARENT_LEVELS: dict[LocationLevel, tuple[LocationLevel, ...]] = {
-    LocationLevel.headquarters: (),
-    LocationLevel.regional_center: (LocationLevel.headquarters,),
-    LocationLevel.service_point: (LocationLevel.regional_center, LocationLevel.headquarters),
+# The level of each level's parent in the three-level service network (None: the root).
+PARENT_LEVEL: dict[LocationLevel, LocationLevel | None] = {
+    LocationLevel.headquarters: None,
+    LocationLevel.regional_center: LocationLevel.headquarters,
+    LocationLevel.service_point: LocationLevel.regional_center,
 }
 
 
@@ -262,28 +262,48 @@ class RegisterLocation:
     registered_as: str | None = None
 
 
+def place_in_tree(request: NewLocation, parent: Place | None) -> tuple[str | None, str | None]:
+    """Where a new location hangs: its parent (as registered) and its region. The one rule
+    of the tree, for ``PUT /locations/{id}`` and the locations import alike (as dispatch's
+    network has it): a regional center's parent is headquarters, a service point's its
+    regional center, whose region it is in; headquarters has no parent. A region given
+    for a service point must be its parent's; a regional center's defaults to its parent's.
+    """
+    expected = PARENT_LEVEL[request.level]
+    if request.parent_id is None:
+        if expected is None:
+            return None, request.region
+        raise InvalidCommand(
+            "parent_id", f"a {request.level.value}'s parent is a {expected.value}: give parent_id"
+        )
+    if expected is None:
+        raise InvalidCommand("parent_id", "headquarters has no parent")
+    if parent is None:
+        raise InvalidCommand("parent_id", f"no location {request.parent_id!r} is registered")
+    if parent.level is not expected:
+        level = parent.level.value if parent.level else "unregistered location"
+        raise RuleViolation(
+            "parent_level",
+            f"parent_id: a {request.level.value}'s parent is a {expected.value}; "
+            f"{parent.location_id} is a {level}",
+        )
+    if request.level is LocationLevel.service_point:
+        if request.region is not None and request.region.lower() != (parent.region or "").lower():
+            raise RuleViolation(
+                "parent_region",
+                f"region: a service point is in its regional center's region; "
+                f"{parent.location_id} serves {parent.region}, not {request.region}",
+            )
+        return parent.location_id, parent.region
+    return parent.location_id, request.region or parent.region
+
+
 def decide_register_location(command: RegisterLocation, state: LocationState) -> list[EventPayload]:
     r = command.request
     if state.registered is not None or command.registered_as is not None:
         existing = command.registered_as or state.location_id
         raise RuleViolation("location_already_registered", f"location {existing} is registered")
-    allowed = PARENT_LEVELS[r.level]
-    region, parent_id = r.region, None
-    if r.parent_id is None and allowed:
-        raise InvalidCommand("parent_id", f"a {r.level.value} needs a parent location")
-    if r.parent_id is not None:
-        if not allowed:
-            raise InvalidCommand("parent_id", "headquarters has no parent")
-        parent = command.parent
-        if parent is None:
-            raise InvalidCommand("parent_id", f"no location {r.parent_id!r} is registered")
-        if parent.level not in allowed:
-            raise InvalidCommand(
-                "parent_id",
-                f"a {r.level.value} hangs under "
-                f"{' or '.join(a.value for a in allowed)}, not {parent.level}",
-            )
-        region, parent_id = r.region or parent.region, parent.location_id
+    parent_id, region = place_in_tree(r, command.parent)
     return [
         LocationRegistered(
             location_id=state.location_id,
@@ -535,11 +555,33 @@ class RequisitionState:
     returned: int = 0
     # The requesting location's region (placed by the handler, like a stock level's).
     region: str | None = None
+    # The ledger position of its RequisitionRaised (placed by the handler where the order
+    # of a ticket's requisitions matters: ``consumption_order``). None: not placed.
+    raised_position: int | None = None
 
     @property
     def outstanding(self) -> int:
         """Issued to the technician and neither consumed nor brought back."""
         return self.issued - self.consumed - self.returned
+
+
+def consumption_order(requisitions: Iterable[RequisitionState]) -> list[RequisitionState]:
+    """The order a repair consumes a ticket's open requisitions in: those issued (the
+    parts are in the technician's hands) before those still only reserved; within each,
+    the oldest first — in the order they were raised (the ledger position of their
+    RequisitionRaised; the id decides only between requisitions whose position is not
+    known). Settled and cancelled requisitions are not consumed."""
+
+    def key(req: RequisitionState) -> tuple[int, int, int, str]:
+        unplaced = req.raised_position is None
+        return (
+            0 if req.status == "issued" else 1,
+            int(unplaced),
+            req.raised_position or 0,
+            req.requisition_id,
+        )
+
+    return sorted((r for r in requisitions if r.status in ("issued", "reserved")), key=key)
 
 
 def settled_status(issued: int, consumed: int, returned: int) -> str:
@@ -595,6 +637,30 @@ def require_requisition(state: RequisitionState) -> RequisitionRaised:
     return state.raised
 
 
+def ticket_technician(ticket: TicketState) -> str | None:
+    """The ticket's current technician: its latest dispatch's (None: not dispatched)."""
+    return ticket.dispatch.technician_id if ticket.dispatch else None
+
+
+def checked_technician(given: str | None, current: str | None, ticket_id: str) -> str | None:
+    """Whom a requisition's parts go to: the ticket's current technician. The parts
+    service keeps no register of technicians (dispatch does), so a ``technician_id`` given
+    is checked against the one it knows, the ticket's latest dispatch: another one, or
+    any one while the ticket has none, is refused naming ``technician_id``."""
+    if given is None or given == current:
+        return current
+    if current is None:
+        raise InvalidCommand(
+            "technician_id",
+            f"ticket {ticket_id} is not dispatched to a technician; leave technician_id out",
+        )
+    raise InvalidCommand(
+        "technician_id",
+        f"ticket {ticket_id} is dispatched to {current}, not {given}: parts go to the "
+        "ticket's technician",
+    )
+
+
 @dataclass(frozen=True)
 class PartsRequest:
     """What the caller asks for. ``location_id`` None: the parts clerk's location, else
@@ -624,6 +690,8 @@ class RaiseRequisition:
     # The part's stock at the requesting location, its parent, … up to headquarters
     # (nearest first; empty: no requesting location).
     chain: tuple[StockLevel, ...]
+    # The caller when it is a technician (its id): it raises requisitions for itself only.
+    caller_technician: str | None = None
 
 
 def choose_source(levels: Sequence[StockLevel], quantity: int) -> StockLevel:
@@ -655,16 +723,27 @@ def _require_requestable(command: RaiseRequisition) -> PartSpec:
     return part
 
 
+def requisition_technician(command: RaiseRequisition) -> str | None:
+    """The requisition's technician: the ticket's current one (``checked_technician``). A
+    technician caller raises requisitions for itself: naming another is 403."""
+    r, caller = command.request, command.caller_technician
+    if caller is not None and r.technician_id is not None and r.technician_id != caller:
+        raise Forbidden(
+            "technician_id",
+            f"a technician raises requisitions for itself ({caller}), not for {r.technician_id}",
+        )
+    current = ticket_technician(command.ticket)
+    return checked_technician(r.technician_id or caller, current, r.ticket_id)
+
+
 def decide_raise(command: RaiseRequisition, state: RequisitionState) -> Decision:
     """Reserve the whole quantity at the nearest location holding it."""
     if state.raised is not None:
         raise RuleViolation("requisition_exists", f"requisition {state.requisition_id} exists")
     _require_requestable(command)
+    technician = requisition_technician(command)
     r, requesting = command.request, command.chain[0]
     source = choose_source(command.chain, r.quantity)
-    technician = r.technician_id or (
-        command.ticket.dispatch.technician_id if command.ticket.dispatch else None
-    )
     raised = RequisitionRaised(
         requisition_id=state.requisition_id,
         ticket_id=r.ticket_id,
@@ -712,16 +791,24 @@ def _step(
 @dataclass(frozen=True)
 class IssueRequisition:
     source: StockLevel  # the reserving location's stock of the part
-    technician_id: str | None = None  # None: the requisition's technician
+    technician_id: str | None = None  # None: the ticket's current technician
+    # The ticket's current technician (``ticket_technician``; after a re-dispatch, the new
+    # one): the parts go to them.
+    ticket_technician: str | None = None
 
 
 def decide_issue(command: IssueRequisition, state: RequisitionState) -> Decision:
     raised = require_requisition(state)
-    technician = command.technician_id or state.technician_id
-    if technician is None:
-        raise InvalidCommand("technician_id", "technician_id is required for this role")
     if state.status != "reserved":
         raise RuleViolation("requisition_not_reserved", f"the requisition is {state.status}")
+    technician = checked_technician(
+        command.technician_id, command.ticket_technician, raised.ticket_id
+    )
+    if technician is None:
+        raise InvalidCommand(
+            "technician_id",
+            f"ticket {raised.ticket_id} is not dispatched to a technician to hand the parts to",
+        )
     q, level = raised.quantity, command.source
     if level.reserved < q or level.on_hand < q:
         raise RuleViolation("stock_not_reserved", "the reserved stock is no longer there")
@@ -870,11 +957,11 @@ def _hand_over(book: _Consumption, req: RequisitionState, part: str) -> Requisit
 
 
 def _consume_issued(book: _Consumption, part: str, wanted: int) -> int:
-    """Consume what was issued (or is still reserved) for the ticket; returns what is
-    left of ``wanted``."""
+    """Consume what was issued (or is still reserved) for the ticket, in
+    ``consumption_order``; returns what is left of ``wanted``."""
     remaining = wanted
-    for rid in sorted(book.requisitions):
-        req = book.requisitions[rid]
+    for req in consumption_order(book.requisitions.values()):
+        rid = req.requisition_id
         if remaining == 0:
             break
         if req.raised is None or req.raised.part_number != part:

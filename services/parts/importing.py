@@ -85,8 +85,13 @@ class Locations(Kind):
         Column("location_id", True, "Use the dispatch service points' ids (any case)."),
         Column("name", True),
         Column("level", True, "headquarters, regional_center, service_point."),
-        Column("parent_id", False, "The next location up (on an earlier line)."),
-        Column("region", False, "Default: the parent's."),
+        Column(
+            "parent_id",
+            False,
+            "The next location up (on an earlier line): a regional center's is headquarters, "
+            "a service point's a regional center.",
+        ),
+        Column("region", False, "Default: the parent's; a service point's is its parent's."),
         Column("registered_at", False, "Default: the import."),
     )
 
@@ -141,7 +146,7 @@ class Locations(Kind):
                     domain.decide_register_location,
                     row.registered_at,
                 ),
-                {"parent_id": "parent_id"},
+                {"parent_id": "parent_id", "parent_level": "parent_id", "parent_region": "region"},
             )
             assert after.registered is not None
             memory[self.key(row)] = domain.Place(

@@ -74,6 +74,11 @@ Requester = Annotated[
 ]
 PART_NUMBER = Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$", description="e.g. MOTOR-WM700")
 LOCATION_ID = Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,23}$", description="e.g. SP-HZ-01")
+# The 404 of a location outside the caller's reach (docs/parts.md, "Who may do what").
+ELSEWHERE = (
+    "`location_not_found`: the location is outside the caller's reach (a parts clerk acting "
+    "for another location, a regional caller outside its region)"
+)
 # Optimistic-concurrency losers are retried this many times against the new state.
 ATTEMPTS = 3
 
@@ -170,7 +175,11 @@ def location_response(conn: Connection, location_id: str) -> CommandResponse:
     tags=["locations"],
     summary="Register a stock location in the network tree (event LocationRegistered)",
     description="Location ids compare case-insensitively (`SP-HZ-01` is `sp-hz-01`) and "
-    "keep the spelling they were registered with; use the dispatch service point's id.",
+    "keep the spelling they were registered with; use the dispatch service point's id. "
+    "The tree has three levels: a regional center's parent is headquarters, a service "
+    "point's is a regional center (409 `parent_level` otherwise; 422 `parent_id` for a "
+    "parent that is not registered, or a missing one), and a service point is in its "
+    "regional center's region (409 `parent_region` for another `region`).",
 )
 async def register_location(
     body: LocationRequest, call: Admin, location_id: str = LOCATION_ID
@@ -215,7 +224,12 @@ def stock_response(outcome: Outcome[domain.StockLevel], status_code: int) -> Com
     status_code=201,
     response_model=StockView,
     tags=["stock"],
+    responses={404: problem_doc(ELSEWHERE)},
     summary="Parts arrived at a location (event StockReceived)",
+    description="`location_id` defaults to the parts clerk's location; a location that is "
+    "not registered is 422 `location_id`; acting for a location outside the caller's reach "
+    "(a parts clerk for another location, a regional caller outside its region) is 404 "
+    "`location_not_found`.",
 )
 async def receive_stock(body: StockReceiptRequest, call: Stockist) -> JSONResponse:
     receipt = body.command()
@@ -232,6 +246,7 @@ async def receive_stock(body: StockReceiptRequest, call: Stockist) -> JSONRespon
     "/stock/adjustments",
     response_model=StockView,
     tags=["stock"],
+    responses={404: problem_doc(ELSEWHERE)},
     summary="Correct a stock count (event StockAdjusted; never below what is reserved)",
 )
 async def adjust_stock(body: StockAdjustmentRequest, call: Admin) -> JSONResponse:
@@ -299,12 +314,19 @@ def requisition_response(
     status_code=201,
     response_model=RequisitionView,
     tags=["requisitions"],
-    responses={404: problem_doc("Unknown ticket, or outside the caller's reach")},
+    responses={
+        404: problem_doc(
+            "Unknown ticket, or one outside the caller's reach (`ticket_not_found`); a "
+            "requesting location outside it (`location_not_found`)"
+        )
+    },
     summary="Request parts for a ticket: reserve them at the nearest location holding them",
     description="Events RequisitionRaised, RequisitionReserved and StockReserved. The "
     "nearest location is the requesting service point, then its regional center, then "
     "headquarters. 409 `out_of_stock` when none holds the quantity; stock never goes "
-    "negative, even under concurrent requisitions.",
+    "negative, even under concurrent requisitions. The requisition is for the ticket's "
+    "current technician: a `technician_id` naming another is 422 (403 when a technician "
+    "names another technician than itself).",
 )
 async def raise_requisition(body: RequisitionRequest, call: Requester) -> JSONResponse:
     request = body.command()
@@ -323,6 +345,8 @@ async def raise_requisition(body: RequisitionRequest, call: Requester) -> JSONRe
     response_model=RequisitionView,
     tags=["requisitions"],
     summary="Hand the reserved parts to the technician (RequisitionIssued, StockIssued)",
+    description="To the ticket's current technician (after a re-dispatch, the new one); a "
+    "`technician_id` naming another is 422. 409 `requisition_not_reserved` unless reserved.",
 )
 async def issue_requisition(
     requisition_id: UUID, body: IssueRequest, call: Stockist
@@ -440,7 +464,12 @@ def return_response(conn: Connection, return_id: str) -> CommandResponse:
     status_code=201,
     response_model=ReturnView,
     tags=["returns"],
-    responses={404: problem_doc("Unknown ticket")},
+    responses={
+        404: problem_doc(
+            "Unknown ticket (`ticket_not_found`), or a location outside the caller's reach "
+            "(`location_not_found`)"
+        )
+    },
     summary="An old part came back (event OldPartReturned on the ticket)",
     description="Settles the ticket's expected return of that part (the same old serial "
     "first); `late` when after its due date. Allowed after the ticket was closed. 409 "
@@ -562,7 +591,11 @@ def replenishment_line(
     "/replenishment",
     response_model=ReplenishmentPlan,
     tags=["replenishment"],
-    responses={404: problem_doc("Unknown location, or outside the caller's region")},
+    responses={
+        404: problem_doc(
+            "`location_not_found`: an unknown location, or one outside the caller's reach"
+        )
+    },
     summary="Suggested orders for a location, with the inputs that produced them",
     description=f"Per part: `{FORMULA}` (rounded up, never below 0). The average covers "
     "the last `usage_months` full calendar months of consumption (StockConsumed) at the "

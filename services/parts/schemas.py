@@ -70,9 +70,14 @@ class LocationRequest(Body):
     level: LocationLevel
     parent_id: LocationId | None = Field(
         default=None,
-        description="Regional center → headquarters; service point → its regional center.",
+        description="Regional center → headquarters; service point → its regional center; "
+        "headquarters: none. Another level is 409 `parent_level`; an unregistered one 422.",
     )
-    region: RegionCode | None = Field(default=None, description="Defaults to the parent's.")
+    region: RegionCode | None = Field(
+        default=None,
+        description="A service point's is its regional center's (another is 409 "
+        "`parent_region`); a regional center's defaults to its parent's.",
+    )
 
     def command(self) -> domain.NewLocation:
         return domain.NewLocation(self.name, self.level, self.parent_id, self.region)
@@ -157,7 +162,11 @@ class RequisitionRequest(Body):
         "admin, a clerk without a location).",
     )
     technician_id: ShortText | None = Field(
-        default=None, description="Defaults to the ticket's technician."
+        default=None,
+        description="Defaults to the ticket's current technician (its latest dispatch). "
+        "Given, it must be that technician: the parts service knows no other (422 "
+        "`technician_id` otherwise, also while the ticket is not dispatched); a technician "
+        "may name only itself (403 naming `technician_id`).",
     )
     notes: LongText | None = None
 
@@ -179,7 +188,10 @@ class IssueRequest(Body):
     model_config = _examples({}, {"technician_id": "tech-zhang"})
 
     technician_id: ShortText | None = Field(
-        default=None, description="Defaults to the requisition's (the ticket's) technician."
+        default=None,
+        description="Defaults to the ticket's current technician (after a re-dispatch, the "
+        "new one, not the one the requisition was raised for). Given, it must be that "
+        "technician (422 `technician_id` otherwise).",
     )
 
 

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.eventstore.db import DatabaseUnavailable
 from shared.eventstore.ledger import ConcurrencyError
-from shared.kernel.errors import DomainError, InvalidCommand
+from shared.kernel.errors import DomainError, Forbidden, InvalidCommand
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://ticketline.dev/problems/"
@@ -77,8 +77,9 @@ class FieldError(BaseModel):
 
 
 class ProblemDetails(BaseModel):
-    """Every 4xx/5xx body. ``rule`` names a broken lifecycle rule; ``errors`` the fields.
-    Extension members (e.g. ``required_roles``, ``required_scope``) may follow."""
+    """Every 4xx/5xx body. ``rule`` names a broken lifecycle rule (409) or what was not
+    found (404, e.g. ``location_not_found``); ``errors`` the fields. Extension members
+    (e.g. ``required_roles``, ``required_scope``) may follow."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -87,7 +88,11 @@ class ProblemDetails(BaseModel):
     status: int
     detail: str | None = None
     instance: str | None = None
-    rule: str | None = None
+    rule: str | None = Field(
+        default=None,
+        description="409: the broken rule (e.g. `out_of_stock`); 404: what was not found "
+        "(e.g. `ticket_not_found`, `location_not_found`).",
+    )
     errors: list[FieldError] | None = None
 
 
@@ -195,10 +200,22 @@ async def _invalid(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _forbidden(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Forbidden)
+    return problem_response(
+        request,
+        403,
+        "forbidden",
+        "Your role may not do this",
+        f"{exc.field}: {exc.detail}",
+        errors=[{"field": exc.field, "message": exc.detail}],
+    )
+
+
 async def _domain(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
-    if exc.status_code == 404:
-        return problem_response(request, 404, "not-found", "Not found", exc.detail)
+    if exc.status_code == 404:  # ``rule`` says what was not found (location_not_found)
+        return problem_response(request, 404, "not-found", "Not found", exc.detail, rule=exc.rule)
     if exc.status_code == 503:  # something the rule needs cannot be read now
         return problem_response(
             request, 503, "service-unavailable", "Unavailable", exc.detail, rule=exc.rule
@@ -312,6 +329,7 @@ def _allowed_methods(request: Request) -> list[str]:
 HANDLERS: tuple[tuple[type[Exception], Any], ...] = (
     (RequestValidationError, _validation),
     (InvalidCommand, _invalid),
+    (Forbidden, _forbidden),
     (DomainError, _domain),
     (ConcurrencyError, _conflict),
     (ProblemError, _problem),

@@ -28,3 +28,15 @@ class InvalidCommand(DomainError):
     def __init__(self, field: str, detail: str) -> None:
         self.field = field
         super().__init__("invalid_field", detail)
+
+
+class Forbidden(DomainError):
+    """The caller's role may not give a field this value (HTTP 403, the field named): a
+    technician raising parts for another technician. (Outside its reach a resource does
+    not exist: that is NotFound, not this.)"""
+
+    status_code = 403
+
+    def __init__(self, field: str, detail: str) -> None:
+        self.field = field
+        super().__init__("forbidden", detail)

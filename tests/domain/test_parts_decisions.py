@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from services.parts import domain
-from shared.kernel.errors import InvalidCommand, NotFound, RuleViolation
+from shared.kernel.errors import Forbidden, InvalidCommand, NotFound, RuleViolation
 from shared.kernel.events.envelope import EventPayload, PendingEvent
 from shared.kernel.events.parts import (
     LocationLevel,
@@ -156,9 +156,9 @@ def test_a_service_point_hangs_under_a_center_and_inherits_its_region() -> None:
     ("level", "parent", "parent_id"),
     [
         (LocationLevel.regional_center, None, None),  # needs a parent
+        (LocationLevel.service_point, None, None),  # needs a parent
         (LocationLevel.headquarters, HQ, None),  # has none
         (LocationLevel.service_point, None, "NOPE"),  # not registered
-        (LocationLevel.regional_center, RC, None),  # a center under a center
     ],
 )
 def test_the_tree_has_three_levels(
@@ -167,6 +167,46 @@ def test_the_tree_has_three_levels(
     with pytest.raises(InvalidCommand) as err:
         register("X", level, parent, parent_id=parent_id)
     assert err.value.field == "parent_id"
+
+
+SP = domain.Place("SP-HZ-01", LocationLevel.service_point, "east", "RC-EAST")
+
+
+@pytest.mark.parametrize(
+    ("level", "parent"),
+    [
+        (LocationLevel.service_point, HQ),  # a point under headquarters
+        (LocationLevel.service_point, SP),  # a point under a point
+        (LocationLevel.regional_center, RC),  # a center under a center
+        (LocationLevel.regional_center, SP),  # a center under a point
+    ],
+)
+def test_each_level_hangs_under_the_level_above_it(
+    level: LocationLevel, parent: domain.Place
+) -> None:
+    """As dispatch's network: 409 ``parent_level``."""
+    with pytest.raises(RuleViolation) as err:
+        register("X", level, parent)
+    assert err.value.rule == "parent_level" and err.value.detail.startswith("parent_id")
+
+
+def test_a_service_point_is_in_its_regional_centers_region() -> None:
+    state = domain.LOCATIONS.initial_state(domain.location_stream("SP-X"))
+
+    def point(region: str | None) -> list[EventPayload]:
+        request = domain.NewLocation("x", LocationLevel.service_point, "RC-EAST", region)
+        return domain.decide_register_location(domain.RegisterLocation(request, RC), state)
+
+    with pytest.raises(RuleViolation) as err:
+        point("west")
+    assert err.value.rule == "parent_region" and err.value.detail.startswith("region")
+    for same in ("east", "EAST", None):
+        (event,) = point(same)
+        assert isinstance(event, LocationRegistered) and event.region == "east"
+    # A regional center names its region (headquarters serves every one).
+    request = domain.NewLocation("x", LocationLevel.regional_center, "HQ", "west")
+    (center,) = domain.decide_register_location(domain.RegisterLocation(request, HQ), state)
+    assert isinstance(center, LocationRegistered) and center.region == "west"
 
 
 def test_a_location_is_registered_once_whatever_the_case() -> None:
@@ -297,6 +337,55 @@ def test_parts_are_requested_for_an_open_ticket_the_part_fits(
     assert what in (getattr(err.value, "field", None), getattr(err.value, "rule", None))
 
 
+def test_a_requisition_is_for_the_tickets_current_technician() -> None:
+    """Parts keep no register of technicians: the one they know is the ticket's latest
+    dispatch, and a technician asks for itself only."""
+    (req, _) = ask(chain=CHAIN, technician_id="tech-1")
+    first = payloads(req.events)[0]
+    assert isinstance(first, RequisitionRaised) and first.technician_id == "tech-1"
+    with pytest.raises(InvalidCommand) as invalid:
+        ask(chain=CHAIN, technician_id="t-zzz")
+    assert invalid.value.field == "technician_id" and "tech-1" in invalid.value.detail
+    undispatched = ticket(received(), diagnosed())
+    with pytest.raises(InvalidCommand) as invalid:
+        ask(undispatched, CHAIN, technician_id="tech-1")
+    assert invalid.value.field == "technician_id"
+    (nobody, _) = ask(undispatched, CHAIN)  # none given, none known: none recorded
+    first = payloads(nobody.events)[0]
+    assert isinstance(first, RequisitionRaised) and first.technician_id is None
+
+    def by_technician(caller: str, **request: Any) -> domain.Decision:
+        wanted = domain.PartsRequest(TICKET, MOTOR, **request)
+        command = domain.RaiseRequisition(wanted, at_work(), SPEC, CHAIN, caller)
+        return domain.decide_raise(command, domain.RequisitionState(RID))
+
+    with pytest.raises(Forbidden) as forbidden:
+        by_technician("tech-1", technician_id="t-zzz")
+    assert forbidden.value.field == "technician_id"
+    for given in (None, "tech-1"):
+        first = payloads(by_technician("tech-1", technician_id=given)[0].events)[0]
+        assert isinstance(first, RequisitionRaised) and first.technician_id == "tech-1"
+
+
+def test_parts_are_issued_to_the_tickets_technician_as_it_is_now() -> None:
+    """Raised for tech-1; the ticket was re-dispatched to tech-2 since."""
+    state, level = requisition(*raised()), stock("SP-HZ-01", on_hand=1, reserved=1)
+
+    def issue(given: str | None, current: str | None) -> domain.Decision:
+        return domain.decide_issue(domain.IssueRequisition(level, given, current), state)
+
+    for given in (None, "tech-2"):
+        req, movement = issue(given, "tech-2")
+        (handed,) = payloads(req.events)
+        (out,) = payloads(movement.events)
+        assert isinstance(handed, RequisitionIssued) and isinstance(out, StockIssued)
+        assert handed.technician_id == out.technician_id == "tech-2"
+    for given, current in (("ghost", "tech-2"), ("tech-1", "tech-2"), (None, None)):
+        with pytest.raises(InvalidCommand) as invalid:
+            issue(given, current)
+        assert invalid.value.field == "technician_id"
+
+
 def test_the_requesting_location_defaults_to_the_clerks_then_the_service_point() -> None:
     wanted = domain.PartsRequest(TICKET, MOTOR)
     assert domain.requesting_location(wanted, at_work(), "RC-EAST") == "RC-EAST"
@@ -309,14 +398,16 @@ def test_the_requesting_location_defaults_to_the_clerks_then_the_service_point()
 
 def test_reserved_parts_are_issued_to_the_technician() -> None:
     state = requisition(*raised())
-    command = domain.IssueRequisition(stock("SP-HZ-01", on_hand=1, reserved=1))
+    command = domain.IssueRequisition(
+        stock("SP-HZ-01", on_hand=1, reserved=1), ticket_technician="tech-1"
+    )
     req, level = domain.decide_issue(command, state)
     (handed,) = payloads(req.events)
     (movement,) = payloads(level.events)
     assert isinstance(handed, RequisitionIssued) and handed.technician_id == "tech-1"
     assert isinstance(movement, StockIssued) and movement.requisition_id == RID
     assert domain.REQUISITIONS.evolve(state, handed, NOW).status == "issued"
-    gone = domain.IssueRequisition(stock("SP-HZ-01", on_hand=0, reserved=0))
+    gone = domain.IssueRequisition(stock("SP-HZ-01", on_hand=0, reserved=0), None, "tech-1")
     with pytest.raises(RuleViolation) as err:
         domain.decide_issue(gone, state)
     assert err.value.rule == "stock_not_reserved"
@@ -433,6 +524,41 @@ def test_a_reservation_fitted_before_the_hand_over_is_issued_then_consumed() -> 
     assert isinstance(handed, RequisitionIssued) and handed.technician_id == "tech-2"
     assert [type(e) for e in out[f"stock:RC-EAST:{MOTOR}"]] == [StockIssued, StockConsumed]
     assert f"tparts:{TICKET}" not in out  # paid by the customer: nothing comes back
+
+
+def numbered(
+    rid: str, position: int, *payloads: EventPayload, quantity: int = 1
+) -> domain.RequisitionState:
+    """A requisition ``rid`` raised at ledger position ``position``."""
+    state = domain.REQUISITIONS.initial_state(domain.requisition_stream(rid))
+    first, reserved = raised(quantity)
+    assert isinstance(first, RequisitionRaised)
+    for p in (first.model_copy(update={"requisition_id": rid}), reserved, *payloads):
+        state = domain.REQUISITIONS.evolve(state, p, NOW)
+    return replace(state, region="east", raised_position=position)
+
+
+def test_a_repair_consumes_the_issued_requisitions_then_the_reserved_oldest_first() -> None:
+    """The ids sort opposite to the order (they are random UUIDs): the order is issued
+    before reserved, then the order they were raised in."""
+    handed = RequisitionIssued(technician_id="tech-1", quantity=1)
+    old_reserved = numbered("d", 10)
+    new_issued = numbered("a", 30, handed)
+    old_issued = numbered("b", 20, handed)
+    new_reserved = numbered("c", 40)
+    cancelled = numbered("0", 5, RequisitionCancelled(reason="x"))
+    reqs = (new_reserved, old_reserved, new_issued, old_issued, cancelled)
+    order = domain.consumption_order(reqs)
+    assert [r.requisition_id for r in order] == ["b", "a", "d", "c"]
+
+    levels = (stock("SP-HZ-01", on_hand=4, reserved=2, issued=2),)
+    out = consume(repair(UsedPart(part_number=MOTOR)), reqs, levels)
+    assert set(out) == {"req:b", f"stock:SP-HZ-01:{MOTOR}", f"tparts:{TICKET}"}
+    assert out["req:b"] == [RequisitionConsumed(quantity=1, trigger_event_id="ev-1")]
+    # Three used: both issued, then the older reservation is handed over and consumed.
+    out = consume(repair(UsedPart(part_number=MOTOR, quantity=3)), reqs, levels)
+    assert [s for s in out if s.startswith("req:")] == ["req:b", "req:a", "req:d"]
+    assert [type(e) for e in out["req:d"]] == [RequisitionIssued, RequisitionConsumed]
 
 
 def test_the_shelf_covers_what_no_requisition_did_and_the_rest_is_recorded() -> None:

@@ -58,7 +58,8 @@ def problems_of(
     exc: Exception, line: int, field: str, fields: Mapping[str, str] | None = None
 ) -> list[Problem]:
     """A decision's or a payload's error as report lines. ``field``: the column the
-    decision was about; ``fields``: payload or command field names → columns."""
+    decision was about; ``fields``: payload or command field names (or a rule the decision
+    may name, e.g. ``parent_level``) → columns."""
     names = fields or {}
     if isinstance(exc, ValidationError):
         out = []
@@ -70,7 +71,7 @@ def problems_of(
     if isinstance(exc, InvalidCommand):
         return [Problem(line, names.get(exc.field, field), exc.detail)]
     if isinstance(exc, DomainError):
-        return [Problem(line, field, f"{exc.rule}: {exc.detail}")]
+        return [Problem(line, names.get(exc.rule, field), f"{exc.rule}: {exc.detail}")]
     raise exc
 
 
