@@ -260,6 +260,28 @@ async def test_console_verification_of_the_callers_scope(
 
 
 @SQLITE
+async def test_a_verification_that_stops_says_so(
+    platform: Platform, life: Lifecycle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.console import queries
+
+    def unavailable(*_args: Any) -> bool:
+        raise RuntimeError("the database went away")
+
+    await open_tickets(life, "east", 1)
+    monkeypatch.setattr(queries, "verify_batch", unavailable)
+    async with console_client(platform, "auditor") as client:
+        await client.post("/audit/verification", headers={"HX-Request": "true"})
+        for _ in range(100):
+            status = (await client.get("/audit/verification")).text
+            if 'class="verify bad"' in status:
+                break
+            await asyncio.sleep(0.05)
+    assert "校验未完成" in status and "RuntimeError" in status, status  # the default locale
+    assert "发现断链" not in status
+
+
+@SQLITE
 async def test_every_console_query_uses_an_index(platform: Platform, life: Lifecycle) -> None:
     """Every statement the pages run, explained on SQLite: big tables are only ever
     searched through an index (SEARCH), never scanned, and never sorted in memory."""

@@ -177,6 +177,10 @@ LABELS: dict[str, tuple[str, str]] = {
     ),
     "verify_ok": ("通过：未发现断链", "OK: no broken link"),
     "verify_failed": ("失败：发现断链", "FAILED: broken links found"),
+    "verify_stopped": (
+        "中断：校验未完成，请重新运行",
+        "STOPPED before the end: run it again",
+    ),
     "events_checked": ("已检查事件数", "Events checked"),
     "started_by": ("发起人", "Started by"),
     "started_at": ("开始时间", "Started"),
