@@ -206,3 +206,38 @@ async def test_an_offset_commit_never_waits_on_a_broker_that_is_away(
         await asyncio.wait_for(commit_offsets(consumer, {("topic", 0): 42}, 0.05), 5)
     assert "not committed (timed out)" in caplog.text
     assert "the group rebalanced" in caplog.text
+
+
+async def test_a_projector_started_while_the_broker_is_away_applies_from_the_ledger(
+    db: Database, store: EventStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Started with the broker away, the consumer cannot join its group: the projector
+    applies what the ledger holds meanwhile (the guard's fill), says so once, retries the
+    broker, and stops promptly when asked (no crash loop, no wait on the broker)."""
+    from shared.eventstore.progress import LedgerGuard
+
+    ids = await write_tickets(db, store, 3)
+    away = TestBroker()  # never started: nothing listens on its port
+    stop = asyncio.Event()
+    source = KafkaSource(
+        away.bootstrap_servers,
+        topic_prefix="ticketline",
+        group_prefix="away",
+        stop=stop,
+        guard=LedgerGuard(db, store, grace_seconds=0.5, check_seconds=0.2),
+        connect_seconds=2.0,
+    )
+    runner = ProjectionRunner(db, store)
+    running = asyncio.create_task(runner.run(TicketStateProjection(), source))
+    query = select(ticket_state.c.ticket_id, ticket_state.c.status)
+    rows: list[Any] = []
+    for _ in range(150):
+        rows = await db.read(lambda c: c.execute(query).all())
+        if len(rows) == 3:
+            break
+        await asyncio.sleep(0.1)
+    stop.set()
+    stats = await asyncio.wait_for(running, 15)
+    assert sorted(rows) == sorted((tid, "diagnosed") for tid in ids)
+    assert stats.applied == 6
+    assert caplog.text.count("the broker cannot be reached") == 1

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -221,6 +222,7 @@ class KafkaSource:
         guard: LedgerGuard | None = None,
         metadata_max_age_ms: int = 5000,
         commit_seconds: float = 5.0,
+        connect_seconds: float = 10.0,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.topic_prefix = topic_prefix
@@ -233,6 +235,10 @@ class KafkaSource:
         self.guard = guard
         self.metadata_max_age_ms = metadata_max_age_ms
         self.commit_seconds = commit_seconds
+        # How long a consumer's start, and its stop, may wait for the broker: a projector
+        # started while the broker is away fills from the ledger meanwhile (``_connect``),
+        # and one stopped then exits within its grace period.
+        self.connect_seconds = connect_seconds
 
     def _consumer(self, projection: Projection) -> Any:
         from aiokafka import AIOKafkaConsumer
@@ -249,9 +255,53 @@ class KafkaSource:
             metadata_max_age_ms=self.metadata_max_age_ms,
         )
 
+    async def _fill(self, projection: Projection) -> Batch | None:
+        """What the ledger has that the broker did not deliver in time (a guard's check)."""
+        if self.guard is None or not self.guard.due():
+            return None
+        fill = await self.guard.check(projection)
+        return Batch(events=fill) if fill else None
+
+    async def _connect(self, projection: Projection) -> AsyncIterator[Any]:
+        """The started consumer (the last item); until the broker answers, the ledger's
+        fill batches. Without a guard (a replay), a broker away is the caller's error."""
+        attempt = 0
+        while not self.stop.is_set():
+            consumer = self._consumer(projection)
+            try:
+                await asyncio.wait_for(consumer.start(), self.connect_seconds)
+            except Exception as exc:
+                await _stop_consumer(consumer, self.connect_seconds)
+                if self.guard is None:
+                    raise
+                if attempt == 0:
+                    log.warning(
+                        "projection %s: the broker cannot be reached (%s); applying from "
+                        "the ledger until it can",
+                        projection.name,
+                        describe_error(exc),
+                    )
+                attempt += 1
+                deadline = time.monotonic() + min(1.0 * attempt, 5.0)
+                while time.monotonic() < deadline and not self.stop.is_set():
+                    if (batch := await self._fill(projection)) is not None:
+                        yield batch
+                    await asyncio.sleep(min(self.poll_ms / 1000, 0.5))
+                continue
+            if attempt:
+                log.info("projection %s: the broker answers again", projection.name)
+            yield consumer
+            return
+
     async def batches(self, projection: Projection) -> AsyncIterator[Batch]:
-        consumer = self._consumer(projection)
-        await consumer.start()
+        consumer: Any = None
+        async for item in self._connect(projection):
+            if isinstance(item, Batch):
+                yield item
+            else:
+                consumer = item
+        if consumer is None:  # stopped before the broker answered
+            return
         idle_ms = 0
         try:
             while not self.stop.is_set():
@@ -274,7 +324,16 @@ class KafkaSource:
                 idle_ms = 0
                 yield _kafka_batch(consumer, records, self.commit_seconds)
         finally:
-            await consumer.stop()
+            await _stop_consumer(consumer, self.connect_seconds)
+
+
+async def _stop_consumer(consumer: Any, seconds: float) -> None:
+    """Leave the group within ``seconds``: a broker that does not answer would hold the
+    process past its grace period (aiokafka waits ~40 s on it)."""
+    try:
+        await asyncio.wait_for(consumer.stop(), seconds)
+    except Exception as exc:
+        log.warning("a Kafka consumer did not stop cleanly: %s", describe_error(exc))
 
 
 def _kafka_batch(
