@@ -122,6 +122,8 @@ def test_compose_ticketline_containers_agree_with_the_code(compose: dict[str, An
         assert service["depends_on"]["kafka-topics"]["condition"] == (
             "service_completed_successfully"
         )
+        # Every jobs process signs checkpoints with one key (docs/checkpoints.md).
+        assert "TICKETLINE_CHECKPOINT_SIGNING_KEY" in service["environment"], name
         if name in SERVERS:
             assert args.command == "serve" and args.service == name
             # Replicas must share a token key, or `serve` refuses to start.
@@ -191,6 +193,7 @@ def test_k8s_settings_are_settings(manifests: list[dict[str, Any]]) -> None:
         assert not set(keys) - SETTINGS_ENV, set(keys) - SETTINGS_ENV
     assert "DATABASE_URL" in secret["stringData"]  # credentials stay in the Secret
     assert "TICKETLINE_AUTH_JWT_SECRET" in secret["stringData"]  # `serve` needs a shared key
+    assert "TICKETLINE_CHECKPOINT_SIGNING_KEY" in secret["stringData"]  # one for every jobs
     assert "KAFKA_BOOTSTRAP_SERVERS" in config["data"]
     for doc in manifests:
         if doc["kind"] not in ("Deployment", "Job"):

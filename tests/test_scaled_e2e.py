@@ -449,7 +449,8 @@ async def test_scaled_topology_survives_faults_under_load(
 ) -> None:
     database = f"scaled_{uuid.uuid4().hex[:10]}"
     pg_cluster.psql(f'CREATE DATABASE "{database}"')
-    url = pg_cluster.url(database)
+    # A password as deployments have one (the throwaway cluster trusts loopback): never shown.
+    url = pg_cluster.url(database).replace("//postgres@", "//postgres:not-to-be-shown@")
     ports = {name: free_port() for name in SERVICES}
     env = {
         **os.environ,
@@ -487,6 +488,8 @@ async def test_scaled_topology_survives_faults_under_load(
         for _ in range(2):
             migrated = topology.run("migrate")
             assert migrated.returncode == 0, migrated.stderr
+            assert "not-to-be-shown" not in migrated.stdout + migrated.stderr
+            assert "postgres:***@" in migrated.stdout
 
         for name, port in ports.items():
             topology.start(name, "serve", name, "--port", str(port))

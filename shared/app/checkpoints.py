@@ -69,6 +69,12 @@ def signing_key(settings: Settings) -> Ed25519PrivateKey:
         return _load_private(pem)
     path = Path(settings.data_dir) / KEY_FILE
     if not path.exists():
+        if not settings.is_sqlite:  # scaled: each jobs process would sign with its own key
+            log.warning(
+                "no TICKETLINE_CHECKPOINT_SIGNING_KEY: generating a checkpoint signing key "
+                "into %s; every jobs process must sign with one key (docs/checkpoints.md)",
+                path,
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
         pem = Ed25519PrivateKey.generate().private_bytes(
             serialization.Encoding.PEM,

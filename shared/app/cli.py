@@ -38,7 +38,7 @@ def _cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
     from shared.eventstore.migrations import upgrade
 
     upgrade(settings.resolved_database_url)
-    print(f"schema created or upgraded, now current ({settings.resolved_database_url})")
+    print(f"schema created or upgraded, now current ({settings.database_url_for_display})")
     return 0
 
 

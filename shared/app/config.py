@@ -326,6 +326,16 @@ class Settings(BaseSettings):
         return f"sqlite+aiosqlite:///{(self.data_dir / 'ticketline.db').as_posix()}"
 
     @property
+    def database_url_for_display(self) -> str:
+        """The database URL without its password (for logs and banners)."""
+        from sqlalchemy.engine import make_url
+
+        try:
+            return make_url(self.resolved_database_url).render_as_string(hide_password=True)
+        except Exception:  # not a URL SQLAlchemy reads: say nothing of it
+            return "(the configured database)"
+
+    @property
     def is_sqlite(self) -> bool:
         return self.resolved_database_url.startswith("sqlite")
 

@@ -236,7 +236,7 @@ async def run_embedded(settings: Settings, *, print_fn=print) -> None:  # type: 
             break
         await asyncio.sleep(0.05)
     if not stop.is_set():
-        print_fn(f"Ticketline (embedded) — database {settings.resolved_database_url}")
+        print_fn(f"Ticketline (embedded) — database {settings.database_url_for_display}")
         for name, _ in servers:
             base = f"http://{settings.host}:{service_port(settings, name)}"
             if name == CONSOLE:

@@ -233,8 +233,9 @@ class KeyRing:
             raise MasterKeyMismatch(
                 f"the configured personal-data master key ({self.master.key_id}) is not the "
                 f"one this database's keys are wrapped with ({row.master_key_id}): configure "
-                "that key (TICKETLINE_PRIVACY_MASTER_KEY_FILE, or the data directory's "
-                "personal-data-master.key); refusing to read or write personal data"
+                "that key (TICKETLINE_PRIVACY_MASTER_KEY, TICKETLINE_PRIVACY_MASTER_KEY_FILE, "
+                "or the data directory's personal-data-master.key); refusing to read or write "
+                "personal data"
             ) from exc
 
     def rotate_master(self, conn: Connection, new: MasterKey) -> RotationResult:
