@@ -140,7 +140,28 @@ async def test_every_page_renders_for_every_console_role(platform: Platform, lif
             for query in ("group_by=service_point", "month=2026-11"):
                 assert (await client.get(f"/compliance?{query}")).status_code == 200
             assert (await client.get("/compliance?month=2026-13")).status_code == 400
+            # Weeks of the pattern that are no week of their year: a bad request, not a 500.
+            for week in ("2025-W53", "0001-W01", "9999-W52"):
+                answer = await client.get(f"/quality?week={week}")
+                assert answer.status_code == 400, (week, answer.status_code)
+                assert answer.headers["content-type"].startswith("text/html")
             assert (await client.get("/nowhere")).status_code == 404
+
+
+@SQLITE
+async def test_a_token_limited_by_scope_sees_only_the_pages_its_apis_would_show(
+    platform: Platform,
+) -> None:
+    """Each page needs the scope of the API it shows (docs/access-control.md)."""
+    async with console_client(platform, "auditor", scopes=["tickets:read"]) as client:
+        for page in ("/board", "/sla"):
+            assert (await client.get(page)).status_code == 200, page
+        for page in ("/compliance", "/quality", "/live", "/audit"):
+            assert (await client.get(page)).status_code == 403, page
+    scopes = ["tickets:read", "reports:read", "events:read", "audit:export"]
+    async with console_client(platform, "auditor", scopes=scopes) as client:
+        for page in ("/compliance", "/quality", "/live", "/audit"):
+            assert (await client.get(page)).status_code == 200, page
 
 
 @SQLITE

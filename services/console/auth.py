@@ -8,6 +8,7 @@ then decided by the same rules (roles below, ``Principal.region``, ``require_reg
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jwt
@@ -75,6 +76,19 @@ def signed_in(request: Request) -> Principal:
     request.state.session_expires = expires
     request.state.principal = principal
     return require_console_role(principal)
+
+
+def signed_in_for(scope: str) -> Callable[[Request], Principal]:
+    """``signed_in``, for a page whose API needs ``scope`` (docs/access-control.md): the
+    console shows a token limited by `scope` no more than the APIs would."""
+
+    def dependency(request: Request) -> Principal:
+        principal = signed_in(request)
+        if not principal.has_scope(scope):
+            raise ConsoleForbidden(principal)
+        return principal
+
+    return dependency
 
 
 def session_alive(request: Request) -> bool:

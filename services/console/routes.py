@@ -24,6 +24,7 @@ from services.console.auth import (
     require_console_role,
     session_alive,
     signed_in,
+    signed_in_for,
     verify,
 )
 from services.console.i18n import LOCALES, translator
@@ -34,7 +35,8 @@ from shared.http.app import get_platform
 from shared.http.auth.tokens import InvalidCredentials
 from shared.http.context import Principal, require_region
 from shared.http.disclosure import Disclosure, open_rows
-from shared.kernel.errors import NotFound
+from shared.http.params import IsoMonth, IsoWeek
+from shared.kernel.errors import InvalidCommand, NotFound
 
 # A page's cursor as the console writes it (queries.encode_cursor): value|id.
 CURSOR_PATTERN = r"^[^|]+\|[^|]+$"
@@ -45,8 +47,6 @@ templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 
 PAGE_SIZE = 50
 COLUMN_SIZE = 8
-MONTH_PATTERN = r"^\d{4}-(0[1-9]|1[0-2])$"
-WEEK_PATTERN = r"^\d{4}-W(0[1-9]|[1-4][0-9]|5[0-3])$"
 # The console's own content only; htmx styles nothing inline (meta config in base.html).
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
@@ -533,10 +533,10 @@ def merged(tallies: Iterable[Tally]) -> Tally:
 @router.get("/compliance", response_class=HTMLResponse)
 async def compliance(
     request: Request,
-    month: str | None = Query(default=None, pattern=MONTH_PATTERN),
+    month: IsoMonth | None = Query(default=None),
     group_by: Literal["region", "service_point", "month"] = "region",
     region: str | None = Query(default=None, max_length=32),
-    principal: Principal = Depends(signed_in),
+    principal: Principal = Depends(signed_in_for("reports:read")),
     platform: Platform = Depends(get_platform),
 ) -> HTMLResponse:
     scope = queries.Scope(principal.region)
@@ -582,12 +582,12 @@ async def compliance(
 @router.get("/compliance/tickets", response_class=HTMLResponse)
 async def compliance_tickets(
     request: Request,
-    month: str = Query(pattern=MONTH_PATTERN),
+    month: IsoMonth = Query(),
     rate: Literal[tuple(queries.RATE_FILTERS)] = "compliance",  # type: ignore[valid-type]
     region: str | None = Query(default=None, max_length=32),
     service_point: str | None = Query(default=None, max_length=100),
     after: str | None = Query(default=None, pattern=TICKET_NUMBER_CURSOR, max_length=64),
-    principal: Principal = Depends(signed_in),
+    principal: Principal = Depends(signed_in_for("reports:read")),
     platform: Platform = Depends(get_platform),
 ) -> HTMLResponse:
     scope = queries.Scope(principal.region)
@@ -666,17 +666,21 @@ def alerts_by_group(recent: list[Any]) -> list[dict[str, Any]]:
 @router.get("/quality", response_class=HTMLResponse)
 async def quality(
     request: Request,
-    week: str | None = Query(default=None, pattern=WEEK_PATTERN),
-    principal: Principal = Depends(signed_in),
+    week: IsoWeek | None = Query(default=None),
+    principal: Principal = Depends(signed_in_for("reports:read")),
     platform: Platform = Depends(get_platform),
 ) -> HTMLResponse:
     # Quality alerts have no region (per model and fault category): every console role
     # sees them, as every reader of GET /quality/weekly does.
     week = week or iso_week(platform.clock.now().date())
     year, number = week.split("-W")
-    monday = date.fromisocalendar(int(year), int(number), 1)
-    end = monday + timedelta(days=7)
-    since = end - timedelta(weeks=8)
+    try:  # the page also reads the 7 weeks before and links the weeks around it
+        monday = date.fromisocalendar(int(year), int(number), 1)
+        end = monday + timedelta(days=7)
+        since = end - timedelta(weeks=8)
+        previous, following = iso_week(monday - timedelta(days=7)), iso_week(end)
+    except OverflowError:
+        raise InvalidCommand("week", f"{week} is too near the calendar's edge") from None
 
     def read(conn: Any) -> tuple[list[Any], list[Any], list[Any]]:
         return (
@@ -689,8 +693,6 @@ async def quality(
     days = [(monday + timedelta(days=i)).isoformat() for i in range(7)]
     report = weekly_report(counts, days)
     by_group = alerts_by_group(recent)
-    previous = iso_week(monday - timedelta(days=7))
-    following = iso_week(end)
     chart = {
         "labels": [f"{g['product_model']} / {g['fault_category']}" for g in by_group[:12]],
         "series": {"alerts": [g["alerts"] for g in by_group[:12]]},
@@ -723,7 +725,7 @@ async def live_rows(platform: Platform, rows: list[Any]) -> list[dict[str, Any]]
 @router.get("/live", response_class=HTMLResponse)
 async def live(
     request: Request,
-    principal: Principal = Depends(signed_in),
+    principal: Principal = Depends(signed_in_for("events:read")),
     platform: Platform = Depends(get_platform),
 ) -> HTMLResponse:
     scope = queries.Scope(principal.region)
@@ -742,7 +744,7 @@ async def live_stream(
     request: Request,
     after: int | None = Query(default=None, ge=0),
     last_event_id: str | None = Header(default=None, alias="Last-Event-ID"),
-    principal: Principal = Depends(signed_in),
+    principal: Principal = Depends(signed_in_for("events:read")),
     platform: Platform = Depends(get_platform),
 ) -> StreamingResponse:
     """New events of the caller's scope as Server-Sent Events whose data is a rendered
@@ -839,7 +841,7 @@ def audit_context(request: Request, principal: Principal) -> dict[str, Any]:
 @router.get("/audit", response_class=HTMLResponse)
 async def audit(
     request: Request,
-    principal: Principal = Depends(signed_in),
+    principal: Principal = Depends(signed_in_for("audit:export")),
     platform: Platform = Depends(get_platform),
 ) -> HTMLResponse:
     from shared.app.registry import all_handlers
@@ -868,7 +870,7 @@ async def audit(
 
 @router.get("/audit/verification", response_class=HTMLResponse)
 async def verification_status(
-    request: Request, principal: Principal = Depends(signed_in)
+    request: Request, principal: Principal = Depends(signed_in_for("audit:export"))
 ) -> HTMLResponse:
     return render(
         request, "verify_status.html", viewer=principal, **audit_context(request, principal)
@@ -878,7 +880,7 @@ async def verification_status(
 @router.post("/audit/verification", response_class=HTMLResponse)
 async def start_verification(
     request: Request,
-    principal: Principal = Depends(signed_in),
+    principal: Principal = Depends(signed_in_for("audit:export")),
     platform: Platform = Depends(get_platform),
 ) -> Response:
     """Run the verification of the caller's scope in this process (a read: nothing is
