@@ -20,6 +20,7 @@ from services.console.auth import COOKIE, ConsoleForbidden, SignInRequired
 from services.console.routes import render, router, sign_in_page
 from shared.app.platform import Platform
 from shared.http.app import create_service_app
+from shared.http.problems import ProblemError
 from shared.kernel.errors import InvalidCommand, NotFound
 
 HERE = Path(__file__).parent
@@ -70,6 +71,13 @@ def create_app(platform: Platform | None = None) -> FastAPI:
     @app.exception_handler(InvalidCommand)  # e.g. a page cursor this console did not write
     async def _invalid(request: Request, exc: Exception) -> HTMLResponse:
         return render(request, "error.html", status_code=400, kind="bad_request", viewer=None)
+
+    @app.exception_handler(ProblemError)  # the services' own checks (text that is no text)
+    async def _problem(request: Request, exc: ProblemError) -> HTMLResponse:
+        if exc.status in (400, 422):
+            return render(request, "error.html", status_code=400, kind="bad_request", viewer=None)
+        kind = "not_found" if exc.status == 404 else "forbidden"
+        return render(request, "error.html", status_code=exc.status, kind=kind, viewer=None)
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> HTMLResponse:
