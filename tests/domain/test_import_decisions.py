@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -114,3 +115,30 @@ def test_old_part_returns_of_an_imported_repair_are_unknown() -> None:
     t2.at(30).follow_up()
     later = amend(t2.facts, imported_through=facts.imported_through)
     assert compliance.checklist(later)["follow_up_done"].status == TRUE
+
+
+async def test_an_interrupted_pass_counts_the_batch_the_database_committed() -> None:
+    """Ctrl-C while the database works on a batch: that batch commits in its own time, and
+    is counted before the pass stops, so the summary says what the ledger holds."""
+    import asyncio
+
+    from shared.app.importing.engine import _Batch, pipelined
+
+    committed: list[int] = []
+    counted: list[int] = []
+
+    async def send(batch: _Batch) -> list[Any]:
+        await asyncio.sleep(0.2)  # the database at work
+        committed.append(batch.last_line)
+        return []
+
+    def done(batch: _Batch, _verdicts: list[Any]) -> None:
+        counted.append(batch.last_line)
+
+    batches = (_Batch(rows=1, last_line=n, parsed=[], invalid=0, problems=[]) for n in (1, 2, 3))
+    passing = asyncio.create_task(pipelined(batches, send, done))
+    await asyncio.sleep(0.3)  # the first batch counted, the second in the database
+    passing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await passing
+    assert counted == committed == [1, 2]

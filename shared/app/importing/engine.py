@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -345,13 +346,25 @@ async def pipelined(
 ) -> None:
     """Each batch sent to the database in turn; the next one is read and parsed while the
     database works on the previous one (its thread, or the server)."""
+
+    async def settle(batch: _Batch, sending: asyncio.Future[list[Verdict]]) -> None:
+        try:
+            verdicts = await asyncio.shield(sending)
+        except asyncio.CancelledError:
+            # Interrupted while the database works on the batch: it commits (or not) in its
+            # own time; counted before stopping, the summary says what the ledger holds.
+            with contextlib.suppress(Exception):
+                done(batch, await sending)
+            raise
+        done(batch, verdicts)
+
     previous: tuple[_Batch, asyncio.Future[list[Verdict]]] | None = None
     for batch in batches_:
         if previous is not None:
-            done(previous[0], await previous[1])
+            await settle(*previous)
         previous = (batch, asyncio.ensure_future(send(batch)))
     if previous is not None:
-        done(previous[0], await previous[1])
+        await settle(*previous)
 
 
 async def validate(job: _Job, context: KindContext, spool: Spool | None) -> Tally:
