@@ -324,6 +324,15 @@ async def test_json_lines_and_times_without_an_offset(platform: Platform, tmp_pa
         platform, "service_points", path, timezone="Asia/Shanghai", skip_invalid=True
     )
     assert summary.status == "imported" and summary.tally.imported == 2
+    later = tmp_path / "later.jsonl"
+    later.write_text(
+        '{"id": "rc-west", "name": "West", "level": "regional_center", "parent_id": "hq", '
+        '"region": "west", "registered_at": "2999-01-01T00:00:00Z"}\n'
+    )
+    summary, sink = await import_file(platform, "service_points", later)
+    assert [(line, field, text) for line, field, text in problems(sink)] == [
+        (1, "registered_at", "in the future")
+    ]
     registered = await platform.db.read(
         lambda c: c.execute(
             select(events.c.occurred_at).where(events.c.stream_id == "hq")

@@ -56,7 +56,7 @@ def create_app(platform: Platform | None = None) -> FastAPI:
         else:
             response = sign_in_page(request, status_code=401, reason=exc.reason)
         if request.cookies.get(COOKIE):
-            response.delete_cookie(COOKIE, path="/")
+            response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
         return response
 
     @app.exception_handler(ConsoleForbidden)

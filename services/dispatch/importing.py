@@ -67,8 +67,11 @@ def network_id(f: Fields, column: str, *, required: bool = False) -> str | None:
 
 
 def at_column(f: Fields, column: str, context: KindContext) -> datetime:
-    """When the member was registered (default: the import)."""
-    return f.timestamp(column) or context.now
+    """When the member was registered (default: the import; never after it)."""
+    at = f.timestamp(column)
+    if at is not None and at > context.now:
+        f.problem(column, "in the future")
+    return at or context.now
 
 
 # --- working hours: "mon-fri 08:00-18:00; sat 09:00-12:00" ---------------------------------
