@@ -150,18 +150,24 @@ async def test_every_page_renders_for_every_console_role(platform: Platform, lif
 
 @SQLITE
 async def test_a_token_limited_by_scope_sees_only_the_pages_its_apis_would_show(
-    platform: Platform,
+    platform: Platform, life: Lifecycle
 ) -> None:
     """Each page needs the scope of the API it shows (docs/access-control.md)."""
+    tid = await life.through_repair()
+    await project_feedback(platform)
     async with console_client(platform, "auditor", scopes=["tickets:read"]) as client:
         for page in ("/board", "/sla"):
             assert (await client.get(page)).status_code == 200, page
+        page = (await client.get(f"/tickets/{tid}")).text  # the checklist is reports:read's
+        assert "visited_before_repair" not in page and "data-item=" not in page
         for page in ("/compliance", "/quality", "/live", "/audit"):
             assert (await client.get(page)).status_code == 403, page
     scopes = ["tickets:read", "reports:read", "events:read", "audit:export"]
     async with console_client(platform, "auditor", scopes=scopes) as client:
         for page in ("/compliance", "/quality", "/live", "/audit"):
             assert (await client.get(page)).status_code == 200, page
+        page = (await client.get(f"/tickets/{tid}")).text
+        assert "visited_before_repair" in page or "data-item=" in page
 
 
 @SQLITE

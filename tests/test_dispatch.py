@@ -396,6 +396,9 @@ async def test_lifecycle_order_is_enforced(
                 f"/tickets/{ticket}/repair", json={"outcome": "fixed", "cost_amount": amount}
             )
             assert response.status_code == 422 and problem_rule(response) == "cost_amount"
+        many = {"outcome": "fixed", "parts_used": [{"part_number": "BELT-1", "quantity": 101}]}
+        response = await tech_a.post(f"/tickets/{ticket}/repair", json=many)
+        assert response.status_code == 422 and problem_rule(response) == "parts_used.0.quantity"
         bad_part = {"outcome": "fixed", "parts_used": [{"part_number": "unknown part #1"}]}
         response = await tech_a.post(f"/tickets/{ticket}/repair", json=bad_part)
         assert response.status_code == 422, response.text

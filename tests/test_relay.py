@@ -225,7 +225,6 @@ async def test_a_projector_started_while_the_broker_is_away_applies_from_the_led
         group_prefix="away",
         stop=stop,
         guard=LedgerGuard(db, store, grace_seconds=0.5, check_seconds=0.2),
-        connect_seconds=2.0,
     )
     runner = ProjectionRunner(db, store)
     running = asyncio.create_task(runner.run(TicketStateProjection(), source))

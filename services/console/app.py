@@ -74,9 +74,10 @@ def create_app(platform: Platform | None = None) -> FastAPI:
 
     @app.exception_handler(ProblemError)  # the services' own checks (text that is no text)
     async def _problem(request: Request, exc: ProblemError) -> HTMLResponse:
-        if exc.status in (400, 422):
+        if exc.status in (400, 409, 413, 422):
             return render(request, "error.html", status_code=400, kind="bad_request", viewer=None)
-        kind = "not_found" if exc.status == 404 else "forbidden"
+        kinds = {403: "forbidden", 404: "not_found"}
+        kind = kinds.get(exc.status, "unavailable" if exc.status >= 500 else "bad_request")
         return render(request, "error.html", status_code=exc.status, kind=kind, viewer=None)
 
     @app.exception_handler(HTTPException)

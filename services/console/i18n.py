@@ -39,8 +39,14 @@ LABELS: dict[str, tuple[str, str]] = {
     ),
     "forbidden": ("无权访问", "Not allowed"),
     "forbidden_detail": (
-        "此控制台仅供审计、区域中心、管理员和调度员使用。",
-        "The console is for auditors, regional centers, admins and dispatchers.",
+        "此控制台仅供审计、区域中心、管理员和调度员使用；令牌限定的范围（scope）也须包含此页面。",
+        "The console is for auditors, regional centers, admins and dispatchers, with a "
+        "token whose scope covers this page.",
+    ),
+    "unavailable": ("暂时无法使用", "Unavailable"),
+    "unavailable_detail": (
+        "数据库暂时无法访问，请稍后重试。",
+        "The database cannot be reached right now: try again shortly.",
     ),
     "not_found": ("未找到", "Not found"),
     "not_found_detail": (

@@ -414,13 +414,16 @@ async def ticket_page(
     # Another region's ticket (or, for a technician, another's) does not exist here.
     require_region(principal, row.region, "ticket", ticket_id, assignee=row.technician_id)
 
+    # The checklist is the compliance API's (GET /compliance/tickets/{id}): its scope too.
+    reports = principal.has_scope("reports:read")
+
     def read(conn: Any) -> tuple[Any, Any, Any, Any, Any]:
         events = queries.ticket_events(conn, ticket_id)
         return (
             events,
             platform.store.open(conn, events),
             open_rows(conn, platform, [_personal(row)])[0],
-            queries.ticket_compliance(conn, ticket_id),
+            queries.ticket_compliance(conn, ticket_id) if reports else None,
             queries.ticket_flag_row(conn, ticket_id),
         )
 
@@ -444,6 +447,7 @@ async def ticket_page(
         chain_valid=chain_valid,
         compliance=compliance,
         checklist=checklist,
+        show_checklist=reports,
         items=(*ITEMS, "first_time_fix"),
         flags=flags,
     )

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    Strict,
     StrictFloat,
     StrictInt,
     ValidationInfo,
@@ -24,7 +25,7 @@ from shared.kernel.events.network import (
     TechnicianDescription,
     TimezoneName,
 )
-from shared.kernel.events.parts import PartNumber, Quantity
+from shared.kernel.events.parts import PartNumber
 from shared.kernel.events.tickets import CostBearer, LongText, RepairOutcome, ShortText, UsedPart
 
 
@@ -292,7 +293,7 @@ class VisitRequest(Body):
 class UsedPartRequest(UsedPart):
     # A part number as parts knows it (an old part expected back is returned under it).
     part_number: PartNumber  # type: ignore[assignment]
-    quantity: Quantity = 1
+    quantity: Annotated[int, Strict(), Field(ge=1, le=100)] = 1  # as the event's
 
 
 class RepairRequest(Body):

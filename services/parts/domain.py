@@ -288,13 +288,14 @@ def place_in_tree(request: NewLocation, parent: Place | None) -> tuple[str | Non
             f"{parent.location_id} is a {level}",
         )
     if request.level is LocationLevel.service_point:
-        if request.region is not None and request.region.lower() != (parent.region or "").lower():
+        given, parents = request.region, parent.region
+        if given is not None and parents is not None and given.lower() != parents.lower():
             raise RuleViolation(
                 "parent_region",
                 f"region: a service point is in its regional center's region; "
                 f"{parent.location_id} serves {parent.region}, not {request.region}",
             )
-        return parent.location_id, parent.region
+        return parent.location_id, parents or given  # a center without one: the point's own
     return parent.location_id, request.region or parent.region
 
 

@@ -222,7 +222,7 @@ class KafkaSource:
         guard: LedgerGuard | None = None,
         metadata_max_age_ms: int = 5000,
         commit_seconds: float = 5.0,
-        connect_seconds: float = 10.0,
+        stop_seconds: float = 5.0,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.topic_prefix = topic_prefix
@@ -235,10 +235,9 @@ class KafkaSource:
         self.guard = guard
         self.metadata_max_age_ms = metadata_max_age_ms
         self.commit_seconds = commit_seconds
-        # How long a consumer's start, and its stop, may wait for the broker: a projector
-        # started while the broker is away fills from the ledger meanwhile (``_connect``),
-        # and one stopped then exits within its grace period.
-        self.connect_seconds = connect_seconds
+        # How long a consumer's stop may wait for the broker: a projector stopped while the
+        # broker is away exits within its grace period (aiokafka waits ~40 s on it).
+        self.stop_seconds = stop_seconds
 
     def _consumer(self, projection: Projection) -> Any:
         from aiokafka import AIOKafkaConsumer
@@ -263,35 +262,47 @@ class KafkaSource:
         return Batch(events=fill) if fill else None
 
     async def _connect(self, projection: Projection) -> AsyncIterator[Any]:
-        """The started consumer (the last item); until the broker answers, the ledger's
-        fill batches. Without a guard (a replay), a broker away is the caller's error."""
+        """The started consumer (the last item). While it starts — the broker may be away,
+        or slow to answer — the ledger's fill batches; a refused start is tried again after
+        a pause (filling meanwhile). Without a guard (a replay), a refusal is the caller's
+        error. Nothing when ``stop`` is set first."""
         attempt = 0
         while not self.stop.is_set():
             consumer = self._consumer(projection)
+            starting = asyncio.ensure_future(consumer.start())
             try:
-                await asyncio.wait_for(consumer.start(), self.connect_seconds)
-            except Exception as exc:
-                await _stop_consumer(consumer, self.connect_seconds)
-                if self.guard is None:
-                    raise
-                if attempt == 0:
-                    log.warning(
-                        "projection %s: the broker cannot be reached (%s); applying from "
-                        "the ledger until it can",
-                        projection.name,
-                        describe_error(exc),
-                    )
-                attempt += 1
-                deadline = time.monotonic() + min(1.0 * attempt, 5.0)
-                while time.monotonic() < deadline and not self.stop.is_set():
-                    if (batch := await self._fill(projection)) is not None:
+                while not starting.done() and not self.stop.is_set():
+                    await asyncio.wait({starting}, timeout=min(self.poll_ms / 1000, 0.5))
+                    if not starting.done() and (batch := await self._fill(projection)):
                         yield batch
-                    await asyncio.sleep(min(self.poll_ms / 1000, 0.5))
-                continue
-            if attempt:
-                log.info("projection %s: the broker answers again", projection.name)
-            yield consumer
-            return
+            except BaseException:  # cancelled, or the caller stopped iterating
+                await _abandon(starting, consumer, self.stop_seconds)
+                raise
+            if not starting.done():  # asked to stop meanwhile
+                await _abandon(starting, consumer, self.stop_seconds)
+                return
+            error = starting.exception()
+            if error is None:
+                if attempt:
+                    log.info("projection %s: the broker answers again", projection.name)
+                yield consumer
+                return
+            await _stop_consumer(consumer, self.stop_seconds)
+            if self.guard is None:
+                raise error
+            if attempt == 0:
+                log.warning(
+                    "projection %s: the broker cannot be reached (%s); applying from the "
+                    "ledger until it can",
+                    projection.name,
+                    describe_error(error),
+                )
+            attempt += 1
+            pause_until = time.monotonic() + min(1.0 * attempt, 5.0)
+            while time.monotonic() < pause_until and not self.stop.is_set():
+                if batch := await self._fill(projection):
+                    yield batch
+                await asyncio.sleep(min(self.poll_ms / 1000, 0.5))
 
     async def batches(self, projection: Projection) -> AsyncIterator[Batch]:
         consumer: Any = None
@@ -324,7 +335,14 @@ class KafkaSource:
                 idle_ms = 0
                 yield _kafka_batch(consumer, records, self.commit_seconds)
         finally:
-            await _stop_consumer(consumer, self.connect_seconds)
+            await _stop_consumer(consumer, self.stop_seconds)
+
+
+async def _abandon(starting: asyncio.Future[Any], consumer: Any, seconds: float) -> None:
+    starting.cancel()
+    with contextlib.suppress(BaseException):
+        await starting
+    await _stop_consumer(consumer, seconds)
 
 
 async def _stop_consumer(consumer: Any, seconds: float) -> None:

@@ -86,33 +86,33 @@ class _Walk:
             )
         if problems and stop_at_first:
             return False
-        self.heads[e.stream_id] = (e.stream_version, e.hash)
-        self.last_position, self.last_hash = e.position, e.hash
-        if self.digest is not None:
-            self.digest.update(e.stream_id, e.stream_version, e.hash)
-            if e.position in self.by_event_position:
-                self.events[e.position] = e
-            while self.due and self.due[0].position == e.position:
-                self.state_seen(self.due.pop(0))
+        if e.position in self.by_event_position:
+            self.events[e.position] = e
+        self._advance(e.position, e.stream_id, e.stream_version, e.hash)
         return True
 
+    def _advance(self, position: int, stream_id: str, version: int, hash_: str) -> None:
+        self.heads[stream_id] = (version, hash_)
+        self.last_position, self.last_hash = position, hash_
+        if self.digest is not None:
+            self.digest.update(stream_id, version, hash_)
+            while self.due and self.due[0].position == position:
+                self.state_seen(self.due.pop(0))
+
     def unreadable(self, row: Sequence[Any], error: Exception) -> None:
-        """A row that does not make an event: reported, and the walk goes on from its
-        stored position and hash (the next event of its stream links to that hash)."""
+        """A row that does not make an event: reported (with a gap before it, as any
+        event's), and the walk goes on from its stored position and hash (the next event
+        of its stream links to that hash)."""
         self.report.events_checked += 1
-        position, event_id, stream_id, version = row[0], row[1], row[3], row[4]
-        self.report.broken.append(
-            BrokenLink(
-                "unreadable",
-                str(stream_id),
-                _int(version),
-                str(event_id),
-                position,
-                unreadable_detail(error),
+        position, event_id, stream_id, version = int(row[0]), str(row[1]), str(row[3]), row[4]
+        found = [("unreadable", unreadable_detail(error))]
+        if position != self.last_position + 1:
+            found.append(("global_sequence", f"position {position} follows {self.last_position}"))
+        for kind, detail in found:
+            self.report.broken.append(
+                BrokenLink(kind, stream_id, _int(version), event_id, position, detail)
             )
-        )
-        self.heads[str(stream_id)] = (_int(version), str(row[-1]))
-        self.last_position, self.last_hash = int(position), str(row[-1])
+        self._advance(position, stream_id, _int(version), str(row[-1]))
 
     def state_seen(self, held: HeldCheckpoint) -> None:
         """The ledger's state at the held checkpoint's position, as the walk sees it."""

@@ -207,6 +207,11 @@ def test_a_service_point_is_in_its_regional_centers_region() -> None:
     request = domain.NewLocation("x", LocationLevel.regional_center, "HQ", "west")
     (center,) = domain.decide_register_location(domain.RegisterLocation(request, HQ), state)
     assert isinstance(center, LocationRegistered) and center.region == "west"
+    # Under a center registered without a region, a point keeps the one it names.
+    regionless = domain.Place("RC-X", LocationLevel.regional_center, None, "HQ")
+    request = domain.NewLocation("x", LocationLevel.service_point, "RC-X", "north")
+    (kept,) = domain.decide_register_location(domain.RegisterLocation(request, regionless), state)
+    assert isinstance(kept, LocationRegistered) and kept.region == "north"
 
 
 def test_a_location_is_registered_once_whatever_the_case() -> None:

@@ -50,8 +50,6 @@ def _local_time(value: Any, handler: ValidatorFunctionWrapHandler, info: Validat
     parsed = cast(time, handler(value))
     if parsed.tzinfo is not None:
         raise ValueError("a local time has no offset: its timezone is the one given beside it")
-    if parsed.microsecond:
-        raise ValueError("a local time as text, HH:MM or HH:MM:SS (no fractions of a second)")
     return parsed
 
 
