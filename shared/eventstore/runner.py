@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol, TypeVar
@@ -261,7 +261,7 @@ class KafkaSource:
         fill = await self.guard.check(projection)
         return Batch(events=fill) if fill else None
 
-    async def _connect(self, projection: Projection) -> AsyncIterator[Any]:
+    async def _connect(self, projection: Projection) -> AsyncGenerator[Any, None]:
         """The started consumer (the last item). While it starts — the broker may be away,
         or slow to answer — the ledger's fill batches; a refused start is tried again after
         a pause (filling meanwhile). Without a guard (a replay), a refusal is the caller's
@@ -306,11 +306,15 @@ class KafkaSource:
 
     async def batches(self, projection: Projection) -> AsyncIterator[Batch]:
         consumer: Any = None
-        async for item in self._connect(projection):
-            if isinstance(item, Batch):
-                yield item
-            else:
-                consumer = item
+        connecting = self._connect(projection)
+        try:
+            async for item in connecting:
+                if isinstance(item, Batch):
+                    yield item
+                else:
+                    consumer = item
+        finally:  # a caller that stops early abandons the start now, not at collection
+            await connecting.aclose()
         if consumer is None:  # stopped before the broker answered
             return
         idle_ms = 0
