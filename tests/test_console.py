@@ -224,6 +224,8 @@ async def test_ticket_page_timeline_checklist_and_masking(
     assert page.count('class="ok"') >= 5 and "BROKEN" not in page and "校验失败" not in page
     for item in ("responded_within_sla", "resolved_within_sla", "follow_up_done"):
         assert f'data-item="{item}"' in page
+    # The checklist's notes in the page's language (Chinese by default).
+    assert "按时响应" in page and "responded in time" not in page
     # Personal data: masked for an auditor, in full for a dispatcher.
     assert "138****5678" in page and "13812345678" not in page
     assert "1 Garden Road" not in page

@@ -210,11 +210,61 @@ LABELS: dict[str, tuple[str, str]] = {
 }
 
 
+# The compliance checklist's notes (services/feedback/compliance.py), by their English text;
+# a note not listed (one with figures in it) shows as written.
+NOTES: dict[str, tuple[str, str]] = {
+    "SLA breached": ("超出服务时限", "SLA breached"),
+    "SLA breached before the repair": ("维修前已超出服务时限", "SLA breached before the repair"),
+    "after the repair": ("维修之后", "after the repair"),
+    "all returned on time": ("均已按时返还", "all returned on time"),
+    "awaiting the first response": ("等待首次响应", "awaiting the first response"),
+    "awaiting the follow-up": ("等待回访", "awaiting the follow-up"),
+    "closed without a follow-up": ("未回访即关闭", "closed without a follow-up"),
+    "closed, every step in order": ("已关闭，各步骤顺序正确", "closed, every step in order"),
+    "fixed the first time": ("一次修复", "fixed the first time"),
+    "follow-up without a repair": ("无维修的回访", "follow-up without a repair"),
+    "imported: the replaced system recorded no follow-up after the repair": (
+        "导入：原系统未记录维修后的回访",
+        "imported: the replaced system recorded no follow-up after the repair",
+    ),
+    "imported: the replaced system's old-part returns are not in the ledger": (
+        "导入：原系统的旧件返还不在账本中",
+        "imported: the replaced system's old-part returns are not in the ledger",
+    ),
+    "more than one visit": ("上门多于一次", "more than one visit"),
+    "no follow-up yet": ("尚未回访", "no follow-up yet"),
+    "no old parts expected back": ("无需返还旧件", "no old parts expected back"),
+    "no response before a later event past the deadline": (
+        "时限过后仍无响应",
+        "no response before a later event past the deadline",
+    ),
+    "not an on-site repair": ("非上门维修", "not an on-site repair"),
+    "not repaired yet": ("尚未维修", "not repaired yet"),
+    "not resolved before a later event past the deadline": (
+        "时限过后仍未解决",
+        "not resolved before a later event past the deadline",
+    ),
+    "not resolved yet": ("尚未解决", "not resolved yet"),
+    "nothing expected back": ("无需返还", "nothing expected back"),
+    "on-site repair without a visit": ("上门维修但无到场记录", "on-site repair without a visit"),
+    "reopened": ("已重新打开", "reopened"),
+    "repaired without a diagnosis": ("未诊断即维修", "repaired without a diagnosis"),
+    "resolved after the deadline": ("超时解决", "resolved after the deadline"),
+    "resolved in time": ("按时解决", "resolved in time"),
+    "responded after the deadline": ("超时响应", "responded after the deadline"),
+    "responded in time": ("按时响应", "responded in time"),
+    "returned late or overdue": ("返还延迟或逾期", "returned late or overdue"),
+    "ticket still open": ("工单仍未关闭", "ticket still open"),
+    "unknown (imported)": ("未知（导入）", "unknown (imported)"),
+    "visited before the repair": ("维修前已上门", "visited before the repair"),
+}
+
+
 def translator(locale: str):  # type: ignore[no-untyped-def]
     index = 0 if locale == "zh" else 1
 
     def t(key: str) -> str:
-        pair = LABELS.get(key)
+        pair = LABELS.get(key) or NOTES.get(key)
         return pair[index] if pair else key
 
     return t
