@@ -260,6 +260,18 @@ async def test_board_pages_with_a_keyset_cursor(
     assert seen == opened  # nearest deadline first, each once
 
 
+async def verification_run(client: httpx.AsyncClient) -> str:
+    """Start a verification from the audit page; its status once finished (ok or bad)."""
+    started = await client.post("/audit/verification", headers={"HX-Request": "true"})
+    assert started.status_code == 200
+    for _ in range(100):
+        status = (await client.get("/audit/verification")).text
+        if 'class="verify ok"' in status or 'class="verify bad"' in status:
+            break
+        await asyncio.sleep(0.05)
+    return status
+
+
 @SQLITE
 async def test_console_verification_of_the_callers_scope(
     platform: Platform, life: Lifecycle
@@ -269,13 +281,7 @@ async def test_console_verification_of_the_callers_scope(
     for role, region, expected in (("auditor", None, None), ("regional_center", "east", 2)):
         async with console_client(platform, role, region=region) as client:
             assert "verify" in (await client.get("/audit")).text.lower()
-            started = await client.post("/audit/verification", headers={"HX-Request": "true"})
-            assert started.status_code == 200
-            for _ in range(100):
-                status = (await client.get("/audit/verification")).text
-                if 'class="verify ok"' in status or 'class="verify bad"' in status:
-                    break
-                await asyncio.sleep(0.05)
+            status = await verification_run(client)
             checked = re.search(r'data-field="events-checked">(\d+)<', status)
             assert checked, status
             if expected is not None:
@@ -285,12 +291,7 @@ async def test_console_verification_of_the_callers_scope(
     garbage = update(events).where(events.c.position == 1).values(payload="not json")
     await platform.db.write(lambda c: c.execute(garbage))
     async with console_client(platform, "auditor") as client:
-        await client.post("/audit/verification", headers={"HX-Request": "true"})
-        for _ in range(100):
-            status = (await client.get("/audit/verification")).text
-            if 'class="verify bad"' in status:
-                break
-            await asyncio.sleep(0.05)
+        status = await verification_run(client)
     assert 'class="verify bad"' in status and "unreadable" in status, status
     assert re.search(r'data-field="events-checked">3<', status), status
 
@@ -307,12 +308,7 @@ async def test_a_verification_that_stops_says_so(
     await open_tickets(life, "east", 1)
     monkeypatch.setattr(queries, "verify_batch", unavailable)
     async with console_client(platform, "auditor") as client:
-        await client.post("/audit/verification", headers={"HX-Request": "true"})
-        for _ in range(100):
-            status = (await client.get("/audit/verification")).text
-            if 'class="verify bad"' in status:
-                break
-            await asyncio.sleep(0.05)
+        status = await verification_run(client)
     assert "校验未完成" in status and "RuntimeError" in status, status  # the default locale
     assert "发现断链" not in status
 
