@@ -213,6 +213,7 @@ async def test_impossible_histories_are_row_errors_and_nothing_is_written(
         good_row(1),  # the same ticket number again
         good_row(9, satisfaction_score=30, closed_at="2025-10-07T11:00:00+08:00"),
         good_row(10, diagnosed_at=""),  # dispatched without a diagnosis
+        good_row(11, customer_name="Li\x1b[2JWei"),  # a control character
     ]
     path = ticket_file(tmp_path / "tickets.csv", rows)
     before = await position(platform)
@@ -220,7 +221,7 @@ async def test_impossible_histories_are_row_errors_and_nothing_is_written(
     assert summary.status == "refused"
     assert await position(platform) == before
     # Row 1 was valid: refused with the file, it is not reported imported.
-    assert (summary.tally.imported, summary.tally.events, summary.tally.invalid) == (0, 0, 9)
+    assert (summary.tally.imported, summary.tally.events, summary.tally.invalid) == (0, 0, 10)
     found = {(line, field) for line, field, _ in problems(sink)}
     assert {
         (3, "repaired_at"),
@@ -232,17 +233,19 @@ async def test_impossible_histories_are_row_errors_and_nothing_is_written(
         (8, "purchase_date"),
         (9, "ticket_number"),
         (10, "closed_at"),
+        (12, "customer_name"),
     } <= found, problems(sink)
     texts = {(line, field): text for line, field, text in problems(sink)}
     assert texts[(3, "repaired_at")].startswith("before ")
     assert "follow_up_requires_repair" in texts[(4, "followed_up_at")]
     assert "visit_required" in texts[(5, "repaired_at")]
     assert "given twice: also on line 2" in texts[(9, "ticket_number")]
+    assert "control character (U+001B)" in texts[(12, "customer_name")]
     assert any(line == 11 for line, _ in found)
 
     summary, sink = await import_file(platform, "tickets", path, skip_invalid=True)
     assert summary.status == "imported"
-    assert summary.tally.imported == 1 and summary.tally.invalid == 9
+    assert summary.tally.imported == 1 and summary.tally.invalid == 10
     assert await count(platform, ticket_state) == 1
 
 

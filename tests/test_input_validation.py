@@ -342,14 +342,15 @@ async def test_an_empty_filter_is_malformed_not_no_filter(platform: Platform) ->
 
 # --- class 11: text a database cannot store, anywhere in a request -----------------------
 
-BAD_TEXT = ["Li\x00Wei", "Li\ud800Wei"]
+BAD_TEXT = ["Li\x00Wei", "Li\ud800Wei", "Li\x1b[2JWei", "Li\bWei"]
 
 
-@pytest.mark.parametrize("text", BAD_TEXT, ids=["nul", "lone-surrogate"])
+@pytest.mark.parametrize("text", BAD_TEXT, ids=["nul", "lone-surrogate", "escape", "backspace"])
 async def test_invalid_text_is_422_naming_the_field_before_any_work(
     platform: Platform, text: str
 ) -> None:
-    """On both databases: PostgreSQL's text cannot hold NUL (a 500 there before)."""
+    """On both databases: PostgreSQL's text cannot hold NUL (a 500 there before); a control
+    character (a terminal acts on ESC) is refused the same way."""
     tid = await open_ticket(platform)
     before = await ledger_head(platform)
     app = app_factory("intake")(platform)
@@ -404,6 +405,18 @@ def test_only_bodies_that_may_hold_invalid_text_are_walked() -> None:
             assert may_hold_invalid_text(json.dumps({"name": text}).encode(encoding))
     clean = json.dumps({"name": "李伟 Łukasz Ωmega", "n": 1}, ensure_ascii=False).encode()
     assert not may_hold_invalid_text(clean)
+
+
+async def test_tabs_and_line_breaks_are_text(platform: Platform) -> None:
+    """The control characters a note or an address may hold are kept as sent."""
+    app = app_factory("intake")(platform)
+    headers = {**headers_for("call_center_agent"), "content-type": "application/json"}
+    symptom = "drum stops\n\tafter 5 min\r\nthen hums"
+    data = {**RECEIVE_EXAMPLE, "problem": {**RECEIVE_EXAMPLE["problem"], "symptom": symptom}}
+    answer = await asgi.call(
+        app, "POST", "/tickets", headers=headers, body=json.dumps(data).encode()
+    )
+    assert answer.status == 201, answer
 
 
 async def test_a_raw_utf8_surrogate_in_the_body_is_422(platform: Platform) -> None:

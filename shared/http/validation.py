@@ -3,9 +3,9 @@
 ``valid_text_input`` is a global dependency of every service app (shared/http/app.py). It
 looks at everything a route can read as text — the JSON body (every key and string value,
 at any depth), query and path values, and the headers the services read — and answers 422
-naming the field when one holds a character PostgreSQL text cannot store (NUL) or a lone
-surrogate (shared/kernel/text.py). Token claims go through the same rule in the claims
-schema (shared/http/auth/tokens.py).
+naming the field when one holds a character PostgreSQL text cannot store (NUL), a lone
+surrogate or a control character (shared/kernel/text.py). Token claims go through the
+same rule in the claims schema (shared/http/auth/tokens.py).
 
 The check is by content, not by schema, so a new field or route is covered without
 declaring anything.
@@ -102,11 +102,12 @@ async def valid_text_input(request: Request) -> None:
 
 
 def may_hold_invalid_text(body: bytes) -> bool:
-    """Whether a string parsed from this JSON text can hold NUL or a lone surrogate: only
-    through a ``\\u`` escape, a NUL byte, or the UTF-8 lead byte 0xED of U+D000–U+DFFF
+    """Whether a string parsed from this JSON text can hold NUL, a lone surrogate or a
+    control character: only through a ``\\u``, ``\\b`` or ``\\f`` escape (JSON refuses them
+    raw in a string), a NUL byte, or the UTF-8 lead byte 0xED of U+D000–U+DFFF
     (``json.loads`` decodes with ``surrogatepass``; UTF-16/32 bodies have NUL bytes). Most
     bodies have none of them and skip the walk."""
-    return b"\\u" in body or b"\x00" in body or b"\xed" in body
+    return b"\\u" in body or b"\\b" in body or b"\\f" in body or b"\x00" in body or b"\xed" in body
 
 
 # A float beyond 1.8e308 has an exponent of three digits or a mantissa of over 200 digits.
