@@ -343,3 +343,43 @@ async def test_every_deadline_counts_from_the_received_event_itself(
     )
     diagnosis = history["events"][1]["payload"]
     assert datetime.fromisoformat(diagnosis["resolution_due_at"]) == at + timedelta(hours=4)
+
+
+async def test_a_tampered_history_says_so_and_a_damaged_row_is_named(
+    intake: httpx.AsyncClient, platform: Platform
+) -> None:
+    """An edited event shows as a broken link; a row edited into no event at all answers
+    a 500 problem naming its position — for reads and commands alike, nothing written."""
+    from sqlalchemy import func, select, update
+
+    from shared.eventstore.tables import events
+
+    tid = (await open_ticket(intake))["ticket_id"]
+    correction = {"customer": {"name": "Li Wei", "phone": "13987654321"}, "reason": "new mobile"}
+    assert (await intake.patch(f"/tickets/{tid}/contact", json=correction)).status_code == 200
+    first, second = await platform.db.read(
+        lambda c: list(
+            c.execute(
+                select(events.c.position).where(events.c.stream_id == tid).order_by("position")
+            ).scalars()
+        )
+    )
+    edited = update(events).where(events.c.position == first).values(region="west")
+    await platform.db.write(lambda c: c.execute(edited))
+    history = (await intake.get(f"/tickets/{tid}/history", headers=DISPATCHER)).json()
+    assert history["chain_valid"] is False
+    assert [e["hash_ok"] for e in history["events"]] == [False, True]
+
+    garbage = update(events).where(events.c.position == second).values(payload="not json")
+    await platform.db.write(lambda c: c.execute(garbage))
+    head = select(func.max(events.c.position))
+    before = await platform.db.read(lambda c: c.execute(head).scalar_one())
+    for answer in (
+        await intake.get(f"/tickets/{tid}/history", headers=DISPATCHER),
+        await intake.patch(f"/tickets/{tid}/contact", json={**correction, "reason": "again"}),
+    ):
+        assert answer.status_code == 500, answer.text
+        problem = answer.json()
+        assert problem["type"].endswith("/ledger-damaged") and problem["position"] == second
+        assert "ticketline verify" in problem["detail"]
+    assert await platform.db.read(lambda c: c.execute(head).scalar_one()) == before

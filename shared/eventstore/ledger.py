@@ -70,6 +70,16 @@ class ConcurrencyError(Exception):
         )
 
 
+class UnreadableEvent(Exception):
+    """A stored row that makes no event (edited by hand, or damaged): what reads it stops
+    with this (HTTP: a 500 naming the position), ``ticketline verify`` reports it."""
+
+    def __init__(self, position: Any, cause: Exception) -> None:
+        self.position = position
+        self.cause = cause
+        super().__init__(f"the stored row at position {position} is not an event: {cause}")
+
+
 @dataclass(frozen=True, slots=True)
 class StreamHead:
     """Where a stream ends: its version and the hash of its last event."""
@@ -286,7 +296,15 @@ def _actor(subject: str, role: str) -> Actor:
 
 def row_to_envelope(row: Sequence[Any]) -> EventEnvelope:
     """An event from its stored row (columns in ``_EVENT_COLUMNS`` order). Trusted data
-    from our own ledger: built without validation, with the payload decoded once."""
+    from our own ledger: built without validation, with the payload decoded once; a row
+    that does not decode is ``UnreadableEvent``."""
+    try:
+        return _row_to_envelope(row)
+    except (ValueError, TypeError) as exc:  # orjson's and the time parser's errors
+        raise UnreadableEvent(row[0], exc) from exc
+
+
+def _row_to_envelope(row: Sequence[Any]) -> EventEnvelope:
     (
         position,
         event_id,

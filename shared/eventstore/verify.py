@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from shared.eventstore.checkpoints import HeldCheckpoint, LedgerState, StreamHeads
-from shared.eventstore.ledger import EventStore, row_to_envelope
+from shared.eventstore.ledger import EventStore, UnreadableEvent, row_to_envelope
 from shared.eventstore.tables import event_sequence
 from shared.kernel.events.envelope import GENESIS_HASH, EventEnvelope
 
@@ -58,7 +58,8 @@ def link_problems(
 
 def unreadable_detail(error: Exception) -> str:
     """What a row that makes no event (``row_to_envelope`` raised) is reported with."""
-    return f"the stored row is not an event: {type(error).__name__}: {error}"[:500]
+    cause = error.cause if isinstance(error, UnreadableEvent) else error
+    return f"the stored row is not an event: {type(cause).__name__}: {cause}"[:500]
 
 
 class _Walk:

@@ -17,7 +17,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.eventstore.db import DatabaseUnavailable
-from shared.eventstore.ledger import ConcurrencyError
+from shared.eventstore.ledger import ConcurrencyError, UnreadableEvent
 from shared.kernel.errors import DomainError, Forbidden, InvalidCommand
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -248,6 +248,20 @@ async def _problem(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _unreadable(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, UnreadableEvent)
+    log.error("unreadable event at position %s", exc.position, exc_info=exc)
+    return problem_response(
+        request,
+        500,
+        "ledger-damaged",
+        "A stored event cannot be read",
+        f"the event at position {exc.position} is damaged: nothing was changed; "
+        "`ticketline verify` reports the ledger's state",
+        position=exc.position,
+    )
+
+
 async def _database(request: Request, exc: Exception) -> JSONResponse:
     if is_database_outage(exc):
         log.warning("database unavailable: %s", type(exc).__name__)
@@ -332,6 +346,7 @@ HANDLERS: tuple[tuple[type[Exception], Any], ...] = (
     (Forbidden, _forbidden),
     (DomainError, _domain),
     (ConcurrencyError, _conflict),
+    (UnreadableEvent, _unreadable),
     (ProblemError, _problem),
     (sa.DBAPIError, _database),
     *((t, _database) for t in OUTAGE_TYPES if issubclass(t, Exception)),
