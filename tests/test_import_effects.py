@@ -113,10 +113,10 @@ async def test_repeat_repair_detection_sees_imported_repairs(
             repaired_at="2026-10-20T14:00:00+08:00",
             followed_up_at="2026-10-21T10:00:00+08:00",
         ),
-        # The same serial back within the window, in the imported history itself.
+        # The same serial (any case) back within the window, in the imported history itself.
         good_row(
             2,
-            serial_number="SN-REP",
+            serial_number="sn-rep",
             received_at="2026-10-25T09:00:00+08:00",
             diagnosed_at="",
             category="",
@@ -156,7 +156,7 @@ async def test_repeat_repair_detection_sees_imported_repairs(
     assert flag.replace(tzinfo=UTC) == datetime(2026, 10, 25, 1, tzinfo=UTC)  # as of its receipt
 
     clock.set(repaired + timedelta(days=13))
-    body = {**RECEIVE_EXAMPLE, "product": {**RECEIVE_EXAMPLE["product"], "serial_number": "SN-REP"}}
+    body = {**RECEIVE_EXAMPLE, "product": {**RECEIVE_EXAMPLE["product"], "serial_number": "Sn-Rep"}}
     async with service_client("intake", platform) as intake:
         response = await intake.post("/tickets", json=body)
         assert response.status_code == 201, response.text

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 from pydantic import TypeAdapter
-from sqlalchemy import Connection, case, select
+from sqlalchemy import Connection, case, func, select
 
 from services.dispatch import domain, read_models
 from services.dispatch.tables import service_points, technicians
@@ -50,6 +50,7 @@ from shared.kernel.events.tickets import (
     TicketVisited,
     UsedPart,
 )
+from shared.kernel.parts import normalise_serial_number
 from shared.kernel.sla import SlaTerms
 from shared.kernel.ticket import TICKETS, TicketState
 from shared.readmodels.ticket_state import ticket_state
@@ -552,7 +553,9 @@ def gather_field_work(
             # As registered, and active then: the history shows they did the work.
             point = replace(found[0][0], active=True) if found[0] else None
             network[technician_id] = (replace(found[1][0], active=True), point)
-    serials = {str(s).strip() for r in rows if (s := r.values.get("serial_number"))}
+    serials = {
+        normalise_serial_number(str(s)) for r in rows if (s := r.values.get("serial_number"))
+    }
     repairs = earlier_repairs(conn, serials)
     if context.remembered is not None:  # validating: earlier batches' repairs not written yet
         for serial, found in context.remembered.find(REPAIRS, serials).items():
@@ -561,7 +564,8 @@ def gather_field_work(
 
 
 def earlier_repairs(conn: Connection, serials: set[str]) -> dict[str, list[domain.EarlierRepair]]:
-    """The recorded repairs of tickets with these serials (one query for the batch)."""
+    """The recorded repairs of tickets with these serials (one query for the batch), by
+    normalised serial."""
     found: dict[str, list[domain.EarlierRepair]] = {}
     if not serials:
         return found
@@ -569,11 +573,15 @@ def earlier_repairs(conn: Connection, serials: set[str]) -> dict[str, list[domai
     query = (
         select(t.serial_number, e.stream_id, e.occurred_at, e.payload)
         .select_from(ticket_state.join(events, e.stream_id == t.ticket_id))
-        .where(t.serial_number.in_(sorted(serials)), e.event_type == TicketRepaired.event_type)
+        .where(
+            func.upper(t.serial_number).in_(sorted(serials)),
+            e.event_type == TicketRepaired.event_type,
+        )
     )
     for serial, ticket_id, at, payload in conn.execute(query):
         outcome = RepairOutcome(orjson.loads(payload)["outcome"])
-        found.setdefault(serial, []).append(domain.EarlierRepair(ticket_id, at, outcome))
+        repair = domain.EarlierRepair(ticket_id, at, outcome)
+        found.setdefault(normalise_serial_number(serial), []).append(repair)
     return found
 
 
@@ -639,7 +647,7 @@ def decide_field_work(
     assert state.received is not None and state.received_at is not None
     serial = state.received.product.serial_number
     flag = domain.FlagRepeatRepair(
-        tuple(facts.repairs.get(serial or "", ())),
+        tuple(facts.repairs.get(normalise_serial_number(serial or ""), ())),
         facts.settings.dispatch.repeat_repair_window_days,
     )
     events, state = run_at(TICKETS, state, flag, domain.decide_repeat_repair, state.received_at)
@@ -669,9 +677,10 @@ def accept_field_work(
     serial = state.received.product.serial_number
     if serial and work.repair is not None and work.repaired_at is not None:
         repair = domain.EarlierRepair(row.ticket_id, work.repaired_at, work.repair.outcome)
-        facts.repairs.setdefault(serial, []).append(repair)
+        key = normalise_serial_number(serial)
+        facts.repairs.setdefault(key, []).append(repair)
         if context.remembered is not None:
-            context.remembered.add(REPAIRS, serial, repair)
+            context.remembered.add(REPAIRS, key, repair)
 
 
 def export_field_work(view: TicketHistoryView) -> dict[str, Any]:

@@ -309,7 +309,8 @@ def list_terms(conn: Connection, kind: str) -> list[Any]:
 
 # On the driver: every received ticket asks it (the repeat-repair reactor).
 _SAME_SERIAL = Statement(
-    "SELECT ticket_id FROM ticket_state WHERE serial_number = :serial AND ticket_id != :ticket_id"
+    "SELECT ticket_id FROM ticket_state WHERE upper(serial_number) = upper(:serial) "
+    "AND ticket_id != :ticket_id"
 )
 
 

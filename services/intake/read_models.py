@@ -116,7 +116,7 @@ def _open_duplicate_sql(same: str) -> Statement:
 
 
 # Built once: every new ticket asks one of these.
-_SAME_SERIAL = _open_duplicate_sql("serial_number = :serial")
+_SAME_SERIAL = _open_duplicate_sql("upper(serial_number) = upper(:serial)")
 _SAME_MODEL = _open_duplicate_sql("product_model = :model")
 
 

@@ -14,6 +14,12 @@ def normalise_part_number(value: str) -> str:
     return value.strip().upper()
 
 
+def normalise_serial_number(value: str) -> str:
+    """A product's serial number compares as a part number does (SQL: ``upper(serial)``,
+    the expression ``ix_ticket_state_serial_key`` indexes): ``sn-0001`` is ``SN-0001``."""
+    return normalise_part_number(value)
+
+
 def ticket_parts_stream(ticket_id: str) -> str:
     """The parts paperwork of one ticket (expected old-part returns, unmatched usage):
     written by the parts service, read by the compliance checklist."""

@@ -80,7 +80,8 @@ ticket_state = Table(
             ("customer_id",),
         )
     ),
-    Index("ix_ticket_state_serial_number", "serial_number"),
+    # Serial numbers compare case-insensitively (repeat repairs, duplicates; migration 0008).
+    Index("ix_ticket_state_serial_key", text("upper(serial_number)")),
     # The console's board and SLA lists: a status and region's tickets in deadline order
     # (migration 0007).
     *(
