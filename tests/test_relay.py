@@ -240,3 +240,12 @@ async def test_a_projector_started_while_the_broker_is_away_applies_from_the_led
     assert sorted(rows) == sorted((tid, "diagnosed") for tid in ids)
     assert stats.applied == 6
     assert caplog.text.count("the broker cannot be reached") == 1
+
+
+def test_replicated_topics_the_relay_creates_need_all_but_one_replica() -> None:
+    """What the relay creates matches deploy/'s topics: acks=all then means two of three."""
+    from shared.eventstore.kafka import topic_configs
+
+    assert topic_configs(3)["min.insync.replicas"] == "2"
+    assert topic_configs(3)["retention.ms"] == "-1"
+    assert "min.insync.replicas" not in topic_configs(1)  # one broker: nothing to require

@@ -13,11 +13,20 @@ def event_topics(prefix: str) -> list[str]:
     return sorted({f"{prefix}.{family}" for family in TOPIC_FAMILY_BY_STREAM_TYPE.values()})
 
 
+def topic_configs(replication: int) -> dict[str, str]:
+    """Event topics keep everything (the broker's copy is a replayable log, the ledger stays
+    the source of truth). Replicated, an acknowledged write (``acks=all``) is on all but one
+    replica, so one broker may fail without losing it or stopping the relay."""
+    configs = {"retention.ms": "-1", "cleanup.policy": "delete"}
+    if replication > 1:
+        configs["min.insync.replicas"] = str(max(1, replication - 1))
+    return configs
+
+
 async def ensure_topics(
     bootstrap_servers: str, topics: list[str], *, partitions: int = 6, replication: int = 1
 ) -> None:
-    """Create missing topics. Event topics keep everything: the broker's copy is a
-    replayable log, the ledger stays the source of truth."""
+    """Create missing topics (``topic_configs``)."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
 
@@ -35,7 +44,7 @@ async def ensure_topics(
                         t,
                         num_partitions=partitions,
                         replication_factor=replication,
-                        topic_configs={"retention.ms": "-1", "cleanup.policy": "delete"},
+                        topic_configs=topic_configs(replication),
                     )
                     for t in missing
                 ]
