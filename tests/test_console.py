@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Connection, event, update
+from sqlalchemy import Connection, event, select, update
 
 from services.console import queries, routes
 from services.console.auth import COOKIE
@@ -294,6 +294,13 @@ async def test_console_verification_of_the_callers_scope(
         status = await verification_run(client)
     assert 'class="verify bad"' in status and "unreadable" in status, status
     assert re.search(r'data-field="events-checked">3<', status), status
+    # The damaged ticket's page says what happened, as a page.
+    first = select(events.c.stream_id).where(events.c.position == 1)
+    damaged = await platform.db.read(lambda c: c.execute(first).scalar_one())
+    async with console_client(platform, "auditor") as client:
+        page = await client.get(f"/tickets/{damaged}")
+    assert page.status_code == 500 and "text/html" in page.headers["content-type"]
+    assert "ticketline verify" in page.text
 
 
 @SQLITE

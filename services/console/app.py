@@ -7,6 +7,7 @@ fetched from outside at run time (docs/console.md).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -19,9 +20,12 @@ from starlette.types import Scope
 from services.console.auth import COOKIE, ConsoleForbidden, SignInRequired
 from services.console.routes import render, router, sign_in_page
 from shared.app.platform import Platform
+from shared.eventstore.ledger import UnreadableEvent
 from shared.http.app import create_service_app
 from shared.http.problems import ProblemError
 from shared.kernel.errors import InvalidCommand, NotFound
+
+log = logging.getLogger("ticketline.console")
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
@@ -79,6 +83,11 @@ def create_app(platform: Platform | None = None) -> FastAPI:
         kinds = {403: "forbidden", 404: "not_found"}
         kind = kinds.get(exc.status, "unavailable" if exc.status >= 500 else "bad_request")
         return render(request, "error.html", status_code=exc.status, kind=kind, viewer=None)
+
+    @app.exception_handler(UnreadableEvent)  # a row edited into no event (ticketline verify)
+    async def _damaged(request: Request, exc: UnreadableEvent) -> HTMLResponse:
+        log.error("unreadable event at position %s", exc.position, exc_info=exc)
+        return render(request, "error.html", status_code=500, kind="ledger_damaged", viewer=None)
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> HTMLResponse:

@@ -48,6 +48,12 @@ LABELS: dict[str, tuple[str, str]] = {
         "数据库暂时无法访问，请稍后重试。",
         "The database cannot be reached right now: try again shortly.",
     ),
+    "ledger_damaged": ("账本记录损坏", "A stored event is damaged"),
+    "ledger_damaged_detail": (
+        "此页面读取的某条事件无法解析（被篡改或损坏），未做任何更改。请运行 ticketline verify 查看账本状态。",
+        "An event this page reads cannot be decoded (edited or damaged); nothing was changed. "
+        "Run `ticketline verify` for the ledger's state.",
+    ),
     "not_found": ("未找到", "Not found"),
     "not_found_detail": (
         "该页面或工单不存在，或不在您的可见范围内。",
