@@ -174,11 +174,20 @@ ItemName = Literal[
     "steps_in_order",
 ]
 FORMAT_DESCRIPTION = "`csv` for a CSV file (also with `Accept: text/csv`); JSON otherwise."
+# The 200 answer's other media type (the JSON one comes from the response model).
+CSV_ANSWER: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {"text/csv": {"schema": {"type": "string"}}},
+        "description": "JSON, or with `format=csv` / `Accept: text/csv` a CSV file with a "
+        "header row.",
+    }
+}
 
 
 @router.get(
     "/compliance/tickets",
     response_model=ComplianceTicketPage,
+    responses=CSV_ANSWER,
     tags=["compliance"],
     summary="Per-ticket closed-loop checklist with evidence (JSON pages or CSV)",
     description="Each item is true, false or pending with the ids of the events that "
@@ -260,6 +269,7 @@ async def compliance_ticket(
 @router.get(
     "/compliance/summary",
     response_model=ComplianceSummary,
+    responses=CSV_ANSWER,
     tags=["compliance"],
     summary="Compliance rate, SLA attainment, first-time fix, satisfaction, NPS, complaints",
     description="Grouped by region, service point, technician (the ticket's latest "
