@@ -327,14 +327,24 @@ async def test_intake_is_rate_limited_per_caller(database_url: str, clock, tmp_p
     try:
         async with raw_client(platform) as client:
             first = bearer(token_for("call_center_agent", subject="a"))
+            bodies = []
             for n in range(2):
                 body = {**RECEIVE_EXAMPLE, "product": {**RECEIVE_EXAMPLE["product"]}}
                 body["product"]["serial_number"] = f"RL-{n}"
-                assert (await client.post("/tickets", json=body, headers=first)).status_code == 201
+                bodies.append(body)
+                keyed = {**first, "Idempotency-Key": f"rl-{n}"}
+                assert (await client.post("/tickets", json=body, headers=keyed)).status_code == 201
             limited = await client.post("/tickets", json=RECEIVE_EXAMPLE, headers=first)
             assert limited.status_code == 429
             assert int(limited.headers["retry-after"]) >= 1
             assert limited.json()["type"].endswith("/rate-limited")
+            # A retry of a ticket already opened gets its answer, limited or not; a new
+            # key is limited, and records nothing (its retry later is a fresh command).
+            retry = {**first, "Idempotency-Key": "rl-1"}
+            replayed = await client.post("/tickets", json=bodies[1], headers=retry)
+            assert replayed.status_code == 201 and replayed.headers["idempotent-replayed"] == "true"
+            fresh = {**first, "Idempotency-Key": "rl-new"}
+            assert (await client.post("/tickets", json=bodies[0], headers=fresh)).status_code == 429
             # Reads are not limited, and another caller has its own bucket.
             assert (await client.get("/tickets", headers=first)).status_code == 200
             other = bearer(token_for("call_center_agent", subject="b"))
@@ -397,6 +407,20 @@ async def test_cors_allow_list_turns_it_on(database_url: str, clock, tmp_path) -
                 headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
             )
             assert "access-control-allow-origin" not in other.headers
+            # A refused preflight is a problem like every other error.
+            assert other.status_code == 400
+            assert other.headers["content-type"] == "application/problem+json"
+            assert "origin" in other.json()["detail"].lower()
+            # Every request header a route reads may cross (the call center's API key too).
+            keyed = await client.options(
+                "/tickets",
+                headers={
+                    "Origin": "https://ops.example",
+                    "Access-Control-Request-Method": "POST",
+                    "Access-Control-Request-Headers": "X-API-Key, X-Correlation-ID, Idempotency-Key",
+                },
+            )
+            assert keyed.status_code == 200, keyed.text
     finally:
         await platform.close()
 

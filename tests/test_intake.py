@@ -383,3 +383,22 @@ async def test_a_tampered_history_says_so_and_a_damaged_row_is_named(
         assert problem["type"].endswith("/ledger-damaged") and problem["position"] == second
         assert "ticketline verify" in problem["detail"]
     assert await platform.db.read(lambda c: c.execute(head).scalar_one()) == before
+
+
+async def test_a_stored_answer_replays_only_to_the_same_reach(intake: httpx.AsyncClient) -> None:
+    """The same person with a token for another region (or another role) reusing a key
+    gets what that token may see, never the stored answer."""
+    tid = (await open_ticket(intake))["ticket_id"]
+    diagnosis = {"category": "quality_defect", "complexity": "simple", "resolution_path": "on_site"}
+    keyed = {"Idempotency-Key": "diag-once"}
+    east = {**DISPATCHER, **keyed}
+    first = await intake.post(f"/tickets/{tid}/diagnosis", json=diagnosis, headers=east)
+    assert first.status_code == 200, first.text
+    again = await intake.post(f"/tickets/{tid}/diagnosis", json=diagnosis, headers=east)
+    assert again.status_code == 200 and again.headers.get("Idempotent-Replayed") == "true"
+    west = {**headers_for("dispatcher", subject="disp-1", region="west"), **keyed}
+    other_region = await intake.post(f"/tickets/{tid}/diagnosis", json=diagnosis, headers=west)
+    assert other_region.status_code == 404, other_region.text
+    agent = {**headers_for("call_center_agent", subject="disp-1"), **keyed}
+    other_role = await intake.post(f"/tickets/{tid}/diagnosis", json=diagnosis, headers=agent)
+    assert other_role.headers.get("Idempotent-Replayed") is None, other_role.text

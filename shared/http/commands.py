@@ -41,7 +41,8 @@ from shared.http.headers import (
     parse_if_match,
 )
 from shared.http.idempotency import CommandResponse, run_idempotent, to_response
-from shared.http.security import take_rate
+from shared.http.problems import ProblemError
+from shared.http.security import rate_refusal
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,9 @@ class CommandCall:
     idempotency_key: str | None
     # What the command handlers get: the service's executor, the invocation, settings.
     handling: Handling
+    # The rate limit's 429 for a keyed request: answered unless the key has a stored
+    # answer (a retry of work already done is never held back).
+    refusal: ProblemError | None = None
 
     async def run(
         self,
@@ -66,6 +70,12 @@ class CommandCall:
         another replica) appended to the stream between this command's read and its
         append, the command decides again on the stream as it now is — up to
         ``CONFLICT_RETRIES`` times — instead of answering 409 for a version nobody gave."""
+        if self.refusal is not None:
+            refusal = self.refusal
+
+            def command(_conn: Connection) -> CommandResponse:
+                raise refusal
+
         for attempt in range(1, CONFLICT_RETRIES + 1):
             try:
                 response = await run_idempotent(
@@ -109,15 +119,16 @@ def command_call(
         if_match: str | None = if_match_header(),
     ) -> CommandCall:
         principal = admit(principal_of(request), allowed, scope)
-        if rate_limit:
-            take_rate(request, rate_limit, principal)
+        refusal = rate_refusal(request, rate_limit, principal) if rate_limit else None
         key = check_idempotency_key(key)
+        if refusal is not None and key is None:
+            raise refusal
         version = parse_if_match(if_match)
         platform: Platform = request.app.state.platform
         invocation = Invocation(
             command_context(request, principal.actor, service), principal.reach, version
         )
         handling = Handling(platform.executor(service), invocation, platform.settings)
-        return CommandCall(platform, principal, service, key, handling)
+        return CommandCall(platform, principal, service, key, handling, refusal)
 
     return dependency

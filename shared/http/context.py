@@ -72,9 +72,10 @@ class Principal:
         return self.sees_region(region)
 
     def idempotency_scope(self, scope: str) -> str:
-        """``scope`` narrowed to this caller: another caller reusing an Idempotency-Key
-        must never be handed the first caller's stored response."""
-        return f"{scope}:{_subject_tag(self.subject)}"
+        """``scope`` narrowed to this caller — subject and the reach its token gives (role,
+        region, location): another caller reusing an Idempotency-Key, or the same person
+        with a token for another region, must never be handed the stored response."""
+        return f"{scope}:{_caller_tag(self.subject, self.role, self.region, self.location)}"
 
     def has_scope(self, scope: str) -> bool:
         return "*" in self.scopes or scope in self.scopes
@@ -85,9 +86,11 @@ class Principal:
 
 
 @lru_cache(maxsize=4096)
-def _subject_tag(subject: str) -> str:
-    """A short digest of the subject (the same few callers send most requests)."""
-    return hashlib.sha256(subject.encode()).hexdigest()[:16]
+def _caller_tag(subject: str, role: str, region: str | None, location: str | None) -> str:
+    """A short digest of who calls with which reach (the same few callers send most
+    requests)."""
+    caller = "\0".join((subject, role, region or "", location or ""))
+    return hashlib.sha256(caller.encode()).hexdigest()[:16]
 
 
 # Declared for the OpenAPI document (the lock in /docs); the parsing is below.

@@ -11,7 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
-from fastapi.middleware.cors import CORSMiddleware
+from starlette.datastructures import Headers
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.app.config import AuthSettings
@@ -153,15 +155,56 @@ class BodyLimitMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
+class ProblemCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS, with a refused preflight answered as a problem (it writes plain
+    text: "Disallowed CORS origin") like every other error."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code != 400:
+            return response
+        body = json.dumps(
+            {
+                "type": PROBLEM_BASE + "cors-refused",
+                "title": "Cross-origin request refused",
+                "status": 400,
+                "detail": bytes(response.body).decode(),
+            }
+        ).encode()
+        headers = {
+            k: v for k, v in response.headers.items() if k not in ("content-type", "content-length")
+        }
+        return Response(body, 400, headers, media_type="application/problem+json")
+
+
+# What a browser client may send across origins: every request header a route reads.
+CORS_HEADERS = [
+    "Authorization",
+    "Content-Type",
+    "Idempotency-Key",
+    "If-Match",
+    "Last-Event-ID",
+    "X-API-Key",
+    "X-Correlation-ID",
+]
+
+
 def install_security(app: FastAPI, auth: AuthSettings) -> None:
     # Starlette runs the last added middleware first: the size limit sees requests first.
     if auth.cors_allow_origins:
         app.add_middleware(
-            CORSMiddleware,
+            ProblemCORSMiddleware,
             allow_origins=auth.cors_allow_origins,
             allow_methods=["GET", "POST", "PATCH", "PUT", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "If-Match"],
-            expose_headers=["ETag", "Location", "X-Export-Summary", "Retry-After"],
+            allow_headers=CORS_HEADERS,
+            expose_headers=[
+                "ETag",
+                "Location",
+                "X-Export-Summary",
+                "Retry-After",
+                "Link",
+                "X-Correlation-ID",
+            ],
         )
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(
@@ -205,9 +248,9 @@ class TokenBucketLimiter:
             return (1.0 - bucket.tokens) / self.rate
 
 
-def take_rate(request: Request, name: str, principal: Principal) -> None:
-    """One request of ``principal`` against the ``name`` rate limit (per subject): 429
-    problem with Retry-After when its bucket is empty."""
+def rate_refusal(request: Request, name: str, principal: Principal) -> ProblemError | None:
+    """One request of ``principal`` against the ``name`` rate limit (per subject): the 429
+    problem with Retry-After when its bucket is empty, else None."""
     state = request.app.state
     limiters: dict[str, TokenBucketLimiter] | None = getattr(state, "limiters", None)
     if limiters is None:
@@ -219,13 +262,14 @@ def take_rate(request: Request, name: str, principal: Principal) -> None:
             getattr(auth, f"{name}_rate_per_minute"), getattr(auth, f"{name}_burst")
         )
     wait = limiter.take(principal.subject)
-    if wait > 0:
-        retry_after = max(1, math.ceil(wait))
-        raise ProblemError(
-            429,
-            "rate-limited",
-            "Too many requests",
-            f"{name} is limited per caller; retry in {retry_after} s",
-            headers={"Retry-After": str(retry_after)},
-            retry_after=retry_after,
-        )
+    if wait <= 0:
+        return None
+    retry_after = max(1, math.ceil(wait))
+    return ProblemError(
+        429,
+        "rate-limited",
+        "Too many requests",
+        f"{name} is limited per caller; retry in {retry_after} s",
+        headers={"Retry-After": str(retry_after)},
+        retry_after=retry_after,
+    )
