@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from services.dispatch.projections import TICKET_FLAGS
+from services.intake.schemas import RECEIVE_EXAMPLE
 from shared.app.platform import Platform
 from shared.kernel.events.envelope import EventEnvelope, EventPayload
 from shared.kernel.events.tickets import TicketClosed, TicketReopened
@@ -201,6 +202,9 @@ async def test_suggestion_by_region_skill_and_load(
     response = await dispatch.post(f"/tickets/{oven}/dispatch", json={})
     assert response.status_code == 409 and problem_rule(response) == "no_technician_available"
     assert "0 skilled in ovens" in response.json()["detail"]
+    # The customer's postcode is theirs: the platform's texts never quote it.
+    postcode = RECEIVE_EXAMPLE["address"]["postcode"]
+    assert postcode not in response.json()["detail"] and "postcode" in response.json()["detail"]
 
 
 async def test_suggestion_respects_working_hours(

@@ -137,6 +137,9 @@ async def test_calendars_and_policies_are_versioned_and_bad_input_writes_nothing
     assert (same.status_code, problem_rule(same)) == (409, "unchanged")
     old = await ok(await dispatch.get("/calendars/hz", params={"version": 1}))
     assert len(old["description"]["hours"]) == 10
+    beyond = await dispatch.get("/calendars/hz", params={"version": 9})
+    assert beyond.status_code == 404
+    assert beyond.json()["detail"] == "calendar hz has no version 9 (latest 2)"
     listed = await ok(await dispatch.get("/calendars"))
     assert [(c["id"], c["version"]) for c in listed["items"]] == [("hz", 2)]
     await ok(await admin.put("/sla-policies/standard", json=POLICY))

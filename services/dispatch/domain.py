@@ -457,7 +457,8 @@ def _hours_text(technician: TechnicianInfo, start: datetime) -> str:
 def _nobody_fits(
     facts: TicketFacts, steps: Mapping[str, int], window: object, horizon_days: int
 ) -> RuleViolation:
-    where = f"region {facts.region}" + (f" postcode {facts.postcode}" if facts.postcode else "")
+    # Never the postcode itself: it is the customer's (docs/personal-data.md).
+    where = f"region {facts.region}" + (" and the ticket's postcode" if facts.postcode else "")
     skill = facts.product_line or "any product line"
     return RuleViolation(
         "no_technician_available",

@@ -198,7 +198,13 @@ async def _terms_version(
     else:
         event = next((e for e in events if e.stream_version == version), None)
     if event is None:
-        raise NotFound(f"{kind}_not_found", f"no {kind.replace('_', ' ')} {terms_id}")
+        named = f"{kind.replace('_', ' ')} {terms_id}"
+        if events:  # it exists: only that version does not
+            latest = events[-1].stream_version
+            raise NotFound(
+                f"{kind}_not_found", f"{named} has no version {version} (latest {latest})"
+            )
+        raise NotFound(f"{kind}_not_found", f"no {named}")
     response.headers["ETag"] = etag(events[-1].stream_version)
     return TermsVersion(
         id=terms_id,
