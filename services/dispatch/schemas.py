@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, time, timedelta
 from typing import Annotated, Any
 
 from pydantic import (
@@ -187,21 +187,24 @@ class TechnicianPage(BaseModel):
     items: list[TechnicianView]
 
 
-class DispatchRequest(Body):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {},
-                {
-                    "technician_id": "tech-zhang",
-                    "appointment_start": "2026-11-03T01:00:00Z",
-                    "appointment_end": "2026-11-03T03:00:00Z",
-                    "reason": "customer asked for the technician who installed the unit",
-                },
-            ]
+def _dispatch_examples(schema: dict[str, Any]) -> None:
+    """Tomorrow 09:00–11:00 in China: a window that is never in the past when sent as shown
+    (the OpenAPI document is made again each day: shared/http/openapi.py)."""
+    tomorrow = datetime.now(UTC).date() + timedelta(days=1)
+    start = datetime.combine(tomorrow, time(1), UTC)
+    schema["examples"] = [
+        {},
+        {
+            "technician_id": "tech-zhang",
+            "appointment_start": start.isoformat().replace("+00:00", "Z"),
+            "appointment_end": (start + timedelta(hours=2)).isoformat().replace("+00:00", "Z"),
+            "reason": "customer asked for the technician who installed the unit",
         },
-    )
+    ]
+
+
+class DispatchRequest(Body):
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_dispatch_examples)
 
     technician_id: NetworkId | None = Field(
         default=None, description="Name the technician; omit to let the service choose."
@@ -275,15 +278,17 @@ class VisitRequest(Body):
         json_schema_extra={
             "examples": [
                 {"findings": "drum bearing worn, motor brushes burnt"},
-                {
-                    "arrived_at": "2026-11-03T01:20:00Z",
-                    "findings": "checked in late: traffic; water inlet valve blocked",
-                },
+                {"findings": "water inlet valve blocked; cleaned the filter"},
             ]
         },
     )
 
-    arrived_at: UtcTime | None = Field(default=None, description="Default: now.")
+    arrived_at: UtcTime | None = Field(
+        default=None,
+        description="Default: now. A technician checking in late gives the time they arrived "
+        "(not before the ticket was received, not in the future), e.g. "
+        "`2026-11-03T01:20:00Z`.",
+    )
     findings: LongText
 
     def command(self) -> domain.Visit:

@@ -11,6 +11,7 @@ come from their declarations in shared/http/headers.py.
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
 from typing import Any
 
 from fastapi import FastAPI
@@ -113,8 +114,15 @@ def describe_problems(document: dict[str, Any]) -> dict[str, Any]:
 
 def install_openapi(app: FastAPI) -> None:
     described: list[dict[str, Any]] = []
+    made_on: list[date] = []
 
     def openapi() -> dict[str, Any]:
+        # Made again each day: some examples are dated from today (an appointment
+        # tomorrow), so that they work when sent as shown.
+        today = datetime.now(UTC).date()
+        if made_on != [today]:
+            app.openapi_schema = None
+            made_on[:] = [today]
         document = FastAPI.openapi(app)  # cached by FastAPI until the routes change
         if not described or described[0] is not document:
             described[:] = [describe_problems(document)]
