@@ -71,6 +71,8 @@ def test_export_kind_writes_the_import_format(
         "rows": 24,
         "left_out": 0,
         "left_out_examples": [],
+        "not_carried": 0,
+        "not_carried_examples": [],
     }
     with out.open(newline="") as f:
         rows = list(csv.DictReader(f))

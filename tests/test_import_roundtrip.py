@@ -264,3 +264,31 @@ async def test_export_then_import_reproduces_the_read_models(
             differing = {k: (v, other.get(k)) for k, v in row.items() if other.get(k) != v}
             assert not differing, (name, key, differing)
         assert imported[name] == table, name
+
+
+async def test_a_ticket_under_an_sla_policy_is_exported_and_says_what_it_loses(
+    platform: Platform, clock: ManualClock, tmp_path: Path
+) -> None:
+    """Once a policy is defined every ticket records ``SlaPolicyApplied``: the rows are
+    written (they were all left out before), and the summary says the policy stays behind."""
+    policy = {
+        "name": "Around the clock",
+        "response": {"normal": {"hours": 8}, "urgent": {"hours": 2}, "critical": {"hours": 1}},
+        "resolution": {"simple": {"hours": 4}, "general": {"hours": 24}, "complex": {"hours": 72}},
+        "reason": "all tickets around the clock",
+    }
+    async with service_client("dispatch", platform, role="admin") as admin:
+        defined = await admin.put("/sla-policies/standard", json=policy)
+        assert defined.status_code in (200, 201), defined.text
+    async with service_client("intake", platform) as intake:
+        tid = await open_ticket(intake, path=None)
+    path = tmp_path / "tickets.csv"
+    summary = await platform.db.read(
+        lambda c: export_kind(c, platform.store, find_kind("tickets"), path, "csv", clock.now())
+    )
+    assert (summary.rows, summary.left_out) == (1, []), summary.as_dict()
+    assert [u.reason for u in summary.not_carried] == [
+        "SLA policy standard version 1: imported, the ticket runs on the built-in policy"
+    ]
+    assert summary.as_dict()["not_carried"] == 1
+    assert tid in path.read_text()

@@ -19,6 +19,7 @@ from shared.app.importing.kinds import Kind
 from shared.eventstore.ledger import EventStore, row_to_envelope
 from shared.eventstore.tables import events
 from shared.kernel.events.registry import typed_payload
+from shared.kernel.events.sla import SlaPolicyApplied
 from shared.kernel.events.tickets import (
     FollowUpRecorded,
     OldPartReturned,
@@ -38,8 +39,9 @@ from shared.kernel.ticket import TICKETS
 from shared.readmodels.ticket_state import ticket_state
 
 # The steps one row holds, in order, each at most once; the close or reopen follows the
-# follow-up. Facts the import decides again (SLA breaches, escalations, repeat flags) and
-# old-part returns are not steps.
+# follow-up. Facts the import decides again (SLA breaches, escalations, repeat flags),
+# old-part returns and the SLA policy a ticket was pinned to (not carried: ``NOT_CARRIED``)
+# are not steps.
 ROW_STEPS = (
     TicketReceived.event_type,
     TicketDiagnosed.event_type,
@@ -56,8 +58,12 @@ NOT_STEPS = frozenset(
         RepeatRepairFlagged.event_type,
         OldPartReturned.event_type,
         OldPartReturnOverdue.event_type,
+        SlaPolicyApplied.event_type,
     }
 )
+# A row cannot name the SLA policy version a ticket runs on: imported, the ticket runs on
+# the built-in policy. Its row is written, and the summary lists it.
+NOT_CARRIED = "not_carried"
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,8 @@ class ExportSummary:
     kind: str
     rows: int = 0
     left_out: list[Unrepresentable] = field(default_factory=list)
+    # Rows written without something the ticket holds (its SLA policy).
+    not_carried: list[Unrepresentable] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -80,6 +88,8 @@ class ExportSummary:
             "rows": self.rows,
             "left_out": len(self.left_out),
             "left_out_examples": [u.__dict__ for u in self.left_out[:20]],
+            "not_carried": len(self.not_carried),
+            "not_carried_examples": [u.__dict__ for u in self.not_carried[:20]],
         }
 
 
@@ -142,6 +152,13 @@ def export_tickets(
             }
             for step in steps:
                 row |= step.export(view)
+            applied = [e for e in envelopes if e.event_type == SlaPolicyApplied.event_type]
+            if applied:
+                pinned = applied[-1].payload
+                row[NOT_CARRIED] = (
+                    f"SLA policy {pinned['policy_id']} version {pinned['policy_version']}: "
+                    "imported, the ticket runs on the built-in policy"
+                )
             yield row
 
 
@@ -192,6 +209,8 @@ def write_rows(
         if isinstance(row, Unrepresentable):
             summary.left_out.append(row)
             continue
+        if (why := row.get(NOT_CARRIED)) is not None:
+            summary.not_carried.append(Unrepresentable(str(row.get("ticket_number")), why))
         if writer is not None:
             writer.writerow([text_value(row.get(n)) for n in names])
         else:
