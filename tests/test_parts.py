@@ -1141,3 +1141,36 @@ async def test_requisitions_are_for_the_tickets_current_technician(
     assert (issued["status"], issued["technician_id"]) == ("issued", "t-b")
     async with service_client("parts", platform, role="technician", subject="t-b") as tech_b:
         assert (await ok(await tech_b.get(f"/requisitions/{rid}")))["technician_id"] == "t-b"
+
+
+async def test_a_kept_stock_state_moves_on_and_is_never_built_on_unchecked(
+    platform: Platform, admin: httpx.AsyncClient, clerk: httpx.AsyncClient
+) -> None:
+    """Stock streams grow an event per movement for years: the executor keeps their states
+    and reads only newer events. A kept state whose last event the ledger does not hold
+    as kept (a transaction that rolled back after it was read) is folded again."""
+    from dataclasses import replace
+
+    from shared.app.executor import Loaded
+    from shared.eventstore.ledger import StreamHead
+
+    await build_network(admin)
+    await receive(clerk, "SP-HZ-01", MOTOR, 3)
+    executor = platform.executor("parts")
+    stream = stock_stream("SP-HZ-01", MOTOR)
+
+    async def load() -> Loaded[StockLevel]:
+        return await platform.db.read(lambda c: executor.load(c, STOCK_LEVELS, stream))
+
+    first = await load()
+    assert (first.state.on_hand, first.head.version) == (3, 1)
+    await receive(clerk, "SP-HZ-01", MOTOR, 2)
+    moved = await load()
+    assert (moved.state.on_hand, moved.head.version) == (5, 2)
+    assert moved.head == StreamHead(2, (await load()).head.hash)
+    key = (STOCK_LEVELS.stream_type, stream)
+    for phantom in (StreamHead(2, "0" * 64), StreamHead(3, "1" * 64)):
+        wrong = replace(moved.state, on_hand=99, version=phantom.version)
+        executor._states[key] = Loaded(stream, wrong, phantom)
+        again = await load()
+        assert (again.state.on_hand, again.head) == (5, moved.head)

@@ -383,6 +383,7 @@ STOCK_LEVELS: Decider[StockLevel] = Decider(
     initial_state=_stock_from_stream,
     evolve=evolve_stock,
     scope=lambda level: Scope(region=level.region, locations=(level.location_id,)),
+    cache_states=True,  # an event per movement, for years; no personal data
 )
 
 

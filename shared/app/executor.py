@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from sqlalchemy import Connection
 
@@ -77,6 +77,14 @@ class Handling:
         return self.executor.visible(conn, decider, stream_id, self.invocation.reach)
 
 
+# How many kept states an executor holds at most (a few hundred bytes each).
+_KEPT_STATES = 20_000
+
+
+def _head(events: Sequence[EventEnvelope]) -> StreamHead:
+    return StreamHead(events[-1].stream_version, events[-1].hash) if events else StreamHead()
+
+
 @dataclass(frozen=True)
 class Loaded(Generic[S]):
     stream_id: str
@@ -107,16 +115,44 @@ class Executor:
         self.runner = runner
         self.clock = clock
         self.inline = inline
+        # States of the deciders that keep them (``Decider.cache_states``), by stream.
+        self._states: dict[tuple[str, str], Any] = {}
 
     def load(self, conn: Connection, decider: Decider[S], stream_id: str) -> Loaded[S]:
         held = _HELD_BACK.get()
         if held is not None and stream_id in held.streams:
             held.flush(conn)  # a decision on a stream with appends held back sees them
+        if decider.cache_states:
+            return self._load_cached(conn, decider, stream_id)
         events = self.store.read_stream(conn, stream_id)
         head = StreamHead(events[-1].stream_version, events[-1].hash) if events else StreamHead()
         # Decisions see personal fields in clear (a correction compares old and new).
         opened = self.store.open(conn, events)
         return Loaded(stream_id, decider.fold(stream_id, opened), head)
+
+    def _load_cached(self, conn: Connection, decider: Decider[S], stream_id: str) -> Loaded[S]:
+        """The kept state moved on by the events after it. The kept head is read again
+        with them and must be in the ledger as kept: a state folded from a transaction
+        that then rolled back (a group commit that failed) is never built on."""
+        key = (decider.stream_type, stream_id)
+        kept: Loaded[S] | None = self._states.get(key)
+        if kept is not None and kept.head.version:
+            events = self.store.read_stream(conn, stream_id, from_version=kept.head.version)
+            if events and events[0].hash == kept.head.hash:
+                newer = events[1:]
+                if not newer:
+                    return kept
+                state = decider.fold_on(kept.state, newer)
+                return self._keep(key, Loaded(stream_id, state, _head(newer)))
+        events = self.store.read_stream(conn, stream_id)
+        state = decider.fold(stream_id, events)
+        return self._keep(key, Loaded(stream_id, state, _head(events)))
+
+    def _keep(self, key: tuple[str, str], loaded: Loaded[S]) -> Loaded[S]:
+        if len(self._states) >= _KEPT_STATES:
+            self._states.clear()  # cheap to fold again; no eviction bookkeeping per load
+        self._states[key] = loaded
+        return loaded
 
     def visible(
         self, conn: Connection, decider: Decider[S], stream_id: str, reach: Reach

@@ -42,9 +42,15 @@ class Decider(Generic[S]):
     scope: Callable[[S], Scope] = _nowhere
     # False while the stream has no events a caller could see (a reach check needs a scope).
     exists: Callable[[S], bool] = _always
+    # Long streams whose state holds no personal data (a stock level gathers an event per
+    # movement for years): the executor keeps their states and reads only what is newer.
+    cache_states: bool = False
 
     def fold(self, stream_id: str, events: Iterable[EventEnvelope]) -> S:
-        state = self.initial_state(stream_id)
+        return self.fold_on(self.initial_state(stream_id), events)
+
+    def fold_on(self, state: S, events: Iterable[EventEnvelope]) -> S:
+        """``state`` moved on by ``events`` (the ones after it, in order)."""
         for event in events:
             state = self.evolve(state, typed_payload(event), event.occurred_at)
         return state
