@@ -46,6 +46,7 @@ from shared.kernel.events.tickets import (
     WarrantyStatus,
 )
 from shared.kernel.lifecycle import TicketStatus, may_follow
+from shared.kernel.personal import MARKERS
 from shared.kernel.reach import Scope
 from shared.kernel.sla import (
     BREACH,
@@ -380,9 +381,11 @@ class DispatchTicket:
 def ticket_facts(state: TicketState) -> TicketFacts:
     assert state.received is not None and state.region is not None
     line = state.received.product.product_line
+    postcode = state.received.address.postcode
     return TicketFacts(
         region=state.region,
-        postcode=state.received.address.postcode,
+        # An erased (or unreadable) postcode is none: the region alone decides coverage.
+        postcode=None if postcode in MARKERS else postcode,
         product_line=line.strip().lower() if line else None,
     )
 

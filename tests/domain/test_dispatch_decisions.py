@@ -632,3 +632,12 @@ def test_addresses_in_facts_are_normalised_for_coverage() -> None:
         washing_machine(address=Address(line="1 Road", region="east", postcode="3100 01"))
     )
     assert domain.ticket_facts(ticket) == TicketFacts("east", "3100 01", "wm")
+
+
+def test_an_erased_postcode_leaves_coverage_to_the_region() -> None:
+    """A reopened ticket of an erased customer can still be dispatched by region."""
+    from shared.kernel.personal import ERASED
+
+    address = Address.model_construct(line=ERASED, region="east", postcode=ERASED, city=None)
+    ticket = given_ticket(washing_machine(address=address))
+    assert domain.ticket_facts(ticket) == TicketFacts("east", None, "wm")
