@@ -212,6 +212,10 @@ class PartEvent:
     event_id: str
     part_number: str  # normalised
     quantity: int = 1
+    # Late parts only: which old part (serial, when given) and whether the event is the
+    # overdue notice or the late return itself.
+    old_serial: str | None = None
+    overdue: bool = False
 
 
 @dataclass(frozen=True)
@@ -527,10 +531,13 @@ def _record(f: Facts, event: Recorded) -> Facts:
         case OldPartReturned():
             part = normalise_part_number(p.part_number)
             f = amend(f, returns=(*f.returns, PartEvent(eid, part, p.quantity)))
-            return _late_part(f, part, eid, at, p.service_point_id) if p.late else f
+            if not p.late:
+                return f
+            return _late_part(f, PartEvent(eid, part, old_serial=p.old_serial), at, p)
         case OldPartReturnOverdue():
             part = normalise_part_number(p.part_number)
-            return _late_part(f, part, eid, at, p.service_point_id)
+            late = PartEvent(eid, part, old_serial=p.old_serial, overdue=True)
+            return _late_part(f, late, at, p)
     return f
 
 
@@ -613,13 +620,28 @@ def _complained(f: Facts, eid: str, at: datetime, p: ComplaintFiled) -> Facts:
     return amend(f, charges=(*f.charges, charge))
 
 
-def _late_part(f: Facts, part: str, eid: str, at: datetime, service_point_id: str | None) -> Facts:
-    """One deduction per late part, however many events (overdue, then a late return)."""
-    charged = any(p.part_number == part for p in f.late_parts)
-    f = amend(f, late_parts=(*f.late_parts, PartEvent(eid, part)))
-    if charged:
+def _late_part(
+    f: Facts, late: PartEvent, at: datetime, p: OldPartReturned | OldPartReturnOverdue
+) -> Facts:
+    """One deduction per late part, however many events tell of it (its overdue notice,
+    then its late return). Old parts are told apart by part number and old serial; each
+    overdue notice is one expected return, so two old parts of one part number late are
+    two deductions."""
+    same = [
+        e
+        for e in f.late_parts
+        if (e.part_number, e.old_serial) == (late.part_number, late.old_serial)
+    ]
+
+    def charged(events: list[PartEvent]) -> int:
+        overdue = sum(e.overdue for e in events)
+        return max(overdue, len(events) - overdue)
+
+    f = amend(f, late_parts=(*f.late_parts, late))
+    if charged([*same, late]) == charged(same):
         return f
-    point = service_point_id or f.service_point_id
+    eid = late.event_id
+    point = p.service_point_id or f.service_point_id
     if point and f.service_point_id and point.casefold() == f.service_point_id.casefold():
         # Parts spells its locations as registered there (ids compare case-insensitively
         # across the services): the scorecard's row is the network's spelling.

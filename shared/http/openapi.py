@@ -104,12 +104,38 @@ def describe_problems(document: dict[str, Any]) -> dict[str, Any]:
                     answer["headers"] = {"WWW-Authenticate": WWW_AUTHENTICATE}
                 responses[str(status)] = answer
             operation["responses"] = dict(sorted(responses.items()))
+    _local_times(schemas)
     # FastAPI's own validation-error shapes are never answered (422 is a problem).
     text = repr(document["paths"])
     for name in ("HTTPValidationError", "ValidationError"):
         if f"#/components/schemas/{name}'" not in text:
             schemas.pop(name, None)
     return document
+
+
+# JSON Schema's ``format: time`` is RFC 3339's full-time, which needs an offset; the
+# services take and give a local time of day (its timezone is given beside it).
+LOCAL_TIME = {
+    "type": "string",
+    "pattern": r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?$",
+    "description": "A local time of day, HH:MM or HH:MM:SS, without an offset.",
+    "examples": ["09:00"],
+}
+
+
+def _local_times(schemas: dict[str, Any]) -> None:
+    """Every ``format: time`` the models declare, as the local time it is. Here, not on
+    the type: the event contract (docs/contract) publishes the models' schemas, frozen."""
+    pending: list[Any] = [schemas]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            if node.get("format") == "time" and node.get("type") == "string":
+                del node["format"]
+                node.update({k: v for k, v in LOCAL_TIME.items() if k not in node})
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
 
 
 def install_openapi(app: FastAPI) -> None:

@@ -115,16 +115,25 @@ class Ticket:
         self.paperwork.append(Recorded(event_id, self.now, len(self.paperwork) + 1, payload))
         return event_id
 
-    def returned(self, part: str, quantity: int = 1, late: bool = False) -> str:
+    def returned(
+        self, part: str, quantity: int = 1, late: bool = False, old_serial: str | None = None
+    ) -> str:
         due = self.now + timedelta(days=-1 if late else 7)
         payload = OldPartReturned(
-            part_number=part, quantity=quantity, location_id="loc-1", due_at=due, late=late
+            part_number=part,
+            old_serial=old_serial,
+            quantity=quantity,
+            location_id="loc-1",
+            due_at=due,
+            late=late,
         )
         return self.record(payload)
 
-    def overdue(self, part: str) -> str:
+    def overdue(self, part: str, old_serial: str | None = None) -> str:
         return self.record(
-            OldPartReturnOverdue(part_number=part, due_at=self.now, detected_at=self.now)
+            OldPartReturnOverdue(
+                part_number=part, old_serial=old_serial, due_at=self.now, detected_at=self.now
+            )
         )
 
     @property
@@ -450,6 +459,30 @@ def test_deductions_at_the_point_and_region_of_their_moment() -> None:
         ("repeat_repair", None, "west"),
     ]
     assert t.facts.deductions[-1].event_ids == (flag,)
+
+
+def test_each_late_old_part_is_one_deduction() -> None:
+    """Two old parts of one part number overdue are two deductions (DOMAIN.md: every
+    part replaced under warranty comes back); the late return of one adds none."""
+    t = Ticket()
+    t.through_repair(part(), part())
+    t.at(200).overdue("MOTOR-1", old_serial="O-A")
+    t.overdue("MOTOR-1", old_serial="O-B")
+    t.returned("MOTOR-1", late=True, old_serial="O-A")
+    assert [d.kind for d in t.facts.deductions] == ["late_parts_return"] * 2
+    # Without serials the notices still count one each; a late return never adds one.
+    t = Ticket()
+    t.through_repair(part(), part())
+    t.at(200).overdue("MOTOR-1")
+    t.overdue("MOTOR-1")
+    t.returned("MOTOR-1", late=True)
+    t.returned("MOTOR-1", late=True)
+    assert len(t.facts.deductions) == 2
+    # A late return with no notice before it is a late part too.
+    t = Ticket()
+    t.through_repair(part())
+    t.at(200).returned("MOTOR-1", late=True)
+    assert len(t.facts.deductions) == 1
 
 
 def test_a_late_visit_judged_dissatisfied_is_a_deduction() -> None:

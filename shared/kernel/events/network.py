@@ -19,7 +19,6 @@ from pydantic import (
     StringConstraints,
     ValidationInfo,
     ValidatorFunctionWrapHandler,
-    WithJsonSchema,
     WrapValidator,
     model_validator,
 )
@@ -54,20 +53,8 @@ def _local_time(value: Any, handler: ValidatorFunctionWrapHandler, info: Validat
     return parsed
 
 
-# A time of day in the timezone given beside it (a technician's, a calendar's). Documented
-# as a pattern, not JSON Schema's ``format: time`` (RFC 3339's full-time needs an offset).
-LocalTime = Annotated[
-    time,
-    WrapValidator(_local_time),
-    WithJsonSchema(
-        {
-            "type": "string",
-            "pattern": r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?$",
-            "description": "A local time of day, HH:MM or HH:MM:SS, without an offset.",
-            "examples": ["09:00"],
-        }
-    ),
-]
+# A time of day in the timezone given beside it (a technician's, a calendar's).
+LocalTime = Annotated[time, WrapValidator(_local_time)]
 
 
 class NetworkLevel(StrEnum):
