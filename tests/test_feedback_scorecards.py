@@ -278,3 +278,27 @@ async def test_quality_alerts_count_repairs_as_the_weekly_report_does(
     counts = {(c["product_model"], c["fault_category"]): c["repairs"] for c in data["counts"]}
     assert counts == {("WM-700", "quality_defect"): 3, ("WM-700", "misuse"): 1}
     assert [a["event_id"] for a in data["alerts"]] == [str(alert.event_id)]
+
+
+def test_a_kpi_score_is_made_from_the_exact_measures() -> None:
+    """2/3 first-time fixes and ratings 60, 60, 95: 0.4·66.667 + 0.2·100 + 0.15·100 +
+    0.25·71.667 = 79.583 → 79.58 (from the rounded measures it read 79.59)."""
+    from services.feedback.read_models import _kpi
+
+    weights = {
+        "first_time_fix": 0.4,
+        "timeliness": 0.2,
+        "parts_usage": 0.15,
+        "customer_rating": 0.25,
+    }
+    measures = {
+        "first_time_fix": 100 * 2 / 3,
+        "timeliness": 100.0,
+        "parts_usage": 100.0,
+        "customer_rating": (60 + 60 + 95) / 3,
+    }
+    kpi = _kpi("t-e2", "technician", 3, measures, weights)
+    assert kpi["score"] == 79.58
+    assert (
+        kpi["measures"]["first_time_fix"] == 66.67 and kpi["measures"]["customer_rating"] == 71.67
+    )

@@ -176,12 +176,19 @@ def ticket_csv_header() -> list[str]:
 # --- aggregates ----------------------------------------------------------------------------
 
 
-def _rate(numerator: int, denominator: int) -> float | None:
-    return round(100.0 * numerator / denominator, 2) if denominator else None
+def _rate(numerator: int, denominator: int, digits: int | None = 2) -> float | None:
+    """A percentage, rounded to ``digits`` (None: exact, for a figure made from it)."""
+    if not denominator:
+        return None
+    rate = 100.0 * numerator / denominator
+    return rate if digits is None else round(rate, digits)
 
 
-def _average(values: Sequence[int]) -> float | None:
-    return round(sum(values) / len(values), 2) if values else None
+def _average(values: Sequence[int], digits: int | None = 2) -> float | None:
+    if not values:
+        return None
+    mean = sum(values) / len(values)
+    return mean if digits is None else round(mean, digits)
 
 
 def band(score: int, s: FeedbackSettings) -> str:
@@ -451,11 +458,12 @@ def _kpi(
     measures: dict[str, float | None],
     weights: dict[str, float],
 ) -> dict[str, Any]:
+    """The score from the exact measures; each measure shown rounded to 2 decimals."""
     return {
         "subject": subject,
         "role": role,
         "tickets": tickets,
-        "measures": measures,
+        "measures": {k: None if v is None else round(v, 2) for k, v in measures.items()},
         "weights": weights,
         "score": _weighted(measures, weights),
     }
@@ -485,11 +493,11 @@ def technician_measures(tech: str, tickets: list[ComplianceRow]) -> dict[str, fl
             x["parts_as_expected"] for x in facts["repairs"] if x["technician_id"] == tech
         ]
         scores += [f["score"] for f in facts["follow_ups"]]
-    return {
-        "first_time_fix": _rate(ftf.count(TRUE), len(ftf)),
-        "timeliness": _rate(visits.count(True), len(visits)),
-        "parts_usage": _rate(repairs_ok.count(True), len(repairs_ok)),
-        "customer_rating": _average(scores),
+    return {  # exact: the KPI score is made from them (``_kpi`` rounds what it shows)
+        "first_time_fix": _rate(ftf.count(TRUE), len(ftf), None),
+        "timeliness": _rate(visits.count(True), len(visits), None),
+        "parts_usage": _rate(repairs_ok.count(True), len(repairs_ok), None),
+        "customer_rating": _average(scores, None),
     }
 
 
@@ -515,9 +523,9 @@ def agent_measures(tickets: list[ComplianceRow]) -> dict[str, float | None]:
     facts = [json.loads(r.facts) for r in tickets]
     accurate = sum(1 for f in facts if not f["corrections"])
     return {
-        "response_time": _rate(responded.count(TRUE), len(responded)),
-        "record_accuracy": _rate(accurate, len(tickets)),
-        "satisfaction": _average([fu["score"] for f in facts for fu in f["follow_ups"]]),
+        "response_time": _rate(responded.count(TRUE), len(responded), None),
+        "record_accuracy": _rate(accurate, len(tickets), None),
+        "satisfaction": _average([fu["score"] for f in facts for fu in f["follow_ups"]], None),
     }
 
 
