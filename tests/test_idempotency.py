@@ -63,3 +63,30 @@ async def test_a_second_record_of_one_key_is_an_integrity_error(
     await db.write(record)
     with pytest.raises(IntegrityError):
         await db.write(record)
+
+
+async def test_a_key_stored_under_the_earlier_scope_is_still_answered(
+    db: Database, clock: ManualClock
+) -> None:
+    """Keys were narrowed from the subject to its reach: a retry of a request answered
+    before that upgrade gets its answer, not a second command."""
+    calls: list[int] = []
+
+    def command(_conn: Any) -> CommandResponse:
+        calls.append(1)
+        return CommandResponse(201, {"version": 1, "id": f"t-{len(calls)}"}, None)
+
+    body = {"n": 1}
+    before = await run_idempotent(
+        db, scope="s:subject", key="k", request_body=body, command=command, now=clock.now()
+    )
+    after = await run_idempotent(
+        db,
+        scope="s:reach",
+        key="k",
+        request_body=body,
+        command=command,
+        now=clock.now(),
+        earlier_scope="s:subject",
+    )
+    assert calls == [1] and after.replayed and after.body == before.body

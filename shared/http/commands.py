@@ -40,7 +40,12 @@ from shared.http.headers import (
     if_match_header,
     parse_if_match,
 )
-from shared.http.idempotency import CommandResponse, run_idempotent, to_response
+from shared.http.idempotency import (
+    CommandResponse,
+    has_stored_answer,
+    run_idempotent,
+    to_response,
+)
 from shared.http.problems import ProblemError
 from shared.http.security import rate_refusal
 
@@ -70,21 +75,30 @@ class CommandCall:
         another replica) appended to the stream between this command's read and its
         append, the command decides again on the stream as it now is — up to
         ``CONFLICT_RETRIES`` times — instead of answering 409 for a version nobody gave."""
+        narrowed = self.principal.idempotency_scope(f"{self.service}:{scope}")
+        earlier = self.principal.earlier_idempotency_scope(f"{self.service}:{scope}")
         if self.refusal is not None:
+            # Over the limit: only a retry with a stored answer gets through, checked by a
+            # read so that a refused request takes no writer's turn.
             refusal = self.refusal
+            key = self.idempotency_key
+            db = self.platform.db
+            if key is None or not await has_stored_answer(db, narrowed, key, earlier):
+                raise refusal
 
             def command(_conn: Connection) -> CommandResponse:
-                raise refusal
+                raise refusal  # the stored answer is there: this only runs in a race
 
         for attempt in range(1, CONFLICT_RETRIES + 1):
             try:
                 response = await run_idempotent(
                     self.platform.db,
-                    scope=self.principal.idempotency_scope(f"{self.service}:{scope}"),
+                    scope=narrowed,
                     key=self.idempotency_key,
                     request_body=body.model_dump(mode="json") if body is not None else {},
                     command=command,
                     now=self.platform.clock.now(),
+                    earlier_scope=earlier,
                 )
             except ConcurrencyError:
                 expected = self.handling.invocation.expected_version
@@ -107,7 +121,8 @@ def command_call(
 
     One dependency with the checks as plain calls (FastAPI's work per dependency is a
     large share of a small command): the same answers in the same order — 401, 403,
-    429, then a malformed ``Idempotency-Key`` or ``If-Match`` (422) — and the same
+    429 (for a keyed request: after a malformed ``Idempotency-Key`` or ``If-Match``, 422,
+    and only when the key has no stored answer), 422 — and the same
     OpenAPI parameters as ``allow``, ``idempotency_key`` and ``expected_version``."""
     allowed = known_roles(roles)
 

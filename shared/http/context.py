@@ -77,6 +77,11 @@ class Principal:
         with a token for another region, must never be handed the stored response."""
         return f"{scope}:{_caller_tag(self.subject, self.role, self.region, self.location)}"
 
+    def earlier_idempotency_scope(self, scope: str) -> str:
+        """The scope keys were stored under before they were narrowed to the reach (the
+        subject alone): a retry of a request answered before the upgrade is answered."""
+        return f"{scope}:{_subject_tag(self.subject)}"
+
     def has_scope(self, scope: str) -> bool:
         return "*" in self.scopes or scope in self.scopes
 
@@ -86,10 +91,15 @@ class Principal:
 
 
 @lru_cache(maxsize=4096)
+def _subject_tag(subject: str) -> str:
+    return hashlib.sha256(subject.encode()).hexdigest()[:16]
+
+
+@lru_cache(maxsize=4096)
 def _caller_tag(subject: str, role: str, region: str | None, location: str | None) -> str:
     """A short digest of who calls with which reach (the same few callers send most
     requests)."""
-    caller = "\0".join((subject, role, region or "", location or ""))
+    caller = "\0".join((subject, role, region or "", (location or "").casefold()))
     return hashlib.sha256(caller.encode()).hexdigest()[:16]
 
 

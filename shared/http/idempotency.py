@@ -60,9 +60,11 @@ class JSONBody(JSONResponse):
 
 # Every command runs these two: plain SQL on the driver (SQLAlchemy's per-statement work
 # was a tenth of a small command's cost).
+# The record under the scope, else under the scope it had before (one statement).
 _STORED = Statement(
     f"SELECT request_hash, status_code, response_body, resource_location FROM {_TABLE} "
-    "WHERE scope = :scope AND key = :key"
+    "WHERE key = :key AND scope IN (:scope, :earlier) "
+    "ORDER BY CASE WHEN scope = :scope_first THEN 0 ELSE 1 END LIMIT 1"
 )
 _RECORD = Statement(
     f"INSERT INTO {_TABLE} (scope, key, request_hash, status_code, response_body, "
@@ -79,9 +81,16 @@ class _Record:
     resource_location: str | None
 
 
-def _stored(conn: Connection, scope: str, key: str) -> _Record | None:
-    row = _STORED.first(conn, scope, key)
+def _stored(conn: Connection, scope: str, key: str, earlier: str | None = None) -> _Record | None:
+    row = _STORED.first(conn, key, scope, earlier or scope, scope)
     return None if row is None else _Record(*row)
+
+
+async def has_stored_answer(
+    db: Database, scope: str, key: str, earlier_scope: str | None = None
+) -> bool:
+    """Whether ``key`` has an answer under ``scope`` (a read: no write turn taken)."""
+    return await db.read(lambda c: _stored(c, scope, key, earlier_scope)) is not None
 
 
 def _replay(row: _Record, fingerprint: str, body: Any) -> CommandResponse:
@@ -100,16 +109,18 @@ def _replay(row: _Record, fingerprint: str, body: Any) -> CommandResponse:
 
 def _once(
     conn: Connection,
-    scope: str,
+    scopes: tuple[str, str | None],
     key: str,
     request: tuple[str, Any],
     command: Command,
     now: datetime,
 ) -> CommandResponse:
     """The unit of work of an idempotent command: the stored answer, or the command's
-    answer stored with it. ``request``: the body's fingerprint and the body."""
+    answer stored with it. ``request``: the body's fingerprint and the body; ``scopes``:
+    the scope, and the one an older version stored such keys under (still answered)."""
     fingerprint, body = request
-    row = _stored(conn, scope, key)
+    scope = scopes[0]
+    row = _stored(conn, scope, key, scopes[1])
     if row is not None:
         return _replay(row, fingerprint, body)
     response = command(conn)
@@ -134,8 +145,10 @@ async def run_idempotent(
     request_body: Any,
     command: Command,
     now: datetime,
+    earlier_scope: str | None = None,
 ) -> CommandResponse:
-    """Run ``command`` in one unit of work, recording its response under ``key``."""
+    """Run ``command`` in one unit of work, recording its response under ``key`` (a
+    record under ``earlier_scope``, the scope keys had before, is answered too)."""
     if key is None:
         return await db.write(command)
     if not 1 <= len(key) <= 200:
@@ -147,13 +160,14 @@ async def run_idempotent(
             errors=[{"field": "Idempotency-Key", "message": "1 to 200 characters"}],
         )
     request = (request_fingerprint(request_body), request_body)
+    scopes = (scope, earlier_scope)
     for _attempt in range(3):
         try:
-            return await db.write(lambda c: _once(c, scope, key, request, command, now))
+            return await db.write(lambda c: _once(c, scopes, key, request, command, now))
         except IntegrityError:
             # A concurrent request with the same key committed first: all this one wrote
             # is rolled back; answer with the stored outcome.
-            row = await db.read(lambda c: _stored(c, scope, key))
+            row = await db.read(lambda c: _stored(c, scope, key, earlier_scope))
             if row is not None:
                 return _replay(row, *request)
     raise ProblemError(409, "idempotency-conflict", "Could not settle the Idempotency-Key; retry")
