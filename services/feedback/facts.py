@@ -212,10 +212,20 @@ class PartEvent:
     event_id: str
     part_number: str  # normalised
     quantity: int = 1
-    # Late parts only: which old part (serial, when given) and whether the event is the
-    # overdue notice or the late return itself.
+    # Late parts only: which expected return it tells of (its due time and, when given,
+    # the old serial) and whether it is the overdue notice or a late return.
     old_serial: str | None = None
+    due_at: datetime | None = None
     overdue: bool = False
+
+    def same_return(self, other: PartEvent) -> bool:
+        """Whether two late-part events may tell of one expected return: one part, one due
+        time, and no two different serials (a serial may be given at the hand-in only)."""
+        return (
+            self.part_number == other.part_number
+            and self.due_at == other.due_at
+            and (self.old_serial is None or other.old_serial in (None, self.old_serial))
+        )
 
 
 @dataclass(frozen=True)
@@ -533,11 +543,12 @@ def _record(f: Facts, event: Recorded) -> Facts:
             f = amend(f, returns=(*f.returns, PartEvent(eid, part, p.quantity)))
             if not p.late:
                 return f
-            return _late_part(f, PartEvent(eid, part, old_serial=p.old_serial), at, p)
+            late = PartEvent(eid, part, old_serial=p.old_serial, due_at=p.due_at)
+            return _late_part(f, late, at, p)
         case OldPartReturnOverdue():
             part = normalise_part_number(p.part_number)
-            late = PartEvent(eid, part, old_serial=p.old_serial, overdue=True)
-            return _late_part(f, late, at, p)
+            notice = PartEvent(eid, part, old_serial=p.old_serial, due_at=p.due_at, overdue=True)
+            return _late_part(f, notice, at, p)
     return f
 
 
@@ -623,22 +634,15 @@ def _complained(f: Facts, eid: str, at: datetime, p: ComplaintFiled) -> Facts:
 def _late_part(
     f: Facts, late: PartEvent, at: datetime, p: OldPartReturned | OldPartReturnOverdue
 ) -> Facts:
-    """One deduction per late part, however many events tell of it (its overdue notice,
-    then its late return). Old parts are told apart by part number and old serial; each
-    overdue notice is one expected return, so two old parts of one part number late are
-    two deductions."""
-    same = [
-        e
-        for e in f.late_parts
-        if (e.part_number, e.old_serial) == (late.part_number, late.old_serial)
-    ]
-
-    def charged(events: list[PartEvent]) -> int:
-        overdue = sum(e.overdue for e in events)
-        return max(overdue, len(events) - overdue)
-
+    """One deduction per expected return that went late, however many events tell of it:
+    each overdue notice is one expected return (parts records one per return); a late
+    return is charged only when nothing before told of its return (no notice came first,
+    and an earlier partial hand-in of it was charged already)."""
+    # A notice is never the same return as another notice; a late return may follow
+    # its notice or an earlier hand-in of part of it.
+    told = [e for e in f.late_parts if not e.overdue] if late.overdue else f.late_parts
     f = amend(f, late_parts=(*f.late_parts, late))
-    if charged([*same, late]) == charged(same):
+    if any(e.same_return(late) for e in told):
         return f
     eid = late.event_id
     point = p.service_point_id or f.service_point_id

@@ -132,7 +132,10 @@ class Ticket:
     def overdue(self, part: str, old_serial: str | None = None) -> str:
         return self.record(
             OldPartReturnOverdue(
-                part_number=part, old_serial=old_serial, due_at=self.now, detected_at=self.now
+                part_number=part,
+                old_serial=old_serial,
+                due_at=self.now - timedelta(days=1),  # as a late return recorded now
+                detected_at=self.now,
             )
         )
 
@@ -483,6 +486,22 @@ def test_each_late_old_part_is_one_deduction() -> None:
     t.through_repair(part())
     t.at(200).returned("MOTOR-1", late=True)
     assert len(t.facts.deductions) == 1
+    # The serial given only at the hand-in; a return handed in in parts; a notice for
+    # what a late hand-in left outstanding: each still one late part.
+    for steps in (
+        [("overdue", None), ("returned", "O-A")],
+        [("overdue", None), ("returned", None), ("returned", None)],
+        [("returned", None), ("overdue", None)],
+    ):
+        t = Ticket()
+        t.through_repair(part())
+        t.at(200)
+        for kind, serial in steps:
+            if kind == "overdue":
+                t.overdue("MOTOR-1", old_serial=serial)
+            else:
+                t.returned("MOTOR-1", late=True, old_serial=serial)
+        assert len(t.facts.deductions) == 1, steps
 
 
 def test_a_late_visit_judged_dissatisfied_is_a_deduction() -> None:
