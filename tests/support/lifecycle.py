@@ -259,7 +259,7 @@ class Lifecycle:
         payload = OldPartReturnOverdue(
             part_number=part_number,
             service_point_id=service_point,
-            due_at=now - timedelta(hours=1),
+            due_at=now - timedelta(days=1),  # as ``part_returned(late=True)`` now: one return
             detected_at=now,
         )
         return (await self.write(ticket_id, payload, service="parts"))[0]
