@@ -19,7 +19,7 @@ from shared.app.importing.kinds import Kind
 from shared.eventstore.ledger import EventStore, row_to_envelope
 from shared.eventstore.tables import events
 from shared.kernel.events.registry import typed_payload
-from shared.kernel.events.sla import SlaPolicyApplied
+from shared.kernel.events.sla import SlaPaused, SlaPolicyApplied, SlaResumed, SlaWarning
 from shared.kernel.events.tickets import (
     FollowUpRecorded,
     OldPartReturned,
@@ -40,8 +40,8 @@ from shared.readmodels.ticket_state import ticket_state
 
 # The steps one row holds, in order, each at most once; the close or reopen follows the
 # follow-up. Facts the import decides again (SLA breaches, escalations, repeat flags),
-# old-part returns and the SLA policy a ticket was pinned to (not carried: ``NOT_CARRIED``)
-# are not steps.
+# old-part returns, and the SLA terms a row cannot hold (the policy a ticket was pinned
+# to, its clock's pauses and warnings: ``NOT_CARRIED``) are not steps.
 ROW_STEPS = (
     TicketReceived.event_type,
     TicketDiagnosed.event_type,
@@ -51,6 +51,12 @@ ROW_STEPS = (
     FollowUpRecorded.event_type,
 )
 ENDINGS = frozenset({TicketClosed.event_type, TicketReopened.event_type})
+SLA_TERMS = {
+    SlaPolicyApplied.event_type: "its SLA policy",
+    SlaPaused.event_type: "its clock's pauses",
+    SlaResumed.event_type: "its clock's pauses",
+    SlaWarning.event_type: "its SLA warnings",
+}
 NOT_STEPS = frozenset(
     {
         SlaBreached.event_type,
@@ -58,11 +64,12 @@ NOT_STEPS = frozenset(
         RepeatRepairFlagged.event_type,
         OldPartReturned.event_type,
         OldPartReturnOverdue.event_type,
-        SlaPolicyApplied.event_type,
+        *SLA_TERMS,
     }
 )
-# A row cannot name the SLA policy version a ticket runs on: imported, the ticket runs on
-# the built-in policy. Its row is written, and the summary lists it.
+# A row cannot name the SLA policy version a ticket runs on, nor its clock's pauses:
+# imported, the ticket runs on the built-in policy without them. Its row is written, and
+# the summary counts it.
 NOT_CARRIED = "not_carried"
 
 
@@ -79,8 +86,10 @@ class ExportSummary:
     kind: str
     rows: int = 0
     left_out: list[Unrepresentable] = field(default_factory=list)
-    # Rows written without something the ticket holds (its SLA policy).
-    not_carried: list[Unrepresentable] = field(default_factory=list)
+    # Rows written without something the ticket holds (its SLA terms): a count and the
+    # first examples (most tickets, once a policy exists).
+    not_carried: int = 0
+    not_carried_examples: list[Unrepresentable] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -88,8 +97,8 @@ class ExportSummary:
             "rows": self.rows,
             "left_out": len(self.left_out),
             "left_out_examples": [u.__dict__ for u in self.left_out[:20]],
-            "not_carried": len(self.not_carried),
-            "not_carried_examples": [u.__dict__ for u in self.not_carried[:20]],
+            "not_carried": self.not_carried,
+            "not_carried_examples": [u.__dict__ for u in self.not_carried_examples],
         }
 
 
@@ -152,12 +161,12 @@ def export_tickets(
             }
             for step in steps:
                 row |= step.export(view)
-            applied = [e for e in envelopes if e.event_type == SlaPolicyApplied.event_type]
-            if applied:
-                pinned = applied[-1].payload
+            dropped = dict.fromkeys(
+                SLA_TERMS[e.event_type] for e in envelopes if e.event_type in SLA_TERMS
+            )
+            if dropped:
                 row[NOT_CARRIED] = (
-                    f"SLA policy {pinned['policy_id']} version {pinned['policy_version']}: "
-                    "imported, the ticket runs on the built-in policy"
+                    f"{', '.join(dropped)}: imported, the ticket runs on the built-in policy"
                 )
             yield row
 
@@ -210,7 +219,10 @@ def write_rows(
             summary.left_out.append(row)
             continue
         if (why := row.get(NOT_CARRIED)) is not None:
-            summary.not_carried.append(Unrepresentable(str(row.get("ticket_number")), why))
+            summary.not_carried += 1
+            if len(summary.not_carried_examples) < 20:
+                example = Unrepresentable(str(row.get("ticket_number")), why)
+                summary.not_carried_examples.append(example)
         if writer is not None:
             writer.writerow([text_value(row.get(n)) for n in names])
         else:
