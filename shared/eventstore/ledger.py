@@ -297,14 +297,7 @@ def _actor(subject: str, role: str) -> Actor:
 def row_to_envelope(row: Sequence[Any]) -> EventEnvelope:
     """An event from its stored row (columns in ``_EVENT_COLUMNS`` order). Trusted data
     from our own ledger: built without validation, with the payload decoded once; a row
-    that does not decode is ``UnreadableEvent``."""
-    try:
-        return _row_to_envelope(row)
-    except (ValueError, TypeError) as exc:  # orjson's and the time parser's errors
-        raise UnreadableEvent(row[0], exc) from exc
-
-
-def _row_to_envelope(row: Sequence[Any]) -> EventEnvelope:
+    that does not decode is ``UnreadableEvent`` (the ``try`` costs nothing otherwise)."""
     (
         position,
         event_id,
@@ -325,7 +318,12 @@ def _row_to_envelope(row: Sequence[Any]) -> EventEnvelope:
         prev_hash,
         hash_,
     ) = row
-    recorded = _parse_time(recorded_at)
+    try:
+        recorded = _parse_time(recorded_at)
+        occurred = recorded if occurred_at == recorded_at else _parse_time(occurred_at)
+        decoded = orjson.loads(payload)
+    except (ValueError, TypeError) as exc:  # orjson's and the time parser's errors
+        raise UnreadableEvent(position, exc) from exc
     return EventEnvelope.trusted(
         {
             "event_id": event_id,
@@ -336,14 +334,14 @@ def _row_to_envelope(row: Sequence[Any]) -> EventEnvelope:
             "event_type": event_type,
             "schema_version": schema_version,
             # Most events happen when recorded: one parse for both.
-            "occurred_at": recorded if occurred_at == recorded_at else _parse_time(occurred_at),
+            "occurred_at": occurred,
             "recorded_at": recorded,
             "actor": _actor(actor_subject, actor_role),
             "service": service,
             "correlation_id": correlation_id,
             "causation_id": causation_id,
             "region": region,
-            "payload": orjson.loads(payload),
+            "payload": decoded,
             "prev_hash": prev_hash,
             "hash": hash_,
         }
@@ -412,19 +410,22 @@ def _fold_envelopes(rows: Iterable[Sequence[Any]]) -> list[EventEnvelope]:
         recorded_at,
         payload,
     ) in rows:
-        recorded = _parse_time(recorded_at)
-        values = {
-            "position": position,
-            "event_id": event_id,
-            "stream_type": stream_type,
-            "stream_id": stream_id,
-            "stream_version": stream_version,
-            "event_type": event_type,
-            "schema_version": schema_version,
-            "occurred_at": recorded if occurred_at == recorded_at else _parse_time(occurred_at),
-            "recorded_at": recorded,
-            "payload": orjson.loads(payload),
-        }
+        try:  # costs nothing unless a row is damaged (as in ``row_to_envelope``)
+            recorded = _parse_time(recorded_at)
+            values = {
+                "position": position,
+                "event_id": event_id,
+                "stream_type": stream_type,
+                "stream_id": stream_id,
+                "stream_version": stream_version,
+                "event_type": event_type,
+                "schema_version": schema_version,
+                "occurred_at": recorded if occurred_at == recorded_at else _parse_time(occurred_at),
+                "recorded_at": recorded,
+                "payload": orjson.loads(payload),
+            }
+        except (ValueError, TypeError) as exc:
+            raise UnreadableEvent(position, exc) from exc
         out.append(make(values, held))
     return out
 
