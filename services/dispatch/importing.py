@@ -574,7 +574,9 @@ def earlier_repairs(conn: Connection, serials: set[str]) -> dict[str, list[domai
         select(t.serial_number, e.stream_id, e.occurred_at, e.payload)
         .select_from(ticket_state.join(events, e.stream_id == t.ticket_id))
         .where(
-            func.upper(t.serial_number).in_(sorted(serials)),
+            # Folded by the database on both sides (PostgreSQL's upper() may fold more
+            # than ASCII under its collation): the same answer as the live lookup's.
+            func.upper(t.serial_number).in_([func.upper(s) for s in sorted(serials)]),
             e.event_type == TicketRepaired.event_type,
         )
     )

@@ -57,7 +57,7 @@ from shared.kernel.events.tickets import (
     UsedPart,
 )
 from shared.kernel.lifecycle import TicketStatus, may_follow
-from shared.kernel.parts import normalise_part_number, return_expected
+from shared.kernel.parts import normalise_part_number, normalise_serial_number, return_expected
 from shared.kernel.reach import Reach, Scope
 from shared.kernel.ticket import TicketState
 
@@ -1094,8 +1094,9 @@ def choose_pending_return(
         key=lambda p: (p.due_at, p.return_id),
     )
     if old_serial is not None:
+        wanted = normalise_serial_number(old_serial)
         for candidate in candidates:
-            if candidate.old_serial == old_serial:
+            if candidate.old_serial and normalise_serial_number(candidate.old_serial) == wanted:
                 return candidate
     return candidates[0] if candidates else None
 
@@ -1129,15 +1130,14 @@ def decide_old_part_return(command: RecordOldPartReturn, state: TicketState) -> 
             "no_return_expected",
             f"no return of {h.part_number} is outstanding for ticket {h.ticket_id}",
         )
-    if h.old_serial and (normalise_part_number(h.part_number), h.old_serial) in (
-        state.returned_serials
-    ):
+    serial = normalise_serial_number(h.old_serial) if h.old_serial else None
+    if serial and (normalise_part_number(h.part_number), serial) in state.returned_serials:
         raise RuleViolation(
             "old_serial_not_expected",
             f"old serial {h.old_serial} of {h.part_number} was already returned for ticket "
             f"{h.ticket_id}",
         )
-    if h.old_serial and expected.old_serial and h.old_serial != expected.old_serial:
+    if serial and expected.old_serial and serial != normalise_serial_number(expected.old_serial):
         # No outstanding return expects this serial (``choose_pending_return`` prefers the
         # one that does): settling another would close a return whose part never came back.
         raise RuleViolation(

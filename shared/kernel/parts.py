@@ -14,10 +14,14 @@ def normalise_part_number(value: str) -> str:
     return value.strip().upper()
 
 
+_ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
 def normalise_serial_number(value: str) -> str:
-    """A product's serial number compares as a part number does (SQL: ``upper(serial)``,
-    the expression ``ix_ticket_state_serial_key`` indexes): ``sn-0001`` is ``SN-0001``."""
-    return normalise_part_number(value)
+    """A product's serial number compares without case: ``sn-0001`` is ``SN-0001``. ASCII
+    letters only, as SQLite's ``upper()`` folds them (``ix_ticket_state_serial_key`` indexes
+    that expression), so that Python and the database agree on every serial."""
+    return value.strip().translate(_ASCII_UPPER)
 
 
 def ticket_parts_stream(ticket_id: str) -> str:

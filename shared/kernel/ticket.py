@@ -29,7 +29,7 @@ from shared.kernel.events.tickets import (
     TicketVisited,
 )
 from shared.kernel.lifecycle import OPEN_STATUSES, TicketStatus, status_after
-from shared.kernel.parts import normalise_part_number
+from shared.kernel.parts import normalise_part_number, normalise_serial_number
 from shared.kernel.reach import Scope
 
 
@@ -157,7 +157,8 @@ def evolve(
         case SlaBreached():
             return replace(s, breached=state.breached | {payload.deadline.value})
         case OldPartReturned() if payload.old_serial:
-            key = (normalise_part_number(payload.part_number), payload.old_serial)
+            serial = normalise_serial_number(payload.old_serial)
+            key = (normalise_part_number(payload.part_number), serial)
             return replace(s, returned_serials=state.returned_serials | {key})
     return _evolve_sla(s, payload, occurred_at)
 
