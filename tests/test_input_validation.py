@@ -342,10 +342,12 @@ async def test_an_empty_filter_is_malformed_not_no_filter(platform: Platform) ->
 
 # --- class 11: text a database cannot store, anywhere in a request -----------------------
 
-BAD_TEXT = ["Li\x00Wei", "Li\ud800Wei", "Li\x1b[2JWei", "Li\bWei"]
+BAD_TEXT = ["Li\x00Wei", "Li\ud800Wei", "Li\x1b[2JWei", "Li\bWei", "Li\x9b2JWei", "Li\x7fWei"]
 
 
-@pytest.mark.parametrize("text", BAD_TEXT, ids=["nul", "lone-surrogate", "escape", "backspace"])
+@pytest.mark.parametrize(
+    "text", BAD_TEXT, ids=["nul", "lone-surrogate", "escape", "backspace", "csi", "delete"]
+)
 async def test_invalid_text_is_422_naming_the_field_before_any_work(
     platform: Platform, text: str
 ) -> None:

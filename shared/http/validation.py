@@ -103,11 +103,20 @@ async def valid_text_input(request: Request) -> None:
 
 def may_hold_invalid_text(body: bytes) -> bool:
     """Whether a string parsed from this JSON text can hold NUL, a lone surrogate or a
-    control character: only through a ``\\u``, ``\\b`` or ``\\f`` escape (JSON refuses them
-    raw in a string), a NUL byte, or the UTF-8 lead byte 0xED of U+D000–U+DFFF
+    control character: only through a ``\\u``, ``\\b`` or ``\\f`` escape (JSON refuses C0
+    raw in a string), a NUL or DEL byte, the UTF-8 lead byte 0xC2 of U+0080–U+00BF (raw C1
+    controls), or the lead byte 0xED of U+D000–U+DFFF
     (``json.loads`` decodes with ``surrogatepass``; UTF-16/32 bodies have NUL bytes). Most
     bodies have none of them and skip the walk."""
-    return b"\\u" in body or b"\\b" in body or b"\\f" in body or b"\x00" in body or b"\xed" in body
+    return (
+        b"\\u" in body
+        or b"\\b" in body
+        or b"\\f" in body
+        or b"\x00" in body
+        or b"\x7f" in body
+        or b"\xc2" in body  # the UTF-8 lead byte of U+0080-U+00BF (the C1 controls among them)
+        or b"\xed" in body
+    )
 
 
 # A float beyond 1.8e308 has an exponent of three digits or a mantissa of over 200 digits.

@@ -2,11 +2,12 @@
 
 *Valid text* is what both databases store as text: PostgreSQL's ``text`` cannot hold NUL
 (U+0000), and no UTF-8 encoder accepts a lone surrogate (U+D800–U+DFFF), which JSON's
-``\\ud800`` escapes can produce. Nor does it hold the other C0 control characters but tab,
-line feed and carriage return: no name, address or note needs them, and a terminal or log
-viewer showing a stored ESC (U+001B) would act on it. Every input — request bodies, query
-and path values, the headers the services read, token claims, imported rows — is checked against this one rule before any
-work starts (shared/http/validation.py, shared/http/auth/tokens.py).
+``\\ud800`` escapes can produce. Nor does it hold the other control characters (C0 but
+tab, line feed and carriage return; DEL; C1 but NEL): no name, address or note needs them,
+and a terminal or log viewer showing a stored ESC (U+001B) or CSI would act on it. Every
+input — request bodies, query and path values, the headers the services read, token
+claims, imported rows (their VT and FF read as line breaks) — is checked against this one
+rule before any work starts (shared/http/validation.py, shared/http/auth/tokens.py).
 
 *JSON lines* (``ticketline subscribe``, ``/audit/export?format=jsonl``, SSE ``data:``
 lines) must stay one record per line for consumers that split lines the way Unicode
@@ -19,9 +20,10 @@ from __future__ import annotations
 
 import re
 
-# NUL, the other C0 controls but tab/LF/CR, and every UTF-16 surrogate code point (a str
-# holds one only when it is unpaired).
-_INVALID_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
+# NUL, the other C0 controls but tab/LF/CR, DEL, the C1 controls but NEL (a line separator:
+# written escaped, below), and every UTF-16 surrogate code point (a str holds one only when
+# it is unpaired). A terminal acts on ESC and on CSI (U+009B) alike.
+_INVALID_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f\ud800-\udfff]")
 # Line separators that JSON leaves raw but str.splitlines() and others split on.
 _LINE_SEPARATORS = re.compile("[\x85\u2028\u2029]")
 
@@ -34,9 +36,15 @@ def invalid_text_reason(value: str) -> str | None:
     char = found.group()
     if char == "\x00":
         return "contains a NUL character (U+0000)"
-    if char < " ":
+    if char <= "\x9f":
         return f"contains a control character (U+{ord(char):04X})"
     return f"contains an unpaired surrogate (U+{ord(char):04X})"
+
+
+def legacy_line_breaks(value: str) -> str:
+    """Vertical tab and form feed as the line breaks older systems meant by them (FileMaker
+    writes a line break in a field as VT): imported rows keep their text."""
+    return value.replace("\x0b", "\n").replace("\x0c", "\n")
 
 
 def check_text(value: str) -> str:

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from shared.kernel.errors import DomainError, InvalidCommand
-from shared.kernel.text import invalid_text_reason
+from shared.kernel.text import invalid_text_reason, legacy_line_breaks
 
 E = TypeVar("E", bound=StrEnum)
 M = TypeVar("M", bound=BaseModel)
@@ -111,6 +111,7 @@ class Fields:
             value = str(value) if isinstance(value, int | float) else None
             if value is None:
                 return self.problem(column, "expected text")
+        value = legacy_line_breaks(value)
         reason = invalid_text_reason(value)
         if reason is not None:
             return self.problem(column, reason)
@@ -225,7 +226,7 @@ class Fields:
         parts = value if isinstance(value, list) else str(value).split(separator)
         out = []
         for part in parts:
-            text = str(part).strip()
+            text = legacy_line_breaks(str(part)).strip()
             reason = invalid_text_reason(text)
             if reason is not None:
                 self.problem(column, reason)
