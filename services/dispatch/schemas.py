@@ -188,10 +188,13 @@ class TechnicianPage(BaseModel):
 
 
 def _dispatch_examples(schema: dict[str, Any]) -> None:
-    """Tomorrow 09:00–11:00 in China: a window that is never in the past when sent as shown
-    (the OpenAPI document is made again each day: shared/http/openapi.py)."""
-    tomorrow = datetime.now(UTC).date() + timedelta(days=1)
-    start = datetime.combine(tomorrow, time(1), UTC)
+    """The next weekday, 09:00–11:00 in China: a window never in the past when sent as
+    shown, in usual working hours (the OpenAPI document is made again each day:
+    shared/http/openapi.py)."""
+    day = datetime.now(UTC).date() + timedelta(days=1)
+    while day.weekday() >= 5:
+        day += timedelta(days=1)
+    start = datetime.combine(day, time(1), UTC)
     schema["examples"] = [
         {},
         {

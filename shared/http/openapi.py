@@ -104,7 +104,7 @@ def describe_problems(document: dict[str, Any]) -> dict[str, Any]:
                     answer["headers"] = {"WWW-Authenticate": WWW_AUTHENTICATE}
                 responses[str(status)] = answer
             operation["responses"] = dict(sorted(responses.items()))
-    _local_times(schemas)
+    _local_times(document)
     # FastAPI's own validation-error shapes are never answered (422 is a problem).
     text = repr(document["paths"])
     for name in ("HTTPValidationError", "ValidationError"):
@@ -123,10 +123,10 @@ LOCAL_TIME = {
 }
 
 
-def _local_times(schemas: dict[str, Any]) -> None:
+def _local_times(document: dict[str, Any]) -> None:
     """Every ``format: time`` the models declare, as the local time it is. Here, not on
     the type: the event contract (docs/contract) publishes the models' schemas, frozen."""
-    pending: list[Any] = [schemas]
+    pending: list[Any] = [document]
     while pending:
         node = pending.pop()
         if isinstance(node, dict):

@@ -204,6 +204,8 @@ def install_security(app: FastAPI, auth: AuthSettings) -> None:
                 "Retry-After",
                 "Link",
                 "X-Correlation-ID",
+                "Idempotent-Replayed",
+                "Content-Disposition",
             ],
         )
     app.add_middleware(SecurityHeadersMiddleware)
