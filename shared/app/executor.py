@@ -77,8 +77,8 @@ class Handling:
         return self.executor.visible(conn, decider, stream_id, self.invocation.reach)
 
 
-# How many kept states an executor holds at most (a few hundred bytes each).
-_KEPT_STATES = 20_000
+# How many kept states an executor holds at most (up to a few kB each: imported usage).
+_KEPT_STATES = 10_000
 
 
 def _head(events: Sequence[EventEnvelope]) -> StreamHead:
