@@ -191,6 +191,36 @@ async def test_the_stream_ends_when_its_token_expires(platform: Platform, monkey
     assert again.status_code == 401
 
 
+async def test_a_damaged_row_ends_the_stream_saying_where(platform: Platform) -> None:
+    """The answer has started: the stream ends with an event naming the position, after
+    the events before it (no dropped connection, no traceback)."""
+    from sqlalchemy import update
+
+    from shared.eventstore.tables import events
+
+    await open_tickets(platform, ["east", "east"])
+    garbage = update(events).where(events.c.position == 3).values(payload="not json")
+    await platform.db.write(lambda c: c.execute(garbage))
+    lines: list[str] = []
+
+    async def read_all(url: str) -> None:
+        async with httpx.AsyncClient(timeout=30) as client:
+            headers = {**AUDITOR, "Last-Event-ID": "0"}
+            async with client.stream("GET", f"{url}/streams/events", headers=headers) as answer:
+                assert answer.status_code == 200
+                async for line in answer.aiter_lines():
+                    lines.append(line)
+
+    async with serve_app(create_app(platform)) as url:
+        await asyncio.wait_for(read_all(url), 20)
+    assert [line for line in lines if line.startswith("id: ")] == ["id: 1", "id: 2"]
+    assert "event: ledger-damaged" in lines
+    data = next(
+        line for line in lines[lines.index("event: ledger-damaged") :] if line.startswith("data: ")
+    )
+    assert json.loads(data[len("data: ") :])["position"] == 3
+
+
 async def test_the_kafka_subscriber_stops_after_max_events_and_resumes_there(broker) -> None:  # type: ignore[no-untyped-def]
     """It printed every message of a batch whatever --max-events said, and committed them."""
     from aiokafka import AIOKafkaProducer

@@ -11,6 +11,8 @@ slow client holds a bounded backlog.
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import time
 from collections.abc import AsyncIterator
 
@@ -19,7 +21,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
 from shared.app.platform import Platform
-from shared.eventstore.ledger import row_to_envelope
+from shared.eventstore.ledger import UnreadableEvent, row_to_envelope
 from shared.eventstore.tables import events, seen_in_region
 from shared.http.app import get_platform
 from shared.http.auth.personal_data import mask_payload
@@ -31,6 +33,8 @@ from shared.kernel.errors import InvalidCommand, NotFound
 from shared.kernel.events.envelope import EventEnvelope, canonical_json
 from shared.kernel.events.registry import all_payload_classes
 from shared.kernel.text import escape_line_separators
+
+log = logging.getLogger("ticketline.streams")
 
 router = APIRouter(tags=["streams"])
 
@@ -52,7 +56,9 @@ def format_sse(event: EventEnvelope, *, masked: bool = False) -> str:
 
 async def read_after(
     platform: Platform, position: int, region: str | None, types: list[str], limit: int
-) -> list[EventEnvelope]:
+) -> tuple[list[EventEnvelope], UnreadableEvent | None]:
+    """The next events, up to the first stored row that makes no event (and that row's
+    error: the stream sends what comes before it, then says where it stops)."""
     query = (
         select(events).where(events.c.position > position).order_by(events.c.position).limit(limit)
     )
@@ -60,7 +66,14 @@ async def read_after(
         query = query.where(seen_in_region(region))
     if types:
         query = query.where(events.c.event_type.in_(types))
-    return await platform.db.read(lambda c: [row_to_envelope(r) for r in c.execute(query).all()])
+    rows = await platform.db.read(lambda c: c.execute(query).all())
+    found: list[EventEnvelope] = []
+    for row in rows:
+        try:
+            found.append(row_to_envelope(row))
+        except UnreadableEvent as damaged:
+            return found, damaged
+    return found, None
 
 
 def parse_types(types: str | None) -> list[str]:
@@ -132,10 +145,23 @@ async def stream_events(
                 # client reconnects with a new one, from its Last-Event-ID).
                 yield "event: expired\ndata: the token expired\n\n"
                 return
-            found = await read_after(platform, position, region_filter, chosen, batch)
+            found, damaged = await read_after(platform, position, region_filter, chosen, batch)
             for event in found:
                 yield format_sse(event, masked=masked)
                 position = event.position
+            if damaged is not None:
+                # The answer has started: the stream ends with an event saying why (the
+                # client's reconnect from its Last-Event-ID meets the same row).
+                log.error("unreadable event at position %s", damaged.position)
+                detail = json.dumps(
+                    {
+                        "position": damaged.position,
+                        "detail": f"the event at position {damaged.position} is damaged; "
+                        "`ticketline verify` reports the ledger's state",
+                    }
+                )
+                yield f"event: ledger-damaged\ndata: {detail}\n\n"
+                return
             if found:
                 quiet_since = time.monotonic()
                 continue
