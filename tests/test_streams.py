@@ -167,22 +167,29 @@ async def test_the_subscriber_stops_on_what_retrying_cannot_fix(
         await collect("notaurl", **{**base, "types": []})
 
 
+async def stream_to_its_end(url: str, headers: dict[str, str]) -> list[str]:
+    """The lines of a stream the server ends (within 20 s)."""
+    lines: list[str] = []
+
+    async def read_all() -> None:
+        async with (
+            httpx.AsyncClient(timeout=30) as client,
+            client.stream("GET", f"{url}/streams/events", headers=headers) as answer,
+        ):
+            assert answer.status_code == 200
+            async for line in answer.aiter_lines():
+                lines.append(line)
+
+    await asyncio.wait_for(read_all(), 20)
+    return lines
+
+
 async def test_the_stream_ends_when_its_token_expires(platform: Platform, monkeypatch) -> None:
     """A request with the token would be refused from then on: so is the open stream."""
     monkeypatch.setattr(platform.settings.auth, "leeway_seconds", 0)
     token = token_for("auditor", ttl_seconds=2)
-    lines: list[str] = []
-
-    async def read_all(url: str) -> None:
-        async with httpx.AsyncClient(timeout=30) as client:
-            headers = {"Authorization": f"Bearer {token}"}
-            async with client.stream("GET", f"{url}/streams/events", headers=headers) as answer:
-                assert answer.status_code == 200
-                async for line in answer.aiter_lines():
-                    lines.append(line)
-
     async with serve_app(create_app(platform)) as url:
-        await asyncio.wait_for(read_all(url), 20)
+        lines = await stream_to_its_end(url, {"Authorization": f"Bearer {token}"})
         async with httpx.AsyncClient() as client:
             again = await client.get(
                 f"{url}/streams/events", headers={"Authorization": f"Bearer {token}"}
@@ -201,18 +208,8 @@ async def test_a_damaged_row_ends_the_stream_saying_where(platform: Platform) ->
     await open_tickets(platform, ["east", "east"])
     garbage = update(events).where(events.c.position == 3).values(payload="not json")
     await platform.db.write(lambda c: c.execute(garbage))
-    lines: list[str] = []
-
-    async def read_all(url: str) -> None:
-        async with httpx.AsyncClient(timeout=30) as client:
-            headers = {**AUDITOR, "Last-Event-ID": "0"}
-            async with client.stream("GET", f"{url}/streams/events", headers=headers) as answer:
-                assert answer.status_code == 200
-                async for line in answer.aiter_lines():
-                    lines.append(line)
-
     async with serve_app(create_app(platform)) as url:
-        await asyncio.wait_for(read_all(url), 20)
+        lines = await stream_to_its_end(url, {**AUDITOR, "Last-Event-ID": "0"})
     assert [line for line in lines if line.startswith("id: ")] == ["id: 1", "id: 2"]
     assert "event: ledger-damaged" in lines
     data = next(
