@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 
@@ -128,6 +129,19 @@ def response_deadline(command: ReceiveTicket) -> datetime:
     return at + timedelta(hours=command.response_hours)
 
 
+# Before it, a purchase date is a typo (a year 1 or 0202), not an appliance in service.
+EARLIEST_PURCHASE = date(1950, 1, 1)
+
+
+def require_visible(field: str, value: str | None) -> None:
+    """A name or an address line must show something: text made only of invisible
+    characters (zero-width spaces, format marks) passes the blank check but names nobody."""
+    if value is not None and not any(
+        not unicodedata.category(ch).startswith(("C", "Z")) for ch in value
+    ):
+        raise InvalidCommand(field, "has no visible character")
+
+
 def decide_receive(command: ReceiveTicket, state: TicketState) -> list[PendingEvent]:
     if state.exists:
         raise RuleViolation("ticket_already_received", "this ticket was already received")
@@ -135,6 +149,10 @@ def decide_receive(command: ReceiveTicket, state: TicketState) -> list[PendingEv
     today = command.received_at.date()
     if r.product.purchase_date > today:
         raise InvalidCommand("product.purchase_date", "the purchase date is in the future")
+    if r.product.purchase_date < EARLIEST_PURCHASE:
+        raise InvalidCommand("product.purchase_date", f"before {EARLIEST_PURCHASE.isoformat()}")
+    require_visible("customer.name", r.customer.name)
+    require_visible("address.line", r.address.line)
     derived = derive_warranty(r.product.purchase_date, today, command.warranty_months)
     given = r.warranty_status
     # An extended warranty is a contract we cannot derive; the other two must agree.
@@ -226,6 +244,8 @@ def decide_correct_contact(
     require_open(state)
     if command.customer is None and command.address is None:
         raise InvalidCommand("customer", "give the corrected customer and/or address")
+    require_visible("customer.name", command.customer.name if command.customer else None)
+    require_visible("address.line", command.address.line if command.address else None)
     assert state.received is not None
     unchanged_customer = command.customer in (None, state.received.customer)
     unchanged_address = command.address in (None, state.received.address)

@@ -147,7 +147,10 @@ def clock_deadlines(recorded: TicketDeadlines, clock: SlaClock) -> TicketDeadlin
     summary="Record a customer request (event TicketReceived)",
     description="Returns the ticket number, the SLA deadlines that now apply and, when an "
     "open ticket exists for the same phone and serial (or model), `possible_duplicate_of`. "
-    "Send an `Idempotency-Key` so that a retried request never opens a second ticket.",
+    "Send an `Idempotency-Key` so that a retried request never opens a second ticket. "
+    "Refused with 422 naming the field: a purchase date in the future or before 1950, a "
+    "warranty status the purchase date contradicts (but `extended`), a name or address "
+    "line with no visible character.",
 )
 async def receive_ticket(body: ReceiveTicketRequest, call: Receive) -> JSONResponse:
     request = body.command()
