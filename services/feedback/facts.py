@@ -43,7 +43,7 @@ from shared.kernel.events.tickets import (
 )
 from shared.kernel.imports import is_imported
 from shared.kernel.lifecycle import TicketStatus, status_after
-from shared.kernel.parts import normalise_part_number, normalise_serial_number
+from shared.kernel.parts import normalise_part_number, old_serial_key
 from shared.kernel.sla import SlaTerms, resolution_due_instants, response_due_instant
 from shared.kernel.ticket import TicketState
 
@@ -543,12 +543,11 @@ def _record(f: Facts, event: Recorded) -> Facts:
             f = amend(f, returns=(*f.returns, PartEvent(eid, part, p.quantity)))
             if not p.late:
                 return f
-            serial = normalise_serial_number(p.old_serial) if p.old_serial else None
-            late = PartEvent(eid, part, old_serial=serial, due_at=p.due_at)
+            late = PartEvent(eid, part, old_serial=old_serial_key(p.old_serial), due_at=p.due_at)
             return _late_part(f, late, at, p)
         case OldPartReturnOverdue():
             part = normalise_part_number(p.part_number)
-            serial = normalise_serial_number(p.old_serial) if p.old_serial else None
+            serial = old_serial_key(p.old_serial)
             notice = PartEvent(eid, part, old_serial=serial, due_at=p.due_at, overdue=True)
             return _late_part(f, notice, at, p)
     return f

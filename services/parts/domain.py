@@ -57,7 +57,12 @@ from shared.kernel.events.tickets import (
     UsedPart,
 )
 from shared.kernel.lifecycle import TicketStatus, may_follow
-from shared.kernel.parts import normalise_part_number, normalise_serial_number, return_expected
+from shared.kernel.parts import (
+    normalise_part_number,
+    normalise_serial_number,
+    old_serial_key,
+    return_expected,
+)
 from shared.kernel.reach import Reach, Scope
 from shared.kernel.ticket import TicketState
 
@@ -1096,7 +1101,7 @@ def choose_pending_return(
     if old_serial is not None:
         wanted = normalise_serial_number(old_serial)
         for candidate in candidates:
-            if candidate.old_serial and normalise_serial_number(candidate.old_serial) == wanted:
+            if old_serial_key(candidate.old_serial) == wanted:
                 return candidate
     return candidates[0] if candidates else None
 
@@ -1130,14 +1135,14 @@ def decide_old_part_return(command: RecordOldPartReturn, state: TicketState) -> 
             "no_return_expected",
             f"no return of {h.part_number} is outstanding for ticket {h.ticket_id}",
         )
-    serial = normalise_serial_number(h.old_serial) if h.old_serial else None
+    serial = old_serial_key(h.old_serial)
     if serial and (normalise_part_number(h.part_number), serial) in state.returned_serials:
         raise RuleViolation(
             "old_serial_not_expected",
             f"old serial {h.old_serial} of {h.part_number} was already returned for ticket "
             f"{h.ticket_id}",
         )
-    if serial and expected.old_serial and serial != normalise_serial_number(expected.old_serial):
+    if serial and old_serial_key(expected.old_serial) not in (None, serial):
         # No outstanding return expects this serial (``choose_pending_return`` prefers the
         # one that does): settling another would close a return whose part never came back.
         raise RuleViolation(

@@ -79,6 +79,14 @@ class UnreadableEvent(Exception):
         self.cause = cause
         super().__init__(f"the stored row at position {position} is not an event: {cause}")
 
+    @property
+    def explained(self) -> str:
+        """What a caller is told (the HTTP problem, the event stream's last event)."""
+        return (
+            f"the event at position {self.position} is damaged: nothing was changed; "
+            "`ticketline verify` reports the ledger's state"
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class StreamHead:
@@ -412,20 +420,22 @@ def _fold_envelopes(rows: Iterable[Sequence[Any]]) -> list[EventEnvelope]:
     ) in rows:
         try:  # costs nothing unless a row is damaged (as in ``row_to_envelope``)
             recorded = _parse_time(recorded_at)
-            values = {
-                "position": position,
-                "event_id": event_id,
-                "stream_type": stream_type,
-                "stream_id": stream_id,
-                "stream_version": stream_version,
-                "event_type": event_type,
-                "schema_version": schema_version,
-                "occurred_at": recorded if occurred_at == recorded_at else _parse_time(occurred_at),
-                "recorded_at": recorded,
-                "payload": orjson.loads(payload),
-            }
+            occurred = recorded if occurred_at == recorded_at else _parse_time(occurred_at)
+            decoded = orjson.loads(payload)
         except (ValueError, TypeError) as exc:
             raise UnreadableEvent(position, exc) from exc
+        values = {
+            "position": position,
+            "event_id": event_id,
+            "stream_type": stream_type,
+            "stream_id": stream_id,
+            "stream_version": stream_version,
+            "event_type": event_type,
+            "schema_version": schema_version,
+            "occurred_at": occurred,
+            "recorded_at": recorded,
+            "payload": decoded,
+        }
         out.append(make(values, held))
     return out
 

@@ -256,8 +256,7 @@ async def _unreadable(request: Request, exc: Exception) -> JSONResponse:
         500,
         "ledger-damaged",
         "A stored event cannot be read",
-        f"the event at position {exc.position} is damaged: nothing was changed; "
-        "`ticketline verify` reports the ledger's state",
+        exc.explained,
         position=exc.position,
     )
 

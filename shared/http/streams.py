@@ -54,6 +54,22 @@ def format_sse(event: EventEnvelope, *, masked: bool = False) -> str:
     return f"id: {event.position}\nevent: {event.event_type}\ndata: {data}\n\n"
 
 
+async def start_after(platform: Platform, resume_after: int | None, asked: int | None) -> int:
+    """Where a stream starts: after its Last-Event-ID, else the position asked for, else
+    now (the ledger's last position)."""
+    if resume_after is not None:
+        return resume_after
+    if asked is not None:
+        return asked
+    return await platform.db.read(platform.store.last_position)
+
+
+def damaged_sse(damaged: UnreadableEvent) -> str:
+    """The event that ends a stream at a stored row that makes no event."""
+    detail = json.dumps({"position": damaged.position, "detail": damaged.explained})
+    return f"event: ledger-damaged\ndata: {detail}\n\n"
+
+
 async def read_after(
     platform: Platform, position: int, region: str | None, types: list[str], limit: int
 ) -> tuple[list[EventEnvelope], UnreadableEvent | None]:
@@ -126,12 +142,7 @@ async def stream_events(
     # A regional caller's stream is its region, whatever it asks for.
     region_filter = principal.region or wanted
     masked = not principal.sees_personal_data
-    if resume_after is not None:
-        position = resume_after
-    elif from_position is not None:
-        position = from_position
-    else:
-        position = await platform.db.read(platform.store.last_position)
+    position = await start_after(platform, resume_after, from_position)
     poll = platform.settings.projector_poll_seconds
     expires_at = credentials_expire_at(request)
 
@@ -153,14 +164,7 @@ async def stream_events(
                 # The answer has started: the stream ends with an event saying why (the
                 # client's reconnect from its Last-Event-ID meets the same row).
                 log.error("unreadable event at position %s", damaged.position)
-                detail = json.dumps(
-                    {
-                        "position": damaged.position,
-                        "detail": f"the event at position {damaged.position} is damaged; "
-                        "`ticketline verify` reports the ledger's state",
-                    }
-                )
-                yield f"event: ledger-damaged\ndata: {detail}\n\n"
+                yield damaged_sse(damaged)
                 return
             if found:
                 quiet_since = time.monotonic()

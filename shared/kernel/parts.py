@@ -24,6 +24,11 @@ def normalise_serial_number(value: str) -> str:
     return value.strip().translate(_ASCII_UPPER)
 
 
+def old_serial_key(value: str | None) -> str | None:
+    """An old part's serial as compared (``normalise_serial_number``), None when not given."""
+    return normalise_serial_number(value) if value else None
+
+
 def ticket_parts_stream(ticket_id: str) -> str:
     """The parts paperwork of one ticket (expected old-part returns, unmatched usage):
     written by the parts service, read by the compliance checklist."""
