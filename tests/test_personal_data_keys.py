@@ -20,9 +20,14 @@ from shared.app.personal import MASTER_KEY_FILE, load_master_key
 from shared.app.platform import Platform
 from shared.eventstore.ledger import NEW_STREAM, EventStore, StreamAppend
 from shared.eventstore.metrics import PERSONAL_DATA_UNREADABLE
-from shared.eventstore.personal import MasterKeyMismatch
+from shared.eventstore.personal import MasterKeyMismatch, PersonalDataUnavailable
 from shared.kernel.clock import ManualClock
-from shared.kernel.events.tickets import ContactDetailsCorrected, Customer, TicketReceived
+from shared.kernel.events.tickets import (
+    ContactDetailsCorrected,
+    Customer,
+    FollowUpRecorded,
+    TicketReceived,
+)
 from shared.kernel.personal import (
     STORED,
     UNREADABLE,
@@ -276,6 +281,24 @@ async def test_a_corrupted_data_key_shows_unreadable_and_nothing_else_breaks(
             assert (await disp.post(f"/tickets/{bad}/diagnosis", json=diagnosis)).status_code == 200
             fix = {"customer": {"name": "New Name", "phone": "13900001111"}, "reason": "typo"}
             refused = await disp.patch(f"/tickets/{bad}/contact", json=fix)
+        # Work that records no personal data goes on (a follow-up without a comment);
+        # a comment would be sealed by the unreadable key: refused.
+        silent = FollowUpRecorded(
+            satisfaction_score=90, would_recommend=9, problem_solved=True, channel="call"
+        )
+
+        def follow_up(payload: FollowUpRecorded) -> object:
+            def work(c):  # type: ignore[no-untyped-def]
+                head = platform.store.stream_head(c, bad)
+                return platform.store.append(
+                    c, [StreamAppend(bad, [payload], head, "east")], context()
+                )
+
+            return platform.db.write(work)
+
+        await follow_up(silent)
+        with pytest.raises(PersonalDataUnavailable):
+            await follow_up(silent.model_copy(update={"comment": "thanks"}))
         assert (view["customer_name"], view["customer_phone"]) == (UNREADABLE, UNREADABLE)
         assert (other["customer_name"], other["address_line"]) == (fine.name, fine.line)
         assert listed.status_code == 200 and len(listed.json()["items"]) == 2
