@@ -297,3 +297,30 @@ async def test_a_ticket_under_an_sla_policy_is_exported_and_says_what_it_loses(
     steps = ["TicketReceived", "SlaPolicyApplied", "TicketDiagnosed", "SlaWarning"]
     assert one_row([*steps, "SlaPaused", "SlaResumed", "SlaPaused", "SlaResumed"]) is None
     assert tid in path.read_text()
+
+
+async def test_an_erased_customers_ticket_is_left_out_and_said(
+    platform: Platform, clock: ManualClock, tmp_path: Path
+) -> None:
+    """The import needs a customer's clear name and phone: a row of ``[erased]`` would make
+    the whole file invalid, so an erased customer's ticket is left out, with the reason."""
+    async with service_client("intake", platform) as intake:
+        gone = await open_ticket(intake, path=None, customer__phone="13800000011")
+        kept = await open_ticket(intake, path=None, customer__phone="13800000012")
+    personal = platform.store.personal
+    assert personal is not None
+
+    def erase(conn: Any) -> None:
+        state = ticket_state.c
+        found = select(state.customer_id).where(state.ticket_id == gone)
+        personal.erase(conn, conn.execute(found).scalar_one(), clock.now())
+
+    await platform.db.write(erase)
+    path = tmp_path / "tickets.csv"
+    summary = await platform.db.read(
+        lambda c: export_kind(c, platform.store, find_kind("tickets"), path, "csv", clock.now())
+    )
+    assert summary.rows == 1, summary.as_dict()
+    assert [u.reason for u in summary.left_out] == ["the customer's personal data is erased"]
+    written = path.read_text()
+    assert kept in written and gone not in written and "[erased]" not in written

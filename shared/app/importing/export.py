@@ -35,6 +35,7 @@ from shared.kernel.events.tickets import (
     TicketRepaired,
     TicketVisited,
 )
+from shared.kernel.personal import ERASED, UNREADABLE
 from shared.kernel.ticket import TICKETS
 from shared.readmodels.ticket_state import ticket_state
 
@@ -125,7 +126,7 @@ def export_tickets(
     conn: Connection, steps: Sequence[Any], store: EventStore, page: int = 500
 ) -> Iterator[dict[str, Any] | Unrepresentable]:
     """Every ticket, in order of receipt, a page of streams per query; personal data in
-    clear (what the import reads), ``[erased]`` where a customer was erased."""
+    clear (what the import reads); a ticket whose customer was erased is left out."""
     from shared.app.importing.tickets import TicketHistoryView
 
     t = ticket_state.c
@@ -161,6 +162,9 @@ def export_tickets(
             }
             for step in steps:
                 row |= step.export(view)
+            if hidden := _hidden_personal_data(row):
+                yield Unrepresentable(ticket.ticket_number, hidden)
+                continue
             dropped = dict.fromkeys(
                 SLA_TERMS[e.event_type] for e in envelopes if e.event_type in SLA_TERMS
             )
@@ -169,6 +173,17 @@ def export_tickets(
                     f"{', '.join(dropped)}: imported, the ticket runs on the built-in policy"
                 )
             yield row
+
+
+def _hidden_personal_data(row: Mapping[str, Any]) -> str | None:
+    """Why the row cannot be imported as it stands: the import needs a customer's clear
+    name and phone, and an erased (or unreadable) customer's read as a placeholder."""
+    for value in row.values():
+        if value == ERASED:
+            return "the customer's personal data is erased"
+        if value == UNREADABLE:
+            return "the customer's data key is unreadable"
+    return None
 
 
 def _streams(conn: Connection, store: EventStore, ids: Sequence[str]) -> dict[str, list[Any]]:
