@@ -135,8 +135,10 @@ class CorrectContactRequest(Body):
     address: Address | None = None
     reason: ShortText
 
-    def command(self) -> domain.CorrectContactDetails:
-        return domain.CorrectContactDetails(self.reason, self.customer, self.address)
+    def command(self, *, caller_sees_masked: bool = False) -> domain.CorrectContactDetails:
+        return domain.CorrectContactDetails(
+            self.reason, self.customer, self.address, caller_sees_masked
+        )
 
 
 class Deadlines(BaseModel):
