@@ -21,6 +21,7 @@ from shared.kernel.lifecycle import TicketStatus
 from shared.kernel.sla import SlaPin, SlaTerms
 from shared.kernel.ticket import TICKETS, TicketState
 from shared.readmodels.sla import TermsReader
+from shared.readmodels.ticket_state import ticket_state
 
 # Plain SQL on the driver (both databases speak it): one per new ticket, where
 # SQLAlchemy's per-statement work cost more than the upsert.
@@ -30,12 +31,31 @@ _TAKE_NUMBER = Statement(
     f"{ticket_number_counters.name}.last_number + 1 RETURNING last_number"
 )
 
+_NUMBER_TAKEN = Statement(f"SELECT 1 FROM {ticket_state.name} WHERE ticket_number = :number")
+_NUMBERS_OF_DAY = Statement(
+    f"SELECT ticket_number FROM {ticket_state.name} WHERE ticket_number BETWEEN :low AND :high "
+    "ORDER BY ticket_number DESC LIMIT 100"
+)
+_MOVE_PAST = Statement(
+    f"UPDATE {ticket_number_counters.name} SET last_number = :highest "
+    "WHERE day = :day AND last_number < :highest"
+)
+
 
 def next_ticket_number(conn: Connection, now: datetime, prefix: str) -> str:
-    """``TL-YYYYMMDD-NNNNNN``: unique, and sorts by day (UTC) then arrival."""
+    """``TL-YYYYMMDD-NNNNNN``: unique, and sorts by day (UTC) then arrival. Imported
+    history may hold numbers of this form (an export of Ticketline itself, a legacy system
+    numbering alike): the day's counter moves past them."""
     day = now.strftime("%Y%m%d")
+    stem = f"{prefix}-{day}-"
     number = int(_TAKE_NUMBER.scalar(conn, day))
-    return f"{prefix}-{day}-{number:06d}"
+    while _NUMBER_TAKEN.scalar(conn, f"{stem}{number:06d}") is not None:
+        found = _NUMBERS_OF_DAY.rows(conn, f"{stem}000000", f"{stem}999999")
+        tails = [n[len(stem) :] for (n,) in found if n.startswith(stem)]
+        highest = max((int(t) for t in tails if len(t) == 6 and t.isdigit()), default=0)
+        _MOVE_PAST.execute(conn, highest, day, highest)
+        number = int(_TAKE_NUMBER.scalar(conn, day))
+    return f"{stem}{number:06d}"
 
 
 def terms_reader(conn: Connection, h: Handling) -> TermsReader:
