@@ -25,6 +25,8 @@ from shared.eventstore.verify import verify_ledger
 from shared.kernel.clock import ManualClock
 from shared.kernel.imports import import_batch_of
 from shared.readmodels.ticket_state import ticket_state
+from tests.support.clients import service_client
+from tests.support.dispatch_network import ticket_body
 from tests.support.history import TICKET_HEADER, write_csv, write_history
 from tests.support.importing import OPERATOR, import_all, import_file, problems
 
@@ -251,6 +253,48 @@ async def test_impossible_histories_are_row_errors_and_nothing_is_written(
 
 
 @SQLITE
+async def test_one_ticket_id_on_two_rows_is_a_row_error(platform: Platform, tmp_path: Path) -> None:
+    """Two numbers under one id would be one stream holding two tickets: the later row is
+    refused, in one batch or across batches (a validating pass has not written the first)."""
+    files = write_history(tmp_path, 0)
+    files.pop("tickets")
+    await import_all(platform, files)
+    same = "33333333-3333-4333-8333-333333333333"
+    path = ticket_file(
+        tmp_path / "tickets.csv", [good_row(1, ticket_id=same), good_row(2, ticket_id=same)]
+    )
+    for batch_size in (100, 1):
+        summary, sink = await import_file(platform, "tickets", path, batch_size=batch_size)
+        assert summary.status == "refused", batch_size
+        assert problems(sink) == [
+            (3, "ticket_id", "another row of the file has this id: line 2")
+        ], batch_size
+    summary, sink = await import_file(platform, "tickets", path, skip_invalid=True)
+    assert (summary.tally.imported, summary.tally.invalid) == (1, 1)
+    assert await count(platform, ticket_state) == 1
+
+
+async def test_imported_numbers_of_the_live_form_are_not_handed_out_again(
+    platform: Platform, clock: ManualClock, tmp_path: Path
+) -> None:
+    """An export of Ticketline imported elsewhere keeps its TL- numbers: the day's counter
+    moves past them (before, every new ticket of that day failed on the number)."""
+    files = write_history(tmp_path, 0)
+    files.pop("tickets")
+    await import_all(platform, files)
+    day = clock.now().strftime("%Y%m%d")
+    imported = [good_row(n, ticket_number=f"TL-{day}-{n:06d}") for n in (2, 3, 5)]
+    summary, _ = await import_file(
+        platform, "tickets", ticket_file(tmp_path / "tickets.csv", imported)
+    )
+    assert summary.status == "imported"
+    async with service_client("intake", platform) as intake:
+        answers = [await intake.post("/tickets", json=ticket_body()) for _ in range(3)]
+    numbers = [a.json().get("ticket_number") for a in answers]
+    assert numbers == [f"TL-{day}-{n:06d}" for n in (1, 6, 7)]
+
+
+@SQLITE
 async def test_files_that_cannot_be_read_are_refused(platform: Platform, tmp_path: Path) -> None:
     before = await position(platform)
     unknown = tmp_path / "points.csv"
@@ -428,3 +472,25 @@ async def test_stock_and_usage_name_registered_records_once(
     summary, sink = await import_file(platform, "service_points", points)
     assert summary.status == "refused"
     assert "already present with other values" in problems(sink)[0][2]
+
+
+@SQLITE
+async def test_a_network_rule_names_the_column_at_fault(platform: Platform, tmp_path: Path) -> None:
+    points = tmp_path / "service_points.csv"
+    points.write_text(
+        "id,name,level,kind,parent_id,region\n"
+        "hq,HQ,headquarters,,,\n"
+        "rc-w,West RC,regional_center,,hq,west\n"
+        "rc-x,Wrong parent,regional_center,,rc-w,west\n"
+        "sp-x,North outlet,service_point,dealer,rc-w,north\n"
+    )
+    summary, sink = await import_file(platform, "service_points", points, dry_run=True)
+    assert summary.status == "invalid"
+    assert [(line, field) for line, field, _ in problems(sink)] == [(4, "parent_id"), (5, "region")]
+    await import_file(platform, "service_points", points, skip_invalid=True)
+    people = tmp_path / "technicians.csv"
+    people.write_text(
+        "id,name,service_point_id,working_hours\nt-1,Wu,rc-w,mon 08:00-12:00; mon 11:00-13:00\n"
+    )
+    summary, sink = await import_file(platform, "technicians", people, dry_run=True)
+    assert [(line, field) for line, field, _ in problems(sink)] == [(2, "working_hours")]

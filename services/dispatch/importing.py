@@ -144,7 +144,15 @@ class PointRow:
     registered_at: datetime
 
 
-_POINT_FIELDS = {"parent_id": "parent_id", "region": "region", "kind": "kind", "level": "level"}
+_POINT_FIELDS = {
+    "parent_id": "parent_id",
+    "region": "region",
+    "kind": "kind",
+    "level": "level",
+    # Rules the decision names → the column at fault.
+    "parent_level": "parent_id",
+    "parent_region": "region",
+}
 
 
 class ServicePoints(Kind):
@@ -347,7 +355,11 @@ def _technician(conn: Connection, parsed: Parsed) -> Verdict:
     decider = domain.technicians_in(point.region if point else None)
     state = domain.NetworkMember(row.technician_id)
     register = domain.RegisterTechnician(row.description, point)
-    fields = {"service_point_id": "service_point_id", "timezone": "timezone"}
+    fields = {
+        "service_point_id": "service_point_id",
+        "timezone": "timezone",
+        "working_hours": "working_hours",
+    }
     events, state = guarded(
         parsed.line,
         "service_point_id",

@@ -159,11 +159,17 @@ class TicketHistory(Kind):
     ) -> list[Verdict]:
         rows: list[TicketRow] = [p.item for p in batch]
         known = existing_tickets(conn, rows)
+        # Ids the file's earlier rows took: this batch's, and (a validating pass: not
+        # written yet) earlier batches'. Two numbers under one id would be one stream.
+        taken = {ticket_id: line for line, ticket_id in _taken_ids(rows, context)}
         steps = self.steps
         facts = {step.service: step.gather(conn, rows, context) for step in steps}
 
         def one(parsed: Parsed) -> Verdict:
             row: TicketRow = parsed.item
+            if row.ticket_id in taken:
+                problem = f"another row of the file has this id: line {taken[row.ticket_id]}"
+                raise RowFailed([Problem(row.line, "ticket_id", problem)])
             if row.ticket_number in known:
                 if row.given_id and known[row.ticket_number] != row.ticket_id:
                     raise RowFailed(
@@ -182,6 +188,9 @@ class TicketHistory(Kind):
             for step in steps:
                 if step.accepted is not None:
                     step.accepted(row, state, facts[step.service], context)
+            taken[row.ticket_id] = row.line
+            if context.remembered is not None:
+                context.remembered.add(_TICKET_IDS, row.ticket_id, row.line)
             return Verdict(row.line, segments=tuple(segments))
 
         return each(batch, one)
@@ -212,6 +221,16 @@ def history(
             region = TICKETS.scope(state).region
             segments.append(Segment(step.service, row.ticket_id, tuple(events), region, head))
     return segments, state
+
+
+_TICKET_IDS = "ticket_ids"  # KindContext.remembered: id → line of the row that took it
+
+
+def _taken_ids(rows: Sequence[TicketRow], context: KindContext) -> list[tuple[int, str]]:
+    if context.remembered is None:
+        return []  # writing: earlier batches are in the database (existing_tickets)
+    found = context.remembered.find(_TICKET_IDS, [r.ticket_id for r in rows])
+    return [(lines[0], ticket_id) for ticket_id, lines in found.items()]
 
 
 def existing_tickets(conn: Connection, rows: Sequence[TicketRow]) -> dict[str, str]:
