@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
 
 from shared.eventstore.db import Database
 from shared.eventstore.tables import idempotency_keys
@@ -90,3 +91,23 @@ async def test_a_key_stored_under_the_earlier_scope_is_still_answered(
         earlier_scope="s:subject",
     )
     assert calls == [1] and after.replayed and after.body == before.body
+
+
+async def test_another_constraint_than_the_keys_is_raised_not_retried(
+    db: Database, clock: ManualClock
+) -> None:
+    """Only the key's own record settles a unique violation; another one (a bug) is no
+    race, so it is not answered as one ("could not settle the key; retry")."""
+    calls: list[int] = []
+
+    def command(conn: Any) -> CommandResponse:
+        calls.append(1)
+        conn.exec_driver_sql("CREATE TEMPORARY TABLE IF NOT EXISTS twice (n INTEGER UNIQUE)")
+        conn.exec_driver_sql("INSERT INTO twice VALUES (1), (1)")
+        return CommandResponse(201, {})
+
+    with pytest.raises(IntegrityError):
+        await run_idempotent(
+            db, scope="s", key="k-2", request_body={}, command=command, now=clock.now()
+        )
+    assert calls == [1]

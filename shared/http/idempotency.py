@@ -164,12 +164,14 @@ async def run_idempotent(
     for _attempt in range(3):
         try:
             return await db.write(lambda c: _once(c, scopes, key, request, command, now))
-        except IntegrityError:
+        except IntegrityError as exc:
             # A concurrent request with the same key committed first: all this one wrote
             # is rolled back; answer with the stored outcome.
             row = await db.read(lambda c: _stored(c, scope, key, earlier_scope))
             if row is not None:
                 return _replay(row, *request)
+            if _TABLE not in str(exc.orig):
+                raise  # another constraint than the key's: no retry settles it
     raise ProblemError(409, "idempotency-conflict", "Could not settle the Idempotency-Key; retry")
 
 
