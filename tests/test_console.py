@@ -67,6 +67,7 @@ async def test_sign_in_sets_a_strict_http_only_cookie(platform: Platform) -> Non
         assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/" in cookie
         board = await client.get("/board")
         assert board.status_code == 200
+        assert "(审计, 全部区域)" in board.text or "(auditor, all regions)" in board.text
         assert board.headers["cache-control"] == "no-store"
         assert "default-src 'self'" in board.headers["content-security-policy"]
         out = await client.post("/sign-out")
@@ -95,6 +96,15 @@ async def test_bad_tokens_and_roles(platform: Platform) -> None:
         client.cookies.set(COOKIE, token_for("auditor", ttl_seconds=-5))
         session = await client.get("/session", headers={"HX-Request": "true"})
         assert session.status_code == 401 and session.headers["hx-redirect"] == "/sign-in"
+        # The same at sign-in: no cookie for a session already over, the expired notice.
+        client.cookies.clear()
+        late = await client.post("/sign-in", data={"token": token_for("auditor", ttl_seconds=-5)})
+        assert late.status_code == 401 and "set-cookie" not in late.headers
+        assert "sign-in expired" in late.text or "登录已过期" in late.text
+        # A page asked for without a session: signing in leads back to it.
+        asked = await client.get("/sla?kind=resolution&state=at_risk")
+        assert asked.status_code == 401
+        assert 'name="next" value="/sla?kind=resolution&amp;state=at_risk"' in asked.text
         cross_site = await client.post(
             "/sign-in",
             data={"token": token_for("auditor")},
@@ -490,8 +500,9 @@ async def test_compliance_tallies_equal_feedbacks_summarise(platform: Platform) 
     # row of tickets without a service point linked to every ticket; the six months'
     # total to month=None).
     async with console_client(platform) as client:
-        for group_by in ("service_point", "month"):
-            page = (await client.get(f"/compliance?month=2026-11&group_by={group_by}")).text
+        for group_by, region in (("service_point", ""), ("month", ""), ("service_point", "east")):
+            query = f"month=2026-11&group_by={group_by}&region={region}"
+            page = (await client.get(f"/compliance?{query}")).text
             rows = page.split("<tr")[2:]
             assert "month=None" not in page and "/compliance/tickets?" in page
             for row in rows:
@@ -509,6 +520,8 @@ async def test_a_page_cursor_the_console_did_not_write_is_a_bad_request(platform
             "/board?status=received&after=garbage",
             "/board?status=received&after=x|y",  # a deadline column: x is no time
             "/sla?state=breached&after=garbage",
+            "/board?status=received&after=2026-11-27|x",  # a time without its offset
+            "/sla?kind=resolution&state=at_risk&after=2026-11-27T19:46:00|x",
             "/board?region=%00",  # no text (the services' own check): the HTML page too
         ):
             answer = await client.get(path)
@@ -576,3 +589,39 @@ async def test_the_sla_pages_follow_the_clock_not_the_recorded_deadline(
         assert f"/tickets/{paused}" not in sla
         at_risk = (await client.get("/sla?state=at_risk")).text
         assert f"/tickets/{paused}" in at_risk and f"/tickets/{running}" not in at_risk
+
+
+def test_every_checklist_note_has_its_chinese_words() -> None:
+    """The notes feedback's checklist writes (services/feedback/compliance.py, facts.py):
+    each, or the start of one ending in what it is about, is translated."""
+    import ast
+    from pathlib import Path
+
+    from services.console.i18n import NOTE_STARTS, NOTES, translator
+
+    root = Path(__file__).resolve().parent.parent / "services" / "feedback"
+    notes: set[str] = set()
+    starts: set[str] = set()
+    for name in ("compliance.py", "facts.py"):
+        tree = ast.parse((root / name).read_text())
+        for node in ast.walk(tree):
+            said: list[ast.expr] = []
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") in ("Item", "Word"):
+                said = node.args[2:3]
+            elif isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "note":
+                said = [node.value]
+            for value in said:
+                branches = [value.body, value.orelse] if isinstance(value, ast.IfExp) else [value]
+                for branch in branches:
+                    if isinstance(branch, ast.Constant):
+                        notes.add(branch.value)
+                    elif isinstance(branch, ast.JoinedStr) and isinstance(
+                        branch.values[0], ast.Constant
+                    ):
+                        starts.add(branch.values[0].value)
+    assert notes and starts
+    assert notes - set(NOTES) == set()
+    assert starts - set(NOTE_STARTS) == set()
+    t = translator("zh")
+    assert t("awaiting return of MOTOR-WM700") == "等待返还：MOTOR-WM700"
+    assert translator("en")("awaiting return of MOTOR-WM700") == "awaiting return of MOTOR-WM700"

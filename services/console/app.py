@@ -58,7 +58,9 @@ def create_app(platform: Platform | None = None) -> FastAPI:
             # An htmx fragment: send the whole page to the sign-in form.
             response: Response = Response(status_code=401, headers={"HX-Redirect": "/sign-in"})
         else:
-            response = sign_in_page(request, status_code=401, reason=exc.reason)
+            asked = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            back = asked if request.method == "GET" else None  # signing in leads back there
+            response = sign_in_page(request, status_code=401, reason=exc.reason, next_page=back)
         if request.cookies.get(COOKIE):
             response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
         return response

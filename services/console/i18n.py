@@ -21,6 +21,11 @@ LABELS: dict[str, tuple[str, str]] = {
     "language": ("语言", "Language"),
     "signed_in_as": ("当前用户", "Signed in as"),
     "all_regions": ("全部区域", "all regions"),
+    # The roles that may sign in (services/console/auth.py: CONSOLE_ROLES).
+    "role_auditor": ("审计", "auditor"),
+    "role_regional_center": ("区域中心", "regional center"),
+    "role_admin": ("管理员", "admin"),
+    "role_dispatcher": ("调度员", "dispatcher"),
     "token": ("访问令牌", "Access token"),
     "token_help": (
         "粘贴 `ticketline token --role auditor --subject 您的名字` 生成的令牌。"
@@ -227,6 +232,11 @@ NOTES: dict[str, tuple[str, str]] = {
     "awaiting the follow-up": ("等待回访", "awaiting the follow-up"),
     "closed without a follow-up": ("未回访即关闭", "closed without a follow-up"),
     "closed, every step in order": ("已关闭，各步骤顺序正确", "closed, every step in order"),
+    "complaint reopened it": ("投诉后重新打开", "complaint reopened it"),
+    "dissatisfied or unsolved: reopened": (
+        "不满意或未解决：已重新打开",
+        "dissatisfied or unsolved: reopened",
+    ),
     "fixed the first time": ("一次修复", "fixed the first time"),
     "follow-up without a repair": ("无维修的回访", "follow-up without a repair"),
     "imported: the replaced system recorded no follow-up after the repair": (
@@ -255,6 +265,7 @@ NOTES: dict[str, tuple[str, str]] = {
     "on-site repair without a visit": ("上门维修但无到场记录", "on-site repair without a visit"),
     "reopened": ("已重新打开", "reopened"),
     "repaired without a diagnosis": ("未诊断即维修", "repaired without a diagnosis"),
+    "satisfied and solved": ("满意且已解决", "satisfied and solved"),
     "resolved after the deadline": ("超时解决", "resolved after the deadline"),
     "resolved in time": ("按时解决", "resolved in time"),
     "responded after the deadline": ("超时响应", "responded after the deadline"),
@@ -265,12 +276,23 @@ NOTES: dict[str, tuple[str, str]] = {
     "visited before the repair": ("维修前已上门", "visited before the repair"),
 }
 
+# Notes that end in what they are about (part numbers, an outcome): their start translated.
+NOTE_STARTS: dict[str, tuple[str, str]] = {
+    "awaiting return of ": ("等待返还：", "awaiting return of "),
+    "first repair ": ("首次维修结果：", "first repair "),
+}
+
 
 def translator(locale: str):  # type: ignore[no-untyped-def]
     index = 0 if locale == "zh" else 1
 
     def t(key: str) -> str:
         pair = LABELS.get(key) or NOTES.get(key)
-        return pair[index] if pair else key
+        if pair:
+            return pair[index]
+        for start, words in NOTE_STARTS.items():
+            if key.startswith(start):
+                return words[index] + key[len(start) :]
+        return key
 
     return t

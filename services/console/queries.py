@@ -183,9 +183,11 @@ def decode_cursor(cursor: str | None) -> tuple[bool, datetime | str | None, str]
     if value == "~":
         return False, None, ident
     try:
-        return True, datetime.fromisoformat(value), ident
+        moment = datetime.fromisoformat(value)
     except ValueError:
         return True, value, ident
+    # The console writes times with their offset: one without is text, not a time.
+    return True, (moment if moment.tzinfo is not None else value), ident
 
 
 def cursor_position(after: str | None, order: Any) -> tuple[bool, Any, str] | None:

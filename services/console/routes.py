@@ -33,7 +33,7 @@ from services.feedback.compliance import ITEMS
 from services.feedback.read_models import Tally, band, summarise_tally
 from shared.app.platform import Platform
 from shared.http.app import get_platform
-from shared.http.auth.tokens import InvalidCredentials
+from shared.http.auth.tokens import InvalidCredentials, TokenExpired
 from shared.http.context import Principal, require_region
 from shared.http.disclosure import Disclosure, open_rows
 from shared.http.params import IsoMonth, IsoWeek
@@ -88,8 +88,15 @@ def render(
 
 
 def sign_in_page(
-    request: Request, *, status_code: int = 200, reason: str | None = None, error: str = ""
+    request: Request,
+    *,
+    status_code: int = 200,
+    reason: str | None = None,
+    error: str = "",
+    next_page: str | None = None,
 ) -> HTMLResponse:
+    """``next_page``: where signing in leads (the page that asked for it), else the
+    query's ``next``, else the board."""
     return render(
         request,
         "sign_in.html",
@@ -97,7 +104,7 @@ def sign_in_page(
         viewer=None,
         reason=reason,
         error=error,
-        next=safe_next(request.query_params.get("next")),
+        next=safe_next(next_page or request.query_params.get("next")),
     )
 
 
@@ -218,8 +225,13 @@ async def sign_in(request: Request) -> Response:
         return sign_in_page(request, status_code=403, error=t("sign_in_elsewhere"))
     try:
         principal, expires = verify(request, token)
+    except TokenExpired:
+        return sign_in_page(request, status_code=401, reason="expired", next_page=target)
     except InvalidCredentials as exc:
-        return sign_in_page(request, status_code=401, error=f"{t('token_invalid')}: {exc}")
+        error = f"{t('token_invalid')}: {exc}"
+        return sign_in_page(request, status_code=401, error=error, next_page=target)
+    if time.time() >= expires:  # within the API's leeway for clocks, but no session left
+        return sign_in_page(request, status_code=401, reason="expired", next_page=target)
     require_console_role(principal)  # 403 page for other roles; no cookie set
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(

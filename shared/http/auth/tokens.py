@@ -59,6 +59,13 @@ class InvalidCredentials(Exception):
     """Missing, malformed, expired, forged or otherwise unacceptable credentials (401)."""
 
 
+class TokenExpired(InvalidCredentials):
+    """A token past its expiry (and the verification's leeway)."""
+
+    def __init__(self) -> None:
+        super().__init__("the token has expired")
+
+
 # Column sizes the claims end up in (events.actor_subject, actor_role, region).
 SUBJECT_MAX = 200
 ROLE_MAX = 50
@@ -250,7 +257,7 @@ class _VerifiedTokens:
         now = self.clock()
         if now >= found[1]:
             self._entries.pop(token, None)
-            raise InvalidCredentials("the token has expired")
+            raise TokenExpired()
         if now >= found[2]:
             self._entries.pop(token, None)
             return None
@@ -330,7 +337,7 @@ class Authenticator:
                 options={"require": ["exp", "sub", "iss", "aud"]},
             )
         except jwt.ExpiredSignatureError:
-            raise InvalidCredentials("the token has expired") from None
+            raise TokenExpired() from None
         except (jwt.PyJWTError, ValueError) as exc:
             raise InvalidCredentials(f"invalid token: {exc}") from None
         for name in ("exp", "nbf", "iat"):  # PyJWT also reads "1795820000" as a time
