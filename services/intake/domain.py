@@ -97,9 +97,6 @@ class CorrectContactDetails:
     reason: str
     customer: Customer | None = None
     address: Address | None = None
-    # The caller sees the phone and street masked: "nothing to correct" would confirm a
-    # guess at what the mask hides, so its correction is recorded as given.
-    caller_sees_masked: bool = False
 
 
 def add_months(day: date, months: int) -> date:
@@ -252,7 +249,7 @@ def decide_correct_contact(
     assert state.received is not None
     unchanged_customer = command.customer in (None, state.received.customer)
     unchanged_address = command.address in (None, state.received.address)
-    if unchanged_customer and unchanged_address and not command.caller_sees_masked:
+    if unchanged_customer and unchanged_address:
         raise RuleViolation("nothing_to_correct", "the details given are the ones on record")
     moved = command.address is not None and command.address.region != state.region
     if moved and state.dispatch is not None:

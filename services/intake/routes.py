@@ -185,15 +185,12 @@ async def diagnose_ticket(
     summary="Correct the customer's contact details (event ContactDetailsCorrected)",
     description="A correction is a new event; the original details stay in the history. "
     "An address in another region moves the ticket there until it is dispatched; after "
-    "its first dispatch the region no longer changes (409 `region_change_after_dispatch`). "
-    "Details the same as those on record are 409 `nothing_to_correct` for roles that see "
-    "them in clear; a role that sees the phone and street masked has its correction "
-    "recorded as given (an answer that tells would confirm what the mask hides).",
+    "its first dispatch the region no longer changes (409 `region_change_after_dispatch`).",
 )
 async def correct_contact(
     ticket_id: UUID, body: CorrectContactRequest, call: Correct
 ) -> JSONResponse:
-    correction = body.command(caller_sees_masked=not call.principal.sees_personal_data)
+    correction = body.command()
     return await call.run(
         f"contact:{ticket_id}",
         body,

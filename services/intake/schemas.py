@@ -135,10 +135,8 @@ class CorrectContactRequest(Body):
     address: Address | None = None
     reason: ShortText
 
-    def command(self, *, caller_sees_masked: bool = False) -> domain.CorrectContactDetails:
-        return domain.CorrectContactDetails(
-            self.reason, self.customer, self.address, caller_sees_masked
-        )
+    def command(self) -> domain.CorrectContactDetails:
+        return domain.CorrectContactDetails(self.reason, self.customer, self.address)
 
 
 class Deadlines(BaseModel):
