@@ -91,6 +91,14 @@ async def test_bad_tokens_and_roles(platform: Platform) -> None:
         assert f"{COOKIE}=" in page.headers.get("set-cookie", "")
         fragment = await client.get("/board/columns", headers={"HX-Request": "true"})
         assert fragment.status_code == 401 and fragment.headers["hx-redirect"] == "/sign-in"
+        # From a page the session ended on: signing in leads back to that page.
+        shown = {"HX-Request": "true", "HX-Current-URL": "http://console.test/board?region=east"}
+        fragment = await client.get("/board/columns", headers=shown)
+        back = fragment.headers["hx-redirect"]
+        assert back == "/sign-in?next=%2Fboard%3Fregion%3Deast"
+        client.cookies.clear()
+        assert 'name="next" value="/board?region=east"' in (await client.get(back)).text
+        client.cookies.set(COOKIE, expired)
         # Expired seconds ago (inside the verification's clock leeway): the session is
         # over, as the live stream says — /session sends the page to the sign-in form.
         client.cookies.set(COOKIE, token_for("auditor", ttl_seconds=-5))

@@ -278,12 +278,13 @@ async def test_imported_numbers_of_the_live_form_are_not_handed_out_again(
     platform: Platform, clock: ManualClock, tmp_path: Path
 ) -> None:
     """An export of Ticketline imported elsewhere keeps its TL- numbers: the day's counter
-    moves past them (before, every new ticket of that day failed on the number)."""
+    moves past them (before, every new ticket of that day failed on the number) — not past
+    the day's last number, which would make the numbers seven digits long."""
     files = write_history(tmp_path, 0)
     files.pop("tickets")
     await import_all(platform, files)
     day = clock.now().strftime("%Y%m%d")
-    imported = [good_row(n, ticket_number=f"TL-{day}-{n:06d}") for n in (2, 3, 5)]
+    imported = [good_row(n, ticket_number=f"TL-{day}-{n:06d}") for n in (2, 3, 5, 999_999)]
     summary, _ = await import_file(
         platform, "tickets", ticket_file(tmp_path / "tickets.csv", imported)
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from urllib.parse import urlencode, urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -18,7 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import Scope
 
 from services.console.auth import COOKIE, ConsoleForbidden, SignInRequired
-from services.console.routes import render, router, sign_in_page
+from services.console.routes import page_of, render, router, sign_in_page
 from shared.app.platform import Platform
 from shared.eventstore.ledger import UnreadableEvent
 from shared.http.app import create_service_app
@@ -55,11 +56,13 @@ def create_app(platform: Platform | None = None) -> FastAPI:
     @app.exception_handler(SignInRequired)
     async def _sign_in(request: Request, exc: SignInRequired) -> Response:
         if request.headers.get("hx-request"):
-            # An htmx fragment: send the whole page to the sign-in form.
-            response: Response = Response(status_code=401, headers={"HX-Redirect": "/sign-in"})
+            # An htmx fragment: send the whole page to the sign-in form, and back after.
+            shown = urlsplit(request.headers.get("hx-current-url", ""))
+            page = shown.path + (f"?{shown.query}" if shown.query else "")
+            target = "/sign-in" + (f"?{urlencode({'next': page})}" if shown.path else "")
+            response: Response = Response(status_code=401, headers={"HX-Redirect": target})
         else:
-            asked = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-            back = asked if request.method == "GET" else None  # signing in leads back there
+            back = page_of(request) if request.method == "GET" else None
             response = sign_in_page(request, status_code=401, reason=exc.reason, next_page=back)
         if request.cookies.get(COOKIE):
             response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")

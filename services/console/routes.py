@@ -64,11 +64,16 @@ def locale_of(request: Request) -> str:
     return str(request.app.state.platform.settings.console_locale)
 
 
+def page_of(request: Request) -> str:
+    """The page asked for: its path and query."""
+    return request.url.path + (f"?{request.url.query}" if request.url.query else "")
+
+
 def render(
     request: Request, template: str, *, status_code: int = 200, **context: Any
 ) -> HTMLResponse:
     locale = locale_of(request)
-    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    here = page_of(request)
     response = templates.TemplateResponse(
         request,
         template,

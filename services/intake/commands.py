@@ -32,28 +32,34 @@ _TAKE_NUMBER = Statement(
 )
 
 _NUMBER_TAKEN = Statement(f"SELECT 1 FROM {ticket_state.name} WHERE ticket_number = :number")
-_NUMBERS_OF_DAY = Statement(
-    f"SELECT ticket_number FROM {ticket_state.name} WHERE ticket_number BETWEEN :low AND :high "
-    "ORDER BY ticket_number DESC LIMIT 100"
+_HIGHEST_OF_DAY = Statement(
+    f"SELECT max(ticket_number) FROM {ticket_state.name} "
+    "WHERE ticket_number BETWEEN :low AND :high AND length(ticket_number) = :length"
 )
 _MOVE_PAST = Statement(
     f"UPDATE {ticket_number_counters.name} SET last_number = :highest "
     "WHERE day = :day AND last_number < :highest"
 )
+_LAST_OF_DAY = 999_999
 
 
 def next_ticket_number(conn: Connection, now: datetime, prefix: str) -> str:
     """``TL-YYYYMMDD-NNNNNN``: unique, and sorts by day (UTC) then arrival. Imported
     history may hold numbers of this form (an export of Ticketline itself, a legacy system
-    numbering alike): the day's counter moves past them."""
+    numbering alike): the day's counter moves past the highest of them below the day's
+    last number (a 999999 imported is stepped over once reached, not jumped to)."""
     day = now.strftime("%Y%m%d")
     stem = f"{prefix}-{day}-"
     number = int(_TAKE_NUMBER.scalar(conn, day))
+    jumped = False
     while _NUMBER_TAKEN.scalar(conn, f"{stem}{number:06d}") is not None:
-        found = _NUMBERS_OF_DAY.rows(conn, f"{stem}000000", f"{stem}999999")
-        tails = [n[len(stem) :] for (n,) in found if n.startswith(stem)]
-        highest = max((int(t) for t in tails if len(t) == 6 and t.isdigit()), default=0)
-        _MOVE_PAST.execute(conn, highest, day, highest)
+        if not jumped:
+            jumped = True
+            low, high = f"{stem}000000", f"{stem}{_LAST_OF_DAY - 1}"
+            found = _HIGHEST_OF_DAY.scalar(conn, low, high, len(low))
+            tail = found[len(stem) :] if isinstance(found, str) else ""
+            if tail.isdigit() and int(tail) > number:
+                _MOVE_PAST.execute(conn, int(tail), day, int(tail))
         number = int(_TAKE_NUMBER.scalar(conn, day))
     return f"{stem}{number:06d}"
 

@@ -71,7 +71,9 @@ def erasure_response(outcome: Outcome[domain.CustomerState]) -> CommandResponse:
     response_model=ErasureView,
     summary="Erase the customer's personal data (event CustomerDataErased)",
     description="Destroys the customer's data key: their name, phone, address and words "
-    "read `[erased]` in every view, export, history and replay; statistics, SLA, "
+    "read `[erased]` in every view, history and replay (audit exports and event streams "
+    "keep the sealed values no key opens; `ticketline export --kind tickets` leaves their "
+    "tickets out); statistics, SLA, "
     "compliance and scorecards are unchanged. Refused (409) under legal hold or while a "
     "ticket of theirs is open. Erasing again answers with the first erasure "
     "(`Idempotent-Replayed: true`).",

@@ -35,7 +35,7 @@ from shared.kernel.events.tickets import (
     TicketRepaired,
     TicketVisited,
 )
-from shared.kernel.personal import ERASED, UNREADABLE
+from shared.kernel.personal import ERASED, MARKERS
 from shared.kernel.ticket import TICKETS
 from shared.readmodels.ticket_state import ticket_state
 
@@ -178,12 +178,10 @@ def export_tickets(
 def _hidden_personal_data(row: Mapping[str, Any]) -> str | None:
     """Why the row cannot be imported as it stands: the import needs a customer's clear
     name and phone, and an erased (or unreadable) customer's read as a placeholder."""
-    for value in row.values():
-        if value == ERASED:
-            return "the customer's personal data is erased"
-        if value == UNREADABLE:
-            return "the customer's data key is unreadable"
-    return None
+    hidden = MARKERS.intersection(v for v in row.values() if isinstance(v, str))
+    if ERASED in hidden:
+        return "the customer's personal data is erased"
+    return "the customer's data key is unreadable" if hidden else None
 
 
 def _streams(conn: Connection, store: EventStore, ids: Sequence[str]) -> dict[str, list[Any]]:
