@@ -210,6 +210,18 @@ async def test_a_diagnosis_after_the_deadline_passed_does_not_move_it(
     }
     assert statuses[tid] == [("met_late", due)]
     assert statuses[moved][0][0] == "met"
+    # The second diagnosis records the deadline in force (what lists and the console
+    # order by), not one its longer target would have given.
+    recorded = {}
+    for ticket in (tid, moved):
+        history = (await life.intake.get(f"/tickets/{ticket}/history")).json()["events"]
+        recorded[ticket] = [
+            datetime.fromisoformat(e["payload"]["resolution_due_at"])
+            for e in history
+            if e["event_type"] == "TicketDiagnosed"
+        ]
+    assert recorded[tid] == [due, due]
+    assert recorded[moved][1] > recorded[moved][0]
     assert status(await checklist(platform, auditor, tid))["resolved_within_sla"] == "false"
     assert status(await checklist(platform, auditor, moved))["resolved_within_sla"] == "true"
 

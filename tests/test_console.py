@@ -9,6 +9,7 @@ import asyncio
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -18,6 +19,7 @@ from sqlalchemy import Connection, event, select, update
 from services.console import queries, routes
 from services.console.auth import COOKIE
 from services.dispatch.projections import SLA_CLOCKS
+from services.dispatch.tables import sla_clocks as SLA_CLOCKS_TABLE
 from shared.app.platform import Platform
 from shared.app.registry import app_factory
 from shared.eventstore.tables import events
@@ -597,6 +599,26 @@ async def test_the_sla_pages_follow_the_clock_not_the_recorded_deadline(
         assert f"/tickets/{paused}" not in sla
         at_risk = (await client.get("/sla?state=at_risk")).text
         assert f"/tickets/{paused}" in at_risk and f"/tickets/{running}" not in at_risk
+
+    # A clock deadline earlier than the recorded one (a re-dispatch to a point with other
+    # hours): breached on its card, counted among those due until the recorded one passes,
+    # as the lists show it — the count and the list it links to agree.
+    (early,) = await open_tickets(life, "east", 1)
+    await platform.runner.catch_up(SLA_CLOCKS)
+    passed = clock.now() - timedelta(minutes=5)
+    clocks = SLA_CLOCKS_TABLE.c
+    await platform.db.write(
+        lambda c: c.execute(
+            update(SLA_CLOCKS_TABLE).where(clocks.ticket_id == early).values(response_due_at=passed)
+        )
+    )
+    clock.advance(hours=21)  # its recorded deadline (24 h) and the resumed one's: 3 h away
+    async with console_client(platform) as client:
+        sla = (await client.get("/sla")).text
+        assert _summary_row(sla, "east")[:2] == [1, 2]  # `running` breached; the others due
+        breached = (await client.get("/sla?state=breached")).text
+        assert f"/tickets/{early}" not in breached and f"/tickets/{running}" in breached
+        assert f"/tickets/{early}" in (await client.get("/sla?state=at_risk")).text
 
 
 def test_every_checklist_note_has_its_chinese_words() -> None:

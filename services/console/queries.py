@@ -385,11 +385,12 @@ SLA_KINDS = {"response": AWAITING_RESPONSE, "resolution": AWAITING_RESOLUTION}
 def sla_summary(
     conn: Connection, scope: Scope, now: datetime, soon: datetime
 ) -> dict[str, dict[str, dict[str, int]]]:
-    """Per region and kind: breached (the clock's deadline passed, step still missing) and
-    due before ``soon``; a paused clock is neither. Each count walks the (status, deadline)
-    index up to ``soon`` by the recorded deadline: a pause moves the clock's later, so
-    nothing is missed for it; a clock deadline earlier than the recorded one counts once
-    the recorded one is in the window (docs/console.md)."""
+    """Per region and kind: breached (both deadlines passed, step still missing: what the
+    breached list shows) and due before ``soon``; a paused clock is neither. Each count
+    walks the (status, deadline) index up to ``soon`` by the recorded deadline: a pause
+    moves the clock's later, so nothing is missed for it; a clock deadline earlier than
+    the recorded one counts among those due (marked breached on its card) until the
+    recorded one passes (docs/console.md)."""
     out: dict[str, dict[str, dict[str, int]]] = {}
     for kind, statuses in SLA_KINDS.items():
         due = deadline_column(statuses[0])
@@ -397,7 +398,7 @@ def sla_summary(
         query = (
             select(
                 t.region,
-                func.sum(case((running < now, 1), else_=0)),
+                func.sum(case((and_(running < now, due < now), 1), else_=0)),
                 func.count(),
             )
             .select_from(TICKETS)

@@ -215,6 +215,7 @@ def decide_resume(command: ResumeSla, state: TicketState) -> list[PendingEvent]:
         return []  # an automatic resume ends only the pause its requisition began
     require_ticket(state)
     if not state.sla_paused:
+        require_open(state)  # a closed ticket has no clock: say so, not "running"
         raise RuleViolation("not_paused", "the SLA clock is running")
     after = evolve(state, SlaResumed(), command.now)
     clock = sla_clock(after, command.terms, command.now)

@@ -3,6 +3,7 @@ service's executor — inside the caller's unit of work (one transaction)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 from sqlalchemy import Connection
@@ -127,7 +128,7 @@ def diagnose(
 ) -> Outcome[TicketState]:
     loaded = h.visible(conn, TICKETS, ticket_id)
     terms = terms_reader(conn, h).for_ticket(loaded.state) if loaded.state.exists else None
-    command = diagnosis_command(h.settings, diagnosis, terms)
+    command = replace(diagnosis_command(h.settings, diagnosis, terms), made_at=h.now())
     return h.execute(conn, TICKETS, ticket_id, command, domain.decide_diagnose, loaded=loaded)
 
 

@@ -37,6 +37,7 @@ from shared.kernel.sla import (
     SlaTerms,
     nominal_due,
     placement,
+    resolution_in_force,
 )
 from shared.kernel.ticket import TicketState, require_open, require_ticket
 
@@ -90,6 +91,8 @@ class DiagnoseTicket:
     resolution_hours: float
     # The terms pinned on the ticket (None: the built-in policy).
     terms: SlaTerms | None = None
+    # When it is decided (None: no clock to ask, e.g. an imported first diagnosis).
+    made_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -183,16 +186,25 @@ def decide_receive(command: ReceiveTicket, state: TicketState) -> list[PendingEv
 
 def resolution_deadline(command: DiagnoseTicket, state: TicketState) -> datetime:
     """The nominal resolution deadline from the receipt (no pause counted), as
-    ``response_deadline``."""
+    ``response_deadline`` — the one in force: a re-diagnosis made once the ticket's clock
+    had passed the deadline in force keeps it (a passed deadline stands, as the clock
+    says: ``resolution_in_force``)."""
     assert state.received_at is not None
     complexity = command.diagnosis.complexity.value
+    due: datetime | None = None
     if command.terms is not None:
         due = nominal_due(
             command.terms, RESOLUTION, complexity, placement(state), state.received_at
         )
-        if due is not None:
-            return due
-    return state.received_at + timedelta(hours=command.resolution_hours)
+    if due is None:
+        due = state.received_at + timedelta(hours=command.resolution_hours)
+    if state.diagnoses and command.terms is not None and command.made_at is not None:
+        made = [(at, d.complexity.value, d.resolution_due_at) for at, d in state.diagnoses]
+        made.append((command.made_at, complexity, due))
+        current = resolution_in_force(state, command.terms, made)[-1][0]
+        if current < len(state.diagnoses):
+            return state.diagnoses[current][1].resolution_due_at
+    return due
 
 
 def decide_diagnose(command: DiagnoseTicket, state: TicketState) -> list[EventPayload]:

@@ -186,6 +186,11 @@ def test_resume_says_the_moved_deadline_and_refuses_a_running_clock() -> None:
     with pytest.raises(RuleViolation) as err:
         resume(apply(state, [resumed], T0 + 3 * H), T0 + 4 * H)
     assert err.value.rule == "not_paused"
+    # A closed ticket has no clock at all: that is the reason given.
+    closed = apply(state, [resumed, TicketClosed()], T0 + 3 * H)
+    with pytest.raises(RuleViolation) as err:
+        resume(closed, T0 + 4 * H)
+    assert err.value.rule == "ticket_closed"
 
 
 def test_the_automatic_pause_for_parts_never_fails_and_resumes_only_its_own() -> None:
