@@ -11,6 +11,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import pytest
@@ -288,3 +289,39 @@ async def test_checkpoint_raises_committed_together_never_wait_in_a_cycle(
         await second.dispose()
     assert deadlocks == 0 and elapsed < 0.9  # the server's deadlock check waits 1 s
     assert stored == {"p1": 20, "p2": 20}
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_a_sqlite_file_another_process_keeps_locked_is_a_503(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Still locked after the busy timeout (a CLI import writing, a hand-held lock): the
+    command is a 503 problem with Retry-After, never a 500; once the lock is gone it is
+    answered as usual."""
+    import sqlite3
+
+    from shared.app.config import Settings
+    from shared.eventstore.db import sqlite_path
+    from tests.support.auth import TEST_AUTH
+    from tests.support.clients import service_client
+
+    settings = Settings(
+        database_url=database_url, data_dir=tmp_path, auth=TEST_AUTH, sqlite_busy_seconds=0.2
+    )
+    platform = Platform.from_settings(settings)
+    try:
+        async with service_client("intake", platform) as intake:
+            assert (await intake.post("/tickets", json=ticket_body(1))).status_code == 201
+            holder = sqlite3.connect(sqlite_path(database_url), isolation_level=None)
+            holder.execute("BEGIN EXCLUSIVE")
+            try:
+                refused = await intake.post("/tickets", json=ticket_body(2))
+            finally:
+                holder.execute("ROLLBACK")
+                holder.close()
+            assert refused.status_code == 503, refused.text
+            assert refused.headers["content-type"].startswith("application/problem+json")
+            assert "retry-after" in refused.headers
+            assert (await intake.post("/tickets", json=ticket_body(2))).status_code == 201
+    finally:
+        await platform.close()

@@ -242,6 +242,9 @@ class Settings(BaseSettings):
     sqlite_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     # Reader threads (each with its own connection) for SQLite reads.
     sqlite_read_threads: int = Field(default=4, ge=1, le=64)
+    # How long a unit of work waits for the file's write lock another process holds
+    # before it is 503 (Retry-After): a CLI import or replay on the same file.
+    sqlite_busy_seconds: float = Field(default=30.0, gt=0, le=600)
 
     host: str = "127.0.0.1"
     intake_port: int = 8001

@@ -72,6 +72,7 @@ class Platform:
             settings.resolved_database_url,
             sqlite_synchronous=settings.sqlite_synchronous,
             read_threads=settings.sqlite_read_threads,
+            sqlite_busy_seconds=settings.sqlite_busy_seconds,
         )
         store = EventStore(
             clock=clock,

@@ -147,7 +147,7 @@ def ensure_sqlite_dir(url: str) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
-def _sqlite_engine(path: str, synchronous: str) -> Engine:
+def _sqlite_engine(path: str, synchronous: str, busy_seconds: float = 30.0) -> Engine:
     engine = create_engine(
         f"sqlite:///{path}", poolclass=NullPool, connect_args={"check_same_thread": False}
     )
@@ -159,7 +159,7 @@ def _sqlite_engine(path: str, synchronous: str) -> Engine:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_seconds * 1000)}")
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
@@ -294,7 +294,7 @@ class _SqliteWriter:
         except BaseException as exc:
             _finish(conn, raw, commit=False)
             take_appended(conn.info)
-            _deliver(job, None, exc)
+            _deliver(job, None, _outage_as_unavailable(exc))
             return
         count_appended(take_appended(conn.info))
         _deliver(job, result, None)
@@ -313,14 +313,15 @@ class _SqliteWriter:
                     raw.execute("ROLLBACK TO unit")
                     raw.execute("RELEASE unit")
                     take_appended(conn.info)
-                    outcomes.append((None, exc, []))
+                    outcomes.append((None, _outage_as_unavailable(exc), []))
                     continue
                 raw.execute("RELEASE unit")
                 outcomes.append((result, None, take_appended(conn.info)))
             _finish(conn, raw, commit=True)
         except BaseException as exc:  # the commit failed: nothing of the group is durable
             _finish(conn, raw, commit=False)
-            _deliver_all([(job, None, exc) for job in group])
+            failed = _outage_as_unavailable(exc)
+            _deliver_all([(job, None, failed) for job in group])
             return
         for _, _, appended in outcomes:
             count_appended(appended)
@@ -356,7 +357,13 @@ class _SqliteReaders:
             _finish(conn, raw, commit=True)
 
     async def read(self, work: Callable[[Connection], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self._read, work)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, self._read, work)
+        except Exception as exc:
+            unavailable = _outage_as_unavailable(exc)
+            if unavailable is exc:
+                raise
+            raise unavailable from exc
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -550,6 +557,19 @@ def _unavailable(exc: BaseException) -> DatabaseUnavailable:
     return DatabaseUnavailable(f"the database is unavailable: {type(exc).__name__}")
 
 
+def _outage_as_unavailable(exc: BaseException) -> BaseException:
+    """A SQLite file still locked after the busy timeout (another process writing), or
+    unreadable: :class:`DatabaseUnavailable` (503 with ``Retry-After``), the driver's error
+    its cause; any other error as it is."""
+    if isinstance(exc, DatabaseUnavailable) or not isinstance(exc, Exception):
+        return exc
+    if not is_outage(exc):
+        return exc
+    unavailable = _unavailable(exc)
+    unavailable.__cause__ = exc
+    return unavailable
+
+
 class _Held:
     """The PostgreSQL writer's own connection, kept from one transaction to the next
     (checked out of the pool once); dropped when it failed or its server went away."""
@@ -665,6 +685,7 @@ class Database:
         echo: bool = False,
         sqlite_synchronous: str = "NORMAL",
         read_threads: int = 4,
+        sqlite_busy_seconds: float = 30.0,
     ) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
@@ -674,7 +695,7 @@ class Database:
                 raise ValueError(f"synchronous must be one of {', '.join(SQLITE_SYNCHRONOUS)}")
             ensure_sqlite_dir(url)
             path = sqlite_path(url)
-            engine = _sqlite_engine(path, sqlite_synchronous)
+            engine = _sqlite_engine(path, sqlite_synchronous, sqlite_busy_seconds)
             self._writer = _SqliteWriter(engine)
             self._readers = _SqliteReaders(engine, read_threads)
         else:
