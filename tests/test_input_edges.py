@@ -170,3 +170,24 @@ async def test_a_concurrent_append_is_decided_again_unless_if_match_named_a_vers
             f"/tickets/{tid}/diagnosis", json=diagnosis, headers={"If-Match": '"2"'}
         )
     assert stale.status_code == 409 and stale.json()["rule"] == "expected_version"
+
+
+@SQLITE
+@pytest.mark.parametrize(
+    ("service", "role", "path", "field"),
+    [
+        ("intake", "dispatcher", "/tickets?status=received&status=closed", "status"),
+        ("intake", "dispatcher", "/tickets?statuss=closed", "statuss"),
+        ("intake", "dispatcher", "/tickets?limit=2&limit=3", "limit"),
+        ("dispatch", "admin", "/service-points?region=east&region=west", "region"),
+        ("parts", "admin", "/requisitions?region=east", "region"),
+        ("feedback", "auditor", "/compliance/tickets?month=2026-11&month=2026-10", "month"),
+    ],
+)
+async def test_a_query_parameter_given_twice_or_unknown_is_422_not_dropped(
+    platform: Platform, service: str, role: str, path: str, field: str
+) -> None:
+    """A filter given twice answered the last one's list, a misspelled one every row: a
+    200 with another list than the one asked for. Each is a 422 naming the parameter."""
+    async with service_client(service, platform, role=role) as client:
+        assert_problem(await client.get(path), 422, field)

@@ -50,6 +50,7 @@ def create_app(platform: Platform | None = None) -> FastAPI:
         routers=[router],
         platform=platform,
         docs=False,
+        strict_query=False,  # pages read `next` and paging parameters themselves
     )
     app.mount("/static", CachedStatic(directory=STATIC), name="static")
 

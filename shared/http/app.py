@@ -32,7 +32,7 @@ from shared.http.metrics import (
 from shared.http.openapi import install_openapi
 from shared.http.problems import install_problem_handlers
 from shared.http.security import install_security
-from shared.http.validation import valid_text_input
+from shared.http.validation import known_query_parameters, valid_text_input
 
 
 class OutdatedSchema(RuntimeError):
@@ -68,9 +68,12 @@ def create_service_app(
     platform: Platform | None = None,
     openapi_tags: list[dict[str, str]] | None = None,
     docs: bool = True,
+    strict_query: bool = True,
 ) -> FastAPI:
     """``platform`` given: the caller owns it (tests, the embedded runner). Otherwise the
-    app builds one from the environment and refuses to start on an outdated schema."""
+    app builds one from the environment and refuses to start on an outdated schema.
+    ``strict_query``: an undeclared or repeated query parameter is a 422 (an API; the
+    console's pages read some of theirs themselves)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -94,7 +97,8 @@ def create_service_app(
         redoc_url=None,
         openapi_url="/openapi.json" if docs else None,
         # Before any route's own work: every text input is text a database can store.
-        dependencies=[Depends(valid_text_input)],
+        dependencies=[Depends(valid_text_input)]
+        + ([Depends(known_query_parameters)] if strict_query else []),
     )
     app.state.service = service
     if platform is not None:

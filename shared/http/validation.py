@@ -18,6 +18,8 @@ import re
 from typing import Any
 
 from fastapi import Request
+from fastapi.routing import APIRoute
+from pydantic import BaseModel
 
 from shared.http.problems import ProblemError
 from shared.http.security import UPLOAD_PREFIX
@@ -99,6 +101,48 @@ async def valid_text_input(request: Request) -> None:
     except (ValueError, RecursionError):
         return  # not JSON (or too deep): the route's body parsing answers
     check_document(document)
+
+
+async def known_query_parameters(request: Request) -> None:
+    """A query parameter the route does not declare, or one given twice, is a 422 naming
+    it: a misspelled or repeated filter silently dropped (or the last one winning) would
+    answer 200 with another list than the one asked for."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    declared = _declared_query(route)
+    seen: set[str] = set()
+    for name, _value in request.query_params.multi_items():
+        if name not in declared:
+            raise invalid(name, "not a query parameter of this operation")
+        if name in seen:
+            raise invalid(name, "given more than once")
+        seen.add(name)
+
+
+def _declared_query(route: APIRoute) -> frozenset[str]:
+    """The query parameters of the route and of every dependency it has (kept on the
+    route: found once)."""
+    known: frozenset[str] | None = getattr(route, "_declared_query", None)
+    if known is None:
+        known = _query_of(route)
+        route._declared_query = known  # type: ignore[attr-defined]
+    return known
+
+
+def _query_of(route: APIRoute) -> frozenset[str]:
+    names: set[str] = set()
+    pending = [route.dependant]
+    while pending:
+        dependant = pending.pop()
+        for param in dependant.query_params:
+            model = param.field_info.annotation
+            if isinstance(model, type) and issubclass(model, BaseModel):
+                names.update(f.alias or n for n, f in model.model_fields.items())
+            else:
+                names.add(param.alias)
+        pending.extend(dependant.dependencies)
+    return frozenset(names)
 
 
 def may_hold_invalid_text(body: bytes) -> bool:
