@@ -118,6 +118,7 @@ POLICY: dict[tuple[str, str], frozenset[str] | str] = {
     ("GET", "/parts/{part_number}"): PARTS_READERS,
     ("PUT", "/locations/{location_id}"): ADMIN,
     ("GET", "/locations"): PARTS_READERS,
+    ("GET", "/locations/{location_id}"): PARTS_READERS,
     ("POST", "/stock/receipts"): frozenset({"parts_clerk", "admin"}),
     ("POST", "/stock/adjustments"): ADMIN,
     ("GET", "/stock"): PARTS_READERS,

@@ -165,3 +165,19 @@ def test_documented_formats_are_the_ones_sent_and_accepted(service: str) -> None
         for path in ("/compliance/tickets", "/compliance/summary"):
             content = document["paths"][path]["get"]["responses"]["200"]["content"]
             assert {"application/json", "text/csv"} <= set(content), path
+
+
+def test_the_answers_headers_are_documented() -> None:
+    """What a client generated from the document needs: the ETag to send back in
+    If-Match, where a created resource is, whether an answer is a replay, the correlation
+    id; a reused Idempotency-Key is a 422 (the 409 is a rule or a version)."""
+    document = app_factory("intake")(None).openapi()
+    created = document["paths"]["/tickets"]["post"]["responses"]
+    headers = created["201"]["headers"]
+    assert {"ETag", "Location", "Idempotent-Replayed", "X-Correlation-ID"} <= set(headers)
+    assert "idempotency" not in created["409"]["description"].lower()
+    assert "idempotency-key-reused" in created["422"]["description"]
+    view = document["paths"]["/tickets/{ticket_id}"]["get"]["responses"]["200"]["headers"]
+    assert {"ETag", "X-Correlation-ID"} <= set(view)
+    listed = document["paths"]["/tickets"]["get"]["responses"]["200"]["headers"]
+    assert "ETag" not in listed and "X-Correlation-ID" in listed

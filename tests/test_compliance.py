@@ -404,11 +404,16 @@ async def test_summary_on_hand_computed_data(
     # Filters and pages.
     failing = await auditor.get("/compliance/tickets", params={"failing": "satisfied"})
     assert len(failing.json()["items"]) == 2
-    page = (await auditor.get("/compliance/tickets", params={"limit": 3})).json()
-    rest = (
-        await auditor.get("/compliance/tickets", params={"limit": 3, "cursor": page["next_cursor"]})
-    ).json()
+    first = await auditor.get("/compliance/tickets", params={"limit": 3})
+    page = first.json()
+    rest_answer = await auditor.get(
+        "/compliance/tickets", params={"limit": 3, "cursor": page["next_cursor"]}
+    )
+    rest = rest_answer.json()
     assert len(page["items"]) == 3 and len(rest["items"]) == 2 and rest["next_cursor"] is None
+    # The next page's address in `Link`, as every paged list of the services has it.
+    assert f"cursor={page['next_cursor']}" in first.headers["link"]
+    assert first.headers["link"].endswith('rel="next"') and "link" not in rest_answer.headers
     # A regional center sees its own region only.
     async with service_client("feedback", platform, role="regional_center", region="west") as rc:
         mine = (await rc.get("/compliance/summary")).json()

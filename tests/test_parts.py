@@ -1174,3 +1174,18 @@ async def test_a_kept_stock_state_moves_on_and_is_never_built_on_unchecked(
         executor._states[key] = Loaded(stream, wrong, phantom)
         again = await load()
         assert (again.state.on_hand, again.head) == (5, moved.head)
+
+
+async def test_a_registered_location_is_read_where_its_location_header_says(
+    platform: Platform, admin: httpx.AsyncClient
+) -> None:
+    await build_network(admin)
+    body = {"name": "Shaoxing", "level": "service_point", "parent_id": "RC-EAST"}
+    created = await admin.put("/locations/SP-SX-01", json=body)
+    assert created.status_code == 201, created.text
+    read = await admin.get(created.headers["location"])
+    assert read.status_code == 200 and read.json() == created.json()
+    assert (await admin.get("/locations/sp-sx-01")).json()["location_id"] == "SP-SX-01"
+    assert (await admin.get("/locations/SP-NOWHERE")).json()["rule"] == "location_not_found"
+    async with service_client("parts", platform, role="regional_center", region="west") as west:
+        assert (await west.get("/locations/SP-SX-01")).status_code == 404

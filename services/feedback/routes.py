@@ -30,6 +30,7 @@ from shared.app.platform import Platform
 from shared.http.app import get_platform
 from shared.http.commands import CommandCall, command_call
 from shared.http.context import Principal, allow
+from shared.http.headers import NEXT_PAGE_RESPONSE, link_next
 from shared.http.idempotency import CommandResponse
 from shared.http.params import (
     IsoMonth,
@@ -187,7 +188,7 @@ CSV_ANSWER: dict[int | str, dict[str, Any]] = {
 @router.get(
     "/compliance/tickets",
     response_model=ComplianceTicketPage,
-    responses=CSV_ANSWER,
+    responses={200: CSV_ANSWER[200] | NEXT_PAGE_RESPONSE[200]},
     tags=["compliance"],
     summary="Per-ticket closed-loop checklist with evidence (JSON pages or CSV)",
     description="Each item is true, false or pending with the ids of the events that "
@@ -196,6 +197,7 @@ CSV_ANSWER: dict[int | str, dict[str, Any]] = {
 )
 async def compliance_tickets(
     request: Request,
+    response: Response,
     region: RegionFilter | None = None,
     service_point: NetworkIdFilter | None = None,
     technician: NetworkIdFilter | None = None,
@@ -234,6 +236,7 @@ async def compliance_tickets(
     if len(rows) > limit:
         rows = rows[:limit]
         next_cursor = rows[-1].ticket_number
+    link_next(request, response, next_cursor)
     return ComplianceTicketPage(
         items=[ComplianceTicket(**read_models.ticket_view(r)) for r in rows],
         next_cursor=next_cursor,

@@ -202,6 +202,25 @@ async def list_locations(
     return [LocationView(**r._mapping) for r in rows]
 
 
+@router.get(
+    "/locations/{location_id}",
+    response_model=LocationView,
+    tags=["locations"],
+    summary="One stock location (where registering it answers `Location`)",
+    responses={404: problem_doc("`location_not_found`, or a location of another region")},
+)
+async def get_location(
+    principal: Principal = Depends(may_read),
+    platform: Platform = Depends(get_platform),
+    location_id: str = LOCATION_ID,
+) -> LocationView:
+    row = await platform.db.read(lambda c: read_models.get_location(c, location_id))
+    region = principal.reach.region
+    if row is None or (region and row.region != region):
+        raise NotFound("location_not_found", f"no location {location_id}")
+    return LocationView(**row._mapping)
+
+
 # --- stock --------------------------------------------------------------------------------
 
 

@@ -23,10 +23,10 @@ DESCRIPTIONS = {
     401: "No valid credentials (`WWW-Authenticate: Bearer`)",
     403: "Role or scope not allowed; the body names what is missing",
     404: "Unknown resource, or one outside the caller's reach (region, assignment)",
-    409: "Lifecycle rule violated (`rule`), version conflict (`If-Match`), or idempotency "
-    "key reused",
+    409: "Lifecycle rule violated (`rule`) or version conflict (`If-Match`)",
     413: "Request body above the size limit",
-    422: "Invalid input; `errors[].field` names each offending field, query parameter or header",
+    422: "Invalid input; `errors[].field` names each offending field, query parameter or "
+    "header (an `Idempotency-Key` reused with another body: `idempotency-key-reused`)",
     429: "Rate limited (`Retry-After`)",
     500: "Internal error (logged; the body says nothing of the cause)",
     503: "The database is unavailable; retry after `Retry-After` seconds",
@@ -46,6 +46,21 @@ CORRELATION_HEADER = {
     "required": False,
     "description": "A UUID that ties this request to the events it records and to the log "
     "lines; echoed in the answer. Another value is replaced by a new UUID.",
+    "schema": {"type": "string", "format": "uuid"},
+}
+ETAG = {
+    "description": 'The version of what the body describes (`"3"`): send it back in '
+    "`If-Match` to act only on that version.",
+    "schema": {"type": "string"},
+}
+LOCATION = {"description": "Where the created resource is read.", "schema": {"type": "string"}}
+REPLAYED = {
+    "description": "`true` when this is the stored answer to an earlier request with the "
+    "same `Idempotency-Key` (nothing was done again).",
+    "schema": {"type": "string", "enum": ["true"]},
+}
+CORRELATION_ECHO = {
+    "description": "The request's correlation id (the one given, or a new one).",
     "schema": {"type": "string", "format": "uuid"},
 }
 COMMAND_METHODS = {"post", "put", "patch", "delete"}
@@ -104,6 +119,7 @@ def describe_problems(document: dict[str, Any]) -> dict[str, Any]:
                     answer["headers"] = {"WWW-Authenticate": WWW_AUTHENTICATE}
                 responses[str(status)] = answer
             operation["responses"] = dict(sorted(responses.items()))
+            _answer_headers(document, method, operation)
     _local_times(document)
     # FastAPI's own validation-error shapes are never answered (422 is a problem).
     text = repr(document["paths"])
@@ -111,6 +127,31 @@ def describe_problems(document: dict[str, Any]) -> dict[str, Any]:
         if f"#/components/schemas/{name}'" not in text:
             schemas.pop(name, None)
     return document
+
+
+def _answer_headers(document: dict[str, Any], method: str, operation: dict[str, Any]) -> None:
+    """The headers a success carries (shared/http/idempotency.py ``to_response``, the
+    correlation middleware): ``X-Correlation-ID`` always; ``ETag`` when the body has a
+    version; a command's ``Location`` (201) and ``Idempotent-Replayed``."""
+    keyed = any(p.get("name") == "Idempotency-Key" for p in operation.get("parameters", []))
+    for status, answer in operation["responses"].items():
+        if not status.startswith("2"):
+            continue
+        headers = answer.setdefault("headers", {})
+        headers.setdefault("X-Correlation-ID", CORRELATION_ECHO)
+        schema = answer.get("content", {}).get("application/json", {}).get("schema", {})
+        if "version" in _resolved(document, schema).get("properties", {}):
+            headers.setdefault("ETag", ETAG)
+        if method in COMMAND_METHODS and status == "201":
+            headers.setdefault("Location", LOCATION)
+        if keyed:
+            headers.setdefault("Idempotent-Replayed", REPLAYED)
+
+
+def _resolved(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in schema:
+        schema = document["components"]["schemas"].get(schema["$ref"].rsplit("/", 1)[-1], {})
+    return schema
 
 
 # JSON Schema's ``format: time`` is RFC 3339's full-time, which needs an offset; the
