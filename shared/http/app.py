@@ -32,7 +32,7 @@ from shared.http.metrics import (
 from shared.http.openapi import install_openapi
 from shared.http.problems import install_problem_handlers
 from shared.http.security import install_security
-from shared.http.validation import known_query_parameters, valid_text_input
+from shared.http.validation import valid_text_input
 
 
 class OutdatedSchema(RuntimeError):
@@ -97,10 +97,10 @@ def create_service_app(
         redoc_url=None,
         openapi_url="/openapi.json" if docs else None,
         # Before any route's own work: every text input is text a database can store.
-        dependencies=[Depends(valid_text_input)]
-        + ([Depends(known_query_parameters)] if strict_query else []),
+        dependencies=[Depends(valid_text_input)],
     )
     app.state.service = service
+    app.state.strict_query = strict_query  # valid_text_input: known_query_parameters
     if platform is not None:
         app.state.platform = platform
     install_problem_handlers(app)

@@ -79,6 +79,8 @@ async def valid_text_input(request: Request) -> None:
     for name, value in request.query_params.multi_items():
         _check("query", name)
         _check(name, value)
+    if request.query_params and getattr(request.app.state, "strict_query", False):
+        known_query_parameters(request)
     for name, value in request.path_params.items():
         if isinstance(value, str):
             _check(name, value)
@@ -103,7 +105,7 @@ async def valid_text_input(request: Request) -> None:
     check_document(document)
 
 
-async def known_query_parameters(request: Request) -> None:
+def known_query_parameters(request: Request) -> None:
     """A query parameter the route does not declare, or one given twice, is a 422 naming
     it: a misspelled or repeated filter silently dropped (or the last one winning) would
     answer 200 with another list than the one asked for."""
