@@ -175,9 +175,18 @@ def test_the_answers_headers_are_documented() -> None:
     created = document["paths"]["/tickets"]["post"]["responses"]
     headers = created["201"]["headers"]
     assert {"ETag", "Location", "Idempotent-Replayed", "X-Correlation-ID"} <= set(headers)
-    assert "idempotency" not in created["409"]["description"].lower()
+    assert "idempotency-key-reused" not in created["409"]["description"]
     assert "idempotency-key-reused" in created["422"]["description"]
     view = document["paths"]["/tickets/{ticket_id}"]["get"]["responses"]["200"]["headers"]
     assert {"ETag", "X-Correlation-ID"} <= set(view)
     listed = document["paths"]["/tickets"]["get"]["responses"]["200"]["headers"]
     assert "ETag" not in listed and "X-Correlation-ID" in listed
+
+    # Only what is sent: a Location where the created resource has a read, an ETag where
+    # a command takes If-Match for what is read.
+    parts = app_factory("parts")(None).openapi()["paths"]
+    assert "Location" in parts["/locations/{location_id}"]["put"]["responses"]["201"]["headers"]
+    assert "Location" not in parts["/stock/receipts"]["post"]["responses"]["201"]["headers"]
+    feedback = app_factory("feedback")(None).openapi()["paths"]
+    checklist = feedback["/compliance/tickets/{ticket_id}"]["get"]["responses"]["200"]
+    assert "ETag" not in checklist["headers"]

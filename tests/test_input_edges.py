@@ -191,3 +191,10 @@ async def test_a_query_parameter_given_twice_or_unknown_is_422_not_dropped(
     200 with another list than the one asked for. Each is a 422 naming the parameter."""
     async with service_client(service, platform, role=role) as client:
         assert_problem(await client.get(path), 422, field)
+
+
+@SQLITE
+async def test_probes_answer_whatever_a_monitor_appends(platform: Platform) -> None:
+    async with service_client("intake", platform) as client:
+        assert (await client.get("/health/live?probe=1")).status_code == 200
+        assert (await client.get("/metrics?ts=1")).status_code == 200

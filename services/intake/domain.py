@@ -35,6 +35,7 @@ from shared.kernel.sla import (
     Placement,
     SlaPin,
     SlaTerms,
+    diagnoses_made,
     nominal_due,
     placement,
     resolution_in_force,
@@ -199,8 +200,7 @@ def resolution_deadline(command: DiagnoseTicket, state: TicketState) -> datetime
     if due is None:
         due = state.received_at + timedelta(hours=command.resolution_hours)
     if state.diagnoses and command.terms is not None and command.made_at is not None:
-        made = [(at, d.complexity.value, d.resolution_due_at) for at, d in state.diagnoses]
-        made.append((command.made_at, complexity, due))
+        made = [*diagnoses_made(state), (command.made_at, complexity, due)]
         current = resolution_in_force(state, command.terms, made)[-1][0]
         if current < len(state.diagnoses):
             return state.diagnoses[current][1].resolution_due_at

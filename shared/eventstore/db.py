@@ -559,13 +559,18 @@ def _unavailable(exc: BaseException) -> DatabaseUnavailable:
 
 def _outage_as_unavailable(exc: BaseException) -> BaseException:
     """A SQLite file still locked after the busy timeout (another process writing), or
-    unreadable: :class:`DatabaseUnavailable` (503 with ``Retry-After``), the driver's error
-    its cause; any other error as it is."""
-    if isinstance(exc, DatabaseUnavailable) or not isinstance(exc, Exception):
+    unreadable: :class:`DatabaseUnavailable` (503 with ``Retry-After``) saying SQLite's
+    words, the driver's error its cause; any other error (an OSError of the work's own
+    among them) as it is."""
+    import sqlite3
+
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    if not isinstance(orig, sqlite3.OperationalError):
         return exc
-    if not is_outage(exc):
+    reason = str(orig).lower()
+    if not any(marker in reason for marker in _SQLITE_TRANSIENT):
         return exc
-    unavailable = _unavailable(exc)
+    unavailable = DatabaseUnavailable(f"the database is unavailable: {reason}")
     unavailable.__cause__ = exc
     return unavailable
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import Header, Request, Response
+from fastapi import Header, Query, Request, Response
 
 from shared.http.params import MAX_POSITION, MAX_STREAM_VERSION, parse_ascii_uint
 from shared.http.problems import ProblemError
@@ -73,13 +73,23 @@ def last_event_id(
         "received): ASCII digits, at most 2^63-1.",
         json_schema_extra={"pattern": LAST_EVENT_ID_PATTERN},
     ),
+    in_query: str | None = Query(
+        default=None,
+        alias="lastEventId",
+        description="The same as the `Last-Event-ID` header, for EventSource polyfills that "
+        "resend it in the query on reconnecting (the header wins when both are given).",
+        json_schema_extra={"pattern": LAST_EVENT_ID_PATTERN},
+    ),
 ) -> int | None:
-    if last_event_id is None:
+    given, name = (
+        (last_event_id, "Last-Event-ID") if last_event_id is not None else (in_query, "lastEventId")
+    )
+    if given is None:
         return None
     try:
-        return parse_ascii_uint(last_event_id, maximum=MAX_POSITION)
+        return parse_ascii_uint(given, maximum=MAX_POSITION)
     except ValueError as exc:
-        raise invalid_header("Last-Event-ID", f"not a global position: {exc}") from None
+        raise invalid_header(name, f"not a global position: {exc}") from None
 
 
 def etag(version: int) -> str:

@@ -23,7 +23,8 @@ DESCRIPTIONS = {
     401: "No valid credentials (`WWW-Authenticate: Bearer`)",
     403: "Role or scope not allowed; the body names what is missing",
     404: "Unknown resource, or one outside the caller's reach (region, assignment)",
-    409: "Lifecycle rule violated (`rule`) or version conflict (`If-Match`)",
+    409: "Lifecycle rule violated (`rule`), version conflict (`If-Match`), or a concurrent "
+    "request with the same `Idempotency-Key` not settled (`idempotency-conflict`: retry)",
     413: "Request body above the size limit",
     422: "Invalid input; `errors[].field` names each offending field, query parameter or "
     "header (an `Idempotency-Key` reused with another body: `idempotency-key-reused`)",
@@ -49,8 +50,8 @@ CORRELATION_HEADER = {
     "schema": {"type": "string", "format": "uuid"},
 }
 ETAG = {
-    "description": 'The version of what the body describes (`"3"`): send it back in '
-    "`If-Match` to act only on that version.",
+    "description": 'The resource\'s current version (`"3"`): send it back in `If-Match` to '
+    "act only on that version.",
     "schema": {"type": "string"},
 }
 LOCATION = {"description": "Where the created resource is read.", "schema": {"type": "string"}}
@@ -71,14 +72,11 @@ PROBES = "/health/"
 def problem_statuses(path: str, method: str, operation: dict[str, Any]) -> set[int]:
     statuses = {int(s) for s in operation.get("responses", {}) if str(s)[:1] in {"4", "5"}}
     has_body = "requestBody" in operation
-    reads_input = has_body or any(
-        p.get("in") != "header" or p.get("name") != CORRELATION_HEADER["name"]
-        for p in operation.get("parameters", [])
-    )
     if operation.get("security"):
         statuses |= {401, 403}
-    if reads_input:
-        statuses.add(422)
+    # Every operation reads its query: one it does not declare, or given twice, is a 422
+    # (shared/http/validation.py known_query_parameters).
+    statuses.add(422)
     if has_body:
         statuses |= {400, 413}
     if "{" in path:
@@ -119,7 +117,7 @@ def describe_problems(document: dict[str, Any]) -> dict[str, Any]:
                     answer["headers"] = {"WWW-Authenticate": WWW_AUTHENTICATE}
                 responses[str(status)] = answer
             operation["responses"] = dict(sorted(responses.items()))
-            _answer_headers(document, method, operation)
+            _answer_headers(document, path, method, operation)
     _local_times(document)
     # FastAPI's own validation-error shapes are never answered (422 is a problem).
     text = repr(document["paths"])
@@ -129,23 +127,53 @@ def describe_problems(document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
-def _answer_headers(document: dict[str, Any], method: str, operation: dict[str, Any]) -> None:
+def _answer_headers(
+    document: dict[str, Any], path: str, method: str, operation: dict[str, Any]
+) -> None:
     """The headers a success carries (shared/http/idempotency.py ``to_response``, the
-    correlation middleware): ``X-Correlation-ID`` always; ``ETag`` when the body has a
-    version; a command's ``Location`` (201) and ``Idempotent-Replayed``."""
+    correlation middleware): ``X-Correlation-ID`` always; ``ETag`` on a command's answer
+    with a version, and on a read of what commands take ``If-Match`` for; a command's 201
+    ``Location`` where the created resource has a read; ``Idempotent-Replayed``."""
     keyed = any(p.get("name") == "Idempotency-Key" for p in operation.get("parameters", []))
+    command = method in COMMAND_METHODS
     for status, answer in operation["responses"].items():
         if not status.startswith("2"):
             continue
         headers = answer.setdefault("headers", {})
         headers.setdefault("X-Correlation-ID", CORRELATION_ECHO)
         schema = answer.get("content", {}).get("application/json", {}).get("schema", {})
-        if "version" in _resolved(document, schema).get("properties", {}):
+        versioned = "version" in _resolved(document, schema).get("properties", {})
+        if versioned and (command or _matched_below(document, path)):
             headers.setdefault("ETag", ETAG)
-        if method in COMMAND_METHODS and status == "201":
+        if command and status == "201" and _created_is_read(document, path, method):
             headers.setdefault("Location", LOCATION)
         if keyed:
             headers.setdefault("Idempotent-Replayed", REPLAYED)
+
+
+def _matched_below(document: dict[str, Any], path: str) -> bool:
+    """A command at or below ``path`` takes ``If-Match`` (so a read there sends its ETag)."""
+    for other, operations in document.get("paths", {}).items():
+        if other == path or other.startswith(path.rstrip("/") + "/"):
+            for method, operation in operations.items():
+                names = {p.get("name") for p in operation.get("parameters", [])}
+                if method in COMMAND_METHODS and "If-Match" in names:
+                    return True
+    return False
+
+
+def _created_is_read(document: dict[str, Any], path: str, method: str) -> bool:
+    """``POST /things`` or ``PUT /things/{id}`` with a ``GET /things/{id}``: the answer
+    says where (``Location``)."""
+    paths = document.get("paths", {})
+    if method == "put":
+        return "get" in paths.get(path, {})
+    return any(
+        "get" in operations
+        and other.startswith(path.rstrip("/") + "/{")
+        and other.count("/") == path.count("/") + 1
+        for other, operations in paths.items()
+    )
 
 
 def _resolved(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:

@@ -105,12 +105,16 @@ async def valid_text_input(request: Request) -> None:
     check_document(document)
 
 
+# Probes and the metrics scrape answer whatever a monitor appends (a cache-buster).
+UNCHECKED_QUERY = ("/health/", "/metrics")
+
+
 def known_query_parameters(request: Request) -> None:
     """A query parameter the route does not declare, or one given twice, is a 422 naming
     it: a misspelled or repeated filter silently dropped (or the last one winning) would
     answer 200 with another list than the one asked for."""
     route = request.scope.get("route")
-    if not isinstance(route, APIRoute):
+    if not isinstance(route, APIRoute) or route.path.startswith(UNCHECKED_QUERY):
         return
     declared = _declared_query(route)
     seen: set[str] = set()

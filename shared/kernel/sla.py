@@ -398,8 +398,13 @@ def _in_force(terms: SlaTerms, state: TicketState) -> int:
     """Which of the ticket's diagnoses the resolution runs on (its index)."""
     if len(state.diagnoses) == 1:
         return 0
-    made = [(at, d.complexity.value, d.resolution_due_at) for at, d in state.diagnoses]
-    return resolution_in_force(state, terms, made)[-1][0]
+    return resolution_in_force(state, terms, diagnoses_made(state))[-1][0]
+
+
+def diagnoses_made(state: TicketState) -> list[tuple[datetime, str, datetime]]:
+    """The ticket's diagnoses as ``resolution_in_force`` weighs them: (when made,
+    complexity, stored deadline)."""
+    return [(at, d.complexity.value, d.resolution_due_at) for at, d in state.diagnoses]
 
 
 def resolution_in_force(
