@@ -325,3 +325,31 @@ async def test_a_sqlite_file_another_process_keeps_locked_is_a_503(
             assert (await intake.post("/tickets", json=ticket_body(2))).status_code == 201
     finally:
         await platform.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_the_sqlite_writer_outlives_a_failure_past_a_units_handling(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure the unit's own handling cannot absorb (here: ending the transaction
+    fails) fails that caller; the writer thread lives on for the next ones (it died, and
+    every later write waited forever)."""
+    import shared.eventstore.db as db_module
+
+    database = Database(database_url)
+    try:
+        finish = db_module._finish
+
+        def broken(*_args: object, **_kwargs: object) -> None:
+            raise RuntimeError("the transaction cannot end")
+
+        monkeypatch.setattr(db_module, "_finish", broken)
+        with pytest.raises(RuntimeError, match="cannot end"):
+            await asyncio.wait_for(database.write(lambda c: c.exec_driver_sql("SELECT 1")), 5)
+        monkeypatch.setattr(db_module, "_finish", finish)
+        answer = await asyncio.wait_for(
+            database.write(lambda c: c.exec_driver_sql("SELECT 2").scalar()), 5
+        )
+        assert answer == 2
+    finally:
+        await database.dispose()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -41,6 +42,7 @@ from sqlalchemy.types import TypeDecorator
 from shared.eventstore.metrics import Committed, appended_here, count_appended, take_appended
 
 T = TypeVar("T")
+log = logging.getLogger("ticketline.db")
 Work = Callable[[Connection], T]
 
 metadata = MetaData(
@@ -203,7 +205,7 @@ class _Job:
 
 
 def _settle_job(job: _Job, result: Any, error: BaseException | None) -> None:
-    if job.future.cancelled():
+    if job.future.done():  # cancelled, or settled by the writer's last resort (_run)
         return
     if error is not None:
         job.future.set_exception(error)
@@ -275,10 +277,20 @@ class _SqliteWriter:
                 if job is None:
                     return
                 group, stop = self._next_group(job)
-                if len(group) == 1:
-                    self._run_one(conn, raw, job)
-                else:
-                    self._run_group(conn, raw, group)
+                try:
+                    if len(group) == 1:
+                        self._run_one(conn, raw, job)
+                    else:
+                        self._run_group(conn, raw, group)
+                except Exception as exc:
+                    # The writer outlives any one group: a failure past the units' own
+                    # handling (a ROLLBACK refused, a loop gone) fails that group's callers
+                    # rather than leaving them, and every later caller, waiting forever.
+                    log.exception("sqlite writer: a group failed past its own handling")
+                    _abandon(raw)
+                    for waiting in group:
+                        with contextlib.suppress(RuntimeError):  # its loop is closed
+                            _deliver(waiting, None, exc)
                 if stop:
                     return
         finally:
@@ -328,6 +340,13 @@ class _SqliteWriter:
         _deliver_all(
             [(job, result, error) for job, (result, error, _) in zip(group, outcomes, strict=True)]
         )
+
+
+def _abandon(raw: Any) -> None:
+    """Whatever transaction a failed group left open, rolled back (best effort)."""
+    with contextlib.suppress(Exception):
+        if raw.in_transaction:
+            raw.execute("ROLLBACK")
 
 
 class _SqliteReaders:
