@@ -353,3 +353,29 @@ async def test_the_sqlite_writer_outlives_a_failure_past_a_units_handling(
         assert answer == 2
     finally:
         await database.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_a_writer_whose_file_is_locked_when_it_first_connects_lives_on(
+    database_url: str,
+) -> None:
+    """Its connection opened while another process wrote: those callers get the 503, the
+    next ones are served (the thread died on opening, and every write waited forever)."""
+    import sqlite3
+
+    from shared.eventstore.db import DatabaseUnavailable, sqlite_path
+
+    holder = sqlite3.connect(sqlite_path(database_url), isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    database = Database(database_url, sqlite_busy_seconds=0.2)
+    try:
+        with pytest.raises(DatabaseUnavailable):
+            await asyncio.wait_for(database.write(lambda c: c.exec_driver_sql("SELECT 1")), 5)
+        holder.execute("ROLLBACK")
+        answer = await asyncio.wait_for(
+            database.write(lambda c: c.exec_driver_sql("SELECT 2").scalar()), 5
+        )
+        assert answer == 2
+    finally:
+        holder.close()
+        await database.dispose()

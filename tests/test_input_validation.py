@@ -198,6 +198,7 @@ MALFORMED_FILTERS: dict[tuple[str, str], dict[str, str]] = {
     ("intake", "/streams/events"): {
         "region": "e st",
         "types": "NoSuchEvent",
+        "lastEventId": "abc",
         "from_position": "٣",
         "batch": "0",
     },

@@ -160,8 +160,10 @@ def _sqlite_engine(path: str, synchronous: str, busy_seconds: float = 30.0) -> E
         # the driver connection, one statement each, around every unit of work.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        # The busy timeout first: setting WAL mode takes a lock too, and without one a
+        # writer in another connection failed it at once ("database is locked").
         cursor.execute(f"PRAGMA busy_timeout={int(busy_seconds * 1000)}")
+        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
@@ -270,7 +272,7 @@ class _SqliteWriter:
         return group, stop
 
     def _run(self) -> None:
-        conn, raw = _open(self.engine)
+        opened: tuple[Connection, Any] | None = None
         try:
             while True:
                 job = self._queue.get()
@@ -278,6 +280,10 @@ class _SqliteWriter:
                     return
                 group, stop = self._next_group(job)
                 try:
+                    # Opened with the first work (and again after a failed opening): a
+                    # file locked meanwhile fails those callers, never the thread.
+                    opened = opened or _open(self.engine)
+                    conn, raw = opened
                     if len(group) == 1:
                         self._run_one(conn, raw, job)
                     else:
@@ -287,14 +293,17 @@ class _SqliteWriter:
                     # handling (a ROLLBACK refused, a loop gone) fails that group's callers
                     # rather than leaving them, and every later caller, waiting forever.
                     log.exception("sqlite writer: a group failed past its own handling")
-                    _abandon(raw)
+                    if opened is not None:
+                        _abandon(opened[1])
+                    failed = _outage_as_unavailable(exc)
                     for waiting in group:
                         with contextlib.suppress(RuntimeError):  # its loop is closed
-                            _deliver(waiting, None, exc)
+                            _deliver(waiting, None, failed)
                 if stop:
                     return
         finally:
-            conn.close()
+            if opened is not None:
+                opened[0].close()
 
     @staticmethod
     def _run_one(conn: Connection, raw: Any, job: _Job) -> None:
