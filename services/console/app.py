@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import Scope
 
 from services.console.auth import COOKIE, ConsoleForbidden, SignInRequired
-from services.console.routes import page_of, render, router, sign_in_page
+from services.console.routes import page_of, path_and_query, render, router, sign_in_page
 from shared.app.platform import Platform
 from shared.eventstore.ledger import UnreadableEvent
 from shared.http.app import create_service_app
@@ -59,7 +59,7 @@ def create_app(platform: Platform | None = None) -> FastAPI:
         if request.headers.get("hx-request"):
             # An htmx fragment: send the whole page to the sign-in form, and back after.
             shown = urlsplit(request.headers.get("hx-current-url", ""))
-            page = shown.path + (f"?{shown.query}" if shown.query else "")
+            page = path_and_query(shown.path, shown.query)
             target = "/sign-in" + (f"?{urlencode({'next': page})}" if shown.path else "")
             response: Response = Response(status_code=401, headers={"HX-Redirect": target})
         else:

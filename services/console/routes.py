@@ -66,7 +66,11 @@ def locale_of(request: Request) -> str:
 
 def page_of(request: Request) -> str:
     """The page asked for: its path and query."""
-    return request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return path_and_query(request.url.path, request.url.query)
+
+
+def path_and_query(path: str, query: str) -> str:
+    return path + (f"?{query}" if query else "")
 
 
 def render(

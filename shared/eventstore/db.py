@@ -567,18 +567,25 @@ def _connection_lost(exc: BaseException) -> bool:
 _SQLITE_TRANSIENT = ("database is locked", "disk i/o error", "unable to open database")
 
 
+def _sqlite_outage(exc: BaseException) -> str | None:
+    """SQLite's words when the file, not the work, failed (locked past the busy timeout,
+    unreadable); None for any other error."""
+    import sqlite3
+
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    if not isinstance(orig, sqlite3.OperationalError):
+        return None
+    reason = str(orig).lower()
+    return reason if any(marker in reason for marker in _SQLITE_TRANSIENT) else None
+
+
 def is_outage(exc: BaseException) -> bool:
     """The database, not the work, failed: unreachable, restarting, a lost connection, a
     locked or unreadable SQLite file. Such a failure says nothing about the events being
     applied (a projector retries later; it never parks an event for it)."""
-    import sqlite3
-
     if isinstance(exc, DatabaseUnavailable) or _connection_lost(exc):
         return True
-    orig = exc.orig if isinstance(exc, DBAPIError) else exc
-    if isinstance(orig, sqlite3.OperationalError):
-        return any(marker in str(orig).lower() for marker in _SQLITE_TRANSIENT)
-    return False
+    return _sqlite_outage(exc) is not None
 
 
 def _unavailable(exc: BaseException) -> DatabaseUnavailable:
@@ -590,13 +597,8 @@ def _outage_as_unavailable(exc: BaseException) -> BaseException:
     unreadable: :class:`DatabaseUnavailable` (503 with ``Retry-After``) saying SQLite's
     words, the driver's error its cause; any other error (an OSError of the work's own
     among them) as it is."""
-    import sqlite3
-
-    orig = exc.orig if isinstance(exc, DBAPIError) else exc
-    if not isinstance(orig, sqlite3.OperationalError):
-        return exc
-    reason = str(orig).lower()
-    if not any(marker in reason for marker in _SQLITE_TRANSIENT):
+    reason = _sqlite_outage(exc)
+    if reason is None:
         return exc
     unavailable = DatabaseUnavailable(f"the database is unavailable: {reason}")
     unavailable.__cause__ = exc
