@@ -199,6 +199,8 @@ async def test_suggestion_by_region_skill_and_load(
     oven = await open_ticket(intake, product__product_line="ovens", product__serial_number="S6")
     preview = await dispatch.get(f"/tickets/{oven}/candidates")
     assert preview.status_code == 409 and problem_rule(preview) == "no_technician_available"
+    documented = (await dispatch.get("/openapi.json")).json()["paths"]
+    assert "409" in documented["/tickets/{ticket_id}/candidates"]["get"]["responses"]
     response = await dispatch.post(f"/tickets/{oven}/dispatch", json={})
     assert response.status_code == 409 and problem_rule(response) == "no_technician_available"
     assert "0 skilled in ovens" in response.json()["detail"]

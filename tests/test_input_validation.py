@@ -118,6 +118,30 @@ async def test_positions_outside_bigint_or_ascii_digits_are_422_not_a_dying_stre
     assert edge.status == 200 and edge.error is None, edge
 
 
+NOT_A_COUNT = ["2_0", "+2", "2.0", "٣", "0", "201", "-1"]
+
+
+@SQLITE
+@pytest.mark.parametrize("value", NOT_A_COUNT)
+async def test_a_limit_is_ascii_digits_within_its_bounds(platform: Platform, value: str) -> None:
+    # int() reads "2_0" as 20 and "+2" as 2: the schema says integer, the README digits.
+    app = app_factory("intake")(platform)
+    admin = headers_for("admin")
+    refused = await asgi.call(app, "GET", "/tickets", headers=admin, params={"limit": value})
+    assert_problem(refused, 422, "limit")
+    streamed = await asgi.call(
+        app, "GET", "/streams/events", headers=headers_for("auditor"), params={"batch": "1_0"}
+    )
+    assert_problem(streamed, 422, "batch")
+    ok = await asgi.call(app, "GET", "/tickets", headers=admin, params={"limit": "200"})
+    assert ok.status == 200, ok
+    schema = app.openapi()["paths"]["/tickets"]["get"]["parameters"]
+    (limit,) = [p for p in schema if p["name"] == "limit"]
+    assert {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}.items() <= limit[
+        "schema"
+    ].items()
+
+
 @SQLITE
 @pytest.mark.parametrize(
     ("path", "params", "field"),

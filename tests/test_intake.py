@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -11,6 +12,7 @@ import pytest
 
 from services.intake.schemas import RECEIVE_EXAMPLE
 from shared.app.platform import Platform
+from shared.kernel.clock import ManualClock
 from tests.support.auth import headers_for
 from tests.support.lifecycle import dispatch_ticket
 
@@ -85,6 +87,21 @@ async def test_bad_input_is_422_naming_the_field(
     assert field in [e["field"] for e in problem["errors"]], problem
     # Nothing was written.
     assert (await intake.get("/tickets")).json()["items"] == []
+
+
+async def test_a_purchase_made_today_east_of_utc_is_not_in_the_future(
+    intake: httpx.AsyncClient, clock: ManualClock
+) -> None:
+    # 20:00 UTC on 2 Nov is 04:00 on 3 Nov in Hangzhou: a purchase that morning is today.
+    clock.set(datetime(2026, 11, 2, 20, 0, tzinfo=UTC))
+    bought = await open_ticket(intake, product__purchase_date="2026-11-03")
+    got = (await intake.get(f"/tickets/{bought['ticket_id']}")).json()
+    assert got["warranty_status"] == "in_warranty"
+    # No time zone has reached 4 Nov yet (UTC+14 is at 10:00 on 3 Nov).
+    later = await intake.post(
+        "/tickets", json=body(product__purchase_date="2026-11-04", product__serial_number="S2")
+    )
+    assert later.status_code == 422 and "product.purchase_date" in later.text
 
 
 async def test_old_purchase_is_out_of_warranty_and_extended_is_taken_as_stated(

@@ -40,7 +40,13 @@ from shared.http.context import Principal, allow
 from shared.http.disclosure import Disclosure, open_rows
 from shared.http.headers import etag
 from shared.http.idempotency import CommandResponse
-from shared.http.params import NetworkIdFilter, ProductLineFilter, QueryFlag, RegionFilter
+from shared.http.params import (
+    ASCII_COUNT,
+    NetworkIdFilter,
+    ProductLineFilter,
+    QueryFlag,
+    RegionFilter,
+)
 from shared.http.problems import PROBLEM_RESPONSES
 from shared.kernel.errors import NotFound
 from shared.kernel.events.envelope import CommandContext
@@ -354,7 +360,7 @@ async def technician_assignments(
 async def dispatch_queue(
     request: Request,
     region: RegionFilter | None = None,
-    limit: int = Query(default=100, ge=1, le=500),
+    limit: Annotated[int, Query(ge=1, le=500), ASCII_COUNT] = 100,
     principal: Principal = Depends(may_read_tickets),
     platform: Platform = Depends(get_platform),
 ) -> AssignmentList:
@@ -386,6 +392,12 @@ def candidate_views(candidates: tuple[domain.Candidate, ...]) -> list[CandidateV
     "/tickets/{ticket_id}/candidates",
     response_model=CandidatesView,
     summary="Who the service would send, ranked, with the reason (records nothing)",
+    responses={
+        409: {
+            "description": "Nobody can be sent (`rule`: `not_diagnosed`, `ticket_closed`, "
+            "`no_technician_available`, …)"
+        }
+    },
 )
 async def ticket_candidates(
     ticket_id: UUID,

@@ -12,6 +12,7 @@ from sqlalchemy import Connection
 
 from services.feedback import domain, read_models
 from shared.app.executor import Handling, Outcome
+from shared.kernel.clock import latest_today
 from shared.kernel.ticket import TICKETS, TicketState
 
 
@@ -33,7 +34,7 @@ def record_scorecard_item(
     conn: Connection, h: Handling, item: domain.ScorecardItem
 ) -> Outcome[domain.ScorecardState]:
     member = read_models.network_member(conn, item.service_point_id)
-    command = domain.RecordScorecardItem(item, today=h.now().date(), member=member)
+    command = domain.RecordScorecardItem(item, today=latest_today(h.now()), member=member)
     stream_id = domain.scorecard_stream_id(item.service_point_id)
     return h.execute(conn, domain.SCORECARDS, stream_id, command, domain.decide_scorecard_item)
 

@@ -157,7 +157,8 @@ class ScorecardItem:
 @dataclass(frozen=True)
 class RecordScorecardItem:
     item: ScorecardItem
-    # The day it is recorded (UTC): an item cannot have happened later.
+    # The latest date it is anywhere as it is recorded (clock.latest_today): an item
+    # cannot have happened later.
     today: date
     # (level, region) of the network member with the item's id as the ledger has it
     # (dispatch's service-point streams); None: no such member.

@@ -33,6 +33,7 @@ from shared.http.context import Principal, allow
 from shared.http.headers import NEXT_PAGE_RESPONSE, link_next
 from shared.http.idempotency import CommandResponse
 from shared.http.params import (
+    ASCII_COUNT,
     IsoMonth,
     IsoWeek,
     NetworkIdFilter,
@@ -207,7 +208,7 @@ async def compliance_tickets(
     cursor: TicketNumber | None = Query(
         default=None, description="`next_cursor` of the previous page (a ticket number)."
     ),
-    limit: int = Query(default=50, ge=1, le=500),
+    limit: Annotated[int, Query(ge=1, le=500), ASCII_COUNT] = 50,
     format: Literal["json", "csv"] | None = Query(default=None, description=FORMAT_DESCRIPTION),
     principal: Principal = Depends(may_read_reports),
     platform: Platform = Depends(get_platform),

@@ -32,7 +32,7 @@ from shared.http.commands import CommandCall, command_call
 from shared.http.context import Principal, allow
 from shared.http.disclosure import Disclosure
 from shared.http.idempotency import CommandResponse
-from shared.http.params import EntryId, TextFilter, UtcTime
+from shared.http.params import ASCII_COUNT, EntryId, TextFilter, UtcTime
 from shared.http.problems import PROBLEM_RESPONSES, problem_doc
 from shared.kernel.errors import NotFound
 from shared.kernel.events.envelope import EventEnvelope
@@ -207,7 +207,7 @@ async def reads(
     since: UtcTime | None = Query(default=None, description="Inclusive (ISO 8601)."),
     until: UtcTime | None = Query(default=None, description="Exclusive (ISO 8601)."),
     after: EntryId | None = Query(default=None, description="`next_after` of a page."),
-    limit: int = Query(default=100, ge=1, le=1000),
+    limit: Annotated[int, Query(ge=1, le=1000), ASCII_COUNT] = 100,
     _principal: Principal = Depends(may_read_log),
     platform: Platform = Depends(get_platform),
 ) -> ReadLogPage:

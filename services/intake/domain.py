@@ -6,6 +6,7 @@ import unicodedata
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 
+from shared.kernel.clock import latest_today
 from shared.kernel.decider import Decider
 from shared.kernel.errors import InvalidCommand, RuleViolation
 from shared.kernel.events.customers import CustomerDataErased, LegalHoldPlaced, LegalHoldReleased
@@ -151,7 +152,7 @@ def decide_receive(command: ReceiveTicket, state: TicketState) -> list[PendingEv
         raise RuleViolation("ticket_already_received", "this ticket was already received")
     r = command.request
     today = command.received_at.date()
-    if r.product.purchase_date > today:
+    if r.product.purchase_date > latest_today(command.received_at):
         raise InvalidCommand("product.purchase_date", "the purchase date is in the future")
     if r.product.purchase_date < EARLIEST_PURCHASE:
         raise InvalidCommand("product.purchase_date", f"before {EARLIEST_PURCHASE.isoformat()}")

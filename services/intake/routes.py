@@ -39,7 +39,7 @@ from shared.http.context import Principal, allow
 from shared.http.disclosure import Disclosure, open_row, open_rows
 from shared.http.headers import NEXT_PAGE_RESPONSE, etag, link_next
 from shared.http.idempotency import CommandResponse
-from shared.http.params import PhoneFilter, RegionFilter, UtcTime, page_cursor
+from shared.http.params import ASCII_COUNT, PhoneFilter, RegionFilter, UtcTime, page_cursor
 from shared.http.problems import PROBLEM_RESPONSES, ProblemDetails, ProblemError
 from shared.kernel.errors import InvalidCommand, NotFound
 from shared.kernel.events.envelope import GENESIS_HASH, EventEnvelope
@@ -279,7 +279,7 @@ async def list_tickets(
     ),
     created_from: UtcTime | None = Query(default=None, description="Inclusive (ISO 8601)."),
     created_to: UtcTime | None = Query(default=None, description="Exclusive (ISO 8601)."),
-    limit: int = Query(default=50, ge=1, le=200),
+    limit: Annotated[int, Query(ge=1, le=200), ASCII_COUNT] = 50,
     principal: Principal = Depends(may_read),
     platform: Platform = Depends(get_platform),
     cursor: str | None = Depends(ticket_cursor),

@@ -47,6 +47,7 @@ from shared.http.context import Principal, allow
 from shared.http.headers import NEXT_PAGE_RESPONSE, etag, link_next
 from shared.http.idempotency import CommandResponse
 from shared.http.params import (
+    ASCII_COUNT,
     LocationFilter,
     NetworkIdFilter,
     PartNumberFilter,
@@ -448,7 +449,7 @@ async def list_requisitions(
     status: str | None = Query(
         default=None, pattern=r"^(reserved|issued|consumed|returned|cancelled)$"
     ),
-    limit: int = Query(default=50, ge=1, le=200),
+    limit: Annotated[int, Query(ge=1, le=200), ASCII_COUNT] = 50,
     cursor: str | None = Depends(page_cursor),
     principal: Principal = Depends(may_read),
     platform: Platform = Depends(get_platform),
@@ -539,7 +540,7 @@ async def list_returns(
     service_point: NetworkIdFilter | None = None,
     status: str | None = Query(default=None, pattern=r"^(expected|overdue|returned)$"),
     ticket_id: UUID | None = None,
-    limit: int = Query(default=200, ge=1, le=1000),
+    limit: Annotated[int, Query(ge=1, le=1000), ASCII_COUNT] = 200,
     cursor: str | None = Depends(page_cursor),
     principal: Principal = Depends(may_read),
     platform: Platform = Depends(get_platform),

@@ -9,7 +9,7 @@ decision taken with the CLI, next to the logs and the deployed fix:
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
@@ -18,6 +18,7 @@ from shared.app.platform import Platform
 from shared.eventstore.applied import parked_list
 from shared.http.app import get_platform
 from shared.http.context import Principal, allow
+from shared.http.params import ASCII_COUNT
 
 router = APIRouter(tags=["operations"])
 
@@ -59,7 +60,7 @@ async def list_parked(
     projection: str | None = Query(
         default=None, max_length=100, pattern="^[a-z][a-z0-9_]*$", description="One projection."
     ),
-    limit: int = Query(default=100, ge=1, le=1000),
+    limit: Annotated[int, Query(ge=1, le=1000), ASCII_COUNT] = 100,
     _principal: Principal = Depends(may_operate),
     platform: Platform = Depends(get_platform),
 ) -> ParkedEvents:

@@ -80,6 +80,11 @@ EntryId = Annotated[
     Field(ge=0, le=MAX_POSITION, description="The `next_after` of the previous page."),
     _bounded_uint(MAX_POSITION),
 ]
+# A count asked for in a query (``limit``, ``batch``) is ASCII digits like the others
+# (``int()`` also reads ``2_0``, ``+2`` and ``2.0``), bounded by its ``Query`` — placed
+# before this parser, so the bounds reach the schema as ``minimum``/``maximum``:
+# ``limit: Annotated[int, Query(ge=1, le=200), ASCII_COUNT] = 50``.
+ASCII_COUNT = _bounded_uint(MAX_STREAM_VERSION)
 # A stream version (``If-Match``).
 StreamVersion = Annotated[
     int,

@@ -15,6 +15,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
@@ -27,7 +28,7 @@ from shared.http.app import get_platform
 from shared.http.auth.personal_data import mask_payload
 from shared.http.context import Principal, allow, credentials_expire_at
 from shared.http.headers import last_event_id
-from shared.http.params import Position, RegionFilter
+from shared.http.params import ASCII_COUNT, Position, RegionFilter
 from shared.http.problems import problem_doc
 from shared.kernel.errors import InvalidCommand, NotFound
 from shared.kernel.events.envelope import EventEnvelope, canonical_json
@@ -130,7 +131,9 @@ async def stream_events(
         description="Start after this global position (0 = from the beginning). Without it "
         "and without Last-Event-ID the stream starts with events recorded from now on.",
     ),
-    batch: int = Query(default=100, ge=1, le=1000, description="Events read ahead per client."),
+    batch: Annotated[
+        int, Query(ge=1, le=1000, description="Events read ahead per client."), ASCII_COUNT
+    ] = 100,
     principal: Principal = Depends(may_subscribe),
     resume_after: int | None = Depends(last_event_id),
     platform: Platform = Depends(get_platform),

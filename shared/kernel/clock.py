@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Protocol
+
+# The easternmost time zones are 14 hours ahead of UTC (Kiribati's Line Islands).
+EASTERNMOST_OFFSET = timedelta(hours=14)
+
+
+def latest_today(now: datetime) -> date:
+    """The latest date it is anywhere at ``now``: a calendar date a caller gives (a
+    purchase, a scorecard incident) is in the future only after it — 1 a.m. in Hangzhou
+    is still yesterday in UTC."""
+    return (now.astimezone(UTC) + EASTERNMOST_OFFSET).date()
 
 
 class Clock(Protocol):
