@@ -166,6 +166,38 @@ async def test_network_is_managed_by_admin_and_read_by_region(
     assert member[1].actor.role == "admin"
 
 
+@pytest.mark.usefixtures("network")
+async def test_who_holds_open_tickets_stays_in_their_region(
+    platform: Platform,
+    admin: httpx.AsyncClient,
+    intake: httpx.AsyncClient,
+    dispatch: httpx.AsyncClient,
+) -> None:
+    ticket = await open_ticket(intake)
+    await dispatch_ok(dispatch, ticket, technician_id="t-a")
+    t_a = (await admin.get("/technicians/t-a")).json()
+    fields = ("name", "skills", "working_hours", "timezone")
+    moved = {k: t_a[k] for k in fields} | {"service_point_id": "sp-west-1", "reason": "moved"}
+    response = await admin.put("/technicians/t-a", json=moved)
+    assert response.status_code == 409 and problem_rule(response) == "open_tickets_in_region"
+    assert "east" in response.json()["detail"]
+    # Within the region, or once nothing is open there, a move is fine.
+    nearby = await admin.put("/technicians/t-a", json={**moved, "service_point_id": "sp-east-2"})
+    assert nearby.status_code == 200, nearby.text
+    point = {k: v for k, v in POINTS[4].items() if k != "id"}
+    west = {**point, "region": "west", "parent_id": "rc-west", "reason": "sold"}
+    response = await admin.put("/service-points/sp-east-2", json=west)
+    assert response.status_code == 409 and problem_rule(response) == "open_tickets_in_region"
+    async with service_client("dispatch", platform, region="west") as west_dispatcher:
+        assert (await west_dispatcher.get("/technicians/t-a/assignments")).status_code == 404
+
+    # A technician works at a service point or a regional center, not at headquarters.
+    response = await admin.post(
+        "/technicians", json={"id": "t-hq", "name": "HQ", "service_point_id": "hq"}
+    )
+    assert response.status_code == 422 and problem_rule(response) == "service_point_id"
+
+
 # --- assignment --------------------------------------------------------------------------
 
 

@@ -947,6 +947,36 @@ async def test_a_clerk_settles_its_own_points_return_in_the_command_and_the_read
     ]
 
 
+async def test_stock_serves_its_own_region_and_an_unknown_ticket_is_404(
+    platform: Platform, intake: httpx.AsyncClient, admin: httpx.AsyncClient
+) -> None:
+    await build_network(admin)
+    for location_id, body in [
+        ("RC-WEST", {"name": "West center", "level": "regional_center", "parent_id": "HQ"}),
+        ("SP-CD-01", {"name": "Chengdu", "level": "service_point", "parent_id": "RC-WEST"}),
+    ]:
+        await ok(await admin.put(f"/locations/{location_id}", json={**body, "region": "west"}), 201)
+    await receive(admin, "SP-CD-01", BELT, 2)
+    east_ticket = await dispatched_ticket(intake, platform)
+    unknown = "3b0c3a4e-8c51-4c0e-9a57-4d0b7e3c9a11"
+    asked = {"ticket_id": east_ticket, "part_number": BELT}
+    async with service_client("parts", platform, location="SP-CD-01") as chengdu:
+        # Another region's ticket does not exist for a clerk — stock or no stock.
+        for ticket_id in (east_ticket, unknown):
+            refused = await chengdu.post("/requisitions", json={**asked, "ticket_id": ticket_id})
+            assert refused.status_code == 404 and refused.json()["rule"] == "ticket_not_found"
+        handed_in = {"ticket_id": unknown, "part_number": MOTOR}
+        refused = await chengdu.post("/returns", json=handed_in)
+        assert refused.status_code == 404 and refused.json()["rule"] == "ticket_not_found"
+    # Whoever names the location: west stock is not reserved for an east ticket.
+    refused = await admin.post("/requisitions", json={**asked, "location_id": "SP-CD-01"})
+    assert refused.status_code == 422 and "location_id" in refused.text
+    assert "serves region west" in refused.text
+    # Headquarters serves every region.
+    await receive(admin, "HQ", BELT, 1)
+    await ok(await admin.post("/requisitions", json={**asked, "location_id": "HQ"}), 201)
+
+
 async def test_acting_for_a_location_out_of_reach_is_a_documented_404_location_not_found(
     platform: Platform, intake: httpx.AsyncClient, admin: httpx.AsyncClient
 ) -> None:

@@ -60,7 +60,8 @@ def update_service_point(
     reason: str | None,
 ) -> Member:
     parent = read_models.get_service_point(conn, description.parent_id)
-    command = domain.UpdateServicePoint(description, parent, reason)
+    held = read_models.open_ticket_regions(conn, service_point_id=point_id)
+    command = domain.UpdateServicePoint(description, parent, reason, held)
     return h.execute(
         conn, domain.SERVICE_POINTS, point_id, command, domain.decide_update_service_point
     )
@@ -83,7 +84,8 @@ def update_technician(
     reason: str | None,
 ) -> Member:
     point = read_models.get_service_point(conn, description.service_point_id)
-    command = domain.UpdateTechnician(description, point, reason)
+    held = read_models.open_ticket_regions(conn, technician_id=technician_id)
+    command = domain.UpdateTechnician(description, point, reason, held)
     decider = domain.technicians_in(point.region if point else None)
     return h.execute(conn, decider, technician_id, command, domain.decide_update_technician)
 

@@ -153,6 +153,8 @@ class UpdateServicePoint:
     description: ServicePointDescription
     parent: ServicePointInfo | None = None
     reason: str | None = None
+    # Regions of the open tickets assigned at this point (read_models.open_ticket_regions).
+    open_ticket_regions: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -167,6 +169,8 @@ class UpdateTechnician:
     description: TechnicianDescription
     service_point: ServicePointInfo | None = None
     reason: str | None = None
+    # Regions of the technician's open assignments (read_models.open_ticket_regions).
+    open_ticket_regions: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -248,7 +252,22 @@ def decide_update_service_point(
     if state.level is not None and d.level is not state.level:
         raise RuleViolation("level_fixed", "a member's level cannot change; register a new one")
     _check_service_point(state.member_id, d, command.parent)
+    _keep_open_tickets_in_region(state.member_id, d.region, command.open_ticket_regions)
     return [ServicePointUpdated(**d.model_dump(), reason=command.reason)]
+
+
+def _keep_open_tickets_in_region(
+    member_id: str, region: str | None, open_in: frozenset[str]
+) -> None:
+    """A ticket belongs to one region (DOMAIN.md): whoever holds it open stays there, or
+    another region's dispatchers would read it and its own would lose it."""
+    elsewhere = sorted(r for r in open_in if r != region)
+    if region is not None and elsewhere:
+        raise RuleViolation(
+            "open_tickets_in_region",
+            f"{member_id} holds open tickets in {', '.join(elsewhere)}: re-dispatch them "
+            f"before moving to {region}",
+        )
 
 
 def _check_shifts(shifts: Sequence[Shift]) -> None:
@@ -270,6 +289,12 @@ def _check_technician(d: TechnicianDescription, point: ServicePointInfo | None) 
     _check_shifts(d.working_hours)
     if point is None:
         raise InvalidCommand("service_point_id", f"no service point {d.service_point_id}")
+    if point.level is NetworkLevel.headquarters:
+        raise InvalidCommand(
+            "service_point_id",
+            f"{point.id} is headquarters: a technician works at a service point or a "
+            "regional center",
+        )
     if not point.active:
         raise RuleViolation("service_point_inactive", f"{point.id} is not active")
 
@@ -291,6 +316,10 @@ def _require_technician(state: NetworkMember) -> None:
 def decide_update_technician(command: UpdateTechnician, state: NetworkMember) -> list[EventPayload]:
     _require_technician(state)
     _check_technician(command.description, command.service_point)
+    assert command.service_point is not None  # checked above
+    _keep_open_tickets_in_region(
+        state.member_id, command.service_point.region, command.open_ticket_regions
+    )
     return [TechnicianUpdated(**command.description.model_dump(), reason=command.reason)]
 
 
@@ -547,7 +576,11 @@ def choose_suggested(facts: TicketFacts, command: DispatchTicket) -> Assignment:
     )
     if request.service_point_id is not None:
         if network.point(request.service_point_id) is None:
-            raise InvalidCommand("service_point_id", f"no service point {request.service_point_id}")
+            raise InvalidCommand(
+                "service_point_id",
+                f"no service point {request.service_point_id} in the ticket's region "
+                f"{facts.region}",
+            )
         ranked = [c for c in ranked if c.service_point.id == request.service_point_id]
         if not ranked:
             raise RuleViolation(

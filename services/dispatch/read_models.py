@@ -235,6 +235,21 @@ def _work_list_query() -> Any:
     )
 
 
+def open_ticket_regions(
+    conn: Connection, *, technician_id: str | None = None, service_point_id: str | None = None
+) -> frozenset[str]:
+    """The regions of the open tickets assigned to a technician, or held at a service point
+    (dispatched through it, or assigned to a technician now working there)."""
+    t = ticket_state.c
+    if technician_id is not None:
+        held = t.technician_id == technician_id
+    else:
+        there = select(technicians.c.id).where(technicians.c.service_point_id == service_point_id)
+        held = or_(t.service_point_id == service_point_id, t.technician_id.in_(there))
+    query = select(t.region).distinct().where(held, t.status.in_(OPEN_ASSIGNMENT_STATUSES))
+    return frozenset(r for (r,) in conn.execute(query) if r is not None)
+
+
 def technician_assignments(conn: Connection, technician_id: str) -> list[Any]:
     t = ticket_state.c
     query = (

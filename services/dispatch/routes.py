@@ -7,6 +7,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
+from sqlalchemy import Connection
 
 from services.dispatch import commands, domain, read_models
 from services.dispatch.schemas import (
@@ -340,12 +341,14 @@ async def technician_assignments(
     platform: Platform = Depends(get_platform),
 ) -> AssignmentList:
     await visible_technician(platform, principal, technician_id)
-    rows = await platform.db.read(
-        lambda c: open_rows(
-            c, platform, read_models.technician_assignments(c, technician_id), WORK_LIST_COLUMNS
-        )
-    )
-    return work_list(request, principal, rows)
+
+    def within_reach(c: Connection) -> list[Any]:
+        # Each line is a ticket of its own region: only those the caller may see.
+        rows = read_models.technician_assignments(c, technician_id)
+        seen = [r for r in rows if principal.reach.allows(Scope(r.region, assignee=technician_id))]
+        return open_rows(c, platform, seen, WORK_LIST_COLUMNS)
+
+    return work_list(request, principal, await platform.db.read(within_reach))
 
 
 # --- tickets -----------------------------------------------------------------------------

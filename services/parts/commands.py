@@ -22,10 +22,11 @@ from shared.app.executor import Handling, Loaded, Outcome
 from shared.eventstore.ledger import ConcurrencyError, StreamAppend
 from shared.kernel.errors import InvalidCommand, NotFound
 from shared.kernel.events.envelope import EventEnvelope
+from shared.kernel.events.parts import LocationLevel
 from shared.kernel.events.registry import typed_payload
 from shared.kernel.events.tickets import TicketRepaired
 from shared.kernel.parts import normalise_part_number
-from shared.kernel.ticket import TICKETS, TicketState
+from shared.kernel.ticket import TICKETS, TicketState, require_ticket
 
 # --- plumbing -----------------------------------------------------------------------------
 
@@ -172,14 +173,34 @@ def _stock_chain(
     return [placed_stock(conn, h, place, part_number) for place in chain]
 
 
+def _serves_region(conn: Connection, location_id: str | None) -> str | None:
+    """The region a location's stock serves: its own; None for headquarters (every
+    region) or a location not registered (refused where it is named)."""
+    place = read_models.find_place(conn, location_id) if location_id else None
+    if place is None or place.level is LocationLevel.headquarters:
+        return None
+    return place.region
+
+
 def raise_requisition(conn: Connection, h: Handling, request: domain.PartsRequest) -> str:
     """Returns the new requisition's id."""
     ticket = h.visible(conn, TICKETS, request.ticket_id).state
-    location_id = domain.requesting_location(request, ticket, h.invocation.reach.location)
+    clerk_at = h.invocation.reach.location
+    serves = _serves_region(conn, clerk_at)
+    if serves is not None and serves.casefold() != (ticket.region or "").casefold():
+        # A clerk's stock serves its location's region: another region's ticket does not
+        # exist for it (nor may its stock answer whether it does).
+        raise NotFound("ticket_not_found", f"no ticket {request.ticket_id}")
+    location_id = domain.requesting_location(request, ticket, clerk_at)
     chain = _stock_chain(conn, h, location_id, request.part_number)
     part = read_models.part_spec(conn, request.part_number)
     command = domain.RaiseRequisition(
-        request, ticket, part, tuple(s.state for s in chain), h.invocation.reach.technician
+        request,
+        ticket,
+        part,
+        tuple(s.state for s in chain),
+        h.invocation.reach.technician,
+        _serves_region(conn, location_id),
     )
     new = placed_requisition(conn, h, str(uuid.uuid4()))
     commit(conn, h, domain.decide_raise(command, new.state), new, *chain)
@@ -310,6 +331,8 @@ def consume_on_repair(conn: Connection, h: Handling, event: EventEnvelope) -> No
 
 def record_old_part_return(conn: Connection, h: Handling, handed_in: domain.HandedIn) -> str:
     """Returns the id of the expected return it settled."""
+    # An unknown ticket (or one outside the caller's reach) is 404, as for requisitions.
+    require_ticket(h.visible(conn, TICKETS, handed_in.ticket_id).state)
     location_id = domain.acting_location(handed_in.location_id, h.invocation.reach.location)
     place = visible_location(conn, h, location_id, "location_id")
     # A clerk's reach: the expected returns of its location's service point; others do

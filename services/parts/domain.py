@@ -699,6 +699,8 @@ class RaiseRequisition:
     chain: tuple[StockLevel, ...]
     # The caller when it is a technician (its id): it raises requisitions for itself only.
     caller_technician: str | None = None
+    # The region the requesting location serves (None: headquarters, every region).
+    requesting_region: str | None = None
 
 
 def choose_source(levels: Sequence[StockLevel], quantity: int) -> StockLevel:
@@ -727,6 +729,13 @@ def _require_requestable(command: RaiseRequisition) -> PartSpec:
         )
     if not command.chain:
         raise InvalidCommand("location_id", "location_id is required for this role")
+    serves = command.requesting_region
+    if serves is not None and serves.casefold() != (ticket.region or "").casefold():
+        raise InvalidCommand(
+            "location_id",
+            f"{command.chain[0].location_id} serves region {serves}, the ticket is in "
+            f"{ticket.region}",
+        )
     return part
 
 
@@ -840,8 +849,8 @@ def decide_cancel(command: CancelRequisition, state: RequisitionState) -> Decisi
     if state.status != "reserved":
         raise RuleViolation(
             "requisition_not_cancellable",
-            f"only a reserved requisition can be cancelled; this one is {state.status} "
-            "(return issued parts instead)",
+            f"only a reserved requisition can be cancelled; this one is {state.status}"
+            + (" (return issued parts instead)" if state.status == "issued" else ""),
         )
     level = command.source
     released = StockReleased(
