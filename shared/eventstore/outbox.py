@@ -13,7 +13,9 @@
   offset when the relay looks (every ``check_seconds``), means the log was truncated or
   rebuilt; the relay then re-queues
   the topic's whole history into the outbox and publishes it again (consumers skip what
-  they already have). ``ticketline relay republish --from-position N`` does the same by
+  they already have). It also looks before publishing on taking the lease and after a
+  failed publish, so that rows written during an outage follow the history queued again
+  on a log that came back empty (each stream stays in version order). ``ticketline relay republish --from-position N`` does the same by
   hand.
 """
 
@@ -193,6 +195,10 @@ class OutboxRelay:
         self.check_seconds = check_seconds
         self.leader = False
         self._next_check = 0.0
+        # Look at the topics before publishing again: on taking the lease, and after a
+        # failed publish (the broker may come back without its log — rows published to
+        # the new log before the history is queued again would put a stream out of order).
+        self._look_first = True
 
     def pending(self, conn: Connection, limit: int) -> list[OutboxMessage]:
         rows = conn.execute(_PENDING, {"limit": limit}).all()
@@ -201,13 +207,23 @@ class OutboxRelay:
 
     async def publish_once(self) -> int:
         """One batch: returns how many rows were published (0 when idle or not leader)."""
-        self.leader = await self.lease.acquire()
+        leader, self.leader = self.leader, await self.lease.acquire()
         if not self.leader:
             return 0
+        if not leader:
+            self._look_first = True
+        if self._look_first and self.watch is not None:
+            await self.check_topics()  # raises while the broker is away: published nothing
+            self._next_check = asyncio.get_running_loop().time() + self.check_seconds
+        self._look_first = False
         messages = await self.db.read(lambda c: self.pending(c, self.batch_size))
         if not messages:
             return 0
-        results = await self.publisher.publish(messages)
+        try:
+            results = await self.publisher.publish(messages)
+        except BaseException:
+            self._look_first = True
+            raise
         published: list[int] = []
         acked: list[Acked] = []
         failed_streams: set[str] = set()
@@ -223,6 +239,7 @@ class OutboxRelay:
         await self.mark_published(published, acked)
         RELAY_PUBLISHED.inc(len(published))
         if failed_streams:
+            self._look_first = True
             first_error = next(e for e in results if isinstance(e, BaseException))
             raise RelayError(
                 f"{len(messages) - len(published)} rows not published"
