@@ -161,6 +161,18 @@ async def test_verify_cli_exit_codes(platform: Platform, clock, database_url: st
     assert report["events_checked"] == 4
 
 
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_a_database_out_of_reach_is_exit_3_not_a_broken_chain(database_url: str) -> None:
+    """No server listens (port 1): a script must tell an outage from tampering."""
+    away = database_url.replace(database_url.split("@")[1].split("/")[0], "127.0.0.1:1")
+    for command in ("verify", "migrate", "parked"):
+        code, out = await run_cli(
+            away, *command.split(), *(["list"] if command == "parked" else [])
+        )
+        assert code == 3 and "cannot reach the database" in out, out
+        assert "Traceback" not in out
+
+
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
 async def test_export_round_trips_and_detects_tampering(
     platform: Platform, clock, fmt: str

@@ -298,3 +298,43 @@ async def test_rows_written_while_the_broker_was_away_follow_the_history_queued_
         assert m["stream_version"] <= seen.get(m["stream_id"], 0) + 1, messages
         seen[m["stream_id"]] = max(seen.get(m["stream_id"], 0), m["stream_version"])
     assert sorted(seen.values()) == [2, 3]
+
+
+async def test_the_projector_creates_missing_topics_with_the_configured_partitions(
+    database_url: str, broker: TestBroker, tmp_path: Path
+) -> None:
+    """Its consumers subscribe first thing: a broker that creates topics on first use
+    would give them its own default count, so the projector creates them first."""
+    prefix = f"fresh{new_ticket_id()[:8]}"
+    settings = Settings(
+        database_url=database_url,
+        data_dir=tmp_path / "data",
+        auth=TEST_AUTH,
+        kafka_bootstrap_servers=broker.bootstrap_servers,
+        kafka_enable_idempotence=False,
+        kafka_topic_prefix=prefix,
+        kafka_topic_partitions=5,
+    )
+    platform = Platform.from_settings(settings)
+    stop = asyncio.Event()
+    try:
+        task = asyncio.create_task(run_projector(platform, [PROJECTION], stop, source="kafka"))
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
+        await admin.start()
+        try:
+            found: list = []
+            for _ in range(100):
+                if f"{prefix}.tickets" in await admin.list_topics():
+                    (described,) = await admin.describe_topics([f"{prefix}.tickets"])
+                    found = described["partitions"]
+                    break
+                await asyncio.sleep(0.1)
+            assert len(found) == 5, found
+        finally:
+            await admin.close()
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    finally:
+        await platform.close()

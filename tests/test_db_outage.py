@@ -68,11 +68,15 @@ async def test_a_database_restart_answers_503_then_recovers(
             )
             await asyncio.sleep(0.02)
 
+    scrapes: list[tuple[float, int, str]] = []
+
     async def reader() -> None:
         while not stop.is_set():
             note(await intake.get("/tickets", params={"limit": 5}))
             probe = await intake.get("/health/ready")
             ready.append((time.monotonic(), probe.status_code))
+            metrics = await intake.get("/metrics")
+            scrapes.append((time.monotonic(), metrics.status_code, metrics.text))
             await asyncio.sleep(0.05)
 
     tasks = [asyncio.create_task(writer(w)) for w in range(4)] + [asyncio.create_task(reader())]
@@ -93,6 +97,13 @@ async def test_a_database_restart_answers_503_then_recovers(
     during = [code for at, code in ready if down_at + 0.2 < at < up_at - 0.2]
     after = [code for at, code in ready if at > up_at + 1.0]
     assert 503 in during and set(after) == {200}, (during, after)
+    # Metrics are scraped through the outage: the request counts go on, the database's
+    # figures are left out while it is away.
+    assert {code for _, code, _ in scrapes} == {200}
+    away = [text for at, _, text in scrapes if down_at + 0.2 < at < up_at - 0.2]
+    assert any("ticketline_database_up 0.0" in text for text in away)
+    assert all("ticketline_outbox_backlog" not in t for t in away if "database_up 0.0" in t)
+    assert "ticketline_database_up 1.0" in scrapes[-1][2]
     # Every answer once it is back is a success.
     recovered = await intake.post("/tickets", json=ticket_body(99_999))
     assert recovered.status_code == 201

@@ -205,6 +205,30 @@ async def test_the_stream_ends_when_its_token_expires(platform: Platform, monkey
     assert again.status_code == 401
 
 
+async def test_a_database_outage_ends_the_stream_saying_so(platform: Platform, monkeypatch) -> None:
+    """Past the first bytes a 503 cannot be sent: the stream ends with an event, after the
+    events read before (an unhandled error in the log, and a cut chunk, before)."""
+    import shared.http.streams as streams
+    from shared.eventstore.db import DatabaseUnavailable
+
+    await open_tickets(platform, ["east"])
+    read_after = streams.read_after
+    calls = 0
+
+    async def away_after_the_first(*args, **kwargs):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            raise DatabaseUnavailable("the database is unavailable: restarting")
+        return await read_after(*args, **kwargs)
+
+    monkeypatch.setattr(streams, "read_after", away_after_the_first)
+    async with serve_app(create_app(platform)) as url:
+        lines = await stream_to_its_end(url, {**AUDITOR, "Last-Event-ID": "0"})
+    ids = [n for n, line in enumerate(lines) if line.startswith("id: ")]
+    assert ids and lines.index("event: unavailable") > ids[-1]
+
+
 async def test_a_damaged_row_ends_the_stream_saying_where(platform: Platform) -> None:
     """The answer has started: the stream ends with an event naming the position, after
     the events before it (no dropped connection, no traceback)."""

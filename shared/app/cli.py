@@ -26,6 +26,7 @@ from shared.app.importing.cli import add_export_kind, add_import_parser
 from shared.app.observability import configure_logging
 from shared.app.registry import SERVERS, all_projections
 from shared.app.sla_cli import add_arguments as add_sla_arguments
+from shared.eventstore.db import is_outage
 from shared.eventstore.personal import MasterKeyMismatch
 from shared.http.auth.personal_data import install_log_filter
 from shared.http.auth.tokens import TOKEN_ROLES
@@ -826,12 +827,26 @@ def _main(argv: Sequence[str] | None) -> int:
     except CommandRefused as exc:
         print(f"ticketline {args.command}: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:
-        if exc.filename is None:
-            raise  # not a path the user gave: a real failure, with its traceback
-        # A path given on the command line that cannot be read or written.
-        print(f"ticketline {args.command}: {exc.strerror}: {exc.filename}", file=sys.stderr)
-        return 2
+    except Exception as exc:
+        if isinstance(exc, OSError) and exc.filename is not None:
+            # A path given on the command line that cannot be read or written.
+            print(f"ticketline {args.command}: {exc.strerror}: {exc.filename}", file=sys.stderr)
+            return 2
+        away = unreachable(exc)
+        if away is None:
+            raise  # a real failure, with its traceback
+        # Not "broken" (verify's 1): a script can tell an outage from a finding.
+        print(f"ticketline {args.command}: cannot reach {away}: {exc}", file=sys.stderr)
+        return 3
+
+
+def unreachable(exc: BaseException) -> str | None:
+    """The server a failure says is away (the broker, the database), or None."""
+    from aiokafka.errors import KafkaConnectionError
+
+    if isinstance(exc, KafkaConnectionError):
+        return "the Kafka broker"
+    return "the database" if is_outage(exc) else None
 
 
 if __name__ == "__main__":

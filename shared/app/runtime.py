@@ -145,6 +145,21 @@ async def run_projector(
                     await asyncio.wait_for(stop.wait(), 1.0)
 
     if source == "kafka":
+        assert settings.kafka_bootstrap_servers
+        try:
+            # Before the consumers subscribe: a broker that creates topics on first use
+            # would give them its default partition count, not the configured one.
+            await asyncio.wait_for(
+                ensure_topics(
+                    settings.kafka_bootstrap_servers,
+                    event_topics(settings.kafka_topic_prefix),
+                    partitions=settings.kafka_topic_partitions,
+                    replication=settings.kafka_topic_replication,
+                ),
+                timeout=10,
+            )
+        except Exception as exc:  # away, or no right to create: the relay creates them
+            log.warning("projector: could not create the topics first: %s", exc)
         await asyncio.gather(*(guarded(p) for p in projections))
         return
     await pump_ledger(platform, projections, stop)

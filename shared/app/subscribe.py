@@ -162,7 +162,11 @@ async def subscribe_kafka(
         enable_auto_commit=False,
         auto_offset_reset="earliest" if from_beginning else "latest",
     )
-    await consumer.start()
+    try:
+        await consumer.start()
+    except BaseException:
+        await consumer.stop()  # (a broker away: closed, not left for the collector)
+        raise
     emitted = 0
     try:
         while max_events is None or emitted < max_events:

@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared.app.observability import HTTP_LATENCY, correlation_var
 from shared.app.platform import Platform
 from shared.eventstore.applied import parked_counts, read_checkpoint
+from shared.eventstore.db import DatabaseUnavailable
 from shared.eventstore.outbox import outbox_backlog
 from shared.eventstore.progress import relevant_head
 from shared.eventstore.projection import Projection
@@ -220,13 +221,24 @@ async def database_metrics(platform: Platform) -> list[Metric]:
         labels=["projection"],
     )
     head = GaugeMetricFamily("ticketline_ledger_head", "Highest global position in the ledger.")
+    reachable = GaugeMetricFamily(
+        "ticketline_database_up",
+        "1 when this scrape read the database; 0 when it could not (the database's figures "
+        "are then left out, the process's own are still here).",
+    )
     projections = sorted(known_projections(platform).items())
 
     def read(conn: Connection) -> tuple[tuple[int, object], int, list[Progress]]:
         progress = projections_progress(conn, projections)
         return outbox_backlog(conn), platform.store.last_position(conn), progress
 
-    (count, oldest_at), last, progress = await platform.db.read(read)
+    try:
+        (count, oldest_at), last, progress = await platform.db.read(read)
+    except DatabaseUnavailable:
+        # An outage is when the request counts (the 503s) matter most: scrape on.
+        reachable.add_metric([], 0)
+        return [reachable]
+    reachable.add_metric([], 1)
     backlog.add_metric([], count)
     oldest.add_metric([], _age_seconds(platform.clock.now(), oldest_at))
     head.add_metric([], last)
@@ -234,7 +246,7 @@ async def database_metrics(platform: Platform) -> list[Metric]:
         checkpoint.add_metric([one.name], one.applied)
         lag.add_metric([one.name], one.lag)
         parked.add_metric([one.name], one.parked)
-    return [backlog, oldest, head, checkpoint, lag, parked]
+    return [reachable, backlog, oldest, head, checkpoint, lag, parked]
 
 
 def projection_lag(conn: Connection, name: str, stream_types: Iterable[str]) -> tuple[int, int]:

@@ -22,6 +22,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 
 from shared.app.platform import Platform
+from shared.eventstore.db import DatabaseUnavailable
 from shared.eventstore.ledger import UnreadableEvent, row_to_envelope
 from shared.eventstore.tables import events, seen_in_region
 from shared.http.app import get_platform
@@ -159,7 +160,13 @@ async def stream_events(
                 # client reconnects with a new one, from its Last-Event-ID).
                 yield "event: expired\ndata: the token expired\n\n"
                 return
-            found, damaged = await read_after(platform, position, region_filter, chosen, batch)
+            try:
+                found, damaged = await read_after(platform, position, region_filter, chosen, batch)
+            except DatabaseUnavailable:
+                # The answer has started (no 503 now): the stream ends saying why, and the
+                # client reconnects after `retry` from its Last-Event-ID.
+                yield "event: unavailable\ndata: the database is unavailable; reconnect\n\n"
+                return
             for event in found:
                 yield format_sse(event, masked=masked)
                 position = event.position
