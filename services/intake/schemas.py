@@ -122,6 +122,8 @@ class CorrectContactRequest(Body):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
+            # What is corrected: the customer, the address, or both (422 otherwise).
+            "anyOf": [{"required": ["customer"]}, {"required": ["address"]}],
             "examples": [
                 {
                     "customer": {"name": "Li Wei", "phone": "13987654321"},

@@ -109,17 +109,20 @@ def _iso_month(value: str) -> str:
     return value
 
 
+# A year 0001-9999 (no year 0: the calendar starts at 1), spelled without a lookahead (the
+# published pattern is what clients generate and check against).
+_YEAR = "([0-9]{3}[1-9]|[0-9]{2}[1-9][0-9]|[0-9][1-9][0-9]{2}|[1-9][0-9]{3})"
 # ``2026-W47``: ASCII digits (a regex ``\d`` also matches other scripts' digits), a week
 # that exists in that year, and whose following Monday is still a date.
 IsoWeek = Annotated[
     str,
-    StringConstraints(pattern=r"^[0-9]{4}-W(0[1-9]|[1-4][0-9]|5[0-3])$"),
+    StringConstraints(pattern=rf"^{_YEAR}-W(0[1-9]|[1-4][0-9]|5[0-3])$"),
     AfterValidator(_iso_week),
 ]
 # ``2026-11`` (UTC calendar month).
 IsoMonth = Annotated[
     str,
-    StringConstraints(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$"),
+    StringConstraints(pattern=rf"^{_YEAR}-(0[1-9]|1[0-2])$"),
     AfterValidator(_iso_month),
 ]
 
