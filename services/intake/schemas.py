@@ -129,7 +129,7 @@ class CorrectContactRequest(Body):
                     "customer": {"name": "Li Wei", "phone": "13987654321"},
                     "reason": "customer gave a new mobile number",
                 }
-            ]
+            ],
         },
     )
 
