@@ -338,3 +338,41 @@ async def test_the_projector_creates_missing_topics_with_the_configured_partitio
         await asyncio.wait_for(task, 30)
     finally:
         await platform.close()
+
+
+async def test_an_idle_relay_whose_look_failed_looks_again_before_publishing(
+    db: Database, store: EventStore, broker: TestBroker
+) -> None:
+    """Idle, its periodic look fails (the broker is away); the broker comes back empty and
+    its topics are re-created (a projector starting does so) before the next event: the
+    relay looks before publishing it, so the history goes out first."""
+    topic = "ticketline.tickets"
+    watch = TopicWatch(broker.bootstrap_servers, [topic], partitions=1)
+    publisher = KafkaPublisher(
+        broker.bootstrap_servers, enable_idempotence=False, request_timeout_ms=2000
+    )
+    relay = OutboxRelay(db, publisher, batch_size=50, watch=watch, check_seconds=0.0)
+    await watch.ensure()
+    await write_tickets(db, store, 2, 0)
+    stream = (await db.read(lambda c: store.read_all(c, limit=1)))[0].stream_id
+    try:
+        assert await relay.publish_once() == 4
+        assert await relay.publish_once() == 0
+        broker.stop()
+        try:
+            await asyncio.wait_for(relay._check_if_due(), 60)  # fails: a warning
+        finally:
+            broker.start()
+        await watch.ensure()
+        relay.check_seconds = 3600  # no periodic look before the next publish
+        await db.write(lambda c: store.append_to_stream(c, stream, 2, [diagnosed()], context()))
+        while await asyncio.wait_for(relay.publish_once(), 60):
+            pass
+    finally:
+        await publisher.close()
+    messages = await consume_all(broker.bootstrap_servers, topic, idle_ms=1000)
+    seen: dict[str, int] = {}
+    for m in messages:
+        assert m["stream_version"] <= seen.get(m["stream_id"], 0) + 1, messages
+        seen[m["stream_id"]] = max(seen.get(m["stream_id"], 0), m["stream_version"])
+    assert sorted(seen.values()) == [2, 3]

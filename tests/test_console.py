@@ -538,6 +538,23 @@ async def test_a_page_cursor_the_console_did_not_write_is_a_bad_request(platform
             assert answer.status_code == 400, (path, answer.status_code)
 
 
+async def test_the_live_streams_position_is_ascii_digits(platform: Platform) -> None:
+    from services.console.routes import _position_or_none
+
+    async with console_client(platform) as client:
+        for after in ("2_0", "+2", "²", "-1"):
+            answer = await client.get("/live/stream", params={"after": after})
+            assert answer.status_code == 400, (after, answer.status_code)
+    # A Last-Event-ID that is no position starts where a new page would (int("²") raised).
+    assert [_position_or_none(v) for v in ("²", "12", " 7 ", None, "9" * 30)] == [
+        None,
+        12,
+        7,
+        None,
+        None,
+    ]
+
+
 def _summary_row(html: str, region: str) -> list[int]:
     """The SLA page's summary figures of a region: response breached, due soon,
     resolution breached, due soon."""

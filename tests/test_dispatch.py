@@ -191,6 +191,20 @@ async def test_who_holds_open_tickets_stays_in_their_region(
     async with service_client("dispatch", platform, region="west") as west_dispatcher:
         assert (await west_dispatcher.get("/technicians/t-a/assignments")).status_code == 404
 
+        # Repaired, the ticket is no longer open: t-a moves west. Reopened by feedback it
+        # is on t-a's list again — an east ticket, which west callers of the list never see.
+        async with service_client("dispatch", platform, role="technician", subject="t-a") as t_a:
+            await t_a.post(f"/tickets/{ticket}/visit", json={"findings": "belt"})
+            await t_a.post(f"/tickets/{ticket}/repair", json={"outcome": "fixed"})
+        t_a = (await admin.get("/technicians/t-a")).json()
+        west_move = {k: t_a[k] for k in fields} | {"service_point_id": "sp-west-1"}
+        assert (await admin.put("/technicians/t-a", json=west_move)).status_code == 200
+        await record(platform, ticket, TicketReopened(reason="noisy", source="follow_up"))
+        listed = await west_dispatcher.get("/technicians/t-a/assignments")
+        assert listed.status_code == 200 and listed.json()["items"] == []
+        every = (await admin.get("/technicians/t-a/assignments")).json()["items"]
+        assert [i["ticket_id"] for i in every] == [ticket]
+
     # A technician works at a service point or a regional center, not at headquarters.
     response = await admin.post(
         "/technicians", json={"id": "t-hq", "name": "HQ", "service_point_id": "hq"}

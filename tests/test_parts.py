@@ -965,9 +965,10 @@ async def test_stock_serves_its_own_region_and_an_unknown_ticket_is_404(
         for ticket_id in (east_ticket, unknown):
             refused = await chengdu.post("/requisitions", json={**asked, "ticket_id": ticket_id})
             assert refused.status_code == 404 and refused.json()["rule"] == "ticket_not_found"
-        handed_in = {"ticket_id": unknown, "part_number": MOTOR}
-        refused = await chengdu.post("/returns", json=handed_in)
-        assert refused.status_code == 404 and refused.json()["rule"] == "ticket_not_found"
+        for ticket_id in (east_ticket, unknown):
+            handed_in = {"ticket_id": ticket_id, "part_number": MOTOR}
+            refused = await chengdu.post("/returns", json=handed_in)
+            assert refused.status_code == 404 and refused.json()["rule"] == "ticket_not_found"
     # Whoever names the location: west stock is not reserved for an east ticket.
     refused = await admin.post("/requisitions", json={**asked, "location_id": "SP-CD-01"})
     assert refused.status_code == 422 and "location_id" in refused.text

@@ -32,11 +32,12 @@ from services.console.i18n import LOCALES, translator
 from services.feedback.compliance import ITEMS
 from services.feedback.read_models import Tally, band, summarise_tally
 from shared.app.platform import Platform
+from shared.eventstore.db import DatabaseUnavailable
 from shared.http.app import get_platform
 from shared.http.auth.tokens import InvalidCredentials, TokenExpired
 from shared.http.context import Principal, require_region
 from shared.http.disclosure import Disclosure, open_rows
-from shared.http.params import IsoMonth, IsoWeek
+from shared.http.params import MAX_POSITION, IsoMonth, IsoWeek, Position, parse_ascii_uint
 from shared.kernel.errors import InvalidCommand, NotFound
 
 # A page's cursor as the console writes it (queries.encode_cursor): value|id.
@@ -768,10 +769,21 @@ async def live(
     )
 
 
+def _position_or_none(text: str | None) -> int | None:
+    """A Last-Event-ID the page sent back (a position), or None for anything else (a
+    stale or foreign header starts from the `after` asked for, as a new page would)."""
+    if text is None:
+        return None
+    try:
+        return parse_ascii_uint(text, maximum=MAX_POSITION)
+    except ValueError:
+        return None
+
+
 @router.get("/live/stream")
 async def live_stream(
     request: Request,
-    after: int | None = Query(default=None, ge=0),
+    after: Position | None = Query(default=None),
     last_event_id: str | None = Header(default=None, alias="Last-Event-ID"),
     principal: Principal = Depends(signed_in_for("events:read")),
     platform: Platform = Depends(get_platform),
@@ -780,8 +792,9 @@ async def live_stream(
     table row (htmx's SSE extension puts it on the page). Read from the ledger with the
     rules of intake's ``GET /streams/events``: a regional caller gets its region only."""
     scope = queries.Scope(principal.region)
-    if last_event_id is not None and last_event_id.strip().isdigit():
-        position = int(last_event_id)
+    resumed = _position_or_none(last_event_id)
+    if resumed is not None:
+        position = resumed
     elif after is not None:
         position = after
     else:
@@ -798,10 +811,15 @@ async def live_stream(
             if not session_alive(request):
                 yield "event: signin\ndata: expired\n\n"
                 return
-            found = await queries.read(
-                platform,
-                lambda conn, after=position: queries.events_after(conn, scope, after, 100),
-            )
+            try:
+                found = await queries.read(
+                    platform,
+                    lambda conn, after=position: queries.events_after(conn, scope, after, 100),
+                )
+            except DatabaseUnavailable:
+                # Past the first bytes: the stream ends; the page reconnects after `retry`.
+                yield "event: unavailable\ndata: the database is unavailable\n\n"
+                return
             for item in await live_rows(platform, found):
                 html = template.render(item=item, t=t, fmt_time=fmt_time).replace("\n", " ")
                 yield f"id: {item['row'].position}\nevent: ticketline\ndata: {html}\n\n"

@@ -123,7 +123,10 @@ class CorrectContactRequest(Body):
         extra="forbid",
         json_schema_extra={
             # What is corrected: the customer, the address, or both (422 otherwise).
-            "anyOf": [{"required": ["customer"]}, {"required": ["address"]}],
+            "anyOf": [
+                {"required": [part], "properties": {part: {"not": {"type": "null"}}}}
+                for part in ("customer", "address")
+            ],
             "examples": [
                 {
                     "customer": {"name": "Li Wei", "phone": "13987654321"},

@@ -182,15 +182,20 @@ def _serves_region(conn: Connection, location_id: str | None) -> str | None:
     return place.region
 
 
+def _require_clerks_region(conn: Connection, clerk_at: str | None, ticket: TicketState) -> None:
+    """A clerk's location serves its region: another region's ticket does not exist for
+    it — the same 404 as an unknown one, before any stock or return answers whether it
+    does."""
+    serves = _serves_region(conn, clerk_at)
+    if serves is not None and serves.casefold() != (ticket.region or "").casefold():
+        raise NotFound("ticket_not_found", f"no ticket {ticket.ticket_id}")
+
+
 def raise_requisition(conn: Connection, h: Handling, request: domain.PartsRequest) -> str:
     """Returns the new requisition's id."""
     ticket = h.visible(conn, TICKETS, request.ticket_id).state
     clerk_at = h.invocation.reach.location
-    serves = _serves_region(conn, clerk_at)
-    if serves is not None and serves.casefold() != (ticket.region or "").casefold():
-        # A clerk's stock serves its location's region: another region's ticket does not
-        # exist for it (nor may its stock answer whether it does).
-        raise NotFound("ticket_not_found", f"no ticket {request.ticket_id}")
+    _require_clerks_region(conn, clerk_at, ticket)
     location_id = domain.requesting_location(request, ticket, clerk_at)
     chain = _stock_chain(conn, h, location_id, request.part_number)
     part = read_models.part_spec(conn, request.part_number)
@@ -332,7 +337,8 @@ def consume_on_repair(conn: Connection, h: Handling, event: EventEnvelope) -> No
 def record_old_part_return(conn: Connection, h: Handling, handed_in: domain.HandedIn) -> str:
     """Returns the id of the expected return it settled."""
     # An unknown ticket (or one outside the caller's reach) is 404, as for requisitions.
-    require_ticket(h.visible(conn, TICKETS, handed_in.ticket_id).state)
+    ticket = require_ticket(h.visible(conn, TICKETS, handed_in.ticket_id).state)
+    _require_clerks_region(conn, h.invocation.reach.location, ticket)
     location_id = domain.acting_location(handed_in.location_id, h.invocation.reach.location)
     place = visible_location(conn, h, location_id, "location_id")
     # A clerk's reach: the expected returns of its location's service point; others do

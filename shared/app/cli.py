@@ -26,7 +26,7 @@ from shared.app.importing.cli import add_export_kind, add_import_parser
 from shared.app.observability import configure_logging
 from shared.app.registry import SERVERS, all_projections
 from shared.app.sla_cli import add_arguments as add_sla_arguments
-from shared.eventstore.db import is_outage
+from shared.eventstore.db import DatabaseUnavailable, is_outage
 from shared.eventstore.personal import MasterKeyMismatch
 from shared.http.auth.personal_data import install_log_filter
 from shared.http.auth.tokens import TOKEN_ROLES
@@ -784,12 +784,26 @@ def process_name(args: argparse.Namespace) -> str:
     return str(names.get(args.command, args.command))
 
 
+# An unexpected failure (a bug: the traceback says where) — never 1, which is a finding.
+EXIT_SOFTWARE = 70
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _main(argv)
     except KeyboardInterrupt:  # Ctrl-C before a command handles it (starting up): no traceback
         print("ticketline: interrupted", file=sys.stderr)
         return 130
+    except SystemExit as exc:
+        if isinstance(exc.code, str):  # a refusal to start (schema, keys): its message
+            print(exc.code, file=sys.stderr)
+            return 2
+        raise
+    except Exception:
+        import traceback
+
+        traceback.print_exc()
+        return EXIT_SOFTWARE
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -841,12 +855,22 @@ def _main(argv: Sequence[str] | None) -> int:
 
 
 def unreachable(exc: BaseException) -> str | None:
-    """The server a failure says is away (the broker, the database), or None."""
-    from aiokafka.errors import KafkaConnectionError
+    """The server a failure says is away (the broker, the database), or None. Only the
+    drivers' own errors count: a broken pipe on stdout, a full disk or a timeout of the
+    command's own are failures, not outages."""
+    import socket
 
-    if isinstance(exc, KafkaConnectionError):
+    from aiokafka.errors import KafkaConnectionError, NoBrokersAvailable
+    from sqlalchemy.exc import DBAPIError
+
+    if isinstance(exc, (KafkaConnectionError, NoBrokersAvailable)):
         return "the Kafka broker"
-    return "the database" if is_outage(exc) else None
+    if isinstance(exc, DatabaseUnavailable) or (isinstance(exc, DBAPIError) and is_outage(exc)):
+        return "the database"
+    # asyncpg's connect raises the socket's error as it is.
+    if isinstance(exc, (ConnectionRefusedError, socket.gaierror)):
+        return "the database"
+    return None
 
 
 if __name__ == "__main__":

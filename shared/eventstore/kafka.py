@@ -93,9 +93,9 @@ class TopicWatch:
             enable_auto_commit=False,
             auto_offset_reset="none",
         )
-        await consumer.start()
         found: dict[tuple[str, int], str | None] = {key: None for key in wanted}
         try:
+            await consumer.start()
             await consumer.topics()  # load the metadata
             present = [
                 TopicPartition(t, p)
@@ -142,3 +142,12 @@ class TopicWatch:
                     found[key] = dict(first.headers or []).get("event_id", b"").decode()
                 del waiting[key]  # read (another offset first: the log was rewritten)
                 consumer.pause(tp)
+        if not waiting:
+            return
+        # Not read in time: a log that ends at or before the offset lost the message; one
+        # that holds it was only slow (a leader election, a broker coming back) — say so
+        # rather than call it lost (that would queue the topic's whole history again).
+        ends = await consumer.end_offsets(list(waiting.values()))
+        slow = [key for key, tp in waiting.items() if ends.get(tp, 0) > wanted[key]]
+        if slow:
+            raise TimeoutError(f"partitions not read within {seconds:g} s: {sorted(slow)}")

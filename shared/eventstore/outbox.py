@@ -295,6 +295,7 @@ class OutboxRelay:
             await self.check_topics()
         except Exception as exc:  # the broker may be away: the next check tries again
             log.warning("relay: topic check failed: %s", exc)
+            self._look_first = True  # it may come back empty: look before publishing
 
     async def run(
         self, stop: asyncio.Event, poll_seconds: float = 0.2, backoff_max: float = 5.0
