@@ -264,23 +264,42 @@ async def test_a_rebuilt_topic_already_longer_than_before_is_noticed(
     assert len(events) == 6
 
 
+async def two_tickets_published_by_a_relay(
+    db: Database, store: EventStore, broker: TestBroker, check_seconds: float
+) -> tuple[OutboxRelay, KafkaPublisher, str]:
+    """A relay on the tickets topic that has published two tickets (4 events); the first
+    ticket's stream id."""
+    watch = TopicWatch(broker.bootstrap_servers, ["ticketline.tickets"], partitions=1)
+    publisher = KafkaPublisher(
+        broker.bootstrap_servers, enable_idempotence=False, request_timeout_ms=2000
+    )
+    relay = OutboxRelay(db, publisher, batch_size=50, watch=watch, check_seconds=check_seconds)
+    await watch.ensure()
+    await write_tickets(db, store, 2, 0)
+    assert await relay.publish_once() == 4
+    stream = (await db.read(lambda c: store.read_all(c, limit=1)))[0].stream_id
+    return relay, publisher, stream
+
+
+async def heads_in_version_order(broker: TestBroker) -> list[int]:
+    """Each stream's head on the tickets topic, checking every message follows its
+    stream's previous one (no version ahead of a missing earlier one)."""
+    messages = await consume_all(broker.bootstrap_servers, "ticketline.tickets", idle_ms=1000)
+    seen: dict[str, int] = {}
+    for m in messages:
+        assert m["stream_version"] <= seen.get(m["stream_id"], 0) + 1, messages
+        seen[m["stream_id"]] = max(seen.get(m["stream_id"], 0), m["stream_version"])
+    return sorted(seen.values())
+
+
 async def test_rows_written_while_the_broker_was_away_follow_the_history_queued_again(
     db: Database, store: EventStore, broker: TestBroker
 ) -> None:
     """The broker stops, an event is written, the broker comes back without its log: the
     relay looks before it publishes again, so the history queued again goes out first and
     every stream reads in version order on the new log (the contract's promise)."""
-    topic = "ticketline.tickets"
-    watch = TopicWatch(broker.bootstrap_servers, [topic], partitions=1)
-    publisher = KafkaPublisher(
-        broker.bootstrap_servers, enable_idempotence=False, request_timeout_ms=2000
-    )
-    relay = OutboxRelay(db, publisher, batch_size=50, watch=watch, check_seconds=3600)
-    await watch.ensure()
-    await write_tickets(db, store, 2, 0)
-    stream = (await db.read(lambda c: store.read_all(c, limit=1)))[0].stream_id
+    relay, publisher, stream = await two_tickets_published_by_a_relay(db, store, broker, 3600)
     try:
-        assert await relay.publish_once() == 4
         broker.stop()
         try:
             await db.write(lambda c: store.append_to_stream(c, stream, 2, [diagnosed()], context()))
@@ -292,12 +311,7 @@ async def test_rows_written_while_the_broker_was_away_follow_the_history_queued_
             pass
     finally:
         await publisher.close()
-    messages = [m for m in await consume_all(broker.bootstrap_servers, topic, idle_ms=1000)]
-    seen: dict[str, int] = {}
-    for m in messages:
-        assert m["stream_version"] <= seen.get(m["stream_id"], 0) + 1, messages
-        seen[m["stream_id"]] = max(seen.get(m["stream_id"], 0), m["stream_version"])
-    assert sorted(seen.values()) == [2, 3]
+    assert await heads_in_version_order(broker) == [2, 3]
 
 
 async def test_the_projector_creates_missing_topics_with_the_configured_partitions(
@@ -346,33 +360,20 @@ async def test_an_idle_relay_whose_look_failed_looks_again_before_publishing(
     """Idle, its periodic look fails (the broker is away); the broker comes back empty and
     its topics are re-created (a projector starting does so) before the next event: the
     relay looks before publishing it, so the history goes out first."""
-    topic = "ticketline.tickets"
-    watch = TopicWatch(broker.bootstrap_servers, [topic], partitions=1)
-    publisher = KafkaPublisher(
-        broker.bootstrap_servers, enable_idempotence=False, request_timeout_ms=2000
-    )
-    relay = OutboxRelay(db, publisher, batch_size=50, watch=watch, check_seconds=0.0)
-    await watch.ensure()
-    await write_tickets(db, store, 2, 0)
-    stream = (await db.read(lambda c: store.read_all(c, limit=1)))[0].stream_id
+    relay, publisher, stream = await two_tickets_published_by_a_relay(db, store, broker, 0.0)
     try:
-        assert await relay.publish_once() == 4
         assert await relay.publish_once() == 0
         broker.stop()
         try:
             await asyncio.wait_for(relay._check_if_due(), 60)  # fails: a warning
         finally:
             broker.start()
-        await watch.ensure()
+        assert relay.watch is not None
+        await relay.watch.ensure()  # re-created (a projector starting does so)
         relay.check_seconds = 3600  # no periodic look before the next publish
         await db.write(lambda c: store.append_to_stream(c, stream, 2, [diagnosed()], context()))
         while await asyncio.wait_for(relay.publish_once(), 60):
             pass
     finally:
         await publisher.close()
-    messages = await consume_all(broker.bootstrap_servers, topic, idle_ms=1000)
-    seen: dict[str, int] = {}
-    for m in messages:
-        assert m["stream_version"] <= seen.get(m["stream_id"], 0) + 1, messages
-        seen[m["stream_id"]] = max(seen.get(m["stream_id"], 0), m["stream_version"])
-    assert sorted(seen.values()) == [2, 3]
+    assert await heads_in_version_order(broker) == [2, 3]
