@@ -238,6 +238,14 @@ async def test_quality_alert_once_per_model_category_day(
     assert (await auditor.get("/quality/weekly", params={"week": "2026-W46"})).json()[
         "alerts"
     ] == []
+    # The counts are everyone's; a regional caller's alert lists its own region's tickets.
+    for region, listed in (("east", sorted(tickets)), ("west", [])):
+        async with service_client(
+            "feedback", platform, role="regional_center", region=region
+        ) as center:
+            seen = (await center.get("/quality/weekly", params={"week": "2026-W45"})).json()
+        assert sorted(seen["alerts"][0]["ticket_ids"]) == listed
+        assert seen["counts"] == data["counts"]
     for bad in ("2026-47", "2026-W54", "2025-W53"):
         response = await auditor.get("/quality/weekly", params={"week": bad})
         assert response.status_code == 422, (bad, response.text)

@@ -183,6 +183,18 @@ async def test_compliance_scorecards_and_quality_include_imported_tickets(
     await run_projector(platform)
     rows = await compliance_rows(platform)
     assert len(rows) == 80
+    # Paged by the replaced system's own ticket numbers: each next page is reachable.
+    paged: list[str] = []
+    params: dict[str, Any] = {"limit": 7}
+    async with service_client("feedback", platform, role="auditor") as auditor:
+        while True:
+            page = await auditor.get("/compliance/tickets", params=params)
+            assert page.status_code == 200, page.text
+            paged += [r["ticket_id"] for r in page.json()["items"]]
+            if not page.json()["next_cursor"]:
+                break
+            params["cursor"] = page.json()["next_cursor"]
+    assert sorted(paged) == sorted(r["ticket_id"] for r in rows)
     states = await platform.db.read(
         lambda c: {r.ticket_id: r for r in c.execute(select(ticket_state))}
     )

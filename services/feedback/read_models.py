@@ -596,14 +596,31 @@ def repair_counts_between(conn: Connection, start: date, end: date) -> list[dict
     return sorted(counts.values(), key=lambda g: (-g["repairs"], g["product_model"]))
 
 
-def quality_weekly(conn: Connection, week: str, s: FeedbackSettings) -> dict[str, Any]:
+def quality_weekly(
+    conn: Connection, week: str, s: FeedbackSettings, region: str | None = None
+) -> dict[str, Any]:
+    """The week's report. The counts are the platform's (a model's fault is everyone's);
+    a region-bound caller's alerts list only its own region's tickets (ids of another
+    region's do not exist for it)."""
     start, end = iso_week_days(week)
+    alerts = alerts_between(conn, start, end)
+    if region is not None:
+        listed = {i for alert in alerts for i in alert["ticket_ids"]}
+        t = ticket_state.c
+        theirs = {
+            i
+            for (i,) in conn.execute(
+                select(t.ticket_id).where(t.ticket_id.in_(listed), t.region == region)
+            )
+        }
+        for alert in alerts:
+            alert["ticket_ids"] = [i for i in alert["ticket_ids"] if i in theirs]
     return {
         "week": week,
         "from_day": start.isoformat(),
         "to_day": (end - timedelta(days=1)).isoformat(),
         "threshold": s.quality_alert_threshold,
-        "alerts": alerts_between(conn, start, end),
+        "alerts": alerts,
         "counts": repair_counts_between(conn, start, end),
     }
 

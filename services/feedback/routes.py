@@ -366,5 +366,7 @@ async def quality_weekly(
     except ValueError:
         raise InvalidCommand("week", f"{week} is not a week of that year") from None
     settings = platform.settings.feedback
-    data = await platform.db.read(lambda c: read_models.quality_weekly(c, week, settings))
+    data = await platform.db.read(
+        lambda c: read_models.quality_weekly(c, week, settings, principal.region)
+    )
     return QualityWeekly(**data)

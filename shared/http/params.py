@@ -197,9 +197,10 @@ def ticket_id_text(value: UUID | None) -> str | None:
     return str(value) if value is not None else None
 
 
-# A ticket number as a cursor (``TL-20261122-000123``).
+# A ticket number as a cursor: Ticketline's own (``TL-20261122-000123``) or an imported
+# one, which is the replaced system's (any text up to 32 characters: ``OLD-2025-000101``).
 TicketNumber = Annotated[
-    str, StringConstraints(pattern=r"^[A-Za-z0-9_]{1,10}-[0-9]{8}-[0-9]{1,12}$", max_length=32)
+    str, StringConstraints(min_length=1, max_length=32), AfterValidator(check_text)
 ]
 
 
