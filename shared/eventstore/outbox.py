@@ -11,12 +11,12 @@
   offset and event id of the last message it had acknowledged (``relay_offsets``). A
   later acknowledgement at or below that offset, or another message (or none) at that
   offset when the relay looks (every ``check_seconds``), means the log was truncated or
-  rebuilt; the relay then re-queues
-  the topic's whole history into the outbox and publishes it again (consumers skip what
-  they already have). It also looks before publishing on taking the lease and after a
-  failed publish, so that rows written during an outage follow the history queued again
-  on a log that came back empty (each stream stays in version order). ``ticketline relay republish --from-position N`` does the same by
-  hand.
+  rebuilt; the relay then re-queues the topic's whole history into the outbox and
+  publishes it again (consumers skip what they already have). It also looks before
+  publishing on taking the lease and after a failed publish or look, so that rows written
+  during an outage follow the history queued again on a log that came back empty (each
+  stream stays in version order). ``ticketline relay republish --from-position N`` does
+  the same by hand.
 """
 
 from __future__ import annotations
