@@ -28,6 +28,7 @@ from shared.app.platform import Platform
 from shared.eventstore.db import Database
 from shared.eventstore.ledger import insert_stored_rows, stored_rows
 from shared.eventstore.migrations import upgrade
+from shared.eventstore.progress import projection_lag
 from shared.eventstore.projection import Projection
 from shared.eventstore.runner import Batch, EventSource, KafkaSource
 from shared.eventstore.tables import event_sequence, events
@@ -255,6 +256,23 @@ async def replay(
                 result.compared = until is None
                 if result.compared:
                     result.differences = await compare_with_live(live.db, scratch.db, projection)
+                if result.differences:
+                    _, behind = await live.db.read(
+                        partial(
+                            projection_lag,
+                            name=projection.name,
+                            stream_types=projection.stream_types,
+                        )
+                    )
+                    if behind:
+                        # Not drift: the live projector has not applied the newest events
+                        # yet (just after a migration, say).
+                        result.differences.insert(
+                            0,
+                            f"live {projection.name} is {behind} ledger positions behind "
+                            "(its projector has not applied them yet): compare again once "
+                            "its lag is 0",
+                        )
                 results.append(result)
         finally:
             await scratch.close()

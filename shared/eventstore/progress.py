@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from sqlalchemy import Connection, func, select
 
@@ -43,6 +43,14 @@ def relevant_head(conn: Connection, stream_types: Sequence[str]) -> int:
             )
         ).scalar_one()
     )
+
+
+def projection_lag(conn: Connection, name: str, stream_types: Iterable[str]) -> tuple[int, int]:
+    """(applied position, lag). The head counts only events the projection reads, so
+    events of other stream types never show as lag."""
+    newest = relevant_head(conn, list(stream_types))
+    done = read_checkpoint(conn, name)
+    return done, max(0, newest - done)
 
 
 def applied_position(

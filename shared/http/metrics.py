@@ -25,10 +25,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.app.observability import HTTP_LATENCY, correlation_var
 from shared.app.platform import Platform
-from shared.eventstore.applied import parked_counts, read_checkpoint
+from shared.eventstore.applied import parked_counts
 from shared.eventstore.db import DatabaseUnavailable
 from shared.eventstore.outbox import outbox_backlog
-from shared.eventstore.progress import relevant_head
+from shared.eventstore.progress import projection_lag
 from shared.eventstore.projection import Projection
 from shared.http.validation import GIVEN_CORRELATION_ID
 
@@ -247,14 +247,6 @@ async def database_metrics(platform: Platform) -> list[Metric]:
         lag.add_metric([one.name], one.lag)
         parked.add_metric([one.name], one.parked)
     return [reachable, backlog, oldest, head, checkpoint, lag, parked]
-
-
-def projection_lag(conn: Connection, name: str, stream_types: Iterable[str]) -> tuple[int, int]:
-    """(applied position, lag). The head counts only events the projection reads, so
-    events of other stream types never show as lag."""
-    newest = relevant_head(conn, list(stream_types))
-    done = read_checkpoint(conn, name)
-    return done, max(0, newest - done)
 
 
 def _age_seconds(now: datetime, since: Any) -> float:
