@@ -38,6 +38,7 @@ from shared.http.auth.tokens import InvalidCredentials, TokenExpired
 from shared.http.context import Principal, require_region
 from shared.http.disclosure import Disclosure, open_rows
 from shared.http.params import MAX_POSITION, IsoMonth, IsoWeek, Position, parse_ascii_uint
+from shared.http.streams import UNAVAILABLE_SSE, sse_response
 from shared.kernel.errors import InvalidCommand, NotFound
 
 # A page's cursor as the console writes it (queries.encode_cursor): value|id.
@@ -817,8 +818,7 @@ async def live_stream(
                     lambda conn, after=position: queries.events_after(conn, scope, after, 100),
                 )
             except DatabaseUnavailable:
-                # Past the first bytes: the stream ends; the page reconnects after `retry`.
-                yield "event: unavailable\ndata: the database is unavailable\n\n"
+                yield UNAVAILABLE_SSE
                 return
             for item in await live_rows(platform, found):
                 html = template.render(item=item, t=t, fmt_time=fmt_time).replace("\n", " ")
@@ -832,11 +832,7 @@ async def live_stream(
                 quiet = time.monotonic()
             await asyncio.sleep(poll)
 
-    return StreamingResponse(
-        generate(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-    )
+    return sse_response(generate())
 
 
 # --- audit ------------------------------------------------------------------------------

@@ -202,6 +202,27 @@ def refuse_existing(into: Path) -> None:
         )
 
 
+async def differences_from_live(
+    live: Platform, scratch: Platform, projection: Projection
+) -> list[str]:
+    """What the live read model holds otherwise than the rebuild; first, when its live
+    projector is behind the ledger, a line saying so (that is no drift: just after a
+    migration, say, it has not applied the newest events yet)."""
+    differences = await compare_with_live(live.db, scratch.db, projection)
+    if not differences:
+        return differences
+    _, behind = await live.db.read(
+        partial(projection_lag, name=projection.name, stream_types=projection.stream_types)
+    )
+    if behind:
+        differences.insert(
+            0,
+            f"live {projection.name} is {behind} ledger positions behind (its projector has "
+            "not applied them yet): compare again once its lag is 0",
+        )
+    return differences
+
+
 async def replay(
     settings: Settings,
     projections: Sequence[Projection],
@@ -255,24 +276,7 @@ async def replay(
                 result = ReplayResult(projection.name, stats.applied, time.perf_counter() - started)
                 result.compared = until is None
                 if result.compared:
-                    result.differences = await compare_with_live(live.db, scratch.db, projection)
-                if result.differences:
-                    _, behind = await live.db.read(
-                        partial(
-                            projection_lag,
-                            name=projection.name,
-                            stream_types=projection.stream_types,
-                        )
-                    )
-                    if behind:
-                        # Not drift: the live projector has not applied the newest events
-                        # yet (just after a migration, say).
-                        result.differences.insert(
-                            0,
-                            f"live {projection.name} is {behind} ledger positions behind "
-                            "(its projector has not applied them yet): compare again once "
-                            "its lag is 0",
-                        )
+                    result.differences = await differences_from_live(live, scratch, projection)
                 results.append(result)
         finally:
             await scratch.close()

@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from shared.app.audit import render, select_events, signing_key, summarise
 from shared.app.platform import Platform
 from shared.http.app import get_platform
-from shared.http.context import Principal, allow
+from shared.http.context import Principal, allow, region_asked
 from shared.http.params import RegionFilter, UtcTime
 from shared.http.problems import problem_doc
 from shared.kernel.errors import InvalidCommand, NotFound
@@ -44,10 +44,7 @@ async def export_events(
     principal: Principal = Depends(may_export),
     platform: Platform = Depends(get_platform),
 ) -> Response:
-    wanted = region
-    if principal.region and wanted and wanted != principal.region:
-        raise NotFound("region_not_found", f"no region {wanted} for this caller")
-    region = principal.region or wanted
+    region = region_asked(principal, region)
     for name, value in (("recorded_from", recorded_from), ("recorded_to", recorded_to)):
         if value is not None and value.tzinfo is None:
             raise InvalidCommand(name, "give a timezone, e.g. 2026-11-20T10:00:00Z")

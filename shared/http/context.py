@@ -238,6 +238,15 @@ def allow(*roles: str, scope: str | None = None) -> Callable[..., Awaitable[Prin
 _UNCHECKED = object()
 
 
+def region_asked(principal: Principal, wanted: str | None) -> str | None:
+    """The region a read of the ledger covers (a stream, an export): a regional caller's
+    own, whatever it asks for (another one does not exist for it: 404); else the one
+    asked for, or every region (None)."""
+    if principal.region and wanted and wanted != principal.region:
+        raise NotFound("region_not_found", f"no region {wanted} for this caller")
+    return principal.region or wanted
+
+
 def require_region(
     principal: Principal,
     region: str | None,

@@ -27,11 +27,11 @@ from shared.eventstore.ledger import UnreadableEvent, row_to_envelope
 from shared.eventstore.tables import events, seen_in_region
 from shared.http.app import get_platform
 from shared.http.auth.personal_data import mask_payload
-from shared.http.context import Principal, allow, credentials_expire_at
+from shared.http.context import Principal, allow, credentials_expire_at, region_asked
 from shared.http.headers import last_event_id
 from shared.http.params import ASCII_COUNT, Position, RegionFilter
 from shared.http.problems import problem_doc
-from shared.kernel.errors import InvalidCommand, NotFound
+from shared.kernel.errors import InvalidCommand
 from shared.kernel.events.envelope import EventEnvelope, canonical_json
 from shared.kernel.events.registry import all_payload_classes
 from shared.kernel.text import escape_line_separators
@@ -64,6 +64,20 @@ async def start_after(platform: Platform, resume_after: int | None, asked: int |
     if asked is not None:
         return asked
     return await platform.db.read(platform.store.last_position)
+
+
+# The event that ends a stream whose database went away once the answer had started (no
+# 503 then): the client reconnects after the stream's `retry` from its last id.
+UNAVAILABLE_SSE = "event: unavailable\ndata: the database is unavailable; reconnect\n\n"
+
+
+def sse_response(stream: AsyncIterator[str]) -> StreamingResponse:
+    """A Server-Sent Events answer: never cached, never buffered by a proxy."""
+    return StreamingResponse(
+        stream,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
 
 
 def damaged_sse(damaged: UnreadableEvent) -> str:
@@ -140,11 +154,7 @@ async def stream_events(
     platform: Platform = Depends(get_platform),
 ) -> StreamingResponse:
     chosen = parse_types(types)
-    wanted = region
-    if principal.region and wanted and wanted != principal.region:
-        raise NotFound("region_not_found", f"no region {wanted} for this caller")
-    # A regional caller's stream is its region, whatever it asks for.
-    region_filter = principal.region or wanted
+    region_filter = region_asked(principal, region)
     masked = not principal.sees_personal_data
     position = await start_after(platform, resume_after, from_position)
     poll = platform.settings.projector_poll_seconds
@@ -163,9 +173,7 @@ async def stream_events(
             try:
                 found, damaged = await read_after(platform, position, region_filter, chosen, batch)
             except DatabaseUnavailable:
-                # The answer has started (no 503 now): the stream ends saying why, and the
-                # client reconnects after `retry` from its Last-Event-ID.
-                yield "event: unavailable\ndata: the database is unavailable; reconnect\n\n"
+                yield UNAVAILABLE_SSE
                 return
             for event in found:
                 yield format_sse(event, masked=masked)
@@ -184,8 +192,4 @@ async def stream_events(
                 quiet_since = time.monotonic()
             await asyncio.sleep(poll)
 
-    return StreamingResponse(
-        generate(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-    )
+    return sse_response(generate())
