@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from services.dispatch.sla_schemas import CALENDAR_EXAMPLE
+from services.intake.schemas import RECEIVE_EXAMPLE
 from shared.app.platform import Platform
 from tests.support.clients import service_client
 from tests.test_input_validation import assert_problem, ledger_head, open_ticket
@@ -111,6 +113,30 @@ async def test_a_date_time_is_iso_text_not_unix_seconds(platform: Platform) -> N
     async with service_client("intake", platform, role="auditor") as intake:
         listed = await intake.get("/tickets", params={"created_from": "1700000000"})
         assert_problem(listed, 422, "created_from")
+
+
+@SQLITE
+@pytest.mark.parametrize(
+    "day", [1772323200, "1772323200", 20260301.0, "2026-03-01T00:00:00Z", "2026-03-01T00:00+08:00"]
+)
+async def test_a_calendar_date_is_iso_text_not_a_number_or_a_date_time(
+    platform: Platform, day: Any
+) -> None:
+    ticket = {**RECEIVE_EXAMPLE, "product": {**RECEIVE_EXAMPLE["product"], "purchase_date": day}}
+    calendar = {**CALENDAR_EXAMPLE, "holidays": [{"day": day}], "working_days": []}
+    item = {"service_point_id": "sp-1", "item": "poor_service", "occurred_on": day}
+    item["evidence"] = "article"
+    head = await ledger_head(platform)
+    async with service_client("intake", platform) as agent:
+        response = await agent.post("/tickets", json=ticket)
+        assert_problem(response, 422, "product.purchase_date")
+    async with service_client("dispatch", platform, role="admin") as dispatch:
+        response = await dispatch.put("/calendars/hz", json=calendar)
+        assert_problem(response, 422, "holidays.0.day")
+    async with service_client("feedback", platform, role="admin") as feedback:
+        response = await feedback.post("/scorecards/items", json=item)
+        assert_problem(response, 422, "occurred_on")
+    assert await ledger_head(platform) == head
 
 
 @SQLITE

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from services.feedback import domain
 from shared.kernel.events.quality import ScorecardItemKind
-from shared.kernel.events.tickets import Channel, FollowUpChannel, LongText, RegionCode, ShortText
+from shared.kernel.events.tickets import (
+    CalendarDay,
+    Channel,
+    FollowUpChannel,
+    LongText,
+    RegionCode,
+    ShortText,
+)
 
 
 class Body(BaseModel):
@@ -99,7 +106,7 @@ class ScorecardItemRequest(Body):
         default=None, description="The point's region, as the network has it (422 otherwise)."
     )
     item: ScorecardItemKind
-    occurred_on: date
+    occurred_on: CalendarDay
     evidence: LongText = Field(description="What shows it: a report, an article, a record.")
     ticket_ids: list[ShortText] = Field(default_factory=list, max_length=100)
 

@@ -154,16 +154,6 @@ def _text_time(value: object) -> object:
 UtcTime = Annotated[AwareDatetime, BeforeValidator(_text_time), AfterValidator(_utc)]
 
 
-def _calendar_date(value: date) -> date:
-    if not date(1900, 1, 1) <= value <= date(9000, 12, 31):
-        raise ValueError("the date must be between 1900-01-01 and 9000-12-31")
-    return value
-
-
-# A calendar date the domain can add months and years to.
-CalendarDate = Annotated[date, AfterValidator(_calendar_date)]
-
-
 def _json_boolean(value: object) -> object:
     # Pydantic also reads yes/no, on/off, 1/0, t/f as booleans; the API takes JSON's.
     if isinstance(value, str) and value not in ("true", "false"):

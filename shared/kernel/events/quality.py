@@ -7,13 +7,12 @@ a ``scorecard`` stream per service point.
 
 from __future__ import annotations
 
-from datetime import date
 from enum import StrEnum
 
 from pydantic import Field
 
 from shared.kernel.events.envelope import EventPayload
-from shared.kernel.events.tickets import FaultCategory, LongText, RegionCode, ShortText
+from shared.kernel.events.tickets import CalendarDay, FaultCategory, LongText, RegionCode, ShortText
 
 
 class QualityAlertRaised(EventPayload, event_type="QualityAlertRaised", stream_type="quality"):
@@ -21,7 +20,7 @@ class QualityAlertRaised(EventPayload, event_type="QualityAlertRaised", stream_t
 
     product_model: ShortText
     fault_category: FaultCategory
-    day: date
+    day: CalendarDay
     count: int = Field(ge=1)
     threshold: int = Field(ge=1)
     ticket_ids: list[ShortText] = Field(default_factory=list)
@@ -41,6 +40,6 @@ class ScorecardItemRecorded(
     service_point_id: ShortText
     region: RegionCode | None = None
     item: ScorecardItemKind
-    occurred_on: date
+    occurred_on: CalendarDay
     evidence: LongText
     ticket_ids: list[ShortText] = Field(default_factory=list, max_length=100)

@@ -14,7 +14,6 @@ restart it; ``SlaWarning`` records a step of the ladder other than the breach
 
 from __future__ import annotations
 
-from datetime import date
 from enum import StrEnum
 from typing import Annotated
 
@@ -23,6 +22,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictFloat, S
 from shared.kernel.events.envelope import EventPayload
 from shared.kernel.events.network import LocalTime, Weekday
 from shared.kernel.events.tickets import (
+    CalendarDay,
     Channel,
     Complexity,
     LongText,
@@ -65,7 +65,7 @@ class WorkingHours(Frozen):
 
 
 class Holiday(Frozen):
-    day: date
+    day: CalendarDay
     name: ShortText | None = None
 
 
@@ -73,7 +73,7 @@ class AdjustedWorkingDay(Frozen):
     """A day worked although the week says otherwise (a weekend day declared a working
     day), with the hours of ``hours_of``."""
 
-    day: date
+    day: CalendarDay
     hours_of: Weekday = Weekday.mon
     name: ShortText | None = None
 

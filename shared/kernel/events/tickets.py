@@ -7,11 +7,19 @@ event is decided and stored in it, so a replay never depends on today's configur
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 
 from shared.kernel.events.envelope import EventPayload
 from shared.kernel.events.registry import upcaster
@@ -36,6 +44,20 @@ Phone = Annotated[
     StringConstraints(strip_whitespace=True, pattern=r"^\+?[0-9][0-9 \-]{5,19}[0-9]$"),
     AfterValidator(_phone_digits),
 ]
+_ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _iso_day(value: object) -> object:
+    # Pydantic also reads a number as Unix seconds and a midnight date-time as its day;
+    # the API documents a calendar date as YYYY-MM-DD text, nothing else.
+    if isinstance(value, str) and _ISO_DAY.fullmatch(value):
+        return value
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    raise ValueError("a calendar date as ISO 8601 text, YYYY-MM-DD")
+
+
+CalendarDay = Annotated[date, BeforeValidator(_iso_day)]
 RegionCode = Annotated[
     str,
     StringConstraints(strip_whitespace=True, to_lower=True, pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$"),
@@ -123,7 +145,7 @@ class Product(Part):
     model: ShortText
     product_line: ShortText | None = None
     serial_number: ShortText | None = None
-    purchase_date: date
+    purchase_date: CalendarDay
 
 
 class Problem(Part):
