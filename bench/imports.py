@@ -40,6 +40,7 @@ from shared.eventstore.bulk import bulk_gc
 from shared.eventstore.ledger import NEW_STREAM, StreamAppend, row_to_envelope
 from shared.eventstore.migrations import upgrade
 from shared.eventstore.personal.tables import (
+    personal_data_aliases,
     personal_data_keys,
     personal_data_master,
     personal_data_phones,
@@ -101,7 +102,13 @@ def copy_customer_keys(source: Path, target: Path) -> None:
     shutil.copy(source / MASTER_KEY_FILE, target / MASTER_KEY_FILE)
     with contextlib.closing(sqlite3.connect(target / "ticketline.db")) as conn, conn:
         conn.execute("ATTACH DATABASE ? AS imported", (str(source / "ticketline.db"),))
-        for table in (personal_data_master, personal_data_keys, personal_data_phones):
+        tables = (
+            personal_data_master,
+            personal_data_keys,
+            personal_data_phones,
+            personal_data_aliases,
+        )
+        for table in tables:
             conn.execute(f"DELETE FROM main.{table.name}")
             conn.execute(f"INSERT INTO main.{table.name} SELECT * FROM imported.{table.name}")
 

@@ -462,6 +462,42 @@ async def test_a_returning_customer_is_one_customer_and_phone_search_works(
     assert third.json()["possible_duplicate_of"] == first
 
 
+async def test_a_corrected_customer_is_found_by_their_new_details_until_erased(
+    platform: Platform,
+    life: Lifecycle,
+    intake: httpx.AsyncClient,
+    feedback: httpx.AsyncClient,
+    person: Person,
+) -> None:
+    first = await open_for(intake, person, "SN-C1")
+    customer_id = await customer_of(platform, first)
+    moved = Person(**{**person.__dict__, "phone": person.new_phone})
+    async with service_client("intake", platform, role="dispatcher") as disp:
+        correction = {"customer": {"name": person.name, "phone": moved.phone}, "reason": "new"}
+        assert (await disp.patch(f"/tickets/{first}/contact", json=correction)).status_code == 200
+
+    async def lookup(who: Person) -> httpx.Response:
+        body = {"customer": {"name": who.name, "phone": who.phone}}
+        async with service_client("intake", platform, role="privacy_officer") as dpo:
+            return await dpo.post("/customers/lookup", json=body)
+
+    for who in (person, moved):  # by the first ticket's details and by the corrected ones
+        assert (await lookup(who)).json() == {"customer_id": customer_id}
+    second = await open_for(intake, moved, "SN-C2")  # the same person calling again
+    assert await customer_of(platform, second) == customer_id
+
+    for ticket in (first, second):
+        await close_ticket(life, feedback, ticket)
+    async with service_client("intake", platform, role="privacy_officer") as dpo:
+        body = {"request_id": "DSR-9", "legal_basis": "PIPL art. 47"}
+        erased = await dpo.post(f"/customers/{customer_id}/erasure", json=body)
+    assert sorted(erased.json()["tickets"]) == sorted([first, second])
+    for who in (person, moved):  # the id names nobody: calling again makes a new customer
+        assert (await lookup(who)).status_code == 404
+    third = await open_for(intake, moved, "SN-C3")
+    assert await customer_of(platform, third) != customer_id
+
+
 @pytest.mark.parametrize("backend", ["sqlite"])
 async def test_the_read_log_is_written_off_the_request_path(
     platform: Platform, intake: httpx.AsyncClient, person: Person, clock: ManualClock

@@ -99,7 +99,11 @@ class DiagnoseTicketRequest(Body):
     complexity: Complexity
     resolution_path: ResolutionPath
     expected_parts: list[ShortText] = Field(default_factory=list, max_length=50)
-    notes: LongText | None = None
+    notes: LongText | None = Field(
+        default=None,
+        description="About the appliance and the work (stored in clear: do not quote the "
+        "customer's name, phone or address).",
+    )
     remote_outcome: RepairOutcome | None = Field(
         default=None,
         description="Only with remote guidance: the problem was solved on the call, so the "
@@ -138,7 +142,10 @@ class CorrectContactRequest(Body):
 
     customer: Customer | None = None
     address: Address | None = None
-    reason: ShortText
+    reason: ShortText = Field(
+        description="Why (a staff note, stored in clear: do not quote the customer's name, "
+        "phone or address; the new values go in `customer` and `address`, which are sealed)."
+    )
 
     def command(self) -> domain.CorrectContactDetails:
         return domain.CorrectContactDetails(self.reason, self.customer, self.address)

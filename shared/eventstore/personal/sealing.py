@@ -50,10 +50,23 @@ from shared.kernel.personal import (
     sealed_customer,
 )
 
-_LOOKUP = Statement("SELECT customer_id FROM personal_data_keys WHERE lookup = :lookup")
+# The customer of a lookup: by their first ticket's details, else by a correction's.
+_LOOKUP = Statement(
+    "SELECT customer_id, 0 FROM personal_data_keys WHERE lookup = :lookup "
+    "UNION ALL SELECT customer_id, 1 FROM personal_data_aliases WHERE digest = :alias "
+    "ORDER BY 2 LIMIT 1"
+)
+# A new customer's key in one statement: none when the lookup is taken, as a first
+# ticket's details or a correction's (then _LOOKUP says whose it is).
 _NEW_CUSTOMER = Statement(
     "INSERT INTO personal_data_keys (customer_id, lookup, wrapped_key, created_at, legal_hold) "
-    "VALUES (:customer_id, :lookup, :wrapped, :at, false) ON CONFLICT (lookup) DO NOTHING"
+    "SELECT :customer_id, :lookup, :wrapped, :at, false WHERE NOT EXISTS "
+    "(SELECT 1 FROM personal_data_aliases WHERE digest = :alias) "
+    "ON CONFLICT (lookup) DO NOTHING"
+)
+_NEW_ALIAS = Statement(
+    "INSERT INTO personal_data_aliases (digest, customer_id) VALUES (:digest, :customer_id) "
+    "ON CONFLICT (digest) DO NOTHING"
 )
 _NEW_PHONE = Statement(
     "INSERT INTO personal_data_phones (digest, customer_id) VALUES (:digest, :customer_id) "
@@ -68,6 +81,7 @@ _ERASE_KEY = text(
     "WHERE customer_id = :customer_id"
 )
 _ERASE_PHONES = text("DELETE FROM personal_data_phones WHERE customer_id = :customer_id")
+_ERASE_ALIASES = text("DELETE FROM personal_data_aliases WHERE customer_id = :customer_id")
 _LEGAL_HOLD = text(
     "UPDATE personal_data_keys SET legal_hold = :hold WHERE customer_id = :customer_id"
 )
@@ -112,27 +126,33 @@ class PersonalData:
         Remembered for the key cache's lifetime once the transaction commits: a customer
         erased by another process is matched here for at most that long (the same window as
         its key: docs/personal-data.md); the erasing process forgets it at once."""
-        lookup = self.ring.digest(conn, "customer", f"{normalise_name(name)}\0{phone}", create=True)
+        lookup = self._lookup(conn, name, phone, create=True)
+        assert lookup is not None
         found = self._lookups.get(lookup)
         if found is not None and self.ring.clock() - found[1] <= self.ring.cache_seconds:
             return str(found[0])
         customer_id = uuid7_text()
         key, wrapped = self.ring.new_key(conn, customer_id)
-        if _NEW_CUSTOMER.execute(conn, customer_id, lookup, wrapped, self.clock.now()) == 1:
+        if _NEW_CUSTOMER.execute(conn, customer_id, lookup, wrapped, self.clock.now(), lookup):
             self.ring.remember(key)
         else:  # a returning customer (or one created concurrently): theirs
-            customer_id = str(_LOOKUP.scalar(conn, lookup))
+            customer_id = str(_LOOKUP.scalar(conn, lookup, lookup))
         at = self.ring.clock()
         note_committed(conn.info, lambda: self._lookups.put(lookup, (customer_id, at)))
         return customer_id
 
     def find_customer(self, conn: Connection, name: str, phone: str) -> str | None:
         """The customer with this name and phone (digits as stored), if there is one."""
-        lookup = self.ring.digest(conn, "customer", f"{normalise_name(name)}\0{phone}")
+        lookup = self._lookup(conn, name, phone)
         if lookup is None:
             return None
-        found = _LOOKUP.scalar(conn, lookup)
+        found = _LOOKUP.scalar(conn, lookup, lookup)
         return None if found is None else str(found)
+
+    def _lookup(
+        self, conn: Connection, name: str, phone: str, *, create: bool = False
+    ) -> str | None:
+        return self.ring.digest(conn, "customer", f"{normalise_name(name)}\0{phone}", create=create)
 
     def set_legal_hold(self, conn: Connection, customer_id: str, active: bool) -> None:
         """Kept beside the key, so the retention job's query sees it."""
@@ -190,6 +210,9 @@ class PersonalData:
         sealed, phones = _sealed(body, tree, key)
         if model.data_subject:
             sealed[model.data_subject] = customer_id
+        elif key.secret is not None and (contact := _contact(model, body)):
+            # A correction: the customer is found by their new details as well.
+            _NEW_ALIAS.execute(conn, self._lookup(conn, *contact, create=True), customer_id)
         for phone in phones:
             self._index_phone(conn, customer_id, phone)
         return sealed
@@ -219,11 +242,10 @@ class PersonalData:
         return cls, upcast(row.event_type, row.schema_version, orjson.loads(row.payload))
 
     def _identify(self, conn: Connection, cls: type[EventPayload], body: Mapping[str, Any]) -> str:
-        paths = identity_paths(cls)
-        name, phone = (get_path(body, p) for p in paths) if paths else (None, None)
-        if not isinstance(name, str) or not isinstance(phone, str) or is_sealed(phone):
+        contact = _contact(cls, body)
+        if contact is None:
             raise ValueError(f"{cls.event_type}: no clear name and phone to identify the customer")
-        return self.customer_for(conn, name, phone)
+        return self.customer_for(conn, *contact)
 
     def _index_phone(self, conn: Connection, customer_id: str, phone: str) -> None:
         digest = self.phone_digest(conn, phone, create=True)
@@ -265,7 +287,7 @@ class PersonalData:
     # --- erasure ------------------------------------------------------------------------------
 
     def erase(self, conn: Connection, customer_id: str, at: datetime) -> None:
-        """Destroy the customer's data key, lookup and phone indexes (crypto-shredding). On
+        """Destroy the customer's data key, lookups and phone indexes (crypto-shredding). On
         SQLite the freed bytes are overwritten too (``secure_delete``)."""
         secure = conn.dialect.name == "sqlite"
         if secure:
@@ -273,6 +295,7 @@ class PersonalData:
         try:
             conn.execute(_ERASE_KEY, {"customer_id": customer_id, "at": at})
             conn.execute(_ERASE_PHONES, {"customer_id": customer_id})
+            conn.execute(_ERASE_ALIASES, {"customer_id": customer_id})
         finally:
             if secure:
                 conn.exec_driver_sql("PRAGMA secure_delete = OFF")
@@ -303,6 +326,15 @@ def _sealed(body: dict[str, Any], tree: Tree, key: DataKey) -> tuple[dict[str, A
         return seal(value)
 
     return map_personal(body, tree, sealed), phones
+
+
+def _contact(cls: type[EventPayload], body: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The clear name and phone ``body`` gives the customer (who they are), if it does."""
+    paths = identity_paths(cls)
+    name, phone = (get_path(body, p) for p in paths) if paths else (None, None)
+    if not isinstance(name, str) or not isinstance(phone, str) or is_sealed(phone):
+        return None
+    return name, phone
 
 
 @cache

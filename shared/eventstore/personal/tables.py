@@ -59,6 +59,16 @@ personal_data_phones = Table(
     Index("ix_personal_data_phones_customer_id", "customer_id"),
 )
 
+# The lookup of contact details a correction gave a customer (one row per distinct name and
+# phone, first customer wins): the customer is found by their current details as well.
+personal_data_aliases = Table(
+    "personal_data_aliases",
+    metadata,
+    Column("digest", String(64), primary_key=True),
+    Column("customer_id", String(36), nullable=False),
+    Index("ix_personal_data_aliases_customer_id", "customer_id"),
+)
+
 # Append-only: each response that showed a customer's personal data unmasked.
 personal_data_reads = Table(
     "personal_data_reads",
