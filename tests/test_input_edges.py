@@ -140,6 +140,15 @@ async def test_a_calendar_date_is_iso_text_not_a_number_or_a_date_time(
 
 
 @SQLITE
+async def test_urgency_is_required_at_intake(platform: Platform) -> None:
+    """DOMAIN.md lists it among the required intake fields: a forgotten urgency is not
+    silently the longest deadline (the go-live import requires it too)."""
+    ticket = {k: v for k, v in RECEIVE_EXAMPLE.items() if k != "urgency"}
+    async with service_client("intake", platform) as agent:
+        assert_problem(await agent.post("/tickets", json=ticket), 422, "urgency")
+
+
+@SQLITE
 @pytest.mark.parametrize("body", ['{"request_id": "a", ', "{", "[1,"])
 async def test_a_body_that_is_not_json_names_the_body(platform: Platform, body: str) -> None:
     async with service_client("intake", platform) as agent:

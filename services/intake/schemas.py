@@ -60,7 +60,7 @@ class ReceiveTicketRequest(Body):
     address: Address
     product: Product
     problem: Problem
-    urgency: Urgency = Urgency.normal
+    urgency: Urgency
     channel: Channel
     warranty_status: WarrantyStatus | None = Field(
         default=None,
