@@ -166,6 +166,8 @@ async def test_every_page_renders_for_every_console_role(platform: Platform, lif
                 assert answer.status_code == 400, (week, answer.status_code)
                 assert answer.headers["content-type"].startswith("text/html")
             assert (await client.get("/nowhere")).status_code == 404
+            wrong_method = await client.post("/board")
+            assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "GET"
 
 
 @SQLITE
@@ -672,3 +674,25 @@ def test_every_checklist_note_has_its_chinese_words() -> None:
     t = translator("zh")
     assert t("awaiting return of MOTOR-WM700") == "等待返还：MOTOR-WM700"
     assert translator("en")("awaiting return of MOTOR-WM700") == "awaiting return of MOTOR-WM700"
+
+
+@SQLITE
+async def test_chart_data_cannot_close_its_script_element(
+    platform: Platform, life: Lifecycle, clock: ManualClock
+) -> None:
+    """A product model is free text: in the quality chart's JSON it stays data (found by a
+    black-box pass: `</script><meta http-equiv=refresh …>` redirected every viewer)."""
+    from services.feedback.jobs import raise_quality_alerts
+    from shared.app.config import FeedbackSettings
+
+    platform.settings.feedback = FeedbackSettings(quality_alert_threshold=2)
+    model = "Q</script><meta http-equiv=refresh content=1;url=http://198.51.100.7/p>"
+    for _ in range(2):
+        await life.through_repair(await life.open(model=model))
+    assert await raise_quality_alerts(platform, clock.now().date())
+    await project_feedback(platform)
+    async with console_client(platform, "auditor") as client:
+        page = (await client.get("/quality")).text
+    chart = re.search(r'<script type="application/json" id="chart-data">(.*?)</script>', page)
+    assert chart is not None and "\\u003c/script\\u003e\\u003cmeta" in chart.group(1)
+    assert "<meta http-equiv" not in page

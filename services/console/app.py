@@ -98,6 +98,8 @@ def create_app(platform: Platform | None = None) -> FastAPI:
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> HTMLResponse:
         kind = "not_found" if exc.status_code in (404, 405) else "forbidden"
-        return render(request, "error.html", status_code=exc.status_code, kind=kind, viewer=None)
+        page = render(request, "error.html", status_code=exc.status_code, kind=kind, viewer=None)
+        page.headers.update(exc.headers or {})  # a 405's Allow
+        return page
 
     return app

@@ -45,6 +45,9 @@ from shared.kernel.errors import InvalidCommand, NotFound
 CURSOR_PATTERN = r"^[^|]+\|[^|]+$"
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+# ``tojson`` escapes <, >, & and ' (data inside a <script> element cannot close it); keys
+# keep their order (the charts' series follow the legend's).
+templates.env.policies["json.dumps_kwargs"] = {"sort_keys": False, "ensure_ascii": False}
 
 PAGE_SIZE = 50
 COLUMN_SIZE = 8
@@ -604,7 +607,7 @@ async def compliance(
         summaries=summaries,
         total=total,
         rates=RATES,
-        chart_json=json.dumps(chart, ensure_ascii=False),
+        chart=chart,
         band=band,
     )
 
@@ -740,7 +743,7 @@ async def quality(
         report=report,
         by_group=by_group,
         threshold=platform.settings.feedback.quality_alert_threshold,
-        chart_json=json.dumps(chart, ensure_ascii=False),
+        chart=chart,
     )
 
 
