@@ -97,11 +97,19 @@ async def test_bad_tokens_are_401(platform: Platform) -> None:
             raw_token(hs, good_claims(role="regional_center"), secret)
         ),
         "unknown API key": {"X-API-Key": "tlk_guess"},
+        "a good token beside an unknown API key": {
+            **bearer(raw_token(hs, good_claims(), secret)),
+            "X-API-Key": "tlk_guess",
+        },
     }
     async with raw_client(platform) as client:
         for name, headers in cases.items():
             response = await client.get("/tickets", headers=headers)
             assert response.status_code == 401, name
+            # Before anything else the request asks: its query is not looked at first.
+            for query in ("bogus=1", "limit=5&limit=6", "region=east%00"):
+                odd = await client.get(f"/tickets?{query}", headers=headers)
+                assert odd.status_code == 401, (name, query)
             assert response.headers["www-authenticate"].startswith("Bearer"), name
             assert response.json()["type"].endswith("/unauthorized"), name
         ok = await client.get("/tickets", headers=bearer(raw_token(hs, good_claims(), secret)))
@@ -378,6 +386,8 @@ async def test_security_headers_cors_off_and_body_limit(platform: Platform) -> N
             "/tickets", content=big, headers={"Content-Type": "application/json"}
         )
         assert too_big.status_code == 413 and too_big.json()["status"] == 413
+        assert too_big.headers["x-frame-options"] == "DENY"
+        assert too_big.headers["cache-control"] == "no-store"
 
         async def chunks() -> AsyncIterator[bytes]:
             for _ in range(20):
@@ -386,7 +396,7 @@ async def test_security_headers_cors_off_and_body_limit(platform: Platform) -> N
         chunked = await client.post(
             "/tickets", content=chunks(), headers={"Content-Type": "application/json"}
         )
-        assert chunked.status_code == 413
+        assert chunked.status_code == 413 and chunked.headers["x-frame-options"] == "DENY"
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

@@ -110,6 +110,10 @@ _api_key = APIKeyHeader(
 )
 
 
+# A route depending on one of these reads credentials (``needs_credentials``).
+CREDENTIAL_SCHEMES: tuple[object, ...] = (_bearer, _api_key)
+
+
 def _unauthorized(detail: str, error: str | None = None) -> ProblemError:
     challenge = 'Bearer realm="ticketline"'
     if error:
@@ -157,6 +161,9 @@ def principal_of(request: Request) -> Principal:
     scheme, _, credentials = header.partition(" ")
     api_key = request.headers.get("x-api-key")
     try:
+        if api_key is not None and header:
+            # Two credentials: which one acts would be a guess (and a bad one ignored).
+            raise InvalidCredentials("send one credential: `Authorization` or `X-API-Key`")
         if scheme.lower() == "bearer" and credentials.strip():
             claims = auth.verify_token(credentials.strip())
         elif scheme.lower() == "apikey" and credentials.strip():

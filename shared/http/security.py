@@ -190,7 +190,13 @@ CORS_HEADERS = [
 
 
 def install_security(app: FastAPI, auth: AuthSettings) -> None:
-    # Starlette runs the last added middleware first: the size limit sees requests first.
+    # Starlette runs the last added middleware first: the security headers wrap every answer
+    # (a 413 and a refused preflight too), then CORS, then the size limit.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=auth.max_body_bytes,
+        upload_max_bytes=auth.import_max_body_bytes,
+    )
     if auth.cors_allow_origins:
         app.add_middleware(
             ProblemCORSMiddleware,
@@ -209,11 +215,6 @@ def install_security(app: FastAPI, auth: AuthSettings) -> None:
             ],
         )
     app.add_middleware(SecurityHeadersMiddleware)
-    app.add_middleware(
-        BodyLimitMiddleware,
-        max_bytes=auth.max_body_bytes,
-        upload_max_bytes=auth.import_max_body_bytes,
-    )
 
 
 @dataclass

@@ -21,6 +21,7 @@ from fastapi import Request
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
+from shared.http.context import CREDENTIAL_SCHEMES, principal_of
 from shared.http.problems import ProblemError
 from shared.http.security import UPLOAD_PREFIX
 from shared.kernel.text import invalid_text_reason
@@ -76,6 +77,33 @@ def _json_body(request: Request) -> bool:
 
 
 async def valid_text_input(request: Request) -> None:
+    try:
+        await _check_input(request)
+    except ProblemError:
+        # Without valid credentials a route answers 401 before looking at its input.
+        if needs_credentials(request):
+            principal_of(request)
+        raise
+
+
+def needs_credentials(request: Request) -> bool:
+    """Whether the request's route reads credentials (found once per route)."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return False
+    needs: bool | None = getattr(route, "_needs_credentials", None)
+    if needs is None:
+        needs = False
+        pending = [route.dependant]
+        while pending and not needs:
+            dependant = pending.pop()
+            needs = any(d.call in CREDENTIAL_SCHEMES for d in dependant.dependencies)
+            pending.extend(dependant.dependencies)
+        route._needs_credentials = needs  # type: ignore[attr-defined]
+    return needs
+
+
+async def _check_input(request: Request) -> None:
     for name, value in request.query_params.multi_items():
         _check("query", name)
         _check(name, value)
