@@ -92,7 +92,7 @@ async def test_bad_tokens_and_roles(platform: Platform) -> None:
         assert 'action="/sign-in"' in page.text and "Traceback" not in page.text
         assert f"{COOKIE}=" in page.headers.get("set-cookie", "")
         fragment = await client.get("/board/columns", headers={"HX-Request": "true"})
-        assert fragment.status_code == 401 and fragment.headers["hx-redirect"] == "/sign-in"
+        assert fragment.status_code == 200 and fragment.headers["hx-redirect"] == "/sign-in"
         # From a page the session ended on: signing in leads back to that page.
         shown = {"HX-Request": "true", "HX-Current-URL": "http://console.test/board?region=east"}
         fragment = await client.get("/board/columns", headers=shown)
@@ -105,7 +105,7 @@ async def test_bad_tokens_and_roles(platform: Platform) -> None:
         # over, as the live stream says — /session sends the page to the sign-in form.
         client.cookies.set(COOKIE, token_for("auditor", ttl_seconds=-5))
         session = await client.get("/session", headers={"HX-Request": "true"})
-        assert session.status_code == 401 and session.headers["hx-redirect"] == "/sign-in"
+        assert session.status_code == 200 and session.headers["hx-redirect"] == "/sign-in"
         # The same at sign-in: no cookie for a session already over, the expired notice.
         client.cookies.clear()
         late = await client.post("/sign-in", data={"token": token_for("auditor", ttl_seconds=-5)})
@@ -155,8 +155,15 @@ async def test_every_page_renders_for_every_console_role(platform: Platform, lif
         async with console_client(platform, role, region=region) as client:
             for page in (*PAGES, f"/tickets/{east}", "/compliance?group_by=month"):
                 response = await client.get(page)
-                assert response.status_code == 200, (role, page, response.text[:500])
+                # The audit page is the audit export's readers' (GET /audit/export).
+                expected = 403 if role == "dispatcher" and page == "/audit" else 200
+                assert response.status_code == expected, (role, page, response.text[:500])
                 assert "Traceback" not in response.text
+                if expected == 200:
+                    assert ('href="/audit"' in response.text) == (role != "dispatcher")
+            if role == "dispatcher":
+                refused = await client.post("/audit/verification")
+                assert refused.status_code == 403
             for query in ("group_by=service_point", "month=2026-11"):
                 assert (await client.get(f"/compliance?{query}")).status_code == 200
             assert (await client.get("/compliance?month=2026-13")).status_code == 400

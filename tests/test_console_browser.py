@@ -193,6 +193,43 @@ async def test_expired_token_shows_the_sign_in_page(platform: Platform) -> None:
     assert_loopback_only(traffic)
 
 
+async def test_a_session_ending_on_a_live_page_goes_to_sign_in_without_an_error(
+    platform: Platform,
+) -> None:
+    async with stack(platform) as urls, browser_context() as (context, traffic):
+        console = urls["console"]
+        page = await context.new_page()  # type: ignore[attr-defined]
+        page.set_default_timeout(TIMEOUT_MS)
+        await sign_in(page, console, token_for("auditor", ttl_seconds=4))
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        await page.goto(f"{console}/live")
+        await page.wait_for_url(re.compile(r"/sign-in\?next=%2Flive"))
+        await page.locator("#token").wait_for()
+        assert errors == [], errors  # the stream was not cut under the page
+        await page.close()
+    assert_loopback_only(traffic)
+
+
+async def test_a_long_unbroken_name_does_not_widen_the_ticket_page(platform: Platform) -> None:
+    async with stack(platform) as urls, browser_context() as (context, traffic):
+        body = {**RECEIVE_EXAMPLE, "customer": {"name": "A" * 180, "phone": "13812345678"}}
+        headers = headers_for("call_center_agent")
+        async with httpx.AsyncClient(base_url=urls["intake"], headers=headers) as api:
+            created = (await api.post("/tickets", json=body)).json()
+        page = await context.new_page()  # type: ignore[attr-defined]
+        page.set_default_timeout(TIMEOUT_MS)
+        await sign_in(page, urls["console"], token_for("admin"))
+        for width in (1280, 768):
+            await page.set_viewport_size({"width": width, "height": 800})
+            await page.goto(f"{urls['console']}/tickets/{created['ticket_id']}")
+            await page.get_by_text("A" * 20).first.wait_for()
+            wide = await page.evaluate("document.documentElement.scrollWidth")
+            assert wide <= width, (width, wide)
+        await page.close()
+    assert_loopback_only(traffic)
+
+
 async def sign_in_refused(page: Any, console: str, token: str) -> None:
     await page.goto(f"{console}/sign-in")
     await page.locator("#token").fill(token)

@@ -57,11 +57,13 @@ def create_app(platform: Platform | None = None) -> FastAPI:
     @app.exception_handler(SignInRequired)
     async def _sign_in(request: Request, exc: SignInRequired) -> Response:
         if request.headers.get("hx-request"):
-            # An htmx fragment: send the whole page to the sign-in form, and back after.
+            # An htmx fragment: send the whole page to the sign-in form, and back after
+            # (200: htmx follows HX-Redirect whatever the status, and a 401 would stand
+            # in the browser's console as a failed load).
             shown = urlsplit(request.headers.get("hx-current-url", ""))
             page = path_and_query(shown.path, shown.query)
             target = "/sign-in" + (f"?{urlencode({'next': page})}" if shown.path else "")
-            response: Response = Response(status_code=401, headers={"HX-Redirect": target})
+            response: Response = Response(status_code=200, headers={"HX-Redirect": target})
         else:
             back = page_of(request) if request.method == "GET" else None
             response = sign_in_page(request, status_code=401, reason=exc.reason, next_page=back)

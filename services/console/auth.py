@@ -8,7 +8,7 @@ then decided by the same rules (roles below, ``Principal.region``, ``require_reg
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import jwt
@@ -78,13 +78,16 @@ def signed_in(request: Request) -> Principal:
     return require_console_role(principal)
 
 
-def signed_in_for(scope: str) -> Callable[[Request], Principal]:
-    """``signed_in``, for a page whose API needs ``scope`` (docs/access-control.md): the
-    console shows a token limited by `scope` no more than the APIs would."""
+def signed_in_for(
+    scope: str, roles: Collection[str] | None = None
+) -> Callable[[Request], Principal]:
+    """``signed_in``, for a page whose API needs ``scope`` (and one of ``roles``, when the
+    API admits fewer than the console: docs/access-control.md): the console shows a
+    caller no more than the APIs would."""
 
     def dependency(request: Request) -> Principal:
         principal = signed_in(request)
-        if not principal.has_scope(scope):
+        if not principal.has_scope(scope) or (roles is not None and principal.role not in roles):
             raise ConsoleForbidden(principal)
         return principal
 

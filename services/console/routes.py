@@ -34,6 +34,7 @@ from services.feedback.read_models import Tally, band, summarise_tally
 from shared.app.platform import Platform
 from shared.eventstore.db import DatabaseUnavailable
 from shared.http.app import get_platform
+from shared.http.audit import AUDIT_ROLES
 from shared.http.auth.tokens import InvalidCredentials, TokenExpired
 from shared.http.context import Principal, require_region
 from shared.http.disclosure import Disclosure, open_rows
@@ -93,6 +94,7 @@ def render(
             "here": here,
             "path": request.url.path,
             "fmt_time": fmt_time,
+            "audit_roles": AUDIT_ROLES,
             **context,
         },
         status_code=status_code,
@@ -814,6 +816,12 @@ async def live_stream(
         while not await request.is_disconnected():
             if not session_alive(request):
                 yield "event: signin\ndata: expired\n\n"
+                # Held open while the page goes to the sign-in form: a stream the server
+                # ends is an error in the browser (and a reconnect a refused request).
+                for _ in range(60):  # 30 s at most
+                    if await request.is_disconnected():
+                        break
+                    await asyncio.sleep(0.5)
                 return
             try:
                 found = await queries.read(
@@ -887,7 +895,7 @@ def audit_context(request: Request, principal: Principal) -> dict[str, Any]:
 @router.get("/audit", response_class=HTMLResponse)
 async def audit(
     request: Request,
-    principal: Principal = Depends(signed_in_for("audit:export")),
+    principal: Principal = Depends(signed_in_for("audit:export", AUDIT_ROLES)),
     platform: Platform = Depends(get_platform),
 ) -> HTMLResponse:
     from shared.app.registry import all_handlers
@@ -916,7 +924,7 @@ async def audit(
 
 @router.get("/audit/verification", response_class=HTMLResponse)
 async def verification_status(
-    request: Request, principal: Principal = Depends(signed_in_for("audit:export"))
+    request: Request, principal: Principal = Depends(signed_in_for("audit:export", AUDIT_ROLES))
 ) -> HTMLResponse:
     return render(
         request, "verify_status.html", viewer=principal, **audit_context(request, principal)
@@ -926,7 +934,7 @@ async def verification_status(
 @router.post("/audit/verification", response_class=HTMLResponse)
 async def start_verification(
     request: Request,
-    principal: Principal = Depends(signed_in_for("audit:export")),
+    principal: Principal = Depends(signed_in_for("audit:export", AUDIT_ROLES)),
     platform: Platform = Depends(get_platform),
 ) -> Response:
     """Run the verification of the caller's scope in this process (a read: nothing is

@@ -20,7 +20,8 @@ from shared.kernel.events.envelope import canonical_json
 router = APIRouter(tags=["audit"])
 
 # Exports are evidence: unmasked (they must verify against the ledger), hence few roles.
-may_export = allow("auditor", "regional_center", "admin", scope="audit:export")
+AUDIT_ROLES = ("auditor", "regional_center", "admin")
+may_export = allow(*AUDIT_ROLES, scope="audit:export")
 
 
 @router.get(
