@@ -18,7 +18,7 @@ then gives exactly the wall-clock figures of before.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from shared.kernel.calendar import (
@@ -407,6 +407,24 @@ def diagnoses_made(state: TicketState) -> list[tuple[datetime, str, datetime]]:
     return [(at, d.complexity.value, d.resolution_due_at) for at, d in state.diagnoses]
 
 
+def resolution_placement(
+    state: TicketState, terms: SlaTerms, key: str, amount: timedelta, pauses: list[Interval]
+) -> Placement:
+    """Where the resolution's calendar is taken: the latest dispatch's service point —
+    unless the deadline had already passed when a dispatch moved the ticket. A passed
+    deadline stands (as with a re-diagnosis): a move to a point with a kinder calendar
+    does not undo its breach."""
+    assert state.received_at is not None
+    where = replace(placement(state), service_point_id=None)
+    for at, point in state.dispatches:
+        calendar = terms.calendar_for(RESOLUTION, where, key)
+        due, capped = reach(calendar, state.received_at, amount, pauses, terms.horizon)
+        if due is not None and not capped and due <= at:
+            return where
+        where = replace(where, service_point_id=point)
+    return where
+
+
 def resolution_in_force(
     state: TicketState, terms: SlaTerms, diagnoses: Sequence[tuple[datetime, str, datetime]]
 ) -> list[tuple[int, datetime | None]]:
@@ -416,13 +434,14 @@ def resolution_in_force(
     target by its complexity — unless the deadline in force had already passed when it
     was made: a passed deadline stands, and a longer target does not undo its breach."""
     assert state.received_at is not None
-    where, pauses = placement(state), _all_pauses(state)
+    pauses = _all_pauses(state)
     out: list[tuple[int, datetime | None]] = []
     current, due = -1, None
     for n, (at, complexity, stored) in enumerate(diagnoses):
         if current < 0 or due is None or due > at:
             target = terms.policy_target(RESOLUTION, complexity)
             amount = target.amount if target else stored - state.received_at
+            where = resolution_placement(state, terms, complexity, amount, pauses)
             calendar = terms.calendar_for(RESOLUTION, where, complexity)
             when, capped = reach(calendar, state.received_at, amount, pauses, terms.horizon)
             current, due = n, None if capped else when
@@ -451,11 +470,14 @@ def deadline_clock(
         return None
     target, key = chosen
     assert state.received_at is not None
-    calendar = terms.calendar_for(deadline, placement(state), key)
     met = state.responded_at if deadline == RESPONSE else state.resolved_at
     met_at = met if met is not None and met <= at else None
     end = met_at or at
     pauses = _pauses(state.sla_pauses, end)
+    where = placement(state)
+    if deadline == RESOLUTION:
+        where = resolution_placement(state, terms, key, target, pauses)
+    calendar = terms.calendar_for(deadline, where, key)
     start = state.received_at
     elapsed, paused = elapsed_between(calendar, start, end, pauses)
     due_at, capped = reach(calendar, start, target, pauses, terms.horizon)

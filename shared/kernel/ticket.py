@@ -64,6 +64,8 @@ class TicketState:
     reopen_count: int = 0
     dispatch_count: int = 0
     dispatched_at: datetime | None = None  # the latest dispatch
+    # Every dispatch: (when, service point) — the SLA clock's resolution calendar (sla.py).
+    dispatches: tuple[tuple[datetime, str], ...] = ()
     # Old parts handed in: (part number as normalised, old serial) of those with a serial.
     returned_serials: frozenset[tuple[str, str]] = frozenset()
     # Deadlines (SlaDeadline values) already recorded as breached: each is breached once.
@@ -144,6 +146,7 @@ def evolve(
                 visit=None,
                 dispatch_count=state.dispatch_count + 1,
                 dispatched_at=occurred_at,
+                dispatches=(*state.dispatches, (occurred_at, payload.service_point_id)),
             )
         case TicketVisited():
             return replace(s, visit=payload)

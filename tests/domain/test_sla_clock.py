@@ -365,6 +365,63 @@ def test_resolution_counts_from_receipt_on_the_service_points_calendar_and_reope
     assert again is not None and again.status == "breached"
 
 
+def test_a_move_after_the_resolution_deadline_passed_does_not_undo_its_breach() -> None:
+    """Found by a black-box pass: re-dispatched to a point with a kinder calendar after
+    the breach, the clock said `met` while the breach, escalation and checklist stood."""
+    policy = policy_from(
+        "standard",
+        1,
+        SlaPolicyDescription(
+            name="p",
+            region_calendars={"east": "sp-hz"},
+            service_point_calendars={"sp-24": "always-open"},
+        ),
+    )
+    always_open = build_calendar(
+        "always-open",
+        1,
+        CalendarDescription(
+            name="24h",
+            timezone="UTC",
+            hours=[
+                {"weekday": d, "start": "00:00", "end": "00:00"} for d in (*WORKDAYS, "sat", "sun")
+            ],
+        ),
+    )
+    terms = SlaTerms(policy, {"sp-hz": NINE_TO_SIX, "always-open": always_open})
+    state = ticket((diagnosed(complexity="simple", resolution_due_at=FRIDAY), FRIDAY))
+
+    def to(point: str) -> TicketDispatched:
+        return TicketDispatched(
+            region="east",
+            service_point_id=point,
+            technician_id="t",
+            appointment_start=FRIDAY,
+            appointment_end=FRIDAY + H,
+            reason="x",
+        )
+
+    on_24 = evolve(state, to("sp-24"), FRIDAY)  # due FRIDAY + 4 h on the 24-hour calendar
+    moved_late = evolve(on_24, to("sp-hz-2"), FRIDAY + 5 * H)  # the region's 9-to-6 calendar
+    repaired = evolve(
+        moved_late, TicketRepaired(outcome="fixed", cost_borne_by="warranty"), FRIDAY + 6 * H
+    )
+    for at, status in ((FRIDAY + 5 * H, "breached"), (FRIDAY + 7 * H, "met_late")):
+        resolution = sla_clock(repaired if status == "met_late" else moved_late, terms, at)
+        clock = resolution.deadline("resolution")
+        assert clock is not None
+        assert (clock.calendar_id, clock.due_at, clock.status) == (
+            "always-open",
+            FRIDAY + 4 * H,
+            status,
+        )
+    # Moved while the deadline still lay ahead: the new point's calendar counts.
+    moved_early = evolve(on_24, to("sp-hz-2"), FRIDAY + 3 * H)
+    early = sla_clock(moved_early, terms, FRIDAY + 3 * H).deadline("resolution")
+    assert early is not None and early.calendar_id == "sp-hz"
+    assert early.due_at == local(2026, 11, 23, 12, 30)
+
+
 def test_the_built_in_policy_gives_the_wall_clock_figures() -> None:
     """No SlaPolicyApplied: the targets are the deadlines stored on the events, 24×7."""
     at = datetime(2026, 11, 2, 9, tzinfo=UTC)
