@@ -389,8 +389,8 @@ def sla_summary(
     breached list shows) and due before ``soon``; a paused clock is neither. Each count
     walks the (status, deadline) index up to ``soon`` by the recorded deadline: a pause
     moves the clock's later, so nothing is missed for it; a clock deadline earlier than
-    the recorded one counts among those due (marked breached on its card) until the
-    recorded one passes (docs/console.md)."""
+    the recorded one counts by the recorded one (marked breached on its card) until that
+    passes (docs/console.md)."""
     out: dict[str, dict[str, dict[str, int]]] = {}
     for kind, statuses in SLA_KINDS.items():
         due = deadline_column(statuses[0])
