@@ -140,6 +140,19 @@ async def test_a_calendar_date_is_iso_text_not_a_number_or_a_date_time(
 
 
 @SQLITE
+async def test_a_key_given_twice_in_a_json_object_is_422(platform: Platform) -> None:
+    body = '{"fits_models": [], "name": "n", "name": "m", "return_required": false, '
+    body += '"unit_cost": 1}'
+    head = await ledger_head(platform)
+    async with service_client("parts", platform, role="admin") as parts:
+        response = await parts.put("/parts/P-NUM", content=body, headers=JSON)
+        assert_problem(response, 422, "name")
+        nested = body.replace('"name": "n", "name": "m"', '"name": "n", "x": {"a": 1, "a": 2}')
+        assert_problem(await parts.put("/parts/P-NUM", content=nested, headers=JSON), 422, "a")
+    assert await ledger_head(platform) == head
+
+
+@SQLITE
 async def test_urgency_is_required_at_intake(platform: Platform) -> None:
     """DOMAIN.md lists it among the required intake fields: a forgotten urgency is not
     silently the longest deadline (the go-live import requires it too)."""

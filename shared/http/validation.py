@@ -13,6 +13,7 @@ declaring anything.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from typing import Any
@@ -123,14 +124,34 @@ async def _check_input(request: Request) -> None:
     if not _json_body(request) or request.url.path.startswith(UPLOAD_PREFIX):
         return  # a file upload (streamed by its route, which checks its text itself)
     body = await request.body()  # cached: the route's own parsing reads the same bytes
-    if not body or not (may_hold_invalid_text(body) or may_hold_non_finite(body)):
+    if not body:
         return
     try:
-        # Parsed once: FastAPI parsed the route's body into this request already.
-        document = await request.json()
+        # Read again, keeping each object's keys: a key given twice is no input to guess
+        # at (json.loads keeps the last one). About 8 µs for a ticket.
+        document = json.loads(body, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as exc:
+        raise invalid(exc.key, "given more than once in its object") from None
     except (ValueError, RecursionError):
         return  # not JSON (or too deep): the route's body parsing answers
-    check_document(document)
+    if may_hold_invalid_text(body) or may_hold_non_finite(body):
+        check_document(document)
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return found
 
 
 # Probes and the metrics scrape answer whatever a monitor appends (a cache-buster).
