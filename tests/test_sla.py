@@ -28,6 +28,7 @@ from shared.eventstore.tables import events as events_table
 from shared.kernel.clock import ManualClock
 from tests.support.clients import service_client
 from tests.support.dispatch_network import build_network, open_ticket, problem_rule, ticket_body
+from tests.support.lifecycle import Lifecycle
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"])
 
@@ -523,3 +524,39 @@ async def test_rebuild_gives_identical_clocks_and_what_if_writes_nothing(
     printed = json.loads(capsys.readouterr().out)
     assert printed["total"]["what_if"]["response"]["open"] == 3
     assert await ledger_head(platform) == head
+
+
+async def test_a_dispatch_after_a_reopen_does_not_move_the_deadline_the_first_repair_met(
+    platform: Platform, admin: httpx.AsyncClient, life: Lifecycle, clock: ManualClock
+) -> None:
+    """The checklist judges the first repair by the deadline in force then: a re-dispatch
+    of the reopened ticket to a point with longer hours does not make it late."""
+    from shared.kernel.events.tickets import TicketReopened
+    from tests.support.lifecycle import append_ticket_events, project_feedback
+
+    always = {
+        "name": "always",
+        "timezone": "UTC",
+        "hours": [
+            {"weekday": d, "start": "00:00", "end": "00:00"} for d in (*WORKDAYS, "sat", "sun")
+        ],
+    }
+    await ok(await admin.put("/calendars/always", json=always))
+    resolution = {"simple": {"hours": 4}, "general": {"hours": 24}, "complex": {"hours": 72}}
+    await define_terms(admin, resolution=resolution, service_point_calendars={"sp-24": "always"})
+    clock.set(FRIDAY_1730_SHANGHAI)
+    tid = await life.open()
+    await life.diagnose(tid, complexity="simple")  # due Monday 12:30 on the 9-to-6 calendar
+    await life.dispatch(tid, service_point="sp-1")
+    clock.advance(hours=4, minutes=30)  # Friday 22:00: no business time since 18:00
+    await life.visit(tid)
+    await life.repair(tid)
+    clock.advance(minutes=30)
+    reopened = TicketReopened(reason="broke again", source="follow_up")
+    await append_ticket_events(platform, tid, [reopened], role="system")
+    clock.advance(minutes=30)
+    await life.dispatch(tid, service_point="sp-24", redispatch=True)  # 24 h: due 21:30
+    await project_feedback(platform)
+    async with service_client("feedback", platform, role="auditor") as auditor:
+        checklist = await ok(await auditor.get(f"/compliance/tickets/{tid}"))
+    assert checklist["checklist"]["resolved_within_sla"]["status"] == "true", checklist

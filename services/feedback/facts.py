@@ -377,6 +377,14 @@ def deadlines_of(
         if e.event_type == TicketDiagnosed.event_type
         for p in (payload_dict(e),)
     ]
+    # The checklist judges the first repair: a dispatch after it (a reopened ticket's)
+    # does not move the deadline that repair met or missed.
+    first_repair = next(
+        (e.occurred_at for e in ticket if e.event_type == TicketRepaired.event_type), None
+    )
+    if first_repair is not None:
+        kept = tuple(d for d in state.dispatches if d[0] <= first_repair)
+        state = replace(state, dispatches=kept)
     return Deadlines(
         response_due_instant(state, terms), resolution_due_instants(state, terms, diagnoses)
     )

@@ -38,8 +38,8 @@ from shared.kernel.sla import (
     SlaTerms,
     diagnoses_made,
     nominal_due,
-    placement,
     resolution_in_force,
+    resolution_walk,
 )
 from shared.kernel.ticket import TicketState, require_open, require_ticket
 
@@ -195,9 +195,9 @@ def resolution_deadline(command: DiagnoseTicket, state: TicketState) -> datetime
     complexity = command.diagnosis.complexity.value
     due: datetime | None = None
     if command.terms is not None:
-        due = nominal_due(
-            command.terms, RESOLUTION, complexity, placement(state), state.received_at
-        )
+        # The calendar the resolution runs on (a dispatch after a passed deadline keeps it).
+        where = resolution_walk(state, command.terms, diagnoses_made(state)).where
+        due = nominal_due(command.terms, RESOLUTION, complexity, where, state.received_at)
     if due is None:
         due = state.received_at + timedelta(hours=command.resolution_hours)
     if state.diagnoses and command.terms is not None and command.made_at is not None:

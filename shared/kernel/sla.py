@@ -375,78 +375,94 @@ def elapsed_between(
     return total - paused, paused
 
 
-def _target(terms: SlaTerms, state: TicketState, deadline: str) -> tuple[timedelta, str] | None:
-    """(the target, the policy key it was chosen by) of a deadline; None while it has
-    none (no diagnosis yet for the resolution)."""
+def _target(
+    terms: SlaTerms, state: TicketState, deadline: str
+) -> tuple[timedelta, str, Placement] | None:
+    """(the target, the policy key it was chosen by, where its calendar is taken) of a
+    deadline; None while it has none (no diagnosis yet for the resolution)."""
     assert state.received is not None and state.received_at is not None
+    where = placement(state)
     if deadline == RESPONSE:
         key = state.received.urgency.value
         stored = state.received.response_due_at
     elif not state.diagnoses:
         return None
     else:
-        diagnosis = state.diagnoses[_in_force(terms, state)][1]
-        key = diagnosis.complexity.value
+        walk = resolution_walk(state, terms, diagnoses_made(state))
+        diagnosis = state.diagnoses[walk.in_force[-1][0]][1]
+        key, where = diagnosis.complexity.value, walk.where
         stored = diagnosis.resolution_due_at
     target = terms.policy_target(deadline, key)
     if target is not None:
-        return target.amount, key
-    return stored - state.received_at, key
-
-
-def _in_force(terms: SlaTerms, state: TicketState) -> int:
-    """Which of the ticket's diagnoses the resolution runs on (its index)."""
-    if len(state.diagnoses) == 1:
-        return 0
-    return resolution_in_force(state, terms, diagnoses_made(state))[-1][0]
+        return target.amount, key, where
+    return stored - state.received_at, key, where
 
 
 def diagnoses_made(state: TicketState) -> list[tuple[datetime, str, datetime]]:
-    """The ticket's diagnoses as ``resolution_in_force`` weighs them: (when made,
-    complexity, stored deadline)."""
+    """The ticket's diagnoses as ``resolution_walk`` weighs them: (when made, complexity,
+    stored deadline)."""
     return [(at, d.complexity.value, d.resolution_due_at) for at, d in state.diagnoses]
 
 
-def resolution_placement(
-    state: TicketState, terms: SlaTerms, key: str, amount: timedelta, pauses: list[Interval]
-) -> Placement:
-    """Where the resolution's calendar is taken: the latest dispatch's service point —
-    unless the deadline had already passed when a dispatch moved the ticket. A passed
-    deadline stands (as with a re-diagnosis): a move to a point with a kinder calendar
-    does not undo its breach."""
+@dataclass(frozen=True)
+class ResolutionWalk:
+    """Per diagnosis, in order: the diagnosis the resolution runs on after it (an index)
+    and that deadline on the ticket's clock (None: an open pause comes first, or it lies
+    beyond the horizon); and where the resolution's calendar is taken."""
+
+    in_force: list[tuple[int, datetime | None]]
+    where: Placement
+
+
+def resolution_walk(
+    state: TicketState, terms: SlaTerms, diagnoses: Sequence[tuple[datetime, str, datetime]]
+) -> ResolutionWalk:
+    """The ticket's diagnoses (when made, complexity, stored deadline) and dispatches in
+    time order. A diagnosis sets the target by its complexity, a dispatch the calendar
+    (its service point's) — unless the deadline in force had already passed by then: a
+    passed deadline stands, and neither a longer target nor a kinder calendar undoes its
+    breach."""
     assert state.received_at is not None
-    where = replace(placement(state), service_point_id=None)
-    for at, point in state.dispatches:
-        calendar = terms.calendar_for(RESOLUTION, where, key)
-        due, capped = reach(calendar, state.received_at, amount, pauses, terms.horizon)
-        if due is not None and not capped and due <= at:
-            return where
-        where = replace(where, service_point_id=point)
-    return where
+    received_at, pauses = state.received_at, _all_pauses(state)
+    # Without per-point calendars a dispatch changes no calendar: only diagnoses count.
+    moves = state.dispatches if terms.policy.service_point_calendars else ()
+    where = replace(placement(state), service_point_id=None) if moves else placement(state)
+    targets: dict[int, tuple[str, timedelta]] = {}
+
+    def due_on(index: int, at: Placement) -> datetime | None:
+        key, amount = targets[index]
+        calendar = terms.calendar_for(RESOLUTION, at, key)
+        when, capped = reach(calendar, received_at, amount, pauses, terms.horizon)
+        return None if capped else when
+
+    steps = sorted(
+        [(at, 0, n) for n, (at, _, _) in enumerate(diagnoses)]
+        + [(at, 1, n) for n, (at, _) in enumerate(moves)],
+        key=lambda step: (step[0], step[1]),
+    )
+    current, chosen = -1, []
+    for at, kind, n in steps:
+        due = due_on(current, where) if current >= 0 else None
+        if due is not None and due <= at:
+            if kind == 0:
+                chosen.append(current)
+            continue  # passed: it stands
+        if kind == 1:
+            where = replace(where, service_point_id=moves[n][1])
+            continue
+        _, complexity, stored = diagnoses[n]
+        target = terms.policy_target(RESOLUTION, complexity)
+        targets[n] = (complexity, target.amount if target else stored - received_at)
+        current = n
+        chosen.append(current)
+    return ResolutionWalk([(c, due_on(c, where)) for c in chosen], where)
 
 
 def resolution_in_force(
     state: TicketState, terms: SlaTerms, diagnoses: Sequence[tuple[datetime, str, datetime]]
 ) -> list[tuple[int, datetime | None]]:
-    """Per diagnosis (when made, complexity, stored deadline), in order: the diagnosis the
-    resolution runs on after it (an index) and that deadline on the ticket's clock (None:
-    an open pause comes first, or it lies beyond the horizon). A diagnosis sets the
-    target by its complexity — unless the deadline in force had already passed when it
-    was made: a passed deadline stands, and a longer target does not undo its breach."""
-    assert state.received_at is not None
-    pauses = _all_pauses(state)
-    out: list[tuple[int, datetime | None]] = []
-    current, due = -1, None
-    for n, (at, complexity, stored) in enumerate(diagnoses):
-        if current < 0 or due is None or due > at:
-            target = terms.policy_target(RESOLUTION, complexity)
-            amount = target.amount if target else stored - state.received_at
-            where = resolution_placement(state, terms, complexity, amount, pauses)
-            calendar = terms.calendar_for(RESOLUTION, where, complexity)
-            when, capped = reach(calendar, state.received_at, amount, pauses, terms.horizon)
-            current, due = n, None if capped else when
-        out.append((current, due))
-    return out
+    """``resolution_walk``'s diagnoses in force."""
+    return resolution_walk(state, terms, diagnoses).in_force
 
 
 def _steps(policy: SlaPolicy) -> list[tuple[float, str | None]]:
@@ -468,16 +484,13 @@ def deadline_clock(
     chosen = _target(terms, state, deadline)
     if chosen is None:
         return None
-    target, key = chosen
+    target, key, where = chosen
     assert state.received_at is not None
+    calendar = terms.calendar_for(deadline, where, key)
     met = state.responded_at if deadline == RESPONSE else state.resolved_at
     met_at = met if met is not None and met <= at else None
     end = met_at or at
     pauses = _pauses(state.sla_pauses, end)
-    where = placement(state)
-    if deadline == RESOLUTION:
-        where = resolution_placement(state, terms, key, target, pauses)
-    calendar = terms.calendar_for(deadline, where, key)
     start = state.received_at
     elapsed, paused = elapsed_between(calendar, start, end, pauses)
     due_at, capped = reach(calendar, start, target, pauses, terms.horizon)
@@ -572,8 +585,8 @@ def response_due_instant(state: TicketState, terms: SlaTerms) -> datetime | None
     assert state.received_at is not None
     chosen = _target(terms, state, RESPONSE)
     assert chosen is not None
-    amount, key = chosen
-    calendar = terms.calendar_for(RESPONSE, placement(state), key)
+    amount, key, where = chosen
+    calendar = terms.calendar_for(RESPONSE, where, key)
     when, capped = reach(calendar, state.received_at, amount, _all_pauses(state), terms.horizon)
     return None if capped else when
 

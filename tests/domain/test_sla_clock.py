@@ -420,6 +420,22 @@ def test_a_move_after_the_resolution_deadline_passed_does_not_undo_its_breach() 
     early = sla_clock(moved_early, terms, FRIDAY + 3 * H).deadline("resolution")
     assert early is not None and early.calendar_id == "sp-hz"
     assert early.due_at == local(2026, 11, 23, 12, 30)
+    # Each move is judged by the target in force when it was made: moved under a complex
+    # diagnosis (far off), then re-diagnosed simple — the simple target on the new calendar.
+    complex_ = ticket((diagnosed(complexity="complex", resolution_due_at=FRIDAY), FRIDAY))
+    steps = ((to("sp-24"), FRIDAY), (to("sp-hz-2"), FRIDAY + 5 * H))
+    for payload, when in steps:
+        complex_ = evolve(complex_, payload, when)
+    simple = evolve(
+        complex_, diagnosed(complexity="simple", resolution_due_at=FRIDAY), FRIDAY + 6 * H
+    )
+    again = sla_clock(simple, terms, FRIDAY + 6 * H).deadline("resolution")
+    assert again is not None
+    assert (again.calendar_id, again.due_at, again.status) == (
+        "sp-hz",
+        local(2026, 11, 23, 12, 30),
+        "running",
+    )
 
 
 def test_the_built_in_policy_gives_the_wall_clock_figures() -> None:
