@@ -96,6 +96,12 @@ async def test_bad_tokens_are_401(platform: Platform) -> None:
         "regional center without region": bearer(
             raw_token(hs, good_claims(role="regional_center"), secret)
         ),
+        "not yet valid (nbf)": bearer(
+            raw_token(hs, good_claims(nbf=int(time.time()) + 3600), secret)
+        ),
+        "issued in the future (iat)": bearer(
+            raw_token(hs, good_claims(iat=int(time.time()) + 3600), secret)
+        ),
         "unknown API key": {"X-API-Key": "tlk_guess"},
         "a good token beside an unknown API key": {
             **bearer(raw_token(hs, good_claims(), secret)),
@@ -110,6 +116,10 @@ async def test_bad_tokens_are_401(platform: Platform) -> None:
             for query in ("bogus=1", "limit=5&limit=6", "region=east%00"):
                 odd = await client.get(f"/tickets?{query}", headers=headers)
                 assert odd.status_code == 401, (name, query)
+            for body in ("{", '{"a": 1, "a": 2}', '{"customer": "x\\u0000"}'):
+                json_headers = {**headers, "Content-Type": "application/json"}
+                odd = await client.post("/tickets", content=body, headers=json_headers)
+                assert odd.status_code == 401, (name, body)
             assert response.headers["www-authenticate"].startswith("Bearer"), name
             assert response.json()["type"].endswith("/unauthorized"), name
         ok = await client.get("/tickets", headers=bearer(raw_token(hs, good_claims(), secret)))

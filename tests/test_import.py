@@ -217,6 +217,7 @@ async def test_impossible_histories_are_row_errors_and_nothing_is_written(
         good_row(10, diagnosed_at=""),  # dispatched without a diagnosis
         good_row(11, customer_name="Li\x1b[2JWei"),  # a control character
         good_row(12, symptom="drum\x0bnoisy"),  # a legacy line break (VT): kept as one
+        good_row(13, purchase_date="20250301"),  # ISO 8601's basic form: not YYYY-MM-DD
     ]
     path = ticket_file(tmp_path / "tickets.csv", rows)
     before = await position(platform)
@@ -224,7 +225,7 @@ async def test_impossible_histories_are_row_errors_and_nothing_is_written(
     assert summary.status == "refused"
     assert await position(platform) == before
     # Row 1 was valid: refused with the file, it is not reported imported.
-    assert (summary.tally.imported, summary.tally.events, summary.tally.invalid) == (0, 0, 10)
+    assert (summary.tally.imported, summary.tally.events, summary.tally.invalid) == (0, 0, 11)
     found = {(line, field) for line, field, _ in problems(sink)}
     assert {
         (3, "repaired_at"),
@@ -237,6 +238,7 @@ async def test_impossible_histories_are_row_errors_and_nothing_is_written(
         (9, "ticket_number"),
         (10, "closed_at"),
         (12, "customer_name"),
+        (14, "purchase_date"),
     } <= found, problems(sink)
     texts = {(line, field): text for line, field, text in problems(sink)}
     assert texts[(3, "repaired_at")].startswith("before ")
@@ -248,7 +250,7 @@ async def test_impossible_histories_are_row_errors_and_nothing_is_written(
 
     summary, sink = await import_file(platform, "tickets", path, skip_invalid=True)
     assert summary.status == "imported"
-    assert summary.tally.imported == 2 and summary.tally.invalid == 10
+    assert summary.tally.imported == 2 and summary.tally.invalid == 11
     assert await count(platform, ticket_state) == 2
 
 

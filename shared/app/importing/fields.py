@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from shared.kernel.errors import DomainError, InvalidCommand
+from shared.kernel.events.tickets import ISO_DAY as _ISO_DAY
 from shared.kernel.text import invalid_text_reason, legacy_line_breaks
 
 E = TypeVar("E", bound=StrEnum)
@@ -187,9 +188,7 @@ class Fields:
             return self.problem(column, f"one of {allowed}; got {str(value)[:40]!r}")
 
     def day(self, column: str, *, required: bool = False) -> date | None:
-        return self._parsed(
-            column, required, lambda v: date.fromisoformat(str(v)), "a date (YYYY-MM-DD)"
-        )
+        return self._parsed(column, required, _day, "a date (YYYY-MM-DD)")
 
     def month(self, column: str, *, required: bool = False) -> str | None:
         return self._parsed(column, required, _month, "a month (YYYY-MM)")
@@ -278,6 +277,14 @@ def _boolean(value: Any) -> bool:
     if text in _FALSE:
         return False
     raise ValueError(text)
+
+
+def _day(value: Any) -> date:
+    # date.fromisoformat also reads 20260301 and 2026-W09-7; the API takes YYYY-MM-DD only.
+    text = str(value)
+    if not _ISO_DAY.fullmatch(text):
+        raise ValueError(text)
+    return date.fromisoformat(text)
 
 
 def _month(value: Any) -> str:

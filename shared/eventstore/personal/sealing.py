@@ -133,10 +133,18 @@ class PersonalData:
             return str(found[0])
         customer_id = uuid7_text()
         key, wrapped = self.ring.new_key(conn, customer_id)
-        if _NEW_CUSTOMER.execute(conn, customer_id, lookup, wrapped, self.clock.now(), lookup):
-            self.ring.remember(key)
-        else:  # a returning customer (or one created concurrently): theirs
-            customer_id = str(_LOOKUP.scalar(conn, lookup, lookup))
+        for _ in range(3):
+            if _NEW_CUSTOMER.execute(conn, customer_id, lookup, wrapped, self.clock.now(), lookup):
+                self.ring.remember(key)
+                break
+            # A returning customer (or one created concurrently): theirs — unless an erasure
+            # removed what blocked the insert meanwhile (PostgreSQL, read committed): again.
+            found = _LOOKUP.scalar(conn, lookup, lookup)
+            if found is not None:
+                customer_id = str(found)
+                break
+        else:
+            raise RuntimeError("the customer's lookup kept changing: retry the command")
         at = self.ring.clock()
         note_committed(conn.info, lambda: self._lookups.put(lookup, (customer_id, at)))
         return customer_id

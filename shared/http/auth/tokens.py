@@ -101,8 +101,8 @@ class Claims(BaseModel):
     claim makes the credentials invalid (401) — it never widens or narrows access by
     accident of an identity provider's claim mapping. Lengths fit the columns the actor is
     stored in; text is valid text (no NUL, no lone surrogate, no control characters in the
-    subject). Other claims (``iat``, ``jti``, …) are ignored; ``exp``/``iss``/``aud`` are
-    checked by the signature verification before this."""
+    subject). Other claims (``jti``, …) are ignored; ``exp``/``iss``/``aud`` (and ``nbf``,
+    ``iat`` when present) are checked by the signature verification before this."""
 
     model_config = ConfigDict(strict=True, frozen=True, extra="ignore", populate_by_name=True)
 

@@ -44,13 +44,13 @@ Phone = Annotated[
     StringConstraints(strip_whitespace=True, pattern=r"^\+?[0-9][0-9 \-]{5,19}[0-9]$"),
     AfterValidator(_phone_digits),
 ]
-_ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 def _iso_day(value: object) -> object:
     # Pydantic also reads a number as Unix seconds and a midnight date-time as its day;
     # the API documents a calendar date as YYYY-MM-DD text, nothing else.
-    if isinstance(value, str) and _ISO_DAY.fullmatch(value):
+    if isinstance(value, str) and ISO_DAY.fullmatch(value):
         return value
     if isinstance(value, date) and not isinstance(value, datetime):
         return value
