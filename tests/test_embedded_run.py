@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
@@ -24,6 +25,7 @@ def test_run_starts_every_service_and_stops_cleanly(tmp_path) -> None:
     env.pop("DATABASE_URL", None)
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
     env.pop("TICKETLINE_AUTH_JWT_SECRET", None)
+    received: list[str] = []
     process = subprocess.Popen(
         [sys.executable, "-m", "shared.app.cli", "run"],
         env=env,
@@ -56,23 +58,7 @@ def test_run_starts_every_service_and_stops_cleanly(tmp_path) -> None:
         anonymous = httpx.post(f"{intake}/tickets", json=RECEIVE_EXAMPLE)
         assert anonymous.status_code == 401
         # A token from the CLI, signed with the secret generated into the same data dir.
-        token = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "shared.app.cli",
-                "token",
-                "--role",
-                "call_center_agent",
-                "--subject",
-                "agent-7",
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        auth = {"Authorization": f"Bearer {token}"}
+        auth = {"Authorization": f"Bearer {cli_token(env, 'call_center_agent')}"}
         created = httpx.post(
             f"{intake}/tickets",
             json=RECEIVE_EXAMPLE,
@@ -82,6 +68,15 @@ def test_run_starts_every_service_and_stops_cleanly(tmp_path) -> None:
         ticket = httpx.get(f"{intake}/tickets/{created.json()['ticket_id']}", headers=auth).json()
         assert ticket["status"] == "received"
         assert (tmp_path / "data" / "ticketline.db").exists()
+        # A subscriber stays connected while the process stops.
+        subscriber = threading.Thread(
+            target=subscribe, args=(f"{intake}/streams/events", cli_token(env, "auditor"), received)
+        )
+        subscriber.start()
+        deadline = time.monotonic() + 10
+        while not any(line.startswith("retry:") for line in received):
+            assert time.monotonic() < deadline, received
+            time.sleep(0.05)
     finally:
         process.send_signal(signal.SIGINT)
         try:
@@ -90,6 +85,26 @@ def test_run_starts_every_service_and_stops_cleanly(tmp_path) -> None:
             process.kill()
             raise
     assert process.returncode == 0
+    # The stream ended with an event saying so (the client reconnects from its last id):
+    # an open stream kept the stopping process alive for as long as the client stayed.
+    subscriber.join(10)
+    assert (
+        "event: unavailable" in received and "data: the server is stopping; reconnect" in received
+    )
+
+
+def subscribe(url: str, token: str, lines: list[str]) -> None:
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.stream("GET", url, headers=headers, timeout=30) as response:
+        for line in response.iter_lines():
+            lines.append(line)
+
+
+def cli_token(env: dict[str, str], role: str) -> str:
+    command = [sys.executable, "-m", "shared.app.cli", "token", "--role", role, "--subject", "u"]
+    return subprocess.run(
+        command, env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 def test_run_on_a_taken_port_says_which_and_how_to_change_it(tmp_path, monkeypatch, capsys) -> None:

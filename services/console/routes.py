@@ -39,7 +39,7 @@ from shared.http.auth.tokens import InvalidCredentials, TokenExpired
 from shared.http.context import Principal, require_region
 from shared.http.disclosure import Disclosure, open_rows
 from shared.http.params import MAX_POSITION, IsoMonth, IsoWeek, Position, parse_ascii_uint
-from shared.http.streams import UNAVAILABLE_SSE, sse_response
+from shared.http.streams import STOPPING_SSE, UNAVAILABLE_SSE, server_stopping, sse_response
 from shared.kernel.errors import InvalidCommand, NotFound
 
 # A page's cursor as the console writes it (queries.encode_cursor): value|id.
@@ -814,12 +814,15 @@ async def live_stream(
         yield f"retry: 2000\n: after {position}\n\n"
         quiet = time.monotonic()
         while not await request.is_disconnected():
+            if server_stopping(request):
+                yield STOPPING_SSE
+                return
             if not session_alive(request):
                 yield "event: signin\ndata: expired\n\n"
                 # Held open while the page goes to the sign-in form: a stream the server
                 # ends is an error in the browser (and a reconnect a refused request).
                 for _ in range(60):  # 30 s at most
-                    if await request.is_disconnected():
+                    if await request.is_disconnected() or server_stopping(request):
                         break
                     await asyncio.sleep(0.5)
                 return

@@ -10,6 +10,7 @@ import socket
 from collections.abc import Iterator, Sequence
 
 import uvicorn
+from starlette.applications import Starlette
 
 from shared.app.config import CommandRefused, Settings
 from shared.app.platform import Platform
@@ -78,9 +79,19 @@ def ledger_guard(platform: Platform) -> LedgerGuard:
 class _Server(uvicorn.Server):
     """Several servers share one loop; signals are handled once, by the runner."""
 
+    def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
+        super().__init__(config)
+        self.app = app
+
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    def stop(self) -> None:
+        """Stop serving. Open event streams end first (``server_stopping``): uvicorn waits
+        for every answer in progress, and a stream never ends by itself."""
+        self.app.state.stopping = True
+        self.should_exit = True
 
 
 def _install_stop_signals(stop: asyncio.Event) -> None:
@@ -100,15 +111,25 @@ async def personal_data_ready(platform: Platform) -> None:
         raise SystemExit(f"Refusing to start: {exc}") from None
 
 
+# How long a stopping server waits for answers in progress before it cuts them.
+STOP_GRACE_SECONDS = 5
+
+
 def make_server(platform: Platform, service: str, host: str, port: int) -> _Server:
     app = app_factory(service)(platform)
     # log_config=None: uvicorn's loggers go through the root handler (JSON logs); the
     # access log is written by the observability middleware, with correlation ids.
     config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", access_log=False, log_config=None
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=STOP_GRACE_SECONDS,
     )
     install_log_filter()  # on whatever handlers exist now
-    return _Server(config)
+    return _Server(config, app)
 
 
 async def run_projector(
@@ -281,7 +302,7 @@ async def run_embedded(settings: Settings, *, print_fn=print) -> None:  # type: 
         print_fn("Press Ctrl+C to stop.")
         await stop.wait()
     for _, server in servers:
-        server.should_exit = True
+        server.stop()
     await asyncio.gather(*tasks, return_exceptions=True)
     await platform.close()
 
@@ -308,7 +329,7 @@ async def serve_one(settings: Settings, service: str, port: int | None) -> None:
     task = asyncio.create_task(server.serve())
     log.info("serving %s on %s:%d", service, settings.host, port)
     await asyncio.wait([task, asyncio.create_task(stop.wait())], return_when="FIRST_COMPLETED")
-    server.should_exit = True
+    server.stop()
     await task
     await platform.close()
 

@@ -71,6 +71,16 @@ async def start_after(platform: Platform, resume_after: int | None, asked: int |
 UNAVAILABLE_SSE = "event: unavailable\ndata: the database is unavailable; reconnect\n\n"
 
 
+# The event that ends a stream when its server stops (Ctrl+C, a deployment's SIGTERM): the
+# client reconnects, to another replica or the restarted process, from its last id.
+STOPPING_SSE = "event: unavailable\ndata: the server is stopping; reconnect\n\n"
+
+
+def server_stopping(request: Request) -> bool:
+    """Whether the request's server is stopping (set by ``shared.app.runtime``)."""
+    return bool(getattr(request.app.state, "stopping", False))
+
+
 def sse_response(stream: AsyncIterator[str]) -> StreamingResponse:
     """A Server-Sent Events answer: never cached, never buffered by a proxy."""
     return StreamingResponse(
@@ -165,6 +175,9 @@ async def stream_events(
         yield f"retry: 2000\n: streaming after position {position}\n\n"
         quiet_since = time.monotonic()
         while not await request.is_disconnected():
+            if server_stopping(request):
+                yield STOPPING_SSE
+                return
             if expires_at is not None and time.time() >= expires_at:
                 # The token expired: the stream ends as any request would be refused (the
                 # client reconnects with a new one, from its Last-Event-ID).

@@ -19,7 +19,7 @@ async def serve_app(app: FastAPI, port: int | None = None) -> AsyncIterator[str]
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=1
     )
-    server = _Server(config)
+    server = _Server(config, app)
     task = asyncio.create_task(server.serve())
     for _ in range(200):
         if server.started or task.done():
@@ -30,5 +30,5 @@ async def serve_app(app: FastAPI, port: int | None = None) -> AsyncIterator[str]
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        server.should_exit = True
+        server.stop()
         await asyncio.wait_for(task, 15)
