@@ -206,6 +206,12 @@ async def test_export_round_trips_and_detects_tampering(
     # A file whose summary was re-made by someone without the key still fails.
     resigned = summarise(tampered, envelopes, fmt, {"ticket_id": ids[1]}, b"another key")
     assert not (await check(tampered, resigned)).ok
+    # The ledger's row edited after the export, its hash left alone: the export is no
+    # longer what the ledger holds (found by a black-box pass: it said ok).
+    edit = update(events).where(events.c.position == envelopes[0].position).values(region="x")
+    await platform.db.write(lambda c: c.execute(edit))
+    found = await check(data, summary)
+    assert any("no longer matches its hash" in p for p in found.problems), found.problems
 
 
 async def test_export_over_http_and_cli_verify(
