@@ -545,18 +545,23 @@ async def test_a_dispatch_after_a_reopen_does_not_move_the_deadline_the_first_re
     resolution = {"simple": {"hours": 4}, "general": {"hours": 24}, "complex": {"hours": 72}}
     await define_terms(admin, resolution=resolution, service_point_calendars={"sp-24": "always"})
     clock.set(FRIDAY_1730_SHANGHAI)
-    tid = await life.open()
-    await life.diagnose(tid, complexity="simple")  # due Monday 12:30 on the 9-to-6 calendar
+    tid, remote = await life.open(), await life.open()
+    for ticket in (tid, remote):  # due Monday 12:30 on the 9-to-6 calendar
+        await life.diagnose(ticket, complexity="simple")
     await life.dispatch(tid, service_point="sp-1")
     clock.advance(hours=4, minutes=30)  # Friday 22:00: no business time since 18:00
     await life.visit(tid)
-    await life.repair(tid)
+    for ticket in (tid, remote):  # `remote`: fixed on the call, never dispatched
+        await life.repair(ticket)
     clock.advance(minutes=30)
     reopened = TicketReopened(reason="broke again", source="follow_up")
-    await append_ticket_events(platform, tid, [reopened], role="system")
+    for ticket in (tid, remote):
+        await append_ticket_events(platform, ticket, [reopened], role="system")
     clock.advance(minutes=30)
-    await life.dispatch(tid, service_point="sp-24", redispatch=True)  # 24 h: due 21:30
+    for ticket in (tid, remote):  # 24 h from receipt: due Friday 21:30
+        await life.dispatch(ticket, service_point="sp-24", redispatch=True)
     await project_feedback(platform)
     async with service_client("feedback", platform, role="auditor") as auditor:
-        checklist = await ok(await auditor.get(f"/compliance/tickets/{tid}"))
-    assert checklist["checklist"]["resolved_within_sla"]["status"] == "true", checklist
+        for ticket in (tid, remote):
+            checklist = await ok(await auditor.get(f"/compliance/tickets/{ticket}"))
+            assert checklist["checklist"]["resolved_within_sla"]["status"] == "true", checklist

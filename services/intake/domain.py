@@ -38,7 +38,6 @@ from shared.kernel.sla import (
     SlaTerms,
     diagnoses_made,
     nominal_due,
-    resolution_in_force,
     resolution_walk,
 )
 from shared.kernel.ticket import TicketState, require_open, require_ticket
@@ -202,9 +201,13 @@ def resolution_deadline(command: DiagnoseTicket, state: TicketState) -> datetime
         due = state.received_at + timedelta(hours=command.resolution_hours)
     if state.diagnoses and command.terms is not None and command.made_at is not None:
         made = [*diagnoses_made(state), (command.made_at, complexity, due)]
-        current = resolution_in_force(state, command.terms, made)[-1][0]
-        if current < len(state.diagnoses):
-            return state.diagnoses[current][1].resolution_due_at
+        walk = resolution_walk(state, command.terms, made)
+        current = walk.in_force[-1][0]
+        if current < len(state.diagnoses):  # the deadline in force, on today's calendar
+            kept = state.diagnoses[current][1]
+            key = kept.complexity.value
+            again = nominal_due(command.terms, RESOLUTION, key, walk.where, state.received_at)
+            return again if again is not None else kept.resolution_due_at
     return due
 
 

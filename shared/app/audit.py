@@ -208,8 +208,10 @@ def _against_ledger(conn: Connection, envelopes: list[EventEnvelope]) -> list[st
     """Each exported event is the ledger's row at its position, and that row still matches
     its hash (an edited row keeps the old hash: the export alone would not show it)."""
     positions = [e.position for e in envelopes]
-    query = select(events).where(events.c.position.in_(positions))
-    rows = {row.position: row for row in conn.execute(query).all()} if positions else {}
+    rows: dict[int, Any] = {}
+    for start in range(0, len(positions), 5_000):  # within every driver's parameter limit
+        query = select(events).where(events.c.position.in_(positions[start : start + 5_000]))
+        rows.update((row.position, row) for row in conn.execute(query))
     problems = []
     for e in envelopes:
         row = rows.get(e.position)

@@ -78,13 +78,11 @@ def _json_body(request: Request) -> bool:
 
 
 async def valid_text_input(request: Request) -> None:
-    try:
-        await _check_input(request)
-    except ProblemError:
-        # Without valid credentials a route answers 401 before looking at its input.
-        if needs_credentials(request):
-            principal_of(request)
-        raise
+    if needs_credentials(request):
+        # Without valid credentials a route answers 401 before looking at its input (nor
+        # does an anonymous caller get a large body parsed).
+        principal_of(request)
+    await _check_input(request)
 
 
 def needs_credentials(request: Request) -> bool:

@@ -426,7 +426,7 @@ def resolution_walk(
     received_at, pauses = state.received_at, _all_pauses(state)
     # Without per-point calendars a dispatch changes no calendar: only diagnoses count.
     moves = state.dispatches if terms.policy.service_point_calendars else ()
-    where = replace(placement(state), service_point_id=None) if moves else placement(state)
+    where = replace(placement(state), service_point_id=None)
     targets: dict[int, tuple[str, timedelta]] = {}
 
     def due_on(index: int, at: Placement) -> datetime | None:
