@@ -53,13 +53,18 @@ def create_app(platform: Platform | None = None) -> FastAPI:
         strict_query=False,  # pages read `next` and paging parameters themselves
     )
     app.mount("/static", CachedStatic(directory=STATIC), name="static")
+    install_error_pages(app)
+    return app
+
+
+def install_error_pages(app: FastAPI) -> None:
+    """Errors as pages (the sign-in form, 403, 404, 400 …), never JSON problems."""
 
     @app.exception_handler(SignInRequired)
     async def _sign_in(request: Request, exc: SignInRequired) -> Response:
         if request.headers.get("hx-request"):
-            # An htmx fragment: send the whole page to the sign-in form, and back after
-            # (200: htmx follows HX-Redirect whatever the status, and a 401 would stand
-            # in the browser's console as a failed load).
+            # htmx: the whole page to the sign-in form, and back after (200: a 401 would
+            # stand in the browser's console as a failed load; htmx follows HX-Redirect).
             shown = urlsplit(request.headers.get("hx-current-url", ""))
             page = path_and_query(shown.path, shown.query)
             target = "/sign-in" + (f"?{urlencode({'next': page})}" if shown.path else "")
@@ -103,5 +108,3 @@ def create_app(platform: Platform | None = None) -> FastAPI:
         page = render(request, "error.html", status_code=exc.status_code, kind=kind, viewer=None)
         page.headers.update(exc.headers or {})  # a 405's Allow
         return page
-
-    return app

@@ -81,6 +81,17 @@ def server_stopping(request: Request) -> bool:
     return bool(getattr(request.app.state, "stopping", False))
 
 
+def stream_end(request: Request, expires_at: float | None) -> str | None:
+    """The event that ends a stream now, if one does: its server is stopping, or its token
+    expired (the stream ends as any request would be refused; the client reconnects with a
+    new one, from its Last-Event-ID)."""
+    if server_stopping(request):
+        return STOPPING_SSE
+    if expires_at is not None and time.time() >= expires_at:
+        return "event: expired\ndata: the token expired\n\n"
+    return None
+
+
 def sse_response(stream: AsyncIterator[str]) -> StreamingResponse:
     """A Server-Sent Events answer: never cached, never buffered by a proxy."""
     return StreamingResponse(
@@ -175,13 +186,8 @@ async def stream_events(
         yield f"retry: 2000\n: streaming after position {position}\n\n"
         quiet_since = time.monotonic()
         while not await request.is_disconnected():
-            if server_stopping(request):
-                yield STOPPING_SSE
-                return
-            if expires_at is not None and time.time() >= expires_at:
-                # The token expired: the stream ends as any request would be refused (the
-                # client reconnects with a new one, from its Last-Event-ID).
-                yield "event: expired\ndata: the token expired\n\n"
+            if (end := stream_end(request, expires_at)) is not None:
+                yield end
                 return
             try:
                 found, damaged = await read_after(platform, position, region_filter, chosen, batch)
