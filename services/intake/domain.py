@@ -189,26 +189,25 @@ def resolution_deadline(command: DiagnoseTicket, state: TicketState) -> datetime
     """The nominal resolution deadline from the receipt (no pause counted), as
     ``response_deadline`` — the one in force: a re-diagnosis made once the ticket's clock
     had passed the deadline in force keeps it (a passed deadline stands, as the clock
-    says: ``resolution_in_force``)."""
+    says: ``resolution_walk``)."""
     assert state.received_at is not None
     complexity = command.diagnosis.complexity.value
-    due: datetime | None = None
-    if command.terms is not None:
-        # The calendar the resolution runs on (a dispatch after a passed deadline keeps it).
-        where = resolution_walk(state, command.terms, diagnoses_made(state)).where
-        due = nominal_due(command.terms, RESOLUTION, complexity, where, state.received_at)
-    if due is None:
-        due = state.received_at + timedelta(hours=command.resolution_hours)
-    if state.diagnoses and command.terms is not None and command.made_at is not None:
-        made = [*diagnoses_made(state), (command.made_at, complexity, due)]
-        walk = resolution_walk(state, command.terms, made)
-        current = walk.in_force[-1][0]
-        if current < len(state.diagnoses):  # the deadline in force, on today's calendar
-            kept = state.diagnoses[current][1]
-            key = kept.complexity.value
-            again = nominal_due(command.terms, RESOLUTION, key, walk.where, state.received_at)
-            return again if again is not None else kept.resolution_due_at
-    return due
+    # Also the built-in policy's deadline, and what the walk weighs a target it lacks by.
+    fallback = state.received_at + timedelta(hours=command.resolution_hours)
+    if command.terms is None:
+        return fallback
+    made = diagnoses_made(state)
+    if command.made_at is not None:
+        made.append((command.made_at, complexity, fallback))
+    # The diagnosis in force after this one, and the calendar the resolution runs on.
+    walk = resolution_walk(state, command.terms, made)
+    current = walk.in_force[-1][0] if command.made_at is not None else len(state.diagnoses)
+    kept = state.diagnoses[current][1] if current < len(state.diagnoses) else None
+    key = kept.complexity.value if kept is not None else complexity
+    due = nominal_due(command.terms, RESOLUTION, key, walk.where, state.received_at)
+    if due is not None:
+        return due
+    return kept.resolution_due_at if kept is not None else fallback
 
 
 def decide_diagnose(command: DiagnoseTicket, state: TicketState) -> list[EventPayload]:

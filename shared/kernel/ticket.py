@@ -62,8 +62,6 @@ class TicketState:
     region: str | None = None
     received_at: datetime | None = None
     reopen_count: int = 0
-    dispatch_count: int = 0
-    dispatched_at: datetime | None = None  # the latest dispatch
     # Every dispatch: (when, service point) — the SLA clock's resolution calendar (sla.py).
     dispatches: tuple[tuple[datetime, str], ...] = ()
     # Old parts handed in: (part number as normalised, old serial) of those with a serial.
@@ -80,6 +78,15 @@ class TicketState:
     sla_policy: SlaPolicyApplied | None = None
     sla_pauses: tuple[SlaPause, ...] = ()
     sla_warned: frozenset[str] = frozenset()
+
+    @property
+    def dispatch_count(self) -> int:
+        return len(self.dispatches)
+
+    @property
+    def dispatched_at(self) -> datetime | None:
+        """When the latest dispatch was made."""
+        return self.dispatches[-1][0] if self.dispatches else None
 
     @property
     def sla_paused(self) -> bool:
@@ -144,8 +151,6 @@ def evolve(
                 s,
                 dispatch=payload,
                 visit=None,
-                dispatch_count=state.dispatch_count + 1,
-                dispatched_at=occurred_at,
                 dispatches=(*state.dispatches, (occurred_at, payload.service_point_id)),
             )
         case TicketVisited():
