@@ -178,14 +178,12 @@ def _field_error(error: dict[str, Any]) -> FieldError:
 async def _validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     # A body that is not JSON fails before any dependency: credentials still come first.
-    from shared.http.context import principal_of  # a cycle at import time
-    from shared.http.validation import needs_credentials
+    from shared.http.validation import authenticate_first  # a cycle at import time
 
-    if needs_credentials(request):
-        try:
-            principal_of(request)
-        except ProblemError as unauthorized:
-            return await _problem(request, unauthorized)
+    try:
+        authenticate_first(request)
+    except ProblemError as unauthorized:
+        return await _problem(request, unauthorized)
     errors = [_field_error(e) for e in exc.errors()]
     return problem_response(
         request,

@@ -78,11 +78,15 @@ def _json_body(request: Request) -> bool:
 
 
 async def valid_text_input(request: Request) -> None:
-    if needs_credentials(request):
-        # Without valid credentials a route answers 401 before looking at its input (nor
-        # does an anonymous caller get a large body parsed).
-        principal_of(request)
+    authenticate_first(request)
     await _check_input(request)
+
+
+def authenticate_first(request: Request) -> None:
+    """Without valid credentials a route answers 401 (raised here) before looking at its
+    input, nor does an anonymous caller get a large body parsed."""
+    if needs_credentials(request):
+        principal_of(request)
 
 
 def needs_credentials(request: Request) -> bool:
