@@ -320,7 +320,8 @@ def test_met_late_breached_and_recorded_steps() -> None:
     ]
 
 
-def test_resolution_counts_from_receipt_on_the_service_points_calendar_and_reopens() -> None:
+def point_terms() -> SlaTerms:
+    """The region's 9-to-6 calendar, and a 24-hour one for the service point sp-24."""
     policy = policy_from(
         "standard",
         1,
@@ -341,19 +342,26 @@ def test_resolution_counts_from_receipt_on_the_service_points_calendar_and_reope
             ],
         ),
     )
-    terms = SlaTerms(policy, {"sp-hz": NINE_TO_SIX, "always-open": always_open})
-    state = ticket((diagnosed(complexity="simple", resolution_due_at=FRIDAY), FRIDAY))
-    resolution = sla_clock(state, terms, FRIDAY).deadline("resolution")
-    assert resolution is not None and resolution.due_at == local(2026, 11, 23, 12, 30)
-    dispatched = TicketDispatched(
+    return SlaTerms(policy, {"sp-hz": NINE_TO_SIX, "always-open": always_open})
+
+
+def dispatched_to(point: str) -> TicketDispatched:
+    return TicketDispatched(
         region="east",
-        service_point_id="sp-24",
+        service_point_id=point,
         technician_id="t",
         appointment_start=FRIDAY,
         appointment_end=FRIDAY + H,
         reason="x",
     )
-    moved = evolve(state, dispatched, FRIDAY)
+
+
+def test_resolution_counts_from_receipt_on_the_service_points_calendar_and_reopens() -> None:
+    terms = point_terms()
+    state = ticket((diagnosed(complexity="simple", resolution_due_at=FRIDAY), FRIDAY))
+    resolution = sla_clock(state, terms, FRIDAY).deadline("resolution")
+    assert resolution is not None and resolution.due_at == local(2026, 11, 23, 12, 30)
+    moved = evolve(state, dispatched_to("sp-24"), FRIDAY)
     resolution = sla_clock(moved, terms, FRIDAY).deadline("resolution")
     assert resolution is not None
     assert (resolution.calendar_id, resolution.due_at) == ("always-open", FRIDAY + 4 * H)
@@ -368,41 +376,15 @@ def test_resolution_counts_from_receipt_on_the_service_points_calendar_and_reope
 def test_a_move_after_the_resolution_deadline_passed_does_not_undo_its_breach() -> None:
     """Found by a black-box pass: re-dispatched to a point with a kinder calendar after
     the breach, the clock said `met` while the breach, escalation and checklist stood."""
-    policy = policy_from(
-        "standard",
-        1,
-        SlaPolicyDescription(
-            name="p",
-            region_calendars={"east": "sp-hz"},
-            service_point_calendars={"sp-24": "always-open"},
-        ),
-    )
-    always_open = build_calendar(
-        "always-open",
-        1,
-        CalendarDescription(
-            name="24h",
-            timezone="UTC",
-            hours=[
-                {"weekday": d, "start": "00:00", "end": "00:00"} for d in (*WORKDAYS, "sat", "sun")
-            ],
-        ),
-    )
-    terms = SlaTerms(policy, {"sp-hz": NINE_TO_SIX, "always-open": always_open})
+    terms = point_terms()
     state = ticket((diagnosed(complexity="simple", resolution_due_at=FRIDAY), FRIDAY))
 
-    def to(point: str) -> TicketDispatched:
-        return TicketDispatched(
-            region="east",
-            service_point_id=point,
-            technician_id="t",
-            appointment_start=FRIDAY,
-            appointment_end=FRIDAY + H,
-            reason="x",
-        )
-
-    on_24 = evolve(state, to("sp-24"), FRIDAY)  # due FRIDAY + 4 h on the 24-hour calendar
-    moved_late = evolve(on_24, to("sp-hz-2"), FRIDAY + 5 * H)  # the region's 9-to-6 calendar
+    on_24 = evolve(
+        state, dispatched_to("sp-24"), FRIDAY
+    )  # due FRIDAY + 4 h on the 24-hour calendar
+    moved_late = evolve(
+        on_24, dispatched_to("sp-hz-2"), FRIDAY + 5 * H
+    )  # the region's 9-to-6 calendar
     repaired = evolve(
         moved_late, TicketRepaired(outcome="fixed", cost_borne_by="warranty"), FRIDAY + 6 * H
     )
@@ -416,14 +398,14 @@ def test_a_move_after_the_resolution_deadline_passed_does_not_undo_its_breach() 
             status,
         )
     # Moved while the deadline still lay ahead: the new point's calendar counts.
-    moved_early = evolve(on_24, to("sp-hz-2"), FRIDAY + 3 * H)
+    moved_early = evolve(on_24, dispatched_to("sp-hz-2"), FRIDAY + 3 * H)
     early = sla_clock(moved_early, terms, FRIDAY + 3 * H).deadline("resolution")
     assert early is not None and early.calendar_id == "sp-hz"
     assert early.due_at == local(2026, 11, 23, 12, 30)
     # Each move is judged by the target in force when it was made: moved under a complex
     # diagnosis (far off), then re-diagnosed simple — the simple target on the new calendar.
     complex_ = ticket((diagnosed(complexity="complex", resolution_due_at=FRIDAY), FRIDAY))
-    steps = ((to("sp-24"), FRIDAY), (to("sp-hz-2"), FRIDAY + 5 * H))
+    steps = ((dispatched_to("sp-24"), FRIDAY), (dispatched_to("sp-hz-2"), FRIDAY + 5 * H))
     for payload, when in steps:
         complex_ = evolve(complex_, payload, when)
     simple = evolve(
