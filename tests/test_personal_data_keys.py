@@ -8,19 +8,22 @@ import json
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from pydantic import SecretStr, ValidationError
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
 from shared.app.cli import main as cli_main
 from shared.app.config import PrivacySettings, Settings
 from shared.app.personal import MASTER_KEY_FILE, load_master_key
 from shared.app.platform import Platform
+from shared.eventstore.db import DatabaseUnavailable
+from shared.eventstore.driver import Statement
 from shared.eventstore.ledger import NEW_STREAM, EventStore, StreamAppend
 from shared.eventstore.metrics import PERSONAL_DATA_UNREADABLE
-from shared.eventstore.personal import MasterKeyMismatch, PersonalDataUnavailable
+from shared.eventstore.personal import MasterKeyMismatch, PersonalDataUnavailable, sealing
 from shared.kernel.clock import ManualClock
 from shared.kernel.events.tickets import (
     ContactDetailsCorrected,
@@ -355,6 +358,46 @@ async def test_an_import_through_the_store_is_sealed_and_names_its_customer(
     opened = await platform.db.read(lambda c: platform.store.open(c, [event, corrected]))
     assert opened[0].payload["customer"]["name"] == person.name
     assert opened[1].payload["customer"]["phone"] == person.new_phone
+
+
+class _ChangingLookup:
+    """A customer's lookup row that another transaction inserts and erases again between
+    each of this one's reads (read committed): the insert finds it, the look finds none."""
+
+    def __init__(self, statement: Statement, changes: int) -> None:
+        self.statement, self.changes = statement, changes
+
+    def execute(self, conn: Connection, *args: Any) -> int:
+        return 0 if self._changed() else self.statement.execute(conn, *args)
+
+    def scalar(self, conn: Connection, *args: Any) -> Any:
+        return None if self._changed() else self.statement.scalar(conn, *args)
+
+    def _changed(self) -> bool:
+        self.changes -= 1
+        return self.changes >= 0
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+@pytest.mark.parametrize("changes", [6, 100])
+async def test_a_new_customer_whose_lookup_kept_changing_runs_again_or_answers_busy(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch, changes: int
+) -> None:
+    """Three tries within the transaction, then it runs again as a lost race does; a race
+    that never ends is the busy database's 503, never a bare 500."""
+    monkeypatch.setattr(sealing, "_NEW_CUSTOMER", _ChangingLookup(sealing._NEW_CUSTOMER, changes))
+    monkeypatch.setattr(sealing, "_LOOKUP", _ChangingLookup(sealing._LOOKUP, changes))
+    append = StreamAppend("t-race", [received(9)], NEW_STREAM, "east")
+
+    async def receive() -> list[Any]:
+        return await platform.db.write(lambda c: platform.store.append(c, [append], context()))
+
+    if changes > 50:
+        with pytest.raises(DatabaseUnavailable, match="busy"):
+            await receive()
+        return
+    (event,) = await receive()
+    assert event.payload["customer_id"] and is_sealed(event.payload["customer"]["name"])
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

@@ -115,6 +115,11 @@ def take_locks(conn: Connection, keys: Iterable[str]) -> None:
         raise LockOrderConflict(taken)
 
 
+class ReadChangedMeanwhile(Exception):
+    """Work that read a row another transaction changed before it could act on what it
+    read (PostgreSQL, read committed): nothing was wrong with it; it runs again."""
+
+
 class DatabaseUnavailable(Exception):
     """The database cannot be reached or went away mid-transaction (HTTP 503: retry)."""
 
@@ -518,14 +523,14 @@ _RACE_STATES = frozenset({"40P01", "40001"})
 
 def lost_a_race(exc: BaseException) -> bool:
     """The transaction was rolled back to break a cycle or a conflict, or gave way
-    (:class:`LockOrderConflict`): nothing was wrong with its work, which runs again."""
+    (:class:`LockOrderConflict`, :class:`ReadChangedMeanwhile`): nothing was wrong with its work, which runs again."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         if getattr(current, "sqlstate", None) in _RACE_STATES:
             return True
-        if isinstance(current, LockOrderConflict):
+        if isinstance(current, (LockOrderConflict, ReadChangedMeanwhile)):
             return True
         current = getattr(current, "orig", None) or current.__cause__ or current.__context__
     return False

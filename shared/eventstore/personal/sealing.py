@@ -21,6 +21,7 @@ import orjson
 from cryptography.exceptions import InvalidTag
 from sqlalchemy import Connection, text
 
+from shared.eventstore.db import ReadChangedMeanwhile
 from shared.eventstore.driver import Statement
 from shared.eventstore.ledger import StreamAppend
 from shared.eventstore.metrics import PERSONAL_DATA_UNREADABLE, note_committed
@@ -144,7 +145,7 @@ class PersonalData:
                 customer_id = str(found)
                 break
         else:
-            raise RuntimeError("the customer's lookup kept changing: retry the command")
+            raise ReadChangedMeanwhile("the customer's lookup kept changing")
         at = self.ring.clock()
         note_committed(conn.info, lambda: self._lookups.put(lookup, (customer_id, at)))
         return customer_id
