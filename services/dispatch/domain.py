@@ -31,6 +31,7 @@ from shared.kernel.events.network import (
 )
 from shared.kernel.events.sla import EscalationLevel, SlaWarning
 from shared.kernel.events.tickets import (
+    FIXED_OUTCOMES,
     CostBearer,
     EscalationCause,
     RepairOutcome,
@@ -937,7 +938,7 @@ def decide_repeat_repair(command: FlagRepeatRepair, state: TicketState) -> list[
         r
         for r in command.earlier
         if r.ticket_id != state.ticket_id
-        and r.outcome in (RepairOutcome.fixed, RepairOutcome.replaced)
+        and r.outcome in FIXED_OUTCOMES
         and since <= r.repaired_at <= state.received_at
     ]
     if not hits:

@@ -16,14 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.feedback.facts import Facts, PartEvent, Seen
-from shared.kernel.events.tickets import RepairOutcome, ResolutionPath
+from shared.kernel.events.tickets import FIXED_OUTCOMES, ResolutionPath
 from shared.kernel.lifecycle import MOVES, TicketStatus, may_follow
 
 TRUE, FALSE, PENDING = "true", "false", "pending"
 # An imported ticket's item the replaced system kept no evidence of ("unknown (imported)").
 UNKNOWN = "unknown"
-
-FIXED_OUTCOMES = frozenset({RepairOutcome.fixed, RepairOutcome.replaced})
 
 
 @dataclass(frozen=True)
@@ -156,15 +154,19 @@ def steps_in_order(f: Facts) -> Item:
 
 
 def step_allowed(step: Seen) -> bool:
+    """The lifecycle table's order; a repair without a visit only where none is needed
+    (docs/feedback.md): remote guidance from its diagnosis, no on-site repair from a
+    dispatch. Looser than the dispatch service, which asks a visit of a replacement too:
+    the checklist also judges imported histories."""
     if not may_follow(step.status_before, step.event_type):
         return False
-    # Straight from diagnosis or dispatch to the repair only where no visit is needed.
-    skipped_visit = step.status_before in (TicketStatus.diagnosed, TicketStatus.dispatched)
-    return not (
-        step.event_type == "TicketRepaired"
-        and skipped_visit
-        and step.path in (None, ResolutionPath.on_site)
-    )
+    if step.event_type != "TicketRepaired":
+        return True
+    if step.status_before is TicketStatus.diagnosed:
+        return step.path is ResolutionPath.remote_guidance
+    if step.status_before is TicketStatus.dispatched:
+        return step.path not in (None, ResolutionPath.on_site)
+    return True
 
 
 def first_time_fix(f: Facts) -> Item:

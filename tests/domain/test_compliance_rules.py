@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from services.feedback import compliance
 from services.feedback.compliance import FALSE, PENDING, TRUE, Item
-from services.feedback.facts import Facts, Recorded, fold
+from services.feedback.facts import Facts, Recorded, Seen, fold
 from shared.kernel.events.envelope import EventPayload
 from shared.kernel.events.parts import OldPartReturnExpected
 from shared.kernel.events.tickets import (
@@ -32,6 +32,10 @@ from shared.kernel.events.tickets import (
     TicketVisited,
     UsedPart,
 )
+from shared.kernel.events.tickets import (
+    ResolutionPath as P,
+)
+from shared.kernel.lifecycle import TicketStatus as S
 from tests.support.factories import diagnosed, received
 
 T0 = datetime(2026, 11, 2, 9, tzinfo=UTC)
@@ -517,3 +521,24 @@ def test_a_late_visit_judged_dissatisfied_is_a_deduction() -> None:
         (dispatch, visit, said),
     )
     assert t.facts.follow_ups[0].satisfactory is False
+
+
+def test_a_repair_without_a_visit_is_in_order_only_where_none_is_needed() -> None:
+    """docs/feedback.md: repaired ← visited, dispatched (not on-site), diagnosed (remote
+    guidance) — a replacement straight from its diagnosis skipped the dispatch."""
+
+    def allowed(before: S, path: P | None) -> bool:
+        return compliance.step_allowed(Seen("e", "TicketRepaired", T0, before, path))
+
+    assert [allowed(S.diagnosed, p) for p in (P.remote_guidance, P.replacement, P.on_site)] == [
+        True,
+        False,
+        False,
+    ]
+    assert [allowed(S.dispatched, p) for p in (P.remote_guidance, P.replacement, P.on_site)] == [
+        True,
+        True,
+        False,
+    ]
+    assert allowed(S.visited, P.on_site) and not allowed(S.dispatched, None)
+    assert not allowed(S.received, P.remote_guidance)

@@ -111,6 +111,10 @@ class RepairOutcome(StrEnum):
     customer_declined = "customer_declined"
 
 
+# The outcomes that fixed the product (first-time fix, repeat repairs).
+FIXED_OUTCOMES = frozenset({RepairOutcome.fixed, RepairOutcome.replaced})
+
+
 class CostBearer(StrEnum):
     warranty = "warranty"
     customer = "customer"
