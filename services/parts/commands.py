@@ -18,8 +18,8 @@ from typing import Any
 from sqlalchemy import Connection
 
 from services.parts import domain, read_models
-from shared.app.executor import Handling, Loaded, Outcome
-from shared.eventstore.ledger import ConcurrencyError, StreamAppend
+from shared.app.executor import Handling, Loaded, Outcome, require_version
+from shared.eventstore.ledger import StreamAppend
 from shared.kernel.errors import InvalidCommand, NotFound
 from shared.kernel.events.envelope import EventEnvelope
 from shared.kernel.events.parts import LocationLevel
@@ -40,13 +40,6 @@ def commit(
         StreamAppend(m.stream_id, m.events, heads.get(m.stream_id), m.region) for m in decision
     ]
     return h.executor.commit(conn, h.invocation.context, appends)
-
-
-def require_version(h: Handling, loaded: Loaded[Any]) -> None:
-    """``If-Match``: the version of the stream the command addresses, as the caller read it."""
-    expected = h.invocation.expected_version
-    if expected is not None and expected != loaded.head.version:
-        raise ConcurrencyError(loaded.stream_id, expected, loaded.head.version)
 
 
 def visible_location(conn: Connection, h: Handling, location_id: str, field: str) -> domain.Place:
@@ -220,7 +213,7 @@ def open_requisition(
     loaded = placed_requisition(conn, h, requisition_id)
     h.executor.require_reach(domain.REQUISITIONS, loaded, h.invocation.reach)
     domain.require_requisition(loaded.state)
-    require_version(h, loaded)
+    require_version(h.invocation, loaded)
     return loaded
 
 

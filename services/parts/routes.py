@@ -7,13 +7,11 @@ resource does not exist (404, filtered out of lists).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
 from sqlalchemy import Connection, Row
 
 from services.parts import commands, domain, read_models
@@ -40,7 +38,6 @@ from services.parts.schemas import (
 )
 from shared.app.executor import Outcome
 from shared.app.platform import Platform
-from shared.eventstore.ledger import ConcurrencyError
 from shared.http.app import get_platform
 from shared.http.commands import CommandCall, command_call
 from shared.http.context import Principal, allow
@@ -80,29 +77,6 @@ ELSEWHERE = (
     "`location_not_found`: the location is outside the caller's reach (a parts clerk acting "
     "for another location, a regional caller outside its region)"
 )
-# Optimistic-concurrency losers are retried this many times against the new state.
-ATTEMPTS = 3
-
-
-async def run(
-    call: CommandCall,
-    scope: str,
-    body: BaseModel,
-    work: Callable[[Connection], CommandResponse],
-) -> JSONResponse:
-    """``call.run``; when a stream the caller did not pin with If-Match moved on meanwhile,
-    the whole command runs again: the decision is taken on the new state (so the loser of
-    a race for the last unit hears ``out_of_stock``)."""
-    pinned = call.handling.invocation.expected_version is not None
-    for attempt in range(1, ATTEMPTS + 1):
-        try:
-            return await call.run(scope, body, work)
-        except ConcurrencyError:
-            if pinned or attempt == ATTEMPTS:
-                raise
-    raise AssertionError("unreachable")
-
-
 # --- catalogue ----------------------------------------------------------------------------
 
 
@@ -127,8 +101,7 @@ def part_response(conn: Connection, outcome: Outcome[domain.PartEntry]) -> Comma
 )
 async def put_part(body: PartRequest, call: Admin, part_number: str = PART_NUMBER) -> JSONResponse:
     number, spec = normalise_part_number(part_number), body.spec()
-    return await run(
-        call,
+    return await call.run(
         f"part:{number}",
         body,
         lambda c: part_response(c, commands.put_part(c, call.handling, number, spec)),
@@ -191,7 +164,7 @@ async def register_location(
         commands.register_location(conn, call.handling, location_id, request)
         return location_response(conn, location_id)
 
-    return await run(call, f"location:{location_id}", body, work)
+    return await call.run(f"location:{location_id}", body, work)
 
 
 @router.get("/locations", response_model=list[LocationView], tags=["locations"])
@@ -254,8 +227,7 @@ def stock_response(outcome: Outcome[domain.StockLevel], status_code: int) -> Com
 async def receive_stock(body: StockReceiptRequest, call: Stockist) -> JSONResponse:
     receipt = body.command()
     location = domain.acting_location(receipt.location_id, call.principal.reach.location)
-    return await run(
-        call,
+    return await call.run(
         f"receipt:{location}",
         body,
         lambda c: stock_response(commands.receive_stock(c, call.handling, receipt), 201),
@@ -271,8 +243,7 @@ async def receive_stock(body: StockReceiptRequest, call: Stockist) -> JSONRespon
 )
 async def adjust_stock(body: StockAdjustmentRequest, call: Admin) -> JSONResponse:
     count = body.command()
-    return await run(
-        call,
+    return await call.run(
         f"adjust:{count.location_id}",
         body,
         lambda c: stock_response(commands.adjust_stock(c, call.handling, count), 200),
@@ -350,8 +321,7 @@ def requisition_response(
 )
 async def raise_requisition(body: RequisitionRequest, call: Requester) -> JSONResponse:
     request = body.command()
-    return await run(
-        call,
+    return await call.run(
         "requisition",
         body,
         lambda c: requisition_response(
@@ -372,8 +342,7 @@ async def issue_requisition(
     requisition_id: UUID, body: IssueRequest, call: Stockist
 ) -> JSONResponse:
     rid = str(requisition_id)
-    return await run(
-        call,
+    return await call.run(
         f"issue:{rid}",
         body,
         lambda c: requisition_response(
@@ -392,8 +361,7 @@ async def cancel_requisition(
     requisition_id: UUID, body: CancelRequest, call: Requester
 ) -> JSONResponse:
     rid = str(requisition_id)
-    return await run(
-        call,
+    return await call.run(
         f"cancel:{rid}",
         body,
         lambda c: requisition_response(c, commands.cancel(c, call.handling, rid, body.reason)),
@@ -410,8 +378,7 @@ async def return_unused(
     requisition_id: UUID, body: ReturnUnusedRequest, call: Requester
 ) -> JSONResponse:
     rid = str(requisition_id)
-    return await run(
-        call,
+    return await call.run(
         f"return:{rid}",
         body,
         lambda c: requisition_response(
@@ -499,8 +466,7 @@ def return_response(conn: Connection, return_id: str) -> CommandResponse:
 )
 async def record_return(body: OldPartReturnRequest, call: Stockist) -> JSONResponse:
     handed_in = body.command()
-    return await run(
-        call,
+    return await call.run(
         "old-part-return",
         body,
         lambda c: return_response(c, commands.record_old_part_return(c, call.handling, handed_in)),

@@ -184,9 +184,7 @@ class Executor:
         already loaded it in this unit of work to gather facts)."""
         loaded = loaded or self.load(conn, decider, stream_id)
         self.require_reach(decider, loaded, invocation.reach)
-        expected = invocation.expected_version
-        if expected is not None and expected != loaded.head.version:
-            raise ConcurrencyError(stream_id, expected, loaded.head.version)
+        require_version(invocation, loaded)
         # One time for the decision and its record: the state answered (``after``) holds
         # the times the ledger holds, so a replayed answer is the same answer.
         now = self.clock.now()
@@ -326,3 +324,10 @@ def _stream_type(append: StreamAppend) -> str | None:
         return None
     payload = first.payload if isinstance(first, PendingEvent) else first
     return payload.stream_type
+
+
+def require_version(invocation: Invocation, loaded: Loaded[Any]) -> None:
+    """``If-Match``: the version of the stream the command addresses, as the caller read it."""
+    expected = invocation.expected_version
+    if expected is not None and expected != loaded.head.version:
+        raise ConcurrencyError(loaded.stream_id, expected, loaded.head.version)
