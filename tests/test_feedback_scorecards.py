@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
-from services.feedback.jobs import quality_lease, raise_quality_alerts, run_once
+from services.feedback.jobs import quality_lease, raise_quality_alerts, raise_recent_alerts
 from shared.app.config import FeedbackSettings
 from shared.app.platform import Platform
 from shared.kernel.clock import ManualClock
@@ -206,7 +206,8 @@ async def test_quality_alert_once_per_model_category_day(
     other = await life.open(model="DW-100")
     await life.through_repair(other)
     # The job's pass (today and yesterday), in the process holding the lease.
-    (alert,) = await run_once(platform, quality_lease(platform, "projector-a"))
+    assert await quality_lease(platform, "projector-a").acquire()
+    (alert,) = await raise_recent_alerts(platform)
     assert await quality_lease(platform, "projector-b").acquire() is False
     assert alert.event_type == "QualityAlertRaised"
     assert alert.payload | {"ticket_ids": sorted(alert.payload["ticket_ids"])} == {
@@ -222,7 +223,7 @@ async def test_quality_alert_once_per_model_category_day(
     # A fourth repair the same day does not raise a second alert either.
     await life.through_repair()
     assert await raise_quality_alerts(platform, day) == []
-    assert await run_once(platform, quality_lease(platform, "projector-a")) == []
+    assert await raise_recent_alerts(platform) == []
     # Repairs on the next day count for that day.
     clock.advance(days=1)
     assert await raise_quality_alerts(platform, day + timedelta(days=1)) == []

@@ -10,10 +10,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection
 
 from services.dispatch import domain, ics, read_models, sla_domain
-from shared.app.executor import Handling, Invocation, Loaded, Outcome
-from shared.app.platform import Platform
+from shared.app.executor import Handling, Loaded, Outcome
 from shared.kernel.errors import NotFound
-from shared.kernel.events.envelope import SYSTEM_ACTOR, CommandContext, EventEnvelope
+from shared.kernel.events.envelope import EventEnvelope
 from shared.kernel.events.network import ServicePointDescription, TechnicianDescription, Weekday
 from shared.kernel.events.registry import payload_dict
 from shared.kernel.events.sla import CalendarDescription, SlaPolicyDescription
@@ -23,20 +22,6 @@ from shared.readmodels.sla import TermsReader
 
 SERVICE = "dispatch"
 Member = Outcome[domain.NetworkMember]
-
-
-def system_handling(platform: Platform, cause: EventEnvelope | None = None) -> Handling:
-    """How the service's own work (reactor, SLA clock) runs commands: as the system,
-    caused by ``cause`` (in its correlation) when an event caused it."""
-    context = CommandContext(actor=SYSTEM_ACTOR, service=SERVICE)
-    if cause is not None:
-        context = CommandContext(
-            actor=SYSTEM_ACTOR,
-            service=SERVICE,
-            correlation_id=cause.correlation_id,
-            causation_id=cause.event_id,
-        )
-    return Handling(platform.executor(SERVICE), Invocation(context), platform.settings)
 
 
 # -- the network -------------------------------------------------------------------------

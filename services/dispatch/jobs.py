@@ -13,13 +13,14 @@ only narrow the scan.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import datetime
 from functools import partial
 
 from services.dispatch import commands
 from services.dispatch.read_models import sla_candidates
+from shared.app.executor import Handling
+from shared.app.jobs import run_leased
 from shared.app.platform import Platform
 from shared.eventstore.leases import Lease
 from shared.eventstore.ledger import ConcurrencyError
@@ -37,7 +38,7 @@ STEPS = frozenset({SlaBreached.event_type, SlaWarning.event_type})
 async def record_breaches(platform: Platform, ticket_id: str, now: datetime) -> int:
     """One ticket, in its own transaction; how many steps (breaches and warnings) it
     recorded."""
-    handling = commands.system_handling(platform)
+    handling = Handling.for_system(platform, commands.SERVICE)
     try:
         outcome = await platform.db.write(
             lambda c: commands.record_sla_breaches(c, handling, ticket_id, now)
@@ -71,17 +72,10 @@ async def run_job(platform: Platform, stop: asyncio.Event) -> None:
     lease = Lease(
         platform.db, LEASE_NAME, relay_owner_id(), settings.sla_lease_seconds, platform.clock
     )
-    try:
-        while not stop.is_set():
-            try:
-                if await lease.acquire():
-                    count = await check_sla(platform)
-                    if count:
-                        log.info("SLA clock recorded %d step(s)", count)
-            except Exception:
-                log.exception("SLA clock pass failed; retrying next interval")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), settings.sla_poll_seconds)
-    finally:
-        with contextlib.suppress(Exception):
-            await lease.release()
+
+    async def one_pass() -> None:
+        count = await check_sla(platform)
+        if count:
+            log.info("SLA clock recorded %d step(s)", count)
+
+    await run_leased(lease, stop, settings.sla_poll_seconds, one_pass)

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 from sqlalchemy import Connection, Table
 
 from services.dispatch import commands
+from shared.app.executor import Handling
 from shared.app.platform import Platform
 from shared.eventstore.projection import Projection
 from shared.kernel.events.envelope import EventEnvelope
@@ -46,7 +47,7 @@ class RepeatRepairReactor:
         with self.platform.executor(commands.SERVICE).appends_held_back(conn):
             for event in events:
                 if event.event_type == TicketReceived.event_type and not is_imported(event):
-                    handling = commands.system_handling(self.platform, cause=event)
+                    handling = Handling.for_system(self.platform, commands.SERVICE, event)
                     commands.flag_repeat_repair(conn, handling, event)
 
 
@@ -79,7 +80,7 @@ class PartsPauseReactor:
             raised = _raised(conn, self.platform, event.stream_id)
             if raised is None:
                 continue
-            handling = commands.system_handling(self.platform, cause=event)
+            handling = Handling.for_system(self.platform, commands.SERVICE, event)
             ticket_id, requisition = str(raised["ticket_id"]), str(raised["requisition_id"])
             if event.event_type == RequisitionReserved.event_type:
                 source = payload_dict(event)["source_location_id"]

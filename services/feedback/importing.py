@@ -135,7 +135,7 @@ async def quality_alerts(platform: Platform, context: KindContext) -> None:
             )
         )
     ]
-    h = jobs.system_handling(platform)
+    h = Handling.for_system(platform, jobs.SERVICE)
     for start in range(0, len(due), 100):
         chunk = due[start : start + 100]
         try:

@@ -11,18 +11,18 @@ ticket-state rows, so the job never waits on an asynchronous projection.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import date, timedelta
 from functools import partial
 
 from services.feedback import commands, domain, read_models
-from shared.app.executor import Handling, Invocation
+from shared.app.executor import Handling
+from shared.app.jobs import run_leased
 from shared.app.platform import Platform
 from shared.eventstore.leases import Lease
 from shared.eventstore.ledger import ConcurrencyError
 from shared.eventstore.outbox import relay_owner_id
-from shared.kernel.events.envelope import SYSTEM_ACTOR, CommandContext, EventEnvelope
+from shared.kernel.events.envelope import EventEnvelope
 from shared.kernel.events.tickets import FaultCategory
 
 log = logging.getLogger(__name__)
@@ -30,17 +30,11 @@ log = logging.getLogger(__name__)
 SERVICE = "feedback"
 
 
-def system_handling(platform: Platform) -> Handling:
-    """The job acts as the platform itself, everywhere."""
-    invocation = Invocation(CommandContext(actor=SYSTEM_ACTOR, service=SERVICE))
-    return Handling(platform.executor(SERVICE), invocation, platform.settings)
-
-
 async def raise_quality_alerts(platform: Platform, day: date) -> list[EventEnvelope]:
     """One pass for one day: record the alerts not yet recorded; returns those recorded."""
     threshold = platform.settings.feedback.quality_alert_threshold
     groups = await platform.db.read(lambda c: read_models.repairs_on(c, day))
-    h = system_handling(platform)
+    h = Handling.for_system(platform, SERVICE)
     raised: list[EventEnvelope] = []
     for (model, category), repairs in sorted(groups.items()):
         command = domain.RaiseQualityAlert(
@@ -67,11 +61,9 @@ def quality_lease(platform: Platform, owner: str | None = None) -> Lease:
     )
 
 
-async def run_once(platform: Platform, lease: Lease) -> list[EventEnvelope]:
-    """One pass, if this process holds the lease: yesterday (late records) and today (a
-    threshold crossed now), by the platform clock's day (UTC)."""
-    if not await lease.acquire():
-        return []
+async def raise_recent_alerts(platform: Platform) -> list[EventEnvelope]:
+    """One pass: yesterday (late records) and today (a threshold crossed now), by the
+    platform clock's day (UTC)."""
     today = platform.clock.now().date()
     raised: list[EventEnvelope] = []
     for day in (today - timedelta(days=1), today):
@@ -80,13 +72,7 @@ async def run_once(platform: Platform, lease: Lease) -> list[EventEnvelope]:
 
 
 async def run_job(platform: Platform, stop: asyncio.Event) -> None:
-    lease = quality_lease(platform)
-    while not stop.is_set():
-        try:
-            await run_once(platform, lease)
-        except Exception:
-            log.exception("quality alert pass failed; retrying")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(
-                stop.wait(), platform.settings.feedback.quality_job_interval_seconds
-            )
+    interval = platform.settings.feedback.quality_job_interval_seconds
+    await run_leased(
+        quality_lease(platform), stop, interval, partial(raise_recent_alerts, platform)
+    )

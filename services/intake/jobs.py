@@ -7,20 +7,19 @@ repeats it under a lease, so two processes never work the same customers at once
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import datetime, timedelta
-from uuid import uuid4
 
 from sqlalchemy import Connection
 
 from services.intake import commands
 from services.intake.read_models import retention_candidates
-from shared.app.executor import Handling, Invocation
+from shared.app.executor import Handling
+from shared.app.jobs import run_leased
 from shared.app.platform import Platform
 from shared.eventstore.leases import Lease
+from shared.eventstore.outbox import relay_owner_id
 from shared.kernel.errors import RuleViolation
-from shared.kernel.events.envelope import SYSTEM_ACTOR, CommandContext
 
 log = logging.getLogger(__name__)
 SERVICE = "intake"
@@ -49,8 +48,7 @@ async def erase_expired_customers(platform: Platform, *, limit: int | None = Non
     privacy = platform.settings.privacy
     cutoff = platform.clock.now() - timedelta(days=privacy.retention_days)
     batch = limit or privacy.retention_batch_size
-    context = CommandContext(actor=SYSTEM_ACTOR, service=SERVICE)
-    h = Handling(platform.executor(SERVICE), Invocation(context), platform.settings)
+    h = Handling.for_system(platform, SERVICE)
     erased: list[str] = []
     while True:
         due = await platform.db.read(lambda c: retention_candidates(c, cutoff, batch))
@@ -73,21 +71,14 @@ async def run_job(platform: Platform, stop: asyncio.Event) -> None:
     lease = Lease(
         platform.db,
         "privacy-retention",
-        f"intake-{uuid4().hex[:12]}",
+        relay_owner_id(),
         privacy.retention_lease_seconds,
         platform.clock,
     )
-    try:
-        while not stop.is_set():
-            try:
-                if await lease.acquire():
-                    erased = await erase_expired_customers(platform)
-                    if erased:
-                        log.info("retention: erased %d customers", len(erased))
-            except Exception:  # keep the job alive; the next pass retries
-                log.exception("retention pass failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), privacy.retention_poll_seconds)
-    finally:
-        with contextlib.suppress(Exception):
-            await lease.release()
+
+    async def one_pass() -> None:
+        erased = await erase_expired_customers(platform)
+        if erased:
+            log.info("retention: erased %d customers", len(erased))
+
+    await run_leased(lease, stop, privacy.retention_poll_seconds, one_pass)

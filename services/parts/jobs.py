@@ -7,20 +7,19 @@ repeats it under a lease so that several processes never both record the same fa
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
-from uuid import uuid4
 
 from sqlalchemy import Connection
 
 from services.parts import commands
 from services.parts.domain import PendingReturn
 from services.parts.read_models import due_returns
-from shared.app.executor import Handling, Invocation
+from shared.app.executor import Handling
+from shared.app.jobs import run_leased
 from shared.app.platform import Platform
 from shared.eventstore.leases import Lease
-from shared.kernel.events.envelope import SYSTEM_ACTOR, CommandContext
+from shared.eventstore.outbox import relay_owner_id
 
 log = logging.getLogger(__name__)
 SERVICE = "parts"
@@ -33,8 +32,7 @@ async def check_overdue_returns(platform: Platform, *, limit: int = 500) -> int:
     records nothing again."""
     now = platform.clock.now()
     due = await platform.db.read(lambda c: due_returns(c, now, limit))
-    context = CommandContext(actor=SYSTEM_ACTOR, service=SERVICE)
-    h = Handling(platform.executor(SERVICE), Invocation(context), platform.settings)
+    h = Handling.for_system(platform, SERVICE)
 
     def record(expected: PendingReturn) -> Callable[[Connection], bool]:
         return lambda conn: commands.record_overdue(conn, h, expected, now)
@@ -47,21 +45,14 @@ async def run_job(platform: Platform, stop: asyncio.Event) -> None:
     lease = Lease(
         platform.db,
         "parts-overdue-returns",
-        f"parts-{uuid4().hex[:12]}",
+        relay_owner_id(),
         settings.overdue_lease_seconds,
         platform.clock,
     )
-    try:
-        while not stop.is_set():
-            try:
-                if await lease.acquire():
-                    count = await check_overdue_returns(platform)
-                    if count:
-                        log.info("recorded %d overdue old-part returns", count)
-            except Exception:  # keep the job alive; the next pass retries
-                log.exception("overdue-return check failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), settings.overdue_check_seconds)
-    finally:
-        with contextlib.suppress(Exception):
-            await lease.release()
+
+    async def one_pass() -> None:
+        count = await check_overdue_returns(platform)
+        if count:
+            log.info("recorded %d overdue old-part returns", count)
+
+    await run_leased(lease, stop, settings.overdue_check_seconds, one_pass)

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import ClassVar
-from uuid import UUID
 
 from sqlalchemy import Connection, Table, insert, select
 
 from services.parts import commands
 from services.parts.tables import parts_reactor_triggers
-from shared.app.executor import Handling, Invocation
+from shared.app.executor import Handling
 from shared.app.platform import Platform
 from shared.eventstore.projection import Projection
-from shared.kernel.events.envelope import SYSTEM_ACTOR, CommandContext, EventEnvelope
+from shared.kernel.events.envelope import EventEnvelope
 from shared.kernel.events.tickets import TicketRepaired
 from shared.kernel.imports import is_imported
 
@@ -57,15 +56,7 @@ class RepairReactor:
 
     def handling(self, event: EventEnvelope) -> Handling:
         """The parts service acting on its own, caused by ``event``."""
-        context = CommandContext(
-            actor=SYSTEM_ACTOR,
-            service=SERVICE,
-            correlation_id=UUID(event.correlation_id),
-            causation_id=UUID(event.event_id),
-        )
-        return Handling(
-            self.platform.executor(SERVICE), Invocation(context), self.platform.settings
-        )
+        return Handling.for_system(self.platform, SERVICE, event)
 
 
 def reactors(platform: Platform) -> list[Projection]:

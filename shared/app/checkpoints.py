@@ -13,11 +13,11 @@ itself stated that history at that position.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -28,6 +28,7 @@ from sqlalchemy import Connection
 
 from shared.app.config import Settings
 from shared.app.executor import Executor
+from shared.app.jobs import run_leased
 from shared.app.platform import Platform
 from shared.eventstore.checkpoints import (
     CHECKPOINT_STREAM,
@@ -183,14 +184,9 @@ async def run_job(platform: Platform, stop: asyncio.Event) -> None:
     lease = Lease(
         platform.db, LEASE_NAME, relay_owner_id(), settings.checkpoint_lease_seconds, platform.clock
     )
-    while not stop.is_set():
-        try:
-            if await lease.acquire():
-                await checkpoint_once(platform, key)
-        except Exception:
-            log.exception("checkpoint failed; retrying at the next interval")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), settings.checkpoint_interval_seconds)
+    await run_leased(
+        lease, stop, settings.checkpoint_interval_seconds, partial(checkpoint_once, platform, key)
+    )
 
 
 # --- checkpoints held elsewhere -------------------------------------------------------------

@@ -17,6 +17,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from uuid import UUID
 
 from sqlalchemy import Connection
 
@@ -26,11 +27,17 @@ from shared.eventstore.runner import ProjectionRunner
 from shared.kernel.clock import Clock
 from shared.kernel.decider import Decide, Decider
 from shared.kernel.errors import NotFound
-from shared.kernel.events.envelope import CommandContext, EventEnvelope, PendingEvent
+from shared.kernel.events.envelope import (
+    SYSTEM_ACTOR,
+    CommandContext,
+    EventEnvelope,
+    PendingEvent,
+)
 from shared.kernel.reach import EVERYWHERE, Reach
 
 if TYPE_CHECKING:
     from shared.app.config import Settings
+    from shared.app.platform import Platform
 
 S = TypeVar("S")
 C = TypeVar("C")
@@ -55,6 +62,22 @@ class Handling:
     executor: Executor
     invocation: Invocation
     settings: Settings
+
+    @classmethod
+    def for_system(
+        cls, platform: Platform, service: str, cause: EventEnvelope | None = None
+    ) -> Handling:
+        """The service acting on its own (a reactor, a job) as the system, in the
+        correlation of the event that caused it, when one did."""
+        context = CommandContext(actor=SYSTEM_ACTOR, service=service)
+        if cause is not None:
+            context = CommandContext(
+                actor=SYSTEM_ACTOR,
+                service=service,
+                correlation_id=UUID(cause.correlation_id),
+                causation_id=UUID(cause.event_id),
+            )
+        return cls(platform.executor(service), Invocation(context), platform.settings)
 
     def now(self) -> datetime:
         return self.executor.clock.now()
