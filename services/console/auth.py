@@ -2,7 +2,7 @@
 
 Every page authenticates the cookie exactly as the APIs authenticate a bearer token
 (shared/http/auth/tokens.py) and builds the same ``Principal``; what a page may show is
-then decided by the same rules (roles below, ``Principal.region``, ``require_region``).
+then decided by the same rules (roles below, ``Principal.reach``).
 """
 
 from __future__ import annotations

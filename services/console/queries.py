@@ -2,7 +2,7 @@
 
 The functions are synchronous and take a SQLAlchemy ``Connection``; pages call them
 through :func:`read`, the one adapter to the platform's database. Each function receives
-the caller's :class:`Scope` (or a region already forced to it) and filters in SQL: a
+the caller's :class:`Reach` (or a region already forced to it) and filters in SQL: a
 regional caller's query never reads another region's rows.
 
 Every statement the pages run is checked with ``EXPLAIN QUERY PLAN`` on SQLite
@@ -37,8 +37,10 @@ from shared.eventstore.ledger import row_to_envelope
 from shared.eventstore.outbox import outbox_backlog
 from shared.eventstore.tables import events, projection_checkpoints, seen_in_region
 from shared.eventstore.verify import link_problems, unreadable_detail
+from shared.kernel import lifecycle
 from shared.kernel.errors import InvalidCommand
 from shared.kernel.events.envelope import GENESIS_HASH, EventEnvelope
+from shared.kernel.reach import EVERYWHERE, Reach
 from shared.readmodels.ticket_state import ticket_state
 
 T = TypeVar("T")
@@ -52,39 +54,21 @@ async def read(platform: Platform, query: Callable[[Connection], T]) -> T:
 # --- scope ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Scope:
-    """What the caller may see: one region (regional center, a dispatcher with a region)
-    or every region (None); a technician only their tickets (not a console role today,
-    kept so the rule is the API's)."""
-
-    region: str | None
-    technician_id: str | None = None
-
-    def region_for(self, asked: str | None) -> tuple[str | None, bool]:
-        """(region to filter by, whether anything can match): a region-bound caller asking
-        for another region gets nothing, never the other region's rows."""
-        asked = asked.lower() if asked else None
-        if self.region is None:
-            return asked, True
-        return self.region, asked in (None, self.region)
-
-
 t = ticket_state.c
 
 # Ticket statuses on the board (open), and which deadline runs in each.
-AWAITING_RESPONSE = ("received",)
-AWAITING_RESOLUTION = ("diagnosed", "dispatched", "visited", "reopened")
-AWAITING_FOLLOW_UP = ("repaired", "followed_up")
+AWAITING_RESPONSE = lifecycle.stored(lifecycle.AWAITING_RESPONSE)
+AWAITING_RESOLUTION = lifecycle.stored(lifecycle.AWAITING_RESOLUTION)
+AWAITING_FOLLOW_UP = lifecycle.stored(lifecycle.OPEN_STATUSES - lifecycle.CLOCK_STATUSES)
 OPEN_STATUSES = (*AWAITING_RESPONSE, *AWAITING_RESOLUTION, *AWAITING_FOLLOW_UP)
 
 
-def _ticket_scope(scope: Scope) -> list[ColumnElement[bool]]:
+def _ticket_scope(scope: Reach) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
     if scope.region is not None:
         conditions.append(t.region == scope.region)
-    if scope.technician_id is not None:
-        conditions.append(t.technician_id == scope.technician_id)
+    if scope.technician is not None:
+        conditions.append(t.technician_id == scope.technician)
     return conditions
 
 
@@ -96,7 +80,7 @@ class BoardFilters:
     technician_id: str | None = None
 
     def conditions(self) -> list[ColumnElement[bool]]:
-        found = _ticket_scope(Scope(self.region, self.technician_id))
+        found = _ticket_scope(Reach(region=self.region, technician=self.technician_id))
         if self.service_point_id:
             found.append(t.service_point_id == self.service_point_id)
         if self.urgency:
@@ -289,7 +273,7 @@ def merged_keyset_page(
 # --- board ------------------------------------------------------------------------------
 
 
-def regions(conn: Connection, scope: Scope) -> list[str]:
+def regions(conn: Connection, scope: Reach) -> list[str]:
     """The regions that have tickets: one index seek per region (a skip scan of the
     (region, status) index), not a pass over every ticket."""
     if scope.region is not None:
@@ -329,7 +313,7 @@ def partitions(
 ) -> list[list[ColumnElement[bool]]]:
     """One (status, region) pair per partition: the (status, region, deadline) indexes
     give each its tickets in deadline order."""
-    chosen = [region] if region is not None else regions(conn, Scope(None))
+    chosen = [region] if region is not None else regions(conn, EVERYWHERE)
     return [[t.status == status, t.region == r, *extra] for status in statuses for r in chosen]
 
 
@@ -383,7 +367,7 @@ SLA_KINDS = {"response": AWAITING_RESPONSE, "resolution": AWAITING_RESOLUTION}
 
 
 def sla_summary(
-    conn: Connection, scope: Scope, now: datetime, soon: datetime
+    conn: Connection, scope: Reach, now: datetime, soon: datetime
 ) -> dict[str, dict[str, dict[str, int]]]:
     """Per region and kind: breached (both deadlines passed, step still missing: what the
     breached list shows) and due before ``soon``; a paused clock is neither. Each count
@@ -415,7 +399,7 @@ def sla_summary(
 
 def sla_page(
     conn: Connection,
-    scope: Scope,
+    scope: Reach,
     region: str | None,
     kind: str,
     state: str,
@@ -434,8 +418,8 @@ def sla_page(
         extra = [due < now, RUNNING, running < now]
     else:
         extra = [RUNNING, or_(due >= now, running >= now)]
-    if scope.technician_id is not None:
-        extra.append(t.technician_id == scope.technician_id)
+    if scope.technician is not None:
+        extra.append(t.technician_id == scope.technician)
     parts = partitions(conn, statuses, region or scope.region, extra)
     return merged_keyset_page(
         conn, BOARD_COLUMNS, parts, due, t.ticket_id, after, limit, nulls=False, from_=TICKETS
@@ -599,20 +583,20 @@ LIVE_COLUMNS = (
 )
 
 
-def _event_scope(scope: Scope) -> list[ColumnElement[bool]]:
+def _event_scope(scope: Reach) -> list[ColumnElement[bool]]:
     # Events without a region (network, parts, quality streams) are headquarters' view,
     # but for the ledger's checkpoints (as intake's GET /streams/events).
     return [seen_in_region(scope.region)] if scope.region is not None else []
 
 
-def recent_events(conn: Connection, scope: Scope, limit: int) -> list[Any]:
+def recent_events(conn: Connection, scope: Reach, limit: int) -> list[Any]:
     query = (
         select(*LIVE_COLUMNS).where(*_event_scope(scope)).order_by(e.position.desc()).limit(limit)
     )
     return list(conn.execute(query).all())
 
 
-def events_after(conn: Connection, scope: Scope, position: int, limit: int) -> list[Any]:
+def events_after(conn: Connection, scope: Reach, position: int, limit: int) -> list[Any]:
     query = (
         select(*LIVE_COLUMNS)
         .where(e.position > position, *_event_scope(scope))
@@ -692,7 +676,7 @@ def verify_batch(conn: Connection, progress: VerifyProgress, batch: int = 2000) 
     assert progress.heads is not None and progress.broken is not None
     query = (
         select(events)
-        .where(e.position > progress.last_position, *_event_scope(Scope(progress.region)))
+        .where(e.position > progress.last_position, *_event_scope(Reach(region=progress.region)))
         .order_by(e.position)
         .limit(batch)
     )

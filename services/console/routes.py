@@ -36,11 +36,12 @@ from shared.eventstore.db import DatabaseUnavailable
 from shared.http.app import get_platform
 from shared.http.audit import AUDIT_ROLES
 from shared.http.auth.tokens import InvalidCredentials, TokenExpired
-from shared.http.context import Principal, require_region
+from shared.http.context import Principal
 from shared.http.disclosure import Disclosure, open_rows
 from shared.http.params import MAX_POSITION, IsoMonth, IsoWeek, Position, parse_ascii_uint
 from shared.http.streams import STOPPING_SSE, UNAVAILABLE_SSE, server_stopping, sse_response
 from shared.kernel.errors import InvalidCommand, NotFound
+from shared.kernel.reach import Scope
 
 # A page's cursor as the console writes it (queries.encode_cursor): value|id.
 CURSOR_PATTERN = r"^[^|]+\|[^|]+$"
@@ -307,8 +308,8 @@ async def board_view(
     status: str | None,
     after: str | None,
 ) -> BoardView:
-    scope = queries.Scope(principal.region)
-    forced, visible = scope.region_for(region)
+    scope = principal.reach
+    forced, visible = scope.list_region(region.lower() if region else None)
     filters = queries.BoardFilters(
         region=forced, service_point_id=service_point or None, urgency=urgency or None
     )
@@ -331,7 +332,7 @@ async def board_view(
 
 
 async def choices(platform: Platform, principal: Principal, region: str | None) -> dict[str, Any]:
-    scope = queries.Scope(principal.region)
+    scope = principal.reach
     return await queries.read(
         platform,
         lambda conn: {
@@ -440,7 +441,8 @@ async def ticket_page(
     if row is None:
         raise NotFound("ticket_not_found", "no such ticket")
     # Another region's ticket (or, for a technician, another's) does not exist here.
-    require_region(principal, row.region, "ticket", ticket_id, assignee=row.technician_id)
+    if not principal.reach.allows(Scope(region=row.region, assignee=row.technician_id)):
+        raise NotFound("ticket_not_found", "no such ticket")
 
     # The checklist is the compliance API's (GET /compliance/tickets/{id}): its scope too.
     reports = principal.has_scope("reports:read")
@@ -494,8 +496,8 @@ async def sla(
     principal: Principal = Depends(signed_in),
     platform: Platform = Depends(get_platform),
 ) -> HTMLResponse:
-    scope = queries.Scope(principal.region)
-    forced, visible = scope.region_for(region)
+    scope = principal.reach
+    forced, visible = scope.list_region(region.lower() if region else None)
     now = platform.clock.now()
     locale = locale_of(request)
 
@@ -574,8 +576,8 @@ async def compliance(
     principal: Principal = Depends(signed_in_for("reports:read")),
     platform: Platform = Depends(get_platform),
 ) -> HTMLResponse:
-    scope = queries.Scope(principal.region)
-    forced, visible = scope.region_for(region)
+    scope = principal.reach
+    forced, visible = scope.list_region(region.lower() if region else None)
     month = month or month_of(platform.clock.now().date())
     # By month: the six months up to the chosen one; otherwise the chosen month.
     months = months_back(month, 6) if group_by == "month" else [month]
@@ -626,8 +628,8 @@ async def compliance_tickets(
     principal: Principal = Depends(signed_in_for("reports:read")),
     platform: Platform = Depends(get_platform),
 ) -> HTMLResponse:
-    scope = queries.Scope(principal.region)
-    forced, visible = scope.region_for(region)
+    scope = principal.reach
+    forced, visible = scope.list_region(region.lower() if region else None)
     rows, cursor = (
         await queries.read(
             platform,
@@ -764,7 +766,7 @@ async def live(
     principal: Principal = Depends(signed_in_for("events:read")),
     platform: Platform = Depends(get_platform),
 ) -> HTMLResponse:
-    scope = queries.Scope(principal.region)
+    scope = principal.reach
 
     def read(conn: Any) -> tuple[list[Any], int]:
         return queries.recent_events(conn, scope, 50), queries.ledger_head(conn)
@@ -797,7 +799,7 @@ async def live_stream(
     """New events of the caller's scope as Server-Sent Events whose data is a rendered
     table row (htmx's SSE extension puts it on the page). Read from the ledger with the
     rules of intake's ``GET /streams/events``: a regional caller gets its region only."""
-    scope = queries.Scope(principal.region)
+    scope = principal.reach
     resumed = _position_or_none(last_event_id)
     if resumed is not None:
         position = resumed

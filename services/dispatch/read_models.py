@@ -21,7 +21,7 @@ from shared.eventstore.ledger import EventStore
 from shared.kernel.events.network import NetworkLevel, Shift
 from shared.kernel.events.registry import typed_payload
 from shared.kernel.events.tickets import RepairOutcome, TicketRepaired
-from shared.kernel.lifecycle import TicketStatus
+from shared.kernel.lifecycle import CLOCK_STATUSES, TicketStatus, stored
 from shared.readmodels.ticket_state import ticket_state
 
 # A ticket is on its technician's list from dispatch until the repair; a reopened ticket
@@ -277,16 +277,7 @@ def dispatch_queue(conn: Connection, region: str | None, limit: int) -> list[Any
     return list(conn.execute(query).all())
 
 
-SLA_OPEN_STATUSES = [
-    s.value
-    for s in (
-        TicketStatus.received,
-        TicketStatus.diagnosed,
-        TicketStatus.dispatched,
-        TicketStatus.visited,
-        TicketStatus.reopened,
-    )
-]
+SLA_OPEN_STATUSES = stored(CLOCK_STATUSES)
 
 
 def sla_candidates(conn: Connection, now: datetime, *, after: str, limit: int) -> list[str]:

@@ -99,16 +99,6 @@ def ticket_accepted(result: Outcome[TicketState]) -> CommandResponse:
     return CommandResponse(200, view.model_dump(mode="json"))
 
 
-def outside_reach(principal: Principal, region: str | None) -> bool:
-    """A list asked for a region outside the caller's reach: nothing there exists for it."""
-    return region is not None and not principal.reach.allows_region(region.lower())
-
-
-def list_region(principal: Principal, region: str | None) -> str | None:
-    """The region a list is filtered to (in SQL): the caller's own when it has one."""
-    return principal.reach.region or (region.lower() if region else None)
-
-
 # --- the service network ---------------------------------------------------------------
 
 
@@ -159,9 +149,9 @@ async def list_service_points(
     principal: Principal = Depends(may_read_network),
     platform: Platform = Depends(get_platform),
 ) -> ServicePointPage:
-    if outside_reach(principal, region):
+    where, visible = principal.reach.list_region(region)
+    if not visible:
         return ServicePointPage(items=[])
-    where = list_region(principal, region)
     rows = await platform.db.read(
         lambda c: read_models.list_service_point_rows(
             c, region=where, level=level.value if level else None
@@ -270,9 +260,9 @@ async def list_technicians(
     principal: Principal = Depends(may_read_network),
     platform: Platform = Depends(get_platform),
 ) -> TechnicianPage:
-    if outside_reach(principal, region):
+    where, visible = principal.reach.list_region(region)
+    if not visible:
         return TechnicianPage(items=[])
-    where = list_region(principal, region)
     rows = await platform.db.read(
         lambda c: read_models.list_technician_rows(
             c, region=where, service_point_id=service_point_id, skill=skill, active=active
@@ -367,9 +357,9 @@ async def dispatch_queue(
     principal: Principal = Depends(may_read_tickets),
     platform: Platform = Depends(get_platform),
 ) -> AssignmentList:
-    if outside_reach(principal, region):
+    where, visible = principal.reach.list_region(region)
+    if not visible:
         return AssignmentList(items=[])
-    where = list_region(principal, region)
     rows = await platform.db.read(
         lambda c: open_rows(
             c, platform, read_models.dispatch_queue(c, where, limit), WORK_LIST_COLUMNS

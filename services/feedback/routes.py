@@ -161,10 +161,6 @@ def csv_response(header: list[str], rows: Iterable[list[Any]], filename: str) ->
     )
 
 
-def asked_region(region: str | None) -> str | None:
-    return region.lower() if region else None
-
-
 ItemStatus = Literal["true", "false", "pending", "unknown"]
 ItemName = Literal[
     "responded_within_sla",
@@ -214,7 +210,7 @@ async def compliance_tickets(
     platform: Platform = Depends(get_platform),
 ) -> Any:
     filters = read_models.ComplianceFilters(
-        region=asked_region(region),
+        region=region,
         service_point_id=service_point,
         technician_id=technician,
         month=month,
@@ -292,7 +288,7 @@ async def compliance_summary(
     platform: Platform = Depends(get_platform),
 ) -> Any:
     filters = read_models.ComplianceFilters(
-        region=asked_region(region),
+        region=region,
         month=month,
         service_point_id=service_point,
         reach=principal.reach,

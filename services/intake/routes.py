@@ -286,14 +286,13 @@ async def list_tickets(
 ) -> TicketPage:
     if phone is not None:
         personal_data_filter(principal, "phone")
-    wanted = region
-    if principal.region and wanted and wanted != principal.region:
-        # Another region's tickets do not exist for a regional caller.
+    where, visible = principal.reach.list_region(region)
+    if not visible:
         return TicketPage(items=[], next_cursor=None)
     filters = TicketFilters(
         status=status.value if status else None,
-        region=principal.region or wanted,
-        technician_id=principal.subject if principal.role == "technician" else None,
+        region=where,
+        technician_id=principal.reach.technician,
         urgency=urgency,
         created_from=created_from,
         created_to=created_to,

@@ -3,8 +3,8 @@
 ``current_principal`` authenticates the request (``Authorization: Bearer <JWT>``, or a
 machine key as ``X-API-Key`` / ``Authorization: ApiKey <key>``; see shared/http/auth/tokens.py)
 and answers 401 without valid credentials. Routes depend on ``allow(*roles)`` (who may
-call, 403 otherwise) and check ``Principal.sees_region`` / ``require_region`` (what they may
-see, 404 outside it), so that the policy has one place. The event actor always comes from
+call, 403 otherwise); what they may see is ``Principal.reach`` (shared/kernel/reach.py;
+404 outside it), so that the policy has one place. The event actor always comes from
 here, never from a request body.
 """
 
@@ -61,15 +61,6 @@ class Principal:
         if self.role == "parts_clerk":
             return Reach(region=self.region, location=self.location)
         return Reach(region=self.region)
-
-    def sees_region(self, region: str | None) -> bool:
-        return self.region is None or region == self.region
-
-    def sees(self, region: str | None, assignee: str | None = None) -> bool:
-        """Region scoping plus a technician's reach: only tickets assigned to them."""
-        if self.role == "technician" and assignee != self.subject:
-            return False
-        return self.sees_region(region)
 
     def idempotency_scope(self, scope: str) -> str:
         """``scope`` narrowed to this caller — subject and the reach its token gives (role,
@@ -242,33 +233,14 @@ def allow(*roles: str, scope: str | None = None) -> Callable[..., Awaitable[Prin
     return dependency
 
 
-_UNCHECKED = object()
-
-
 def region_asked(principal: Principal, wanted: str | None) -> str | None:
     """The region a read of the ledger covers (a stream, an export): a regional caller's
     own, whatever it asks for (another one does not exist for it: 404); else the one
     asked for, or every region (None)."""
-    if principal.region and wanted and wanted != principal.region:
-        raise NotFound("region_not_found", f"no region {wanted} for this caller")
-    return principal.region or wanted
-
-
-def require_region(
-    principal: Principal,
-    region: str | None,
-    what: str,
-    ident: str,
-    *,
-    assignee: str | None | object = _UNCHECKED,
-) -> None:
-    """Outside the caller's region a resource does not exist for it (404, not 403). Given
-    ``assignee`` (the technician a ticket is assigned to), a technician sees only their own."""
-    visible = principal.sees_region(region)
-    if assignee is not _UNCHECKED and principal.role == "technician":
-        visible = visible and assignee == principal.subject
+    region, visible = principal.reach.list_region(wanted)
     if not visible:
-        raise NotFound(f"{what}_not_found", f"no {what} {ident}")
+        raise NotFound("region_not_found", f"no region {wanted} for this caller")
+    return region
 
 
 def correlation_id(request: Request) -> UUID:

@@ -33,6 +33,14 @@ OPEN_STATUSES = frozenset(
 EXISTING = OPEN_STATUSES | {S.closed}
 # Where an SLA clock may be running (not yet responded, or not resolved): docs/sla.md.
 CLOCK_STATUSES = frozenset({S.received, S.diagnosed, S.dispatched, S.visited, S.reopened})
+# Which deadline runs: the response's until the diagnosis, then the resolution's.
+AWAITING_RESPONSE = frozenset({S.received})
+AWAITING_RESOLUTION = CLOCK_STATUSES - AWAITING_RESPONSE
+
+
+def stored(statuses: frozenset[TicketStatus]) -> tuple[str, ...]:
+    """The statuses as the read models store them, in lifecycle order (SQL lists)."""
+    return tuple(s.value for s in TicketStatus if s in statuses)
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,14 @@ class Reach:
     def allows_region(self, region: str | None) -> bool:
         return self.region is None or region is None or region == self.region
 
+    def list_region(self, asked: str | None) -> tuple[str | None, bool]:
+        """A list's region filter: (the region its rows come from — the caller's own when
+        it has one —, whether anything can match): asking for a region outside the reach
+        lists nothing, never that region's rows."""
+        if self.region is None:
+            return asked, True
+        return self.region, asked in (None, self.region)
+
     def allows_location(self, locations: tuple[str, ...]) -> bool:
         """Location ids compare case-insensitively (docs/parts.md)."""
         if self.location is None or not locations:
