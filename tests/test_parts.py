@@ -67,7 +67,7 @@ async def build_network(admin: httpx.AsyncClient) -> None:
     """HQ → RC-EAST → SP-HZ-01 (and SP-NB-01); a motor that must come back, a belt that
     need not."""
     for location_id, body in [
-        ("HQ", {"name": "Headquarters", "level": "headquarters", "region": "hq"}),
+        ("HQ", {"name": "Headquarters", "level": "headquarters"}),
         (
             "RC-EAST",
             {
@@ -1047,9 +1047,17 @@ async def test_the_location_tree_has_three_levels_and_a_point_is_in_its_centers_
     assert problem["rule"] == "parent_region" and problem["detail"].startswith("region")
     orphan = await refused("SP-X-3", {"level": "service_point"}, 422)
     assert [e["field"] for e in orphan["errors"]] == ["parent_id"]
+    # As dispatch's network: a regional center names its region, headquarters is optional.
+    regionless = await refused("RC-Y", {"level": "regional_center", "parent_id": "HQ"}, 422)
+    assert [e["field"] for e in regionless["errors"]] == ["region"]
+    hq_in_a_region = await refused("HQ-2", {"level": "headquarters", "region": "east"}, 422)
+    assert [e["field"] for e in hq_in_a_region["errors"]] == ["region"]
+    north = {"name": "North", "level": "regional_center", "region": "north"}
+    assert (await ok(await admin.put("/locations/RC-NORTH", json=north), 201))["parent_id"] is None
     assert {r["location_id"] for r in await ok(await admin.get("/locations"))} == {
         "HQ",
         "RC-EAST",
+        "RC-NORTH",
         "RC-WEST",
         "SP-HZ-01",
         "SP-NB-01",

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
+from shared.kernel.calendar import zone_of
 from shared.kernel.decider import Decider
 from shared.kernel.errors import InvalidCommand, NotFound, RuleViolation
 from shared.kernel.events.envelope import EventPayload
@@ -47,6 +48,7 @@ from shared.kernel.events.tickets import (
     WarrantyStatus,
 )
 from shared.kernel.lifecycle import TicketStatus, may_follow
+from shared.kernel.network import Parent, region_in_tree
 from shared.kernel.personal import MARKERS
 from shared.kernel.reach import Scope
 from shared.kernel.sla import (
@@ -180,59 +182,20 @@ class SetTechnicianActive:
     reason: str
 
 
-def check_timezone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise InvalidCommand("timezone", f"unknown timezone {name!r}") from None
-
-
-def _check_headquarters(d: ServicePointDescription) -> None:
-    if d.parent_id is not None:
-        raise InvalidCommand("parent_id", "headquarters has no parent")
-    if d.kind is not None:
-        raise InvalidCommand("kind", "only service points are own outlets or dealers")
-    if d.region is not None:
-        raise InvalidCommand("region", "headquarters serves every region: it has none")
-
-
-def _check_parent(
+def _placed(
     point_id: str, d: ServicePointDescription, parent: ServicePointInfo | None
-) -> None:
-    if d.parent_id == point_id:
-        raise InvalidCommand("parent_id", "a member cannot be its own parent")
-    if parent is None:
-        raise InvalidCommand("parent_id", f"no service point {d.parent_id}")
-    expected = (
-        NetworkLevel.headquarters
-        if d.level is NetworkLevel.regional_center
-        else NetworkLevel.regional_center
-    )
-    if parent.level is not expected:
-        raise RuleViolation(
-            "parent_level", f"a {d.level.value}'s parent is a {expected.value}, not {parent.level}"
-        )
-    if d.level is NetworkLevel.service_point and parent.region != d.region:
-        raise RuleViolation(
-            "parent_region", f"the regional center {parent.id} serves {parent.region}"
-        )
-
-
-def _check_service_point(
-    point_id: str, d: ServicePointDescription, parent: ServicePointInfo | None
-) -> None:
-    if d.level is NetworkLevel.headquarters:
-        return _check_headquarters(d)
-    if d.region is None:
-        raise InvalidCommand("region", f"a {d.level.value} serves one region")
+) -> ServicePointDescription:
+    """The description as registered: the tree's rule (shared/kernel/network.py) decides
+    its region; only service points are own outlets or dealers."""
     if d.level is NetworkLevel.service_point and d.kind is None:
         raise InvalidCommand("kind", "a service point is an own_outlet or a dealer")
-    if d.level is NetworkLevel.regional_center and d.kind is not None:
+    if d.level is not NetworkLevel.service_point and d.kind is not None:
         raise InvalidCommand("kind", "only service points are own outlets or dealers")
-    if d.parent_id is not None:
-        _check_parent(point_id, d, parent)
-    elif d.level is NetworkLevel.service_point:
-        raise InvalidCommand("parent_id", "a service point belongs to a regional center")
+    registered = None if parent is None else Parent(parent.id, parent.level.value, parent.region)
+    region = region_in_tree(
+        point_id, d.level.value, d.region, d.parent_id, registered, what="service point"
+    )
+    return d if region == d.region else d.model_copy(update={"region": region})
 
 
 def decide_register_service_point(
@@ -240,19 +203,18 @@ def decide_register_service_point(
 ) -> list[EventPayload]:
     if state.stream_type is not None:
         raise RuleViolation("already_registered", f"{state.member_id} is already registered")
-    _check_service_point(state.member_id, command.description, command.parent)
-    return [ServicePointRegistered(**command.description.model_dump())]
+    d = _placed(state.member_id, command.description, command.parent)
+    return [ServicePointRegistered(**d.model_dump())]
 
 
 def decide_update_service_point(
     command: UpdateServicePoint, state: NetworkMember
 ) -> list[EventPayload]:
-    d = command.description
     if state.stream_type != SERVICE_POINTS.stream_type:
         raise NotFound("service_point_not_found", f"no service point {state.member_id}")
-    if state.level is not None and d.level is not state.level:
+    if state.level is not None and command.description.level is not state.level:
         raise RuleViolation("level_fixed", "a member's level cannot change; register a new one")
-    _check_service_point(state.member_id, d, command.parent)
+    d = _placed(state.member_id, command.description, command.parent)
     _keep_open_tickets_in_region(state.member_id, d.region, command.open_ticket_regions)
     return [ServicePointUpdated(**d.model_dump(), reason=command.reason)]
 
@@ -286,7 +248,7 @@ def _check_shifts(shifts: Sequence[Shift]) -> None:
 
 
 def _check_technician(d: TechnicianDescription, point: ServicePointInfo | None) -> None:
-    check_timezone(d.timezone)
+    zone_of(d.timezone)
     _check_shifts(d.working_hours)
     if point is None:
         raise InvalidCommand("service_point_id", f"no service point {d.service_point_id}")

@@ -57,6 +57,7 @@ from shared.kernel.events.tickets import (
     UsedPart,
 )
 from shared.kernel.lifecycle import TicketStatus, may_follow
+from shared.kernel.network import Parent, region_in_tree
 from shared.kernel.parts import (
     normalise_part_number,
     normalise_serial_number,
@@ -194,13 +195,6 @@ def decide_put_part(command: PutPart, state: PartEntry) -> list[EventPayload]:
 
 # --- the network of stock locations -------------------------------------------------------
 
-# The level of each level's parent in the three-level service network (None: the root).
-PARENT_LEVEL: dict[LocationLevel, LocationLevel | None] = {
-    LocationLevel.headquarters: None,
-    LocationLevel.regional_center: LocationLevel.headquarters,
-    LocationLevel.service_point: LocationLevel.regional_center,
-}
-
 
 @dataclass(frozen=True)
 class Place:
@@ -267,41 +261,25 @@ class RegisterLocation:
     registered_as: str | None = None
 
 
-def place_in_tree(request: NewLocation, parent: Place | None) -> tuple[str | None, str | None]:
-    """Where a new location hangs: its parent (as registered) and its region. The one rule
-    of the tree, for ``PUT /locations/{id}`` and the locations import alike (as dispatch's
-    network has it): a regional center's parent is headquarters, a service point's its
-    regional center, whose region it is in; headquarters has no parent. A region given
-    for a service point must be its parent's; a regional center's defaults to its parent's.
-    """
-    expected = PARENT_LEVEL[request.level]
-    if request.parent_id is None:
-        if expected is None:
-            return None, request.region
-        raise InvalidCommand(
-            "parent_id", f"a {request.level.value}'s parent is a {expected.value}: give parent_id"
-        )
-    if expected is None:
-        raise InvalidCommand("parent_id", "headquarters has no parent")
-    if parent is None:
-        raise InvalidCommand("parent_id", f"no location {request.parent_id!r} is registered")
-    if parent.level is not expected:
-        level = parent.level.value if parent.level else "unregistered location"
-        raise RuleViolation(
-            "parent_level",
-            f"parent_id: a {request.level.value}'s parent is a {expected.value}; "
-            f"{parent.location_id} is a {level}",
-        )
-    if request.level is LocationLevel.service_point:
-        given, parents = request.region, parent.region
-        if given is not None and parents is not None and given.lower() != parents.lower():
-            raise RuleViolation(
-                "parent_region",
-                f"region: a service point is in its regional center's region; "
-                f"{parent.location_id} serves {parent.region}, not {request.region}",
-            )
-        return parent.location_id, parents or given  # a center without one: the point's own
-    return parent.location_id, request.region or parent.region
+def place_in_tree(
+    location_id: str, request: NewLocation, parent: Place | None
+) -> tuple[str | None, str | None]:
+    """Where a new location hangs: its parent (as registered) and its region, by the
+    network's one tree rule (shared/kernel/network.py), for ``PUT /locations/{id}`` and
+    the locations import alike."""
+    registered = None
+    if parent is not None:
+        level = parent.level.value if parent.level else None
+        registered = Parent(parent.location_id, level, parent.region)
+    region = region_in_tree(
+        location_id,
+        request.level.value,
+        request.region,
+        request.parent_id,
+        registered,
+        what="location",
+    )
+    return (None if request.parent_id is None or parent is None else parent.location_id), region
 
 
 def decide_register_location(command: RegisterLocation, state: LocationState) -> list[EventPayload]:
@@ -309,7 +287,7 @@ def decide_register_location(command: RegisterLocation, state: LocationState) ->
     if state.registered is not None or command.registered_as is not None:
         existing = command.registered_as or state.location_id
         raise RuleViolation("location_already_registered", f"location {existing} is registered")
-    parent_id, region = place_in_tree(r, command.parent)
+    parent_id, region = place_in_tree(state.location_id, r, command.parent)
     return [
         LocationRegistered(
             location_id=state.location_id,

@@ -150,10 +150,11 @@ def location_response(conn: Connection, location_id: str) -> CommandResponse:
     summary="Register a stock location in the network tree (event LocationRegistered)",
     description="Location ids compare case-insensitively (`SP-HZ-01` is `sp-hz-01`) and "
     "keep the spelling they were registered with; use the dispatch service point's id. "
-    "The tree has three levels: a regional center's parent is headquarters, a service "
-    "point's is a regional center (409 `parent_level` otherwise; 422 `parent_id` for a "
-    "parent that is not registered, or a missing one), and a service point is in its "
-    "regional center's region (409 `parent_region` for another `region`).",
+    "The tree has three levels, as dispatch's network: a regional center's parent is "
+    "headquarters (optional), a service point's is a regional center (409 `parent_level` "
+    "otherwise; 422 `parent_id` for a parent that is not registered, or a service point's "
+    "missing one); a regional center names its region, a service point is in its regional "
+    "center's (409 `parent_region` for another `region`); headquarters has none.",
 )
 async def register_location(
     body: LocationRequest, call: Admin, location_id: str = LOCATION_ID

@@ -70,13 +70,15 @@ class LocationRequest(Body):
     level: LocationLevel
     parent_id: LocationId | None = Field(
         default=None,
-        description="Regional center → headquarters; service point → its regional center; "
-        "headquarters: none. Another level is 409 `parent_level`; an unregistered one 422.",
+        description="Regional center → headquarters (optional); service point → its "
+        "regional center; headquarters: none. Another level is 409 `parent_level`; an "
+        "unregistered one 422.",
     )
     region: RegionCode | None = Field(
         default=None,
-        description="A service point's is its regional center's (another is 409 "
-        "`parent_region`); a regional center's defaults to its parent's.",
+        description="A regional center names its own (422 without); a service point's is "
+        "its regional center's (left out: that one; another is 409 `parent_region`); "
+        "headquarters has none (it serves every region: 422).",
     )
 
     def command(self) -> domain.NewLocation:

@@ -245,11 +245,25 @@ def test_a_service_point_is_registered_once_under_a_regional_center_of_its_regio
         domain.decide_register_service_point(command, technician)
 
 
+def test_a_service_point_without_a_region_is_in_its_regional_centers() -> None:
+    """The tree's one rule (shared/kernel/network.py), as parts' locations have it."""
+    command = domain.RegisterServicePoint(outlet(region=None), RC_EAST)
+    (event,) = domain.decide_register_service_point(command, given_member(SERVICE_POINTS))
+    assert isinstance(event, ServicePointRegistered) and event.region == "east"
+    center = outlet(level="regional_center", kind=None, parent_id=None, region="east")
+    (event,) = domain.decide_register_service_point(
+        domain.RegisterServicePoint(center, None), given_member(SERVICE_POINTS)
+    )
+    assert isinstance(event, ServicePointRegistered)
+    assert event.parent_id is None and event.region == "east"  # headquarters is optional
+
+
 @pytest.mark.parametrize(
     ("description", "parent", "expected"),
     [
         (outlet(kind=None), RC_EAST, "kind"),
-        (outlet(region=None), RC_EAST, "region"),
+        (outlet(level="regional_center", kind=None, parent_id="hq", region=None), HQ, "region"),
+        (outlet(level="headquarters", kind=None, parent_id=None), None, "region"),
         (outlet(parent_id=None), None, "parent_id"),
         (outlet(parent_id="nowhere"), None, "parent_id"),
         (outlet(parent_id="m-1"), RC_EAST, "parent_id"),  # its own parent

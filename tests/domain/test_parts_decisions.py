@@ -155,7 +155,6 @@ def test_a_service_point_hangs_under_a_center_and_inherits_its_region() -> None:
 @pytest.mark.parametrize(
     ("level", "parent", "parent_id"),
     [
-        (LocationLevel.regional_center, None, None),  # needs a parent
         (LocationLevel.service_point, None, None),  # needs a parent
         (LocationLevel.headquarters, HQ, None),  # has none
         (LocationLevel.service_point, None, "NOPE"),  # not registered
@@ -167,6 +166,18 @@ def test_the_tree_has_three_levels(
     with pytest.raises(InvalidCommand) as err:
         register("X", level, parent, parent_id=parent_id)
     assert err.value.field == "parent_id"
+
+
+def test_a_regional_center_names_its_region_and_may_hang_under_headquarters() -> None:
+    """As dispatch's network (shared/kernel/network.py): headquarters is optional."""
+    state = domain.LOCATIONS.initial_state(domain.location_stream("RC-X"))
+    request = domain.NewLocation("x", LocationLevel.regional_center, None, "east")
+    (event,) = domain.decide_register_location(domain.RegisterLocation(request), state)
+    assert isinstance(event, LocationRegistered)
+    assert (event.parent_id, event.region) == (None, "east")
+    with pytest.raises(InvalidCommand) as err:
+        register("RC-X", LocationLevel.regional_center, HQ)
+    assert err.value.field == "region"
 
 
 SP = domain.Place("SP-HZ-01", LocationLevel.service_point, "east", "RC-EAST")

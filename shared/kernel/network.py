@@ -1,0 +1,72 @@
+"""The service network's tree (DOMAIN.md: headquarters → regional centers → service
+points): one rule for dispatch's network members and parts' stock locations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.kernel.errors import InvalidCommand, RuleViolation
+
+HEADQUARTERS, REGIONAL_CENTER, SERVICE_POINT = "headquarters", "regional_center", "service_point"
+PARENT_LEVEL: dict[str, str | None] = {
+    HEADQUARTERS: None,
+    REGIONAL_CENTER: HEADQUARTERS,
+    SERVICE_POINT: REGIONAL_CENTER,
+}
+
+
+@dataclass(frozen=True)
+class Parent:
+    """The member a ``parent_id`` names, as registered (``level`` None: not registered)."""
+
+    id: str
+    level: str | None
+    region: str | None
+
+
+def region_in_tree(
+    member_id: str,
+    level: str,
+    region: str | None,
+    parent_id: str | None,
+    parent: Parent | None,
+    *,
+    what: str,
+) -> str | None:
+    """The region of a member at ``level`` under ``parent_id``, or the refusal: headquarters
+    has no parent and serves every region (none of its own); a regional center names its
+    region, its parent (optional) is headquarters; a service point's parent is a regional
+    center, whose region it is in (``region`` left out: the parent's). ``what`` names a
+    member in messages (a service point, a location)."""
+    if level == HEADQUARTERS:
+        if parent_id is not None:
+            raise InvalidCommand("parent_id", "headquarters has no parent")
+        if region is not None:
+            raise InvalidCommand("region", "headquarters serves every region: it has none")
+        return None
+    if parent_id is None:
+        if level == SERVICE_POINT:
+            raise InvalidCommand(
+                "parent_id", "a service_point's parent is a regional_center: give parent_id"
+            )
+    elif parent_id.lower() == member_id.lower():
+        raise InvalidCommand("parent_id", "a member cannot be its own parent")
+    elif parent is None or parent.level is None:
+        raise InvalidCommand("parent_id", f"no {what} {parent_id}")
+    elif parent.level != PARENT_LEVEL[level]:
+        raise RuleViolation(
+            "parent_level",
+            f"parent_id: a {level}'s parent is a {PARENT_LEVEL[level]}; "
+            f"{parent.id} is a {parent.level}",
+        )
+    elif level == SERVICE_POINT and parent.region is not None:
+        if region is not None and region.lower() != parent.region.lower():
+            raise RuleViolation(
+                "parent_region",
+                f"region: a service point is in its regional center's region; "
+                f"{parent.id} serves {parent.region}, not {region}",
+            )
+        region = parent.region
+    if region is None:
+        raise InvalidCommand("region", f"a {level} serves one region")
+    return region
