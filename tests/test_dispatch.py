@@ -250,6 +250,10 @@ async def test_suggestion_by_region_skill_and_load(
     response = await dispatch.post(f"/tickets/{oven}/dispatch", json={})
     assert response.status_code == 409 and problem_rule(response) == "no_technician_available"
     assert "0 skilled in ovens" in response.json()["detail"]
+    # An unknown point is the request's error first, whoever could take the ticket.
+    nowhere = await dispatch.post(f"/tickets/{oven}/dispatch", json={"service_point_id": "sp-x"})
+    assert nowhere.status_code == 422, nowhere.text
+    assert [e["field"] for e in nowhere.json()["errors"]] == ["service_point_id"]
     # The customer's postcode is theirs: the platform's texts never quote it.
     postcode = RECEIVE_EXAMPLE["address"]["postcode"]
     assert postcode not in response.json()["detail"] and "postcode" in response.json()["detail"]

@@ -527,6 +527,12 @@ def suggestion_reason(facts: TicketFacts, ranked: Sequence[Candidate]) -> str:
 def choose_suggested(facts: TicketFacts, command: DispatchTicket) -> Assignment:
     """The service chooses: the best-ranked candidate (at the requested point, if any)."""
     request, network = command.request, command.network
+    # An unknown point is the request's error, whoever could take the ticket (422 first).
+    if request.service_point_id is not None and network.point(request.service_point_id) is None:
+        raise InvalidCommand(
+            "service_point_id",
+            f"no service point {request.service_point_id} in the ticket's region {facts.region}",
+        )
     ranked = suggest(
         facts,
         network.points,
@@ -538,12 +544,6 @@ def choose_suggested(facts: TicketFacts, command: DispatchTicket) -> Assignment:
         horizon_days=command.horizon_days,
     )
     if request.service_point_id is not None:
-        if network.point(request.service_point_id) is None:
-            raise InvalidCommand(
-                "service_point_id",
-                f"no service point {request.service_point_id} in the ticket's region "
-                f"{facts.region}",
-            )
         ranked = [c for c in ranked if c.service_point.id == request.service_point_id]
         if not ranked:
             raise RuleViolation(
