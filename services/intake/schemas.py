@@ -168,6 +168,13 @@ class TicketDeadlines(Deadlines):
     resolution_status: str | None = None
 
 
+DUPLICATE_HINT = (
+    "At receipt, an open ticket with the same phone number (compared through its blind "
+    "index) and the same serial number — the same model when no serial is given: a hint "
+    "for the agent; the new ticket is received all the same. Null otherwise."
+)
+
+
 class TicketView(BaseModel):
     ticket_id: str
     ticket_number: str
@@ -197,7 +204,7 @@ class TicketView(BaseModel):
     appointment_end: datetime | None
     repair_outcome: str | None
     satisfaction_score: int | None
-    possible_duplicate_of: str | None
+    possible_duplicate_of: str | None = Field(description=DUPLICATE_HINT)
     reopen_count: int
     created_at: datetime
     responded_at: datetime | None
@@ -226,7 +233,7 @@ class TicketAccepted(BaseModel):
     status: str
     version: int
     sla: Deadlines
-    possible_duplicate_of: str | None = None
+    possible_duplicate_of: str | None = Field(default=None, description=DUPLICATE_HINT)
     events: list[str] = Field(description="Ids of the events this command recorded.")
 
 
