@@ -1228,3 +1228,7 @@ async def test_a_registered_location_is_read_where_its_location_header_says(
     assert (await admin.get("/locations/SP-NOWHERE")).json()["rule"] == "location_not_found"
     async with service_client("parts", platform, role="regional_center", region="west") as west:
         assert (await west.get("/locations/SP-SX-01")).status_code == 404
+        # Headquarters serves every region: in every reader's tree, as in dispatch's network.
+        assert (await west.get("/locations/HQ")).status_code == 200
+        listed = {r["location_id"] for r in await ok(await west.get("/locations"))}
+        assert "HQ" in listed and "SP-SX-01" not in listed

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Row, and_, case, func, select, update
+from sqlalchemy import ColumnElement, Connection, Row, and_, case, func, or_, select, update
 
 from services.parts.domain import PartSpec, PendingReturn, Place, location_key
 from services.parts.tables import (
@@ -90,9 +90,12 @@ def find_place(conn: Connection, location_id: str) -> Place | None:
 
 
 def list_locations(conn: Connection, region: str | None) -> list[Row[Any]]:
+    """Within ``region`` (None: all): its locations and headquarters, which serves every
+    region."""
     query = select(parts_locations).order_by(parts_locations.c.location_id)
     if region:
-        query = query.where(parts_locations.c.region == region)
+        c = parts_locations.c
+        query = query.where(or_(c.region == region, c.region.is_(None)))
     return list(conn.execute(query).all())
 
 
