@@ -23,6 +23,7 @@ from shared.kernel.events.tickets import TicketClosed
 from shared.readmodels.ticket_state import TicketStateProjection, ticket_state
 from tests.support.auth import headers_for
 from tests.support.factories import diagnosed, new_ticket_id, received
+from tests.support.kafka import relay_all
 from tests.support.ledger import append
 
 
@@ -252,17 +253,8 @@ def test_signing_key_is_generated_once(tmp_path) -> None:
 
 @pytest.mark.kafka
 async def test_replay_from_kafka_equals_live(platform: Platform, clock, broker) -> None:
-    from shared.eventstore.outbox import KafkaPublisher, OutboxRelay
-
     await seed(platform, clock, tickets=3)
-    relay = OutboxRelay(
-        platform.db, KafkaPublisher(broker.bootstrap_servers, enable_idempotence=False)
-    )
-    try:
-        while await relay.publish_once():
-            pass
-    finally:
-        await relay.publisher.close()
+    await relay_all(platform.db, broker.bootstrap_servers)
     settings = platform.settings.model_copy(
         update={"kafka_bootstrap_servers": broker.bootstrap_servers}
     )

@@ -22,7 +22,6 @@ from shared.app.executor import Handling, Invocation
 from shared.app.platform import Platform
 from shared.eventstore.kafka import ensure_topics, event_topics
 from shared.eventstore.metrics import appended_here
-from shared.eventstore.outbox import KafkaPublisher, OutboxRelay
 from shared.kernel.clock import ManualClock
 from shared.kernel.events.envelope import Actor, CommandContext, EventPayload
 from shared.kernel.events.sla import SlaPaused, SlaResumed
@@ -30,7 +29,7 @@ from shared.kernel.ticket import TICKETS
 from tests.support.broker import TestBroker
 from tests.support.clients import service_client
 from tests.support.dispatch_network import POINTS, build_network, open_ticket
-from tests.support.kafka import consume_all
+from tests.support.kafka import consume_all, relay_all
 
 
 @pytest.fixture
@@ -263,17 +262,7 @@ async def test_dispatch_events_reach_the_broker(
     assert await check_sla(platform) == 1
     await dispatch.post(f"/tickets/{ticket}/repair", json={"outcome": "fixed"})
 
-    relay = OutboxRelay(
-        platform.db,
-        KafkaPublisher(broker.bootstrap_servers, enable_idempotence=False),
-        batch_size=50,
-        owner="relay-dispatch",
-    )
-    try:
-        while await relay.publish_once():
-            pass
-    finally:
-        await relay.publisher.close()
+    await relay_all(platform.db, broker.bootstrap_servers, batch_size=50, owner="relay-dispatch")
     network = await consume_all(broker.bootstrap_servers, "ticketline.network")
     assert {(m["stream_type"], m["event_type"]) for m in network} == {
         ("service_point", "ServicePointRegistered"),

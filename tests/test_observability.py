@@ -18,7 +18,6 @@ from shared.app.observability import JsonFormatter, correlation_var
 from shared.app.platform import Platform
 from shared.eventstore.db import Database
 from shared.eventstore.ledger import NO_STREAM, EventStore
-from shared.eventstore.outbox import KafkaPublisher, OutboxRelay
 from shared.eventstore.progress import LedgerGuard
 from shared.eventstore.runner import KafkaSource, ProjectionRunner, read_checkpoint
 from shared.kernel.clock import ManualClock
@@ -26,6 +25,7 @@ from shared.readmodels.ticket_state import TicketStateProjection
 from tests.support.broker import TestBroker
 from tests.support.clients import service_client
 from tests.support.factories import context, received
+from tests.support.kafka import relay_all
 from tests.support.ports import free_port
 
 
@@ -158,12 +158,7 @@ async def test_kafka_projector_records_its_applied_position_in_ledger_terms(
         await db.write(
             lambda c, n=n: store.append_to_stream(c, f"t-{n}", NO_STREAM, [received(n)], context())
         )
-    relay = OutboxRelay(db, KafkaPublisher(broker.bootstrap_servers, enable_idempotence=False))
-    try:
-        while await relay.publish_once():
-            pass
-    finally:
-        await relay.publisher.close()
+    await relay_all(db, broker.bootstrap_servers)
     # Recorded after the relay ran: in the ledger, never on the broker.
     await db.write(lambda c: store.append_to_stream(c, "t-3", NO_STREAM, [received(3)], context()))
     runner = ProjectionRunner(db, store)

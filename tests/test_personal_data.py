@@ -18,14 +18,13 @@ from shared.app.platform import Platform
 from shared.app.registry import all_projections
 from shared.app.replay import replay
 from shared.eventstore.kafka import ensure_topics, event_topics
-from shared.eventstore.outbox import KafkaPublisher, OutboxRelay
 from shared.eventstore.verify import verify_ledger
 from shared.http.streams import format_sse
 from shared.kernel.clock import ManualClock
 from shared.kernel.personal import ERASED
 from tests.support.broker import TestBroker
 from tests.support.clients import service_client
-from tests.support.kafka import consume_all
+from tests.support.kafka import consume_all, relay_all
 from tests.support.lifecycle import Lifecycle
 from tests.support.postgres import PostgresCluster
 from tests.support.privacy import (
@@ -87,17 +86,8 @@ async def customer_with_history(
 
 async def relay_to(platform: Platform, broker: TestBroker) -> list[dict[str, Any]]:
     await ensure_topics(broker.bootstrap_servers, event_topics("ticketline"), partitions=1)
-    relay = OutboxRelay(
-        platform.db,
-        KafkaPublisher(broker.bootstrap_servers, enable_idempotence=False),
-        batch_size=1000,
-        owner="privacy-test",  # the same owner each time: it holds the relay's lease
-    )
-    try:
-        while await relay.publish_once():
-            pass
-    finally:
-        await relay.publisher.close()
+    # The same owner each time: it holds the relay's lease.
+    await relay_all(platform.db, broker.bootstrap_servers, batch_size=1000, owner="privacy-test")
     messages: list[dict[str, Any]] = []
     for topic in ("ticketline.tickets", "ticketline.customers"):
         assert topic in event_topics("ticketline")

@@ -19,13 +19,12 @@ from shared.app.config import Settings
 from shared.app.platform import Platform
 from shared.app.subscribe import subscribe_http
 from shared.eventstore.kafka import ensure_topics, event_topics
-from shared.eventstore.outbox import KafkaPublisher, OutboxRelay
 from shared.kernel.clock import ManualClock
 from tests.support.auth import TEST_AUTH, headers_for
 from tests.support.broker import TestBroker
 from tests.support.clients import service_client
 from tests.support.dispatch_network import open_ticket
-from tests.support.kafka import consume_all
+from tests.support.kafka import consume_all, relay_all
 from tests.support.servers import serve_app
 
 # Every clock 24×7; the resolution of a "general" ticket 4 hours: 75 % at 3 h (the
@@ -153,17 +152,7 @@ async def test_warnings_and_pauses_reach_kafka(
     clock.advance(hours=3, minutes=30)
     assert await check_sla(platform) == 1
     await dispatch.post(f"/tickets/{ticket}/sla/pause", json={"reason": "waiting_for_parts"})
-    relay = OutboxRelay(
-        platform.db,
-        KafkaPublisher(broker.bootstrap_servers, enable_idempotence=False),
-        batch_size=50,
-        owner="relay-sla",
-    )
-    try:
-        while await relay.publish_once():
-            pass
-    finally:
-        await relay.publisher.close()
+    await relay_all(platform.db, broker.bootstrap_servers, batch_size=50, owner="relay-sla")
     tickets = await consume_all(broker.bootstrap_servers, "ticketline.tickets")
     mine = [m["event_type"] for m in tickets if m["stream_id"] == ticket]
     assert mine == [

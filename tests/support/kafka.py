@@ -1,10 +1,14 @@
-"""Reading back what reached the test broker."""
+"""Publishing the outbox to the test broker, and reading back what reached it."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from shared.eventstore.db import Database
+from shared.eventstore.outbox import KafkaPublisher, OutboxRelay
 
 
 async def consume_all(bootstrap_servers: str, topic: str, *, idle_ms: int = 1500) -> list[dict]:
@@ -48,3 +52,14 @@ def assert_per_stream_order(messages: list[dict]) -> None:
             f"stream {m['stream_id']}: {m['stream_version']} after {last}"
         )
         seen[m["stream_id"]] = m["stream_version"]
+
+
+async def relay_all(db: Database, bootstrap_servers: str, **options: Any) -> None:
+    """Publish the whole outbox (``options``: the relay's, e.g. ``owner``, ``batch_size``);
+    the test broker refuses the idempotent producer."""
+    relay = OutboxRelay(db, KafkaPublisher(bootstrap_servers, enable_idempotence=False), **options)
+    try:
+        while await relay.publish_once():
+            pass
+    finally:
+        await relay.publisher.close()
