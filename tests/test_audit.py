@@ -207,6 +207,16 @@ async def test_export_round_trips_and_detects_tampering(
     # A file whose summary was re-made by someone without the key still fails.
     resigned = summarise(tampered, envelopes, fmt, {"ticket_id": ids[1]}, b"another key")
     assert not (await check(tampered, resigned)).ok
+    # An event cut out and the summary signed again with the key itself: the ledger
+    # holds an event of the export's scope, within its positions, that the file lacks.
+    assert len(envelopes) >= 2
+    cut = envelopes[1:]
+    cut_data = render(cut, fmt)
+    found = await check(cut_data, summarise(cut_data, cut, fmt, {"ticket_id": ids[1]}, key))
+    assert found.problems == [
+        "the ledger holds 1 event(s) of the export's scope, up to its last position, that "
+        f"the file lacks (position {envelopes[0].position})"
+    ]
     # The ledger's row edited after the export, its hash left alone: the export is no
     # longer what the ledger holds (found by a black-box pass: it said ok).
     edit = update(events).where(events.c.position == envelopes[0].position).values(region="x")

@@ -77,13 +77,14 @@ async def test_an_untouched_ledger_passes(platform: Platform, tmp_path: Path) ->
 async def test_regional_readers_receive_the_checkpoints(platform: Platform) -> None:
     """The console's live stream reads events as intake's stream does: a regional caller
     gets its region's and the ledger's checkpoints, which belong to no region."""
-    from services.console.queries import Scope, events_after
+    from services.console.queries import events_after
+    from shared.kernel.reach import Reach
 
     tid = new_ticket_id()
     await append(platform, tid, 0, [received(1), diagnosed()], region="east")  # 1-2
     written = await checkpoint(platform)
     for region, expected in (("east", [1, 2, 3]), ("west", [3])):
-        rows = await platform.db.read(lambda c, r=region: events_after(c, Scope(r), 0, 100))
+        rows = await platform.db.read(lambda c, r=region: events_after(c, Reach(region=r), 0, 100))
         assert [r.position for r in rows] == expected and written.position == 3
 
 

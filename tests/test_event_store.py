@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from datetime import timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, delete, select, text, update
 
 from shared.eventstore.db import Database
 from shared.eventstore.ledger import (
@@ -253,6 +254,58 @@ async def test_tampered_ledger_is_detected(db: Database, store: EventStore, tamp
         assert (broken.stream_id, broken.position) == (ids[0], first.position)
 
 
+async def test_a_payload_text_of_the_same_value_is_detected(
+    db: Database, store: EventStore
+) -> None:
+    """A key given twice parses to the genuine value in Python (the last wins) and to the
+    smuggled one in SQL's ``json_extract`` (the first): the hash is of the text as stored,
+    so verify names the row (found by a black-box pass: it said intact)."""
+    ids = await _ledger_with_two_tickets(db, store)
+
+    def smuggle(conn: Connection) -> int:
+        row = conn.execute(select(events).where(events.c.stream_id == ids[0])).first()
+        assert row is not None
+        payload = '{"urgency":"smuggled",' + row.payload[1:]
+        conn.execute(
+            update(events).where(events.c.position == row.position).values(payload=payload)
+        )
+        return int(row.position)
+
+    position = await db.write(smuggle)
+    report = await db.read(lambda c: verify_ledger(c, store))
+    assert [(b.kind, b.position) for b in report.broken] == [("hash", position)]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])  # PostgreSQL's columns hold no such text
+async def test_a_row_no_event_could_be_is_unreadable_and_the_walk_goes_on(
+    db: Database, store: EventStore
+) -> None:
+    """A stream version stored as text: named ``unreadable`` (it ended verify with a
+    traceback), and the other rows are still checked."""
+    await _ledger_with_two_tickets(db, store)
+    version_text = text("UPDATE events SET stream_version = '5x' WHERE position = 2")
+    await db.write(lambda c: c.execute(version_text))
+    report = await db.read(lambda c: verify_ledger(c, store))
+    assert [(b.kind, b.position) for b in report.broken] == [("unreadable", 2)]
+    assert report.events_checked == 4
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])  # PostgreSQL keeps instants, not texts
+async def test_a_time_stored_with_an_offset_is_that_instant(
+    db: Database, store: EventStore
+) -> None:
+    """The same instant written with an offset reads as that instant (it read as the
+    same wall time in UTC: 8 hours off, and verify and verify-export disagreed)."""
+    ids = await _ledger_with_two_tickets(db, store)
+    before, *_ = await db.read(lambda c: store.read_stream(c, ids[0]))
+    local = before.occurred_at.astimezone(timezone(timedelta(hours=8))).isoformat(sep=" ")
+    edit = text("UPDATE events SET occurred_at = :at WHERE position = :position")
+    await db.write(lambda c: c.execute(edit, {"at": local, "position": before.position}))
+    after, *_ = await db.read(lambda c: store.read_stream(c, ids[0]))
+    assert after.occurred_at == before.occurred_at
+    assert (await db.read(lambda c: verify_ledger(c, store))).ok
+
+
 async def test_a_deleted_newest_event_is_detected(db: Database, store: EventStore) -> None:
     """The position counter remembers the head: removing the last event (and its outbox
     row) leaves every hash intact but the ledger shorter than the counter says."""
@@ -283,7 +336,7 @@ def test_spliced_hash_equals_the_envelope_hash(store: EventStore) -> None:
         ("east", None, "plain", "agent-1", "t-1"),
         (None, uuid4(), '中文 \u2028 "q"', 'a\\gent "1"\n\x00é', "t-\t1/ü"),
     )
-    for region, causation, text, subject, stream_id in cases:
+    for region, causation, words, subject, stream_id in cases:
         envelope = EventEnvelope(
             event_id=uuid4(),
             position=7,
@@ -299,7 +352,7 @@ def test_spliced_hash_equals_the_envelope_hash(store: EventStore) -> None:
             correlation_id=uuid4(),
             causation_id=causation,
             region=region,
-            payload={"reason": text, "n": 1.5, "nested": {"b": [1, None], "a": True}},
+            payload={"reason": words, "n": 1.5, "nested": {"b": [1, None], "a": True}},
             prev_hash="ab" * 32,
             hash="",
         )

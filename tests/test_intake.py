@@ -370,7 +370,7 @@ async def test_a_tampered_history_says_so_and_a_damaged_row_is_named(
 ) -> None:
     """An edited event shows as a broken link; a row edited into no event at all answers
     a 500 problem naming its position — for reads and commands alike, nothing written."""
-    from sqlalchemy import func, select, update
+    from sqlalchemy import func, select, text, update
 
     from shared.eventstore.tables import events
 
@@ -389,6 +389,13 @@ async def test_a_tampered_history_says_so_and_a_damaged_row_is_named(
     history = (await intake.get(f"/tickets/{tid}/history", headers=DISPATCHER)).json()
     assert history["chain_valid"] is False
     assert [e["hash_ok"] for e in history["events"]] == [False, True]
+    # A key given twice: the same parsed value, another text — not the event as hashed.
+    doubled = text(
+        'UPDATE events SET payload = \'{"reason":"x",\' || substr(payload, 2) WHERE position = :p'
+    )
+    await platform.db.write(lambda c: c.execute(doubled, {"p": second}))
+    history = (await intake.get(f"/tickets/{tid}/history", headers=DISPATCHER)).json()
+    assert [e["hash_ok"] for e in history["events"]] == [False, False]
 
     garbage = update(events).where(events.c.position == second).values(payload="not json")
     await platform.db.write(lambda c: c.execute(garbage))

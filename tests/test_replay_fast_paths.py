@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import Connection, inspect, select
 
 from shared.eventstore import ledger
-from shared.eventstore.db import Database
+from shared.eventstore.db import Database, utc_from_stored
 from shared.eventstore.ledger import NO_STREAM, EventStore, row_to_envelope
 from shared.eventstore.projection import Projection, _read_time, _write_time, upsert_rows
 from shared.eventstore.runner import (
@@ -67,15 +67,16 @@ def test_stored_time_text_and_back_are_unchanged(value: datetime) -> None:
     assert text == _old_write(value)
     back = _read_time(text)
     assert back == value and back is not None and back.tzinfo is UTC
-    parsed = ledger._parse_time(text)
+    parsed = utc_from_stored(text)
     assert parsed == value and parsed.tzinfo is UTC
 
 
-def test_times_with_an_offset_still_read_as_before() -> None:
-    # Not what the ledger writes, but read as it always was (the offset replaced).
+def test_a_time_with_an_offset_reads_as_that_instant() -> None:
+    # Not what the ledger writes, but what SQLAlchemy's reading makes of it: the instant
+    # (it read as the same wall time in UTC, and verify-export disagreed with verify).
     text = "2026-11-02 09:30:00+02:00"
-    expected = datetime.fromisoformat(text).replace(tzinfo=UTC)
-    assert ledger._parse_time(text) == expected
+    expected = datetime(2026, 11, 2, 7, 30, tzinfo=UTC)
+    assert utc_from_stored(text) == expected
     assert _read_time(text) == expected
 
 

@@ -33,7 +33,7 @@ from services.feedback.tables import (
     repairs,
 )
 from shared.app.platform import Platform
-from shared.eventstore.ledger import row_to_envelope
+from shared.eventstore.ledger import checked_row
 from shared.eventstore.outbox import outbox_backlog
 from shared.eventstore.tables import events, projection_checkpoints, seen_in_region
 from shared.eventstore.verify import link_problems, unreadable_detail
@@ -345,10 +345,11 @@ def ticket(conn: Connection, ticket_id: str) -> Any:
     return conn.execute(query.where(t.ticket_id == ticket_id)).first()
 
 
-def ticket_events(conn: Connection, ticket_id: str) -> list[EventEnvelope]:
+def ticket_events(conn: Connection, ticket_id: str) -> list[tuple[EventEnvelope, str]]:
+    """The ticket's events, each with the hash of its row as stored (``checked_row``)."""
     e = events.c
     query = select(events).where(e.stream_id == ticket_id).order_by(e.stream_version)
-    return [row_to_envelope(r) for r in conn.execute(query)]
+    return [checked_row(r) for r in conn.execute(query)]
 
 
 def ticket_compliance(conn: Connection, ticket_id: str) -> Any:
@@ -684,7 +685,7 @@ def verify_batch(conn: Connection, progress: VerifyProgress, batch: int = 2000) 
     for row in rows:
         progress.events_checked += 1
         try:
-            event = row_to_envelope(row)
+            event, stored_hash = checked_row(row)
         except Exception as exc:  # a hand-edited row that makes no event
             _broken(progress, "unreadable", row.stream_id, row.stream_version, row, exc)
             progress.heads[row.stream_id] = (row.stream_version, row.hash)
@@ -693,7 +694,7 @@ def verify_batch(conn: Connection, progress: VerifyProgress, batch: int = 2000) 
         known = progress.heads.get(event.stream_id)
         if progress.region is None:
             version, previous = known or (0, GENESIS_HASH)
-            problems = link_problems(event, progress.last_position, version, previous)
+            problems = link_problems(event, stored_hash, progress.last_position, version, previous)
         else:
             problems = []
             if known is not None and event.stream_version == known[0] + 1:
@@ -701,7 +702,7 @@ def verify_batch(conn: Connection, progress: VerifyProgress, batch: int = 2000) 
                     problems.append(("chain", "prev_hash is not the previous event's hash"))
             elif known is None and event.stream_version == 1 and event.prev_hash != GENESIS_HASH:
                 problems.append(("chain", "the first event does not start the chain"))
-            if event.computed_hash() != event.hash:
+            if stored_hash != event.hash:
                 problems.append(("hash", "content does not match its hash"))
         for kind, detail in problems:
             _broken(progress, kind, event.stream_id, event.stream_version, row, detail)

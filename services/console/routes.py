@@ -402,15 +402,18 @@ async def board_columns(
 
 
 def ticket_timeline(
-    events: list[Any], opened: list[Any], disclosure: Disclosure, customer_id: str | None
+    checked: list[tuple[Any, str]],
+    opened: list[Any],
+    disclosure: Disclosure,
+    customer_id: str | None,
 ) -> tuple[list[dict[str, Any]], bool]:
     """The ticket's events with hash-chain status (on the stored form) and payloads as the
     viewer may see them (opened, masked by role)."""
     timeline = []
     previous = queries.GENESIS_HASH
     chain_valid = True
-    for e, clear in zip(events, opened, strict=True):
-        ok = e.computed_hash() == e.hash and e.prev_hash == previous
+    for (e, stored_hash), clear in zip(checked, opened, strict=True):
+        ok = stored_hash == e.hash and e.prev_hash == previous
         chain_valid = chain_valid and ok
         previous = e.hash
         payload = disclosure.payload(clear, customer_id, e.stream_id)
@@ -448,19 +451,19 @@ async def ticket_page(
     reports = principal.has_scope("reports:read")
 
     def read(conn: Any) -> tuple[Any, Any, Any, Any, Any]:
-        events = queries.ticket_events(conn, ticket_id)
+        checked = queries.ticket_events(conn, ticket_id)
         return (
-            events,
-            platform.store.open(conn, events),
+            checked,
+            platform.store.open(conn, [e for e, _ in checked]),
             open_rows(conn, platform, [_personal(row)])[0],
             queries.ticket_compliance(conn, ticket_id) if reports else None,
             queries.ticket_flag_row(conn, ticket_id),
         )
 
-    events, opened, personal, compliance, flags = await queries.read(platform, read)
+    checked, opened, personal, compliance, flags = await queries.read(platform, read)
     disclosure = Disclosure(request, principal)
     personal = disclosure.row(personal)
-    timeline, chain_valid = ticket_timeline(events, opened, disclosure, personal["customer_id"])
+    timeline, chain_valid = ticket_timeline(checked, opened, disclosure, personal["customer_id"])
     disclosure.record()
     checklist = json.loads(compliance.checklist) if compliance is not None else None
     locale = locale_of(request)

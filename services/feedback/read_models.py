@@ -36,7 +36,6 @@ from shared.kernel.events.tickets import FaultCategory, TicketDiagnosed, TicketR
 from shared.kernel.reach import EVERYWHERE, Reach
 from shared.readmodels.ticket_state import ticket_state
 
-GROUPS = ("region", "service_point", "technician", "month")
 GROUP_COLUMN = {
     "region": "region",
     "service_point": "service_point_id",

@@ -327,20 +327,22 @@ async def ticket_history(
 ) -> TicketHistory:
     row = await visible_ticket(platform, principal, ticket_id)
 
-    def stored_and_opened(c: Connection) -> tuple[list[EventEnvelope], list[EventEnvelope]]:
-        stored = platform.store.read_stream(c, str(ticket_id))
-        return stored, platform.store.open(c, stored)
+    def stored_and_opened(
+        c: Connection,
+    ) -> tuple[list[tuple[EventEnvelope, str]], list[EventEnvelope]]:
+        checked = platform.store.read_stream_checked(c, str(ticket_id))
+        return checked, platform.store.open(c, [e for e, _ in checked])
 
-    events, opened = await platform.db.read(stored_and_opened)
-    if not events:
+    checked, opened = await platform.db.read(stored_and_opened)
+    if not checked:
         raise NotFound("ticket_not_found", f"no ticket {ticket_id}")
     disclosure = Disclosure(request, principal)
     items: list[HistoryEvent] = []
     chain_valid = True
     previous = GENESIS_HASH
-    for e, clear in zip(events, opened, strict=True):
+    for (e, stored_hash), clear in zip(checked, opened, strict=True):
         # The hash covers the stored (sealed) payload; the caller sees it opened.
-        hash_ok = e.computed_hash() == e.hash and e.prev_hash == previous
+        hash_ok = stored_hash == e.hash and e.prev_hash == previous
         chain_valid = chain_valid and hash_ok
         previous = e.hash
         payload = disclosure.payload(clear, row["customer_id"], str(ticket_id))

@@ -17,7 +17,6 @@ from shared.kernel.events.registry import TOPIC_FAMILY_BY_STREAM_TYPE, all_paylo
 from shared.kernel.personal import ERASED, personal_fields
 
 CONTRACT_DIR = Path(__file__).resolve().parents[2] / "docs" / "contract"
-EVENTS_DIR = CONTRACT_DIR / "events"
 
 
 def schema_filename(event_type: str, version: int) -> str:

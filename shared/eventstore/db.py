@@ -144,6 +144,21 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def utc_from_stored(value: str | datetime) -> datetime:
+    """A stored time as the instant it is (``UtcDateTime``'s reading, for the readers on
+    the bare drivers): the driver's datetime, or SQLite's text — without an offset, UTC;
+    with one (never what a write stores), that instant, not the same wall time in UTC."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo is UTC else value.astimezone(UTC)
+    try:
+        # Stored without an offset: parsing it with one is several times cheaper than
+        # datetime.replace(tzinfo=...), and gives the UTC singleton.
+        return datetime.fromisoformat(value + "+00:00")
+    except ValueError:
+        parsed = datetime.fromisoformat(value)
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
 def sqlite_path(url: str) -> str:
     return url.split(":///", 1)[1] if ":///" in url else ""
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cache
 from json.encoder import encode_basestring
 from operator import itemgetter
@@ -27,6 +27,7 @@ from sqlalchemy import Connection, bindparam, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.util import await_only
 
+from shared.eventstore.db import utc_from_stored
 from shared.eventstore.driver import (
     asyncpg_driver,
     integrity_errors,
@@ -278,17 +279,6 @@ _LAST_POSITION = text("SELECT COALESCE(MAX(position), 0) FROM events")
 _MAX_VERSION = 2**31 - 1
 
 
-def _parse_time(value: Any) -> datetime:
-    if isinstance(value, datetime):
-        return value if value.tzinfo is UTC else value.astimezone(UTC)
-    try:
-        # Stored without an offset (UTC): parsing it with one is several times cheaper
-        # than datetime.replace(tzinfo=...), and gives the UTC singleton.
-        return datetime.fromisoformat(value + "+00:00")
-    except ValueError:
-        return datetime.fromisoformat(value).replace(tzinfo=UTC)
-
-
 _ACTORS: dict[tuple[str, str], Actor] = {}
 
 
@@ -327,8 +317,8 @@ def row_to_envelope(row: Sequence[Any]) -> EventEnvelope:
         hash_,
     ) = row
     try:
-        recorded = _parse_time(recorded_at)
-        occurred = recorded if occurred_at == recorded_at else _parse_time(occurred_at)
+        recorded = utc_from_stored(recorded_at)
+        occurred = recorded if occurred_at == recorded_at else utc_from_stored(occurred_at)
         decoded = orjson.loads(payload)
     except (ValueError, TypeError) as exc:  # orjson's and the time parser's errors
         raise UnreadableEvent(position, exc) from exc
@@ -354,6 +344,41 @@ def row_to_envelope(row: Sequence[Any]) -> EventEnvelope:
             "hash": hash_,
         }
     )
+
+
+_PAYLOAD_COLUMN = EVENT_COLUMNS.index("payload")
+
+
+def checked_row(row: Sequence[Any]) -> tuple[EventEnvelope, str]:
+    """An event from its stored row, and the hash of that row as stored: the canonical
+    envelope text around the payload text exactly as written (an append writes the
+    canonical text, and hashes that). A payload rewritten into another text of the same
+    parsed value — a key given twice, which JSON readers resolve differently (SQL's
+    ``json_extract`` takes the first, Python the last) — no longer matches, where
+    ``EventEnvelope.computed_hash``, re-serialising the parsed payload, would. Raises
+    (``UnreadableEvent``, ``TypeError``, ``ValueError``) for a row that is no event."""
+    e = row_to_envelope(row)
+    recorded = format_timestamp(e.recorded_at)
+    occurred = recorded if e.occurred_at == e.recorded_at else format_timestamp(e.occurred_at)
+    common = {
+        "actor_role": e.actor.role,
+        "actor_subject": e.actor.subject,
+        "causation_id": e.causation_id,
+        "correlation_id": e.correlation_id,
+        "region": e.region,
+        "service": e.service,
+        "stream_id": e.stream_id,
+        "stream_type": e.stream_type,
+    }
+    text_ = EnvelopeText.of(common, recorded).event(
+        e.event_id,
+        e.event_type,
+        occurred,
+        row[_PAYLOAD_COLUMN],
+        e.schema_version,
+        e.stream_version,
+    )
+    return e, text_.hash(e.position, e.prev_hash)
 
 
 # A fold's columns: where the event sits, what it is, when, and its payload — what most
@@ -419,8 +444,8 @@ def _fold_envelopes(rows: Iterable[Sequence[Any]]) -> list[EventEnvelope]:
         payload,
     ) in rows:
         try:  # costs nothing unless a row is damaged (as in ``row_to_envelope``)
-            recorded = _parse_time(recorded_at)
-            occurred = recorded if occurred_at == recorded_at else _parse_time(occurred_at)
+            recorded = utc_from_stored(recorded_at)
+            occurred = recorded if occurred_at == recorded_at else utc_from_stored(occurred_at)
             decoded = orjson.loads(payload)
         except (ValueError, TypeError) as exc:
             raise UnreadableEvent(position, exc) from exc
@@ -749,6 +774,14 @@ class EventStore:
         if recorded_until is not None:
             found = [e for e in found if e.recorded_at <= recorded_until]
         return found
+
+    def read_stream_checked(
+        self, conn: Connection, stream_id: str
+    ) -> list[tuple[EventEnvelope, str]]:
+        """The stream's events, each with the hash of its row as stored (``checked_row``):
+        an audit trail's view."""
+        params = {"stream_id": stream_id, "from_version": 1, "to_version": _MAX_VERSION}
+        return [checked_row(r) for r in _rows(conn, _READ_STREAM, params)]
 
     def read_streams(
         self, conn: Connection, stream_ids: Iterable[str], *, recorded_until: datetime | None = None

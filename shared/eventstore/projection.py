@@ -35,7 +35,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.schema import CreateIndex
 from sqlalchemy.util import await_only
 
-from shared.eventstore.db import UtcDateTime
+from shared.eventstore.db import UtcDateTime, utc_from_stored
 from shared.eventstore.driver import (
     asyncpg_driver,
     integrity_errors,
@@ -277,12 +277,7 @@ def _write_time(value: datetime | None) -> str | None:
 
 
 def _read_time(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:  # stored without offset: parsed with one, cheaper than replace(tzinfo=UTC)
-        return datetime.fromisoformat(value + "+00:00")
-    except ValueError:
-        return datetime.fromisoformat(value).replace(tzinfo=UTC)
+    return None if value is None else utc_from_stored(value)
 
 
 def _write_bool(value: bool | None) -> int | None:

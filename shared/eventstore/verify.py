@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from shared.eventstore.checkpoints import HeldCheckpoint, LedgerState, StreamHeads
-from shared.eventstore.ledger import EventStore, UnreadableEvent, row_to_envelope
+from shared.eventstore.ledger import EventStore, UnreadableEvent, checked_row
 from shared.eventstore.tables import event_sequence
 from shared.kernel.events.envelope import GENESIS_HASH, EventEnvelope
 
@@ -40,10 +40,11 @@ class VerificationReport:
 
 
 def link_problems(
-    e: EventEnvelope, last_position: int, version: int, prev: str
+    e: EventEnvelope, stored_hash: str, last_position: int, version: int, prev: str
 ) -> list[tuple[str, str]]:
     """(kind, detail) of each check one event fails in a walk of the whole ledger, given
-    the position before it and its stream's head (version, hash) so far."""
+    the hash of its row as stored (``checked_row``), the position before it and its
+    stream's head (version, hash) so far."""
     problems: list[tuple[str, str]] = []
     if e.position != last_position + 1:
         problems.append(("global_sequence", f"position {e.position} follows {last_position}"))
@@ -51,13 +52,13 @@ def link_problems(
         problems.append(("stream_version", f"version {e.stream_version} follows {version}"))
     if e.prev_hash != prev:
         problems.append(("chain", "prev_hash does not match the previous event's hash"))
-    if e.computed_hash() != e.hash:
+    if stored_hash != e.hash:
         problems.append(("hash", "content does not match its hash"))
     return problems
 
 
 def unreadable_detail(error: Exception) -> str:
-    """What a row that makes no event (``row_to_envelope`` raised) is reported with."""
+    """What a row that makes no event (``checked_row`` raised) is reported with."""
     cause = error.cause if isinstance(error, UnreadableEvent) else error
     return f"the stored row is not an event: {type(cause).__name__}: {cause}"[:500]
 
@@ -76,11 +77,11 @@ class _Walk:
         self.events: dict[int, EventEnvelope] = {}  # the ledger's checkpoint events
         self.states: dict[int, LedgerState] = {}  # by held checkpoint event position
 
-    def step(self, e: EventEnvelope, stop_at_first: bool) -> bool:
+    def step(self, e: EventEnvelope, stored_hash: str, stop_at_first: bool) -> bool:
         """Check one event; False to stop."""
         self.report.events_checked += 1
         version, prev = self.heads.get(e.stream_id, (0, GENESIS_HASH))
-        problems = link_problems(e, self.last_position, version, prev)
+        problems = link_problems(e, stored_hash, self.last_position, version, prev)
         for kind, detail in problems:
             self.report.broken.append(
                 BrokenLink(kind, e.stream_id, e.stream_version, str(e.event_id), e.position, detail)
@@ -190,14 +191,14 @@ def verify_ledger(
             break
         for row in rows:
             try:
-                event = row_to_envelope(row)
+                event, stored_hash = checked_row(row)
             except Exception as exc:  # whatever a hand-edited row makes the decoding raise
                 walk.unreadable(row, exc)
                 if stop_at_first:
                     walk.report.streams_checked = len(walk.heads)
                     return walk.report
                 continue
-            if not walk.step(event, stop_at_first):
+            if not walk.step(event, stored_hash, stop_at_first):
                 walk.report.streams_checked = len(walk.heads)
                 return walk.report
     walk.finish(conn)

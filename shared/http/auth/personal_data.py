@@ -59,11 +59,6 @@ def mask_phone(phone: str) -> str:
     return f"{plus}{digits[:3]}{'*' * (len(digits) - 7)}{digits[-4:]}"
 
 
-def mask_address_line(line: str | None) -> str | None:
-    """The street address goes entirely; city and region stay (they route the work)."""
-    return None if line is None else MASK
-
-
 def mask_value(kind: Kind, value: Any) -> Any:
     """A clear value as a role that sees it masked gets it; sealed values and the
     ``[erased]`` / ``[unreadable]`` markers stay as they are (they show nothing)."""
