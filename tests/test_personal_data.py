@@ -11,6 +11,7 @@ from uuid import uuid4
 
 import httpx
 import pytest
+from sqlalchemy import select, update
 
 from services.intake.read_models import get_ticket_row
 from shared.app.audit import render, select_events, signing_key, summarise, verify_export
@@ -18,6 +19,7 @@ from shared.app.platform import Platform
 from shared.app.registry import all_projections
 from shared.app.replay import replay
 from shared.eventstore.kafka import ensure_topics, event_topics
+from shared.eventstore.personal.tables import personal_data_keys
 from shared.eventstore.verify import verify_ledger
 from shared.http.streams import format_sse
 from shared.kernel.clock import ManualClock
@@ -360,6 +362,47 @@ async def test_a_repeated_erasure_answers_with_the_first_to_the_microsecond(
     assert held.json()["erased_at"] == erased_at
     (erasure,) = [e for e in held.json()["privacy_events"] if "Erased" in e["event_type"]]
     assert erasure["occurred_at"] == erased_at
+
+
+async def test_a_restored_key_of_an_erased_customer_is_found_and_erased_again(
+    platform: Platform,
+    life: Lifecycle,
+    intake: httpx.AsyncClient,
+    feedback: httpx.AsyncClient,
+    person: Person,
+) -> None:
+    """A backup from before an erasure restored brings the customer's data key back: the
+    ledger's erasure stands — verify names it, and a service's start erases it again (a
+    black-box pass saw the clear values return)."""
+    customer = await customer_with_history(platform, life, intake, feedback, person)
+    keys = personal_data_keys.c
+    saved = await platform.db.read(
+        lambda c: c.execute(
+            select(keys.wrapped_key, keys.lookup).where(keys.customer_id == customer.customer_id)
+        ).one()
+    )
+    body = {"request_id": "DSR-9", "legal_basis": "PIPL art. 47"}
+    async with service_client("intake", platform, role="privacy_officer") as dpo:
+        erased = await dpo.post(f"/customers/{customer.customer_id}/erasure", json=body)
+    assert erased.status_code == 200, erased.text
+    restore = (
+        update(personal_data_keys)
+        .where(keys.customer_id == customer.customer_id)
+        .values(wrapped_key=saved.wrapped_key, lookup=saved.lookup, erased_at=None)
+    )
+    await platform.db.write(lambda c: c.execute(restore))
+    report = await platform.db.read(lambda c: verify_ledger(c, platform.store))
+    assert [(b.kind, b.stream_id) for b in report.broken] == [
+        ("erasure", f"customer-{customer.customer_id}")
+    ]
+    await platform.check_personal_data()  # what every start does
+    assert (await platform.db.read(lambda c: verify_ledger(c, platform.store))).ok
+    row = await platform.db.read(
+        lambda c: c.execute(
+            select(keys.wrapped_key, keys.erased_at).where(keys.customer_id == customer.customer_id)
+        ).one()
+    )
+    assert row.wrapped_key is None and row.erased_at is not None
 
 
 async def test_erasure_is_refused_for_unknown_held_or_open_customers(

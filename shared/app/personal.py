@@ -4,6 +4,7 @@ start-up check that the key is this database's (docs/personal-data.md)."""
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import secrets
 import threading
@@ -18,6 +19,8 @@ from shared.kernel.clock import Clock
 if TYPE_CHECKING:
     from shared.app.config import Settings
     from shared.eventstore.db import Database
+
+log = logging.getLogger(__name__)
 
 MASTER_KEY_FILE = "personal-data-master.key"
 
@@ -133,6 +136,14 @@ async def check_master_key(db: Database, personal: PersonalData) -> None:
     """At start: unwrap this database's keys with the configured master key (creating them
     on a new database). Raises ``MasterKeyMismatch`` — the caller refuses to start."""
     await db.write(lambda c: personal.ring.ready(c, create=True))
+    # The ledger's erasures stand: a restored backup from before one brought keys back.
+    redone = await db.write(personal.redo_erasures)
+    if redone:
+        log.warning(
+            "erased again %d customer(s) whose data keys a restored backup brought back: %s",
+            len(redone),
+            ", ".join(redone[:20]),
+        )
 
 
 async def rotate_master_key(settings: Settings, new: MasterKey) -> RotationResult:

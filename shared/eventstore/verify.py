@@ -11,7 +11,9 @@ from sqlalchemy import Connection, select
 
 from shared.eventstore.checkpoints import HeldCheckpoint, LedgerState, StreamHeads
 from shared.eventstore.ledger import EventStore, UnreadableEvent, checked_row
+from shared.eventstore.personal.sealing import erasures_undone
 from shared.eventstore.tables import event_sequence
+from shared.kernel.events.customers import customer_stream_id
 from shared.kernel.events.envelope import GENESIS_HASH, EventEnvelope
 
 
@@ -137,6 +139,19 @@ class _Walk:
                     self.last_position,
                     f"the position counter is at {counter} but the last event is at "
                     f"{self.last_position}{removed}",
+                )
+            )
+        for customer_id, at in erasures_undone(conn):
+            self.report.broken.append(
+                BrokenLink(
+                    "erasure",
+                    customer_stream_id(customer_id),
+                    0,
+                    "",
+                    0,
+                    f"customer {customer_id} was erased at {at:%Y-%m-%d %H:%M:%S}Z, but their "
+                    "data key, lookups or phone indexes are back (a backup from before the "
+                    "erasure restored?): starting any service erases them again",
                 )
             )
         self.check_held()

@@ -21,7 +21,7 @@ import orjson
 from cryptography.exceptions import InvalidTag
 from sqlalchemy import Connection, text
 
-from shared.eventstore.db import ReadChangedMeanwhile
+from shared.eventstore.db import ReadChangedMeanwhile, utc_from_stored
 from shared.eventstore.driver import Statement
 from shared.eventstore.ledger import StreamAppend
 from shared.eventstore.metrics import PERSONAL_DATA_UNREADABLE, note_committed
@@ -83,6 +83,29 @@ _ERASE_KEY = text(
 )
 _ERASE_PHONES = text("DELETE FROM personal_data_phones WHERE customer_id = :customer_id")
 _ERASE_ALIASES = text("DELETE FROM personal_data_aliases WHERE customer_id = :customer_id")
+# Customers the ledger says were erased whose key, lookups or phone indexes are back (a
+# backup from before the erasure restored): stream ids are ``customer-<id>`` (9 + 36).
+_ERASURES_UNDONE = text(
+    "SELECT substr(e.stream_id, 10), e.recorded_at FROM events e "
+    "WHERE e.stream_type = 'customer' AND e.event_type = 'CustomerDataErased' AND ("
+    "EXISTS (SELECT 1 FROM personal_data_keys k WHERE k.customer_id = substr(e.stream_id, 10) "
+    "AND (k.wrapped_key IS NOT NULL OR k.lookup IS NOT NULL OR k.erased_at IS NULL)) "
+    "OR EXISTS (SELECT 1 FROM personal_data_phones p WHERE p.customer_id = substr(e.stream_id, 10)) "
+    "OR EXISTS (SELECT 1 FROM personal_data_aliases a WHERE a.customer_id = substr(e.stream_id, 10))"
+    ") ORDER BY e.position"
+)
+
+
+def erasures_undone(conn: Connection) -> list[tuple[str, datetime]]:
+    """(customer id, when erased) of each customer the ledger records as erased whose
+    personal-data traces are in the key tables again — a backup from before the erasure
+    restored; every start erases them again (``PersonalData.redo_erasures``)."""
+    return [
+        (str(customer_id), utc_from_stored(at))
+        for customer_id, at in conn.execute(_ERASURES_UNDONE)
+    ]
+
+
 _LEGAL_HOLD = text(
     "UPDATE personal_data_keys SET legal_hold = :hold WHERE customer_id = :customer_id"
 )
@@ -311,6 +334,14 @@ class PersonalData:
         # Every cached trace goes once the erasure commits (other processes: within their
         # key cache's lifetime, ``TICKETLINE_PRIVACY_KEY_CACHE_SECONDS``).
         note_committed(conn.info, lambda: self._forget(customer_id))
+
+    def redo_erasures(self, conn: Connection) -> list[str]:
+        """Erase again every customer the ledger records as erased whose traces came
+        back (``erasures_undone``); returns them."""
+        undone = erasures_undone(conn)
+        for customer_id, at in undone:
+            self.erase(conn, customer_id, at)
+        return [customer_id for customer_id, _ in undone]
 
     def _forget(self, customer_id: str) -> None:
         self.ring.forget(customer_id)
