@@ -168,6 +168,19 @@ async def test_verify_cli_exit_codes(platform: Platform, clock, database_url: st
     found = [(b["kind"], b["position"]) for b in report["broken"]]
     assert code == 1 and found == [("hash", 2), ("unreadable", 3)]
     assert report["events_checked"] == 4
+    # A replay of a damaged ledger is a finding about the data (1), not a bug (70).
+    code, out = await run_cli(database_url, "replay", "--quiet")
+    assert code == 1 and "Traceback" not in out, out
+    assert "ticketline verify" in out
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_a_database_missing_its_ledger_is_refused_not_a_bug(
+    platform: Platform, database_url: str
+) -> None:
+    await platform.db.write(lambda c: c.exec_driver_sql("DROP TABLE events"))
+    code, out = await run_cli(database_url, "verify")
+    assert code == 2 and "not a whole Ticketline database" in out and "Traceback" not in out
 
 
 @pytest.mark.parametrize("backend", ["postgres"])

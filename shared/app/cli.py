@@ -7,13 +7,15 @@ import asyncio
 import json
 import os
 import re
+import sqlite3
 import sys
 import uuid
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
+from sqlalchemy.exc import DatabaseError
 
 from shared.app.config import (
     CommandRefused,
@@ -27,6 +29,7 @@ from shared.app.observability import configure_logging
 from shared.app.registry import SERVERS, all_projections
 from shared.app.sla_cli import add_arguments as add_sla_arguments
 from shared.eventstore.db import DatabaseUnavailable, is_outage
+from shared.eventstore.ledger import UnreadableEvent
 from shared.eventstore.personal import MasterKeyMismatch
 from shared.http.auth.personal_data import install_log_filter
 from shared.http.auth.tokens import TOKEN_ROLES
@@ -772,7 +775,12 @@ def schema_problem(settings: Settings) -> str | None:
             )
     # In a thread: the CLI may be called from code that already runs an event loop.
     with ThreadPoolExecutor(max_workers=1) as pool:
-        current = pool.submit(asyncio.run, schema_is_current(url)).result()
+        try:
+            current = pool.submit(asyncio.run, schema_is_current(url)).result()
+        except DatabaseError as exc:
+            if unreachable(exc) is not None:
+                raise  # an outage: exit 3
+            return f"the database cannot be read as Ticketline's: {exc.orig or exc}"
     return None if current else "the database schema is not current: run `ticketline migrate`"
 
 
@@ -846,12 +854,57 @@ def _main(argv: Sequence[str] | None) -> int:
             # A path given on the command line that cannot be read or written.
             print(f"ticketline {args.command}: {exc.strerror}: {exc.filename}", file=sys.stderr)
             return 2
+        damage = ledger_damage(exc)
+        if damage is not None:  # a finding about the data, as verify's (1)
+            print(f"ticketline {args.command}: {damage}", file=sys.stderr)
+            return 1
+        if (gone := missing_table(exc)) is not None:
+            print(
+                f"ticketline {args.command}: the database is not a whole Ticketline database "
+                f"({gone}): restore it from a backup, or run `ticketline migrate` on a new one",
+                file=sys.stderr,
+            )
+            return 2
         away = unreachable(exc)
         if away is None:
             raise  # a real failure, with its traceback
         # Not "broken" (verify's 1): a script can tell an outage from a finding.
         print(f"ticketline {args.command}: cannot reach {away}: {exc}", file=sys.stderr)
         return 3
+
+
+def _database_said(exc: BaseException) -> Iterator[tuple[BaseException, str]]:
+    """Each error in the chain, with what the database said when it is the database's."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        said = current.orig if isinstance(current, DatabaseError) else current
+        yield current, str(said) if _is_database_error(said) else ""
+        current = current.__cause__ or current.__context__
+
+
+def _is_database_error(exc: BaseException | None) -> bool:
+    return isinstance(exc, sqlite3.Error) or getattr(exc, "sqlstate", None) is not None
+
+
+def ledger_damage(exc: BaseException) -> str | None:
+    """What a failure says about a damaged ledger (a row edited into no event), or None:
+    the reader that met it, or the database's JSON functions refusing a payload."""
+    for current, said in _database_said(exc):
+        if isinstance(current, UnreadableEvent):
+            return f"{current}; `ticketline verify` names every damaged row"
+        if "json" in said.lower():
+            return f"the ledger holds a payload that is no JSON ({said}); `ticketline verify` names the row"
+    return None
+
+
+def missing_table(exc: BaseException) -> str | None:
+    """What the database said when a table the schema has is gone, or None."""
+    for current, said in _database_said(exc):
+        if "no such table" in said or getattr(current, "sqlstate", None) == "42P01":
+            return said
+    return None
 
 
 def unreachable(exc: BaseException) -> str | None:
