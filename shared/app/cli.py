@@ -204,10 +204,17 @@ def _cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
             key = load_public(Path(args.public_key).read_bytes()) if args.public_key else None
         except ValueError as exc:
             raise CommandRefused(f"--public-key {args.public_key}: {exc}") from None
-        key = key or verifying_key(settings)
         if key is None:
-            print("verify: no signing key here; give --public-key FILE", file=sys.stderr)
-            return 2
+            key = verifying_key(settings)
+            if key is None:
+                print("verify: no signing key here; give --public-key FILE", file=sys.stderr)
+                return 2
+            # The key beside the database is what an intruder would replace with theirs.
+            print(
+                "verify: checking the checkpoints' signatures with this data directory's key; "
+                "give --public-key FILE (the key the centers were given) not to trust it",
+                file=sys.stderr,
+            )
         held = read_held(Path(args.checkpoints), key)
     return asyncio.run(_verify(settings, held))
 
