@@ -11,7 +11,8 @@ from uuid import uuid4
 
 import httpx
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
+from sqlalchemy.exc import DBAPIError
 
 from services.intake.read_models import get_ticket_row
 from shared.app.audit import render, select_events, signing_key, summarise, verify_export
@@ -531,7 +532,7 @@ async def test_a_corrected_customer_is_found_by_their_new_details_until_erased(
     assert await customer_of(platform, third) != customer_id
 
 
-@pytest.mark.parametrize("backend", ["sqlite"])
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 async def test_the_read_log_is_written_off_the_request_path(
     platform: Platform, intake: httpx.AsyncClient, person: Person, clock: ManualClock
 ) -> None:
@@ -546,3 +547,12 @@ async def test_the_read_log_is_written_off_the_request_path(
     assert await platform.reads.flush() == 3
     rows = await platform.db.read(lambda c: read_log(c))
     assert len(rows) == 3 and {r.read_at for r in rows} == {clock.now()}
+    # Append-only in the database too: an edit or a deletion is refused, whoever asks (a
+    # black-box pass rewrote and deleted entries unnoticed).
+    for change in (
+        "UPDATE personal_data_reads SET actor_subject = 'nobody'",
+        "DELETE FROM personal_data_reads",
+    ):
+        with pytest.raises(DBAPIError, match="append-only"):
+            await platform.db.write(lambda c, sql=change: c.execute(text(sql)))
+    assert len(await platform.db.read(lambda c: read_log(c))) == 3
