@@ -174,6 +174,19 @@ async def test_verify_cli_exit_codes(platform: Platform, clock, database_url: st
     assert "ticketline verify" in out
 
 
+def test_only_a_refused_payload_or_a_schema_table_gone_is_taken_for_the_datas_fault() -> None:
+    """A missing JSON function or a misspelt table is a bug (exit 70, its traceback), not
+    a damaged ledger (1) or a damaged database (2)."""
+    import sqlite3
+
+    from shared.app.cli import ledger_damage, missing_table
+
+    assert ledger_damage(sqlite3.OperationalError("malformed JSON")) is not None
+    assert ledger_damage(sqlite3.OperationalError("no such function: json_extract")) is None
+    assert missing_table(sqlite3.OperationalError("no such table: events")) is not None
+    assert missing_table(sqlite3.OperationalError("no such table: evnts")) is None
+
+
 @pytest.mark.parametrize("backend", ["sqlite"])
 async def test_a_database_missing_its_ledger_is_refused_not_a_bug(
     platform: Platform, database_url: str
@@ -220,6 +233,15 @@ async def test_export_round_trips_and_detects_tampering(
     # A file whose summary was re-made by someone without the key still fails.
     resigned = summarise(tampered, envelopes, fmt, {"ticket_id": ids[1]}, b"another key")
     assert not (await check(tampered, resigned)).ok
+    # A key given twice in a line, signed again with the key itself: not one reading.
+    if fmt == "jsonl":
+        first, rest = data.split(b"\n", 1)
+        doubled = first.replace(b'"payload":{', b'"payload":{"urgency":"smuggled",', 1)
+        assert doubled != first
+        doubled_data = doubled + b"\n" + rest
+        doubled_summary = summarise(doubled_data, envelopes, fmt, {"ticket_id": ids[1]}, key)
+        found = await check(doubled_data, doubled_summary)
+        assert any("given more than once" in p for p in found.problems), found.problems
     # An event cut out and the summary signed again with the key itself: the ledger
     # holds an event of the export's scope, within its positions, that the file lacks.
     assert len(envelopes) >= 2

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, select, text
 
 from services.parts import commands
 from services.parts.domain import STOCK_LEVELS, StockLevel, stock_stream
@@ -1232,3 +1232,9 @@ async def test_a_registered_location_is_read_where_its_location_header_says(
         assert (await west.get("/locations/HQ")).status_code == 200
         listed = {r["location_id"] for r in await ok(await west.get("/locations"))}
         assert "HQ" in listed and "SP-SX-01" not in listed
+        # So is a headquarters registered with a region of its own before the tree's one
+        # rule (the old parts rule allowed it).
+        legacy = text("UPDATE parts_locations SET region = 'hq' WHERE location_id = 'HQ'")
+        await platform.db.write(lambda c: c.execute(legacy))
+        assert (await west.get("/locations/HQ")).status_code == 200
+        assert "HQ" in {r["location_id"] for r in await ok(await west.get("/locations"))}

@@ -39,7 +39,7 @@ from shared.eventstore.tables import events, projection_checkpoints, seen_in_reg
 from shared.eventstore.verify import link_problems, unreadable_detail
 from shared.kernel import lifecycle
 from shared.kernel.errors import InvalidCommand
-from shared.kernel.events.envelope import GENESIS_HASH, EventEnvelope
+from shared.kernel.events.envelope import GENESIS_HASH
 from shared.kernel.reach import EVERYWHERE, Reach
 from shared.readmodels.ticket_state import ticket_state
 
@@ -343,13 +343,6 @@ def board_page(
 def ticket(conn: Connection, ticket_id: str) -> Any:
     query = select(ticket_state, *CLOCK_COLUMNS).select_from(TICKETS)
     return conn.execute(query.where(t.ticket_id == ticket_id)).first()
-
-
-def ticket_events(conn: Connection, ticket_id: str) -> list[tuple[EventEnvelope, str]]:
-    """The ticket's events, each with the hash of its row as stored (``checked_row``)."""
-    e = events.c
-    query = select(events).where(e.stream_id == ticket_id).order_by(e.stream_version)
-    return [checked_row(r) for r in conn.execute(query)]
 
 
 def ticket_compliance(conn: Connection, ticket_id: str) -> Any:

@@ -451,7 +451,7 @@ async def ticket_page(
     reports = principal.has_scope("reports:read")
 
     def read(conn: Any) -> tuple[Any, Any, Any, Any, Any]:
-        checked = queries.ticket_events(conn, ticket_id)
+        checked = platform.store.read_stream_checked(conn, ticket_id)
         return (
             checked,
             platform.store.open(conn, [e for e, _ in checked]),

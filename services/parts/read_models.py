@@ -95,7 +95,8 @@ def list_locations(conn: Connection, region: str | None) -> list[Row[Any]]:
     query = select(parts_locations).order_by(parts_locations.c.location_id)
     if region:
         c = parts_locations.c
-        query = query.where(or_(c.region == region, c.region.is_(None)))
+        headquarters = c.level == LocationLevel.headquarters.value
+        query = query.where(or_(c.region == region, headquarters))
     return list(conn.execute(query).all())
 
 

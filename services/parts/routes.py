@@ -54,6 +54,7 @@ from shared.http.params import (
 )
 from shared.http.problems import PROBLEM_RESPONSES, problem_doc
 from shared.kernel.errors import NotFound
+from shared.kernel.events.parts import LocationLevel
 from shared.kernel.parts import normalise_part_number
 from shared.kernel.reach import Scope
 
@@ -191,7 +192,8 @@ async def get_location(
 ) -> LocationView:
     row = await platform.db.read(lambda c: read_models.get_location(c, location_id))
     # The tree is every reader's within its region; headquarters serves every region.
-    if row is None or not principal.reach.allows_region(row.region):
+    headquarters = row is not None and row.level == LocationLevel.headquarters
+    if row is None or not (headquarters or principal.reach.allows_region(row.region)):
         raise NotFound("location_not_found", f"no location {location_id}")
     return LocationView(**row._mapping)
 

@@ -21,7 +21,7 @@ from shared.app.config import Settings
 from shared.eventstore.ledger import EVENT_COLUMNS, EventStore, checked_row, row_to_envelope
 from shared.eventstore.tables import events
 from shared.kernel.events.envelope import Actor, EventEnvelope, canonical_json, format_timestamp
-from shared.kernel.text import escape_line_separators
+from shared.kernel.text import escape_line_separators, unique_keys
 
 ExportFormat = Literal["jsonl", "csv"]
 CSV_COLUMNS = list(EVENT_COLUMNS)
@@ -101,7 +101,12 @@ def parse(data: bytes, fmt: ExportFormat) -> list[EventEnvelope]:
     text = data.decode()
     if fmt == "jsonl":
         # Lines end with "\n" only (older exports may hold raw U+2028 inside a line).
-        return [EventEnvelope.model_validate_json(line) for line in text.split("\n") if line]
+        # Keys given twice are refused: the file must hold one reading of each event.
+        return [
+            EventEnvelope.model_validate(json.loads(line, object_pairs_hook=unique_keys))
+            for line in text.split("\n")
+            if line
+        ]
     out = []
     for row in csv.DictReader(io.StringIO(text)):
         out.append(
@@ -121,7 +126,7 @@ def parse(data: bytes, fmt: ExportFormat) -> list[EventEnvelope]:
                     correlation_id=row["correlation_id"],
                     causation_id=row["causation_id"] or None,
                     region=row["region"] or None,
-                    payload=json.loads(row["payload"]),
+                    payload=json.loads(row["payload"], object_pairs_hook=unique_keys),
                     prev_hash=row["prev_hash"],
                     hash=row["hash"],
                 )

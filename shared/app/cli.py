@@ -901,15 +901,25 @@ def ledger_damage(exc: BaseException) -> str | None:
     for current, said in _database_said(exc):
         if isinstance(current, UnreadableEvent):
             return f"{current}; `ticketline verify` names every damaged row"
-        if "json" in said.lower():
+        # SQLite's JSON functions, PostgreSQL's cast of a payload (22P02) — not any error
+        # that mentions JSON (a missing function is a bug, with its traceback).
+        json_refused = "malformed json" in said.lower() or (
+            getattr(current, "sqlstate", None) == "22P02" and "json" in said.lower()
+        )
+        if json_refused:
             return f"the ledger holds a payload that is no JSON ({said}); `ticketline verify` names the row"
     return None
 
 
 def missing_table(exc: BaseException) -> str | None:
-    """What the database said when a table the schema has is gone, or None."""
-    for current, said in _database_said(exc):
-        if "no such table" in said or getattr(current, "sqlstate", None) == "42P01":
+    """What the database said when a table the schema has is gone, or None (a table the
+    schema has not: a bug, with its traceback). The code that failed imported the
+    definitions of the tables it reads."""
+    from shared.eventstore.db import metadata
+
+    for _, said in _database_said(exc):
+        found = re.search(r'no such table: (\w+)|relation "(\w+)" does not exist', said)
+        if found and (found.group(1) or found.group(2)) in metadata.tables:
             return said
     return None
 

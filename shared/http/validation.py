@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from shared.http.context import CREDENTIAL_SCHEMES, principal_of
 from shared.http.problems import ProblemError
 from shared.http.security import UPLOAD_PREFIX
-from shared.kernel.text import invalid_text_reason
+from shared.kernel.text import DuplicateKey, invalid_text_reason, unique_keys
 
 # The request headers a service reads as text (credentials: the claims schema's job).
 CHECKED_HEADERS = ("Idempotency-Key", "If-Match", "Last-Event-ID", "X-Correlation-ID")
@@ -131,29 +131,13 @@ async def _check_input(request: Request) -> None:
     try:
         # Read again, keeping each object's keys: a key given twice is no input to guess
         # at (json.loads keeps the last one). About 8 µs for a ticket.
-        document = json.loads(body, object_pairs_hook=_unique_keys)
-    except _DuplicateKey as exc:
+        document = json.loads(body, object_pairs_hook=unique_keys)
+    except DuplicateKey as exc:
         raise invalid(exc.key, "given more than once in its object") from None
     except (ValueError, RecursionError):
         return  # not JSON (or too deep): the route's body parsing answers
     if may_hold_invalid_text(body) or may_hold_non_finite(body):
         check_document(document)
-
-
-class _DuplicateKey(Exception):
-    def __init__(self, key: str) -> None:
-        self.key = key
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    found = dict(pairs)
-    if len(found) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise _DuplicateKey(key)
-            seen.add(key)
-    return found
 
 
 # Probes and the metrics scrape answer whatever a monitor appends (a cache-buster).

@@ -49,7 +49,7 @@ def region_in_tree(
             raise InvalidCommand(
                 "parent_id", "a service_point's parent is a regional_center: give parent_id"
             )
-    elif parent_id.lower() == member_id.lower():
+    elif parent_id == member_id:
         raise InvalidCommand("parent_id", "a member cannot be its own parent")
     elif parent is None or parent.level is None:
         raise InvalidCommand("parent_id", f"no {what} {parent_id}")

@@ -19,6 +19,7 @@ them keeps every line a valid JSON text with the same value.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 # NUL, the other C0 controls but tab/LF/CR, DEL, the C1 controls but NEL (a line separator:
 # written escaped, below), and every UTF-16 surrogate code point (a str holds one only when
@@ -59,3 +60,24 @@ def escape_line_separators(text: str) -> str:
     """``text`` (JSON) with U+0085, U+2028 and U+2029 written as ``\\uXXXX`` escapes. Only
     valid inside JSON strings, where those characters can only occur."""
     return _LINE_SEPARATORS.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+class DuplicateKey(ValueError):
+    """A JSON object giving one key twice: readers disagree on which value holds (Python
+    keeps the last, SQL's ``json_extract`` the first), so it is no input to guess at."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"{key!r} given more than once in its object")
+        self.key = key
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads``'s ``object_pairs_hook`` refusing a key given twice."""
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKey(key)
+            seen.add(key)
+    return found
