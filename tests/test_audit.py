@@ -9,7 +9,7 @@ import sys
 
 import httpx
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from services.intake.app import create_app
 from shared.app.audit import parse, render, select_events, signing_key, summarise, verify_export
@@ -185,6 +185,17 @@ def test_only_a_refused_payload_or_a_schema_table_gone_is_taken_for_the_datas_fa
     assert ledger_damage(sqlite3.OperationalError("no such function: json_extract")) is None
     assert missing_table(sqlite3.OperationalError("no such table: events")) is not None
     assert missing_table(sqlite3.OperationalError("no such table: evnts")) is None
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])  # PostgreSQL's integer column holds no text
+async def test_a_version_stored_as_text_is_a_finding_for_replay_too(
+    platform: Platform, clock, database_url: str
+) -> None:
+    await seed(platform, clock, tickets=2)
+    damage = text("UPDATE events SET stream_version = 'one' WHERE position = 2")
+    await platform.db.write(lambda c: c.execute(damage))
+    code, out = await run_cli(database_url, "replay", "--quiet")
+    assert code == 1 and "position 2" in out and "Traceback" not in out, out
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

@@ -1074,6 +1074,7 @@ async def test_the_location_tree_has_three_levels_and_a_point_is_in_its_centers_
         | {"region": "west"},
         {"location_id": "rc-i", "name": "c", "level": "regional_center", "parent_id": "RC-EAST"},
         {"location_id": "sp-i-3", "name": "d", "level": "service_point", "parent_id": "rc-west"},
+        {"location_id": "rc-j", "name": "e", "level": "regional_center"},  # names no region
     ]
     path = write_csv(tmp_path / "locations.csv", header, rows)
     summary, sink = await import_file(platform, "locations", path, skip_invalid=True)
@@ -1083,11 +1084,13 @@ async def test_the_location_tree_has_three_levels_and_a_point_is_in_its_centers_
         (2, "parent_id"),
         (3, "region"),
         (4, "parent_id"),
+        (6, "region"),
     ]
     assert [text.split(":")[0] for _, _, text in found] == [
         "parent_level",
         "parent_region",
         "parent_level",
+        "a regional_center serves one region",
     ]
     (imported,) = [r for r in await ok(await admin.get("/locations")) if r["name"] == "d"]
     assert (imported["location_id"], imported["region"]) == ("sp-i-3", "west")

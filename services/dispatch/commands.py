@@ -46,7 +46,8 @@ def update_service_point(
 ) -> Member:
     parent = read_models.get_service_point(conn, description.parent_id)
     held = read_models.open_ticket_regions(conn, service_point_id=point_id)
-    command = domain.UpdateServicePoint(description, parent, reason, held)
+    children = read_models.child_regions(conn, point_id)
+    command = domain.UpdateServicePoint(description, parent, reason, held, children)
     return h.execute(
         conn, domain.SERVICE_POINTS, point_id, command, domain.decide_update_service_point
     )

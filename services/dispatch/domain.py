@@ -158,6 +158,8 @@ class UpdateServicePoint:
     reason: str | None = None
     # Regions of the open tickets assigned at this point (read_models.open_ticket_regions).
     open_ticket_regions: frozenset[str] = frozenset()
+    # Regions of the service points under it (a regional center's: read_models.child_regions).
+    child_regions: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -216,6 +218,13 @@ def decide_update_service_point(
         raise RuleViolation("level_fixed", "a member's level cannot change; register a new one")
     d = _placed(state.member_id, command.description, command.parent)
     _keep_open_tickets_in_region(state.member_id, d.region, command.open_ticket_regions)
+    # The tree's rule holds for the points under it too: they are in its region.
+    if elsewhere := sorted(command.child_regions - {d.region}):
+        raise RuleViolation(
+            "child_region",
+            f"service points under {state.member_id} serve {', '.join(elsewhere)}: move them "
+            f"to another regional center first",
+        )
     return [ServicePointUpdated(**d.model_dump(), reason=command.reason)]
 
 

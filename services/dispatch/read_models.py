@@ -250,6 +250,13 @@ def open_ticket_regions(
     return frozenset(r for (r,) in conn.execute(query) if r is not None)
 
 
+def child_regions(conn: Connection, point_id: str) -> frozenset[str]:
+    """The regions of the service points under a regional center."""
+    p = service_points.c
+    query = select(p.region).distinct().where(p.parent_id == point_id)
+    return frozenset(r for (r,) in conn.execute(query) if r is not None)
+
+
 def technician_assignments(conn: Connection, technician_id: str) -> list[Any]:
     t = ticket_state.c
     query = (

@@ -146,7 +146,12 @@ class Locations(Kind):
                     domain.decide_register_location,
                     row.registered_at,
                 ),
-                {"parent_id": "parent_id", "parent_level": "parent_id", "parent_region": "region"},
+                {
+                    "parent_id": "parent_id",
+                    "parent_level": "parent_id",
+                    "parent_region": "region",
+                    "region": "region",
+                },
             )
             assert after.registered is not None
             memory[self.key(row)] = domain.Place(

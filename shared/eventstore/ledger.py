@@ -292,6 +292,12 @@ def _actor(subject: str, role: str) -> Actor:
     return found
 
 
+def _versions(stream_version: Any, schema_version: Any) -> None:
+    """A version column holding text (SQLite keeps what it is given) is no event."""
+    if stream_version.__class__ is not int or schema_version.__class__ is not int:
+        raise TypeError(f"a version is not a whole number: {stream_version!r}, {schema_version!r}")
+
+
 def row_to_envelope(row: Sequence[Any]) -> EventEnvelope:
     """An event from its stored row (columns in ``_EVENT_COLUMNS`` order). Trusted data
     from our own ledger: built without validation, with the payload decoded once; a row
@@ -320,6 +326,7 @@ def row_to_envelope(row: Sequence[Any]) -> EventEnvelope:
         recorded = utc_from_stored(recorded_at)
         occurred = recorded if occurred_at == recorded_at else utc_from_stored(occurred_at)
         decoded = orjson.loads(payload)
+        _versions(stream_version, schema_version)
     except (ValueError, TypeError) as exc:  # orjson's and the time parser's errors
         raise UnreadableEvent(position, exc) from exc
     return EventEnvelope.trusted(
@@ -447,6 +454,7 @@ def _fold_envelopes(rows: Iterable[Sequence[Any]]) -> list[EventEnvelope]:
             recorded = utc_from_stored(recorded_at)
             occurred = recorded if occurred_at == recorded_at else utc_from_stored(occurred_at)
             decoded = orjson.loads(payload)
+            _versions(stream_version, schema_version)
         except (ValueError, TypeError) as exc:
             raise UnreadableEvent(position, exc) from exc
         values = {

@@ -35,6 +35,7 @@ from shared.kernel.events.network import (
     NetworkLevel,
     ServicePointDescription,
     ServicePointRegistered,
+    ServicePointUpdated,
     Shift,
     TechnicianDeactivated,
     TechnicianDescription,
@@ -256,6 +257,25 @@ def test_a_service_point_without_a_region_is_in_its_regional_centers() -> None:
     )
     assert isinstance(event, ServicePointRegistered)
     assert event.parent_id is None and event.region == "east"  # headquarters is optional
+
+
+def test_a_regional_center_keeps_its_region_while_points_under_it_serve_it() -> None:
+    """A black-box pass moved a center to another region and left its points behind, no
+    longer updatable with their own description."""
+    center = outlet(level="regional_center", kind=None, parent_id=None, region="south")
+    state = given_member(
+        SERVICE_POINTS,
+        ServicePointRegistered(
+            **outlet(level="regional_center", kind=None, parent_id=None).model_dump()
+        ),
+    )
+    moved = domain.UpdateServicePoint(center, None, "moved", child_regions=frozenset({"east"}))
+    with pytest.raises(RuleViolation) as err:
+        domain.decide_update_service_point(moved, state)
+    assert rule(err) == "child_region"
+    empty = domain.UpdateServicePoint(center, None, "moved")
+    (event,) = domain.decide_update_service_point(empty, state)
+    assert isinstance(event, ServicePointUpdated) and event.region == "south"
 
 
 @pytest.mark.parametrize(
