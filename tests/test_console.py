@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Connection, event, select, update
+from sqlalchemy import Connection, event, select, text, update
 
 from services.console import queries, routes
 from services.console.auth import COOKIE
@@ -317,6 +317,9 @@ async def test_console_verification_of_the_callers_scope(
                 assert int(checked.group(1)) == expected
             assert 'class="verify ok"' in status, status
     # A row edited into no event: listed as unreadable, the walk goes on to the end.
+    good = await platform.db.read(
+        lambda c: c.execute(select(events.c.payload).where(events.c.position == 1)).scalar_one()
+    )
     garbage = update(events).where(events.c.position == 1).values(payload="not json")
     await platform.db.write(lambda c: c.execute(garbage))
     async with console_client(platform, "auditor") as client:
@@ -330,6 +333,16 @@ async def test_console_verification_of_the_callers_scope(
         page = await client.get(f"/tickets/{damaged}")
     assert page.status_code == 500 and "text/html" in page.headers["content-type"]
     assert "ticketline verify" in page.text
+    # The newest event removed (the counter says more): the end of the walk says so, as
+    # `ticketline verify` does.
+    await platform.db.write(
+        lambda c: c.execute(update(events).where(events.c.position == 1).values(payload=good))
+    )
+    await platform.db.write(lambda c: c.execute(text("DELETE FROM outbox WHERE position = 3")))
+    await platform.db.write(lambda c: c.execute(text("DELETE FROM events WHERE position = 3")))
+    async with console_client(platform, "auditor") as client:
+        status = await verification_run(client)
+    assert 'class="verify bad"' in status and "ledger_tail" in status, status
 
 
 @SQLITE
