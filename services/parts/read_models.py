@@ -96,7 +96,9 @@ def list_locations(conn: Connection, region: str | None) -> list[Row[Any]]:
     if region:
         c = parts_locations.c
         headquarters = c.level == LocationLevel.headquarters.value
-        query = query.where(or_(c.region == region, headquarters))
+        # A location of no region (one registered before the tree's one rule) is every
+        # reader's, as GET /locations/{id} has it (shared/kernel/reach.py).
+        query = query.where(or_(c.region == region, c.region.is_(None), headquarters))
     return list(conn.execute(query).all())
 
 
