@@ -346,3 +346,17 @@ async def test_outputs_never_overwrite_the_live_database_or_an_existing_file(
     assert await platform.db.read(lambda c: c.execute(select(events)).all()) == before
     with pytest.raises(CommandRefused):
         await replay(platform.settings, [TicketStateProjection()], into=other)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_a_database_migrated_by_a_newer_release_is_refused_not_a_bug(
+    platform: Platform, database_url: str
+) -> None:
+    """A rollback without restoring the backup (docs/operations.md): exit 2 saying so."""
+    newer = text(
+        "UPDATE alembic_version SET version_num = '0099_newer' WHERE version_num LIKE '00%'"
+    )
+    await platform.db.write(lambda c: c.execute(newer))
+    for command in ("verify", "migrate"):
+        code, out = await run_cli(database_url, command)
+        assert code == 2 and "migrated by a newer release" in out and "Traceback" not in out

@@ -14,6 +14,7 @@ from collections.abc import Coroutine, Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from alembic.util.exc import CommandError
 from pydantic import ValidationError
 from sqlalchemy.exc import DatabaseError
 
@@ -855,6 +856,16 @@ def _main(argv: Sequence[str] | None) -> int:
         return 2
     except CommandRefused as exc:
         print(f"ticketline {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except CommandError as exc:
+        if "Can't locate revision" not in str(exc):
+            raise  # Alembic's other complaints are this release's bugs
+        print(
+            f"ticketline {args.command}: the database was migrated by a newer release "
+            f"({exc}): run that release, or restore the backup taken before its migration "
+            "(docs/operations.md)",
+            file=sys.stderr,
+        )
         return 2
     except Exception as exc:
         if isinstance(exc, OSError) and exc.filename is not None:
