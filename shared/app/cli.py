@@ -857,38 +857,36 @@ def _main(argv: Sequence[str] | None) -> int:
     except CommandRefused as exc:
         print(f"ticketline {args.command}: {exc}", file=sys.stderr)
         return 2
-    except CommandError as exc:
-        if "Can't locate revision" not in str(exc):
-            raise  # Alembic's other complaints are this release's bugs
-        print(
-            f"ticketline {args.command}: the database was migrated by a newer release "
-            f"({exc}): run that release, or restore the backup taken before its migration "
-            "(docs/operations.md)",
-            file=sys.stderr,
-        )
-        return 2
     except Exception as exc:
-        if isinstance(exc, OSError) and exc.filename is not None:
-            # A path given on the command line that cannot be read or written.
-            print(f"ticketline {args.command}: {exc.strerror}: {exc.filename}", file=sys.stderr)
-            return 2
-        damage = ledger_damage(exc)
-        if damage is not None:  # a finding about the data, as verify's (1)
-            print(f"ticketline {args.command}: {damage}", file=sys.stderr)
-            return 1
-        if (gone := missing_table(exc)) is not None:
-            print(
-                f"ticketline {args.command}: the database is not a whole Ticketline database "
-                f"({gone}): restore it from a backup, or run `ticketline migrate` on a new one",
-                file=sys.stderr,
-            )
-            return 2
-        away = unreachable(exc)
-        if away is None:
+        explained = explained_failure(exc)
+        if explained is None:
             raise  # a real failure, with its traceback
-        # Not "broken" (verify's 1): a script can tell an outage from a finding.
-        print(f"ticketline {args.command}: cannot reach {away}: {exc}", file=sys.stderr)
-        return 3
+        code, what = explained
+        print(f"ticketline {args.command}: {what}", file=sys.stderr)
+        return code
+
+
+def explained_failure(exc: Exception) -> tuple[int, str] | None:
+    """(exit code, message) of a failure that is not the command's bug: a path it cannot
+    use, a damaged ledger (a finding, as verify's 1), a database damaged or migrated by a
+    newer release (2), a server away (3 — a script can tell an outage from a finding)."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return 2, f"{exc.strerror}: {exc.filename}"
+    if isinstance(exc, CommandError) and "Can't locate revision" in str(exc):
+        return 2, (
+            f"the database was migrated by a newer release ({exc}): run that release, or "
+            "restore the backup taken before its migration (docs/operations.md)"
+        )
+    if (damage := ledger_damage(exc)) is not None:
+        return 1, damage
+    if (gone := missing_table(exc)) is not None:
+        return 2, (
+            f"the database is not a whole Ticketline database ({gone}): restore it from a "
+            "backup, or run `ticketline migrate` on a new one"
+        )
+    if (away := unreachable(exc)) is not None:
+        return 3, f"cannot reach {away}: {exc}"
+    return None
 
 
 def _database_said(exc: BaseException) -> Iterator[tuple[BaseException, str]]:
