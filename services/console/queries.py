@@ -15,7 +15,7 @@ headquarters' lists merge the regions' pages, and the counts read the index alon
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -35,12 +35,10 @@ from services.feedback.tables import (
 from shared.app.platform import Platform
 from shared.eventstore.ledger import checked_row
 from shared.eventstore.outbox import outbox_backlog
-from shared.eventstore.personal.sealing import erasures_undone
-from shared.eventstore.tables import event_sequence, events, projection_checkpoints, seen_in_region
-from shared.eventstore.verify import link_problems, unreadable_detail
+from shared.eventstore.tables import events, projection_checkpoints, seen_in_region
+from shared.eventstore.verify import ledger_end_problems, link_problems, unreadable_detail
 from shared.kernel import lifecycle
 from shared.kernel.errors import InvalidCommand
-from shared.kernel.events.customers import customer_stream_id
 from shared.kernel.events.envelope import GENESIS_HASH
 from shared.kernel.reach import EVERYWHERE, Reach
 from shared.readmodels.ticket_state import ticket_state
@@ -704,34 +702,9 @@ def verify_batch(conn: Connection, progress: VerifyProgress, batch: int = 2000) 
         progress.heads[event.stream_id] = (event.stream_version, event.hash)
         progress.last_position = event.position
     if not rows and progress.region is None:
-        _finish(conn, progress)
+        ending = ledger_end_problems(conn, progress.last_position)
+        progress.broken += [asdict(b) for b in ending]
     return bool(rows)
-
-
-def _finish(conn: Connection, progress: VerifyProgress) -> None:
-    """What ``ticketline verify`` checks once the walk is done: the ledger ends where the
-    position counter says, and no erased customer's data key is back."""
-    assert progress.broken is not None
-    found = []
-    counter = conn.execute(select(event_sequence.c.last_position)).scalar() or 0
-    if counter != progress.last_position:
-        found.append(
-            ("ledger_tail", "", progress.last_position, f"the position counter is at {counter}")
-        )
-    for customer_id, at in erasures_undone(conn):
-        detail = f"customer {customer_id} was erased at {at:%Y-%m-%d %H:%M:%S}Z; their key is back"
-        found.append(("erasure", customer_stream_id(customer_id), 0, detail))
-    for kind, stream_id, position, detail in found:
-        progress.broken.append(
-            {
-                "kind": kind,
-                "stream_id": stream_id,
-                "stream_version": 0,
-                "event_id": "",
-                "position": position,
-                "detail": detail,
-            }
-        )
 
 
 def _broken(

@@ -41,6 +41,41 @@ class VerificationReport:
         return not self.broken
 
 
+def ledger_end_problems(conn: Connection, last_position: int) -> list[BrokenLink]:
+    """What a walk of the whole ledger checks once done (``ticketline verify`` and the
+    console's verification): the ledger ends where the position counter says (a deleted
+    newest event leaves it ahead), and no erased customer's personal data is back."""
+    found = []
+    counter = conn.execute(select(event_sequence.c.last_position)).scalar() or 0
+    if counter != last_position:
+        removed = " (events at the end were removed)" if counter > last_position else ""
+        found.append(
+            BrokenLink(
+                "ledger_tail",
+                "",
+                0,
+                "",
+                last_position,
+                f"the position counter is at {counter} but the last event is at "
+                f"{last_position}{removed}",
+            )
+        )
+    for customer_id, at in erasures_undone(conn):
+        found.append(
+            BrokenLink(
+                "erasure",
+                customer_stream_id(customer_id),
+                0,
+                "",
+                0,
+                f"customer {customer_id} was erased at {at:%Y-%m-%d %H:%M:%S}Z, but their "
+                "data key, lookups or phone indexes are back (a backup from before the "
+                "erasure restored?): starting any service erases them again",
+            )
+        )
+    return found
+
+
 def link_problems(
     e: EventEnvelope, stored_hash: str, last_position: int, version: int, prev: str
 ) -> list[tuple[str, str]]:
@@ -127,33 +162,7 @@ class _Walk:
 
     def finish(self, conn: Connection) -> None:
         self.report.streams_checked = len(self.heads)
-        counter = conn.execute(select(event_sequence.c.last_position)).scalar() or 0
-        if counter != self.last_position:
-            removed = " (events at the end were removed)" if counter > self.last_position else ""
-            self.report.broken.append(
-                BrokenLink(
-                    "ledger_tail",
-                    "",
-                    0,
-                    "",
-                    self.last_position,
-                    f"the position counter is at {counter} but the last event is at "
-                    f"{self.last_position}{removed}",
-                )
-            )
-        for customer_id, at in erasures_undone(conn):
-            self.report.broken.append(
-                BrokenLink(
-                    "erasure",
-                    customer_stream_id(customer_id),
-                    0,
-                    "",
-                    0,
-                    f"customer {customer_id} was erased at {at:%Y-%m-%d %H:%M:%S}Z, but their "
-                    "data key, lookups or phone indexes are back (a backup from before the "
-                    "erasure restored?): starting any service erases them again",
-                )
-            )
+        self.report.broken += ledger_end_problems(conn, self.last_position)
         self.check_held()
 
     def check_held(self) -> None:
