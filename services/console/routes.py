@@ -41,7 +41,7 @@ from shared.http.disclosure import Disclosure, open_rows
 from shared.http.params import MAX_POSITION, IsoMonth, IsoWeek, Position, parse_ascii_uint
 from shared.http.streams import STOPPING_SSE, UNAVAILABLE_SSE, server_stopping, sse_response
 from shared.kernel.errors import InvalidCommand, NotFound
-from shared.kernel.reach import Scope
+from shared.kernel.reach import Reach, Scope
 
 # A page's cursor as the console writes it (queries.encode_cursor): value|id.
 CURSOR_PATTERN = r"^[^|]+\|[^|]+$"
@@ -298,6 +298,12 @@ class BoardView:
     columns: list[tuple[str, list[Card], str | None]] = field(default_factory=list)
 
 
+def listed_region(scope: Reach, asked: str | None) -> tuple[str | None, bool]:
+    """``Reach.list_region`` for a page's ``region`` (any case: the APIs' region filter
+    lower-cases it too)."""
+    return scope.list_region(asked.lower() if asked else None)
+
+
 async def board_view(
     platform: Platform,
     principal: Principal,
@@ -309,7 +315,7 @@ async def board_view(
     after: str | None,
 ) -> BoardView:
     scope = principal.reach
-    forced, visible = scope.list_region(region.lower() if region else None)
+    forced, visible = listed_region(scope, region)
     filters = queries.BoardFilters(
         region=forced, service_point_id=service_point or None, urgency=urgency or None
     )
@@ -500,7 +506,7 @@ async def sla(
     platform: Platform = Depends(get_platform),
 ) -> HTMLResponse:
     scope = principal.reach
-    forced, visible = scope.list_region(region.lower() if region else None)
+    forced, visible = listed_region(scope, region)
     now = platform.clock.now()
     locale = locale_of(request)
 
@@ -580,7 +586,7 @@ async def compliance(
     platform: Platform = Depends(get_platform),
 ) -> HTMLResponse:
     scope = principal.reach
-    forced, visible = scope.list_region(region.lower() if region else None)
+    forced, visible = listed_region(scope, region)
     month = month or month_of(platform.clock.now().date())
     # By month: the six months up to the chosen one; otherwise the chosen month.
     months = months_back(month, 6) if group_by == "month" else [month]
@@ -632,7 +638,7 @@ async def compliance_tickets(
     platform: Platform = Depends(get_platform),
 ) -> HTMLResponse:
     scope = principal.reach
-    forced, visible = scope.list_region(region.lower() if region else None)
+    forced, visible = listed_region(scope, region)
     rows, cursor = (
         await queries.read(
             platform,

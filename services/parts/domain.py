@@ -279,7 +279,8 @@ def place_in_tree(
         registered,
         what="location",
     )
-    return (None if request.parent_id is None or parent is None else parent.location_id), region
+    # The parent as registered (its id's spelling); none when no parent_id was given.
+    return (None if parent is None else parent.location_id), region
 
 
 def decide_register_location(command: RegisterLocation, state: LocationState) -> list[EventPayload]:

@@ -538,7 +538,8 @@ _RACE_STATES = frozenset({"40P01", "40001"})
 
 def lost_a_race(exc: BaseException) -> bool:
     """The transaction was rolled back to break a cycle or a conflict, or gave way
-    (:class:`LockOrderConflict`, :class:`ReadChangedMeanwhile`): nothing was wrong with its work, which runs again."""
+    (:class:`LockOrderConflict`, :class:`ReadChangedMeanwhile`): nothing was wrong with
+    its work, which runs again."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
