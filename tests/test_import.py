@@ -497,3 +497,21 @@ async def test_a_network_rule_names_the_column_at_fault(platform: Platform, tmp_
     )
     summary, sink = await import_file(platform, "technicians", people, dry_run=True)
     assert [(line, field) for line, field, _ in problems(sink)] == [(2, "working_hours")]
+
+
+async def test_a_region_in_capitals_is_refused_by_both_network_imports(
+    platform: Platform, tmp_path: Path
+) -> None:
+    # The APIs' region code is lower case; the locations import used to lower-case it.
+    points = tmp_path / "service_points.csv"
+    points.write_text(
+        "id,name,level,parent_id,region\nhq,HQ,headquarters,,\nrc-e,East,regional_center,hq,EAST\n"
+    )
+    locations = tmp_path / "locations.csv"
+    locations.write_text(
+        "location_id,name,level,parent_id,region\nHQ,HQ,headquarters,,\nRC-E,East,regional_center,HQ,EAST\n"
+    )
+    for kind, path in (("service_points", points), ("locations", locations)):
+        summary, sink = await import_file(platform, kind, path, dry_run=True)
+        assert summary.status == "invalid"
+        assert [(line, field) for line, field, _ in problems(sink)] == [(3, "region")]

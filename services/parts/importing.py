@@ -16,6 +16,7 @@ from pydantic import TypeAdapter
 from sqlalchemy import Connection, case, select
 
 from services.parts import domain, read_models
+from services.parts.schemas import LocationRequest
 from services.parts.tables import (
     parts_catalogue,
     parts_locations,
@@ -97,16 +98,18 @@ class Locations(Kind):
 
     def parse(self, f: Fields, context: KindContext) -> LocationRow | None:
         lid = location_id(f, "location_id", required=True)
-        name = f.text("name", required=True, max_length=200)
-        level = f.choice("level", LocationLevel, required=True)
-        parent = location_id(f, "parent_id")
-        region = f.text("region", max_length=32)
+        values = {
+            "name": f.text("name", required=True, max_length=200),
+            "level": f.choice("level", LocationLevel, required=True),
+            "parent_id": location_id(f, "parent_id"),
+            "region": f.text("region"),
+        }
+        # PUT /locations' own request model: the same rules (a region code in lower case).
+        request = f.model(LocationRequest, {k: k for k in values}, **values)
         at = f.timestamp("registered_at") or context.now
-        if lid is None or name is None or level is None:
+        if lid is None or request is None:
             return None
-        return LocationRow(
-            lid, domain.NewLocation(name, level, parent, region and region.lower()), at
-        )
+        return LocationRow(lid, request.command(), at)
 
     def key(self, item: LocationRow) -> str:
         return domain.location_key(item.location_id)
