@@ -230,6 +230,37 @@ async def test_friday_evening_ticket_is_due_monday_and_keeps_its_calendar_versio
     assert view["sla"]["response_status"] == "running"
 
 
+async def test_a_suggested_appointment_skips_the_holidays_of_the_points_calendar(
+    admin: httpx.AsyncClient,
+    intake: httpx.AsyncClient,
+    dispatch: httpx.AsyncClient,
+    clock: ManualClock,
+) -> None:
+    shanghai_hours = {
+        "id": "t-sh",
+        "name": "Sh",
+        "service_point_id": "sp-east-1",
+        "skills": ["washing_machines"],
+        "timezone": "Asia/Shanghai",
+        "working_hours": [{"weekday": d, "start": "09:00", "end": "18:00"} for d in WORKDAYS],
+    }
+    await build_network(admin, [shanghai_hours])
+    clock.set(datetime(2026, 11, 19, 20, 0, tzinfo=UTC))  # Friday 04:00 in Shanghai
+    await define_terms(admin)
+    ticket = await open_ticket(intake)
+    first = await ok(await dispatch.get(f"/tickets/{ticket}/candidates"))
+    assert first["candidates"][0]["appointment_start"] == "2026-11-20T01:00:00Z"  # Fri 09:00
+
+    # Friday becomes a holiday of the region's calendar: the point is closed that day, so
+    # the suggestion moves to Monday 09:00 in Shanghai (the ticket's deadline stays on the
+    # calendar version it was pinned to: docs/sla.md).
+    holiday = {**NINE_TO_SIX, "holidays": [{"day": "2026-11-20"}]}
+    await ok(await admin.put("/calendars/hz", json=holiday))
+    moved = await ok(await dispatch.post(f"/tickets/{ticket}/dispatch", json={}))
+    assert moved["appointment_start"] == "2026-11-23T01:00:00Z"
+    assert "Mon 09:00-18:00 Asia/Shanghai" in moved["reason"]
+
+
 async def test_pause_and_resume_move_the_deadline_and_the_timeline_shows_each_segment(
     platform: Platform,
     admin: httpx.AsyncClient,

@@ -4,19 +4,20 @@ executor — inside the caller's unit of work (one transaction)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
 
 from services.dispatch import domain, ics, read_models, sla_domain
 from shared.app.executor import Handling, Loaded, Outcome
+from shared.kernel.calendar import Calendar
 from shared.kernel.errors import NotFound
 from shared.kernel.events.envelope import EventEnvelope
 from shared.kernel.events.network import ServicePointDescription, TechnicianDescription, Weekday
 from shared.kernel.events.registry import payload_dict
 from shared.kernel.events.sla import CalendarDescription, SlaPolicyDescription
-from shared.kernel.sla import calendar_stream, policy_from, policy_stream
+from shared.kernel.sla import RESOLUTION, calendar_stream, placement, policy_from, policy_stream
 from shared.kernel.ticket import TICKETS, TicketState
 from shared.readmodels.sla import TermsReader
 
@@ -106,7 +107,26 @@ def _dispatch_command(
         now=h.now(),
         window_length=timedelta(hours=settings.appointment_window_hours),
         horizon_days=settings.suggestion_horizon_days,
+        calendars=_point_calendars(conn, h, state, network),
     )
+
+
+def _point_calendars(
+    conn: Connection, h: Handling, state: TicketState, network: domain.Network
+) -> dict[str, Calendar]:
+    """The calendar the ticket's resolution would run on at each point: its policy's, with
+    the calendars' latest versions (a holiday announced since the ticket came in closes
+    the point that day, whatever the ticket's pinned deadline)."""
+    reader = terms_reader(conn, h)
+    pin = state.sla_policy
+    latest = reader.current(pin.policy_id) if pin is not None else None
+    terms = latest.terms if latest is not None else reader.for_ticket(state)
+    where = placement(state)
+    key = state.diagnosis.complexity.value if state.diagnosis else None
+    return {
+        p.id: terms.calendar_for(RESOLUTION, replace(where, service_point_id=p.id), key)
+        for p in network.points
+    }
 
 
 def dispatch(

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from shared.kernel.calendar import zone_of
+from shared.kernel.calendar import ALWAYS, Calendar, zone_of
 from shared.kernel.decider import Decider
 from shared.kernel.errors import InvalidCommand, NotFound, RuleViolation
 from shared.kernel.events.envelope import EventPayload
@@ -377,6 +377,8 @@ class DispatchTicket:
     # Settings: a suggested appointment's length, and how far ahead to look for hours.
     window_length: timedelta
     horizon_days: int
+    # Each point's resolution calendar (docs/sla.md): a suggestion skips its holidays.
+    calendars: Mapping[str, Calendar] = field(default_factory=dict)
 
 
 def ticket_facts(state: TicketState) -> TicketFacts:
@@ -430,10 +432,15 @@ def works_during(technician: TechnicianInfo, start: datetime, end: datetime) -> 
 
 
 def next_slot(
-    technician: TechnicianInfo, after: datetime, window: timedelta, horizon_days: int
+    technician: TechnicianInfo,
+    after: datetime,
+    window: timedelta,
+    horizon_days: int,
+    calendar: Calendar = ALWAYS,
 ) -> tuple[datetime, datetime] | None:
     """The first appointment window at or after ``after`` within the technician's working
-    hours (cut short at the shift's end), looking ``horizon_days`` ahead."""
+    hours (cut short at the shift's end) on a day that is no holiday of the point's
+    ``calendar``, looking ``horizon_days`` ahead."""
     zone = ZoneInfo(technician.timezone)
     if after.second or after.microsecond:  # appointments start on a whole minute
         after = after.replace(second=0, microsecond=0) + timedelta(minutes=1)
@@ -442,11 +449,19 @@ def next_slot(
         for shift_start, shift_end in _local_shifts(
             technician, first_day + timedelta(offset), zone
         ):
+            if _holiday(calendar, shift_start):
+                continue
             start = max(after, shift_start)
             if start < shift_end:
                 end = min(start + window, shift_end)
                 return start.astimezone(UTC), end.astimezone(UTC)
     return None
+
+
+def _holiday(calendar: Calendar, instant: datetime) -> bool:
+    return (
+        calendar.zone is not None and instant.astimezone(calendar.zone).date() in calendar.holidays
+    )
 
 
 def _hours_text(technician: TechnicianInfo, start: datetime) -> str:
@@ -483,10 +498,11 @@ def suggest(
     window: tuple[datetime, datetime] | None,
     window_length: timedelta,
     horizon_days: int,
+    calendars: Mapping[str, Calendar] | None = None,
 ) -> list[Candidate]:
     """Technicians who may take the ticket, best first: at a point covering the ticket's
     region (and postcode), holding the product-line skill, working during the appointment
-    (the given window, else their next free hours); ranked by fewest open assignments, then
+    (the given window, else their next hours outside the point's holidays); ranked by fewest open assignments, then
     the earliest appointment, then id (so the choice is reproducible)."""
     covering = {p.id: p for p in points if covers(p, facts)}
     steps = {"points": len(covering), "active": 0, "skilled": 0, "working": 0}
@@ -502,7 +518,8 @@ def suggest(
         if window is not None:
             slot = window if works_during(tech, *window) else None
         else:
-            slot = next_slot(tech, now, window_length, horizon_days)
+            calendar = (calendars or {}).get(point.id, ALWAYS)
+            slot = next_slot(tech, now, window_length, horizon_days, calendar)
         if slot is None:
             continue
         steps["working"] += 1
@@ -551,6 +568,7 @@ def choose_suggested(facts: TicketFacts, command: DispatchTicket) -> Assignment:
         window=request.window,
         window_length=command.window_length,
         horizon_days=command.horizon_days,
+        calendars=command.calendars,
     )
     if request.service_point_id is not None:
         ranked = [c for c in ranked if c.service_point.id == request.service_point_id]

@@ -436,7 +436,8 @@ def dispatch_accepted(result: commands.Dispatched) -> CommandResponse:
     summary="Assign the ticket to a service point and technician (event TicketDispatched)",
     description="Name the technician, or let the service choose: a technician at a service "
     "point covering the ticket's region (and postcode), with the product-line skill, the "
-    "fewest open assignments and working at the appointment. The response states the "
+    "fewest open assignments and working at the appointment (a suggested one avoids the "
+    "holidays of the point's SLA calendar). The response states the "
     "reason. Dispatching again (re-dispatch, also after a reopening) needs a `reason` and "
     "keeps the earlier assignments in the history.",
 )
