@@ -225,6 +225,9 @@ async def test_regional_center_sees_only_its_region(platform: Platform, life: Li
         assert all(numbers[t] not in behind.text for t in west)
         mine = await rc.get("/compliance/tickets?month=2026-11&rate=all")
         assert all(numbers[t] in mine.text for t in east)
+        # Without a month: this month's, as the compliance page.
+        this_month = await rc.get("/compliance/tickets?rate=all")
+        assert this_month.status_code == 200 and all(numbers[t] in this_month.text for t in east)
         # Pages by ticket number, whatever an import accepted as one.
         for after in ("WO/2025/0049", "工单 0001"):
             paged = await rc.get("/compliance/tickets", params={"month": "2026-11", "after": after})

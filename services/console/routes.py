@@ -628,7 +628,7 @@ async def compliance(
 @router.get("/compliance/tickets", response_class=HTMLResponse)
 async def compliance_tickets(
     request: Request,
-    month: IsoMonth = Query(),
+    month: IsoMonth | None = Query(default=None),
     rate: Literal[tuple(queries.RATE_FILTERS)] = "compliance",  # type: ignore[valid-type]
     region: str | None = Query(default=None, max_length=32),
     service_point: str | None = Query(default=None, max_length=100),
@@ -639,6 +639,7 @@ async def compliance_tickets(
 ) -> HTMLResponse:
     scope = principal.reach
     forced, visible = listed_region(scope, region)
+    month = month or month_of(platform.clock.now().date())  # as the compliance page
     rows, cursor = (
         await queries.read(
             platform,
