@@ -35,14 +35,14 @@ from shared.kernel.events.tickets import (
 # Ids fit ``sla_policy:<id>`` / ``calendar:<id>`` in 64 characters.
 TermsId = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, to_lower=True, pattern=r"^[a-z0-9][a-z0-9_.-]{0,47}$"),
+    StringConstraints(strip_whitespace=True, pattern=r"^[a-z0-9][a-z0-9_.-]{0,47}$"),
 ]
 # A calendar choice: "24x7", "local" (the ticket's service point or region calendar, as
 # the policy maps them) or a calendar id.
 CalendarChoice = TermsId
 PauseReason = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, to_lower=True, pattern=r"^[a-z][a-z0-9_]{0,49}$"),
+    StringConstraints(strip_whitespace=True, pattern=r"^[a-z][a-z0-9_]{0,49}$"),
 ]
 
 _CALENDAR = "calendar"

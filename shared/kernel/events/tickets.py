@@ -58,9 +58,10 @@ def _iso_day(value: object) -> object:
 
 
 CalendarDay = Annotated[date, BeforeValidator(_iso_day)]
+# Lower case, refused otherwise (pydantic tests a pattern before a to_lower would fold it).
 RegionCode = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, to_lower=True, pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$"),
+    StringConstraints(strip_whitespace=True, pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$"),
 ]
 
 
