@@ -138,6 +138,32 @@ async def test_relay_killed_between_publish_and_mark_loses_nothing(
     assert sorted(rows) == sorted((tid, "diagnosed") for tid in ids)
 
 
+async def test_a_broker_refusing_the_idempotent_producer_is_named_in_the_relays_log(
+    db: Database, store: EventStore, broker: TestBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The test broker refuses InitProducerId, as some Kafka-protocol brokers do: aiokafka
+    says only "UnknownError", so the relay's warning names the setting
+    (docs/operations.md)."""
+    await ensure_topics(broker.bootstrap_servers, event_topics("ticketline"), partitions=1)
+    await write_tickets(db, store, 1)
+    publisher = KafkaPublisher(
+        broker.bootstrap_servers, enable_idempotence=True, request_timeout_ms=3000
+    )
+    relay = OutboxRelay(db, publisher, owner="relay-a")
+    stop = asyncio.Event()
+    running = asyncio.create_task(relay.run(stop, poll_seconds=0.2, backoff_max=0.5))
+    try:
+        for _ in range(150):  # 30 s at most
+            if "publish failed" in caplog.text:
+                break
+            await asyncio.sleep(0.2)
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 30)
+    assert "TICKETLINE_KAFKA_ENABLE_IDEMPOTENCE=true" in caplog.text
+    assert await unpublished(db) == 2  # everything waits in the outbox
+
+
 async def test_broker_down_outbox_buffers_then_everything_arrives(
     db: Database, store: EventStore
 ) -> None:

@@ -307,7 +307,13 @@ class OutboxRelay:
                 backoff = poll_seconds
             except Exception as exc:  # keep relaying: the outbox holds everything
                 log.warning(
-                    "relay: publish failed, retrying in %.1fs: %s (%r)", backoff, exc, exc.__cause__
+                    "relay: publish failed, retrying in %.1fs: %s (%r)%s",
+                    backoff,
+                    exc,
+                    exc.__cause__,
+                    _IDEMPOTENCE_HINT
+                    if getattr(self.publisher, "enable_idempotence", False)
+                    else "",
                 )
                 count = 0
                 backoff = min(backoff * 2, backoff_max)
@@ -316,6 +322,13 @@ class OutboxRelay:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), backoff)
         await self.publisher.close()
+
+
+# aiokafka says only "UnknownError" when a broker refuses the idempotent producer.
+_IDEMPOTENCE_HINT = (
+    "; the producer is idempotent (TICKETLINE_KAFKA_ENABLE_IDEMPOTENCE=true): a broker "
+    "that refuses InitProducerId needs it false (docs/operations.md)"
+)
 
 
 def _report_requeued(requeued: dict[str, int], why: str) -> None:
