@@ -13,7 +13,7 @@ import json
 from collections.abc import Hashable, Sequence
 from typing import ClassVar
 
-from sqlalchemy import Connection, Table, select
+from sqlalchemy import Connection, Table
 from sqlalchemy.exc import IntegrityError
 
 from services.parts.domain import (
@@ -31,7 +31,15 @@ from services.parts.tables import (
     parts_returns,
     parts_stock,
 )
-from shared.eventstore.projection import Projection, Row, RowProjection, upsert_rows
+from shared.eventstore.db import take_locks
+from shared.eventstore.ledger import EventStore
+from shared.eventstore.projection import (
+    Projection,
+    Row,
+    RowProjection,
+    delete_where_in,
+    upsert_rows,
+)
 from shared.kernel.errors import RuleViolation
 from shared.kernel.events.envelope import EventEnvelope
 from shared.kernel.events.parts import (
@@ -51,7 +59,7 @@ from shared.kernel.events.parts import (
 )
 from shared.kernel.events.registry import typed_payload
 from shared.kernel.events.tickets import OldPartReturned, OldPartReturnOverdue
-from shared.kernel.parts import normalise_part_number
+from shared.kernel.parts import normalise_part_number, ticket_parts_stream
 
 # --- catalogue and locations --------------------------------------------------------------
 
@@ -334,44 +342,56 @@ def _overdue(rows: list[Row], payload: OldPartReturnOverdue) -> Row | None:
     return None
 
 
+def _ticket_returns(
+    ticket: Sequence[EventEnvelope], paperwork: Sequence[EventEnvelope]
+) -> list[Row]:
+    """A ticket's return rows from its two streams, in ledger order: its parts paperwork
+    (where a repair expects an old part back) and the ticket (where the part is handed in,
+    or found overdue)."""
+    rows: list[Row] = []
+    for event in sorted((*ticket, *paperwork), key=lambda e: e.position):
+        if event.event_type not in _RETURN_EVENTS:
+            continue
+        payload = typed_payload(event)
+        if isinstance(payload, OldPartReturnExpected):
+            rows.append(_expected_row(payload, event))
+        elif isinstance(payload, OldPartReturned):
+            _returned(rows, payload, event)
+        elif isinstance(payload, OldPartReturnOverdue):
+            _overdue(rows, payload)
+    return rows
+
+
 class ReturnsProjection:
-    """Expected vs returned old parts per ticket and service point. A batch loads every
-    return of the tickets it touches (a handed-in part settles one of its ticket's)."""
+    """Expected vs returned old parts per ticket and service point. Each ticket a batch
+    touches is recomputed from its two streams read whole, so the rows do not depend on
+    the order the streams arrive in (from Kafka: two topics), as compliance does."""
 
     name: ClassVar[str] = "parts_returns"
     tables: ClassVar[tuple[Table, ...]] = (parts_returns,)
     stream_types: ClassVar[tuple[str, ...]] = ("requisition", "ticket")
+    recomputes_whole_streams: ClassVar[bool] = True
+
+    def __init__(self) -> None:
+        self.store = EventStore()
 
     def apply(self, conn: Connection, events: Sequence[EventEnvelope]) -> None:
-        relevant = [e for e in events if e.event_type in _RETURN_EVENTS]
-        if not relevant:
+        tickets = sorted({_ticket_of(e) for e in events if e.event_type in _RETURN_EVENTS})
+        if not tickets:
             return
-        by_ticket = self._load(conn, sorted({_ticket_of(e) for e in relevant}))
-        changed: dict[str, Row] = {}
-        for event in relevant:
-            rows = by_ticket.setdefault(_ticket_of(event), [])
-            payload = typed_payload(event)
-            row: Row | None = None
-            if isinstance(payload, OldPartReturnExpected):
-                row = _expected_row(payload, event)
-                rows.append(row)
-            elif isinstance(payload, OldPartReturned):
-                row = _returned(rows, payload, event)
-            elif isinstance(payload, OldPartReturnOverdue):
-                row = _overdue(rows, payload)
-            if row is not None:
-                changed[row["return_id"]] = row
-        upsert_rows(conn, parts_returns, list(changed.values()))
-
-    @staticmethod
-    def _load(conn: Connection, ticket_ids: list[str]) -> dict[str, list[Row]]:
-        found: dict[str, list[Row]] = {}
-        for start in range(0, len(ticket_ids), 500):
-            chunk = ticket_ids[start : start + 500]
-            query = select(parts_returns).where(parts_returns.c.ticket_id.in_(chunk))
-            for r in conn.execute(query).mappings():
-                found.setdefault(r["ticket_id"], []).append(dict(r))
-        return found
+        # PostgreSQL: a command applying a ticket's events inline and a projector applying
+        # its paperwork would each recompute without the other's uncommitted event.
+        take_locks(conn, [f"{self.name}:ticket:{t}" for t in tickets])
+        streams = self.store.read_streams(
+            conn, [s for t in tickets for s in (t, ticket_parts_stream(t))]
+        )
+        rows = [
+            row
+            for t in tickets
+            for row in _ticket_returns(streams.get(t, []), streams.get(ticket_parts_stream(t), []))
+        ]
+        delete_where_in(conn, parts_returns, "ticket_id", tickets)
+        upsert_rows(conn, parts_returns, rows)
 
 
 CATALOGUE = CatalogueProjection()
