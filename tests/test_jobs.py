@@ -5,12 +5,16 @@ the job stops, so a replica takes over at once."""
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import subprocess
 
 import pytest
 
 from shared.app.jobs import run_leased
 from shared.eventstore.db import Database
 from shared.eventstore.leases import Lease
+from shared.eventstore.outbox import relay_owner_id
 from shared.kernel.clock import ManualClock
 
 
@@ -55,3 +59,31 @@ async def test_a_job_runs_no_pass_while_another_replica_holds_its_lease(
     assert passes == []
     # Stopping gave back nothing it did not hold.
     assert not await Lease(db, "a-job", "replica-c", 3600, clock).acquire()
+
+
+async def test_a_lease_held_by_a_killed_process_of_this_host_is_taken_at_once_on_sqlite(
+    db: Database, clock: ManualClock
+) -> None:
+    """A crash leaves the dead process's leases behind: on SQLite (one host's file) a
+    restarted process takes them at once, not after their term (15 minutes for the
+    checkpoints). Elsewhere, or while the holder runs, the term stands."""
+    dead_pid = _ended_pid()
+    host = socket.gethostname()
+    for name, holder in (
+        ("dead-here", f"{host}:{dead_pid}:abcd1234"),
+        ("alive-here", f"{host}:{os.getppid()}:abcd1234"),
+        ("elsewhere", f"another-host:{dead_pid}:abcd1234"),
+    ):
+        assert await Lease(db, name, holder, 3600, clock).acquire()
+    taken = {
+        name: await Lease(db, name, relay_owner_id(), 3600, clock).acquire()
+        for name in ("dead-here", "alive-here", "elsewhere")
+    }
+    on_sqlite = db.dialect == "sqlite"
+    assert taken == {"dead-here": on_sqlite, "alive-here": False, "elsewhere": False}
+
+
+def _ended_pid() -> int:
+    process = subprocess.Popen(["true"])  # noqa: S607
+    process.wait()
+    return process.pid
