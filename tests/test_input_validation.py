@@ -498,6 +498,20 @@ def _locked() -> Exception:
     )
 
 
+def _disk_full() -> Exception:
+    import sqlite3
+
+    return sa.OperationalError(
+        "INSERT INTO events", {}, sqlite3.OperationalError("database or disk is full")
+    )
+
+
+def _postgres_disk_full() -> Exception:
+    from asyncpg.exceptions import DiskFullError
+
+    return sa.OperationalError("INSERT INTO events", {}, DiskFullError("could not extend file"))
+
+
 def _invalidated() -> Exception:
     error = sa.DBAPIError("SELECT 1", {}, Exception("server closed the connection"))
     error.connection_invalidated = True
@@ -535,6 +549,8 @@ def _refused() -> Exception:
     "outage",
     [
         _locked,
+        _disk_full,
+        _postgres_disk_full,
         _invalidated,
         _asyncpg_gone,
         _asyncpg_busy,
@@ -544,6 +560,8 @@ def _refused() -> Exception:
     ],
     ids=[
         "sqlite-locked",
+        "sqlite-disk-full",
+        "postgres-disk-full",
         "invalidated",
         "asyncpg-closed",
         "asyncpg-busy",

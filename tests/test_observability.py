@@ -205,3 +205,22 @@ def test_a_broker_away_logs_each_aiokafka_message_once_per_interval() -> None:
     assert all(throttle.filter(record("ticketline.http", unable)) for _ in range(3))
     now[0] = 10.5
     assert throttle.filter(record("aiokafka.conn", unable))  # the next interval: once again
+
+
+def test_a_projector_logs_a_database_outage_once_a_while_and_other_failures_in_full(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A projector restarts every second: an outage gave a traceback at ERROR each time
+    (52 in an 8-second PostgreSQL restart, per projection)."""
+    from shared.app.runtime import FailureReport
+    from shared.eventstore.db import DatabaseUnavailable
+
+    failures = FailureReport("projector ticket_state")
+    with caplog.at_level(logging.WARNING):
+        for _ in range(5):
+            failures.report(DatabaseUnavailable("the database is unavailable: disk full"))
+        failures.report(ValueError("a bug"))
+    outage = [r for r in caplog.records if "unavailable" in r.getMessage()]
+    assert [(r.levelname, r.exc_info) for r in outage] == [("WARNING", None)]
+    (bug,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert bug.exc_info is not None and "restarting in 1 s" in bug.getMessage()

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 import socket
+import time
 from collections.abc import Iterator, Sequence
 
 import uvicorn
@@ -22,7 +23,7 @@ from shared.app.registry import (
     app_factory,
     service_port,
 )
-from shared.eventstore.db import Database
+from shared.eventstore.db import Database, is_outage
 from shared.eventstore.kafka import TopicWatch, ensure_topics, event_topics
 from shared.eventstore.leases import Lease
 from shared.eventstore.outbox import KafkaPublisher, OutboxRelay, relay_owner_id
@@ -156,12 +157,13 @@ async def run_projector(
         await platform.runner.run(projection, kafka)
 
     async def guarded(projection: Projection) -> None:
+        failures = FailureReport(f"projector {projection.name}")
         while not stop.is_set():
             try:
                 await one(projection)
                 return
-            except Exception:
-                log.exception("projector %s failed; restarting in 1 s", projection.name)
+            except Exception as exc:
+                failures.report(exc)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0)
 
@@ -186,6 +188,27 @@ async def run_projector(
     await pump_ledger(platform, projections, stop)
 
 
+class FailureReport:
+    """How a projector loop logs a failure before it restarts (every second): a database
+    outage as one warning per ``quiet_seconds``, without a traceback (it says nothing of
+    the events: docs/operations.md); anything else, each time, with its traceback."""
+
+    def __init__(self, what: str, quiet_seconds: float = 30.0) -> None:
+        self.what, self.quiet_seconds = what, quiet_seconds
+        self._quiet_until = 0.0
+
+    def report(self, exc: Exception) -> None:
+        if not is_outage(exc):
+            log.error("%s failed; restarting in 1 s", self.what, exc_info=exc)
+            return
+        now = time.monotonic()
+        if now >= self._quiet_until:
+            self._quiet_until = now + self.quiet_seconds
+            log.warning(
+                "%s: the database is unavailable (%s); trying again every second", self.what, exc
+            )
+
+
 async def pump_ledger(
     platform: Platform, projections: Sequence[Projection], stop: asyncio.Event
 ) -> None:
@@ -207,12 +230,13 @@ async def pump_ledger(
         poll_seconds=settings.projector_poll_seconds,
         stop=stop,
     )
+    failures = FailureReport("projector")
     while not stop.is_set():
         try:
             if await lease.acquire():
                 await pump.catch_up()
-        except Exception:
-            log.exception("projector failed; restarting in 1 s")
+        except Exception as exc:
+            failures.report(exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)
             continue

@@ -572,25 +572,31 @@ def _causes(exc: BaseException) -> list[BaseException]:
 
 
 def _connection_lost(exc: BaseException) -> bool:
-    """The connection or the server went away (or was never reached), whatever wrapped
-    the driver's error on its way up."""
+    """The connection or the server went away (or was never reached, or has no room left),
+    whatever wrapped the driver's error on its way up."""
     if _is_disconnect(exc):
         return True
     for cause in _causes(exc):
         if isinstance(cause, (OSError, *_CONNECTION_LOST)):
             return True
         state = str(getattr(cause, "sqlstate", "") or "")
-        if state.startswith("08") or state in _AWAY_STATES:
+        # 08: connection; 53: no room (disk full, out of memory, too many connections).
+        if state.startswith(("08", "53")) or state in _AWAY_STATES:
             return True
     return False
 
 
-_SQLITE_TRANSIENT = ("database is locked", "disk i/o error", "unable to open database")
+_SQLITE_TRANSIENT = (
+    "database is locked",
+    "disk i/o error",
+    "unable to open database",
+    "database or disk is full",
+)
 
 
 def _sqlite_outage(exc: BaseException) -> str | None:
     """SQLite's words when the file, not the work, failed (locked past the busy timeout,
-    unreadable); None for any other error."""
+    unreadable, its disk full); None for any other error."""
     import sqlite3
 
     orig = exc.orig if isinstance(exc, DBAPIError) else exc
