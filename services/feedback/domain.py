@@ -73,7 +73,8 @@ def is_satisfactory(score: int, problem_solved: bool, *, dissatisfied_below: int
 def why_unsatisfactory(follow_up: FollowUp, dissatisfied_below: int) -> str:
     if not follow_up.problem_solved:
         return "problem not solved"
-    return f"dissatisfied (score {follow_up.satisfaction_score} < {dissatisfied_below})"
+    # Not "dissatisfied": the closing threshold may lie above the bands' (neutral reopens).
+    return f"not satisfactory (score {follow_up.satisfaction_score} < {dissatisfied_below})"
 
 
 def decide_follow_up(command: RecordFollowUp, state: TicketState) -> list[EventPayload]:

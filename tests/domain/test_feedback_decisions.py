@@ -81,7 +81,7 @@ def test_a_satisfied_solved_follow_up_closes_the_ticket() -> None:
 
 @pytest.mark.parametrize(
     ("score", "solved", "why"),
-    [(59, True, "dissatisfied (score 59 < 60)"), (95, False, "problem not solved")],
+    [(59, True, "not satisfactory (score 59 < 60)"), (95, False, "problem not solved")],
 )
 def test_a_dissatisfied_or_unsolved_follow_up_reopens_and_escalates(
     score: int, solved: bool, why: str
