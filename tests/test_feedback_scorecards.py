@@ -311,3 +311,41 @@ def test_a_kpi_score_is_made_from_the_exact_measures() -> None:
     assert (
         kpi["measures"]["first_time_fix"] == 66.67 and kpi["measures"]["customer_rating"] == 71.67
     )
+
+
+async def test_a_month_without_items_lists_every_active_point_at_the_base_score(
+    platform: Platform, auditor: httpx.AsyncClient, clock: ManualClock
+) -> None:
+    """A dealer with a perfect month is in the ranking (it was missing without a ticket or
+    an item); a point registered later, or inactive at the month's end, is not."""
+    await register_points(platform, "sp-quiet", "sp-closed")
+    async with service_client("dispatch", platform, role="admin") as admin:
+        west = {"level": "regional_center", "parent_id": "hq", "region": "west"}
+        for member in (
+            {"id": "rc-west", "name": "West RC"} | west,
+            {"id": "sp-west", "name": "West", "level": "service_point", "kind": "dealer"}
+            | {"parent_id": "rc-west"},
+        ):
+            created = await admin.post("/service-points", json=member)
+            assert created.status_code == 201, created.text
+        closed = (await admin.get("/service-points/sp-closed")).json()
+        update = {
+            k: closed[k] for k in ("name", "level", "kind", "parent_id", "region") if closed[k]
+        }
+        response = await admin.put(
+            "/service-points/sp-closed",
+            json=update | {"active": False},
+            headers={"If-Match": '"1"'},
+        )
+        assert response.status_code == 200, response.text
+    month = clock.now().strftime("%Y-%m")
+    listed = (await auditor.get("/scorecards", params={"month": month})).json()
+    assert [(p["service_point_id"], p["score"], p["items"]) for p in listed["service_points"]] == [
+        ("sp-quiet", 100.0, []),
+        ("sp-west", 100.0, []),
+    ]
+    earlier = (await auditor.get("/scorecards", params={"month": "2026-10"})).json()
+    assert earlier["service_points"] == []
+    async with service_client("feedback", platform, role="regional_center", region="east") as east:
+        mine = (await east.get("/scorecards", params={"month": month})).json()
+    assert [p["service_point_id"] for p in mine["service_points"]] == ["sp-quiet"]

@@ -20,6 +20,7 @@ import orjson
 from sqlalchemy import Connection, Row, and_, func, select
 
 from services.feedback.compliance import FALSE, ITEMS, PENDING, TRUE, UNKNOWN
+from services.feedback.facts import month_of
 from services.feedback.projections import compliance_values, ticket_facts
 from services.feedback.tables import (
     compliance_tickets,
@@ -430,7 +431,11 @@ def scorecards(
     manual_entries(conn, month, s, entries, region)
     filters = ComplianceFilters(region=region, month=month, service_point_id=service_point_id)
     rows = list_compliance_rows(conn, filters)
-    points = set(entries) | {r.service_point_id for r in rows if r.service_point_id}
+    points = (
+        set(entries)
+        | {r.service_point_id for r in rows if r.service_point_id}
+        | network_service_points(conn, month, region)
+    )
     if service_point_id:
         points &= {service_point_id}
     service_points = [
@@ -682,6 +687,30 @@ def repairs_between(
         day = row.occurred_at.astimezone(UTC).date()
         days.setdefault(day, {}).setdefault(key, []).append(row.stream_id)
     return days
+
+
+def network_service_points(conn: Connection, month: str, region: str | None) -> set[str]:
+    """The network's service points active at the month's end (in ``region``), from their
+    service-point streams in the ledger: a month's scorecards list each, at the base
+    score when it has no item."""
+    e = events.c
+    query = (
+        select(e.stream_id, e.event_type, e.schema_version, e.payload, e.occurred_at)
+        .where(e.stream_type == "service_point")
+        .order_by(e.position)
+    )
+    latest: dict[str, dict[str, Any]] = {}
+    for row in conn.execute(query):
+        body = upcast(row.event_type, row.schema_version, orjson.loads(row.payload))
+        if "level" in body and month_of(row.occurred_at) <= month:
+            latest[row.stream_id] = body
+    return {
+        point
+        for point, body in latest.items()
+        if body["level"] == "service_point"
+        and body.get("active", True)
+        and (region is None or body.get("region") == region)
+    }
 
 
 def network_member(conn: Connection, member_id: str) -> tuple[str, str | None] | None:
