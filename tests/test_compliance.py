@@ -382,8 +382,19 @@ async def test_summary_on_hand_computed_data(
     assert total["compliance_rate"] == 60.0
     assert total["sla_attainment"] == 100.0
     assert total["first_time_fix_rate"] == 60.0  # 3 of 5: two were reopened
+    # DOMAIN.md's service-level targets beside the figures (settings; defaults here).
+    assert [
+        (t["measure"], t["comparison"], t["target"], t["value"], t["met"]) for t in total["targets"]
+    ] == [
+        ("compliance_rate", ">=", 100.0, 60.0, False),
+        ("resolution_sla_rate", ">=", 98.0, 100.0, True),
+        ("satisfaction_average", ">=", 95.0, 78.0, False),
+        ("nps", ">=", 60.0, 40.0, False),
+        ("complaint_rate", "<", 2.0, 20.0, False),
+    ]
     east, west = data["groups"]
     assert (east["key"], east["tickets"], west["key"], west["tickets"]) == ("east", 3, "west", 2)
+    assert {t["measure"]: t["met"] for t in west["targets"]}["complaint_rate"] is True  # 0 %
     assert west["nps"] == -50.0  # 8 is a passive, 3 a detractor: (0 - 1) / 2
     by_tech = (await auditor.get("/compliance/summary", params={"group_by": "technician"})).json()
     assert [g["key"] for g in by_tech["groups"]] == ["tech-east", "tech-west"]

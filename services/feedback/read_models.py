@@ -295,11 +295,39 @@ def summary(rows: list[ComplianceRow], group_by: str, s: FeedbackSettings) -> di
     for row in rows:
         groups[getattr(row, column)].append(row)
     ordered = sorted(groups.items(), key=lambda kv: (kv[0] is None, kv[0] or ""))
-    return {
-        "group_by": group_by,
-        "groups": [summarise(key, members, s) for key, members in ordered],
-        "total": summarise(None, rows, s),
-    }
+    summaries = [summarise(key, members, s) for key, members in ordered]
+    total = summarise(None, rows, s)
+    for group in (*summaries, total):
+        group["targets"] = target_checks(group, s)
+    return {"group_by": group_by, "groups": summaries, "total": total}
+
+
+TARGETS: tuple[tuple[str, str, Callable[[FeedbackSettings], float]], ...] = (
+    ("compliance_rate", ">=", lambda s: s.target_compliance_rate),
+    ("resolution_sla_rate", ">=", lambda s: s.target_resolution_sla_rate),
+    ("satisfaction_average", ">=", lambda s: s.target_satisfaction_average),
+    ("nps", ">=", lambda s: s.target_nps),
+    ("complaint_rate", "<", lambda s: s.target_complaint_rate_below),
+)
+
+
+def target_checks(group: dict[str, Any], s: FeedbackSettings) -> list[dict[str, Any]]:
+    """Each service-level target beside the group's figure: met, missed, or None while the
+    figure has no data."""
+    checks = []
+    for measure, comparison, target_of in TARGETS:
+        value, target = group[measure], target_of(s)
+        met = None if value is None else (value >= target if comparison == ">=" else value < target)
+        checks.append(
+            {
+                "measure": measure,
+                "comparison": comparison,
+                "target": target,
+                "value": value,
+                "met": met,
+            }
+        )
+    return checks
 
 
 SUMMARY_CSV_COLUMNS = (

@@ -275,7 +275,7 @@ async def compliance_ticket(
     description="Grouped by region, service point, technician (the ticket's latest "
     "dispatch) or month of receipt (UTC). Rates are percentages of the decided tickets "
     "(pending ones are counted separately); satisfaction, bands and NPS count every "
-    "follow-up.",
+    "follow-up. Each group carries the service-level targets (settings) with `met`.",
 )
 async def compliance_summary(
     request: Request,

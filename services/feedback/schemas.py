@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
@@ -169,6 +169,14 @@ class ComplianceTicketPage(BaseModel):
     next_cursor: str | None
 
 
+class TargetCheck(BaseModel):
+    measure: str = Field(description="The figure judged, a field of this group.")
+    comparison: Literal[">=", "<"]
+    target: float = Field(description="The setting's value (TICKETLINE_FEEDBACK_TARGET_…).")
+    value: float | None
+    met: bool | None = Field(description="None while the figure has no data.")
+
+
 class SummaryGroup(BaseModel):
     key: str | None
     tickets: int
@@ -193,6 +201,12 @@ class SummaryGroup(BaseModel):
     nps: float | None
     complaints: int
     complaint_rate: float | None
+    targets: list[TargetCheck] = Field(
+        default_factory=list,
+        description="The service-level targets (compliance 100 %, resolution within the "
+        "SLA ≥ 98 %, satisfaction ≥ 95, NPS ≥ 60, complaints < 2 %: settings) beside this "
+        "group's figures.",
+    )
 
 
 class ComplianceSummary(BaseModel):

@@ -129,6 +129,14 @@ class FeedbackSettings(BaseSettings):
     # NPS: would-recommend >= promoter_from is a promoter, <= detractor_up_to a detractor.
     nps_promoter_from: int = 9
     nps_detractor_up_to: int = 6
+    # Service-level targets (DOMAIN.md), judged beside the rates by GET /compliance/summary:
+    # at least these, except the complaint rate (under it). The resolution success rate is
+    # the share of decided tickets resolved within their complexity's SLA.
+    target_compliance_rate: float = 100.0
+    target_resolution_sla_rate: float = 98.0
+    target_satisfaction_average: float = 95.0
+    target_nps: float = 60.0
+    target_complaint_rate_below: float = 2.0
     # Scorecards: base score and points per item (deductions negative).
     scorecard_base: float = 100.0
     points_late_visit_dissatisfied: float = -20.0
