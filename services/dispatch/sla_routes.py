@@ -44,6 +44,7 @@ from shared.kernel.calendar import ALWAYS_ID
 from shared.kernel.errors import InvalidCommand, NotFound
 from shared.kernel.events.envelope import EventEnvelope
 from shared.kernel.events.sla import TermsId
+from shared.kernel.numbers import rounded
 from shared.kernel.sla import LOCAL, DeadlineClock, SlaClock, calendar_stream, policy_stream
 from shared.kernel.ticket import TICKETS, TicketState
 from shared.readmodels.sla import TermsReader, ticket_clock
@@ -294,7 +295,7 @@ async def reevaluate(ticket_id: UUID, body: ReevaluateRequest, call: Reevaluate)
 
 
 def _minutes(value: timedelta) -> float:
-    return round(value.total_seconds() / 60, 2)
+    return rounded(value.total_seconds() / 60)
 
 
 def deadline_view(d: DeadlineClock) -> SlaDeadlineView:
@@ -363,7 +364,7 @@ def timeline(
         policy=SlaPolicyRef(**pin.model_dump(exclude={"reason"})) if pin else None,
         paused=clock.paused,
         pause_reason=clock.pause_reason,
-        paused_minutes=round(sum(s.minutes for s in segments if s.state == "paused"), 2),
+        paused_minutes=rounded(sum(s.minutes for s in segments if s.state == "paused")),
         segments=segments,
         deadlines=[deadline_view(d) for d in clock.deadlines],
     )

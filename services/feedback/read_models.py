@@ -34,6 +34,7 @@ from shared.eventstore.ledger import EventStore
 from shared.eventstore.tables import events
 from shared.kernel.events.registry import upcast
 from shared.kernel.events.tickets import FaultCategory, TicketDiagnosed, TicketRepaired
+from shared.kernel.numbers import rounded
 from shared.kernel.reach import EVERYWHERE, Reach
 from shared.readmodels.ticket_state import ticket_state
 
@@ -181,14 +182,14 @@ def _rate(numerator: int, denominator: int, digits: int | None = 2) -> float | N
     if not denominator:
         return None
     rate = 100.0 * numerator / denominator
-    return rate if digits is None else round(rate, digits)
+    return rate if digits is None else rounded(rate, digits)
 
 
 def _average(values: Sequence[int], digits: int | None = 2) -> float | None:
     if not values:
         return None
     mean = sum(values) / len(values)
-    return mean if digits is None else round(mean, digits)
+    return mean if digits is None else rounded(mean, digits)
 
 
 def band(score: int, s: FeedbackSettings) -> str:
@@ -241,7 +242,7 @@ def satisfaction(t: Tally, s: FeedbackSettings) -> dict[str, Any]:
         bands[band(score, s)] += 1
     promoters = sum(1 for r in t.recommend if r >= s.nps_promoter_from)
     detractors = sum(1 for r in t.recommend if r <= s.nps_detractor_up_to)
-    nps = round(100.0 * (promoters - detractors) / len(t.recommend), 2) if t.recommend else None
+    nps = rounded(100.0 * (promoters - detractors) / len(t.recommend)) if t.recommend else None
     return {
         "follow_ups": len(t.scores),
         "satisfaction_average": _average(t.scores),
@@ -382,7 +383,7 @@ def _weighted(measures: dict[str, float | None], weights: dict[str, float]) -> f
     total = sum(weights[k] for k in present)
     if not present or not total:
         return None
-    return round(sum(weights[k] * v for k, v in present.items()) / total, 2)
+    return rounded(sum(weights[k] * v for k, v in present.items()) / total)
 
 
 def _earlier_points(conn: Connection, ticket_ids: set[str]) -> dict[str, tuple[str | None, str]]:
@@ -469,7 +470,7 @@ def scorecards(
     service_points = [
         {
             "service_point_id": p,
-            "score": round(s.scorecard_base + sum(e["points"] for e in entries[p]), 2),
+            "score": rounded(s.scorecard_base + sum(e["points"] for e in entries[p])),
             "items": entries[p],
         }
         for p in sorted(points)
@@ -495,7 +496,7 @@ def _kpi(
         "subject": subject,
         "role": role,
         "tickets": tickets,
-        "measures": {k: None if v is None else round(v, 2) for k, v in measures.items()},
+        "measures": {k: None if v is None else rounded(v) for k, v in measures.items()},
         "weights": weights,
         "score": _weighted(measures, weights),
     }

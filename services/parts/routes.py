@@ -55,6 +55,7 @@ from shared.http.params import (
 from shared.http.problems import PROBLEM_RESPONSES, problem_doc
 from shared.kernel.errors import NotFound
 from shared.kernel.events.parts import LocationLevel
+from shared.kernel.numbers import rounded
 from shared.kernel.parts import normalise_part_number
 from shared.kernel.reach import Scope
 
@@ -531,7 +532,7 @@ def return_summary(row: Row[Any]) -> ReturnSummary:
         returned_late=int(row.returned_late),
         outstanding=expected - returned,
         overdue=int(row.overdue),
-        return_rate=round(returned / expected, 4) if expected else None,
+        return_rate=rounded(returned / expected, 4) if expected else None,
     )
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import Connection, select
 from shared.kernel.calendar import Calendar, build_calendar
 from shared.kernel.errors import InvalidCommand
 from shared.kernel.events.sla import CalendarDescription, SlaPolicyDescription
+from shared.kernel.numbers import rounded
 from shared.kernel.sla import (
     RESOLUTION,
     RESPONSE,
@@ -77,7 +78,7 @@ class Tally:
 
 
 def _rate(part: int, whole: int) -> float | None:
-    return round(100.0 * part / whole, 2) if whole else None
+    return rounded(100.0 * part / whole) if whole else None
 
 
 def summary(t: Tally) -> dict[str, Any]:
@@ -99,7 +100,7 @@ def summary(t: Tally) -> dict[str, Any]:
 def side_by_side(key: str | None, current: Tally, what_if: Tally) -> dict[str, Any]:
     now, then = summary(current), summary(what_if)
     delta = {
-        k: round(then[k] - now[k], 2) if now[k] is not None and then[k] is not None else None
+        k: rounded(then[k] - now[k]) if now[k] is not None and then[k] is not None else None
         for k in (*RATES, *BREACH_RATES)
     }
     return {"key": key, "current": now, "what_if": then, "delta": delta}

@@ -1,0 +1,25 @@
+"""Reports round a half away from zero, as people do (a black-box pass read an NPS of
+3.125 as 3.12 and a 90.125 average as 90.12: binary floats round half to even)."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.kernel.numbers import rounded
+
+
+@pytest.mark.parametrize(
+    ("value", "digits", "expected"),
+    [
+        (90.125, 2, 90.13),
+        (3.125, 2, 3.13),
+        (-3.125, 2, -3.13),
+        (2.675, 2, 2.68),
+        (66.666666, 2, 66.67),
+        (0.1 + 0.2, 2, 0.3),
+        (0.66665, 4, 0.6667),
+        (100.0, 2, 100.0),
+    ],
+)
+def test_a_half_rounds_away_from_zero(value: float, digits: int, expected: float) -> None:
+    assert rounded(value, digits) == expected
