@@ -288,7 +288,10 @@ class ReturnSummary(BaseModel):
     returned_late: int
     outstanding: int
     overdue: int = Field(description="Outstanding and past their due date.")
-    return_rate: float | None = Field(description="returned / expected")
+    return_rate: float | None = Field(
+        description="returned / expected, a fraction (0.6667), not a percentage as the "
+        "compliance rates are; none while nothing is expected"
+    )
 
 
 class ReturnSummaryPage(BaseModel):
