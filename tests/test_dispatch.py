@@ -628,3 +628,12 @@ async def test_work_lists_mask_the_street_address_for_roles_that_see_it_masked(
             assert [(i["ticket_id"], i["address_line"]) for i in items] == [(assigned, expected)]
     # What is masked is the view: the ticket's city and region still route the work.
     assert items[0]["region"] == "east"
+
+
+async def test_an_unknown_ticket_is_404_for_candidates_and_dispatch(
+    dispatch: httpx.AsyncClient, network: None
+) -> None:
+    # The points' calendars are looked up only for a ticket there is (it was a 500).
+    unknown = "00000000-0000-4000-8000-000000000000"
+    assert (await dispatch.get(f"/tickets/{unknown}/candidates")).status_code == 404
+    assert (await dispatch.post(f"/tickets/{unknown}/dispatch", json={})).status_code == 404

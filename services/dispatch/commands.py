@@ -117,6 +117,8 @@ def _point_calendars(
     """The calendar the ticket's resolution would run on at each point: its policy's, with
     the calendars' latest versions (a holiday announced since the ticket came in closes
     the point that day, whatever the ticket's pinned deadline)."""
+    if state.received is None or state.region is None:
+        return {}  # no ticket to dispatch: the decision says so
     reader = terms_reader(conn, h)
     pin = state.sla_policy
     latest = reader.current(pin.policy_id) if pin is not None else None
