@@ -477,6 +477,12 @@ def test_mask_payload_masks_nested_phone_and_street() -> None:
     assert mask_payload({"customer": {"phone": "+8613977778888"}})["customer"]["phone"] == (
         "+861******8888"
     )
+    # A short number keeps at least four digits hidden (8 digits showed 7).
+    short = {
+        n: mask_payload({"customer": {"phone": n}})["customer"]["phone"]
+        for n in ("12345678", "1234567890", "1234567")
+    }
+    assert short == {"12345678": "****5678", "1234567890": "12****7890", "1234567": "*******"}
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

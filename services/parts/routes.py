@@ -572,7 +572,7 @@ def replenishment_line(
         on_hand=order.on_hand,
         reserved=order.reserved,
         current_stock=order.current_stock,
-        raw_quantity=float(s.raw),
+        raw_quantity=float(s.raw) + 0.0,  # no "-0.0" when usage covers stock exactly
         suggested_quantity=s.suggested_quantity,
     )
 

@@ -50,13 +50,17 @@ def shown_in_clear(kind: Kind, sees_personal_data: bool) -> bool:
 
 
 def mask_phone(phone: str) -> str:
-    """``13812345678`` → ``138****5678``: first three and last four digits kept (and a
-    leading ``+``: ``+8613812345678`` is another number than ``8613812345678``)."""
+    """``13812345678`` → ``138****5678``: at most the first three and the last four digits
+    kept, never fewer than four hidden (``12345678`` → ``****5678``, a short number does
+    not show all but one digit), and a leading ``+`` (``+8613812345678`` is another number
+    than ``8613812345678``)."""
     plus = "+" if phone.lstrip().startswith("+") else ""
     digits = "".join(ch for ch in phone if ch.isdigit())
     if len(digits) <= 7:
         return plus + "*" * len(digits)
-    return f"{plus}{digits[:3]}{'*' * (len(digits) - 7)}{digits[-4:]}"
+    hidden = max(4, len(digits) - 7)
+    prefix = len(digits) - hidden - 4
+    return f"{plus}{digits[:prefix]}{'*' * hidden}{digits[-4:]}"
 
 
 def mask_value(kind: Kind, value: Any) -> Any:
