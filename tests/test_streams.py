@@ -286,3 +286,15 @@ async def test_the_kafka_subscriber_stops_after_max_events_and_resumes_there(bro
 
     assert await asyncio.wait_for(take(2), 30) == [0, 1]
     assert await asyncio.wait_for(take(3), 30) == [2, 3, 4]
+
+
+def test_a_position_file_asks_for_the_http_stream(monkeypatch, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """With a broker configured the subscriber chose Kafka and ignored --position-file (a
+    second run printed everything again): the file now chooses HTTP, and Kafka refuses it."""
+    from shared.app.cli import main as cli_main
+
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")
+    monkeypatch.setenv("TICKETLINE_DATA_DIR", str(tmp_path))
+    argv = ["subscribe", "--source", "kafka", "--position-file", str(tmp_path / "east.pos")]
+    assert cli_main(argv) == 2
+    assert "--position-file is for the HTTP stream" in capsys.readouterr().err

@@ -328,7 +328,16 @@ def _cmd_subscribe(settings: Settings, args: argparse.Namespace) -> int:
     headers = {"Authorization": f"Bearer {token}"} if token else None
     types = [t for t in (args.types or "").split(",") if t]
     region = args.region.lower() if args.region else None
-    source = args.source or ("kafka" if settings.uses_kafka and not args.url else "http")
+    # --url and --position-file are the HTTP stream's: they choose it when a broker is set.
+    http_asked = args.url or args.position_file
+    source = args.source or ("kafka" if settings.uses_kafka and not http_asked else "http")
+    if source == "kafka" and args.position_file:
+        print(
+            "ticketline subscribe: --position-file is for the HTTP stream; the Kafka source "
+            "keeps its position in its consumer group (--group)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         if source == "kafka":
             assert settings.kafka_bootstrap_servers
