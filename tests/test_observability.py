@@ -224,3 +224,32 @@ def test_a_projector_logs_a_database_outage_once_a_while_and_other_failures_in_f
     assert [(r.levelname, r.exc_info) for r in outage] == [("WARNING", None)]
     (bug,) = [r for r in caplog.records if r.levelname == "ERROR"]
     assert bug.exc_info is not None and "restarting in 1 s" in bug.getMessage()
+
+
+async def test_a_projector_that_ignores_the_stop_is_cancelled_after_its_grace() -> None:
+    """A Kafka consumer waiting on a broker that went away ignored SIGTERM for minutes."""
+    import asyncio
+
+    from shared.app.runtime import finish_when_stopped
+
+    stop = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    async def stubborn() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    running = asyncio.create_task(finish_when_stopped(stubborn(), stop, grace=0.2))
+    await asyncio.sleep(0.05)
+    stop.set()
+    await asyncio.wait_for(running, 5)
+    assert cancelled.is_set()
+
+    async def fails() -> None:
+        raise ValueError("a bug")
+
+    with pytest.raises(ValueError, match="a bug"):
+        await finish_when_stopped(fails(), asyncio.Event())

@@ -8,7 +8,7 @@ import logging
 import signal
 import socket
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
 
 import uvicorn
 from starlette.applications import Starlette
@@ -183,9 +183,32 @@ async def run_projector(
             )
         except Exception as exc:  # away, or no right to create: the relay creates them
             log.warning("projector: could not create the topics first: %s", exc)
-        await asyncio.gather(*(guarded(p) for p in projections))
+        await finish_when_stopped(asyncio.gather(*(guarded(p) for p in projections)), stop)
         return
     await pump_ledger(platform, projections, stop)
+
+
+async def finish_when_stopped(
+    work: Awaitable[object], stop: asyncio.Event, grace: float = 10.0
+) -> None:
+    """``work`` to its end; once ``stop`` is set, ``grace`` seconds more, then cancelled. A
+    consumer waiting on a broker that went away mid-session ignored the stop for minutes
+    (until the broker came back): an orchestrator's grace period would end in SIGKILL."""
+    task = asyncio.ensure_future(work)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            done, _ = await asyncio.wait({task}, timeout=grace)
+            if not done:
+                log.warning("projector: still waiting %.0f s after the stop; cancelled", grace)
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if task.done() and not task.cancelled():
+            task.result()
+    finally:
+        stopping.cancel()
 
 
 class FailureReport:
