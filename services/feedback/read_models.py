@@ -235,17 +235,17 @@ def tally(rows: Iterable[ComplianceRow]) -> Tally:
     return t
 
 
-def satisfaction(t: Tally, s: FeedbackSettings) -> dict[str, Any]:
-    """Satisfaction, bands and NPS over every follow-up."""
+def satisfaction(t: Tally, s: FeedbackSettings, digits: int | None = 2) -> dict[str, Any]:
+    """Satisfaction, bands and NPS over every follow-up (``digits``: as ``_rate``)."""
     bands = dict.fromkeys(("very_satisfied", "satisfied", "neutral", "dissatisfied"), 0)
     for score in t.scores:
         bands[band(score, s)] += 1
     promoters = sum(1 for r in t.recommend if r >= s.nps_promoter_from)
     detractors = sum(1 for r in t.recommend if r <= s.nps_detractor_up_to)
-    nps = rounded(100.0 * (promoters - detractors) / len(t.recommend)) if t.recommend else None
+    nps = _rate(promoters - detractors, len(t.recommend), digits)
     return {
         "follow_ups": len(t.scores),
-        "satisfaction_average": _average(t.scores),
+        "satisfaction_average": _average(t.scores, digits),
         "bands": bands,
         "promoters": promoters,
         "passives": len(t.recommend) - promoters - detractors,
@@ -264,8 +264,11 @@ def summarise(
     return summarise_tally(key, tally(rows), s)
 
 
-def summarise_tally(key: str | None, t: Tally, s: FeedbackSettings) -> dict[str, Any]:
-    """A summary from counts already taken (the console counts in SQL)."""
+def summarise_tally(
+    key: str | None, t: Tally, s: FeedbackSettings, digits: int | None = 2
+) -> dict[str, Any]:
+    """A summary from counts already taken (the console counts in SQL); ``digits`` None:
+    the rates exact (what a target is judged on)."""
     count, items = t.compliance, t.items
     response, resolution = items["responded_within_sla"], items["resolved_within_sla"]
     deadlines_met = response[TRUE] + resolution[TRUE]
@@ -276,17 +279,17 @@ def summarise_tally(key: str | None, t: Tally, s: FeedbackSettings) -> dict[str,
         "non_compliant": count[FALSE],
         "pending": count[PENDING],
         "unknown": count[UNKNOWN],
-        "compliance_rate": _rate(count[TRUE], _decided(count)),
+        "compliance_rate": _rate(count[TRUE], _decided(count), digits),
         "items": items,
-        "response_sla_rate": _rate(response[TRUE], _decided(response)),
-        "resolution_sla_rate": _rate(resolution[TRUE], _decided(resolution)),
-        "sla_attainment": _rate(deadlines_met, _decided(response) + _decided(resolution)),
+        "response_sla_rate": _rate(response[TRUE], _decided(response), digits),
+        "resolution_sla_rate": _rate(resolution[TRUE], _decided(resolution), digits),
+        "sla_attainment": _rate(deadlines_met, _decided(response) + _decided(resolution), digits),
         "first_time_fix_rate": _rate(
-            items["first_time_fix"][TRUE], _decided(items["first_time_fix"])
+            items["first_time_fix"][TRUE], _decided(items["first_time_fix"]), digits
         ),
-        **satisfaction(t, s),
+        **satisfaction(t, s, digits),
         "complaints": t.complaints,
-        "complaint_rate": _rate(t.complaints, t.tickets),
+        "complaint_rate": _rate(t.complaints, t.tickets, digits),
     }
 
 
@@ -296,10 +299,12 @@ def summary(rows: list[ComplianceRow], group_by: str, s: FeedbackSettings) -> di
     for row in rows:
         groups[getattr(row, column)].append(row)
     ordered = sorted(groups.items(), key=lambda kv: (kv[0] is None, kv[0] or ""))
-    summaries = [summarise(key, members, s) for key, members in ordered]
-    total = summarise(None, rows, s)
-    for group in (*summaries, total):
-        group["targets"] = target_checks(group, s)
+    tallies = [(key, tally(members)) for key, members in ordered]
+    summaries = [
+        summarise_tally(key, t, s) | {"targets": target_checks(t, s)} for key, t in tallies
+    ]
+    everything = tally(rows)
+    total = summarise_tally(None, everything, s) | {"targets": target_checks(everything, s)}
     return {"group_by": group_by, "groups": summaries, "total": total}
 
 
@@ -312,19 +317,22 @@ TARGETS: tuple[tuple[str, str, Callable[[FeedbackSettings], float]], ...] = (
 )
 
 
-def target_checks(group: dict[str, Any], s: FeedbackSettings) -> list[dict[str, Any]]:
-    """Each service-level target beside the group's figure: met, missed, or None while the
-    figure has no data."""
+def target_checks(t: Tally, s: FeedbackSettings) -> list[dict[str, Any]]:
+    """Each service-level target beside the group's figure (as shown, 2 decimals): met,
+    missed, or None while the figure has no data — judged on the exact figure (99.995 %
+    compliant is not 100 %)."""
+    shown = summarise_tally(None, t, s)
+    exact = summarise_tally(None, t, s, digits=None)
     checks = []
     for measure, comparison, target_of in TARGETS:
-        value, target = group[measure], target_of(s)
+        value, target = exact[measure], target_of(s)
         met = None if value is None else (value >= target if comparison == ">=" else value < target)
         checks.append(
             {
                 "measure": measure,
                 "comparison": comparison,
                 "target": target,
-                "value": value,
+                "value": shown[measure],
                 "met": met,
             }
         )
