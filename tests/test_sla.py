@@ -261,6 +261,41 @@ async def test_a_suggested_appointment_skips_the_holidays_of_the_points_calendar
     assert "Mon 09:00-18:00 Asia/Shanghai" in moved["reason"]
 
 
+async def test_a_suggestion_in_another_timezone_than_the_calendar_avoids_its_holiday(
+    admin: httpx.AsyncClient,
+    intake: httpx.AsyncClient,
+    dispatch: httpx.AsyncClient,
+    clock: ManualClock,
+) -> None:
+    """A technician on UTC hours, a calendar in Shanghai: Thursday 16:30 UTC is Friday
+    00:30 there, a holiday — the window offered, not the shift's start, is what counts;
+    and a named technician without a window gets the same."""
+    utc_hours = {
+        "id": "t-utc",
+        "name": "Utc",
+        "service_point_id": "sp-east-1",
+        "skills": ["washing_machines"],
+        "working_hours": [{"weekday": d, "start": "09:00", "end": "18:00"} for d in WORKDAYS],
+    }
+    await build_network(admin, [utc_hours])
+    clock.set(datetime(2026, 11, 19, 16, 30, tzinfo=UTC))
+    await define_terms(admin)
+    await ok(
+        await admin.put("/calendars/hz", json={**NINE_TO_SIX, "holidays": [{"day": "2026-11-20"}]})
+    )
+    ticket = await open_ticket(intake)
+    first = (await ok(await dispatch.get(f"/tickets/{ticket}/candidates")))["candidates"][0]
+    # Saturday 00:00-02:00 in Shanghai, inside Friday's UTC shift.
+    assert (first["appointment_start"], first["appointment_end"]) == (
+        "2026-11-20T16:00:00Z",
+        "2026-11-20T18:00:00Z",
+    )
+    named = await ok(
+        await dispatch.post(f"/tickets/{ticket}/dispatch", json={"technician_id": "t-utc"})
+    )
+    assert named["appointment_start"] == "2026-11-20T16:00:00Z"
+
+
 async def test_pause_and_resume_move_the_deadline_and_the_timeline_shows_each_segment(
     platform: Platform,
     admin: httpx.AsyncClient,

@@ -449,19 +449,38 @@ def next_slot(
         for shift_start, shift_end in _local_shifts(
             technician, first_day + timedelta(offset), zone
         ):
-            if _holiday(calendar, shift_start):
-                continue
-            start = max(after, shift_start)
+            start = _past_holidays(calendar, max(after, shift_start))
             if start < shift_end:
-                end = min(start + window, shift_end)
+                end = min(start + window, shift_end, _next_holiday(calendar, start))
                 return start.astimezone(UTC), end.astimezone(UTC)
     return None
 
 
-def _holiday(calendar: Calendar, instant: datetime) -> bool:
-    return (
-        calendar.zone is not None and instant.astimezone(calendar.zone).date() in calendar.holidays
-    )
+_NEVER = datetime.max.replace(tzinfo=UTC)
+
+
+def _past_holidays(calendar: Calendar, instant: datetime) -> datetime:
+    """``instant``, or the start of the first day after it (in the calendar's zone) that
+    is no holiday of ``calendar``."""
+    if calendar.zone is None:
+        return instant
+    day = instant.astimezone(calendar.zone).date()
+    if day not in calendar.holidays:
+        return instant
+    while day in calendar.holidays:
+        day += timedelta(days=1)
+    return datetime.combine(day, datetime.min.time(), tzinfo=calendar.zone)
+
+
+def _next_holiday(calendar: Calendar, instant: datetime) -> datetime:
+    """Where a window from ``instant`` must end: the next midnight of the calendar's zone
+    when a holiday starts there (a shift crossing midnight), else never."""
+    if calendar.zone is None:
+        return _NEVER
+    tomorrow = instant.astimezone(calendar.zone).date() + timedelta(days=1)
+    if tomorrow not in calendar.holidays:
+        return _NEVER
+    return datetime.combine(tomorrow, datetime.min.time(), tzinfo=calendar.zone)
 
 
 def _hours_text(technician: TechnicianInfo, start: datetime) -> str:
@@ -625,7 +644,10 @@ def choose_named(facts: TicketFacts, command: DispatchTicket) -> Assignment:
     technician, point = _named_technician(command, facts)
     window = command.request.window
     if window is None:
-        window = next_slot(technician, command.now, command.window_length, command.horizon_days)
+        calendar = command.calendars.get(point.id, ALWAYS)
+        window = next_slot(
+            technician, command.now, command.window_length, command.horizon_days, calendar
+        )
         if window is None:
             raise InvalidCommand(
                 "appointment_start",
