@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 
 import pytest
 
 from shared.app.jobs import run_leased
 from shared.eventstore.db import Database
-from shared.eventstore.leases import Lease
+from shared.eventstore.leases import Lease, process_host
 from shared.eventstore.outbox import relay_owner_id
 from shared.kernel.clock import ManualClock
 
@@ -68,7 +67,7 @@ async def test_a_lease_held_by_a_killed_process_of_this_host_is_taken_at_once_on
     restarted process takes them at once, not after their term (15 minutes for the
     checkpoints). Elsewhere, or while the holder runs, the term stands."""
     dead_pid = _ended_pid()
-    host = socket.gethostname()
+    host = process_host()
     for name, holder in (
         ("dead-here", f"{host}:{dead_pid}:abcd1234"),
         ("alive-here", f"{host}:{os.getppid()}:abcd1234"),

@@ -580,8 +580,9 @@ def _connection_lost(exc: BaseException) -> bool:
         if isinstance(cause, (OSError, *_CONNECTION_LOST)):
             return True
         state = str(getattr(cause, "sqlstate", "") or "")
-        # 08: connection; 53: no room (disk full, out of memory, too many connections).
-        if state.startswith(("08", "53")) or state in _AWAY_STATES:
+        # 08: connection; no room: disk full, too many connections (not 53200/53400: out
+        # of memory or a temp file limit can be one piece of work's, every time).
+        if state.startswith("08") or state in _AWAY_STATES or state in ("53100", "53300"):
             return True
     return False
 

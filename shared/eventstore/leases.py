@@ -76,12 +76,23 @@ class Lease:
         )
 
 
+def process_host() -> str:
+    """The host name, and the process-id namespace on Linux (``web-1@4026531836``)."""
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return socket.gethostname()
+    return f"{socket.gethostname()}@{namespace}"
+
+
 def _dead_here(owner: str) -> bool:
     """``owner`` (``relay_owner_id``'s host:pid:suffix) names a process of this host that
     no longer runs. A process id taken again since reads as alive: the lease then expires."""
     host, _, rest = owner.partition(":")
     pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit() or int(pid_text) == os.getpid():
+    if os.name != "posix" or host != process_host() or not pid_text.isdigit():
+        return False  # another host or process-id namespace, or no signal 0 (Windows)
+    if int(pid_text) == os.getpid():
         return False
     try:
         os.kill(int(pid_text), 0)

@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import socket
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from sqlalchemy import Connection, delete, func, select, text
 
 from shared.eventstore.db import Database
 from shared.eventstore.kafka import TopicWatch
-from shared.eventstore.leases import Lease
+from shared.eventstore.leases import Lease, process_host
 from shared.eventstore.ledger import EVENT_COLUMNS, row_to_envelope
 from shared.eventstore.metrics import RELAY_PUBLISHED, RELAY_REQUEUED
 from shared.eventstore.projection import delete_where_in, upsert_rows
@@ -163,8 +162,10 @@ class KafkaPublisher:
 
 
 def relay_owner_id() -> str:
-    """Unique per holder, readable in the leases table: host, process, random suffix."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """Unique per holder, readable in the leases table: host (with its process-id
+    namespace where there is one: two containers may share a host name, not process ids),
+    process, random suffix."""
+    return f"{process_host()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 class OutboxRelay:
@@ -311,9 +312,7 @@ class OutboxRelay:
                     backoff,
                     exc,
                     exc.__cause__,
-                    _IDEMPOTENCE_HINT
-                    if getattr(self.publisher, "enable_idempotence", False)
-                    else "",
+                    _idempotence_hint(self.publisher, exc),
                 )
                 count = 0
                 backoff = min(backoff * 2, backoff_max)
@@ -324,7 +323,15 @@ class OutboxRelay:
         await self.publisher.close()
 
 
-# aiokafka says only "UnknownError" when a broker refuses the idempotent producer.
+def _idempotence_hint(publisher: Publisher, exc: BaseException) -> str:
+    """aiokafka says only "UnknownError" when a broker refuses the idempotent producer: the
+    setting that may be the cause, named beside that error (not beside a broker away)."""
+    said = f"{exc} {exc.__cause__}"
+    if getattr(publisher, "enable_idempotence", False) and "UnknownError" in said:
+        return _IDEMPOTENCE_HINT
+    return ""
+
+
 _IDEMPOTENCE_HINT = (
     "; the producer is idempotent (TICKETLINE_KAFKA_ENABLE_IDEMPOTENCE=true): a broker "
     "that refuses InitProducerId needs it false (docs/operations.md)"
