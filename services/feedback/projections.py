@@ -27,9 +27,14 @@ from services.feedback.tables import (
     scorecard_items,
 )
 from shared.app.config import get_settings
-from shared.eventstore.db import take_locks
 from shared.eventstore.ledger import EventStore
-from shared.eventstore.projection import EventRowProjection, Row, delete_where_in, upsert_rows
+from shared.eventstore.projection import (
+    EventRowProjection,
+    Row,
+    delete_where_in,
+    lock_tickets,
+    upsert_rows,
+)
 from shared.kernel.events.envelope import EventEnvelope, canonical_json
 from shared.kernel.events.parts import OldPartReturnExpected
 from shared.kernel.events.quality import QualityAlertRaised, ScorecardItemRecorded
@@ -162,14 +167,6 @@ def tickets_facts(
     return found
 
 
-def lock_tickets(conn: Connection, ticket_ids: Sequence[str]) -> None:
-    """PostgreSQL: one applier of a ticket's rows at a time, until commit. A command
-    applying the ticket's events inline and a projector applying its parts paperwork
-    would otherwise each recompute without the other's uncommitted event, and the last
-    to commit would leave a row that misses one."""
-    take_locks(conn, [f"{ComplianceProjection.name}:ticket:{t}" for t in ticket_ids])
-
-
 class ComplianceProjection:
     name: ClassVar[str] = "feedback_compliance"
     tables: ClassVar[tuple[Table, ...]] = (
@@ -189,7 +186,7 @@ class ComplianceProjection:
         tickets = sorted({t for e in events if (t := ticket_of(e)) is not None})
         if not tickets:
             return
-        lock_tickets(conn, tickets)
+        lock_tickets(conn, self.name, tickets)
         found = list(tickets_facts(conn, self.store, tickets).values())
         for table in self.tables:
             delete_where_in(conn, table, "ticket_id", tickets)

@@ -31,13 +31,13 @@ from services.parts.tables import (
     parts_returns,
     parts_stock,
 )
-from shared.eventstore.db import take_locks
 from shared.eventstore.ledger import EventStore
 from shared.eventstore.projection import (
     Projection,
     Row,
     RowProjection,
     delete_where_in,
+    lock_tickets,
     upsert_rows,
 )
 from shared.kernel.errors import RuleViolation
@@ -379,9 +379,7 @@ class ReturnsProjection:
         tickets = sorted({_ticket_of(e) for e in events if e.event_type in _RETURN_EVENTS})
         if not tickets:
             return
-        # PostgreSQL: a command applying a ticket's events inline and a projector applying
-        # its paperwork would each recompute without the other's uncommitted event.
-        take_locks(conn, [f"{self.name}:ticket:{t}" for t in tickets])
+        lock_tickets(conn, self.name, tickets)
         streams = self.store.read_streams(
             conn, [s for t in tickets for s in (t, ticket_parts_stream(t))]
         )

@@ -35,7 +35,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.schema import CreateIndex
 from sqlalchemy.util import await_only
 
-from shared.eventstore.db import UtcDateTime, utc_from_stored
+from shared.eventstore.db import UtcDateTime, take_locks, utc_from_stored
 from shared.eventstore.driver import (
     asyncpg_driver,
     integrity_errors,
@@ -98,6 +98,15 @@ class EventByEvent:
 
 
 _UPSERTS: dict[tuple[str, str], Any] = {}
+
+
+def lock_tickets(conn: Connection, projection: str, ticket_ids: Sequence[str]) -> None:
+    """PostgreSQL: one applier of a projection's rows of each ticket at a time, until
+    commit, for a projection that recomputes tickets from the ledger. A command applying
+    a ticket's events inline and a projector applying its parts paperwork would otherwise
+    each recompute without the other's uncommitted event, and the last to commit would
+    leave rows that miss one."""
+    take_locks(conn, [f"{projection}:ticket:{t}" for t in ticket_ids])
 
 
 def upsert_rows(conn: Connection, table: Table, rows: Sequence[Row]) -> None:
