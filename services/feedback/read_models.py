@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from types import SimpleNamespace
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Row, and_, func, select
+from sqlalchemy import Connection, Row, Select, and_, func, select
 
 from services.feedback.compliance import FALSE, ITEMS, PENDING, TRUE, UNKNOWN
 from services.feedback.facts import month_of
@@ -726,6 +726,17 @@ def repairs_between(
     return days
 
 
+def _member_descriptions(
+    conn: Connection, query: Select[Any]
+) -> Iterator[tuple[Row[Any], dict[str, Any]]]:
+    """The network members' descriptions (a registration or update: the events naming a
+    level) among the service-point events ``query`` selects, upcast, in its order."""
+    for row in conn.execute(query):
+        body = upcast(row.event_type, row.schema_version, orjson.loads(row.payload))
+        if "level" in body:
+            yield row, body
+
+
 def network_service_points(conn: Connection, month: str, region: str | None) -> set[str]:
     """The network's service points active at the month's end (in ``region``), from their
     service-point streams in the ledger: a month's scorecards list each, at the base
@@ -736,11 +747,11 @@ def network_service_points(conn: Connection, month: str, region: str | None) -> 
         .where(e.stream_type == "service_point")
         .order_by(e.position)
     )
-    latest: dict[str, dict[str, Any]] = {}
-    for row in conn.execute(query):
-        body = upcast(row.event_type, row.schema_version, orjson.loads(row.payload))
-        if "level" in body and month_of(row.occurred_at) <= month:
-            latest[row.stream_id] = body
+    latest = {
+        row.stream_id: body
+        for row, body in _member_descriptions(conn, query)
+        if month_of(row.occurred_at) <= month
+    }
     return {
         point
         for point, body in latest.items()
@@ -760,9 +771,7 @@ def network_member(conn: Connection, member_id: str) -> tuple[str, str | None] |
         .where(e.stream_id == member_id, e.stream_type == "service_point")
         .order_by(e.stream_version.desc())
     )
-    for row in conn.execute(query):
-        body = upcast(row.event_type, row.schema_version, orjson.loads(row.payload))
-        if "level" in body:
-            region = body.get("region")
-            return str(body["level"]), None if region is None else str(region)
+    for _, body in _member_descriptions(conn, query):
+        region = body.get("region")
+        return str(body["level"]), None if region is None else str(region)
     return None
