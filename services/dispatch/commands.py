@@ -107,18 +107,23 @@ def _dispatch_command(
         now=h.now(),
         window_length=timedelta(hours=settings.appointment_window_hours),
         horizon_days=settings.suggestion_horizon_days,
-        calendars=_point_calendars(conn, h, state, network),
+        calendars=_point_calendars(conn, h, state, request, network),
     )
 
 
 def _point_calendars(
-    conn: Connection, h: Handling, state: TicketState, network: domain.Network
+    conn: Connection,
+    h: Handling,
+    state: TicketState,
+    request: domain.DispatchRequest,
+    network: domain.Network,
 ) -> dict[str, Calendar]:
-    """The calendar the ticket's resolution would run on at each point: its policy's, with
+    """When the service picks the appointment: the calendar the ticket's resolution would
+    run on at each point, its policy's, with
     the calendars' latest versions (a holiday announced since the ticket came in closes
     the point that day, whatever the ticket's pinned deadline)."""
-    if state.received is None or state.region is None:
-        return {}  # no ticket to dispatch: the decision says so
+    if request.window is not None or state.received is None or state.region is None:
+        return {}  # a window given, or no ticket to dispatch (the decision says so)
     reader = terms_reader(conn, h)
     pin = state.sla_policy
     latest = reader.current(pin.policy_id) if pin is not None else None
