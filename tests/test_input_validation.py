@@ -608,6 +608,31 @@ async def test_an_unreachable_database_is_503_not_a_plain_500(tmp_path: Any) -> 
         await platform.close()
 
 
+async def test_a_server_that_accepts_and_never_answers_is_an_outage_not_a_bug() -> None:
+    """asyncpg's connect timeout says only TimeoutError: the engine names it an outage
+    (503 on the APIs, the CLI's exit 3), as it does a refused connection."""
+    import socket
+
+    from shared.app.cli import explained_failure
+    from shared.eventstore.db import DatabaseUnavailable, async_engine
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        port = silent.getsockname()[1]
+        engine = async_engine(
+            f"postgresql+asyncpg://nobody@127.0.0.1:{port}/nothing", connect_args={"timeout": 0.3}
+        )
+        try:
+            with pytest.raises(DatabaseUnavailable) as raised:
+                async with engine.connect():
+                    pass
+        finally:
+            await engine.dispose()
+    explained = explained_failure(raised.value)
+    assert explained is not None and explained[0] == 3
+
+
 @SQLITE
 async def test_an_unhandled_error_is_a_500_problem_that_says_nothing_of_it(
     platform: Platform, monkeypatch: pytest.MonkeyPatch

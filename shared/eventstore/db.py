@@ -715,12 +715,31 @@ async def _pg_attempt(
             sync.rollback()  # SQLAlchemy's own bookkeeping only (autocommit: no SQL)
 
 
+def async_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    """``create_async_engine`` where a server that accepts the connection and never answers
+    is an outage like one that refuses it (:class:`DatabaseUnavailable`: 503, the CLI's
+    exit 3) — asyncpg says only ``TimeoutError``, which elsewhere is the work's own."""
+    engine = create_async_engine(url, **kwargs)
+    if not url.startswith("sqlite"):
+
+        @event.listens_for(engine.sync_engine, "do_connect")
+        def _connect(dialect: Dialect, _record: Any, cargs: Any, cparams: Any) -> Any:
+            try:
+                return dialect.connect(*cargs, **cparams)
+            except TimeoutError as exc:
+                raise DatabaseUnavailable(
+                    "the database is unavailable: it did not answer the connection in time"
+                ) from exc
+
+    return engine
+
+
 def _pg_engine(url: str, echo: bool) -> AsyncEngine:
     """Autocommit for SQLAlchemy: the transaction is ours (begun and ended around the unit
     of work on the driver), so statements issued on the driver directly (the append) and
     through SQLAlchemy share it. A pooled connection whose server went away (closed socket:
     a restart, a crash) is replaced at checkout, at no cost to a healthy one (no ping)."""
-    engine = create_async_engine(
+    engine = async_engine(
         url,
         echo=echo,
         pool_size=10,

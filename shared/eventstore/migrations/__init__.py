@@ -16,7 +16,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
+
+from shared.eventstore.db import async_engine
 
 HERE = Path(__file__).resolve().parent
 SERVICES = HERE.parents[2] / "services"
@@ -68,7 +69,7 @@ def upgrade(database_url: str, revision: str = "heads") -> None:
 
 
 async def current_revisions(database_url: str) -> set[str]:
-    engine = create_async_engine(database_url)
+    engine = async_engine(database_url)
     try:
         async with engine.connect() as conn:
             return await conn.run_sync(

@@ -4,7 +4,8 @@ import asyncio
 
 from alembic import context
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
+
+from shared.eventstore.db import async_engine
 
 config = context.config
 
@@ -20,7 +21,7 @@ def _run(connection: Connection) -> None:
 
 
 async def _main() -> None:
-    engine = create_async_engine(config.attributes["database_url"])
+    engine = async_engine(config.attributes["database_url"])
     try:
         async with engine.connect() as conn:
             await conn.run_sync(_run)
