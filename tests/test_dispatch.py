@@ -60,6 +60,9 @@ async def test_network_is_managed_by_admin_and_read_by_region(
     await build_network(admin)
     points = (await admin.get("/service-points")).json()["items"]
     assert {p["id"] for p in points} == {p["id"] for p in POINTS}
+    # A global caller's region filter is the region's members only.
+    in_west = (await admin.get("/service-points", params={"region": "west"})).json()["items"]
+    assert {p["id"] for p in in_west} == {"rc-west", "sp-west-1"}
     got = await dispatch.get("/service-points/sp-east-2")
     assert got.status_code == 200 and got.headers["etag"] == '"1"'
     assert got.json()["postcodes"] == ["3100"] and got.json()["kind"] == "dealer"
@@ -72,10 +75,15 @@ async def test_network_is_managed_by_admin_and_read_by_region(
         await dispatch.post("/service-points", json={**POINTS[0], "id": "x"})
     ).status_code == 403
     async with service_client("dispatch", platform, region="west") as west:
+        # Headquarters, of no region, is every caller's (docs/access-control.md).
         assert {p["id"] for p in (await west.get("/service-points")).json()["items"]} == {
+            "hq",
             "rc-west",
             "sp-west-1",
         }
+        top = await west.get("/service-points", params={"level": "headquarters"})
+        assert [p["id"] for p in top.json()["items"]] == ["hq"]
+        assert (await west.get("/service-points/hq")).status_code == 200
         assert (await west.get("/service-points/sp-east-1")).status_code == 404
         assert [t["id"] for t in (await west.get("/technicians")).json()["items"]] == ["t-w"]
         active = await west.get("/technicians", params={"active": "true"})

@@ -71,12 +71,15 @@ def get_service_point(conn: Connection, point_id: str | None) -> ServicePointInf
 
 
 def list_service_point_rows(
-    conn: Connection, *, region: str | None, level: str | None
+    conn: Connection, *, region: str | None, level: str | None, regionless: bool = False
 ) -> list[Any]:
+    """``regionless``: with ``region``, the members of no region too (headquarters: every
+    regional caller's, shared/kernel/reach.py)."""
     sp = service_points.c
     query = select(service_points).order_by(sp.id)
     if region:
-        query = query.where(sp.region == region)
+        in_region = sp.region == region
+        query = query.where(or_(in_region, sp.region.is_(None)) if regionless else in_region)
     if level:
         query = query.where(sp.level == level)
     return list(conn.execute(query).all())

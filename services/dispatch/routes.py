@@ -141,7 +141,12 @@ async def update_service_point(
 
 
 @network_router.get(
-    "/service-points", response_model=ServicePointPage, summary="The network's members"
+    "/service-points",
+    response_model=ServicePointPage,
+    summary="The network's members",
+    description="A caller bound to a region sees its region's members and headquarters (of "
+    "no region: every caller's); `region` filters a global caller's list to that region's "
+    "members.",
 )
 async def list_service_points(
     region: RegionFilter | None = None,
@@ -154,7 +159,10 @@ async def list_service_points(
         return ServicePointPage(items=[])
     rows = await platform.db.read(
         lambda c: read_models.list_service_point_rows(
-            c, region=where, level=level.value if level else None
+            c,
+            region=where,
+            level=level.value if level else None,
+            regionless=principal.reach.region is not None,
         )
     )
     return ServicePointPage(items=[ServicePointView(**dict(r._mapping)) for r in rows])
