@@ -156,6 +156,10 @@ async def test_serve_refuses_to_start_with_a_clear_message(
         ("TICKETLINE_PRIVACY_MASTER_KEY", "abcd", "TICKETLINE_PRIVACY_MASTER_KEY: the master"),
         ("TICKETLINE_PRIVACY_KMS_FACTORY", "nope.module:factory", "KMS_FACTORY: cannot load"),
         ("TICKETLINE_PRIVACY_RETENTION_DAYS", "abc", "TICKETLINE_PRIVACY_RETENTION_DAYS: "),
+        # A database URL no driver of the platform reads: named, not a driver's traceback.
+        ("DATABASE_URL", "garbage", "DATABASE_URL: Value error, DATABASE_URL must be"),
+        ("DATABASE_URL", "postgresql://u:p@127.0.0.1:1/db", "DATABASE_URL: Value error"),
+        ("DATABASE_URL", "mysql://u@127.0.0.1/db", "DATABASE_URL: Value error"),
     ],
 )
 def test_an_unusable_setting_refuses_to_start_naming_it(

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.eventstore.db import sqlite_path
@@ -228,6 +228,10 @@ class AuthSettings(BaseSettings):
         return bool(self.public_key_file or self.jwks_file or self.jwks_url)
 
 
+# The drivers the platform runs on (deploy/README.md).
+DATABASE_DRIVERS = ("postgresql+asyncpg", "sqlite+aiosqlite")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TICKETLINE_", extra="ignore")
 
@@ -241,6 +245,27 @@ class Settings(BaseSettings):
             "KAFKA_BOOTSTRAP_SERVERS", "TICKETLINE_KAFKA_BOOTSTRAP_SERVERS"
         ),
     )
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, url: str | None) -> str | None:
+        """Refused at start (exit 2), never a driver's traceback later."""
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        if not url:
+            return url
+        try:
+            driver = make_url(url).drivername
+        except ArgumentError:
+            driver = None
+        if driver not in DATABASE_DRIVERS:
+            raise ValueError(
+                "DATABASE_URL must be postgresql+asyncpg://user:password@host:port/database "
+                "or sqlite+aiosqlite:///path/to/file.db"
+            )
+        return url
+
     # Apache Kafka supports the idempotent producer; the in-memory test broker does not.
     kafka_enable_idempotence: bool = True
     kafka_topic_prefix: str = "ticketline"
@@ -407,5 +432,7 @@ def describe_invalid_settings(exc: ValidationError) -> list[str]:
     lines = []
     for error in exc.errors():
         field = str(error["loc"][0]) if error["loc"] else ""
-        lines.append(f"{(prefix + field).upper()}: {error['msg']}")
+        # A field read under aliases is named by the one it was read from (DATABASE_URL).
+        aliased = field.isupper()
+        lines.append(f"{field if aliased else (prefix + field).upper()}: {error['msg']}")
     return lines
