@@ -171,7 +171,38 @@ async def test_verify_cli_exit_codes(platform: Platform, clock, database_url: st
     # A replay of a damaged ledger is a finding about the data (1), not a bug (70).
     code, out = await run_cli(database_url, "replay", "--quiet")
     assert code == 1 and "Traceback" not in out, out
-    assert "ticketline verify" in out
+    assert "ticketline verify" in out and "position 2" in out
+
+
+async def test_a_payload_of_another_shape_is_a_finding_for_every_reader(
+    platform: Platform, clock, database_url: str, tmp_path
+) -> None:
+    """JSON, but not the event's payload: the tickets export names the row (exit 1), as
+    verify does, and the replay finds a difference — never a pydantic traceback."""
+    await seed(platform, clock, tickets=2)
+    await platform.db.write(
+        lambda c: c.execute(update(events).where(events.c.position == 3).values(payload="[]"))
+    )
+    tickets = ("export", "--kind", "tickets", "--out", str(tmp_path / "t.csv"))
+    code, out = await run_cli(database_url, *tickets)
+    assert code == 1 and "position 3 (hash" in out and "Traceback" not in out, out
+    code, out = await run_cli(database_url, "replay", "--quiet")
+    assert code == 1 and "Traceback" not in out, out
+    # The audit export copies rows as stored (verify-export checks them): done, 0.
+    code, out = await run_cli(database_url, "export", "--out", str(tmp_path / "all.jsonl"))
+    assert code == 0 and "Traceback" not in out, out
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])  # PostgreSQL's timestamptz holds no text
+async def test_a_time_that_is_none_is_a_finding_for_replay_and_export(
+    platform: Platform, clock, database_url: str, tmp_path
+) -> None:
+    await seed(platform, clock, tickets=2)
+    damage = text("UPDATE events SET occurred_at = 'garbage' WHERE position = 2")
+    await platform.db.write(lambda c: c.execute(damage))
+    for command in (("replay", "--quiet"), ("export", "--out", str(tmp_path / "all.jsonl"))):
+        code, out = await run_cli(database_url, *command)
+        assert code == 1 and "position 2" in out and "Traceback" not in out, (command, out)
 
 
 def test_only_a_refused_payload_or_a_schema_table_gone_is_taken_for_the_datas_fault() -> None:

@@ -868,11 +868,51 @@ def _main(argv: Sequence[str] | None) -> int:
         return 2
     except Exception as exc:
         explained = explained_failure(exc)
+        if args.command in READS_THE_LEDGER and (explained is None or explained[0] == 1):
+            # A hand-edited row can fail a reader in many ways: verify's checks name it.
+            explained = first_damage(settings) or explained
         if explained is None:
             raise  # a real failure, with its traceback
         code, what = explained
         print(f"ticketline {args.command}: {what}", file=sys.stderr)
         return code
+
+
+# Commands that read the whole ledger (or a time's state of it): a failure of theirs may
+# be a damaged row, which ``first_damage`` then names.
+READS_THE_LEDGER = frozenset({"replay", "export", "checkpoint"})
+
+
+def first_damage(settings: Settings) -> tuple[int, str] | None:
+    """(1, what is wrong) when ``verify`` finds the ledger damaged, else None (the walk
+    itself failing too: the first failure is the one to show)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from shared.app.platform import Platform
+    from shared.eventstore.verify import verify_ledger
+
+    async def walk() -> list[Any]:
+        platform = Platform.from_settings(settings)
+        try:
+            report = await platform.db.read(
+                lambda c: verify_ledger(c, platform.store, stop_at_first=True)
+            )
+        finally:
+            await platform.close()
+        return report.broken
+
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:  # the caller may run a loop
+            broken = pool.submit(asyncio.run, walk()).result()
+    except Exception:
+        return None
+    if not broken:
+        return None
+    link = broken[0]
+    return 1, (
+        f"the ledger is damaged at position {link.position} ({link.kind}: {link.detail}); "
+        "`ticketline verify` lists every damaged row"
+    )
 
 
 def explained_failure(exc: Exception) -> tuple[int, str] | None:
