@@ -112,6 +112,30 @@ async def test_replay_until_rebuilds_the_past(platform: Platform, clock, tmp_pat
     assert statuses == {ids[0]: "diagnosed", ids[1]: "diagnosed"}
 
 
+async def test_a_replay_into_a_file_that_fails_midway_leaves_no_file(
+    platform: Platform, clock, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Built beside the path and moved there once whole: an interrupted replay (Ctrl-C, a
+    failure) leaves nothing that looks finished, and the same command runs again."""
+    import shared.app.replay as replay_module
+
+    await seed(platform, clock, tickets=2)
+    into = tmp_path / "asof.db"
+    real = replay_module.differences_from_live
+
+    async def interrupted(*_args: object, **_kwargs: object) -> list[str]:
+        raise RuntimeError("interrupted")
+
+    monkeypatch.setattr(replay_module, "differences_from_live", interrupted)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        await replay(platform.settings, [TicketStateProjection()], into=into)
+    assert not any(p.name.startswith(".asof.db") or p.name == "asof.db" for p in tmp_path.iterdir())
+    monkeypatch.setattr(replay_module, "differences_from_live", real)
+    (result,) = await replay(platform.settings, [TicketStateProjection()], into=into)
+    assert result.events == 4 and result.differences == []
+    assert sorted(p.name for p in tmp_path.iterdir() if "asof" in p.name) == ["asof.db"]
+
+
 async def test_replay_copies_the_ledger_row_for_row(platform: Platform, clock, tmp_path) -> None:
     """The scratch ledger (copied as stored, on the bare drivers) is the live one: every
     column, times included, and its hash chain verifies."""

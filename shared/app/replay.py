@@ -8,6 +8,9 @@ any other, holding a copy of the ledger up to ``until`` (the source of gap fills
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import sqlite3
 import sys
 import tempfile
 import time
@@ -234,6 +237,42 @@ async def replay(
 ) -> list[ReplayResult]:
     if into is not None:
         refuse_existing(into)
+        # Built beside it and moved there once whole: an interrupted replay leaves no file
+        # that looks finished, and two replays into one path never share a file.
+        building = into.with_name(f".{into.name}.{os.getpid()}.partial")
+        try:
+            results = await _replay(settings, projections, source, until, building, show_progress)
+            _move_into_place(building, into)
+        finally:
+            for leftover in (building, Path(f"{building}-wal"), Path(f"{building}-shm")):
+                leftover.unlink(missing_ok=True)
+        return results
+    return await _replay(settings, projections, source, until, None, show_progress)
+
+
+def _move_into_place(built: Path, into: Path) -> None:
+    """``built`` at ``into`` as one file (its write-ahead log folded in), unless a file got
+    there meanwhile (a link never overwrites)."""
+    with contextlib.closing(sqlite3.connect(built)) as conn:
+        conn.execute("PRAGMA journal_mode=DELETE")
+    try:
+        os.link(built, into)
+    except FileExistsError:
+        refuse_existing(into)
+        raise
+    except OSError:  # a file system without hard links
+        refuse_existing(into)
+        os.replace(built, into)
+
+
+async def _replay(
+    settings: Settings,
+    projections: Sequence[Projection],
+    source: str,
+    until: datetime | None,
+    into: Path | None,
+    show_progress: bool,
+) -> list[ReplayResult]:
     live = Platform.from_settings(settings)
     with tempfile.TemporaryDirectory(prefix="ticketline-replay-") as tmp:
         path = into or Path(tmp) / "replay.db"
