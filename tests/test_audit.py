@@ -229,6 +229,31 @@ async def test_a_time_that_is_none_is_a_finding_for_replay_and_export(
         assert code == 1 and "position 2" in out and "Traceback" not in out, (command, out)
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_a_reader_that_goes_away_is_no_bug(platform: Platform, clock, database_url: str):
+    """`ticketline replay | head -1`: the pipe closed before the output is written is a
+    quiet 141 (as a shell's SIGPIPE), not a traceback and 70."""
+    await seed(platform, clock, tickets=2)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody will read: the first write is EPIPE
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "shared.app.cli",
+            "replay",
+            "--quiet",
+            env={**os.environ, "DATABASE_URL": database_url},
+            stdout=write_end,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    finally:
+        os.close(write_end)
+    assert process.stderr is not None
+    err = await asyncio.wait_for(process.stderr.read(), 120)
+    assert await process.wait() == 141 and b"Traceback" not in err, err
+
+
 def test_only_a_refused_payload_or_a_schema_table_gone_is_taken_for_the_datas_fault() -> None:
     """A missing JSON function or a misspelt table is a bug (exit 70, its traceback), not
     a damaged ledger (1) or a damaged database (2)."""

@@ -168,6 +168,16 @@ async def test_a_forged_or_foreign_checkpoint_is_refused(
     assert other.checkpoints == []
 
 
+async def test_a_line_that_is_not_text_is_a_problem_of_the_file(
+    platform: Platform, tmp_path: Path
+) -> None:
+    _, saved = await history(platform, tmp_path)
+    with saved.open("ab") as out:
+        out.write(b"\xff\xfe garbage\n")
+    held = read_held(saved, signing_key(platform.settings).public_key())
+    assert len(held.checkpoints) == 2 and held.problems[-1].endswith(": not UTF-8 text")
+
+
 def test_streams_digest_is_order_free_and_moves_with_any_head() -> None:
     a, b = StreamHeads(), StreamHeads()
     for sid in ("t-1", "t-2", "t-3"):

@@ -204,12 +204,15 @@ def read_held(path: Path, key: Ed25519PublicKey) -> HeldFile:
     output: other events are ignored), each checked on its own: intact (its hash) and
     signed by ``key``. Problems name the line."""
     held = HeldFile([], [], 0)
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
+    for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        if not raw.strip():
             continue
         held.lines += 1
         try:
-            document = json.loads(line)
+            document = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            held.problems.append(f"line {number}: not UTF-8 text")
+            continue
         except json.JSONDecodeError:
             held.problems.append(f"line {number}: not JSON")
             continue

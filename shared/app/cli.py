@@ -587,6 +587,16 @@ def positive_int(value: str) -> int:
     return number
 
 
+def row_id(value: str) -> int:
+    """An id of a table's row (argparse type): what its BIGINT column can hold."""
+    from shared.http.params import MAX_POSITION, parse_ascii_uint
+
+    try:
+        return parse_ascii_uint(value, maximum=MAX_POSITION)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{value!r}: {exc}") from None
+
+
 def ticket_uuid(value: str) -> str:
     try:
         return str(uuid.UUID(value))
@@ -674,7 +684,7 @@ def _ledger_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     )
     parked = sub.add_parser("parked", help="events a projection parked (poison events)")
     parked.add_argument("action", choices=("list", "retry", "skip"))
-    parked.add_argument("ids", nargs="*", type=int, help="retry/skip: parked event ids")
+    parked.add_argument("ids", nargs="*", type=row_id, help="retry/skip: parked event ids")
     parked.add_argument("--all", action="store_true", help="list: resolved ones too")
     parked.add_argument("--by", default=os.environ.get("USER", "operator"), help="who resolves")
 
@@ -824,6 +834,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(exc.code, file=sys.stderr)
             return 2
         raise
+    except BrokenPipeError:
+        # The output's reader went away (`| head`): quiet, as a shell's SIGPIPE (128 + 13);
+        # stdout points nowhere so that flushing it at exit raises nothing more.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception:
         import traceback
 
@@ -866,6 +881,8 @@ def _main(argv: Sequence[str] | None) -> int:
     except CommandRefused as exc:
         print(f"ticketline {args.command}: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        raise  # not the command's failure (main)
     except Exception as exc:
         explained = explained_failure(exc)
         if args.command in READS_THE_LEDGER and (explained is None or explained[0] == 1):
