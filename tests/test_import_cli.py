@@ -56,6 +56,18 @@ def test_import_prints_a_summary_progress_and_a_report(
     assert exit_.value.code == 2
     assert f"{tmp_path / 'nowhere' / 't.csv'}: no such file" in capsys.readouterr().err
 
+    # Arguments the import cannot take are refused by the parser (2), not as a file (1).
+    good = str(files["technicians"])
+    for wrong, said in (
+        (["nosuchkind", good], "unknown kind 'nosuchkind'"),
+        (["technicians", good, "--encoding", "nosuch"], "unknown encoding 'nosuch'"),
+        (["technicians", good, "--encoding", "base64"], "not a text encoding"),
+        (["technicians", good, "--timezone", "Mars/Base"], "unknown time zone 'Mars/Base'"),
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            main(["import", *wrong])
+        assert exit_.value.code == 2 and said in capsys.readouterr().err
+
 
 def test_export_kind_writes_the_import_format(
     data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -8,11 +8,14 @@ import getpass
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from shared.app.config import Settings, refuse_platform_file
-from shared.app.importing.engine import ImportRequest, new_summary, run_import
+from shared.app.importing.catalog import find_kind
+from shared.app.importing.engine import ImportRequest, import_zone, new_summary, run_import
 from shared.app.importing.report import ProblemSink
+from shared.app.importing.source import Refusal, text_encoding
 from shared.eventstore.bulk import bulk_gc
 from shared.kernel.events.envelope import Actor
 
@@ -33,6 +36,19 @@ def _batch_size(value: str) -> int:
     return number
 
 
+def _checked(check: Callable[[str], object]) -> Callable[[str], str]:
+    """An argparse type refusing what ``check`` refuses (exit 2, before any file is read)."""
+
+    def parse(value: str) -> str:
+        try:
+            check(value)
+        except Refusal as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return value
+
+    return parse
+
+
 def _input_file(value: str) -> str:
     """The file to import, refused before anything else reads or writes beside it."""
     if not Path(value).is_file():
@@ -48,15 +64,25 @@ def add_import_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[
         "unless --skip-invalid); re-running imports nothing twice, an interrupted import "
         "resumes. Problems go to a CSV report (line, field, problem).",
     )
-    p.add_argument("kind", help=KIND_HELP)
+    p.add_argument("kind", type=_checked(find_kind), help=KIND_HELP)
     p.add_argument("file", type=_input_file, help="CSV (with a header) or JSON Lines")
     p.add_argument("--dry-run", action="store_true", help="validate only: write nothing")
     p.add_argument(
         "--skip-invalid", action="store_true", help="import the valid rows, report the rest"
     )
-    p.add_argument("--encoding", default=None, help="default: detected (UTF-8, else GB18030)")
+    p.add_argument(
+        "--encoding",
+        type=_checked(text_encoding),
+        default=None,
+        help="default: detected (UTF-8, else GB18030)",
+    )
     p.add_argument("--format", choices=("csv", "jsonl"), default=None, help="default: by extension")
-    p.add_argument("--timezone", default=None, help="zone of times written without an offset")
+    p.add_argument(
+        "--timezone",
+        type=_checked(import_zone),
+        default=None,
+        help="zone of times written without an offset",
+    )
     p.add_argument("--report", default=None, help="error report (default: FILE.errors.csv)")
     p.add_argument("--batch-size", type=_batch_size, default=500, help="rows per transaction")
     p.add_argument(

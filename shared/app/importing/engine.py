@@ -125,7 +125,7 @@ async def run_import(
     try:
         kind = find_kind(request.kind)
         summary.kind = kind.name
-        zone = _zone(request.timezone)
+        zone = import_zone(request.timezone)
         source = await asyncio.to_thread(
             open_source,
             request.path,
@@ -151,7 +151,7 @@ async def run_import(
     return summary
 
 
-def _zone(name: str | None) -> ZoneInfo | None:
+def import_zone(name: str | None) -> ZoneInfo | None:
     if not name:
         return None
     try:

@@ -97,16 +97,21 @@ def _scan(path: Path, encoding: str) -> tuple[str, int] | tuple[None, int]:
     return digest.hexdigest(), lines
 
 
+def text_encoding(given: str) -> str:
+    """The codec name of ``given``, or a refusal: an unknown name, or a codec of bytes."""
+    try:
+        info = codecs.lookup(given)
+    except LookupError:
+        raise Refusal(f"unknown encoding {given!r}") from None
+    if not getattr(info, "_is_text_encoding", True):
+        raise Refusal(f"{given!r} is not a text encoding")
+    return info.name
+
+
 def _encoding_of(path: Path, given: str | None) -> tuple[str, str, int]:
     """(encoding, sha256, lines), or a refusal naming the line of the first bad byte."""
     if given:
-        try:
-            info = codecs.lookup(given)
-        except LookupError:
-            raise Refusal(f"unknown encoding {given!r}") from None
-        if not getattr(info, "_is_text_encoding", True):
-            raise Refusal(f"{given!r} is not a text encoding")
-        name = info.name
+        name = text_encoding(given)
         digest, lines = _scan(path, name)
         if digest is None:
             raise Refusal(f"line {lines}: not valid {given} (give the file's --encoding)")
