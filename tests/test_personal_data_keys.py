@@ -223,6 +223,14 @@ async def test_rotating_the_master_key_keeps_every_value(
     assert await asyncio.to_thread(cli_main, argv) == 2
     assert "is not the one" in capsys.readouterr().err
     assert not out.exists() and not (tmp_path / ".tickets.csv.partial").exists()
+    # A file that is no database: refused (2), left as it was, no key file made.
+    monkeypatch.delenv("TICKETLINE_DATABASE_URL")
+    (tmp_path / "cli").mkdir()
+    (tmp_path / "cli" / "ticketline.db").write_bytes(b"\x13" * 4096)
+    argv = ["rotate-master-key", "--new-key-file", str(tmp_path / "third.key"), "--generate"]
+    assert await asyncio.to_thread(cli_main, argv) == 2
+    assert "cannot be read as Ticketline's" in capsys.readouterr().err
+    assert not (tmp_path / "third.key").exists()
 
     old = Platform.from_settings(settings_with(database_url, tmp_path / "b", KEY_A))
     try:

@@ -780,7 +780,7 @@ COMMANDS = {
 # database that is missing or not migrated (which they would otherwise create, empty).
 NEEDS_SCHEMA = frozenset(
     {"relay", "jobs", "project", "replay", "verify", "checkpoint", "parked", "export"}
-    | {"import", "verify-export", "sla"}
+    | {"import", "verify-export", "sla", "rotate-master-key"}
 )
 
 
