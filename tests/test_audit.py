@@ -18,6 +18,7 @@ from shared.app.platform import Platform
 from shared.app.replay import diff_tables, replay
 from shared.eventstore.db import Database
 from shared.eventstore.ledger import NO_STREAM
+from shared.eventstore.migrations import upgrade
 from shared.eventstore.tables import events
 from shared.kernel.events.tickets import TicketClosed
 from shared.readmodels.ticket_state import TicketStateProjection, ticket_state
@@ -285,6 +286,23 @@ async def test_a_database_missing_its_ledger_is_refused_not_a_bug(
     await platform.db.write(lambda c: c.exec_driver_sql("DROP TABLE events"))
     code, out = await run_cli(database_url, "verify")
     assert code == 2 and "not a whole Ticketline database" in out and "Traceback" not in out
+
+
+def test_a_database_path_that_is_no_file_or_cannot_be_written_is_refused(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refusals (2) saying what to do, not an outage to wait for (3) — SQLite opens a
+    database read-only only beside a writable write-ahead log."""
+    from shared.app.cli import schema_problem
+
+    (tmp_path / "dir" / "ticketline.db").mkdir(parents=True)
+    problem = schema_problem(Settings(data_dir=tmp_path / "dir"))
+    assert problem is not None and problem.endswith("ticketline.db is not a database file")
+    upgrade(f"sqlite+aiosqlite:///{tmp_path / 'ro' / 'ticketline.db'}")
+    assert schema_problem(Settings(data_dir=tmp_path / "ro")) is None
+    monkeypatch.setattr(os, "access", lambda *_args: False)  # a read-only mount, even for root
+    problem = schema_problem(Settings(data_dir=tmp_path / "ro"))
+    assert problem is not None and "cannot be written here" in problem
 
 
 @pytest.mark.parametrize("backend", ["postgres"])

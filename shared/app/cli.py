@@ -800,6 +800,16 @@ def schema_problem(settings: Settings) -> str | None:
                 f"no database at {path}: run `ticketline migrate` first "
                 "(or point TICKETLINE_DATA_DIR / DATABASE_URL at the platform's)"
             )
+        if not path.is_file():
+            return f"{path} is not a database file"
+        if not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
+            # SQLite's write-ahead log needs both, even to read: not an outage to wait out.
+            return (
+                f"{path} cannot be written here (read-only file, directory or file system); "
+                "SQLite reads it only beside a writable write-ahead log: copy the data "
+                "directory somewhere writable (an auditor's copy) and point "
+                "TICKETLINE_DATA_DIR at it"
+            )
     # In a thread: the CLI may be called from code that already runs an event loop.
     with ThreadPoolExecutor(max_workers=1) as pool:
         try:
