@@ -280,6 +280,10 @@ class Settings(BaseSettings):
     sqlite_busy_seconds: float = Field(default=30.0, gt=0, le=600)
 
     host: str = "127.0.0.1"
+    # A request's head (request line and headers): above this, 431 and the connection
+    # closed; not sent whole within the time, the connection closed (slow clients).
+    http_max_header_bytes: int = Field(default=64 * 1024, ge=4096, le=16 * 1024 * 1024)
+    http_header_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
     intake_port: int = 8001
     dispatch_port: int = 8002
     parts_port: int = 8003

@@ -14,6 +14,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from shared.app.config import CommandRefused, Settings
+from shared.app.http_protocol import guarded_protocol
 from shared.app.platform import Platform
 from shared.app.registry import (
     CONSOLE,
@@ -128,6 +129,10 @@ def make_server(platform: Platform, service: str, host: str, port: int) -> _Serv
         access_log=False,
         log_config=None,
         timeout_graceful_shutdown=STOP_GRACE_SECONDS,
+        http=guarded_protocol(
+            platform.settings.http_max_header_bytes,
+            platform.settings.http_header_timeout_seconds,
+        ),
     )
     install_log_filter()  # on whatever handlers exist now
     return _Server(config, app)
