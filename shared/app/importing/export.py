@@ -15,6 +15,7 @@ from typing import Any, TextIO
 import orjson
 from sqlalchemy import Connection, select
 
+from shared.app.importing.cells import spreadsheet_text
 from shared.app.importing.kinds import Kind
 from shared.eventstore.ledger import EventStore, row_to_envelope
 from shared.eventstore.tables import events
@@ -237,7 +238,7 @@ def write_rows(
                 example = Unrepresentable(str(row.get("ticket_number")), why)
                 summary.not_carried_examples.append(example)
         if writer is not None:
-            writer.writerow([text_value(row.get(n)) for n in names])
+            writer.writerow([spreadsheet_text(text_value(row.get(n))) for n in names])
         else:
             document = {n: json_value(row[n]) for n in names if row.get(n) is not None}
             out.write(orjson.dumps(document).decode() + "\n")

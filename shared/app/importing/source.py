@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from shared.app.importing.cells import cell_value
 from shared.app.importing.fields import Column, Problem
 
 CHUNK = 1 << 20
@@ -210,7 +211,7 @@ def _csv_rows(source: Source) -> Iterator[RawRow]:
                 problem = Problem(start, "(row)", f"{len(values)} values for {len(header)} columns")
                 yield RawRow(start, None, (problem,))
                 continue
-            yield RawRow(start, dict(zip(header, values, strict=True)))
+            yield RawRow(start, dict(zip(header, map(cell_value, values), strict=True)))
 
 
 def _jsonl_rows(source: Source, known: set[str]) -> Iterator[RawRow]:
