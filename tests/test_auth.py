@@ -147,6 +147,7 @@ ODD_CLAIMS: dict[str, dict[str, Any]] = {
     "sub with a NUL": {"sub": "agent\u0000"},
     "sub with a lone surrogate": {"sub": "agent\ud800"},
     "sub with a newline": {"sub": "agent\nadmin"},
+    "sub with a next-line (C1)": {"sub": "agent\u0085admin"},
     "role a list": {"role": ["admin"]},
     "role a number": {"role": 1},
     "role an object": {"role": {"name": "admin"}},

@@ -72,6 +72,11 @@ async def test_sign_in_sets_a_strict_http_only_cookie(platform: Platform) -> Non
         assert "(审计, 全部区域)" in board.text or "(auditor, all regions)" in board.text
         assert board.headers["cache-control"] == "no-store"
         assert "default-src 'self'" in board.headers["content-security-policy"]
+        # Another site cannot sign the operator out (the cookie stays, so does the session).
+        for elsewhere in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+            forged = await client.post("/sign-out", headers=elsewhere)
+            assert forged.status_code == 403 and "set-cookie" not in forged.headers
+        assert (await client.get("/board")).status_code == 200
         out = await client.post("/sign-out")
         assert out.status_code == 303
         assert (await client.get("/board")).status_code == 401

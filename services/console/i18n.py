@@ -42,6 +42,10 @@ LABELS: dict[str, tuple[str, str]] = {
         "只能从本控制台的登录页登录。",
         "Sign in from this console's own sign-in page.",
     ),
+    "sign_out_elsewhere": (
+        "只能从本控制台的页面退出。",
+        "Sign out from this console's own pages.",
+    ),
     "forbidden": ("无权访问", "Not allowed"),
     "forbidden_detail": (
         "此控制台仅供审计、区域中心、管理员和调度员使用；令牌限定的范围（scope）也须包含此页面。",

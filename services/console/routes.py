@@ -265,6 +265,9 @@ async def sign_in(request: Request) -> Response:
 
 @router.post("/sign-out")
 async def sign_out(request: Request) -> Response:
+    if not same_origin(request):  # another site cannot sign the operator out either
+        t = translator(locale_of(request))
+        return sign_in_page(request, status_code=403, error=t("sign_out_elsewhere"))
     response = RedirectResponse("/sign-in", status_code=303)
     response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
     return response

@@ -77,7 +77,8 @@ SCOPE_PATTERN = r"^[\x21\x23-\x5B\x5D-\x7E]+( [\x21\x23-\x5B\x5D-\x7E]+)*$"
 
 def _printable_subject(value: str) -> str:
     check_text(value)
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+    # C0, DEL and C1 (NEL among them: a line break to some log readers).
+    if any(ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in value):
         raise ValueError("contains a control character")
     return value
 
