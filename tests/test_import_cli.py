@@ -56,6 +56,15 @@ def test_import_prints_a_summary_progress_and_a_report(
     assert exit_.value.code == 2
     assert f"{tmp_path / 'nowhere' / 't.csv'}: no such file" in capsys.readouterr().err
 
+    # The report is opened in a spreadsheet: a field named like a formula stays text.
+    hostile = tmp_path / "technicians.jsonl"
+    hostile.write_text('{"id": "t-9", "=HYPERLINK(\\"https://evil.example\\")": 1}\n')
+    assert main(["import", "technicians", str(hostile), "--quiet"]) == 1
+    report_path = json.loads(capsys.readouterr().out)["report"]
+    with open(report_path, newline="") as f:
+        fields = [row[1] for row in csv.reader(f)]
+    assert '\'=HYPERLINK("https://evil.example")' in fields
+
     # Arguments the import cannot take are refused by the parser (2), not as a file (1).
     good = str(files["technicians"])
     for wrong, said in (

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
+import select
 import sqlite3
 import sys
 import uuid
@@ -845,15 +847,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         raise
     except BrokenPipeError:
+        if not _stdout_gone():  # another pipe (an --out FIFO whose reader left): a failure
+            import traceback
+
+            traceback.print_exc()
+            return EXIT_SOFTWARE
         # The output's reader went away (`| head`): quiet, as a shell's SIGPIPE (128 + 13);
         # stdout points nowhere so that flushing it at exit raises nothing more.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except Exception:
         import traceback
 
         traceback.print_exc()
         return EXIT_SOFTWARE
+
+
+def _stdout_gone() -> bool:
+    """Whether nobody reads standard output any more (a pipe or socket whose reader closed
+    reports an error or hang-up to poll)."""
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poll.poll(0))
+    except (OSError, ValueError, AttributeError):  # no such fd, or no poll (Windows)
+        return False
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -895,7 +914,9 @@ def _main(argv: Sequence[str] | None) -> int:
         raise  # not the command's failure (main)
     except Exception as exc:
         explained = explained_failure(exc)
-        if args.command in READS_THE_LEDGER and (explained is None or explained[0] == 1):
+        if args.command in READS_THE_LEDGER and (
+            (explained is None and _decoding_failure(exc)) or (explained and explained[0] == 1)
+        ):
             # A hand-edited row can fail a reader in many ways: verify's checks name it.
             explained = first_damage(settings) or explained
         if explained is None:
@@ -908,6 +929,23 @@ def _main(argv: Sequence[str] | None) -> int:
 # Commands that read the whole ledger (or a time's state of it): a failure of theirs may
 # be a damaged row, which ``first_damage`` then names.
 READS_THE_LEDGER = frozenset({"replay", "export", "checkpoint"})
+
+
+def _decoding_failure(exc: BaseException) -> bool:
+    """A failure that reading a row edited into no event can give (a value of another
+    type or shape), never an outage, a full disk or a broker's error."""
+    from pydantic import ValidationError
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(
+            current, ValidationError | ValueError | TypeError | LookupError | AttributeError
+        ):
+            return not isinstance(current, OSError)
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def first_damage(settings: Settings) -> tuple[int, str] | None:

@@ -14,68 +14,90 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-_TOO_LARGE = (
-    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-    b"content-type: text/plain; charset=utf-8\r\n"
-    b"content-length: 35\r\n"
-    b"connection: close\r\n"
-    b"\r\n"
-    b"Request header fields are too large"
-)
+_HEAD_END = b"\r\n\r\n"
+_TOO_LARGE_TEXT = b"Request header fields are too large"
+# How long a refused connection still takes (and drops) what the client sends: closing on
+# unread data would reset the connection, and the client would never read the 431.
+_LINGER_SECONDS = 2.0
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
-    """A head above ``max_head_bytes`` is answered 431 and the connection closed; a head
-    not complete ``head_seconds`` after its first byte (a new connection's: after it
-    opened) closes the connection. Bodies are the application's (its own size limit)."""
+    """A head above ``max_head_bytes`` is answered 431 — before the parser sees any of the
+    chunk that holds it, so no request in that chunk starts — and the connection closed; a
+    head not complete ``head_seconds`` after its first byte (a new connection's: after it
+    opened) closes the connection, unless an earlier answer on it is still streaming.
+    Bodies are the application's (its own size limit), answers have no time limit.
+
+    Head bytes are counted up to the blank line that ends the head; a head that starts in
+    the same read as the previous request's end is counted from the next read on (the
+    limit holds within one read: at most 256 KiB more)."""
 
     max_head_bytes = 64 * 1024
     head_seconds = 10.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._head_bytes = 0
         self._in_head = True
+        self._head_bytes = 0
+        self._tail = b""  # the last bytes of the head so far: its end may straddle reads
         self._head_timer: asyncio.TimerHandle | None = None
+        self._refused = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._start_head()
+        self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head_timer()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._in_head and self._head_timer is None:
-            self._arm_head_timer()  # the first bytes of the next request's head
-        in_head_before = self._in_head
+        if self._refused:
+            return  # dropped until the linger ends
+        if self._in_head:
+            seen = self._tail + data
+            end = seen.find(_HEAD_END)
+            head_part = len(data) if end < 0 else end + len(_HEAD_END) - len(self._tail)
+            if self._head_bytes + head_part > self.max_head_bytes:
+                self._refuse()
+                return
+            if end < 0:
+                self._head_bytes += len(data)
+                self._tail = seen[-(len(_HEAD_END) - 1) :]
         super().data_received(data)
-        if self._in_head and in_head_before and not self.transport.is_closing():
-            # Still reading the head after taking the whole chunk: all of it was head.
-            self._head_bytes += len(data)
-            if self._head_bytes > self.max_head_bytes:
-                self._stop_head_timer()
-                self.transport.write(_TOO_LARGE)
-                self.transport.close()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._head_timer is None:
+            self._arm_head_timer()
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
+        self._in_head, self._head_bytes, self._tail = False, 0, b""
         self._stop_head_timer()
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        # What comes next is the next request's head; its clock starts with its first
-        # byte (till then the connection is idle, or its answer still streams: uvicorn's
-        # keep-alive timeout is for idle connections, nothing limits an answer).
-        self._in_head, self._head_bytes = True, 0
-        self._stop_head_timer()
+        self._in_head, self._head_bytes, self._tail = True, 0, b""
 
-    def _start_head(self) -> None:
-        self._in_head, self._head_bytes = True, 0
+    def _refuse(self) -> None:
+        self._refused = True
         self._stop_head_timer()
-        self._arm_head_timer()
+        headers = b"".join(
+            name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers
+        )
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+            + headers
+            + b"content-type: text/plain; charset=utf-8\r\n"
+            + b"content-length: "
+            + str(len(_TOO_LARGE_TEXT)).encode()
+            + b"\r\nconnection: close\r\n\r\n"
+            + _TOO_LARGE_TEXT
+        )
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(_LINGER_SECONDS, self.transport.close)
 
     def _arm_head_timer(self) -> None:
         self._head_timer = self.loop.call_later(self.head_seconds, self._head_too_slow)
@@ -87,8 +109,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _head_too_slow(self) -> None:
         self._head_timer = None
-        if self._in_head and not self.transport.is_closing():
-            self.transport.close()
+        if not self._in_head or self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            # A head sent behind an answer still streaming: the answer goes on; look again.
+            self._arm_head_timer()
+            return
+        self.transport.close()
 
 
 def guarded_protocol(max_head_bytes: int, head_seconds: float) -> type[GuardedHttpToolsProtocol]:

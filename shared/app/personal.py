@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 import secrets
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shared.app.config import ConfigurationError
+from shared.app.files import new_sibling, place_new
 from shared.eventstore.personal import KeyRing, LocalMasterKey, MasterKey, PersonalData
 from shared.eventstore.personal.keys import RotationResult
 from shared.kernel.clock import Clock
@@ -81,17 +81,12 @@ def generate_key_file(path: Path) -> None:
 def _create_key_file(path: Path) -> None:
     """Write a new key atomically: processes starting together on one data directory all
     end up with the first one's key (never a half-written file, never two keys)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(secrets.token_hex(32) + "\n")
+    draft = new_sibling(path)
     try:
-        os.link(draft, path)  # fails if another process got there first: theirs stands
-    except FileExistsError:
-        pass
+        draft.write_text(secrets.token_hex(32) + "\n")
+        place_new(draft, path)  # False if another process got there first: theirs stands
     finally:
-        draft.unlink()
+        draft.unlink(missing_ok=True)
 
 
 class LazyMasterKey:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import sqlite3
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from sqlalchemy import Connection, Select, Table, func, select, update
 from sqlalchemy.sql.base import Executable
 
 from shared.app.config import CommandRefused, Settings
+from shared.app.files import new_sibling, place_new
 from shared.app.platform import Platform
 from shared.eventstore.db import Database
 from shared.eventstore.ledger import insert_stored_rows, stored_rows
@@ -239,7 +239,7 @@ async def replay(
         refuse_existing(into)
         # Built beside it and moved there once whole: an interrupted replay leaves no file
         # that looks finished, and two replays into one path never share a file.
-        building = into.with_name(f".{into.name}.{os.getpid()}.partial")
+        building = new_sibling(into)
         try:
             results = await _replay(settings, projections, source, until, building, show_progress)
             _move_into_place(building, into)
@@ -252,17 +252,13 @@ async def replay(
 
 def _move_into_place(built: Path, into: Path) -> None:
     """``built`` at ``into`` as one file (its write-ahead log folded in), unless a file got
-    there meanwhile (a link never overwrites)."""
+    there meanwhile (never overwritten)."""
     with contextlib.closing(sqlite3.connect(built)) as conn:
-        conn.execute("PRAGMA journal_mode=DELETE")
-    try:
-        os.link(built, into)
-    except FileExistsError:
+        (mode,) = conn.execute("PRAGMA journal_mode=DELETE").fetchone()
+    if str(mode).lower() != "delete":  # its log would stay beside it, and be deleted
+        raise RuntimeError(f"{built}: the write-ahead log could not be folded in ({mode})")
+    if not place_new(built, into):
         refuse_existing(into)
-        raise
-    except OSError:  # a file system without hard links
-        refuse_existing(into)
-        os.replace(built, into)
 
 
 async def _replay(

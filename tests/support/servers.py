@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 import uvicorn
 from fastapi import FastAPI
 
+from shared.app.http_protocol import guarded_protocol
 from shared.app.runtime import _Server
 from tests.support.ports import free_port
 
@@ -16,8 +17,14 @@ from tests.support.ports import free_port
 @asynccontextmanager
 async def serve_app(app: FastAPI, port: int | None = None) -> AsyncIterator[str]:
     port = port or free_port()
+    # The platform's protocol (its limits on request heads), as `ticketline run` serves.
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=1
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=1,
+        http=guarded_protocol(64 * 1024, 10.0),
     )
     server = _Server(config, app)
     task = asyncio.create_task(server.serve())

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from shared.app.importing.cells import spreadsheet_text
 from shared.app.importing.fields import Problem
 
 REPORT_COLUMNS = ("line", "field", "problem")
@@ -44,7 +45,14 @@ class ProblemSink:
             if len(self.first) < self.keep:
                 self.first.append(problem)
             if self._writer is not None:
-                self._writer.writerow((problem.line, problem.field, problem.problem))
+                # Field names come from the file (a JSON key): a spreadsheet opens the report.
+                self._writer.writerow(
+                    (
+                        problem.line,
+                        spreadsheet_text(problem.field),
+                        spreadsheet_text(problem.problem),
+                    )
+                )
 
     def close(self) -> None:
         if self._file is not None:
