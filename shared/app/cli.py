@@ -14,7 +14,7 @@ import sys
 import uuid
 from collections.abc import Coroutine, Iterator, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from alembic.util.exc import CommandError
 from pydantic import ValidationError
@@ -39,6 +39,9 @@ from shared.http.auth.tokens import TOKEN_ROLES
 
 if TYPE_CHECKING:
     from shared.app.checkpoints import HeldFile
+    from shared.eventstore.verify import VerificationReport
+
+T = TypeVar("T")
 
 
 def _cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
@@ -170,17 +173,35 @@ def _cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if until or all(not r.differences for r in results) else 1
 
 
-async def _verify(settings: Settings, held: HeldFile | None) -> int:
+async def ledger_report(
+    settings: Settings, *, checkpoints: Sequence[Any] = (), stop_at_first: bool = False
+) -> VerificationReport:
+    """``verify_ledger`` on the configured database (``verify``, and ``first_damage``)."""
     from shared.app.platform import Platform
     from shared.eventstore.verify import verify_ledger
 
     platform = Platform.from_settings(settings)
     try:
-        report = await platform.db.read(
-            lambda c: verify_ledger(c, platform.store, checkpoints=held.checkpoints if held else ())
+        return await platform.db.read(
+            lambda c: verify_ledger(
+                c, platform.store, checkpoints=checkpoints, stop_at_first=stop_at_first
+            )
         )
     finally:
         await platform.close()
+
+
+def run_outside_loop(coroutine: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` in a thread of its own: the CLI may be called from code that
+    already runs an event loop."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+async def _verify(settings: Settings, held: HeldFile | None) -> int:
+    report = await ledger_report(settings, checkpoints=held.checkpoints if held else ())
     summary: dict[str, object] = {
         "ok": report.ok and not (held and held.problems),
         "events_checked": report.events_checked,
@@ -788,7 +809,6 @@ NEEDS_SCHEMA = frozenset(
 
 def schema_problem(settings: Settings) -> str | None:
     """Why the configured database cannot serve a command yet, or None."""
-    from concurrent.futures import ThreadPoolExecutor
     from pathlib import Path
 
     from shared.eventstore.db import sqlite_path
@@ -812,14 +832,12 @@ def schema_problem(settings: Settings) -> str | None:
                 "directory somewhere writable (an auditor's copy) and point "
                 "TICKETLINE_DATA_DIR at it"
             )
-    # In a thread: the CLI may be called from code that already runs an event loop.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        try:
-            current = pool.submit(asyncio.run, schema_is_current(url)).result()
-        except DatabaseError as exc:
-            if unreachable(exc) is not None:
-                raise  # an outage: exit 3
-            return f"the database cannot be read as Ticketline's: {exc.orig or exc}"
+    try:
+        current = run_outside_loop(schema_is_current(url))
+    except DatabaseError as exc:
+        if unreachable(exc) is not None:
+            raise  # an outage: exit 3
+        return f"the database cannot be read as Ticketline's: {exc.orig or exc}"
     return None if current else "the database schema is not current: run `ticketline migrate`"
 
 
@@ -951,24 +969,8 @@ def _decoding_failure(exc: BaseException) -> bool:
 def first_damage(settings: Settings) -> tuple[int, str] | None:
     """(1, what is wrong) when ``verify`` finds the ledger damaged, else None (the walk
     itself failing too: the first failure is the one to show)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from shared.app.platform import Platform
-    from shared.eventstore.verify import verify_ledger
-
-    async def walk() -> list[Any]:
-        platform = Platform.from_settings(settings)
-        try:
-            report = await platform.db.read(
-                lambda c: verify_ledger(c, platform.store, stop_at_first=True)
-            )
-        finally:
-            await platform.close()
-        return report.broken
-
     try:
-        with ThreadPoolExecutor(max_workers=1) as pool:  # the caller may run a loop
-            broken = pool.submit(asyncio.run, walk()).result()
+        broken = run_outside_loop(ledger_report(settings, stop_at_first=True)).broken
     except Exception:
         return None
     if not broken:
