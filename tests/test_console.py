@@ -460,19 +460,49 @@ def test_templates_and_assets_are_package_data() -> None:
                 assert any(fnmatch.fnmatch(relative, g) for g in globs), relative
 
 
-async def test_compliance_tallies_equal_feedbacks_summarise(platform: Platform) -> None:
-    """The compliance page counts in SQL (queries.compliance_tallies, JSON functions of
-    each dialect); its figures must equal feedback's ``summarise`` over the same rows —
-    every status of every item, follow-ups (none, one, two), complaints, a ticket without
-    a service point — on SQLite and PostgreSQL."""
+def _summarise_rows(key: str | None, rows: list[Any], settings: Any) -> dict[str, Any]:
+    """The reference a summary's counts are checked against: the rows' statuses and their
+    ``facts`` documents (complaints, follow-ups), folded in Python."""
+    import json
+
+    from services.feedback.read_models import Tally, summarise_tally
+    from services.feedback.tables import TALLY_COLUMNS
+
+    t = Tally()
+    for row in rows:
+        t.tickets += 1
+        for name in TALLY_COLUMNS:
+            status = getattr(row, name)
+            (t.compliance if name == "compliant" else t.items[name])[status] += 1
+        facts = json.loads(row.facts)
+        t.scores.update(f["score"] for f in facts["follow_ups"])
+        t.recommend.update(f["would_recommend"] for f in facts["follow_ups"])
+        t.complaints += 1 if facts["complaints"] else 0
+    return summarise_tally(key, t, settings)
+
+
+async def test_compliance_tallies_equal_a_fold_of_the_rows(platform: Platform) -> None:
+    """Summaries (the API's and the compliance page's) count in SQL
+    (feedback's ``tallies``); the figures must equal a fold of the same rows — every
+    status of every item, follow-ups (none, one, two), complaints, a ticket without a
+    service point, each grouping, region, month, months, service point and technician
+    filters (the technician's through the tickets' rows) — on SQLite and PostgreSQL."""
     import json
     from datetime import UTC, datetime
 
     from sqlalchemy import insert, select
 
-    from services.feedback.read_models import STATUSES, summarise, summarise_tally
+    from services.feedback.read_models import (
+        STATUSES,
+        ComplianceFilters,
+        merged,
+        summarise_tally,
+        tallies,
+    )
+    from services.feedback.tables import TALLY_COLUMNS
     from services.feedback.tables import compliance_tickets as table
     from services.feedback.tables import follow_ups as follow_ups_table
+    from shared.kernel.reach import Reach
 
     rows, follow_up_rows = [], []
     for n in range(40):
@@ -493,13 +523,12 @@ async def test_compliance_tallies_equal_feedbacks_summarise(platform: Platform) 
             "complaints": [{"event_id": f"c{n}"}] if n % 7 == 0 else [],
             "follow_ups": follow_ups,
         }
-        statuses = {
-            name: STATUSES[(n + i) % len(STATUSES)] for i, name in enumerate(queries.TALLIED)
-        }
+        statuses = {name: STATUSES[(n + i) % len(STATUSES)] for i, name in enumerate(TALLY_COLUMNS)}
         rows.append(
             {
                 **ticket,
                 "ticket_number": f"TL-{n:04d}",
+                "technician_id": None if n % 6 == 0 else f"tech-{n % 3}",
                 "received_at": datetime(2026, 10, 1, tzinfo=UTC),
                 "product_model": "WM-700",
                 "status": "closed",
@@ -518,24 +547,38 @@ async def test_compliance_tallies_equal_feedbacks_summarise(platform: Platform) 
     await platform.db.write(write)
     stored = await platform.db.read(lambda conn: list(conn.execute(select(table))))
     settings = platform.settings.feedback
-    months = ["2026-10", "2026-11"]
+    picks: list[tuple[ComplianceFilters, Any]] = [
+        (ComplianceFilters(), lambda r: True),
+        (ComplianceFilters(region="east"), lambda r: r.region == "east"),
+        (ComplianceFilters(months=("2026-10", "2026-11")), lambda r: True),
+        (ComplianceFilters(month="2026-11"), lambda r: r.month == "2026-11"),
+        (ComplianceFilters(service_point_id="sp-1"), lambda r: r.service_point_id == "sp-1"),
+        (ComplianceFilters(technician_id="tech-1"), lambda r: r.technician_id == "tech-1"),
+        (
+            ComplianceFilters(reach=Reach(region="west", technician="tech-2")),
+            lambda r: r.region == "west" and r.technician_id == "tech-2",
+        ),
+    ]
     for group_by, column in (
         ("region", "region"),
         ("service_point", "service_point_id"),
+        ("technician", "technician_id"),
         ("month", "month"),
     ):
-        for region in (None, "east"):
-            tallies = await platform.db.read(
-                lambda conn, g=group_by, r=region: queries.compliance_tallies(conn, r, months, g)
+        for filters, picked in picks:
+            counted = await platform.db.read(
+                lambda conn, f=filters, g=group_by: tallies(conn, f, g)
             )
-            mine = [r for r in stored if region is None or r.region == region]
+            mine = [r for r in stored if picked(r)]
             keys = {getattr(r, column) for r in mine}
-            assert set(tallies) == keys, (group_by, region)
+            assert set(counted) == keys, (group_by, filters)
             for key in keys:
-                expected = summarise(key, [r for r in mine if getattr(r, column) == key], settings)
-                assert summarise_tally(key, tallies[key], settings) == expected, (group_by, key)
-            total = summarise_tally(None, routes.merged(tallies.values()), settings)
-            assert total == summarise(None, mine, settings)
+                expected = _summarise_rows(
+                    key, [r for r in mine if getattr(r, column) == key], settings
+                )
+                assert summarise_tally(key, counted[key], settings) == expected, (group_by, key)
+            total = summarise_tally(None, merged(counted.values()), settings)
+            assert total == _summarise_rows(None, mine, settings), (group_by, filters)
     # Each rate links to the tickets behind it, or not at all: never to another list (the
     # row of tickets without a service point linked to every ticket; the six months'
     # total to month=None).

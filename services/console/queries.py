@@ -19,16 +19,13 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Table, and_, case, func, or_, select, true
+from sqlalchemy import Connection, and_, case, func, or_, select, true
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import FromClause
 
 from services.dispatch.tables import service_points, sla_clocks, ticket_flags
-from services.feedback.read_models import Tally
 from services.feedback.tables import (
-    TALLY_COLUMNS,
     compliance_tickets,
-    follow_ups,
     quality_alerts,
     repairs,
 )
@@ -423,63 +420,6 @@ def sla_page(
 # --- compliance and satisfaction -------------------------------------------------------
 
 c = compliance_tickets.c
-
-# The columns feedback's ``tally`` counts by status (TRUE, FALSE, PENDING, UNKNOWN).
-TALLIED = TALLY_COLUMNS
-
-
-def _compliance_scope(
-    region: str | None,
-    months: Sequence[str],
-    service_point_id: str | None,
-    table: Table = compliance_tickets,
-) -> list[ColumnElement[bool]]:
-    conditions = [table.c.month.in_(list(months))]
-    if region is not None:
-        conditions.append(table.c.region == region)
-    if service_point_id:
-        conditions.append(table.c.service_point_id == service_point_id)
-    return conditions
-
-
-# The tally indexes' leading columns, and which of them each grouping takes.
-_SCOPE = ("month", "region", "service_point_id")
-_GROUP_AT = {"month": 0, "region": 1, "service_point": 2}
-
-
-def compliance_tallies(
-    conn: Connection,
-    region: str | None,
-    months: Sequence[str],
-    group_by: str,
-    service_point_id: str | None = None,
-) -> dict[str | None, Tally]:
-    """Per group (region, service point or month): the counts feedback's ``summarise``
-    computes from the rows (``tally``), counted in SQL from two indexes alone — the
-    tickets' checklist statuses and the follow-ups' scores, each grouped in index order —
-    so the page never loads a row's documents. ``summarise_tally`` turns them into the
-    same figures as ``GET /compliance/summary``."""
-    at = _GROUP_AT[group_by]
-    columns = [c[name] for name in (*_SCOPE, *TALLIED, "complaints")]
-    where = _compliance_scope(region, months, service_point_id)
-    tallies: dict[str | None, Tally] = {}
-    for *values, n in conn.execute(select(*columns, func.count()).where(*where).group_by(*columns)):
-        found = tallies.setdefault(values[at], Tally())
-        found.tickets += n
-        found.complaints += n if values[-1] else 0
-        for name, status in zip(TALLIED, values[len(_SCOPE) : -1], strict=True):
-            (found.compliance if name == "compliant" else found.items[name])[status] += n
-    f = follow_ups.c
-    columns = [f[name] for name in (*_SCOPE, "score", "would_recommend")]
-    where = _compliance_scope(region, months, service_point_id, follow_ups)
-    for *values, score, recommend, n in conn.execute(
-        select(*columns, func.count()).where(*where).group_by(*columns)
-    ):
-        found = tallies[values[at]]
-        found.scores += [int(score)] * n
-        found.recommend += [int(recommend)] * n
-    return tallies
-
 
 # What "the tickets behind a rate" are: the ones that pull it down.
 RATE_FILTERS: dict[str, Callable[[], ColumnElement[bool]]] = {

@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -30,7 +30,14 @@ from services.console.auth import (
 )
 from services.console.i18n import LOCALES, translator
 from services.feedback.compliance import ITEMS
-from services.feedback.read_models import Tally, band, summarise_tally
+from services.feedback.read_models import (
+    ComplianceFilters,
+    Tally,
+    band,
+    merged,
+    summarise_tally,
+    tallies,
+)
 from shared.app.platform import Platform
 from shared.eventstore.db import DatabaseUnavailable
 from shared.http.app import get_platform
@@ -563,22 +570,6 @@ def months_back(month: str, count: int) -> list[str]:
     return list(reversed(out))
 
 
-def merged(tallies: Iterable[Tally]) -> Tally:
-    """The groups' counts added up: the total row."""
-    total = Tally()
-    for t in tallies:
-        total.tickets += t.tickets
-        total.complaints += t.complaints
-        for status, n in t.compliance.items():
-            total.compliance[status] += n
-        for name, counts in t.items.items():
-            for status, n in counts.items():
-                total.items[name][status] += n
-        total.scores += t.scores
-        total.recommend += t.recommend
-    return total
-
-
 @router.get("/compliance", response_class=HTMLResponse)
 async def compliance(
     request: Request,
@@ -593,17 +584,16 @@ async def compliance(
     month = month or month_of(platform.clock.now().date())
     # By month: the six months up to the chosen one; otherwise the chosen month.
     months = months_back(month, 6) if group_by == "month" else [month]
-    tallies = (
-        await queries.read(
-            platform, lambda conn: queries.compliance_tallies(conn, forced, months, group_by)
-        )
+    filters = ComplianceFilters(region=forced, months=tuple(months))
+    counted = (
+        await queries.read(platform, lambda conn: tallies(conn, filters, group_by))
         if visible
         else {}
     )
     settings = platform.settings.feedback
-    keys = months if group_by == "month" else sorted(tallies, key=lambda k: (k is None, k or ""))
-    summaries = [summarise_tally(key, tallies.get(key) or Tally(), settings) for key in keys]
-    total = summarise_tally(None, merged(tallies.values()), settings)
+    keys = months if group_by == "month" else sorted(counted, key=lambda k: (k is None, k or ""))
+    summaries = [summarise_tally(key, counted.get(key) or Tally(), settings) for key in keys]
+    total = summarise_tally(None, merged(counted.values()), settings)
     chart = {
         "labels": [s["key"] or "—" for s in summaries],
         "series": {name: [s[name] for s in summaries] for name, _ in RATES},

@@ -3,13 +3,14 @@ plain functions of a ``Connection``, run in a read unit of work.
 
 Aggregates are computed at query time from the per-ticket rows (which are projections of
 the events), so a summary is always consistent with the rows it summarises and every
-figure can be traced to the events listed in those rows.
+figure can be traced to the events listed in those rows: summaries count the rows'
+status columns and follow-up scores in SQL (``tallies``); staff KPIs decode the facts.
 """
 
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -17,13 +18,15 @@ from types import SimpleNamespace
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Row, Select, and_, func, select
+from sqlalchemy import Connection, Row, Select, Table, and_, func, select
 
 from services.feedback.compliance import FALSE, ITEMS, PENDING, TRUE, UNKNOWN
 from services.feedback.facts import month_of
 from services.feedback.projections import compliance_values, ticket_facts
 from services.feedback.tables import (
+    TALLY_COLUMNS,
     compliance_tickets,
+    follow_ups,
     quality_alerts,
     repairs,
     scorecard_deductions,
@@ -60,26 +63,33 @@ class ComplianceFilters:
     service_point_id: str | None = None
     technician_id: str | None = None
     month: str | None = None
+    months: tuple[str, ...] = ()  # any of these months (with ``month``: both apply)
     compliant: str | None = None
     failing: str | None = None  # an item name: rows where that item is false
     # The caller's reach: rows outside it do not exist for the caller.
     reach: Reach = EVERYWHERE
 
+    @property
+    def technician_bound(self) -> bool:
+        """Whether the rows are picked by more than month, region and service point."""
+        return bool(self.technician_id or self.reach.technician or self.compliant or self.failing)
 
-def _conditions(filters: ComplianceFilters) -> list[Any]:
-    t = compliance_tickets.c
-    wanted: list[tuple[Any, str | None]] = [
-        (t.region, filters.region),
-        (t.region, filters.reach.region),
-        (t.service_point_id, filters.service_point_id),
-        (t.technician_id, filters.technician_id),
-        (t.technician_id, filters.reach.technician),
-        (t.month, filters.month),
-        (t.compliant, filters.compliant),
+
+def _conditions(filters: ComplianceFilters, table: Table = compliance_tickets) -> list[Any]:
+    wanted: list[tuple[str, str | None]] = [
+        ("region", filters.region),
+        ("region", filters.reach.region),
+        ("service_point_id", filters.service_point_id),
+        ("technician_id", filters.technician_id),
+        ("technician_id", filters.reach.technician),
+        ("month", filters.month),
+        ("compliant", filters.compliant),
     ]
-    conditions = [column == value for column, value in wanted if value]
+    conditions = [table.c[column] == value for column, value in wanted if value]
+    if filters.months:
+        conditions.append(table.c.month.in_(filters.months))
     if filters.failing:
-        conditions.append(t[filters.failing] == FALSE)
+        conditions.append(table.c[filters.failing] == FALSE)
     return conditions
 
 
@@ -185,10 +195,15 @@ def _rate(numerator: int, denominator: int, digits: int | None = 2) -> float | N
     return rate if digits is None else rounded(rate, digits)
 
 
-def _average(values: Sequence[int], digits: int | None = 2) -> float | None:
-    if not values:
+def _average(values: Sequence[int] | Counter[int], digits: int | None = 2) -> float | None:
+    """The mean of the values (a Counter: of each value as often as it counts)."""
+    if isinstance(values, Counter):
+        total, count = sum(v * n for v, n in values.items()), values.total()
+    else:
+        total, count = sum(values), len(values)
+    if not count:
         return None
-    mean = sum(values) / len(values)
+    mean = total / count
     return mean if digits is None else rounded(mean, digits)
 
 
@@ -216,39 +231,89 @@ class Tally:
     items: dict[str, dict[str, int]] = field(
         default_factory=lambda: {n: dict.fromkeys(STATUSES, 0) for n in (*ITEMS, "first_time_fix")}
     )
-    scores: list[int] = field(default_factory=list)
-    recommend: list[int] = field(default_factory=list)
+    scores: Counter[int] = field(default_factory=Counter)  # follow-ups per score
+    recommend: Counter[int] = field(default_factory=Counter)  # per would-recommend answer
     complaints: int = 0  # tickets with at least one
 
 
-def tally(rows: Iterable[ComplianceRow]) -> Tally:
-    t = Tally()
-    for row in rows:
-        t.tickets += 1
-        t.compliance[row.compliant] += 1
+# The leading columns of the tally indexes (``tables``): grouped in that order, the
+# counts stream out of the index without a sort.
+TALLY_SCOPE = ("month", "region", "service_point_id")
+
+
+def tallies(conn: Connection, filters: ComplianceFilters, group_by: str) -> dict[str | None, Tally]:
+    """Per group: the counts a summary is made of, counted in SQL — the tickets'
+    checklist statuses and the follow-ups' scores, each from an index that covers them —
+    so no row's documents are loaded."""
+    column = GROUP_COLUMN[group_by]
+    scope = TALLY_SCOPE if column in TALLY_SCOPE else (*TALLY_SCOPE, column)
+    at = scope.index(column)
+    t = compliance_tickets.c
+    grouped = [t[name] for name in (*scope, *TALLY_COLUMNS, "complaints")]
+    query = select(*grouped, func.count()).where(*_conditions(filters)).group_by(*grouped)
+    found: dict[str | None, Tally] = {}
+    for row in conn.execute(query):
+        group = found.setdefault(row[at], Tally())
+        *statuses, complaints, n = row[len(scope) :]
+        group.tickets += n
+        group.complaints += n if complaints else 0
+        for name, status in zip(TALLY_COLUMNS, statuses, strict=True):
+            (group.compliance if name == "compliant" else group.items[name])[status] += n
+    for row in conn.execute(_follow_up_counts(filters, scope)):
+        group = found.setdefault(row[at], Tally())
+        score, recommend, n = row[len(scope) :]
+        group.scores[score] += n
+        group.recommend[recommend] += n
+    return found
+
+
+def _follow_up_counts(filters: ComplianceFilters, scope: tuple[str, ...]) -> Select[Any]:
+    """(*scope, score, would recommend, count) of the filtered tickets' follow-ups: from
+    the follow-ups' own copy of their ticket's month, region and service point when that
+    is all the filters and the grouping use, else through the tickets' rows."""
+    f = follow_ups.c
+    if scope == TALLY_SCOPE and not filters.technician_bound:
+        source, where = follow_ups, _conditions(filters, follow_ups)
+        grouped = [*(f[name] for name in scope), f.score, f.would_recommend]
+    else:
+        t = compliance_tickets.c
+        source = follow_ups.join(compliance_tickets, t.ticket_id == f.ticket_id)
+        where = _conditions(filters)
+        grouped = [*(t[name] for name in scope), f.score, f.would_recommend]
+    return select(*grouped, func.count()).select_from(source).where(*where).group_by(*grouped)
+
+
+def merged(groups: Iterable[Tally]) -> Tally:
+    """The groups' counts added up: the total row."""
+    total = Tally()
+    for t in groups:
+        total.tickets += t.tickets
+        total.complaints += t.complaints
+        for status, n in t.compliance.items():
+            total.compliance[status] += n
         for name, counts in t.items.items():
-            counts[getattr(row, name)] += 1
-        facts = json.loads(row.facts)
-        t.scores += [f["score"] for f in facts["follow_ups"]]
-        t.recommend += [f["would_recommend"] for f in facts["follow_ups"]]
-        t.complaints += 1 if facts["complaints"] else 0
-    return t
+            for status, n in counts.items():
+                total.items[name][status] += n
+        total.scores.update(t.scores)
+        total.recommend.update(t.recommend)
+    return total
 
 
 def satisfaction(t: Tally, s: FeedbackSettings, digits: int | None = 2) -> dict[str, Any]:
     """Satisfaction, bands and NPS over every follow-up (``digits``: as ``_rate``)."""
     bands = dict.fromkeys(("very_satisfied", "satisfied", "neutral", "dissatisfied"), 0)
-    for score in t.scores:
-        bands[band(score, s)] += 1
-    promoters = sum(1 for r in t.recommend if r >= s.nps_promoter_from)
-    detractors = sum(1 for r in t.recommend if r <= s.nps_detractor_up_to)
-    nps = _rate(promoters - detractors, len(t.recommend), digits)
+    for score, n in t.scores.items():
+        bands[band(score, s)] += n
+    promoters = sum(n for r, n in t.recommend.items() if r >= s.nps_promoter_from)
+    detractors = sum(n for r, n in t.recommend.items() if r <= s.nps_detractor_up_to)
+    answers = t.recommend.total()
+    nps = _rate(promoters - detractors, answers, digits)
     return {
-        "follow_ups": len(t.scores),
+        "follow_ups": t.scores.total(),
         "satisfaction_average": _average(t.scores, digits),
         "bands": bands,
         "promoters": promoters,
-        "passives": len(t.recommend) - promoters - detractors,
+        "passives": answers - promoters - detractors,
         "detractors": detractors,
         "nps": nps,
     }
@@ -256,12 +321,6 @@ def satisfaction(t: Tally, s: FeedbackSettings, digits: int | None = 2) -> dict[
 
 def _decided(counts: dict[str, int]) -> int:
     return counts[TRUE] + counts[FALSE]
-
-
-def summarise(
-    key: str | None, rows: Iterable[ComplianceRow], s: FeedbackSettings
-) -> dict[str, Any]:
-    return summarise_tally(key, tally(rows), s)
 
 
 def summarise_tally(
@@ -293,17 +352,15 @@ def summarise_tally(
     }
 
 
-def summary(rows: list[ComplianceRow], group_by: str, s: FeedbackSettings) -> dict[str, Any]:
-    column = GROUP_COLUMN[group_by]
-    groups: dict[str | None, list[ComplianceRow]] = defaultdict(list)
-    for row in rows:
-        groups[getattr(row, column)].append(row)
-    ordered = sorted(groups.items(), key=lambda kv: (kv[0] is None, kv[0] or ""))
-    tallies = [(key, tally(members)) for key, members in ordered]
+def summary(
+    conn: Connection, filters: ComplianceFilters, group_by: str, s: FeedbackSettings
+) -> dict[str, Any]:
+    found = tallies(conn, filters, group_by)
+    ordered = sorted(found.items(), key=lambda kv: (kv[0] is None, kv[0] or ""))
     summaries = [
-        summarise_tally(key, t, s) | {"targets": target_checks(t, s)} for key, t in tallies
+        summarise_tally(key, t, s) | {"targets": target_checks(t, s)} for key, t in ordered
     ]
-    everything = tally(rows)
+    everything = merged(found.values())
     total = summarise_tally(None, everything, s) | {"targets": target_checks(everything, s)}
     return {"group_by": group_by, "groups": summaries, "total": total}
 
@@ -467,7 +524,7 @@ def scorecards(
     deduction_entries(conn, month, s, entries, region)
     manual_entries(conn, month, s, entries, region)
     filters = ComplianceFilters(region=region, month=month, service_point_id=service_point_id)
-    rows = list_compliance_rows(conn, filters)
+    rows = staff_tickets(conn, filters)
     points = (
         set(entries)
         | {r.service_point_id for r in rows if r.service_point_id}
@@ -510,15 +567,40 @@ def _kpi(
     }
 
 
-def _by(rows: Iterable[ComplianceRow], column: str) -> list[tuple[str, list[ComplianceRow]]]:
-    grouped: dict[str, list[ComplianceRow]] = defaultdict(list)
+@dataclass(frozen=True)
+class StaffTicket:
+    """What the staff KPIs read of a ticket's row, its facts decoded once."""
+
+    service_point_id: str | None
+    technician_id: str | None
+    agent_id: str | None
+    first_time_fix: str
+    responded_within_sla: str
+    facts: dict[str, Any]
+
+
+def staff_tickets(conn: Connection, filters: ComplianceFilters) -> list[StaffTicket]:
+    t = compliance_tickets.c
+    query = select(
+        t.service_point_id,
+        t.technician_id,
+        t.agent_id,
+        t.first_time_fix,
+        t.responded_within_sla,
+        t.facts,
+    ).where(*_conditions(filters))
+    return [StaffTicket(*row[:-1], orjson.loads(row.facts)) for row in conn.execute(query)]
+
+
+def _by(rows: Iterable[StaffTicket], column: str) -> list[tuple[str, list[StaffTicket]]]:
+    grouped: dict[str, list[StaffTicket]] = defaultdict(list)
     for row in rows:
         if subject := getattr(row, column):
             grouped[subject].append(row)
     return sorted(grouped.items())
 
 
-def technician_measures(tech: str, tickets: list[ComplianceRow]) -> dict[str, float | None]:
+def technician_measures(tech: str, tickets: list[StaffTicket]) -> dict[str, float | None]:
     """first-time fix = % of decided tickets fixed at the first repair and visit, never
     reopened; timeliness = % of the technician's visits that arrived by the appointment's
     end; parts usage = % of the technician's repairs that used only parts the diagnosis
@@ -528,7 +610,7 @@ def technician_measures(tech: str, tickets: list[ComplianceRow]) -> dict[str, fl
     repairs_ok: list[bool] = []
     scores: list[int] = []
     for r in tickets:
-        facts = json.loads(r.facts)
+        facts = r.facts
         visits += [v["on_time"] for v in facts["visits"] if v["technician_id"] == tech]
         repairs_ok += [
             x["parts_as_expected"] for x in facts["repairs"] if x["technician_id"] == tech
@@ -542,7 +624,7 @@ def technician_measures(tech: str, tickets: list[ComplianceRow]) -> dict[str, fl
     }
 
 
-def technician_kpis(rows: list[ComplianceRow], s: FeedbackSettings) -> list[dict[str, Any]]:
+def technician_kpis(rows: list[StaffTicket], s: FeedbackSettings) -> list[dict[str, Any]]:
     """Over the month's tickets last dispatched to each technician."""
     weights = {
         "first_time_fix": s.technician_weight_first_time_fix,
@@ -556,12 +638,12 @@ def technician_kpis(rows: list[ComplianceRow], s: FeedbackSettings) -> list[dict
     ]
 
 
-def agent_measures(tickets: list[ComplianceRow]) -> dict[str, float | None]:
+def agent_measures(tickets: list[StaffTicket]) -> dict[str, float | None]:
     """response time = % of decided tickets first responded to within the urgency SLA;
     record accuracy = % of tickets whose contact details never needed a correction;
     satisfaction = average follow-up satisfaction score."""
     responded = [r.responded_within_sla for r in tickets if r.responded_within_sla not in UNDECIDED]
-    facts = [json.loads(r.facts) for r in tickets]
+    facts = [r.facts for r in tickets]
     accurate = sum(1 for f in facts if not f["corrections"])
     return {
         "response_time": _rate(responded.count(TRUE), len(responded), None),
@@ -570,7 +652,7 @@ def agent_measures(tickets: list[ComplianceRow]) -> dict[str, float | None]:
     }
 
 
-def agent_kpis(rows: list[ComplianceRow], s: FeedbackSettings) -> list[dict[str, Any]]:
+def agent_kpis(rows: list[StaffTicket], s: FeedbackSettings) -> list[dict[str, Any]]:
     """Over the month's tickets each call-center agent received."""
     weights = {
         "response_time": s.agent_weight_response_time,

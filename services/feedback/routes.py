@@ -293,8 +293,8 @@ async def compliance_summary(
         service_point_id=service_point,
         reach=principal.reach,
     )
-    rows = await platform.db.read(lambda c: read_models.list_compliance_rows(c, filters))
-    result = read_models.summary(rows, group_by, platform.settings.feedback)
+    settings = platform.settings.feedback
+    result = await platform.db.read(lambda c: read_models.summary(c, filters, group_by, settings))
     if wants_csv(request, format):
         groups = [*result["groups"], {**result["total"], "key": "TOTAL"}]
         return csv_response(
