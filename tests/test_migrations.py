@@ -43,3 +43,87 @@ async def test_fresh_database_is_not_current(tmp_path) -> None:
     assert not await schema_is_current(url)
     upgrade(url)
     assert await schema_is_current(url)
+
+
+async def test_staff_counts_are_filled_from_the_rows_facts(database_url: str) -> None:
+    """Migration 0403 fills the staff KPIs' counts from each row's ``facts`` by the
+    projection's rule (``staff_counts``): visits and repairs of the row's technician only,
+    every follow-up, every correction — checked on rows written before it, after a
+    downgrade to 0402 (both dialects' JSON functions)."""
+    import asyncio
+    import json
+    from datetime import UTC, datetime
+
+    from alembic import command
+    from sqlalchemy import insert, select
+
+    from services.feedback.tables import STAFF_COUNTS, TALLY_COLUMNS, compliance_tickets
+    from shared.eventstore.migrations import alembic_config
+
+    app_factory("feedback")
+    await asyncio.to_thread(
+        command.downgrade, alembic_config(database_url), "0402_feedback_tallies"
+    )
+    rows, expected = [], {}
+    for n in range(12):
+        tech = None if n % 4 == 0 else f"t-{n % 3}"
+        visits = [
+            {"technician_id": f"t-{(n + k) % 3}", "on_time": (n + k) % 2 == 0} for k in range(n % 4)
+        ]
+        repairs = [
+            {"technician_id": f"t-{(n + k) % 3}" if k else None, "parts_as_expected": k % 2 == 1}
+            for k in range(n % 3)
+        ]
+        follow_ups = [{"score": 40 + 7 * k + n, "would_recommend": k} for k in range(n % 3)]
+        facts = {
+            "complaints": [],
+            "corrections": [f"c{k}" for k in range(n % 2)],
+            "deductions": [],
+            "follow_ups": follow_ups,
+            "repairs": repairs,
+            "visits": visits,
+        }
+        ticket_id = f"00000000-0000-0000-0000-{n:012d}"
+        rows.append(
+            {
+                "ticket_id": ticket_id,
+                "ticket_number": f"TL-{n:04d}",
+                "region": "east",
+                "month": "2026-11",
+                "received_at": datetime(2026, 11, 1, tzinfo=UTC),
+                "product_model": "WM-700",
+                "technician_id": tech,
+                "status": "closed",
+                **dict.fromkeys(TALLY_COLUMNS, "true"),
+                "checklist": "{}",
+                "facts": json.dumps(facts, separators=(",", ":"), sort_keys=True),
+                "version": 1,
+            }
+        )
+        mine_visits = [v for v in visits if tech and v["technician_id"] == tech]
+        mine_repairs = [r for r in repairs if tech and r["technician_id"] == tech]
+        expected[ticket_id] = {
+            "technician_visits": len(mine_visits),
+            "technician_visits_on_time": sum(1 for v in mine_visits if v["on_time"]),
+            "technician_repairs": len(mine_repairs),
+            "technician_repairs_as_expected": sum(
+                1 for r in mine_repairs if r["parts_as_expected"]
+            ),
+            "follow_up_count": len(follow_ups),
+            "follow_up_score_total": sum(f["score"] for f in follow_ups),
+            "corrections": len(facts["corrections"]),
+        }
+    assert any(e["technician_visits"] for e in expected.values())
+    db = Database(database_url)
+    try:
+        # At 0402 the table has no staff counts: the insert names only the columns it has.
+        await db.write(lambda conn: conn.execute(insert(compliance_tickets), rows))
+        await asyncio.to_thread(upgrade, database_url)
+        t = compliance_tickets.c
+        query = select(t.ticket_id, *(t[name] for name in STAFF_COUNTS))
+        found = await db.read(lambda conn: list(conn.execute(query)))
+    finally:
+        await db.dispose()
+    assert {row.ticket_id: dict(row._mapping) for row in found} == {
+        ticket_id: {"ticket_id": ticket_id, **counts} for ticket_id, counts in expected.items()
+    }

@@ -80,6 +80,24 @@ def compliance_values(f: Facts) -> dict[str, Any]:
         "facts": canonical_json(facts),
         "version": f.version,
         "complaints": len(f.complaints),
+        **staff_counts(f),
+    }
+
+
+def staff_counts(f: Facts) -> dict[str, int]:
+    """The staff KPIs' counts (tables.STAFF_COUNTS): visits and repairs are those of the
+    ticket's (last dispatched) technician, the one its KPIs are credited to."""
+    tech = f.technician_id
+    visits = [v for v in f.visits if tech is not None and v.technician_id == tech]
+    repairs = [r for r in f.repairs if tech is not None and r.technician_id == tech]
+    return {
+        "technician_visits": len(visits),
+        "technician_visits_on_time": sum(1 for v in visits if v.on_time),
+        "technician_repairs": len(repairs),
+        "technician_repairs_as_expected": sum(1 for r in repairs if r.parts_as_expected),
+        "follow_up_count": len(f.follow_ups),
+        "follow_up_score_total": sum(x.score for x in f.follow_ups),
+        "corrections": len(f.corrections),
     }
 
 

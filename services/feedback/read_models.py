@@ -11,19 +11,20 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from types import SimpleNamespace
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Row, Select, Table, and_, func, select
+from sqlalchemy import Connection, Row, Select, Table, and_, case, func, select
 
 from services.feedback.compliance import FALSE, ITEMS, PENDING, TRUE, UNKNOWN
 from services.feedback.facts import month_of
 from services.feedback.projections import compliance_values, ticket_facts
 from services.feedback.tables import (
+    STAFF_COUNTS,
     TALLY_COLUMNS,
     compliance_tickets,
     follow_ups,
@@ -195,12 +196,8 @@ def _rate(numerator: int, denominator: int, digits: int | None = 2) -> float | N
     return rate if digits is None else rounded(rate, digits)
 
 
-def _average(values: Sequence[int] | Counter[int], digits: int | None = 2) -> float | None:
-    """The mean of the values (a Counter: of each value as often as it counts)."""
-    if isinstance(values, Counter):
-        total, count = sum(v * n for v, n in values.items()), values.total()
-    else:
-        total, count = sum(values), len(values)
+def _mean(total: int, count: int, digits: int | None = 2) -> float | None:
+    """``total`` ÷ ``count`` (``digits``: as ``_rate``); None without values."""
     if not count:
         return None
     mean = total / count
@@ -310,7 +307,9 @@ def satisfaction(t: Tally, s: FeedbackSettings, digits: int | None = 2) -> dict[
     nps = _rate(promoters - detractors, answers, digits)
     return {
         "follow_ups": t.scores.total(),
-        "satisfaction_average": _average(t.scores, digits),
+        "satisfaction_average": _mean(
+            sum(score * n for score, n in t.scores.items()), t.scores.total(), digits
+        ),
         "bands": bands,
         "promoters": promoters,
         "passives": answers - promoters - detractors,
@@ -524,10 +523,11 @@ def scorecards(
     deduction_entries(conn, month, s, entries, region)
     manual_entries(conn, month, s, entries, region)
     filters = ComplianceFilters(region=region, month=month, service_point_id=service_point_id)
-    rows = staff_tickets(conn, filters)
+    t = compliance_tickets.c
+    served = select(t.service_point_id).where(*_conditions(filters)).distinct()
     points = (
         set(entries)
-        | {r.service_point_id for r in rows if r.service_point_id}
+        | {p for p in conn.execute(served).scalars() if p}
         | network_service_points(conn, month, region)
     )
     if service_point_id:
@@ -544,8 +544,8 @@ def scorecards(
         "month": month,
         "base": s.scorecard_base,
         "service_points": service_points,
-        "technicians": technician_kpis(rows, s),
-        "agents": [] if service_point_id else agent_kpis(rows, s),
+        "technicians": technician_kpis(conn, filters, s),
+        "agents": [] if service_point_id else agent_kpis(conn, filters, s),
     }
 
 
@@ -567,64 +567,68 @@ def _kpi(
     }
 
 
-@dataclass(frozen=True)
-class StaffTicket:
-    """What the staff KPIs read of a ticket's row, its facts decoded once."""
+@dataclass
+class StaffCounts:
+    """One person's tickets of the month added up: how many, their verdicts on the
+    person's measure (first-time fix for a technician, response for an agent) and the
+    staff counts (``tables.STAFF_COUNTS``)."""
 
-    service_point_id: str | None
-    technician_id: str | None
-    agent_id: str | None
-    first_time_fix: str
-    responded_within_sla: str
-    facts: dict[str, Any]
+    tickets: int = 0
+    verdicts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATUSES, 0))
+    sums: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAFF_COUNTS, 0))
+    uncorrected: int = 0  # tickets whose contact details were never corrected
 
 
-def staff_tickets(conn: Connection, filters: ComplianceFilters) -> list[StaffTicket]:
+def staff_counts(
+    conn: Connection, filters: ComplianceFilters, column: str, verdict: str
+) -> list[tuple[str, StaffCounts]]:
+    """Per person of ``column`` (technician or agent), in SQL: the columns the projection
+    keeps for it, never the tickets' documents."""
     t = compliance_tickets.c
-    query = select(
-        t.service_point_id,
-        t.technician_id,
-        t.agent_id,
-        t.first_time_fix,
-        t.responded_within_sla,
-        t.facts,
-    ).where(*_conditions(filters))
-    return [StaffTicket(*row[:-1], orjson.loads(row.facts)) for row in conn.execute(query)]
+    key, judged = t[column], t[verdict]
+    query = (
+        select(
+            key,
+            judged,
+            func.count(),
+            func.sum(case((t.corrections == 0, 1), else_=0)),
+            *(func.sum(t[name]) for name in STAFF_COUNTS),
+        )
+        .where(*_conditions(filters), key.is_not(None))
+        .group_by(key, judged)
+    )
+    found: dict[str, StaffCounts] = {}
+    for subject, status, n, uncorrected, *sums in conn.execute(query):
+        if not subject:
+            continue
+        counts = found.setdefault(subject, StaffCounts())
+        counts.tickets += n
+        counts.verdicts[status] += n
+        counts.uncorrected += uncorrected
+        for name, total in zip(STAFF_COUNTS, sums, strict=True):
+            counts.sums[name] += total
+    return sorted(found.items())
 
 
-def _by(rows: Iterable[StaffTicket], column: str) -> list[tuple[str, list[StaffTicket]]]:
-    grouped: dict[str, list[StaffTicket]] = defaultdict(list)
-    for row in rows:
-        if subject := getattr(row, column):
-            grouped[subject].append(row)
-    return sorted(grouped.items())
-
-
-def technician_measures(tech: str, tickets: list[StaffTicket]) -> dict[str, float | None]:
+def technician_measures(c: StaffCounts) -> dict[str, float | None]:
     """first-time fix = % of decided tickets fixed at the first repair and visit, never
     reopened; timeliness = % of the technician's visits that arrived by the appointment's
     end; parts usage = % of the technician's repairs that used only parts the diagnosis
     expected; customer rating = average follow-up satisfaction score."""
-    ftf = [r.first_time_fix for r in tickets if r.first_time_fix not in UNDECIDED]
-    visits: list[bool] = []
-    repairs_ok: list[bool] = []
-    scores: list[int] = []
-    for r in tickets:
-        facts = r.facts
-        visits += [v["on_time"] for v in facts["visits"] if v["technician_id"] == tech]
-        repairs_ok += [
-            x["parts_as_expected"] for x in facts["repairs"] if x["technician_id"] == tech
-        ]
-        scores += [f["score"] for f in facts["follow_ups"]]
+    sums = c.sums
     return {  # exact: the KPI score is made from them (``_kpi`` rounds what it shows)
-        "first_time_fix": _rate(ftf.count(TRUE), len(ftf), None),
-        "timeliness": _rate(visits.count(True), len(visits), None),
-        "parts_usage": _rate(repairs_ok.count(True), len(repairs_ok), None),
-        "customer_rating": _average(scores, None),
+        "first_time_fix": _rate(c.verdicts[TRUE], _decided(c.verdicts), None),
+        "timeliness": _rate(sums["technician_visits_on_time"], sums["technician_visits"], None),
+        "parts_usage": _rate(
+            sums["technician_repairs_as_expected"], sums["technician_repairs"], None
+        ),
+        "customer_rating": _mean(sums["follow_up_score_total"], sums["follow_up_count"], None),
     }
 
 
-def technician_kpis(rows: list[StaffTicket], s: FeedbackSettings) -> list[dict[str, Any]]:
+def technician_kpis(
+    conn: Connection, filters: ComplianceFilters, s: FeedbackSettings
+) -> list[dict[str, Any]]:
     """Over the month's tickets last dispatched to each technician."""
     weights = {
         "first_time_fix": s.technician_weight_first_time_fix,
@@ -633,26 +637,26 @@ def technician_kpis(rows: list[StaffTicket], s: FeedbackSettings) -> list[dict[s
         "customer_rating": s.technician_weight_customer_rating,
     }
     return [
-        _kpi(tech, "technician", len(tickets), technician_measures(tech, tickets), weights)
-        for tech, tickets in _by(rows, "technician_id")
+        _kpi(tech, "technician", c.tickets, technician_measures(c), weights)
+        for tech, c in staff_counts(conn, filters, "technician_id", "first_time_fix")
     ]
 
 
-def agent_measures(tickets: list[StaffTicket]) -> dict[str, float | None]:
+def agent_measures(c: StaffCounts) -> dict[str, float | None]:
     """response time = % of decided tickets first responded to within the urgency SLA;
     record accuracy = % of tickets whose contact details never needed a correction;
     satisfaction = average follow-up satisfaction score."""
-    responded = [r.responded_within_sla for r in tickets if r.responded_within_sla not in UNDECIDED]
-    facts = [r.facts for r in tickets]
-    accurate = sum(1 for f in facts if not f["corrections"])
+    sums = c.sums
     return {
-        "response_time": _rate(responded.count(TRUE), len(responded), None),
-        "record_accuracy": _rate(accurate, len(tickets), None),
-        "satisfaction": _average([fu["score"] for f in facts for fu in f["follow_ups"]], None),
+        "response_time": _rate(c.verdicts[TRUE], _decided(c.verdicts), None),
+        "record_accuracy": _rate(c.uncorrected, c.tickets, None),
+        "satisfaction": _mean(sums["follow_up_score_total"], sums["follow_up_count"], None),
     }
 
 
-def agent_kpis(rows: list[StaffTicket], s: FeedbackSettings) -> list[dict[str, Any]]:
+def agent_kpis(
+    conn: Connection, filters: ComplianceFilters, s: FeedbackSettings
+) -> list[dict[str, Any]]:
     """Over the month's tickets each call-center agent received."""
     weights = {
         "response_time": s.agent_weight_response_time,
@@ -660,8 +664,8 @@ def agent_kpis(rows: list[StaffTicket], s: FeedbackSettings) -> list[dict[str, A
         "satisfaction": s.agent_weight_satisfaction,
     }
     return [
-        _kpi(agent, "call_center_agent", len(tickets), agent_measures(tickets), weights)
-        for agent, tickets in _by(rows, "agent_id")
+        _kpi(agent, "call_center_agent", c.tickets, agent_measures(c), weights)
+        for agent, c in staff_counts(conn, filters, "agent_id", "responded_within_sla")
     ]
 
 

@@ -14,6 +14,16 @@ ITEM_COLUMN = String(8)  # "true" | "false" | "pending"
 # What summaries count by status: the verdict, the checklist, first-time fix.
 TALLY_COLUMNS = ("compliant", *ITEMS, "first_time_fix")
 
+STAFF_COUNTS = (
+    "technician_visits",
+    "technician_visits_on_time",
+    "technician_repairs",
+    "technician_repairs_as_expected",
+    "follow_up_count",
+    "follow_up_score_total",
+    "corrections",
+)
+
 # One row per ticket: the closed-loop checklist with its evidence and the facts the
 # aggregates, KPIs and scorecards are computed from.
 compliance_tickets = Table(
@@ -43,6 +53,10 @@ compliance_tickets = Table(
     Column("facts", Text, nullable=False),
     Column("version", Integer, nullable=False),
     Column("complaints", Integer, nullable=False, server_default="0"),
+    # What the staff KPIs add up (migration 0403), so scorecards never decode ``facts``:
+    # the visits and repairs of the ticket's technician, the follow-ups' scores, the
+    # contact-detail corrections.
+    *(Column(name, Integer, nullable=False, server_default="0") for name in STAFF_COUNTS),
     # Summaries count from this index alone, never reading the rows' documents.
     Index(
         "ix_feedback_compliance_tickets_tally",
