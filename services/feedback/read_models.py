@@ -215,8 +215,6 @@ def band(score: int, s: FeedbackSettings) -> str:
 
 
 STATUSES = (TRUE, FALSE, PENDING, UNKNOWN)
-# Not decided either way: left out of every rate.
-UNDECIDED = (PENDING, UNKNOWN)
 
 
 @dataclass
@@ -319,6 +317,7 @@ def satisfaction(t: Tally, s: FeedbackSettings, digits: int | None = 2) -> dict[
 
 
 def _decided(counts: dict[str, int]) -> int:
+    """Pending and unknown values are decided neither way: left out of every rate."""
     return counts[TRUE] + counts[FALSE]
 
 
