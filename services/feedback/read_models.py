@@ -703,23 +703,22 @@ def alerts_between(conn: Connection, start: date, end: date) -> list[dict[str, A
 def repair_counts_between(conn: Connection, start: date, end: date) -> list[dict[str, Any]]:
     """Repairs per product model and fault category, with their count per day."""
     rp = repairs.c
-    query = select(rp.day, rp.product_model, rp.fault_category).where(
-        rp.day >= start.isoformat(), rp.day < end.isoformat()
+    grouped = (rp.product_model, rp.fault_category, rp.day)
+    query = (
+        select(*grouped, func.count())
+        .where(rp.day >= start.isoformat(), rp.day < end.isoformat())
+        .group_by(*grouped)
+        .order_by(*grouped)
     )
     counts: dict[tuple[str, str], dict[str, Any]] = {}
-    for r in conn.execute(query):
+    for model, category, day, n in conn.execute(query):
         group = counts.setdefault(
-            (r.product_model, r.fault_category),
-            {
-                "product_model": r.product_model,
-                "fault_category": r.fault_category,
-                "repairs": 0,
-                "by_day": {},
-            },
+            (model, category),
+            {"product_model": model, "fault_category": category, "repairs": 0, "by_day": {}},
         )
-        group["repairs"] += 1
-        group["by_day"][r.day] = group["by_day"].get(r.day, 0) + 1
-    return sorted(counts.values(), key=lambda g: (-g["repairs"], g["product_model"]))
+        group["repairs"] += n
+        group["by_day"][day] = n
+    return sorted(counts.values(), key=lambda g: (-g["repairs"], g["product_model"], g["fault_category"]))
 
 
 def quality_weekly(
