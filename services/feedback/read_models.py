@@ -718,7 +718,9 @@ def repair_counts_between(conn: Connection, start: date, end: date) -> list[dict
         )
         group["repairs"] += n
         group["by_day"][day] = n
-    return sorted(counts.values(), key=lambda g: (-g["repairs"], g["product_model"], g["fault_category"]))
+    return sorted(
+        counts.values(), key=lambda g: (-g["repairs"], g["product_model"], g["fault_category"])
+    )
 
 
 def quality_weekly(
