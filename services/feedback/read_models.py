@@ -4,7 +4,8 @@ plain functions of a ``Connection``, run in a read unit of work.
 Aggregates are computed at query time from the per-ticket rows (which are projections of
 the events), so a summary is always consistent with the rows it summarises and every
 figure can be traced to the events listed in those rows: summaries count the rows'
-status columns and follow-up scores in SQL (``tallies``); staff KPIs decode the facts.
+status columns and follow-up scores in SQL (``tallies``), staff KPIs the counts each row
+keeps for them (``staff_counts``).
 """
 
 from __future__ import annotations
@@ -71,8 +72,9 @@ class ComplianceFilters:
     reach: Reach = EVERYWHERE
 
     @property
-    def technician_bound(self) -> bool:
-        """Whether the rows are picked by more than month, region and service point."""
+    def beyond_tally_scope(self) -> bool:
+        """Whether the rows are picked by more than month, region and service point (the
+        columns the follow-ups table copies from its ticket's row)."""
         return bool(self.technician_id or self.reach.technician or self.compliant or self.failing)
 
 
@@ -267,7 +269,7 @@ def _follow_up_counts(filters: ComplianceFilters, scope: tuple[str, ...]) -> Sel
     the follow-ups' own copy of their ticket's month, region and service point when that
     is all the filters and the grouping use, else through the tickets' rows."""
     f = follow_ups.c
-    if scope == TALLY_SCOPE and not filters.technician_bound:
+    if scope == TALLY_SCOPE and not filters.beyond_tally_scope:
         source, where = follow_ups, _conditions(filters, follow_ups)
         grouped = [*(f[name] for name in scope), f.score, f.would_recommend]
     else:
