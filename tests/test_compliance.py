@@ -513,3 +513,38 @@ async def test_as_of_shows_the_checklist_as_it_stood_then(
     assert before.status_code == 404
     naive = await auditor.get(f"/compliance/tickets/{tid}", params={"as_of": "2026-11-02T10:00:00"})
     assert naive.status_code == 422 and naive.json()["errors"][0]["field"].endswith("as_of")
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_every_compliance_page_walks_an_index(platform: Platform) -> None:
+    """A page of ``GET /compliance/tickets`` by each documented filter — alone, within a
+    month, within a region (a regional center's reach) — walks an index in ticket-number
+    order and stops at the page's end: never a pass over the table, never a sort of it."""
+    from services.feedback.read_models import ComplianceFilters, list_compliance_rows
+    from tests.support.plans import plan_problems, recorded_selects
+
+    narrow: list[dict[str, str]] = [
+        {},
+        {"service_point_id": "sp-1"},
+        {"technician_id": "tech-1"},
+        {"compliant": "false"},
+        {"failing": "parts_returned"},
+    ]
+    picks = [
+        ComplianceFilters(**within, **extra)  # type: ignore[arg-type]
+        for within in ({}, {"month": "2026-11"}, {"region": "east"})
+        for extra in narrow
+    ]
+    assert platform.db.sqlite_engine is not None
+    with recorded_selects(platform.db.sqlite_engine) as statements:
+        for filters in picks:
+            for after in (None, "TL-20261101-0001"):
+                await platform.db.read(
+                    lambda c, f=filters, a=after: list_compliance_rows(c, f, after=a, limit=51)
+                )
+    table = ("feedback_compliance_tickets",)
+    problems = await platform.db.read(
+        lambda conn: plan_problems(conn, statements, table, unsorted=table)
+    )
+    assert len(statements) == 2 * len(picks)
+    assert not problems, "\n".join(problems)

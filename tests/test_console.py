@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Connection, event, select, text, update
+from sqlalchemy import Connection, select, text, update
 
 from services.console import queries, routes
 from services.console.auth import COOKIE
@@ -26,6 +26,7 @@ from shared.eventstore.tables import events
 from shared.kernel.clock import ManualClock
 from tests.support.auth import token_for
 from tests.support.lifecycle import Lifecycle, project_feedback
+from tests.support.plans import plan_problems, recorded_selects
 
 SQLITE = pytest.mark.parametrize("backend", ["sqlite"])
 
@@ -378,15 +379,7 @@ async def test_every_console_query_uses_an_index(platform: Platform, life: Lifec
     tid = await life.through_repair(region="east")
     await life.open(region="west")
     await project_feedback(platform)
-    statements: list[tuple[str, Any]] = []
-
-    def record(_conn, _cursor, statement, parameters, _context, _many):  # type: ignore[no-untyped-def]
-        if statement.lstrip().upper().startswith("SELECT"):
-            statements.append((statement, parameters))
-
-    engine = platform.db.sqlite_engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    with recorded_selects(platform.db.sqlite_engine) as statements:
         for role, region in (("auditor", None), ("regional_center", "east")):
             async with console_client(platform, role, region=region) as client:
                 for page in (
@@ -405,8 +398,6 @@ async def test_every_console_query_uses_an_index(platform: Platform, life: Lifec
                     "/audit",
                 ):
                     assert (await client.get(page)).status_code == 200, page
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
     big = (
         "ticket_state",
         "events",
@@ -415,29 +406,9 @@ async def test_every_console_query_uses_an_index(platform: Platform, life: Lifec
         "feedback_quality_alerts",
         "dispatch_sla_clocks",
     )
-    problems = []
-
-    def plans(conn: Connection) -> list[tuple[str, list[str]]]:
-        return [
-            (s, [r[-1] for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {s}", p).all()])
-            for s, p in statements
-            if "sqlite_master" not in s and s.strip() != "SELECT 1"
-        ]
-
-    for statement, details in await platform.db.read(plans):
-        for detail in details:
-            scanned = re.match(r"SCAN (\w+)( USING (COVERING )?INDEX)?", detail)
-            # An ordered index walk that stops at a LIMIT is fine; a full pass is not. The
-            # events table's rowid is its position: walking it in order is such a walk.
-            in_order = scanned and (
-                scanned.group(2)
-                or (scanned.group(1) == "events" and "BY events.position" in statement)
-            )
-            walk = in_order and "LIMIT" in statement
-            if scanned and scanned.group(1) in big and not walk:
-                problems.append(f"{detail}\n  in {statement}")
-            if "TEMP B-TREE FOR ORDER BY" in detail and "ticket_state" in statement:
-                problems.append(f"{detail}\n  in {statement}")
+    problems = await platform.db.read(
+        lambda conn: plan_problems(conn, statements, big, unsorted=("ticket_state",))
+    )
     assert statements
     assert not problems, "\n".join(problems)
 

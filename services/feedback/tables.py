@@ -14,6 +14,8 @@ ITEM_COLUMN = String(8)  # "true" | "false" | "pending"
 # What summaries count by status: the verdict, the checklist, first-time fix.
 TALLY_COLUMNS = ("compliant", *ITEMS, "first_time_fix")
 
+# What a page of tickets filters by (`compliant`, `failing`).
+VERDICTS = ("compliant", *ITEMS)
 STAFF_COUNTS = (
     "technician_visits",
     "technician_visits_on_time",
@@ -66,7 +68,19 @@ compliance_tickets = Table(
         *TALLY_COLUMNS,
         "complaints",
     ),
-    Index("ix_feedback_compliance_tickets_ticket_number", "ticket_number"),
+    # Pages in ticket-number order, whole or by month or region (a regional center's
+    # reach), walk one of these and stop at the page's end; the verdicts in them let a
+    # `compliant` or `failing` filter skip rows without reading them.
+    *(
+        Index(f"ix_feedback_compliance_tickets_{name}", *lead, "ticket_number", *VERDICTS)
+        for name, lead in (
+            ("number", ()),
+            ("month_number", ("month",)),
+            ("region_number", ("region",)),
+        )
+    ),
+    Index("ix_feedback_compliance_tickets_point_number", "service_point_id", "ticket_number"),
+    Index("ix_feedback_compliance_tickets_technician_number", "technician_id", "ticket_number"),
 )
 
 # Scorecard items that come from ticket events (one row per item, per ticket).

@@ -1,0 +1,56 @@
+"""Query plans on SQLite: which statements read a big table by a full pass or sort it in
+memory (what a page must never do once the table is large)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Connection, event
+from sqlalchemy.engine import Engine
+
+
+@contextmanager
+def recorded_selects(engine: Engine) -> Iterator[list[tuple[str, Any]]]:
+    """The SELECT statements (with their parameters) run on ``engine`` inside the block."""
+    statements: list[tuple[str, Any]] = []
+
+    def record(_conn, _cursor, statement, parameters, _context, _many):  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("SELECT"):
+            statements.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def plan_problems(
+    conn: Connection,
+    statements: Sequence[tuple[str, Any]],
+    big: Sequence[str],
+    unsorted: Sequence[str] = (),
+) -> list[str]:
+    """Each statement's plan: a ``big`` table scanned other than by an ordered index walk
+    that stops at a LIMIT, or an ``unsorted`` table sorted in memory, is a problem."""
+    problems = []
+    for statement, parameters in statements:
+        if "sqlite_master" in statement or statement.strip() == "SELECT 1":
+            continue
+        plan = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters).all()
+        for detail in (row[-1] for row in plan):
+            scanned = re.match(r"SCAN (\w+)( USING (COVERING )?INDEX)?", detail)
+            # The events table's rowid is its position: walking it in order is such a walk.
+            in_order = scanned and (
+                scanned.group(2)
+                or (scanned.group(1) == "events" and "BY events.position" in statement)
+            )
+            walk = in_order and "LIMIT" in statement
+            if scanned and scanned.group(1) in big and not walk:
+                problems.append(f"{detail}\n  in {statement}")
+            if "TEMP B-TREE FOR ORDER BY" in detail and any(t in statement for t in unsorted):
+                problems.append(f"{detail}\n  in {statement}")
+    return problems
