@@ -395,6 +395,17 @@ async def test_export_over_http_and_cli_verify(
             code, out = await run_cli(database_url, "verify-export", str(export))
             assert code == 1 and "Traceback" not in out, out
             assert json.loads(out[out.index("{") :])["ok"] is False
+        # A file checked against another format's summary: the finding names the format.
+        lines = tmp_path / "east.jsonl"
+        lines.write_text('{"event_id": "a"}\n{"event_id": "b"}\n')
+        for fmt, data in (("csv", lines), ("jsonl", export)):
+            (tmp_path / "other.summary.json").write_text(json.dumps({**summary, "format": fmt}))
+            args = ("verify-export", str(data), "--summary", str(tmp_path / "other.summary.json"))
+            code, out = await run_cli(database_url, *args)
+            problems = json.loads(out[out.index("{") :])["problems"]
+            assert code == 1 and any(
+                f"cannot be read as {fmt}, the format its summary names" in p for p in problems
+            ), out
     finally:
         del os.environ["TICKETLINE_DATA_DIR"]
 
@@ -435,12 +446,14 @@ async def test_outputs_never_overwrite_the_live_database_or_an_existing_file(
     for argv in (
         ["replay", "--quiet", "--into", live],
         ["replay", "--quiet", "--into", str(other)],
+        ["replay", "--quiet", "--into", str(tmp_path / "mistyped" / "rebuilt.db")],
         ["export", "--out", live],
         ["export", "--out", str(platform.settings.data_dir / "personal-data-master.key")],
     ):
         assert cli_main(argv) == 2, argv
         assert "ticketline " in capsys.readouterr().err
     assert other.read_text() == "keep me"
+    assert not (tmp_path / "mistyped").exists()
     assert await platform.db.read(lambda c: c.execute(select(events)).all()) == before
     with pytest.raises(CommandRefused):
         await replay(platform.settings, [TicketStateProjection()], into=other)

@@ -366,6 +366,33 @@ async def test_an_empty_filter_is_malformed_not_no_filter(platform: Platform) ->
         assert_problem(answer, 422, name)
 
 
+@SQLITE
+async def test_whitespace_around_any_query_value_is_not_part_of_it(platform: Platform) -> None:
+    """README: codes, numbers and text are read trimmed in queries — months, weeks and
+    choices too, not only the types that strip themselves; the answer is the untrimmed
+    query's answer, and a link to the next page carries the trimmed values."""
+    await open_ticket(platform)
+    admin = headers_for("admin")
+    for service, path, params in (
+        ("feedback", "/compliance/summary", {"month": "2026-11", "group_by": "technician"}),
+        ("feedback", "/compliance/tickets", {"month": "2026-11", "compliant": "true"}),
+        ("feedback", "/compliance/tickets", {"failing": "satisfied", "format": "csv"}),
+        ("feedback", "/scorecards", {"month": "2026-11"}),
+        ("feedback", "/quality/weekly", {"week": "2026-W48"}),
+        ("intake", "/tickets", {"region": "east", "limit": "1"}),
+    ):
+        app = app_factory(service)(platform)
+        plain = await asgi.call(app, "GET", path, headers=admin, params=params)
+        padded = {name: f" {value}\t" for name, value in params.items()}
+        answer = await asgi.call(app, "GET", path, headers=admin, params=padded)
+        assert plain.status == 200, (path, plain)
+        assert (answer.status, answer.body) == (plain.status, plain.body), (path, padded)
+    await open_ticket(platform)
+    app = app_factory("intake")(platform)
+    answer = await asgi.call(app, "GET", "/tickets", headers=admin, params={"limit": " 1 "})
+    assert answer.status == 200 and "limit=1" in answer.headers.get("link", ""), answer
+
+
 # --- class 11: text a database cannot store, anywhere in a request -----------------------
 
 BAD_TEXT = ["Li\x00Wei", "Li\ud800Wei", "Li\x1b[2JWei", "Li\bWei", "Li\x9b2JWei", "Li\x7fWei"]

@@ -191,10 +191,14 @@ def verify_export(
         )
     if hashlib.sha256(data).hexdigest() != summary.get("sha256"):
         problems.append("export file does not match the summary's sha256")
+    fmt = summary["format"]
     try:
-        envelopes = parse(data, summary.get("format", "jsonl"))
+        envelopes = parse(data, fmt)
     except Exception as exc:  # any parse failure is a finding, not a crash
-        return ExportCheck([*problems, f"export cannot be read: {exc}"])
+        reason = f"it has no {exc} column" if isinstance(exc, KeyError) else str(exc)
+        return ExportCheck(
+            [*problems, f"export cannot be read as {fmt}, the format its summary names: {reason}"]
+        )
     if len(envelopes) != summary.get("events"):
         problems.append(
             f"{len(envelopes)} events in the file, {summary.get('events')!r} in the summary"

@@ -197,12 +197,15 @@ def diff_tables(
 
 def refuse_existing(into: Path) -> None:
     """``--into`` writes a new database: never over a file (the live database given by
-    mistake was emptied)."""
+    mistake was emptied), and in a directory that is there (a mistyped path is refused,
+    as ``export --out``'s is, not made)."""
     if into.exists() or Path(f"{into}-wal").exists():
         raise CommandRefused(
             f"--into {into} exists: the replay writes a new database; give a path that does "
             "not exist (remove an earlier replay's file first)"
         )
+    if not into.parent.is_dir():
+        raise CommandRefused(f"--into {into}: no directory {into.parent}")
 
 
 async def differences_from_live(

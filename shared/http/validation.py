@@ -17,10 +17,12 @@ import json
 import math
 import re
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import Request
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
+from starlette.datastructures import QueryParams
 
 from shared.http.context import CREDENTIAL_SCHEMES, principal_of
 from shared.http.problems import ProblemError
@@ -110,6 +112,7 @@ async def _check_input(request: Request) -> None:
     for name, value in request.query_params.multi_items():
         _check("query", name)
         _check(name, value)
+    trim_query(request)
     if request.query_params and getattr(request.app.state, "strict_query", False):
         known_query_parameters(request)
     for name, value in request.path_params.items():
@@ -138,6 +141,23 @@ async def _check_input(request: Request) -> None:
         return  # not JSON (or too deep): the route's body parsing answers
     if may_hold_invalid_text(body) or may_hold_non_finite(body):
         check_document(document)
+
+
+# What may surround a query value without being part of it (the other control characters
+# are refused before): `?month=2026-11%20` is 2026-11, as `?region=%20east` is east.
+AROUND = " \t\r\n"
+
+
+def trim_query(request: Request) -> None:
+    """Every query value read trimmed — codes, months, choices and numbers alike, not only
+    the types that strip themselves — by rewriting the query the route then reads."""
+    pairs = request.query_params.multi_items()
+    if all(value == value.strip(AROUND) for _name, value in pairs):
+        return
+    trimmed = [(name, value.strip(AROUND)) for name, value in pairs]
+    request.scope["query_string"] = urlencode(trimmed).encode("latin-1")
+    # Starlette keeps the parsed query on the request the route's parameters come from.
+    request._query_params = QueryParams(trimmed)
 
 
 # Probes and the metrics scrape answer whatever a monitor appends (a cache-buster).
