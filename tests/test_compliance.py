@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import Connection
 
 from services.feedback.projections import PROJECTIONS
 from shared.app.platform import Platform
@@ -518,10 +519,13 @@ async def test_as_of_shows_the_checklist_as_it_stood_then(
 @pytest.mark.parametrize("backend", ["sqlite"])
 async def test_every_compliance_page_walks_an_index(platform: Platform) -> None:
     """A page of ``GET /compliance/tickets`` by each documented filter — alone, within a
-    month, within a region (a regional center's reach) — walks an index in ticket-number
-    order and stops at the page's end: never a pass over the table, never a sort of it."""
+    month, within a region (a regional center's reach), within both — walks an index in
+    ticket-number order led by the page's equality filters and stops at the page's end:
+    never a pass over the table, never a sort of it, never a walk through a region's,
+    point's or technician's whole history for one month (a point or a technician lies in
+    one region: either index may leave the other filter to the row)."""
     from services.feedback.read_models import ComplianceFilters, list_compliance_rows
-    from tests.support.plans import plan_problems, recorded_selects
+    from tests.support.plans import explained, plan_problems, recorded_selects
 
     narrow: list[dict[str, str]] = [
         {},
@@ -530,21 +534,43 @@ async def test_every_compliance_page_walks_an_index(platform: Platform) -> None:
         {"compliant": "false"},
         {"failing": "parts_returned"},
     ]
-    picks = [
-        ComplianceFilters(**within, **extra)  # type: ignore[arg-type]
-        for within in ({}, {"month": "2026-11"}, {"region": "east"})
-        for extra in narrow
+    scopes: list[dict[str, str]] = [
+        {},
+        {"month": "2026-11"},
+        {"region": "east"},
+        {"month": "2026-11", "region": "east"},
     ]
+    picks = [{**within, **extra} for within in scopes for extra in narrow]
     assert platform.db.sqlite_engine is not None
     with recorded_selects(platform.db.sqlite_engine) as statements:
-        for filters in picks:
+        for pick in picks:
             for after in (None, "TL-20261101-0001"):
+                filters = ComplianceFilters(**pick)  # type: ignore[arg-type]
                 await platform.db.read(
                     lambda c, f=filters, a=after: list_compliance_rows(c, f, after=a, limit=51)
                 )
     table = ("feedback_compliance_tickets",)
+    assert len(statements) == 2 * len(picks)
     problems = await platform.db.read(
         lambda conn: plan_problems(conn, statements, table, unsorted=table)
     )
-    assert len(statements) == 2 * len(picks)
+
+    def unused(conn: Connection) -> list[str]:
+        found = []
+        for pick, (statement, parameters) in zip(
+            (p for p in picks for _ in range(2)), statements, strict=True
+        ):
+            wanted = {c for c in pick if c in ("month", "region", "service_point_id")}
+            wanted |= {c for c in pick if c == "technician_id"}
+            plan = " ".join(explained(conn, statement, parameters))
+            if wanted & {"service_point_id", "technician_id"} and "region" in wanted:
+                # Either leads: the other is checked on the index's rows.
+                either = {c for c in wanted - {"month"} if f"{c}=?" in plan}
+                wanted -= {"region", "service_point_id", "technician_id"} - (either or {"region"})
+            missing = sorted(c for c in wanted if f"{c}=?" not in plan)
+            if missing:
+                found.append(f"{pick}: the walk does not use {missing}: {plan}")
+        return found
+
+    problems += await platform.db.read(unused)
     assert not problems, "\n".join(problems)

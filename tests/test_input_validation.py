@@ -383,10 +383,12 @@ async def test_whitespace_around_any_query_value_is_not_part_of_it(platform: Pla
     ):
         app = app_factory(service)(platform)
         plain = await asgi.call(app, "GET", path, headers=admin, params=params)
-        padded = {name: f" {value}\t" for name, value in params.items()}
-        answer = await asgi.call(app, "GET", path, headers=admin, params=padded)
         assert plain.status == 200, (path, plain)
-        assert (answer.status, answer.body) == (plain.status, plain.body), (path, padded)
+        # Whitespace as the self-stripping types read it: NEL, no-break and ideographic too.
+        for before, after in ((" ", "\t"), ("\u3000", "\x85"), ("\xa0", "\r\n")):
+            padded = {name: f"{before}{value}{after}" for name, value in params.items()}
+            answer = await asgi.call(app, "GET", path, headers=admin, params=padded)
+            assert (answer.status, answer.body) == (plain.status, plain.body), (path, padded)
     await open_ticket(platform)
     app = app_factory("intake")(platform)
     answer = await asgi.call(app, "GET", "/tickets", headers=admin, params={"limit": " 1 "})

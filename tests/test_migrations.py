@@ -127,3 +127,15 @@ async def test_staff_counts_are_filled_from_the_rows_facts(database_url: str) ->
     assert {row.ticket_id: dict(row._mapping) for row in found} == {
         ticket_id: {"ticket_id": ticket_id, **counts} for ticket_id, counts in expected.items()
     }
+
+
+def test_every_revision_id_fits_alembic_version() -> None:
+    """``alembic_version.version_num`` is VARCHAR(32): PostgreSQL refuses a longer id (SQLite
+    stores it), so a long name would pass on SQLite and break every PostgreSQL migration."""
+    from alembic.script import ScriptDirectory
+
+    from shared.eventstore.migrations import alembic_config
+
+    scripts = ScriptDirectory.from_config(alembic_config("sqlite+aiosqlite://"))
+    long = [s.revision for s in scripts.walk_revisions() if len(s.revision) > 32]
+    assert not long, long

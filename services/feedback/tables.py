@@ -68,19 +68,28 @@ compliance_tickets = Table(
         *TALLY_COLUMNS,
         "complaints",
     ),
-    # Pages in ticket-number order, whole or by month or region (a regional center's
-    # reach), walk one of these and stop at the page's end; the verdicts in them let a
-    # `compliant` or `failing` filter skip rows without reading them.
+    # Pages in ticket-number order walk one of these, picked by the page's equality
+    # filters (a month, a region — a regional center's reach —, both, a service point or a
+    # technician, with or without a month), and stop at the page's end; the verdicts in
+    # them let a `compliant` or `failing` filter skip rows without reading them.
     *(
         Index(f"ix_feedback_compliance_tickets_{name}", *lead, "ticket_number", *VERDICTS)
         for name, lead in (
             ("number", ()),
             ("month_number", ("month",)),
             ("region_number", ("region",)),
+            ("month_region_number", ("month", "region")),
         )
     ),
-    Index("ix_feedback_compliance_tickets_point_number", "service_point_id", "ticket_number"),
-    Index("ix_feedback_compliance_tickets_technician_number", "technician_id", "ticket_number"),
+    *(
+        Index(f"ix_feedback_compliance_tickets_{name}", *lead, "ticket_number")
+        for name, lead in (
+            ("point_number", ("service_point_id",)),
+            ("point_month_number", ("service_point_id", "month")),
+            ("technician_number", ("technician_id",)),
+            ("technician_month_number", ("technician_id", "month")),
+        )
+    ),
 )
 
 # Scorecard items that come from ticket events (one row per item, per ticket).

@@ -480,7 +480,7 @@ def _cmd_verify_export(settings: Settings, args: argparse.Namespace) -> int:
     try:
         summary = json.loads(path.read_bytes())
     except ValueError as exc:  # not JSON (or not UTF-8): a summary that fails, not a crash
-        return _export_verdict([f"the summary {path} is not JSON ({exc}): it fails"], None)
+        return _export_verdict([f"the summary {path} is not JSON text ({exc}): it fails"], None)
     if not isinstance(summary, dict):
         return _export_verdict([f"the summary {path} is not a JSON object"], None)
     return asyncio.run(_verify_export(settings, data, summary))

@@ -143,18 +143,15 @@ async def _check_input(request: Request) -> None:
         check_document(document)
 
 
-# What may surround a query value without being part of it (the other control characters
-# are refused before): `?month=2026-11%20` is 2026-11, as `?region=%20east` is east.
-AROUND = " \t\r\n"
-
-
 def trim_query(request: Request) -> None:
     """Every query value read trimmed — codes, months, choices and numbers alike, not only
-    the types that strip themselves — by rewriting the query the route then reads."""
+    the types that strip themselves, and by their rule (``str.strip``: NEL, no-break and
+    ideographic spaces too) — by rewriting the query the route then reads
+    (`?month=2026-11%20` is 2026-11, as `?region=%20east` is east)."""
     pairs = request.query_params.multi_items()
-    if all(value == value.strip(AROUND) for _name, value in pairs):
+    if all(value == value.strip() for _name, value in pairs):
         return
-    trimmed = [(name, value.strip(AROUND)) for name, value in pairs]
+    trimmed = [(name, value.strip()) for name, value in pairs]
     request.scope["query_string"] = urlencode(trimmed).encode("latin-1")
     # Starlette keeps the parsed query on the request the route's parameters come from.
     request._query_params = QueryParams(trimmed)

@@ -28,6 +28,12 @@ def recorded_selects(engine: Engine) -> Iterator[list[tuple[str, Any]]]:
         event.remove(engine, "before_cursor_execute", record)
 
 
+def explained(conn: Connection, statement: str, parameters: Any) -> list[str]:
+    """The details of the statement's query plan, one line per step."""
+    plan = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters).all()
+    return [str(row[-1]) for row in plan]
+
+
 def plan_problems(
     conn: Connection,
     statements: Sequence[tuple[str, Any]],
@@ -40,8 +46,7 @@ def plan_problems(
     for statement, parameters in statements:
         if "sqlite_master" in statement or statement.strip() == "SELECT 1":
             continue
-        plan = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters).all()
-        for detail in (row[-1] for row in plan):
+        for detail in explained(conn, statement, parameters):
             scanned = re.match(r"SCAN (\w+)( USING (COVERING )?INDEX)?", detail)
             # The events table's rowid is its position: walking it in order is such a walk.
             in_order = scanned and (
