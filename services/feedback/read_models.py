@@ -5,7 +5,7 @@ Aggregates are computed at query time from the per-ticket rows (which are projec
 the events), so a summary is always consistent with the rows it summarises and every
 figure can be traced to the events listed in those rows: summaries count the rows'
 status columns and follow-up scores in SQL (``tallies``), staff KPIs the counts each row
-keeps for them (``staff_counts``).
+keeps for them, summed per person (``staff_totals``).
 """
 
 from __future__ import annotations
@@ -569,7 +569,7 @@ def _kpi(
 
 
 @dataclass
-class StaffCounts:
+class StaffTotals:
     """One person's tickets of the month added up: how many, their verdicts on the
     person's measure (first-time fix for a technician, response for an agent) and the
     staff counts (``tables.STAFF_COUNTS``)."""
@@ -580,9 +580,9 @@ class StaffCounts:
     uncorrected: int = 0  # tickets whose contact details were never corrected
 
 
-def staff_counts(
+def staff_totals(
     conn: Connection, filters: ComplianceFilters, column: str, verdict: str
-) -> list[tuple[str, StaffCounts]]:
+) -> list[tuple[str, StaffTotals]]:
     """Per person of ``column`` (technician or agent), in SQL: the columns the projection
     keeps for it, never the tickets' documents."""
     t = compliance_tickets.c
@@ -598,11 +598,11 @@ def staff_counts(
         .where(*_conditions(filters), key.is_not(None))
         .group_by(key, judged)
     )
-    found: dict[str, StaffCounts] = {}
+    found: dict[str, StaffTotals] = {}
     for subject, status, n, uncorrected, *sums in conn.execute(query):
         if not subject:
             continue
-        counts = found.setdefault(subject, StaffCounts())
+        counts = found.setdefault(subject, StaffTotals())
         counts.tickets += n
         counts.verdicts[status] += n
         counts.uncorrected += uncorrected
@@ -611,7 +611,7 @@ def staff_counts(
     return sorted(found.items())
 
 
-def technician_measures(c: StaffCounts) -> dict[str, float | None]:
+def technician_measures(c: StaffTotals) -> dict[str, float | None]:
     """first-time fix = % of decided tickets fixed at the first repair and visit, never
     reopened; timeliness = % of the technician's visits that arrived by the appointment's
     end; parts usage = % of the technician's repairs that used only parts the diagnosis
@@ -639,11 +639,11 @@ def technician_kpis(
     }
     return [
         _kpi(tech, "technician", c.tickets, technician_measures(c), weights)
-        for tech, c in staff_counts(conn, filters, "technician_id", "first_time_fix")
+        for tech, c in staff_totals(conn, filters, "technician_id", "first_time_fix")
     ]
 
 
-def agent_measures(c: StaffCounts) -> dict[str, float | None]:
+def agent_measures(c: StaffTotals) -> dict[str, float | None]:
     """response time = % of decided tickets first responded to within the urgency SLA;
     record accuracy = % of tickets whose contact details never needed a correction;
     satisfaction = average follow-up satisfaction score."""
@@ -666,7 +666,7 @@ def agent_kpis(
     }
     return [
         _kpi(agent, "call_center_agent", c.tickets, agent_measures(c), weights)
-        for agent, c in staff_counts(conn, filters, "agent_id", "responded_within_sla")
+        for agent, c in staff_totals(conn, filters, "agent_id", "responded_within_sla")
     ]
 
 
