@@ -33,6 +33,12 @@ for _name, _value in TEST_AUTH_ENV.items():
     os.environ.setdefault(_name, _value)
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto`` (pyproject's addopts): a worker per core, at most four — each starts its
+    own PostgreSQL cluster, and the longest test (about two minutes) bounds the gain."""
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[PostgresCluster]:
     cluster = PostgresCluster()

@@ -9,12 +9,13 @@ reported, so a test can assert that nothing left 127.0.0.1.
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from tests.support.packages import ensure_installed
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -36,17 +37,11 @@ CJK_FONT = Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc")
 
 
 def ensure_chromium_installed() -> Path:
-    if CHROMIUM.exists() and (CJK_FONT.exists() or os.geteuid() != 0):
-        return CHROMIUM
-    if os.geteuid() != 0:
-        raise RuntimeError("Chromium is not installed; run: sudo apt-get install -y chromium")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update"], check=True, env=env, capture_output=True)
-    subprocess.run(
-        ["apt-get", "install", "-y", "--no-install-recommends", *PACKAGES],
-        check=True,
-        env=env,
-        capture_output=True,
+    # As root, the CJK font is installed too; a user without it still gets the tests.
+    ensure_installed(
+        PACKAGES,
+        lambda: CHROMIUM.exists() and (CJK_FONT.exists() or os.geteuid() != 0),
+        "sudo apt-get install -y chromium",
     )
     if not CHROMIUM.exists():
         raise RuntimeError("apt-get installed chromium but /usr/bin/chromium is missing")

@@ -10,6 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.support.packages import ensure_installed
 from tests.support.ports import free_port
 
 
@@ -19,23 +20,12 @@ def _pg_bindir() -> Path | None:
 
 
 def ensure_postgres_installed() -> Path:
+    ensure_installed(
+        ["postgresql"], lambda: _pg_bindir() is not None, "sudo apt-get install -y postgresql"
+    )
     bindir = _pg_bindir()
     if bindir is None:
-        if os.geteuid() != 0:
-            raise RuntimeError(
-                "PostgreSQL is not installed; run: sudo apt-get install -y postgresql"
-            )
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update"], check=True, env=env, capture_output=True)
-        subprocess.run(
-            ["apt-get", "install", "-y", "--no-install-recommends", "postgresql"],
-            check=True,
-            env=env,
-            capture_output=True,
-        )
-        bindir = _pg_bindir()
-        if bindir is None:
-            raise RuntimeError("apt-get installed postgresql but no initdb was found")
+        raise RuntimeError("apt-get installed postgresql but no initdb was found")
     return bindir
 
 
