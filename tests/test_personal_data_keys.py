@@ -41,7 +41,6 @@ from shared.kernel.personal import (
 from tests.support.auth import TEST_AUTH
 from tests.support.clients import service_client
 from tests.support.factories import context, received
-from tests.support.ports import free_ports_env
 from tests.support.privacy import Person
 
 KEY_A = "11" * 32
@@ -147,37 +146,6 @@ async def test_serve_refuses_to_start_with_a_clear_message(
     await first.close()
     with pytest.raises(SystemExit, match="Refusing to start: the configured personal-data"):
         await serve_one(settings_with(database_url, tmp_path / "b", KEY_B), "intake", None)
-
-
-@pytest.mark.parametrize(
-    ("variable", "value", "said"),
-    [
-        ("TICKETLINE_PRIVACY_MASTER_KEY_FILE", "{tmp}/missing.key", "cannot read the master key"),
-        ("TICKETLINE_PRIVACY_MASTER_KEY", "abcd", "TICKETLINE_PRIVACY_MASTER_KEY: the master"),
-        ("TICKETLINE_PRIVACY_KMS_FACTORY", "nope.module:factory", "KMS_FACTORY: cannot load"),
-        ("TICKETLINE_PRIVACY_RETENTION_DAYS", "abc", "TICKETLINE_PRIVACY_RETENTION_DAYS: "),
-        # A database URL no driver of the platform reads: named, not a driver's traceback.
-        ("DATABASE_URL", "garbage", "DATABASE_URL: Value error, DATABASE_URL must be"),
-        ("DATABASE_URL", "postgresql://u:p@127.0.0.1:1/db", "DATABASE_URL: Value error"),
-        ("DATABASE_URL", "mysql://u@127.0.0.1/db", "DATABASE_URL: Value error"),
-    ],
-)
-def test_an_unusable_setting_refuses_to_start_naming_it(
-    variable: str,
-    value: str,
-    said: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    monkeypatch.setenv("TICKETLINE_DATA_DIR", str(tmp_path / "data"))
-    for port_variable, port in free_ports_env().items():
-        monkeypatch.setenv(port_variable, port)
-    monkeypatch.setenv(variable, value.format(tmp=tmp_path))
-    assert cli_main(["run"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("Refusing to start: ") and said in err
-    assert "Traceback" not in err
 
 
 async def test_rotating_the_master_key_keeps_every_value(

@@ -346,6 +346,29 @@ async def test_pause_and_resume_move_the_deadline_and_the_timeline_shows_each_se
     assert (await dispatch.get(base, params={"as_of": "2026-11-23T03:00:00"})).status_code == 422
 
 
+async def test_the_repair_ends_the_timeline_and_a_reopening_runs_it_again(
+    platform: Platform, dispatch: httpx.AsyncClient, life: Lifecycle, clock: ManualClock
+) -> None:
+    """No clock runs after the repair: the timeline's last segment ends there, however
+    long after it is read (it kept "running", its minutes growing, for ever)."""
+    from shared.kernel.events.tickets import TicketReopened
+    from tests.support.lifecycle import append_ticket_events
+
+    received_at = clock.now()
+    ticket = await life.through_repair()  # repaired four hours after the receipt
+    clock.advance(days=30)
+    (segment,) = (await ok(await dispatch.get(f"/tickets/{ticket}/sla")))["segments"]
+    assert segment["state"] == "running" and segment["minutes"] == 4 * 60
+    repaired_at = received_at + timedelta(hours=4)
+    assert datetime.fromisoformat(segment["end"]) == repaired_at
+    await append_ticket_events(
+        platform, ticket, [TicketReopened(reason="again", source="follow_up")]
+    )
+    clock.advance(hours=1)
+    last = (await ok(await dispatch.get(f"/tickets/{ticket}/sla")))["segments"][-1]
+    assert (last["state"], last["end"]) == ("running", None)
+
+
 async def test_a_paused_ticket_is_never_flagged_and_compliance_counts_business_time(
     platform: Platform,
     admin: httpx.AsyncClient,

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from alembic.util.exc import CommandError
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from sqlalchemy.exc import DatabaseError
 
 from shared.app.config import (
@@ -25,6 +26,7 @@ from shared.app.config import (
     ConfigurationError,
     Settings,
     describe_invalid_settings,
+    describe_unparsed_setting,
     refuse_platform_file,
 )
 from shared.app.importing.cli import add_export_kind, add_import_parser
@@ -897,8 +899,12 @@ def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings()
-    except ValidationError as exc:
-        lines = "\n".join(f"  {line}" for line in describe_invalid_settings(exc))
+    except (ValidationError, SettingsError) as exc:
+        if isinstance(exc, SettingsError):
+            problems = [describe_unparsed_setting(exc)]
+        else:
+            problems = describe_invalid_settings(exc)
+        lines = "\n".join(f"  {line}" for line in problems)
         print(f"Refusing to start: invalid configuration\n{lines}", file=sys.stderr)
         return 2
     configure_logging(settings, process_name(args))

@@ -7,34 +7,68 @@ to the scaled mode. Every business figure from DOMAIN.md is a setting with its d
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from shared.eventstore.db import sqlite_path
-from shared.kernel.events.sla import DEFAULT_PAUSE_REASONS, EscalationLevel, LadderStep
-from shared.kernel.sla import SlaPolicy, Step
+from shared.kernel.errors import InvalidCommand
+from shared.kernel.events.sla import (
+    DEFAULT_PAUSE_REASONS,
+    MAX_TARGET_HOURS,
+    EscalationLevel,
+    LadderStep,
+    PauseReason,
+    TermsId,
+)
+from shared.kernel.sla import SlaPolicy, Step, check_terms
+
+
+def _config(env_prefix: str) -> SettingsConfigDict:
+    # NaN and infinity are refused with the rest at start (exit 2, naming the variable):
+    # a NaN target hour let every urgent ticket fail at intake instead.
+    return SettingsConfigDict(env_prefix=env_prefix, extra="ignore", allow_inf_nan=False)
+
+
+Hours = Annotated[float, Field(gt=0, le=MAX_TARGET_HOURS)]
+Percent = Annotated[float, Field(ge=0, le=100)]
+Score = Annotated[int, Field(ge=0, le=100)]
+Rating = Annotated[int, Field(ge=0, le=10)]
+Port = Annotated[int, Field(ge=1, le=65535)]
 
 
 class SlaSettings(BaseSettings):
     """Service-level targets (hours) and the SLA clock's terms (docs/sla.md)."""
 
-    model_config = SettingsConfigDict(env_prefix="TICKETLINE_SLA_", extra="ignore")
+    model_config = _config(env_prefix="TICKETLINE_SLA_")
 
     # The built-in policy's targets: wall-clock hours (24×7) from the receipt, used while
     # the policy named by ``policy_id`` has no version.
-    response_hours_normal: float = 24.0
-    response_hours_urgent: float = 2.0
-    response_hours_critical: float = 0.5
-    resolution_hours_simple: float = 4.0
-    resolution_hours_general: float = 24.0
-    resolution_hours_complex: float = 72.0
+    response_hours_normal: Hours = 24.0
+    response_hours_urgent: Hours = 2.0
+    response_hours_critical: Hours = 0.5
+    resolution_hours_simple: Hours = 4.0
+    resolution_hours_general: Hours = 24.0
+    resolution_hours_complex: Hours = 72.0
     # The policy new tickets start under (`PUT /sla-policies/{id}` defines its versions).
-    policy_id: str = "standard"
+    policy_id: TermsId = "standard"
     # A deadline further than this after its clock could start is capped (and says so).
     horizon_days: int = Field(default=366, ge=1, le=3660)
     # The built-in policy's ladder (JSON), pause reasons and automatic pause for parts:
@@ -42,8 +76,20 @@ class SlaSettings(BaseSettings):
     ladder: list[LadderStep] = Field(
         default_factory=lambda: [LadderStep(percent=100, level=EscalationLevel.regional_center)]
     )
-    pause_reasons: list[str] = Field(default_factory=lambda: list(DEFAULT_PAUSE_REASONS))
+    pause_reasons: list[PauseReason] = Field(
+        default_factory=lambda: list(DEFAULT_PAUSE_REASONS), min_length=1, max_length=20
+    )
     pause_for_parts: bool = False
+
+    @model_validator(mode="after")
+    def _terms_as_the_api_checks_them(self) -> Self:
+        try:
+            check_terms([s.percent for s in self.ladder], self.pause_reasons, self.pause_for_parts)
+        except InvalidCommand as exc:
+            raise ValueError(
+                f"{self.model_config['env_prefix']}{exc.field.upper()}: {exc.detail}"
+            ) from None
+        return self
 
     def response_hours(self, urgency: str) -> float:
         return float(getattr(self, f"response_hours_{urgency}"))
@@ -76,18 +122,18 @@ def _builtin_policy(
 class DispatchSettings(BaseSettings):
     """Service network, assignment, SLA clocks, repeat repairs (dispatch service)."""
 
-    model_config = SettingsConfigDict(env_prefix="TICKETLINE_DISPATCH_", extra="ignore")
+    model_config = _config(env_prefix="TICKETLINE_DISPATCH_")
 
     # SLA clock (the hours themselves are the `sla` settings): how often it scans, how
     # long its lease lives (one scheduler at a time), how many tickets one pass handles.
-    sla_poll_seconds: float = 30.0
-    sla_lease_seconds: float = 120.0
-    sla_batch_size: int = 200
+    sla_poll_seconds: PositiveFloat = 30.0
+    sla_lease_seconds: PositiveFloat = 120.0
+    sla_batch_size: PositiveInt = 200
     # A ticket for a serial repaired (fixed/replaced) this many days before is a repeat.
-    repeat_repair_window_days: int = 30
+    repeat_repair_window_days: NonNegativeInt = 30
     # Suggested appointments: window length, and how far ahead to look for working hours.
-    appointment_window_hours: float = 2.0
-    suggestion_horizon_days: int = 7
+    appointment_window_hours: PositiveFloat = 2.0
+    suggestion_horizon_days: PositiveInt = 7
     # Timezone of technicians registered without one.
     default_timezone: str = "UTC"
 
@@ -95,21 +141,23 @@ class DispatchSettings(BaseSettings):
 class PartsSettings(BaseSettings):
     """Spare parts: stock, requisitions, old-part returns, replenishment (parts service)."""
 
-    model_config = SettingsConfigDict(env_prefix="TICKETLINE_PARTS_", extra="ignore")
+    model_config = _config(env_prefix="TICKETLINE_PARTS_")
 
     # Old parts replaced under warranty must be back within this many days of the repair.
-    old_part_return_days: float = 15.0
+    old_part_return_days: PositiveFloat = 15.0
     # Replenishment: months_of_cover × average monthly usage × seasonal coefficient − stock.
-    months_of_cover: float = 3.0
+    months_of_cover: NonNegativeFloat = 3.0
     # Average over this many full calendar months before the current one.
-    usage_months: int = 3
+    usage_months: PositiveInt = 3
     # Per calendar month (1-12), e.g. TICKETLINE_PARTS_SEASONAL_COEFFICIENTS='{"7": 1.4}';
     # a month not listed uses default_seasonal_coefficient.
-    seasonal_coefficients: dict[int, float] = Field(default_factory=dict)
-    default_seasonal_coefficient: float = 1.0
+    seasonal_coefficients: dict[Annotated[int, Field(ge=1, le=12)], NonNegativeFloat] = Field(
+        default_factory=dict
+    )
+    default_seasonal_coefficient: NonNegativeFloat = 1.0
     # How often the overdue-return check runs, and its lease.
-    overdue_check_seconds: float = 60.0
-    overdue_lease_seconds: float = 120.0
+    overdue_check_seconds: PositiveFloat = 60.0
+    overdue_lease_seconds: PositiveFloat = 120.0
 
     def seasonal_coefficient(self, month: int) -> float:
         return self.seasonal_coefficients.get(month, self.default_seasonal_coefficient)
@@ -118,25 +166,40 @@ class PartsSettings(BaseSettings):
 class FeedbackSettings(BaseSettings):
     """Follow-ups, satisfaction, compliance, scorecards, quality alerts (feedback service)."""
 
-    model_config = SettingsConfigDict(env_prefix="TICKETLINE_FEEDBACK_", extra="ignore")
+    model_config = _config(env_prefix="TICKETLINE_FEEDBACK_")
 
     # Follow-up decision: a score below this (or an unsolved problem) reopens the ticket.
     dissatisfied_below: int = Field(default=60, ge=0, le=100)
     # Satisfaction bands (DOMAIN.md): >= very_satisfied_from, >= satisfied_from, >= neutral_from.
-    band_very_satisfied_from: int = 90
-    band_satisfied_from: int = 80
-    band_neutral_from: int = 60
+    band_very_satisfied_from: Score = 90
+    band_satisfied_from: Score = 80
+    band_neutral_from: Score = 60
     # NPS: would-recommend >= promoter_from is a promoter, <= detractor_up_to a detractor.
-    nps_promoter_from: int = 9
-    nps_detractor_up_to: int = 6
+    nps_promoter_from: Rating = 9
+    nps_detractor_up_to: Rating = 6
+
+    @model_validator(mode="after")
+    def _bands_in_order(self) -> Self:
+        bands = (self.band_very_satisfied_from, self.band_satisfied_from, self.band_neutral_from)
+        if not bands[0] > bands[1] > bands[2]:
+            raise ValueError(
+                "TICKETLINE_FEEDBACK_BAND_VERY_SATISFIED_FROM > _BAND_SATISFIED_FROM > "
+                f"_BAND_NEUTRAL_FROM, not {bands}"
+            )
+        if self.nps_detractor_up_to >= self.nps_promoter_from:
+            raise ValueError(
+                "TICKETLINE_FEEDBACK_NPS_DETRACTOR_UP_TO must be below _NPS_PROMOTER_FROM"
+            )
+        return self
+
     # Service-level targets (DOMAIN.md), judged beside the rates by GET /compliance/summary:
     # at least these, except the complaint rate (under it). The resolution success rate is
     # the share of decided tickets resolved within their complexity's SLA.
-    target_compliance_rate: float = 100.0
-    target_resolution_sla_rate: float = 98.0
-    target_satisfaction_average: float = 95.0
-    target_nps: float = 60.0
-    target_complaint_rate_below: float = 2.0
+    target_compliance_rate: Percent = 100.0
+    target_resolution_sla_rate: Percent = 98.0
+    target_satisfaction_average: Percent = 95.0
+    target_nps: Annotated[float, Field(ge=-100, le=100)] = 60.0
+    target_complaint_rate_below: Percent = 2.0
     # Scorecards: base score and points per item (deductions negative).
     scorecard_base: float = 100.0
     points_late_visit_dissatisfied: float = -20.0
@@ -147,23 +210,23 @@ class FeedbackSettings(BaseSettings):
     points_late_parts_return: float = -15.0
     points_positive_media: float = 5.0
     # Staff KPI weights (percent; each set should sum to 100).
-    technician_weight_first_time_fix: float = 40.0
-    technician_weight_timeliness: float = 20.0
-    technician_weight_parts_usage: float = 15.0
-    technician_weight_customer_rating: float = 25.0
-    agent_weight_response_time: float = 30.0
-    agent_weight_record_accuracy: float = 20.0
-    agent_weight_satisfaction: float = 50.0
+    technician_weight_first_time_fix: Percent = 40.0
+    technician_weight_timeliness: Percent = 20.0
+    technician_weight_parts_usage: Percent = 15.0
+    technician_weight_customer_rating: Percent = 25.0
+    agent_weight_response_time: Percent = 30.0
+    agent_weight_record_accuracy: Percent = 20.0
+    agent_weight_satisfaction: Percent = 50.0
     # Quality alerts: repairs per product model and fault category in one UTC day.
     quality_alert_threshold: int = Field(default=5, ge=1)
-    quality_job_interval_seconds: float = 60.0
-    quality_job_lease_seconds: float = 120.0
+    quality_job_interval_seconds: PositiveFloat = 60.0
+    quality_job_lease_seconds: PositiveFloat = 120.0
 
 
 class PrivacySettings(BaseSettings):
     """Personal data: keys, erasure, retention, the read log (docs/personal-data.md)."""
 
-    model_config = SettingsConfigDict(env_prefix="TICKETLINE_PRIVACY_", extra="ignore")
+    model_config = _config(env_prefix="TICKETLINE_PRIVACY_")
 
     # The master key (64 hex digits) wrapping the database's key-encryption key: a file
     # (a mounted secret), or the value itself; unset → generated once into the data dir.
@@ -178,11 +241,11 @@ class PrivacySettings(BaseSettings):
     # Retention: a customer whose tickets are all closed for this long (and who is not
     # under legal hold) is erased by the retention job. Default: 3 years.
     retention_days: int = Field(default=1095, ge=1)
-    retention_poll_seconds: float = 3600.0
-    retention_lease_seconds: float = 600.0
+    retention_poll_seconds: PositiveFloat = 3600.0
+    retention_lease_seconds: PositiveFloat = 600.0
     retention_batch_size: int = Field(default=100, ge=1)
     # The read log: written in batches off the request path.
-    read_log_flush_seconds: float = 1.0
+    read_log_flush_seconds: PositiveFloat = 1.0
     read_log_batch_size: int = Field(default=500, ge=1)
 
 
@@ -197,7 +260,7 @@ class ApiKeyEntry(BaseModel):
 class AuthSettings(BaseSettings):
     """Authentication and access control (docs/access-control.md)."""
 
-    model_config = SettingsConfigDict(env_prefix="TICKETLINE_AUTH_", extra="ignore")
+    model_config = _config(env_prefix="TICKETLINE_AUTH_")
 
     # HS256 (embedded default): the shared secret; unset → generated into the data dir.
     jwt_secret: SecretStr | None = None
@@ -205,23 +268,23 @@ class AuthSettings(BaseSettings):
     public_key_file: Path | None = None
     jwks_file: Path | None = None
     jwks_url: str | None = None
-    jwks_cache_seconds: int = 300
+    jwks_cache_seconds: NonNegativeInt = 300
     # RS256: the private key `ticketline token` signs with (tokens usually come from an IdP).
     private_key_file: Path | None = None
     issuer: str = "ticketline"
     audience: str = "ticketline"
-    leeway_seconds: int = 30
+    leeway_seconds: NonNegativeInt = 30
     token_ttl_default: str = "8h"
     # JSON: {"<sha256 hex of the key>": {"name": "acme-callcenter", "region": null}}.
     api_keys: dict[str, ApiKeyEntry] = Field(default_factory=dict)
     # Browser origins allowed to call the APIs; empty = CORS off.
     cors_allow_origins: list[str] = Field(default_factory=list)
-    max_body_bytes: int = 1_048_576
+    max_body_bytes: PositiveInt = 1_048_576
     # Import files uploaded to POST /imports/<kind> (streamed to disk, not held in memory).
-    import_max_body_bytes: int = 4 * 1024**3
+    import_max_body_bytes: PositiveInt = 4 * 1024**3
     # Ticket intake per API key / subject: a token bucket (each replica limits on its own).
-    intake_rate_per_minute: float = 120.0
-    intake_burst: int = 60
+    intake_rate_per_minute: PositiveFloat = 120.0
+    intake_burst: PositiveInt = 60
 
     @property
     def uses_rs256(self) -> bool:
@@ -233,7 +296,7 @@ DATABASE_DRIVERS = ("postgresql+asyncpg", "sqlite+aiosqlite")
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TICKETLINE_", extra="ignore")
+    model_config = _config(env_prefix="TICKETLINE_")
 
     data_dir: Path = Path("data")
     database_url: str | None = Field(
@@ -284,65 +347,74 @@ class Settings(BaseSettings):
     # closed; not sent whole within the time, the connection closed (slow clients).
     http_max_header_bytes: int = Field(default=64 * 1024, ge=4096, le=16 * 1024 * 1024)
     http_header_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
-    intake_port: int = 8001
-    dispatch_port: int = 8002
-    parts_port: int = 8003
-    feedback_port: int = 8004
+    intake_port: Port = 8001
+    dispatch_port: Port = 8002
+    parts_port: Port = 8003
+    feedback_port: Port = 8004
     # The operations console (services/console): its port and the language of its labels
     # until a user picks another with the switch on every page.
-    console_port: int = 8005
+    console_port: Port = 8005
     console_locale: Literal["zh", "en"] = "zh"
 
-    relay_batch_size: int = 500
-    relay_poll_seconds: float = 0.2
-    relay_lease_seconds: float = 10.0
+    relay_batch_size: PositiveInt = 500
+    relay_poll_seconds: PositiveFloat = 0.2
+    relay_lease_seconds: PositiveFloat = 10.0
     # How often the publishing relay compares the topics' end offsets with what it had
     # acknowledged (a broker that lost messages gets the history again).
-    relay_topic_check_seconds: float = 10.0
-    projector_batch_size: int = 500
-    projector_poll_seconds: float = 0.2
+    relay_topic_check_seconds: PositiveFloat = 10.0
+    projector_batch_size: PositiveInt = 500
+    projector_poll_seconds: PositiveFloat = 0.2
     # Attempts of a failing batch, then of each of its events, before a projection or
     # reactor parks the event that keeps failing (`ticketline parked`).
     projector_retries: int = Field(default=5, ge=1, le=100)
     # Kafka source: how often a projector measures its projections against the ledger,
     # and how long an event may be in the ledger before the projector stops waiting for
     # the broker and applies it from the ledger itself.
-    projector_ledger_check_seconds: float = 1.0
-    projector_ledger_grace_seconds: float = 10.0
+    projector_ledger_check_seconds: PositiveFloat = 1.0
+    projector_ledger_grace_seconds: NonNegativeFloat = 10.0
 
     # Chain-head checkpoints (docs/checkpoints.md): how often one is appended (by the
     # `jobs` process holding the lease), and the Ed25519 private key signing them (PEM;
     # embedded default: generated into the data dir).
-    checkpoint_interval_seconds: float = 300.0
-    checkpoint_lease_seconds: float = 900.0
+    checkpoint_interval_seconds: PositiveFloat = 300.0
+    checkpoint_lease_seconds: PositiveFloat = 900.0
     checkpoint_signing_key: SecretStr | None = None
 
     # Operations: one JSON object per log line (``text`` for reading locally), and how
     # long /health/ready keeps a broker check (it must stay cheap under frequent probes).
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"
-    ready_broker_cache_seconds: float = 5.0
+    ready_broker_cache_seconds: NonNegativeFloat = 5.0
     # False keeps services in rotation while Kafka is down (writes buffer in the outbox).
     ready_requires_broker: bool = True
-    ready_broker_timeout_seconds: float = 2.0
+    ready_broker_timeout_seconds: PositiveFloat = 2.0
     # Relay, projector and jobs processes have no API: with this set they serve their
     # own Prometheus metrics on it (services serve /metrics on their API port).
-    metrics_port: int | None = None
+    metrics_port: Port | None = None
     # Topics the relay creates when missing (deploy/ creates them explicitly).
-    kafka_topic_partitions: int = 6
-    kafka_topic_replication: int = 1
+    kafka_topic_partitions: PositiveInt = 6
+    kafka_topic_replication: PositiveInt = 1
 
     # HMAC key for audit export summaries; embedded default: generated into the data dir.
     audit_signing_key: SecretStr | None = None
 
     # Business figures (DOMAIN.md defaults).
-    default_warranty_months: int = 12
+    default_warranty_months: NonNegativeInt = 12
     # JSON object, e.g. TICKETLINE_WARRANTY_MONTHS_BY_MODEL='{"WM-700": 24}'.
-    warranty_months_by_model: dict[str, int] = Field(default_factory=dict)
+    warranty_months_by_model: dict[str, NonNegativeInt] = Field(default_factory=dict)
     # Intake lists: default and largest page.
-    page_size_default: int = 50
-    page_size_max: int = 200
+    page_size_default: PositiveInt = 50
+    page_size_max: PositiveInt = 200
     ticket_number_prefix: str = "TL"
+
+    @model_validator(mode="after")
+    def _default_page_within_the_largest(self) -> Self:
+        if self.page_size_default > self.page_size_max:
+            raise ValueError(
+                f"TICKETLINE_PAGE_SIZE_DEFAULT ({self.page_size_default}) above "
+                f"TICKETLINE_PAGE_SIZE_MAX ({self.page_size_max})"
+            )
+        return self
 
     sla: SlaSettings = Field(default_factory=SlaSettings)
 
@@ -419,24 +491,41 @@ class ConfigurationError(ValueError):
     load): the process refuses to start with this message, naming the variable."""
 
 
+_GROUPS: tuple[type[BaseSettings], ...] = (
+    Settings,
+    SlaSettings,
+    DispatchSettings,
+    PartsSettings,
+    FeedbackSettings,
+    PrivacySettings,
+    AuthSettings,
+)
+
+
 def describe_invalid_settings(exc: ValidationError) -> list[str]:
     """One line per refused variable, by its environment name (values left out: one may
     be a secret)."""
-    groups = (
-        Settings,
-        SlaSettings,
-        DispatchSettings,
-        PartsSettings,
-        FeedbackSettings,
-        PrivacySettings,
-        AuthSettings,
-    )
-    found = next((g for g in groups if g.__name__ == exc.title), None)
+    found = next((g for g in _GROUPS if g.__name__ == exc.title), None)
     prefix = str(found.model_config.get("env_prefix", "")) if found else ""
     lines = []
     for error in exc.errors():
-        field = str(error["loc"][0]) if error["loc"] else ""
+        if not error["loc"]:  # a rule across variables: its message names them
+            lines.append(str(error["msg"]).removeprefix("Value error, "))
+            continue
+        field = str(error["loc"][0])
         # A field read under aliases is named by the one it was read from (DATABASE_URL).
         aliased = field.isupper()
         lines.append(f"{field if aliased else (prefix + field).upper()}: {error['msg']}")
     return lines
+
+
+def describe_unparsed_setting(exc: SettingsError) -> str:
+    """The variable whose value pydantic-settings could not parse (JSON expected)."""
+    found = re.search(r'field "([a-z_]+)"', str(exc))
+    field = found.group(1) if found else ""
+    names = [
+        f"{g.model_config.get('env_prefix', '')}{field}".upper()
+        for g in _GROUPS
+        if field in g.model_fields
+    ]
+    return f"{' or '.join(names) or 'a variable'}: not valid JSON"

@@ -136,10 +136,15 @@ def check_policy(d: SlaPolicyDescription) -> None:
         missing = [k for k in wanted if k not in {str(g) for g in given}]
         if missing:
             raise InvalidCommand(name, f"give a target for every key: missing {missing}")
-    percents = [s.percent for s in d.ladder]
+    check_terms([s.percent for s in d.ladder], d.pause_reasons, d.pause_for_parts)
+
+
+def check_terms(percents: Sequence[float], pause_reasons: Sequence[str], for_parts: bool) -> None:
+    """One ladder step per percentage, and the pause for parts with its reason (a policy
+    version, and the built-in policy's settings)."""
     if len(set(percents)) != len(percents):
         raise InvalidCommand("ladder", "two steps of the ladder at the same percentage")
-    if d.pause_for_parts and "waiting_for_parts" not in d.pause_reasons:
+    if for_parts and "waiting_for_parts" not in pause_reasons:
         raise InvalidCommand("pause_reasons", "pause_for_parts needs the reason waiting_for_parts")
 
 
@@ -275,7 +280,7 @@ class DeadlineClock:
 class Segment:
     state: str  # running | paused
     start: datetime
-    end: datetime | None  # None: still so at the clock's instant
+    end: datetime | None  # None: still so at the clock's instant (the repair ends it)
     reason: str | None = None
     requisition_id: str | None = None
     note: str | None = None
@@ -528,23 +533,26 @@ def deadline_clock(
 
 
 def segments(state: TicketState, at: datetime) -> tuple[Segment, ...]:
-    """Running and paused stretches of the ticket's clocks from its receipt to ``at``."""
+    """Running and paused stretches of the ticket's clocks from its receipt to ``at``, or
+    to the repair that stopped them (no clock runs after it; a reopening runs them again)."""
     assert state.received_at is not None
+    repaired = state.resolved_at if state.resolved_at and state.resolved_at <= at else None
+    until_then = repaired or at
     out: list[Segment] = []
     cursor = state.received_at
     for p in state.sla_pauses:
-        if p.since > at:
+        if p.since > until_then:
             break
         if p.since > cursor:
             out.append(Segment("running", cursor, p.since))
-        until = p.until if p.until is not None and p.until <= at else None
+        until = p.until if p.until is not None and p.until <= until_then else None
         out.append(
             Segment("paused", p.since, until, p.reason, p.requisition_id, p.note, p.ended_by)
         )
         if until is None:
             return tuple(out)
         cursor = until
-    out.append(Segment("running", cursor, None))
+    out.append(Segment("running", cursor, repaired))
     return tuple(out)
 
 

@@ -102,8 +102,12 @@ class EscalationLevel(StrEnum):
     headquarters = "headquarters"
 
 
+# A target's hours: a leap year at most.
+MAX_TARGET_HOURS = 8784
+
+
 class SlaTarget(Frozen):
-    hours: StrictFloat = Field(gt=0, le=8784)
+    hours: StrictFloat = Field(gt=0, le=MAX_TARGET_HOURS)
     calendar: CalendarChoice | None = Field(
         default=None, description="Overrides the urgency's calendar for this target."
     )

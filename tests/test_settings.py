@@ -1,0 +1,76 @@
+"""Configuration: every environment variable is read and checked at start; a value that
+cannot be used refuses the start (exit 2), naming the variable, never a traceback later."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shared.app.cli import main as cli_main
+from tests.support.ports import free_ports_env
+
+
+def test_pause_for_parts_without_its_reason_refuses_to_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The built-in policy's terms are checked as PUT /sla-policies checks a version's."""
+    monkeypatch.setenv("TICKETLINE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("TICKETLINE_SLA_PAUSE_FOR_PARTS", "true")
+    monkeypatch.setenv("TICKETLINE_SLA_PAUSE_REASONS", '["customer_unavailable"]')
+    assert cli_main(["token", "--role", "admin", "--subject", "x"]) == 2
+    err = capsys.readouterr().err
+    assert "TICKETLINE_SLA_PAUSE_REASONS: pause_for_parts needs the reason" in err
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        ("TICKETLINE_PRIVACY_MASTER_KEY_FILE", "{tmp}/missing.key", "cannot read the master key"),
+        ("TICKETLINE_PRIVACY_MASTER_KEY", "abcd", "TICKETLINE_PRIVACY_MASTER_KEY: the master"),
+        ("TICKETLINE_PRIVACY_KMS_FACTORY", "nope.module:factory", "KMS_FACTORY: cannot load"),
+        ("TICKETLINE_PRIVACY_RETENTION_DAYS", "abc", "TICKETLINE_PRIVACY_RETENTION_DAYS: "),
+        # A database URL no driver of the platform reads: named, not a driver's traceback.
+        ("DATABASE_URL", "garbage", "DATABASE_URL: Value error, DATABASE_URL must be"),
+        ("DATABASE_URL", "postgresql://u:p@127.0.0.1:1/db", "DATABASE_URL: Value error"),
+        ("DATABASE_URL", "mysql://u@127.0.0.1/db", "DATABASE_URL: Value error"),
+        # Business figures: a value no rule can use, refused at start (a NaN target hour
+        # failed every urgent ticket's intake; a JSON typo was a traceback, exit 70).
+        ("TICKETLINE_SLA_RESPONSE_HOURS_URGENT", "nan", "URGENT: Input should be a finite"),
+        ("TICKETLINE_SLA_RESPONSE_HOURS_CRITICAL", "inf", "CRITICAL: Input should be a finite"),
+        ("TICKETLINE_SLA_RESPONSE_HOURS_NORMAL", "0", "NORMAL: Input should be greater than 0"),
+        ("TICKETLINE_SLA_LADDER", "notjson", "TICKETLINE_SLA_LADDER: not valid JSON"),
+        (
+            "TICKETLINE_SLA_LADDER",
+            '[{"percent": 100, "level": "headquarters"}, '
+            '{"percent": 100, "level": "regional_center"}]',
+            "TICKETLINE_SLA_LADDER: two steps of the ladder at the same percentage",
+        ),
+        ("TICKETLINE_SLA_PAUSE_REASONS", "[]", "TICKETLINE_SLA_PAUSE_REASONS: List should"),
+        ("TICKETLINE_SLA_PAUSE_REASONS", '["Bogus!"]', "TICKETLINE_SLA_PAUSE_REASONS: String"),
+        ("TICKETLINE_SLA_POLICY_ID", "a b/c", "TICKETLINE_SLA_POLICY_ID: String should match"),
+        ("TICKETLINE_DISPATCH_SLA_POLL_SECONDS", "-1", "SLA_POLL_SECONDS: Input should be"),
+        ("TICKETLINE_PARTS_SEASONAL_COEFFICIENTS", '{"13": 1.2}', "SEASONAL_COEFFICIENTS: "),
+        ("TICKETLINE_FEEDBACK_BAND_SATISFIED_FROM", "95", "_BAND_SATISFIED_FROM > _BAND_NEUTRAL"),
+        ("TICKETLINE_FEEDBACK_TARGET_NPS", "101", "TICKETLINE_FEEDBACK_TARGET_NPS: Input should"),
+        ("TICKETLINE_INTAKE_PORT", "70000", "TICKETLINE_INTAKE_PORT: Input should be"),
+        ("TICKETLINE_PAGE_SIZE_DEFAULT", "500", "TICKETLINE_PAGE_SIZE_DEFAULT (500) above"),
+        ("TICKETLINE_WARRANTY_MONTHS_BY_MODEL", "[1", "WARRANTY_MONTHS_BY_MODEL: not valid JSON"),
+    ],
+)
+def test_an_unusable_setting_refuses_to_start_naming_it(
+    variable: str,
+    value: str,
+    said: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("TICKETLINE_DATA_DIR", str(tmp_path / "data"))
+    for port_variable, port in free_ports_env().items():
+        monkeypatch.setenv(port_variable, port)
+    monkeypatch.setenv(variable, value.replace("{tmp}", str(tmp_path)))
+    assert cli_main(["run"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("Refusing to start: ") and said in err
+    assert "Traceback" not in err
