@@ -76,16 +76,26 @@ async def test_an_untouched_ledger_passes(platform: Platform, tmp_path: Path) ->
 
 async def test_regional_readers_receive_the_checkpoints(platform: Platform) -> None:
     """The console's live stream reads events as intake's stream does: a regional caller
-    gets its region's and the ledger's checkpoints, which belong to no region."""
+    gets its region's, the ledger's checkpoints and the customers' erasures and holds,
+    which belong to no region (an SSE subscriber never learnt of an erasure)."""
     from services.console.queries import events_after
+    from shared.http.streams import read_after
+    from shared.kernel.events.customers import LegalHoldPlaced
+    from shared.kernel.events.parts import PartCatalogued
     from shared.kernel.reach import Reach
 
     tid = new_ticket_id()
     await append(platform, tid, 0, [received(1), diagnosed()], region="east")  # 1-2
     written = await checkpoint(platform)
-    for region, expected in (("east", [1, 2, 3]), ("west", [3])):
+    hold = LegalHoldPlaced(customer_id="c-1", reason="court order 7")
+    await append(platform, "customer:c-1", 0, [hold])  # 4
+    part = PartCatalogued(part_number="P-1", name="pump", unit_cost=1, return_required=False)
+    await append(platform, "P-1", 0, [part])  # 5: headquarters' catalogue, not the regions'
+    for region, expected in (("east", [1, 2, 3, 4]), ("west", [3, 4])):
         rows = await platform.db.read(lambda c, r=region: events_after(c, Reach(region=r), 0, 100))
         assert [r.position for r in rows] == expected and written.position == 3
+        streamed, _ = await read_after(platform, 0, region, [], 100)
+        assert [e.position for e in streamed] == expected
 
 
 async def test_a_truncated_history_fails_even_with_the_counter_moved_back(

@@ -519,7 +519,7 @@ LIVE_COLUMNS = (
 
 def _event_scope(scope: Reach) -> list[ColumnElement[bool]]:
     # Events without a region (network, parts, quality streams) are headquarters' view,
-    # but for the ledger's checkpoints (as intake's GET /streams/events).
+    # but for the checkpoints and the customers' streams (as intake's GET /streams/events).
     return [seen_in_region(scope.region)] if scope.region is not None else []
 
 

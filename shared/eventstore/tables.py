@@ -55,10 +55,15 @@ events = Table(
 )
 
 
+# Streams of no region that every region's caller receives: the signed ledger checkpoints
+# (every center keeps them, docs/checkpoints.md) and the customers' erasures and legal
+# holds (a center holding a customer's tickets must learn of them; they carry ids only).
+EVERY_REGIONS_STREAMS = ("ledger", "customer")
+
+
 def seen_in_region(region: str) -> ColumnElement[bool]:
-    """The events a region's caller receives: its region's, and the signed ledger
-    checkpoints, which belong to no region — every center keeps them (docs/checkpoints.md)."""
-    return or_(events.c.region == region, events.c.stream_type == "ledger")
+    """The events a region's caller receives: its region's and ``EVERY_REGIONS_STREAMS``."""
+    return or_(events.c.region == region, events.c.stream_type.in_(EVERY_REGIONS_STREAMS))
 
 
 event_sequence = Table(
