@@ -556,3 +556,25 @@ async def test_the_read_log_is_written_off_the_request_path(
         with pytest.raises(DBAPIError, match="append-only"):
             await platform.db.write(lambda c, sql=change: c.execute(text(sql)))
     assert len(await platform.db.read(lambda c: read_log(c))) == 3
+
+
+async def test_subject_access_names_the_customers_recorded_with_the_same_phone(
+    platform: Platform, intake: httpx.AsyncClient, person: Person
+) -> None:
+    """A space inside a name is kept (docs): `李 伟` and `李伟` with one phone are two
+    customers, and an erasure of one left the other's tickets in clear with nothing said;
+    subject access lists the other so the officer's request can cover both."""
+    ids = []
+    for n, name in enumerate(("李伟", "李 伟", "李伟")):
+        body = person.body(f"SN-SPACE-{n}")
+        body["customer"]["name"] = name
+        created = await intake.post("/tickets", json=body)
+        assert created.status_code == 201, created.text
+        ticket = await intake.get(f"/tickets/{created.json()['ticket_id']}")
+        ids.append(ticket.json()["customer_id"])
+    assert ids[0] == ids[2] != ids[1]
+    async with service_client("intake", platform, role="privacy_officer") as dpo:
+        first = (await dpo.get(f"/customers/{ids[0]}/data")).json()
+        second = (await dpo.get(f"/customers/{ids[1]}/data")).json()
+    assert first["customers_sharing_a_phone"] == [ids[1]]
+    assert second["customers_sharing_a_phone"] == [ids[0]]

@@ -163,6 +163,7 @@ def subject_access(customer_id: str, data: CustomerData) -> SubjectAccess:
         comments=[c for c in comments if c.personal],
         privacy_events=[customer_event(e) for e in data.privacy_events],
         reads=[ReadEntry(**dict(r._mapping)) for r in data.reads],
+        customers_sharing_a_phone=data.sharing_a_phone,
     )
 
 

@@ -146,6 +146,19 @@ def customer_key_row(conn: Connection, customer_id: str) -> Any:
     return conn.execute(query).first()
 
 
+def customers_sharing_a_phone(conn: Connection, customer_id: str) -> list[str]:
+    """The other customers recorded with one of this customer's phones (blind index)."""
+    mine, theirs = personal_data_phones.alias("mine"), personal_data_phones.alias("theirs")
+    query = (
+        select(theirs.c.customer_id)
+        .join(mine, mine.c.digest == theirs.c.digest)
+        .where(mine.c.customer_id == customer_id, theirs.c.customer_id != customer_id)
+        .distinct()
+        .order_by(theirs.c.customer_id)
+    )
+    return list(conn.execute(query).scalars())
+
+
 def customer_tickets(conn: Connection, customer_id: str) -> list[Any]:
     t = ticket_state.c
     query = (
@@ -183,6 +196,7 @@ class CustomerData:
     events: list[EventEnvelope]
     privacy_events: list[EventEnvelope]
     reads: list[Any]
+    sharing_a_phone: list[str]
 
 
 def customer_data(conn: Connection, store: EventStore, customer_id: str) -> CustomerData | None:
@@ -199,4 +213,5 @@ def customer_data(conn: Connection, store: EventStore, customer_id: str) -> Cust
     for ticket in tickets:
         ticket.update({c: opened.get(ticket[c], ticket[c]) for c in columns})
     reads = read_log(conn, customer_id=customer_id, limit=100_000)
-    return CustomerData(key, tickets, store.open(conn, stored), own, reads)
+    sharing = customers_sharing_a_phone(conn, customer_id)
+    return CustomerData(key, tickets, store.open(conn, stored), own, reads, sharing)

@@ -371,3 +371,8 @@ class SubjectAccess(BaseModel):
     comments: list[CustomerEvent] = Field(description="Follow-up comments and complaints.")
     privacy_events: list[CustomerEvent] = Field(description="Erasure and legal holds.")
     reads: list[ReadEntry] = Field(description="Who saw this customer's data unmasked.")
+    customers_sharing_a_phone: list[str] = Field(
+        description="Other customer ids recorded with one of this customer's phones: the same "
+        "person under another spelling of the name (`Sun Mei`, `SunMei`) is another customer, "
+        "whom this answer and an erasure do not cover — look at each."
+    )
