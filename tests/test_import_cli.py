@@ -87,7 +87,8 @@ def test_export_kind_writes_the_import_format(
     capsys.readouterr()
     out = tmp_path / "technicians-export.csv"
     assert main(["export", "--kind", "technicians", "--out", str(out)]) == 0
-    assert json.loads(capsys.readouterr().out) == {
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == {
         "kind": "technicians",
         "rows": 24,
         "left_out": 0,
@@ -95,6 +96,8 @@ def test_export_kind_writes_the_import_format(
         "not_carried": 0,
         "not_carried_examples": [],
     }
+    # Kept beside the file too (as --help says): the record of what was left out.
+    assert json.loads(Path(f"{out}.summary.json").read_text()) == printed
     with out.open(newline="") as f:
         rows = list(csv.DictReader(f))
     assert (

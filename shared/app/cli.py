@@ -668,7 +668,11 @@ def _process_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     relay.add_argument(
         "--from-position", type=positive_int, default=1, help="republish from here (1 or more)"
     )
-    sub.add_parser("jobs", help="periodic jobs: SLA clocks, overdue returns, checkpoints")
+    sub.add_parser(
+        "jobs",
+        help="periodic jobs: SLA clocks, overdue returns, quality alerts, checkpoints, "
+        "personal-data retention",
+    )
     project = sub.add_parser("project", help="keep projections up to date")
     project.add_argument("projections", nargs="*", help="names (default: all)")
     project.add_argument("--source", choices=("ledger", "kafka"), default=None)

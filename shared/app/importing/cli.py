@@ -181,7 +181,10 @@ async def _export(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         partial.unlink(missing_ok=True)
         await platform.close()
-    print(json.dumps(summary.as_dict(), ensure_ascii=False))
+    # Beside the file as well, like an audit export's: the record of what was left out.
+    said = json.dumps(summary.as_dict(), ensure_ascii=False)
+    Path(f"{out}.summary.json").write_text(said + "\n", encoding="utf-8")
+    print(said)
     return 0
 
 
