@@ -183,7 +183,7 @@ async def _export(settings: Settings, args: argparse.Namespace) -> int:
         await platform.close()
     # Beside the file as well, like an audit export's: the record of what was left out.
     said = json.dumps(summary.as_dict(), ensure_ascii=False)
-    Path(f"{out}.summary.json").write_text(said + "\n", encoding="utf-8")
+    await asyncio.to_thread(Path(f"{out}.summary.json").write_text, said + "\n", "utf-8")
     print(said)
     return 0
 
