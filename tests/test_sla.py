@@ -608,10 +608,23 @@ async def test_rebuild_gives_identical_clocks_and_what_if_writes_nothing(
     os.environ["DATABASE_URL"] = platform.settings.resolved_database_url
     try:
         assert await asyncio.to_thread(cli_main, args) == 0
+        printed = json.loads(capsys.readouterr().out)
+        assert printed["total"]["what_if"]["response"]["open"] == 3
+        # As the API: the clocks as they stood (not ahead), a ticket not received by then
+        # left out (it counted as open), a refused value named.
+        at_start = [*args[:-4], "--at", "2026-11-16T00:00:00Z", "--format", "json"]
+        assert await asyncio.to_thread(cli_main, at_start) == 0
+        assert json.loads(capsys.readouterr().out)["total"]["current"]["tickets"] == 0
+        ahead = [*args[:-4], "--at", "2999-01-01T00:00:00Z"]
+        assert await asyncio.to_thread(cli_main, ahead) == 2
+        assert (
+            "sla what-if: --at: the clocks are recomputed as they stood" in capsys.readouterr().err
+        )
+        policy_file.write_text("name: Partial\nresponse: {normal: {hours: 72}}\n")
+        assert await asyncio.to_thread(cli_main, args) == 2
+        assert "sla what-if: response: give a target for every key" in capsys.readouterr().err
     finally:
         del os.environ["DATABASE_URL"]
-    printed = json.loads(capsys.readouterr().out)
-    assert printed["total"]["what_if"]["response"]["open"] == 3
     assert await ledger_head(platform) == head
 
 

@@ -41,14 +41,14 @@ from shared.http.idempotency import CommandResponse
 from shared.http.params import StreamVersion, UtcTime
 from shared.http.problems import PROBLEM_RESPONSES
 from shared.kernel.calendar import ALWAYS_ID
-from shared.kernel.errors import InvalidCommand, NotFound
+from shared.kernel.errors import NotFound
 from shared.kernel.events.envelope import EventEnvelope
 from shared.kernel.events.sla import TermsId
 from shared.kernel.numbers import rounded
 from shared.kernel.sla import LOCAL, DeadlineClock, SlaClock, calendar_stream, policy_stream
 from shared.kernel.ticket import TICKETS, TicketState
 from shared.readmodels.sla import TermsReader, ticket_clock
-from shared.readmodels.sla_whatif import candidate, what_if
+from shared.readmodels.sla_whatif import candidate, clocks_at, what_if
 
 SERVICE = "dispatch"
 router = APIRouter(tags=["sla"], responses=PROBLEM_RESPONSES)
@@ -415,10 +415,7 @@ async def sla_what_if(
     platform: Platform = Depends(get_platform),
 ) -> dict[str, Any]:
     chosen = candidate(body.policy, body.calendars)
-    now = platform.clock.now()
-    if body.at is not None and body.at > now:
-        raise InvalidCommand("at", "the clocks are recomputed as they stood, up to now")
-    at = body.at or now
+    at = clocks_at(body.at, platform.clock.now())
     sla = platform.settings.sla
 
     def work(c: Connection) -> dict[str, Any]:

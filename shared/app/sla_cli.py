@@ -70,15 +70,16 @@ def load_terms(path: Path) -> tuple[SlaPolicyDescription, dict[str, CalendarDesc
 async def report(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     from shared.app.platform import Platform
     from shared.readmodels.sla import TermsReader
-    from shared.readmodels.sla_whatif import candidate, what_if
+    from shared.readmodels.sla_whatif import candidate, clocks_at, what_if
 
     policy, calendars = load_terms(Path(args.policy))
     chosen = candidate(policy, calendars)
     period = (instant(args.from_), instant(args.to))
+    asked = instant(args.at) if args.at else None
     platform = Platform.from_settings(settings)
-    at = instant(args.at) if args.at else platform.clock.now()
     sla = settings.sla
     try:
+        at = clocks_at(asked, platform.clock.now())
         return await platform.db.read(
             lambda c: what_if(
                 TermsReader(c, platform.store, sla.builtin_policy(), sla.horizon),
@@ -133,7 +134,9 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         print(f"sla what-if: {exc}", file=sys.stderr)
         return 2
     except DomainError as exc:
-        print(f"sla what-if: {exc.detail}", file=sys.stderr)
+        field = str(getattr(exc, "field", ""))  # InvalidCommand: the option or policy key
+        named = {"at": "--at", "received_from": "--from", "received_to": "--to"}.get(field, field)
+        print(f"sla what-if: {f'{named}: ' if named else ''}{exc.detail}", file=sys.stderr)
         return 2
     if args.format == "json":
         print(json.dumps(result, default=_json_value, indent=2))

@@ -125,11 +125,19 @@ def _terms(reader: TermsReader, chosen: Candidate) -> SlaTerms:
     return SlaTerms(chosen.policy, calendars, reader.horizon)
 
 
+def clocks_at(asked: datetime | None, now: datetime) -> datetime:
+    """The clocks' instant: ``asked`` or now (never later: the clocks are recomputed as
+    they stood, not projected ahead)."""
+    if asked is not None and asked > now:
+        raise InvalidCommand("at", "the clocks are recomputed as they stood, up to now")
+    return asked or now
+
+
 def what_if(
     reader: TermsReader, chosen: Candidate, received: tuple[datetime, datetime], at: datetime
 ) -> dict[str, Any]:
-    """Tickets received in ``[from, to)``, each clock at ``at`` on its own terms and on
-    the candidate's; per region and per service point (the ticket's latest dispatch)."""
+    """Tickets received in ``[from, to)`` by ``at``, each clock at ``at`` on its own terms
+    and on the candidate's; per region and per service point (the latest dispatch)."""
     start, end = received
     if end <= start:
         raise InvalidCommand("received_to", "the period must end after it starts")
@@ -138,7 +146,7 @@ def what_if(
     total = (Tally(), Tally())
     for ticket_id in _period_tickets(reader.conn, start, end):
         state = TICKETS.fold(ticket_id, reader.store.read_stream(reader.conn, ticket_id))
-        if state.received_at is None:
+        if state.received_at is None or state.received_at > at:  # not there yet at ``at``
             continue
         point = state.dispatch.service_point_id if state.dispatch else None
         found = []
