@@ -497,6 +497,10 @@ async def test_a_network_rule_names_the_column_at_fault(platform: Platform, tmp_
     )
     summary, sink = await import_file(platform, "technicians", people, dry_run=True)
     assert [(line, field) for line, field, _ in problems(sink)] == [(2, "working_hours")]
+    # A shift ending before it starts: the column's problem too (it said "(row)").
+    people.write_text("id,name,service_point_id,working_hours\nt-1,Wu,rc-w,mon-fri 18:00-08:00\n")
+    summary, sink = await import_file(platform, "technicians", people, dry_run=True)
+    assert {field for _, field, _ in problems(sink)} == {"working_hours"}
 
 
 async def test_a_region_in_capitals_is_refused_by_both_network_imports(

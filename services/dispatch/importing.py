@@ -81,7 +81,7 @@ def at_column(f: Fields, column: str, context: KindContext) -> datetime:
 def parse_shifts(f: Fields, column: str) -> list[Shift]:
     value = f.values.get(column)
     if isinstance(value, list) and all(isinstance(v, dict) for v in value):
-        return [s for v in value if (s := f.model(Shift, {}, **v)) is not None]
+        return [s for v in value if (s := f.model(Shift, {}, within=column, **v)) is not None]
     shifts: list[Shift] = []
     for text in f.items(column):
         found = _SHIFT.match(text.lower())
@@ -97,7 +97,11 @@ def parse_shifts(f: Fields, column: str) -> list[Shift]:
         except ValueError:
             f.problem(column, f"{text!r}: not a time of day")
             continue
-        shifts += [s for d in days if (s := f.model(Shift, {}, weekday=d, start=start, end=end))]
+        shifts += [
+            s
+            for d in days
+            if (s := f.model(Shift, {}, within=column, weekday=d, start=start, end=end))
+        ]
     return shifts
 
 

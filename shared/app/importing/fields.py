@@ -233,16 +233,19 @@ class Fields:
                 out.append(text)
         return out
 
-    def model(self, cls: type[M], columns: Mapping[str, str], **values: Any) -> M | None:
+    def model(
+        self, cls: type[M], columns: Mapping[str, str], *, within: str | None = None, **values: Any
+    ) -> M | None:
         """A payload part from several columns (``columns``: its field → column), each
-        validation error reported against its column."""
+        validation error reported against its column; ``within``: the one column the whole
+        part comes from (its rules across fields are that column's too)."""
         try:
             return cls(**values)
         except ValidationError as exc:
             known = {p.field for p in self.problems}  # already said (e.g. "required")
             for error in exc.errors():
                 loc = str(error["loc"][0]) if error["loc"] else ""
-                column = columns.get(loc, loc or "(row)")
+                column = columns.get(loc) or within or loc or "(row)"
                 if column not in known:
                     self.problem(column, error["msg"])
             return None
