@@ -316,6 +316,10 @@ async def test_files_that_cannot_be_read_are_refused(platform: Platform, tmp_pat
     chinese.write_bytes("id,name,level\nhq,总部,headquarters\n".encode("gb18030"))
     summary, _ = await import_file(platform, "service_points", chinese, encoding="utf-8")
     assert summary.status == "refused" and "not valid utf-8" in (summary.message or "")
+    mixed = tmp_path / "mixed.csv"  # line 2 good GB18030, line 3 neither encoding
+    mixed.write_bytes(chinese.read_bytes() + b"rc,R\xff\xfe\xff,regional_center\n")
+    summary, _ = await import_file(platform, "service_points", mixed)
+    assert (summary.message or "").startswith("line 3: the file is neither UTF-8 (from line 2)")
     summary, _ = await import_file(platform, "service_points", chinese, encoding="no-such-codec")
     assert "unknown encoding" in (summary.message or "")
     summary, _ = await import_file(platform, "service_points", chinese, encoding="rot13")

@@ -117,15 +117,17 @@ def _encoding_of(path: Path, given: str | None) -> tuple[str, str, int]:
         if digest is None:
             raise Refusal(f"line {lines}: not valid {given} (give the file's --encoding)")
         return _bom_aware(path, name), digest, lines
-    first_bad = 0
+    failed: list[int] = []
     for candidate in DETECTED:
         digest, lines = _scan(path, candidate)
         if digest is not None:
             return _bom_aware(path, candidate), digest, lines
-        first_bad = first_bad or lines
+        failed.append(lines)
+    # The line GB18030 (which decodes nearly every byte) stops at holds the byte that
+    # decodes in neither; UTF-8 may stop earlier, at a line that is good GB18030.
     raise Refusal(
-        f"line {first_bad}: the file is neither UTF-8 nor GB18030; give its --encoding "
-        "(e.g. gbk, big5, latin-1)"
+        f"line {failed[-1]}: the file is neither UTF-8 (from line {failed[0]}) nor GB18030; "
+        "give its --encoding (e.g. gbk, big5, latin-1)"
     )
 
 
