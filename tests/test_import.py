@@ -116,6 +116,34 @@ async def test_an_interrupted_import_resumes_under_its_batch_id(
     assert batches == {run["batch_id"]}
 
 
+async def test_a_second_run_of_a_file_being_imported_is_refused(
+    platform: Platform, tmp_path: Path
+) -> None:
+    """The second run resumed the first while it still wrote, then stopped with a version
+    conflict that blamed the data: now the file's lease refuses it, naming the cause."""
+    from shared.app.importing.catalog import find_kind
+    from shared.app.importing.engine import IMPORT_LEASE_SECONDS
+    from shared.app.importing.source import open_source
+    from shared.eventstore.leases import Lease
+
+    files = write_history(tmp_path, 0)
+    kind = "service_points"
+    source = open_source(files[kind], find_kind(kind).columns, name="x")
+    name = f"import:{kind}:{source.sha256[:40]}"
+    other = Lease(platform.db, name, "elsewhere:1:x", IMPORT_LEASE_SECONDS, platform.clock)
+    assert await other.acquire()
+    summary, _ = await import_file(platform, kind, files[kind])
+    assert summary.status == "refused"
+    assert "being imported by another process" in (summary.message or "")
+    assert await position(platform) == summary.ledger_before
+    checked, _ = await import_file(platform, kind, files[kind], dry_run=True)
+    assert checked.status == "valid"  # a check writes nothing: it needs no turn
+    await other.release()
+    summary, _ = await import_file(platform, kind, files[kind])
+    assert summary.status == "imported"
+    assert await other.acquire()  # the finished run gave its turn back
+
+
 @SQLITE
 async def test_a_ticket_written_between_the_passes_stops_the_import(
     platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

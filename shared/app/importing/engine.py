@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -40,6 +40,8 @@ from shared.app.importing.report import ProblemSink, Tally
 from shared.app.importing.scratch import Remembered, Spool
 from shared.app.importing.source import RawRow, Refusal, Source, open_source, read_rows
 from shared.app.platform import Platform
+from shared.eventstore.leases import Lease
+from shared.eventstore.outbox import relay_owner_id
 from shared.kernel.events.envelope import Actor
 
 Progress = Callable[[int, int], None]
@@ -195,21 +197,58 @@ async def _run(
     progress: Callable[[str], Progress] | None,
 ) -> None:
     job = _Job(platform, request, kind, source, zone, summary, sink, progress)
-    run = None
-    if not request.dry_run:
-        run = await platform.db.read(lambda c: runs.resumable(c, kind.name, source.sha256))
-    job.start_after = summary.resumed_after_line = run.committed_line if run else 0
-    # All or nothing: what the validating pass decided is what the writing pass appends.
-    spool = None if request.dry_run or request.skip_invalid else Spool()
-    try:
+    async with contextlib.AsyncExitStack() as held:
+        run = None
+        if not request.dry_run:
+            await held.enter_async_context(_sole_import(platform, kind, source))
+            run = await platform.db.read(lambda c: runs.resumable(c, kind.name, source.sha256))
+        job.start_after = summary.resumed_after_line = run.committed_line if run else 0
+        # All or nothing: what the validating pass decided is what the writing pass appends.
+        spool = None if request.dry_run or request.skip_invalid else Spool()
+        if spool is not None:
+            held.callback(spool.close)
         if (request.dry_run or not request.skip_invalid) and not await _check(job, spool):
             return
         if run is None:
             run = await platform.db.write(lambda c: _start(c, platform, kind, source, request))
         await _write_all(job, run, spool)
+
+
+# A run holds its file's lease, renewed a third of the way through each term: a second
+# run of the same file (resuming the first while it still wrote) is refused meanwhile.
+IMPORT_LEASE_SECONDS = 60.0
+
+
+@contextlib.asynccontextmanager
+async def _sole_import(platform: Platform, kind: Kind, source: Source) -> AsyncIterator[None]:
+    lease = Lease(
+        platform.db,
+        f"import:{kind.name}:{source.sha256[:40]}",
+        relay_owner_id(),
+        IMPORT_LEASE_SECONDS,
+        platform.clock,
+    )
+    if not await lease.acquire():
+        raise Refusal(
+            "this file is being imported by another process: wait for it to finish (a run "
+            f"that was killed gives its turn up within {IMPORT_LEASE_SECONDS:g} s), then "
+            "run it again to resume or check it"
+        )
+
+    async def renew() -> None:
+        while True:
+            await asyncio.sleep(IMPORT_LEASE_SECONDS / 3)
+            await lease.acquire()
+
+    renewing = asyncio.create_task(renew())
+    try:
+        yield
     finally:
-        if spool is not None:
-            spool.close()
+        renewing.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await renewing
+        with contextlib.suppress(Exception):  # it lapses on its own
+            await lease.release()
 
 
 async def _check(job: _Job, spool: Spool | None) -> bool:
