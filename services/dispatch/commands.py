@@ -19,7 +19,6 @@ from shared.kernel.events.registry import payload_dict
 from shared.kernel.events.sla import CalendarDescription, SlaPolicyDescription
 from shared.kernel.sla import RESOLUTION, calendar_stream, placement, policy_from, policy_stream
 from shared.kernel.ticket import TICKETS, TicketState
-from shared.readmodels.sla import TermsReader
 
 SERVICE = "dispatch"
 Member = Outcome[domain.NetworkMember]
@@ -124,7 +123,7 @@ def _point_calendars(
     the point that day, whatever the ticket's pinned deadline)."""
     if request.window is not None or state.received is None or state.region is None:
         return {}  # a window given, or no ticket to dispatch (the decision says so)
-    reader = terms_reader(conn, h)
+    reader = h.terms(conn)
     pin = state.sla_policy
     latest = reader.current(pin.policy_id) if pin is not None else None
     terms = latest.terms if latest is not None else reader.for_ticket(state)
@@ -174,7 +173,7 @@ def record_sla_breaches(
 ) -> Outcome[TicketState]:
     """The ladder steps the ticket's clock reached (warnings, breach, escalations)."""
     loaded = h.executor.load(conn, TICKETS, ticket_id)
-    command = domain.CheckSla(now, terms_reader(conn, h).for_ticket(loaded.state))
+    command = domain.CheckSla(now, h.terms(conn).for_ticket(loaded.state))
     return h.execute(conn, TICKETS, ticket_id, command, domain.decide_sla, loaded=loaded)
 
 
@@ -199,11 +198,6 @@ def flag_repeat_repair(conn: Connection, h: Handling, received: EventEnvelope) -
 # -- SLA terms and pauses (docs/sla.md) --------------------------------------------------
 
 Terms = Outcome[sla_domain.TermsStream]
-
-
-def terms_reader(conn: Connection, h: Handling) -> TermsReader:
-    sla = h.settings.sla
-    return TermsReader(conn, h.executor.store, sla.builtin_policy(), sla.horizon)
 
 
 def define_calendar(
@@ -260,7 +254,7 @@ def define_policy(
     named = policy_from(policy_id, 0, description).calendar_ids()
     command = sla_domain.DefinePolicy(
         description,
-        terms_reader(conn, h).latest_calendars(named),
+        h.terms(conn).latest_calendars(named),
         now=h.now(),
         horizon=h.settings.sla.horizon,
         reason=reason,
@@ -278,7 +272,7 @@ def pause(
     requisition_id: str | None = None,
 ) -> Outcome[TicketState]:
     loaded = h.visible(conn, TICKETS, ticket_id)
-    terms = terms_reader(conn, h).for_ticket(loaded.state)
+    terms = h.terms(conn).for_ticket(loaded.state)
     command = sla_domain.PauseSla(reason, terms, note, requisition_id)
     return h.execute(conn, TICKETS, ticket_id, command, sla_domain.decide_pause, loaded=loaded)
 
@@ -291,12 +285,12 @@ def resume(
     requisition_id: str | None = None,
 ) -> Outcome[TicketState]:
     loaded = h.visible(conn, TICKETS, ticket_id)
-    terms = terms_reader(conn, h).for_ticket(loaded.state)
+    terms = h.terms(conn).for_ticket(loaded.state)
     command = sla_domain.ResumeSla(terms, h.now(), note, requisition_id)
     return h.execute(conn, TICKETS, ticket_id, command, sla_domain.decide_resume, loaded=loaded)
 
 
 def reevaluate(conn: Connection, h: Handling, ticket_id: str, reason: str) -> Outcome[TicketState]:
-    pin = terms_reader(conn, h).current(h.settings.sla.policy_id)
+    pin = h.terms(conn).current(h.settings.sla.policy_id)
     command = sla_domain.ReevaluateSla(pin, reason)
     return h.execute(conn, TICKETS, ticket_id, command, sla_domain.decide_reevaluate)

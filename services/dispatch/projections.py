@@ -254,8 +254,7 @@ class SlaClocksProjection:
         tickets = sorted({e.stream_id for e in events})
         if not tickets:
             return
-        sla = get_settings().sla
-        reader = TermsReader(conn, self.store, sla.builtin_policy(), sla.horizon)
+        reader = TermsReader.configured(conn, self.store, get_settings().sla)
         rows = []
         streams = self.store.read_streams(conn, tickets)
         for ticket_id in tickets:

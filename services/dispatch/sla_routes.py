@@ -388,7 +388,7 @@ async def sla_timeline(
     sla = platform.settings.sla
 
     def work(c: Connection) -> tuple[Any, list[EventEnvelope]]:
-        reader = TermsReader(c, platform.store, sla.builtin_policy(), sla.horizon)
+        reader = TermsReader.configured(c, platform.store, sla)
         found = ticket_clock(reader, str(ticket_id), at, as_of=as_of)
         return found, platform.store.read_stream(c, str(ticket_id), recorded_until=as_of)
 
@@ -419,7 +419,7 @@ async def sla_what_if(
     sla = platform.settings.sla
 
     def work(c: Connection) -> dict[str, Any]:
-        reader = TermsReader(c, platform.store, sla.builtin_policy(), sla.horizon)
+        reader = TermsReader.configured(c, platform.store, sla)
         return what_if(reader, chosen, (body.received_from, body.received_to), at)
 
     return await platform.db.read(work)

@@ -170,8 +170,7 @@ def tickets_facts(
     """``ticket_facts`` of several tickets, their streams read in one round."""
     wanted = [s for t in ticket_ids for s in (t, ticket_parts_stream(t))]
     streams = store.read_streams(conn, wanted, recorded_until=as_of)
-    sla = get_settings().sla
-    terms = TermsReader(conn, store, sla.builtin_policy(), sla.horizon)
+    terms = TermsReader.configured(conn, store, get_settings().sla)
     found: dict[str, Facts] = {}
     for ticket_id in ticket_ids:
         ticket = streams.get(ticket_id, [])

@@ -21,7 +21,6 @@ from shared.kernel.ids import uuid7_text
 from shared.kernel.lifecycle import TicketStatus
 from shared.kernel.sla import SlaPin, SlaTerms
 from shared.kernel.ticket import TICKETS, TicketState
-from shared.readmodels.sla import TermsReader
 from shared.readmodels.ticket_state import ticket_state
 
 # Plain SQL on the driver (both databases speak it): one per new ticket, where
@@ -65,11 +64,6 @@ def next_ticket_number(conn: Connection, now: datetime, prefix: str) -> str:
     return f"{stem}{number:06d}"
 
 
-def terms_reader(conn: Connection, h: Handling) -> TermsReader:
-    sla = h.settings.sla
-    return TermsReader(conn, h.executor.store, sla.builtin_policy(), sla.horizon)
-
-
 def phone_digest(conn: Connection, h: Handling, phone: str) -> str | None:
     """The blind index duplicates are found by (no clear number is stored anywhere)."""
     personal = h.executor.store.personal
@@ -110,7 +104,7 @@ def receive(conn: Connection, h: Handling, request: domain.NewTicket) -> Outcome
             request.product.serial_number,
             request.product.model,
         ),
-        sla=terms_reader(conn, h).current(settings.sla.policy_id),
+        sla=h.terms(conn).current(settings.sla.policy_id),
     )
     return h.execute(conn, TICKETS, uuid7_text(), command, domain.decide_receive)
 
@@ -127,7 +121,7 @@ def diagnose(
     conn: Connection, h: Handling, ticket_id: str, diagnosis: domain.Diagnosis
 ) -> Outcome[TicketState]:
     loaded = h.visible(conn, TICKETS, ticket_id)
-    terms = terms_reader(conn, h).for_ticket(loaded.state) if loaded.state.exists else None
+    terms = h.terms(conn).for_ticket(loaded.state) if loaded.state.exists else None
     command = replace(diagnosis_command(h.settings, diagnosis, terms), made_at=h.now())
     return h.execute(conn, TICKETS, ticket_id, command, domain.decide_diagnose, loaded=loaded)
 

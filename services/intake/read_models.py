@@ -56,7 +56,7 @@ def ticket_sla(
     as_of: datetime | None = None,
 ) -> SlaClock | None:
     """The ticket's SLA clock at ``at`` (the events recorded until ``as_of``)."""
-    reader = TermsReader(conn, store, sla.builtin_policy(), sla.horizon)
+    reader = TermsReader.configured(conn, store, sla)
     found = ticket_clock(reader, ticket_id, at, as_of=as_of)
     return found[1] if found is not None else None
 

@@ -34,6 +34,7 @@ from shared.kernel.events.envelope import (
     PendingEvent,
 )
 from shared.kernel.reach import EVERYWHERE, Reach
+from shared.readmodels.sla import TermsReader
 
 if TYPE_CHECKING:
     from shared.app.config import Settings
@@ -81,6 +82,10 @@ class Handling:
 
     def now(self) -> datetime:
         return self.executor.clock.now()
+
+    def terms(self, conn: Connection) -> TermsReader:
+        """The SLA terms as configured and as defined in the ledger."""
+        return TermsReader.configured(conn, self.executor.store, self.settings.sla)
 
     def execute(
         self,

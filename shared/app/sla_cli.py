@@ -82,7 +82,7 @@ async def report(settings: Settings, args: argparse.Namespace) -> dict[str, Any]
         at = clocks_at(asked, platform.clock.now())
         return await platform.db.read(
             lambda c: what_if(
-                TermsReader(c, platform.store, sla.builtin_policy(), sla.horizon),
+                TermsReader.configured(c, platform.store, sla),
                 chosen,
                 period,
                 at,

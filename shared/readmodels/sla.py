@@ -10,6 +10,7 @@ a projection, a what-if report).
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy import Connection
 
@@ -31,7 +32,21 @@ from shared.kernel.sla import (
 from shared.kernel.ticket import TICKETS, TicketState
 
 
+class ConfiguredTerms(Protocol):
+    """The settings' side of the terms (``SlaSettings``): the built-in policy, the horizon."""
+
+    @property
+    def horizon(self) -> timedelta: ...
+
+    def builtin_policy(self) -> SlaPolicy: ...
+
+
 class TermsReader:
+    @classmethod
+    def configured(cls, conn: Connection, store: EventStore, sla: ConfiguredTerms) -> TermsReader:
+        """The reader of the configured built-in policy and horizon."""
+        return cls(conn, store, sla.builtin_policy(), sla.horizon)
+
     def __init__(
         self,
         conn: Connection,
