@@ -56,6 +56,9 @@ def test_pause_for_parts_without_its_reason_refuses_to_start(
         ("TICKETLINE_INTAKE_PORT", "70000", "TICKETLINE_INTAKE_PORT: Input should be"),
         ("TICKETLINE_PAGE_SIZE_DEFAULT", "500", "TICKETLINE_PAGE_SIZE_DEFAULT (500) above"),
         ("TICKETLINE_WARRANTY_MONTHS_BY_MODEL", "[1", "WARRANTY_MONTHS_BY_MODEL: not valid JSON"),
+        ("TICKETLINE_DISPATCH_DEFAULT_TIMEZONE", "Mars/Olympus", "unknown time zone 'Mars/"),
+        ("TICKETLINE_LOG_LEVEL", "LOUD", "TICKETLINE_LOG_LEVEL: Input should be 'DEBUG'"),
+        ("TICKETLINE_TICKET_NUMBER_PREFIX", "a b/c", "TICKETLINE_TICKET_NUMBER_PREFIX: String"),
     ],
 )
 def test_an_unusable_setting_refuses_to_start_naming_it(

@@ -16,12 +16,14 @@ from typing import Annotated, Literal, Self
 from pydantic import (
     AliasChoices,
     BaseModel,
+    BeforeValidator,
     Field,
     NonNegativeFloat,
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     SecretStr,
+    StringConstraints,
     ValidationError,
     field_validator,
     model_validator,
@@ -136,6 +138,19 @@ class DispatchSettings(BaseSettings):
     suggestion_horizon_days: PositiveInt = 7
     # Timezone of technicians registered without one.
     default_timezone: str = "UTC"
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _known_timezone(cls, name: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {name!r} (an IANA name, e.g. Asia/Shanghai)"
+            ) from None
+        return name
 
 
 class PartsSettings(BaseSettings):
@@ -383,7 +398,10 @@ class Settings(BaseSettings):
     # Operations: one JSON object per log line (``text`` for reading locally), and how
     # long /health/ready keeps a broker check (it must stay cheap under frequent probes).
     log_format: Literal["json", "text"] = "json"
-    log_level: str = "INFO"
+    log_level: Annotated[
+        Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+        BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v),
+    ] = "INFO"
     ready_broker_cache_seconds: NonNegativeFloat = 5.0
     # False keeps services in rotation while Kafka is down (writes buffer in the outbox).
     ready_requires_broker: bool = True
@@ -405,7 +423,10 @@ class Settings(BaseSettings):
     # Intake lists: default and largest page.
     page_size_default: PositiveInt = 50
     page_size_max: PositiveInt = 200
-    ticket_number_prefix: str = "TL"
+    # Numbers are PREFIX-YYYYMMDD-NNNNNN, at most 32 characters.
+    ticket_number_prefix: Annotated[
+        str, StringConstraints(pattern="^[A-Za-z0-9][A-Za-z0-9_.]{0,15}$")
+    ] = "TL"
 
     @model_validator(mode="after")
     def _default_page_within_the_largest(self) -> Self:
