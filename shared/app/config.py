@@ -31,6 +31,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from shared.eventstore.db import sqlite_path
+from shared.kernel.calendar import zone_of
 from shared.kernel.errors import InvalidCommand
 from shared.kernel.events.sla import (
     DEFAULT_PAUSE_REASONS,
@@ -142,11 +143,9 @@ class DispatchSettings(BaseSettings):
     @field_validator("default_timezone")
     @classmethod
     def _known_timezone(cls, name: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
         try:
-            ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError):
+            zone_of(name)  # the check a calendar's or a technician's timezone gets
+        except InvalidCommand:
             raise ValueError(
                 f"unknown time zone {name!r} (an IANA name, e.g. Asia/Shanghai)"
             ) from None

@@ -279,7 +279,8 @@ class KeyRing:
             found = self._secrets(conn, create=create)
             if found is None:
                 return None
-            keyed = hmac.new(found[1], digestmod=hashlib.sha256)  # (kept once committed)
+            # Still unset when this transaction made the secret (kept once it commits).
+            keyed = self._keyed or hmac.new(found[1], digestmod=hashlib.sha256)
         digest = keyed.copy()
         digest.update(f"{label}\0{value}".encode())
         return digest.hexdigest()[:40]
