@@ -47,10 +47,10 @@ def test_pause_for_parts_without_its_reason_refuses_to_start(
             "TICKETLINE_SLA_LADDER: two steps of the ladder at the same percentage",
         ),
         ("TICKETLINE_SLA_PAUSE_REASONS", "[]", "TICKETLINE_SLA_PAUSE_REASONS: List should"),
-        ("TICKETLINE_SLA_PAUSE_REASONS", '["Bogus!"]', "TICKETLINE_SLA_PAUSE_REASONS: String"),
+        ("TICKETLINE_SLA_PAUSE_REASONS", '["Bogus!"]', "PAUSE_REASONS[0]: String should"),
         ("TICKETLINE_SLA_POLICY_ID", "a b/c", "TICKETLINE_SLA_POLICY_ID: String should match"),
         ("TICKETLINE_DISPATCH_SLA_POLL_SECONDS", "-1", "SLA_POLL_SECONDS: Input should be"),
-        ("TICKETLINE_PARTS_SEASONAL_COEFFICIENTS", '{"13": 1.2}', "SEASONAL_COEFFICIENTS: "),
+        ("TICKETLINE_PARTS_SEASONAL_COEFFICIENTS", '{"13": 1.2}', "COEFFICIENTS['13'] (the key)"),
         ("TICKETLINE_FEEDBACK_BAND_SATISFIED_FROM", "95", "_BAND_SATISFIED_FROM > _BAND_NEUTRAL"),
         ("TICKETLINE_FEEDBACK_TARGET_NPS", "101", "TICKETLINE_FEEDBACK_TARGET_NPS: Input should"),
         ("TICKETLINE_INTAKE_PORT", "70000", "TICKETLINE_INTAKE_PORT: Input should be"),
@@ -59,6 +59,36 @@ def test_pause_for_parts_without_its_reason_refuses_to_start(
         ("TICKETLINE_DISPATCH_DEFAULT_TIMEZONE", "Mars/Olympus", "unknown time zone 'Mars/"),
         ("TICKETLINE_LOG_LEVEL", "LOUD", "TICKETLINE_LOG_LEVEL: Input should be 'DEBUG'"),
         ("TICKETLINE_TICKET_NUMBER_PREFIX", "a b/c", "TICKETLINE_TICKET_NUMBER_PREFIX: String"),
+        ("TICKETLINE_SLA_LADDER", '[{"percent": 50}]', "TICKETLINE_SLA_LADDER[0].level: Field"),
+        # Keys: one that does not load refused the start, not every authenticated call
+        # (500) or every checkpoint (silently never signed).
+        ("TICKETLINE_AUTH_PUBLIC_KEY_FILE", "{tmp}/none.pem", "PUBLIC_KEY_FILE: Value error, can"),
+        ("TICKETLINE_AUTH_PUBLIC_KEY_FILE", "{tmp}/text.pem", "not an RSA public key"),
+        ("TICKETLINE_AUTH_PRIVATE_KEY_FILE", "{tmp}/text.pem", "not an RSA private key"),
+        ("TICKETLINE_AUTH_JWKS_FILE", "{tmp}/text.pem", "JWKS_FILE: Value error, not a usable"),
+        ("TICKETLINE_AUTH_JWKS_URL", "idp.example.com/jwks", "JWKS_URL: Value error, an http"),
+        ("TICKETLINE_CHECKPOINT_SIGNING_KEY", "garbage", "SIGNING_KEY: Value error, cannot read"),
+        (
+            "TICKETLINE_CHECKPOINT_SIGNING_KEY",
+            "-----BEGIN PRIVATE KEY-----\nCHANGE-ME\n-----END PRIVATE KEY-----",
+            "TICKETLINE_CHECKPOINT_SIGNING_KEY: Value error, not an Ed25519 private key",
+        ),
+        ("TICKETLINE_AUTH_TOKEN_TTL_DEFAULT", "forever", "TTL_DEFAULT: Value error, not a dur"),
+        ("TICKETLINE_AUTH_TOKEN_TTL_DEFAULT", "99999999d", "longer than a token may live"),
+        ("TICKETLINE_AUTH_TOKEN_TTL_DEFAULT", "0s", "expires when issued"),
+        # Figures beyond any use: a warranty or retention past the calendar failed intake
+        # (500) or the retention job; an interval past the event loop's timers, its job.
+        ("TICKETLINE_DEFAULT_WARRANTY_MONTHS", "99999999999", "WARRANTY_MONTHS: Input should"),
+        ("TICKETLINE_WARRANTY_MONTHS_BY_MODEL", '{"WM-1": 1e6}', "MODEL['WM-1']: Input"),
+        ("TICKETLINE_PRIVACY_RETENTION_DAYS", "999999999", "RETENTION_DAYS: Input should be"),
+        ("TICKETLINE_PARTS_OLD_PART_RETURN_DAYS", "1e300", "RETURN_DAYS: Input should be"),
+        ("TICKETLINE_DISPATCH_REPEAT_REPAIR_WINDOW_DAYS", "9e9", "WINDOW_DAYS: Input should"),
+        ("TICKETLINE_DISPATCH_SUGGESTION_HORIZON_DAYS", "100000", "HORIZON_DAYS: Input should"),
+        ("TICKETLINE_FEEDBACK_QUALITY_ALERT_THRESHOLD", "1e12", "ALERT_THRESHOLD: Input"),
+        ("TICKETLINE_CHECKPOINT_INTERVAL_SECONDS", "1e12", "INTERVAL_SECONDS: Input should be"),
+        ("TICKETLINE_PAGE_SIZE_MAX", "99999999", "TICKETLINE_PAGE_SIZE_MAX: Input should be"),
+        ("TICKETLINE_FEEDBACK_POINTS_REPEAT_REPAIR", "-1e300", "REPEAT_REPAIR: Input should"),
+        ("TICKETLINE_HOST", " ", "TICKETLINE_HOST: String should have at least 1"),
     ],
 )
 def test_an_unusable_setting_refuses_to_start_naming_it(
@@ -72,8 +102,31 @@ def test_an_unusable_setting_refuses_to_start_naming_it(
     monkeypatch.setenv("TICKETLINE_DATA_DIR", str(tmp_path / "data"))
     for port_variable, port in free_ports_env().items():
         monkeypatch.setenv(port_variable, port)
+    (tmp_path / "text.pem").write_text("not a key\n")
     monkeypatch.setenv(variable, value.replace("{tmp}", str(tmp_path)))
     assert cli_main(["run"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("Refusing to start: ") and said in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("ttl", "said"),
+    [
+        ("99999999d", "token: --ttl: '99999999d' is longer than a token may live"),
+        ("0m", "token: --ttl: a token that expires when issued"),
+        ("soon", "token: --ttl: not a duration: 'soon'"),
+    ],
+)
+def test_a_token_lifetime_out_of_bounds_is_refused(
+    ttl: str,
+    said: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`ticketline token --ttl` obeys the bounds TICKETLINE_AUTH_TOKEN_TTL_DEFAULT has."""
+    monkeypatch.setenv("TICKETLINE_DATA_DIR", str(tmp_path / "data"))
+    assert cli_main(["token", "--role", "admin", "--subject", "x", "--ttl", ttl]) == 2
+    assert said in capsys.readouterr().err
+    assert cli_main(["token", "--role", "admin", "--subject", "x", "--ttl", "366d"]) == 0

@@ -29,6 +29,7 @@ from sqlalchemy import Connection
 from shared.app.config import Settings
 from shared.app.executor import Executor
 from shared.app.jobs import run_leased
+from shared.app.key_files import ed25519_private_key, pem_text_or_file
 from shared.app.platform import Platform
 from shared.eventstore.checkpoints import (
     CHECKPOINT_STREAM,
@@ -54,20 +55,14 @@ KEY_FILE = "checkpoint-signing.pem"
 # --- keys ---------------------------------------------------------------------------------
 
 
-def _load_private(pem: bytes) -> Ed25519PrivateKey:
-    key = serialization.load_pem_private_key(pem, password=None)
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ValueError("the checkpoint signing key must be an Ed25519 private key (PEM)")
-    return key
-
-
 def signing_key(settings: Settings) -> Ed25519PrivateKey:
     """``TICKETLINE_CHECKPOINT_SIGNING_KEY`` (PEM text, or the path of a PEM file), or
     (embedded default) a key generated once into the data directory."""
     if settings.checkpoint_signing_key:
-        value = settings.checkpoint_signing_key.get_secret_value().strip()
-        pem = value.encode() if value.startswith("-----BEGIN") else Path(value).read_bytes()
-        return _load_private(pem)
+        # (checked at start: a key that does not load refuses the start)
+        return ed25519_private_key(
+            pem_text_or_file(settings.checkpoint_signing_key.get_secret_value())
+        )
     path = Path(settings.data_dir) / KEY_FILE
     if not path.exists():
         if not settings.is_sqlite:  # scaled: each jobs process would sign with its own key
@@ -84,7 +79,7 @@ def signing_key(settings: Settings) -> Ed25519PrivateKey:
         )
         path.write_bytes(pem)
         path.chmod(0o600)
-    return _load_private(path.read_bytes())
+    return ed25519_private_key(path.read_bytes())
 
 
 def verifying_key(settings: Settings) -> Ed25519PublicKey | None:

@@ -28,6 +28,7 @@ from shared.app.config import (
     describe_invalid_settings,
     describe_unparsed_setting,
     refuse_platform_file,
+    token_lifetime,
 )
 from shared.app.importing.cli import add_export_kind, add_import_parser
 from shared.app.observability import configure_logging
@@ -513,18 +514,14 @@ def _cmd_import(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_token(settings: Settings, args: argparse.Namespace) -> int:
-    from shared.http.auth.tokens import (
-        generates_signing_key,
-        hs256_key_file,
-        issue_token,
-        parse_duration,
-    )
+    from shared.http.auth.tokens import generates_signing_key, hs256_key_file, issue_token
 
     generates = generates_signing_key(settings)
     try:
-        ttl = parse_duration(args.ttl or settings.auth.token_ttl_default)
-        if ttl <= 0:
-            raise ValueError("--ttl: a token that expires when issued is of no use (e.g. 15m)")
+        try:
+            ttl = token_lifetime(args.ttl) if args.ttl else None
+        except ValueError as exc:
+            raise ValueError(f"--ttl: {exc}") from None
         token = issue_token(
             settings,
             role=args.role,

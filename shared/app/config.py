@@ -18,18 +18,24 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     Field,
-    NonNegativeFloat,
-    NonNegativeInt,
-    PositiveFloat,
     PositiveInt,
     SecretStr,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from shared.app.key_files import (
+    ed25519_private_key,
+    json_web_key_set,
+    pem_text_or_file,
+    read_key_file,
+    rs256_private_key,
+    rs256_public_key,
+)
 from shared.eventstore.db import sqlite_path
 from shared.kernel.calendar import zone_of
 from shared.kernel.errors import InvalidCommand
@@ -51,10 +57,40 @@ def _config(env_prefix: str) -> SettingsConfigDict:
 
 
 Hours = Annotated[float, Field(gt=0, le=MAX_TARGET_HOURS)]
+# Intervals, leases and caches: a week at most (a larger value is a typo, and beyond
+# about 49 days the event loop's timers refuse it).
+Seconds = Annotated[float, Field(gt=0, le=7 * 86400)]
+# Periods of business rules (retention, windows, warranties): a century at most, the
+# dates they give stay within the calendar.
+Days = Annotated[int, Field(ge=1, le=36_500)]
+Months = Annotated[int, Field(ge=0, le=1200)]
+# Rows handled in one go (relay, projector, jobs).
+BatchSize = Annotated[int, Field(ge=1, le=100_000)]
+Coefficient = Annotated[float, Field(ge=0, le=100)]
+# Scorecard points per item (deductions negative).
+Points = Annotated[float, Field(ge=-1000, le=1000)]
 Percent = Annotated[float, Field(ge=0, le=100)]
 Score = Annotated[int, Field(ge=0, le=100)]
 Rating = Annotated[int, Field(ge=0, le=10)]
 Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+_DURATION = re.compile(r"^\s*(\d{1,12})\s*([smhd]?)\s*$")
+# A token living longer than this is a key to be kept, not a token.
+MAX_TOKEN_TTL_SECONDS = 366 * 86400
+
+
+def token_lifetime(text: str) -> int:
+    """``90`` / ``90s`` / ``15m`` / ``8h`` / ``7d`` → seconds, from 1 s to 366 days."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (e.g. 15m, 8h, 7d)")
+    seconds = int(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+    if seconds <= 0:
+        raise ValueError("a token that expires when issued is of no use (e.g. 15m)")
+    if seconds > MAX_TOKEN_TTL_SECONDS:
+        raise ValueError(f"{text!r} is longer than a token may live (at most 366d)")
+    return seconds
 
 
 class SlaSettings(BaseSettings):
@@ -129,14 +165,14 @@ class DispatchSettings(BaseSettings):
 
     # SLA clock (the hours themselves are the `sla` settings): how often it scans, how
     # long its lease lives (one scheduler at a time), how many tickets one pass handles.
-    sla_poll_seconds: PositiveFloat = 30.0
-    sla_lease_seconds: PositiveFloat = 120.0
-    sla_batch_size: PositiveInt = 200
+    sla_poll_seconds: Seconds = 30.0
+    sla_lease_seconds: Seconds = 120.0
+    sla_batch_size: BatchSize = 200
     # A ticket for a serial repaired (fixed/replaced) this many days before is a repeat.
-    repeat_repair_window_days: NonNegativeInt = 30
+    repeat_repair_window_days: Annotated[int, Field(ge=0, le=36_500)] = 30
     # Suggested appointments: window length, and how far ahead to look for working hours.
-    appointment_window_hours: PositiveFloat = 2.0
-    suggestion_horizon_days: PositiveInt = 7
+    appointment_window_hours: Annotated[float, Field(gt=0, le=24)] = 2.0
+    suggestion_horizon_days: Annotated[int, Field(ge=1, le=366)] = 7
     # Timezone of technicians registered without one.
     default_timezone: str = "UTC"
 
@@ -158,20 +194,20 @@ class PartsSettings(BaseSettings):
     model_config = _config(env_prefix="TICKETLINE_PARTS_")
 
     # Old parts replaced under warranty must be back within this many days of the repair.
-    old_part_return_days: PositiveFloat = 15.0
+    old_part_return_days: Annotated[float, Field(gt=0, le=36_500)] = 15.0
     # Replenishment: months_of_cover × average monthly usage × seasonal coefficient − stock.
-    months_of_cover: NonNegativeFloat = 3.0
+    months_of_cover: Annotated[float, Field(ge=0, le=120)] = 3.0
     # Average over this many full calendar months before the current one.
-    usage_months: PositiveInt = 3
+    usage_months: Annotated[int, Field(ge=1, le=120)] = 3
     # Per calendar month (1-12), e.g. TICKETLINE_PARTS_SEASONAL_COEFFICIENTS='{"7": 1.4}';
     # a month not listed uses default_seasonal_coefficient.
-    seasonal_coefficients: dict[Annotated[int, Field(ge=1, le=12)], NonNegativeFloat] = Field(
+    seasonal_coefficients: dict[Annotated[int, Field(ge=1, le=12)], Coefficient] = Field(
         default_factory=dict
     )
-    default_seasonal_coefficient: NonNegativeFloat = 1.0
+    default_seasonal_coefficient: Coefficient = 1.0
     # How often the overdue-return check runs, and its lease.
-    overdue_check_seconds: PositiveFloat = 60.0
-    overdue_lease_seconds: PositiveFloat = 120.0
+    overdue_check_seconds: Seconds = 60.0
+    overdue_lease_seconds: Seconds = 120.0
 
     def seasonal_coefficient(self, month: int) -> float:
         return self.seasonal_coefficients.get(month, self.default_seasonal_coefficient)
@@ -215,14 +251,14 @@ class FeedbackSettings(BaseSettings):
     target_nps: Annotated[float, Field(ge=-100, le=100)] = 60.0
     target_complaint_rate_below: Percent = 2.0
     # Scorecards: base score and points per item (deductions negative).
-    scorecard_base: float = 100.0
-    points_late_visit_dissatisfied: float = -20.0
-    points_repeat_repair: float = -20.0
-    points_poor_service: float = -20.0
-    points_public_complaint: float = -10.0
-    points_falsified_records: float = -15.0
-    points_late_parts_return: float = -15.0
-    points_positive_media: float = 5.0
+    scorecard_base: Annotated[float, Field(ge=0, le=1000)] = 100.0
+    points_late_visit_dissatisfied: Points = -20.0
+    points_repeat_repair: Points = -20.0
+    points_poor_service: Points = -20.0
+    points_public_complaint: Points = -10.0
+    points_falsified_records: Points = -15.0
+    points_late_parts_return: Points = -15.0
+    points_positive_media: Points = 5.0
     # Staff KPI weights (percent; each set should sum to 100).
     technician_weight_first_time_fix: Percent = 40.0
     technician_weight_timeliness: Percent = 20.0
@@ -232,9 +268,9 @@ class FeedbackSettings(BaseSettings):
     agent_weight_record_accuracy: Percent = 20.0
     agent_weight_satisfaction: Percent = 50.0
     # Quality alerts: repairs per product model and fault category in one UTC day.
-    quality_alert_threshold: int = Field(default=5, ge=1)
-    quality_job_interval_seconds: PositiveFloat = 60.0
-    quality_job_lease_seconds: PositiveFloat = 120.0
+    quality_alert_threshold: int = Field(default=5, ge=1, le=1_000_000)
+    quality_job_interval_seconds: Seconds = 60.0
+    quality_job_lease_seconds: Seconds = 120.0
 
 
 class PrivacySettings(BaseSettings):
@@ -251,16 +287,16 @@ class PrivacySettings(BaseSettings):
     kms_factory: str | None = None
     # How long a process keeps a customer's data key in memory: an erasure made by another
     # process takes effect here within this time.
-    key_cache_seconds: float = Field(default=60.0, ge=0)
+    key_cache_seconds: float = Field(default=60.0, ge=0, le=86400)
     # Retention: a customer whose tickets are all closed for this long (and who is not
     # under legal hold) is erased by the retention job. Default: 3 years.
-    retention_days: int = Field(default=1095, ge=1)
-    retention_poll_seconds: PositiveFloat = 3600.0
-    retention_lease_seconds: PositiveFloat = 600.0
-    retention_batch_size: int = Field(default=100, ge=1)
+    retention_days: Days = 1095
+    retention_poll_seconds: Seconds = 3600.0
+    retention_lease_seconds: Seconds = 600.0
+    retention_batch_size: BatchSize = 100
     # The read log: written in batches off the request path.
-    read_log_flush_seconds: PositiveFloat = 1.0
-    read_log_batch_size: int = Field(default=500, ge=1)
+    read_log_flush_seconds: Seconds = 1.0
+    read_log_batch_size: BatchSize = 500
 
 
 class ApiKeyEntry(BaseModel):
@@ -282,23 +318,48 @@ class AuthSettings(BaseSettings):
     public_key_file: Path | None = None
     jwks_file: Path | None = None
     jwks_url: str | None = None
-    jwks_cache_seconds: NonNegativeInt = 300
+    jwks_cache_seconds: Annotated[int, Field(ge=0, le=86400)] = 300
     # RS256: the private key `ticketline token` signs with (tokens usually come from an IdP).
     private_key_file: Path | None = None
     issuer: str = "ticketline"
     audience: str = "ticketline"
-    leeway_seconds: NonNegativeInt = 30
+    leeway_seconds: Annotated[int, Field(ge=0, le=3600)] = 30
     token_ttl_default: str = "8h"
     # JSON: {"<sha256 hex of the key>": {"name": "acme-callcenter", "region": null}}.
     api_keys: dict[str, ApiKeyEntry] = Field(default_factory=dict)
     # Browser origins allowed to call the APIs; empty = CORS off.
     cors_allow_origins: list[str] = Field(default_factory=list)
-    max_body_bytes: PositiveInt = 1_048_576
+    max_body_bytes: Annotated[int, Field(ge=1024, le=1024**3)] = 1_048_576
     # Import files uploaded to POST /imports/<kind> (streamed to disk, not held in memory).
-    import_max_body_bytes: PositiveInt = 4 * 1024**3
+    import_max_body_bytes: Annotated[int, Field(ge=1024, le=1024**4)] = 4 * 1024**3
     # Ticket intake per API key / subject: a token bucket (each replica limits on its own).
-    intake_rate_per_minute: PositiveFloat = 120.0
-    intake_burst: PositiveInt = 60
+    intake_rate_per_minute: Annotated[float, Field(gt=0, le=1_000_000_000)] = 120.0
+    intake_burst: Annotated[int, Field(ge=1, le=1_000_000_000)] = 60
+
+    @field_validator("public_key_file", "jwks_file", "private_key_file")
+    @classmethod
+    def _usable_key_file(cls, path: Path | None, info: ValidationInfo) -> Path | None:
+        if path is not None:
+            read = {
+                "public_key_file": rs256_public_key,
+                "private_key_file": rs256_private_key,
+                "jwks_file": json_web_key_set,
+            }[str(info.field_name)]
+            read(read_key_file(path))
+        return path
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _web_address(cls, url: str | None) -> str | None:
+        if url is not None and not re.match(r"^https?://[^\s/]+", url):
+            raise ValueError("an http(s):// address of the identity provider's JWKS")
+        return url
+
+    @field_validator("token_ttl_default")
+    @classmethod
+    def _token_lifetime(cls, text: str) -> str:
+        token_lifetime(text)
+        return text
 
     @property
     def uses_rs256(self) -> bool:
@@ -356,7 +417,7 @@ class Settings(BaseSettings):
     # before it is 503 (Retry-After): a CLI import or replay on the same file.
     sqlite_busy_seconds: float = Field(default=30.0, gt=0, le=600)
 
-    host: str = "127.0.0.1"
+    host: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)] = "127.0.0.1"
     # A request's head (request line and headers): above this, 431 and the connection
     # closed; not sent whole within the time, the connection closed (slow clients).
     http_max_header_bytes: int = Field(default=64 * 1024, ge=4096, le=16 * 1024 * 1024)
@@ -370,29 +431,36 @@ class Settings(BaseSettings):
     console_port: Port = 8005
     console_locale: Literal["zh", "en"] = "zh"
 
-    relay_batch_size: PositiveInt = 500
-    relay_poll_seconds: PositiveFloat = 0.2
-    relay_lease_seconds: PositiveFloat = 10.0
+    relay_batch_size: BatchSize = 500
+    relay_poll_seconds: Seconds = 0.2
+    relay_lease_seconds: Seconds = 10.0
     # How often the publishing relay compares the topics' end offsets with what it had
     # acknowledged (a broker that lost messages gets the history again).
-    relay_topic_check_seconds: PositiveFloat = 10.0
-    projector_batch_size: PositiveInt = 500
-    projector_poll_seconds: PositiveFloat = 0.2
+    relay_topic_check_seconds: Seconds = 10.0
+    projector_batch_size: BatchSize = 500
+    projector_poll_seconds: Seconds = 0.2
     # Attempts of a failing batch, then of each of its events, before a projection or
     # reactor parks the event that keeps failing (`ticketline parked`).
     projector_retries: int = Field(default=5, ge=1, le=100)
     # Kafka source: how often a projector measures its projections against the ledger,
     # and how long an event may be in the ledger before the projector stops waiting for
     # the broker and applies it from the ledger itself.
-    projector_ledger_check_seconds: PositiveFloat = 1.0
-    projector_ledger_grace_seconds: NonNegativeFloat = 10.0
+    projector_ledger_check_seconds: Seconds = 1.0
+    projector_ledger_grace_seconds: Annotated[float, Field(ge=0, le=7 * 86400)] = 10.0
 
     # Chain-head checkpoints (docs/checkpoints.md): how often one is appended (by the
     # `jobs` process holding the lease), and the Ed25519 private key signing them (PEM;
     # embedded default: generated into the data dir).
-    checkpoint_interval_seconds: PositiveFloat = 300.0
-    checkpoint_lease_seconds: PositiveFloat = 900.0
+    checkpoint_interval_seconds: Seconds = 300.0
+    checkpoint_lease_seconds: Seconds = 900.0
     checkpoint_signing_key: SecretStr | None = None
+
+    @field_validator("checkpoint_signing_key")
+    @classmethod
+    def _usable_signing_key(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None:
+            ed25519_private_key(pem_text_or_file(key.get_secret_value()))
+        return key
 
     # Operations: one JSON object per log line (``text`` for reading locally), and how
     # long /health/ready keeps a broker check (it must stay cheap under frequent probes).
@@ -401,27 +469,27 @@ class Settings(BaseSettings):
         Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
         BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v),
     ] = "INFO"
-    ready_broker_cache_seconds: NonNegativeFloat = 5.0
+    ready_broker_cache_seconds: Annotated[float, Field(ge=0, le=3600)] = 5.0
     # False keeps services in rotation while Kafka is down (writes buffer in the outbox).
     ready_requires_broker: bool = True
-    ready_broker_timeout_seconds: PositiveFloat = 2.0
+    ready_broker_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 2.0
     # Relay, projector and jobs processes have no API: with this set they serve their
     # own Prometheus metrics on it (services serve /metrics on their API port).
     metrics_port: Port | None = None
     # Topics the relay creates when missing (deploy/ creates them explicitly).
-    kafka_topic_partitions: PositiveInt = 6
-    kafka_topic_replication: PositiveInt = 1
+    kafka_topic_partitions: Annotated[int, Field(ge=1, le=10_000)] = 6
+    kafka_topic_replication: Annotated[int, Field(ge=1, le=100)] = 1
 
     # HMAC key for audit export summaries; embedded default: generated into the data dir.
     audit_signing_key: SecretStr | None = None
 
     # Business figures (DOMAIN.md defaults).
-    default_warranty_months: NonNegativeInt = 12
+    default_warranty_months: Months = 12
     # JSON object, e.g. TICKETLINE_WARRANTY_MONTHS_BY_MODEL='{"WM-700": 24}'.
-    warranty_months_by_model: dict[str, NonNegativeInt] = Field(default_factory=dict)
+    warranty_months_by_model: dict[str, Months] = Field(default_factory=dict)
     # Intake lists: default and largest page.
     page_size_default: PositiveInt = 50
-    page_size_max: PositiveInt = 200
+    page_size_max: Annotated[int, Field(ge=1, le=10_000)] = 200
     # Numbers are PREFIX-YYYYMMDD-NNNNNN, at most 32 characters.
     ticket_number_prefix: Annotated[
         str, StringConstraints(pattern="^[A-Za-z0-9][A-Za-z0-9_.]{0,15}$")
@@ -535,7 +603,12 @@ def describe_invalid_settings(exc: ValidationError) -> list[str]:
         field = str(error["loc"][0])
         # A field read under aliases is named by the one it was read from (DATABASE_URL).
         aliased = field.isupper()
-        lines.append(f"{field if aliased else (prefix + field).upper()}: {error['msg']}")
+        # Within a JSON value, where: TICKETLINE_SLA_LADDER[0].level
+        inner = "".join(
+            f".{part}" if str(part).isidentifier() else f"[{part!r}]" for part in error["loc"][1:]
+        ).replace("['[key]']", " (the key)")
+        name = field if aliased else (prefix + field).upper()
+        lines.append(f"{name}{inner}: {error['msg']}")
     return lines
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import re
 import secrets
 import time
 from collections.abc import Callable
@@ -31,7 +30,8 @@ from pydantic import (
     model_validator,
 )
 
-from shared.app.config import ApiKeyEntry, AuthSettings, Settings
+from shared.app.config import ApiKeyEntry, AuthSettings, Settings, token_lifetime
+from shared.app.key_files import json_web_key_set, read_key_file
 from shared.kernel.text import check_text
 
 # Roles a token may carry ("system" is the platform's own actor, never a caller).
@@ -150,17 +150,6 @@ def validate_claims(data: Any) -> Claims:
         raise InvalidCredentials(f"claim {where!r}: {message}" if where else message) from None
 
 
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
-
-
-def parse_duration(text: str) -> int:
-    """``90`` / ``90s`` / ``15m`` / ``8h`` / ``7d`` → seconds."""
-    match = _DURATION.match(text)
-    if not match:
-        raise ValueError(f"not a duration: {text!r} (e.g. 15m, 8h, 7d)")
-    return int(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
-
-
 def hs256_key_file(settings: Settings) -> Path:
     """Where the embedded default keeps its generated HS256 secret."""
     return Path(settings.data_dir) / "auth-jwt.key"
@@ -206,7 +195,7 @@ def issue_token(
     """A signed token (HS256, or RS256 with ``private_key_file``) for local use and tests."""
     auth = settings.auth
     issued = int(now if now is not None else time.time())
-    ttl = ttl_seconds if ttl_seconds is not None else parse_duration(auth.token_ttl_default)
+    ttl = ttl_seconds if ttl_seconds is not None else token_lifetime(auth.token_ttl_default)
     claims: dict[str, Any] = {
         "sub": subject,
         "role": role,
@@ -228,7 +217,7 @@ def issue_token(
     if auth.uses_rs256:
         if not auth.private_key_file:
             raise ValueError("RS256 is configured: set TICKETLINE_AUTH_PRIVATE_KEY_FILE to issue")
-        return jwt.encode(claims, auth.private_key_file.read_text(), algorithm="RS256")
+        return jwt.encode(claims, read_key_file(auth.private_key_file), algorithm="RS256")
     return jwt.encode(claims, hs256_secret(settings), algorithm="HS256")
 
 
@@ -282,10 +271,11 @@ class Authenticator:
         self._jwks: jwt.PyJWKSet | None = None
         self._public_key: str | None = None
         self._secret: bytes | None = None
+        # (each file was checked at start: one that does not load refuses the start)
         if self.auth.public_key_file:
-            self._public_key = self.auth.public_key_file.read_text()
+            self._public_key = read_key_file(self.auth.public_key_file)
         elif self.auth.jwks_file:
-            self._jwks = jwt.PyJWKSet.from_json(self.auth.jwks_file.read_text())
+            self._jwks = json_web_key_set(read_key_file(self.auth.jwks_file))
         elif self.auth.jwks_url:
             self._jwk_client = jwt.PyJWKClient(
                 self.auth.jwks_url, cache_keys=True, lifespan=self.auth.jwks_cache_seconds
