@@ -26,6 +26,7 @@ from tests.support.auth import headers_for
 from tests.support.factories import diagnosed, new_ticket_id, received
 from tests.support.kafka import relay_all
 from tests.support.ledger import append
+from tests.support.ports import free_ports_env
 
 
 async def seed(platform: Platform, clock, tickets: int = 4) -> list[str]:  # type: ignore[no-untyped-def]
@@ -303,6 +304,40 @@ def test_a_database_path_that_is_no_file_or_cannot_be_written_is_refused(
     monkeypatch.setattr(os, "access", lambda *_args: False)  # a read-only mount, even for root
     problem = schema_problem(Settings(data_dir=tmp_path / "ro"))
     assert problem is not None and "cannot be written here" in problem
+
+
+@pytest.mark.parametrize("command", ["migrate", "run"])
+def test_migrate_and_run_refuse_a_file_that_is_not_the_platforms(
+    command: str, tmp_path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 2 saying what to do, never a traceback (70), never Ticketline's schema added
+    to another application's SQLite file."""
+    import sqlite3
+
+    from shared.app.cli import main as cli_main
+
+    for port_variable, port in free_ports_env().items():
+        monkeypatch.setenv(port_variable, port)
+    (tmp_path / "text").mkdir()
+    (tmp_path / "text" / "ticketline.db").write_text("notes, not a database\n")
+    (tmp_path / "other").mkdir()
+    with sqlite3.connect(tmp_path / "other" / "ticketline.db") as conn:
+        conn.execute("CREATE TABLE invoices (id INTEGER)")
+    upgrade(f"sqlite+aiosqlite:///{tmp_path / 'ro' / 'ticketline.db'}")
+    for data_dir, said in [
+        ("text", "ticketline.db is not a SQLite database"),
+        ("other", "ticketline.db holds another application's tables"),
+        ("ro", "cannot be written here"),
+    ]:
+        monkeypatch.setenv("TICKETLINE_DATA_DIR", str(tmp_path / data_dir))
+        with monkeypatch.context() as patch:
+            if data_dir == "ro":  # a read-only mount, even for root
+                patch.setattr(os, "access", lambda *_args: False)
+            assert cli_main([command]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"ticketline {command}: ") and said in err, err
+    with sqlite3.connect(tmp_path / "other" / "ticketline.db") as conn:
+        assert [name for (name,) in conn.execute("SELECT name FROM sqlite_master")] == ["invoices"]
 
 
 @pytest.mark.parametrize("backend", ["postgres"])

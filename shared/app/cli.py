@@ -808,6 +808,47 @@ NEEDS_SCHEMA = frozenset(
     {"relay", "jobs", "project", "replay", "verify", "checkpoint", "parked", "export"}
     | {"import", "verify-export", "sla", "rotate-master-key"}
 )
+# Commands that create the schema, or bring it up to date, before their work.
+CREATES_SCHEMA = frozenset({"migrate", "run"})
+
+
+def database_file_problem(settings: Settings) -> str | None:
+    """Why the configured SQLite file cannot be the platform's database, or None (no file
+    yet: `migrate` and `run` create it; PostgreSQL: the schema check says)."""
+    from pathlib import Path
+
+    from shared.eventstore.db import sqlite_path
+
+    if not settings.is_sqlite:
+        return None
+    path = Path(sqlite_path(settings.resolved_database_url))
+    if not path.exists():
+        return None
+    if not path.is_file():
+        return f"{path} is not a database file"
+    with path.open("rb") as file:
+        header = file.read(16)
+    if header and header != b"SQLite format 3\x00":
+        return (
+            f"{path} is not a SQLite database: point TICKETLINE_DATA_DIR / DATABASE_URL at "
+            "the platform's, or at a new file"
+        )
+    if not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
+        # SQLite's write-ahead log needs both, even to read: not an outage to wait out.
+        return (
+            f"{path} cannot be written here (read-only file, directory or file system); "
+            "SQLite reads it only beside a writable write-ahead log: copy the data "
+            "directory somewhere writable (an auditor's copy) and point "
+            "TICKETLINE_DATA_DIR at it"
+        )
+    with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as conn:
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+    if tables and "alembic_version" not in tables:
+        return (
+            f"{path} holds another application's tables, not Ticketline's: point "
+            "TICKETLINE_DATA_DIR / DATABASE_URL at the platform's database, or at a new file"
+        )
+    return None
 
 
 def schema_problem(settings: Settings) -> str | None:
@@ -818,23 +859,13 @@ def schema_problem(settings: Settings) -> str | None:
     from shared.eventstore.migrations import schema_is_current
 
     url = settings.resolved_database_url
-    if settings.is_sqlite:
-        path = Path(sqlite_path(url))
-        if not path.exists():
-            return (
-                f"no database at {path}: run `ticketline migrate` first "
-                "(or point TICKETLINE_DATA_DIR / DATABASE_URL at the platform's)"
-            )
-        if not path.is_file():
-            return f"{path} is not a database file"
-        if not (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
-            # SQLite's write-ahead log needs both, even to read: not an outage to wait out.
-            return (
-                f"{path} cannot be written here (read-only file, directory or file system); "
-                "SQLite reads it only beside a writable write-ahead log: copy the data "
-                "directory somewhere writable (an auditor's copy) and point "
-                "TICKETLINE_DATA_DIR at it"
-            )
+    if settings.is_sqlite and not Path(sqlite_path(url)).exists():
+        return (
+            f"no database at {sqlite_path(url)}: run `ticketline migrate` first "
+            "(or point TICKETLINE_DATA_DIR / DATABASE_URL at the platform's)"
+        )
+    if problem := database_file_problem(settings):
+        return problem
     try:
         current = run_outside_loop(schema_is_current(url))
     except DatabaseError as exc:
@@ -927,6 +958,8 @@ def _main(argv: Sequence[str] | None) -> int:
         return 2
     try:
         if args.command in NEEDS_SCHEMA and (problem := schema_problem(settings)):
+            raise CommandRefused(problem)
+        if args.command in CREATES_SCHEMA and (problem := database_file_problem(settings)):
             raise CommandRefused(problem)
         return COMMANDS[args.command](settings, args)
     except (ConfigurationError, MasterKeyMismatch) as exc:
