@@ -340,6 +340,25 @@ def test_migrate_and_run_refuse_a_file_that_is_not_the_platforms(
         assert [name for (name,) in conn.execute("SELECT name FROM sqlite_master")] == ["invoices"]
 
 
+@pytest.mark.parametrize(
+    "command", [["replay"], ["verify"], ["checkpoint"], ["checkpoint", "--public-key"]]
+)
+def test_a_closed_stderr_is_no_failure_of_the_command(command: list[str], tmp_path) -> None:
+    """`2>&-` (a cron line): the command's work and exit code as with stderr kept."""
+    import subprocess
+
+    upgrade(f"sqlite+aiosqlite:///{tmp_path / 'ticketline.db'}")
+    done = subprocess.run(
+        [sys.executable, "-m", "shared.app.cli", *command],
+        env={**os.environ, "TICKETLINE_DATA_DIR": str(tmp_path)},
+        stdout=subprocess.PIPE,
+        preexec_fn=lambda: os.close(2),
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0 and done.stdout
+
+
 @pytest.mark.parametrize("backend", ["postgres"])
 async def test_a_database_out_of_reach_is_exit_3_not_a_broken_chain(database_url: str) -> None:
     """No server listens (port 1): a script must tell an outage from tampering."""

@@ -887,7 +887,23 @@ def process_name(args: argparse.Namespace) -> str:
 EXIT_SOFTWARE = 70
 
 
+def reserve_standard_streams() -> None:
+    """Give a closed stdin, stdout or stderr (``2>&-``) the null device: Python leaves the
+    stream None (a failure of whatever writes to it), and the next file opened (the
+    database) would take its descriptor, where a library's stray write lands."""
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+            setattr(sys, name, open(fd, mode, closefd=False))  # noqa: SIM115 (the process's)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    reserve_standard_streams()
     try:
         return _main(argv)
     except KeyboardInterrupt:  # Ctrl-C before a command handles it (starting up): no traceback
