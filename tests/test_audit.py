@@ -503,8 +503,13 @@ async def test_outputs_never_overwrite_the_live_database_or_an_existing_file(
         ["replay", "--quiet", "--into", str(tmp_path / "mistyped" / "rebuilt.db")],
         ["export", "--out", live],
         ["export", "--out", str(platform.settings.data_dir / "personal-data-master.key")],
+        # No file: the summary would go to /dev/stdout.summary.json, the rename replace
+        # the /dev/stdout link.
+        ["export", "--out", "/dev/stdout"],
+        ["export", "--kind", "tickets", "--out", "/dev/stdout"],
+        ["export", "--kind", "tickets", "--out", str(tmp_path)],
     ):
-        assert cli_main(argv) == 2, argv
+        assert await asyncio.to_thread(cli_main, argv) == 2, argv
         assert "ticketline " in capsys.readouterr().err
     assert other.read_text() == "keep me"
     assert not (tmp_path / "mistyped").exists()

@@ -186,6 +186,13 @@ async def test_a_line_that_is_not_text_is_a_problem_of_the_file(
         out.write(b"\xff\xfe garbage\n")
     held = read_held(saved, signing_key(platform.settings).public_key())
     assert len(held.checkpoints) == 2 and held.problems[-1].endswith(": not UTF-8 text")
+    with saved.open("ab") as out:  # JSON, but no event: not the stream's output
+        out.write(b'[1, 2]\n"LedgerCheckpointed"\n')
+    held = read_held(saved, signing_key(platform.settings).public_key())
+    last = len(saved.read_bytes().splitlines())
+    assert held.problems[-2:] == [
+        f"line {n}: not a JSON object (an event)" for n in (last - 1, last)
+    ]
 
 
 def test_streams_digest_is_order_free_and_moves_with_any_head() -> None:

@@ -197,7 +197,7 @@ async def test_rotating_the_master_key_keeps_every_value(
     (tmp_path / "cli" / "ticketline.db").write_bytes(b"\x13" * 4096)
     argv = ["rotate-master-key", "--new-key-file", str(tmp_path / "third.key"), "--generate"]
     assert await asyncio.to_thread(cli_main, argv) == 2
-    assert "cannot be read as Ticketline's" in capsys.readouterr().err
+    assert "is not a SQLite database" in capsys.readouterr().err
     assert not (tmp_path / "third.key").exists()
 
     old = Platform.from_settings(settings_with(database_url, tmp_path / "b", KEY_A))

@@ -113,9 +113,9 @@ def test_an_unusable_setting_refuses_to_start_naming_it(
 @pytest.mark.parametrize(
     ("ttl", "said"),
     [
-        ("99999999d", "token: --ttl: '99999999d' is longer than a token may live"),
-        ("0m", "token: --ttl: a token that expires when issued"),
-        ("soon", "token: --ttl: not a duration: 'soon'"),
+        ("99999999d", "ticketline token: --ttl: '99999999d' is longer than a token may live"),
+        ("0m", "ticketline token: --ttl: a token that expires when issued"),
+        ("soon", "ticketline token: --ttl: not a duration: 'soon'"),
     ],
 )
 def test_a_token_lifetime_out_of_bounds_is_refused(

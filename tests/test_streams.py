@@ -7,6 +7,7 @@ import json
 import sys
 
 import httpx
+import pytest
 
 from services.intake.app import create_app
 from shared.app.platform import Platform
@@ -298,3 +299,21 @@ def test_a_position_file_asks_for_the_http_stream(monkeypatch, tmp_path, capsys)
     argv = ["subscribe", "--source", "kafka", "--position-file", str(tmp_path / "east.pos")]
     assert cli_main(argv) == 2
     assert "--position-file is for the HTTP stream" in capsys.readouterr().err
+
+
+def test_a_position_file_that_cannot_be_kept_or_no_events_asked_refuse_at_start(  # type: ignore[no-untyped-def]
+    monkeypatch, tmp_path, capsys
+) -> None:
+    """Refused before connecting (port 9 would be retried), not after the first event."""
+    from shared.app.cli import main as cli_main
+
+    monkeypatch.setenv("TICKETLINE_DATA_DIR", str(tmp_path))
+    url = ["--url", "http://127.0.0.1:9"]
+    for where in (tmp_path / "no" / "such" / "dir.pos", tmp_path):
+        assert cli_main(["subscribe", *url, "--position-file", str(where)]) == 2
+        assert "the position cannot be kept there" in capsys.readouterr().err
+    for count in ("0", "-1", "x"):
+        with pytest.raises(SystemExit) as refused:
+            cli_main(["subscribe", *url, "--max-events", count])
+        assert refused.value.code == 2
+        assert "--max-events" in capsys.readouterr().err

@@ -211,7 +211,10 @@ def read_held(path: Path, key: Ed25519PublicKey) -> HeldFile:
         except json.JSONDecodeError:
             held.problems.append(f"line {number}: not JSON")
             continue
-        if not isinstance(document, dict) or document.get("event_type") != "LedgerCheckpointed":
+        if not isinstance(document, dict):  # every line an event stream gives is an object
+            held.problems.append(f"line {number}: not a JSON object (an event)")
+            continue
+        if document.get("event_type") != "LedgerCheckpointed":
             continue
         try:
             event = EventEnvelope.model_validate(document)

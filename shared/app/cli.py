@@ -27,7 +27,7 @@ from shared.app.config import (
     Settings,
     describe_invalid_settings,
     describe_unparsed_setting,
-    refuse_platform_file,
+    refuse_output_path,
     token_lifetime,
 )
 from shared.app.importing.cli import add_export_kind, add_import_parser
@@ -140,7 +140,7 @@ def _cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     until = args.until
     projections = all_projections()
     chosen = (
-        [projections[n] for n in args.projections]
+        [projections[n] for n in dict.fromkeys(args.projections)]  # each once
         if args.projections
         else list(projections.values())
     )
@@ -234,11 +234,14 @@ def _cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
         if key is None:
             key = verifying_key(settings)
             if key is None:
-                print("verify: no signing key here; give --public-key FILE", file=sys.stderr)
+                print(
+                    "ticketline verify: no signing key here; give --public-key FILE",
+                    file=sys.stderr,
+                )
                 return 2
             # The key beside the database is what an intruder would replace with theirs.
             print(
-                "verify: checking the checkpoints' signatures with this data directory's key; "
+                "ticketline verify: checking the checkpoints' signatures with this data directory's key; "
                 "give --public-key FILE (the key the centers were given) not to trust it",
                 file=sys.stderr,
             )
@@ -301,7 +304,7 @@ async def _parked(settings: Settings, args: argparse.Namespace) -> int:
         for parked_id in args.ids:
             found = await platform.db.read(partial(parked_one, parked_id=parked_id))
             if found is None or found.projection not in handlers:
-                print(f"parked: no parked event {parked_id}", file=sys.stderr)
+                print(f"ticketline parked: no parked event {parked_id}", file=sys.stderr)
                 code = 2
                 continue
             outcome = await platform.runner.resolve_parked(
@@ -337,7 +340,7 @@ def _cmd_parked(settings: Settings, args: argparse.Namespace) -> int:
     try:
         return asyncio.run(_parked(settings, args))
     except ParkedNotOpen as exc:
-        print(f"parked: event {exc} is not parked (already resolved?)", file=sys.stderr)
+        print(f"ticketline parked: event {exc} is not parked (already resolved?)", file=sys.stderr)
         return 2
 
 
@@ -397,7 +400,7 @@ def _cmd_subscribe(settings: Settings, args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     except AccessRefused as exc:
-        print(f"subscribe: {exc}", file=sys.stderr)
+        print(f"ticketline subscribe: {exc}", file=sys.stderr)
         return 2
     return 0
 
@@ -447,7 +450,7 @@ def _cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     if args.from_ and args.to and args.from_ >= args.to:
         raise CommandRefused("--from must be before --to")
     out = Path(args.out)
-    refuse_platform_file(settings, out, "--out")
+    refuse_output_path(settings, out, "--out")
     data, summary = asyncio.run(_export(settings, args))
     out.write_bytes(data)
     Path(f"{out}.summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -532,11 +535,11 @@ def _cmd_token(settings: Settings, args: argparse.Namespace) -> int:
             ttl_seconds=ttl,
         )
     except ValueError as exc:
-        print(f"token: {exc}", file=sys.stderr)
+        print(f"ticketline token: {exc}", file=sys.stderr)
         return 2
     if generates:  # services of another data directory would refuse it (401)
         print(
-            f"token: generated a new signing key at {hs256_key_file(settings)}: only "
+            f"ticketline token: generated a new signing key at {hs256_key_file(settings)}: only "
             "services with this data directory accept the token (run it where `make run` "
             "runs, or set TICKETLINE_DATA_DIR)",
             file=sys.stderr,
@@ -552,7 +555,7 @@ def _cmd_api_key(_settings: Settings, args: argparse.Namespace) -> int:
     try:
         entry = api_key_entry(args.name, key, args.region)
     except ValueError as exc:
-        print(f"api-key: {exc}", file=sys.stderr)
+        print(f"ticketline api-key: {exc}", file=sys.stderr)
         return 2
     print(f"key (give it to the call-center software; it is not stored): {key}")
     print(f"TICKETLINE_AUTH_API_KEYS entry (merge into the JSON object): {entry}")
@@ -572,7 +575,7 @@ def _cmd_rotate_master_key(settings: Settings, args: argparse.Namespace) -> int:
         new = read_key_file(path)
         status = asyncio.run(rotate_master_key(settings, new))
     except (OSError, ValueError, MasterKeyMismatch, RuntimeError) as exc:
-        print(f"rotate-master-key: {exc}", file=sys.stderr)
+        print(f"ticketline rotate-master-key: {exc}", file=sys.stderr)
         return 2
     summary = {"status": status, "master_key_id": new.key_id, "key_file": str(path)}
     if status != "no_keys":
@@ -747,7 +750,9 @@ def _audit_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     subscribe.add_argument("--url", default=None, help="a service's base URL (HTTP/SSE source)")
     subscribe.add_argument("--source", choices=("http", "kafka"), default=None)
     subscribe.add_argument("--group", default=None, help="Kafka consumer group")
-    subscribe.add_argument("--max-events", type=int, default=None, help="stop after N events")
+    subscribe.add_argument(
+        "--max-events", type=positive_int, default=None, help="stop after N events"
+    )
     subscribe.add_argument(
         "--token", default=None, help="HTTP: bearer token (default: $TICKETLINE_TOKEN)"
     )

@@ -554,9 +554,16 @@ class CommandRefused(ValueError):
     message and exits 2."""
 
 
-def refuse_platform_file(settings: Settings, path: Path, option: str) -> None:
+def refuse_output_path(settings: Settings, path: Path, option: str) -> None:
     """Refuse to write ``path`` over the live database or another file of the data
-    directory (keys, the database's WAL): an output path given by mistake."""
+    directory (keys, the database's WAL), or to a path that is no file (a directory, a
+    device, a pipe: the summary is written beside the file, the file renamed into place):
+    an output path given by mistake."""
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise CommandRefused(
+            f"{option} {path}: not a file (a directory, device, pipe or link); give the "
+            "path of a file (its summary is written beside it, FILE.summary.json)"
+        )
     target = path.resolve()
     own: list[Path] = []
     if settings.is_sqlite:

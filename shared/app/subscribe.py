@@ -34,7 +34,15 @@ class AccessRefused(Exception):
 
 
 def load_position(path: Path | None) -> int | None:
-    if path is None or not path.exists():
+    if path is None:
+        return None
+    folder = path.parent
+    if not (folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)) or path.is_dir():
+        # Found out at start, not after the first event (whose position it could not keep).
+        raise AccessRefused(
+            f"{path}: the position cannot be kept there (a writable directory's file)"
+        )
+    if not path.exists():
         return None
     text = path.read_text().strip()
     if text and not (text.isascii() and text.isdigit()):

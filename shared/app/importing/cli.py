@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from shared.app.config import Settings, refuse_platform_file
+from shared.app.config import Settings, refuse_output_path
 from shared.app.importing.catalog import find_kind
 from shared.app.importing.engine import ImportRequest, import_zone, new_summary, run_import
 from shared.app.importing.report import ProblemSink
@@ -164,11 +164,11 @@ async def _export(settings: Settings, args: argparse.Namespace) -> int:
     try:
         kind = find_kind(args.kind)
     except Refusal as exc:
-        print(f"export: {exc.message}", file=sys.stderr)
+        print(f"ticketline export: {exc.message}", file=sys.stderr)
         return 2
     fmt = "jsonl" if args.format == "jsonl" else "csv"
     out = Path(args.out)
-    refuse_platform_file(settings, out, "--out")
+    refuse_output_path(settings, out, "--out")
     # Written beside, renamed when whole: a failed export leaves no file that looks like one.
     partial = out.with_name(f".{out.name}.partial")
     platform = Platform.from_settings(settings)
