@@ -18,6 +18,7 @@ from typing import Any, Literal
 from sqlalchemy import Connection, select
 
 from shared.app.config import Settings
+from shared.app.files import key_file
 from shared.eventstore.ledger import EVENT_COLUMNS, EventStore, checked_row, row_to_envelope
 from shared.eventstore.tables import events
 from shared.kernel.events.envelope import Actor, EventEnvelope, canonical_json, format_timestamp
@@ -32,11 +33,7 @@ def signing_key(settings: Settings) -> bytes:
     if settings.audit_signing_key:
         return settings.audit_signing_key.get_secret_value().encode()
     path = Path(settings.data_dir) / "audit-signing.key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_hex(32))
-        path.chmod(0o600)
-    return path.read_text().strip().encode()
+    return key_file(path, lambda: secrets.token_hex(32).encode()).strip()
 
 
 def select_events(

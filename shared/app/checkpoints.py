@@ -28,6 +28,7 @@ from sqlalchemy import Connection
 
 from shared.app.config import Settings
 from shared.app.executor import Executor
+from shared.app.files import key_file
 from shared.app.jobs import run_leased
 from shared.app.key_files import ed25519_private_key, pem_text_or_file
 from shared.app.platform import Platform
@@ -64,22 +65,22 @@ def signing_key(settings: Settings) -> Ed25519PrivateKey:
             pem_text_or_file(settings.checkpoint_signing_key.get_secret_value())
         )
     path = Path(settings.data_dir) / KEY_FILE
-    if not path.exists():
-        if not settings.is_sqlite:  # scaled: each jobs process would sign with its own key
-            log.warning(
-                "no TICKETLINE_CHECKPOINT_SIGNING_KEY: generating a checkpoint signing key "
-                "into %s; every jobs process must sign with one key (docs/checkpoints.md)",
-                path,
-            )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pem = Ed25519PrivateKey.generate().private_bytes(
+    if not path.exists() and not settings.is_sqlite:
+        # Scaled: each jobs process would sign with its own key.
+        log.warning(
+            "no TICKETLINE_CHECKPOINT_SIGNING_KEY: generating a checkpoint signing key "
+            "into %s; every jobs process must sign with one key (docs/checkpoints.md)",
+            path,
+        )
+    pem = key_file(
+        path,
+        lambda: Ed25519PrivateKey.generate().private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
-        )
-        path.write_bytes(pem)
-        path.chmod(0o600)
-    return ed25519_private_key(path.read_bytes())
+        ),
+    )
+    return ed25519_private_key(pem)
 
 
 def verifying_key(settings: Settings) -> Ed25519PublicKey | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -33,3 +34,17 @@ def place_new(draft: Path, path: Path) -> bool:
         return True
     draft.unlink()
     return True
+
+
+def key_file(path: Path, make: Callable[[], bytes]) -> bytes:
+    """The key in ``path``, made by ``make`` and written there (owner-only) when missing:
+    processes starting together on one data directory all end up with the first one's key
+    — never a half-written file, never two keys."""
+    if not path.exists():
+        draft = new_sibling(path)
+        try:
+            draft.write_bytes(make())
+            place_new(draft, path)  # False if another process got there first: theirs stands
+        finally:
+            draft.unlink(missing_ok=True)
+    return path.read_bytes()

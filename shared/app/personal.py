@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shared.app.config import ConfigurationError
-from shared.app.files import new_sibling, place_new
+from shared.app.files import key_file
 from shared.eventstore.personal import KeyRing, LocalMasterKey, MasterKey, PersonalData
 from shared.eventstore.personal.keys import RotationResult
 from shared.kernel.clock import Clock
@@ -81,12 +81,7 @@ def generate_key_file(path: Path) -> None:
 def _create_key_file(path: Path) -> None:
     """Write a new key atomically: processes starting together on one data directory all
     end up with the first one's key (never a half-written file, never two keys)."""
-    draft = new_sibling(path)
-    try:
-        draft.write_text(secrets.token_hex(32) + "\n")
-        place_new(draft, path)  # False if another process got there first: theirs stands
-    finally:
-        draft.unlink(missing_ok=True)
+    key_file(path, lambda: (secrets.token_hex(32) + "\n").encode())
 
 
 class LazyMasterKey:

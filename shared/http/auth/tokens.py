@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 from shared.app.config import ApiKeyEntry, AuthSettings, Settings, token_lifetime
+from shared.app.files import key_file
 from shared.app.key_files import json_web_key_set, read_key_file
 from shared.kernel.text import check_text
 
@@ -165,12 +166,8 @@ def hs256_secret(settings: Settings) -> bytes:
     """The configured secret, or (embedded default) one generated once into the data dir."""
     if settings.auth.jwt_secret:
         return settings.auth.jwt_secret.get_secret_value().encode()
-    path = hs256_key_file(settings)
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_hex(32))
-        path.chmod(0o600)
-    return path.read_text().strip().encode()
+    # (made at once by whichever process asks first: `ticketline token` and the services)
+    return key_file(hs256_key_file(settings), lambda: secrets.token_hex(32).encode()).strip()
 
 
 def api_key_hash(key: str) -> str:
