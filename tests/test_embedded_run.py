@@ -57,8 +57,14 @@ def test_run_starts_every_service_and_stops_cleanly(tmp_path) -> None:
         intake = f"http://127.0.0.1:{ports['intake']}"
         anonymous = httpx.post(f"{intake}/tickets", json=RECEIVE_EXAMPLE)
         assert anonymous.status_code == 401
-        # A token from the CLI, signed with the secret generated into the same data dir.
-        auth = {"Authorization": f"Bearer {cli_token(env, 'call_center_agent')}"}
+        # A token from the CLI, signed with the secret the run generated into the same data
+        # dir at start (the CLI says when it generates one: not here).
+        command = [sys.executable, "-m", "shared.app.cli", "token", "--role", "call_center_agent"]
+        issued = subprocess.run(
+            [*command, "--subject", "u"], env=env, capture_output=True, text=True, check=True
+        )
+        assert "generated a new signing key" not in issued.stderr
+        auth = {"Authorization": f"Bearer {issued.stdout.strip()}"}
         created = httpx.post(
             f"{intake}/tickets",
             json=RECEIVE_EXAMPLE,

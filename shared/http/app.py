@@ -23,6 +23,7 @@ from shared.app.importing.kinds import Kind
 from shared.app.observability import broker_problem
 from shared.app.platform import Platform
 from shared.eventstore.migrations import schema_is_current, schema_is_current_on
+from shared.http.auth.tokens import Authenticator
 from shared.http.metrics import (
     Progress,
     install_observability,
@@ -79,6 +80,9 @@ def create_service_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = platform is None
         app.state.platform = platform or await _owned_platform()
+        # Keys loaded (the embedded default's generated) at start, not on the first call:
+        # `ticketline token` then signs with the key the services already use.
+        app.state.authenticator = Authenticator(app.state.platform.settings)
         try:
             yield
         finally:
