@@ -241,8 +241,9 @@ def _cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
                 return 2
             # The key beside the database is what an intruder would replace with theirs.
             print(
-                "ticketline verify: checking the checkpoints' signatures with this data directory's key; "
-                "give --public-key FILE (the key the centers were given) not to trust it",
+                "ticketline verify: checking the checkpoints' signatures with this data "
+                "directory's key; give --public-key FILE (the key the centers were given) "
+                "not to trust it",
                 file=sys.stderr,
             )
         held = read_held(Path(args.checkpoints), key)

@@ -57,8 +57,8 @@ def _config(env_prefix: str) -> SettingsConfigDict:
 
 
 Hours = Annotated[float, Field(gt=0, le=MAX_TARGET_HOURS)]
-# Intervals, leases and caches: a week at most (a larger value is a typo, and beyond
-# about 49 days the event loop's timers refuse it).
+# Intervals, leases and caches: a week at most (a larger value is a typo: a lease that
+# long keeps a crashed holder's job stopped for as long).
 Seconds = Annotated[float, Field(gt=0, le=7 * 86400)]
 # Periods of business rules (retention, windows, warranties): a century at most, the
 # dates they give stay within the calendar.
