@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -22,6 +22,7 @@ from shared.kernel.events.parts import OldPartReturnExpected
 from shared.kernel.events.registry import typed_payload
 from shared.kernel.events.tickets import TicketRepaired, UsedPart
 from shared.kernel.parts import normalise_part_number, return_expected, ticket_parts_stream
+from shared.readmodels.paging import encode_cursor
 from tests.support.clients import service_client
 from tests.support.dispatch_network import register_points
 from tests.support.ledger import append
@@ -544,7 +545,10 @@ async def test_every_compliance_page_walks_an_index(platform: Platform) -> None:
     assert platform.db.sqlite_engine is not None
     with recorded_selects(platform.db.sqlite_engine) as statements:
         for pick in picks:
-            for after in (None, "TL-20261101-0001"):
+            for after in (
+                None,
+                encode_cursor(datetime(2026, 11, 1, tzinfo=UTC), "TL-20261101-0001"),
+            ):
                 filters = ComplianceFilters(**pick)  # type: ignore[arg-type]
                 await platform.db.read(
                     lambda c, f=filters, a=after: list_compliance_rows(c, f, after=a, limit=51)

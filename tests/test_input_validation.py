@@ -152,8 +152,6 @@ async def test_a_limit_is_ascii_digits_within_its_bounds(platform: Platform, val
         ("/quality/weekly", {"week": "٢٠٢٦-W47"}, "week"),
         ("/compliance/summary", {"month": "٢٠٢٦-11"}, "month"),
         ("/scorecards", {"month": "0000-01"}, "month"),
-        # A ticket number, ours or an imported one (any text up to 32 characters).
-        ("/compliance/tickets", {"cursor": "T" * 33}, "cursor"),
     ],
 )
 async def test_calendar_values_out_of_range_are_422(
@@ -190,19 +188,52 @@ async def test_times_without_zone_or_beyond_the_calendar_are_422(
         assert_problem(response, 422, "appointment_start")
 
 
-@SQLITE
-async def test_a_cursor_the_service_did_not_issue_is_422(platform: Platform) -> None:
-    def forged(text: str) -> str:
-        return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+def forged(text: str) -> str:
+    """A cursor of the services' shape (shared/readmodels/paging.py) around any text."""
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
-    async with service_client("intake", platform, role="auditor") as client:
-        for cursor in (
-            "not-base64-!",
-            forged("0001-01-01T00:00:00+23:59|x"),
-            forged("2026-11-20T10:00:00|00000000-0000-0000-0000-000000000000"),  # naive
-            forged("2026-11-20T10:00:00+00:00|x\x00y"),
-        ):
-            assert_problem(await client.get("/tickets", params={"cursor": cursor}), 422, "cursor")
+
+# Cursors no list issues: not the shape, a time out of range or without its zone, an id
+# part that is no row's id of that list (after a valid time: the `|` and what follows).
+FOREIGN_CURSORS = (
+    "zz",
+    "not-base64-!",
+    forged("0001-01-01T00:00:00+23:59|x"),
+    forged("2026-11-20T10:00:00|00000000-0000-0000-0000-000000000000"),  # naive
+    forged("2026-11-20T10:00:00+00:00|x\x00y"),
+    forged("2026-11-20T10:00:00+00:00|" + "T" * 33),
+)
+TIME_THEN_GARBAGE = forged("2026-11-20T10:00:00+00:00|garbage")
+
+
+@SQLITE
+@pytest.mark.parametrize(
+    ("service", "path", "role", "cursors"),
+    [
+        ("intake", "/tickets", "auditor", (*FOREIGN_CURSORS, TIME_THEN_GARBAGE)),
+        ("parts", "/requisitions", "auditor", (*FOREIGN_CURSORS, TIME_THEN_GARBAGE)),
+        (
+            "parts",
+            "/returns",
+            "auditor",
+            (
+                *FOREIGN_CURSORS,
+                TIME_THEN_GARBAGE,
+                forged(f"2026-11-20T10:00:00+00:00|tparts:{uuid.uuid4()}:x"),
+                forged(f"2026-11-20T10:00:00+00:00|req:{uuid.uuid4()}:1"),
+            ),
+        ),
+        # Ticket numbers are any text up to 32 characters (imported ones): `garbage` could
+        # be one, so only the cursor's shape tells.
+        ("feedback", "/compliance/tickets", "auditor", FOREIGN_CURSORS),
+    ],
+)
+async def test_a_cursor_the_service_did_not_issue_is_422(
+    platform: Platform, service: str, path: str, role: str, cursors: tuple[str, ...]
+) -> None:
+    async with service_client(service, platform, role=role) as client:
+        for cursor in cursors:
+            assert_problem(await client.get(path, params={"cursor": cursor}), 422, "cursor")
 
 
 # --- class 2: a malformed filter is 422, on every list endpoint ---------------------------

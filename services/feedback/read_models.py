@@ -41,6 +41,7 @@ from shared.kernel.events.registry import upcast
 from shared.kernel.events.tickets import FaultCategory, TicketDiagnosed, TicketRepaired
 from shared.kernel.numbers import rounded
 from shared.kernel.reach import EVERYWHERE, Reach
+from shared.readmodels.paging import decode_cursor
 from shared.readmodels.ticket_state import ticket_state
 
 GROUP_COLUMN = {
@@ -103,11 +104,12 @@ def list_compliance_rows(
     after: str | None = None,
     limit: int | None = None,
 ) -> list[ComplianceRow]:
-    """In ticket-number order (day of receipt, then arrival); ``after`` a ticket number."""
+    """In ticket-number order (day of receipt, then arrival); ``after`` the cursor of the
+    last row read (``paging.next_page`` of ``received_at`` and ``ticket_number``)."""
     t = compliance_tickets.c
     conditions = _conditions(filters)
     if after:
-        conditions.append(t.ticket_number > after)
+        conditions.append(t.ticket_number > decode_cursor(after)[1])
     query = select(compliance_tickets).order_by(t.ticket_number)
     if conditions:
         query = query.where(and_(*conditions))

@@ -10,6 +10,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import TypeAdapter
 
 from services.feedback import commands, read_models
 from services.feedback.domain import ScorecardState
@@ -40,11 +41,13 @@ from shared.http.params import (
     RegionFilter,
     TicketNumber,
     UtcTime,
+    keyset_cursor,
 )
 from shared.http.problems import PROBLEM_RESPONSES
 from shared.kernel.errors import InvalidCommand, NotFound
 from shared.kernel.reach import Scope
 from shared.kernel.ticket import TicketState
+from shared.readmodels.paging import next_page
 
 SERVICE = "feedback"
 router = APIRouter(responses=PROBLEM_RESPONSES)
@@ -69,6 +72,9 @@ ScorecardItemCall = Annotated[
     CommandCall, Depends(command_call(SERVICE, "admin", scope="reports:write"))
 ]
 may_read_reports = allow(*READERS, scope="reports:read")
+# The compliance pages' cursor: the last row's receipt time and ticket number (ours or an
+# imported one), the number being where the next page starts.
+ticket_number_cursor = keyset_cursor(TypeAdapter(TicketNumber).validate_python)
 
 
 def accepted(result: Outcome[TicketState]) -> CommandResponse:
@@ -189,8 +195,8 @@ CSV_ANSWER: dict[int | str, dict[str, Any]] = {
     tags=["compliance"],
     summary="Per-ticket closed-loop checklist with evidence (JSON pages or CSV)",
     description="Each item is true, false or pending with the ids of the events that "
-    "decide it. Ordered by ticket number; pass `next_cursor` as `cursor`. The CSV holds "
-    "every matching row.",
+    "decide it. Ordered by ticket number; pass `next_cursor` as `cursor` (a cursor this "
+    "service did not issue is 422 naming `cursor`). The CSV holds every matching row.",
 )
 async def compliance_tickets(
     request: Request,
@@ -201,9 +207,7 @@ async def compliance_tickets(
     month: IsoMonth | None = Query(default=None, description="YYYY-MM (UTC)"),
     compliant: ItemStatus | None = None,
     failing: ItemName | None = Query(default=None, description="Only tickets failing this item."),
-    cursor: TicketNumber | None = Query(
-        default=None, description="`next_cursor` of the previous page (a ticket number)."
-    ),
+    cursor: str | None = Depends(ticket_number_cursor),
     limit: Annotated[int, Query(ge=1, le=500), ASCII_COUNT] = 50,
     format: Literal["json", "csv"] | None = Query(default=None, description=FORMAT_DESCRIPTION),
     principal: Principal = Depends(may_read_reports),
@@ -229,10 +233,7 @@ async def compliance_tickets(
             (read_models.ticket_csv_row(r) for r in rows),
             "compliance-tickets.csv",
         )
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = rows[-1].ticket_number
+    rows, next_cursor = next_page(rows, limit, "received_at", "ticket_number")
     link_next(request, response, next_cursor)
     return ComplianceTicketPage(
         items=[ComplianceTicket(**read_models.ticket_view(r)) for r in rows],

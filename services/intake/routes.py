@@ -39,14 +39,13 @@ from shared.http.context import Principal, allow
 from shared.http.disclosure import Disclosure, open_row, open_rows
 from shared.http.headers import NEXT_PAGE_RESPONSE, etag, link_next
 from shared.http.idempotency import CommandResponse
-from shared.http.params import ASCII_COUNT, PhoneFilter, RegionFilter, UtcTime, page_cursor
+from shared.http.params import ASCII_COUNT, PhoneFilter, RegionFilter, UtcTime, keyset_cursor
 from shared.http.problems import PROBLEM_RESPONSES, ProblemDetails, ProblemError
 from shared.kernel.errors import InvalidCommand, NotFound
 from shared.kernel.events.envelope import GENESIS_HASH, EventEnvelope
 from shared.kernel.reach import Scope
 from shared.kernel.sla import SlaClock
 from shared.kernel.ticket import TicketState, TicketStatus
-from shared.readmodels.paging import decode_cursor
 
 SERVICE = "intake"
 router = APIRouter(tags=["tickets"], responses=PROBLEM_RESPONSES)
@@ -237,14 +236,8 @@ async def get_ticket(
     return view
 
 
-def ticket_cursor(cursor: str | None = Depends(page_cursor)) -> str | None:
-    """A cursor of the ticket list: its id part is a ticket id."""
-    if cursor is not None:
-        try:
-            UUID(decode_cursor(cursor)[1])
-        except ValueError:
-            raise InvalidCommand("cursor", "not a cursor this service issued") from None
-    return cursor
+# A cursor of the ticket list: its id part is a ticket id.
+ticket_cursor = keyset_cursor(UUID)
 
 
 def personal_data_filter(principal: Principal, field: str) -> None:

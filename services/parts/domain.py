@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from uuid import UUID
 
 from shared.kernel.decider import Decider
 from shared.kernel.errors import Forbidden, InvalidCommand, NotFound, RuleViolation
@@ -86,6 +87,20 @@ def requisition_stream(requisition_id: str) -> str:
 
 def ticket_parts_stream(ticket_id: str) -> str:
     return f"tparts:{ticket_id}"
+
+
+def return_id(stream_id: str, version: int) -> str:
+    """An expected return's id: where its OldPartReturnExpected sits (the ticket's parts
+    stream, ``tparts:<ticket id>``, and its version there)."""
+    return f"{stream_id}:{version}"
+
+
+def check_return_id(text: str) -> None:
+    """ValueError unless ``text`` has the shape of a ``return_id`` (a list's cursor)."""
+    prefix, ticket_id, version = text.split(":")  # ValueError: not three parts
+    if f"{prefix}:" != ticket_parts_stream("") or not (version.isascii() and version.isdigit()):
+        raise ValueError(f"{text!r} is no return id")
+    UUID(ticket_id)
 
 
 def location_key(location_id: str) -> str:

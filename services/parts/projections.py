@@ -20,6 +20,7 @@ from services.parts.domain import (
     StockLevel,
     choose_pending_return,
     evolve_stock,
+    return_id,
     settled_status,
 )
 from services.parts.read_models import PENDING, pending_return_of
@@ -287,7 +288,7 @@ def _ticket_of(event: EventEnvelope) -> str:
 
 def _expected_row(payload: OldPartReturnExpected, event: EventEnvelope) -> Row:
     return {
-        "return_id": f"{event.stream_id}:{event.stream_version}",
+        "return_id": return_id(event.stream_id, event.stream_version),
         "ticket_id": payload.ticket_id,
         "part_number": payload.part_number,
         "old_serial": payload.old_serial,

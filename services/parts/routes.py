@@ -49,7 +49,7 @@ from shared.http.params import (
     NetworkIdFilter,
     PartNumberFilter,
     TextFilter,
-    page_cursor,
+    keyset_cursor,
     ticket_id_text,
 )
 from shared.http.problems import PROBLEM_RESPONSES, problem_doc
@@ -421,7 +421,7 @@ async def list_requisitions(
         default=None, pattern=r"^(reserved|issued|consumed|returned|cancelled)$"
     ),
     limit: Annotated[int, Query(ge=1, le=200), ASCII_COUNT] = 50,
-    cursor: str | None = Depends(page_cursor),
+    cursor: str | None = Depends(keyset_cursor(UUID)),
     principal: Principal = Depends(may_read),
     platform: Platform = Depends(get_platform),
 ) -> list[RequisitionView]:
@@ -511,7 +511,7 @@ async def list_returns(
     status: str | None = Query(default=None, pattern=r"^(expected|overdue|returned)$"),
     ticket_id: UUID | None = None,
     limit: Annotated[int, Query(ge=1, le=1000), ASCII_COUNT] = 200,
-    cursor: str | None = Depends(page_cursor),
+    cursor: str | None = Depends(keyset_cursor(domain.check_return_id)),
     principal: Principal = Depends(may_read),
     platform: Platform = Depends(get_platform),
 ) -> list[ReturnView]:

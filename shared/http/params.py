@@ -23,6 +23,7 @@ required parameter as ``week: Annotated[IsoWeek, Query(...)]``, an optional one 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 from uuid import UUID
@@ -35,7 +36,7 @@ from shared.kernel.events.network import NetworkId, ProductLine
 from shared.kernel.events.parts import LocationId, PartNumber
 from shared.kernel.events.tickets import Phone
 from shared.kernel.text import check_text
-from shared.readmodels.paging import decode_cursor
+from shared.readmodels.paging import NOT_ISSUED, decode_cursor
 
 # PostgreSQL BIGINT (events.position, event_sequence.last_position).
 MAX_POSITION = 2**63 - 1
@@ -187,32 +188,44 @@ def ticket_id_text(value: UUID | None) -> str | None:
     return str(value) if value is not None else None
 
 
-# A ticket number as a cursor: Ticketline's own (``TL-20261122-000123``) or an imported
-# one, which is the replaced system's (any text up to 32 characters: ``OLD-2025-000101``).
+# A ticket number (the id part of the compliance pages' cursor): Ticketline's own
+# (``TL-20261122-000123``) or an imported one, which is the replaced system's (any text up
+# to 32 characters: ``OLD-2025-000101``).
 TicketNumber = Annotated[
     str, StringConstraints(min_length=1, max_length=32), AfterValidator(check_text)
 ]
 
 
-def page_cursor(
-    cursor: str | None = Query(
-        default=None,
-        max_length=200,
-        description="The next page: the cursor in the previous page's `next_cursor` (or in "
-        'its `Link: <…>; rel="next"` header).',
-    ),
-) -> str | None:
-    """A keyset cursor this service issued, checked before the query runs."""
-    if cursor is not None:
-        at, _ = decode_cursor(cursor)
-        check_time("cursor", at)
-    return cursor
+def keyset_cursor(ident: Callable[[str], object]) -> Callable[[str | None], str | None]:
+    """The ``cursor`` parameter of a list paged by keyset (shared/readmodels/paging.py): a
+    cursor this service issued — its time in range, its id one ``ident`` reads (raising
+    ValueError on an id the list never pages by) —, checked before the query runs; any
+    other text is 422 naming ``cursor``."""
+
+    def page_cursor(
+        cursor: str | None = Query(
+            default=None,
+            max_length=200,
+            description="The next page: the cursor in the previous page's `next_cursor` (or in "
+            'its `Link: <…>; rel="next"` header).',
+        ),
+    ) -> str | None:
+        if cursor is not None:
+            at, last = decode_cursor(cursor)
+            check_time("cursor", at)
+            try:
+                ident(last)
+            except ValueError:
+                raise InvalidCommand("cursor", NOT_ISSUED) from None
+        return cursor
+
+    return page_cursor
 
 
 def check_time(name: str, value: datetime) -> datetime:
     """``value`` (e.g. decoded from a cursor) as a UTC time in range, or 422 naming ``name``."""
     if value.tzinfo is None:
-        raise InvalidCommand(name, "not a cursor this service issued")
+        raise InvalidCommand(name, NOT_ISSUED)
     try:
         return _utc(value)
     except ValueError as exc:

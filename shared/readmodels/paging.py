@@ -13,6 +13,9 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from shared.kernel.errors import InvalidCommand
 
+# Why a cursor is refused (422 naming ``cursor``): whatever the reason, it is not one of ours.
+NOT_ISSUED = "not a cursor this service issued"
+
 
 def encode_cursor(at: datetime, ident: str) -> str:
     raw = f"{at.isoformat()}|{ident}".encode()
@@ -25,7 +28,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         at, ident = raw.split("|", 1)
         return datetime.fromisoformat(at), ident
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidCommand("cursor", "not a cursor this service issued") from None
+        raise InvalidCommand("cursor", NOT_ISSUED) from None
 
 
 def after_cursor(cursor: str, at: Any, ident: Any, *, descending: bool) -> ColumnElement[bool]:
