@@ -556,6 +556,42 @@ async def test_work_list_is_ordered_by_deadline_and_flags_reopened(
 
 
 @pytest.mark.usefixtures("network")
+async def test_the_dispatch_queue_pages_with_a_keyset_cursor(
+    intake: httpx.AsyncClient, dispatch: httpx.AsyncClient
+) -> None:
+    """The queue pages as the other lists do: `limit` at a time, `next_cursor` (and the
+    `Link` header) to the next page, null on the last; deadlines that tie (tickets received
+    together) are ordered by ticket id, so no page repeats or skips one."""
+    for n in range(5):
+        await open_ticket(
+            intake,
+            complexity="complex" if n % 2 else "general",
+            product__serial_number=f"Q{n}",
+        )
+    whole = (await dispatch.get("/dispatch-queue")).json()
+    assert whole["next_cursor"] is None and len(whole["items"]) == 5
+    paged: list[str] = []
+    params: dict[str, str | int] = {"limit": 2}
+    pages = 0
+    while True:
+        answer = await dispatch.get("/dispatch-queue", params=params)
+        assert answer.status_code == 200, answer.text
+        page = answer.json()
+        paged += [item["ticket_id"] for item in page["items"]]
+        pages += 1
+        if page["next_cursor"] is None:
+            assert "link" not in answer.headers
+            break
+        assert len(page["items"]) == 2
+        assert f"cursor={page['next_cursor']}" in answer.headers["link"]
+        assert answer.headers["link"].endswith('rel="next"')
+        params = {"limit": 2, "cursor": page["next_cursor"]}
+    assert pages == 3 and paged == [item["ticket_id"] for item in whole["items"]]
+    deadlines = [item["deadline"] for item in whole["items"]]
+    assert deadlines == sorted(deadlines) and len(set(deadlines)) < len(deadlines)
+
+
+@pytest.mark.usefixtures("network")
 async def test_idempotent_retry_and_stale_if_match(
     platform: Platform, intake: httpx.AsyncClient, dispatch: httpx.AsyncClient
 ) -> None:

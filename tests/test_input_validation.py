@@ -211,6 +211,7 @@ TIME_THEN_GARBAGE = forged("2026-11-20T10:00:00+00:00|garbage")
     ("service", "path", "role", "cursors"),
     [
         ("intake", "/tickets", "auditor", (*FOREIGN_CURSORS, TIME_THEN_GARBAGE)),
+        ("dispatch", "/dispatch-queue", "auditor", (*FOREIGN_CURSORS, TIME_THEN_GARBAGE)),
         ("parts", "/requisitions", "auditor", (*FOREIGN_CURSORS, TIME_THEN_GARBAGE)),
         (
             "parts",
@@ -281,7 +282,7 @@ MALFORMED_FILTERS: dict[tuple[str, str], dict[str, str]] = {
         "skill": "",
         "active": "perhaps",
     },
-    ("dispatch", "/dispatch-queue"): {"region": "e st", "limit": "0"},
+    ("dispatch", "/dispatch-queue"): {"region": "e st", "limit": "0", "cursor": "%%%"},
     ("parts", "/parts"): {"model": ""},
     ("parts", "/stock"): {"location": "a b", "part_number": "motor wm700"},
     ("parts", "/requisitions"): {

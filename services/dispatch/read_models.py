@@ -22,6 +22,7 @@ from shared.kernel.events.network import NetworkLevel, Shift
 from shared.kernel.events.registry import typed_payload
 from shared.kernel.events.tickets import RepairOutcome, TicketRepaired
 from shared.kernel.lifecycle import CLOCK_STATUSES, TicketStatus, stored
+from shared.readmodels.paging import after_cursor, next_page
 from shared.readmodels.ticket_state import ticket_state
 
 # A ticket is on its technician's list from dispatch until the repair; a reopened ticket
@@ -194,14 +195,18 @@ def open_loads(
     return {r[0]: int(r[1]) for r in conn.execute(query).all()}
 
 
+# A work list's order: the clock's nearest open deadline (moved by pauses) once the clock
+# row is there, else the deadline recorded on the events.
+DEADLINE = func.coalesce(
+    sla_clocks.c.due_at,
+    func.coalesce(ticket_state.c.resolution_due_at, ticket_state.c.response_due_at),
+).label("deadline")
+
+
 def _work_list_query() -> Any:
-    """Work-list rows: the ticket, its flags and its SLA clock. The deadline is the clock's
-    nearest open one (moved by pauses) once the clock row is there, else the deadline
-    recorded on the events."""
+    """Work-list rows: the ticket, its flags and its SLA clock (``DEADLINE``)."""
     t, c = ticket_state.c, sla_clocks.c
     current = and_(c.ticket_id == t.ticket_id, c.version == t.version)
-    recorded = func.coalesce(t.resolution_due_at, t.response_due_at)
-    deadline = func.coalesce(c.due_at, recorded).label("deadline")
     return select(
         t.ticket_id,
         t.ticket_number,
@@ -220,7 +225,7 @@ def _work_list_query() -> Any:
         t.reopen_count,
         t.response_due_at,
         t.resolution_due_at,
-        deadline,
+        DEADLINE,
         func.coalesce(ticket_flags.c.escalated, False).label("escalated"),
         ticket_flags.c.escalation_cause,
         ticket_flags.c.escalation_level,
@@ -270,7 +275,10 @@ def technician_assignments(conn: Connection, technician_id: str) -> list[Any]:
     return list(conn.execute(query).all())
 
 
-def dispatch_queue(conn: Connection, region: str | None, limit: int) -> list[Any]:
+def dispatch_queue(
+    conn: Connection, region: str | None, limit: int, cursor: str | None = None
+) -> tuple[list[Any], str | None]:
+    """Nearest deadline first, a page and the next one's cursor."""
     t = ticket_state.c
     query = (
         _work_list_query()
@@ -280,11 +288,13 @@ def dispatch_queue(conn: Connection, region: str | None, limit: int) -> list[Any
             or_(t.status == TicketStatus.reopened.value, t.resolution_path != "remote_guidance"),
         )
         .order_by("deadline", t.ticket_id)
-        .limit(limit)
+        .limit(limit + 1)
     )
     if region:
         query = query.where(t.region == region)
-    return list(conn.execute(query).all())
+    if cursor:
+        query = query.where(after_cursor(cursor, DEADLINE, t.ticket_id, descending=False))
+    return next_page(list(conn.execute(query).all()), limit, "deadline", "ticket_id")
 
 
 SLA_OPEN_STATUSES = stored(CLOCK_STATUSES)

@@ -14,6 +14,7 @@ from services.dispatch.schemas import (
     ActivationRequest,
     AssignmentItem,
     AssignmentList,
+    AssignmentPage,
     CandidatesView,
     CandidateView,
     DispatchAccepted,
@@ -39,7 +40,7 @@ from shared.http.app import get_platform
 from shared.http.commands import CommandCall, command_call
 from shared.http.context import Principal, allow
 from shared.http.disclosure import Disclosure, open_rows
-from shared.http.headers import etag
+from shared.http.headers import NEXT_PAGE_RESPONSE, etag, link_next
 from shared.http.idempotency import CommandResponse
 from shared.http.params import (
     ASCII_COUNT,
@@ -47,6 +48,7 @@ from shared.http.params import (
     ProductLineFilter,
     QueryFlag,
     RegionFilter,
+    keyset_cursor,
 )
 from shared.http.problems import PROBLEM_RESPONSES
 from shared.kernel.errors import NotFound
@@ -352,28 +354,39 @@ async def technician_assignments(
 # --- tickets -----------------------------------------------------------------------------
 
 
+# A cursor of the dispatch queue: its id part is a ticket id.
+queue_cursor = keyset_cursor(UUID)
+
+
 @tickets_router.get(
     "/dispatch-queue",
-    response_model=AssignmentList,
+    response_model=AssignmentPage,
     summary="Tickets waiting for a dispatch (diagnosed or reopened), the nearest deadline first",
-    description="The street address is masked for roles without access to personal data.",
+    description="`limit` at a time; the next page is `next_cursor` passed as `cursor` (also in "
+    'the `Link: <…>; rel="next"` header). The street address is masked for roles without '
+    "access to personal data.",
+    responses=NEXT_PAGE_RESPONSE,
 )
 async def dispatch_queue(
     request: Request,
+    response: Response,
     region: RegionFilter | None = None,
     limit: Annotated[int, Query(ge=1, le=500), ASCII_COUNT] = 100,
+    cursor: str | None = Depends(queue_cursor),
     principal: Principal = Depends(may_read_tickets),
     platform: Platform = Depends(get_platform),
-) -> AssignmentList:
+) -> AssignmentPage:
     where, visible = principal.reach.list_region(region)
     if not visible:
-        return AssignmentList(items=[])
-    rows = await platform.db.read(
-        lambda c: open_rows(
-            c, platform, read_models.dispatch_queue(c, where, limit), WORK_LIST_COLUMNS
-        )
-    )
-    return work_list(request, principal, rows)
+        return AssignmentPage(items=[], next_cursor=None)
+
+    def page(c: Connection) -> tuple[list[dict[str, Any]], str | None]:
+        rows, next_cursor = read_models.dispatch_queue(c, where, limit, cursor)
+        return open_rows(c, platform, rows, WORK_LIST_COLUMNS), next_cursor
+
+    rows, next_cursor = await platform.db.read(page)
+    link_next(request, response, next_cursor)
+    return AssignmentPage(items=work_list(request, principal, rows).items, next_cursor=next_cursor)
 
 
 def candidate_views(candidates: tuple[domain.Candidate, ...]) -> list[CandidateView]:

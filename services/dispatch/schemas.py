@@ -400,6 +400,14 @@ class AssignmentList(BaseModel):
     items: list[AssignmentItem]
 
 
+class AssignmentPage(AssignmentList):
+    """A page of a work list (the dispatch queue)."""
+
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null at the end."
+    )
+
+
 class DispatchHistoryEntry(BaseModel):
     stream_version: int
     occurred_at: datetime
