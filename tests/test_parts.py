@@ -1193,6 +1193,52 @@ async def test_requisitions_are_for_the_tickets_current_technician(
         assert (await ok(await tech_b.get(f"/requisitions/{rid}")))["technician_id"] == "t-b"
 
 
+async def test_a_requisition_follows_its_ticket_to_the_technician_it_is_re_dispatched_to(
+    platform: Platform,
+    intake: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
+    clerk: httpx.AsyncClient,
+) -> None:
+    """A requisition is for the ticket's repair: once the ticket is re-dispatched the new
+    technician reads, lists, cancels and returns its requisitions (reserved or issued),
+    and the previous one no longer finds them (404, not in its list)."""
+    await build_network(admin)
+    await receive(clerk, "SP-HZ-01", BELT, 2)
+    ticket_id = await ticket_for(intake, platform, "t-a", "SN-A")
+    body = {"ticket_id": ticket_id, "part_number": BELT}
+    async with (
+        service_client("parts", platform, role="technician", subject="t-a") as tech_a,
+        service_client("parts", platform, role="technician", subject="t-b") as tech_b,
+    ):
+        reserved = (await ok(await tech_a.post("/requisitions", json=body), 201))["requisition_id"]
+        issued = (await ok(await tech_a.post("/requisitions", json=body), 201))["requisition_id"]
+        await ok(await clerk.post(f"/requisitions/{issued}/issue", json={}))
+        assert (await tech_b.get(f"/requisitions/{reserved}")).status_code == 404
+        assert await ok(await tech_b.get("/requisitions")) == []
+
+        await dispatch_ticket(
+            platform, ticket_id, service_point_id="SP-HZ-01", technician_id="t-b", redispatch=True
+        )
+        for rid in (reserved, issued):
+            assert (await tech_a.get(f"/requisitions/{rid}")).status_code == 404
+            await ok(await tech_b.get(f"/requisitions/{rid}"))
+        assert await ok(await tech_a.get("/requisitions")) == []
+        listed = await ok(await tech_b.get("/requisitions"))
+        assert {r["requisition_id"] for r in listed} == {reserved, issued}
+
+        cancel = {"reason": "not needed"}
+        gone = await tech_a.post(f"/requisitions/{reserved}/cancel", json=cancel)
+        assert gone.status_code == 404 and gone.json()["rule"] == "requisition_not_found"
+        gone = await tech_a.post(f"/requisitions/{issued}/return", json={})
+        assert gone.status_code == 404 and gone.json()["rule"] == "requisition_not_found"
+        assert (await stock_of(clerk, "SP-HZ-01", BELT))["reserved"] == 1  # untouched
+
+        cancelled = await ok(await tech_b.post(f"/requisitions/{reserved}/cancel", json=cancel))
+        assert cancelled["status"] == "cancelled"
+        returned = await ok(await tech_b.post(f"/requisitions/{issued}/return", json={}))
+        assert returned["status"] == "returned"
+
+
 async def test_a_kept_stock_state_moves_on_and_is_never_built_on_unchecked(
     platform: Platform, admin: httpx.AsyncClient, clerk: httpx.AsyncClient
 ) -> None:

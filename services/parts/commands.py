@@ -208,9 +208,15 @@ def raise_requisition(conn: Connection, h: Handling, request: domain.PartsReques
 def open_requisition(
     conn: Connection, h: Handling, requisition_id: str
 ) -> Loaded[domain.RequisitionState]:
-    """The requisition a command addresses: 404 when it does not exist for the caller,
-    409 when ``If-Match`` names another version."""
-    loaded = placed_requisition(conn, h, requisition_id)
+    """The requisition a command addresses, with the technician its ticket is assigned to
+    now (as the ticket's stream says: whom it sits with, ``domain.requisition_place``):
+    404 when it does not exist for the caller, 409 when ``If-Match`` names another
+    version."""
+    placed = placed_requisition(conn, h, requisition_id)
+    raised = placed.state.raised
+    ticket = h.executor.load(conn, TICKETS, raised.ticket_id).state if raised else None
+    assignee = domain.ticket_technician(ticket) if ticket else None
+    loaded = Loaded(placed.stream_id, replace(placed.state, assignee=assignee), placed.head)
     h.executor.require_reach(domain.REQUISITIONS, loaded, h.invocation.reach)
     domain.require_requisition(loaded.state)
     require_version(h.invocation, loaded)
@@ -222,9 +228,7 @@ def issue(conn: Connection, h: Handling, requisition_id: str, technician_id: str
     re-dispatch since the requisition was raised moves them to the new one)."""
     req = open_requisition(conn, h, requisition_id)
     source = _source_stock(conn, h, req.state)
-    raised = domain.require_requisition(req.state)
-    ticket = h.executor.load(conn, TICKETS, raised.ticket_id).state
-    command = domain.IssueRequisition(source.state, technician_id, domain.ticket_technician(ticket))
+    command = domain.IssueRequisition(source.state, technician_id, req.state.assignee)
     commit(conn, h, domain.decide_issue(command, req.state), req, source)
     return requisition_id
 

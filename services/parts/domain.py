@@ -556,6 +556,9 @@ class RequisitionState:
     returned: int = 0
     # The requesting location's region (placed by the handler, like a stock level's).
     region: str | None = None
+    # The technician the ticket is assigned to now (placed by the handler from the ticket's
+    # stream where the caller's reach is checked: ``requisition_scope``).
+    assignee: str | None = None
     # The ledger position of its RequisitionRaised (placed by the handler where the order
     # of a ticket's requisitions matters: ``consumption_order``). None: not placed.
     raised_position: int | None = None
@@ -615,12 +618,18 @@ def evolve_requisition(
     return replace(s, status=settled_status(s.issued, s.consumed, s.returned))
 
 
+def requisition_place(region: str | None, assignee: str | None, *locations: str | None) -> Scope:
+    """Where a requisition sits (the reach rule, for its commands and its reads alike): its
+    requesting location's region; with the technician its ticket is assigned to *now* —
+    the requisition is for the ticket's repair, so after a re-dispatch it sits with the new
+    technician, no longer with the one it was raised for or issued to; at its requesting
+    and source locations."""
+    return Scope(region=region, assignee=assignee, locations=tuple(x for x in locations if x))
+
+
 def requisition_scope(state: RequisitionState) -> Scope:
-    """Where a requisition sits: its requesting location's region, with its technician,
-    at its requesting and source locations."""
     requesting = state.raised.requesting_location_id if state.raised else None
-    locations = tuple(x for x in (requesting, state.source_location_id) if x)
-    return Scope(region=state.region, assignee=state.technician_id, locations=locations)
+    return requisition_place(state.region, state.assignee, requesting, state.source_location_id)
 
 
 REQUISITIONS: Decider[RequisitionState] = Decider(

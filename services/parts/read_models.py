@@ -13,7 +13,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Row, and_, case, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Row,
+    Select,
+    and_,
+    case,
+    func,
+    or_,
+    select,
+    update,
+)
 
 from services.parts.domain import PartSpec, PendingReturn, Place, location_key
 from services.parts.tables import (
@@ -167,13 +178,21 @@ def usage_by_part(
 
 def get_requisition(conn: Connection, requisition_id: str) -> Row[Any] | None:
     """The requisition with its requesting location's region (where it sits)."""
-    r, loc = parts_requisitions.c, parts_locations.c
+    r, loc, ts = parts_requisitions.c, parts_locations.c, ticket_state.c
     query = (
-        select(parts_requisitions, loc.region)
+        select(parts_requisitions, loc.region, ts.technician_id.label("assignee"))
         .outerjoin(parts_locations, loc.location_id == r.requesting_location_id)
+        .outerjoin(ticket_state, ts.ticket_id == r.ticket_id)
         .where(r.requisition_id == requisition_id)
     )
     return conn.execute(query).first()
+
+
+def assigned_tickets(technician_id: str) -> Select[tuple[str]]:
+    """The tickets assigned to ``technician_id`` now: a technician reaches their
+    requisitions and expected returns (after a re-dispatch, the new technician does)."""
+    ts = ticket_state.c
+    return select(ts.ticket_id).where(ts.technician_id == technician_id)
 
 
 @dataclass(frozen=True)
@@ -181,8 +200,8 @@ class RequisitionFilters:
     ticket_id: str | None = None
     location_id: str | None = None  # requesting or source
     status: str | None = None
-    # The caller's reach: a technician's own, a region (of the requesting location), a
-    # parts clerk's location (requesting or source).
+    # The caller's reach: a technician's assigned tickets' (``assigned_tickets``), a region
+    # (of the requesting location), a parts clerk's location (requesting or source).
     technician_id: str | None = None
     region: str | None = None
     reach_location: str | None = None
@@ -216,7 +235,7 @@ def list_requisitions(
     if filters.status:
         conditions.append(r.status == filters.status)
     if filters.technician_id:
-        conditions.append(r.technician_id == filters.technician_id)
+        conditions.append(r.ticket_id.in_(assigned_tickets(filters.technician_id)))
     if filters.region:
         loc = parts_locations.c
         requesting = select(loc.location_id).where(loc.region == filters.region)
@@ -266,9 +285,7 @@ def _return_conditions(filters: ReturnFilters) -> list[ColumnElement[bool]]:
     if filters.region:
         conditions.append(t.region == filters.region)
     if filters.technician_id:
-        ts = ticket_state.c
-        assigned = select(ts.ticket_id).where(ts.technician_id == filters.technician_id)
-        conditions.append(t.ticket_id.in_(assigned))
+        conditions.append(t.ticket_id.in_(assigned_tickets(filters.technician_id)))
     return conditions
 
 

@@ -1,7 +1,7 @@
 """Parts HTTP routes: thin — parse, call a command handler or a read model, shape.
 
 Who may call what is the routes' dependencies (docs/access-control.md); the reach rule
-(region, a technician's own, a parts clerk's location) applies on top: outside it a
+(region, a technician's assigned tickets, a parts clerk's location) applies on top: outside it a
 resource does not exist (404, filtered out of lists).
 """
 
@@ -287,10 +287,11 @@ async def list_stock(
 
 
 def requisition_scope(row: Row[Any]) -> Scope:
-    """Where a requisition row sits (the reach rule): its requesting location's region,
-    its technician, its requesting and source locations."""
-    locations = tuple(x for x in (row.requesting_location_id, row.source_location_id) if x)
-    return Scope(region=row.region, assignee=row.technician_id, locations=locations)
+    """Where a requisition row sits (``domain.requisition_place``; ``assignee``: its
+    ticket's technician now, read_models.get_requisition)."""
+    return domain.requisition_place(
+        row.region, row.assignee, row.requesting_location_id, row.source_location_id
+    )
 
 
 def requisition_response(

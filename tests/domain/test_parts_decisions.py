@@ -469,8 +469,12 @@ def test_unused_parts_come_back_up_to_what_is_outstanding() -> None:
     assert err.value.rule == "nothing_to_return"
 
 
-def test_a_requisition_sits_with_its_technician_at_both_of_its_locations() -> None:
-    state = requisition(*raised(source="RC-EAST"))
+def test_a_requisition_sits_with_its_tickets_technician_at_both_of_its_locations() -> None:
+    raised_for_tech_1 = requisition(*raised(source="RC-EAST"))
+    # The ticket's technician now (placed by the handler): after a re-dispatch, the new one.
+    moved = domain.requisition_scope(replace(raised_for_tech_1, assignee="tech-2"))
+    assert moved.assignee == "tech-2" and not Reach(technician="tech-1").allows(moved)
+    state = replace(raised_for_tech_1, assignee="tech-1")
     scope = domain.requisition_scope(state)
     assert scope == Scope("east", "tech-1", ("SP-HZ-01", "RC-EAST"))
     assert Reach(location="rc-east").allows(scope)  # location ids in any case
