@@ -174,6 +174,25 @@ async def test_network_is_managed_by_admin_and_read_by_region(
     assert member[1].actor.role == "admin"
 
 
+async def test_a_service_point_id_differing_only_in_case_is_refused(
+    platform: Platform, admin: httpx.AsyncClient
+) -> None:
+    """Network ids compare without case (docs/dispatch.md; parts' stock locations use the
+    same ids, compared so): `sp-e1` beside `SP-E1` is 409 naming `id`, nothing recorded."""
+    await build_network(admin)
+    point = {**POINTS[3], "id": "SP-E1"}
+    assert (await admin.post("/service-points", json=point)).status_code == 201
+    for spelling in ("sp-e1", "Sp-E1"):
+        response = await admin.post("/service-points", json={**point, "id": spelling})
+        assert response.status_code == 409, response.text
+        body = response.json()
+        assert body["rule"] == "already_registered"
+        assert body["detail"].startswith("id: ") and "SP-E1" in body["detail"]
+        assert (await admin.get(f"/service-points/{spelling}")).status_code == 404
+        assert await stream(platform, spelling) == []
+    assert (await admin.get("/service-points/SP-E1")).status_code == 200
+
+
 @pytest.mark.usefixtures("network")
 async def test_who_holds_open_tickets_stays_in_their_region(
     platform: Platform,

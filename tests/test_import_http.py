@@ -92,6 +92,30 @@ async def test_a_refused_file_is_a_problem_with_the_report(platform: Platform) -
         assert denied.status_code == 403
 
 
+async def test_a_service_point_id_differing_only_in_case_is_refused_on_import(
+    platform: Platform,
+) -> None:
+    """Network ids compare without case, in an import as in POST /service-points: a row
+    whose id another one (registered, or earlier in the file) spells in another case is
+    refused on its `id`."""
+    csv_ = {"content-type": "text/csv"}
+    async with service_client("dispatch", platform, role="admin") as dispatch:
+        first = await dispatch.post(
+            "/imports/service-points", content=b"id,name,level\nHQ,HQ,headquarters\n", headers=csv_
+        )
+        assert first.status_code == 200, first.text
+        again = b"id,name,level\nhq,HQ,headquarters\nrc,East,regional_center\n"
+        response = await dispatch.post("/imports/service-points", content=again, headers=csv_)
+        assert response.status_code == 422, response.text
+        assert (2, "id") in [(e["line"], e["field"]) for e in response.json()["report"]]
+        within = (
+            b"id,name,level,region\nrc-e,East,regional_center,east\nRC-E,E,regional_center,east\n"
+        )
+        response = await dispatch.post("/imports/service-points", content=within, headers=csv_)
+        assert response.status_code == 422, response.text
+        assert [(e["line"], e["field"]) for e in response.json()["report"]] == [(3, "id")]
+
+
 async def test_uploads_above_the_limit_are_refused(platform: Platform) -> None:
     auth = replace(
         platform,

@@ -31,7 +31,8 @@ def register_service_point(
     conn: Connection, h: Handling, point_id: str, description: ServicePointDescription
 ) -> Member:
     parent = read_models.get_service_point(conn, description.parent_id)
-    command = domain.RegisterServicePoint(description, parent)
+    taken = read_models.registered_point_id(conn, point_id)
+    command = domain.RegisterServicePoint(description, parent, taken)
     return h.execute(
         conn, domain.SERVICE_POINTS, point_id, command, domain.decide_register_service_point
     )

@@ -48,7 +48,7 @@ from shared.kernel.events.tickets import (
     WarrantyStatus,
 )
 from shared.kernel.lifecycle import TicketStatus, may_follow
-from shared.kernel.network import Parent, region_in_tree
+from shared.kernel.network import Parent, refuse_registered, region_in_tree
 from shared.kernel.personal import MARKERS
 from shared.kernel.reach import Scope
 from shared.kernel.sla import (
@@ -149,6 +149,8 @@ class RegisterServicePoint:
     description: ServicePointDescription
     # The parent the description names, as the network holds it (None: none, or unknown).
     parent: ServicePointInfo | None = None
+    # A service point registered under the same id in another case (its spelling).
+    registered_as: str | None = None
 
 
 @dataclass(frozen=True)
@@ -205,6 +207,9 @@ def decide_register_service_point(
 ) -> list[EventPayload]:
     if state.stream_type is not None:
         raise RuleViolation("already_registered", f"{state.member_id} is already registered")
+    refuse_registered(
+        command.registered_as, rule="already_registered", field="id", what="service point"
+    )
     d = _placed(state.member_id, command.description, command.parent)
     return [ServicePointRegistered(**d.model_dump())]
 

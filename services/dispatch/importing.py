@@ -50,6 +50,7 @@ from shared.kernel.events.tickets import (
     TicketVisited,
     UsedPart,
 )
+from shared.kernel.network import id_key
 from shared.kernel.parts import normalise_serial_number
 from shared.kernel.sla import SlaTerms
 from shared.kernel.ticket import TICKETS, TicketState
@@ -156,6 +157,7 @@ _POINT_FIELDS = {
     # Rules the decision names → the column at fault.
     "parent_level": "parent_id",
     "parent_region": "region",
+    "already_registered": "id",
 }
 
 
@@ -203,6 +205,8 @@ class ServicePoints(Kind):
         self, conn: Connection, batch: Sequence[Parsed], context: KindContext
     ) -> list[Verdict]:
         memory: dict[str, domain.ServicePointInfo] = context.memory.setdefault("points", {})
+        # The ids imported so far, by ``id_key`` (network ids compare without case).
+        spellings: dict[str, str] = context.memory.setdefault("point_ids", {})
 
         def point(point_id: str | None) -> domain.ServicePointInfo | None:
             if point_id is None:
@@ -216,7 +220,13 @@ class ServicePoints(Kind):
                 if _description_of(existing) != row.description:
                     raise conflict(parsed.line, "id", f"service point {row.point_id}")
                 return Verdict(parsed.line, present=True)
-            command = domain.RegisterServicePoint(row.description, point(row.description.parent_id))
+            spelled = spellings.get(id_key(row.point_id), row.point_id)  # earlier in the file
+            taken = read_models.registered_point_id(conn, row.point_id)
+            command = domain.RegisterServicePoint(
+                row.description,
+                point(row.description.parent_id),
+                taken or (spelled if spelled != row.point_id else None),
+            )
             state = domain.NetworkMember(row.point_id)
             events, after = guarded(
                 parsed.line,
@@ -231,6 +241,7 @@ class ServicePoints(Kind):
                 _POINT_FIELDS,
             )
             memory[row.point_id] = _info(row.point_id, row.description)
+            spellings[id_key(row.point_id)] = row.point_id
             segment = Segment(SERVICE, row.point_id, tuple(events), after.region)
             return Verdict(parsed.line, segments=(segment,))
 

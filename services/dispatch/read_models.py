@@ -22,6 +22,7 @@ from shared.kernel.events.network import NetworkLevel, Shift
 from shared.kernel.events.registry import typed_payload
 from shared.kernel.events.tickets import RepairOutcome, TicketRepaired
 from shared.kernel.lifecycle import CLOCK_STATUSES, TicketStatus, stored
+from shared.kernel.network import id_key
 from shared.readmodels.paging import after_cursor, next_page
 from shared.readmodels.ticket_state import ticket_state
 
@@ -69,6 +70,14 @@ def get_service_point(conn: Connection, point_id: str | None) -> ServicePointInf
         return None
     row = get_service_point_row(conn, point_id)
     return point_info(row) if row else None
+
+
+def registered_point_id(conn: Connection, point_id: str) -> str | None:
+    """The id a service point is registered under that differs from ``point_id`` in case
+    only (network ids compare without case: ``id_key``); None when there is none."""
+    sp = service_points.c
+    query = select(sp.id).where(func.lower(sp.id) == id_key(point_id), sp.id != point_id)
+    return conn.execute(query.order_by(sp.id).limit(1)).scalar()
 
 
 def list_service_point_rows(

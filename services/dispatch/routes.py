@@ -111,7 +111,8 @@ def ticket_accepted(result: Outcome[TicketState]) -> CommandResponse:
     summary="Register a headquarters, regional center or service point",
     description="Service points (own outlets or dealers) belong to a regional center of "
     "their region and cover the region, or only the postcode prefixes they list. "
-    "Event ServicePointRegistered on the member's own stream.",
+    "Event ServicePointRegistered on the member's own stream. Ids compare without case: "
+    "an id registered already, in any case, is 409 `already_registered` naming `id`.",
 )
 async def register_service_point(body: ServicePointCreate, call: Manage) -> JSONResponse:
     point_id, description, where = body.id, body.description(), f"/service-points/{body.id}"

@@ -58,7 +58,7 @@ from shared.kernel.events.tickets import (
     UsedPart,
 )
 from shared.kernel.lifecycle import TicketStatus, may_follow
-from shared.kernel.network import Parent, region_in_tree
+from shared.kernel.network import Parent, id_key, refuse_registered, region_in_tree
 from shared.kernel.parts import (
     normalise_part_number,
     normalise_serial_number,
@@ -106,7 +106,7 @@ def check_return_id(text: str) -> None:
 def location_key(location_id: str) -> str:
     """Location ids compare case-insensitively: ``SP-HZ-01`` and ``sp-hz-01`` are one
     service point (the spelling a location was registered with is the one kept)."""
-    return location_id.strip().lower()
+    return id_key(location_id)
 
 
 def same_location(a: str | None, b: str | None) -> bool:
@@ -300,9 +300,13 @@ def place_in_tree(
 
 def decide_register_location(command: RegisterLocation, state: LocationState) -> list[EventPayload]:
     r = command.request
-    if state.registered is not None or command.registered_as is not None:
-        existing = command.registered_as or state.location_id
-        raise RuleViolation("location_already_registered", f"location {existing} is registered")
+    exact = state.location_id if state.registered is not None else None
+    refuse_registered(
+        command.registered_as or exact,
+        rule="location_already_registered",
+        field="location_id",
+        what="location",
+    )
     parent_id, region = place_in_tree(state.location_id, r, command.parent)
     return [
         LocationRegistered(

@@ -15,6 +15,22 @@ PARENT_LEVEL: dict[str, str | None] = {
 }
 
 
+def id_key(member_id: str) -> str:
+    """Network ids compare without case in every service: ``SP-HZ-01`` and ``sp-hz-01``
+    are one member (dispatch's service point, parts' stock location)."""
+    return member_id.strip().lower()
+
+
+def refuse_registered(registered_as: str | None, *, rule: str, field: str, what: str) -> None:
+    """One member per ``id_key``: ``registered_as``, the spelling the id is registered
+    under already (in any case), refuses another registration — 409 ``rule``, its detail
+    naming ``field``."""
+    if registered_as is not None:
+        raise RuleViolation(
+            rule, f"{field}: {what} {registered_as} is registered (ids compare without case)"
+        )
+
+
 @dataclass(frozen=True)
 class Parent:
     """The member a ``parent_id`` names, as registered (``level`` None: not registered)."""
