@@ -768,3 +768,29 @@ def test_openapi_documents_describe_problems_and_header_formats() -> None:
                     assert headers["Idempotency-Key"]["maxLength"] == 200, where
                 if "Last-Event-ID" in headers:
                     assert headers["Last-Event-ID"]["pattern"], where
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b'{"a": 1, "a": 2}', "a"),
+        (b'{"address": {"region": "east", "region": "west"}}', "address.region"),
+        (b'{"parts": [{"x": 1}, {"x": 1, "x": 2}]}', "parts.1.x"),
+        (b'{"a": 1}', None),
+    ],
+)
+def test_a_key_given_twice_is_named_by_its_path(body: bytes, field: str | None) -> None:
+    from shared.http.validation import duplicate_key_path
+
+    assert duplicate_key_path(body) == field
+
+
+async def test_a_nested_key_given_twice_is_422_naming_its_path(platform: Platform) -> None:
+    address = json.dumps(RECEIVE_EXAMPLE["address"])[:-1] + ', "region": "west"}'
+    body = json.dumps({**RECEIVE_EXAMPLE, "address": "@"}).replace('"@"', address)
+    async with service_client("intake", platform) as agent:
+        response = await agent.post(
+            "/tickets", content=body, headers={"Content-Type": "application/json"}
+        )
+    assert response.status_code == 422, response.text
+    assert [e["field"] for e in response.json()["errors"]] == ["address.region"]
