@@ -56,9 +56,8 @@ def load_master_key(settings: Settings) -> MasterKey:
     if privacy.master_key_file is not None:
         return read_key_file(privacy.master_key_file)
     path = Path(settings.data_dir) / MASTER_KEY_FILE
-    if not path.exists():
-        _create_key_file(path)
-    return LocalMasterKey(_from_hex(path.read_text(), str(path)), "data-dir")
+    text = key_file(path, _new_master_key).decode()
+    return LocalMasterKey(_from_hex(text, str(path)), "data-dir")
 
 
 def read_key_file(path: Path) -> LocalMasterKey:
@@ -75,13 +74,11 @@ def generate_key_file(path: Path) -> None:
     never overwritten (it may be the only copy of a key)."""
     if path.exists():
         raise FileExistsError(f"{path} exists: give a new path, or drop --generate to use it")
-    _create_key_file(path)
+    key_file(path, _new_master_key)
 
 
-def _create_key_file(path: Path) -> None:
-    """Write a new key atomically: processes starting together on one data directory all
-    end up with the first one's key (never a half-written file, never two keys)."""
-    key_file(path, lambda: (secrets.token_hex(32) + "\n").encode())
+def _new_master_key() -> bytes:
+    return (secrets.token_hex(32) + "\n").encode()
 
 
 class LazyMasterKey:

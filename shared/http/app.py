@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
@@ -60,6 +60,26 @@ async def _owned_platform() -> Platform:
     return owned
 
 
+def _lifespan(platform: Platform | None) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """The app's start and stop: ``platform`` given, the caller owns it; otherwise one
+    built from the environment (refusing an outdated schema), closed at the stop."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = platform is None
+        app.state.platform = platform or await _owned_platform()
+        # Keys loaded (the embedded default's generated) at start, not on the first call:
+        # `ticketline token` then signs with the key the services already use.
+        app.state.authenticator = Authenticator(app.state.platform.settings)
+        try:
+            yield
+        finally:
+            if owned:
+                await app.state.platform.close()
+
+    return lifespan
+
+
 def create_service_app(
     *,
     service: str,
@@ -76,24 +96,11 @@ def create_service_app(
     ``strict_query``: an undeclared or repeated query parameter is a 422 (an API; the
     console's pages read some of theirs themselves)."""
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        owned = platform is None
-        app.state.platform = platform or await _owned_platform()
-        # Keys loaded (the embedded default's generated) at start, not on the first call:
-        # `ticketline token` then signs with the key the services already use.
-        app.state.authenticator = Authenticator(app.state.platform.settings)
-        try:
-            yield
-        finally:
-            if owned:
-                await app.state.platform.close()
-
     app = FastAPI(
         title=title,
         description=description,
         version="0.1.0",
-        lifespan=lifespan,
+        lifespan=_lifespan(platform),
         openapi_tags=openapi_tags,
         separate_input_output_schemas=False,
         # FastAPI's own /docs and /redoc load their scripts from a CDN; ours are local.
