@@ -87,6 +87,25 @@ async def test_scorecard_deductions_are_traced_to_events(
             },
         )
         assert elsewhere.status_code == 422 and elsewhere.json()["errors"][0]["field"] == "region"
+        # The tickets an item names exist, each named once; the day is a plausible one.
+        for change, field in (
+            ({"ticket_ids": ["T-1"]}, "ticket_ids.0"),
+            ({"ticket_ids": [a, "00000000-0000-4000-8000-000000000000"]}, "ticket_ids.1"),
+            ({"ticket_ids": [a, a]}, "ticket_ids.1"),
+            ({"occurred_on": "1900-01-01"}, "occurred_on"),
+        ):
+            typo = await admin.post(
+                "/scorecards/items",
+                json={
+                    "service_point_id": "sp-1",
+                    "item": "poor_service",
+                    "occurred_on": "2026-11-02",
+                    "evidence": "a typo",
+                }
+                | change,
+            )
+            assert typo.status_code == 422, typo.text
+            assert typo.json()["errors"][0]["field"] == field, typo.text
         poor = await admin.post(
             "/scorecards/items",
             json={

@@ -34,9 +34,16 @@ def record_scorecard_item(
     conn: Connection, h: Handling, item: domain.ScorecardItem
 ) -> Outcome[domain.ScorecardState]:
     member = read_models.network_member(conn, item.service_point_id)
-    command = domain.RecordScorecardItem(item, today=latest_today(h.now()), member=member)
+    known = frozenset(t for t in item.ticket_ids if _ticket_in_reach(conn, h, t))
+    today = latest_today(h.now())
+    command = domain.RecordScorecardItem(item, today, member, known_tickets=known)
     stream_id = domain.scorecard_stream_id(item.service_point_id)
     return h.execute(conn, domain.SCORECARDS, stream_id, command, domain.decide_scorecard_item)
+
+
+def _ticket_in_reach(conn: Connection, h: Handling, ticket_id: str) -> bool:
+    state = h.executor.load(conn, TICKETS, ticket_id).state
+    return TICKETS.exists(state) and h.invocation.reach.allows(TICKETS.scope(state))
 
 
 def raise_quality_alert(

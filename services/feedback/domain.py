@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 
+from shared.kernel.clock import EARLIEST_BUSINESS_DAY
 from shared.kernel.decider import Decider
 from shared.kernel.errors import InvalidCommand, RuleViolation
 from shared.kernel.events.envelope import EventPayload
@@ -164,6 +165,8 @@ class RecordScorecardItem:
     # (level, region) of the network member with the item's id as the ledger has it
     # (dispatch's service-point streams); None: no such member.
     member: tuple[str, str | None] | None
+    # Those of the item's ticket ids that name a ticket within the caller's reach.
+    known_tickets: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -207,6 +210,13 @@ def decide_scorecard_item(
         raise InvalidCommand("region", f"{item.service_point_id} is in region {region}")
     if item.occurred_on > command.today:
         raise InvalidCommand("occurred_on", "the date is in the future")
+    if item.occurred_on < EARLIEST_BUSINESS_DAY:
+        raise InvalidCommand("occurred_on", f"before {EARLIEST_BUSINESS_DAY.isoformat()}")
+    for index, ticket_id in enumerate(item.ticket_ids):
+        if ticket_id not in command.known_tickets:
+            raise InvalidCommand(f"ticket_ids.{index}", f"no ticket {ticket_id}")
+        if ticket_id in item.ticket_ids[:index]:
+            raise InvalidCommand(f"ticket_ids.{index}", f"{ticket_id} is given twice")
     return [
         ScorecardItemRecorded(
             service_point_id=item.service_point_id,

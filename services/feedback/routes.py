@@ -334,7 +334,9 @@ async def get_scorecards(
     tags=["scorecards"],
     summary="Enter a manual scorecard item (poor service, falsified records, media coverage)",
     description="For a service point of the network (its id as registered on dispatch): "
-    "422 `service_point_id` for an unknown id or another level of the network.",
+    "422 `service_point_id` for an unknown id or another level of the network; 422 "
+    "`ticket_ids.N` for an id that names no ticket within the caller's reach or is given "
+    "twice; 422 `occurred_on` for a day in the future or before 1950-01-01.",
 )
 async def record_scorecard_item(
     body: ScorecardItemRequest, call: ScorecardItemCall

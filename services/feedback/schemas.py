@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any, Literal
+from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
@@ -106,9 +107,16 @@ class ScorecardItemRequest(Body):
         default=None, description="The point's region, as the network has it (422 otherwise)."
     )
     item: ScorecardItemKind
-    occurred_on: CalendarDay
+    occurred_on: CalendarDay = Field(
+        description="The day it happened: not in the future, not before 1950-01-01."
+    )
     evidence: LongText = Field(description="What shows it: a report, an article, a record.")
-    ticket_ids: list[ShortText] = Field(default_factory=list, max_length=100)
+    ticket_ids: list[UUID] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Tickets the item concerns, each once (422 `ticket_ids.N` for an id "
+        "that names no ticket within the caller's reach).",
+    )
 
     def command(self) -> domain.ScorecardItem:
         return domain.ScorecardItem(
@@ -117,7 +125,7 @@ class ScorecardItemRequest(Body):
             occurred_on=self.occurred_on,
             evidence=self.evidence,
             region=self.region,
-            ticket_ids=tuple(self.ticket_ids),
+            ticket_ids=tuple(str(t) for t in self.ticket_ids),
         )
 
 

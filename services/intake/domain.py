@@ -6,7 +6,7 @@ import unicodedata
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 
-from shared.kernel.clock import latest_today
+from shared.kernel.clock import EARLIEST_BUSINESS_DAY, latest_today
 from shared.kernel.decider import Decider
 from shared.kernel.errors import InvalidCommand, RuleViolation
 from shared.kernel.events.customers import CustomerDataErased, LegalHoldPlaced, LegalHoldReleased
@@ -133,10 +133,6 @@ def response_deadline(command: ReceiveTicket) -> datetime:
     return at + timedelta(hours=command.response_hours)
 
 
-# Before it, a purchase date is a typo (a year 1 or 0202), not an appliance in service.
-EARLIEST_PURCHASE = date(1950, 1, 1)
-
-
 def require_visible(field: str, value: str | None) -> None:
     """A name or an address line must show something: text made only of invisible
     characters (zero-width spaces, format marks) passes the blank check but names nobody."""
@@ -153,8 +149,8 @@ def decide_receive(command: ReceiveTicket, state: TicketState) -> list[PendingEv
     today = command.received_at.date()
     if r.product.purchase_date > latest_today(command.received_at):
         raise InvalidCommand("product.purchase_date", "the purchase date is in the future")
-    if r.product.purchase_date < EARLIEST_PURCHASE:
-        raise InvalidCommand("product.purchase_date", f"before {EARLIEST_PURCHASE.isoformat()}")
+    if r.product.purchase_date < EARLIEST_BUSINESS_DAY:
+        raise InvalidCommand("product.purchase_date", f"before {EARLIEST_BUSINESS_DAY.isoformat()}")
     require_visible("customer.name", r.customer.name)
     require_visible("address.line", r.address.line)
     derived = derive_warranty(r.product.purchase_date, today, command.warranty_months)

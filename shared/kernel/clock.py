@@ -7,6 +7,9 @@ from typing import Protocol
 
 # The easternmost time zones are 14 hours ahead of UTC (Kiribati's Line Islands).
 EASTERNMOST_OFFSET = timedelta(hours=14)
+# Before it, a calendar date a caller gives (a purchase, a scorecard incident) is a typo
+# (a year 1 or 0202), not a fact about a product in service.
+EARLIEST_BUSINESS_DAY = date(1950, 1, 1)
 
 
 def latest_today(now: datetime) -> date:

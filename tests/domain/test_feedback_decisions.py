@@ -3,6 +3,7 @@ events decided or the rule broken. No database."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -151,13 +152,18 @@ def item(
     occurred_on: date = date(2026, 11, 2), region: str | None = "east"
 ) -> domain.ScorecardItem:
     return domain.ScorecardItem(
-        "sp-1", ScorecardItemKind.poor_service, occurred_on, "mystery shopper", region, ("t-1",)
+        "sp-1", ScorecardItemKind.poor_service, occurred_on, "mystery shopper", region
     )
 
 
 def test_a_scorecard_item_is_recorded_with_its_evidence() -> None:
     state = domain.SCORECARDS.initial_state(domain.scorecard_stream_id("sp-1"))
-    command = domain.RecordScorecardItem(item(), date(2026, 11, 3), ("service_point", "east"))
+    command = domain.RecordScorecardItem(
+        replace(item(), ticket_ids=("t-1",)),
+        date(2026, 11, 3),
+        ("service_point", "east"),
+        frozenset({"t-1"}),
+    )
     (event,) = domain.decide_scorecard_item(command, state)
     assert isinstance(event, ScorecardItemRecorded)
     assert (event.service_point_id, event.region, event.ticket_ids) == ("sp-1", "east", ["t-1"])
@@ -166,14 +172,29 @@ def test_a_scorecard_item_is_recorded_with_its_evidence() -> None:
     assert domain.SCORECARDS.scope(after) == Scope(region="east")
 
 
-def test_a_scorecard_item_cannot_have_happened_in_the_future() -> None:
+@pytest.mark.parametrize(
+    ("day", "says"), [(date(2026, 12, 1), "in the future"), (date(1949, 12, 31), "before 1950")]
+)
+def test_a_scorecard_item_happened_on_a_plausible_day(day: date, says: str) -> None:
     state = domain.SCORECARDS.initial_state(domain.scorecard_stream_id("sp-1"))
-    command = domain.RecordScorecardItem(
-        item(date(2026, 12, 1)), date(2026, 11, 30), ("service_point", "east")
-    )
+    command = domain.RecordScorecardItem(item(day), date(2026, 11, 30), ("service_point", "east"))
     with pytest.raises(InvalidCommand) as err:
         domain.decide_scorecard_item(command, state)
-    assert err.value.field == "occurred_on"
+    assert err.value.field == "occurred_on" and says in str(err.value)
+
+
+def test_a_scorecard_items_tickets_are_known_and_each_given_once() -> None:
+    state = domain.SCORECARDS.initial_state(domain.scorecard_stream_id("sp-1"))
+    member = ("service_point", "east")
+    given = replace(item(), ticket_ids=("t-1", "t-2", "t-1"))
+    for known, field, says in (
+        (frozenset({"t-1"}), "ticket_ids.1", "no ticket t-2"),
+        (frozenset({"t-1", "t-2"}), "ticket_ids.2", "given twice"),
+    ):
+        command = domain.RecordScorecardItem(given, date(2026, 11, 3), member, known)
+        with pytest.raises(InvalidCommand) as err:
+            domain.decide_scorecard_item(command, state)
+        assert err.value.field == field and says in str(err.value)
 
 
 def test_a_scorecard_item_is_for_a_service_point_of_the_network() -> None:
