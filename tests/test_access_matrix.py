@@ -352,6 +352,14 @@ async def test_regional_callers_see_nothing_of_other_regions(platform: Platform)
         fix = {"reason": "typo", "customer": {"name": "Li Wei", "phone": "13900000000"}}
         assert (await disp.patch(f"/tickets/{west}/contact", json=fix)).status_code == 404
         assert (await disp.post(f"/tickets/{east}/diagnosis", json=diagnosis)).status_code == 200
+    # A region on the token confines any role, also one that sees every region without it.
+    async with service_client(
+        "intake", platform, role="customer_relations", region="east"
+    ) as relations:
+        assert (await relations.get(f"/tickets/{west}")).status_code == 404
+        assert (await relations.get(f"/tickets/{east}")).status_code == 200
+        listed = (await relations.get("/tickets")).json()["items"]
+        assert [t["ticket_id"] for t in listed] == [east]
     async with service_client("intake", platform, role="auditor") as auditor:
         listed = {t["ticket_id"] for t in (await auditor.get("/tickets")).json()["items"]}
         assert listed == {east, west}

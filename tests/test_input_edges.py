@@ -4,6 +4,7 @@ written. Every request goes through the real ASGI apps."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -246,3 +247,21 @@ async def test_probes_answer_whatever_a_monitor_appends(platform: Platform) -> N
     async with service_client("intake", platform) as client:
         assert (await client.get("/health/live?probe=1")).status_code == 200
         assert (await client.get("/metrics?ts=1")).status_code == 200
+
+
+@SQLITE
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32", "latin-1"])
+async def test_a_json_body_not_in_utf8_is_400_with_nothing_written(
+    platform: Platform, encoding: str
+) -> None:
+    # json.loads would read UTF-16 and UTF-32; JSON between systems is UTF-8 (RFC 8259).
+    ticket = {**RECEIVE_EXAMPLE, "customer": {**RECEIVE_EXAMPLE["customer"], "name": "Lí Wéi"}}
+    body = json.dumps(ticket, ensure_ascii=False).encode(encoding)
+    head = await ledger_head(platform)
+    async with service_client("intake", platform) as agent:
+        refused = await agent.post("/tickets", content=body, headers=JSON)
+        assert refused.status_code == 400, refused.text
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert await ledger_head(platform) == head
+        with_bom = json.dumps(ticket, ensure_ascii=False).encode("utf-8-sig")
+        assert (await agent.post("/tickets", content=with_bom, headers=JSON)).status_code == 201

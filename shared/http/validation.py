@@ -131,6 +131,15 @@ async def _check_input(request: Request) -> None:
     body = await request.body()  # cached: the route's own parsing reads the same bytes
     if not body:
         return
+    if (encoding := json.detect_encoding(body)) not in {"utf-8", "utf-8-sig"}:
+        # json.loads reads UTF-16 and UTF-32 too; JSON between systems is UTF-8 (RFC 8259),
+        # and a body in another encoding is refused like one that is not UTF-8 at all.
+        raise ProblemError(
+            400,
+            "http-error",
+            "There was an error parsing the body",
+            f"the body is {encoding.upper()}; JSON is sent as UTF-8 (RFC 8259)",
+        )
     try:
         # Read again, keeping each object's keys: a key given twice is no input to guess
         # at (json.loads keeps the last one). About 8 µs for a ticket.
