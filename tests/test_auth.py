@@ -27,7 +27,14 @@ from shared.app.config import ApiKeyEntry, AuthSettings, Settings
 from shared.app.platform import Platform
 from shared.app.registry import app_factory
 from shared.http.auth.personal_data import PersonalDataFilter, mask_payload, redact
-from shared.http.auth.tokens import Authenticator, api_key_hash, hs256_secret, issue_token
+from shared.http.auth.tokens import (
+    SCOPES,
+    Authenticator,
+    api_key_hash,
+    hs256_secret,
+    issue_token,
+)
+from shared.http.context import allow
 from tests.support.auth import TEST_JWT_SECRET, token_for
 
 
@@ -288,6 +295,15 @@ def test_token_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> N
     assert "generated" not in capsys.readouterr().err
     # A regional center's token needs its region.
     assert cli_main(["token", "--role", "regional_center", "--subject", "r"]) == 2
+    # A scope no route requires would make a token that may do nothing.
+    scoped = ["token", "--role", "auditor", "--subject", "a", "--scope", "audit:export"]
+    assert cli_main(scoped) == 0
+    assert Authenticator(Settings(data_dir=tmp_path)).verify_token(
+        capsys.readouterr().out.strip()
+    ).scopes == {"audit:export"}
+    with pytest.raises(SystemExit) as refused:
+        cli_main([*scoped[:-1], "audit:exports"])
+    assert refused.value.code == 2 and "invalid choice" in capsys.readouterr().err
     assert cli_main(["api-key", "--name", "acme"]) == 0
     out = capsys.readouterr().out
     assert "TICKETLINE_AUTH_API_KEYS" in out
@@ -533,3 +549,9 @@ def test_a_verified_token_is_reused_until_it_expires(
     for _ in range(2):
         with pytest.raises(InvalidCredentials):
             verifier.verify_token(forged)
+
+
+def test_a_route_requires_only_a_scope_tokens_can_carry() -> None:
+    assert "tickets:read" in SCOPES
+    with pytest.raises(ValueError, match="unknown scope 'ticket:read'"):
+        allow("admin", scope="ticket:read")

@@ -38,7 +38,7 @@ from shared.eventstore.db import DatabaseUnavailable, is_outage
 from shared.eventstore.ledger import UnreadableEvent
 from shared.eventstore.personal import MasterKeyMismatch
 from shared.http.auth.personal_data import install_log_filter
-from shared.http.auth.tokens import TOKEN_ROLES
+from shared.http.auth.tokens import SCOPES, TOKEN_ROLES
 
 if TYPE_CHECKING:
     from shared.app.checkpoints import HeldFile
@@ -769,7 +769,12 @@ def _access_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     )
     token.add_argument("--location", default=None, help="parts clerk: its stock location")
     token.add_argument(
-        "--scope", action="append", default=None, help="limit to a scope (repeatable)"
+        "--scope",
+        action="append",
+        default=None,
+        choices=sorted(SCOPES),
+        metavar="SCOPE",
+        help="limit to a scope a route requires, e.g. tickets:read (repeatable)",
     )
     token.add_argument("--ttl", default=None, help="lifetime, e.g. 15m, 8h (default 8h)")
     api_key = sub.add_parser("api-key", help="make a machine API key for call-center software")

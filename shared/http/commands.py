@@ -124,7 +124,7 @@ def command_call(
     429 (for a keyed request: after a malformed ``Idempotency-Key`` or ``If-Match``, 422,
     and only when the key has no stored answer), 422 — and the same
     OpenAPI parameters as ``allow``, ``idempotency_key`` and ``expected_version``."""
-    allowed = known_roles(roles)
+    allowed = known_roles(roles, scope)
 
     async def dependency(
         request: Request,

@@ -22,7 +22,7 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPBearer
 
 from shared.http.auth.personal_data import mask_phone
-from shared.http.auth.tokens import TOKEN_ROLES, Authenticator, InvalidCredentials
+from shared.http.auth.tokens import SCOPES, TOKEN_ROLES, Authenticator, InvalidCredentials
 from shared.http.problems import ProblemError
 from shared.kernel.errors import NotFound
 from shared.kernel.events.envelope import Actor, CommandContext
@@ -215,17 +215,20 @@ def admit(principal: Principal, roles: Collection[str], scope: str | None = None
     return principal
 
 
-def known_roles(roles: Collection[str]) -> frozenset[str]:
+def known_roles(roles: Collection[str], scope: str | None = None) -> frozenset[str]:
+    """What a route declares it admits, checked as it is declared: known roles and scope."""
     unknown = set(roles) - ROLES
     if unknown:
         raise ValueError(f"unknown roles: {sorted(unknown)}")
+    if scope is not None and scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}: add it to SCOPES (shared/http/auth)")
     return frozenset(roles)
 
 
 def allow(*roles: str, scope: str | None = None) -> Callable[..., Awaitable[Principal]]:
     """A dependency admitting only these roles, and (given ``scope``) only credentials that
     carry that scope; 403 naming what is missing otherwise."""
-    allowed = known_roles(roles)
+    allowed = known_roles(roles, scope)
 
     async def dependency(principal: Principal = Depends(current_principal)) -> Principal:
         return admit(principal, allowed, scope)

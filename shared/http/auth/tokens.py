@@ -54,6 +54,28 @@ TOKEN_ROLES = frozenset(
 # token without region / location belongs to headquarters (every region / location).
 REGION_ROLES = frozenset({"regional_center"})
 ALL_SCOPES = frozenset({"*"})
+# The scopes routes require (docs/access-control.md): a token limited to others may do
+# nothing here, so `ticketline token --scope` offers only these.
+SCOPES = frozenset(
+    {
+        "admin:operations",
+        "audit:export",
+        "customers:read",
+        "customers:write",
+        "events:read",
+        "imports:write",
+        "network:read",
+        "network:write",
+        "parts:read",
+        "parts:write",
+        "reports:read",
+        "reports:write",
+        "sla:read",
+        "sla:write",
+        "tickets:read",
+        "tickets:write",
+    }
+)
 
 
 class InvalidCredentials(Exception):
