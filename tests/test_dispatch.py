@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
@@ -10,6 +11,7 @@ import pytest
 from services.dispatch.projections import TICKET_FLAGS
 from services.intake.schemas import RECEIVE_EXAMPLE
 from shared.app.platform import Platform
+from shared.kernel.clock import ManualClock
 from shared.kernel.events.envelope import EventEnvelope, EventPayload
 from shared.kernel.events.tickets import TicketClosed, TicketReopened
 from tests.support.clients import service_client
@@ -700,3 +702,27 @@ async def test_an_unknown_ticket_is_404_for_candidates_and_dispatch(
     unknown = "00000000-0000-4000-8000-000000000000"
     assert (await dispatch.get(f"/tickets/{unknown}/candidates")).status_code == 404
     assert (await dispatch.post(f"/tickets/{unknown}/dispatch", json={})).status_code == 404
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_case_variants_registered_at_once_make_one_service_point(
+    platform: Platform, admin: httpx.AsyncClient, clock: ManualClock
+) -> None:
+    """`SP-Cn` and `sp-cn` registered at once by two replicas (two streams, two
+    transactions): the second waits for the first's id and is refused — never two
+    points of one id."""
+    await build_network(admin)
+    point = {**POINTS[3], "id": "SP-C1"}
+    ids = [f"sp-c{n}" for n in range(8)]
+    replica = Platform.from_settings(platform.settings, clock=clock)
+    try:
+        async with service_client("dispatch", replica, role="admin") as other:
+            answers = await asyncio.gather(
+                *(admin.post("/service-points", json={**point, "id": i.upper()}) for i in ids),
+                *(other.post("/service-points", json={**point, "id": i}) for i in ids),
+            )
+    finally:
+        await replica.close()
+    assert sorted(a.status_code for a in answers) == [201] * 8 + [409] * 8
+    listed = [p["id"].lower() for p in (await admin.get("/service-points")).json()["items"]]
+    assert sorted(i for i in listed if i in ids) == ids

@@ -1295,3 +1295,23 @@ async def test_a_registered_location_is_read_where_its_location_header_says(
         await platform.db.write(lambda c: c.execute(legacy))
         assert (await west.get("/locations/HQ")).status_code == 200
         assert "HQ" in {r["location_id"] for r in await ok(await west.get("/locations"))}
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_case_variants_registered_at_once_make_one_location(
+    platform: Platform, admin: httpx.AsyncClient, clock: ManualClock
+) -> None:
+    """As for service points: two replicas registering `SP-C1` and `sp-c1` at once."""
+    await build_network(admin)
+    body = {"name": "x", "level": "service_point", "parent_id": "rc-east"}
+    replica = Platform.from_settings(platform.settings, clock=clock)
+    try:
+        async with service_client("parts", replica, role="admin") as other:
+            answers = await asyncio.gather(
+                admin.put("/locations/SP-C1", json=body), other.put("/locations/sp-c1", json=body)
+            )
+    finally:
+        await replica.close()
+    assert sorted(a.status_code for a in answers) == [201, 409], [a.text for a in answers]
+    listed = [r["location_id"] for r in await ok(await admin.get("/locations"))]
+    assert len([i for i in listed if i.lower() == "sp-c1"]) == 1

@@ -11,12 +11,14 @@ from sqlalchemy import Connection
 
 from services.dispatch import domain, ics, read_models, sla_domain
 from shared.app.executor import Handling, Loaded, Outcome
+from shared.eventstore.db import take_locks
 from shared.kernel.calendar import Calendar
 from shared.kernel.errors import NotFound
 from shared.kernel.events.envelope import EventEnvelope
 from shared.kernel.events.network import ServicePointDescription, TechnicianDescription, Weekday
 from shared.kernel.events.registry import payload_dict
 from shared.kernel.events.sla import CalendarDescription, SlaPolicyDescription
+from shared.kernel.network import id_lock
 from shared.kernel.sla import RESOLUTION, calendar_stream, placement, policy_from, policy_stream
 from shared.kernel.ticket import TICKETS, TicketState
 
@@ -30,6 +32,7 @@ Member = Outcome[domain.NetworkMember]
 def register_service_point(
     conn: Connection, h: Handling, point_id: str, description: ServicePointDescription
 ) -> Member:
+    take_locks(conn, [id_lock("service-point", point_id)])
     parent = read_models.get_service_point(conn, description.parent_id)
     taken = read_models.registered_point_id(conn, point_id)
     command = domain.RegisterServicePoint(description, parent, taken)

@@ -19,12 +19,14 @@ from sqlalchemy import Connection
 
 from services.parts import domain, read_models
 from shared.app.executor import Handling, Loaded, Outcome, require_version
+from shared.eventstore.db import take_locks
 from shared.eventstore.ledger import StreamAppend
 from shared.kernel.errors import InvalidCommand, NotFound
 from shared.kernel.events.envelope import EventEnvelope
 from shared.kernel.events.parts import LocationLevel
 from shared.kernel.events.registry import typed_payload
 from shared.kernel.events.tickets import TicketRepaired
+from shared.kernel.network import id_lock
 from shared.kernel.parts import normalise_part_number
 from shared.kernel.ticket import TICKETS, TicketState, require_ticket
 
@@ -105,6 +107,7 @@ def put_part(
 def register_location(
     conn: Connection, h: Handling, location_id: str, request: domain.NewLocation
 ) -> Outcome[domain.LocationState]:
+    take_locks(conn, [id_lock("location", location_id)])
     registered = read_models.find_place(conn, location_id)
     parent = read_models.find_place(conn, request.parent_id) if request.parent_id else None
     command = domain.RegisterLocation(

@@ -21,6 +21,13 @@ def id_key(member_id: str) -> str:
     return member_id.strip().lower()
 
 
+def id_lock(kind: str, member_id: str) -> str:
+    """The lock a registration holds on its id in any case until it commits: two replicas
+    registering ``SP-1`` and ``sp-1`` at once write two streams, and the later must see
+    the earlier's row to refuse it."""
+    return f"{kind}-id:{id_key(member_id)}"
+
+
 def refuse_registered(registered_as: str | None, *, rule: str, field: str, what: str) -> None:
     """One member per ``id_key``: ``registered_as``, the spelling the id is registered
     under already (in any case), refuses another registration — 409 ``rule``, its detail
