@@ -19,6 +19,7 @@ from shared.eventstore.ledger import (
     EventStore,
     StreamAppend,
     StreamHead,
+    UnreadableEvent,
 )
 from shared.eventstore.tables import events, outbox
 from shared.eventstore.verify import verify_ledger
@@ -288,6 +289,30 @@ async def test_a_row_no_event_could_be_is_unreadable_and_the_walk_goes_on(
     report = await db.read(lambda c: verify_ledger(c, store))
     assert [(b.kind, b.position) for b in report.broken] == [("unreadable", 2)]
     assert report.events_checked == 4
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])  # PostgreSQL refuses text not in UTF-8
+async def test_a_row_whose_text_is_not_utf8_is_named_and_the_reads_go_on(
+    db: Database, store: EventStore
+) -> None:
+    """A byte of a payload (or of another text column) edited into no UTF-8: sqlite3
+    refused the whole read (verify, replay and export ended with a traceback). The row is
+    now ``unreadable``, the others are checked, and a read of its stream names it."""
+    ids = await _ledger_with_two_tickets(db, store)
+    bad = text(
+        "UPDATE events SET payload = CAST(substr(CAST(payload AS BLOB), 1, 5) || x'c3' || "
+        "substr(CAST(payload AS BLOB), 7) AS TEXT) WHERE position = 2"
+    )
+    await db.write(lambda c: c.execute(bad))
+    subject = text("UPDATE events SET actor_subject = CAST(x'ff' AS TEXT) WHERE position = 3")
+    await db.write(lambda c: c.execute(subject))
+    report = await db.read(lambda c: verify_ledger(c, store))
+    assert [(b.kind, b.position) for b in report.broken] == [("unreadable", 2), ("unreadable", 3)]
+    assert "not UTF-8" in report.broken[0].detail
+    assert report.events_checked == 4
+    with pytest.raises(UnreadableEvent) as unreadable:
+        await db.read(lambda c: store.read_stream(c, ids[0]))
+    assert unreadable.value.position == 2
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])  # PostgreSQL keeps instants, not texts

@@ -412,6 +412,30 @@ async def test_a_tampered_history_says_so_and_a_damaged_row_is_named(
     assert await platform.db.read(lambda c: c.execute(head).scalar_one()) == before
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])  # PostgreSQL refuses text not in UTF-8
+async def test_a_row_whose_text_is_not_utf8_is_named_by_every_read(
+    intake: httpx.AsyncClient, platform: Platform
+) -> None:
+    """One payload byte edited into no UTF-8: the history, the audit export and the event
+    stream name the position (sqlite3 refused the whole read: a 500 without it, a 503)."""
+    from sqlalchemy import text
+
+    tid = (await open_ticket(intake))["ticket_id"]
+    bad = text(
+        "UPDATE events SET payload = CAST(substr(CAST(payload AS BLOB), 1, 5) || x'c3' || "
+        "substr(CAST(payload AS BLOB), 7) AS TEXT) WHERE stream_id = :t"
+    )
+    await platform.db.write(lambda c: c.execute(bad, {"t": tid}))
+    auditor = headers_for("auditor", subject="aud-1")
+    for answer in (
+        await intake.get(f"/tickets/{tid}/history", headers=DISPATCHER),
+        await intake.get("/audit/export", headers=auditor),
+    ):
+        assert answer.status_code == 500, answer.text
+        problem = answer.json()
+        assert problem["type"].endswith("/ledger-damaged") and problem["position"] == 1
+
+
 async def test_a_stored_answer_replays_only_to_the_same_reach(intake: httpx.AsyncClient) -> None:
     """The same person with a token for another region (or another role) reusing a key
     gets what that token may see, never the stored answer."""

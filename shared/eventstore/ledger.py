@@ -17,7 +17,7 @@ import hashlib
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
+from functools import cache, partial
 from json.encoder import encode_basestring
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -29,9 +29,11 @@ from sqlalchemy.util import await_only
 
 from shared.eventstore.db import utc_from_stored
 from shared.eventstore.driver import (
+    DamagedText,
     asyncpg_driver,
     integrity_errors,
     pg_array_of,
+    read_tolerating_damage,
     sqlite_driver,
     sqlite_time,
 )
@@ -328,7 +330,10 @@ def row_to_envelope(row: Sequence[Any]) -> EventEnvelope:
         decoded = orjson.loads(payload)
         _versions(stream_version, schema_version)
     except (ValueError, TypeError) as exc:  # orjson's and the time parser's errors
-        raise UnreadableEvent(position, exc) from exc
+        cause = (
+            ValueError("its payload is not UTF-8 text") if isinstance(payload, DamagedText) else exc
+        )
+        raise UnreadableEvent(position, cause) from exc
     return EventEnvelope.trusted(
         {
             "event_id": event_id,
@@ -910,12 +915,17 @@ def _rows(conn: Connection, statement: Any, params: dict[str, Any]) -> Sequence[
     raw = sqlite_driver(conn)
     if raw is not None:
         sql, ordered = _positional(statement, params, "?")
-        return cast(Sequence[Sequence[Any]], raw.execute(sql, ordered).fetchall())
+        rows = read_tolerating_damage(conn, lambda: raw.execute(sql, ordered).fetchall())
+        return cast(Sequence[Sequence[Any]], rows)
     pg = asyncpg_driver(conn)
     if pg is not None:  # asyncpg's records unpack like tuples; its statement cache prepares
         sql, ordered = _positional(statement, params, "$")
         return cast(Sequence[Sequence[Any]], await_only(pg.fetch(sql, *ordered)))
     return conn.execute(statement, params).all()
+
+
+def _fetch_all(raw: Any, sql: str, params: Sequence[Any]) -> list[Any]:
+    return list(raw.execute(sql, params).fetchall())
 
 
 def _stream_rows(conn: Connection, ids: list[str]) -> Iterable[Sequence[Any]]:
@@ -931,7 +941,8 @@ def _stream_rows(conn: Connection, ids: list[str]) -> Iterable[Sequence[Any]]:
         chunk = ids[start : start + 500]
         where = f"WHERE stream_id IN ({', '.join('?' * len(chunk))})"
         if raw is not None:
-            yield from raw.execute(f"{_SELECT_EVENTS} {where} {order}", chunk)
+            read = partial(_fetch_all, raw, f"{_SELECT_EVENTS} {where} {order}", chunk)
+            yield from read_tolerating_damage(conn, read)
         else:
             yield from conn.execute(_READ_STREAMS, {"ids": chunk})
 
