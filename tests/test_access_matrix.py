@@ -360,6 +360,14 @@ async def test_regional_callers_see_nothing_of_other_regions(platform: Platform)
         assert (await relations.get(f"/tickets/{east}")).status_code == 200
         listed = (await relations.get("/tickets")).json()["items"]
         assert [t["ticket_id"] for t in listed] == [east]
+    # Nor does it write outside it: what it would create elsewhere is 403 naming `region`.
+    async with service_client("intake", platform, region="east") as agent:
+        refused = await agent.post("/tickets", json=in_region("west"))
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["errors"][0]["field"] == "region"
+    async with service_client("dispatch", platform, role="admin", region="east") as admin:
+        north = {"id": "rc-north", "name": "N", "level": "regional_center", "region": "north"}
+        assert (await admin.post("/service-points", json=north)).status_code == 403
     async with service_client("intake", platform, role="auditor") as auditor:
         listed = {t["ticket_id"] for t in (await auditor.get("/tickets")).json()["items"]}
         assert listed == {east, west}

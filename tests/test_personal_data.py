@@ -428,6 +428,19 @@ async def test_erasure_is_refused_for_unknown_held_or_open_customers(
         assert placed.json()["legal_hold"] is True
         held = await dpo.post(f"/customers/{customer_id}/erasure", json=body)
         assert held.status_code == 409 and held.json()["rule"] == "legal_hold"
+    # A customer's data is every region's: a token confined to one requests none of it.
+    async with service_client("intake", platform, role="admin", region="east") as regional:
+        for answer in (
+            await regional.get(f"/customers/{customer_id}/data"),
+            await regional.post(f"/customers/{customer_id}/erasure", json=body),
+            await regional.put(f"/customers/{customer_id}/legal-hold", json=hold),
+            await regional.post(
+                "/customers/lookup", json={"customer": {"name": person.name, "phone": person.phone}}
+            ),
+            await regional.get("/personal-data/reads"),
+        ):
+            assert answer.status_code == 403, answer.text
+            assert answer.json()["errors"][0]["field"] == "region"
 
 
 async def test_retention_erases_exactly_the_eligible_customers(

@@ -34,7 +34,7 @@ from shared.http.disclosure import Disclosure
 from shared.http.idempotency import CommandResponse
 from shared.http.params import ASCII_COUNT, EntryId, TextFilter, UtcTime
 from shared.http.problems import PROBLEM_RESPONSES, problem_doc
-from shared.kernel.errors import NotFound
+from shared.kernel.errors import Forbidden, NotFound
 from shared.kernel.events.envelope import EventEnvelope
 from shared.kernel.events.registry import UnknownEventType, payload_class
 from shared.kernel.personal import get_path, personal_fields
@@ -48,6 +48,19 @@ Erase = Annotated[
 ]
 Hold = Erase
 may_read_customers = allow("privacy_officer", "admin", scope="customers:read")
+
+
+def every_region(principal: Principal) -> None:
+    """A customer's personal data spans their tickets in every region: a token confined
+    to one region (docs/access-control.md) makes no request about the customer."""
+    if principal.region is not None:
+        raise Forbidden(
+            "region",
+            f"a customer's personal data is every region's: a token for region "
+            f"{principal.region} may not request it",
+        )
+
+
 may_read_log = allow("privacy_officer", "auditor", "admin", scope="customers:read")
 
 
@@ -79,6 +92,7 @@ def erasure_response(outcome: Outcome[domain.CustomerState]) -> CommandResponse:
     "(`Idempotent-Replayed: true`).",
 )
 async def erase_customer(customer_id: UUID, body: ErasureRequest, call: Erase) -> JSONResponse:
+    every_region(call.principal)
     return await call.run(
         f"erasure:{customer_id}",
         body,
@@ -98,6 +112,7 @@ async def erase_customer(customer_id: UUID, body: ErasureRequest, call: Erase) -
     "refused. Setting the state it already has records nothing.",
 )
 async def legal_hold(customer_id: UUID, body: LegalHoldRequest, call: Hold) -> JSONResponse:
+    every_region(call.principal)
     command = domain.SetLegalHold(body.active, body.reason)
 
     def run(c: Any) -> CommandResponse:
@@ -121,9 +136,10 @@ async def legal_hold(customer_id: UUID, body: LegalHoldRequest, call: Hold) -> J
 )
 async def find_customer(
     body: CustomerLookup,
-    _principal: Principal = Depends(may_read_customers),
+    principal: Principal = Depends(may_read_customers),
     platform: Platform = Depends(get_platform),
 ) -> CustomerFound:
+    every_region(principal)
     name, phone = body.customer.name, body.customer.phone
     found = await platform.db.read(lambda c: platform.personal.find_customer(c, name, phone))
     if found is None:
@@ -181,6 +197,7 @@ async def customer_data_export(
     principal: Principal = Depends(may_read_customers),
     platform: Platform = Depends(get_platform),
 ) -> SubjectAccess:
+    every_region(principal)
     if platform.reads is not None:
         await platform.reads.flush()  # the trail includes this process's latest reads
     cid = str(customer_id)
@@ -209,9 +226,10 @@ async def reads(
     until: UtcTime | None = Query(default=None, description="Exclusive (ISO 8601)."),
     after: EntryId | None = Query(default=None, description="`next_after` of a page."),
     limit: Annotated[int, Query(ge=1, le=1000), ASCII_COUNT] = 100,
-    _principal: Principal = Depends(may_read_log),
+    principal: Principal = Depends(may_read_log),
     platform: Platform = Depends(get_platform),
 ) -> ReadLogPage:
+    every_region(principal)
     if platform.reads is not None:
         await platform.reads.flush()
     cid = str(customer_id) if customer_id else None

@@ -26,7 +26,7 @@ from shared.eventstore.projection import Projection
 from shared.eventstore.runner import ProjectionRunner
 from shared.kernel.clock import Clock
 from shared.kernel.decider import Decide, Decider
-from shared.kernel.errors import NotFound
+from shared.kernel.errors import Forbidden, NotFound
 from shared.kernel.events.envelope import (
     SYSTEM_ACTOR,
     CommandContext,
@@ -218,6 +218,14 @@ class Executor:
         now = self.clock.now()
         decided, after = decider.run(loaded.state, command, decide, now)
         region = decider.scope(after).region
+        if not invocation.reach.allows_region(region):
+            # What a regional caller creates (or moves) lands in its region too: else it
+            # could write what it may not read (a ticket, a network member elsewhere).
+            raise Forbidden(
+                "region",
+                f"the {decider.stream_type} would be in region {region}, outside the "
+                f"caller's region {invocation.reach.region}",
+            )
         written = self.commit(
             conn,
             invocation.context,
