@@ -90,6 +90,12 @@ async def test_a_refused_file_is_a_problem_with_the_report(platform: Platform) -
             "/imports/service-points", content=bad, headers={"content-type": "text/csv"}
         )
         assert denied.status_code == 403
+    # An import writes every region's history: not for a token confined to one.
+    async with service_client("dispatch", platform, role="admin", region="east") as regional:
+        denied = await regional.post(
+            "/imports/service-points", content=bad, headers={"content-type": "text/csv"}
+        )
+        assert denied.status_code == 403 and denied.json()["errors"][0]["field"] == "region"
 
 
 async def test_a_service_point_id_differing_only_in_case_is_refused_on_import(

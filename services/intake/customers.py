@@ -29,12 +29,12 @@ from shared.app.platform import Platform
 from shared.app.read_log import read_log
 from shared.http.app import get_platform
 from shared.http.commands import CommandCall, command_call
-from shared.http.context import Principal, allow
+from shared.http.context import Principal, allow, every_region
 from shared.http.disclosure import Disclosure
 from shared.http.idempotency import CommandResponse
 from shared.http.params import ASCII_COUNT, EntryId, TextFilter, UtcTime
 from shared.http.problems import PROBLEM_RESPONSES, problem_doc
-from shared.kernel.errors import Forbidden, NotFound
+from shared.kernel.errors import NotFound
 from shared.kernel.events.envelope import EventEnvelope
 from shared.kernel.events.registry import UnknownEventType, payload_class
 from shared.kernel.personal import get_path, personal_fields
@@ -48,17 +48,7 @@ Erase = Annotated[
 ]
 Hold = Erase
 may_read_customers = allow("privacy_officer", "admin", scope="customers:read")
-
-
-def every_region(principal: Principal) -> None:
-    """A customer's personal data spans their tickets in every region: a token confined
-    to one region (docs/access-control.md) makes no request about the customer."""
-    if principal.region is not None:
-        raise Forbidden(
-            "region",
-            f"a customer's personal data is every region's: a token for region "
-            f"{principal.region} may not request it",
-        )
+CUSTOMER_DATA = "a customer's personal data (their tickets are in every region)"
 
 
 may_read_log = allow("privacy_officer", "auditor", "admin", scope="customers:read")
@@ -92,7 +82,7 @@ def erasure_response(outcome: Outcome[domain.CustomerState]) -> CommandResponse:
     "(`Idempotent-Replayed: true`).",
 )
 async def erase_customer(customer_id: UUID, body: ErasureRequest, call: Erase) -> JSONResponse:
-    every_region(call.principal)
+    every_region(call.principal, CUSTOMER_DATA)
     return await call.run(
         f"erasure:{customer_id}",
         body,
@@ -112,7 +102,7 @@ async def erase_customer(customer_id: UUID, body: ErasureRequest, call: Erase) -
     "refused. Setting the state it already has records nothing.",
 )
 async def legal_hold(customer_id: UUID, body: LegalHoldRequest, call: Hold) -> JSONResponse:
-    every_region(call.principal)
+    every_region(call.principal, CUSTOMER_DATA)
     command = domain.SetLegalHold(body.active, body.reason)
 
     def run(c: Any) -> CommandResponse:
@@ -139,7 +129,7 @@ async def find_customer(
     principal: Principal = Depends(may_read_customers),
     platform: Platform = Depends(get_platform),
 ) -> CustomerFound:
-    every_region(principal)
+    every_region(principal, CUSTOMER_DATA)
     name, phone = body.customer.name, body.customer.phone
     found = await platform.db.read(lambda c: platform.personal.find_customer(c, name, phone))
     if found is None:
@@ -197,7 +187,7 @@ async def customer_data_export(
     principal: Principal = Depends(may_read_customers),
     platform: Platform = Depends(get_platform),
 ) -> SubjectAccess:
-    every_region(principal)
+    every_region(principal, CUSTOMER_DATA)
     if platform.reads is not None:
         await platform.reads.flush()  # the trail includes this process's latest reads
     cid = str(customer_id)
@@ -229,7 +219,7 @@ async def reads(
     principal: Principal = Depends(may_read_log),
     platform: Platform = Depends(get_platform),
 ) -> ReadLogPage:
-    every_region(principal)
+    every_region(principal, CUSTOMER_DATA)
     if platform.reads is not None:
         await platform.reads.flush()
     cid = str(customer_id) if customer_id else None

@@ -24,7 +24,7 @@ from fastapi.security import APIKeyHeader, HTTPBearer
 from shared.http.auth.personal_data import mask_phone
 from shared.http.auth.tokens import SCOPES, TOKEN_ROLES, Authenticator, InvalidCredentials
 from shared.http.problems import ProblemError
-from shared.kernel.errors import NotFound
+from shared.kernel.errors import Forbidden, NotFound
 from shared.kernel.events.envelope import Actor, CommandContext
 from shared.kernel.reach import Reach
 
@@ -234,6 +234,16 @@ def allow(*roles: str, scope: str | None = None) -> Callable[..., Awaitable[Prin
         return admit(principal, allowed, scope)
 
     return dependency
+
+
+def every_region(principal: Principal, what: str) -> None:
+    """Work that spans every region (a customer's personal data, an import) is for a
+    token without a region: one confined to a region (docs/access-control.md) gets 403
+    naming ``region``."""
+    if principal.region is not None:
+        raise Forbidden(
+            "region", f"{what} is every region's: a token for {principal.region} may not"
+        )
 
 
 def region_asked(principal: Principal, wanted: str | None) -> str | None:

@@ -23,7 +23,7 @@ from shared.app.importing.kinds import Kind
 from shared.app.importing.report import ProblemSink
 from shared.app.platform import Platform
 from shared.http.app import get_platform
-from shared.http.context import Principal, allow
+from shared.http.context import Principal, allow, every_region
 from shared.http.params import QueryFlag
 from shared.http.problems import ProblemError, problem_doc
 from shared.http.security import BodyTooLarge
@@ -97,6 +97,7 @@ def _route(router: APIRouter, kind: Kind) -> None:
         principal: Principal = Depends(may_import),
         platform: Platform = Depends(get_platform),
     ) -> JSONResponse:
+        every_region(principal, "an import")
         options = {
             "dry_run": dry_run,
             "skip_invalid": skip_invalid,
