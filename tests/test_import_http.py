@@ -151,3 +151,32 @@ async def test_uploads_above_the_limit_are_refused(platform: Platform) -> None:
         )
         assert streamed.status_code == 413
         assert streamed.headers["content-type"].startswith("application/problem+json")
+
+
+@pytest.mark.parametrize(
+    ("service", "kind", "csv", "field"),
+    [
+        ("parts", "usage", "location_id,part_number,month,quantity\nsp-1,P-1,0000-01,5\n", "month"),
+        (
+            "parts",
+            "locations",
+            "location_id,name,level,parent_id,region,registered_at\n"
+            "sp-y1,Y,service_point,rc-east,,0001-01-01T00:00:00+08:00\n",
+            "registered_at",
+        ),
+    ],
+)
+async def test_a_date_out_of_the_calendar_is_a_row_problem_not_a_500(
+    platform: Platform, service: str, kind: str, csv: str, field: str
+) -> None:
+    """Year 0 or 1 (a typo) overflowed the time arithmetic: 500, a dry run saying valid."""
+    async with service_client(service, platform, role="admin") as admin:
+        for dry_run, status in (("true", 200), ("false", 422)):
+            response = await admin.post(
+                f"/imports/{kind}",
+                params={"dry_run": dry_run},
+                content=csv.encode(),
+                headers={"content-type": "text/csv"},
+            )
+            assert response.status_code == status, response.text
+            assert [e["field"] for e in response.json()["report"]] == [field]

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from shared.kernel.clock import EARLIEST_BUSINESS_DAY
 from shared.kernel.errors import DomainError, InvalidCommand
 from shared.kernel.events.tickets import ISO_DAY as _ISO_DAY
 from shared.kernel.text import invalid_text_reason, legacy_line_breaks
@@ -188,13 +189,13 @@ class Fields:
             return self.problem(column, f"one of {allowed}; got {str(value)[:40]!r}")
 
     def day(self, column: str, *, required: bool = False) -> date | None:
-        return self._parsed(column, required, _day, "a date (YYYY-MM-DD)")
+        return self._parsed(column, required, _day, "a date (YYYY-MM-DD, 1950 or later)")
 
     def month(self, column: str, *, required: bool = False) -> str | None:
-        return self._parsed(column, required, _month, "a month (YYYY-MM)")
+        return self._parsed(column, required, _month, "a month (YYYY-MM, 1950 or later)")
 
     def timestamp(self, column: str, *, required: bool = False) -> datetime | None:
-        value = self._parsed(column, required, _timestamp, "an ISO 8601 time")
+        value = self._parsed(column, required, _timestamp, "an ISO 8601 time (1950 or later)")
         if value is None or value.tzinfo is not None:
             return value
         if self.zone is None:
@@ -282,18 +283,31 @@ def _boolean(value: Any) -> bool:
     raise ValueError(text)
 
 
+# History of appliances in service: before 1950 a date is a typo (a year 1 or 0202); past
+# 9000, deadlines computed from it would leave the calendar (the API refuses both too).
+_YEARS = range(EARLIEST_BUSINESS_DAY.year, 9000)
+
+
+def _plausible_year(year: int, text: str) -> None:
+    if year not in _YEARS:
+        raise ValueError(text)
+
+
 def _day(value: Any) -> date:
     # date.fromisoformat also reads 20260301 and 2026-W09-7; the API takes YYYY-MM-DD only.
     text = str(value)
     if not _ISO_DAY.fullmatch(text):
         raise ValueError(text)
-    return date.fromisoformat(text)
+    day = date.fromisoformat(text)
+    _plausible_year(day.year, text)
+    return day
 
 
 def _month(value: Any) -> str:
     text = str(value)
     if not _MONTH.match(text):
         raise ValueError(text)
+    _plausible_year(int(text[:4]), text)
     return text
 
 
@@ -301,4 +315,6 @@ def _timestamp(value: Any) -> datetime:
     text = str(value)
     if len(text) < 16 or text[4] != "-" or text[7] != "-":
         raise ValueError(text)  # a date alone (or less) is not a moment
-    return datetime.fromisoformat(text)
+    moment = datetime.fromisoformat(text)
+    _plausible_year(moment.year, text)
+    return moment
