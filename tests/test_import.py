@@ -246,6 +246,9 @@ async def test_impossible_histories_are_row_errors_and_nothing_is_written(
         good_row(11, customer_name="Li\x1b[2JWei"),  # a control character
         good_row(12, symptom="drum\x0bnoisy"),  # a legacy line break (VT): kept as one
         good_row(13, purchase_date="20250301"),  # ISO 8601's basic form: not YYYY-MM-DD
+        good_row(14, cost_amount="1.234"),  # the API's rule: to the fen
+        good_row(15, cost_amount="100000000"),  # and at most 10 million
+        good_row(16, purchase_date="0001-01-01"),  # a typo: a year 1 overflowed the clocks
     ]
     path = ticket_file(tmp_path / "tickets.csv", rows)
     before = await position(platform)
@@ -253,7 +256,7 @@ async def test_impossible_histories_are_row_errors_and_nothing_is_written(
     assert summary.status == "refused"
     assert await position(platform) == before
     # Row 1 was valid: refused with the file, it is not reported imported.
-    assert (summary.tally.imported, summary.tally.events, summary.tally.invalid) == (0, 0, 11)
+    assert (summary.tally.imported, summary.tally.events, summary.tally.invalid) == (0, 0, 14)
     found = {(line, field) for line, field, _ in problems(sink)}
     assert {
         (3, "repaired_at"),
@@ -267,6 +270,9 @@ async def test_impossible_histories_are_row_errors_and_nothing_is_written(
         (10, "closed_at"),
         (12, "customer_name"),
         (14, "purchase_date"),
+        (15, "cost_amount"),
+        (16, "cost_amount"),
+        (17, "purchase_date"),
     } <= found, problems(sink)
     texts = {(line, field): text for line, field, text in problems(sink)}
     assert texts[(3, "repaired_at")].startswith("before ")
@@ -278,7 +284,7 @@ async def test_impossible_histories_are_row_errors_and_nothing_is_written(
 
     summary, sink = await import_file(platform, "tickets", path, skip_invalid=True)
     assert summary.status == "imported"
-    assert summary.tally.imported == 2 and summary.tally.invalid == 11
+    assert summary.tally.imported == 2 and summary.tally.invalid == 14
     assert await count(platform, ticket_state) == 2
 
 

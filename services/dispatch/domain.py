@@ -783,6 +783,20 @@ def _minute(at: datetime) -> datetime:
     return at.replace(second=0, microsecond=0)
 
 
+# What one repair can cost, in yuan: above it an amount is a typo (a serial number, fen).
+MAX_REPAIR_COST = 10_000_000
+
+
+def cost_problem(amount: float) -> str | None:
+    """Why ``amount`` is no repair's cost (to the fen, within ``MAX_REPAIR_COST``): the
+    rule the API and an import of history apply alike."""
+    if amount > MAX_REPAIR_COST:
+        return f"at most {MAX_REPAIR_COST:,}"
+    if round(amount, 2) != amount:
+        return "an amount has at most two decimals"
+    return None
+
+
 @dataclass(frozen=True)
 class RecordRepair:
     outcome: RepairOutcome

@@ -530,10 +530,17 @@ def _repair(f: Fields) -> tuple[datetime | None, domain.RecordRepair | None]:
         parts_used=parse_parts(f, "parts_used"),
         labour_minutes=f.integer("labour_minutes", minimum=0, maximum=10_000) or 0,
         cost_borne_by=f.choice("cost_borne_by", CostBearer),
-        cost_amount=f.number("cost_amount", minimum=0) or 0.0,
+        cost_amount=repair_cost(f),
         notes=f.text("repair_notes"),
     )
     return at, repair if outcome is not None else None
+
+
+def repair_cost(f: Fields) -> float:
+    amount = f.number("cost_amount", minimum=0) or 0.0
+    if (problem := domain.cost_problem(amount)) is not None:
+        f.problem("cost_amount", problem)
+    return amount
 
 
 def parse_field_work(f: Fields, _context: KindContext) -> FieldWork:

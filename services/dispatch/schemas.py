@@ -333,15 +333,18 @@ class RepairRequest(Body):
         default=None, description="Default: warranty unless the ticket is out of warranty."
     )
     cost_amount: StrictFloat = Field(
-        default=0, ge=0, le=10_000_000, description="What the repair cost, in yuan (to the fen)."
+        default=0,
+        ge=0,
+        le=domain.MAX_REPAIR_COST,
+        description="What the repair cost, in yuan (to the fen).",
     )
     notes: LongText | None = None
 
     @field_validator("cost_amount")
     @classmethod
     def _to_the_fen(cls, value: float) -> float:
-        if round(value, 2) != value:
-            raise ValueError("an amount has at most two decimals")
+        if (problem := domain.cost_problem(value)) is not None:
+            raise ValueError(problem)
         return value
 
     def command(self) -> domain.RecordRepair:
