@@ -180,3 +180,19 @@ async def test_a_date_out_of_the_calendar_is_a_row_problem_not_a_500(
             )
             assert response.status_code == status, response.text
             assert [e["field"] for e in response.json()["report"]] == [field]
+
+
+async def test_an_upload_of_no_known_type_is_read_by_its_first_byte(platform: Platform) -> None:
+    """As the OpenAPI says: no `format`, a content type of neither format — the file's
+    first byte decides (JSON Lines were read as CSV: 422 unknown column)."""
+    line = b'{"id": "hq", "name": "HQ", "level": "headquarters"}\n'
+    async with service_client("dispatch", platform, role="admin") as dispatch:
+        for content_type in ("application/octet-stream", "application/json", "text/plain"):
+            response = await dispatch.post(
+                "/imports/service-points",
+                params={"dry_run": "true"},
+                content=line,
+                headers={"content-type": content_type},
+            )
+            assert response.status_code == 200, response.text
+            assert response.json()["summary"]["format"] == "jsonl"

@@ -137,7 +137,7 @@ async def _import(
         kind=kind.name,
         path=path,
         operator=principal.actor,
-        source_name=f"upload.{fmt or 'csv'}",
+        source_name=f"upload.{fmt}" if fmt else "upload",  # no format: read from the file
         format=fmt,
         **options,
     )
