@@ -131,3 +131,30 @@ def test_run_on_a_taken_port_says_which_and_how_to_change_it(tmp_path, monkeypat
     err = capsys.readouterr().err
     assert "dispatch: cannot listen on 127.0.0.1:" in err and "TICKETLINE_DISPATCH_PORT" in err
     assert "Traceback" not in err
+
+
+def test_run_and_serve_refuse_ports_they_cannot_use(tmp_path, monkeypatch, capsys) -> None:
+    """Two services on one port, a host not of this machine, `serve --port 99999`: each
+    refused at start, saying what to change (uvicorn's tracebacks and exit 3, or a port
+    taken modulo 65536)."""
+    import pytest
+
+    from shared.app.cli import main as cli_main
+    from tests.support.ports import free_ports_env
+
+    monkeypatch.setenv("TICKETLINE_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("TICKETLINE_HOST", "127.0.0.1")
+    ports = free_ports_env()
+    for variable, port in ports.items():
+        monkeypatch.setenv(variable, port)
+    monkeypatch.setenv("TICKETLINE_DISPATCH_PORT", ports["TICKETLINE_INTAKE_PORT"])
+    assert cli_main(["run"]) == 2
+    err = capsys.readouterr().err
+    assert "both on port" in err and "TICKETLINE_DISPATCH_PORT" in err
+    monkeypatch.setenv("TICKETLINE_DISPATCH_PORT", str(int(ports["TICKETLINE_INTAKE_PORT"]) + 1))
+    monkeypatch.setenv("TICKETLINE_HOST", "192.0.2.1")  # TEST-NET-1: no machine's own
+    assert cli_main(["run"]) == 2
+    assert "TICKETLINE_HOST" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:
+        cli_main(["serve", "intake", "--port", "99999"])
+    assert refused.value.code == 2 and "a port from 1 to 65535" in capsys.readouterr().err

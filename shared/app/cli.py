@@ -602,6 +602,17 @@ def aware_time(value: str) -> datetime:
     return found
 
 
+def port_number(value: str) -> int:
+    """A TCP port, 1 to 65535 (argparse type)."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if not 1 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r}: a port from 1 to 65535")
+    return number
+
+
 def positive_int(value: str) -> int:
     """A whole number of 1 or more (argparse type)."""
     try:
@@ -656,7 +667,7 @@ def _process_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     sub.add_parser("run", help="everything in one process on the embedded default")
     serve = sub.add_parser("serve", help="one service (or the console) in its own process")
     serve.add_argument("service", choices=SERVERS)
-    serve.add_argument("--port", type=int, default=None)
+    serve.add_argument("--port", type=port_number, default=None, help="default: the service's")
     relay = sub.add_parser(
         "relay", help="publish the outbox to Kafka (several may run; one publishes)"
     )

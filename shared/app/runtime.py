@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
 import socket
@@ -286,19 +287,34 @@ async def run_relay(platform: Platform, stop: asyncio.Event) -> None:
     await relay.run(stop, poll_seconds=settings.relay_poll_seconds)
 
 
-def refuse_taken_ports(settings: Settings, names: Sequence[str]) -> None:
-    """Each server's port free on its host, or a message naming the variable to change
-    (uvicorn would exit mid-start with a traceback in the log)."""
+def refuse_taken_ports(
+    settings: Settings, names: Sequence[str], port_flag: int | None = None
+) -> None:
+    """Each server's port free on its host (and no two servers on one port), or a
+    message naming what to change (uvicorn would exit mid-start with a traceback in the
+    log). ``port_flag``: ``serve --port``, for its one server."""
+    taken: dict[int, str] = {}
     for name in names:
-        port = service_port(settings, name)
+        port = port_flag or service_port(settings, name)
+        setting = "--port" if port_flag else f"TICKETLINE_{name.upper()}_PORT"
+        if port in taken:
+            raise CommandRefused(
+                f"{name} and {taken[port]} are both on port {port}: set {setting} to another"
+            )
+        taken[port] = name
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind((settings.host, port))
             except OSError as exc:
+                if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+                    raise CommandRefused(
+                        f"cannot listen on host {settings.host} ({exc.strerror}): set "
+                        "TICKETLINE_HOST to an address of this machine"
+                    ) from None
                 raise CommandRefused(
                     f"{name}: cannot listen on {settings.host}:{port} ({exc.strerror}); set "
-                    f"TICKETLINE_{name.upper()}_PORT to a free port"
+                    f"{setting} to a free port"
                 ) from None
 
 
@@ -372,6 +388,7 @@ async def serve_one(settings: Settings, service: str, port: int | None) -> None:
             "(or _JWKS_FILE / _PUBLIC_KEY_FILE) for RS256, or one TICKETLINE_AUTH_JWT_SECRET "
             "shared by every replica (docs/access-control.md)."
         )
+    refuse_taken_ports(settings, [service], port)
     platform = Platform.from_settings(settings)
     await personal_data_ready(platform)
     stop = asyncio.Event()
