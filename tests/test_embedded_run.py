@@ -158,3 +158,27 @@ def test_run_and_serve_refuse_ports_they_cannot_use(tmp_path, monkeypatch, capsy
     with pytest.raises(SystemExit) as refused:
         cli_main(["serve", "intake", "--port", "99999"])
     assert refused.value.code == 2 and "a port from 1 to 65535" in capsys.readouterr().err
+
+
+def test_sigterm_stops_a_command_as_ctrl_c_does(tmp_path) -> None:
+    """`timeout`, systemd and Kubernetes send SIGTERM: the command's cleanup runs and it
+    says so (it was killed where it stood: a replay's partial copy left behind)."""
+    import os
+    import signal
+
+    env = {**os.environ, "TICKETLINE_DATA_DIR": str(tmp_path / "data")}
+    cli = [sys.executable, "-m", "shared.app.cli"]
+    subprocess.run([*cli, "migrate"], env=env, capture_output=True, check=True, timeout=120)
+    fifo = tmp_path / "parts.csv"
+    os.mkfifo(fifo)
+    process = subprocess.Popen(
+        [*cli, "import", "parts", str(fifo)], env=env, stderr=subprocess.PIPE, text=True
+    )
+    writer = os.open(fifo, os.O_WRONLY)  # returns once the import has opened the file
+    try:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    finally:
+        os.close(writer)
+    assert process.returncode == 143, err
+    assert "ticketline: terminated" in err and "Traceback" not in err

@@ -9,8 +9,10 @@ import json
 import os
 import re
 import select
+import signal
 import sqlite3
 import sys
+import threading
 import uuid
 from collections.abc import Coroutine, Iterator, Sequence
 from datetime import datetime
@@ -787,7 +789,11 @@ def _access_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
         metavar="SCOPE",
         help="limit to a scope a route requires, e.g. tickets:read (repeatable)",
     )
-    token.add_argument("--ttl", default=None, help="lifetime, e.g. 15m, 8h (default 8h)")
+    token.add_argument(
+        "--ttl",
+        default=None,
+        help="lifetime, e.g. 90s, 15m, 8h, 7d; a bare number is seconds (default 8h)",
+    )
     api_key = sub.add_parser("api-key", help="make a machine API key for call-center software")
     api_key.add_argument("--name", required=True, help="which software / company it is for")
     api_key.add_argument("--region", default=None, help="limit its reads to one region")
@@ -924,10 +930,25 @@ def reserve_standard_streams() -> None:
             setattr(sys, name, open(fd, mode, closefd=False))  # noqa: SIM115 (the process's)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`timeout`, systemd, Kubernetes): stopped as Ctrl-C stops a command — its
+    cleanup runs (a replay's partial copy, an import's scratch files) — not killed where
+    it stood. ``run``, ``serve`` and the workers stop gracefully on it instead."""
+
+
+def _terminate(_signum: int, _frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     reserve_standard_streams()
+    main_thread = threading.current_thread() is threading.main_thread()
+    before = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         return _main(argv)
+    except Terminated:
+        print("ticketline: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:  # Ctrl-C before a command handles it (starting up): no traceback
         print("ticketline: interrupted", file=sys.stderr)
         return 130
@@ -952,6 +973,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         traceback.print_exc()
         return EXIT_SOFTWARE
+    finally:
+        if main_thread:  # a caller's own handler back (tests call main in their process)
+            signal.signal(signal.SIGTERM, before)
 
 
 def _stdout_gone() -> bool:
