@@ -87,7 +87,9 @@ def _cmd_relay(settings: Settings, args: argparse.Namespace) -> int:
     if args.action == "republish":
         return asyncio.run(_republish(settings, args.from_position))
     if not settings.uses_kafka:
-        print("the relay publishes to Kafka: set KAFKA_BOOTSTRAP_SERVERS", file=sys.stderr)
+        print(
+            "ticketline relay: it publishes to Kafka: set KAFKA_BOOTSTRAP_SERVERS", file=sys.stderr
+        )
         return 2
     asyncio.run(run_job(settings, "relay", (), "ledger"))
     return 0
@@ -1007,7 +1009,8 @@ def _main(argv: Sequence[str] | None) -> int:
     for name in getattr(args, "projections", []) if args.command == "replay" else []:
         if name not in known:  # (`project` also runs the reactors: it checks its own names)
             print(
-                f"unknown projection {name!r} (a replay rebuilds read models, not reactors); "
+                f"ticketline replay: unknown projection {name!r} (a replay rebuilds read "
+                "models, not reactors); "
                 f"known: {', '.join(known)}",
                 file=sys.stderr,
             )
