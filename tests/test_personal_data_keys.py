@@ -180,6 +180,10 @@ async def test_rotating_the_master_key_keeps_every_value(
     assert code == 0 and json.loads(out)["status"] == "already"  # a rerun changes nothing
     code, out = await rotate("--generate")
     assert code == 2 and "exists" in out  # a key file is never overwritten
+    missing = tmp_path / "no-such-folder" / "n.key"  # a typo: no folder made for it
+    argv = ["rotate-master-key", "--new-key-file", str(missing), "--generate"]
+    assert await asyncio.to_thread(cli_main, argv) == 2
+    assert "no folder" in capsys.readouterr().err and not missing.parent.exists()
     monkeypatch.setenv("TICKETLINE_PRIVACY_MASTER_KEY", KEY_B)
     (tmp_path / "other.key").write_text("33" * 32)
     argv = ["rotate-master-key", "--new-key-file", str(tmp_path / "other.key")]

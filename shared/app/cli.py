@@ -573,7 +573,7 @@ def _cmd_rotate_master_key(settings: Settings, args: argparse.Namespace) -> int:
     from shared.app.personal import generate_key_file, read_key_file, rotate_master_key
     from shared.eventstore.personal import MasterKeyMismatch
 
-    path = Path(args.new_key_file)
+    path = Path(args.new_key_file).absolute()  # the `next` hint holds wherever it runs
     try:
         if args.generate:
             generate_key_file(path)

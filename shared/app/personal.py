@@ -74,6 +74,8 @@ def generate_key_file(path: Path) -> None:
     never overwritten (it may be the only copy of a key)."""
     if path.exists():
         raise FileExistsError(f"{path} exists: give a new path, or drop --generate to use it")
+    if not path.parent.is_dir():  # a typo in the path, not a folder to create
+        raise FileNotFoundError(f"no folder {path.parent} for the new key")
     key_file(path, _new_master_key)
 
 
