@@ -160,25 +160,28 @@ def test_run_and_serve_refuse_ports_they_cannot_use(tmp_path, monkeypatch, capsy
     assert refused.value.code == 2 and "a port from 1 to 65535" in capsys.readouterr().err
 
 
-def test_sigterm_stops_a_command_as_ctrl_c_does(tmp_path) -> None:
-    """`timeout`, systemd and Kubernetes send SIGTERM: the command's cleanup runs and it
-    says so (it was killed where it stood: a replay's partial copy left behind)."""
+def test_sigterm_stops_a_command_as_ctrl_c_does(monkeypatch, capsys) -> None:
+    """`timeout`, systemd and Kubernetes send SIGTERM: the command's cleanup runs (its
+    `finally`: a replay's partial copy removed) and it says so, exit 143 — it was killed
+    where it stood. The caller's own handler is back afterwards."""
     import os
     import signal
+    import time
 
-    env = {**os.environ, "TICKETLINE_DATA_DIR": str(tmp_path / "data")}
-    cli = [sys.executable, "-m", "shared.app.cli"]
-    subprocess.run([*cli, "migrate"], env=env, capture_output=True, check=True, timeout=120)
-    fifo = tmp_path / "parts.csv"
-    os.mkfifo(fifo)
-    process = subprocess.Popen(
-        [*cli, "import", "parts", str(fifo)], env=env, stderr=subprocess.PIPE, text=True
-    )
-    writer = os.open(fifo, os.O_WRONLY)  # returns once the import has opened the file
-    try:
-        process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=60)
-    finally:
-        os.close(writer)
-    assert process.returncode == 143, err
-    assert "ticketline: terminated" in err and "Traceback" not in err
+    from shared.app import cli
+
+    cleaned: list[bool] = []
+
+    def command(_argv: object) -> int:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(30)  # the handler raises in here
+            return 0
+        finally:
+            cleaned.append(True)
+
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(cli, "_main", command)
+    assert cli.main([]) == 143
+    assert cleaned == [True] and "ticketline: terminated" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) == before
