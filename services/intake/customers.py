@@ -48,10 +48,9 @@ Erase = Annotated[
 ]
 Hold = Erase
 may_read_customers = allow("privacy_officer", "admin", scope="customers:read")
-CUSTOMER_DATA = "a customer's personal data (their tickets are in every region)"
-
-
 may_read_log = allow("privacy_officer", "auditor", "admin", scope="customers:read")
+# What a token confined to a region may not ask for (every_region).
+CUSTOMER_DATA = "a customer's personal data (their tickets are in every region)"
 
 
 def erasure_response(outcome: Outcome[domain.CustomerState]) -> CommandResponse:
