@@ -196,3 +196,19 @@ async def test_an_upload_of_no_known_type_is_read_by_its_first_byte(platform: Pl
             )
             assert response.status_code == 200, response.text
             assert response.json()["summary"]["format"] == "jsonl"
+
+
+async def test_a_huge_csv_cell_is_its_rows_problem(platform: Platform) -> None:
+    """With skip_invalid, a 2 MB cell (above the csv module's default limit) is reported
+    for its row and the others import, as in JSON Lines (the whole file was refused)."""
+    huge = "x" * 2_000_000
+    csv = f"part_number,name,unit_cost\nP-1,Motor,10\nP-2,{huge},10\nP-3,Belt,2\n"
+    async with service_client("parts", platform, role="admin") as parts:
+        response = await parts.post(
+            "/imports/parts",
+            params={"dry_run": "true", "skip_invalid": "true"},
+            content=csv.encode(),
+            headers={"content-type": "text/csv"},
+        )
+    assert response.status_code == 200, response.text[:500]
+    assert [(e["line"], e["field"]) for e in response.json()["report"]] == [(3, "name")]

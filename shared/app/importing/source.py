@@ -29,7 +29,9 @@ CHUNK = 1 << 20
 # UTF-8 (strict, and far more likely to fail on non-UTF-8 input) goes first.
 DETECTED = ("utf-8", "gb18030")
 FORMATS = ("csv", "jsonl")
-csv.field_size_limit(1 << 20)
+# A cell is read whole up to 64 MiB, so that one too long for its column is that row's
+# problem (as in JSON Lines), not a refusal of the file; beyond it the file is refused.
+csv.field_size_limit(1 << 26)
 
 
 class Refusal(Exception):
