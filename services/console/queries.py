@@ -30,7 +30,7 @@ from services.feedback.tables import (
     repairs,
 )
 from shared.app.platform import Platform
-from shared.eventstore.driver import read_tolerating_damage
+from shared.eventstore.driver import rows_tolerating_damage
 from shared.eventstore.ledger import checked_row
 from shared.eventstore.outbox import outbox_backlog
 from shared.eventstore.tables import events, projection_checkpoints, seen_in_region
@@ -615,7 +615,7 @@ def verify_batch(conn: Connection, progress: VerifyProgress, batch: int = 2000) 
         .order_by(e.position)
         .limit(batch)
     )
-    rows = read_tolerating_damage(conn, lambda: conn.execute(query).all())
+    rows = rows_tolerating_damage(conn, query)
     for row in rows:
         progress.events_checked += 1
         try:

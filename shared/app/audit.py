@@ -10,10 +10,8 @@ import hmac
 import io
 import json
 import secrets
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,7 +19,7 @@ from sqlalchemy import Connection, select
 
 from shared.app.config import Settings
 from shared.app.files import key_file
-from shared.eventstore.driver import read_tolerating_damage
+from shared.eventstore.driver import rows_tolerating_damage
 from shared.eventstore.ledger import EVENT_COLUMNS, EventStore, checked_row, row_to_envelope
 from shared.eventstore.tables import events
 from shared.kernel.events.envelope import Actor, EventEnvelope, canonical_json, format_timestamp
@@ -56,7 +54,7 @@ def select_events(
         query = query.where(events.c.recorded_at >= recorded_from)
     if recorded_to:
         query = query.where(events.c.recorded_at < recorded_to)
-    rows = read_tolerating_damage(conn, lambda: conn.execute(query).all())
+    rows = rows_tolerating_damage(conn, query)
     return [row_to_envelope(r) for r in rows]
 
 
@@ -251,10 +249,6 @@ def _instant(value: Any) -> datetime | None:
     return None if value is None else datetime.fromisoformat(str(value))
 
 
-def _all(conn: Connection, query: Any) -> Sequence[Any]:
-    return conn.execute(query).all()
-
-
 def _against_ledger(conn: Connection, envelopes: list[EventEnvelope]) -> list[str]:
     """Each exported event is the ledger's row at its position, and that row still matches
     its hash (an edited row keeps the old hash: the export alone would not show it)."""
@@ -262,7 +256,7 @@ def _against_ledger(conn: Connection, envelopes: list[EventEnvelope]) -> list[st
     rows: dict[int, Any] = {}
     for start in range(0, len(positions), 5_000):  # within every driver's parameter limit
         query = select(events).where(events.c.position.in_(positions[start : start + 5_000]))
-        found = read_tolerating_damage(conn, partial(_all, conn, query))
+        found = rows_tolerating_damage(conn, query)
         rows.update((row.position, row) for row in found)
     problems = []
     for e in envelopes:

@@ -9,13 +9,13 @@ import contextlib
 import re
 import sqlite3
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any, TypeVar
 
-from sqlalchemy import Column, Connection, TextClause, text
+from sqlalchemy import Column, Connection, Executable, Row, TextClause, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.util import await_only
@@ -83,6 +83,12 @@ def read_tolerating_damage(conn: Connection, read: Callable[[], T]) -> T:
             raise
     with damaged_text_read(conn):
         return read()
+
+
+def rows_tolerating_damage(conn: Connection, statement: Executable) -> Sequence[Row[Any]]:
+    """``conn.execute(statement).all()`` through :func:`read_tolerating_damage`: the rows
+    of a SQLAlchemy read of the ledger."""
+    return read_tolerating_damage(conn, lambda: conn.execute(statement).all())
 
 
 def asyncpg_driver(conn: Connection) -> Any | None:

@@ -23,7 +23,7 @@ from sqlalchemy import select
 
 from shared.app.platform import Platform
 from shared.eventstore.db import DatabaseUnavailable
-from shared.eventstore.driver import read_tolerating_damage
+from shared.eventstore.driver import rows_tolerating_damage
 from shared.eventstore.ledger import UnreadableEvent, row_to_envelope
 from shared.eventstore.tables import events, seen_in_region
 from shared.http.app import get_platform
@@ -120,9 +120,7 @@ async def read_after(
         query = query.where(seen_in_region(region))
     if types:
         query = query.where(events.c.event_type.in_(types))
-    rows = await platform.db.read(
-        lambda c: read_tolerating_damage(c, lambda: c.execute(query).all())
-    )
+    rows = await platform.db.read(lambda c: rows_tolerating_damage(c, query))
     found: list[EventEnvelope] = []
     for row in rows:
         try:

@@ -17,7 +17,7 @@ from sqlalchemy import Connection, select
 
 from shared.app.importing.cells import spreadsheet_text
 from shared.app.importing.kinds import Kind
-from shared.eventstore.driver import read_tolerating_damage
+from shared.eventstore.driver import rows_tolerating_damage
 from shared.eventstore.ledger import EventStore, row_to_envelope
 from shared.eventstore.tables import events
 from shared.kernel.events.registry import typed_payload
@@ -190,7 +190,7 @@ def _streams(conn: Connection, store: EventStore, ids: Sequence[str]) -> dict[st
     e = events.c
     query = select(events).where(e.stream_id.in_(list(ids))).order_by(e.stream_id, e.stream_version)
     found: dict[str, list[Any]] = {}
-    rows = read_tolerating_damage(conn, lambda: conn.execute(query).all())
+    rows = rows_tolerating_damage(conn, query)
     stored = [row_to_envelope(tuple(row)) for row in rows]
     for envelope in store.open(conn, stored):
         found.setdefault(envelope.stream_id, []).append(envelope)
