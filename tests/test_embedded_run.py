@@ -160,6 +160,23 @@ def test_run_and_serve_refuse_ports_they_cannot_use(tmp_path, monkeypatch, capsy
     assert refused.value.code == 2 and "a port from 1 to 65535" in capsys.readouterr().err
 
 
+def test_serve_refusals_name_the_command(tmp_path, monkeypatch, capsys) -> None:
+    """`serve` before `migrate`, or without a token key shared by every replica: refused,
+    exit 2, the message prefixed as every command's refusal is."""
+    from shared.app.cli import main as cli_main
+
+    monkeypatch.setenv("TICKETLINE_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("TICKETLINE_AUTH_JWT_SECRET", raising=False)
+    assert cli_main(["serve", "intake"]) == 2
+    assert capsys.readouterr().err.startswith(
+        "ticketline serve: the database schema is not current: run `ticketline migrate`"
+    )
+    assert cli_main(["migrate"]) == 0
+    capsys.readouterr()
+    assert cli_main(["serve", "intake"]) == 2
+    assert capsys.readouterr().err.startswith("ticketline serve: configure token verification")
+
+
 def test_sigterm_stops_a_command_as_ctrl_c_does(monkeypatch, capsys) -> None:
     """`timeout`, systemd and Kubernetes send SIGTERM: the command's cleanup runs (its
     `finally`: a replay's partial copy removed) and it says so, exit 143 — it was killed

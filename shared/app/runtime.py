@@ -380,13 +380,13 @@ async def serve_one(settings: Settings, service: str, port: int | None) -> None:
     from shared.eventstore.migrations import schema_is_current
 
     if not await schema_is_current(settings.resolved_database_url):
-        raise SystemExit("The database schema is not current: run `ticketline migrate` first.")
+        raise CommandRefused("the database schema is not current: run `ticketline migrate` first")
     if not (settings.auth.jwt_secret or settings.auth.uses_rs256):
         # A secret generated per host would make each replica refuse the others' tokens.
-        raise SystemExit(
-            "Configure token verification for separate processes: TICKETLINE_AUTH_JWKS_URL "
+        raise CommandRefused(
+            "configure token verification for separate processes: TICKETLINE_AUTH_JWKS_URL "
             "(or _JWKS_FILE / _PUBLIC_KEY_FILE) for RS256, or one TICKETLINE_AUTH_JWT_SECRET "
-            "shared by every replica (docs/access-control.md)."
+            "shared by every replica (docs/access-control.md)"
         )
     refuse_taken_ports(settings, [service], port)
     platform = Platform.from_settings(settings)
