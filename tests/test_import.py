@@ -133,7 +133,7 @@ async def test_a_second_run_of_a_file_being_imported_is_refused(
     other = Lease(platform.db, name, "elsewhere:1:x", IMPORT_LEASE_SECONDS, platform.clock)
     assert await other.acquire()
     summary, _ = await import_file(platform, kind, files[kind])
-    assert summary.status == "refused"
+    assert summary.status == "busy"
     assert "being imported by another process" in (summary.message or "")
     assert await position(platform) == summary.ledger_before
     checked, _ = await import_file(platform, kind, files[kind], dry_run=True)

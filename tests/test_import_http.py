@@ -98,6 +98,36 @@ async def test_a_refused_file_is_a_problem_with_the_report(platform: Platform) -
         assert denied.status_code == 403 and denied.json()["errors"][0]["field"] == "region"
 
 
+async def test_an_upload_of_a_file_being_imported_is_a_conflict(
+    platform: Platform, tmp_path: Path
+) -> None:
+    """Another run holds the file's turn: 409 (send it again later), not a 422 that
+    blames the file."""
+    from shared.app.importing.catalog import find_kind
+    from shared.app.importing.engine import IMPORT_LEASE_SECONDS
+    from shared.app.importing.source import open_source
+    from shared.eventstore.leases import Lease
+
+    path = write_history(tmp_path, 0)["service_points"]
+    source = open_source(path, find_kind("service_points").columns, name="x")
+    name = f"import:service_points:{source.sha256[:40]}"
+    other = Lease(platform.db, name, "elsewhere:1:x", IMPORT_LEASE_SECONDS, platform.clock)
+    assert await other.acquire()
+    async with service_client("dispatch", platform, role="admin") as dispatch:
+        csv_ = {"content-type": "text/csv"}
+        busy = await dispatch.post(
+            "/imports/service-points", content=path.read_bytes(), headers=csv_
+        )
+        assert busy.status_code == 409, busy.text
+        assert busy.json()["type"].endswith("import-busy")
+        assert busy.json()["summary"]["status"] == "busy"
+        await other.release()
+        done = await dispatch.post(
+            "/imports/service-points", content=path.read_bytes(), headers=csv_
+        )
+        assert done.status_code == 200 and done.json()["summary"]["status"] == "imported"
+
+
 async def test_a_service_point_id_differing_only_in_case_is_refused_on_import(
     platform: Platform,
 ) -> None:

@@ -4,7 +4,7 @@ The body is the file itself (CSV with its header, or JSON Lines), streamed to a 
 file — never held in memory — then imported as ``ticketline import`` would: validated as
 a whole, written in batches, resumable, nothing imported twice. The answer is the summary
 and the first lines of the error report (`report`: line, field, problem); a refused file is a
-422 problem with the same two members. Admin only.
+422 problem with the same two members, a file another run is importing a 409. Admin only.
 """
 
 from __future__ import annotations
@@ -79,6 +79,11 @@ def _route(router: APIRouter, kind: Kind) -> None:
         openapi_extra=_openapi(kind),
         responses={
             422: problem_doc("The file was refused: `summary` and `report` say why"),
+            409: problem_doc(
+                "The same file is being imported by another run (`import-busy`: send it "
+                "again when that run ends), or the import stopped (`import-interrupted`: "
+                "send it again to resume)"
+            ),
             413: problem_doc("The file is above the import size limit"),
         },
         name=f"import_{kind.name}",
@@ -151,6 +156,10 @@ async def _import(
     if summary.status == "refused":
         raise ProblemError(
             422, "import-refused", "The file was not imported", summary.message, **body
+        )
+    if summary.status == "busy":
+        raise ProblemError(
+            409, "import-busy", "The file is being imported", summary.message, **body
         )
     if summary.status == "interrupted":
         raise ProblemError(409, "import-interrupted", "The import stopped", summary.message, **body)

@@ -38,7 +38,7 @@ from shared.app.importing.keys import KeyIndex
 from shared.app.importing.kinds import Kind, KindContext, Parsed, Verdict
 from shared.app.importing.report import ProblemSink, Tally
 from shared.app.importing.scratch import Remembered, Spool
-from shared.app.importing.source import RawRow, Refusal, Source, open_source, read_rows
+from shared.app.importing.source import Busy, RawRow, Refusal, Source, open_source, read_rows
 from shared.app.platform import Platform
 from shared.eventstore.leases import Lease
 from shared.eventstore.outbox import relay_owner_id
@@ -141,7 +141,9 @@ async def run_import(
     except Refusal as exc:
         # Unreadable past some rows already written (--skip-invalid): the run stops there.
         stopped = summary.status == "interrupted"
-        summary.status = "interrupted" if stopped else "refused"
+        summary.status = (
+            "interrupted" if stopped else "busy" if isinstance(exc, Busy) else "refused"
+        )
         summary.message = exc.message
     except Interrupted as exc:
         summary.status = "interrupted"
@@ -229,7 +231,7 @@ async def _sole_import(platform: Platform, kind: Kind, source: Source) -> AsyncI
         platform.clock,
     )
     if not await lease.acquire():
-        raise Refusal(
+        raise Busy(
             "this file is being imported by another process: wait for it to finish (a run "
             f"that was killed gives its turn up within {IMPORT_LEASE_SECONDS:g} s), then "
             "run it again to resume or check it"

@@ -42,6 +42,11 @@ class Refusal(Exception):
         super().__init__(message)
 
 
+class Busy(Refusal):
+    """Another run holds this file's turn: nothing written, the same request later resumes
+    or checks it."""
+
+
 @dataclass(frozen=True)
 class Source:
     path: Path
