@@ -183,6 +183,24 @@ async def test_holidays_import_from_an_icalendar_file(
     days = {h["day"]: h["name"] for h in calendar["holidays"]}
     assert days["2027-10-01"] == "National Day" and "2027-11-11" not in days
     assert days["2027-12-25"] == "Christmas"
+    # Nothing all-day to import, the same days again: refused, the skipped events named;
+    # a recurring event (RRULE, RDATE) is skipped; a file cut off is refused whole.
+    timed = (
+        "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nDTSTART:20271010T090000Z\r\nSUMMARY:a meeting\r\n"
+        "END:VEVENT\r\nBEGIN:VEVENT\r\nDTSTART;VALUE=DATE:20270101\r\nRDATE;VALUE=DATE:"
+        "20280101\r\nSUMMARY:New Year\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+    )
+    response = await admin.post("/calendars/hz/ics", json={"ics": timed})
+    assert (response.status_code, problem_rule(response)) == (422, "ics")
+    assert "a meeting, New Year" in response.json()["detail"]
+    response = await admin.post("/calendars/hz/ics", json={"ics": again})
+    assert (response.status_code, problem_rule(response)) == (409, "unchanged")
+    assert "skipped: an afternoon off" in response.json()["detail"]
+    for cut in (again[: again.rindex("END:VEVENT")], again[: again.rindex("END:VCALENDAR")]):
+        response = await admin.post("/calendars/hz/ics", json={"ics": cut})
+        assert (response.status_code, problem_rule(response)) == (422, "ics")
+        assert "cut off" in response.json()["detail"]
+    assert (await ok(await dispatch.get("/calendars/hz")))["version"] == 3
 
 
 # --- a ticket's clock --------------------------------------------------------------------

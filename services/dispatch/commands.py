@@ -13,7 +13,7 @@ from services.dispatch import domain, ics, read_models, sla_domain
 from shared.app.executor import Handling, Loaded, Outcome
 from shared.eventstore.db import take_locks
 from shared.kernel.calendar import Calendar
-from shared.kernel.errors import NotFound
+from shared.kernel.errors import InvalidCommand, NotFound, RuleViolation
 from shared.kernel.events.envelope import EventEnvelope
 from shared.kernel.events.network import ServicePointDescription, TechnicianDescription, Weekday
 from shared.kernel.events.registry import payload_dict
@@ -235,6 +235,9 @@ def import_calendar(
     if current is None:
         raise NotFound("calendar_not_found", f"no calendar {calendar_id}")
     imported = ics.parse(text, hours_of)
+    skipped = f" (skipped: {', '.join(imported.skipped[:20])})" if imported.skipped else ""
+    if not (imported.holidays or imported.working_days or replace):
+        raise InvalidCommand("ics", f"the file has no all-day event to import{skipped}")
     description = ics.merged(
         CalendarDescription.model_validate(current.model_dump(exclude={"reason"})),
         imported,
@@ -244,7 +247,14 @@ def import_calendar(
         f"imported from iCalendar: {len(imported.holidays)} holiday(s), "
         f"{len(imported.working_days)} working day(s)"
     )
-    outcome = define_calendar(conn, h, calendar_id, description, reason, loaded=loaded)
+    try:
+        outcome = define_calendar(conn, h, calendar_id, description, reason, loaded=loaded)
+    except RuleViolation as exc:
+        if exc.rule == "unchanged":
+            raise RuleViolation(
+                "unchanged", f"the calendar has every day of the file{skipped}"
+            ) from None
+        raise
     return outcome, imported
 
 

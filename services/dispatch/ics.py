@@ -5,8 +5,9 @@ Reads ``DTSTART;VALUE=DATE`` (and a bare ``YYYYMMDD``), ``DTEND`` (exclusive) or
 unescapes text. Each day of an event is a holiday, unless the event marks an adjusted
 working day: ``CATEGORIES`` containing ``WORKDAY`` (or ``WORKING-DAY``), or a summary
 naming one (``补班``, ``上班``, ``working day``, ``workday``) — the form public-holiday
-feeds use for a weekend day worked in exchange. Timed events and recurrence rules are
-not holidays: they are counted as skipped. Pure.
+feeds use for a weekend day worked in exchange. Timed events and recurring ones
+(``RRULE``, ``RDATE``) are not holidays: they are counted as skipped. A file that ends
+inside an event or before ``END:VCALENDAR`` (cut off) is refused. Pure.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def parse_day(value: str, params: dict[str, str]) -> date | None:
 
 
 def _days(props: dict[str, tuple[dict[str, str], str]]) -> list[date] | None:
-    if "DTSTART" not in props or "RRULE" in props:
+    if "DTSTART" not in props or "RRULE" in props or "RDATE" in props:
         return None
     start = parse_day(props["DTSTART"][1], props["DTSTART"][0])
     if start is None:
@@ -112,6 +113,8 @@ def events(lines: list[str]) -> list[dict[str, tuple[dict[str, str], str]]]:
             current = None
         elif current is not None and name not in current:
             current[name] = (params, value)
+    if current is not None:
+        raise InvalidCommand("ics", "the file ends inside an event (no END:VEVENT): cut off?")
     return found
 
 
@@ -120,8 +123,12 @@ def parse(text: str, hours_of: Weekday = Weekday.mon) -> Imported:
     first = split_line(lines[0]) if lines else ("", {}, "")
     if (first[0], first[2].upper()) != ("BEGIN", "VCALENDAR"):
         raise InvalidCommand("ics", "not an iCalendar file (BEGIN:VCALENDAR expected)")
+    found = events(lines)
+    last, _, value = split_line(lines[-1])
+    if (last, value.upper()) != ("END", "VCALENDAR"):
+        raise InvalidCommand("ics", "the file does not end with END:VCALENDAR: cut off?")
     out = Imported()
-    for props in events(lines):
+    for props in found:
         summary = unescape(props.get("SUMMARY", ({}, ""))[1]).strip()[:200] or None
         days = _days(props)
         if days is None:
