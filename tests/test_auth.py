@@ -221,6 +221,27 @@ def test_every_credential_goes_through_one_claims_schema(tmp_path: Path) -> None
                     subject="a" * 201)  # fmt: skip
 
 
+def test_a_short_hs256_secret_is_said_once_in_the_log_not_raw(tmp_path) -> None:
+    """PyJWT warns raw on stderr at each signature with a short key: the platform says it
+    once, in its log, naming the setting."""
+    import os
+    import subprocess
+    import sys
+
+    env = os.environ | {"TICKETLINE_DATA_DIR": str(tmp_path)}
+    env["TICKETLINE_AUTH_JWT_SECRET"] = "short-secret"
+    done = subprocess.run(
+        [sys.executable, "-m", "shared.app.cli", "token", "--role", "auditor", "--subject", "a"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.count(".") == 2  # the token
+    (said,) = done.stderr.splitlines()
+    assert "TICKETLINE_AUTH_JWT_SECRET is 12 bytes: HS256 wants at least 32" in said
+
+
 def rsa_pair() -> tuple[str, str, rsa.RSAPrivateKey]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     private = key.private_bytes(

@@ -9,11 +9,14 @@ token HMAC-signed with the public key must not pass).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
+import logging
 import secrets
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -34,6 +37,12 @@ from shared.app.config import ApiKeyEntry, AuthSettings, Settings, token_lifetim
 from shared.app.files import key_file
 from shared.app.key_files import json_web_key_set, read_key_file
 from shared.kernel.text import check_text
+
+log = logging.getLogger(__name__)
+# PyJWT warns on every signature with a short key, raw on stderr: said once, by us, instead.
+warnings.filterwarnings("ignore", category=jwt.InsecureKeyLengthWarning)
+# RFC 7518 §3.2: an HS256 key at least as long as the hash.
+HS256_MIN_SECRET_BYTES = 32
 
 # Roles a token may carry ("system" is the platform's own actor, never a caller).
 TOKEN_ROLES = frozenset(
@@ -187,9 +196,22 @@ def generates_signing_key(settings: Settings) -> bool:
 def hs256_secret(settings: Settings) -> bytes:
     """The configured secret, or (embedded default) one generated once into the data dir."""
     if settings.auth.jwt_secret:
-        return settings.auth.jwt_secret.get_secret_value().encode()
+        secret = settings.auth.jwt_secret.get_secret_value().encode()
+        if len(secret) < HS256_MIN_SECRET_BYTES:
+            _warn_short_secret(len(secret))
+        return secret
     # (made at once by whichever process asks first: `ticketline token` and the services)
     return key_file(hs256_key_file(settings), lambda: secrets.token_hex(32).encode()).strip()
+
+
+@functools.cache
+def _warn_short_secret(length: int) -> None:
+    log.warning(
+        "TICKETLINE_AUTH_JWT_SECRET is %d bytes: HS256 wants at least %d (RFC 7518 §3.2), "
+        "or tokens can be forged by guessing it; use e.g. `openssl rand -hex 32`",
+        length,
+        HS256_MIN_SECRET_BYTES,
+    )
 
 
 def api_key_hash(key: str) -> str:
