@@ -613,6 +613,14 @@ async def test_rebuild_gives_identical_clocks_and_what_if_writes_nothing(
     unknown = {**body["policy"], "region_calendars": {"east": "nope"}}
     bad = await admin.post("/sla/what-if", json={**body, "policy": unknown})
     assert (bad.status_code, problem_rule(bad)) == (422, "calendars")
+    # More tickets than an HTTP caller should wait for: refused, saying how many.
+    platform.settings.sla.what_if_max_tickets = 2
+    try:
+        many = await admin.post("/sla/what-if", json=body)
+    finally:
+        platform.settings.sla.what_if_max_tickets = 10_000
+    assert (many.status_code, problem_rule(many)) == (422, "received_to")
+    assert "3 tickets were received in the period" in many.json()["detail"]
     assert await ledger_head(platform) == head
 
     # The same from the command line, with a YAML policy file: it writes nothing either.

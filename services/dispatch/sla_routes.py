@@ -407,7 +407,8 @@ async def sla_timeline(
     description="Every ticket received in `[received_from, received_to)`, its clocks at "
     "`at` (now) on the terms it runs on and on the policy (and calendars) given: "
     "compliance and breach rates per region and service point, and the difference. Writes "
-    "nothing.",
+    "nothing. A period of more than `TICKETLINE_SLA_WHAT_IF_MAX_TICKETS` tickets (10,000) "
+    "is 422 `received_to` (the CLI `ticketline sla what-if` has no limit).",
 )
 async def sla_what_if(
     body: WhatIfRequest,
@@ -420,6 +421,7 @@ async def sla_what_if(
 
     def work(c: Connection) -> dict[str, Any]:
         reader = TermsReader.configured(c, platform.store, sla)
-        return what_if(reader, chosen, (body.received_from, body.received_to), at)
+        period = (body.received_from, body.received_to)
+        return what_if(reader, chosen, period, at, max_tickets=sla.what_if_max_tickets)
 
     return await platform.db.read(work)

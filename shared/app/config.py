@@ -119,6 +119,9 @@ class SlaSettings(BaseSettings):
         default_factory=lambda: list(DEFAULT_PAUSE_REASONS), min_length=1, max_length=20
     )
     pause_for_parts: bool = False
+    # `POST /sla/what-if` recomputes each ticket of its period (about a millisecond each)
+    # while the caller waits: a period with more is refused there (the CLI has no limit).
+    what_if_max_tickets: int = Field(default=10_000, ge=1)
 
     @model_validator(mode="after")
     def _terms_as_the_api_checks_them(self) -> Self:

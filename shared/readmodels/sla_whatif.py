@@ -134,17 +134,31 @@ def clocks_at(asked: datetime | None, now: datetime) -> datetime:
 
 
 def what_if(
-    reader: TermsReader, chosen: Candidate, received: tuple[datetime, datetime], at: datetime
+    reader: TermsReader,
+    chosen: Candidate,
+    received: tuple[datetime, datetime],
+    at: datetime,
+    *,
+    max_tickets: int | None = None,
 ) -> dict[str, Any]:
     """Tickets received in ``[from, to)`` by ``at``, each clock at ``at`` on its own terms
-    and on the candidate's; per region and per service point (the latest dispatch)."""
+    and on the candidate's; per region and per service point (the latest dispatch).
+    ``max_tickets``: a period with more is refused (an HTTP caller waits for the answer)."""
     start, end = received
     if end <= start:
         raise InvalidCommand("received_to", "the period must end after it starts")
     alternative = _terms(reader, chosen)
+    tickets = _period_tickets(reader.conn, start, end)
+    if max_tickets is not None and len(tickets) > max_tickets:
+        raise InvalidCommand(
+            "received_to",
+            f"{len(tickets)} tickets were received in the period, more than the "
+            f"{max_tickets} recomputed here (TICKETLINE_SLA_WHAT_IF_MAX_TICKETS): narrow the "
+            "period, or run `ticketline sla what-if`, which has no limit",
+        )
     groups: dict[tuple[str, str | None], tuple[Tally, Tally]] = {}
     total = (Tally(), Tally())
-    for ticket_id in _period_tickets(reader.conn, start, end):
+    for ticket_id in tickets:
         state = TICKETS.fold(ticket_id, reader.store.read_stream(reader.conn, ticket_id))
         if state.received_at is None or state.received_at > at:  # not there yet at ``at``
             continue
