@@ -117,6 +117,40 @@ async def test_bad_stream_requests_are_422(platform: Platform) -> None:
         assert bad_query.json()["errors"][0]["field"] == "lastEventId"
 
 
+async def test_a_position_past_the_ledgers_end_is_refused_not_followed(platform: Platform) -> None:
+    """A position from another ledger (a restore from an older backup) would have the
+    stream skip every event up to it in silence: 409, naming the ledger's last position."""
+    await open_tickets(platform, ["east"])
+    head = await platform.db.read(platform.store.last_position)
+    transport = httpx.ASGITransport(app=create_app(platform))
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://intake.test", headers=AUDITOR
+    ) as client:
+        ahead = await client.get("/streams/events", headers={"Last-Event-ID": str(head + 5)})
+        assert ahead.status_code == 409 and ahead.json()["type"].endswith("position-ahead")
+        assert ahead.json()["errors"][0]["field"] == "Last-Event-ID"
+        assert f"last position, {head}" in ahead.json()["detail"]
+        asked = await client.get("/streams/events", params={"from_position": head + 1})
+        assert asked.json()["errors"][0]["field"] == "from_position"
+
+
+async def test_the_subscriber_stops_at_a_position_from_another_ledger(
+    platform: Platform, tmp_path
+) -> None:
+    import pytest
+
+    from shared.app.subscribe import AccessRefused
+
+    position = tmp_path / "position"
+    position.write_text("99\n")
+    async with serve_app(create_app(platform)) as url:
+        with pytest.raises(AccessRefused, match="409 .*past the ledger's last position, 0"):
+            await collect(
+                url, region=None, types=[], from_beginning=False, position_file=position,
+                max_events=1,
+            )  # fmt: skip
+
+
 async def test_subscriber_cli_prints_json_lines_and_resumes(platform: Platform, tmp_path) -> None:
     await open_tickets(platform, ["east", "west", "east"])
     position_file = tmp_path / "pos"

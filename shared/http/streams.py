@@ -31,7 +31,7 @@ from shared.http.auth.personal_data import mask_payload
 from shared.http.context import Principal, allow, credentials_expire_at, region_asked
 from shared.http.headers import last_event_id
 from shared.http.params import ASCII_COUNT, Position, RegionFilter
-from shared.http.problems import problem_doc
+from shared.http.problems import ProblemError, problem_doc
 from shared.kernel.errors import InvalidCommand
 from shared.kernel.events.envelope import EventEnvelope, canonical_json
 from shared.kernel.events.registry import all_payload_classes
@@ -59,12 +59,26 @@ def format_sse(event: EventEnvelope, *, masked: bool = False) -> str:
 
 async def start_after(platform: Platform, resume_after: int | None, asked: int | None) -> int:
     """Where a stream starts: after its Last-Event-ID, else the position asked for, else
-    now (the ledger's last position)."""
-    if resume_after is not None:
-        return resume_after
-    if asked is not None:
-        return asked
-    return await platform.db.read(platform.store.last_position)
+    now (the ledger's last position). A position past the ledger's end came from another
+    ledger (another deployment, or this one restored from an older backup): following from
+    it would skip every event up to it in silence, so it is refused."""
+    head = await platform.db.read(platform.store.last_position)
+    start, field = (
+        (resume_after, "Last-Event-ID") if resume_after is not None else (asked, "from_position")
+    )
+    if start is None:
+        return head
+    if start > head:
+        message = f"past the ledger's last position, {head}: not a position of this ledger"
+        raise ProblemError(
+            409,
+            "position-ahead",
+            "The position is past the ledger's end",
+            f"position {start} is {message} (another deployment's, or one restored from an "
+            f"older backup): resume from {head} to follow new events, or from 0",
+            errors=[{"field": field, "message": message}],
+        )
+    return start
 
 
 # The event that ends a stream whose database went away once the answer had started (no
@@ -155,6 +169,10 @@ def parse_types(types: str | None) -> list[str]:
     responses={
         200: {"content": {"text/event-stream": {}}, "description": "An endless SSE stream"},
         404: problem_doc("Another region than the caller's"),
+        409: problem_doc(
+            "The position (`Last-Event-ID` or `from_position`) is past the ledger's end: "
+            "not a position of this ledger (`position-ahead`)"
+        ),
     },
 )
 async def stream_events(
