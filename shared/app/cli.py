@@ -261,10 +261,12 @@ async def _checkpoint_now(settings: Settings) -> int:
     platform = Platform.from_settings(settings)
     try:
         written = await checkpoint_once(platform, signing_key(settings))
+        empty = written is None and not await platform.db.read(platform.store.last_position)
     finally:
         await platform.close()
     if written is None:
-        print(json.dumps({"appended": False, "reason": "nothing new since the last one"}))
+        reason = "the ledger is empty" if empty else "nothing new since the last one"
+        print(json.dumps({"appended": False, "reason": reason}))
     else:
         print(canonical_line(written.to_json_dict()))
     return 0
