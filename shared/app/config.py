@@ -387,6 +387,14 @@ class Settings(BaseSettings):
         ),
     )
 
+    @field_validator("data_dir")
+    @classmethod
+    def _a_directory(cls, path: Path) -> Path:
+        """Made when missing; a file by that name is not one to make (`File exists`)."""
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"{path} is a file, not a directory")
+        return path
+
     @field_validator("database_url")
     @classmethod
     def _supported_database(cls, url: str | None) -> str | None:
