@@ -40,7 +40,7 @@ from shared.eventstore.metrics import RELAY_PUBLISHED, RELAY_REQUEUED
 from shared.eventstore.projection import delete_where_in, upsert_rows
 from shared.eventstore.tables import events, outbox, relay_offsets
 from shared.kernel.clock import Clock, SystemClock
-from shared.kernel.events.envelope import EventEnvelope, canonical_json
+from shared.kernel.events.envelope import EventEnvelope
 from shared.kernel.events.registry import TOPIC_FAMILY_BY_STREAM_TYPE, topic_for
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ class OutboxMessage:
 
     @property
     def value(self) -> bytes:
-        return canonical_json(self.envelope.to_json_dict()).encode()
+        return self.envelope.to_json_text().encode()
 
     @property
     def headers(self) -> list[tuple[str, bytes]]:

@@ -175,8 +175,13 @@ class EventEnvelope(BaseModel):
         return self.stream_id if self.stream_type == "ticket" else None
 
     def to_json_dict(self) -> dict[str, Any]:
-        document: dict[str, Any] = json.loads(canonical_json(self.model_dump(mode="python")))
+        document: dict[str, Any] = json.loads(self.to_json_text())
         return document
+
+    def to_json_text(self) -> str:
+        """The envelope as canonical JSON (``canonical_json(to_json_dict())``, without the
+        round trip through a dict)."""
+        return canonical_json(self.model_dump(mode="python"))
 
 
 _ENVELOPE_FIELDS = frozenset(EventEnvelope.model_fields)
