@@ -10,12 +10,13 @@ import hmac
 import io
 import json
 import secrets
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Select, func, select
 
 from shared.app.config import Settings
 from shared.app.files import key_file
@@ -37,25 +38,44 @@ def signing_key(settings: Settings) -> bytes:
     return key_file(path, lambda: secrets.token_hex(32).encode()).strip()
 
 
-def select_events(
-    conn: Connection,
-    *,
-    ticket_id: str | None = None,
-    region: str | None = None,
-    recorded_from: datetime | None = None,
-    recorded_to: datetime | None = None,
-) -> list[EventEnvelope]:
-    query = select(events).order_by(events.c.position)
-    if ticket_id:
-        query = query.where(events.c.stream_id == ticket_id)
-    if region:
-        query = query.where(events.c.region == region)
-    if recorded_from:
-        query = query.where(events.c.recorded_at >= recorded_from)
-    if recorded_to:
-        query = query.where(events.c.recorded_at < recorded_to)
-    rows = rows_tolerating_damage(conn, query)
-    return [row_to_envelope(r) for r in rows]
+@dataclass(frozen=True)
+class ExportScope:
+    """Which events an export holds (all of them by default)."""
+
+    ticket_id: str | None = None
+    region: str | None = None
+    recorded_from: datetime | None = None
+    recorded_to: datetime | None = None
+
+    def as_summary(self) -> dict[str, Any]:
+        return {
+            "ticket_id": self.ticket_id,
+            "region": self.region,
+            "recorded_from": self.recorded_from.isoformat() if self.recorded_from else None,
+            "recorded_to": self.recorded_to.isoformat() if self.recorded_to else None,
+        }
+
+    def where(self, query: Select[Any]) -> Select[Any]:
+        if self.ticket_id:
+            query = query.where(events.c.stream_id == self.ticket_id)
+        if self.region:
+            query = query.where(events.c.region == self.region)
+        if self.recorded_from:
+            query = query.where(events.c.recorded_at >= self.recorded_from)
+        if self.recorded_to:
+            query = query.where(events.c.recorded_at < self.recorded_to)
+        return query
+
+
+# Events read, written or checked at a time: memory stays flat whatever the ledger's size
+# (and 5,000 positions is within every driver's parameter limit).
+CHUNK = 5_000
+
+
+def select_events(conn: Connection, scope: ExportScope | None = None) -> list[EventEnvelope]:
+    """The scope's events in position order, all in memory (a ticket's, a test's)."""
+    query = (scope or ExportScope()).where(select(events).order_by(events.c.position))
+    return [row_to_envelope(r) for r in rows_tolerating_damage(conn, query)]
 
 
 def _csv_row(e: EventEnvelope) -> list[Any]:
@@ -81,61 +101,142 @@ def _csv_row(e: EventEnvelope) -> list[Any]:
     ]
 
 
-def render(envelopes: list[EventEnvelope], fmt: ExportFormat) -> bytes:
+def _header(fmt: ExportFormat) -> bytes:
+    if fmt == "jsonl":
+        return b""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(CSV_COLUMNS)
+    return buffer.getvalue().encode()
+
+
+def _lines(envelopes: Iterable[EventEnvelope], fmt: ExportFormat) -> bytes:
     if fmt == "jsonl":
         # One event per line for every reader: line separators inside JSON strings are
         # escaped (the same value; the summary's SHA-256 covers these bytes).
-        return "".join(
-            escape_line_separators(canonical_json(e.to_json_dict())) + "\n" for e in envelopes
-        ).encode()
+        return "".join(escape_line_separators(e.to_json_text()) + "\n" for e in envelopes).encode()
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
     for e in envelopes:
         writer.writerow(_csv_row(e))
     return buffer.getvalue().encode()
 
 
+def render(envelopes: list[EventEnvelope], fmt: ExportFormat) -> bytes:
+    return _header(fmt) + _lines(envelopes, fmt)
+
+
+@dataclass
+class ExportTally:
+    """What an export's summary says of its file, counted as it is written."""
+
+    events: int = 0
+    first_position: int | None = None
+    last_position: int | None = None
+    sha256: Any = field(default_factory=hashlib.sha256)
+
+    def add(self, data: bytes, envelopes: Sequence[EventEnvelope] = ()) -> None:
+        self.sha256.update(data)
+        if envelopes:
+            self.events += len(envelopes)
+            if self.first_position is None:
+                self.first_position = envelopes[0].position
+            self.last_position = envelopes[-1].position
+
+
+def write_export(
+    conn: Connection, out: BinaryIO, fmt: ExportFormat, scope: ExportScope
+) -> ExportTally:
+    """The scope's events up to the ledger's head now, written to ``out`` as they are read,
+    a chunk at a time (flat memory, whatever the ledger's size)."""
+    head = conn.execute(select(func.coalesce(func.max(events.c.position), 0))).scalar_one()
+    query = scope.where(select(events).where(events.c.position <= head))
+    tally = ExportTally()
+    header = _header(fmt)
+    out.write(header)
+    tally.add(header)
+    after = 0
+    while True:
+        chunk = query.where(events.c.position > after).order_by(events.c.position).limit(CHUNK)
+        envelopes = [row_to_envelope(r) for r in rows_tolerating_damage(conn, chunk)]
+        if not envelopes:
+            return tally
+        data = _lines(envelopes, fmt)
+        out.write(data)
+        tally.add(data, envelopes)
+        after = envelopes[-1].position
+
+
 def parse(data: bytes, fmt: ExportFormat) -> list[EventEnvelope]:
-    text = data.decode()
+    return [e for chunk in _read_chunks(io.BytesIO(data), fmt) for e in chunk]
+
+
+def _read_chunks(source: BinaryIO, fmt: ExportFormat) -> Iterator[list[EventEnvelope]]:
+    """The file's events, a chunk at a time (lines end with "\n" only: older exports may
+    hold raw U+2028 inside a line). Keys given twice are refused: the file must hold one
+    reading of each event."""
+    chunk: list[EventEnvelope] = []
     if fmt == "jsonl":
-        # Lines end with "\n" only (older exports may hold raw U+2028 inside a line).
-        # Keys given twice are refused: the file must hold one reading of each event.
-        return [
-            EventEnvelope.model_validate(json.loads(line, object_pairs_hook=unique_keys))
-            for line in text.split("\n")
-            if line
-        ]
-    out = []
-    for row in csv.DictReader(io.StringIO(text)):
-        out.append(
-            EventEnvelope.model_validate(
-                dict(
-                    event_id=row["event_id"],
-                    position=int(row["position"]),
-                    stream_type=row["stream_type"],
-                    stream_id=row["stream_id"],
-                    stream_version=int(row["stream_version"]),
-                    event_type=row["event_type"],
-                    schema_version=int(row["schema_version"]),
-                    occurred_at=row["occurred_at"],
-                    recorded_at=row["recorded_at"],
-                    actor=Actor(subject=row["actor_subject"], role=row["actor_role"]),
-                    service=row["service"],
-                    correlation_id=row["correlation_id"],
-                    causation_id=row["causation_id"] or None,
-                    region=row["region"] or None,
-                    payload=json.loads(row["payload"], object_pairs_hook=unique_keys),
-                    prev_hash=row["prev_hash"],
-                    hash=row["hash"],
-                )
-            )
+        for line in source:
+            if line.strip(b"\n"):
+                raw = json.loads(line.decode(), object_pairs_hook=unique_keys)
+                chunk.append(EventEnvelope.model_validate(raw))
+            if len(chunk) >= CHUNK:
+                yield chunk
+                chunk = []
+    else:
+        text = io.TextIOWrapper(source, encoding="utf-8", newline="")
+        try:
+            for row in csv.DictReader(text):
+                chunk.append(_csv_envelope(row))
+                if len(chunk) >= CHUNK:
+                    yield chunk
+                    chunk = []
+        finally:
+            text.detach()  # the caller's file stays open (even when a row fails)
+    if chunk:
+        yield chunk
+
+
+def _csv_envelope(row: dict[str, str]) -> EventEnvelope:
+    return EventEnvelope.model_validate(
+        dict(
+            event_id=row["event_id"],
+            position=int(row["position"]),
+            stream_type=row["stream_type"],
+            stream_id=row["stream_id"],
+            stream_version=int(row["stream_version"]),
+            event_type=row["event_type"],
+            schema_version=int(row["schema_version"]),
+            occurred_at=row["occurred_at"],
+            recorded_at=row["recorded_at"],
+            actor=Actor(subject=row["actor_subject"], role=row["actor_role"]),
+            service=row["service"],
+            correlation_id=row["correlation_id"],
+            causation_id=row["causation_id"] or None,
+            region=row["region"] or None,
+            payload=json.loads(row["payload"], object_pairs_hook=unique_keys),
+            prev_hash=row["prev_hash"],
+            hash=row["hash"],
         )
-    return out
+    )
 
 
 def _sign(key: bytes, content: dict[str, Any]) -> str:
     return hmac.new(key, canonical_json(content).encode(), hashlib.sha256).hexdigest()
+
+
+def export_summary(
+    tally: ExportTally, fmt: ExportFormat, scope: dict[str, Any], key: bytes
+) -> dict[str, Any]:
+    content = {
+        "format": fmt,
+        "scope": scope,
+        "events": tally.events,
+        "first_position": tally.first_position,
+        "last_position": tally.last_position,
+        "sha256": tally.sha256.hexdigest(),
+    }
+    return {**content, "signature": _sign(key, content)}
 
 
 def summarise(
@@ -145,15 +246,10 @@ def summarise(
     scope: dict[str, Any],
     key: bytes,
 ) -> dict[str, Any]:
-    content = {
-        "format": fmt,
-        "scope": scope,
-        "events": len(envelopes),
-        "first_position": envelopes[0].position if envelopes else None,
-        "last_position": envelopes[-1].position if envelopes else None,
-        "sha256": hashlib.sha256(data).hexdigest(),
-    }
-    return {**content, "signature": _sign(key, content)}
+    """The summary of an export held in memory."""
+    tally = ExportTally()
+    tally.add(data, envelopes)
+    return export_summary(tally, fmt, scope, key)
 
 
 @dataclass
@@ -169,15 +265,33 @@ class ExportCheck:
 SUMMARY_FIELDS = ("format", "events", "sha256", "signature")
 
 
+class _Digesting(io.RawIOBase):
+    """A file read through, its SHA-256 taken on the way."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.sha256 = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.raw.read(len(buffer))
+        buffer[: len(data)] = data
+        self.sha256.update(data)
+        return len(data)
+
+
 def verify_export(
-    data: bytes,
+    source: BinaryIO | bytes,
     summary: dict[str, Any],
     key: bytes,
     conn: Connection | None = None,
     store: EventStore | None = None,
 ) -> ExportCheck:
     """The summary is authentic, the file is the one it describes, every event's hash
-    matches its content, and (given the ledger) every event is in the ledger unchanged."""
+    matches its content, and (given the ledger) every event is in the ledger unchanged and
+    none of its scope is missing. Read once, a chunk at a time (flat memory)."""
     missing = [k for k in SUMMARY_FIELDS if k not in summary]
     if missing or summary.get("format") not in ("jsonl", "csv"):
         what = f"lacks {', '.join(missing)}" if missing else "names no format (jsonl, csv)"
@@ -188,74 +302,113 @@ def verify_export(
         problems.append(
             "summary signature does not match: the summary was altered or signed with another key"
         )
-    if hashlib.sha256(data).hexdigest() != summary.get("sha256"):
-        problems.append("export file does not match the summary's sha256")
     fmt = summary["format"]
+    digesting = _Digesting(io.BytesIO(source) if isinstance(source, bytes) else source)
+    reader = io.BufferedReader(digesting, 1 << 16)
+    found: list[str] = []
+    gaps = _Gaps(conn, summary) if conn is not None and store is not None else None
+    count, unreadable = 0, None
     try:
-        envelopes = parse(data, fmt)
+        for chunk in _read_chunks(reader, fmt):
+            count += len(chunk)
+            found += [
+                f"event {e.event_id} (position {e.position}): content does not match its hash"
+                for e in chunk
+                if e.computed_hash() != e.hash
+            ]
+            if gaps is not None and conn is not None:
+                found += _against_ledger(conn, chunk)
+                gaps.check(chunk)
     except Exception as exc:  # any parse failure is a finding, not a crash
         reason = f"it has no {exc} column" if isinstance(exc, KeyError) else str(exc)
-        return ExportCheck(
-            [*problems, f"export cannot be read as {fmt}, the format its summary names: {reason}"]
-        )
-    if len(envelopes) != summary.get("events"):
-        problems.append(
-            f"{len(envelopes)} events in the file, {summary.get('events')!r} in the summary"
-        )
-    for e in envelopes:
-        if e.computed_hash() != e.hash:
-            problems.append(
-                f"event {e.event_id} (position {e.position}): content does not match its hash"
-            )
-    if conn is not None and store is not None:
-        problems += _against_ledger(conn, envelopes)
-        problems += _missing_from_file(conn, envelopes, summary)
+        unreadable = f"export cannot be read as {fmt}, the format its summary names: {reason}"
+    while reader.read(1 << 16):  # the rest, for the digest
+        pass
+    if digesting.sha256.hexdigest() != summary.get("sha256"):
+        problems.append("export file does not match the summary's sha256")
+    if unreadable is not None:
+        return ExportCheck([*problems, unreadable])
+    if count != summary.get("events"):
+        problems.append(f"{count} events in the file, {summary.get('events')!r} in the summary")
+    problems += found
+    if gaps is not None:
+        problems += gaps.finish()
     return ExportCheck(problems)
 
 
-def _missing_from_file(
-    conn: Connection, envelopes: list[EventEnvelope], summary: dict[str, Any]
-) -> list[str]:
+class _Gaps:
     """The ledger's events of the export's scope up to its last position that the file
-    lacks (an event cut out, and the summary signed again by someone holding the key)."""
-    scope, last = summary.get("scope"), summary.get("last_position")
-    if not isinstance(scope, dict) or not isinstance(last, int):
-        return []
-    try:
-        bounds = {k: _instant(scope.get(k)) for k in ("recorded_from", "recorded_to")}
-    except ValueError:
-        return ["the summary's scope is not an export's scope"]
-    query = select(events.c.position).where(events.c.position <= last)
-    if scope.get("ticket_id"):
-        query = query.where(events.c.stream_id == str(scope["ticket_id"]))
-    if scope.get("region"):
-        query = query.where(events.c.region == str(scope["region"]))
-    if bounds["recorded_from"]:
-        query = query.where(events.c.recorded_at >= bounds["recorded_from"])
-    if bounds["recorded_to"]:
-        query = query.where(events.c.recorded_at < bounds["recorded_to"])
-    held = {e.position for e in envelopes}
-    missing = [p for p in conn.execute(query).scalars() if p not in held]
-    if not missing:
-        return []
-    shown = ", ".join(str(p) for p in missing[:10]) + (", …" if len(missing) > 10 else "")
-    return [
-        f"the ledger holds {len(missing)} event(s) of the export's scope, up to its last "
-        f"position, that the file lacks (position {shown})"
-    ]
+    lacks (an event cut out, and the summary signed again by someone holding the key):
+    the file's positions (ascending, as written) beside the ledger's, a chunk at a time."""
+
+    def __init__(self, conn: Connection, summary: dict[str, Any]) -> None:
+        self.conn = conn
+        self.query: Select[Any] | None = None
+        self.problem: str | None = None
+        self.missing: list[int] = []
+        self.count = 0
+        self.after = 0
+        scope, self.last = summary.get("scope"), summary.get("last_position")
+        if not isinstance(scope, dict) or not isinstance(self.last, int):
+            return
+        try:
+            bounds = {k: _instant(scope.get(k)) for k in ("recorded_from", "recorded_to")}
+        except ValueError:
+            self.problem = "the summary's scope is not an export's scope"
+            return
+        ticket, region = scope.get("ticket_id"), scope.get("region")
+        self.query = ExportScope(
+            str(ticket) if ticket else None,
+            str(region) if region else None,
+            bounds["recorded_from"],
+            bounds["recorded_to"],
+        ).where(select(events.c.position))
+
+    def check(self, chunk: Sequence[EventEnvelope]) -> None:
+        if self.query is None:
+            return
+        held = [e.position for e in chunk]
+        if any(b <= a for a, b in zip([self.after, *held], held, strict=False)):
+            self.problem = "the file's events are not in position order, as an export writes them"
+            self.query = None
+            return
+        self._ledger_between(self.after, held[-1], set(held))
+        self.after = held[-1]
+
+    def _ledger_between(self, after: int, upto: int, held: set[int]) -> None:
+        assert self.query is not None
+        query = self.query.where(events.c.position > after, events.c.position <= upto)
+        for position in self.conn.execute(query).scalars():
+            if position not in held:
+                self.count += 1
+                if len(self.missing) < 10:
+                    self.missing.append(position)
+
+    def finish(self) -> list[str]:
+        if self.query is not None and isinstance(self.last, int) and self.last > self.after:
+            self._ledger_between(self.after, self.last, set())
+        if self.problem is not None:
+            return [self.problem]
+        if not self.count:
+            return []
+        shown = ", ".join(map(str, self.missing)) + (", …" if self.count > 10 else "")
+        return [
+            f"the ledger holds {self.count} event(s) of the export's scope, up to its last "
+            f"position, that the file lacks (position {shown})"
+        ]
 
 
 def _instant(value: Any) -> datetime | None:
     return None if value is None else datetime.fromisoformat(str(value))
 
 
-def _against_ledger(conn: Connection, envelopes: list[EventEnvelope]) -> list[str]:
+def _against_ledger(conn: Connection, envelopes: Sequence[EventEnvelope]) -> list[str]:
     """Each exported event is the ledger's row at its position, and that row still matches
     its hash (an edited row keeps the old hash: the export alone would not show it)."""
     positions = [e.position for e in envelopes]
     rows: dict[int, Any] = {}
-    for start in range(0, len(positions), 5_000):  # within every driver's parameter limit
-        query = select(events).where(events.c.position.in_(positions[start : start + 5_000]))
+    for start in range(0, len(positions), CHUNK):
+        query = select(events).where(events.c.position.in_(positions[start : start + CHUNK]))
         found = rows_tolerating_damage(conn, query)
         rows.update((row.position, row) for row in found)
     problems = []

@@ -16,6 +16,7 @@ import threading
 import uuid
 from collections.abc import Coroutine, Iterator, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from alembic.util.exc import CommandError
@@ -412,33 +413,22 @@ def _cmd_subscribe(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _export(settings: Settings, args: argparse.Namespace) -> tuple[bytes, dict[str, Any]]:
-
-    from shared.app.audit import render, select_events, signing_key, summarise
+async def _export(settings: Settings, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    from shared.app.audit import ExportScope, export_summary, signing_key, write_export
     from shared.app.platform import Platform
 
-    recorded_from, recorded_to = args.from_, args.to
+    scope = ExportScope(args.ticket, args.region, args.from_, args.to)
+    # Written beside, renamed when whole: a failed export leaves no file that looks like one.
+    partial = out.with_name(f".{out.name}.partial")
     platform = Platform.from_settings(settings)
     try:
-        envelopes = await platform.db.read(
-            lambda c: select_events(
-                c,
-                ticket_id=args.ticket,
-                region=args.region,
-                recorded_from=recorded_from,
-                recorded_to=recorded_to,
-            )
-        )
+        with partial.open("wb") as file:
+            tally = await platform.db.read(lambda c: write_export(c, file, args.format, scope))
+        partial.replace(out)
     finally:
+        partial.unlink(missing_ok=True)
         await platform.close()
-    scope = {
-        "ticket_id": args.ticket,
-        "region": args.region,
-        "recorded_from": recorded_from.isoformat() if recorded_from else None,
-        "recorded_to": recorded_to.isoformat() if recorded_to else None,
-    }
-    data = render(envelopes, args.format)
-    return data, summarise(data, envelopes, args.format, scope, signing_key(settings))
+    return export_summary(tally, args.format, scope.as_summary(), signing_key(settings))
 
 
 def _cmd_export(settings: Settings, args: argparse.Namespace) -> int:
@@ -458,23 +448,23 @@ def _cmd_export(settings: Settings, args: argparse.Namespace) -> int:
         raise CommandRefused("--from must be before --to")
     out = Path(args.out)
     refuse_output_path(settings, out, "--out")
-    data, summary = asyncio.run(_export(settings, args))
-    out.write_bytes(data)
+    summary = asyncio.run(_export(settings, args, out))
     Path(f"{out}.summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary))
     return 0
 
 
-async def _verify_export(settings: Settings, data: bytes, summary: dict[str, Any]) -> int:
+async def _verify_export(settings: Settings, export: Path, summary: dict[str, Any]) -> int:
     from shared.app.audit import signing_key, verify_export
     from shared.app.platform import Platform
 
     platform = Platform.from_settings(settings)
     try:
         key = signing_key(settings)
-        check = await platform.db.read(
-            lambda c: verify_export(data, summary, key, c, platform.store)
-        )
+        with export.open("rb") as file:
+            check = await platform.db.read(
+                lambda c: verify_export(file, summary, key, c, platform.store)
+            )
     finally:
         await platform.close()
     return _export_verdict(check.problems, summary.get("events"))
@@ -488,7 +478,9 @@ def _export_verdict(problems: list[str], events: object) -> int:
 def _cmd_verify_export(settings: Settings, args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    data = Path(args.file).read_bytes()
+    export = Path(args.file)
+    if not export.is_file():  # a directory, a missing file: said before any work
+        export.open("rb").close()
     path = Path(args.summary or f"{args.file}.summary.json")
     try:
         summary = json.loads(path.read_bytes())
@@ -496,7 +488,7 @@ def _cmd_verify_export(settings: Settings, args: argparse.Namespace) -> int:
         return _export_verdict([f"the summary {path} is not JSON text ({exc}): it fails"], None)
     if not isinstance(summary, dict):
         return _export_verdict([f"the summary {path} is not a JSON object"], None)
-    return asyncio.run(_verify_export(settings, data, summary))
+    return asyncio.run(_verify_export(settings, export, summary))
 
 
 def _cmd_contract(_settings: Settings, args: argparse.Namespace) -> int:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import asyncio
+import tempfile
+from collections.abc import AsyncIterator
+from typing import BinaryIO, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 
-from shared.app.audit import render, select_events, signing_key, summarise
+from shared.app.audit import ExportScope, export_summary, signing_key, write_export
 from shared.app.platform import Platform
 from shared.http.app import get_platform
 from shared.http.context import Principal, allow, region_asked
@@ -49,29 +52,23 @@ async def export_events(
     for name, value in (("recorded_from", recorded_from), ("recorded_to", recorded_to)):
         if value is not None and value.tzinfo is None:
             raise InvalidCommand(name, "give a timezone, e.g. 2026-11-20T10:00:00Z")
-    scope = {
-        "ticket_id": str(ticket_id) if ticket_id else None,
-        "region": region,
-        "recorded_from": recorded_from.isoformat() if recorded_from else None,
-        "recorded_to": recorded_to.isoformat() if recorded_to else None,
-    }
-    envelopes = await platform.db.read(
-        lambda c: select_events(
-            c,
-            ticket_id=scope["ticket_id"],
-            region=region,
-            recorded_from=recorded_from,
-            recorded_to=recorded_to,
-        )
-    )
-    if ticket_id and not envelopes:
-        # Unknown, or (for a regional caller) another region's: the same answer.
-        raise NotFound("ticket_not_found", f"no ticket {ticket_id}")
-    data = render(envelopes, format)
-    summary = summarise(data, envelopes, format, scope, signing_key(platform.settings))
+    scope = ExportScope(str(ticket_id) if ticket_id else None, region, recorded_from, recorded_to)
+    # Spooled to an unnamed file (gone when closed, whatever happens), then sent from it:
+    # the summary header needs the whole body's digest first, memory stays flat.
+    spool = tempfile.TemporaryFile(prefix="ticketline-export-")  # noqa: SIM115
+    try:
+        tally = await platform.db.read(lambda c: write_export(c, spool, format, scope))
+        if ticket_id and not tally.events:
+            # Unknown, or (for a regional caller) another region's: the same answer.
+            raise NotFound("ticket_not_found", f"no ticket {ticket_id}")
+    except BaseException:
+        spool.close()
+        raise
+    summary = export_summary(tally, format, scope.as_summary(), signing_key(platform.settings))
+    spool.seek(0)
     media = "application/x-ndjson" if format == "jsonl" else "text/csv"
-    return Response(
-        data,
+    return StreamingResponse(
+        _sent(spool),
         media_type=media,
         headers={
             "X-Export-Summary": canonical_json(summary),
@@ -79,3 +76,11 @@ async def export_events(
             "Cache-Control": "no-store",
         },
     )
+
+
+async def _sent(spool: BinaryIO) -> AsyncIterator[bytes]:
+    try:
+        while chunk := await asyncio.to_thread(spool.read, 1 << 20):
+            yield chunk
+    finally:
+        spool.close()
