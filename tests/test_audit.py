@@ -488,6 +488,7 @@ async def test_export_over_http_and_cli_verify(
     assert response.status_code == 200, response.text
     summary = json.loads(response.headers["x-export-summary"])
     assert summary["events"] == 4 and summary["format"] == "csv"
+    assert int(response.headers["content-length"]) == len(response.content)
     export = tmp_path / "east.csv"
     export.write_bytes(response.content)
     (tmp_path / "east.csv.summary.json").write_text(json.dumps(summary))

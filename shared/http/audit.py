@@ -65,6 +65,7 @@ async def export_events(
         spool.close()
         raise
     summary = export_summary(tally, format, scope.as_summary(), signing_key(platform.settings))
+    size = spool.tell()
     spool.seek(0)
     media = "application/x-ndjson" if format == "jsonl" else "text/csv"
     return StreamingResponse(
@@ -74,6 +75,7 @@ async def export_events(
             "X-Export-Summary": canonical_json(summary),
             "Content-Disposition": f'attachment; filename="ticketline-export.{format}"',
             "Cache-Control": "no-store",
+            "Content-Length": str(size),
         },
     )
 
