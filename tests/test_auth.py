@@ -527,12 +527,13 @@ def test_mask_payload_masks_nested_phone_and_street() -> None:
 async def test_separate_service_processes_need_a_shared_verification_key(
     database_url: str, tmp_path: Path
 ) -> None:
+    from shared.app.config import CommandRefused
     from shared.app.runtime import serve_one
 
     settings = Settings(
         database_url=database_url, data_dir=tmp_path, auth=AuthSettings(jwt_secret=None)
     )
-    with pytest.raises(SystemExit, match="TICKETLINE_AUTH_JWKS_URL"):
+    with pytest.raises(CommandRefused, match="TICKETLINE_AUTH_JWKS_URL"):
         await serve_one(settings, "intake", None)
 
 
