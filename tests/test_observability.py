@@ -212,7 +212,7 @@ def test_a_projector_logs_a_database_outage_once_a_while_and_other_failures_in_f
 ) -> None:
     """A projector restarts every second: an outage gave a traceback at ERROR each time
     (52 in an 8-second PostgreSQL restart, per projection)."""
-    from shared.app.runtime import FailureReport
+    from shared.app.jobs import FailureReport
     from shared.eventstore.db import DatabaseUnavailable
 
     failures = FailureReport("projector ticket_state")
@@ -224,6 +224,41 @@ def test_a_projector_logs_a_database_outage_once_a_while_and_other_failures_in_f
     assert [(r.levelname, r.exc_info) for r in outage] == [("WARNING", None)]
     (bug,) = [r for r in caplog.records if r.levelname == "ERROR"]
     assert bug.exc_info is not None and "restarting in 1 s" in bug.getMessage()
+
+
+async def test_a_job_logs_a_database_outage_as_a_warning_not_a_traceback(
+    platform: Platform, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`ticketline jobs` during a PostgreSQL restart: one warning, as the relay and the
+    projectors give, not an ERROR with a 60-line traceback at every pass."""
+    import asyncio
+
+    from shared.app.jobs import run_leased
+    from shared.eventstore.db import DatabaseUnavailable
+    from shared.eventstore.leases import Lease
+
+    stop = asyncio.Event()
+    passes = 0
+
+    async def one_pass() -> None:
+        nonlocal passes
+        passes += 1
+        if passes == 3:
+            stop.set()
+        raise DatabaseUnavailable("the database is unavailable: ConnectionRefusedError")
+
+    lease = Lease(platform.db, "job:test", "me", 60.0, platform.clock)
+    with caplog.at_level(logging.WARNING):
+        await asyncio.wait_for(run_leased(lease, stop, 0.01, one_pass), 10)
+    said = [(r.levelname, r.exc_info, r.getMessage()) for r in caplog.records]
+    assert said == [
+        (
+            "WARNING",
+            None,
+            "job job:test: the database is unavailable (the database is unavailable: "
+            "ConnectionRefusedError); trying again at the next interval",
+        )
+    ]
 
 
 async def test_a_projector_that_ignores_the_stop_is_cancelled_after_its_grace() -> None:

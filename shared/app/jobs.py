@@ -6,11 +6,40 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
+from shared.eventstore.db import is_outage
 from shared.eventstore.leases import Lease
 
 log = logging.getLogger(__name__)
+
+
+class FailureReport:
+    """How a loop (a projector, a job) logs a failure before it tries again: a database
+    outage as one warning per ``quiet_seconds``, without a traceback (it says nothing of
+    the work: docs/operations.md); anything else, each time, with its traceback."""
+
+    def __init__(
+        self,
+        what: str,
+        quiet_seconds: float = 30.0,
+        *,
+        failed: str = "restarting in 1 s",
+        again: str = "trying again every second",
+    ) -> None:
+        self.what, self.quiet_seconds = what, quiet_seconds
+        self.failed, self.again = failed, again
+        self._quiet_until = 0.0
+
+    def report(self, exc: Exception) -> None:
+        if not is_outage(exc):
+            log.error("%s failed; %s", self.what, self.failed, exc_info=exc)
+            return
+        now = time.monotonic()
+        if now >= self._quiet_until:
+            self._quiet_until = now + self.quiet_seconds
+            log.warning("%s: the database is unavailable (%s); %s", self.what, exc, self.again)
 
 
 async def run_leased(
@@ -22,13 +51,18 @@ async def run_leased(
     """Until ``stop``: a failed pass is logged and the next interval tries again; the
     lease is given back on the way out, so another replica takes the job over at once
     instead of when the lease expires."""
+    failures = FailureReport(
+        f"job {lease.name}",
+        failed="retrying at the next interval",
+        again="trying again at the next interval",
+    )
     try:
         while not stop.is_set():
             try:
                 if await lease.acquire():
                     await one_pass()
-            except Exception:
-                log.exception("job %s: pass failed; retrying at the next interval", lease.name)
+            except Exception as exc:
+                failures.report(exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval_seconds)
     finally:

@@ -8,7 +8,6 @@ import errno
 import logging
 import signal
 import socket
-import time
 from collections.abc import Awaitable, Iterator, Sequence
 
 import uvicorn
@@ -16,6 +15,7 @@ from starlette.applications import Starlette
 
 from shared.app.config import CommandRefused, Settings
 from shared.app.http_protocol import guarded_protocol
+from shared.app.jobs import FailureReport
 from shared.app.platform import Platform
 from shared.app.registry import (
     CONSOLE,
@@ -25,7 +25,7 @@ from shared.app.registry import (
     app_factory,
     service_port,
 )
-from shared.eventstore.db import Database, is_outage
+from shared.eventstore.db import Database
 from shared.eventstore.kafka import TopicWatch, ensure_topics, event_topics
 from shared.eventstore.leases import Lease
 from shared.eventstore.outbox import KafkaPublisher, OutboxRelay, relay_owner_id
@@ -215,27 +215,6 @@ async def finish_when_stopped(
             task.result()
     finally:
         stopping.cancel()
-
-
-class FailureReport:
-    """How a projector loop logs a failure before it restarts (every second): a database
-    outage as one warning per ``quiet_seconds``, without a traceback (it says nothing of
-    the events: docs/operations.md); anything else, each time, with its traceback."""
-
-    def __init__(self, what: str, quiet_seconds: float = 30.0) -> None:
-        self.what, self.quiet_seconds = what, quiet_seconds
-        self._quiet_until = 0.0
-
-    def report(self, exc: Exception) -> None:
-        if not is_outage(exc):
-            log.error("%s failed; restarting in 1 s", self.what, exc_info=exc)
-            return
-        now = time.monotonic()
-        if now >= self._quiet_until:
-            self._quiet_until = now + self.quiet_seconds
-            log.warning(
-                "%s: the database is unavailable (%s); trying again every second", self.what, exc
-            )
 
 
 async def pump_ledger(
