@@ -589,6 +589,11 @@ async def test_the_live_streams_position_is_ascii_digits(platform: Platform) -> 
         for after in ("2_0", "+2", "²", "-1"):
             answer = await client.get("/live/stream", params={"after": after})
             assert answer.status_code == 400, (after, answer.status_code)
+    # Past the ledger's end (another ledger's position): from the head, not a silent gap.
+    from services.console.routes import live_start
+
+    assert [live_start(9, None, 5), live_start(None, 99, 5), live_start(3, 4, 5)] == [5, 5, 3]
+    assert live_start(None, None, 5) == 5
     # A Last-Event-ID that is no position starts where a new page would (int("²") raised).
     assert [_position_or_none(v) for v in ("²", "12", " 7 ", None, "9" * 30)] == [
         None,

@@ -791,6 +791,15 @@ def _position_or_none(text: str | None) -> int | None:
         return None
 
 
+def live_start(resumed: int | None, after: int | None, head: int) -> int:
+    """Where the live stream starts: after the page's Last-Event-ID, else the ``after`` it
+    asked for, else now — never past the ledger's end. A position from another ledger
+    (one restored from an older backup) would wait in silence for positions the ledger
+    has yet to reach, skipping every event up to them: the page shows what comes next."""
+    position = resumed if resumed is not None else after if after is not None else head
+    return min(position, head)
+
+
 @router.get("/live/stream")
 async def live_stream(
     request: Request,
@@ -803,13 +812,8 @@ async def live_stream(
     table row (htmx's SSE extension puts it on the page). Read from the ledger with the
     rules of intake's ``GET /streams/events``: a regional caller gets its region only."""
     scope = principal.reach
-    resumed = _position_or_none(last_event_id)
-    if resumed is not None:
-        position = resumed
-    elif after is not None:
-        position = after
-    else:
-        position = await queries.read(platform, queries.ledger_head)
+    head = await queries.read(platform, queries.ledger_head)
+    position = live_start(_position_or_none(last_event_id), after, head)
     poll = max(platform.settings.projector_poll_seconds, 0.2)
     t = translator(locale_of(request))
     template = templates.env.get_template("live_row.html")
