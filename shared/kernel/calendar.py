@@ -8,10 +8,11 @@ the wall-clock arithmetic: ``add(start, hours)`` is ``start + hours``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from shared.kernel.errors import InvalidCommand
 from shared.kernel.events.network import WEEKDAYS
@@ -122,11 +123,32 @@ def add_business(
 # --- building a calendar from its description (validation: 422 naming the field) -------
 
 
-def zone_of(name: str, field_name: str = "timezone") -> ZoneInfo:
+# Files of the zone database that are no place's zone: the host's own (its clocks would
+# move with the machine's setting), the fallback rules, "Factory" (no offset on purpose).
+_NOT_A_PLACE = frozenset({"localtime", "posixrules", "Factory"})
+
+
+@functools.cache
+def _iana_names() -> frozenset[str]:
+    return frozenset(available_timezones()) - _NOT_A_PLACE
+
+
+def iana_zone(name: str) -> ZoneInfo | None:
+    """The IANA timezone of this name (``Asia/Shanghai``, ``UTC``), or None — also for a
+    file of the zone database that is no place's zone (``localtime``, ``posix/…``)."""
+    if name not in _iana_names():
+        return None
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise InvalidCommand(field_name, f"unknown timezone {name!r}") from None
+        return None
+
+
+def zone_of(name: str, field_name: str = "timezone") -> ZoneInfo:
+    zone = iana_zone(name)
+    if zone is None:
+        raise InvalidCommand(field_name, f"unknown timezone {name!r}")
+    return zone
 
 
 def _minutes(value: time) -> int:

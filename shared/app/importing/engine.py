@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from shared.app.importing import runs
 from shared.app.importing.catalog import find_kind
@@ -42,6 +42,7 @@ from shared.app.importing.source import Busy, RawRow, Refusal, Source, open_sour
 from shared.app.platform import Platform
 from shared.eventstore.leases import Lease
 from shared.eventstore.outbox import relay_owner_id
+from shared.kernel.calendar import iana_zone
 from shared.kernel.events.envelope import Actor
 
 Progress = Callable[[int, int], None]
@@ -158,10 +159,10 @@ async def run_import(
 def import_zone(name: str | None) -> ZoneInfo | None:
     if not name:
         return None
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise Refusal(f"unknown time zone {name!r} (an IANA name, e.g. Asia/Shanghai)") from None
+    zone = iana_zone(name)
+    if zone is None:
+        raise Refusal(f"unknown time zone {name!r} (an IANA name, e.g. Asia/Shanghai)")
+    return zone
 
 
 @dataclass

@@ -12,10 +12,11 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any, TypeVar
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from shared.kernel.calendar import iana_zone
 from shared.kernel.clock import EARLIEST_BUSINESS_DAY
 from shared.kernel.errors import DomainError, InvalidCommand
 from shared.kernel.events.tickets import ISO_DAY as _ISO_DAY
@@ -210,9 +211,7 @@ class Fields:
         name = self.text(column, required=required, max_length=64)
         if name is None:
             return None
-        try:
-            ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError, OSError):
+        if iana_zone(name) is None:
             return self.problem(
                 column, f"unknown time zone {name!r} (an IANA name, e.g. Asia/Shanghai)"
             )
