@@ -888,6 +888,13 @@ async def test_an_old_part_settles_only_a_return_the_caller_may_see_and_that_exp
     async with service_client("parts", platform, location="SP-NB-01") as ningbo:
         refused = await ningbo.post("/returns", json=body | {"old_serial": "O-X"})
         assert refused.status_code == 409 and refused.json()["rule"] == "no_return_expected"
+    # Handed in at another region's location (an admin names any): as for requisitions.
+    west = {"name": "West", "level": "regional_center", "parent_id": "HQ", "region": "west"}
+    await ok(await admin.put("/locations/RC-WEST", json=west), 201)
+    elsewhere = await admin.post("/returns", json=body | {"location_id": "RC-WEST"})
+    assert elsewhere.status_code == 422
+    assert elsewhere.json()["errors"][0]["field"] == "location_id"
+    assert "serves region west" in elsewhere.json()["detail"]
     await ok(await clerk.post("/returns", json=body | {"old_serial": "O-Y"}), 201)
     again = await clerk.post("/returns", json=body | {"old_serial": "O-Y"})
     assert again.status_code == 409, again.text

@@ -349,7 +349,8 @@ def record_old_part_return(conn: Connection, h: Handling, handed_in: domain.Hand
         handed_in.old_serial,
         service_point_id=h.invocation.reach.location,
     )
-    command = domain.RecordOldPartReturn(handed_in, place.location_id, expected, h.now())
+    serves = _serves_region(conn, place.location_id)
+    command = domain.RecordOldPartReturn(handed_in, place.location_id, expected, h.now(), serves)
     h.execute(conn, TICKETS, handed_in.ticket_id, command, domain.decide_old_part_return)
     assert expected is not None  # the decision refused otherwise
     return expected.return_id

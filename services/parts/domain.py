@@ -736,14 +736,17 @@ def _require_requestable(command: RaiseRequisition) -> PartSpec:
         )
     if not command.chain:
         raise InvalidCommand("location_id", "location_id is required for this role")
-    serves = command.requesting_region
+    require_serves_ticket(command.chain[0].location_id, command.requesting_region, ticket)
+    return part
+
+
+def require_serves_ticket(location_id: str, serves: str | None, ticket: TicketState) -> None:
+    """A location works for its region's tickets (``serves``: the region it serves, None
+    for headquarters, which serves every region)."""
     if serves is not None and serves.casefold() != (ticket.region or "").casefold():
         raise InvalidCommand(
-            "location_id",
-            f"{command.chain[0].location_id} serves region {serves}, the ticket is in "
-            f"{ticket.region}",
+            "location_id", f"{location_id} serves region {serves}, the ticket is in {ticket.region}"
         )
-    return part
 
 
 def requisition_technician(command: RaiseRequisition) -> str | None:
@@ -1140,12 +1143,14 @@ class RecordOldPartReturn:
     location_id: str  # where it was handed in, as registered
     expected: PendingReturn | None  # what it settles (``choose_pending_return``)
     now: datetime
+    location_serves: str | None = None  # the region it serves (None: headquarters)
 
 
 def decide_old_part_return(command: RecordOldPartReturn, state: TicketState) -> list[EventPayload]:
     """Settles the expected return (late if after its due date); also after the ticket was
     closed."""
     h, expected = command.handed_in, command.expected
+    require_serves_ticket(command.location_id, command.location_serves, state)
     if expected is None:
         raise RuleViolation(
             "no_return_expected",
