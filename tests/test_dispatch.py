@@ -140,6 +140,8 @@ async def test_network_is_managed_by_admin_and_read_by_region(
         )
         assert response.status_code == 422, response.text
         assert problem_rule(response).startswith("working_hours")  # type: ignore[union-attr]
+        if "." in shifts[0]["start"]:  # the offending field itself
+            assert problem_rule(response) == "working_hours.0.start"
 
     # Updates are full replacements, guarded by If-Match; deactivation is its own event.
     update = {

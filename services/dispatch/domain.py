@@ -249,8 +249,6 @@ def _keep_open_tickets_in_region(
 
 def _check_shifts(shifts: Sequence[Shift]) -> None:
     """A technician's shifts on one weekday do not overlap (they may touch)."""
-    if any(s.start.microsecond or s.end.microsecond for s in shifts):  # checked on new data
-        raise InvalidCommand("working_hours", "times are HH:MM or HH:MM:SS, no fractions")
     ordered = sorted(shifts, key=lambda s: (WEEKDAYS.index(s.weekday), s.start))
     for a, b in zip(ordered, ordered[1:], strict=False):
         if a.weekday == b.weekday and b.start < a.end:

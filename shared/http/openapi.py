@@ -186,7 +186,7 @@ def _resolved(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any
 # services take and give a local time of day (its timezone is given beside it).
 LOCAL_TIME = {
     "type": "string",
-    "pattern": r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?$",
+    "pattern": r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$",
     "description": "A local time of day, HH:MM or HH:MM:SS, without an offset.",
     "examples": ["09:00"],
 }

@@ -50,6 +50,8 @@ def _local_time(value: Any, handler: ValidatorFunctionWrapHandler, info: Validat
     parsed = cast(time, handler(value))
     if parsed.tzinfo is not None:
         raise ValueError("a local time has no offset: its timezone is the one given beside it")
+    if parsed.microsecond:
+        raise ValueError("a local time is HH:MM or HH:MM:SS, no fraction of a second")
     return parsed
 
 
