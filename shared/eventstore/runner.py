@@ -395,12 +395,13 @@ async def log_truncated(consumer: Any, seconds: float = 5.0) -> bool:
         assigned = list(consumer.assignment())
         if not assigned:
             return False
+        # Positions first, then the ends: a log's end only grows, while the consumer's
+        # position moves on as it fetches — read the other way round, messages that
+        # arrived between the two reads looked like a lost log end (a false alarm under
+        # load, and a whole partition read again).
+        positions = {tp: await asyncio.wait_for(consumer.position(tp), seconds) for tp in assigned}
         ends = await asyncio.wait_for(consumer.end_offsets(assigned), seconds)
-        behind = []
-        for tp in assigned:
-            position = await asyncio.wait_for(consumer.position(tp), seconds)
-            if position > ends.get(tp, position):
-                behind.append(tp)
+        behind = [tp for tp in assigned if positions[tp] > ends.get(tp, positions[tp])]
     except Exception as exc:  # the broker is away: nothing to say yet
         log.debug("log end check failed: %s", exc)
         return False
