@@ -3,15 +3,20 @@ console section's history (an imported ledger of N tickets through their whole
 lifecycle, every read model caught up): what the CLI reports for each projection, and
 the whole command's wall time (start, the copy of the ledger into the scratch database,
 the rebuilds and the comparisons with the live tables) beside a raw read + ``orjson``
-decode of the same ``events`` table (bench/limits.py).
+decode of the same ``events`` table (bench/limits.py). Then the auditor's export of the
+whole ledger and its ``verify-export``, each in its own process: events per wall second
+beside the same raw read, and peak memory (flat whatever the ledger's size: both work a
+chunk of events at a time).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -37,6 +42,22 @@ def cli_replay(data_dir: Path) -> tuple[list[dict[str, Any]], float]:
     return lines, seconds
 
 
+def cli_run(data_dir: Path, *args: str) -> tuple[float, float]:
+    """``ticketline ARGS`` in its own process: wall seconds and peak RSS (MB)."""
+    command = [sys.executable, "-m", "shared.app.cli", *args]
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        command, env=cli_env(data_dir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    assert process.stderr is not None
+    said = process.stderr.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"ticketline {args[0]} failed: {said[-500:]!r}")
+    return seconds, usage.ru_maxrss / 1024
+
+
 async def bench_replay_all(report: Any, data_dir: Path, tickets: int) -> None:
     """The report section: one row per projection, the command's wall time beside the raw
     read of the ledger it replays."""
@@ -45,7 +66,8 @@ async def bench_replay_all(report: Any, data_dir: Path, tickets: int) -> None:
     ledger = f"sqlite+aiosqlite:///{data_dir}/ticketline.db"
     raw = await raw_read_and_decode(ledger)
     section = report.section(
-        f"ticketline replay of every projection ({tickets:,} tickets, {raw.count:,} events; "
+        f"ticketline replay of every projection, export and verify-export ({tickets:,} tickets, "
+        f"{raw.count:,} events; "
         "the console's history; CLI in its own process)",
         reference_header="limit",
     )
@@ -66,4 +88,20 @@ async def bench_replay_all(report: Any, data_dir: Path, tickets: int) -> None:
                 None,
                 unit="events/s",
                 note=f"{line['events']:,} events in {line['seconds']:.2f} s",
+            )
+    with tempfile.TemporaryDirectory(prefix="ticketline-bench-export-") as tmp:
+        out = Path(tmp) / "ledger.jsonl"
+        for figure, args in (
+            ("export of the whole ledger (JSON lines)", ("export", "--out", str(out))),
+            ("verify-export of that file", ("verify-export", str(out))),
+        ):
+            seconds, peak = await asyncio.to_thread(cli_run, data_dir, *args)
+            size = out.stat().st_size / 1e6
+            section.compare(
+                figure,
+                Result(raw.count, seconds),
+                raw,
+                unit="events/s",
+                note=f"{seconds:.1f} s in all, peak RSS {peak:.0f} MB for a {size:.0f} MB "
+                "file; limit: raw read + orjson.loads of the same events table",
             )
