@@ -182,8 +182,7 @@ def _require_clerks_region(conn: Connection, clerk_at: str | None, ticket: Ticke
     """A clerk's location serves its region: another region's ticket does not exist for
     it — the same 404 as an unknown one, before any stock or return answers whether it
     does."""
-    serves = _serves_region(conn, clerk_at)
-    if serves is not None and serves.casefold() != (ticket.region or "").casefold():
+    if not domain.serves_ticket(_serves_region(conn, clerk_at), ticket):
         raise NotFound("ticket_not_found", f"no ticket {ticket.ticket_id}")
 
 

@@ -740,10 +740,15 @@ def _require_requestable(command: RaiseRequisition) -> PartSpec:
     return part
 
 
+def serves_ticket(serves: str | None, ticket: TicketState) -> bool:
+    """Whether a location serving region ``serves`` (None: headquarters, every region)
+    works for ``ticket``."""
+    return serves is None or serves.casefold() == (ticket.region or "").casefold()
+
+
 def require_serves_ticket(location_id: str, serves: str | None, ticket: TicketState) -> None:
-    """A location works for its region's tickets (``serves``: the region it serves, None
-    for headquarters, which serves every region)."""
-    if serves is not None and serves.casefold() != (ticket.region or "").casefold():
+    """A location works for its region's tickets: naming another region's is 422."""
+    if not serves_ticket(serves, ticket):
         raise InvalidCommand(
             "location_id", f"{location_id} serves region {serves}, the ticket is in {ticket.region}"
         )

@@ -316,8 +316,8 @@ def verify_export(
                 for e in chunk
                 if e.computed_hash() != e.hash
             ]
-            if gaps is not None and conn is not None:
-                found += _against_ledger(conn, chunk)
+            if gaps is not None:
+                found += _against_ledger(gaps.conn, chunk)
                 gaps.check(chunk)
     except Exception as exc:  # any parse failure is a finding, not a crash
         reason = f"it has no {exc} column" if isinstance(exc, KeyError) else str(exc)
