@@ -136,8 +136,6 @@ def _cmd_project(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from shared.app.replay import refuse_existing, replay
 
     if args.into:
@@ -224,8 +222,6 @@ async def _verify(settings: Settings, held: HeldFile | None) -> int:
 
 
 def _cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from shared.app.checkpoints import load_public, read_held, verifying_key
 
     held = None
@@ -353,8 +349,6 @@ def _cmd_parked(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_subscribe(settings: Settings, args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from shared.app.subscribe import AccessRefused, json_line, subscribe_http, subscribe_kafka
     from shared.eventstore.kafka import event_topics
 
@@ -432,8 +426,6 @@ async def _export(settings: Settings, args: argparse.Namespace, out: Path) -> di
 
 
 def _cmd_export(settings: Settings, args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     if args.kind:
         from shared.app.importing.cli import cmd_export_kind
 
@@ -476,8 +468,6 @@ def _export_verdict(problems: list[str], events: object) -> int:
 
 
 def _cmd_verify_export(settings: Settings, args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     export = Path(args.file)
     if not export.is_file():  # a directory, a missing file: said before any work
         export.open("rb").close()
@@ -562,8 +552,6 @@ def _cmd_api_key(_settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_rotate_master_key(settings: Settings, args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from shared.app.personal import generate_key_file, read_key_file, rotate_master_key
     from shared.eventstore.personal import MasterKeyMismatch
 
@@ -839,8 +827,6 @@ CREATES_SCHEMA = frozenset({"migrate", "run"})
 def database_file_problem(settings: Settings) -> str | None:
     """Why the configured SQLite file cannot be the platform's database, or None (no file
     yet: `migrate` and `run` create it; PostgreSQL: the schema check says)."""
-    from pathlib import Path
-
     from shared.eventstore.db import sqlite_path
 
     if not settings.is_sqlite:
@@ -877,8 +863,6 @@ def database_file_problem(settings: Settings) -> str | None:
 
 def schema_problem(settings: Settings) -> str | None:
     """Why the configured database cannot serve a command yet, or None."""
-    from pathlib import Path
-
     from shared.eventstore.db import sqlite_path
     from shared.eventstore.migrations import schema_is_current
 
