@@ -37,7 +37,7 @@ from shared.app.key_files import (
     rs256_public_key,
 )
 from shared.eventstore.db import sqlite_path
-from shared.kernel.calendar import zone_of
+from shared.kernel.calendar import iana_zone, unknown_zone
 from shared.kernel.errors import InvalidCommand
 from shared.kernel.events.sla import (
     DEFAULT_PAUSE_REASONS,
@@ -182,12 +182,8 @@ class DispatchSettings(BaseSettings):
     @field_validator("default_timezone")
     @classmethod
     def _known_timezone(cls, name: str) -> str:
-        try:
-            zone_of(name)  # the check a calendar's or a technician's timezone gets
-        except InvalidCommand:
-            raise ValueError(
-                f"unknown time zone {name!r} (an IANA name, e.g. Asia/Shanghai)"
-            ) from None
+        if iana_zone(name) is None:  # the check a calendar's or a technician's gets
+            raise ValueError(unknown_zone(name))
         return name
 
 

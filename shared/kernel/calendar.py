@@ -144,6 +144,11 @@ def iana_zone(name: str) -> ZoneInfo | None:
         return None
 
 
+def unknown_zone(name: str) -> str:
+    """What a setting or an import says of a name ``iana_zone`` does not know."""
+    return f"unknown time zone {name!r} (an IANA name, e.g. Asia/Shanghai)"
+
+
 def zone_of(name: str, field_name: str = "timezone") -> ZoneInfo:
     zone = iana_zone(name)
     if zone is None:

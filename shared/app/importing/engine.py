@@ -42,7 +42,7 @@ from shared.app.importing.source import Busy, RawRow, Refusal, Source, open_sour
 from shared.app.platform import Platform
 from shared.eventstore.leases import Lease
 from shared.eventstore.outbox import relay_owner_id
-from shared.kernel.calendar import iana_zone
+from shared.kernel.calendar import iana_zone, unknown_zone
 from shared.kernel.events.envelope import Actor
 
 Progress = Callable[[int, int], None]
@@ -161,7 +161,7 @@ def import_zone(name: str | None) -> ZoneInfo | None:
         return None
     zone = iana_zone(name)
     if zone is None:
-        raise Refusal(f"unknown time zone {name!r} (an IANA name, e.g. Asia/Shanghai)")
+        raise Refusal(unknown_zone(name))
     return zone
 
 

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from shared.kernel.calendar import iana_zone
+from shared.kernel.calendar import iana_zone, unknown_zone
 from shared.kernel.clock import EARLIEST_BUSINESS_DAY
 from shared.kernel.errors import DomainError, InvalidCommand
 from shared.kernel.events.tickets import ISO_DAY as _ISO_DAY
@@ -212,9 +212,7 @@ class Fields:
         if name is None:
             return None
         if iana_zone(name) is None:
-            return self.problem(
-                column, f"unknown time zone {name!r} (an IANA name, e.g. Asia/Shanghai)"
-            )
+            return self.problem(column, unknown_zone(name))
         return name
 
     def items(self, column: str, *, separator: str = ";") -> list[str]:
