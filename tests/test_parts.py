@@ -35,7 +35,7 @@ from shared.kernel.events.envelope import (
     PendingEvent,
 )
 from shared.kernel.events.parts import StockConsumed
-from shared.kernel.events.tickets import CostBearer, TicketReopened, UsedPart
+from shared.kernel.events.tickets import CostBearer, TicketClosed, TicketReopened, UsedPart
 from tests.support.clients import service_client
 from tests.support.history import write_csv
 from tests.support.importing import import_file, problems
@@ -1151,6 +1151,57 @@ async def test_a_repair_consumes_what_was_issued_then_the_oldest_reservation(
     }
     level = await stock_of(clerk, "SP-HZ-01", BELT)
     assert (level["on_hand"], level["reserved"], level["issued"]) == (1, 1, 0)
+
+
+async def test_closing_a_ticket_releases_what_is_still_only_reserved_for_it(
+    platform: Platform,
+    intake: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
+    clerk: httpx.AsyncClient,
+) -> None:
+    """Nothing can be requested for a closed ticket, so its reservations would hold the
+    stock for ever; issued parts stay out, to be returned. A ticket reopened before the
+    reactor runs keeps them."""
+    await build_network(admin)
+    await receive(clerk, "SP-HZ-01", MOTOR, 3)
+    await receive(clerk, "SP-HZ-01", BELT, 2)
+    closed = await dispatched_ticket(intake, platform, serial="SN-1")
+    reopened = await dispatched_ticket(intake, platform, serial="SN-2")
+
+    async def requisition(ticket_id: str, part: str) -> str:
+        body = {"ticket_id": ticket_id, "part_number": part}
+        return str((await ok(await clerk.post("/requisitions", json=body), 201))["requisition_id"])
+
+    motor, belt, kept = (
+        await requisition(closed, MOTOR),
+        await requisition(closed, BELT),
+        await requisition(reopened, MOTOR),
+    )
+    await ok(await clerk.post(f"/requisitions/{belt}/issue", json={}))
+    for ticket_id in (closed, reopened):
+        await repair_ticket(platform, ticket_id)
+        await append_ticket_events(
+            platform, ticket_id, [TicketClosed()], role="customer_relations", service="feedback"
+        )
+    reopening = TicketReopened(reason="drum noisy again", source="follow_up")
+    await append_ticket_events(
+        platform, reopened, [reopening], role="customer_relations", service="feedback"
+    )
+    for _ in range(2):  # a second pass finds nothing more to do
+        await run_reactor(platform)
+
+    status = {
+        rid: (await ok(await clerk.get(f"/requisitions/{rid}")))["status"]
+        for rid in (motor, belt, kept)
+    }
+    assert status == {motor: "cancelled", belt: "issued", kept: "reserved"}
+    level = await stock_of(clerk, "SP-HZ-01", MOTOR)
+    assert (level["on_hand"], level["reserved"], level["available"]) == (3, 1, 2)
+    released = await platform.db.read(lambda c: platform.store.read_stream(c, f"req:{motor}"))
+    assert (released[-1].event_type, released[-1].payload["reason"]) == (
+        "RequisitionCancelled",
+        "ticket closed",
+    )
 
 
 async def test_requisitions_are_for_the_tickets_current_technician(

@@ -26,6 +26,7 @@ from shared.kernel.events.envelope import EventEnvelope
 from shared.kernel.events.parts import LocationLevel
 from shared.kernel.events.registry import typed_payload
 from shared.kernel.events.tickets import TicketRepaired
+from shared.kernel.lifecycle import TicketStatus
 from shared.kernel.network import id_lock
 from shared.kernel.parts import normalise_part_number
 from shared.kernel.ticket import TICKETS, TicketState, require_ticket
@@ -328,6 +329,21 @@ def consume_on_repair(conn: Connection, h: Handling, event: EventEnvelope) -> No
     stream = domain.ticket_parts_stream(event.stream_id)
     paperwork = h.executor.load(conn, domain.TICKET_PARTS, stream)
     commit(conn, h, domain.decide_consumption(command, paperwork.state), paperwork, *read)
+
+
+def release_on_close(conn: Connection, h: Handling, event: EventEnvelope) -> None:
+    """A closed ticket's requisitions still only reserved are cancelled, their stock
+    released: no part can be requested for a closed ticket, so nothing would ever use
+    them. Skipped when the ticket was reopened before this ran (its work goes on)."""
+    if h.executor.load(conn, TICKETS, event.stream_id).state.status is not TicketStatus.closed:
+        return
+    for requisition_id in read_models.open_requisitions_for_ticket(conn, event.stream_id):
+        req = placed_requisition(conn, h, requisition_id)
+        if req.state.status != "reserved":
+            continue
+        source = _source_stock(conn, h, req.state)
+        command = domain.CancelRequisition(source.state, domain.CLOSED_TICKET_REASON)
+        commit(conn, h, domain.decide_cancel(command, req.state), req, source)
 
 
 # --- old-part returns ---------------------------------------------------------------------

@@ -859,6 +859,10 @@ class CancelRequisition:
     reason: str
 
 
+# The reason of the cancellations a ticket's closing makes (``commands.release_on_close``).
+CLOSED_TICKET_REASON = "ticket closed"
+
+
 def decide_cancel(command: CancelRequisition, state: RequisitionState) -> Decision:
     raised = require_requisition(state)
     if state.status != "reserved":

@@ -1,5 +1,6 @@
 """The parts service reacts to repairs: a ticket's TicketRepaired consumes the parts
-issued for it (or the service point's shelf) and creates the expected old-part returns.
+issued for it (or the service point's shelf) and creates the expected old-part returns;
+its TicketClosed releases what is still only reserved for it.
 
 Repairs imported from the replaced system's history are left alone: their parts were
 used long ago (the import brings the usage history and today's stock on hand), and their
@@ -18,10 +19,14 @@ from shared.app.executor import Handling
 from shared.app.platform import Platform
 from shared.eventstore.projection import Projection
 from shared.kernel.events.envelope import EventEnvelope
-from shared.kernel.events.tickets import TicketRepaired
+from shared.kernel.events.tickets import TicketClosed, TicketRepaired
 from shared.kernel.imports import is_imported
 
 SERVICE = "parts"
+_REACTIONS = {
+    TicketRepaired.event_type: commands.consume_on_repair,
+    TicketClosed.event_type: commands.release_on_close,
+}
 
 
 def first_delivery(conn: Connection, event: EventEnvelope) -> bool:
@@ -49,10 +54,9 @@ class RepairReactor:
 
     def apply(self, conn: Connection, events: Sequence[EventEnvelope]) -> None:
         for event in events:
-            if event.event_type != TicketRepaired.event_type or is_imported(event):
-                continue
-            if first_delivery(conn, event):
-                commands.consume_on_repair(conn, self.handling(event), event)
+            react = _REACTIONS.get(event.event_type)
+            if react is not None and not is_imported(event) and first_delivery(conn, event):
+                react(conn, self.handling(event), event)
 
     def handling(self, event: EventEnvelope) -> Handling:
         """The parts service acting on its own, caused by ``event``."""

@@ -118,8 +118,8 @@ parts_returns = Table(
     Index("ix_parts_returns_status_due_at", "status", "due_at"),
 )
 
-# The repair reactor's own record of the TicketRepaired events it has handled (by event
-# id), so that a redelivery — even under another stream version bookkeeping — is a no-op.
+# The repair reactor's own record of the ticket events it has handled (repairs, closings;
+# by event id), so that a redelivery — even under another stream version bookkeeping — is a no-op.
 parts_reactor_triggers = Table(
     "parts_reactor_triggers",
     metadata,
