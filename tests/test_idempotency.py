@@ -2,31 +2,73 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from typing import Any
 
+import orjson
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from shared.eventstore.db import Database
 from shared.eventstore.tables import idempotency_keys
-from shared.http.idempotency import (
-    CommandResponse,
-    _legacy_fingerprint,
-    request_fingerprint,
-    run_idempotent,
-)
+from shared.http.idempotency import CommandResponse, run_idempotent
 from shared.http.problems import ProblemError
 from shared.kernel.clock import ManualClock
+from shared.kernel.events.envelope import canonical_json
 
 
-async def test_a_record_fingerprinted_the_old_way_still_replays(
+def keyed(_conn: Any, text: str) -> str:
+    """What the platform passes (``PersonalData.request_digest``), with a fixed secret."""
+    return hmac.new(b"secret", text.encode(), hashlib.sha256).hexdigest()[:40]
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+async def test_a_record_is_fingerprinted_with_a_keyed_digest(
     db: Database, clock: ManualClock
 ) -> None:
-    """Records stored before the orjson fingerprint (``canonical_json``) still match their
-    retries where the two JSON forms differ (here a float's exponent)."""
+    """A body holds personal data: an unkeyed hash of it in the table would give a guessed
+    phone number away. A retry with the same body replays; another body is 422."""
+    body = {"customer": {"name": "Li Wei", "phone": "13812345678"}}
+
+    async def run(request_body: dict[str, Any]) -> CommandResponse:
+        return await run_idempotent(
+            db,
+            scope="s",
+            key="k-1",
+            request_body=request_body,
+            keyed=keyed,
+            command=lambda _c: CommandResponse(201, {"id": "t-1"}),
+            now=clock.now(),
+        )
+
+    await run(body)
+    stored = await db.read(lambda c: c.execute(select(idempotency_keys.c.request_hash)).scalar())
+    text = '{"customer":{"name":"Li Wei","phone":"13812345678"}}'
+    assert stored == "k1." + keyed(None, text) and sha256(text) not in stored
+    assert (await run(body)).replayed
+    with pytest.raises(ProblemError) as other:
+        await run({"customer": {"name": "Li Wei", "phone": "13812345679"}})
+    assert other.value.status == 422
+
+
+@pytest.mark.parametrize("form", ["orjson", "canonical_json"])
+async def test_a_record_fingerprinted_the_old_way_still_replays(
+    db: Database, clock: ManualClock, form: str
+) -> None:
+    """Records stored before keyed fingerprints hold the body's plain SHA-256 — as orjson
+    wrote it, or earlier still ``canonical_json`` — and still match their retries (the two
+    JSON forms differ here: a float's exponent)."""
     body: dict[str, Any] = {"reading": 1e-7, "note": "écran"}
-    assert request_fingerprint(body) != _legacy_fingerprint(body)
+    plain = {
+        "orjson": sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS).decode()),
+        "canonical_json": sha256(canonical_json(body)),
+    }
+    assert plain["orjson"] != plain["canonical_json"]
     calls: list[int] = []
 
     def command(_conn: Any) -> CommandResponse:
@@ -35,11 +77,17 @@ async def test_a_record_fingerprinted_the_old_way_still_replays(
 
     async def run(request_body: dict[str, Any]) -> CommandResponse:
         return await run_idempotent(
-            db, scope="s", key="k-1", request_body=request_body, command=command, now=clock.now()
+            db,
+            scope="s",
+            key="k-1",
+            request_body=request_body,
+            keyed=keyed,
+            command=command,
+            now=clock.now(),
         )
 
     first = await run(body)
-    legacy = _legacy_fingerprint(body)
+    legacy = plain[form]
     await db.write(lambda c: c.execute(update(idempotency_keys).values(request_hash=legacy)))
     again = await run(body)
     assert again.replayed and again.body == first.body and again.location == "/things/t-1"
@@ -79,13 +127,20 @@ async def test_a_key_stored_under_the_earlier_scope_is_still_answered(
 
     body = {"n": 1}
     before = await run_idempotent(
-        db, scope="s:subject", key="k", request_body=body, command=command, now=clock.now()
+        db,
+        scope="s:subject",
+        key="k",
+        request_body=body,
+        keyed=keyed,
+        command=command,
+        now=clock.now(),
     )
     after = await run_idempotent(
         db,
         scope="s:reach",
         key="k",
         request_body=body,
+        keyed=keyed,
         command=command,
         now=clock.now(),
         earlier_scope="s:subject",
@@ -108,6 +163,12 @@ async def test_another_constraint_than_the_keys_is_raised_not_retried(
 
     with pytest.raises(IntegrityError):
         await run_idempotent(
-            db, scope="s", key="k-2", request_body={}, command=command, now=clock.now()
+            db,
+            scope="s",
+            key="k-2",
+            request_body={},
+            keyed=keyed,
+            command=command,
+            now=clock.now(),
         )
     assert calls == [1]

@@ -4,17 +4,20 @@ of the customer's clear data is anywhere, and the ledger still verifies."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import uuid4
 
 import httpx
+import orjson
 import pytest
 from sqlalchemy import select, text, update
 from sqlalchemy.exc import DBAPIError
 
 from services.intake.read_models import get_ticket_row
+from services.intake.schemas import ReceiveTicketRequest
 from shared.app.audit import render, select_events, signing_key, summarise, verify_export
 from shared.app.platform import Platform
 from shared.app.registry import all_projections
@@ -36,6 +39,7 @@ from tests.support.privacy import (
     found_in_tree,
     sqlite_files_after_vacuum,
 )
+from tests.test_intake import body
 
 FOLLOW_UP = {"satisfaction_score": 95, "would_recommend": 9, "problem_solved": True}
 
@@ -507,6 +511,26 @@ async def test_a_returning_customer_is_one_customer_and_phone_search_works(
     # A duplicate is still found by the (blind-indexed) phone and the serial.
     third = await intake.post("/tickets", json=person.body("SN-A"))
     assert third.json()["possible_duplicate_of"] == first
+
+
+async def test_an_idempotency_record_cannot_be_tested_against_guessed_details(
+    platform: Platform, intake: httpx.AsyncClient
+) -> None:
+    """A request's fingerprint is keyed (the blind-index secret): the plain SHA-256 of a
+    guessed body would otherwise find the phone number it was made from."""
+    sent = body()
+    headers = {"Idempotency-Key": "call-1"}
+    first = await intake.post("/tickets", json=sent, headers=headers)
+    again = await intake.post("/tickets", json=sent, headers=headers)
+    assert first.status_code == 201 and again.headers["idempotent-replayed"] == "true"
+    stored = await platform.db.read(
+        lambda c: c.execute(text("SELECT request_hash FROM idempotency_keys")).scalar_one()
+    )
+    fingerprinted = ReceiveTicketRequest.model_validate(sent).model_dump(mode="json")
+    body_text = orjson.dumps(fingerprinted, option=orjson.OPT_SORT_KEYS).decode()
+    keyed = await platform.db.read(lambda c: platform.personal.request_digest(c, body_text))
+    assert stored == "k1." + keyed
+    assert hashlib.sha256(body_text.encode()).hexdigest()[:40] != keyed
 
 
 async def test_a_corrected_customer_is_found_by_their_new_details_until_erased(

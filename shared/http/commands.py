@@ -96,6 +96,7 @@ class CommandCall:
                     scope=narrowed,
                     key=self.idempotency_key,
                     request_body=body.model_dump(mode="json") if body is not None else {},
+                    keyed=self.platform.personal.request_digest,
                     command=command,
                     now=self.platform.clock.now(),
                     earlier_scope=earlier,

@@ -39,16 +39,35 @@ class CommandResponse:
 Command = Callable[[Connection], CommandResponse]
 
 
-def request_fingerprint(body: Any) -> str:
-    """SHA-256 of the body as JSON with sorted keys (orjson: the same bytes as
-    ``canonical_json`` for request bodies, at a third of the cost)."""
-    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+# A request's fingerprint is a digest keyed with a secret of the deployment
+# (``PersonalData.request_digest``): bodies hold personal data, and an unkeyed hash of
+# guessable data gives it back to whoever reads the table (docs/personal-data.md).
+KeyedDigest = Callable[[Connection, str], str]
+_KEYED = "k1."
 
 
-def _legacy_fingerprint(body: Any) -> str:
-    """The fingerprint as ``canonical_json`` writes it: records stored before the orjson
-    one (where the two differ, e.g. some floats) still match their retries."""
-    return hashlib.sha256(canonical_json(body).encode()).hexdigest()
+@dataclass(frozen=True)
+class _Request:
+    body: Any
+    text: str  # the body as JSON with sorted keys
+    keyed: KeyedDigest
+
+    @classmethod
+    def of(cls, body: Any, keyed: KeyedDigest) -> _Request:
+        return cls(body, orjson.dumps(body, option=orjson.OPT_SORT_KEYS).decode(), keyed)
+
+    def fingerprint(self, conn: Connection) -> str:
+        return _KEYED + self.keyed(conn, self.text)
+
+    def matches(self, conn: Connection, stored: str) -> bool:
+        if stored.startswith(_KEYED):
+            return stored == self.fingerprint(conn)
+        # Records from before keyed fingerprints: SHA-256 of the body as orjson, or (older
+        # still) as ``canonical_json`` wrote it — the two differ for some floats.
+        return stored in (
+            hashlib.sha256(self.text.encode()).hexdigest(),
+            hashlib.sha256(canonical_json(self.body).encode()).hexdigest(),
+        )
 
 
 class JSONBody(JSONResponse):
@@ -86,6 +105,14 @@ def _stored(conn: Connection, scope: str, key: str, earlier: str | None = None) 
     return None if row is None else _Record(*row)
 
 
+def _stored_matching(
+    conn: Connection, scope: str, key: str, earlier: str | None, request: _Request
+) -> tuple[_Record, bool] | None:
+    """The stored record, and whether it was made for this request."""
+    row = _stored(conn, scope, key, earlier)
+    return None if row is None else (row, request.matches(conn, row.request_hash))
+
+
 async def has_stored_answer(
     db: Database, scope: str, key: str, earlier_scope: str | None = None
 ) -> bool:
@@ -93,8 +120,8 @@ async def has_stored_answer(
     return await db.read(lambda c: _stored(c, scope, key, earlier_scope)) is not None
 
 
-def _replay(row: _Record, fingerprint: str, body: Any) -> CommandResponse:
-    if row.request_hash != fingerprint and row.request_hash != _legacy_fingerprint(body):
+def _replay(row: _Record, same_request: bool) -> CommandResponse:
+    if not same_request:
         raise ProblemError(
             422,
             "idempotency-key-reused",
@@ -111,24 +138,23 @@ def _once(
     conn: Connection,
     scopes: tuple[str, str | None],
     key: str,
-    request: tuple[str, Any],
+    request: _Request,
     command: Command,
     now: datetime,
 ) -> CommandResponse:
     """The unit of work of an idempotent command: the stored answer, or the command's
-    answer stored with it. ``request``: the body's fingerprint and the body; ``scopes``:
-    the scope, and the one an older version stored such keys under (still answered)."""
-    fingerprint, body = request
+    answer stored with it. ``scopes``: the scope, and the one an older version stored such
+    keys under (still answered)."""
     scope = scopes[0]
     row = _stored(conn, scope, key, scopes[1])
     if row is not None:
-        return _replay(row, fingerprint, body)
+        return _replay(row, request.matches(conn, row.request_hash))
     response = command(conn)
     _RECORD.execute(
         conn,
         scope,
         key,
-        fingerprint,
+        request.fingerprint(conn),
         response.status_code,
         orjson.dumps(response.body, option=orjson.OPT_SORT_KEYS).decode(),
         response.location,
@@ -143,12 +169,14 @@ async def run_idempotent(
     scope: str,
     key: str | None,
     request_body: Any,
+    keyed: KeyedDigest,
     command: Command,
     now: datetime,
     earlier_scope: str | None = None,
 ) -> CommandResponse:
     """Run ``command`` in one unit of work, recording its response under ``key`` (a
-    record under ``earlier_scope``, the scope keys had before, is answered too)."""
+    record under ``earlier_scope``, the scope keys had before, is answered too) with the
+    request's fingerprint, a digest of ``request_body`` by ``keyed``."""
     if key is None:
         return await db.write(command)
     if not 1 <= len(key) <= 200:
@@ -159,7 +187,7 @@ async def run_idempotent(
             "Idempotency-Key must be 1 to 200 characters",
             errors=[{"field": "Idempotency-Key", "message": "1 to 200 characters"}],
         )
-    request = (request_fingerprint(request_body), request_body)
+    request = _Request.of(request_body, keyed)
     scopes = (scope, earlier_scope)
     for _attempt in range(3):
         try:
@@ -167,9 +195,9 @@ async def run_idempotent(
         except IntegrityError as exc:
             # A concurrent request with the same key committed first: all this one wrote
             # is rolled back; answer with the stored outcome.
-            row = await db.read(lambda c: _stored(c, scope, key, earlier_scope))
-            if row is not None:
-                return _replay(row, *request)
+            found = await db.read(lambda c: _stored_matching(c, scope, key, earlier_scope, request))
+            if found is not None:
+                return _replay(*found)
             if _TABLE not in str(exc.orig):
                 raise  # another constraint than the key's: no retry settles it
     raise ProblemError(409, "idempotency-conflict", "Could not settle the Idempotency-Key; retry")

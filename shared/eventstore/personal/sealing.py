@@ -186,6 +186,13 @@ class PersonalData:
     ) -> str | None:
         return self.ring.digest(conn, "customer", f"{normalise_name(name)}\0{phone}", create=create)
 
+    def request_digest(self, conn: Connection, text: str) -> str:
+        """A request body's fingerprint (idempotency records), keyed like the blind
+        indexes: without the secret it cannot be tested against guessed values."""
+        digest = self.ring.digest(conn, "request", text, create=True)
+        assert digest is not None  # ``create``: the secret exists once this returns
+        return digest
+
     def set_legal_hold(self, conn: Connection, customer_id: str, active: bool) -> None:
         """Kept beside the key, so the retention job's query sees it."""
         conn.execute(_LEGAL_HOLD, {"customer_id": customer_id, "hold": active})
