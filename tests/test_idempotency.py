@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -24,6 +25,28 @@ def keyed(_conn: Any, text: str) -> str:
     return hmac.new(b"secret", text.encode(), hashlib.sha256).hexdigest()[:40]
 
 
+async def run(
+    db: Database,
+    body: Any,
+    command: Callable[[Any], CommandResponse],
+    *,
+    scope: str = "s",
+    key: str = "k-1",
+    earlier_scope: str | None = None,
+) -> CommandResponse:
+    now = ManualClock().now()
+    return await run_idempotent(
+        db,
+        scope=scope,
+        key=key,
+        request_body=body,
+        keyed=keyed,
+        command=command,
+        now=now,
+        earlier_scope=earlier_scope,
+    )
+
+
 def sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -35,24 +58,16 @@ async def test_a_record_is_fingerprinted_with_a_keyed_digest(
     phone number away. A retry with the same body replays; another body is 422."""
     body = {"customer": {"name": "Li Wei", "phone": "13812345678"}}
 
-    async def run(request_body: dict[str, Any]) -> CommandResponse:
-        return await run_idempotent(
-            db,
-            scope="s",
-            key="k-1",
-            request_body=request_body,
-            keyed=keyed,
-            command=lambda _c: CommandResponse(201, {"id": "t-1"}),
-            now=clock.now(),
-        )
+    async def send(request_body: dict[str, Any]) -> CommandResponse:
+        return await run(db, request_body, lambda _c: CommandResponse(201, {"id": "t-1"}))
 
-    await run(body)
+    await send(body)
     stored = await db.read(lambda c: c.execute(select(idempotency_keys.c.request_hash)).scalar())
     text = '{"customer":{"name":"Li Wei","phone":"13812345678"}}'
     assert stored == "k1." + keyed(None, text) and sha256(text) not in stored
-    assert (await run(body)).replayed
+    assert (await send(body)).replayed
     with pytest.raises(ProblemError) as other:
-        await run({"customer": {"name": "Li Wei", "phone": "13812345679"}})
+        await send({"customer": {"name": "Li Wei", "phone": "13812345679"}})
     assert other.value.status == 422
 
 
@@ -75,25 +90,17 @@ async def test_a_record_fingerprinted_the_old_way_still_replays(
         calls.append(1)
         return CommandResponse(201, {"version": 1, "id": "t-1"}, "/things/t-1")
 
-    async def run(request_body: dict[str, Any]) -> CommandResponse:
-        return await run_idempotent(
-            db,
-            scope="s",
-            key="k-1",
-            request_body=request_body,
-            keyed=keyed,
-            command=command,
-            now=clock.now(),
-        )
+    async def send(request_body: dict[str, Any]) -> CommandResponse:
+        return await run(db, request_body, command)
 
-    first = await run(body)
+    first = await send(body)
     legacy = plain[form]
     await db.write(lambda c: c.execute(update(idempotency_keys).values(request_hash=legacy)))
-    again = await run(body)
+    again = await send(body)
     assert again.replayed and again.body == first.body and again.location == "/things/t-1"
     assert len(calls) == 1
     with pytest.raises(ProblemError) as other:
-        await run({**body, "reading": 2e-7})
+        await send({**body, "reading": 2e-7})
     assert other.value.status == 422
 
 
@@ -126,25 +133,8 @@ async def test_a_key_stored_under_the_earlier_scope_is_still_answered(
         return CommandResponse(201, {"version": 1, "id": f"t-{len(calls)}"}, None)
 
     body = {"n": 1}
-    before = await run_idempotent(
-        db,
-        scope="s:subject",
-        key="k",
-        request_body=body,
-        keyed=keyed,
-        command=command,
-        now=clock.now(),
-    )
-    after = await run_idempotent(
-        db,
-        scope="s:reach",
-        key="k",
-        request_body=body,
-        keyed=keyed,
-        command=command,
-        now=clock.now(),
-        earlier_scope="s:subject",
-    )
+    before = await run(db, body, command, scope="s:subject", key="k")
+    after = await run(db, body, command, scope="s:reach", key="k", earlier_scope="s:subject")
     assert calls == [1] and after.replayed and after.body == before.body
 
 
@@ -162,13 +152,5 @@ async def test_another_constraint_than_the_keys_is_raised_not_retried(
         return CommandResponse(201, {})
 
     with pytest.raises(IntegrityError):
-        await run_idempotent(
-            db,
-            scope="s",
-            key="k-2",
-            request_body={},
-            keyed=keyed,
-            command=command,
-            now=clock.now(),
-        )
+        await run(db, {}, command, key="k-2")
     assert calls == [1]
