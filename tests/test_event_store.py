@@ -19,13 +19,13 @@ from shared.eventstore.ledger import (
     EventStore,
     StreamAppend,
     StreamHead,
-    UnreadableEvent,
 )
 from shared.eventstore.tables import events, outbox
 from shared.eventstore.verify import verify_ledger
 from shared.kernel.clock import ManualClock
 from shared.kernel.events import typed_payload
 from shared.kernel.events.envelope import GENESIS_HASH
+from shared.kernel.events.registry import UnreadableEvent
 from shared.kernel.events.tickets import TicketReceived
 from tests.support.factories import context, diagnosed, new_ticket_id, received
 

@@ -3,14 +3,19 @@ quality alerts (once per model, category and day) with the weekly report."""
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
+from sqlalchemy import text
 
 from services.feedback.jobs import quality_lease, raise_quality_alerts, raise_recent_alerts
 from shared.app.config import FeedbackSettings
+from shared.app.jobs import FailureReport
 from shared.app.platform import Platform
 from shared.kernel.clock import ManualClock
+from shared.kernel.events.registry import UnreadableEvent
 from tests.support.clients import service_client
 from tests.support.dispatch_network import register_points
 from tests.support.lifecycle import Lifecycle, project_feedback, warranty_part
@@ -209,6 +214,34 @@ async def test_scorecard_deductions_are_traced_to_events(
     async with service_client("feedback", platform, role="regional_center", region="east") as rc:
         east = (await rc.get("/scorecards", params={"month": "2026-11"})).json()
     assert {p["service_point_id"]: p["score"] for p in east["service_points"]}["sp-2"] == 105
+
+
+async def test_a_diagnosis_edited_into_no_category_is_named_not_a_crash(
+    life: Lifecycle, platform: Platform, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stored diagnosis edited since (a fault category no ticket can have): the job's pass
+    fails naming the event's position — one line, not a traceback at every interval."""
+    ticket_id = await life.through_repair()
+    position = await platform.db.read(
+        lambda c: c.execute(
+            text(
+                "SELECT position FROM events WHERE stream_id = :t AND event_type = 'TicketDiagnosed'"
+            ),
+            {"t": ticket_id},
+        ).scalar_one()
+    )
+    edit = text(
+        "UPDATE events SET payload = replace(payload, '\"quality_defect\"', '\"bogus\"') "
+        "WHERE position = :p"
+    )
+    await platform.db.write(lambda c: c.execute(edit, {"p": position}))
+    with pytest.raises(UnreadableEvent) as damaged:
+        await raise_quality_alerts(platform, clock.now().date())
+    assert damaged.value.position == position
+    with caplog.at_level(logging.ERROR):
+        FailureReport("job feedback:quality-alerts").report(damaged.value)
+    (record,) = caplog.records
+    assert f"position {position}" in record.getMessage() and record.exc_info is None
 
 
 async def test_quality_alert_once_per_model_category_day(

@@ -436,6 +436,32 @@ async def test_a_row_whose_text_is_not_utf8_is_named_by_every_read(
         assert problem["type"].endswith("/ledger-damaged") and problem["position"] == 1
 
 
+async def test_a_row_edited_into_another_payload_is_named_by_every_read(
+    intake: httpx.AsyncClient, platform: Platform
+) -> None:
+    """Valid JSON that is no longer a valid event (an urgency no ticket can have): the
+    view, a command and the history's hash name the position, as for a row that is not
+    JSON at all — never a bare 500."""
+    from sqlalchemy import text
+
+    tid = (await open_ticket(intake))["ticket_id"]
+    edit = text(
+        'UPDATE events SET payload = replace(payload, \'"urgency":"normal"\', '
+        '\'"urgency":"apocalyptic"\') WHERE stream_id = :t'
+    )
+    await platform.db.write(lambda c: c.execute(edit, {"t": tid}))
+    history = (await intake.get(f"/tickets/{tid}/history", headers=DISPATCHER)).json()
+    assert [e["hash_ok"] for e in history["events"]] == [False]
+    diagnosis = {"category": "quality_defect", "complexity": "simple", "resolution_path": "on_site"}
+    for answer in (
+        await intake.get(f"/tickets/{tid}", headers=DISPATCHER),
+        await intake.post(f"/tickets/{tid}/diagnosis", json=diagnosis),
+    ):
+        assert answer.status_code == 500, answer.text
+        problem = answer.json()
+        assert problem["type"].endswith("/ledger-damaged") and problem["position"] == 1
+
+
 async def test_a_stored_answer_replays_only_to_the_same_reach(intake: httpx.AsyncClient) -> None:
     """The same person with a token for another region (or another role) reusing a key
     gets what that token may see, never the stored answer."""

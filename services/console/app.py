@@ -21,10 +21,10 @@ from starlette.types import Scope
 from services.console.auth import COOKIE, ConsoleForbidden, SignInRequired
 from services.console.routes import page_of, path_and_query, render, router, sign_in_page
 from shared.app.platform import Platform
-from shared.eventstore.ledger import UnreadableEvent
 from shared.http.app import create_service_app
 from shared.http.problems import ProblemError
 from shared.kernel.errors import InvalidCommand, NotFound
+from shared.kernel.events.registry import UnreadableEvent
 
 log = logging.getLogger("ticketline.console")
 

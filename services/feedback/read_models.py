@@ -37,7 +37,7 @@ from services.feedback.tables import (
 from shared.app.config import FeedbackSettings
 from shared.eventstore.ledger import EventStore
 from shared.eventstore.tables import events
-from shared.kernel.events.registry import upcast
+from shared.kernel.events.registry import UnreadableEvent, upcast
 from shared.kernel.events.tickets import FaultCategory, TicketDiagnosed, TicketRepaired
 from shared.kernel.numbers import rounded
 from shared.kernel.reach import EVERYWHERE, Reach
@@ -789,6 +789,7 @@ def repairs_between(
             r.c.stream_id,
             r.c.occurred_at,
             t.product_model,
+            diagnosis.c.position,
             diagnosis.c.schema_version,
             diagnosis.c.payload,
         )
@@ -806,11 +807,14 @@ def repairs_between(
     )
     days: dict[date, dict[tuple[str, str], list[str]]] = {}
     for row in conn.execute(query):
-        category = None
+        category = FaultCategory.other
         if row.payload is not None:
             body = upcast(TicketDiagnosed.event_type, row.schema_version, orjson.loads(row.payload))
-            category = body.get("category")
-        key = (row.product_model, category or FaultCategory.other.value)
+            try:
+                category = FaultCategory(body.get("category") or category)
+            except ValueError as exc:  # a stored row edited since it was appended
+                raise UnreadableEvent(row.position, exc) from exc
+        key = (row.product_model, category.value)
         day = row.occurred_at.astimezone(UTC).date()
         days.setdefault(day, {}).setdefault(key, []).append(row.stream_id)
     return days

@@ -38,10 +38,10 @@ from shared.app.observability import configure_logging
 from shared.app.registry import SERVERS, all_projections
 from shared.app.sla_cli import add_arguments as add_sla_arguments
 from shared.eventstore.db import DatabaseUnavailable, is_outage
-from shared.eventstore.ledger import UnreadableEvent
 from shared.eventstore.personal import MasterKeyMismatch
 from shared.http.auth.personal_data import install_log_filter
 from shared.http.auth.tokens import SCOPES, TOKEN_ROLES
+from shared.kernel.events.registry import UnreadableEvent
 
 if TYPE_CHECKING:
     from shared.app.checkpoints import HeldFile

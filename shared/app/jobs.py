@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 
 from shared.eventstore.db import is_outage
 from shared.eventstore.leases import Lease
+from shared.kernel.events.registry import UnreadableEvent
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +19,8 @@ log = logging.getLogger(__name__)
 class FailureReport:
     """How a loop (a projector, a job) logs a failure before it tries again: a database
     outage as one warning per ``quiet_seconds``, without a traceback (it says nothing of
-    the work: docs/operations.md); anything else, each time, with its traceback."""
+    the work: docs/operations.md); a damaged stored event, each time, naming its position;
+    anything else, each time, with its traceback."""
 
     def __init__(
         self,
@@ -33,6 +35,9 @@ class FailureReport:
         self._quiet_until = 0.0
 
     def report(self, exc: Exception) -> None:
+        if isinstance(exc, UnreadableEvent):  # the position says it all: no traceback
+            log.error("%s failed; %s: %s", self.what, self.failed, exc)
+            return
         if not is_outage(exc):
             log.error("%s failed; %s", self.what, self.failed, exc_info=exc)
             return

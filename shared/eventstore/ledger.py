@@ -50,6 +50,7 @@ from shared.kernel.events.envelope import (
     canonical_json,
     format_timestamp,
 )
+from shared.kernel.events.registry import UnreadableEvent
 from shared.kernel.ids import uuid7_text
 
 if TYPE_CHECKING:
@@ -70,24 +71,6 @@ class ConcurrencyError(Exception):
         self.actual = actual
         super().__init__(
             f"stream {stream_id}: expected version {expected}, actual {actual if actual is not None else 'newer'}"
-        )
-
-
-class UnreadableEvent(Exception):
-    """A stored row that makes no event (edited by hand, or damaged): what reads it stops
-    with this (HTTP: a 500 naming the position), ``ticketline verify`` reports it."""
-
-    def __init__(self, position: Any, cause: Exception) -> None:
-        self.position = position
-        self.cause = cause
-        super().__init__(f"the stored row at position {position} is not an event: {cause}")
-
-    @property
-    def explained(self) -> str:
-        """What a caller is told (the HTTP problem, the event stream's last event)."""
-        return (
-            f"the event at position {self.position} is damaged: nothing was changed; "
-            "`ticketline verify` reports the ledger's state"
         )
 
 

@@ -10,11 +10,12 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from shared.eventstore.checkpoints import HeldCheckpoint, LedgerState, StreamHeads
-from shared.eventstore.ledger import EventStore, UnreadableEvent, checked_row
+from shared.eventstore.ledger import EventStore, checked_row
 from shared.eventstore.personal.sealing import erasures_undone
 from shared.eventstore.tables import event_sequence
 from shared.kernel.events.customers import customer_stream_id
 from shared.kernel.events.envelope import GENESIS_HASH, EventEnvelope
+from shared.kernel.events.registry import UnreadableEvent
 
 
 @dataclass(frozen=True)

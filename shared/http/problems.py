@@ -17,8 +17,9 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.eventstore.db import DatabaseUnavailable
-from shared.eventstore.ledger import ConcurrencyError, UnreadableEvent
+from shared.eventstore.ledger import ConcurrencyError
 from shared.kernel.errors import DomainError, Forbidden, InvalidCommand
+from shared.kernel.events.registry import UnreadableEvent
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://ticketline.dev/problems/"

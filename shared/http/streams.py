@@ -24,7 +24,7 @@ from sqlalchemy import select
 from shared.app.platform import Platform
 from shared.eventstore.db import DatabaseUnavailable
 from shared.eventstore.driver import rows_tolerating_damage
-from shared.eventstore.ledger import UnreadableEvent, row_to_envelope
+from shared.eventstore.ledger import row_to_envelope
 from shared.eventstore.tables import events, seen_in_region
 from shared.http.app import get_platform
 from shared.http.auth.personal_data import mask_payload
@@ -34,7 +34,7 @@ from shared.http.params import ASCII_COUNT, Position, RegionFilter
 from shared.http.problems import ProblemError, problem_doc
 from shared.kernel.errors import InvalidCommand
 from shared.kernel.events.envelope import EventEnvelope, canonical_json
-from shared.kernel.events.registry import all_payload_classes
+from shared.kernel.events.registry import UnreadableEvent, all_payload_classes
 from shared.kernel.text import escape_line_separators
 
 log = logging.getLogger("ticketline.streams")

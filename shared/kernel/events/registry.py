@@ -10,6 +10,25 @@ if TYPE_CHECKING:
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
+
+class UnreadableEvent(Exception):
+    """A stored row that makes no event (edited by hand, or damaged): what reads it stops
+    with this (HTTP: a 500 naming the position), ``ticketline verify`` reports it."""
+
+    def __init__(self, position: Any, cause: Exception) -> None:
+        self.position = position
+        self.cause = cause
+        super().__init__(f"the stored row at position {position} is not an event: {cause}")
+
+    @property
+    def explained(self) -> str:
+        """What a caller is told (the HTTP problem, the event stream's last event)."""
+        return (
+            f"the event at position {self.position} is damaged: nothing was changed; "
+            "`ticketline verify` reports the ledger's state"
+        )
+
+
 _PAYLOADS: dict[str, type[EventPayload]] = {}
 _UPCASTERS: dict[tuple[str, int], Upcaster] = {}
 
@@ -101,7 +120,11 @@ def typed_payload(envelope: EventEnvelope) -> EventPayload:
     from shared.kernel.personal import STORED
 
     cls = payload_class(envelope.event_type)
-    return cls.model_validate(payload_dict(envelope), context=STORED)
+    try:
+        return cls.model_validate(payload_dict(envelope), context=STORED)
+    except (ValueError, KeyError, TypeError) as exc:  # pydantic's, or an upcaster's
+        # Validated when appended: a stored row edited into another payload since.
+        raise UnreadableEvent(envelope.position, exc) from exc
 
 
 def topic_for(stream_type: str, prefix: str) -> str:
