@@ -248,6 +248,37 @@ async def test_friday_evening_ticket_is_due_monday_and_keeps_its_calendar_versio
     assert view["sla"]["response_status"] == "running"
 
 
+async def test_a_correction_that_moves_the_ticket_keeps_its_deadlines(
+    platform: Platform,
+    admin: httpx.AsyncClient,
+    intake: httpx.AsyncClient,
+    dispatch: httpx.AsyncClient,
+    clock: ManualClock,
+) -> None:
+    """The calendars are the region's the ticket was received in: moved to a region with
+    no calendar of its own (24×7), it is not suddenly breached — the clock, the view, the
+    list and the next command's answer keep the deadline the receipt recorded."""
+    await define_terms(admin)
+    clock.set(FRIDAY_1730_SHANGHAI)
+    ticket = await receive(intake)
+    tid, due = ticket["ticket_id"], "2026-11-23T04:30:00Z"
+    assert ticket["sla"]["response_due_at"] == due
+    async with service_client("intake", platform, role="customer_relations") as relations:
+        moved = {"reason": "moved", "address": {"line": "9 Road", "region": "west"}}
+        answer = await ok(await relations.patch(f"/tickets/{tid}/contact", json=moved))
+    assert answer["sla"]["response_due_at"] == due
+    clock.advance(hours=5)  # past a 4 h deadline on 24×7, well before Monday's
+    await check_sla(platform)
+    timeline = await ok(await dispatch.get(f"/tickets/{tid}/sla"))
+    (response,) = timeline["deadlines"]
+    assert (response["due_at"], response["status"]) == (due, "running")
+    async with service_client("intake", platform, role="dispatcher", region="west") as west:
+        view = await ok(await west.get(f"/tickets/{tid}"))
+        (listed,) = (await west.get("/tickets")).json()["items"]
+    assert view["sla"]["response_due_at"] == listed["sla"]["response_due_at"] == due
+    assert view["sla"]["response_status"] == "running"
+
+
 async def test_a_suggested_appointment_skips_the_holidays_of_the_points_calendar(
     admin: httpx.AsyncClient,
     intake: httpx.AsyncClient,

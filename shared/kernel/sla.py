@@ -163,11 +163,13 @@ class Placement:
 
 
 def placement(state: TicketState) -> Placement:
-    assert state.received is not None and state.region is not None
+    """Where the ticket's calendars are taken: its region as received (docs/sla.md)."""
+    region = state.received_region or state.region
+    assert state.received is not None and region is not None
     return Placement(
         state.received.urgency.value,
         state.received.channel.value,
-        state.region,
+        region,
         state.dispatch.service_point_id if state.dispatch else None,
     )
 

@@ -60,6 +60,9 @@ class TicketState:
     repair: TicketRepaired | None = None
     follow_up: FollowUpRecorded | None = None
     region: str | None = None
+    # The region the ticket was received in: its SLA calendars' (``sla.placement``), so a
+    # correction that moves the ticket moves its reach and work lists, not its deadlines.
+    received_region: str | None = None
     received_at: datetime | None = None
     reopen_count: int = 0
     # Every dispatch: (when, service point) — the SLA clock's resolution calendar (sla.py).
@@ -126,8 +129,13 @@ def evolve(
     )
     match payload:
         case TicketReceived():
+            region = payload.address.region
             return replace(
-                s, received=payload, region=payload.address.region, received_at=occurred_at
+                s,
+                received=payload,
+                region=region,
+                received_region=region,
+                received_at=occurred_at,
             )
         case ContactDetailsCorrected():
             assert state.received is not None
