@@ -644,6 +644,10 @@ async def test_rebuild_gives_identical_clocks_and_what_if_writes_nothing(
     unknown = {**body["policy"], "region_calendars": {"east": "nope"}}
     bad = await admin.post("/sla/what-if", json={**body, "policy": unknown})
     assert (bad.status_code, problem_rule(bad)) == (422, "calendars")
+    for built_in in ("24x7", "local"):  # choices, not ids a tried calendar could take
+        bad = await admin.post("/sla/what-if", json={**body, "calendars": {built_in: NINE_TO_SIX}})
+        assert bad.status_code == 422, bad.text
+        assert bad.json()["errors"][0]["field"] == f"calendars.{built_in}", bad.text
     # More tickets than an HTTP caller should wait for: refused, saying how many.
     platform.settings.sla.what_if_max_tickets = 2
     try:
@@ -680,6 +684,12 @@ async def test_rebuild_gives_identical_clocks_and_what_if_writes_nothing(
         policy_file.write_text("name: Partial\nresponse: {normal: {hours: 72}}\n")
         assert await asyncio.to_thread(cli_main, args) == 2
         assert "sla what-if: response: give a target for every key" in capsys.readouterr().err
+        policy_file.write_text(
+            "policy: {name: Lenient, response: {normal: {hours: 72}, urgent: {hours: 8}, "
+            "critical: {hours: 1}}}\ncalendars: {local: {name: x, timezone: UTC}}\n"
+        )
+        assert await asyncio.to_thread(cli_main, args) == 2
+        assert "'local' is a built-in calendar choice" in capsys.readouterr().err
     finally:
         del os.environ["DATABASE_URL"]
     assert await ledger_head(platform) == head

@@ -9,7 +9,6 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import JSONResponse
-from pydantic import AfterValidator
 from sqlalchemy import Connection
 
 from services.dispatch import commands, read_models, sla_domain
@@ -40,12 +39,11 @@ from shared.http.headers import etag
 from shared.http.idempotency import CommandResponse
 from shared.http.params import StreamVersion, UtcTime
 from shared.http.problems import PROBLEM_RESPONSES
-from shared.kernel.calendar import ALWAYS_ID
 from shared.kernel.errors import NotFound
 from shared.kernel.events.envelope import EventEnvelope
-from shared.kernel.events.sla import TermsId
+from shared.kernel.events.sla import ALWAYS_ID, DefinableCalendarId, TermsId
 from shared.kernel.numbers import rounded
-from shared.kernel.sla import LOCAL, DeadlineClock, SlaClock, calendar_stream, policy_stream
+from shared.kernel.sla import DeadlineClock, SlaClock, calendar_stream, policy_stream
 from shared.kernel.ticket import TICKETS, TicketState
 from shared.readmodels.sla import TermsReader, ticket_clock
 from shared.readmodels.sla_whatif import candidate, clocks_at, what_if
@@ -53,17 +51,6 @@ from shared.readmodels.sla_whatif import candidate, clocks_at, what_if
 SERVICE = "dispatch"
 router = APIRouter(tags=["sla"], responses=PROBLEM_RESPONSES)
 
-
-def _definable(calendar_id: str) -> str:
-    if calendar_id in BUILT_IN_CHOICES:
-        raise ValueError(f"{calendar_id!r} is a built-in calendar choice, not a calendar to define")
-    return calendar_id
-
-
-# A policy naming `24x7` or `local` means the built-in choice: a calendar stored under
-# either id would never be used.
-DefinableCalendarId = Annotated[TermsId, AfterValidator(_definable)]
-BUILT_IN_CHOICES = (ALWAYS_ID, LOCAL)
 
 Manage = Annotated[CommandCall, Depends(command_call(SERVICE, "admin", scope="sla:write"))]
 Pause = Annotated[

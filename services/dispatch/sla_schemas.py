@@ -11,9 +11,9 @@ from shared.http.params import UtcTime
 from shared.kernel.events.network import Weekday
 from shared.kernel.events.sla import (
     CalendarDescription,
+    DefinableCalendarId,
     PauseReason,
     SlaPolicyDescription,
-    TermsId,
 )
 from shared.kernel.events.tickets import LongText, ShortText
 
@@ -238,7 +238,7 @@ class WhatIfRequest(Body):
     )
 
     policy: SlaPolicyDescription
-    calendars: dict[TermsId, CalendarDescription] = Field(
+    calendars: dict[DefinableCalendarId, CalendarDescription] = Field(
         default_factory=dict,
         description="Calendars to try (by id); others the policy names are the latest versions.",
     )

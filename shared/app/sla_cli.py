@@ -15,9 +15,13 @@ from pydantic import TypeAdapter, ValidationError
 
 from shared.app.config import Settings
 from shared.kernel.errors import DomainError
-from shared.kernel.events.sla import CalendarDescription, SlaPolicyDescription
+from shared.kernel.events.sla import (
+    CalendarDescription,
+    DefinableCalendarId,
+    SlaPolicyDescription,
+)
 
-CALENDARS = TypeAdapter(dict[str, CalendarDescription])
+CALENDARS = TypeAdapter(dict[DefinableCalendarId, CalendarDescription])
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -160,7 +160,8 @@ def internal_error(request: Request) -> JSONResponse:
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc]
+    # pydantic ends the path of a refused mapping key with "[key]": the key's path says it.
+    parts = [str(p) for p in loc if p != "[key]"]
     if parts and parts[0] in {"body", "query", "path", "header"}:
         parts = parts[1:] or parts
     return ".".join(parts)

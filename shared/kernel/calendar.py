@@ -16,9 +16,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from shared.kernel.errors import InvalidCommand
 from shared.kernel.events.network import WEEKDAYS
-from shared.kernel.events.sla import CalendarDescription, WorkingHours
+from shared.kernel.events.sla import ALWAYS_ID, CalendarDescription, WorkingHours
 
-ALWAYS_ID = "24x7"
 DAY_MINUTES = 24 * 60
 ZERO = timedelta(0)
 DEFAULT_HORIZON = timedelta(days=366)

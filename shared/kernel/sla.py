@@ -23,7 +23,6 @@ from datetime import datetime, timedelta
 
 from shared.kernel.calendar import (
     ALWAYS,
-    ALWAYS_ID,
     DEFAULT_HORIZON,
     ZERO,
     Calendar,
@@ -32,7 +31,9 @@ from shared.kernel.calendar import (
 )
 from shared.kernel.errors import InvalidCommand
 from shared.kernel.events.sla import (
+    ALWAYS_ID,
     DEFAULT_PAUSE_REASONS,
+    LOCAL,
     SlaPolicyApplied,
     SlaPolicyDescription,
     SlaTarget,
@@ -40,7 +41,6 @@ from shared.kernel.events.sla import (
 from shared.kernel.events.tickets import Complexity, SlaDeadline, Urgency
 from shared.kernel.ticket import SlaPause, TicketState
 
-LOCAL = "local"
 BREACH = 100.0
 RESPONSE, RESOLUTION = SlaDeadline.response.value, SlaDeadline.resolution.value
 # Levels an escalation (TicketEscalated) may name; a service point is only warned.

@@ -17,7 +17,15 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictFloat, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StringConstraints,
+)
 
 from shared.kernel.events.envelope import EventPayload
 from shared.kernel.events.network import LocalTime, Weekday
@@ -40,6 +48,18 @@ TermsId = Annotated[
 # A calendar choice: "24x7", "local" (the ticket's service point or region calendar, as
 # the policy maps them) or a calendar id.
 CalendarChoice = TermsId
+ALWAYS_ID, LOCAL = "24x7", "local"
+
+
+def _definable(calendar_id: str) -> str:
+    if calendar_id in (ALWAYS_ID, LOCAL):
+        raise ValueError(f"{calendar_id!r} is a built-in calendar choice, not a calendar to define")
+    return calendar_id
+
+
+# An id a calendar can be defined (or tried in a what-if) under: a policy naming `24x7` or
+# `local` means the built-in choice, so a calendar under either id would never be used.
+DefinableCalendarId = Annotated[TermsId, AfterValidator(_definable)]
 PauseReason = Annotated[
     str,
     StringConstraints(strip_whitespace=True, pattern=r"^[a-z][a-z0-9_]{0,49}$"),
