@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -87,6 +88,23 @@ async def test_bad_input_is_422_naming_the_field(
     assert field in [e["field"] for e in problem["errors"]], problem
     # Nothing was written.
     assert (await intake.get("/tickets")).json()["items"] == []
+
+
+async def test_a_json_body_sent_as_another_media_type_names_the_content_type(
+    intake: httpx.AsyncClient,
+) -> None:
+    """The body is a valid object, the media type is what is wrong: say so."""
+    sent = json.dumps(body()).encode()
+    for media in ("text/plain", None):
+        headers = {"content-type": media} if media else {}
+        response = await intake.post("/tickets", content=sent, headers=headers)
+        assert response.status_code == 422, response.text
+        (error,) = response.json()["errors"]
+        assert error["field"] == "Content-Type" and "application/json" in error["message"]
+    assert (await intake.get("/tickets")).json()["items"] == []
+    # A body that is no object, sent as JSON, is still about the body.
+    response = await intake.post("/tickets", json=[1])
+    assert [e["field"] for e in response.json()["errors"]] == ["body"]
 
 
 async def test_a_purchase_made_today_east_of_utc_is_not_in_the_future(

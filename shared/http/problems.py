@@ -177,6 +177,19 @@ def _field_error(error: dict[str, Any]) -> FieldError:
     return FieldError(field=_field_path(loc), message=error.get("msg", "invalid"))
 
 
+def _body_not_json(request: Request, exc: RequestValidationError) -> bool:
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    json_like = media == "application/json" or media.endswith("+json")
+    return not json_like and any(tuple(e.get("loc", ())) == ("body",) for e in exc.errors())
+
+
+def _not_json(request: Request) -> FieldError:
+    sent = request.headers.get("content-type") or "none"
+    return FieldError(
+        field="Content-Type", message=f"send the body as application/json (not {sent})"
+    )
+
+
 async def _validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     # A body that is not JSON fails before any dependency: credentials still come first.
@@ -187,6 +200,9 @@ async def _validation(request: Request, exc: Exception) -> JSONResponse:
     except ProblemError as unauthorized:
         return await _problem(request, unauthorized)
     errors = [_field_error(e) for e in exc.errors()]
+    if _body_not_json(request, exc):
+        # FastAPI reads a body sent as another media type as no object at all: say why.
+        errors = [_not_json(request)]
     return problem_response(
         request,
         422,
