@@ -20,7 +20,8 @@ from shared.app.importing.kinds import Kind
 from shared.eventstore.driver import rows_tolerating_damage
 from shared.eventstore.ledger import EventStore, row_to_envelope
 from shared.eventstore.tables import events
-from shared.kernel.events.registry import typed_payload
+from shared.kernel.events.envelope import EventEnvelope
+from shared.kernel.events.registry import payload_class, typed_payload
 from shared.kernel.events.sla import SlaPaused, SlaPolicyApplied, SlaResumed, SlaWarning
 from shared.kernel.events.tickets import (
     FollowUpRecorded,
@@ -37,7 +38,7 @@ from shared.kernel.events.tickets import (
     TicketRepaired,
     TicketVisited,
 )
-from shared.kernel.personal import ERASED, MARKERS
+from shared.kernel.personal import ERASED, MARKERS, personal_tree, personal_values
 from shared.kernel.ticket import TICKETS
 from shared.readmodels.ticket_state import ticket_state
 
@@ -150,7 +151,8 @@ def export_tickets(
         streams = _streams(conn, store, [r.ticket_id for r in tickets])
         for ticket in tickets:
             envelopes = streams.get(ticket.ticket_id, [])
-            why = one_row([e.event_type for e in envelopes])
+            # Erasure first: whatever else keeps the ticket out, it is the customer's right.
+            why = _hidden_personal_data(envelopes) or one_row([e.event_type for e in envelopes])
             if why is not None:
                 yield Unrepresentable(ticket.ticket_number, why)
                 continue
@@ -164,9 +166,6 @@ def export_tickets(
             }
             for step in steps:
                 row |= step.export(view)
-            if hidden := _hidden_personal_data(row):
-                yield Unrepresentable(ticket.ticket_number, hidden)
-                continue
             dropped = dict.fromkeys(
                 SLA_TERMS[e.event_type] for e in envelopes if e.event_type in SLA_TERMS
             )
@@ -177,10 +176,15 @@ def export_tickets(
             yield row
 
 
-def _hidden_personal_data(row: Mapping[str, Any]) -> str | None:
-    """Why the row cannot be imported as it stands: the import needs a customer's clear
+def _hidden_personal_data(envelopes: Sequence[EventEnvelope]) -> str | None:
+    """Why the ticket cannot be imported as it stands: the import needs a customer's clear
     name and phone, and an erased (or unreadable) customer's read as a placeholder."""
-    hidden = MARKERS.intersection(v for v in row.values() if isinstance(v, str))
+    hidden = {
+        value
+        for e in envelopes
+        for _, value in personal_values(e.payload, personal_tree(payload_class(e.event_type)))
+        if value in MARKERS
+    }
     if ERASED in hidden:
         return "the customer's personal data is erased"
     return "the customer's data key is unreadable" if hidden else None
