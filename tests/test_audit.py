@@ -415,6 +415,13 @@ async def test_export_round_trips_and_detects_tampering(
         doubled_summary = summarise(doubled_data, envelopes, fmt, {"ticket_id": ids[1]}, key)
         found = await check(doubled_data, doubled_summary)
         assert any("given more than once" in p for p in found.problems), found.problems
+        # A file cut off inside its last event: the finding names that line of the file
+        # (the JSON parser alone says "line 1", the line within the record).
+        cut_off = data[:-40]
+        summary_of_cut = summarise(cut_off, envelopes, fmt, {"ticket_id": ids[1]}, key)
+        found = await check(cut_off, summary_of_cut)
+        lines = data.count(b"\n")
+        assert any(f"line {lines}: " in p for p in found.problems), found.problems
     # An event cut out and the summary signed again with the key itself: the ledger
     # holds an event of the export's scope, within its positions, that the file lacks.
     assert len(envelopes) >= 2

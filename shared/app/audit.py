@@ -4,6 +4,7 @@ and a signed summary (SHA-256 of the export, HMAC-signed) that a later check ver
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import hmac
@@ -170,24 +171,37 @@ def parse(data: bytes, fmt: ExportFormat) -> list[EventEnvelope]:
     return [e for chunk in _read_chunks(io.BytesIO(data), fmt) for e in chunk]
 
 
+@contextlib.contextmanager
+def _naming_line(number: int) -> Iterator[None]:
+    """A line that is no event is named by its line in the file (the JSON parser's own
+    "line 1" is the line within the record)."""
+    try:
+        yield
+    except ValueError as exc:  # JSON, UTF-8 and validation errors alike
+        raise ValueError(f"line {number}: {exc}") from exc
+
+
 def _read_chunks(source: BinaryIO, fmt: ExportFormat) -> Iterator[list[EventEnvelope]]:
     """The file's events, a chunk at a time (lines end with "\n" only: older exports may
     hold raw U+2028 inside a line). Keys given twice are refused: the file must hold one
     reading of each event."""
     chunk: list[EventEnvelope] = []
     if fmt == "jsonl":
-        for line in source:
+        for number, line in enumerate(source, 1):
             if line.strip(b"\n"):
-                raw = json.loads(line.decode(), object_pairs_hook=unique_keys)
-                chunk.append(EventEnvelope.model_validate(raw))
+                with _naming_line(number):
+                    raw = json.loads(line.decode(), object_pairs_hook=unique_keys)
+                    chunk.append(EventEnvelope.model_validate(raw))
             if len(chunk) >= CHUNK:
                 yield chunk
                 chunk = []
     else:
         text = io.TextIOWrapper(source, encoding="utf-8", newline="")
         try:
-            for row in csv.DictReader(text):
-                chunk.append(_csv_envelope(row))
+            rows = csv.DictReader(text)
+            for row in rows:
+                with _naming_line(rows.line_num):
+                    chunk.append(_csv_envelope(row))
                 if len(chunk) >= CHUNK:
                     yield chunk
                     chunk = []
