@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import sys
+import uuid
 
 import httpx
 import pytest
@@ -492,6 +493,11 @@ async def test_export_over_http_and_cli_verify(
         transport=transport, base_url="http://intake.test", headers=headers_for("auditor")
     ) as client:
         response = await client.get("/audit/export", params={"region": "east", "format": "csv"})
+        backwards = {"recorded_from": "2026-11-03T00:00:00Z", "recorded_to": "2026-11-02T00:00:00Z"}
+        inverted = await client.get("/audit/export", params=backwards)
+        unknown = await client.get("/audit/export", params={"ticket_id": str(uuid.uuid4())})
+    assert inverted.status_code == 422 and inverted.json()["errors"][0]["field"] == "recorded_to"
+    assert unknown.status_code == 404 and unknown.json()["rule"] == "ticket_not_found"
     assert response.status_code == 200, response.text
     summary = json.loads(response.headers["x-export-summary"])
     assert summary["events"] == 4 and summary["format"] == "csv"
@@ -504,6 +510,12 @@ async def test_export_over_http_and_cli_verify(
     try:
         code, out = await run_cli(database_url, "verify-export", str(export))
         assert code == 0, out
+        # A mistyped ticket id gets no signed "nothing happened": refused, no file.
+        nowhere = tmp_path / "nowhere.jsonl"
+        args = ("export", "--ticket", str(uuid.uuid4()), "--out", str(nowhere))
+        code, out = await run_cli(database_url, *args)
+        assert code == 2 and "--ticket: no ticket" in out, out
+        assert list(tmp_path.glob("*nowhere*")) == []
         # A summary that is no summary fails the check with a reason, never a traceback.
         for bad in ("garbage", "[1,2", "[]", "{}"):
             (tmp_path / "east.csv.summary.json").write_text(bad)

@@ -418,6 +418,8 @@ async def _export(settings: Settings, args: argparse.Namespace, out: Path) -> di
     try:
         with partial.open("wb") as file:
             tally = await platform.db.read(lambda c: write_export(c, file, args.format, scope))
+        if args.ticket and not tally.events:  # a mistyped id is no signed "nothing happened"
+            raise CommandRefused(f"--ticket: no ticket {args.ticket} in the ledger")
         partial.replace(out)
     finally:
         partial.unlink(missing_ok=True)

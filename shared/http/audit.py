@@ -52,6 +52,8 @@ async def export_events(
     for name, value in (("recorded_from", recorded_from), ("recorded_to", recorded_to)):
         if value is not None and value.tzinfo is None:
             raise InvalidCommand(name, "give a timezone, e.g. 2026-11-20T10:00:00Z")
+    if recorded_from is not None and recorded_to is not None and recorded_to <= recorded_from:
+        raise InvalidCommand("recorded_to", "must be after recorded_from (it is exclusive)")
     scope = ExportScope(str(ticket_id) if ticket_id else None, region, recorded_from, recorded_to)
     # Spooled to an unnamed file (gone when closed, whatever happens), then sent from it:
     # the summary header needs the whole body's digest first, memory stays flat.
