@@ -304,12 +304,15 @@ async def test_checkpoint_raises_committed_together_never_wait_in_a_cycle(
 
 @pytest.mark.parametrize("backend", ["sqlite"])
 async def test_a_sqlite_file_another_process_keeps_locked_is_a_503(
-    database_url: str, tmp_path: Path
+    database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Still locked after the busy timeout (a CLI import writing, a hand-held lock): the
-    command is a 503 problem with Retry-After, never a 500; once the lock is gone it is
-    answered as usual."""
+    command is a 503 problem with Retry-After, never a 500, and the log says the driver's
+    cause; once the lock is gone it is answered as usual."""
+    import logging
     import sqlite3
+
+    caplog.set_level(logging.WARNING, logger="ticketline.http")
 
     from shared.app.config import Settings
     from shared.eventstore.db import sqlite_path
@@ -331,6 +334,8 @@ async def test_a_sqlite_file_another_process_keeps_locked_is_a_503(
                 holder.execute("ROLLBACK")
                 holder.close()
             assert refused.status_code == 503, refused.text
+            warned = [r.getMessage() for r in caplog.records if r.name == "ticketline.http"]
+            assert any("database is locked" in m for m in warned), warned
             assert refused.headers["content-type"].startswith("application/problem+json")
             assert "retry-after" in refused.headers
             assert (await intake.post("/tickets", json=ticket_body(2))).status_code == 201

@@ -200,3 +200,7 @@ def test_the_parked_command_says_what_its_ids_are_for(
     assert cli_main(["parked", "retry"]) == 2  # used to do nothing and exit 0
     assert cli_main(["parked", "list", "5"]) == 2  # used to ignore the id
     assert "parked list" in capsys.readouterr().err
+    # Nothing parked: said on stderr (an empty output looked like a wrong database).
+    assert cli_main(["parked", "list"]) == 0
+    printed = capsys.readouterr()
+    assert printed.out == "" and "no parked events waiting" in printed.err

@@ -302,6 +302,9 @@ async def _parked(settings: Settings, args: argparse.Namespace) -> int:
             )
             for row in rows:
                 print(canonical_line(row.as_dict()))
+            if not rows:  # said beside the (empty) JSON lines, which stay parseable
+                what = "events" if args.all else "events waiting (--all: resolved ones too)"
+                print(f"ticketline parked: no parked {what}", file=sys.stderr)
             return 0
         code = 0
         handlers = all_handlers(platform)

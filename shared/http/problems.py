@@ -286,9 +286,20 @@ async def _unreadable(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def _driver_cause(exc: BaseException) -> BaseException:
+    """The driver's own error under the wrappers (disk full, locked, I/O error): what an
+    operator acts on."""
+    for _ in range(4):
+        inner = getattr(exc, "orig", None) or exc.__cause__
+        if not isinstance(inner, BaseException):
+            break
+        exc = inner
+    return exc
+
+
 async def _database(request: Request, exc: Exception) -> JSONResponse:
     if is_database_outage(exc):
-        log.warning("database unavailable: %s", type(exc).__name__)
+        log.warning("database unavailable: %s (%s)", type(exc).__name__, _driver_cause(exc))
         return problem_response(
             request,
             503,
