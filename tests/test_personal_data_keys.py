@@ -135,6 +135,31 @@ async def test_a_wrong_master_key_refuses_to_start(database_url: str, tmp_path: 
         await wrong.close()
 
 
+async def test_a_missing_key_file_is_said_and_never_generated_afresh(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The embedded default's key file not restored beside its database: the start is
+    refused naming the file and the key the database needs — no new key is generated
+    (one would sit where an operator looks for "the key", and unwrap nothing)."""
+    data_dir = tmp_path / "data"
+    first = Platform.from_settings(settings_with(database_url, data_dir))
+    try:
+        await first.check_personal_data()
+        key_id = first.personal.ring.master.key_id
+    finally:
+        await first.close()
+    (data_dir / MASTER_KEY_FILE).unlink()
+    again = Platform.from_settings(settings_with(database_url, data_dir))
+    try:
+        with pytest.raises(MasterKeyMismatch) as refused:
+            await again.check_personal_data()
+    finally:
+        await again.close()
+    assert f"{MASTER_KEY_FILE} is missing" in str(refused.value)
+    assert key_id in str(refused.value)
+    assert not (data_dir / MASTER_KEY_FILE).exists()
+
+
 @pytest.mark.parametrize("backend", ["sqlite"])
 async def test_serve_refuses_to_start_with_a_clear_message(
     database_url: str, tmp_path: Path

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from shared.app.config import ConfigurationError
 from shared.app.files import key_file
 from shared.eventstore.personal import KeyRing, LocalMasterKey, MasterKey, PersonalData
-from shared.eventstore.personal.keys import RotationResult
+from shared.eventstore.personal.keys import MasterKeyMissing, RotationResult
 from shared.kernel.clock import Clock
 
 if TYPE_CHECKING:
@@ -106,7 +106,18 @@ class LazyMasterKey:
         return self._get().wrap(plaintext, context)
 
     def unwrap(self, wrapped: bytes, context: bytes) -> bytes:
+        """Only what wrapped may unwrap: the embedded default's key file, gone, is not
+        generated afresh for a database whose keys an earlier one wrapped."""
+        if self._key is None and (missing := self._missing_key_file()) is not None:
+            raise MasterKeyMissing(f"the personal-data master key file {missing} is missing")
         return self._get().unwrap(wrapped, context)
+
+    def _missing_key_file(self) -> Path | None:
+        privacy = self._settings.privacy
+        if privacy.kms_factory or privacy.master_key is not None or privacy.master_key_file:
+            return None
+        path = Path(self._settings.data_dir) / MASTER_KEY_FILE
+        return None if path.exists() else path
 
 
 def personal_data(

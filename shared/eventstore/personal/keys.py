@@ -44,6 +44,11 @@ class MasterKeyMismatch(RuntimeError):
     """The configured master key does not unwrap this database's keys: refuse to start."""
 
 
+class MasterKeyMissing(ValueError):
+    """The master key that would unwrap this database's keys is not there (a key file not
+    restored beside the database): never replaced by a new one."""
+
+
 class PersonalDataUnavailable(DomainError):
     """A customer's data key exists but cannot be read (HTTP 503): nothing about that
     customer can be recorded until the key row is restored from a backup."""
@@ -233,6 +238,13 @@ class KeyRing:
     def _unwrap_master(self, row: Any) -> bytes:
         try:
             return self.master.unwrap(bytes(row.wrapped), _MASTER_CONTEXT)
+        except MasterKeyMissing as exc:
+            raise MasterKeyMismatch(
+                f"{exc}: this database's keys are wrapped with the key {row.master_key_id}; "
+                "restore that key file from your key backup (docs/personal-data.md), or "
+                "configure the key elsewhere (TICKETLINE_PRIVACY_MASTER_KEY, "
+                "TICKETLINE_PRIVACY_MASTER_KEY_FILE); refusing to read or write personal data"
+            ) from None
         except (InvalidTag, ValueError) as exc:
             raise MasterKeyMismatch(
                 f"the configured personal-data master key ({self.master.key_id}) is not the "
