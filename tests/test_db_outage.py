@@ -344,6 +344,40 @@ async def test_a_sqlite_file_another_process_keeps_locked_is_a_503(
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
+async def test_a_database_file_removed_while_open_takes_no_write_and_is_not_ready(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Its data directory deleted under a running process: a write would land in a file
+    nobody can open again (and the next start would find an empty database). Writes are
+    503s, readiness and the database gauge say so."""
+    import shutil
+
+    from shared.app.config import Settings
+    from tests.support.auth import TEST_AUTH
+    from tests.support.clients import service_client
+
+    data = tmp_path / "data"
+    url = f"sqlite+aiosqlite:///{data}/ticketline.db"
+    from shared.eventstore.migrations import upgrade
+
+    upgrade(url)
+    platform = Platform.from_settings(Settings(database_url=url, data_dir=data, auth=TEST_AUTH))
+    try:
+        async with service_client("intake", platform) as intake:
+            assert (await intake.post("/tickets", json=ticket_body(1))).status_code == 201
+            shutil.rmtree(data)
+            refused = await intake.post("/tickets", json=ticket_body(2))
+            assert refused.status_code == 503, refused.text
+            assert "retry-after" in refused.headers
+            ready = await intake.get("/health/ready")
+            assert ready.status_code == 503 and "removed while open" in ready.json()["detail"]
+            metrics = (await intake.get("/metrics")).text
+            assert "ticketline_database_up 0.0" in metrics
+    finally:
+        await platform.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
 async def test_the_sqlite_writer_outlives_a_failure_past_a_units_handling(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -395,3 +429,23 @@ async def test_a_writer_whose_file_is_locked_when_it_first_connects_lives_on(
     finally:
         holder.close()
         await database.dispose()
+
+
+def test_a_new_database_beside_an_old_master_key_is_said_loudly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A data directory whose database is gone but whose master key is there: the start
+    makes a new, empty database, and says so (the ledger may have been lost)."""
+    import logging
+
+    from shared.app.config import Settings
+    from shared.app.personal import MASTER_KEY_FILE
+    from shared.app.runtime import warn_of_a_lost_database
+
+    caplog.set_level(logging.WARNING, logger="ticketline")
+    settings = Settings(data_dir=tmp_path)
+    warn_of_a_lost_database(settings)  # a first start: nothing to say
+    (tmp_path / MASTER_KEY_FILE).write_text("00" * 32 + "\n")
+    warn_of_a_lost_database(settings)
+    (warned,) = [r.getMessage() for r in caplog.records if r.name == "ticketline"]
+    assert "starting a new, empty database" in warned and MASTER_KEY_FILE in warned

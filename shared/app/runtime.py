@@ -9,6 +9,7 @@ import logging
 import signal
 import socket
 from collections.abc import Awaitable, Iterator, Sequence
+from pathlib import Path
 
 import uvicorn
 from starlette.applications import Starlette
@@ -297,12 +298,31 @@ def refuse_taken_ports(
                 ) from None
 
 
+def warn_of_a_lost_database(settings: Settings) -> None:
+    """A data directory with a master key file but no database file held one before: a
+    new, empty database is about to be made — said loudly, in case the ledger was lost."""
+    from shared.app.personal import MASTER_KEY_FILE
+    from shared.eventstore.db import sqlite_path
+
+    url = settings.resolved_database_url
+    path = sqlite_path(url) if url.startswith("sqlite") else ""
+    key = Path(settings.data_dir) / MASTER_KEY_FILE
+    if path and path != ":memory:" and not Path(path).exists() and key.exists():
+        log.warning(
+            "no database at %s, but %s is there: starting a new, empty database; if the "
+            "ledger was lost, stop and restore it from a backup (docs/operations.md)",
+            path,
+            key,
+        )
+
+
 async def run_embedded(settings: Settings, *, print_fn=print) -> None:  # type: ignore[no-untyped-def]
     """All four services, the console, the projector and (with Kafka configured) the relay, in one
     process — the embedded default behind ``make run``."""
     from shared.eventstore.migrations import upgrade
 
     refuse_taken_ports(settings, SERVERS)
+    warn_of_a_lost_database(settings)
     upgrade(settings.resolved_database_url)
     platform = Platform.from_settings(settings)
     await personal_data_ready(platform)

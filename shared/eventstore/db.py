@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -254,6 +255,39 @@ def _settle_all(outcomes: list[tuple[_Job, Any, BaseException | None]]) -> None:
         _settle_job(job, result, error)
 
 
+class _FileIdentity:
+    """The SQLite file the process opened, found again at its path before each write: a
+    file deleted (its data directory removed) or replaced while open would take writes
+    that vanish with the process (and the next start would open an empty database)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path if path and path != ":memory:" else None
+        self._opened: tuple[int, int] | None = None
+        self._reported = False
+
+    def opened(self) -> None:
+        if self.path is not None:
+            found = os.stat(self.path)
+            self._opened = (found.st_dev, found.st_ino)
+
+    def problem(self) -> str | None:
+        """Why the file at the path is no longer the one opened (None: it is)."""
+        if self.path is None or self._opened is None:
+            return None
+        try:
+            found = os.stat(self.path)
+        except FileNotFoundError:
+            return f"the database file {self.path} was removed while open"
+        if (found.st_dev, found.st_ino) != self._opened:
+            return f"the database file {self.path} was replaced while open"
+        return None
+
+    def report(self, problem: str) -> None:
+        if not self._reported:  # once: every write says it again in its 503
+            self._reported = True
+            log.error("%s: refusing writes; restart to open the file that is there", problem)
+
+
 class _SqliteWriter:
     """The process's one SQLite writer: a thread owning a connection, fed by a queue.
 
@@ -261,8 +295,9 @@ class _SqliteWriter:
     with other processes sharing the file. Jobs that arrive while a transaction runs are
     committed with the next group, each in a savepoint."""
 
-    def __init__(self, engine: Engine, max_group: int = 64) -> None:
+    def __init__(self, engine: Engine, file: _FileIdentity, max_group: int = 64) -> None:
         self.engine = engine
+        self.file = file
         self.max_group = max_group
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="sqlite-writer", daemon=True)
@@ -302,9 +337,16 @@ class _SqliteWriter:
                 try:
                     # Opened with the first work (and again after a failed opening): a
                     # file locked meanwhile fails those callers, never the thread.
-                    opened = opened or _open(self.engine)
+                    if opened is None:
+                        opened = _open(self.engine)
+                        self.file.opened()
                     conn, raw = opened
-                    if len(group) == 1:
+                    if gone := self.file.problem():
+                        # Nothing is written where it would be lost: 503s, retried once a
+                        # restart opens the file that is there.
+                        _deliver_all([(w, None, DatabaseUnavailable(gone)) for w in group])
+                        self.file.report(gone)
+                    elif len(group) == 1:
                         self._run_one(conn, raw, job)
                     else:
                         self._run_group(conn, raw, group)
@@ -778,7 +820,8 @@ class Database:
             ensure_sqlite_dir(url)
             path = sqlite_path(url)
             engine = _sqlite_engine(path, sqlite_synchronous, sqlite_busy_seconds)
-            self._writer = _SqliteWriter(engine)
+            self.file = _FileIdentity(path)
+            self._writer = _SqliteWriter(engine, self.file)
             self._readers = _SqliteReaders(engine, read_threads)
         else:
             self._pg_write = _pg_engine(url, echo)
@@ -788,6 +831,11 @@ class Database:
     @property
     def dialect(self) -> str:
         return "sqlite" if self.is_sqlite else "postgresql"
+
+    def file_problem(self) -> str | None:
+        """SQLite: why the file at the database's path is not the one this process writes
+        to (removed or replaced while open); None otherwise (and on PostgreSQL)."""
+        return self.file.problem() if self.is_sqlite else None
 
     @property
     def sqlite_engine(self) -> Engine:

@@ -163,6 +163,8 @@ def health_router() -> APIRouter:
                 return None
             return platform.store.last_position(conn), projections_progress(conn, projections)
 
+        if gone := platform.db.file_problem():
+            return JSONResponse({"status": "not_ready", "detail": gone}, status_code=503)
         try:
             found = await platform.db.read(check)
         except Exception as exc:  # any failure means not ready

@@ -223,8 +223,9 @@ async def database_metrics(platform: Platform) -> list[Metric]:
     head = GaugeMetricFamily("ticketline_ledger_head", "Highest global position in the ledger.")
     reachable = GaugeMetricFamily(
         "ticketline_database_up",
-        "1 when this scrape read the database; 0 when it could not (the database's figures "
-        "are then left out, the process's own are still here).",
+        "1 when this scrape read the database; 0 when it could not, or (SQLite) the file "
+        "was removed or replaced while open (the database's figures are then left out, "
+        "the process's own are still here).",
     )
     projections = sorted(known_projections(platform).items())
 
@@ -233,6 +234,8 @@ async def database_metrics(platform: Platform) -> list[Metric]:
         return outbox_backlog(conn), platform.store.last_position(conn), progress
 
     try:
+        if gone := platform.db.file_problem():  # readable, but not where writes last
+            raise DatabaseUnavailable(gone)
         (count, oldest_at), last, progress = await platform.db.read(read)
     except DatabaseUnavailable:
         # An outage is when the request counts (the 503s) matter most: scrape on.
