@@ -432,6 +432,16 @@ async def test_erasure_is_refused_for_unknown_held_or_open_customers(
         assert placed.json()["legal_hold"] is True
         held = await dpo.post(f"/customers/{customer_id}/erasure", json=body)
         assert held.status_code == 409 and held.json()["rule"] == "legal_hold"
+        # Erased again after a restore from an older backup, where the ticket (closed
+        # since) is open: the open ticket does not refuse it, a legal hold still does.
+        redo = {**body, "after_restore": True}
+        held = await dpo.post(f"/customers/{customer_id}/erasure", json=redo)
+        assert held.status_code == 409 and held.json()["rule"] == "legal_hold"
+        released = {"active": False, "reason": "court order lifted"}
+        assert (await dpo.put(f"/customers/{customer_id}/legal-hold", json=released)).is_success
+        again = await dpo.post(f"/customers/{customer_id}/erasure", json=redo)
+        assert again.status_code == 200, again.text
+        assert again.json()["tickets"] == [ticket]
     # A customer's data is every region's: a token confined to one requests none of it.
     async with service_client("intake", platform, role="admin", region="east") as regional:
         for answer in (

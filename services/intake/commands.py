@@ -148,6 +148,7 @@ def erase_customer(
     legal_basis: str,
     *,
     source: str = "request",
+    after_restore: bool = False,
 ) -> Outcome[domain.CustomerState]:
     """Record ``CustomerDataErased`` and destroy the customer's data key, in one unit of
     work; erasing again records nothing (the outcome's state holds the first erasure)."""
@@ -159,6 +160,7 @@ def erase_customer(
         tickets=tuple(t.ticket_id for t in tickets),
         open_tickets=tuple(t.ticket_id for t in tickets if t.status != TicketStatus.closed),
         source=source,
+        after_restore=after_restore,
     )
     stream = customer_stream_id(customer_id)
     outcome = h.execute(conn, domain.CUSTOMERS, stream, command, domain.decide_erase)

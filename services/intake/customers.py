@@ -77,7 +77,8 @@ def erasure_response(outcome: Outcome[domain.CustomerState]) -> CommandResponse:
     "keep the sealed values no key opens; `ticketline export --kind tickets` leaves their "
     "tickets out); statistics, SLA, "
     "compliance and scorecards are unchanged. Refused (409) under legal hold or while a "
-    "ticket of theirs is open. Erasing again answers with the first erasure "
+    "ticket of theirs is open (unless `after_restore`: erasing again a customer erased "
+    "after the restored backup was taken). Erasing again answers with the first erasure "
     "(`Idempotent-Replayed: true`).",
 )
 async def erase_customer(customer_id: UUID, body: ErasureRequest, call: Erase) -> JSONResponse:
@@ -87,7 +88,12 @@ async def erase_customer(customer_id: UUID, body: ErasureRequest, call: Erase) -
         body,
         lambda c: erasure_response(
             commands.erase_customer(
-                c, call.handling, str(customer_id), body.request_id, body.legal_basis
+                c,
+                call.handling,
+                str(customer_id),
+                body.request_id,
+                body.legal_basis,
+                after_restore=body.after_restore,
             )
         ),
     )

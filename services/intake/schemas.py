@@ -276,6 +276,13 @@ class ErasureRequest(Body):
 
     request_id: ShortText = Field(description="Your reference of the customer's request.")
     legal_basis: ShortText = Field(description="Why the data is erased (the law's article).")
+    after_restore: StrictBool = Field(
+        default=False,
+        description="The customer was erased after the database backup that was restored "
+        "(their `CustomerDataErased` is on the topic and in the audit exports): erase "
+        "again although tickets of theirs are open in the restored database "
+        "(docs/personal-data.md).",
+    )
 
 
 class ErasureView(BaseModel):
