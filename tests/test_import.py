@@ -328,7 +328,16 @@ async def test_imported_numbers_of_the_live_form_are_not_handed_out_again(
     async with service_client("intake", platform) as intake:
         answers = [await intake.post("/tickets", json=ticket_body()) for _ in range(3)]
     numbers = [a.json().get("ticket_number") for a in answers]
-    assert numbers == [f"TL-{day}-{n:06d}" for n in (1, 6, 7)]
+    # The day's first new ticket starts past the highest imported number (docs/import).
+    assert numbers == [f"TL-{day}-{n:06d}" for n in (6, 7, 8)]
+    # A day whose numbering has started moves on once it meets an imported number: an
+    # import the same day of 9 and 10 makes the next new tickets 11 and 12.
+    later = [good_row(n, ticket_number=f"TL-{day}-{n:06d}") for n in (9, 10)]
+    summary, _ = await import_file(platform, "tickets", ticket_file(tmp_path / "more.csv", later))
+    assert summary.status == "imported"
+    async with service_client("intake", platform) as intake:
+        more = [await intake.post("/tickets", json=ticket_body()) for _ in range(2)]
+    assert [a.json().get("ticket_number") for a in more] == [f"TL-{day}-{n:06d}" for n in (11, 12)]
 
 
 @SQLITE

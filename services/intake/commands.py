@@ -46,22 +46,34 @@ _LAST_OF_DAY = 999_999
 def next_ticket_number(conn: Connection, now: datetime, prefix: str) -> str:
     """``TL-YYYYMMDD-NNNNNN``: unique, and sorts by day (UTC) then arrival. Imported
     history may hold numbers of this form (an export of Ticketline itself, a legacy system
-    numbering alike): the day's counter moves past the highest of them below the day's
-    last number (a 999999 imported is stepped over once reached, not jumped to)."""
+    numbering alike): the day's first number, or the first one met taken, moves the
+    counter past the highest of them below the day's last number (a 999999 imported is
+    stepped over once reached, not jumped to)."""
     day = now.strftime("%Y%m%d")
     stem = f"{prefix}-{day}-"
     number = int(_TAKE_NUMBER.scalar(conn, day))
-    jumped = False
+    # The day's first number, or the first one met taken: once past the imported ones.
+    jumped = number == 1 and _move_past_imported(conn, stem, day, number)
+    if jumped:
+        number = int(_TAKE_NUMBER.scalar(conn, day))
     while _NUMBER_TAKEN.scalar(conn, f"{stem}{number:06d}") is not None:
         if not jumped:
             jumped = True
-            low, high = f"{stem}000000", f"{stem}{_LAST_OF_DAY - 1}"
-            found = _HIGHEST_OF_DAY.scalar(conn, low, high, len(low))
-            tail = found[len(stem) :] if isinstance(found, str) else ""
-            if tail.isdigit() and int(tail) > number:
-                _MOVE_PAST.execute(conn, int(tail), day, int(tail))
+            _move_past_imported(conn, stem, day, number)
         number = int(_TAKE_NUMBER.scalar(conn, day))
     return f"{stem}{number:06d}"
+
+
+def _move_past_imported(conn: Connection, stem: str, day: str, number: int) -> bool:
+    """Move the day's counter past its highest imported number below the day's last;
+    whether it moved."""
+    low, high = f"{stem}000000", f"{stem}{_LAST_OF_DAY - 1}"
+    found = _HIGHEST_OF_DAY.scalar(conn, low, high, len(low))
+    tail = found[len(stem) :] if isinstance(found, str) else ""
+    if not tail.isdigit() or int(tail) <= number:
+        return False
+    _MOVE_PAST.execute(conn, int(tail), day, int(tail))
+    return True
 
 
 def phone_digest(conn: Connection, h: Handling, phone: str) -> str | None:
