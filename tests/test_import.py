@@ -522,6 +522,8 @@ async def test_stock_and_usage_name_registered_records_once(
     summary, sink = await import_file(platform, "service_points", points)
     assert summary.status == "refused"
     assert "already present with other values" in problems(sink)[0][2]
+    # What differs is named, with both values (a wide sheet hides one changed cell).
+    assert "name: " in problems(sink)[0][2] and "Another HQ given" in problems(sink)[0][2]
 
 
 @SQLITE

@@ -350,3 +350,55 @@ async def test_an_erased_customers_ticket_is_left_out_and_said(
     assert [u.reason for u in summary.left_out] == ["the customer's personal data is erased"]
     written = path.read_text()
     assert kept in written and gone not in written and "[erased]" not in written
+
+
+async def test_a_technicians_export_imports_into_its_own_ledger_as_present(
+    platform: Platform, clock: ManualClock, tmp_path: Path
+) -> None:
+    """Shifts compare in any order: the export lists them as stored, the sheet had them as
+    typed (a black-box pass: "already present with other values" for the same hours)."""
+    from tests.support.importing import import_file
+
+    samples = Path(__file__).parent.parent / "docs" / "import" / "samples"
+    for kind in ("service_points", "technicians"):
+        source = tmp_path / f"{kind}.csv"
+        source.write_bytes((samples / f"{kind}.csv").read_bytes())
+        summary, _ = await import_file(platform, kind, source)
+        assert summary.status == "imported", summary
+    exported = tmp_path / "export-technicians.csv"
+    await platform.db.read(
+        lambda c: export_kind(
+            c, platform.store, find_kind("technicians"), exported, "csv", clock.now()
+        )
+    )
+    text = exported.read_text()
+    weekdays_first = "mon-fri 09:00-18:00; sat 09:00-12:00"
+    saturday_first = "sat 09:00-12:00; mon-fri 09:00-18:00"
+    assert weekdays_first in text or saturday_first in text, text
+    for hours in (weekdays_first, saturday_first):
+        text = text.replace(weekdays_first, hours).replace(saturday_first, hours)
+        exported.write_text(text)
+        summary, _ = await import_file(platform, "technicians", exported)
+        assert summary.status == "imported" and summary.tally.imported == 0, summary
+
+
+async def test_a_stock_export_dates_the_balance_by_its_last_movement(
+    platform: Platform, clock: ManualClock, tmp_path: Path
+) -> None:
+    """Usage history recorded after the count moves no stock: the opening balance an
+    export carries is dated by the count, not by the usage month."""
+    from tests.support.importing import import_file
+
+    samples = Path(__file__).parent.parent / "docs" / "import" / "samples"
+    for kind in ("service_points", "locations", "parts", "stock", "usage"):
+        source = tmp_path / f"{kind}.csv"
+        source.write_bytes((samples / f"{kind}.csv").read_bytes())
+        summary, _ = await import_file(platform, kind, source)
+        assert summary.status == "imported", (kind, summary)
+    exported = tmp_path / "export-stock.csv"
+    await platform.db.read(
+        lambda c: export_kind(c, platform.store, find_kind("stock"), exported, "csv", clock.now())
+    )
+    with exported.open(newline="") as f:
+        counted = {(r["location_id"], r["part_number"]): r["counted_at"] for r in csv.DictReader(f)}
+    assert counted[("sp-hz-01", "MOTOR-WM700")] == "2025-11-30T10:00:00Z"

@@ -217,8 +217,11 @@ class ServicePoints(Kind):
             row: PointRow = parsed.item
             existing = read_models.get_service_point_row(conn, row.point_id)
             if existing is not None:
-                if _description_of(existing) != row.description:
-                    raise conflict(parsed.line, "id", f"service point {row.point_id}")
+                stored = _description_of(existing)
+                if stored != row.description:
+                    raise conflict(
+                        parsed.line, "id", f"service point {row.point_id}", stored, row.description
+                    )
                 return Verdict(parsed.line, present=True)
             spelled = spellings.get(id_key(row.point_id), row.point_id)  # earlier in the file
             taken = read_models.registered_point_id(conn, row.point_id)
@@ -356,15 +359,22 @@ class Technicians(Kind):
             }
 
 
+def _hours_as_set(info: domain.TechnicianInfo) -> domain.TechnicianInfo:
+    """Shifts compare in any order (an export lists them as stored, a sheet as typed)."""
+    order = sorted(info.working_hours, key=lambda s: (WEEKDAYS.index(s.weekday), s.start, s.end))
+    return replace(info, working_hours=tuple(order))
+
+
 def _technician(conn: Connection, parsed: Parsed) -> Verdict:
     row: TechnicianRow = parsed.item
     existing = read_models.get_technician_row(conn, row.technician_id)
     if existing is not None:
-        same = read_models.technician_info(existing) == replace(
-            _technician_info(row.technician_id, row.description), active=row.active
+        stored = _hours_as_set(read_models.technician_info(existing))
+        given = _hours_as_set(
+            replace(_technician_info(row.technician_id, row.description), active=row.active)
         )
-        if not same:
-            raise conflict(parsed.line, "id", f"technician {row.technician_id}")
+        if stored != given:
+            raise conflict(parsed.line, "id", f"technician {row.technician_id}", stored, given)
         return Verdict(parsed.line, present=True)
     point = read_models.get_service_point(conn, row.description.service_point_id)
     decider = domain.technicians_in(point.region if point else None)

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import TypeAdapter
-from sqlalchemy import Connection, case, select
+from sqlalchemy import Connection, case, func, select
 
 from services.parts import domain, read_models
 from services.parts.schemas import LocationRequest
@@ -35,8 +35,10 @@ from shared.app.importing.kinds import (
     guarded,
     run_at,
 )
+from shared.eventstore.db import utc_from_stored
 from shared.eventstore.ledger import EventStore, StreamHead
-from shared.kernel.events.parts import LocationId, LocationLevel, PartNumber
+from shared.eventstore.tables import events
+from shared.kernel.events.parts import LocationId, LocationLevel, PartNumber, UsageHistoryRecorded
 
 SERVICE = "parts"
 _LOCATION = TypeAdapter(LocationId)
@@ -231,7 +233,9 @@ class Parts(Kind):
             existing = read_models.part_spec(conn, row.part_number)
             if existing is not None:
                 if existing.normalised() != row.spec:
-                    raise conflict(parsed.line, "part_number", f"part {row.part_number}")
+                    what = f"part {row.part_number}"
+                    stored = existing.normalised()
+                    raise conflict(parsed.line, "part_number", what, stored, row.spec)
                 return Verdict(parsed.line, present=True)
             state = domain.PartEntry(row.part_number)
             command = domain.PutPart(row.spec)
@@ -372,14 +376,29 @@ class Stock(Kind):
     ) -> Iterator[dict[str, Any]]:
         c = parts_stock.c
         query = select(parts_stock).where(c.on_hand > 0).order_by(c.location_id, c.part_number)
+        moved = _last_movements(conn)
         for row in conn.execute(query):
+            stream = domain.stock_stream(row.location_id, row.part_number)
             yield {
                 "location_id": row.location_id,
                 "part_number": row.part_number,
                 "quantity": row.on_hand,
-                "counted_at": row.updated_at,
+                # When the stock last moved: usage history recorded since moves none.
+                "counted_at": moved.get(stream, row.updated_at),
                 "reference": None,
             }
+
+
+def _last_movements(conn: Connection) -> dict[str, datetime]:
+    """Per stock stream, when its latest movement occurred (a recorded month of usage
+    history is no movement)."""
+    e = events.c
+    query = (
+        select(e.stream_id, func.max(e.occurred_at))
+        .where(e.stream_type == "stock", e.event_type != UsageHistoryRecorded.event_type)
+        .group_by(e.stream_id)
+    )
+    return {stream: utc_from_stored(at) for stream, at in conn.execute(query)}
 
 
 @dataclass(frozen=True)

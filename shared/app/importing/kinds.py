@@ -11,13 +11,14 @@ services' executors in a few bulk appends, in one unit of work.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 from zoneinfo import ZoneInfo
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import Connection
 
 from shared.app.importing.fields import Column, Fields, Problem, RowFailed, problems_of
@@ -156,14 +157,45 @@ def each(batch: Sequence[Parsed], decide_one: Callable[[Parsed], Verdict]) -> li
     return out
 
 
-def conflict(line: int, field: str, what: str) -> RowFailed:
-    """A natural key already present with other values: the import never overwrites."""
+def conflict(
+    line: int, field: str, what: str, stored: object = None, given: object = None
+) -> RowFailed:
+    """A natural key already present with other values: the import never overwrites.
+    With the ``stored`` and ``given`` descriptions (dataclasses or models), the values
+    that differ are named."""
+    differing = differences(stored, given)
+    said = f" ({'; '.join(differing)})" if differing else ""
     return RowFailed(
         [
             Problem(
                 line,
                 field,
-                f"{what} is already present with other values; change it through the API",
+                f"{what} is already present with other values{said}; change it through the API",
             )
         ]
     )
+
+
+def differences(stored: object, given: object) -> list[str]:
+    """``name: stored → given`` for each field the two descriptions hold differently."""
+    if dataclasses.is_dataclass(stored) and not isinstance(stored, type):
+        names = [f.name for f in dataclasses.fields(stored)]
+    elif isinstance(stored, BaseModel):
+        names = list(type(stored).model_fields)
+    else:
+        return []
+    return [
+        f"{name}: {_shown(getattr(stored, name))} stored, {_shown(getattr(given, name))} given"
+        for name in names
+        if getattr(stored, name, None) != getattr(given, name, None)
+    ]
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, frozenset | set):
+        value = sorted(value, key=str)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_shown(v) for v in value) + "]"
+    if isinstance(value, BaseModel):
+        return ", ".join(str(v) for v in value.model_dump(mode="json").values())
+    return "none" if value is None else str(value)
