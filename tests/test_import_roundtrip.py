@@ -359,12 +359,7 @@ async def test_a_technicians_export_imports_into_its_own_ledger_as_present(
     typed (a black-box pass: "already present with other values" for the same hours)."""
     from tests.support.importing import import_file
 
-    samples = Path(__file__).parent.parent / "docs" / "import" / "samples"
-    for kind in ("service_points", "technicians"):
-        source = tmp_path / f"{kind}.csv"
-        source.write_bytes((samples / f"{kind}.csv").read_bytes())
-        summary, _ = await import_file(platform, kind, source)
-        assert summary.status == "imported", summary
+    await import_samples(platform, tmp_path, "service_points", "technicians")
     exported = tmp_path / "export-technicians.csv"
     await platform.db.read(
         lambda c: export_kind(
@@ -387,14 +382,9 @@ async def test_a_stock_export_dates_the_balance_by_its_last_movement(
 ) -> None:
     """Usage history recorded after the count moves no stock: the opening balance an
     export carries is dated by the count, not by the usage month."""
-    from tests.support.importing import import_file
-
-    samples = Path(__file__).parent.parent / "docs" / "import" / "samples"
-    for kind in ("service_points", "locations", "parts", "stock", "usage"):
-        source = tmp_path / f"{kind}.csv"
-        source.write_bytes((samples / f"{kind}.csv").read_bytes())
-        summary, _ = await import_file(platform, kind, source)
-        assert summary.status == "imported", (kind, summary)
+    await import_samples(
+        platform, tmp_path, "service_points", "locations", "parts", "stock", "usage"
+    )
     exported = tmp_path / "export-stock.csv"
     await platform.db.read(
         lambda c: export_kind(c, platform.store, find_kind("stock"), exported, "csv", clock.now())
@@ -402,3 +392,16 @@ async def test_a_stock_export_dates_the_balance_by_its_last_movement(
     with exported.open(newline="") as f:
         counted = {(r["location_id"], r["part_number"]): r["counted_at"] for r in csv.DictReader(f)}
     assert counted[("sp-hz-01", "MOTOR-WM700")] == "2025-11-30T10:00:00Z"
+
+
+async def import_samples(platform: Platform, tmp_path: Path, *kinds: str) -> None:
+    """docs/import/samples' files of ``kinds``, in order (copied: the error reports are
+    written beside the file)."""
+    from tests.support.importing import import_file
+
+    samples = Path(__file__).parent.parent / "docs" / "import" / "samples"
+    for kind in kinds:
+        source = tmp_path / f"{kind}.csv"
+        source.write_bytes((samples / f"{kind}.csv").read_bytes())
+        summary, _ = await import_file(platform, kind, source)
+        assert summary.status == "imported", (kind, summary)
