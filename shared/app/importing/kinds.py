@@ -177,7 +177,8 @@ def conflict(
 
 
 def differences(stored: object, given: object) -> list[str]:
-    """``name: stored → given`` for each field the two descriptions hold differently."""
+    """``name: <stored> stored, <given> given`` for each field the two descriptions hold
+    differently."""
     if dataclasses.is_dataclass(stored) and not isinstance(stored, type):
         names = [f.name for f in dataclasses.fields(stored)]
     elif isinstance(stored, BaseModel):
@@ -196,6 +197,6 @@ def _shown(value: object) -> str:
         value = sorted(value, key=str)
     if isinstance(value, list | tuple):
         return "[" + ", ".join(_shown(v) for v in value) + "]"
-    if isinstance(value, BaseModel):
-        return ", ".join(str(v) for v in value.model_dump(mode="json").values())
+    if isinstance(value, BaseModel):  # a shift: "mon 09:00 18:00"
+        return " ".join(str(v) for v in value.model_dump(mode="json").values())
     return "none" if value is None else str(value)
