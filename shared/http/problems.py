@@ -177,17 +177,17 @@ def _field_error(error: dict[str, Any]) -> FieldError:
     return FieldError(field=_field_path(loc), message=error.get("msg", "invalid"))
 
 
-def _body_not_json(request: Request, exc: RequestValidationError) -> bool:
+def _request_errors(request: Request, exc: RequestValidationError) -> list[FieldError]:
+    """The refused fields; a body sent as another media type than JSON is read by FastAPI
+    as no object at all, so the media type is named instead: that is what to change."""
+    found = exc.errors()
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     json_like = media == "application/json" or media.endswith("+json")
-    return not json_like and any(tuple(e.get("loc", ())) == ("body",) for e in exc.errors())
-
-
-def _not_json(request: Request) -> FieldError:
-    sent = request.headers.get("content-type") or "none"
-    return FieldError(
-        field="Content-Type", message=f"send the body as application/json (not {sent})"
-    )
+    if not json_like and any(tuple(e.get("loc", ())) == ("body",) for e in found):
+        sent = request.headers.get("content-type") or "none"
+        message = f"send the body as application/json (not {sent})"
+        return [FieldError(field="Content-Type", message=message)]
+    return [_field_error(e) for e in found]
 
 
 async def _validation(request: Request, exc: Exception) -> JSONResponse:
@@ -199,10 +199,7 @@ async def _validation(request: Request, exc: Exception) -> JSONResponse:
         authenticate_first(request)
     except ProblemError as unauthorized:
         return await _problem(request, unauthorized)
-    errors = [_field_error(e) for e in exc.errors()]
-    if _body_not_json(request, exc):
-        # FastAPI reads a body sent as another media type as no object at all: say why.
-        errors = [_not_json(request)]
+    errors = _request_errors(request, exc)
     return problem_response(
         request,
         422,

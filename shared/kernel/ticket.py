@@ -131,11 +131,7 @@ def evolve(
         case TicketReceived():
             region = payload.address.region
             return replace(
-                s,
-                received=payload,
-                region=region,
-                received_region=region,
-                received_at=occurred_at,
+                s, received=payload, region=region, received_region=region, received_at=occurred_at
             )
         case ContactDetailsCorrected():
             assert state.received is not None
