@@ -5,6 +5,7 @@ back (PostgreSQL: the scaled mode's database)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import time
 import uuid
@@ -44,10 +45,12 @@ async def test_a_database_restart_answers_503_then_recovers(
     statuses: Counter[int] = Counter()
     ready: list[tuple[float, int]] = []
     problems: list[str] = []
-    stop = asyncio.Event()
+    stop, written = asyncio.Event(), asyncio.Event()
 
     def note(response: httpx.Response) -> None:
         statuses[response.status_code] += 1
+        if response.status_code == 201:
+            written.set()
         if response.status_code >= 500:
             kind = response.headers.get("content-type", "")
             if response.status_code != 503 or not kind.startswith("application/problem+json"):
@@ -81,7 +84,11 @@ async def test_a_database_restart_answers_503_then_recovers(
 
     tasks = [asyncio.create_task(writer(w)) for w in range(4)] + [asyncio.create_task(reader())]
     try:
-        await asyncio.sleep(1.0)
+        # Writes under way before the restart: on a loaded machine the first ones (a new
+        # database's keys among them) can take longer than the second this used to wait.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(written.wait(), 30)
+        await asyncio.sleep(0.5)
         before = statuses[201]
         down_at = time.monotonic()
         await asyncio.to_thread(pg_cluster.restart, mode=mode, down_seconds=1.5)
