@@ -674,7 +674,7 @@ def _process_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     sub.add_parser(
         "jobs",
         help="periodic jobs: SLA clocks, overdue returns, quality alerts, checkpoints, "
-        "personal-data retention",
+        "personal-data retention, idempotency expiry",
     )
     project = sub.add_parser("project", help="keep projections up to date")
     project.add_argument("projections", nargs="*", help="names (default: all)")

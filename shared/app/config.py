@@ -462,6 +462,13 @@ class Settings(BaseSettings):
     checkpoint_lease_seconds: Seconds = 900.0
     checkpoint_signing_key: SecretStr | None = None
 
+    # A command's answer is kept for its retries this long after it was made, then
+    # forgotten by the `jobs` process (README: Idempotency-Key): a retry after that is a
+    # new command.
+    idempotency_keep_days: Days = 7
+    idempotency_expiry_interval_seconds: Seconds = 3600.0
+    idempotency_expiry_lease_seconds: Seconds = 600.0
+
     @field_validator("checkpoint_signing_key")
     @classmethod
     def _usable_signing_key(cls, key: SecretStr | None) -> SecretStr | None:

@@ -41,11 +41,14 @@ def service_port(settings: Settings, service: str) -> int:
 
 
 def all_jobs() -> dict[str, Callable[[Platform, asyncio.Event], Coroutine[Any, Any, None]]]:
-    """Each service's periodic jobs, and the platform's own (signed ledger checkpoints)."""
+    """Each service's periodic jobs, and the platform's own (signed ledger checkpoints,
+    idempotency expiry)."""
     from shared.app.checkpoints import run_job as checkpoints
+    from shared.app.idempotency_expiry import run_job as idempotency_expiry
 
     found = {f"services.{name}.jobs": job for name in SERVICES if (job := service(name).jobs)}
     found["shared.app.checkpoints"] = checkpoints
+    found["shared.app.idempotency_expiry"] = idempotency_expiry
     return found
 
 

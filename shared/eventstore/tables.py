@@ -157,6 +157,7 @@ idempotency_keys = Table(
     Column("response_body", Text, nullable=False),
     Column("resource_location", String(300), nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
+    Index("ix_idempotency_keys_created_at", "created_at"),
 )
 
 

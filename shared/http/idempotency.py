@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 from fastapi.responses import JSONResponse
-from sqlalchemy import Connection
+from sqlalchemy import Connection, delete, select, tuple_
 from sqlalchemy.exc import IntegrityError
 
 from shared.eventstore.db import Database
@@ -201,6 +201,20 @@ async def run_idempotent(
             if _TABLE not in str(exc.orig):
                 raise  # another constraint than the key's: no retry settles it
     raise ProblemError(409, "idempotency-conflict", "Could not settle the Idempotency-Key; retry")
+
+
+def forget_answers_before(conn: Connection, before: datetime, limit: int) -> int:
+    """Delete up to ``limit`` records made before ``before`` (oldest first); how many.
+    A retry with a forgotten key is a new command (README: the keeping period)."""
+    table = idempotency_keys
+    oldest = (
+        select(table.c.scope, table.c.key)
+        .where(table.c.created_at < before)
+        .order_by(table.c.created_at)
+        .limit(limit)
+    )
+    found = conn.execute(delete(table).where(tuple_(table.c.scope, table.c.key).in_(oldest)))
+    return found.rowcount
 
 
 def to_response(response: CommandResponse) -> JSONResponse:
