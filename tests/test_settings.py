@@ -74,6 +74,19 @@ def test_pause_for_parts_without_its_reason_refuses_to_start(
             "TICKETLINE_CHECKPOINT_SIGNING_KEY: Value error, not an Ed25519 private key",
         ),
         ("TICKETLINE_AUTH_TOKEN_TTL_DEFAULT", "forever", "TTL_DEFAULT: Value error, not a dur"),
+        # An API key entry the claims schema refuses: refused at start, not a 401 on every
+        # request made with the key.
+        (
+            "TICKETLINE_AUTH_API_KEYS",
+            '{"' + "a" * 64 + '": {"name": "x", "role": "regional_center"}}',
+            "needs a region",
+        ),
+        (
+            "TICKETLINE_AUTH_API_KEYS",
+            '{"' + "a" * 64 + '": {"name": "x", "role": "superuser"}}',
+            "unknown role 'superuser'",
+        ),
+        ("TICKETLINE_AUTH_API_KEYS", '{"aa": {"name": "x"}}', "'aa' is not the SHA-256 of a key"),
         ("TICKETLINE_AUTH_TOKEN_TTL_DEFAULT", "99999999d", "longer than a token may live"),
         ("TICKETLINE_AUTH_TOKEN_TTL_DEFAULT", "0s", "expires when issued"),
         # Figures beyond any use: a warranty or retention past the calendar failed intake

@@ -335,6 +335,23 @@ class AuthSettings(BaseSettings):
     intake_rate_per_minute: Annotated[float, Field(gt=0, le=1_000_000_000)] = 120.0
     intake_burst: Annotated[int, Field(ge=1, le=1_000_000_000)] = 60
 
+    @field_validator("api_keys")
+    @classmethod
+    def _usable_api_keys(cls, keys: dict[str, ApiKeyEntry]) -> dict[str, ApiKeyEntry]:
+        from shared.http.auth.tokens import check_api_key_entry  # where the claims schema is
+
+        for digest, entry in keys.items():
+            if not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
+                raise ValueError(
+                    f"{digest[:70]!r} is not the SHA-256 of a key (64 hex digits): "
+                    "`ticketline api-key` prints an entry"
+                )
+            try:
+                check_api_key_entry(entry)
+            except ValueError as exc:
+                raise ValueError(f"the entry of {digest[:12]}…: {exc}") from None
+        return keys
+
     @field_validator("public_key_file", "jwks_file", "private_key_file")
     @classmethod
     def _usable_key_file(cls, path: Path | None, info: ValidationInfo) -> Path | None:

@@ -397,6 +397,15 @@ def _api_key_claims(entry: ApiKeyEntry) -> dict[str, Any]:
     return claims
 
 
+def check_api_key_entry(entry: ApiKeyEntry) -> None:
+    """ValueError naming what an entry lacks for the claims schema (checked at start:
+    configured, it would be a 401 on every request made with the key)."""
+    try:
+        validate_claims(_api_key_claims(entry))
+    except InvalidCredentials as exc:
+        raise ValueError(str(exc)) from None
+
+
 def api_key_entry(name: str, key: str, region: str | None = None) -> str:
     """The ``TICKETLINE_AUTH_API_KEYS`` JSON for one key (only its hash is stored); an
     entry the services would refuse (a region or name outside the claims schema) raises
@@ -404,8 +413,5 @@ def api_key_entry(name: str, key: str, region: str | None = None) -> str:
     if not name.strip():
         raise ValueError("--name: the software's name, e.g. acme-callcenter")
     entry = ApiKeyEntry(name=name.strip(), region=region.lower() if region else None)
-    try:
-        validate_claims(_api_key_claims(entry))
-    except InvalidCredentials as exc:
-        raise ValueError(str(exc)) from None
+    check_api_key_entry(entry)
     return json.dumps({api_key_hash(key): entry.model_dump(exclude={"role"})})
