@@ -98,20 +98,24 @@ async def test_bad_tokens_and_roles(platform: Platform) -> None:
         assert 'action="/sign-in"' in page.text and "Traceback" not in page.text
         assert f"{COOKIE}=" in page.headers.get("set-cookie", "")
         fragment = await client.get("/board/columns", headers={"HX-Request": "true"})
-        assert fragment.status_code == 200 and fragment.headers["hx-redirect"] == "/sign-in"
+        assert fragment.headers["hx-redirect"] == "/sign-in?reason=expired"
+        assert fragment.status_code == 200
         # From a page the session ended on: signing in leads back to that page.
         shown = {"HX-Request": "true", "HX-Current-URL": "http://console.test/board?region=east"}
         fragment = await client.get("/board/columns", headers=shown)
         back = fragment.headers["hx-redirect"]
-        assert back == "/sign-in?next=%2Fboard%3Fregion%3Deast"
+        assert back == "/sign-in?next=%2Fboard%3Fregion%3Deast&reason=expired"
         client.cookies.clear()
-        assert 'name="next" value="/board?region=east"' in (await client.get(back)).text
+        form = (await client.get(back)).text
+        assert 'name="next" value="/board?region=east"' in form
+        assert "sign-in expired" in form or "登录已过期" in form  # the notice, as on a page load
         client.cookies.set(COOKIE, expired)
         # Expired seconds ago (inside the verification's clock leeway): the session is
         # over, as the live stream says — /session sends the page to the sign-in form.
         client.cookies.set(COOKIE, token_for("auditor", ttl_seconds=-5))
         session = await client.get("/session", headers={"HX-Request": "true"})
-        assert session.status_code == 200 and session.headers["hx-redirect"] == "/sign-in"
+        assert session.status_code == 200
+        assert session.headers["hx-redirect"] == "/sign-in?reason=expired"
         # The same at sign-in: no cookie for a session already over, the expired notice.
         client.cookies.clear()
         late = await client.post("/sign-in", data={"token": token_for("auditor", ttl_seconds=-5)})
@@ -196,7 +200,15 @@ async def test_a_token_limited_by_scope_sees_only_the_pages_its_apis_would_show(
         page = (await client.get(f"/tickets/{tid}")).text  # the checklist is reports:read's
         assert "visited_before_repair" not in page and "data-item=" not in page
         for page in ("/compliance", "/quality", "/live", "/audit"):
-            assert (await client.get(page)).status_code == 403, page
+            refused = await client.get(page)
+            assert refused.status_code == 403, page
+            assert "<code>tickets:read</code>" not in refused.text  # the page's own scope
+        board = (await client.get("/board")).text  # links only to what the token opens
+        assert 'href="/sla"' in board and 'href="/compliance"' not in board
+        assert 'href="/live"' not in board and 'href="/audit"' not in board
+    async with console_client(platform, "dispatcher") as client:
+        refused = (await client.get("/audit")).text  # says what the page asks
+        assert "<code>audit:export</code>" in refused and "role_" not in refused
     scopes = ["tickets:read", "reports:read", "events:read", "audit:export"]
     async with console_client(platform, "auditor", scopes=scopes) as client:
         for page in ("/compliance", "/quality", "/live", "/audit"):
@@ -580,6 +592,27 @@ async def test_a_page_cursor_the_console_did_not_write_is_a_bad_request(platform
         ):
             answer = await client.get(path)
             assert answer.status_code == 400, (path, answer.status_code)
+
+
+@SQLITE
+async def test_a_malformed_filter_is_a_bad_request_naming_it(platform: Platform) -> None:
+    """As in the APIs (a 422): a region or service point of no such shape is refused, not
+    a page of nothing; "" is the forms' "all"; the page names what was refused."""
+    async with console_client(platform) as client:
+        for path, field in (
+            ("/board?region=!!", "region"),
+            ("/sla?region=!!", "region"),
+            ("/compliance?region=!!", "region"),
+            ("/board?service_point=!!", "service_point"),
+            ("/compliance/tickets?service_point=a%20b", "service_point"),
+            ("/quality?week=bogus", "week"),
+            ("/board?status=received&after=garbage", "after"),
+        ):
+            answer = await client.get(path)
+            assert answer.status_code == 400, (path, answer.status_code)
+            assert f'<code class="field">{field}</code>' in answer.text, (path, answer.text)
+        for path in ("/board?region=&service_point=", "/board?region=EAST", "/sla?region="):
+            assert (await client.get(path)).status_code == 200, path
 
 
 async def test_the_live_streams_position_is_ascii_digits(platform: Platform) -> None:

@@ -204,8 +204,9 @@ async def test_a_session_ending_on_a_live_page_goes_to_sign_in_without_an_error(
         errors: list[str] = []
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         await page.goto(f"{console}/live")
-        await page.wait_for_url(re.compile(r"/sign-in\?next=%2Flive"))
+        await page.wait_for_url(re.compile(r"/sign-in\?next=%2Flive&reason=expired"))
         await page.locator("#token").wait_for()
+        await page.locator("p.notice[role=alert]").wait_for()  # it says the sign-in expired
         assert errors == [], errors  # the stream was not cut under the page
         await page.close()
     assert_loopback_only(traffic)

@@ -18,7 +18,13 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 from starlette.types import Scope
 
-from services.console.auth import COOKIE, ConsoleForbidden, SignInRequired
+from services.console.auth import (
+    CONSOLE_ROLES,
+    CONSOLE_SCOPE,
+    COOKIE,
+    ConsoleForbidden,
+    SignInRequired,
+)
 from services.console.routes import page_of, path_and_query, render, router, sign_in_page
 from shared.app.platform import Platform
 from shared.http.app import create_service_app
@@ -67,7 +73,10 @@ def install_error_pages(app: FastAPI) -> None:
             # stand in the browser's console as a failed load; htmx follows HX-Redirect).
             shown = urlsplit(request.headers.get("hx-current-url", ""))
             page = path_and_query(shown.path, shown.query)
-            target = "/sign-in" + (f"?{urlencode({'next': page})}" if shown.path else "")
+            asked = {"next": page} if shown.path else {}
+            if exc.reason == "expired":  # the sign-in page says so, as a page load's does
+                asked["reason"] = "expired"
+            target = "/sign-in" + (f"?{urlencode(asked)}" if asked else "")
             response: Response = Response(status_code=200, headers={"HX-Redirect": target})
         else:
             back = page_of(request) if request.method == "GET" else None
@@ -78,7 +87,12 @@ def install_error_pages(app: FastAPI) -> None:
 
     @app.exception_handler(ConsoleForbidden)
     async def _forbidden(request: Request, exc: ConsoleForbidden) -> HTMLResponse:
-        return render(request, "error.html", status_code=403, kind="forbidden", viewer=None)
+        # A console role refused a page: what that page asks (its scope, its roles).
+        page = exc.principal.role in CONSOLE_ROLES and (exc.scope != CONSOLE_SCOPE or exc.roles)
+        return render(
+            request, "error.html", status_code=403, kind="forbidden", viewer=None,
+            needed_scope=exc.scope if page else None, needed_roles=exc.roles,
+        )  # fmt: skip
 
     @app.exception_handler(NotFound)
     async def _not_found(request: Request, exc: NotFound) -> HTMLResponse:
@@ -87,12 +101,12 @@ def install_error_pages(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     @app.exception_handler(InvalidCommand)  # e.g. a page cursor this console did not write
     async def _invalid(request: Request, exc: Exception) -> HTMLResponse:
-        return render(request, "error.html", status_code=400, kind="bad_request", viewer=None)
+        return bad_request_page(request, exc)
 
     @app.exception_handler(ProblemError)  # the services' own checks (text that is no text)
     async def _problem(request: Request, exc: ProblemError) -> HTMLResponse:
         if exc.status in (400, 409, 413, 422):
-            return render(request, "error.html", status_code=400, kind="bad_request", viewer=None)
+            return bad_request_page(request, exc)
         kinds = {403: "forbidden", 404: "not_found"}
         kind = kinds.get(exc.status, "unavailable" if exc.status >= 500 else "bad_request")
         return render(request, "error.html", status_code=exc.status, kind=kind, viewer=None)
@@ -108,3 +122,29 @@ def install_error_pages(app: FastAPI) -> None:
         page = render(request, "error.html", status_code=exc.status_code, kind=kind, viewer=None)
         page.headers.update(exc.headers or {})  # a 405's Allow
         return page
+
+
+def bad_request_page(request: Request, exc: Exception) -> HTMLResponse:
+    """The 400 page, naming the parameters refused (as the APIs' 422 names its fields)."""
+    return render(
+        request, "error.html", status_code=400, kind="bad_request", viewer=None,
+        fields=refused_parameters(exc),
+    )  # fmt: skip
+
+
+def refused_parameters(exc: Exception) -> list[str]:
+    if isinstance(exc, InvalidCommand):
+        names = [exc.field]
+    elif isinstance(exc, ProblemError):
+        names = [str(e["field"]) for e in exc.extensions.get("errors", []) if e.get("field")]
+    elif isinstance(exc, RequestValidationError):
+        located = [tuple(e.get("loc", ())) for e in exc.errors()]
+        names = [
+            str(loc[1] if loc[0] in _PLACES and len(loc) > 1 else loc[0]) for loc in located if loc
+        ]
+    else:
+        names = []
+    return list(dict.fromkeys(names))
+
+
+_PLACES = ("query", "path", "header", "cookie", "body")

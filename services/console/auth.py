@@ -36,9 +36,19 @@ class SignInRequired(Exception):
 class ConsoleForbidden(Exception):
     """Signed in, but the role (or the token's scope) may not use the console."""
 
-    def __init__(self, principal: Principal) -> None:
+    def __init__(
+        self, principal: Principal, scope: str = CONSOLE_SCOPE, roles: Collection[str] = ()
+    ) -> None:
         super().__init__(principal.role)
         self.principal = principal
+        # What the page asks (its 403 page says it): the scope, and the roles when fewer
+        # than the console's.
+        self.scope, self.roles = scope, sorted(roles)
+
+
+def may_open(principal: Principal, scope: str, roles: Collection[str] | None = None) -> bool:
+    """Whether a page whose API needs ``scope`` (and one of ``roles``) is the caller's."""
+    return principal.has_scope(scope) and (roles is None or principal.role in roles)
 
 
 def verify(request: Request, token: str) -> tuple[Principal, int]:
@@ -87,8 +97,8 @@ def signed_in_for(
 
     def dependency(request: Request) -> Principal:
         principal = signed_in(request)
-        if not principal.has_scope(scope) or (roles is not None and principal.role not in roles):
-            raise ConsoleForbidden(principal)
+        if not may_open(principal, scope, roles):
+            raise ConsoleForbidden(principal, scope, roles or ())
         return principal
 
     return dependency

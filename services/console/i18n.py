@@ -52,6 +52,11 @@ LABELS: dict[str, tuple[str, str]] = {
         "The console is for auditors, regional centers, admins and dispatchers, with a "
         "token whose scope covers this page.",
     ),
+    "forbidden_page": (
+        "此页面要求令牌的范围（scope）包含",
+        "This page needs a token whose scope holds",
+    ),
+    "forbidden_roles": ("且角色为以下之一", "and one of these roles"),
     "unavailable": ("暂时无法使用", "Unavailable"),
     "unavailable_detail": (
         "数据库暂时无法访问，请稍后重试。",
@@ -69,10 +74,8 @@ LABELS: dict[str, tuple[str, str]] = {
         "This page or ticket does not exist, or is outside what you may see.",
     ),
     "bad_request": ("请求无效", "Bad request"),
-    "bad_request_detail": (
-        "请检查地址中的参数（例如月份格式 2026-11）。",
-        "Check the address's parameters (e.g. a month like 2026-11).",
-    ),
+    "bad_request_detail": ("请检查地址中的参数。", "Check the address's parameters."),
+    "bad_request_fields": ("地址中这些参数无效", "These parameters in the address are not valid"),
     "back_to_board": ("返回看板", "Back to the board"),
     "filters": ("筛选", "Filters"),
     "region": ("区域", "Region"),

@@ -10,18 +10,21 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs, urlencode, urlsplit
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.templating import Jinja2Templates
+from pydantic import BeforeValidator
 
 from services.console import queries
 from services.console.auth import (
+    CONSOLE_SCOPE,
     COOKIE,
     LOCALE_COOKIE,
+    may_open,
     require_console_role,
     session_alive,
     signed_in,
@@ -45,13 +48,31 @@ from shared.http.audit import AUDIT_ROLES
 from shared.http.auth.tokens import InvalidCredentials, TokenExpired
 from shared.http.context import Principal
 from shared.http.disclosure import Disclosure, open_rows
-from shared.http.params import MAX_POSITION, IsoMonth, IsoWeek, Position, parse_ascii_uint
+from shared.http.params import (
+    MAX_POSITION,
+    IsoMonth,
+    IsoWeek,
+    NetworkIdFilter,
+    Position,
+    RegionFilter,
+    parse_ascii_uint,
+)
 from shared.http.streams import STOPPING_SSE, UNAVAILABLE_SSE, server_stopping, sse_response
 from shared.kernel.errors import InvalidCommand, NotFound
 from shared.kernel.reach import Reach, Scope
 
 # A page's cursor as the console writes it (queries.encode_cursor): value|id.
 CURSOR_PATTERN = r"^[^|]+\|[^|]+$"
+
+
+def _blank_is_all(value: object) -> object:
+    return None if value == "" else value
+
+
+# The filters' forms send "" for "all"; any other value has the APIs' shape (else 400,
+# naming it: a malformed filter is never dropped).
+FormRegion = Annotated[RegionFilter | None, BeforeValidator(_blank_is_all)]
+FormServicePoint = Annotated[NetworkIdFilter | None, BeforeValidator(_blank_is_all)]
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 # ``tojson`` escapes <, >, & and ' (data inside a <script> element cannot close it); keys
@@ -87,6 +108,24 @@ def path_and_query(path: str, query: str) -> str:
     return path + (f"?{query}" if query else "")
 
 
+# The navigation's pages, each with what its API asks (as its route's dependency): the
+# viewer gets a link only to what they may open.
+NAV_PAGES: tuple[tuple[str, str, str, frozenset[str] | None], ...] = (
+    ("board", "/board", CONSOLE_SCOPE, None),
+    ("sla", "/sla", CONSOLE_SCOPE, None),
+    ("compliance", "/compliance", "reports:read", None),
+    ("quality", "/quality", "reports:read", None),
+    ("live", "/live", "events:read", None),
+    ("audit", "/audit", "audit:export", AUDIT_ROLES),
+)
+
+
+def nav_for(viewer: Principal | None) -> list[tuple[str, str]]:
+    if viewer is None:
+        return []
+    return [(key, href) for key, href, scope, roles in NAV_PAGES if may_open(viewer, scope, roles)]
+
+
 def render(
     request: Request, template: str, *, status_code: int = 200, **context: Any
 ) -> HTMLResponse:
@@ -102,7 +141,7 @@ def render(
             "here": here,
             "path": request.url.path,
             "fmt_time": fmt_time,
-            "audit_roles": AUDIT_ROLES,
+            "nav": nav_for(context.get("viewer")),
             **context,
         },
         status_code=status_code,
@@ -223,7 +262,9 @@ async def home() -> Response:
 
 @router.get("/sign-in", response_class=HTMLResponse)
 async def sign_in_form(request: Request) -> HTMLResponse:
-    return sign_in_page(request)
+    # An htmx request whose sign-in expired is sent here with reason=expired.
+    expired = request.query_params.get("reason") == "expired"
+    return sign_in_page(request, reason="expired" if expired else None)
 
 
 def same_origin(request: Request) -> bool:
@@ -361,8 +402,8 @@ async def choices(platform: Platform, principal: Principal, region: str | None) 
 @router.get("/board", response_class=HTMLResponse)
 async def board(
     request: Request,
-    region: str | None = Query(default=None, max_length=32),
-    service_point: str | None = Query(default=None, max_length=100),
+    region: FormRegion = None,
+    service_point: FormServicePoint = None,
     urgency: Literal["normal", "urgent", "critical", ""] | None = None,
     status: Literal[queries.OPEN_STATUSES] | None = None,  # type: ignore[valid-type]
     after: str | None = Query(default=None, pattern=CURSOR_PATTERN, max_length=200),
@@ -393,8 +434,8 @@ async def board(
 @router.get("/board/columns", response_class=HTMLResponse)
 async def board_columns(
     request: Request,
-    region: str | None = Query(default=None, max_length=32),
-    service_point: str | None = Query(default=None, max_length=100),
+    region: FormRegion = None,
+    service_point: FormServicePoint = None,
     urgency: Literal["normal", "urgent", "critical", ""] | None = None,
     status: Literal[queries.OPEN_STATUSES] | None = None,  # type: ignore[valid-type]
     principal: Principal = Depends(signed_in),
@@ -508,7 +549,7 @@ async def ticket_page(
 @router.get("/sla", response_class=HTMLResponse)
 async def sla(
     request: Request,
-    region: str | None = Query(default=None, max_length=32),
+    region: FormRegion = None,
     kind: Literal["response", "resolution"] = "response",
     state: Literal["breached", "at_risk"] = "breached",
     after: str | None = Query(default=None, pattern=CURSOR_PATTERN, max_length=200),
@@ -575,7 +616,7 @@ async def compliance(
     request: Request,
     month: IsoMonth | None = Query(default=None),
     group_by: Literal["region", "service_point", "month"] = "region",
-    region: str | None = Query(default=None, max_length=32),
+    region: FormRegion = None,
     principal: Principal = Depends(signed_in_for("reports:read")),
     platform: Platform = Depends(get_platform),
 ) -> HTMLResponse:
@@ -623,8 +664,8 @@ async def compliance_tickets(
     request: Request,
     month: IsoMonth | None = Query(default=None),
     rate: Literal[tuple(queries.RATE_FILTERS)] = "compliance",  # type: ignore[valid-type]
-    region: str | None = Query(default=None, max_length=32),
-    service_point: str | None = Query(default=None, max_length=100),
+    region: FormRegion = None,
+    service_point: FormServicePoint = None,
     # It pages by ticket number, any an import accepted ("WO/2025/0049", "工单 0001").
     after: str | None = Query(default=None, min_length=1, max_length=64),
     principal: Principal = Depends(signed_in_for("reports:read")),
