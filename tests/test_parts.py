@@ -1225,6 +1225,9 @@ async def test_requisitions_are_for_the_tickets_current_technician(
 
     async with service_client("parts", platform, role="technician", subject="t-a") as tech_a:
         refused(await tech_a.post("/requisitions", json={**body, "technician_id": "t-zzz"}), 403)
+        # Asked before what the request names is looked up (an unregistered location).
+        nowhere = {**body, "technician_id": "t-zzz", "location_id": "NOWHERE"}
+        refused(await tech_a.post("/requisitions", json=nowhere), 403)
         mine = await ok(await tech_a.post("/requisitions", json=body), 201)
         assert mine["technician_id"] == "t-a"
         await ok(await tech_a.get(f"/requisitions/{mine['requisition_id']}"))

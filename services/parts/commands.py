@@ -190,6 +190,7 @@ def _require_clerks_region(conn: Connection, clerk_at: str | None, ticket: Ticke
 def raise_requisition(conn: Connection, h: Handling, request: domain.PartsRequest) -> str:
     """Returns the new requisition's id."""
     ticket = h.visible(conn, TICKETS, request.ticket_id).state
+    domain.require_own_requisition(request, h.invocation.reach.technician)
     clerk_at = h.invocation.reach.location
     _require_clerks_region(conn, clerk_at, ticket)
     location_id = domain.requesting_location(request, ticket, clerk_at)

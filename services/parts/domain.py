@@ -754,15 +754,21 @@ def require_serves_ticket(location_id: str, serves: str | None, ticket: TicketSt
         )
 
 
-def requisition_technician(command: RaiseRequisition) -> str | None:
-    """The requisition's technician: the ticket's current one (``checked_technician``). A
-    technician caller raises requisitions for itself: naming another is 403."""
-    r, caller = command.request, command.caller_technician
-    if caller is not None and r.technician_id is not None and r.technician_id != caller:
+def require_own_requisition(request: PartsRequest, caller_technician: str | None) -> None:
+    """A technician caller raises requisitions for itself: naming another is 403 (asked
+    before anything the request names is looked up: the caller may not ask at all)."""
+    named = request.technician_id
+    if caller_technician is not None and named is not None and named != caller_technician:
         raise Forbidden(
             "technician_id",
-            f"a technician raises requisitions for itself ({caller}), not for {r.technician_id}",
+            f"a technician raises requisitions for itself ({caller_technician}), not for {named}",
         )
+
+
+def requisition_technician(command: RaiseRequisition) -> str | None:
+    """The requisition's technician: the ticket's current one (``checked_technician``)."""
+    r, caller = command.request, command.caller_technician
+    require_own_requisition(r, caller)
     current = ticket_technician(command.ticket)
     return checked_technician(r.technician_id or caller, current, r.ticket_id)
 
