@@ -648,6 +648,20 @@ async def test_rebuild_gives_identical_clocks_and_what_if_writes_nothing(
         bad = await admin.post("/sla/what-if", json={**body, "calendars": {built_in: NINE_TO_SIX}})
         assert bad.status_code == 422, bad.text
         assert bad.json()["errors"][0]["field"] == f"calendars.{built_in}", bad.text
+    # Checked as an admin's definition: a target no calendar reaches within the horizon
+    # (8,000 business hours at 45 a week), a calendar closed for longer than it.
+    slow = {**body["policy"], "response": {**body["policy"]["response"], "normal": {"hours": 8000}}}
+    unreachable = {**body, "policy": {**slow, "region_calendars": {"east": "hz"}}}
+    bad = await admin.post("/sla/what-if", json={**unreachable, "calendars": {"hz": NINE_TO_SIX}})
+    assert bad.status_code == 422, bad.text
+    assert bad.json()["errors"][0]["field"] == "response.normal", bad.text
+    assert "unreachable: 8000 business hours on calendar hz" in bad.json()["detail"]
+    today = platform.clock.now().date()
+    year = [{"day": str(today + timedelta(n))} for n in range(370)]
+    closed = {**NINE_TO_SIX, "holidays": year}
+    bad = await admin.post("/sla/what-if", json={**body, "calendars": {"hz": closed}})
+    assert bad.status_code == 422, bad.text
+    assert bad.json()["errors"][0]["field"] == "calendars.hz.holidays", bad.json()["errors"]
     # More tickets than an HTTP caller should wait for: refused, saying how many.
     platform.settings.sla.what_if_max_tickets = 2
     try:

@@ -14,9 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from pydantic import BaseModel
 
 from shared.kernel.calendar import (
-    ALWAYS,
     Calendar,
-    add_business,
     build_calendar,
     check_reachable,
 )
@@ -36,9 +34,9 @@ from shared.kernel.sla import (
     RESOLUTION,
     RESPONSE,
     SlaPin,
-    SlaPolicy,
     SlaTerms,
     check_policy,
+    check_reachable_targets,
     policy_from,
     running,
     sla_clock,
@@ -113,21 +111,6 @@ class DefinePolicy:
     reason: str | None = None
 
 
-def _check_reachable(policy: SlaPolicy, calendars: Mapping[str, Calendar], d: DefinePolicy) -> None:
-    """Every target reachable on every calendar the policy names (and 24×7) within the
-    horizon, counted from now."""
-    for name, targets in (("response", policy.response), ("resolution", policy.resolution)):
-        key, target = max(targets.items(), key=lambda kv: kv[1].amount)
-        for calendar in (ALWAYS, *calendars.values()):
-            if add_business(calendar, d.now, target.amount, d.horizon) is None:
-                hours = target.amount.total_seconds() / 3600
-                raise InvalidCommand(
-                    f"{name}.{key}",
-                    f"unreachable: {hours:g} business hours on calendar {calendar.id} take "
-                    f"more than the {d.horizon.days}-day horizon",
-                )
-
-
 def decide_define_policy(command: DefinePolicy, state: TermsStream) -> list[EventPayload]:
     """A new version: a target for every urgency and complexity, calendars that exist,
     a ladder without duplicates, reachable targets."""
@@ -137,7 +120,7 @@ def decide_define_policy(command: DefinePolicy, state: TermsStream) -> list[Even
     missing = sorted(policy.calendar_ids() - set(command.calendars))
     if missing:
         raise InvalidCommand("calendars", f"no calendar {', '.join(missing)}: define it first")
-    _check_reachable(policy, command.calendars, command)
+    check_reachable_targets(policy, command.calendars, command.now, command.horizon)
     if _unchanged(state, d, SlaPolicyDescription):
         raise RuleViolation("unchanged", "the policy already reads so")
     return [SlaPolicyDefined(**d.model_dump(), reason=command.reason)]

@@ -139,6 +139,23 @@ def check_policy(d: SlaPolicyDescription) -> None:
     check_terms([s.percent for s in d.ladder], d.pause_reasons, d.pause_for_parts)
 
 
+def check_reachable_targets(
+    policy: SlaPolicy, calendars: Mapping[str, Calendar], now: datetime, horizon: timedelta
+) -> None:
+    """Every target reachable on every calendar the policy names (and 24×7) within the
+    horizon, counted from ``now``: 422 naming the target that is not."""
+    for name, targets in (("response", policy.response), ("resolution", policy.resolution)):
+        key, target = max(targets.items(), key=lambda kv: kv[1].amount)
+        for calendar in (ALWAYS, *calendars.values()):
+            if add_business(calendar, now, target.amount, horizon) is None:
+                hours = target.amount.total_seconds() / 3600
+                raise InvalidCommand(
+                    f"{name}.{key}",
+                    f"unreachable: {hours:g} business hours on calendar {calendar.id} take "
+                    f"more than the {horizon.days}-day horizon",
+                )
+
+
 def check_terms(percents: Sequence[float], pause_reasons: Sequence[str], for_parts: bool) -> None:
     """One ladder step per percentage, and the pause for parts with its reason (a policy
     version, and the built-in policy's settings)."""

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from shared.kernel.calendar import Calendar, build_calendar
+from shared.kernel.calendar import Calendar, build_calendar, check_reachable
 from shared.kernel.errors import InvalidCommand
 from shared.kernel.events.sla import CalendarDescription, SlaPolicyDescription
 from shared.kernel.numbers import rounded
@@ -23,6 +23,7 @@ from shared.kernel.sla import (
     SlaPolicy,
     SlaTerms,
     check_policy,
+    check_reachable_targets,
     policy_from,
     sla_clock,
 )
@@ -116,12 +117,20 @@ def _period_tickets(conn: Connection, start: datetime, end: datetime) -> list[st
     return list(conn.execute(query).scalars())
 
 
-def _terms(reader: TermsReader, chosen: Candidate) -> SlaTerms:
+def _terms(reader: TermsReader, chosen: Candidate, at: datetime) -> SlaTerms:
+    """The candidate's terms, refused as an admin's definition would be: calendars it
+    names and does not give are their latest versions; every target reachable."""
     named = chosen.policy.calendar_ids()
     calendars = {**reader.latest_calendars(named - set(chosen.calendars)), **chosen.calendars}
     missing = sorted(named - set(calendars))
     if missing:
         raise InvalidCommand("calendars", f"no calendar {', '.join(missing)}: define it or give it")
+    for cid, given in chosen.calendars.items():
+        try:
+            check_reachable(given, at.date(), reader.horizon)
+        except InvalidCommand as exc:
+            raise InvalidCommand(f"calendars.{cid}.{exc.field}", exc.detail) from None
+    check_reachable_targets(chosen.policy, calendars, at, reader.horizon)
     return SlaTerms(chosen.policy, calendars, reader.horizon)
 
 
@@ -147,7 +156,7 @@ def what_if(
     start, end = received
     if end <= start:
         raise InvalidCommand("received_to", "the period must end after it starts")
-    alternative = _terms(reader, chosen)
+    alternative = _terms(reader, chosen, at)
     tickets = _period_tickets(reader.conn, start, end)
     if max_tickets is not None and len(tickets) > max_tickets:
         raise InvalidCommand(
