@@ -930,6 +930,9 @@ async def test_a_serial_already_returned_settles_no_other_return(
     await ok(await clerk.post("/returns", json=body), 201)
     again = await clerk.post("/returns", json=body)
     assert again.status_code == 409 and again.json()["rule"] == "old_serial_not_expected"
+    # One return settles one expected return: two parts at once is 422 saying so.
+    two = await clerk.post("/returns", json={**body, "old_serial": None, "quantity": 2})
+    assert two.status_code == 422 and "settles one expected return" in two.json()["detail"]
     rows = await ok(await admin.get("/returns", params={"ticket_id": ticket_id}))
     assert sorted(r["status"] for r in rows) == ["expected", "returned"]
 

@@ -153,7 +153,8 @@ async def test_holidays_import_from_an_icalendar_file(
     admin: httpx.AsyncClient, dispatch: httpx.AsyncClient
 ) -> None:
     assert (await admin.post("/calendars/hz/ics", json={"ics": ICS_EXAMPLE})).status_code == 404
-    await ok(await admin.put("/calendars/hz", json=NINE_TO_SIX))
+    defined = await ok(await admin.put("/calendars/hz", json=NINE_TO_SIX))
+    assert set(defined) == {"id", "version", "events"}  # the import's counts are the import's
     ics = ICS_EXAMPLE.replace(
         "END:VCALENDAR",
         "BEGIN:VEVENT\r\nDTSTART:20271010T090000Z\r\nSUMMARY:a meeting\r\nEND:VEVENT\r\n"

@@ -14,6 +14,7 @@ from sqlalchemy import Connection
 from services.dispatch import commands, read_models, sla_domain
 from services.dispatch.sla_schemas import (
     CalendarRequest,
+    HolidaysImported,
     IcsImportRequest,
     PauseRequest,
     PolicyRequest,
@@ -67,8 +68,12 @@ may_read_ticket = allow(
 KINDS = {"calendar": calendar_stream, "sla_policy": policy_stream}
 
 
-def terms_accepted(result: Outcome[sla_domain.TermsStream], **extra: Any) -> CommandResponse:
-    view = TermsAccepted(
+def terms_accepted(
+    result: Outcome[sla_domain.TermsStream],
+    answer: type[TermsAccepted] = TermsAccepted,
+    **extra: Any,
+) -> CommandResponse:
+    view = answer(
         id=sla_domain.terms_id(result.after.stream_id),
         version=result.after.version,
         events=[str(e.event_id) for e in result.events],
@@ -115,7 +120,7 @@ async def define_calendar(
 
 @router.post(
     "/calendars/{calendar_id}/ics",
-    response_model=TermsAccepted,
+    response_model=HolidaysImported,
     summary="Import holidays from an iCalendar file (a new calendar version)",
     description="All-day VEVENTs become holidays; one whose CATEGORIES say WORKDAY (or "
     "whose summary names a working day, e.g. 补班) an adjusted working day. Timed and "
@@ -130,6 +135,7 @@ async def import_ics(
         )
         return terms_accepted(
             result,
+            HolidaysImported,
             holidays_imported=len(imported.holidays),
             working_days_imported=len(imported.working_days),
             skipped=imported.skipped,

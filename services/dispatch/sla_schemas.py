@@ -107,11 +107,12 @@ class TermsAccepted(BaseModel):
     id: str
     version: int
     events: list[str]
-    holidays_imported: int | None = None
-    working_days_imported: int | None = None
-    skipped: list[str] = Field(
-        default_factory=list, description="Events that are not all-day dates (ics import)."
-    )
+
+
+class HolidaysImported(TermsAccepted):
+    holidays_imported: int
+    working_days_imported: int
+    skipped: list[str] = Field(description="Events that are not all-day dates.")
 
 
 class TermsItem(BaseModel):

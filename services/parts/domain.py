@@ -1188,7 +1188,13 @@ def decide_old_part_return(command: RecordOldPartReturn, state: TicketState) -> 
             "old_serial to settle the earliest due",
         )
     if h.quantity > expected.outstanding:
-        raise InvalidCommand("quantity", f"only {expected.outstanding} of {h.part_number} expected")
+        serial_said = f" (old serial {expected.old_serial})" if expected.old_serial else ""
+        raise InvalidCommand(
+            "quantity",
+            f"a return settles one expected return: the earliest due of {h.part_number}"
+            f"{serial_said} expects {expected.outstanding}; hand the others in as returns "
+            "of their own",
+        )
     if not may_follow(state.status, OldPartReturned.event_type):
         raise NotFound("ticket_not_found", f"no ticket {h.ticket_id}")
     return [
