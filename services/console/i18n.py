@@ -151,7 +151,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "response": ("响应", "Response"),
     "resolution": ("解决", "Resolution"),
     "breached": ("已超时", "Breached"),
-    "at_risk": ("即将到期", "Nearest deadlines"),
+    "at_risk": ("最近截止", "Nearest deadlines"),
     "due_soon": ("4 小时内到期", "Due within 4 h"),
     "per_region": ("按区域", "Per region"),
     "kind": ("类型", "Kind"),
