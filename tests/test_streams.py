@@ -8,14 +8,19 @@ import sys
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from services.intake.app import create_app
 from shared.app.platform import Platform
 from shared.app.subscribe import subscribe_http
 from shared.eventstore.ledger import NO_STREAM
+from shared.http.streams import read_after
+from shared.kernel.events.customers import CustomerDataErased, LegalHoldPlaced
+from shared.readmodels.ticket_state import ticket_state
 from tests.support.auth import headers_for, token_for
 from tests.support.factories import diagnosed, new_ticket_id, received
 from tests.support.ledger import append
+from tests.support.lifecycle import Lifecycle
 from tests.support.servers import serve_app
 
 
@@ -100,6 +105,44 @@ async def test_filter_by_type_and_start_from_now(platform: Platform) -> None:
         live = await task
     assert {e["event_type"] for e in live} == {"TicketReceived", "TicketDiagnosed"}
     assert {e["stream_id"] for e in live} <= set(north)
+
+
+async def test_a_regions_stream_shows_a_customers_erasure_and_holds_as_its_own_ids(
+    platform: Platform, life: Lifecycle
+) -> None:
+    """A region's caller learns of the erasure and the legal holds of a customer with
+    tickets in its region — ids only, and of the tickets the region's own; a region where
+    the customer has none does not hear of them. Unfiltered, the events are whole."""
+    east, west = await life.open(region="east"), await life.open(region="west")
+    customer_id = await platform.db.read(
+        lambda c: c.execute(
+            select(ticket_state.c.customer_id).where(ticket_state.c.ticket_id == east)
+        ).scalar_one()
+    )
+    assert customer_id
+    held = LegalHoldPlaced(customer_id=customer_id, reason="court case 12")
+    erased = CustomerDataErased(
+        customer_id=customer_id, request_id="DSR-9", legal_basis="PIPL", tickets=[east, west]
+    )
+    await append(platform, f"customer-{customer_id}", NO_STREAM, [held, erased])
+    customers = ["LegalHoldPlaced", "CustomerDataErased"]
+
+    async def stream(region: str | None, count: int) -> list[dict]:
+        headers = headers_for("regional_center", region=region) if region else AUDITOR
+        return await collect(
+            url, region=region, types=customers, from_beginning=True, position_file=None,
+            max_events=count, headers=headers,
+        )  # fmt: skip
+
+    async with serve_app(create_app(platform)) as url:
+        seen = await stream("east", 2)
+        whole = await stream(None, 2)
+    assert [e["payload"] for e in seen] == [
+        {"customer_id": customer_id},
+        {"customer_id": customer_id, "source": "request", "tickets": [east]},
+    ]
+    assert whole[1]["payload"]["tickets"] == [east, west] and whole[0]["payload"]["reason"]
+    assert await read_after(platform, 0, "north", customers, 100) == ([], None)
 
 
 async def test_bad_stream_requests_are_422(platform: Platform) -> None:
@@ -321,6 +364,38 @@ async def test_the_kafka_subscriber_stops_after_max_events_and_resumes_there(bro
 
     assert await asyncio.wait_for(take(2), 30) == [0, 1]
     assert await asyncio.wait_for(take(3), 30) == [2, 3, 4]
+
+
+async def test_a_regions_kafka_subscriber_gets_the_events_of_every_region(broker) -> None:  # type: ignore[no-untyped-def]
+    """Its region's, and the ones of no region every center gets (checkpoints, erasures,
+    legal holds): a center on Kafka must learn of an erasure too."""
+    from aiokafka import AIOKafkaProducer
+
+    from shared.app.subscribe import subscribe_kafka
+    from shared.eventstore.kafka import ensure_topics
+
+    topic = "regions.mixed"
+    await ensure_topics(broker.bootstrap_servers, [topic], partitions=1)
+    sent = [("east", "ticket"), ("west", "ticket"), ("", "customer"), ("", "ledger")]
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers)
+    await producer.start()
+    try:
+        for n, (region, stream_type) in enumerate(sent):
+            headers = [("stream_type", stream_type.encode())]
+            headers += [("region", region.encode())] if region else []
+            body = json.dumps({"n": n}).encode()
+            await producer.send_and_wait(topic, body, key=b"k", headers=headers)
+    finally:
+        await producer.stop()
+    out: list[dict] = []
+    await asyncio.wait_for(
+        subscribe_kafka(
+            broker.bootstrap_servers, [topic], group_id="east-center", region="east", types=[],
+            from_beginning=True, emit=out.append, max_events=3,
+        ),
+        30,
+    )  # fmt: skip
+    assert [e["n"] for e in out] == [0, 2, 3]
 
 
 def test_a_position_file_asks_for_the_http_stream(monkeypatch, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from shared.eventstore.tables import EVERY_REGIONS_STREAMS
 from shared.kernel.text import escape_line_separators
 
 
@@ -188,8 +189,10 @@ async def subscribe_kafka(
                         break
                     handled[partition] = OffsetAndMetadata(m.offset + 1, "")
                     head = {k: v.decode() for k, v in (m.headers or [])}
-                    # Signed ledger checkpoints belong to no region: every center keeps them.
-                    regional = head.get("stream_type") != "ledger"
+                    # Signed ledger checkpoints and the customers' erasures and legal holds
+                    # belong to no region: every center gets them (the topic's ACL says who
+                    # reads `.customers`: its events are whole, unlike a region's SSE stream).
+                    regional = head.get("stream_type") not in EVERY_REGIONS_STREAMS
                     if region and regional and head.get("region") != region:
                         continue
                     if types and head.get("event_type") not in types:

@@ -57,8 +57,10 @@ events = Table(
 
 # Streams of no region that every region's caller receives: the signed ledger checkpoints
 # (every center keeps them, docs/checkpoints.md) and the customers' erasures and legal
-# holds (a center holding a customer's tickets must learn of them; they carry ids only).
-EVERY_REGIONS_STREAMS = ("ledger", "customer")
+# holds (a center holding a customer's tickets must learn of them: a region's SSE stream
+# shows them reduced to ids, shared/http/streams.py).
+CUSTOMER_STREAM = "customer"
+EVERY_REGIONS_STREAMS = ("ledger", CUSTOMER_STREAM)
 
 
 def seen_in_region(region: str) -> ColumnElement[bool]:
