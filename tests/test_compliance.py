@@ -342,6 +342,25 @@ async def test_parts_returned_asks_the_parts_service(
     assert before.json()["checklist"]["parts_returned"]["status"] == "pending"
 
 
+async def test_a_part_replaced_under_warranty_is_owed_before_the_parts_service_decides(
+    life: Lifecycle, feedback: httpx.AsyncClient, auditor: httpx.AsyncClient, platform: Platform
+) -> None:
+    """Marked under warranty, the old part comes back whatever the catalogue says: until
+    the parts reactor records its expectation (it may lag), the checklist waits for the
+    part rather than reading "nothing expected"; the decision, when it comes, is the same
+    return (not a second one)."""
+    tid = await life.through_repair(parts=[warranty_part()])
+    await close(feedback, tid)
+    row = await checklist(platform, auditor, tid)
+    items = row["checklist"]["parts_returned"]
+    assert (items["status"], items["note"]) == ("pending", "awaiting return of MOTOR-WM700")
+    assert row["compliant"] == "pending"
+    await parts_decide(platform, tid)
+    await life.part_returned(tid, "MOTOR-WM700")
+    row = await checklist(platform, auditor, tid)
+    assert row["checklist"]["parts_returned"]["status"] == "true" and row["compliant"] == "true"
+
+
 async def test_steps_out_of_order(
     life: Lifecycle, auditor: httpx.AsyncClient, platform: Platform
 ) -> None:

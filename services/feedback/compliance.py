@@ -130,13 +130,14 @@ def parts_returned(f: Facts) -> Item:
     late = _grouped_by_part(f.late_parts)
     if late:
         return Item(FALSE, late, "returned late or overdue")
-    if not f.expected_returns:
+    expected = _expected_back(f)
+    if not expected:
         if f.repairs:
             return Item(TRUE, tuple(r.event_id for r in f.repairs), "no old parts expected back")
         return Item(PENDING, (), "not repaired yet")
-    outstanding = _outstanding(f.expected_returns, f.returns)
+    outstanding = _outstanding(expected, f.returns)
     if outstanding:
-        ids = tuple(e.event_id for e in f.expected_returns if e.part_number in outstanding)
+        ids = tuple(e.event_id for e in expected if e.part_number in outstanding)
         return Item(PENDING, ids, f"awaiting return of {', '.join(sorted(outstanding))}")
     return Item(TRUE, tuple(r.event_id for r in f.returns), "all returned on time")
 
@@ -258,10 +259,28 @@ def _grouped_by_part(events: tuple[PartEvent, ...]) -> tuple[str, ...]:
     return tuple(e.event_id for part in parts for e in events if e.part_number == part)
 
 
+def _expected_back(f: Facts) -> tuple[PartEvent, ...]:
+    """The parts service's expected returns — and, where they expect fewer of a part than
+    a live repair replaced under warranty (its reactor has yet to decide), those parts:
+    they come back whatever the catalogue says (``return_expected``), so the checklist
+    does not read "nothing expected" while the decision is on its way."""
+    live = (r for r in f.repairs if r.version > f.imported_through)
+    assumed = tuple(part for r in live for part in r.warranty_parts)
+    decided, owed = _quantities(f.expected_returns), _quantities(assumed)
+    short = {part for part, quantity in owed.items() if quantity > decided.get(part, 0)}
+    kept = tuple(e for e in f.expected_returns if e.part_number not in short)
+    return kept + tuple(e for e in assumed if e.part_number in short)
+
+
+def _quantities(events: tuple[PartEvent, ...]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for e in events:
+        found[e.part_number] = found.get(e.part_number, 0) + e.quantity
+    return found
+
+
 def _outstanding(expected: tuple[PartEvent, ...], returned: tuple[PartEvent, ...]) -> set[str]:
-    owed: dict[str, int] = {}
-    for e in expected:
-        owed[e.part_number] = owed.get(e.part_number, 0) + e.quantity
+    owed = _quantities(expected)
     for r in returned:
         if r.part_number in owed:
             owed[r.part_number] -= r.quantity

@@ -147,6 +147,8 @@ class Repair:
     version: int = 0  # in the ticket stream
     # Parts were used that may have to come back (under warranty, or the warranty paid).
     returns_possible: bool = False
+    # The parts it replaced under warranty: they come back whatever the catalogue says.
+    warranty_parts: tuple[PartEvent, ...] = ()
     # The resolution breach recorded before this repair (its SlaBreached), if any.
     breached_before: str | None = None
 
@@ -603,6 +605,11 @@ def _repaired(f: Facts, eid: str, at: datetime, p: TicketRepaired) -> Facts:
         version=f.version,
         returns_possible=any(
             u.under_warranty or p.cost_borne_by is CostBearer.warranty for u in p.parts_used
+        ),
+        warranty_parts=tuple(
+            PartEvent(eid, normalise_part_number(u.part_number), u.quantity)
+            for u in p.parts_used
+            if u.under_warranty
         ),
         breached_before=f.breach("resolution"),
     )
