@@ -29,6 +29,7 @@ from shared.eventstore.db import Database
 from shared.eventstore.ledger import NO_STREAM
 from shared.eventstore.migrations import upgrade
 from shared.eventstore.tables import events
+from shared.kernel.events.envelope import EventEnvelope
 from shared.kernel.events.tickets import TicketClosed
 from shared.readmodels.ticket_state import TicketStateProjection, ticket_state
 from tests.support.auth import headers_for
@@ -399,6 +400,12 @@ async def test_export_round_trips_and_detects_tampering(
         )
 
     assert (await check(data, summary)).ok
+    # An event the ledger no longer holds at its position (a ledger cut short) says so.
+    from shared.app.audit import _against_ledger
+
+    gone = EventEnvelope.trusted({**envelopes[0].__dict__, "position": 10**9})
+    said = await platform.db.read(lambda c: _against_ledger(c, [gone]))
+    assert said == [f"event {gone.event_id} (position {10**9}) is not in the ledger"]
     tampered = data.replace(b"WM-700", b"WM-701")
     found = await check(tampered, summary)
     assert not found.ok and any("sha256" in p for p in found.problems)

@@ -33,13 +33,13 @@ from shared.app.platform import Platform
 from shared.eventstore.driver import rows_tolerating_damage
 from shared.eventstore.ledger import checked_row
 from shared.eventstore.outbox import outbox_backlog
-from shared.eventstore.tables import events, projection_checkpoints, seen_in_region
+from shared.eventstore.tables import events, projection_checkpoints
 from shared.eventstore.verify import ledger_end_problems, link_problems, unreadable_detail
 from shared.kernel import lifecycle
 from shared.kernel.errors import InvalidCommand
 from shared.kernel.events.envelope import GENESIS_HASH
 from shared.kernel.reach import EVERYWHERE, Reach
-from shared.readmodels.ticket_state import ticket_state
+from shared.readmodels.ticket_state import seen_by_region, ticket_state
 
 T = TypeVar("T")
 
@@ -521,7 +521,7 @@ LIVE_COLUMNS = (
 def _event_scope(scope: Reach) -> list[ColumnElement[bool]]:
     # Events without a region (network, parts, quality streams) are headquarters' view,
     # but for the checkpoints and the customers' streams (as intake's GET /streams/events).
-    return [seen_in_region(scope.region)] if scope.region is not None else []
+    return [seen_by_region(scope.region)] if scope.region is not None else []
 
 
 def recent_events(conn: Connection, scope: Reach, limit: int) -> list[Any]:

@@ -428,7 +428,10 @@ def _against_ledger(conn: Connection, envelopes: Sequence[EventEnvelope]) -> lis
     problems = []
     for e in envelopes:
         row = rows.get(e.position)
-        if row is None or row.hash != e.hash:
+        if row is None:
+            problems.append(f"event {e.event_id} (position {e.position}) is not in the ledger")
+            continue
+        if row.hash != e.hash:
             problems.append(f"event {e.event_id} (position {e.position}) differs from the ledger")
             continue
         try:

@@ -241,10 +241,14 @@ def _cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
                 )
                 return 2
             # The key beside the database is what an intruder would replace with theirs.
+            whose = (
+                "TICKETLINE_CHECKPOINT_SIGNING_KEY"
+                if settings.checkpoint_signing_key is not None
+                else "this data directory's key"
+            )
             print(
-                "ticketline verify: checking the checkpoints' signatures with this data "
-                "directory's key; give --public-key FILE (the key the centers were given) "
-                "not to trust it",
+                f"ticketline verify: checking the checkpoints' signatures with {whose}; give "
+                "--public-key FILE (the key the centers were given) not to trust it",
                 file=sys.stderr,
             )
         held = read_held(Path(args.checkpoints), key)

@@ -15,9 +15,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
-    or_,
 )
-from sqlalchemy.sql.elements import ColumnElement
 
 from shared.eventstore.db import UtcDateTime, metadata
 
@@ -55,17 +53,13 @@ events = Table(
 )
 
 
-# Streams of no region that every region's caller receives: the signed ledger checkpoints
+# Streams of no region that regions' callers receive: the signed ledger checkpoints
 # (every center keeps them, docs/checkpoints.md) and the customers' erasures and legal
-# holds (a center holding a customer's tickets must learn of them: a region's SSE stream
-# shows them reduced to ids, shared/http/streams.py).
+# holds (a center holding a customer's tickets must learn of them: which regions, and
+# what of them, is ``shared.readmodels.ticket_state.seen_by_region`` and the streams').
+LEDGER_STREAM = "ledger"
 CUSTOMER_STREAM = "customer"
-EVERY_REGIONS_STREAMS = ("ledger", CUSTOMER_STREAM)
-
-
-def seen_in_region(region: str) -> ColumnElement[bool]:
-    """The events a region's caller receives: its region's and ``EVERY_REGIONS_STREAMS``."""
-    return or_(events.c.region == region, events.c.stream_type.in_(EVERY_REGIONS_STREAMS))
+EVERY_REGIONS_STREAMS = (LEDGER_STREAM, CUSTOMER_STREAM)
 
 
 event_sequence = Table(

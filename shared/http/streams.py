@@ -19,13 +19,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 
 from shared.app.platform import Platform
 from shared.eventstore.db import DatabaseUnavailable
 from shared.eventstore.driver import rows_tolerating_damage
 from shared.eventstore.ledger import row_to_envelope
-from shared.eventstore.tables import CUSTOMER_STREAM, events, seen_in_region
+from shared.eventstore.tables import CUSTOMER_STREAM, events
 from shared.http.app import get_platform
 from shared.http.auth.personal_data import mask_payload
 from shared.http.context import Principal, allow, credentials_expire_at, region_asked
@@ -36,7 +36,7 @@ from shared.kernel.errors import InvalidCommand
 from shared.kernel.events.envelope import EventEnvelope, canonical_json
 from shared.kernel.events.registry import UnreadableEvent, all_payload_classes
 from shared.kernel.text import escape_line_separators
-from shared.readmodels.ticket_state import ticket_state
+from shared.readmodels.ticket_state import seen_by_region, ticket_state
 
 log = logging.getLogger("ticketline.streams")
 
@@ -132,7 +132,7 @@ async def read_after(
         select(events).where(events.c.position > position).order_by(events.c.position).limit(limit)
     )
     if region:
-        query = query.where(seen_in_region(region))
+        query = query.where(seen_by_region(region))
     if types:
         query = query.where(events.c.event_type.in_(types))
     rows = await platform.db.read(lambda c: rows_tolerating_damage(c, query))
@@ -145,39 +145,35 @@ async def read_after(
             damaged = exc
             break
     if region and any(e.stream_type == CUSTOMER_STREAM for e in found):
-        found = await platform.db.read(lambda c: seen_by_region(c, region, found))
+        found = await platform.db.read(lambda c: reduced_for_region(c, region, found))
     return found, damaged
 
 
-# What a region's stream keeps of a customer's erasure or legal hold: ids, and of the
-# tickets an erasure lists, the region's own (another region's ticket does not exist for
-# it); request, legal basis and reason are text for the whole platform. Reduced, the event
-# no longer matches its hash, as a masked one does (auditors verify with /audit/export).
+# What a region's stream keeps of a customer's erasure or legal hold (it gets those of
+# customers with tickets in the region: ``seen_by_region``): ids, and of the tickets an
+# erasure lists, the region's own (another region's ticket does not exist for it);
+# request, legal basis and reason are text for the whole platform. Reduced, the event no
+# longer matches its hash, as a masked one does (auditors verify with /audit/export).
 _REGION_KEEPS = {"CustomerDataErased": ("customer_id", "source", "tickets")}
 
 
-def seen_by_region(
+def reduced_for_region(
     conn: Connection, region: str, found: list[EventEnvelope]
 ) -> list[EventEnvelope]:
-    """``found`` as the region's stream shows it: a customer's event only when the
-    customer has tickets in the region, reduced to ids (``_REGION_KEEPS``)."""
     out: list[EventEnvelope] = []
     for event in found:
         if event.stream_type != CUSTOMER_STREAM:
             out.append(event)
             continue
         p = event.payload
-        theirs = select(ticket_state.c.ticket_id).where(ticket_state.c.region == region)
-        if "tickets" in p:
-            theirs = theirs.where(ticket_state.c.ticket_id.in_(list(p["tickets"])))
-        else:
-            theirs = theirs.where(ticket_state.c.customer_id == p.get("customer_id")).limit(1)
-        tickets = set(conn.execute(theirs).scalars())
-        if not tickets:
-            continue
         kept = {k: p[k] for k in _REGION_KEEPS.get(event.event_type, ("customer_id",)) if k in p}
         if "tickets" in kept:
-            kept["tickets"] = [t for t in p["tickets"] if t in tickets]
+            theirs = select(ticket_state.c.ticket_id).where(
+                ticket_state.c.ticket_id.in_(list(p["tickets"])),
+                func.lower(ticket_state.c.region) == region,
+            )
+            found_here = set(conn.execute(theirs).scalars())
+            kept["tickets"] = [t for t in p["tickets"] if t in found_here]
         out.append(EventEnvelope.trusted({**event.__dict__, "payload": kept}))
     return out
 

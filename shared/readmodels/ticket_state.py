@@ -11,11 +11,27 @@ from datetime import datetime
 from functools import cache, partial
 from typing import Any, ClassVar
 
-from sqlalchemy import Column, Connection, Index, Integer, String, Table, Text, text
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Connection,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    and_,
+    func,
+    or_,
+    select,
+    text,
+)
 
 from shared.eventstore.db import UtcDateTime, metadata
 from shared.eventstore.driver import sqlite_driver
 from shared.eventstore.projection import Row, RowProjection, _write_time
+from shared.eventstore.tables import EVERY_REGIONS_STREAMS, LEDGER_STREAM, events
+from shared.kernel.events.customers import customer_stream_id
 from shared.kernel.events.envelope import EventEnvelope
 from shared.kernel.events.registry import all_payload_classes, payload_dict
 from shared.kernel.lifecycle import STATUS_AFTER_TEXT, TicketStatus
@@ -428,3 +444,24 @@ _SQLITE_VERSIONS = (
     f"{_VERSIONS} SELECT :projection, stream_id, max(stream_version) FROM events"
     " WHERE stream_type = 'ticket' AND position <= :head GROUP BY stream_id"
 )
+
+
+def seen_by_region(region: str) -> ColumnElement[bool]:
+    """The events a region's caller receives (intake's ``GET /streams/events``, the
+    console's live page): its region's, the ledger's checkpoints, and the erasures and
+    legal holds of customers with tickets in the region — another region's customer does
+    not exist for it (``customer-<id>`` streams: ``customer_stream_id``)."""
+    customer = func.substr(events.c.stream_id, len(customer_stream_id("")) + 1)
+    # (The region compared through lower(), as stored: the customer's index, not the
+    # region's, finds the few rows — SQLite, without statistics, took the region's.)
+    theirs = (
+        select(ticket_state.c.ticket_id)
+        .where(ticket_state.c.customer_id == customer, func.lower(ticket_state.c.region) == region)
+        .exists()
+    )
+    # The stream types as one IN: the plan reads both indexes by position (no sort).
+    of_no_region = events.c.stream_type.in_(EVERY_REGIONS_STREAMS)
+    return or_(
+        events.c.region == region,
+        and_(of_no_region, or_(events.c.stream_type == LEDGER_STREAM, theirs)),
+    )

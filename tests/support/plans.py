@@ -56,6 +56,11 @@ def plan_problems(
             walk = in_order and "LIMIT" in statement
             if scanned and scanned.group(1) in big and not walk:
                 problems.append(f"{detail}\n  in {statement}")
-            if "TEMP B-TREE FOR ORDER BY" in detail and any(t in statement for t in unsorted):
+            sorted_table = re.search(r"FROM (\w+)", statement)  # the outer query's
+            if (
+                "TEMP B-TREE FOR ORDER BY" in detail
+                and sorted_table
+                and sorted_table.group(1) in unsorted
+            ):
                 problems.append(f"{detail}\n  in {statement}")
     return problems
