@@ -182,6 +182,28 @@ async def test_a_flag_is_a_json_boolean(platform: Platform, active: Any) -> None
 
 
 @SQLITE
+@pytest.mark.parametrize("flag", ["yes", 1, "true"])
+async def test_every_flag_of_a_dispatch_body_is_a_json_boolean(
+    platform: Platform, flag: Any
+) -> None:
+    """The event's own fields (a service point's ``active``, a policy's ``pause_for_parts``,
+    a used part's ``under_warranty``) take JSON booleans only, as every other flag does."""
+    from services.dispatch.schemas import SERVICE_POINT_EXAMPLE
+    from services.dispatch.sla_schemas import POLICY_EXAMPLE
+
+    async with service_client("dispatch", platform, role="admin") as admin:
+        point = {**SERVICE_POINT_EXAMPLE, "active": flag}
+        assert_problem(await admin.post("/service-points", json=point), 422, "active")
+        policy = {**POLICY_EXAMPLE, "pause_for_parts": flag}
+        answer = await admin.put("/sla-policies/p-1", json=policy)
+        assert_problem(answer, 422, "pause_for_parts")
+    from shared.kernel.events.tickets import UsedPart
+
+    with pytest.raises(ValueError, match="under_warranty"):
+        UsedPart.model_validate({"part_number": "P-1", "under_warranty": flag})
+
+
+@SQLITE
 async def test_a_method_not_allowed_names_every_method_of_the_path(platform: Platform) -> None:
     async with service_client("intake", platform, role="admin") as intake:
         response = await intake.delete("/tickets")

@@ -16,6 +16,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StringConstraints,
     ValidationInfo,
     ValidatorFunctionWrapHandler,
@@ -117,7 +118,7 @@ class ServicePointDescription(BaseModel):
         description="Postcode prefixes covered within the region; empty = the whole region.",
     )
     address: ShortText | None = None
-    active: bool = True
+    active: StrictBool = True
 
 
 class ServicePointRegistered(

@@ -18,7 +18,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, Field, Strict, StringConstraints
+from pydantic import AwareDatetime, Field, Strict, StrictBool, StringConstraints
 
 from shared.kernel.events.envelope import EventPayload
 from shared.kernel.events.registry import upcaster
@@ -65,7 +65,7 @@ class PartCatalogued(EventPayload, event_type="PartCatalogued", stream_type=_PAR
         default_factory=list, description="Product models it fits; empty = any model."
     )
     unit_cost: float = Field(ge=0)
-    return_required: bool = Field(
+    return_required: StrictBool = Field(
         description="The old part must come back when replaced under warranty."
     )
 
@@ -77,7 +77,7 @@ class PartUpdated(EventPayload, event_type="PartUpdated", stream_type=_PART):
     name: ShortText
     fits_models: list[ShortText] = Field(default_factory=list)
     unit_cost: float = Field(ge=0)
-    return_required: bool
+    return_required: StrictBool
 
 
 # --- locations -------------------------------------------------------------------------
@@ -112,7 +112,7 @@ class StockReceived(
     per location and part, before any other movement)."""
 
     reference: ShortText | None = Field(default=None, description="Delivery note, order…")
-    opening_balance: bool = Field(
+    opening_balance: StrictBool = Field(
         default=False,
         description="The stock on hand carried over from the replaced system (not a delivery).",
     )
@@ -144,7 +144,7 @@ class StockConsumed(StockMovement, event_type="StockConsumed", stream_type=_STOC
     """Fitted in a repair: from the issued parts (issued −q) or, without a requisition,
     straight from the shelf (on hand −q). Replenishment averages these."""
 
-    from_issued: bool
+    from_issued: StrictBool
     trigger_event_id: ShortText = Field(description="The TicketRepaired event it follows.")
 
 

@@ -23,6 +23,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StrictFloat,
     StringConstraints,
 )
@@ -190,7 +191,7 @@ class SlaPolicyDescription(Frozen):
     pause_reasons: list[PauseReason] = Field(
         default_factory=lambda: list(DEFAULT_PAUSE_REASONS), min_length=1, max_length=20
     )
-    pause_for_parts: bool = Field(
+    pause_for_parts: StrictBool = Field(
         default=True,
         description="Pause (waiting_for_parts) while a requisition's part comes from another "
         "location than the one that asked; resume when it is issued.",

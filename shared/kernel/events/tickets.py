@@ -18,6 +18,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     StringConstraints,
 )
 
@@ -166,7 +167,7 @@ class UsedPart(Part):
     quantity: int = Field(default=1, ge=1, le=100)
     new_serial: ShortText | None = None
     old_serial: ShortText | None = None
-    under_warranty: bool = False
+    under_warranty: StrictBool = False
 
 
 _TICKET = "ticket"
@@ -221,7 +222,7 @@ class TicketDispatched(EventPayload, event_type="TicketDispatched", stream_type=
     appointment_start: AwareDatetime
     appointment_end: AwareDatetime
     reason: LongText
-    redispatch: bool = False
+    redispatch: StrictBool = False
 
 
 class TicketVisited(EventPayload, event_type="TicketVisited", stream_type=_TICKET):
@@ -249,7 +250,7 @@ class FollowUpRecorded(
 
     satisfaction_score: int = Field(ge=0, le=100)
     would_recommend: int = Field(ge=0, le=10)
-    problem_solved: bool
+    problem_solved: StrictBool
     comment: Annotated[LongText, Personal()] | None = None
     channel: FollowUpChannel
 
@@ -257,7 +258,7 @@ class FollowUpRecorded(
 class TicketReopened(EventPayload, event_type="TicketReopened", stream_type=_TICKET):
     reason: LongText
     source: Annotated[str, StringConstraints(pattern=r"^(follow_up|complaint)$")]
-    escalated: bool = True
+    escalated: StrictBool = True
 
 
 class TicketClosed(EventPayload, event_type="TicketClosed", stream_type=_TICKET):
@@ -309,7 +310,7 @@ class ComplaintFiled(
 ):
     complaint: Annotated[LongText, Personal()]
     channel: Channel
-    public: bool = Field(default=False, description="Public complaint or media exposure.")
+    public: StrictBool = Field(default=False, description="Public complaint or media exposure.")
 
 
 class PartGrade(StrEnum):
@@ -327,7 +328,7 @@ class OldPartReturned(EventPayload, event_type="OldPartReturned", stream_type=_T
     location_id: ShortText
     service_point_id: ShortText | None = None
     due_at: AwareDatetime
-    late: bool = False
+    late: StrictBool = False
     grade: PartGrade | None = None
 
 
