@@ -406,6 +406,7 @@ async def test_json_lines_and_times_without_an_offset(platform: Platform, tmp_pa
         '{"id": "rc-east", "name": "East", "level": "regional_center", "parent_id": "hq", "region": "east"}\n'
         '{"id": "x", "colour": "red"}\n'
         "not json\n"
+        '{"id": "sp-7", "id": "sp-8", "name": "I", "level": "headquarters"}\n'
     )
     summary, sink = await import_file(platform, "service_points", path)
     assert summary.status == "refused"
@@ -415,9 +416,12 @@ async def test_json_lines_and_times_without_an_offset(platform: Platform, tmp_pa
         (3, "parent_id"),  # its parent's row is in error
         (4, "colour"),
         (5, "(row)"),
+        (6, "id"),  # a key given twice: no value to guess at
     ]
     assert "UTC offset" in found[0][2] and found[1][2] == "no service point hq"
     assert found[2][2] == "unknown field" and found[3][2].startswith("not JSON")
+    assert "at column 1" in found[3][2] and "line 1" not in found[3][2]  # the row is line 5
+    assert found[4][2] == "given more than once in its object"
     summary, sink = await import_file(
         platform, "service_points", path, timezone="Asia/Shanghai", skip_invalid=True
     )

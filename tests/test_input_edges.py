@@ -182,6 +182,22 @@ async def test_a_flag_is_a_json_boolean(platform: Platform, active: Any) -> None
 
 
 @SQLITE
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"urgency": "normal", "n": ' + "9" * 4301 + "}",  # past Python's digits for an int
+        '{"urgency": "normal", "n": ' + "[" * 3000 + "]" * 3000 + "}",  # past its recursion
+    ],
+)
+async def test_json_no_reader_takes_is_a_422_naming_the_body(platform: Platform, body: str) -> None:
+    """Valid JSON the parsers refuse (a 4,301-digit number, nesting 3,000 deep) was the
+    framework's bare 400 'error parsing the body'."""
+    async with service_client("intake", platform) as agent:
+        response = await agent.post("/tickets", content=body, headers=JSON)
+    assert_problem(response, 422, "body")
+
+
+@SQLITE
 @pytest.mark.parametrize("flag", ["yes", 1, "true"])
 async def test_every_flag_of_a_dispatch_body_is_a_json_boolean(
     platform: Platform, flag: Any

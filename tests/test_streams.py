@@ -110,9 +110,11 @@ async def test_filter_by_type_and_start_from_now(platform: Platform) -> None:
 async def test_a_regions_stream_shows_a_customers_erasure_and_holds_as_its_own_ids(
     platform: Platform, life: Lifecycle
 ) -> None:
-    """A region's caller learns of the erasure and the legal holds of a customer with
-    tickets in its region — ids only, and of the tickets the region's own; a region where
-    the customer has none does not hear of them. Unfiltered, the events are whole."""
+    """A region's caller learns of a customer's erasure and legal holds once one of the
+    customer's tickets had an event in the region before them (it holds their data; also
+    after a correction moved the ticket away) — ids only, and of the tickets those it
+    held. A region the customer came to later does not get the earlier hold, then or in
+    a replay; one the customer never was in hears nothing. Unfiltered, events are whole."""
     east, west = await life.open(region="east"), await life.open(region="west")
     customer_id = await platform.db.read(
         lambda c: c.execute(
@@ -120,29 +122,47 @@ async def test_a_regions_stream_shows_a_customers_erasure_and_holds_as_its_own_i
         ).scalar_one()
     )
     assert customer_id
+    stream_id = f"customer-{customer_id}"
     held = LegalHoldPlaced(customer_id=customer_id, reason="court case 12")
+    await append(platform, stream_id, NO_STREAM, [held])
+    north = await life.open(region="north")  # the same customer, after the hold
+    moved = {
+        "address": {"line": "2 South St", "city": "Xiamen", "region": "south"},
+        "reason": "moved",
+    }
+    assert (await life.intake.patch(f"/tickets/{west}/contact", json=moved)).status_code == 200
     erased = CustomerDataErased(
-        customer_id=customer_id, request_id="DSR-9", legal_basis="PIPL", tickets=[east, west]
+        customer_id=customer_id, request_id="DSR-9", legal_basis="PIPL", tickets=[east, west, north]
     )
-    await append(platform, f"customer-{customer_id}", NO_STREAM, [held, erased])
+    await append(platform, stream_id, 1, [erased])
     customers = ["LegalHoldPlaced", "CustomerDataErased"]
 
-    async def stream(region: str | None, count: int) -> list[dict]:
-        headers = headers_for("regional_center", region=region) if region else AUDITOR
-        return await collect(
-            url, region=region, types=customers, from_beginning=True, position_file=None,
-            max_events=count, headers=headers,
-        )  # fmt: skip
+    async def seen(region: str) -> list[dict]:
+        found, _ = await read_after(platform, 0, region, customers, 100)
+        return [e.payload for e in found]
 
+    hold_only = {"customer_id": customer_id}
+
+    def erasure(*tickets: str) -> dict:
+        return {"customer_id": customer_id, "source": "request", "tickets": list(tickets)}
+
+    assert await seen("east") == [hold_only, erasure(east)]
+    assert await seen("west") == [hold_only, erasure(west)]  # held it before the move
+    assert await seen("south") == [erasure(west)]
+    assert await seen("north") == [erasure(north)]  # came after the hold: never gets it
+    assert await seen("nowhere") == []
     async with serve_app(create_app(platform)) as url:
-        seen = await stream("east", 2)
-        whole = await stream(None, 2)
-    assert [e["payload"] for e in seen] == [
-        {"customer_id": customer_id},
-        {"customer_id": customer_id, "source": "request", "tickets": [east]},
-    ]
-    assert whole[1]["payload"]["tickets"] == [east, west] and whole[0]["payload"]["reason"]
-    assert await read_after(platform, 0, "north", customers, 100) == ([], None)
+        headers = headers_for("regional_center", region="east")
+        over_http = await collect(
+            url, region="east", types=customers, from_beginning=True, position_file=None,
+            max_events=2, headers=headers,
+        )  # fmt: skip
+        whole = await collect(
+            url, region=None, types=customers, from_beginning=True, position_file=None,
+            max_events=2,
+        )  # fmt: skip
+    assert [e["payload"] for e in over_http] == [hold_only, erasure(east)]
+    assert whole[1]["payload"]["tickets"] == [east, west, north] and whole[0]["payload"]["reason"]
 
 
 async def test_bad_stream_requests_are_422(platform: Platform) -> None:

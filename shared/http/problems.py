@@ -348,8 +348,23 @@ class UnhandledErrorMiddleware:
             await response(scope, receive, send)
 
 
+# Valid JSON no reader takes: the framework's body parsing answers a bare 400 for it.
+_UNREADABLE_JSON = {
+    ValueError: "a number of more than 4300 digits: no field takes one",
+    RecursionError: "nested deeper than any field of this API",
+}
+
+
 async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
+    cause = type(exc.__cause__)
+    if exc.status_code == 400 and cause in _UNREADABLE_JSON:
+        reason = _UNREADABLE_JSON[cause]
+        errors = [{"field": "body", "message": reason}]
+        return problem_response(
+            request, 422, "validation-error", "The request is not valid", f"body: {reason}",
+            errors=errors,
+        )  # fmt: skip
     slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
     detail = exc.detail if isinstance(exc.detail, str) else None
     headers = dict(exc.headers) if exc.headers else {}

@@ -19,7 +19,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, select
 
 from shared.app.platform import Platform
 from shared.eventstore.db import DatabaseUnavailable
@@ -36,7 +36,7 @@ from shared.kernel.errors import InvalidCommand
 from shared.kernel.events.envelope import EventEnvelope, canonical_json
 from shared.kernel.events.registry import UnreadableEvent, all_payload_classes
 from shared.kernel.text import escape_line_separators
-from shared.readmodels.ticket_state import seen_by_region, ticket_state
+from shared.readmodels.ticket_state import region_held_before, seen_by_region, ticket_state
 
 log = logging.getLogger("ticketline.streams")
 
@@ -150,8 +150,8 @@ async def read_after(
 
 
 # What a region's stream keeps of a customer's erasure or legal hold (it gets those of
-# customers with tickets in the region: ``seen_by_region``): ids, and of the tickets an
-# erasure lists, the region's own (another region's ticket does not exist for it);
+# customers whose tickets it held: ``seen_by_region``): ids, and of the tickets an
+# erasure lists, those the region held (another region's ticket does not exist for it);
 # request, legal basis and reason are text for the whole platform. Reduced, the event no
 # longer matches its hash, as a masked one does (auditors verify with /audit/export).
 _REGION_KEEPS = {"CustomerDataErased": ("customer_id", "source", "tickets")}
@@ -168,10 +168,8 @@ def reduced_for_region(
         p = event.payload
         kept = {k: p[k] for k in _REGION_KEEPS.get(event.event_type, ("customer_id",)) if k in p}
         if "tickets" in kept:
-            theirs = select(ticket_state.c.ticket_id).where(
-                ticket_state.c.ticket_id.in_(list(p["tickets"])),
-                func.lower(ticket_state.c.region) == region,
-            )
+            held = region_held_before(region, event.position)
+            theirs = held.where(ticket_state.c.ticket_id.in_(list(p["tickets"]))).distinct()
             found_here = set(conn.execute(theirs).scalars())
             kept["tickets"] = [t for t in p["tickets"] if t in found_here]
         out.append(EventEnvelope.trusted({**event.__dict__, "payload": kept}))

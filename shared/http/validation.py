@@ -148,7 +148,7 @@ async def _check_input(request: Request) -> None:
         where = duplicate_key_path(body) or exc.key
         raise invalid(where, "given more than once in its object") from None
     except (ValueError, RecursionError):
-        return  # not JSON (or too deep): the route's body parsing answers
+        return  # not JSON (or no reader takes it): the route's body parsing answers
     if may_hold_invalid_text(body) or may_hold_non_finite(body):
         check_document(document)
 

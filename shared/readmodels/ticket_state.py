@@ -17,6 +17,7 @@ from sqlalchemy import (
     Connection,
     Index,
     Integer,
+    Select,
     String,
     Table,
     Text,
@@ -448,20 +449,33 @@ _SQLITE_VERSIONS = (
 
 def seen_by_region(region: str) -> ColumnElement[bool]:
     """The events a region's caller receives (intake's ``GET /streams/events``, the
-    console's live page): its region's, the ledger's checkpoints, and the erasures and
-    legal holds of customers with tickets in the region — another region's customer does
-    not exist for it (``customer-<id>`` streams: ``customer_stream_id``)."""
+    console's live page): its region's, the ledger's checkpoints, and a customer's
+    erasure and legal holds once one of the customer's tickets had an event in the region
+    before them — the region holds that customer's data (also after a correction moved
+    the ticket away); another region's customer does not exist for it. Decided by what
+    came before each event, so a position's answer never changes later."""
     customer = func.substr(events.c.stream_id, len(customer_stream_id("")) + 1)
-    # (The region compared through lower(), as stored: the customer's index, not the
-    # region's, finds the few rows — SQLite, without statistics, took the region's.)
-    theirs = (
-        select(ticket_state.c.ticket_id)
-        .where(ticket_state.c.customer_id == customer, func.lower(ticket_state.c.region) == region)
-        .exists()
+    theirs = region_held_before(region, events.c.position).where(
+        ticket_state.c.customer_id == customer
     )
-    # The stream types as one IN: the plan reads both indexes by position (no sort).
+    # The stream types as one IN: the plan reads both indexes by position.
     of_no_region = events.c.stream_type.in_(EVERY_REGIONS_STREAMS)
     return or_(
         events.c.region == region,
-        and_(of_no_region, or_(events.c.stream_type == LEDGER_STREAM, theirs)),
+        and_(of_no_region, or_(events.c.stream_type == LEDGER_STREAM, theirs.exists())),
+    )
+
+
+def region_held_before(region: str, position: Any) -> Select[tuple[str]]:
+    """The tickets with an event in ``region`` before ``position`` (ids; add a filter on
+    ``ticket_state``: a customer, ticket ids). Region and position are compared as
+    expressions (``|| ''``, ``+ 0``) so no index serves them: the plan starts from the
+    few tickets the filter names and reads their events by stream, never a region's
+    history up to the position."""
+    held = events.alias("held")
+    return (
+        select(held.c.stream_id)
+        .select_from(ticket_state)
+        .join(held, held.c.stream_id == ticket_state.c.ticket_id)
+        .where((held.c.region + "") == region, (held.c.position + 0) < position)
     )

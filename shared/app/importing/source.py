@@ -23,6 +23,7 @@ import orjson
 
 from shared.app.importing.cells import cell_value
 from shared.app.importing.fields import Column, Problem
+from shared.kernel.text import DuplicateKey, loads_unique
 
 CHUNK = 1 << 20
 # Tried in this order when no encoding is given. GB18030 decodes most byte strings, so
@@ -229,9 +230,14 @@ def _jsonl_rows(source: Source, known: set[str]) -> Iterator[RawRow]:
             if not text.strip():
                 continue
             try:
-                value = orjson.loads(text)
-            except orjson.JSONDecodeError as exc:
-                yield RawRow(number, None, (Problem(number, "(row)", f"not JSON: {exc}"),))
+                value = loads_unique(text)
+            except DuplicateKey as exc:
+                problem = Problem(number, exc.key, "given more than once in its object")
+                yield RawRow(number, None, (problem,))
+                continue
+            except orjson.JSONDecodeError as exc:  # its line is the row's (1): the column says
+                said = f"not JSON: {exc.msg} at column {exc.colno}"
+                yield RawRow(number, None, (Problem(number, "(row)", said),))
                 continue
             if not isinstance(value, dict):
                 yield RawRow(number, None, (Problem(number, "(row)", "not a JSON object"),))
