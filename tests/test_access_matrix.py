@@ -62,6 +62,8 @@ PRIVACY = frozenset({"privacy_officer", "admin"})
 POLICY: dict[tuple[str, str], frozenset[str] | str] = {
     ("GET", "/health/live"): OPEN,
     ("GET", "/health/ready"): OPEN,
+    ("HEAD", "/health/live"): OPEN,  # uptime monitors probe with HEAD
+    ("HEAD", "/health/ready"): OPEN,
     # intake
     ("POST", "/tickets"): frozenset({"call_center_agent"}),
     ("POST", "/tickets/{ticket_id}/diagnosis"): frozenset({"call_center_agent", "dispatcher"}),
@@ -197,7 +199,7 @@ def _walk(routes: list[Any], prefix: str = "") -> list[tuple[str, str]]:
     found = []
     for route in routes:
         if isinstance(route, APIRoute):
-            found += [(m, prefix + route.path) for m in sorted(route.methods - {"HEAD", "OPTIONS"})]
+            found += [(m, prefix + route.path) for m in sorted(route.methods - {"OPTIONS"})]
         elif hasattr(route, "original_router"):
             found += _walk(route.original_router.routes, prefix + route.include_context.prefix)
     return found

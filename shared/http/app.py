@@ -189,6 +189,9 @@ def health_router() -> APIRouter:
             }
         )
 
+    # HEAD too, as uptime monitors probe (uvicorn sends the head without the body).
+    for path, probe in (("/health/live", live), ("/health/ready", ready)):
+        router.add_api_route(path, probe, methods=["HEAD"], include_in_schema=False)
     return router
 
 

@@ -206,8 +206,9 @@ def keyset_cursor(ident: Callable[[str], object]) -> Callable[[str | None], str 
         cursor: str | None = Query(
             default=None,
             max_length=200,
-            description="The next page: the cursor in the previous page's `next_cursor` (or in "
-            'its `Link: <…>; rel="next"` header).',
+            description="The next page: the cursor of the previous page's "
+            '`Link: <…>; rel="next"` header (and, where the page is an object, its '
+            "`next_cursor`).",
         ),
     ) -> str | None:
         if cursor is not None:
