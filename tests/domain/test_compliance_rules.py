@@ -339,13 +339,23 @@ def test_quantities_are_summed_per_part() -> None:
     assert compliance.parts_returned(t.facts).status == TRUE
 
 
-def test_the_parts_service_decides_what_must_come_back() -> None:
-    """The repair's own flag decides nothing: until the parts service expects a part, no
-    part is owed; a repair without expectations is compliant."""
+def test_a_part_replaced_under_warranty_is_owed_before_the_parts_service_says_so() -> None:
+    """The parts service decides what must come back (``return_expected``); a part the
+    repair replaced under warranty always must, so the checklist owes it from the repair
+    itself (the service's reactor may lag) and takes the service's expectation, when it
+    comes, for the same part. Parts the warranty did not bear are owed only once the
+    service expects them (the catalogue's say): until then the repair is compliant."""
     t = Ticket()
     assert compliance.parts_returned(t.facts) == Item(PENDING, (), "not repaired yet")
     repair = t.through_repair(part(under_warranty=True))
-    assert compliance.parts_returned(t.facts) == Item(TRUE, (repair,), "no old parts expected back")
+    owed = "awaiting return of MOTOR-1"
+    assert compliance.parts_returned(t.facts) == Item(PENDING, (repair,), owed)
+    expected = t.expect("MOTOR-1")
+    assert compliance.parts_returned(t.facts) == Item(PENDING, (expected,), owed)
+    other = Ticket()
+    fixed = other.through_repair(part(under_warranty=False))
+    nothing = "no old parts expected back"
+    assert compliance.parts_returned(other.facts) == Item(TRUE, (fixed,), nothing)
 
 
 def test_a_late_or_overdue_part_fails_grouped_by_part() -> None:

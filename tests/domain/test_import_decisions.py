@@ -104,7 +104,7 @@ def test_old_part_returns_of_an_imported_repair_are_unknown() -> None:
     t = Ticket()
     t.through_repair(UsedPart(part_number="MOTOR", under_warranty=True))
     t.at(30).follow_up()
-    assert compliance.parts_returned(t.facts).status == TRUE  # nothing expected back
+    assert compliance.parts_returned(t.facts).status == PENDING  # live: owed from the repair
     items = compliance.checklist(imported(t))
     assert items["parts_returned"].status == UNKNOWN
     assert items["follow_up_done"].status == TRUE and items["steps_in_order"].status == TRUE
