@@ -28,7 +28,7 @@ from services.console.auth import (
 from services.console.routes import page_of, path_and_query, render, router, sign_in_page
 from shared.app.platform import Platform
 from shared.http.app import create_service_app
-from shared.http.problems import ProblemError
+from shared.http.problems import ProblemError, field_path
 from shared.kernel.errors import InvalidCommand, NotFound
 from shared.kernel.events.registry import UnreadableEvent
 
@@ -138,13 +138,7 @@ def refused_parameters(exc: Exception) -> list[str]:
     elif isinstance(exc, ProblemError):
         names = [str(e["field"]) for e in exc.extensions.get("errors", []) if e.get("field")]
     elif isinstance(exc, RequestValidationError):
-        located = [tuple(e.get("loc", ())) for e in exc.errors()]
-        names = [
-            str(loc[1] if loc[0] in _PLACES and len(loc) > 1 else loc[0]) for loc in located if loc
-        ]
+        names = [field_path(tuple(e.get("loc", ()))) for e in exc.errors()]
     else:
         names = []
     return list(dict.fromkeys(names))
-
-
-_PLACES = ("query", "path", "header", "cookie", "body")

@@ -18,6 +18,8 @@ from sqlalchemy import (
 )
 
 from shared.eventstore.db import UtcDateTime, metadata
+from shared.kernel.events.customers import CustomerDataErased
+from shared.kernel.events.ledger import LedgerCheckpointed
 
 # SQLite only auto-increments INTEGER PRIMARY KEY.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -57,8 +59,8 @@ events = Table(
 # (every center keeps them, docs/checkpoints.md) and the customers' erasures and legal
 # holds (a center holding a customer's tickets must learn of them: which regions, and
 # what of them, is ``shared.readmodels.ticket_state.seen_by_region`` and the streams').
-LEDGER_STREAM = "ledger"
-CUSTOMER_STREAM = "customer"
+LEDGER_STREAM = LedgerCheckpointed.stream_type
+CUSTOMER_STREAM = CustomerDataErased.stream_type
 EVERY_REGIONS_STREAMS = (LEDGER_STREAM, CUSTOMER_STREAM)
 
 

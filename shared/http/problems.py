@@ -159,7 +159,9 @@ def internal_error(request: Request) -> JSONResponse:
     )
 
 
-def _field_path(loc: tuple[Any, ...]) -> str:
+def field_path(loc: tuple[Any, ...]) -> str:
+    """The name a problem gives a refused input: its path without where it came from
+    (``address.region``, ``region`` for a query parameter)."""
     # pydantic ends the path of a refused mapping key with "[key]": the key's path says it.
     parts = [str(p) for p in loc if p != "[key]"]
     if parts and parts[0] in {"body", "query", "path", "header"}:
@@ -174,7 +176,7 @@ def _field_error(error: dict[str, Any]) -> FieldError:
         reason = (error.get("ctx") or {}).get("error") or error.get("msg", "not JSON")
         at = f" at character {offset}" if isinstance(offset, int) else ""
         return FieldError(field="body", message=f"not valid JSON{at}: {reason}")
-    return FieldError(field=_field_path(loc), message=error.get("msg", "invalid"))
+    return FieldError(field=field_path(loc), message=error.get("msg", "invalid"))
 
 
 def _request_errors(request: Request, exc: RequestValidationError) -> list[FieldError]:
@@ -359,12 +361,9 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     cause = type(exc.__cause__)
     if exc.status_code == 400 and cause in _UNREADABLE_JSON:
-        reason = _UNREADABLE_JSON[cause]
-        errors = [{"field": "body", "message": reason}]
-        return problem_response(
-            request, 422, "validation-error", "The request is not valid", f"body: {reason}",
-            errors=errors,
-        )  # fmt: skip
+        from shared.http.validation import invalid  # a cycle at import time
+
+        return await _problem(request, invalid("body", _UNREADABLE_JSON[cause]))
     slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
     detail = exc.detail if isinstance(exc.detail, str) else None
     headers = dict(exc.headers) if exc.headers else {}
