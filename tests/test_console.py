@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import Connection, select, text, update
 
 from services.console import queries, routes
-from services.console.auth import COOKIE
+from services.console.auth import COOKIE, LOCALE_COOKIE
 from services.dispatch.projections import SLA_CLOCKS
 from services.dispatch.tables import sla_clocks as SLA_CLOCKS_TABLE
 from shared.app.platform import Platform
@@ -91,6 +91,15 @@ async def test_bad_tokens_and_roles(platform: Platform) -> None:
         assert "set-cookie" not in wrong.headers
         expired = token_for("auditor", ttl_seconds=-3600)
         assert (await client.post("/sign-in", data={"token": expired})).status_code == 401
+        # No token, a garbled one: said in the page's language (no library's English).
+        blank = await client.post("/sign-in", data={"token": ""})
+        assert blank.status_code == 401 and "请粘贴您的令牌" in blank.text, blank.text
+        garbled = await client.post("/sign-in", data={"token": "abc"})
+        assert "令牌无效" in garbled.text and "segments" not in garbled.text
+        client.cookies.set(LOCALE_COOKIE, "en")
+        garbled = await client.post("/sign-in", data={"token": "abc"})
+        assert "The token is not valid: Not enough segments" in garbled.text, garbled.text
+        client.cookies.delete(LOCALE_COOKIE)
         # An expired cookie: the sign-in page (not an error dump), and the cookie goes.
         client.cookies.set(COOKIE, expired)
         page = await client.get("/board")
@@ -100,6 +109,13 @@ async def test_bad_tokens_and_roles(platform: Platform) -> None:
         fragment = await client.get("/board/columns", headers={"HX-Request": "true"})
         assert fragment.headers["hx-redirect"] == "/sign-in?reason=expired"
         assert fragment.status_code == 200
+        # A page itself asked by htmx without HX-Current-URL: back to that page.
+        client.cookies.set(COOKIE, expired)
+        whole = await client.get("/board?region=east", headers={"HX-Request": "true"})
+        assert (
+            whole.headers["hx-redirect"] == "/sign-in?next=%2Fboard%3Fregion%3Deast&reason=expired"
+        )
+        client.cookies.set(COOKIE, expired)
         # From a page the session ended on: signing in leads back to that page.
         shown = {"HX-Request": "true", "HX-Current-URL": "http://console.test/board?region=east"}
         fragment = await client.get("/board/columns", headers=shown)
@@ -398,7 +414,7 @@ async def test_every_console_query_uses_an_index(platform: Platform, life: Lifec
                     "/board",
                     "/board?urgency=urgent",
                     "/board?status=received&service_point=sp-1",
-                    "/board?status=received&after=2026-11-02T09:00:00%2B00:00|0",
+                    "/board?status=received&after=2026-11-02T09:00:00%2B00:00|00000000-0000-0000-0000-000000000000",
                     f"/tickets/{tid}",
                     "/sla",
                     "/sla?kind=resolution&state=at_risk",
@@ -588,6 +604,9 @@ async def test_a_page_cursor_the_console_did_not_write_is_a_bad_request(platform
             "/sla?state=breached&after=garbage",
             "/board?status=received&after=2026-11-27|x",  # a time without its offset
             "/sla?kind=resolution&state=at_risk&after=2026-11-27T19:46:00|x",
+            # A time the console could write, beside no ticket id.
+            "/board?status=received&after=2026-11-30T05:00:00%2B00:00|not-a-uuid",
+            "/board?status=received&after=2026-11-30T05:00:00%2B00:00|%27%20OR%201%3D1--",
             "/board?region=%00",  # no text (the services' own check): the HTML page too
         ):
             answer = await client.get(path)

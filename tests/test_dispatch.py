@@ -338,6 +338,16 @@ async def test_suggestion_respects_working_hours(
         },
     )
     assert response.status_code == 409 and problem_rule(response) == "no_technician_available"
+    # At a point asked for: the steps counted there, the point named.
+    night = {
+        "service_point_id": "sp-east-1",
+        "appointment_start": "2026-11-02T20:00:00Z",
+        "appointment_end": "2026-11-02T21:00:00Z",
+    }
+    response = await dispatch.post(f"/tickets/{other}/dispatch", json=night)
+    assert response.status_code == 409 and problem_rule(response) == "no_technician_available"
+    assert response.json()["detail"].startswith("at sp-east-1: 1 active service point(s)")
+    assert "0 working during the requested window" in response.json()["detail"]
 
     # Without a window the weekday technician is next (and less loaded).
     assert (await dispatch_ok(dispatch, other))["technician_id"] == "t-weekday"
@@ -371,7 +381,10 @@ async def test_suggestion_respects_working_hours(
 
 @pytest.mark.usefixtures("network")
 async def test_named_assignment(
-    intake: httpx.AsyncClient, dispatch: httpx.AsyncClient, admin: httpx.AsyncClient
+    platform: Platform,
+    intake: httpx.AsyncClient,
+    dispatch: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
 ) -> None:
     ticket = await open_ticket(intake)
     for technician, status, rule in (
@@ -382,6 +395,11 @@ async def test_named_assignment(
             f"/tickets/{ticket}/dispatch", json={"technician_id": technician}
         )
         assert response.status_code == status and problem_rule(response) == rule
+    # A dispatcher confined to east: west's technician does not exist for it.
+    async with service_client("dispatch", platform, role="dispatcher", region="east") as east:
+        response = await east.post(f"/tickets/{ticket}/dispatch", json={"technician_id": "t-w"})
+    assert (response.status_code, problem_rule(response)) == (422, "technician_id")
+    assert response.json()["detail"] == "technician_id: no technician t-w", response.text
     response = await dispatch.post(
         f"/tickets/{ticket}/dispatch",
         json={"technician_id": "t-a", "service_point_id": "sp-east-2"},

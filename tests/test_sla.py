@@ -78,6 +78,26 @@ async def receive(intake: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
 # --- terms ------------------------------------------------------------------------------
 
 
+async def test_a_targets_own_calendar_is_checked_for_that_target_only(
+    admin: httpx.AsyncClient,
+) -> None:
+    # A target's own calendar is checked for that target only: one hour a week is enough
+    # for a 1-hour response, not for 400 hours (the other targets run on 24×7 meanwhile).
+    monday = {
+        "name": "m",
+        "timezone": "UTC",
+        "hours": [{"weekday": "mon", "start": "09:00", "end": "10:00"}],
+    }
+    await ok(await admin.put("/calendars/monday-hour", json=monday))
+    await ok(await admin.put("/calendars/hz", json=NINE_TO_SIX))
+    sparse = {**POLICY["response"], "normal": {"hours": 1, "calendar": "monday-hour"}}
+    await ok(await admin.put("/sla-policies/sparse", json={**POLICY, "response": sparse}))
+    too_much = {**sparse, "normal": {"hours": 400, "calendar": "monday-hour"}}
+    response = await admin.put("/sla-policies/sparse", json={**POLICY, "response": too_much})
+    assert (response.status_code, problem_rule(response)) == (422, "response.normal")
+    assert "on calendar monday-hour" in response.json()["detail"]
+
+
 async def test_calendars_and_policies_are_versioned_and_bad_input_writes_nothing(
     platform: Platform, admin: httpx.AsyncClient, dispatch: httpx.AsyncClient
 ) -> None:
@@ -642,6 +662,11 @@ async def test_rebuild_gives_identical_clocks_and_what_if_writes_nothing(
     east = report["regions"][0]
     assert (east["current"]["tickets"], east["current"]["response_breach_rate"]) == (2, 50.0)
     assert east["what_if"]["response_breach_rate"] == 0.0
+    # An admin confined to a region recomputes that region's tickets only.
+    async with service_client("dispatch", platform, role="admin", region="west") as regional:
+        mine = await ok(await regional.post("/sla/what-if", json=body))
+    assert [g["key"] for g in mine["regions"]] == ["west"]
+    assert mine["total"]["current"]["tickets"] == 1
     unknown = {**body["policy"], "region_calendars": {"east": "nope"}}
     bad = await admin.post("/sla/what-if", json={**body, "policy": unknown})
     assert (bad.status_code, problem_rule(bad)) == (422, "calendars")

@@ -63,6 +63,17 @@ def create_app(platform: Platform | None = None) -> FastAPI:
     return app
 
 
+# A page's parts htmx fetches: no page to come back to on their own.
+_FRAGMENTS = frozenset({"/session", "/board/columns", "/audit/verification"})
+
+
+def _asked_page(request: Request) -> str | None:
+    """The page an htmx request without ``HX-Current-URL`` asked for, if it is one."""
+    if request.method != "GET" or request.url.path in _FRAGMENTS:
+        return None
+    return page_of(request)
+
+
 def install_error_pages(app: FastAPI) -> None:
     """Errors as pages (the sign-in form, 403, 404, 400 …), never JSON problems."""
 
@@ -72,8 +83,8 @@ def install_error_pages(app: FastAPI) -> None:
             # htmx: the whole page to the sign-in form, and back after (200: a 401 would
             # stand in the browser's console as a failed load; htmx follows HX-Redirect).
             shown = urlsplit(request.headers.get("hx-current-url", ""))
-            page = path_and_query(shown.path, shown.query)
-            asked = {"next": page} if shown.path else {}
+            page = path_and_query(shown.path, shown.query) if shown.path else _asked_page(request)
+            asked = {"next": page} if page else {}
             if exc.reason == "expired":  # the sign-in page says so, as a page load's does
                 asked["reason"] = "expired"
             target = "/sign-in" + (f"?{urlencode(asked)}" if asked else "")

@@ -37,7 +37,8 @@ LABELS: dict[str, tuple[str, str]] = {
         "登录已过期或令牌无效，请重新登录。",
         "Your sign-in expired or the token is invalid: sign in again.",
     ),
-    "token_invalid": ("令牌无效", "The token is not valid"),
+    "token_invalid": ("令牌无效：请确认复制了完整的令牌", "The token is not valid"),
+    "token_missing": ("请粘贴您的令牌", "Paste your token"),
     "sign_in_elsewhere": (
         "只能从本控制台的登录页登录。",
         "Sign in from this console's own sign-in page.",

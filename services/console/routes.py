@@ -61,8 +61,8 @@ from shared.http.streams import STOPPING_SSE, UNAVAILABLE_SSE, server_stopping, 
 from shared.kernel.errors import InvalidCommand, NotFound
 from shared.kernel.reach import Reach, Scope
 
-# A page's cursor as the console writes it (queries.encode_cursor): value|id.
-CURSOR_PATTERN = r"^[^|]+\|[^|]+$"
+# A page's cursor as the console writes it (queries.encode_cursor): value|ticket id.
+CURSOR_PATTERN = r"^[^|]+\|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 
 
 def _blank_is_all(value: object) -> object:
@@ -293,7 +293,10 @@ async def sign_in(request: Request) -> Response:
     except TokenExpired:
         return sign_in_page(request, status_code=401, reason="expired", next_page=target)
     except InvalidCredentials as exc:
-        error = f"{t('token_invalid')}: {exc}"
+        # The verifier's reason is English (a library's words): shown on the English page.
+        error = t("token_missing") if not token else t("token_invalid")
+        if token and locale_of(request) != "zh":
+            error += f": {str(exc).removeprefix('invalid token: ')}"
         return sign_in_page(request, status_code=401, error=error, next_page=target)
     if time.time() >= expires:  # within the API's leeway for clocks, but no session left
         return sign_in_page(request, status_code=401, reason="expired", next_page=target)

@@ -103,7 +103,7 @@ def _dispatch_command(
     settings = h.settings.dispatch
     network = read_models.dispatch_network(
         conn, state.region, request.technician_id, except_ticket=state.ticket_id
-    )
+    ).within(h.invocation.reach)
     return domain.DispatchTicket(
         request,
         network,

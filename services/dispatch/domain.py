@@ -50,7 +50,7 @@ from shared.kernel.events.tickets import (
 from shared.kernel.lifecycle import TicketStatus, may_follow
 from shared.kernel.network import Parent, refuse_registered, region_in_tree
 from shared.kernel.personal import MARKERS
-from shared.kernel.reach import Scope
+from shared.kernel.reach import Reach, Scope
 from shared.kernel.sla import (
     BREACH,
     ESCALATION_LEVELS,
@@ -371,6 +371,15 @@ class Network:
     def technician(self, technician_id: str) -> TechnicianInfo | None:
         return next((t for t in self.technicians if t.id == technician_id), None)
 
+    def within(self, reach: Reach) -> Network:
+        """What a caller confined to a region may name: another region's technician does
+        not exist for it (docs/dispatch.md), so naming one is "no technician", not where
+        that technician works."""
+        points = tuple(p for p in self.points if reach.allows_region(p.region))
+        kept = {p.id for p in points}
+        technicians = tuple(t for t in self.technicians if t.service_point_id in kept)
+        return Network(points, technicians, self.loads)
+
 
 @dataclass(frozen=True)
 class DispatchTicket:
@@ -496,14 +505,19 @@ def _hours_text(technician: TechnicianInfo, start: datetime) -> str:
 
 
 def _nobody_fits(
-    facts: TicketFacts, steps: Mapping[str, int], window: object, horizon_days: int
+    facts: TicketFacts,
+    steps: Mapping[str, int],
+    window: object,
+    horizon_days: int,
+    point_id: str | None = None,
 ) -> RuleViolation:
     # Never the postcode itself: it is the customer's (docs/personal-data.md).
     where = f"region {facts.region}" + (" and the ticket's postcode" if facts.postcode else "")
     skill = facts.product_line or "any product line"
+    asked = f"at {point_id}: " if point_id is not None else ""
     return RuleViolation(
         "no_technician_available",
-        f"{steps['points']} active service point(s) cover {where}; "
+        f"{asked}{steps['points']} active service point(s) cover {where}; "
         f"{steps['active']} active technician(s) there; {steps['skilled']} skilled in "
         f"{skill}; {steps['working']} working "
         + ("during the requested window" if window else f"in the next {horizon_days} days"),
@@ -521,12 +535,15 @@ def suggest(
     window_length: timedelta,
     horizon_days: int,
     calendars: Mapping[str, Calendar] | None = None,
+    point_id: str | None = None,
 ) -> list[Candidate]:
     """Technicians who may take the ticket, best first: at a point covering the ticket's
     region (and postcode), holding the product-line skill, working during the appointment
     (the given window, else their next hours outside the point's holidays); ranked by fewest open assignments, then
-    the earliest appointment, then id (so the choice is reproducible)."""
-    covering = {p.id: p for p in points if covers(p, facts)}
+    the earliest appointment, then id (so the choice is reproducible). ``point_id``: at
+    that point only (the error then says so)."""
+    asked = [p for p in points if point_id in (None, p.id)]
+    covering = {p.id: p for p in asked if covers(p, facts)}
     steps = {"points": len(covering), "active": 0, "skilled": 0, "working": 0}
     out: list[Candidate] = []
     for tech in technicians:
@@ -547,7 +564,7 @@ def suggest(
         steps["working"] += 1
         out.append(Candidate(tech, point, loads.get(tech.id, 0), slot[0], slot[1]))
     if not out:
-        raise _nobody_fits(facts, steps, window, horizon_days)
+        raise _nobody_fits(facts, steps, window, horizon_days, point_id)
     return sorted(out, key=lambda c: (c.open_assignments, c.appointment_start, c.technician.id))
 
 
@@ -591,14 +608,8 @@ def choose_suggested(facts: TicketFacts, command: DispatchTicket) -> Assignment:
         window_length=command.window_length,
         horizon_days=command.horizon_days,
         calendars=command.calendars,
+        point_id=request.service_point_id,
     )
-    if request.service_point_id is not None:
-        ranked = [c for c in ranked if c.service_point.id == request.service_point_id]
-        if not ranked:
-            raise RuleViolation(
-                "no_technician_available",
-                f"no technician at {request.service_point_id} fits this ticket",
-            )
     best = ranked[0]
     return Assignment(
         best.service_point.id,

@@ -401,11 +401,12 @@ async def sla_timeline(
     "`at` (now) on the terms it runs on and on the policy (and calendars) given: "
     "compliance and breach rates per region and service point, and the difference. Writes "
     "nothing. A period of more than `TICKETLINE_SLA_WHAT_IF_MAX_TICKETS` tickets (10,000) "
-    "is 422 `received_to` (the CLI `ticketline sla what-if` has no limit).",
+    "is 422 `received_to` (the CLI `ticketline sla what-if` has no limit). A token with a "
+    "region recomputes that region's tickets only.",
 )
 async def sla_what_if(
     body: WhatIfRequest,
-    _principal: Principal = Depends(allow("admin", scope="sla:read")),
+    principal: Principal = Depends(allow("admin", scope="sla:read")),
     platform: Platform = Depends(get_platform),
 ) -> dict[str, Any]:
     chosen = candidate(body.policy, body.calendars)
@@ -415,6 +416,13 @@ async def sla_what_if(
     def work(c: Connection) -> dict[str, Any]:
         reader = TermsReader.configured(c, platform.store, sla)
         period = (body.received_from, body.received_to)
-        return what_if(reader, chosen, period, at, max_tickets=sla.what_if_max_tickets)
+        return what_if(
+            reader,
+            chosen,
+            period,
+            at,
+            max_tickets=sla.what_if_max_tickets,
+            region=principal.reach.region,
+        )
 
     return await platform.db.read(work)

@@ -94,12 +94,16 @@ class SlaPolicy:
 
     def calendar_ids(self) -> set[str]:
         """Every calendar the policy names."""
+        own = {t.calendar for t in (*self.response.values(), *self.resolution.values())}
+        return self.routed_calendar_ids() | {c for c in own if c not in (None, LOCAL, ALWAYS_ID)}
+
+    def routed_calendar_ids(self) -> set[str]:
+        """The calendars a target without one of its own may run on (besides 24×7)."""
         named = {
             *self.calendar_by_urgency.values(),
             *self.calendar_by_channel.values(),
             *self.region_calendars.values(),
             *self.service_point_calendars.values(),
-            *(t.calendar for t in (*self.response.values(), *self.resolution.values())),
             self.default_calendar,
         }
         return {c for c in named if c is not None and c not in (LOCAL, ALWAYS_ID)}
@@ -142,18 +146,30 @@ def check_policy(d: SlaPolicyDescription) -> None:
 def check_reachable_targets(
     policy: SlaPolicy, calendars: Mapping[str, Calendar], now: datetime, horizon: timedelta
 ) -> None:
-    """Every target reachable on every calendar the policy names (and 24×7) within the
-    horizon, counted from ``now``: 422 naming the target that is not."""
-    for name, targets in (("response", policy.response), ("resolution", policy.resolution)):
-        key, target = max(targets.items(), key=lambda kv: kv[1].amount)
-        for calendar in (ALWAYS, *calendars.values()):
+    """Every target reachable within the horizon, counted from ``now``, on every calendar
+    it may run on (its own; else 24×7 and each calendar the policy maps): 422 naming the
+    target that is not. Largest first: a calendar reaching one reaches the smaller ones."""
+    routed = [ALWAYS, *(calendars.get(c, ALWAYS) for c in sorted(policy.routed_calendar_ids()))]
+    targets = [
+        (f"{name}.{key}", target)
+        for name, by_key in (("response", policy.response), ("resolution", policy.resolution))
+        for key, target in by_key.items()
+    ]
+    reached: dict[str, timedelta] = {}
+    for field_name, target in sorted(targets, key=lambda t: t[1].amount, reverse=True):
+        own = target.calendar
+        runs_on = routed if own in (None, LOCAL) else [calendars.get(own, ALWAYS)]
+        for calendar in runs_on:
+            if reached.get(calendar.id, timedelta(-1)) >= target.amount:
+                continue
             if add_business(calendar, now, target.amount, horizon) is None:
                 hours = target.amount.total_seconds() / 3600
                 raise InvalidCommand(
-                    f"{name}.{key}",
+                    field_name,
                     f"unreachable: {hours:g} business hours on calendar {calendar.id} take "
                     f"more than the {horizon.days}-day horizon",
                 )
+            reached[calendar.id] = target.amount
 
 
 def check_terms(percents: Sequence[float], pause_reasons: Sequence[str], for_parts: bool) -> None:

@@ -107,14 +107,14 @@ def side_by_side(key: str | None, current: Tally, what_if: Tally) -> dict[str, A
     return {"key": key, "current": now, "what_if": then, "delta": delta}
 
 
-def _period_tickets(conn: Connection, start: datetime, end: datetime) -> list[str]:
+def _period_tickets(
+    conn: Connection, start: datetime, end: datetime, region: str | None
+) -> list[str]:
     t = ticket_state.c
-    query = (
-        select(t.ticket_id)
-        .where(t.created_at >= start, t.created_at < end)
-        .order_by(t.created_at, t.ticket_id)
-    )
-    return list(conn.execute(query).scalars())
+    query = select(t.ticket_id).where(t.created_at >= start, t.created_at < end)
+    if region is not None:
+        query = query.where(t.region == region)
+    return list(conn.execute(query.order_by(t.created_at, t.ticket_id)).scalars())
 
 
 def _terms(reader: TermsReader, chosen: Candidate, at: datetime) -> SlaTerms:
@@ -149,15 +149,17 @@ def what_if(
     at: datetime,
     *,
     max_tickets: int | None = None,
+    region: str | None = None,
 ) -> dict[str, Any]:
     """Tickets received in ``[from, to)`` by ``at``, each clock at ``at`` on its own terms
     and on the candidate's; per region and per service point (the latest dispatch).
-    ``max_tickets``: a period with more is refused (an HTTP caller waits for the answer)."""
+    ``max_tickets``: a period with more is refused (an HTTP caller waits for the answer).
+    ``region``: that region's tickets only (a caller confined to it)."""
     start, end = received
     if end <= start:
         raise InvalidCommand("received_to", "the period must end after it starts")
     alternative = _terms(reader, chosen, at)
-    tickets = _period_tickets(reader.conn, start, end)
+    tickets = _period_tickets(reader.conn, start, end, region)
     if max_tickets is not None and len(tickets) > max_tickets:
         raise InvalidCommand(
             "received_to",
