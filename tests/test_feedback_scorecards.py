@@ -123,6 +123,19 @@ async def test_scorecard_deductions_are_traced_to_events(
             },
         )
         assert poor.status_code == 201, poor.text
+        # An admin of another region: 403 region, whether the point has items yet or not.
+        async with service_client("feedback", platform, role="admin", region="west") as west:
+            elsewhere = await west.post(
+                "/scorecards/items",
+                json={
+                    "service_point_id": "sp-1",
+                    "item": "poor_service",
+                    "occurred_on": "2026-11-02",
+                    "evidence": "not theirs",
+                },
+            )
+        assert elsewhere.status_code == 403, elsewhere.text
+        assert elsewhere.json()["errors"][0]["field"] == "region", elsewhere.text
         media = await admin.post(
             "/scorecards/items",
             json={

@@ -1293,6 +1293,7 @@ async def test_a_requisition_follows_its_ticket_to_the_technician_it_is_re_dispa
         cancel = {"reason": "not needed"}
         gone = await tech_a.post(f"/requisitions/{reserved}/cancel", json=cancel)
         assert gone.status_code == 404 and gone.json()["rule"] == "requisition_not_found"
+        assert gone.json()["detail"] == f"no requisition {reserved}"  # as a read says it
         gone = await tech_a.post(f"/requisitions/{issued}/return", json={})
         assert gone.status_code == 404 and gone.json()["rule"] == "requisition_not_found"
         assert (await stock_of(clerk, "SP-HZ-01", BELT))["reserved"] == 1  # untouched

@@ -220,7 +220,12 @@ class ServicePoints(Kind):
                 stored = _description_of(existing)
                 if stored != row.description:
                     raise conflict(
-                        parsed.line, "id", f"service point {row.point_id}", stored, row.description
+                        parsed.line,
+                        "id",
+                        f"service point {row.point_id}",
+                        stored,
+                        row.description,
+                        remedy=f"change it with PUT /service-points/{row.point_id}",
                     )
                 return Verdict(parsed.line, present=True)
             spelled = spellings.get(id_key(row.point_id), row.point_id)  # earlier in the file
@@ -374,7 +379,14 @@ def _technician(conn: Connection, parsed: Parsed) -> Verdict:
             replace(_technician_info(row.technician_id, row.description), active=row.active)
         )
         if stored != given:
-            raise conflict(parsed.line, "id", f"technician {row.technician_id}", stored, given)
+            raise conflict(
+                parsed.line,
+                "id",
+                f"technician {row.technician_id}",
+                stored,
+                given,
+                remedy=f"change it with PUT /technicians/{row.technician_id}",
+            )
         return Verdict(parsed.line, present=True)
     point = read_models.get_service_point(conn, row.description.service_point_id)
     decider = domain.technicians_in(point.region if point else None)

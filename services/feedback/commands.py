@@ -11,7 +11,7 @@ from __future__ import annotations
 from sqlalchemy import Connection
 
 from services.feedback import domain, read_models
-from shared.app.executor import Handling, Outcome
+from shared.app.executor import Handling, Outcome, require_region
 from shared.kernel.clock import latest_today
 from shared.kernel.ticket import TICKETS, TicketState
 
@@ -34,6 +34,8 @@ def record_scorecard_item(
     conn: Connection, h: Handling, item: domain.ScorecardItem
 ) -> Outcome[domain.ScorecardState]:
     member = read_models.network_member(conn, item.service_point_id)
+    if member is not None:  # before the stream: another region's scorecard is never read
+        require_region(h.invocation.reach, domain.SCORECARDS.stream_type, member[1])
     known = frozenset(t for t in item.ticket_ids if _ticket_in_reach(conn, h, t))
     today = latest_today(h.now())
     command = domain.RecordScorecardItem(item, today, member, known_tickets=known)

@@ -642,6 +642,7 @@ REQUISITIONS: Decider[RequisitionState] = Decider(
     evolve=evolve_requisition,
     scope=requisition_scope,
     exists=lambda state: state.raised is not None,
+    public_id=lambda stream_id: stream_id.removeprefix("req:"),
 )
 
 

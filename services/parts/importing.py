@@ -132,7 +132,12 @@ class Locations(Kind):
                     r.parent_id,
                 )
                 if not same or (r.region is not None and r.region != existing.region):
-                    raise conflict(parsed.line, "location_id", f"location {row.location_id}")
+                    raise conflict(
+                        parsed.line,
+                        "location_id",
+                        f"location {row.location_id}",
+                        remedy="a location keeps what it was registered with",
+                    )
                 return Verdict(parsed.line, present=True)
             parent = (
                 _place(conn, context, parsed.line, "parent_id", r.parent_id)
@@ -235,7 +240,14 @@ class Parts(Kind):
                 if existing.normalised() != row.spec:
                     what = f"part {row.part_number}"
                     stored = existing.normalised()
-                    raise conflict(parsed.line, "part_number", what, stored, row.spec)
+                    raise conflict(
+                        parsed.line,
+                        "part_number",
+                        what,
+                        stored,
+                        row.spec,
+                        remedy=f"change it with PUT /parts/{row.part_number}",
+                    )
                 return Verdict(parsed.line, present=True)
             state = domain.PartEntry(row.part_number)
             command = domain.PutPart(row.spec)
@@ -348,7 +360,12 @@ class Stock(Kind):
             if state.opening_balance == row.quantity or (row.quantity == 0 and not state.moved):
                 return Verdict(parsed.line, present=True)
             if state.opening_balance is not None:
-                raise conflict(parsed.line, "quantity", "the opening balance")
+                raise conflict(
+                    parsed.line,
+                    "quantity",
+                    "the opening balance",
+                    remedy="correct the stock with POST /stock/adjustments",
+                )
             command = domain.RecordOpeningBalance(
                 row.quantity, row.counted_at, catalogued, row.reference
             )
@@ -448,7 +465,13 @@ class Usage(Kind):
             state, head = streams.get(stream)
             if row.month in state.usage_months:
                 if state.usage_months[row.month] != row.quantity:
-                    raise conflict(parsed.line, "quantity", f"usage for {row.month}")
+                    raise conflict(
+                        parsed.line,
+                        "quantity",
+                        f"usage for {row.month}",
+                        remedy="a month's imported usage is final (it counts in the "
+                        "replenishment average while the month is among its last full months)",
+                    )
                 return Verdict(parsed.line, present=True)
             command = domain.RecordUsageHistory(row.month, row.quantity, current, catalogued)
             events, after = guarded(

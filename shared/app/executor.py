@@ -105,6 +105,17 @@ class Handling:
         return self.executor.visible(conn, decider, stream_id, self.invocation.reach)
 
 
+def require_region(reach: Reach, stream_type: str, region: str | None) -> None:
+    """What a regional caller creates (or moves) lands in its region too: else it could
+    write what it may not read (a ticket, a network member elsewhere). 403 ``region``."""
+    if not reach.allows_region(region):
+        raise Forbidden(
+            "region",
+            f"the {stream_type} would be in region {region}, outside the caller's region "
+            f"{reach.region}",
+        )
+
+
 # How many kept states an executor holds at most (up to a few kB each: imported usage).
 _KEPT_STATES = 10_000
 
@@ -194,7 +205,8 @@ class Executor:
     def require_reach(decider: Decider[S], loaded: Loaded[S], reach: Reach) -> None:
         if decider.exists(loaded.state) and not reach.allows(decider.scope(loaded.state)):
             raise NotFound(
-                f"{decider.stream_type}_not_found", f"no {decider.stream_type} {loaded.stream_id}"
+                f"{decider.stream_type}_not_found",
+                f"no {decider.stream_type} {decider.public_id(loaded.stream_id)}",
             )
 
     def execute(
@@ -218,14 +230,7 @@ class Executor:
         now = self.clock.now()
         decided, after = decider.run(loaded.state, command, decide, now)
         region = decider.scope(after).region
-        if not invocation.reach.allows_region(region):
-            # What a regional caller creates (or moves) lands in its region too: else it
-            # could write what it may not read (a ticket, a network member elsewhere).
-            raise Forbidden(
-                "region",
-                f"the {decider.stream_type} would be in region {region}, outside the "
-                f"caller's region {invocation.reach.region}",
-            )
+        require_region(invocation.reach, decider.stream_type, region)
         written = self.commit(
             conn,
             invocation.context,

@@ -98,10 +98,17 @@ def _iso_week(value: str) -> str:
     year, number = value.split("-W")
     try:
         monday = date.fromisocalendar(int(year), int(number), 1)
-        monday + timedelta(days=7)  # the report reads up to the next Monday
-    except (ValueError, OverflowError):
+    except ValueError:
         raise ValueError(f"{value} is not a week of that year") from None
+    try:
+        monday + timedelta(days=7)  # the report reads up to the next Monday
+    except OverflowError:
+        raise ValueError(f"{value}: weeks end at {_LAST_WEEK}, the last whole one") from None
     return value
+
+
+# The last week whose next Monday is still a date (the report reads up to it).
+_LAST_WEEK = "9999-W51"
 
 
 def _iso_month(value: str) -> str:

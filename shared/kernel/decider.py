@@ -33,6 +33,10 @@ def _always(_state: object) -> bool:
     return True
 
 
+def _same(stream_id: str) -> str:
+    return stream_id
+
+
 @dataclass(frozen=True)
 class Decider(Generic[S]):
     stream_type: str
@@ -45,6 +49,8 @@ class Decider(Generic[S]):
     # Long streams whose state holds no personal data (a stock level gathers an event per
     # movement for years): the executor keeps their states and reads only what is newer.
     cache_states: bool = False
+    # The id callers know the stream by (a "no …" answer names it), from its stream id.
+    public_id: Callable[[str], str] = _same
 
     def fold(self, stream_id: str, events: Iterable[EventEnvelope]) -> S:
         return self.fold_on(self.initial_state(stream_id), events)

@@ -158,21 +158,21 @@ def each(batch: Sequence[Parsed], decide_one: Callable[[Parsed], Verdict]) -> li
 
 
 def conflict(
-    line: int, field: str, what: str, stored: object = None, given: object = None
+    line: int,
+    field: str,
+    what: str,
+    stored: object = None,
+    given: object = None,
+    *,
+    remedy: str,
 ) -> RowFailed:
     """A natural key already present with other values: the import never overwrites.
     With the ``stored`` and ``given`` descriptions (dataclasses or models), the values
-    that differ are named."""
+    that differ are named; ``remedy`` says what to do instead."""
     differing = differences(stored, given)
     said = f" ({'; '.join(differing)})" if differing else ""
     return RowFailed(
-        [
-            Problem(
-                line,
-                field,
-                f"{what} is already present with other values{said}; change it through the API",
-            )
-        ]
+        [Problem(line, field, f"{what} is already present with other values{said}; {remedy}")]
     )
 
 
