@@ -132,6 +132,12 @@ async def test_bad_tokens_are_401(platform: Platform) -> None:
             assert response.json()["type"].endswith("/unauthorized"), name
         ok = await client.get("/tickets", headers=bearer(raw_token(hs, good_claims(), secret)))
         assert ok.status_code == 200
+        # Either header twice: which credential acts would be a guess (even the same one).
+        good = f"Bearer {raw_token(hs, good_claims(), secret)}"
+        for twice in ([("Authorization", good)] * 2, [("X-API-Key", "tlk_a"), ("X-API-Key", "b")]):
+            response = await client.get("/tickets", headers=twice)
+            assert response.status_code == 401, twice
+            assert "send one credential" in response.json()["detail"]
 
 
 # Correctly signed tokens whose claims have another shape than documented: each would

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -184,6 +185,9 @@ async def test_possible_duplicate_is_reported_not_merged(intake: httpx.AsyncClie
     assert second["ticket_id"] != first["ticket_id"]
     other_product = await open_ticket(intake, product__serial_number="SN-9999")
     assert other_product["possible_duplicate_of"] is None
+    # Another region's ticket is never named: everyone reading this one sees its region.
+    west = await open_ticket(intake, address__region="west")
+    assert west["possible_duplicate_of"] is None
 
 
 async def test_diagnosis_sets_resolution_deadline_and_rules(intake: httpx.AsyncClient) -> None:
@@ -199,6 +203,11 @@ async def test_diagnosis_sets_resolution_deadline_and_rules(intake: httpx.AsyncC
         f"/tickets/{tid}/diagnosis", json=diagnosis, headers={"If-Match": '"0"'}
     )
     assert stale.status_code == 409 and stale.json()["rule"] == "expected_version"
+    # An unknown ticket is its 404 whatever version the caller believes it read.
+    unknown = await intake.post(
+        f"/tickets/{uuid.uuid4()}/diagnosis", json=diagnosis, headers={"If-Match": '"3"'}
+    )
+    assert unknown.status_code == 404 and unknown.json()["rule"] == "ticket_not_found"
     response = await intake.post(
         f"/tickets/{tid}/diagnosis", json=diagnosis, headers={"If-Match": '"1"'}
     )
@@ -323,6 +332,10 @@ async def test_filters(intake: httpx.AsyncClient, clock) -> None:
     assert await ids(created_to="2026-11-02T10:00:00Z") == [a["ticket_id"]]
     assert len(await ids(status="received")) == 2
     assert (await intake.get("/tickets", params={"status": "lost"})).status_code == 422
+    # A reversed period is the caller's mistake, not an empty page (as the audit export).
+    at = "2026-11-02T10:00:00Z"
+    reversed_ = await intake.get("/tickets", params={"created_from": at, "created_to": at})
+    assert reversed_.status_code == 422 and reversed_.json()["errors"][0]["field"] == "created_to"
 
 
 async def test_openapi_documents_every_endpoint_with_examples(intake: httpx.AsyncClient) -> None:

@@ -339,7 +339,10 @@ async def test_masked_reads_and_other_customers_are_not_logged(
     async with service_client("intake", platform, role="auditor") as auditor:
         assert (await auditor.get(f"/tickets/{ticket}")).json()["customer_name"] == person.name
         entries = (await auditor.get("/personal-data/reads")).json()["items"]
+        at = "2026-11-02T10:00:00Z"
+        backwards = await auditor.get("/personal-data/reads", params={"since": at, "until": at})
     assert [e["endpoint"] for e in entries] == ["GET /tickets/{ticket_id}"]
+    assert backwards.status_code == 422 and backwards.json()["errors"][0]["field"] == "until"
 
 
 async def test_a_repeated_erasure_answers_with_the_first_to_the_microsecond(

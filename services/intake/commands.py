@@ -115,6 +115,7 @@ def receive(conn: Connection, h: Handling, request: domain.NewTicket) -> Outcome
             phone_digest(conn, h, request.customer.phone),
             request.product.serial_number,
             request.product.model,
+            request.address.region,
         ),
         sla=h.terms(conn).current(settings.sla.policy_id),
     )

@@ -32,7 +32,7 @@ from shared.http.commands import CommandCall, command_call
 from shared.http.context import Principal, allow, every_region
 from shared.http.disclosure import Disclosure
 from shared.http.idempotency import CommandResponse
-from shared.http.params import ASCII_COUNT, EntryId, TextFilter, UtcTime
+from shared.http.params import ASCII_COUNT, EntryId, TextFilter, UtcTime, require_period
 from shared.http.problems import PROBLEM_RESPONSES, problem_doc
 from shared.kernel.errors import NotFound
 from shared.kernel.events.envelope import EventEnvelope
@@ -225,6 +225,7 @@ async def reads(
     platform: Platform = Depends(get_platform),
 ) -> ReadLogPage:
     every_region(principal, CUSTOMER_DATA)
+    require_period(("since", since), ("until", until))
     if platform.reads is not None:
         await platform.reads.flush()
     cid = str(customer_id) if customer_id else None

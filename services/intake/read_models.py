@@ -104,14 +104,15 @@ def with_phone(digest: Any) -> Any:
 
 
 def _open_duplicate_sql(same: str) -> Statement:
-    """The first open ticket of the customers with this phone (blind index) that is also
-    ``same``. Plain SQL run on the driver: every new ticket asks it, and SQLAlchemy's
-    per-execution work (the expanded status list) cost more than the query."""
+    """The first open ticket of the customers with this phone (blind index) in the region
+    that is also ``same``. Plain SQL run on the driver: every new ticket asks it, and
+    SQLAlchemy's per-execution work (the expanded status list) cost more than the query."""
     statuses = ", ".join(f"'{s.value}'" for s in sorted(OPEN_STATUSES, key=lambda s: s.value))
     return Statement(
         "SELECT ticket_id FROM ticket_state WHERE customer_id IN "
         "(SELECT customer_id FROM personal_data_phones WHERE digest = :phone) "
-        f"AND {same} AND status IN ({statuses}) ORDER BY created_at LIMIT 1"
+        f"AND {same} AND region = :region AND status IN ({statuses}) "
+        "ORDER BY created_at LIMIT 1"
     )
 
 
@@ -121,16 +122,21 @@ _SAME_MODEL = _open_duplicate_sql("product_model = :model")
 
 
 def find_open_duplicate(
-    conn: Connection, phone_digest: str | None, serial_number: str | None, model: str
+    conn: Connection,
+    phone_digest: str | None,
+    serial_number: str | None,
+    model: str,
+    region: str,
 ) -> str | None:
     """An open ticket for the same phone (its blind index) and serial (or model when no
-    serial is given)."""
+    serial is given) in the new ticket's region: the hint is recorded on the ticket, and
+    everyone who reads it may see that region's tickets, never another's."""
     if phone_digest is None:
         return None
     if serial_number:
-        found = _SAME_SERIAL.scalar(conn, phone_digest, serial_number)
+        found = _SAME_SERIAL.scalar(conn, phone_digest, serial_number, region)
     else:
-        found = _SAME_MODEL.scalar(conn, phone_digest, model)
+        found = _SAME_MODEL.scalar(conn, phone_digest, model, region)
     return None if found is None else str(found)
 
 

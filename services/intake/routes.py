@@ -39,7 +39,14 @@ from shared.http.context import Principal, allow
 from shared.http.disclosure import Disclosure, open_row, open_rows
 from shared.http.headers import NEXT_PAGE_RESPONSE, etag, link_next
 from shared.http.idempotency import CommandResponse
-from shared.http.params import ASCII_COUNT, PhoneFilter, RegionFilter, UtcTime, keyset_cursor
+from shared.http.params import (
+    ASCII_COUNT,
+    PhoneFilter,
+    RegionFilter,
+    UtcTime,
+    keyset_cursor,
+    require_period,
+)
 from shared.http.problems import PROBLEM_RESPONSES, ProblemDetails, ProblemError
 from shared.kernel.errors import InvalidCommand, NotFound
 from shared.kernel.events.envelope import GENESIS_HASH, EventEnvelope
@@ -145,7 +152,8 @@ def clock_deadlines(recorded: TicketDeadlines, clock: SlaClock) -> TicketDeadlin
     responses={429: {"model": ProblemDetails, "description": "Rate limited (Retry-After)"}},
     summary="Record a customer request (event TicketReceived)",
     description="Returns the ticket number, the SLA deadlines that now apply and, when an "
-    "open ticket exists for the same phone and serial (or model), `possible_duplicate_of`. "
+    "open ticket of the region exists for the same phone and serial (or model), "
+    "`possible_duplicate_of`. "
     "Send an `Idempotency-Key` so that a retried request never opens a second ticket. "
     "Refused with 422 naming the field: a purchase date in the future or before 1950, a "
     "warranty status the purchase date contradicts (but `extended`), a name or address "
@@ -279,6 +287,7 @@ async def list_tickets(
 ) -> TicketPage:
     if phone is not None:
         personal_data_filter(principal, "phone")
+    require_period(("created_from", created_from), ("created_to", created_to))
     where, visible = principal.reach.list_region(region)
     if not visible:
         return TicketPage(items=[], next_cursor=None)

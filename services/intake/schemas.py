@@ -169,9 +169,11 @@ class TicketDeadlines(Deadlines):
 
 
 DUPLICATE_HINT = (
-    "At receipt, an open ticket with the same phone number (compared through its blind "
-    "index) and the same serial number — the same model when no serial is given: a hint "
-    "for the agent; the new ticket is received all the same. Null otherwise."
+    "At receipt, an open ticket of the same region with the same phone number (compared "
+    "through its blind index) and the same serial number — the same model when no serial "
+    "is given: a hint for the agent; the new ticket is received all the same. Null "
+    "otherwise (another region's tickets are never named: whoever reads the ticket may "
+    "see its region's tickets only)."
 )
 
 

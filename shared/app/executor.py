@@ -224,11 +224,17 @@ class Executor:
         already loaded it in this unit of work to gather facts)."""
         loaded = loaded or self.load(conn, decider, stream_id)
         self.require_reach(decider, loaded, invocation.reach)
-        require_version(invocation, loaded)
+        # A stream with nothing in it: the command's own refusal first (404, no such ticket),
+        # not a version that no caller could have read.
+        exists = loaded.head.version > 0
+        if exists:
+            require_version(invocation, loaded)
         # One time for the decision and its record: the state answered (``after``) holds
         # the times the ledger holds, so a replayed answer is the same answer.
         now = self.clock.now()
         decided, after = decider.run(loaded.state, command, decide, now)
+        if not exists:
+            require_version(invocation, loaded)
         region = decider.scope(after).region
         require_region(invocation.reach, decider.stream_type, region)
         written = self.commit(

@@ -15,7 +15,7 @@ from shared.app.audit import ExportScope, export_summary, signing_key, write_exp
 from shared.app.platform import Platform
 from shared.http.app import get_platform
 from shared.http.context import Principal, allow, region_asked
-from shared.http.params import RegionFilter, UtcTime
+from shared.http.params import RegionFilter, UtcTime, require_period
 from shared.http.problems import problem_doc
 from shared.kernel.errors import InvalidCommand, NotFound
 from shared.kernel.events.envelope import canonical_json
@@ -52,8 +52,7 @@ async def export_events(
     for name, value in (("recorded_from", recorded_from), ("recorded_to", recorded_to)):
         if value is not None and value.tzinfo is None:
             raise InvalidCommand(name, "give a timezone, e.g. 2026-11-20T10:00:00Z")
-    if recorded_from is not None and recorded_to is not None and recorded_to <= recorded_from:
-        raise InvalidCommand("recorded_to", "must be after recorded_from (it is exclusive)")
+    require_period(("recorded_from", recorded_from), ("recorded_to", recorded_to))
     scope = ExportScope(str(ticket_id) if ticket_id else None, region, recorded_from, recorded_to)
     # Spooled to an unnamed file (gone when closed, whatever happens), then sent from it:
     # the summary header needs the whole body's digest first, memory stays flat.

@@ -151,8 +151,11 @@ def principal_of(request: Request) -> Principal:
     header = request.headers.get("authorization", "").strip()
     scheme, _, credentials = header.partition(" ")
     api_key = request.headers.get("x-api-key")
+    given = len(request.headers.getlist("authorization")) + len(
+        request.headers.getlist("x-api-key")
+    )
     try:
-        if api_key is not None and header:
+        if given > 1:
             # Two credentials: which one acts would be a guess (and a bad one ignored).
             raise InvalidCredentials("send one credential: `Authorization` or `X-API-Key`")
         if scheme.lower() == "bearer" and credentials.strip():

@@ -162,6 +162,14 @@ def _text_time(value: object) -> object:
 UtcTime = Annotated[AwareDatetime, BeforeValidator(_text_time), AfterValidator(_utc)]
 
 
+def require_period(start: tuple[str, datetime | None], end: tuple[str, datetime | None]) -> None:
+    """A ``[start, end)`` filter's end after its start: 422 naming the end (a reversed
+    range is the caller's mistake, never an empty page)."""
+    (start_name, start_at), (end_name, end_at) = start, end
+    if start_at is not None and end_at is not None and end_at <= start_at:
+        raise InvalidCommand(end_name, f"must be after {start_name} (it is exclusive)")
+
+
 def _json_boolean(value: object) -> object:
     # Pydantic also reads yes/no, on/off, 1/0, t/f as booleans; the API takes JSON's.
     if isinstance(value, str) and value not in ("true", "false"):
