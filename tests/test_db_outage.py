@@ -10,7 +10,7 @@ import copy
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -351,6 +351,36 @@ async def test_a_sqlite_file_another_process_keeps_locked_is_a_503(
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
+@contextlib.asynccontextmanager
+async def sqlite_intake(data: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """Intake on a migrated SQLite file in ``data``, one ticket opened."""
+    from shared.app.config import Settings
+    from shared.eventstore.migrations import upgrade
+    from tests.support.auth import TEST_AUTH
+    from tests.support.clients import service_client
+
+    url = f"sqlite+aiosqlite:///{data}/ticketline.db"
+    upgrade(url)
+    platform = Platform.from_settings(Settings(database_url=url, data_dir=data, auth=TEST_AUTH))
+    try:
+        async with service_client("intake", platform) as intake:
+            assert (await intake.post("/tickets", json=ticket_body(1))).status_code == 201
+            yield intake
+    finally:
+        await platform.close()
+
+
+async def assert_writes_stop(intake: httpx.AsyncClient, said: str) -> None:
+    """Writes 503 (each of them: none luckier later), readiness 503 saying why, gauge 0."""
+    for n in (2, 3):
+        refused = await intake.post("/tickets", json=ticket_body(n))
+        assert refused.status_code == 503, refused.text
+        assert "retry-after" in refused.headers
+    ready = await intake.get("/health/ready")
+    assert ready.status_code == 503 and said in ready.json()["detail"]
+    assert "ticketline_database_up 0.0" in (await intake.get("/metrics")).text
+
+
 async def test_a_database_file_removed_while_open_takes_no_write_and_is_not_ready(
     database_url: str, tmp_path: Path
 ) -> None:
@@ -359,29 +389,24 @@ async def test_a_database_file_removed_while_open_takes_no_write_and_is_not_read
     503s, readiness and the database gauge say so."""
     import shutil
 
-    from shared.app.config import Settings
-    from tests.support.auth import TEST_AUTH
-    from tests.support.clients import service_client
+    async with sqlite_intake(tmp_path / "data") as intake:
+        shutil.rmtree(tmp_path / "data")
+        await assert_writes_stop(intake, "removed while open")
 
-    data = tmp_path / "data"
-    url = f"sqlite+aiosqlite:///{data}/ticketline.db"
-    from shared.eventstore.migrations import upgrade
 
-    upgrade(url)
-    platform = Platform.from_settings(Settings(database_url=url, data_dir=data, auth=TEST_AUTH))
-    try:
-        async with service_client("intake", platform) as intake:
-            assert (await intake.post("/tickets", json=ticket_body(1))).status_code == 201
-            shutil.rmtree(data)
-            refused = await intake.post("/tickets", json=ticket_body(2))
-            assert refused.status_code == 503, refused.text
-            assert "retry-after" in refused.headers
-            ready = await intake.get("/health/ready")
-            assert ready.status_code == 503 and "removed while open" in ready.json()["detail"]
-            metrics = (await intake.get("/metrics")).text
-            assert "ticketline_database_up 0.0" in metrics
-    finally:
-        await platform.close()
+async def test_a_position_counter_behind_the_ledger_stops_writes_and_is_not_ready(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The counter handing out a position the ledger holds (a backup copied over the live
+    file in place, a counter row edited): never a version conflict a client would take as
+    final — writes are 503s, readiness and the gauge say so, until a restart."""
+    import sqlite3
+
+    async with sqlite_intake(tmp_path / "data") as intake:
+        with contextlib.closing(sqlite3.connect(tmp_path / "data" / "ticketline.db")) as other:
+            other.execute("UPDATE event_sequence SET last_position = last_position - 1")
+            other.commit()
+        await assert_writes_stop(intake, "behind the ledger")
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

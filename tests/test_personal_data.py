@@ -400,9 +400,11 @@ async def test_a_restored_key_of_an_erased_customer_is_found_and_erased_again(
     )
     await platform.db.write(lambda c: c.execute(restore))
     report = await platform.db.read(lambda c: verify_ledger(c, platform.store))
-    assert [(b.kind, b.stream_id) for b in report.broken] == [
-        ("erasure", f"customer-{customer.customer_id}")
+    assert [(b.kind, b.stream_id, b.stream_version) for b in report.broken] == [
+        ("erasure", f"customer-{customer.customer_id}", 1)
     ]
+    # The entry points at the erasure event the ledger holds.
+    assert report.broken[0].event_id and report.broken[0].position > 0
     await platform.check_personal_data()  # what every start does
     assert (await platform.db.read(lambda c: verify_ledger(c, platform.store))).ok
     row = await platform.db.read(

@@ -144,17 +144,18 @@ class HeldCheckpoint:
         at the checkpoint's position; ``ledger_event``: the ledger's event at the
         checkpoint event's own position)."""
         payload = self.event.payload
+        mine = f"the checkpoint at position {self.event.position}"  # each detail names both
         if state is None:
             return [
-                f"the ledger has no event at position {self.position}, which a held "
-                "checkpoint covers (the history was truncated)"
+                f"the ledger has no event at position {self.position}, which {mine} covers "
+                "(the history was truncated)"
             ]
         found = []
         if state.head_hash != payload["head_hash"]:
-            found.append(f"the event at position {self.position} is not the one checkpointed")
+            found.append(f"the event at position {self.position} is not the one {mine} covers")
         if (state.streams, state.streams_digest) != (payload["streams"], payload["streams_digest"]):
             found.append(
-                f"the streams at position {self.position} differ from the checkpoint "
+                f"the streams at position {self.position} differ from {mine} "
                 f"({state.streams} streams, digest {state.streams_digest[:12]}…; checkpointed "
                 f"{payload['streams']}, {str(payload['streams_digest'])[:12]}…): the history "
                 "up to there was rewritten"

@@ -125,6 +125,12 @@ class DatabaseUnavailable(Exception):
     """The database cannot be reached or went away mid-transaction (HTTP 503: retry)."""
 
 
+class LedgerBehind(DatabaseUnavailable):
+    """A position the counter handed out is in the ledger already: the database is not the
+    one this process wrote to (a backup copied over the live file in place) or its counter
+    row was edited. Writes stop (503) until a restart opens a consistent file."""
+
+
 class UtcDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC datetimes on both back ends (SQLite keeps no offset)."""
 
@@ -264,6 +270,7 @@ class _FileIdentity:
         self.path = path if path and path != ":memory:" else None
         self._opened: tuple[int, int] | None = None
         self._reported = False
+        self._behind: str | None = None  # a write found the ledger behind (LedgerBehind)
 
     def opened(self) -> None:
         if self.path is not None:
@@ -272,6 +279,8 @@ class _FileIdentity:
 
     def problem(self) -> str | None:
         """Why the file at the path is no longer the one opened (None: it is)."""
+        if self._behind is not None:
+            return self._behind
         if self.path is None or self._opened is None:
             return None
         try:
@@ -281,6 +290,11 @@ class _FileIdentity:
         if (found.st_dev, found.st_ino) != self._opened:
             return f"the database file {self.path} was replaced while open"
         return None
+
+    def behind(self, problem: str) -> None:
+        """From now on the file's problem (readiness, the gauge, every write's 503)."""
+        self._behind = problem
+        self.report(problem)
 
     def report(self, problem: str) -> None:
         if not self._reported:  # once: every write says it again in its 503
@@ -347,9 +361,9 @@ class _SqliteWriter:
                         _deliver_all([(w, None, DatabaseUnavailable(gone)) for w in group])
                         self.file.report(gone)
                     elif len(group) == 1:
-                        self._run_one(conn, raw, job)
+                        self._note_behind(self._run_one(conn, raw, job))
                     else:
-                        self._run_group(conn, raw, group)
+                        self._note_behind(self._run_group(conn, raw, group))
                 except Exception as exc:
                     # The writer outlives any one group: a failure past the units' own
                     # handling (a ROLLBACK refused, a loop gone) fails that group's callers
@@ -367,8 +381,13 @@ class _SqliteWriter:
             if opened is not None:
                 opened[0].close()
 
+    def _note_behind(self, failed: BaseException | None) -> None:
+        if isinstance(failed, LedgerBehind):
+            self.file.behind(str(failed))
+
     @staticmethod
-    def _run_one(conn: Connection, raw: Any, job: _Job) -> None:
+    def _run_one(conn: Connection, raw: Any, job: _Job) -> BaseException | None:
+        """The unit in its transaction; returns what failed it (None: committed)."""
         take_appended(conn.info)
         try:
             raw.execute("BEGIN IMMEDIATE")
@@ -377,13 +396,15 @@ class _SqliteWriter:
         except BaseException as exc:
             _finish(conn, raw, commit=False)
             take_appended(conn.info)
-            _deliver(job, None, _outage_as_unavailable(exc))
-            return
+            failed = _outage_as_unavailable(exc)
+            _deliver(job, None, failed)
+            return failed
         count_appended(take_appended(conn.info))
         _deliver(job, result, None)
+        return None
 
     @staticmethod
-    def _run_group(conn: Connection, raw: Any, group: list[_Job]) -> None:
+    def _run_group(conn: Connection, raw: Any, group: list[_Job]) -> BaseException | None:
         outcomes: list[tuple[Any, BaseException | None, list[Committed]]] = []
         take_appended(conn.info)
         try:
@@ -405,12 +426,13 @@ class _SqliteWriter:
             _finish(conn, raw, commit=False)
             failed = _outage_as_unavailable(exc)
             _deliver_all([(job, None, failed) for job in group])
-            return
+            return failed
         for _, _, appended in outcomes:
             count_appended(appended)
         _deliver_all(
             [(job, result, error) for job, (result, error, _) in zip(group, outcomes, strict=True)]
         )
+        return next((e for _, e, _ in outcomes if isinstance(e, LedgerBehind)), None)
 
 
 def _abandon(raw: Any) -> None:
@@ -634,16 +656,20 @@ _SQLITE_TRANSIENT = (
     "disk i/o error",
     "unable to open database",
     "database or disk is full",
+    # The file itself damaged (or replaced in place under the process): no piece of
+    # work's fault, and none would succeed again until the file is restored.
+    "database disk image is malformed",
+    "file is not a database",
 )
 
 
 def _sqlite_outage(exc: BaseException) -> str | None:
     """SQLite's words when the file, not the work, failed (locked past the busy timeout,
-    unreadable, its disk full); None for any other error."""
+    unreadable or damaged, its disk full); None for any other error."""
     import sqlite3
 
     orig = exc.orig if isinstance(exc, DBAPIError) else exc
-    if not isinstance(orig, sqlite3.OperationalError):
+    if not isinstance(orig, sqlite3.DatabaseError) or isinstance(orig, sqlite3.IntegrityError):
         return None
     reason = str(orig).lower()
     return reason if any(marker in reason for marker in _SQLITE_TRANSIENT) else None

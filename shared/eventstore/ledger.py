@@ -27,7 +27,7 @@ from sqlalchemy import Connection, bindparam, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.util import await_only
 
-from shared.eventstore.db import utc_from_stored
+from shared.eventstore.db import LedgerBehind, utc_from_stored
 from shared.eventstore.driver import (
     DamagedText,
     asyncpg_driver,
@@ -625,6 +625,12 @@ def _write(conn: Connection, drafts: list[_Draft]) -> list[dict[str, Any]]:
     return rows
 
 
+def _position_taken(exc: IntegrityError) -> bool:
+    """The events' primary key refused a row: its position, not its stream version."""
+    said = str(exc.orig)
+    return "events.position" in said or "pk_events" in said
+
+
 def _sqlite_write(raw: Any, drafts: list[_Draft]) -> list[dict[str, Any]]:
     """The counter row is written first: the writer holds SQLite's write lock from then
     until commit, so positions are gap-free and visible in order."""
@@ -718,6 +724,12 @@ class EventStore:
         try:
             rows = _write(conn, drafts)
         except IntegrityError as exc:
+            if _position_taken(exc):
+                raise LedgerBehind(
+                    "the position counter is behind the ledger (a position it handed out "
+                    "is taken): the database is not the one this process wrote to (a "
+                    "backup copied over the live file?) or its counter row was edited"
+                ) from exc
             failed = appends[0]
             raise ConcurrencyError(
                 failed.stream_id, (failed.head or StreamHead()).version, None

@@ -61,15 +61,16 @@ def ledger_end_problems(conn: Connection, last_position: int) -> list[BrokenLink
                 f"{last_position}{removed}",
             )
         )
-    for customer_id, at in erasures_undone(conn):
+    for erasure in erasures_undone(conn):
         found.append(
             BrokenLink(
                 "erasure",
-                customer_stream_id(customer_id),
-                0,
-                "",
-                0,
-                f"customer {customer_id} was erased at {at:%Y-%m-%d %H:%M:%S}Z, but their "
+                customer_stream_id(erasure.customer_id),
+                erasure.stream_version,
+                erasure.event_id,
+                erasure.position,
+                f"customer {erasure.customer_id} was erased at "
+                f"{erasure.at:%Y-%m-%d %H:%M:%S}Z, but their "
                 "data key, lookups or phone indexes are back (a backup from before the "
                 "erasure restored?): starting any service erases them again",
             )

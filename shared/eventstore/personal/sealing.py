@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from functools import cache
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import orjson
 from cryptography.exceptions import InvalidTag
@@ -86,7 +86,8 @@ _ERASE_ALIASES = text("DELETE FROM personal_data_aliases WHERE customer_id = :cu
 # Customers the ledger says were erased whose key, lookups or phone indexes are back (a
 # backup from before the erasure restored): stream ids are ``customer-<id>`` (9 + 36).
 _ERASURES_UNDONE = text(
-    "SELECT substr(e.stream_id, 10), e.recorded_at FROM events e "
+    "SELECT substr(e.stream_id, 10), e.recorded_at, e.position, e.event_id, e.stream_version "
+    "FROM events e "
     "WHERE e.stream_type = 'customer' AND e.event_type = 'CustomerDataErased' AND ("
     "EXISTS (SELECT 1 FROM personal_data_keys k WHERE k.customer_id = substr(e.stream_id, 10) "
     "AND (k.wrapped_key IS NOT NULL OR k.lookup IS NOT NULL OR k.erased_at IS NULL)) "
@@ -96,13 +97,22 @@ _ERASURES_UNDONE = text(
 )
 
 
-def erasures_undone(conn: Connection) -> list[tuple[str, datetime]]:
-    """(customer id, when erased) of each customer the ledger records as erased whose
-    personal-data traces are in the key tables again — a backup from before the erasure
-    restored; every start erases them again (``PersonalData.redo_erasures``)."""
+class ErasureUndone(NamedTuple):
+    customer_id: str
+    at: datetime
+    # The CustomerDataErased event that says so.
+    position: int
+    event_id: str
+    stream_version: int
+
+
+def erasures_undone(conn: Connection) -> list[ErasureUndone]:
+    """Each customer the ledger records as erased whose personal-data traces are in the key
+    tables again — a backup from before the erasure restored; every start erases them
+    again (``PersonalData.redo_erasures``)."""
     return [
-        (str(customer_id), utc_from_stored(at))
-        for customer_id, at in conn.execute(_ERASURES_UNDONE)
+        ErasureUndone(str(c), utc_from_stored(at), int(p), str(e), int(v))
+        for c, at, p, e, v in conn.execute(_ERASURES_UNDONE)
     ]
 
 
@@ -346,9 +356,9 @@ class PersonalData:
         """Erase again every customer the ledger records as erased whose traces came
         back (``erasures_undone``); returns them."""
         undone = erasures_undone(conn)
-        for customer_id, at in undone:
-            self.erase(conn, customer_id, at)
-        return [customer_id for customer_id, _ in undone]
+        for erasure in undone:
+            self.erase(conn, erasure.customer_id, erasure.at)
+        return [erasure.customer_id for erasure in undone]
 
     def _forget(self, customer_id: str) -> None:
         self.ring.forget(customer_id)
