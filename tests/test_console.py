@@ -132,6 +132,11 @@ async def test_bad_tokens_and_roles(platform: Platform) -> None:
         session = await client.get("/session", headers={"HX-Request": "true"})
         assert session.status_code == 200
         assert session.headers["hx-redirect"] == "/sign-in?reason=expired"
+        # The live stream reconnecting after the end keeps the cookie: the page's own
+        # /session call (whichever comes first) still finds it expired and says so.
+        client.cookies.set(COOKIE, expired)
+        stream = await client.get("/live/stream", headers={"Accept": "text/event-stream"})
+        assert stream.status_code == 401 and "set-cookie" not in stream.headers
         # The same at sign-in: no cookie for a session already over, the expired notice.
         client.cookies.clear()
         late = await client.post("/sign-in", data={"token": token_for("auditor", ttl_seconds=-5)})

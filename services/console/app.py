@@ -92,7 +92,11 @@ def install_error_pages(app: FastAPI) -> None:
         else:
             back = page_of(request) if request.method == "GET" else None
             response = sign_in_page(request, status_code=401, reason=exc.reason, next_page=back)
-        if request.cookies.get(COOKIE):
+        # Dropped by what the page shows (a page load, an htmx redirect), not by its live
+        # stream's reconnect: the page's own /session call must still find it expired, to
+        # say so on the sign-in form.
+        stream = "text/event-stream" in request.headers.get("accept", "")
+        if request.cookies.get(COOKIE) and not stream:
             response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
         return response
 
