@@ -196,11 +196,12 @@ async def run_projector(
 
 
 async def finish_when_stopped(
-    work: Awaitable[object], stop: asyncio.Event, grace: float = 10.0
+    work: Awaitable[object], stop: asyncio.Event, grace: float = 10.0, what: str = "projector"
 ) -> None:
     """``work`` to its end; once ``stop`` is set, ``grace`` seconds more, then cancelled. A
-    consumer waiting on a broker that went away mid-session ignored the stop for minutes
-    (until the broker came back): an orchestrator's grace period would end in SIGKILL."""
+    consumer (or the relay's producer) waiting on a broker that went away mid-session
+    ignored the stop for minutes (until the broker came back): an orchestrator's grace
+    period would end in SIGKILL."""
     task = asyncio.ensure_future(work)
     stopping = asyncio.ensure_future(stop.wait())
     try:
@@ -208,7 +209,7 @@ async def finish_when_stopped(
         if not task.done():
             done, _ = await asyncio.wait({task}, timeout=grace)
             if not done:
-                log.warning("projector: still waiting %.0f s after the stop; cancelled", grace)
+                log.warning("%s: still waiting %.0f s after the stop; cancelled", what, grace)
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -264,7 +265,9 @@ async def run_relay(platform: Platform, stop: asyncio.Event) -> None:
             replication=settings.kafka_topic_replication,
         )
     relay = relay_from_settings(platform.db, settings, platform.clock)
-    await relay.run(stop, poll_seconds=settings.relay_poll_seconds)
+    await finish_when_stopped(
+        relay.run(stop, poll_seconds=settings.relay_poll_seconds), stop, what="relay"
+    )
 
 
 def refuse_taken_ports(

@@ -14,6 +14,7 @@ writer that lost the race (``ConcurrencyError``, HTTP 409).
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -60,6 +61,8 @@ ANY_VERSION: None = None
 NO_STREAM = 0
 
 T = TypeVar("T")
+
+log = logging.getLogger("ticketline.ledger")
 
 
 class ConcurrencyError(Exception):
@@ -625,6 +628,11 @@ def _write(conn: Connection, drafts: list[_Draft]) -> list[dict[str, Any]]:
     return rows
 
 
+def _stream_version_taken(exc: IntegrityError) -> bool:
+    said = str(exc.orig)
+    return "events.stream_id, events.stream_version" in said or "stream_version" in said
+
+
 def _position_taken(exc: IntegrityError) -> bool:
     """The events' primary key refused a row: its position, not its stream version."""
     said = str(exc.orig)
@@ -730,6 +738,10 @@ class EventStore:
                     "is taken): the database is not the one this process wrote to (a "
                     "backup copied over the live file?) or its counter row was edited"
                 ) from exc
+            if not _stream_version_taken(exc):  # rare: say which, for the operator
+                log.warning(
+                    "append refused by a constraint besides the stream's version: %s", exc.orig
+                )
             failed = appends[0]
             raise ConcurrencyError(
                 failed.stream_id, (failed.head or StreamHead()).version, None

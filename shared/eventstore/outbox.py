@@ -8,11 +8,12 @@
   that commits late is not skipped.
 - Several relays may run; a lease in the database lets one publish at a time.
 - A broker that lost messages is noticed: the relay keeps, per topic partition, the
-  offset and event id of the last message it had acknowledged (``relay_offsets``). A
-  later acknowledgement at or below that offset, or another message (or none) at that
-  offset when the relay looks (every ``check_seconds``), means the log was truncated or
-  rebuilt; the relay then re-queues the topic's whole history into the outbox and
-  publishes it again (consumers skip what they already have). It also looks before
+  offset and event id of the highest message acknowledged (``relay_offsets``). Another
+  message (or none) at that offset when the relay looks (every ``check_seconds``, and
+  before publishing again after a later acknowledgement came at or below it — a truncated
+  log, or only a relay that lost the lease during a stall landing its last batch) means
+  the log was truncated or rebuilt; the relay then re-queues the topic's whole history
+  into the outbox and publishes it again (consumers skip what they already have). It also looks before
   publishing on taking the lease and after a failed publish or look, so that rows written
   during an outage follow the history queued again on a log that came back empty (each
   stream stays in version order). ``ticketline relay republish --from-position N`` does
@@ -249,19 +250,36 @@ class OutboxRelay:
 
     async def mark_published(self, positions: Sequence[int], acked: Sequence[Acked] = ()) -> None:
         """Acknowledged by the broker: no longer pending (one statement a batch). An
-        acknowledged offset below what the relay had acknowledged before means the log
-        was truncated: the topic's history is queued again."""
+        acknowledged offset at or below one acknowledged before may be a truncated log, or
+        only another relay's publish landing in between (a lease that moved while the
+        broker stalled): the relay looks at the log before publishing again, and the look
+        decides (``check_topics``). Without a watch to look with, the history is queued
+        again at once."""
         if not positions and not acked:
             return
         done = list(positions)
         now = self.clock.now()
+        watched = self.watch is not None
 
         def work(conn: Connection) -> dict[str, int]:
             delete_where_in(conn, outbox, "position", done)
-            truncated = record_offsets(conn, acked, now)
-            return {t: requeue(conn, self.topic_prefix, topics={t}) for t in sorted(truncated)}
+            suspect = record_offsets(conn, acked, now)
+            if watched or not suspect:
+                return {t: 0 for t in suspect}
+            for topic in suspect:  # its offsets belong to the lost log: the new log's instead
+                conn.execute(delete(relay_offsets).where(relay_offsets.c.topic == topic))
+            record_offsets(conn, acked, now)
+            return {t: requeue(conn, self.topic_prefix, topics={t}) for t in sorted(suspect)}
 
         requeued = await self.db.write(work)
+        if watched and requeued:
+            log.info(
+                "relay: an acknowledged offset below the last one on %s: looking at the "
+                "log before publishing again",
+                ", ".join(sorted(requeued)),
+            )
+            self._look_first = True
+            return
         _report_requeued(requeued, "an acknowledged offset below the last one")
 
     async def check_topics(self) -> dict[str, int]:
@@ -357,9 +375,10 @@ def acknowledged(conn: Connection) -> dict[tuple[str, int], tuple[int, str]]:
 
 
 def record_offsets(conn: Connection, acked: Sequence[Acked], now: object) -> set[str]:
-    """Store, per partition, the last of these acknowledgements; returns the topics where
-    one is at or below the offset stored before (the log was truncated or rebuilt:
-    offsets only grow in a log that keeps its messages)."""
+    """Store, per partition, the highest of these acknowledgements (never lowering what is
+    stored: another relay may have published past them meanwhile); returns the topics
+    where one is at or below the offset stored before — offsets only grow in a log that
+    keeps its messages, so the log may have been truncated or rebuilt."""
     if not acked:
         return set()
     last: dict[tuple[str, int], Acked] = {}
@@ -370,12 +389,7 @@ def record_offsets(conn: Connection, acked: Sequence[Acked], now: object) -> set
             last[key] = a
         lowest[key] = min(lowest.get(key, a.offset), a.offset)
     stored = {k: v for k, v in acknowledged(conn).items() if k in last}
-    truncated = {
-        t for (t, p), low in lowest.items() if (t, p) in stored and low <= stored[(t, p)][0]
-    }
-    ro = relay_offsets
-    for topic in truncated:  # its other partitions' offsets belong to the lost log
-        conn.execute(delete(ro).where(ro.c.topic == topic))
+    suspect = {t for (t, p), low in lowest.items() if (t, p) in stored and low <= stored[(t, p)][0]}
     rows = [
         {
             "topic": a.topic,
@@ -384,10 +398,11 @@ def record_offsets(conn: Connection, acked: Sequence[Acked], now: object) -> set
             "event_id": a.event_id,
             "updated_at": now,
         }
-        for a in last.values()
+        for key, a in last.items()
+        if key not in stored or a.offset > stored[key][0]
     ]
-    upsert_rows(conn, ro, rows)
-    return truncated
+    upsert_rows(conn, relay_offsets, rows)
+    return suspect
 
 
 def stream_types_of(prefix: str, topics: set[str] | None) -> list[str] | None:

@@ -318,6 +318,7 @@ class KafkaSource:
         if consumer is None:  # stopped before the broker answered
             return
         idle_ms = 0
+        past_end: dict[Any, int] = {}  # partitions the last log end check found past it
         try:
             while not self.stop.is_set():
                 records = await consumer.getmany(timeout_ms=self.poll_ms)
@@ -325,7 +326,7 @@ class KafkaSource:
                     fill = await self.guard.check(projection)
                     # Only then: some brokers report a partition's end short of its last
                     # offsets, which would look like a truncated log at any other time.
-                    if self.guard.overdue and await log_truncated(consumer):
+                    if self.guard.overdue and await log_truncated(consumer, seen=past_end):
                         self.guard.urgent = True
                     if fill:
                         yield Batch(events=fill)
@@ -387,10 +388,16 @@ async def commit_offsets(consumer: Any, offsets: dict[Any, int], seconds: float)
         )
 
 
-async def log_truncated(consumer: Any, seconds: float = 5.0) -> bool:
+async def log_truncated(
+    consumer: Any, seconds: float = 5.0, seen: dict[Any, int] | None = None
+) -> bool:
     """True (and those partitions start again from their beginning) when the consumer's
     position is past the end of a partition's log: the broker lost messages, and what it
-    holds now would otherwise be skipped."""
+    holds now would otherwise be skipped. ``seen``: kept between calls, a partition counts
+    only when the check before found it past the end at the same position — a lost log
+    stays lost, while a broker answering short for a moment (after a stall or a
+    rebalance: a black-box run saw partitions read again from 0 every second for a minute,
+    nothing lost) does not."""
     try:
         assigned = list(consumer.assignment())
         if not assigned:
@@ -401,10 +408,14 @@ async def log_truncated(consumer: Any, seconds: float = 5.0) -> bool:
         # load, and a whole partition read again).
         positions = {tp: await asyncio.wait_for(consumer.position(tp), seconds) for tp in assigned}
         ends = await asyncio.wait_for(consumer.end_offsets(assigned), seconds)
-        behind = [tp for tp in assigned if positions[tp] > ends.get(tp, positions[tp])]
+        past = {tp: positions[tp] for tp in assigned if positions[tp] > ends.get(tp, positions[tp])}
     except Exception as exc:  # the broker is away: nothing to say yet
         log.debug("log end check failed: %s", exc)
         return False
+    behind = [tp for tp, at in past.items() if seen is None or seen.get(tp) == at]
+    if seen is not None:
+        seen.clear()
+        seen.update({tp: at for tp, at in past.items() if tp not in behind})
     if behind:
         log.warning(
             "consumer past the log end of %s: the broker lost messages; reading those "
