@@ -32,6 +32,16 @@ async def event_ids(intake: httpx.AsyncClient, tid: str, *types: str) -> list[st
     return [e["event_id"] for e in events if e["event_type"] in types]
 
 
+def item(**changes: object) -> dict[str, object]:
+    """A manual scorecard item for sp-1 (east), with ``changes``."""
+    return {
+        "service_point_id": "sp-1",
+        "item": "poor_service",
+        "occurred_on": "2026-11-02",
+        "evidence": "a typo",
+    } | changes
+
+
 async def test_scorecard_deductions_are_traced_to_events(
     life: Lifecycle,
     feedback: httpx.AsyncClient,
@@ -70,27 +80,10 @@ async def test_scorecard_deductions_are_traced_to_events(
     await register_points(platform, "sp-1", "sp-2")
     async with service_client("feedback", platform, role="admin") as admin:
         for point in ("sp-9", "SP-1", "rc-east"):  # unknown, not as registered, not a point
-            unknown = await admin.post(
-                "/scorecards/items",
-                json={
-                    "service_point_id": point,
-                    "item": "poor_service",
-                    "occurred_on": "2026-11-02",
-                    "evidence": "a typo",
-                },
-            )
+            unknown = await admin.post("/scorecards/items", json=item(service_point_id=point))
             assert unknown.status_code == 422, unknown.text
             assert unknown.json()["errors"][0]["field"] == "service_point_id"
-        elsewhere = await admin.post(
-            "/scorecards/items",
-            json={
-                "service_point_id": "sp-1",
-                "region": "west",
-                "item": "poor_service",
-                "occurred_on": "2026-11-02",
-                "evidence": "the point is in the east",
-            },
-        )
+        elsewhere = await admin.post("/scorecards/items", json=item(region="west"))
         assert elsewhere.status_code == 422 and elsewhere.json()["errors"][0]["field"] == "region"
         # The tickets an item names exist, each named once; the day is a plausible one.
         for change, field in (
@@ -99,66 +92,27 @@ async def test_scorecard_deductions_are_traced_to_events(
             ({"ticket_ids": [a, a]}, "ticket_ids.1"),
             ({"occurred_on": "1900-01-01"}, "occurred_on"),
         ):
-            typo = await admin.post(
-                "/scorecards/items",
-                json={
-                    "service_point_id": "sp-1",
-                    "item": "poor_service",
-                    "occurred_on": "2026-11-02",
-                    "evidence": "a typo",
-                }
-                | change,
-            )
+            typo = await admin.post("/scorecards/items", json=item(**change))
             assert typo.status_code == 422, typo.text
             assert typo.json()["errors"][0]["field"] == field, typo.text
-        poor = await admin.post(
-            "/scorecards/items",
-            json={
-                "service_point_id": "sp-1",
-                "region": "east",
-                "item": "poor_service",
-                "occurred_on": "2026-11-02",
-                "evidence": "Mystery shopper report MS-118",
-                "ticket_ids": [a],
-            },
-        )
+        shopper = item(region="east", evidence="Mystery shopper report MS-118", ticket_ids=[a])
+        poor = await admin.post("/scorecards/items", json=shopper)
         assert poor.status_code == 201, poor.text
         # An admin of another region: 403 region, whether the point has items yet or not.
         async with service_client("feedback", platform, role="admin", region="west") as west:
-            elsewhere = await west.post(
-                "/scorecards/items",
-                json={
-                    "service_point_id": "sp-1",
-                    "item": "poor_service",
-                    "occurred_on": "2026-11-02",
-                    "evidence": "not theirs",
-                },
-            )
+            elsewhere = await west.post("/scorecards/items", json=item())
         assert elsewhere.status_code == 403, elsewhere.text
         assert elsewhere.json()["errors"][0]["field"] == "region", elsewhere.text
-        media = await admin.post(
-            "/scorecards/items",
-            json={
-                "service_point_id": "sp-2",
-                "item": "positive_media_coverage",
-                "occurred_on": "2026-11-02",
-                "evidence": "City paper praised the repair",
-            },
-        )
+        praise = "City paper praised the repair"
+        coverage = item(service_point_id="sp-2", item="positive_media_coverage", evidence=praise)
+        media = await admin.post("/scorecards/items", json=coverage)
         assert media.status_code == 201, media.text
         # Auditors read everything and write nothing.
         for role in ("call_center_agent", "auditor"):
             async with service_client("feedback", platform, role=role) as other:
                 assert (await other.post("/scorecards/items", json={})).status_code == 403
-        future = await admin.post(
-            "/scorecards/items",
-            json={
-                "service_point_id": "sp-2",
-                "item": "poor_service",
-                "occurred_on": "2026-12-01",
-                "evidence": "not yet",
-            },
-        )
+        ahead = item(service_point_id="sp-2", occurred_on="2026-12-01", evidence="not yet")
+        future = await admin.post("/scorecards/items", json=ahead)
     assert future.status_code == 422 and future.json()["errors"][0]["field"] == "occurred_on"
     await project_feedback(platform)
 

@@ -74,6 +74,17 @@ def _asked_page(request: Request) -> str | None:
     return page_of(request)
 
 
+def _sign_in_target(request: Request, reason: str | None) -> str:
+    """Where an htmx request whose sign-in is over sends the page: the sign-in form, with
+    the page to come back to and, when it expired, the notice a page load shows."""
+    shown = urlsplit(request.headers.get("hx-current-url", ""))
+    page = path_and_query(shown.path, shown.query) if shown.path else _asked_page(request)
+    asked = {"next": page} if page else {}
+    if reason == "expired":
+        asked["reason"] = "expired"
+    return "/sign-in" + (f"?{urlencode(asked)}" if asked else "")
+
+
 def install_error_pages(app: FastAPI) -> None:
     """Errors as pages (the sign-in form, 403, 404, 400 …), never JSON problems."""
 
@@ -82,12 +93,7 @@ def install_error_pages(app: FastAPI) -> None:
         if request.headers.get("hx-request"):
             # htmx: the whole page to the sign-in form, and back after (200: a 401 would
             # stand in the browser's console as a failed load; htmx follows HX-Redirect).
-            shown = urlsplit(request.headers.get("hx-current-url", ""))
-            page = path_and_query(shown.path, shown.query) if shown.path else _asked_page(request)
-            asked = {"next": page} if page else {}
-            if exc.reason == "expired":  # the sign-in page says so, as a page load's does
-                asked["reason"] = "expired"
-            target = "/sign-in" + (f"?{urlencode(asked)}" if asked else "")
+            target = _sign_in_target(request, exc.reason)
             response: Response = Response(status_code=200, headers={"HX-Redirect": target})
         else:
             back = page_of(request) if request.method == "GET" else None
