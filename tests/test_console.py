@@ -132,6 +132,11 @@ async def test_bad_tokens_and_roles(platform: Platform) -> None:
         session = await client.get("/session", headers={"HX-Request": "true"})
         assert session.status_code == 200
         assert session.headers["hx-redirect"] == "/sign-in?reason=expired"
+        # The cookie gone (the browser drops it at the token's expiry, its max-age): a
+        # page's part asking is a session that ended all the same.
+        client.cookies.clear()
+        gone = await client.get("/session", headers={"HX-Request": "true"})
+        assert gone.headers["hx-redirect"] == "/sign-in?reason=expired"
         # The live stream reconnecting after the end keeps the cookie: the page's own
         # /session call (whichever comes first) still finds it expired and says so.
         client.cookies.set(COOKIE, expired)
