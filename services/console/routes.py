@@ -285,7 +285,8 @@ async def sign_in(request: Request) -> Response:
     form = parse_qs((await request.body()).decode("utf-8", "replace"))
     token = (form.get("token") or [""])[0].strip()
     target = safe_next((form.get("next") or [None])[0])
-    t = translator(locale_of(request))
+    locale = locale_of(request)
+    t = translator(locale)
     if not same_origin(request):
         return sign_in_page(request, status_code=403, error=t("sign_in_elsewhere"))
     try:
@@ -295,7 +296,7 @@ async def sign_in(request: Request) -> Response:
     except InvalidCredentials as exc:
         # The verifier's reason is English (a library's words): shown on the English page.
         error = t("token_missing") if not token else t("token_invalid")
-        if token and locale_of(request) != "zh":
+        if token and locale != "zh":
             error += f": {str(exc).removeprefix('invalid token: ')}"
         return sign_in_page(request, status_code=401, error=error, next_page=target)
     if time.time() >= expires:  # within the API's leeway for clocks, but no session left

@@ -261,25 +261,26 @@ class OutboxRelay:
         now = self.clock.now()
         watched = self.watch is not None
 
-        def work(conn: Connection) -> dict[str, int]:
+        def work(conn: Connection) -> tuple[set[str], dict[str, int]]:
             delete_where_in(conn, outbox, "position", done)
             suspect = record_offsets(conn, acked, now)
             if watched or not suspect:
-                return {t: 0 for t in suspect}
+                return suspect, {}
             for topic in suspect:  # its offsets belong to the lost log: the new log's instead
                 conn.execute(delete(relay_offsets).where(relay_offsets.c.topic == topic))
             record_offsets(conn, acked, now)
-            return {t: requeue(conn, self.topic_prefix, topics={t}) for t in sorted(suspect)}
+            return suspect, {
+                t: requeue(conn, self.topic_prefix, topics={t}) for t in sorted(suspect)
+            }
 
-        requeued = await self.db.write(work)
-        if watched and requeued:
+        suspect, requeued = await self.db.write(work)
+        if watched and suspect:
             log.info(
                 "relay: an acknowledged offset below the last one on %s: looking at the "
                 "log before publishing again",
-                ", ".join(sorted(requeued)),
+                ", ".join(sorted(suspect)),
             )
             self._look_first = True
-            return
         _report_requeued(requeued, "an acknowledged offset below the last one")
 
     async def check_topics(self) -> dict[str, int]:
