@@ -9,7 +9,9 @@ may search by phone), so the figure is the route (query, serialisation of a 50-r
 the read log of unmasked personal data) without HTTP and
 without a second process on the two cores. Requests alternate filter by filter between
 the small and the large database, so noise hits both sides alike; the report gives each
-filter's p50 at N beside its p50 at 10k.
+filter's p50 at N beside its p50 at 10k. Each round also records one new ticket in each
+database (``POST /tickets`` as a call-center agent, a caller of its own): its duplicate
+check reads ``ticket_state`` too, and must not walk it.
 
 The seeded history: one ticket a minute (1,440 a day; 10k ≈ 7 days, 1M ≈ 2 years), newest
 first, status by age as a call center sees it (today's tickets open; beyond ten days
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import random
 import shutil
 import sqlite3
@@ -290,7 +293,7 @@ async def measure_list_latency(
         for platform in platforms.values():
             await platform.close()
     result = ListLatency(counts["small"], counts["large"], seed_seconds)
-    for label in filters():
+    for label in (*filters(), NEW_TICKET):
         for name, into in (("small", result.small), ("large", result.large)):
             into[label] = samples.result((label, name))
         result.page_sizes[label] = (
@@ -322,6 +325,15 @@ class _Samples:
     failures: dict[tuple[str, str], int] = field(default_factory=dict)
     sizes: dict[tuple[str, str], int] = field(default_factory=dict)
 
+    def add(self, key: tuple[str, str], response: Any, elapsed: float, warmup: bool) -> None:
+        if response.status_code not in (200, 201):
+            self.failures[key] = self.failures.get(key, 0) + 1
+        elif warmup:
+            items = response.json().get("items")
+            self.sizes[key] = len(items) if items is not None else 1
+        else:
+            self.latencies.setdefault(key, []).append(elapsed)
+
     def result(self, key: tuple[str, str]) -> Result:
         samples = self.latencies.get(key, [])
         return Result(
@@ -333,8 +345,21 @@ class _Samples:
         )
 
 
+# Beside the lists: a new ticket, whose duplicate check reads the same table.
+NEW_TICKET = "(POST /tickets, a new caller)"
+
+
 async def _time_filters(clients: dict[str, Any], repeats: int, max_seconds: float) -> _Samples:
-    """Each filter against each database in turn, ``repeats`` rounds after a warm-up."""
+    """Each filter against each database in turn, ``repeats`` rounds after a warm-up, and a
+    new ticket (a caller of its own) per round."""
+    from bench.loadgen import ticket_body
+    from tests.support.auth import headers_for
+
+    agent = {
+        **headers_for("call_center_agent", subject="bench"),
+        "Content-Type": "application/json",
+    }
+    callers = itertools.count()
     samples = _Samples()
     deadline = Deadline(max_seconds)
     for repeat in range(repeats + 1):
@@ -344,12 +369,12 @@ async def _time_filters(clients: dict[str, Any], repeats: int, max_seconds: floa
             for name, client in clients.items():
                 t0 = time.perf_counter()
                 response = await client.get("/tickets", params=params)
-                elapsed = time.perf_counter() - t0
-                key = (label, name)
-                if response.status_code != 200:
-                    samples.failures[key] = samples.failures.get(key, 0) + 1
-                elif repeat == 0:
-                    samples.sizes[key] = len(response.json()["items"])
-                else:
-                    samples.latencies.setdefault(key, []).append(elapsed)
+                samples.add((label, name), response, time.perf_counter() - t0, repeat == 0)
+        for name, client in clients.items():
+            headers = {**agent, "Idempotency-Key": str(uuid.uuid4())}
+            t0 = time.perf_counter()
+            response = await client.post(
+                "/tickets", content=ticket_body(next(callers)), headers=headers
+            )
+            samples.add((NEW_TICKET, name), response, time.perf_counter() - t0, repeat == 0)
     return samples

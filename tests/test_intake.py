@@ -190,6 +190,22 @@ async def test_possible_duplicate_is_reported_not_merged(intake: httpx.AsyncClie
     assert west["possible_duplicate_of"] is None
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_the_duplicate_check_reads_only_the_callers_tickets(platform: Platform) -> None:
+    """Every new ticket asks for an open duplicate: SQLite (no statistics) once walked the
+    region's whole history for it, 130 ms a ticket at 300k tickets. It must reach
+    ``ticket_state`` through the customer's own tickets, whatever the table holds."""
+    from services.intake.read_models import _SAME_MODEL, _SAME_SERIAL
+    from tests.support.plans import explained
+
+    for statement in (_SAME_SERIAL, _SAME_MODEL):
+        plan = await platform.db.read(
+            lambda conn, s=statement: explained(conn, s.qmark, ("digest", "x", "east"))
+        )
+        steps = [step for step in plan if "ticket_state" in step or " t " in f"{step} "]
+        assert steps and all("ix_ticket_state_customer_id" in step for step in steps), plan
+
+
 async def test_diagnosis_sets_resolution_deadline_and_rules(intake: httpx.AsyncClient) -> None:
     ticket = await open_ticket(intake)
     tid = ticket["ticket_id"]
