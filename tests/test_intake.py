@@ -308,6 +308,31 @@ async def test_an_address_in_another_region_moves_the_ticket_until_it_is_dispatc
     assert fixed.status_code == 200, fixed.text
 
 
+async def test_a_moved_tickets_audit_export_is_whole_and_only_its_new_regions(
+    intake: httpx.AsyncClient,
+) -> None:
+    """The export of one ticket follows the ticket, as its history does: the region it
+    left gets 404, the region it joined gets every event, from before the move too."""
+    west = {"line": "9 West St", "postcode": "610000", "region": "west"}
+    moved = (await open_ticket(intake))["ticket_id"]
+    response = await intake.patch(
+        f"/tickets/{moved}/contact", json={"address": west, "reason": "wrong city taken"}
+    )
+    assert response.status_code == 200, response.text
+
+    async def export(region: str) -> httpx.Response:
+        caller = headers_for("regional_center", subject=f"rc-{region}", region=region)
+        return await intake.get("/audit/export", params={"ticket_id": moved}, headers=caller)
+
+    left, joined = await export("east"), await export("west")
+    assert left.status_code == 404 and left.json()["rule"] == "ticket_not_found"
+    assert joined.status_code == 200, joined.text
+    history = (await intake.get(f"/tickets/{moved}/history")).json()["events"]
+    summary = json.loads(joined.headers["x-export-summary"])
+    assert summary["events"] == len(history) == 2
+    assert summary["scope"]["ticket_id"] == moved and summary["scope"]["region"] is None
+
+
 async def test_pagination_is_stable_under_inserts(intake: httpx.AsyncClient, clock) -> None:
     ids = []
     for n in range(7):
@@ -372,7 +397,8 @@ async def test_as_of_returns_the_historical_state(intake: httpx.AsyncClient, clo
     assert (await intake.post(f"/tickets/{tid}/diagnosis", json=diagnosis)).status_code == 200
     before = await intake.get(f"/tickets/{tid}", params={"as_of": "2026-11-02T09:30:00Z"})
     assert before.status_code == 200, before.text
-    assert before.json()["status"] == "received" and before.headers["etag"] == '"1"'
+    assert before.json()["status"] == "received" and before.json()["version"] == 1
+    assert before.headers["etag"] == '"2"'  # the current version: what If-Match acts on
     now = (await intake.get(f"/tickets/{tid}")).json()
     at_now = (await intake.get(f"/tickets/{tid}", params={"as_of": "2026-11-02T10:00:00Z"})).json()
     assert at_now == now  # the fold and the projection agree

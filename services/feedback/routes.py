@@ -195,8 +195,10 @@ CSV_ANSWER: dict[int | str, dict[str, Any]] = {
     tags=["compliance"],
     summary="Per-ticket closed-loop checklist with evidence (JSON pages or CSV)",
     description="Each item is true, false or pending with the ids of the events that "
-    "decide it. Ordered by ticket number; pass `next_cursor` as `cursor` (a cursor this "
-    "service did not issue is 422 naming `cursor`). The CSV holds every matching row.",
+    "decide it. Ordered by ticket number; pass `next_cursor` as `cursor` (text of no "
+    "cursor's form — the page's last row's time, with its offset, and ticket number — is "
+    "422 naming `cursor`; a well-formed one goes on after the ticket it names). The CSV "
+    "holds every matching row.",
 )
 async def compliance_tickets(
     request: Request,

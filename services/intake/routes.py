@@ -224,6 +224,7 @@ async def get_ticket(
 ) -> TicketView:
     require_aware("as_of", as_of)
     row = await visible_ticket(platform, principal, ticket_id)
+    current_version = row["version"]  # the ETag, for a past state too: If-Match acts on now
     if as_of is not None:
         row = await platform.db.read(
             lambda c: open_row(
@@ -237,7 +238,7 @@ async def get_ticket(
     clock = await platform.db.read(
         lambda c: ticket_sla(c, platform.store, sla, str(ticket_id), at, as_of)
     )
-    response.headers["ETag"] = etag(row["version"])
+    response.headers["ETag"] = etag(current_version)
     disclosure = Disclosure(request, principal)
     view = ticket_view(disclosure.row(row), clock)
     disclosure.record()

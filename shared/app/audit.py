@@ -73,6 +73,17 @@ class ExportScope:
 CHUNK = 5_000
 
 
+def ticket_region(conn: Connection, ticket_id: str) -> str | None:
+    """The region the ticket belongs to now: its newest event's (None: no such ticket)."""
+    query = (
+        select(events.c.region)
+        .where(events.c.stream_id == ticket_id, events.c.region.is_not(None))
+        .order_by(events.c.position.desc())
+        .limit(1)
+    )
+    return conn.execute(query).scalar()
+
+
 def select_events(conn: Connection, scope: ExportScope | None = None) -> list[EventEnvelope]:
     """The scope's events in position order, all in memory (a ticket's, a test's)."""
     query = (scope or ExportScope()).where(select(events).order_by(events.c.position))

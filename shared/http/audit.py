@@ -11,7 +11,13 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response, StreamingResponse
 
-from shared.app.audit import ExportScope, export_summary, signing_key, write_export
+from shared.app.audit import (
+    ExportScope,
+    export_summary,
+    signing_key,
+    ticket_region,
+    write_export,
+)
 from shared.app.platform import Platform
 from shared.http.app import get_platform
 from shared.http.context import Principal, allow, region_asked
@@ -32,10 +38,23 @@ may_export = allow(*AUDIT_ROLES, scope="audit:export")
     summary="A ticket's or a period's events as JSON lines or CSV, with a signed summary",
     description="The body is the export; the `X-Export-Summary` header holds the summary "
     "(event count, positions, SHA-256 of the body, HMAC signature). Keep both: "
-    "`ticketline verify-export` checks them later against each other and the ledger.",
+    "`ticketline verify-export` checks them later against each other and the ledger. "
+    "With `ticket_id`, the ticket's whole history (as `GET /tickets/{id}/history` shows "
+    "it), to a regional caller (or with `region`) only while the ticket is in that region "
+    "— a ticket moved to another region is theirs from then on, all of it.",
     response_class=Response,
     responses={
-        200: {"content": {"application/x-ndjson": {}, "text/csv": {}}},
+        200: {
+            "content": {"application/x-ndjson": {}, "text/csv": {}},
+            "headers": {
+                "X-Export-Summary": {
+                    "description": "The signed summary, canonical JSON: `format`, `scope`, "
+                    "`events` (count), `first_position`, `last_position`, `sha256` of the "
+                    "body, `signature` (HMAC-SHA256).",
+                    "schema": {"type": "string"},
+                }
+            },
+        },
         404: problem_doc("Another region than the caller's, or an unknown ticket"),
     },
 )
@@ -53,6 +72,11 @@ async def export_events(
         if value is not None and value.tzinfo is None:
             raise InvalidCommand(name, "give a timezone, e.g. 2026-11-20T10:00:00Z")
     require_period(("recorded_from", recorded_from), ("recorded_to", recorded_to))
+    if ticket_id and region:
+        # The ticket's region now, not each event's: one moved stays whole with its owner.
+        if await platform.db.read(lambda c: ticket_region(c, str(ticket_id))) != region:
+            raise NotFound("ticket_not_found", f"no ticket {ticket_id}")
+        region = None
     scope = ExportScope(str(ticket_id) if ticket_id else None, region, recorded_from, recorded_to)
     # Spooled to an unnamed file (gone when closed, whatever happens), then sent from it:
     # the summary header needs the whole body's digest first, memory stays flat.
