@@ -749,3 +749,23 @@ async def test_case_variants_registered_at_once_make_one_service_point(
     assert sorted(a.status_code for a in answers) == [201] * 8 + [409] * 8
     listed = [p["id"].lower() for p in (await admin.get("/service-points")).json()["items"]]
     assert sorted(i for i in listed if i in ids) == ids
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_a_technicians_load_is_counted_without_walking_their_history(
+    platform: Platform,
+) -> None:
+    """Every assignment counts the candidates' open tickets: by (technician, status), not
+    through each technician's every ticket since they started."""
+    from services.dispatch.read_models import open_loads
+    from tests.support.plans import explained, recorded_selects
+
+    assert platform.db.sqlite_engine is not None
+    with recorded_selects(platform.db.sqlite_engine) as statements:
+        await platform.db.read(lambda c: open_loads(c, ["t-1", "t-2"], except_ticket="x"))
+    ((statement, parameters),) = statements
+    plan = await platform.db.read(lambda c: explained(c, statement, parameters))
+    assert plan == [
+        "SEARCH ticket_state USING INDEX ix_ticket_state_technician_id_status "
+        "(technician_id=? AND status=?)"
+    ], plan

@@ -195,6 +195,17 @@ async def test_request_receive_use_and_return_parts_for_a_ticket(
     assert again.status_code == 409 and again.json()["rule"] == "no_return_expected"
 
 
+async def requisitions_by_page(client: httpx.AsyncClient, location: str) -> list[str]:
+    """The ids ``GET /requisitions?location=`` lists, one page (``limit=1``) at a time."""
+    ids: list[str] = []
+    url: str | None = str(httpx.URL("/requisitions", params={"location": location, "limit": 1}))
+    while url is not None:
+        response = await client.get(url)
+        ids += [r["requisition_id"] for r in await ok(response)]
+        url = response.links.get("next", {}).get("url")
+    return ids
+
+
 async def test_nearest_location_holding_the_part(
     platform: Platform,
     intake: httpx.AsyncClient,
@@ -214,6 +225,17 @@ async def test_nearest_location_holding_the_part(
     refused = await clerk.post("/requisitions", json=body)
     assert refused.status_code == 409 and refused.json()["rule"] == "out_of_stock"
     assert (await stock_of(admin, "HQ", MOTOR))["available"] == 0
+    # A location's requisitions at either end, in any spelling, newest first, a page at a
+    # time (each end walks its own index; the page is the newest of both).
+    everything = await ok(await admin.get("/requisitions"))
+    from_hq = [r["requisition_id"] for r in everything if r["source_location_id"] == "HQ"]
+    assert len(from_hq) == 2
+    assert await requisitions_by_page(admin, "hq") == from_hq
+    assert await requisitions_by_page(clerk, "Hq") == from_hq  # within the clerk's reach
+    requester = everything[0]["requesting_location_id"]
+    assert await requisitions_by_page(admin, requester.lower()) == [
+        r["requisition_id"] for r in everything
+    ]
     # Regional centers read their own region only.
     async with service_client("parts", platform, role="regional_center", region="east") as east:
         mine = await ok(await east.get("/requisitions"))
@@ -1380,3 +1402,54 @@ async def test_case_variants_registered_at_once_make_one_location(
     assert sorted(a.status_code for a in answers) == [201, 409], [a.text for a in answers]
     listed = [r["location_id"] for r in await ok(await admin.get("/locations"))]
     assert len([i for i in listed if i.lower() == "sp-c1"]) == 1
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_every_requisition_and_return_page_walks_an_index(platform: Platform) -> None:
+    """A page of ``GET /requisitions`` and ``GET /returns`` by each filter that can grow
+    without bound — none, a location (either end, any spelling), a parts clerk's reach,
+    a status, a region of returns — first page and after a cursor, walks an index in the
+    list's order and stops at the page's end: never a pass over the table, never a sort of
+    it. (A ticket's or a technician's rows are few and sorted; a region's requisitions
+    are found by their requesting locations and sorted — their region is not on the row.)"""
+    from services.parts.read_models import (
+        RequisitionFilters,
+        ReturnFilters,
+        list_requisitions,
+        list_returns,
+    )
+    from shared.readmodels.paging import encode_cursor
+    from tests.support.plans import plan_problems, recorded_selects
+
+    requisitions: list[dict[str, str]] = [
+        {},
+        {"location_id": "SP-1"},
+        {"reach_location": "sp-1"},
+        {"location_id": "hq", "reach_location": "sp-1"},
+        {"status": "reserved"},
+    ]
+    returns: list[dict[str, str]] = [
+        {},
+        {"service_point_id": "SP-1"},
+        {"reach_location": "sp-1"},
+        {"status": "expected"},
+        {"region": "east"},
+    ]
+    cursors = (None, encode_cursor(datetime(2026, 11, 1, tzinfo=UTC), "r-1"))
+    assert platform.db.sqlite_engine is not None
+    with recorded_selects(platform.db.sqlite_engine) as statements:
+        for cursor in cursors:
+            for pick in requisitions:
+                await platform.db.read(
+                    lambda c, f=RequisitionFilters(**pick), a=cursor: list_requisitions(c, f, 50, a)
+                )
+            for pick in returns:
+                await platform.db.read(
+                    lambda c, f=ReturnFilters(**pick), a=cursor: list_returns(c, f, 50, a)
+                )
+    tables = ("parts_requisitions", "parts_returns")
+    assert len(statements) == 2 * (len(requisitions) + len(returns))
+    problems = await platform.db.read(
+        lambda conn: plan_problems(conn, statements, tables, unsorted=tables)
+    )
+    assert problems == []

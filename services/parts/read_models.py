@@ -23,6 +23,8 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    true,
+    union,
     update,
 )
 
@@ -214,24 +216,12 @@ def _at_either_end(location_id: str) -> ColumnElement[bool]:
     )
 
 
-def list_requisitions(
-    conn: Connection, filters: RequisitionFilters, limit: int, cursor: str | None = None
-) -> tuple[list[Row[Any]], str | None]:
-    """Newest first, a page and the next one's cursor."""
+def _requisition_conditions(filters: RequisitionFilters) -> list[ColumnElement[bool]]:
+    """Every filter but the first location's (the page's way in, see below)."""
     r = parts_requisitions.c
-    query = (
-        select(parts_requisitions)
-        .order_by(r.created_at.desc(), r.requisition_id.desc())
-        .limit(limit + 1)
-    )
-    conditions = []
-    if cursor:
-        conditions.append(after_cursor(cursor, r.created_at, r.requisition_id, descending=True))
+    conditions = [_at_either_end(loc) for loc in _locations(filters)[1:]]
     if filters.ticket_id:
         conditions.append(r.ticket_id == filters.ticket_id)
-    for location in (filters.location_id, filters.reach_location):
-        if location:
-            conditions.append(_at_either_end(location))
     if filters.status:
         conditions.append(r.status == filters.status)
     if filters.technician_id:
@@ -240,8 +230,46 @@ def list_requisitions(
         loc = parts_locations.c
         requesting = select(loc.location_id).where(loc.region == filters.region)
         conditions.append(r.requesting_location_id.in_(requesting))
-    if conditions:
-        query = query.where(and_(*conditions))
+    return conditions
+
+
+def _locations(filters: RequisitionFilters) -> list[str]:
+    return [loc for loc in (filters.location_id, filters.reach_location) if loc]
+
+
+def list_requisitions(
+    conn: Connection, filters: RequisitionFilters, limit: int, cursor: str | None = None
+) -> tuple[list[Row[Any]], str | None]:
+    """Newest first, a page and the next one's cursor. A location's page is the newest of
+    two index walks, one per end: one walk by "either end" would sort the location's whole
+    history (a central warehouse is the source of most requisitions) for every page."""
+    r = parts_requisitions.c
+    conditions = _requisition_conditions(filters)
+    if cursor:
+        conditions.append(after_cursor(cursor, r.created_at, r.requisition_id, descending=True))
+    ends: list[ColumnElement[bool] | None] = [None]
+    if locations := _locations(filters):
+        at = locations[0]
+        ends = [
+            same_location(r.requesting_location_id, at),
+            same_location(r.source_location_id, at),
+        ]
+    walks = [
+        select(parts_requisitions)
+        .where(and_(true(), *conditions, *([end] if end is not None else [])))
+        .order_by(r.created_at.desc(), r.requisition_id.desc())
+        .limit(limit + 1)
+        for end in ends
+    ]
+    if len(walks) == 1:
+        query = walks[0]
+    else:
+        both = union(*(select(walk.subquery()) for walk in walks)).subquery()
+        query = (
+            select(both)
+            .order_by(both.c.created_at.desc(), both.c.requisition_id.desc())
+            .limit(limit + 1)
+        )
     return next_page(list(conn.execute(query).all()), limit, "created_at", "requisition_id")
 
 

@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 
 from shared.eventstore.db import UtcDateTime, metadata
@@ -90,7 +91,25 @@ parts_requisitions = Table(
     Column("updated_at", UtcDateTime, nullable=False),
     Column("version", Integer, nullable=False),
     Index("ix_parts_requisitions_ticket_id", "ticket_id"),
-    Index("ix_parts_requisitions_requesting_location_id", "requesting_location_id"),
+    # The list's pages, newest first, by each filter (migration 0302): a location's by
+    # either end (ids compare without case), a region's by its requesting locations.
+    Index("ix_parts_requisitions_created_at", "created_at", "requisition_id"),
+    Index(
+        "ix_parts_requisitions_requesting_location_id",
+        "requesting_location_id",
+        "created_at",
+        "requisition_id",
+    ),
+    *(
+        Index(
+            f"ix_parts_requisitions_{end}_key_created_at",
+            text(f"lower({end}_location_id)"),
+            "created_at",
+            "requisition_id",
+        )
+        for end in ("requesting", "source")
+    ),
+    Index("ix_parts_requisitions_status_created_at", "status", "created_at", "requisition_id"),
 )
 
 # Old-part returns: one row per expected return (event OldPartReturnExpected).
@@ -115,7 +134,16 @@ parts_returns = Table(
     Column("expected_at", UtcDateTime, nullable=False),
     Index("ix_parts_returns_ticket_id", "ticket_id"),
     Index("ix_parts_returns_service_point_id_status", "service_point_id", "status"),
-    Index("ix_parts_returns_status_due_at", "status", "due_at"),
+    # The list's pages, earliest due first, by each filter (migration 0302).
+    Index("ix_parts_returns_due_at", "due_at", "return_id"),
+    Index("ix_parts_returns_status_due_at", "status", "due_at", "return_id"),
+    Index("ix_parts_returns_region_due_at", "region", "due_at", "return_id"),
+    Index(
+        "ix_parts_returns_service_point_key_due_at",
+        text("lower(service_point_id)"),
+        "due_at",
+        "return_id",
+    ),
 )
 
 # The repair reactor's own record of the ticket events it has handled (repairs, closings;

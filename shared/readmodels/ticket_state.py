@@ -97,6 +97,8 @@ ticket_state = Table(
             ("customer_id",),
         )
     ),
+    # A technician's open tickets, counted at every assignment (migration 0012).
+    Index("ix_ticket_state_technician_id_status", "technician_id", "status"),
     # Serial numbers compare case-insensitively (repeat repairs, duplicates; migration 0008).
     Index("ix_ticket_state_serial_key", text("upper(serial_number)")),
     # The console's board and SLA lists: a status and region's tickets in deadline order

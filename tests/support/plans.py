@@ -56,7 +56,8 @@ def plan_problems(
             walk = in_order and "LIMIT" in statement
             if scanned and scanned.group(1) in big and not walk:
                 problems.append(f"{detail}\n  in {statement}")
-            sorted_table = re.search(r"FROM (\w+)", statement)  # the outer query's
+            # The outer query's table ("(": a page merged from subqueries' walks).
+            sorted_table = re.search(r"FROM (\(|\w+)", statement)
             if (
                 "TEMP B-TREE FOR ORDER BY" in detail
                 and sorted_table
