@@ -572,3 +572,25 @@ async def test_a_region_in_capitals_is_refused_by_both_network_imports(
         summary, sink = await import_file(platform, kind, path, dry_run=True)
         assert summary.status == "invalid"
         assert [(line, field) for line, field, _ in problems(sink)] == [(3, "region")]
+
+
+def test_a_ticket_left_out_is_told_by_what_does_not_fit_a_row() -> None:
+    """A row's ticket ends at its close: one reopened after it (a complaint) is left out
+    for what came after the close, not for a close that did follow its follow-up."""
+    from shared.app.importing.export import one_row
+
+    lifecycle = [
+        "TicketReceived",
+        "TicketDiagnosed",
+        "TicketDispatched",
+        "TicketVisited",
+        "TicketRepaired",
+        "FollowUpRecorded",
+        "TicketClosed",
+    ]
+    assert one_row(lifecycle) is None
+    reopened = [*lifecycle, "TicketReopened", "TicketDispatched"]
+    assert one_row(reopened) == "TicketReopened after TicketClosed (a row's ticket ends there)"
+    assert one_row([*lifecycle[:5], "TicketClosed"]) == (
+        "TicketClosed not right after the follow-up"
+    )

@@ -729,7 +729,9 @@ async def test_rebuild_gives_identical_clocks_and_what_if_writes_nothing(
             "critical: {hours: 1}}}\ncalendars: {local: {name: x, timezone: UTC}}\n"
         )
         assert await asyncio.to_thread(cli_main, args) == 2
-        assert "'local' is a built-in calendar choice" in capsys.readouterr().err
+        refused = capsys.readouterr().err  # named by its path in the file, as the API does
+        assert "invalid policy file: calendars.local: " in refused, refused
+        assert "'local' is a built-in calendar choice" in refused
     finally:
         del os.environ["DATABASE_URL"]
     assert await ledger_head(platform) == head

@@ -112,11 +112,9 @@ def one_row(types: Sequence[str]) -> str | None:
     position = 0
     for index, kind in enumerate(steps):
         if kind in ENDINGS:
-            if (
-                index != len(steps) - 1
-                or not index
-                or steps[index - 1] != FollowUpRecorded.event_type
-            ):
+            if index != len(steps) - 1:  # reopened (a complaint), or written on after the end
+                return f"{steps[index + 1]} after {kind} (a row's ticket ends there)"
+            if not index or steps[index - 1] != FollowUpRecorded.event_type:
                 return f"{kind} not right after the follow-up"
             continue
         if kind not in ROW_STEPS[position:]:
