@@ -1408,10 +1408,9 @@ async def test_case_variants_registered_at_once_make_one_location(
 async def test_every_requisition_and_return_page_walks_an_index(platform: Platform) -> None:
     """A page of ``GET /requisitions`` and ``GET /returns`` by each filter that can grow
     without bound — none, a location (either end, any spelling), a parts clerk's reach,
-    a status, a region of returns — first page and after a cursor, walks an index in the
-    list's order and stops at the page's end: never a pass over the table, never a sort of
-    it. (A ticket's or a technician's rows are few and sorted; a region's requisitions
-    are found by their requesting locations and sorted — their region is not on the row.)"""
+    a status, a region — first page and after a cursor, walks an index in the list's order
+    and stops at the page's end: never a pass over the table, never a sort of it. (A
+    ticket's or a technician's rows are few, and sorted.)"""
     from services.parts.read_models import (
         RequisitionFilters,
         ReturnFilters,
@@ -1427,6 +1426,7 @@ async def test_every_requisition_and_return_page_walks_an_index(platform: Platfo
         {"reach_location": "sp-1"},
         {"location_id": "hq", "reach_location": "sp-1"},
         {"status": "reserved"},
+        {"region": "east"},
     ]
     returns: list[dict[str, str]] = [
         {},

@@ -223,6 +223,7 @@ def _raised_row(payload: RequisitionRaised, event: EventEnvelope) -> Row:
         "part_number": payload.part_number,
         "quantity": payload.quantity,
         "requesting_location_id": payload.requesting_location_id,
+        "region": event.region,  # the requesting location's (the stream's region)
         "source_location_id": None,
         "technician_id": payload.technician_id,
         "status": "raised",

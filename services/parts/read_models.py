@@ -227,9 +227,7 @@ def _requisition_conditions(filters: RequisitionFilters) -> list[ColumnElement[b
     if filters.technician_id:
         conditions.append(r.ticket_id.in_(assigned_tickets(filters.technician_id)))
     if filters.region:
-        loc = parts_locations.c
-        requesting = select(loc.location_id).where(loc.region == filters.region)
-        conditions.append(r.requesting_location_id.in_(requesting))
+        conditions.append(r.region == filters.region)
     return conditions
 
 

@@ -81,6 +81,8 @@ parts_requisitions = Table(
     Column("part_number", String(32), nullable=False),
     Column("quantity", Integer, nullable=False),
     Column("requesting_location_id", String(24), nullable=False),
+    # The requesting location's region (None: headquarters'), a regional center's reach.
+    Column("region", String(32), nullable=True),
     Column("source_location_id", String(24), nullable=True),
     Column("technician_id", String(200), nullable=True),
     Column("status", String(12), nullable=False),
@@ -91,8 +93,8 @@ parts_requisitions = Table(
     Column("updated_at", UtcDateTime, nullable=False),
     Column("version", Integer, nullable=False),
     Index("ix_parts_requisitions_ticket_id", "ticket_id"),
-    # The list's pages, newest first, by each filter (migration 0302): a location's by
-    # either end (ids compare without case), a region's by its requesting locations.
+    # The list's pages, newest first, by each filter (migrations 0302, 0303): a location's
+    # by either end (ids compare without case).
     Index("ix_parts_requisitions_created_at", "created_at", "requisition_id"),
     Index(
         "ix_parts_requisitions_requesting_location_id",
@@ -110,6 +112,7 @@ parts_requisitions = Table(
         for end in ("requesting", "source")
     ),
     Index("ix_parts_requisitions_status_created_at", "status", "created_at", "requisition_id"),
+    Index("ix_parts_requisitions_region_created_at", "region", "created_at", "requisition_id"),
 )
 
 # Old-part returns: one row per expected return (event OldPartReturnExpected).
