@@ -191,6 +191,34 @@ async def test_possible_duplicate_is_reported_not_merged(intake: httpx.AsyncClie
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
+async def test_the_narrowest_filter_leads_the_ticket_list(platform: Platform) -> None:
+    """A customer's (phone) or a technician's tickets are a handful: with either given,
+    the list reaches them through that index, never by walking a region's, a status's or
+    an urgency's history in the list's order (SQLite plans without statistics)."""
+    from services.intake.read_models import TicketFilters, list_ticket_rows
+    from tests.support.plans import explained, recorded_selects
+
+    broad = [{"region": "east"}, {"status": "received"}, {"urgency": "critical"}, {}]
+    leads = {
+        "phone_digest": "ix_ticket_state_customer_id",
+        "technician_id": "ix_ticket_state_technician_id_created_at",
+    }
+    picks = [({narrow: "x", **other}, index) for narrow, index in leads.items() for other in broad]
+    picks.append(({"phone_digest": "x", "technician_id": "t"}, leads["phone_digest"]))
+    assert platform.db.sqlite_engine is not None
+    with recorded_selects(platform.db.sqlite_engine) as statements:
+        for pick, _ in picks:
+            filters = TicketFilters(**pick)
+            await platform.db.read(
+                lambda c, f=filters: list_ticket_rows(c, f, cursor=None, limit=50)
+            )
+    assert len(statements) == len(picks)
+    for (statement, parameters), (pick, index) in zip(statements, picks, strict=True):
+        plan = await platform.db.read(lambda c, s=statement, p=parameters: explained(c, s, p))
+        assert index in plan[0], (pick, plan)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
 async def test_the_duplicate_check_reads_only_the_callers_tickets(platform: Platform) -> None:
     """Every new ticket asks for an open duplicate: SQLite (no statistics) once walked the
     region's whole history for it, 130 ms a ticket at 300k tickets. It must reach

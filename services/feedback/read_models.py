@@ -42,6 +42,7 @@ from shared.kernel.events.tickets import FaultCategory, TicketDiagnosed, TicketR
 from shared.kernel.numbers import rounded
 from shared.kernel.reach import EVERYWHERE, Reach
 from shared.readmodels.paging import decode_cursor
+from shared.readmodels.planning import not_by_index
 from shared.readmodels.ticket_state import ticket_state
 
 GROUP_COLUMN = {
@@ -741,7 +742,7 @@ def quality_weekly(
         theirs = {
             i
             for (i,) in conn.execute(
-                select(t.ticket_id).where(t.ticket_id.in_(listed), t.region == region)
+                select(t.ticket_id).where(t.ticket_id.in_(listed), not_by_index(t.region) == region)
             )
         }
         for alert in alerts:

@@ -19,6 +19,7 @@ from shared.kernel.lifecycle import TicketStatus
 from shared.kernel.sla import SlaClock
 from shared.kernel.ticket import OPEN_STATUSES
 from shared.readmodels.paging import after_cursor, next_page
+from shared.readmodels.planning import not_by_index
 from shared.readmodels.sla import TermsReader, ticket_clock
 from shared.readmodels.ticket_state import apply_changes, ticket_state
 
@@ -66,6 +67,10 @@ def get_ticket_row(conn: Connection, ticket_id: str) -> Any:
     return conn.execute(query).first()
 
 
+def _broad(column: Any, narrower_given: bool) -> Any:
+    return not_by_index(column) if narrower_given else column
+
+
 def list_ticket_rows(
     conn: Connection, filters: TicketFilters, *, cursor: str | None, limit: int
 ) -> tuple[list[Any], str | None]:
@@ -74,14 +79,18 @@ def list_ticket_rows(
     t = ticket_state.c
     query = select(ticket_state).order_by(t.created_at.desc(), t.ticket_id.desc()).limit(limit + 1)
     conditions = []
+    # The narrowest filter leads: a customer's tickets (phone), else a technician's; the
+    # broad ones are then checked on those rows (planning.py says why).
+    by_phone = filters.phone_digest is not None
+    narrow = by_phone or filters.technician_id is not None
     if filters.status:
-        conditions.append(t.status == filters.status)
+        conditions.append(_broad(t.status, narrow) == filters.status)
     if filters.region:
-        conditions.append(t.region == filters.region)
+        conditions.append(_broad(t.region, narrow) == filters.region)
     if filters.technician_id:
-        conditions.append(t.technician_id == filters.technician_id)
+        conditions.append(_broad(t.technician_id, by_phone) == filters.technician_id)
     if filters.urgency:
-        conditions.append(t.urgency == filters.urgency)
+        conditions.append(_broad(t.urgency, narrow) == filters.urgency)
     if filters.phone_digest is not None:
         conditions.append(with_phone(filters.phone_digest))
     if filters.created_from:
