@@ -23,7 +23,6 @@ from sqlalchemy import (
     func,
     or_,
     select,
-    true,
     union,
     update,
 )
@@ -252,13 +251,13 @@ def list_requisitions(
             same_location(r.requesting_location_id, at),
             same_location(r.source_location_id, at),
         ]
-    walks = [
-        select(parts_requisitions)
-        .where(and_(true(), *conditions, *([end] if end is not None else [])))
-        .order_by(r.created_at.desc(), r.requisition_id.desc())
-        .limit(limit + 1)
-        for end in ends
-    ]
+
+    def walk(end: ColumnElement[bool] | None) -> Select[Any]:
+        query = select(parts_requisitions).order_by(r.created_at.desc(), r.requisition_id.desc())
+        found = [*conditions, *([end] if end is not None else [])]
+        return (query.where(and_(*found)) if found else query).limit(limit + 1)
+
+    walks = [walk(end) for end in ends]
     if len(walks) == 1:
         query = walks[0]
     else:
