@@ -293,6 +293,32 @@ async def test_suggestion_by_region_skill_and_load(
     assert postcode not in response.json()["detail"] and "postcode" in response.json()["detail"]
 
 
+@pytest.mark.usefixtures("network")
+@pytest.mark.parametrize("backend", ["postgresql"])
+async def test_two_replicas_suggesting_at_once_count_each_others_assignments(
+    platform: Platform, intake: httpx.AsyncClient, dispatch: httpx.AsyncClient, clock
+) -> None:
+    """Two dispatch processes on one database, each asked to choose at the same moment:
+    the second counts the assignment the first made (both chose the least loaded t-a,
+    each event's reason claiming 0 open assignments)."""
+    tickets = [await open_ticket(intake, product__serial_number=f"R{n}") for n in range(4)]
+    replica = Platform.from_settings(platform.settings, clock=clock)
+    try:
+        async with service_client("dispatch", replica) as other:
+            chosen = await asyncio.gather(
+                *(
+                    dispatch_ok(client, ticket)
+                    for client, ticket in zip((dispatch, other) * 2, tickets, strict=True)
+                )
+            )
+    finally:
+        await replica.close()
+    reasons = [c["reason"] for c in chosen]
+    assert sorted(c["technician_id"] for c in chosen) == ["t-a", "t-a", "t-b", "t-b"], reasons
+    claimed = sorted(r.split(" open assignment")[0].rsplit(" ", 1)[-1] for r in reasons)
+    assert claimed == ["0", "0", "1", "1"], reasons
+
+
 async def test_suggestion_respects_working_hours(
     intake: httpx.AsyncClient, dispatch: httpx.AsyncClient, admin: httpx.AsyncClient
 ) -> None:

@@ -143,6 +143,9 @@ def dispatch(
     conn: Connection, h: Handling, ticket_id: str, request: domain.DispatchRequest
 ) -> Dispatched:
     loaded = h.visible(conn, TICKETS, ticket_id)
+    # One dispatch of a region at a time, across replicas, until commit: each counts the
+    # loads the one before it committed (two at once both chose the least loaded).
+    take_locks(conn, [f"dispatch-loads:{loaded.state.region}"])
     command = _dispatch_command(conn, h, loaded.state, request)
     outcome = h.execute(conn, TICKETS, ticket_id, command, domain.decide_dispatch, loaded=loaded)
     # The decision is pure: asked again on the same state, it names the same candidates.
