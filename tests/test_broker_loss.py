@@ -448,17 +448,31 @@ async def test_messages_arriving_during_the_log_end_check_are_no_lost_log() -> N
     assert await log_truncated(busy) is False and busy.rewound == []
     truncated = _FetchingConsumer(position=10, end=3, arriving=0)  # the broker lost 3..9
     assert await log_truncated(truncated) is True and truncated.rewound == [truncated.tp]
-    # As the projector asks: past the end twice at the same position before acting; an
-    # end answered short once (after a stall, a rebalance) reads nothing again.
-    seen: dict[TopicPartition, int] = {}
+    # As the projector asks: past the end at the same position for LOST_LOG_SECONDS before
+    # acting; an end answered short for a while (a stall, a rebalance after a member died)
+    # reads nothing again.
+    from shared.eventstore.runner import LOST_LOG_SECONDS
+
+    clock = [100.0]
+    seen: dict[TopicPartition, tuple[int, float]] = {}
     lost = _FetchingConsumer(position=10, end=3, arriving=0)
     lost._fetch = lambda: None  # type: ignore[method-assign]  # nothing comes: it stays past
-    assert await log_truncated(lost, seen=seen) is False and lost.rewound == []
-    assert await log_truncated(lost, seen=seen) is True and lost.rewound == [lost.tp]
+
+    async def check(consumer: _FetchingConsumer) -> bool:
+        return await log_truncated(consumer, seen=seen, monotonic=lambda: clock[0])
+
+    assert await check(lost) is False and lost.rewound == []
+    clock[0] += LOST_LOG_SECONDS / 2
+    assert await check(lost) is False and lost.rewound == []  # a rebalance takes that long
+    clock[0] += LOST_LOG_SECONDS / 2
+    assert await check(lost) is True and lost.rewound == [lost.tp]
     seen.clear()
-    short_once = _FetchingConsumer(position=10, end=3, arriving=0)
-    short_once._fetch = lambda: None  # type: ignore[method-assign]
-    assert await log_truncated(short_once, seen=seen) is False
-    short_once._end = 12  # the broker's answer is right again
-    assert await log_truncated(short_once, seen=seen) is False and short_once.rewound == []
+    short_while = _FetchingConsumer(position=10, end=3, arriving=0)
+    short_while._fetch = lambda: None  # type: ignore[method-assign]
+    assert await check(short_while) is False
+    clock[0] += LOST_LOG_SECONDS - 1
+    assert await check(short_while) is False
+    short_while._end = 12  # the broker's answer is right again
+    clock[0] += 5
+    assert await check(short_while) is False and short_while.rewound == []
     assert seen == {}

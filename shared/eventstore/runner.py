@@ -318,7 +318,7 @@ class KafkaSource:
         if consumer is None:  # stopped before the broker answered
             return
         idle_ms = 0
-        past_end: dict[Any, int] = {}  # partitions the last log end check found past it
+        past_end: dict[Any, tuple[int, float]] = {}  # found past their log's end: since when
         try:
             while not self.stop.is_set():
                 records = await consumer.getmany(timeout_ms=self.poll_ms)
@@ -388,16 +388,26 @@ async def commit_offsets(consumer: Any, offsets: dict[Any, int], seconds: float)
         )
 
 
+# How long a position must stay past a partition's end before the log counts as lost:
+# longer than a group's rebalance after a member died (its session runs out first).
+LOST_LOG_SECONDS = 30.0
+
+
 async def log_truncated(
-    consumer: Any, seconds: float = 5.0, seen: dict[Any, int] | None = None
+    consumer: Any,
+    seconds: float = 5.0,
+    seen: dict[Any, tuple[int, float]] | None = None,
+    *,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> bool:
     """True (and those partitions start again from their beginning) when the consumer's
     position is past the end of a partition's log: the broker lost messages, and what it
-    holds now would otherwise be skipped. ``seen``: kept between calls, a partition counts
-    only when the check before found it past the end at the same position — a lost log
-    stays lost, while a broker answering short for a moment (after a stall or a
-    rebalance: a black-box run saw partitions read again from 0 every second for a minute,
-    nothing lost) does not."""
+    holds now would otherwise be skipped. ``seen``: kept between calls (partition →
+    position, since when), a partition counts only once it has stayed past the end at the
+    same position for ``LOST_LOG_SECONDS`` — a lost log stays lost, while a broker
+    answering short for a while does not: after a stall or a rebalance (black-box runs saw
+    partitions read again from 0 every second for a minute, and a projector restarted
+    after a kill -9 reread whole partitions while its group rebalanced; nothing lost)."""
     try:
         assigned = list(consumer.assignment())
         if not assigned:
@@ -412,10 +422,16 @@ async def log_truncated(
     except Exception as exc:  # the broker is away: nothing to say yet
         log.debug("log end check failed: %s", exc)
         return False
-    behind = [tp for tp, at in past.items() if seen is None or seen.get(tp) == at]
-    if seen is not None:
+    if seen is None:
+        behind = list(past)
+    else:
+        now = monotonic()
+        since = {
+            tp: seen[tp][1] if seen.get(tp, (None,))[0] == at else now for tp, at in past.items()
+        }
+        behind = [tp for tp in past if now - since[tp] >= LOST_LOG_SECONDS]
         seen.clear()
-        seen.update({tp: at for tp, at in past.items() if tp not in behind})
+        seen.update({tp: (past[tp], since[tp]) for tp in past if tp not in behind})
     if behind:
         log.warning(
             "consumer past the log end of %s: the broker lost messages; reading those "
