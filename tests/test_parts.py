@@ -814,6 +814,23 @@ async def test_a_parts_clerk_sees_and_acts_for_its_own_location_only(
         assert sources == {"HQ", "SP-HZ-01"}
 
 
+async def test_a_location_put_again_the_same_records_nothing(
+    platform: Platform, admin: httpx.AsyncClient
+) -> None:
+    """A PUT repeated does what the first did: the same registration (spelling, name,
+    place in the tree; the parent in any case) answers 200 with the location and records
+    nothing; any other registration of the id is refused as before."""
+    await build_network(admin)
+    point = {"name": "Hangzhou West", "level": "service_point", "parent_id": "rc-east"}
+    before = await platform.db.read(lambda c: platform.store.last_position(c))
+    assert (await ok(await admin.put("/locations/SP-HZ-01", json=point)))["name"] == point["name"]
+    assert await platform.db.read(lambda c: platform.store.last_position(c)) == before
+    for other in ({**point, "name": "Hangzhou East"}, {**point, "parent_id": "HQ"}):
+        refused = await admin.put("/locations/SP-HZ-01", json=other)
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["rule"] == "location_already_registered"
+
+
 async def test_location_ids_compare_case_insensitively(
     platform: Platform, intake: httpx.AsyncClient, admin: httpx.AsyncClient
 ) -> None:

@@ -299,7 +299,10 @@ def place_in_tree(
 
 
 def decide_register_location(command: RegisterLocation, state: LocationState) -> list[EventPayload]:
-    r = command.request
+    """Registers the location; the same registration again (same spelling, same place in
+    the tree) records nothing — a PUT repeated — while any other is 409."""
+    if state.registered is not None and _registered_so(command, state):
+        return []
     exact = state.location_id if state.registered is not None else None
     refuse_registered(
         command.registered_as or exact,
@@ -307,16 +310,27 @@ def decide_register_location(command: RegisterLocation, state: LocationState) ->
         field="location_id",
         what="location",
     )
+    return [_registration(command, state)]
+
+
+def _registration(command: RegisterLocation, state: LocationState) -> LocationRegistered:
+    r = command.request
     parent_id, region = place_in_tree(state.location_id, r, command.parent)
-    return [
-        LocationRegistered(
-            location_id=state.location_id,
-            name=r.name,
-            level=r.level,
-            parent_id=parent_id,
-            region=region,
-        )
-    ]
+    return LocationRegistered(
+        location_id=state.location_id,
+        name=r.name,
+        level=r.level,
+        parent_id=parent_id,
+        region=region,
+    )
+
+
+def _registered_so(command: RegisterLocation, state: LocationState) -> bool:
+    """Whether the location is registered already as ``command`` would register it."""
+    try:
+        return state.registered == _registration(command, state)
+    except (InvalidCommand, RuleViolation):  # no valid registration: not this one
+        return False
 
 
 # --- stock: the fold of a stock stream ----------------------------------------------------

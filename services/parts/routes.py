@@ -137,11 +137,12 @@ async def get_part(
 # --- locations ----------------------------------------------------------------------------
 
 
-def location_response(conn: Connection, location_id: str) -> CommandResponse:
+def location_response(conn: Connection, location_id: str, *, created: bool) -> CommandResponse:
     row = read_models.get_location(conn, location_id)
     assert row is not None
     view = LocationView(**row._mapping)
-    return CommandResponse(201, view.model_dump(mode="json"), f"/locations/{view.location_id}")
+    location = f"/locations/{view.location_id}"
+    return CommandResponse(201 if created else 200, view.model_dump(mode="json"), location)
 
 
 @router.put(
@@ -156,7 +157,10 @@ def location_response(conn: Connection, location_id: str) -> CommandResponse:
     "headquarters (optional), a service point's is a regional center (409 `parent_level` "
     "otherwise; 422 `parent_id` for a parent that is not registered, or a service point's "
     "missing one); a regional center names its region, a service point is in its regional "
-    "center's (409 `parent_region` for another `region`); headquarters has none.",
+    "center's (409 `parent_region` for another `region`); headquarters has none. The same "
+    "registration again (same spelling, same name and place) records nothing and answers "
+    "200; any other for a registered id is 409 `location_already_registered`.",
+    responses={200: {"model": LocationView, "description": "Registered so already"}},
 )
 async def register_location(
     body: LocationRequest, call: Admin, location_id: str = LOCATION_ID
@@ -164,8 +168,8 @@ async def register_location(
     request = body.command()
 
     def work(conn: Connection) -> CommandResponse:
-        commands.register_location(conn, call.handling, location_id, request)
-        return location_response(conn, location_id)
+        outcome = commands.register_location(conn, call.handling, location_id, request)
+        return location_response(conn, location_id, created=bool(outcome.events))
 
     return await call.run(f"location:{location_id}", body, work)
 

@@ -234,9 +234,12 @@ def test_a_location_is_registered_once_whatever_the_case() -> None:
         LocationRegistered(location_id="HQ", name="x", level=LocationLevel.headquarters),
         NOW,
     )
-    request = domain.NewLocation("x", LocationLevel.headquarters)
+    # The same registration again records nothing (a PUT repeated); another is refused.
+    same = domain.NewLocation("x", LocationLevel.headquarters)
+    assert domain.decide_register_location(domain.RegisterLocation(same), state) == []
+    renamed = domain.NewLocation("y", LocationLevel.headquarters)
     with pytest.raises(RuleViolation):
-        domain.decide_register_location(domain.RegisterLocation(request), state)
+        domain.decide_register_location(domain.RegisterLocation(renamed), state)
 
 
 # --- stock --------------------------------------------------------------------------------
