@@ -7,6 +7,7 @@ import hmac
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from sqlalchemy import select, update
@@ -154,3 +155,29 @@ async def test_another_constraint_than_the_keys_is_raised_not_retried(
     with pytest.raises(IntegrityError):
         await run(db, {}, command, key="k-2")
     assert calls == [1]
+
+
+async def test_the_key_and_if_match_are_read_as_headers_are(intake: httpx.AsyncClient) -> None:
+    """Spaces around a header's value are not part of it (a retry that trims them replays);
+    a header given twice, or an If-Match of another form than the published one, is a 422
+    naming it — which copy or which reading counts would be a guess."""
+    from services.intake.schemas import RECEIVE_EXAMPLE
+
+    first = await intake.post("/tickets", json=RECEIVE_EXAMPLE, headers={"Idempotency-Key": "kk  "})
+    again = await intake.post("/tickets", json=RECEIVE_EXAMPLE, headers={"Idempotency-Key": "kk"})
+    assert first.status_code == 201, first.text
+    assert again.json()["ticket_id"] == first.json()["ticket_id"]
+    assert again.headers["idempotent-replayed"] == "true"
+    ticket = first.json()["ticket_id"]
+    body = {"customer": {"name": "Li Wei", "phone": "13900009999"}, "reason": "typo"}
+    twice = [("Idempotency-Key", "a"), ("Idempotency-Key", "b")]
+    for headers, field in (
+        (twice, "Idempotency-Key"),
+        ([("If-Match", '"1"'), ("If-Match", '"1"')], "If-Match"),
+        ([("If-Match", '" 1"')], "If-Match"),
+    ):
+        refused = await intake.patch(f"/tickets/{ticket}/contact", json=body, headers=headers)
+        assert refused.status_code == 422, refused.text
+        assert [e["field"] for e in refused.json()["errors"]] == [field]
+    history = (await intake.get(f"/tickets/{ticket}/history")).json()["events"]
+    assert len(history) == 1  # nothing recorded by the refused ones

@@ -303,3 +303,15 @@ async def test_a_json_body_not_in_utf8_is_400_with_nothing_written(
         assert await ledger_head(platform) == head
         with_bom = json.dumps(ticket, ensure_ascii=False).encode("utf-8-sig")
         assert (await agent.post("/tickets", content=with_bom, headers=JSON)).status_code == 201
+
+
+async def test_a_query_value_that_is_not_utf8_is_422_naming_it(platform: Platform) -> None:
+    """Starlette reads bytes that are no UTF-8 (a lone surrogate's, 0xFF) as U+FFFD without
+    a word: a filter quietly matched nothing, an echoed value came back garbled."""
+    async with service_client("dispatch", platform, role="admin") as admin:
+        for raw in ("%ED%A0%80", "%FF%FE", "ok%C3"):
+            response = await admin.get(f"/technicians?skill={raw}")
+            assert response.status_code == 422, response.text
+            assert [e["field"] for e in response.json()["errors"]] == ["skill"]
+        fine = await admin.get("/technicians?skill=%E6%B4%97%E8%A1%A3%E6%9C%BA")  # 洗衣机
+        assert fine.status_code == 200, fine.text

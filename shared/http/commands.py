@@ -36,6 +36,7 @@ from shared.http.context import (
 )
 from shared.http.headers import (
     check_idempotency_key,
+    given_once,
     idempotency_key_header,
     if_match_header,
     parse_if_match,
@@ -136,6 +137,7 @@ def command_call(
     ) -> CommandCall:
         principal = admit(principal_of(request), allowed, scope)
         refusal = rate_refusal(request, rate_limit, principal) if rate_limit else None
+        given_once(request, "Idempotency-Key", "If-Match")
         key = check_idempotency_key(key)
         if refusal is not None and key is None:
             raise refusal

@@ -3,6 +3,7 @@ value outside its format is a 422 problem naming the header, before any work sta
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import Header, Query, Request, Response
@@ -49,20 +50,36 @@ def idempotency_key_header() -> Any:
 
 
 def parse_if_match(if_match: str | None) -> int | None:
-    """The stream version ``If-Match`` names (None without one); 422 when malformed."""
+    """The stream version ``If-Match`` names (None without one); 422 when malformed — of
+    another form than the published pattern (``" 1"`` too)."""
     if if_match is None:
         return None
-    raw = if_match.strip().removeprefix("W/").strip('"')
+    given = if_match.strip()
+    if re.fullmatch(IF_MATCH_PATTERN, given) is None:
+        raise invalid_header("If-Match", 'not a stream version such as "3"')
     try:
-        return parse_ascii_uint(raw, maximum=MAX_STREAM_VERSION)
+        return parse_ascii_uint(given.removeprefix("W/").strip('"'), maximum=MAX_STREAM_VERSION)
     except ValueError as exc:
         raise invalid_header("If-Match", f'not a stream version such as "3": {exc}') from None
 
 
 def check_idempotency_key(idempotency_key: str | None) -> str | None:
-    if idempotency_key is not None and not 1 <= len(idempotency_key) <= IDEMPOTENCY_KEY_MAX:
+    """The key without the spaces around it (not part of a header's value, RFC 9110: a
+    retry that trims them is the same request); 422 when empty or too long."""
+    if idempotency_key is None:
+        return None
+    key = idempotency_key.strip(" \t")
+    if not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX:
         raise invalid_header("Idempotency-Key", f"1 to {IDEMPOTENCY_KEY_MAX} characters")
-    return idempotency_key
+    return key
+
+
+def given_once(request: Request, *names: str) -> None:
+    """422 naming a header sent more than once: which copy counts would be a guess (two
+    credentials are a 401 for the same reason)."""
+    for name in names:
+        if len(request.headers.getlist(name)) > 1:
+            raise invalid_header(name, "given more than once")
 
 
 def last_event_id(

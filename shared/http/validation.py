@@ -17,7 +17,7 @@ import json
 import math
 import re
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import unquote_to_bytes, urlencode
 
 from fastapi import Request
 from fastapi.routing import APIRoute
@@ -108,7 +108,24 @@ def needs_credentials(request: Request) -> bool:
     return needs
 
 
+def _check_query_encoding(request: Request) -> None:
+    """Each query parameter's bytes are UTF-8: Starlette reads others as U+FFFD without a
+    word, and a filter would quietly match nothing (or be echoed back garbled)."""
+    raw: bytes = request.scope.get("query_string", b"")
+    if b"%" not in raw and raw.isascii():
+        return
+    for part in raw.split(b"&"):
+        name, _, value = part.partition(b"=")
+        for piece in (name, value):
+            try:
+                unquote_to_bytes(piece.replace(b"+", b" ")).decode("utf-8")
+            except UnicodeDecodeError:
+                field = unquote_to_bytes(name).decode("utf-8", "replace") or "query"
+                raise invalid(field, "not UTF-8 text") from None
+
+
 async def _check_input(request: Request) -> None:
+    _check_query_encoding(request)
     for name, value in request.query_params.multi_items():
         _check("query", name)
         _check(name, value)
