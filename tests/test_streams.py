@@ -16,6 +16,7 @@ from shared.app.subscribe import subscribe_http
 from shared.eventstore.ledger import NO_STREAM
 from shared.http.streams import read_after
 from shared.kernel.events.customers import CustomerDataErased, LegalHoldPlaced
+from shared.kernel.events.registry import payload_class
 from shared.readmodels.ticket_state import ticket_state
 from tests.support.auth import headers_for, token_for
 from tests.support.factories import diagnosed, new_ticket_id, received
@@ -141,10 +142,17 @@ async def test_a_regions_stream_shows_a_customers_erasure_and_holds_as_its_own_i
         found, _ = await read_after(platform, 0, region, customers, 100)
         return [e.payload for e in found]
 
-    hold_only = {"customer_id": customer_id}
+    # The text for the whole platform withheld, in the fields of the published schema.
+    hold_only = {"customer_id": customer_id, "reason": "[withheld]"}
 
     def erasure(*tickets: str) -> dict:
-        return {"customer_id": customer_id, "source": "request", "tickets": list(tickets)}
+        withheld = {"request_id": "[withheld]", "legal_basis": "[withheld]"}
+        return {
+            "customer_id": customer_id,
+            **withheld,
+            "source": "request",
+            "tickets": list(tickets),
+        }
 
     assert await seen("east") == [hold_only, erasure(east)]
     assert await seen("west") == [hold_only, erasure(west)]  # held it before the move
@@ -162,6 +170,8 @@ async def test_a_regions_stream_shows_a_customers_erasure_and_holds_as_its_own_i
             max_events=2,
         )  # fmt: skip
     assert [e["payload"] for e in over_http] == [hold_only, erasure(east)]
+    for reduced in over_http:  # still an event of its type and version (docs/contract)
+        payload_class(reduced["event_type"]).model_validate(reduced["payload"])
     assert whole[1]["payload"]["tickets"] == [east, west, north] and whole[0]["payload"]["reason"]
 
 

@@ -150,11 +150,14 @@ async def read_after(
 
 
 # What a region's stream keeps of a customer's erasure or legal hold (it gets those of
-# customers whose tickets it held: ``seen_by_region``): ids, and of the tickets an
-# erasure lists, those the region held (another region's ticket does not exist for it);
-# request, legal basis and reason are text for the whole platform. Reduced, the event no
-# longer matches its hash, as a masked one does (auditors verify with /audit/export).
+# customers whose tickets it held: ``seen_by_region``): ids and an erasure's source, and
+# of the tickets an erasure lists, those the region held (another region's ticket does
+# not exist for it); request, legal basis and reason are text for the whole platform, in
+# their place ``WITHHELD`` — so the event still reads as its published schema, whose
+# fields they are. Reduced, the event no longer matches its hash, as a masked one does
+# (auditors verify with /audit/export).
 _REGION_KEEPS = {"CustomerDataErased": ("customer_id", "source", "tickets")}
+WITHHELD = "[withheld]"
 
 
 def reduced_for_region(
@@ -166,7 +169,12 @@ def reduced_for_region(
             out.append(event)
             continue
         p = event.payload
-        kept = {k: p[k] for k in _REGION_KEEPS.get(event.event_type, ("customer_id",)) if k in p}
+        keeps = _REGION_KEEPS.get(event.event_type, ("customer_id",))
+        kept = {
+            k: v if k in keeps else WITHHELD
+            for k, v in p.items()
+            if k in keeps or isinstance(v, str)
+        }
         if "tickets" in kept:
             held = region_held_before(region, event.position)
             theirs = held.where(ticket_state.c.ticket_id.in_(list(p["tickets"]))).distinct()
