@@ -388,10 +388,14 @@ async def test_suggestion_respects_working_hours(
         },
     )
     assert response.status_code == 422 and problem_rule(response) == "appointment_end"
-    response = await dispatch.post(
-        f"/tickets/{third}/dispatch", json={"appointment_start": "2026-11-03T10:00:00Z"}
-    )
-    assert response.status_code == 422
+    # One end alone: the 422 names the end that is missing.
+    for given, missing in (
+        ("appointment_start", "appointment_end"),
+        ("appointment_end", "appointment_start"),
+    ):
+        alone = {given: "2026-11-03T10:00:00Z"}
+        response = await dispatch.post(f"/tickets/{third}/dispatch", json=alone)
+        assert response.status_code == 422 and problem_rule(response) == missing, response.text
     for start, end, field in (
         ("2026-11-03T10:00:00Z", "2126-11-03T11:00:00Z", "appointment_end"),  # a century
         ("2028-11-03T10:00:00Z", "2028-11-03T11:00:00Z", "appointment_start"),  # 2 years on

@@ -18,6 +18,7 @@ from pydantic import (
 
 from services.dispatch import domain
 from shared.http.params import UtcTime
+from shared.kernel.errors import InvalidCommand
 from shared.kernel.events.network import (
     NetworkId,
     ServicePointDescription,
@@ -206,6 +207,9 @@ def _dispatch_examples(schema: dict[str, Any]) -> None:
     ]
 
 
+TOGETHER = "give appointment_start and appointment_end together"
+
+
 class DispatchRequest(Body):
     model_config = ConfigDict(extra="forbid", json_schema_extra=_dispatch_examples)
 
@@ -229,13 +233,13 @@ class DispatchRequest(Body):
     @field_validator("appointment_end")
     @classmethod
     def _both_ends(cls, end: datetime | None, info: ValidationInfo) -> datetime | None:
-        if "appointment_start" not in info.data:
-            return end  # the start was refused: that error names it
-        if (info.data["appointment_start"] is None) != (end is None):
-            raise ValueError("give appointment_start and appointment_end together")
+        if info.data.get("appointment_start") is not None and end is None:
+            raise ValueError(TOGETHER)  # a start was given (or refused: its error names it)
         return end
 
     def command(self) -> domain.DispatchRequest:
+        if self.appointment_start is None and self.appointment_end is not None:
+            raise InvalidCommand("appointment_start", TOGETHER)  # the one missing
         window = None
         if self.appointment_start is not None and self.appointment_end is not None:
             window = (self.appointment_start, self.appointment_end)
