@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import Integer
 from sqlalchemy.sql.elements import ColumnElement
 
 
 def not_by_index(column: Any) -> ColumnElement[Any]:
-    """A text ``column`` as ``column || ''``: the same value, served by no index."""
-    return column.concat("")  # type: ignore[no-any-return]
+    """``column`` as an expression of the same value that no index serves: a number's
+    ``+ 0``, a text's ``|| ''``."""
+    return column + (0 if isinstance(column.type, Integer) else "")  # type: ignore[no-any-return]

@@ -36,6 +36,7 @@ from shared.kernel.events.customers import customer_stream_id
 from shared.kernel.events.envelope import EventEnvelope
 from shared.kernel.events.registry import all_payload_classes, payload_dict
 from shared.kernel.lifecycle import STATUS_AFTER_TEXT, TicketStatus
+from shared.readmodels.planning import not_by_index
 
 ticket_state = Table(
     "ticket_state",
@@ -470,8 +471,8 @@ def seen_by_region(region: str) -> ColumnElement[bool]:
 
 def region_held_before(region: str, position: Any) -> Select[tuple[str]]:
     """The tickets with an event in ``region`` before ``position`` (ids; add a filter on
-    ``ticket_state``: a customer, ticket ids). Region and position are compared as
-    expressions (``|| ''``, ``+ 0``) so no index serves them: the plan starts from the
+    ``ticket_state``: a customer, ticket ids). Region and position are compared through
+    ``not_by_index`` (planning.py), so no index serves them: the plan starts from the
     few tickets the filter names and reads their events by stream, never a region's
     history up to the position."""
     held = events.alias("held")
@@ -479,5 +480,5 @@ def region_held_before(region: str, position: Any) -> Select[tuple[str]]:
         select(held.c.stream_id)
         .select_from(ticket_state)
         .join(held, held.c.stream_id == ticket_state.c.ticket_id)
-        .where((held.c.region + "") == region, (held.c.position + 0) < position)
+        .where(not_by_index(held.c.region) == region, not_by_index(held.c.position) < position)
     )
