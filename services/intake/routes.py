@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -48,7 +47,7 @@ from shared.http.params import (
     require_period,
 )
 from shared.http.problems import PROBLEM_RESPONSES, ProblemDetails, ProblemError
-from shared.kernel.errors import InvalidCommand, NotFound
+from shared.kernel.errors import NotFound
 from shared.kernel.events.envelope import GENESIS_HASH, EventEnvelope
 from shared.kernel.reach import Scope
 from shared.kernel.sla import SlaClock
@@ -104,11 +103,6 @@ def accepted(result: Outcome[TicketState], status_code: int = 200) -> CommandRes
     )
     location = f"/tickets/{view.ticket_id}" if status_code == 201 else None
     return CommandResponse(status_code, view.model_dump(mode="json"), location)
-
-
-def require_aware(name: str, value: datetime | None) -> None:
-    if value is not None and value.tzinfo is None:
-        raise InvalidCommand(name, "give a timezone, e.g. 2026-11-20T10:00:00Z")
 
 
 async def visible_ticket(platform: Platform, principal: Principal, ticket_id: UUID) -> Any:
@@ -222,7 +216,6 @@ async def get_ticket(
     principal: Principal = Depends(may_read),
     platform: Platform = Depends(get_platform),
 ) -> TicketView:
-    require_aware("as_of", as_of)
     row = await visible_ticket(platform, principal, ticket_id)
     current_version = row["version"]  # the ETag, for a past state too: If-Match acts on now
     if as_of is not None:
