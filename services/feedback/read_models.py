@@ -90,7 +90,15 @@ def _conditions(filters: ComplianceFilters, table: Table = compliance_tickets) -
         ("month", filters.month),
         ("compliant", filters.compliant),
     ]
-    conditions = [table.c[column] == value for column, value in wanted if value]
+    # A service point's or technician's rows are a handful of a region's: their index is
+    # the way in, the region only checked (SQLite would walk the region's, planning.py).
+    narrower = filters.service_point_id or filters.technician_id or filters.reach.technician
+    conditions = [
+        (not_by_index(table.c[column]) if column == "region" and narrower else table.c[column])
+        == value
+        for column, value in wanted
+        if value
+    ]
     if filters.months:
         conditions.append(table.c.month.in_(filters.months))
     if filters.failing:
