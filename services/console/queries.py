@@ -9,7 +9,9 @@ Every statement the pages run is checked with ``EXPLAIN QUERY PLAN`` on SQLite
 (tests/test_console.py): an index search, never a scan or a sort. The board and the SLA
 lists walk ``ticket_state``'s (status, region, deadline, ticket_id) indexes (migration
 0007): one status and region's open tickets in deadline order, keyset pages;
-headquarters' lists merge the regions' pages, and the counts read the index alone.
+headquarters' lists merge the regions' pages, and the counts read the index alone. A
+service point's or a technician's open tickets, a handful, come through their (…,
+status) indexes (migrations 0012, 0013) and are the one thing sorted.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from shared.kernel import lifecycle
 from shared.kernel.errors import InvalidCommand
 from shared.kernel.events.envelope import GENESIS_HASH
 from shared.kernel.reach import EVERYWHERE, Reach
+from shared.readmodels.planning import not_by_index
 from shared.readmodels.ticket_state import seen_by_region, ticket_state
 
 T = TypeVar("T")
@@ -61,10 +64,14 @@ AWAITING_FOLLOW_UP = lifecycle.stored(lifecycle.OPEN_STATUSES - lifecycle.CLOCK_
 OPEN_STATUSES = (*AWAITING_RESPONSE, *AWAITING_RESOLUTION, *AWAITING_FOLLOW_UP)
 
 
-def _ticket_scope(scope: Reach) -> list[ColumnElement[bool]]:
+def _ticket_scope(scope: Reach, narrow: bool = False) -> list[ColumnElement[bool]]:
+    """``narrow``: other conditions pick a service point's tickets; a technician's or a
+    point's are a handful of a region's, so the region is only checked on their rows
+    (``not_by_index``: SQLite would walk the region's, planning.py)."""
     conditions: list[ColumnElement[bool]] = []
     if scope.region is not None:
-        conditions.append(t.region == scope.region)
+        broad = narrow or scope.technician is not None
+        conditions.append((not_by_index(t.region) if broad else t.region) == scope.region)
     if scope.technician is not None:
         conditions.append(t.technician_id == scope.technician)
     return conditions
@@ -77,8 +84,14 @@ class BoardFilters:
     urgency: str | None = None
     technician_id: str | None = None
 
+    @property
+    def narrow(self) -> bool:
+        """Whether a service point or a technician is chosen: an index of their own."""
+        return bool(self.service_point_id or self.technician_id)
+
     def conditions(self) -> list[ColumnElement[bool]]:
-        found = _ticket_scope(Reach(region=self.region, technician=self.technician_id))
+        reach = Reach(region=self.region, technician=self.technician_id)
+        found = _ticket_scope(reach, narrow=self.narrow)
         if self.service_point_id:
             found.append(t.service_point_id == self.service_point_id)
         if self.urgency:
@@ -307,10 +320,19 @@ def board_counts(conn: Connection, filters: BoardFilters) -> dict[str, int]:
 
 
 def partitions(
-    conn: Connection, statuses: Sequence[str], region: str | None, extra: list[Any]
+    conn: Connection,
+    statuses: Sequence[str],
+    region: str | None,
+    extra: list[Any],
+    narrow: bool = False,
 ) -> list[list[ColumnElement[bool]]]:
     """One (status, region) pair per partition: the (status, region, deadline) indexes
-    give each its tickets in deadline order."""
+    give each its tickets in deadline order. ``narrow``: ``extra`` picks a service
+    point's or a technician's tickets, found through their own (status) index and sorted,
+    rather than by walking every region's tickets of the status for them."""
+    if narrow:
+        within = [] if region is None else [not_by_index(t.region) == region]
+        return [[t.status == status, *within, *extra] for status in statuses]
     chosen = [region] if region is not None else regions(conn, EVERYWHERE)
     return [[t.status == status, t.region == r, *extra] for status in statuses for r in chosen]
 
@@ -320,7 +342,7 @@ def board_page(
 ) -> tuple[list[Any], str | None]:
     """One status's open tickets, nearest deadline first."""
     extra = BoardFilters(None, filters.service_point_id, filters.urgency, filters.technician_id)
-    parts = partitions(conn, [status], filters.region, extra.conditions())
+    parts = partitions(conn, [status], filters.region, extra.conditions(), filters.narrow)
     order = deadline_column(status)
     return merged_keyset_page(
         conn,
@@ -412,7 +434,8 @@ def sla_page(
         extra = [RUNNING, or_(due >= now, running >= now)]
     if scope.technician is not None:
         extra.append(t.technician_id == scope.technician)
-    parts = partitions(conn, statuses, region or scope.region, extra)
+    narrow = scope.technician is not None
+    parts = partitions(conn, statuses, region or scope.region, extra, narrow)
     return merged_keyset_page(
         conn, BOARD_COLUMNS, parts, due, t.ticket_id, after, limit, nulls=False, from_=TICKETS
     )

@@ -100,6 +100,8 @@ ticket_state = Table(
     ),
     # A technician's open tickets, counted at every assignment (migration 0012).
     Index("ix_ticket_state_technician_id_status", "technician_id", "status"),
+    # A service point's open tickets: the console's board filtered by one (migration 0013).
+    Index("ix_ticket_state_service_point_id_status", "service_point_id", "status"),
     # Serial numbers compare case-insensitively (repeat repairs, duplicates; migration 0008).
     Index("ix_ticket_state_serial_key", text("upper(serial_number)")),
     # The console's board and SLA lists: a status and region's tickets in deadline order

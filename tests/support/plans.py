@@ -39,14 +39,19 @@ def plan_problems(
     statements: Sequence[tuple[str, Any]],
     big: Sequence[str],
     unsorted: Sequence[str] = (),
+    bounded: Sequence[str] = (),
 ) -> list[str]:
     """Each statement's plan: a ``big`` table scanned other than by an ordered index walk
-    that stops at a LIMIT, or an ``unsorted`` table sorted in memory, is a problem."""
+    that stops at a LIMIT, or an ``unsorted`` table sorted in memory — unless the plan
+    seeks one of the ``bounded`` indexes (a technician's tickets: a handful) —, is a
+    problem."""
     problems = []
     for statement, parameters in statements:
         if "sqlite_master" in statement or statement.strip() == "SELECT 1":
             continue
-        for detail in explained(conn, statement, parameters):
+        plan = explained(conn, statement, parameters)
+        small = any(f"INDEX {index} " in detail for detail in plan for index in bounded)
+        for detail in plan:
             scanned = re.match(r"SCAN (\w+)( USING (COVERING )?INDEX)?", detail)
             # The events table's rowid is its position: walking it in order is such a walk.
             in_order = scanned and (
@@ -60,6 +65,7 @@ def plan_problems(
             sorted_table = re.search(r"FROM (\(|\w+)", statement)
             if (
                 "TEMP B-TREE FOR ORDER BY" in detail
+                and not small
                 and sorted_table
                 and sorted_table.group(1) in unsorted
             ):
