@@ -799,3 +799,29 @@ async def test_a_technicians_load_is_counted_without_walking_their_history(
         "SEARCH ticket_state USING INDEX ix_ticket_state_technician_id_status "
         "(technician_id=? AND status=?)"
     ], plan
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_the_regions_a_point_or_technician_holds_are_found_by_their_indexes(
+    platform: Platform,
+) -> None:
+    """Changing a service point or a technician checks the regions of the open tickets
+    they hold: through the point's and its technicians' (…, status) indexes, never a walk
+    through every open ticket."""
+    from services.dispatch.read_models import open_ticket_regions
+    from tests.support.plans import explained, recorded_selects
+
+    assert platform.db.sqlite_engine is not None
+    with recorded_selects(platform.db.sqlite_engine) as statements:
+        await platform.db.read(lambda c: open_ticket_regions(c, service_point_id="sp-1"))
+        await platform.db.read(lambda c: open_ticket_regions(c, technician_id="t-1"))
+    plans = [await platform.db.read(lambda c, s=s, p=p: explained(c, s, p)) for s, p in statements]
+    seeks = [d for plan in plans for d in plan if d.startswith(("SEARCH ticket", "SCAN ticket"))]
+    assert seeks == [
+        "SEARCH ticket_state USING INDEX ix_ticket_state_service_point_id_status "
+        "(service_point_id=? AND status=?)",
+        "SEARCH ticket_state USING INDEX ix_ticket_state_technician_id_status "
+        "(technician_id=? AND status=?)",
+        "SEARCH ticket_state USING INDEX ix_ticket_state_technician_id_status "
+        "(technician_id=? AND status=?)",
+    ], plans

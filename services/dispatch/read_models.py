@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, not_, or_, select
+from sqlalchemy import Connection, and_, func, not_, or_, select, union
 
 from services.dispatch.domain import EarlierRepair, Network, ServicePointInfo, TechnicianInfo
 from services.dispatch.tables import (
@@ -259,11 +259,14 @@ def open_ticket_regions(
     (dispatched through it, or assigned to a technician now working there)."""
     t = ticket_state.c
     if technician_id is not None:
-        held = t.technician_id == technician_id
+        held = [t.technician_id == technician_id]
     else:
         there = select(technicians.c.id).where(technicians.c.service_point_id == service_point_id)
-        held = or_(t.service_point_id == service_point_id, t.technician_id.in_(there))
-    query = select(t.region).distinct().where(held, t.status.in_(OPEN_ASSIGNMENT_STATUSES))
+        held = [t.service_point_id == service_point_id, t.technician_id.in_(there)]
+    # One query per way of holding, each seeking its (…, status) index: under an OR,
+    # SQLite walked every open ticket.
+    open_ = t.status.in_(OPEN_ASSIGNMENT_STATUSES)
+    query = union(*(select(t.region).where(way, open_) for way in held))
     return frozenset(r for (r,) in conn.execute(query) if r is not None)
 
 
