@@ -269,6 +269,46 @@ async def test_friday_evening_ticket_is_due_monday_and_keeps_its_calendar_versio
     assert view["sla"]["response_status"] == "running"
 
 
+async def test_a_re_evaluation_leaves_a_met_or_passed_deadline_standing(
+    platform: Platform,
+    admin: httpx.AsyncClient,
+    intake: httpx.AsyncClient,
+    dispatch: httpx.AsyncClient,
+    feedback: httpx.AsyncClient,
+    clock: ManualClock,
+) -> None:
+    """A passed deadline stands (as for a re-diagnosis or a re-dispatch): moving a
+    breached ticket onto kinder terms keeps its breach — in the clock, the ticket and
+    the compliance checklist — and a response met in time is not judged again."""
+    tight = {**POLICY["response"], "normal": {"hours": 0.05, "calendar": "24x7"}}
+    await define_terms(admin, response=tight)
+    clock.set(FRIDAY_1730_SHANGHAI)
+    breached = (await receive(intake))["ticket_id"]
+    answered = (await receive(intake, product__serial_number="SN-2"))["ticket_id"]
+    diagnosis = {"category": "wear", "complexity": "simple", "resolution_path": "on_site"}
+    await ok(await intake.post(f"/tickets/{answered}/diagnosis", json=diagnosis))
+    clock.advance(minutes=10)  # past the 3-minute response target
+    await check_sla(platform)
+    await ok(await admin.put("/sla-policies/standard", json=POLICY))  # 4 business hours
+    for tid in (breached, answered):
+        await ok(await dispatch.post(f"/tickets/{tid}/sla/re-evaluation", json={"reason": "r"}))
+    timeline = await ok(await dispatch.get(f"/tickets/{breached}/sla"))
+    (response,) = timeline["deadlines"]
+    assert (response["status"], response["due_at"]) == ("breached", "2026-11-20T09:33:00Z")
+    assert timeline["policy"]["policy_version"] == 2
+    assert all(step["reached"] for step in response["steps"] if step["recorded"])
+    view = await ok(await intake.get(f"/tickets/{breached}"))
+    assert view["sla"]["response_status"] == "breached"
+    await ok(await intake.post(f"/tickets/{breached}/diagnosis", json=diagnosis))
+    (response, _) = (await ok(await dispatch.get(f"/tickets/{answered}/sla")))["deadlines"]
+    assert response["status"] == "met"
+    await platform.runner.catch_up(COMPLIANCE)
+    late = await ok(await feedback.get(f"/compliance/tickets/{breached}"))
+    assert late["checklist"]["responded_within_sla"]["status"] == "false"
+    in_time = await ok(await feedback.get(f"/compliance/tickets/{answered}"))
+    assert in_time["checklist"]["responded_within_sla"]["status"] == "true"
+
+
 async def test_a_correction_that_moves_the_ticket_keeps_its_deadlines(
     platform: Platform,
     admin: httpx.AsyncClient,

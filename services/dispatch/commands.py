@@ -308,6 +308,8 @@ def resume(
 
 
 def reevaluate(conn: Connection, h: Handling, ticket_id: str, reason: str) -> Outcome[TicketState]:
-    pin = h.terms(conn).current(h.settings.sla.policy_id)
-    command = sla_domain.ReevaluateSla(pin, reason)
-    return h.execute(conn, TICKETS, ticket_id, command, sla_domain.decide_reevaluate)
+    reader = h.terms(conn)
+    loaded = h.visible(conn, TICKETS, ticket_id)
+    pin = reader.current(h.settings.sla.policy_id)
+    command = sla_domain.ReevaluateSla(pin, reason, reader.for_ticket(loaded.state), h.now())
+    return h.execute(conn, TICKETS, ticket_id, command, sla_domain.decide_reevaluate, loaded=loaded)

@@ -29,6 +29,7 @@ from shared.kernel.events.sla import (
     SlaPolicyDescription,
     SlaResumed,
 )
+from shared.kernel.events.tickets import SlaDeadline
 from shared.kernel.lifecycle import may_follow
 from shared.kernel.sla import (
     RESOLUTION,
@@ -212,12 +213,18 @@ def decide_resume(command: ResumeSla, state: TicketState) -> list[PendingEvent]:
     return [PendingEvent(resumed, occurred_at=command.now)]
 
 
+SETTLED = frozenset({"met", "met_late", "breached"})
+
+
 @dataclass(frozen=True)
 class ReevaluateSla:
     """Move the ticket to the policy in force now (and its calendars' latest versions)."""
 
     pin: SlaPin | None
     reason: str
+    # The terms the ticket runs on, and when: a deadline met or passed by then stands.
+    terms: SlaTerms
+    now: datetime
 
 
 def decide_reevaluate(command: ReevaluateSla, state: TicketState) -> list[EventPayload]:
@@ -232,4 +239,8 @@ def decide_reevaluate(command: ReevaluateSla, state: TicketState) -> list[EventP
         current.calendar_versions,
     ) == (applied.policy_id, applied.policy_version, applied.calendar_versions):
         raise RuleViolation("already_current", "the ticket runs on the terms in force")
-    return [applied.model_copy(update={"reason": command.reason})]
+    # A deadline met or passed stands on the terms it ran on: no breach undone, no
+    # response judged again.
+    clock = sla_clock(state, command.terms, command.now)
+    standing = [SlaDeadline(d.deadline) for d in clock.deadlines if d.status in SETTLED]
+    return [applied.model_copy(update={"reason": command.reason, "standing": standing})]

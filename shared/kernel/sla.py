@@ -215,6 +215,13 @@ class SlaTerms:
     policy: SlaPolicy = field(default_factory=SlaPolicy)
     calendars: Mapping[str, Calendar] = field(default_factory=dict)
     horizon: timedelta = DEFAULT_HORIZON
+    # Per deadline, the earlier terms it stands on: met or passed when the ticket was
+    # re-evaluated (``SlaPolicyApplied.standing``).
+    standing: Mapping[str, SlaTerms] = field(default_factory=dict)
+
+    def governing(self, deadline: str) -> SlaTerms:
+        """The terms this deadline runs on."""
+        return self.standing.get(deadline, self)
 
     def calendar_for(self, deadline: str, where: Placement, key: str | None = None) -> Calendar:
         """The calendar of a deadline: the target's own, else the channel's, else the
@@ -257,6 +264,7 @@ def nominal_due(
 ) -> datetime | None:
     """The deadline of a policy target counted from ``start`` with no pause (what the
     receipt and the diagnosis record); None with the built-in policy."""
+    terms = terms.governing(deadline)
     target = terms.policy_target(deadline, key)
     if target is None:
         return None
@@ -463,6 +471,7 @@ def resolution_walk(
     passed deadline stands, and neither a longer target nor a kinder calendar undoes its
     breach."""
     assert state.received_at is not None
+    terms = terms.governing(RESOLUTION)
     received_at, pauses = state.received_at, _all_pauses(state)
     # Without per-point calendars a dispatch changes no calendar: only diagnoses count.
     moves = state.dispatches if terms.policy.service_point_calendars else ()
@@ -521,6 +530,7 @@ def _recorded(state: TicketState, deadline: str, percent: float) -> bool:
 def deadline_clock(
     state: TicketState, terms: SlaTerms, deadline: str, at: datetime
 ) -> DeadlineClock | None:
+    terms = terms.governing(deadline)
     chosen = _target(terms, state, deadline)
     if chosen is None:
         return None
@@ -626,6 +636,7 @@ def response_due_instant(state: TicketState, terms: SlaTerms) -> datetime | None
     """For compliance: the instant the response target runs out on the ticket's clock
     (pauses off; None: a pause comes first, or it lies beyond the horizon)."""
     assert state.received_at is not None
+    terms = terms.governing(RESPONSE)
     chosen = _target(terms, state, RESPONSE)
     assert chosen is not None
     amount, key, where = chosen

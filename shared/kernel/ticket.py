@@ -79,6 +79,8 @@ class TicketState:
     # The SLA terms pinned on the ticket (None: the built-in policy), its pauses, and the
     # ladder steps short of the breach already recorded ("response:75").
     sla_policy: SlaPolicyApplied | None = None
+    # Every pin in order: a re-evaluation's ``standing`` deadlines keep an earlier one's.
+    sla_pins: tuple[SlaPolicyApplied, ...] = ()
     sla_pauses: tuple[SlaPause, ...] = ()
     sla_warned: frozenset[str] = frozenset()
 
@@ -178,7 +180,7 @@ def evolve(
 def _evolve_sla(s: TicketState, payload: EventPayload, at: datetime | None) -> TicketState:
     match payload:
         case SlaPolicyApplied():
-            return replace(s, sla_policy=payload)
+            return replace(s, sla_policy=payload, sla_pins=(*s.sla_pins, payload))
         case SlaPaused():
             assert at is not None
             pause = SlaPause(payload.reason, at, None, payload.requisition_id, payload.note)

@@ -9,6 +9,7 @@ a projection, a what-if report).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -20,6 +21,8 @@ from shared.kernel.events.envelope import EventEnvelope
 from shared.kernel.events.registry import typed_payload
 from shared.kernel.events.sla import CalendarDefined, SlaPolicyApplied, SlaPolicyDefined
 from shared.kernel.sla import (
+    RESOLUTION,
+    RESPONSE,
     SlaClock,
     SlaPin,
     SlaPolicy,
@@ -111,10 +114,18 @@ class TermsReader:
         return SlaPin(SlaTerms(policy, calendars, self.horizon), applied)
 
     def for_ticket(self, state: TicketState) -> SlaTerms:
-        """The terms pinned on the ticket (the built-in policy when none is)."""
-        pin = state.sla_policy
-        if pin is None:
-            return SlaTerms(self.builtin, {}, self.horizon)
+        """The terms pinned on the ticket (the built-in policy when none is); a deadline a
+        re-evaluation left standing keeps the terms it ran on (``SlaTerms.standing``)."""
+        terms = SlaTerms(self.builtin, {}, self.horizon)
+        governing = dict.fromkeys((RESPONSE, RESOLUTION), terms)
+        for pin in state.sla_pins:
+            terms = self._pinned(pin)
+            kept = {d.value for d in pin.standing}
+            governing.update((d, terms) for d in governing if d not in kept)
+        standing = {d: t for d, t in governing.items() if t is not terms}
+        return replace(terms, standing=standing) if standing else terms
+
+    def _pinned(self, pin: SlaPolicyApplied) -> SlaTerms:
         policy = self.policy(pin.policy_id, pin.policy_version) or self.builtin
         calendars = {
             i: c for i, v in pin.calendar_versions.items() if (c := self.calendar(i, v)) is not None

@@ -4,6 +4,7 @@ No database."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -38,11 +39,12 @@ from shared.kernel.events.sla import (
 )
 from shared.kernel.events.tickets import (
     SlaBreached,
+    SlaDeadline,
     TicketClosed,
     TicketEscalated,
     TicketRepaired,
 )
-from shared.kernel.sla import SlaPin, SlaPolicy, SlaTerms, policy_from
+from shared.kernel.sla import SlaPin, SlaPolicy, SlaTerms, policy_from, sla_clock
 from shared.kernel.ticket import TicketState, evolve
 from tests.support.factories import diagnosed, received
 
@@ -216,14 +218,39 @@ def test_the_automatic_pause_for_parts_never_fails_and_resumes_only_its_own() ->
 def test_re_evaluation_moves_to_the_terms_in_force_on_purpose_only() -> None:
     newer = SlaPolicyApplied(policy_id="standard", policy_version=2)
     pin = SlaPin(SlaTerms(), newer)
-    (event,) = decide_reevaluate(ReevaluateSla(pin, "new year"), ticket())
+    (event,) = decide_reevaluate(ReevaluateSla(pin, "new year", TERMS, T0 + H), ticket())
     assert isinstance(event, SlaPolicyApplied) and event.reason == "new year"
     with pytest.raises(RuleViolation) as err:
-        decide_reevaluate(ReevaluateSla(SlaPin(SlaTerms(), APPLIED), "again"), ticket())
+        decide_reevaluate(ReevaluateSla(SlaPin(SlaTerms(), APPLIED), "again", TERMS, T0), ticket())
     assert err.value.rule == "already_current"
     with pytest.raises(RuleViolation) as err:
-        decide_reevaluate(ReevaluateSla(None, "x"), ticket())
+        decide_reevaluate(ReevaluateSla(None, "x", TERMS, T0), ticket())
     assert err.value.rule == "no_policy"
+
+
+def test_re_evaluation_leaves_the_deadlines_met_or_passed_standing() -> None:
+    """The diagnosis at T0 met the response; the 4-hour resolution passed at T0 + 4 h."""
+    pin = SlaPin(SlaTerms(), SlaPolicyApplied(policy_id="standard", policy_version=2))
+    (early,) = decide_reevaluate(ReevaluateSla(pin, "r", TERMS, T0 + H), ticket())
+    (late,) = decide_reevaluate(ReevaluateSla(pin, "r", TERMS, T0 + 5 * H), ticket())
+    assert isinstance(early, SlaPolicyApplied) and isinstance(late, SlaPolicyApplied)
+    assert early.standing == [SlaDeadline.response]
+    assert late.standing == [SlaDeadline.response, SlaDeadline.resolution]
+    kinder = SlaTerms(
+        policy_from(
+            "standard",
+            2,
+            SlaPolicyDescription(
+                name="kind",
+                resolution={"general": {"hours": 72}},
+                calendar_by_urgency={"normal": "24x7"},
+            ),
+        )
+    )
+    moved = sla_clock(ticket(), kinder, T0 + 6 * H).deadlines[1]
+    kept = sla_clock(ticket(), replace(kinder, standing={"resolution": TERMS}), T0 + 6 * H)
+    assert (moved.status, moved.due_at) == ("running", T0 + 72 * H)
+    assert (kept.deadlines[1].status, kept.deadlines[1].due_at) == ("breached", T0 + 4 * H)
 
 
 # --- the ladder ---------------------------------------------------------------------------

@@ -15,7 +15,7 @@ restart it; ``SlaWarning`` records a step of the ladder other than the breach
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
@@ -30,6 +30,7 @@ from pydantic import (
 
 from shared.kernel.events.envelope import EventPayload
 from shared.kernel.events.network import LocalTime, Weekday
+from shared.kernel.events.registry import upcaster
 from shared.kernel.events.tickets import (
     CalendarDay,
     Channel,
@@ -206,7 +207,9 @@ class SlaPolicyDefined(
     reason: ShortText | None = None
 
 
-class SlaPolicyApplied(EventPayload, event_type="SlaPolicyApplied", stream_type=_TICKET):
+class SlaPolicyApplied(
+    EventPayload, event_type="SlaPolicyApplied", schema_version=2, stream_type=_TICKET
+):
     """The policy version, and the versions of the calendars it names, the ticket's clock
     runs on: recorded at receipt, and again only when re-evaluated on purpose."""
 
@@ -214,6 +217,19 @@ class SlaPolicyApplied(EventPayload, event_type="SlaPolicyApplied", stream_type=
     policy_version: int = Field(ge=1)
     calendar_versions: dict[TermsId, int] = Field(default_factory=dict)
     reason: ShortText | None = None
+    standing: list[SlaDeadline] = Field(
+        default_factory=list,
+        description=(
+            "The deadlines already met or passed when the ticket was re-evaluated: they "
+            "stand on the terms they ran on (a re-evaluation undoes no breach)."
+        ),
+    )
+
+
+@upcaster("SlaPolicyApplied", 1)
+def _every_deadline_moved(payload: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 moved every deadline to the new terms."""
+    return {**payload, "standing": []}
 
 
 class SlaPaused(EventPayload, event_type="SlaPaused", stream_type=_TICKET):
