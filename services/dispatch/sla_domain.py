@@ -165,13 +165,13 @@ def decide_pause(command: PauseSla, state: TicketState) -> list[EventPayload]:
     if automatic and not _auto_pause_applies(command, state):
         return []
     require_open(state)
+    reasons = command.terms.policy.pause_reasons
+    if command.reason not in reasons:
+        raise InvalidCommand("reason", f"not a pause reason; one of {', '.join(reasons)}")
     if state.sla_paused:
         raise RuleViolation(
             "already_paused", f"the SLA clock is paused: {_since(state.sla_pauses[-1])}"
         )
-    reasons = command.terms.policy.pause_reasons
-    if command.reason not in reasons:
-        raise InvalidCommand("reason", f"not a pause reason; one of {', '.join(reasons)}")
     if not may_follow(state.status, SlaPaused.event_type) or not running(state):
         raise RuleViolation(
             "no_clock_running", "the response and the resolution are met: no SLA clock runs"

@@ -173,6 +173,9 @@ def test_pause_needs_a_listed_reason_a_running_clock_and_happens_once() -> None:
     with pytest.raises(RuleViolation) as err:
         pause(after)
     assert err.value.rule == "already_paused"
+    with pytest.raises(InvalidCommand) as bad:  # the input first, whatever the state
+        pause(after, "lunch")
+    assert bad.value.field == "reason"
     repaired = apply(state, [TicketRepaired(outcome="fixed", cost_borne_by="warranty")], T0 + H)
     with pytest.raises(RuleViolation) as err:
         pause(repaired)
