@@ -698,6 +698,24 @@ def _card(html: str, ticket_id: str) -> str:
     return found.group(1) + found.group(2)
 
 
+async def test_a_pause_after_the_breach_leaves_the_ticket_breached(
+    platform: Platform, life: Lifecycle, dispatch: httpx.AsyncClient, clock: ManualClock
+) -> None:
+    """A pause undoes no breach: paused once its deadline had passed, a ticket stays
+    breached on the board, in the SLA counts and the breached list."""
+    (late,) = await open_tickets(life, "east", 1)  # normal: 24 h to respond
+    clock.advance(hours=30)
+    pause = {"reason": "customer_unavailable"}
+    assert (await dispatch.post(f"/tickets/{late}/sla/pause", json=pause)).status_code == 200
+    await platform.runner.catch_up(SLA_CLOCKS)
+    async with console_client(platform) as client:
+        assert "card-breached" in _card((await client.get("/board")).text, late)
+        sla = (await client.get("/sla")).text
+        assert _summary_row(sla, "east")[:2] == [1, 0]
+        assert f"/tickets/{late}" in (await client.get("/sla?state=breached")).text
+        assert "risk-breached" in (await client.get(f"/tickets/{late}")).text
+
+
 async def test_the_sla_pages_follow_the_clock_not_the_recorded_deadline(
     platform: Platform, life: Lifecycle, dispatch: httpx.AsyncClient, clock: ManualClock
 ) -> None:

@@ -126,10 +126,17 @@ def _clock_due(column: Any) -> Any:
 
 CLOCK_COLUMNS = (
     k.paused.label("sla_paused"),
+    k.response_status.label("sla_response_status"),
+    k.resolution_status.label("sla_resolution_status"),
     _clock_due(k.response_due_at).label("clock_response_due_at"),
     _clock_due(k.resolution_due_at).label("clock_resolution_due_at"),
 )
 RUNNING = k.paused.is_not(true())  # no clock row yet: running
+# A deadline that breached before its clock was paused: the pause does not undo it.
+BREACHED = {
+    "response": k.response_status == "breached",
+    "resolution": k.resolution_status == "breached",
+}
 
 
 def running_deadline(status: str) -> Any:
@@ -384,7 +391,8 @@ def sla_summary(
     conn: Connection, scope: Reach, now: datetime, soon: datetime
 ) -> dict[str, dict[str, dict[str, int]]]:
     """Per region and kind: breached (both deadlines passed, step still missing: what the
-    breached list shows) and due before ``soon``; a paused clock is neither. Each count
+    breached list shows) and due before ``soon``; a paused clock is neither, unless it
+    breached before the pause (breached). Each count
     walks the (status, deadline) index up to ``soon`` by the recorded deadline: a pause
     moves the clock's later, so nothing is missed for it; a clock deadline earlier than
     the recorded one counts by the recorded one (marked breached on its card) until that
@@ -400,7 +408,7 @@ def sla_summary(
                 func.count(),
             )
             .select_from(TICKETS)
-            .where(t.status.in_(statuses), due < soon, RUNNING, running < soon)
+            .where(t.status.in_(statuses), due < soon, or_(RUNNING, BREACHED[kind]), running < soon)
             .where(*_ticket_scope(scope))
             .group_by(t.region)
         )
@@ -423,13 +431,13 @@ def sla_page(
 ) -> tuple[list[Any], str | None]:
     """Breached tickets (oldest deadline first) or those still in time (nearest first),
     in the recorded deadline's order; breached and in time by the clock, paused ones in
-    neither (a resumed ticket whose recorded deadline passed is in time until its moved
-    one passes)."""
+    neither — one that breached before its pause stays breached — (a resumed ticket whose
+    recorded deadline passed is in time until its moved one passes)."""
     statuses = SLA_KINDS[kind]
     due = deadline_column(statuses[0])
     running = running_deadline(statuses[0])
     if state == "breached":
-        extra = [due < now, RUNNING, running < now]
+        extra = [due < now, or_(RUNNING, BREACHED[kind]), running < now]
     else:
         extra = [RUNNING, or_(due >= now, running >= now)]
     if scope.technician is not None:

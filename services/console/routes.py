@@ -219,8 +219,9 @@ class Card:
 
 def card(row: Any, now: datetime, locale: str) -> Card:
     """The deadline running in the ticket's status, as its SLA clock has it (moved by
-    pauses; none while paused), else as recorded on the events. The risk is the share of
-    the window left, the window being the recorded one (the target, without pauses)."""
+    pauses; none while paused — unless it breached before the pause), else as recorded
+    on the events. The risk is the share of the window left, the window being the
+    recorded one (the target, without pauses)."""
     m = row._mapping
     if m["status"] in queries.AWAITING_RESPONSE:
         recorded, moved, start = m["response_due_at"], m["clock_response_due_at"], m["created_at"]
@@ -230,7 +231,10 @@ def card(row: Any, now: datetime, locale: str) -> Card:
     else:
         return Card(row, None, "—", "none")
     if m["sla_paused"]:
-        return Card(row, None, "—", "paused")
+        kind = "response" if m["status"] in queries.AWAITING_RESPONSE else "resolution"
+        if m[f"sla_{kind}_status"] != "breached" or recorded is None:
+            return Card(row, None, "—", "paused")
+        moved = None  # breached before the pause, which undoes nothing: as recorded
     due = moved or recorded
     if due is None:
         return Card(row, None, "—", "none")
