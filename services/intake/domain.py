@@ -6,7 +6,7 @@ import unicodedata
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 
-from shared.kernel.clock import EARLIEST_BUSINESS_DAY, latest_today
+from shared.kernel.clock import EARLIEST_BUSINESS_DAY, dates_anywhere, latest_today
 from shared.kernel.decider import Decider
 from shared.kernel.errors import InvalidCommand, RuleViolation
 from shared.kernel.events.customers import CustomerDataErased, LegalHoldPlaced, LegalHoldReleased
@@ -155,8 +155,14 @@ def decide_receive(command: ReceiveTicket, state: TicketState) -> list[PendingEv
     require_visible("address.line", r.address.line)
     derived = derive_warranty(r.product.purchase_date, today, command.warranty_months)
     given = r.warranty_status
-    # An extended warranty is a contract we cannot derive; the other two must agree.
-    if given is not None and given is not WarrantyStatus.extended and given is not derived:
+    # An extended warranty is a contract we cannot derive; the other two must agree — on
+    # the receipt's day wherever the customer is (a purchase date is a local day, and the
+    # time may come written in UTC: an export's, read back).
+    agreeing = {
+        derive_warranty(r.product.purchase_date, day, command.warranty_months)
+        for day in dates_anywhere(command.received_at)
+    }
+    if given is not None and given is not WarrantyStatus.extended and given not in agreeing:
         raise InvalidCommand(
             "warranty_status",
             f"{given.value} disagrees with the purchase date "

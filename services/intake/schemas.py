@@ -65,7 +65,9 @@ class ReceiveTicketRequest(Body):
     warranty_status: WarrantyStatus | None = Field(
         default=None,
         description="Derived from the purchase date and the model's warranty months when "
-        "omitted; when given it must agree (an extended warranty is taken as stated).",
+        "omitted; when given it must agree on the receipt's day as it is somewhere (UTC-12 "
+        "to UTC+14: the purchase date is a local day); an extended warranty is taken as "
+        "stated.",
     )
 
     def command(self) -> domain.NewTicket:

@@ -7,6 +7,7 @@ from typing import Protocol
 
 # The easternmost time zones are 14 hours ahead of UTC (Kiribati's Line Islands).
 EASTERNMOST_OFFSET = timedelta(hours=14)
+WESTERNMOST_OFFSET = timedelta(hours=-12)
 # Before it, a calendar date a caller gives (a purchase, a scorecard incident) is a typo
 # (a year 1 or 0202), not a fact about a product in service.
 EARLIEST_BUSINESS_DAY = date(1950, 1, 1)
@@ -16,7 +17,13 @@ def latest_today(now: datetime) -> date:
     """The latest date it is anywhere at ``now``: a calendar date a caller gives (a
     purchase, a scorecard incident) is in the future only after it — 1 a.m. in Hangzhou
     is still yesterday in UTC."""
-    return (now.astimezone(UTC) + EASTERNMOST_OFFSET).date()
+    return dates_anywhere(now)[1]
+
+
+def dates_anywhere(now: datetime) -> tuple[date, date]:
+    """The earliest and the latest date it is anywhere at ``now`` (UTC−12 to UTC+14)."""
+    utc = now.astimezone(UTC)
+    return (utc + WESTERNMOST_OFFSET).date(), (utc + EASTERNMOST_OFFSET).date()
 
 
 class Clock(Protocol):

@@ -3,6 +3,7 @@ decided or the rule broken. No database."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -82,6 +83,28 @@ def test_receipt_rejects_a_future_purchase_and_a_contradicting_warranty() -> Non
         domain.decide_receive(
             receive(request(warranty_status=WarrantyStatus.out_of_warranty)), given()
         )
+    assert err.value.field == "warranty_status"
+
+
+def test_a_given_warranty_agrees_on_the_receipts_day_wherever_the_customer_is() -> None:
+    """Bought 2025-11-21 with 12 months: the warranty ends as 2026-11-21 begins. Friday
+    17:30 UTC is already Saturday the 21st east of UTC+6:30 — so either status agrees
+    then (the time may come written in UTC, read back from an export); a day earlier
+    only in_warranty does. Derived (none given): the day of the time as written."""
+    bought = Product(model="WM-700", purchase_date=date(2025, 11, 21))
+    for status in WarrantyStatus.in_warranty, WarrantyStatus.out_of_warranty:
+        (event,) = domain.decide_receive(
+            receive(request(product=bought, warranty_status=status)), given()
+        )
+        assert event.payload.warranty_status is status  # type: ignore[attr-defined]
+    (event,) = domain.decide_receive(receive(request(product=bought)), given())
+    assert event.payload.warranty_status is WarrantyStatus.in_warranty  # type: ignore[attr-defined]
+    earlier = replace(
+        receive(request(product=bought, warranty_status=WarrantyStatus.out_of_warranty)),
+        received_at=FRIDAY_1730 - timedelta(days=1),
+    )
+    with pytest.raises(InvalidCommand) as err:
+        domain.decide_receive(earlier, given())
     assert err.value.field == "warranty_status"
 
 
