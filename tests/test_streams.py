@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 
@@ -361,7 +362,8 @@ async def test_a_damaged_row_ends_the_stream_saying_where(platform: Platform) ->
 
 
 async def test_the_kafka_subscriber_stops_after_max_events_and_resumes_there(broker) -> None:  # type: ignore[no-untyped-def]
-    """It printed every message of a batch whatever --max-events said, and committed them."""
+    """It printed every message of a batch whatever --max-events said, and committed them;
+    a group without offsets starts at the beginning, --from-beginning rereads."""
     from aiokafka import AIOKafkaProducer
 
     from shared.app.subscribe import subscribe_kafka
@@ -378,22 +380,82 @@ async def test_the_kafka_subscriber_stops_after_max_events_and_resumes_there(bro
     finally:
         await producer.stop()
 
-    async def take(count: int) -> list[int]:
+    async def take(count: int, group: str = "maxev-center", again: bool = False) -> list[int]:
         out: list[dict] = []
         await subscribe_kafka(
             broker.bootstrap_servers,
             [topic],
-            group_id="maxev-center",
+            group_id=group,
             region=None,
             types=[],
-            from_beginning=True,
+            from_beginning=again,
             emit=out.append,
             max_events=count,
         )
         return [e["n"] for e in out]
 
+    # A group with no committed offsets (new, or its broker lost them) starts at the
+    # beginning: "latest" skipped what a broker that lost its log republished.
     assert await asyncio.wait_for(take(2), 30) == [0, 1]
     assert await asyncio.wait_for(take(3), 30) == [2, 3, 4]
+    # --from-beginning reads past the committed offsets again.
+    assert await asyncio.wait_for(take(1, again=True), 30) == [0]
+    assert await asyncio.wait_for(take(2, group="other-center"), 30) == [0, 1]
+
+
+async def test_a_kafka_subscriber_running_through_a_broker_that_lost_its_log_misses_nothing(  # type: ignore[no-untyped-def]
+    broker,
+) -> None:
+    """The broker comes back empty, its topic with more partitions, and the relay
+    republishes the history: the running subscriber follows the new log and its new
+    partitions, from their beginning where it has no offset — nothing skipped (what it
+    had may come again: at least once)."""
+    from aiokafka import AIOKafkaProducer
+
+    from shared.app.subscribe import subscribe_kafka
+    from shared.eventstore.kafka import ensure_topics
+
+    topic = "lost.tickets"
+    got: list[dict] = []
+
+    async def publish(*numbers: int, partitions: int = 1) -> None:
+        await ensure_topics(broker.bootstrap_servers, [topic], partitions=partitions)
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers)
+        await producer.start()
+        try:
+            for n in numbers:
+                body = json.dumps({"n": n}).encode()
+                await producer.send_and_wait(topic, body, partition=n % partitions)
+        finally:
+            await producer.stop()
+
+    arrived = asyncio.Event()
+
+    def emit(event: dict) -> None:
+        got.append(event)
+        arrived.set()
+
+    async def until(*numbers: int) -> None:
+        while not {e["n"] for e in got} >= set(numbers):
+            arrived.clear()
+            await arrived.wait()
+
+    await publish(0)
+    following = asyncio.create_task(
+        subscribe_kafka(
+            broker.bootstrap_servers, [topic], group_id="lost-center", region=None, types=[],
+            from_beginning=False, emit=emit,
+        )
+    )  # fmt: skip
+    try:
+        await asyncio.wait_for(until(0), 30)
+        broker.restart_empty()
+        await publish(0, 1, 2, partitions=3)
+        await asyncio.wait_for(until(0, 1, 2), 90)
+    finally:
+        following.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await following
 
 
 async def test_a_regions_kafka_subscriber_gets_the_events_of_every_region(broker) -> None:  # type: ignore[no-untyped-def]
@@ -456,3 +518,16 @@ def test_a_position_file_that_cannot_be_kept_or_no_events_asked_refuse_at_start(
             cli_main(["subscribe", *url, "--max-events", count])
         assert refused.value.code == 2
         assert "--max-events" in capsys.readouterr().err
+
+
+def test_differently_filtered_kafka_subscribers_do_not_share_a_group(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Two subscribers in one group split its partitions: a center's checkpoint keeper
+    (--types LedgerCheckpointed) beside its full copy got half of each."""
+    from shared.app.cli import subscriber_group
+    from shared.app.config import Settings
+
+    settings = Settings()
+    full = subscriber_group(settings, "east", [])
+    kept = subscriber_group(settings, "east", ["LedgerCheckpointed"])
+    assert full.endswith(".subscriber.east") and kept == f"{full}.LedgerCheckpointed"
+    assert subscriber_group(settings, None, ["B", "A", "B"]).endswith(".subscriber.all.A+B")

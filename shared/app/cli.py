@@ -355,6 +355,14 @@ def _cmd_parked(settings: Settings, args: argparse.Namespace) -> int:
         return 2
 
 
+def subscriber_group(settings: Settings, region: str | None, types: list[str]) -> str:
+    """The default consumer group: one per region and type filter — two subscribers in
+    one group split its partitions between them, so differently filtered ones must not
+    share one (each would miss what the other's partitions held)."""
+    name = f"{settings.kafka_consumer_group_prefix}.subscriber.{region or 'all'}"
+    return f"{name}.{'+'.join(sorted(set(types)))}" if types else name
+
+
 def _cmd_subscribe(settings: Settings, args: argparse.Namespace) -> int:
     from shared.app.subscribe import AccessRefused, json_line, subscribe_http, subscribe_kafka
     from shared.eventstore.kafka import event_topics
@@ -383,8 +391,7 @@ def _cmd_subscribe(settings: Settings, args: argparse.Namespace) -> int:
                 subscribe_kafka(
                     settings.kafka_bootstrap_servers,
                     event_topics(settings.kafka_topic_prefix),
-                    group_id=args.group
-                    or f"{settings.kafka_consumer_group_prefix}.subscriber.{region or 'all'}",
+                    group_id=args.group or subscriber_group(settings, region, types),
                     region=region,
                     types=types,
                     from_beginning=args.from_beginning,
@@ -750,13 +757,23 @@ def _audit_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     subscribe = sub.add_parser("subscribe", help="follow events as JSON lines (regional centers)")
     subscribe.add_argument("--region", default=None)
     subscribe.add_argument("--types", default=None, help="comma-separated event types")
-    subscribe.add_argument("--from-beginning", action="store_true")
+    subscribe.add_argument(
+        "--from-beginning",
+        action="store_true",
+        help="from the first event (HTTP: else new events only; Kafka: also past the "
+        "group's committed offsets — a group without any starts at the beginning anyway)",
+    )
     subscribe.add_argument(
         "--position-file", default=None, help="HTTP: where the last position is kept (resume)"
     )
     subscribe.add_argument("--url", default=None, help="a service's base URL (HTTP/SSE source)")
     subscribe.add_argument("--source", choices=("http", "kafka"), default=None)
-    subscribe.add_argument("--group", default=None, help="Kafka consumer group")
+    subscribe.add_argument(
+        "--group",
+        default=None,
+        help="Kafka consumer group (default: <prefix>.subscriber.<region|all>[.<types>]); "
+        "subscribers sharing a group split its partitions: each copy needs its own",
+    )
     subscribe.add_argument(
         "--max-events", type=positive_int, default=None, help="stop after N events"
     )

@@ -2,7 +2,9 @@
 
 Over HTTP (SSE) the position is the last global position seen, saved to a file after
 each event, so a restarted subscriber continues with no gap and no duplicate. Over Kafka
-the consumer group's committed offsets are the position.
+the consumer group's committed offsets are the position; where the group has none (a new
+group, or a broker that lost its log and its offsets with it) it starts at the beginning:
+at least once, never a gap.
 """
 
 from __future__ import annotations
@@ -160,17 +162,35 @@ async def subscribe_kafka(
     emit: Callable[[dict[str, Any]], None],
     max_events: int | None = None,
 ) -> int:
-    """Kafka consumer group; the region header lets the filter skip decoding."""
-    from aiokafka import AIOKafkaConsumer
+    """Kafka consumer group; the region header lets the filter skip decoding. A partition
+    with no committed offset is read from its beginning ("latest" would skip what a
+    broker that lost the group's offsets republished: silently, for good);
+    ``from_beginning`` reads every partition from its beginning, committed or not."""
+    from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
     from aiokafka.structs import OffsetAndMetadata
 
     consumer = AIOKafkaConsumer(
-        *topics,
         bootstrap_servers=bootstrap_servers,
         group_id=group_id,
         enable_auto_commit=False,
-        auto_offset_reset="earliest" if from_beginning else "latest",
+        auto_offset_reset="earliest",
+        # Partitions a topic gains (recreated with another count) join within a minute.
+        metadata_max_age_ms=60_000,
     )
+    rewound: set[Any] = set()
+
+    class FromTheBeginning(ConsumerRebalanceListener):  # type: ignore[misc]
+        async def on_partitions_revoked(self, revoked: Any) -> None:
+            pass
+
+        async def on_partitions_assigned(self, assigned: Any) -> None:
+            # Once per partition: a rebalance later must not read it all again.
+            fresh = [p for p in assigned if p not in rewound]
+            if from_beginning and fresh:
+                rewound.update(fresh)
+                await consumer.seek_to_beginning(*fresh)
+
+    consumer.subscribe(topics, listener=FromTheBeginning())
     try:
         await consumer.start()
     except BaseException:
