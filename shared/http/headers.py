@@ -11,7 +11,7 @@ from fastapi import Header, Query, Request, Response
 from shared.http.params import MAX_POSITION, MAX_STREAM_VERSION, parse_ascii_uint
 from shared.http.problems import ProblemError
 
-IF_MATCH_PATTERN = r'^(W/)?"?[0-9]{1,10}"?$'
+IF_MATCH_PATTERN = r'^(W/)?("[0-9]{1,9}"|[0-9]{1,9})$'
 IDEMPOTENCY_KEY_MAX = 200
 LAST_EVENT_ID_PATTERN = r"^[0-9]{1,19}$"
 
@@ -32,7 +32,7 @@ def if_match_header() -> Any:
         default=None,
         alias="If-Match",
         description='The stream version you last read (the ETag, e.g. `"3"`; `W/"3"` and '
-        "`3` are accepted too): ASCII digits, at most 2147483647. A stale version gets 409 "
+        "`3` are accepted too): at most 9 ASCII digits. A stale version gets 409 "
         "instead of overwriting someone else's change.",
         json_schema_extra={"pattern": IF_MATCH_PATTERN, "examples": ['"3"']},
     )

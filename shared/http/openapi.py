@@ -46,8 +46,8 @@ CORRELATION_HEADER = {
     "in": "header",
     "required": False,
     "description": "A UUID that ties this request to the events it records and to the log "
-    "lines; echoed in the answer. Another value is replaced by a new UUID.",
-    "schema": {"type": "string", "format": "uuid"},
+    "lines; echoed in the answer. Another value is replaced by a new UUID (not refused).",
+    "schema": {"type": "string"},
 }
 ETAG = {
     "description": 'The resource\'s current version (`"3"`): send it back in `If-Match` to '
@@ -102,6 +102,8 @@ def describe_problems(document: dict[str, Any]) -> dict[str, Any]:
             parameters = operation.setdefault("parameters", [])
             if not any(p.get("name") == CORRELATION_HEADER["name"] for p in parameters):
                 parameters.append(dict(CORRELATION_HEADER))
+            for parameter in parameters:
+                _never_null(parameter)
             responses = operation.setdefault("responses", {})
             for status in sorted(problem_statuses(path, method, operation)):
                 entry = responses.get(str(status), {})
@@ -125,6 +127,18 @@ def describe_problems(document: dict[str, Any]) -> dict[str, Any]:
         if f"#/components/schemas/{name}'" not in text:
             schemas.pop(name, None)
     return document
+
+
+def _never_null(parameter: dict[str, Any]) -> None:
+    """An optional header or query parameter is absent or text, never null: FastAPI's
+    ``anyOf [X, null]`` for it made generated clients send the text "null"."""
+    schema = parameter.get("schema", {})
+    choices = schema.get("anyOf", [])
+    if parameter.get("in") in {"header", "query"} and len(choices) == 2:
+        kept = [c for c in choices if c.get("type") != "null"]
+        if len(kept) == 1:
+            del schema["anyOf"]
+            schema.update(kept[0])
 
 
 def _answer_headers(
