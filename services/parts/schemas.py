@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool, StrictFloat
 
 from services.parts import domain
 from shared.kernel.events.parts import (
@@ -15,7 +15,7 @@ from shared.kernel.events.parts import (
     Quantity,
     RequisitionKind,
 )
-from shared.kernel.events.tickets import LongText, PartGrade, RegionCode, ShortText
+from shared.kernel.events.tickets import WHOLE, LongText, PartGrade, RegionCode, ShortText
 
 
 class Body(BaseModel):
@@ -126,7 +126,7 @@ class StockAdjustmentRequest(Body):
 
     location_id: LocationId
     part_number: PartNumber
-    delta: StrictInt = Field(ge=-100_000, le=100_000)
+    delta: Annotated[int, Strict(), Field(ge=-100_000, le=100_000), WHOLE]
     reason: ShortText
 
     def command(self) -> domain.StockCount:
@@ -235,7 +235,7 @@ class OldPartReturnRequest(Body):
         {
             "ticket_id": "7d0f0c39-8a43-4f53-9d5e-3f1c2b1f9a10",
             "part_number": "MOTOR-WM700",
-            "old_serial": "M-OLD-1",
+            "old_serial": "M-10233",  # the repair example's old part
             "grade": "scrap",
         }
     )
