@@ -315,3 +315,22 @@ async def test_a_query_value_that_is_not_utf8_is_422_naming_it(platform: Platfor
             assert [e["field"] for e in response.json()["errors"]] == ["skill"]
         fine = await admin.get("/technicians?skill=%E6%B4%97%E8%A1%A3%E6%9C%BA")  # 洗衣机
         assert fine.status_code == 200, fine.text
+
+
+@pytest.mark.parametrize(
+    ("given", "taken"), [(4, 4), (4.0, 4), ("4", None), (True, None), (4.5, None)]
+)
+def test_a_count_is_a_json_integer_written_either_way(given: Any, taken: int | None) -> None:
+    """JSON Schema's "integer" takes 4.0 as well as 4 (a client generated from the
+    published schema may send either); text and booleans stay refused."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from shared.kernel.events.parts import Quantity
+
+    reader = TypeAdapter(Quantity)
+    assert reader.json_schema()["type"] == "integer"
+    if taken is None:
+        with pytest.raises(ValidationError):
+            reader.validate_python(given)
+    else:
+        assert reader.validate_python(given) == taken

@@ -11,7 +11,6 @@ from pydantic import (
     Field,
     Strict,
     StrictFloat,
-    StrictInt,
     ValidationInfo,
     field_validator,
 )
@@ -27,7 +26,14 @@ from shared.kernel.events.network import (
     TimezoneName,
 )
 from shared.kernel.events.parts import PartNumber
-from shared.kernel.events.tickets import CostBearer, LongText, RepairOutcome, ShortText, UsedPart
+from shared.kernel.events.tickets import (
+    WHOLE,
+    CostBearer,
+    LongText,
+    RepairOutcome,
+    ShortText,
+    UsedPart,
+)
 
 
 class Body(BaseModel):
@@ -305,7 +311,7 @@ class VisitRequest(Body):
 class UsedPartRequest(UsedPart):
     # A part number as parts knows it (an old part expected back is returned under it).
     part_number: PartNumber  # type: ignore[assignment]
-    quantity: Annotated[int, Strict(), Field(ge=1, le=100)] = 1  # as the event's
+    quantity: Annotated[int, Strict(), Field(ge=1, le=100), WHOLE] = 1  # as the event's
 
 
 class RepairRequest(Body):
@@ -332,7 +338,7 @@ class RepairRequest(Body):
 
     outcome: RepairOutcome
     parts_used: list[UsedPartRequest] = Field(default_factory=list, max_length=50)
-    labour_minutes: StrictInt = Field(default=0, ge=0, le=10_000)
+    labour_minutes: Annotated[int, Strict(), Field(ge=0, le=10_000), WHOLE] = 0
     cost_borne_by: CostBearer | None = Field(
         default=None, description="Default: warranty unless the ticket is out of warranty."
     )

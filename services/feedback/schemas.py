@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool
 
 from services.feedback import domain
 from shared.kernel.events.quality import ScorecardItemKind
 from shared.kernel.events.tickets import (
+    WHOLE,
     CalendarDay,
     Channel,
     FollowUpChannel,
@@ -47,8 +48,10 @@ class FollowUpRequest(Body):
         },
     )
 
-    satisfaction_score: StrictInt = Field(ge=0, le=100, description="0–100.")
-    would_recommend: StrictInt = Field(ge=0, le=10, description="0–10 (NPS question).")
+    satisfaction_score: Annotated[int, Strict(), Field(ge=0, le=100, description="0–100."), WHOLE]
+    would_recommend: Annotated[
+        int, Strict(), Field(ge=0, le=10, description="0–10 (NPS question)."), WHOLE
+    ]
     problem_solved: StrictBool
     comment: LongText | None = None
     channel: FollowUpChannel

@@ -22,7 +22,7 @@ from pydantic import AwareDatetime, Field, Strict, StrictBool, StringConstraints
 
 from shared.kernel.events.envelope import EventPayload
 from shared.kernel.events.registry import upcaster
-from shared.kernel.events.tickets import LongText, RegionCode, ShortText
+from shared.kernel.events.tickets import WHOLE, LongText, RegionCode, ShortText
 
 # Upper-case part numbers and short location ids keep ``stock:<loc>:<part>`` ≤ 64 chars.
 PartNumber = Annotated[
@@ -36,7 +36,7 @@ LocationId = Annotated[
     StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,23}$"),
 ]
 # A JSON number, also in requests (pydantic would read `true` or "4" as one).
-Quantity = Annotated[int, Strict(), Field(ge=1, le=100_000)]
+Quantity = Annotated[int, Strict(), Field(ge=1, le=100_000), WHOLE]
 
 _PART = "part"
 _LOCATION = "location"

@@ -27,6 +27,16 @@ from shared.kernel.events.registry import upcaster
 from shared.kernel.personal import Personal
 
 ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+def _integral(value: Any) -> Any:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# A strict int's last annotation (after its limits, which the schema then states as
+# minimum/maximum): a JSON integer is `4` or `4.0` (JSON Schema's "integer" takes both),
+# never "4" or true.
+WHOLE = BeforeValidator(_integral)
 LongText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=4000)]
 _PHONE_DIGITS = re.compile(r"\+?[0-9]{7,21}")
 
