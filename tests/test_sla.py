@@ -751,6 +751,7 @@ async def test_rebuild_gives_identical_clocks_and_what_if_writes_nothing(
         assert await asyncio.to_thread(cli_main, args) == 0
         printed = json.loads(capsys.readouterr().out)
         assert printed["total"]["what_if"]["response"]["open"] == 3
+        assert printed["at"] == "2026-11-23T06:00:00Z"  # written as the API writes it
         # As the API: the clocks as they stood (not ahead), a ticket not received by then
         # left out (it counted as open), a refused value named.
         at_start = [*args[:-4], "--at", "2026-11-16T00:00:00Z", "--format", "json"]

@@ -143,7 +143,8 @@ def render_text(result: dict[str, Any]) -> str:
 
 
 def _json_value(value: object) -> str:
-    return value.isoformat() if isinstance(value, datetime) else str(value)
+    # As the HTTP answer writes it (pydantic): UTC as "Z".
+    return TypeAdapter(Any).dump_python(value, mode="json")  # type: ignore[no-any-return]
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
