@@ -376,7 +376,11 @@ async def test_summary_on_hand_computed_data(
     feedback: httpx.AsyncClient,
     auditor: httpx.AsyncClient,
     platform: Platform,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from services.feedback import routes
+
+    monkeypatch.setattr(routes, "CSV_PAGE", 2)  # the tickets' CSV streams pages of 2
     # scores 95, 85, 70, 50, 90 → average 78.0; bands 2 very satisfied (95, 90),
     # 1 satisfied (85), 1 neutral (70), 1 dissatisfied (50).
     # recommend 10, 9, 9, 3, 8 → 3 promoters, 1 passive, 1 detractor → NPS 40.0.
@@ -433,6 +437,8 @@ async def test_summary_on_hand_computed_data(
     tickets_csv = await auditor.get("/compliance/tickets", headers={"Accept": "text/csv"})
     ticket_rows = list(csv.DictReader(io.StringIO(tickets_csv.text)))
     assert len(ticket_rows) == 5 and "satisfied_evidence" in ticket_rows[0]
+    numbers = [r["ticket_number"] for r in ticket_rows]
+    assert numbers == sorted(set(numbers))  # each once, in order, across the pages
     # Filters and pages.
     failing = await auditor.get("/compliance/tickets", params={"failing": "satisfied"})
     assert len(failing.json()["items"]) == 2
