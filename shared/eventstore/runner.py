@@ -355,6 +355,12 @@ async def _stop_consumer(consumer: Any, seconds: float) -> None:
     process past its grace period (aiokafka waits ~40 s on it)."""
     try:
         await asyncio.wait_for(consumer.stop(), seconds)
+    except TimeoutError:
+        log.warning(
+            "a Kafka consumer did not leave its group within %g s (the broker did not "
+            "answer): its partitions move to the others after the session timeout",
+            seconds,
+        )
     except Exception as exc:
         log.warning("a Kafka consumer did not stop cleanly: %s", describe_error(exc))
 
