@@ -25,6 +25,7 @@ from shared.eventstore.runner import (
     ProjectionRunner,
     StreamOrderSource,
 )
+from shared.eventstore.tables import events as events_table
 from shared.eventstore.tables import projection_checkpoints, projection_stream_versions
 from shared.kernel.events.envelope import EventEnvelope, EventPayload
 from shared.kernel.events.registry import all_payload_classes
@@ -263,6 +264,28 @@ async def test_the_rebuild_folded_in_the_database_equals_the_fold_event_by_event
     assert stats.applied == sum(map(len, _lifecycles()))
     assert await _applied_state(db) == incremental
     assert await db.read(_indexes) != []
+
+
+async def test_an_older_version_of_an_event_the_row_does_not_read_still_folds_in_the_database(
+    db: Database, store: EventStore
+) -> None:
+    """An upgraded ledger holds SlaPolicyApplied version 1 on every ticket received before
+    version 2: the row reads nothing of it, so the rebuild stays one statement."""
+    from sqlalchemy import update
+
+    from shared.kernel.events.sla import SlaPolicyApplied
+
+    await _seed_lifecycles(db, store)
+    tid = new_ticket_id()
+    pinned = [received(8), SlaPolicyApplied(policy_id="standard", policy_version=1)]
+    await db.write(lambda c: store.append_to_stream(c, tid, NO_STREAM, pinned, context()))
+    older = update(events_table).where(events_table.c.event_type == "SlaPolicyApplied")
+    await db.write(lambda c: c.execute(older.values(schema_version=1)))
+    runner = ProjectionRunner(db, store)
+    await runner.catch_up(TicketStateProjection(), batch_size=3)
+    incremental = await _applied_state(db)
+    await runner.rebuild(_DatabaseFoldOnly())
+    assert await _applied_state(db) == incremental
 
 
 async def test_a_ledger_the_database_cannot_fold_is_folded_event_by_event(

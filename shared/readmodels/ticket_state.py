@@ -295,6 +295,15 @@ _CORRECTED = {"cc": "customer", "ca": "address"}
 # The events the row reads, found by their mark; of those, the ones whose payload it reads.
 _FOUND = ("r", "dg", "d1", "dp", "vs", "rp", "fu", "cl", "st", "ls")
 _READ_PAYLOAD = ("r", "dg", "dp", "vs", "rp", "fu", "cc", "ca")
+# Their event types: an older schema version of one of these makes a stream unfoldable
+# here (the upcast is Python's); any version of another type folds the same — an upgraded
+# ledger's older SlaPolicyApplied must not send every rebuild event by event.
+_PAYLOAD_TYPES = frozenset(
+    {
+        *(_MARKS[m][1].removeprefix("e.event_type = ").strip("'") for m in _READ_PAYLOAD[:6]),
+        "ContactDetailsCorrected",  # cc, ca
+    }
+)
 
 
 def _stored_time(value: str | None) -> str | None:
@@ -398,7 +407,8 @@ def _marked() -> str:
     positions of the events ``_MARKS`` names (no payload read)."""
     moving = ", ".join(f"'{name}'" for name in STATUS_AFTER_TEXT)
     current = " ".join(
-        f"WHEN '{name}' THEN {cls.schema_version}"
+        f"WHEN '{name}' THEN "
+        + (str(cls.schema_version) if name in _PAYLOAD_TYPES else "e.schema_version")
         for name, cls in all_payload_classes().items()
         if cls.stream_type == "ticket"
     )
