@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from fractions import Fraction
 from uuid import UUID
 
 from shared.kernel.decider import Decider
@@ -1278,17 +1279,21 @@ def suggest_order(
     current_stock: int,
 ) -> Suggestion:
     """``months_of_cover × average monthly usage × seasonal coefficient − current stock``,
-    never below zero, rounded up to whole units. Decimal arithmetic so that hand-computed
-    figures (3 × 4.2 × 1.5) are not pushed over a whole number by binary floats."""
+    never below zero, rounded up to whole units. Exact fractions (the settings read as
+    the decimals they are written as), so that neither binary floats (3 × 4.2 × 1.5) nor a
+    rounded average (3 × 5/3 = 5.000…01) push a whole number over to the next unit."""
     months = len(usage_by_month)
-    average = Decimal(sum(usage_by_month)) / Decimal(months) if months else Decimal(0)
-    raw = Decimal(str(months_of_cover)) * average * Decimal(str(seasonal_coefficient)) - Decimal(
-        current_stock
+    average = Fraction(sum(usage_by_month), months) if months else Fraction(0)
+    raw = (
+        Fraction(str(months_of_cover)) * average * Fraction(str(seasonal_coefficient))
+        - current_stock
     )
-    suggested = max(0, math.ceil(raw)) if raw > 0 else 0
-    return Suggestion(
-        average.quantize(Decimal("0.0001")), raw.quantize(Decimal("0.0001")), suggested
-    )
+    suggested = math.ceil(raw) if raw > 0 else 0
+    return Suggestion(_shown(average), _shown(raw), suggested)
+
+
+def _shown(value: Fraction) -> Decimal:
+    return (Decimal(value.numerator) / Decimal(value.denominator)).quantize(Decimal("0.0001"))
 
 
 @dataclass(frozen=True)

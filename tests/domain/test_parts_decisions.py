@@ -697,3 +697,12 @@ def test_replenishment_suggests_cover_times_usage_times_season_minus_stock() -> 
     assert motor.suggestion.average_monthly_usage == Decimal("4.0000")
     nothing = domain.suggest_order([1], months_of_cover=1, seasonal_coefficient=1, current_stock=5)
     assert (nothing.raw, nothing.suggested_quantity) == (Decimal("-4.0000"), 0)
+    # 3 × 5/3 × 1 − 5 is 0 and − 4 is 1, exactly (a rounded 5/3 made them 1 and 2).
+    for stock, wanted in ((5, 0), (4, 1)):
+        exact = domain.suggest_order(
+            [0, 5, 0], months_of_cover=3, seasonal_coefficient=1.0, current_stock=stock
+        )
+        assert (exact.raw, exact.suggested_quantity) == (
+            Decimal(wanted).quantize(Decimal("0.0001")),
+            wanted,
+        )
