@@ -290,7 +290,9 @@ class ReturnSummary(BaseModel):
     overdue: int = Field(description="Outstanding and past their due date.")
     return_rate: float | None = Field(
         description="returned / expected, a fraction (0.6667), not a percentage as the "
-        "compliance rates are; none while nothing is expected"
+        "compliance rates are; late returns count as returned (`returned_late` says how "
+        "many: the compliance checklist's `parts_returned` fails on one); none while "
+        "nothing is expected"
     )
 
 
