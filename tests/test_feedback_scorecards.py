@@ -183,6 +183,39 @@ async def test_scorecard_deductions_are_traced_to_events(
     assert {p["service_point_id"]: p["score"] for p in east["service_points"]}["sp-2"] == 105
 
 
+async def test_a_technicians_visits_count_for_them_after_the_ticket_moved_on(
+    life: Lifecycle,
+    feedback: httpx.AsyncClient,
+    auditor: httpx.AsyncClient,
+    platform: Platform,
+    clock: ManualClock,
+) -> None:
+    """Timeliness and parts usage are of the visits and repairs a technician made: tech-1's
+    late visit and repair count for tech-1 after the reopened ticket went to tech-2 (they
+    counted for no one); first-time fix and the rating stay the last technician's."""
+    a = await life.open()
+    await life.diagnose(a)
+    await life.dispatch(a, window_hours=4)
+    clock.advance(hours=5)
+    await life.visit(a)
+    await life.repair(a)
+    await follow_up(feedback, a, 40)  # reopened
+    await life.dispatch(a, technician="tech-2", redispatch=True)
+    await life.visit(a, technician="tech-2")
+    await life.repair(a, technician="tech-2")
+    await project_feedback(platform)
+    data = (await auditor.get("/scorecards", params={"month": "2026-11"})).json()
+    measures = {t["subject"]: t["measures"] for t in data["technicians"]}
+    assert measures["tech-1"] == {
+        "first_time_fix": None,  # no ticket of its own any more
+        "timeliness": 0.0,
+        "parts_usage": 100.0,
+        "customer_rating": None,
+    }
+    assert measures["tech-2"]["timeliness"] == 100.0
+    assert measures["tech-2"]["customer_rating"] == 40.0
+
+
 async def test_a_diagnosis_edited_into_no_category_is_named_not_a_crash(
     life: Lifecycle, platform: Platform, clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -47,7 +47,8 @@ async def test_fresh_database_is_not_current(tmp_path) -> None:
 
 async def test_staff_counts_are_filled_from_the_rows_facts(database_url: str) -> None:
     """Migration 0403 fills the staff KPIs' counts from each row's ``facts`` by the
-    projection's rule (``staff_counts``): visits and repairs of the row's technician only,
+    projection's rule (``staff_counts``), 0406 each technician's work on the ticket
+    (``technician_work_rows``): visits and repairs of the row's technician only,
     every follow-up, every correction — checked on rows written before it, after a
     downgrade to 0402 (both dialects' JSON functions)."""
     import asyncio
@@ -57,7 +58,13 @@ async def test_staff_counts_are_filled_from_the_rows_facts(database_url: str) ->
     from alembic import command
     from sqlalchemy import insert, select
 
-    from services.feedback.tables import STAFF_COUNTS, TALLY_COLUMNS, compliance_tickets
+    from services.feedback.tables import (
+        STAFF_COUNTS,
+        TALLY_COLUMNS,
+        TECHNICIAN_WORK,
+        compliance_tickets,
+        technician_work,
+    )
     from shared.eventstore.migrations import alembic_config
 
     app_factory("feedback")
@@ -65,6 +72,7 @@ async def test_staff_counts_are_filled_from_the_rows_facts(database_url: str) ->
         command.downgrade, alembic_config(database_url), "0402_feedback_tallies"
     )
     rows, expected = [], {}
+    work: dict[tuple[str, str], tuple[int, ...]] = {}
     for n in range(12):
         tech = None if n % 4 == 0 else f"t-{n % 3}"
         visits = [
@@ -113,6 +121,16 @@ async def test_staff_counts_are_filled_from_the_rows_facts(database_url: str) ->
             "follow_up_score_total": sum(f["score"] for f in follow_ups),
             "corrections": len(facts["corrections"]),
         }
+        # 0406: every technician's own visits and repairs on the ticket.
+        for tech_of_work in {w["technician_id"] for w in [*visits, *repairs]} - {None}:
+            its_visits = [v for v in visits if v["technician_id"] == tech_of_work]
+            its_repairs = [r for r in repairs if r["technician_id"] == tech_of_work]
+            work[(ticket_id, tech_of_work)] = (
+                len(its_visits),
+                sum(1 for v in its_visits if v["on_time"]),
+                len(its_repairs),
+                sum(1 for r in its_repairs if r["parts_as_expected"]),
+            )
     assert any(e["technician_visits"] for e in expected.values())
     db = Database(database_url)
     try:
@@ -122,11 +140,15 @@ async def test_staff_counts_are_filled_from_the_rows_facts(database_url: str) ->
         t = compliance_tickets.c
         query = select(t.ticket_id, *(t[name] for name in STAFF_COUNTS))
         found = await db.read(lambda conn: list(conn.execute(query)))
+        w = technician_work.c
+        worked = select(w.ticket_id, w.technician_id, *(w[n] for n in TECHNICIAN_WORK))
+        found_work = await db.read(lambda conn: list(conn.execute(worked)))
     finally:
         await db.dispose()
     assert {row.ticket_id: dict(row._mapping) for row in found} == {
         ticket_id: {"ticket_id": ticket_id, **counts} for ticket_id, counts in expected.items()
     }
+    assert {(r[0], r[1]): tuple(r[2:]) for r in found_work} == work
 
 
 def test_every_revision_id_fits_alembic_version() -> None:

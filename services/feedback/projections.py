@@ -19,12 +19,14 @@ from sqlalchemy import Connection, Table
 from services.feedback.compliance import ITEMS, checklist, compliant, first_time_fix
 from services.feedback.facts import Facts, deadlines_of, facts_of, month_of, needs_clock
 from services.feedback.tables import (
+    TECHNICIAN_WORK,
     compliance_tickets,
     follow_ups,
     quality_alerts,
     repairs,
     scorecard_deductions,
     scorecard_items,
+    technician_work,
 )
 from shared.app.config import get_settings
 from shared.eventstore.ledger import EventStore
@@ -131,6 +133,36 @@ def repair_rows(f: Facts) -> list[Row]:
     ]
 
 
+def technician_work_rows(f: Facts) -> list[Row]:
+    """Per technician who visited or repaired the ticket: their visits and repairs."""
+    work: dict[str, dict[str, int]] = {}
+
+    def of(technician: str) -> dict[str, int]:
+        return work.setdefault(technician, dict.fromkeys(TECHNICIAN_WORK, 0))
+
+    for v in f.visits:
+        if v.technician_id:
+            counts = of(v.technician_id)
+            counts["visits"] += 1
+            counts["visits_on_time"] += v.on_time
+    for r in f.repairs:
+        if r.technician_id:
+            counts = of(r.technician_id)
+            counts["repairs"] += 1
+            counts["repairs_as_expected"] += r.parts_as_expected
+    return [
+        {
+            "ticket_id": f.ticket_id,
+            "technician_id": technician,
+            "month": f.month,
+            "region": f.region,
+            "service_point_id": f.service_point_id,
+            **counts,
+        }
+        for technician, counts in sorted(work.items())
+    ]
+
+
 def follow_up_rows(f: Facts) -> list[Row]:
     return [
         {
@@ -191,6 +223,7 @@ class ComplianceProjection:
         scorecard_deductions,
         repairs,
         follow_ups,
+        technician_work,
     )
     stream_types: ClassVar[tuple[str, ...]] = ("ticket", "requisition")
     # Each ticket is recomputed from its two streams, read whole: rebuilt in stream order.
@@ -211,6 +244,7 @@ class ComplianceProjection:
         upsert_rows(conn, scorecard_deductions, [r for f in found for r in deduction_rows(f)])
         upsert_rows(conn, repairs, [r for f in found for r in repair_rows(f)])
         upsert_rows(conn, follow_ups, [r for f in found for r in follow_up_rows(f)])
+        upsert_rows(conn, technician_work, [r for f in found for r in technician_work_rows(f)])
 
 
 # --- copies of the feedback service's own events -------------------------------------------

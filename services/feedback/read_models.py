@@ -33,6 +33,7 @@ from services.feedback.tables import (
     repairs,
     scorecard_deductions,
     scorecard_items,
+    technician_work,
 )
 from shared.app.config import FeedbackSettings
 from shared.eventstore.ledger import EventStore
@@ -622,6 +623,38 @@ def staff_totals(
     return sorted(found.items())
 
 
+# The ticket row's counts of its last dispatched technician, replaced by every
+# technician's own work (``technician_work``): the same measures, credited to who did it.
+WORK_SUMS = {
+    "technician_visits": "visits",
+    "technician_visits_on_time": "visits_on_time",
+    "technician_repairs": "repairs",
+    "technician_repairs_as_expected": "repairs_as_expected",
+}
+
+
+def technician_totals(
+    conn: Connection, filters: ComplianceFilters
+) -> list[tuple[str, StaffTotals]]:
+    """``staff_totals`` per technician, their visits and repairs those they made on the
+    filtered tickets — also on tickets re-dispatched to someone else since (a technician
+    with only such work is listed, with no ticket of their own)."""
+    found = dict(staff_totals(conn, filters, "technician_id", "first_time_fix"))
+    w = technician_work.c
+    query = (
+        select(w.technician_id, *(func.sum(w[name]) for name in WORK_SUMS.values()))
+        .where(*_conditions(filters, technician_work))
+        .group_by(w.technician_id)
+    )
+    worked = {tech: sums for tech, *sums in conn.execute(query)}
+    for tech in worked.keys() - found.keys():
+        found[tech] = StaffTotals()
+    for tech, totals in found.items():
+        sums = worked.get(tech) or [0] * len(WORK_SUMS)
+        totals.sums.update(zip(WORK_SUMS, map(int, sums), strict=True))
+    return sorted(found.items())
+
+
 def technician_measures(c: StaffTotals) -> dict[str, float | None]:
     """first-time fix = % of decided tickets fixed at the first repair and visit, never
     reopened; timeliness = % of the technician's visits that arrived by the appointment's
@@ -650,7 +683,7 @@ def technician_kpis(
     }
     return [
         _kpi(tech, "technician", c.tickets, technician_measures(c), weights)
-        for tech, c in staff_totals(conn, filters, "technician_id", "first_time_fix")
+        for tech, c in technician_totals(conn, filters)
     ]
 
 

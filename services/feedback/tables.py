@@ -144,6 +144,23 @@ follow_ups = Table(
     ),
 )
 
+# Per ticket and technician who worked it: their visits and repairs on it (with the
+# ticket's month, region and service point, rewritten with its row). A technician's
+# timeliness and parts usage count every visit and repair they made, also on a ticket
+# re-dispatched to someone else since (migration 0406).
+TECHNICIAN_WORK = ("visits", "visits_on_time", "repairs", "repairs_as_expected")
+technician_work = Table(
+    "feedback_technician_work",
+    metadata,
+    Column("ticket_id", String(36), primary_key=True),
+    Column("technician_id", String(200), primary_key=True),
+    Column("month", String(7), nullable=False),
+    Column("region", String(32), nullable=False),
+    Column("service_point_id", String(200), nullable=True),
+    *(Column(name, Integer, nullable=False) for name in TECHNICIAN_WORK),
+    Index("ix_feedback_technician_work_month", "month", "technician_id"),
+)
+
 # Manual scorecard items (entered by admin), from the ``scorecard`` streams.
 scorecard_items = Table(
     "feedback_scorecard_items",
