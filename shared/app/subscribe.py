@@ -151,6 +151,38 @@ async def subscribe_http(
     return emitted
 
 
+def _wanted(headers: list[tuple[str, bytes]] | None, region: str | None, types: list[str]) -> bool:
+    """Whether a message passes the filters, by its headers alone (no decoding)."""
+    head = {k: v.decode() for k, v in (headers or [])}
+    # Signed ledger checkpoints and the customers' erasures and legal holds belong to no
+    # region: every center gets them (the topic's ACL says who reads `.customers`: its
+    # events are whole, unlike a region's SSE stream).
+    regional = head.get("stream_type") not in EVERY_REGIONS_STREAMS
+    if region and regional and head.get("region") != region:
+        return False
+    return not types or head.get("event_type") in types
+
+
+def _rewinding(consumer: Any) -> Any:
+    """A rebalance listener that reads each partition from its beginning the first time it
+    is assigned (a later rebalance must not read it all again)."""
+    from aiokafka import ConsumerRebalanceListener
+
+    rewound: set[Any] = set()
+
+    class FromTheBeginning(ConsumerRebalanceListener):  # type: ignore[misc]
+        async def on_partitions_revoked(self, revoked: Any) -> None:
+            pass
+
+        async def on_partitions_assigned(self, assigned: Any) -> None:
+            fresh = [p for p in assigned if p not in rewound]
+            if fresh:
+                rewound.update(fresh)
+                await consumer.seek_to_beginning(*fresh)
+
+    return FromTheBeginning()
+
+
 async def subscribe_kafka(
     bootstrap_servers: str,
     topics: list[str],
@@ -166,7 +198,7 @@ async def subscribe_kafka(
     with no committed offset is read from its beginning ("latest" would skip what a
     broker that lost the group's offsets republished: silently, for good);
     ``from_beginning`` reads every partition from its beginning, committed or not."""
-    from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+    from aiokafka import AIOKafkaConsumer
     from aiokafka.structs import OffsetAndMetadata
 
     consumer = AIOKafkaConsumer(
@@ -177,20 +209,10 @@ async def subscribe_kafka(
         # Partitions a topic gains (recreated with another count) join within a minute.
         metadata_max_age_ms=60_000,
     )
-    rewound: set[Any] = set()
-
-    class FromTheBeginning(ConsumerRebalanceListener):  # type: ignore[misc]
-        async def on_partitions_revoked(self, revoked: Any) -> None:
-            pass
-
-        async def on_partitions_assigned(self, assigned: Any) -> None:
-            # Once per partition: a rebalance later must not read it all again.
-            fresh = [p for p in assigned if p not in rewound]
-            if from_beginning and fresh:
-                rewound.update(fresh)
-                await consumer.seek_to_beginning(*fresh)
-
-    consumer.subscribe(topics, listener=FromTheBeginning())
+    if from_beginning:
+        consumer.subscribe(topics, listener=_rewinding(consumer))
+    else:
+        consumer.subscribe(topics)
     try:
         await consumer.start()
     except BaseException:
@@ -208,17 +230,9 @@ async def subscribe_kafka(
                     if max_events is not None and emitted >= max_events:
                         break
                     handled[partition] = OffsetAndMetadata(m.offset + 1, "")
-                    head = {k: v.decode() for k, v in (m.headers or [])}
-                    # Signed ledger checkpoints and the customers' erasures and legal holds
-                    # belong to no region: every center gets them (the topic's ACL says who
-                    # reads `.customers`: its events are whole, unlike a region's SSE stream).
-                    regional = head.get("stream_type") not in EVERY_REGIONS_STREAMS
-                    if region and regional and head.get("region") != region:
-                        continue
-                    if types and head.get("event_type") not in types:
-                        continue
-                    emit(json.loads(m.value))
-                    emitted += 1
+                    if _wanted(m.headers, region, types):
+                        emit(json.loads(m.value))
+                        emitted += 1
             if handled:
                 await consumer.commit(handled)
     finally:
