@@ -825,3 +825,25 @@ async def test_the_regions_a_point_or_technician_holds_are_found_by_their_indexe
         "SEARCH ticket_state USING INDEX ix_ticket_state_technician_id_status "
         "(technician_id=? AND status=?)",
     ], plans
+
+
+async def test_an_admin_of_one_region_cannot_take_another_regions_technician(
+    platform: Platform, admin: httpx.AsyncClient
+) -> None:
+    """A region-bound admin changing a technician of another region — even to move it into
+    its own — finds no such technician (404, as a read): it took it over with a 200."""
+    from tests.support.dispatch_network import TECHNICIANS
+
+    await build_network(admin)
+    west_tech = next(t for t in TECHNICIANS if t["id"] == "t-w")
+    taken = {**west_tech, "name": "Taken", "service_point_id": "sp-east-1"}
+    taken.pop("id")
+    async with service_client("dispatch", platform, role="admin", region="east") as east:
+        refused = await east.put("/technicians/t-w", json=taken)
+        assert refused.status_code == 404, refused.text
+        assert refused.json()["rule"] == "technician_not_found"
+        own = next(t for t in TECHNICIANS if t["id"] == "t-a")
+        renamed = {**{k: v for k, v in own.items() if k != "id"}, "name": "A. Renamed"}
+        assert (await east.put("/technicians/t-a", json=renamed)).status_code == 200
+    tech = (await admin.get("/technicians/t-w")).json()
+    assert (tech["name"], tech["region"]) == (west_tech["name"], "west")

@@ -73,11 +73,17 @@ def update_technician(
     description: TechnicianDescription,
     reason: str | None,
 ) -> Member:
+    # Where it is now first: outside the caller's reach it is not found (as for a read),
+    # whatever point the description moves it to.
+    current = domain.technicians_in(read_models.technician_region(conn, technician_id))
+    loaded = h.visible(conn, current, technician_id)
     point = read_models.get_service_point(conn, description.service_point_id)
     held = read_models.open_ticket_regions(conn, technician_id=technician_id)
     command = domain.UpdateTechnician(description, point, reason, held)
     decider = domain.technicians_in(point.region if point else None)
-    return h.execute(conn, decider, technician_id, command, domain.decide_update_technician)
+    return h.execute(
+        conn, decider, technician_id, command, domain.decide_update_technician, loaded=loaded
+    )
 
 
 def set_technician_active(
