@@ -1202,8 +1202,8 @@ async def test_closing_a_ticket_releases_what_is_still_only_reserved_for_it(
     clerk: httpx.AsyncClient,
 ) -> None:
     """Nothing can be requested for a closed ticket, so its reservations would hold the
-    stock for ever; issued parts stay out, to be returned. A ticket reopened before the
-    reactor runs keeps them."""
+    stock for ever; issued parts stay out, to be returned, and none is issued for it any
+    more. A ticket reopened before the reactor runs keeps them."""
     await build_network(admin)
     await receive(clerk, "SP-HZ-01", MOTOR, 3)
     await receive(clerk, "SP-HZ-01", BELT, 2)
@@ -1225,6 +1225,10 @@ async def test_closing_a_ticket_releases_what_is_still_only_reserved_for_it(
         await append_ticket_events(
             platform, ticket_id, [TicketClosed()], role="customer_relations", service="feedback"
         )
+    # Before the reactor releases it: issuing for the closed ticket is refused all the
+    # same (it went through while the projector lagged, stranding the part).
+    early = await clerk.post(f"/requisitions/{motor}/issue", json={})
+    assert (early.status_code, early.json()["rule"]) == (409, "ticket_closed"), early.text
     reopening = TicketReopened(reason="drum noisy again", source="follow_up")
     await append_ticket_events(
         platform, reopened, [reopening], role="customer_relations", service="feedback"

@@ -220,7 +220,9 @@ def open_requisition(
     raised = placed.state.raised
     ticket = h.executor.load(conn, TICKETS, raised.ticket_id).state if raised else None
     assignee = domain.ticket_technician(ticket) if ticket else None
-    loaded = Loaded(placed.stream_id, replace(placed.state, assignee=assignee), placed.head)
+    closed = ticket is not None and ticket.status is TicketStatus.closed
+    placed_state = replace(placed.state, assignee=assignee, ticket_closed=closed)
+    loaded = Loaded(placed.stream_id, placed_state, placed.head)
     h.executor.require_reach(domain.REQUISITIONS, loaded, h.invocation.reach)
     domain.require_requisition(loaded.state)
     require_version(h.invocation, loaded)

@@ -578,6 +578,8 @@ class RequisitionState:
     # The technician the ticket is assigned to now (placed by the handler from the ticket's
     # stream where the caller's reach is checked: ``requisition_scope``).
     assignee: str | None = None
+    # Whether that ticket is closed (placed with ``assignee``): nothing would use its parts.
+    ticket_closed: bool = False
     # The ledger position of its RequisitionRaised (placed by the handler where the order
     # of a ticket's requisitions matters: ``consumption_order``). None: not placed.
     raised_position: int | None = None
@@ -854,6 +856,10 @@ def decide_issue(command: IssueRequisition, state: RequisitionState) -> Decision
     raised = require_requisition(state)
     if state.status != "reserved":
         raise RuleViolation("requisition_not_reserved", f"the requisition is {state.status}")
+    if state.ticket_closed:  # its reservation is being released (the closing's reactor)
+        raise RuleViolation(
+            "ticket_closed", f"ticket {raised.ticket_id} is closed: nothing would use the parts"
+        )
     technician = checked_technician(
         command.technician_id, command.ticket_technician, raised.ticket_id
     )

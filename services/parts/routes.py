@@ -345,7 +345,8 @@ async def raise_requisition(body: RequisitionRequest, call: Requester) -> JSONRe
     tags=["requisitions"],
     summary="Hand the reserved parts to the technician (RequisitionIssued, StockIssued)",
     description="To the ticket's current technician (after a re-dispatch, the new one); a "
-    "`technician_id` naming another is 422. 409 `requisition_not_reserved` unless reserved.",
+    "`technician_id` naming another is 422. 409 `requisition_not_reserved` unless reserved, `ticket_closed` once its "
+    "ticket is closed.",
 )
 async def issue_requisition(
     requisition_id: UUID, body: IssueRequest, call: Stockist

@@ -430,6 +430,9 @@ def test_reserved_parts_are_issued_to_the_technician() -> None:
     with pytest.raises(RuleViolation) as err:
         domain.decide_issue(gone, state)
     assert err.value.rule == "stock_not_reserved"
+    with pytest.raises(RuleViolation) as err:  # nothing would use them
+        domain.decide_issue(command, replace(state, ticket_closed=True))
+    assert err.value.rule == "ticket_closed"
 
 
 def test_only_reserved_requisitions_are_issued_or_cancelled() -> None:
