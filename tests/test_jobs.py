@@ -86,3 +86,22 @@ def _ended_pid() -> int:
     process = subprocess.Popen(["true"])  # noqa: S607
     process.wait()
     return process.pid
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_a_pass_longer_than_the_lease_keeps_it(db: Database, clock: ManualClock) -> None:
+    """The lease is renewed while a pass runs: a pass past one term (an SLA pass over an
+    import's backlog) let another replica take the job and start the same pass beside it."""
+    stop = asyncio.Event()
+    others: list[bool] = []
+
+    async def one_pass() -> None:
+        for _ in range(4):  # four lease terms go by on the clock, renewals in between
+            clock.advance(seconds=0.3)
+            await asyncio.sleep(0.25)
+            others.append(await Lease(db, "a-job", "replica-b", 0.3, clock).acquire())
+        stop.set()
+
+    lease = Lease(db, "a-job", "replica-a", 0.3, clock)
+    await asyncio.wait_for(run_leased(lease, stop, 0.01, one_pass), 10)
+    assert others == [False] * 4

@@ -65,7 +65,8 @@ async def run_leased(
         while not stop.is_set():
             try:
                 if await lease.acquire():
-                    await one_pass()
+                    async with lease.kept():
+                        await one_pass()
             except Exception as exc:
                 failures.report(exc)
             with contextlib.suppress(TimeoutError):

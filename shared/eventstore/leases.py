@@ -3,8 +3,11 @@ ledger projector), the same code on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import socket
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 from sqlalchemy import Connection, delete, insert, update
@@ -24,6 +27,25 @@ class Lease:
         self.owner = owner
         self.ttl = timedelta(seconds=ttl_seconds)
         self.clock = clock
+
+    @contextlib.asynccontextmanager
+    async def kept(self) -> AsyncIterator[None]:
+        """While the block runs, renew the (held) lease a third of the way through each
+        term: work longer than one term keeps it, so no other process starts the same work
+        beside it (an SLA pass over a go-live import's backlog ran past its lease)."""
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(self.ttl.total_seconds() / 3)
+                await self.acquire()
+
+        renewing = asyncio.create_task(renew())
+        try:
+            yield
+        finally:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await renewing
 
     async def acquire(self) -> bool:
         """Take or renew the lease; False while another owner holds an unexpired one."""

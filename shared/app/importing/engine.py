@@ -239,18 +239,10 @@ async def _sole_import(platform: Platform, kind: Kind, source: Source) -> AsyncI
             "check it"
         )
 
-    async def renew() -> None:
-        while True:
-            await asyncio.sleep(IMPORT_LEASE_SECONDS / 3)
-            await lease.acquire()
-
-    renewing = asyncio.create_task(renew())
     try:
-        yield
+        async with lease.kept():
+            yield
     finally:
-        renewing.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await renewing
         with contextlib.suppress(Exception):  # it lapses on its own
             await lease.release()
 
