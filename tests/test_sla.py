@@ -21,6 +21,7 @@ from services.dispatch.jobs import check_sla
 from services.dispatch.projections import SLA_CLOCKS
 from services.dispatch.reactors import PartsPauseReactor
 from services.dispatch.sla_schemas import CALENDAR_EXAMPLE, ICS_EXAMPLE
+from services.dispatch.tables import sla_clocks as SLA_CLOCKS_TABLE
 from services.feedback.projections import COMPLIANCE
 from shared.app.cli import main as cli_main
 from shared.app.platform import Platform
@@ -817,3 +818,41 @@ async def test_a_dispatch_after_a_reopen_does_not_move_the_deadline_the_first_re
         for ticket in (tid, remote):
             checklist = await ok(await auditor.get(f"/compliance/tickets/{ticket}"))
             assert checklist["checklist"]["resolved_within_sla"]["status"] == "true", checklist
+
+
+async def test_an_event_dated_before_the_response_leaves_no_step_due_for_ever(
+    platform: Platform,
+) -> None:
+    """An import appends a repeat-repair flag dated at the receipt after the diagnosis:
+    the clock row, read at that date, had the met response "due" and every SLA pass
+    rewrote it for nothing. It is read at the latest time the stream knows."""
+    from shared.eventstore.ledger import NO_STREAM
+    from shared.kernel.events.envelope import PendingEvent
+    from shared.kernel.events.tickets import RepeatRepairFlagged
+    from tests.support.factories import context, diagnosed, new_ticket_id, received
+
+    tid = new_ticket_id()
+    at = datetime(2026, 11, 2, 9, tzinfo=UTC)  # the receipt; due 2026-11-03 09:00
+    flag = RepeatRepairFlagged(
+        earlier_ticket_id=new_ticket_id(),
+        earlier_repaired_at=at - timedelta(days=3),
+        serial_number="SN-1",
+        window_days=30,
+    )
+    stream = [
+        PendingEvent(received(), occurred_at=at),
+        PendingEvent(diagnosed(), occurred_at=at + timedelta(hours=2)),
+        PendingEvent(flag, occurred_at=at),
+    ]
+    await platform.db.write(
+        lambda c: platform.store.append_to_stream(c, tid, NO_STREAM, stream, context())
+    )
+    await platform.runner.catch_up(SLA_CLOCKS)
+    c = SLA_CLOCKS_TABLE.c
+    row = await platform.db.read(
+        lambda conn: conn.execute(
+            select(c.response_status, c.next_check_at).where(c.ticket_id == tid)
+        ).one()
+    )
+    assert row.response_status == "met"
+    assert row.next_check_at == datetime(2026, 11, 3, 9, tzinfo=UTC) + timedelta(hours=24)

@@ -263,8 +263,12 @@ class SlaClocksProjection:
             if not state.exists or state.received_at is None:
                 continue
             last = stream[-1]
-            clock = sla_clock(state, reader.for_ticket(state), last.occurred_at)
-            rows.append(clock_row(state, clock, last.stream_version, last.occurred_at))
+            # As of the latest time the stream knows: an event may be dated before the one
+            # it follows (an imported repeat-repair flag dates from the receipt, after the
+            # diagnosis), and a clock read before the response left it "due" for ever.
+            at = max(e.occurred_at for e in stream)
+            clock = sla_clock(state, reader.for_ticket(state), at)
+            rows.append(clock_row(state, clock, last.stream_version, at))
         upsert_rows(conn, sla_clocks, rows)
 
 
