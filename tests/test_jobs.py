@@ -9,6 +9,7 @@ import os
 import subprocess
 
 import pytest
+from prometheus_client import REGISTRY
 
 from shared.app.jobs import run_leased
 from shared.eventstore.db import Database
@@ -31,9 +32,22 @@ async def test_a_job_survives_a_failed_pass_and_gives_its_lease_back_when_it_sto
         if len(passes) == 3:
             stop.set()
 
+    def sample(name: str) -> float:
+        return REGISTRY.get_sample_value(name, {"job": "a-job"}) or 0.0
+
+    before = (
+        sample("ticketline_job_pass_seconds_count"),
+        sample("ticketline_job_pass_failures_total"),
+    )
     lease = Lease(db, "a-job", "replica-a", 3600, clock)
     await asyncio.wait_for(run_leased(lease, stop, 0.01, one_pass), 10)
     assert passes == [0, 1, 2]
+    # On /metrics: each pass timed (the failed one too), the failure counted.
+    after = (
+        sample("ticketline_job_pass_seconds_count"),
+        sample("ticketline_job_pass_failures_total"),
+    )
+    assert (after[0] - before[0], after[1] - before[1]) == (3, 1)
     # Within the hour the lease would still run, another replica holds it now.
     assert await Lease(db, "a-job", "replica-b", 3600, clock).acquire()
 

@@ -9,11 +9,26 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from prometheus_client import Counter, Histogram
+
 from shared.eventstore.db import is_outage
 from shared.eventstore.leases import Lease
 from shared.kernel.events.registry import UnreadableEvent
 
 log = logging.getLogger(__name__)
+
+JOB_PASS_SECONDS = Histogram(
+    "ticketline_job_pass_seconds",
+    "How long each pass of a periodic job took in this process (the one holding its "
+    "lease), failed ones too: a pass nearing its interval or its lease wants attention.",
+    ["job"],
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300),
+)
+JOB_PASS_FAILURES = Counter(
+    "ticketline_job_pass_failures",
+    "Passes of a periodic job that failed in this process (retried at the next interval).",
+    ["job"],
+)
 
 
 class FailureReport:
@@ -66,8 +81,10 @@ async def run_leased(
             try:
                 if await lease.acquire():
                     async with lease.kept():
-                        await one_pass()
+                        with JOB_PASS_SECONDS.labels(lease.name).time():
+                            await one_pass()
             except Exception as exc:
+                JOB_PASS_FAILURES.labels(lease.name).inc()
                 failures.report(exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval_seconds)
