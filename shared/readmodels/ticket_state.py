@@ -300,8 +300,12 @@ _READ_PAYLOAD = ("r", "dg", "dp", "vs", "rp", "fu", "cc", "ca")
 # ledger's older SlaPolicyApplied must not send every rebuild event by event.
 _PAYLOAD_TYPES = frozenset(
     {
-        *(_MARKS[m][1].removeprefix("e.event_type = ").strip("'") for m in _READ_PAYLOAD[:6]),
-        "ContactDetailsCorrected",  # cc, ca
+        *(
+            _MARKS[m][1].removeprefix("e.event_type = ").strip("'")
+            for m in _READ_PAYLOAD
+            if m in _MARKS
+        ),
+        "ContactDetailsCorrected",  # cc, ca: the corrections, looked up apart (_CORRECTED)
     }
 )
 
