@@ -41,7 +41,7 @@ from shared.kernel import lifecycle
 from shared.kernel.errors import InvalidCommand
 from shared.kernel.events.envelope import GENESIS_HASH
 from shared.kernel.reach import EVERYWHERE, Reach
-from shared.readmodels.planning import not_by_index
+from shared.readmodels.planning import checked_only_if, not_by_index
 from shared.readmodels.ticket_state import seen_by_region, ticket_state
 
 T = TypeVar("T")
@@ -70,8 +70,8 @@ def _ticket_scope(scope: Reach, narrow: bool = False) -> list[ColumnElement[bool
     (``not_by_index``: SQLite would walk the region's, planning.py)."""
     conditions: list[ColumnElement[bool]] = []
     if scope.region is not None:
-        broad = narrow or scope.technician is not None
-        conditions.append((not_by_index(t.region) if broad else t.region) == scope.region)
+        narrower = narrow or scope.technician is not None
+        conditions.append(checked_only_if(narrower, t.region) == scope.region)
     if scope.technician is not None:
         conditions.append(t.technician_id == scope.technician)
     return conditions

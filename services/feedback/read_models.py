@@ -43,7 +43,7 @@ from shared.kernel.events.tickets import FaultCategory, TicketDiagnosed, TicketR
 from shared.kernel.numbers import rounded
 from shared.kernel.reach import EVERYWHERE, Reach
 from shared.readmodels.paging import decode_cursor
-from shared.readmodels.planning import not_by_index
+from shared.readmodels.planning import checked_only_if, not_by_index
 from shared.readmodels.ticket_state import ticket_state
 
 GROUP_COLUMN = {
@@ -95,8 +95,7 @@ def _conditions(filters: ComplianceFilters, table: Table = compliance_tickets) -
     # the way in, the region only checked (SQLite would walk the region's, planning.py).
     narrower = filters.service_point_id or filters.technician_id or filters.reach.technician
     conditions = [
-        (not_by_index(table.c[column]) if column == "region" and narrower else table.c[column])
-        == value
+        checked_only_if(bool(narrower) and column == "region", table.c[column]) == value
         for column, value in wanted
         if value
     ]

@@ -19,7 +19,7 @@ from shared.kernel.lifecycle import TicketStatus
 from shared.kernel.sla import SlaClock
 from shared.kernel.ticket import OPEN_STATUSES
 from shared.readmodels.paging import after_cursor, next_page
-from shared.readmodels.planning import not_by_index
+from shared.readmodels.planning import checked_only_if
 from shared.readmodels.sla import TermsReader, ticket_clock
 from shared.readmodels.ticket_state import apply_changes, ticket_state
 
@@ -67,10 +67,6 @@ def get_ticket_row(conn: Connection, ticket_id: str) -> Any:
     return conn.execute(query).first()
 
 
-def _broad(column: Any, narrower_given: bool) -> Any:
-    return not_by_index(column) if narrower_given else column
-
-
 def list_ticket_rows(
     conn: Connection, filters: TicketFilters, *, cursor: str | None, limit: int
 ) -> tuple[list[Any], str | None]:
@@ -84,13 +80,13 @@ def list_ticket_rows(
     by_phone = filters.phone_digest is not None
     narrow = by_phone or filters.technician_id is not None
     if filters.status:
-        conditions.append(_broad(t.status, narrow) == filters.status)
+        conditions.append(checked_only_if(narrow, t.status) == filters.status)
     if filters.region:
-        conditions.append(_broad(t.region, narrow) == filters.region)
+        conditions.append(checked_only_if(narrow, t.region) == filters.region)
     if filters.technician_id:
-        conditions.append(_broad(t.technician_id, by_phone) == filters.technician_id)
+        conditions.append(checked_only_if(by_phone, t.technician_id) == filters.technician_id)
     if filters.urgency:
-        conditions.append(_broad(t.urgency, narrow) == filters.urgency)
+        conditions.append(checked_only_if(narrow, t.urgency) == filters.urgency)
     if filters.phone_digest is not None:
         conditions.append(with_phone(filters.phone_digest))
     if filters.created_from:

@@ -16,3 +16,9 @@ def not_by_index(column: Any) -> ColumnElement[Any]:
     """``column`` as an expression of the same value that no index serves: a number's
     ``+ 0``, a text's ``|| ''``."""
     return column + (0 if isinstance(column.type, Integer) else "")  # type: ignore[no-any-return]
+
+
+def checked_only_if(narrower_given: bool, column: Any) -> Any:
+    """``column`` kept out of the plan (``not_by_index``) when a narrower condition is
+    given, so that one leads and this one is only checked on its rows."""
+    return not_by_index(column) if narrower_given else column
