@@ -213,9 +213,6 @@ def decide_resume(command: ResumeSla, state: TicketState) -> list[PendingEvent]:
     return [PendingEvent(resumed, occurred_at=command.now)]
 
 
-SETTLED = frozenset({"met", "met_late", "breached"})
-
-
 @dataclass(frozen=True)
 class ReevaluateSla:
     """Move the ticket to the policy in force now (and its calendars' latest versions)."""
@@ -242,5 +239,5 @@ def decide_reevaluate(command: ReevaluateSla, state: TicketState) -> list[EventP
     # A deadline met or passed stands on the terms it ran on: no breach undone, no
     # response judged again.
     clock = sla_clock(state, command.terms, command.now)
-    standing = [SlaDeadline(d.deadline) for d in clock.deadlines if d.status in SETTLED]
+    standing = [SlaDeadline(d.deadline) for d in clock.deadlines if d.settled]
     return [applied.model_copy(update={"reason": command.reason, "standing": standing})]

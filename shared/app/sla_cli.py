@@ -25,6 +25,7 @@ from shared.kernel.events.sla import (
 
 T = TypeVar("T")
 CALENDARS = TypeAdapter(dict[DefinableCalendarId, CalendarDescription])
+JSON_VALUE = TypeAdapter(Any)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -144,7 +145,7 @@ def render_text(result: dict[str, Any]) -> str:
 
 def _json_value(value: object) -> str:
     # As the HTTP answer writes it (pydantic): UTC as "Z".
-    return TypeAdapter(Any).dump_python(value, mode="json")  # type: ignore[no-any-return]
+    return JSON_VALUE.dump_python(value, mode="json")  # type: ignore[no-any-return]
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:

@@ -315,6 +315,11 @@ class DeadlineClock:
         return self.met_at is None
 
     @property
+    def settled(self) -> bool:
+        """Met (in time or late) or breached: a re-evaluation leaves it standing."""
+        return self.status in ("met", "met_late", "breached")
+
+    @property
     def overdue(self) -> timedelta:
         return max(self.elapsed - self.target, ZERO)
 
