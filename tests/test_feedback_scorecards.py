@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Connection, event, text
 
+from services.feedback import read_models
 from services.feedback.jobs import quality_lease, raise_quality_alerts, raise_recent_alerts
 from shared.app.config import FeedbackSettings
 from shared.app.jobs import FailureReport
@@ -242,6 +244,38 @@ async def test_a_diagnosis_edited_into_no_category_is_named_not_a_crash(
         FailureReport("job feedback:quality-alerts").report(damaged.value)
     (record,) = [r for r in caplog.records if r.name == "shared.app.jobs"]
     assert f"position {position}" in record.getMessage() and record.exc_info is None
+
+
+async def test_a_days_repairs_come_through_their_own_index(
+    life: Lifecycle, platform: Platform, clock: ManualClock
+) -> None:
+    # The quality job's pass every minute must not walk the whole ledger for a day's
+    # repairs: the partial index over the repair events is what makes it cheap.
+    await life.through_repair()
+    await life.open()
+
+    def repairs_and_plan(conn: Connection) -> tuple[int, list[str]]:
+        seen: list[tuple[str, Any]] = []
+
+        def record(_c, _cursor, statement, parameters, _context, _many):  # type: ignore[no-untyped-def]
+            seen.append((statement, parameters))
+
+        event.listen(conn, "before_cursor_execute", record)
+        try:
+            groups = read_models.repairs_on(conn, clock.now().date())
+        finally:
+            event.remove(conn, "before_cursor_execute", record)
+        ((statement, parameters),) = seen
+        explain = "EXPLAIN QUERY PLAN "
+        if conn.dialect.name == "postgresql":
+            explain = "EXPLAIN "  # on a tiny table only the index's applicability is news
+            conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+        plan = conn.exec_driver_sql(explain + statement, parameters).all()
+        return sum(map(len, groups.values())), [str(row[-1]) for row in plan]
+
+    repairs, plan = await platform.db.read(repairs_and_plan)
+    assert repairs == 1
+    assert any("ix_events_repaired_occurred_at" in step for step in plan), plan
 
 
 async def test_quality_alert_once_per_model_category_day(

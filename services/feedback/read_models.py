@@ -37,9 +37,9 @@ from services.feedback.tables import (
 )
 from shared.app.config import FeedbackSettings
 from shared.eventstore.ledger import EventStore
-from shared.eventstore.tables import events
+from shared.eventstore.tables import events, repairs_only
 from shared.kernel.events.registry import UnreadableEvent, upcast
-from shared.kernel.events.tickets import FaultCategory, TicketDiagnosed, TicketRepaired
+from shared.kernel.events.tickets import FaultCategory, TicketDiagnosed
 from shared.kernel.numbers import rounded
 from shared.kernel.reach import EVERYWHERE, Reach
 from shared.readmodels.paging import decode_cursor
@@ -840,7 +840,7 @@ def repairs_between(
             )
         )
         .where(
-            r.c.event_type == TicketRepaired.event_type,
+            repairs_only(r),
             r.c.occurred_at >= start,
             r.c.occurred_at < end,
         )
