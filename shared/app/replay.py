@@ -13,7 +13,6 @@ import sqlite3
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ from shared.eventstore.ledger import insert_stored_rows, stored_rows
 from shared.eventstore.migrations import upgrade
 from shared.eventstore.progress import projection_lag
 from shared.eventstore.projection import Projection
-from shared.eventstore.runner import Batch, EventSource, KafkaSource
+from shared.eventstore.runner import Batch, EventSource, KafkaLogSnapshot
 from shared.eventstore.tables import event_sequence, events
 
 
@@ -287,12 +286,8 @@ async def _replay(
                     if until is not None:
                         raise ValueError("--until replays from the ledger only")
                     assert settings.kafka_bootstrap_servers
-                    inner = KafkaSource(
-                        settings.kafka_bootstrap_servers,
-                        topic_prefix=settings.kafka_topic_prefix,
-                        group_prefix=settings.kafka_consumer_group_prefix,
-                        group_id=f"{settings.kafka_consumer_group_prefix}.replay.{uuid.uuid4().hex[:8]}",
-                        idle_stop_after_ms=3000,
+                    inner = KafkaLogSnapshot(
+                        settings.kafka_bootstrap_servers, topic_prefix=settings.kafka_topic_prefix
                     )
                 else:
                     inner = scratch.runner.rebuild_source(projection)

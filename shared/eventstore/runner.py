@@ -343,6 +343,60 @@ class KafkaSource:
             await _stop_consumer(consumer, self.stop_seconds)
 
 
+class KafkaLogSnapshot:
+    """A projection's topics as they stand when the read starts, from their beginning to
+    the end offsets taken then (a replay): no consumer group — nothing to join, wait for
+    or commit, and the read ends at the log's end rather than after a silence."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        *,
+        topic_prefix: str,
+        batch_size: int = 500,
+        poll_ms: int = 500,
+        stop_seconds: float = 5.0,
+    ) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.topic_prefix = topic_prefix
+        self.batch_size = batch_size
+        self.poll_ms = poll_ms
+        self.stop_seconds = stop_seconds
+
+    async def batches(self, projection: Projection) -> AsyncIterator[Batch]:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers,
+            enable_auto_commit=False,
+            max_poll_records=self.batch_size,
+        )
+        await consumer.start()
+        try:
+            existing = await consumer.topics()
+            topics = {topic_for(t, self.topic_prefix) for t in projection.stream_types}
+            partitions = [
+                TopicPartition(topic, p)
+                for topic in sorted(topics & existing)
+                for p in sorted(consumer.partitions_for_topic(topic) or ())
+            ]
+            if not partitions:
+                return
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            ends: dict[Any, int] = await consumer.end_offsets(partitions)
+            while True:
+                records = await consumer.getmany(timeout_ms=self.poll_ms)
+                if records:
+                    yield _kafka_batch(consumer, records, ack=False)
+                    continue
+                behind = [tp for tp in partitions if await consumer.position(tp) < ends[tp]]
+                if not behind:
+                    return  # at the ends, and a poll found nothing after them
+        finally:
+            await _stop_consumer(consumer, self.stop_seconds)
+
+
 async def _abandon(starting: asyncio.Future[Any], consumer: Any, seconds: float) -> None:
     starting.cancel()
     with contextlib.suppress(BaseException):
@@ -366,7 +420,7 @@ async def _stop_consumer(consumer: Any, seconds: float) -> None:
 
 
 def _kafka_batch(
-    consumer: Any, records: dict[Any, list[Any]], commit_seconds: float = 5.0
+    consumer: Any, records: dict[Any, list[Any]], commit_seconds: float = 5.0, *, ack: bool = True
 ) -> Batch:
     events: list[EventEnvelope] = []
     offsets: dict[Any, int] = {}
@@ -374,7 +428,8 @@ def _kafka_batch(
         for m in messages:
             events.append(EventEnvelope.model_validate_json(m.value))
         offsets[tp] = messages[-1].offset + 1
-
+    if not ack:  # no group to commit to
+        return Batch(events=events)
     return Batch(events=events, ack=partial(commit_offsets, consumer, offsets, commit_seconds))
 
 
