@@ -245,6 +245,30 @@ async def test_erasure_shows_erased_everywhere_and_keeps_the_figures(
     assert await compliance_summary(platform) == summary_before
 
 
+async def test_a_complaint_after_erasure_is_kept_and_reopens_nothing(
+    platform: Platform,
+    life: Lifecycle,
+    intake: httpx.AsyncClient,
+    feedback: httpx.AsyncClient,
+    person: Person,
+) -> None:
+    # A reopened ticket would send a technician to an address no one can read any more.
+    customer = await customer_with_history(platform, life, intake, feedback, person)
+    first = customer.tickets[0]
+    async with service_client("intake", platform, role="admin") as admin:
+        body = {"request_id": "DSR-8", "legal_basis": "customer request"}
+        erased = await admin.post(f"/customers/{customer.customer_id}/erasure", json=body)
+        assert erased.status_code == 200, erased.text
+        complaint = {"complaint": "still broken", "channel": "phone", "public": True}
+        filed = await feedback.post(f"/tickets/{first}/complaints", json=complaint)
+        assert filed.status_code == 201, filed.text
+        assert (filed.json()["status"], filed.json()["outcome"]) == ("closed", "recorded")
+        history = (await admin.get(f"/tickets/{first}/history")).json()["events"]
+        view = (await admin.get(f"/tickets/{first}")).json()
+    assert history[-1]["event_type"] == "ComplaintFiled"
+    assert history[-1]["payload"]["complaint"] == ERASED and view["status"] == "closed"
+
+
 async def compliance_summary(platform: Platform) -> dict[str, Any]:
     from tests.support.lifecycle import project_feedback
 

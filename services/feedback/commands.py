@@ -8,6 +8,8 @@ executor applies them in the same transaction, so callers read their own writes.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from sqlalchemy import Connection
 
 from services.feedback import domain, read_models
@@ -27,6 +29,9 @@ def record_follow_up(
 def file_complaint(
     conn: Connection, h: Handling, ticket_id: str, command: domain.FileComplaint
 ) -> Outcome[TicketState]:
+    customer = read_models.ticket_customer(conn, ticket_id)
+    if customer is not None:
+        command = replace(command, customer_erased=h.personal().hold_customer(conn, customer))
     return h.execute(conn, TICKETS, ticket_id, command, domain.decide_complaint)
 
 

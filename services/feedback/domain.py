@@ -65,6 +65,9 @@ class FileComplaint:
     complaint: str
     channel: Channel
     public: bool = False
+    # The ticket's customer was erased: no one could repair for them (their address and
+    # phone are gone), so a complaint on their closed ticket does not reopen it.
+    customer_erased: bool = False
 
 
 def is_satisfactory(score: int, problem_solved: bool, *, dissatisfied_below: int) -> bool:
@@ -112,12 +115,13 @@ def decide_follow_up(command: RecordFollowUp, state: TicketState) -> list[EventP
 
 
 def decide_complaint(command: FileComplaint, state: TicketState) -> list[EventPayload]:
-    """A complaint is always recorded; against a closed ticket it reopens and escalates."""
+    """A complaint is always recorded; against a closed ticket it reopens and escalates —
+    unless the customer was erased."""
     require_ticket(state)
     complaint = ComplaintFiled(
         complaint=command.complaint, channel=command.channel, public=command.public
     )
-    if state.status is not TicketStatus.closed:
+    if state.status is not TicketStatus.closed or command.customer_erased:
         return [complaint]
     assert state.region is not None
     return [

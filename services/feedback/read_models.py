@@ -127,6 +127,14 @@ def list_compliance_rows(
     return list(conn.execute(query).all())
 
 
+def ticket_customer(conn: Connection, ticket_id: str) -> str | None:
+    """The ticket's customer (its inline ticket-state row); None for an unknown ticket or
+    one recorded without a customer id (imported in clear)."""
+    t = ticket_state.c
+    found = conn.execute(select(t.customer_id).where(t.ticket_id == ticket_id)).scalar()
+    return str(found) if found is not None else None
+
+
 def compliance_row(conn: Connection, ticket_id: str) -> ComplianceRow | None:
     query = select(compliance_tickets).where(compliance_tickets.c.ticket_id == ticket_id)
     return conn.execute(query).first()

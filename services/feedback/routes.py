@@ -135,8 +135,10 @@ async def record_follow_up(
     tags=["follow-ups"],
     summary="File a complaint (ComplaintFiled); against a closed ticket it reopens it",
     description="A complaint against a closed ticket also records TicketReopened (source "
-    "complaint) and TicketEscalated. A public complaint or media exposure is a scorecard "
-    "deduction for the service point.",
+    "complaint) and TicketEscalated — unless the ticket's customer was erased: then it is "
+    "only recorded (as `[erased]`) and the ticket stays closed, since no one could be sent "
+    "to an address that no longer reads. A public complaint or media exposure is a "
+    "scorecard deduction for the service point.",
 )
 async def file_complaint(
     ticket_id: UUID, body: ComplaintRequest, call: ComplaintCall

@@ -14,7 +14,6 @@ from services.intake.tables import ticket_number_counters
 from shared.app.config import Settings
 from shared.app.executor import Handling, Outcome
 from shared.eventstore.driver import Statement
-from shared.eventstore.personal import PersonalData
 from shared.kernel.errors import NotFound
 from shared.kernel.events.customers import customer_stream_id
 from shared.kernel.ids import uuid7_text
@@ -166,6 +165,7 @@ def erase_customer(
     """Record ``CustomerDataErased`` and destroy the customer's data key, in one unit of
     work; erasing again records nothing (the outcome's state holds the first erasure)."""
     _known_customer(conn, customer_id)
+    h.personal().hold_customer(conn, customer_id)  # before reading which tickets are open
     tickets = read_models.customer_tickets(conn, customer_id)
     command = domain.EraseCustomer(
         request_id,
@@ -178,7 +178,7 @@ def erase_customer(
     stream = customer_stream_id(customer_id)
     outcome = h.execute(conn, domain.CUSTOMERS, stream, command, domain.decide_erase)
     if outcome.events:  # the key's erasure time is the event's
-        _personal(h).erase(conn, customer_id, outcome.after.erased_at or h.now())
+        h.personal().erase(conn, customer_id, outcome.after.erased_at or h.now())
     return outcome
 
 
@@ -189,11 +189,5 @@ def set_legal_hold(
     stream = customer_stream_id(customer_id)
     outcome = h.execute(conn, domain.CUSTOMERS, stream, command, domain.decide_legal_hold)
     if outcome.events:
-        _personal(h).set_legal_hold(conn, customer_id, command.active)
+        h.personal().set_legal_hold(conn, customer_id, command.active)
     return outcome
-
-
-def _personal(h: Handling) -> PersonalData:
-    personal = h.executor.store.personal
-    assert personal is not None, "the platform's store holds the personal-data keys"
-    return personal

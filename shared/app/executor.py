@@ -39,6 +39,7 @@ from shared.readmodels.sla import TermsReader
 if TYPE_CHECKING:
     from shared.app.config import Settings
     from shared.app.platform import Platform
+    from shared.eventstore.personal import PersonalData
 
 S = TypeVar("S")
 C = TypeVar("C")
@@ -82,6 +83,12 @@ class Handling:
 
     def now(self) -> datetime:
         return self.executor.clock.now()
+
+    def personal(self) -> PersonalData:
+        """The personal-data keys (every platform's store holds them)."""
+        personal = self.executor.store.personal
+        assert personal is not None, "the platform's store holds the personal-data keys"
+        return personal
 
     def terms(self, conn: Connection) -> TermsReader:
         """The SLA terms as configured and as defined in the ledger."""

@@ -3,6 +3,7 @@ events decided or the rule broken. No database."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
@@ -138,6 +139,13 @@ def test_a_complaint_on_a_closed_ticket_reopens_and_escalates() -> None:
     assert "x" * 20 not in reopened.reason and "x" * 20 not in escalated.reason
     assert isinstance(escalated, TicketEscalated)
     assert (escalated.cause, escalated.region) == (EscalationCause.complaint, "west")
+
+
+def test_a_complaint_on_an_erased_customers_closed_ticket_is_only_recorded() -> None:
+    closed = given(received(region="west"), TicketClosed())
+    erased = dataclasses.replace(complaint(), customer_erased=True)
+    (event,) = domain.decide_complaint(erased, closed)
+    assert isinstance(event, ComplaintFiled)
 
 
 def test_a_complaint_needs_a_ticket() -> None:

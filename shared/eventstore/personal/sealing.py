@@ -21,7 +21,7 @@ import orjson
 from cryptography.exceptions import InvalidTag
 from sqlalchemy import Connection, text
 
-from shared.eventstore.db import ReadChangedMeanwhile, utc_from_stored
+from shared.eventstore.db import ReadChangedMeanwhile, take_locks, utc_from_stored
 from shared.eventstore.driver import Statement
 from shared.eventstore.ledger import StreamAppend
 from shared.eventstore.metrics import PERSONAL_DATA_UNREADABLE, note_committed
@@ -80,6 +80,9 @@ _FIRST_EVENT = text(
 _ERASE_KEY = text(
     "UPDATE personal_data_keys SET wrapped_key = NULL, lookup = NULL, erased_at = :at "
     "WHERE customer_id = :customer_id"
+)
+_ERASED = text(
+    "SELECT 1 FROM personal_data_keys WHERE customer_id = :customer_id AND erased_at IS NOT NULL"
 )
 _ERASE_PHONES = text("DELETE FROM personal_data_phones WHERE customer_id = :customer_id")
 _ERASE_ALIASES = text("DELETE FROM personal_data_aliases WHERE customer_id = :customer_id")
@@ -334,6 +337,13 @@ class PersonalData:
         return out
 
     # --- erasure ------------------------------------------------------------------------------
+
+    def hold_customer(self, conn: Connection, customer_id: str) -> bool:
+        """Lock the customer until commit — an erasure does too, so of an erasure and a
+        command that would need their data again (a complaint reopening their ticket) one
+        commits first and the other sees it —; True when they are erased."""
+        take_locks(conn, [f"customer:{customer_id}"])
+        return conn.execute(_ERASED, {"customer_id": customer_id}).first() is not None
 
     def erase(self, conn: Connection, customer_id: str, at: datetime) -> None:
         """Destroy the customer's data key, lookups and phone indexes (crypto-shredding). On
