@@ -560,6 +560,8 @@ async def test_invalid_requests_are_4xx_and_write_nothing(
     await receive(clerk, "SP-HZ-01", MOTOR, 1)
     ticket_id = await dispatched_ticket(intake, platform)
     other_model = await open_ticket(intake, product__model="DW-100", product__serial_number="X")
+    await dispatch_ticket(platform, other_model["ticket_id"], service_point_id="SP-HZ-01")
+    undiagnosed = await open_ticket(intake, product__serial_number="SN-EARLY")
 
     async def problem(response: httpx.Response, status: int) -> dict[str, Any]:
         assert response.status_code == status, response.text
@@ -590,6 +592,10 @@ async def test_invalid_requests_are_4xx_and_write_nothing(
     assert (await problem(await clerk.post("/requisitions", json=wrong), 409))[
         "rule"
     ] == "part_does_not_fit"
+    early = {**wrong, "ticket_id": undiagnosed["ticket_id"], "part_number": MOTOR}
+    assert (await problem(await clerk.post("/requisitions", json=early), 409))[
+        "rule"
+    ] == "no_repair_pending"
     # Another location does not exist for a parts clerk (the reach rule: 404, not 403).
     elsewhere = await problem(
         await clerk.post("/requisitions", json={**req, "location_id": "SP-NB-01"}), 404

@@ -58,7 +58,7 @@ from shared.kernel.events.tickets import (
     TicketRepaired,
     UsedPart,
 )
-from shared.kernel.lifecycle import TicketStatus, may_follow
+from shared.kernel.lifecycle import AWAITING_REPAIR, TicketStatus, may_follow
 from shared.kernel.network import Parent, id_key, refuse_registered, region_in_tree
 from shared.kernel.parts import (
     normalise_part_number,
@@ -744,6 +744,12 @@ def _require_requestable(command: RaiseRequisition) -> PartSpec:
         raise NotFound("ticket_not_found", f"no ticket {r.ticket_id}")
     if ticket.status is TicketStatus.closed:
         raise RuleViolation("ticket_closed", "parts cannot be requested for a closed ticket")
+    if ticket.status not in AWAITING_REPAIR:
+        raise RuleViolation(
+            "no_repair_pending",
+            f"the ticket is {ticket.status.value}: parts are requested between its diagnosis "
+            "and its repair (or after a reopening)",
+        )
     part = command.part
     if part is None:
         raise InvalidCommand("part_number", f"no part {r.part_number!r} in the catalogue")

@@ -326,7 +326,9 @@ def requisition_response(
     "headquarters. 409 `out_of_stock` when none holds the quantity; stock never goes "
     "negative, even under concurrent requisitions. The requisition is for the ticket's "
     "current technician: a `technician_id` naming another is 422 (403 when a technician "
-    "names another technician than itself).",
+    "names another technician than itself). Only between the ticket's diagnosis and its "
+    "repair (or after a reopening): else 409 `no_repair_pending` (`ticket_closed` once "
+    "closed).",
 )
 async def raise_requisition(body: RequisitionRequest, call: Requester) -> JSONResponse:
     request = body.command()

@@ -36,6 +36,9 @@ CLOCK_STATUSES = frozenset({S.received, S.diagnosed, S.dispatched, S.visited, S.
 # Which deadline runs: the response's until the diagnosis, then the resolution's.
 AWAITING_RESPONSE = frozenset({S.received})
 AWAITING_RESOLUTION = CLOCK_STATUSES - AWAITING_RESPONSE
+# Where a repair is still to come (diagnosed, possibly reopened): parts may be requested
+# for it — not before the diagnosis says what is wrong, nor once the repair is recorded.
+AWAITING_REPAIR = frozenset({S.diagnosed, S.dispatched, S.visited, S.reopened})
 
 
 def stored(statuses: frozenset[TicketStatus]) -> tuple[str, ...]:

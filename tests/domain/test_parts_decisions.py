@@ -40,6 +40,7 @@ from shared.kernel.events.tickets import (
     OldPartReturned,
     OldPartReturnOverdue,
     PartGrade,
+    RepairOutcome,
     TicketClosed,
     TicketDispatched,
     TicketRepaired,
@@ -53,6 +54,7 @@ NOW = datetime(2026, 11, 2, 9, tzinfo=UTC)
 MOTOR = "MOTOR-WM700"
 RID = "3b0c3a4e-8c51-4c0e-9a57-4d0b7e3c9a11"
 TICKET = "7d0f0c39-8a43-4f53-9d5e-3f1c2b1f9a10"
+REPAIRED = TicketRepaired(outcome=RepairOutcome.fixed, cost_borne_by=CostBearer.warranty)
 
 
 def ticket(*payloads: EventPayload) -> TicketState:
@@ -333,6 +335,15 @@ def test_a_requisition_reserves_at_the_nearest_location_holding_the_quantity() -
     [
         (ticket(), SPEC, CHAIN, NotFound, "ticket_not_found"),
         (ticket(received(), TicketClosed()), SPEC, CHAIN, RuleViolation, "ticket_closed"),
+        # Not before the diagnosis says what is wrong, nor once the repair is recorded.
+        (ticket(received()), SPEC, CHAIN, RuleViolation, "no_repair_pending"),
+        (
+            ticket(received(), diagnosed(), REPAIRED),
+            SPEC,
+            CHAIN,
+            RuleViolation,
+            "no_repair_pending",
+        ),
         (None, None, CHAIN, InvalidCommand, "part_number"),
         (
             None,
