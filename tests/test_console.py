@@ -393,6 +393,25 @@ async def test_console_verification_of_the_callers_scope(
 
 
 @SQLITE
+async def test_a_regions_verification_finds_an_event_cut_from_its_ticket(
+    platform: Platform, life: Lifecycle
+) -> None:
+    # A region's walk skips versions held elsewhere (a moved ticket): a version missing
+    # from the whole ledger is not one of those.
+    ticket = await life.through_repair(region="east")
+    second = select(events.c.position).where(
+        events.c.stream_id == ticket, events.c.stream_version == 2
+    )
+    position = await platform.db.read(lambda c: c.execute(second).scalar_one())
+    for table in ("outbox", "events"):
+        cut = text(f"DELETE FROM {table} WHERE position = :p")
+        await platform.db.write(lambda c, cut=cut: c.execute(cut, {"p": position}))
+    async with console_client(platform, "regional_center", region="east") as client:
+        status = await verification_run(client)
+    assert 'class="verify bad"' in status and "version 2 is not in the ledger" in status, status
+
+
+@SQLITE
 async def test_a_verification_that_stops_says_so(
     platform: Platform, life: Lifecycle, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, and_, case, func, or_, select, true
+from sqlalchemy import Connection, and_, bindparam, case, func, or_, select, true
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import FromClause
 
@@ -39,7 +39,7 @@ from shared.eventstore.tables import events, projection_checkpoints
 from shared.eventstore.verify import ledger_end_problems, link_problems, unreadable_detail
 from shared.kernel import lifecycle
 from shared.kernel.errors import InvalidCommand
-from shared.kernel.events.envelope import GENESIS_HASH
+from shared.kernel.events.envelope import GENESIS_HASH, EventEnvelope
 from shared.kernel.reach import EVERYWHERE, Reach
 from shared.readmodels.planning import checked_only_if, not_by_index
 from shared.readmodels.ticket_state import seen_by_region, ticket_state
@@ -661,12 +661,7 @@ def verify_batch(conn: Connection, progress: VerifyProgress, batch: int = 2000) 
             version, previous = known or (0, GENESIS_HASH)
             problems = link_problems(event, stored_hash, progress.last_position, version, previous)
         else:
-            problems = []
-            if known is not None and event.stream_version == known[0] + 1:
-                if event.prev_hash != known[1]:
-                    problems.append(("chain", "prev_hash is not the previous event's hash"))
-            elif known is None and event.stream_version == 1 and event.prev_hash != GENESIS_HASH:
-                problems.append(("chain", "the first event does not start the chain"))
+            problems = _regional_link_problems(conn, event, known)
             if stored_hash != event.hash:
                 problems.append(("hash", "content does not match its hash"))
         for kind, detail in problems:
@@ -677,6 +672,33 @@ def verify_batch(conn: Connection, progress: VerifyProgress, batch: int = 2000) 
         ending = ledger_end_problems(conn, progress.last_position)
         progress.broken += [asdict(b) for b in ending]
     return bool(rows)
+
+
+_HASH_OF_VERSION = select(e.hash).where(
+    e.stream_id == bindparam("stream_id"), e.stream_version == bindparam("version")
+)
+
+
+def _regional_link_problems(
+    conn: Connection, event: EventEnvelope, known: tuple[int, str] | None
+) -> list[tuple[str, str]]:
+    """A region's walk sees a stream only while it was in the region: a version that does
+    not follow the last one seen is looked up in the whole ledger (the stream was elsewhere
+    meanwhile) — missing there, it was deleted."""
+    seen = known[0] if known else 0
+    if event.stream_version <= seen:  # out of order
+        return [("stream_version", f"version {event.stream_version} follows {seen}")]
+    if event.stream_version == seen + 1:
+        previous: str | None = known[1] if known else GENESIS_HASH
+    else:
+        wanted = {"stream_id": event.stream_id, "version": event.stream_version - 1}
+        previous = conn.execute(_HASH_OF_VERSION, wanted).scalar()
+        if previous is None:
+            missing = f"version {event.stream_version - 1} is not in the ledger"
+            return [("stream_version", f"version {event.stream_version} follows {seen}: {missing}")]
+    if event.prev_hash != previous:
+        return [("chain", "prev_hash is not the previous event's hash")]
+    return []
 
 
 def _broken(
