@@ -513,6 +513,40 @@ async def test_a_tampered_history_says_so_and_a_damaged_row_is_named(
     assert await platform.db.read(lambda c: c.execute(head).scalar_one()) == before
 
 
+async def test_a_history_cut_in_the_middle_or_at_the_end_says_so(
+    intake: httpx.AsyncClient, platform: Platform
+) -> None:
+    """Every remaining link of a stream cut at its end is intact: only the version its
+    state records (the ETag) tells the history it lost events."""
+    from sqlalchemy import select, text
+
+    from shared.eventstore.tables import events
+
+    tid = (await open_ticket(intake))["ticket_id"]
+    for phone in ("13987654321", "13987654322", "13987654323"):
+        correction = {"customer": {"name": "Li Wei", "phone": phone}, "reason": "new mobile"}
+        assert (await intake.patch(f"/tickets/{tid}/contact", json=correction)).status_code == 200
+    ordered = select(events.c.position).where(events.c.stream_id == tid).order_by("position")
+    positions = await platform.db.read(lambda c: list(c.execute(ordered).scalars()))
+
+    async def cut(position: int) -> dict[str, Any]:
+        for table in ("outbox", "events"):
+            delete = text(f"DELETE FROM {table} WHERE position = :p")
+            await platform.db.write(lambda c, d=delete: c.execute(d, {"p": position}))
+        history = await intake.get(f"/tickets/{tid}/history", headers=DISPATCHER)
+        return history.json()  # type: ignore[no-any-return]
+
+    history = await cut(positions[-1])
+    assert history["chain_valid"] is False and all(e["hash_ok"] for e in history["events"])
+    assert history["problems"] == [
+        "the ticket's state records version 4, the ledger holds versions up to 3: events at "
+        "its end were removed"
+    ]
+    history = await cut(positions[1])
+    assert [e["hash_ok"] for e in history["events"]] == [True, False]
+    assert history["problems"][0].startswith("version 3 does not follow version 1")
+
+
 @pytest.mark.parametrize("backend", ["sqlite"])  # PostgreSQL refuses text not in UTF-8
 async def test_a_row_whose_text_is_not_utf8_is_named_by_every_read(
     intake: httpx.AsyncClient, platform: Platform

@@ -43,6 +43,7 @@ from services.feedback.read_models import (
 )
 from shared.app.platform import Platform
 from shared.eventstore.db import DatabaseUnavailable
+from shared.eventstore.verify import StreamChain, stream_chain
 from shared.http.app import get_platform
 from shared.http.audit import AUDIT_ROLES
 from shared.http.auth.tokens import InvalidCredentials, TokenExpired
@@ -471,16 +472,12 @@ def ticket_timeline(
     opened: list[Any],
     disclosure: Disclosure,
     customer_id: str | None,
-) -> tuple[list[dict[str, Any]], bool]:
+    chain: StreamChain,
+) -> list[dict[str, Any]]:
     """The ticket's events with hash-chain status (on the stored form) and payloads as the
     viewer may see them (opened, masked by role)."""
     timeline = []
-    previous = queries.GENESIS_HASH
-    chain_valid = True
-    for (e, stored_hash), clear in zip(checked, opened, strict=True):
-        ok = stored_hash == e.hash and e.prev_hash == previous
-        chain_valid = chain_valid and ok
-        previous = e.hash
+    for (e, _), clear, ok in zip(checked, opened, chain.ok, strict=True):
         payload = disclosure.payload(clear, customer_id, e.stream_id)
         timeline.append(
             {
@@ -489,7 +486,7 @@ def ticket_timeline(
                 "payload": json.dumps(payload, ensure_ascii=False, indent=1, sort_keys=True),
             }
         )
-    return timeline, chain_valid
+    return timeline
 
 
 @router.get("/tickets/{ticket_id}", response_class=HTMLResponse)
@@ -528,7 +525,8 @@ async def ticket_page(
     checked, opened, personal, compliance, flags = await queries.read(platform, read)
     disclosure = Disclosure(request, principal)
     personal = disclosure.row(personal)
-    timeline, chain_valid = ticket_timeline(checked, opened, disclosure, personal["customer_id"])
+    chain = stream_chain(checked, row.version)
+    timeline = ticket_timeline(checked, opened, disclosure, personal["customer_id"], chain)
     disclosure.record()
     checklist = json.loads(compliance.checklist) if compliance is not None else None
     locale = locale_of(request)
@@ -542,7 +540,8 @@ async def ticket_page(
         phone=personal["customer_phone"],
         address_line=personal["address_line"],
         timeline=timeline,
-        chain_valid=chain_valid,
+        chain_valid=chain.valid,
+        chain_problems=chain.problems,
         compliance=compliance,
         checklist=checklist,
         show_checklist=reports,

@@ -32,6 +32,7 @@ from services.intake.schemas import (
 )
 from shared.app.executor import Outcome
 from shared.app.platform import Platform
+from shared.eventstore.verify import stream_chain
 from shared.http.app import get_platform
 from shared.http.commands import CommandCall, command_call
 from shared.http.context import Principal, allow
@@ -48,7 +49,7 @@ from shared.http.params import (
 )
 from shared.http.problems import PROBLEM_RESPONSES, ProblemDetails, ProblemError
 from shared.kernel.errors import NotFound
-from shared.kernel.events.envelope import GENESIS_HASH, EventEnvelope
+from shared.kernel.events.envelope import EventEnvelope
 from shared.kernel.reach import Scope
 from shared.kernel.sla import SlaClock
 from shared.kernel.ticket import TicketState, TicketStatus
@@ -333,18 +334,16 @@ async def ticket_history(
     if not checked:
         raise NotFound("ticket_not_found", f"no ticket {ticket_id}")
     disclosure = Disclosure(request, principal)
-    items: list[HistoryEvent] = []
-    chain_valid = True
-    previous = GENESIS_HASH
-    for (e, stored_hash), clear in zip(checked, opened, strict=True):
-        # The hash covers the stored (sealed) payload; the caller sees it opened.
-        hash_ok = stored_hash == e.hash and e.prev_hash == previous
-        chain_valid = chain_valid and hash_ok
-        previous = e.hash
-        payload = disclosure.payload(clear, row["customer_id"], str(ticket_id))
-        items.append(history_event(e, payload, hash_ok))
+    # The hashes cover the stored (sealed) payloads; the caller sees them opened.
+    chain = stream_chain(checked, row["version"])
+    items = [
+        history_event(e, disclosure.payload(clear, row["customer_id"], str(ticket_id)), ok)
+        for (e, _), clear, ok in zip(checked, opened, chain.ok, strict=True)
+    ]
     disclosure.record()
-    return TicketHistory(ticket_id=str(ticket_id), chain_valid=chain_valid, events=items)
+    return TicketHistory(
+        ticket_id=str(ticket_id), chain_valid=chain.valid, problems=chain.problems, events=items
+    )
 
 
 def history_event(e: EventEnvelope, payload: dict[str, Any], hash_ok: bool) -> HistoryEvent:

@@ -262,7 +262,12 @@ class HistoryEvent(BaseModel):
 class TicketHistory(BaseModel):
     ticket_id: str
     chain_valid: bool = Field(
-        description="Every hash matches its event and links to the one before."
+        description="Every hash matches its event and links to the one before, and the "
+        "last event is the ticket's current version (none cut from the end)."
+    )
+    problems: list[str] = Field(
+        default_factory=list,
+        description="What is wrong with the chain, in words (empty when `chain_valid`).",
     )
     events: list[HistoryEvent]
 

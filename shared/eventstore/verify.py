@@ -42,6 +42,47 @@ class VerificationReport:
         return not self.broken
 
 
+@dataclass(frozen=True)
+class StreamChain:
+    """One stream's events as read (``read_stream_checked``), checked on their own: each
+    event's ``ok`` (its content matches its hash, and it follows the one before: the next
+    version, its prev_hash that event's hash), and what is wrong, in words."""
+
+    ok: list[bool]
+    problems: list[str]
+
+    @property
+    def valid(self) -> bool:
+        return not self.problems
+
+
+def stream_chain(
+    checked: Sequence[tuple[EventEnvelope, str]], recorded_version: int
+) -> StreamChain:
+    """``recorded_version``: the version the stream's state row records (its ETag) — events
+    cut from the stream's end leave every remaining link intact, and only that says so."""
+    ok: list[bool] = []
+    problems: list[str] = []
+    previous, version = GENESIS_HASH, 0
+    for e, stored_hash in checked:
+        follows = e.prev_hash == previous and e.stream_version == version + 1
+        ok.append(follows and stored_hash == e.hash)
+        if not follows:
+            problems.append(
+                f"version {e.stream_version} does not follow version {version} (an event "
+                "between them was removed, moved or changed)"
+            )
+        if stored_hash != e.hash:
+            problems.append(f"version {e.stream_version}: its content does not match its hash")
+        previous, version = e.hash, e.stream_version
+    if recorded_version > version:
+        problems.append(
+            f"the ticket's state records version {recorded_version}, the ledger holds "
+            f"versions up to {version}: events at its end were removed"
+        )
+    return StreamChain(ok, problems)
+
+
 def ledger_end_problems(conn: Connection, last_position: int) -> list[BrokenLink]:
     """What a walk of the whole ledger checks once done (``ticketline verify`` and the
     console's verification): the ledger ends where the position counter says (a deleted
