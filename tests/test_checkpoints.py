@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, delete, select, text, update
 
 from shared.app.checkpoints import checkpoint_once, read_held, signing_key
 from shared.app.cli import main
@@ -119,12 +119,29 @@ async def test_a_truncated_history_fails_even_with_the_counter_moved_back(
         conn.execute(update(event_sequence).values(last_position=5))
 
     await platform.db.write(truncate)
+    # The tickets' state rows remember the versions their streams reached...
+    assert {b.kind for b in (await verify(platform)).broken} == {"stream_tail"}
+    await platform.db.write(align_ticket_state)  # ...which a forger rewrites too
     assert (await verify(platform)).ok  # without checkpoints nothing shows
     report = await verify(platform, saved)
     assert not report.ok
     (link,) = report.broken
     assert link.kind == "checkpoint" and link.position == 7
     assert "truncated" in link.detail
+
+
+def align_ticket_state(conn: Connection) -> None:
+    """The tickets' state rows made to agree with a cut ledger (each ticket's version its
+    stream's last), as an operator hiding the cut would."""
+    conn.execute(
+        text("DELETE FROM ticket_state WHERE ticket_id NOT IN (SELECT stream_id FROM events)")
+    )
+    conn.execute(
+        text(
+            "UPDATE ticket_state SET version = (SELECT MAX(stream_version) FROM events "
+            "WHERE stream_id = ticket_state.ticket_id)"
+        )
+    )
 
 
 def rewrite(
@@ -239,6 +256,7 @@ async def test_cli_verify_with_checkpoints(
     key.write_text(capsys.readouterr().out)
     await platform.db.write(lambda c: c.execute(delete(events).where(events.c.position > 7)))
     await platform.db.write(lambda c: c.execute(update(event_sequence).values(last_position=7)))
+    await platform.db.write(align_ticket_state)
     code = await asyncio.to_thread(
         main, ["verify", "--checkpoints", str(saved), "--public-key", str(key)]
     )

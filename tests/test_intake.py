@@ -521,6 +521,7 @@ async def test_a_history_cut_in_the_middle_or_at_the_end_says_so(
     from sqlalchemy import select, text
 
     from shared.eventstore.tables import events
+    from shared.eventstore.verify import verify_ledger
 
     tid = (await open_ticket(intake))["ticket_id"]
     for phone in ("13987654321", "13987654322", "13987654323"):
@@ -541,6 +542,11 @@ async def test_a_history_cut_in_the_middle_or_at_the_end_says_so(
     assert history["problems"] == [
         "the ticket's state records version 4, the ledger holds versions up to 3: events at "
         "its end were removed"
+    ]
+    # `ticketline verify` names the ticket too (the gap names the next event's stream).
+    report = await platform.db.read(lambda c: verify_ledger(c, platform.store))
+    assert [(b.kind, b.stream_id, b.stream_version) for b in report.broken if b.stream_id] == [
+        ("stream_tail", tid, 3)
     ]
     history = await cut(positions[1])
     assert [e["hash_ok"] for e in history["events"]] == [True, False]

@@ -669,7 +669,7 @@ def verify_batch(conn: Connection, progress: VerifyProgress, batch: int = 2000) 
         progress.heads[event.stream_id] = (event.stream_version, event.hash)
         progress.last_position = event.position
     if not rows and progress.region is None:
-        ending = ledger_end_problems(conn, progress.last_position)
+        ending = ledger_end_problems(conn, progress.last_position, progress.heads)
         progress.broken += [asdict(b) for b in ending]
     return bool(rows)
 

@@ -3,24 +3,26 @@ held elsewhere) of its history against them."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, func, select
 
 from shared.eventstore.checkpoints import HeldCheckpoint, LedgerState, StreamHeads
 from shared.eventstore.ledger import EventStore, checked_row
 from shared.eventstore.personal.sealing import erasures_undone
-from shared.eventstore.tables import event_sequence
+from shared.eventstore.tables import event_sequence, events
 from shared.kernel.events.customers import customer_stream_id
 from shared.kernel.events.envelope import GENESIS_HASH, EventEnvelope
 from shared.kernel.events.registry import UnreadableEvent
+from shared.readmodels.ticket_state import ticket_state
 
 
 @dataclass(frozen=True)
 class BrokenLink:
-    # "hash", "chain", "stream_version", "global_sequence", "ledger_tail", "checkpoint",
+    # "hash", "chain", "stream_version", "global_sequence", "ledger_tail", "stream_tail",
+    # "checkpoint",
     # "unreadable" (a row that is no event: a payload that is not JSON, a time that is none)
     kind: str
     stream_id: str
@@ -83,10 +85,14 @@ def stream_chain(
     return StreamChain(ok, problems)
 
 
-def ledger_end_problems(conn: Connection, last_position: int) -> list[BrokenLink]:
+def ledger_end_problems(
+    conn: Connection, last_position: int, heads: Mapping[str, tuple[int, str]]
+) -> list[BrokenLink]:
     """What a walk of the whole ledger checks once done (``ticketline verify`` and the
     console's verification): the ledger ends where the position counter says (a deleted
-    newest event leaves it ahead), and no erased customer's personal data is back."""
+    newest event leaves it ahead), each ticket's stream where its state row says
+    (``ticket_tail_problems``; ``heads``: each stream's last version and hash as the walk
+    saw them), and no erased customer's personal data is back."""
     found = []
     counter = conn.execute(select(event_sequence.c.last_position)).scalar() or 0
     if counter != last_position:
@@ -102,6 +108,7 @@ def ledger_end_problems(conn: Connection, last_position: int) -> list[BrokenLink
                 f"{last_position}{removed}",
             )
         )
+    found += ticket_tail_problems(conn, heads)
     for erasure in erasures_undone(conn):
         found.append(
             BrokenLink(
@@ -205,7 +212,7 @@ class _Walk:
 
     def finish(self, conn: Connection) -> None:
         self.report.streams_checked = len(self.heads)
-        self.report.broken += ledger_end_problems(conn, self.last_position)
+        self.report.broken += ledger_end_problems(conn, self.last_position, self.heads)
         self.check_held()
 
     def check_held(self) -> None:
@@ -225,6 +232,40 @@ class _Walk:
                         detail,
                     )
                 )
+
+
+_LAST_VERSION = select(func.max(events.c.stream_version)).where(
+    events.c.stream_id == bindparam("stream_id")
+)
+
+
+def ticket_tail_problems(
+    conn: Connection, heads: Mapping[str, tuple[int, str]]
+) -> list[BrokenLink]:
+    """Events cut from the end of a ticket's stream leave every remaining link intact (the
+    global gap they leave names the next event's stream, another ticket's): the ticket's
+    state row, written with its events, records the version it reached. A row ahead of
+    the walk is looked up again (the state first: its events committed with it), as
+    events appended since the walk passed are not missing."""
+    found = []
+    t = ticket_state.c
+    for ticket_id, version in conn.execute(select(t.ticket_id, t.version)):
+        if version <= heads.get(ticket_id, (0, ""))[0]:
+            continue
+        held = conn.execute(_LAST_VERSION, {"stream_id": ticket_id}).scalar() or 0
+        if held < version:
+            found.append(
+                BrokenLink(
+                    "stream_tail",
+                    ticket_id,
+                    held,
+                    "",
+                    0,
+                    f"the ticket's state records version {version}, the ledger holds "
+                    f"versions up to {held}: events at the end of its stream were removed",
+                )
+            )
+    return found
 
 
 def _int(value: Any) -> int:
