@@ -383,6 +383,20 @@ async def test_a_database_out_of_reach_is_exit_3_not_a_broken_chain(database_url
         assert "Traceback" not in out
 
 
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_a_database_that_refuses_the_login_is_exit_2(database_url: str) -> None:
+    """No such database, no such role: a configuration to fix (2), not an outage (3)."""
+    scheme, rest = database_url.split("://")
+    server_and_database = rest.split("@", 1)[1]
+    for wrong in (
+        database_url.rsplit("/", 1)[0] + "/no_such_database",
+        f"{scheme}://no_such_role@{server_and_database}",
+    ):
+        code, out = await run_cli(wrong, "verify")
+        assert code == 2 and "the database refused the connection" in out, out
+        assert "Traceback" not in out
+
+
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
 async def test_export_round_trips_and_detects_tampering(
     platform: Platform, clock, fmt: str

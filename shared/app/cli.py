@@ -1109,8 +1109,26 @@ def explained_failure(exc: Exception) -> tuple[int, str] | None:
             f"the database is not a whole Ticketline database ({gone}): restore it from a "
             "backup, or run `ticketline migrate` on a new one"
         )
+    if (refused := refused_login(exc)) is not None:
+        return 2, (
+            f"the database refused the connection ({refused}): check the database name, "
+            "user and password in DATABASE_URL"
+        )
     if (away := unreachable(exc)) is not None:
         return 3, f"cannot reach {away}: {exc}"
+    return None
+
+
+# PostgreSQL's answers to a login it refuses (a configuration error, not an outage): no
+# such database, no such role or not allowed to log in, wrong password.
+_LOGIN_REFUSED = {"3D000", "28000", "28P01"}
+
+
+def refused_login(exc: BaseException) -> str | None:
+    """What the database said when it refused the login, or None."""
+    for current, said in _database_said(exc):
+        if getattr(current, "sqlstate", None) in _LOGIN_REFUSED:
+            return said
     return None
 
 
