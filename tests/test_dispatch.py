@@ -845,5 +845,27 @@ async def test_an_admin_of_one_region_cannot_take_another_regions_technician(
         own = next(t for t in TECHNICIANS if t["id"] == "t-a")
         renamed = {**{k: v for k, v in own.items() if k != "id"}, "name": "A. Renamed"}
         assert (await east.put("/technicians/t-a", json=renamed)).status_code == 200
+        # Its own technician moved out of its region: 403 naming region (as for a service
+        # point), not a technician it can read answered "no such technician".
+        away = await east.put("/technicians/t-a", json={**renamed, "service_point_id": "sp-west-1"})
+        assert away.status_code == 403, away.text
+        assert [e["field"] for e in away.json()["errors"]] == ["region"]
     tech = (await admin.get("/technicians/t-w")).json()
     assert (tech["name"], tech["region"]) == (west_tech["name"], "west")
+    assert (await admin.get("/technicians/t-a")).json()["region"] == "east"
+
+
+async def test_a_technician_id_differing_only_in_case_is_refused(
+    platform: Platform, admin: httpx.AsyncClient
+) -> None:
+    """Technician ids are their sign-in subjects: `T-A` beside `t-a` is 409 naming `id`."""
+    from tests.support.dispatch_network import TECHNICIANS
+
+    await build_network(admin)
+    own = next(t for t in TECHNICIANS if t["id"] == "t-a")
+    response = await admin.post("/technicians", json={**own, "id": "T-A"})
+    assert response.status_code == 409, response.text
+    body = response.json()
+    assert body["rule"] == "already_registered" and "t-a" in body["detail"]
+    assert (await admin.get("/technicians/T-A")).status_code == 404
+    assert await stream(platform, "T-A") == []

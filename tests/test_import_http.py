@@ -152,6 +152,30 @@ async def test_a_service_point_id_differing_only_in_case_is_refused_on_import(
         assert [(e["line"], e["field"]) for e in response.json()["report"]] == [(3, "id")]
 
 
+async def test_a_technician_id_differing_only_in_case_is_refused_on_import(
+    platform: Platform,
+) -> None:
+    """As POST /technicians: a row spelling another's id (registered, or earlier in the
+    file) in another case is refused on its `id`."""
+    csv_ = {"content-type": "text/csv"}
+    points = (
+        b"id,name,level,kind,parent_id,region\nhq,HQ,headquarters,,,\n"
+        b"rc-east,East,regional_center,,hq,east\nsp-1,One,service_point,own_outlet,rc-east,east\n"
+    )
+    header = b"id,name,service_point_id,skills,working_hours,timezone\n"
+    row = b",T,sp-1,dryers,mon-fri 08:00-17:00,Asia/Shanghai\n"
+    async with service_client("dispatch", platform, role="admin") as dispatch:
+        for path, body in (("service-points", points), ("technicians", header + b"t-1" + row)):
+            done = await dispatch.post(f"/imports/{path}", content=body, headers=csv_)
+            assert done.status_code == 200, done.text
+        for body, line in ((b"T-1" + row, 2), (b"t-2" + row + b"T-2" + row, 3)):
+            response = await dispatch.post(
+                "/imports/technicians", content=header + body, headers=csv_
+            )
+            assert response.status_code == 422, response.text
+            assert (line, "id") in [(e["line"], e["field"]) for e in response.json()["report"]]
+
+
 async def test_uploads_above_the_limit_are_refused(platform: Platform) -> None:
     auth = replace(
         platform,

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection
 
 from services.dispatch import domain, ics, read_models, sla_domain
-from shared.app.executor import Handling, Loaded, Outcome
+from shared.app.executor import Handling, Loaded, Outcome, require_region
 from shared.eventstore.db import take_locks
 from shared.kernel.calendar import Calendar
 from shared.kernel.errors import InvalidCommand, NotFound, RuleViolation
@@ -60,8 +60,10 @@ def update_service_point(
 def register_technician(
     conn: Connection, h: Handling, technician_id: str, description: TechnicianDescription
 ) -> Member:
+    take_locks(conn, [id_lock("technician", technician_id)])
     point = read_models.get_service_point(conn, description.service_point_id)
-    command = domain.RegisterTechnician(description, point)
+    taken = read_models.registered_technician_id(conn, technician_id)
+    command = domain.RegisterTechnician(description, point, taken)
     decider = domain.technicians_in(point.region if point else None)
     return h.execute(conn, decider, technician_id, command, domain.decide_register_technician)
 
@@ -80,7 +82,11 @@ def update_technician(
     point = read_models.get_service_point(conn, description.service_point_id)
     held = read_models.open_ticket_regions(conn, technician_id=technician_id)
     command = domain.UpdateTechnician(description, point, reason, held)
-    decider = domain.technicians_in(point.region if point else None)
+    if point is None:  # the decision names the unknown point (422)
+        decider = current
+    else:  # moved where the caller may not write: 403 region, as for a service point
+        require_region(h.invocation.reach, current.stream_type, point.region)
+        decider = domain.technicians_in(point.region)
     return h.execute(
         conn, decider, technician_id, command, domain.decide_update_technician, loaded=loaded
     )

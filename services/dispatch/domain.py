@@ -169,6 +169,8 @@ class RegisterTechnician:
     description: TechnicianDescription
     # The service point the description names, as the network holds it.
     service_point: ServicePointInfo | None = None
+    # A technician registered under the same id in another case (its spelling).
+    registered_as: str | None = None
 
 
 @dataclass(frozen=True)
@@ -279,6 +281,9 @@ def decide_register_technician(
 ) -> list[EventPayload]:
     if state.stream_type is not None:
         raise RuleViolation("already_registered", f"{state.member_id} is already registered")
+    refuse_registered(
+        command.registered_as, rule="already_registered", field="id", what="technician"
+    )
     _check_technician(command.description, command.service_point)
     return [TechnicianRegistered(**command.description.model_dump())]
 

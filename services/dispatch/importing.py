@@ -346,7 +346,9 @@ class Technicians(Kind):
     def decide(
         self, conn: Connection, batch: Sequence[Parsed], context: KindContext
     ) -> list[Verdict]:
-        return each(batch, lambda parsed: _technician(conn, parsed))
+        # The ids imported so far, by ``id_key`` (ids compare without case).
+        spellings: dict[str, str] = context.memory.setdefault("technician_ids", {})
+        return each(batch, lambda parsed: _technician(conn, parsed, spellings))
 
     def export(
         self, conn: Connection, now: datetime, store: EventStore
@@ -370,7 +372,7 @@ def _hours_as_set(info: domain.TechnicianInfo) -> domain.TechnicianInfo:
     return replace(info, working_hours=tuple(order))
 
 
-def _technician(conn: Connection, parsed: Parsed) -> Verdict:
+def _technician(conn: Connection, parsed: Parsed, spellings: dict[str, str]) -> Verdict:
     row: TechnicianRow = parsed.item
     existing = read_models.get_technician_row(conn, row.technician_id)
     if existing is not None:
@@ -391,11 +393,16 @@ def _technician(conn: Connection, parsed: Parsed) -> Verdict:
     point = read_models.get_service_point(conn, row.description.service_point_id)
     decider = domain.technicians_in(point.region if point else None)
     state = domain.NetworkMember(row.technician_id)
-    register = domain.RegisterTechnician(row.description, point)
+    spelled = spellings.setdefault(id_key(row.technician_id), row.technician_id)
+    taken = read_models.registered_technician_id(conn, row.technician_id)
+    register = domain.RegisterTechnician(
+        row.description, point, taken or (spelled if spelled != row.technician_id else None)
+    )
     fields = {
         "service_point_id": "service_point_id",
         "timezone": "timezone",
         "working_hours": "working_hours",
+        "already_registered": "id",
     }
     events, state = guarded(
         parsed.line,

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, not_, or_, select, union
+from sqlalchemy import Connection, Table, and_, func, not_, or_, select, union
 
 from services.dispatch.domain import EarlierRepair, Network, ServicePointInfo, TechnicianInfo
 from services.dispatch.tables import (
@@ -75,9 +75,19 @@ def get_service_point(conn: Connection, point_id: str | None) -> ServicePointInf
 def registered_point_id(conn: Connection, point_id: str) -> str | None:
     """The id a service point is registered under that differs from ``point_id`` in case
     only (network ids compare without case: ``id_key``); None when there is none."""
-    sp = service_points.c
-    query = select(sp.id).where(func.lower(sp.id) == id_key(point_id), sp.id != point_id)
-    return conn.execute(query.order_by(sp.id).limit(1)).scalar()
+    return _registered_as(conn, service_points, point_id)
+
+
+def registered_technician_id(conn: Connection, technician_id: str) -> str | None:
+    """As ``registered_point_id``, for technicians (their ids are their sign-in subjects:
+    two that differ in case only are a trap with identity providers that fold case)."""
+    return _registered_as(conn, technicians, technician_id)
+
+
+def _registered_as(conn: Connection, table: Table, member_id: str) -> str | None:
+    c = table.c
+    query = select(c.id).where(func.lower(c.id) == id_key(member_id), c.id != member_id)
+    return conn.execute(query.order_by(c.id).limit(1)).scalar()
 
 
 def list_service_point_rows(
