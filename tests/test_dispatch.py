@@ -201,6 +201,32 @@ async def test_a_service_point_id_differing_only_in_case_is_refused(
 
 
 @pytest.mark.usefixtures("network")
+async def test_a_member_with_work_under_way_is_not_taken_out_of_service(
+    platform: Platform,
+    admin: httpx.AsyncClient,
+    intake: httpx.AsyncClient,
+    dispatch: httpx.AsyncClient,
+) -> None:
+    """Deactivated with a ticket dispatched to it, a technician stayed its assignee: out
+    of every suggestion, the ticket out of the queue, seen by no planner."""
+    ticket = await open_ticket(intake)
+    await dispatch_ok(dispatch, ticket, technician_id="t-a")
+    leave = await admin.post("/technicians/t-a/deactivation", json={"reason": "left"})
+    assert leave.status_code == 409 and problem_rule(leave) == "work_under_way"
+    assert ticket in leave.json()["detail"]
+    point = (await admin.get("/technicians/t-a")).json()["service_point_id"]
+    described = (await admin.get(f"/service-points/{point}")).json()
+    fields = ("name", "level", "kind", "parent_id", "region", "coverage")
+    closing = {k: described[k] for k in fields if k in described} | {"active": False}
+    closed = await admin.put(f"/service-points/{point}", json={**closing, "reason": "closed"})
+    assert closed.status_code == 409 and problem_rule(closed) == "work_under_way", closed.text
+    # Handed on, the ticket no longer holds it.
+    await dispatch_ok(dispatch, ticket, technician_id="t-b", reason="t-a leaves")
+    leave = await admin.post("/technicians/t-a/deactivation", json={"reason": "left"})
+    assert leave.status_code == 200, leave.text
+
+
+@pytest.mark.usefixtures("network")
 async def test_who_holds_open_tickets_stays_in_their_region(
     platform: Platform,
     admin: httpx.AsyncClient,

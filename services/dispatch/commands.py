@@ -48,10 +48,12 @@ def update_service_point(
     description: ServicePointDescription,
     reason: str | None,
 ) -> Member:
+    _hold_dispatches(conn, read_models.get_service_point(conn, point_id))
     parent = read_models.get_service_point(conn, description.parent_id)
     held = read_models.open_ticket_regions(conn, service_point_id=point_id)
     children = read_models.child_regions(conn, point_id)
-    command = domain.UpdateServicePoint(description, parent, reason, held, children)
+    under_way = read_models.work_under_way(conn, service_point_id=point_id)
+    command = domain.UpdateServicePoint(description, parent, reason, held, children, under_way)
     return h.execute(
         conn, domain.SERVICE_POINTS, point_id, command, domain.decide_update_service_point
     )
@@ -95,8 +97,25 @@ def update_technician(
 def set_technician_active(
     conn: Connection, h: Handling, technician_id: str, command: domain.SetTechnicianActive
 ) -> Member:
-    decider = domain.technicians_in(read_models.technician_region(conn, technician_id))
+    region = read_models.technician_region(conn, technician_id)
+    if region is not None:
+        take_locks(conn, [dispatch_lock(region)])
+    under_way = read_models.work_under_way(conn, technician_id=technician_id)
+    command = replace(command, under_way=under_way)
+    decider = domain.technicians_in(region)
     return h.execute(conn, decider, technician_id, command, domain.decide_set_technician_active)
+
+
+def dispatch_lock(region: str) -> str:
+    """One dispatch of a region at a time, across replicas, until commit: each counts the
+    loads the one before it committed (two at once both chose the least loaded) — and a
+    member taken out of service sees every dispatch to it (``work_under_way``)."""
+    return f"dispatch-loads:{region}"
+
+
+def _hold_dispatches(conn: Connection, point: domain.ServicePointInfo | None) -> None:
+    if point is not None and point.region is not None:
+        take_locks(conn, [dispatch_lock(point.region)])
 
 
 # -- tickets -----------------------------------------------------------------------------
@@ -155,9 +174,7 @@ def dispatch(
     conn: Connection, h: Handling, ticket_id: str, request: domain.DispatchRequest
 ) -> Dispatched:
     loaded = h.visible(conn, TICKETS, ticket_id)
-    # One dispatch of a region at a time, across replicas, until commit: each counts the
-    # loads the one before it committed (two at once both chose the least loaded).
-    take_locks(conn, [f"dispatch-loads:{loaded.state.region}"])
+    take_locks(conn, [dispatch_lock(str(loaded.state.region))])
     command = _dispatch_command(conn, h, loaded.state, request)
     outcome = h.execute(conn, TICKETS, ticket_id, command, domain.decide_dispatch, loaded=loaded)
     # The decision is pure: asked again on the same state, it names the same candidates.

@@ -162,6 +162,8 @@ class UpdateServicePoint:
     open_ticket_regions: frozenset[str] = frozenset()
     # Regions of the service points under it (a regional center's: read_models.child_regions).
     child_regions: frozenset[str] = frozenset()
+    # Tickets dispatched through it and not yet repaired (read_models.work_under_way).
+    under_way: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -186,6 +188,8 @@ class UpdateTechnician:
 class SetTechnicianActive:
     active: bool
     reason: str
+    # Tickets it is dispatched to and has not repaired (read_models.work_under_way).
+    under_way: tuple[str, ...] = ()
 
 
 def _placed(
@@ -225,6 +229,8 @@ def decide_update_service_point(
         raise RuleViolation("level_fixed", "a member's level cannot change; register a new one")
     d = _placed(state.member_id, command.description, command.parent)
     _keep_open_tickets_in_region(state.member_id, d.region, command.open_ticket_regions)
+    if state.active and not d.active:
+        _leave_no_work_behind(state.member_id, command.under_way)
     # The tree's rule holds for the points under it too: they are in its region.
     if elsewhere := sorted(command.child_regions - {d.region}):
         raise RuleViolation(
@@ -247,6 +253,23 @@ def _keep_open_tickets_in_region(
             f"{member_id} holds open tickets in {', '.join(elsewhere)}: re-dispatch them "
             f"before moving to {region}",
         )
+
+
+def _leave_no_work_behind(member_id: str, under_way: Sequence[str]) -> None:
+    """A member taken out of service hands its tickets under way on first: deactivated
+    with them, it would stay their assignee — out of every suggestion, and the tickets out
+    of the dispatch queue (they are dispatched), seen by no planner."""
+    if under_way:
+        shown = ", ".join(under_way[:WORK_SHOWN]) + (", …" if len(under_way) > WORK_SHOWN else "")
+        raise RuleViolation(
+            "work_under_way",
+            f"{member_id} has tickets dispatched and not yet repaired ({shown}): re-dispatch "
+            "them first (POST /tickets/{id}/dispatch with a reason)",
+        )
+
+
+# How many of a member's tickets under way a refusal names.
+WORK_SHOWN = 10
 
 
 def _check_shifts(shifts: Sequence[Shift]) -> None:
@@ -314,6 +337,7 @@ def decide_set_technician_active(
         raise RuleViolation(rule, f"{state.member_id} is already {word}")
     if command.active:
         return [TechnicianReactivated(reason=command.reason)]
+    _leave_no_work_behind(state.member_id, command.under_way)
     return [TechnicianDeactivated(reason=command.reason)]
 
 

@@ -280,6 +280,27 @@ def open_ticket_regions(
     return frozenset(r for (r,) in conn.execute(query) if r is not None)
 
 
+def work_under_way(
+    conn: Connection,
+    *,
+    technician_id: str | None = None,
+    service_point_id: str | None = None,
+    limit: int = 11,
+) -> tuple[str, ...]:
+    """The open tickets a technician is dispatched to, or dispatched through a service
+    point, and not yet repaired (a reopened one waits in the queue for its next dispatch:
+    not under way) — the first ``limit`` by id."""
+    t = ticket_state.c
+    way = (
+        t.technician_id == technician_id
+        if technician_id is not None
+        else t.service_point_id == service_point_id
+    )
+    under_way = (TicketStatus.dispatched.value, TicketStatus.visited.value)
+    query = select(t.ticket_id).where(way, t.status.in_(under_way))
+    return tuple(conn.execute(query.order_by(t.ticket_id).limit(limit)).scalars())
+
+
 def child_regions(conn: Connection, point_id: str) -> frozenset[str]:
     """The regions of the service points under a regional center."""
     p = service_points.c

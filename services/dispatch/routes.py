@@ -129,6 +129,10 @@ async def register_service_point(body: ServicePointCreate, call: Manage) -> JSON
     "/service-points/{point_id}",
     response_model=NetworkAccepted,
     summary="Replace a network member's description (event ServicePointUpdated)",
+    description="`If-Match` as on every command. Setting `active: false` is refused (409 "
+    "`work_under_way`, naming the tickets) while tickets dispatched through the point are "
+    "not yet repaired: re-dispatch them first. Moving it to another region is refused "
+    "while it holds open tickets (409 `open_tickets_in_region`).",
 )
 async def update_service_point(
     point_id: NetworkId, body: ServicePointReplace, call: Manage
@@ -242,8 +246,11 @@ async def _set_active(
     "/technicians/{technician_id}/deactivation",
     response_model=NetworkAccepted,
     summary="Take a technician off duty (event TechnicianDeactivated)",
-    description="An inactive technician is never suggested nor may be named; open "
-    "assignments stay until they are re-dispatched.",
+    description="An inactive technician is never suggested nor may be named. Refused "
+    "(409 `work_under_way`, naming the tickets) while a ticket is dispatched to it and not "
+    "yet repaired: re-dispatch those first, or they would wait on someone no longer "
+    "working, out of the dispatch queue. A reopened ticket of theirs waits in the queue "
+    "for its next dispatch and does not hold it.",
 )
 async def deactivate_technician(
     technician_id: NetworkId, body: ActivationRequest, call: Manage
