@@ -796,7 +796,7 @@ def decide_visit(command: RecordVisit, state: TicketState) -> list[EventPayload]
     if not may_follow(state.status, TicketVisited.event_type):
         if state.repair is not None:
             raise RuleViolation("already_repaired", "the ticket is repaired; reopen it first")
-        raise RuleViolation("not_dispatched", "a visit follows a dispatch")
+        raise RuleViolation("not_dispatched", f"a visit follows a dispatch{_since_reopened(state)}")
     assert state.dispatch is not None
     arrived_at = command.visit.arrived_at or command.now
     if arrived_at > command.now:
@@ -815,6 +815,13 @@ def decide_visit(command: RecordVisit, state: TicketState) -> list[EventPayload]
             findings=command.visit.findings,
         )
     ]
+
+
+def _since_reopened(state: TicketState) -> str:
+    """A reopened ticket was dispatched before: the dispatch meant is a new one."""
+    if state.status is TicketStatus.reopened:
+        return " (it was reopened: dispatch it again, with a reason)"
+    return ""
 
 
 def _minute(at: datetime) -> datetime:
@@ -854,7 +861,9 @@ def check_repairable(state: TicketState) -> None:
             raise RuleViolation("already_repaired", "the ticket is already repaired")
         if state.diagnosis is None:
             raise RuleViolation("not_diagnosed", "diagnose the ticket before repairing it")
-        raise RuleViolation("not_dispatched", "dispatch the ticket before the repair")
+        raise RuleViolation(
+            "not_dispatched", f"dispatch the ticket before the repair{_since_reopened(state)}"
+        )
     if state.resolution_path is not ResolutionPath.remote_guidance:
         if state.status is TicketStatus.diagnosed:
             raise RuleViolation("not_dispatched", "dispatch the ticket before the repair")
