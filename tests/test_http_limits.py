@@ -102,3 +102,22 @@ async def test_a_head_sent_too_slowly_closes_the_connection(platform: Platform) 
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         assert await asyncio.wait_for(reader.read(), 5) == b""
         writer.close()
+
+
+async def test_a_body_trickled_too_slowly_closes_the_connection(platform: Platform) -> None:
+    """The head's time, plus a second per 500 bytes that arrive: a body trickled a byte at
+    a time held its connection (and its request) forever."""
+    async with intake_server(platform) as port:
+        head = (
+            b"POST /tickets HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n"
+        )
+        started = asyncio.get_running_loop().time()
+        answer = await exchange(port, head, *[b" "] * 30, pause=0.1)
+        assert answer == b"" and asyncio.get_running_loop().time() - started < 5
+        # At a body's pace, the same request is answered (401: no credentials).
+        body = b"{" + b" " * 98 + b"}"
+        paced = await exchange(
+            port, head.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"), body[:50], body[50:]
+        )
+        assert paced.startswith(b"HTTP/1.1 401 "), paced[:100]

@@ -446,6 +446,9 @@ class Settings(BaseSettings):
     # closed; not sent whole within the time, the connection closed (slow clients).
     http_max_header_bytes: int = Field(default=64 * 1024, ge=4096, le=16 * 1024 * 1024)
     http_header_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    # A body gets the header timeout, plus a second for each this many bytes: slower, the
+    # connection is closed (a body trickled a byte a second held it forever).
+    http_body_min_bytes_per_second: int = Field(default=500, ge=1, le=100 * 1024 * 1024)
     intake_port: Port = 8001
     dispatch_port: Port = 8002
     parts_port: Port = 8003

@@ -1,10 +1,10 @@
-"""uvicorn's httptools protocol with the two limits it lacks: the size of a request's head
-(request line and headers) and the time to send it.
+"""uvicorn's httptools protocol with the limits it lacks: the size of a request's head
+(request line and headers), the time to send it, and the pace of its body.
 
 Without them one anonymous request with a 300 MiB header is buffered whole (the process
 grew by half a gigabyte and every service in it stalled), and connections that send their
-headers a byte at a time are kept forever. h11 has a head size limit of its own; httptools,
-the parser the platform runs, has none.
+headers — or their body — a byte at a time are kept forever. h11 has a head size limit of
+its own; httptools, the parser the platform runs, has none.
 """
 
 from __future__ import annotations
@@ -28,12 +28,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     opened) closes the connection, unless an earlier answer on it is still streaming.
     Bodies are the application's (its own size limit), answers have no time limit.
 
+    A body gets ``head_seconds`` from the end of its head, and one second more for each
+    ``body_min_rate`` bytes that arrive (Apache's ``RequestReadTimeout body=…,MinRate=…``):
+    slower, the connection is closed — unless the server is the slow one (it stopped
+    reading because the application has not taken what came).
+
     Head bytes are counted up to the blank line that ends the head; a head that starts in
     the same read as the previous request's end is counted from the next read on (the
     limit holds within one read: at most 256 KiB more)."""
 
     max_head_bytes = 64 * 1024
     head_seconds = 10.0
+    body_min_rate = 500
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -42,6 +48,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._tail = b""  # the last bytes of the head so far: its end may straddle reads
         self._head_timer: asyncio.TimerHandle | None = None
         self._refused = False
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._body_deadline = 0.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -49,6 +57,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head_timer()
+        self._stop_body_timer()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -74,9 +83,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head, self._head_bytes, self._tail = False, 0, b""
         self._stop_head_timer()
+        self._body_deadline = self.loop.time() + self.head_seconds
+        self._body_timer = self.loop.call_at(self._body_deadline, self._body_too_slow)
         super().on_headers_complete()
 
+    def on_body(self, body: bytes) -> None:
+        self._body_deadline += len(body) / self.body_min_rate
+        super().on_body(body)
+
     def on_message_complete(self) -> None:
+        self._stop_body_timer()
         super().on_message_complete()
         self._in_head, self._head_bytes, self._tail = True, 0, b""
 
@@ -107,6 +123,23 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._head_timer.cancel()
             self._head_timer = None
 
+    def _stop_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_too_slow(self) -> None:
+        self._body_timer = None
+        if self.transport.is_closing():
+            return
+        now = self.loop.time()
+        if self.flow.read_paused:  # the application's turn: the client waits on it
+            self._body_deadline = max(self._body_deadline, now + self.head_seconds)
+        if now < self._body_deadline:  # bytes came meanwhile: their time first
+            self._body_timer = self.loop.call_at(self._body_deadline, self._body_too_slow)
+            return
+        self.transport.close()
+
     def _head_too_slow(self) -> None:
         self._head_timer = None
         if not self._in_head or self.transport.is_closing():
@@ -118,10 +151,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-def guarded_protocol(max_head_bytes: int, head_seconds: float) -> type[GuardedHttpToolsProtocol]:
+def guarded_protocol(
+    max_head_bytes: int, head_seconds: float, body_min_rate: int = 500
+) -> type[GuardedHttpToolsProtocol]:
     """The protocol class with these limits (uvicorn makes one instance per connection)."""
     return type(
         "GuardedHttpToolsProtocol",
         (GuardedHttpToolsProtocol,),
-        {"max_head_bytes": max_head_bytes, "head_seconds": head_seconds},
+        {
+            "max_head_bytes": max_head_bytes,
+            "head_seconds": head_seconds,
+            "body_min_rate": body_min_rate,
+        },
     )

@@ -134,6 +134,7 @@ def make_server(platform: Platform, service: str, host: str, port: int) -> _Serv
         http=guarded_protocol(
             platform.settings.http_max_header_bytes,
             platform.settings.http_header_timeout_seconds,
+            platform.settings.http_body_min_bytes_per_second,
         ),
     )
     install_log_filter()  # on whatever handlers exist now
