@@ -19,7 +19,8 @@ from fastapi import FastAPI
 from shared.http.problems import PROBLEM_MEDIA_TYPE, ProblemDetails
 
 DESCRIPTIONS = {
-    400: "The body is not readable (malformed encoding, nesting too deep)",
+    400: "The body is not readable: not UTF-8 (JSON is sent as UTF-8), or an upload cut off "
+    "(JSON nested deeper than any field, or a number no field takes, is a 422 naming `body`)",
     401: "No valid credentials (`WWW-Authenticate: Bearer`)",
     403: "Role or scope not allowed; the body names what is missing",
     404: "Unknown resource, or one outside the caller's reach (region, assignment)",
