@@ -60,6 +60,7 @@ async def test_sign_in_sets_a_strict_http_only_cookie(platform: Platform) -> Non
         assert (await client.get("/")).headers["location"] == "/board"
         form = await client.get("/sign-in")
         assert form.status_code == 200 and 'name="token"' in form.text
+        assert "<code>ticketline token --role auditor" in form.text  # not `backticks`
         signed = await client.post(
             "/sign-in", data={"token": token_for("auditor"), "next": "https://evil.example/"}
         )
@@ -68,6 +69,9 @@ async def test_sign_in_sets_a_strict_http_only_cookie(platform: Platform) -> Non
         cookie = signed.headers["set-cookie"]
         assert cookie.startswith(f"{COOKIE}=")
         assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/" in cookie
+        # Kept past the token's hour, so that a page opened after it says it expired.
+        max_age = int(cookie.split("Max-Age=")[1].split(";")[0])
+        assert 3600 + 86400 - 60 < max_age <= 3600 + 86400, cookie
         board = await client.get("/board")
         assert board.status_code == 200
         assert "(审计, 全部区域)" in board.text or "(auditor, all regions)" in board.text
@@ -132,8 +136,8 @@ async def test_bad_tokens_and_roles(platform: Platform) -> None:
         session = await client.get("/session", headers={"HX-Request": "true"})
         assert session.status_code == 200
         assert session.headers["hx-redirect"] == "/sign-in?reason=expired"
-        # The cookie gone (the browser drops it at the token's expiry, its max-age): a
-        # page's part asking is a session that ended all the same.
+        # The cookie gone (the browser drops it a day after the token's expiry): a page's
+        # part asking is a session that ended all the same.
         client.cookies.clear()
         gone = await client.get("/session", headers={"HX-Request": "true"})
         assert gone.headers["hx-redirect"] == "/sign-in?reason=expired"

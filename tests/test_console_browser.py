@@ -119,6 +119,18 @@ async def test_board_goes_live_and_every_page_renders_offline(
         await page.locator("#live-events a", has_text=second["ticket_number"]).wait_for()
         assert await page.locator("#live-events tr").count() == before + 1
         await screenshot(page, "live")
+        # The table keeps its newest rows only; the note says when the stream is down.
+        await page.evaluate(
+            "document.getElementById('live-events').setAttribute('data-keep-rows', '1')"
+        )
+        third = await open_ticket_over_api(urls["intake"])
+        await page.locator("#live-events a", has_text=third["ticket_number"]).wait_for()
+        assert await page.locator("#live-events tr").count() == 1
+        down = "document.querySelector('[sse-connect]').dispatchEvent(new CustomEvent('{}', {{bubbles: true}}))"
+        await page.evaluate(down.format("htmx:sseError"))
+        assert await page.locator(".live-note.off").count() == 1
+        await page.evaluate(down.format("htmx:sseOpen"))
+        assert await page.locator(".live-note.off").count() == 0
         # English labels with the switch; the tablet width works too.
         await page.goto(f"{console}/board")
         await page.get_by_role("link", name="English").click()

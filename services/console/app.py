@@ -94,7 +94,7 @@ def install_error_pages(app: FastAPI) -> None:
             # htmx: the whole page to the sign-in form, and back after (200: a 401 would
             # stand in the browser's console as a failed load; htmx follows HX-Redirect).
             # Without any cookie too: a page's part asks only from a page shown signed in,
-            # and the browser drops the cookie when the token expires (its max-age).
+            # and the browser drops the cookie a day after the token expires (its max-age).
             target = _sign_in_target(request, exc.reason or "expired")
             response: Response = Response(status_code=200, headers={"HX-Redirect": target})
         else:

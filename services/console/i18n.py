@@ -104,6 +104,10 @@ LABELS: dict[str, tuple[str, str]] = {
     "none": ("无", "none"),
     "open_tickets": ("未结工单", "Open tickets"),
     "live_updates": ("实时更新已开启", "Live updates on"),
+    "live_updates_off": (
+        "实时更新已中断，正在重新连接…",
+        "Live updates interrupted: reconnecting…",
+    ),
     "received": ("已受理", "received"),
     "diagnosed": ("已诊断", "diagnosed"),
     "dispatched": ("已派工", "dispatched"),

@@ -17,6 +17,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup, escape
 from pydantic import BeforeValidator
 
 from services.console import queries
@@ -80,8 +81,19 @@ templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 # keep their order (the charts' series follow the legend's).
 templates.env.policies["json.dumps_kwargs"] = {"sort_keys": False, "ensure_ascii": False}
 
+
+def code_spans(text: str) -> Markup:
+    """The text escaped, its `backticked` parts as <code> (a command in a help line)."""
+    parts = str(escape(text)).split("`")
+    return Markup("".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts)))
+
+
+templates.env.filters["code_spans"] = code_spans
+
 PAGE_SIZE = 50
 COLUMN_SIZE = 8
+# The live page's table keeps its newest rows only (a page left open all day).
+LIVE_ROWS_KEPT = 200
 # The console's own content only; htmx styles nothing inline (meta config in base.html).
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
@@ -311,13 +323,20 @@ async def sign_in(request: Request) -> Response:
     response.set_cookie(
         COOKIE,
         token,
-        max_age=max(1, expires - int(time.time())),
+        # A day past the token's expiry: a page opened after it finds an expired token and
+        # says so (a cookie gone with the token is a visitor never signed in).
+        max_age=max(1, expires - int(time.time())) + EXPIRED_NOTICE_SECONDS,
         path="/",
         httponly=True,
         samesite="strict",
         secure=request.url.scheme == "https",
     )
     return response
+
+
+# How long the browser keeps the cookie past the token's expiry (for the notice only: an
+# expired token opens nothing, and it is dropped when first refused).
+EXPIRED_NOTICE_SECONDS = 86400
 
 
 @router.post("/sign-out")
@@ -824,7 +843,12 @@ async def live(
 
     rows, head = await queries.read(platform, read)
     return render(
-        request, "live.html", viewer=principal, rows=await live_rows(platform, rows), head=head
+        request,
+        "live.html",
+        viewer=principal,
+        rows=await live_rows(platform, rows),
+        head=head,
+        keep_rows=LIVE_ROWS_KEPT,
     )
 
 

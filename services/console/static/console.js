@@ -28,3 +28,26 @@
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", draw);
   else draw();
 })();
+
+// Live updates: the note says when the stream is down (the sse extension reconnects by
+// itself), and the live table keeps its newest rows only (a page left open all day).
+(function () {
+  "use strict";
+  function note(el, open) {
+    var region = el.closest ? el.closest(".live-region") || document : document;
+    var status = region.querySelector("[data-live-status]") || document.querySelector("[data-live-status]");
+    if (!status) return;
+    var text = status.querySelector("[data-live-text]");
+    if (!status.dataset.on) status.dataset.on = text.textContent;
+    text.textContent = open ? status.dataset.on : status.dataset.off;
+    status.classList.toggle("off", !open);
+  }
+  document.addEventListener("htmx:sseOpen", function (e) { note(e.target, true); });
+  document.addEventListener("htmx:sseError", function (e) { note(e.target, false); });
+  document.addEventListener("htmx:afterSwap", function (e) {
+    var body = e.target;
+    if (!body || body.id !== "live-events") return;
+    var keep = parseInt(body.getAttribute("data-keep-rows"), 10) || 200;
+    while (body.rows.length > keep) body.deleteRow(-1);
+  });
+})();
