@@ -3,6 +3,8 @@ migrating twice changes nothing."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -42,6 +44,30 @@ async def test_fresh_database_is_not_current(tmp_path) -> None:
     ensure_sqlite_dir(url)
     assert not await schema_is_current(url)
     upgrade(url)
+    assert await schema_is_current(url)
+
+
+async def test_a_migration_cut_short_is_undone_whole(tmp_path) -> None:
+    """A migration stopped after some of its statements (a kill mid-way): on SQLite each
+    CREATE committed on its own, the revision was not recorded, and every later start
+    failed on a table that already existed. Now the next run starts it again."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    url = f"sqlite+aiosqlite:///{tmp_path}/cut.db"
+
+    def cut(_conn, _cursor, statement, *_args):  # type: ignore[no-untyped-def]
+        # The network migration's second table: its first already created.
+        if "CREATE TABLE dispatch_technicians" in statement:
+            raise RuntimeError("killed")
+
+    event.listen(Engine, "before_cursor_execute", cut)
+    try:
+        with pytest.raises(RuntimeError, match="killed"):
+            await asyncio.to_thread(upgrade, url)
+    finally:
+        event.remove(Engine, "before_cursor_execute", cut)
+    await asyncio.to_thread(upgrade, url)
     assert await schema_is_current(url)
 
 
