@@ -71,6 +71,29 @@ async def test_replay_says_when_live_is_only_behind(platform: Platform) -> None:
     assert result.differences[0].startswith("live ticket_state is 1 ledger positions behind")
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_replay_says_when_the_live_ledger_moved_on_while_it_ran(
+    platform: Platform, clock, tmp_path
+) -> None:
+    """A job writing while the replay runs (an SLA breach on `make run`) makes the live
+    rows hold events the copy has not: the report says so first."""
+    from shared.app.replay import copy_ledger, differences_from_live
+
+    await seed(platform, clock, tickets=1)
+    url = f"sqlite+aiosqlite:///{tmp_path}/scratch.db"
+    upgrade(url)
+    scratch = Platform.from_settings(Settings(database_url=url, data_dir=tmp_path))
+    try:
+        await copy_ledger(platform.db, scratch.db, None)
+        projection = TicketStateProjection()
+        await scratch.runner.rebuild(projection)
+        await append(platform, new_ticket_id(), NO_STREAM, [received(9)], region="east")
+        differences = await differences_from_live(platform, scratch, projection)
+    finally:
+        await scratch.close()
+    assert differences[0].startswith("the live ledger moved on by 1 events since the replay")
+
+
 async def test_replay_tells_another_text_of_the_same_value_from_a_difference(
     platform: Platform, clock
 ) -> None:

@@ -225,6 +225,15 @@ async def differences_from_live(
             f"live {projection.name} is {behind} ledger positions behind (its projector has "
             "not applied them yet): compare again once its lag is 0",
         )
+    copied = await scratch.db.read(lambda c: int(scratch.store.last_position(c)))
+    now = await live.db.read(lambda c: int(live.store.last_position(c)))
+    if now > copied:
+        differences.insert(
+            0,
+            f"the live ledger moved on by {now - copied} events since the replay copied it "
+            "(a command or a job — an SLA breach, a checkpoint — wrote meanwhile): the live "
+            "rows may hold them; compare again on a quiet system",
+        )
     return differences
 
 
