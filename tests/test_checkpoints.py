@@ -182,6 +182,45 @@ async def test_a_history_rewritten_with_recomputed_hashes_fails(
     assert all("rewritten" in link.detail for link in report.broken)
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_plain_verify_holds_the_history_against_the_ledgers_last_checkpoint(
+    platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """Without a held copy, `ticketline verify` (where the signing key is) checks the
+    ledger's own last checkpoint: whoever rewrites the history without the key cannot
+    sign a new one, and a checkpoint edited to agree is no longer signed."""
+    ids, _ = await history(platform, tmp_path)
+    monkeypatch.setenv("DATABASE_URL", platform.settings.resolved_database_url)
+    monkeypatch.setenv("TICKETLINE_DATA_DIR", str(platform.settings.data_dir))
+    monkeypatch.setenv("TICKETLINE_LOG_FORMAT", "text")
+
+    async def plain() -> tuple[int, dict[str, Any]]:
+        capsys.readouterr()
+        code = await asyncio.to_thread(main, ["verify"])
+        return code, json.loads(capsys.readouterr().out)
+
+    code, out = await plain()
+    assert code == 0 and out["ledger_checkpoint_checked"] is True, out
+
+    def cheaper_repair(payload: dict[str, Any]) -> dict[str, Any]:
+        return {**payload, "complexity": "simple"}
+
+    await platform.db.write(lambda c: rewrite(c, platform, ids[0], 2, cheaper_repair))
+    code, out = await plain()
+    assert code == 1 and [b["kind"] for b in out["broken"]] == ["checkpoint"], out
+    assert out["broken"][0]["position"] == 7  # the last checkpoint's
+    # The checkpoint made to agree (its digest, its hash): no longer the platform's.
+    forged = await platform.db.read(lambda c: platform.store.read_stream(c, CHECKPOINT_STREAM)[-1])
+    await platform.db.write(
+        lambda c: rewrite(
+            c, platform, CHECKPOINT_STREAM, forged.stream_version, lambda p: {**p, "streams": 5}
+        )
+    )
+    code, out = await plain()
+    assert code == 1 and out["ledger_checkpoint_checked"] is False, out
+    assert "is not signed by the platform key" in out["ledger_checkpoint_problems"][0]
+
+
 async def test_a_forged_or_foreign_checkpoint_is_refused(
     platform: Platform, tmp_path: Path
 ) -> None:

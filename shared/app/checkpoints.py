@@ -41,7 +41,7 @@ from shared.eventstore.checkpoints import (
     state_at,
 )
 from shared.eventstore.leases import Lease
-from shared.eventstore.ledger import ConcurrencyError, StreamAppend, StreamHead
+from shared.eventstore.ledger import ConcurrencyError, EventStore, StreamAppend, StreamHead
 from shared.eventstore.outbox import relay_owner_id
 from shared.kernel.events.envelope import SYSTEM_ACTOR, CommandContext, EventEnvelope
 from shared.kernel.events.ledger import LedgerCheckpointed
@@ -183,6 +183,36 @@ async def run_job(platform: Platform, stop: asyncio.Event) -> None:
     await run_leased(
         lease, stop, settings.checkpoint_interval_seconds, partial(checkpoint_once, platform, key)
     )
+
+
+# --- the ledger's own checkpoints ---------------------------------------------------------
+
+
+@dataclass
+class OwnCheckpoint:
+    """The ledger's last checkpoint signed with this key, to check the history against —
+    found intact and signed (``checkpoint``), or what is wrong with it (``problems``)."""
+
+    checkpoint: HeldCheckpoint | None
+    problems: list[str]
+
+
+def own_checkpoint(conn: Connection, store: EventStore, key: Ed25519PublicKey) -> OwnCheckpoint:
+    """Whoever rewrites the history without the signing key (recomputing every hash) cannot
+    sign a checkpoint of it: the last one the platform signed still states the old
+    history's digest. (A copy held elsewhere is stronger: it also survives the removal
+    of the ledger's checkpoints.)"""
+    mine = key_id(key)
+    for event, stored_hash in reversed(store.read_stream_checked(conn, CHECKPOINT_STREAM)):
+        if event.payload.get("key_id") != mine:
+            continue  # an older key's (rotated): checked with that key's holder's copy
+        where = f"the ledger's checkpoint at position {event.position}"
+        if stored_hash != event.hash or event.computed_hash() != event.hash:
+            return OwnCheckpoint(None, [f"{where} does not match its hash"])
+        if not signature_valid(event.payload, key):
+            return OwnCheckpoint(None, [f"{where} is not signed by the platform key"])
+        return OwnCheckpoint(HeldCheckpoint(event), [])
+    return OwnCheckpoint(None, [])
 
 
 # --- checkpoints held elsewhere -------------------------------------------------------------

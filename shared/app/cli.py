@@ -44,7 +44,7 @@ from shared.http.auth.tokens import SCOPES, TOKEN_ROLES
 from shared.kernel.events.registry import UnreadableEvent
 
 if TYPE_CHECKING:
-    from shared.app.checkpoints import HeldFile
+    from shared.app.checkpoints import HeldFile, OwnCheckpoint
     from shared.eventstore.verify import VerificationReport
 
 T = TypeVar("T")
@@ -207,9 +207,14 @@ def run_outside_loop(coroutine: Coroutine[Any, Any, T]) -> T:
 
 
 async def _verify(settings: Settings, held: HeldFile | None) -> int:
-    report = await ledger_report(settings, checkpoints=held.checkpoints if held else ())
+    own: OwnCheckpoint | None = None
+    if held is None:  # the ledger's own last checkpoint, when this machine has the key
+        own = await _own_checkpoint(settings)
+    checkpoints = held.checkpoints if held else [own.checkpoint] if own and own.checkpoint else []
+    report = await ledger_report(settings, checkpoints=checkpoints)
+    problems = held.problems if held else own.problems if own else []
     summary: dict[str, object] = {
-        "ok": report.ok and not (held and held.problems),
+        "ok": report.ok and not problems,
         "events_checked": report.events_checked,
         "streams_checked": report.streams_checked,
         "broken": [link.__dict__ for link in report.broken],
@@ -217,8 +222,25 @@ async def _verify(settings: Settings, held: HeldFile | None) -> int:
     if held is not None:
         summary["checkpoints_checked"] = report.checkpoints_checked
         summary["checkpoint_file_problems"] = held.problems
+    elif own is not None:
+        summary["ledger_checkpoint_checked"] = own.checkpoint is not None
+        summary["ledger_checkpoint_problems"] = own.problems
     print(json.dumps(summary, indent=2))
     return 0 if summary["ok"] else 1
+
+
+async def _own_checkpoint(settings: Settings) -> OwnCheckpoint | None:
+    from shared.app.checkpoints import own_checkpoint, verifying_key
+    from shared.app.platform import Platform
+
+    key = verifying_key(settings)
+    if key is None:
+        return None
+    platform = Platform.from_settings(settings)
+    try:
+        return await platform.db.read(lambda c: own_checkpoint(c, platform.store, key))
+    finally:
+        await platform.close()
 
 
 def _cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
