@@ -22,7 +22,7 @@ from shared.eventstore.checkpoints import CHECKPOINT_STREAM, StreamHeads, bucket
 from shared.eventstore.tables import event_sequence, events, outbox
 from shared.eventstore.verify import VerificationReport, verify_ledger
 from shared.kernel.events.envelope import GENESIS_HASH, EventEnvelope, canonical_json
-from shared.readmodels.ticket_state import ticket_state
+from shared.readmodels.ticket_state import ticket_state, ticket_tail_problems
 from tests.support.factories import diagnosed, new_ticket_id, received
 from tests.support.ledger import append
 
@@ -64,7 +64,11 @@ async def verify(platform: Platform, saved: Path | None = None) -> VerificationR
         assert held.problems == [] and len(held.checkpoints) == 2
     return await platform.db.read(
         lambda c: verify_ledger(
-            c, platform.store, checkpoints=held.checkpoints if held else (), stop_at_first=False
+            c,
+            platform.store,
+            checkpoints=held.checkpoints if held else (),
+            stop_at_first=False,
+            tails=[ticket_tail_problems],
         )
     )
 

@@ -42,7 +42,7 @@ from shared.kernel.errors import InvalidCommand
 from shared.kernel.events.envelope import GENESIS_HASH, EventEnvelope
 from shared.kernel.reach import EVERYWHERE, Reach
 from shared.readmodels.planning import checked_only_if, not_by_index
-from shared.readmodels.ticket_state import seen_by_region, ticket_state
+from shared.readmodels.ticket_state import seen_by_region, ticket_state, ticket_tail_problems
 
 T = TypeVar("T")
 
@@ -669,7 +669,9 @@ def verify_batch(conn: Connection, progress: VerifyProgress, batch: int = 2000) 
         progress.heads[event.stream_id] = (event.stream_version, event.hash)
         progress.last_position = event.position
     if not rows and progress.region is None:
-        ending = ledger_end_problems(conn, progress.last_position, progress.heads)
+        ending = ledger_end_problems(
+            conn, progress.last_position, progress.heads, [ticket_tail_problems]
+        )
         progress.broken += [asdict(b) for b in ending]
     return bool(rows)
 

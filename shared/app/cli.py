@@ -185,12 +185,17 @@ async def ledger_report(
     """``verify_ledger`` on the configured database (``verify``, and ``first_damage``)."""
     from shared.app.platform import Platform
     from shared.eventstore.verify import verify_ledger
+    from shared.readmodels.ticket_state import ticket_tail_problems
 
     platform = Platform.from_settings(settings)
     try:
         return await platform.db.read(
             lambda c: verify_ledger(
-                c, platform.store, checkpoints=checkpoints, stop_at_first=stop_at_first
+                c,
+                platform.store,
+                checkpoints=checkpoints,
+                stop_at_first=stop_at_first,
+                tails=[ticket_tail_problems],
             )
         )
     finally:

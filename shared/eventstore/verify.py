@@ -3,20 +3,19 @@ held elsewhere) of its history against them."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select
+from sqlalchemy import Connection, select
 
 from shared.eventstore.checkpoints import HeldCheckpoint, LedgerState, StreamHeads
 from shared.eventstore.ledger import EventStore, checked_row
 from shared.eventstore.personal.sealing import erasures_undone
-from shared.eventstore.tables import event_sequence, events
+from shared.eventstore.tables import event_sequence
 from shared.kernel.events.customers import customer_stream_id
 from shared.kernel.events.envelope import GENESIS_HASH, EventEnvelope
 from shared.kernel.events.registry import UnreadableEvent
-from shared.readmodels.ticket_state import ticket_state
 
 
 @dataclass(frozen=True)
@@ -85,14 +84,22 @@ def stream_chain(
     return StreamChain(ok, problems)
 
 
+# A check of where streams end, given each stream's last version and hash as the walk saw
+# them (``shared.readmodels.ticket_state.ticket_tail_problems``: a read model's rows say
+# what versions its streams reached; this layer knows no read model).
+TailCheck = Callable[[Connection, Mapping[str, tuple[int, str]]], list[BrokenLink]]
+
+
 def ledger_end_problems(
-    conn: Connection, last_position: int, heads: Mapping[str, tuple[int, str]]
+    conn: Connection,
+    last_position: int,
+    heads: Mapping[str, tuple[int, str]],
+    tails: Sequence[TailCheck] = (),
 ) -> list[BrokenLink]:
     """What a walk of the whole ledger checks once done (``ticketline verify`` and the
     console's verification): the ledger ends where the position counter says (a deleted
-    newest event leaves it ahead), each ticket's stream where its state row says
-    (``ticket_tail_problems``; ``heads``: each stream's last version and hash as the walk
-    saw them), and no erased customer's personal data is back."""
+    newest event leaves it ahead), each stream where the ``tails`` checks say, and no
+    erased customer's personal data is back."""
     found = []
     counter = conn.execute(select(event_sequence.c.last_position)).scalar() or 0
     if counter != last_position:
@@ -108,7 +115,8 @@ def ledger_end_problems(
                 f"{last_position}{removed}",
             )
         )
-    found += ticket_tail_problems(conn, heads)
+    for check in tails:
+        found += check(conn, heads)
     for erasure in erasures_undone(conn):
         found.append(
             BrokenLink(
@@ -210,9 +218,9 @@ class _Walk:
             self.last_position, self.last_hash, len(self.digest), self.digest.digest()
         )
 
-    def finish(self, conn: Connection) -> None:
+    def finish(self, conn: Connection, tails: Sequence[TailCheck]) -> None:
         self.report.streams_checked = len(self.heads)
-        self.report.broken += ledger_end_problems(conn, self.last_position, self.heads)
+        self.report.broken += ledger_end_problems(conn, self.last_position, self.heads, tails)
         self.check_held()
 
     def check_held(self) -> None:
@@ -234,40 +242,6 @@ class _Walk:
                 )
 
 
-_LAST_VERSION = select(func.max(events.c.stream_version)).where(
-    events.c.stream_id == bindparam("stream_id")
-)
-
-
-def ticket_tail_problems(
-    conn: Connection, heads: Mapping[str, tuple[int, str]]
-) -> list[BrokenLink]:
-    """Events cut from the end of a ticket's stream leave every remaining link intact (the
-    global gap they leave names the next event's stream, another ticket's): the ticket's
-    state row, written with its events, records the version it reached. A row ahead of
-    the walk is looked up again (the state first: its events committed with it), as
-    events appended since the walk passed are not missing."""
-    found = []
-    t = ticket_state.c
-    for ticket_id, version in conn.execute(select(t.ticket_id, t.version)):
-        if version <= heads.get(ticket_id, (0, ""))[0]:
-            continue
-        held = conn.execute(_LAST_VERSION, {"stream_id": ticket_id}).scalar() or 0
-        if held < version:
-            found.append(
-                BrokenLink(
-                    "stream_tail",
-                    ticket_id,
-                    held,
-                    "",
-                    0,
-                    f"the ticket's state records version {version}, the ledger holds "
-                    f"versions up to {held}: events at the end of its stream were removed",
-                )
-            )
-    return found
-
-
 def _int(value: Any) -> int:
     try:
         return int(value)
@@ -282,13 +256,14 @@ def verify_ledger(
     batch_size: int = 5000,
     stop_at_first: bool = False,
     checkpoints: Sequence[HeldCheckpoint] = (),
+    tails: Sequence[TailCheck] = (),
 ) -> VerificationReport:
     """Walk every event in global order, checking that positions are contiguous, each
     stream's versions follow one another, each event's prev_hash is its predecessor's
     hash, and each hash matches the event's content (a row that is no event at all —
     a payload edited into something that is not JSON — is reported as ``unreadable``);
     then that the ledger ends where the position counter says it does (a deleted newest
-    event leaves the counter ahead); then, given checkpoints held elsewhere, that the
+    event leaves the counter ahead), and each stream where ``tails`` say; then, given checkpoints held elsewhere, that the
     ledger's state at each checkpoint's position is the one the checkpoint states (a
     rewritten or truncated history is not, even with every hash recomputed). Every
     problem is reported unless ``stop_at_first``."""
@@ -309,5 +284,5 @@ def verify_ledger(
             if not walk.step(event, stored_hash, stop_at_first):
                 walk.report.streams_checked = len(walk.heads)
                 return walk.report
-    walk.finish(conn)
+    walk.finish(conn, tails)
     return walk.report

@@ -7,6 +7,7 @@ rows before and after an erasure; responses open them for callers who may see th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from functools import cache, partial
 from typing import Any, ClassVar
@@ -22,6 +23,7 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    bindparam,
     func,
     or_,
     select,
@@ -32,6 +34,7 @@ from shared.eventstore.db import UtcDateTime, metadata
 from shared.eventstore.driver import sqlite_driver
 from shared.eventstore.projection import Row, RowProjection, _write_time
 from shared.eventstore.tables import EVERY_REGIONS_STREAMS, LEDGER_STREAM, events
+from shared.eventstore.verify import BrokenLink
 from shared.kernel.events.customers import customer_stream_id
 from shared.kernel.events.envelope import EventEnvelope
 from shared.kernel.events.registry import all_payload_classes, payload_dict
@@ -498,3 +501,37 @@ def region_held_before(region: str, position: Any) -> Select[tuple[str]]:
         .join(held, held.c.stream_id == ticket_state.c.ticket_id)
         .where(not_by_index(held.c.region) == region, not_by_index(held.c.position) < position)
     )
+
+
+_LAST_VERSION = select(func.max(events.c.stream_version)).where(
+    events.c.stream_id == bindparam("stream_id")
+)
+
+
+def ticket_tail_problems(
+    conn: Connection, heads: Mapping[str, tuple[int, str]]
+) -> list[BrokenLink]:
+    """Events cut from the end of a ticket's stream leave every remaining link intact (the
+    global gap they leave names the next event's stream, another ticket's): the ticket's
+    state row, written with its events, records the version it reached. A row ahead of
+    the walk is looked up again (the state first: its events committed with it), as
+    events appended since the walk passed are not missing."""
+    found = []
+    t = ticket_state.c
+    for ticket_id, version in conn.execute(select(t.ticket_id, t.version)):
+        if version <= heads.get(ticket_id, (0, ""))[0]:
+            continue
+        held = conn.execute(_LAST_VERSION, {"stream_id": ticket_id}).scalar() or 0
+        if held < version:
+            found.append(
+                BrokenLink(
+                    "stream_tail",
+                    ticket_id,
+                    held,
+                    "",
+                    0,
+                    f"the ticket's state records version {version}, the ledger holds "
+                    f"versions up to {held}: events at the end of its stream were removed",
+                )
+            )
+    return found
