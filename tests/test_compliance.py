@@ -602,3 +602,12 @@ async def test_every_compliance_page_walks_an_index(platform: Platform) -> None:
 
     problems += await platform.db.read(unused)
     assert not problems, "\n".join(problems)
+
+
+def test_report_csv_cells_that_start_like_formulas_stay_text() -> None:
+    """An imported ticket number `=HYPERLINK(…)` was a live formula in the analysts' sheet;
+    numbers stay numbers (a negative NPS is a number, not text)."""
+    from services.feedback.routes import csv_text
+
+    text = csv_text([['=HYPERLINK("http://x","y")', "+1", "@A1", "T-1", -50.0, 3]])
+    assert text == '"\'=HYPERLINK(""http://x"",""y"")",\'+1,\'@A1,T-1,-50.0,3\n'

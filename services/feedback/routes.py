@@ -27,6 +27,7 @@ from services.feedback.schemas import (
     Scorecards,
 )
 from shared.app.executor import Outcome
+from shared.app.importing.cells import spreadsheet_text
 from shared.app.platform import Platform
 from shared.http.app import get_platform
 from shared.http.commands import CommandCall, command_call
@@ -158,8 +159,12 @@ def wants_csv(request: Request, format: str | None) -> bool:
 
 
 def csv_text(rows: Iterable[list[Any]]) -> str:
+    """Rows as CSV, each text cell that starts like a formula after an apostrophe (a
+    spreadsheet's mark for text: a ticket number ``=HYPERLINK(…)`` stays text)."""
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    csv.writer(buffer, lineterminator="\n").writerows(
+        [spreadsheet_text(v) if isinstance(v, str) else v for v in row] for row in rows
+    )
     return buffer.getvalue()
 
 
