@@ -647,3 +647,9 @@ async def test_a_database_migrated_by_a_newer_release_is_refused_not_a_bug(
     for command in ("verify", "migrate"):
         code, out = await run_cli(database_url, command)
         assert code == 2 and "migrated by a newer release" in out and "Traceback" not in out
+    # A server of this release still running says so too (not "database unavailable").
+    from tests.support.clients import service_client
+
+    async with service_client("intake", platform) as client:
+        ready = await client.get("/health/ready")
+    assert ready.status_code == 503 and "migrated by a newer release" in ready.json()["detail"]

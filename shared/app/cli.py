@@ -13,6 +13,7 @@ import signal
 import sqlite3
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Coroutine, Iterator, Sequence
 from datetime import datetime
@@ -51,10 +52,20 @@ T = TypeVar("T")
 
 
 def _cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
-    from shared.eventstore.migrations import upgrade
+    from shared.eventstore.migrations import pending_revisions, upgrade
 
-    upgrade(settings.resolved_database_url)
-    print(f"schema created or upgraded, now current ({settings.database_url_for_display})")
+    url, where = settings.resolved_database_url, settings.database_url_for_display
+    started = time.monotonic()
+    pending = asyncio.run(pending_revisions(url))
+    upgrade(url)
+    if not pending:
+        print(f"schema already current, nothing to do ({where})")
+    else:
+        seconds = time.monotonic() - started
+        print(
+            f"schema upgraded in {seconds:.1f} s, now current ({where}); applied "
+            f"{len(pending)} revision(s): {', '.join(pending)}"
+        )
     return 0
 
 

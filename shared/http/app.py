@@ -8,6 +8,7 @@ from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
 
+from alembic.util import CommandError
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.openapi.docs import (
     get_redoc_html,
@@ -169,6 +170,11 @@ def health_router() -> APIRouter:
             found = await platform.db.read(check)
         except Exception as exc:  # any failure means not ready
             detail = f"database unavailable: {type(exc).__name__}: {exc}"
+            if isinstance(exc, CommandError) and "Can't locate revision" in str(exc):
+                detail = (  # reachable: its schema has a revision this release does not know
+                    f"the database was migrated by a newer release ({exc}): run that "
+                    "release, or restore the backup taken before its migration"
+                )
             return JSONResponse({"status": "not_ready", "detail": detail}, status_code=503)
         if found is None:
             return JSONResponse(

@@ -85,6 +85,17 @@ async def schema_is_current(database_url: str) -> bool:
     return _plan_is_empty(database_url, await current_revisions(database_url))
 
 
+async def pending_revisions(database_url: str) -> list[str]:
+    """The revisions ``upgrade heads`` would apply, in the order it would."""
+    if database_url.startswith("sqlite"):
+        from shared.eventstore.db import ensure_sqlite_dir
+
+        ensure_sqlite_dir(database_url)
+    current = await current_revisions(database_url)
+    steps = _scripts(database_url)._upgrade_revs("heads", tuple(current))  # type: ignore[arg-type]
+    return [step.revision.revision for step in steps]
+
+
 def schema_is_current_on(conn: Connection) -> bool:
     """``schema_is_current`` on an open connection (a unit of work: no engine of its own)."""
     current = set(MigrationContext.configure(conn).get_current_heads())
