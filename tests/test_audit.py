@@ -653,3 +653,36 @@ async def test_a_database_migrated_by_a_newer_release_is_refused_not_a_bug(
     async with service_client("intake", platform) as client:
         ready = await client.get("/health/ready")
     assert ready.status_code == 503 and "migrated by a newer release" in ready.json()["detail"]
+
+
+def test_what_killed_runs_left_behind_is_swept_and_nothing_else(tmp_path) -> None:
+    """A replay killed before its cleanup left its scratch directory and its draft beside
+    the --into target (tens of MB each); the next run sweeps those of dead processes left
+    untouched for ten minutes — never a live run's, nor a fresh one's."""
+    import os
+    import subprocess
+    import sys
+
+    from shared.app.files import ABANDONED_AFTER_SECONDS, sweep_abandoned
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    old = ABANDONED_AFTER_SECONDS + 60
+    stale_dir = tmp_path / f"ticketline-replay-{dead}-x1y2"
+    stale_dir.mkdir()
+    (stale_dir / "replay.db").write_bytes(b"x")
+    stale_draft = tmp_path / f".asof.db.{dead}.ab12cd34.partial-wal"
+    stale_draft.write_bytes(b"x")
+    live_draft = tmp_path / f".asof.db.{os.getpid()}.ab12cd34.partial"
+    live_draft.write_bytes(b"x")
+    fresh = tmp_path / f".asof.db.{dead}.ffff0000.partial"
+    fresh.write_bytes(b"x")
+    for path in (stale_dir / "replay.db", stale_dir, stale_draft, live_draft):
+        os.utime(path, (os.path.getmtime(path) - old,) * 2)
+    swept = sweep_abandoned(tmp_path, "ticketline-replay-") + sweep_abandoned(tmp_path, ".asof.db.")
+    assert sorted(swept) == sorted([stale_dir, stale_draft])
+    assert live_draft.exists() and fresh.exists() and not stale_dir.exists()

@@ -3,8 +3,12 @@ target, then placed there — never over a file another run (or the operator) pu
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
 import secrets
+import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +20,41 @@ def new_sibling(path: Path) -> Path:
     draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.partial")
     os.close(os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     return draft
+
+
+# How long a draft of a dead run must have been left untouched before it is swept (one on
+# a shared disk may be another host's, whose process ids mean nothing here: still written).
+ABANDONED_AFTER_SECONDS = 600
+
+
+def sweep_abandoned(directory: Path, prefix: str) -> list[Path]:
+    """Remove what runs killed before their cleanup left in ``directory``: entries named
+    ``{prefix}{pid}.…`` (drafts, their -wal/-shm/-journal, scratch directories) whose
+    process is gone and which nobody touched for ``ABANDONED_AFTER_SECONDS``."""
+    swept = []
+    now = time.time()
+    for entry in directory.glob(f"{glob.escape(prefix)}*"):
+        pid = entry.name[len(prefix) :].split(".", 1)[0].split("-", 1)[0]
+        try:
+            idle = now - max([entry.stat().st_mtime, *(f.stat().st_mtime for f in entry.glob("*"))])
+        except OSError:
+            continue  # gone meanwhile
+        if not pid.isdigit() or _alive(int(pid)) or idle < ABANDONED_AFTER_SECONDS:
+            continue
+        with contextlib.suppress(OSError):
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+            swept.append(entry)
+    return swept
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's: alive
+        return True
+    return True
 
 
 def place_new(draft: Path, path: Path) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 import sys
 import tempfile
@@ -25,7 +26,7 @@ from sqlalchemy import Connection, Select, Table, func, select, update
 from sqlalchemy.sql.base import Executable
 
 from shared.app.config import CommandRefused, Settings
-from shared.app.files import new_sibling, place_new
+from shared.app.files import new_sibling, place_new, sweep_abandoned
 from shared.app.platform import Platform
 from shared.eventstore.db import Database
 from shared.eventstore.ledger import insert_stored_rows, stored_rows
@@ -248,6 +249,7 @@ async def replay(
 ) -> list[ReplayResult]:
     if into is not None:
         refuse_existing(into)
+        sweep_abandoned(into.parent, f".{into.name}.")  # drafts of killed runs
         # Built beside it and moved there once whole: an interrupted replay leaves no file
         # that looks finished, and two replays into one path never share a file.
         building = new_sibling(into)
@@ -272,6 +274,10 @@ def _move_into_place(built: Path, into: Path) -> None:
         refuse_existing(into)
 
 
+# The scratch directories of replays: named with their process id, swept once it is gone.
+SCRATCH_PREFIX = "ticketline-replay-"
+
+
 async def _replay(
     settings: Settings,
     projections: Sequence[Projection],
@@ -281,7 +287,8 @@ async def _replay(
     show_progress: bool,
 ) -> list[ReplayResult]:
     live = Platform.from_settings(settings)
-    with tempfile.TemporaryDirectory(prefix="ticketline-replay-") as tmp:
+    sweep_abandoned(Path(tempfile.gettempdir()), SCRATCH_PREFIX)  # killed runs' scratch
+    with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-") as tmp:
         path = into or Path(tmp) / "replay.db"
         url = f"sqlite+aiosqlite:///{path}"
         upgrade(url)
