@@ -24,7 +24,7 @@ from shared.app.audit import (
 )
 from shared.app.config import Settings
 from shared.app.platform import Platform
-from shared.app.replay import diff_tables, replay
+from shared.app.replay import diff_tables, progress_bar, replay
 from shared.eventstore.db import Database
 from shared.eventstore.ledger import NO_STREAM
 from shared.eventstore.migrations import upgrade
@@ -128,6 +128,13 @@ async def test_replay_reports_its_progress_once_done_when_it_folds_in_the_databa
     await replay(platform.settings, [ComplianceProjection()], show_progress=True)
     last = capsys.readouterr().err.splitlines()[-1]
     assert last.startswith("feedback_compliance: 8/8 events")
+    # Nothing to apply (and a source ending with empty batches): said once.
+    report = progress_bar("empty")
+    for _ in range(3):
+        report(0, 0)
+    assert [line.split(",")[0] for line in capsys.readouterr().err.splitlines()] == [
+        "empty: 0/0 events"
+    ]
 
 
 async def test_replay_until_rebuilds_the_past(platform: Platform, clock, tmp_path) -> None:

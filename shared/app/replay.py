@@ -88,14 +88,18 @@ def progress_bar(
     interactive = out.isatty()
     started = time.perf_counter()
     last_line = 0.0
+    ended = False
 
     def report(done: int, total: int) -> None:
-        nonlocal last_line
+        nonlocal last_line, ended
+        finished = done >= total
+        if ended and finished:  # said once (a source may end with empty batches)
+            return
+        ended = finished
         elapsed = time.perf_counter() - started
         rate = done / elapsed if elapsed > 0 else 0.0
         eta = (total - done) / rate if rate > 0 else 0.0
         figures = f"{done}/{total} {unit}, {rate:,.0f} {unit}/s, ETA {eta:,.0f} s"
-        finished = done >= total
         if interactive:
             width = 30
             filled = width * done // total if total else width
