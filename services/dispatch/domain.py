@@ -466,10 +466,23 @@ def _local_shifts(
 
 
 def works_during(technician: TechnicianInfo, start: datetime, end: datetime) -> bool:
-    """The whole window lies inside one of the technician's shifts."""
+    """The whole window lies inside the technician's working hours without a break: in
+    one shift, or in shifts that touch — ``mon 22:00-23:59:59`` and ``tue 00:00-06:00``
+    are one night, ``08:00-12:00`` and ``12:00-13:00`` one morning."""
     zone = ZoneInfo(technician.timezone)
-    local = start.astimezone(zone)
-    return any(s <= start and end <= e for s, e in _local_shifts(technician, local.date(), zone))
+    first, last = start.astimezone(zone).date(), end.astimezone(zone).date()
+    spans: list[tuple[datetime, datetime]] = []
+    for offset in range((last - first).days + 1):
+        for s, e in _local_shifts(technician, first + timedelta(offset), zone):
+            if spans and s - spans[-1][1] <= _TOUCHING:
+                spans[-1] = (spans[-1][0], max(spans[-1][1], e))
+            else:
+                spans.append((s, e))
+    return any(s <= start and end <= e for s, e in spans)
+
+
+# Shifts this close are one stretch of work (a day's end written 23:59:59).
+_TOUCHING = timedelta(seconds=1)
 
 
 def next_slot(

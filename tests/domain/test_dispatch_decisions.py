@@ -6,8 +6,10 @@ ranking."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -165,6 +167,29 @@ def test_works_during_needs_the_whole_window_inside_one_shift() -> None:
     assert not domain.works_during(
         t, MONDAY_9 + timedelta(days=1), MONDAY_9 + timedelta(days=1, hours=1)
     )
+
+
+def test_works_during_takes_touching_shifts_as_one_stretch() -> None:
+    """The docs' overnight pattern (a day's end written 23:59:59, the next day from 00:00)
+    and a morning in two shifts that touch: a window across the seam fits; one across a
+    break does not."""
+    night = (
+        Shift(weekday=Weekday.mon, start=time(22), end=time(23, 59, 59)),
+        Shift(weekday=Weekday.tue, start=time(0), end=time(6)),
+    )
+    t = dataclasses.replace(tech("t"), working_hours=night, timezone="Asia/Shanghai")
+    monday_23 = datetime(2026, 11, 2, 23, tzinfo=ZoneInfo("Asia/Shanghai"))
+    assert domain.works_during(t, monday_23, monday_23 + timedelta(hours=2))
+    assert domain.works_during(t, monday_23 + timedelta(minutes=30), monday_23 + timedelta(hours=1))
+    assert not domain.works_during(t, monday_23, monday_23 + timedelta(hours=8))
+    morning = (
+        Shift(weekday=Weekday.mon, start=time(8), end=time(12)),
+        Shift(weekday=Weekday.mon, start=time(12), end=time(13)),
+        Shift(weekday=Weekday.mon, start=time(14), end=time(18)),
+    )
+    m = dataclasses.replace(tech("m"), working_hours=morning)
+    assert domain.works_during(m, MONDAY_9 + timedelta(hours=2), MONDAY_9 + timedelta(hours=4))
+    assert not domain.works_during(m, MONDAY_9 + timedelta(hours=3), MONDAY_9 + timedelta(hours=6))
 
 
 def test_ranking_is_by_load_then_appointment_then_id() -> None:
