@@ -172,6 +172,8 @@ async def test_bad_tokens_and_roles(platform: Platform) -> None:
             refused = await client.post("/sign-in", data={"token": token_for(role)})
             assert refused.status_code == 403, role
             assert "set-cookie" not in refused.headers
+            # Not signed in: a way back to the form, no sign-out, no board.
+            assert 'href="/sign-in"' in refused.text and 'action="/sign-out"' not in refused.text
             client.cookies.set(COOKIE, token_for(role))
             for page in PAGES:
                 assert (await client.get(page)).status_code == 403, (role, page)

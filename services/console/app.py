@@ -112,9 +112,12 @@ def install_error_pages(app: FastAPI) -> None:
     async def _forbidden(request: Request, exc: ConsoleForbidden) -> HTMLResponse:
         # A console role refused a page: what that page asks (its scope, its roles).
         page = exc.principal.role in CONSOLE_ROLES and (exc.scope != CONSOLE_SCOPE or exc.roles)
+        # Refused at sign-in, no session was made: nothing to sign out of, no board.
+        at_sign_in = request.url.path == "/sign-in"
         return render(
             request, "error.html", status_code=403, kind="forbidden", viewer=None,
             needed_scope=exc.scope if page else None, needed_roles=exc.roles,
+            at_sign_in=at_sign_in,
         )  # fmt: skip
 
     @app.exception_handler(NotFound)
