@@ -61,8 +61,9 @@ async def test_sign_in_sets_a_strict_http_only_cookie(platform: Platform) -> Non
         form = await client.get("/sign-in")
         assert form.status_code == 200 and 'name="token"' in form.text
         assert "<code>ticketline token --role auditor" in form.text  # not `backticks`
-        signed = await client.post(
-            "/sign-in", data={"token": token_for("auditor"), "next": "https://evil.example/"}
+        signed = await client.post(  # pasted with the header's word: taken as the token
+            "/sign-in",
+            data={"token": f"Bearer {token_for('auditor')}", "next": "https://evil.example/"},
         )
         assert signed.status_code == 303
         assert signed.headers["location"] == "/board"  # never off-site

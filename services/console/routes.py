@@ -301,6 +301,8 @@ def same_origin(request: Request) -> bool:
 async def sign_in(request: Request) -> Response:
     form = parse_qs((await request.body()).decode("utf-8", "replace"))
     token = (form.get("token") or [""])[0].strip()
+    if token[:7].lower() == "bearer ":  # pasted with its header's word
+        token = token[7:].strip()
     target = safe_next((form.get("next") or [None])[0])
     locale = locale_of(request)
     t = translator(locale)
