@@ -85,28 +85,31 @@ def _sign_in_target(request: Request, reason: str | None) -> str:
     return "/sign-in" + (f"?{urlencode(asked)}" if asked else "")
 
 
+async def sign_in_answer(request: Request, exc: SignInRequired) -> Response:
+    """No session (or one ended): the sign-in form, or htmx sent there."""
+    if request.headers.get("hx-request"):
+        # htmx: the whole page to the sign-in form, and back after (200: a 401 would
+        # stand in the browser's console as a failed load; htmx follows HX-Redirect).
+        # Without any cookie too: a page's part asks only from a page shown signed in,
+        # and the browser drops the cookie a day after the token expires (its max-age).
+        target = _sign_in_target(request, exc.reason or "expired")
+        response: Response = Response(status_code=200, headers={"HX-Redirect": target})
+    else:
+        back = page_of(request) if request.method == "GET" else None
+        response = sign_in_page(request, status_code=401, reason=exc.reason, next_page=back)
+    # Dropped by what the page shows (a page load, an htmx redirect), not by its live
+    # stream's reconnect: the page's own /session call must still find it expired, to
+    # say so on the sign-in form.
+    stream = "text/event-stream" in request.headers.get("accept", "")
+    if request.cookies.get(COOKIE) and not stream:
+        response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+    return response
+
+
 def install_error_pages(app: FastAPI) -> None:
     """Errors as pages (the sign-in form, 403, 404, 400 …), never JSON problems."""
 
-    @app.exception_handler(SignInRequired)
-    async def _sign_in(request: Request, exc: SignInRequired) -> Response:
-        if request.headers.get("hx-request"):
-            # htmx: the whole page to the sign-in form, and back after (200: a 401 would
-            # stand in the browser's console as a failed load; htmx follows HX-Redirect).
-            # Without any cookie too: a page's part asks only from a page shown signed in,
-            # and the browser drops the cookie a day after the token expires (its max-age).
-            target = _sign_in_target(request, exc.reason or "expired")
-            response: Response = Response(status_code=200, headers={"HX-Redirect": target})
-        else:
-            back = page_of(request) if request.method == "GET" else None
-            response = sign_in_page(request, status_code=401, reason=exc.reason, next_page=back)
-        # Dropped by what the page shows (a page load, an htmx redirect), not by its live
-        # stream's reconnect: the page's own /session call must still find it expired, to
-        # say so on the sign-in form.
-        stream = "text/event-stream" in request.headers.get("accept", "")
-        if request.cookies.get(COOKIE) and not stream:
-            response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
-        return response
+    app.add_exception_handler(SignInRequired, sign_in_answer)  # type: ignore[arg-type]
 
     @app.exception_handler(ConsoleForbidden)
     async def _forbidden(request: Request, exc: ConsoleForbidden) -> HTMLResponse:
