@@ -16,6 +16,7 @@ from services.intake.schemas import RECEIVE_EXAMPLE
 from shared.app.platform import Platform
 from shared.kernel.clock import ManualClock
 from tests.support.auth import headers_for
+from tests.support.clients import service_client
 from tests.support.lifecycle import dispatch_ticket
 
 DISPATCHER = headers_for("dispatcher", subject="disp-1", region="east")
@@ -311,15 +312,24 @@ async def test_corrections_are_new_events_in_the_history(intake: httpx.AsyncClie
 
 
 async def test_an_address_in_another_region_moves_the_ticket_until_it_is_dispatched(
-    platform: Platform, intake: httpx.AsyncClient
+    platform: Platform, intake: httpx.AsyncClient, clock: ManualClock
 ) -> None:
     west = {"line": "9 West St", "postcode": "610000", "region": "west"}
     moved = (await open_ticket(intake))["ticket_id"]
+    clock.advance(minutes=5)
     response = await intake.patch(
         f"/tickets/{moved}/contact", json={"address": west, "reason": "wrong city taken"}
     )
     assert response.status_code == 200, response.text
     assert (await intake.get(f"/tickets/{moved}")).json()["region"] == "west"
+    # Its past too is the new region's only: the SLA clock as it stood before the move.
+    before = (await intake.get(f"/tickets/{moved}/history")).json()["events"][0]["recorded_at"]
+    for region, status in (("east", 404), ("west", 200)):
+        async with service_client(
+            "dispatch", platform, role="regional_center", region=region
+        ) as center:
+            past = await center.get(f"/tickets/{moved}/sla", params={"as_of": before})
+        assert past.status_code == status, (region, past.text)
     dispatched = (await open_ticket(intake, product__serial_number="SN-D"))["ticket_id"]
     await dispatch_ticket(platform, dispatched, service_point_id="sp-east-1")
     refused = await intake.patch(

@@ -588,6 +588,8 @@ async def test_invalid_requests_are_4xx_and_write_nothing(
         await problem(await clerk.post("/requisitions", json={**req, "part_number": "NOPE"}), 422)
     )
     await problem(await clerk.post("/requisitions", json={**req, "ticket_id": "nope"}), 404)
+    stale = await clerk.post("/requisitions", json=req, headers={"If-Match": '"999"'})
+    assert (await problem(stale, 409))["type"].endswith("/version-conflict")  # as every create
     wrong = {"ticket_id": other_model["ticket_id"], "part_number": MOTOR, "location_id": "SP-HZ-01"}
     assert (await problem(await clerk.post("/requisitions", json=wrong), 409))[
         "rule"

@@ -232,7 +232,8 @@ def decide_update_service_point(
     if state.active and not d.active:
         _leave_no_work_behind(state.member_id, command.under_way)
     # The tree's rule holds for the points under it too: they are in its region.
-    if elsewhere := sorted(command.child_regions - {d.region}):
+    # (Headquarters has no region: the regional centers under it serve every one.)
+    if d.region is not None and (elsewhere := sorted(command.child_regions - {d.region})):
         raise RuleViolation(
             "child_region",
             f"service points under {state.member_id} serve {', '.join(elsewhere)}: move them "

@@ -44,10 +44,12 @@ from shared.kernel.errors import NotFound
 from shared.kernel.events.envelope import EventEnvelope
 from shared.kernel.events.sla import ALWAYS_ID, DefinableCalendarId, TermsId
 from shared.kernel.numbers import rounded
+from shared.kernel.reach import Scope
 from shared.kernel.sla import DeadlineClock, SlaClock, calendar_stream, policy_stream
-from shared.kernel.ticket import TICKETS, TicketState
+from shared.kernel.ticket import TicketState
 from shared.readmodels.sla import TermsReader, ticket_clock
 from shared.readmodels.sla_whatif import candidate, clocks_at, what_if
+from shared.readmodels.ticket_state import current_scope
 
 SERVICE = "dispatch"
 router = APIRouter(tags=["sla"], responses=PROBLEM_RESPONSES)
@@ -380,13 +382,15 @@ async def sla_timeline(
     at = min(as_of, now) if as_of is not None else now  # the clock as it stood, not ahead
     sla = platform.settings.sla
 
-    def work(c: Connection) -> tuple[Any, list[EventEnvelope]]:
+    def work(c: Connection) -> tuple[Any, list[EventEnvelope], Scope | None]:
         reader = TermsReader.configured(c, platform.store, sla)
         found = ticket_clock(reader, str(ticket_id), at, as_of=as_of)
-        return found, platform.store.read_stream(c, str(ticket_id), recorded_until=as_of)
+        events = platform.store.read_stream(c, str(ticket_id), recorded_until=as_of)
+        return found, events, current_scope(c, str(ticket_id))
 
-    found, events = await platform.db.read(work)
-    if found is None or not principal.reach.allows(TICKETS.scope(found[0])):
+    found, events, now_at = await platform.db.read(work)
+    # Reach by where the ticket is now (as the ticket's own ?as_of=): not where it was then.
+    if found is None or now_at is None or not principal.reach.allows(now_at):
         raise NotFound("ticket_not_found", f"no ticket {ticket_id}")
     return timeline(found[0], found[1], events, as_of)
 

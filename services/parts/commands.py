@@ -205,7 +205,9 @@ def raise_requisition(conn: Connection, h: Handling, request: domain.PartsReques
         _serves_region(conn, location_id),
     )
     new = placed_requisition(conn, h, str(uuid.uuid4()))
-    commit(conn, h, domain.decide_raise(command, new.state), new, *chain)
+    decision = domain.decide_raise(command, new.state)
+    require_version(h.invocation, new)  # If-Match on a new stream: 409, as every create
+    commit(conn, h, decision, new, *chain)
     return new.state.requisition_id
 
 

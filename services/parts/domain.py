@@ -255,6 +255,7 @@ LOCATIONS: Decider[LocationState] = Decider(
     evolve=evolve_location,
     scope=_location_scope,
     exists=lambda state: state.registered is not None,
+    public_id=lambda stream_id: stream_id.removeprefix("location:"),
 )
 
 

@@ -211,9 +211,9 @@ class Executor:
     @staticmethod
     def require_reach(decider: Decider[S], loaded: Loaded[S], reach: Reach) -> None:
         if decider.exists(loaded.state) and not reach.allows(decider.scope(loaded.state)):
-            raise NotFound(
+            raise NotFound(  # in the words of the answer to an id nobody registered
                 f"{decider.stream_type}_not_found",
-                f"no {decider.stream_type} {decider.public_id(loaded.stream_id)}",
+                f"no {decider.stream_type.replace('_', ' ')} {decider.public_id(loaded.stream_id)}",
             )
 
     def execute(

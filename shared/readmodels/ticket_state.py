@@ -39,6 +39,7 @@ from shared.kernel.events.customers import customer_stream_id
 from shared.kernel.events.envelope import EventEnvelope
 from shared.kernel.events.registry import all_payload_classes, payload_dict
 from shared.kernel.lifecycle import STATUS_AFTER_TEXT, TicketStatus
+from shared.kernel.reach import Scope
 from shared.readmodels.planning import not_by_index
 
 ticket_state = Table(
@@ -535,3 +536,11 @@ def ticket_tail_problems(
                 )
             )
     return found
+
+
+def current_scope(conn: Connection, ticket_id: str) -> Scope | None:
+    """Where the ticket is now (its region, its technician), whoever asks about its past:
+    a ticket that moved region is the new region's only, ``as_of`` included."""
+    t = ticket_state.c
+    found = conn.execute(select(t.region, t.technician_id).where(t.ticket_id == ticket_id)).first()
+    return Scope(region=found.region, assignee=found.technician_id) if found else None
