@@ -301,6 +301,18 @@ def test_a_regional_center_keeps_its_region_while_points_under_it_serve_it() -> 
     empty = domain.UpdateServicePoint(center, None, "moved")
     (event,) = domain.decide_update_service_point(empty, state)
     assert isinstance(event, ServicePointUpdated) and event.region == "south"
+    # Headquarters has no region: the centers under it serve every one, and it stays
+    # updatable (it was refused for serving them).
+    hq = outlet(level="headquarters", kind=None, parent_id=None, region=None)
+    hq_state = given_member(SERVICE_POINTS, ServicePointRegistered(**hq.model_dump()))
+    renamed = domain.UpdateServicePoint(
+        hq.model_copy(update={"name": "Head office"}),
+        None,
+        "renamed",
+        child_regions=frozenset({"east", "west"}),
+    )
+    (event,) = domain.decide_update_service_point(renamed, hq_state)
+    assert isinstance(event, ServicePointUpdated) and event.name == "Head office"
 
 
 @pytest.mark.parametrize(
