@@ -17,7 +17,7 @@ from shared.app.platform import Platform
 from shared.kernel.clock import ManualClock
 from tests.support.auth import headers_for
 from tests.support.clients import service_client
-from tests.support.lifecycle import dispatch_ticket
+from tests.support.lifecycle import dispatch_ticket, project_feedback
 
 DISPATCHER = headers_for("dispatcher", subject="disp-1", region="east")
 
@@ -324,12 +324,17 @@ async def test_an_address_in_another_region_moves_the_ticket_until_it_is_dispatc
     assert (await intake.get(f"/tickets/{moved}")).json()["region"] == "west"
     # Its past too is the new region's only: the SLA clock as it stood before the move.
     before = (await intake.get(f"/tickets/{moved}/history")).json()["events"][0]["recorded_at"]
+    await project_feedback(platform)
     for region, status in (("east", 404), ("west", 200)):
-        async with service_client(
-            "dispatch", platform, role="regional_center", region=region
-        ) as center:
-            past = await center.get(f"/tickets/{moved}/sla", params={"as_of": before})
-        assert past.status_code == status, (region, past.text)
+        for service, path in (
+            ("dispatch", "/tickets/{}/sla"),
+            ("feedback", "/compliance/tickets/{}"),
+        ):
+            async with service_client(
+                service, platform, role="regional_center", region=region
+            ) as center:
+                past = await center.get(path.format(moved), params={"as_of": before})
+            assert past.status_code == status, (region, path, past.text)
     dispatched = (await open_ticket(intake, product__serial_number="SN-D"))["ticket_id"]
     await dispatch_ticket(platform, dispatched, service_point_id="sp-east-1")
     refused = await intake.patch(

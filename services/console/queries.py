@@ -668,9 +668,13 @@ def verify_batch(conn: Connection, progress: VerifyProgress, batch: int = 2000) 
             _broken(progress, kind, event.stream_id, event.stream_version, row, detail)
         progress.heads[event.stream_id] = (event.stream_version, event.hash)
         progress.last_position = event.position
-    if not rows and progress.region is None:
-        ending = ledger_end_problems(
-            conn, progress.last_position, progress.heads, [ticket_tail_problems]
+    if not rows:
+        ending = (
+            ledger_end_problems(
+                conn, progress.last_position, progress.heads, [ticket_tail_problems]
+            )
+            if progress.region is None
+            else ticket_tail_problems(conn, progress.heads, region=progress.region)
         )
         progress.broken += [asdict(b) for b in ending]
     return bool(rows)

@@ -466,19 +466,28 @@ def _local_shifts(
     )
 
 
-def works_during(technician: TechnicianInfo, start: datetime, end: datetime) -> bool:
-    """The whole window lies inside the technician's working hours without a break: in
-    one shift, or in shifts that touch — ``mon 22:00-23:59:59`` and ``tue 00:00-06:00``
-    are one night, ``08:00-12:00`` and ``12:00-13:00`` one morning."""
-    zone = ZoneInfo(technician.timezone)
-    first, last = start.astimezone(zone).date(), end.astimezone(zone).date()
+def _stretches(
+    technician: TechnicianInfo, first: date, days: int, zone: ZoneInfo
+) -> list[tuple[datetime, datetime]]:
+    """The technician's working hours from the day ``first`` for ``days`` days, shifts that
+    touch joined — ``mon 22:00-23:59:59`` and ``tue 00:00-06:00`` are one night,
+    ``08:00-12:00`` and ``12:00-13:00`` one morning — in time order."""
     spans: list[tuple[datetime, datetime]] = []
-    for offset in range((last - first).days + 1):
+    for offset in range(days):
         for s, e in _local_shifts(technician, first + timedelta(offset), zone):
             if spans and s - spans[-1][1] <= _TOUCHING:
                 spans[-1] = (spans[-1][0], max(spans[-1][1], e))
             else:
                 spans.append((s, e))
+    return spans
+
+
+def works_during(technician: TechnicianInfo, start: datetime, end: datetime) -> bool:
+    """The whole window lies inside the technician's working hours without a break: in
+    one shift, or in shifts that touch (``_stretches``)."""
+    zone = ZoneInfo(technician.timezone)
+    first, last = start.astimezone(zone).date(), end.astimezone(zone).date()
+    spans = _stretches(technician, first, (last - first).days + 1, zone)
     return any(s <= start and end <= e for s, e in spans)
 
 
@@ -494,20 +503,20 @@ def next_slot(
     calendar: Calendar = ALWAYS,
 ) -> tuple[datetime, datetime] | None:
     """The first appointment window at or after ``after`` within the technician's working
-    hours (cut short at the shift's end) on a day that is no holiday of the point's
+    hours (cut short where a stretch of them ends: shifts that touch are one) on a day that is no holiday of the point's
     ``calendar``, looking ``horizon_days`` ahead."""
     zone = ZoneInfo(technician.timezone)
     if after.second or after.microsecond:  # appointments start on a whole minute
         after = after.replace(second=0, microsecond=0) + timedelta(minutes=1)
     first_day = after.astimezone(zone).date()
-    for offset in range(horizon_days + 1):
-        for shift_start, shift_end in _local_shifts(
-            technician, first_day + timedelta(offset), zone
+    # A day more: a stretch running past the horizon's last midnight is seen whole.
+    for shift_start, shift_end in _stretches(technician, first_day, horizon_days + 2, zone):
+        start = _past_holidays(calendar, max(after, shift_start))
+        if start < shift_end and start.astimezone(zone).date() <= first_day + timedelta(
+            horizon_days
         ):
-            start = _past_holidays(calendar, max(after, shift_start))
-            if start < shift_end:
-                end = min(start + window, shift_end, _next_holiday(calendar, start))
-                return start.astimezone(UTC), end.astimezone(UTC)
+            end = min(start + window, shift_end, _next_holiday(calendar, start))
+            return start.astimezone(UTC), end.astimezone(UTC)
     return None
 
 

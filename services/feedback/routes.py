@@ -46,9 +46,9 @@ from shared.http.params import (
 )
 from shared.http.problems import PROBLEM_RESPONSES
 from shared.kernel.errors import InvalidCommand, NotFound
-from shared.kernel.reach import Scope
 from shared.kernel.ticket import TicketState
 from shared.readmodels.paging import next_page
+from shared.readmodels.ticket_state import current_scope
 
 SERVICE = "feedback"
 router = APIRouter(responses=PROBLEM_RESPONSES)
@@ -292,11 +292,16 @@ async def compliance_ticket(
     platform: Platform = Depends(get_platform),
 ) -> ComplianceTicket:
     tid = str(ticket_id)
-    view = await platform.db.read(
-        lambda c: read_models.compliance_view(c, platform.store, tid, as_of)
+    view, now_at = await platform.db.read(
+        lambda c: (
+            read_models.compliance_view(c, platform.store, tid, as_of),
+            current_scope(c, tid),
+        )
     )
-    # Outside the caller's reach the ticket does not exist for it.
-    if view is None or not principal.reach.allows(Scope(view["region"], view["technician_id"])):
+    # Outside the caller's reach the ticket does not exist for it — judged by where it is
+    # now (the inline ticket state), not where it was at `as_of` nor where the compliance
+    # row, written moments after, last saw it.
+    if view is None or now_at is None or not principal.reach.allows(now_at):
         raise NotFound("ticket_not_found", f"no ticket {ticket_id}")
     return ComplianceTicket(**view)
 

@@ -504,25 +504,32 @@ def region_held_before(region: str, position: Any) -> Select[tuple[str]]:
     )
 
 
-_LAST_VERSION = select(func.max(events.c.stream_version)).where(
-    events.c.stream_id == bindparam("stream_id")
+_LAST_EVENT = (
+    select(events.c.stream_version, events.c.position)
+    .where(events.c.stream_id == bindparam("stream_id"))
+    .order_by(events.c.stream_version.desc())
+    .limit(1)
 )
 
 
 def ticket_tail_problems(
-    conn: Connection, heads: Mapping[str, tuple[int, str]]
+    conn: Connection, heads: Mapping[str, tuple[int, str]], region: str | None = None
 ) -> list[BrokenLink]:
     """Events cut from the end of a ticket's stream leave every remaining link intact (the
     global gap they leave names the next event's stream, another ticket's): the ticket's
     state row, written with its events, records the version it reached. A row ahead of
     the walk is looked up again (the state first: its events committed with it), as
-    events appended since the walk passed are not missing."""
+    events appended since the walk passed are not missing. ``region``: its tickets only
+    (a region's walk). Each finding's position is the last event the stream still has."""
     found = []
     t = ticket_state.c
-    for ticket_id, version in conn.execute(select(t.ticket_id, t.version)):
+    query = select(t.ticket_id, t.version)
+    if region is not None:
+        query = query.where(t.region == region)
+    for ticket_id, version in conn.execute(query):
         if version <= heads.get(ticket_id, (0, ""))[0]:
             continue
-        held = conn.execute(_LAST_VERSION, {"stream_id": ticket_id}).scalar() or 0
+        held, position = conn.execute(_LAST_EVENT, {"stream_id": ticket_id}).first() or (0, 0)
         if held < version:
             found.append(
                 BrokenLink(
@@ -530,7 +537,7 @@ def ticket_tail_problems(
                     ticket_id,
                     held,
                     "",
-                    0,
+                    position,
                     f"the ticket's state records version {version}, the ledger holds "
                     f"versions up to {held}: events at the end of its stream were removed",
                 )

@@ -187,6 +187,10 @@ def test_works_during_takes_touching_shifts_as_one_stretch() -> None:
         Shift(weekday=Weekday.mon, start=time(12), end=time(13)),
         Shift(weekday=Weekday.mon, start=time(14), end=time(18)),
     )
+    # The suggestion runs across the seam too (it stopped at 23:59:59 with 15 minutes).
+    late = monday_23 + timedelta(minutes=45)
+    slot = domain.next_slot(t, late, timedelta(hours=2), 7)
+    assert slot == (late.astimezone(UTC), (late + timedelta(hours=2)).astimezone(UTC))
     m = dataclasses.replace(tech("m"), working_hours=morning)
     assert domain.works_during(m, MONDAY_9 + timedelta(hours=2), MONDAY_9 + timedelta(hours=4))
     assert not domain.works_during(m, MONDAY_9 + timedelta(hours=3), MONDAY_9 + timedelta(hours=6))
