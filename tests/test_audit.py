@@ -91,7 +91,7 @@ async def test_replay_says_when_the_live_ledger_moved_on_while_it_ran(
         differences = await differences_from_live(platform, scratch, projection)
     finally:
         await scratch.close()
-    assert differences[0].startswith("the live ledger moved on by 1 events since the replay")
+    assert differences[0].startswith("the live ledger moved on by 1 event(s) since the replay")
 
 
 async def test_replay_tells_another_text_of_the_same_value_from_a_difference(

@@ -548,11 +548,14 @@ def _next_holiday(calendar: Calendar, instant: datetime) -> datetime:
 
 
 def _hours_text(technician: TechnicianInfo, start: datetime) -> str:
+    """The stretch of working hours the appointment starts in (shifts that touch as one:
+    ``Mon 22:00-Tue 06:00``), in the technician's zone."""
     zone = ZoneInfo(technician.timezone)
     local = start.astimezone(zone)
-    for s, e in _local_shifts(technician, local.date(), zone):
+    for s, e in _stretches(technician, local.date() - timedelta(days=1), 3, zone):
         if s <= start < e:
-            return f"{local:%a} {s:%H:%M}-{e:%H:%M} {technician.timezone}"
+            end = f"{e:%H:%M}" if e.date() == s.date() else f"{e:%a %H:%M}"
+            return f"{s:%a} {s:%H:%M}-{end} {technician.timezone}"
     return technician.timezone
 
 

@@ -235,7 +235,7 @@ async def differences_from_live(
     if now > copied:
         differences.insert(
             0,
-            f"the live ledger moved on by {now - copied} events since the replay copied it "
+            f"the live ledger moved on by {now - copied} event(s) since the replay copied it "
             "(a command or a job — an SLA breach, a checkpoint — wrote meanwhile): the live "
             "rows may hold them; compare again on a quiet system",
         )

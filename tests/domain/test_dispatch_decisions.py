@@ -191,6 +191,9 @@ def test_works_during_takes_touching_shifts_as_one_stretch() -> None:
     late = monday_23 + timedelta(minutes=45)
     slot = domain.next_slot(t, late, timedelta(hours=2), 7)
     assert slot == (late.astimezone(UTC), (late + timedelta(hours=2)).astimezone(UTC))
+    # And the reason names the whole night, not the half the appointment starts in.
+    after_midnight = monday_23 + timedelta(hours=2)
+    assert domain._hours_text(t, after_midnight) == "Mon 22:00-Tue 06:00 Asia/Shanghai"
     m = dataclasses.replace(tech("m"), working_hours=morning)
     assert domain.works_during(m, MONDAY_9 + timedelta(hours=2), MONDAY_9 + timedelta(hours=4))
     assert not domain.works_during(m, MONDAY_9 + timedelta(hours=3), MONDAY_9 + timedelta(hours=6))
