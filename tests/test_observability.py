@@ -62,6 +62,18 @@ async def test_metrics_report_latency_events_backlog_and_lag(
     routes = {dict(k[1]).get("route") for k in found if k[0].startswith("ticketline_http")}
     assert {"/tickets", "/tickets/{ticket_id}"} <= routes
     assert not any(r and created.json()["ticket_id"] in r for r in routes)
+    # Refused before routing (a body above the limit): still its route's; a path no route
+    # has: one label for all of them.
+    too_big = await intake.post("/tickets", content=b"[" + b" " * (2 << 20) + b"]")
+    assert too_big.status_code == 413
+    assert (await intake.get("/no/such/path")).status_code == 404
+    found = samples((await intake.get("/metrics")).text)
+    statuses = {
+        (dict(k[1])["route"], dict(k[1])["status"])
+        for k in found
+        if k[0] == "ticketline_http_request_duration_seconds_count"
+    }
+    assert {("/tickets", "413"), ("unmatched", "404")} <= statuses
     assert found[("ticketline_outbox_backlog", ())] == 1
     assert found[("ticketline_outbox_oldest_unpublished_age_seconds", ())] == 3600
     # ticket_state is applied inline; the asynchronous projector has not run yet.

@@ -128,11 +128,23 @@ def _route_template(scope: Scope) -> str:
     if route is not None and hasattr(route, "path"):
         return str(route.path)
     app = scope.get("app")
-    for candidate in getattr(getattr(app, "router", None), "routes", []):
+    return _matching_path(getattr(getattr(app, "router", None), "routes", []), scope) or "unmatched"
+
+
+def _matching_path(routes: Iterable[Any], scope: Scope) -> str | None:
+    """The path template of the route that takes ``scope``, looking into the routers the
+    app included (FastAPI keeps them whole; their routes carry the paths) — what a
+    request refused before routing (413) is labelled with."""
+    for candidate in routes:
+        included = getattr(candidate, "original_router", None)
+        if included is not None:
+            if (found := _matching_path(included.routes, scope)) is not None:
+                return found
+            continue
         match, _ = candidate.matches(scope)
         if match == Match.FULL and hasattr(candidate, "path"):
             return str(candidate.path)
-    return "unmatched"
+    return None
 
 
 def metrics_router() -> APIRouter:
