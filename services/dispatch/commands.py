@@ -48,7 +48,8 @@ def update_service_point(
     description: ServicePointDescription,
     reason: str | None,
 ) -> Member:
-    _hold_dispatches(conn, read_models.get_service_point(conn, point_id))
+    point = read_models.get_service_point(conn, point_id)
+    _hold_dispatches(conn, point.region if point is not None else None)
     parent = read_models.get_service_point(conn, description.parent_id)
     held = read_models.open_ticket_regions(conn, service_point_id=point_id)
     children = read_models.child_regions(conn, point_id)
@@ -98,24 +99,19 @@ def set_technician_active(
     conn: Connection, h: Handling, technician_id: str, command: domain.SetTechnicianActive
 ) -> Member:
     region = read_models.technician_region(conn, technician_id)
-    if region is not None:
-        take_locks(conn, [dispatch_lock(region)])
+    _hold_dispatches(conn, region)
     under_way = read_models.work_under_way(conn, technician_id=technician_id)
     command = replace(command, under_way=under_way)
     decider = domain.technicians_in(region)
     return h.execute(conn, decider, technician_id, command, domain.decide_set_technician_active)
 
 
-def dispatch_lock(region: str) -> str:
+def _hold_dispatches(conn: Connection, region: str | None) -> None:
     """One dispatch of a region at a time, across replicas, until commit: each counts the
     loads the one before it committed (two at once both chose the least loaded) — and a
     member taken out of service sees every dispatch to it (``work_under_way``)."""
-    return f"dispatch-loads:{region}"
-
-
-def _hold_dispatches(conn: Connection, point: domain.ServicePointInfo | None) -> None:
-    if point is not None and point.region is not None:
-        take_locks(conn, [dispatch_lock(point.region)])
+    if region is not None:
+        take_locks(conn, [f"dispatch-loads:{region}"])
 
 
 # -- tickets -----------------------------------------------------------------------------
@@ -174,7 +170,7 @@ def dispatch(
     conn: Connection, h: Handling, ticket_id: str, request: domain.DispatchRequest
 ) -> Dispatched:
     loaded = h.visible(conn, TICKETS, ticket_id)
-    take_locks(conn, [dispatch_lock(str(loaded.state.region))])
+    _hold_dispatches(conn, loaded.state.region)
     command = _dispatch_command(conn, h, loaded.state, request)
     outcome = h.execute(conn, TICKETS, ticket_id, command, domain.decide_dispatch, loaded=loaded)
     # The decision is pure: asked again on the same state, it names the same candidates.

@@ -8,7 +8,13 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, and_, func, not_, or_, select, union
 
-from services.dispatch.domain import EarlierRepair, Network, ServicePointInfo, TechnicianInfo
+from services.dispatch.domain import (
+    WORK_SHOWN,
+    EarlierRepair,
+    Network,
+    ServicePointInfo,
+    TechnicianInfo,
+)
 from services.dispatch.tables import (
     service_points,
     sla_clocks,
@@ -285,11 +291,12 @@ def work_under_way(
     *,
     technician_id: str | None = None,
     service_point_id: str | None = None,
-    limit: int = 11,
+    limit: int = WORK_SHOWN + 1,
 ) -> tuple[str, ...]:
     """The open tickets a technician is dispatched to, or dispatched through a service
     point, and not yet repaired (a reopened one waits in the queue for its next dispatch:
-    not under way) — the first ``limit`` by id."""
+    not under way) — the first ``limit`` by id (one more than a refusal names: it says
+    whether there are more)."""
     t = ticket_state.c
     way = (
         t.technician_id == technician_id
