@@ -503,8 +503,8 @@ def next_slot(
     calendar: Calendar = ALWAYS,
 ) -> tuple[datetime, datetime] | None:
     """The first appointment window at or after ``after`` within the technician's working
-    hours (cut short where a stretch of them ends: shifts that touch are one) on a day that is no holiday of the point's
-    ``calendar``, looking ``horizon_days`` ahead."""
+    hours (cut short where a stretch of them ends: shifts that touch are one) on a day
+    that is no holiday of the point's ``calendar``, looking ``horizon_days`` ahead."""
     zone = ZoneInfo(technician.timezone)
     if after.second or after.microsecond:  # appointments start on a whole minute
         after = after.replace(second=0, microsecond=0) + timedelta(minutes=1)

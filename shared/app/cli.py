@@ -45,6 +45,9 @@ from shared.http.auth.tokens import SCOPES, TOKEN_ROLES
 from shared.kernel.events.registry import UnreadableEvent
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from sqlalchemy import Connection
+
     from shared.app.checkpoints import HeldFile, OwnCheckpoint
     from shared.eventstore.verify import VerificationReport
 
@@ -191,24 +194,36 @@ def _cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def ledger_report(
-    settings: Settings, *, checkpoints: Sequence[Any] = (), stop_at_first: bool = False
-) -> VerificationReport:
-    """``verify_ledger`` on the configured database (``verify``, and ``first_damage``)."""
+    settings: Settings,
+    *,
+    checkpoints: Sequence[Any] = (),
+    stop_at_first: bool = False,
+    own_key: Ed25519PublicKey | None = None,
+) -> tuple[VerificationReport, OwnCheckpoint | None]:
+    """``verify_ledger`` on the configured database (``verify``, and ``first_damage``);
+    with ``own_key`` and no held ``checkpoints``, against the ledger's own last checkpoint
+    signed with it, found in the same read."""
+    from shared.app.checkpoints import own_checkpoint
     from shared.app.platform import Platform
     from shared.eventstore.verify import verify_ledger
     from shared.readmodels.ticket_state import ticket_tail_problems
 
     platform = Platform.from_settings(settings)
-    try:
-        return await platform.db.read(
-            lambda c: verify_ledger(
-                c,
-                platform.store,
-                checkpoints=checkpoints,
-                stop_at_first=stop_at_first,
-                tails=[ticket_tail_problems],
-            )
+
+    def work(c: Connection) -> tuple[VerificationReport, OwnCheckpoint | None]:
+        own = own_checkpoint(c, platform.store, own_key) if own_key is not None else None
+        held = [own.checkpoint] if own is not None and own.checkpoint else checkpoints
+        report = verify_ledger(
+            c,
+            platform.store,
+            checkpoints=held,
+            stop_at_first=stop_at_first,
+            tails=[ticket_tail_problems],
         )
+        return report, own
+
+    try:
+        return await platform.db.read(work)
     finally:
         await platform.close()
 
@@ -223,11 +238,13 @@ def run_outside_loop(coroutine: Coroutine[Any, Any, T]) -> T:
 
 
 async def _verify(settings: Settings, held: HeldFile | None) -> int:
-    own: OwnCheckpoint | None = None
-    if held is None:  # the ledger's own last checkpoint, when this machine has the key
-        own = await _own_checkpoint(settings)
-    checkpoints = held.checkpoints if held else [own.checkpoint] if own and own.checkpoint else []
-    report = await ledger_report(settings, checkpoints=checkpoints)
+    from shared.app.checkpoints import verifying_key
+
+    # Without a held copy: the ledger's own last checkpoint, when this machine has the key.
+    own_key = verifying_key(settings) if held is None else None
+    report, own = await ledger_report(
+        settings, checkpoints=held.checkpoints if held else (), own_key=own_key
+    )
     problems = held.problems if held else own.problems if own else []
     summary: dict[str, object] = {
         "ok": report.ok and not problems,
@@ -243,20 +260,6 @@ async def _verify(settings: Settings, held: HeldFile | None) -> int:
         summary["ledger_checkpoint_problems"] = own.problems
     print(json.dumps(summary, indent=2))
     return 0 if summary["ok"] else 1
-
-
-async def _own_checkpoint(settings: Settings) -> OwnCheckpoint | None:
-    from shared.app.checkpoints import own_checkpoint, verifying_key
-    from shared.app.platform import Platform
-
-    key = verifying_key(settings)
-    if key is None:
-        return None
-    platform = Platform.from_settings(settings)
-    try:
-        return await platform.db.read(lambda c: own_checkpoint(c, platform.store, key))
-    finally:
-        await platform.close()
 
 
 def _cmd_verify(settings: Settings, args: argparse.Namespace) -> int:
@@ -1117,7 +1120,7 @@ def first_damage(settings: Settings) -> tuple[int, str] | None:
     """(1, what is wrong) when ``verify`` finds the ledger damaged, else None (the walk
     itself failing too: the first failure is the one to show)."""
     try:
-        broken = run_outside_loop(ledger_report(settings, stop_at_first=True)).broken
+        broken = run_outside_loop(ledger_report(settings, stop_at_first=True))[0].broken
     except Exception:
         return None
     if not broken:

@@ -263,10 +263,10 @@ def verify_ledger(
     hash, and each hash matches the event's content (a row that is no event at all —
     a payload edited into something that is not JSON — is reported as ``unreadable``);
     then that the ledger ends where the position counter says it does (a deleted newest
-    event leaves the counter ahead), and each stream where ``tails`` say; then, given checkpoints held elsewhere, that the
-    ledger's state at each checkpoint's position is the one the checkpoint states (a
-    rewritten or truncated history is not, even with every hash recomputed). Every
-    problem is reported unless ``stop_at_first``."""
+    event leaves the counter ahead), and each stream where ``tails`` say; then, given
+    checkpoints held elsewhere, that the ledger's state at each checkpoint's position is
+    the one the checkpoint states (a rewritten or truncated history is not, even with
+    every hash recomputed). Every problem is reported unless ``stop_at_first``."""
     walk = _Walk(checkpoints)
     while True:
         rows = store.read_rows(conn, after_position=walk.last_position, limit=batch_size)
