@@ -18,7 +18,13 @@ from sqlalchemy import Connection, delete, select, text, update
 from shared.app.checkpoints import checkpoint_once, read_held, signing_key
 from shared.app.cli import main
 from shared.app.platform import Platform
-from shared.eventstore.checkpoints import CHECKPOINT_STREAM, StreamHeads, bucket_of, leaf
+from shared.eventstore.checkpoints import (
+    CHECKPOINT_STREAM,
+    LedgerHeads,
+    StreamHeads,
+    bucket_of,
+    leaf,
+)
 from shared.eventstore.tables import event_sequence, events, outbox
 from shared.eventstore.verify import VerificationReport, verify_ledger
 from shared.kernel.events.envelope import GENESIS_HASH, EventEnvelope, canonical_json
@@ -261,6 +267,37 @@ async def test_a_line_that_is_not_text_is_a_problem_of_the_file(
     assert held.problems[-2:] == [
         f"line {n}: not a JSON object (an event)" for n in (last - 1, last)
     ]
+
+
+async def test_the_jobs_heads_read_only_new_events_and_state_what_a_fresh_read_does(
+    platform: Platform,
+) -> None:
+    """The job keeps its heads between passes; what it signs is the state a reading of the
+    whole ledger gives, also when the ledger under it was restored to another history."""
+
+    async def state(heads: LedgerHeads) -> object:
+        return await platform.db.read(
+            lambda c: heads.advance(c, int(platform.store.last_position(c)))
+        )
+
+    kept = LedgerHeads()
+    await ticket(platform, 1)
+    assert await state(kept) == await state(LedgerHeads())
+    tid = await ticket(platform, 2)
+    await append(platform, tid, 2, [diagnosed()])  # a stream that moves on
+    assert await state(kept) == await state(LedgerHeads())
+    # Restored: the last pass's event is another one now, and the ledger is shorter.
+    await platform.db.write(lambda c: c.execute(delete(events).where(events.c.position > 3)))
+    await platform.db.write(
+        lambda c: c.execute(update(events).where(events.c.position == 3).values(hash="f" * 64))
+    )
+    assert await state(kept) == await state(LedgerHeads())
+    last = await platform.db.read(lambda c: int(platform.store.last_position(c)))
+    await platform.db.write(  # the event the last pass ended at, another one now
+        lambda c: c.execute(update(events).where(events.c.position == last).values(hash="e" * 64))
+    )
+    await ticket(platform, 3)
+    assert await state(kept) == await state(LedgerHeads())
 
 
 def test_streams_digest_is_order_free_and_moves_with_any_head() -> None:

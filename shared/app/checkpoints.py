@@ -35,10 +35,10 @@ from shared.app.platform import Platform
 from shared.eventstore.checkpoints import (
     CHECKPOINT_STREAM,
     HeldCheckpoint,
+    LedgerHeads,
     LedgerState,
     last_checkpoint,
     signed_bytes,
-    state_at,
 )
 from shared.eventstore.leases import Lease
 from shared.eventstore.ledger import ConcurrencyError, EventStore, StreamAppend, StreamHead
@@ -139,10 +139,14 @@ def executor(platform: Platform) -> Executor:
     return Executor(platform.store, platform.runner, platform.clock, {})
 
 
-async def checkpoint_once(platform: Platform, key: Ed25519PrivateKey) -> EventEnvelope | None:
+async def checkpoint_once(
+    platform: Platform, key: Ed25519PrivateKey, heads: LedgerHeads | None = None
+) -> EventEnvelope | None:
     """Append a checkpoint of the ledger as it stands, unless nothing was appended since
     the last one (it would only cover itself). None when there was nothing to do or
-    another process appended one at the same time."""
+    another process appended one at the same time. ``heads``: the job's, kept from its
+    previous pass."""
+    heads = heads or LedgerHeads()
 
     def facts(conn: Connection) -> tuple[LedgerState | None, StreamHead]:
         head = int(platform.store.last_position(conn))
@@ -150,7 +154,7 @@ async def checkpoint_once(platform: Platform, key: Ed25519PrivateKey) -> EventEn
         stream = StreamHead(last.version, last.hash) if last else StreamHead()
         if head == 0 or (last is not None and last.position == head):
             return None, stream
-        return state_at(conn, head), stream
+        return heads.advance(conn, head), stream
 
     state, stream = await platform.db.read(facts)
     if state is None:
@@ -181,7 +185,10 @@ async def run_job(platform: Platform, stop: asyncio.Event) -> None:
         platform.db, LEASE_NAME, relay_owner_id(), settings.checkpoint_lease_seconds, platform.clock
     )
     await run_leased(
-        lease, stop, settings.checkpoint_interval_seconds, partial(checkpoint_once, platform, key)
+        lease,
+        stop,
+        settings.checkpoint_interval_seconds,
+        partial(checkpoint_once, platform, key, LedgerHeads()),
     )
 
 

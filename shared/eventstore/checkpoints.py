@@ -77,6 +77,10 @@ _HEADS_AT = text(
     "SELECT stream_id, MAX(stream_version) AS version FROM events WHERE position <= :p "
     "GROUP BY stream_id) AS m ON e.stream_id = m.stream_id AND e.stream_version = m.version"
 )
+_HEADS_SINCE = text(
+    "SELECT stream_id, stream_version, hash FROM events "
+    "WHERE position > :a AND position <= :b ORDER BY position"
+)
 _HASH_AT = text("SELECT hash FROM events WHERE position = :p")
 _LAST_CHECKPOINT = text(
     "SELECT position, stream_version, hash FROM events WHERE stream_id = :s "
@@ -102,16 +106,38 @@ class LedgerState:
         }
 
 
-def state_at(conn: Connection, position: int) -> LedgerState | None:
-    """The ledger's state at ``position`` (None when no event is there). Positions up to
-    a visible one are all committed and visible, so one snapshot is not needed."""
-    head_hash = conn.execute(_HASH_AT, {"p": position}).scalar()
-    if head_hash is None:
-        return None
-    heads = StreamHeads()
-    for stream_id, version, hash_ in conn.execute(_HEADS_AT, {"p": position}):
-        heads.update(stream_id, version, hash_)
-    return LedgerState(position, head_hash, len(heads), heads.digest())
+class LedgerHeads:
+    """The stream heads up to the last position it was advanced to, kept between the
+    checkpoint job's passes: each pass reads only the events appended since (the first
+    reads every stream's head), not the whole ledger again."""
+
+    def __init__(self) -> None:
+        self._heads = StreamHeads()
+        self._position = 0
+        self._hash: str | None = None
+
+    def advance(self, conn: Connection, position: int) -> LedgerState | None:
+        """The ledger's state at ``position`` (None when no event is there). Positions
+        up to a visible one are all committed and visible, and a stream's versions grow
+        with their positions, so the events since the last pass, in order, update the
+        heads to ``position``. A ledger that no longer holds the last pass's event (one
+        restored from a backup) is read afresh."""
+        head_hash = conn.execute(_HASH_AT, {"p": position}).scalar()
+        if head_hash is None:
+            return None
+        if (
+            self._hash is None
+            or position < self._position
+            or self._hash != conn.execute(_HASH_AT, {"p": self._position}).scalar()
+        ):
+            self._heads = StreamHeads()
+            rows = conn.execute(_HEADS_AT, {"p": position})
+        else:
+            rows = conn.execute(_HEADS_SINCE, {"a": self._position, "b": position})
+        for stream_id, version, hash_ in rows:
+            self._heads.update(stream_id, version, hash_)
+        self._position, self._hash = position, head_hash
+        return LedgerState(position, head_hash, len(self._heads), self._heads.digest())
 
 
 @dataclass(frozen=True)
