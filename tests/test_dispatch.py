@@ -17,11 +17,13 @@ from shared.kernel.events.tickets import TicketClosed, TicketReopened
 from tests.support.clients import service_client
 from tests.support.dispatch_network import (
     POINTS,
+    TECHNICIANS,
     build_network,
     hours,
     open_ticket,
     problem_rule,
 )
+from tests.support.ledger import ledger_head
 from tests.support.lifecycle import append_ticket_events
 
 
@@ -179,6 +181,28 @@ async def test_network_is_managed_by_admin_and_read_by_region(
         ("technician", "TechnicianReactivated"),
     ]
     assert member[1].actor.role == "admin"
+
+
+async def test_a_repeated_replacement_records_nothing(
+    platform: Platform, admin: httpx.AsyncClient
+) -> None:
+    """A PUT repeated without a key (a retry after a timeout) does what the first did:
+    nothing new in the ledger, the version (and other clients' If-Match) unmoved."""
+    await build_network(admin)
+    point = {k: v for k, v in POINTS[3].items() if k != "id"}
+    technician = {k: v for k, v in TECHNICIANS[0].items() if k != "id"}
+    for path, body in (
+        (f"/service-points/{POINTS[3]['id']}", point),
+        ("/technicians/t-a", technician),
+    ):
+        first = await admin.put(path, json={**body, "name": "Renamed"})
+        assert first.status_code == 200 and len(first.json()["events"]) == 1
+        head = await ledger_head(platform)
+        again = await admin.put(path, json={**body, "name": "Renamed", "reason": "retry"})
+        assert again.status_code == 200 and again.json()["events"] == []
+        assert again.json()["version"] == first.json()["version"]
+        assert await ledger_head(platform) == head
+        assert (await admin.get(path)).headers["etag"] == f'"{first.json()["version"]}"'
 
 
 async def test_a_service_point_id_differing_only_in_case_is_refused(

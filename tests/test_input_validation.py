@@ -21,15 +21,14 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import exc as sa
-from sqlalchemy import func, select
 
 from services.intake.schemas import RECEIVE_EXAMPLE
 from shared.app.platform import Platform
 from shared.app.registry import SERVICES, app_factory
-from shared.eventstore.tables import events
 from tests.support import asgi
 from tests.support.auth import headers_for
 from tests.support.clients import service_client
+from tests.support.ledger import ledger_head
 
 SQLITE = pytest.mark.parametrize("backend", ["sqlite"])
 PROBLEM = "application/problem+json"
@@ -48,11 +47,6 @@ def assert_problem(response: httpx.Response | asgi.Answer, status: int, field: s
     assert content_type.startswith(PROBLEM), content_type
     fields = [e["field"] for e in json.loads(body).get("errors", [])]
     assert field in fields, (field, json.loads(body))
-
-
-async def ledger_head(platform: Platform) -> int:
-    count = select(func.count()).select_from(events)
-    return int(await platform.db.read(lambda c: c.execute(count).scalar_one()))
 
 
 async def open_ticket(platform: Platform) -> str:

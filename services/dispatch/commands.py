@@ -13,6 +13,7 @@ from services.dispatch import domain, ics, read_models, sla_domain
 from shared.app.executor import Handling, Loaded, Outcome, require_region
 from shared.eventstore.db import take_locks
 from shared.kernel.calendar import Calendar
+from shared.kernel.decider import described_so
 from shared.kernel.errors import InvalidCommand, NotFound, RuleViolation
 from shared.kernel.events.envelope import EventEnvelope
 from shared.kernel.events.network import ServicePointDescription, TechnicianDescription, Weekday
@@ -275,15 +276,9 @@ def import_calendar(
         f"imported from iCalendar: {len(imported.holidays)} holiday(s), "
         f"{len(imported.working_days)} working day(s)"
     )
-    try:
-        outcome = define_calendar(conn, h, calendar_id, description, reason, loaded=loaded)
-    except RuleViolation as exc:
-        if exc.rule == "unchanged":
-            raise RuleViolation(
-                "unchanged", f"the calendar has every day of the file{skipped}"
-            ) from None
-        raise
-    return outcome, imported
+    if described_so(current, description):
+        raise RuleViolation("unchanged", f"the calendar has every day of the file{skipped}")
+    return define_calendar(conn, h, calendar_id, description, reason, loaded=loaded), imported
 
 
 def define_policy(

@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from shared.kernel.calendar import ALWAYS, Calendar, zone_of
-from shared.kernel.decider import Decider
+from shared.kernel.decider import Decider, described_so
 from shared.kernel.errors import InvalidCommand, NotFound, RuleViolation
 from shared.kernel.events.envelope import EventPayload
 from shared.kernel.events.network import (
@@ -102,13 +102,23 @@ class NetworkMember:
     level: NetworkLevel | None = None
     region: str | None = None
     active: bool = True
+    # The event that last described it (registered or updated).
+    described: EventPayload | None = None
 
 
 def evolve_member(state: NetworkMember, payload: EventPayload, _at: datetime) -> NetworkMember:
     s = replace(state, version=state.version + 1, stream_type=payload.stream_type)
     match payload:
         case ServicePointRegistered() | ServicePointUpdated():
-            return replace(s, level=payload.level, region=payload.region, active=payload.active)
+            return replace(
+                s,
+                level=payload.level,
+                region=payload.region,
+                active=payload.active,
+                described=payload,
+            )
+        case TechnicianRegistered() | TechnicianUpdated():
+            return replace(s, described=payload)
         case TechnicianDeactivated():
             return replace(s, active=False)
         case TechnicianReactivated():
@@ -228,6 +238,8 @@ def decide_update_service_point(
     if state.level is not None and command.description.level is not state.level:
         raise RuleViolation("level_fixed", "a member's level cannot change; register a new one")
     d = _placed(state.member_id, command.description, command.parent)
+    if described_so(state.described, d):
+        return []
     _keep_open_tickets_in_region(state.member_id, d.region, command.open_ticket_regions)
     if state.active and not d.active:
         _leave_no_work_behind(state.member_id, command.under_way)
@@ -319,6 +331,8 @@ def _require_technician(state: NetworkMember) -> None:
 
 def decide_update_technician(command: UpdateTechnician, state: NetworkMember) -> list[EventPayload]:
     _require_technician(state)
+    if described_so(state.described, command.description):
+        return []
     _check_technician(command.description, command.service_point)
     assert command.service_point is not None  # checked above
     _keep_open_tickets_in_region(

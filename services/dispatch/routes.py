@@ -132,7 +132,8 @@ async def register_service_point(body: ServicePointCreate, call: Manage) -> JSON
     description="`If-Match` as on every command. Setting `active: false` is refused (409 "
     "`work_under_way`, naming the tickets) while tickets dispatched through the point are "
     "not yet repaired: re-dispatch them first. Moving it to another region is refused "
-    "while it holds open tickets (409 `open_tickets_in_region`).",
+    "while it holds open tickets (409 `open_tickets_in_region`). The same description again "
+    "records nothing: 200, the current version, `events: []`.",
 )
 async def update_service_point(
     point_id: NetworkId, body: ServicePointReplace, call: Manage
@@ -215,6 +216,8 @@ async def register_technician(body: TechnicianCreate, call: Manage) -> JSONRespo
     "/technicians/{technician_id}",
     response_model=NetworkAccepted,
     summary="Replace a technician's description (event TechnicianUpdated)",
+    description="The same description again records nothing: 200, the current version, "
+    "`events: []`.",
 )
 async def update_technician(
     technician_id: NetworkId, body: TechnicianReplace, call: Manage

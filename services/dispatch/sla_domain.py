@@ -18,7 +18,7 @@ from shared.kernel.calendar import (
     build_calendar,
     check_reachable,
 )
-from shared.kernel.decider import Decider
+from shared.kernel.decider import Decider, described_so
 from shared.kernel.errors import InvalidCommand, RuleViolation
 from shared.kernel.events.envelope import EventPayload, PendingEvent
 from shared.kernel.events.sla import (
@@ -76,13 +76,6 @@ def terms_id(stream_id: str) -> str:
     return stream_id.split(":", 1)[1]
 
 
-def _unchanged(state: TermsStream, description: BaseModel, kind: type[BaseModel]) -> bool:
-    if state.description is None:
-        return False
-    current = kind.model_validate(state.description.model_dump(exclude={"reason"}))
-    return current == description
-
-
 @dataclass(frozen=True)
 class DefineCalendar:
     description: CalendarDescription
@@ -95,10 +88,10 @@ def decide_define_calendar(command: DefineCalendar, state: TermsStream) -> list[
     """A new version: valid hours (no overlap), a known timezone, holidays and adjusted
     working days that agree, and no closed stretch longer than the horizon."""
     d = command.description
+    if described_so(state.description, d):
+        return []
     calendar = build_calendar(terms_id(state.stream_id), state.version + 1, d)
     check_reachable(calendar, command.today, command.horizon)
-    if _unchanged(state, d, CalendarDescription):
-        raise RuleViolation("unchanged", "the calendar already reads so")
     return [CalendarDefined(**d.model_dump(), reason=command.reason)]
 
 
@@ -116,14 +109,14 @@ def decide_define_policy(command: DefinePolicy, state: TermsStream) -> list[Even
     """A new version: a target for every urgency and complexity, calendars that exist,
     a ladder without duplicates, reachable targets."""
     d = command.description
+    if described_so(state.description, d):
+        return []
     check_policy(d)
     policy = policy_from(terms_id(state.stream_id), state.version + 1, d)
     missing = sorted(policy.calendar_ids() - set(command.calendars))
     if missing:
         raise InvalidCommand("calendars", f"no calendar {', '.join(missing)}: define it first")
     check_reachable_targets(policy, command.calendars, command.now, command.horizon)
-    if _unchanged(state, d, SlaPolicyDescription):
-        raise RuleViolation("unchanged", "the policy already reads so")
     return [SlaPolicyDefined(**d.model_dump(), reason=command.reason)]
 
 

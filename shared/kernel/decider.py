@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
 
+from pydantic import BaseModel
+
 from shared.kernel.events.envelope import EventEnvelope, EventPayload, PendingEvent
 from shared.kernel.events.registry import typed_payload
 from shared.kernel.reach import NOWHERE_IN_PARTICULAR, Scope
@@ -72,3 +74,10 @@ class Decider(Generic[S]):
         for item in decided:
             after = self.evolve(after, item.payload, item.occurred_at or now)
         return decided, after
+
+
+def described_so(last: BaseModel | None, description: BaseModel) -> bool:
+    """``last`` (the event that last described a thing) says what ``description`` says,
+    its reason aside: a replacement that would only repeat it records nothing — a PUT
+    repeated (a retry after a timeout) does what the first did."""
+    return last is not None and last.model_dump(exclude={"reason"}) == description.model_dump()

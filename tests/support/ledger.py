@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, func, select
 
 from shared.app.platform import Platform
+from shared.eventstore.tables import events
 from shared.kernel.events.envelope import CommandContext, EventEnvelope, EventPayload, PendingEvent
 from tests.support.factories import context
 
@@ -33,3 +34,9 @@ async def append(
         return written
 
     return await platform.db.write(work)
+
+
+async def ledger_head(platform: Platform) -> int:
+    """How many events the ledger holds (a command that records nothing leaves it)."""
+    count = select(func.count()).select_from(events)
+    return int(await platform.db.read(lambda c: c.execute(count).scalar_one()))
