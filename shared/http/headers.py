@@ -11,7 +11,8 @@ from fastapi import Header, Query, Request, Response
 from shared.http.params import MAX_POSITION, MAX_STREAM_VERSION, parse_ascii_uint
 from shared.http.problems import ProblemError
 
-IF_MATCH_PATTERN = r'^(W/)?("[0-9]{1,9}"|[0-9]{1,9})$'
+_VERSION = "(0|[1-9][0-9]{0,8})"  # as an ETag spells it: "01" is no ETag we give
+IF_MATCH_PATTERN = rf'^(W/)?("{_VERSION}"|{_VERSION})$'
 IDEMPOTENCY_KEY_MAX = 200
 LAST_EVENT_ID_PATTERN = r"^[0-9]{1,19}$"
 
