@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import signal
 import sys
+import threading
 
 import httpx
 import pytest
@@ -72,6 +75,46 @@ async def test_resume_across_server_restart_has_no_gap_or_duplicate(
     assert len(seen) == 8  # 4 east tickets × (received, diagnosed): nothing missing
     everything = await platform.db.read(lambda c: platform.store.read_all(c))
     assert positions == [e.position for e in everything if e.region == "east"]
+
+
+class Stopped(Exception):
+    pass
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_a_stop_while_an_event_is_passed_on_waits_for_its_position(
+    platform: Platform, tmp_path
+) -> None:
+    """SIGTERM (or Ctrl-C) landing between printing an event and saving its position
+    would make the next run print it again."""
+    assert threading.current_thread() is threading.main_thread()  # signals reach it
+    await open_tickets(platform, ["east", "east"])
+    position_file, out = tmp_path / "east.position", []
+
+    def emit(envelope: dict) -> None:
+        out.append(envelope)
+        if len(out) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # delivered at once, mid-event
+
+    def stop(_signum: int, _frame: object) -> None:
+        raise Stopped
+
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        async with serve_app(create_app(platform)) as url:
+            with pytest.raises(Stopped):
+                await subscribe_http(
+                    url,
+                    region="east",
+                    types=[],
+                    from_beginning=True,
+                    position_file=position_file,
+                    emit=emit,
+                    headers=AUDITOR,
+                )
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert len(out) == 2 and position_file.read_text() == f"{out[1]['position']}\n"
 
 
 async def test_filter_by_type_and_start_from_now(platform: Platform) -> None:

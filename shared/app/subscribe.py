@@ -13,8 +13,10 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +72,25 @@ def save_position(path: Path | None, position: int) -> None:
     os.replace(tmp, path)  # atomic: a crash never leaves a half-written position
 
 
+@contextlib.contextmanager
+def stops_held() -> Iterator[None]:
+    """Ctrl-C or SIGTERM arriving while an event is passed on takes effect once its
+    position is saved: stopped between the two, the next run would pass it on again."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # (signals reach the main thread only)
+        return
+    caught: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    before = {s: signal.signal(s, lambda signum, _frame: caught.append(signum)) for s in held}
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+        if caught:
+            signal.raise_signal(caught[0])
+
+
 async def sse_events(
     client: httpx.AsyncClient, url: str, params: dict[str, Any], last_id: int | None
 ) -> AsyncIterator[tuple[int, dict[str, Any]]]:
@@ -122,9 +143,10 @@ async def subscribe_http(
                 async for pos, envelope in sse_events(
                     client, f"{base_url.rstrip('/')}/streams/events", params, position
                 ):
-                    emit(envelope)
+                    with stops_held():
+                        emit(envelope)
+                        save_position(position_file, pos)
                     position = pos
-                    save_position(position_file, pos)
                     emitted += 1
                     backoff = 0.5
                     if max_events is not None and emitted >= max_events:
