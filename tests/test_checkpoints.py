@@ -112,7 +112,7 @@ async def test_regional_readers_receive_the_checkpoints(platform: Platform) -> N
     for region, expected in (("east", [1, 2, 3, 4]), ("west", [3])):
         rows = await platform.db.read(lambda c, r=region: events_after(c, Reach(region=r), 0, 100))
         assert [r.position for r in rows] == expected and written.position == 3
-        streamed, _ = await read_after(platform, 0, region, [], 100)
+        streamed = (await read_after(platform, 0, region, [], 100)).found
         assert [e.position for e in streamed] == expected
 
 

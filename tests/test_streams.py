@@ -117,6 +117,24 @@ async def test_a_stop_while_an_event_is_passed_on_waits_for_its_position(
     assert len(out) == 2 and position_file.read_text() == f"{out[1]['position']}\n"
 
 
+async def test_a_filtered_stream_moves_past_what_it_read_without_a_match(
+    platform: Platform,
+) -> None:
+    """A center waiting for a rare type reads each event once, not every event since its
+    last match at every poll; what comes after is still found, and a full batch stops at
+    its last event."""
+    await open_tickets(platform, ["east", "west"])  # positions 1-4
+    rare = await read_after(platform, 0, None, ["LegalHoldPlaced"], 100)
+    assert (rare.found, rare.read_to) == ([], 4)
+    north = await read_after(platform, 0, "north", [], 100)
+    assert (north.found, north.read_to) == ([], 4)
+    (tid,) = await open_tickets(platform, ["north"], start=5)  # 5-6
+    later = await read_after(platform, rare.read_to, "north", ["TicketReceived"], 100)
+    assert [(e.stream_id, e.position) for e in later.found] == [(tid, 5)] and later.read_to == 6
+    full = await read_after(platform, 0, None, ["TicketReceived"], 2)
+    assert [e.position for e in full.found] == [1, 3] and full.read_to == 3
+
+
 async def test_filter_by_type_and_start_from_now(platform: Platform) -> None:
     await open_tickets(platform, ["east", "east"])
     async with serve_app(create_app(platform)) as url:
@@ -183,8 +201,8 @@ async def test_a_regions_stream_shows_a_customers_erasure_and_holds_as_its_own_i
     customers = ["LegalHoldPlaced", "CustomerDataErased"]
 
     async def seen(region: str) -> list[dict]:
-        found, _ = await read_after(platform, 0, region, customers, 100)
-        return [e.payload for e in found]
+        read = await read_after(platform, 0, region, customers, 100)
+        return [e.payload for e in read.found]
 
     # The text for the whole platform withheld, in the fields of the published schema.
     hold_only = {"customer_id": customer_id, "reason": "[withheld]"}

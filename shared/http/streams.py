@@ -14,12 +14,12 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Sequence
+from typing import Annotated, Any, NamedTuple
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Row, select
 
 from shared.app.platform import Platform
 from shared.eventstore.db import DatabaseUnavailable
@@ -123,11 +123,21 @@ def damaged_sse(damaged: UnreadableEvent) -> str:
     return f"event: ledger-damaged\ndata: {detail}\n\n"
 
 
+class StreamRead(NamedTuple):
+    found: list[EventEnvelope]
+    damaged: UnreadableEvent | None  # the first stored row that makes no event
+    read_to: int  # every event up to here was looked at (matching or not)
+
+
 async def read_after(
     platform: Platform, position: int, region: str | None, types: list[str], limit: int
-) -> tuple[list[EventEnvelope], UnreadableEvent | None]:
+) -> StreamRead:
     """The next events, up to the first stored row that makes no event (and that row's
-    error: the stream sends what comes before it, then says where it stops)."""
+    error: the stream sends what comes before it, then says where it stops). A filtered
+    stream reads up to the ledger's head as it was first read (every position up to a
+    visible one is visible), so one that finds no match moves on past what it read: one
+    waiting for a rare type reads each event once, not every one since its last match
+    at every poll."""
     query = (
         select(events).where(events.c.position > position).order_by(events.c.position).limit(limit)
     )
@@ -135,7 +145,13 @@ async def read_after(
         query = query.where(seen_by_region(region))
     if types:
         query = query.where(events.c.event_type.in_(types))
-    rows = await platform.db.read(lambda c: rows_tolerating_damage(c, query))
+
+    def read(c: Connection) -> tuple[int | None, Sequence[Row[Any]]]:
+        head = platform.store.last_position(c) if region or types else None
+        bounded = query if head is None else query.where(events.c.position <= head)
+        return head, rows_tolerating_damage(c, bounded)
+
+    head, rows = await platform.db.read(read)
     found: list[EventEnvelope] = []
     damaged: UnreadableEvent | None = None
     for row in rows:
@@ -146,7 +162,11 @@ async def read_after(
             break
     if region and any(e.stream_type == CUSTOMER_STREAM for e in found):
         found = await platform.db.read(lambda c: reduced_for_region(c, region, found))
-    return found, damaged
+    if head is not None and damaged is None and len(rows) < limit:
+        read_to = head
+    else:
+        read_to = found[-1].position if found else position
+    return StreamRead(found, damaged, read_to)
 
 
 # What a region's stream keeps of a customer's erasure or legal hold (it gets those of
@@ -249,13 +269,15 @@ async def stream_events(
                 yield end
                 return
             try:
-                found, damaged = await read_after(platform, position, region_filter, chosen, batch)
+                found, damaged, read_to = await read_after(
+                    platform, position, region_filter, chosen, batch
+                )
             except DatabaseUnavailable:
                 yield UNAVAILABLE_SSE
                 return
             for event in found:
                 yield format_sse(event, masked=masked)
-                position = event.position
+            position = max(position, read_to)
             if damaged is not None:
                 # The answer has started: the stream ends with an event saying why (the
                 # client's reconnect from its Last-Event-ID meets the same row).
