@@ -402,6 +402,31 @@ async def test_overdue_returns_are_recorded_exactly_once(
     assert await check_overdue_returns(platform) == 0
 
 
+async def test_a_return_settled_in_parts_counts_late_only_what_came_back_late(
+    platform: Platform,
+    clock: ManualClock,
+    intake: httpx.AsyncClient,
+    admin: httpx.AsyncClient,
+    clerk: httpx.AsyncClient,
+) -> None:
+    platform.settings.parts.old_part_return_days = 10
+    await build_network(admin)
+    ticket_id = await dispatched_ticket(intake, platform)
+    used = UsedPart(part_number=MOTOR, quantity=2, old_serial="OLD-8", under_warranty=True)
+    await repair_ticket(platform, ticket_id, [used])
+    await run_reactor(platform)
+    one = {"ticket_id": ticket_id, "part_number": MOTOR, "quantity": 1}
+    assert (await ok(await clerk.post("/returns", json=one), 201))["late"] is False
+    clock.advance(days=11)
+    # The rest of it, naming the serial the first part was booked under: still expected.
+    rest = await ok(await clerk.post("/returns", json={**one, "old_serial": "old-8"}), 201)
+    assert rest["late"] is True and rest["status"] == "returned"
+    again = await clerk.post("/returns", json={**one, "old_serial": "OLD-8"})
+    assert (again.status_code, again.json()["rule"]) == (409, "no_return_expected")
+    summary = (await ok(await clerk.get("/returns/summary")))["items"][0]
+    assert (summary["expected"], summary["returned"], summary["returned_late"]) == (2, 2, 1)
+
+
 async def consume_at(
     platform: Platform, clock: ManualClock, location: str, part: str, day: str, quantity: int
 ) -> None:

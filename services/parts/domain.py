@@ -1201,7 +1201,9 @@ def decide_old_part_return(command: RecordOldPartReturn, state: TicketState) -> 
             f"no return of {h.part_number} is outstanding for ticket {h.ticket_id}",
         )
     serial = old_serial_key(h.old_serial)
-    if serial and (normalise_part_number(h.part_number), serial) in state.returned_serials:
+    expects_it = old_serial_key(expected.old_serial) == serial  # (rest of a part-settled one)
+    returned = (normalise_part_number(h.part_number), serial) in state.returned_serials
+    if serial and returned and not expects_it:
         raise RuleViolation(
             "old_serial_not_expected",
             f"old serial {h.old_serial} of {h.part_number} was already returned for ticket "

@@ -302,6 +302,7 @@ def _expected_row(payload: OldPartReturnExpected, event: EventEnvelope) -> Row:
         "returned_at": None,
         "returned_location_id": None,
         "late": False,
+        "late_quantity": 0,
         "grade": None,
         "overdue_detected_at": None,
         "expected_at": event.occurred_at,
@@ -324,6 +325,7 @@ def _returned(rows: list[Row], payload: OldPartReturned, event: EventEnvelope) -
         "returned_at": event.occurred_at,
         "returned_location_id": payload.location_id,
         "late": row["late"] or payload.late,
+        "late_quantity": row["late_quantity"] + (payload.quantity if payload.late else 0),
         "grade": payload.grade.value if payload.grade else row["grade"],
     }
     return row

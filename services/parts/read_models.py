@@ -346,7 +346,7 @@ def returns_summary(conn: Connection, filters: ReturnFilters) -> list[Any]:
             t.service_point_id,
             func.coalesce(func.sum(t.quantity), 0).label("expected"),
             func.coalesce(func.sum(t.returned_quantity), 0).label("returned"),
-            total(t.late.is_(True), t.returned_quantity).label("returned_late"),
+            func.coalesce(func.sum(t.late_quantity), 0).label("returned_late"),
             total(t.status == "overdue", t.quantity - t.returned_quantity).label("overdue"),
         )
         .group_by(t.service_point_id)
