@@ -134,7 +134,7 @@ async def test_a_second_run_of_a_file_being_imported_is_refused(
     assert await other.acquire()
     summary, _ = await import_file(platform, kind, files[kind])
     assert summary.status == "busy"
-    assert "being imported by another process" in (summary.message or "")
+    assert "being imported by another run" in (summary.message or "")
     assert await position(platform) == summary.ledger_before
     checked, _ = await import_file(platform, kind, files[kind], dry_run=True)
     assert checked.status == "valid"  # a check writes nothing: it needs no turn
@@ -249,6 +249,7 @@ async def test_impossible_histories_are_row_errors_and_nothing_is_written(
         good_row(14, cost_amount="1.234"),  # the API's rule: to the fen
         good_row(15, cost_amount="100000000"),  # and at most 10 million
         good_row(16, purchase_date="0001-01-01"),  # a typo: a year 1 overflowed the clocks
+        good_row(17, diagnosed_at="2025-10-06T11:00:00+08:99"),  # read as +09:39 it would pass
     ]
     path = ticket_file(tmp_path / "tickets.csv", rows)
     before = await position(platform)
@@ -256,7 +257,7 @@ async def test_impossible_histories_are_row_errors_and_nothing_is_written(
     assert summary.status == "refused"
     assert await position(platform) == before
     # Row 1 was valid: refused with the file, it is not reported imported.
-    assert (summary.tally.imported, summary.tally.events, summary.tally.invalid) == (0, 0, 14)
+    assert (summary.tally.imported, summary.tally.events, summary.tally.invalid) == (0, 0, 15)
     found = {(line, field) for line, field, _ in problems(sink)}
     assert {
         (3, "repaired_at"),
@@ -273,6 +274,7 @@ async def test_impossible_histories_are_row_errors_and_nothing_is_written(
         (15, "cost_amount"),
         (16, "cost_amount"),
         (17, "purchase_date"),
+        (18, "diagnosed_at"),
     } <= found, problems(sink)
     texts = {(line, field): text for line, field, text in problems(sink)}
     assert texts[(3, "repaired_at")].startswith("before ")
@@ -284,7 +286,7 @@ async def test_impossible_histories_are_row_errors_and_nothing_is_written(
 
     summary, sink = await import_file(platform, "tickets", path, skip_invalid=True)
     assert summary.status == "imported"
-    assert summary.tally.imported == 2 and summary.tally.invalid == 14
+    assert summary.tally.imported == 2 and summary.tally.invalid == 15
     assert await count(platform, ticket_state) == 2
 
 

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from shared.app.cli import main
+from shared.app.importing import commit
 from shared.eventstore.migrations import upgrade
 from tests.support.history import write_history
 
@@ -55,6 +61,9 @@ def test_import_prints_a_summary_progress_and_a_report(
         main(["import", "technicians", str(tmp_path / "nowhere" / "t.csv")])
     assert exit_.value.code == 2
     assert f"{tmp_path / 'nowhere' / 't.csv'}: no such file" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["import", "technicians", str(tmp_path)])
+    assert f"{tmp_path}: a directory, not a file" in capsys.readouterr().err
 
     # The report is opened in a spreadsheet: a field named like a formula stays text.
     hostile = tmp_path / "technicians.jsonl"
@@ -109,3 +118,39 @@ def test_export_kind_writes_the_import_format(
     )
     first = json.loads(lines.read_text().splitlines()[0])
     assert first["id"] == "hq" and first["level"] == "headquarters"
+
+
+def test_sigterm_stops_an_import_with_the_batch_being_written_counted(
+    data_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`timeout`, systemd, Kubernetes: exit 143, and the summary says what the ledger
+    holds — the batch the database was writing when the signal came is in it."""
+    assert threading.current_thread() is threading.main_thread()  # signals reach it
+    files = write_history(tmp_path / "files", 60)
+    for kind in ("service_points", "technicians", "parts", "locations", "stock", "usage"):
+        assert main(["import", kind, str(files[kind]), "--quiet"]) == 0
+    capsys.readouterr()
+    original, calls = commit.Committer.commit_batch, []
+
+    def signalled_while_writing_the_second(self: commit.Committer, *args: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.3)  # the cancellation reaches the import while this batch commits
+        return original(self, *args)
+
+    monkeypatch.setattr(commit.Committer, "commit_batch", signalled_while_writing_the_second)
+    tickets = str(files["tickets"])
+    assert main(["import", "tickets", tickets, "--quiet", "--batch-size", "10"]) == 143
+    out, err = capsys.readouterr()
+    summary = json.loads(out)
+    assert summary["status"] == "interrupted" and "ticketline: terminated" in err
+    assert summary["imported"] == 20 and len(calls) == 2
+    written = summary["ledger_position"]["after"] - summary["ledger_position"]["before"]
+    assert summary["events"] == written
+    monkeypatch.setattr(commit.Committer, "commit_batch", original)
+    assert main(["import", "tickets", tickets, "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out)["imported"] == 40  # resumed after the 20

@@ -120,6 +120,7 @@ async def test_an_upload_of_a_file_being_imported_is_a_conflict(
         )
         assert busy.status_code == 409, busy.text
         assert busy.json()["type"].endswith("import-busy")
+        assert busy.json()["rule"] == "import_busy"  # as every 409 names its rule
         assert busy.json()["summary"]["status"] == "busy"
         await other.release()
         done = await dispatch.post(
@@ -250,6 +251,28 @@ async def test_an_upload_of_no_known_type_is_read_by_its_first_byte(platform: Pl
             )
             assert response.status_code == 200, response.text
             assert response.json()["summary"]["format"] == "jsonl"
+
+
+async def test_an_uploads_charset_is_its_encoding_and_rows_of_empty_cells_are_blank(
+    platform: Platform,
+) -> None:
+    """A Western-European file says so in its Content-Type (it would be read as GB18030:
+    `Müller` as `M黮ler`); the rows a spreadsheet leaves of cleared cells are no rows."""
+    body = "id,name,level\nhq,Zentrale Müller,headquarters\n,,\n,,,,\n".encode("cp1252")
+    async with service_client("dispatch", platform, role="admin") as dispatch:
+        response = await dispatch.post(
+            "/imports/service-points",
+            content=body,
+            headers={"content-type": "text/csv; charset=windows-1252"},
+        )
+        assert response.status_code == 200, response.text
+        summary = response.json()["summary"]
+        assert (summary["encoding"], summary["rows"], summary["imported"]) == ("cp1252", 1, 1)
+        hq = await dispatch.get("/service-points/hq")
+        assert hq.json()["name"] == "Zentrale Müller"
+        utf8 = {"content-type": "text/csv; charset=utf-8"}
+        refused = await dispatch.post("/imports/service-points", content=body, headers=utf8)
+        assert refused.status_code == 422 and "?encoding=" in refused.json()["detail"]
 
 
 async def test_a_huge_csv_cell_is_its_rows_problem(platform: Platform) -> None:

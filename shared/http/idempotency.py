@@ -201,7 +201,12 @@ async def run_idempotent(
                 return _replay(*found)
             if _TABLE not in str(exc.orig):
                 raise  # another constraint than the key's: no retry settles it
-    raise ProblemError(409, "idempotency-conflict", "Could not settle the Idempotency-Key; retry")
+    raise ProblemError(
+        409,
+        "idempotency-conflict",
+        "Could not settle the Idempotency-Key; retry",
+        rule="idempotency_conflict",
+    )
 
 
 def forget_answers_before(conn: Connection, before: datetime, limit: int) -> int:

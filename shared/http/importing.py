@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Sequence
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -103,19 +104,25 @@ def _route(router: APIRouter, kind: Kind) -> None:
         platform: Platform = Depends(get_platform),
     ) -> JSONResponse:
         every_region(principal, "an import")
+        media_type, charset = _content_type(request.headers.get("content-type", ""))
         options = {
             "dry_run": dry_run,
             "skip_invalid": skip_invalid,
-            "encoding": encoding,
+            "encoding": encoding or charset,
             "timezone": timezone,
         }
         with tempfile.TemporaryDirectory(prefix="ticketline-upload-") as tmp:
             path = Path(tmp) / "upload"
             await _spool(request, path)
-            fmt = format or _FORMATS.get(
-                request.headers.get("content-type", "").split(";")[0].strip()
-            )
+            fmt = format or _FORMATS.get(media_type)
             return await _import(platform, kind, principal, path, fmt, options)
+
+
+def _content_type(header: str) -> tuple[str, str | None]:
+    """The media type and its ``charset`` parameter (``text/csv; charset=gbk``)."""
+    message = EmailMessage()
+    message["content-type"] = header
+    return message.get_content_type(), message.get_param("charset")  # type: ignore[return-value]
 
 
 async def _spool(request: Request, path: Path) -> None:
@@ -159,8 +166,20 @@ async def _import(
         )
     if summary.status == "busy":
         raise ProblemError(
-            409, "import-busy", "The file is being imported", summary.message, **body
+            409,
+            "import-busy",
+            "The file is being imported",
+            summary.message,
+            rule="import_busy",
+            **body,
         )
     if summary.status == "interrupted":
-        raise ProblemError(409, "import-interrupted", "The import stopped", summary.message, **body)
+        raise ProblemError(
+            409,
+            "import-interrupted",
+            "The import stopped",
+            summary.message,
+            rule="import_interrupted",
+            **body,
+        )
     return JSONResponse(body)

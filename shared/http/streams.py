@@ -77,6 +77,7 @@ async def start_after(platform: Platform, resume_after: int | None, asked: int |
             "The position is past the ledger's end",
             f"position {start} is {message} (another deployment's, or one restored from an "
             f"older backup): resume from {head} to follow new events, or from 0",
+            rule="position_ahead",
             errors=[{"field": field, "message": message}],
         )
     return start

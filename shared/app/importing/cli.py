@@ -7,9 +7,12 @@ import asyncio
 import getpass
 import json
 import os
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from shared.app.config import Settings, refuse_output_path
 from shared.app.importing.catalog import find_kind
@@ -51,6 +54,8 @@ def _checked(check: Callable[[str], object]) -> Callable[[str], str]:
 
 def _input_file(value: str) -> str:
     """The file to import, refused before anything else reads or writes beside it."""
+    if Path(value).is_dir():
+        raise argparse.ArgumentTypeError(f"{value}: a directory, not a file")
     if not Path(value).is_file():
         raise argparse.ArgumentTypeError(f"{value}: no such file")
     return value
@@ -147,12 +152,38 @@ async def _import(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if summary.status in ("imported", "valid") else 1
 
 
+async def _cancelled_on_sigterm(work: Coroutine[Any, Any, int]) -> int:
+    """SIGTERM stops the import as Ctrl-C does (asyncio cancels it): the batch the
+    database is writing then is counted before it stops, so the summary says what the
+    ledger holds — raised where the signal lands, the exception left it uncounted."""
+    from shared.app.cli import Terminated
+
+    if threading.current_thread() is not threading.main_thread():
+        return await work  # (signals reach the main thread only)
+    loop, task, asked = asyncio.get_running_loop(), asyncio.current_task(), []
+    assert task is not None
+
+    def stop() -> None:
+        asked.append(signal.SIGTERM)
+        task.cancel()
+
+    loop.add_signal_handler(signal.SIGTERM, stop)
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if asked:
+            raise Terminated() from None
+        raise
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
 def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     try:
-        return asyncio.run(_import(settings, args))
-    except KeyboardInterrupt:
+        return asyncio.run(_cancelled_on_sigterm(_import(settings, args)))
+    except KeyboardInterrupt:  # Ctrl-C (130), or SIGTERM (Terminated: 143)
         print("interrupted: run the same import again to resume", file=sys.stderr)
-        return 130
+        raise
 
 
 async def _export(settings: Settings, args: argparse.Namespace) -> int:

@@ -233,7 +233,7 @@ async def _sole_import(platform: Platform, kind: Kind, source: Source) -> AsyncI
     )
     if not await lease.acquire():
         raise Busy(
-            "this file is being imported by another process: wait for it to finish (a run "
+            "this file is being imported by another run: wait for it to finish (a run "
             "that was killed gives its turn up at once on SQLite, within "
             f"{IMPORT_LEASE_SECONDS:g} s on PostgreSQL), then run it again to resume or "
             "check it"

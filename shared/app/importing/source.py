@@ -30,6 +30,7 @@ CHUNK = 1 << 20
 # UTF-8 (strict, and far more likely to fail on non-UTF-8 input) goes first.
 DETECTED = ("utf-8", "gb18030")
 FORMATS = ("csv", "jsonl")
+_ENCODING_OPTION = "encoding (--encoding; uploaded: ?encoding= or the Content-Type's charset)"
 # A cell is read whole up to 64 MiB, so that one too long for its column is that row's
 # problem (as in JSON Lines), not a refusal of the file; beyond it the file is refused.
 csv.field_size_limit(1 << 26)
@@ -123,7 +124,7 @@ def _encoding_of(path: Path, given: str | None) -> tuple[str, str, int]:
         name = text_encoding(given)
         digest, lines = _scan(path, name)
         if digest is None:
-            raise Refusal(f"line {lines}: not valid {given} (give the file's --encoding)")
+            raise Refusal(f"line {lines}: not valid {given} (give the file's {_ENCODING_OPTION})")
         return _bom_aware(path, name), digest, lines
     failed: list[int] = []
     for candidate in DETECTED:
@@ -135,7 +136,7 @@ def _encoding_of(path: Path, given: str | None) -> tuple[str, str, int]:
     # decodes in neither; UTF-8 may stop earlier, at a line that is good GB18030.
     raise Refusal(
         f"line {failed[-1]}: the file is neither UTF-8 (from line {failed[0]}) nor GB18030; "
-        "give its --encoding (e.g. gbk, big5, latin-1)"
+        f"give its {_ENCODING_OPTION} (e.g. gbk, big5, cp1252)"
     )
 
 
@@ -194,7 +195,7 @@ def _header(source: Source, columns: Sequence[Column]) -> tuple[str, ...]:
 
 
 def read_rows(source: Source, columns: Sequence[Column]) -> Iterator[RawRow]:
-    """Every record of the file, in order (blank lines skipped)."""
+    """Every record of the file, in order (blank lines and rows of empty cells skipped)."""
     if source.format == "csv":
         return _csv_rows(source)
     return _jsonl_rows(source, {c.name for c in columns})
@@ -215,8 +216,8 @@ def _csv_rows(source: Source) -> Iterator[RawRow]:
             except csv.Error as exc:
                 raise Refusal(f"line {start}: {exc}") from None
             line = reader.line_num
-            if not values or (len(values) == 1 and not values[0].strip()):
-                continue
+            if not any(v.strip() for v in values):
+                continue  # blank, or every cell empty: what spreadsheets leave of cleared rows
             if len(values) != len(header):
                 problem = Problem(start, "(row)", f"{len(values)} values for {len(header)} columns")
                 yield RawRow(start, None, (problem,))
