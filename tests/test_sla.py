@@ -773,6 +773,17 @@ async def test_rebuild_gives_identical_clocks_and_what_if_writes_nothing(
         del os.environ["DATABASE_URL"]
     assert await ledger_head(platform) == head
 
+    # As they stood at `at`: a diagnosis recorded since (it gives a resolution deadline)
+    # is not there yet at an earlier instant.
+    diagnosis = {"category": "wear", "complexity": "simple", "resolution_path": "on_site"}
+    await ok(await intake.post(f"/tickets/{west}/diagnosis", json=diagnosis))
+    saturday = await ok(
+        await admin.post("/sla/what-if", json={**body, "at": "2026-11-21T00:00:00Z"})
+    )
+    assert sum(saturday["total"]["current"]["resolution"].values()) == 0
+    today = await ok(await admin.post("/sla/what-if", json=body))
+    assert sum(today["total"]["current"]["resolution"].values()) == 1
+
 
 async def test_a_dispatch_after_a_reopen_does_not_move_the_deadline_the_first_repair_met(
     platform: Platform, admin: httpx.AsyncClient, life: Lifecycle, clock: ManualClock

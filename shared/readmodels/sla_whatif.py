@@ -170,7 +170,10 @@ def what_if(
     groups: dict[tuple[str, str | None], tuple[Tally, Tally]] = {}
     total = (Tally(), Tally())
     for ticket_id in tickets:
-        state = TICKETS.fold(ticket_id, reader.store.read_stream(reader.conn, ticket_id))
+        # As it stood at ``at``: what was recorded later (a diagnosis, a repair, a
+        # re-evaluation) had not happened yet for the clocks then.
+        found_by_then = reader.store.read_stream(reader.conn, ticket_id, recorded_until=at)
+        state = TICKETS.fold(ticket_id, found_by_then)
         if state.received_at is None or state.received_at > at:  # not there yet at ``at``
             continue
         point = state.dispatch.service_point_id if state.dispatch else None
