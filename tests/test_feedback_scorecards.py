@@ -192,9 +192,9 @@ async def test_a_technicians_visits_count_for_them_after_the_ticket_moved_on(
     platform: Platform,
     clock: ManualClock,
 ) -> None:
-    """Timeliness and parts usage are of the visits and repairs a technician made: tech-1's
-    late visit and repair count for tech-1 after the reopened ticket went to tech-2 (they
-    counted for no one); first-time fix and the rating stay the last technician's."""
+    """A technician's measures are of the work they did: tech-1's late visit, its first
+    repair that did not fix it and the dissatisfied follow-up of that repair count for
+    tech-1 after the reopened ticket went to tech-2 — not against tech-2, who fixed it."""
     a = await life.open()
     await life.diagnose(a)
     await life.dispatch(a, window_hours=4)
@@ -209,13 +209,22 @@ async def test_a_technicians_visits_count_for_them_after_the_ticket_moved_on(
     data = (await auditor.get("/scorecards", params={"month": "2026-11"})).json()
     measures = {t["subject"]: t["measures"] for t in data["technicians"]}
     assert measures["tech-1"] == {
-        "first_time_fix": None,  # no ticket of its own any more
+        "first_time_fix": 0.0,  # its first repair was reopened
         "timeliness": 0.0,
         "parts_usage": 100.0,
-        "customer_rating": None,
+        "customer_rating": 40.0,  # the follow-up of its repair
     }
-    assert measures["tech-2"]["timeliness"] == 100.0
-    assert measures["tech-2"]["customer_rating"] == 40.0
+    assert measures["tech-2"] == {
+        "first_time_fix": None,  # made no first repair
+        "timeliness": 100.0,
+        "parts_usage": 100.0,
+        "customer_rating": None,  # its repair not followed up yet
+    }
+    await follow_up(feedback, a, 95)
+    await project_feedback(platform)
+    data = (await auditor.get("/scorecards", params={"month": "2026-11"})).json()
+    rated = {t["subject"]: t["measures"]["customer_rating"] for t in data["technicians"]}
+    assert rated == {"tech-1": 40.0, "tech-2": 95.0}
 
 
 async def test_a_diagnosis_edited_into_no_category_is_named_not_a_crash(

@@ -105,10 +105,18 @@ async def test_staff_counts_are_filled_from_the_rows_facts(database_url: str) ->
             {"technician_id": f"t-{(n + k) % 3}", "on_time": (n + k) % 2 == 0} for k in range(n % 4)
         ]
         repairs = [
-            {"technician_id": f"t-{(n + k) % 3}" if k else None, "parts_as_expected": k % 2 == 1}
+            {
+                "event_id": f"r-{n}-{k}",
+                "technician_id": f"t-{(n + k) % 3}" if k or n % 2 else None,
+                "parts_as_expected": k % 2 == 1,
+            }
             for k in range(n % 3)
         ]
-        follow_ups = [{"score": 40 + 7 * k + n, "would_recommend": k} for k in range(n % 3)]
+        follow_ups = [
+            {"score": 40 + 7 * k + n, "would_recommend": k, "repair_event_id": f"r-{n}-{k}"}
+            for k in range(n % 3)
+        ]
+        first_time_fix = ("true", "false", "pending")[n % 3]
         facts = {
             "complaints": [],
             "corrections": [f"c{k}" for k in range(n % 2)],
@@ -129,6 +137,7 @@ async def test_staff_counts_are_filled_from_the_rows_facts(database_url: str) ->
                 "technician_id": tech,
                 "status": "closed",
                 **dict.fromkeys(TALLY_COLUMNS, "true"),
+                "first_time_fix": first_time_fix,
                 "checklist": "{}",
                 "facts": json.dumps(facts, separators=(",", ":"), sort_keys=True),
                 "version": 1,
@@ -151,11 +160,20 @@ async def test_staff_counts_are_filled_from_the_rows_facts(database_url: str) ->
         for tech_of_work in {w["technician_id"] for w in [*visits, *repairs]} - {None}:
             its_visits = [v for v in visits if v["technician_id"] == tech_of_work]
             its_repairs = [r for r in repairs if r["technician_id"] == tech_of_work]
+            # 0407: the first repair's first-time fix, the follow-ups of its repairs.
+            first = bool(repairs) and repairs[0]["technician_id"] == tech_of_work
+            decided = first and first_time_fix in ("true", "false")
+            made = {r["event_id"] for r in its_repairs}
+            rated = [f["score"] for f in follow_ups if f["repair_event_id"] in made]
             work[(ticket_id, tech_of_work)] = (
                 len(its_visits),
                 sum(1 for v in its_visits if v["on_time"]),
                 len(its_repairs),
                 sum(1 for r in its_repairs if r["parts_as_expected"]),
+                int(decided),
+                int(decided and first_time_fix == "true"),
+                len(rated),
+                sum(rated),
             )
     assert any(e["technician_visits"] for e in expected.values())
     db = Database(database_url)
@@ -175,6 +193,7 @@ async def test_staff_counts_are_filled_from_the_rows_facts(database_url: str) ->
         ticket_id: {"ticket_id": ticket_id, **counts} for ticket_id, counts in expected.items()
     }
     assert {(r[0], r[1]): tuple(r[2:]) for r in found_work} == work
+    assert any(w[4] for w in work.values()) and any(w[6] for w in work.values())
 
 
 def test_every_revision_id_fits_alembic_version() -> None:

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import Connection, Table
 
-from services.feedback.compliance import ITEMS, checklist, compliant, first_time_fix
+from services.feedback.compliance import FALSE, ITEMS, TRUE, checklist, compliant, first_time_fix
 from services.feedback.facts import Facts, deadlines_of, facts_of, month_of, needs_clock
 from services.feedback.tables import (
     TECHNICIAN_WORK,
@@ -134,7 +134,8 @@ def repair_rows(f: Facts) -> list[Row]:
 
 
 def technician_work_rows(f: Facts) -> list[Row]:
-    """Per technician who visited or repaired the ticket: their visits and repairs."""
+    """Per technician who visited or repaired the ticket: their visits and repairs, the
+    first-time fix of their first repair, the follow-ups of their repairs."""
     work: dict[str, dict[str, int]] = {}
 
     def of(technician: str) -> dict[str, int]:
@@ -150,6 +151,19 @@ def technician_work_rows(f: Facts) -> list[Row]:
             counts = of(r.technician_id)
             counts["repairs"] += 1
             counts["repairs_as_expected"] += r.parts_as_expected
+    # First-time fix is the first repair's (a reopen counts against who made it, not who
+    # fixed it later); a follow-up's score the repair's it followed up.
+    ftf = first_time_fix(f).status
+    if f.repairs and f.repairs[0].technician_id and ftf in (TRUE, FALSE):
+        counts = of(f.repairs[0].technician_id)
+        counts["first_repairs_decided"] += 1
+        counts["first_time_fixes"] += ftf == TRUE
+    repaired_by = {r.event_id: r.technician_id for r in f.repairs}
+    for x in f.follow_ups:
+        if technician := repaired_by.get(x.repair_event_id or ""):
+            counts = of(technician)
+            counts["ratings"] += 1
+            counts["rating_total"] += x.score
     return [
         {
             "ticket_id": f.ticket_id,

@@ -631,12 +631,17 @@ def staff_totals(
 
 
 # The ticket row's counts of its last dispatched technician, replaced by every
-# technician's own work (``technician_work``): the same measures, credited to who did it.
+# technician's own work (``technician_work``): the same measures, credited to who did it
+# (first-time fix to the first repair's, a follow-up's score to the repair's it followed).
 WORK_SUMS = {
     "technician_visits": "visits",
     "technician_visits_on_time": "visits_on_time",
     "technician_repairs": "repairs",
     "technician_repairs_as_expected": "repairs_as_expected",
+    "first_repairs_decided": "first_repairs_decided",
+    "first_time_fixes": "first_time_fixes",
+    "follow_up_count": "ratings",
+    "follow_up_score_total": "rating_total",
 }
 
 
@@ -663,13 +668,14 @@ def technician_totals(
 
 
 def technician_measures(c: StaffTotals) -> dict[str, float | None]:
-    """first-time fix = % of decided tickets fixed at the first repair and visit, never
-    reopened; timeliness = % of the technician's visits that arrived by the appointment's
-    end; parts usage = % of the technician's repairs that used only parts the diagnosis
-    expected; customer rating = average follow-up satisfaction score."""
+    """first-time fix = % of the tickets whose first repair they made (decided ones) fixed
+    then, at the first visit, never reopened; timeliness = % of the technician's visits
+    that arrived by the appointment's end; parts usage = % of the technician's repairs
+    that used only parts the diagnosis expected; customer rating = average satisfaction
+    score of the follow-ups of their repairs."""
     sums = c.sums
     return {  # exact: the KPI score is made from them (``_kpi`` rounds what it shows)
-        "first_time_fix": _rate(c.verdicts[TRUE], _decided(c.verdicts), None),
+        "first_time_fix": _rate(sums["first_time_fixes"], sums["first_repairs_decided"], None),
         "timeliness": _rate(sums["technician_visits_on_time"], sums["technician_visits"], None),
         "parts_usage": _rate(
             sums["technician_repairs_as_expected"], sums["technician_repairs"], None
@@ -681,7 +687,7 @@ def technician_measures(c: StaffTotals) -> dict[str, float | None]:
 def technician_kpis(
     conn: Connection, filters: ComplianceFilters, s: FeedbackSettings
 ) -> list[dict[str, Any]]:
-    """Over the month's tickets last dispatched to each technician."""
+    """Over the month's tickets each technician worked (``technician_totals``)."""
     weights = {
         "first_time_fix": s.technician_weight_first_time_fix,
         "timeliness": s.technician_weight_timeliness,

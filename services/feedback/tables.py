@@ -148,7 +148,18 @@ follow_ups = Table(
 # ticket's month, region and service point, rewritten with its row). A technician's
 # timeliness and parts usage count every visit and repair they made, also on a ticket
 # re-dispatched to someone else since (migration 0406).
-TECHNICIAN_WORK = ("visits", "visits_on_time", "repairs", "repairs_as_expected")
+TECHNICIAN_WORK = (
+    "visits",
+    "visits_on_time",
+    "repairs",
+    "repairs_as_expected",
+    # Their first repair of the ticket decided (first-time fix true or false), and fixed;
+    # the follow-ups of their repairs, and the scores' total (migration 0407).
+    "first_repairs_decided",
+    "first_time_fixes",
+    "ratings",
+    "rating_total",
+)
 technician_work = Table(
     "feedback_technician_work",
     metadata,
