@@ -122,16 +122,35 @@ def _iso_month(value: str) -> str:
 _YEAR = "([0-9]{3}[1-9]|[0-9]{2}[1-9][0-9]|[0-9][1-9][0-9]{2}|[1-9][0-9]{3})"
 # ``2026-W47``: ASCII digits (a regex ``\d`` also matches other scripts' digits), a week
 # that exists in that year, and whose following Monday is still a date.
+_WEEK_PATTERN = rf"^{_YEAR}-W(0[1-9]|[1-4][0-9]|5[0-3])$"
+_MONTH_PATTERN = rf"^{_YEAR}-(0[1-9]|1[0-2])$"
+
+
+def _spelled(pattern: str, said: str) -> BeforeValidator:
+    """The published pattern's check, saying what is expected in words (pydantic's own
+    message quotes the regular expression)."""
+    compiled = re.compile(pattern)
+
+    def check(value: object) -> object:
+        if isinstance(value, str) and not compiled.fullmatch(value):
+            raise ValueError(f"{said}, not {value[:40]!r}")
+        return value
+
+    return BeforeValidator(check)
+
+
 IsoWeek = Annotated[
     str,
-    StringConstraints(pattern=rf"^{_YEAR}-W(0[1-9]|[1-4][0-9]|5[0-3])$"),
+    StringConstraints(pattern=_WEEK_PATTERN),
     AfterValidator(_iso_week),
+    _spelled(_WEEK_PATTERN, "an ISO week as YYYY-Www (2026-W47; weeks 01-53)"),
 ]
 # ``2026-11`` (UTC calendar month).
 IsoMonth = Annotated[
     str,
-    StringConstraints(pattern=rf"^{_YEAR}-(0[1-9]|1[0-2])$"),
+    StringConstraints(pattern=_MONTH_PATTERN),
     AfterValidator(_iso_month),
+    _spelled(_MONTH_PATTERN, "a month as YYYY-MM (2026-11; months 01-12)"),
 ]
 
 
