@@ -248,6 +248,9 @@ async def test_diagnosis_sets_resolution_deadline_and_rules(intake: httpx.AsyncC
         f"/tickets/{tid}/diagnosis", json=diagnosis, headers={"If-Match": '"0"'}
     )
     assert stale.status_code == 409 and stale.json()["rule"] == "expected_version"
+    said = stale.json()
+    assert (said["expected_version"], said["current_version"]) == (0, 1)
+    assert said["detail"].startswith("it is at version 1, not 0")  # no internal stream id
     # An unknown ticket is its 404 whatever version the caller believes it read.
     unknown = await intake.post(
         f"/tickets/{uuid.uuid4()}/diagnosis", json=diagnosis, headers={"If-Match": '"3"'}

@@ -255,13 +255,17 @@ async def _domain(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _conflict(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ConcurrencyError)
+    now = "has moved on" if exc.actual is None else f"is at version {exc.actual}"
     return problem_response(
         request,
         409,
         "version-conflict",
         "The resource changed since you read it",
-        str(exc),
+        f"it {now}, not {exc.expected}: read it again (its ETag) and decide again",
         rule="expected_version",
+        expected_version=exc.expected,
+        current_version=exc.actual,
     )
 
 
