@@ -470,9 +470,14 @@ def decide_adjust_stock(command: AdjustStock, level: StockLevel) -> list[EventPa
     if c.delta == 0:
         raise InvalidCommand("delta", "an adjustment must change the stock")
     if level.on_hand + c.delta < level.reserved:
+        below = (
+            "below zero: stock cannot be negative"
+            if level.on_hand + c.delta < 0
+            else f"below the {level.reserved} reserved"
+        )
         raise RuleViolation(
             "stock_below_reserved",
-            f"on hand would be {level.on_hand + c.delta}, below the {level.reserved} reserved",
+            f"on hand would be {level.on_hand + c.delta} ({level.on_hand} {c.delta:+d}), {below}",
         )
     return [
         StockAdjusted(
@@ -932,7 +937,8 @@ def decide_return_unused(command: ReturnUnused, state: RequisitionState) -> Deci
         )
     q = state.outstanding if command.quantity is None else command.quantity
     if q > state.outstanding:
-        raise InvalidCommand("quantity", f"only {state.outstanding} issued parts are outstanding")
+        parts = "part is" if state.outstanding == 1 else "parts are"
+        raise InvalidCommand("quantity", f"only {state.outstanding} issued {parts} outstanding")
     level = command.source
     back = StockReturned(
         location_id=level.location_id, part_number=level.part_number, quantity=q, **_ref(state)
@@ -1198,7 +1204,9 @@ def decide_old_part_return(command: RecordOldPartReturn, state: TicketState) -> 
     if expected is None:
         raise RuleViolation(
             "no_return_expected",
-            f"no return of {h.part_number} is outstanding for ticket {h.ticket_id}",
+            f"no return of {h.part_number} is outstanding for ticket {h.ticket_id} (a "
+            "repair's returns are expected moments after it: GET /returns?ticket_id= lists "
+            "them, retry then)",
         )
     serial = old_serial_key(h.old_serial)
     expects_it = old_serial_key(expected.old_serial) == serial  # (rest of a part-settled one)
