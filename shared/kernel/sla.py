@@ -602,7 +602,8 @@ def segments(state: TicketState, at: datetime) -> tuple[Segment, ...]:
         if until is None:
             return tuple(out)
         cursor = until
-    out.append(Segment("running", cursor, repaired))
+    if repaired is None or cursor < repaired or not out:  # (a repair that ended a pause
+        out.append(Segment("running", cursor, repaired))  # leaves no running moment after)
     return tuple(out)
 
 

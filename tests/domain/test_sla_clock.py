@@ -446,7 +446,8 @@ def test_a_repair_ends_a_pause() -> None:
     )
     assert not state.sla_paused
     clock = sla_clock(state, TERMS, local(2026, 11, 26, 10))
-    assert clock.segments[-2].ended_by == "repaired"
+    last = clock.segments[-1]  # the clock stopped paused: no running moment after it
+    assert (last.state, last.end, last.ended_by) == ("paused", local(2026, 11, 25, 10), "repaired")
     resolution = clock.deadline("resolution")
     assert resolution is not None and resolution.status == "met"
     assert TicketDiagnosed  # the diagnosis above is the factory's
