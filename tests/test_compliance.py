@@ -611,3 +611,16 @@ def test_report_csv_cells_that_start_like_formulas_stay_text() -> None:
 
     text = csv_text([['=HYPERLINK("http://x","y")', "+1", "@A1", "T-1", -50.0, 3]])
     assert text == '"\'=HYPERLINK(""http://x"",""y"")",\'+1,\'@A1,T-1,-50.0,3\n'
+
+
+def test_a_rate_is_never_shown_as_100_or_0_when_it_is_not() -> None:
+    """Two non-compliant tickets in 100,000 are not 100.0 (a 100 % target looks met)."""
+    from services.feedback.read_models import _rate
+
+    assert [_rate(99_998, 100_000), _rate(2, 100_000), _rate(5, 5), _rate(0, 5)] == [
+        99.99,
+        0.01,
+        100.0,
+        0.0,
+    ]
+    assert (_rate(2, 3), _rate(99_998, 100_000, None)) == (66.67, 99.998)

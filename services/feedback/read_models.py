@@ -210,11 +210,19 @@ def ticket_csv_header() -> list[str]:
 
 
 def _rate(numerator: int, denominator: int, digits: int | None = 2) -> float | None:
-    """A percentage, rounded to ``digits`` (None: exact, for a figure made from it)."""
+    """A percentage, rounded to ``digits`` (None: exact, for a figure made from it) — never
+    to 100 or 0 when it is not: 2 non-compliant tickets in 100,000 show as 99.99, not as
+    the 100 a target of 100 % asks for."""
     if not denominator:
         return None
     rate = 100.0 * numerator / denominator
-    return rate if digits is None else rounded(rate, digits)
+    if digits is None:
+        return rate
+    shown = rounded(rate, digits)
+    if not 0 < numerator < denominator:  # (NPS passes a difference: it may be negative)
+        return shown
+    step = 10.0**-digits
+    return min(max(shown, step), 100.0 - step)
 
 
 def _mean(total: int, count: int, digits: int | None = 2) -> float | None:
