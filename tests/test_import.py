@@ -437,6 +437,13 @@ async def test_json_lines_and_times_without_an_offset(platform: Platform, tmp_pa
     assert [(line, field, text) for line, field, text in problems(sink)] == [
         (1, "registered_at", "in the future")
     ]
+    # A local time the clocks skipped (New York, 2025-03-09 02:00 → 03:00): no moment.
+    later.write_text(later.read_text().replace("2999-01-01T00:00:00Z", "2025-03-09T02:30:00"))
+    summary, sink = await import_file(
+        platform, "service_points", later, timezone="America/New_York"
+    )
+    ((line, field, text),) = problems(sink)
+    assert (line, field) == (1, "registered_at") and "never happened in America/New_York" in text
     registered = await platform.db.read(
         lambda c: c.execute(
             select(events.c.occurred_at).where(events.c.stream_id == "hq")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -206,7 +206,14 @@ class Fields:
                 "a time needs its UTC offset (e.g. 2025-03-01T09:30:00+08:00 or …Z), "
                 "or import with --timezone",
             )
-        return value.replace(tzinfo=self.zone)
+        local = value.replace(tzinfo=self.zone)
+        if local.astimezone(UTC).astimezone(self.zone).replace(tzinfo=None) != value:
+            return self.problem(  # a clock moved forward past it: a typo, or another zone
+                column,
+                f"{value.isoformat()} never happened in {self.zone.key} (the clocks moved "
+                "forward over it): give the time with its UTC offset",
+            )
+        return local
 
     def timezone(self, column: str, *, required: bool = False) -> str | None:
         name = self.text(column, required=required, max_length=64)
