@@ -282,6 +282,7 @@ async def test_impossible_histories_are_row_errors_and_nothing_is_written(
     assert "visit_required" in texts[(5, "repaired_at")]
     assert "given twice: also on line 2" in texts[(9, "ticket_number")]
     assert "control character (U+001B)" in texts[(12, "customer_name")]
+    assert texts[(8, "purchase_date")].endswith("(day is out of range for month)")
     assert any(line == 11 for line, _ in found)
 
     summary, sink = await import_file(platform, "tickets", path, skip_invalid=True)

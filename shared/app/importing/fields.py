@@ -150,9 +150,12 @@ class Fields:
             return self._missing(column, required)
         try:
             return parse(value)
-        except (ValueError, TypeError, ArithmeticError):
+        except (ValueError, TypeError, ArithmeticError) as exc:
             shown = str(value)[:40]
-            return self.problem(column, f"{what} expected, got {shown!r}")
+            # The calendar's own words where the form was right (2025-02-30: "day is out
+            # of range for month"); the parsers' other messages only repeat the value.
+            said = f" ({exc})" if "out of range" in str(exc) else ""
+            return self.problem(column, f"{what} expected, got {shown!r}{said}")
 
     def integer(
         self,
