@@ -794,3 +794,20 @@ async def test_a_nested_key_given_twice_is_422_naming_its_path(platform: Platfor
         )
     assert response.status_code == 422, response.text
     assert [e["field"] for e in response.json()["errors"]] == ["address.region"]
+
+
+@SQLITE
+async def test_a_field_of_the_wrong_form_is_said_in_words_not_as_a_regular_expression(
+    platform: Platform,
+) -> None:
+    """A phone number Excel made `1.3812345678E10`: the agent reads what a phone number
+    is, not `^\\+?[0-9][0-9 \\-]{5,19}[0-9]$`."""
+    body = {**RECEIVE_EXAMPLE, "customer": {"name": "Li Wei", "phone": "1.3812345678E10"}}
+    body["address"] = {**RECEIVE_EXAMPLE["address"], "region": "East Region!"}
+    async with service_client("intake", platform) as agent:
+        response = await agent.post("/tickets", json=body)
+    assert response.status_code == 422
+    said = {e["field"]: e["message"] for e in response.json()["errors"]}
+    assert said["customer.phone"].startswith("expected a phone number: 7 to 21 digits")
+    assert said["address.region"].startswith("expected a region code")
+    assert "pattern" not in response.text

@@ -20,6 +20,7 @@ from shared.eventstore.db import DatabaseUnavailable
 from shared.eventstore.ledger import ConcurrencyError
 from shared.kernel.errors import DomainError, Forbidden, InvalidCommand
 from shared.kernel.events.registry import UnreadableEvent
+from shared.kernel.patterns import error_message
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://ticketline.dev/problems/"
@@ -176,7 +177,7 @@ def _field_error(error: dict[str, Any]) -> FieldError:
         reason = (error.get("ctx") or {}).get("error") or error.get("msg", "not JSON")
         at = f" at character {offset}" if isinstance(offset, int) else ""
         return FieldError(field="body", message=f"not valid JSON{at}: {reason}")
-    return FieldError(field=field_path(loc), message=error.get("msg", "invalid"))
+    return FieldError(field=field_path(loc), message=error_message(error))
 
 
 def _request_errors(request: Request, exc: RequestValidationError) -> list[FieldError]:

@@ -20,6 +20,7 @@ from shared.kernel.calendar import iana_zone, unknown_zone
 from shared.kernel.clock import EARLIEST_BUSINESS_DAY
 from shared.kernel.errors import DomainError, InvalidCommand
 from shared.kernel.events.tickets import ISO_DAY as _ISO_DAY
+from shared.kernel.patterns import error_message
 from shared.kernel.text import invalid_text_reason, legacy_line_breaks
 
 E = TypeVar("E", bound=StrEnum)
@@ -256,7 +257,7 @@ class Fields:
                 loc = str(error["loc"][0]) if error["loc"] else ""
                 column = columns.get(loc) or within or loc or "(row)"
                 if column not in known:
-                    self.problem(column, error["msg"])
+                    self.problem(column, error_message(error))
             return None
 
 

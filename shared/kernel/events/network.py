@@ -26,20 +26,38 @@ from pydantic import (
 
 from shared.kernel.events.envelope import EventPayload
 from shared.kernel.events.tickets import LongText, RegionCode, ShortText
+from shared.kernel.patterns import worded
 from shared.kernel.personal import is_stored_context
 
 NetworkId = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$"),
+    StringConstraints(
+        strip_whitespace=True,
+        pattern=worded(
+            r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$",
+            "an id: up to 100 letters, digits, _ . @ or -, starting with a letter or digit",
+        ),
+    ),
 ]
 Postcode = Annotated[
-    str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9][A-Za-z0-9 -]{0,19}$")
+    str,
+    StringConstraints(
+        strip_whitespace=True,
+        pattern=worded(
+            r"^[A-Za-z0-9][A-Za-z0-9 -]{0,19}$",
+            "a postcode prefix: up to 20 letters, digits, spaces or dashes",
+        ),
+    ),
 ]
 ProductLine = Annotated[
     str, StringConstraints(strip_whitespace=True, to_lower=True, min_length=1, max_length=200)
 ]
 TimezoneName = Annotated[
-    str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9_+\-/]{1,64}$")
+    str,
+    StringConstraints(
+        strip_whitespace=True,
+        pattern=worded(r"^[A-Za-z0-9_+\-/]{1,64}$", "a time zone's IANA name, e.g. Asia/Shanghai"),
+    ),
 ]
 
 

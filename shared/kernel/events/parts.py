@@ -23,17 +23,29 @@ from pydantic import AwareDatetime, Field, Strict, StrictBool, StringConstraints
 from shared.kernel.events.envelope import EventPayload
 from shared.kernel.events.registry import upcaster
 from shared.kernel.events.tickets import WHOLE, LongText, RegionCode, ShortText
+from shared.kernel.patterns import worded
 
 # Upper-case part numbers and short location ids keep ``stock:<loc>:<part>`` ≤ 64 chars.
 PartNumber = Annotated[
     str,
     StringConstraints(
-        strip_whitespace=True, to_upper=True, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$"
+        strip_whitespace=True,
+        to_upper=True,
+        pattern=worded(
+            r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$",
+            "a part number: up to 32 letters, digits, . _ or -, starting with a letter or digit",
+        ),
     ),
 ]
 LocationId = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,23}$"),
+    StringConstraints(
+        strip_whitespace=True,
+        pattern=worded(
+            r"^[A-Za-z0-9][A-Za-z0-9._-]{0,23}$",
+            "a location id: up to 24 letters, digits, . _ or -, starting with a letter or digit",
+        ),
+    ),
 ]
 # A JSON number, also in requests (pydantic would read `true` or "4" as one).
 Quantity = Annotated[int, Strict(), Field(ge=1, le=100_000), WHOLE]
@@ -152,7 +164,12 @@ class StockReturned(StockMovement, event_type="StockReturned", stream_type=_STOC
     """An issued part came back unused (issued −q, on hand +q)."""
 
 
-Month = Annotated[str, StringConstraints(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$")]
+Month = Annotated[
+    str,
+    StringConstraints(
+        pattern=worded(r"^[0-9]{4}-(0[1-9]|1[0-2])$", "a month as YYYY-MM (2026-11)")
+    ),
+]
 
 
 class UsageHistoryRecorded(EventPayload, event_type="UsageHistoryRecorded", stream_type=_STOCK):

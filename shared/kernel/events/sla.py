@@ -41,11 +41,18 @@ from shared.kernel.events.tickets import (
     SlaDeadline,
     Urgency,
 )
+from shared.kernel.patterns import worded
 
 # Ids fit ``sla_policy:<id>`` / ``calendar:<id>`` in 64 characters.
 TermsId = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, pattern=r"^[a-z0-9][a-z0-9_.-]{0,47}$"),
+    StringConstraints(
+        strip_whitespace=True,
+        pattern=worded(
+            r"^[a-z0-9][a-z0-9_.-]{0,47}$",
+            "an id: up to 48 lower-case letters, digits, _ . or -, starting with a letter or digit",
+        ),
+    ),
 ]
 # A calendar choice: "24x7", "local" (the ticket's service point or region calendar, as
 # the policy maps them) or a calendar id.
@@ -64,7 +71,13 @@ def _definable(calendar_id: str) -> str:
 DefinableCalendarId = Annotated[TermsId, AfterValidator(_definable)]
 PauseReason = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, pattern=r"^[a-z][a-z0-9_]{0,49}$"),
+    StringConstraints(
+        strip_whitespace=True,
+        pattern=worded(
+            r"^[a-z][a-z0-9_]{0,49}$",
+            "a reason code: up to 50 lower-case letters, digits or _, starting with a letter",
+        ),
+    ),
 ]
 
 _CALENDAR = "calendar"
@@ -103,7 +116,13 @@ class AdjustedWorkingDay(Frozen):
 class CalendarDescription(Frozen):
     name: ShortText
     timezone: Annotated[
-        str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9_+\-/]{1,64}$")
+        str,
+        StringConstraints(
+            strip_whitespace=True,
+            pattern=worded(
+                r"^[A-Za-z0-9_+\-/]{1,64}$", "a time zone's IANA name, e.g. Asia/Shanghai"
+            ),
+        ),
     ]
     hours: list[WorkingHours] = Field(min_length=1, max_length=100)
     holidays: list[Holiday] = Field(default_factory=list, max_length=2000)

@@ -24,6 +24,7 @@ from pydantic import (
 
 from shared.kernel.events.envelope import EventPayload
 from shared.kernel.events.registry import upcaster
+from shared.kernel.patterns import worded
 from shared.kernel.personal import Personal
 
 ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
@@ -52,7 +53,14 @@ def _phone_digits(value: str) -> str:
 
 Phone = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, pattern=r"^\+?[0-9][0-9 \-]{5,19}[0-9]$"),
+    StringConstraints(
+        strip_whitespace=True,
+        pattern=worded(
+            r"^\+?[0-9][0-9 \-]{5,19}[0-9]$",
+            "a phone number: 7 to 21 digits, spaces or dashes, starting and ending with a digit "
+            "(a + before it allowed)",
+        ),
+    ),
     AfterValidator(_phone_digits),
 ]
 ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -72,7 +80,14 @@ CalendarDay = Annotated[date, BeforeValidator(_iso_day)]
 # Lower case, refused otherwise (pydantic tests a pattern before a to_lower would fold it).
 RegionCode = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$"),
+    StringConstraints(
+        strip_whitespace=True,
+        pattern=worded(
+            r"^[a-z0-9][a-z0-9_-]{0,31}$",
+            "a region code: up to 32 lower-case letters, digits, _ or -, starting with a "
+            "letter or digit",
+        ),
+    ),
 ]
 
 
