@@ -640,7 +640,8 @@ async def test_compliance_tallies_equal_a_fold_of_the_rows(platform: Platform) -
     # row of tickets without a service point linked to every ticket; the six months'
     # total to month=None).
     async with console_client(platform) as client:
-        for group_by, region in (("service_point", ""), ("month", ""), ("service_point", "east")):
+        groupings = (("service_point", ""), ("month", ""), ("service_point", "east"))
+        for group_by, region in (*groupings, ("technician", "")):
             query = f"month=2026-11&group_by={group_by}&region={region}"
             page = (await client.get(f"/compliance?{query}")).text
             rows = page.split("<tr")[2:]
@@ -648,9 +649,22 @@ async def test_compliance_tallies_equal_a_fold_of_the_rows(platform: Platform) -
             for row in rows:
                 if '<th scope="row">—</th>' in row or (group_by == "month" and "total" in row):
                     assert "/compliance/tickets?" not in row, (group_by, row[:200])
-                elif group_by == "service_point" and 'class="total"' not in row:
+                elif group_by in ("service_point", "technician") and 'class="total"' not in row:
                     links = row.count("/compliance/tickets?")
-                    assert links and row.count("service_point=") == links, row[:200]
+                    assert links and row.count(f"{group_by}=") == links, row[:200]
+        # A technician's rates: the compliance view per technician (DOMAIN.md), and the
+        # tickets behind them (its drill-down keeps the technician).
+        techs = sorted({r.technician_id for r in stored if r.technician_id})
+        assert techs
+        page = await client.get(
+            "/compliance/tickets",
+            params={"month": "2026-11", "rate": "all", "technician": techs[0]},
+        )
+        assert page.status_code == 200 and f"{techs[0]}" in page.text
+        listed = page.text.count('<th scope="row"><a href="/tickets/')
+        assert listed == sum(
+            1 for r in stored if r.technician_id == techs[0] and r.month == "2026-11"
+        )
 
 
 @SQLITE

@@ -474,12 +474,15 @@ def compliance_ticket_page(
     rate: str,
     after: str | None,
     limit: int,
+    technician_id: str | None = None,
 ) -> tuple[list[Any], str | None]:
     conditions = [c.month == month, RATE_FILTERS[rate]()]
     if region is not None:
         conditions.append(c.region == region)
     if service_point_id:
         conditions.append(c.service_point_id == service_point_id)
+    if technician_id:
+        conditions.append(c.technician_id == technician_id)
     query = (
         select(
             c.ticket_id,

@@ -643,7 +643,7 @@ def months_back(month: str, count: int) -> list[str]:
 async def compliance(
     request: Request,
     month: IsoMonth | None = Query(default=None),
-    group_by: Literal["region", "service_point", "month"] = "region",
+    group_by: Literal["region", "service_point", "technician", "month"] = "region",
     region: FormRegion = None,
     principal: Principal = Depends(signed_in_for("reports:read")),
     platform: Platform = Depends(get_platform),
@@ -694,6 +694,7 @@ async def compliance_tickets(
     rate: Literal[tuple(queries.RATE_FILTERS)] = "compliance",  # type: ignore[valid-type]
     region: FormRegion = None,
     service_point: FormServicePoint = None,
+    technician: FormServicePoint = None,  # (a network id's form, as a service point's)
     # It pages by ticket number, any an import accepted ("WO/2025/0049", "工单 0001").
     after: str | None = Query(default=None, min_length=1, max_length=64),
     principal: Principal = Depends(signed_in_for("reports:read")),
@@ -706,7 +707,14 @@ async def compliance_tickets(
         await queries.read(
             platform,
             lambda conn: queries.compliance_ticket_page(
-                conn, forced, month, service_point or None, rate, after, PAGE_SIZE
+                conn,
+                forced,
+                month,
+                service_point or None,
+                rate,
+                after,
+                PAGE_SIZE,
+                technician_id=technician or None,
             ),
         )
         if visible
@@ -723,6 +731,7 @@ async def compliance_tickets(
         rate=rate,
         region=region or "",
         service_point=service_point or "",
+        technician=technician or "",
         query=query,
     )
 
