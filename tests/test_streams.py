@@ -114,7 +114,8 @@ async def test_a_stop_while_an_event_is_passed_on_waits_for_its_position(
                 )
     finally:
         signal.signal(signal.SIGTERM, before)
-    assert len(out) == 2 and position_file.read_text() == f"{out[1]['position']}\n"
+    kept = f"{out[1]['position']} {out[1]['hash']}\n"
+    assert len(out) == 2 and position_file.read_text() == kept
 
 
 async def test_a_filtered_stream_moves_past_what_it_read_without_a_match(
@@ -286,6 +287,32 @@ async def test_the_subscriber_stops_at_a_position_from_another_ledger(
             )  # fmt: skip
 
 
+async def test_a_subscriber_refuses_a_ledger_that_grew_past_it_from_another_history(
+    platform: Platform, tmp_path
+) -> None:
+    """Restored from an older backup, the ledger grows past the position a subscriber kept
+    (the position-ahead guard no longer sees it): the event there is another one, and the
+    subscriber says so rather than skip the new history up to it."""
+    from shared.app.subscribe import AccessRefused
+
+    await open_tickets(platform, ["east", "east"])
+    position = tmp_path / "position"
+    options = {"region": "east", "types": [], "from_beginning": True, "position_file": position}
+    async with serve_app(create_app(platform)) as url:
+        assert len(await collect(url, max_events=4, **options)) == 4
+        more = await open_tickets(platform, ["east"], start=5)  # 5-6: the same history
+        assert [e["stream_id"] for e in await collect(url, max_events=2, **options)] == more * 2
+        # Another history at the position kept: its event there is not the one passed on.
+        number, kept = position.read_text().split()
+        position.write_text(f"{number} {'0' * len(kept)}\n")
+        with pytest.raises(AccessRefused, match="holds another event at position 6"):
+            await collect(url, max_events=1, **options)
+        # A position file of an older release (no hash) resumes as before.
+        position.write_text(f"{number}\n")
+        await open_tickets(platform, ["east"], start=7)
+        assert len(await collect(url, max_events=2, **options)) == 2
+
+
 async def test_subscriber_cli_prints_json_lines_and_resumes(platform: Platform, tmp_path) -> None:
     await open_tickets(platform, ["east", "west", "east"])
     position_file = tmp_path / "pos"
@@ -320,7 +347,7 @@ async def test_subscriber_cli_prints_json_lines_and_resumes(platform: Platform, 
         {e["position"] for e in first + second}
     )
     assert len(first + second) == 4 and {e["region"] for e in first + second} == {"east"}
-    assert int(position_file.read_text()) == second[-1]["position"]
+    assert position_file.read_text().split() == [str(second[-1]["position"]), second[-1]["hash"]]
 
 
 async def test_the_subscriber_stops_on_what_retrying_cannot_fix(

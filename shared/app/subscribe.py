@@ -17,6 +17,7 @@ import signal
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,17 @@ class AccessRefused(Exception):
     that is not one."""
 
 
-def load_position(path: Path | None) -> int | None:
+@dataclass(frozen=True)
+class Position:
+    """Where a subscriber stands: the last event it passed on, and that event's hash —
+    what tells this ledger's event at that position from another history's (one restored
+    from an older backup that has since grown past it)."""
+
+    position: int
+    hash: str | None = None  # (a file written before it was kept: none)
+
+
+def load_position(path: Path | None) -> Position | None:
     if path is None:
         return None
     folder = path.parent
@@ -49,11 +60,11 @@ def load_position(path: Path | None) -> int | None:
         )
     if not path.exists():
         return None
-    text = path.read_text().strip()
-    if text and not (text.isascii() and text.isdigit()):
+    number, _, hash_ = path.read_text().strip().partition(" ")
+    if number and not (number.isascii() and number.isdigit()):
         # Starting over from "now" would silently skip what happened since.
         raise AccessRefused(f"{path} does not hold a position (a ledger position number)")
-    return int(text) if text else None
+    return Position(int(number), hash_.strip() or None) if number else None
 
 
 def _refusal(response: httpx.Response) -> str:
@@ -64,12 +75,22 @@ def _refusal(response: httpx.Response) -> str:
     return f"{where}: {detail}" if detail else where
 
 
-def save_position(path: Path | None, position: int) -> None:
+def save_position(path: Path | None, position: Position) -> None:
     if path is None:
         return
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(f"{position}\n")
+    tmp.write_text(f"{position.position} {position.hash or ''}".rstrip() + "\n")
     os.replace(tmp, path)  # atomic: a crash never leaves a half-written position
+
+
+def _another_history(held: Position, found: int) -> str:
+    said = "another event" if found == held.position else f"no event of this stream (next: {found})"
+    return (
+        f"the ledger holds {said} at position {held.position}, where this subscriber passed "
+        "one on: its history is not the one followed (restored from an older backup, or "
+        "another deployment's). Remove the position file to follow this ledger (with "
+        "--from-beginning: from its start)"
+    )
 
 
 @contextlib.contextmanager
@@ -127,9 +148,9 @@ async def subscribe_http(
     headers: dict[str, str] | None = None,
 ) -> int:
     """Follow the SSE stream, reconnecting after errors; returns the events emitted."""
-    position = load_position(position_file)
-    if position is None and from_beginning:
-        position = 0
+    held = load_position(position_file)
+    if held is None and from_beginning:
+        held = Position(0)
     params: dict[str, Any] = {}
     if region:
         params["region"] = region
@@ -139,18 +160,29 @@ async def subscribe_http(
     backoff = 0.5
     async with httpx.AsyncClient(headers=headers) as client:
         while max_events is None or emitted < max_events:
+            # Resumed from a hash kept: from the event before, to see that one again first.
+            check = held if held is not None and held.hash and held.position else None
+            after = None if held is None else held.position - (check is not None)
             try:
                 async for pos, envelope in sse_events(
-                    client, f"{base_url.rstrip('/')}/streams/events", params, position
+                    client, f"{base_url.rstrip('/')}/streams/events", params, after
                 ):
+                    if check is not None:
+                        if (pos, envelope.get("hash")) != (check.position, check.hash):
+                            raise AccessRefused(_another_history(check, pos))
+                        check = None
+                        continue  # passed on already
                     with stops_held():
                         emit(envelope)
-                        save_position(position_file, pos)
-                    position = pos
+                        held = Position(pos, envelope.get("hash"))
+                        save_position(position_file, held)
                     emitted += 1
                     backoff = 0.5
                     if max_events is not None and emitted >= max_events:
                         return emitted
+                # The server ended the stream (stopping, a database gone): its `retry`.
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
             except httpx.HTTPStatusError as exc:
                 code = exc.response.status_code
                 if 400 <= code < 500 and code not in (408, 429):
