@@ -154,3 +154,50 @@ def test_sigterm_stops_an_import_with_the_batch_being_written_counted(
     monkeypatch.setattr(commit.Committer, "commit_batch", original)
     assert main(["import", "tickets", tickets, "--quiet"]) == 0
     assert json.loads(capsys.readouterr().out)["imported"] == 40  # resumed after the 20
+
+
+def test_the_files_an_import_or_export_writes_are_its_own(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A report or summary path that is the database, a key, the input, a pipe, or a
+    link planted beside the file: refused or replaced, never written through (or removed);
+    what it writes is its owner's only (a tickets export holds personal data)."""
+    files = write_history(tmp_path / "files", 3)
+    points = files["service_points"]
+    before = {p.name: p.read_bytes() for p in data_dir.iterdir() if p.is_file()}
+    for report in (
+        data_dir / "ticketline.db",
+        data_dir / "personal-data-master.key",
+        points,
+        Path("/dev/null"),
+    ):
+        args = ["import", "service_points", str(points), "--dry-run", "--report", str(report)]
+        assert main(args) == 2, report
+        assert "--report" in capsys.readouterr().err
+    assert points.exists() and Path("/dev/null").exists()
+    assert {p.name: p.read_bytes() for p in data_dir.iterdir() if p.is_file()} == before
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me")
+    planted = Path(f"{points}.errors.csv")
+    planted.symlink_to(precious)
+    assert main(["import", "service_points", str(points), "--dry-run"]) == 2
+    assert precious.read_text() == "keep me"
+    planted.unlink()
+    # An export's summary and draft names: a link there is replaced, not written through.
+    out = tmp_path / "parts.csv"
+    Path(f"{out}.summary.json").symlink_to(precious)
+    assert main(["import", "service_points", str(points), "--quiet"]) == 0
+    assert main(["export", "--kind", "service_points", "--out", str(out)]) == 0
+    assert precious.read_text() == "keep me"
+    assert not Path(f"{out}.summary.json").is_symlink()
+    assert (out.stat().st_mode & 0o777, Path(f"{out}.summary.json").stat().st_mode & 0o777) == (
+        0o600,
+        0o600,
+    )
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["import", "service_points", "/dev/zero"])
+    assert "not a regular file" in capsys.readouterr().err
+    bad = ["import", "service_points", str(points), "--operator", "ops\x1b[31m\nbob"]
+    assert main(bad) == 2
+    assert "--operator" in capsys.readouterr().err

@@ -34,6 +34,7 @@ from shared.app.config import (
     refuse_output_path,
     token_lifetime,
 )
+from shared.app.files import written_whole, written_whole_text
 from shared.app.importing.cli import add_export_kind, add_import_parser
 from shared.app.observability import configure_logging
 from shared.app.registry import SERVERS, all_projections
@@ -468,16 +469,13 @@ async def _export(settings: Settings, args: argparse.Namespace, out: Path) -> di
 
     scope = ExportScope(args.ticket, args.region, args.from_, args.to)
     # Written beside, renamed when whole: a failed export leaves no file that looks like one.
-    partial = out.with_name(f".{out.name}.partial")
     platform = Platform.from_settings(settings)
     try:
-        with partial.open("wb") as file:
+        with written_whole(out) as file:
             tally = await platform.db.read(lambda c: write_export(c, file, args.format, scope))
-        if args.ticket and not tally.events:  # a mistyped id is no signed "nothing happened"
-            raise CommandRefused(f"--ticket: no ticket {args.ticket} in the ledger")
-        partial.replace(out)
+            if args.ticket and not tally.events:  # a mistyped id: no signed "nothing happened"
+                raise CommandRefused(f"--ticket: no ticket {args.ticket} in the ledger")
     finally:
-        partial.unlink(missing_ok=True)
         await platform.close()
     return export_summary(tally, args.format, scope.as_summary(), signing_key(settings))
 
@@ -498,7 +496,8 @@ def _cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     out = Path(args.out)
     refuse_output_path(settings, out, "--out")
     summary = asyncio.run(_export(settings, args, out))
-    Path(f"{out}.summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    with written_whole_text(Path(f"{out}.summary.json")) as file:
+        file.write(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary))
     return 0
 

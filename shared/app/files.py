@@ -9,8 +9,9 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO, TextIO
 
 
 def new_sibling(path: Path) -> Path:
@@ -87,3 +88,32 @@ def key_file(path: Path, make: Callable[[], bytes]) -> bytes:
         finally:
             draft.unlink(missing_ok=True)
     return path.read_bytes()
+
+
+@contextlib.contextmanager
+def _placed_when_whole(path: Path) -> Iterator[Path]:
+    """A draft of ``path`` (``new_sibling``: created afresh, owner-only — an export may
+    hold personal data) renamed over it when the block ends without an error; on one,
+    the draft is removed and ``path`` untouched. A link left at ``path`` is replaced,
+    never followed, and nothing is written into a file someone planted under a
+    predictable name."""
+    draft = new_sibling(path)
+    try:
+        yield draft
+        os.replace(draft, path)
+    finally:
+        draft.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def written_whole(path: Path) -> Iterator[BinaryIO]:
+    """``path``'s bytes, placed whole or not at all (``_placed_when_whole``)."""
+    with _placed_when_whole(path) as draft, open(draft, "wb") as f:
+        yield f
+
+
+@contextlib.contextmanager
+def written_whole_text(path: Path) -> Iterator[TextIO]:
+    """``path``'s text (UTF-8), placed whole or not at all (``_placed_when_whole``)."""
+    with _placed_when_whole(path) as draft, open(draft, "w", encoding="utf-8", newline="") as f:
+        yield f

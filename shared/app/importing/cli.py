@@ -14,13 +14,15 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from shared.app.config import Settings, refuse_output_path
+from shared.app.config import CommandRefused, Settings, refuse_output_path
+from shared.app.files import written_whole_text
 from shared.app.importing.catalog import find_kind
 from shared.app.importing.engine import ImportRequest, import_zone, new_summary, run_import
 from shared.app.importing.report import ProblemSink
 from shared.app.importing.source import Refusal, text_encoding
 from shared.eventstore.bulk import bulk_gc
 from shared.kernel.events.envelope import Actor
+from shared.kernel.text import invalid_text_reason
 
 # An import meets each customer in one batch only: keys and memos kept past a few
 # batches only grow with the file (100k tickets: +100 MB at the store's default bounds).
@@ -56,6 +58,8 @@ def _input_file(value: str) -> str:
     """The file to import, refused before anything else reads or writes beside it."""
     if Path(value).is_dir():
         raise argparse.ArgumentTypeError(f"{value}: a directory, not a file")
+    if Path(value).exists() and not Path(value).is_file():
+        raise argparse.ArgumentTypeError(f"{value}: not a regular file (a device or a pipe)")
     if not Path(value).is_file():
         raise argparse.ArgumentTypeError(f"{value}: no such file")
     return value
@@ -106,16 +110,24 @@ def add_export_kind(export: argparse.ArgumentParser) -> None:
 
 
 def operator(args: argparse.Namespace) -> Actor:
+    """Who imports: the actor every imported event names — held to a token subject's
+    rules (printable, at most 200 characters): refused, never cut or stored raw."""
     name = args.operator or os.environ.get("TICKETLINE_OPERATOR") or getpass.getuser()
-    return Actor(subject=name[:200], role="admin")
+    if not name or len(name) > 200 or any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in name):
+        raise CommandRefused(
+            "--operator (or TICKETLINE_OPERATOR): 1 to 200 printable characters, no control "
+            "character or line break"
+        )
+    if reason := invalid_text_reason(name):
+        raise CommandRefused(f"--operator (or TICKETLINE_OPERATOR): {reason}")
+    return Actor(subject=name, role="admin")
 
 
 async def _import(settings: Settings, args: argparse.Namespace) -> int:
     from shared.app.platform import Platform
     from shared.app.replay import progress_bar
 
-    path = Path(args.file)
-    report = Path(args.report) if args.report else path.with_name(path.name + ".errors.csv")
+    path, report = Path(args.file), _report_path(args)
     request = ImportRequest(
         kind=args.kind,
         path=path,
@@ -139,8 +151,6 @@ async def _import(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         sink.close()
         await platform.close()
-        if not sink.count:
-            report.unlink(missing_ok=True)
         document = summary.as_dict() | {"report": str(report) if sink.count else None}
         print(json.dumps(document, indent=2, ensure_ascii=False))
     if summary.status == "imported":
@@ -178,7 +188,17 @@ async def _cancelled_on_sigterm(work: Coroutine[Any, Any, int]) -> int:
         loop.remove_signal_handler(signal.SIGTERM)
 
 
+def _report_path(args: argparse.Namespace) -> Path:
+    return Path(args.report) if args.report else Path(f"{args.file}.errors.csv")
+
+
 def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
+    # Checked as an export's --out: written (and, with no problem, removed) by the run.
+    operator(args)  # refused before anything is read or written
+    report = _report_path(args)
+    refuse_output_path(settings, report, "--report")
+    if report.resolve() == Path(args.file).resolve():
+        raise CommandRefused(f"--report {report}: that is the file to import; give another path")
     try:
         return asyncio.run(_cancelled_on_sigterm(_import(settings, args)))
     except KeyboardInterrupt:  # Ctrl-C (130), or SIGTERM (Terminated: 143)
@@ -188,7 +208,7 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _export(settings: Settings, args: argparse.Namespace) -> int:
     from shared.app.importing.catalog import find_kind
-    from shared.app.importing.export import export_kind
+    from shared.app.importing.export import write_rows
     from shared.app.importing.source import Refusal
     from shared.app.platform import Platform
 
@@ -201,20 +221,19 @@ async def _export(settings: Settings, args: argparse.Namespace) -> int:
     out = Path(args.out)
     refuse_output_path(settings, out, "--out")
     # Written beside, renamed when whole: a failed export leaves no file that looks like one.
-    partial = out.with_name(f".{out.name}.partial")
     platform = Platform.from_settings(settings)
     try:
         now = platform.clock.now()
-        summary = await platform.db.read(
-            lambda c: export_kind(c, platform.store, kind, partial, fmt, now)
-        )
-        partial.replace(out)
+        with written_whole_text(out) as file:
+            summary = await platform.db.read(
+                lambda c: write_rows(file, kind, kind.export(c, now, platform.store), fmt)
+            )
     finally:
-        partial.unlink(missing_ok=True)
         await platform.close()
     # Beside the file as well, like an audit export's: the record of what was left out.
     said = json.dumps(summary.as_dict(), ensure_ascii=False)
-    await asyncio.to_thread(Path(f"{out}.summary.json").write_text, said + "\n", "utf-8")
+    with written_whole_text(Path(f"{out}.summary.json")) as file:
+        file.write(said + "\n")
     print(said)
     return 0
 

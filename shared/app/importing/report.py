@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from shared.app.files import new_sibling
 from shared.app.importing.cells import spreadsheet_text
 from shared.app.importing.fields import Problem
 
@@ -34,8 +36,12 @@ class ProblemSink:
         self.first: list[Problem] = []
         self._file: IO[str] | None = None
         self._writer: csv._writer | None = None  # type: ignore[name-defined]
+        self._draft: Path | None = None
         if path is not None:
-            self._file = path.open("w", encoding="utf-8", newline="")
+            # Built in a file of its own (owner-only), placed at ``path`` only when there
+            # is something to report: never written through a link planted there.
+            self._draft = new_sibling(path)
+            self._file = self._draft.open("w", encoding="utf-8", newline="")
             self._writer = csv.writer(self._file, lineterminator="\n")
             self._writer.writerow(REPORT_COLUMNS)
 
@@ -55,9 +61,20 @@ class ProblemSink:
                 )
 
     def close(self) -> None:
+        """The report at ``path`` when there were problems; else none there (a report a
+        run before left, for a file since made valid, is removed)."""
         if self._file is not None:
             self._file.close()
             self._file = None
+        if self._draft is None or self.path is None:
+            return
+        if self.count:
+            os.replace(self._draft, self.path)
+        else:
+            self._draft.unlink(missing_ok=True)
+            if self.path.is_file() and not self.path.is_symlink():
+                self.path.unlink()
+        self._draft = None
 
     def as_dicts(self) -> list[dict[str, object]]:
         return [{"line": p.line, "field": p.field, "problem": p.problem} for p in self.first]
