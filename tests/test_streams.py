@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 import httpx
 import pytest
@@ -116,6 +117,47 @@ async def test_a_stop_while_an_event_is_passed_on_waits_for_its_position(
         signal.signal(signal.SIGTERM, before)
     kept = f"{out[1]['position']} {out[1]['hash']}\n"
     assert len(out) == 2 and position_file.read_text() == kept
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_a_stop_while_a_line_cannot_be_printed_stops_after_a_grace(
+    platform: Platform, tmp_path, monkeypatch
+) -> None:
+    """Its reader stalled (a pipe nobody reads): the stop does not wait for the reader —
+    the line is not passed on, its position not saved (the next run prints it)."""
+    from shared.app import subscribe
+
+    monkeypatch.setattr(subscribe, "PRINT_GRACE_SECONDS", 0.3)
+    await open_tickets(platform, ["east", "east"])
+    position_file, out = tmp_path / "east.position", []
+
+    def emit(envelope: dict) -> None:
+        if out:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(30)  # blocked: as a write to a full pipe
+        out.append(envelope)
+
+    def stop(_signum: int, _frame: object) -> None:
+        raise Stopped
+
+    before = signal.signal(signal.SIGTERM, stop)
+    started = time.monotonic()
+    try:
+        async with serve_app(create_app(platform)) as url:
+            with pytest.raises(Stopped):
+                await subscribe_http(
+                    url,
+                    region="east",
+                    types=[],
+                    from_beginning=True,
+                    position_file=position_file,
+                    emit=emit,
+                    headers=AUDITOR,
+                )
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert time.monotonic() - started < 10
+    assert len(out) == 1 and position_file.read_text().split()[0] == str(out[0]["position"])
 
 
 async def test_a_filtered_stream_moves_past_what_it_read_without_a_match(

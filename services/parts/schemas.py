@@ -275,7 +275,10 @@ class ReturnView(BaseModel):
     status: str = Field(description="expected | overdue | returned")
     returned_at: datetime | None
     returned_location_id: str | None
-    late: bool
+    late: bool = Field(description="Some of it came back after its due date.")
+    late_quantity: int = Field(
+        description="How much of it came back late (the summary's `returned_late` adds these up)."
+    )
     grade: str | None
     overdue_detected_at: datetime | None
     expected_at: datetime

@@ -93,23 +93,69 @@ def _another_history(held: Position, found: int) -> str:
     )
 
 
-@contextlib.contextmanager
-def stops_held() -> Iterator[None]:
-    """Ctrl-C or SIGTERM arriving while an event is passed on takes effect once its
-    position is saved: stopped between the two, the next run would pass it on again."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # (signals reach the main thread only)
-        return
-    caught: list[int] = []
-    held = (signal.SIGINT, signal.SIGTERM)
-    before = {s: signal.signal(s, lambda signum, _frame: caught.append(signum)) for s in held}
-    try:
-        yield
-    finally:
-        for s, handler in before.items():
-            signal.signal(s, handler)
-        if caught:
-            signal.raise_signal(caught[0])
+# How long a stop waits for an event's line to be printed (its reader may have stalled).
+PRINT_GRACE_SECONDS = 2.0
+
+
+class Stops:
+    """Ctrl-C and SIGTERM while following: between events, at once; while an event is
+    passed on (printed, then its position saved), once it is — stopped between the two,
+    the next run would print it twice — unless its printing stays blocked (a reader that
+    stalled) for ``PRINT_GRACE_SECONDS``: then at once, the line not passed on."""
+
+    def __init__(self) -> None:
+        self.passing = False
+        self.caught: int | None = None
+        self.before: dict[int, Any] = {}
+
+    def on_stop(self, signum: int, frame: Any) -> None:
+        if not self.passing:
+            self._stop(signum, frame)
+        if self.caught is None:
+            self.caught = signum
+            signal.setitimer(signal.ITIMER_REAL, PRINT_GRACE_SECONDS)
+
+    def on_alarm(self, _signum: int, frame: Any) -> None:
+        if self.passing and self.caught is not None:
+            caught, self.caught = self.caught, None
+            self._stop(caught, frame)
+
+    def _stop(self, signum: int, frame: Any) -> None:
+        previous = self.before.get(signum)
+        if callable(previous):
+            previous(signum, frame)  # SIGTERM's raises (the CLI's Terminated)
+        if previous != signal.SIG_IGN:
+            raise KeyboardInterrupt  # (asyncio's Ctrl-C handler only cancels, later)
+
+    @contextlib.contextmanager
+    def passing_one(self) -> Iterator[None]:
+        self.passing = True
+        try:
+            yield
+        finally:
+            self.passing = False
+            if self.caught is not None:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                caught, self.caught = self.caught, None
+                self._stop(caught, None)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[Stops]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self  # (signals reach the main thread only)
+            return
+        handlers = {
+            signal.SIGINT: self.on_stop,
+            signal.SIGTERM: self.on_stop,
+            signal.SIGALRM: self.on_alarm,
+        }
+        self.before = {s: signal.signal(s, h) for s, h in handlers.items()}
+        try:
+            yield self
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            for s, handler in self.before.items():
+                signal.signal(s, handler)
 
 
 async def sse_events(
@@ -136,6 +182,23 @@ async def sse_events(
                 data.append(line[5:].lstrip())
 
 
+async def _wait_to_retry(exc: Exception, base_url: str, backoff: float) -> float:
+    """After a failure retrying can mend: say so, wait, and the next wait; one it cannot
+    (a 4xx but 408 and 429, a URL that is none) is ``AccessRefused``."""
+    if isinstance(exc, httpx.HTTPStatusError):
+        code = exc.response.status_code
+        if 400 <= code < 500 and code not in (408, 429):
+            raise AccessRefused(_refusal(exc.response)) from None
+        said = _refusal(exc.response)
+    elif isinstance(exc, (httpx.UnsupportedProtocol, httpx.InvalidURL)):
+        raise AccessRefused(f"{base_url}: not a service URL ({exc})") from None
+    else:
+        said = f"cannot reach {base_url} ({exc!r})"
+    print(f"subscribe: {said}; retrying in {backoff:g} s", file=sys.stderr)
+    await asyncio.sleep(backoff)
+    return min(backoff * 2, 10.0)
+
+
 async def subscribe_http(
     base_url: str,
     *,
@@ -159,49 +222,33 @@ async def subscribe_http(
     emitted = 0
     backoff = 0.5
     async with httpx.AsyncClient(headers=headers) as client:
-        while max_events is None or emitted < max_events:
-            # Resumed from a hash kept: from the event before, to see that one again first.
-            check = held if held is not None and held.hash and held.position else None
-            after = None if held is None else held.position - (check is not None)
-            try:
-                async for pos, envelope in sse_events(
-                    client, f"{base_url.rstrip('/')}/streams/events", params, after
-                ):
-                    if check is not None:
-                        if (pos, envelope.get("hash")) != (check.position, check.hash):
-                            raise AccessRefused(_another_history(check, pos))
-                        check = None
-                        continue  # passed on already
-                    with stops_held():
-                        emit(envelope)
-                        held = Position(pos, envelope.get("hash"))
-                        save_position(position_file, held)
-                    emitted += 1
-                    backoff = 0.5
-                    if max_events is not None and emitted >= max_events:
-                        return emitted
-                # The server ended the stream (stopping, a database gone): its `retry`.
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
-            except httpx.HTTPStatusError as exc:
-                code = exc.response.status_code
-                if 400 <= code < 500 and code not in (408, 429):
-                    raise AccessRefused(_refusal(exc.response)) from None
-                print(
-                    f"subscribe: {_refusal(exc.response)}; retrying in {backoff:g} s",
-                    file=sys.stderr,
-                )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
-            except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-                raise AccessRefused(f"{base_url}: not a service URL ({exc})") from None
-            except httpx.TransportError as exc:
-                print(
-                    f"subscribe: cannot reach {base_url} ({exc!r}); retrying in {backoff:g} s",
-                    file=sys.stderr,
-                )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
+        with Stops().installed() as stops:
+            while max_events is None or emitted < max_events:
+                # Resumed from a hash kept: from the event before, to see that one again first.
+                check = held if held is not None and held.hash and held.position else None
+                after = None if held is None else held.position - (check is not None)
+                try:
+                    async for pos, envelope in sse_events(
+                        client, f"{base_url.rstrip('/')}/streams/events", params, after
+                    ):
+                        if check is not None:
+                            if (pos, envelope.get("hash")) != (check.position, check.hash):
+                                raise AccessRefused(_another_history(check, pos))
+                            check = None
+                            continue  # passed on already
+                        with stops.passing_one():
+                            emit(envelope)
+                            held = Position(pos, envelope.get("hash"))
+                            save_position(position_file, held)
+                        emitted += 1
+                        backoff = 0.5
+                        if max_events is not None and emitted >= max_events:
+                            return emitted
+                    # The server ended the stream (stopping, a database gone): its `retry`.
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 10.0)
+                except (httpx.HTTPStatusError, httpx.TransportError, httpx.InvalidURL) as exc:
+                    backoff = await _wait_to_retry(exc, base_url, backoff)
     return emitted
 
 
