@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import json
 import os
@@ -152,6 +153,21 @@ def test_sigterm_stops_an_import_with_the_batch_being_written_counted(
     written = summary["ledger_position"]["after"] - summary["ledger_position"]["before"]
     assert summary["events"] == written
     monkeypatch.setattr(commit.Committer, "commit_batch", original)
+    # Stopped while validating (nothing written yet): interrupted too, not "refused".
+    from shared.app.importing import engine
+
+    validate = engine.validate
+
+    async def stopped_while_validating(*args: Any) -> Any:
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.sleep(5)
+        return await validate(*args)
+
+    monkeypatch.setattr(engine, "validate", stopped_while_validating)
+    more = write_history(tmp_path / "more", 5)["tickets"]
+    assert main(["import", "tickets", str(more), "--quiet"]) == 143
+    assert json.loads(capsys.readouterr().out)["status"] == "interrupted"
+    monkeypatch.setattr(engine, "validate", validate)
     assert main(["import", "tickets", tickets, "--quiet"]) == 0
     assert json.loads(capsys.readouterr().out)["imported"] == 40  # resumed after the 20
 

@@ -273,6 +273,7 @@ async def test_an_uploads_charset_is_its_encoding_and_rows_of_empty_cells_are_bl
         utf8 = {"content-type": "text/csv; charset=utf-8"}
         refused = await dispatch.post("/imports/service-points", content=body, headers=utf8)
         assert refused.status_code == 422 and "?encoding=" in refused.json()["detail"]
+        assert "(the encoding is the Content-Type's charset)" in refused.json()["detail"]
 
 
 async def test_a_huge_csv_cell_is_its_rows_problem(platform: Platform) -> None:

@@ -115,7 +115,10 @@ def _route(router: APIRouter, kind: Kind) -> None:
             path = Path(tmp) / "upload"
             await _spool(request, path)
             fmt = format or _FORMATS.get(media_type)
-            return await _import(platform, kind, principal, path, fmt, options)
+            named = (
+                "`encoding`'s" if encoding else "the Content-Type's charset" if charset else None
+            )
+            return await _import(platform, kind, principal, path, fmt, options, named)
 
 
 def _content_type(header: str) -> tuple[str, str | None]:
@@ -144,6 +147,7 @@ async def _import(
     path: Path,
     fmt: str | None,
     options: dict[str, Any],
+    encoding_from: str | None = None,
 ) -> JSONResponse:
     request = ImportRequest(
         kind=kind.name,
@@ -160,6 +164,9 @@ async def _import(
         "report": sink.as_dicts(),
         "report_total": sink.count,
     }
+    if summary.status == "refused" and encoding_from and summary.encoding is None:
+        # Not decoded in the encoding the upload named: say where that came from.
+        summary.message = f"{summary.message} (the encoding is {encoding_from})"
     if summary.status == "refused":
         raise ProblemError(
             422, "import-refused", "The file was not imported", summary.message, **body

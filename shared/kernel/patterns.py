@@ -21,4 +21,6 @@ def error_message(error: Any) -> str:
         words = _WORDS.get(str((error.get("ctx") or {}).get("pattern")))
         if words is not None:
             return f"expected {words}"
-    return str(error.get("msg", "invalid"))
+    message = str(error.get("msg", "invalid"))
+    # A validator's own words, without pydantic's prefix ("Value error, a month as …").
+    return message.removeprefix("Value error, ") if error.get("type") == "value_error" else message

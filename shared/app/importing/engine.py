@@ -149,6 +149,11 @@ async def run_import(
     except Interrupted as exc:
         summary.status = "interrupted"
         summary.message = f"{exc}; run the same import again to resume"
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        if summary.status not in ("imported", "interrupted"):  # (stopped while validating)
+            summary.status = "interrupted"
+            summary.message = "stopped before the end: run the same import again"
+        raise
     finally:
         summary.problems = sink.count
         summary.ledger_after = await platform.db.read(platform.store.last_position)

@@ -27,7 +27,7 @@ E = TypeVar("E", bound=StrEnum)
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
 
-_OFFSET = re.compile(r"[+-][0-9]{2}:?(?P<minutes>[0-9]{2})(:?[0-9]{2}(\.[0-9]+)?)?$")
+_OFFSET = re.compile(r"[+-][0-9]{2}:?(?P<minutes>[0-9]{2})(:?(?P<seconds>[0-9]{2})(\.[0-9]+)?)?$")
 _MONTH = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")
 _TRUE = frozenset({"true", "yes", "y", "1"})
 _FALSE = frozenset({"false", "no", "n", "0"})
@@ -326,7 +326,7 @@ def _timestamp(value: Any) -> datetime:
         raise ValueError(text)  # a date alone (or less) is not a moment
     moment = datetime.fromisoformat(text)
     offset = _OFFSET.search(text)
-    if offset and int(offset["minutes"]) > 59:
+    if offset and max(int(offset["minutes"]), int(offset["seconds"] or 0)) > 59:
         raise ValueError(text)  # fromisoformat reads +08:99 as +09:39
     _plausible_year(moment.year, text)
     return moment
