@@ -116,7 +116,11 @@ def _route(router: APIRouter, kind: Kind) -> None:
             await _spool(request, path)
             fmt = format or _FORMATS.get(media_type)
             named = (
-                "`encoding`'s" if encoding else "the Content-Type's charset" if charset else None
+                "the one `encoding` names"
+                if encoding
+                else "the Content-Type's charset"
+                if charset
+                else None
             )
             return await _import(platform, kind, principal, path, fmt, options, named)
 
