@@ -309,6 +309,28 @@ def test_only_a_refused_payload_or_a_schema_table_gone_is_taken_for_the_datas_fa
     assert missing_table(sqlite3.OperationalError("no such table: evnts")) is None
 
 
+def test_a_damaged_database_file_or_a_full_disk_is_said_not_taken_for_an_outage() -> None:
+    """A page SQLite finds damaged is a finding (1: restore a backup), not a database to
+    wait for (3); a full disk under an output is a plain refusal (2), not a traceback."""
+    import errno
+    import sqlite3
+
+    from sqlalchemy.exc import DatabaseError
+
+    from shared.app.cli import explained_failure
+    from shared.eventstore.db import DatabaseUnavailable
+
+    damaged = DatabaseUnavailable("the database is unavailable: database disk image is malformed")
+    damaged.__cause__ = DatabaseError(
+        "SELECT", {}, sqlite3.DatabaseError("database disk image is malformed")
+    )
+    code, said = explained_failure(damaged) or (None, "")
+    assert code == 1 and "damaged" in said and "backup" in said
+    full = OSError(errno.ENOSPC, "No space left on device")
+    assert (explained_failure(full) or (None,))[0] == 2
+    assert (explained_failure(DatabaseUnavailable("database is locked")) or (None,))[0] == 3
+
+
 @pytest.mark.parametrize("backend", ["sqlite"])  # PostgreSQL's integer column holds no text
 async def test_a_version_stored_as_text_is_a_finding_for_replay_too(
     platform: Platform, clock, database_url: str

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import json
 import os
 import re
@@ -1137,6 +1138,8 @@ def explained_failure(exc: Exception) -> tuple[int, str] | None:
     newer release (2), a server away (3 — a script can tell an outage from a finding)."""
     if isinstance(exc, OSError) and exc.filename is not None:
         return 2, f"{exc.strerror}: {exc.filename}"
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return 2, f"{exc.strerror}: no room to write the output (nothing was left half-written)"
     if isinstance(exc, CommandError) and "Can't locate revision" in str(exc):
         return 2, (
             f"the database was migrated by a newer release ({exc}): run that release, or "
@@ -1154,8 +1157,30 @@ def explained_failure(exc: Exception) -> tuple[int, str] | None:
             f"the database refused the connection ({refused}): check the database name, "
             "user and password in DATABASE_URL"
         )
+    if (damaged := damaged_file(exc)) is not None:
+        return 1, (
+            f"the database file is damaged (SQLite: {damaged}): restore it from a backup "
+            "(docs/operations.md); `PRAGMA integrity_check` says where"
+        )
     if (away := unreachable(exc)) is not None:
         return 3, f"cannot reach {away}: {exc}"
+    return None
+
+
+# SQLite's words for a file whose pages are damaged: no retry mends it (not an outage).
+_DAMAGED = ("database disk image is malformed",)
+
+
+def damaged_file(exc: BaseException) -> str | None:
+    """SQLite's words when the database file itself is damaged, or None."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        said = str(current).lower()
+        if found := next((words for words in _DAMAGED if words in said), None):
+            return found
+        current = current.__cause__ or current.__context__
     return None
 
 
