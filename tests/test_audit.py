@@ -113,6 +113,12 @@ def test_the_same_rows_in_another_order_are_no_difference() -> None:
     assert diff_tables(live, {"t": [("A-2", 2), ("a-1", 1)]}) == []
     found = diff_tables(live, {"t": [("A-2", 2), ("a-1", 3)]})
     assert found[0] == "t: 2 live rows, 2 rebuilt; 1 only live, 1 only rebuilt"
+    # With the table's columns: a row both hold under one key, by the columns that differ.
+    from sqlalchemy import Column, Integer, MetaData, String, Table
+
+    t = Table("t", MetaData(), Column("id", String, primary_key=True), Column("n", Integer))
+    found = diff_tables(live, {"t": [("A-2", 2), ("a-1", 3), ("b-3", 4)]}, {"t": t})
+    assert found[1:] == ["  id='a-1': n: live 1, rebuilt 3", "  rebuilt only: id='b-3', n=4"]
 
 
 async def test_replay_reports_its_progress_once_done_when_it_folds_in_the_database(

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -174,13 +174,17 @@ async def compare_with_live(live: Database, rebuilt: Database, projection: Proje
                 continue
         typed = partial(rows_of, table=table)
         found = {table.name: await live.read(typed)}, {table.name: await rebuilt.read(typed)}
-        differences += diff_tables(*found)
+        differences += diff_tables(*found, {table.name: table})
     return differences
 
 
 def diff_tables(
-    live: dict[str, list[tuple[Any, ...]]], rebuilt: dict[str, list[tuple[Any, ...]]]
+    live: dict[str, list[tuple[Any, ...]]],
+    rebuilt: dict[str, list[tuple[Any, ...]]],
+    tables: Mapping[str, Table] | None = None,
 ) -> list[str]:
+    """What differs, table by table: counts, then a few rows — a row both hold under one
+    key by the columns that differ (``tables``: their columns and keys), the others whole."""
     differences = []
     for name in live:
         a, b = live[name], rebuilt[name]
@@ -192,11 +196,46 @@ def diff_tables(
             f"{name}: {len(a)} live rows, {len(b)} rebuilt; {len(only_live)} only live, "
             f"{len(only_rebuilt)} only rebuilt"
         )
+        table = (tables or {}).get(name)
+        if table is not None:
+            differences += _changed_rows(table, only_live, only_rebuilt)
+            continue
         for row in sorted(only_live, key=repr)[:3]:
             differences.append(f"  live only: {row!r}")
         for row in sorted(only_rebuilt, key=repr)[:3]:
             differences.append(f"  rebuilt only: {row!r}")
     return differences
+
+
+def _changed_rows(
+    table: Table, only_live: set[tuple[Any, ...]], only_rebuilt: set[tuple[Any, ...]]
+) -> list[str]:
+    names = [c.name for c in table.columns]
+    keys = [names.index(c.name) for c in table.primary_key.columns] or list(range(len(names)))
+
+    def key(row: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple(row[i] for i in keys)
+
+    def named(row: tuple[Any, ...]) -> str:
+        return ", ".join(f"{n}={v!r}" for n, v in zip(names, row, strict=True))
+
+    rebuilt_by_key = {key(r): r for r in only_rebuilt}
+    shown = []
+    for row in sorted(only_live, key=repr)[:3]:
+        other = rebuilt_by_key.pop(key(row), None)
+        if other is None:
+            shown.append(f"  live only: {named(row)}")
+            continue
+        changed = [
+            f"{n}: live {x!r}, rebuilt {y!r}"
+            for n, x, y in zip(names, row, other, strict=True)
+            if x != y
+        ]
+        where = ", ".join(f"{names[i]}={row[i]!r}" for i in keys)
+        shown.append(f"  {where}: {'; '.join(changed)}")
+    for row in sorted(rebuilt_by_key.values(), key=repr)[:3]:
+        shown.append(f"  rebuilt only: {named(row)}")
+    return shown
 
 
 def refuse_existing(into: Path) -> None:
