@@ -358,3 +358,17 @@ async def test_cli_verify_with_checkpoints(
         == 2
     )
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_the_public_key_is_printed_without_a_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """`checkpoint --public-key` reads the key file only: also where the database is not
+    there or not writable (an auditor's read-only copy)."""
+    from shared.app.config import Settings
+
+    signing_key(Settings(data_dir=tmp_path))  # the key, and no database beside it
+    monkeypatch.setenv("TICKETLINE_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    assert main(["checkpoint", "--public-key"]) == 0
+    assert capsys.readouterr().out.startswith("-----BEGIN PUBLIC KEY-----")

@@ -1067,7 +1067,10 @@ def _main(argv: Sequence[str] | None) -> int:
         )
         return 2
     try:
-        if args.command in NEEDS_SCHEMA and (problem := schema_problem(settings)):
+        # (`checkpoint --public-key` reads the key file only: also on a read-only copy)
+        key_only = args.command == "checkpoint" and args.public_key
+        needs_schema = args.command in NEEDS_SCHEMA and not key_only
+        if needs_schema and (problem := schema_problem(settings)):
             raise CommandRefused(problem)
         if args.command in CREATES_SCHEMA and (problem := database_file_problem(settings)):
             raise CommandRefused(problem)
