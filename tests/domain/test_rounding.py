@@ -28,7 +28,7 @@ def test_a_half_rounds_away_from_zero(value: float, digits: int, expected: float
 
 
 def test_a_target_is_judged_on_the_exact_figure_not_the_one_shown() -> None:
-    """99.995 % compliant shows as 100.0 and is not the 100 % target."""
+    """99.995 % compliant is not the 100 % target, and is not shown as 100 either."""
     from services.feedback.compliance import FALSE, TRUE
     from services.feedback.read_models import Tally, target_checks
     from shared.app.config import FeedbackSettings
@@ -36,5 +36,5 @@ def test_a_target_is_judged_on_the_exact_figure_not_the_one_shown() -> None:
     t = Tally(tickets=20_000)
     t.compliance[TRUE], t.compliance[FALSE] = 19_999, 1
     checks = {c["measure"]: c for c in target_checks(t, FeedbackSettings())}
-    assert (checks["compliance_rate"]["value"], checks["compliance_rate"]["met"]) == (100.0, False)
+    assert (checks["compliance_rate"]["value"], checks["compliance_rate"]["met"]) == (99.99, False)
     assert checks["nps"]["met"] is None  # no follow-up: no figure
