@@ -173,7 +173,10 @@ def test_sigterm_stops_an_import_with_the_batch_being_written_counted(
 
 
 def test_the_files_an_import_or_export_writes_are_its_own(
-    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    data_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A report or summary path that is the database, a key, the input, a pipe, or a
     link planted beside the file: refused or replaced, never written through (or removed);
@@ -199,6 +202,21 @@ def test_the_files_an_import_or_export_writes_are_its_own(
     assert main(["import", "service_points", str(points), "--dry-run"]) == 2
     assert precious.read_text() == "keep me"
     planted.unlink()
+    # A clean run removes a report an earlier run left, never another file at that path.
+    mistyped = tmp_path / "notes.csv"
+    mistyped.write_text("my notes\n")
+    assert (
+        main(["import", "service_points", str(points), "--dry-run", "--report", str(mistyped)]) == 0
+    )
+    assert mistyped.read_text() == "my notes\n"
+    # A key configured outside the data directory is the platform's too.
+    kept_apart = tmp_path / "secrets" / "master.key"
+    kept_apart.parent.mkdir()
+    kept_apart.write_text("0" * 64)
+    monkeypatch.setenv("TICKETLINE_PRIVACY_MASTER_KEY_FILE", str(kept_apart))
+    assert main(["import", "service_points", str(points), "--report", str(kept_apart)]) == 2
+    monkeypatch.delenv("TICKETLINE_PRIVACY_MASTER_KEY_FILE")
+    assert kept_apart.read_text() == "0" * 64
     # An export's summary and draft names: a link there is replaced, not written through.
     out = tmp_path / "parts.csv"
     Path(f"{out}.summary.json").symlink_to(precious)

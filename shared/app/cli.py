@@ -476,9 +476,14 @@ async def _export(settings: Settings, args: argparse.Namespace, out: Path) -> di
             tally = await platform.db.read(lambda c: write_export(c, file, args.format, scope))
             if args.ticket and not tally.events:  # a mistyped id: no signed "nothing happened"
                 raise CommandRefused(f"--ticket: no ticket {args.ticket} in the ledger")
+            file.flush()
+            summary = export_summary(tally, args.format, scope.as_summary(), signing_key(settings))
+            # Placed before the file (both or neither: one without the other fails to verify).
+            with written_whole_text(Path(f"{out}.summary.json")) as said:
+                said.write(json.dumps(summary, indent=2) + "\n")
     finally:
         await platform.close()
-    return export_summary(tally, args.format, scope.as_summary(), signing_key(settings))
+    return summary
 
 
 def _cmd_export(settings: Settings, args: argparse.Namespace) -> int:
@@ -497,8 +502,6 @@ def _cmd_export(settings: Settings, args: argparse.Namespace) -> int:
     out = Path(args.out)
     refuse_output_path(settings, out, "--out")
     summary = asyncio.run(_export(settings, args, out))
-    with written_whole_text(Path(f"{out}.summary.json")) as file:
-        file.write(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary))
     return 0
 

@@ -596,7 +596,7 @@ def refuse_output_path(settings: Settings, path: Path, option: str) -> None:
     if path.is_symlink() or (path.exists() and not path.is_file()):
         raise CommandRefused(
             f"{option} {path}: not a file (a directory, device, pipe or link); give the "
-            "path of a file (its summary is written beside it, FILE.summary.json)"
+            "path of a file"
         )
     target = path.resolve()
     own: list[Path] = []
@@ -604,14 +604,22 @@ def refuse_output_path(settings: Settings, path: Path, option: str) -> None:
         database = Path(sqlite_path(settings.resolved_database_url)).resolve()
         own += [database, Path(f"{database}-wal"), Path(f"{database}-shm")]
     data_dir = Path(settings.data_dir).resolve()
+    # The key files configured wherever they are (the master key kept apart, as advised).
+    auth = settings.auth
+    keys = [settings.privacy.master_key_file, auth.public_key_file, auth.jwks_file]
+    keys += [auth.private_key_file]
+    if settings.checkpoint_signing_key is not None:
+        key = settings.checkpoint_signing_key.get_secret_value()
+        keys.append(Path(key) if "-----BEGIN" not in key else None)
+    own += [Path(k).resolve() for k in keys if k is not None]
     # The platform's own files there: the database (SQLite), its keys (.key, .pem).
     platform_file = target.parent == data_dir and (
         target.name.startswith("ticketline.db") or target.suffix in (".key", ".pem")
     )
     if target in own or platform_file:
         raise CommandRefused(
-            f"{option} {path}: that is one of the platform's own files (the database or the "
-            f"data directory {data_dir}); give another path"
+            f"{option} {path}: that is one of the platform's own files (the database, a key, "
+            f"or a file of the data directory {data_dir}); give another path"
         )
 
 

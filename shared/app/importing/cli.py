@@ -151,9 +151,12 @@ async def _import(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         sink.close()
         await platform.close()
-        document = summary.as_dict() | {"report": str(report) if sink.count else None}
+        written = sink.count and not sink.write_error
+        document = summary.as_dict() | {"report": str(report) if written else None}
+        if sink.write_error:
+            print(f"the error report could not be written: {sink.write_error}", file=sys.stderr)
         print(json.dumps(document, indent=2, ensure_ascii=False))
-    if summary.status == "imported":
+    if summary.status == "imported" and not args.quiet:
         print(
             "imported: read models other than ticket_state, the network and parts catch up "
             "when the projector runs (ticketline run / ticketline project)",
@@ -228,12 +231,14 @@ async def _export(settings: Settings, args: argparse.Namespace) -> int:
             summary = await platform.db.read(
                 lambda c: write_rows(file, kind, kind.export(c, now, platform.store), fmt)
             )
+            file.flush()
+            # Beside the file as well, like an audit export's: the record of what was left
+            # out — placed before it (both or neither).
+            said = json.dumps(summary.as_dict(), ensure_ascii=False)
+            with written_whole_text(Path(f"{out}.summary.json")) as beside:
+                beside.write(said + "\n")
     finally:
         await platform.close()
-    # Beside the file as well, like an audit export's: the record of what was left out.
-    said = json.dumps(summary.as_dict(), ensure_ascii=False)
-    with written_whole_text(Path(f"{out}.summary.json")) as file:
-        file.write(said + "\n")
     print(said)
     return 0
 
