@@ -40,7 +40,7 @@ from shared.eventstore.ledger import EventStore
 from shared.eventstore.tables import events, repairs_only
 from shared.kernel.events.registry import UnreadableEvent, upcast
 from shared.kernel.events.tickets import FaultCategory, TicketDiagnosed
-from shared.kernel.numbers import rounded
+from shared.kernel.numbers import percent_shown, rounded
 from shared.kernel.reach import EVERYWHERE, Reach
 from shared.readmodels.paging import decode_cursor
 from shared.readmodels.planning import checked_only_if, not_by_index
@@ -210,19 +210,12 @@ def ticket_csv_header() -> list[str]:
 
 
 def _rate(numerator: int, denominator: int, digits: int | None = 2) -> float | None:
-    """A percentage, rounded to ``digits`` (None: exact, for a figure made from it) — never
-    to 100 or 0 when it is not: 2 non-compliant tickets in 100,000 show as 99.99, not as
-    the 100 a target of 100 % asks for."""
+    """A percentage, shown to ``digits`` (``percent_shown``: never 100 or 0 when it is
+    not), or exact (None: for a figure made from it)."""
     if not denominator:
         return None
     rate = 100.0 * numerator / denominator
-    if digits is None:
-        return rate
-    shown = rounded(rate, digits)
-    if not 0 < numerator < denominator:  # (NPS passes a difference: it may be negative)
-        return shown
-    step = 10.0**-digits
-    return min(max(shown, step), 100.0 - step)
+    return rate if digits is None else percent_shown(rate, digits)
 
 
 def _mean(total: int, count: int, digits: int | None = 2) -> float | None:
@@ -589,7 +582,7 @@ def _kpi(
         "subject": subject,
         "role": role,
         "tickets": tickets,
-        "measures": {k: None if v is None else rounded(v) for k, v in measures.items()},
+        "measures": {k: None if v is None else percent_shown(v) for k, v in measures.items()},
         "weights": weights,
         "score": _weighted(measures, weights),
     }

@@ -15,7 +15,7 @@ from sqlalchemy import Connection, select
 from shared.kernel.calendar import Calendar, build_calendar, check_reachable
 from shared.kernel.errors import InvalidCommand
 from shared.kernel.events.sla import CalendarDescription, SlaPolicyDescription
-from shared.kernel.numbers import rounded
+from shared.kernel.numbers import percent_shown, rounded
 from shared.kernel.sla import (
     RESOLUTION,
     RESPONSE,
@@ -79,7 +79,7 @@ class Tally:
 
 
 def _rate(part: int, whole: int) -> float | None:
-    return rounded(100.0 * part / whole) if whole else None
+    return percent_shown(100.0 * part / whole) if whole else None
 
 
 def summary(t: Tally) -> dict[str, Any]:

@@ -38,3 +38,17 @@ def test_a_target_is_judged_on_the_exact_figure_not_the_one_shown() -> None:
     checks = {c["measure"]: c for c in target_checks(t, FeedbackSettings())}
     assert (checks["compliance_rate"]["value"], checks["compliance_rate"]["met"]) == (99.99, False)
     assert checks["nps"]["met"] is None  # no follow-up: no figure
+
+
+def test_a_percentage_is_never_shown_as_100_or_0_when_it_is_not() -> None:
+    """The one rule compliance rates, what-if rates and KPI measures are shown by."""
+    from shared.kernel.numbers import percent_shown
+
+    assert [percent_shown(v) for v in (99.998, 0.002, 100.0, 0.0, 66.666, -12.5)] == [
+        99.99,
+        0.01,
+        100.0,
+        0.0,
+        66.67,
+        -12.5,
+    ]
