@@ -115,7 +115,7 @@ async def test_a_stop_while_an_event_is_passed_on_waits_for_its_position(
                 )
     finally:
         signal.signal(signal.SIGTERM, before)
-    kept = f"{out[1]['position']} {out[1]['hash']}\n"
+    kept = f"{out[1]['position']} {out[1]['hash']} east|*\n"
     assert len(out) == 2 and position_file.read_text() == kept
 
 
@@ -345,13 +345,18 @@ async def test_a_subscriber_refuses_a_ledger_that_grew_past_it_from_another_hist
         more = await open_tickets(platform, ["east"], start=5)  # 5-6: the same history
         assert [e["stream_id"] for e in await collect(url, max_events=2, **options)] == more * 2
         # Another history at the position kept: its event there is not the one passed on.
-        number, kept = position.read_text().split()
-        position.write_text(f"{number} {'0' * len(kept)}\n")
+        number, kept, stream = position.read_text().split()
+        position.write_text(f"{number} {'0' * len(kept)} {stream}\n")
         with pytest.raises(AccessRefused, match="holds another event at position 6"):
             await collect(url, max_events=1, **options)
+        # Another filter is another stream: its events are not this one's (no check).
+        rare = {**options, "types": ["TicketDiagnosed"]}
+        await open_tickets(platform, ["east"], start=9)
+        assert [e["event_type"] for e in await collect(url, max_events=1, **rare)] == [
+            "TicketDiagnosed"
+        ]
         # A position file of an older release (no hash) resumes as before.
         position.write_text(f"{number}\n")
-        await open_tickets(platform, ["east"], start=7)
         assert len(await collect(url, max_events=2, **options)) == 2
 
 
@@ -389,7 +394,10 @@ async def test_subscriber_cli_prints_json_lines_and_resumes(platform: Platform, 
         {e["position"] for e in first + second}
     )
     assert len(first + second) == 4 and {e["region"] for e in first + second} == {"east"}
-    assert position_file.read_text().split() == [str(second[-1]["position"]), second[-1]["hash"]]
+    assert position_file.read_text().split()[:2] == [
+        str(second[-1]["position"]),
+        second[-1]["hash"],
+    ]
 
 
 async def test_the_subscriber_stops_on_what_retrying_cannot_fix(

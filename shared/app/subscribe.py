@@ -47,6 +47,8 @@ class Position:
 
     position: int
     hash: str | None = None  # (a file written before it was kept: none)
+    # The stream it was passed on in (region and types): checked only in the same one.
+    stream: str | None = None
 
 
 def load_position(path: Path | None) -> Position | None:
@@ -60,11 +62,16 @@ def load_position(path: Path | None) -> Position | None:
         )
     if not path.exists():
         return None
-    number, _, hash_ = path.read_text().strip().partition(" ")
+    number, hash_, stream = [*path.read_text().split(maxsplit=2), "", "", ""][:3]
     if number and not (number.isascii() and number.isdigit()):
         # Starting over from "now" would silently skip what happened since.
         raise AccessRefused(f"{path} does not hold a position (a ledger position number)")
-    return Position(int(number), hash_.strip() or None) if number else None
+    return Position(int(number), hash_ or None, stream.strip() or None) if number else None
+
+
+def stream_of(region: str | None, types: list[str]) -> str:
+    """The stream a subscriber follows, as its position file names it."""
+    return f"{region or '*'}|{','.join(sorted(types)) or '*'}"
 
 
 def _refusal(response: httpx.Response) -> str:
@@ -79,7 +86,11 @@ def save_position(path: Path | None, position: Position) -> None:
     if path is None:
         return
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(f"{position.position} {position.hash or ''}".rstrip() + "\n")
+    said = [
+        str(position.position),
+        *([position.hash, position.stream or ""] if position.hash else []),
+    ]
+    tmp.write_text(" ".join(said).rstrip() + "\n")
     os.replace(tmp, path)  # atomic: a crash never leaves a half-written position
 
 
@@ -225,7 +236,9 @@ async def subscribe_http(
         with Stops().installed() as stops:
             while max_events is None or emitted < max_events:
                 # Resumed from a hash kept: from the event before, to see that one again first.
-                check = held if held is not None and held.hash and held.position else None
+                stream = stream_of(region, types)
+                same = held is not None and held.hash and held.position and held.stream == stream
+                check = held if same else None
                 after = None if held is None else held.position - (check is not None)
                 try:
                     async for pos, envelope in sse_events(
@@ -238,7 +251,7 @@ async def subscribe_http(
                             continue  # passed on already
                         with stops.passing_one():
                             emit(envelope)
-                            held = Position(pos, envelope.get("hash"))
+                            held = Position(pos, envelope.get("hash"), stream)
                             save_position(position_file, held)
                         emitted += 1
                         backoff = 0.5
