@@ -676,6 +676,9 @@ async def test_rebuild_gives_identical_clocks_and_what_if_writes_nothing(
         "received_to": "2026-11-23T00:00:00Z",
     }
     report = await ok(await admin.post("/sla/what-if", json=body))
+    # A PUT body as it is (its reason too) can be tried.
+    tried = {**body, "policy": {**body["policy"], "reason": "trying the lenient one"}}
+    assert (await ok(await admin.post("/sla/what-if", json=tried)))["total"] == report["total"]
     total = report["total"]
     # Today: the built-in ticket (24 h) and the west one (24×7, not mapped) are overdue,
     # the paused business-hours one still open. On the lenient policy none is overdue.

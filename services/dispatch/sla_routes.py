@@ -415,7 +415,7 @@ async def sla_what_if(
     principal: Principal = Depends(allow("admin", scope="sla:read")),
     platform: Platform = Depends(get_platform),
 ) -> dict[str, Any]:
-    chosen = candidate(body.policy, body.calendars)
+    chosen = candidate(body.policy.description(), body.calendars)
     at = clocks_at(body.at, platform.clock.now())
     sla = platform.settings.sla
 

@@ -238,7 +238,7 @@ class WhatIfRequest(Body):
         },
     )
 
-    policy: SlaPolicyDescription
+    policy: PolicyRequest = Field(description="As `PUT /sla-policies/{id}` takes it.")
     calendars: dict[DefinableCalendarId, CalendarDescription] = Field(
         default_factory=dict,
         description="Calendars to try (by id); others the policy names are the latest versions.",

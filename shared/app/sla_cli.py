@@ -70,6 +70,8 @@ def load_terms(path: Path) -> tuple[SlaPolicyDescription, dict[str, CalendarDesc
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a mapping expected")
     policy = data.get("policy", data)
+    if isinstance(policy, dict):  # a PUT body as it is: its reason defines nothing here
+        policy = {k: v for k, v in policy.items() if k != "reason"}
     return (
         _valid(
             ("policy",) if "policy" in data else (), SlaPolicyDescription.model_validate, policy
