@@ -96,6 +96,14 @@ class ProblemDetails(BaseModel):
         "(e.g. `ticket_not_found`, `location_not_found`).",
     )
     errors: list[FieldError] | None = None
+    expected_version: int | None = Field(
+        default=None, description="409 `expected_version`: the version the command named."
+    )
+    current_version: int | None = Field(
+        default=None,
+        description="409 `expected_version`: the version the resource is at (absent: it "
+        "moved on, the version not known).",
+    )
 
 
 class ProblemError(Exception):
