@@ -477,7 +477,8 @@ def decide_adjust_stock(command: AdjustStock, level: StockLevel) -> list[EventPa
         )
         raise RuleViolation(
             "stock_below_reserved",
-            f"on hand would be {level.on_hand + c.delta} ({level.on_hand} {c.delta:+d}), {below}",
+            f"on hand would be {level.on_hand + c.delta} ({level.on_hand} on hand, adjusted by "
+            f"{c.delta:+d}), {below}",
         )
     return [
         StockAdjusted(
