@@ -122,6 +122,7 @@ class Stops:
     def on_stop(self, signum: int, frame: Any) -> None:
         if not self.passing:
             self._stop(signum, frame)
+            return  # (an ignored signal)
         if self.caught is None:
             self.caught = signum
             signal.setitimer(signal.ITIMER_REAL, PRINT_GRACE_SECONDS)
