@@ -665,6 +665,17 @@ async def test_compliance_tallies_equal_a_fold_of_the_rows(platform: Platform) -
         assert listed == sum(
             1 for r in stored if r.technician_id == techs[0] and r.month == "2026-11"
         )
+        # NPS links to the tickets with a detractor's follow-up (what NPS is short by).
+        page = await client.get(
+            "/compliance/tickets", params={"month": "2026-10", "rate": "detractors"}
+        )
+        detractors = {
+            f["ticket_id"]
+            for f in follow_up_rows
+            if f["would_recommend"] <= 6 and f["month"] == "2026-10"
+        }
+        assert page.text.count('<th scope="row"><a href="/tickets/') == len(detractors) > 0
+        assert "rate=detractors" in (await client.get("/compliance?month=2026-10")).text
 
 
 @SQLITE

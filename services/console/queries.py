@@ -28,9 +28,11 @@ from sqlalchemy.sql.selectable import FromClause
 from services.dispatch.tables import service_points, sla_clocks, ticket_flags
 from services.feedback.tables import (
     compliance_tickets,
+    follow_ups,
     quality_alerts,
     repairs,
 )
+from shared.app.config import FeedbackSettings
 from shared.app.platform import Platform
 from shared.eventstore.driver import rows_tolerating_damage
 from shared.eventstore.ledger import checked_row
@@ -453,16 +455,27 @@ def sla_page(
 
 c = compliance_tickets.c
 
+
 # What "the tickets behind a rate" are: the ones that pull it down.
-RATE_FILTERS: dict[str, Callable[[], ColumnElement[bool]]] = {
-    "compliance": lambda: c.compliant == "false",
-    "response_sla": lambda: c.responded_within_sla == "false",
-    "resolution_sla": lambda: c.resolved_within_sla == "false",
-    "sla": lambda: or_(c.responded_within_sla == "false", c.resolved_within_sla == "false"),
-    "first_time_fix": lambda: c.first_time_fix == "false",
-    "satisfaction": lambda: c.satisfied == "false",
-    "complaints": lambda: c.complaints > 0,
-    "all": lambda: true(),
+def _detractors(s: FeedbackSettings) -> ColumnElement[bool]:
+    """Tickets with a follow-up whose would-recommend makes a detractor (what NPS is short
+    by), whatever the ticket's latest word."""
+    said = select(follow_ups.c.ticket_id).where(
+        follow_ups.c.would_recommend <= s.nps_detractor_up_to
+    )
+    return c.ticket_id.in_(said)
+
+
+RATE_FILTERS: dict[str, Callable[[FeedbackSettings], ColumnElement[bool]]] = {
+    "compliance": lambda _s: c.compliant == "false",
+    "response_sla": lambda _s: c.responded_within_sla == "false",
+    "resolution_sla": lambda _s: c.resolved_within_sla == "false",
+    "sla": lambda _s: or_(c.responded_within_sla == "false", c.resolved_within_sla == "false"),
+    "first_time_fix": lambda _s: c.first_time_fix == "false",
+    "satisfaction": lambda _s: c.satisfied == "false",
+    "detractors": _detractors,
+    "complaints": lambda _s: c.complaints > 0,
+    "all": lambda _s: true(),
 }
 
 
@@ -475,8 +488,9 @@ def compliance_ticket_page(
     after: str | None,
     limit: int,
     technician_id: str | None = None,
+    settings: FeedbackSettings | None = None,
 ) -> tuple[list[Any], str | None]:
-    conditions = [c.month == month, RATE_FILTERS[rate]()]
+    conditions = [c.month == month, RATE_FILTERS[rate](settings or FeedbackSettings())]
     if region is not None:
         conditions.append(c.region == region)
     if service_point_id:

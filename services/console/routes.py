@@ -619,7 +619,7 @@ RATES = (
     ("compliance_rate", "compliance"),
     ("sla_attainment", "sla"),
     ("first_time_fix_rate", "first_time_fix"),
-    ("nps", "satisfaction"),
+    ("nps", "detractors"),
     ("complaint_rate", "complaints"),
 )
 
@@ -715,6 +715,7 @@ async def compliance_tickets(
                 after,
                 PAGE_SIZE,
                 technician_id=technician or None,
+                settings=platform.settings.feedback,
             ),
         )
         if visible
