@@ -56,7 +56,7 @@ async def test_a_job_survives_a_failed_pass_and_gives_its_lease_back_when_it_sto
 async def test_a_job_runs_no_pass_while_another_replica_holds_its_lease(
     db: Database, clock: ManualClock
 ) -> None:
-    assert await Lease(db, "a-job", "replica-b", 3600, clock).acquire()
+    assert await Lease(db, "b-job", "replica-b", 3600, clock).acquire()
     stop = asyncio.Event()
     passes: list[str] = []
 
@@ -64,14 +64,16 @@ async def test_a_job_runs_no_pass_while_another_replica_holds_its_lease(
         passes.append("ran")
 
     job = asyncio.create_task(
-        run_leased(Lease(db, "a-job", "replica-a", 3600, clock), stop, 0.01, one_pass)
+        run_leased(Lease(db, "b-job", "replica-a", 3600, clock), stop, 0.01, one_pass)
     )
     await asyncio.sleep(0.1)
+    # Its failures are on /metrics from the start, at 0 (an alert reads 0, not "no data").
+    assert REGISTRY.get_sample_value("ticketline_job_pass_failures_total", {"job": "b-job"}) == 0
     stop.set()
     await asyncio.wait_for(job, 10)
     assert passes == []
     # Stopping gave back nothing it did not hold.
-    assert not await Lease(db, "a-job", "replica-c", 3600, clock).acquire()
+    assert not await Lease(db, "b-job", "replica-c", 3600, clock).acquire()
 
 
 async def test_a_lease_held_by_a_killed_process_of_this_host_is_taken_at_once_on_sqlite(

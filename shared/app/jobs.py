@@ -76,6 +76,8 @@ async def run_leased(
         failed="retrying at the next interval",
         again="trying again at the next interval",
     )
+    # Shown at 0 from the start: an alert on its increase reads 0, not "no data".
+    JOB_PASS_FAILURES.labels(lease.name)
     try:
         while not stop.is_set():
             try:
