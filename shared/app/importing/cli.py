@@ -205,7 +205,8 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     try:
         return asyncio.run(_cancelled_on_sigterm(_import(settings, args)))
     except KeyboardInterrupt:  # Ctrl-C (130), or SIGTERM (Terminated: 143)
-        print("interrupted: run the same import again to resume", file=sys.stderr)
+        said = "nothing was written" if args.dry_run else "run the same import again to resume"
+        print(f"interrupted: {said}", file=sys.stderr)
         raise
 
 
