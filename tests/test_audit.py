@@ -721,3 +721,24 @@ def test_what_killed_runs_left_behind_is_swept_and_nothing_else(tmp_path) -> Non
     swept = sweep_abandoned(tmp_path, "ticketline-replay-") + sweep_abandoned(tmp_path, ".asof.db.")
     assert sorted(swept) == sorted([stale_dir, stale_draft])
     assert live_draft.exists() and fresh.exists() and not stale_dir.exists()
+
+
+def test_a_stop_while_the_command_loads_is_its_exit_code_not_a_traceback() -> None:
+    """`ticketline` stopped in the seconds its modules take to load (a busy machine)."""
+    import subprocess
+
+    started = (
+        "import builtins, os, signal, sys\n"
+        "from shared.app import entry\n"
+        "real = builtins.__import__\n"
+        "def loading(name, *args, **kwargs):\n"
+        "    if name == 'shared.app.cli':\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    return real(name, *args, **kwargs)\n"
+        "builtins.__import__ = loading\n"
+        "sys.exit(entry.main())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", started], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 143 and done.stderr == "ticketline: terminated\n", done.stderr
