@@ -218,11 +218,18 @@ def _placed(
     return d if region == d.region else d.model_copy(update={"region": region})
 
 
+def _refuse_taken(state: NetworkMember) -> None:
+    """The id's stream holds a member already (of either type): 409, as an id registered
+    in another case is (``refuse_registered``), in the same words."""
+    if state.stream_type is not None:
+        what = "service point" if state.stream_type == "service_point" else "technician"
+        refuse_registered(state.member_id, rule="already_registered", field="id", what=what)
+
+
 def decide_register_service_point(
     command: RegisterServicePoint, state: NetworkMember
 ) -> list[EventPayload]:
-    if state.stream_type is not None:
-        raise RuleViolation("already_registered", f"{state.member_id} is already registered")
+    _refuse_taken(state)
     refuse_registered(
         command.registered_as, rule="already_registered", field="id", what="service point"
     )
@@ -315,8 +322,7 @@ def _check_technician(d: TechnicianDescription, point: ServicePointInfo | None) 
 def decide_register_technician(
     command: RegisterTechnician, state: NetworkMember
 ) -> list[EventPayload]:
-    if state.stream_type is not None:
-        raise RuleViolation("already_registered", f"{state.member_id} is already registered")
+    _refuse_taken(state)
     refuse_registered(
         command.registered_as, rule="already_registered", field="id", what="technician"
     )
