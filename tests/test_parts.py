@@ -358,6 +358,19 @@ async def test_repaired_event_delivered_twice_changes_stock_once(
     assert len(await ok(await clerk.get("/returns"))) == 1
 
 
+async def repaired_expecting_returns(
+    platform: Platform, intake: httpx.AsyncClient, admin: httpx.AsyncClient, used: UsedPart
+) -> str:
+    """A ticket repaired with ``used`` on the network, its old parts expected back within
+    10 days (the repair reactor has run)."""
+    platform.settings.parts.old_part_return_days = 10
+    await build_network(admin)
+    ticket_id = await dispatched_ticket(intake, platform)
+    await repair_ticket(platform, ticket_id, [used])
+    await run_reactor(platform)
+    return ticket_id
+
+
 async def test_overdue_returns_are_recorded_exactly_once(
     platform: Platform,
     clock: ManualClock,
@@ -365,13 +378,8 @@ async def test_overdue_returns_are_recorded_exactly_once(
     admin: httpx.AsyncClient,
     clerk: httpx.AsyncClient,
 ) -> None:
-    platform.settings.parts.old_part_return_days = 10
-    await build_network(admin)
-    ticket_id = await dispatched_ticket(intake, platform)
-    await repair_ticket(
-        platform, ticket_id, [UsedPart(part_number=MOTOR, old_serial="OLD-7", under_warranty=True)]
-    )
-    await run_reactor(platform)
+    used = UsedPart(part_number=MOTOR, old_serial="OLD-7", under_warranty=True)
+    ticket_id = await repaired_expecting_returns(platform, intake, admin, used)
     clock.advance(days=10)
     assert await check_overdue_returns(platform) == 0  # due now, not yet past
     clock.advance(minutes=1)
@@ -409,12 +417,8 @@ async def test_a_return_settled_in_parts_counts_late_only_what_came_back_late(
     admin: httpx.AsyncClient,
     clerk: httpx.AsyncClient,
 ) -> None:
-    platform.settings.parts.old_part_return_days = 10
-    await build_network(admin)
-    ticket_id = await dispatched_ticket(intake, platform)
     used = UsedPart(part_number=MOTOR, quantity=2, old_serial="OLD-8", under_warranty=True)
-    await repair_ticket(platform, ticket_id, [used])
-    await run_reactor(platform)
+    ticket_id = await repaired_expecting_returns(platform, intake, admin, used)
     one = {"ticket_id": ticket_id, "part_number": MOTOR, "quantity": 1}
     assert (await ok(await clerk.post("/returns", json=one), 201))["late"] is False
     clock.advance(days=11)

@@ -82,20 +82,8 @@ class Stopped(Exception):
     pass
 
 
-@pytest.mark.parametrize("backend", ["sqlite"])
-async def test_a_stop_while_an_event_is_passed_on_waits_for_its_position(
-    platform: Platform, tmp_path
-) -> None:
-    """SIGTERM (or Ctrl-C) landing between printing an event and saving its position
-    would make the next run print it again."""
-    assert threading.current_thread() is threading.main_thread()  # signals reach it
-    await open_tickets(platform, ["east", "east"])
-    position_file, out = tmp_path / "east.position", []
-
-    def emit(envelope: dict) -> None:
-        out.append(envelope)
-        if len(out) == 2:
-            os.kill(os.getpid(), signal.SIGTERM)  # delivered at once, mid-event
+async def followed_until_stopped(platform: Platform, position_file, emit) -> None:  # type: ignore[no-untyped-def]
+    """East's stream followed until a SIGTERM (``emit`` sends it) stops the subscriber."""
 
     def stop(_signum: int, _frame: object) -> None:
         raise Stopped
@@ -115,6 +103,24 @@ async def test_a_stop_while_an_event_is_passed_on_waits_for_its_position(
                 )
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_a_stop_while_an_event_is_passed_on_waits_for_its_position(
+    platform: Platform, tmp_path
+) -> None:
+    """SIGTERM (or Ctrl-C) landing between printing an event and saving its position
+    would make the next run print it again."""
+    assert threading.current_thread() is threading.main_thread()  # signals reach it
+    await open_tickets(platform, ["east", "east"])
+    position_file, out = tmp_path / "east.position", []
+
+    def emit(envelope: dict) -> None:
+        out.append(envelope)
+        if len(out) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # delivered at once, mid-event
+
+    await followed_until_stopped(platform, position_file, emit)
     kept = f"{out[1]['position']} {out[1]['hash']} east|*\n"
     assert len(out) == 2 and position_file.read_text() == kept
 
@@ -137,25 +143,8 @@ async def test_a_stop_while_a_line_cannot_be_printed_stops_after_a_grace(
             time.sleep(30)  # blocked: as a write to a full pipe
         out.append(envelope)
 
-    def stop(_signum: int, _frame: object) -> None:
-        raise Stopped
-
-    before = signal.signal(signal.SIGTERM, stop)
     started = time.monotonic()
-    try:
-        async with serve_app(create_app(platform)) as url:
-            with pytest.raises(Stopped):
-                await subscribe_http(
-                    url,
-                    region="east",
-                    types=[],
-                    from_beginning=True,
-                    position_file=position_file,
-                    emit=emit,
-                    headers=AUDITOR,
-                )
-    finally:
-        signal.signal(signal.SIGTERM, before)
+    await followed_until_stopped(platform, position_file, emit)
     assert time.monotonic() - started < 10
     assert len(out) == 1 and position_file.read_text().split()[0] == str(out[0]["position"])
 
