@@ -338,6 +338,10 @@ async def test_a_subscriber_refuses_a_ledger_that_grew_past_it_from_another_hist
         position.write_text(f"{number} {'0' * len(kept)} {stream}\n")
         with pytest.raises(AccessRefused, match="holds another event at position 6"):
             await collect(url, max_events=1, **options)
+        position.write_text(f"{number} {'0' * len(kept)}\n")  # kept before the stream was
+        with pytest.raises(AccessRefused, match="holds another event at position 6"):
+            await collect(url, max_events=1, **options)
+        position.write_text(f"{number} {'0' * len(kept)} {stream}\n")
         # Another filter is another stream: its events are not this one's (no check).
         rare = {**options, "types": ["TicketDiagnosed"]}
         await open_tickets(platform, ["east"], start=9)

@@ -219,11 +219,12 @@ def _rate(numerator: int, denominator: int, digits: int | None = 2) -> float | N
 
 
 def _mean(total: int, count: int, digits: int | None = 2) -> float | None:
-    """``total`` ÷ ``count`` (``digits``: as ``_rate``); None without values."""
+    """``total`` ÷ ``count`` of 0–100 scores (``digits``: as ``_rate``, never shown as 100
+    or 0 when it is not); None without values."""
     if not count:
         return None
     mean = total / count
-    return mean if digits is None else rounded(mean, digits)
+    return mean if digits is None else percent_shown(mean, digits)
 
 
 def band(score: int, s: FeedbackSettings) -> str:
@@ -468,7 +469,7 @@ def _weighted(measures: dict[str, float | None], weights: dict[str, float]) -> f
     total = sum(weights[k] for k in present)
     if not present or not total:
         return None
-    return rounded(sum(weights[k] * v for k, v in present.items()) / total)
+    return percent_shown(sum(weights[k] * v for k, v in present.items()) / total)
 
 
 def _earlier_points(conn: Connection, ticket_ids: set[str]) -> dict[str, tuple[str | None, str]]:

@@ -238,7 +238,13 @@ async def subscribe_http(
             while max_events is None or emitted < max_events:
                 # Resumed from a hash kept: from the event before, to see that one again first.
                 stream = stream_of(region, types)
-                same = held is not None and held.hash and held.position and held.stream == stream
+                # (a file kept before the stream was: taken for this one)
+                same = (
+                    held is not None
+                    and held.hash
+                    and held.position
+                    and held.stream in (None, stream)
+                )
                 check = held if same else None
                 after = None if held is None else held.position - (check is not None)
                 try:

@@ -52,3 +52,10 @@ def test_a_percentage_is_never_shown_as_100_or_0_when_it_is_not() -> None:
         66.67,
         -12.5,
     ]
+
+
+def test_an_average_score_and_a_kpi_score_are_shown_by_the_same_rule() -> None:
+    """249 follow-ups of 100 and one of 99: not a perfect average, nor a perfect KPI."""
+    from services.feedback.read_models import _mean
+
+    assert (_mean(249 * 100 + 99, 250), _mean(100 * 3, 3)) == (99.99, 100.0)

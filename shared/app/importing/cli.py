@@ -152,7 +152,10 @@ async def _import(settings: Settings, args: argparse.Namespace) -> int:
         sink.close()
         await platform.close()
         written = sink.count and not sink.write_error
-        document = summary.as_dict() | {"report": str(report) if written else None}
+        document = summary.as_dict() | {
+            "report": str(report) if written else None,
+            "report_error": sink.write_error,
+        }
         if sink.write_error:
             print(f"the error report could not be written: {sink.write_error}", file=sys.stderr)
         print(json.dumps(document, indent=2, ensure_ascii=False))

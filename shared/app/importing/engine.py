@@ -152,7 +152,9 @@ async def run_import(
     except (KeyboardInterrupt, asyncio.CancelledError):
         if summary.status not in ("imported", "interrupted"):  # (stopped while validating)
             summary.status = "interrupted"
-            summary.message = "stopped before the end: run the same import again"
+            summary.message = "stopped before the end: " + (
+                "nothing was written" if request.dry_run else "run the same import again"
+            )
         raise
     finally:
         summary.problems = sink.count

@@ -80,7 +80,7 @@ class ProblemSink:
             os.replace(draft, self.path)
             return
         draft.unlink(missing_ok=True)
-        if not self.count and _is_report(self.path):
+        if _is_report(self.path):  # an earlier run's: not this one's (none, or unwritable)
             self.path.unlink()
 
     def as_dicts(self) -> list[dict[str, object]]:
