@@ -220,9 +220,12 @@ def test_the_files_an_import_or_export_writes_are_its_own(
     # An export's summary and draft names: a link there is replaced, not written through.
     out = tmp_path / "parts.csv"
     Path(f"{out}.summary.json").symlink_to(precious)
+    killed = tmp_path / f".{out.name}.999999999.dead.partial"  # a run killed mid-way
+    killed.write_text("half")
+    os.utime(killed, (0, 0))
     assert main(["import", "service_points", str(points), "--quiet"]) == 0
     assert main(["export", "--kind", "service_points", "--out", str(out)]) == 0
-    assert precious.read_text() == "keep me"
+    assert precious.read_text() == "keep me" and not killed.exists()
     assert not Path(f"{out}.summary.json").is_symlink()
     assert (out.stat().st_mode & 0o777, Path(f"{out}.summary.json").stat().st_mode & 0o777) == (
         0o600,

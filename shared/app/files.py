@@ -97,6 +97,7 @@ def _placed_when_whole(path: Path) -> Iterator[Path]:
     the draft is removed and ``path`` untouched. A link left at ``path`` is replaced,
     never followed, and nothing is written into a file someone planted under a
     predictable name."""
+    sweep_abandoned(path.parent, f".{path.name}.")  # drafts of runs killed before cleanup
     draft = new_sibling(path)
     try:
         yield draft
