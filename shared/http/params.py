@@ -35,6 +35,7 @@ from shared.kernel.errors import InvalidCommand
 from shared.kernel.events.network import NetworkId, ProductLine
 from shared.kernel.events.parts import LocationId, PartNumber
 from shared.kernel.events.tickets import Phone
+from shared.kernel.patterns import worded
 from shared.kernel.text import check_text
 from shared.readmodels.paging import NOT_ISSUED, decode_cursor
 
@@ -126,31 +127,18 @@ _WEEK_PATTERN = rf"^{_YEAR}-W(0[1-9]|[1-4][0-9]|5[0-3])$"
 _MONTH_PATTERN = rf"^{_YEAR}-(0[1-9]|1[0-2])$"
 
 
-def _spelled(pattern: str, said: str) -> BeforeValidator:
-    """The published pattern's check, saying what is expected in words (pydantic's own
-    message quotes the regular expression)."""
-    compiled = re.compile(pattern)
-
-    def check(value: object) -> object:
-        if isinstance(value, str) and not compiled.fullmatch(value):
-            raise ValueError(f"{said}, not {value[:40]!r}")
-        return value
-
-    return BeforeValidator(check)
-
-
 IsoWeek = Annotated[
     str,
-    StringConstraints(pattern=_WEEK_PATTERN),
+    StringConstraints(
+        pattern=worded(_WEEK_PATTERN, "an ISO week as YYYY-Www (2026-W47; weeks 01-53)")
+    ),
     AfterValidator(_iso_week),
-    _spelled(_WEEK_PATTERN, "an ISO week as YYYY-Www (2026-W47; weeks 01-53)"),
 ]
 # ``2026-11`` (UTC calendar month).
 IsoMonth = Annotated[
     str,
-    StringConstraints(pattern=_MONTH_PATTERN),
+    StringConstraints(pattern=worded(_MONTH_PATTERN, "a month as YYYY-MM (2026-11; months 01-12)")),
     AfterValidator(_iso_month),
-    _spelled(_MONTH_PATTERN, "a month as YYYY-MM (2026-11; months 01-12)"),
 ]
 
 
