@@ -29,7 +29,7 @@ from pydantic import (
 )
 
 from shared.kernel.events.envelope import EventPayload
-from shared.kernel.events.network import LocalTime, Weekday
+from shared.kernel.events.network import LocalTime, TimezoneName, Weekday
 from shared.kernel.events.registry import upcaster
 from shared.kernel.events.tickets import (
     CalendarDay,
@@ -115,15 +115,7 @@ class AdjustedWorkingDay(Frozen):
 
 class CalendarDescription(Frozen):
     name: ShortText
-    timezone: Annotated[
-        str,
-        StringConstraints(
-            strip_whitespace=True,
-            pattern=worded(
-                r"^[A-Za-z0-9_+\-/]{1,64}$", "a time zone's IANA name, e.g. Asia/Shanghai"
-            ),
-        ),
-    ]
+    timezone: TimezoneName
     hours: list[WorkingHours] = Field(min_length=1, max_length=100)
     holidays: list[Holiday] = Field(default_factory=list, max_length=2000)
     working_days: list[AdjustedWorkingDay] = Field(default_factory=list, max_length=500)
