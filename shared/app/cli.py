@@ -1179,14 +1179,9 @@ _DAMAGED = ("database disk image is malformed",)
 
 def damaged_file(exc: BaseException) -> str | None:
     """SQLite's words when the database file itself is damaged, or None."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        said = str(current).lower()
-        if found := next((words for words in _DAMAGED if words in said), None):
+    for _, said in _database_said(exc):
+        if found := next((words for words in _DAMAGED if words in said.lower()), None):
             return found
-        current = current.__cause__ or current.__context__
     return None
 
 
