@@ -50,6 +50,11 @@ class Position:
     # The stream it was passed on in (region and types): checked only in the same one.
     stream: str | None = None
 
+    def checked_in(self, stream: str) -> bool:
+        """Whether resuming ``stream`` checks its hash (a file kept before the stream was
+        recorded: taken for this one)."""
+        return bool(self.hash and self.position) and self.stream in (None, stream)
+
 
 def load_position(path: Path | None) -> Position | None:
     if path is None:
@@ -207,6 +212,11 @@ async def _wait_to_retry(exc: Exception, base_url: str, backoff: float) -> float
     else:
         said = f"cannot reach {base_url} ({exc!r})"
     print(f"subscribe: {said}; retrying in {backoff:g} s", file=sys.stderr)
+    return await _waited(backoff)
+
+
+async def _waited(backoff: float) -> float:
+    """Waits ``backoff``; the next wait (doubled, up to 10 s)."""
     await asyncio.sleep(backoff)
     return min(backoff * 2, 10.0)
 
@@ -233,19 +243,12 @@ async def subscribe_http(
         params["types"] = ",".join(types)
     emitted = 0
     backoff = 0.5
+    stream = stream_of(region, types)
     async with httpx.AsyncClient(headers=headers) as client:
         with Stops().installed() as stops:
             while max_events is None or emitted < max_events:
                 # Resumed from a hash kept: from the event before, to see that one again first.
-                stream = stream_of(region, types)
-                # (a file kept before the stream was: taken for this one)
-                same = (
-                    held is not None
-                    and held.hash
-                    and held.position
-                    and held.stream in (None, stream)
-                )
-                check = held if same else None
+                check = held if held is not None and held.checked_in(stream) else None
                 after = None if held is None else held.position - (check is not None)
                 try:
                     async for pos, envelope in sse_events(
@@ -265,8 +268,7 @@ async def subscribe_http(
                         if max_events is not None and emitted >= max_events:
                             return emitted
                     # The server ended the stream (stopping, a database gone): its `retry`.
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 10.0)
+                    backoff = await _waited(backoff)
                 except (httpx.HTTPStatusError, httpx.TransportError, httpx.InvalidURL) as exc:
                     backoff = await _wait_to_retry(exc, base_url, backoff)
     return emitted
