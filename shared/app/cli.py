@@ -35,6 +35,7 @@ from shared.app.config import (
     refuse_output_path,
     token_lifetime,
 )
+from shared.app.entry import stopped
 from shared.app.files import written_whole, written_whole_text
 from shared.app.importing.cli import add_export_kind, add_import_parser
 from shared.app.observability import configure_logging
@@ -997,11 +998,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _main(argv)
     except Terminated:
-        print("ticketline: terminated", file=sys.stderr)
-        return 143
+        return stopped(terminated=True)
     except KeyboardInterrupt:  # Ctrl-C before a command handles it (starting up): no traceback
-        print("ticketline: interrupted", file=sys.stderr)
-        return 130
+        return stopped(terminated=False)
     except SystemExit as exc:
         if isinstance(exc.code, str):  # a refusal to start (schema, keys): its message
             print(exc.code, file=sys.stderr)

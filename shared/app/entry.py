@@ -9,10 +9,15 @@ import sys
 from types import FrameType
 
 
-def _stopped(signum: int, _frame: FrameType | None) -> None:
-    terminated = signum == signal.SIGTERM
+def stopped(terminated: bool) -> int:
+    """Says that the command was stopped before its work: its exit code (SIGTERM 143,
+    Ctrl-C 130), also for ``cli.main``'s stops."""
     print(f"ticketline: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
-    raise SystemExit(143 if terminated else 130)
+    return 143 if terminated else 130
+
+
+def _stopped(signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(stopped(signum == signal.SIGTERM))
 
 
 def main() -> int:
