@@ -51,6 +51,17 @@ def legacy_line_breaks(value: str) -> str:
     return value.replace("\x0b", "\n").replace("\x0c", "\n")
 
 
+def unprintable_reason(value: str) -> str | None:
+    """Why ``value`` cannot name who acted (a token's subject, an import's operator): not
+    storable text, or a control character — C0, DEL and C1 (NEL among them: a line break
+    to some log readers); None when it can."""
+    if (reason := invalid_text_reason(value)) is not None:
+        return reason
+    if any(ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in value):
+        return "contains a control character"
+    return None
+
+
 def check_text(value: str) -> str:
     """A pydantic ``AfterValidator``: the value, or ValueError naming what is wrong."""
     reason = invalid_text_reason(value)

@@ -22,7 +22,7 @@ from shared.app.importing.report import ProblemSink
 from shared.app.importing.source import Refusal, text_encoding
 from shared.eventstore.bulk import bulk_gc
 from shared.kernel.events.envelope import Actor
-from shared.kernel.text import invalid_text_reason
+from shared.kernel.text import unprintable_reason
 
 # An import meets each customer in one batch only: keys and memos kept past a few
 # batches only grow with the file (100k tickets: +100 MB at the store's default bounds).
@@ -113,12 +113,8 @@ def operator(args: argparse.Namespace) -> Actor:
     """Who imports: the actor every imported event names — held to a token subject's
     rules (printable, at most 200 characters): refused, never cut or stored raw."""
     name = args.operator or os.environ.get("TICKETLINE_OPERATOR") or getpass.getuser()
-    if not name or len(name) > 200 or any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in name):
-        raise CommandRefused(
-            "--operator (or TICKETLINE_OPERATOR): 1 to 200 printable characters, no control "
-            "character or line break"
-        )
-    if reason := invalid_text_reason(name):
+    reason = unprintable_reason(name) or ("" if 0 < len(name) <= 200 else "1 to 200 characters")
+    if reason:
         raise CommandRefused(f"--operator (or TICKETLINE_OPERATOR): {reason}")
     return Actor(subject=name, role="admin")
 

@@ -36,7 +36,7 @@ from pydantic import (
 from shared.app.config import ApiKeyEntry, AuthSettings, Settings, token_lifetime
 from shared.app.files import key_file
 from shared.app.key_files import json_web_key_set, read_key_file
-from shared.kernel.text import check_text
+from shared.kernel.text import unprintable_reason
 
 log = logging.getLogger(__name__)
 # PyJWT warns on every signature with a short key, raw on stderr: said once, by us, instead.
@@ -108,10 +108,8 @@ SCOPE_PATTERN = r"^[\x21\x23-\x5B\x5D-\x7E]+( [\x21\x23-\x5B\x5D-\x7E]+)*$"
 
 
 def _printable_subject(value: str) -> str:
-    check_text(value)
-    # C0, DEL and C1 (NEL among them: a line break to some log readers).
-    if any(ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in value):
-        raise ValueError("contains a control character")
+    if (reason := unprintable_reason(value)) is not None:
+        raise ValueError(reason)
     return value
 
 
