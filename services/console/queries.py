@@ -487,10 +487,10 @@ def compliance_ticket_page(
     rate: str,
     after: str | None,
     limit: int,
+    settings: FeedbackSettings,
     technician_id: str | None = None,
-    settings: FeedbackSettings | None = None,
 ) -> tuple[list[Any], str | None]:
-    conditions = [c.month == month, RATE_FILTERS[rate](settings or FeedbackSettings())]
+    conditions = [c.month == month, RATE_FILTERS[rate](settings)]
     if region is not None:
         conditions.append(c.region == region)
     if service_point_id:

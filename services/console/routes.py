@@ -714,8 +714,8 @@ async def compliance_tickets(
                 rate,
                 after,
                 PAGE_SIZE,
+                platform.settings.feedback,
                 technician_id=technician or None,
-                settings=platform.settings.feedback,
             ),
         )
         if visible

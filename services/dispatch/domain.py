@@ -222,7 +222,7 @@ def _refuse_taken(state: NetworkMember) -> None:
     """The id's stream holds a member already (of either type): 409, as an id registered
     in another case is (``refuse_registered``), in the same words."""
     if state.stream_type is not None:
-        what = "service point" if state.stream_type == "service_point" else "technician"
+        what = "service point" if state.stream_type == SERVICE_POINTS.stream_type else "technician"
         refuse_registered(state.member_id, rule="already_registered", field="id", what=what)
 
 

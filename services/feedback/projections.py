@@ -133,9 +133,10 @@ def repair_rows(f: Facts) -> list[Row]:
     ]
 
 
-def technician_work_rows(f: Facts) -> list[Row]:
+def technician_work_rows(f: Facts, ftf: str) -> list[Row]:
     """Per technician who visited or repaired the ticket: their visits and repairs, the
-    first-time fix of their first repair, the follow-ups of their repairs."""
+    first-time fix (``ftf``: the ticket's, as its row has it) of their first repair, the
+    follow-ups of their repairs."""
     work: dict[str, dict[str, int]] = {}
 
     def of(technician: str) -> dict[str, int]:
@@ -153,7 +154,6 @@ def technician_work_rows(f: Facts) -> list[Row]:
             counts["repairs_as_expected"] += r.parts_as_expected
     # First-time fix is the first repair's (a reopen counts against who made it, not who
     # fixed it later); a follow-up's score the repair's it followed up.
-    ftf = first_time_fix(f).status
     if f.repairs and f.repairs[0].technician_id and ftf in (TRUE, FALSE):
         counts = of(f.repairs[0].technician_id)
         counts["first_repairs_decided"] += 1
@@ -254,11 +254,17 @@ class ComplianceProjection:
         found = list(tickets_facts(conn, self.store, tickets).values())
         for table in self.tables:
             delete_where_in(conn, table, "ticket_id", tickets)
-        upsert_rows(conn, compliance_tickets, [compliance_values(f) for f in found])
+        rows = [compliance_values(f) for f in found]
+        upsert_rows(conn, compliance_tickets, rows)
         upsert_rows(conn, scorecard_deductions, [r for f in found for r in deduction_rows(f)])
         upsert_rows(conn, repairs, [r for f in found for r in repair_rows(f)])
         upsert_rows(conn, follow_ups, [r for f in found for r in follow_up_rows(f)])
-        upsert_rows(conn, technician_work, [r for f in found for r in technician_work_rows(f)])
+        work = [
+            r
+            for f, row in zip(found, rows, strict=True)
+            for r in technician_work_rows(f, row["first_time_fix"])
+        ]
+        upsert_rows(conn, technician_work, work)
 
 
 # --- copies of the feedback service's own events -------------------------------------------
