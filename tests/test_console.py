@@ -18,6 +18,8 @@ from sqlalchemy import Connection, Select, func, select, text, update
 
 from services.console import queries, routes
 from services.console.auth import COOKIE, LOCALE_COOKIE
+from services.console.i18n import LABELS
+from services.console.queries import RATE_FILTERS
 from services.dispatch.projections import SLA_CLOCKS
 from services.dispatch.tables import sla_clocks as SLA_CLOCKS_TABLE
 from shared.app.platform import Platform
@@ -675,6 +677,9 @@ async def test_compliance_tallies_equal_a_fold_of_the_rows(platform: Platform) -
             if f["would_recommend"] <= 6 and f["month"] == "2026-10"
         }
         assert page.text.count('<th scope="row"><a href="/tickets/') == len(detractors) > 0
+        # The heading words what the page lists, in the viewer's language, never the key.
+        assert any(f": {label}</p>" in page.text for label in LABELS["filter_detractors"])
+        assert all(f"filter_{rate}" in LABELS for rate in RATE_FILTERS)
         assert "rate=detractors" in (await client.get("/compliance?month=2026-10")).text
 
 
