@@ -772,6 +772,17 @@ async def test_rebuild_gives_identical_clocks_and_what_if_writes_nothing(
         refused = capsys.readouterr().err  # named by its path in the file, as the API does
         assert "invalid policy file: calendars.local: " in refused, refused
         assert "'local' is a built-in calendar choice" in refused
+        # A PUT body's reason is held to the PUT's rule (it defines nothing here).
+        policy_file.write_text(
+            "name: Lenient\nresponse: {normal: {hours: 72}, urgent: {hours: 8}, critical: "
+            "{hours: 1}}\ncalendar_by_urgency: {normal: 24x7, urgent: 24x7, critical: 24x7}\n"
+            f"reason: {'x' * 201}\n"
+        )
+        assert await asyncio.to_thread(cli_main, args) == 2
+        assert "invalid policy file: reason: " in capsys.readouterr().err
+        policy_file.write_text(policy_file.read_text().replace("x" * 201, "looser for Q4"))
+        assert await asyncio.to_thread(cli_main, args) == 0
+        capsys.readouterr()
     finally:
         del os.environ["DATABASE_URL"]
     assert await ledger_head(platform) == head

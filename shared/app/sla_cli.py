@@ -22,10 +22,12 @@ from shared.kernel.events.sla import (
     DefinableCalendarId,
     SlaPolicyDescription,
 )
+from shared.kernel.events.tickets import ShortText
 
 T = TypeVar("T")
 CALENDARS = TypeAdapter(dict[DefinableCalendarId, CalendarDescription])
 JSON_VALUE = TypeAdapter(Any)
+REASON = TypeAdapter(ShortText | None)  # as services/dispatch/sla_schemas.py: PolicyRequest
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,12 +72,13 @@ def load_terms(path: Path) -> tuple[SlaPolicyDescription, dict[str, CalendarDesc
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a mapping expected")
     policy = data.get("policy", data)
-    if isinstance(policy, dict):  # a PUT body as it is: its reason defines nothing here
-        policy = {k: v for k, v in policy.items() if k != "reason"}
+    at = ("policy",) if "policy" in data else ()
+    if isinstance(policy, dict) and "reason" in policy:
+        # A PUT body as it is: its reason defines nothing here, but is held to the PUT's rule.
+        policy = dict(policy)
+        _valid((*at, "reason"), REASON.validate_python, policy.pop("reason"))
     return (
-        _valid(
-            ("policy",) if "policy" in data else (), SlaPolicyDescription.model_validate, policy
-        ),
+        _valid(at, SlaPolicyDescription.model_validate, policy),
         _valid(("calendars",), CALENDARS.validate_python, data.get("calendars") or {}),
     )
 
