@@ -665,6 +665,12 @@ async def test_outputs_never_overwrite_the_live_database_or_an_existing_file(
         assert "ticketline " in capsys.readouterr().err
     assert other.read_text() == "keep me"
     assert not (tmp_path / "mistyped").exists()
+    # A directory where the summary goes: named as asked for, never the hidden draft's name.
+    (tmp_path / "east.jsonl.summary.json").mkdir()
+    code = await asyncio.to_thread(cli_main, ["export", "--out", str(tmp_path / "east.jsonl")])
+    said = capsys.readouterr().err
+    assert code != 0 and "east.jsonl.summary.json" in said and ".partial" not in said, said
+    assert not (tmp_path / "east.jsonl").exists()
     assert await platform.db.read(lambda c: c.execute(select(events)).all()) == before
     with pytest.raises(CommandRefused):
         await replay(platform.settings, [TicketStateProjection()], into=other)

@@ -101,7 +101,10 @@ def _placed_when_whole(path: Path) -> Iterator[Path]:
     draft = new_sibling(path)
     try:
         yield draft
-        os.replace(draft, path)
+        try:
+            os.replace(draft, path)
+        except OSError as exc:  # named by the path asked for, never by the hidden draft
+            raise type(exc)(exc.errno, exc.strerror, str(path)) from None
     finally:
         draft.unlink(missing_ok=True)
 
