@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import uuid
+from typing import Any
 
 import httpx
 import pytest
@@ -219,14 +220,19 @@ async def run_cli(database_url: str, *args: str) -> tuple[int, str]:
     return process.returncode or 0, out.decode() + err.decode()
 
 
+def printed(out: str) -> Any:
+    """The JSON a command printed, whatever it said on stderr before or after it."""
+    return json.JSONDecoder().raw_decode(out, out.index("{"))[0]
+
+
 async def test_verify_cli_exit_codes(platform: Platform, clock, database_url: str) -> None:
     await seed(platform, clock, tickets=2)
     code, out = await run_cli(database_url, "verify")
-    assert code == 0 and json.loads(out[out.index("{") :])["ok"] is True
+    assert code == 0 and printed(out)["ok"] is True
     tamper = update(events).where(events.c.position == 2).values(region="north")
     await platform.db.write(lambda c: c.execute(tamper))
     code, out = await run_cli(database_url, "verify")
-    report = json.loads(out[out.index("{") :])
+    report = printed(out)
     assert (
         code == 1 and report["broken"][0]["kind"] == "hash" and report["broken"][0]["position"] == 2
     )
@@ -236,7 +242,7 @@ async def test_verify_cli_exit_codes(platform: Platform, clock, database_url: st
     await platform.db.write(lambda c: c.execute(garbage))
     code, out = await run_cli(database_url, "verify")
     assert "Traceback" not in out
-    report = json.loads(out[out.index("{") :])
+    report = printed(out)
     found = [(b["kind"], b["position"]) for b in report["broken"]]
     assert code == 1 and found == [("hash", 2), ("unreadable", 3)]
     assert report["events_checked"] == 4
@@ -260,9 +266,48 @@ async def test_a_payload_of_another_shape_is_a_finding_for_every_reader(
     assert code == 1 and "position 3 (hash" in out and "Traceback" not in out, out
     code, out = await run_cli(database_url, "replay", "--quiet")
     assert code == 1 and "Traceback" not in out, out
-    # The audit export copies rows as stored (verify-export checks them): done, 0.
+    # The audit export copies rows as stored (verify-export checks them), and says so: 1.
     code, out = await run_cli(database_url, "export", "--out", str(tmp_path / "all.jsonl"))
-    assert code == 0 and "Traceback" not in out, out
+    assert code == 1 and "do not match their hash in the ledger (position 3)" in out, out
+    assert "Traceback" not in out
+
+
+async def test_an_edited_row_is_said_by_export_replay_and_verify_export(
+    platform: Platform, clock, database_url: str, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A payload edited in place (its hash left): the export is signed as stored but says
+    which rows no longer match (in its signed summary, and exit 1); the replay, which
+    rebuilds the edit, points to `verify`; verify-export does not say "after the export"."""
+    monkeypatch.setenv("TICKETLINE_DATA_DIR", str(platform.settings.data_dir))
+    await seed(platform, clock, tickets=2)
+    (row,) = await platform.db.read(
+        lambda c: c.execute(select(events.c.payload).where(events.c.position == 2)).all()
+    )
+    edited = row.payload.replace('"general"', '"simple"')
+    assert edited != row.payload
+    tamper = update(events).where(events.c.position == 2).values(payload=edited)
+    await platform.db.write(lambda c: c.execute(tamper))
+    out_file = tmp_path / "all.jsonl"
+    code, out = await run_cli(database_url, "export", "--out", str(out_file))
+    assert code == 1 and "1 exported event(s) do not match their hash" in out, out
+    summary = json.loads((tmp_path / "all.jsonl.summary.json").read_text())
+    assert summary["not_matching_hash"] == {"events": 1, "positions": [2]}
+    code, out = await run_cli(database_url, "verify-export", str(out_file))
+    assert code == 1 and "(edited in the ledger;" in out and "after the export" not in out, out
+    code, out = await run_cli(database_url, "replay", "--quiet")
+    assert code == 1 and "rebuilt from the ledger as stored; `ticketline verify`" in out, out
+
+    # Elsewhere (an empty ledger, no signing key): said once, and no key made up for it.
+    elsewhere = tmp_path / "elsewhere"
+    monkeypatch.setenv("TICKETLINE_DATA_DIR", str(elsewhere))
+    other_url = f"sqlite+aiosqlite:///{elsewhere}/ticketline.db"
+    assert (await run_cli(other_url, "migrate"))[0] == 0
+    code, out = await run_cli(other_url, "verify-export", str(out_file))
+    report = printed(out)
+    assert code == 1 and "no audit signing key" in report["problems"][0], out
+    assert "the ledger here holds no events" in report["problems"][1]
+    assert not any("is not in the ledger" in p for p in report["problems"])
+    assert not (elsewhere / "audit-signing.key").exists()
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])  # PostgreSQL's timestamptz holds no text
@@ -600,7 +645,7 @@ async def test_export_over_http_and_cli_verify(
             (tmp_path / "east.csv.summary.json").write_text(bad)
             code, out = await run_cli(database_url, "verify-export", str(export))
             assert code == 1 and "Traceback" not in out, out
-            assert json.loads(out[out.index("{") :])["ok"] is False
+            assert printed(out)["ok"] is False
         # A file checked against another format's summary: the finding names the format.
         lines = tmp_path / "east.jsonl"
         lines.write_text('{"event_id": "a"}\n{"event_id": "b"}\n')
@@ -608,7 +653,7 @@ async def test_export_over_http_and_cli_verify(
             (tmp_path / "other.summary.json").write_text(json.dumps({**summary, "format": fmt}))
             args = ("verify-export", str(data), "--summary", str(tmp_path / "other.summary.json"))
             code, out = await run_cli(database_url, *args)
-            problems = json.loads(out[out.index("{") :])["problems"]
+            problems = printed(out)["problems"]
             assert code == 1 and any(
                 f"cannot be read as {fmt}, the format its summary names" in p for p in problems
             ), out

@@ -211,6 +211,9 @@ async def test_plain_verify_holds_the_history_against_the_ledgers_last_checkpoin
 
     code, out = await plain()
     assert code == 0 and out["ledger_checkpoint_checked"] is True, out
+    # Which checkpoint it was: an auditor sees how far behind the head it stands.
+    last = await platform.db.read(lambda c: platform.store.read_stream(c, CHECKPOINT_STREAM)[-1])
+    assert out["ledger_checkpoint_position"] == last.payload["position"], out
 
     def cheaper_repair(payload: dict[str, Any]) -> dict[str, Any]:
         return {**payload, "complexity": "simple"}
@@ -229,6 +232,12 @@ async def test_plain_verify_holds_the_history_against_the_ledgers_last_checkpoin
     code, out = await plain()
     assert code == 1 and out["ledger_checkpoint_checked"] is False, out
     assert "is not signed by the platform key" in out["ledger_checkpoint_problems"][0]
+    # Where no signing key is, it says what it could not check (not a silent omission).
+    (platform.settings.data_dir / "checkpoint-signing.pem").rename(tmp_path / "moved.pem")
+    await asyncio.to_thread(main, ["verify"])
+    said = capsys.readouterr()
+    assert "ledger_checkpoint_checked" not in json.loads(said.out)
+    assert "no checkpoint signing key here" in said.err, said.err
 
 
 async def test_a_forged_or_foreign_checkpoint_is_refused(

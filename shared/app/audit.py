@@ -39,6 +39,21 @@ def signing_key(settings: Settings) -> bytes:
     return key_file(path, lambda: secrets.token_hex(32).encode()).strip()
 
 
+def existing_signing_key(settings: Settings) -> bytes | None:
+    """The key exports were signed with, never a new one: checking with a key generated
+    for the occasion would fail every summary, saying nothing true."""
+    configured = settings.audit_signing_key is not None
+    path = Path(settings.data_dir) / "audit-signing.key"
+    return signing_key(settings) if configured or path.is_file() else None
+
+
+NO_SIGNING_KEY = (
+    "the summary's signature cannot be checked here: no audit signing key "
+    "(TICKETLINE_AUDIT_SIGNING_KEY, or audit-signing.key in the data directory); "
+    "verify-export runs where the platform's key and database are"
+)
+
+
 @dataclass(frozen=True)
 class ExportScope:
     """Which events an export holds (all of them by default)."""
@@ -145,6 +160,9 @@ class ExportTally:
     first_position: int | None = None
     last_position: int | None = None
     sha256: Any = field(default_factory=hashlib.sha256)
+    # Rows that no longer match their hash, exported as stored (it is evidence) and said.
+    not_matching: int = 0
+    not_matching_shown: list[int] = field(default_factory=list)
 
     def add(self, data: bytes, envelopes: Sequence[EventEnvelope] = ()) -> None:
         self.sha256.update(data)
@@ -153,6 +171,10 @@ class ExportTally:
             if self.first_position is None:
                 self.first_position = envelopes[0].position
             self.last_position = envelopes[-1].position
+
+    def add_not_matching(self, positions: Sequence[int]) -> None:
+        self.not_matching += len(positions)
+        self.not_matching_shown += positions[: 10 - len(self.not_matching_shown)]
 
 
 def write_export(
@@ -169,12 +191,14 @@ def write_export(
     after = 0
     while True:
         chunk = query.where(events.c.position > after).order_by(events.c.position).limit(CHUNK)
-        envelopes = [row_to_envelope(r) for r in rows_tolerating_damage(conn, chunk)]
+        rows = rows_tolerating_damage(conn, chunk)
+        envelopes = [row_to_envelope(r) for r in rows]
         if not envelopes:
             return tally
         data = _lines(envelopes, fmt)
         out.write(data)
         tally.add(data, envelopes)
+        tally.add_not_matching([row.position for row in rows if not _row_intact(row)])
         after = envelopes[-1].position
 
 
@@ -261,7 +285,25 @@ def export_summary(
         "last_position": tally.last_position,
         "sha256": tally.sha256.hexdigest(),
     }
+    if tally.not_matching:  # signed with the rest: the platform said so when it exported
+        content["not_matching_hash"] = {
+            "events": tally.not_matching,
+            "positions": tally.not_matching_shown,
+        }
     return {**content, "signature": _sign(key, content)}
+
+
+def export_warning(summary: dict[str, Any]) -> str | None:
+    """What an export's summary says of rows that no longer match their hash, in words."""
+    said = summary.get("not_matching_hash")
+    if not said:
+        return None
+    shown = ", ".join(map(str, said["positions"]))
+    more = ", …" if said["events"] > len(said["positions"]) else ""
+    return (
+        f"{said['events']} exported event(s) do not match their hash in the ledger (position "
+        f"{shown}{more}): exported as stored; `ticketline verify` says more"
+    )
 
 
 def summarise(
@@ -310,7 +352,7 @@ class _Digesting(io.RawIOBase):
 def verify_export(
     source: BinaryIO | bytes,
     summary: dict[str, Any],
-    key: bytes,
+    key: bytes | None,
     conn: Connection | None = None,
     store: EventStore | None = None,
 ) -> ExportCheck:
@@ -323,7 +365,9 @@ def verify_export(
         return ExportCheck([f"the summary is not an export's summary: it {what}"])
     problems: list[str] = []
     content = {k: v for k, v in summary.items() if k != "signature"}
-    if not hmac.compare_digest(_sign(key, content), str(summary.get("signature", ""))):
+    if key is None:
+        problems.append(NO_SIGNING_KEY)
+    elif not hmac.compare_digest(_sign(key, content), str(summary.get("signature", ""))):
         problems.append(
             "summary signature does not match: the summary was altered or signed with another key"
         )
@@ -332,6 +376,12 @@ def verify_export(
     reader = io.BufferedReader(digesting, 1 << 16)
     found: list[str] = []
     gaps = _Gaps(conn, summary) if conn is not None and store is not None else None
+    if gaps is not None and summary.get("events") and _ledger_is_empty(gaps.conn):
+        gaps = None  # one finding, not one per event
+        problems.append(
+            "the ledger here holds no events: verify-export checks an export against the "
+            "database it was taken from"
+        )
     count, unreadable = 0, None
     try:
         for chunk in _read_chunks(reader, fmt):
@@ -359,6 +409,10 @@ def verify_export(
     if gaps is not None:
         problems += gaps.finish()
     return ExportCheck(problems)
+
+
+def _ledger_is_empty(conn: Connection) -> bool:
+    return conn.execute(select(events.c.position).limit(1)).first() is None
 
 
 class _Gaps:
@@ -445,13 +499,17 @@ def _against_ledger(conn: Connection, envelopes: Sequence[EventEnvelope]) -> lis
         if row.hash != e.hash:
             problems.append(f"event {e.event_id} (position {e.position}) differs from the ledger")
             continue
-        try:
-            intact = checked_row(row)[1] == row.hash
-        except Exception:  # whatever a hand-edited row makes the decoding raise
-            intact = False
-        if not intact:
+        if not _row_intact(row):
             problems.append(
                 f"event {e.event_id} (position {e.position}): the ledger's row no longer "
-                "matches its hash (edited after the export; `ticketline verify` says more)"
+                "matches its hash (edited in the ledger; `ticketline verify` says more)"
             )
     return problems
+
+
+def _row_intact(row: Any) -> bool:
+    """The stored row still matches its hash (an edited row keeps the old one)."""
+    try:
+        return bool(checked_row(row)[1] == row.hash)
+    except Exception:  # whatever a hand-edited row makes the decoding raise
+        return False

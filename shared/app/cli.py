@@ -193,6 +193,13 @@ def _cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
             }
         )
     )
+    if not until and any(r.differences for r in results):
+        # The rebuild trusts the ledger as stored: a row edited in place is rebuilt as edited.
+        print(
+            "ticketline replay: rebuilt from the ledger as stored; `ticketline verify` says "
+            "whether it was edited before you take the rebuilt values over the live ones",
+            file=sys.stderr,
+        )
     return 0 if until or all(not r.differences for r in results) else 1
 
 
@@ -260,7 +267,15 @@ async def _verify(settings: Settings, held: HeldFile | None) -> int:
         summary["checkpoint_file_problems"] = held.problems
     elif own is not None:
         summary["ledger_checkpoint_checked"] = own.checkpoint is not None
+        # Which one: the last checkpoint, however far behind the ledger's head it is.
+        summary["ledger_checkpoint_position"] = own.checkpoint and own.checkpoint.position
         summary["ledger_checkpoint_problems"] = own.problems
+    else:
+        print(
+            "ticketline verify: no checkpoint signing key here: the history was not checked "
+            "against the ledger's own checkpoints (give --checkpoints FILE --public-key FILE)",
+            file=sys.stderr,
+        )
     print(json.dumps(summary, indent=2))
     return 0 if summary["ok"] else 1
 
@@ -502,18 +517,23 @@ def _cmd_export(settings: Settings, args: argparse.Namespace) -> int:
         raise CommandRefused("--from must be before --to")
     out = Path(args.out)
     refuse_output_path(settings, out, "--out")
+    from shared.app.audit import export_warning
+
     summary = asyncio.run(_export(settings, args, out))
     print(json.dumps(summary))
-    return 0
+    warning = export_warning(summary)
+    if warning:
+        print(f"ticketline export: {warning}", file=sys.stderr)
+    return 1 if warning else 0
 
 
 async def _verify_export(settings: Settings, export: Path, summary: dict[str, Any]) -> int:
-    from shared.app.audit import signing_key, verify_export
+    from shared.app.audit import existing_signing_key, verify_export
     from shared.app.platform import Platform
 
     platform = Platform.from_settings(settings)
     try:
-        key = signing_key(settings)
+        key = existing_signing_key(settings)
         with export.open("rb") as file:
             check = await platform.db.read(
                 lambda c: verify_export(file, summary, key, c, platform.store)

@@ -50,7 +50,9 @@ may_export = allow(*AUDIT_ROLES, scope="audit:export")
                 "X-Export-Summary": {
                     "description": "The signed summary, canonical JSON: `format`, `scope`, "
                     "`events` (count), `first_position`, `last_position`, `sha256` of the "
-                    "body, `signature` (HMAC-SHA256).",
+                    "body, `signature` (HMAC-SHA256); and `not_matching_hash` (`events`, "
+                    "the first ten `positions`) when rows no longer match their hash in "
+                    "the ledger: exported as stored, said in the signed summary.",
                     "schema": {"type": "string"},
                 }
             },
