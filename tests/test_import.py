@@ -10,6 +10,7 @@ PostgreSQL; the rest on SQLite.
 from __future__ import annotations
 
 import csv
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -451,6 +452,42 @@ async def test_json_lines_and_times_without_an_offset(platform: Platform, tmp_pa
         ).scalar_one()
     )
     assert registered.replace(tzinfo=UTC) == datetime(2024, 1, 2, 1, 0, tzinfo=UTC)
+
+
+@SQLITE
+async def test_local_times_are_counted_in_real_hours_across_a_clock_change(
+    platform: Platform, tmp_path: Path
+) -> None:
+    """``--timezone America/New_York`` on the night the clocks move forward: the 4 h of a
+    simple repair are 4 real hours (a named zone's arithmetic is on its wall clock: the
+    deadline once landed an hour early, a false breach)."""
+    files = write_history(tmp_path, 0)
+    files.pop("tickets")
+    await import_all(platform, files)
+    night = {  # EST (-05:00) until 02:00, then EDT (-04:00)
+        "received_at": "2026-03-08T01:30:00",  # 06:30Z
+        "diagnosed_at": "2026-03-08T01:45:00",
+        "complexity": "simple",
+        "dispatched_at": "2026-03-08T01:50:00",
+        "appointment_start": "2026-03-08T04:00:00",
+        "appointment_end": "2026-03-08T05:00:00",
+        "visited_at": "2026-03-08T04:10:00",
+        "repaired_at": "2026-03-08T06:00:00",  # 10:00Z: 3.5 real hours after receipt
+        "followed_up_at": "2026-03-09T10:00:00",
+        "purchase_date": "2025-06-01",
+    }
+    path = ticket_file(tmp_path / "night.csv", [good_row(1, **night)])
+    summary, sink = await import_file(platform, "tickets", path, timezone="America/New_York")
+    assert summary.status == "imported", problems(sink)
+
+    def recorded(c: Connection) -> dict[str, Any]:
+        rows = c.execute(select(events.c.event_type, events.c.payload)).all()
+        return {r.event_type: json.loads(r.payload) for r in rows}
+
+    stored = await platform.db.read(recorded)
+    assert "SlaBreached" not in stored
+    deadline = stored["TicketDiagnosed"]["resolution_due_at"]
+    assert deadline == "2026-03-08T10:30:00Z"  # held in UTC, as every time the API takes
 
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "import"

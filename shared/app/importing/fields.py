@@ -202,8 +202,10 @@ class Fields:
 
     def timestamp(self, column: str, *, required: bool = False) -> datetime | None:
         value = self._parsed(column, required, _timestamp, "an ISO 8601 time (1950 or later)")
-        if value is None or value.tzinfo is not None:
-            return value
+        if value is None:
+            return None
+        if value.tzinfo is not None:
+            return value.astimezone(UTC)
         if self.zone is None:
             return self.problem(
                 column,
@@ -217,7 +219,9 @@ class Fields:
                 f"{value.isoformat()} never happened in {self.zone.key} (the clocks moved "
                 "forward over it): give the time with its UTC offset",
             )
-        return local
+        # In UTC: arithmetic on a named zone's time is on its wall clock (a deadline 24 h
+        # after a time before a clock change would land an hour off).
+        return local.astimezone(UTC)
 
     def timezone(self, column: str, *, required: bool = False) -> str | None:
         name = self.text(column, required=required, max_length=64)
