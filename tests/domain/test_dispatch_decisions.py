@@ -573,6 +573,16 @@ def test_a_visit_is_not_before_the_dispatch() -> None:
     assert isinstance(event, TicketVisited)
 
 
+def test_a_check_in_again_is_not_before_the_previous_one() -> None:
+    earlier = MONDAY_9 - timedelta(hours=3)
+    ticket = given_ticket(washing_machine(), diagnosed(), dispatched("t-a"), visited(), at=earlier)
+    with pytest.raises(InvalidCommand) as err:
+        domain.decide_visit(visit_at(MONDAY_9 - timedelta(seconds=20)), ticket)
+    assert rule(err) == "arrived_at" and "before the previous check-in" in str(err.value)
+    (event,) = domain.decide_visit(visit_at(MONDAY_9), ticket)
+    assert isinstance(event, TicketVisited)
+
+
 def test_a_repair_on_site_needs_a_visit_since_the_dispatch() -> None:
     repair = RecordRepair(outcome=RepairOutcome.fixed, labour_minutes=40)
     for state, expected in (
