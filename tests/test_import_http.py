@@ -274,6 +274,18 @@ async def test_an_uploads_charset_is_its_encoding_and_rows_of_empty_cells_are_bl
         refused = await dispatch.post("/imports/service-points", content=body, headers=utf8)
         assert refused.status_code == 422 and "?encoding=" in refused.json()["detail"]
         assert "(the encoding is the Content-Type's charset)" in refused.json()["detail"]
+        # Options no file could satisfy are the query's fields, named before any upload.
+        for param, value, said in (
+            ("timezone", "Mars/Olympus", "unknown time zone 'Mars/Olympus'"),
+            ("encoding", "no-such-codec", "unknown encoding 'no-such-codec'"),
+            ("encoding", "rot13", "'rot13' is not a text encoding"),
+        ):
+            refused = await dispatch.post(
+                "/imports/service-points", params={param: value}, content=body, headers=utf8
+            )
+            assert refused.status_code == 422, refused.text
+            assert refused.json()["errors"][0]["field"] == param
+            assert said in refused.json()["errors"][0]["message"]
 
 
 async def test_a_huge_csv_cell_is_its_rows_problem(platform: Platform) -> None:

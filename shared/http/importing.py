@@ -22,12 +22,15 @@ from starlette.requests import ClientDisconnect
 from shared.app.importing.engine import ImportRequest, run_import
 from shared.app.importing.kinds import Kind
 from shared.app.importing.report import ProblemSink
+from shared.app.importing.source import Refusal, text_encoding
 from shared.app.platform import Platform
 from shared.http.app import get_platform
 from shared.http.context import Principal, allow, every_region
 from shared.http.params import QueryFlag
 from shared.http.problems import ProblemError, problem_doc
 from shared.http.security import BodyTooLarge
+from shared.http.validation import invalid
+from shared.kernel.calendar import iana_zone, unknown_zone
 
 IMPORT_PREFIX = "/imports/"
 may_import = allow("admin", scope="imports:write")
@@ -104,6 +107,7 @@ def _route(router: APIRouter, kind: Kind) -> None:
         platform: Platform = Depends(get_platform),
     ) -> JSONResponse:
         every_region(principal, "an import")
+        _check_options(encoding, timezone)  # before the body is read, named as query fields
         media_type, charset = _content_type(request.headers.get("content-type", ""))
         options = {
             "dry_run": dry_run,
@@ -123,6 +127,16 @@ def _route(router: APIRouter, kind: Kind) -> None:
                 else None
             )
             return await _import(platform, kind, principal, path, fmt, options, named)
+
+
+def _check_options(encoding: str | None, timezone: str | None) -> None:
+    if encoding:
+        try:
+            text_encoding(encoding)
+        except Refusal as exc:
+            raise invalid("encoding", exc.message) from None
+    if timezone and iana_zone(timezone) is None:
+        raise invalid("timezone", unknown_zone(timezone))
 
 
 def _content_type(header: str) -> tuple[str, str | None]:
