@@ -471,6 +471,10 @@ async def test_erasure_is_refused_for_unknown_held_or_open_customers(
         again = await dpo.post(f"/customers/{customer_id}/erasure", json=redo)
         assert again.status_code == 200, again.text
         assert again.json()["tickets"] == [ticket]
+    # Its open ticket takes no new details: they could only be stored as [erased].
+    correction = {"customer": {"name": "Zhang Newname", "phone": "13955556666"}, "reason": "r"}
+    refused = await intake.patch(f"/tickets/{ticket}/contact", json=correction)
+    assert refused.status_code == 409 and refused.json()["rule"] == "customer_erased"
     # A customer's data is every region's: a token confined to one requests none of it.
     async with service_client("intake", platform, role="admin", region="east") as regional:
         for answer in (
@@ -570,6 +574,61 @@ async def test_an_idempotency_record_cannot_be_tested_against_guessed_details(
     keyed = await platform.db.read(lambda c: platform.personal.request_digest(c, body_text))
     assert stored == "k1." + keyed
     assert hashlib.sha256(body_text.encode()).hexdigest()[:40] != keyed
+
+
+async def test_an_erasure_forgets_the_fingerprints_of_its_tickets_requests(
+    platform: Platform, intake: httpx.AsyncClient, person: Person
+) -> None:
+    """Kept, the fingerprint would let the caller test guesses of the erased details (the
+    same body replays, another is refused): an erasure forgets it, and a retry is answered
+    with the stored answer — which holds no personal data — whatever its body."""
+    sent = person.body("SN-KEYED")
+    opened = await intake.post("/tickets", json=sent, headers={"Idempotency-Key": "open-1"})
+    ticket = opened.json()["ticket_id"]
+    fix = {"customer": {"name": person.name, "phone": "13955556666"}, "reason": "new phone"}
+    fixed = await intake.patch(
+        f"/tickets/{ticket}/contact", json=fix, headers={"Idempotency-Key": "fix-1"}
+    )
+    other = await intake.post("/tickets", json=body(), headers={"Idempotency-Key": "someone-else"})
+    assert (opened.status_code, fixed.status_code, other.status_code) == (201, 200, 201)
+    customer_id = await customer_of(platform, ticket)
+    async with service_client("intake", platform, role="privacy_officer") as dpo:
+        erasure = {"request_id": "DSR-11", "legal_basis": "request", "after_restore": True}
+        erased = await dpo.post(f"/customers/{customer_id}/erasure", json=erasure)
+        assert erased.status_code == 200, erased.text
+    hashes = await platform.db.read(
+        lambda c: dict(c.execute(text("SELECT key, request_hash FROM idempotency_keys")).all())
+    )
+    assert hashes["open-1"] == hashes["fix-1"] == "erased"
+    assert hashes["someone-else"].startswith("k1.")  # another customer's stays
+    guess = {**sent, "customer": {**sent["customer"], "phone": "13900000000"}}
+    for path, method, retried, key in (
+        ("/tickets", "post", guess, "open-1"),
+        ("/tickets", "post", sent, "open-1"),
+        (f"/tickets/{ticket}/contact", "patch", fix, "fix-1"),
+    ):
+        again = await intake.request(method, path, json=retried, headers={"Idempotency-Key": key})
+        assert again.headers.get("idempotent-replayed") == "true", again.text
+        assert again.status_code == (201 if method == "post" else 200)
+    assert again.json()["ticket_id"] == ticket
+
+
+async def test_the_words_erased_data_shows_are_no_value_to_give(
+    intake: httpx.AsyncClient,
+) -> None:
+    """Given as a name or an address, "[erased]" would read as an erasure (an export of
+    tickets leaves such a ticket out, staff see an erased customer): refused, named."""
+    for changes, named in (
+        ({"customer__name": ERASED}, "customer.name"),
+        ({"address__line": " [unreadable] "}, "address.line"),
+        ({"problem__symptom": ERASED}, "problem.symptom"),
+    ):
+        refused = await intake.post("/tickets", json=body(**changes))
+        assert refused.status_code == 422, refused.text
+        (error,) = refused.json()["errors"]
+        assert error["field"] == named and "what erased data shows" in error["message"], error
+    kept = await intake.post("/tickets", json=body(customer__name="Li [erased] Wei"))
+    assert kept.status_code == 201, kept.text
 
 
 async def test_a_corrected_customer_is_found_by_their_new_details_until_erased(

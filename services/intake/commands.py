@@ -178,7 +178,8 @@ def erase_customer(
     stream = customer_stream_id(customer_id)
     outcome = h.execute(conn, domain.CUSTOMERS, stream, command, domain.decide_erase)
     if outcome.events:  # the key's erasure time is the event's
-        h.personal().erase(conn, customer_id, outcome.after.erased_at or h.now())
+        erased_at = outcome.after.erased_at or h.now()
+        h.personal().erase(conn, customer_id, erased_at, command.tickets)
     return outcome
 
 

@@ -30,6 +30,7 @@ from shared.kernel.events.tickets import (
     WarrantyStatus,
 )
 from shared.kernel.lifecycle import may_follow
+from shared.kernel.personal import ERASED
 from shared.kernel.sla import (
     RESOLUTION,
     RESPONSE,
@@ -264,6 +265,12 @@ def decide_correct_contact(
     require_visible("customer.name", command.customer.name if command.customer else None)
     require_visible("address.line", command.address.line if command.address else None)
     assert state.received is not None
+    if state.received.customer.name == ERASED:  # no key to seal the new details with
+        raise RuleViolation(
+            "customer_erased",
+            "the customer's data is erased: new details would be stored as [erased] "
+            "(record a new ticket for the customer)",
+        )
     unchanged_customer = command.customer in (None, state.received.customer)
     unchanged_address = command.address in (None, state.received.address)
     if unchanged_customer and unchanged_address:

@@ -187,7 +187,9 @@ async def diagnose_ticket(
     summary="Correct the customer's contact details (event ContactDetailsCorrected)",
     description="A correction is a new event; the original details stay in the history. "
     "An address in another region moves the ticket there until it is dispatched; after "
-    "its first dispatch the region no longer changes (409 `region_change_after_dispatch`).",
+    "its first dispatch the region no longer changes (409 `region_change_after_dispatch`). "
+    "An erased customer's ticket (left open by a restore) takes no new details (409 "
+    "`customer_erased`).",
 )
 async def correct_contact(
     ticket_id: UUID, body: CorrectContactRequest, call: Correct

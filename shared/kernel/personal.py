@@ -84,7 +84,10 @@ class Personal:
             stored = context is STORED or (isinstance(context, dict) and context.get("stored"))
             if stored and isinstance(value, str) and (value in MARKERS or is_sealed(value)):
                 return value
-            return next_(value)
+            clear = next_(value)
+            if clear in MARKERS:  # given, it would read as an erasure (exports leave it out)
+                raise ValueError(f"{clear} is what erased data shows: not a value to give")
+            return clear
 
         # A wrap validator keeps the clear value's JSON Schema (the API documents that).
         return core_schema.with_info_wrap_validator_function(validate, inner)

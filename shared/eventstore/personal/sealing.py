@@ -19,13 +19,14 @@ from typing import Any, NamedTuple, cast
 
 import orjson
 from cryptography.exceptions import InvalidTag
-from sqlalchemy import Connection, text
+from sqlalchemy import ColumnElement, Connection, Update, or_, text, update
 
 from shared.eventstore.db import ReadChangedMeanwhile, take_locks, utc_from_stored
 from shared.eventstore.driver import Statement
 from shared.eventstore.ledger import StreamAppend
 from shared.eventstore.metrics import PERSONAL_DATA_UNREADABLE, note_committed
 from shared.eventstore.personal.keys import DataKey, KeyRing, PersonalDataUnavailable
+from shared.eventstore.tables import idempotency_keys
 from shared.kernel.clock import Clock, SystemClock
 from shared.kernel.events.envelope import (
     DumpedPayload,
@@ -86,6 +87,21 @@ _ERASED = text(
 )
 _ERASE_PHONES = text("DELETE FROM personal_data_phones WHERE customer_id = :customer_id")
 _ERASE_ALIASES = text("DELETE FROM personal_data_aliases WHERE customer_id = :customer_id")
+
+# The fingerprint of a request whose body held an erased customer's data: a retry with its
+# key gets the stored answer (it holds no personal data), whatever body it carries.
+FORGOTTEN_REQUEST = "erased"
+
+
+def _forgotten_requests(tickets: Sequence[str]) -> Update:
+    """The idempotency records of requests about ``tickets``: the one that opened each
+    (its ``Location``) and those under a scope naming it (``intake:contact:<id>:…``)."""
+    k = idempotency_keys.c
+    about: list[ColumnElement[bool]] = [k.resource_location.in_([f"/tickets/{t}" for t in tickets])]
+    about += [k.scope.contains(f":{t}:", autoescape=True) for t in tickets]
+    return update(idempotency_keys).where(or_(*about)).values(request_hash=FORGOTTEN_REQUEST)
+
+
 # Customers the ledger says were erased whose key, lookups or phone indexes are back (a
 # backup from before the erasure restored): stream ids are ``customer-<id>`` (9 + 36).
 _ERASURES_UNDONE = text(
@@ -345,9 +361,13 @@ class PersonalData:
         take_locks(conn, [f"customer:{customer_id}"])
         return conn.execute(_ERASED, {"customer_id": customer_id}).first() is not None
 
-    def erase(self, conn: Connection, customer_id: str, at: datetime) -> None:
-        """Destroy the customer's data key, lookups and phone indexes (crypto-shredding). On
-        SQLite the freed bytes are overwritten too (``secure_delete``)."""
+    def erase(
+        self, conn: Connection, customer_id: str, at: datetime, tickets: Sequence[str] = ()
+    ) -> None:
+        """Destroy the customer's data key, lookups and phone indexes (crypto-shredding), and
+        the fingerprints of the requests recorded for ``tickets`` (their bodies held the
+        customer's data: a retry of one could test a guess). On SQLite the freed bytes are
+        overwritten too (``secure_delete``)."""
         secure = conn.dialect.name == "sqlite"
         if secure:
             conn.exec_driver_sql("PRAGMA secure_delete = ON")
@@ -355,6 +375,8 @@ class PersonalData:
             conn.execute(_ERASE_KEY, {"customer_id": customer_id, "at": at})
             conn.execute(_ERASE_PHONES, {"customer_id": customer_id})
             conn.execute(_ERASE_ALIASES, {"customer_id": customer_id})
+            for start in range(0, len(tickets), 100):
+                conn.execute(_forgotten_requests(tickets[start : start + 100]))
         finally:
             if secure:
                 conn.exec_driver_sql("PRAGMA secure_delete = OFF")
