@@ -872,6 +872,11 @@ async def test_a_location_put_again_the_same_records_nothing(
     before = await platform.db.read(lambda c: platform.store.last_position(c))
     assert (await ok(await admin.put("/locations/SP-HZ-01", json=point)))["name"] == point["name"]
     assert await platform.db.read(lambda c: platform.store.last_position(c)) == before
+    # Its version, which If-Match is held to, is shown: registered once, it stays 1.
+    read = await admin.get("/locations/SP-HZ-01")
+    assert (read.headers["etag"], read.json()["version"]) == ('"1"', 1)
+    guarded = await admin.put("/locations/SP-HZ-01", json=point, headers={"If-Match": '"1"'})
+    assert guarded.status_code == 200 and guarded.headers["etag"] == '"1"', guarded.text
     for other in ({**point, "name": "Hangzhou East"}, {**point, "parent_id": "HQ"}):
         refused = await admin.put("/locations/SP-HZ-01", json=other)
         assert refused.status_code == 409, refused.text

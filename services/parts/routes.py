@@ -194,13 +194,14 @@ async def get_location(
     principal: Principal = Depends(may_read),
     platform: Platform = Depends(get_platform),
     location_id: str = LOCATION_ID,
-) -> LocationView:
+) -> JSONResponse:
     row = await platform.db.read(lambda c: read_models.get_location(c, location_id))
     # The tree is every reader's within its region; headquarters serves every region.
     headquarters = row is not None and row.level == LocationLevel.headquarters
     if row is None or not (headquarters or principal.reach.allows_region(row.region)):
         raise NotFound("location_not_found", f"no location {location_id}")
-    return LocationView(**row._mapping)
+    view = LocationView(**row._mapping)
+    return JSONResponse(view.model_dump(mode="json"), headers={"ETag": etag(view.version)})
 
 
 # --- stock --------------------------------------------------------------------------------

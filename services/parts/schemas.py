@@ -92,6 +92,10 @@ class LocationView(BaseModel):
     parent_id: str | None
     region: str | None
     registered_at: datetime
+    version: int = Field(
+        default=1,
+        description="Its `ETag`: a location is registered once and never changes, so 1.",
+    )
 
 
 class StockReceiptRequest(Body):
