@@ -444,7 +444,7 @@ async def test_as_of_returns_the_historical_state(intake: httpx.AsyncClient, clo
     before = await intake.get(f"/tickets/{tid}", params={"as_of": "2026-11-02T09:30:00Z"})
     assert before.status_code == 200, before.text
     assert before.json()["status"] == "received" and before.json()["version"] == 1
-    assert before.headers["etag"] == '"2"'  # the current version: what If-Match acts on
+    assert before.headers["etag"] == '"1"'  # the version shown (If-Match with it: 409)
     now = (await intake.get(f"/tickets/{tid}")).json()
     at_now = (await intake.get(f"/tickets/{tid}", params={"as_of": "2026-11-02T10:00:00Z"})).json()
     assert at_now == now  # the fold and the projection agree

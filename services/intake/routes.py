@@ -214,13 +214,13 @@ async def get_ticket(
     as_of: UtcTime | None = Query(
         default=None,
         description="ISO 8601 with timezone: the state as recorded at that time, rebuilt "
-        "from the ticket's events (e.g. 2026-11-20T10:00:00Z).",
+        "from the ticket's events (e.g. 2026-11-20T10:00:00Z); its `ETag` is that state's "
+        "version.",
     ),
     principal: Principal = Depends(may_read),
     platform: Platform = Depends(get_platform),
 ) -> TicketView:
     row = await visible_ticket(platform, principal, ticket_id)
-    current_version = row["version"]  # the ETag, for a past state too: If-Match acts on now
     if as_of is not None:
         row = await platform.db.read(
             lambda c: open_row(
@@ -234,7 +234,8 @@ async def get_ticket(
     clock = await platform.db.read(
         lambda c: ticket_sla(c, platform.store, sla, str(ticket_id), at, as_of)
     )
-    response.headers["ETag"] = etag(current_version)
+    # The version of the state shown: a past state's, which If-Match then refuses (409).
+    response.headers["ETag"] = etag(row["version"])
     disclosure = Disclosure(request, principal)
     view = ticket_view(disclosure.row(row), clock)
     disclosure.record()
