@@ -620,6 +620,14 @@ async def test_export_over_http_and_cli_verify(
         backwards = {"recorded_from": "2026-11-03T00:00:00Z", "recorded_to": "2026-11-02T00:00:00Z"}
         inverted = await client.get("/audit/export", params=backwards)
         unknown = await client.get("/audit/export", params={"ticket_id": str(uuid.uuid4())})
+        # As feedback's reports: without `format`, what the caller accepts.
+        accepted = await client.get(
+            "/audit/export", params={"region": "east"}, headers={"Accept": "text/csv"}
+        )
+        plain = await client.get("/audit/export", params={"region": "east"})
+    assert accepted.content == response.content
+    assert accepted.headers["content-type"].startswith("text/csv")
+    assert plain.headers["content-type"].startswith("application/x-ndjson")
     assert inverted.status_code == 422 and inverted.json()["errors"][0]["field"] == "recorded_to"
     assert unknown.status_code == 404 and unknown.json()["rule"] == "ticket_not_found"
     assert response.status_code == 200, response.text

@@ -43,6 +43,7 @@ from shared.http.params import (
     TicketNumber,
     UtcTime,
     keyset_cursor,
+    wants_csv,
 )
 from shared.http.problems import PROBLEM_RESPONSES
 from shared.kernel.errors import InvalidCommand, NotFound
@@ -150,12 +151,6 @@ async def file_complaint(
         body,
         lambda c: accepted(commands.file_complaint(c, call.handling, str(ticket_id), complaint)),
     )
-
-
-def wants_csv(request: Request, format: str | None) -> bool:
-    if format is not None:
-        return format == "csv"
-    return "text/csv" in request.headers.get("accept", "")
 
 
 def csv_text(rows: Iterable[list[Any]]) -> str:

@@ -8,10 +8,11 @@ from collections.abc import AsyncIterator
 from typing import BinaryIO, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from shared.app.audit import (
+    ExportFormat,
     ExportScope,
     export_summary,
     signing_key,
@@ -21,7 +22,7 @@ from shared.app.audit import (
 from shared.app.platform import Platform
 from shared.http.app import get_platform
 from shared.http.context import Principal, allow, region_asked
-from shared.http.params import RegionFilter, UtcTime, require_period
+from shared.http.params import RegionFilter, UtcTime, require_period, wants_csv
 from shared.http.problems import problem_doc
 from shared.kernel.errors import NotFound
 from shared.kernel.events.envelope import canonical_json
@@ -61,14 +62,18 @@ may_export = allow(*AUDIT_ROLES, scope="audit:export")
     },
 )
 async def export_events(
+    request: Request,
     ticket_id: UUID | None = None,
     region: RegionFilter | None = None,
     recorded_from: UtcTime | None = Query(default=None, description="Inclusive, ISO 8601."),
     recorded_to: UtcTime | None = Query(default=None, description="Exclusive, ISO 8601."),
-    format: Literal["jsonl", "csv"] = "jsonl",
+    format: Literal["jsonl", "csv"] | None = Query(
+        default=None, description="Default: `csv` with `Accept: text/csv`, else `jsonl`."
+    ),
     principal: Principal = Depends(may_export),
     platform: Platform = Depends(get_platform),
 ) -> Response:
+    chosen: ExportFormat = "csv" if wants_csv(request, format) else "jsonl"
     region = region_asked(principal, region)
     require_period(("recorded_from", recorded_from), ("recorded_to", recorded_to))
     if ticket_id and region:
@@ -81,23 +86,23 @@ async def export_events(
     # the summary header needs the whole body's digest first, memory stays flat.
     spool = tempfile.TemporaryFile(prefix="ticketline-export-")  # noqa: SIM115
     try:
-        tally = await platform.db.read(lambda c: write_export(c, spool, format, scope))
+        tally = await platform.db.read(lambda c: write_export(c, spool, chosen, scope))
         if ticket_id and not tally.events:
             # Unknown, or (for a regional caller) another region's: the same answer.
             raise NotFound("ticket_not_found", f"no ticket {ticket_id}")
     except BaseException:
         spool.close()
         raise
-    summary = export_summary(tally, format, scope.as_summary(), signing_key(platform.settings))
+    summary = export_summary(tally, chosen, scope.as_summary(), signing_key(platform.settings))
     size = spool.tell()
     spool.seek(0)
-    media = "application/x-ndjson" if format == "jsonl" else "text/csv"
+    media = "application/x-ndjson" if chosen == "jsonl" else "text/csv"
     return StreamingResponse(
         _sent(spool),
         media_type=media,
         headers={
             "X-Export-Summary": canonical_json(summary),
-            "Content-Disposition": f'attachment; filename="ticketline-export.{format}"',
+            "Content-Disposition": f'attachment; filename="ticketline-export.{chosen}"',
             "Cache-Control": "no-store",
             "Content-Length": str(size),
         },

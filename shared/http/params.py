@@ -28,7 +28,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import Query
+from fastapi import Query, Request
 from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field, StringConstraints
 
 from shared.kernel.errors import InvalidCommand
@@ -253,3 +253,10 @@ def check_time(name: str, value: datetime) -> datetime:
         return _utc(value)
     except ValueError as exc:
         raise InvalidCommand(name, str(exc)) from None
+
+
+def wants_csv(request: Request, format: str | None) -> bool:
+    """``format`` when given, else what the caller accepts (``Accept: text/csv``)."""
+    if format is not None:
+        return format == "csv"
+    return "text/csv" in request.headers.get("accept", "")
