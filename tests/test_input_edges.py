@@ -223,9 +223,19 @@ async def test_every_flag_of_a_dispatch_body_is_a_json_boolean(
 async def test_a_method_not_allowed_names_every_method_of_the_path(platform: Platform) -> None:
     async with service_client("intake", platform, role="admin") as intake:
         response = await intake.delete("/tickets")
+        # Worded as the API's other problems: no route is a 404 with a rule.
+        nowhere = await intake.get("/no/such/thing")
+        # A trailing slash: said, never a redirect built from the caller's Host header.
+        slashed = await intake.post("/tickets/", json={}, headers={"Host": "evil.example"})
     assert response.status_code == 405
     assert response.headers["content-type"].startswith("application/problem+json")
     assert response.headers["allow"] == "GET, POST"
+    assert response.json()["title"] == "Method not allowed"
+    assert response.json()["detail"] == "DELETE /tickets: allowed GET, POST"
+    assert nowhere.status_code == 404 and nowhere.json()["rule"] == "no_such_path"
+    assert nowhere.json()["title"] == "Not found"
+    assert slashed.status_code == 404 and "location" not in slashed.headers
+    assert "without its trailing slash" in slashed.json()["detail"]
 
 
 @SQLITE
@@ -300,6 +310,7 @@ async def test_a_json_body_not_in_utf8_is_400_with_nothing_written(
         refused = await agent.post("/tickets", content=body, headers=JSON)
         assert refused.status_code == 400, refused.text
         assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.json()["errors"][0]["field"] == "body"  # named, as a 422 names it
         assert await ledger_head(platform) == head
         with_bom = json.dumps(ticket, ensure_ascii=False).encode("utf-8-sig")
         assert (await agent.post("/tickets", content=with_bom, headers=JSON)).status_code == 201

@@ -110,6 +110,9 @@ def create_service_app(
         openapi_url="/openapi.json" if docs else None,
         # Before any route's own work: every text input is text a database can store.
         dependencies=[Depends(valid_text_input)],
+        # A trailing slash is a 404 saying so, not a redirect to a URL built from the
+        # caller's Host header (which a proxy or a cache would then serve to others).
+        redirect_slashes=False,
     )
     app.state.service = service
     app.state.strict_query = strict_query  # valid_text_input: known_query_parameters

@@ -377,13 +377,26 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
         from shared.http.validation import invalid  # a cycle at import time
 
         return await _problem(request, invalid("body", _UNREADABLE_JSON[cause]))
+    if exc.status_code == 400 and cause is UnicodeDecodeError:
+        from shared.http.validation import not_utf8
+
+        return await _problem(request, not_utf8("not UTF-8 text; JSON is sent as UTF-8"))
     slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
     detail = exc.detail if isinstance(exc.detail, str) else None
+    title = detail or "HTTP error"
     headers = dict(exc.headers) if exc.headers else {}
+    rule = None
+    if exc.status_code == 404 and detail in (None, "Not Found"):  # the router's: no route
+        title, rule = "Not found", "no_such_path"
+        path = request.url.path
+        slash = " (without its trailing slash?)" if path.endswith("/") and path != "/" else ""
+        detail = f"no resource at {path}{slash}: see /docs"
     if exc.status_code == 405:
         headers["Allow"] = ", ".join(_allowed_methods(request)) or headers.get("Allow", "")
+        title = "Method not allowed"
+        detail = f"{request.method} {request.url.path}: allowed {headers['Allow'] or 'none'}"
     return problem_response(
-        request, exc.status_code, slug, detail or "HTTP error", detail, headers or None
+        request, exc.status_code, slug, title, detail, headers or None, rule=rule
     )
 
 

@@ -140,7 +140,8 @@ class BodyLimitMiddleware:
                 "status": 413,
                 "detail": f"the limit is {limit or self.max_bytes} bytes",
                 "instance": scope["path"],
-            }
+            },
+            separators=(",", ":"),  # as every other problem is written
         ).encode()
         await send(
             {
