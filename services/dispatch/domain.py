@@ -777,7 +777,10 @@ def check_window(window: tuple[datetime, datetime] | None, now: datetime) -> Non
     if end <= start:
         raise InvalidCommand("appointment_end", "the window must end after it starts")
     if end <= now:
-        raise InvalidCommand("appointment_end", "the window is in the past")
+        raise InvalidCommand(  # the dispatch is now, or an imported row's dispatched_at
+            "appointment_end",
+            f"the window has ended by the dispatch's time ({now.isoformat()}): in the past",
+        )
     if end - start > LONGEST_WINDOW:
         raise InvalidCommand("appointment_end", "an appointment window is at most 24 hours")
     if start - now > FURTHEST_APPOINTMENT:

@@ -524,9 +524,7 @@ def _dispatch_request(f: Fields) -> tuple[datetime | None, domain.DispatchReques
     columns = ("service_point_id", "technician_id", "appointment_start", "appointment_end")
     at = f.timestamp("dispatched_at")
     if at is None:
-        for column in columns:
-            if f.given(column):
-                f.problem(column, "given without dispatched_at")
+        f.given_without("dispatched_at", columns)
         return None, None
     technician = network_id(f, "technician_id", required=True)
     point = network_id(f, "service_point_id")
@@ -549,9 +547,7 @@ def _repair(f: Fields) -> tuple[datetime | None, domain.RecordRepair | None]:
     )
     at = f.timestamp("repaired_at")
     if at is None:
-        for column in columns:
-            if f.given(column):
-                f.problem(column, "given without repaired_at")
+        f.given_without("repaired_at", columns)
         return None, None
     outcome = f.choice("outcome", RepairOutcome, required=True)
     repair = domain.RecordRepair(
@@ -576,8 +572,8 @@ def parse_field_work(f: Fields, _context: KindContext) -> FieldWork:
     dispatched_at, request = _dispatch_request(f)
     visited_at = f.timestamp("visited_at")
     findings = f.text("findings")
-    if findings is not None and visited_at is None:
-        f.problem("findings", "given without visited_at")
+    if visited_at is None:
+        f.given_without("visited_at", ("findings",))
     repaired_at, repair = _repair(f)
     return FieldWork(dispatched_at, request, visited_at, findings, repaired_at, repair)
 

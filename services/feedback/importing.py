@@ -57,9 +57,7 @@ def parse(f: Fields, _context: KindContext) -> FollowUpPart:
     closed_at = f.timestamp("closed_at")
     details = ("satisfaction_score", "would_recommend", "problem_solved", "follow_up_channel")
     if at is None:
-        for column in (*details, "follow_up_comment", "closed_at"):
-            if f.given(column):
-                f.problem(column, "given without followed_up_at")
+        f.given_without("followed_up_at", (*details, "follow_up_comment", "closed_at"))
         return FollowUpPart(closed_at=closed_at)
     score = f.integer("satisfaction_score", required=True, minimum=0, maximum=100)
     recommend = f.integer("would_recommend", required=True, minimum=0, maximum=10)

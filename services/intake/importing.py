@@ -124,9 +124,7 @@ def _request(f: Fields) -> domain.NewTicket | None:
 def _diagnosis(f: Fields) -> domain.Diagnosis | None:
     columns = ("category", "complexity", "resolution_path")
     if not f.given("diagnosed_at"):
-        for column in (*columns, "expected_parts", "diagnosis_notes"):
-            if f.given(column):
-                f.problem(column, "given without diagnosed_at")
+        f.given_without("diagnosed_at", (*columns, "expected_parts", "diagnosis_notes"))
         return None
     category = f.choice("category", FaultCategory, required=True)
     complexity = f.choice("complexity", Complexity, required=True)

@@ -524,6 +524,8 @@ def test_an_appointment_window_must_be_ordered_and_ahead() -> None:
         with pytest.raises(InvalidCommand) as err:
             domain.decide_dispatch(dispatch_command(window=window), ticket)
         assert rule(err) == "appointment_end"
+    # Worded for an imported row too, whose dispatch time is its dispatched_at.
+    assert "ended by the dispatch's time (2026-" in str(err.value)
     evening = (MONDAY_9 + timedelta(hours=11), MONDAY_9 + timedelta(hours=12))
     with pytest.raises(RuleViolation) as nobody:
         domain.decide_dispatch(dispatch_command(window=evening), ticket)

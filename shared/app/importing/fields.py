@@ -97,6 +97,14 @@ class Fields:
     def given(self, column: str) -> bool:
         return self._raw(column) is not None
 
+    def given_without(self, step: str, columns: tuple[str, ...]) -> None:
+        """Each of ``columns`` given with ``step`` (the step's time) left blank is a problem;
+        a ``step`` given but refused is its own problem, not theirs too."""
+        if not self.given(step):
+            for column in columns:
+                if self.given(column):
+                    self.problem(column, f"given without {step}")
+
     def _raw(self, column: str) -> Any:
         """The value as given (text stripped), None when missing or blank."""
         value = self.values.get(column)
