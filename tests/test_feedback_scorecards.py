@@ -175,6 +175,9 @@ async def test_scorecard_deductions_are_traced_to_events(
     assert only["agents"] == []
     empty = (await auditor.get("/scorecards", params={"month": "2026-10"})).json()
     assert empty["service_points"] == [] and empty["technicians"] == []
+    # A month to come has nothing to score: not a card of base scores.
+    ahead = await auditor.get("/scorecards", params={"month": "2026-12"})
+    assert ahead.status_code == 422 and ahead.json()["errors"][0]["field"] == "month"
     async with service_client("feedback", platform, role="regional_center", region="west") as rc:
         assert (await rc.get("/scorecards", params={"month": "2026-11"})).json()[
             "service_points"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, replace
 from datetime import date, datetime
+from typing import NamedTuple
 
 from shared.kernel.clock import EARLIEST_BUSINESS_DAY
 from shared.kernel.decider import Decider
@@ -160,15 +161,23 @@ class ScorecardItem:
     ticket_ids: tuple[str, ...] = ()
 
 
+class NetworkMember(NamedTuple):
+    """A member of dispatch's service network as the ledger has it."""
+
+    level: str
+    region: str | None
+    joined_on: date  # (UTC) the day of its first registration
+
+
 @dataclass(frozen=True)
 class RecordScorecardItem:
     item: ScorecardItem
     # The latest date it is anywhere as it is recorded (clock.latest_today): an item
     # cannot have happened later.
     today: date
-    # (level, region) of the network member with the item's id as the ledger has it
-    # (dispatch's service-point streams); None: no such member.
-    member: tuple[str, str | None] | None
+    # The network member with the item's id (dispatch's service-point streams); None: no
+    # such member.
+    member: NetworkMember | None
     # Those of the item's ticket ids that name a ticket within the caller's reach.
     known_tickets: frozenset[str] = frozenset()
 
@@ -202,7 +211,7 @@ def decide_scorecard_item(
     command: RecordScorecardItem, _state: ScorecardState
 ) -> list[EventPayload]:
     item = command.item
-    level, region = command.member or (None, None)
+    level, region = command.member[:2] if command.member else (None, None)
     if level != "service_point":
         raise InvalidCommand(
             "service_point_id",
@@ -216,6 +225,12 @@ def decide_scorecard_item(
         raise InvalidCommand("occurred_on", "the date is in the future")
     if item.occurred_on < EARLIEST_BUSINESS_DAY:
         raise InvalidCommand("occurred_on", f"before {EARLIEST_BUSINESS_DAY.isoformat()}")
+    if command.member is not None and item.occurred_on < command.member.joined_on:
+        raise InvalidCommand(  # its scorecard lists it from then on only
+            "occurred_on",
+            f"before {item.service_point_id} joined the network "
+            f"({command.member.joined_on.isoformat()})",
+        )
     for index, ticket_id in enumerate(item.ticket_ids):
         if ticket_id not in command.known_tickets:
             raise InvalidCommand(f"ticket_ids.{index}", f"no ticket {ticket_id}")

@@ -22,6 +22,7 @@ import orjson
 from sqlalchemy import Connection, Row, Select, Table, and_, case, func, select
 
 from services.feedback.compliance import FALSE, ITEMS, PENDING, TRUE, UNKNOWN
+from services.feedback.domain import NetworkMember
 from services.feedback.facts import month_of
 from services.feedback.projections import compliance_values, ticket_facts
 from services.feedback.tables import (
@@ -912,17 +913,20 @@ def network_service_points(conn: Connection, month: str, region: str | None) -> 
     }
 
 
-def network_member(conn: Connection, member_id: str) -> tuple[str, str | None] | None:
-    """(level, region) of the service network's member with this id, as its latest
-    registration or update in the ledger has it (the network is dispatch's: its
-    service-point streams); None when there is none."""
+def network_member(conn: Connection, member_id: str) -> NetworkMember | None:
+    """The service network's member with this id, as its latest registration or update in
+    the ledger has it (the network is dispatch's: its service-point streams); None when
+    there is none."""
     e = events.c
     query = (
-        select(e.event_type, e.schema_version, e.payload)
+        select(e.event_type, e.schema_version, e.payload, e.occurred_at)
         .where(e.stream_id == member_id, e.stream_type == "service_point")
-        .order_by(e.stream_version.desc())
+        .order_by(e.stream_version)
     )
-    for _, body in _member_descriptions(conn, query):
-        region = body.get("region")
-        return str(body["level"]), None if region is None else str(region)
-    return None
+    described = list(_member_descriptions(conn, query))
+    if not described:
+        return None
+    (first, _), (_, body) = described[0], described[-1]
+    region = body.get("region")
+    joined = first.occurred_at.date()  # UTC
+    return NetworkMember(str(body["level"]), None if region is None else str(region), joined)

@@ -14,6 +14,7 @@ from pydantic import TypeAdapter
 
 from services.feedback import commands, read_models
 from services.feedback.domain import ScorecardState
+from services.feedback.facts import month_of
 from services.feedback.schemas import (
     ComplaintRequest,
     ComplianceSummary,
@@ -353,6 +354,8 @@ async def get_scorecards(
     platform: Platform = Depends(get_platform),
 ) -> Scorecards:
     settings, region = platform.settings.feedback, principal.reach.region
+    if month > month_of(platform.clock.now()):  # every point would show its base score
+        raise InvalidCommand("month", f"{month} is to come: nothing to score yet")
     data = await platform.db.read(
         lambda c: read_models.scorecards(
             c, month, settings, service_point_id=service_point, region=region
@@ -370,7 +373,8 @@ async def get_scorecards(
     description="For a service point of the network (its id as registered on dispatch): "
     "422 `service_point_id` for an unknown id or another level of the network; 422 "
     "`ticket_ids.N` for an id that names no ticket within the caller's reach or is given "
-    "twice; 422 `occurred_on` for a day in the future or before 1950-01-01.",
+    "twice; 422 `occurred_on` for a day in the future, before 1950-01-01 or before the "
+    "point joined the network.",
 )
 async def record_scorecard_item(
     body: ScorecardItemRequest, call: ScorecardItemCall

@@ -164,12 +164,16 @@ def item(
     )
 
 
+JOINED = date(2026, 1, 5)
+POINT = domain.NetworkMember("service_point", "east", JOINED)
+
+
 def test_a_scorecard_item_is_recorded_with_its_evidence() -> None:
     state = domain.SCORECARDS.initial_state(domain.scorecard_stream_id("sp-1"))
     command = domain.RecordScorecardItem(
         replace(item(), ticket_ids=("t-1",)),
         date(2026, 11, 3),
-        ("service_point", "east"),
+        POINT,
         frozenset({"t-1"}),
     )
     (event,) = domain.decide_scorecard_item(command, state)
@@ -185,15 +189,27 @@ def test_a_scorecard_item_is_recorded_with_its_evidence() -> None:
 )
 def test_a_scorecard_item_happened_on_a_plausible_day(day: date, says: str) -> None:
     state = domain.SCORECARDS.initial_state(domain.scorecard_stream_id("sp-1"))
-    command = domain.RecordScorecardItem(item(day), date(2026, 11, 30), ("service_point", "east"))
+    command = domain.RecordScorecardItem(item(day), date(2026, 11, 30), POINT)
     with pytest.raises(InvalidCommand) as err:
         domain.decide_scorecard_item(command, state)
     assert err.value.field == "occurred_on" and says in str(err.value)
 
 
+def test_a_scorecard_item_is_not_before_its_service_point_joined() -> None:
+    """Its scorecard lists the point from then on: an item before would score a month
+    whose card the point is not on."""
+    state = domain.SCORECARDS.initial_state(domain.scorecard_stream_id("sp-1"))
+    early = domain.RecordScorecardItem(item(date(2026, 1, 4)), date(2026, 11, 30), POINT)
+    with pytest.raises(InvalidCommand) as err:
+        domain.decide_scorecard_item(early, state)
+    assert err.value.field == "occurred_on" and "joined the network (2026-01-05)" in str(err.value)
+    that_day = domain.RecordScorecardItem(item(JOINED), date(2026, 11, 30), POINT)
+    assert domain.decide_scorecard_item(that_day, state)
+
+
 def test_a_scorecard_items_tickets_are_known_and_each_given_once() -> None:
     state = domain.SCORECARDS.initial_state(domain.scorecard_stream_id("sp-1"))
-    member = ("service_point", "east")
+    member = POINT
     given = replace(item(), ticket_ids=("t-1", "t-2", "t-1"))
     for known, field, says in (
         (frozenset({"t-1"}), "ticket_ids.1", "no ticket t-2"),
@@ -209,7 +225,7 @@ def test_a_scorecard_item_is_for_a_service_point_of_the_network() -> None:
     state = domain.SCORECARDS.initial_state(domain.scorecard_stream_id("sp-1"))
     for member, says in (
         (None, "no service point sp-1"),
-        (("regional_center", "east"), "not a service"),
+        (domain.NetworkMember("regional_center", "east", JOINED), "not a service"),
     ):
         command = domain.RecordScorecardItem(item(), date(2026, 11, 3), member)
         with pytest.raises(InvalidCommand) as err:
@@ -219,7 +235,7 @@ def test_a_scorecard_item_is_for_a_service_point_of_the_network() -> None:
 
 def test_a_scorecard_item_has_its_service_points_region() -> None:
     state = domain.SCORECARDS.initial_state(domain.scorecard_stream_id("sp-1"))
-    member = ("service_point", "east")
+    member = POINT
     (event,) = domain.decide_scorecard_item(
         domain.RecordScorecardItem(item(region=None), date(2026, 11, 3), member), state
     )
