@@ -452,6 +452,11 @@ async def test_as_of_returns_the_historical_state(intake: httpx.AsyncClient, clo
     assert too_early.status_code == 404
     naive = await intake.get(f"/tickets/{tid}", params={"as_of": "2026-11-02T10:00:00"})
     assert naive.status_code == 422 and naive.json()["errors"][0]["field"] == "as_of"
+    # A "+" typed into a URL arrives as a space: said so, with the way to send it.
+    spaced = await intake.get(f"/tickets/{tid}?as_of=2026-11-02T17:30:00+08:00")
+    assert spaced.status_code == 422 and "%2B08:00" in spaced.json()["errors"][0]["message"]
+    encoded = await intake.get(f"/tickets/{tid}?as_of=2026-11-02T17:30:00%2B08:00")
+    assert encoded.json()["status"] == "received"
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

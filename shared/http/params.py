@@ -154,6 +154,8 @@ def _utc(value: datetime) -> datetime:
 
 
 _NUMBER = re.compile(r"\s*[-+]?[0-9]+(\.[0-9]*)?\s*")
+# "…T09:35:10 08:00": a "+08:00" sent unencoded in a query string reads as a space.
+_PLUS_AS_SPACE = re.compile(r".*T[0-9:.]+ [0-9]{2}(:?[0-9]{2})?")
 
 
 def _text_time(value: object) -> object:
@@ -161,6 +163,8 @@ def _text_time(value: object) -> object:
     # ISO 8601 text only.
     if isinstance(value, (int, float)) or (isinstance(value, str) and _NUMBER.fullmatch(value)):
         raise ValueError("a date-time as ISO 8601 text with its timezone")
+    if isinstance(value, str) and _PLUS_AS_SPACE.fullmatch(value):
+        raise ValueError("the offset's + arrived as a space: send it encoded (%2B08:00), or use Z")
     return value
 
 
