@@ -642,6 +642,10 @@ async def test_export_over_http_and_cli_verify(
     try:
         code, out = await run_cli(database_url, "verify-export", str(export))
         assert code == 0, out
+        # The CLI signs the period as the API writes it: in UTC, whatever offset it was given.
+        local = ("export", "--from", "2026-11-02T08:00:00+08:00", "--out", str(tmp_path / "l.jl"))
+        code, out = await run_cli(database_url, *local)
+        assert printed(out)["scope"]["recorded_from"] == "2026-11-02T00:00:00+00:00", out
         # A mistyped ticket id gets no signed "nothing happened": refused, no file.
         nowhere = tmp_path / "nowhere.jsonl"
         args = ("export", "--ticket", str(uuid.uuid4()), "--out", str(nowhere))

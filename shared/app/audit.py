@@ -13,7 +13,7 @@ import json
 import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
@@ -54,6 +54,11 @@ NO_SIGNING_KEY = (
 )
 
 
+def _in_utc(at: datetime | None) -> str | None:
+    """As the API writes times (the CLI and the endpoint sign one spelling)."""
+    return None if at is None else at.astimezone(UTC).isoformat()
+
+
 @dataclass(frozen=True)
 class ExportScope:
     """Which events an export holds (all of them by default)."""
@@ -67,8 +72,8 @@ class ExportScope:
         return {
             "ticket_id": self.ticket_id,
             "region": self.region,
-            "recorded_from": self.recorded_from.isoformat() if self.recorded_from else None,
-            "recorded_to": self.recorded_to.isoformat() if self.recorded_to else None,
+            "recorded_from": _in_utc(self.recorded_from),
+            "recorded_to": _in_utc(self.recorded_to),
         }
 
     def where(self, query: Select[Any]) -> Select[Any]:
