@@ -12,6 +12,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Connection
 
 from services.dispatch import commands, read_models, sla_domain
+from services.dispatch.routes import ticket_accepted
+from services.dispatch.schemas import TicketAccepted
 from services.dispatch.sla_schemas import (
     CalendarRequest,
     HolidaysImported,
@@ -82,17 +84,6 @@ def terms_accepted(
         **extra,
     )
     return CommandResponse(200, view.model_dump(mode="json"))
-
-
-def ticket_accepted(result: Outcome[TicketState]) -> CommandResponse:
-    after = result.after
-    body = {
-        "ticket_id": after.ticket_id,
-        "status": after.status.value,
-        "version": after.version,
-        "events": [str(e.event_id) for e in result.events],
-    }
-    return CommandResponse(200, body)
 
 
 # --- calendars and policies ----------------------------------------------------------------
@@ -247,6 +238,7 @@ async def get_policy(
 
 @router.post(
     "/tickets/{ticket_id}/sla/pause",
+    response_model=TicketAccepted,
     summary="Pause the ticket's SLA clocks (event SlaPaused)",
     description="With a reason from the ticket's policy. A paused clock is never flagged; "
     "its deadlines move by the business time it stays paused. 409 `already_paused`, "
@@ -264,6 +256,7 @@ async def pause(ticket_id: UUID, body: PauseRequest, call: Pause) -> JSONRespons
 
 @router.post(
     "/tickets/{ticket_id}/sla/resume",
+    response_model=TicketAccepted,
     summary="Resume the ticket's SLA clocks (event SlaResumed, with the moved deadlines)",
     description="409 `not_paused` when the clock runs.",
 )
@@ -277,6 +270,7 @@ async def resume(ticket_id: UUID, body: ResumeRequest, call: Pause) -> JSONRespo
 
 @router.post(
     "/tickets/{ticket_id}/sla/re-evaluation",
+    response_model=TicketAccepted,
     summary="Move the ticket to the policy in force (event SlaPolicyApplied)",
     description="On purpose only: a ticket otherwise keeps the policy and calendar versions "
     "it started under. 409 `no_policy`, `already_current`.",
