@@ -877,6 +877,7 @@ async def test_a_location_put_again_the_same_records_nothing(
     assert (read.headers["etag"], read.json()["version"]) == ('"1"', 1)
     guarded = await admin.put("/locations/SP-HZ-01", json=point, headers={"If-Match": '"1"'})
     assert guarded.status_code == 200 and guarded.headers["etag"] == '"1"', guarded.text
+    assert "location" not in guarded.headers  # only a 201 says where it created something
     for other in ({**point, "name": "Hangzhou East"}, {**point, "parent_id": "HQ"}):
         refused = await admin.put("/locations/SP-HZ-01", json=other)
         assert refused.status_code == 409, refused.text

@@ -228,11 +228,12 @@ def forget_answers_before(conn: Connection, before: datetime, limit: int) -> int
 
 def to_response(response: CommandResponse) -> JSONResponse:
     """The command's JSON answer: ``ETag`` when the body has a version, ``Location`` when
-    given, ``Idempotent-Replayed`` when it is the stored answer to an earlier request."""
+    it created what it names (a 201, as the OpenAPI says), ``Idempotent-Replayed`` when it
+    is the stored answer to an earlier request."""
     headers: dict[str, str] = {}
     if "version" in response.body:
         headers["ETag"] = etag(response.body["version"])
-    if response.location:
+    if response.location and response.status_code == 201:
         headers["Location"] = response.location
     if response.replayed:
         headers["Idempotent-Replayed"] = "true"
