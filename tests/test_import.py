@@ -252,6 +252,7 @@ async def test_impossible_histories_are_row_errors_and_nothing_is_written(
         good_row(16, purchase_date="0001-01-01"),  # a typo: a year 1 overflowed the clocks
         good_row(17, diagnosed_at="2025-10-06T11:00:00+08:99"),  # read as +09:39 it would pass
         good_row(18, repaired_at="2025-10-06T15:00:00"),  # its own problem, not its outcome's
+        good_row(19, follow_up_comment="[erased]"),  # would read as an erasure
     ]
     path = ticket_file(tmp_path / "tickets.csv", rows)
     before = await position(platform)
@@ -259,7 +260,7 @@ async def test_impossible_histories_are_row_errors_and_nothing_is_written(
     assert summary.status == "refused"
     assert await position(platform) == before
     # Row 1 was valid: refused with the file, it is not reported imported.
-    assert (summary.tally.imported, summary.tally.events, summary.tally.invalid) == (0, 0, 16)
+    assert (summary.tally.imported, summary.tally.events, summary.tally.invalid) == (0, 0, 17)
     found = {(line, field) for line, field, _ in problems(sink)}
     assert {
         (3, "repaired_at"),
@@ -287,10 +288,11 @@ async def test_impossible_histories_are_row_errors_and_nothing_is_written(
     assert texts[(8, "purchase_date")].endswith("(day is out of range for month)")
     assert any(line == 11 for line, _ in found)
     assert {field for line, field in found if line == 19} == {"repaired_at"}
+    assert {field for line, field in found if line == 20} == {"follow_up_comment"}
 
     summary, sink = await import_file(platform, "tickets", path, skip_invalid=True)
     assert summary.status == "imported"
-    assert summary.tally.imported == 2 and summary.tally.invalid == 16
+    assert summary.tally.imported == 2 and summary.tally.invalid == 17
     assert await count(platform, ticket_state) == 2
 
 

@@ -614,7 +614,7 @@ async def test_an_erasure_forgets_the_fingerprints_of_its_tickets_requests(
 
 
 async def test_the_words_erased_data_shows_are_no_value_to_give(
-    intake: httpx.AsyncClient,
+    life: Lifecycle, intake: httpx.AsyncClient, feedback: httpx.AsyncClient
 ) -> None:
     """Given as a name or an address, "[erased]" would read as an erasure (an export of
     tickets leaves such a ticket out, staff see an erased customer): refused, named."""
@@ -629,6 +629,17 @@ async def test_the_words_erased_data_shows_are_no_value_to_give(
         assert error["field"] == named and "what erased data shows" in error["message"], error
     kept = await intake.post("/tickets", json=body(customer__name="Li [erased] Wei"))
     assert kept.status_code == 201, kept.text
+    # The free text of feedback is personal too: refused at the door, never a 500.
+    ticket = kept.json()["ticket_id"]
+    await life.through_repair(ticket)
+    said = {**FOLLOW_UP, "channel": "call", "comment": " [unreadable] "}
+    for path, sent, named in (
+        (f"/tickets/{ticket}/follow-ups", said, "comment"),
+        (f"/tickets/{ticket}/complaints", {"complaint": ERASED, "channel": "phone"}, "complaint"),
+    ):
+        refused = await feedback.post(path, json=sent)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["errors"][0]["field"] == named
 
 
 async def test_a_corrected_customer_is_found_by_their_new_details_until_erased(

@@ -30,6 +30,7 @@ from shared.kernel.events.tickets import (
     FollowUpRecorded,
     TicketClosed,
 )
+from shared.kernel.personal import marker_refusal
 from shared.kernel.ticket import TICKETS, TicketState
 
 SERVICE = "feedback"
@@ -64,6 +65,9 @@ def parse(f: Fields, _context: KindContext) -> FollowUpPart:
     solved = f.boolean("problem_solved", required=True)
     channel = f.choice("follow_up_channel", FollowUpChannel) or FollowUpChannel.call
     comment = f.text("follow_up_comment")
+    if (refused := marker_refusal(comment)) is not None:
+        f.problem("follow_up_comment", refused)
+        comment = None  # the row is refused for it; nothing else to say of its follow-up
     if score is None or recommend is None or solved is None:
         return FollowUpPart(at, None, closed_at)
     return FollowUpPart(at, domain.FollowUp(score, recommend, solved, channel, comment), closed_at)

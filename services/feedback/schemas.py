@@ -19,6 +19,7 @@ from shared.kernel.events.tickets import (
     RegionCode,
     ShortText,
 )
+from shared.kernel.personal import Personal
 
 
 class Body(BaseModel):
@@ -53,7 +54,8 @@ class FollowUpRequest(Body):
         int, Strict(), Field(ge=0, le=10, description="0–10 (NPS question)."), WHOLE
     ]
     problem_solved: StrictBool
-    comment: LongText | None = None
+    # Personal, as in the event: the words erased data shows are refused here, named.
+    comment: Annotated[LongText, Personal()] | None = None
     channel: FollowUpChannel
 
     def command(self) -> domain.FollowUp:
@@ -80,7 +82,7 @@ class ComplaintRequest(Body):
         },
     )
 
-    complaint: LongText
+    complaint: Annotated[LongText, Personal()]
     channel: Channel
     public: StrictBool = Field(default=False, description="Public complaint or media exposure.")
 

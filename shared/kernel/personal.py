@@ -65,6 +65,14 @@ def sealed_customer(value: str) -> str | None:
     return found.group(1) if found else None
 
 
+def marker_refusal(value: object) -> str | None:
+    """Why a personal value given is refused: a marker would read as an erasure (the
+    tickets export leaves such a ticket out, staff see an erased customer)."""
+    if isinstance(value, str) and value.strip() in MARKERS:
+        return f"{value.strip()} is what erased data shows: not a value to give"
+    return None
+
+
 @dataclass(frozen=True)
 class Personal:
     """Annotation marker of a personal field (and, read from the ledger, its validator:
@@ -85,8 +93,8 @@ class Personal:
             if stored and isinstance(value, str) and (value in MARKERS or is_sealed(value)):
                 return value
             clear = next_(value)
-            if clear in MARKERS:  # given, it would read as an erasure (exports leave it out)
-                raise ValueError(f"{clear} is what erased data shows: not a value to give")
+            if (refused := marker_refusal(clear)) is not None:
+                raise ValueError(refused)
             return clear
 
         # A wrap validator keeps the clear value's JSON Schema (the API documents that).
