@@ -728,6 +728,10 @@ async def test_outputs_never_overwrite_the_live_database_or_an_existing_file(
     said = capsys.readouterr().err
     assert code != 0 and "east.jsonl.summary.json" in said and ".partial" not in said, said
     assert not (tmp_path / "east.jsonl").exists()
+    # A place no file can be made: named as asked for too (the draft is never made).
+    code = await asyncio.to_thread(cli_main, ["export", "--out", "/proc/east.jsonl"])
+    said = capsys.readouterr().err
+    assert code == 2 and "/proc/east.jsonl" in said and ".partial" not in said, said
     assert await platform.db.read(lambda c: c.execute(select(events)).all()) == before
     with pytest.raises(CommandRefused):
         await replay(platform.settings, [TicketStateProjection()], into=other)

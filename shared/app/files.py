@@ -98,26 +98,42 @@ def _placed_when_whole(path: Path) -> Iterator[Path]:
     never followed, and nothing is written into a file someone planted under a
     predictable name."""
     sweep_abandoned(path.parent, f".{path.name}.")  # drafts of runs killed before cleanup
-    draft = new_sibling(path)
+    with _said_of(path):
+        draft = new_sibling(path)
     try:
         yield draft
-        try:
+        with _said_of(path):
             os.replace(draft, path)
-        except OSError as exc:  # named by the path asked for, never by the hidden draft
-            raise type(exc)(exc.errno, exc.strerror, str(path)) from None
     finally:
         draft.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
+def _said_of(path: Path) -> Iterator[None]:
+    """A file operation's error named by the path asked for, never by the hidden draft."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            raise
+        raise type(exc)(exc.errno, exc.strerror, str(path)) from None
+
+
+@contextlib.contextmanager
 def written_whole(path: Path) -> Iterator[BinaryIO]:
     """``path``'s bytes, placed whole or not at all (``_placed_when_whole``)."""
-    with _placed_when_whole(path) as draft, open(draft, "wb") as f:
-        yield f
+    with _placed_when_whole(path) as draft:
+        with _said_of(path):
+            f = open(draft, "wb")  # noqa: SIM115 (closed below)
+        with f:
+            yield f
 
 
 @contextlib.contextmanager
 def written_whole_text(path: Path) -> Iterator[TextIO]:
     """``path``'s text (UTF-8), placed whole or not at all (``_placed_when_whole``)."""
-    with _placed_when_whole(path) as draft, open(draft, "w", encoding="utf-8", newline="") as f:
-        yield f
+    with _placed_when_whole(path) as draft:
+        with _said_of(path):
+            f = open(draft, "w", encoding="utf-8", newline="")  # noqa: SIM115 (closed below)
+        with f:
+            yield f
