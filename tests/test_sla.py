@@ -11,6 +11,7 @@ import os
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from textwrap import indent
 from typing import Any
 
 import httpx
@@ -783,6 +784,20 @@ async def test_rebuild_gives_identical_clocks_and_what_if_writes_nothing(
         policy_file.write_text(policy_file.read_text().replace("x" * 201, "looser for Q4"))
         assert await asyncio.to_thread(cli_main, args) == 0
         capsys.readouterr()
+        # Held to the PUT body's other rules: storable text, no key twice, no unknown key.
+        lenient = policy_file.read_text()
+        for text, said in (
+            (lenient.replace("looser for Q4", '"a\\x1bb"'), "reason: "),
+            (lenient + "name: Other\n", "name: given more than once"),
+            (f"policy:\n{indent(lenient, '  ')}calendrs: {{}}\n", "calendrs: unknown key"),
+        ):
+            policy_file.write_text(text)
+            assert await asyncio.to_thread(cli_main, args) == 2, text
+            assert f"invalid policy file: {said}" in capsys.readouterr().err
+        json_file = tmp_path / "lenient.json"
+        json_file.write_text('{"name": "A", "name": "B"}')
+        assert await asyncio.to_thread(cli_main, [*args[:3], str(json_file), *args[4:]]) == 2
+        assert "name: given more than once" in capsys.readouterr().err
     finally:
         del os.environ["DATABASE_URL"]
     assert await ledger_head(platform) == head

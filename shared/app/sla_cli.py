@@ -23,6 +23,7 @@ from shared.kernel.events.sla import (
     SlaPolicyDescription,
 )
 from shared.kernel.events.tickets import ShortText
+from shared.kernel.text import DuplicateKey, invalid_text_reason, unique_keys
 
 T = TypeVar("T")
 CALENDARS = TypeAdapter(dict[DefinableCalendarId, CalendarDescription])
@@ -59,20 +60,15 @@ def instant(value: str) -> datetime:
 
 
 def load_terms(path: Path) -> tuple[SlaPolicyDescription, dict[str, CalendarDescription]]:
-    text = path.read_text(encoding="utf-8")
-    if path.suffix.lower() == ".json":
-        data = json.loads(text)
-    else:
-        import yaml  # type: ignore[import-untyped]
-
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ValueError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: a mapping expected")
-    policy = data.get("policy", data)
-    at = ("policy",) if "policy" in data else ()
+    """The policy (and calendars) of a what-if file, held to the rules their PUT bodies are:
+    text a database can store, no key given twice, no key the API would not take."""
+    data = _read_mapping(path)
+    _stored_text(data, ())
+    wrapped = "policy" in data
+    if wrapped and (unknown := sorted(set(data) - {"policy", "calendars"})):
+        raise ValueError(f"invalid policy file: {unknown[0]}: unknown key (policy, calendars)")
+    policy = data["policy"] if wrapped else {k: v for k, v in data.items() if k != "calendars"}
+    at = ("policy",) if wrapped else ()
     if isinstance(policy, dict) and "reason" in policy:
         # A PUT body as it is: its reason defines nothing here, but is held to the PUT's rule.
         policy = dict(policy)
@@ -81,6 +77,54 @@ def load_terms(path: Path) -> tuple[SlaPolicyDescription, dict[str, CalendarDesc
         _valid(at, SlaPolicyDescription.model_validate, policy),
         _valid(("calendars",), CALENDARS.validate_python, data.get("calendars") or {}),
     )
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text, object_pairs_hook=unique_keys)
+        except DuplicateKey as exc:
+            raise ValueError(f"invalid policy file: {exc.key}: given more than once") from None
+    else:
+        data = _read_yaml(path, text)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a mapping expected")
+    return data
+
+
+def _read_yaml(path: Path, text: str) -> Any:
+    import yaml  # type: ignore[import-untyped]  # (only here: every command starts faster)
+
+    class UniqueKeyLoader(yaml.SafeLoader):  # type: ignore[misc]
+        """YAML's safe loader refusing a key given twice (it keeps the last, silently)."""
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+            keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
+            for index, key in enumerate(keys):
+                if key in keys[:index]:
+                    raise DuplicateKey(str(key))
+            return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
+
+    try:
+        return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 (a safe loader)
+    except DuplicateKey as exc:
+        raise ValueError(f"invalid policy file: {exc.key}: given more than once") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML: {exc}") from None
+
+
+def _stored_text(value: Any, at: tuple[str, ...]) -> None:
+    """Every text in the file is text the API would take (no control character)."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            _stored_text(key, at)
+            _stored_text(inner, (*at, str(key)))
+    elif isinstance(value, list):
+        for index, inner in enumerate(value):
+            _stored_text(inner, (*at, str(index)))
+    elif isinstance(value, str) and (reason := invalid_text_reason(value)) is not None:
+        raise ValueError(f"invalid policy file: {field_path(at) or 'file'}: {reason}")
 
 
 def _valid(at: tuple[str, ...], validate: Callable[[Any], T], value: Any) -> T:
