@@ -625,9 +625,23 @@ async def test_export_over_http_and_cli_verify(
             "/audit/export", params={"region": "east"}, headers={"Accept": "text/csv"}
         )
         plain = await client.get("/audit/export", params={"region": "east"})
+        weighed = {
+            accept: (
+                await client.get(
+                    "/audit/export", params={"region": "east"}, headers={"Accept": accept}
+                )
+            ).headers["content-type"]
+            for accept in ("TEXT/CSV", "text/csv;q=0", "application/json, text/csv;q=0.1")
+        }
     assert accepted.content == response.content
     assert accepted.headers["content-type"].startswith("text/csv")
     assert plain.headers["content-type"].startswith("application/x-ndjson")
+    # Media types compare case-insensitively; a weight of 0, or a preferred type, is no CSV.
+    assert [t.split(";")[0] for t in weighed.values()] == [
+        "text/csv",
+        "application/x-ndjson",
+        "application/x-ndjson",
+    ]
     assert inverted.status_code == 422 and inverted.json()["errors"][0]["field"] == "recorded_to"
     assert unknown.status_code == 404 and unknown.json()["rule"] == "ticket_not_found"
     assert response.status_code == 200, response.text

@@ -260,7 +260,23 @@ def check_time(name: str, value: datetime) -> datetime:
 
 
 def wants_csv(request: Request, format: str | None) -> bool:
-    """``format`` when given, else what the caller accepts (``Accept: text/csv``)."""
+    """``format`` when given, else what the caller prefers: ``Accept: text/csv`` with a
+    weight above 0 and no other type named preferred to it (JSON otherwise)."""
     if format is not None:
         return format == "csv"
-    return "text/csv" in request.headers.get("accept", "")
+    weights: dict[str, float] = {}
+    for media_range in request.headers.get("accept", "").split(","):
+        kind, *params = (part.strip() for part in media_range.split(";"))
+        weight = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    weight = float(value)
+                except ValueError:
+                    weight = 0.0
+        kind = kind.lower()
+        weights[kind] = max(weight, weights.get(kind, 0.0))
+    csv = weights.pop("text/csv", 0.0)
+    named = [w for kind, w in weights.items() if kind and "*" not in kind]
+    return csv > 0 and csv >= max(named, default=0.0)
