@@ -286,6 +286,16 @@ async def test_an_uploads_charset_is_its_encoding_and_rows_of_empty_cells_are_bl
             assert refused.status_code == 422, refused.text
             assert refused.json()["errors"][0]["field"] == param
             assert said in refused.json()["errors"][0]["message"]
+        both = await dispatch.post(
+            "/imports/service-points",
+            params={"timezone": "Nowhere/X", "encoding": "nope"},
+            content=body,
+            headers=utf8,
+        )
+        assert [e["field"] for e in both.json()["errors"]] == ["encoding", "timezone"]
+        klingon = {"content-type": "text/csv; charset=klingon"}
+        refused = await dispatch.post("/imports/service-points", content=body, headers=klingon)
+        assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "Content-Type"
 
 
 async def test_a_huge_csv_cell_is_its_rows_problem(platform: Platform) -> None:

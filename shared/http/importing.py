@@ -29,7 +29,6 @@ from shared.http.context import Principal, allow, every_region
 from shared.http.params import QueryFlag
 from shared.http.problems import ProblemError, problem_doc
 from shared.http.security import BodyTooLarge
-from shared.http.validation import invalid
 from shared.kernel.calendar import iana_zone, unknown_zone
 
 IMPORT_PREFIX = "/imports/"
@@ -107,8 +106,9 @@ def _route(router: APIRouter, kind: Kind) -> None:
         platform: Platform = Depends(get_platform),
     ) -> JSONResponse:
         every_region(principal, "an import")
-        _check_options(encoding, timezone)  # before the body is read, named as query fields
         media_type, charset = _content_type(request.headers.get("content-type", ""))
+        # Before the body is read, each named: what no file could satisfy.
+        _check_options(encoding=encoding, timezone=timezone, charset=charset)
         options = {
             "dry_run": dry_run,
             "skip_invalid": skip_invalid,
@@ -129,14 +129,19 @@ def _route(router: APIRouter, kind: Kind) -> None:
             return await _import(platform, kind, principal, path, fmt, options, named)
 
 
-def _check_options(encoding: str | None, timezone: str | None) -> None:
-    if encoding:
-        try:
-            text_encoding(encoding)
-        except Refusal as exc:
-            raise invalid("encoding", exc.message) from None
+def _check_options(*, encoding: str | None, timezone: str | None, charset: str | None) -> None:
+    errors = []
+    for field, name in (("encoding", encoding), ("Content-Type", None if encoding else charset)):
+        if name:
+            try:
+                text_encoding(name)
+            except Refusal as exc:
+                errors.append({"field": field, "message": exc.message})
     if timezone and iana_zone(timezone) is None:
-        raise invalid("timezone", unknown_zone(timezone))
+        errors.append({"field": "timezone", "message": unknown_zone(timezone)})
+    if errors:
+        said = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        raise ProblemError(422, "validation-error", "The request is not valid", said, errors=errors)
 
 
 def _content_type(header: str) -> tuple[str, str | None]:
