@@ -857,7 +857,7 @@ def decide_visit(command: RecordVisit, state: TicketState) -> list[EventPayload]
         raise InvalidCommand(
             "arrived_at", f"the arrival is before the dispatch ({state.dispatched_at.isoformat()})"
         )
-    if state.visit is not None and arrived_at < state.visit.arrived_at:
+    if state.visit is not None and arrived_at < _minute(state.visit.arrived_at):
         raise InvalidCommand(  # a check-in again: the ticket's visited_at never goes back
             "arrived_at",
             f"the arrival is before the previous check-in ({state.visit.arrived_at.isoformat()})",

@@ -579,9 +579,15 @@ def test_a_check_in_again_is_not_before_the_previous_one() -> None:
     earlier = MONDAY_9 - timedelta(hours=3)
     ticket = given_ticket(washing_machine(), diagnosed(), dispatched("t-a"), visited(), at=earlier)
     with pytest.raises(InvalidCommand) as err:
-        domain.decide_visit(visit_at(MONDAY_9 - timedelta(seconds=20)), ticket)
+        domain.decide_visit(visit_at(MONDAY_9 - timedelta(minutes=1)), ticket)
     assert rule(err) == "arrived_at" and "before the previous check-in" in str(err.value)
-    (event,) = domain.decide_visit(visit_at(MONDAY_9), ticket)
+    # To the minute, as against the dispatch: 09:00 written by hand follows an app's 09:00:23.
+    at_23 = TICKETS.evolve(
+        ticket,
+        visited().model_copy(update={"arrived_at": MONDAY_9 + timedelta(seconds=23)}),
+        MONDAY_9,
+    )
+    (event,) = domain.decide_visit(visit_at(MONDAY_9), at_23)
     assert isinstance(event, TicketVisited)
 
 
