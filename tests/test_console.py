@@ -220,6 +220,7 @@ async def test_every_page_renders_for_every_console_role(platform: Platform, lif
             assert (await client.get("/nowhere")).status_code == 404
             wrong_method = await client.post("/board")
             assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "GET"
+            assert any(w in wrong_method.text for w in LABELS["method_not_allowed"])
 
 
 @SQLITE

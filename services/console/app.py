@@ -147,7 +147,8 @@ def install_error_pages(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> HTMLResponse:
-        kind = "not_found" if exc.status_code in (404, 405) else "forbidden"
+        kinds = {404: "not_found", 405: "method_not_allowed"}
+        kind = kinds.get(exc.status_code, "forbidden")
         page = render(request, "error.html", status_code=exc.status_code, kind=kind, viewer=None)
         page.headers.update(exc.headers or {})  # a 405's Allow
         return page

@@ -74,6 +74,11 @@ LABELS: dict[str, tuple[str, str]] = {
         "该页面或工单不存在，或不在您的可见范围内。",
         "This page or ticket does not exist, or is outside what you may see.",
     ),
+    "method_not_allowed": ("不支持此操作", "Not allowed here"),
+    "method_not_allowed_detail": (
+        "此页面不接受这种请求（例如提交表单到只读页面）。",
+        "This page does not take this kind of request (a form sent to a page that is only read).",
+    ),
     "bad_request": ("请求无效", "Bad request"),
     "bad_request_detail": ("请检查地址中的参数。", "Check the address's parameters."),
     "bad_request_fields": ("地址中这些参数无效", "These parameters in the address are not valid"),
@@ -176,6 +181,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "rates": ("比率（%）", "Rates (%)"),
     "tickets_behind": ("比率背后的工单", "Tickets behind the rate"),
     "rate": ("比率", "Rate"),
+    "listed": ("列出", "Listed"),
     # The drill-down's filters (services/console/queries.py: RATE_FILTERS): what it lists.
     "filter_compliance": ("不合规的工单", "tickets not compliant"),
     "filter_response_sla": ("响应超时的工单", "tickets responded late"),

@@ -51,8 +51,8 @@ CORRELATION_HEADER = {
     "schema": {"type": "string"},
 }
 ETAG = {
-    "description": 'The resource\'s current version (`"3"`): send it back in `If-Match` to '
-    "act only on that version.",
+    "description": 'The version of the state answered (`"3"`; a past state\'s with `as_of`): '
+    "send it back in `If-Match` to act only on that version.",
     "schema": {"type": "string"},
 }
 LOCATION = {"description": "Where the created resource is read.", "schema": {"type": "string"}}
