@@ -23,6 +23,7 @@ from shared.kernel.events.tickets import (
     Urgency,
     WarrantyStatus,
 )
+from shared.kernel.lifecycle import TicketStatus
 
 
 class Body(BaseModel):
@@ -180,12 +181,12 @@ DUPLICATE_HINT = (
 class TicketView(BaseModel):
     ticket_id: str
     ticket_number: str
-    status: str
+    status: TicketStatus
     version: int
     region: str
-    urgency: str
-    channel: str
-    warranty_status: str
+    urgency: Urgency
+    channel: Channel
+    warranty_status: WarrantyStatus
     customer_id: str | None = Field(
         default=None,
         description="The customer (data subject): the id the privacy officer's subject-access "
@@ -197,14 +198,14 @@ class TicketView(BaseModel):
     product_model: str
     product_line: str | None
     serial_number: str | None
-    category: str | None
-    complexity: str | None
-    resolution_path: str | None
+    category: FaultCategory | None
+    complexity: Complexity | None
+    resolution_path: ResolutionPath | None
     service_point_id: str | None
     technician_id: str | None
     appointment_start: datetime | None
     appointment_end: datetime | None
-    repair_outcome: str | None
+    repair_outcome: RepairOutcome | None
     satisfaction_score: int | None
     possible_duplicate_of: str | None = Field(description=DUPLICATE_HINT)
     reopen_count: int
