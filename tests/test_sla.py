@@ -773,31 +773,6 @@ async def test_rebuild_gives_identical_clocks_and_what_if_writes_nothing(
         refused = capsys.readouterr().err  # named by its path in the file, as the API does
         assert "invalid policy file: calendars.local: " in refused, refused
         assert "'local' is a built-in calendar choice" in refused
-        # A PUT body's reason is held to the PUT's rule (it defines nothing here).
-        policy_file.write_text(
-            "name: Lenient\nresponse: {normal: {hours: 72}, urgent: {hours: 8}, critical: "
-            "{hours: 1}}\ncalendar_by_urgency: {normal: 24x7, urgent: 24x7, critical: 24x7}\n"
-            f"reason: {'x' * 201}\n"
-        )
-        assert await asyncio.to_thread(cli_main, args) == 2
-        assert "invalid policy file: reason: " in capsys.readouterr().err
-        policy_file.write_text(policy_file.read_text().replace("x" * 201, "looser for Q4"))
-        assert await asyncio.to_thread(cli_main, args) == 0
-        capsys.readouterr()
-        # Held to the PUT body's other rules: storable text, no key twice, no unknown key.
-        lenient = policy_file.read_text()
-        for text, said in (
-            (lenient.replace("looser for Q4", '"a\\x1bb"'), "reason: "),
-            (lenient + "name: Other\n", "name: given more than once"),
-            (f"policy:\n{indent(lenient, '  ')}calendrs: {{}}\n", "calendrs: unknown key"),
-        ):
-            policy_file.write_text(text)
-            assert await asyncio.to_thread(cli_main, args) == 2, text
-            assert f"invalid policy file: {said}" in capsys.readouterr().err
-        json_file = tmp_path / "lenient.json"
-        json_file.write_text('{"name": "A", "name": "B"}')
-        assert await asyncio.to_thread(cli_main, [*args[:3], str(json_file), *args[4:]]) == 2
-        assert "name: given more than once" in capsys.readouterr().err
     finally:
         del os.environ["DATABASE_URL"]
     assert await ledger_head(platform) == head
@@ -812,6 +787,42 @@ async def test_rebuild_gives_identical_clocks_and_what_if_writes_nothing(
     assert sum(saturday["total"]["current"]["resolution"].values()) == 0
     today = await ok(await admin.post("/sla/what-if", json=body))
     assert sum(today["total"]["current"]["resolution"].values()) == 1
+
+
+async def test_a_what_if_policy_file_is_held_to_the_put_bodys_rules(
+    platform: Platform, tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ticketline sla what-if --policy FILE` takes a PUT body as it is: its reason and
+    every other text are held to the PUT's rules, as are keys given twice or unknown."""
+    monkeypatch.setenv("DATABASE_URL", platform.settings.resolved_database_url)
+    policy_file = tmp_path / "lenient.yaml"
+    args = ["sla", "what-if", "--policy", str(policy_file), "--from", "2026-11-16"]
+    args += ["--to", "2026-11-23", "--at", "2026-11-23T06:00:00Z", "--format", "json"]
+    # A PUT body's reason is held to the PUT's rule (it defines nothing here).
+    policy_file.write_text(
+        "name: Lenient\nresponse: {normal: {hours: 72}, urgent: {hours: 8}, critical: "
+        "{hours: 1}}\ncalendar_by_urgency: {normal: 24x7, urgent: 24x7, critical: 24x7}\n"
+        f"reason: {'x' * 201}\n"
+    )
+    assert await asyncio.to_thread(cli_main, args) == 2
+    assert "invalid policy file: reason: " in capsys.readouterr().err
+    policy_file.write_text(policy_file.read_text().replace("x" * 201, "looser for Q4"))
+    assert await asyncio.to_thread(cli_main, args) == 0
+    capsys.readouterr()
+    # Held to the PUT body's other rules: storable text, no key twice, no unknown key.
+    lenient = policy_file.read_text()
+    for text, said in (
+        (lenient.replace("looser for Q4", '"a\\x1bb"'), "reason: "),
+        (lenient + "name: Other\n", "name: given more than once"),
+        (f"policy:\n{indent(lenient, '  ')}calendrs: {{}}\n", "calendrs: unknown key"),
+    ):
+        policy_file.write_text(text)
+        assert await asyncio.to_thread(cli_main, args) == 2, text
+        assert f"invalid policy file: {said}" in capsys.readouterr().err
+    json_file = tmp_path / "lenient.json"
+    json_file.write_text('{"name": "A", "name": "B"}')
+    assert await asyncio.to_thread(cli_main, [*args[:3], str(json_file), *args[4:]]) == 2
+    assert "name: given more than once" in capsys.readouterr().err
 
 
 async def test_a_dispatch_after_a_reopen_does_not_move_the_deadline_the_first_repair_met(
