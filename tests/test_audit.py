@@ -746,6 +746,14 @@ async def test_outputs_never_overwrite_the_live_database_or_an_existing_file(
     code = await asyncio.to_thread(cli_main, ["export", "--out", "/proc/east.jsonl"])
     said = capsys.readouterr().err
     assert code == 2 and "/proc/east.jsonl" in said and ".partial" not in said, said
+    # A file where a directory should be is said so; a name near the limit is written.
+    code = await asyncio.to_thread(cli_main, ["export", "--out", str(other / "x.jsonl")])
+    said = capsys.readouterr().err
+    assert code == 2 and f"Not a directory: {other}" in said, said
+    long_name = tmp_path / ("a" * 235 + ".jsonl")  # its summary's name: 254 bytes
+    assert await asyncio.to_thread(cli_main, ["export", "--out", str(long_name)]) == 0
+    assert long_name.is_file() and not list(tmp_path.glob("*.partial"))
+    capsys.readouterr()
     assert await platform.db.read(lambda c: c.execute(select(events)).all()) == before
     with pytest.raises(CommandRefused):
         await replay(platform.settings, [TicketStateProjection()], into=other)

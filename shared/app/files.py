@@ -4,6 +4,7 @@ target, then placed there — never over a file another run (or the operator) pu
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import os
 import secrets
@@ -16,11 +17,25 @@ from typing import BinaryIO, TextIO
 
 def new_sibling(path: Path) -> Path:
     """A new empty file beside ``path`` (its directory made if missing), owner-only, under a
-    name no other run uses — the process id alone repeats (PID 1 in every container)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.partial")
-    os.close(os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    name no other run uses — the process id alone repeats (PID 1 in every container).
+    Errors name ``path``, never the hidden draft."""
+    with said_of(path):
+        for parent in path.parents:  # mkdir would say "File exists" of the file in the way
+            if parent.exists() or parent.is_symlink():
+                if not parent.is_dir():
+                    raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(parent))
+                break
+        path.parent.mkdir(parents=True, exist_ok=True)
+        draft = path.with_name(f"{draft_prefix(path)}{os.getpid()}.{secrets.token_hex(4)}.partial")
+        os.close(os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     return draft
+
+
+def draft_prefix(path: Path) -> str:
+    """How the drafts of ``path`` are named: its name cut short enough that a name near the
+    file system's limit (255 bytes) leaves room for the draft's own ending."""
+    name = path.name.encode()[:200].decode(errors="ignore")
+    return f".{name}."
 
 
 # How long a draft of a dead run must have been left untouched before it is swept (one on
@@ -97,19 +112,18 @@ def _placed_when_whole(path: Path) -> Iterator[Path]:
     the draft is removed and ``path`` untouched. A link left at ``path`` is replaced,
     never followed, and nothing is written into a file someone planted under a
     predictable name."""
-    sweep_abandoned(path.parent, f".{path.name}.")  # drafts of runs killed before cleanup
-    with _said_of(path):
-        draft = new_sibling(path)
+    sweep_abandoned(path.parent, draft_prefix(path))  # drafts of runs killed before cleanup
+    draft = new_sibling(path)
     try:
         yield draft
-        with _said_of(path):
+        with said_of(path):
             os.replace(draft, path)
     finally:
         draft.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
-def _said_of(path: Path) -> Iterator[None]:
+def said_of(path: Path) -> Iterator[None]:
     """A file operation's error named by the path asked for, never by the hidden draft."""
     try:
         yield
@@ -123,7 +137,7 @@ def _said_of(path: Path) -> Iterator[None]:
 def written_whole(path: Path) -> Iterator[BinaryIO]:
     """``path``'s bytes, placed whole or not at all (``_placed_when_whole``)."""
     with _placed_when_whole(path) as draft:
-        with _said_of(path):
+        with said_of(path):
             f = open(draft, "wb")  # noqa: SIM115 (closed below)
         with f:
             yield f
@@ -133,7 +147,7 @@ def written_whole(path: Path) -> Iterator[BinaryIO]:
 def written_whole_text(path: Path) -> Iterator[TextIO]:
     """``path``'s text (UTF-8), placed whole or not at all (``_placed_when_whole``)."""
     with _placed_when_whole(path) as draft:
-        with _said_of(path):
+        with said_of(path):
             f = open(draft, "w", encoding="utf-8", newline="")  # noqa: SIM115 (closed below)
         with f:
             yield f

@@ -26,7 +26,7 @@ from sqlalchemy import Connection, Select, Table, func, select, update
 from sqlalchemy.sql.base import Executable
 
 from shared.app.config import CommandRefused, Settings
-from shared.app.files import new_sibling, place_new, sweep_abandoned
+from shared.app.files import draft_prefix, new_sibling, place_new, sweep_abandoned
 from shared.app.platform import Platform
 from shared.eventstore.db import Database
 from shared.eventstore.ledger import insert_stored_rows, stored_rows
@@ -292,7 +292,7 @@ async def replay(
 ) -> list[ReplayResult]:
     if into is not None:
         refuse_existing(into)
-        sweep_abandoned(into.parent, f".{into.name}.")  # drafts of killed runs
+        sweep_abandoned(into.parent, draft_prefix(into))  # drafts of killed runs
         # Built beside it and moved there once whole: an interrupted replay leaves no file
         # that looks finished, and two replays into one path never share a file.
         building = new_sibling(into)

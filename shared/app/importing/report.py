@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from shared.app.files import new_sibling
+from shared.app.files import new_sibling, said_of
 from shared.app.importing.cells import spreadsheet_text
 from shared.app.importing.fields import Problem
 
@@ -77,7 +77,8 @@ class ProblemSink:
         if draft is None or self.path is None:
             return
         if self.count and self.write_error is None:
-            os.replace(draft, self.path)
+            with said_of(self.path):
+                os.replace(draft, self.path)
             return
         draft.unlink(missing_ok=True)
         if _is_report(self.path):  # an earlier run's: not this one's (none, or unwritable)
