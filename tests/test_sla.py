@@ -819,6 +819,16 @@ async def test_a_what_if_policy_file_is_held_to_the_put_bodys_rules(
         policy_file.write_text(text)
         assert await asyncio.to_thread(cli_main, args) == 2, text
         assert f"invalid policy file: {said}" in capsys.readouterr().err
+    # YAML's merge keys are no key given twice; a key that is no text is unknown, in words.
+    policy_file.write_text(
+        "policy:\n  name: Merged\n  response:\n    normal: &n {hours: 72}\n"
+        "    urgent:\n      <<: *n\n      hours: 8\n    critical: {hours: 1}\n"
+    )
+    assert await asyncio.to_thread(cli_main, args) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    policy_file.write_text("policy: {name: t}\n1: x\nfoo: y\n")
+    assert await asyncio.to_thread(cli_main, args) == 2
+    assert "invalid policy file: 1: unknown key" in capsys.readouterr().err
     json_file = tmp_path / "lenient.json"
     json_file.write_text('{"name": "A", "name": "B"}')
     assert await asyncio.to_thread(cli_main, [*args[:3], str(json_file), *args[4:]]) == 2

@@ -65,7 +65,7 @@ def load_terms(path: Path) -> tuple[SlaPolicyDescription, dict[str, CalendarDesc
     data = _read_mapping(path)
     _stored_text(data, ())
     wrapped = "policy" in data
-    if wrapped and (unknown := sorted(set(data) - {"policy", "calendars"})):
+    if wrapped and (unknown := sorted(map(str, set(data) - {"policy", "calendars"}))):
         raise ValueError(f"invalid policy file: {unknown[0]}: unknown key (policy, calendars)")
     policy = data["policy"] if wrapped else {k: v for k, v in data.items() if k != "calendars"}
     at = ("policy",) if wrapped else ()
@@ -100,10 +100,13 @@ def _read_yaml(path: Path, text: str) -> Any:
         """YAML's safe loader refusing a key given twice (it keeps the last, silently)."""
 
         def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
-            keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
-            for index, key in enumerate(keys):
-                if key in keys[:index]:
-                    raise DuplicateKey(str(key))
+            # Keys as written (a merge key, ``<<: *anchor``, is no key of the mapping).
+            seen: set[tuple[str, str]] = set()
+            for key, _ in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                    if (key.tag, key.value) in seen:
+                        raise DuplicateKey(str(key.value))
+                    seen.add((key.tag, key.value))
             return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
 
     try:
