@@ -178,6 +178,11 @@ async def test_scorecard_deductions_are_traced_to_events(
     # A month to come has nothing to score: not a card of base scores.
     ahead = await auditor.get("/scorecards", params={"month": "2026-12"})
     assert ahead.status_code == 422 and ahead.json()["errors"][0]["field"] == "month"
+    # Once it is December somewhere (UTC+14), an item may be dated then: its card reads.
+    before = clock.now()
+    clock.set(datetime(2026, 11, 30, 12, 0, tzinfo=UTC))
+    assert (await auditor.get("/scorecards", params={"month": "2026-12"})).status_code == 200
+    clock.set(before)
     async with service_client("feedback", platform, role="regional_center", region="west") as rc:
         assert (await rc.get("/scorecards", params={"month": "2026-11"})).json()[
             "service_points"

@@ -14,7 +14,6 @@ from pydantic import TypeAdapter
 
 from services.feedback import commands, read_models
 from services.feedback.domain import ScorecardState
-from services.feedback.facts import month_of
 from services.feedback.schemas import (
     ComplaintRequest,
     ComplianceSummary,
@@ -47,6 +46,7 @@ from shared.http.params import (
     wants_csv,
 )
 from shared.http.problems import PROBLEM_RESPONSES
+from shared.kernel.clock import latest_today
 from shared.kernel.errors import InvalidCommand, NotFound
 from shared.kernel.ticket import TicketState
 from shared.readmodels.paging import next_page
@@ -354,7 +354,9 @@ async def get_scorecards(
     platform: Platform = Depends(get_platform),
 ) -> Scorecards:
     settings, region = platform.settings.feedback, principal.reach.region
-    if month > month_of(platform.clock.now()):  # every point would show its base score
+    # A month to come anywhere (the items' own rule: a day is today somewhere up to UTC+14):
+    # every point would show its base score.
+    if month > latest_today(platform.clock.now()).strftime("%Y-%m"):
         raise InvalidCommand("month", f"{month} is to come: nothing to score yet")
     data = await platform.db.read(
         lambda c: read_models.scorecards(

@@ -258,10 +258,10 @@ def decide_diagnose(command: DiagnoseTicket, state: TicketState) -> list[EventPa
 def decide_correct_contact(
     command: CorrectContactDetails, state: TicketState
 ) -> list[EventPayload]:
+    if command.customer is None and command.address is None:  # the request's own fault first
+        raise InvalidCommand("customer", "give the corrected customer and/or address")
     require_ticket(state)
     require_open(state)
-    if command.customer is None and command.address is None:
-        raise InvalidCommand("customer", "give the corrected customer and/or address")
     require_visible("customer.name", command.customer.name if command.customer else None)
     require_visible("address.line", command.address.line if command.address else None)
     assert state.received is not None
