@@ -169,3 +169,7 @@ def test_nothing_to_correct_and_closed_tickets() -> None:
     with pytest.raises(RuleViolation) as err:
         domain.decide_correct_contact(new_phone, closed)
     assert err.value.rule == "ticket_closed"
+    # Naming neither the customer nor the address is the request's own fault: said first.
+    with pytest.raises(InvalidCommand) as refused:
+        domain.decide_correct_contact(domain.CorrectContactDetails("moved"), closed)
+    assert refused.value.field == "customer"
