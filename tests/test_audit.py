@@ -631,7 +631,12 @@ async def test_export_over_http_and_cli_verify(
                     "/audit/export", params={"region": "east"}, headers={"Accept": accept}
                 )
             ).headers["content-type"]
-            for accept in ("TEXT/CSV", "text/csv;q=0", "application/json, text/csv;q=0.1")
+            for accept in (
+                "TEXT/CSV",
+                "text/csv;q=0",
+                "application/json, text/csv;q=0.1",
+                "text/csv;q=0.5, */*",
+            )
         }
     assert accepted.content == response.content
     assert accepted.headers["content-type"].startswith("text/csv")
@@ -639,6 +644,7 @@ async def test_export_over_http_and_cli_verify(
     # Media types compare case-insensitively; a weight of 0, or a preferred type, is no CSV.
     assert [t.split(";")[0] for t in weighed.values()] == [
         "text/csv",
+        "application/x-ndjson",
         "application/x-ndjson",
         "application/x-ndjson",
     ]

@@ -624,6 +624,7 @@ async def test_the_words_erased_data_shows_are_no_value_to_give(
         ({"customer__name": ERASED}, "customer.name", "what erased data shows"),
         ({"address__line": " [unreadable] "}, "address.line", "what erased data shows"),
         ({"problem__symptom": ERASED}, "problem.symptom", "what erased data shows"),
+        ({"customer__name": "[Erased]"}, "customer.name", "what erased data shows"),
         ({"customer__name": sealed}, "customer.name", "give the clear value"),
     ):
         refused = await intake.post("/tickets", json=body(**changes))

@@ -261,7 +261,8 @@ def check_time(name: str, value: datetime) -> datetime:
 
 def wants_csv(request: Request, format: str | None) -> bool:
     """``format`` when given, else what the caller prefers: ``Accept: text/csv`` with a
-    weight above 0 and no other type named preferred to it (JSON otherwise)."""
+    weight above 0, above every other type it names and no lower than a wildcard's
+    (JSON otherwise)."""
     if format is not None:
         return format == "csv"
     weights: dict[str, float] = {}
@@ -277,6 +278,8 @@ def wants_csv(request: Request, format: str | None) -> bool:
                     weight = 0.0
         kind = kind.lower()
         weights[kind] = max(weight, weights.get(kind, 0.0))
-    csv = weights.pop("text/csv", 0.0)
+    csv = min(weights.pop("text/csv", 0.0), 1.0)
     named = [w for kind, w in weights.items() if kind and "*" not in kind]
-    return csv > 0 and csv >= max(named, default=0.0)
+    wildcards = [w for kind, w in weights.items() if "*" in kind]
+    # Named types at the same weight leave JSON, the default; a wildcard only above it.
+    return csv > 0 and csv > max(named, default=0.0) and csv >= max(wildcards, default=0.0)

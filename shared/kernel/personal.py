@@ -69,7 +69,7 @@ def marker_refusal(value: object) -> str | None:
     """Why a personal value given is refused: a marker would read as an erasure (the
     tickets export leaves such a ticket out, staff see an erased customer), a sealed
     token as data no key opens."""
-    if isinstance(value, str) and value.strip() in MARKERS:
+    if isinstance(value, str) and value.strip().lower() in MARKERS:
         return f"{value.strip()} is what erased data shows: not a value to give"
     if isinstance(value, str) and is_sealed(value.strip()):  # copied from an export
         return "a sealed value (pd1.…) as the ledger stores it: give the clear value"
