@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from shared.kernel.calendar import ALWAYS, Calendar, zone_of
+from shared.kernel.clock import iso_utc
 from shared.kernel.decider import Decider, described_so
 from shared.kernel.errors import InvalidCommand, NotFound, RuleViolation
 from shared.kernel.events.envelope import EventPayload
@@ -779,7 +780,7 @@ def check_window(window: tuple[datetime, datetime] | None, now: datetime) -> Non
     if end <= now:
         raise InvalidCommand(  # the dispatch is now, or an imported row's dispatched_at
             "appointment_end",
-            f"the window has ended by the dispatch's time ({now.isoformat()}): in the past",
+            f"the window has ended by the dispatch's time ({iso_utc(now)}): in the past",
         )
     if end - start > LONGEST_WINDOW:
         raise InvalidCommand("appointment_end", "an appointment window is at most 24 hours")
@@ -855,12 +856,12 @@ def decide_visit(command: RecordVisit, state: TicketState) -> list[EventPayload]
         raise InvalidCommand("arrived_at", "the arrival is before the ticket was received")
     if state.dispatched_at is not None and arrived_at < _minute(state.dispatched_at):
         raise InvalidCommand(
-            "arrived_at", f"the arrival is before the dispatch ({state.dispatched_at.isoformat()})"
+            "arrived_at", f"the arrival is before the dispatch ({iso_utc(state.dispatched_at)})"
         )
     if state.visit is not None and arrived_at < _minute(state.visit.arrived_at):
         raise InvalidCommand(  # a check-in again: the ticket's visited_at never goes back
             "arrived_at",
-            f"the arrival is before the previous check-in ({state.visit.arrived_at.isoformat()})",
+            f"the arrival is before the previous check-in ({iso_utc(state.visit.arrived_at)})",
         )
     return [
         TicketVisited(

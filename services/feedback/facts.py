@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from shared.kernel.clock import iso_utc
 from shared.kernel.events.envelope import EventEnvelope, EventPayload
 from shared.kernel.events.parts import OldPartReturnExpected
 from shared.kernel.events.registry import payload_dict, typed_payload
@@ -46,10 +47,6 @@ from shared.kernel.lifecycle import TicketStatus, status_after
 from shared.kernel.parts import normalise_part_number, old_serial_key
 from shared.kernel.sla import SlaTerms, resolution_due_instants, response_due_instant
 from shared.kernel.ticket import TicketState
-
-
-def iso(value: datetime) -> str:
-    return value.isoformat().replace("+00:00", "Z")
 
 
 def month_of(value: datetime) -> str:
@@ -155,7 +152,7 @@ class Repair:
     def as_json(self) -> dict[str, Any]:
         return {
             "event_id": self.event_id,
-            "at": iso(self.at),
+            "at": iso_utc(self.at),
             "day": self.at.date().isoformat(),
             "outcome": self.outcome.value,
             "fault_category": self.fault_category,
@@ -179,7 +176,7 @@ class FollowUp:
     def as_json(self) -> dict[str, Any]:
         return {
             "event_id": self.event_id,
-            "at": iso(self.at),
+            "at": iso_utc(self.at),
             "score": self.score,
             "would_recommend": self.would_recommend,
             "problem_solved": self.problem_solved,
@@ -195,7 +192,7 @@ class Complaint:
     public: bool
 
     def as_json(self) -> dict[str, Any]:
-        return {"event_id": self.event_id, "at": iso(self.at), "public": self.public}
+        return {"event_id": self.event_id, "at": iso_utc(self.at), "public": self.public}
 
 
 @dataclass(frozen=True)
@@ -242,7 +239,7 @@ class Deduction:
     def as_json(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
-            "at": iso(self.at),
+            "at": iso_utc(self.at),
             "month": month_of(self.at),
             "service_point_id": self.service_point_id,
             "region": self.region,

@@ -39,6 +39,7 @@ from services.feedback.tables import (
 from shared.app.config import FeedbackSettings
 from shared.eventstore.ledger import EventStore
 from shared.eventstore.tables import events, repairs_only
+from shared.kernel.clock import iso_utc
 from shared.kernel.events.registry import UnreadableEvent, upcast
 from shared.kernel.events.tickets import FaultCategory, TicketDiagnosed
 from shared.kernel.numbers import percent_shown, rounded
@@ -54,10 +55,6 @@ GROUP_COLUMN = {
     "month": "month",
 }
 ComplianceRow = Row[Any]
-
-
-def iso(value: datetime) -> str:
-    return value.isoformat().replace("+00:00", "Z")
 
 
 # --- compliance rows -----------------------------------------------------------------------
@@ -505,7 +502,7 @@ def deduction_entries(
             {
                 "kind": r.kind,
                 "points": ITEM_POINTS[r.kind](s),
-                "at": iso(r.at),
+                "at": iso_utc(r.at),
                 "ticket_id": r.ticket_id,
                 "event_ids": json.loads(r.event_ids),
                 "detail": detail,
@@ -756,7 +753,7 @@ def alerts_between(conn: Connection, start: date, end: date) -> list[dict[str, A
             "count": r.count,
             "threshold": r.threshold,
             "ticket_ids": json.loads(r.ticket_ids),
-            "raised_at": iso(r.raised_at),
+            "raised_at": iso_utc(r.raised_at),
         }
         for r in conn.execute(query)
     ]

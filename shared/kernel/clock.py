@@ -48,3 +48,8 @@ class ManualClock:
 
     def set(self, value: datetime) -> None:
         self._now = value
+
+
+def iso_utc(value: datetime) -> str:
+    """A time as the API writes it: ISO 8601 in UTC with ``Z``."""
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")

@@ -20,6 +20,7 @@ from shared.app.importing.kinds import Kind
 from shared.eventstore.driver import rows_tolerating_damage
 from shared.eventstore.ledger import EventStore, row_to_envelope
 from shared.eventstore.tables import events
+from shared.kernel.clock import iso_utc
 from shared.kernel.events.envelope import EventEnvelope
 from shared.kernel.events.registry import payload_class, typed_payload
 from shared.kernel.events.sla import SlaPaused, SlaPolicyApplied, SlaResumed, SlaWarning
@@ -206,7 +207,7 @@ def text_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, datetime):
-        return value.isoformat().replace("+00:00", "Z")
+        return iso_utc(value)
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, list | tuple):
@@ -216,7 +217,7 @@ def text_value(value: Any) -> str:
 
 def json_value(value: Any) -> Any:
     if isinstance(value, datetime):
-        return value.isoformat().replace("+00:00", "Z")
+        return iso_utc(value)
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, tuple):
