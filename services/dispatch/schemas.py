@@ -34,6 +34,7 @@ from shared.kernel.events.tickets import (
     ShortText,
     UsedPart,
 )
+from shared.kernel.lifecycle import TicketStatus
 
 
 class Body(BaseModel):
@@ -264,7 +265,7 @@ class CandidateView(BaseModel):
 
 class DispatchAccepted(BaseModel):
     ticket_id: str
-    status: str
+    status: TicketStatus
     version: int
     region: str
     service_point_id: str
@@ -370,7 +371,7 @@ class RepairRequest(Body):
 
 class TicketAccepted(BaseModel):
     ticket_id: str
-    status: str
+    status: TicketStatus
     version: int
     events: list[str]
 
@@ -378,7 +379,7 @@ class TicketAccepted(BaseModel):
 class AssignmentItem(BaseModel):
     ticket_id: str
     ticket_number: str
-    status: str
+    status: TicketStatus
     region: str
     urgency: str
     product_model: str

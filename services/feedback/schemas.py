@@ -19,6 +19,7 @@ from shared.kernel.events.tickets import (
     RegionCode,
     ShortText,
 )
+from shared.kernel.lifecycle import TicketStatus
 from shared.kernel.personal import Personal
 
 
@@ -138,7 +139,7 @@ class FeedbackAccepted(BaseModel):
     """What a ticket command returns."""
 
     ticket_id: str
-    status: str
+    status: TicketStatus
     version: int
     outcome: str = Field(description="closed, reopened or recorded.")
     events: list[str] = Field(description="Ids of the events this command recorded.")
@@ -171,7 +172,7 @@ class ComplianceTicket(BaseModel):
     service_point_id: str | None
     technician_id: str | None
     agent_id: str | None
-    status: str
+    status: TicketStatus
     compliant: str
     checklist: dict[str, ChecklistItem]
     version: int

@@ -233,7 +233,7 @@ class TicketAccepted(BaseModel):
 
     ticket_id: str
     ticket_number: str
-    status: str
+    status: TicketStatus
     version: int
     sla: Deadlines
     possible_duplicate_of: str | None = Field(default=None, description=DUPLICATE_HINT)
@@ -351,7 +351,7 @@ class ReadLogPage(BaseModel):
 class CustomerTicket(BaseModel):
     ticket_id: str
     ticket_number: str
-    status: str
+    status: TicketStatus
     region: str
     product_model: str
     serial_number: str | None
