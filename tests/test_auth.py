@@ -9,9 +9,11 @@ import hashlib
 import hmac
 import json
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -299,6 +301,63 @@ def test_rs256_with_a_jwks_file_refuses_hs256_and_key_confusion(tmp_path: Path) 
     (tmp_path / "public.pem").write_text(public)
     by_file = Authenticator(Settings(auth=AuthSettings(public_key_file=tmp_path / "public.pem")))
     assert by_file.verify_token(idp).subject == "alice"
+
+
+def test_keys_rotate_and_a_withdrawn_one_stops_being_honoured(tmp_path: Path) -> None:
+    """Two keys while they rotate: a token without a kid (``ticketline token``) signed by
+    either passes; a key withdrawn from the provider's set is refused once the set's cache
+    lapses (each key found was cached for good); an API key's subject is no token's."""
+    from shared.http.auth.tokens import InvalidCredentials
+
+    (old_private, _, old_key), (new_private, _, new_key) = rsa_pair(), rsa_pair()
+
+    def jwk(key: rsa.RSAPrivateKey, kid: str) -> dict[str, Any]:
+        return {**json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key())), "kid": kid}
+
+    served = {"keys": [jwk(old_key, "a"), jwk(new_key, "b")]}
+
+    class KeySet(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the http.server protocol)
+            body = json.dumps(served).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), KeySet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/jwks.json"
+        verifier = Authenticator(Settings(auth=AuthSettings(jwks_url=url, jwks_cache_seconds=0)))
+        assert verifier.fetches_keys
+        for private in (old_private, new_private):  # no kid: each key of the set is tried
+            token = jwt.encode(good_claims(sub=f"s-{private[-40:-30]}"), private, "RS256")
+            assert verifier.verify_token(token).role == "call_center_agent"
+        signed_a = jwt.encode(good_claims(sub="x-1"), old_private, "RS256", headers={"kid": "a"})
+        assert verifier.verify_token(signed_a).subject == "x-1"
+        served["keys"] = [jwk(new_key, "b")]  # "a" withdrawn
+        later = jwt.encode(good_claims(sub="x-2"), old_private, "RS256", headers={"kid": "a"})
+        with pytest.raises(InvalidCredentials):
+            verifier.verify_token(later)
+        as_key = jwt.encode(good_claims(sub="apikey:acme"), new_private, "RS256")
+        with pytest.raises(InvalidCredentials, match="an API key's"):
+            verifier.verify_token(as_key)
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_a_wildcard_scope_is_no_scope(platform: Platform) -> None:
+    """ "*" is what an absent scope means, never a scope a token lists."""
+    for scope in ("*", "tickets:read *"):
+        token = jwt.encode(good_claims(scope=scope), TEST_JWT_SECRET, algorithm="HS256")
+        async with raw_client(platform, **bearer(token)) as client:
+            denied = await client.post("/tickets", json=RECEIVE_EXAMPLE)
+        assert denied.status_code == 403, (scope, denied.text)
 
 
 def test_embedded_secret_is_generated_once_and_private(tmp_path: Path) -> None:

@@ -207,7 +207,7 @@ async def _validation(request: Request, exc: Exception) -> JSONResponse:
     from shared.http.validation import authenticate_first  # a cycle at import time
 
     try:
-        authenticate_first(request)
+        await authenticate_first(request)
     except ProblemError as unauthorized:
         return await _problem(request, unauthorized)
     errors = _request_errors(request, exc)

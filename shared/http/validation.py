@@ -13,6 +13,7 @@ declaring anything.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
@@ -24,7 +25,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.datastructures import QueryParams
 
-from shared.http.context import CREDENTIAL_SCHEMES, principal_of
+from shared.http.context import CREDENTIAL_SCHEMES, authenticator, principal_of
 from shared.http.problems import ProblemError
 from shared.http.security import UPLOAD_PREFIX
 from shared.kernel.text import DuplicateKey, invalid_text_reason, unique_keys
@@ -91,15 +92,20 @@ def _json_body(request: Request) -> bool:
 
 
 async def valid_text_input(request: Request) -> None:
-    authenticate_first(request)
+    await authenticate_first(request)
     await _check_input(request)
 
 
-def authenticate_first(request: Request) -> None:
+async def authenticate_first(request: Request) -> None:
     """Without valid credentials a route answers 401 (raised here) before looking at its
-    input, nor does an anonymous caller get a large body parsed."""
+    input, nor does an anonymous caller get a large body parsed. Where verifying may fetch
+    the identity provider's key set (a blocking call, up to its timeout), in a thread:
+    never on the loop every other request waits on."""
     if needs_credentials(request):
-        principal_of(request)
+        if authenticator(request).fetches_keys:
+            await asyncio.to_thread(principal_of, request)
+        else:
+            principal_of(request)
 
 
 def needs_credentials(request: Request) -> bool:

@@ -163,7 +163,9 @@ class Claims(BaseModel):
 
     @property
     def scopes(self) -> frozenset[str]:
-        return frozenset(self.scope.split()) if self.scope else ALL_SCOPES
+        # "*" is the absent claim's meaning, never a scope a token lists: a provider that
+        # passes requested scopes through must not hand out everything with it.
+        return frozenset(self.scope.split()) - ALL_SCOPES if self.scope else ALL_SCOPES
 
 
 def validate_claims(data: Any) -> Claims:
@@ -316,8 +318,14 @@ class Authenticator:
         elif self.auth.jwks_file:
             self._jwks = json_web_key_set(read_key_file(self.auth.jwks_file))
         elif self.auth.jwks_url:
+            # The key set cached for its lifespan, never a key beyond it (``cache_keys``
+            # kept each key found, without expiry: a withdrawn one was honoured on).
+            seconds = self.auth.jwks_cache_seconds  # 0: fetched for each token verified
             self._jwk_client = jwt.PyJWKClient(
-                self.auth.jwks_url, cache_keys=True, lifespan=self.auth.jwks_cache_seconds
+                self.auth.jwks_url,
+                cache_keys=False,
+                cache_jwk_set=seconds > 0,
+                lifespan=max(seconds, 1),
             )
         else:
             self._secret = hs256_secret(settings)
@@ -326,19 +334,31 @@ class Authenticator:
     def algorithm(self) -> str:
         return "HS256" if self._secret is not None else "RS256"
 
-    def _key(self, token: str) -> Any:
+    @property
+    def fetches_keys(self) -> bool:
+        """Whether verifying may fetch the key set over the network (a blocking call)."""
+        return self._jwk_client is not None
+
+    def _keys(self, token: str) -> list[Any]:
+        """The keys that may have signed ``token``: its ``kid``'s, or without one every key
+        of the set (a set holds two while keys rotate)."""
         if self._secret is not None:
-            return self._secret
+            return [self._secret]
         if self._public_key is not None:
-            return self._public_key
-        if self._jwk_client is not None:
-            return self._jwk_client.get_signing_key_from_jwt(token).key
-        assert self._jwks is not None
+            return [self._public_key]
         kid = jwt.get_unverified_header(token).get("kid")
-        keys = [k for k in self._jwks.keys if kid is None or k.key_id == kid]
+        keys = self._set_keys(kid)
+        if not keys and self._jwk_client is not None:  # a key new since the set was fetched
+            keys = self._set_keys(kid, refresh=True)
         if not keys:
             raise InvalidCredentials("no key in the JWKS matches the token's kid")
-        return keys[0].key
+        return keys
+
+    def _set_keys(self, kid: Any, refresh: bool = False) -> list[Any]:
+        client = self._jwk_client
+        jwks = client.get_jwk_set(refresh) if client is not None else self._jwks
+        assert jwks is not None
+        return [k.key for k in jwks.keys if kid is None or k.key_id == kid]
 
     def verify_token(self, token: str) -> Claims:
         """The token's claims: from the cache of verified tokens, else verified."""
@@ -357,15 +377,7 @@ class Authenticator:
                 raise InvalidCredentials(
                     f"algorithm {header.get('alg')!r} is not accepted (expected {self.algorithm})"
                 )
-            data = jwt.decode(
-                token,
-                self._key(token),
-                algorithms=[self.algorithm],
-                audience=self.auth.audience,
-                issuer=self.auth.issuer,
-                leeway=self.auth.leeway_seconds,
-                options={"require": ["exp", "sub", "iss", "aud"]},
-            )
+            data = self._decoded(token)
         except jwt.ExpiredSignatureError:
             raise TokenExpired() from None
         except (jwt.PyJWTError, ValueError) as exc:
@@ -374,7 +386,33 @@ class Authenticator:
             value = data.get(name, 0)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise InvalidCredentials(f"invalid token: the {name} claim is not a number")
-        return validate_claims(data), float(int(data["exp"]))  # as PyJWT reads it
+        claims = validate_claims(data)
+        if claims.subject.startswith(API_KEY_SUBJECT):
+            raise InvalidCredentials(
+                f"invalid token: the subject {API_KEY_SUBJECT}… is an API key's"
+            )
+        return claims, float(int(data["exp"]))  # as PyJWT reads it
+
+    def _decoded(self, token: str) -> dict[str, Any]:
+        """The payload of ``token`` signed by one of its possible keys."""
+        *others, last = self._keys(token)
+        for key in others:
+            try:
+                return self._decode(token, key)
+            except jwt.InvalidSignatureError:
+                continue
+        return self._decode(token, last)
+
+    def _decode(self, token: str, key: Any) -> dict[str, Any]:
+        return jwt.decode(
+            token,
+            key,
+            algorithms=[self.algorithm],
+            audience=self.auth.audience,
+            issuer=self.auth.issuer,
+            leeway=self.auth.leeway_seconds,
+            options={"require": ["exp", "sub", "iss", "aud"]},
+        )
 
     def verify_api_key(self, key: str) -> Claims:
         digest = api_key_hash(key)
@@ -388,8 +426,13 @@ class Authenticator:
         return validate_claims(_api_key_claims(found))
 
 
+# The subjects of API keys: a token naming one would act as the key (its idempotency
+# records, its rate limit, its name in the audit trail).
+API_KEY_SUBJECT = "apikey:"
+
+
 def _api_key_claims(entry: ApiKeyEntry) -> dict[str, Any]:
-    claims: dict[str, Any] = {"sub": f"apikey:{entry.name}", "role": entry.role}
+    claims: dict[str, Any] = {"sub": f"{API_KEY_SUBJECT}{entry.name}", "role": entry.role}
     if entry.region is not None:
         claims["region"] = entry.region
     return claims
