@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from shared.app.cli import main as cli_main
+from shared.app.platform import Platform
 from tests.support.ports import free_ports_env
 
 
@@ -144,3 +145,18 @@ def test_a_token_lifetime_out_of_bounds_is_refused(
     assert cli_main(["token", "--role", "admin", "--subject", "x", "--ttl", ttl]) == 2
     assert said in capsys.readouterr().err
     assert cli_main(["token", "--role", "admin", "--subject", "x", "--ttl", "366d"]) == 0
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_the_trusted_proxies_reach_the_server(platform: Platform) -> None:
+    """Behind a TLS proxy elsewhere than 127.0.0.1, its X-Forwarded-Proto is what makes the
+    console's cookie Secure: the setting is the server's."""
+    from shared.app.runtime import make_server
+
+    assert make_server(platform, "console", "127.0.0.1", 0).config.forwarded_allow_ips in (
+        "127.0.0.1,::1",
+        "127.0.0.1",
+    )
+    platform.settings.forwarded_allow_ips = "10.0.0.5,10.0.0.6"
+    server = make_server(platform, "console", "127.0.0.1", 0)
+    assert server.config.forwarded_allow_ips == "10.0.0.5,10.0.0.6"

@@ -449,6 +449,9 @@ class Settings(BaseSettings):
     # A body gets the header timeout, plus a second for each this many bytes: slower, the
     # connection is closed (a body trickled a byte a second held it forever).
     http_body_min_bytes_per_second: int = Field(default=500, ge=1, le=100 * 1024 * 1024)
+    # Whose X-Forwarded-Proto/-For to trust (a TLS proxy's addresses, comma-separated, or
+    # "*"): the console's cookie is Secure over HTTPS as that header says. Unset: 127.0.0.1.
+    forwarded_allow_ips: str | None = Field(default=None, max_length=1000)
     intake_port: Port = 8001
     dispatch_port: Port = 8002
     parts_port: Port = 8003

@@ -131,6 +131,7 @@ def make_server(platform: Platform, service: str, host: str, port: int) -> _Serv
         access_log=False,
         log_config=None,
         timeout_graceful_shutdown=STOP_GRACE_SECONDS,
+        forwarded_allow_ips=platform.settings.forwarded_allow_ips,
         http=guarded_protocol(
             platform.settings.http_max_header_bytes,
             platform.settings.http_header_timeout_seconds,
