@@ -67,6 +67,7 @@ def test_pause_for_parts_without_its_reason_refuses_to_start(
         ("TICKETLINE_AUTH_PUBLIC_KEY_FILE", "{tmp}/text.pem", "not an RSA public key"),
         ("TICKETLINE_AUTH_PRIVATE_KEY_FILE", "{tmp}/text.pem", "not an RSA private key"),
         ("TICKETLINE_AUTH_JWKS_FILE", "{tmp}/text.pem", "JWKS_FILE: Value error, not a usable"),
+        ("TICKETLINE_AUTH_JWKS_FILE", "{tmp}/oct.json", "(it holds no RSA key)"),
         ("TICKETLINE_AUTH_JWKS_URL", "idp.example.com/jwks", "JWKS_URL: Value error, an http"),
         ("TICKETLINE_CHECKPOINT_SIGNING_KEY", "garbage", "SIGNING_KEY: Value error, cannot read"),
         (
@@ -118,6 +119,9 @@ def test_an_unusable_setting_refuses_to_start_naming_it(
     for port_variable, port in free_ports_env().items():
         monkeypatch.setenv(port_variable, port)
     (tmp_path / "text.pem").write_text("not a key\n")
+    (tmp_path / "oct.json").write_text(
+        '{"keys": [{"kty": "oct", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQ"}]}'
+    )
     monkeypatch.setenv(variable, value.replace("{tmp}", str(tmp_path)))
     assert cli_main(["run"]) == 2
     err = capsys.readouterr().err

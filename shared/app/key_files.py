@@ -62,6 +62,9 @@ def rs256_private_key(text: str) -> str:
 
 def json_web_key_set(text: str) -> jwt.PyJWKSet:
     try:
-        return jwt.PyJWKSet.from_json(text)
+        found = jwt.PyJWKSet.from_json(text)
     except (ValueError, jwt.exceptions.PyJWKSetError, jwt.exceptions.PyJWKError) as exc:
         raise ValueError(f"not a usable JSON Web Key Set ({exc})") from None
+    if not any(key.key_type == "RSA" for key in found.keys):  # RS256 verifies with none else
+        raise ValueError("not a usable JSON Web Key Set (it holds no RSA key)")
+    return found
