@@ -333,12 +333,13 @@ def test_keys_rotate_and_a_withdrawn_one_stops_being_honoured(tmp_path: Path) ->
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/jwks.json"
         verifier = Authenticator(Settings(auth=AuthSettings(jwks_url=url, jwks_cache_seconds=0)))
-        assert verifier.fetches_keys
+        assert verifier.may_fetch_keys("a token not verified yet")
         for private in (old_private, new_private):  # no kid: each key of the set is tried
             token = jwt.encode(good_claims(sub=f"s-{private[-40:-30]}"), private, "RS256")
             assert verifier.verify_token(token).role == "call_center_agent"
         signed_a = jwt.encode(good_claims(sub="x-1"), old_private, "RS256", headers={"kid": "a"})
         assert verifier.verify_token(signed_a).subject == "x-1"
+        assert not verifier.may_fetch_keys(signed_a)  # verified lately: no thread hop for it
         served["keys"] = [jwk(new_key, "b")]  # "a" withdrawn
         later = jwt.encode(good_claims(sub="x-2"), old_private, "RS256", headers={"kid": "a"})
         with pytest.raises(InvalidCredentials):

@@ -102,7 +102,9 @@ async def authenticate_first(request: Request) -> None:
     the identity provider's key set (a blocking call, up to its timeout), in a thread:
     never on the loop every other request waits on."""
     if needs_credentials(request):
-        if authenticator(request).fetches_keys:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        bearer = scheme.lower() == "bearer" and token.strip()
+        if bearer and authenticator(request).may_fetch_keys(token.strip()):
             await asyncio.to_thread(principal_of, request)
         else:
             principal_of(request)

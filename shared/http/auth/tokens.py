@@ -294,6 +294,9 @@ class _VerifiedTokens:
             return None
         return found[0]
 
+    def holds(self, token: str) -> bool:
+        return token in self._entries
+
     def put(self, token: str, claims: Claims, expires_at: float) -> None:
         if len(self._entries) >= self.size:
             self._entries.clear()
@@ -334,10 +337,10 @@ class Authenticator:
     def algorithm(self) -> str:
         return "HS256" if self._secret is not None else "RS256"
 
-    @property
-    def fetches_keys(self) -> bool:
-        """Whether verifying may fetch the key set over the network (a blocking call)."""
-        return self._jwk_client is not None
+    def may_fetch_keys(self, token: str) -> bool:
+        """Whether verifying ``token`` may fetch the key set over the network (a blocking
+        call): with a JWKS URL, for a token not verified lately."""
+        return self._jwk_client is not None and not self._verified.holds(token)
 
     def _keys(self, token: str) -> list[Any]:
         """The keys that may have signed ``token``: its ``kid``'s, or without one every key
