@@ -295,7 +295,9 @@ class _VerifiedTokens:
         return found[0]
 
     def holds(self, token: str) -> bool:
-        return token in self._entries
+        """Whether ``get`` would answer without verifying ``token`` again."""
+        found = self._entries.get(token)
+        return found is not None and self.clock() < min(found[1], found[2])
 
     def put(self, token: str, claims: Claims, expires_at: float) -> None:
         if len(self._entries) >= self.size:
