@@ -21,7 +21,7 @@ import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from pydantic import ValidationError
 
 from services.intake.schemas import RECEIVE_EXAMPLE
@@ -33,12 +33,14 @@ from shared.http.auth.personal_data import PersonalDataFilter, mask_payload, red
 from shared.http.auth.tokens import (
     SCOPES,
     Authenticator,
+    KeySetUnavailable,
     api_key_hash,
     hs256_secret,
     issue_token,
 )
 from shared.http.context import allow
 from tests.support.auth import TEST_JWT_SECRET, token_for
+from tests.support.ports import free_port
 
 
 def b64(data: bytes) -> str:
@@ -314,10 +316,17 @@ def test_keys_rotate_and_a_withdrawn_one_stops_being_honoured(tmp_path: Path) ->
     def jwk(key: rsa.RSAPrivateKey, kid: str) -> dict[str, Any]:
         return {**json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key())), "kid": kid}
 
-    served = {"keys": [jwk(old_key, "a"), jwk(new_key, "b")]}
+    ec_key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    ec_jwk = {**json.loads(jwt.algorithms.ECAlgorithm.to_jwk(ec_key)), "kid": "e"}
+    served: dict[str, Any] = {"keys": [ec_jwk, jwk(old_key, "a"), jwk(new_key, "b")]}
+    fetches: list[int] = []
 
     class KeySet(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (the http.server protocol)
+            fetches.append(1)
+            if served.get("down"):
+                self.send_error(500)
+                return
             body = json.dumps(served).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -334,7 +343,7 @@ def test_keys_rotate_and_a_withdrawn_one_stops_being_honoured(tmp_path: Path) ->
         url = f"http://127.0.0.1:{server.server_address[1]}/jwks.json"
         verifier = Authenticator(Settings(auth=AuthSettings(jwks_url=url, jwks_cache_seconds=0)))
         assert verifier.may_fetch_keys("a token not verified yet")
-        for private in (old_private, new_private):  # no kid: each key of the set is tried
+        for private in (old_private, new_private):  # no kid: each RSA key of the set is tried
             token = jwt.encode(good_claims(sub=f"s-{private[-40:-30]}"), private, "RS256")
             assert verifier.verify_token(token).role == "call_center_agent"
         signed_a = jwt.encode(good_claims(sub="x-1"), old_private, "RS256", headers={"kid": "a"})
@@ -349,6 +358,21 @@ def test_keys_rotate_and_a_withdrawn_one_stops_being_honoured(tmp_path: Path) ->
         as_key = jwt.encode(good_claims(sub="apikey:acme"), new_private, "RS256")
         with pytest.raises(InvalidCredentials, match="an API key's"):
             verifier.verify_token(as_key)
+        # Anyone can send an unknown kid: it fetches the set again once per cooldown only.
+        cached.verify_token(signed_a)
+        before = len(fetches)
+        for n in range(3):
+            stranger = jwt.encode(
+                good_claims(sub=f"k{n}"), new_private, "RS256", headers={"kid": "z"}
+            )
+            with pytest.raises(InvalidCredentials, match="matches the token's kid"):
+                cached.verify_token(stranger)
+        assert len(fetches) - before <= 1
+        # The provider down is the service's outage (503), not the caller's bad token.
+        served["down"] = True
+        fresh = jwt.encode(good_claims(sub="x-3"), new_private, "RS256", headers={"kid": "b"})
+        with pytest.raises(KeySetUnavailable):
+            verifier.verify_token(fresh)
     finally:
         server.shutdown()
 
@@ -361,6 +385,21 @@ async def test_a_wildcard_scope_is_no_scope(platform: Platform) -> None:
         async with raw_client(platform, **bearer(token)) as client:
             denied = await client.post("/tickets", json=RECEIVE_EXAMPLE)
         assert denied.status_code == 403, (scope, denied.text)
+    # Nor does `ticketline token` issue what the services refuse: an API key's subject.
+    with pytest.raises(ValueError, match="an API key's"):
+        issue_token(platform.settings, role="auditor", subject="apikey:ops")
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_an_identity_provider_out_of_reach_is_a_503(platform: Platform) -> None:
+    """Its key set unreachable is the service's outage: a client must not throw away a
+    good token for it (401 says the token is bad)."""
+    private, _, _ = rsa_pair()
+    platform.settings.auth = AuthSettings(jwks_url=f"http://127.0.0.1:{free_port()}/jwks")
+    token = jwt.encode(good_claims(), private, algorithm="RS256", headers={"kid": "k1"})
+    async with raw_client(platform, **bearer(token)) as client:
+        answer = await client.get("/tickets")
+    assert answer.status_code == 503 and "key set cannot be fetched" in answer.json()["detail"]
 
 
 def test_embedded_secret_is_generated_once_and_private(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import hmac
 import json
 import logging
 import secrets
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -252,7 +253,7 @@ def issue_token(
     if scopes:
         claims["scope"] = " ".join(scopes)
     try:
-        validate_claims(claims)  # only tokens the services accept
+        token_claims(claims)  # only tokens the services accept
     except InvalidCredentials as exc:
         raise ValueError(str(exc)) from None
     if auth.uses_rs256:
@@ -260,6 +261,16 @@ def issue_token(
             raise ValueError("RS256 is configured: set TICKETLINE_AUTH_PRIVATE_KEY_FILE to issue")
         return jwt.encode(claims, read_key_file(auth.private_key_file), algorithm="RS256")
     return jwt.encode(claims, hs256_secret(settings), algorithm="HS256")
+
+
+# A fetch of the provider's key set forced by a kid not in it (a key rotated in) is made
+# at most this often; the set's own cache lifespan governs the others.
+REFRESH_COOLDOWN_SECONDS = 30.0
+
+
+class KeySetUnavailable(Exception):
+    """The identity provider's key set cannot be fetched now: the service's outage (503),
+    not the caller's bad token."""
 
 
 # How long a verified token's claims are reused without checking its signature again:
@@ -314,6 +325,8 @@ class Authenticator:
         seconds = min(TOKEN_CACHE_SECONDS, float(self.auth.jwks_cache_seconds))
         self._verified = _VerifiedTokens(seconds, TOKEN_CACHE_SIZE, clock)
         self._jwk_client: jwt.PyJWKClient | None = None
+        self._fetching = threading.Lock()
+        self._refreshed_at = -REFRESH_COOLDOWN_SECONDS
         self._jwks: jwt.PyJWKSet | None = None
         self._public_key: str | None = None
         self._secret: bytes | None = None
@@ -356,14 +369,33 @@ class Authenticator:
         if not keys and self._jwk_client is not None:  # a key new since the set was fetched
             keys = self._set_keys(kid, refresh=True)
         if not keys:
-            raise InvalidCredentials("no key in the JWKS matches the token's kid")
+            raise InvalidCredentials("no RSA key in the JWKS matches the token's kid")
         return keys
 
     def _set_keys(self, kid: Any, refresh: bool = False) -> list[Any]:
-        client = self._jwk_client
-        jwks = client.get_jwk_set(refresh) if client is not None else self._jwks
+        """The set's RSA keys (RS256 verifies with no other) of ``kid``, or all of them."""
+        jwks = self._fetched_set(refresh) if self._jwk_client is not None else self._jwks
         assert jwks is not None
-        return [k.key for k in jwks.keys if kid is None or k.key_id == kid]
+        return [
+            k.key for k in jwks.keys if k.key_type == "RSA" and (kid is None or k.key_id == kid)
+        ]
+
+    def _fetched_set(self, refresh: bool) -> jwt.PyJWKSet:
+        """The provider's key set: one fetch at a time (callers waiting take its result),
+        and a fetch forced by an unknown kid at most once per ``REFRESH_COOLDOWN_SECONDS``
+        — anyone can send a kid, so it must not make the provider fetched per request."""
+        client = self._jwk_client
+        assert client is not None
+        with self._fetching:
+            if refresh and time.monotonic() - self._refreshed_at < REFRESH_COOLDOWN_SECONDS:
+                refresh = False
+            try:
+                found = client.get_jwk_set(refresh)
+            except (jwt.PyJWKClientError, jwt.PyJWKSetError) as exc:  # unreachable, or no set
+                raise KeySetUnavailable(str(exc)) from None
+            if refresh:
+                self._refreshed_at = time.monotonic()
+            return found
 
     def verify_token(self, token: str) -> Claims:
         """The token's claims: from the cache of verified tokens, else verified."""
@@ -391,12 +423,7 @@ class Authenticator:
             value = data.get(name, 0)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise InvalidCredentials(f"invalid token: the {name} claim is not a number")
-        claims = validate_claims(data)
-        if claims.subject.startswith(API_KEY_SUBJECT):
-            raise InvalidCredentials(
-                f"invalid token: the subject {API_KEY_SUBJECT}… is an API key's"
-            )
-        return claims, float(int(data["exp"]))  # as PyJWT reads it
+        return token_claims(data), float(int(data["exp"]))  # as PyJWT reads it
 
     def _decoded(self, token: str) -> dict[str, Any]:
         """The payload of ``token`` signed by one of its possible keys."""
@@ -434,6 +461,14 @@ class Authenticator:
 # The subjects of API keys: a token naming one would act as the key (its idempotency
 # records, its rate limit, its name in the audit trail).
 API_KEY_SUBJECT = "apikey:"
+
+
+def token_claims(data: Any) -> Claims:
+    """A token's payload as :class:`Claims`: the claims schema, and no API key's subject."""
+    claims = validate_claims(data)
+    if claims.subject.startswith(API_KEY_SUBJECT):
+        raise InvalidCredentials(f"invalid token: the subject {API_KEY_SUBJECT}… is an API key's")
+    return claims
 
 
 def _api_key_claims(entry: ApiKeyEntry) -> dict[str, Any]:
