@@ -104,6 +104,8 @@ def test_pause_for_parts_without_its_reason_refuses_to_start(
         ("TICKETLINE_PAGE_SIZE_MAX", "99999999", "TICKETLINE_PAGE_SIZE_MAX: Input should be"),
         ("TICKETLINE_FEEDBACK_POINTS_REPEAT_REPAIR", "-1e300", "REPEAT_REPAIR: Input should"),
         ("TICKETLINE_HOST", " ", "TICKETLINE_HOST: String should have at least 1"),
+        ("TICKETLINE_FORWARDED_ALLOW_IPS", "not an ip, ::zz", "'not an ip' is no IP address"),
+        ("TICKETLINE_FORWARDED_ALLOW_IPS", "", "'' is no IP address or network"),
         ("TICKETLINE_DATA_DIR", "{tmp}/text.pem", "DATA_DIR: Value error, /"),
     ],
 )

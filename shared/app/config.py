@@ -7,6 +7,7 @@ to the scaled mode. Every business figure from DOMAIN.md is a setting with its d
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from datetime import timedelta
 from functools import lru_cache
@@ -452,6 +453,22 @@ class Settings(BaseSettings):
     # Whose X-Forwarded-Proto/-For to trust (a TLS proxy's addresses, comma-separated, or
     # "*"): the console's cookie is Secure over HTTPS as that header says. Unset: 127.0.0.1.
     forwarded_allow_ips: str | None = Field(default=None, max_length=1000)
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _addresses(cls, value: str | None) -> str | None:
+        """Addresses or networks, comma-separated, or "*": a typo would trust nobody."""
+        if value is None:
+            return None
+        for part in (p.strip() for p in value.split(",")):
+            if part == "*":
+                continue
+            try:
+                ipaddress.ip_network(part, strict=False)
+            except ValueError:
+                raise ValueError(f"{part!r} is no IP address or network (or *)") from None
+        return value
+
     intake_port: Port = 8001
     dispatch_port: Port = 8002
     parts_port: Port = 8003

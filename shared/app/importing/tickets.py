@@ -27,6 +27,7 @@ from sqlalchemy import Connection, or_, select
 from shared.app.importing.fields import Column, Fields, Problem, RowFailed
 from shared.app.importing.kinds import Kind, KindContext, Parsed, Segment, Verdict, each
 from shared.eventstore.ledger import NEW_STREAM, EventStore
+from shared.kernel.clock import iso_utc
 from shared.kernel.events.envelope import EventPayload, PendingEvent
 from shared.kernel.imports import imported_id
 from shared.kernel.ticket import TICKETS, TicketState
@@ -112,9 +113,7 @@ def chronology(
         if at > now:
             problems.append(Problem(line, column, "in the future"))
         if previous is not None and at < previous[1]:
-            problems.append(
-                Problem(line, column, f"before {previous[0]} ({previous[1].isoformat()})")
-            )
+            problems.append(Problem(line, column, f"before {previous[0]} ({iso_utc(previous[1])})"))
         previous = (column, at)
     return problems
 
