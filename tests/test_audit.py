@@ -755,7 +755,7 @@ async def test_outputs_never_overwrite_the_live_database_or_an_existing_file(
     # A file where a directory should be is said so; a name near the limit is written.
     code = await asyncio.to_thread(cli_main, ["export", "--out", str(other / "x.jsonl")])
     said = capsys.readouterr().err
-    assert code == 2 and f"Not a directory: {other}" in said, said
+    assert code == 2 and f"Not a directory: {other}\n" in said, said
     long_name = tmp_path / ("a" * 235 + ".jsonl")  # its summary's name: 254 bytes
     assert await asyncio.to_thread(cli_main, ["export", "--out", str(long_name)]) == 0
     assert long_name.is_file() and not list(tmp_path.glob("*.partial"))

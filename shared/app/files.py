@@ -19,12 +19,12 @@ def new_sibling(path: Path) -> Path:
     """A new empty file beside ``path`` (its directory made if missing), owner-only, under a
     name no other run uses — the process id alone repeats (PID 1 in every container).
     Errors name ``path``, never the hidden draft."""
+    for parent in path.parents:  # mkdir would say "File exists" of the file in the way
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():  # named itself: the part of the path that is wrong
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(parent))
+            break
     with said_of(path):
-        for parent in path.parents:  # mkdir would say "File exists" of the file in the way
-            if parent.exists() or parent.is_symlink():
-                if not parent.is_dir():
-                    raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(parent))
-                break
         path.parent.mkdir(parents=True, exist_ok=True)
         draft = path.with_name(f"{draft_prefix(path)}{os.getpid()}.{secrets.token_hex(4)}.partial")
         os.close(os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
