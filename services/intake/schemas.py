@@ -125,9 +125,10 @@ class DiagnoseTicketRequest(Body):
         )
 
 
+# The customer-or-address rule is said in words, not as a schema ``anyOf``: generated
+# clients make no model of a top-level one.
 class CorrectContactRequest(Body):
-    """The customer, the address, or both (neither: 422 naming `customer`), with a reason.
-    Said in words, not as a schema ``anyOf``: generated clients make no model of one."""
+    """The customer, the address, or both (neither: 422 naming `customer`), with a reason."""
 
     model_config = ConfigDict(
         extra="forbid",
