@@ -79,6 +79,13 @@ ELSEWHERE = (
     "`location_not_found`: the location is outside the caller's reach (a parts clerk acting "
     "for another location, a regional caller outside its region)"
 )
+
+
+def with_etag(view: PartView | LocationView | RequisitionView) -> JSONResponse:
+    """A read of what commands take ``If-Match`` for: the view, its version as ETag."""
+    return JSONResponse(view.model_dump(mode="json"), headers={"ETag": etag(view.version)})
+
+
 # --- catalogue ----------------------------------------------------------------------------
 
 
@@ -131,7 +138,7 @@ async def get_part(
     if row is None:
         raise NotFound("part_not_found", f"no part {part_number}")
     view = PartView(**read_models.part_dict(row))
-    return JSONResponse(view.model_dump(mode="json"), headers={"ETag": etag(view.version)})
+    return with_etag(view)
 
 
 # --- locations ----------------------------------------------------------------------------
@@ -201,7 +208,7 @@ async def get_location(
     if row is None or not (headquarters or principal.reach.allows_region(row.region)):
         raise NotFound("location_not_found", f"no location {location_id}")
     view = LocationView(**row._mapping)
-    return JSONResponse(view.model_dump(mode="json"), headers={"ETag": etag(view.version)})
+    return with_etag(view)
 
 
 # --- stock --------------------------------------------------------------------------------
@@ -410,7 +417,7 @@ async def get_requisition(
     if row is None or not principal.reach.allows(requisition_scope(row)):
         raise NotFound("requisition_not_found", f"no requisition {requisition_id}")
     view = RequisitionView(**row._mapping)
-    return JSONResponse(view.model_dump(mode="json"), headers={"ETag": etag(view.version)})
+    return with_etag(view)
 
 
 @router.get(
