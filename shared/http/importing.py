@@ -29,6 +29,7 @@ from shared.http.context import Principal, allow, every_region
 from shared.http.params import QueryFlag
 from shared.http.problems import ProblemError, problem_doc
 from shared.http.security import BodyTooLarge
+from shared.http.validation import invalid_fields
 from shared.kernel.calendar import iana_zone, unknown_zone
 
 IMPORT_PREFIX = "/imports/"
@@ -130,18 +131,17 @@ def _route(router: APIRouter, kind: Kind) -> None:
 
 
 def _check_options(*, encoding: str | None, timezone: str | None, charset: str | None) -> None:
-    errors = []
+    refused = []
     for field, name in (("encoding", encoding), ("Content-Type", None if encoding else charset)):
         if name:
             try:
                 text_encoding(name)
             except Refusal as exc:
-                errors.append({"field": field, "message": exc.message})
+                refused.append((field, exc.message))
     if timezone and iana_zone(timezone) is None:
-        errors.append({"field": "timezone", "message": unknown_zone(timezone)})
-    if errors:
-        said = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-        raise ProblemError(422, "validation-error", "The request is not valid", said, errors=errors)
+        refused.append(("timezone", unknown_zone(timezone)))
+    if refused:
+        raise invalid_fields(refused)
 
 
 def _content_type(header: str) -> tuple[str, str | None]:

@@ -48,12 +48,17 @@ def not_utf8(reason: str) -> ProblemError:
 
 
 def invalid(field: str, reason: str) -> ProblemError:
+    return invalid_fields([(field, reason)])
+
+
+def invalid_fields(refused: list[tuple[str, str]]) -> ProblemError:
+    """A 422 naming each (field, reason) refused."""
     return ProblemError(
         422,
         "validation-error",
         "The request is not valid",
-        f"{field}: {reason}",
-        errors=[{"field": field, "message": reason}],
+        "; ".join(f"{field}: {reason}" for field, reason in refused),
+        errors=[{"field": field, "message": reason} for field, reason in refused],
     )
 
 
