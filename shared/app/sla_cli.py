@@ -81,13 +81,13 @@ def load_terms(path: Path) -> tuple[SlaPolicyDescription, dict[str, CalendarDesc
 
 def _read_mapping(path: Path) -> dict[str, Any]:
     text = path.read_text(encoding="utf-8")
-    if path.suffix.lower() == ".json":
-        try:
+    try:
+        if path.suffix.lower() == ".json":
             data = json.loads(text, object_pairs_hook=unique_keys)
-        except DuplicateKey as exc:
-            raise ValueError(f"invalid policy file: {exc.key}: given more than once") from None
-    else:
-        data = _read_yaml(path, text)
+        else:
+            data = _read_yaml(path, text)
+    except DuplicateKey as exc:
+        raise ValueError(f"invalid policy file: {exc.key}: given more than once") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a mapping expected")
     return data
@@ -111,8 +111,6 @@ def _read_yaml(path: Path, text: str) -> Any:
 
     try:
         return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 (a safe loader)
-    except DuplicateKey as exc:
-        raise ValueError(f"invalid policy file: {exc.key}: given more than once") from None
     except yaml.YAMLError as exc:
         raise ValueError(f"{path}: not valid YAML: {exc}") from None
 
