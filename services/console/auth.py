@@ -14,8 +14,8 @@ from typing import Any
 import jwt
 from fastapi import Request
 
-from shared.http.auth.tokens import InvalidCredentials, KeySetUnavailable
-from shared.http.context import Principal, authenticator, key_set_unavailable
+from shared.http.auth.tokens import InvalidCredentials
+from shared.http.context import Principal, authenticator
 
 COOKIE = "ticketline_console"
 LOCALE_COOKIE = "ticketline_console_locale"
@@ -53,10 +53,7 @@ def may_open(principal: Principal, scope: str, roles: Collection[str] | None = N
 
 def verify(request: Request, token: str) -> tuple[Principal, int]:
     """(principal, expiry as a Unix time) for a token, or InvalidCredentials."""
-    try:
-        claims = authenticator(request).verify_token(token.strip())
-    except KeySetUnavailable as exc:  # the provider's outage: the unavailable page, not 500
-        raise key_set_unavailable(exc) from None
+    claims = authenticator(request).verify_token(token.strip())
     expires = int(jwt.decode(token.strip(), options={"verify_signature": False})["exp"])
     principal = Principal(
         subject=claims.subject,

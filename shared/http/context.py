@@ -22,13 +22,7 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPBearer
 
 from shared.http.auth.personal_data import mask_phone
-from shared.http.auth.tokens import (
-    SCOPES,
-    TOKEN_ROLES,
-    Authenticator,
-    InvalidCredentials,
-    KeySetUnavailable,
-)
+from shared.http.auth.tokens import SCOPES, TOKEN_ROLES, Authenticator, InvalidCredentials
 from shared.http.problems import ProblemError
 from shared.kernel.errors import Forbidden, NotFound
 from shared.kernel.events.envelope import Actor, CommandContext
@@ -124,16 +118,6 @@ def _unauthorized(detail: str, error: str | None = None) -> ProblemError:
     )
 
 
-def key_set_unavailable(exc: KeySetUnavailable) -> ProblemError:
-    return ProblemError(
-        503,
-        "service-unavailable",
-        "Unavailable",
-        f"the identity provider's key set cannot be fetched now: {exc}",
-        headers={"Retry-After": "5"},
-    )
-
-
 def authenticator(request: Request) -> Authenticator:
     """One per app (keys and JWKS loaded once), built from the platform's settings."""
     state = request.app.state
@@ -186,8 +170,6 @@ def principal_of(request: Request) -> Principal:
             raise _unauthorized("no credentials: send `Authorization: Bearer <token>`")
     except InvalidCredentials as exc:
         raise _unauthorized(str(exc), "invalid_token") from None
-    except KeySetUnavailable as exc:  # the provider's outage, not the caller's bad token
-        raise key_set_unavailable(exc) from None
     principal = Principal(
         subject=claims.subject,
         role=claims.role,

@@ -37,6 +37,7 @@ from pydantic import (
 from shared.app.config import ApiKeyEntry, AuthSettings, Settings, token_lifetime
 from shared.app.files import key_file
 from shared.app.key_files import json_web_key_set, read_key_file
+from shared.http.problems import ProblemError
 from shared.kernel.text import unprintable_reason
 
 log = logging.getLogger(__name__)
@@ -268,9 +269,18 @@ def issue_token(
 REFRESH_COOLDOWN_SECONDS = 30.0
 
 
-class KeySetUnavailable(Exception):
+class KeySetUnavailable(ProblemError):
     """The identity provider's key set cannot be fetched now: the service's outage (503),
-    not the caller's bad token."""
+    not the caller's bad token — answered as such wherever it is raised."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            503,
+            "service-unavailable",
+            "Unavailable",
+            f"the identity provider's key set cannot be fetched now: {reason}",
+            headers={"Retry-After": "5"},
+        )
 
 
 # How long a verified token's claims are reused without checking its signature again:
